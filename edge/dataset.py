@@ -1,0 +1,81 @@
+"""Reader for MVTec-AD style test sets (such as textures-dev).
+
+Layout: ``<root>/<category>/test/<defect_type>/<stem>.png`` with the mask of every non-``good`` image
+at ``<root>/<category>/ground_truth/<defect_type>/<stem>_mask.png``. A ``train/`` folder is ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+GOOD = "good"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class DatasetError(ValueError):
+    """A dataset folder that does not follow the MVTec-AD layout; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    category: str
+    defect_type: str
+    image: np.ndarray  # uint8 HxWx3 RGB
+    mask: np.ndarray  # bool HxW, all False for good images
+    label: int  # 0 = good, 1 = defective
+
+
+def list_categories(root: str | Path) -> list[str]:
+    """Names of the sub-folders of `root` that hold a ``test/`` folder, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root}")
+    categories = sorted(p.name for p in root.iterdir() if (p / "test").is_dir())
+    if not categories:
+        raise DatasetError(f"no categories under {root}: expected <category>/test/<defect_type>/*.png")
+    return categories
+
+
+def _read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grayscale files come back as 3 equal channels
+    if image is None:
+        raise DatasetError(f"cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _read_mask(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DatasetError(f"defect image {image_path} has no mask (expected {path})")
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise DatasetError(f"cannot read mask {path}")
+    if mask.shape != shape:
+        raise DatasetError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}")
+    return mask > 0
+
+
+def load_category(root: str | Path, category: str) -> list[Sample]:
+    """All test images of one category, sorted by defect type then file name."""
+    folder = Path(root) / category
+    test = folder / "test"
+    if not folder.is_dir():
+        raise DatasetError(f"category folder not found: {folder}")
+    if not test.is_dir():
+        raise DatasetError(f"category {category!r} has no test folder: {test}")
+    samples = []
+    for type_dir in sorted(p for p in test.iterdir() if p.is_dir()):
+        for path in sorted(p for p in type_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            image = _read_image(path)
+            if type_dir.name == GOOD:
+                mask = np.zeros(image.shape[:2], dtype=bool)
+            else:
+                mask_path = folder / "ground_truth" / type_dir.name / f"{path.stem}_mask.png"
+                mask = _read_mask(mask_path, image.shape[:2], path)
+            samples.append(Sample(path, category, type_dir.name, image, mask, int(type_dir.name != GOOD)))
+    if not samples:
+        raise DatasetError(f"category {category!r} has no test images under {test}")
+    return samples

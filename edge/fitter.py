@@ -1,0 +1,136 @@
+"""Per-image fitting of the SSDnet U-Net: a cold fit of N steps or a warm start of K steps.
+
+One step: for each grid scale, a random `patch_fraction` of the image's patches is corrupted
+(edge.corrupt) and reconstructed; loss = pixel_weight * L2 + perceptual_weight * mean over VGG19
+layers of (1 - per-location cosine similarity) between reconstruction and clean patch.
+Everything happens on the device, with no host round trip inside a step.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import SSDNetConfig
+from .corrupt import corrupt
+from .device import autocast, memory_format, resolve_device
+from .patches import pad_multiple, pad_to_multiple, to_patches
+from .unet import UNet
+from .vgg import VGG19Features
+
+
+@dataclass
+class FitStats:
+    steps: int
+    seconds: float
+    loss: float  # mean loss over the last steps (nan when no step ran)
+
+
+def image_to_tensor(image: np.ndarray, device: torch.device, multiple: int) -> torch.Tensor:
+    """uint8 HxWx3 RGB (or HxW gray) -> (1, 3, H', W') float in [0, 1], reflect-padded to `multiple`."""
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    return pad_to_multiple(x, multiple)
+
+
+class Fitter:
+    """Owns the U-Net, its optimizer and the VGG19 loss; fits them to one image at a time."""
+
+    def __init__(self, cfg: SSDNetConfig, device: str | torch.device | None = None, vgg: VGG19Features | None = None):
+        self.cfg = cfg
+        self.device = torch.device(device) if device is not None else resolve_device(cfg.device)
+        self.amp = cfg.fit.amp
+        self.fmt = memory_format(self.device, self.amp)
+        self.multiple = pad_multiple(cfg.fit.scales)
+        self.vgg = None
+        if cfg.loss.perceptual_weight > 0:
+            self.vgg = (vgg or VGG19Features(cfg.vgg_weights, cfg.loss.vgg_layers)).to(self.device, memory_format=self.fmt)
+        self.generator = torch.Generator(self.device)
+        self.model = UNet(cfg.model.base_channels)
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh weights and optimizer from the config's seed (the start of a cold fit)."""
+        torch.manual_seed(self.cfg.fit.seed)
+        self.generator.manual_seed(self.cfg.fit.seed)
+        self.model = UNet(self.cfg.model.base_channels).to(self.device, memory_format=self.fmt)
+        self._new_optimizer()
+
+    def _new_optimizer(self) -> None:
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.fit.lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Start from given weights (the warm start); the optimizer restarts too."""
+        self.model.load_state_dict(state)
+        self._new_optimizer()
+
+    def _loss(self, clean: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        with autocast(self.device, self.amp):
+            out = self.model(corrupt(clean, cfg.corruption, self.generator).contiguous(memory_format=self.fmt))
+            loss = cfg.loss.pixel_weight * F.mse_loss(out.float(), clean)
+            if self.vgg is not None:
+                with torch.no_grad():
+                    target = self.vgg(clean)
+                feats = self.vgg(out)
+                cos = [F.cosine_similarity(feats[k].float(), target[k].float(), dim=1).mean() for k in target]
+                loss = loss + cfg.loss.perceptual_weight * (1 - sum(cos) / len(cos))
+        return loss
+
+    def fit(
+        self,
+        image: np.ndarray | torch.Tensor,
+        steps: int | None = None,
+        init_state: dict[str, torch.Tensor] | None = None,
+        budget_ms: float | None = None,
+        progress: Callable[[int, float], None] | None = None,
+    ) -> FitStats:
+        """Fit on one image: `steps` (default cfg.fit.steps) or until `budget_ms` would be exceeded.
+
+        With `init_state`, start from those weights (warm start); otherwise continue from the
+        current ones. Call `reset()` first for a cold fit. `image` is uint8 HxWx3 or a tensor
+        from `image_to_tensor`.
+        """
+        if init_state is not None:
+            self.load_state_dict(init_state)
+        steps = self.cfg.fit.steps if steps is None else steps
+        x = image if isinstance(image, torch.Tensor) else image_to_tensor(image, self.device, self.multiple)
+        grids = [to_patches(x, s) for s in self.cfg.fit.scales]
+        self.model.train()
+        t0 = time.perf_counter()
+        done, recent = 0, []
+        while done < steps:
+            elapsed = time.perf_counter() - t0
+            if budget_ms is not None and done and elapsed * 1000 * (done + 1) / done > budget_ms:
+                break
+            loss = 0.0
+            for p in grids:
+                k = max(1, math.ceil(self.cfg.fit.patch_fraction * p.shape[0]))
+                idx = torch.randperm(p.shape[0], generator=self.generator, device=self.device)[:k]
+                loss = loss + self._loss(p[idx])
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            done += 1
+            recent.append(loss.detach())
+            if progress is not None:
+                progress(done, float(loss.detach()))
+        self.model.eval()
+        tail = recent[-5:]
+        mean_loss = float(torch.stack(tail).mean()) if tail else float("nan")
+        return FitStats(done, time.perf_counter() - t0, mean_loss / len(grids) if tail else mean_loss)

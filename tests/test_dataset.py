@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.dataset import DatasetError, Sample, list_categories, load_category
+
+
+def _write(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """Two categories: `tile` (colour, good + crack) and `felt` (grayscale files, good only)."""
+    rng = np.random.default_rng(0)
+    tile = tmp_path / "tile"
+    bgr = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    _write(tile / "test" / "good" / "000.png", bgr)
+    _write(tile / "test" / "crack" / "000.png", bgr)
+    _write(tile / "test" / "crack" / "001.png", bgr)
+    mask = np.zeros((16, 16), dtype=np.uint8)
+    mask[4:8, 4:8] = 255
+    _write(tile / "ground_truth" / "crack" / "000_mask.png", mask)
+    _write(tile / "ground_truth" / "crack" / "001_mask.png", mask)
+    _write(tile / "train" / "good" / "000.png", bgr)  # ignored
+    _write(tmp_path / "felt" / "test" / "good" / "000.png", rng.integers(0, 256, (16, 16), dtype=np.uint8))
+    (tmp_path / "notes").mkdir()  # not a category: no test/ folder
+    return tmp_path
+
+
+def test_list_categories(root):
+    assert list_categories(root) == ["felt", "tile"]
+
+
+def test_load_category(root):
+    samples = load_category(root, "tile")
+    assert [(s.defect_type, s.path.name, s.label) for s in samples] == [
+        ("crack", "000.png", 1), ("crack", "001.png", 1), ("good", "000.png", 0)]
+    crack, good = samples[0], samples[2]
+    assert isinstance(crack, Sample) and crack.category == "tile"
+    assert crack.image.shape == (16, 16, 3) and crack.image.dtype == np.uint8
+    bgr = cv2.imread(str(crack.path))
+    np.testing.assert_array_equal(crack.image, bgr[:, :, ::-1])  # RGB order
+    assert crack.mask.dtype == bool and crack.mask.sum() == 16 and crack.mask[4:8, 4:8].all()
+    assert good.mask.shape == (16, 16) and not good.mask.any()
+
+
+def test_grayscale_becomes_three_channels(root):
+    (felt,) = load_category(root, "felt")
+    assert felt.image.shape == (16, 16, 3)
+    assert (felt.image[:, :, 0] == felt.image[:, :, 2]).all()
+
+
+def test_missing_root(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        list_categories(tmp_path / "nope")
+    with pytest.raises(DatasetError, match="no categories"):
+        list_categories(tmp_path)
+
+
+def test_missing_category(root):
+    with pytest.raises(DatasetError, match="category folder not found"):
+        load_category(root, "carpet")
+    with pytest.raises(DatasetError, match="no test folder"):
+        load_category(root, "notes")
+
+
+def test_category_without_images(root):
+    (root / "empty" / "test" / "good").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no test images"):
+        load_category(root, "empty")
+
+
+def test_defect_without_mask(root):
+    (root / "tile" / "ground_truth" / "crack" / "001_mask.png").unlink()
+    with pytest.raises(DatasetError, match="has no mask"):
+        load_category(root, "tile")
+
+
+def test_mask_size_mismatch(root):
+    _write(root / "tile" / "ground_truth" / "crack" / "001_mask.png", np.zeros((8, 16), dtype=np.uint8))
+    with pytest.raises(DatasetError, match="16x8 but its image is 16x16"):
+        load_category(root, "tile")
+
+
+def test_unreadable_image(root):
+    (root / "tile" / "test" / "good" / "001.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="cannot read image"):
+        load_category(root, "tile")
