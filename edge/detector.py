@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .backends import make_scorer
 from .config import SSDNetConfig
 from .fitter import FitStats, Fitter, image_to_tensor
 from .scoring import AnomalyScorer
@@ -29,17 +30,23 @@ class Detection:
     model_version: int
 
 
+def build_vgg(cfg: SSDNetConfig) -> VGG19Features | None:
+    """The VGG19 trunk the config's loss and scorer need (None when neither uses it)."""
+    layers = (cfg.loss.vgg_layers if cfg.loss.perceptual_weight > 0 else ()) + (
+        cfg.score.vgg_layers if cfg.score.perceptual_weight > 0 else ())
+    return VGG19Features(cfg.vgg_weights, tuple(dict.fromkeys(layers))) if layers else None
+
+
 class Detector:
     """Fits and scores the frames of one source."""
 
     def __init__(self, cfg: SSDNetConfig, device: str | torch.device | None = None, vgg: VGG19Features | None = None):
         self.cfg = cfg
-        needs_vgg = cfg.loss.perceptual_weight > 0 or cfg.score.perceptual_weight > 0
-        if needs_vgg and vgg is None:
-            layers = tuple(dict.fromkeys(cfg.loss.vgg_layers + cfg.score.vgg_layers))
-            vgg = VGG19Features(cfg.vgg_weights, layers)
+        vgg = vgg if vgg is not None else build_vgg(cfg)
         self.fitter = Fitter(cfg, device, vgg)
         self.scorer = AnomalyScorer(self.fitter.model, cfg.score, cfg.fit.scales, vgg).to(self.fitter.device)
+        # where the scorer runs (cfg.score.backend); the torch backend shares the Fitter's U-Net
+        self.backend = make_scorer(cfg, self.scorer, self.fitter.device)
         self.model_version = 0
         self.total_steps = 0
 
@@ -50,6 +57,7 @@ class Detector:
     def restore(self, state: dict[str, torch.Tensor]) -> None:
         """Continue from given weights: the next frame gets a warm start from them."""
         self.fitter.load_state_dict(state)
+        self._push_weights()
         self.model_version = max(self.model_version, 1)
 
     @property
@@ -58,8 +66,7 @@ class Detector:
 
     def score(self, x: torch.Tensor, height: int, width: int) -> tuple[np.ndarray, float]:
         """Anomaly map (cropped to height x width) and image score for a padded image tensor."""
-        with torch.inference_mode():
-            amap, score = self.scorer(x)
+        amap, score = self.backend.score(x)
         return amap[0, 0, :height, :width].float().cpu().numpy(), float(score[0])
 
     def fit(self, x: torch.Tensor, budget_ms: float | None = None) -> FitStats:
@@ -67,9 +74,15 @@ class Detector:
         if cold:
             self.fitter.reset()
         stats = self.fitter.fit(x, self.cfg.fit.steps if cold else self.cfg.fit.warm_steps, budget_ms=None if cold else budget_ms)
+        self._push_weights()
         self.model_version += 1
         self.total_steps += stats.steps
         return stats
+
+    def _push_weights(self) -> None:
+        """Hand the Fitter's current weights to an exported scorer (no re-export, no rebuild)."""
+        if self.backend.name != "torch":
+            self.backend.update_weights(self.fitter.model.state_dict())
 
     def process(self, image: np.ndarray, budget_ms: float | None = None) -> Detection:
         """Fit on and score one uint8 HxWx3 RGB frame."""

@@ -56,15 +56,16 @@ class Fitter:
         if cfg.loss.perceptual_weight > 0:
             self.vgg = (vgg or VGG19Features(cfg.vgg_weights, cfg.loss.vgg_layers)).to(self.device, memory_format=self.fmt)
         self.generator = torch.Generator(self.device)
-        self.model = UNet(cfg.model.base_channels)
+        torch.manual_seed(cfg.fit.seed)
+        self.model = UNet(cfg.model.base_channels).to(self.device, memory_format=self.fmt)
+        self._initial = self.state_dict()
         self.reset()
 
     def reset(self) -> None:
-        """Fresh weights and optimizer from the config's seed (the start of a cold fit)."""
-        torch.manual_seed(self.cfg.fit.seed)
+        """Initial weights, a fresh optimizer and the config's seed: the start of a cold fit.
+        The model object stays the same, so scorers holding it see every update."""
         self.generator.manual_seed(self.cfg.fit.seed)
-        self.model = UNet(self.cfg.model.base_channels).to(self.device, memory_format=self.fmt)
-        self._new_optimizer()
+        self.load_state_dict(self._initial)
 
     def _new_optimizer(self) -> None:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.fit.lr)

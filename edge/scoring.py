@@ -97,6 +97,7 @@ class AnomalyScorer(nn.Module):
         amap = cfg.pixel_weight * self._standardise(self._smooth(l2))
         if feats is not None:
             amap = amap + cfg.perceptual_weight * self._standardise(self._smooth(perc))
-        k = max(1, int(round((1 - cfg.image_score_quantile) * amap.shape[-2] * amap.shape[-1])))
+        pixels = int(amap.shape[-2]) * int(amap.shape[-1])  # python ints, also under the ONNX tracer
+        k = max(1, int(round((1 - cfg.image_score_quantile) * pixels)))
         score = amap.flatten(1).topk(k, dim=1).values.mean(1)
         return amap, score

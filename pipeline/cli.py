@@ -10,6 +10,9 @@ import sys
 COMMANDS = (
     "edge.evaluate",      # ssdnet eval
     "edge.score_images",  # ssdnet score
+    "export.cli",         # ssdnet export, ssdnet backends, ssdnet bench-scorer
+    "pipeline.launcher",  # ssdnet run
+    "pipeline.subscribe",  # ssdnet subscribe
 )
 
 

@@ -159,6 +159,7 @@ def test_detector_streaming_policy(textures):
     first = det.process(textures["gravel"][:60, :70])  # odd size: padded, map cropped back
     assert first.anomaly_map.shape == (60, 70) and first.anomaly_map.dtype == np.float32
     assert (first.fit_steps, first.model_version) == (3, 1)
+    assert det.scorer.unet is det.fitter.model and float(det.fitter.model.head.weight.abs().sum()) > 0
     second = det.process(textures["gravel"][:60, :70])
     assert (second.fit_steps, second.model_version) == (2, 2)
     assert np.isfinite(second.score)

@@ -1,0 +1,175 @@
+"""`ssdnet export`, `ssdnet backends` and `ssdnet bench-scorer`."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="export the scorer graph to ONNX or a TensorRT engine",
+                       description="Export the SSDnet scorer (image -> anomaly map, score) for one camera size. "
+                                   "Writes DIR/scorer.onnx (and DIR/scorer.engine for tensorrt) plus DIR/scorer.json.")
+    p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx")
+    p.add_argument("--height", type=int, required=True, help="camera frame height (padded up to the scorer's multiple)")
+    p.add_argument("--width", type=int, required=True, help="camera frame width (padded likewise)")
+    p.add_argument("--fp16", action="store_true", help="run the U-Net in fp16 inside the graph (I/O and map stay fp32)")
+    p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 18 for --exporter dynamo)")
+    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                   help="torch exporter (dynamo needs the onnxscript package)")
+    p.add_argument("--weights-as-inputs", action="store_true", help="U-Net weights as graph inputs instead of initializers")
+    p.add_argument("--state", help="torch state dict (.pt) of the U-Net to write into the graph (default: the config's seed init)")
+    p.add_argument("--max-batch", type=int, default=1, help="tensorrt: largest batch of the engine's profile")
+    p.set_defaults(func=run_export)
+
+    b = sub.add_parser("backends", help="report which scorer backends and providers work on this machine",
+                       description="Tries every backend for real on a tiny scorer graph.")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.add_argument("--compile", action="store_true", help="also try torch.compile (slow to compile)")
+    b.set_defaults(func=run_backends)
+
+    c = sub.add_parser("bench-scorer", help="per-frame scorer latency of every available backend",
+                       description="Times score and weight-update+score per backend against torch eager, in one run.")
+    c.add_argument("--height", type=int, default=256)
+    c.add_argument("--width", type=int, default=256)
+    c.add_argument("--repeat", type=int, default=5)
+    c.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
+    c.add_argument("--compile", action="store_true", help="add a torch.compile row (compiling takes about a minute)")
+    c.add_argument("--backend", action="append", choices=("torch", "onnxruntime", "tensorrt"),
+                   help="only these backends (repeatable; the torch eager baseline always runs)")
+    c.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
+    c.set_defaults(func=run_bench_cmd)
+
+
+def _config(path):
+    from edge.config import load_config
+
+    return load_config(path)
+
+
+def _scorer(cfg, state_path: str | None):
+    import torch
+
+    from edge.scoring import AnomalyScorer
+    from edge.unet import UNet
+
+    torch.manual_seed(cfg.fit.seed)
+    unet = UNet(cfg.model.base_channels).eval()
+    if state_path:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        unet.load_state_dict({k.removeprefix("unet."): v for k, v in state.items()})
+    vgg = None
+    if cfg.score.perceptual_weight > 0:
+        from edge.vgg import VGG19Features
+
+        vgg = VGG19Features(cfg.vgg_weights, cfg.score.vgg_layers)
+    return AnomalyScorer(unet, cfg.score, cfg.fit.scales, vgg).eval()
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from edge.patches import pad_multiple
+    from export.onnx_export import DEFAULT_OPSET, ExportError, export_scorer
+
+    cfg = _config(args.config)
+    if args.height < 8 or args.width < 8:
+        print("ssdnet export: error: --height and --width must be at least 8", file=sys.stderr)
+        return 2
+    m = pad_multiple(cfg.fit.scales)
+    h, w = -(-args.height // m) * m, -(-args.width // m) * m
+    if (h, w) != (args.height, args.width):
+        print(f"frames of {args.height}x{args.width} are padded to {h}x{w} (multiples of {m}); exporting for {h}x{w}")
+    scorer = _scorer(cfg, args.state)
+    out = Path(args.out)
+    opset = args.opset or (DEFAULT_OPSET if args.exporter == "torchscript" else 18)
+    if args.format == "onnx":
+        try:
+            exported = export_scorer(scorer, h, w, opset=opset, fp16=args.fp16, weights_as_inputs=args.weights_as_inputs,
+                                     exporter=args.exporter)
+        except ExportError as e:
+            print(f"ssdnet export: error: {e}", file=sys.stderr)
+            return 2
+        onnx_path, json_path = exported.save(out)
+        _amend_sidecar(json_path, {"camera": [args.height, args.width]})
+        print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB, opset {exported.opset}, "
+              f"{len(exported.weight_names)} U-Net weights) and {json_path}")
+        return 0
+    return _export_tensorrt(args, cfg, scorer, h, w, out)
+
+
+def _amend_sidecar(path: Path, extra: dict) -> None:
+    data = json.loads(path.read_text())
+    data.update(extra)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _export_tensorrt(args, cfg, scorer, h: int, w: int, out: Path) -> int:
+    import torch
+
+    from edge.backends import BackendError, TensorRTScorer
+    from pipeline.synthetic import texture
+
+    try:
+        trt_scorer = TensorRTScorer(scorer, precision="fp16" if args.fp16 else "fp32", max_batch=args.max_batch)
+    except BackendError as e:
+        print(f"ssdnet export: error: {e}", file=sys.stderr)
+        return 2
+    import numpy as np
+
+    img = texture("brick", max(h, w), np.random.default_rng(0))[:h, :w]
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div(255).cuda()
+    try:
+        trt_scorer.score(x)  # builds (or loads) the engine and runs the parity gate
+    except BackendError as e:
+        print(f"ssdnet export: error: {e}", file=sys.stderr)
+        return 2
+    entry = next(iter(trt_scorer._engines.values()))
+    onnx_path, json_path = entry["exported"].save(out)
+    engine_path = out / "scorer.engine"
+    shutil.copyfile(trt_scorer.cache.path(entry["key"]), engine_path)
+    _amend_sidecar(json_path, {"format": "tensorrt", "engine": engine_path.name, "engine_cache_key": entry["key"],
+                               "camera": [args.height, args.width], "max_batch": args.max_batch,
+                               "tensorrt": trt_scorer.info()})
+    print(f"wrote {engine_path}, {onnx_path} and {json_path}; parity: {trt_scorer.parity}")
+    return 0
+
+
+def run_backends(args: argparse.Namespace) -> int:
+    from edge.backends import probe_backends
+
+    results = probe_backends(include_compile=args.compile)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        t = Table(title="scorer backends on this machine (tiny graph, run for real)")
+        for col in ("backend", "provider", "works", "ms", "detail"):
+            t.add_column(col)
+        for r in results:
+            t.add_row(r["backend"], escape(str(r["provider"] or "-")), "[green]yes[/green]" if r["ok"] else "[red]no[/red]",
+                      f"{r['ms']:.1f}" if r["ms"] is not None else "-", escape(r["detail"]))
+        Console().print(t)
+    return 0 if any(r["ok"] for r in results) else 1
+
+
+def run_bench_cmd(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from export.bench import render, run_bench, write_json
+
+    cfg = _config(args.config)
+    console = Console(stderr=True)
+    result = run_bench(cfg, args.height, args.width, args.repeat, compile=args.compile,
+                       only=set(args.backend) if args.backend else None,
+                       progress=lambda m: console.log(m))
+    render(result)
+    if args.json_out:
+        write_json(result, args.json_out)
+        print(f"wrote {args.json_out}")
+    return 0

@@ -1,0 +1,166 @@
+"""Config of one streaming line (`ssdnet run CONFIG`): sources, the edge node, sinks.
+
+Endpoints bind to 127.0.0.1 on a free port (`tcp://127.0.0.1:*`) unless the config names another
+ZeroMQ endpoint (`tcp://0.0.0.0:5555` to serve the network, `ipc:///run/ssdnet/cam0`).
+Relative paths are relative to the working directory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, DirectoryPath, Field, field_validator, model_validator
+
+from edge.config import SSDNetConfig, load_yaml, parse_config
+
+from .protocol import MAX_REGIONS, MAX_SIDE, SOURCE_PATTERN, Encoding
+from .transport import ENDPOINT_PATTERN
+
+LOCAL = "tcp://127.0.0.1:*"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _endpoint(v: str) -> str:
+    if not ENDPOINT_PATTERN.match(v):
+        raise ValueError(f"{v!r} is not a ZeroMQ endpoint like tcp://127.0.0.1:5555, tcp://127.0.0.1:* or ipc:///tmp/cam0")
+    return v
+
+
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
+
+
+class _Source(_Strict):
+    name: str = Field(pattern=SOURCE_PATTERN, description="source id, used in topics")
+    fps: float | None = Field(None, gt=0, le=1000, description="pace frames to this rate; None = as fast as the source delivers")
+    frames: int | None = Field(None, ge=1, description="end the stream after this many frames; None = when the source ends")
+    bind: Endpoint = Field(LOCAL, description="endpoint the camera binds; the node connects to it")
+    pattern: Literal["pub", "push"] = Field("pub", description="pub: every node gets every frame; push: frames are shared out among nodes")
+    encoding: Encoding = Field("raw", description="frame encoding on the wire")
+    sndhwm: int = Field(8, ge=1, le=100_000, description="frames queued per consumer before dropping")
+    heartbeat_s: float = Field(1.0, gt=0, le=60)
+    wait_for_consumer_s: float = Field(30.0, ge=0, description="wait this long for a consumer before streaming")
+    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay; doubles per failure")
+    backoff_max_s: float = Field(10.0, gt=0, le=600)
+    max_retries: int | None = Field(None, ge=0, description="give up (end of stream) after this many failed reconnects; None = never")
+
+
+class SyntheticSourceConfig(_Source):
+    """Textures with random defects whose masks travel with the frames (pipeline.synthetic)."""
+
+    kind: Literal["synthetic"]
+    textures: tuple[str, ...] = ("brick", "grass", "gravel")
+    size: int = Field(256, ge=16, le=MAX_SIDE)
+    defect_prob: float = Field(0.5, ge=0, le=1)
+    seed: int = 0
+
+    @field_validator("textures")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from .synthetic import TEXTURES
+
+        if not v or any(t not in TEXTURES for t in v):
+            raise ValueError(f"textures must be a non-empty list from {list(TEXTURES)}, got {list(v)}")
+        return v
+
+
+class VideoSourceConfig(_Source):
+    """cv2.VideoCapture: a device index, a video file, an RTSP/HTTP URL or a GStreamer pipeline."""
+
+    kind: Literal["video"]
+    uri: int | str = Field(description="0, 'clip.mp4', 'rtsp://cam/stream', 'v4l2src ! videoconvert ! appsink'")
+    api: Literal["any", "ffmpeg", "gstreamer", "v4l2"] = Field("any", description="OpenCV backend; any picks GStreamer for strings with '!'")
+    resize: tuple[int, int] | None = Field(None, description="(width, height) to resize frames to")
+    loop: bool = Field(False, description="restart a video file at its end")
+
+
+class FolderSourceConfig(_Source):
+    """Images of a folder in name order; optional ground-truth masks named <stem><mask_suffix>.png."""
+
+    kind: Literal["folder"]
+    path: DirectoryPath
+    masks: DirectoryPath | None = Field(None, description="mask folder; an image without a mask file is all normal")
+    mask_suffix: str = "_mask"
+    resize: tuple[int, int] | None = Field(None, description="(width, height) to resize frames (and masks) to")
+    loop: bool = False
+
+
+SourceConfig = Annotated[Union[SyntheticSourceConfig, VideoSourceConfig, FolderSourceConfig], Field(discriminator="kind")]
+
+
+class NodeConfig(_Strict):
+    """The edge node: one SSDnet detector per source, results and events on one PUB endpoint."""
+
+    name: str = Field("node", pattern=SOURCE_PATTERN, description="node id, used in its heartbeat topic")
+    bind: Endpoint = Field(LOCAL, description="endpoint the node publishes results, events and heartbeats on")
+    input: Literal["sub", "pull"] = Field("sub", description="must match the sources' pattern (pub -> sub, push -> pull)")
+    connect: tuple[Endpoint, ...] = Field((), description="extra camera endpoints to read, beyond this config's sources")
+    threshold: float = Field(6.0, description="absolute image-score threshold: a frame is anomalous iff its score > threshold. "
+                             "The score is a high quantile of the detector's standardised map, i.e. in units of the frame's own std")
+    region_threshold: float | None = Field(None, description="map level that outlines regions; None = threshold")
+    min_region_area: int = Field(16, ge=1, description="smaller connected components are ignored, pixels")
+    max_regions: int = Field(32, ge=0, le=MAX_REGIONS, description="largest regions reported per frame")
+    budget_ms: float | None = Field(None, gt=0, description="time budget of a warm fit; None = fit.warm_steps steps")
+    map_encoding: Literal["float16", "uint8"] = Field("float16", description="anomaly map on the wire: float16, or uint8 with scale/offset")
+    attach_image: Literal["always", "anomalous", "never"] = Field("anomalous", description="send the scored frame with the result")
+    image_encoding: Encoding = "raw"
+    queue_depth: int = Field(1, ge=1, le=10_000, description="frames waiting per source: 1 = score the newest frame only "
+                             "(latest-frame semantics); more = score frames in order, dropping the oldest when full")
+    rcvhwm: int = Field(4, ge=1, le=10_000, description="messages queued in the camera socket (its receiver thread drains it continuously)")
+    sndhwm: int = Field(64, ge=1, le=100_000, description="messages queued per subscriber before dropping for it")
+    heartbeat_s: float = Field(1.0, gt=0, le=60)
+    min_side: int = Field(32, ge=1, le=MAX_SIDE, description="smaller frames are rejected")
+    max_side: int = Field(4096, ge=16, le=MAX_SIDE, description="larger frames are rejected before decoding")
+    threads: int | None = Field(None, ge=1, le=256, description="torch threads of the node process; None = all cores. "
+                                "Never more than the cores free for it: oversubscribed threads spin and slow fitting 10-60x")
+    ssdnet: SSDNetConfig = SSDNetConfig()
+
+
+class PrometheusConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535, description="0 = any free port")
+
+
+class SinksConfig(_Strict):
+    """What the launcher's collector does with the node's output (besides summary.json)."""
+
+    overlays: bool = Field(True, description="heat-map overlay PNG per event in OUT/overlays/ (needs node.attach_image)")
+    overlay_alpha: float = Field(0.5, ge=0, le=1)
+    console: bool = Field(False, description="print events live")
+    prometheus: PrometheusConfig | None = Field(None, description="serve latency/fps/drop metrics in Prometheus text format")
+    auroc_pixels_per_frame: int = Field(65536, ge=1, description="pixels sampled per frame for the pooled stream AUROC")
+
+
+class LineConfig(_Strict):
+    sources: tuple[SourceConfig, ...]
+    node: NodeConfig = NodeConfig()
+    sinks: SinksConfig = SinksConfig()
+    frames: int | None = Field(None, ge=1, description="default frame limit of every source")
+    timeout_s: float | None = Field(None, gt=0, description="stop the run after this long")
+
+    @field_validator("sources")
+    @classmethod
+    def _some(cls, v: tuple) -> tuple:
+        if not v:
+            raise ValueError("at least one source is needed")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> LineConfig:
+        names = [s.name for s in self.sources]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"source names must be unique, repeated: {dupes}")
+        if self.node.name in names:
+            raise ValueError(f"node name {self.node.name!r} is also a source name")
+        if bad := [s.name for s in self.sources if (s.pattern == "push") != (self.node.input == "pull")]:
+            raise ValueError(f"sources {bad} do not match node.input={self.node.input!r} (pub pairs with sub, push with pull)")
+        if self.sinks.overlays and self.node.attach_image == "never":
+            raise ValueError("sinks.overlays needs node.attach_image 'anomalous' or 'always'")
+        return self
+
+
+def load_line_config(path: str | Path) -> LineConfig:
+    """Read and validate a line config; raises edge.config.ConfigError with readable messages."""
+    return parse_config(LineConfig, load_yaml(path), str(path))

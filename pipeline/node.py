@@ -1,0 +1,364 @@
+"""Edge node: scores the newest frame of every source with that source's own SSDnet detector.
+
+Three threads, each owning its socket:
+- the receiver drains the camera socket (SUB or PULL, small RCVHWM) as fast as frames come and keeps
+  only the newest `queue_depth` frames per source (`PendingFrames`; the default 1 means the newest
+  frame only); an older waiting frame pushed out is counted as `conflated`, gaps in a source's
+  sequence numbers as `lost` (dropped before reaching the node);
+- the worker (the thread calling `run`) takes frames source by source, calls the detector, and
+  queues an `anomaly/<source>` result plus, if anomalous, an `event/<source>`;
+- the publisher sends them on an XPUB socket with SNDHWM: a slow or dead subscriber only loses its
+  own messages, it never blocks the node. It also forwards the cameras' heartbeats and sends the
+  node's own (`heartbeat/<node>` with state busy/idle and the drop counters) every `heartbeat_s`.
+Malformed messages, frames below `min_side` or above `max_side`, and detector failures are counted
+and logged (throttled); they never stop the node.
+
+Sharing cameras between nodes:
+- pub/sub (default): cameras bind XPUB and every node that connects gets every frame (redundancy,
+  or nodes with different settings).
+- push/pull: cameras bind PUSH (`pattern: push`), nodes connect PULL (`input: pull`); ZeroMQ deals
+  each frame to one connected node in turn, so N nodes share a camera's load. Each node then fits
+  its own model per source on the frames it gets, and a camera's heartbeats and end of stream also
+  reach one node only, so subscribers should connect to every node. To pin cameras to nodes
+  instead, list only a node's cameras in its `connect`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import zmq
+
+from edge.config import SSDNetConfig
+
+from . import protocol as P
+from .config import NodeConfig
+from .regions import find_regions
+from .transport import StopFlag, ThrottledLog, bind, drain_subscriptions, make_socket, wait_for_subscriber
+
+log = logging.getLogger(__name__)
+INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
+
+
+class Detection(Protocol):
+    anomaly_map: np.ndarray
+    score: float
+    fit_steps: int
+    fit_ms: float
+    score_ms: float
+    model_version: int
+
+
+class Detector(Protocol):
+    def process(self, image: np.ndarray, budget_ms: float | None = None) -> Detection: ...
+
+
+DetectorFactory = Callable[[str], Detector]
+
+
+class SSDNetDetectors:
+    """The default detector factory: an `edge.detector.Detector` built from the `ssdnet:` config."""
+
+    def __init__(self, cfg: SSDNetConfig):
+        from edge.detector import build_vgg
+
+        self.cfg = cfg
+        self.vgg = build_vgg(cfg)  # one frozen VGG19 shared by every source's detector
+
+    def __call__(self, source: str) -> Detector:
+        from edge.detector import Detector as SSDNetDetector
+
+        return SSDNetDetector(self.cfg, vgg=self.vgg)
+
+
+class PendingFrames:
+    """Frames waiting to be scored: at most `depth` per source, the oldest dropped when a newer one
+    comes (depth 1: only the newest frame is ever scored). Sources are served in turn; a source's
+    end of stream is handed out once it has no waiting frame, i.e. after its last result."""
+
+    def __init__(self, depth: int = 1) -> None:
+        self.depth = depth
+        self._cond = threading.Condition()
+        self._frames: OrderedDict[str, deque[P.Message]] = OrderedDict()
+        self._ends: OrderedDict[str, P.Message] = OrderedDict()
+
+    def put(self, msg: P.Message) -> bool:
+        """Add a frame; True if that pushed out an older waiting frame of its source."""
+        with self._cond:
+            waiting = self._frames.setdefault(msg.source, deque())
+            dropped = len(waiting) >= self.depth
+            if dropped:
+                waiting.popleft()
+            waiting.append(msg)
+            self._cond.notify()
+            return dropped
+
+    def end(self, msg: P.Message) -> None:
+        with self._cond:
+            self._ends[msg.source] = msg
+            self._cond.notify()
+
+    def take(self, timeout: float) -> P.Message | None:
+        """The next end of stream or frame, or None after `timeout` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._frames or self._ready_end() is not None, timeout)
+            if (source := self._ready_end()) is not None:
+                return self._ends.pop(source)
+            if not self._frames:
+                return None
+            source, waiting = next(iter(self._frames.items()))
+            msg = waiting.popleft()
+            if waiting:
+                self._frames.move_to_end(source)
+            else:
+                del self._frames[source]
+            return msg
+
+    def _ready_end(self) -> str | None:
+        return next((s for s in self._ends if s not in self._frames), None)
+
+
+class Counters:
+    """Per-source frame counters plus the count of malformed messages, safe across threads."""
+
+    NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sources: dict[str, dict[str, int]] = {}
+        self.bad_messages = 0
+
+    def add(self, source: str | None, name: str, n: int = 1) -> None:
+        with self._lock:
+            if source is None:
+                self.bad_messages += n
+            else:
+                self._sources.setdefault(source, dict.fromkeys(self.NAMES, 0))[name] += n
+
+    def source(self, source: str) -> dict[str, int]:
+        with self._lock:
+            return dict(self._sources.get(source, dict.fromkeys(self.NAMES, 0)))
+
+    def totals(self) -> dict[str, int]:
+        with self._lock:
+            totals = {name: sum(c[name] for c in self._sources.values()) for name in self.NAMES}
+            return {**totals, "bad_messages": self.bad_messages}
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"sources": {s: dict(c) for s, c in self._sources.items()}, "bad_messages": self.bad_messages}
+
+
+class EdgeNode:
+    """Reads frames from `inputs` (plus `cfg.connect`) and publishes results on `cfg.bind`."""
+
+    def __init__(self, cfg: NodeConfig, inputs: Sequence[str] = (), detector_factory: DetectorFactory | None = None,
+                 ctx: zmq.Context | None = None):
+        self.cfg = cfg
+        self.inputs = (*inputs, *cfg.connect)
+        self.factory = detector_factory if detector_factory is not None else SSDNetDetectors(cfg.ssdnet)
+        self.ctx = ctx or zmq.Context.instance()
+        self.counters = Counters()
+        self.pending = PendingFrames(cfg.queue_depth)
+        self.outbox: queue.Queue[P.Message] = queue.Queue()
+        self.detectors: dict[str, tuple[tuple[int, ...], Detector]] = {}
+        self.region_threshold = cfg.threshold if cfg.region_threshold is None else cfg.region_threshold
+        self._last_seq: dict[str, int] = {}
+        self._last_received: float | None = None
+        self._busy = False
+        self._log = ThrottledLog(log)
+
+    def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None, wait_for_subscriber_s: float = 0.0) -> dict:
+        """Serve until `stop` is set; returns the final counters. With `wait_for_subscriber_s`, the node
+        subscribes to the cameras only once a subscriber is connected (or that time has passed)."""
+        out = make_socket(self.ctx, zmq.XPUB, sndhwm=self.cfg.sndhwm)
+        try:
+            endpoint = bind(out, self.cfg.bind)
+        except zmq.ZMQError:
+            out.close()
+            raise
+        log.info("%s: publishing on %s", self.cfg.name, endpoint)
+        if on_ready is not None:
+            on_ready(endpoint)
+        if wait_for_subscriber_s:
+            wait_for_subscriber(out, wait_for_subscriber_s, stop)
+        inp = make_socket(self.ctx, zmq.SUB if self.cfg.input == "sub" else zmq.PULL, rcvhwm=self.cfg.rcvhwm)
+        for endpoint in self.inputs:
+            inp.connect(endpoint)
+        if self.cfg.input == "sub":
+            for topic in INPUT_TOPICS:
+                inp.setsockopt(zmq.SUBSCRIBE, topic)
+        halt = threading.Event()
+        threads = [threading.Thread(target=self._receive, args=(inp, halt), name="receive", daemon=True),
+                   threading.Thread(target=self._publish, args=(out, halt), name="publish", daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            while not stop.is_set():
+                msg = self.pending.take(timeout=0.1)
+                if msg is not None and msg.kind == "eos":
+                    self._end(msg)
+                elif msg is not None:
+                    self._process(msg)
+        finally:
+            halt.set()
+            for t in threads:
+                t.join(timeout=5)
+        return self.counters.snapshot()
+
+    # ------------------------------------------------------------ receiver thread
+
+    def _receive(self, sock: zmq.Socket, halt: threading.Event) -> None:
+        try:
+            while not halt.is_set():
+                if not sock.poll(100):
+                    continue
+                while not halt.is_set():
+                    try:
+                        parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._on_input(parts)
+        finally:
+            sock.close()
+
+    def _on_input(self, parts: list[zmq.Frame]) -> None:
+        now = time.time()
+        try:
+            msg = P.decode(parts, max_side=self.cfg.max_side)
+        except P.ProtocolError as e:
+            self.counters.add(None, "bad_messages")
+            self._log.warning(f"dropped a malformed message: {e}")
+            return
+        h, source = msg.header, msg.source
+        received = h.model_copy(update={"stamps": {**h.stamps, "received": now}})
+        if h.kind == "frame":
+            self._last_received = now
+            self.counters.add(source, "received")
+            last = self._last_seq.get(source)
+            if last is not None and h.seq > last + 1:
+                self.counters.add(source, "lost", h.seq - last - 1)
+            self._last_seq[source] = h.seq
+            if self.pending.put(P.Message(received, msg.arrays)):
+                self.counters.add(source, "conflated")
+        elif h.kind == "heartbeat":
+            self.outbox.put(P.Message(received))
+        elif h.kind == "eos":
+            self._last_seq.pop(source, None)
+            self.pending.end(P.Message(received))
+        else:
+            self.counters.add(None, "bad_messages")
+            self._log.warning(f"dropped an unexpected {h.kind} message from {source} on the camera socket")
+
+    # ------------------------------------------------------------ worker
+
+    def _detector(self, source: str, shape: tuple[int, ...]) -> Detector:
+        entry = self.detectors.get(source)
+        if entry is None or entry[0] != shape:
+            if entry is not None:
+                log.info("%s: frame size changed %s -> %s, starting a new model", source, entry[0], shape)
+            entry = self.detectors[source] = (shape, self.factory(source))
+        return entry[1]
+
+    def _process(self, msg: P.Message) -> None:
+        h, source, image = msg.header, msg.source, msg.arrays["image"]
+        if min(image.shape[:2]) < self.cfg.min_side:
+            self.counters.add(source, "rejected")
+            self._log.warning(f"{source}#{h.seq}: rejected a {image.shape[1]}x{image.shape[0]} frame (min_side {self.cfg.min_side})")
+            return
+        detector = self._detector(source, image.shape)
+        self._busy = True
+        try:
+            result, event = self._score(msg, detector)
+        except Exception as e:  # a bad frame or a detector failure costs that frame, never the node
+            self.counters.add(source, "failed")
+            self._log.warning(f"{source}#{h.seq}: detector failed: {type(e).__name__}: {e}")
+            self.detectors.pop(source, None)
+            return
+        finally:
+            self._busy = False
+        self.outbox.put(result)
+        self.counters.add(source, "scored")
+        if event is not None:
+            self.outbox.put(event)
+            self.counters.add(source, "events")
+
+    def _score(self, msg: P.Message, detector: Detector) -> tuple[P.Message, P.Message | None]:
+        """Run the detector on a frame; its anomaly result and, if anomalous, its event."""
+        h, image = msg.header, msg.arrays["image"]
+        t0 = time.time()
+        d = detector.process(image, budget_ms=self.cfg.budget_ms)
+        done = time.time()
+        amap, score = np.asarray(d.anomaly_map, dtype=np.float32), float(d.score)
+        if amap.shape != image.shape[:2] or not math.isfinite(score) or not np.isfinite(amap).all():
+            raise ValueError(f"detector returned a {amap.shape} map with non-finite values or score {score}")
+        anomalous = score > self.cfg.threshold
+        stamps = {**h.stamps, "fitted": min(t0 + d.fit_ms / 1000, done), "scored": done}
+        scored = dict(source=h.source, seq=h.seq, t_capture=h.t_capture, stamps=stamps, score=score,
+                      threshold=self.cfg.threshold, model_version=int(d.model_version),
+                      regions=find_regions(amap, self.region_threshold, self.cfg.min_region_area, self.cfg.max_regions))
+        q, map_desc = P.quantize_map(amap, self.cfg.map_encoding)
+        payloads, arrays = [map_desc], {"map": q}
+        if self.cfg.attach_image == "always" or (anomalous and self.cfg.attach_image == "anomalous"):
+            payloads.append(P.describe("image", image, self.cfg.image_encoding))
+            arrays["image"] = image
+        if "mask" in msg.arrays:
+            payloads.append(P.describe("mask", msg.arrays["mask"]))
+            arrays["mask"] = msg.arrays["mask"]
+        result = P.AnomalyHeader(kind="anomaly", payloads=tuple(payloads), label="anomalous" if anomalous else "normal",
+                                 fit_steps=int(d.fit_steps), fit_ms=float(d.fit_ms), score_ms=float(d.score_ms), **scored)
+        return P.Message(result, arrays), P.Message(P.EventHeader(kind="event", **scored)) if anomalous else None
+
+    def _end(self, msg: P.Message) -> None:
+        """Forward a source's end of stream, after its last result, with its final node counters; free its model."""
+        h = msg.header
+        self.detectors.pop(h.source, None)
+        self.outbox.put(P.Message(h.model_copy(update={"counters": {**h.counters, **self.counters.source(h.source)}})))
+
+    # ------------------------------------------------------------ publisher thread
+
+    def _publish(self, sock: zmq.Socket, halt: threading.Event) -> None:
+        next_beat = time.monotonic()
+        try:
+            while not (halt.is_set() and self.outbox.empty()):
+                try:
+                    self._send(sock, self.outbox.get(timeout=0.1))
+                except queue.Empty:
+                    pass
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.cfg.heartbeat_s
+                    self._send(sock, self._heartbeat())
+                    drain_subscriptions(sock)
+        finally:
+            sock.close()
+
+    def _send(self, sock: zmq.Socket, msg: P.Message) -> None:
+        h = msg.header
+        if h.kind in ("anomaly", "event"):
+            msg = P.Message(h.model_copy(update={"stamps": {**h.stamps, "published": time.time()}}), msg.arrays)
+        try:
+            P.send(sock, msg)
+        except P.ProtocolError as e:
+            self._log.warning(f"could not send a {h.kind} message of {h.source}: {e}")
+
+    def _heartbeat(self) -> P.Message:
+        now = time.time()
+        age = None if self._last_received is None else max(0.0, now - self._last_received)
+        return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=-1, t_capture=now, role="node",
+                                           state="busy" if self._busy else "idle", last_frame_age=age, counters=self.counters.totals()))
+
+
+def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: Callable[[str], None] | None = None,
+             detector_factory: DetectorFactory | None = None, wait_for_subscriber_s: float = 0.0) -> dict:
+    """Process entry point of the node stage."""
+    if cfg.threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    return EdgeNode(cfg, inputs, detector_factory).run(stop, on_ready, wait_for_subscriber_s)

@@ -1,0 +1,376 @@
+"""Wire schema of the streaming pipeline, version 1: ZeroMQ multipart messages, never pickle.
+
+Every message is
+
+    part 0   topic     b"<kind>/<source>", so SUB sockets filter by prefix (b"event/", b"anomaly/cam0")
+    part 1   header    a msgpack map of at most MAX_HEADER_BYTES, fields below
+    part 2+  payloads  one part per entry of header["payloads"], in that order, sent zero-copy
+
+Header fields of every kind:
+    v          int    SCHEMA_VERSION; a receiver rejects any other version
+    kind       str    frame | anomaly | event | heartbeat | eos (must match the topic)
+    source     str    camera id: 1-64 of [A-Za-z0-9_.:-] (must match the topic)
+    seq        int    per-source frame number from 0; heartbeat/eos: the last frame sent, -1 if none
+    t_capture  float  Unix time the frame was captured; heartbeat/eos: the time it was sent
+    stamps     map    Unix time per stage, keys from STAMPS: capture (camera), received (node socket),
+                      fitted (fit start + fit_ms), scored (detector returned), published (node send)
+    payloads   list   descriptors {name, shape, dtype, encoding, scale, offset}, one per payload part
+
+Payloads (name: shape, dtype, encodings); 1 <= H, W <= MAX_SIDE:
+    image  (H, W, 3) uint8 RGB                                     raw | jpeg | png
+    mask   (H, W)    uint8 ground truth, nonzero = defective pixel  raw | png
+    map    (H, W)    float16 anomaly map, or uint8 quantised with value = offset + q * scale   raw
+A raw payload holds exactly H*W*C*itemsize bytes in C order; a jpeg/png payload is a file whose
+declared size is checked before decoding and whose decoded size must equal the descriptor.
+A message's payloads all have the same H and W. `scale`/`offset` are set for uint8 maps only.
+
+Kinds and their extra fields:
+    frame      camera -> node. payloads: image, optional mask (synthetic/labelled sources).
+    anomaly    node -> subscribers, one per scored frame. payloads: map, optional image (the scored
+               frame), optional mask (ground truth forwarded from the camera). fields: score (image
+               score), threshold, label ("anomalous" iff score > threshold, else "normal"), regions
+               [{bbox: [x, y, w, h], area, peak}], model_version, fit_steps, fit_ms, score_ms.
+    event      node -> subscribers, only for anomalous frames; no payloads. fields: score, threshold,
+               regions, model_version; `event_record` turns it into its JSON-able dict.
+    heartbeat  camera (forwarded by the node) or node, every `heartbeat_s` even without frames.
+               fields: role (source|node), state (camera: waiting, streaming, reconnecting, ended;
+               node: idle, busy), last_frame_age (seconds since the last frame, None before the
+               first), counters {name: int}.
+    eos        end of one source's stream: camera -> node -> subscribers, after the source's last
+               result. fields: frames (number the camera sent), counters (the camera's, plus the
+               node's for that source when forwarded).
+
+Decoding validates all of the above and raises ProtocolError, with one readable line, for anything
+else; receivers log it, count it and keep running.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+import cv2
+import msgpack
+import numpy as np
+import zmq
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+KINDS = ("frame", "anomaly", "event", "heartbeat", "eos")
+STAMPS = ("capture", "received", "fitted", "scored", "published")
+SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+MAX_SIDE = 8192
+MAX_HEADER_BYTES = 64 * 1024
+MAX_PARTS = 2 + 3
+MAX_PAYLOAD_BYTES = MAX_SIDE * MAX_SIDE * 3
+MAX_REGIONS = 256
+JPEG_QUALITY = 90
+
+Stamp = Literal["capture", "received", "fitted", "scored", "published"]
+Encoding = Literal["raw", "jpeg", "png"]
+Part = Union[bytes, memoryview, zmq.Frame, np.ndarray]
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the wire schema; the text says what is wrong."""
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class Payload(_Wire):
+    """Descriptor of one payload part."""
+
+    name: Literal["image", "mask", "map"]
+    shape: tuple[int, ...]
+    dtype: Literal["uint8", "float16"]
+    encoding: Encoding = "raw"
+    scale: float | None = None
+    offset: float | None = None
+
+    _rules: ClassVar[dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]]] = {
+        # name: (ndim, dtypes, encodings)
+        "image": (3, ("uint8",), ("raw", "jpeg", "png")),
+        "mask": (2, ("uint8",), ("raw", "png")),
+        "map": (2, ("float16", "uint8"), ("raw",)),
+    }
+
+    @model_validator(mode="after")
+    def _check(self) -> Payload:
+        ndim, dtypes, encodings = self._rules[self.name]
+        if len(self.shape) != ndim or (ndim == 3 and self.shape[2] != 3):
+            raise ValueError(f"{self.name} must have shape {'(H, W, 3)' if ndim == 3 else '(H, W)'}, got {self.shape}")
+        if not all(1 <= s <= MAX_SIDE for s in self.shape[:2]):
+            raise ValueError(f"{self.name} size {self.shape[:2]} outside 1..{MAX_SIDE}")
+        if self.dtype not in dtypes or self.encoding not in encodings:
+            raise ValueError(f"{self.name} must be {'/'.join(dtypes)} encoded {'/'.join(encodings)}, got {self.dtype} {self.encoding}")
+        quantised = self.name == "map" and self.dtype == "uint8"
+        if (self.scale is not None, self.offset is not None) != (quantised, quantised):
+            raise ValueError("scale and offset are set for uint8 maps and only for them")
+        return self
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+class Region(_Wire):
+    """A connected component of the thresholded anomaly map, in frame pixels."""
+
+    bbox: tuple[int, int, int, int]  # x, y, w, h
+    area: int = Field(ge=1)
+    peak: float
+
+
+class _Header(_Wire):
+    payload_rules: ClassVar[tuple[tuple[str, ...], tuple[str, ...]]] = ((), ())  # required, optional
+
+    v: Literal[SCHEMA_VERSION] = SCHEMA_VERSION
+    source: str = Field(pattern=SOURCE_PATTERN)
+    seq: int = Field(ge=-1, le=2**63 - 1)
+    t_capture: float = Field(ge=0)
+    stamps: dict[Stamp, float] = {}
+    payloads: tuple[Payload, ...] = Field((), max_length=3)
+
+    @model_validator(mode="after")
+    def _check_payloads(self) -> _Header:
+        names = [p.name for p in self.payloads]
+        required, optional = self.payload_rules
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate payload names {names}")
+        if missing := [n for n in required if n not in names]:
+            raise ValueError(f"missing payload(s) {missing}")
+        if extra := [n for n in names if n not in required + optional]:
+            raise ValueError(f"payload(s) {extra} not allowed in a {self.kind} message")  # type: ignore[attr-defined]
+        if len({p.shape[:2] for p in self.payloads}) > 1:
+            raise ValueError(f"payload sizes differ: {[p.shape for p in self.payloads]}")
+        return self
+
+    @property
+    def topic(self) -> bytes:
+        return f"{self.kind}/{self.source}".encode()  # type: ignore[attr-defined]
+
+
+class FrameHeader(_Header):
+    payload_rules = (("image",), ("mask",))
+    kind: Literal["frame"]
+
+
+class _Scored(_Header):
+    score: float
+    threshold: float
+    regions: tuple[Region, ...] = Field((), max_length=MAX_REGIONS)
+    model_version: int = Field(ge=0)
+
+
+class AnomalyHeader(_Scored):
+    payload_rules = (("map",), ("image", "mask"))
+    kind: Literal["anomaly"]
+    label: Literal["normal", "anomalous"]
+    fit_steps: int = Field(ge=0)
+    fit_ms: float = Field(ge=0)
+    score_ms: float = Field(ge=0)
+
+
+class EventHeader(_Scored):
+    kind: Literal["event"]
+
+
+Counters = Annotated[dict[Annotated[str, Field(max_length=64)], int], Field(max_length=64)]
+
+
+class HeartbeatHeader(_Header):
+    kind: Literal["heartbeat"]
+    role: Literal["source", "node"]
+    state: str = Field(max_length=32)
+    last_frame_age: float | None = Field(None, ge=0)
+    counters: Counters = {}
+
+
+class EosHeader(_Header):
+    kind: Literal["eos"]
+    frames: int = Field(ge=0)
+    counters: Counters = {}
+
+
+Header = Union[FrameHeader, AnomalyHeader, EventHeader, HeartbeatHeader, EosHeader]
+_HEADER = TypeAdapter(Annotated[Header, Field(discriminator="kind")])
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded (or to-be-sent) message: the validated header and its payload arrays by name."""
+
+    header: Header
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.header.kind
+
+    @property
+    def source(self) -> str:
+        return self.header.source
+
+
+def describe(name: str, array: np.ndarray, encoding: Encoding = "raw", scale: float | None = None, offset: float | None = None) -> Payload:
+    """The payload descriptor of `array` as sent under `name`."""
+    return Payload(name=name, shape=tuple(int(s) for s in array.shape), dtype=str(array.dtype), encoding=encoding, scale=scale, offset=offset)
+
+
+def quantize_map(amap: np.ndarray, dtype: Literal["float16", "uint8"]) -> tuple[np.ndarray, Payload]:
+    """A float anomaly map as a wire payload: float16 (clipped to its range) or uint8 with scale/offset."""
+    amap = np.nan_to_num(np.asarray(amap, dtype=np.float32), nan=0.0, posinf=6e4, neginf=-6e4)
+    if dtype == "float16":
+        q = np.clip(amap, -6e4, 6e4).astype(np.float16)
+        return q, describe("map", q)
+    lo, hi = float(amap.min()), float(amap.max())
+    scale = (hi - lo) / 255.0 or 1.0
+    q = np.clip(np.rint((amap - lo) / scale), 0, 255).astype(np.uint8)
+    return q, describe("map", q, scale=scale, offset=lo)
+
+
+def anomaly_map(msg: Message) -> np.ndarray:
+    """The float32 anomaly map of an anomaly message (dequantised if it was sent as uint8)."""
+    desc = next(p for p in msg.header.payloads if p.name == "map")
+    amap = msg.arrays["map"].astype(np.float32)
+    return amap if desc.scale is None else desc.offset + amap * desc.scale
+
+
+def event_record(header: EventHeader) -> dict[str, Any]:
+    """The JSON-able dict of an event: source, seq, score, threshold, regions, t_capture, stamps, model_version."""
+    return header.model_dump(mode="json", exclude={"v", "kind", "payloads"})
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _encode_payload(desc: Payload, array: np.ndarray) -> np.ndarray | bytes:
+    if tuple(array.shape) != desc.shape or str(array.dtype) != desc.dtype:
+        raise ProtocolError(f"{desc.name} array {array.dtype} {array.shape} does not match its descriptor {desc.dtype} {desc.shape}")
+    if desc.encoding == "raw":
+        return np.ascontiguousarray(array)
+    bgr = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if desc.encoding == "jpeg" else []
+    ok, buf = cv2.imencode("." + desc.encoding, bgr, params)
+    if not ok:
+        raise ProtocolError(f"could not encode {desc.name} as {desc.encoding}")
+    return buf.tobytes()
+
+
+def encode(msg: Message) -> list[bytes | np.ndarray]:
+    """Multipart frames of `msg`: topic, msgpack header, payloads (numpy buffers, for copy=False sends)."""
+    header = msgpack.packb(msg.header.model_dump(mode="python"), use_bin_type=True)
+    if len(header) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(header)} bytes exceeds {MAX_HEADER_BYTES}")
+    if set(msg.arrays) != {p.name for p in msg.header.payloads}:
+        raise ProtocolError(f"arrays {sorted(msg.arrays)} do not match payloads {[p.name for p in msg.header.payloads]}")
+    return [msg.header.topic, header, *(_encode_payload(p, msg.arrays[p.name]) for p in msg.header.payloads)]
+
+
+def send(sock: zmq.Socket, msg: Message, flags: int = 0) -> None:
+    """Send `msg` on `sock`, payloads zero-copy."""
+    sock.send_multipart(encode(msg), flags=flags, copy=False)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _buffer(part: Part) -> memoryview:
+    if isinstance(part, zmq.Frame):
+        return part.buffer
+    return memoryview(part).cast("B")
+
+
+def _one_line(err: ValidationError) -> str:
+    msgs = [f"{'.'.join(str(p) for p in e['loc']) or 'header'}: {e['msg']}" for e in err.errors()[:3]]
+    more = f" (+{err.error_count() - 3} more)" if err.error_count() > 3 else ""
+    return "; ".join(msgs) + more
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _encoded_size(encoding: str, buf: memoryview) -> tuple[int, int] | None:
+    """(height, width) declared by a PNG/JPEG file's header, None if it has none."""
+    if encoding == "png":
+        if len(buf) < 24 or buf[:8] != b"\x89PNG\r\n\x1a\n" or buf[12:16] != b"IHDR":
+            return None
+        return int.from_bytes(buf[20:24], "big"), int.from_bytes(buf[16:20], "big")
+    if len(buf) < 4 or buf[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:
+            i += 1
+        elif marker in _SOF:
+            return int.from_bytes(buf[i + 5 : i + 7], "big"), int.from_bytes(buf[i + 7 : i + 9], "big")
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            i += 2
+        else:
+            i += 2 + int.from_bytes(buf[i + 2 : i + 4], "big")
+    return None
+
+
+def _decode_payload(desc: Payload, part: Part, max_side: int) -> np.ndarray:
+    if max(desc.shape[:2]) > max_side:
+        raise ProtocolError(f"{desc.name} of {desc.shape[0]}x{desc.shape[1]} exceeds the {max_side} px limit")
+    buf = _buffer(part)
+    if desc.encoding == "raw":
+        if len(buf) != desc.nbytes:
+            raise ProtocolError(f"{desc.name} payload has {len(buf)} bytes, shape {desc.shape} {desc.dtype} needs {desc.nbytes}")
+        array = np.frombuffer(buf, dtype=desc.dtype).reshape(desc.shape)
+        if array.dtype == np.float16 and not np.isfinite(array).all():
+            raise ProtocolError(f"{desc.name} contains NaN or infinite values")
+        return array
+    if len(buf) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"{desc.name} {desc.encoding} payload of {len(buf)} bytes is too large")
+    if _encoded_size(desc.encoding, buf) != desc.shape[:2]:
+        raise ProtocolError(f"{desc.name} is not a {desc.encoding} file of size {desc.shape[0]}x{desc.shape[1]}")
+    try:
+        array = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        array = None
+    if array is None or array.shape != desc.shape or array.dtype != np.uint8:
+        got = "nothing" if array is None else f"{array.dtype} {array.shape}"
+        raise ProtocolError(f"{desc.name} {desc.encoding} payload decodes to {got}, expected uint8 {desc.shape}")
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB) if array.ndim == 3 else array
+
+
+def decode_header(part: Part) -> Header:
+    """Validate the msgpack header part."""
+    buf = _buffer(part)
+    if len(buf) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(buf)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        obj = msgpack.unpackb(buf, raw=False, use_list=False, strict_map_key=True)
+    except Exception as e:  # msgpack raises many types on malformed input; all mean "not a header"
+        raise ProtocolError(f"header is not valid msgpack ({type(e).__name__})") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"header must be a map, got {type(obj).__name__}")
+    if type(obj.get("v")) is not int or obj["v"] != SCHEMA_VERSION:
+        raise ProtocolError(f"unsupported schema version {obj.get('v')!r:.20} (this build speaks {SCHEMA_VERSION})")
+    if obj.get("kind") not in KINDS:
+        raise ProtocolError(f"unknown kind {obj.get('kind')!r:.40}; expected one of {KINDS}")
+    try:
+        return _HEADER.validate_python(obj)
+    except ValidationError as e:
+        raise ProtocolError(f"bad {obj['kind']} header: {_one_line(e)}") from None
+
+
+def decode(parts: list[Part], max_side: int = MAX_SIDE) -> Message:
+    """Validate and decode one multipart message; raw payloads are zero-copy views of the received parts."""
+    if not 2 <= len(parts) <= MAX_PARTS:
+        raise ProtocolError(f"expected 2 to {MAX_PARTS} parts, got {len(parts)}")
+    header = decode_header(parts[1])
+    topic = bytes(_buffer(parts[0])[:200])
+    if topic != header.topic:
+        raise ProtocolError(f"topic {topic!r:.80} does not match header {header.topic!r}")
+    if len(parts) != 2 + len(header.payloads):
+        raise ProtocolError(f"header announces {len(header.payloads)} payload(s), message has {len(parts) - 2}")
+    arrays = {p.name: _decode_payload(p, part, max_side) for p, part in zip(header.payloads, parts[2:])}
+    return Message(header, arrays)

@@ -1,0 +1,178 @@
+"""Subscribers at the end of the line: a SUB socket and sinks for events, overlays and metrics.
+
+Overlays need the frame a result was computed on: the node attaches it to the anomaly result
+(`node.attach_image`, by default only for anomalous frames), so a sink never has to pair results
+with frames it may have missed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import cv2
+import numpy as np
+import zmq
+
+from edge.overlay import heatmap_overlay, write_rgb
+
+from . import protocol as P
+from .stats import stage_latencies
+from .transport import ThrottledLog, make_socket
+
+log = logging.getLogger(__name__)
+
+
+class Subscriber:
+    """A SUB socket connected to node endpoints; yields decoded messages, counts and logs malformed ones."""
+
+    def __init__(self, endpoints: str | Sequence[str], topics: Sequence[bytes] = (b"",), ctx: zmq.Context | None = None,
+                 rcvhwm: int = 10_000):
+        self.sock = make_socket(ctx or zmq.Context.instance(), zmq.SUB, rcvhwm=rcvhwm)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
+            self.sock.connect(endpoint)
+        for topic in topics:
+            self.sock.setsockopt(zmq.SUBSCRIBE, topic)
+        self.bad_messages = 0
+        self._log = ThrottledLog(log)
+
+    def recv(self, timeout_ms: int = 100) -> P.Message | None:
+        """The next valid message, or None if none came within `timeout_ms` (or it was malformed)."""
+        if not self.sock.poll(timeout_ms):
+            return None
+        try:
+            return P.decode(self.sock.recv_multipart(copy=False))
+        except P.ProtocolError as e:
+            self.bad_messages += 1
+            self._log.warning(f"dropped a malformed message: {e}")
+            return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Sink(Protocol):
+    def handle(self, msg: P.Message, delivered: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class JsonlSink:
+    """Appends one JSON object per event (source, seq, score, threshold, regions, t_capture, stamps, model_version)."""
+
+    def __init__(self, path: str | Path, append: bool = True):
+        self.file = open(path, "a" if append else "w", encoding="utf-8")
+
+    def handle(self, msg: P.Message, delivered: float) -> None:
+        if msg.kind == "event":
+            self.file.write(json.dumps(P.event_record(msg.header)) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def overlay(image: np.ndarray, amap: np.ndarray, regions: Sequence[P.Region], alpha: float = 0.5) -> np.ndarray:
+    """RGB picture: the anomaly map (edge.overlay's JET heat map) blended on the frame, regions boxed in white."""
+    out = np.ascontiguousarray(heatmap_overlay(image, amap, alpha=alpha))
+    for r in regions:
+        x, y, w, h = r.bbox
+        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), (255, 255, 255), 1)
+    return out
+
+
+class OverlaySink:
+    """Writes DIR/<source>_<seq>.png for every anomalous result that carries its frame."""
+
+    def __init__(self, directory: str | Path, alpha: float = 0.5):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.alpha = alpha
+        self.written = 0
+
+    def handle(self, msg: P.Message, delivered: float) -> None:
+        h = msg.header
+        if h.kind == "anomaly" and h.label == "anomalous" and "image" in msg.arrays:
+            picture = overlay(msg.arrays["image"], P.anomaly_map(msg), h.regions, self.alpha)
+            write_rgb(self.dir / f"{h.source}_{h.seq:06d}.png", picture)
+            self.written += 1
+
+    def close(self) -> None:
+        pass
+
+
+class MetricsSink:
+    """Prometheus text endpoint (http://HOST:PORT/metrics): per-stage latency, fps, results, events,
+    and the counters (frames sent, dropped, rejected, ...) and last-frame ages that heartbeats report."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9108):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+        self.registry = r = CollectorRegistry()
+        buckets = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)
+        self.latency = Histogram("ssdnet_stage_latency_seconds", "latency per pipeline stage", ["stage"], buckets=buckets, registry=r)
+        self.results = Counter("ssdnet_results", "scored frames", ["source", "label"], registry=r)
+        self.events = Counter("ssdnet_events", "anomaly events", ["source"], registry=r)
+        self.fps = Gauge("ssdnet_fps", "scored frames per second, smoothed", ["source"], registry=r)
+        self.age = Gauge("ssdnet_last_frame_age_seconds", "seconds since a stage last had a frame (heartbeats)", ["role", "source"], registry=r)
+        self.counters = Gauge("ssdnet_stage_count", "counters reported by heartbeats", ["role", "source", "counter"], registry=r)
+        self.server, self._thread = start_http_server(port, host, registry=r)
+        self.port = self.server.server_port
+        self._last: dict[str, float] = {}
+        self._fps: dict[str, float] = {}
+
+    def handle(self, msg: P.Message, delivered: float) -> None:
+        h = msg.header
+        if h.kind == "anomaly":
+            for stage, ms in stage_latencies(h, delivered).items():
+                self.latency.labels(stage).observe(ms / 1e3)
+            self.results.labels(h.source, h.label).inc()
+            if (last := self._last.get(h.source)) is not None and delivered > last:
+                rate = 1 / (delivered - last)
+                self._fps[h.source] = 0.8 * self._fps[h.source] + 0.2 * rate if h.source in self._fps else rate
+                self.fps.labels(h.source).set(self._fps[h.source])
+            self._last[h.source] = delivered
+        elif h.kind == "event":
+            self.events.labels(h.source).inc()
+        elif h.kind == "heartbeat":
+            if h.last_frame_age is not None:
+                self.age.labels(h.role, h.source).set(h.last_frame_age)
+            for name, value in h.counters.items():
+                self.counters.labels(h.role, h.source, name).set(value)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ConsoleSink:
+    """Prints events, ends of stream, and cameras' state changes and stalls (from their heartbeats), live (rich)."""
+
+    def __init__(self, console=None, stall_s: float = 5.0):
+        from rich.console import Console
+
+        self.console = console or Console()
+        self.stall_s = stall_s
+        self._camera: dict[str, tuple[str, bool]] = {}
+
+    def handle(self, msg: P.Message, delivered: float) -> None:
+        h = msg.header
+        clock = time.strftime("%H:%M:%S", time.localtime(delivered))
+        if h.kind == "event":
+            latency = (delivered - h.stamps.get("capture", h.t_capture)) * 1e3
+            boxes = ", ".join(f"{r.bbox}" for r in h.regions[:3]) + (" ..." if len(h.regions) > 3 else "")
+            self.console.print(f"{clock} [bold red]ANOMALY[/] {h.source} #{h.seq} score {h.score:.2f} > {h.threshold:.2f}  "
+                               f"{len(h.regions)} region(s) {boxes}  [dim]{latency:.0f} ms after capture[/]")
+        elif h.kind == "eos":
+            self.console.print(f"{clock} [bold]end of stream[/] {h.source} after {h.frames} frames {h.counters}")
+        elif h.kind == "heartbeat" and h.role == "source":
+            stalled = h.state != "ended" and h.last_frame_age is not None and h.last_frame_age > self.stall_s
+            if self._camera.get(h.source) != (h.state, stalled):
+                self._camera[h.source] = (h.state, stalled)
+                note = f"[yellow]stalled[/], no frame for {h.last_frame_age:.1f} s" if stalled else ""
+                self.console.print(f"{clock} camera {h.source}: {h.state} {note}")
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,308 @@
+"""Camera stage: read frames (OpenCV, an image folder, synthetic textures) and publish them.
+
+A reader thread opens the source, paces it to `fps`, and on loss reconnects with exponential
+backoff; the main thread owns the socket and sends frames, a `heartbeat/<source>` every
+`heartbeat_s` (state, last-frame age, counters: a silent camera keeps heartbeating, so it is told
+apart from a dead link or a blocked node) and finally `eos/<source>`.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import cv2
+import numpy as np
+import zmq
+
+from . import protocol as P
+from .config import FolderSourceConfig, SourceConfig, SyntheticSourceConfig, VideoSourceConfig
+from .transport import StopFlag, bind, drain_subscriptions, make_socket, wait_for_peer, wait_for_subscriber
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class SourceError(RuntimeError):
+    """The source cannot be opened or was lost; the camera stage reconnects."""
+
+
+@dataclass
+class Capture:
+    image: np.ndarray  # uint8 HxWx3 RGB
+    mask: np.ndarray | None  # uint8 HxW, nonzero = defective, when the source knows ground truth
+    t_capture: float
+
+
+@dataclass
+class _End:
+    reason: str
+
+
+class Reader(Protocol):
+    def open(self) -> None: ...
+    def read(self) -> Capture | None: ...  # None: end of stream
+    def close(self) -> None: ...
+
+
+def _rgb(bgr: np.ndarray, resize: tuple[int, int] | None) -> np.ndarray:
+    if bgr.ndim == 2:
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+    if resize is not None:
+        bgr = cv2.resize(bgr, resize, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class VideoReader:
+    """cv2.VideoCapture; a failed grab ends a video file (or loops it) and means a lost live camera."""
+
+    _APIS = {"any": cv2.CAP_ANY, "ffmpeg": cv2.CAP_FFMPEG, "gstreamer": cv2.CAP_GSTREAMER, "v4l2": cv2.CAP_V4L2}
+
+    def __init__(self, cfg: VideoSourceConfig):
+        self.cfg = cfg
+        self.is_file = isinstance(cfg.uri, str) and Path(cfg.uri).is_file()
+        self.cap: cv2.VideoCapture | None = None
+
+    def open(self) -> None:
+        api = self._APIS[self.cfg.api]
+        if api == cv2.CAP_ANY and isinstance(self.cfg.uri, str) and "!" in self.cfg.uri:
+            api = cv2.CAP_GSTREAMER
+        cap = cv2.VideoCapture(self.cfg.uri, api)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open {self.cfg.uri!r}")
+        if not self.is_file:
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # live: the newest frame, not a backlog
+        self.cap = cap
+
+    def read(self) -> Capture | None:
+        ok, bgr = self.cap.read()
+        if not ok and self.is_file and self.cfg.loop:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self.cap.read()
+        if not ok:
+            if self.is_file:
+                return None
+            raise SourceError(f"lost {self.cfg.uri!r}: grab failed")
+        return Capture(_rgb(bgr, self.cfg.resize), None, time.time())
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class FolderReader:
+    """The images of a folder in name order, with masks from `masks/<stem><mask_suffix>.png`."""
+
+    def __init__(self, cfg: FolderSourceConfig):
+        self.cfg = cfg
+        self.files: list[Path] = []
+        self.index = 0
+
+    def open(self) -> None:
+        self.files = sorted(p for p in self.cfg.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise SourceError(f"no images in {self.cfg.path}")
+
+    def read(self) -> Capture | None:
+        while True:
+            if self.index >= len(self.files):
+                if not self.cfg.loop:
+                    return None
+                self.index = 0
+            path = self.files[self.index]
+            self.index += 1
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is not None:
+                return Capture(_rgb(bgr, self.cfg.resize), self._mask(path, bgr.shape[:2]), time.time())
+            log.warning("skipping unreadable image %s", path)
+
+    def _mask(self, image_path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+        if self.cfg.masks is None:
+            return None
+        path = self.cfg.masks / f"{image_path.stem}{self.cfg.mask_suffix}.png"
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
+        mask = np.zeros(shape, np.uint8) if mask is None else (mask > 0).astype(np.uint8)
+        if self.cfg.resize is not None:
+            mask = cv2.resize(mask, self.cfg.resize, interpolation=cv2.INTER_NEAREST)
+        return mask
+
+    def close(self) -> None:
+        pass
+
+
+class SyntheticReader:
+    """Textures in turn, each with a defect drawn with probability `defect_prob`, and its exact mask."""
+
+    def __init__(self, cfg: SyntheticSourceConfig):
+        self.cfg = cfg
+        self.rng = np.random.default_rng(cfg.seed)
+        self.index = 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Capture:
+        from .synthetic import sample
+
+        t_capture = time.time()  # the shutter opens now; drawing the texture is its exposure
+        name = self.cfg.textures[self.index % len(self.cfg.textures)]
+        self.index += 1
+        image, mask = sample(name, self.cfg.size, self.rng, self.cfg.defect_prob)
+        return Capture(image, mask.astype(np.uint8), t_capture)
+
+    def close(self) -> None:
+        pass
+
+
+def make_reader(cfg: SourceConfig) -> Reader:
+    return {"synthetic": SyntheticReader, "video": VideoReader, "folder": FolderReader}[cfg.kind](cfg)
+
+
+class Camera:
+    """Publishes one source's frames on `cfg.bind` (XPUB or PUSH)."""
+
+    def __init__(self, cfg: SourceConfig, reader: Reader | None = None, ctx: zmq.Context | None = None):
+        self.cfg = cfg
+        self.reader = reader if reader is not None else make_reader(cfg)
+        self.ctx = ctx or zmq.Context.instance()
+        self.state = "starting"
+        self.counters = {"sent": 0, "send_dropped": 0, "reconnects": 0}
+        self.last_capture: float | None = None
+        self._queue: queue.Queue[Capture | _End] = queue.Queue(maxsize=2)
+        self._halt = threading.Event()
+
+    def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> dict[str, int]:
+        """Stream until the source ends, `cfg.frames` were sent or `stop` is set; returns the counters."""
+        push = self.cfg.pattern == "push"
+        sock = make_socket(self.ctx, zmq.PUSH if push else zmq.XPUB, sndhwm=self.cfg.sndhwm)
+        try:
+            endpoint = bind(sock, self.cfg.bind)
+            log.info("%s: publishing on %s", self.cfg.name, endpoint)
+            if on_ready is not None:
+                on_ready(endpoint)
+            self.state = "waiting"
+            wait = wait_for_peer if push else wait_for_subscriber
+            if not wait(sock, self.cfg.wait_for_consumer_s, stop):
+                log.warning("%s: no consumer after %.0f s, streaming anyway", self.cfg.name, self.cfg.wait_for_consumer_s)
+            reader = threading.Thread(target=self._read_loop, name=f"read-{self.cfg.name}", daemon=True)
+            reader.start()
+            self._publish_loop(sock, stop, push)
+            self._halt.set()
+            reader.join(timeout=1.0)  # a reader stuck in a driver call is a daemon thread: left behind
+        finally:
+            self._halt.set()
+            sock.close()
+        return dict(self.counters)
+
+    def _publish_loop(self, sock: zmq.Socket, stop: StopFlag, push: bool) -> None:
+        seq = 0
+        next_beat = time.monotonic()
+        give_up = None  # after a stop, when to end without waiting any longer for a stuck reader
+        while True:
+            if stop.is_set() and give_up is None:
+                self._halt.set()
+                give_up = time.monotonic() + 2.0
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                item = _End("stopped; the reader is stuck") if give_up is not None and time.monotonic() > give_up else None
+            if isinstance(item, Capture):
+                self._send(sock, self._frame(seq, item), zmq.NOBLOCK if push else 0)
+                self.last_capture, seq = item.t_capture, seq + 1
+            if time.monotonic() >= next_beat or isinstance(item, _End):
+                next_beat = time.monotonic() + self.cfg.heartbeat_s
+                self._send(sock, self._heartbeat(seq - 1), zmq.NOBLOCK)
+                if not push:
+                    drain_subscriptions(sock)
+            if isinstance(item, _End):
+                log.info("%s: end of stream after %d frames (%s)", self.cfg.name, seq, item.reason)
+                eos = P.EosHeader(kind="eos", source=self.cfg.name, seq=seq - 1, t_capture=time.time(), frames=seq, counters=self.counters)
+                sock.setsockopt(zmq.SNDTIMEO, 1000)  # a PUSH socket may need a moment of room for the end
+                self._send(sock, P.Message(eos), 0)
+                return
+
+    def _send(self, sock: zmq.Socket, msg: P.Message, flags: int) -> None:
+        try:
+            P.send(sock, msg, flags)
+            if msg.kind == "frame":
+                self.counters["sent"] += 1
+        except zmq.Again:
+            self.counters["send_dropped"] += msg.kind == "frame"
+
+    def _frame(self, seq: int, cap: Capture) -> P.Message:
+        payloads = [P.describe("image", cap.image, self.cfg.encoding)]
+        arrays = {"image": cap.image}
+        if cap.mask is not None:
+            payloads.append(P.describe("mask", cap.mask))
+            arrays["mask"] = cap.mask
+        header = P.FrameHeader(kind="frame", source=self.cfg.name, seq=seq, t_capture=cap.t_capture,
+                               stamps={"capture": cap.t_capture}, payloads=tuple(payloads))
+        return P.Message(header, arrays)
+
+    def _heartbeat(self, seq: int) -> P.Message:
+        now = time.time()
+        age = None if self.last_capture is None else max(0.0, now - self.last_capture)
+        return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=seq, t_capture=now, role="source",
+                                           state=self.state, last_frame_age=age, counters=dict(self.counters)))
+
+    def _read_loop(self) -> None:
+        """Reader thread: open/reconnect with backoff, pace, hand captures to the publisher."""
+        cfg, opened, failures, n = self.cfg, False, 0, 0
+        period = 1.0 / cfg.fps if cfg.fps else 0.0
+        next_tick = time.monotonic()
+        reason = "stopped"
+        while not self._halt.is_set():
+            if cfg.frames is not None and n >= cfg.frames:
+                reason = f"{cfg.frames} frames"
+                break
+            if period:
+                self._halt.wait(max(0.0, next_tick - time.monotonic()))
+                next_tick = max(next_tick, time.monotonic()) + period  # late frames do not catch up in a burst
+            try:
+                if not opened:
+                    self.reader.open()
+                    opened, self.state = True, "streaming"
+                cap = self.reader.read()
+            except SourceError as e:
+                self.reader.close()
+                opened, failures = False, failures + 1
+                if cfg.max_retries is not None and failures > cfg.max_retries:
+                    reason = f"gave up after {failures} failures: {e}"
+                    break
+                delay = min(cfg.backoff_initial_s * 2 ** (failures - 1), cfg.backoff_max_s)
+                log.warning("%s: %s; retrying in %.1f s", cfg.name, e, delay)
+                self.state = "reconnecting"
+                self.counters["reconnects"] += 1
+                self._halt.wait(delay)
+                continue
+            if cap is None:
+                reason = "source ended"
+                break
+            failures = 0
+            if self._put(cap):
+                n += 1
+        self.reader.close()
+        self.state = "ended"
+        self._put(_End(reason), force=True)
+
+    def _put(self, item: Capture | _End, force: bool = False) -> bool:
+        """Queue for the publisher; gives up when halted (after 2 s more when forced)."""
+        deadline = time.monotonic() + 2.0
+        while not self._halt.is_set() or (force and time.monotonic() < deadline):
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+
+def run_camera(cfg: SourceConfig, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Process entry point of a camera stage."""
+    return Camera(cfg).run(stop, on_ready)

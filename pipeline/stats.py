@@ -1,0 +1,115 @@
+"""End-of-line statistics: per-stage latency percentiles, fps, drops and the pooled pixel AUROC."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from . import protocol as P
+
+STAGES = ("transport", "queue", "fit", "score", "publish", "end_to_end")
+DROP_COUNTERS = ("conflated", "lost", "rejected", "failed")
+
+
+def stage_latencies(h: P.AnomalyHeader, delivered: float) -> dict[str, float]:
+    """Milliseconds per stage of one result: transport (capture -> node), queue (waiting in the node),
+    fit and score (the detector's timings), publish (scored -> sent), end_to_end (capture -> `delivered`)."""
+    s = h.stamps
+    capture = s.get("capture", h.t_capture)
+    out = {"fit": h.fit_ms, "score": h.score_ms, "end_to_end": (delivered - capture) * 1e3}
+    if "received" in s:
+        out["transport"] = (s["received"] - capture) * 1e3
+        if "fitted" in s:
+            out["queue"] = (s["fitted"] - h.fit_ms / 1e3 - s["received"]) * 1e3
+    if "scored" in s and "published" in s:
+        out["publish"] = (s["published"] - s["scored"]) * 1e3
+    return out
+
+
+def percentiles(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    p50, p95, p99 = np.percentile(values, (50, 95, 99))
+    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
+
+
+class StreamStats:
+    """Collects anomaly results, events and ends of stream as they arrive; `summary()` reports them.
+
+    For the stream AUROC, up to `pixels_per_frame` pixels per frame (sampled uniformly) of every
+    result that carries a ground-truth mask are pooled over the whole run.
+    """
+
+    def __init__(self, pixels_per_frame: int = 65536, seed: int = 0):
+        self.pixels_per_frame = pixels_per_frame
+        self.rng = np.random.default_rng(seed)
+        self.latency: dict[str, list[float]] = {stage: [] for stage in STAGES}
+        self.frames: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+        self.sent: dict[str, int] = {}
+        self.first_capture: float | None = None
+        self.last_delivered: float | None = None
+        self._scores: list[np.ndarray] = []
+        self._truth: list[np.ndarray] = []
+        self._image_scores: list[tuple[float, bool]] = []
+
+    def add(self, msg: P.Message, delivered: float) -> None:
+        h = msg.header
+        if h.kind == "event":
+            self.events[h.source] += 1
+        elif h.kind == "eos":
+            self.sent[h.source] = h.frames
+        elif h.kind == "anomaly":
+            self.frames[h.source] += 1
+            for stage, ms in stage_latencies(h, delivered).items():
+                self.latency[stage].append(ms)
+            capture = h.stamps.get("capture", h.t_capture)
+            self.first_capture = capture if self.first_capture is None else min(self.first_capture, capture)
+            self.last_delivered = delivered if self.last_delivered is None else max(self.last_delivered, delivered)
+            if "mask" in msg.arrays:
+                self._pool(P.anomaly_map(msg).ravel(), msg.arrays["mask"].ravel() > 0)
+                self._image_scores.append((h.score, bool(msg.arrays["mask"].any())))
+
+    def _pool(self, scores: np.ndarray, truth: np.ndarray) -> None:
+        if scores.size > self.pixels_per_frame:
+            keep = self.rng.choice(scores.size, self.pixels_per_frame, replace=False)
+            scores, truth = scores[keep], truth[keep]
+        self._scores.append(scores)
+        self._truth.append(truth)
+
+    def stream_metrics(self) -> dict | None:
+        """Over all frames with ground truth: pixel AUROC/AUPRC of the pooled pixels, and the image AUROC
+        of the image scores against "the mask is not empty" (None where a class is missing)."""
+        if not self._scores:
+            return None
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        scores, truth = np.concatenate(self._scores), np.concatenate(self._truth)
+        image_scores, defective = (np.array(v) for v in zip(*self._image_scores))
+        pixels_both, images_both = 0 < truth.sum() < truth.size, 0 < defective.sum() < defective.size
+        return {"pixel_auroc": round(float(roc_auc_score(truth, scores)), 4) if pixels_both else None,
+                "pixel_auprc": round(float(average_precision_score(truth, scores)), 4) if pixels_both else None,
+                "image_auroc": round(float(roc_auc_score(defective, image_scores)), 4) if images_both else None,
+                "frames": len(self._scores), "defective_frames": int(defective.sum())}
+
+    def summary(self, node: dict | None = None) -> dict:
+        """The run's summary; `node` is the node's final counter snapshot when available."""
+        frames = sum(self.frames.values())
+        span = (self.last_delivered - self.first_capture) if frames else 0.0
+        sent = sum(self.sent.values()) if self.sent else None
+        out: dict = {
+            "frames": frames,
+            "sent": sent,
+            "fps": round(frames / span, 3) if span > 0 else None,
+            "dropped": max(0, sent - frames) if sent is not None else None,
+            "events": sum(self.events.values()),
+            "latency_ms": {stage: percentiles(v) for stage, v in self.latency.items()},
+            "sources": {s: {"frames": self.frames[s], "events": self.events[s], "sent": self.sent.get(s)}
+                        for s in sorted(set(self.frames) | set(self.sent))},
+        }
+        if node is not None:
+            out["drops"] = {name: sum(c[name] for c in node["sources"].values()) for name in DROP_COUNTERS}
+            out["drops"]["bad_messages"] = node["bad_messages"]
+        if (stream := self.stream_metrics()) is not None:
+            out["stream"] = stream
+        return out

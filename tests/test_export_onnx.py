@@ -1,0 +1,293 @@
+"""ONNX export of the scorer graph and the ONNX Runtime backend: parity with PyTorch across weight updates.
+
+Tolerances: the exported fp32 graph computes what the torch scorer computes, in another order;
+maps (in units of the image's std) agree to ~1e-5, so 1e-3 is asserted. The fp16 U-Net graph
+agrees to ~1e-3 on random weights; 0.05 is asserted.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edge.backends import OnnxRuntimeScorer, TorchScorer
+from edge.config import FitConfig, LossConfig, ModelConfig, ScoreConfig, SSDNetConfig
+from edge.scoring import AnomalyScorer
+from edge.unet import UNet
+from export.onnx_export import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    ExportError,
+    export_scorer,
+    graph_hash,
+    map_weight_names,
+    weights_for_graph,
+)
+
+H = W = 64
+FP32_ATOL = 1e-3
+FP16_ATOL = 0.05
+
+
+def tiny_cfg(**score) -> SSDNetConfig:
+    return SSDNetConfig(model=ModelConfig(base_channels=8), loss=LossConfig(perceptual_weight=0.0),
+                        fit=FitConfig(steps=2, warm_steps=1, amp=False),
+                        score=ScoreConfig(**score), device="cpu")
+
+
+def make_scorer(cfg: SSDNetConfig, seed: int = 0) -> AnomalyScorer:
+    torch.manual_seed(seed)
+    unet = UNet(cfg.model.base_channels).eval()
+    with torch.no_grad():
+        unet.head.weight.normal_(0, 0.05)  # not the identity
+    return AnomalyScorer(unet, cfg.score, cfg.fit.scales).eval()
+
+
+def perturbed(state: dict[str, torch.Tensor], seed: int, scale: float = 0.02) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {k: v + scale * torch.randn(v.shape, generator=g) for k, v in state.items()}
+
+
+def image(n: int = 1, seed: int = 0) -> torch.Tensor:
+    from pipeline.synthetic import texture
+
+    rng = np.random.default_rng(seed)
+    imgs = [texture("brick", H, rng) for _ in range(n)]
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
+
+
+@pytest.fixture(scope="module")
+def scorer() -> AnomalyScorer:
+    return make_scorer(tiny_cfg())
+
+
+@pytest.fixture(scope="module")
+def exported(scorer):
+    return export_scorer(scorer, H, W)
+
+
+def test_checker_passes_and_io_is_as_specified(exported):
+    m = exported.model
+    onnx.checker.check_model(m, full_check=True)
+    assert exported.opset == 17
+    assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    (inp,) = [i for i in m.graph.input if i.name == INPUT_NAME]
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, H, W]
+    outs = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in m.graph.output}
+    assert outs == {OUTPUT_NAMES[0]: ["batch", 1, H, W], OUTPUT_NAMES[1]: ["batch"]}
+
+
+def test_every_torch_parameter_maps_to_exactly_one_onnx_name(scorer, exported):
+    torch_names = [n for n, _ in scorer.unet.named_parameters()]
+    assert sorted(exported.weight_names) == sorted(torch_names)
+    onnx_names = list(exported.weight_names.values())
+    assert len(set(onnx_names)) == len(onnx_names)
+    inits = {i.name: i for i in exported.model.graph.initializer}
+    for t, o in exported.weight_names.items():
+        assert o == "unet." + t  # stable names: the torch parameter names
+        assert tuple(inits[o].dims) == tuple(scorer.unet.get_parameter(t).shape)
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(inits[o]), scorer.unet.get_parameter(t).detach().numpy())
+
+
+def test_sidecar_contents(exported, tmp_path):
+    onnx_path, json_path = exported.save(tmp_path)
+    assert onnx_path.name == "scorer.onnx" and json_path.name == "scorer.json"
+    side = json.loads(json_path.read_text())
+    assert side["opset"] == 17 and side["format"] == "onnx" and side["precision"] == "fp32"
+    assert side["height"] == H and side["width"] == W and side["dynamic_batch"] is True
+    assert side["inputs"] == [{"name": "image", "shape": ["batch", 3, H, W], "dtype": "float32"}]
+    assert [o["name"] for o in side["outputs"]] == ["anomaly_map", "score"]
+    assert side["outputs"][0]["shape"] == ["batch", 1, H, W]
+    assert {w["torch"]: w["onnx"] for w in side["weights"]} == exported.weight_names
+    assert all(w["kind"] == "initializer" and w["dtype"] == "float32" for w in side["weights"])
+    assert side["model_hash"] == exported.model_hash()
+    assert side["config"]["scales"] == [2, 4, 8]
+    onnx.checker.check_model(str(onnx_path))
+
+
+def test_weights_as_inputs_moves_every_weight_to_the_inputs(scorer):
+    ex = export_scorer(scorer, H, W, weights_as_inputs=True)
+    inputs = {i.name for i in ex.model.graph.input}
+    inits = {i.name for i in ex.model.graph.initializer}
+    for name in ex.weight_names.values():
+        assert name in inputs and name not in inits
+    assert all(w["kind"] == "input" for w in ex.sidecar()["weights"])
+
+
+@pytest.mark.parametrize("strategy", ["reload", "inputs"])
+def test_onnxruntime_matches_torch_after_weight_updates(scorer, strategy):
+    torch_scorer = TorchScorer(copy.deepcopy(scorer))
+    ort_scorer = OnnxRuntimeScorer(copy.deepcopy(scorer), strategy=strategy)
+    x = image(2)  # dynamic batch: 2 images
+    base = {k: v.clone() for k, v in scorer.unet.state_dict().items()}
+    for i in range(3):
+        state = perturbed(base, seed=i)
+        torch_scorer.update_weights(state)
+        ort_scorer.update_weights(state)
+        rm, rs = torch_scorer.score(x)
+        om, os_ = ort_scorer.score(x)
+        assert om.shape == (2, 1, H, W) and os_.shape == (2,)
+        assert float((om - rm).abs().max()) < FP32_ATOL
+        assert float((os_ - rs).abs().max()) < FP32_ATOL
+    assert ort_scorer.info()["strategy"] == strategy
+    assert ort_scorer.info()["providers"][0] == "CPUExecutionProvider"
+
+
+def test_weights_are_bound_not_copied_into_the_export(scorer):
+    """A weight update changes the output without another export (the graph object stays the same)."""
+    ort_scorer = OnnxRuntimeScorer(copy.deepcopy(scorer), strategy="inputs")
+    x = image(1)
+    m0, _ = ort_scorer.score(x)
+    graph = ort_scorer._graphs[(H, W)]
+    ort_scorer.update_weights(perturbed(scorer.unet.state_dict(), seed=7, scale=0.1))
+    m1, _ = ort_scorer.score(x)
+    assert ort_scorer._graphs[(H, W)] is graph and graph.exported is not None
+    assert float((m1 - m0).abs().max()) > 1e-3
+
+
+def test_parity_after_real_fit_steps():
+    """Detector on onnxruntime vs on torch: same fits, same maps (a cold fit, then a warm frame)."""
+    from edge.detector import Detector
+    from pipeline.synthetic import texture
+
+    rng = np.random.default_rng(3)
+    frames = [texture("grass", H, rng) for _ in range(2)]
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        cfg = tiny_cfg(backend=backend)
+        det = Detector(cfg, "cpu")
+        results[backend] = [det.process(f) for f in frames]
+        if backend == "onnxruntime":
+            assert det.backend.name == "onnxruntime"
+    for a, b in zip(results["torch"], results["onnxruntime"]):
+        assert a.model_version == b.model_version
+        assert np.abs(a.anomaly_map - b.anomaly_map).max() < FP32_ATOL
+        assert abs(a.score - b.score) < FP32_ATOL
+
+
+def test_detector_restore_pushes_weights():
+    from edge.detector import Detector
+
+    det = Detector(tiny_cfg(backend="onnxruntime"), "cpu")
+    ref = Detector(tiny_cfg(), "cpu")
+    state = perturbed(ref.fitter.model.state_dict(), seed=5, scale=0.05)
+    det.restore(state)
+    ref.restore(state)
+    x = image(1)
+    m1, s1 = det.score(x, H, W)
+    m2, s2 = ref.score(x, H, W)
+    assert np.abs(m1 - m2).max() < FP32_ATOL and abs(s1 - s2) < FP32_ATOL
+
+
+def test_fp16_graph_keeps_fp32_io_and_fp16_weights(scorer):
+    import onnxruntime as ort
+
+    ex = export_scorer(scorer, H, W, fp16=True)
+    onnx.checker.check_model(ex.model, full_check=True)
+    inits = {i.name: i for i in ex.model.graph.initializer}
+    for o in ex.weight_names.values():
+        assert inits[o].data_type == onnx.TensorProto.FLOAT16
+    side = ex.sidecar()
+    assert side["precision"] == "fp16" and side["inputs"][0]["dtype"] == "float32"
+    assert all(o["dtype"] == "float32" for o in side["outputs"])
+    x = image(1)
+    sess = ort.InferenceSession(ex.to_bytes(), providers=["CPUExecutionProvider"])
+    m, s = sess.run(None, {"image": x.numpy()})
+    with torch.inference_mode():
+        rm, rs = scorer(x)
+    assert np.abs(m - rm.numpy()).max() < FP16_ATOL
+    assert abs(float(s[0]) - float(rs[0])) < FP16_ATOL
+
+
+def test_model_hash_ignores_weight_values_but_not_the_graph(scorer, exported):
+    other = copy.deepcopy(scorer)
+    other.unet.load_state_dict(perturbed(scorer.unet.state_dict(), seed=1))
+    assert export_scorer(other, H, W).model_hash() == exported.model_hash()
+    changed = make_scorer(tiny_cfg(masks=2))
+    assert export_scorer(changed, H, W).model_hash() != exported.model_hash()
+    assert graph_hash(exported.model) != exported.model_hash()  # weights count unless excluded
+
+
+def test_weights_for_graph_accepts_prefixed_and_plain_keys(scorer, exported):
+    plain = scorer.unet.state_dict()
+    prefixed = {"unet." + k: v for k, v in plain.items()}
+    assert weights_for_graph(exported, plain).keys() == weights_for_graph(exported, prefixed).keys()
+    with pytest.raises(KeyError):
+        weights_for_graph(exported, {k: v for k, v in list(plain.items())[1:]})
+
+
+def test_a_weight_that_is_not_addressable_is_an_error(exported):
+    fingerprints = {"enc.0.0.weight": b"not in the graph"}
+    with pytest.raises(ExportError, match="not individually addressable"):
+        map_weight_names(exported.model, fingerprints)
+
+
+def test_size_must_fit_the_scales(scorer):
+    with pytest.raises(ValueError, match="multiples of 64"):
+        export_scorer(scorer, 96, 64)
+
+
+def test_export_leaves_the_scorer_untouched(scorer):
+    before = {k: v.clone() for k, v in scorer.unet.state_dict().items()}
+    export_scorer(scorer, H, W, fp16=True)
+    after = scorer.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) and after[k].dtype == torch.float32 for k in before)
+    import edge.scoring
+
+    assert "round" not in vars(edge.scoring)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="the dynamo exporter needs onnxscript, not installed")
+def test_dynamo_exporter_keeps_names_and_parity(scorer):
+    ex = export_scorer(scorer, H, W, exporter="dynamo", opset=18)
+    assert sorted(ex.weight_names) == sorted(n for n, _ in scorer.unet.named_parameters())
+    ort_scorer = OnnxRuntimeScorer(copy.deepcopy(scorer), strategy="inputs", exporter="dynamo")
+    x = image(1)
+    with torch.inference_mode():
+        rm, _ = scorer(x)
+    om, _ = ort_scorer.score(x)
+    assert float((om - rm).abs().max()) < FP32_ATOL
+
+
+def test_scorer_with_vgg_in_the_score_exports():
+    from edge.vgg import VGG19Features, VGGWeightsError
+
+    try:
+        vgg = VGG19Features(None, ("relu1_2",))
+    except VGGWeightsError as e:
+        pytest.skip(f"no VGG19 weights here: {str(e).splitlines()[0]}")
+    cfg = SSDNetConfig(model=ModelConfig(base_channels=4), fit=FitConfig(scales=(1, 2), amp=False),
+                       score=ScoreConfig(masks=0, perceptual_weight=0.5, vgg_layers=("relu1_2",)))
+    torch.manual_seed(0)
+    sc = AnomalyScorer(UNet(4).eval(), cfg.score, cfg.fit.scales, vgg).eval()
+    with torch.no_grad():
+        sc.unet.head.weight.normal_(0, 0.05)
+    ort_scorer = OnnxRuntimeScorer(copy.deepcopy(sc), strategy="inputs")
+    x = image(1)[..., :32, :32]
+    with torch.inference_mode():
+        rm, rs = sc(x)
+    om, os_ = ort_scorer.score(x)
+    assert float((om - rm).abs().max()) < FP32_ATOL and abs(float(os_[0] - rs[0])) < FP32_ATOL
+    names = ort_scorer._graphs[(32, 32)].exported.weight_names
+    assert all(not n.startswith("vgg") for n in names)  # only the U-Net is per-frame
+
+
+def test_cli_export_writes_onnx_and_sidecar(tmp_path):
+    from pipeline.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("ssdnet:\n  model: {base_channels: 4}\n  fit: {scales: [1, 2]}\n")
+    out = tmp_path / "out"
+    assert main(["export", "--format", "onnx", "--height", "30", "--width", "32", "--config", str(cfg), "--out", str(out)]) == 0
+    side = json.loads((out / "scorer.json").read_text())
+    assert side["height"] == 32 and side["width"] == 32 and side["camera"] == [30, 32]
+    assert side["config"]["base_channels"] == 4
+    onnx.checker.check_model(str(out / "scorer.onnx"))
+    assert main(["export", "--format", "tensorrt", "--height", "32", "--width", "32", "--config", str(cfg),
+                 "--out", str(tmp_path / "trt")]) in (0, 2)  # 2: no TensorRT / GPU here, with a message

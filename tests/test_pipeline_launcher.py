@@ -1,0 +1,194 @@
+"""`ssdnet run` (stages as spawned processes), its config, the sinks and `ssdnet subscribe`."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from edge.config import ConfigError, parse_config
+from pipeline import protocol as P
+from pipeline.cli import main as cli_main
+from pipeline.config import LineConfig, load_line_config
+from pipeline.launcher import run_line
+from pipeline.sinks import JsonlSink, MetricsSink, OverlaySink
+from pipeline.subscribe import subscribe
+from pipeline.transport import make_socket, wait_for_subscriber
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Detection:
+    anomaly_map: np.ndarray
+    score: float
+    fit_steps: int = 1
+    fit_ms: float = 0.5
+    score_ms: float = 0.5
+    model_version: int = 1
+
+
+class FastDetector:
+    """Picklable stand-in for the SSDnet detector: |grey - median| in units of the grey std."""
+
+    def __init__(self, source: str = ""):
+        pass
+
+    def process(self, image, budget_ms=None):
+        grey = image.mean(axis=2, dtype=np.float32)
+        amap = np.abs(grey - np.median(grey)) / (grey.std() + 1e-6)
+        return Detection(amap, float(amap.max()))
+
+
+def line_config(frames=8, **sinks) -> LineConfig:
+    cam = {"kind": "synthetic", "size": 64, "fps": 50, "frames": frames}
+    return parse_config(LineConfig, {
+        "sources": [{**cam, "name": "cam0"}, {**cam, "name": "cam1", "textures": ["grass"], "seed": 1}],
+        "node": {"threshold": 3.0, "queue_depth": 16},
+        "sinks": sinks,
+    })
+
+
+def test_run_line_end_to_end(tmp_path):
+    summary = run_line(line_config(prometheus={"port": 0}), tmp_path, detector_factory=FastDetector)
+    assert summary == json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["frames"], summary["sent"], summary["dropped"]) == (16, 16, 0)
+    assert summary["drops"] == {"conflated": 0, "lost": 0, "rejected": 0, "failed": 0, "bad_messages": 0}
+    assert summary["fps"] > 0 and not summary["interrupted"]
+    for stage in ("fit", "score", "end_to_end", "transport", "queue"):
+        assert set(summary["latency_ms"][stage]) == {"p50", "p95", "p99"}
+    assert 0.5 < summary["stream"]["pixel_auroc"] <= 1 and summary["stream"]["frames"] == 16
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert len(events) == summary["events"] > 0
+    assert all({"source", "seq", "score", "regions", "t_capture"} <= set(e) for e in events)
+    assert len(list((tmp_path / "overlays").glob("cam*_*.png"))) == summary["events"]
+    assert not mp.active_children()
+
+
+def test_run_line_stops_on_ctrl_c(tmp_path):
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        summary = run_line(line_config(frames=None, overlays=False), tmp_path, detector_factory=FastDetector)
+    finally:
+        timer.cancel()
+    assert summary["interrupted"] and time.monotonic() - t0 < 15
+    assert not mp.active_children()
+    assert json.loads((tmp_path / "summary.json").read_text())["interrupted"]
+
+
+def test_run_line_timeout(tmp_path):
+    summary = run_line(line_config(frames=None, overlays=False), tmp_path, timeout_s=2.5, detector_factory=FastDetector)
+    assert summary["timed_out"] and summary["frames"] > 0 and summary["sent"] is None
+    assert not mp.active_children()
+
+
+def test_cli_reports_config_errors(tmp_path, capsys):
+    path = tmp_path / "line.yaml"
+    path.write_text("sources:\n  - {name: cam0, kind: synthetic, fps: -1}\nnode: {input: pull, colour: red}\n")
+    assert cli_main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "sources.0.synthetic.fps" in err and "node.colour" in err
+    with pytest.raises(SystemExit):
+        cli_main(["run", str(path), "--out", str(tmp_path), "--frames", "0"])
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"node": {"input": "pull"}}, "pub pairs with sub"),
+    ({"sources": [{"kind": "synthetic", "name": "a"}, {"kind": "synthetic", "name": "a"}]}, "unique"),
+    ({"sources": [{"kind": "synthetic", "name": "a", "bind": "http://x"}]}, "ZeroMQ endpoint"),
+    ({"node": {"attach_image": "never"}}, "attach_image"),
+    ({"node": {"name": "a"}, "sources": [{"kind": "synthetic", "name": "a"}]}, "also a source"),
+    ({"sources": [{"kind": "webcam", "name": "a"}]}, "synthetic"),
+    ({"sources": [{"kind": "folder", "name": "a", "path": "/nonexistent"}]}, "path"),
+])
+def test_config_errors_are_readable(change, fragment):
+    data = {"sources": [{"kind": "synthetic", "name": "a"}], **change}
+    with pytest.raises(ConfigError, match=fragment):
+        parse_config(LineConfig, data, "line.yaml")
+
+
+def test_demo_config_is_valid():
+    cfg = load_line_config(ROOT / "configs" / "demo.yaml")
+    assert all(s.size == 256 for s in cfg.sources)
+    assert {t for s in cfg.sources for t in s.textures} == {"brick", "grass", "gravel"}
+    assert all(len(s.textures) == 1 for s in cfg.sources)  # one model per texture: warm starts never cross textures
+
+
+def anomaly(seq=0, label="anomalous") -> P.Message:
+    image = np.full((32, 32, 3), 100, np.uint8)
+    amap = np.zeros((32, 32), np.float32)
+    amap[4:10, 4:10] = 8.0
+    q, desc = P.quantize_map(amap, "float16")
+    stamps = {"capture": 1.0, "received": 1.01, "fitted": 1.05, "scored": 1.06, "published": 1.07}
+    header = P.AnomalyHeader(v=1, kind="anomaly", source="cam0", seq=seq, t_capture=1.0, stamps=stamps,
+                             payloads=(desc, P.describe("image", image)), score=8.0, threshold=3.0, label=label,
+                             model_version=1, fit_steps=5, fit_ms=40.0, score_ms=10.0,
+                             regions=(P.Region(bbox=(4, 4, 6, 6), area=36, peak=8.0),))
+    return P.Message(header, {"map": q, "image": image})
+
+
+def event(seq=0) -> P.Message:
+    return P.Message(P.EventHeader(v=1, kind="event", source="cam0", seq=seq, t_capture=1.0, score=8.0, threshold=3.0, model_version=1))
+
+
+def test_jsonl_and_overlay_sinks(tmp_path):
+    jsonl, overlays = JsonlSink(tmp_path / "events.jsonl"), OverlaySink(tmp_path / "overlays")
+    for msg in (anomaly(0), event(0), anomaly(1, "normal")):
+        jsonl.handle(msg, 2.0)
+        overlays.handle(msg, 2.0)
+    jsonl.close()
+    assert json.loads((tmp_path / "events.jsonl").read_text())["seq"] == 0
+    assert [p.name for p in (tmp_path / "overlays").iterdir()] == ["cam0_000000.png"]
+
+
+def test_metrics_sink_serves_prometheus_text():
+    sink = MetricsSink(port=0)
+    try:
+        sink.handle(anomaly(0), 1.2)
+        sink.handle(anomaly(1), 1.3)
+        sink.handle(P.Message(P.HeartbeatHeader(v=1, kind="heartbeat", source="node", seq=-1, t_capture=1.0, role="node",
+                                                state="idle", last_frame_age=0.5, counters={"conflated": 4})), 1.3)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/metrics", timeout=5).read().decode()
+    finally:
+        sink.close()
+    assert 'ssdnet_stage_latency_seconds_count{stage="end_to_end"} 2.0' in text
+    assert 'ssdnet_results_total{label="anomalous",source="cam0"} 2.0' in text
+    assert 'ssdnet_stage_count{counter="conflated",role="node",source="node"} 4.0' in text
+    fps = next(line for line in text.splitlines() if line.startswith('ssdnet_fps{source="cam0"}'))
+    assert float(fps.split()[-1]) == pytest.approx(10.0)
+
+
+def test_subscribe_prints_events(capsys):
+    ctx = zmq.Context()
+    pub = make_socket(ctx, zmq.XPUB)
+    endpoint = pub.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+
+    def publish():
+        wait_for_subscriber(pub, 5, stop)
+        seq = 0
+        while not stop.wait(0.01):
+            P.send(pub, event(seq))
+            seq += 1
+
+    t = threading.Thread(target=publish)
+    t.start()
+    try:
+        assert subscribe([f"tcp://127.0.0.1:{endpoint}"], count=3, timeout_s=10) == 3
+    finally:
+        stop.set()
+        t.join()
+        pub.close(0)
+        ctx.term()
+    assert capsys.readouterr().out.count("ANOMALY cam0") >= 3

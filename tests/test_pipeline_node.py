@@ -1,0 +1,332 @@
+"""The edge node over real sockets (camera and node in threads, a fast fake detector)."""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from pipeline import protocol as P
+from pipeline.config import NodeConfig, SyntheticSourceConfig
+from pipeline.node import EdgeNode, PendingFrames
+from pipeline.sinks import Subscriber
+from pipeline.sources import Camera, SyntheticReader
+from pipeline.transport import make_socket, wait_for_subscriber
+
+
+@dataclass
+class Detection:
+    anomaly_map: np.ndarray
+    score: float
+    fit_steps: int = 1
+    fit_ms: float = 0.5
+    score_ms: float = 0.5
+    model_version: int = 1
+
+
+class FastDetector:
+    """Map: |grey - median| in units of the grey std; score: its maximum."""
+
+    def __init__(self, source: str = "", delay: float = 0.0):
+        self.delay, self.calls = delay, 0
+
+    def process(self, image, budget_ms=None):
+        self.calls += 1
+        time.sleep(self.delay)
+        grey = image.mean(axis=2, dtype=np.float32)
+        amap = np.abs(grey - np.median(grey)) / (grey.std() + 1e-6)
+        return Detection(amap, float(amap.max()), model_version=self.calls)
+
+
+class GatedReader(SyntheticReader):
+    """Synthetic frames that start only once the test opens the gate."""
+
+    def __init__(self, cfg, gate: threading.Event):
+        super().__init__(cfg)
+        self.gate = gate
+
+    def open(self):
+        assert self.gate.wait(10)
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def endpoint(tmp_path, transport: str, name: str) -> str:
+    return "tcp://127.0.0.1:*" if transport == "tcp" else f"ipc://{tmp_path}/{name}.sock"
+
+
+def collect(sub: Subscriber, sources=("cam0",), timeout: float = 10.0) -> list[P.Message]:
+    """Messages until the end of stream of every source has come."""
+    got, pending = [], set(sources)
+    deadline = time.monotonic() + timeout
+    while pending:
+        assert time.monotonic() < deadline, f"no end of stream from {pending}"
+        msg = sub.recv(50)
+        if msg is not None:
+            got.append(msg)
+            if msg.kind == "eos":
+                pending.discard(msg.source)
+    return got
+
+
+def results(msgs, source="cam0"):
+    return [m for m in msgs if m.kind == "anomaly" and m.source == source]
+
+
+@contextmanager
+def line(tmp_path, transport="tcp", cameras=(("cam0", 64),), frames=20, fps=200.0, factory=FastDetector, gate=None,
+         inputs=(), pattern="pub", nodes=1, **node_kw):
+    """Cameras and node(s) in threads; stops them and checks they exit promptly."""
+    ctx, stop, threads = zmq.Context(), threading.Event(), []
+
+    def start(target, *args):
+        ready: list[str] = []
+        t = threading.Thread(target=target, args=(stop, ready.append, *args), daemon=True)
+        t.start()
+        threads.append(t)
+        wait_until(lambda: ready)
+        return ready[0]
+
+    try:
+        cams, cam_endpoints = [], []
+        for name, size in cameras:
+            cfg = SyntheticSourceConfig(kind="synthetic", name=name, size=size, frames=frames, fps=fps, textures=("grass",),
+                                        bind=endpoint(tmp_path, transport, name), heartbeat_s=0.05, pattern=pattern)
+            cam = Camera(cfg, GatedReader(cfg, gate) if gate else None, ctx)
+            cams.append(cam)
+            cam_endpoints.append(start(cam.run))
+        node_list, node_endpoints = [], []
+        for i in range(nodes):
+            cfg = NodeConfig(name=f"node{i}", bind=endpoint(tmp_path, transport, f"node{i}"), threshold=3.0, heartbeat_s=0.05,
+                             input="pull" if pattern == "push" else "sub", **node_kw)
+            node = EdgeNode(cfg, [*cam_endpoints, *inputs], factory, ctx)
+            node_list.append(node)
+            node_endpoints.append(start(node.run, 10.0))
+        yield SimpleNamespace(ctx=ctx, stop=stop, cameras=cams, nodes=node_list, node=node_list[0], endpoints=node_endpoints,
+                              endpoint=node_endpoints[0])
+    finally:
+        stop.set()
+        t0 = time.monotonic()
+        for t in threads:
+            t.join(timeout=5)
+        alive = [t for t in threads if t.is_alive()]
+        ctx.destroy(linger=0)
+        assert not alive and time.monotonic() - t0 < 5, "stages did not shut down promptly"
+
+
+def subscriber(ln, topics=(b"",), **kw) -> Subscriber:
+    return Subscriber(ln.endpoints, topics, ctx=ln.ctx, **kw)
+
+
+def heard_node(sub: Subscriber) -> bool:
+    msg = sub.recv(10)
+    return msg is not None and msg.kind == "heartbeat" and msg.header.role == "node"
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+def test_line_end_to_end_with_two_subscribers(tmp_path, transport):
+    gate = threading.Event()
+    with line(tmp_path, transport, gate=gate, queue_depth=64, attach_image="always") as ln:
+        subs = [subscriber(ln), subscriber(ln)]
+        for sub in subs:
+            wait_until(lambda: heard_node(sub))
+        gate.set()
+        for sub in subs:
+            msgs = collect(sub)
+            res = results(msgs)
+            assert [m.header.seq for m in res] == list(range(20))
+            for m in res:
+                assert set(m.arrays) == {"map", "image", "mask"} and m.arrays["map"].shape == (64, 64)
+                s = m.header.stamps
+                assert s["capture"] <= s["received"] <= s["fitted"] <= s["scored"] <= s["published"]
+                assert m.header.label == ("anomalous" if m.header.score > 3.0 else "normal")
+            events = [m for m in msgs if m.kind == "event"]
+            assert [e.header.seq for e in events] == [m.header.seq for m in res if m.header.label == "anomalous"]
+            eos = next(m for m in msgs if m.kind == "eos")
+            assert eos.header.frames == 20 and eos.header.counters["scored"] == 20
+            assert any(m.kind == "heartbeat" and m.header.role == "source" for m in msgs)
+            sub.close()
+        assert ln.node.counters.source("cam0")["scored"] == 20
+
+
+def test_latest_frame_semantics_drop_stale_frames(tmp_path):
+    with line(tmp_path, frames=20, fps=100, factory=lambda s: FastDetector(delay=0.1)) as ln:
+        sub = subscriber(ln, (b"anomaly/", b"eos/"))
+        res = results(collect(sub))
+        c = ln.node.counters.source("cam0")
+        assert c["received"] == 20 and 0 < c["scored"] < 20 and c["conflated"] > 0
+        assert c["scored"] + c["conflated"] == 20
+        assert res[-1].header.seq == 19  # the newest frame is always the one scored
+        sub.close()
+
+
+def test_slow_and_dead_subscribers_do_not_slow_the_node(tmp_path):
+    frames = 60  # 60 results of ~320 kB: far more than a stalled subscriber's queue and socket buffers hold
+    with line(tmp_path, cameras=(("cam0", 256),), frames=frames, fps=300, queue_depth=frames, attach_image="always", sndhwm=16) as ln:
+        dead = subscriber(ln, (b"anomaly/",), rcvhwm=1)  # connected, never reads
+        slow = subscriber(ln, (b"anomaly/",), rcvhwm=1)
+        fast = subscriber(ln)
+        wait_until(lambda: heard_node(fast))
+        slow_got, stop_slow = [], threading.Event()
+
+        def read_slowly():
+            while not stop_slow.wait(0.1):
+                if (m := slow.recv(0)) is not None:
+                    slow_got.append(m)
+
+        reader = threading.Thread(target=read_slowly)
+        reader.start()
+        try:
+            t0 = time.monotonic()
+            assert len(results(collect(fast, timeout=20))) == frames
+            elapsed = time.monotonic() - t0
+        finally:
+            stop_slow.set()
+            reader.join()
+        while (m := slow.recv(200)) is not None:
+            slow_got.append(m)
+        assert ln.node.counters.source("cam0")["scored"] == frames
+        assert len(results(slow_got)) < frames, "the slow subscriber should have lost messages, not held up the node"
+        assert elapsed < 15
+        for s in (dead, slow, fast):
+            s.close()
+
+
+def storm_messages() -> list[list[bytes]]:
+    rng = np.random.default_rng(0)
+    image = np.zeros((64, 64, 3), np.uint8)
+    huge = {"v": 1, "kind": "frame", "source": "x", "seq": 0, "t_capture": 1.0,
+            "payloads": [{"name": "image", "shape": [8000, 8000, 3], "dtype": "uint8", "encoding": "raw"}]}
+    tiny = P.Message(P.FrameHeader(v=1, kind="frame", source="x", seq=0, t_capture=1.0,
+                                   payloads=(P.describe("image", image[:8, :8]),)), {"image": image[:8, :8].copy()})
+    return [
+        [b"frame/x"],
+        [b"frame/x", b"\xc1garbage"],
+        [b"frame/x", msgpack.packb({"v": 2, "kind": "frame"})],
+        [b"frame/x", msgpack.packb(huge), b"\x00" * 10],
+        [b"frame/x", *[rng.bytes(50) for _ in range(4)]],
+        [b"frame/y", msgpack.packb({**huge, "source": "x"}), image.tobytes()],
+        [bytes(p) for p in P.encode(tiny)],  # well formed, below min_side: rejected by the node
+    ]
+
+
+def test_malformed_message_storm_while_frames_are_served(tmp_path):
+    ctx = zmq.Context()
+    attacker = make_socket(ctx, zmq.XPUB)
+    attacker.bind("tcp://127.0.0.1:*")
+    bad = storm_messages()
+    sent = [0]
+
+    def storm(stop):
+        wait_for_subscriber(attacker, 10, stop)
+        while not stop.is_set():
+            attacker.send_multipart(bad[sent[0] % len(bad)])
+            sent[0] += 1
+            if sent[0] % 50 == 0:
+                time.sleep(0.001)
+
+    stop_storm = threading.Event()
+    storming = threading.Thread(target=storm, args=(stop_storm,))
+    storming.start()
+    try:
+        with line(tmp_path, frames=30, fps=100, queue_depth=64, inputs=[attacker.getsockopt_string(zmq.LAST_ENDPOINT)]) as ln:
+            sub = subscriber(ln, (b"anomaly/", b"eos/"))
+            assert len(results(collect(sub))) == 30
+            wait_until(lambda: ln.node.counters.bad_messages > 100)
+            assert ln.node.counters.source("x")["rejected"] > 0
+            assert ln.node.counters.source("cam0")["failed"] == 0
+            sub.close()
+    finally:
+        stop_storm.set()
+        storming.join()
+        attacker.close(0)
+        ctx.term()
+    assert sent[0] > 100
+
+
+def test_subscriber_restart_mid_stream(tmp_path):
+    with line(tmp_path, frames=40, fps=50, queue_depth=64) as ln:
+        first = subscriber(ln, (b"anomaly/",))
+        seen = []
+        while len(seen) < 5:
+            if (m := first.recv(50)) is not None:
+                seen.append(m.header.seq)
+        first.close()
+        second = subscriber(ln, (b"anomaly/", b"eos/"))
+        later = [m.header.seq for m in results(collect(second))]
+        assert later and later[0] > seen[-1] and later[-1] == 39
+        second.close()
+
+
+class FlakyDetector(FastDetector):
+    """Raises on its 3rd call and returns a NaN map on its 5th."""
+
+    def process(self, image, budget_ms=None):
+        d = super().process(image)
+        if self.calls == 3:
+            raise RuntimeError("boom")
+        if self.calls == 5:
+            d.anomaly_map[0, 0] = np.nan
+        return d
+
+
+def test_bad_frames_and_detector_failures_are_counted_not_fatal(tmp_path):
+    detectors: dict[str, FlakyDetector] = {}
+
+    def factory(source):
+        detectors.setdefault(source, FlakyDetector())
+        return detectors[source]
+
+    with line(tmp_path, cameras=(("cam0", 64), ("cam1", 16)), frames=10, fps=100, queue_depth=64, factory=factory) as ln:
+        sub = subscriber(ln, (b"anomaly/", b"eos/"))
+        msgs = collect(sub, ("cam0", "cam1"))
+        c0, c1 = ln.node.counters.source("cam0"), ln.node.counters.source("cam1")
+        assert (c0["failed"], c0["scored"]) == (2, 8) and len(results(msgs)) == 8
+        assert (c1["rejected"], c1["scored"]) == (10, 0) and "cam1" not in detectors
+        sub.close()
+
+
+def test_two_nodes_share_a_push_camera(tmp_path):
+    with line(tmp_path, frames=30, fps=100, pattern="push", nodes=2, queue_depth=64) as ln:
+        sub = subscriber(ln, (b"anomaly/",))
+        wait_until(lambda: sum(n.counters.source("cam0")["scored"] for n in ln.nodes) == 30)
+        assert all(n.counters.source("cam0")["scored"] > 0 for n in ln.nodes)
+        sub.close()
+
+
+def test_node_stops_promptly_mid_stream(tmp_path):
+    with line(tmp_path, frames=None, fps=100) as ln:
+        sub = subscriber(ln, (b"anomaly/",))
+        wait_until(lambda: sub.recv(10) is not None)
+        sub.close()
+    # the fixture asserts every stage thread exited within 5 s of stop
+
+
+def _frame(source, seq):
+    image = np.zeros((32, 32, 3), np.uint8)
+    return P.Message(P.FrameHeader(v=1, kind="frame", source=source, seq=seq, t_capture=1.0,
+                                   payloads=(P.describe("image", image),)), {"image": image})
+
+
+def _eos(source):
+    return P.Message(P.EosHeader(v=1, kind="eos", source=source, seq=0, t_capture=1.0, frames=1))
+
+
+def test_pending_frames_keep_newest_serve_sources_in_turn_and_end_after_last_frame():
+    pending = PendingFrames(depth=2)
+    assert [pending.put(_frame("a", i)) for i in range(3)] == [False, False, True]
+    pending.put(_frame("b", 0))
+    pending.end(_eos("a"))
+    order = [(m.kind, m.source, m.header.seq) for m in iter(lambda: pending.take(0.01), None)]
+    assert order == [("frame", "a", 1), ("frame", "b", 0), ("frame", "a", 2), ("eos", "a", 0)]

@@ -1,0 +1,226 @@
+"""Wire schema: round trips over real sockets, every rejection, and a fuzzed decoder."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline import protocol as P
+from pipeline.transport import MAX_MESSAGE_PART_BYTES, make_socket
+
+
+def frame_msg(h=48, w=64, encoding="raw", mask=True, seq=0) -> P.Message:
+    rng = np.random.default_rng(seq)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    arrays = {"image": image}
+    payloads = [P.describe("image", image, encoding)]
+    if mask:
+        arrays["mask"] = (rng.random((h, w)) > 0.9).astype(np.uint8)
+        payloads.append(P.describe("mask", arrays["mask"], "png" if encoding == "png" else "raw"))
+    t = time.time()
+    return P.Message(P.FrameHeader(v=1, kind="frame", source="cam0", seq=seq, t_capture=t, stamps={"capture": t},
+                                   payloads=tuple(payloads)), arrays)
+
+
+def anomaly_msg(map_dtype="float16", h=48, w=64) -> P.Message:
+    amap = np.random.default_rng(1).normal(size=(h, w)).astype(np.float32)
+    q, desc = P.quantize_map(amap, map_dtype)
+    header = P.AnomalyHeader(v=1, kind="anomaly", source="cam0", seq=5, t_capture=1.0, stamps={"capture": 1.0, "scored": 2.0},
+                             payloads=(desc,), score=3.5, threshold=3.0, label="anomalous", model_version=2, fit_steps=5,
+                             fit_ms=10.0, score_ms=2.0, regions=(P.Region(bbox=(1, 2, 3, 4), area=7, peak=4.5),))
+    return P.Message(header, {"map": q}), amap
+
+
+def control_msgs() -> list[P.Message]:
+    return [
+        P.Message(P.EventHeader(v=1, kind="event", source="cam0", seq=5, t_capture=1.0, score=3.5, threshold=3.0, model_version=2)),
+        P.Message(P.HeartbeatHeader(v=1, kind="heartbeat", source="cam0", seq=-1, t_capture=1.0, role="source", state="waiting",
+                                    counters={"sent": 0})),
+        P.Message(P.EosHeader(v=1, kind="eos", source="cam0", seq=9, t_capture=1.0, frames=10)),
+    ]
+
+
+def wire(msg: P.Message) -> list[bytes]:
+    return [bytes(memoryview(p).cast("B")) if isinstance(p, np.ndarray) else bytes(p) for p in P.encode(msg)]
+
+
+def with_header(parts: list[bytes], **changes) -> list[bytes]:
+    header = msgpack.unpackb(parts[1])
+    header.update(changes)
+    return [parts[0], msgpack.packb(header), *parts[2:]]
+
+
+@pytest.fixture(params=["tcp", "ipc"])
+def pair(request, tmp_path):
+    ctx = zmq.Context()
+    push, pull = make_socket(ctx, zmq.PUSH), make_socket(ctx, zmq.PULL)
+    endpoint = "tcp://127.0.0.1:*" if request.param == "tcp" else f"ipc://{tmp_path}/wire.sock"
+    pull.bind(endpoint)
+    push.connect(pull.getsockopt_string(zmq.LAST_ENDPOINT))
+    yield push, pull
+    push.close(0)
+    pull.close(0)
+    ctx.term()
+
+
+def roundtrip(pair, msg: P.Message) -> P.Message:
+    push, pull = pair
+    P.send(push, msg)
+    assert pull.poll(5000)
+    return P.decode(pull.recv_multipart(copy=False))
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png", "jpeg"])
+def test_frame_roundtrip_over_sockets(pair, encoding):
+    msg = frame_msg(encoding=encoding)
+    got = roundtrip(pair, msg)
+    assert got.header == msg.header
+    assert got.arrays["image"].shape == (48, 64, 3) and got.arrays["image"].dtype == np.uint8
+    if encoding == "jpeg":
+        assert np.abs(got.arrays["image"].astype(int) - msg.arrays["image"]).mean() < 60
+    else:
+        np.testing.assert_array_equal(got.arrays["image"], msg.arrays["image"])
+    np.testing.assert_array_equal(got.arrays["mask"], msg.arrays["mask"])
+
+
+def test_raw_payload_is_a_zero_copy_view(pair):
+    got = roundtrip(pair, frame_msg(h=256, w=256))  # above pyzmq's copy threshold
+    base = got.arrays["image"]
+    while isinstance(base, np.ndarray):
+        base = base.base
+    assert isinstance(base, memoryview)  # a view of the received zmq frame, not a copy
+
+
+@pytest.mark.parametrize("map_dtype", ["float16", "uint8"])
+def test_anomaly_map_roundtrip(pair, map_dtype):
+    msg, amap = anomaly_msg(map_dtype)
+    got = roundtrip(pair, msg)
+    assert got.header == msg.header and got.header.regions[0].bbox == (1, 2, 3, 4)
+    tolerance = 0.01 if map_dtype == "float16" else (amap.max() - amap.min()) / 255
+    np.testing.assert_allclose(P.anomaly_map(got), amap, atol=tolerance)
+
+
+@pytest.mark.parametrize("msg", control_msgs(), ids=lambda m: m.kind)
+def test_control_messages_roundtrip(pair, msg):
+    assert roundtrip(pair, msg).header == msg.header
+
+
+def test_event_record_is_json_ready():
+    record = P.event_record(control_msgs()[0].header)
+    assert set(record) == {"source", "seq", "score", "threshold", "regions", "t_capture", "stamps", "model_version"}
+
+
+def test_sockets_limit_inbound_message_size():
+    ctx = zmq.Context()
+    sock = make_socket(ctx, zmq.SUB)
+    assert sock.getsockopt(zmq.MAXMSGSIZE) == MAX_MESSAGE_PART_BYTES
+    sock.close(0)
+    ctx.term()
+
+
+def _png(image: np.ndarray) -> bytes:
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+GOOD = wire(frame_msg())
+GOOD_PNG = wire(frame_msg(encoding="png"))
+ANOMALY, _ = anomaly_msg()
+NAN_MAP = wire(ANOMALY)[:2] + [np.full((48, 64), np.nan, np.float16).tobytes()]
+
+REJECTS = {
+    "one part": ([b"frame/cam0"], "parts"),
+    "too many parts": (GOOD + [b"x"] * 5, "parts"),
+    "header not msgpack": ([GOOD[0], b"\xc1\xc1", *GOOD[2:]], "msgpack"),
+    "header not a map": ([GOOD[0], msgpack.packb([1, 2]), *GOOD[2:]], "map"),
+    "header too large": ([GOOD[0], b"\x00" * (P.MAX_HEADER_BYTES + 1), *GOOD[2:]], "exceeds"),
+    "wrong version": (with_header(GOOD, v=2), "version"),
+    "version as bool": (with_header(GOOD, v=True), "version"),
+    "unknown kind": (with_header(GOOD, kind="pickle"), "kind"),
+    "extra field": (with_header(GOOD, extra=1), "extra"),
+    "bad source id": (with_header(GOOD, source="../etc"), "source"),
+    "negative seq": (with_header(GOOD, seq=-5), "seq"),
+    "seq as string": (with_header(GOOD, seq="1"), "seq"),
+    "unknown stamp": (with_header(GOOD, stamps={"lunch": 1.0}), "stamps"),
+    "nan capture time": (with_header(GOOD, t_capture=float("nan")), "t_capture"),
+    "topic mismatch": ([b"frame/cam1", *GOOD[1:]], "topic"),
+    "missing payload part": (GOOD[:3], "payload"),
+    "extra payload part": (GOOD + [b"x"], "payload"),
+    "short raw payload": ([*GOOD[:2], GOOD[2][:-1], GOOD[3]], "bytes"),
+    "float32 dtype": (with_header(GOOD, payloads=[{**msgpack.unpackb(GOOD[1])["payloads"][0], "dtype": "float32"},
+                                                  msgpack.unpackb(GOOD[1])["payloads"][1]]), "dtype"),
+    "bmp encoding": (with_header(GOOD, payloads=[{**msgpack.unpackb(GOOD[1])["payloads"][0], "encoding": "bmp"},
+                                                 msgpack.unpackb(GOOD[1])["payloads"][1]]), "encoding"),
+    "grey image shape": (with_header(GOOD, payloads=[{**msgpack.unpackb(GOOD[1])["payloads"][0], "shape": [48, 64]},
+                                                     msgpack.unpackb(GOOD[1])["payloads"][1]]), "shape"),
+    "huge frame": (with_header(GOOD, payloads=[{**msgpack.unpackb(GOOD[1])["payloads"][0], "shape": [9000, 9000, 3]},
+                                               msgpack.unpackb(GOOD[1])["payloads"][1]]), "outside"),
+    "mask size differs": (with_header(GOOD, payloads=[msgpack.unpackb(GOOD[1])["payloads"][0],
+                                                      {**msgpack.unpackb(GOOD[1])["payloads"][1], "shape": [10, 10]}]), "differ"),
+    "frame without image": (with_header(GOOD[:2] + GOOD[3:], payloads=[msgpack.unpackb(GOOD[1])["payloads"][1]]), "missing"),
+    "png of the wrong size": ([*GOOD_PNG[:2], _png(np.zeros((8, 8, 3), np.uint8)), GOOD_PNG[3]], "png"),
+    "png declared, jpeg sent": ([*GOOD_PNG[:2], cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes(), GOOD_PNG[3]], "png"),
+    "truncated png": ([*GOOD_PNG[:2], GOOD_PNG[2][:40], GOOD_PNG[3]], "png"),
+    "nan in map": (NAN_MAP, "NaN"),
+    "uint8 map without scale": (with_header(wire(anomaly_msg("uint8")[0]), payloads=[{"name": "map", "shape": [48, 64],
+                                "dtype": "uint8", "encoding": "raw", "scale": None, "offset": None}]), "scale"),
+    "label not allowed": (with_header(wire(ANOMALY), label="weird"), "label"),
+}
+
+
+@pytest.mark.parametrize("parts, fragment", REJECTS.values(), ids=REJECTS.keys())
+def test_decoder_rejects(parts, fragment):
+    with pytest.raises(P.ProtocolError, match=fragment):
+        P.decode(parts)
+
+
+def test_node_side_size_limit_rejects_before_decoding():
+    with pytest.raises(P.ProtocolError, match="exceeds the 32 px limit"):
+        P.decode(GOOD, max_side=32)
+
+
+def _decode_or_protocol_error(parts) -> None:
+    try:
+        P.decode(parts)
+    except P.ProtocolError:
+        pass
+
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=300), max_size=8))
+def test_fuzz_random_parts(parts):
+    _decode_or_protocol_error(parts)
+
+
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
+header_keys = st.sampled_from(["v", "kind", "source", "seq", "t_capture", "stamps", "payloads", "score", "threshold", "label",
+                               "regions", "model_version", "fit_steps", "fit_ms", "score_ms", "role", "state", "frames", "counters"])
+
+
+@FUZZ
+@given(st.dictionaries(header_keys, msgpack_values), st.sampled_from(P.KINDS), st.lists(st.binary(max_size=64), max_size=3))
+def test_fuzz_headers(fields, kind, payloads):
+    header = {"v": 1, "kind": kind, "source": "cam0", **fields}
+    _decode_or_protocol_error([f"{kind}/cam0".encode(), msgpack.packb(header), *payloads])
+
+
+@FUZZ
+@given(st.sampled_from([GOOD, GOOD_PNG, wire(ANOMALY)]), st.data())
+def test_fuzz_corrupted_valid_messages(parts, data):
+    i = data.draw(st.integers(0, len(parts) - 1))
+    blob = bytearray(parts[i])
+    for _ in range(data.draw(st.integers(1, 8))):
+        if blob:
+            blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(blob)))
+    _decode_or_protocol_error([*parts[:i], bytes(blob[:cut] if data.draw(st.booleans()) else blob), *parts[i + 1:]])

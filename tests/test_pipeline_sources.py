@@ -1,0 +1,176 @@
+"""Camera stages over real sockets: folder, video file, reconnect with backoff, heartbeats, pacing, PUSH."""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from pipeline import protocol as P
+from pipeline.config import FolderSourceConfig, SyntheticSourceConfig, VideoSourceConfig
+from pipeline.sources import Camera, Capture, SourceError
+from pipeline.transport import make_socket
+
+
+class Receiver:
+    """A SUB (or, for push cameras, PULL) socket connected to a camera."""
+
+    def __init__(self, ctx, endpoint, push=False):
+        self.sock = make_socket(ctx, zmq.PULL if push else zmq.SUB)
+        self.sock.connect(endpoint)
+        if not push:
+            self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+
+    def recv(self, timeout_ms):
+        return P.decode(self.sock.recv_multipart(copy=False)) if self.sock.poll(timeout_ms) else None
+
+
+@contextmanager
+def camera(cfg, reader=None):
+    """Run a camera in a thread; yield a receiver connected to it, the camera and its stop event."""
+    ctx, stop, ready = zmq.Context(), threading.Event(), []
+    cam = Camera(cfg, reader, ctx)
+    thread = threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not ready:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        yield Receiver(ctx, ready[0], cfg.pattern == "push"), cam, stop
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        ctx.destroy(linger=0)
+        assert not thread.is_alive()
+
+
+def drain(sub, timeout=10.0) -> list[P.Message]:
+    got, deadline = [], time.monotonic() + timeout
+    while not got or got[-1].kind != "eos":
+        assert time.monotonic() < deadline, "no end of stream"
+        if (m := sub.recv(50)) is not None:
+            got.append(m)
+    return got
+
+
+def frames_of(msgs):
+    return [m for m in msgs if m.kind == "frame"]
+
+
+def test_folder_source_with_masks_and_resize(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(images / f"{i:03d}.png"), np.full((40, 50, 3), 60 * i, np.uint8))
+    (images / "notes.txt").write_text("not an image")
+    mask = np.zeros((40, 50), np.uint8)
+    mask[10:20, 10:20] = 255
+    cv2.imwrite(str(masks / "001_mask.png"), mask)
+    cfg = FolderSourceConfig(kind="folder", name="shelf", path=images, masks=masks, resize=(25, 20), fps=100)
+    with camera(cfg) as (sub, cam, _):
+        msgs = drain(sub)
+    frames = frames_of(msgs)
+    assert [f.header.seq for f in frames] == [0, 1, 2] and msgs[-1].header.frames == 3
+    assert all(f.arrays["image"].shape == (20, 25, 3) and f.arrays["mask"].shape == (20, 25) for f in frames)
+    assert [int(f.arrays["mask"].sum()) for f in frames] == [0, 25, 0]
+    assert frames[2].arrays["image"][0, 0].tolist() == [120, 120, 120]
+
+
+def test_video_file_source_ends_the_stream(tmp_path):
+    path = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    with camera(VideoSourceConfig(kind="video", name="clip", uri=path, encoding="jpeg")) as (sub, cam, _):
+        msgs = drain(sub)
+    frames = frames_of(msgs)
+    assert len(frames) == 5 and frames[0].header.payloads[0].encoding == "jpeg"
+    assert frames[0].arrays["image"].shape == (48, 64, 3)
+
+
+class FlakyReader:
+    """Fails to open `failures` times, then yields `frames` frames and then hangs (a silent camera) or ends."""
+
+    def __init__(self, failures=0, frames=3, hang=False):
+        self.failures, self.frames, self.hang = failures, frames, hang
+        self.opens = self.reads = 0
+        self.release = threading.Event()
+
+    def open(self):
+        self.opens += 1
+        if self.opens <= self.failures:
+            raise SourceError("camera unplugged")
+
+    def read(self):
+        if self.reads >= self.frames:
+            if self.hang:
+                self.release.wait(5)
+            return None
+        self.reads += 1
+        return Capture(np.zeros((32, 32, 3), np.uint8), None, time.time())
+
+    def close(self):
+        pass
+
+
+def synthetic(**kw):
+    return SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, heartbeat_s=0.05, **kw)
+
+
+def test_reconnects_with_exponential_backoff(tmp_path):
+    reader = FlakyReader(failures=3)
+    cfg = synthetic(backoff_initial_s=0.02, backoff_max_s=0.05)
+    t0 = time.monotonic()
+    with camera(cfg, reader) as (sub, cam, _):
+        msgs = drain(sub)
+    assert time.monotonic() - t0 >= 0.02 + 0.04 + 0.05  # 0.02, 0.04, then capped at 0.05
+    assert len(frames_of(msgs)) == 3 and reader.opens == 4
+    assert msgs[-1].header.counters["reconnects"] == 3
+    assert "reconnecting" in {m.header.state for m in msgs if m.kind == "heartbeat"}
+
+
+def test_gives_up_after_max_retries_with_an_end_of_stream(tmp_path):
+    cfg = synthetic(backoff_initial_s=0.01, max_retries=2)
+    with camera(cfg, FlakyReader(failures=100)) as (sub, cam, _):
+        msgs = drain(sub)
+    assert msgs[-1].header.frames == 0 and msgs[-1].header.counters["reconnects"] == 2
+
+
+def test_silent_camera_keeps_heartbeating_with_a_growing_frame_age(tmp_path):
+    reader = FlakyReader(frames=1, hang=True)
+    with camera(synthetic(), reader) as (sub, cam, stop):
+        ages, deadline = [], time.monotonic() + 5
+        while len(ages) < 4:
+            assert time.monotonic() < deadline
+            m = sub.recv(50)
+            if m is not None and m.kind == "heartbeat" and m.header.last_frame_age is not None:
+                ages.append(m.header.last_frame_age)
+                assert m.header.state == "streaming" and m.header.counters["sent"] == 1
+        assert ages == sorted(ages) and ages[-1] > ages[0]
+        reader.release.set()
+
+
+def test_frame_rate_is_paced(tmp_path):
+    with camera(synthetic(fps=40, frames=9)) as (sub, cam, _):
+        msgs = drain(sub)
+    captures = [f.header.t_capture for f in frames_of(msgs)]
+    assert len(captures) == 9 and captures[-1] - captures[0] >= 8 / 40 * 0.9
+
+
+def test_push_camera_and_stop_sends_end_of_stream(tmp_path):
+    cfg = synthetic(pattern="push", bind=f"ipc://{tmp_path}/cam.sock", fps=200)
+    with camera(cfg) as (sub, cam, stop):
+        deadline = time.monotonic() + 5
+        while (m := sub.recv(50)) is None or m.kind != "frame" or m.header.seq < 4:
+            assert time.monotonic() < deadline
+        stop.set()
+        msgs = drain(sub)
+    assert msgs[-1].kind == "eos" and msgs[-1].header.frames >= 5
