@@ -2,7 +2,8 @@
 
 Each patch gets (in order): block shuffling with probability `shuffle_prob` (a fraction of its
 blocks permuted among themselves), block masking (masked blocks filled with the patch's mean
-colour), and Gaussian noise. The clean patch is the target.
+colour, optionally shifted darker/brighter and keeping some texture: a flat, hole- or stain-like
+region), and Gaussian noise. The clean patch is the target.
 """
 from __future__ import annotations
 
@@ -36,11 +37,6 @@ def block_mask(n: int, h: int, w: int, b: int, ratio: float, generator: torch.Ge
     return keep.repeat_interleave(b, dim=2).repeat_interleave(b, dim=3)
 
 
-def fill_masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Replace masked pixels by each patch's mean colour."""
-    return torch.where(mask, x.mean(dim=(2, 3), keepdim=True), x)
-
-
 def shuffle_blocks(x: torch.Tensor, b: int, prob: float, ratio: float, generator: torch.Generator | None) -> torch.Tensor:
     """Permute a random `ratio` of the b x b blocks among themselves, in a `prob` fraction of patches."""
     n, _, h, w = x.shape
@@ -66,7 +62,14 @@ def corrupt(x: torch.Tensor, cfg: CorruptionConfig, generator: torch.Generator |
     if cfg.shuffle_prob > 0 and cfg.shuffle_ratio > 0:
         out = shuffle_blocks(out, cfg.shuffle_block, cfg.shuffle_prob, cfg.shuffle_ratio, generator)
     if cfg.mask_ratio > 0:
-        out = fill_masked(out, block_mask(n, h, w, cfg.mask_block, cfg.mask_ratio, generator, x.device))
+        mask = block_mask(n, h, w, cfg.mask_block, cfg.mask_ratio, generator, x.device)
+        fill = out.mean(dim=(2, 3), keepdim=True)
+        if cfg.fill_shift > 0:  # a darker or brighter flat region, like a hole or a stain
+            fill = fill + cfg.fill_shift * (2 * torch.rand(n, 1, 1, 1, generator=generator, device=x.device) - 1)
+        if cfg.fill_keep > 0:  # with some of the texture left in
+            keep = cfg.fill_keep * torch.rand(n, 1, 1, 1, generator=generator, device=x.device)
+            fill = keep * out + (1 - keep) * fill
+        out = torch.where(mask, fill, out)
     if cfg.noise_sigma > 0:
         out = out + cfg.noise_sigma * torch.randn(out.shape, generator=generator, device=x.device, dtype=out.dtype)
     return out

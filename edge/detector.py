@@ -1,7 +1,9 @@
 """Per-source anomaly detector: the streaming policy around one Fitter and one scorer.
 
 Policy: the first frame of a source gets a cold fit (`fit.steps`), every later frame a warm start
-of `fit.warm_steps` from the previous frame's weights (or as many as fit in `budget_ms`). With
+from the previous frame's weights of as many steps as the frame-deadline scheduler (edge.schedule)
+plans: `fit.warm_steps`, or fewer so that the fit fits `budget_ms` and the whole frame
+`frame_budget_ms` (at least 1 step; a budget that cannot be met is counted and logged). With
 `fit.score_before_warm_fit` a frame is scored with the weights fitted on earlier frames, before the
 warm fit on it, so the net has never seen the frame it judges.
 """
@@ -16,6 +18,7 @@ import torch
 from .backends import make_scorer
 from .config import SSDNetConfig
 from .fitter import FitStats, Fitter, image_to_tensor
+from .schedule import StepScheduler
 from .scoring import AnomalyScorer
 from .vgg import VGG19Features
 
@@ -28,6 +31,7 @@ class Detection:
     fit_ms: float
     score_ms: float
     model_version: int
+    budget_met: bool = True  # False: the scheduler expected even its minimum steps to overrun a budget
 
 
 def build_vgg(cfg: SSDNetConfig) -> VGG19Features | None:
@@ -49,6 +53,8 @@ class Detector:
         self.backend = make_scorer(cfg, self.scorer, self.fitter.device)
         self.model_version = 0
         self.total_steps = 0
+        warm = cfg.fit.warm_steps
+        self.scheduler = StepScheduler(min_steps=min(1, warm), max_steps=warm)
 
     def reset(self) -> None:
         """Forget the source: the next frame gets a cold fit."""
@@ -69,11 +75,17 @@ class Detector:
         amap, score = self.backend.score(x)
         return amap[0, 0, :height, :width].float().cpu().numpy(), float(score[0])
 
-    def fit(self, x: torch.Tensor, budget_ms: float | None = None) -> FitStats:
+    def fit(self, x: torch.Tensor, budget_ms: float | None = None, frame_budget_ms: float | None = None) -> FitStats:
+        """Cold fit on a source's first frame, else a warm fit of the steps the scheduler plans."""
         cold = self.model_version == 0
         if cold:
             self.fitter.reset()
-        stats = self.fitter.fit(x, self.cfg.fit.steps if cold else self.cfg.fit.warm_steps, budget_ms=None if cold else budget_ms)
+            steps = self.cfg.fit.steps
+        else:
+            self.scheduler.frame_budget_ms, self.scheduler.fit_budget_ms = frame_budget_ms, budget_ms
+            steps = self.scheduler.plan().steps
+        stats = self.fitter.fit(x, steps)
+        self.scheduler.observe_fit(stats.steps, stats.seconds * 1000)
         self._push_weights()
         self.model_version += 1
         self.total_steps += stats.steps
@@ -84,8 +96,10 @@ class Detector:
         if self.backend.name != "torch":
             self.backend.update_weights(self.fitter.model.state_dict())
 
-    def process(self, image: np.ndarray, budget_ms: float | None = None) -> Detection:
-        """Fit on and score one uint8 HxWx3 RGB frame."""
+    def process(self, image: np.ndarray, budget_ms: float | None = None, frame_budget_ms: float | None = None) -> Detection:
+        """Fit on and score one uint8 HxWx3 RGB frame; `budget_ms` bounds the warm fit, `frame_budget_ms`
+        the whole call (both through the scheduler, which only ever shortens the warm fit)."""
+        start = time.perf_counter()
         h, w = image.shape[:2]
         x = image_to_tensor(image, self.device, self.fitter.multiple)
         first = self.model_version == 0
@@ -93,10 +107,13 @@ class Detector:
             t0 = time.perf_counter()
             amap, score = self.score(x, h, w)
             score_ms = (time.perf_counter() - t0) * 1000
-            stats = self.fit(x, budget_ms)
+            stats = self.fit(x, budget_ms, frame_budget_ms)
         else:
-            stats = self.fit(x, budget_ms)
+            stats = self.fit(x, budget_ms, frame_budget_ms)
             t0 = time.perf_counter()
             amap, score = self.score(x, h, w)
             score_ms = (time.perf_counter() - t0) * 1000
-        return Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version)
+        total_ms = (time.perf_counter() - start) * 1000
+        self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)
+        met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met
+        return Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met)

@@ -83,13 +83,14 @@ def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None,
     total = sum(len(v) for v in data.values())
     result = {"config": cfg.model_dump(mode="json"), "mode": mode, "dataset": str(root),
               "input_noise_sigma": noise_sigma, "dead_pixel_fraction": dead_fraction,
-              "categories": {}, "baselines": {b: {"categories": {}} for b in baselines}}
+              "categories": {}, "images": [], "baselines": {b: {"categories": {}} for b in baselines}}
     with tqdm(total=total, desc="ssdnet eval", unit="img") as bar:
         for cat, samples in data.items():
             bar.set_postfix_str(cat)
             images = [corrupt_input(s.image, noise_sigma, dead_fraction, rng) for s in samples]
             maps, scores, secs = run_ssdnet(det, samples, images, mode, bar.update)
             result["categories"][cat] = _metrics(maps, samples, scores, secs)
+            result["images"] += [{"path": str(s.path), "label": s.label, "score": round(sc, 4)} for s, sc in zip(samples, scores)]
             for b in baselines:
                 t0 = time.perf_counter()
                 bmaps = [BASELINES[b](im) for im in images]

@@ -4,12 +4,13 @@ For each grid scale s the image is cut into s x s patches. With `masks = M > 0` 
 reconstructed M times, each time with one group of blocks (an r x r tiling, r = ceil(sqrt(M)))
 filled with the patch's mean colour, and every pixel takes the reconstruction from the pass in
 which it was hidden: the net must predict it from its surroundings, so it cannot copy a defect.
-With M = 0 the clean patch is reconstructed directly.
+With `clean_view` (or M = 0) the clean patch is also reconstructed in one pass: the net, trained to
+repair masked, shuffled and noisy blocks, "repairs" what does not fit the texture.
 
-Maps: L2 = squared error summed over channels; perceptual = 1 - cosine similarity of VGG19
-features of the reconstruction and the input, upsampled to the image. Each is averaged over
-scales, Gaussian-smoothed, and standardised by its own image mean and std (each image is its own
-reference), then weighted and summed. Image score = mean of the top (1 - q) fraction of the map.
+Maps, per view: L2 = squared error summed over channels; perceptual = 1 - cosine similarity of
+VGG19 features of the reconstruction and the input, upsampled to the image. Each is averaged over
+scales, Gaussian-smoothed, and normalised by its own image statistics (each image is its own
+reference), then weighted and summed over maps and views. Image score = mean of the top (1 - q) fraction of the map.
 """
 from __future__ import annotations
 
@@ -55,13 +56,17 @@ class AnomalyScorer(nn.Module):
         k = gaussian_kernel(cfg.smooth_sigma) if cfg.smooth_sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", k, persistent=False)
 
-    def reconstruct(self, x: torch.Tensor, s: int) -> torch.Tensor:
-        """Reconstruction of `x` from its s x s grid patches (masked passes composited)."""
-        p = to_patches(x, s)
+    def views(self) -> tuple[int, ...]:
+        """Mask-group counts of the reconstructions scored: M (masked passes) and/or 0 (clean input)."""
         m = self.cfg.masks
-        if m == 0:
+        return (m, 0) if m and self.cfg.clean_view else (m,)
+
+    def reconstruct(self, x: torch.Tensor, s: int, masks: int) -> torch.Tensor:
+        """Reconstruction of `x` from its s x s grid patches: `masks` passes composited, 0 = one clean pass."""
+        p = to_patches(x, s)
+        if masks == 0:
             return from_patches(self.unet(p), s)
-        hide = mask_groups(p.shape[-2], p.shape[-1], self.cfg.mask_block, m).to(x.device)  # (M,1,h,w)
+        hide = mask_groups(p.shape[-2], p.shape[-1], self.cfg.mask_block, masks).to(x.device)  # (M,1,h,w)
         mean = p.mean(dim=(2, 3), keepdim=True)
         inp = torch.where(hide.unsqueeze(1), mean.unsqueeze(0), p.unsqueeze(0))  # (M,B,C,h,w)
         out = self.unet(inp.flatten(0, 1)).view(inp.shape)
@@ -76,27 +81,41 @@ class AnomalyScorer(nn.Module):
         m = F.conv2d(F.pad(m, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
         return F.conv2d(F.pad(m, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
 
-    @staticmethod
-    def _standardise(m: torch.Tensor) -> torch.Tensor:
-        mean = m.mean(dim=(2, 3), keepdim=True)
-        std = m.std(dim=(2, 3), keepdim=True)
-        return (m - mean) / (std + 1e-8)
+    def _normalise(self, m: torch.Tensor) -> torch.Tensor:
+        """Make maps of different units comparable, per image: 'std' standardises, 'mean' divides
+        by the image mean (a defect of a few % barely moves it), 'none' keeps raw units."""
+        if self.cfg.normalise == "std":
+            return (m - m.mean(dim=(2, 3), keepdim=True)) / (m.std(dim=(2, 3), keepdim=True) + 1e-8)
+        if self.cfg.normalise == "mean":
+            return m / (m.mean(dim=(2, 3), keepdim=True) + 1e-8)
+        return m
+
+    def raw_maps(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Per view: smoothed multi-scale L2 map and perceptual map (None without VGG), unnormalised."""
+        feats = self.vgg(x) if self.vgg is not None else None
+        out = []
+        for masks in self.views():
+            l2 = torch.zeros_like(x[:, :1])
+            perc = torch.zeros_like(x[:, :1])
+            for s in self.scales:
+                rec = self.reconstruct(x, s, masks).float()
+                l2 = l2 + ((x - rec) ** 2).sum(1, keepdim=True) / len(self.scales)
+                if feats is not None:
+                    for name, f_rec in self.vgg(rec).items():
+                        d = 1 - F.cosine_similarity(f_rec.float(), feats[name].float(), dim=1).unsqueeze(1)
+                        d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                        perc = perc + d / (len(feats) * len(self.scales))
+            out.append((self._smooth(l2), self._smooth(perc) if feats is not None else None))
+        return out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
-        l2 = torch.zeros_like(x[:, :1])
-        perc = torch.zeros_like(x[:, :1])
-        feats = self.vgg(x) if self.vgg is not None else None
-        for s in self.scales:
-            rec = self.reconstruct(x, s).float()
-            l2 = l2 + ((x - rec) ** 2).sum(1, keepdim=True)
-            if feats is not None:
-                for name, f_rec in self.vgg(rec).items():
-                    d = 1 - F.cosine_similarity(f_rec.float(), feats[name].float(), dim=1).unsqueeze(1)
-                    perc = perc + F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False) / len(feats)
-        amap = cfg.pixel_weight * self._standardise(self._smooth(l2))
-        if feats is not None:
-            amap = amap + cfg.perceptual_weight * self._standardise(self._smooth(perc))
+        amap = torch.zeros_like(x[:, :1])
+        views = self.raw_maps(x)
+        for l2, perc in views:
+            amap = amap + cfg.pixel_weight * self._normalise(l2) / len(views)
+            if perc is not None:
+                amap = amap + cfg.perceptual_weight * self._normalise(perc) / len(views)
         pixels = int(amap.shape[-2]) * int(amap.shape[-1])  # python ints, also under the ONNX tracer
         k = max(1, int(round((1 - cfg.image_score_quantile) * pixels)))
         score = amap.flatten(1).topk(k, dim=1).values.mean(1)

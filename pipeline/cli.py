@@ -10,9 +10,11 @@ import sys
 COMMANDS = (
     "edge.evaluate",      # ssdnet eval
     "edge.score_images",  # ssdnet score
+    "edge.bench",         # ssdnet bench
     "export.cli",         # ssdnet export, ssdnet backends, ssdnet bench-scorer
     "pipeline.launcher",  # ssdnet run
     "pipeline.subscribe",  # ssdnet subscribe
+    "pipeline.keys",      # ssdnet keys
 )
 
 

@@ -6,6 +6,8 @@ Relative paths are relative to the working directory.
 """
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -17,6 +19,13 @@ from .protocol import MAX_REGIONS, MAX_SIDE, SOURCE_PATTERN, Encoding
 from .transport import ENDPOINT_PATTERN
 
 LOCAL = "tcp://127.0.0.1:*"
+log = logging.getLogger(__name__)
+_LOOPBACK = re.compile(r"^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1):")
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc:// and tcp:// on a loopback address: no machine boundary is crossed."""
+    return endpoint.startswith("ipc://") or bool(_LOOPBACK.match(endpoint))
 
 
 class _Strict(BaseModel):
@@ -103,6 +112,9 @@ class NodeConfig(_Strict):
     min_region_area: int = Field(16, ge=1, description="smaller connected components are ignored, pixels")
     max_regions: int = Field(32, ge=0, le=MAX_REGIONS, description="largest regions reported per frame")
     budget_ms: float | None = Field(None, gt=0, description="time budget of a warm fit; None = fit.warm_steps steps")
+    frame_budget_ms: float | None = Field(None, gt=0, description="deadline of one frame (warm fit + scoring): the scheduler "
+                                          "(edge.schedule) plans 1..fit.warm_steps fit steps from measured step times to keep p95 under it; "
+                                          "frames that cannot make it even with 1 step are counted (budget_unmet) and logged")
     map_encoding: Literal["float16", "uint8"] = Field("float16", description="anomaly map on the wire: float16, or uint8 with scale/offset")
     attach_image: Literal["always", "anomalous", "never"] = Field("anomalous", description="send the scored frame with the result")
     image_encoding: Encoding = "raw"
@@ -116,6 +128,25 @@ class NodeConfig(_Strict):
     threads: int | None = Field(None, ge=1, le=256, description="torch threads of the node process; None = all cores. "
                                 "Never more than the cores free for it: oversubscribed threads spin and slow fitting 10-60x")
     ssdnet: SSDNetConfig = SSDNetConfig()
+    event_log: Path | None = Field(None, description="SQLite file (WAL) every event is committed to before it is published, "
+                                   "numbered per source (log_seq); None = no durable log and no replay endpoint. "
+                                   "`ssdnet run` uses OUT/node-events.db when unset")
+    event_log_max_events: int | None = Field(1_000_000, ge=1, description="events kept per source (oldest pruned); None = all")
+    replay_bind: Endpoint = Field(LOCAL, description="ROUTER endpoint answering 'events of source S after log_seq N' (with event_log)")
+
+
+class SecurityConfig(_Strict):
+    """CURVE encryption + ZAP allow-list on every tcp socket (pipeline/security.py). Key files come from
+    `ssdnet keys DIR --name NAME`: each stage uses DIR/<its name>.key_secret (cameras and the node by their
+    names, subscribers by `client_name`) and finds the servers it connects to as <public_keys_dir>/<name>.key."""
+
+    keys_dir: DirectoryPath = Field(description="this machine's <name>.key_secret files")
+    authorized_dir: DirectoryPath = Field(description="allow-list: public keys (*.key) of clients the bound sockets admit; "
+                                          "re-read when it changes")
+    public_keys_dir: DirectoryPath | None = Field(None, description="servers' public keys <camera or node name>.key; None = keys_dir")
+    client_name: str = Field("subscriber", pattern=SOURCE_PATTERN, description="key name of the launcher's collector / subscribers")
+    connect_key: str | None = Field(None, pattern=SOURCE_PATTERN, description="key name of the cameras listed in node.connect")
+    reload_s: float = Field(5.0, gt=0, le=3600, description="check the allow-list for changes at most this often")
 
 
 class PrometheusConfig(_Strict):
@@ -139,6 +170,9 @@ class LineConfig(_Strict):
     sinks: SinksConfig = SinksConfig()
     frames: int | None = Field(None, ge=1, description="default frame limit of every source")
     timeout_s: float | None = Field(None, gt=0, description="stop the run after this long")
+    security: SecurityConfig | None = Field(None, description="CURVE + allow-list on tcp sockets; required to bind a "
+                                            "non-loopback address unless allow_insecure_network")
+    allow_insecure_network: bool = Field(False, description="allow binding non-loopback addresses without security (warns)")
 
     @field_validator("sources")
     @classmethod
@@ -158,6 +192,17 @@ class LineConfig(_Strict):
             raise ValueError(f"sources {bad} do not match node.input={self.node.input!r} (pub pairs with sub, push with pull)")
         if self.sinks.overlays and self.node.attach_image == "never":
             raise ValueError("sinks.overlays needs node.attach_image 'anomalous' or 'always'")
+        binds = [(s.name, s.bind) for s in self.sources] + [("node.bind", self.node.bind)]
+        if self.node.event_log is not None:
+            binds.append(("node.replay_bind", self.node.replay_bind))
+        if (exposed := [f"{n} {e}" for n, e in binds if not is_loopback(e)]) and self.security is None:
+            if not self.allow_insecure_network:
+                raise ValueError(f"{', '.join(exposed)} bind(s) a non-loopback address without encryption: add a `security:` "
+                                 "section (ssdnet keys DIR --name NAME) or set allow_insecure_network: true")
+            log.warning("INSECURE: %s reachable from the network without encryption or authentication "
+                        "(allow_insecure_network: true)", ", ".join(exposed))
+        if self.security is not None and self.node.connect and self.security.connect_key is None:
+            raise ValueError("with security, node.connect endpoints need security.connect_key (the key name of those cameras)")
         return self
 
 

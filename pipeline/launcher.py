@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import LineConfig, load_line_config
+from .eventlog import CatchUp, ReplayClient
 from .node import DetectorFactory, run_node
 from .sinks import ConsoleSink, JsonlSink, MetricsSink, OverlaySink, Sink, Subscriber
+from . import protocol as P
 from .sources import run_camera
 from .stats import StreamStats
 
@@ -107,6 +109,18 @@ class _Line:
         self.poll()
 
 
+def _run_camera(cfg, stop, security=None, on_ready=None):
+    """Camera stage; with `security` its tcp socket is a CURVE server (key `<camera name>.key_secret`)."""
+    if security is not None:
+        import zmq
+
+        from .security import Security
+        from .transport import secure
+
+        secure(zmq.Context.instance(), Security.from_config(security, cfg.name))
+    return run_camera(cfg, stop, on_ready)
+
+
 def _sinks(cfg: LineConfig, out: Path) -> list[Sink]:
     sinks: list[Sink] = [JsonlSink(out / "events.jsonl", append=False)]
     if cfg.sinks.overlays:
@@ -135,17 +149,37 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     sources = [s.model_copy(update={"frames": frames or s.frames or cfg.frames}) for s in cfg.sources]
     names = [s.name for s in sources]
     expected = sum(s.frames for s in sources) if all(s.frames for s in sources) else None
-    line, stats, sinks, sub = _Line(), StreamStats(cfg.sinks.auroc_pixels_per_frame), _sinks(cfg, out), None
+    line, stats, sinks, sub, catch = _Line(), StreamStats(cfg.sinks.auroc_pixels_per_frame), _sinks(cfg, out), None, None
+    node_cfg = cfg.node if cfg.node.event_log is not None else cfg.node.model_copy(update={"event_log": out / "node-events.db"})
+
+    def deliver(msg, delivered, log_seq=None):
+        stats.add(msg, delivered)
+        for sink in sinks:
+            sink.handle(msg, delivered, log_seq=log_seq) if log_seq is not None and isinstance(sink, JsonlSink) else sink.handle(msg, delivered)
     started, interrupted, timed_out = time.time(), False, False
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                    TimeElapsedColumn(), disable=not progress)
     try:
         for src in sources:
-            line.start(src.name, run_camera, src, line.stop)
+            line.start(src.name, _run_camera, src, line.stop, cfg.security)
         cameras = line.await_ready(names)
-        line.start(cfg.node.name, run_node, cfg.node, cameras, line.stop, detector_factory=detector_factory,
-                   wait_for_subscriber_s=READY_TIMEOUT_S)
-        sub = Subscriber(line.await_ready([cfg.node.name]), (b"anomaly/", b"event/", b"eos/", b"heartbeat/"))
+        line.start(cfg.node.name, run_node, node_cfg, cameras, line.stop, detector_factory=detector_factory,
+                   wait_for_subscriber_s=READY_TIMEOUT_S, security=cfg.security, input_names=names)
+        node_endpoint, replay = line.await_ready([cfg.node.name])[0]  # (results, replay): node_cfg has an event log
+        server_key = None
+        if cfg.security is not None:
+            import zmq
+
+            from .security import Security
+            from .transport import secure
+
+            security = Security.from_config(cfg.security, cfg.security.client_name)
+            secure(zmq.Context.instance(), security)
+            server_key = security.server_key(cfg.node.name)
+        # events come from the node's event log (in order, none lost); live events only say "fetch now"
+        catch = CatchUp(ReplayClient(replay, server_key=server_key))
+        catch.sync()
+        sub = Subscriber(node_endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), server_key=server_key)
         pending, dropped = set(names), 0
         with bar:
             task = bar.add_task("frames", total=expected, info="")
@@ -161,12 +195,13 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                 for name in set(line.dead()) & pending:
                     log.error("camera %s died: %s", name, line.failures.get(name, "no end of stream"))
                     pending.discard(name)
+                for n, header in catch.on_message(msg):
+                    deliver(P.Message(header), time.time(), n)
                 if msg is None:
                     continue
                 delivered = time.time()
-                stats.add(msg, delivered)
-                for sink in sinks:
-                    sink.handle(msg, delivered)
+                if msg.kind != "event":
+                    deliver(msg, delivered)
                 if msg.kind == "eos":
                     pending.discard(msg.source)
                 elif msg.kind == "heartbeat" and msg.header.role == "node":
@@ -179,6 +214,13 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
         interrupted = True
         log.warning("interrupted; stopping the line")
     finally:
+        if catch is not None:
+            try:  # events whose live copy was dropped after the last one seen
+                for n, header in catch.sync():
+                    deliver(P.Message(header), time.time(), n)
+            except Exception as e:
+                log.warning("could not fetch the last events from the node's log: %s", e)
+            catch.close()
         if sub is not None:
             sub.close()
         line.shutdown()

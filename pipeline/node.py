@@ -30,7 +30,8 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Callable, Protocol, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import zmq
@@ -40,7 +41,8 @@ from edge.config import SSDNetConfig
 from . import protocol as P
 from .config import NodeConfig
 from .regions import find_regions
-from .transport import StopFlag, ThrottledLog, bind, drain_subscriptions, make_socket, wait_for_subscriber
+from .eventlog import EventLog, serve_replay
+from .transport import StopFlag, ThrottledLog, bind, connect, drain_subscriptions, make_socket, wait_for_subscriber
 
 log = logging.getLogger(__name__)
 INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
@@ -127,7 +129,7 @@ class PendingFrames:
 class Counters:
     """Per-source frame counters plus the count of malformed messages, safe across threads."""
 
-    NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events")
+    NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events", "budget_unmet")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -159,7 +161,7 @@ class EdgeNode:
     """Reads frames from `inputs` (plus `cfg.connect`) and publishes results on `cfg.bind`."""
 
     def __init__(self, cfg: NodeConfig, inputs: Sequence[str] = (), detector_factory: DetectorFactory | None = None,
-                 ctx: zmq.Context | None = None):
+                 ctx: zmq.Context | None = None, server_keys: Mapping[str, bytes] | None = None):
         self.cfg = cfg
         self.inputs = (*inputs, *cfg.connect)
         self.factory = detector_factory if detector_factory is not None else SSDNetDetectors(cfg.ssdnet)
@@ -173,15 +175,39 @@ class EdgeNode:
         self._last_received: float | None = None
         self._busy = False
         self._log = ThrottledLog(log)
+        self.server_keys = dict(server_keys or {})  # camera endpoint -> its CURVE public key (security on)
+        self.event_log: EventLog | None = None
+        self.event_log_failures = 0
+        self.replay_endpoint: str | None = None
+        self._scored_since_checkpoint: dict[str, int] = {}
 
     def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None, wait_for_subscriber_s: float = 0.0) -> dict:
         """Serve until `stop` is set; returns the final counters. With `wait_for_subscriber_s`, the node
         subscribes to the cameras only once a subscriber is connected (or that time has passed)."""
+        self._halt, threads = threading.Event(), []
+        if self.cfg.event_log is not None:  # committed by the worker (this thread), read by the replay thread
+            self.event_log = EventLog(self.cfg.event_log, self.cfg.event_log_max_events)
+            rep = make_socket(self.ctx, zmq.ROUTER, sndhwm=100)
+            rep.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
+            try:
+                self.replay_endpoint = bind(rep, self.cfg.replay_bind)
+            except zmq.ZMQError:
+                rep.close()
+                raise
+            log.info("%s: event log %s (%d events), replay on %s", self.cfg.name, self.cfg.event_log,
+                     self.event_log.total, self.replay_endpoint)
+            threads.append(threading.Thread(target=serve_replay, args=(rep, self.event_log.path, self._halt), name="replay", daemon=True))
+            threads[-1].start()  # answers already while the node waits for its first subscriber
         out = make_socket(self.ctx, zmq.XPUB, sndhwm=self.cfg.sndhwm)
         try:
             endpoint = bind(out, self.cfg.bind)
         except zmq.ZMQError:
             out.close()
+            self._halt.set()
+            for t in threads:
+                t.join(timeout=5)
+            if self.event_log is not None:
+                self.event_log.close()
             raise
         log.info("%s: publishing on %s", self.cfg.name, endpoint)
         if on_ready is not None:
@@ -190,15 +216,16 @@ class EdgeNode:
             wait_for_subscriber(out, wait_for_subscriber_s, stop)
         inp = make_socket(self.ctx, zmq.SUB if self.cfg.input == "sub" else zmq.PULL, rcvhwm=self.cfg.rcvhwm)
         for endpoint in self.inputs:
-            inp.connect(endpoint)
+            connect(inp, endpoint, self.server_keys.get(endpoint))
         if self.cfg.input == "sub":
             for topic in INPUT_TOPICS:
                 inp.setsockopt(zmq.SUBSCRIBE, topic)
-        halt = threading.Event()
-        threads = [threading.Thread(target=self._receive, args=(inp, halt), name="receive", daemon=True),
+        halt = self._halt
+        threads += [threading.Thread(target=self._receive, args=(inp, halt), name="receive", daemon=True),
                    threading.Thread(target=self._publish, args=(out, halt), name="publish", daemon=True)]
         for t in threads:
-            t.start()
+            if not t.is_alive():
+                t.start()
         try:
             while not stop.is_set():
                 msg = self.pending.take(timeout=0.1)
@@ -210,6 +237,8 @@ class EdgeNode:
             halt.set()
             for t in threads:
                 t.join(timeout=5)
+            if self.event_log is not None:
+                self.event_log.close()
         return self.counters.snapshot()
 
     # ------------------------------------------------------------ receiver thread
@@ -286,6 +315,7 @@ class EdgeNode:
         self.outbox.put(result)
         self.counters.add(source, "scored")
         if event is not None:
+            self._log_event(event)  # committed before it is published: a subscriber can always get it back
             self.outbox.put(event)
             self.counters.add(source, "events")
 
@@ -293,8 +323,12 @@ class EdgeNode:
         """Run the detector on a frame; its anomaly result and, if anomalous, its event."""
         h, image = msg.header, msg.arrays["image"]
         t0 = time.time()
-        d = detector.process(image, budget_ms=self.cfg.budget_ms)
+        # frame_budget_ms only when set, so detectors with the plain process(image, budget_ms) still work
+        extra = {"frame_budget_ms": self.cfg.frame_budget_ms} if self.cfg.frame_budget_ms is not None else {}
+        d = detector.process(image, budget_ms=self.cfg.budget_ms, **extra)
         done = time.time()
+        if getattr(d, "budget_met", True) is False:
+            self.counters.add(h.source, "budget_unmet")
         amap, score = np.asarray(d.anomaly_map, dtype=np.float32), float(d.score)
         if amap.shape != image.shape[:2] or not math.isfinite(score) or not np.isfinite(amap).all():
             raise ValueError(f"detector returned a {amap.shape} map with non-finite values or score {score}")
@@ -314,6 +348,15 @@ class EdgeNode:
         result = P.AnomalyHeader(kind="anomaly", payloads=tuple(payloads), label="anomalous" if anomalous else "normal",
                                  fit_steps=int(d.fit_steps), fit_ms=float(d.fit_ms), score_ms=float(d.score_ms), **scored)
         return P.Message(result, arrays), P.Message(P.EventHeader(kind="event", **scored)) if anomalous else None
+
+    def _log_event(self, event: P.Message) -> None:
+        if self.event_log is None:
+            return
+        try:
+            self.event_log.append(event.header)
+        except Exception as e:  # a full disk must not stop scoring; the event still goes out live
+            self.event_log_failures += 1
+            self._log.warning(f"{event.source}#{event.header.seq}: could not write the event log: {type(e).__name__}: {e}")
 
     def _end(self, msg: P.Message) -> None:
         """Forward a source's end of stream, after its last result, with its final node counters; free its model."""
@@ -351,14 +394,35 @@ class EdgeNode:
         now = time.time()
         age = None if self._last_received is None else max(0.0, now - self._last_received)
         return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=-1, t_capture=now, role="node",
-                                           state="busy" if self._busy else "idle", last_frame_age=age, counters=self.counters.totals()))
+                                           state="busy" if self._busy else "idle", last_frame_age=age, counters=self._node_counters()))
+
+    def _node_counters(self) -> dict[str, int]:
+        counters = self.counters.totals()
+        if self.event_log is not None:  # a subscriber whose cursors add up to less missed events
+            counters.update(logged_events=self.event_log.total, event_log_failed=self.event_log_failures)
+        return counters
 
 
 def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: Callable[[str], None] | None = None,
-             detector_factory: DetectorFactory | None = None, wait_for_subscriber_s: float = 0.0) -> dict:
-    """Process entry point of the node stage."""
+             detector_factory: DetectorFactory | None = None, wait_for_subscriber_s: float = 0.0,
+             security=None, input_names: Sequence[str] = ()) -> dict:
+    """Process entry point of the node stage. With `security` (a SecurityConfig), its tcp sockets use CURVE
+    as `cfg.name` and it connects to input i as a client of the camera named `input_names[i]`. `on_ready`
+    gets the result endpoint, or (result endpoint, replay endpoint) when the node keeps an event log."""
     if cfg.threads is not None:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    return EdgeNode(cfg, inputs, detector_factory).run(stop, on_ready, wait_for_subscriber_s)
+    ctx, server_keys = zmq.Context.instance(), {}
+    if security is not None:
+        from .security import Security
+        from .transport import secure
+
+        sec = Security.from_config(security, cfg.name)
+        secure(ctx, sec)
+        server_keys = {ep: sec.server_key(name) for ep, name in zip(inputs, input_names)}
+        if cfg.connect:
+            server_keys.update(dict.fromkeys(cfg.connect, sec.server_key(security.connect_key)))
+    node = EdgeNode(cfg, inputs, detector_factory, ctx, server_keys=server_keys)
+    ready = None if on_ready is None else (lambda ep: on_ready(ep if node.replay_endpoint is None else (ep, node.replay_endpoint)))
+    return node.run(stop, ready, wait_for_subscriber_s)

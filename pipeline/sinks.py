@@ -20,7 +20,7 @@ from edge.overlay import heatmap_overlay, write_rgb
 
 from . import protocol as P
 from .stats import stage_latencies
-from .transport import ThrottledLog, make_socket
+from .transport import ThrottledLog, connect, make_socket
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,11 @@ class Subscriber:
     """A SUB socket connected to node endpoints; yields decoded messages, counts and logs malformed ones."""
 
     def __init__(self, endpoints: str | Sequence[str], topics: Sequence[bytes] = (b"",), ctx: zmq.Context | None = None,
-                 rcvhwm: int = 10_000):
+                 rcvhwm: int = 10_000, server_key: bytes | None = None):
         self.sock = make_socket(ctx or zmq.Context.instance(), zmq.SUB, rcvhwm=rcvhwm)
         self.sock.setsockopt(zmq.LINGER, 0)
         for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
-            self.sock.connect(endpoint)
+            connect(self.sock, endpoint, server_key)  # a CURVE client when security is on for the context
         for topic in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic)
         self.bad_messages = 0
@@ -60,15 +60,37 @@ class Sink(Protocol):
 
 
 class JsonlSink:
-    """Appends one JSON object per event (source, seq, score, threshold, regions, t_capture, stamps, model_version)."""
+    """Appends one JSON object per event (source, seq, score, threshold, regions, t_capture, stamps, model_version,
+    and `log_seq`, the node's per-source event-log number, when the event came through `eventlog.CatchUp`)."""
 
     def __init__(self, path: str | Path, append: bool = True):
         self.file = open(path, "a" if append else "w", encoding="utf-8")
 
-    def handle(self, msg: P.Message, delivered: float) -> None:
+    def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         if msg.kind == "event":
-            self.file.write(json.dumps(P.event_record(msg.header)) + "\n")
+            record = P.event_record(msg.header)
+            if log_seq is not None:
+                record["log_seq"] = log_seq
+            self.file.write(json.dumps(record) + "\n")
             self.file.flush()
+
+    @staticmethod
+    def cursors(path: str | Path) -> dict[str, int]:
+        """Highest `log_seq` per source in an existing JSONL file: where a restarted subscriber resumes."""
+        out: dict[str, int] = {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                        source, n = rec["source"], rec["log_seq"]
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a torn last line or an event without log_seq
+                    if isinstance(source, str) and type(n) is int:
+                        out[source] = max(out.get(source, 0), n)
+        except FileNotFoundError:
+            pass
+        return out
 
     def close(self) -> None:
         self.file.close()

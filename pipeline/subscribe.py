@@ -1,30 +1,76 @@
-"""`ssdnet subscribe ENDPOINT...`: print a node's events live (and optionally log them as JSONL)."""
+"""`ssdnet subscribe ENDPOINT...`: print a node's events live (and optionally log them as JSONL).
+
+With `--replay ENDPOINT` (the node's `node.replay_bind`, served when `node.event_log` is set) no
+event is lost: live events only trigger a fetch of "events of S after my last log_seq" from the
+node's event log, so a jump (events dropped while this subscriber was slow, disconnected or down)
+is noticed and filled in order; with `--jsonl`, a restarted subscriber resumes after the highest
+`log_seq` in the file. With security on at the node, pass this subscriber's key (`--key
+NAME.key_secret`, its public half in the node's allow-list) and the node's public key
+(`--server-key NODE.key`).
+"""
 from __future__ import annotations
 
 import argparse
 import time
 
+import zmq
+
+from . import protocol as P
+from .eventlog import CatchUp, ReplayClient
 from .sinks import ConsoleSink, JsonlSink, Sink, Subscriber
 
 
+def _deliver(sinks: list[Sink], msg: P.Message, log_seq: int | None = None) -> None:
+    now = time.time()
+    for sink in sinks:
+        if log_seq is not None and isinstance(sink, JsonlSink):
+            sink.handle(msg, now, log_seq=log_seq)
+        else:
+            sink.handle(msg, now)
+
+
 def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None = None, timeout_s: float | None = None,
-              stall_s: float = 5.0) -> int:
+              stall_s: float = 5.0, replay: str | None = None, from_start: bool = False, key: str | None = None,
+              server_key: str | None = None, ctx: zmq.Context | None = None) -> int:
     """Print events until `count` events, `timeout_s` seconds, or Ctrl-C; returns the number of events."""
+    ctx = ctx or zmq.Context.instance()
+    server = None
+    if key is not None:
+        from .security import Security, load_public
+        from .transport import secure
+
+        secure(ctx, Security(key))
+        server = load_public(server_key) if server_key else None
     sinks: list[Sink] = [ConsoleSink(stall_s=stall_s)]
     if jsonl:
         sinks.append(JsonlSink(jsonl))
-    sub = Subscriber(endpoints, (b"event/", b"eos/", b"heartbeat/"))
+    sub = Subscriber(endpoints, (b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server)
+    catch = None
+    if replay:
+        catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=JsonlSink.cursors(jsonl) if jsonl else None,
+                        from_start=from_start)
     deadline = time.monotonic() + timeout_s if timeout_s else float("inf")
     events = 0
     try:
+        if catch is not None:  # what was missed while down, before the live stream
+            for n, header in catch.sync():
+                _deliver(sinks, P.Message(header), n)
+                events += 1
         while (count is None or events < count) and time.monotonic() < deadline:
             msg = sub.recv(100)
-            if msg is not None:
-                for sink in sinks:
-                    sink.handle(msg, time.time())
+            if catch is not None:
+                for n, header in catch.on_message(msg):
+                    _deliver(sinks, P.Message(header), n)
+                    events += 1
+                if msg is not None and msg.kind != "event":
+                    _deliver(sinks, msg)
+            elif msg is not None:
+                _deliver(sinks, msg)
                 events += msg.kind == "event"
     finally:
         sub.close()
+        if catch is not None:
+            catch.close()
         for sink in sinks:
             sink.close()
     return events
@@ -32,17 +78,23 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
 
 def _main(args: argparse.Namespace) -> int:
     try:
-        subscribe(args.endpoints, args.jsonl, args.count, args.timeout, args.stall)
+        subscribe(args.endpoints, args.jsonl, args.count, args.timeout, args.stall, args.replay, args.from_start,
+                  args.key, args.server_key)
     except KeyboardInterrupt:
         pass
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("subscribe", help="print a node's anomaly events live", description=__doc__)
+    p = sub.add_parser("subscribe", help="print a node's anomaly events live", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("endpoints", nargs="+", metavar="ENDPOINT", help="node endpoint(s), e.g. tcp://127.0.0.1:5600")
     p.add_argument("--jsonl", help="also append events to this JSONL file")
     p.add_argument("--count", type=int, help="exit after this many events")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
     p.add_argument("--stall", type=float, default=5.0, help="report a stage whose last frame is older than this, seconds")
+    p.add_argument("--replay", metavar="ENDPOINT", help="the node's replay endpoint: fetch missed events, none is lost")
+    p.add_argument("--from-start", action="store_true", help="with --replay and no resumable --jsonl: every logged event first")
+    p.add_argument("--key", metavar="FILE", help="this subscriber's NAME.key_secret (CURVE, when the node has security on)")
+    p.add_argument("--server-key", metavar="FILE", help="the node's public NODE.key (with --key)")
     p.set_defaults(func=_main)

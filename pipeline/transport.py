@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Protocol
+import weakref
+from typing import Any, Protocol
 
 import zmq
 
@@ -35,10 +36,39 @@ def make_socket(ctx: zmq.Context, kind: int, *, sndhwm: int = 1000, rcvhwm: int 
     return sock
 
 
+_SECURITY: "weakref.WeakKeyDictionary[zmq.Context, Any]" = weakref.WeakKeyDictionary()
+
+
+def secure(ctx: zmq.Context, security: Any) -> None:
+    """Apply `security` (a `pipeline.security.Security`) to every tcp socket of `ctx` that `bind` or
+    `connect` sets up from now on; None turns it off."""
+    if security is None:
+        _SECURITY.pop(ctx, None)
+    else:
+        _SECURITY[ctx] = security
+
+
+def security_of(ctx: zmq.Context) -> Any:
+    return _SECURITY.get(ctx)
+
+
 def bind(sock: zmq.Socket, endpoint: str) -> str:
-    """Bind and return the actual endpoint (a `tcp://host:*` wildcard gets a free port)."""
+    """Bind and return the actual endpoint (a `tcp://host:*` wildcard gets a free port). With a
+    security policy on the socket's context, a tcp socket becomes a CURVE server first."""
+    if (security := _SECURITY.get(sock.context)) is not None and endpoint.startswith("tcp://"):
+        security.serve(sock)
     sock.bind(endpoint)
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def connect(sock: zmq.Socket, endpoint: str, server_key: bytes | None = None) -> None:
+    """Connect; with a security policy on the socket's context, a tcp socket becomes a CURVE client
+    of the server whose public key is `server_key` (required then)."""
+    if (security := _SECURITY.get(sock.context)) is not None and endpoint.startswith("tcp://"):
+        if server_key is None:
+            raise ValueError(f"no server public key for {endpoint} (security is on)")
+        security.client(sock, server_key)
+    sock.connect(endpoint)
 
 
 def wait_for_subscriber(xpub: zmq.Socket, timeout_s: float, stop: StopFlag) -> bool:

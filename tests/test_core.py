@@ -165,3 +165,16 @@ def test_detector_streaming_policy(textures):
     assert np.isfinite(second.score)
     det.reset()
     assert det.process(textures["gravel"][:64, :64]).fit_steps == 3
+
+
+def test_documented_defaults_match_the_code():
+    """configs/ssdnet.yaml is generated from the config models and parses back to the defaults."""
+    from pathlib import Path
+
+    import yaml
+
+    from edge.config import defaults_yaml
+
+    text = (Path(__file__).parents[1] / "configs" / "ssdnet.yaml").read_text()
+    assert defaults_yaml() in text, "regenerate: python -m edge.config > configs/ssdnet.yaml"
+    assert SSDNetConfig.model_validate(yaml.safe_load(text)) == SSDNetConfig()

@@ -1,0 +1,540 @@
+"""`ssdnet bench`: where the time of one streaming frame goes, measured in one run.
+
+Sections (each failure is reported as "n/a: <reason>", the others still run):
+- fit step: one optimiser step of the Fitter (corrupt, U-Net, VGG19 loss, backward, Adam), fp32 vs
+  mixed precision (bf16 autocast + channels_last on the CPU, fp16 on CUDA), eager vs torch.compile
+  (U-Net and VGG forwards compiled; with --compile, which takes minutes on a CPU), and on CUDA the whole step captured in a CUDA graph. Variants
+  run in interleaved rounds so load from other processes hits them alike; medians of step times.
+- scorer: per-frame scorer latency per backend, with and without a weight update (export.bench).
+- pipeline: a real line (synthetic camera -> node -> collector, spawned processes, tcp 127.0.0.1)
+  against the node's compute alone (Detector.process on the same synthetic frames, in-process, no
+  sockets); frames/s of both and latency percentiles per stage. The camera is unpaced and the
+  node's queue holds every frame, so both score exactly the same frames; `queue` and `end_to_end`
+  latencies therefore include the backlog, the other stages are per-frame service times.
+- transport: raw 1920x1080x3 uint8 frames/s through the project's protocol (header + encode + send
+  + recv + validated decode) against a bare pyzmq zero-copy send/recv of the same bytes, PUSH/PULL
+  over tcp 127.0.0.1, interleaved rounds.
+- flops: FLOPs of one fit step and one scoring pass (torch.utils.flop_counter), for the GPU
+  estimates in docs/performance.md.
+- peak memory: max RSS of this process and of the line's child processes; CUDA max allocated.
+
+Use `--threads` no larger than the cores free: oversubscribed torch threads slow fitting 10-60x.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TRANSPORT_SHAPE = (1080, 1920, 3)
+
+
+def _na(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"n/a: {type(e).__name__}: {text[:200]}"
+
+
+def _with_fit(cfg, **fit):
+    return cfg.model_copy(update={"fit": cfg.fit.model_copy(update=fit)})
+
+
+def _frames(size: int, n: int, seed: int = 0) -> list[np.ndarray]:
+    from pipeline.synthetic import TEXTURES, sample
+
+    rng = np.random.default_rng(seed)
+    names = list(TEXTURES)
+    return [sample(names[i % len(names)], size, rng, 0.5)[0] for i in range(n)]
+
+
+# ------------------------------------------------------------------ fit step
+
+
+class _FitVariant:
+    def __init__(self, name: str, cfg, device: torch.device, vgg, x: torch.Tensor, compile: bool = False):
+        from edge.fitter import Fitter
+
+        self.name, self.error, self.times, self.setup_s = name, None, [], None
+        try:
+            t0 = time.perf_counter()
+            self.fitter = Fitter(cfg, device, vgg)
+            self.x = x.to(device).contiguous(memory_format=self.fitter.fmt)
+            if compile:
+                self.fitter.model.forward = torch.compile(self.fitter.model.forward)
+                if self.fitter.vgg is not None:
+                    self.fitter.vgg.forward = torch.compile(self.fitter.vgg.forward)
+            self.fitter.fit(self.x, 2)  # warm-up (and compilation)
+            _sync(device)
+            self.setup_s = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001 - reported as n/a
+            self.error = _na(e)
+
+    def run(self, steps: int) -> None:
+        if self.error:
+            return
+        marks = [time.perf_counter()]
+        try:
+            self.fitter.fit(self.x, steps, progress=lambda *_: marks.append(time.perf_counter()))
+        except Exception as e:  # noqa: BLE001
+            self.error = _na(e)
+            return
+        self.times += [(b - a) * 1000 for a, b in zip(marks, marks[1:])]
+
+    def result(self, batch: int) -> dict | str:
+        if self.error:
+            return self.error
+        ms = statistics.median(self.times)
+        return {"ms": round(ms, 2), "ms_per_image": round(ms / batch, 2), "p95_ms": round(float(np.percentile(self.times, 95)), 2),
+                "steps": len(self.times), "setup_s": round(self.setup_s, 2)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _cuda_graph_step(cfg, vgg, x: torch.Tensor, steps: int) -> dict | str:
+    """One whole fit step (corrupt, forward, loss, backward, Adam) replayed from a CUDA graph.
+
+    Needs a static input, a capturable Adam, the fitter's generator registered with the graph, and no
+    GradScaler (its inf check syncs with the host), so it runs fp16-free: bf16 autocast or fp32."""
+    if not torch.cuda.is_available():
+        return "n/a: no CUDA device"
+    try:
+        import math as _m
+
+        from edge.fitter import Fitter
+        from edge.patches import to_patches
+
+        fcfg = cfg
+        f = Fitter(fcfg, "cuda", vgg)
+        f.optimizer = torch.optim.Adam(f.model.parameters(), lr=cfg.fit.lr, capturable=True)
+        xs = x.cuda().contiguous(memory_format=f.fmt)
+        grids = [to_patches(xs, s) for s in cfg.fit.scales]
+        f.model.train()
+        dtype = torch.bfloat16 if cfg.fit.amp else None
+
+        def step():
+            loss = 0.0
+            with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+                for p in grids:
+                    k = max(1, _m.ceil(cfg.fit.patch_fraction * p.shape[0]))
+                    idx = torch.randperm(p.shape[0], generator=f.generator, device="cuda")[:k]
+                    loss = loss + f._loss(p[idx])
+            f.optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            f.optimizer.step()
+            return loss
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(f.generator)
+        with torch.cuda.graph(graph):
+            step()
+        graph.replay()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            graph.replay()
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - t0) * 1000)
+        return {"ms": round(statistics.median(times), 3), "steps": steps}
+    except Exception as e:  # noqa: BLE001
+        return _na(e)
+
+
+def bench_fit(cfg, size: int, batch: int, steps: int, *, compile: bool, device: torch.device, rounds: int = 3,
+              say=lambda _m: None) -> dict:
+    from edge.detector import build_vgg
+    from edge.patches import pad_multiple, pad_to_multiple
+
+    vgg = build_vgg(cfg)
+    imgs = _frames(size, batch, seed=1)
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
+    x = pad_to_multiple(x, pad_multiple(cfg.fit.scales))
+    variants = [("fp32", _with_fit(cfg, amp=False), False), ("amp", _with_fit(cfg, amp=True), False)]
+    if compile:
+        variants += [("compile_fp32", _with_fit(cfg, amp=False), True), ("compile_amp", _with_fit(cfg, amp=True), True)]
+    runs = []
+    for name, c, comp in variants:
+        say(f"fit step: setting up {name}")
+        runs.append(_FitVariant(name, c, device, vgg, x, compile=comp))
+    per_round = max(1, math.ceil(steps / rounds))
+    for r in range(rounds):
+        say(f"fit step: round {r + 1}/{rounds}")
+        for v in runs:
+            v.run(per_round)
+    out = {v.name: v.result(batch) for v in runs}
+    if not compile:
+        out["compile_fp32"] = out["compile_amp"] = ("n/a: not run (pass --compile; compiling the fit step's U-Net and "
+                                                    "VGG takes minutes on a small CPU)")
+    say("fit step: CUDA graph")
+    out["cuda_graph"] = _cuda_graph_step(_with_fit(cfg, amp=cfg.fit.amp), vgg, x, steps)
+    return out
+
+
+# ------------------------------------------------------------------ scorer
+
+
+def bench_scorer(cfg, size: int, repeat: int, backends: set[str] | None, say=lambda _m: None) -> dict:
+    from export.bench import run_bench
+
+    result = run_bench(cfg, size, size, repeat, only=backends, progress=say)
+    best: dict[str, dict] = {}
+    for row in result["rows"]:
+        if row["ok"] and (row["backend"] not in best or row["update_score_ms"] < best[row["backend"]]["update_score_ms"]):
+            best[row["backend"]] = row
+    return {"scorer_ms": {b: r["update_score_ms"] for b, r in best.items()},
+            "scorer_ms_no_update": {b: r["score_ms"] for b, r in best.items()},
+            "scorer_variant": {b: r["variant"] for b, r in best.items()},
+            "scorer_rows": [{k: r[k] for k in ("backend", "variant", "ok", "error", "score_ms", "update_score_ms")}
+                            for r in result["rows"]]}
+
+
+# ------------------------------------------------------------------ pipeline
+
+
+def _line_config(cfg, size: int, frames: int, threads: int):
+    from edge.config import parse_config
+    from pipeline.config import LineConfig
+
+    return parse_config(LineConfig, {
+        "sources": [{"name": "cam0", "kind": "synthetic", "size": size, "frames": frames, "seed": 7,
+                     "textures": ["brick", "grass", "gravel"], "sndhwm": frames + 8}],
+        # threshold -1e9: every frame is an event, so events.jsonl holds every frame's stage stamps
+        "node": {"threads": threads, "queue_depth": frames + 1, "attach_image": "never", "threshold": -1e9,
+                 "ssdnet": cfg.model_dump(mode="json")},
+        "sinks": {"overlays": False},
+    })
+
+
+def _node_alone(line_cfg, frames: int) -> dict:
+    """Detector.process on the frames the line's camera sends, in this process, no sockets."""
+    from edge.detector import Detector, build_vgg
+    from pipeline.sources import SyntheticReader
+
+    reader = SyntheticReader(line_cfg.sources[0])
+    images = [reader.read().image for _ in range(frames)]
+    ssd = line_cfg.node.ssdnet
+    vgg = build_vgg(ssd)  # built before the line's first frame there too
+    t0 = time.perf_counter()
+    det = Detector(ssd, vgg=vgg)
+    lat = []
+    for img in images:
+        t = time.perf_counter()
+        det.process(img)
+        lat.append((time.perf_counter() - t) * 1000)
+    total = time.perf_counter() - t0
+    warm = lat[1:]
+    return {"fps_with_startup": frames / total, "fps": len(warm) / (sum(warm) / 1000) if warm else frames / total,
+            "frame_ms": lat}
+
+
+def bench_pipeline(cfg, size: int, frames: int, threads: int, say=lambda _m: None) -> dict:
+    from pipeline.launcher import run_line
+    from pipeline.stats import percentiles
+
+    line_cfg = _line_config(cfg, size, frames, threads)
+    say(f"pipeline: node alone, {frames} frames")
+    alone = _node_alone(line_cfg, frames)
+    say(f"pipeline: real line, {frames} frames")
+    with tempfile.TemporaryDirectory() as out:
+        summary = run_line(line_cfg, out, timeout_s=600)
+        events = [json.loads(x) for x in (Path(out) / "events.jsonl").read_text().splitlines() if x.strip()]
+    if not summary.get("fps") or summary["frames"] != frames:
+        raise RuntimeError(f"the line scored {summary['frames']} of {frames} frames (timed out: {summary['timed_out']})")
+    # steady state: the rate at which results leave the node after the first (cold) frame, against
+    # the node alone's warm frames; with start-up: the launcher's fps (first capture -> last delivery,
+    # including the spawned node's first-frame costs) against the node alone's whole run
+    published = sorted(e["stamps"]["published"] for e in events if "published" in e.get("stamps", {}))
+    if len(published) >= 2:
+        fps = (len(published) - 1) / (published[-1] - published[0])
+    else:
+        fps = summary["fps"]
+    node_fps = alone["fps"]
+    return {"fps": round(fps, 4), "node_fps": round(node_fps, 4), "ratio": round(fps / node_fps, 3),
+            "fps_with_startup": summary["fps"], "node_fps_with_startup": round(alone["fps_with_startup"], 4),
+            "ratio_with_startup": round(summary["fps"] / alone["fps_with_startup"], 3), "frames": frames,
+            "size": size, "cold_steps": cfg.fit.steps, "warm_steps": cfg.fit.warm_steps,
+            "latency_ms": summary["latency_ms"], "node_frame_ms": percentiles(alone["frame_ms"][1:] or alone["frame_ms"]),
+            "node_cold_frame_ms": round(alone["frame_ms"][0], 2), "dropped": summary["dropped"]}
+
+
+# ------------------------------------------------------------------ transport
+
+
+def _transport_round(ctx, frame: np.ndarray, n: int, project: bool) -> float:
+    import zmq
+
+    from pipeline import protocol as P
+    from pipeline.transport import bind, make_socket
+
+    mk = (lambda kind: make_socket(ctx, kind)) if project else ctx.socket
+    pull, push = mk(zmq.PULL), mk(zmq.PUSH)
+    for s in (pull, push):
+        s.setsockopt(zmq.LINGER, 0)
+    push.connect(bind(pull, "tcp://127.0.0.1:*"))
+    desc = P.describe("image", frame)
+
+    def sender():
+        for i in range(n + 2):
+            if project:
+                P.send(push, P.Message(P.FrameHeader(kind="frame", source="cam0", seq=i, t_capture=time.time(),
+                                                     stamps={"capture": time.time()}, payloads=(desc,)), {"image": frame}))
+            else:
+                push.send(frame, copy=False)
+
+    th = threading.Thread(target=sender, daemon=True)
+    th.start()
+    try:
+        for i in range(n + 2):
+            if i == 2:  # two warm-up frames: connection set up, buffers allocated
+                t0 = time.perf_counter()
+            if project:
+                msg = P.decode(pull.recv_multipart(copy=False))
+                assert msg.arrays["image"].shape == frame.shape
+            else:
+                buf = pull.recv(copy=False)
+                assert len(buf) == frame.nbytes
+        dt = time.perf_counter() - t0
+    finally:
+        th.join(timeout=10)
+        pull.close()
+        push.close()
+    return n / dt
+
+
+def bench_transport(frames: int, rounds: int = 7, shape: tuple[int, int, int] = TRANSPORT_SHAPE) -> dict:
+    """Best round of each (other processes' load only ever slows a round down), alternating which goes first."""
+    import zmq
+
+    ctx = zmq.Context()
+    frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    project, bare = [], []
+    try:
+        for r in range(rounds):
+            for proj in ((True, False) if r % 2 == 0 else (False, True)):
+                (project if proj else bare).append(_transport_round(ctx, frame, frames, proj))
+    finally:
+        ctx.term()
+    p, b = max(project), max(bare)
+    from pipeline import protocol as P
+
+    desc, reps = P.describe("image", frame), 200
+    t0 = time.perf_counter()
+    for i in range(reps):  # the protocol's own CPU cost per frame, no sockets
+        parts = P.encode(P.Message(P.FrameHeader(kind="frame", source="cam0", seq=i, t_capture=time.time(), payloads=(desc,)),
+                                   {"image": frame}))
+    t1 = time.perf_counter()
+    for _ in range(reps):
+        P.decode(parts)
+    t2 = time.perf_counter()
+    return {"project_fps": round(p, 2), "bare_fps": round(b, 2), "ratio": round(p / b, 3),
+            "median_ratio": round(statistics.median(project) / statistics.median(bare), 3),
+            "protocol_encode_us": round((t1 - t0) / reps * 1e6, 1), "protocol_decode_us": round((t2 - t1) / reps * 1e6, 1),
+            "frame": "x".join(map(str, shape)), "frames_per_round": frames, "rounds": rounds,
+            "project_gbit_s": round(p * frame.nbytes * 8 / 1e9, 2)}
+
+
+# ------------------------------------------------------------------ flops, memory
+
+
+def count_flops(cfg, size: int) -> dict:
+    """FLOPs of one fit step (forward + backward, VGG loss included) and one scoring pass at size x size."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edge.detector import Detector
+    from edge.fitter import image_to_tensor
+
+    det = Detector(cfg.model_copy(update={"device": "cpu"}), device="cpu")
+    x = image_to_tensor(_frames(size, 1, seed=2)[0], det.device, det.fitter.multiple)
+    with FlopCounterMode(display=False) as fc:
+        det.fitter.fit(x, 1)
+    fit = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc:
+        det.score(x, size, size)
+    return {"fit_step": int(fit), "score": int(fc.get_total_flops()), "size": size}
+
+
+def peak_memory() -> dict:
+    scale = 1024 if platform.system() == "Linux" else 1024 * 1024  # ru_maxrss: KiB on Linux, bytes on macOS
+    out = {"self_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1),
+           "children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / scale, 1)}
+    if torch.cuda.is_available():
+        out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+# ------------------------------------------------------------------ the command
+
+
+def run(cfg, *, size: int = 256, batch: int = 1, steps: int = 6, backends: set[str] | None = None, threads: int = 1,
+        frames: int = 6, transport_frames: int = 100, repeat: int = 3, compile: bool = False,
+        sections: tuple[str, ...] = ("fit", "scorer", "pipeline", "transport", "flops"), say=lambda _m: None) -> dict:
+    torch.set_num_threads(threads)
+    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    result: dict = {"config": {"size": size, "batch": batch, "steps": steps, "threads": threads, "frames": frames,
+                               "base_channels": cfg.model.base_channels, "scales": list(cfg.fit.scales),
+                               "cold_steps": cfg.fit.steps, "warm_steps": cfg.fit.warm_steps, "score_masks": cfg.score.masks,
+                               "perceptual_weight": cfg.loss.perceptual_weight},
+                    "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                                "torch_threads": torch.get_num_threads(), "device": str(device),
+                                "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+                    "errors": {}}
+
+    def section(name, fn):
+        if name not in sections:
+            return None
+        t0 = time.perf_counter()
+        try:
+            value = fn()
+        except Exception as e:  # noqa: BLE001 - one failing section does not lose the others
+            result["errors"][name] = _na(e)
+            value = None
+        result.setdefault("section_s", {})[name] = round(time.perf_counter() - t0, 1)
+        return value
+
+    fit = section("fit", lambda: bench_fit(cfg, size, batch, steps, compile=compile, device=device, say=say))
+    if fit is not None:
+        result["fit_step_ms"] = {k: v["ms"] for k, v in fit.items() if isinstance(v, dict) and k in ("fp32", "amp")}
+        result["fit_step"] = fit
+    sc = section("scorer", lambda: bench_scorer(cfg, size, repeat, backends, say=say))
+    if sc is not None:
+        result.update(sc)
+    line = section("pipeline", lambda: bench_pipeline(_with_fit(cfg, steps=min(cfg.fit.steps, max(steps, cfg.fit.warm_steps))),
+                                                      size, frames, threads, say=say))
+    if line is not None:
+        result["pipeline"] = line
+    tr = section("transport", lambda: bench_transport(transport_frames))
+    if tr is not None:
+        result["transport"] = tr
+    fl = section("flops", lambda: count_flops(cfg, size))
+    if fl is not None:
+        result["flops"] = fl
+    mem = peak_memory()
+    result["peak_rss_mb"] = mem["self_mb"]
+    result["memory"] = mem
+    return result
+
+
+def _fmt(v, unit: str = "") -> str:
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return "-"
+    return f"{v:.3g}{unit}" if isinstance(v, float) and abs(v) < 100 else f"{v:,.0f}{unit}"
+
+
+def render(result: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    c = result["config"]
+    t = Table(title=f"ssdnet bench: {c['size']}x{c['size']}, batch {c['batch']}, base_channels {c['base_channels']}, "
+                    f"scales {c['scales']}, {c['threads']} torch thread(s), {result['machine']['device']}")
+    for col, just in (("section", "left"), ("what", "left"), ("value", "right"), ("vs", "right"), ("note", "left")):
+        t.add_column(col, justify=just)
+    fit = result.get("fit_step", {})
+    base = fit.get("fp32", {}).get("ms") if isinstance(fit.get("fp32"), dict) else None
+    for name, v in fit.items():
+        if isinstance(v, dict):
+            rel = f"{base / v['ms']:.2f}x fp32" if base and name != "cuda_graph" else ""
+            t.add_row("fit step", name, f"{v['ms']:.1f} ms", rel, f"p95 {v.get('p95_ms', '-')} ms, {v['steps']} steps, setup {v.get('setup_s', '-')} s")
+        else:
+            t.add_row("fit step", name, "n/a", "", escape(str(v)))
+    sb = result.get("scorer_ms", {})
+    tb = sb.get("torch")
+    for b, ms in sb.items():
+        nu = result["scorer_ms_no_update"][b]
+        t.add_row("scorer", f"{b} update+score", f"{ms:.1f} ms", f"{tb / ms:.2f}x torch" if tb else "",
+                  f"score only {nu:.1f} ms; {escape(result['scorer_variant'][b])}")
+    for r in result.get("scorer_rows", []):
+        if not r["ok"]:
+            t.add_row("scorer", r["backend"], "n/a", "", escape(f"{r['variant']}: {r['error']}"))
+    if p := result.get("pipeline"):
+        t.add_row("pipeline", "line fps, steady", f"{p['fps']:.3g}", f"{p['ratio']:.2f}x node", "target >= 0.9x; after the cold first frame")
+        t.add_row("pipeline", "node alone fps, steady", f"{p['node_fps']:.3g}", "", f"Detector.process, same {p['frames']} frames, no sockets")
+        t.add_row("pipeline", "line fps, with start-up", f"{p['fps_with_startup']:.3g}", f"{p['ratio_with_startup']:.2f}x node",
+                  "first capture -> last delivery, fresh node process")
+        for stage, q in p["latency_ms"].items():
+            if q:
+                t.add_row("pipeline", f"latency {stage}", f"{q['p50']:.1f} ms", "", f"p95 {q['p95']:.1f}, p99 {q['p99']:.1f} ms")
+        if q := p.get("node_frame_ms"):
+            t.add_row("pipeline", "node alone warm frame", f"{q['p50']:.1f} ms", "", f"p95 {q['p95']:.1f}, p99 {q['p99']:.1f} ms")
+    if tr := result.get("transport"):
+        t.add_row("transport", f"protocol fps ({tr['frame']})", f"{tr['project_fps']:.1f}", f"{tr['ratio']:.2f}x bare",
+                  f"target >= 0.9x; {tr['project_gbit_s']} Gbit/s")
+        t.add_row("transport", "bare pyzmq fps", f"{tr['bare_fps']:.1f}", "",
+                  f"zero-copy PUSH/PULL, tcp 127.0.0.1; best of {tr['rounds']} rounds (median ratio {tr['median_ratio']:.2f})")
+    if fl := result.get("flops"):
+        t.add_row("flops", "fit step", f"{fl['fit_step'] / 1e9:.1f} GFLOP", "", f"{fl['size']}x{fl['size']}, forward + backward")
+        t.add_row("flops", "scoring pass", f"{fl['score'] / 1e9:.1f} GFLOP", "", "")
+    m = result["memory"]
+    t.add_row("memory", "peak RSS", f"{m['self_mb']:.0f} MB", "", f"line children max {m['children_mb']:.0f} MB"
+              + (f", CUDA max allocated {m['cuda_max_allocated_mb']:.0f} MB" if "cuda_max_allocated_mb" in m else ""))
+    for name, err in result["errors"].items():
+        t.add_row(name, "failed", "n/a", "", escape(err))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=170)
+    console.print(t)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from edge.config import load_config
+
+    cfg = load_config(args.config)
+    if args.device:
+        cfg = cfg.model_copy(update={"device": args.device})
+    q = args.quick
+    size = args.size or (64 if q else 256)
+    steps = args.steps or (2 if q else 6)
+    frames = args.frames or (3 if q else 6)
+    backends = set(args.backends.split(",")) if args.backends else ({"torch"} if q else None)
+    if q:
+        cfg = _with_fit(cfg, steps=min(cfg.fit.steps, 3), warm_steps=min(cfg.fit.warm_steps, 2))
+    console = Console(stderr=True)
+    result = run(cfg, size=size, batch=args.batch, steps=steps, backends=backends, threads=args.threads, frames=frames,
+                 transport_frames=args.transport_frames or (8 if q else 100), repeat=2 if q else 3,
+                 compile=args.compile and not q, say=lambda m: console.log(m))
+    render(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if not result["errors"] else 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="fit step, scorer, pipeline, transport and memory benchmark in one run",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
+    p.add_argument("--size", type=int, help="frame side for fit, scorer, pipeline and FLOPs (default 256; --quick 64)")
+    p.add_argument("--batch", type=int, default=1, help="images per fit step (default 1)")
+    p.add_argument("--steps", type=int, help="timed fit steps per variant (default 6; --quick 2)")
+    p.add_argument("--frames", type=int, help="frames through the line and the node alone (default 6; --quick 3)")
+    p.add_argument("--transport-frames", type=int, help="1080p frames per transport round, 7 rounds each (default 100; --quick 8)")
+    p.add_argument("--backends", help="comma-separated scorer backends (torch,onnxruntime,tensorrt; default all available)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads here and in the node (default 1)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
+    p.add_argument("--compile", action="store_true", help="add torch.compile fit-step variants (compiling takes minutes on a CPU)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--quick", action="store_true", help="CI-size run: tiny frames, few steps, no torch.compile")
+    p.set_defaults(func=_main)

@@ -1,0 +1,314 @@
+"""Durable anomaly events: an SQLite log on the node, a replay endpoint, and subscriber catch-up.
+
+Maps may be dropped under load (they go out on an XPUB socket with a high-water mark); events may
+not. The node writes every event to `node.event_log` (SQLite, WAL mode, synchronous=NORMAL: an
+event survives a crash of the node process; a power cut may lose the last commits) *before*
+publishing it, numbered per source with `log_seq` = 1, 2, 3, ... (the numbering continues across
+node restarts). A subscriber that missed some asks the node's replay endpoint (`node.replay_bind`,
+a ROUTER socket) for them.
+
+Replay protocol (msgpack maps both ways, validated with pydantic, never pickled; a request is at
+most MAX_REQUEST_BYTES):
+
+    {"op": "heads"}                                      -> {"ok": true, "heads": {source: last log_seq}}
+    {"op": "events", "source": S, "after": N, "limit": L} -> {"ok": true, "events": [{"log_seq": n, "event": {...}}],
+                                                              "more": bool}
+    anything else                                         -> {"ok": false, "error": "one line"}
+
+`event` is the event header as on the wire (msgpack of `EventHeader`), so a replayed event
+decodes exactly like a live one. The node's heartbeat counters carry `logged_events` (sum of the
+heads): a subscriber whose own cursors add up to less knows it missed events, even the last ones.
+
+`CatchUp` is the subscriber side: it treats live events and node heartbeats as notifications,
+fetches "events of S after my cursor" and hands them over in log order, each exactly once, so a
+jump is noticed and filled from the log; the JSONL sink stores `log_seq` so a restarted subscriber
+resumes where it stopped.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import msgpack
+import zmq
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from . import protocol as P
+from .transport import ThrottledLog, connect, make_socket
+
+log = logging.getLogger(__name__)
+MAX_REQUEST_BYTES = 4096
+MAX_REPLY_EVENTS = 1000
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    source  TEXT    NOT NULL,
+    log_seq INTEGER NOT NULL,
+    t_logged REAL   NOT NULL,
+    header  BLOB    NOT NULL,
+    PRIMARY KEY (source, log_seq)
+) WITHOUT ROWID;
+"""
+
+
+class EventLog:
+    """Append-only per-source numbered events in SQLite (WAL). One writer thread; readers open their
+    own `EventLog(path, readonly=True)` (sqlite3 connections belong to one thread)."""
+
+    def __init__(self, path: str | Path, max_events: int | None = None, readonly: bool = False):
+        self.path = Path(path)
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        if not readonly:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        self.max_events = max_events
+        self._appended = 0
+        self.heads: dict[str, int] = dict(self.db.execute("SELECT source, MAX(log_seq) FROM events GROUP BY source").fetchall()) \
+            if self._has_table() else {}
+        self.total = sum(self.heads.values())  # sum of the per-source heads: one more per logged event
+
+    def _has_table(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'").fetchone() is not None
+
+    def append(self, header: P.EventHeader) -> int:
+        """Commit `header` under the next log_seq of its source and return that number."""
+        n = self.heads.get(header.source, 0) + 1
+        blob = msgpack.packb(header.model_dump(mode="python"), use_bin_type=True)
+        self.db.execute("INSERT INTO events (source, log_seq, t_logged, header) VALUES (?, ?, ?, ?)",
+                        (header.source, n, time.time(), blob))
+        self.heads[header.source] = n
+        self.total += 1
+        self._appended += 1
+        if self.max_events is not None and self._appended % 256 == 0:
+            self.prune()
+        return n
+
+    def prune(self) -> int:
+        """Keep at most `max_events` events per source (the newest); returns how many were deleted."""
+        deleted = 0
+        for source, head in self.heads.items():
+            cur = self.db.execute("DELETE FROM events WHERE source = ? AND log_seq <= ?", (source, head - self.max_events))
+            deleted += cur.rowcount
+        return deleted
+
+    def read_heads(self) -> dict[str, int]:
+        if not self._has_table():
+            return {}
+        return dict(self.db.execute("SELECT source, MAX(log_seq) FROM events GROUP BY source").fetchall())
+
+    def after(self, source: str, after: int, limit: int = MAX_REPLY_EVENTS) -> list[tuple[int, bytes]]:
+        """(log_seq, msgpack header) of `source`'s events with log_seq > after, oldest first."""
+        if not self._has_table():
+            return []
+        return self.db.execute("SELECT log_seq, header FROM events WHERE source = ? AND log_seq > ? ORDER BY log_seq LIMIT ?",
+                               (source, after, limit)).fetchall()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+# ---------------------------------------------------------------- replay protocol
+
+
+class _Req(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class HeadsRequest(_Req):
+    op: Literal["heads"]
+
+
+class EventsRequest(_Req):
+    op: Literal["events"]
+    source: str = Field(pattern=P.SOURCE_PATTERN)
+    after: int = Field(ge=0, le=2**63 - 1)
+    limit: int = Field(MAX_REPLY_EVENTS, ge=1, le=MAX_REPLY_EVENTS)
+
+
+_REQUEST = TypeAdapter(Union[HeadsRequest, EventsRequest])
+
+
+def parse_request(blob: bytes) -> HeadsRequest | EventsRequest:
+    if len(blob) > MAX_REQUEST_BYTES:
+        raise ValueError(f"request of {len(blob)} bytes exceeds {MAX_REQUEST_BYTES}")
+    try:
+        obj = msgpack.unpackb(blob, raw=False, strict_map_key=True)
+    except Exception as e:
+        raise ValueError(f"request is not valid msgpack ({type(e).__name__})") from None
+    if not isinstance(obj, dict) or obj.get("op") not in ("heads", "events"):
+        raise ValueError("request must be a map with op 'heads' or 'events'")
+    try:
+        return _REQUEST.validate_python(obj)
+    except ValidationError as e:
+        raise ValueError(f"bad {obj['op']} request: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+
+
+def answer(db: EventLog, blob: bytes) -> dict[str, Any]:
+    """The reply map to one request."""
+    try:
+        req = parse_request(blob)
+    except ValueError as e:
+        return {"ok": False, "error": str(e)}
+    if isinstance(req, HeadsRequest):
+        return {"ok": True, "heads": db.read_heads()}
+    rows = db.after(req.source, req.after, req.limit + 1)
+    return {"ok": True, "events": [{"log_seq": n, "event": blob} for n, blob in rows[: req.limit]], "more": len(rows) > req.limit}
+
+
+def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event) -> None:
+    """Replay thread of the node: answer requests on a ROUTER socket from the log at `path`."""
+    db, bad = None, ThrottledLog(log)
+    try:
+        while not halt.is_set():
+            if not sock.poll(100):
+                continue
+            parts = sock.recv_multipart()
+            if len(parts) < 3 or parts[-2] != b"":  # [identity, b"", request] from REQ/DEALER
+                bad.warning(f"dropped a malformed replay request of {len(parts)} parts")
+                continue
+            if db is None:
+                db = EventLog(path, readonly=True)
+            reply = answer(db, parts[-1])
+            if not reply["ok"]:
+                bad.warning(f"bad replay request: {reply['error']}")
+            try:
+                sock.send_multipart([*parts[:-1], msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the client went away
+    finally:
+        if db is not None:
+            db.close()
+        sock.close()
+
+
+# ---------------------------------------------------------------- client side
+
+
+class ReplayError(RuntimeError):
+    """The replay endpoint did not answer in time or answered an error."""
+
+
+class ReplayClient:
+    """REQ client of a node's replay endpoint; a lost request re-creates the socket (no stuck REQ)."""
+
+    def __init__(self, endpoint: str, ctx: zmq.Context | None = None, timeout_ms: int = 2000, server_key: bytes | None = None):
+        self.endpoint, self.ctx, self.timeout_ms, self.server_key = endpoint, ctx or zmq.Context.instance(), timeout_ms, server_key
+        self.sock: zmq.Socket | None = None
+
+    def _socket(self) -> zmq.Socket:
+        if self.sock is None:
+            self.sock = make_socket(self.ctx, zmq.REQ)
+            self.sock.setsockopt(zmq.LINGER, 0)
+            self.sock.setsockopt(zmq.MAXMSGSIZE, 256 * 1024 * 1024)
+            connect(self.sock, self.endpoint, self.server_key)
+        return self.sock
+
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        sock = self._socket()
+        sock.send(msgpack.packb(req, use_bin_type=True))
+        if not sock.poll(self.timeout_ms):
+            self.close()
+            raise ReplayError(f"no answer from {self.endpoint} within {self.timeout_ms} ms")
+        try:
+            reply = msgpack.unpackb(sock.recv(), raw=False, strict_map_key=True)
+        except Exception as e:
+            raise ReplayError(f"malformed reply ({type(e).__name__})") from None
+        if not isinstance(reply, dict) or reply.get("ok") is not True:
+            raise ReplayError(f"replay error: {reply.get('error') if isinstance(reply, dict) else reply!r:.80}")
+        return reply
+
+    def heads(self) -> dict[str, int]:
+        heads = self.request({"op": "heads"}).get("heads")
+        if not isinstance(heads, dict) or not all(isinstance(k, str) and type(v) is int for k, v in heads.items()):
+            raise ReplayError("malformed heads reply")
+        return heads
+
+    def events(self, source: str, after: int) -> list[tuple[int, P.EventHeader]]:
+        """All events of `source` with log_seq > after (several requests if needed), validated."""
+        out: list[tuple[int, P.EventHeader]] = []
+        while True:
+            reply = self.request({"op": "events", "source": source, "after": after, "limit": MAX_REPLY_EVENTS})
+            for item in reply.get("events") or ():
+                try:
+                    n, header = item["log_seq"], P.decode_header(item["event"])
+                except (KeyError, TypeError, P.ProtocolError) as e:
+                    raise ReplayError(f"malformed replayed event: {e}") from None
+                if type(n) is not int or n <= after or header.kind != "event" or header.source != source:
+                    raise ReplayError(f"replayed event out of order or of another source: {source}#{n}")
+                out.append((n, header))
+                after = n
+            if not reply.get("more"):
+                return out
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+
+
+class CatchUp:
+    """Subscriber-side exactly-once, in-order events from one node, gaps filled from its replay endpoint.
+
+    Feed it every received message (`on_message`); it returns the events to hand on, as
+    (log_seq, EventHeader). `cursors` (source -> last handed-on log_seq) start from `resume`, else
+    from the node's heads at start (only new events), or from 0 with `from_start`.
+    """
+
+    def __init__(self, client: ReplayClient, resume: dict[str, int] | None = None, from_start: bool = False):
+        self.client = client
+        self.cursors: dict[str, int] = dict(resume or {})
+        self.recovered = 0  # events that were fetched after a detected gap
+        self.errors = 0
+        self._log = ThrottledLog(log)
+        self._known_total: int | None = None
+        self._started = from_start or bool(resume)
+
+    def _start(self) -> None:
+        if not self._started:
+            for source, head in self.client.heads().items():
+                self.cursors.setdefault(source, head)
+            self._started = True
+
+    def on_message(self, msg: P.Message | None) -> list[tuple[int, P.EventHeader]]:
+        try:
+            self._start()
+            if msg is not None and msg.kind == "event":
+                return self._fetch(msg.source, live=True)
+            if msg is not None and msg.kind == "heartbeat" and msg.header.role == "node":
+                total = msg.header.counters.get("logged_events")
+                if total is not None and total > sum(self.cursors.values()):
+                    return self.sync()
+        except ReplayError as e:
+            self.errors += 1
+            self._log.warning(f"event catch-up failed, will retry on the next event or heartbeat: {e}")
+        return []
+
+    def sync(self) -> list[tuple[int, P.EventHeader]]:
+        """Fetch every source that is behind the node's heads."""
+        self._start()
+        out = []
+        for source, head in self.client.heads().items():
+            if head > self.cursors.get(source, 0):
+                out += self._fetch(source, live=False)
+        return out
+
+    def _fetch(self, source: str, live: bool) -> list[tuple[int, P.EventHeader]]:
+        cursor = self.cursors.get(source, 0)
+        got = self.client.events(source, cursor)
+        if got:
+            missed = len(got) - (1 if live else 0)
+            if missed > 0:
+                self.recovered += missed
+                log.warning("%s: recovered %d missed event(s) (log_seq %d..%d) from the node's event log",
+                            source, missed, cursor + 1, got[-1][0] - (1 if live else 0))
+            self.cursors[source] = got[-1][0]
+        return got
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,42 @@
+"""`ssdnet bench --quick`: every section runs and the JSON has the documented keys with sane numbers."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from pipeline.cli import main as cli_main
+
+
+def _numbers(obj):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+
+
+def test_bench_quick_json(tmp_path):
+    out = tmp_path / "bench.json"
+    rc = cli_main(["bench", "--quick", "--size", "64", "--steps", "2", "--frames", "3", "--transport-frames", "3",
+                   "--backends", "torch", "--threads", "1", "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert rc == 0, r["errors"]
+    assert r["errors"] == {}
+    for key in ("fp32", "amp"):
+        assert r["fit_step_ms"][key] > 0
+    for key in ("compile_fp32", "compile_amp", "cuda_graph"):
+        v = r["fit_step"][key]
+        assert isinstance(v, dict) or v.startswith("n/a")
+    assert r["scorer_ms"]["torch"] > 0 and r["scorer_ms_no_update"]["torch"] > 0
+    assert r["transport"]["project_fps"] > 0 and r["transport"]["bare_fps"] > 0
+    assert r["pipeline"]["fps"] > 0 and r["pipeline"]["node_fps"] > 0 and r["pipeline"]["frames"] == 3
+    assert set(r["pipeline"]["latency_ms"]["end_to_end"]) == {"p50", "p95", "p99"}
+    assert r["peak_rss_mb"] > 0
+    assert r["flops"]["fit_step"] > 0 and r["flops"]["score"] > r["flops"]["fit_step"] / 100
+    for key in ("fit_step_ms", "scorer_ms", "transport", "pipeline", "flops"):
+        assert all(math.isfinite(x) for x in _numbers(r[key])), key
+    assert all(r["pipeline"][k] > 0 for k in ("fps", "node_fps", "ratio", "fps_with_startup", "node_fps_with_startup"))

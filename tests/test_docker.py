@@ -1,0 +1,73 @@
+"""The deployment files (docker/) refer to commands, options, configs and paths that exist (no Docker engine needed)."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import build_parser
+from pipeline.config import LineConfig
+from edge.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+DOCKERFILES = ["Dockerfile.x86", "Dockerfile.jetson"]
+
+
+def _parses(argv: list[str]) -> None:
+    build_parser().parse_args(argv)  # SystemExit on an unknown subcommand or option
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dockerfile_copies_existing_paths_and_runs_a_real_command(name):
+    text = (DOCKER / name).read_text()
+    base = re.search(r"^FROM\s+(\S+)", text, re.M).group(1)
+    assert base.startswith("nvcr.io/nvidia/" + ("tensorrt" if name.endswith("x86") else "l4t-jetpack"))
+    for src in re.findall(r"^COPY\s+(.+)\s+\S+$", text, re.M):
+        for path in src.split():
+            assert (ROOT / path).exists(), f"{name}: COPY {path} does not exist"
+    entry = yaml.safe_load(re.search(r"^ENTRYPOINT\s+(.+)$", text, re.M).group(1))
+    cmd = yaml.safe_load(re.search(r"^CMD\s+(.+)$", text, re.M).group(1))
+    assert entry == ["ssdnet"]
+    _parses(cmd)
+    assert (ROOT / cmd[1]).is_file()
+    if "jetson" in name:
+        assert "--no-deps" in text and "torch" in text  # torch/onnxruntime from the Jetson wheels
+
+
+def test_compose_services_commands_configs_and_health_checks(tmp_path):
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"keys", "line", "subscriber"} <= set(services)
+    for name, svc in services.items():
+        assert (DOCKER / svc["build"]["context"]).resolve() == ROOT
+        for dockerfile in re.findall(r"docker/Dockerfile\.\w+", svc["build"]["dockerfile"]):
+            assert (ROOT / dockerfile).is_file()
+        if "command" in svc:
+            _parses(svc["command"])
+        if "entrypoint" in svc:
+            assert (ROOT / svc["entrypoint"][-1]).is_file()
+        for dep in svc.get("depends_on", {}):
+            assert dep in services
+        for volume in svc.get("volumes", []):
+            assert volume.split(":")[0] in compose["volumes"]
+        if name != "keys":
+            test = svc["healthcheck"]["test"]
+            assert test[0] == "CMD" and (ROOT / test[2]).is_file()
+    # the line config validates (key folders as created by docker/init-keys.sh)
+    data = yaml.safe_load((DOCKER / "line.yaml").read_text())
+    for key in ("keys_dir", "authorized_dir"):
+        (tmp_path / key).mkdir()
+        data["security"][key] = str(tmp_path / key)
+    cfg = parse_config(LineConfig, data, "docker/line.yaml")
+    assert cfg.security is not None and cfg.node.event_log is not None
+    init = (DOCKER / "init-keys.sh").read_text()
+    for line in init.splitlines():
+        if line.strip().startswith("[ -f") and "ssdnet" in line:
+            argv = shlex.split(line.split("|| ")[1])
+            _parses([a.replace('"$name"', "node").replace("$name", "node") for a in argv[1:]])
+    names = {s["name"] for s in data["sources"]} | {"node", cfg.security.client_name}
+    assert all(n in init for n in names)

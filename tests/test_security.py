@@ -1,0 +1,129 @@
+"""CURVE + ZAP allow-list on the line's sockets, key generation, and the insecure-bind guard."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import pytest
+import zmq
+import zmq.auth
+
+from edge.config import ConfigError
+from pipeline.cli import main
+from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig, load_line_config
+from pipeline.node import EdgeNode
+from pipeline.security import Security, load_public, make_keypair
+from pipeline.sinks import Subscriber
+from pipeline.sources import Camera
+from pipeline.transport import secure
+from test_pipeline_node import FastDetector, wait_until
+
+pytestmark = pytest.mark.security
+
+
+def test_keys_command_writes_a_curve_keypair(tmp_path, capsys):
+    assert main(["keys", str(tmp_path / "k"), "--name", "node"]) == 0
+    public, secret = zmq.auth.load_certificate(str(tmp_path / "k" / "node.key_secret"))
+    assert len(public) == len(secret) == 40 and load_public(tmp_path / "k" / "node.key") == public
+    assert os.stat(tmp_path / "k" / "node.key_secret").st_mode & 0o077 == 0
+    assert main(["keys", str(tmp_path / "k"), "--name", "node"]) == 2  # never overwritten silently
+    assert main(["keys", str(tmp_path / "k"), "--name", "node", "--force"]) == 0
+
+
+@pytest.fixture
+def keys(tmp_path):
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    allowed.mkdir()
+    for name in ("cam0", "node", "subscriber", "intruder"):
+        make_keypair(keys, name)
+    for name in ("node", "subscriber"):  # the clients: node -> camera, subscriber -> node
+        (allowed / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
+    return keys, allowed
+
+
+def _received(sub: Subscriber, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (m := sub.recv(50)) is not None and m.kind == "anomaly":
+            return True
+    return False
+
+
+def test_curve_line_admits_allow_listed_clients_and_counts_refusals(keys, tmp_path, caplog):
+    keys, allowed = keys
+    ctxs = {name: zmq.Context() for name in ("cam0", "node", "subscriber", "intruder", "plain")}
+    secs = {name: Security(keys / f"{name}.key_secret", allowed, keys, reload_s=0.05) for name in ("cam0", "node", "subscriber", "intruder")}
+    for name, sec in secs.items():
+        secure(ctxs[name], sec)
+    stop, threads, subs = threading.Event(), [], []
+    try:
+        cam_cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, fps=50, frames=10_000, textures=("grass",),
+                                        heartbeat_s=0.05, wait_for_consumer_s=5)
+        ready: list[str] = []
+        threads.append(threading.Thread(target=Camera(cam_cfg, ctx=ctxs["cam0"]).run, args=(stop, ready.append), daemon=True))
+        threads[-1].start()
+        wait_until(lambda: ready)
+        node = EdgeNode(NodeConfig(threshold=3.0, heartbeat_s=0.05), ready, FastDetector, ctxs["node"],
+                        server_keys={ready[0]: secs["cam0"].server_key("cam0")})
+        node_ready: list[str] = []
+        threads.append(threading.Thread(target=node.run, args=(stop, node_ready.append), daemon=True))
+        threads[-1].start()
+        wait_until(lambda: node_ready)
+        node_key = secs["subscriber"].server_key("node")
+        with caplog.at_level(logging.WARNING, logger="pipeline.security"):
+            good = Subscriber(node_ready, (b"anomaly/",), ctx=ctxs["subscriber"], server_key=node_key)
+            bad = Subscriber(node_ready, (b"anomaly/",), ctx=ctxs["intruder"], server_key=node_key)
+            plain = Subscriber(node_ready, (b"anomaly/",), ctx=ctxs["plain"])  # no CURVE at all
+            subs += [good, bad, plain]
+            assert _received(good, 10)  # camera -> node -> subscriber, all encrypted and admitted
+            assert not _received(bad, 1.0) and not _received(plain, 0.2)
+            wait_until(lambda: secs["node"].refused >= 1)
+            assert all(a.thread.is_alive() for a in secs["node"]._auth.values())  # the ZAP handler survives refusals
+        assert any("refused a connection" in r.message for r in caplog.records)
+        # the allow-list is reloaded: admitting the intruder's key needs no restart (new connections)
+        (allowed / "intruder.key").write_bytes((keys / "intruder.key").read_bytes())
+        time.sleep(0.1)
+        late = Subscriber(node_ready, (b"anomaly/",), ctx=ctxs["intruder"], server_key=node_key)
+        subs.append(late)
+        assert _received(late, 10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        for s in subs:
+            s.close()
+        for sec in secs.values():
+            sec.close()
+        for ctx in ctxs.values():
+            ctx.destroy(linger=0)
+
+
+def test_non_loopback_bind_needs_keys_or_an_explicit_opt_in(tmp_path, caplog):
+    cfg = tmp_path / "line.yaml"
+    cfg.write_text("sources:\n  - {kind: synthetic, name: cam0, bind: 'tcp://0.0.0.0:5555'}\n")
+    with pytest.raises(ConfigError, match="allow_insecure_network"):
+        load_line_config(cfg)
+    cfg.write_text("sources:\n  - {kind: synthetic, name: cam0}\nnode: {bind: 'tcp://*:5600'}\n")
+    with pytest.raises(ConfigError, match="node.bind"):
+        load_line_config(cfg)
+    with caplog.at_level(logging.WARNING):
+        cfg.write_text("allow_insecure_network: true\nsources:\n  - {kind: synthetic, name: cam0, bind: 'tcp://0.0.0.0:5555'}\n")
+        load_line_config(cfg)
+    assert any("INSECURE" in r.message for r in caplog.records)
+    LineConfig(sources=[{"kind": "synthetic", "name": "cam0", "bind": "ipc:///tmp/cam0"}])  # loopback/ipc: fine as is
+    LineConfig(sources=[{"kind": "synthetic", "name": "cam0", "bind": "tcp://127.0.0.1:5555"}])
+
+
+def test_security_section_from_yaml(keys, tmp_path):
+    keys, allowed = keys
+    cfg = tmp_path / "line.yaml"
+    cfg.write_text(f"security: {{keys_dir: {keys}, authorized_dir: {allowed}}}\n"
+                   "sources:\n  - {kind: synthetic, name: cam0, bind: 'tcp://0.0.0.0:5555'}\n")
+    line = load_line_config(cfg)
+    sec = Security.from_config(line.security, "cam0")
+    assert sec.public == load_public(keys / "cam0.key") and sec.server_key("node") == load_public(keys / "node.key")
+    cfg.write_text(f"security: {{keys_dir: {tmp_path / 'missing'}, authorized_dir: {allowed}}}\nsources: [{{kind: synthetic, name: cam0}}]\n")
+    with pytest.raises(ConfigError, match="keys_dir"):
+        load_line_config(cfg)
