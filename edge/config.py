@@ -60,10 +60,10 @@ class FitConfig(_Strict):
 
     scales: tuple[int, ...] = Field((2, 4, 8), description="grid sizes: the image is cut into s x s patches")
     steps: int = Field(60, ge=1, le=100_000, description="cold-fit steps for one image")
-    warm_steps: int = Field(5, ge=0, le=10_000, description="steps per frame from previous weights")
+    warm_steps: int = Field(3, ge=0, le=10_000, description="steps per frame from previous weights")
     patch_fraction: float = Field(0.25, gt=0.0, le=1.0, description="fraction of each scale's patches in one step (at least 1)")
     lr: float = Field(2e-3, gt=0.0, le=1.0)
-    score_before_warm_fit: bool = Field(False, description="stream: score a frame with the previous weights, then fit on it")
+    score_before_warm_fit: bool = Field(True, description="stream: score a frame with the previous weights, then fit on it")
     amp: bool = Field(True, description="bf16 autocast + channels_last on CPU, fp16 + loss scaling on CUDA")
     seed: int = 0
 
@@ -82,9 +82,10 @@ class ScoreConfig(_Strict):
     clean_view: bool = Field(True, description="also score the clean input, restored in one pass per scale")
     mask_block: int = Field(8, ge=1, le=128, description="side of a scoring mask block, pixels")
     pixel_weight: float = Field(1.0, ge=0.0, description="weight of the normalised multi-scale L2 map")
-    perceptual_weight: float = Field(0.0, ge=0.0, description="weight of the normalised multi-scale VGG map")
-    vgg_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_1")
+    perceptual_weight: float = Field(1.0, ge=0.0, description="weight of the normalised multi-scale VGG map")
+    vgg_layers: tuple[str, ...] = ("relu2_2", "relu3_1")
     normalise: Literal["std", "mean", "none"] = Field("std", description="per-image normalisation of each map before weighting")
+    two_sided: bool = Field(False, description="score |normalised map|: unusually low errors count as anomalous too")
     smooth_sigma: float = Field(4.0, ge=0.0, le=64.0, description="Gaussian smoothing of the final map, pixels")
     image_score_quantile: float = Field(0.999, gt=0.5, le=1.0, description="image score = this quantile of the map")
     backend: Literal["torch", "onnxruntime", "tensorrt"] = Field("torch", description="where the scorer runs (edge.backends; docs/export.md)")

@@ -9,6 +9,7 @@ warm fit on it, so the net has never seen the frame it judges.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ class Detection:
     score_ms: float
     model_version: int
     budget_met: bool = True  # False: the scheduler expected even its minimum steps to overrun a budget
+    diverged: bool = False  # the fit on this frame went non-finite; the weights before it were restored
 
 
 def build_vgg(cfg: SSDNetConfig) -> VGG19Features | None:
@@ -53,12 +55,18 @@ class Detector:
         self.backend = make_scorer(cfg, self.scorer, self.fitter.device)
         self.model_version = 0
         self.total_steps = 0
+        self.diverged = False
+        self.diverged_fits = 0
         warm = cfg.fit.warm_steps
         self.scheduler = StepScheduler(min_steps=min(1, warm), max_steps=warm)
 
     def reset(self) -> None:
         """Forget the source: the next frame gets a cold fit."""
         self.model_version = 0
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The current weights (what a checkpoint holds)."""
+        return self.fitter.state_dict()
 
     def restore(self, state: dict[str, torch.Tensor]) -> None:
         """Continue from given weights: the next frame gets a warm start from them."""
@@ -84,7 +92,16 @@ class Detector:
         else:
             self.scheduler.frame_budget_ms, self.scheduler.fit_budget_ms = frame_budget_ms, budget_ms
             steps = self.scheduler.plan().steps
+        before = None if cold else self.fitter.state_dict()
         stats = self.fitter.fit(x, steps)
+        self.diverged = not math.isfinite(stats.loss) or not all(
+            torch.isfinite(p).all() for p in self.fitter.model.parameters())
+        if self.diverged:  # a NaN/inf fit: keep scoring with the last good weights
+            self.diverged_fits += 1
+            if before is None:
+                self.fitter.reset()
+            else:
+                self.fitter.load_state_dict(before)
         self.scheduler.observe_fit(stats.steps, stats.seconds * 1000)
         self._push_weights()
         self.model_version += 1
@@ -116,4 +133,4 @@ class Detector:
         total_ms = (time.perf_counter() - start) * 1000
         self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)
         met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met
-        return Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met)
+        return Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met, self.diverged)

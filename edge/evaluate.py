@@ -25,6 +25,7 @@ from .detector import Detector
 from .metrics import summarize
 
 METRICS = ("pixel_auroc", "pixel_auprc", "aupro", "pixel_f1_max", "image_auroc", "seconds_per_image")
+HEADERS = dict(zip(METRICS, ("pixel AUROC", "pixel AUPRC", "AUPRO@30%", "pixel F1max", "image AUROC", "s/image")))
 
 
 def corrupt_input(image: np.ndarray, noise_sigma: float, dead_fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -107,13 +108,15 @@ def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None,
 
 def print_table(result: dict, console: Console | None = None) -> None:
     console = console or Console()
+    if not console.is_terminal:  # a log file or a pipe: do not squeeze the table into 80 columns
+        console.width = max(console.width, 150)
     table = Table(title=f"SSDnet ({result['mode']} fit) on {result['dataset']}")
     table.add_column("category")
     for k in METRICS:
-        table.add_column(k.replace("_", " "), justify="right")
+        table.add_column(HEADERS[k], justify="right")
     baselines = list(result["baselines"])
     for b in baselines:
-        table.add_column(f"{b} AUROC", justify="right")
+        table.add_column(f"AUROC {b}", justify="right")
 
     def row(name: str, m: dict, base: list[dict], style: str | None = None):
         cells = [f"{m[k]:.3f}" if k != "seconds_per_image" else f"{m[k]:.2f}" for k in METRICS]

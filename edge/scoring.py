@@ -83,12 +83,14 @@ class AnomalyScorer(nn.Module):
 
     def _normalise(self, m: torch.Tensor) -> torch.Tensor:
         """Make maps of different units comparable, per image: 'std' standardises, 'mean' divides
-        by the image mean (a defect of a few % barely moves it), 'none' keeps raw units."""
+        by the image mean (a defect of a few % barely moves it) and subtracts 1, 'none' keeps raw
+        units. `two_sided`: an error far *below* the image's typical one is anomalous too (a smooth
+        defect in a busy texture is easier to predict than the texture)."""
         if self.cfg.normalise == "std":
-            return (m - m.mean(dim=(2, 3), keepdim=True)) / (m.std(dim=(2, 3), keepdim=True) + 1e-8)
-        if self.cfg.normalise == "mean":
-            return m / (m.mean(dim=(2, 3), keepdim=True) + 1e-8)
-        return m
+            m = (m - m.mean(dim=(2, 3), keepdim=True)) / (m.std(dim=(2, 3), keepdim=True) + 1e-8)
+        elif self.cfg.normalise == "mean":
+            m = m / (m.mean(dim=(2, 3), keepdim=True) + 1e-8) - 1
+        return m.abs() if self.cfg.two_sided else m
 
     def raw_maps(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Per view: smoothed multi-scale L2 map and perceptual map (None without VGG), unnormalised."""

@@ -14,6 +14,7 @@ COMMANDS = (
     "export.cli",         # ssdnet export, ssdnet backends, ssdnet bench-scorer
     "pipeline.launcher",  # ssdnet run
     "pipeline.subscribe",  # ssdnet subscribe
+    "pipeline.soak",      # ssdnet soak
     "pipeline.keys",      # ssdnet keys
 )
 

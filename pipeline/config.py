@@ -106,7 +106,7 @@ class NodeConfig(_Strict):
     bind: Endpoint = Field(LOCAL, description="endpoint the node publishes results, events and heartbeats on")
     input: Literal["sub", "pull"] = Field("sub", description="must match the sources' pattern (pub -> sub, push -> pull)")
     connect: tuple[Endpoint, ...] = Field((), description="extra camera endpoints to read, beyond this config's sources")
-    threshold: float = Field(6.0, description="absolute image-score threshold: a frame is anomalous iff its score > threshold. "
+    threshold: float = Field(8.0, description="absolute image-score threshold: a frame is anomalous iff its score > threshold. "
                              "The score is a high quantile of the detector's standardised map, i.e. in units of the frame's own std")
     region_threshold: float | None = Field(None, description="map level that outlines regions; None = threshold")
     min_region_area: int = Field(16, ge=1, description="smaller connected components are ignored, pixels")
@@ -128,6 +128,9 @@ class NodeConfig(_Strict):
     threads: int | None = Field(None, ge=1, le=256, description="torch threads of the node process; None = all cores. "
                                 "Never more than the cores free for it: oversubscribed threads spin and slow fitting 10-60x")
     ssdnet: SSDNetConfig = SSDNetConfig()
+    checkpoint_dir: Path | None = Field(None, description="save each source's weights here every checkpoint_every frames; "
+                                        "a restarted node resumes from them (warm) instead of a cold fit")
+    checkpoint_every: int = Field(50, ge=1, le=1_000_000, description="frames between checkpoints of a source")
     event_log: Path | None = Field(None, description="SQLite file (WAL) every event is committed to before it is published, "
                                    "numbered per source (log_seq); None = no durable log and no replay endpoint. "
                                    "`ssdnet run` uses OUT/node-events.db when unset")

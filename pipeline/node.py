@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -129,7 +130,7 @@ class PendingFrames:
 class Counters:
     """Per-source frame counters plus the count of malformed messages, safe across threads."""
 
-    NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events", "budget_unmet")
+    NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events", "budget_unmet", "diverged")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -293,7 +294,38 @@ class EdgeNode:
             if entry is not None:
                 log.info("%s: frame size changed %s -> %s, starting a new model", source, entry[0], shape)
             entry = self.detectors[source] = (shape, self.factory(source))
+            self._load_checkpoint(source, entry[1])
         return entry[1]
+
+    def _checkpoint_path(self, source: str) -> Path | None:
+        return self.cfg.checkpoint_dir / f"{source}.pt" if self.cfg.checkpoint_dir is not None else None
+
+    def _load_checkpoint(self, source: str, detector: Detector) -> None:
+        """A restarted node resumes a source from its last saved weights (a warm start, not a cold fit)."""
+        path = self._checkpoint_path(source)
+        if path is None or not path.is_file() or not hasattr(detector, "restore"):
+            return
+        try:
+            import torch
+
+            detector.restore(torch.load(path, map_location="cpu", weights_only=True))
+            log.info("%s: resumed from checkpoint %s", source, path)
+        except Exception as e:  # a stale or corrupt checkpoint (other model size): start from scratch
+            self._log.warning(f"{source}: ignored checkpoint {path}: {type(e).__name__}: {e}")
+
+    def _save_checkpoint(self, source: str, detector: Detector, version: int) -> None:
+        path = self._checkpoint_path(source)
+        if path is None or version % self.cfg.checkpoint_every or not hasattr(detector, "state_dict"):
+            return
+        import torch
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(detector.state_dict(), tmp)
+            os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint
+        except OSError as e:
+            self._log.warning(f"{source}: could not write checkpoint {path}: {e}")
 
     def _process(self, msg: P.Message) -> None:
         h, source, image = msg.header, msg.source, msg.arrays["image"]
@@ -314,6 +346,7 @@ class EdgeNode:
             self._busy = False
         self.outbox.put(result)
         self.counters.add(source, "scored")
+        self._save_checkpoint(source, detector, int(result.header.model_version))
         if event is not None:
             self._log_event(event)  # committed before it is published: a subscriber can always get it back
             self.outbox.put(event)
@@ -329,6 +362,9 @@ class EdgeNode:
         done = time.time()
         if getattr(d, "budget_met", True) is False:
             self.counters.add(h.source, "budget_unmet")
+        if getattr(d, "diverged", False):
+            self.counters.add(h.source, "diverged")
+            self._log.warning(f"{h.source}#{h.seq}: the fit diverged; restored the last good weights")
         amap, score = np.asarray(d.anomaly_map, dtype=np.float32), float(d.score)
         if amap.shape != image.shape[:2] or not math.isfinite(score) or not np.isfinite(amap).all():
             raise ValueError(f"detector returned a {amap.shape} map with non-finite values or score {score}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 
 from pipeline.cli import main as cli_main
 

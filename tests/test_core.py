@@ -159,7 +159,7 @@ def test_detector_streaming_policy(textures):
     first = det.process(textures["gravel"][:60, :70])  # odd size: padded, map cropped back
     assert first.anomaly_map.shape == (60, 70) and first.anomaly_map.dtype == np.float32
     assert (first.fit_steps, first.model_version) == (3, 1)
-    assert det.scorer.unet is det.fitter.model and float(det.fitter.model.head.weight.abs().sum()) > 0
+    assert det.scorer.unet is det.fitter.model and float(det.fitter.model.head.weight.detach().abs().sum()) > 0
     second = det.process(textures["gravel"][:60, :70])
     assert (second.fit_steps, second.model_version) == (2, 2)
     assert np.isfinite(second.score)
@@ -178,3 +178,24 @@ def test_documented_defaults_match_the_code():
     text = (Path(__file__).parents[1] / "configs" / "ssdnet.yaml").read_text()
     assert defaults_yaml() in text, "regenerate: python -m edge.config > configs/ssdnet.yaml"
     assert SSDNetConfig.model_validate(yaml.safe_load(text)) == SSDNetConfig()
+
+
+def test_a_diverged_fit_restores_the_last_good_weights(textures):
+    det = Detector(tiny_config(), "cpu")
+    det.process(textures["brick"][:64, :64])
+    good = det.state_dict()
+    fit = det.fitter.fit
+
+    def exploding_fit(*args, **kwargs):
+        stats = fit(*args, **kwargs)
+        with torch.no_grad():
+            next(det.fitter.model.parameters()).fill_(float("nan"))
+        return stats
+
+    det.fitter.fit = exploding_fit
+    d = det.process(textures["brick"][:64, :64])
+    assert d.diverged and det.diverged_fits == 1
+    assert all(torch.equal(v, good[k]) for k, v in det.state_dict().items())
+    det.fitter.fit = fit
+    after = det.process(textures["brick"][:64, :64])
+    assert not after.diverged and np.isfinite(after.anomaly_map).all()

@@ -293,3 +293,41 @@ def test_oversized_message_is_cut_off_by_maxmsgsize_and_the_node_keeps_serving(t
         t.join(5)
         attacker.close(0)
         ctx.term()
+
+
+class CheckpointedDetector(FastDetector):
+    """FastDetector with weights: one counter, saved and restored like the real Detector's."""
+
+    def state_dict(self):
+        import torch
+
+        return {"calls": torch.tensor([self.calls])}
+
+    def restore(self, state):
+        self.calls = int(state["calls"][0])
+
+
+@pytest.mark.faults
+def test_a_restarted_node_resumes_each_source_from_its_checkpoint(tmp_path):
+    cfg = NodeConfig(threshold=3.0, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=2)
+    image = np.full((32, 32, 3), 90, np.uint8)
+    first = EdgeNode(cfg, (), CheckpointedDetector)
+    det = first._detector("cam0", image.shape)
+    for _ in range(5):
+        d = det.process(image)
+        first._save_checkpoint("cam0", det, d.model_version)
+    assert (tmp_path / "ckpt" / "cam0.pt").is_file()
+    restarted = EdgeNode(cfg, (), CheckpointedDetector)._detector("cam0", image.shape)
+    assert restarted.calls == 4  # the last multiple of checkpoint_every, not a fresh model
+    (tmp_path / "ckpt" / "cam1.pt").write_bytes(b"not a checkpoint")
+    assert EdgeNode(cfg, (), CheckpointedDetector)._detector("cam1", image.shape).calls == 0  # ignored, logged
+
+
+@pytest.mark.faults
+def test_soak_growth_report_separates_flat_from_leaking():
+    from pipeline.soak import growth
+
+    flat = growth([(t, 100.0 + (t % 2)) for t in range(40)])
+    leak = growth([(t * 90.0, 100.0 + t) for t in range(40)])  # +1 MB per 90 s
+    assert abs(flat["growth_fraction"]) < 0.02 and flat["samples"] == 40
+    assert leak["growth_fraction"] > 0.2 and 35 < leak["mb_per_hour"] < 45

@@ -8,7 +8,6 @@ import signal
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,29 +23,9 @@ from pipeline.sinks import JsonlSink, MetricsSink, OverlaySink
 from pipeline.subscribe import subscribe
 from pipeline.transport import make_socket, wait_for_subscriber
 
+from test_pipeline_node import FastDetector  # picklable stand-in for the SSDnet detector
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class Detection:
-    anomaly_map: np.ndarray
-    score: float
-    fit_steps: int = 1
-    fit_ms: float = 0.5
-    score_ms: float = 0.5
-    model_version: int = 1
-
-
-class FastDetector:
-    """Picklable stand-in for the SSDnet detector: |grey - median| in units of the grey std."""
-
-    def __init__(self, source: str = ""):
-        pass
-
-    def process(self, image, budget_ms=None):
-        grey = image.mean(axis=2, dtype=np.float32)
-        amap = np.abs(grey - np.median(grey)) / (grey.std() + 1e-6)
-        return Detection(amap, float(amap.max()))
 
 
 def line_config(frames=8, **sinks) -> LineConfig:
