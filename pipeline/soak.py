@@ -1,8 +1,9 @@
 """`ssdnet soak CONFIG --minutes M`: run a line for a bounded time and check that it stays flat.
 
 The cameras stream without a frame limit; every `--sample-s` seconds the resident memory (RSS) of
-each stage process is sampled (psutil). At the end the growth of each process between the first
-quarter of the run and its last quarter is reported, in MB and MB/hour, and the soak fails (exit 1)
+each stage process is sampled (psutil). Samples of the first `--warmup-minutes` (cold fits, model
+loading, queues filling) are left out; then the growth of each process between the first quarter
+of the remaining samples and the last quarter is reported, in MB and MB/hour, and the soak fails (exit 1)
 when the node or a camera grew by more than `--max-growth` of its size. The collector (this
 process) is reported but not judged: its summary statistics grow with the frame count by design.
 Queues cannot grow: the node keeps at most `node.queue_depth` frames per source and every socket
@@ -63,10 +64,11 @@ def _cmd(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         sampler.join()
-    memory = {name: growth(s) for name, s in samples.items() if len(s) >= 4}
+    warm = args.warmup_minutes * 60
+    memory = {name: growth(kept) for name, s in samples.items() if len(kept := [x for x in s if x[0] >= warm]) >= 4}
     judged = {n: m for n, m in memory.items() if not n.startswith("collector")}
     failed = sorted(n for n, m in judged.items() if m["growth_fraction"] > args.max_growth)
-    report = {"minutes": args.minutes, "max_growth": args.max_growth, "memory": memory, "failed": failed,
+    report = {"minutes": args.minutes, "warmup_minutes": args.warmup_minutes, "max_growth": args.max_growth, "memory": memory, "failed": failed,
               "frames": summary["frames"], "dropped": summary["dropped"], "drops": summary.get("drops", {})}
     Path(args.out, "soak.json").write_text(json.dumps(report, indent=2))
     print_summary(summary)
@@ -83,5 +85,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="how long to run (default 10)")
     p.add_argument("--out", default="runs/soak", help="output folder (default runs/soak)")
     p.add_argument("--sample-s", type=float, default=5.0, help="seconds between memory samples")
+    p.add_argument("--warmup-minutes", type=float, default=2.0, help="not judged: cold fits, loading, queues filling")
     p.add_argument("--max-growth", type=float, default=0.1, help="fail when a stage's RSS grows by more than this fraction")
     p.set_defaults(func=_cmd)
