@@ -14,6 +14,7 @@ from pipeline import protocol as P
 from pipeline.config import FolderSourceConfig, SyntheticSourceConfig, VideoSourceConfig
 from pipeline.sources import Camera, Capture, SourceError
 from pipeline.transport import make_socket
+from test_pipeline_node import wait_until
 
 
 class Receiver:
@@ -37,10 +38,7 @@ def camera(cfg, reader=None):
     thread = threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 5
-        while not ready:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        wait_until(lambda: bool(ready), timeout=5)
         yield Receiver(ctx, ready[0], cfg.pattern == "push"), cam, stop
     finally:
         stop.set()
