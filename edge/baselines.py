@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .knn import cell_size, grid_features, knn_distance
 from .vgg import VGG19Features
 
 Baseline = Callable[[np.ndarray], np.ndarray]
@@ -53,6 +54,7 @@ def local_stats(image: np.ndarray, sigma: float = 4.0) -> np.ndarray:
 
 
 VGG_KNN_LAYERS = ("relu2_2", "relu3_1")
+KNN_MAX_CELLS = 4096
 
 
 @lru_cache(maxsize=1)
@@ -61,39 +63,17 @@ def _vgg() -> VGG19Features:
     return VGG19Features(layers=VGG_KNN_LAYERS)
 
 
-def _knn_distance(feats: torch.Tensor, grid: tuple[int, int], k: int, radius: int, chunk: int = 1024) -> torch.Tensor:
-    """Mean Euclidean distance of each unit-norm row of `feats` (N x C, N = gh * gw) to its k nearest
-    rows, skipping rows within `radius` grid cells (Chebyshev) of itself. Rows are done in chunks
-    so memory stays at chunk x N."""
-    gh, gw = grid
-    yy, xx = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
-    yy, xx = yy.reshape(-1), xx.reshape(-1)
-    out = []
-    for start in range(0, feats.shape[0], chunk):
-        rows = slice(start, start + chunk)
-        dist = (2 - 2 * feats[rows] @ feats.T).clamp_min(0).sqrt()
-        near = ((yy[rows, None] - yy[None]).abs() <= radius) & ((xx[rows, None] - xx[None]).abs() <= radius)
-        dist.masked_fill_(near, float("inf"))
-        out.append(dist.topk(k, dim=1, largest=False).values.mean(dim=1))
-    return torch.cat(out)
-
-
 @torch.inference_mode()
 def vgg_knn(image: np.ndarray, k: int = 5, radius: int = 4, sigma: float = 4.0) -> np.ndarray:
-    """VGG19 self-similarity: each location's mean distance to its k nearest locations of the same
-    image outside a (2 * radius + 1)^2 neighbourhood, on the relu3_1 grid (1/4 resolution) with
-    relu2_2 average-pooled onto it; each layer is L2-normalised per location."""
+    """VGG19 self-similarity (edge.knn): each location's mean distance to its k nearest locations of
+    the same image outside a (2 * radius + 1)^2 neighbourhood, on a grid of 4 px cells (coarser for
+    images of more than 4096 cells), relu2_2 and relu3_1 pooled onto it."""
     h, w = _check(image).shape[:2]
-    gh, gw = -(-h // 4), -(-w // 4)
-    if gh * gw < (2 * radius + 1) ** 2 + k:  # every location needs k candidates
-        raise ValueError(f"image {h}x{w} too small for vgg_knn with radius {radius} and k {k}")
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-    acts = _vgg()(x)
-    feats = [F.normalize(F.adaptive_avg_pool2d(acts[name], (gh, gw)), dim=1) for name in VGG_KNN_LAYERS]
-    feats = torch.cat(feats, dim=1) / len(feats) ** 0.5  # unit norm again
-    score = _knn_distance(feats[0].reshape(feats.shape[1], -1).T.contiguous(), (gh, gw), k, radius)
-    up = F.interpolate(score.reshape(1, 1, gh, gw), size=(h, w), mode="bilinear", align_corners=False)
-    return _blur(up[0, 0].numpy().astype(np.float32), sigma)
+    cell = cell_size(h, w, 4, KNN_MAX_CELLS)
+    score = knn_distance(grid_features(_vgg()(x), (h, w), cell), k, radius)
+    up = F.interpolate(score, scale_factor=cell, mode="bilinear", align_corners=False)[0, 0, :h, :w]
+    return _blur(up.numpy().astype(np.float32), sigma)
 
 
 BASELINES: dict[str, Baseline] = {

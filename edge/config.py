@@ -39,6 +39,13 @@ class CorruptionConfig(_Strict):
     noise_sigma: float = Field(0.02, ge=0.0, le=0.5, description="Gaussian noise std on [0,1] images")
 
 
+def _known_layers(v: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [name for name in v if name not in VGG_LAYERS]
+    if bad:
+        raise ValueError(f"unknown VGG19 layer(s) {bad}; choose from {list(VGG_LAYERS)}")
+    return v
+
+
 class LossConfig(_Strict):
     """loss = pixel_weight * L2 + perceptual_weight * mean(1 - cos(VGG(out), VGG(clean)))."""
 
@@ -46,13 +53,7 @@ class LossConfig(_Strict):
     perceptual_weight: float = Field(0.1, ge=0.0)
     vgg_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_1")
 
-    @field_validator("vgg_layers")
-    @classmethod
-    def _known_layers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [name for name in v if name not in VGG_LAYERS]
-        if bad:
-            raise ValueError(f"unknown VGG19 layer(s) {bad}; choose from {list(VGG_LAYERS)}")
-        return v
+    _layers = field_validator("vgg_layers")(_known_layers)
 
 
 class FitConfig(_Strict):
@@ -79,11 +80,16 @@ class ScoreConfig(_Strict):
     """How reconstructions become an anomaly map and an image score."""
 
     masks: int = Field(4, ge=0, le=16, description="complementary block-mask passes per scale (0 = clean input only)")
-    clean_view: bool = Field(True, description="also score the clean input, restored in one pass per scale")
+    clean_view: bool = Field(False, description="also score the clean input, restored in one pass per scale")
     mask_block: int = Field(8, ge=1, le=128, description="side of a scoring mask block, pixels")
-    pixel_weight: float = Field(1.0, ge=0.0, description="weight of the normalised multi-scale L2 map")
-    perceptual_weight: float = Field(1.0, ge=0.0, description="weight of the normalised multi-scale VGG map")
-    vgg_layers: tuple[str, ...] = ("relu2_2", "relu3_1")
+    pixel_weight: float = Field(0.25, ge=0.0, description="weight of the normalised multi-scale L2 map")
+    perceptual_weight: float = Field(0.25, ge=0.0, description="weight of the normalised multi-scale VGG map")
+    knn_weight: float = Field(1.0, ge=0.0, description="weight of the normalised VGG self-similarity map (edge.knn)")
+    knn_k: int = Field(5, ge=1, le=64, description="self-similarity: nearest other locations averaged")
+    knn_radius: int = Field(4, ge=0, le=32, description="self-similarity: own neighbourhood excluded, in grid cells")
+    knn_max_cells: int = Field(4096, ge=64, le=65536, description="self-similarity: grid cells at most (4 px cells, coarser for big frames); memory ~ cells^2")
+    vgg_layers: tuple[str, ...] = Field(("relu2_2", "relu3_1"), description="VGG19 layers of the perceptual and self-similarity maps")
+    _layers = field_validator("vgg_layers")(_known_layers)
     normalise: Literal["std", "mean", "none"] = Field("std", description="per-image normalisation of each map before weighting")
     two_sided: bool = Field(False, description="score |normalised map|: unusually low errors count as anomalous too")
     smooth_sigma: float = Field(4.0, ge=0.0, le=64.0, description="Gaussian smoothing of the final map, pixels")
@@ -91,6 +97,11 @@ class ScoreConfig(_Strict):
     backend: Literal["torch", "onnxruntime", "tensorrt"] = Field("torch", description="where the scorer runs (edge.backends; docs/export.md)")
     allow_cpu_fallback: bool = Field(False, description="onnxruntime: run on the CPU when the asked-for GPU provider does not load, instead of failing")
     engine_precision: Literal["fp16", "fp32"] = Field("fp16", description="tensorrt: precision of the U-Net in the engine (parity-gated against fp32)")
+
+    @property
+    def uses_vgg(self) -> bool:
+        """The perceptual or the self-similarity map needs the VGG19 trunk."""
+        return self.perceptual_weight > 0 or self.knn_weight > 0
 
 
 class SSDNetConfig(_Strict):

@@ -39,7 +39,7 @@ class Detection:
 def build_vgg(cfg: SSDNetConfig) -> VGG19Features | None:
     """The VGG19 trunk the config's loss and scorer need (None when neither uses it)."""
     layers = (cfg.loss.vgg_layers if cfg.loss.perceptual_weight > 0 else ()) + (
-        cfg.score.vgg_layers if cfg.score.perceptual_weight > 0 else ())
+        cfg.score.vgg_layers if cfg.score.uses_vgg else ())
     return VGG19Features(cfg.vgg_weights, tuple(dict.fromkeys(layers))) if layers else None
 
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+import zlib
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -72,22 +77,44 @@ def run_ssdnet(det: Detector, samples: list[Sample], images: list[np.ndarray], m
 
 def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None, mode: str = "cold",
              baselines: tuple[str, ...] = tuple(BASELINES), noise_sigma: float = 0.0, dead_fraction: float = 0.0,
-             limit: int | None = None) -> dict:
-    """Per-category and mean metrics for SSDnet and each baseline."""
+             limit: int | None = None, jobs: int = 1) -> dict:
+    """Per-category and mean metrics for SSDnet and each baseline. `jobs` > 1 splits the categories
+    over that many worker processes (torch threads shared out among them); the result is the same."""
     categories = categories or list_categories(root)
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
+    args = (root, cfg, mode, baselines, noise_sigma, dead_fraction, limit)
+    jobs = max(1, min(jobs, len(categories)))
+    if jobs == 1:
+        return summarise(_evaluate_part(*args, categories))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:
+        parts = list(pool.map(_evaluate_part, *zip(*[(*args, categories[i::jobs], i) for i in range(jobs)])))
+    merged = parts[0]
+    for part in parts[1:]:
+        merged["categories"].update(part["categories"])
+        merged["images"] += part["images"]
+        for b in baselines:
+            merged["baselines"][b]["categories"].update(part["baselines"][b]["categories"])
+    merged["categories"] = {c: merged["categories"][c] for c in categories}  # the asked-for order
+    return summarise(merged)
+
+
+def _evaluate_part(root: Path, cfg: SSDNetConfig, mode: str, baselines: tuple[str, ...], noise_sigma: float,
+                   dead_fraction: float, limit: int | None, categories: list[str], position: int = 0) -> dict:
+    """Per-category metrics of `categories`, with a progress bar (`position`: its line, one per worker)."""
     data = {c: load_category(root, c)[:limit] for c in categories}
-    rng = np.random.default_rng(cfg.fit.seed)
     det = Detector(cfg)
     total = sum(len(v) for v in data.values())
     result = {"config": cfg.model_dump(mode="json"), "mode": mode, "dataset": str(root),
               "input_noise_sigma": noise_sigma, "dead_pixel_fraction": dead_fraction,
               "categories": {}, "images": [], "baselines": {b: {"categories": {}} for b in baselines}}
-    with tqdm(total=total, desc="ssdnet eval", unit="img") as bar:
+    with tqdm(total=total, desc="ssdnet eval", unit="img", position=position) as bar:
         for cat, samples in data.items():
             bar.set_postfix_str(cat)
+            rng = np.random.default_rng([cfg.fit.seed, zlib.crc32(cat.encode())])  # same corruption however split
             images = [corrupt_input(s.image, noise_sigma, dead_fraction, rng) for s in samples]
             maps, scores, secs = run_ssdnet(det, samples, images, mode, bar.update)
             result["categories"][cat] = _metrics(maps, samples, scores, secs)
@@ -97,11 +124,16 @@ def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None,
                 bmaps = [BASELINES[b](im) for im in images]
                 bscores = [float(np.quantile(m, cfg.score.image_score_quantile)) for m in bmaps]
                 result["baselines"][b]["categories"][cat] = _metrics(bmaps, samples, bscores, time.perf_counter() - t0)
+    return result
+
+
+def summarise(result: dict) -> dict:
+    """Add the means over categories and how many categories SSDnet wins against each baseline."""
     result["mean"] = _mean(list(result["categories"].values()))
     result["beats_baseline"] = {}
-    for b in baselines:
-        rows = result["baselines"][b]["categories"]
-        result["baselines"][b]["mean"] = _mean(list(rows.values()))
+    for b, base in result["baselines"].items():
+        rows = base["categories"]
+        base["mean"] = _mean(list(rows.values()))
         result["beats_baseline"][b] = sum(result["categories"][c]["pixel_auroc"] > rows[c]["pixel_auroc"] for c in rows)
     return result
 
@@ -140,7 +172,8 @@ def _cmd(args: argparse.Namespace) -> int:
     cats = [c for c in args.categories.split(",") if c] if args.categories else None
     baselines = tuple(b for b in args.baselines.split(",") if b) if args.baselines != "none" else ()
     try:
-        result = evaluate(Path(args.dataset), cfg, cats, args.mode, baselines, args.input_noise, args.dead_pixels, args.limit)
+        result = evaluate(Path(args.dataset), cfg, cats, args.mode, baselines, args.input_noise, args.dead_pixels,
+                          args.limit, args.jobs)
     except DatasetError as e:
         raise FileNotFoundError(str(e)) from None
     print_table(result)
@@ -166,4 +199,6 @@ def add_parser(sub) -> None:
     p.add_argument("--dead-pixels", type=float, default=0.0, help="set this fraction of pixels to black")
     p.add_argument("--limit", type=int, help="at most this many images per category (quick looks)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes, categories split among them (CPU: one per core is fastest)")
     p.set_defaults(func=_cmd)

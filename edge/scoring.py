@@ -9,8 +9,11 @@ repair masked, shuffled and noisy blocks, "repairs" what does not fit the textur
 
 Maps, per view: L2 = squared error summed over channels; perceptual = 1 - cosine similarity of
 VGG19 features of the reconstruction and the input, upsampled to the image. Each is averaged over
-scales, Gaussian-smoothed, and normalised by its own image statistics (each image is its own
-reference), then weighted and summed over maps and views. Image score = mean of the top (1 - q) fraction of the map.
+scales. With `knn_weight > 0` a third map, not from the reconstruction, is added: the VGG19
+self-similarity of the input (edge.knn; on the dev set it carries most of the accuracy, see
+docs/ablations.md section 4). Every map is Gaussian-smoothed and normalised by its own image
+statistics (each image is its own reference), then weighted and summed (reconstruction maps
+averaged over views). Image score = mean of the top (1 - q) fraction of the map.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from torch import nn
 
 from .config import ScoreConfig
 from .corrupt import _block_size
+from .knn import cell_size, grid_features, knn_distance
 from .patches import from_patches, to_patches
 from .unet import UNet
 from .vgg import VGG19Features
@@ -49,10 +53,10 @@ class AnomalyScorer(nn.Module):
 
     def __init__(self, unet: UNet, cfg: ScoreConfig, scales: tuple[int, ...], vgg: VGG19Features | None = None):
         super().__init__()
-        if cfg.perceptual_weight > 0 and vgg is None:
-            raise ValueError("score.perceptual_weight > 0 needs the VGG19 feature extractor")
+        if cfg.uses_vgg and vgg is None:
+            raise ValueError("score.perceptual_weight > 0 or score.knn_weight > 0 needs the VGG19 feature extractor")
         self.unet, self.cfg, self.scales = unet, cfg, tuple(scales)
-        self.vgg = vgg if cfg.perceptual_weight > 0 else None
+        self.vgg = vgg if cfg.uses_vgg else None
         k = gaussian_kernel(cfg.smooth_sigma) if cfg.smooth_sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", k, persistent=False)
 
@@ -92,9 +96,13 @@ class AnomalyScorer(nn.Module):
             m = m / (m.mean(dim=(2, 3), keepdim=True) + 1e-8) - 1
         return m.abs() if self.cfg.two_sided else m
 
-    def raw_maps(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Per view: smoothed multi-scale L2 map and perceptual map (None without VGG), unnormalised."""
-        feats = self.vgg(x) if self.vgg is not None else None
+    def raw_maps(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None
+                 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Per view: smoothed multi-scale L2 map and perceptual map (None when its weight is 0),
+        unnormalised. `feats`: the input's VGG19 features, if already computed."""
+        perceptual = self.cfg.perceptual_weight > 0
+        if perceptual and feats is None:
+            feats = self.vgg(x)
         out = []
         for masks in self.views():
             l2 = torch.zeros_like(x[:, :1])
@@ -102,22 +110,32 @@ class AnomalyScorer(nn.Module):
             for s in self.scales:
                 rec = self.reconstruct(x, s, masks).float()
                 l2 = l2 + ((x - rec) ** 2).sum(1, keepdim=True) / len(self.scales)
-                if feats is not None:
+                if perceptual:
                     for name, f_rec in self.vgg(rec).items():
                         d = 1 - F.cosine_similarity(f_rec.float(), feats[name].float(), dim=1).unsqueeze(1)
                         d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
                         perc = perc + d / (len(feats) * len(self.scales))
-            out.append((self._smooth(l2), self._smooth(perc) if feats is not None else None))
+            out.append((self._smooth(l2), self._smooth(perc) if perceptual else None))
         return out
+
+    def knn_map(self, x: torch.Tensor, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Smoothed VGG19 self-similarity map of the input (edge.knn), unnormalised."""
+        cfg, (h, w) = self.cfg, (int(x.shape[-2]), int(x.shape[-1]))
+        cell = cell_size(h, w, max(4, max(h // int(f.shape[-2]) for f in feats.values())), cfg.knn_max_cells)
+        d = knn_distance(grid_features(feats, (h, w), cell), cfg.knn_k, cfg.knn_radius)
+        return self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         amap = torch.zeros_like(x[:, :1])
-        views = self.raw_maps(x)
+        feats = self.vgg(x) if self.vgg is not None else None
+        views = self.raw_maps(x, feats) if cfg.pixel_weight > 0 or cfg.perceptual_weight > 0 else []
         for l2, perc in views:
             amap = amap + cfg.pixel_weight * self._normalise(l2) / len(views)
             if perc is not None:
                 amap = amap + cfg.perceptual_weight * self._normalise(perc) / len(views)
+        if cfg.knn_weight > 0:
+            amap = amap + cfg.knn_weight * self._normalise(self.knn_map(x, feats))
         pixels = int(amap.shape[-2]) * int(amap.shape[-1])  # python ints, also under the ONNX tracer
         k = max(1, int(round((1 - cfg.image_score_quantile) * pixels)))
         score = amap.flatten(1).topk(k, dim=1).values.mean(1)

@@ -116,7 +116,7 @@ def run_bench(cfg, height: int, width: int, repeat: int = 5, *, compile: bool = 
     say = progress or (lambda _m: None)
     torch.manual_seed(seed)
     unet = UNet(cfg.model.base_channels).eval()
-    if cfg.score.perceptual_weight > 0:
+    if cfg.score.uses_vgg:
         from edge.vgg import VGG19Features
 
         vgg = VGG19Features(cfg.vgg_weights, cfg.score.vgg_layers)

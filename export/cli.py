@@ -63,7 +63,7 @@ def _scorer(cfg, state_path: str | None):
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         unet.load_state_dict({k.removeprefix("unet."): v for k, v in state.items()})
     vgg = None
-    if cfg.score.perceptual_weight > 0:
+    if cfg.score.uses_vgg:
         from edge.vgg import VGG19Features
 
         vgg = VGG19Features(cfg.vgg_weights, cfg.score.vgg_layers)

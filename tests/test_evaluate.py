@@ -74,3 +74,19 @@ def test_score_writes_maps_overlays_and_json_lines(dataset, tmp_path):
     amap = np.load(tmp_path / "000_map.npy")
     assert amap.shape == (64, 64) and amap.dtype == np.float32
     assert cv2.imread(str(tmp_path / "000_overlay.png")).shape == (64, 64, 3)
+
+
+def test_eval_jobs_split_categories_over_processes_with_the_same_result(dataset):
+    from edge.config import load_config
+    from edge.evaluate import evaluate
+
+    cfg = load_config(dataset / "tiny.yaml")
+    args = dict(categories=["gravel", "brick"], baselines=("local_stats",), noise_sigma=5.0)
+    one, two = evaluate(dataset, cfg, **args), evaluate(dataset, cfg, jobs=2, **args)
+    assert list(two["categories"]) == ["gravel", "brick"] and len(two["images"]) == len(one["images"]) == 8
+    # the noisy inputs and so the baseline are identical however the categories are split
+    assert two["baselines"]["local_stats"]["categories"]["brick"]["pixel_auroc"] == \
+        one["baselines"]["local_stats"]["categories"]["brick"]["pixel_auroc"]
+    for cat in ("gravel", "brick"):
+        assert two["categories"][cat]["pixel_auroc"] == pytest.approx(one["categories"][cat]["pixel_auroc"], abs=0.03)
+    assert set(two["beats_baseline"]) == {"local_stats"} and "mean" in two["baselines"]["local_stats"]

@@ -37,7 +37,7 @@ FP16_ATOL = 0.05
 def tiny_cfg(**score) -> SSDNetConfig:
     return SSDNetConfig(model=ModelConfig(base_channels=8), loss=LossConfig(perceptual_weight=0.0),
                         fit=FitConfig(steps=2, warm_steps=1, amp=False),
-                        score=ScoreConfig(**{"perceptual_weight": 0.0, **score}), device="cpu")
+                        score=ScoreConfig(**{"perceptual_weight": 0.0, "knn_weight": 0.0, **score}), device="cpu")
 
 
 def make_scorer(cfg: SSDNetConfig, seed: int = 0) -> AnomalyScorer:
@@ -255,7 +255,8 @@ def test_dynamo_exporter_keeps_names_and_parity(scorer):
     assert float((om - rm).abs().max()) < FP32_ATOL
 
 
-def test_scorer_with_vgg_in_the_score_exports():
+def test_scorer_with_vgg_maps_exports():
+    """Perceptual and self-similarity maps (VGG19 frozen in the graph) match torch in ONNX Runtime."""
     from edge.vgg import VGG19Features, VGGWeightsError
 
     try:
@@ -263,18 +264,18 @@ def test_scorer_with_vgg_in_the_score_exports():
     except VGGWeightsError as e:
         pytest.skip(f"no VGG19 weights here: {str(e).splitlines()[0]}")
     cfg = SSDNetConfig(model=ModelConfig(base_channels=4), fit=FitConfig(scales=(1, 2), amp=False),
-                       score=ScoreConfig(masks=0, perceptual_weight=0.5, vgg_layers=("relu1_2",)))
+                       score=ScoreConfig(masks=0, perceptual_weight=0.5, knn_weight=1.0, vgg_layers=("relu1_2",)))
     torch.manual_seed(0)
     sc = AnomalyScorer(UNet(4).eval(), cfg.score, cfg.fit.scales, vgg).eval()
     with torch.no_grad():
         sc.unet.head.weight.normal_(0, 0.05)
     ort_scorer = OnnxRuntimeScorer(copy.deepcopy(sc), strategy="inputs")
-    x = image(1)[..., :32, :32]
+    x = image(1)[..., :64, :64]
     with torch.inference_mode():
         rm, rs = sc(x)
     om, os_ = ort_scorer.score(x)
     assert float((om - rm).abs().max()) < FP32_ATOL and abs(float(os_[0] - rs[0])) < FP32_ATOL
-    names = ort_scorer._graphs[(32, 32)].exported.weight_names
+    names = ort_scorer._graphs[(64, 64)].exported.weight_names
     assert all(not n.startswith("vgg") for n in names)  # only the U-Net is per-frame
 
 
@@ -284,9 +285,9 @@ def test_cli_export_writes_onnx_and_sidecar(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("ssdnet:\n  model: {base_channels: 4}\n  fit: {scales: [1, 2]}\n")
     out = tmp_path / "out"
-    assert main(["export", "--format", "onnx", "--height", "30", "--width", "32", "--config", str(cfg), "--out", str(out)]) == 0
+    assert main(["export", "--format", "onnx", "--height", "60", "--width", "64", "--config", str(cfg), "--out", str(out)]) == 0
     side = json.loads((out / "scorer.json").read_text())
-    assert side["height"] == 32 and side["width"] == 32 and side["camera"] == [30, 32]
+    assert side["height"] == 64 and side["width"] == 64 and side["camera"] == [60, 64]
     assert side["config"]["base_channels"] == 4
     onnx.checker.check_model(str(out / "scorer.onnx"))
     assert main(["export", "--format", "tensorrt", "--height", "32", "--width", "32", "--config", str(cfg),

@@ -1,0 +1,53 @@
+"""VGG19 feature self-similarity: how far each location's features lie from the k nearest *other*
+locations of the same image, outside its own neighbourhood. A location unlike the rest of the
+texture is far from all of them. The scorer adds it as a map (`score.knn_weight`); alone it is the
+`vgg_knn` baseline. Plain tensor ops with static shapes, so it exports to ONNX/TensorRT."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def cell_size(height: int, width: int, min_cell: int, max_cells: int) -> int:
+    """Smallest power-of-two cell side >= `min_cell` whose grid has at most `max_cells` cells.
+    The comparison matrix is cells x cells, so this bounds memory for large frames."""
+    cell = min_cell
+    while math.ceil(height / cell) * math.ceil(width / cell) > max_cells:
+        cell *= 2
+    return cell
+
+
+def grid_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cell: int) -> torch.Tensor:
+    """(N, C, gh, gw): each layer average-pooled onto a grid of `cell` px cells of an image of `size`,
+    L2-normalised per location, concatenated and rescaled to unit norm."""
+    feats = []
+    for a in acts.values():
+        stride = max(1, size[0] // a.shape[-2])
+        if cell % stride:
+            raise ValueError(f"cell of {cell} px is not a multiple of a VGG layer's stride {stride}")
+        k = cell // stride
+        pooled = F.avg_pool2d(a.float(), k, k, ceil_mode=True) if k > 1 else a.float()
+        feats.append(F.normalize(pooled, dim=1))
+    return torch.cat(feats, dim=1) / math.sqrt(len(feats))
+
+
+def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
+    """(N, C, gh, gw) unit-norm features -> (N, 1, gh, gw): mean Euclidean distance of each location
+    to its k nearest locations more than `radius` cells away (Chebyshev) in the same image. On a
+    grid too small to leave k candidates outside that radius, the radius shrinks."""
+    n, c, gh, gw = (int(v) for v in feats.shape)  # python ints, also under the ONNX tracer
+    if gh * gw - 1 < k:
+        raise ValueError(f"a {gh}x{gw} feature grid is too small for k={k} neighbours")
+    while radius > 0 and gh * gw - min(2 * radius + 1, gh) * min(2 * radius + 1, gw) < k:
+        radius -= 1
+    # cell coordinates derived from the input, so an ONNX export computes the cells x cells
+    # neighbourhood mask at run time instead of storing it as a constant (16 MB at 4096 cells)
+    ones = torch.ones_like(feats[0, 0])
+    yy, xx = ones.cumsum(0).reshape(-1), ones.cumsum(1).reshape(-1)
+    near = ((yy[:, None] - yy[None]).abs() <= radius) & ((xx[:, None] - xx[None]).abs() <= radius)
+    q = feats.reshape(n, c, gh * gw)
+    dist = (2 - 2 * q.transpose(1, 2) @ q).clamp_min(0).sqrt()
+    dist = dist.masked_fill(near, float("inf"))
+    return dist.topk(k, dim=2, largest=False).values.mean(2).reshape(n, 1, gh, gw)

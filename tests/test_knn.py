@@ -1,0 +1,78 @@
+"""VGG-feature self-similarity (edge.knn): the map the scorer adds with score.knn_weight."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edge.knn import cell_size, grid_features, knn_distance
+
+
+def periodic_features(gh: int = 12, gw: int = 12, c: int = 8, period: int = 3) -> torch.Tensor:
+    """Unit-norm features that repeat every `period` cells: every location has exact twins far away."""
+    torch.manual_seed(0)
+    tile = F.normalize(torch.randn(1, c, period, period), dim=1)
+    return tile.repeat(1, 1, gh // period, gw // period)
+
+
+def test_a_location_unlike_the_rest_scores_highest():
+    f = periodic_features()
+    f[0, :, 6, 6] = F.normalize(torch.randn(f.shape[1]), dim=0)
+    d = knn_distance(f, k=3, radius=1)[0, 0]
+    assert d.argmax() == 6 * 12 + 6
+    assert d[0, 0] < 1e-3 < d[6, 6]  # a regular location has exact twins outside its neighbourhood
+
+
+def test_twins_inside_the_excluded_neighbourhood_do_not_count():
+    torch.manual_seed(1)
+    f = F.normalize(torch.randn(1, 16, 10, 10), dim=1)
+    f[0, :, 4, 5] = f[0, :, 4, 4]  # an exact twin next door
+    assert knn_distance(f, k=1, radius=0)[0, 0, 4, 4] < 1e-3  # only itself excluded: the twin counts
+    assert knn_distance(f, k=1, radius=1)[0, 0, 4, 4] > 0.5  # the twin is inside the neighbourhood
+    assert knn_distance(periodic_features(period=3), k=1, radius=2).max() < 1e-3  # twins 3 cells away count
+
+
+def test_small_grids_shrink_the_radius_and_tiny_ones_are_an_error():
+    f = periodic_features(6, 6, period=3)
+    # radius 3 would exclude the whole 6x6 grid; it shrinks to 2, where the 3 twins 3 cells away count
+    assert knn_distance(f, k=3, radius=3).max() < 1e-3
+    with pytest.raises(ValueError, match="too small"):
+        knn_distance(periodic_features(2, 2, period=1), k=5, radius=0)
+
+
+def test_cell_size_bounds_the_number_of_cells():
+    assert cell_size(256, 256, 4, 4096) == 4
+    cell = cell_size(1088, 1920, 4, 4096)
+    assert cell == 32 and (1088 // cell) * (1920 // cell) <= 4096
+    assert cell_size(256, 256, 8, 4096) == 8  # never finer than the coarsest layer
+
+
+def test_grid_features_pool_each_layer_onto_the_cells_with_unit_norm():
+    acts = {"a": torch.rand(2, 4, 32, 32), "b": torch.rand(2, 6, 16, 16)}  # strides 2 and 4 of a 64 px image
+    g = grid_features(acts, (64, 64), cell=8)
+    assert g.shape == (2, 10, 8, 8)
+    assert torch.allclose(g.norm(dim=1), torch.ones(2, 8, 8), atol=1e-5)
+    with pytest.raises(ValueError, match="multiple"):
+        grid_features({"c": torch.rand(1, 3, 8, 8)}, (64, 64), cell=4)  # stride 8 > cell 4
+
+
+def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from edge.baselines import vgg_knn
+    from edge.config import ScoreConfig
+    from edge.scoring import AnomalyScorer
+    from edge.unet import UNet
+    from edge.vgg import VGG19Features
+    from pipeline.synthetic import draw_defect, texture
+
+    rng = np.random.default_rng(3)
+    image, mask = draw_defect(texture("brick", 128, rng), rng, "hole")
+    cfg = ScoreConfig(pixel_weight=0.0, perceptual_weight=0.0, knn_weight=1.0)
+    scorer = AnomalyScorer(UNet(4).eval(), cfg, (2,), VGG19Features(layers=cfg.vgg_layers)).eval()
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        amap, score = scorer(x)
+    amap = amap[0, 0].numpy()
+    assert roc_auc_score(mask.ravel(), amap.ravel()) > 0.9
+    assert np.corrcoef(amap.ravel(), vgg_knn(image).ravel())[0, 1] > 0.98  # same map as the baseline
+    assert float(score[0]) > 3  # the defect stands several image standard deviations out
