@@ -3,7 +3,10 @@
 Each image is judged on its own. Modes:
 - cold: a fresh model is fitted on every test image (`fit.steps`), then scores it;
 - warm: a model is cold-fitted once per category on one `good` image (the reference, the first in
-  sorted order), and every test image gets `fit.warm_steps` from those weights (the streaming case).
+  sorted order), and every test image gets `fit.warm_steps` from those weights;
+- stream: what the edge node does with a camera: the category's images in sorted order are one
+  stream, the first gets a cold fit, every later one is scored and warm-fitted from the weights the
+  previous one left (`fit.score_before_warm_fit`).
 """
 from __future__ import annotations
 
@@ -63,10 +66,12 @@ def run_ssdnet(det: Detector, samples: list[Sample], images: list[np.ndarray], m
         det.reset()
         det.process(images[ref])
         reference = det.fitter.state_dict()
+    if mode == "stream":
+        det.reset()
     for image in images:
-        if reference is None:
+        if mode == "cold":
             det.reset()
-        else:
+        elif mode == "warm":
             det.restore(reference)
         d = det.process(image)
         maps.append(d.anomaly_map)
@@ -191,7 +196,7 @@ def add_parser(sub) -> None:
     p.add_argument("--categories", help="comma-separated subset (default: all)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
-    p.add_argument("--mode", choices=("cold", "warm"), default="cold")
+    p.add_argument("--mode", choices=("cold", "warm", "stream"), default="cold")
     p.add_argument("--steps", type=int, help="override fit.steps")
     p.add_argument("--warm-steps", type=int, help="override fit.warm_steps")
     p.add_argument("--baselines", default=",".join(BASELINES), help="comma-separated, or 'none'")

@@ -11,7 +11,7 @@ Maps, per view: L2 = squared error summed over channels; perceptual = 1 - cosine
 VGG19 features of the reconstruction and the input, upsampled to the image. Each is averaged over
 scales. With `knn_weight > 0` a third map, not from the reconstruction, is added: the VGG19
 self-similarity of the input (edge.knn; on the dev set it carries most of the accuracy, see
-docs/ablations.md section 4). Every map is Gaussian-smoothed and normalised by its own image
+docs/ablations.md section 3). Every map is Gaussian-smoothed and normalised by its own image
 statistics (each image is its own reference), then weighted and summed (reconstruction maps
 averaged over views). Image score = mean of the top (1 - q) fraction of the map.
 """

@@ -106,7 +106,7 @@ class NodeConfig(_Strict):
     bind: Endpoint = Field(LOCAL, description="endpoint the node publishes results, events and heartbeats on")
     input: Literal["sub", "pull"] = Field("sub", description="must match the sources' pattern (pub -> sub, push -> pull)")
     connect: tuple[Endpoint, ...] = Field((), description="extra camera endpoints to read, beyond this config's sources")
-    threshold: float = Field(8.0, description="absolute image-score threshold: a frame is anomalous iff its score > threshold. "
+    threshold: float = Field(6.5, description="absolute image-score threshold: a frame is anomalous iff its score > threshold. "
                              "The score is a high quantile of the detector's standardised map, i.e. in units of the frame's own std")
     region_threshold: float | None = Field(None, description="map level that outlines regions; None = threshold")
     min_region_area: int = Field(16, ge=1, description="smaller connected components are ignored, pixels")

@@ -36,7 +36,7 @@ def dataset(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("mode", ["cold", "warm"])
+@pytest.mark.parametrize("mode", ["cold", "warm", "stream"])
 def test_eval_writes_the_documented_json(dataset, tmp_path, mode, capsys):
     out = tmp_path / "eval.json"
     rc = main(["eval", str(dataset), "--categories", "brick,gravel", "--json", str(out), "--mode", mode,

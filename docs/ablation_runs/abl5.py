@@ -1,4 +1,4 @@
-"""Feature-space scoring ablation (docs/ablations.md section 4): one cold fit per image (default
+"""Feature-space scoring ablation (docs/ablations.md section 3): one cold fit per image (default
 config), then raw maps of several scoring variants saved to NPZ for offline combination.
 Reproduce (two processes, one thread each):
   python docs/ablation_runs/abl5.py bark,brick,canvas,chainmail,cobblestone,grass,gravel /tmp/abl5
