@@ -614,7 +614,7 @@ def make_scorer(cfg, module: torch.nn.Module, device: torch.device | str) -> Sco
     sc = cfg.score
     backend = getattr(sc, "backend", "torch")
     if backend == "torch":
-        return TorchScorer(module)
+        return TorchScorer(module, bf16=getattr(sc, "amp", False))
     if backend == "onnxruntime":
         return OnnxRuntimeScorer(module, device=device, allow_cpu_fallback=getattr(sc, "allow_cpu_fallback", False))
     if backend == "tensorrt":

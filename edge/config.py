@@ -95,6 +95,7 @@ class ScoreConfig(_Strict):
     smooth_sigma: float = Field(4.0, ge=0.0, le=64.0, description="Gaussian smoothing of the final map, pixels")
     image_score_quantile: float = Field(0.999, gt=0.5, le=1.0, description="image score = this quantile of the map")
     backend: Literal["torch", "onnxruntime", "tensorrt"] = Field("torch", description="where the scorer runs (edge.backends; docs/export.md)")
+    amp: bool = Field(True, description="torch backend: score under bf16 autocast on CPU, fp16 on CUDA (docs/performance.md)")
     allow_cpu_fallback: bool = Field(False, description="onnxruntime: run on the CPU when the asked-for GPU provider does not load, instead of failing")
     engine_precision: Literal["fp16", "fp32"] = Field("fp16", description="tensorrt: precision of the U-Net in the engine (parity-gated against fp32)")
 

@@ -164,6 +164,14 @@ def test_onnxruntime_scorer_refuses_missing_gpu_provider_unless_allowed():
 def test_make_scorer_follows_the_config():
     sc = tiny_scorer()
     assert make_scorer(SSDNetConfig(), sc, "cpu").name == "torch"
+    fp32 = make_scorer(SSDNetConfig(score=ScoreConfig(amp=False)), sc, "cpu")
+    assert fp32.info()["bf16"] is False
+    amp = make_scorer(SSDNetConfig(score=ScoreConfig(amp=True)), sc, "cpu")
+    x = torch.rand(1, 3, 32, 32)
+    ref_map, _ = fp32.score(x)
+    amp_map, _ = amp.score(x)
+    assert amp.info()["bf16"] is True and amp_map.dtype == torch.float32
+    assert 0 < float((amp_map - ref_map).abs().max()) < 0.5  # bf16 really ran, and stays close
     assert make_scorer(SSDNetConfig(score=ScoreConfig(backend="onnxruntime")), copy.deepcopy(sc), "cpu").name == "onnxruntime"
 
 
