@@ -634,7 +634,7 @@ def _tiny_scorer():
     with torch.no_grad():
         for p in unet.parameters():
             p.normal_(0, 0.1)
-    return AnomalyScorer(unet, ScoreConfig(masks=2, smooth_sigma=1.0, perceptual_weight=0.0, knn_weight=0.0), (1, 2)).eval()
+    return AnomalyScorer(unet, ScoreConfig(masks=2, smooth_sigma=1.0, perceptual_weight=0.0, knn_weight=0.0, image_score="map"), (1, 2)).eval()
 
 
 def probe_backends(include_compile: bool = False) -> list[dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 VGG_LAYERS = (
     "relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3", "relu3_4",
@@ -93,11 +93,18 @@ class ScoreConfig(_Strict):
     normalise: Literal["std", "mean", "none"] = Field("std", description="per-image normalisation of each map before weighting")
     two_sided: bool = Field(False, description="score |normalised map|: unusually low errors count as anomalous too")
     smooth_sigma: float = Field(4.0, ge=0.0, le=64.0, description="Gaussian smoothing of the final map, pixels")
-    image_score_quantile: float = Field(0.999, gt=0.5, le=1.0, description="image score = this quantile of the map")
+    image_score: Literal["knn", "map"] = Field("knn", description="image score from 'knn': the raw self-similarity map (VGG feature distance, comparable between the frames of a camera), or 'map': the standardised anomaly map (units of the frame's own std)")
+    image_score_quantile: float = Field(0.999, gt=0.5, le=1.0, description="image score = mean of the map above this quantile")
     backend: Literal["torch", "onnxruntime", "tensorrt"] = Field("torch", description="where the scorer runs (edge.backends; docs/export.md)")
     amp: bool = Field(True, description="torch backend: score under bf16 autocast on CPU, fp16 on CUDA (docs/performance.md)")
     allow_cpu_fallback: bool = Field(False, description="onnxruntime: run on the CPU when the asked-for GPU provider does not load, instead of failing")
     engine_precision: Literal["fp16", "fp32"] = Field("fp16", description="tensorrt: precision of the U-Net in the engine (parity-gated against fp32)")
+
+    @model_validator(mode="after")
+    def _image_score_source(self) -> "ScoreConfig":
+        if self.image_score == "knn" and self.knn_weight <= 0:
+            raise ValueError("image_score 'knn' needs knn_weight > 0 (or set image_score: map)")
+        return self
 
     @property
     def uses_vgg(self) -> bool:

@@ -50,9 +50,11 @@ def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
     band_y = (ys[:, None] - ys[None]).abs() <= radius
     band_x = (xs[:, None] - xs[None]).abs() <= radius
     near = (band_y[:, None, :, None] & band_x[None, :, None, :]).reshape(gh * gw, gh * gw)
-    q = feats.reshape(n, c, gh * gw)
+    q = feats.float().reshape(n, c, gh * gw)
     # nearest = most similar (|a - b|^2 = 2 - 2 a.b for unit vectors): pick on the similarity, take
-    # the distance of the k picked only (fewer passes over the cells x cells matrix)
-    sim = (q.transpose(1, 2) @ q).masked_fill(near, float("-inf"))
+    # the distance of the k picked only (fewer passes over the cells x cells matrix). In fp32 even
+    # under autocast: near-duplicates differ in the 3rd decimal, where bf16 rounds.
+    with torch.autocast(feats.device.type, enabled=False):
+        sim = (q.transpose(1, 2) @ q).masked_fill(near, float("-inf"))
     top = sim.topk(k, dim=2).values
     return (2 - 2 * top).clamp_min(0).sqrt().mean(2).reshape(n, 1, gh, gw)

@@ -13,7 +13,9 @@ scales. With `knn_weight > 0` a third map, not from the reconstruction, is added
 self-similarity of the input (edge.knn; on the dev set it carries most of the accuracy, see
 docs/ablations.md section 3). Every map is Gaussian-smoothed and normalised by its own image
 statistics (each image is its own reference), then weighted and summed (reconstruction maps
-averaged over views). Image score = mean of the top (1 - q) fraction of the map.
+averaged over views). Image score = mean of the top (1 - q) fraction of the raw self-similarity
+map (`image_score: knn`, VGG feature distance: standardising each frame's map by itself removes
+what tells frames apart) or of the anomaly map (`image_score: map`).
 """
 from __future__ import annotations
 
@@ -134,9 +136,10 @@ class AnomalyScorer(nn.Module):
             amap = amap + cfg.pixel_weight * self._normalise(l2) / len(views)
             if perc is not None:
                 amap = amap + cfg.perceptual_weight * self._normalise(perc) / len(views)
-        if cfg.knn_weight > 0:
-            amap = amap + cfg.knn_weight * self._normalise(self.knn_map(x, feats))
+        knn = self.knn_map(x, feats) if cfg.knn_weight > 0 else None
+        if knn is not None:
+            amap = amap + cfg.knn_weight * self._normalise(knn)
         pixels = int(amap.shape[-2]) * int(amap.shape[-1])  # python ints, also under the ONNX tracer
         k = max(1, int(round((1 - cfg.image_score_quantile) * pixels)))
-        score = amap.flatten(1).topk(k, dim=1).values.mean(1)
+        score = (knn if cfg.image_score == "knn" else amap).flatten(1).topk(k, dim=1).values.mean(1)
         return amap, score

@@ -171,7 +171,6 @@ class EdgeNode:
         self.pending = PendingFrames(cfg.queue_depth)
         self.outbox: queue.Queue[P.Message] = queue.Queue()
         self.detectors: dict[str, tuple[tuple[int, ...], Detector]] = {}
-        self.region_threshold = cfg.threshold if cfg.region_threshold is None else cfg.region_threshold
         self._last_seq: dict[str, int] = {}
         self._last_received: float | None = None
         self._busy = False
@@ -372,7 +371,7 @@ class EdgeNode:
         stamps = {**h.stamps, "fitted": min(t0 + d.fit_ms / 1000, done), "scored": done}
         scored = dict(source=h.source, seq=h.seq, t_capture=h.t_capture, stamps=stamps, score=score,
                       threshold=self.cfg.threshold, model_version=int(d.model_version),
-                      regions=find_regions(amap, self.region_threshold, self.cfg.min_region_area, self.cfg.max_regions))
+                      regions=find_regions(amap, self.cfg.region_threshold, self.cfg.min_region_area, self.cfg.max_regions))
         q, map_desc = P.quantize_map(amap, self.cfg.map_encoding)
         payloads, arrays = [map_desc], {"map": q}
         if self.cfg.attach_image == "always" or (anomalous and self.cfg.attach_image == "anomalous"):

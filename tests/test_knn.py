@@ -66,7 +66,8 @@ def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
     from pipeline.synthetic import draw_defect, texture
 
     rng = np.random.default_rng(3)
-    image, mask = draw_defect(texture("brick", 128, rng), rng, "hole")
+    clean = texture("brick", 128, rng)
+    image, mask = draw_defect(clean, rng, "hole")
     cfg = ScoreConfig(pixel_weight=0.0, perceptual_weight=0.0, knn_weight=1.0)
     scorer = AnomalyScorer(UNet(4).eval(), cfg, (2,), VGG19Features(layers=cfg.vgg_layers)).eval()
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
@@ -75,4 +76,17 @@ def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
     amap = amap[0, 0].numpy()
     assert roc_auc_score(mask.ravel(), amap.ravel()) > 0.9
     assert np.corrcoef(amap.ravel(), vgg_knn(image).ravel())[0, 1] > 0.98  # same map as the baseline
-    assert float(score[0]) > 3  # the defect stands several image standard deviations out
+    # image score (score.image_score 'knn'): raw feature distances, so frames compare with each other
+    with torch.inference_mode():
+        _, clean_score = scorer(torch.from_numpy(clean).permute(2, 0, 1)[None].float() / 255)
+    assert 0 < float(clean_score[0]) < float(score[0]) < 2
+
+
+def test_image_score_from_the_self_similarity_map_needs_that_map():
+    from pydantic import ValidationError
+
+    from edge.config import ScoreConfig
+
+    with pytest.raises(ValidationError, match="image_score: map"):
+        ScoreConfig(knn_weight=0.0)
+    assert ScoreConfig(knn_weight=0.0, image_score="map").image_score == "map"
