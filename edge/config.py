@@ -88,7 +88,7 @@ class ScoreConfig(_Strict):
     knn_k: int = Field(5, ge=1, le=64, description="self-similarity: nearest other locations averaged")
     knn_radius: int = Field(4, ge=0, le=32, description="self-similarity: own neighbourhood excluded, in grid cells")
     knn_max_cells: int = Field(4096, ge=64, le=65536, description="self-similarity: grid cells at most (4 px cells, coarser for big frames); memory ~ cells^2")
-    vgg_layers: tuple[str, ...] = Field(("relu2_2", "relu3_1"), description="VGG19 layers of the perceptual and self-similarity maps")
+    vgg_layers: tuple[str, ...] = Field(("relu1_2", "relu2_2", "relu3_1"), description="VGG19 layers of the perceptual and self-similarity maps")
     _layers = field_validator("vgg_layers")(_known_layers)
     normalise: Literal["std", "mean", "none"] = Field("std", description="per-image normalisation of each map before weighting")
     two_sided: bool = Field(False, description="score |normalised map|: unusually low errors count as anomalous too")

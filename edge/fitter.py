@@ -87,8 +87,8 @@ class Fitter:
             if self.vgg is not None:
                 with torch.no_grad():
                     target = self.vgg(clean)
-                feats = self.vgg(out)
-                cos = [F.cosine_similarity(feats[k].float(), target[k].float(), dim=1).mean() for k in target]
+                feats = self.vgg(out)  # a trunk shared with the scorer may return more layers than the loss's
+                cos = [F.cosine_similarity(feats[k].float(), target[k].float(), dim=1).mean() for k in cfg.loss.vgg_layers]
                 loss = loss + cfg.loss.perceptual_weight * (1 - sum(cos) / len(cos))
         return loss
 

@@ -62,6 +62,11 @@ class AnomalyScorer(nn.Module):
         k = gaussian_kernel(cfg.smooth_sigma) if cfg.smooth_sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", k, persistent=False)
 
+    def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """VGG19 features of `score.vgg_layers` (a trunk shared with the fitter may compute more)."""
+        acts = self.vgg(x)
+        return {name: acts[name] for name in self.cfg.vgg_layers}
+
     def views(self) -> tuple[int, ...]:
         """Mask-group counts of the reconstructions scored: M (masked passes) and/or 0 (clean input)."""
         m = self.cfg.masks
@@ -104,7 +109,7 @@ class AnomalyScorer(nn.Module):
         unnormalised. `feats`: the input's VGG19 features, if already computed."""
         perceptual = self.cfg.perceptual_weight > 0
         if perceptual and feats is None:
-            feats = self.vgg(x)
+            feats = self._features(x)
         out = []
         for masks in self.views():
             l2 = torch.zeros_like(x[:, :1])
@@ -113,7 +118,7 @@ class AnomalyScorer(nn.Module):
                 rec = self.reconstruct(x, s, masks).float()
                 l2 = l2 + ((x - rec) ** 2).sum(1, keepdim=True) / len(self.scales)
                 if perceptual:
-                    for name, f_rec in self.vgg(rec).items():
+                    for name, f_rec in self._features(rec).items():
                         d = 1 - F.cosine_similarity(f_rec.float(), feats[name].float(), dim=1).unsqueeze(1)
                         d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
                         perc = perc + d / (len(feats) * len(self.scales))
@@ -130,7 +135,7 @@ class AnomalyScorer(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         amap = torch.zeros_like(x[:, :1])
-        feats = self.vgg(x) if self.vgg is not None else None
+        feats = self._features(x) if self.vgg is not None else None
         views = self.raw_maps(x, feats) if cfg.pixel_weight > 0 or cfg.perceptual_weight > 0 else []
         for l2, perc in views:
             amap = amap + cfg.pixel_weight * self._normalise(l2) / len(views)

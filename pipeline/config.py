@@ -106,8 +106,8 @@ class NodeConfig(_Strict):
     bind: Endpoint = Field(LOCAL, description="endpoint the node publishes results, events and heartbeats on")
     input: Literal["sub", "pull"] = Field("sub", description="must match the sources' pattern (pub -> sub, push -> pull)")
     connect: tuple[Endpoint, ...] = Field((), description="extra camera endpoints to read, beyond this config's sources")
-    threshold: float = Field(0.82, description="absolute image-score threshold: a frame is anomalous iff its score > threshold. "
-                             "With the default score.image_score 'knn' the score is a VGG feature distance (0 to 2; 0.82 flags 5 % of "
+    threshold: float = Field(0.72, description="absolute image-score threshold: a frame is anomalous iff its score > threshold. "
+                             "With the default score.image_score 'knn' the score is a VGG feature distance (0 to 2; 0.72 flags none of "
                              "the good dev images); calibrate it on normal production")
     region_threshold: float = Field(3.0, description="level of the anomaly map (units of the frame's own std) that outlines "
                                     "regions; 3.0 maximised pixel F1 on the dev set")

@@ -68,7 +68,7 @@ def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
     rng = np.random.default_rng(3)
     clean = texture("brick", 128, rng)
     image, mask = draw_defect(clean, rng, "hole")
-    cfg = ScoreConfig(pixel_weight=0.0, perceptual_weight=0.0, knn_weight=1.0)
+    cfg = ScoreConfig(pixel_weight=0.0, perceptual_weight=0.0, knn_weight=1.0, vgg_layers=("relu2_2", "relu3_1"))
     scorer = AnomalyScorer(UNet(4).eval(), cfg, (2,), VGG19Features(layers=cfg.vgg_layers)).eval()
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
@@ -90,3 +90,21 @@ def test_image_score_from_the_self_similarity_map_needs_that_map():
     with pytest.raises(ValidationError, match="image_score: map"):
         ScoreConfig(knn_weight=0.0)
     assert ScoreConfig(knn_weight=0.0, image_score="map").image_score == "map"
+
+
+def test_scorer_and_fitter_use_their_own_layers_of_a_shared_vgg_trunk():
+    from edge.config import SSDNetConfig
+    from edge.detector import Detector
+
+    cfg = SSDNetConfig.model_validate({"model": {"base_channels": 4}, "fit": {"scales": [2], "steps": 1},
+                                       "loss": {"vgg_layers": ["relu1_2"]}, "score": {"vgg_layers": ["relu2_2"]}})
+    det = Detector(cfg, "cpu")
+    assert set(det.scorer.vgg(torch.rand(1, 3, 64, 64))) == {"relu1_2", "relu2_2"}  # the shared trunk
+    assert set(det.scorer._features(torch.rand(1, 3, 64, 64))) == {"relu2_2"}
+    from edge.fitter import Fitter
+    from edge.vgg import VGG19Features
+
+    image = torch.rand(1, 3, 64, 64)
+    shared = Fitter(cfg, "cpu", VGG19Features(layers=("relu1_2", "relu2_2"))).fit(image, 1)
+    own = Fitter(cfg, "cpu", VGG19Features(layers=("relu1_2",))).fit(image, 1)
+    assert shared.loss == pytest.approx(own.loss, rel=1e-6)  # the loss reads relu1_2 only

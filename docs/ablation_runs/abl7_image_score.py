@@ -1,6 +1,7 @@
-"""Image-level score variants on the default map (docs/ablations.md section 4), from the raw maps
-that abl5.py saved (70 images: per category good/000 and each defect type's 000). Image AUROC is
-pooled over categories (maps are standardised per image, so scores are comparable).
+"""Image-level scores (docs/ablations.md section 4). Part 1: variants on the standardised default
+map, from the raw maps that abl5.py saved (70 images: per category good/000 and each defect type's
+000), image AUROC pooled over categories. Part 2: the raw (unstandardised) self-similarity map's
+top 0.1 % / max / top 1 %, on all 168 dev images, image AUROC per category (4 good vs 8 defective).
   python docs/ablation_runs/abl7_image_score.py /tmp/abl5"""
 import glob
 import os
@@ -8,7 +9,14 @@ import sys
 
 import cv2
 import numpy as np
+import torch
 from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from edge.baselines import vgg_knn  # noqa: E402
+from edge.dataset import list_categories, load_category  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 def z(m: np.ndarray) -> np.ndarray:
@@ -39,3 +47,15 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.npz"))):
 print(f"{len(labels)} images, {sum(labels)} defective")
 for name, f in SCORES.items():
     print(f"{name:28s} image AUROC {roc_auc_score(labels, [f(m) for m in maps]):.3f}")
+
+root = os.environ.get("DATASET", "../shared/datasets/textures-dev")
+raw = {"top 0.1 % mean": lambda m: float(np.sort(m.ravel())[-66:].mean()), "max": lambda m: float(m.max()),
+       "top 1 % mean": lambda m: float(np.sort(m.ravel())[-655:].mean())}
+per_cat = {name: [] for name in raw}
+for cat in list_categories(root):
+    samples = load_category(root, cat)
+    knn = [vgg_knn(s.image) for s in samples]
+    for name, f in raw.items():
+        per_cat[name].append(roc_auc_score([s.label for s in samples], [f(m) for m in knn]))
+for name, aucs in per_cat.items():
+    print(f"raw self-similarity {name:16s} mean per-category image AUROC {np.mean(aucs):.3f}")
