@@ -33,25 +33,41 @@ def percentiles(values: list[float]) -> dict[str, float] | None:
     return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
 
 
+class Reservoir(list):
+    """A uniform random sample of at most `capacity` of the items added (Algorithm R): statistics of
+    a line that runs for months in bounded memory."""
+
+    def __init__(self, capacity: int, rng: np.random.Generator):
+        super().__init__()
+        self.capacity, self.rng, self.seen = capacity, rng, 0
+
+    def add(self, item) -> None:
+        self.seen += 1
+        if len(self) < self.capacity:
+            self.append(item)
+        elif (j := int(self.rng.integers(self.seen))) < self.capacity:
+            self[j] = item
+
+
 class StreamStats:
     """Collects anomaly results, events and ends of stream as they arrive; `summary()` reports them.
 
     For the stream AUROC, up to `pixels_per_frame` pixels per frame (sampled uniformly) of every
-    result that carries a ground-truth mask are pooled over the whole run.
+    result that carries a ground-truth mask are pooled. Memory is bounded however long the run:
+    latencies keep a uniform sample of `max_latencies` per stage, ground-truth frames one of
+    `max_frames` frames (the exact statistics while runs are shorter).
     """
 
-    def __init__(self, pixels_per_frame: int = 65536, seed: int = 0):
+    def __init__(self, pixels_per_frame: int = 65536, max_frames: int = 512, max_latencies: int = 100_000, seed: int = 0):
         self.pixels_per_frame = pixels_per_frame
         self.rng = np.random.default_rng(seed)
-        self.latency: dict[str, list[float]] = {stage: [] for stage in STAGES}
+        self.latency: dict[str, Reservoir] = {stage: Reservoir(max_latencies, self.rng) for stage in STAGES}
         self.frames: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         self.sent: dict[str, int] = {}
         self.first_capture: float | None = None
         self.last_delivered: float | None = None
-        self._scores: list[np.ndarray] = []
-        self._truth: list[np.ndarray] = []
-        self._image_scores: list[tuple[float, bool]] = []
+        self._truth_frames = Reservoir(max_frames, self.rng)  # (pixel scores, pixel truth, image score, defective)
 
     def add(self, msg: P.Message, delivered: float) -> None:
         h = msg.header
@@ -62,35 +78,33 @@ class StreamStats:
         elif h.kind == "anomaly":
             self.frames[h.source] += 1
             for stage, ms in stage_latencies(h, delivered).items():
-                self.latency[stage].append(ms)
+                self.latency[stage].add(ms)
             capture = h.stamps.get("capture", h.t_capture)
             self.first_capture = capture if self.first_capture is None else min(self.first_capture, capture)
             self.last_delivered = delivered if self.last_delivered is None else max(self.last_delivered, delivered)
             if "mask" in msg.arrays:
-                self._pool(P.anomaly_map(msg).ravel(), msg.arrays["mask"].ravel() > 0)
-                self._image_scores.append((h.score, bool(msg.arrays["mask"].any())))
-
-    def _pool(self, scores: np.ndarray, truth: np.ndarray) -> None:
-        if scores.size > self.pixels_per_frame:
-            keep = self.rng.choice(scores.size, self.pixels_per_frame, replace=False)
-            scores, truth = scores[keep], truth[keep]
-        self._scores.append(scores)
-        self._truth.append(truth)
+                scores, truth = P.anomaly_map(msg).ravel(), msg.arrays["mask"].ravel() > 0
+                if scores.size > self.pixels_per_frame:
+                    keep = self.rng.choice(scores.size, self.pixels_per_frame, replace=False)
+                    scores, truth = scores[keep], truth[keep]
+                self._truth_frames.add((scores, truth, h.score, bool(msg.arrays["mask"].any())))
 
     def stream_metrics(self) -> dict | None:
         """Over all frames with ground truth: pixel AUROC/AUPRC of the pooled pixels, and the image AUROC
         of the image scores against "the mask is not empty" (None where a class is missing)."""
-        if not self._scores:
+        if not self._truth_frames:
             return None
         from sklearn.metrics import average_precision_score, roc_auc_score
 
-        scores, truth = np.concatenate(self._scores), np.concatenate(self._truth)
-        image_scores, defective = (np.array(v) for v in zip(*self._image_scores))
+        pixel_scores, pixel_truth, image_scores, defective = zip(*self._truth_frames)
+        scores, truth = np.concatenate(pixel_scores), np.concatenate(pixel_truth)
+        image_scores, defective = np.array(image_scores), np.array(defective)
         pixels_both, images_both = 0 < truth.sum() < truth.size, 0 < defective.sum() < defective.size
         return {"pixel_auroc": round(float(roc_auc_score(truth, scores)), 4) if pixels_both else None,
                 "pixel_auprc": round(float(average_precision_score(truth, scores)), 4) if pixels_both else None,
                 "image_auroc": round(float(roc_auc_score(defective, image_scores)), 4) if images_both else None,
-                "frames": len(self._scores), "defective_frames": int(defective.sum())}
+                "frames": self._truth_frames.seen, "frames_sampled": len(self._truth_frames),
+                "defective_frames": int(defective.sum())}
 
     def summary(self, node: dict | None = None) -> dict:
         """The run's summary; `node` is the node's final counter snapshot when available."""

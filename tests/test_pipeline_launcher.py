@@ -171,3 +171,24 @@ def test_subscribe_prints_events(capsys):
         pub.close(0)
         ctx.term()
     assert capsys.readouterr().out.count("ANOMALY cam0") >= 3
+
+
+def test_stream_stats_stay_bounded_on_a_long_run():
+    """A line runs for months: latencies and ground-truth frames are uniform samples of bounded size."""
+    from pipeline.stats import StreamStats
+
+    stats = StreamStats(max_frames=20, max_latencies=50)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:10, 4:10] = 1
+    for seq in range(400):
+        msg = anomaly(seq)
+        defective = seq % 2 == 0
+        msg.arrays["mask"] = mask if defective else np.zeros_like(mask)
+        if not defective:
+            msg.arrays["map"] = np.zeros_like(msg.arrays["map"])
+        stats.add(msg, delivered=2.0)
+    assert all(len(v) == 50 and v.seen == 400 for v in stats.latency.values() if v.seen)
+    stream = stats.summary()["stream"]
+    assert stream["frames"] == 400 and stream["frames_sampled"] == 20 and 0 < stream["defective_frames"] < 20
+    assert stream["pixel_auroc"] == 1.0  # the map is high exactly under the masks of the sampled frames
+    assert stats.summary()["frames"] == 400 and stats.summary()["latency_ms"]["fit"]["p50"] == 40.0
