@@ -84,7 +84,6 @@ def test_curve_line_admits_allow_listed_clients_and_counts_refusals(keys, tmp_pa
         assert any("refused a connection" in r.message for r in caplog.records)
         # the allow-list is reloaded: admitting the intruder's key needs no restart (new connections)
         (allowed / "intruder.key").write_bytes((keys / "intruder.key").read_bytes())
-        time.sleep(0.1)
         late = Subscriber(node_ready, (b"anomaly/",), ctx=ctxs["intruder"], server_key=node_key)
         subs.append(late)
         assert _received(late, 10)
