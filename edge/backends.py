@@ -331,7 +331,8 @@ class OnnxRuntimeScorer(Scorer):
 
 @dataclass(frozen=True)
 class ParityTolerance:
-    """FP16 engine vs FP32 PyTorch. The map is standardised (units of the image's own std).
+    """FP16 engine vs FP32 PyTorch. Map differences are in units of the reference map's own std per
+    image, whatever the map's units (`score.map_units`).
 
     Measured (docs/export.md, fitted default config, 256 x 256): an fp16 U-Net (emulated by ONNX
     Runtime on the CPU) moves the map by at most 2e-4 std, bf16 autocast by at most 0.034 std and
@@ -364,7 +365,8 @@ def parity_check(ref_map, ref_score, got_map, got_score, tol: ParityTolerance = 
                             f"shape mismatch: map {gm.shape} vs {rm.shape}, score {gs.shape} vs {rs.shape}")
     if not (np.isfinite(gm).all() and np.isfinite(gs).all()):
         return ParityReport(False, float("inf"), float("inf"), float("inf"), tol, "non-finite values in the engine output")
-    d = np.abs(gm - rm)
+    spread = rm.reshape(len(rm), -1).std(axis=1).reshape((-1,) + (1,) * (rm.ndim - 1)) if rm.ndim > 1 else rm.std()
+    d = np.abs(gm - rm) / (spread + 1e-12)  # in units of the reference map's std
     dmax, dmean = float(d.max(initial=0.0)), float(d.mean()) if d.size else 0.0
     ds = np.abs(gs - rs)
     reasons = []
@@ -634,7 +636,7 @@ def _tiny_scorer():
     with torch.no_grad():
         for p in unet.parameters():
             p.normal_(0, 0.1)
-    return AnomalyScorer(unet, ScoreConfig(masks=2, smooth_sigma=1.0, perceptual_weight=0.0, knn_weight=0.0, image_score="map"), (1, 2)).eval()
+    return AnomalyScorer(unet, ScoreConfig(masks=2, smooth_sigma=1.0, perceptual_weight=0.0, knn_weight=0.0, image_score="map", map_units="std"), (1, 2)).eval()
 
 
 def probe_backends(include_compile: bool = False) -> list[dict]:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .knn import cell_size, grid_features, knn_distance
+from .local_stats import local_stats_map
 from .vgg import VGG19Features
 
 Baseline = Callable[[np.ndarray], np.ndarray]
@@ -32,25 +33,13 @@ def blur_residual(image: np.ndarray, sigma: float = 8.0) -> np.ndarray:
     return np.abs(x - _blur(x, sigma)).sum(axis=2)
 
 
-def _robust_z(x: np.ndarray) -> np.ndarray:
-    """(x - median) / (1.4826 * MAD) per channel of an HxWxC array."""
-    median = np.median(x, axis=(0, 1))
-    mad = np.median(np.abs(x - median), axis=(0, 1))
-    return (x - median) / (1.4826 * mad + 1e-6)
-
-
+@torch.inference_mode()
 def local_stats(image: np.ndarray, sigma: float = 4.0) -> np.ndarray:
-    """Local-statistics outliers: |z(local mean)| + |z(local std)| of the intensity (mean of the
-    channels), plus |z(local mean)| of each channel's colour offset (channel - intensity), which is
-    zero for gray images. Local statistics use a Gaussian window; z-scores are robust, against the
-    image-wide median and MAD."""
-    x = _check(image)
-    gray = x.mean(axis=2, keepdims=True)
-    mean = _blur(gray, sigma)[:, :, None]
-    std = np.sqrt(np.maximum(_blur(gray * gray, sigma)[:, :, None] - mean * mean, 0.0))
-    colour = _blur(x - gray, sigma)
-    score = np.abs(_robust_z(mean)) + np.abs(_robust_z(std)) + np.abs(_robust_z(colour)).sum(axis=2, keepdims=True)
-    return score[:, :, 0].astype(np.float32)
+    """Local-statistics outliers (edge.local_stats with robust z-scores): |z(local mean)| + |z(local
+    std)| of the intensity, plus |z(local mean)| of each channel's colour offset (zero for gray
+    images), in a Gaussian window, against the image-wide median and MAD."""
+    x = torch.from_numpy(_check(image)).permute(2, 0, 1)[None]
+    return local_stats_map(x, sigma)[0, 0].numpy()
 
 
 VGG_KNN_LAYERS = ("relu2_2", "relu3_1")

@@ -82,17 +82,22 @@ class ScoreConfig(_Strict):
     masks: int = Field(4, ge=0, le=16, description="complementary block-mask passes per scale (0 = clean input only)")
     clean_view: bool = Field(False, description="also score the clean input, restored in one pass per scale")
     mask_block: int = Field(8, ge=1, le=128, description="side of a scoring mask block, pixels")
-    pixel_weight: float = Field(0.25, ge=0.0, description="weight of the normalised multi-scale L2 map")
-    perceptual_weight: float = Field(0.25, ge=0.0, description="weight of the normalised multi-scale VGG map")
+    pixel_weight: float = Field(0.1, ge=0.0, description="weight of the normalised multi-scale L2 map of the U-Net's reconstruction; with perceptual_weight 0 too, nothing is fitted (docs/ablations.md section 5: on the dev set 0.1 costs 0.002 AUROC against 0, 0.25 costs 0.009)")
+    perceptual_weight: float = Field(0.1, ge=0.0, description="weight of the normalised multi-scale VGG map of the U-Net's reconstruction")
     knn_weight: float = Field(1.0, ge=0.0, description="weight of the normalised VGG self-similarity map (edge.knn)")
     knn_k: int = Field(5, ge=1, le=64, description="self-similarity: nearest other locations averaged")
     knn_radius: int = Field(4, ge=0, le=32, description="self-similarity: own neighbourhood excluded, in grid cells")
     knn_max_cells: int = Field(4096, ge=64, le=65536, description="self-similarity: grid cells at most (4 px cells, coarser for big frames); memory ~ cells^2")
+    knn_upscale: int = Field(2, ge=1, le=4, description="self-similarity: the input is enlarged this many times before its VGG19 features (finer features relative to the texture; cells stay 4 input px)")
+    knn_max_pixels: int = Field(1 << 20, ge=1 << 12, description="self-similarity: the enlarged input has at most this many pixels (the factor drops, down to 1, for big frames); VGG19 memory ~ pixels")
+    knn_stats_weight: float = Field(0.2, ge=0.0, description="self-similarity: weight of the local intensity statistics (mean, contrast, colour; z-scored per frame, edge.local_stats) appended to the VGG19 features (unit norm); 0 = VGG19 only")
+    knn_stats_sigma: float = Field(4.0, gt=0.0, le=64.0, description="self-similarity: Gaussian window of the local statistics, pixels")
     vgg_layers: tuple[str, ...] = Field(("relu1_2", "relu2_2", "relu3_1"), description="VGG19 layers of the perceptual and self-similarity maps")
     _layers = field_validator("vgg_layers")(_known_layers)
     normalise: Literal["std", "mean", "none"] = Field("std", description="per-image normalisation of each map before weighting")
     two_sided: bool = Field(False, description="score |normalised map|: unusually low errors count as anomalous too")
     smooth_sigma: float = Field(4.0, ge=0.0, le=64.0, description="Gaussian smoothing of the final map, pixels")
+    map_units: Literal["knn", "std"] = Field("knn", description="units of the anomaly map: 'knn' = the self-similarity map's (a VGG feature distance: comparable between the frames of a camera), 'std' = the frame's own standard deviations (every frame, good or not, has its 'most unusual' pixels at the same level)")
     image_score: Literal["knn", "map"] = Field("knn", description="image score from 'knn': the raw self-similarity map (VGG feature distance, comparable between the frames of a camera), or 'map': the standardised anomaly map (units of the frame's own std)")
     image_score_quantile: float = Field(0.999, gt=0.5, le=1.0, description="image score = mean of the map above this quantile")
     backend: Literal["torch", "onnxruntime", "tensorrt"] = Field("torch", description="where the scorer runs (edge.backends; docs/export.md)")
@@ -104,7 +109,17 @@ class ScoreConfig(_Strict):
     def _image_score_source(self) -> "ScoreConfig":
         if self.image_score == "knn" and self.knn_weight <= 0:
             raise ValueError("image_score 'knn' needs knn_weight > 0 (or set image_score: map)")
+        if self.map_units == "knn" and (self.knn_weight <= 0 or self.normalise != "std"):
+            raise ValueError("map_units 'knn' rescales the standardised map: it needs knn_weight > 0 and normalise: std "
+                             "(or set map_units: std)")
+        if self.knn_weight <= 0 and not self.uses_unet:
+            raise ValueError("every map weight is 0: set knn_weight, pixel_weight or perceptual_weight > 0")
         return self
+
+    @property
+    def uses_unet(self) -> bool:
+        """A map of the U-Net's reconstruction is scored (else the per-frame fit has no use)."""
+        return self.pixel_weight > 0 or self.perceptual_weight > 0
 
     @property
     def uses_vgg(self) -> bool:

@@ -5,7 +5,9 @@ from the previous frame's weights of as many steps as the frame-deadline schedul
 plans: `fit.warm_steps`, or fewer so that the fit fits `budget_ms` and the whole frame
 `frame_budget_ms` (at least 1 step; a budget that cannot be met is counted and logged). With
 `fit.score_before_warm_fit` a frame is scored with the weights fitted on earlier frames, before the
-warm fit on it, so the net has never seen the frame it judges.
+warm fit on it, so the net has never seen the frame it judges. When no scored map uses the U-Net
+(`score.pixel_weight` and `score.perceptual_weight` 0, the default) nothing is fitted: the frame is
+only scored.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from .vgg import VGG19Features
 
 @dataclass
 class Detection:
-    anomaly_map: np.ndarray  # float32 (H, W), standardised: in units of the image's own std
+    anomaly_map: np.ndarray  # float32 (H, W), in the units of `score.map_units`
     score: float
     fit_steps: int
     fit_ms: float
@@ -84,8 +86,12 @@ class Detector:
         return amap[0, 0, :height, :width].float().cpu().numpy(), float(score[0])
 
     def fit(self, x: torch.Tensor, budget_ms: float | None = None, frame_budget_ms: float | None = None) -> FitStats:
-        """Cold fit on a source's first frame, else a warm fit of the steps the scheduler plans."""
+        """Cold fit on a source's first frame, else a warm fit of the steps the scheduler plans (no
+        step at all when no scored map uses the U-Net)."""
         cold = self.model_version == 0
+        if not self.cfg.score.uses_unet:
+            self.model_version += 1
+            return FitStats(0, 0.0, float("nan"))
         if cold:
             self.fitter.reset()
             steps = self.cfg.fit.steps

@@ -1,5 +1,6 @@
 """VGG19 feature self-similarity: how far each location's features lie from the k nearest *other*
-locations of the same image, outside its own neighbourhood. A location unlike the rest of the
+locations of the same image, outside its own neighbourhood (optionally with local intensity
+statistics appended to the features, edge.local_stats). A location unlike the rest of the
 texture is far from all of them. The scorer adds it as a map (`score.knn_weight`); alone it is the
 `vgg_knn` baseline. Plain tensor ops with static shapes, so it exports to ONNX/TensorRT."""
 from __future__ import annotations
@@ -34,9 +35,9 @@ def grid_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cell: in
 
 
 def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
-    """(N, C, gh, gw) unit-norm features -> (N, 1, gh, gw): mean Euclidean distance of each location
-    to its k nearest locations more than `radius` cells away (Chebyshev) in the same image. On a
-    grid too small to leave k candidates outside that radius, the radius shrinks."""
+    """(N, C, gh, gw) features -> (N, 1, gh, gw): mean Euclidean distance of each location to its k
+    nearest locations more than `radius` cells away (Chebyshev) in the same image. On a grid too small
+    to leave k candidates outside that radius, the radius shrinks."""
     n, c, gh, gw = (int(v) for v in feats.shape)  # python ints, also under the ONNX tracer
     if gh * gw - 1 < k:
         raise ValueError(f"a {gh}x{gw} feature grid is too small for k={k} neighbours")
@@ -51,10 +52,11 @@ def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
     band_x = (xs[:, None] - xs[None]).abs() <= radius
     near = (band_y[:, None, :, None] & band_x[None, :, None, :]).reshape(gh * gw, gh * gw)
     q = feats.float().reshape(n, c, gh * gw)
-    # nearest = most similar (|a - b|^2 = 2 - 2 a.b for unit vectors): pick on the similarity, take
-    # the distance of the k picked only (fewer passes over the cells x cells matrix). In fp32 even
-    # under autocast: near-duplicates differ in the 3rd decimal, where bf16 rounds.
+    # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: per row, the nearest b maximise 2 a.b - |b|^2, so pick on
+    # that and take the distances of the k picked only (fewer passes over the cells x cells matrix).
+    # In fp32 even under autocast: near-duplicates differ in the 3rd decimal, where bf16 rounds.
     with torch.autocast(feats.device.type, enabled=False):
-        sim = (q.transpose(1, 2) @ q).masked_fill(near, float("-inf"))
-    top = sim.topk(k, dim=2).values
-    return (2 - 2 * top).clamp_min(0).sqrt().mean(2).reshape(n, 1, gh, gw)
+        sq = (q * q).sum(1)  # (n, cells)
+        closeness = (2 * q.transpose(1, 2) @ q - sq[:, None, :]).masked_fill(near, float("-inf"))
+        top = closeness.topk(k, dim=2).values
+        return (sq[:, :, None] - top).clamp_min(0).sqrt().mean(2).reshape(n, 1, gh, gw)

@@ -4,14 +4,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# standardised maps are in units of the image's own std: 0 = typical, >= 4 = far out
+# the map is shown in units of its own std above its mean: 0 = typical, >= 4 = far out
 DEFAULT_RANGE = (0.0, 6.0)
 
 
 def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vrange: tuple[float, float] = DEFAULT_RANGE, alpha: float = 0.5) -> np.ndarray:
-    """uint8 HxWx3 RGB image + float HxW map -> uint8 HxWx3 RGB overlay (JET colormap)."""
+    """uint8 HxWx3 RGB image + float HxW map -> uint8 HxWx3 RGB overlay (JET colormap), the map
+    standardised by its own mean and std and `vrange` spanning the colours."""
     lo, hi = vrange
-    scaled = np.clip((amap.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
+    amap = amap.astype(np.float32)
+    scaled = np.clip(((amap - amap.mean()) / (amap.std() + 1e-8) - lo) / max(hi - lo, 1e-6), 0, 1)
     heat = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
     return cv2.addWeighted(image, 1 - alpha, heat, alpha, 0)
 

@@ -11,7 +11,8 @@ Maps, per view: L2 = squared error summed over channels; perceptual = 1 - cosine
 VGG19 features of the reconstruction and the input, upsampled to the image. Each is averaged over
 scales. With `knn_weight > 0` a third map, not from the reconstruction, is added: the VGG19
 self-similarity of the input (edge.knn; on the dev set it carries most of the accuracy, see
-docs/ablations.md section 3). Every map is Gaussian-smoothed and normalised by its own image
+docs/ablations.md sections 3 and 5), computed on the input enlarged `knn_upscale` times, with local
+intensity statistics (edge.local_stats) appended to the VGG19 features. Every map is Gaussian-smoothed and normalised by its own image
 statistics (each image is its own reference), then weighted and summed (reconstruction maps
 averaged over views). Image score = mean of the top (1 - q) fraction of the raw self-similarity
 map (`image_score: knn`, VGG feature distance: standardising each frame's map by itself removes
@@ -27,7 +28,9 @@ from torch import nn
 
 from .config import ScoreConfig
 from .corrupt import _block_size
+from .filters import gaussian_blur, gaussian_kernel
 from .knn import cell_size, grid_features, knn_distance
+from .local_stats import stats_features
 from .patches import from_patches, to_patches
 from .unet import UNet
 from .vgg import VGG19Features
@@ -41,13 +44,6 @@ def mask_groups(h: int, w: int, block: int, groups: int) -> torch.Tensor:
     j = torch.arange(w // b).view(1, -1) % r
     gid = ((i * r + j) % groups).repeat_interleave(b, 0).repeat_interleave(b, 1)
     return torch.stack([gid == g for g in range(groups)]).unsqueeze(1)
-
-
-def gaussian_kernel(sigma: float) -> torch.Tensor:
-    radius = max(1, int(round(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
 
 
 class AnomalyScorer(nn.Module):
@@ -85,12 +81,7 @@ class AnomalyScorer(nn.Module):
         return from_patches(rec, s)
 
     def _smooth(self, m: torch.Tensor) -> torch.Tensor:
-        k = self.kernel
-        if k.numel() == 1:
-            return m
-        r = k.numel() // 2
-        m = F.conv2d(F.pad(m, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-        return F.conv2d(F.pad(m, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+        return gaussian_blur(m, self.kernel)
 
     def _normalise(self, m: torch.Tensor) -> torch.Tensor:
         """Make maps of different units comparable, per image: 'std' standardises, 'mean' divides
@@ -125,18 +116,37 @@ class AnomalyScorer(nn.Module):
             out.append((self._smooth(l2), self._smooth(perc) if perceptual else None))
         return out
 
-    def knn_map(self, x: torch.Tensor, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Smoothed VGG19 self-similarity map of the input (edge.knn), unnormalised."""
+    def knn_upscale(self, h: int, w: int) -> int:
+        """The self-similarity input's enlargement for an h x w frame: `knn_upscale`, lowered (to 1 at
+        least) while the enlarged frame would exceed `knn_max_pixels`."""
+        f = self.cfg.knn_upscale
+        while f > 1 and h * w * f * f > self.cfg.knn_max_pixels:
+            f -= 1
+        return f
+
+    def knn_map(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Smoothed VGG19 self-similarity map of the input (edge.knn), unnormalised. `feats`: the
+        input's VGG19 features if already computed (unused when the input is enlarged first)."""
         cfg, (h, w) = self.cfg, (int(x.shape[-2]), int(x.shape[-1]))
-        cell = cell_size(h, w, max(4, max(h // int(f.shape[-2]) for f in feats.values())), cfg.knn_max_cells)
-        d = knn_distance(grid_features(feats, (h, w), cell), cfg.knn_k, cfg.knn_radius)
+        f = self.knn_upscale(h, w)
+        if f > 1:
+            feats = self._features(F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False))
+        elif feats is None:
+            feats = self._features(x)
+        stride = max(h * f // int(a.shape[-2]) for a in feats.values())
+        cell = cell_size(h * f, w * f, max(4 * f, stride), cfg.knn_max_cells)
+        g = grid_features(feats, (h * f, w * f), cell)
+        if cfg.knn_stats_weight > 0:
+            g = torch.cat([g.float(), cfg.knn_stats_weight * stats_features(x, cell // f, cfg.knn_stats_sigma)], dim=1)
+        d = knn_distance(g, cfg.knn_k, cfg.knn_radius)
         return self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         amap = torch.zeros_like(x[:, :1])
-        feats = self._features(x) if self.vgg is not None else None
-        views = self.raw_maps(x, feats) if cfg.pixel_weight > 0 or cfg.perceptual_weight > 0 else []
+        knn_own_input = cfg.knn_weight > 0 and self.knn_upscale(int(x.shape[-2]), int(x.shape[-1])) == 1
+        feats = self._features(x) if cfg.perceptual_weight > 0 or knn_own_input else None
+        views = self.raw_maps(x, feats) if cfg.uses_unet else []
         for l2, perc in views:
             amap = amap + cfg.pixel_weight * self._normalise(l2) / len(views)
             if perc is not None:
@@ -144,6 +154,8 @@ class AnomalyScorer(nn.Module):
         knn = self.knn_map(x, feats) if cfg.knn_weight > 0 else None
         if knn is not None:
             amap = amap + cfg.knn_weight * self._normalise(knn)
+            if cfg.map_units == "knn":  # the same map, rescaled per frame into the kNN distance's units
+                amap = knn.mean(dim=(2, 3), keepdim=True) + knn.std(dim=(2, 3), keepdim=True) * amap / cfg.knn_weight
         pixels = int(amap.shape[-2]) * int(amap.shape[-1])  # python ints, also under the ONNX tracer
         k = max(1, int(round((1 - cfg.image_score_quantile) * pixels)))
         score = (knn if cfg.image_score == "knn" else amap).flatten(1).topk(k, dim=1).values.mean(1)

@@ -162,7 +162,7 @@ def run_bench(cfg, height: int, width: int, repeat: int = 5, *, compile: bool = 
             if row is base:
                 ref = (amap, score)
             else:
-                row.map_diff = max(row.map_diff, float(np.abs(amap - ref[0]).max()))
+                row.map_diff = max(row.map_diff, float(np.abs(amap - ref[0]).max() / (ref[0].std() + 1e-12)))
                 row.score_diff = max(row.score_diff, abs(score - ref[1]))
         live = [r for r in live if r.error is None]
 
@@ -224,7 +224,7 @@ def render(result: dict) -> None:
     m = result["machine"]
     console.print(f"torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, "
                     f"GPU: {m['gpu'] or 'none'}. x eager > 1 is faster than torch eager; Δ against the baseline's map "
-                    f"(map in std units).")
+                    f"(in units of the baseline map's std).")
 
 
 def write_json(result: dict, path: str | Path) -> None:

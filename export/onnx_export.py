@@ -264,7 +264,8 @@ def export_scorer(
     if fp16:
         _fp16_unet(module.unet)
     module.requires_grad_(False)
-    fingerprints = _unique_fill(params)
+    # a scorer without U-Net maps (score.pixel_weight = perceptual_weight = 0) has no per-frame weights
+    fingerprints = _unique_fill(params) if scorer.cfg.uses_unet else {}
     dummy = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         model = _export_torchscript(module, dummy, opset) if exporter == "torchscript" else _export_dynamo(module, dummy, opset)

@@ -106,11 +106,11 @@ class NodeConfig(_Strict):
     bind: Endpoint = Field(LOCAL, description="endpoint the node publishes results, events and heartbeats on")
     input: Literal["sub", "pull"] = Field("sub", description="must match the sources' pattern (pub -> sub, push -> pull)")
     connect: tuple[Endpoint, ...] = Field((), description="extra camera endpoints to read, beyond this config's sources")
-    threshold: float = Field(0.72, description="absolute image-score threshold: a frame is anomalous iff its score > threshold. "
-                             "With the default score.image_score 'knn' the score is a VGG feature distance (0 to 2; 0.72 flags none of "
-                             "the good dev images); calibrate it on normal production")
-    region_threshold: float = Field(3.0, description="level of the anomaly map (units of the frame's own std) that outlines "
-                                    "regions; 3.0 maximised pixel F1 on the dev set")
+    threshold: float = Field(0.73, description="absolute image-score threshold: a frame is anomalous iff its score > threshold. "
+                             "With the default score.image_score 'knn' the score is a feature distance (0.73: just above the 95th "
+                             "percentile of the good dev images' scores); calibrate it on normal production")
+    region_threshold: float = Field(3.0, description="level of the anomaly map, in units of the frame's own std above its mean, "
+                                    "that outlines regions; 3.0 maximised pixel F1 on the dev set")
     min_region_area: int = Field(16, ge=1, description="smaller connected components are ignored, pixels")
     max_regions: int = Field(32, ge=0, le=MAX_REGIONS, description="largest regions reported per frame")
     budget_ms: float | None = Field(None, gt=0, description="time budget of a warm fit; None = fit.warm_steps steps")

@@ -7,9 +7,16 @@ import numpy as np
 from .protocol import Region
 
 
+def standardised(amap: np.ndarray) -> np.ndarray:
+    """The map in units of its own standard deviation above its mean."""
+    return (amap - amap.mean()) / (amap.std() + 1e-8)
+
+
 def find_regions(amap: np.ndarray, threshold: float, min_area: int = 1, max_regions: int = 32) -> tuple[Region, ...]:
-    """The `max_regions` largest 8-connected components of `amap > threshold` with at least `min_area` pixels."""
-    binary = (amap > threshold).astype(np.uint8)
+    """The `max_regions` largest 8-connected components, with at least `min_area` pixels, where the map
+    lies more than `threshold` of its own standard deviations above its mean (whatever the map's
+    units); each region's `peak` is in the map's units."""
+    binary = (standardised(amap) > threshold).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     regions = []

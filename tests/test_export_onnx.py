@@ -37,7 +37,7 @@ FP16_ATOL = 0.05
 def tiny_cfg(**score) -> SSDNetConfig:
     return SSDNetConfig(model=ModelConfig(base_channels=8), loss=LossConfig(perceptual_weight=0.0),
                         fit=FitConfig(steps=2, warm_steps=1, amp=False),
-                        score=ScoreConfig(**{"perceptual_weight": 0.0, "knn_weight": 0.0, "image_score": "map", "amp": False, **score}), device="cpu")
+                        score=ScoreConfig(**{"perceptual_weight": 0.0, "knn_weight": 0.0, "image_score": "map", "map_units": "std", "amp": False, **score}), device="cpu")
 
 
 def make_scorer(cfg: SSDNetConfig, seed: int = 0) -> AnomalyScorer:
@@ -255,18 +255,22 @@ def test_dynamo_exporter_keeps_names_and_parity(scorer):
     assert float((om - rm).abs().max()) < FP32_ATOL
 
 
-def test_scorer_with_vgg_maps_exports():
-    """Perceptual and self-similarity maps (VGG19 frozen in the graph) match torch in ONNX Runtime."""
+@pytest.mark.parametrize("score, per_frame", [
+    (dict(masks=0, perceptual_weight=0.5, vgg_layers=("relu1_2",)), True),  # perceptual + self-similarity maps
+    (dict(pixel_weight=0.0, perceptual_weight=0.0), False),  # self-similarity only (the fast preset)
+])
+def test_scorer_with_vgg_maps_exports(score, per_frame):
+    """VGG19 maps (VGG19 frozen in the graph) match torch in ONNX Runtime; only U-Net weights are
+    per-frame inputs, and with no U-Net map there are none."""
     from edge.vgg import VGG19Features, VGGWeightsError
 
+    cfg = ScoreConfig(amp=False, **score)
     try:
-        vgg = VGG19Features(None, ("relu1_2",))
+        vgg = VGG19Features(None, cfg.vgg_layers)
     except VGGWeightsError as e:
         pytest.skip(f"no VGG19 weights here: {str(e).splitlines()[0]}")
-    cfg = SSDNetConfig(model=ModelConfig(base_channels=4), fit=FitConfig(scales=(1, 2), amp=False),
-                       score=ScoreConfig(masks=0, perceptual_weight=0.5, knn_weight=1.0, vgg_layers=("relu1_2",)))
     torch.manual_seed(0)
-    sc = AnomalyScorer(UNet(4).eval(), cfg.score, cfg.fit.scales, vgg).eval()
+    sc = AnomalyScorer(UNet(4).eval(), cfg, (1, 2), vgg).eval()
     with torch.no_grad():
         sc.unet.head.weight.normal_(0, 0.05)
     ort_scorer = OnnxRuntimeScorer(copy.deepcopy(sc), strategy="inputs")
@@ -276,7 +280,7 @@ def test_scorer_with_vgg_maps_exports():
     om, os_ = ort_scorer.score(x)
     assert float((om - rm).abs().max()) < FP32_ATOL and abs(float(os_[0] - rs[0])) < FP32_ATOL
     names = ort_scorer._graphs[(64, 64)].exported.weight_names
-    assert all(not n.startswith("vgg") for n in names)  # only the U-Net is per-frame
+    assert bool(names) == per_frame and all(n.split(".")[0] in ("enc", "dec", "up", "head") for n in names)
 
 
 def test_cli_export_writes_onnx_and_sidecar(tmp_path):

@@ -41,7 +41,7 @@ needs_trt = pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason="needs TensorR
 
 def tiny_scorer(masks: int = 2) -> AnomalyScorer:
     torch.manual_seed(0)
-    cfg = ScoreConfig(masks=masks, smooth_sigma=1.0, perceptual_weight=0.0, knn_weight=0.0, image_score="map")
+    cfg = ScoreConfig(masks=masks, smooth_sigma=1.0, perceptual_weight=0.0, knn_weight=0.0, image_score="map", map_units="std")
     unet = UNet(4).eval()
     with torch.no_grad():
         unet.head.weight.normal_(0, 0.05)
@@ -215,6 +215,15 @@ def test_parity_gate_refuses_outputs_out_of_tolerance(change, reason):
     assert not rep.ok and reason in rep.reason
 
 
+def test_parity_gate_measures_in_the_reference_maps_std():
+    ref_map, ref_score = _synthetic()
+    noise = np.random.default_rng(1).normal(0, 0.005, ref_map.shape).astype(np.float32)
+    std_units = parity_check(ref_map, ref_score, ref_map + noise, ref_score)
+    scaled = parity_check(0.6 + 0.05 * ref_map, ref_score, 0.6 + 0.05 * (ref_map + noise), ref_score)  # knn units
+    assert scaled.map_max_abs == pytest.approx(std_units.map_max_abs, rel=1e-3) and scaled.ok
+    assert not parity_check(0.05 * ref_map, ref_score, 0.05 * ref_map + 0.025, ref_score).ok  # 0.5 std off
+
+
 def test_parity_tolerance_is_configurable():
     ref_map, ref_score = _synthetic()
     loose = ParityTolerance(map_atol=1.0, map_mean_atol=1.0, score_rtol=1.0)
@@ -250,7 +259,7 @@ def test_gate_refuses_and_evicts_an_engine_that_fails(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.parametrize("strategy", ["refit", "inputs"])
 def test_tensorrt_fp16_engine_refits_and_matches_torch(tmp_path, strategy):
-    cfg = SSDNetConfig(model=ModelConfig(base_channels=8), fit=FitConfig(amp=False), score=ScoreConfig(perceptual_weight=0.0, knn_weight=0.0, image_score="map"))
+    cfg = SSDNetConfig(model=ModelConfig(base_channels=8), fit=FitConfig(amp=False), score=ScoreConfig(perceptual_weight=0.0, knn_weight=0.0, image_score="map", map_units="std"))
     torch.manual_seed(0)
     sc = AnomalyScorer(UNet(8).eval(), cfg.score, cfg.fit.scales).eval().cuda()
     trt_scorer = TensorRTScorer(copy.deepcopy(sc), precision="fp16", strategy=strategy, cache=tmp_path)

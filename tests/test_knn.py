@@ -68,7 +68,8 @@ def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
     rng = np.random.default_rng(3)
     clean = texture("brick", 128, rng)
     image, mask = draw_defect(clean, rng, "hole")
-    cfg = ScoreConfig(pixel_weight=0.0, perceptual_weight=0.0, knn_weight=1.0, vgg_layers=("relu2_2", "relu3_1"))
+    cfg = ScoreConfig(pixel_weight=0.0, perceptual_weight=0.0, knn_weight=1.0, vgg_layers=("relu2_2", "relu3_1"),
+                      knn_upscale=1, knn_stats_weight=0.0)  # the baseline's map: features of the input as it is
     scorer = AnomalyScorer(UNet(4).eval(), cfg, (2,), VGG19Features(layers=cfg.vgg_layers)).eval()
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
@@ -89,7 +90,11 @@ def test_image_score_from_the_self_similarity_map_needs_that_map():
 
     with pytest.raises(ValidationError, match="image_score: map"):
         ScoreConfig(knn_weight=0.0)
-    assert ScoreConfig(knn_weight=0.0, image_score="map").image_score == "map"
+    with pytest.raises(ValidationError, match="map_units: std"):  # the map's units are the kNN's too
+        ScoreConfig(knn_weight=0.0, image_score="map")
+    assert ScoreConfig(knn_weight=0.0, image_score="map", map_units="std").image_score == "map"
+    with pytest.raises(ValidationError, match="every map weight is 0"):
+        ScoreConfig(knn_weight=0.0, pixel_weight=0.0, perceptual_weight=0.0, image_score="map", map_units="std")
 
 
 def test_scorer_and_fitter_use_their_own_layers_of_a_shared_vgg_trunk():
@@ -108,3 +113,42 @@ def test_scorer_and_fitter_use_their_own_layers_of_a_shared_vgg_trunk():
     shared = Fitter(cfg, "cpu", VGG19Features(layers=("relu1_2", "relu2_2"))).fit(image, 1)
     own = Fitter(cfg, "cpu", VGG19Features(layers=("relu1_2",))).fit(image, 1)
     assert shared.loss == pytest.approx(own.loss, rel=1e-6)  # the loss reads relu1_2 only
+
+
+def test_enlarged_self_similarity_input_finds_a_defect_and_is_bounded_for_big_frames():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from edge.config import ScoreConfig
+    from edge.scoring import AnomalyScorer
+    from edge.unet import UNet
+    from edge.vgg import VGG19Features
+    from pipeline.synthetic import draw_defect, texture
+
+    rng = np.random.default_rng(3)
+    image, mask = draw_defect(texture("brick", 128, rng), rng, "hole")
+    cfg = ScoreConfig(pixel_weight=0.0, perceptual_weight=0.0, knn_weight=1.0, knn_stats_weight=0.0, knn_upscale=2)
+    scorer = AnomalyScorer(UNet(4).eval(), cfg, (2,), VGG19Features(layers=cfg.vgg_layers)).eval()
+    assert scorer.knn_upscale(128, 128) == 2
+    assert scorer.knn_upscale(1080, 1920) == 1  # 2x would be 8.3 Mpx > knn_max_pixels (1 Mpx)
+    assert AnomalyScorer(UNet(4), cfg.model_copy(update={"knn_upscale": 3}), (2,), scorer.vgg).knn_upscale(400, 400) == 2
+    calls = []
+    scorer.vgg.register_forward_hook(lambda _m, args, _out: calls.append(tuple(args[0].shape[-2:])))
+    with torch.inference_mode():
+        amap, score = scorer(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
+    assert calls == [(256, 256)]  # only the enlarged input went through VGG19 (no other map needs it)
+    assert amap.shape[-2:] == (128, 128)
+    assert roc_auc_score(mask.ravel(), amap[0, 0].numpy().ravel()) > 0.9
+    assert 0 < float(score[0]) < 2
+
+
+def test_distances_are_euclidean_for_features_of_any_norm():
+    torch.manual_seed(2)
+    f = torch.randn(1, 6, 7, 7) * torch.rand(1, 1, 7, 7) * 3  # mixed norms, as with statistics appended
+    d = knn_distance(f, k=3, radius=1)[0, 0]
+    q = f[0].reshape(6, -1).t()
+    full = torch.cdist(q, q)
+    ys, xs = torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij")
+    near = ((ys.flatten()[:, None] - ys.flatten()[None]).abs() <= 1) & ((xs.flatten()[:, None] - xs.flatten()[None]).abs() <= 1)
+    expect = full.masked_fill(near, float("inf")).topk(3, dim=1, largest=False).values.mean(1).reshape(7, 7)
+    assert torch.allclose(d, expect, atol=1e-4)
