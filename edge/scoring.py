@@ -10,11 +10,13 @@ repair masked, shuffled and noisy blocks, "repairs" what does not fit the textur
 Maps, per view: L2 = squared error summed over channels; perceptual = 1 - cosine similarity of
 VGG19 features of the reconstruction and the input, upsampled to the image. Each is averaged over
 scales. With `knn_weight > 0` a third map, not from the reconstruction, is added: the VGG19
-self-similarity of the input (edge.knn; on the dev set it carries most of the accuracy, see
+self-similarity of the input (edge.knn; on the dev set it carries the accuracy, see
 docs/ablations.md sections 3 and 5), computed on the input enlarged `knn_upscale` times, with local
-intensity statistics (edge.local_stats) appended to the VGG19 features. Every map is Gaussian-smoothed and normalised by its own image
-statistics (each image is its own reference), then weighted and summed (reconstruction maps
-averaged over views). Image score = mean of the top (1 - q) fraction of the raw self-similarity
+intensity statistics (edge.local_stats) appended to the VGG19 features. Every map is
+Gaussian-smoothed and normalised by its own image statistics (each image is its own reference),
+then weighted and summed (reconstruction maps averaged over views); with `map_units: knn` the sum
+is rescaled per frame into the self-similarity map's raw units, so maps of different frames
+compare. Image score = mean of the top (1 - q) fraction of the raw self-similarity
 map (`image_score: knn`, VGG feature distance: standardising each frame's map by itself removes
 what tells frames apart) or of the anomaly map (`image_score: map`).
 """
