@@ -69,7 +69,7 @@ def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
     clean = texture("brick", 128, rng)
     image, mask = draw_defect(clean, rng, "hole")
     cfg = ScoreConfig(pixel_weight=0.0, perceptual_weight=0.0, knn_weight=1.0, vgg_layers=("relu2_2", "relu3_1"),
-                      knn_upscale=1, knn_stats_weight=0.0)  # the baseline's map: features of the input as it is
+                      knn_upscale=1, knn_stats_weight=0.0, knn_radius=4)  # the baseline's map: the input as it is
     scorer = AnomalyScorer(UNet(4).eval(), cfg, (2,), VGG19Features(layers=cfg.vgg_layers)).eval()
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
