@@ -98,7 +98,7 @@ class ScoreConfig(_Strict):
     two_sided: bool = Field(False, description="score |normalised map|: unusually low errors count as anomalous too")
     smooth_sigma: float = Field(4.0, ge=0.0, le=64.0, description="Gaussian smoothing of the final map, pixels")
     map_units: Literal["knn", "std"] = Field("knn", description="units of the anomaly map: 'knn' = the self-similarity map's (a VGG feature distance: comparable between the frames of a camera), 'std' = the frame's own standard deviations (every frame, good or not, has its 'most unusual' pixels at the same level)")
-    image_score: Literal["knn", "map"] = Field("knn", description="image score from 'knn': the raw self-similarity map (VGG feature distance, comparable between the frames of a camera), or 'map': the standardised anomaly map (units of the frame's own std)")
+    image_score: Literal["knn", "map"] = Field("knn", description="image score from 'knn': the raw self-similarity map (VGG feature distance, comparable between the frames of a camera), or 'map': the anomaly map itself (in `map_units`)")
     image_score_quantile: float = Field(0.999, gt=0.5, le=1.0, description="image score = mean of the map above this quantile")
     backend: Literal["torch", "onnxruntime", "tensorrt"] = Field("torch", description="where the scorer runs (edge.backends; docs/export.md)")
     amp: bool = Field(True, description="torch backend: score under bf16 autocast on CPU, fp16 on CUDA (docs/performance.md)")

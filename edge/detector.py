@@ -6,7 +6,7 @@ plans: `fit.warm_steps`, or fewer so that the fit fits `budget_ms` and the whole
 `frame_budget_ms` (at least 1 step; a budget that cannot be met is counted and logged). With
 `fit.score_before_warm_fit` a frame is scored with the weights fitted on earlier frames, before the
 warm fit on it, so the net has never seen the frame it judges. When no scored map uses the U-Net
-(`score.pixel_weight` and `score.perceptual_weight` 0, the default) nothing is fitted: the frame is
+(`score.pixel_weight` and `score.perceptual_weight` 0, as in configs/self-similarity.yaml) nothing is fitted: the frame is
 only scored.
 """
 from __future__ import annotations

@@ -36,9 +36,8 @@ def _z(x: torch.Tensor, robust: bool = False) -> torch.Tensor:
 def stats_features(x: torch.Tensor, cell: int, sigma: float) -> torch.Tensor:
     """(N, 3, H, W) -> (N, 5, ceil(H / cell), ceil(W / cell)): local moments averaged over `cell` px
     cells, z-scored per image (the same grid as edge.knn.grid_features)."""
-    with torch.autocast(x.device.type, enabled=False):
-        m = local_moments(x, sigma)
-        return _z(F.avg_pool2d(m, cell, cell, ceil_mode=True) if cell > 1 else m)
+    m = local_moments(x, sigma)  # fp32, computed outside autocast
+    return _z(F.avg_pool2d(m, cell, cell, ceil_mode=True) if cell > 1 else m)
 
 
 def local_stats_map(x: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:

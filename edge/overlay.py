@@ -8,12 +8,16 @@ import numpy as np
 DEFAULT_RANGE = (0.0, 6.0)
 
 
+def standardised(amap: np.ndarray) -> np.ndarray:
+    """The map in units of its own standard deviation above its mean (whatever the map's units)."""
+    return (amap - amap.mean()) / (amap.std() + 1e-8)
+
+
 def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vrange: tuple[float, float] = DEFAULT_RANGE, alpha: float = 0.5) -> np.ndarray:
     """uint8 HxWx3 RGB image + float HxW map -> uint8 HxWx3 RGB overlay (JET colormap), the map
     standardised by its own mean and std and `vrange` spanning the colours."""
     lo, hi = vrange
-    amap = amap.astype(np.float32)
-    scaled = np.clip(((amap - amap.mean()) / (amap.std() + 1e-8) - lo) / max(hi - lo, 1e-6), 0, 1)
+    scaled = np.clip((standardised(amap.astype(np.float32)) - lo) / max(hi - lo, 1e-6), 0, 1)
     heat = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
     return cv2.addWeighted(image, 1 - alpha, heat, alpha, 0)
 

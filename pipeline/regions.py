@@ -4,12 +4,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge.overlay import standardised
+
 from .protocol import Region
-
-
-def standardised(amap: np.ndarray) -> np.ndarray:
-    """The map in units of its own standard deviation above its mean."""
-    return (amap - amap.mean()) / (amap.std() + 1e-8)
 
 
 def find_regions(amap: np.ndarray, threshold: float, min_area: int = 1, max_regions: int = 32) -> tuple[Region, ...]:
