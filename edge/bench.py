@@ -1,10 +1,12 @@
 """`ssdnet bench`: where the time of one streaming frame goes, measured in one run.
 
 Sections (each failure is reported as "n/a: <reason>", the others still run):
-- fit step: one optimiser step of the Fitter (corrupt, U-Net, VGG19 loss, backward, Adam), fp32 vs
+- fit step: one optimiser step of the Fitter (corrupt, U-Net, VGG19 loss, backward, Adam), fp32
+  eager (PyTorch's default NCHW layout: the baseline) vs fp32 channels_last (the layout alone) vs
   mixed precision (bf16 autocast + channels_last on the CPU, fp16 on CUDA), eager vs torch.compile
-  (U-Net and VGG forwards compiled; with --compile, which takes minutes on a CPU), and on CUDA the whole step captured in a CUDA graph. Variants
-  run in interleaved rounds so load from other processes hits them alike; medians of step times.
+  (U-Net and VGG forwards compiled; with --compile, which takes minutes on a CPU), and on CUDA the
+  whole step captured in a CUDA graph. Variants run in interleaved rounds so load from other
+  processes hits them alike; medians of step times.
 - scorer: per-frame scorer latency per backend, with and without a weight update (export.bench).
 - pipeline: a real line (synthetic camera -> node -> collector, spawned processes, tcp 127.0.0.1)
   against the node's compute alone (Detector.process on the same synthetic frames, in-process, no
@@ -23,6 +25,7 @@ Use `--threads` no larger than the cores free: oversubscribed torch threads slow
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -110,26 +113,16 @@ def _cuda_graph_step(cfg, vgg, x: torch.Tensor, steps: int) -> dict | str:
     if not torch.cuda.is_available():
         return "n/a: no CUDA device"
     try:
-        import math as _m
-
         from edge.fitter import Fitter
-        from edge.patches import to_patches
 
-        fcfg = cfg
-        f = Fitter(fcfg, "cuda", vgg)
+        f = Fitter(_with_fit(cfg, amp=False, channels_last=cfg.fit.amp), "cuda", vgg)  # bf16 autocast below
         f.optimizer = torch.optim.Adam(f.model.parameters(), lr=cfg.fit.lr, capturable=True)
-        xs = x.cuda().contiguous(memory_format=f.fmt)
-        grids = [to_patches(xs, s) for s in cfg.fit.scales]
+        grids = f.patch_grids(x.cuda())
         f.model.train()
-        dtype = torch.bfloat16 if cfg.fit.amp else None
 
         def step():
-            loss = 0.0
-            with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
-                for p in grids:
-                    k = max(1, _m.ceil(cfg.fit.patch_fraction * p.shape[0]))
-                    idx = torch.randperm(p.shape[0], generator=f.generator, device="cuda")[:k]
-                    loss = loss + f._loss(p[idx])
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.fit.amp):
+                loss = f.step_loss(grids)
             f.optimizer.zero_grad(set_to_none=False)
             loss.backward()
             f.optimizer.step()
@@ -167,13 +160,15 @@ def bench_fit(cfg, size: int, batch: int, steps: int, *, compile: bool, device: 
     imgs = _frames(size, batch, seed=1)
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
     x = pad_to_multiple(x, pad_multiple(cfg.fit.scales))
-    variants = [("fp32", _with_fit(cfg, amp=False), False), ("amp", _with_fit(cfg, amp=True), False)]
+    fp32 = _with_fit(cfg, amp=False, channels_last=False)  # fp32 eager: PyTorch's default layout, the baseline
+    variants = [("fp32", fp32, False), ("fp32_channels_last", _with_fit(cfg, amp=False, channels_last=True), False),
+                ("amp", _with_fit(cfg, amp=True), False)]
     if compile:
-        variants += [("compile_fp32", _with_fit(cfg, amp=False), True), ("compile_amp", _with_fit(cfg, amp=True), True)]
+        variants += [("compile_fp32", fp32, True), ("compile_amp", _with_fit(cfg, amp=True), True)]
     runs = []
     for name, c, comp in variants:
-        say(f"fit step: setting up {name}")
-        runs.append(_FitVariant(name, c, device, vgg, x, compile=comp))
+        say(f"fit step: setting up {name}")  # each its own VGG19: a Fitter converts the trunk's layout and dtype
+        runs.append(_FitVariant(name, c, device, copy.deepcopy(vgg), x, compile=comp))
     per_round = max(1, math.ceil(steps / rounds))
     for r in range(rounds):
         say(f"fit step: round {r + 1}/{rounds}")
@@ -414,7 +409,8 @@ def run(cfg, *, size: int = 256, batch: int = 1, steps: int = 6, backends: set[s
 
     fit = section("fit", lambda: bench_fit(cfg, size, batch, steps, compile=compile, device=device, say=say))
     if fit is not None:
-        result["fit_step_ms"] = {k: v["ms"] for k, v in fit.items() if isinstance(v, dict) and k in ("fp32", "amp")}
+        result["fit_step_ms"] = {k: v["ms"] for k, v in fit.items()
+                                 if isinstance(v, dict) and k in ("fp32", "fp32_channels_last", "amp")}
         result["fit_step"] = fit
     sc = section("scorer", lambda: bench_scorer(cfg, size, repeat, backends, say=say))
     if sc is not None:
@@ -458,7 +454,10 @@ def render(result: dict) -> None:
     for name, v in fit.items():
         if isinstance(v, dict):
             rel = f"{base / v['ms']:.2f}x fp32" if base and name != "cuda_graph" else ""
-            t.add_row("fit step", name, f"{v['ms']:.1f} ms", rel, f"p95 {v.get('p95_ms', '-')} ms, {v['steps']} steps, setup {v.get('setup_s', '-')} s")
+            note = f"p95 {v.get('p95_ms', '-')} ms, {v['steps']} steps, setup {v.get('setup_s', '-')} s"
+            if name == "amp" and isinstance(fit.get("fp32_channels_last"), dict):
+                note += f"; {fit['fp32_channels_last']['ms'] / v['ms']:.2f}x fp32_channels_last (the dtype alone)"
+            t.add_row("fit step", name, f"{v['ms']:.1f} ms", rel, note)
         else:
             t.add_row("fit step", name, "n/a", "", escape(str(v)))
     sb = result.get("scorer_ms", {})

@@ -15,14 +15,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """The mixed-precision dtype: bf16 on the CPU, fp16 on CUDA."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on the CPU, fp16 on CUDA; a no-op when disabled."""
     if not enabled:
         return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=autocast_dtype(device))
 
 
-def memory_format(device: torch.device, amp: bool) -> torch.memory_format:
-    """channels_last pays off with mixed precision (oneDNN on the CPU, tensor cores on CUDA)."""
-    return torch.channels_last if amp else torch.contiguous_format
+def memory_format(device: torch.device, amp: bool, channels_last: bool | None = None) -> torch.memory_format:
+    """channels_last pays off on the CPU in any precision (oneDNN) and on CUDA with mixed precision
+    (tensor cores); `channels_last` True/False overrides."""
+    if channels_last is None:
+        channels_last = device.type == "cpu" or amp
+    return torch.channels_last if channels_last else torch.contiguous_format

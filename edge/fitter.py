@@ -7,6 +7,7 @@ Everything happens on the device, with no host round trip inside a step.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from .config import SSDNetConfig
 from .corrupt import corrupt
-from .device import autocast, memory_format, resolve_device
+from .device import autocast, autocast_dtype, memory_format, resolve_device
 from .patches import pad_multiple, pad_to_multiple, to_patches
 from .unet import UNet
 from .vgg import VGG19Features
@@ -43,6 +44,17 @@ def image_to_tensor(image: np.ndarray, device: torch.device, multiple: int) -> t
     return pad_to_multiple(x, multiple)
 
 
+def cosine_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-location cosine similarity over channels (dim 1): (N, C, H, W) -> (N, H, W), in fp32.
+
+    Products and channel sums stay in the features' dtype (the CPU's bf16 sums accumulate in fp32),
+    over the contiguous channel axis of channels_last tensors: F.cosine_similarity on fp32 copies
+    took 3x as long, forward and backward (docs/performance.md)."""
+    a, b = a.movedim(1, -1), b.movedim(1, -1)
+    dot, aa, bb = ((u * v).sum(-1).float() for u, v in ((a, b), (a, a), (b, b)))
+    return dot * torch.rsqrt((aa * bb).clamp_min(eps * eps))
+
+
 class Fitter:
     """Owns the U-Net, its optimizer and the VGG19 loss; fits them to one image at a time."""
 
@@ -50,11 +62,13 @@ class Fitter:
         self.cfg = cfg
         self.device = torch.device(device) if device is not None else resolve_device(cfg.device)
         self.amp = cfg.fit.amp
-        self.fmt = memory_format(self.device, self.amp)
+        self.fmt = memory_format(self.device, self.amp, cfg.fit.channels_last)
         self.multiple = pad_multiple(cfg.fit.scales)
         self.vgg = None
         if cfg.loss.perceptual_weight > 0:
             self.vgg = (vgg or VGG19Features(cfg.vgg_weights, cfg.loss.vgg_layers)).to(self.device, memory_format=self.fmt)
+            if self.amp:  # a copy in the autocast dtype: autocast would re-cast the frozen weights on every call
+                self.vgg = copy.deepcopy(self.vgg).to(autocast_dtype(self.device))
         self.generator = torch.Generator(self.device)
         torch.manual_seed(cfg.fit.seed)
         self.model = UNet(cfg.model.base_channels).to(self.device, memory_format=self.fmt)
@@ -68,7 +82,7 @@ class Fitter:
         self.load_state_dict(self._initial)
 
     def _new_optimizer(self) -> None:
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.fit.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.fit.lr, fused=True)  # one kernel, not a loop over parameters
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -80,16 +94,31 @@ class Fitter:
         self._new_optimizer()
 
     def _loss(self, clean: torch.Tensor) -> torch.Tensor:
+        """The loss on one batch of clean patches (call under `autocast`)."""
         cfg = self.cfg
+        out = self.model(corrupt(clean, cfg.corruption, self.generator).contiguous(memory_format=self.fmt))
+        loss = cfg.loss.pixel_weight * F.mse_loss(out.float(), clean)
+        if self.vgg is not None:
+            with torch.no_grad():
+                target = self.vgg(clean)
+            feats = self.vgg(out)  # a trunk shared with the scorer may return more layers than the loss's
+            cos = [cosine_similarity(feats[k], target[k]).mean() for k in cfg.loss.vgg_layers]
+            loss = loss + cfg.loss.perceptual_weight * (1 - sum(cos) / len(cos))
+        return loss
+
+    def patch_grids(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The image's patches at every grid scale, in the fit's memory layout."""
+        return [to_patches(x, s).contiguous(memory_format=self.fmt) for s in self.cfg.fit.scales]
+
+    def step_loss(self, grids: list[torch.Tensor]) -> torch.Tensor:
+        """One step's loss: a random `patch_fraction` of each scale's patches, summed over scales.
+        One autocast region for all scales, so the U-Net's weights are cast once per step."""
+        loss = torch.zeros((), device=self.device)
         with autocast(self.device, self.amp):
-            out = self.model(corrupt(clean, cfg.corruption, self.generator).contiguous(memory_format=self.fmt))
-            loss = cfg.loss.pixel_weight * F.mse_loss(out.float(), clean)
-            if self.vgg is not None:
-                with torch.no_grad():
-                    target = self.vgg(clean)
-                feats = self.vgg(out)  # a trunk shared with the scorer may return more layers than the loss's
-                cos = [F.cosine_similarity(feats[k].float(), target[k].float(), dim=1).mean() for k in cfg.loss.vgg_layers]
-                loss = loss + cfg.loss.perceptual_weight * (1 - sum(cos) / len(cos))
+            for p in grids:
+                k = max(1, math.ceil(self.cfg.fit.patch_fraction * p.shape[0]))
+                idx = torch.randperm(p.shape[0], generator=self.generator, device=self.device)[:k]
+                loss = loss + self._loss(p[idx])
         return loss
 
     def fit(
@@ -110,7 +139,7 @@ class Fitter:
             self.load_state_dict(init_state)
         steps = self.cfg.fit.steps if steps is None else steps
         x = image if isinstance(image, torch.Tensor) else image_to_tensor(image, self.device, self.multiple)
-        grids = [to_patches(x, s) for s in self.cfg.fit.scales]
+        grids = self.patch_grids(x)
         self.model.train()
         t0 = time.perf_counter()
         done, recent = 0, []
@@ -118,11 +147,7 @@ class Fitter:
             elapsed = time.perf_counter() - t0
             if budget_ms is not None and done and elapsed * 1000 * (done + 1) / done > budget_ms:
                 break
-            loss = 0.0
-            for p in grids:
-                k = max(1, math.ceil(self.cfg.fit.patch_fraction * p.shape[0]))
-                idx = torch.randperm(p.shape[0], generator=self.generator, device=self.device)[:k]
-                loss = loss + self._loss(p[idx])
+            loss = self.step_loss(grids)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)

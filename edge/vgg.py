@@ -90,7 +90,7 @@ class VGG19Features(nn.Module):
         for (w, b), (c_in, c_out) in zip(convs[:depth], shapes):
             if tuple(w.shape) != (c_out, c_in, 3, 3):
                 raise VGGWeightsError(f"{path}: conv weight of shape {tuple(w.shape)}, expected {(c_out, c_in, 3, 3)}")
-            conv = nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode=self.padding_mode)
+            conv = nn.Conv2d(c_in, c_out, 3, padding=1 if self.padding_mode == "zeros" else 0)  # reflect: _pad
             conv.weight.data.copy_(w)
             conv.bias.data.copy_(b)
             self.convs.append(conv)
@@ -111,6 +111,14 @@ class VGG19Features(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """AdaIN's trunk pads by reflection; outside autocast, whose CPU form would run the padding
+        in fp32 (two casts of every activation, forward and backward: 5 % of a bf16 fit step)."""
+        if self.padding_mode == "zeros":
+            return x
+        with torch.autocast(x.device.type, enabled=False):
+            return F.pad(x, (1, 1, 1, 1), mode="reflect")
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.pre_w is not None:
             x = F.conv2d(x, self.pre_w, self.pre_b)
@@ -118,7 +126,7 @@ class VGG19Features(nn.Module):
             x = (x - self.mean) / self.std
         out = {}
         for i, conv in enumerate(self.convs):
-            x = F.relu(conv(x))
+            x = F.relu(conv(self._pad(x)))
             if VGG_LAYERS[i] in self.layers:
                 out[VGG_LAYERS[i]] = x
                 if len(out) == len(self.layers):

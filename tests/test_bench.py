@@ -25,7 +25,7 @@ def test_bench_quick_json(tmp_path):
     r = json.loads(out.read_text())
     assert rc == 0, r["errors"]
     assert r["errors"] == {}
-    for key in ("fp32", "amp"):
+    for key in ("fp32", "fp32_channels_last", "amp"):
         assert r["fit_step_ms"][key] > 0
     for key in ("compile_fp32", "compile_amp", "cuda_graph"):
         v = r["fit_step"][key]
