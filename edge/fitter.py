@@ -22,7 +22,7 @@ from .corrupt import corrupt
 from .device import autocast, autocast_dtype, memory_format, resolve_device
 from .patches import pad_multiple, pad_to_multiple, to_patches
 from .unet import UNet
-from .vgg import VGG19Features
+from .vgg import VGG19Features, cosine_similarity
 
 
 @dataclass
@@ -42,17 +42,6 @@ def image_to_tensor(image: np.ndarray, device: torch.device, multiple: int) -> t
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
     x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
     return pad_to_multiple(x, multiple)
-
-
-def cosine_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Per-location cosine similarity over channels (dim 1): (N, C, H, W) -> (N, H, W), in fp32.
-
-    Products and channel sums stay in the features' dtype (the CPU's bf16 sums accumulate in fp32),
-    over the contiguous channel axis of channels_last tensors: F.cosine_similarity on fp32 copies
-    took 3x as long, forward and backward (docs/performance.md)."""
-    a, b = a.movedim(1, -1), b.movedim(1, -1)
-    dot, aa, bb = ((u * v).sum(-1).float() for u, v in ((a, b), (a, a), (b, b)))
-    return dot * torch.rsqrt((aa * bb).clamp_min(eps * eps))
 
 
 class Fitter:

@@ -29,8 +29,8 @@ def grid_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cell: in
         if cell % stride:
             raise ValueError(f"cell of {cell} px is not a multiple of a VGG layer's stride {stride}")
         k = cell // stride
-        pooled = F.avg_pool2d(a.float(), k, k, ceil_mode=True) if k > 1 else a.float()
-        feats.append(F.normalize(pooled, dim=1))
+        pooled = F.avg_pool2d(a, k, k, ceil_mode=True) if k > 1 else a  # pooled first: a bf16 frame is not copied whole to fp32
+        feats.append(F.normalize(pooled.float(), dim=1))
     return torch.cat(feats, dim=1) / math.sqrt(len(feats))
 
 
@@ -57,6 +57,6 @@ def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
     # In fp32 even under autocast: near-duplicates differ in the 3rd decimal, where bf16 rounds.
     with torch.autocast(feats.device.type, enabled=False):
         sq = (q * q).sum(1)  # (n, cells)
-        closeness = (2 * q.transpose(1, 2) @ q - sq[:, None, :]).masked_fill(near, float("-inf"))
+        closeness = torch.baddbmm(-sq[:, None, :], q.transpose(1, 2), q, alpha=2).masked_fill_(near, float("-inf"))
         top = closeness.topk(k, dim=2).values
         return (sq[:, :, None] - top).clamp_min(0).sqrt().mean(2).reshape(n, 1, gh, gw)

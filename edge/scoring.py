@@ -35,7 +35,7 @@ from .knn import cell_size, grid_features, knn_distance
 from .local_stats import stats_features
 from .patches import from_patches, to_patches
 from .unet import UNet
-from .vgg import VGG19Features
+from .vgg import VGG19Features, cosine_similarity
 
 
 def mask_groups(h: int, w: int, block: int, groups: int) -> torch.Tensor:
@@ -112,7 +112,7 @@ class AnomalyScorer(nn.Module):
                 l2 = l2 + ((x - rec) ** 2).sum(1, keepdim=True) / len(self.scales)
                 if perceptual:
                     for name, f_rec in self._features(rec).items():
-                        d = 1 - F.cosine_similarity(f_rec.float(), feats[name].float(), dim=1).unsqueeze(1)
+                        d = 1 - cosine_similarity(f_rec, feats[name]).unsqueeze(1)
                         d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
                         perc = perc + d / (len(feats) * len(self.scales))
             out.append((self._smooth(l2), self._smooth(perc) if perceptual else None))

@@ -16,16 +16,17 @@ def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
 class Up2x(nn.ConvTranspose2d):
     """2x2, stride-2 transposed convolution (the decoder's upsampling).
 
-    On channels_last bf16 input it runs as the identical 1x1 convolution to 4x the channels, whose
-    output is moved into place: oneDNN's bf16 transposed-convolution backward is 2x slower than its
-    fp32 one on the CPU; this form is 2x faster (docs/performance.md). Same parameters, same result.
+    In training on channels_last bf16 input it runs as the identical 1x1 convolution to 4x the
+    channels, whose output is moved into place: oneDNN's bf16 transposed-convolution backward is 2x
+    slower than its fp32 one on the CPU; this form's forward + backward is 2x faster, its forward
+    alone a little slower (docs/performance.md). Same parameters, same result.
     """
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__(c_in, c_out, 2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.bfloat16 or not x.is_contiguous(memory_format=torch.channels_last):
+        if x.dtype != torch.bfloat16 or not x.is_contiguous(memory_format=torch.channels_last) or not torch.is_grad_enabled():
             return super().forward(x)
         n, c_in, h, w = x.shape
         c_out = self.weight.shape[1]

@@ -134,3 +134,16 @@ class VGG19Features(nn.Module):
             if i in self._pool_after:
                 x = F.max_pool2d(x, 2, ceil_mode=True)
         return out
+
+
+def cosine_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-location cosine similarity over channels (dim 1): (N, C, H, W) -> (N, H, W), in fp32.
+
+    Products and channel sums stay in the features' dtype (the CPU's bf16 sums accumulate in fp32),
+    over the contiguous channel axis of channels_last tensors: F.cosine_similarity on fp32 copies
+    took 3x as long, forward and backward (docs/performance.md)."""
+    a, b = a.movedim(1, -1), b.movedim(1, -1)
+    dot, aa, bb = ((u * v).sum(-1) for u, v in ((a, b), (a, a), (b, b)))
+    if dot.dtype != torch.float32:  # not a no-op cast on fp32: the TorchScript ONNX exporter drops its input
+        dot, aa, bb = dot.float(), aa.float(), bb.float()
+    return dot * torch.rsqrt((aa * bb).clamp_min(eps * eps))

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from edge.detector import Detector
 from edge.device import memory_format
-from edge.fitter import Fitter, cosine_similarity
+from edge.fitter import Fitter
 from edge.unet import Up2x
-from edge.vgg import VGG19Features
+from edge.vgg import VGG19Features, cosine_similarity
 
 from test_core import tiny_config
 

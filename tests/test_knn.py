@@ -52,6 +52,9 @@ def test_grid_features_pool_each_layer_onto_the_cells_with_unit_norm():
     assert torch.allclose(g.norm(dim=1), torch.ones(2, 8, 8), atol=1e-5)
     with pytest.raises(ValueError, match="multiple"):
         grid_features({"c": torch.rand(1, 3, 8, 8)}, (64, 64), cell=4)  # stride 8 > cell 4
+    bf16 = grid_features({k: v.to(torch.bfloat16) for k, v in acts.items()}, (64, 64), cell=8)
+    assert bf16.dtype == torch.float32  # bf16 activations are pooled before the cast, then fp32
+    torch.testing.assert_close(bf16, g, rtol=0, atol=1e-2)
 
 
 def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
