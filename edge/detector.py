@@ -18,12 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .backends import make_scorer
 from .config import SSDNetConfig
 from .fitter import FitStats, Fitter, image_to_tensor
 from .schedule import StepScheduler
-from .scoring import AnomalyScorer
-from .vgg import VGG19Features
+from .scorers import build_scorer
+from .vgg import VGG19Features, build_vgg
 
 
 @dataclass
@@ -38,13 +37,6 @@ class Detection:
     diverged: bool = False  # the fit on this frame went non-finite; the weights before it were restored
 
 
-def build_vgg(cfg: SSDNetConfig) -> VGG19Features | None:
-    """The VGG19 trunk the config's loss and scorer need (None when neither uses it)."""
-    layers = (cfg.loss.vgg_layers if cfg.loss.perceptual_weight > 0 else ()) + (
-        cfg.score.vgg_layers if cfg.score.uses_vgg else ())
-    return VGG19Features(cfg.vgg_weights, tuple(dict.fromkeys(layers))) if layers else None
-
-
 class Detector:
     """Fits and scores the frames of one source."""
 
@@ -52,9 +44,9 @@ class Detector:
         self.cfg = cfg
         vgg = vgg if vgg is not None else build_vgg(cfg)
         self.fitter = Fitter(cfg, device, vgg)
-        self.scorer = AnomalyScorer(self.fitter.model, cfg.score, cfg.fit.scales, vgg).to(self.fitter.device)
         # where the scorer runs (cfg.score.backend); the torch backend shares the Fitter's U-Net
-        self.backend = make_scorer(cfg, self.scorer, self.fitter.device)
+        self.backend = build_scorer(cfg, unet=self.fitter.model, vgg=vgg, device=self.fitter.device)
+        self.scorer = self.backend.module  # the AnomalyScorer
         self.model_version = 0
         self.total_steps = 0
         self.diverged = False

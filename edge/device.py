@@ -33,3 +33,9 @@ def memory_format(device: torch.device, amp: bool, channels_last: bool | None = 
     if channels_last is None:
         channels_last = device.type == "cpu" or amp
     return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU. For timings."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

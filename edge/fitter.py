@@ -22,7 +22,7 @@ from .corrupt import corrupt
 from .device import autocast, autocast_dtype, memory_format, resolve_device
 from .patches import pad_multiple, pad_to_multiple, to_patches
 from .unet import UNet
-from .vgg import VGG19Features, cosine_similarity
+from .vgg import VGG19Features, build_vgg, cosine_similarity
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Fitter:
         self.multiple = pad_multiple(cfg.fit.scales)
         self.vgg = None
         if cfg.loss.perceptual_weight > 0:
-            self.vgg = (vgg or VGG19Features(cfg.vgg_weights, cfg.loss.vgg_layers)).to(self.device, memory_format=self.fmt)
+            self.vgg = (vgg or build_vgg(cfg, score=False)).to(self.device, memory_format=self.fmt)
             if self.amp:  # a copy in the autocast dtype: autocast would re-cast the frozen weights on every call
                 self.vgg = copy.deepcopy(self.vgg).to(autocast_dtype(self.device))
         self.generator = torch.Generator(self.device)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import VGG_LAYERS
+from .config import VGG_LAYERS, SSDNetConfig
 
 # conv layers per VGG19 block; a 2x2 max-pool follows each block
 _BLOCKS = ((3, 64, 64), (64, 128, 128), (128, 256, 256, 256, 256), (256, 512, 512, 512, 512), (512, 512, 512, 512, 512))
@@ -134,6 +134,14 @@ class VGG19Features(nn.Module):
             if i in self._pool_after:
                 x = F.max_pool2d(x, 2, ceil_mode=True)
         return out
+
+
+def build_vgg(cfg: SSDNetConfig, *, loss: bool = True, score: bool = True) -> VGG19Features | None:
+    """The VGG19 trunk with the layers the config's perceptual loss (`loss`) and scored maps (`score`)
+    need, one trunk for both; None when neither uses it."""
+    layers = (cfg.loss.vgg_layers if loss and cfg.loss.perceptual_weight > 0 else ()) + (
+        cfg.score.vgg_layers if score and cfg.score.uses_vgg else ())
+    return VGG19Features(cfg.vgg_weights, tuple(dict.fromkeys(layers))) if layers else None
 
 
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -10,6 +10,7 @@ backends existed). Every timing includes copying the map and score to the host.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import platform
 import statistics
@@ -20,6 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from edge.device import synchronize
+from edge.patches import pad_multiple, pad_to_multiple
+from edge.scorers import CPU_PROVIDER, BackendUnavailable, OnnxRuntimeScorer, TensorRTScorer, TorchScorer, build_scorer
+from edge.scorers.onnxruntime_scorer import ort
+from edge.synthetic import texture
 
 
 @dataclass
@@ -39,8 +49,6 @@ class Row:
 
 
 def _image(height: int, width: int, seed: int) -> torch.Tensor:
-    from pipeline.synthetic import texture
-
     img = texture("brick", max(height, width), np.random.default_rng(seed))[:height, :width]
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
@@ -51,19 +59,12 @@ def _states(unet: torch.nn.Module, n: int, seed: int) -> list[dict[str, torch.Te
     return [{k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in base.items()} for _ in range(n)]
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _call(row: Row, x: torch.Tensor) -> tuple[np.ndarray, float]:
     amap, score = row.scorer.score(x.to(row.device))
     return amap[0, 0].float().cpu().numpy(), float(score[0])
 
 
 def build_rows(cfg, scorer, *, compile: bool = False, only: set[str] | None = None) -> list[Row]:
-    from edge.backends import CPU_PROVIDER, OnnxRuntimeScorer, TensorRTScorer, TorchScorer
-
     fit_layout_cl = bool(cfg.fit.amp)
     layout = "channels_last" if fit_layout_cl else "contiguous"
     other = "contiguous" if fit_layout_cl else "channels_last"
@@ -76,10 +77,8 @@ def build_rows(cfg, scorer, *, compile: bool = False, only: set[str] | None = No
         rows.append(Row("torch", f"torch.compile fp32, {layout}",
                         lambda: TorchScorer(copy.deepcopy(scorer), channels_last=fit_layout_cl, compile=True)))
     try:
-        import onnxruntime as ort
-
-        providers = ort.get_available_providers()
-    except ImportError:
+        providers = ort().get_available_providers()
+    except BackendUnavailable:
         providers = []
     if CPU_PROVIDER in providers:
         for strategy in ("reload", "inputs"):
@@ -88,13 +87,7 @@ def build_rows(cfg, scorer, *, compile: bool = False, only: set[str] | None = No
     if "CUDAExecutionProvider" in providers and torch.cuda.is_available():
         rows.append(Row("onnxruntime", "CUDA, weights: inputs",
                         lambda: OnnxRuntimeScorer(copy.deepcopy(scorer).cuda(), device="cuda", strategy="inputs"), "cuda"))
-    try:
-        import tensorrt  # noqa: F401
-
-        has_trt = torch.cuda.is_available()
-    except ImportError:
-        has_trt = False
-    if has_trt:
+    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
         for precision in ("fp16", "fp32"):
             for strategy in ("refit", "inputs"):
                 rows.append(Row("tensorrt", f"{precision}, weights: {strategy}",
@@ -109,20 +102,9 @@ def build_rows(cfg, scorer, *, compile: bool = False, only: set[str] | None = No
 
 def run_bench(cfg, height: int, width: int, repeat: int = 5, *, compile: bool = False, only: set[str] | None = None,
               seed: int = 0, progress: Callable[[str], None] | None = None) -> dict:
-    from edge.patches import pad_multiple, pad_to_multiple
-    from edge.scoring import AnomalyScorer
-    from edge.unet import UNet
-
     say = progress or (lambda _m: None)
-    torch.manual_seed(seed)
-    unet = UNet(cfg.model.base_channels).eval()
-    if cfg.score.uses_vgg:
-        from edge.vgg import VGG19Features
-
-        vgg = VGG19Features(cfg.vgg_weights, cfg.score.vgg_layers)
-    else:
-        vgg = None
-    scorer = AnomalyScorer(unet, cfg.score, cfg.fit.scales, vgg).eval()
+    scorer = build_scorer(cfg, device="cpu", backend="torch").module  # the config's seed init, as in the node
+    unet = scorer.unet
     x = pad_to_multiple(_image(height, width, seed), pad_multiple(cfg.fit.scales))
     states = _states(unet, repeat + 1, seed)
     rows = build_rows(cfg, scorer, compile=compile, only=only)
@@ -135,7 +117,7 @@ def run_bench(cfg, height: int, width: int, repeat: int = 5, *, compile: bool = 
             row.scorer = row.make()
             row.scorer.update_weights(states[0])
             _call(row, x)
-            _sync(row.device)
+            synchronize(torch.device(row.device))
             row.setup_s = time.perf_counter() - t0
             row.info = row.scorer.info()
         except Exception as e:  # noqa: BLE001 - a backend that fails is reported, the others still run
@@ -181,10 +163,8 @@ def run_bench(cfg, height: int, width: int, repeat: int = 5, *, compile: bool = 
             "info": r.info,
         })
     try:
-        import onnxruntime as ort
-
-        ort_version = ort.__version__
-    except ImportError:
+        ort_version = ort().__version__
+    except BackendUnavailable:
         ort_version = None
     return {
         "height": height, "width": width, "padded": list(x.shape[-2:]), "repeat": repeat,
@@ -198,10 +178,6 @@ def run_bench(cfg, height: int, width: int, repeat: int = 5, *, compile: bool = 
 
 
 def render(result: dict) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     cfgd = result["config"]
     t = Table(title=f"scorer latency per frame, {result['height']}x{result['width']} (padded {result['padded'][0]}x{result['padded'][1]}), "
                     f"base_channels {cfgd['base_channels']}, scales {cfgd['scales']}, masks {cfgd['masks']}, "

@@ -7,6 +7,23 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from edge.config import load_config
+from edge.patches import pad_multiple
+from edge.scorers import BackendError, BackendUnavailable, TensorRTScorer, build_scorer, probe_backends
+from edge.scorers.onnx_graph import DEFAULT_OPSET, DYNAMO_OPSET, ExportError, export_scorer
+from edge.synthetic import texture
+
+from .bench import render, run_bench, write_json
+from .onnx_export import amend_sidecar, save
+
+EXIT_UNAVAILABLE = 3  # the asked-for backend's runtime (TensorRT, a CUDA GPU) is not on this machine
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export the scorer graph to ONNX or a TensorRT engine",
@@ -45,36 +62,14 @@ def add_parser(sub) -> None:
     c.set_defaults(func=run_bench_cmd)
 
 
-def _config(path):
-    from edge.config import load_config
-
-    return load_config(path)
-
-
 def _scorer(cfg, state_path: str | None):
-    import torch
-
-    from edge.scoring import AnomalyScorer
-    from edge.unet import UNet
-
-    torch.manual_seed(cfg.fit.seed)
-    unet = UNet(cfg.model.base_channels).eval()
-    if state_path:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        unet.load_state_dict({k.removeprefix("unet."): v for k, v in state.items()})
-    vgg = None
-    if cfg.score.uses_vgg:
-        from edge.vgg import VGG19Features
-
-        vgg = VGG19Features(cfg.vgg_weights, cfg.score.vgg_layers)
-    return AnomalyScorer(unet, cfg.score, cfg.fit.scales, vgg).eval()
+    """The AnomalyScorer to export, on the CPU: the config's seed init, or the U-Net weights of `state_path`."""
+    state = torch.load(state_path, map_location="cpu", weights_only=True) if state_path else None
+    return build_scorer(cfg, state, device="cpu", backend="torch").module
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from edge.patches import pad_multiple
-    from export.onnx_export import DEFAULT_OPSET, ExportError, export_scorer
-
-    cfg = _config(args.config)
+    cfg = load_config(args.config)
     if args.height < 8 or args.width < 8:
         print("ssdnet export: error: --height and --width must be at least 8", file=sys.stderr)
         return 2
@@ -84,7 +79,7 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"frames of {args.height}x{args.width} are padded to {h}x{w} (multiples of {m}); exporting for {h}x{w}")
     scorer = _scorer(cfg, args.state)
     out = Path(args.out)
-    opset = args.opset or (DEFAULT_OPSET if args.exporter == "torchscript" else 18)
+    opset = args.opset or (DEFAULT_OPSET if args.exporter == "torchscript" else DYNAMO_OPSET)
     if args.format == "onnx":
         try:
             exported = export_scorer(scorer, h, w, opset=opset, fp16=args.fp16, weights_as_inputs=args.weights_as_inputs,
@@ -92,33 +87,23 @@ def run_export(args: argparse.Namespace) -> int:
         except ExportError as e:
             print(f"ssdnet export: error: {e}", file=sys.stderr)
             return 2
-        onnx_path, json_path = exported.save(out)
-        _amend_sidecar(json_path, {"camera": [args.height, args.width]})
+        onnx_path, json_path = save(exported, out)
+        amend_sidecar(json_path, {"camera": [args.height, args.width]})
         print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB, opset {exported.opset}, "
               f"{len(exported.weight_names)} U-Net weights) and {json_path}")
         return 0
     return _export_tensorrt(args, cfg, scorer, h, w, out)
 
 
-def _amend_sidecar(path: Path, extra: dict) -> None:
-    data = json.loads(path.read_text())
-    data.update(extra)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
 def _export_tensorrt(args, cfg, scorer, h: int, w: int, out: Path) -> int:
-    import torch
-
-    from edge.backends import BackendError, TensorRTScorer
-    from pipeline.synthetic import texture
-
     try:
         trt_scorer = TensorRTScorer(scorer, precision="fp16" if args.fp16 else "fp32", max_batch=args.max_batch)
+    except BackendUnavailable as e:  # no TensorRT, or no CUDA GPU: its own exit code, scripts tell it apart
+        print(f"ssdnet export: error: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except BackendError as e:
         print(f"ssdnet export: error: {e}", file=sys.stderr)
         return 2
-    import numpy as np
-
     img = texture("brick", max(h, w), np.random.default_rng(0))[:h, :w]
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div(255).cuda()
     try:
@@ -127,10 +112,10 @@ def _export_tensorrt(args, cfg, scorer, h: int, w: int, out: Path) -> int:
         print(f"ssdnet export: error: {e}", file=sys.stderr)
         return 2
     entry = next(iter(trt_scorer._engines.values()))
-    onnx_path, json_path = entry["exported"].save(out)
+    onnx_path, json_path = save(entry["exported"], out)
     engine_path = out / "scorer.engine"
     shutil.copyfile(trt_scorer.cache.path(entry["key"]), engine_path)
-    _amend_sidecar(json_path, {"format": "tensorrt", "engine": engine_path.name, "engine_cache_key": entry["key"],
+    amend_sidecar(json_path, {"format": "tensorrt", "engine": engine_path.name, "engine_cache_key": entry["key"],
                                "camera": [args.height, args.width], "max_batch": args.max_batch,
                                "tensorrt": trt_scorer.info()})
     print(f"wrote {engine_path}, {onnx_path} and {json_path}; parity: {trt_scorer.parity}")
@@ -138,16 +123,10 @@ def _export_tensorrt(args, cfg, scorer, h: int, w: int, out: Path) -> int:
 
 
 def run_backends(args: argparse.Namespace) -> int:
-    from edge.backends import probe_backends
-
     results = probe_backends(include_compile=args.compile)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
-
         t = Table(title="scorer backends on this machine (tiny graph, run for real)")
         for col in ("backend", "provider", "works", "ms", "detail"):
             t.add_column(col)
@@ -159,11 +138,7 @@ def run_backends(args: argparse.Namespace) -> int:
 
 
 def run_bench_cmd(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from export.bench import render, run_bench, write_json
-
-    cfg = _config(args.config)
+    cfg = load_config(args.config)
     console = Console(stderr=True)
     result = run_bench(cfg, args.height, args.width, args.repeat, compile=args.compile,
                        only=set(args.backend) if args.backend else None,

@@ -1,120 +1,21 @@
-"""ONNX export of the SSDnet scorer graph (edge.scoring.AnomalyScorer).
+"""Scorer artefacts on disk: `ssdnet export` writes DIR/scorer.onnx and its sidecar DIR/scorer.json.
 
-The graph takes the image (N, 3, H, W) float32 in [0, 1] and returns the anomaly map (N, 1, H, W)
-and the image score (N,): patching, masked passes, the U-Net, smoothing, standardisation and the
-top-k score are all inside it. H and W are static (one graph per camera resolution), the batch is
-dynamic.
-
-The U-Net's weights change every frame, so the export keeps them addressable by name:
-- as initializers whose names are the torch parameter names prefixed by ``unet.`` (what a
-  TensorRT refit or an ONNX Runtime reload writes), or
-- with ``weights_as_inputs=True``, as graph inputs of the same names, bound on every call.
-The torch -> ONNX name map is not assumed: before tracing, every U-Net parameter of the traced copy
-is given unique random values and found again by its bytes among the exported initializers, so a
-parameter that the exporter folded or renamed is caught here instead of being silently frozen.
-
-Exporters (torch 2.13): the legacy TorchScript exporter (``exporter="torchscript"``, default) needs
-nothing beyond torch, emits opset 17 exactly and keeps the parameter names; the dynamo exporter
-(``exporter="dynamo"``) gives a smaller graph but needs the ``onnxscript`` package and emits
-opset >= 18. docs/export.md has the comparison.
+The graph itself comes from edge.scorers.onnx_graph (the same in-memory export the ONNX Runtime and
+TensorRT backends use). The sidecar holds the input and output names, shapes and dtypes, the opset,
+the exporter, the precision, the model hash, the config, and the weights the scorer accepts
+(docs/export.md).
 """
 from __future__ import annotations
 
-import copy
-import hashlib
-import io
 import json
-import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
-from onnx import helper, numpy_helper
 
-DEFAULT_OPSET = 17
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("anomaly_map", "score")
-WEIGHT_PREFIX = "unet."
-EXPORTERS = ("torchscript", "dynamo")
+from edge.scorers.onnx_graph import INPUT_NAME, ExportedScorer
+
 SIDECAR_VERSION = 1
-
-
-class ExportError(RuntimeError):
-    """The scorer could not be exported in a form whose weights can be replaced per frame."""
-
-
-def _fp16_unet(unet: torch.nn.Module) -> None:
-    """Run `unet` in fp16 inside an fp32 graph: half weights, casts at its input and output.
-
-    The parameter names do not change, so the fp16 initializers keep the torch names.
-    """
-    unet.half()
-    unet.register_forward_pre_hook(lambda _m, args: tuple(a.half() for a in args))
-    unet.register_forward_hook(lambda _m, _args, out: out.float())
-
-
-def _unique_fill(params: Mapping[str, torch.Tensor], seed: int = 1234) -> dict[str, bytes]:
-    """Give every parameter unique random values; return their bytes (as exported) by name."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, p in params.items():
-        with torch.no_grad():
-            p.copy_(torch.rand(p.shape, generator=g, dtype=torch.float32).to(p.dtype) + 0.5)
-        out[name] = p.detach().cpu().contiguous().numpy().tobytes()
-    if len(set(out.values())) != len(out):
-        raise ExportError("U-Net parameters could not be given distinct values for name mapping")
-    return out
-
-
-def map_weight_names(model: onnx.ModelProto, fingerprints: Mapping[str, bytes]) -> dict[str, str]:
-    """{torch name: ONNX initializer name}, matching by exact bytes; every torch name exactly once."""
-    by_bytes: dict[bytes, list[str]] = {}
-    for init in model.graph.initializer:
-        by_bytes.setdefault(numpy_helper.to_array(init).tobytes(), []).append(init.name)
-    mapping, problems = {}, []
-    for name, data in fingerprints.items():
-        hits = by_bytes.get(data, [])
-        if len(hits) != 1:
-            what = "not found (folded into another constant?)" if not hits else f"found {len(hits)} times: {hits}"
-            problems.append(f"{name}: {what}")
-        else:
-            mapping[name] = hits[0]
-    if len(set(mapping.values())) != len(mapping):
-        problems.append("two torch parameters map to one ONNX initializer")
-    if problems:
-        raise ExportError("U-Net weights are not individually addressable in the ONNX graph:\n  " + "\n  ".join(problems))
-    return mapping
-
-
-def _static_output_shapes(model: onnx.ModelProto, height: int, width: int) -> None:
-    """The TorchScript exporter leaves H and W of the map symbolic; they are static here."""
-    for out in model.graph.output:
-        dims = out.type.tensor_type.shape.dim
-        if out.name == OUTPUT_NAMES[0]:
-            want: list = ["batch", 1, height, width]
-        elif out.name == OUTPUT_NAMES[1]:
-            want = ["batch"]
-        else:
-            continue
-        del dims[:]
-        for d in want:
-            dim = dims.add()
-            if isinstance(d, str):
-                dim.dim_param = d
-            else:
-                dim.dim_value = d
-
-
-def _initializers_to_inputs(model: onnx.ModelProto, names: set[str]) -> None:
-    keep = [i for i in model.graph.initializer if i.name not in names]
-    moved = [i for i in model.graph.initializer if i.name in names]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    for init in moved:
-        model.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
 
 
 def _shape_of(value: onnx.ValueInfoProto) -> list:
@@ -125,184 +26,48 @@ def _dtype_name(elem_type: int) -> str:
     return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
 
 
-def graph_hash(model: onnx.ModelProto, exclude: set[str] = frozenset()) -> str:
-    """sha256 of the graph with the values of `exclude` initializers blanked (names, shapes kept).
-
-    The refittable U-Net weights change every frame and must not change an engine's cache key.
-    """
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for init in m.graph.initializer:
-        if init.name in exclude:
-            init.ClearField("raw_data")
-            init.ClearField("float_data")
-            init.ClearField("int32_data")
-    m.ClearField("producer_version")
-    return hashlib.sha256(m.SerializeToString(deterministic=True)).hexdigest()
-
-
-@dataclass
-class ExportedScorer:
-    """An exported scorer graph plus what a backend needs to feed it new weights."""
-
-    model: onnx.ModelProto
-    height: int
-    width: int
-    opset: int
-    exporter: str
-    precision: str  # "fp32" or "fp16" (fp16: the U-Net only; I/O and the map arithmetic stay fp32)
-    weights_as_inputs: bool
-    weight_names: dict[str, str]  # torch UNet parameter name -> ONNX name
-    weight_shapes: dict[str, list[int]] = field(default_factory=dict)  # ONNX name -> shape
-    config: dict = field(default_factory=dict)
-
-    @property
-    def weight_dtype(self) -> np.dtype:
-        return np.dtype(np.float16 if self.precision == "fp16" else np.float32)
-
-    def model_hash(self) -> str:
-        return graph_hash(self.model, set(self.weight_names.values()))
-
-    def to_bytes(self) -> bytes:
-        return self.model.SerializeToString()
-
-    def sidecar(self) -> dict:
-        g = self.model.graph
-        inits = {i.name for i in g.initializer}
-        return {
-            "sidecar_version": SIDECAR_VERSION,
-            "format": "onnx",
-            "opset": self.opset,
-            "exporter": self.exporter,
-            "torch_version": torch.__version__,
-            "onnx_version": onnx.__version__,
-            "precision": self.precision,
-            "height": self.height,
-            "width": self.width,
-            "dynamic_batch": True,
-            "inputs": [{"name": i.name, "shape": _shape_of(i), "dtype": _dtype_name(i.type.tensor_type.elem_type)}
-                       for i in g.input if i.name == INPUT_NAME],
-            "outputs": [{"name": o.name, "shape": _shape_of(o), "dtype": _dtype_name(o.type.tensor_type.elem_type)}
-                        for o in g.output],
-            "weights_as_inputs": self.weights_as_inputs,
-            "weights": [
-                {"onnx": onnx_name, "torch": torch_name, "shape": self.weight_shapes.get(onnx_name),
-                 "dtype": self.weight_dtype.name, "kind": "initializer" if onnx_name in inits else "input"}
-                for torch_name, onnx_name in self.weight_names.items()
-            ],
-            "model_hash": self.model_hash(),
-            "config": self.config,
-        }
-
-    def save(self, out_dir: str | Path, stem: str = "scorer") -> tuple[Path, Path]:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        onnx_path, json_path = out / f"{stem}.onnx", out / f"{stem}.json"
-        onnx.save(self.model, onnx_path)
-        json_path.write_text(json.dumps(self.sidecar(), indent=2) + "\n")
-        return onnx_path, json_path
+def sidecar(exported: ExportedScorer) -> dict:
+    """What a consumer of DIR/scorer.onnx needs to know, as JSON."""
+    g = exported.model.graph
+    inits = {i.name for i in g.initializer}
+    return {
+        "sidecar_version": SIDECAR_VERSION,
+        "format": "onnx",
+        "opset": exported.opset,
+        "exporter": exported.exporter,
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
+        "precision": exported.precision,
+        "height": exported.height,
+        "width": exported.width,
+        "dynamic_batch": True,
+        "inputs": [{"name": i.name, "shape": _shape_of(i), "dtype": _dtype_name(i.type.tensor_type.elem_type)}
+                   for i in g.input if i.name == INPUT_NAME],
+        "outputs": [{"name": o.name, "shape": _shape_of(o), "dtype": _dtype_name(o.type.tensor_type.elem_type)}
+                    for o in g.output],
+        "weights_as_inputs": exported.weights_as_inputs,
+        "weights": [
+            {"onnx": onnx_name, "torch": torch_name, "shape": exported.weight_shapes.get(onnx_name),
+             "dtype": exported.weight_dtype.name, "kind": "initializer" if onnx_name in inits else "input"}
+            for torch_name, onnx_name in exported.weight_names.items()
+        ],
+        "model_hash": exported.model_hash(),
+        "config": exported.config,
+    }
 
 
-def _export_torchscript(module: torch.nn.Module, dummy: torch.Tensor, opset: int) -> onnx.ModelProto:
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings about constant sizes: H and W are static by design
-        torch.onnx.export(
-            module, (dummy,), buf, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}},
-            do_constant_folding=True,
-        )
-    return onnx.load_from_string(buf.getvalue())
+def save(exported: ExportedScorer, out_dir: str | Path, stem: str = "scorer") -> tuple[Path, Path]:
+    """Write OUT/<stem>.onnx and OUT/<stem>.json; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path, json_path = out / f"{stem}.onnx", out / f"{stem}.json"
+    onnx.save(exported.model, onnx_path)
+    json_path.write_text(json.dumps(sidecar(exported), indent=2) + "\n")
+    return onnx_path, json_path
 
 
-def _export_dynamo(module: torch.nn.Module, dummy: torch.Tensor, opset: int) -> onnx.ModelProto:
-    try:
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise ExportError("exporter 'dynamo' needs the onnxscript package (pip install onnxscript); "
-                          "the default exporter 'torchscript' does not") from None
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, (dummy,), dynamo=True, opset_version=opset, verbose=False,
-            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_shapes=({0: batch},),
-        )
-    return program.model_proto
-
-
-def export_scorer(
-    scorer: torch.nn.Module,
-    height: int,
-    width: int,
-    *,
-    opset: int = DEFAULT_OPSET,
-    fp16: bool = False,
-    weights_as_inputs: bool = False,
-    exporter: str = "torchscript",
-    state_dict: Mapping[str, torch.Tensor] | None = None,
-) -> ExportedScorer:
-    """Export an AnomalyScorer for images of `height` x `width` (multiples of max(scales) * 8).
-
-    `state_dict` (UNet keys) gives the weights written into the graph; default: the scorer's own.
-    The scorer itself is not modified: a CPU copy is traced.
-    """
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
-    multiple = max(scorer.scales) * 8
-    if height % multiple or width % multiple:
-        raise ValueError(f"height and width must be multiples of {multiple} for scales {scorer.scales}, got {height}x{width}")
-    module = copy.deepcopy(scorer).cpu().float().eval()
-    module.unet.to(memory_format=torch.contiguous_format)
-    real = {k: v.detach().float().cpu().contiguous() for k, v in (state_dict or scorer.unet.state_dict()).items()}
-    real = {k.removeprefix(WEIGHT_PREFIX): v for k, v in real.items()}
-    params = dict(module.unet.named_parameters())
-    if set(real) != set(params):
-        raise ExportError(f"state dict keys do not match the U-Net: missing {sorted(set(params) - set(real))}, "
-                          f"unexpected {sorted(set(real) - set(params))}")
-    if fp16:
-        _fp16_unet(module.unet)
-    module.requires_grad_(False)
-    # a scorer without U-Net maps (score.pixel_weight = perceptual_weight = 0) has no per-frame weights
-    fingerprints = _unique_fill(params) if scorer.cfg.uses_unet else {}
-    dummy = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        model = _export_torchscript(module, dummy, opset) if exporter == "torchscript" else _export_dynamo(module, dummy, opset)
-    mapping = map_weight_names(model, fingerprints)
-    wdtype = np.float16 if fp16 else np.float32
-    by_name = {i.name: i for i in model.graph.initializer}
-    for torch_name, onnx_name in mapping.items():
-        by_name[onnx_name].CopyFrom(numpy_helper.from_array(real[torch_name].numpy().astype(wdtype), onnx_name))
-    shapes = {onnx_name: list(by_name[onnx_name].dims) for onnx_name in mapping.values()}
-    _static_output_shapes(model, height, width)
-    if weights_as_inputs:
-        _initializers_to_inputs(model, set(mapping.values()))
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise ExportError(f"exported scorer fails onnx.checker: {e}") from None
-    opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
-    cfg = {"scales": list(scorer.scales), "score": scorer.cfg.model_dump(mode="json"),
-           "base_channels": int(params["enc.0.0.weight"].shape[0])}
-    return ExportedScorer(model, height, width, opset_used, exporter, "fp16" if fp16 else "fp32",
-                          weights_as_inputs, mapping, shapes, cfg)
-
-
-def weights_for_graph(exported: ExportedScorer, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """{ONNX name: tensor} for a UNet state dict (keys with or without the ``unet.`` prefix)."""
-    state = {k.removeprefix(WEIGHT_PREFIX): v for k, v in state_dict.items()}
-    missing = set(exported.weight_names) - set(state)
-    if missing:
-        raise KeyError(f"state dict lacks U-Net weights {sorted(missing)[:5]}{'...' if len(missing) > 5 else ''}")
-    return {onnx_name: state[torch_name] for torch_name, onnx_name in exported.weight_names.items()}
-
-
-def write_initializers(model: onnx.ModelProto, weights: Mapping[str, np.ndarray]) -> None:
-    """Overwrite named initializers in place (raw bytes; same shape and dtype required)."""
-    by_name = {i.name: i for i in model.graph.initializer}
-    for name, arr in weights.items():
-        init = by_name[name]
-        if tuple(init.dims) != arr.shape:
-            raise ValueError(f"initializer {name}: shape {tuple(init.dims)}, got {arr.shape}")
-        init.raw_data = np.ascontiguousarray(arr).tobytes()
+def amend_sidecar(path: Path, extra: dict) -> None:
+    """Add keys to a written sidecar (the camera size, the TensorRT engine)."""
+    data = json.loads(path.read_text())
+    data.update(extra)
+    path.write_text(json.dumps(data, indent=2) + "\n")

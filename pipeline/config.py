@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, DirectoryPath, Field, field_validator, model_validator
 
 from edge.config import SSDNetConfig, load_yaml, parse_config
+from edge.synthetic import TEXTURES
 
 from .protocol import MAX_REGIONS, MAX_SIDE, SOURCE_PATTERN, Encoding
 from .transport import ENDPOINT_PATTERN
@@ -57,7 +58,7 @@ class _Source(_Strict):
 
 
 class SyntheticSourceConfig(_Source):
-    """Textures with random defects whose masks travel with the frames (pipeline.synthetic)."""
+    """Textures with random defects whose masks travel with the frames (edge.synthetic)."""
 
     kind: Literal["synthetic"]
     textures: tuple[str, ...] = ("brick", "grass", "gravel")
@@ -68,8 +69,6 @@ class SyntheticSourceConfig(_Source):
     @field_validator("textures")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from .synthetic import TEXTURES
-
         if not v or any(t not in TEXTURES for t in v):
             raise ValueError(f"textures must be a non-empty list from {list(TEXTURES)}, got {list(v)}")
         return v

@@ -35,14 +35,18 @@ from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
+import torch
 import zmq
 
 from edge.config import SSDNetConfig
+from edge.detector import Detector as SSDNetDetector
+from edge.vgg import build_vgg
 
 from . import protocol as P
 from .config import NodeConfig
-from .regions import find_regions
 from .eventlog import EventLog, serve_replay
+from .regions import find_regions
+from .security import secure_stage
 from .transport import StopFlag, ThrottledLog, bind, connect, drain_subscriptions, make_socket, wait_for_subscriber
 
 log = logging.getLogger(__name__)
@@ -69,14 +73,10 @@ class SSDNetDetectors:
     """The default detector factory: an `edge.detector.Detector` built from the `ssdnet:` config."""
 
     def __init__(self, cfg: SSDNetConfig):
-        from edge.detector import build_vgg
-
         self.cfg = cfg
         self.vgg = build_vgg(cfg)  # one frozen VGG19 shared by every source's detector
 
     def __call__(self, source: str) -> Detector:
-        from edge.detector import Detector as SSDNetDetector
-
         return SSDNetDetector(self.cfg, vgg=self.vgg)
 
 
@@ -305,8 +305,6 @@ class EdgeNode:
         if path is None or not path.is_file() or not hasattr(detector, "restore"):
             return
         try:
-            import torch
-
             detector.restore(torch.load(path, map_location="cpu", weights_only=True))
             log.info("%s: resumed from checkpoint %s", source, path)
         except Exception as e:  # a stale or corrupt checkpoint (other model size): start from scratch
@@ -316,8 +314,6 @@ class EdgeNode:
         path = self._checkpoint_path(source)
         if path is None or version % self.cfg.checkpoint_every or not hasattr(detector, "state_dict"):
             return
-        import torch
-
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -445,16 +441,10 @@ def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: C
     as `cfg.name` and it connects to input i as a client of the camera named `input_names[i]`. `on_ready`
     gets the result endpoint, or (result endpoint, replay endpoint) when the node keeps an event log."""
     if cfg.threads is not None:
-        import torch
-
         torch.set_num_threads(cfg.threads)
     ctx, server_keys = zmq.Context.instance(), {}
     if security is not None:
-        from .security import Security
-        from .transport import secure
-
-        sec = Security.from_config(security, cfg.name)
-        secure(ctx, sec)
+        sec = secure_stage(security, cfg.name, ctx)
         server_keys = {ep: sec.server_key(name) for ep, name in zip(inputs, input_names)}
         if cfg.connect:
             server_keys.update(dict.fromkeys(cfg.connect, sec.server_key(security.connect_key)))

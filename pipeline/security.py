@@ -27,7 +27,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from .transport import ThrottledLog
+from .transport import ThrottledLog, secure
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +178,11 @@ def make_keypair(directory: str | Path, name: str, force: bool = False) -> tuple
     public_file, secret_file = zmq.auth.create_certificates(str(directory), name)
     Path(secret_file).chmod(0o600)
     return Path(public_file), Path(secret_file)
+
+
+def secure_stage(cfg, name: str, ctx: zmq.Context | None = None) -> Security:
+    """CURVE on every tcp socket of `ctx` (default: the process's context) that `transport.bind` or
+    `transport.connect` sets up from now on, as stage `name` of a `security:` section (SecurityConfig)."""
+    sec = Security.from_config(cfg, name)
+    secure(ctx or zmq.Context.instance(), sec)
+    return sec

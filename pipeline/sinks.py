@@ -15,6 +15,8 @@ from typing import Protocol, Sequence
 import cv2
 import numpy as np
 import zmq
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from rich.console import Console
 
 from edge.overlay import heatmap_overlay, write_rgb
 
@@ -55,8 +57,17 @@ class Subscriber:
 
 
 class Sink(Protocol):
-    def handle(self, msg: P.Message, delivered: float) -> None: ...
+    """Where delivered messages go. `log_seq` is the node's event-log number of an event that came
+    through `eventlog.CatchUp` (None for live messages); a sink that keeps records may store it."""
+
+    def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None: ...
     def close(self) -> None: ...
+
+
+def deliver(sinks: Sequence[Sink], msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
+    """Hand one message to every sink (the launcher's collector and `ssdnet subscribe` alike)."""
+    for sink in sinks:
+        sink.handle(msg, delivered, log_seq)
 
 
 class JsonlSink:
@@ -114,7 +125,7 @@ class OverlaySink:
         self.alpha = alpha
         self.written = 0
 
-    def handle(self, msg: P.Message, delivered: float) -> None:
+    def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         h = msg.header
         if h.kind == "anomaly" and h.label == "anomalous" and "image" in msg.arrays:
             picture = overlay(msg.arrays["image"], P.anomaly_map(msg), h.regions, self.alpha)
@@ -130,8 +141,6 @@ class MetricsSink:
     and the counters (frames sent, dropped, rejected, ...) and last-frame ages that heartbeats report."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9108):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
         self.registry = r = CollectorRegistry()
         buckets = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)
         self.latency = Histogram("ssdnet_stage_latency_seconds", "latency per pipeline stage", ["stage"], buckets=buckets, registry=r)
@@ -145,7 +154,7 @@ class MetricsSink:
         self._last: dict[str, float] = {}
         self._fps: dict[str, float] = {}
 
-    def handle(self, msg: P.Message, delivered: float) -> None:
+    def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         h = msg.header
         if h.kind == "anomaly":
             for stage, ms in stage_latencies(h, delivered).items():
@@ -173,13 +182,11 @@ class ConsoleSink:
     """Prints events, ends of stream, and cameras' state changes and stalls (from their heartbeats), live (rich)."""
 
     def __init__(self, console=None, stall_s: float = 5.0):
-        from rich.console import Console
-
         self.console = console or Console()
         self.stall_s = stall_s
         self._camera: dict[str, tuple[str, bool]] = {}
 
-    def handle(self, msg: P.Message, delivered: float) -> None:
+    def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         h = msg.header
         clock = time.strftime("%H:%M:%S", time.localtime(delivered))
         if h.kind == "event":

@@ -19,8 +19,11 @@ import cv2
 import numpy as np
 import zmq
 
+from edge.synthetic import sample
+
 from . import protocol as P
-from .config import FolderSourceConfig, SourceConfig, SyntheticSourceConfig, VideoSourceConfig
+from .config import FolderSourceConfig, SecurityConfig, SourceConfig, SyntheticSourceConfig, VideoSourceConfig
+from .security import secure_stage
 from .transport import StopFlag, bind, drain_subscriptions, make_socket, wait_for_peer, wait_for_subscriber
 
 log = logging.getLogger(__name__)
@@ -148,8 +151,6 @@ class SyntheticReader:
         pass
 
     def read(self) -> Capture:
-        from .synthetic import sample
-
         t_capture = time.time()  # the shutter opens now; drawing the texture is its exposure
         name = self.cfg.textures[self.index % len(self.cfg.textures)]
         self.index += 1
@@ -303,6 +304,10 @@ class Camera:
         return False
 
 
-def run_camera(cfg: SourceConfig, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> dict[str, int]:
-    """Process entry point of a camera stage."""
+def run_camera(cfg: SourceConfig, stop: StopFlag, on_ready: Callable[[str], None] | None = None,
+               security: SecurityConfig | None = None) -> dict[str, int]:
+    """Process entry point of a camera stage; with `security` its tcp socket is a CURVE server (key
+    `<camera name>.key_secret`)."""
+    if security is not None:
+        secure_stage(security, cfg.name)
     return Camera(cfg).run(stop, on_ready)

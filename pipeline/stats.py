@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from . import protocol as P
 
@@ -94,8 +95,6 @@ class StreamStats:
         of the image scores against "the mask is not empty" (None where a class is missing)."""
         if not self._truth_frames:
             return None
-        from sklearn.metrics import average_precision_score, roc_auc_score
-
         pixel_scores, pixel_truth, image_scores, defective = zip(*self._truth_frames)
         scores, truth = np.concatenate(pixel_scores), np.concatenate(pixel_truth)
         image_scores, defective = np.array(image_scores), np.array(defective)

@@ -17,16 +17,9 @@ import zmq
 
 from . import protocol as P
 from .eventlog import CatchUp, ReplayClient
-from .sinks import ConsoleSink, JsonlSink, Sink, Subscriber
-
-
-def _deliver(sinks: list[Sink], msg: P.Message, log_seq: int | None = None) -> None:
-    now = time.time()
-    for sink in sinks:
-        if log_seq is not None and isinstance(sink, JsonlSink):
-            sink.handle(msg, now, log_seq=log_seq)
-        else:
-            sink.handle(msg, now)
+from .security import Security, load_public
+from .sinks import ConsoleSink, JsonlSink, Sink, Subscriber, deliver
+from .transport import secure
 
 
 def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None = None, timeout_s: float | None = None,
@@ -36,9 +29,6 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     ctx = ctx or zmq.Context.instance()
     server = None
     if key is not None:
-        from .security import Security, load_public
-        from .transport import secure
-
         secure(ctx, Security(key))
         server = load_public(server_key) if server_key else None
     sinks: list[Sink] = [ConsoleSink(stall_s=stall_s)]
@@ -54,18 +44,18 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     try:
         if catch is not None:  # what was missed while down, before the live stream
             for n, header in catch.sync():
-                _deliver(sinks, P.Message(header), n)
+                deliver(sinks, P.Message(header), time.time(), n)
                 events += 1
         while (count is None or events < count) and time.monotonic() < deadline:
             msg = sub.recv(100)
             if catch is not None:
                 for n, header in catch.on_message(msg):
-                    _deliver(sinks, P.Message(header), n)
+                    deliver(sinks, P.Message(header), time.time(), n)
                     events += 1
                 if msg is not None and msg.kind != "event":
-                    _deliver(sinks, msg)
+                    deliver(sinks, msg, time.time())
             elif msg is not None:
-                _deliver(sinks, msg)
+                deliver(sinks, msg, time.time())
                 events += msg.kind == "event"
     finally:
         sub.close()

@@ -1,11 +1,11 @@
-"""Shared fixtures: small real textures (scikit-image's, via pipeline.synthetic)."""
+"""Shared fixtures: small real textures (scikit-image's, via edge.synthetic)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.synthetic import TEXTURES, texture
+from edge.synthetic import TEXTURES, texture
 
 torch.set_num_threads(2)
 

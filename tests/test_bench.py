@@ -5,7 +5,7 @@ import json
 import math
 
 
-from pipeline.cli import main as cli_main
+from tools.cli import main as cli_main
 
 
 def _numbers(obj):

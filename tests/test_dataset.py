@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.dataset import DatasetError, Sample, list_categories, load_category
+from tools.eval.dataset import DatasetError, Sample, list_categories, load_category
 
 
 def _write(path: Path, array: np.ndarray) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import build_parser
+from tools.cli import build_parser
 from pipeline.config import LineConfig
 from edge.config import parse_config
 

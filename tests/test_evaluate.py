@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from pipeline.synthetic import draw_defect, texture
+from tools.cli import main
+from edge.synthetic import draw_defect, texture
 
 TINY_YAML = """
 model: {base_channels: 8}
@@ -78,7 +78,7 @@ def test_score_writes_maps_overlays_and_json_lines(dataset, tmp_path):
 
 def test_eval_jobs_split_categories_over_processes_with_the_same_result(dataset):
     from edge.config import load_config
-    from edge.evaluate import evaluate
+    from tools.eval.evaluate import evaluate
 
     cfg = load_config(dataset / "tiny.yaml")
     args = dict(categories=["gravel", "brick"], baselines=("local_stats",), noise_sigma=5.0)

@@ -15,11 +15,11 @@ import onnx
 import pytest
 import torch
 
-from edge.backends import OnnxRuntimeScorer, TorchScorer
+from edge.scorers import OnnxRuntimeScorer, TorchScorer
 from edge.config import FitConfig, LossConfig, ModelConfig, ScoreConfig, SSDNetConfig
 from edge.scoring import AnomalyScorer
 from edge.unet import UNet
-from export.onnx_export import (
+from edge.scorers.onnx_graph import (
     INPUT_NAME,
     OUTPUT_NAMES,
     ExportError,
@@ -28,6 +28,7 @@ from export.onnx_export import (
     map_weight_names,
     weights_for_graph,
 )
+from export.onnx_export import save, sidecar
 
 H = W = 64
 FP32_ATOL = 1e-3
@@ -54,7 +55,7 @@ def perturbed(state: dict[str, torch.Tensor], seed: int, scale: float = 0.02) ->
 
 
 def image(n: int = 1, seed: int = 0) -> torch.Tensor:
-    from pipeline.synthetic import texture
+    from edge.synthetic import texture
 
     rng = np.random.default_rng(seed)
     imgs = [texture("brick", H, rng) for _ in range(n)]
@@ -96,7 +97,7 @@ def test_every_torch_parameter_maps_to_exactly_one_onnx_name(scorer, exported):
 
 
 def test_sidecar_contents(exported, tmp_path):
-    onnx_path, json_path = exported.save(tmp_path)
+    onnx_path, json_path = save(exported, tmp_path)
     assert onnx_path.name == "scorer.onnx" and json_path.name == "scorer.json"
     side = json.loads(json_path.read_text())
     assert side["opset"] == 17 and side["format"] == "onnx" and side["precision"] == "fp32"
@@ -117,7 +118,7 @@ def test_weights_as_inputs_moves_every_weight_to_the_inputs(scorer):
     inits = {i.name for i in ex.model.graph.initializer}
     for name in ex.weight_names.values():
         assert name in inputs and name not in inits
-    assert all(w["kind"] == "input" for w in ex.sidecar()["weights"])
+    assert all(w["kind"] == "input" for w in sidecar(ex)["weights"])
 
 
 @pytest.mark.parametrize("strategy", ["reload", "inputs"])
@@ -154,7 +155,7 @@ def test_weights_are_bound_not_copied_into_the_export(scorer):
 def test_parity_after_real_fit_steps():
     """Detector on onnxruntime vs on torch: same fits, same maps (a cold fit, then a warm frame)."""
     from edge.detector import Detector
-    from pipeline.synthetic import texture
+    from edge.synthetic import texture
 
     rng = np.random.default_rng(3)
     frames = [texture("grass", H, rng) for _ in range(2)]
@@ -193,7 +194,7 @@ def test_fp16_graph_keeps_fp32_io_and_fp16_weights(scorer):
     inits = {i.name: i for i in ex.model.graph.initializer}
     for o in ex.weight_names.values():
         assert inits[o].data_type == onnx.TensorProto.FLOAT16
-    side = ex.sidecar()
+    side = sidecar(ex)
     assert side["precision"] == "fp16" and side["inputs"][0]["dtype"] == "float32"
     assert all(o["dtype"] == "float32" for o in side["outputs"])
     x = image(1)
@@ -284,7 +285,7 @@ def test_scorer_with_vgg_maps_exports(score, per_frame):
 
 
 def test_cli_export_writes_onnx_and_sidecar(tmp_path):
-    from pipeline.cli import main
+    from tools.cli import main
 
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("ssdnet:\n  model: {base_channels: 4}\n  fit: {scales: [1, 2]}\n")
@@ -294,5 +295,26 @@ def test_cli_export_writes_onnx_and_sidecar(tmp_path):
     assert side["height"] == 64 and side["width"] == 64 and side["camera"] == [60, 64]
     assert side["config"]["base_channels"] == 4
     onnx.checker.check_model(str(out / "scorer.onnx"))
-    assert main(["export", "--format", "tensorrt", "--height", "32", "--width", "32", "--config", str(cfg),
-                 "--out", str(tmp_path / "trt")]) in (0, 2)  # 2: no TensorRT / GPU here, with a message
+
+
+def test_cli_export_tensorrt_one_outcome_per_environment(tmp_path, capsys):
+    """With TensorRT and a CUDA GPU the engine is built and written; without either, a message that
+    says which is missing and the exit code for an unavailable backend (not a generic error)."""
+    from export.cli import EXIT_UNAVAILABLE
+    from tools.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("ssdnet:\n  model: {base_channels: 4}\n  fit: {scales: [1, 2]}\n")
+    out = tmp_path / "trt"
+    rc = main(["export", "--format", "tensorrt", "--height", "32", "--width", "32", "--config", str(cfg),
+               "--out", str(out)])
+    err = capsys.readouterr().err
+    if importlib.util.find_spec("tensorrt") is None:
+        assert rc == EXIT_UNAVAILABLE == 3 and "TensorRT is not installed" in err
+        assert not out.exists()
+    elif not torch.cuda.is_available():
+        assert rc == EXIT_UNAVAILABLE and "no CUDA GPU" in err
+    else:
+        assert rc == 0, err
+        side = json.loads((out / "scorer.json").read_text())
+        assert side["format"] == "tensorrt" and (out / side["engine"]).stat().st_size > 0

@@ -14,7 +14,7 @@ import onnx
 import pytest
 import torch
 
-from edge.backends import (
+from edge.scorers import (
     CPU_PROVIDER,
     BackendUnavailable,
     EngineCache,
@@ -32,7 +32,8 @@ from edge.backends import (
 from edge.config import FitConfig, ModelConfig, ScoreConfig, SSDNetConfig
 from edge.scoring import AnomalyScorer
 from edge.unet import UNet
-from export.onnx_export import export_scorer
+from edge.scorers.onnx_graph import export_scorer
+from export.onnx_export import sidecar
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 HAS_CUDA = torch.cuda.is_available()
@@ -112,7 +113,7 @@ def test_fp16_graph_weight_names_map_one_to_one_for_refit():
         assert inits[o].data_type == onnx.TensorProto.FLOAT16  # refit takes fp16 weights
         assert list(inits[o].dims) == list(params[t].shape)
     # the sidecar tells a deployment which torch tensor feeds which engine weight
-    assert {w["torch"]: w["onnx"] for w in ex.sidecar()["weights"]} == ex.weight_names
+    assert {w["torch"]: w["onnx"] for w in sidecar(ex)["weights"]} == ex.weight_names
 
 
 # ---------------------------------------------------------------------------- provider selection

@@ -324,7 +324,7 @@ def test_a_restarted_node_resumes_each_source_from_its_checkpoint(tmp_path):
 
 @pytest.mark.faults
 def test_soak_growth_report_separates_flat_from_leaking():
-    from pipeline.soak import growth
+    from tools.soak import growth
 
     flat = growth([(t, 100.0 + (t % 2)) for t in range(40)])
     leak = growth([(t * 90.0, 100.0 + t) for t in range(40)])  # +1 MB per 90 s

@@ -61,12 +61,12 @@ def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from edge.baselines import vgg_knn
+    from tools.eval.baselines import vgg_knn
     from edge.config import ScoreConfig
     from edge.scoring import AnomalyScorer
     from edge.unet import UNet
     from edge.vgg import VGG19Features
-    from pipeline.synthetic import draw_defect, texture
+    from edge.synthetic import draw_defect, texture
 
     rng = np.random.default_rng(3)
     clean = texture("brick", 128, rng)
@@ -126,7 +126,7 @@ def test_enlarged_self_similarity_input_finds_a_defect_and_is_bounded_for_big_fr
     from edge.scoring import AnomalyScorer
     from edge.unet import UNet
     from edge.vgg import VGG19Features
-    from pipeline.synthetic import draw_defect, texture
+    from edge.synthetic import draw_defect, texture
 
     rng = np.random.default_rng(3)
     image, mask = draw_defect(texture("brick", 128, rng), rng, "hole")

@@ -10,7 +10,7 @@ from edge.scoring import AnomalyScorer
 from edge.unet import UNet
 from edge.vgg import VGG19Features
 from pipeline.regions import find_regions
-from pipeline.synthetic import draw_defect, texture
+from edge.synthetic import draw_defect, texture
 
 
 def frames() -> list[np.ndarray]:

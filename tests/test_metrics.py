@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from edge import metrics
+from tools.eval import metrics
 
 
 def _masks(n: int = 4, size: int = 32) -> list[np.ndarray]:

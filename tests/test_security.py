@@ -11,7 +11,7 @@ import zmq
 import zmq.auth
 
 from edge.config import ConfigError
-from pipeline.cli import main
+from tools.cli import main
 from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig, load_line_config
 from pipeline.node import EdgeNode
 from pipeline.security import Security, load_public, make_keypair

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline import synthetic
+from edge import synthetic
 
 
 @pytest.mark.parametrize("name", synthetic.TEXTURES)

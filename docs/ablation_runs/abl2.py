@@ -10,7 +10,7 @@ from edge.detector import Detector
 from edge.scoring import AnomalyScorer
 from edge.fitter import image_to_tensor
 from edge.vgg import VGG19Features
-from edge.dataset import list_categories, load_category
+from tools.eval.dataset import list_categories, load_category
 torch.set_num_threads(int(sys.argv[5]) if len(sys.argv)>5 else 1)
 root=__import__('os').environ.get('DATASET', '../shared/datasets/textures-dev')
 cats=sys.argv[1].split(',') if sys.argv[1]!='all' else list_categories(root)

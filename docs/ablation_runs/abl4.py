@@ -12,7 +12,7 @@ from edge.detector import Detector
 from edge.scoring import AnomalyScorer
 from edge.fitter import image_to_tensor
 from edge.vgg import VGG19Features
-from edge.dataset import load_category
+from tools.eval.dataset import load_category
 torch.set_num_threads(1)
 root=__import__('os').environ.get('DATASET', '../shared/datasets/textures-dev')
 cats=sys.argv[1].split(','); train=json.loads(sys.argv[2]); out=sys.argv[3]

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from edge.baselines import vgg_knn  # noqa: E402
+from tools.eval.baselines import vgg_knn  # noqa: E402
 from edge.config import SSDNetConfig  # noqa: E402
-from edge.dataset import load_category  # noqa: E402
+from tools.eval.dataset import load_category  # noqa: E402
 from edge.detector import Detector  # noqa: E402
 from edge.fitter import image_to_tensor  # noqa: E402
 from edge.scoring import AnomalyScorer  # noqa: E402

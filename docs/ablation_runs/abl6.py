@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from edge.dataset import load_category  # noqa: E402
+from tools.eval.dataset import load_category  # noqa: E402
 from edge.knn import grid_features, knn_distance  # noqa: E402
 from edge.vgg import VGG19Features  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402

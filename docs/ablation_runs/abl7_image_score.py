@@ -13,8 +13,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from edge.baselines import vgg_knn  # noqa: E402
-from edge.dataset import list_categories, load_category  # noqa: E402
+from tools.eval.baselines import vgg_knn  # noqa: E402
+from tools.eval.dataset import list_categories, load_category  # noqa: E402
 
 torch.set_num_threads(1)
 

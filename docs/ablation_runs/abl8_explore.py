@@ -6,10 +6,10 @@ baseline map added to the kNN map (map-level sum of standardised maps).
 import sys, json, numpy as np, torch, torch.nn.functional as F, cv2
 from collections import defaultdict
 from sklearn.metrics import average_precision_score, roc_auc_score
-from edge.dataset import list_categories, load_category
+from tools.eval.dataset import list_categories, load_category
 from edge.vgg import VGG19Features
 from edge.knn import grid_features, knn_distance
-from edge.baselines import local_stats
+from tools.eval.baselines import local_stats
 torch.set_num_threads(1)
 ROOT = "../shared/datasets/textures-dev"
 ALL = ("relu1_2", "relu2_2", "relu3_1", "relu3_4", "relu4_1")

@@ -7,7 +7,7 @@ process, then summarise:
 import sys, json, numpy as np, torch, torch.nn.functional as F, cv2
 from collections import defaultdict
 from sklearn.metrics import average_precision_score, roc_auc_score
-from edge.dataset import list_categories, load_category
+from tools.eval.dataset import list_categories, load_category
 from edge.vgg import VGG19Features
 from edge.knn import grid_features, knn_distance
 from edge.local_stats import stats_features

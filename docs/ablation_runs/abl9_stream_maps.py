@@ -14,7 +14,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from edge.config import SSDNetConfig
-from edge.dataset import list_categories, load_category
+from tools.eval.dataset import list_categories, load_category
 from edge.detector import Detector
 
 ROOT = "../shared/datasets/textures-dev"

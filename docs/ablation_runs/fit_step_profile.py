@@ -5,9 +5,9 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from edge.bench import _frames, _with_fit
+from tools.bench import _frames, _with_fit
 from edge.config import SSDNetConfig
-from edge.detector import build_vgg
+from edge.vgg import build_vgg
 from edge.fitter import Fitter
 from edge.patches import pad_multiple, pad_to_multiple
 

@@ -8,7 +8,7 @@ import statistics
 import numpy as np
 import torch
 
-from edge.bench import _frames
+from tools.bench import _frames
 from edge.config import SSDNetConfig
 from edge.detector import Detector
 

@@ -26,10 +26,11 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from edge.config import SSDNetConfig, load_config
+from edge.detector import Detector
+
 from .baselines import BASELINES
-from .config import SSDNetConfig, load_config
 from .dataset import GOOD, DatasetError, Sample, list_categories, load_category
-from .detector import Detector
 from .metrics import summarize
 
 METRICS = ("pixel_auroc", "pixel_auprc", "aupro", "pixel_f1_max", "image_auroc", "seconds_per_image")

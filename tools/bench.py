@@ -38,6 +38,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zmq
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from edge.config import load_config, parse_config
+from edge.detector import Detector
+from edge.device import synchronize
+from edge.fitter import Fitter, image_to_tensor
+from edge.patches import pad_multiple, pad_to_multiple
+from edge.synthetic import TEXTURES, sample
+from edge.vgg import build_vgg
+from export.bench import run_bench
+from pipeline import protocol as P
+from pipeline.config import LineConfig
+from pipeline.launcher import run_line
+from pipeline.sources import SyntheticReader
+from pipeline.stats import percentiles
+from pipeline.transport import bind, make_socket
 
 TRANSPORT_SHAPE = (1080, 1920, 3)
 
@@ -52,8 +71,6 @@ def _with_fit(cfg, **fit):
 
 
 def _frames(size: int, n: int, seed: int = 0) -> list[np.ndarray]:
-    from pipeline.synthetic import TEXTURES, sample
-
     rng = np.random.default_rng(seed)
     names = list(TEXTURES)
     return [sample(names[i % len(names)], size, rng, 0.5)[0] for i in range(n)]
@@ -64,8 +81,6 @@ def _frames(size: int, n: int, seed: int = 0) -> list[np.ndarray]:
 
 class _FitVariant:
     def __init__(self, name: str, cfg, device: torch.device, vgg, x: torch.Tensor, compile: bool = False):
-        from edge.fitter import Fitter
-
         self.name, self.error, self.times, self.setup_s = name, None, [], None
         try:
             t0 = time.perf_counter()
@@ -76,7 +91,7 @@ class _FitVariant:
                 if self.fitter.vgg is not None:
                     self.fitter.vgg.forward = torch.compile(self.fitter.vgg.forward)
             self.fitter.fit(self.x, 2)  # warm-up (and compilation)
-            _sync(device)
+            synchronize(device)
             self.setup_s = time.perf_counter() - t0
         except Exception as e:  # noqa: BLE001 - reported as n/a
             self.error = _na(e)
@@ -100,11 +115,6 @@ class _FitVariant:
                 "steps": len(self.times), "setup_s": round(self.setup_s, 2)}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _cuda_graph_step(cfg, vgg, x: torch.Tensor, steps: int) -> dict | str:
     """One whole fit step (corrupt, forward, loss, backward, Adam) replayed from a CUDA graph.
 
@@ -113,8 +123,6 @@ def _cuda_graph_step(cfg, vgg, x: torch.Tensor, steps: int) -> dict | str:
     if not torch.cuda.is_available():
         return "n/a: no CUDA device"
     try:
-        from edge.fitter import Fitter
-
         f = Fitter(_with_fit(cfg, amp=False, channels_last=cfg.fit.amp), "cuda", vgg)  # bf16 autocast below
         f.optimizer = torch.optim.Adam(f.model.parameters(), lr=cfg.fit.lr, capturable=True)
         grids = f.patch_grids(x.cuda())
@@ -153,9 +161,6 @@ def _cuda_graph_step(cfg, vgg, x: torch.Tensor, steps: int) -> dict | str:
 
 def bench_fit(cfg, size: int, batch: int, steps: int, *, compile: bool, device: torch.device, rounds: int = 3,
               say=lambda _m: None) -> dict:
-    from edge.detector import build_vgg
-    from edge.patches import pad_multiple, pad_to_multiple
-
     vgg = build_vgg(cfg)
     imgs = _frames(size, batch, seed=1)
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
@@ -187,8 +192,6 @@ def bench_fit(cfg, size: int, batch: int, steps: int, *, compile: bool, device: 
 
 
 def bench_scorer(cfg, size: int, repeat: int, backends: set[str] | None, say=lambda _m: None) -> dict:
-    from export.bench import run_bench
-
     result = run_bench(cfg, size, size, repeat, only=backends, progress=say)
     best: dict[str, dict] = {}
     for row in result["rows"]:
@@ -205,9 +208,6 @@ def bench_scorer(cfg, size: int, repeat: int, backends: set[str] | None, say=lam
 
 
 def _line_config(cfg, size: int, frames: int, threads: int):
-    from edge.config import parse_config
-    from pipeline.config import LineConfig
-
     return parse_config(LineConfig, {
         "sources": [{"name": "cam0", "kind": "synthetic", "size": size, "frames": frames, "seed": 7,
                      "textures": ["brick", "grass", "gravel"], "sndhwm": frames + 8}],
@@ -220,9 +220,6 @@ def _line_config(cfg, size: int, frames: int, threads: int):
 
 def _node_alone(line_cfg, frames: int) -> dict:
     """Detector.process on the frames the line's camera sends, in this process, no sockets."""
-    from edge.detector import Detector, build_vgg
-    from pipeline.sources import SyntheticReader
-
     reader = SyntheticReader(line_cfg.sources[0])
     images = [reader.read().image for _ in range(frames)]
     ssd = line_cfg.node.ssdnet
@@ -241,9 +238,6 @@ def _node_alone(line_cfg, frames: int) -> dict:
 
 
 def bench_pipeline(cfg, size: int, frames: int, threads: int, say=lambda _m: None) -> dict:
-    from pipeline.launcher import run_line
-    from pipeline.stats import percentiles
-
     line_cfg = _line_config(cfg, size, frames, threads)
     say(f"pipeline: node alone, {frames} frames")
     alone = _node_alone(line_cfg, frames)
@@ -274,11 +268,6 @@ def bench_pipeline(cfg, size: int, frames: int, threads: int, say=lambda _m: Non
 
 
 def _transport_round(ctx, frame: np.ndarray, n: int, project: bool) -> float:
-    import zmq
-
-    from pipeline import protocol as P
-    from pipeline.transport import bind, make_socket
-
     mk = (lambda kind: make_socket(ctx, kind)) if project else ctx.socket
     pull, push = mk(zmq.PULL), mk(zmq.PUSH)
     for s in (pull, push):
@@ -318,8 +307,6 @@ def bench_transport(frames: int, rounds: int = 15, shape: tuple[int, int, int] =
     """Rounds of the two loops back to back, alternating which goes first. `ratio` is the median over
     rounds of project / bare within a round (load that changes slowly cancels out); `best_ratio`
     compares the best rounds of each, `median_ratio` the medians."""
-    import zmq
-
     ctx = zmq.Context()
     frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     project, bare = [], []
@@ -330,8 +317,6 @@ def bench_transport(frames: int, rounds: int = 15, shape: tuple[int, int, int] =
     finally:
         ctx.term()
     p, b = max(project), max(bare)
-    from pipeline import protocol as P
-
     desc, reps = P.describe("image", frame), 200
     t0 = time.perf_counter()
     for i in range(reps):  # the protocol's own CPU cost per frame, no sockets
@@ -354,10 +339,8 @@ def bench_transport(frames: int, rounds: int = 15, shape: tuple[int, int, int] =
 
 def count_flops(cfg, size: int) -> dict:
     """FLOPs of one fit step (forward + backward, VGG loss included) and one scoring pass at size x size."""
+    # imported here: the flop counter pulls in torch internals that no other section (nor `ssdnet --help`) needs
     from torch.utils.flop_counter import FlopCounterMode
-
-    from edge.detector import Detector
-    from edge.fitter import image_to_tensor
 
     det = Detector(cfg.model_copy(update={"device": "cpu"}), device="cpu")
     x = image_to_tensor(_frames(size, 1, seed=2)[0], det.device, det.fitter.multiple)
@@ -440,10 +423,6 @@ def _fmt(v, unit: str = "") -> str:
 
 
 def render(result: dict) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     c = result["config"]
     t = Table(title=f"ssdnet bench: {c['size']}x{c['size']}, batch {c['batch']}, base_channels {c['base_channels']}, "
                     f"scales {c['scales']}, {c['threads']} torch thread(s), {result['machine']['device']}")
@@ -499,10 +478,6 @@ def render(result: dict) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from edge.config import load_config
-
     cfg = load_config(args.config)
     if args.device:
         cfg = cfg.model_copy(update={"device": args.device})

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .config import load_config
-from .detector import Detector
-from .overlay import heatmap_overlay, read_rgb, write_rgb
+from edge.config import load_config
+from edge.detector import Detector
+from edge.overlay import heatmap_overlay, read_rgb, write_rgb
 
 
 def _cmd(args: argparse.Namespace) -> int:

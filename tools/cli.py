@@ -7,15 +7,17 @@ import importlib
 import logging
 import sys
 
+from edge.config import ConfigError
+
 COMMANDS = (
-    "edge.evaluate",      # ssdnet eval
-    "edge.score_images",  # ssdnet score
-    "edge.bench",         # ssdnet bench
-    "export.cli",         # ssdnet export, ssdnet backends, ssdnet bench-scorer
-    "pipeline.launcher",  # ssdnet run
-    "pipeline.subscribe",  # ssdnet subscribe
-    "pipeline.soak",      # ssdnet soak
-    "pipeline.keys",      # ssdnet keys
+    "tools.eval.evaluate",  # ssdnet eval
+    "tools.score_images",   # ssdnet score
+    "tools.bench",          # ssdnet bench
+    "export.cli",           # ssdnet export, ssdnet backends, ssdnet bench-scorer
+    "pipeline.launcher",    # ssdnet run
+    "pipeline.subscribe",   # ssdnet subscribe
+    "tools.soak",           # ssdnet soak
+    "pipeline.keys",        # ssdnet keys
 )
 
 
@@ -30,10 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from edge.config import ConfigError
+    # imported after the parser (which imports every command): the stage processes of `ssdnet run`
+    # re-import this module as their __main__'s and must not load torch, which edge.vgg does
     from edge.vgg import VGGWeightsError
 
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except (ConfigError, VGGWeightsError, FileNotFoundError) as e:

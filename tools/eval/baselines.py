@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .knn import cell_size, grid_features, knn_distance
-from .local_stats import local_stats_map
-from .vgg import VGG19Features
+from edge.knn import cell_size, grid_features, knn_distance
+from edge.local_stats import local_stats_map
+from edge.vgg import VGG19Features
 
 Baseline = Callable[[np.ndarray], np.ndarray]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from .config import load_line_config
-from .launcher import LineError, print_summary, run_line
+from pipeline.config import load_line_config
+from pipeline.launcher import LineError, print_summary, run_line
 
 UNLIMITED_FRAMES = 10**9
 

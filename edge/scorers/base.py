@@ -1,0 +1,66 @@
+"""The scorer-backend interface and its errors (one module per backend beside this one).
+
+Every backend has the same interface:
+
+    scorer = build_scorer(cfg)                          # edge.scorers.factory
+    scorer.update_weights(fitter.model.state_dict())    # after every fit; no re-export, no rebuild
+    amap, score = scorer.score(x)                       # x (N, 3, H, W) float32 in [0, 1]
+                                                        # -> (N, 1, H, W) float32 tensor, (N,) tensor
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+import torch
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+CPU_PROVIDER = "CPUExecutionProvider"
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+class BackendError(RuntimeError):
+    """A scorer backend that cannot be used as configured."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend's runtime (package, GPU, provider) is not present on this machine."""
+
+
+class ProviderFallbackError(BackendError):
+    """ONNX Runtime would run on other providers than asked for (typically a silent CPU fall back)."""
+
+
+class ParityError(BackendError):
+    """An engine's output differs from the FP32 PyTorch scorer by more than the tolerance."""
+
+
+def unet_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """UNet.state_dict() keys, whether or not they carry the ``unet.`` prefix of the scorer module."""
+    return {k.removeprefix("unet."): v for k, v in state_dict.items()}
+
+
+def detached(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """References to a U-Net state (no copy), keys without the ``unet.`` prefix."""
+    return {k: v.detach() for k, v in unet_state(state_dict).items()}
+
+
+class Scorer(ABC):
+    """A scorer backend around an AnomalyScorer module (`module`); see the module docstring."""
+
+    name: str = "?"
+    module: torch.nn.Module
+
+    @abstractmethod
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """New U-Net weights (UNet.state_dict() keys, with or without a ``unet.`` prefix)."""
+
+    @abstractmethod
+    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, H, W) float32 in [0, 1] -> (anomaly map (N, 1, H, W) float32, score (N,) float32)."""
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.score(x)
+
+    def info(self) -> dict:
+        return {"backend": self.name}

@@ -1,0 +1,53 @@
+"""The ``torch`` backend: the AnomalyScorer module itself, eager.
+
+Options: bf16 autocast (fp16 on CUDA; `score.amp`, the default on the CPU), the U-Net's memory
+layout, torch.compile (measured slower on the CPU: docs/export.md). It shares the Fitter's U-Net,
+so the Detector never pushes weights to it.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from ..device import autocast
+from .base import Scorer, unet_state
+
+
+class TorchScorer(Scorer):
+    """The AnomalyScorer module, eager (optionally bf16 autocast, channels_last, torch.compile)."""
+
+    name = "torch"
+
+    def __init__(self, module: torch.nn.Module, *, bf16: bool = False, channels_last: bool | None = None,
+                 compile: bool = False):
+        self.module = module
+        self.bf16 = bf16
+        if channels_last is not None:
+            module.unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self._fn = torch.compile(module) if compile else module
+        self.compiled = compile
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.unet.parameters()).device
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        state = unet_state(state_dict)
+        own = self.module.unet.state_dict()
+        if all(k in own and own[k].data_ptr() == v.data_ptr() for k, v in state.items()):
+            return  # the module's own tensors: nothing to copy
+        with torch.no_grad():
+            self.module.unet.load_state_dict(state)
+
+    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx = torch.no_grad() if self.compiled else torch.inference_mode()
+        with ctx:
+            with autocast(x.device, self.bf16):  # bf16 on the CPU, fp16 on CUDA
+                amap, score = self._fn(x)
+        return amap.float(), score.float()
+
+    def info(self) -> dict:
+        first_conv = self.module.unet.enc[0][0].weight
+        return {"backend": self.name, "bf16": self.bf16, "compile": self.compiled,
+                "channels_last": first_conv.is_contiguous(memory_format=torch.channels_last)}
