@@ -16,17 +16,19 @@ VGG_LAYERS = (
 )
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors, values are frozen (every config of the project)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """U-Net: 3 down, 3 up, skip connections, global input-to-output residual."""
 
     base_channels: int = Field(32, ge=4, le=256, description="channels of the first level; doubled per level")
 
 
-class CorruptionConfig(_Strict):
+class CorruptionConfig(StrictModel):
     """Corruptions applied to training patches; the clean patch is the target."""
 
     mask_ratio: float = Field(0.5, ge=0.0, le=0.95, description="fraction of blocks masked per patch")
@@ -46,7 +48,7 @@ def _known_layers(v: tuple[str, ...]) -> tuple[str, ...]:
     return v
 
 
-class LossConfig(_Strict):
+class LossConfig(StrictModel):
     """loss = pixel_weight * L2 + perceptual_weight * mean(1 - cos(VGG(out), VGG(clean)))."""
 
     pixel_weight: float = Field(1.0, ge=0.0)
@@ -56,12 +58,18 @@ class LossConfig(_Strict):
     _layers = field_validator("vgg_layers")(_known_layers)
 
 
-class FitConfig(_Strict):
+class FitConfig(StrictModel):
     """Optimisation of the per-image model (cold fit) and the per-frame warm start."""
 
     scales: tuple[int, ...] = Field((2, 4, 8), description="grid sizes: the image is cut into s x s patches")
     steps: int = Field(60, ge=1, le=100_000, description="cold-fit steps for one image")
     warm_steps: int = Field(3, ge=0, le=10_000, description="steps per frame from previous weights")
+    budget_ms: float | None = Field(None, gt=0, description="time budget of a warm fit: the scheduler (edge.schedule) "
+                                    "plans 1..warm_steps steps to fit it; None = warm_steps steps")
+    frame_budget_ms: float | None = Field(None, gt=0, description="deadline of one frame (warm fit + scoring): the "
+                                          "scheduler plans 1..warm_steps fit steps from measured step times to keep p95 "
+                                          "under it; frames that cannot make it even with 1 step are counted "
+                                          "(budget_unmet) and logged")
     patch_fraction: float = Field(0.25, gt=0.0, le=1.0, description="fraction of each scale's patches in one step (at least 1)")
     lr: float = Field(2e-3, gt=0.0, le=1.0)
     score_before_warm_fit: bool = Field(True, description="stream: score a frame with the previous weights, then fit on it")
@@ -78,7 +86,7 @@ class FitConfig(_Strict):
         return tuple(sorted(set(v)))
 
 
-class ScoreConfig(_Strict):
+class ScoreConfig(StrictModel):
     """How reconstructions become an anomaly map and an image score."""
 
     masks: int = Field(4, ge=0, le=16, description="complementary block-mask passes per scale (0 = clean input only)")
@@ -129,7 +137,7 @@ class ScoreConfig(_Strict):
         return self.perceptual_weight > 0 or self.knn_weight > 0
 
 
-class SSDNetConfig(_Strict):
+class SSDNetConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     corruption: CorruptionConfig = CorruptionConfig()
     loss: LossConfig = LossConfig()

@@ -2,12 +2,15 @@
 
 Policy: the first frame of a source gets a cold fit (`fit.steps`), every later frame a warm start
 from the previous frame's weights of as many steps as the frame-deadline scheduler (edge.schedule)
-plans: `fit.warm_steps`, or fewer so that the fit fits `budget_ms` and the whole frame
-`frame_budget_ms` (at least 1 step; a budget that cannot be met is counted and logged). With
+plans: `fit.warm_steps`, or fewer so that the fit fits `fit.budget_ms` and the whole frame
+`fit.frame_budget_ms` (at least 1 step; a budget that cannot be met is counted and logged). With
 `fit.score_before_warm_fit` a frame is scored with the weights fitted on earlier frames, before the
 warm fit on it, so the net has never seen the frame it judges. When no scored map uses the U-Net
-(`score.pixel_weight` and `score.perceptual_weight` 0, as in configs/self-similarity.yaml) nothing is fitted: the frame is
-only scored.
+(`score.pixel_weight` and `score.perceptual_weight` 0, as in configs/self-similarity.yaml) nothing is
+fitted: the frame is only scored.
+
+`Detector` is what the edge node's detector contract (`pipeline.node.Detector`) describes:
+`process(image) -> Detection`, `reset()`, `state_dict()`, `restore(state)`.
 """
 from __future__ import annotations
 
@@ -51,8 +54,9 @@ class Detector:
         self.total_steps = 0
         self.diverged = False
         self.diverged_fits = 0
-        warm = cfg.fit.warm_steps
-        self.scheduler = StepScheduler(min_steps=min(1, warm), max_steps=warm)
+        warm = cfg.fit.warm_steps  # the one scheduler of this source, configured once from the fit config
+        self.scheduler = StepScheduler(frame_budget_ms=cfg.fit.frame_budget_ms, fit_budget_ms=cfg.fit.budget_ms,
+                                       min_steps=min(1, warm), max_steps=warm)
 
     def reset(self) -> None:
         """Forget the source: the next frame gets a cold fit."""
@@ -77,7 +81,7 @@ class Detector:
         amap, score = self.backend.score(x)
         return amap[0, 0, :height, :width].float().cpu().numpy(), float(score[0])
 
-    def fit(self, x: torch.Tensor, budget_ms: float | None = None, frame_budget_ms: float | None = None) -> FitStats:
+    def fit(self, x: torch.Tensor) -> FitStats:
         """Cold fit on a source's first frame, else a warm fit of the steps the scheduler plans (no
         step at all when no scored map uses the U-Net)."""
         cold = self.model_version == 0
@@ -88,7 +92,6 @@ class Detector:
             self.fitter.reset()
             steps = self.cfg.fit.steps
         else:
-            self.scheduler.frame_budget_ms, self.scheduler.fit_budget_ms = frame_budget_ms, budget_ms
             steps = self.scheduler.plan().steps
         before = None if cold else self.fitter.state_dict()
         stats = self.fitter.fit(x, steps)
@@ -111,8 +114,8 @@ class Detector:
         if self.backend.name != "torch":
             self.backend.update_weights(self.fitter.model.state_dict())
 
-    def process(self, image: np.ndarray, budget_ms: float | None = None, frame_budget_ms: float | None = None) -> Detection:
-        """Fit on and score one uint8 HxWx3 RGB frame; `budget_ms` bounds the warm fit, `frame_budget_ms`
+    def process(self, image: np.ndarray) -> Detection:
+        """Fit on and score one uint8 HxWx3 RGB frame; `fit.budget_ms` bounds the warm fit, `fit.frame_budget_ms`
         the whole call (both through the scheduler, which only ever shortens the warm fit)."""
         start = time.perf_counter()
         h, w = image.shape[:2]
@@ -122,9 +125,9 @@ class Detector:
             t0 = time.perf_counter()
             amap, score = self.score(x, h, w)
             score_ms = (time.perf_counter() - t0) * 1000
-            stats = self.fit(x, budget_ms, frame_budget_ms)
+            stats = self.fit(x)
         else:
-            stats = self.fit(x, budget_ms, frame_budget_ms)
+            stats = self.fit(x)
             t0 = time.perf_counter()
             amap, score = self.score(x, h, w)
             score_ms = (time.perf_counter() - t0) * 1000

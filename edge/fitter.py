@@ -115,10 +115,9 @@ class Fitter:
         image: np.ndarray | torch.Tensor,
         steps: int | None = None,
         init_state: dict[str, torch.Tensor] | None = None,
-        budget_ms: float | None = None,
         progress: Callable[[int, float], None] | None = None,
     ) -> FitStats:
-        """Fit on one image: `steps` (default cfg.fit.steps) or until `budget_ms` would be exceeded.
+        """Fit on one image for `steps` steps (default cfg.fit.steps; edge.schedule plans warm steps to a budget).
 
         With `init_state`, start from those weights (warm start); otherwise continue from the
         current ones. Call `reset()` first for a cold fit. `image` is uint8 HxWx3 or a tensor
@@ -133,9 +132,6 @@ class Fitter:
         t0 = time.perf_counter()
         done, recent = 0, []
         while done < steps:
-            elapsed = time.perf_counter() - t0
-            if budget_ms is not None and done and elapsed * 1000 * (done + 1) / done > budget_ms:
-                break
             loss = self.step_loss(grids)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()

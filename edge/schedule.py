@@ -9,7 +9,8 @@ next frame's steps, the quantile remembers occasional slow steps, and the EWMA s
     steps = floor((budget * headroom - overhead - score) / step), clamped to [min_steps, max_steps]
 
 Budgets: `frame_budget_ms` bounds the whole frame (fit + score + overhead), `fit_budget_ms` bounds
-the fit alone (the older `budget_ms` of Detector.process / node.budget_ms); either or both.
+the fit alone; either or both. The Detector builds one scheduler per source from `fit.frame_budget_ms`
+and `fit.budget_ms` (the line config's older `node.frame_budget_ms` / `node.budget_ms` map onto them).
 Before any step has been measured it plans `min_steps`, so the first frames measure the cost.
 
 When even `min_steps` does not fit the frame budget, the frame still gets `min_steps` (a frame
@@ -146,10 +147,6 @@ class StepScheduler:
         self._last_log, self._suppressed = now, 0
 
     # ------------------------------------------------------------ measurements
-
-    def observe_steps(self, step_ms: list[float] | tuple[float, ...]) -> None:
-        for ms in step_ms:
-            self.step.add(ms)
 
     def observe_fit(self, steps: int, fit_ms: float) -> None:
         """A fit of `steps` steps took `fit_ms`: one sample of the mean step time."""

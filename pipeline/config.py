@@ -9,17 +9,18 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, DirectoryPath, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, DirectoryPath, Field, field_validator, model_validator
 
-from edge.config import SSDNetConfig, load_yaml, parse_config
+from edge.config import SSDNetConfig, StrictModel, load_yaml, parse_config
 from edge.synthetic import TEXTURES
 
 from .protocol import MAX_REGIONS, MAX_SIDE, SOURCE_PATTERN, Encoding
 from .transport import ENDPOINT_PATTERN
 
 LOCAL = "tcp://127.0.0.1:*"
+MOVED_TO_FIT = ("budget_ms", "frame_budget_ms")  # node keys that moved to node.ssdnet.fit
 log = logging.getLogger(__name__)
 _LOOPBACK = re.compile(r"^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1):")
 
@@ -27,10 +28,6 @@ _LOOPBACK = re.compile(r"^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1):")
 def is_loopback(endpoint: str) -> bool:
     """True for ipc:// and tcp:// on a loopback address: no machine boundary is crossed."""
     return endpoint.startswith("ipc://") or bool(_LOOPBACK.match(endpoint))
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _endpoint(v: str) -> str:
@@ -42,7 +39,7 @@ def _endpoint(v: str) -> str:
 Endpoint = Annotated[str, AfterValidator(_endpoint)]
 
 
-class _Source(_Strict):
+class _Source(StrictModel):
     name: str = Field(pattern=SOURCE_PATTERN, description="source id, used in topics")
     fps: float | None = Field(None, gt=0, le=1000, description="pace frames to this rate; None = as fast as the source delivers")
     frames: int | None = Field(None, ge=1, description="end the stream after this many frames; None = when the source ends")
@@ -98,7 +95,7 @@ class FolderSourceConfig(_Source):
 SourceConfig = Annotated[Union[SyntheticSourceConfig, VideoSourceConfig, FolderSourceConfig], Field(discriminator="kind")]
 
 
-class NodeConfig(_Strict):
+class NodeConfig(StrictModel):
     """The edge node: one SSDnet detector per source, results and events on one PUB endpoint."""
 
     name: str = Field("node", pattern=SOURCE_PATTERN, description="node id, used in its heartbeat topic")
@@ -112,10 +109,6 @@ class NodeConfig(_Strict):
                                     "that outlines regions; 3.0 maximised pixel F1 on the dev set")
     min_region_area: int = Field(16, ge=1, description="smaller connected components are ignored, pixels")
     max_regions: int = Field(32, ge=0, le=MAX_REGIONS, description="largest regions reported per frame")
-    budget_ms: float | None = Field(None, gt=0, description="time budget of a warm fit; None = fit.warm_steps steps")
-    frame_budget_ms: float | None = Field(None, gt=0, description="deadline of one frame (warm fit + scoring): the scheduler "
-                                          "(edge.schedule) plans 1..fit.warm_steps fit steps from measured step times to keep p95 under it; "
-                                          "frames that cannot make it even with 1 step are counted (budget_unmet) and logged")
     map_encoding: Literal["float16", "uint8"] = Field("float16", description="anomaly map on the wire: float16, or uint8 with scale/offset")
     attach_image: Literal["always", "anomalous", "never"] = Field("anomalous", description="send the scored frame with the result")
     image_encoding: Encoding = "raw"
@@ -138,8 +131,34 @@ class NodeConfig(_Strict):
     event_log_max_events: int | None = Field(1_000_000, ge=1, description="events kept per source (oldest pruned); None = all")
     replay_bind: Endpoint = Field(LOCAL, description="ROUTER endpoint answering 'events of source S after log_seq N' (with event_log)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _budgets_moved(cls, data: Any) -> Any:
+        """`node.budget_ms` / `node.frame_budget_ms` (older configs) are `ssdnet.fit.budget_ms` /
+        `ssdnet.fit.frame_budget_ms` now, next to `fit.warm_steps`: mapped there, with a log line."""
+        if not isinstance(data, dict) or not any(key in data for key in MOVED_TO_FIT):
+            return data
+        data = dict(data)
+        moved = {key: data.pop(key) for key in MOVED_TO_FIT if key in data}
+        moved = {key: value for key, value in moved.items() if value is not None}
+        if not moved:
+            return data
+        ssdnet = data.get("ssdnet", {})
+        ssdnet = ssdnet.model_dump() if isinstance(ssdnet, BaseModel) else dict(ssdnet)
+        fit = ssdnet.get("fit", {})
+        fit = fit.model_dump() if isinstance(fit, BaseModel) else dict(fit)
+        for key, value in moved.items():
+            if fit.get(key) is not None and fit[key] != value:
+                raise ValueError(f"node.{key} ({value}) and node.ssdnet.fit.{key} ({fit[key]}) disagree: "
+                                 f"set ssdnet.fit.{key} only")
+            fit[key] = value
+            log.warning("node.%s is deprecated: it is node.ssdnet.fit.%s now (mapped there: %s ms)", key, key, value)
+        ssdnet["fit"] = fit
+        data["ssdnet"] = ssdnet
+        return data
 
-class SecurityConfig(_Strict):
+
+class SecurityConfig(StrictModel):
     """CURVE encryption + ZAP allow-list on every tcp socket (pipeline/security.py). Key files come from
     `ssdnet keys DIR --name NAME`: each stage uses DIR/<its name>.key_secret (cameras and the node by their
     names, subscribers by `client_name`) and finds the servers it connects to as <public_keys_dir>/<name>.key."""
@@ -153,12 +172,12 @@ class SecurityConfig(_Strict):
     reload_s: float = Field(5.0, gt=0, le=3600, description="check the allow-list for changes at most this often")
 
 
-class PrometheusConfig(_Strict):
+class PrometheusConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535, description="0 = any free port")
 
 
-class SinksConfig(_Strict):
+class SinksConfig(StrictModel):
     """What the launcher's collector does with the node's output (besides summary.json)."""
 
     overlays: bool = Field(True, description="heat-map overlay PNG per event in OUT/overlays/ (needs node.attach_image)")
@@ -168,7 +187,7 @@ class SinksConfig(_Strict):
     auroc_pixels_per_frame: int = Field(65536, ge=1, description="pixels sampled per frame for the pooled stream AUROC")
 
 
-class LineConfig(_Strict):
+class LineConfig(StrictModel):
     sources: tuple[SourceConfig, ...]
     node: NodeConfig = NodeConfig()
     sinks: SinksConfig = SinksConfig()

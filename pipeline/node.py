@@ -32,7 +32,8 @@ import threading
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -53,17 +54,40 @@ log = logging.getLogger(__name__)
 INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
 
 
+@runtime_checkable
 class Detection(Protocol):
-    anomaly_map: np.ndarray
-    score: float
+    """What a detector returns for one frame (edge.detector.Detection is one)."""
+
+    anomaly_map: np.ndarray  # float32 (H, W) of the frame
+    score: float  # image score; the frame is an event when above node.threshold
     fit_steps: int
     fit_ms: float
     score_ms: float
-    model_version: int
+    model_version: int  # advances with every fit; checkpoints are written every `checkpoint_every` versions
+    budget_met: bool  # False: the fit could not meet its time budget (counted as budget_unmet)
+    diverged: bool  # the fit went non-finite and the last good weights were restored (counted, logged)
 
 
+@runtime_checkable
 class Detector(Protocol):
-    def process(self, image: np.ndarray, budget_ms: float | None = None) -> Detection: ...
+    """The detector contract: everything the node asks of a source's detector (edge.detector.Detector
+    is one; tests use fakes)."""
+
+    def process(self, image: np.ndarray) -> Detection:
+        """Fit on and score one uint8 HxWx3 RGB frame (time budgets come from the detector's own config)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the source: the next frame starts from scratch (a cold fit)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The weights a checkpoint holds (tensors; written with torch.save)."""
+        ...
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's weights: the next frame is a warm start from them."""
+        ...
 
 
 DetectorFactory = Callable[[str], Detector]
@@ -203,11 +227,7 @@ class EdgeNode:
             endpoint = bind(out, self.cfg.bind)
         except zmq.ZMQError:
             out.close()
-            self._halt.set()
-            for t in threads:
-                t.join(timeout=5)
-            if self.event_log is not None:
-                self.event_log.close()
+            self._shutdown(threads)
             raise
         log.info("%s: publishing on %s", self.cfg.name, endpoint)
         if on_ready is not None:
@@ -234,12 +254,16 @@ class EdgeNode:
                 elif msg is not None:
                     self._process(msg)
         finally:
-            halt.set()
-            for t in threads:
-                t.join(timeout=5)
-            if self.event_log is not None:
-                self.event_log.close()
+            self._shutdown(threads)
         return self.counters.snapshot()
+
+    def _shutdown(self, threads: list[threading.Thread]) -> None:
+        """Stop the node's threads (they close their sockets) and close the event log."""
+        self._halt.set()
+        for t in threads:
+            t.join(timeout=5)
+        if self.event_log is not None:
+            self.event_log.close()
 
     # ------------------------------------------------------------ receiver thread
 
@@ -302,7 +326,7 @@ class EdgeNode:
     def _load_checkpoint(self, source: str, detector: Detector) -> None:
         """A restarted node resumes a source from its last saved weights (a warm start, not a cold fit)."""
         path = self._checkpoint_path(source)
-        if path is None or not path.is_file() or not hasattr(detector, "restore"):
+        if path is None or not path.is_file():
             return
         try:
             detector.restore(torch.load(path, map_location="cpu", weights_only=True))
@@ -312,7 +336,7 @@ class EdgeNode:
 
     def _save_checkpoint(self, source: str, detector: Detector, version: int) -> None:
         path = self._checkpoint_path(source)
-        if path is None or version % self.cfg.checkpoint_every or not hasattr(detector, "state_dict"):
+        if path is None or version % self.cfg.checkpoint_every:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -351,13 +375,11 @@ class EdgeNode:
         """Run the detector on a frame; its anomaly result and, if anomalous, its event."""
         h, image = msg.header, msg.arrays["image"]
         t0 = time.time()
-        # frame_budget_ms only when set, so detectors with the plain process(image, budget_ms) still work
-        extra = {"frame_budget_ms": self.cfg.frame_budget_ms} if self.cfg.frame_budget_ms is not None else {}
-        d = detector.process(image, budget_ms=self.cfg.budget_ms, **extra)
+        d = detector.process(image)
         done = time.time()
-        if getattr(d, "budget_met", True) is False:
+        if not d.budget_met:
             self.counters.add(h.source, "budget_unmet")
-        if getattr(d, "diverged", False):
+        if d.diverged:
             self.counters.add(h.source, "diverged")
             self._log.warning(f"{h.source}#{h.seq}: the fit diverged; restored the last good weights")
         amap, score = np.asarray(d.anomaly_map, dtype=np.float32), float(d.score)

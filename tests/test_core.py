@@ -123,7 +123,7 @@ def test_fit_lowers_loss_and_is_reproducible(textures, amp):
         assert torch.allclose(v, b.state_dict()[k]), k
 
 
-def test_warm_start_and_budget(textures):
+def test_warm_start(textures):
     cfg = tiny_config()
     f = Fitter(cfg, "cpu")
     f.fit(textures["grass"], steps=2)
@@ -131,8 +131,8 @@ def test_warm_start_and_budget(textures):
     g = Fitter(cfg, "cpu")
     g.fit(textures["grass"], steps=0, init_state=state)
     assert all(torch.equal(v, state[k]) for k, v in g.state_dict().items())
-    stats = g.fit(textures["grass"], steps=10_000, budget_ms=1.0)
-    assert 1 <= stats.steps <= 2
+    stats = g.fit(textures["grass"], steps=3)
+    assert stats.steps == 3 and any(not torch.equal(v, state[k]) for k, v in g.state_dict().items())
 
 
 def test_image_to_tensor_rejects_bad_frames():

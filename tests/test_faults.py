@@ -162,7 +162,7 @@ class DivergingDetector(FastDetector):
         super().__init__(source)
         DivergingDetector.made += 1
 
-    def process(self, image, budget_ms=None, **kw):
+    def process(self, image):
         d = super().process(image)
         n = sum_calls[0] = sum_calls[0] + 1
         if n == 2:
@@ -294,32 +294,20 @@ def test_oversized_message_is_cut_off_by_maxmsgsize_and_the_node_keeps_serving(t
         ctx.term()
 
 
-class CheckpointedDetector(FastDetector):
-    """FastDetector with weights: one counter, saved and restored like the real Detector's."""
-
-    def state_dict(self):
-        import torch
-
-        return {"calls": torch.tensor([self.calls])}
-
-    def restore(self, state):
-        self.calls = int(state["calls"][0])
-
-
 @pytest.mark.faults
 def test_a_restarted_node_resumes_each_source_from_its_checkpoint(tmp_path):
     cfg = NodeConfig(threshold=3.0, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=2)
     image = np.full((32, 32, 3), 90, np.uint8)
-    first = EdgeNode(cfg, (), CheckpointedDetector)
+    first = EdgeNode(cfg, (), FastDetector)
     det = first._detector("cam0", image.shape)
     for _ in range(5):
         d = det.process(image)
         first._save_checkpoint("cam0", det, d.model_version)
     assert (tmp_path / "ckpt" / "cam0.pt").is_file()
-    restarted = EdgeNode(cfg, (), CheckpointedDetector)._detector("cam0", image.shape)
+    restarted = EdgeNode(cfg, (), FastDetector)._detector("cam0", image.shape)
     assert restarted.calls == 4  # the last multiple of checkpoint_every, not a fresh model
     (tmp_path / "ckpt" / "cam1.pt").write_bytes(b"not a checkpoint")
-    assert EdgeNode(cfg, (), CheckpointedDetector)._detector("cam1", image.shape).calls == 0  # ignored, logged
+    assert EdgeNode(cfg, (), FastDetector)._detector("cam1", image.shape).calls == 0  # ignored, logged
 
 
 @pytest.mark.faults

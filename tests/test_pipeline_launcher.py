@@ -106,6 +106,26 @@ def test_demo_config_is_valid():
     assert all(len(s.textures) == 1 for s in cfg.sources)  # one model per texture: warm starts never cross textures
 
 
+def test_node_budget_keys_map_onto_the_fit_config_with_a_deprecation_line(caplog):
+    """node.budget_ms / node.frame_budget_ms (older line configs) become node.ssdnet.fit.budget_ms /
+    frame_budget_ms, next to warm_steps, where the Detector's scheduler reads them."""
+    with caplog.at_level("WARNING", logger="pipeline.config"):
+        cfg = parse_config(LineConfig, {"sources": [{"kind": "synthetic", "name": "a"}],
+                                        "node": {"budget_ms": 150, "frame_budget_ms": 400,
+                                                 "ssdnet": {"fit": {"warm_steps": 5}}}})
+    fit = cfg.node.ssdnet.fit
+    assert (fit.budget_ms, fit.frame_budget_ms, fit.warm_steps) == (150, 400, 5)
+    assert sum("deprecated" in r.message and "node.ssdnet.fit." in r.message for r in caplog.records) == 2
+    new = parse_config(LineConfig, {"sources": [{"kind": "synthetic", "name": "a"}],
+                                    "node": {"ssdnet": {"fit": {"frame_budget_ms": 400}}}})
+    assert new.node.ssdnet.fit.frame_budget_ms == 400 and new.node.ssdnet.fit.budget_ms is None
+    with pytest.raises(ConfigError, match="disagree"):
+        parse_config(LineConfig, {"sources": [{"kind": "synthetic", "name": "a"}],
+                                  "node": {"budget_ms": 150, "ssdnet": {"fit": {"budget_ms": 90}}}})
+    with pytest.raises(ConfigError, match="budget_ms"):
+        parse_config(LineConfig, {"sources": [{"kind": "synthetic", "name": "a"}], "node": {"budget_ms": -1}})
+
+
 def anomaly(seq=0, label="anomalous") -> P.Message:
     image = np.full((32, 32, 3), 100, np.uint8)
     amap = np.zeros((32, 32), np.float32)

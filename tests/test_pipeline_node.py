@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import msgpack
 import numpy as np
 import pytest
+import torch
 import zmq
 
 from pipeline import protocol as P
@@ -28,20 +29,31 @@ class Detection:
     fit_ms: float = 0.5
     score_ms: float = 0.5
     model_version: int = 1
+    budget_met: bool = True
+    diverged: bool = False
 
 
 class FastDetector:
-    """Map: |grey - median| in units of the grey std; score: its maximum."""
+    """Map: |grey - median| in units of the grey std; score: its maximum. Fulfils the node's detector contract."""
 
     def __init__(self, source: str = "", delay: float = 0.0):
         self.delay, self.calls = delay, 0
 
-    def process(self, image, budget_ms=None):
+    def process(self, image):
         self.calls += 1
         time.sleep(self.delay)
         grey = image.mean(axis=2, dtype=np.float32)
         amap = np.abs(grey - np.median(grey)) / (grey.std() + 1e-6)
         return Detection(amap, float(amap.max()), model_version=self.calls)
+
+    def reset(self):
+        self.calls = 0
+
+    def state_dict(self):
+        return {"calls": torch.tensor([self.calls])}
+
+    def restore(self, state):
+        self.calls = int(state["calls"][0])
 
 
 class GatedReader(SyntheticReader):
@@ -272,7 +284,7 @@ def test_subscriber_restart_mid_stream(tmp_path):
 class FlakyDetector(FastDetector):
     """Raises on its 3rd call and returns a NaN map on its 5th."""
 
-    def process(self, image, budget_ms=None):
+    def process(self, image):
         d = super().process(image)
         if self.calls == 3:
             raise RuntimeError("boom")

@@ -133,18 +133,22 @@ def test_invalid_settings():
 
 
 def test_detector_uses_the_scheduler(textures):
-    """The Detector asks the scheduler for warm steps: an impossible frame budget gives 1 step and budget_met False."""
+    """The Detector's one scheduler is configured from fit.frame_budget_ms: an impossible frame budget gives
+    1 warm step and budget_met False; without a budget every warm frame gets fit.warm_steps."""
     from edge.config import SSDNetConfig
     from edge.detector import Detector
 
-    cfg = SSDNetConfig.model_validate({"fit": {"steps": 2, "warm_steps": 3, "scales": [1, 2]},
-                                       "model": {"base_channels": 4}, "loss": {"perceptual_weight": 0.0},
-                                       "score": {"masks": 0}, "device": "cpu"})
-    d = Detector(cfg)
+    base = {"fit": {"steps": 2, "warm_steps": 3, "scales": [1, 2]}, "model": {"base_channels": 4},
+            "loss": {"perceptual_weight": 0.0}, "score": {"masks": 0}, "device": "cpu"}
     img = textures["brick"][:64, :64]
-    first = d.process(img, frame_budget_ms=1e-3)
+    budgeted = SSDNetConfig.model_validate({**base, "fit": {**base["fit"], "frame_budget_ms": 1e-3}})
+    d = Detector(budgeted)
+    assert d.scheduler.frame_budget_ms == 1e-3 and d.scheduler.fit_budget_ms is None
+    first = d.process(img)
     assert first.fit_steps == 2 and first.budget_met
-    warm = d.process(img, frame_budget_ms=1e-3)
+    warm = d.process(img)
     assert warm.fit_steps == 1 and not warm.budget_met and d.scheduler.unmet == 1
-    free = d.process(img)
-    assert free.fit_steps == 3 and free.budget_met
+    free = Detector(SSDNetConfig.model_validate(base))
+    free.process(img)
+    warm = free.process(img)
+    assert warm.fit_steps == 3 and warm.budget_met and free.scheduler.unmet == 0
