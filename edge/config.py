@@ -110,7 +110,9 @@ class ScoreConfig(StrictModel):
     map_units: Literal["knn", "std"] = Field("knn", description="units of the anomaly map: 'knn' = the self-similarity map's (a VGG feature distance: comparable between the frames of a camera), 'std' = the frame's own standard deviations (every frame, good or not, has its 'most unusual' pixels at the same level)")
     image_score: Literal["knn", "map"] = Field("knn", description="image score from 'knn': the raw self-similarity map (VGG feature distance, comparable between the frames of a camera), or 'map': the anomaly map itself (in `map_units`)")
     image_score_quantile: float = Field(0.999, gt=0.5, le=1.0, description="image score = mean of the map above this quantile")
-    backend: Literal["torch", "onnxruntime", "tensorrt"] = Field("torch", description="where the scorer runs (edge.backends; docs/export.md)")
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = Field(
+        "auto", description="where the scorer runs (edge.scorers; docs/export.md): auto = TensorRT with a CUDA GPU, else "
+        "ONNX Runtime on a GPU provider that loads, else the fastest CPU scorer measured (torch, bf16 with amp)")
     amp: bool = Field(True, description="torch backend: score under bf16 autocast on CPU, fp16 on CUDA (docs/performance.md)")
     allow_cpu_fallback: bool = Field(False, description="onnxruntime: run on the CPU when the asked-for GPU provider does not load, instead of failing")
     engine_precision: Literal["fp16", "fp32"] = Field("fp16", description="tensorrt: precision of the U-Net in the engine (parity-gated against fp32)")

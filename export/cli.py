@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edge.config import load_config
+from edge.config import ScoreConfig, load_config
+from edge.device import resolve_device
 from edge.patches import pad_multiple
-from edge.scorers import BackendError, BackendUnavailable, TensorRTScorer, build_scorer, probe_backends
+from edge.scorers import BackendError, BackendUnavailable, TensorRTScorer, build_scorer, choose_backend, probe_backends
 from edge.scorers.onnx_graph import DEFAULT_OPSET, DYNAMO_OPSET, ExportError, export_scorer
 from edge.synthetic import texture
 
@@ -134,6 +135,8 @@ def run_backends(args: argparse.Namespace) -> int:
             t.add_row(r["backend"], escape(str(r["provider"] or "-")), "[green]yes[/green]" if r["ok"] else "[red]no[/red]",
                       f"{r['ms']:.1f}" if r["ms"] is not None else "-", escape(r["detail"]))
         Console().print(t)
+        auto = choose_backend(ScoreConfig(), resolve_device("auto"))
+        Console().print(f"score.backend: auto picks {auto.backend} on {auto.provider} ({escape(auto.reason)})")
     return 0 if any(r["ok"] for r in results) else 1
 
 

@@ -145,6 +145,8 @@ def print_summary(summary: dict) -> None:
     detail = f" ({', '.join(f'{k} {v}' for k, v in drops.items())})" if drops else ""
     rows = [("frames scored", f"{summary['frames']} of {summary['sent']} sent"), ("dropped", f"{summary['dropped']}{detail}"),
             ("fps", f"{summary['fps']}"), ("events", f"{summary['events']}"), ("wall time", f"{summary['wall_s']:.1f} s")]
+    if scorer := summary.get("scorer"):
+        rows.append(("scorer backend", f"{scorer['backend']} on {scorer['provider']} ({scorer['reason']})"))
     if stream := summary.get("stream"):
         rows.append(("stream pixel AUROC / AUPRC", f"{stream['pixel_auroc']} / {stream['pixel_auprc']} over {stream['frames']} frames"))
     for stage, p in summary["latency_ms"].items():

@@ -41,6 +41,8 @@ import zmq
 
 from edge.config import SSDNetConfig
 from edge.detector import Detector as SSDNetDetector
+from edge.device import resolve_device
+from edge.scorers import choose_backend, ensure_available
 from edge.vgg import build_vgg
 
 from . import protocol as P
@@ -94,10 +96,15 @@ DetectorFactory = Callable[[str], Detector]
 
 
 class SSDNetDetectors:
-    """The default detector factory: an `edge.detector.Detector` built from the `ssdnet:` config."""
+    """The default detector factory: an `edge.detector.Detector` built from the `ssdnet:` config.
+
+    The scorer backend is chosen once, here (`score.backend: auto` resolved for this machine), and a
+    backend whose runtime is missing fails the node's start-up, not every frame."""
 
     def __init__(self, cfg: SSDNetConfig):
-        self.cfg = cfg
+        self.choice = choose_backend(cfg.score, resolve_device(cfg.device))
+        ensure_available(self.choice)
+        self.cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"backend": self.choice.backend})})
         self.vgg = build_vgg(cfg)  # one frozen VGG19 shared by every source's detector
 
     def __call__(self, source: str) -> Detector:
@@ -189,7 +196,12 @@ class EdgeNode:
                  ctx: zmq.Context | None = None, server_keys: Mapping[str, bytes] | None = None):
         self.cfg = cfg
         self.inputs = (*inputs, *cfg.connect)
-        self.factory = detector_factory if detector_factory is not None else SSDNetDetectors(cfg.ssdnet)
+        if detector_factory is None:
+            default = SSDNetDetectors(cfg.ssdnet)
+            self.factory: DetectorFactory = default
+            self.scorer: dict | None = default.choice.as_dict()  # which scorer backend, on what, and why
+        else:
+            self.factory, self.scorer = detector_factory, None  # a detector of the caller's: its scoring is its own
         self.ctx = ctx or zmq.Context.instance()
         self.counters = Counters()
         self.pending = PendingFrames(cfg.queue_depth)
@@ -229,7 +241,9 @@ class EdgeNode:
             out.close()
             self._shutdown(threads)
             raise
-        log.info("%s: publishing on %s", self.cfg.name, endpoint)
+        scorer = (f"{self.scorer['backend']} on {self.scorer['provider']} ({self.scorer['reason']})" if self.scorer
+                  else "the caller's detector")
+        log.info("%s: publishing on %s; scorer: %s", self.cfg.name, endpoint, scorer)
         if on_ready is not None:
             on_ready(endpoint)
         if wait_for_subscriber_s:
@@ -255,7 +269,7 @@ class EdgeNode:
                     self._process(msg)
         finally:
             self._shutdown(threads)
-        return self.counters.snapshot()
+        return {**self.counters.snapshot(), "scorer": self.scorer}
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         """Stop the node's threads (they close their sockets) and close the event log."""

@@ -123,6 +123,7 @@ class StreamStats:
         if node is not None:
             out["drops"] = {name: sum(c[name] for c in node["sources"].values()) for name in DROP_COUNTERS}
             out["drops"]["bad_messages"] = node["bad_messages"]
+            out["scorer"] = node["scorer"]  # the node's scorer backend, provider and why (null: a custom detector)
         if (stream := self.stream_metrics()) is not None:
             out["stream"] = stream
         return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 
 from tools.cli import main as cli_main
 
@@ -18,6 +20,7 @@ def _numbers(obj):
             yield from _numbers(v)
 
 
+@pytest.mark.slow
 def test_bench_quick_json(tmp_path):
     out = tmp_path / "bench.json"
     rc = cli_main(["bench", "--quick", "--size", "64", "--steps", "2", "--frames", "3", "--transport-frames", "3",
@@ -34,6 +37,8 @@ def test_bench_quick_json(tmp_path):
     assert r["transport"]["project_fps"] > 0 and r["transport"]["bare_fps"] > 0
     assert r["pipeline"]["fps"] > 0 and r["pipeline"]["node_fps"] > 0 and r["pipeline"]["frames"] == 3
     assert set(r["pipeline"]["latency_ms"]["end_to_end"]) == {"p50", "p95", "p99"}
+    scorer = r["pipeline"]["scorer"]  # the real line's node says which backend `auto` picked: the CPU's fastest
+    assert (scorer["backend"], scorer["provider"]) == ("torch", "cpu") and scorer["reason"].startswith("auto")
     assert r["peak_rss_mb"] > 0
     assert r["flops"]["fit_step"] > 0 and r["flops"]["score"] > r["flops"]["fit_step"] / 100
     for key in ("fit_step_ms", "scorer_ms", "transport", "pipeline", "flops"):

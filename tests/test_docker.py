@@ -1,17 +1,22 @@
 """The deployment files (docker/) refer to commands, options, configs and paths that exist (no Docker engine needed)."""
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from tools.cli import build_parser
-from pipeline.config import LineConfig
 from edge.config import parse_config
+from edge.scorers import BackendUnavailable
+from pipeline.config import LineConfig, load_line_config
+from pipeline.node import EdgeNode
+from tools.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -30,6 +35,9 @@ def test_dockerfile_copies_existing_paths_and_runs_a_real_command(name):
     for src in re.findall(r"^COPY\s+(.+)\s+\S+$", text, re.M):
         for path in src.split():
             assert (ROOT / path).exists(), f"{name}: COPY {path} does not exist"
+    copied = {p for src in re.findall(r"^COPY\s+(.+)\s+\S+$", text, re.M) for p in src.split()}
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {p.rstrip("*") for p in packages} <= copied, f"{name} does not copy every package the install needs"
     entry = yaml.safe_load(re.search(r"^ENTRYPOINT\s+(.+)$", text, re.M).group(1))
     cmd = yaml.safe_load(re.search(r"^CMD\s+(.+)$", text, re.M).group(1))
     assert entry == ["ssdnet"]
@@ -65,6 +73,7 @@ def test_compose_services_commands_configs_and_health_checks(tmp_path):
         data["security"][key] = str(tmp_path / key)
     cfg = parse_config(LineConfig, data, "docker/line.yaml")
     assert cfg.security is not None and cfg.node.event_log is not None
+    assert cfg.node.ssdnet.score.backend == "tensorrt"  # the images ship TensorRT: chosen explicitly, not by `auto`
     init = (DOCKER / "init-keys.sh").read_text()
     for line in init.splitlines():
         if line.strip().startswith("[ -f") and "ssdnet" in line:
@@ -84,3 +93,18 @@ def test_dockerfile_passes_hadolint(name):
     run = subprocess.run([exe, "--no-color", "--failure-threshold", "style", str(DOCKER / name)],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_jetson_config_selects_tensorrt_and_fails_at_start_up_without_it():
+    cfg = load_line_config(ROOT / "configs" / "jetson.yaml")
+    score = cfg.node.ssdnet.score
+    assert (score.backend, score.engine_precision, cfg.node.ssdnet.device) == ("tensorrt", "fp16", "cuda")
+    assert cfg.sources[0].kind == "video" and cfg.sources[0].api == "gstreamer"
+    w, h = cfg.sources[0].resize
+    assert w % 64 == 0 and h % 64 == 0  # the scorer's multiple at the default scales: no padding
+    node_cfg = cfg.node.model_copy(update={"ssdnet": cfg.node.ssdnet.model_copy(update={"device": "auto"})})
+    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
+        assert EdgeNode(node_cfg).scorer["backend"] == "tensorrt"
+    else:  # no TensorRT or no GPU here: the node refuses to start, saying which
+        with pytest.raises(BackendUnavailable, match="TensorRT is not installed|no CUDA GPU"):
+            EdgeNode(node_cfg)

@@ -24,11 +24,13 @@ from edge.scorers import (
     ProviderFallbackError,
     TensorRTScorer,
     check_providers,
+    choose_backend,
     engine_cache_key,
     make_scorer,
     parity_check,
     select_providers,
 )
+from edge.scorers.onnxruntime_scorer import ort
 from edge.config import FitConfig, ModelConfig, ScoreConfig, SSDNetConfig
 from edge.scoring import AnomalyScorer
 from edge.unet import UNet
@@ -174,6 +176,39 @@ def test_make_scorer_follows_the_config():
     assert amp.info()["bf16"] is True and amp_map.dtype == torch.float32
     assert 0 < float((amp_map - ref_map).abs().max()) < 0.5  # bf16 really ran, and stays close
     assert make_scorer(SSDNetConfig(score=ScoreConfig(backend="onnxruntime")), copy.deepcopy(sc), "cpu").name == "onnxruntime"
+
+
+def test_auto_picks_tensorrt_then_ort_gpu_then_the_fastest_cpu_scorer(monkeypatch):
+    """`score.backend: auto`: TensorRT with a CUDA device, else ONNX Runtime's CUDA provider when it loads, else
+    torch (bf16 on the CPU: the fastest measured here). Availability is faked; the decision is what is tested."""
+    import edge.scorers.factory as factory
+
+    auto = ScoreConfig()
+    assert auto.backend == "auto"  # the default
+    cpu = choose_backend(auto, "cpu")
+    assert (cpu.backend, cpu.provider) == ("torch", "cpu") and "fastest CPU scorer" in cpu.reason
+    monkeypatch.setattr(factory.importlib.util, "find_spec", lambda name: object() if name == "tensorrt" else None)
+    assert choose_backend(auto, torch.device("cuda")).backend == "tensorrt"
+    assert choose_backend(auto, "cpu").backend == "torch"  # TensorRT only for a scorer on a CUDA device
+    monkeypatch.setattr(factory.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(factory, "_ort_gpu_provider_loads", lambda: True)
+    ort_gpu = choose_backend(auto, torch.device("cuda"))
+    assert (ort_gpu.backend, ort_gpu.provider) == ("onnxruntime", "CUDAExecutionProvider")
+    monkeypatch.setattr(factory, "_ort_gpu_provider_loads", lambda: False)
+    assert (choose_backend(auto, torch.device("cuda")).backend, choose_backend(auto, "cuda").provider) == ("torch", "cuda")
+    explicit = choose_backend(ScoreConfig(backend="onnxruntime"), "cpu")
+    assert (explicit.backend, explicit.provider, explicit.reason) == ("onnxruntime", CPU_PROVIDER, "score.backend: onnxruntime")
+
+
+def test_the_ort_gpu_probe_says_no_without_a_cuda_provider():
+    """A CPU wheel of onnxruntime (as here) lists no CUDA provider: `auto` never picks ONNX Runtime's GPU path."""
+    import edge.scorers.factory as factory
+
+    loads = factory._ort_gpu_provider_loads()
+    if "CUDAExecutionProvider" not in ort().get_available_providers():
+        assert loads is False
+    else:  # onnxruntime-gpu: True only when a session really runs on it (a missing cuDNN gives False)
+        assert isinstance(loads, bool)
 
 
 @pytest.mark.skipif(HAS_TRT and HAS_CUDA, reason="checks the error where TensorRT or CUDA is missing")

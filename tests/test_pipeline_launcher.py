@@ -37,11 +37,13 @@ def line_config(frames=8, **sinks) -> LineConfig:
     })
 
 
+@pytest.mark.slow
 def test_run_line_end_to_end(tmp_path):
     summary = run_line(line_config(prometheus={"port": 0}), tmp_path, detector_factory=FastDetector)
     assert summary == json.loads((tmp_path / "summary.json").read_text())
     assert (summary["frames"], summary["sent"], summary["dropped"]) == (16, 16, 0)
     assert summary["drops"] == {"conflated": 0, "lost": 0, "rejected": 0, "failed": 0, "bad_messages": 0}
+    assert summary["scorer"] is None  # a custom detector: no scorer backend of the node's own
     assert summary["fps"] > 0 and not summary["interrupted"]
     for stage in ("fit", "score", "end_to_end", "transport", "queue"):
         assert set(summary["latency_ms"][stage]) == {"p50", "p95", "p99"}
@@ -53,6 +55,7 @@ def test_run_line_end_to_end(tmp_path):
     assert not mp.active_children()
 
 
+@pytest.mark.slow
 def test_run_line_stops_on_ctrl_c(tmp_path):
     timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
@@ -66,6 +69,7 @@ def test_run_line_stops_on_ctrl_c(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["interrupted"]
 
 
+@pytest.mark.slow
 def test_run_line_timeout(tmp_path):
     """An endless line stops at the timeout with a summary; 10 s leaves the spawned node (which loads torch) time to
     start and score on a loaded 2-core machine."""

@@ -7,7 +7,10 @@ Sections (each failure is reported as "n/a: <reason>", the others still run):
   (U-Net and VGG forwards compiled; with --compile, which takes minutes on a CPU), and on CUDA the
   whole step captured in a CUDA graph. Variants run in interleaved rounds so load from other
   processes hits them alike; medians of step times.
-- scorer: per-frame scorer latency per backend, with and without a weight update (export.bench).
+- scorer: per-frame scorer latency per backend, with and without a weight update (export.bench),
+  every variant side by side (torch fp32 / bf16, ONNX Runtime with the weights bound as graph
+  inputs, its default, or reloaded into a new session, TensorRT where present), and the backend
+  that `score.backend: auto` picks on this machine.
 - pipeline: a real line (synthetic camera -> node -> collector, spawned processes, tcp 127.0.0.1)
   against the node's compute alone (Detector.process on the same synthetic frames, in-process, no
   sockets); frames/s of both and latency percentiles per stage. The camera is unpaced and the
@@ -45,9 +48,10 @@ from rich.table import Table
 
 from edge.config import load_config, parse_config
 from edge.detector import Detector
-from edge.device import synchronize
+from edge.device import resolve_device, synchronize
 from edge.fitter import Fitter, image_to_tensor
 from edge.patches import pad_multiple, pad_to_multiple
+from edge.scorers import choose_backend
 from edge.synthetic import TEXTURES, sample
 from edge.vgg import build_vgg
 from export.bench import run_bench
@@ -59,6 +63,11 @@ from pipeline.stats import percentiles
 from pipeline.transport import bind, make_socket
 
 TRANSPORT_SHAPE = (1080, 1920, 3)
+# export.bench variants that the node runs by default (ONNX Runtime: new weights bound, never a new session)
+DEFAULT_VARIANTS = {"eager bf16 autocast, channels_last": "the torch backend's default (score.amp)",
+                    "CPU, weights: inputs": "ONNX Runtime's default: weights bound per frame, one session",
+                    "CPU, weights: reload": "option: a new session per weight update",
+                    "CUDA, weights: inputs": "ONNX Runtime's default on CUDA"}
 
 
 def _na(e: BaseException) -> str:
@@ -200,8 +209,10 @@ def bench_scorer(cfg, size: int, repeat: int, backends: set[str] | None, say=lam
     return {"scorer_ms": {b: r["update_score_ms"] for b, r in best.items()},
             "scorer_ms_no_update": {b: r["score_ms"] for b, r in best.items()},
             "scorer_variant": {b: r["variant"] for b, r in best.items()},
-            "scorer_rows": [{k: r[k] for k in ("backend", "variant", "ok", "error", "score_ms", "update_score_ms")}
-                            for r in result["rows"]]}
+            "scorer_rows": [{k: r[k] for k in ("backend", "variant", "ok", "error", "score_ms", "update_score_ms", "setup_s")}
+                            for r in result["rows"]],
+            "scorer_auto": choose_backend(cfg.score.model_copy(update={"backend": "auto"}),
+                                          resolve_device(cfg.device)).as_dict()}
 
 
 # ------------------------------------------------------------------ pipeline
@@ -261,7 +272,8 @@ def bench_pipeline(cfg, size: int, frames: int, threads: int, say=lambda _m: Non
             "ratio_with_startup": round(summary["fps"] / alone["fps_with_startup"], 3), "frames": frames,
             "size": size, "cold_steps": cfg.fit.steps, "warm_steps": cfg.fit.warm_steps,
             "latency_ms": summary["latency_ms"], "node_frame_ms": percentiles(alone["frame_ms"][1:] or alone["frame_ms"]),
-            "node_cold_frame_ms": round(alone["frame_ms"][0], 2), "dropped": summary["dropped"]}
+            "node_cold_frame_ms": round(alone["frame_ms"][0], 2), "dropped": summary["dropped"],
+            "scorer": summary["scorer"]}
 
 
 # ------------------------------------------------------------------ transport
@@ -439,15 +451,21 @@ def render(result: dict) -> None:
             t.add_row("fit step", name, f"{v['ms']:.1f} ms", rel, note)
         else:
             t.add_row("fit step", name, "n/a", "", escape(str(v)))
-    sb = result.get("scorer_ms", {})
-    tb = sb.get("torch")
-    for b, ms in sb.items():
-        nu = result["scorer_ms_no_update"][b]
-        t.add_row("scorer", f"{b} update+score", f"{ms:.1f} ms", f"{tb / ms:.2f}x torch" if tb else "",
-                  f"score only {nu:.1f} ms; {escape(result['scorer_variant'][b])}")
-    for r in result.get("scorer_rows", []):
+    tb = result.get("scorer_ms", {}).get("torch")
+    for r in result.get("scorer_rows", []):  # every variant: the ONNX Runtime weight strategies side by side
         if not r["ok"]:
             t.add_row("scorer", r["backend"], "n/a", "", escape(f"{r['variant']}: {r['error']}"))
+            continue
+        ms = r["update_score_ms"]
+        notes = [f"score only {r['score_ms']:.1f} ms", f"setup {r['setup_s']} s"]
+        if result["scorer_variant"].get(r["backend"]) == r["variant"]:
+            notes.append(f"best {r['backend']}")
+        if r["variant"] in DEFAULT_VARIANTS:
+            notes.append(DEFAULT_VARIANTS[r["variant"]])
+        t.add_row("scorer", escape(f"{r['backend']}: {r['variant']}, update+score"), f"{ms:.1f} ms",
+                  f"{tb / ms:.2f}x torch" if tb else "", "; ".join(notes))
+    if auto := result.get("scorer_auto"):
+        t.add_row("scorer", "score.backend: auto picks", f"{auto['backend']} ({auto['provider']})", "", escape(auto["reason"]))
     if p := result.get("pipeline"):
         t.add_row("pipeline", "line fps, steady", f"{p['fps']:.3g}", f"{p['ratio']:.2f}x node", "target >= 0.9x; after the cold first frame")
         t.add_row("pipeline", "node alone fps, steady", f"{p['node_fps']:.3g}", "", f"Detector.process, same {p['frames']} frames, no sockets")

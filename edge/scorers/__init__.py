@@ -16,7 +16,7 @@ from .base import (
     Scorer,
 )
 from .engine_cache import ENGINE_CACHE_ENV, EngineCache, default_engine_cache, engine_cache_key
-from .factory import BackendChoice, build_scorer, choose_backend, make_scorer, probe_backends
+from .factory import BackendChoice, build_scorer, choose_backend, ensure_available, make_scorer, probe_backends
 from .onnxruntime_scorer import OnnxRuntimeScorer, check_providers, select_providers
 from .parity import ParityReport, ParityTolerance, parity_check
 from .tensorrt_scorer import TensorRTScorer, build_engine
@@ -26,6 +26,6 @@ __all__ = [
     "BACKENDS", "CPU_PROVIDER", "ENGINE_CACHE_ENV", "GPU_PROVIDERS", "BackendChoice", "BackendError",
     "BackendUnavailable", "EngineCache", "OnnxRuntimeScorer", "ParityError", "ParityReport", "ParityTolerance",
     "ProviderFallbackError", "Scorer", "TensorRTScorer", "TorchScorer", "build_engine", "build_scorer",
-    "check_providers", "choose_backend", "default_engine_cache", "engine_cache_key", "make_scorer", "parity_check",
+    "check_providers", "choose_backend", "default_engine_cache", "engine_cache_key", "ensure_available", "make_scorer", "parity_check",
     "probe_backends", "select_providers",
 ]

@@ -35,7 +35,7 @@ from ..unet import UNet
 from ..vgg import VGG19Features, build_vgg
 from .base import BACKENDS, CPU_PROVIDER, GPU_PROVIDERS, BackendError, BackendUnavailable, Scorer, unet_state
 from .onnxruntime_scorer import OnnxRuntimeScorer, check_providers, ort
-from .tensorrt_scorer import TensorRTScorer
+from .tensorrt_scorer import TensorRTScorer, require_tensorrt
 from .torch_scorer import TorchScorer
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,15 @@ def choose_backend(score: ScoreConfig, device: torch.device | str) -> BackendCho
     if _ort_gpu_provider_loads():
         return BackendChoice("onnxruntime", ORT_GPU_PROVIDER, "auto: no TensorRT; ONNX Runtime's CUDA provider loads")
     return BackendChoice("torch", "cuda", "auto: no TensorRT, no ONNX Runtime GPU provider; torch on CUDA")
+
+
+def ensure_available(choice: BackendChoice) -> None:
+    """Raise BackendUnavailable now (a node's start-up) when the chosen backend's runtime is not here,
+    instead of failing every frame later."""
+    if choice.backend == "tensorrt":
+        require_tensorrt()
+    elif choice.backend == "onnxruntime":
+        ort()
 
 
 def make_scorer(cfg: SSDNetConfig, module: torch.nn.Module, device: torch.device | str,

@@ -36,6 +36,14 @@ def tensorrt():
     return trt
 
 
+def require_tensorrt():
+    """The tensorrt module, when a CUDA GPU is visible to torch too; else BackendUnavailable saying which is missing."""
+    trt = tensorrt()
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(NO_GPU)
+    return trt
+
+
 def build_engine(onnx_bytes: bytes, input_shape: Sequence[int], *, max_batch: int = 1, workspace_mib: int = 2048) -> bytes:
     """Build a refittable, strongly typed engine; precision comes from the graph (fp16 U-Net or fp32).
 
@@ -75,9 +83,7 @@ class TensorRTScorer(Scorer):
     def __init__(self, module: torch.nn.Module, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  strategy: str = "refit", cache: EngineCache | str | Path | None = None, max_batch: int = 1,
                  tolerance: ParityTolerance = ParityTolerance()):
-        self.trt = tensorrt()
-        if not torch.cuda.is_available():
-            raise BackendUnavailable(NO_GPU)
+        self.trt = require_tensorrt()
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
         if strategy not in self.STRATEGIES:
