@@ -36,6 +36,58 @@ def dataset(tmp_path_factory):
     return root
 
 
+KNOWN_YAML = """
+model: {base_channels: 8}
+fit: {steps: 2, warm_steps: 1}
+"""
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    """Two categories whose answer is known: `strong`, grass with a saturated white square drawn in (any detector
+    worth the name finds it), and `noise`, uniform noise whose masks mark nothing (no method can beat chance)."""
+    root = tmp_path_factory.mktemp("known")
+    rng = np.random.default_rng(0)
+
+    def write(cat, kind, i, image, mask=None):
+        folder = root / cat / "test" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), image[:, :, ::-1])
+        if mask is not None:
+            gt = root / cat / "ground_truth" / kind
+            gt.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(gt / f"{i:03d}_mask.png"), mask.astype(np.uint8) * 255)
+
+    for i in range(3):
+        image, mask = texture("grass", 64, rng).copy(), np.zeros((64, 64), bool)
+        y, x = rng.integers(8, 40, 2)
+        mask[y:y + 14, x:x + 14] = True
+        image[mask] = 255
+        write("strong", "square", i, image, mask)
+        noise, marked = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), np.zeros((64, 64), bool)
+        y, x = rng.integers(4, 44, 2)
+        marked[y:y + 16, x:x + 16] = True
+        write("noise", "invisible", i, noise, marked)
+    write("strong", "good", 0, texture("grass", 64, rng))
+    write("noise", "good", 0, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    (root / "known.yaml").write_text(KNOWN_YAML)
+    return root
+
+
+def test_eval_finds_a_strong_defect_and_nothing_in_noise(known, tmp_path):
+    out = tmp_path / "known.json"
+    assert main(["eval", str(known), "--json", str(out), "--mode", "stream", "--config", str(known / "known.yaml"),
+                 "--baselines", "blur_residual,local_stats"]) == 0
+    result = json.loads(out.read_text())
+    strong, noise = result["categories"]["strong"], result["categories"]["noise"]
+    assert strong["pixel_auroc"] > 0.95 and strong["aupro"] > 0.9 and strong["image_auroc"] == 1.0
+    assert abs(noise["pixel_auroc"] - 0.5) < 0.15  # nothing to find: chance
+    for name in ("blur_residual", "local_stats"):
+        base = result["baselines"][name]["categories"]
+        assert base["strong"]["pixel_auroc"] > 0.9
+        assert abs(base["noise"]["pixel_auroc"] - 0.5) < 0.1, name
+
+
 @pytest.mark.parametrize("mode", ["cold", "warm", "stream"])
 def test_eval_writes_the_documented_json(dataset, tmp_path, mode, capsys):
     out = tmp_path / "eval.json"
@@ -76,6 +128,7 @@ def test_score_writes_maps_overlays_and_json_lines(dataset, tmp_path):
     assert cv2.imread(str(tmp_path / "000_overlay.png")).shape == (64, 64, 3)
 
 
+@pytest.mark.slow
 def test_eval_jobs_split_categories_over_processes_with_the_same_result(dataset):
     from edge.config import load_config
     from tools.eval.evaluate import evaluate

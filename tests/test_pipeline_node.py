@@ -98,7 +98,7 @@ def results(msgs, source="cam0"):
 
 @contextmanager
 def line(tmp_path, transport="tcp", cameras=(("cam0", 64),), frames=20, fps=200.0, factory=FastDetector, gate=None,
-         inputs=(), pattern="pub", nodes=1, **node_kw):
+         inputs=(), pattern="pub", nodes=1, threshold=3.0, **node_kw):
     """Cameras and node(s) in threads; stops them and checks they exit promptly."""
     ctx, stop, threads = zmq.Context(), threading.Event(), []
 
@@ -120,7 +120,7 @@ def line(tmp_path, transport="tcp", cameras=(("cam0", 64),), frames=20, fps=200.
             cam_endpoints.append(start(cam.run))
         node_list, node_endpoints = [], []
         for i in range(nodes):
-            cfg = NodeConfig(name=f"node{i}", bind=endpoint(tmp_path, transport, f"node{i}"), threshold=3.0, heartbeat_s=0.05,
+            cfg = NodeConfig(name=f"node{i}", bind=endpoint(tmp_path, transport, f"node{i}"), threshold=threshold, heartbeat_s=0.05,
                              input="pull" if pattern == "push" else "sub", **node_kw)
             node = EdgeNode(cfg, [*cam_endpoints, *inputs], factory, ctx)
             node_list.append(node)
