@@ -33,7 +33,8 @@ class CorruptionConfig(StrictModel):
 
     mask_ratio: float = Field(0.5, ge=0.0, le=0.95, description="fraction of blocks masked per patch")
     mask_block: int = Field(8, ge=1, le=128, description="side of a masked block, pixels")
-    fill_shift: float = Field(0.0, ge=0.0, le=1.0, description="masked blocks: patch mean + U(-a, a) grey shift per patch")
+    fill_shift: float = Field(0.0, ge=0.0, le=1.0, description="masked blocks: patch mean + "
+                                                               "U(-a, a) grey shift per patch")
     fill_keep: float = Field(0.0, ge=0.0, le=1.0, description="masked blocks keep U(0, a) of the original texture")
     shuffle_prob: float = Field(0.5, ge=0.0, le=1.0, description="probability a patch gets its blocks shuffled")
     shuffle_block: int = Field(8, ge=1, le=128, description="side of a shuffled block, pixels")
@@ -67,12 +68,14 @@ class FitConfig(StrictModel):
     budget_ms: float | None = Field(None, gt=0, description="time budget of a warm fit: the scheduler (edge.schedule) "
                                     "plans 1..warm_steps steps to fit it; None = warm_steps steps")
     frame_budget_ms: float | None = Field(None, gt=0, description="deadline of one frame (warm fit + scoring): the "
-                                          "scheduler plans 1..warm_steps fit steps from measured step times to keep p95 "
-                                          "under it; frames that cannot make it even with 1 step are counted "
+                                          "scheduler plans 1..warm_steps fit steps from measured step times to keep "
+                                          "p95 under it; frames that cannot make it even with 1 step are counted "
                                           "(budget_unmet) and logged")
-    patch_fraction: float = Field(0.25, gt=0.0, le=1.0, description="fraction of each scale's patches in one step (at least 1)")
+    patch_fraction: float = Field(0.25, gt=0.0, le=1.0, description="fraction of each scale's "
+                                                                    "patches in one step (at least 1)")
     lr: float = Field(2e-3, gt=0.0, le=1.0)
-    score_before_warm_fit: bool = Field(True, description="stream: score a frame with the previous weights, then fit on it")
+    score_before_warm_fit: bool = Field(True, description="stream: score a frame with the "
+                                                          "previous weights, then fit on it")
     amp: bool = Field(True, description="bf16 autocast + channels_last on CPU, fp16 + loss scaling on CUDA")
     channels_last: bool | None = Field(None, description="channels_last layout of the fit; None: always on the CPU "
                                        "(oneDNN: fp32 steps 1.2x faster too, docs/performance.md), with amp on CUDA")
@@ -92,38 +95,69 @@ class ScoreConfig(StrictModel):
     masks: int = Field(4, ge=0, le=16, description="complementary block-mask passes per scale (0 = clean input only)")
     clean_view: bool = Field(False, description="also score the clean input, restored in one pass per scale")
     mask_block: int = Field(8, ge=1, le=128, description="side of a scoring mask block, pixels")
-    pixel_weight: float = Field(0.1, ge=0.0, description="weight of the normalised multi-scale L2 map of the U-Net's reconstruction; with perceptual_weight 0 too, nothing is fitted (docs/ablations.md section 5: on the dev set 0.1 costs 0.002-0.003 AUROC against 0, 0.25 costs 0.009)")
-    perceptual_weight: float = Field(0.1, ge=0.0, description="weight of the normalised multi-scale VGG map of the U-Net's reconstruction")
+    pixel_weight: float = Field(0.1, ge=0.0, description="weight of the normalised multi-scale L2 map of the U-Net's "
+                                                         "reconstruction; with perceptual_weight 0 too, nothing is "
+                                                         "fitted (docs/ablations.md section 5: on the dev set 0.1 "
+                                                         "costs 0.002-0.003 AUROC against 0, 0.25 costs 0.009)")
+    perceptual_weight: float = Field(0.1, ge=0.0, description="weight of the normalised multi-scale "
+                                                              "VGG map of the U-Net's reconstruction")
     knn_weight: float = Field(1.0, ge=0.0, description="weight of the normalised VGG self-similarity map (edge.knn)")
     knn_k: int = Field(5, ge=1, le=64, description="self-similarity: nearest other locations averaged")
-    knn_radius: int = Field(8, ge=0, le=32, description="self-similarity: own neighbourhood excluded, in grid cells (8 = 32 px at 4 px cells; docs/ablations.md section 5)")
-    knn_max_cells: int = Field(4096, ge=64, le=65536, description="self-similarity: grid cells at most (4 px cells, coarser for big frames); memory ~ cells^2")
-    knn_upscale: int = Field(2, ge=1, le=4, description="self-similarity: the input is enlarged this many times before its VGG19 features (finer features relative to the texture; cells stay 4 input px)")
-    knn_max_pixels: int = Field(1 << 20, ge=1 << 12, description="self-similarity: the enlarged input has at most this many pixels (the factor drops, down to 1, for big frames); VGG19 memory ~ pixels")
-    knn_stats_weight: float = Field(0.2, ge=0.0, description="self-similarity: weight of the local intensity statistics (mean, contrast, colour; z-scored per frame, edge.local_stats) appended to the VGG19 features (unit norm); 0 = VGG19 only")
-    knn_stats_sigma: float = Field(4.0, gt=0.0, le=64.0, description="self-similarity: Gaussian window of the local statistics, pixels")
-    vgg_layers: tuple[str, ...] = Field(("relu1_2", "relu2_2", "relu3_1"), description="VGG19 layers of the perceptual and self-similarity maps")
+    knn_radius: int = Field(8, ge=0, le=32, description="self-similarity: own neighbourhood excluded, in grid cells "
+                                                        "(8 = 32 px at 4 px cells; docs/ablations.md section 5)")
+    knn_max_cells: int = Field(4096, ge=64, le=65536, description="self-similarity: grid cells at most (4 px "
+                                                                  "cells, coarser for big frames); memory ~ cells^2")
+    knn_upscale: int = Field(2, ge=1, le=4, description="self-similarity: the input is enlarged this many "
+                                                        "times before its VGG19 features (finer features "
+                                                        "relative to the texture; cells stay 4 input px)")
+    knn_max_pixels: int = Field(1 << 20, ge=1 << 12, description="self-similarity: the enlarged input has at "
+                                                                 "most this many pixels (the factor drops, down "
+                                                                 "to 1, for big frames); VGG19 memory ~ pixels")
+    knn_stats_weight: float = Field(0.2, ge=0.0, description="self-similarity: weight of the local intensity "
+                                                             "statistics (mean, contrast, colour; z-scored "
+                                                             "per frame, edge.local_stats) appended to the "
+                                                             "VGG19 features (unit norm); 0 = VGG19 only")
+    knn_stats_sigma: float = Field(4.0, gt=0.0, le=64.0, description="self-similarity: Gaussian window "
+                                                                     "of the local statistics, pixels")
+    vgg_layers: tuple[str, ...] = Field(("relu1_2", "relu2_2", "relu3_1"),
+                                        description="VGG19 layers of the perceptual and self-similarity maps")
     _layers = field_validator("vgg_layers")(_known_layers)
-    normalise: Literal["std", "mean", "none"] = Field("std", description="per-image normalisation of each map before weighting")
+    normalise: Literal["std", "mean", "none"] = Field("std",
+                                                      description="per-image normalisation of "
+                                                                  "each map before weighting")
     two_sided: bool = Field(False, description="score |normalised map|: unusually low errors count as anomalous too")
     smooth_sigma: float = Field(4.0, ge=0.0, le=64.0, description="Gaussian smoothing of the final map, pixels")
-    map_units: Literal["knn", "std"] = Field("knn", description="units of the anomaly map: 'knn' = the self-similarity map's (a VGG feature distance: comparable between the frames of a camera), 'std' = the frame's own standard deviations (every frame, good or not, has its 'most unusual' pixels at the same level)")
-    image_score: Literal["knn", "map"] = Field("knn", description="image score from 'knn': the raw self-similarity map (VGG feature distance, comparable between the frames of a camera), or 'map': the anomaly map itself (in `map_units`)")
-    image_score_quantile: float = Field(0.999, gt=0.5, le=1.0, description="image score = mean of the map above this quantile")
+    map_units: Literal["knn", "std"] = Field("knn", description="units of the anomaly map: 'knn' = the "
+                                                                "self-similarity map's (a VGG feature "
+                                                                "distance: comparable between the frames of "
+                                                                "a camera), 'std' = the frame's own standard "
+                                                                "deviations (every frame, good or not, has "
+                                                                "its 'most unusual' pixels at the same level)")
+    image_score: Literal["knn", "map"] = Field("knn", description="image score from 'knn': the raw "
+                                                                  "self-similarity map (VGG feature distance, "
+                                                                  "comparable between the frames of a camera), or "
+                                                                  "'map': the anomaly map itself (in `map_units`)")
+    image_score_quantile: float = Field(0.999, gt=0.5, le=1.0,
+                                        description="image score = mean of the map above this quantile")
     backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = Field(
-        "auto", description="where the scorer runs (edge.scorers; docs/export.md): auto = TensorRT with a CUDA GPU, else "
-        "ONNX Runtime on a GPU provider that loads, else the fastest CPU scorer measured (torch, bf16 with amp)")
-    amp: bool = Field(True, description="torch backend: score under bf16 autocast on CPU, fp16 on CUDA (docs/performance.md)")
-    allow_cpu_fallback: bool = Field(False, description="onnxruntime: run on the CPU when the asked-for GPU provider does not load, instead of failing")
-    engine_precision: Literal["fp16", "fp32"] = Field("fp16", description="tensorrt: precision of the U-Net in the engine (parity-gated against fp32)")
+        "auto", description="where the scorer runs (edge.scorers; docs/export.md): auto = TensorRT with a CUDA GPU, "
+                            "else ONNX Runtime on a GPU provider that loads, else the fastest CPU scorer measured "
+                            "(torch, bf16 with amp)")
+    amp: bool = Field(True, description="torch backend: score under bf16 autocast "
+                                        "on CPU, fp16 on CUDA (docs/performance.md)")
+    allow_cpu_fallback: bool = Field(False, description="onnxruntime: run on the CPU when the asked-for "
+                                                        "GPU provider does not load, instead of failing")
+    engine_precision: Literal["fp16", "fp32"] = Field("fp16",
+                                                      description="tensorrt: precision of the U-Net in "
+                                                                  "the engine (parity-gated against fp32)")
 
     @model_validator(mode="after")
-    def _image_score_source(self) -> "ScoreConfig":
+    def _image_score_source(self) -> ScoreConfig:
         if self.image_score == "knn" and self.knn_weight <= 0:
             raise ValueError("image_score 'knn' needs knn_weight > 0 (or set image_score: map)")
         if self.map_units == "knn" and (self.knn_weight <= 0 or self.normalise != "std"):
-            raise ValueError("map_units 'knn' rescales the standardised map: it needs knn_weight > 0 and normalise: std "
-                             "(or set map_units: std)")
+            raise ValueError("map_units 'knn' rescales the standardised map: it needs knn_weight > 0 and "
+                             "normalise: std (or set map_units: std)")
         if self.knn_weight <= 0 and not self.uses_unet:
             raise ValueError("every map weight is 0: set knn_weight, pixel_weight or perceptual_weight > 0")
         return self

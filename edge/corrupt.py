@@ -37,7 +37,8 @@ def block_mask(n: int, h: int, w: int, b: int, ratio: float, generator: torch.Ge
     return keep.repeat_interleave(b, dim=2).repeat_interleave(b, dim=3)
 
 
-def shuffle_blocks(x: torch.Tensor, b: int, prob: float, ratio: float, generator: torch.Generator | None) -> torch.Tensor:
+def shuffle_blocks(x: torch.Tensor, b: int, prob: float, ratio: float,
+                   generator: torch.Generator | None) -> torch.Tensor:
     """Permute a random `ratio` of the b x b blocks among themselves, in a `prob` fraction of patches."""
     n, _, h, w = x.shape
     b = _block_size(b, h, w)

@@ -134,4 +134,5 @@ class Detector:
         total_ms = (time.perf_counter() - start) * 1000
         self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)
         met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met
-        return Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met, self.diverged)
+        return Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met,
+                         self.diverged)

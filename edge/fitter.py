@@ -71,7 +71,8 @@ class Fitter:
         self.load_state_dict(self._initial)
 
     def _new_optimizer(self) -> None:
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.fit.lr, fused=True)  # one kernel, not a loop over parameters
+        # fused: one kernel, not a loop over parameters
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.fit.lr, fused=True)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -29,7 +29,8 @@ def grid_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cell: in
         if cell % stride:
             raise ValueError(f"cell of {cell} px is not a multiple of a VGG layer's stride {stride}")
         k = cell // stride
-        pooled = F.avg_pool2d(a, k, k, ceil_mode=True) if k > 1 else a  # pooled first: a bf16 frame is not copied whole to fp32
+        # pooled first: a bf16 frame is not copied whole to fp32
+        pooled = F.avg_pool2d(a, k, k, ceil_mode=True) if k > 1 else a
         feats.append(F.normalize(pooled.float(), dim=1))
     return torch.cat(feats, dim=1) / math.sqrt(len(feats))
 

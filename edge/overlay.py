@@ -13,7 +13,8 @@ def standardised(amap: np.ndarray) -> np.ndarray:
     return (amap - amap.mean()) / (amap.std() + 1e-8)
 
 
-def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vrange: tuple[float, float] = DEFAULT_RANGE, alpha: float = 0.5) -> np.ndarray:
+def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vrange: tuple[float, float] = DEFAULT_RANGE,
+                    alpha: float = 0.5) -> np.ndarray:
     """uint8 HxWx3 RGB image + float HxW map -> uint8 HxWx3 RGB overlay (JET colormap), the map
     standardised by its own mean and std and `vrange` spanning the colours."""
     lo, hi = vrange

@@ -6,7 +6,7 @@ and cover 0.3-5 % of the image.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import cv2
 import numpy as np
@@ -20,7 +20,7 @@ MIN_CONTRAST = 40.0  # mean |change| under the mask, grey levels
 _MAX_TRIES = 100
 
 
-@lru_cache(maxsize=None)
+@cache
 def _source(name: str) -> np.ndarray:
     if name not in TEXTURES:
         raise ValueError(f"unknown texture {name!r}; choose from {TEXTURES}")

@@ -26,7 +26,8 @@ class Up2x(nn.ConvTranspose2d):
         super().__init__(c_in, c_out, 2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.bfloat16 or not x.is_contiguous(memory_format=torch.channels_last) or not torch.is_grad_enabled():
+        if (x.dtype != torch.bfloat16 or not x.is_contiguous(memory_format=torch.channels_last)
+                or not torch.is_grad_enabled()):
             return super().forward(x)
         n, c_in, h, w = x.shape
         c_out = self.weight.shape[1]
@@ -49,7 +50,8 @@ class UNet(nn.Module):
     def __init__(self, base_channels: int = 32, in_channels: int = 3):
         super().__init__()
         ch = [base_channels * 2**i for i in range(self.levels + 1)]
-        self.enc = nn.ModuleList([_double_conv(in_channels, ch[0])] + [_double_conv(ch[i], ch[i + 1]) for i in range(self.levels)])
+        self.enc = nn.ModuleList([_double_conv(in_channels, ch[0])]
+                                 + [_double_conv(ch[i], ch[i + 1]) for i in range(self.levels)])
         self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList([Up2x(ch[i + 1], ch[i]) for i in reversed(range(self.levels))])
         self.dec = nn.ModuleList([_double_conv(2 * ch[i], ch[i]) for i in reversed(range(self.levels))])
@@ -63,6 +65,6 @@ class UNet(nn.Module):
         for i, enc in enumerate(self.enc):
             h = enc(h if i == 0 else self.pool(h))
             skips.append(h)
-        for up, dec, skip in zip(self.up, self.dec, reversed(skips[:-1])):
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips[:-1]), strict=True):
             h = dec(torch.cat([up(h), skip], dim=1))
         return x + self.head(h)

@@ -86,8 +86,9 @@ class VGG19Features(nn.Module):
         depth = max(VGG_LAYERS.index(name) for name in self.layers) + 1
         self.padding_mode = "reflect" if self.format == "adain" else "zeros"
         self.convs = nn.ModuleList()
-        shapes = [(c_in, c_out) for block in _BLOCKS for c_in, c_out in zip(block[:-1], block[1:])]
-        for (w, b), (c_in, c_out) in zip(convs[:depth], shapes):
+        shapes = [(c_in, c_out) for block in _BLOCKS for c_in, c_out in zip(block[:-1], block[1:], strict=True)]
+        # shapes: all 16 layers; convs: up to the deepest layer asked for
+        for (w, b), (c_in, c_out) in zip(convs[:depth], shapes, strict=False):
             if tuple(w.shape) != (c_out, c_in, 3, 3):
                 raise VGGWeightsError(f"{path}: conv weight of shape {tuple(w.shape)}, expected {(c_out, c_in, 3, 3)}")
             conv = nn.Conv2d(c_in, c_out, 3, padding=1 if self.padding_mode == "zeros" else 0)  # reflect: _pad

@@ -69,9 +69,12 @@ def build_rows(cfg, scorer, *, compile: bool = False, only: set[str] | None = No
     layout = "channels_last" if fit_layout_cl else "contiguous"
     other = "contiguous" if fit_layout_cl else "channels_last"
     rows = [
-        Row("torch", f"eager fp32, {layout} (baseline)", lambda: TorchScorer(copy.deepcopy(scorer), channels_last=fit_layout_cl)),
-        Row("torch", f"eager fp32, {other}", lambda: TorchScorer(copy.deepcopy(scorer), channels_last=not fit_layout_cl)),
-        Row("torch", "eager bf16 autocast, channels_last", lambda: TorchScorer(copy.deepcopy(scorer), bf16=True, channels_last=True)),
+        Row("torch", f"eager fp32, {layout} (baseline)",
+            lambda: TorchScorer(copy.deepcopy(scorer), channels_last=fit_layout_cl)),
+        Row("torch", f"eager fp32, {other}",
+            lambda: TorchScorer(copy.deepcopy(scorer), channels_last=not fit_layout_cl)),
+        Row("torch", "eager bf16 autocast, channels_last",
+            lambda: TorchScorer(copy.deepcopy(scorer), bf16=True, channels_last=True)),
     ]
     if compile:
         rows.append(Row("torch", f"torch.compile fp32, {layout}",
@@ -86,12 +89,14 @@ def build_rows(cfg, scorer, *, compile: bool = False, only: set[str] | None = No
                             lambda s=strategy: OnnxRuntimeScorer(copy.deepcopy(scorer), device="cpu", strategy=s)))
     if "CUDAExecutionProvider" in providers and torch.cuda.is_available():
         rows.append(Row("onnxruntime", "CUDA, weights: inputs",
-                        lambda: OnnxRuntimeScorer(copy.deepcopy(scorer).cuda(), device="cuda", strategy="inputs"), "cuda"))
+                        lambda: OnnxRuntimeScorer(copy.deepcopy(scorer).cuda(), device="cuda", strategy="inputs"),
+                        "cuda"))
     if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
         for precision in ("fp16", "fp32"):
             for strategy in ("refit", "inputs"):
                 rows.append(Row("tensorrt", f"{precision}, weights: {strategy}",
-                                lambda p=precision, s=strategy: TensorRTScorer(copy.deepcopy(scorer).cuda(), precision=p, strategy=s),
+                                lambda p=precision, s=strategy: TensorRTScorer(copy.deepcopy(scorer).cuda(),
+                                                                               precision=p, strategy=s),
                                 "cuda"))
     if torch.cuda.is_available():
         rows.insert(3, Row("torch", "eager fp32, CUDA", lambda: TorchScorer(copy.deepcopy(scorer).cuda()), "cuda"))
@@ -158,7 +163,8 @@ def run_bench(cfg, height: int, width: int, repeat: int = 5, *, compile: bool = 
             "backend": r.backend, "variant": r.variant, "ok": bool(ok), "error": r.error,
             "setup_s": round(r.setup_s, 2) if r.setup_s is not None else None,
             "score_ms": round(s, 1) if ok else None, "update_score_ms": round(u, 1) if ok else None,
-            "speedup_score": round(b_score / s, 2) if ok else None, "speedup_update_score": round(b_update / u, 2) if ok else None,
+            "speedup_score": round(b_score / s, 2) if ok else None,
+            "speedup_update_score": round(b_update / u, 2) if ok else None,
             "map_max_abs_diff": r.map_diff if ok else None, "score_abs_diff": r.score_diff if ok else None,
             "info": r.info,
         })
@@ -179,7 +185,8 @@ def run_bench(cfg, height: int, width: int, repeat: int = 5, *, compile: bool = 
 
 def render(result: dict) -> None:
     cfgd = result["config"]
-    t = Table(title=f"scorer latency per frame, {result['height']}x{result['width']} (padded {result['padded'][0]}x{result['padded'][1]}), "
+    t = Table(title=f"scorer latency per frame, {result['height']}x{result['width']} "
+                    f"(padded {result['padded'][0]}x{result['padded'][1]}), "
                     f"base_channels {cfgd['base_channels']}, scales {cfgd['scales']}, masks {cfgd['masks']}, "
                     f"median of {result['repeat']}")
     for col, just in (("backend", "left"), ("variant", "left"), ("setup s", "right"), ("score ms", "right"),
@@ -190,8 +197,8 @@ def render(result: dict) -> None:
         if not r["ok"]:
             t.add_row(r["backend"], r["variant"], "-", "-", "-", "-", "-", "-", f"[red]{escape(r['error'])}[/red]")
             continue
-        t.add_row(r["backend"], r["variant"], f"{r['setup_s']:.2f}", f"{r['score_ms']:.1f}", f"{r['speedup_score']:.2f}",
-                  f"{r['update_score_ms']:.1f}", f"{r['speedup_update_score']:.2f}",
+        t.add_row(r["backend"], r["variant"], f"{r['setup_s']:.2f}", f"{r['score_ms']:.1f}",
+                  f"{r['speedup_score']:.2f}", f"{r['update_score_ms']:.1f}", f"{r['speedup_update_score']:.2f}",
                   f"{r['map_max_abs_diff']:.2g}", f"{r['score_abs_diff']:.2g}")
     console = Console()
     if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns

@@ -39,8 +39,10 @@ def add_parser(sub) -> None:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 18 for --exporter dynamo)")
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
                    help="torch exporter (dynamo needs the onnxscript package)")
-    p.add_argument("--weights-as-inputs", action="store_true", help="U-Net weights as graph inputs instead of initializers")
-    p.add_argument("--state", help="torch state dict (.pt) of the U-Net to write into the graph (default: the config's seed init)")
+    p.add_argument("--weights-as-inputs", action="store_true", help="U-Net weights as graph inputs "
+                                                                    "instead of initializers")
+    p.add_argument("--state", help="torch state dict (.pt) of the U-Net to write "
+                                   "into the graph (default: the config's seed init)")
     p.add_argument("--max-batch", type=int, default=1, help="tensorrt: largest batch of the engine's profile")
     p.set_defaults(func=run_export)
 
@@ -83,8 +85,8 @@ def run_export(args: argparse.Namespace) -> int:
     opset = args.opset or (DEFAULT_OPSET if args.exporter == "torchscript" else DYNAMO_OPSET)
     if args.format == "onnx":
         try:
-            exported = export_scorer(scorer, h, w, opset=opset, fp16=args.fp16, weights_as_inputs=args.weights_as_inputs,
-                                     exporter=args.exporter)
+            exported = export_scorer(scorer, h, w, opset=opset, fp16=args.fp16,
+                                     weights_as_inputs=args.weights_as_inputs, exporter=args.exporter)
         except ExportError as e:
             print(f"ssdnet export: error: {e}", file=sys.stderr)
             return 2
@@ -132,7 +134,8 @@ def run_backends(args: argparse.Namespace) -> int:
         for col in ("backend", "provider", "works", "ms", "detail"):
             t.add_column(col)
         for r in results:
-            t.add_row(r["backend"], escape(str(r["provider"] or "-")), "[green]yes[/green]" if r["ok"] else "[red]no[/red]",
+            works = "[green]yes[/green]" if r["ok"] else "[red]no[/red]"
+            t.add_row(r["backend"], escape(str(r["provider"] or "-")), works,
                       f"{r['ms']:.1f}" if r["ms"] is not None else "-", escape(r["detail"]))
         Console().print(t)
         auto = choose_backend(ScoreConfig(), resolve_device("auto"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, DirectoryPath, Field, field_validator, model_validator
 
@@ -41,17 +41,21 @@ Endpoint = Annotated[str, AfterValidator(_endpoint)]
 
 class _Source(StrictModel):
     name: str = Field(pattern=SOURCE_PATTERN, description="source id, used in topics")
-    fps: float | None = Field(None, gt=0, le=1000, description="pace frames to this rate; None = as fast as the source delivers")
-    frames: int | None = Field(None, ge=1, description="end the stream after this many frames; None = when the source ends")
+    fps: float | None = Field(None, gt=0, le=1000, description="pace frames to this rate; "
+                                                               "None = as fast as the source delivers")
+    frames: int | None = Field(None, ge=1, description="end the stream after this many "
+                                                       "frames; None = when the source ends")
     bind: Endpoint = Field(LOCAL, description="endpoint the camera binds; the node connects to it")
-    pattern: Literal["pub", "push"] = Field("pub", description="pub: every node gets every frame; push: frames are shared out among nodes")
+    pattern: Literal["pub", "push"] = Field("pub", description="pub: every node gets every frame; "
+                                                               "push: frames are shared out among nodes")
     encoding: Encoding = Field("raw", description="frame encoding on the wire")
     sndhwm: int = Field(8, ge=1, le=100_000, description="frames queued per consumer before dropping")
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     wait_for_consumer_s: float = Field(30.0, ge=0, description="wait this long for a consumer before streaming")
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay; doubles per failure")
     backoff_max_s: float = Field(10.0, gt=0, le=600)
-    max_retries: int | None = Field(None, ge=0, description="give up (end of stream) after this many failed reconnects; None = never")
+    max_retries: int | None = Field(None, ge=0, description="give up (end of stream) after this "
+                                                            "many failed reconnects; None = never")
 
 
 class SyntheticSourceConfig(_Source):
@@ -76,7 +80,8 @@ class VideoSourceConfig(_Source):
 
     kind: Literal["video"]
     uri: int | str = Field(description="0, 'clip.mp4', 'rtsp://cam/stream', 'v4l2src ! videoconvert ! appsink'")
-    api: Literal["any", "ffmpeg", "gstreamer", "v4l2"] = Field("any", description="OpenCV backend; any picks GStreamer for strings with '!'")
+    api: Literal["any", "ffmpeg", "gstreamer", "v4l2"] = Field(
+        "any", description="OpenCV backend; any picks GStreamer for strings with '!'")
     resize: tuple[int, int] | None = Field(None, description="(width, height) to resize frames to")
     loop: bool = Field(False, description="restart a video file at its end")
 
@@ -92,7 +97,7 @@ class FolderSourceConfig(_Source):
     loop: bool = False
 
 
-SourceConfig = Annotated[Union[SyntheticSourceConfig, VideoSourceConfig, FolderSourceConfig], Field(discriminator="kind")]
+SourceConfig = Annotated[SyntheticSourceConfig | VideoSourceConfig | FolderSourceConfig, Field(discriminator="kind")]
 
 
 class NodeConfig(StrictModel):
@@ -100,36 +105,46 @@ class NodeConfig(StrictModel):
 
     name: str = Field("node", pattern=SOURCE_PATTERN, description="node id, used in its heartbeat topic")
     bind: Endpoint = Field(LOCAL, description="endpoint the node publishes results, events and heartbeats on")
-    input: Literal["sub", "pull"] = Field("sub", description="must match the sources' pattern (pub -> sub, push -> pull)")
-    connect: tuple[Endpoint, ...] = Field((), description="extra camera endpoints to read, beyond this config's sources")
-    threshold: float = Field(0.73, description="absolute image-score threshold: a frame is anomalous iff its score > threshold. "
-                             "With the default score.image_score 'knn' the score is a feature distance (0.73: just above the 95th "
-                             "percentile of the good dev images' scores); calibrate it on normal production")
-    region_threshold: float = Field(3.0, description="level of the anomaly map, in units of the frame's own std above its mean, "
-                                    "that outlines regions; 3.0 maximised pixel F1 on the dev set")
+    input: Literal["sub", "pull"] = Field("sub", description="must match the sources' pattern "
+                                                             "(pub -> sub, push -> pull)")
+    connect: tuple[Endpoint, ...] = Field((), description="extra camera endpoints to read, "
+                                                          "beyond this config's sources")
+    threshold: float = Field(0.73, description="absolute image-score threshold: a frame is anomalous iff its score > "
+                             "threshold. With the default score.image_score 'knn' the score is a feature distance "
+                             "(0.73: just above the 95th percentile of the good dev images' scores); calibrate it on "
+                             "normal production")
+    region_threshold: float = Field(3.0, description="level of the anomaly map, in units of the frame's own std above "
+                                    "its mean, that outlines regions; 3.0 maximised pixel F1 on the dev set")
     min_region_area: int = Field(16, ge=1, description="smaller connected components are ignored, pixels")
     max_regions: int = Field(32, ge=0, le=MAX_REGIONS, description="largest regions reported per frame")
-    map_encoding: Literal["float16", "uint8"] = Field("float16", description="anomaly map on the wire: float16, or uint8 with scale/offset")
-    attach_image: Literal["always", "anomalous", "never"] = Field("anomalous", description="send the scored frame with the result")
+    map_encoding: Literal["float16", "uint8"] = Field(
+        "float16", description="anomaly map on the wire: float16, or uint8 with scale/offset")
+    attach_image: Literal["always", "anomalous", "never"] = Field(
+        "anomalous", description="send the scored frame with the result")
     image_encoding: Encoding = "raw"
-    queue_depth: int = Field(1, ge=1, le=10_000, description="frames waiting per source: 1 = score the newest frame only "
-                             "(latest-frame semantics); more = score frames in order, dropping the oldest when full")
-    rcvhwm: int = Field(4, ge=1, le=10_000, description="messages queued in the camera socket (its receiver thread drains it continuously)")
+    queue_depth: int = Field(1, ge=1, le=10_000, description="frames waiting per source: 1 = score the newest frame "
+                             "only (latest-frame semantics); more = score frames in order, dropping the oldest when "
+                             "full")
+    rcvhwm: int = Field(4, ge=1, le=10_000, description="messages queued in the camera socket (its "
+                                                        "receiver thread drains it continuously)")
     sndhwm: int = Field(64, ge=1, le=100_000, description="messages queued per subscriber before dropping for it")
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     min_side: int = Field(32, ge=1, le=MAX_SIDE, description="smaller frames are rejected")
     max_side: int = Field(4096, ge=16, le=MAX_SIDE, description="larger frames are rejected before decoding")
-    threads: int | None = Field(None, ge=1, le=256, description="torch threads of the node process; None = all cores. "
-                                "Never more than the cores free for it: oversubscribed threads spin and slow fitting 10-60x")
+    threads: int | None = Field(None, ge=1, le=256, description="torch threads of the node process; None = all "
+                                "cores. Never more than the cores free for it: oversubscribed threads spin and slow "
+                                "fitting 10-60x")
     ssdnet: SSDNetConfig = SSDNetConfig()
-    checkpoint_dir: Path | None = Field(None, description="save each source's weights here every checkpoint_every frames; "
-                                        "a restarted node resumes from them (warm) instead of a cold fit")
+    checkpoint_dir: Path | None = Field(None, description="save each source's weights here every checkpoint_every "
+                                        "frames; a restarted node resumes from them (warm) instead of a cold fit")
     checkpoint_every: int = Field(50, ge=1, le=1_000_000, description="frames between checkpoints of a source")
-    event_log: Path | None = Field(None, description="SQLite file (WAL) every event is committed to before it is published, "
-                                   "numbered per source (log_seq); None = no durable log and no replay endpoint. "
-                                   "`ssdnet run` uses OUT/node-events.db when unset")
-    event_log_max_events: int | None = Field(1_000_000, ge=1, description="events kept per source (oldest pruned); None = all")
-    replay_bind: Endpoint = Field(LOCAL, description="ROUTER endpoint answering 'events of source S after log_seq N' (with event_log)")
+    event_log: Path | None = Field(None, description="SQLite file (WAL) every event is committed to before it is "
+                                   "published, numbered per source (log_seq); None = no durable log and no replay "
+                                   "endpoint. `ssdnet run` uses OUT/node-events.db when unset")
+    event_log_max_events: int | None = Field(1_000_000, ge=1,
+                                             description="events kept per source (oldest pruned); None = all")
+    replay_bind: Endpoint = Field(LOCAL, description="ROUTER endpoint answering 'events of "
+                                                     "source S after log_seq N' (with event_log)")
 
     @model_validator(mode="before")
     @classmethod
@@ -164,11 +179,14 @@ class SecurityConfig(StrictModel):
     names, subscribers by `client_name`) and finds the servers it connects to as <public_keys_dir>/<name>.key."""
 
     keys_dir: DirectoryPath = Field(description="this machine's <name>.key_secret files")
-    authorized_dir: DirectoryPath = Field(description="allow-list: public keys (*.key) of clients the bound sockets admit; "
-                                          "re-read when it changes")
-    public_keys_dir: DirectoryPath | None = Field(None, description="servers' public keys <camera or node name>.key; None = keys_dir")
-    client_name: str = Field("subscriber", pattern=SOURCE_PATTERN, description="key name of the launcher's collector / subscribers")
-    connect_key: str | None = Field(None, pattern=SOURCE_PATTERN, description="key name of the cameras listed in node.connect")
+    authorized_dir: DirectoryPath = Field(description="allow-list: public keys (*.key) of clients the bound sockets "
+                                          "admit; re-read when it changes")
+    public_keys_dir: DirectoryPath | None = Field(None, description="servers' public keys <camera or "
+                                                                    "node name>.key; None = keys_dir")
+    client_name: str = Field("subscriber", pattern=SOURCE_PATTERN,
+                             description="key name of the launcher's collector / subscribers")
+    connect_key: str | None = Field(None, pattern=SOURCE_PATTERN,
+                                    description="key name of the cameras listed in node.connect")
     reload_s: float = Field(5.0, gt=0, le=3600, description="check the allow-list for changes at most this often")
 
 
@@ -180,10 +198,12 @@ class PrometheusConfig(StrictModel):
 class SinksConfig(StrictModel):
     """What the launcher's collector does with the node's output (besides summary.json)."""
 
-    overlays: bool = Field(True, description="heat-map overlay PNG per event in OUT/overlays/ (needs node.attach_image)")
+    overlays: bool = Field(True, description="heat-map overlay PNG per event in "
+                                             "OUT/overlays/ (needs node.attach_image)")
     overlay_alpha: float = Field(0.5, ge=0, le=1)
     console: bool = Field(False, description="print events live")
-    prometheus: PrometheusConfig | None = Field(None, description="serve latency/fps/drop metrics in Prometheus text format")
+    prometheus: PrometheusConfig | None = Field(None, description="serve latency/fps/drop metrics "
+                                                                  "in Prometheus text format")
     auroc_pixels_per_frame: int = Field(65536, ge=1, description="pixels sampled per frame for the pooled stream AUROC")
 
 
@@ -195,7 +215,8 @@ class LineConfig(StrictModel):
     timeout_s: float | None = Field(None, gt=0, description="stop the run after this long")
     security: SecurityConfig | None = Field(None, description="CURVE + allow-list on tcp sockets; required to bind a "
                                             "non-loopback address unless allow_insecure_network")
-    allow_insecure_network: bool = Field(False, description="allow binding non-loopback addresses without security (warns)")
+    allow_insecure_network: bool = Field(False, description="allow binding non-loopback "
+                                                            "addresses without security (warns)")
 
     @field_validator("sources")
     @classmethod
@@ -212,7 +233,8 @@ class LineConfig(StrictModel):
         if self.node.name in names:
             raise ValueError(f"node name {self.node.name!r} is also a source name")
         if bad := [s.name for s in self.sources if (s.pattern == "push") != (self.node.input == "pull")]:
-            raise ValueError(f"sources {bad} do not match node.input={self.node.input!r} (pub pairs with sub, push with pull)")
+            raise ValueError(f"sources {bad} do not match node.input={self.node.input!r} "
+                             "(pub pairs with sub, push with pull)")
         if self.sinks.overlays and self.node.attach_image == "never":
             raise ValueError("sinks.overlays needs node.attach_image 'anomalous' or 'always'")
         binds = [(s.name, s.bind) for s in self.sources] + [("node.bind", self.node.bind)]
@@ -220,12 +242,14 @@ class LineConfig(StrictModel):
             binds.append(("node.replay_bind", self.node.replay_bind))
         if (exposed := [f"{n} {e}" for n, e in binds if not is_loopback(e)]) and self.security is None:
             if not self.allow_insecure_network:
-                raise ValueError(f"{', '.join(exposed)} bind(s) a non-loopback address without encryption: add a `security:` "
-                                 "section (ssdnet keys DIR --name NAME) or set allow_insecure_network: true")
+                raise ValueError(f"{', '.join(exposed)} bind(s) a non-loopback address without encryption: add a "
+                                 "`security:` section (ssdnet keys DIR --name NAME) or set "
+                                 "allow_insecure_network: true")
             log.warning("INSECURE: %s reachable from the network without encryption or authentication "
                         "(allow_insecure_network: true)", ", ".join(exposed))
         if self.security is not None and self.node.connect and self.security.connect_key is None:
-            raise ValueError("with security, node.connect endpoints need security.connect_key (the key name of those cameras)")
+            raise ValueError("with security, node.connect endpoints need "
+                             "security.connect_key (the key name of those cameras)")
         return self
 
 

@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import msgpack
 import zmq
@@ -69,12 +69,14 @@ class EventLog:
             self.db.executescript(SCHEMA)
         self.max_events = max_events
         self._appended = 0
-        self.heads: dict[str, int] = dict(self.db.execute("SELECT source, MAX(log_seq) FROM events GROUP BY source").fetchall()) \
-            if self._has_table() else {}
+        self.heads: dict[str, int] = {}
+        if self._has_table():
+            self.heads = dict(self.db.execute("SELECT source, MAX(log_seq) FROM events GROUP BY source").fetchall())
         self.total = sum(self.heads.values())  # sum of the per-source heads: one more per logged event
 
     def _has_table(self) -> bool:
-        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'").fetchone() is not None
+        query = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'"
+        return self.db.execute(query).fetchone() is not None
 
     def append(self, header: P.EventHeader) -> int:
         """Commit `header` under the next log_seq of its source and return that number."""
@@ -93,7 +95,8 @@ class EventLog:
         """Keep at most `max_events` events per source (the newest); returns how many were deleted."""
         deleted = 0
         for source, head in self.heads.items():
-            cur = self.db.execute("DELETE FROM events WHERE source = ? AND log_seq <= ?", (source, head - self.max_events))
+            cur = self.db.execute("DELETE FROM events WHERE source = ? AND log_seq <= ?",
+                                  (source, head - self.max_events))
             deleted += cur.rowcount
         return deleted
 
@@ -106,8 +109,8 @@ class EventLog:
         """(log_seq, msgpack header) of `source`'s events with log_seq > after, oldest first."""
         if not self._has_table():
             return []
-        return self.db.execute("SELECT log_seq, header FROM events WHERE source = ? AND log_seq > ? ORDER BY log_seq LIMIT ?",
-                               (source, after, limit)).fetchall()
+        query = "SELECT log_seq, header FROM events WHERE source = ? AND log_seq > ? ORDER BY log_seq LIMIT ?"
+        return self.db.execute(query, (source, after, limit)).fetchall()
 
     def close(self) -> None:
         self.db.close()
@@ -131,7 +134,7 @@ class EventsRequest(_Req):
     limit: int = Field(MAX_REPLY_EVENTS, ge=1, le=MAX_REPLY_EVENTS)
 
 
-_REQUEST = TypeAdapter(Union[HeadsRequest, EventsRequest])
+_REQUEST = TypeAdapter(HeadsRequest | EventsRequest)
 
 
 def parse_request(blob: bytes) -> HeadsRequest | EventsRequest:
@@ -158,7 +161,8 @@ def answer(db: EventLog, blob: bytes) -> dict[str, Any]:
     if isinstance(req, HeadsRequest):
         return {"ok": True, "heads": db.read_heads()}
     rows = db.after(req.source, req.after, req.limit + 1)
-    return {"ok": True, "events": [{"log_seq": n, "event": blob} for n, blob in rows[: req.limit]], "more": len(rows) > req.limit}
+    return {"ok": True, "events": [{"log_seq": n, "event": blob} for n, blob in rows[: req.limit]],
+            "more": len(rows) > req.limit}
 
 
 def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event) -> None:
@@ -197,8 +201,10 @@ class ReplayError(RuntimeError):
 class ReplayClient:
     """REQ client of a node's replay endpoint; a lost request re-creates the socket (no stuck REQ)."""
 
-    def __init__(self, endpoint: str, ctx: zmq.Context | None = None, timeout_ms: int = 2000, server_key: bytes | None = None):
-        self.endpoint, self.ctx, self.timeout_ms, self.server_key = endpoint, ctx or zmq.Context.instance(), timeout_ms, server_key
+    def __init__(self, endpoint: str, ctx: zmq.Context | None = None, timeout_ms: int = 2000,
+                 server_key: bytes | None = None):
+        self.endpoint, self.ctx = endpoint, ctx or zmq.Context.instance()
+        self.timeout_ms, self.server_key = timeout_ms, server_key
         self.sock: zmq.Socket | None = None
 
     def _socket(self) -> zmq.Socket:

@@ -19,7 +19,8 @@ def _main(args: argparse.Namespace) -> int:
     except FileExistsError as e:
         print(f"ssdnet keys: error: {e}")
         return 2
-    print(f"wrote {public} (public: copy it to the peers' allow-list or public_keys_dir) and {secret} (secret: keep it here)")
+    print(f"wrote {public} (public: copy it to the peers' allow-list "
+          f"or public_keys_dir) and {secret} (secret: keep it here)")
     return 0
 
 

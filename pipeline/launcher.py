@@ -61,16 +61,19 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     sources = [s.model_copy(update={"frames": frames or s.frames or cfg.frames}) for s in cfg.sources]
     names = [s.name for s in sources]
     expected = sum(s.frames for s in sources) if all(s.frames for s in sources) else None
-    line, stats, sinks, sub, catch = Stages(), StreamStats(cfg.sinks.auroc_pixels_per_frame), _sinks(cfg, out), None, None
-    node_cfg = cfg.node if cfg.node.event_log is not None else cfg.node.model_copy(update={"event_log": out / "node-events.db"})
+    line, stats, sinks = Stages(), StreamStats(cfg.sinks.auroc_pixels_per_frame), _sinks(cfg, out)
+    sub, catch = None, None
+    node_cfg = cfg.node
+    if node_cfg.event_log is None:
+        node_cfg = node_cfg.model_copy(update={"event_log": out / "node-events.db"})
 
     def collect(msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         stats.add(msg, delivered)
         deliver(sinks, msg, delivered, log_seq)
 
     started, interrupted, timed_out = time.time(), False, False
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn(), disable=not progress)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not progress)
     try:
         for src in sources:
             line.start(src.name, run_camera, src, line.stop, security=cfg.security)
@@ -96,7 +99,8 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                 msg = sub.recv(100)
                 line.poll()
                 if cfg.node.name in line.dead():
-                    raise LineError(f"node died: {line.failures.get(cfg.node.name, 'exit code %s' % line.procs[cfg.node.name].exitcode)}")
+                    exit_code = line.procs[cfg.node.name].exitcode
+                    raise LineError(f"node died: {line.failures.get(cfg.node.name, f'exit code {exit_code}')}")
                 for name in set(line.dead()) & pending:
                     log.error("camera %s died: %s", name, line.failures.get(name, "no end of stream"))
                     pending.discard(name)
@@ -143,12 +147,14 @@ def print_summary(summary: dict) -> None:
     table = Table(title="ssdnet run", show_header=False)
     drops = summary.get("drops")
     detail = f" ({', '.join(f'{k} {v}' for k, v in drops.items())})" if drops else ""
-    rows = [("frames scored", f"{summary['frames']} of {summary['sent']} sent"), ("dropped", f"{summary['dropped']}{detail}"),
-            ("fps", f"{summary['fps']}"), ("events", f"{summary['events']}"), ("wall time", f"{summary['wall_s']:.1f} s")]
+    rows = [("frames scored", f"{summary['frames']} of {summary['sent']} sent"),
+            ("dropped", f"{summary['dropped']}{detail}"), ("fps", f"{summary['fps']}"),
+            ("events", f"{summary['events']}"), ("wall time", f"{summary['wall_s']:.1f} s")]
     if scorer := summary.get("scorer"):
         rows.append(("scorer backend", f"{scorer['backend']} on {scorer['provider']} ({scorer['reason']})"))
     if stream := summary.get("stream"):
-        rows.append(("stream pixel AUROC / AUPRC", f"{stream['pixel_auroc']} / {stream['pixel_auprc']} over {stream['frames']} frames"))
+        rows.append(("stream pixel AUROC / AUPRC", f"{stream['pixel_auroc']} / {stream['pixel_auprc']} "
+                                                   f"over {stream['frames']} frames"))
     for stage, p in summary["latency_ms"].items():
         if p is not None:
             rows.append((f"latency {stage} p50/p95/p99", f"{p['p50']:.1f} / {p['p95']:.1f} / {p['p99']:.1f} ms"))

@@ -31,8 +31,8 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -217,7 +217,8 @@ class EdgeNode:
         self.replay_endpoint: str | None = None
         self._scored_since_checkpoint: dict[str, int] = {}
 
-    def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None, wait_for_subscriber_s: float = 0.0) -> dict:
+    def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None,
+            wait_for_subscriber_s: float = 0.0) -> dict:
         """Serve until `stop` is set; returns the final counters. With `wait_for_subscriber_s`, the node
         subscribes to the cameras only once a subscriber is connected (or that time has passed)."""
         self._halt, threads = threading.Event(), []
@@ -232,7 +233,8 @@ class EdgeNode:
                 raise
             log.info("%s: event log %s (%d events), replay on %s", self.cfg.name, self.cfg.event_log,
                      self.event_log.total, self.replay_endpoint)
-            threads.append(threading.Thread(target=serve_replay, args=(rep, self.event_log.path, self._halt), name="replay", daemon=True))
+            threads.append(threading.Thread(target=serve_replay, args=(rep, self.event_log.path, self._halt),
+                                            name="replay", daemon=True))
             threads[-1].start()  # answers already while the node waits for its first subscriber
         out = make_socket(self.ctx, zmq.XPUB, sndhwm=self.cfg.sndhwm)
         try:
@@ -364,7 +366,8 @@ class EdgeNode:
         h, source, image = msg.header, msg.source, msg.arrays["image"]
         if min(image.shape[:2]) < self.cfg.min_side:
             self.counters.add(source, "rejected")
-            self._log.warning(f"{source}#{h.seq}: rejected a {image.shape[1]}x{image.shape[0]} frame (min_side {self.cfg.min_side})")
+            self._log.warning(f"{source}#{h.seq}: rejected a {image.shape[1]}x{image.shape[0]} "
+                              f"frame (min_side {self.cfg.min_side})")
             return
         detector = self._detector(source, image.shape)
         self._busy = True
@@ -403,7 +406,8 @@ class EdgeNode:
         stamps = {**h.stamps, "fitted": min(t0 + d.fit_ms / 1000, done), "scored": done}
         scored = dict(source=h.source, seq=h.seq, t_capture=h.t_capture, stamps=stamps, score=score,
                       threshold=self.cfg.threshold, model_version=int(d.model_version),
-                      regions=find_regions(amap, self.cfg.region_threshold, self.cfg.min_region_area, self.cfg.max_regions))
+                      regions=find_regions(amap, self.cfg.region_threshold, self.cfg.min_region_area,
+                                           self.cfg.max_regions))
         q, map_desc = P.quantize_map(amap, self.cfg.map_encoding)
         payloads, arrays = [map_desc], {"map": q}
         if self.cfg.attach_image == "always" or (anomalous and self.cfg.attach_image == "anomalous"):
@@ -413,7 +417,8 @@ class EdgeNode:
             payloads.append(P.describe("mask", msg.arrays["mask"]))
             arrays["mask"] = msg.arrays["mask"]
         result = P.AnomalyHeader(kind="anomaly", payloads=tuple(payloads), label="anomalous" if anomalous else "normal",
-                                 fit_steps=int(d.fit_steps), fit_ms=float(d.fit_ms), score_ms=float(d.score_ms), **scored)
+                                 fit_steps=int(d.fit_steps), fit_ms=float(d.fit_ms), score_ms=float(d.score_ms),
+                                 **scored)
         return P.Message(result, arrays), P.Message(P.EventHeader(kind="event", **scored)) if anomalous else None
 
     def _log_event(self, event: P.Message) -> None:
@@ -423,7 +428,8 @@ class EdgeNode:
             self.event_log.append(event.header)
         except Exception as e:  # a full disk must not stop scoring; the event still goes out live
             self.event_log_failures += 1
-            self._log.warning(f"{event.source}#{event.header.seq}: could not write the event log: {type(e).__name__}: {e}")
+            self._log.warning(f"{event.source}#{event.header.seq}: could not "
+                              f"write the event log: {type(e).__name__}: {e}")
 
     def _end(self, msg: P.Message) -> None:
         """Forward a source's end of stream, after its last result, with its final node counters; free its model."""
@@ -461,7 +467,8 @@ class EdgeNode:
         now = time.time()
         age = None if self._last_received is None else max(0.0, now - self._last_received)
         return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=-1, t_capture=now, role="node",
-                                           state="busy" if self._busy else "idle", last_frame_age=age, counters=self._node_counters()))
+                                           state="busy" if self._busy else "idle", last_frame_age=age,
+                                           counters=self._node_counters()))
 
     def _node_counters(self) -> dict[str, int]:
         counters = self.counters.totals()
@@ -481,9 +488,12 @@ def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: C
     ctx, server_keys = zmq.Context.instance(), {}
     if security is not None:
         sec = secure_stage(security, cfg.name, ctx)
-        server_keys = {ep: sec.server_key(name) for ep, name in zip(inputs, input_names)}
+        server_keys = {ep: sec.server_key(name) for ep, name in zip(inputs, input_names, strict=False)}
         if cfg.connect:
             server_keys.update(dict.fromkeys(cfg.connect, sec.server_key(security.connect_key)))
     node = EdgeNode(cfg, inputs, detector_factory, ctx, server_keys=server_keys)
-    ready = None if on_ready is None else (lambda ep: on_ready(ep if node.replay_endpoint is None else (ep, node.replay_endpoint)))
-    return node.run(stop, ready, wait_for_subscriber_s)
+
+    def ready(endpoint: str) -> None:
+        on_ready(endpoint if node.replay_endpoint is None else (endpoint, node.replay_endpoint))
+
+    return node.run(stop, None if on_ready is None else ready, wait_for_subscriber_s)

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 import cv2
 import msgpack
@@ -68,7 +68,7 @@ JPEG_QUALITY = 90
 
 Stamp = Literal["capture", "received", "fitted", "scored", "published"]
 Encoding = Literal["raw", "jpeg", "png"]
-Part = Union[bytes, memoryview, zmq.Frame, np.ndarray]
+Part = bytes | memoryview | zmq.Frame | np.ndarray
 
 
 class ProtocolError(ValueError):
@@ -104,7 +104,8 @@ class Payload(_Wire):
         if not all(1 <= s <= MAX_SIDE for s in self.shape[:2]):
             raise ValueError(f"{self.name} size {self.shape[:2]} outside 1..{MAX_SIDE}")
         if self.dtype not in dtypes or self.encoding not in encodings:
-            raise ValueError(f"{self.name} must be {'/'.join(dtypes)} encoded {'/'.join(encodings)}, got {self.dtype} {self.encoding}")
+            raise ValueError(f"{self.name} must be {'/'.join(dtypes)} encoded "
+                             f"{'/'.join(encodings)}, got {self.dtype} {self.encoding}")
         quantised = self.name == "map" and self.dtype == "uint8"
         if (self.scale is not None, self.offset is not None) != (quantised, quantised):
             raise ValueError("scale and offset are set for uint8 maps and only for them")
@@ -194,7 +195,7 @@ class EosHeader(_Header):
     counters: Counters = {}
 
 
-Header = Union[FrameHeader, AnomalyHeader, EventHeader, HeartbeatHeader, EosHeader]
+Header = FrameHeader | AnomalyHeader | EventHeader | HeartbeatHeader | EosHeader
 _HEADER = TypeAdapter(Annotated[Header, Field(discriminator="kind")])
 
 
@@ -214,9 +215,11 @@ class Message:
         return self.header.source
 
 
-def describe(name: str, array: np.ndarray, encoding: Encoding = "raw", scale: float | None = None, offset: float | None = None) -> Payload:
+def describe(name: str, array: np.ndarray, encoding: Encoding = "raw", scale: float | None = None,
+             offset: float | None = None) -> Payload:
     """The payload descriptor of `array` as sent under `name`."""
-    return Payload(name=name, shape=tuple(int(s) for s in array.shape), dtype=str(array.dtype), encoding=encoding, scale=scale, offset=offset)
+    return Payload(name=name, shape=tuple(int(s) for s in array.shape), dtype=str(array.dtype), encoding=encoding,
+                   scale=scale, offset=offset)
 
 
 def quantize_map(amap: np.ndarray, dtype: Literal["float16", "uint8"]) -> tuple[np.ndarray, Payload]:
@@ -248,7 +251,8 @@ def event_record(header: EventHeader) -> dict[str, Any]:
 
 def _encode_payload(desc: Payload, array: np.ndarray) -> np.ndarray | bytes:
     if tuple(array.shape) != desc.shape or str(array.dtype) != desc.dtype:
-        raise ProtocolError(f"{desc.name} array {array.dtype} {array.shape} does not match its descriptor {desc.dtype} {desc.shape}")
+        raise ProtocolError(f"{desc.name} array {array.dtype} {array.shape} does "
+                            f"not match its descriptor {desc.dtype} {desc.shape}")
     if desc.encoding == "raw":
         return np.ascontiguousarray(array)
     bgr = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
@@ -265,7 +269,8 @@ def encode(msg: Message) -> list[bytes | np.ndarray]:
     if len(header) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {len(header)} bytes exceeds {MAX_HEADER_BYTES}")
     if set(msg.arrays) != {p.name for p in msg.header.payloads}:
-        raise ProtocolError(f"arrays {sorted(msg.arrays)} do not match payloads {[p.name for p in msg.header.payloads]}")
+        raise ProtocolError(f"arrays {sorted(msg.arrays)} do not match "
+                            f"payloads {[p.name for p in msg.header.payloads]}")
     return [msg.header.topic, header, *(_encode_payload(p, msg.arrays[p.name]) for p in msg.header.payloads)]
 
 
@@ -322,7 +327,8 @@ def _decode_payload(desc: Payload, part: Part, max_side: int) -> np.ndarray:
     buf = _buffer(part)
     if desc.encoding == "raw":
         if len(buf) != desc.nbytes:
-            raise ProtocolError(f"{desc.name} payload has {len(buf)} bytes, shape {desc.shape} {desc.dtype} needs {desc.nbytes}")
+            raise ProtocolError(f"{desc.name} payload has {len(buf)} bytes, shape "
+                                f"{desc.shape} {desc.dtype} needs {desc.nbytes}")
         array = np.frombuffer(buf, dtype=desc.dtype).reshape(desc.shape)
         if array.dtype == np.float16 and not np.isfinite(array).all():
             raise ProtocolError(f"{desc.name} contains NaN or infinite values")
@@ -372,5 +378,5 @@ def decode(parts: list[Part], max_side: int = MAX_SIDE) -> Message:
         raise ProtocolError(f"topic {topic!r:.80} does not match header {header.topic!r}")
     if len(parts) != 2 + len(header.payloads):
         raise ProtocolError(f"header announces {len(header.payloads)} payload(s), message has {len(parts) - 2}")
-    arrays = {p.name: _decode_payload(p, part, max_side) for p, part in zip(header.payloads, parts[2:])}
+    arrays = {p.name: _decode_payload(p, part, max_side) for p, part in zip(header.payloads, parts[2:], strict=True)}
     return Message(header, arrays)

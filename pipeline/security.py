@@ -127,7 +127,8 @@ class Security:
     @classmethod
     def from_config(cls, cfg, name: str) -> Security:
         """The identity `name` (a camera, node or subscriber name) of a `security:` config section."""
-        return cls(Path(cfg.keys_dir) / f"{name}.key_secret", cfg.authorized_dir, cfg.public_keys_dir or cfg.keys_dir, cfg.reload_s)
+        return cls(Path(cfg.keys_dir) / f"{name}.key_secret", cfg.authorized_dir, cfg.public_keys_dir or cfg.keys_dir,
+                   cfg.reload_s)
 
     def server_key(self, name: str) -> bytes:
         """Public key of the server stage `name` (`<public_keys_dir>/<name>.key`)."""

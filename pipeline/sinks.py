@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -143,12 +144,15 @@ class MetricsSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 9108):
         self.registry = r = CollectorRegistry()
         buckets = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)
-        self.latency = Histogram("ssdnet_stage_latency_seconds", "latency per pipeline stage", ["stage"], buckets=buckets, registry=r)
+        self.latency = Histogram("ssdnet_stage_latency_seconds", "latency per pipeline stage", ["stage"],
+                                 buckets=buckets, registry=r)
         self.results = Counter("ssdnet_results", "scored frames", ["source", "label"], registry=r)
         self.events = Counter("ssdnet_events", "anomaly events", ["source"], registry=r)
         self.fps = Gauge("ssdnet_fps", "scored frames per second, smoothed", ["source"], registry=r)
-        self.age = Gauge("ssdnet_last_frame_age_seconds", "seconds since a stage last had a frame (heartbeats)", ["role", "source"], registry=r)
-        self.counters = Gauge("ssdnet_stage_count", "counters reported by heartbeats", ["role", "source", "counter"], registry=r)
+        self.age = Gauge("ssdnet_last_frame_age_seconds", "seconds since a stage last had a frame (heartbeats)",
+                         ["role", "source"], registry=r)
+        self.counters = Gauge("ssdnet_stage_count", "counters reported by heartbeats", ["role", "source", "counter"],
+                              registry=r)
         self.server, self._thread = start_http_server(port, host, registry=r)
         self.port = self.server.server_port
         self._last: dict[str, float] = {}
@@ -192,7 +196,8 @@ class ConsoleSink:
         if h.kind == "event":
             latency = (delivered - h.stamps.get("capture", h.t_capture)) * 1e3
             boxes = ", ".join(f"{r.bbox}" for r in h.regions[:3]) + (" ..." if len(h.regions) > 3 else "")
-            self.console.print(f"{clock} [bold red]ANOMALY[/] {h.source} #{h.seq} score {h.score:.2f} > {h.threshold:.2f}  "
+            self.console.print(f"{clock} [bold red]ANOMALY[/] {h.source} #{h.seq} "
+                               f"score {h.score:.2f} > {h.threshold:.2f}  "
                                f"{len(h.regions)} region(s) {boxes}  [dim]{latency:.0f} ms after capture[/]")
         elif h.kind == "eos":
             self.console.print(f"{clock} [bold]end of stream[/] {h.source} after {h.frames} frames {h.counters}")

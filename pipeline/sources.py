@@ -11,9 +11,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -190,7 +191,8 @@ class Camera:
             self.state = "waiting"
             wait = wait_for_peer if push else wait_for_subscriber
             if not wait(sock, self.cfg.wait_for_consumer_s, stop):
-                log.warning("%s: no consumer after %.0f s, streaming anyway", self.cfg.name, self.cfg.wait_for_consumer_s)
+                log.warning("%s: no consumer after %.0f s, streaming anyway", self.cfg.name,
+                            self.cfg.wait_for_consumer_s)
             reader = threading.Thread(target=self._read_loop, name=f"read-{self.cfg.name}", daemon=True)
             reader.start()
             self._publish_loop(sock, stop, push)
@@ -212,7 +214,8 @@ class Camera:
             try:
                 item = self._queue.get(timeout=0.1)
             except queue.Empty:
-                item = _End("stopped; the reader is stuck") if give_up is not None and time.monotonic() > give_up else None
+                stuck = give_up is not None and time.monotonic() > give_up
+                item = _End("stopped; the reader is stuck") if stuck else None
             if isinstance(item, Capture):
                 self._send(sock, self._frame(seq, item), zmq.NOBLOCK if push else 0)
                 self.last_capture, seq = item.t_capture, seq + 1
@@ -223,7 +226,8 @@ class Camera:
                     drain_subscriptions(sock)
             if isinstance(item, _End):
                 log.info("%s: end of stream after %d frames (%s)", self.cfg.name, seq, item.reason)
-                eos = P.EosHeader(kind="eos", source=self.cfg.name, seq=seq - 1, t_capture=time.time(), frames=seq, counters=self.counters)
+                eos = P.EosHeader(kind="eos", source=self.cfg.name, seq=seq - 1, t_capture=time.time(), frames=seq,
+                                  counters=self.counters)
                 sock.setsockopt(zmq.SNDTIMEO, 1000)  # a PUSH socket may need a moment of room for the end
                 self._send(sock, P.Message(eos), 0)
                 return
@@ -249,8 +253,9 @@ class Camera:
     def _heartbeat(self, seq: int) -> P.Message:
         now = time.time()
         age = None if self.last_capture is None else max(0.0, now - self.last_capture)
-        return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=seq, t_capture=now, role="source",
-                                           state=self.state, last_frame_age=age, counters=dict(self.counters)))
+        return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=seq, t_capture=now,
+                                           role="source", state=self.state, last_frame_age=age,
+                                           counters=dict(self.counters)))
 
     def _read_loop(self) -> None:
         """Reader thread: open/reconnect with backoff, pace, hand captures to the publisher."""

@@ -52,7 +52,8 @@ class Stages:
 
     def start(self, name: str, target: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         level = logging.getLogger().getEffectiveLevel()
-        proc = self.ctx.Process(target=run_stage, args=(name, target, args, kwargs, self.reports, level), name=name, daemon=True)
+        proc = self.ctx.Process(target=run_stage, args=(name, target, args, kwargs, self.reports, level), name=name,
+                                daemon=True)
         proc.start()
         self.procs[name] = proc
 
@@ -77,7 +78,8 @@ class Stages:
             if failed := [n for n in names if n in self.failures or n in self.dead()]:
                 raise LineError("; ".join(f"{n} failed to start: {self.failures.get(n, 'exited')}" for n in failed))
             if time.monotonic() > deadline:
-                raise LineError(f"stages not ready after {READY_TIMEOUT_S:.0f} s: {[n for n in names if n not in self.endpoints]}")
+                raise LineError(f"stages not ready after {READY_TIMEOUT_S:.0f} s: "
+                                f"{[n for n in names if n not in self.endpoints]}")
         return [self.endpoints[n] for n in names]
 
     def shutdown(self) -> None:

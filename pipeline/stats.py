@@ -59,7 +59,8 @@ class StreamStats:
     `max_frames` frames (the exact statistics while runs are shorter).
     """
 
-    def __init__(self, pixels_per_frame: int = 65536, max_frames: int = 512, max_latencies: int = 100_000, seed: int = 0):
+    def __init__(self, pixels_per_frame: int = 65536, max_frames: int = 512, max_latencies: int = 100_000,
+                 seed: int = 0):
         self.pixels_per_frame = pixels_per_frame
         self.rng = np.random.default_rng(seed)
         self.latency: dict[str, Reservoir] = {stage: Reservoir(max_latencies, self.rng) for stage in STAGES}
@@ -95,7 +96,7 @@ class StreamStats:
         of the image scores against "the mask is not empty" (None where a class is missing)."""
         if not self._truth_frames:
             return None
-        pixel_scores, pixel_truth, image_scores, defective = zip(*self._truth_frames)
+        pixel_scores, pixel_truth, image_scores, defective = zip(*self._truth_frames, strict=True)
         scores, truth = np.concatenate(pixel_scores), np.concatenate(pixel_truth)
         image_scores, defective = np.array(image_scores), np.array(defective)
         pixels_both, images_both = 0 < truth.sum() < truth.size, 0 < defective.sum() < defective.size

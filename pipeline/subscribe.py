@@ -37,8 +37,8 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     sub = Subscriber(endpoints, (b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server)
     catch = None
     if replay:
-        catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=JsonlSink.cursors(jsonl) if jsonl else None,
-                        from_start=from_start)
+        resume = JsonlSink.cursors(jsonl) if jsonl else None
+        catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=resume, from_start=from_start)
     deadline = time.monotonic() + timeout_s if timeout_s else float("inf")
     events = 0
     try:
@@ -82,9 +82,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jsonl", help="also append events to this JSONL file")
     p.add_argument("--count", type=int, help="exit after this many events")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
-    p.add_argument("--stall", type=float, default=5.0, help="report a stage whose last frame is older than this, seconds")
+    p.add_argument("--stall", type=float, default=5.0, help="report a stage whose last frame "
+                                                            "is older than this, seconds")
     p.add_argument("--replay", metavar="ENDPOINT", help="the node's replay endpoint: fetch missed events, none is lost")
-    p.add_argument("--from-start", action="store_true", help="with --replay and no resumable --jsonl: every logged event first")
-    p.add_argument("--key", metavar="FILE", help="this subscriber's NAME.key_secret (CURVE, when the node has security on)")
+    p.add_argument("--from-start", action="store_true", help="with --replay and no resumable "
+                                                             "--jsonl: every logged event first")
+    p.add_argument("--key", metavar="FILE", help="this subscriber's NAME.key_secret "
+                                                 "(CURVE, when the node has security on)")
     p.add_argument("--server-key", metavar="FILE", help="the node's public NODE.key (with --key)")
     p.set_defaults(func=_main)

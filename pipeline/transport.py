@@ -36,7 +36,7 @@ def make_socket(ctx: zmq.Context, kind: int, *, sndhwm: int = 1000, rcvhwm: int 
     return sock
 
 
-_SECURITY: "weakref.WeakKeyDictionary[zmq.Context, Any]" = weakref.WeakKeyDictionary()
+_SECURITY: weakref.WeakKeyDictionary[zmq.Context, Any] = weakref.WeakKeyDictionary()
 
 
 def secure(ctx: zmq.Context, security: Any) -> None:

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from edge import synthetic
 from tools.eval import metrics
 from tools.eval.baselines import BASELINES
-from edge import synthetic
 
 
 @pytest.fixture(scope="module", params=[("brick", "hole"), ("gravel", "stain")], ids=lambda p: "-".join(p))

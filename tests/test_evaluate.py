@@ -7,8 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tools.cli import main
+from edge.config import load_config
 from edge.synthetic import draw_defect, texture
+from tools.cli import main
+from tools.eval.evaluate import evaluate
 
 TINY_YAML = """
 model: {base_channels: 8}
@@ -24,7 +26,8 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("mvtec")
     rng = np.random.default_rng(0)
     for cat in ("brick", "gravel"):
-        good, bad, gt = (root / cat / "test" / "good", root / cat / "test" / "hole", root / cat / "ground_truth" / "hole")
+        good, bad, gt = (root / cat / "test" / "good", root / cat / "test" / "hole",
+                         root / cat / "ground_truth" / "hole")
         for d in (good, bad, gt):
             d.mkdir(parents=True)
         for i in range(2):
@@ -106,7 +109,8 @@ def test_eval_writes_the_documented_json(dataset, tmp_path, mode, capsys):
 
 def test_eval_robustness_options_change_the_inputs(dataset, tmp_path):
     out = tmp_path / "noisy.json"
-    assert main(["eval", str(dataset), "--categories", "brick", "--json", str(out), "--config", str(dataset / "tiny.yaml"),
+    assert main(["eval", str(dataset), "--categories", "brick", "--json", str(out), "--config",
+                 str(dataset / "tiny.yaml"),
                  "--baselines", "none", "--input-noise", "10", "--dead-pixels", "0.01"]) == 0
     result = json.loads(out.read_text())
     assert (result["input_noise_sigma"], result["dead_pixel_fraction"]) == (10.0, 0.01)
@@ -130,9 +134,6 @@ def test_score_writes_maps_overlays_and_json_lines(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_eval_jobs_split_categories_over_processes_with_the_same_result(dataset):
-    from edge.config import load_config
-    from tools.eval.evaluate import evaluate
-
     cfg = load_config(dataset / "tiny.yaml")
     args = dict(categories=["gravel", "brick"], baselines=("local_stats",), noise_sigma=5.0)
     one, two = evaluate(dataset, cfg, **args), evaluate(dataset, cfg, jobs=2, **args)

@@ -12,13 +12,14 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
-from edge.scorers import OnnxRuntimeScorer, TorchScorer
+import edge.scoring
 from edge.config import FitConfig, LossConfig, ModelConfig, ScoreConfig, SSDNetConfig
-from edge.scoring import AnomalyScorer
-from edge.unet import UNet
+from edge.detector import Detector
+from edge.scorers import OnnxRuntimeScorer, TorchScorer
 from edge.scorers.onnx_graph import (
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -28,7 +29,13 @@ from edge.scorers.onnx_graph import (
     map_weight_names,
     weights_for_graph,
 )
+from edge.scoring import AnomalyScorer
+from edge.synthetic import texture
+from edge.unet import UNet
+from edge.vgg import VGG19Features, VGGWeightsError
+from export.cli import EXIT_UNAVAILABLE
 from export.onnx_export import save, sidecar
+from tools.cli import main
 
 H = W = 64
 FP32_ATOL = 1e-3
@@ -38,7 +45,8 @@ FP16_ATOL = 0.05
 def tiny_cfg(**score) -> SSDNetConfig:
     return SSDNetConfig(model=ModelConfig(base_channels=8), loss=LossConfig(perceptual_weight=0.0),
                         fit=FitConfig(steps=2, warm_steps=1, amp=False),
-                        score=ScoreConfig(**{"perceptual_weight": 0.0, "knn_weight": 0.0, "image_score": "map", "map_units": "std", "amp": False, **score}), device="cpu")
+                        score=ScoreConfig(**{"perceptual_weight": 0.0, "knn_weight": 0.0, "image_score": "map",
+                                             "map_units": "std", "amp": False, **score}), device="cpu")
 
 
 def make_scorer(cfg: SSDNetConfig, seed: int = 0) -> AnomalyScorer:
@@ -55,8 +63,6 @@ def perturbed(state: dict[str, torch.Tensor], seed: int, scale: float = 0.02) ->
 
 
 def image(n: int = 1, seed: int = 0) -> torch.Tensor:
-    from edge.synthetic import texture
-
     rng = np.random.default_rng(seed)
     imgs = [texture("brick", H, rng) for _ in range(n)]
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
@@ -93,7 +99,8 @@ def test_every_torch_parameter_maps_to_exactly_one_onnx_name(scorer, exported):
     for t, o in exported.weight_names.items():
         assert o == "unet." + t  # stable names: the torch parameter names
         assert tuple(inits[o].dims) == tuple(scorer.unet.get_parameter(t).shape)
-        np.testing.assert_array_equal(onnx.numpy_helper.to_array(inits[o]), scorer.unet.get_parameter(t).detach().numpy())
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(inits[o]),
+                                      scorer.unet.get_parameter(t).detach().numpy())
 
 
 def test_sidecar_contents(exported, tmp_path):
@@ -154,9 +161,6 @@ def test_weights_are_bound_not_copied_into_the_export(scorer):
 
 def test_parity_after_real_fit_steps():
     """Detector on onnxruntime vs on torch: same fits, same maps (a cold fit, then a warm frame)."""
-    from edge.detector import Detector
-    from edge.synthetic import texture
-
     rng = np.random.default_rng(3)
     frames = [texture("grass", H, rng) for _ in range(2)]
     results = {}
@@ -166,15 +170,13 @@ def test_parity_after_real_fit_steps():
         results[backend] = [det.process(f) for f in frames]
         if backend == "onnxruntime":
             assert det.backend.name == "onnxruntime"
-    for a, b in zip(results["torch"], results["onnxruntime"]):
+    for a, b in zip(results["torch"], results["onnxruntime"], strict=True):
         assert a.model_version == b.model_version
         assert np.abs(a.anomaly_map - b.anomaly_map).max() < FP32_ATOL
         assert abs(a.score - b.score) < FP32_ATOL
 
 
 def test_detector_restore_pushes_weights():
-    from edge.detector import Detector
-
     det = Detector(tiny_cfg(backend="onnxruntime"), "cpu")
     ref = Detector(tiny_cfg(), "cpu")
     state = perturbed(ref.fitter.model.state_dict(), seed=5, scale=0.05)
@@ -187,8 +189,6 @@ def test_detector_restore_pushes_weights():
 
 
 def test_fp16_graph_keeps_fp32_io_and_fp16_weights(scorer):
-    import onnxruntime as ort
-
     ex = export_scorer(scorer, H, W, fp16=True)
     onnx.checker.check_model(ex.model, full_check=True)
     inits = {i.name: i for i in ex.model.graph.initializer}
@@ -239,12 +239,11 @@ def test_export_leaves_the_scorer_untouched(scorer):
     export_scorer(scorer, H, W, fp16=True)
     after = scorer.unet.state_dict()
     assert all(torch.equal(before[k], after[k]) and after[k].dtype == torch.float32 for k in before)
-    import edge.scoring
-
     assert "round" not in vars(edge.scoring)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="the dynamo exporter needs onnxscript, not installed")
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None,
+                    reason="the dynamo exporter needs onnxscript, not installed")
 def test_dynamo_exporter_keeps_names_and_parity(scorer):
     ex = export_scorer(scorer, H, W, exporter="dynamo", opset=18)
     assert sorted(ex.weight_names) == sorted(n for n, _ in scorer.unet.named_parameters())
@@ -263,8 +262,6 @@ def test_dynamo_exporter_keeps_names_and_parity(scorer):
 def test_scorer_with_vgg_maps_exports(score, per_frame):
     """VGG19 maps (VGG19 frozen in the graph) match torch in ONNX Runtime; only U-Net weights are
     per-frame inputs, and with no U-Net map there are none."""
-    from edge.vgg import VGG19Features, VGGWeightsError
-
     cfg = ScoreConfig(amp=False, **score)
     try:
         vgg = VGG19Features(None, cfg.vgg_layers)
@@ -285,12 +282,11 @@ def test_scorer_with_vgg_maps_exports(score, per_frame):
 
 
 def test_cli_export_writes_onnx_and_sidecar(tmp_path):
-    from tools.cli import main
-
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("ssdnet:\n  model: {base_channels: 4}\n  fit: {scales: [1, 2]}\n")
     out = tmp_path / "out"
-    assert main(["export", "--format", "onnx", "--height", "60", "--width", "64", "--config", str(cfg), "--out", str(out)]) == 0
+    assert main(["export", "--format", "onnx", "--height", "60", "--width", "64", "--config", str(cfg), "--out",
+                 str(out)]) == 0
     side = json.loads((out / "scorer.json").read_text())
     assert side["height"] == 64 and side["width"] == 64 and side["camera"] == [60, 64]
     assert side["config"]["base_channels"] == 4
@@ -300,9 +296,6 @@ def test_cli_export_writes_onnx_and_sidecar(tmp_path):
 def test_cli_export_tensorrt_one_outcome_per_environment(tmp_path, capsys):
     """With TensorRT and a CUDA GPU the engine is built and written; without either, a message that
     says which is missing and the exit code for an unavailable backend (not a generic error)."""
-    from export.cli import EXIT_UNAVAILABLE
-    from tools.cli import main
-
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("ssdnet:\n  model: {base_channels: 4}\n  fit: {scales: [1, 2]}\n")
     out = tmp_path / "trt"

@@ -11,9 +11,12 @@ import importlib.util
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
+import edge.scorers.factory as factory
+from edge.config import FitConfig, ModelConfig, ScoreConfig, SSDNetConfig
 from edge.scorers import (
     CPU_PROVIDER,
     BackendUnavailable,
@@ -30,11 +33,9 @@ from edge.scorers import (
     parity_check,
     select_providers,
 )
-from edge.scorers.onnxruntime_scorer import ort
-from edge.config import FitConfig, ModelConfig, ScoreConfig, SSDNetConfig
+from edge.scorers.onnx_graph import export_scorer
 from edge.scoring import AnomalyScorer
 from edge.unet import UNet
-from edge.scorers.onnx_graph import export_scorer
 from export.onnx_export import sidecar
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -44,7 +45,8 @@ needs_trt = pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason="needs TensorR
 
 def tiny_scorer(masks: int = 2) -> AnomalyScorer:
     torch.manual_seed(0)
-    cfg = ScoreConfig(masks=masks, smooth_sigma=1.0, perceptual_weight=0.0, knn_weight=0.0, image_score="map", map_units="std")
+    cfg = ScoreConfig(masks=masks, smooth_sigma=1.0, perceptual_weight=0.0, knn_weight=0.0, image_score="map",
+                      map_units="std")
     unet = UNet(4).eval()
     with torch.no_grad():
         unet.head.weight.normal_(0, 0.05)
@@ -148,8 +150,6 @@ def test_check_providers_allows_the_fallback_when_told():
 
 @pytest.mark.skipif(HAS_CUDA, reason="checks the refusal where no CUDA provider is present")
 def test_onnxruntime_scorer_refuses_missing_gpu_provider_unless_allowed():
-    import onnxruntime as ort
-
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed")
     sc = tiny_scorer()
@@ -175,14 +175,13 @@ def test_make_scorer_follows_the_config():
     amp_map, _ = amp.score(x)
     assert amp.info()["bf16"] is True and amp_map.dtype == torch.float32
     assert 0 < float((amp_map - ref_map).abs().max()) < 0.5  # bf16 really ran, and stays close
-    assert make_scorer(SSDNetConfig(score=ScoreConfig(backend="onnxruntime")), copy.deepcopy(sc), "cpu").name == "onnxruntime"
+    ort_scorer = make_scorer(SSDNetConfig(score=ScoreConfig(backend="onnxruntime")), copy.deepcopy(sc), "cpu")
+    assert ort_scorer.name == "onnxruntime"
 
 
 def test_auto_picks_tensorrt_then_ort_gpu_then_the_fastest_cpu_scorer(monkeypatch):
     """`score.backend: auto`: TensorRT with a CUDA device, else ONNX Runtime's CUDA provider when it loads, else
     torch (bf16 on the CPU: the fastest measured here). Availability is faked; the decision is what is tested."""
-    import edge.scorers.factory as factory
-
     auto = ScoreConfig()
     assert auto.backend == "auto"  # the default
     cpu = choose_backend(auto, "cpu")
@@ -195,17 +194,17 @@ def test_auto_picks_tensorrt_then_ort_gpu_then_the_fastest_cpu_scorer(monkeypatc
     ort_gpu = choose_backend(auto, torch.device("cuda"))
     assert (ort_gpu.backend, ort_gpu.provider) == ("onnxruntime", "CUDAExecutionProvider")
     monkeypatch.setattr(factory, "_ort_gpu_provider_loads", lambda: False)
-    assert (choose_backend(auto, torch.device("cuda")).backend, choose_backend(auto, "cuda").provider) == ("torch", "cuda")
+    torch_cuda = choose_backend(auto, torch.device("cuda"))
+    assert (torch_cuda.backend, torch_cuda.provider) == ("torch", "cuda")
     explicit = choose_backend(ScoreConfig(backend="onnxruntime"), "cpu")
-    assert (explicit.backend, explicit.provider, explicit.reason) == ("onnxruntime", CPU_PROVIDER, "score.backend: onnxruntime")
+    assert (explicit.backend, explicit.provider, explicit.reason) == ("onnxruntime", CPU_PROVIDER,
+                                                                      "score.backend: onnxruntime")
 
 
 def test_the_ort_gpu_probe_says_no_without_a_cuda_provider():
     """A CPU wheel of onnxruntime (as here) lists no CUDA provider: `auto` never picks ONNX Runtime's GPU path."""
-    import edge.scorers.factory as factory
-
     loads = factory._ort_gpu_provider_loads()
-    if "CUDAExecutionProvider" not in ort().get_available_providers():
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
         assert loads is False
     else:  # onnxruntime-gpu: True only when a session really runs on it (a missing cuDNN gives False)
         assert isinstance(loads, bool)
@@ -295,7 +294,8 @@ def test_gate_refuses_and_evicts_an_engine_that_fails(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.parametrize("strategy", ["refit", "inputs"])
 def test_tensorrt_fp16_engine_refits_and_matches_torch(tmp_path, strategy):
-    cfg = SSDNetConfig(model=ModelConfig(base_channels=8), fit=FitConfig(amp=False), score=ScoreConfig(perceptual_weight=0.0, knn_weight=0.0, image_score="map", map_units="std"))
+    cfg = SSDNetConfig(model=ModelConfig(base_channels=8), fit=FitConfig(amp=False),
+                       score=ScoreConfig(perceptual_weight=0.0, knn_weight=0.0, image_score="map", map_units="std"))
     torch.manual_seed(0)
     sc = AnomalyScorer(UNet(8).eval(), cfg.score, cfg.fit.scales).eval().cuda()
     trt_scorer = TensorRTScorer(copy.deepcopy(sc), precision="fp16", strategy=strategy, cache=tmp_path)

@@ -15,12 +15,13 @@ import zmq
 from pipeline import protocol as P
 from pipeline import transport
 from pipeline.config import NodeConfig, SyntheticSourceConfig
-from pipeline.eventlog import CatchUp, EventLog, ReplayClient, answer
+from pipeline.eventlog import CatchUp, EventLog, ReplayClient, answer, serve_replay
 from pipeline.node import EdgeNode
 from pipeline.sinks import Subscriber
 from pipeline.sources import Camera, Capture, SourceError
 from pipeline.subscribe import subscribe
 from test_pipeline_node import FastDetector, collect, line, results, wait_until
+from tools.soak import growth
 
 pytestmark = pytest.mark.faults
 
@@ -34,7 +35,8 @@ def test_subscriber_killed_and_restarted_catches_up_on_every_event(tmp_path):
     with line(tmp_path, frames=60, fps=100, queue_depth=64, event_log=db) as ln:
         replay = ln.node.replay_endpoint
         assert replay is not None
-        first = subscribe(ln.endpoints, jsonl=str(out), count=3, timeout_s=10, replay=replay, from_start=True, ctx=ln.ctx)
+        first = subscribe(ln.endpoints, jsonl=str(out), count=3, timeout_s=10, replay=replay, from_start=True,
+                          ctx=ln.ctx)
         assert first >= 3  # ... and then it is "killed" while the stream goes on
         wait_until(lambda: ln.node.counters.source("cam0")["scored"] == 60)  # the node never waited for it
         total = ln.node.counters.source("cam0")["events"]
@@ -53,14 +55,16 @@ def test_subscriber_killed_and_restarted_catches_up_on_every_event(tmp_path):
 def test_live_subscriber_detects_a_gap_and_fetches_the_missing_events(tmp_path):
     db = tmp_path / "events.db"
     log = EventLog(db)
-    header = lambda seq: P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=9.0, threshold=3.0, model_version=1)
+
+    def header(seq):
+        return P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=9.0, threshold=3.0,
+                             model_version=1)
+
     for seq in range(5):
         log.append(header(seq))
     ctx, halt = zmq.Context(), threading.Event()
     rep = transport.make_socket(ctx, zmq.ROUTER)
     endpoint = transport.bind(rep, "tcp://127.0.0.1:*")
-    from pipeline.eventlog import serve_replay
-
     t = threading.Thread(target=serve_replay, args=(rep, db, halt), daemon=True)
     t.start()
     try:
@@ -109,7 +113,8 @@ def test_node_killed_and_restarted_sources_reconnect_and_log_continues(tmp_path)
     cam_thread = threading.Thread(target=cam.run, args=(cam_stop, ready.append), daemon=True)
     cam_thread.start()
     wait_until(lambda: ready)
-    node_cfg = NodeConfig(bind=f"tcp://127.0.0.1:{_free_port()}", threshold=3.0, heartbeat_s=0.05, event_log=tmp_path / "ev.db")
+    node_cfg = NodeConfig(bind=f"tcp://127.0.0.1:{_free_port()}", threshold=3.0, heartbeat_s=0.05,
+                          event_log=tmp_path / "ev.db")
     sub = Subscriber(node_cfg.bind, (b"anomaly/",), ctx=ctx)
 
     def start_node():
@@ -180,7 +185,8 @@ sum_calls = [0]
 
 def test_diverging_fit_is_counted_restored_and_never_published_as_an_event(tmp_path):
     sum_calls[0], DivergingDetector.made = 0, 0
-    with line(tmp_path, frames=12, fps=100, queue_depth=64, factory=DivergingDetector, event_log=tmp_path / "ev.db") as ln:
+    with line(tmp_path, frames=12, fps=100, queue_depth=64, factory=DivergingDetector,
+              event_log=tmp_path / "ev.db") as ln:
         sub = Subscriber(ln.endpoints, (b"anomaly/", b"event/", b"eos/"), ctx=ln.ctx)
         msgs = collect(sub)
         c = ln.node.counters.source("cam0")
@@ -212,7 +218,8 @@ class StallingReader:
         if self.reads >= 6:
             return None
         self.reads += 1
-        return Capture(np.random.default_rng(self.reads).integers(0, 255, (48, 48, 3), dtype=np.uint8), None, time.time())
+        return Capture(np.random.default_rng(self.reads).integers(0, 255, (48, 48, 3), dtype=np.uint8), None,
+                       time.time())
 
     def close(self):
         pass
@@ -281,7 +288,8 @@ def test_oversized_message_is_cut_off_by_maxmsgsize_and_the_node_keeps_serving(t
     t = threading.Thread(target=attack, daemon=True)
     t.start()
     try:
-        with line(tmp_path, frames=30, fps=100, queue_depth=64, inputs=[attacker.getsockopt_string(zmq.LAST_ENDPOINT)]) as ln:
+        with line(tmp_path, frames=30, fps=100, queue_depth=64,
+                  inputs=[attacker.getsockopt_string(zmq.LAST_ENDPOINT)]) as ln:
             sub = Subscriber(ln.endpoints, (b"anomaly/", b"eos/"), ctx=ln.ctx)
             assert len(results(collect(sub))) == 30
             assert sent[0] >= 1
@@ -312,8 +320,6 @@ def test_a_restarted_node_resumes_each_source_from_its_checkpoint(tmp_path):
 
 @pytest.mark.faults
 def test_soak_growth_report_separates_flat_from_leaking():
-    from tools.soak import growth
-
     flat = growth([(t, 100.0 + (t % 2)) for t in range(40)])
     leak = growth([(t * 90.0, 100.0 + t) for t in range(40)])  # +1 MB per 90 s
     assert abs(flat["growth_fraction"]) < 0.02 and flat["samples"] == 40

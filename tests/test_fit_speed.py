@@ -11,7 +11,6 @@ from edge.device import memory_format
 from edge.fitter import Fitter
 from edge.unet import Up2x
 from edge.vgg import VGG19Features, cosine_similarity
-
 from test_core import tiny_config
 
 
@@ -39,7 +38,7 @@ def test_up2x_bf16_form_matches_the_transposed_convolution(shape):
     up.zero_grad()
     x32 = x.clone().requires_grad_()
     F.conv_transpose2d(x32, up.weight, up.bias, stride=2).backward(g)
-    for got, want in zip(grads, [x32.grad, up.weight.grad, up.bias.grad]):
+    for got, want in zip(grads, [x32.grad, up.weight.grad, up.bias.grad], strict=True):
         torch.testing.assert_close(got, want, rtol=3e-2, atol=3e-2 * float(want.abs().max()))
 
 

@@ -1,9 +1,20 @@
 """VGG-feature self-similarity (edge.knn): the map the scorer adds with score.knn_weight."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
+from sklearn.metrics import roc_auc_score
 
+from edge.config import ScoreConfig, SSDNetConfig
+from edge.detector import Detector
+from edge.fitter import Fitter
 from edge.knn import cell_size, grid_features, knn_distance
+from edge.scoring import AnomalyScorer
+from edge.synthetic import draw_defect, texture
+from edge.unet import UNet
+from edge.vgg import VGG19Features
+from tools.eval.baselines import vgg_knn
 
 
 def periodic_features(gh: int = 12, gw: int = 12, c: int = 8, period: int = 3) -> torch.Tensor:
@@ -58,16 +69,6 @@ def test_grid_features_pool_each_layer_onto_the_cells_with_unit_norm():
 
 
 def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
-    from tools.eval.baselines import vgg_knn
-    from edge.config import ScoreConfig
-    from edge.scoring import AnomalyScorer
-    from edge.unet import UNet
-    from edge.vgg import VGG19Features
-    from edge.synthetic import draw_defect, texture
-
     rng = np.random.default_rng(3)
     clean = texture("brick", 128, rng)
     image, mask = draw_defect(clean, rng, "hole")
@@ -87,10 +88,6 @@ def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
 
 
 def test_image_score_from_the_self_similarity_map_needs_that_map():
-    from pydantic import ValidationError
-
-    from edge.config import ScoreConfig
-
     with pytest.raises(ValidationError, match="image_score: map"):
         ScoreConfig(knn_weight=0.0)
     with pytest.raises(ValidationError, match="map_units: std"):  # the map's units are the kNN's too
@@ -101,17 +98,11 @@ def test_image_score_from_the_self_similarity_map_needs_that_map():
 
 
 def test_scorer_and_fitter_use_their_own_layers_of_a_shared_vgg_trunk():
-    from edge.config import SSDNetConfig
-    from edge.detector import Detector
-
     cfg = SSDNetConfig.model_validate({"model": {"base_channels": 4}, "fit": {"scales": [2], "steps": 1},
                                        "loss": {"vgg_layers": ["relu1_2"]}, "score": {"vgg_layers": ["relu2_2"]}})
     det = Detector(cfg, "cpu")
     assert set(det.scorer.vgg(torch.rand(1, 3, 64, 64))) == {"relu1_2", "relu2_2"}  # the shared trunk
     assert set(det.scorer._features(torch.rand(1, 3, 64, 64))) == {"relu2_2"}
-    from edge.fitter import Fitter
-    from edge.vgg import VGG19Features
-
     image = torch.rand(1, 3, 64, 64)
     shared = Fitter(cfg, "cpu", VGG19Features(layers=("relu1_2", "relu2_2"))).fit(image, 1)
     own = Fitter(cfg, "cpu", VGG19Features(layers=("relu1_2",))).fit(image, 1)
@@ -119,22 +110,14 @@ def test_scorer_and_fitter_use_their_own_layers_of_a_shared_vgg_trunk():
 
 
 def test_enlarged_self_similarity_input_finds_a_defect_and_is_bounded_for_big_frames():
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
-    from edge.config import ScoreConfig
-    from edge.scoring import AnomalyScorer
-    from edge.unet import UNet
-    from edge.vgg import VGG19Features
-    from edge.synthetic import draw_defect, texture
-
     rng = np.random.default_rng(3)
     image, mask = draw_defect(texture("brick", 128, rng), rng, "hole")
     cfg = ScoreConfig(pixel_weight=0.0, perceptual_weight=0.0, knn_weight=1.0, knn_stats_weight=0.0, knn_upscale=2)
     scorer = AnomalyScorer(UNet(4).eval(), cfg, (2,), VGG19Features(layers=cfg.vgg_layers)).eval()
     assert scorer.knn_upscale(128, 128) == 2
     assert scorer.knn_upscale(1080, 1920) == 1  # 2x would be 8.3 Mpx > knn_max_pixels (1 Mpx)
-    assert AnomalyScorer(UNet(4), cfg.model_copy(update={"knn_upscale": 3}), (2,), scorer.vgg).knn_upscale(400, 400) == 2
+    three = AnomalyScorer(UNet(4), cfg.model_copy(update={"knn_upscale": 3}), (2,), scorer.vgg)
+    assert three.knn_upscale(400, 400) == 2
     calls = []
     scorer.vgg.register_forward_hook(lambda _m, args, _out: calls.append(tuple(args[0].shape[-2:])))
     with torch.inference_mode():
@@ -152,6 +135,7 @@ def test_distances_are_euclidean_for_features_of_any_norm():
     q = f[0].reshape(6, -1).t()
     full = torch.cdist(q, q)
     ys, xs = torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij")
-    near = ((ys.flatten()[:, None] - ys.flatten()[None]).abs() <= 1) & ((xs.flatten()[:, None] - xs.flatten()[None]).abs() <= 1)
+    near = (((ys.flatten()[:, None] - ys.flatten()[None]).abs() <= 1)
+            & ((xs.flatten()[:, None] - xs.flatten()[None]).abs() <= 1))
     expect = full.masked_fill(near, float("inf")).topk(3, dim=1, largest=False).values.mean(1).reshape(7, 7)
     assert torch.allclose(d, expect, atol=1e-4)

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from edge.config import ScoreConfig, SSDNetConfig
+from edge.detector import Detector
 from edge.overlay import heatmap_overlay
 from edge.scoring import AnomalyScorer
+from edge.synthetic import draw_defect, texture
 from edge.unet import UNet
 from edge.vgg import VGG19Features
 from pipeline.regions import find_regions
-from edge.synthetic import draw_defect, texture
 
 
 def frames() -> list[np.ndarray]:
@@ -30,7 +31,7 @@ def maps(units: str, vgg: VGG19Features, **score) -> list[torch.Tensor]:
 def test_knn_units_are_the_same_map_per_frame_but_keep_frames_comparable():
     vgg = VGG19Features(layers=("relu2_2", "relu3_1"))
     std, knn = maps("std", vgg, vgg_layers=("relu2_2", "relu3_1")), maps("knn", vgg, vgg_layers=("relu2_2", "relu3_1"))
-    for s, k in zip(std, knn):
+    for s, k in zip(std, knn, strict=True):
         assert np.corrcoef(s.flatten(), k.flatten())[0, 1] > 0.9999  # an affine map of the same picture
     assert abs(float(std[0].mean()) - float(std[1].mean())) < 1e-4  # standardised: every frame centred on 0
     assert float(knn[1].max()) > float(knn[0].max())  # in feature distance, the defect frame's peak is higher
@@ -53,8 +54,6 @@ def test_regions_and_overlays_do_not_depend_on_the_maps_units():
 
 
 def test_the_detector_fits_nothing_when_no_map_uses_the_unet():
-    from edge.detector import Detector
-
     cfg = SSDNetConfig.model_validate({"model": {"base_channels": 4}, "fit": {"scales": [2], "steps": 2},
                                        "score": {"pixel_weight": 0.0, "perceptual_weight": 0.0, "knn_upscale": 1}})
     det = Detector(cfg, "cpu")

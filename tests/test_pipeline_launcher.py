@@ -16,14 +16,14 @@ import zmq
 
 from edge.config import ConfigError, parse_config
 from pipeline import protocol as P
-from tools.cli import main as cli_main
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import run_line
 from pipeline.sinks import JsonlSink, MetricsSink, OverlaySink
+from pipeline.stats import StreamStats
 from pipeline.subscribe import subscribe
 from pipeline.transport import make_socket, wait_for_subscriber
-
 from test_pipeline_node import FastDetector  # picklable stand-in for the SSDnet detector
+from tools.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,8 @@ def test_run_line_stops_on_ctrl_c(tmp_path):
 def test_run_line_timeout(tmp_path):
     """An endless line stops at the timeout with a summary; 10 s leaves the spawned node (which loads torch) time to
     start and score on a loaded 2-core machine."""
-    summary = run_line(line_config(frames=None, overlays=False), tmp_path, timeout_s=10.0, detector_factory=FastDetector)
+    summary = run_line(line_config(frames=None, overlays=False), tmp_path, timeout_s=10.0,
+                       detector_factory=FastDetector)
     assert summary["timed_out"] and summary["frames"] > 0 and summary["sent"] is None
     assert not mp.active_children()
 
@@ -144,7 +145,8 @@ def anomaly(seq=0, label="anomalous") -> P.Message:
 
 
 def event(seq=0) -> P.Message:
-    return P.Message(P.EventHeader(v=1, kind="event", source="cam0", seq=seq, t_capture=1.0, score=8.0, threshold=3.0, model_version=1))
+    return P.Message(P.EventHeader(v=1, kind="event", source="cam0", seq=seq, t_capture=1.0, score=8.0, threshold=3.0,
+                                   model_version=1))
 
 
 def test_jsonl_and_overlay_sinks(tmp_path):
@@ -162,7 +164,8 @@ def test_metrics_sink_serves_prometheus_text():
     try:
         sink.handle(anomaly(0), 1.2)
         sink.handle(anomaly(1), 1.3)
-        sink.handle(P.Message(P.HeartbeatHeader(v=1, kind="heartbeat", source="node", seq=-1, t_capture=1.0, role="node",
+        sink.handle(P.Message(P.HeartbeatHeader(v=1, kind="heartbeat", source="node", seq=-1, t_capture=1.0,
+                                                role="node",
                                                 state="idle", last_frame_age=0.5, counters={"conflated": 4})), 1.3)
         text = urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/metrics", timeout=5).read().decode()
     finally:
@@ -201,8 +204,6 @@ def test_subscribe_prints_events(capsys):
 
 def test_stream_stats_stay_bounded_on_a_long_run():
     """A line runs for months: latencies and ground-truth frames are uniform samples of bounded size."""
-    from pipeline.stats import StreamStats
-
     stats = StreamStats(max_frames=20, max_latencies=50)
     mask = np.zeros((32, 32), np.uint8)
     mask[4:10, 4:10] = 1

@@ -113,19 +113,22 @@ def line(tmp_path, transport="tcp", cameras=(("cam0", 64),), frames=20, fps=200.
     try:
         cams, cam_endpoints = [], []
         for name, size in cameras:
-            cfg = SyntheticSourceConfig(kind="synthetic", name=name, size=size, frames=frames, fps=fps, textures=("grass",),
+            cfg = SyntheticSourceConfig(kind="synthetic", name=name, size=size, frames=frames, fps=fps,
+                                        textures=("grass",),
                                         bind=endpoint(tmp_path, transport, name), heartbeat_s=0.05, pattern=pattern)
             cam = Camera(cfg, GatedReader(cfg, gate) if gate else None, ctx)
             cams.append(cam)
             cam_endpoints.append(start(cam.run))
         node_list, node_endpoints = [], []
         for i in range(nodes):
-            cfg = NodeConfig(name=f"node{i}", bind=endpoint(tmp_path, transport, f"node{i}"), threshold=threshold, heartbeat_s=0.05,
+            cfg = NodeConfig(name=f"node{i}", bind=endpoint(tmp_path, transport, f"node{i}"), threshold=threshold,
+                             heartbeat_s=0.05,
                              input="pull" if pattern == "push" else "sub", **node_kw)
             node = EdgeNode(cfg, [*cam_endpoints, *inputs], factory, ctx)
             node_list.append(node)
             node_endpoints.append(start(node.run, 10.0))
-        yield SimpleNamespace(ctx=ctx, stop=stop, cameras=cams, nodes=node_list, node=node_list[0], endpoints=node_endpoints,
+        yield SimpleNamespace(ctx=ctx, stop=stop, cameras=cams, nodes=node_list, node=node_list[0],
+                              endpoints=node_endpoints,
                               endpoint=node_endpoints[0])
     finally:
         stop.set()
@@ -152,7 +155,7 @@ def test_line_end_to_end_with_two_subscribers(tmp_path, transport):
     with line(tmp_path, transport, gate=gate, queue_depth=64, attach_image="always") as ln:
         subs = [subscriber(ln), subscriber(ln)]
         for sub in subs:
-            wait_until(lambda: heard_node(sub))
+            wait_until(lambda sub=sub: heard_node(sub))
         gate.set()
         for sub in subs:
             msgs = collect(sub)
@@ -185,7 +188,8 @@ def test_latest_frame_semantics_drop_stale_frames(tmp_path):
 
 def test_slow_and_dead_subscribers_do_not_slow_the_node(tmp_path):
     frames = 60  # 60 results of ~320 kB: far more than a stalled subscriber's queue and socket buffers hold
-    with line(tmp_path, cameras=(("cam0", 256),), frames=frames, fps=300, queue_depth=frames, attach_image="always", sndhwm=16) as ln:
+    with line(tmp_path, cameras=(("cam0", 256),), frames=frames, fps=300, queue_depth=frames, attach_image="always",
+              sndhwm=16) as ln:
         dead = subscriber(ln, (b"anomaly/",), rcvhwm=1)  # connected, never reads
         slow = subscriber(ln, (b"anomaly/",), rcvhwm=1)
         fast = subscriber(ln)
@@ -252,7 +256,8 @@ def test_malformed_message_storm_while_frames_are_served(tmp_path):
     storming = threading.Thread(target=storm, args=(stop_storm,))
     storming.start()
     try:
-        with line(tmp_path, frames=30, fps=100, queue_depth=64, inputs=[attacker.getsockopt_string(zmq.LAST_ENDPOINT)]) as ln:
+        with line(tmp_path, frames=30, fps=100, queue_depth=64,
+                  inputs=[attacker.getsockopt_string(zmq.LAST_ENDPOINT)]) as ln:
             sub = subscriber(ln, (b"anomaly/", b"eos/"))
             assert len(results(collect(sub))) == 30
             wait_until(lambda: ln.node.counters.bad_messages > 100)
@@ -300,7 +305,8 @@ def test_bad_frames_and_detector_failures_are_counted_not_fatal(tmp_path):
         detectors.setdefault(source, FlakyDetector())
         return detectors[source]
 
-    with line(tmp_path, cameras=(("cam0", 64), ("cam1", 16)), frames=10, fps=100, queue_depth=64, factory=factory) as ln:
+    with line(tmp_path, cameras=(("cam0", 64), ("cam1", 16)), frames=10, fps=100, queue_depth=64,
+              factory=factory) as ln:
         sub = subscriber(ln, (b"anomaly/", b"eos/"))
         msgs = collect(sub, ("cam0", "cam1"))
         c0, c1 = ln.node.counters.source("cam0"), ln.node.counters.source("cam1")

@@ -31,16 +31,19 @@ def frame_msg(h=48, w=64, encoding="raw", mask=True, seq=0) -> P.Message:
 def anomaly_msg(map_dtype="float16", h=48, w=64) -> P.Message:
     amap = np.random.default_rng(1).normal(size=(h, w)).astype(np.float32)
     q, desc = P.quantize_map(amap, map_dtype)
-    header = P.AnomalyHeader(v=1, kind="anomaly", source="cam0", seq=5, t_capture=1.0, stamps={"capture": 1.0, "scored": 2.0},
-                             payloads=(desc,), score=3.5, threshold=3.0, label="anomalous", model_version=2, fit_steps=5,
-                             fit_ms=10.0, score_ms=2.0, regions=(P.Region(bbox=(1, 2, 3, 4), area=7, peak=4.5),))
+    header = P.AnomalyHeader(v=1, kind="anomaly", source="cam0", seq=5, t_capture=1.0,
+                             stamps={"capture": 1.0, "scored": 2.0}, payloads=(desc,), score=3.5, threshold=3.0,
+                             label="anomalous", model_version=2, fit_steps=5, fit_ms=10.0, score_ms=2.0,
+                             regions=(P.Region(bbox=(1, 2, 3, 4), area=7, peak=4.5),))
     return P.Message(header, {"map": q}), amap
 
 
 def control_msgs() -> list[P.Message]:
     return [
-        P.Message(P.EventHeader(v=1, kind="event", source="cam0", seq=5, t_capture=1.0, score=3.5, threshold=3.0, model_version=2)),
-        P.Message(P.HeartbeatHeader(v=1, kind="heartbeat", source="cam0", seq=-1, t_capture=1.0, role="source", state="waiting",
+        P.Message(P.EventHeader(v=1, kind="event", source="cam0", seq=5, t_capture=1.0, score=3.5, threshold=3.0,
+                                model_version=2)),
+        P.Message(P.HeartbeatHeader(v=1, kind="heartbeat", source="cam0", seq=-1, t_capture=1.0, role="source",
+                                    state="waiting",
                                     counters={"sent": 0})),
         P.Message(P.EosHeader(v=1, kind="eos", source="cam0", seq=9, t_capture=1.0, frames=10)),
     ]
@@ -161,10 +164,13 @@ REJECTS = {
     "huge frame": (with_header(GOOD, payloads=[{**msgpack.unpackb(GOOD[1])["payloads"][0], "shape": [9000, 9000, 3]},
                                                msgpack.unpackb(GOOD[1])["payloads"][1]]), "outside"),
     "mask size differs": (with_header(GOOD, payloads=[msgpack.unpackb(GOOD[1])["payloads"][0],
-                                                      {**msgpack.unpackb(GOOD[1])["payloads"][1], "shape": [10, 10]}]), "differ"),
-    "frame without image": (with_header(GOOD[:2] + GOOD[3:], payloads=[msgpack.unpackb(GOOD[1])["payloads"][1]]), "missing"),
+                                                      {**msgpack.unpackb(GOOD[1])["payloads"][1], "shape": [10, 10]}]),
+                          "differ"),
+    "frame without image": (with_header(GOOD[:2] + GOOD[3:], payloads=[msgpack.unpackb(GOOD[1])["payloads"][1]]),
+                            "missing"),
     "png of the wrong size": ([*GOOD_PNG[:2], _png(np.zeros((8, 8, 3), np.uint8)), GOOD_PNG[3]], "png"),
-    "png declared, jpeg sent": ([*GOOD_PNG[:2], cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes(), GOOD_PNG[3]], "png"),
+    "png declared, jpeg sent": ([*GOOD_PNG[:2], cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes(),
+                                 GOOD_PNG[3]], "png"),
     "truncated png": ([*GOOD_PNG[:2], GOOD_PNG[2][:40], GOOD_PNG[3]], "png"),
     "nan in map": (NAN_MAP, "NaN"),
     "uint8 map without scale": (with_header(wire(anomaly_msg("uint8")[0]), payloads=[{"name": "map", "shape": [48, 64],
@@ -201,14 +207,18 @@ def test_fuzz_random_parts(parts):
 
 
 msgpack_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20) | st.binary(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**63),
+                                            2**64 - 1) | st.floats() | st.text(max_size=20) | st.binary(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
-header_keys = st.sampled_from(["v", "kind", "source", "seq", "t_capture", "stamps", "payloads", "score", "threshold", "label",
-                               "regions", "model_version", "fit_steps", "fit_ms", "score_ms", "role", "state", "frames", "counters"])
+header_keys = st.sampled_from(["v", "kind", "source", "seq", "t_capture", "stamps", "payloads", "score", "threshold",
+                               "label",
+                               "regions", "model_version", "fit_steps", "fit_ms", "score_ms", "role", "state",
+                               "frames", "counters"])
 
 
 @FUZZ
-@given(st.dictionaries(header_keys, msgpack_values), st.sampled_from(P.KINDS), st.lists(st.binary(max_size=64), max_size=3))
+@given(st.dictionaries(header_keys, msgpack_values), st.sampled_from(P.KINDS), st.lists(st.binary(max_size=64),
+                                                                                        max_size=3))
 def test_fuzz_headers(fields, kind, payloads):
     header = {"v": 1, "kind": kind, "source": "cam0", **fields}
     _decode_or_protocol_error([f"{kind}/cam0".encode(), msgpack.packb(header), *payloads])

@@ -6,6 +6,8 @@ import logging
 import numpy as np
 import pytest
 
+from edge.config import SSDNetConfig
+from edge.detector import Detector
 from edge.schedule import RecentTimes, StepScheduler
 
 
@@ -135,9 +137,6 @@ def test_invalid_settings():
 def test_detector_uses_the_scheduler(textures):
     """The Detector's one scheduler is configured from fit.frame_budget_ms: an impossible frame budget gives
     1 warm step and budget_met False; without a budget every warm frame gets fit.warm_steps."""
-    from edge.config import SSDNetConfig
-    from edge.detector import Detector
-
     base = {"fit": {"steps": 2, "warm_steps": 3, "scales": [1, 2]}, "model": {"base_channels": 4},
             "loss": {"perceptual_weight": 0.0}, "score": {"masks": 0}, "device": "cpu"}
     img = textures["brick"][:64, :64]

@@ -11,7 +11,6 @@ import zmq
 import zmq.auth
 
 from edge.config import ConfigError
-from tools.cli import main
 from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig, load_line_config
 from pipeline.node import EdgeNode
 from pipeline.security import Security, load_public, make_keypair
@@ -19,6 +18,7 @@ from pipeline.sinks import Subscriber
 from pipeline.sources import Camera
 from pipeline.transport import secure
 from test_pipeline_node import FastDetector, wait_until
+from tools.cli import main
 
 pytestmark = pytest.mark.security
 
@@ -54,15 +54,19 @@ def _received(sub: Subscriber, timeout: float) -> bool:
 def test_curve_line_admits_allow_listed_clients_and_counts_refusals(keys, tmp_path, caplog):
     keys, allowed = keys
     ctxs = {name: zmq.Context() for name in ("cam0", "node", "subscriber", "intruder", "plain")}
-    secs = {name: Security(keys / f"{name}.key_secret", allowed, keys, reload_s=0.05) for name in ("cam0", "node", "subscriber", "intruder")}
+    secs = {name: Security(keys / f"{name}.key_secret", allowed, keys, reload_s=0.05) for name in ("cam0", "node",
+                                                                                                   "subscriber",
+                                                                                                   "intruder")}
     for name, sec in secs.items():
         secure(ctxs[name], sec)
     stop, threads, subs = threading.Event(), [], []
     try:
-        cam_cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, fps=50, frames=10_000, textures=("grass",),
+        cam_cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, fps=50, frames=10_000,
+                                        textures=("grass",),
                                         heartbeat_s=0.05, wait_for_consumer_s=5)
         ready: list[str] = []
-        threads.append(threading.Thread(target=Camera(cam_cfg, ctx=ctxs["cam0"]).run, args=(stop, ready.append), daemon=True))
+        threads.append(threading.Thread(target=Camera(cam_cfg, ctx=ctxs["cam0"]).run, args=(stop, ready.append),
+                                        daemon=True))
         threads[-1].start()
         wait_until(lambda: ready)
         node = EdgeNode(NodeConfig(threshold=3.0, heartbeat_s=0.05), ready, FastDetector, ctxs["node"],
@@ -123,6 +127,7 @@ def test_security_section_from_yaml(keys, tmp_path):
     line = load_line_config(cfg)
     sec = Security.from_config(line.security, "cam0")
     assert sec.public == load_public(keys / "cam0.key") and sec.server_key("node") == load_public(keys / "node.key")
-    cfg.write_text(f"security: {{keys_dir: {tmp_path / 'missing'}, authorized_dir: {allowed}}}\nsources: [{{kind: synthetic, name: cam0}}]\n")
+    cfg.write_text(f"security: {{keys_dir: {tmp_path / 'missing'}, authorized_dir: {allowed}}}\nsources: "
+                   f"[{{kind: synthetic, name: cam0}}]\n")
     with pytest.raises(ConfigError, match="keys_dir"):
         load_line_config(cfg)

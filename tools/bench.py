@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import math
 import platform
@@ -63,6 +64,7 @@ from pipeline.stats import percentiles
 from pipeline.transport import bind, make_socket
 
 TRANSPORT_SHAPE = (1080, 1920, 3)
+SCORER_ROW_KEYS = ("backend", "variant", "ok", "error", "score_ms", "update_score_ms", "setup_s")
 # export.bench variants that the node runs by default (ONNX Runtime: new weights bound, never a new session)
 DEFAULT_VARIANTS = {"eager bf16 autocast, channels_last": "the torch backend's default (score.amp)",
                     "CPU, weights: inputs": "ONNX Runtime's default: weights bound per frame, one session",
@@ -114,14 +116,15 @@ class _FitVariant:
         except Exception as e:  # noqa: BLE001
             self.error = _na(e)
             return
-        self.times += [(b - a) * 1000 for a, b in zip(marks, marks[1:])]
+        self.times += [(b - a) * 1000 for a, b in itertools.pairwise(marks)]
 
     def result(self, batch: int) -> dict | str:
         if self.error:
             return self.error
         ms = statistics.median(self.times)
-        return {"ms": round(ms, 2), "ms_per_image": round(ms / batch, 2), "p95_ms": round(float(np.percentile(self.times, 95)), 2),
-                "steps": len(self.times), "setup_s": round(self.setup_s, 2)}
+        return {"ms": round(ms, 2), "ms_per_image": round(ms / batch, 2),
+                "p95_ms": round(float(np.percentile(self.times, 95)), 2), "steps": len(self.times),
+                "setup_s": round(self.setup_s, 2)}
 
 
 def _cuda_graph_step(cfg, vgg, x: torch.Tensor, steps: int) -> dict | str:
@@ -204,13 +207,14 @@ def bench_scorer(cfg, size: int, repeat: int, backends: set[str] | None, say=lam
     result = run_bench(cfg, size, size, repeat, only=backends, progress=say)
     best: dict[str, dict] = {}
     for row in result["rows"]:
-        if row["ok"] and (row["backend"] not in best or row["update_score_ms"] < best[row["backend"]]["update_score_ms"]):
+        if not row["ok"]:
+            continue
+        if row["backend"] not in best or row["update_score_ms"] < best[row["backend"]]["update_score_ms"]:
             best[row["backend"]] = row
     return {"scorer_ms": {b: r["update_score_ms"] for b, r in best.items()},
             "scorer_ms_no_update": {b: r["score_ms"] for b, r in best.items()},
             "scorer_variant": {b: r["variant"] for b, r in best.items()},
-            "scorer_rows": [{k: r[k] for k in ("backend", "variant", "ok", "error", "score_ms", "update_score_ms", "setup_s")}
-                            for r in result["rows"]],
+            "scorer_rows": [{k: r[k] for k in SCORER_ROW_KEYS} for r in result["rows"]],
             "scorer_auto": choose_backend(cfg.score.model_copy(update={"backend": "auto"}),
                                           resolve_device(cfg.device)).as_dict()}
 
@@ -257,7 +261,8 @@ def bench_pipeline(cfg, size: int, frames: int, threads: int, say=lambda _m: Non
         summary = run_line(line_cfg, out, timeout_s=600)
         events = [json.loads(x) for x in (Path(out) / "events.jsonl").read_text().splitlines() if x.strip()]
     if not summary.get("fps") or summary["frames"] != frames:
-        raise RuntimeError(f"the line scored {summary['frames']} of {frames} frames (timed out: {summary['timed_out']})")
+        raise RuntimeError(f"the line scored {summary['frames']} of {frames} "
+                           f"frames (timed out: {summary['timed_out']})")
     # steady state: the rate at which results leave the node after the first (cold) frame, against
     # the node alone's warm frames; with start-up: the launcher's fps (first capture -> last delivery,
     # including the spawned node's first-frame costs) against the node alone's whole run
@@ -271,7 +276,8 @@ def bench_pipeline(cfg, size: int, frames: int, threads: int, say=lambda _m: Non
             "fps_with_startup": summary["fps"], "node_fps_with_startup": round(alone["fps_with_startup"], 4),
             "ratio_with_startup": round(summary["fps"] / alone["fps_with_startup"], 3), "frames": frames,
             "size": size, "cold_steps": cfg.fit.steps, "warm_steps": cfg.fit.warm_steps,
-            "latency_ms": summary["latency_ms"], "node_frame_ms": percentiles(alone["frame_ms"][1:] or alone["frame_ms"]),
+            "latency_ms": summary["latency_ms"],
+            "node_frame_ms": percentiles(alone["frame_ms"][1:] or alone["frame_ms"]),
             "node_cold_frame_ms": round(alone["frame_ms"][0], 2), "dropped": summary["dropped"],
             "scorer": summary["scorer"]}
 
@@ -290,8 +296,9 @@ def _transport_round(ctx, frame: np.ndarray, n: int, project: bool) -> float:
     def sender():
         for i in range(n + 2):
             if project:
-                P.send(push, P.Message(P.FrameHeader(kind="frame", source="cam0", seq=i, t_capture=time.time(),
-                                                     stamps={"capture": time.time()}, payloads=(desc,)), {"image": frame}))
+                header = P.FrameHeader(kind="frame", source="cam0", seq=i, t_capture=time.time(),
+                                       stamps={"capture": time.time()}, payloads=(desc,))
+                P.send(push, P.Message(header, {"image": frame}))
             else:
                 push.send(frame, copy=False)
 
@@ -332,16 +339,18 @@ def bench_transport(frames: int, rounds: int = 15, shape: tuple[int, int, int] =
     desc, reps = P.describe("image", frame), 200
     t0 = time.perf_counter()
     for i in range(reps):  # the protocol's own CPU cost per frame, no sockets
-        parts = P.encode(P.Message(P.FrameHeader(kind="frame", source="cam0", seq=i, t_capture=time.time(), payloads=(desc,)),
-                                   {"image": frame}))
+        header = P.FrameHeader(kind="frame", source="cam0", seq=i, t_capture=time.time(), payloads=(desc,))
+        parts = P.encode(P.Message(header, {"image": frame}))
     t1 = time.perf_counter()
     for _ in range(reps):
         P.decode(parts)
     t2 = time.perf_counter()
     return {"project_fps": round(p, 2), "bare_fps": round(b, 2),
-            "ratio": round(statistics.median(x / y for x, y in zip(project, bare)), 3), "best_ratio": round(p / b, 3),
+            "ratio": round(statistics.median(x / y for x, y in zip(project, bare, strict=True)), 3),
+            "best_ratio": round(p / b, 3),
             "median_ratio": round(statistics.median(project) / statistics.median(bare), 3),
-            "protocol_encode_us": round((t1 - t0) / reps * 1e6, 1), "protocol_decode_us": round((t2 - t1) / reps * 1e6, 1),
+            "protocol_encode_us": round((t1 - t0) / reps * 1e6, 1),
+            "protocol_decode_us": round((t2 - t1) / reps * 1e6, 1),
             "frame": "x".join(map(str, shape)), "frames_per_round": frames, "rounds": rounds,
             "project_gbit_s": round(p * frame.nbytes * 8 / 1e9, 2)}
 
@@ -383,8 +392,8 @@ def run(cfg, *, size: int = 256, batch: int = 1, steps: int = 6, backends: set[s
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
     result: dict = {"config": {"size": size, "batch": batch, "steps": steps, "threads": threads, "frames": frames,
                                "base_channels": cfg.model.base_channels, "scales": list(cfg.fit.scales),
-                               "cold_steps": cfg.fit.steps, "warm_steps": cfg.fit.warm_steps, "score_masks": cfg.score.masks,
-                               "perceptual_weight": cfg.loss.perceptual_weight},
+                               "cold_steps": cfg.fit.steps, "warm_steps": cfg.fit.warm_steps,
+                               "score_masks": cfg.score.masks, "perceptual_weight": cfg.loss.perceptual_weight},
                     "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                                 "torch_threads": torch.get_num_threads(), "device": str(device),
                                 "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
@@ -410,8 +419,8 @@ def run(cfg, *, size: int = 256, batch: int = 1, steps: int = 6, backends: set[s
     sc = section("scorer", lambda: bench_scorer(cfg, size, repeat, backends, say=say))
     if sc is not None:
         result.update(sc)
-    line = section("pipeline", lambda: bench_pipeline(_with_fit(cfg, steps=min(cfg.fit.steps, max(steps, cfg.fit.warm_steps))),
-                                                      size, frames, threads, say=say))
+    line_cfg = _with_fit(cfg, steps=min(cfg.fit.steps, max(steps, cfg.fit.warm_steps)))
+    line = section("pipeline", lambda: bench_pipeline(line_cfg, size, frames, threads, say=say))
     if line is not None:
         result["pipeline"] = line
     tr = section("transport", lambda: bench_transport(transport_frames))
@@ -465,24 +474,32 @@ def render(result: dict) -> None:
         t.add_row("scorer", escape(f"{r['backend']}: {r['variant']}, update+score"), f"{ms:.1f} ms",
                   f"{tb / ms:.2f}x torch" if tb else "", "; ".join(notes))
     if auto := result.get("scorer_auto"):
-        t.add_row("scorer", "score.backend: auto picks", f"{auto['backend']} ({auto['provider']})", "", escape(auto["reason"]))
+        t.add_row("scorer", "score.backend: auto picks", f"{auto['backend']} ({auto['provider']})", "",
+                  escape(auto["reason"]))
     if p := result.get("pipeline"):
-        t.add_row("pipeline", "line fps, steady", f"{p['fps']:.3g}", f"{p['ratio']:.2f}x node", "target >= 0.9x; after the cold first frame")
-        t.add_row("pipeline", "node alone fps, steady", f"{p['node_fps']:.3g}", "", f"Detector.process, same {p['frames']} frames, no sockets")
-        t.add_row("pipeline", "line fps, with start-up", f"{p['fps_with_startup']:.3g}", f"{p['ratio_with_startup']:.2f}x node",
-                  "first capture -> last delivery, fresh node process")
+        t.add_row("pipeline", "line fps, steady", f"{p['fps']:.3g}", f"{p['ratio']:.2f}x node",
+                  "target >= 0.9x; after the cold first frame")
+        t.add_row("pipeline", "node alone fps, steady", f"{p['node_fps']:.3g}", "",
+                  f"Detector.process, same {p['frames']} frames, no sockets")
+        t.add_row("pipeline", "line fps, with start-up", f"{p['fps_with_startup']:.3g}",
+                  f"{p['ratio_with_startup']:.2f}x node", "first capture -> last delivery, fresh node process")
         for stage, q in p["latency_ms"].items():
             if q:
-                t.add_row("pipeline", f"latency {stage}", f"{q['p50']:.1f} ms", "", f"p95 {q['p95']:.1f}, p99 {q['p99']:.1f} ms")
+                t.add_row("pipeline", f"latency {stage}", f"{q['p50']:.1f} ms", "",
+                          f"p95 {q['p95']:.1f}, p99 {q['p99']:.1f} ms")
         if q := p.get("node_frame_ms"):
-            t.add_row("pipeline", "node alone warm frame", f"{q['p50']:.1f} ms", "", f"p95 {q['p95']:.1f}, p99 {q['p99']:.1f} ms")
+            t.add_row("pipeline", "node alone warm frame", f"{q['p50']:.1f} ms", "",
+                      f"p95 {q['p95']:.1f}, p99 {q['p99']:.1f} ms")
     if tr := result.get("transport"):
         t.add_row("transport", f"protocol fps ({tr['frame']})", f"{tr['project_fps']:.1f}", f"{tr['ratio']:.2f}x bare",
                   f"target >= 0.9x; median of {tr['rounds']} paired rounds (best vs best {tr['best_ratio']:.2f}x); "
-                  f"protocol CPU {tr['protocol_encode_us']} + {tr['protocol_decode_us']} us/frame; {tr['project_gbit_s']} Gbit/s")
-        t.add_row("transport", "bare pyzmq fps", f"{tr['bare_fps']:.1f}", "", "zero-copy PUSH/PULL, tcp 127.0.0.1, best round")
+                  f"protocol CPU {tr['protocol_encode_us']} + {tr['protocol_decode_us']} us/frame; "
+                  f"{tr['project_gbit_s']} Gbit/s")
+        t.add_row("transport", "bare pyzmq fps", f"{tr['bare_fps']:.1f}", "",
+                  "zero-copy PUSH/PULL, tcp 127.0.0.1, best round")
     if fl := result.get("flops"):
-        t.add_row("flops", "fit step", f"{fl['fit_step'] / 1e9:.1f} GFLOP", "", f"{fl['size']}x{fl['size']}, forward + backward")
+        t.add_row("flops", "fit step", f"{fl['fit_step'] / 1e9:.1f} GFLOP", "",
+                  f"{fl['size']}x{fl['size']}, forward + backward")
         t.add_row("flops", "scoring pass", f"{fl['score'] / 1e9:.1f} GFLOP", "", "")
     m = result["memory"]
     t.add_row("memory", "peak RSS", f"{m['self_mb']:.0f} MB", "", f"line children max {m['children_mb']:.0f} MB"
@@ -525,11 +542,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=1, help="images per fit step (default 1)")
     p.add_argument("--steps", type=int, help="timed fit steps per variant (default 6; --quick 2)")
     p.add_argument("--frames", type=int, help="frames through the line and the node alone (default 6; --quick 3)")
-    p.add_argument("--transport-frames", type=int, help="1080p frames per transport round, 15 rounds each (default 60; --quick 8)")
-    p.add_argument("--backends", help="comma-separated scorer backends (torch,onnxruntime,tensorrt; default all available)")
+    p.add_argument("--transport-frames", type=int, help="1080p frames per transport round, 15 "
+                                                        "rounds each (default 60; --quick 8)")
+    p.add_argument("--backends", help="comma-separated scorer backends "
+                                      "(torch,onnxruntime,tensorrt; default all available)")
     p.add_argument("--threads", type=int, default=1, help="torch threads here and in the node (default 1)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
-    p.add_argument("--compile", action="store_true", help="add torch.compile fit-step variants (compiling takes minutes on a CPU)")
+    p.add_argument("--compile", action="store_true", help="add torch.compile fit-step variants "
+                                                          "(compiling takes minutes on a CPU)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--quick", action="store_true", help="CI-size run: tiny frames, few steps, no torch.compile")
     p.set_defaults(func=_main)

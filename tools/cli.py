@@ -22,7 +22,8 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssdnet", description="Zero-shot anomaly maps from single images and live cameras (SSDnet).")
+    parser = argparse.ArgumentParser(prog="ssdnet", description="Zero-shot anomaly maps from single "
+                                                                "images and live cameras (SSDnet).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     # re-import this module as their __main__'s and must not load torch, which edge.vgg does
     from edge.vgg import VGGWeightsError
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except (ConfigError, VGGWeightsError, FileNotFoundError) as e:

@@ -34,7 +34,8 @@ def sample_rss(stop: threading.Event, every_s: float, samples: dict[str, list[tu
         for proc in [me, *me.children(recursive=True)]:
             try:
                 name = "collector" if proc.pid == me.pid else proc.name()
-                samples.setdefault(f"{name}[{proc.pid}]", []).append((time.monotonic() - t0, proc.memory_info().rss / 2**20))
+                rss_mb = proc.memory_info().rss / 2**20
+                samples.setdefault(f"{name}[{proc.pid}]", []).append((time.monotonic() - t0, rss_mb))
             except psutil.Error:  # a stage that just exited
                 continue
 
@@ -68,8 +69,9 @@ def _cmd(args: argparse.Namespace) -> int:
     memory = {name: growth(kept) for name, s in samples.items() if len(kept := [x for x in s if x[0] >= warm]) >= 4}
     judged = {n: m for n, m in memory.items() if not n.startswith("collector")}
     failed = sorted(n for n, m in judged.items() if m["growth_fraction"] > args.max_growth)
-    report = {"minutes": args.minutes, "warmup_minutes": args.warmup_minutes, "max_growth": args.max_growth, "memory": memory, "failed": failed,
-              "frames": summary["frames"], "dropped": summary["dropped"], "drops": summary.get("drops", {})}
+    report = {"minutes": args.minutes, "warmup_minutes": args.warmup_minutes, "max_growth": args.max_growth,
+              "memory": memory, "failed": failed, "frames": summary["frames"], "dropped": summary["dropped"],
+              "drops": summary.get("drops", {})}
     Path(args.out, "soak.json").write_text(json.dumps(report, indent=2))
     print_summary(summary)
     for name, m in memory.items():
@@ -86,5 +88,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/soak", help="output folder (default runs/soak)")
     p.add_argument("--sample-s", type=float, default=5.0, help="seconds between memory samples")
     p.add_argument("--warmup-minutes", type=float, default=2.0, help="not judged: cold fits, loading, queues filling")
-    p.add_argument("--max-growth", type=float, default=0.1, help="fail when a stage's RSS grows by more than this fraction")
+    p.add_argument("--max-growth", type=float, default=0.1, help="fail when a stage's RSS grows "
+                                                                 "by more than this fraction")
     p.set_defaults(func=_cmd)

@@ -26,6 +26,7 @@ __all__ = [
     "BACKENDS", "CPU_PROVIDER", "ENGINE_CACHE_ENV", "GPU_PROVIDERS", "BackendChoice", "BackendError",
     "BackendUnavailable", "EngineCache", "OnnxRuntimeScorer", "ParityError", "ParityReport", "ParityTolerance",
     "ProviderFallbackError", "Scorer", "TensorRTScorer", "TorchScorer", "build_engine", "build_scorer",
-    "check_providers", "choose_backend", "default_engine_cache", "engine_cache_key", "ensure_available", "make_scorer", "parity_check",
+    "check_providers", "choose_backend", "default_engine_cache", "engine_cache_key", "ensure_available", "make_scorer",
+            "parity_check",
     "probe_backends", "select_providers",
 ]

@@ -84,7 +84,8 @@ def map_weight_names(model: onnx.ModelProto, fingerprints: Mapping[str, bytes]) 
     if len(set(mapping.values())) != len(mapping):
         problems.append("two torch parameters map to one ONNX initializer")
     if problems:
-        raise ExportError("U-Net weights are not individually addressable in the ONNX graph:\n  " + "\n  ".join(problems))
+        raise ExportError("U-Net weights are not individually addressable in the ONNX graph:\n  "
+                          + "\n  ".join(problems))
     return mapping
 
 
@@ -207,7 +208,8 @@ def export_scorer(
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     multiple = max(scorer.scales) * 8
     if height % multiple or width % multiple:
-        raise ValueError(f"height and width must be multiples of {multiple} for scales {scorer.scales}, got {height}x{width}")
+        raise ValueError(f"height and width must be multiples of {multiple} "
+                         f"for scales {scorer.scales}, got {height}x{width}")
     module = copy.deepcopy(scorer).cpu().float().eval()
     module.unet.to(memory_format=torch.contiguous_format)
     real = {k: v.detach().float().cpu().contiguous() for k, v in (state_dict or scorer.unet.state_dict()).items()}
@@ -223,7 +225,8 @@ def export_scorer(
     fingerprints = _unique_fill(params) if scorer.cfg.uses_unet else {}
     dummy = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        model = _export_torchscript(module, dummy, opset) if exporter == "torchscript" else _export_dynamo(module, dummy, opset)
+        export = _export_torchscript if exporter == "torchscript" else _export_dynamo
+        model = export(module, dummy, opset)
     mapping = map_weight_names(model, fingerprints)
     wdtype = np.float16 if fp16 else np.float32
     by_name = {i.name: i for i in model.graph.initializer}

@@ -22,7 +22,14 @@ import numpy as np
 import torch
 
 from .base import CPU_PROVIDER, GPU_PROVIDERS, BackendUnavailable, ProviderFallbackError, Scorer, detached
-from .onnx_graph import DEFAULT_OPSET, DYNAMO_OPSET, ExportedScorer, export_scorer, weights_for_graph, write_initializers
+from .onnx_graph import (
+    DEFAULT_OPSET,
+    DYNAMO_OPSET,
+    ExportedScorer,
+    export_scorer,
+    weights_for_graph,
+    write_initializers,
+)
 
 log = logging.getLogger(__name__)
 _ORT_ELEM = {torch.float32: np.float32, torch.float16: np.float16}
@@ -144,9 +151,9 @@ class OnnxRuntimeScorer(Scorer):
             return g
         strategy = self.strategy
         t0 = time.perf_counter()
+        opset = self.opset or (DEFAULT_OPSET if self.exporter == "torchscript" else DYNAMO_OPSET)
         exported = export_scorer(self.module, h, w, weights_as_inputs=strategy == "inputs", exporter=self.exporter,
-                                 opset=self.opset or (DEFAULT_OPSET if self.exporter == "torchscript" else DYNAMO_OPSET),
-                                 state_dict=self._state)
+                                 opset=opset, state_dict=self._state)
         self.last_export_s = time.perf_counter() - t0
         sess = self._new_session(exported.to_bytes(), self.providers)
         g = _OrtGraph(exported, sess, sess.get_providers(), strategy)

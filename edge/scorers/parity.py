@@ -27,6 +27,9 @@ class ParityTolerance:
     score_atol: float = 0.02
 
 
+DEFAULT_TOLERANCE = ParityTolerance()
+
+
 @dataclass(frozen=True)
 class ParityReport:
     ok: bool
@@ -37,7 +40,7 @@ class ParityReport:
     reason: str = ""
 
 
-def parity_check(ref_map, ref_score, got_map, got_score, tol: ParityTolerance = ParityTolerance()) -> ParityReport:
+def parity_check(ref_map, ref_score, got_map, got_score, tol: ParityTolerance = DEFAULT_TOLERANCE) -> ParityReport:
     """Compare an engine's outputs with the FP32 reference; non-finite values always fail."""
     rm, gm = np.asarray(ref_map, dtype=np.float64), np.asarray(got_map, dtype=np.float64)
     rs, gs = np.asarray(ref_score, dtype=np.float64).reshape(-1), np.asarray(got_score, dtype=np.float64).reshape(-1)
@@ -45,7 +48,8 @@ def parity_check(ref_map, ref_score, got_map, got_score, tol: ParityTolerance = 
         return ParityReport(False, float("inf"), float("inf"), float("inf"), tol,
                             f"shape mismatch: map {gm.shape} vs {rm.shape}, score {gs.shape} vs {rs.shape}")
     if not (np.isfinite(gm).all() and np.isfinite(gs).all()):
-        return ParityReport(False, float("inf"), float("inf"), float("inf"), tol, "non-finite values in the engine output")
+        return ParityReport(False, float("inf"), float("inf"), float("inf"), tol,
+                            "non-finite values in the engine output")
     spread = rm.reshape(len(rm), -1).std(axis=1).reshape((-1,) + (1,) * (rm.ndim - 1)) if rm.ndim > 1 else rm.std()
     d = np.abs(gm - rm) / (spread + 1e-12)  # in units of the reference map's std
     dmax, dmean = float(d.max(initial=0.0)), float(d.mean()) if d.size else 0.0

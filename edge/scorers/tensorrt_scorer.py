@@ -20,7 +20,7 @@ import torch
 from .base import BackendError, BackendUnavailable, ParityError, Scorer, detached
 from .engine_cache import EngineCache, engine_cache_key
 from .onnx_graph import export_scorer, weights_for_graph
-from .parity import ParityReport, ParityTolerance, parity_check
+from .parity import DEFAULT_TOLERANCE, ParityReport, ParityTolerance, parity_check
 
 log = logging.getLogger(__name__)
 NOT_INSTALLED = "TensorRT is not installed (pip install 'ssdnet-edge[tensorrt]'; on Jetson use JetPack's)"
@@ -44,7 +44,8 @@ def require_tensorrt():
     return trt
 
 
-def build_engine(onnx_bytes: bytes, input_shape: Sequence[int], *, max_batch: int = 1, workspace_mib: int = 2048) -> bytes:
+def build_engine(onnx_bytes: bytes, input_shape: Sequence[int], *, max_batch: int = 1,
+                 workspace_mib: int = 2048) -> bytes:
     """Build a refittable, strongly typed engine; precision comes from the graph (fp16 U-Net or fp32).
 
     Strong typing is the only mode of TensorRT 11 and opt-in from 10.x: the FP16 ONNX export casts
@@ -82,7 +83,7 @@ class TensorRTScorer(Scorer):
 
     def __init__(self, module: torch.nn.Module, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  strategy: str = "refit", cache: EngineCache | str | Path | None = None, max_batch: int = 1,
-                 tolerance: ParityTolerance = ParityTolerance()):
+                 tolerance: ParityTolerance = DEFAULT_TOLERANCE):
         self.trt = require_tensorrt()
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
@@ -122,7 +123,8 @@ class TensorRTScorer(Scorer):
         exported = export_scorer(self.module, h, w, fp16=self.precision == "fp16",
                                  weights_as_inputs=self.strategy == "inputs", state_dict=self._current_state())
         gpu = torch.cuda.get_device_name(self.device)
-        key = engine_cache_key(exported.model_hash(), (self.max_batch, 3, h, w), self.precision, trt.__version__, gpu, self.strategy)
+        key = engine_cache_key(exported.model_hash(), (self.max_batch, 3, h, w), self.precision, trt.__version__, gpu,
+                               self.strategy)
         plan = self.cache.load(key)
         fresh = plan is None
         if fresh:
@@ -161,7 +163,10 @@ class TensorRTScorer(Scorer):
             for name, t in weights.items():
                 if not r.set_named_weights(name, trt.Weights(dt, t.data_ptr(), t.numel()), trt.TensorLocation.DEVICE):
                     raise BackendError(f"TensorRT refused new weights for {name}")
-            ok = r.refit_cuda_engine_async(stream.cuda_stream) if hasattr(r, "refit_cuda_engine_async") else r.refit_cuda_engine()
+            if hasattr(r, "refit_cuda_engine_async"):  # TensorRT >= 10
+                ok = r.refit_cuda_engine_async(stream.cuda_stream)
+            else:
+                ok = r.refit_cuda_engine()
             if not ok:
                 raise BackendError(f"TensorRT refit failed (missing weights: {r.get_missing_weights()})")
         else:
@@ -196,7 +201,8 @@ class TensorRTScorer(Scorer):
         if not rep.ok:
             self.cache.evict(e["key"])
             self._engines = {k: v for k, v in self._engines.items() if v is not e}
-            raise ParityError(f"TensorRT {self.precision} engine refused: {rep.reason} (tolerance {asdict(self.tolerance)})")
+            raise ParityError(f"TensorRT {self.precision} engine refused: "
+                              f"{rep.reason} (tolerance {asdict(self.tolerance)})")
         log.info("TensorRT engine %s passed the parity gate: max |map diff| %.4f, |score diff| %.4f",
                  e["key"], rep.map_max_abs, rep.score_abs)
         e["gated"] = True

@@ -34,7 +34,8 @@ from .dataset import GOOD, DatasetError, Sample, list_categories, load_category
 from .metrics import summarize
 
 METRICS = ("pixel_auroc", "pixel_auprc", "aupro", "pixel_f1_max", "image_auroc", "seconds_per_image")
-HEADERS = dict(zip(METRICS, ("pixel AUROC", "pixel AUPRC", "AUPRO@30%", "pixel F1max", "image AUROC", "s/image")))
+HEADERS = dict(zip(METRICS, ("pixel AUROC", "pixel AUPRC", "AUPRO@30%", "pixel F1max", "image AUROC", "s/image"),
+                   strict=True))
 
 
 def corrupt_input(image: np.ndarray, noise_sigma: float, dead_fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -97,7 +98,8 @@ def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None,
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
                              initargs=(threads,)) as pool:
-        parts = list(pool.map(_evaluate_part, *zip(*[(*args, categories[i::jobs], i) for i in range(jobs)])))
+        calls = [(*args, categories[i::jobs], i) for i in range(jobs)]
+        parts = list(pool.map(_evaluate_part, *zip(*calls, strict=True)))
     merged = parts[0]
     for part in parts[1:]:
         merged["categories"].update(part["categories"])
@@ -124,7 +126,8 @@ def _evaluate_part(root: Path, cfg: SSDNetConfig, mode: str, baselines: tuple[st
             images = [corrupt_input(s.image, noise_sigma, dead_fraction, rng) for s in samples]
             maps, scores, secs = run_ssdnet(det, samples, images, mode, bar.update)
             result["categories"][cat] = _metrics(maps, samples, scores, secs)
-            result["images"] += [{"path": str(s.path), "label": s.label, "score": round(sc, 4)} for s, sc in zip(samples, scores)]
+            result["images"] += [{"path": str(s.path), "label": s.label, "score": round(sc, 4)}
+                                 for s, sc in zip(samples, scores, strict=True)]
             for b in baselines:
                 t0 = time.perf_counter()
                 bmaps = [BASELINES[b](im) for im in images]
@@ -165,7 +168,8 @@ def print_table(result: dict, console: Console | None = None) -> None:
     row("mean", result["mean"], [result["baselines"][b]["mean"] for b in baselines], style="bold")
     console.print(table)
     for b in baselines:
-        console.print(f"SSDnet pixel AUROC above {b} on {result['beats_baseline'][b]}/{len(result['categories'])} categories")
+        console.print(f"SSDnet pixel AUROC above {b} on "
+                      f"{result['beats_baseline'][b]}/{len(result['categories'])} categories")
 
 
 def _cmd(args: argparse.Namespace) -> int:

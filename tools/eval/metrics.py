@@ -21,7 +21,7 @@ def _flatten(maps: ArrayList, masks: ArrayList) -> tuple[np.ndarray, np.ndarray]
         raise ValueError(f"{len(maps)} maps but {len(masks)} masks")
     if len(maps) == 0:
         return np.zeros(0), np.zeros(0, dtype=bool)
-    for i, (m, g) in enumerate(zip(maps, masks)):
+    for i, (m, g) in enumerate(zip(maps, masks, strict=True)):
         if np.shape(m) != np.shape(g):
             raise ValueError(f"image {i}: map shape {np.shape(m)} != mask shape {np.shape(g)}")
     scores = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in maps])
