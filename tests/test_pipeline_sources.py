@@ -64,18 +64,18 @@ def test_folder_source_with_masks_and_resize(tmp_path):
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir(), masks.mkdir()
     for i in range(3):
-        cv2.imwrite(str(images / f"{i:03d}.png"), np.full((40, 50, 3), 60 * i, np.uint8))
+        cv2.imwrite(str(images / f"{i:03d}.png"), np.full((80, 100, 3), 60 * i, np.uint8))
     (images / "notes.txt").write_text("not an image")
-    mask = np.zeros((40, 50), np.uint8)
-    mask[10:20, 10:20] = 255
+    mask = np.zeros((80, 100), np.uint8)
+    mask[20:40, 20:40] = 255
     cv2.imwrite(str(masks / "001_mask.png"), mask)
-    cfg = FolderSourceConfig(kind="folder", name="shelf", path=images, masks=masks, resize=(25, 20), fps=100)
+    cfg = FolderSourceConfig(kind="folder", name="shelf", path=images, masks=masks, resize=(50, 40), fps=100)
     with camera(cfg) as (sub, cam, _):
         msgs = drain(sub)
     frames = frames_of(msgs)
     assert [f.header.seq for f in frames] == [0, 1, 2] and msgs[-1].header.frames == 3
-    assert all(f.arrays["image"].shape == (20, 25, 3) and f.arrays["mask"].shape == (20, 25) for f in frames)
-    assert [int(f.arrays["mask"].sum()) for f in frames] == [0, 25, 0]
+    assert all(f.arrays["image"].shape == (40, 50, 3) and f.arrays["mask"].shape == (40, 50) for f in frames)
+    assert [int(f.arrays["mask"].sum()) for f in frames] == [0, 100, 0]
     assert frames[2].arrays["image"][0, 0].tolist() == [120, 120, 120]
 
 
@@ -172,3 +172,31 @@ def test_push_camera_and_stop_sends_end_of_stream(tmp_path):
         stop.set()
         msgs = drain(sub)
     assert msgs[-1].kind == "eos" and msgs[-1].header.frames >= 5
+
+
+class SizesReader(FlakyReader):
+    """Yields frames of the given (height, width) sizes, then ends."""
+
+    def __init__(self, sizes):
+        super().__init__(frames=len(sizes))
+        self.sizes = sizes
+
+    def read(self):
+        if self.reads >= len(self.sizes):
+            return None
+        h, w = self.sizes[self.reads]
+        self.reads += 1
+        return Capture(np.zeros((h, w, 3), np.uint8), None, time.time())
+
+
+def test_frames_below_the_minimum_are_refused_at_the_source_with_a_clear_error(caplog):
+    with camera(synthetic(), SizesReader([(31, 64), (64, 64), (16, 16), (33, 40)])) as (sub, cam, _):
+        msgs = drain(sub)
+    assert [m.arrays["image"].shape[:2] for m in frames_of(msgs)] == [(64, 64), (33, 40)]
+    assert msgs[-1].header.counters["too_small"] == 2
+    assert "below the minimum of 32x32 px" in caplog.text
+
+
+def test_a_resize_below_the_minimum_is_a_config_error(tmp_path):
+    with pytest.raises(ValueError, match="greater than or equal to 32"):
+        FolderSourceConfig(kind="folder", name="cam0", path=tmp_path, resize=(16, 64))

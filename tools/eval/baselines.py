@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from edge.knn import cell_size, grid_features, knn_distance
 from edge.local_stats import local_stats_map
+from edge.patches import pad_to_multiple
 from edge.vgg import VGG19Features
 
 Baseline = Callable[[np.ndarray], np.ndarray]
@@ -56,11 +57,12 @@ def _vgg() -> VGG19Features:
 def vgg_knn(image: np.ndarray, k: int = 5, radius: int = 4, sigma: float = 4.0) -> np.ndarray:
     """VGG19 self-similarity (edge.knn): each location's mean distance to its k nearest locations of
     the same image outside a (2 * radius + 1)^2 neighbourhood, on a grid of 4 px cells (coarser for
-    images of more than 4096 cells), relu2_2 and relu3_1 pooled onto it."""
+    images of more than 4096 cells), relu2_2 and relu3_1 pooled onto it. Any frame size: the image is
+    padded (reflected) to a multiple of the cell first, so every VGG19 layer's grid divides it."""
     h, w = _check(image).shape[:2]
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
     cell = cell_size(h, w, 4, KNN_MAX_CELLS)
-    score = knn_distance(grid_features(_vgg()(x), (h, w), cell), k, radius)
+    x = pad_to_multiple(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0, cell)
+    score = knn_distance(grid_features(_vgg()(x), tuple(x.shape[-2:]), cell), k, radius)
     up = F.interpolate(score, scale_factor=cell, mode="bilinear", align_corners=False)[0, 0, :h, :w]
     return _blur(up.numpy().astype(np.float32), sigma)
 
