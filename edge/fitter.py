@@ -90,8 +90,8 @@ class Fitter:
         loss = cfg.loss.pixel_weight * F.mse_loss(out.float(), clean)
         if self.vgg is not None:
             with torch.no_grad():
-                target = self.vgg(clean)
-            feats = self.vgg(out)  # a trunk shared with the scorer may return more layers than the loss's
+                target = self.vgg(clean, cfg.loss.vgg_layers)
+            feats = self.vgg(out, cfg.loss.vgg_layers)  # only the loss's layers of a trunk shared with the scorer
             cos = [cosine_similarity(feats[k], target[k]).mean() for k in cfg.loss.vgg_layers]
             loss = loss + cfg.loss.perceptual_weight * (1 - sum(cos) / len(cos))
         return loss

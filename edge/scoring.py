@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ScoreConfig
+from .config import MemoryConfig, ScoreConfig
 from .corrupt import _block_size
 from .filters import gaussian_blur, gaussian_kernel
 from .knn import cell_size, grid_features, knn_distance
 from .local_stats import stats_features
+from .memory import memory_distance, memory_features
 from .patches import from_patches, to_patches
 from .unet import UNet
 from .vgg import VGG19Features, cosine_similarity
@@ -49,20 +50,30 @@ def mask_groups(h: int, w: int, block: int, groups: int) -> torch.Tensor:
 
 
 class AnomalyScorer(nn.Module):
-    """(N, 3, H, W) image in [0, 1], H and W multiples of max(scales) * 8 -> (map (N, 1, H, W), score (N,))."""
+    """(N, 3, H, W) image in [0, 1], H and W multiples of max(scales) * 8 -> (map (N, 1, H, W), score (N,)).
 
-    def __init__(self, unet: UNet, cfg: ScoreConfig, scales: tuple[int, ...], vgg: VGG19Features | None = None):
+    With `memory` (a MemoryConfig) the camera's memory takes part: forward(x, bank, state) also gets
+    the bank (M, C) and its state (2,) [valid rows, scale] (edge.memory; scale 0: the memory is left
+    out) and returns, third and fourth, the frame's memory features (N, C, gh, gw), for the detector
+    to add to the bank, and maps (N, 2, gh, gw): the self-similarity and the memory distance (0 while
+    the bank has fewer than k rows) on the memory's grid, from which the detector keeps the scale and
+    picks the cells it adds."""
+
+    def __init__(self, unet: UNet, cfg: ScoreConfig, scales: tuple[int, ...], vgg: VGG19Features | None = None,
+                 memory: MemoryConfig | None = None):
         super().__init__()
         if cfg.uses_vgg and vgg is None:
             raise ValueError("score.perceptual_weight > 0 or score.knn_weight > 0 needs the VGG19 feature extractor")
-        self.unet, self.cfg, self.scales = unet, cfg, tuple(scales)
+        if memory is not None and cfg.knn_weight <= 0:
+            raise ValueError("the memory is part of the self-similarity term: it needs score.knn_weight > 0")
+        self.unet, self.cfg, self.scales, self.memory = unet, cfg, tuple(scales), memory
         self.vgg = vgg if cfg.uses_vgg else None
         k = gaussian_kernel(cfg.smooth_sigma) if cfg.smooth_sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", k, persistent=False)
 
-    def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _features(self, x: torch.Tensor, acts: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """VGG19 features of `score.vgg_layers` (a trunk shared with the fitter may compute more)."""
-        acts = self.vgg(x)
+        acts = self.vgg(x, self.cfg.vgg_layers) if acts is None else acts
         return {name: acts[name] for name in self.cfg.vgg_layers}
 
     def views(self) -> tuple[int, ...]:
@@ -83,7 +94,10 @@ class AnomalyScorer(nn.Module):
         return from_patches(rec, s)
 
     def _smooth(self, m: torch.Tensor) -> torch.Tensor:
-        return gaussian_blur(m, self.kernel)
+        """Gaussian smoothing in fp32 (also under autocast: the maps and the score keep fp32's resolution,
+        which the per-camera calibration of the score needs)."""
+        with torch.autocast(m.device.type, enabled=False):
+            return gaussian_blur(m.float(), self.kernel)
 
     def _normalise(self, m: torch.Tensor) -> torch.Tensor:
         """Make maps of different units comparable, per image: 'std' standardises, 'mean' divides
@@ -143,17 +157,40 @@ class AnomalyScorer(nn.Module):
         d = knn_distance(g, cfg.knn_k, cfg.knn_radius)
         return self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def memory_map(self, x: torch.Tensor, acts: dict[str, torch.Tensor], bank: torch.Tensor, rows: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Smoothed distance of every location to the camera's memory (edge.memory; 0 while the bank has
+        fewer than k valid rows), the same on the memory's grid, unsmoothed, and the frame's memory features."""
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        feats = memory_features(acts, size, self.memory)
+        d = memory_distance(feats, bank, rows, self.memory.k)
+        d = torch.where(rows.reshape(()) > 0, d, torch.zeros_like(d))  # an empty bank's inf stays out
+        return self._smooth(F.interpolate(d, size=size, mode="bilinear", align_corners=False)), d, feats
+
+    def forward(self, x: torch.Tensor, bank: torch.Tensor | None = None, state: torch.Tensor | None = None):
         cfg = self.cfg
         amap = torch.zeros_like(x[:, :1])
         knn_own_input = cfg.knn_weight > 0 and self.knn_upscale(int(x.shape[-2]), int(x.shape[-1])) == 1
-        feats = self._features(x) if cfg.perceptual_weight > 0 or knn_own_input else None
+        need_acts = cfg.perceptual_weight > 0 or knn_own_input or self.memory is not None
+        layers = self.cfg.vgg_layers + (self.memory.layers if self.memory is not None else ())
+        acts = self.vgg(x, tuple(dict.fromkeys(layers))) if need_acts else None
+        feats = self._features(x, acts) if cfg.perceptual_weight > 0 or knn_own_input else None
         views = self.raw_maps(x, feats) if cfg.uses_unet else []
         for l2, perc in views:
             amap = amap + cfg.pixel_weight * self._normalise(l2) / len(views)
             if perc is not None:
                 amap = amap + cfg.perceptual_weight * self._normalise(perc) / len(views)
         knn = self.knn_map(x, feats) if cfg.knn_weight > 0 else None
+        extra = ()
+        if self.memory is not None:
+            if bank is None or state is None:
+                raise ValueError("a scorer with a memory needs its bank and state")
+            mem, grid, mem_feats = self.memory_map(x, acts, bank, state[0])
+            cell = int(x.shape[-2]) // int(grid.shape[-2])
+            extra = (mem_feats, torch.cat([F.avg_pool2d(knn, cell, cell, ceil_mode=True), grid], dim=1))
+            w = self.memory.weight * (state[1] > 0).float()
+            # the feature-distance map: own frame and the camera's memory, in the self-similarity's units
+            knn = (knn + w * state[1] * mem) / (1 + w)
         if knn is not None:
             amap = amap + cfg.knn_weight * self._normalise(knn)
             if cfg.map_units == "knn":  # the same map, rescaled per frame into the kNN distance's units
@@ -161,4 +198,4 @@ class AnomalyScorer(nn.Module):
         pixels = int(amap.shape[-2]) * int(amap.shape[-1])  # python ints, also under the ONNX tracer
         k = max(1, int(round((1 - cfg.image_score_quantile) * pixels)))
         score = (knn if cfg.image_score == "knn" else amap).flatten(1).topk(k, dim=1).values.mean(1)
-        return amap, score
+        return (amap, score, *extra)

@@ -120,7 +120,12 @@ class VGG19Features(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             return F.pad(x, (1, 1, 1, 1), mode="reflect")
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """{name: activation} of `layers` (default: all the trunk's), computed no deeper than the deepest
+        of them: a trunk shared by the loss, the maps and the memory runs each caller's depth only."""
+        layers = self.layers if layers is None else layers
+        if missing := set(layers) - set(self.layers):
+            raise ValueError(f"layers {sorted(missing)} are not in this VGG19 trunk {self.layers}")
         if self.pre_w is not None:
             x = F.conv2d(x, self.pre_w, self.pre_b)
         else:
@@ -128,20 +133,27 @@ class VGG19Features(nn.Module):
         out = {}
         for i, conv in enumerate(self.convs):
             x = F.relu(conv(self._pad(x)))
-            if VGG_LAYERS[i] in self.layers:
+            if VGG_LAYERS[i] in layers:
                 out[VGG_LAYERS[i]] = x
-                if len(out) == len(self.layers):
+                if len(out) == len(set(layers)):
                     break
             if i in self._pool_after:
                 x = F.max_pool2d(x, 2, ceil_mode=True)
         return out
 
 
+def layer_channels(name: str) -> int:
+    """Channels of a VGG19 layer ("relu3_1" -> 256)."""
+    block, conv = (int(v) for v in name.removeprefix("relu").split("_"))
+    return _BLOCKS[block - 1][conv]
+
+
 def build_vgg(cfg: SSDNetConfig, *, loss: bool = True, score: bool = True) -> VGG19Features | None:
-    """The VGG19 trunk with the layers the config's perceptual loss (`loss`) and scored maps (`score`)
-    need, one trunk for both; None when neither uses it."""
+    """The VGG19 trunk with the layers the config's perceptual loss (`loss`) and scored maps and memory
+    (`score`) need, one trunk for all; None when none uses it."""
     layers = (cfg.loss.vgg_layers if loss and cfg.loss.perceptual_weight > 0 else ()) + (
-        cfg.score.vgg_layers if score and cfg.score.uses_vgg else ())
+        cfg.score.vgg_layers if score and cfg.score.uses_vgg else ()) + (
+        cfg.memory.layers if score and cfg.uses_memory else ())
     return VGG19Features(cfg.vgg_weights, tuple(dict.fromkeys(layers))) if layers else None
 
 

@@ -111,10 +111,10 @@ class NodeConfig(StrictModel):
                                                              "(pub -> sub, push -> pull)")
     connect: tuple[Endpoint, ...] = Field((), description="extra camera endpoints to read, "
                                                           "beyond this config's sources")
-    threshold: float = Field(0.73, description="absolute image-score threshold: a frame is anomalous iff its score > "
-                             "threshold. With the default score.image_score 'knn' the score is a feature distance "
-                             "(0.73: just above the 95th percentile of the good dev images' scores); calibrate it on "
-                             "normal production")
+    threshold: float = Field(3.0, description="a frame is anomalous iff its calibrated score > threshold: the "
+                             "image score in robust standard deviations above the same camera's recent scores "
+                             "(edge.calibration), so one value serves every camera; the first `calibration."
+                             "min_frames` frames lean on a prior and are marked `calibrating` in events")
     region_threshold: float = Field(3.0, description="level of the anomaly map, in units of the frame's own std above "
                                     "its mean, that outlines regions; 3.0 maximised pixel F1 on the dev set")
     min_region_area: int = Field(16, ge=1, description="smaller connected components are ignored, pixels")

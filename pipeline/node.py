@@ -61,7 +61,9 @@ class Detection(Protocol):
     """What a detector returns for one frame (edge.detector.Detection is one)."""
 
     anomaly_map: np.ndarray  # float32 (H, W) of the frame
-    score: float  # image score; the frame is an event when above node.threshold
+    score: float  # raw image score (published as raw_score)
+    calibrated: float  # the score against this source's normal (edge.calibration); an event when > node.threshold
+    calibrating: bool  # too few frames of the source yet: `calibrated` leans on a prior (marked in events)
     fit_steps: int
     fit_ms: float
     score_ms: float
@@ -399,13 +401,14 @@ class EdgeNode:
         if d.diverged:
             self.counters.add(h.source, "diverged")
             self._log.warning(f"{h.source}#{h.seq}: the fit diverged; restored the last good weights")
-        amap, score = np.asarray(d.anomaly_map, dtype=np.float32), float(d.score)
-        if amap.shape != image.shape[:2] or not math.isfinite(score) or not np.isfinite(amap).all():
-            raise ValueError(f"detector returned a {amap.shape} map with non-finite values or score {score}")
+        amap, raw, score = np.asarray(d.anomaly_map, dtype=np.float32), float(d.score), float(d.calibrated)
+        if amap.shape != image.shape[:2] or not math.isfinite(raw + score) or not np.isfinite(amap).all():
+            raise ValueError(f"detector returned a {amap.shape} map with non-finite values or score {raw} "
+                             f"(calibrated {score})")
         anomalous = score > self.cfg.threshold
         stamps = {**h.stamps, "fitted": min(t0 + d.fit_ms / 1000, done), "scored": done}
-        scored = dict(source=h.source, seq=h.seq, t_capture=h.t_capture, stamps=stamps, score=score,
-                      threshold=self.cfg.threshold, model_version=int(d.model_version),
+        scored = dict(source=h.source, seq=h.seq, t_capture=h.t_capture, stamps=stamps, score=score, raw_score=raw,
+                      calibrating=bool(d.calibrating), threshold=self.cfg.threshold, model_version=int(d.model_version),
                       regions=find_regions(amap, self.cfg.region_threshold, self.cfg.min_region_area,
                                            self.cfg.max_regions))
         q, map_desc = P.quantize_map(amap, self.cfg.map_encoding)

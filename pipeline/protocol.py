@@ -159,7 +159,9 @@ class FrameHeader(_Header):
 
 
 class _Scored(_Header):
-    score: float
+    score: float  # calibrated: robust std above the source's recent scores (edge.calibration)
+    raw_score: float | None = None  # the detector's own image score
+    calibrating: bool = False  # the source's first frames: `score` leans on the config's prior
     threshold: float
     regions: tuple[Region, ...] = Field((), max_length=MAX_REGIONS)
     model_version: int = Field(ge=0)

@@ -303,6 +303,7 @@ class Camera:
             failures = 0
             if min(cap.image.shape[:2]) < MIN_SIDE:  # the node could not score it: say so here, once a second
                 self.counters["too_small"] += 1
+                n += 1  # it was read: `frames` counts what the source gave
                 self._small_log.warning(f"{cfg.name}: skipped a {cap.image.shape[1]}x{cap.image.shape[0]} frame: "
                                       f"below the minimum of {MIN_SIDE}x{MIN_SIDE} px (set `resize`, or a larger ROI)")
                 continue

@@ -184,7 +184,7 @@ def test_documented_defaults_match_the_code():
 def test_a_diverged_fit_restores_the_last_good_weights(textures):
     det = Detector(tiny_config(), "cpu")
     det.process(textures["brick"][:64, :64])
-    good = det.state_dict()
+    good = det.state_dict()["weights"]
     fit = det.fitter.fit
 
     def exploding_fit(*args, **kwargs):
@@ -196,7 +196,7 @@ def test_a_diverged_fit_restores_the_last_good_weights(textures):
     det.fitter.fit = exploding_fit
     d = det.process(textures["brick"][:64, :64])
     assert d.diverged and det.diverged_fits == 1
-    assert all(torch.equal(v, good[k]) for k, v in det.state_dict().items())
+    assert all(torch.equal(v, good[k]) for k, v in det.state_dict()["weights"].items())
     det.fitter.fit = fit
     after = det.process(textures["brick"][:64, :64])
     assert not after.diverged and np.isfinite(after.anomaly_map).all()

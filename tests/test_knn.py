@@ -101,7 +101,8 @@ def test_scorer_and_fitter_use_their_own_layers_of_a_shared_vgg_trunk():
     cfg = SSDNetConfig.model_validate({"model": {"base_channels": 4}, "fit": {"scales": [2], "steps": 1},
                                        "loss": {"vgg_layers": ["relu1_2"]}, "score": {"vgg_layers": ["relu2_2"]}})
     det = Detector(cfg, "cpu")
-    assert set(det.scorer.vgg(torch.rand(1, 3, 64, 64))) == {"relu1_2", "relu2_2"}  # the shared trunk
+    trunk = {"relu1_2", "relu2_2", *cfg.memory.layers}  # loss, maps and the camera's memory share one trunk
+    assert set(det.scorer.vgg(torch.rand(1, 3, 64, 64))) == trunk
     assert set(det.scorer._features(torch.rand(1, 3, 64, 64))) == {"relu2_2"}
     image = torch.rand(1, 3, 64, 64)
     shared = Fitter(cfg, "cpu", VGG19Features(layers=("relu1_2", "relu2_2"))).fit(image, 1)

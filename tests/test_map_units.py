@@ -57,10 +57,10 @@ def test_the_detector_fits_nothing_when_no_map_uses_the_unet():
     cfg = SSDNetConfig.model_validate({"model": {"base_channels": 4}, "fit": {"scales": [2], "steps": 2},
                                        "score": {"pixel_weight": 0.0, "perceptual_weight": 0.0, "knn_upscale": 1}})
     det = Detector(cfg, "cpu")
-    before = det.state_dict()
+    before = det.state_dict()["weights"]
     for f in frames():
         d = det.process(f)
         assert d.fit_steps == 0 and np.isfinite(d.anomaly_map).all()
-    assert all(torch.equal(before[k], v) for k, v in det.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in det.state_dict()["weights"].items())
     fitting = Detector(cfg.model_copy(update={"score": cfg.score.model_copy(update={"pixel_weight": 0.1})}), "cpu")
     assert fitting.process(frames()[0]).fit_steps == 2  # a U-Net map: the cold fit runs

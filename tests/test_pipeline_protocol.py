@@ -116,7 +116,8 @@ def test_control_messages_roundtrip(pair, msg):
 
 def test_event_record_is_json_ready():
     record = P.event_record(control_msgs()[0].header)
-    assert set(record) == {"source", "seq", "score", "threshold", "regions", "t_capture", "stamps", "model_version"}
+    assert set(record) == {"source", "seq", "score", "raw_score", "calibrating", "threshold", "regions", "t_capture",
+                           "stamps", "model_version"}
 
 
 def test_sockets_limit_inbound_message_size():

@@ -19,6 +19,9 @@ Sections (each failure is reported as "n/a: <reason>", the others still run):
 - transport: raw 1920x1080x3 uint8 frames/s through the project's protocol (header + encode + send
   + recv + validated decode) against a bare pyzmq zero-copy send/recv of the same bytes, PUSH/PULL
   over tcp 127.0.0.1, interleaved rounds.
+- frame: one warm streaming frame (Detector.process: score, warm fit, memory, calibration) of this
+  config next to the previous default (PREVIOUS_DEFAULT), interleaved; fit, score and whole-frame ms.
+- memory: how a frame's time and the memory search grow with the per-camera memory size (0 = off).
 - flops: FLOPs of one fit step and one scoring pass (torch.utils.flop_counter), for the GPU
   estimates in docs/performance.md.
 - peak memory: max RSS of this process and of the line's child processes; CUDA max allocated.
@@ -47,10 +50,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edge.config import load_config, parse_config
+from edge.config import SSDNetConfig, load_config, parse_config
 from edge.detector import Detector
 from edge.device import resolve_device, synchronize
 from edge.fitter import Fitter, image_to_tensor
+from edge.memory import FeatureMemory, feature_dim, grid_shape, memory_distance
 from edge.patches import pad_multiple, pad_to_multiple
 from edge.scorers import choose_backend
 from edge.synthetic import TEXTURES, sample
@@ -198,6 +202,68 @@ def bench_fit(cfg, size: int, batch: int, steps: int, *, compile: bool, device: 
     say("fit step: CUDA graph")
     out["cuda_graph"] = _cuda_graph_step(_with_fit(cfg, amp=cfg.fit.amp), vgg, x, steps)
     return out
+
+
+# ------------------------------------------------------------------ frame and memory
+
+# the default before this release's scorer changes (no per-camera memory): what a frame cost before
+PREVIOUS_DEFAULT = {"memory": {"size_mb": 0}}
+MEMORY_SIZES_MB = (0, 4, 16, 64)
+
+
+def _config_with(cfg, overrides: dict):
+    data = cfg.model_dump(mode="json")
+    for section, values in overrides.items():
+        data[section] = {**data[section], **values} if isinstance(values, dict) else values
+    return parse_config(SSDNetConfig, data)
+
+
+def _warm_frame_ms(variants: dict[str, Detector], images: list[np.ndarray]) -> dict[str, dict]:
+    """Every detector takes its cold first frame, then the rest in interleaved rounds (load hits all alike)."""
+    times: dict[str, dict[str, list[float]]] = {n: {"frame": [], "fit": [], "score": []} for n in variants}
+    for det in variants.values():
+        det.process(images[0])
+    for image in images[1:]:
+        for name, det in variants.items():
+            t0 = time.perf_counter()
+            d = det.process(image)
+            times[name]["frame"].append((time.perf_counter() - t0) * 1000)
+            times[name]["fit"].append(d.fit_ms)
+            times[name]["score"].append(d.score_ms)
+    return {n: {f"{k}_ms": round(statistics.median(v), 1) for k, v in t.items()} for n, t in times.items()}
+
+
+def bench_frame(cfg, size: int, frames: int) -> dict:
+    """This config's warm frame against the previous default's, side by side in one run."""
+    images = _frames(size, max(frames, 2) + 1, seed=3)
+    variants = {"config": Detector(cfg), "previous default": Detector(_config_with(cfg, PREVIOUS_DEFAULT))}
+    out = _warm_frame_ms(variants, images)
+    out["ratio"] = round(out["config"]["frame_ms"] / out["previous default"]["frame_ms"], 3)
+    out["previous_default"] = PREVIOUS_DEFAULT
+    return out
+
+
+def bench_memory(cfg, size: int, frames: int, sizes_mb=MEMORY_SIZES_MB) -> dict:
+    """Per size: bank rows and MB, one memory search (a frame's cells against the whole bank) and a
+    warm frame of this config with that memory size."""
+    images = _frames(size, max(frames, 2) + 1, seed=4)
+    rows = {}
+    dets = {mb: Detector(_config_with(cfg, {"memory": {"size_mb": float(mb)}})) for mb in sizes_mb}
+    frame = _warm_frame_ms({str(mb): d for mb, d in dets.items()}, images)
+    for mb, det in dets.items():
+        row = {"mb": mb, **frame[str(mb)], "rows": 0, "search_ms": 0.0}
+        if det.memory is not None:
+            mcfg = det.memory.cfg
+            feats = torch.randn(1, feature_dim(mcfg), *grid_shape(size, size, mcfg))
+            bank, count = FeatureMemory(mcfg).bank, torch.tensor([1e9])
+            ts = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                memory_distance(feats, bank, count, mcfg.k)
+                ts.append((time.perf_counter() - t0) * 1000)
+            row.update(rows=len(bank), bytes=det.memory.nbytes, search_ms=round(statistics.median(ts), 1))
+        rows[str(mb)] = row
+    return rows
 
 
 # ------------------------------------------------------------------ scorer
@@ -387,7 +453,8 @@ def peak_memory() -> dict:
 
 def run(cfg, *, size: int = 256, batch: int = 1, steps: int = 6, backends: set[str] | None = None, threads: int = 1,
         frames: int = 6, transport_frames: int = 100, repeat: int = 3, compile: bool = False,
-        sections: tuple[str, ...] = ("fit", "scorer", "pipeline", "transport", "flops"), say=lambda _m: None) -> dict:
+        sections: tuple[str, ...] = ("fit", "scorer", "frame", "memory", "pipeline", "transport", "flops"),
+        say=lambda _m: None) -> dict:
     torch.set_num_threads(threads)
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
     result: dict = {"config": {"size": size, "batch": batch, "steps": steps, "threads": threads, "frames": frames,
@@ -419,6 +486,12 @@ def run(cfg, *, size: int = 256, batch: int = 1, steps: int = 6, backends: set[s
     sc = section("scorer", lambda: bench_scorer(cfg, size, repeat, backends, say=say))
     if sc is not None:
         result.update(sc)
+    fr = section("frame", lambda: bench_frame(cfg, size, frames))
+    if fr is not None:
+        result["frame"] = fr
+    mem_rows = section("memory", lambda: bench_memory(cfg, size, frames))
+    if mem_rows is not None:
+        result["memory_sizes"] = mem_rows
     line_cfg = _with_fit(cfg, steps=min(cfg.fit.steps, max(steps, cfg.fit.warm_steps)))
     line = section("pipeline", lambda: bench_pipeline(line_cfg, size, frames, threads, say=say))
     if line is not None:
@@ -476,6 +549,17 @@ def render(result: dict) -> None:
     if auto := result.get("scorer_auto"):
         t.add_row("scorer", "score.backend: auto picks", f"{auto['backend']} ({auto['provider']})", "",
                   escape(auto["reason"]))
+    if fr := result.get("frame"):
+        for name in ("config", "previous default"):
+            v = fr[name]
+            t.add_row("frame", f"warm frame, {name}", f"{v['frame_ms']:.0f} ms",
+                      f"{fr['ratio']:.2f}x previous" if name == "config" else "",
+                      f"fit {v['fit_ms']:.0f} ms, score {v['score_ms']:.0f} ms (medians, interleaved)"
+                      + (f"; previous = this config with {fr['previous_default']}" if name != "config" else ""))
+    for mb, v in result.get("memory_sizes", {}).items():
+        t.add_row("memory", f"{mb} MB per camera" + (" (off)" if not float(mb) else ""), f"{v['frame_ms']:.0f} ms",
+                  "", f"{v['rows']} rows; search {v['search_ms']:.1f} ms; score {v['score_ms']:.0f} ms, "
+                      f"fit {v['fit_ms']:.0f} ms per warm frame")
     if p := result.get("pipeline"):
         t.add_row("pipeline", "line fps, steady", f"{p['fps']:.3g}", f"{p['ratio']:.2f}x node",
                   "target >= 0.9x; after the cold first frame")

@@ -6,6 +6,11 @@ Every backend has the same interface:
     scorer.update_weights(fitter.model.state_dict())    # after every fit; no re-export, no rebuild
     amap, score = scorer.score(x)                       # x (N, 3, H, W) float32 in [0, 1]
                                                         # -> (N, 1, H, W) float32 tensor, (N,) tensor
+
+With a memory in the config (edge.memory), the camera's FeatureMemory is handed over once
+(`scorer.use_memory(memory)`); every `score` reads its bank and state as graph inputs and leaves
+the frame's memory features and maps (self-similarity and memory distance on the memory's grid) in
+`scorer.features` and `scorer.memory_maps`, for the detector.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 import torch
+
+from ..memory import FeatureMemory, feature_dim, grid_shape
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -50,6 +57,27 @@ class Scorer(ABC):
 
     name: str = "?"
     module: torch.nn.Module
+    memory: FeatureMemory | None = None  # the camera's memory, read at every score
+    features: torch.Tensor | None = None  # the last scored frame's memory features (None without a memory)
+    memory_maps: torch.Tensor | None = None  # and its self-similarity and memory distance on that grid (N, 2, gh, gw)
+
+    def use_memory(self, memory: FeatureMemory) -> None:
+        """Score against this memory from now on (a reference: later additions are seen)."""
+        self.memory = memory
+
+    def memory_inputs(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(bank, state) for the graph, or () when the scorer has no memory (an empty one until handed one)."""
+        if self.module.memory is None:
+            return ()
+        if self.memory is None:
+            self.memory = FeatureMemory(self.module.memory, device)
+        return self.memory.bank.to(device), self.memory.state_tensor().to(device)
+
+    def memory_outputs(self, n: int, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Buffers for an exported graph's memory outputs: features (n, C, gh, gw) and maps (n, 2, gh, gw), fp32."""
+        cfg, grid = self.module.memory, grid_shape(h, w, self.module.memory)
+        return (torch.empty((n, feature_dim(cfg), *grid), dtype=torch.float32, device=device),
+                torch.empty((n, 2, *grid), dtype=torch.float32, device=device))
 
     @abstractmethod
     def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:

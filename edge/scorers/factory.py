@@ -144,7 +144,7 @@ def build_scorer(cfg: SSDNetConfig, state: Mapping[str, torch.Tensor] | None = N
         unet.load_state_dict(unet_state(state))
     if vgg is None:
         vgg = build_vgg(cfg, loss=False)
-    module = AnomalyScorer(unet, cfg.score, cfg.fit.scales, vgg).to(dev)
+    module = AnomalyScorer(unet, cfg.score, cfg.fit.scales, vgg, cfg.memory if cfg.uses_memory else None).to(dev)
     if own:
         module.eval()
     return make_scorer(cfg, module, dev, backend)

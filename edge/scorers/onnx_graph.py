@@ -33,10 +33,14 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
+from ..memory import FeatureMemory, feature_dim, grid_shape
+
 DEFAULT_OPSET = 17
 DYNAMO_OPSET = 18  # the dynamo exporter's minimum (docs/export.md)
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("anomaly_map", "score")
+MEMORY_INPUTS = ("memory", "memory_state")  # with a memory: the bank (M, C) fp16, [valid rows, scale] (2,)
+MEMORY_OUTPUTS = ("memory_features", "memory_maps")  # with a memory: (N, C, gh, gw), (N, 2, gh, gw) on its grid
 WEIGHT_PREFIX = "unet."
 EXPORTERS = ("torchscript", "dynamo")
 
@@ -89,7 +93,8 @@ def map_weight_names(model: onnx.ModelProto, fingerprints: Mapping[str, bytes]) 
     return mapping
 
 
-def _static_output_shapes(model: onnx.ModelProto, height: int, width: int) -> None:
+def _static_output_shapes(model: onnx.ModelProto, height: int, width: int,
+                          memory_shape: tuple[int, int, int] | None) -> None:
     """The TorchScript exporter leaves H and W of the map symbolic; they are static here."""
     for out in model.graph.output:
         dims = out.type.tensor_type.shape.dim
@@ -97,6 +102,8 @@ def _static_output_shapes(model: onnx.ModelProto, height: int, width: int) -> No
             want: list = ["batch", 1, height, width]
         elif out.name == OUTPUT_NAMES[1]:
             want = ["batch"]
+        elif out.name in MEMORY_OUTPUTS and memory_shape is not None:
+            want = ["batch", *memory_shape] if out.name == MEMORY_OUTPUTS[0] else ["batch", 2, *memory_shape[1:]]
         else:
             continue
         del dims[:]
@@ -159,31 +166,38 @@ class ExportedScorer:
         return self.model.SerializeToString()
 
 
-def _export_torchscript(module: torch.nn.Module, dummy: torch.Tensor, opset: int) -> onnx.ModelProto:
+def _io_names(memory: bool) -> tuple[list[str], list[str]]:
+    return ([INPUT_NAME, *MEMORY_INPUTS] if memory else [INPUT_NAME],
+            [*OUTPUT_NAMES, *MEMORY_OUTPUTS] if memory else list(OUTPUT_NAMES))
+
+
+def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], opset: int) -> onnx.ModelProto:
     buf = io.BytesIO()
+    in_names, out_names = _io_names(len(inputs) > 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about constant sizes: H and W are static by design
         torch.onnx.export(
-            module, (dummy,), buf, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}},
+            module, inputs, buf, dynamo=False, opset_version=opset,
+            input_names=in_names, output_names=out_names,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in out_names}},
             do_constant_folding=True,
         )
     return onnx.load_from_string(buf.getvalue())
 
 
-def _export_dynamo(module: torch.nn.Module, dummy: torch.Tensor, opset: int) -> onnx.ModelProto:
+def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], opset: int) -> onnx.ModelProto:
     try:
         import onnxscript  # noqa: F401  - optional: only the dynamo exporter needs it, and it is no dependency
     except ImportError:
         raise ExportError("exporter 'dynamo' needs the onnxscript package (pip install onnxscript); "
                           "the default exporter 'torchscript' does not") from None
     batch = torch.export.Dim("batch", min=1, max=1024)
+    in_names, out_names = _io_names(len(inputs) > 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module, (dummy,), dynamo=True, opset_version=opset, verbose=False,
-            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_shapes=({0: batch},),
+            module, inputs, dynamo=True, opset_version=opset, verbose=False, input_names=in_names,
+            output_names=out_names, dynamic_shapes=({0: batch}, *([None] * (len(inputs) - 1))),
         )
     return program.model_proto
 
@@ -223,17 +237,22 @@ def export_scorer(
     module.requires_grad_(False)
     # a scorer without U-Net maps (score.pixel_weight = perceptual_weight = 0) has no per-frame weights
     fingerprints = _unique_fill(params) if scorer.cfg.uses_unet else {}
-    dummy = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    inputs: tuple[torch.Tensor, ...] = (torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)),)
+    memory_shape = None
+    if scorer.memory is not None:  # the bank and its state are inputs: the graph never holds a camera's memory
+        bank = FeatureMemory(scorer.memory).bank
+        inputs += (bank, torch.tensor([float(len(bank)), 1.0]))
+        memory_shape = (feature_dim(scorer.memory), *grid_shape(height, width, scorer.memory))
     with torch.no_grad():
         export = _export_torchscript if exporter == "torchscript" else _export_dynamo
-        model = export(module, dummy, opset)
+        model = export(module, inputs, opset)
     mapping = map_weight_names(model, fingerprints)
     wdtype = np.float16 if fp16 else np.float32
     by_name = {i.name: i for i in model.graph.initializer}
     for torch_name, onnx_name in mapping.items():
         by_name[onnx_name].CopyFrom(numpy_helper.from_array(real[torch_name].numpy().astype(wdtype), onnx_name))
     shapes = {onnx_name: list(by_name[onnx_name].dims) for onnx_name in mapping.values()}
-    _static_output_shapes(model, height, width)
+    _static_output_shapes(model, height, width, memory_shape)
     if weights_as_inputs:
         _initializers_to_inputs(model, set(mapping.values()))
     try:

@@ -25,6 +25,10 @@ from .base import CPU_PROVIDER, GPU_PROVIDERS, BackendUnavailable, ProviderFallb
 from .onnx_graph import (
     DEFAULT_OPSET,
     DYNAMO_OPSET,
+    INPUT_NAME,
+    MEMORY_INPUTS,
+    MEMORY_OUTPUTS,
+    OUTPUT_NAMES,
     ExportedScorer,
     export_scorer,
     weights_for_graph,
@@ -203,14 +207,22 @@ class OnnxRuntimeScorer(Scorer):
         score = torch.empty((n,), dtype=torch.float32, device=dev)
         b = g.binding
         idx = dev.index or 0
-        b.bind_input("image", dev.type, idx, np.float32, list(xin.shape), xin.data_ptr())
-        b.bind_output("anomaly_map", dev.type, idx, np.float32, list(amap.shape), amap.data_ptr())
-        b.bind_output("score", dev.type, idx, np.float32, list(score.shape), score.data_ptr())
+        b.bind_input(INPUT_NAME, dev.type, idx, np.float32, list(xin.shape), xin.data_ptr())
+        b.bind_output(OUTPUT_NAMES[0], dev.type, idx, np.float32, list(amap.shape), amap.data_ptr())
+        b.bind_output(OUTPUT_NAMES[1], dev.type, idx, np.float32, list(score.shape), score.data_ptr())
+        memory = self.memory_inputs(dev)
+        outs = self.memory_outputs(n, h, w, dev) if memory else ()
+        if memory:  # the camera's bank and state in, the frame's memory features and maps out
+            for name, t in zip(MEMORY_INPUTS, memory, strict=True):
+                b.bind_input(name, dev.type, idx, _ORT_ELEM[t.dtype], list(t.shape), t.data_ptr())
+            for name, t in zip(MEMORY_OUTPUTS, outs, strict=True):
+                b.bind_output(name, dev.type, idx, np.float32, list(t.shape), t.data_ptr())
         if dev.type == "cuda":
             b.synchronize_inputs()
         g.session.run_with_iobinding(b)
         if dev.type == "cuda":
             b.synchronize_outputs()
+        self.features, self.memory_maps = outs if outs else (None, None)
         return amap, score
 
     def info(self) -> dict:

@@ -19,7 +19,7 @@ import torch
 
 from .base import BackendError, BackendUnavailable, ParityError, Scorer, detached
 from .engine_cache import EngineCache, engine_cache_key
-from .onnx_graph import export_scorer, weights_for_graph
+from .onnx_graph import MEMORY_INPUTS, MEMORY_OUTPUTS, OUTPUT_NAMES, export_scorer, weights_for_graph
 from .parity import DEFAULT_TOLERANCE, ParityReport, ParityTolerance, parity_check
 
 log = logging.getLogger(__name__)
@@ -183,19 +183,25 @@ class TensorRTScorer(Scorer):
         ctx.set_tensor_address("image", xin.data_ptr())
         amap = torch.empty((n, 1, h, w), dtype=torch.float32, device=self.device)
         score = torch.empty((n,), dtype=torch.float32, device=self.device)
-        ctx.set_tensor_address("anomaly_map", amap.data_ptr())
-        ctx.set_tensor_address("score", score.data_ptr())
+        ctx.set_tensor_address(OUTPUT_NAMES[0], amap.data_ptr())
+        ctx.set_tensor_address(OUTPUT_NAMES[1], score.data_ptr())
+        memory = tuple(t.contiguous() for t in self.memory_inputs(self.device))
+        outs = self.memory_outputs(n, h, w, self.device) if memory else ()
+        if memory:  # the camera's bank and state in, the frame's memory features and maps out
+            for name, t in zip((*MEMORY_INPUTS, *MEMORY_OUTPUTS), (*memory, *outs), strict=True):
+                ctx.set_tensor_address(name, t.data_ptr())
         stream = torch.cuda.current_stream(self.device)
         if not ctx.execute_async_v3(stream.cuda_stream):
             raise BackendError("TensorRT execution failed")
-        e["_alive"] = xin
+        e["_alive"] = (xin, memory)
+        self.features, self.memory_maps = outs if outs else (None, None)
         return amap, score
 
     def _gate(self, e: dict, x: torch.Tensor, amap: torch.Tensor, score: torch.Tensor) -> None:
         ref_module = copy.deepcopy(self.module).to(self.device).float()
         ref_module.unet.load_state_dict(self._current_state())
         with torch.inference_mode():
-            rm, rs = ref_module(x.to(self.device, torch.float32))
+            rm, rs, *_ = ref_module(x.to(self.device, torch.float32), *self.memory_inputs(self.device))
         rep = parity_check(rm.cpu().numpy(), rs.cpu().numpy(), amap.cpu().numpy(), score.cpu().numpy(), self.tolerance)
         self.parity = rep
         if not rep.ok:

@@ -44,7 +44,8 @@ class TorchScorer(Scorer):
         ctx = torch.no_grad() if self.compiled else torch.inference_mode()
         with ctx:
             with autocast(x.device, self.bf16):  # bf16 on the CPU, fp16 on CUDA
-                amap, score = self._fn(x)
+                amap, score, *memory = self._fn(x, *self.memory_inputs(x.device))
+        self.features, self.memory_maps = (memory[0].float(), memory[1].float()) if memory else (None, None)
         return amap.float(), score.float()
 
     def info(self) -> dict:

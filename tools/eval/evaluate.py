@@ -6,11 +6,20 @@ Each image is judged on its own. Modes:
   sorted order), and every test image gets `fit.warm_steps` from those weights;
 - stream: what the edge node does with a camera: the category's images in sorted order are one
   stream, the first gets a cold fit, every later one is scored and warm-fitted from the weights the
-  previous one left (`fit.score_before_warm_fit`).
+  previous one left (`fit.score_before_warm_fit`); the camera's memory and score calibration follow
+  the stream too.
+
+`--warmup DIR [--warmup-frames N]` (stream mode): before a category's test images, the camera streams
+N unlabelled frames of DIR/<category>/ if that folder exists, else of DIR itself (sorted by name),
+exactly as the node would (scored, fitted, remembered, calibrated; nothing is measured on them).
+Categories that share one warm-up list start from one warmed-up state (the detector's state_dict,
+weights, optimizer, random state, memory and calibration: what the node would have) instead of
+streaming it again.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -28,9 +37,10 @@ from tqdm import tqdm
 
 from edge.config import SSDNetConfig, load_config
 from edge.detector import Detector
+from edge.overlay import read_rgb
 
 from .baselines import BASELINES
-from .dataset import GOOD, DatasetError, Sample, list_categories, load_category
+from .dataset import GOOD, IMAGE_SUFFIXES, DatasetError, Sample, list_categories, load_category
 from .metrics import summarize
 
 METRICS = ("pixel_auroc", "pixel_auprc", "aupro", "pixel_f1_max", "image_auroc", "seconds_per_image")
@@ -58,8 +68,30 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.nanmean([r[k] for r in rows])) for k in METRICS}
 
 
-def run_ssdnet(det: Detector, samples: list[Sample], images: list[np.ndarray], mode: str, tick: Callable[[], None]):
-    """Maps and scores of SSDnet for one category, and the seconds it took."""
+def warmup_paths(folder: Path, category: str, limit: int | None) -> list[Path]:
+    """The warm-up frames of a category: DIR/<category>/ if it exists, else DIR's own images, sorted."""
+    source = folder / category if (folder / category).is_dir() else folder
+    if not source.is_dir():
+        raise DatasetError(f"warm-up folder not found: {source}")
+    paths = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DatasetError(f"no warm-up images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
+    return paths[:limit]
+
+
+def warm_up(det: Detector, paths: list[Path], tick: Callable[[], None]) -> dict:
+    """Stream `paths` through a reset detector as the node would; its state afterwards (a copy)."""
+    det.reset()
+    for path in paths:
+        det.process(read_rgb(path))
+        tick()
+    return copy.deepcopy(det.state_dict())
+
+
+def run_ssdnet(det: Detector, samples: list[Sample], images: list[np.ndarray], mode: str, tick: Callable[[], None],
+               warmed: dict | None = None):
+    """Maps and scores of SSDnet for one category, and the seconds it took. `warmed`: the stream
+    starts from this detector state (after a warm-up) instead of a reset."""
     maps, scores = [], []
     t0 = time.perf_counter()
     reference = None
@@ -70,6 +102,8 @@ def run_ssdnet(det: Detector, samples: list[Sample], images: list[np.ndarray], m
         reference = det.fitter.state_dict()
     if mode == "stream":
         det.reset()
+        if warmed is not None:
+            det.restore(warmed)
     for image in images:
         if mode == "cold":
             det.reset()
@@ -84,14 +118,20 @@ def run_ssdnet(det: Detector, samples: list[Sample], images: list[np.ndarray], m
 
 def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None, mode: str = "cold",
              baselines: tuple[str, ...] = tuple(BASELINES), noise_sigma: float = 0.0, dead_fraction: float = 0.0,
-             limit: int | None = None, jobs: int = 1) -> dict:
+             limit: int | None = None, jobs: int = 1, warmup: Path | None = None,
+             warmup_frames: int | None = None) -> dict:
     """Per-category and mean metrics for SSDnet and each baseline. `jobs` > 1 splits the categories
-    over that many worker processes (torch threads shared out among them); the result is the same."""
+    over that many worker processes (torch threads shared out among them); the result is the same.
+    `warmup` (stream mode): a folder of unlabelled frames streamed first (`warmup_frames` at most)."""
     categories = categories or list_categories(root)
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
-    args = (root, cfg, mode, baselines, noise_sigma, dead_fraction, limit)
+    if warmup is not None and mode != "stream":
+        raise ValueError("--warmup streams frames before a camera's test images: it needs --mode stream")
+    for c in categories if warmup is not None else ():
+        warmup_paths(warmup, c, warmup_frames)  # a missing or empty folder fails here, before any work
+    args = (root, cfg, mode, baselines, noise_sigma, dead_fraction, limit, warmup, warmup_frames)
     jobs = max(1, min(jobs, len(categories)))
     if jobs == 1:
         return summarise(_evaluate_part(*args, categories))
@@ -111,21 +151,30 @@ def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None,
 
 
 def _evaluate_part(root: Path, cfg: SSDNetConfig, mode: str, baselines: tuple[str, ...], noise_sigma: float,
-                   dead_fraction: float, limit: int | None, categories: list[str], position: int = 0) -> dict:
+                   dead_fraction: float, limit: int | None, warmup: Path | None, warmup_frames: int | None,
+                   categories: list[str], position: int = 0) -> dict:
     """Per-category metrics of `categories`, with a progress bar (`position`: its line, one per worker)."""
     data = {c: load_category(root, c)[:limit] for c in categories}
+    warm = {c: warmup_paths(warmup, c, warmup_frames) if warmup is not None else [] for c in categories}
     det = Detector(cfg)
-    total = sum(len(v) for v in data.values())
+    total = sum(len(v) for v in data.values()) + sum(len(p) for p in {tuple(p) for p in warm.values()})
     result = {"config": cfg.model_dump(mode="json"), "mode": mode, "dataset": str(root),
               "input_noise_sigma": noise_sigma, "dead_pixel_fraction": dead_fraction,
+              "warmup_dir": str(warmup) if warmup is not None else None,
+              "warmup_frames": max((len(p) for p in warm.values()), default=0),
               "categories": {}, "images": [], "baselines": {b: {"categories": {}} for b in baselines}}
+    warmed: dict[tuple[Path, ...], dict] = {}  # warm-up list -> the detector state after it
     with tqdm(total=total, desc="ssdnet eval", unit="img", position=position) as bar:
         for cat, samples in data.items():
             bar.set_postfix_str(cat)
+            key = tuple(warm[cat])
+            if key and key not in warmed:
+                bar.set_postfix_str(f"{cat} (warm-up)")
+                warmed[key] = warm_up(det, warm[cat], bar.update)
             rng = np.random.default_rng([cfg.fit.seed, zlib.crc32(cat.encode())])  # same corruption however split
             images = [corrupt_input(s.image, noise_sigma, dead_fraction, rng) for s in samples]
-            maps, scores, secs = run_ssdnet(det, samples, images, mode, bar.update)
-            result["categories"][cat] = _metrics(maps, samples, scores, secs)
+            maps, scores, secs = run_ssdnet(det, samples, images, mode, bar.update, warmed.get(key))
+            result["categories"][cat] = {**_metrics(maps, samples, scores, secs), "warmup_frames": len(key)}
             result["images"] += [{"path": str(s.path), "label": s.label, "score": round(sc, 4)}
                                  for s, sc in zip(samples, scores, strict=True)]
             for b in baselines:
@@ -183,7 +232,7 @@ def _cmd(args: argparse.Namespace) -> int:
     baselines = tuple(b for b in args.baselines.split(",") if b) if args.baselines != "none" else ()
     try:
         result = evaluate(Path(args.dataset), cfg, cats, args.mode, baselines, args.input_noise, args.dead_pixels,
-                          args.limit, args.jobs)
+                          args.limit, args.jobs, Path(args.warmup) if args.warmup else None, args.warmup_frames)
     except DatasetError as e:
         raise FileNotFoundError(str(e)) from None
     print_table(result)
@@ -209,6 +258,10 @@ def add_parser(sub) -> None:
     p.add_argument("--dead-pixels", type=float, default=0.0, help="set this fraction of pixels to black")
     p.add_argument("--limit", type=int, help="at most this many images per category (quick looks)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--warmup", metavar="DIR",
+                   help="stream mode: unlabelled frames streamed before each category's test images "
+                        "(DIR/<category>/ if it exists, else DIR's images, sorted)")
+    p.add_argument("--warmup-frames", type=int, metavar="N", help="at most N warm-up frames (default: all)")
     p.add_argument("--jobs", type=int, default=1,
                    help="worker processes, categories split among them (CPU: one per core is fastest)")
     p.set_defaults(func=_cmd)

@@ -1,0 +1,167 @@
+"""Per-camera memory of normal appearance: a bounded bank of patch features from the camera's own
+earlier frames, and each location's distance to its nearest entries (zero-shot: only what the camera
+has streamed, no labels, no training set).
+
+Features (`memory_features`): VGG19 layers of the frame at its own scale (relu3_1 + relu4_1 by
+default: deeper than the self-similarity's, so a location is described with tens of pixels of
+context), each averaged over a 3x3 neighbourhood (PatchCore-style), pooled onto a grid of cells of
+at least `cell` px (coarser for big frames), L2-normalised per layer. `memory_distance` is the mean
+Euclidean distance of each cell to its k nearest valid bank rows; it runs inside the scorer graph
+(edge.scoring), so it exports with it (the bank and its state, [valid rows, scale], are graph inputs).
+
+The memory distance and the frame's own self-similarity are distances in different feature spaces;
+the scorer blends them as (S + weight * scale * M) / (1 + weight), where `scale` is this camera's
+typical S over its typical M (running medians of the per-frame means the scorer reports, taken on
+admitted frames before their cells were added): the blended map keeps the self-similarity's units,
+so the image score, and its calibration, do not jump when the memory becomes ready.
+
+`FeatureMemory` owns the bank: a ring of `capacity` rows (fp16, `size_mb` per camera), filled by
+`add` with a random subset of the cells a frame's map calls normal, and only from frames whose
+calibrated score is normal (edge.detector decides): a defect does not become "normal".
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import MemoryConfig
+from .knn import cell_size
+from .vgg import layer_channels
+
+BYTES_PER_VALUE = 2  # the bank is stored in fp16
+LEVELS_KEPT = 100  # admitted frames whose (self-similarity, memory distance) means set the blend's scale
+
+
+def feature_dim(cfg: MemoryConfig) -> int:
+    """Width of a memory row: the channels of `cfg.layers`."""
+    return sum(layer_channels(name) for name in cfg.layers)
+
+
+def grid_shape(height: int, width: int, cfg: MemoryConfig) -> tuple[int, int]:
+    """The memory grid of a (padded) height x width frame."""
+    cell = cell_size(height, width, cfg.cell, cfg.max_cells)
+    return math.ceil(height / cell), math.ceil(width / cell)
+
+
+def memory_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cfg: MemoryConfig) -> torch.Tensor:
+    """(N, C, gh, gw) fp32: each of `cfg.layers` 3x3-averaged, pooled onto cells, L2-normalised."""
+    cell = cell_size(size[0], size[1], cfg.cell, cfg.max_cells)
+    out = []
+    for name in cfg.layers:
+        a = acts[name]
+        if cfg.aggregate > 1:
+            a = F.avg_pool2d(a, cfg.aggregate, 1, cfg.aggregate // 2, count_include_pad=False)
+        k = max(1, cell // max(1, size[0] // int(a.shape[-2])))
+        a = F.avg_pool2d(a, k, k, ceil_mode=True) if k > 1 else a
+        out.append(F.normalize(a.float(), dim=1))
+    return torch.cat(out, dim=1) / math.sqrt(len(out))
+
+
+def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, C, gh, gw) features, (M, C) bank of which the first `count` rows are valid -> (N, 1, gh, gw)
+    mean Euclidean distance to the k nearest valid rows (fp32; infinite while count < k)."""
+    n, c, gh, gw = (int(v) for v in feats.shape)
+    q = feats.float().permute(0, 2, 3, 1).reshape(n * gh * gw, c)
+    b = bank.float()
+    invalid = torch.ones_like(b[:, 0]).cumsum(0) > count.float().reshape(())  # rows past the fill count
+    with torch.autocast(feats.device.type, enabled=False):
+        bb = (b * b).sum(1).masked_fill(invalid, float("inf"))  # (M,)
+        closeness = torch.addmm(-bb[None, :], q, b.t(), alpha=2)  # 2 q.b - |b|^2: the nearest maximise it
+        top = closeness.topk(k, dim=1).values
+        d = ((q * q).sum(1, keepdim=True) - top).clamp_min(0).sqrt().mean(1)
+    return d.reshape(n, 1, gh, gw)
+
+
+def capacity(cfg: MemoryConfig, dim: int) -> int:
+    """Bank rows that fit `cfg.size_mb`."""
+    return int(cfg.size_mb * 2**20 // (dim * BYTES_PER_VALUE))
+
+
+class FeatureMemory:
+    """The bank of one camera: `capacity` rows of `dim` fp16 features, written as a ring."""
+
+    def __init__(self, cfg: MemoryConfig, device: torch.device | str = "cpu", seed: int = 0):
+        self.cfg, self.dim = cfg, feature_dim(cfg)
+        dim = self.dim
+        self.bank = torch.zeros(capacity(cfg, dim), dim, dtype=torch.float16, device=device)
+        self.generator = torch.Generator(device=self.bank.device)
+        self.seed = seed
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (a camera's model reset)."""
+        self.count, self.next, self.frames = 0, 0, 0
+        self.levels: deque[tuple[float, float]] = deque(maxlen=LEVELS_KEPT)
+        self.generator.manual_seed(self.seed)
+
+    @property
+    def ready(self) -> bool:
+        """Enough frames in the bank for its distances to mean something (then the scorer uses it)."""
+        return self.frames >= self.cfg.min_frames and self.count >= self.cfg.k and bool(self.levels)
+
+    @property
+    def typical(self) -> tuple[float, float]:
+        """This camera's typical (self-similarity, memory distance): medians over its recent normal frames' means."""
+        return tuple(float(np.median(v)) for v in zip(*self.levels, strict=True)) if self.levels else (0.0, 0.0)
+
+    @property
+    def scale(self) -> float:
+        """Typical self-similarity over typical memory distance: the blend's factor on the memory distance."""
+        s, m = self.typical
+        return s / m if m > 0 else 0.0
+
+    def observe_levels(self, self_similarity: float, memory: float) -> None:
+        """A normal frame's mean self-similarity and mean memory distance (scored before its cells went in)."""
+        if self.count >= self.cfg.k and math.isfinite(self_similarity + memory) and memory > 0:
+            self.levels.append((self_similarity, memory))
+
+    @property
+    def nbytes(self) -> int:
+        return self.bank.numel() * self.bank.element_size()
+
+    def state_tensor(self) -> torch.Tensor:
+        """What the scorer graph takes: (2,) float32 [valid rows (0 while fewer than k), scale (0 while not ready:
+        the memory stays out of the map)]."""
+        rows = self.count if self.count >= self.cfg.k else 0
+        return torch.tensor([float(rows), self.scale if self.ready else 0.0], device=self.bank.device)
+
+    def add(self, feats: torch.Tensor, normal: torch.Tensor) -> int:
+        """Write up to `cfg.per_frame` random cells of (1, C, gh, gw) `feats` where `normal` (gh, gw)
+        is True; returns how many were written (the oldest rows are overwritten once full)."""
+        rows = feats[0].permute(1, 2, 0).reshape(-1, self.dim)
+        idx = torch.nonzero(normal.reshape(-1).to(rows.device))[:, 0]
+        if idx.numel() == 0 or len(self.bank) == 0:
+            return 0
+        pick = idx[torch.randperm(idx.numel(), generator=self.generator, device=idx.device)[: self.cfg.per_frame]]
+        pick = pick[: len(self.bank)]
+        slots = (self.next + torch.arange(pick.numel(), device=self.bank.device)) % len(self.bank)
+        self.bank[slots] = rows[pick].to(self.bank.dtype)
+        self.next = int((self.next + pick.numel()) % len(self.bank))
+        self.count = min(len(self.bank), self.count + pick.numel())
+        self.frames += 1
+        return int(pick.numel())
+
+    def state_dict(self) -> dict:
+        """The filled rows, oldest first, and the sampling state."""
+        rows = torch.cat([self.bank[self.next:], self.bank[: self.next]]) if self.count == len(self.bank) \
+            else self.bank[: self.count]
+        return {"bank": rows.clone(), "frames": self.frames, "levels": [list(v) for v in self.levels],
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a saved memory; a bank of another width is refused, a longer one keeps its newest rows."""
+        bank = state["bank"]
+        if bank.ndim != 2 or bank.shape[1] != self.dim:
+            raise ValueError(f"a memory of {tuple(bank.shape)} does not fit features of width {self.dim}")
+        self.reset()
+        keep = bank[len(bank) - min(len(bank), len(self.bank)):]
+        self.bank[: len(keep)] = keep.to(self.bank)
+        self.count = len(keep)
+        self.next = len(keep) % len(self.bank) if len(self.bank) else 0
+        self.frames = int(state["frames"])
+        self.levels.extend((float(a), float(b)) for a, b in state["levels"])
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,133 @@
+"""The per-camera memory of normal appearance and the per-camera score calibration (issue: the stream as
+its own reference)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from edge.calibration import ScoreCalibrator
+from edge.config import CalibrationConfig, MemoryConfig, SSDNetConfig, parse_config
+from edge.detector import Detector
+from edge.memory import FeatureMemory, feature_dim, memory_distance
+from edge.scorers import build_scorer
+from edge.synthetic import texture
+
+FIT_FREE = {"score": {"pixel_weight": 0, "perceptual_weight": 0}, "memory": {"min_frames": 4},
+            "calibration": {"min_frames": 4}}
+
+
+def _detector(**extra) -> Detector:
+    return Detector(parse_config(SSDNetConfig, {**FIT_FREE, **extra}), "cpu")
+
+
+@pytest.fixture(scope="module")
+def stream():
+    """Eight normal brick frames, and one with a large uniform patch (a quarter of the frame) drawn in."""
+    rng = np.random.default_rng(0)
+    normal = [texture("brick", 128, rng) for _ in range(8)]
+    bad = texture("brick", 128, rng)
+    mask = np.zeros((128, 128), bool)
+    mask[28:100, 28:100] = True
+    bad[mask] = int(bad.mean())
+    return normal, bad, mask
+
+
+def test_a_large_uniform_patch_the_frame_itself_misses_is_found_with_normal_frames_in_memory(stream):
+    normal, bad, mask = stream
+    own = _detector(memory={"size_mb": 0})
+    with_memory = _detector()
+    for frame in normal:
+        own.process(frame)
+        assert with_memory.process(frame).memory_added > 0
+    alone = own.process(bad)
+    assert roc_auc_score(mask.ravel(), alone.anomaly_map.ravel()) < 0.5  # similar to itself: looks normal
+    for _ in range(3):  # found, and it stays found: its cells do not become "normal"
+        remembered = with_memory.process(bad)
+        assert roc_auc_score(mask.ravel(), remembered.anomaly_map.ravel()) > 0.9
+        assert remembered.calibrated > alone.calibrated
+
+
+def test_the_memory_stays_within_its_bound_over_a_long_stream():
+    cfg = MemoryConfig(size_mb=0.05, per_frame=50)
+    memory = FeatureMemory(cfg, seed=1)
+    assert memory.nbytes <= cfg.size_mb * 2**20 and len(memory.bank) == int(cfg.size_mb * 2**20 // (768 * 2))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        feats = torch.randn(1, feature_dim(cfg), 8, 8, generator=g)
+        memory.add(feats, torch.rand(8, 8, generator=g) > 0.3)
+    assert memory.count == len(memory.bank) and memory.frames == 200 and memory.nbytes <= cfg.size_mb * 2**20
+    newest = feats[0].permute(1, 2, 0).reshape(-1, feature_dim(cfg))
+    last = memory.bank[(memory.next - 1) % len(memory.bank)].float()
+    assert torch.isclose(newest, last, atol=1e-2).all(dim=1).any()  # the ring holds the newest rows
+
+
+def test_memory_distance_is_the_mean_distance_to_the_k_nearest_valid_rows():
+    g = torch.Generator().manual_seed(0)
+    bank, q = torch.randn(50, 6, generator=g), torch.randn(1, 6, 3, 4, generator=g)
+    d = memory_distance(q, bank, torch.tensor([30.0]), 3)
+    ref = torch.cdist(q[0].reshape(6, -1).T, bank[:30]).topk(3, largest=False).values.mean(1).reshape(1, 1, 3, 4)
+    assert torch.allclose(d, ref, atol=1e-4)
+
+
+def test_a_checkpoint_holds_weights_memory_and_calibration(stream):
+    normal, bad, _ = stream
+    det = _detector()
+    for frame in normal[:5]:
+        det.process(frame)
+    buf = io.BytesIO()
+    torch.save(det.state_dict(), buf)
+    buf.seek(0)
+    restarted = _detector()
+    restarted.restore(torch.load(buf, weights_only=True))  # what a restarted node does
+    a, b = det.process(bad), restarted.process(bad)
+    assert a.memory_rows == b.memory_rows > 0
+    assert a.calibrated == pytest.approx(b.calibrated) and np.allclose(a.anomaly_map, b.anomaly_map)
+    det.reset()  # and a reset forgets all of it
+    assert det.memory.count == 0 and det.calibrator.calibrating and det.model_version == 0
+
+
+def test_the_calibrated_score_flags_a_jump_not_a_slow_drift():
+    cal = ScoreCalibrator(CalibrationConfig(window=50, min_frames=10))
+    rng = np.random.default_rng(0)
+    flagged = []
+    for t in range(300):  # a camera whose normal score drifts from 0.5 to 0.8 over 300 frames
+        raw = 0.5 + 0.001 * t + rng.normal(0, 0.01)
+        flagged.append(cal.calibrate(raw) > 3.0)
+        cal.observe(raw)
+    assert sum(flagged) <= 3  # at most a stray tail frame, not the drift
+    assert cal.calibrate(0.8 + 0.1) > 3.0  # a jump of ten noise widths is flagged
+
+
+def test_the_first_frames_are_calibrating_against_the_prior():
+    cfg = CalibrationConfig(min_frames=5, prior_median=0.6, prior_scale=0.05)
+    cal = ScoreCalibrator(cfg)
+    assert cal.calibrating and cal.calibrate(0.6) == pytest.approx(0.0) and cal.calibrate(0.8) == pytest.approx(4.0)
+    for raw in (0.3, 0.31, 0.29, 0.3, 0.32):
+        cal.observe(raw)
+    assert not cal.calibrating and cal.calibrate(0.3) < 0.5
+
+
+def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch():
+    """ONNX Runtime gets the bank and its state as graph inputs, never a copy in the graph: same map, score,
+    memory features and maps as the torch scorer, before and after the memory changes."""
+    cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]},
+                                      "score": {"pixel_weight": 0.5, "perceptual_weight": 0.5, "amp": False},
+                                      "memory": {"size_mb": 0.5, "min_frames": 1}})
+    torch_s, ort_s = (build_scorer(cfg, backend=b, device="cpu") for b in ("torch", "onnxruntime"))
+    memory = FeatureMemory(cfg.memory)
+    for s in (torch_s, ort_s):
+        s.use_memory(memory)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 64, 64, generator=g)
+    for step in range(2):
+        outs = [(*s.score(x), s.features, s.memory_maps) for s in (torch_s, ort_s)]
+        for a, b in zip(*outs, strict=True):
+            assert torch.allclose(a, b, atol=2e-3, rtol=1e-3)
+        memory.add(torch.randn(1, feature_dim(cfg.memory), 8, 8, generator=g), torch.ones(8, 8, dtype=torch.bool))
+        memory.observe_levels(0.4, 0.3)
+        assert step == 1 or memory.ready  # the second round scores with the memory in the map
+    assert ort_s.info()["backend"] == "onnxruntime"
