@@ -66,7 +66,8 @@ class StreamStats:
         self.latency: dict[str, Reservoir] = {stage: Reservoir(max_latencies, self.rng) for stage in STAGES}
         self.frames: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
-        self.sent: dict[str, int] = {}
+        self.sent: dict[str, int] = {}  # frames each camera sent, from its end of stream
+        self.sent_so_far: dict[str, int] = {}  # the same from its latest heartbeat (a run stopped before the end)
         self.first_capture: float | None = None
         self.last_delivered: float | None = None
         self._truth_frames = Reservoir(max_frames, self.rng)  # (pixel scores, pixel truth, image score, defective)
@@ -77,8 +78,11 @@ class StreamStats:
             self.events[h.source] += 1
         elif h.kind == "eos":
             self.sent[h.source] = h.frames
+        elif h.kind == "heartbeat" and h.role == "source" and isinstance(h.counters.get("sent"), int):
+            self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), h.counters["sent"])
         elif h.kind == "anomaly":
             self.frames[h.source] += 1
+            self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), h.seq + 1)  # frames 0..seq were sent
             for stage, ms in stage_latencies(h, delivered).items():
                 self.latency[stage].add(ms)
             capture = h.stamps.get("capture", h.t_capture)
@@ -110,7 +114,8 @@ class StreamStats:
         """The run's summary; `node` is the node's final counter snapshot when available."""
         frames = sum(self.frames.values())
         span = (self.last_delivered - self.first_capture) if frames else 0.0
-        sent = sum(self.sent.values()) if self.sent else None
+        sent_by = {**self.sent_so_far, **self.sent}
+        sent = sum(sent_by.values()) if sent_by else None
         out: dict = {
             "frames": frames,
             "sent": sent,
@@ -118,8 +123,8 @@ class StreamStats:
             "dropped": max(0, sent - frames) if sent is not None else None,
             "events": sum(self.events.values()),
             "latency_ms": {stage: percentiles(v) for stage, v in self.latency.items()},
-            "sources": {s: {"frames": self.frames[s], "events": self.events[s], "sent": self.sent.get(s)}
-                        for s in sorted(set(self.frames) | set(self.sent))},
+            "sources": {s: {"frames": self.frames[s], "events": self.events[s], "sent": sent_by.get(s)}
+                        for s in sorted(set(self.frames) | set(sent_by))},
         }
         if node is not None:
             out["drops"] = {name: sum(c[name] for c in node["sources"].values()) for name in DROP_COUNTERS}

@@ -75,7 +75,8 @@ def test_run_line_timeout(tmp_path):
     start and score on a loaded 2-core machine."""
     summary = run_line(line_config(frames=None, overlays=False), tmp_path, timeout_s=10.0,
                        detector_factory=FastDetector)
-    assert summary["timed_out"] and summary["frames"] > 0 and summary["sent"] is None
+    assert summary["timed_out"] and summary["frames"] > 0
+    assert summary["sent"] >= summary["frames"]  # from the cameras' heartbeats and the results: no end of stream came
     assert not mp.active_children()
 
 
