@@ -112,7 +112,7 @@ class Credits:
     """Node side: which flow-controlled source may send its next frame. Thread-safe: the receiver
     thread reports heartbeats and frames and sends `outgoing()`, the worker reports frames done."""
 
-    def __init__(self, node: str, budget: int = 1, stale_s: float = 5.0, resend_s: float = 1.0):
+    def __init__(self, node: str, budget: int = 1, stale_s: float = 15.0, resend_s: float = 1.0):
         self.node, self.budget, self.stale_s, self.resend_s = node, max(1, budget), stale_s, resend_s
         self._lock = threading.Lock()
         self._sources: dict[str, _Source] = {}  # the flow-controlled sources

@@ -147,3 +147,21 @@ def test_a_scorer_backend_that_cannot_load_is_refused_at_start_up(tmp_path):
         "score": cfg.node.ssdnet.score.model_copy(update={"backend": "tensorrt"})})})
     with pytest.raises(LineError, match="node failed to start: BackendUnavailable: .*(TensorRT|CUDA)"):
         run_line(cfg.model_copy(update={"node": node}), tmp_path)
+
+
+def test_the_readme_camera_example_is_a_valid_line_config(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline.config import LineConfig
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Your camera.*?```yaml\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "frames").mkdir()
+    cfg = LineConfig.model_validate(yaml.safe_load(block))
+    flows = {s.name: s.credit_flow for s in cfg.sources}
+    assert flows == {"press3": False, "usb0": False, "clip": True, "shelf": True}
+    assert cfg.sinks.scores and not cfg.node.ssdnet.score.uses_unet
