@@ -49,8 +49,14 @@ class Detection:
     diverged: bool = False  # the fit on this frame went non-finite; the weights before it were restored
     calibrated: float = math.nan  # `score` in robust std above this source's recent scores (edge.calibration)
     calibrating: bool = True  # too few frames yet: `calibrated` leans on the config's prior
+    calibration: tuple[float, float] = (0.0, 1.0)  # (median, scale) it was judged against: calibrated = (score - m) / s
     memory_rows: int = 0  # rows in the source's memory after this frame
     memory_added: int = 0  # of them written from this frame
+
+    def calibrated_map(self) -> np.ndarray:
+        """The map in the calibrated score's units: robust std above this source's normal image score."""
+        median, scale = self.calibration
+        return ((self.anomaly_map - median) / scale).astype(np.float32)
 
 
 class Detector:
@@ -182,7 +188,8 @@ class Detector:
         t0 = time.perf_counter()
         amap, score = self.score(x, h, w)
         score_ms = (time.perf_counter() - t0) * 1000
-        calibrating, calibrated = self.calibrator.calibrating, self.calibrator.calibrate(score)
+        calibrating, calibration = self.calibrator.calibrating, self.calibrator.stats()
+        calibrated = (score - calibration[0]) / calibration[1]
         # a frame far above the camera's normal teaches nothing (no warm fit, no memory), so neither does its
         # defect; while calibrating the prior is too rough a guess to hold learning back on
         suspect = not calibrating and calibrated >= self.cfg.fit.max_fit_z
@@ -195,4 +202,5 @@ class Detector:
         met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met
         amap = to_frame_size(amap, frame_h, frame_w)
         return Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met,
-                         self.diverged, calibrated, calibrating, self.memory.count if self.memory else 0, added)
+                         self.diverged, calibrated, calibrating, calibration,
+                         self.memory.count if self.memory else 0, added)

@@ -17,6 +17,7 @@ from edge.config import MIN_SIDE, SSDNetConfig, StrictModel, load_yaml, parse_co
 from edge.synthetic import TEXTURES
 
 from .protocol import MAX_REGIONS, MAX_SIDE, SOURCE_PATTERN, Encoding
+from .sink_config import MqttConfig, ViewConfig
 from .transport import ENDPOINT_PATTERN
 
 LOCAL = "tcp://127.0.0.1:*"
@@ -28,6 +29,11 @@ _LOOPBACK = re.compile(r"^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1):")
 def is_loopback(endpoint: str) -> bool:
     """True for ipc:// and tcp:// on a loopback address: no machine boundary is crossed."""
     return endpoint.startswith("ipc://") or bool(_LOOPBACK.match(endpoint))
+
+
+def is_video_file(uri: int | str) -> bool:
+    """A `video` source's uri names a file (not a device index, /dev node, URL or GStreamer pipeline)."""
+    return isinstance(uri, str) and "://" not in uri and "!" not in uri and not uri.startswith("/dev/")
 
 
 def _endpoint(v: str) -> str:
@@ -58,6 +64,20 @@ class _Source(StrictModel):
     backoff_max_s: float = Field(10.0, gt=0, le=600)
     max_retries: int | None = Field(None, ge=0, description="give up (end of stream) after this "
                                                             "many failed reconnects; None = never")
+    flow: Literal["auto", "credit", "none"] = Field(
+        "auto", description="credit: read the next frame only when a node has room for it (every frame scored, "
+        "backpressure instead of a queue; pipeline/flow.py); none: send at the source's pace, the node keeps the "
+        "newest (a live camera); auto: credit for image folders and video files, none for live cameras and "
+        "synthetic ones")
+    address: Endpoint | None = Field(None, description="endpoint the node connects to when the camera runs as its "
+                                     "own stage on another host (`ssdnet run --stage camera:NAME`); None = bind")
+
+    @property
+    def credit_flow(self) -> bool:
+        """Whether this source waits for the node's credit before reading a frame (`flow`)."""
+        if self.pattern == "push" or self.flow != "auto":
+            return self.pattern == "pub" and self.flow == "credit"
+        return self.kind == "folder" or (self.kind == "video" and is_video_file(self.uri))  # type: ignore[attr-defined]
 
 
 class SyntheticSourceConfig(_Source):
@@ -147,6 +167,9 @@ class NodeConfig(StrictModel):
                                              description="events kept per source (oldest pruned); None = all")
     replay_bind: Endpoint = Field(LOCAL, description="ROUTER endpoint answering 'events of "
                                                      "source S after log_seq N' (with event_log)")
+    address: Endpoint | None = Field(None, description="endpoint subscribers connect to when the node runs as its "
+                                     "own stage on another host (`ssdnet run --stage`); None = bind")
+    replay_address: Endpoint | None = Field(None, description="the same for replay_bind")
 
     @model_validator(mode="before")
     @classmethod
@@ -200,13 +223,28 @@ class PrometheusConfig(StrictModel):
 class SinksConfig(StrictModel):
     """What the launcher's collector does with the node's output (besides summary.json)."""
 
-    overlays: bool = Field(True, description="heat-map overlay PNG per event in "
-                                             "OUT/overlays/ (needs node.attach_image)")
+    overlays: Literal["off", "events", "all"] = Field(
+        "events", description="heat-map overlay PNGs in OUT/overlays/: of every event (needs node.attach_image "
+        "'anomalous' or 'always'), of every frame ('all', needs 'always'), or none; true = events, false = off")
     overlay_alpha: float = Field(0.5, ge=0, le=1)
+    overlay_range: tuple[float, float] | None = Field(
+        None, description="anomaly-map values the overlays' colour scale spans, the same for every frame; None = "
+                          "0.5x to 1.5x node.threshold (the map is in the image score's units)")
+    scores: bool = Field(False, description="OUT/scores.jsonl: one line per scored frame (source, seq, score, "
+                                            "threshold, label, latency): the distribution to calibrate a threshold")
+    view: ViewConfig | None = Field(None, description="serve the live web page (pipeline/view.py); `ssdnet run "
+                                                      "--view` turns it on with the defaults")
+    mqtt: MqttConfig | None = Field(None, description="publish events and health to an MQTT broker "
+                                                      "(pipeline/mqtt_sink.py; runs in the node's process)")
     console: bool = Field(False, description="print events live")
     prometheus: PrometheusConfig | None = Field(None, description="serve latency/fps/drop metrics "
                                                                   "in Prometheus text format")
     auroc_pixels_per_frame: int = Field(65536, ge=1, description="pixels sampled per frame for the pooled stream AUROC")
+
+    @field_validator("overlays", mode="before")
+    @classmethod
+    def _overlays_bool(cls, v: Any) -> Any:
+        return {True: "events", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class LineConfig(StrictModel):
@@ -234,11 +272,15 @@ class LineConfig(StrictModel):
             raise ValueError(f"source names must be unique, repeated: {dupes}")
         if self.node.name in names:
             raise ValueError(f"node name {self.node.name!r} is also a source name")
+        if bad := [s.name for s in self.sources if s.pattern == "push" and s.flow == "credit"]:
+            raise ValueError(f"sources {bad}: flow 'credit' needs pattern 'pub' (a PUSH socket has no way back)")
         if bad := [s.name for s in self.sources if (s.pattern == "push") != (self.node.input == "pull")]:
             raise ValueError(f"sources {bad} do not match node.input={self.node.input!r} "
                              "(pub pairs with sub, push with pull)")
-        if self.sinks.overlays and self.node.attach_image == "never":
+        if self.sinks.overlays != "off" and self.node.attach_image == "never":
             raise ValueError("sinks.overlays needs node.attach_image 'anomalous' or 'always'")
+        if self.sinks.overlays == "all" and self.node.attach_image != "always":
+            raise ValueError("sinks.overlays 'all' needs node.attach_image 'always' (the frames of normal results)")
         binds = [(s.name, s.bind) for s in self.sources] + [("node.bind", self.node.bind)]
         if self.node.event_log is not None:
             binds.append(("node.replay_bind", self.node.replay_bind))

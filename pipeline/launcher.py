@@ -1,9 +1,21 @@
-"""`ssdnet run CONFIG --out DIR [--frames N]`: run a whole streaming line from one YAML config.
+"""`ssdnet run CONFIG --out DIR [--frames N] [--view] [--stage STAGE]`: run a streaming line from one YAML config.
 
-Every camera and the node run as spawned processes; this process is the collector. It subscribes
-to the node, shows progress, writes OUT/events.jsonl and OUT/overlays/ as results come, and at the
-end OUT/summary.json (frames, fps, dropped, latency_ms.<stage>.{p50,p95,p99}, and stream pixel
-AUROC/AUPRC when the cameras know ground truth) and a summary table.
+Whole line (`--stage all`, the default): every camera and the node run as spawned processes; this
+process is the collector. It subscribes to the node, shows progress, writes OUT/events.jsonl,
+OUT/scores.jsonl (`sinks.scores`) and OUT/overlays/ as results come, serves the live page
+(`sinks.view`, `--view`), and at the end OUT/summary.json (frames, fps, dropped,
+latency_ms.<stage>.{p50,p95,p99}, and stream pixel AUROC/AUPRC when the cameras know ground
+truth) and a summary table.
+
+One stage per process, on its own machine, from the same config (`--stage`):
+    camera:NAME   that camera (binds its `bind`; a fixed port, reachable by the node)
+    node          the node: reads every source at its `address` (default: its bind), publishes on
+                  `node.bind`, keeps OUT/node-events.db (or `node.event_log`), and runs the MQTT
+                  bridge (`sinks.mqtt`)
+    sinks         the collector: events from the node's log (none lost; a fresh OUT starts from the
+                  first logged event, a reused one after its events.jsonl), scores, overlays, the
+                  live page, summary.json; ends when every source's end of stream came through
+A stage runs until it ends (cameras, sinks), `--timeout`, Ctrl-C or SIGTERM.
 
 Start-up needs no sleeps: each camera waits for a subscriber before streaming, and the node
 subscribes to the cameras only once the collector has subscribed to it. The line ends when every
@@ -16,8 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import signal
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -29,31 +45,111 @@ from .config import LineConfig, load_line_config
 from .eventlog import CatchUp, ReplayClient
 from .node import DetectorFactory, run_node
 from .security import secure_stage
-from .sinks import ConsoleSink, JsonlSink, MetricsSink, OverlaySink, Sink, Subscriber, deliver
+from .sink_config import ViewConfig
+from .sinks import ConsoleSink, JsonlSink, MetricsSink, OverlaySink, ScoresSink, Sink, Subscriber, deliver
 from .sources import run_camera
 from .stages import READY_TIMEOUT_S, LineError, Stages
 from .stats import StreamStats
 
 log = logging.getLogger(__name__)
-def _sinks(cfg: LineConfig, out: Path) -> list[Sink]:
-    sinks: list[Sink] = [JsonlSink(out / "events.jsonl", append=False)]
-    if cfg.sinks.overlays:
-        sinks.append(OverlaySink(out / "overlays", cfg.sinks.overlay_alpha))
+_WILDCARD = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|::):")
+
+
+def _sinks(cfg: LineConfig, out: Path, resume: bool = False) -> list[Sink]:
+    sinks: list[Sink] = [JsonlSink(out / "events.jsonl", append=resume)]
+    if cfg.sinks.scores:
+        sinks.append(ScoresSink(out / "scores.jsonl", append=resume))
+    if cfg.sinks.overlays != "off":
+        sinks.append(OverlaySink(out / "overlays", cfg.sinks.overlay_alpha, cfg.sinks.overlays,
+                                 cfg.sinks.overlay_range))
     if cfg.sinks.console:
         sinks.append(ConsoleSink())
     if cfg.sinks.prometheus is not None:
         metrics = MetricsSink(cfg.sinks.prometheus.host, cfg.sinks.prometheus.port)
         log.info("metrics on http://%s:%d/metrics", cfg.sinks.prometheus.host, metrics.port)
         sinks.append(metrics)
+    if cfg.sinks.view is not None:
+        from .view import ViewSink  # the HTTP server only where a page is served
+
+        view = cfg.sinks.view
+        if view.overlay_range is None and cfg.sinks.overlay_range is not None:
+            view = view.model_copy(update={"overlay_range": cfg.sinks.overlay_range})
+        sinks.append(ViewSink(view, cfg.sinks.mqtt.line if cfg.sinks.mqtt and cfg.sinks.mqtt.line else cfg.node.name,
+                              announce=lambda url: Console(stderr=True).print(f"[bold]live view:[/] {url}")))
     return sinks
 
 
+def with_view(cfg: LineConfig) -> LineConfig:
+    """`--view`: the live page on (defaults unless the config has a `sinks.view`), and every result with its frame."""
+    sinks = cfg.sinks if cfg.sinks.view is not None else cfg.sinks.model_copy(update={"view": ViewConfig()})
+    node = cfg.node
+    if node.attach_image == "anomalous":
+        log.info("--view: node.attach_image 'always' (the page shows every frame)")
+        node = node.model_copy(update={"attach_image": "always"})
+    return cfg.model_copy(update={"sinks": sinks, "node": node})
+
+
+class Collector:
+    """The subscriber end of a line: live results and heartbeats from the node, events from its event log
+    (`eventlog.CatchUp`: in order, none lost), each handed to the statistics and to every sink."""
+
+    def __init__(self, endpoint: str, replay: str | None, sinks: Sequence[Sink], stats: StreamStats,
+                 server_key: bytes | None = None, resume: dict[str, int] | None = None, from_start: bool = False):
+        self.sinks, self.stats = list(sinks), stats
+        self.catch = None
+        if replay is not None:  # live events only say "fetch now"
+            self.catch = CatchUp(ReplayClient(replay, server_key=server_key), resume=resume, from_start=from_start)
+        self.sub = Subscriber(endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), server_key=server_key)
+
+    def collect(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
+        self.stats.add(msg, delivered)
+        deliver(self.sinks, msg, delivered, log_seq)
+
+    def sync(self) -> None:
+        """Fetch the events the node logged that this collector has not had (at the start, at the end)."""
+        if self.catch is not None:
+            for n, header in self.catch.sync():
+                self.collect(P.Message(header), time.time(), n)
+
+    def step(self, timeout_ms: int = 100) -> P.Message | None:
+        """Take in the next message (or none within `timeout_ms`); returns it."""
+        msg = self.sub.recv(timeout_ms)
+        if self.catch is not None:
+            for n, header in self.catch.on_message(msg):
+                self.collect(P.Message(header), time.time(), n)
+        if msg is not None and (msg.kind != "event" or self.catch is None):
+            self.collect(msg, time.time())
+        return msg
+
+    def close(self) -> None:
+        if self.catch is not None:
+            try:  # events whose live copy was dropped after the last one seen
+                self.sync()
+            except Exception as e:
+                log.warning("could not fetch the last events from the node's log: %s", e)
+            self.catch.close()
+        self.sub.close()
+
+
+def _progress(progress: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not progress)
+
+
+def _info(stats: StreamStats, delivered: float, dropped: int) -> str:
+    frames_done = sum(stats.frames.values())
+    rate = frames_done / max(1e-9, delivered - (stats.first_capture or delivered))
+    return f"{rate:.2f} fps  {sum(stats.events.values())} events  {dropped} dropped"
+
+
 def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeout_s: float | None = None,
-             detector_factory: DetectorFactory | None = None, progress: bool = False) -> dict:
+             detector_factory: DetectorFactory | None = None, progress: bool = False,
+             views: list | None = None) -> dict:
     """Run the line until every camera has ended; write OUT/events.jsonl, overlays and summary.json.
 
     `frames` overrides every camera's frame limit; `detector_factory` (picklable) replaces the SSDnet
-    detector, e.g. in tests. Returns the summary.
+    detector, e.g. in tests. With `views` (a list), the live page (`sinks.view`) is appended to it as soon
+    as it serves and left up for the caller to close; else it closes with the line. Returns the summary.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,32 +158,29 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     names = [s.name for s in sources]
     expected = sum(s.frames for s in sources) if all(s.frames for s in sources) else None
     line, stats, sinks = Stages(), StreamStats(cfg.sinks.auroc_pixels_per_frame), _sinks(cfg, out)
-    sub, catch = None, None
+    pages = [s for s in sinks if _is_view(s)]
+    if views is not None:
+        views.extend(pages)
+    collector = None
     node_cfg = cfg.node
     if node_cfg.event_log is None:
         node_cfg = node_cfg.model_copy(update={"event_log": out / "node-events.db"})
 
-    def collect(msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
-        stats.add(msg, delivered)
-        deliver(sinks, msg, delivered, log_seq)
-
     started, interrupted, timed_out = time.time(), False, False
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not progress)
+    bar = _progress(progress)
     try:
         for src in sources:
             line.start(src.name, run_camera, src, line.stop, security=cfg.security)
         cameras = line.await_ready(names)
         line.start(cfg.node.name, run_node, node_cfg, cameras, line.stop, detector_factory=detector_factory,
-                   wait_for_subscriber_s=READY_TIMEOUT_S, security=cfg.security, input_names=names)
+                   wait_for_subscriber_s=READY_TIMEOUT_S, security=cfg.security, input_names=names,
+                   mqtt=cfg.sinks.mqtt)
         node_endpoint, replay = line.await_ready([cfg.node.name])[0]  # (results, replay): node_cfg has an event log
         server_key = None
         if cfg.security is not None:
             server_key = secure_stage(cfg.security, cfg.security.client_name).server_key(cfg.node.name)
-        # events come from the node's event log (in order, none lost); live events only say "fetch now"
-        catch = CatchUp(ReplayClient(replay, server_key=server_key))
-        catch.sync()
-        sub = Subscriber(node_endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), server_key=server_key)
+        collector = Collector(node_endpoint, replay, sinks, stats, server_key)
+        collector.sync()
         pending, dropped = set(names), 0
         with bar:
             task = bar.add_task("frames", total=expected, info="")
@@ -96,7 +189,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                     timed_out = True
                     log.warning("timeout after %.0f s; still running: %s", timeout_s, sorted(pending))
                     break
-                msg = sub.recv(100)
+                msg = collector.step(100)
                 line.poll()
                 if cfg.node.name in line.dead():
                     exit_code = line.procs[cfg.node.name].exitcode
@@ -104,57 +197,152 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                 for name in set(line.dead()) & pending:
                     log.error("camera %s died: %s", name, line.failures.get(name, "no end of stream"))
                     pending.discard(name)
-                for n, header in catch.on_message(msg):
-                    collect(P.Message(header), time.time(), n)
                 if msg is None:
                     continue
-                delivered = time.time()
-                if msg.kind != "event":
-                    collect(msg, delivered)
                 if msg.kind == "eos":
                     pending.discard(msg.source)
                 elif msg.kind == "heartbeat" and msg.header.role == "node":
                     dropped = sum(msg.header.counters.get(k, 0) for k in ("conflated", "lost", "rejected", "failed"))
-                frames_done = sum(stats.frames.values())
-                rate = frames_done / max(1e-9, delivered - (stats.first_capture or delivered))
-                bar.update(task, completed=frames_done,
-                           info=f"{rate:.2f} fps  {sum(stats.events.values())} events  {dropped} dropped")
+                bar.update(task, completed=sum(stats.frames.values()), info=_info(stats, time.time(), dropped))
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted; stopping the line")
     finally:
-        if catch is not None:
-            try:  # events whose live copy was dropped after the last one seen
-                for n, header in catch.sync():
-                    collect(P.Message(header), time.time(), n)
-            except Exception as e:
-                log.warning("could not fetch the last events from the node's log: %s", e)
-            catch.close()
-        if sub is not None:
-            sub.close()
+        if collector is not None:
+            collector.close()
         line.shutdown()
         for sink in sinks:
-            sink.close()
+            if views is None or not _is_view(sink):
+                sink.close()
     summary = stats.summary(line.results.get(cfg.node.name))
     summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted, timed_out=timed_out)
-    if sub is not None:
-        summary["bad_messages_at_collector"] = sub.bad_messages
+    if collector is not None:
+        summary["bad_messages_at_collector"] = collector.sub.bad_messages
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _is_view(sink: Sink) -> bool:
+    return type(sink).__name__ == "ViewSink"
+
+
+# ---------------------------------------------------------------- one stage per process
+
+
+def peer_endpoint(bind: str, address: str | None) -> str:
+    """Where other stages reach an endpoint bound as `bind`: `address`, else the bind with a wildcard host
+    (0.0.0.0, *) read as this machine."""
+    return address or _WILDCARD.sub("tcp://127.0.0.1:", bind)
+
+
+def _fixed(what: str, endpoint: str) -> str:
+    if endpoint.endswith(":*"):
+        raise LineError(f"{what} binds {endpoint} (any free port): give it a fixed port "
+                        "(e.g. tcp://0.0.0.0:5555) to run it as a stage of its own")
+    return endpoint
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum, frame):  # noqa: ARG001
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _timer(stop: threading.Event, timeout_s: float | None) -> None:
+    if timeout_s:
+        t = threading.Timer(timeout_s, stop.set)
+        t.daemon = True
+        t.start()
+
+
+def run_camera_stage(cfg: LineConfig, name: str, frames: int | None = None, timeout_s: float | None = None) -> dict:
+    src = next((s for s in cfg.sources if s.name == name), None)
+    if src is None:
+        raise LineError(f"no source named {name!r} in the config (sources: {[s.name for s in cfg.sources]})")
+    _fixed(f"camera {name}", src.bind)
+    src = src.model_copy(update={"frames": frames or src.frames or cfg.frames})
+    stop = _stop_on_signals()
+    _timer(stop, timeout_s or cfg.timeout_s)
+    return run_camera(src, stop, on_ready=lambda ep: log.info("camera %s on %s", name, ep), security=cfg.security)
+
+
+def run_node_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None,
+                   detector_factory: DetectorFactory | None = None) -> dict:
+    node_cfg = cfg.node
+    _fixed("node.bind", node_cfg.bind)
+    if node_cfg.event_log is None:
+        out.mkdir(parents=True, exist_ok=True)
+        node_cfg = node_cfg.model_copy(update={"event_log": out / "node-events.db"})
+    _fixed("node.replay_bind", node_cfg.replay_bind)
+    inputs = [peer_endpoint(_fixed(f"camera {s.name}", s.bind), s.address) for s in cfg.sources]
+    stop = _stop_on_signals()
+    _timer(stop, timeout_s or cfg.timeout_s)
+    return run_node(node_cfg, inputs, stop, on_ready=lambda ep: log.info("node ready: %s", ep),
+                    detector_factory=detector_factory, security=cfg.security,
+                    input_names=[s.name for s in cfg.sources], mqtt=cfg.sinks.mqtt)
+
+
+def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, progress: bool = False) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    node = cfg.node
+    endpoint = peer_endpoint(_fixed("node.bind", node.bind), node.address)
+    replay = peer_endpoint(_fixed("node.replay_bind", node.replay_bind), node.replay_address)
+    resume = JsonlSink.cursors(out / "events.jsonl")
+    stats, sinks = StreamStats(cfg.sinks.auroc_pixels_per_frame), _sinks(cfg, out, resume=bool(resume))
+    server_key = None
+    if cfg.security is not None:
+        server_key = secure_stage(cfg.security, cfg.security.client_name).server_key(node.name)
+    stop = _stop_on_signals()
+    _timer(stop, timeout_s or cfg.timeout_s)
+    collector = Collector(endpoint, replay, sinks, stats, server_key, resume=resume or None, from_start=not resume)
+    pending, started = {s.name for s in cfg.sources}, time.time()
+    log.info("sinks: following %s (events from %s); waiting for the end of stream of %s", endpoint, replay,
+             sorted(pending))
+    try:
+        with _progress(progress) as bar:
+            task = bar.add_task("frames", total=None, info="")
+            while pending and not stop.is_set():
+                msg = collector.step(100)
+                if msg is not None and msg.kind == "eos":
+                    pending.discard(msg.source)
+                bar.update(task, completed=sum(stats.frames.values()), info=_info(stats, time.time(), 0))
+    finally:
+        collector.close()
+        for sink in sinks:
+            sink.close()
+    summary = stats.summary()
+    summary.update(wall_s=round(time.time() - started, 3), interrupted=bool(pending), timed_out=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# ---------------------------------------------------------------- the command
 
 
 def print_summary(summary: dict) -> None:
     table = Table(title="ssdnet run", show_header=False)
     drops = summary.get("drops")
     detail = f" ({', '.join(f'{k} {v}' for k, v in drops.items())})" if drops else ""
-    rows = [("frames scored", f"{summary['frames']} of {summary['sent']} sent"),
-            ("dropped", f"{summary['dropped']}{detail}"), ("fps", f"{summary['fps']}"),
+    sent = summary["sent"]
+    scored = f"{summary['frames']} of {sent} sent" if sent is not None else f"{summary['frames']} (no camera reported)"
+    fps = f"{summary['fps']}" if summary["fps"] is not None else "- (fewer than two results)"
+    dropped = "-" if summary["dropped"] is None else summary["dropped"]
+    rows = [("frames scored", scored), ("dropped", f"{dropped}{detail}"), ("fps", fps),
             ("events", f"{summary['events']}"), ("wall time", f"{summary['wall_s']:.1f} s")]
     if scorer := summary.get("scorer"):
         rows.append(("scorer backend", f"{scorer['backend']} on {scorer['provider']} ({scorer['reason']})"))
     if stream := summary.get("stream"):
         rows.append(("stream pixel AUROC / AUPRC", f"{stream['pixel_auroc']} / {stream['pixel_auprc']} "
                                                    f"over {stream['frames']} frames"))
+        for part, name in (("first_half", "first"), ("last_half", "last")):
+            if (s := stream.get(part)) is not None:  # does a camera get better as it streams (memory, calibration)?
+                rows.append((f"  over each camera's {name} half", f"{s['pixel_auroc']} / {s['pixel_auprc']}, image "
+                                                                  f"AUROC {s['image_auroc']} ({s['frames']} frames)"))
     for stage, p in summary["latency_ms"].items():
         if p is not None:
             rows.append((f"latency {stage} p50/p95/p99", f"{p['p50']:.1f} / {p['p95']:.1f} / {p['p99']:.1f} ms"))
@@ -170,23 +358,64 @@ def _positive(text: str) -> int:
     return value
 
 
+def _stage(text: str) -> str:
+    if text in ("all", "node", "sinks") or (text.startswith("camera:") and len(text) > len("camera:")):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: one of all, node, sinks, camera:NAME")
+
+
+def _linger(url: str) -> None:
+    """After a line with the live page ends: keep the page up until Ctrl-C."""
+    Console(stderr=True).print(f"the line has ended; the live view stays up at {url} until Ctrl-C")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+
+
 def _main(args: argparse.Namespace) -> int:
     cfg = load_line_config(args.config)
+    if args.view:
+        cfg = with_view(cfg)
+    views: list = []
     try:
-        summary = run_line(cfg, args.out, frames=args.frames, timeout_s=args.timeout, progress=True)
+        if args.stage.startswith("camera:"):
+            counters = run_camera_stage(cfg, args.stage.split(":", 1)[1], args.frames, args.timeout)
+            print(f"camera {args.stage.split(':', 1)[1]}: {counters}")
+            return 0
+        if args.stage == "node":
+            result = run_node_stage(cfg, args.out, args.timeout)
+            print(f"node stopped: {json.dumps({k: v for k, v in result.items() if k != 'sources'})}")
+            return 0
+        if args.stage == "sinks":
+            summary = run_sinks_stage(cfg, args.out, args.timeout, progress=True)
+        else:
+            summary = run_line(cfg, args.out, frames=args.frames, timeout_s=args.timeout, progress=True,
+                               views=views)
+        print_summary(summary)
+        print(f"wrote {Path(args.out) / 'summary.json'} and {Path(args.out) / 'events.jsonl'}")
+        if views and args.view and not summary["interrupted"]:
+            _linger(views[0].url)
     except LineError as e:
         print(f"ssdnet run: error: {e}", file=sys.stderr)
         return 1
-    print_summary(summary)
-    print(f"wrote {Path(args.out) / 'summary.json'} and {Path(args.out) / 'events.jsonl'}")
+    finally:
+        for view in views:
+            view.close()
     return 130 if summary["interrupted"] else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a streaming line (cameras -> node -> sinks) from a YAML config",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("run", help="run a streaming line (cameras -> node -> sinks), or one of its stages, from a "
+                                   "YAML config", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="line config (YAML), e.g. configs/demo.yaml")
     p.add_argument("--out", required=True, type=Path, help="output folder: summary.json, events.jsonl, overlays/")
     p.add_argument("--frames", type=_positive, help="frames per camera (overrides the config)")
     p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--view", action="store_true", help="serve the live page (sinks.view; 127.0.0.1:8765 unless "
+                                                       "configured) and keep it up after the line ends, until Ctrl-C")
+    p.add_argument("--stage", type=_stage, default="all", metavar="STAGE",
+                   help="all (default: the whole line here), node, sinks, or camera:NAME (one stage per process)")
     p.set_defaults(func=_main)

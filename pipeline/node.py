@@ -48,6 +48,7 @@ from edge.vgg import build_vgg
 from . import protocol as P
 from .config import NodeConfig
 from .eventlog import EventLog, serve_replay
+from .flow import Credits
 from .regions import find_regions
 from .security import secure_stage
 from .transport import StopFlag, ThrottledLog, bind, connect, drain_subscriptions, make_socket, wait_for_subscriber
@@ -64,6 +65,8 @@ class Detection(Protocol):
     score: float  # raw image score (published as raw_score)
     calibrated: float  # the score against this source's normal (edge.calibration); an event when > node.threshold
     calibrating: bool  # too few frames of the source yet: `calibrated` leans on a prior (marked in events)
+    calibration: tuple[float, float]  # (median, scale): calibrated = (score - median) / scale; the published
+    # map is put in the same units, so map, score, threshold, regions and overlays all read "robust std above normal"
     fit_steps: int
     fit_ms: float
     score_ms: float
@@ -207,6 +210,7 @@ class EdgeNode:
         self.ctx = ctx or zmq.Context.instance()
         self.counters = Counters()
         self.pending = PendingFrames(cfg.queue_depth)
+        self.credits = Credits(cfg.name, budget=cfg.queue_depth)  # cameras with flow: credit (pipeline/flow.py)
         self.outbox: queue.Queue[P.Message] = queue.Queue()
         self.detectors: dict[str, tuple[tuple[int, ...], Detector]] = {}
         self._last_seq: dict[str, int] = {}
@@ -218,6 +222,7 @@ class EdgeNode:
         self.event_log_failures = 0
         self.replay_endpoint: str | None = None
         self._scored_since_checkpoint: dict[str, int] = {}
+        self.taps: list[Callable[[P.Message], None]] = []  # see every published message (the MQTT bridge); non-blocking
 
     def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None,
             wait_for_subscriber_s: float = 0.0) -> dict:
@@ -252,12 +257,13 @@ class EdgeNode:
             on_ready(endpoint)
         if wait_for_subscriber_s:
             wait_for_subscriber(out, wait_for_subscriber_s, stop)
-        inp = make_socket(self.ctx, zmq.SUB if self.cfg.input == "sub" else zmq.PULL, rcvhwm=self.cfg.rcvhwm)
+        # XSUB rather than SUB: it also carries credit grants upstream to the cameras (pipeline/flow.py)
+        inp = make_socket(self.ctx, zmq.XSUB if self.cfg.input == "sub" else zmq.PULL, rcvhwm=self.cfg.rcvhwm)
         for endpoint in self.inputs:
             connect(inp, endpoint, self.server_keys.get(endpoint))
         if self.cfg.input == "sub":
             for topic in INPUT_TOPICS:
-                inp.setsockopt(zmq.SUBSCRIBE, topic)
+                inp.send(b"\x01" + topic)
         halt = self._halt
         threads += [threading.Thread(target=self._receive, args=(inp, halt), name="receive", daemon=True),
                    threading.Thread(target=self._publish, args=(out, halt), name="publish", daemon=True)]
@@ -271,6 +277,7 @@ class EdgeNode:
                     self._end(msg)
                 elif msg is not None:
                     self._process(msg)
+                    self.credits.done(msg.source, msg.header.seq)
         finally:
             self._shutdown(threads)
         return {**self.counters.snapshot(), "scorer": self.scorer}
@@ -286,9 +293,15 @@ class EdgeNode:
     # ------------------------------------------------------------ receiver thread
 
     def _receive(self, sock: zmq.Socket, halt: threading.Event) -> None:
+        upstream = sock.type == zmq.XSUB
         try:
             while not halt.is_set():
-                if not sock.poll(100):
+                for grant in self.credits.outgoing() if upstream else ():
+                    try:
+                        sock.send(grant, zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass  # grants are absolute: the next one (or the camera's heartbeat) makes up for it
+                if not sock.poll(10 if upstream else 100):
                     continue
                 while not halt.is_set():
                     try:
@@ -316,11 +329,15 @@ class EdgeNode:
             if last is not None and h.seq > last + 1:
                 self.counters.add(source, "lost", h.seq - last - 1)
             self._last_seq[source] = h.seq
+            self.credits.received(source, h.seq)
             if self.pending.put(P.Message(received, msg.arrays)):
                 self.counters.add(source, "conflated")
         elif h.kind == "heartbeat":
+            if h.role == "source":
+                self.credits.heartbeat(source, h.seq, h.counters)
             self.outbox.put(P.Message(received))
         elif h.kind == "eos":
+            self.credits.ended(source)
             self._last_seq.pop(source, None)
             self.pending.end(P.Message(received))
         else:
@@ -402,15 +419,18 @@ class EdgeNode:
             self.counters.add(h.source, "diverged")
             self._log.warning(f"{h.source}#{h.seq}: the fit diverged; restored the last good weights")
         amap, raw, score = np.asarray(d.anomaly_map, dtype=np.float32), float(d.score), float(d.calibrated)
-        if amap.shape != image.shape[:2] or not math.isfinite(raw + score) or not np.isfinite(amap).all():
+        median, scale = (float(v) for v in d.calibration)
+        if amap.shape != image.shape[:2] or not math.isfinite(raw + score + median + scale) or not scale > 0 \
+                or not np.isfinite(amap).all():
             raise ValueError(f"detector returned a {amap.shape} map with non-finite values or score {raw} "
-                             f"(calibrated {score})")
+                             f"(calibrated {score}, against {median} / {scale})")
+        amap = (amap - np.float32(median)) / np.float32(scale)  # in the calibrated score's units
         anomalous = score > self.cfg.threshold
         stamps = {**h.stamps, "fitted": min(t0 + d.fit_ms / 1000, done), "scored": done}
         scored = dict(source=h.source, seq=h.seq, t_capture=h.t_capture, stamps=stamps, score=score, raw_score=raw,
                       calibrating=bool(d.calibrating), threshold=self.cfg.threshold, model_version=int(d.model_version),
                       regions=find_regions(amap, self.cfg.region_threshold, self.cfg.min_region_area,
-                                           self.cfg.max_regions))
+                                           self.cfg.max_regions, min_peak=self.cfg.threshold))
         q, map_desc = P.quantize_map(amap, self.cfg.map_encoding)
         payloads, arrays = [map_desc], {"map": q}
         if self.cfg.attach_image == "always" or (anomalous and self.cfg.attach_image == "anomalous"):
@@ -465,6 +485,8 @@ class EdgeNode:
             P.send(sock, msg)
         except P.ProtocolError as e:
             self._log.warning(f"could not send a {h.kind} message of {h.source}: {e}")
+        for tap in self.taps:
+            tap(msg)
 
     def _heartbeat(self) -> P.Message:
         now = time.time()
@@ -482,10 +504,11 @@ class EdgeNode:
 
 def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: Callable[[str], None] | None = None,
              detector_factory: DetectorFactory | None = None, wait_for_subscriber_s: float = 0.0,
-             security=None, input_names: Sequence[str] = ()) -> dict:
+             security=None, input_names: Sequence[str] = (), mqtt=None) -> dict:
     """Process entry point of the node stage. With `security` (a SecurityConfig), its tcp sockets use CURVE
     as `cfg.name` and it connects to input i as a client of the camera named `input_names[i]`. `on_ready`
-    gets the result endpoint, or (result endpoint, replay endpoint) when the node keeps an event log."""
+    gets the result endpoint, or (result endpoint, replay endpoint) when the node keeps an event log. With
+    `mqtt` (an MqttConfig) the MQTT bridge runs in this process, so its last will is the node's."""
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     ctx, server_keys = zmq.Context.instance(), {}
@@ -499,4 +522,15 @@ def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: C
     def ready(endpoint: str) -> None:
         on_ready(endpoint if node.replay_endpoint is None else (endpoint, node.replay_endpoint))
 
-    return node.run(stop, None if on_ready is None else ready, wait_for_subscriber_s)
+    bridge = None
+    if mqtt is not None:
+        from .mqtt_sink import MqttBridge  # paho only where a bridge runs
+
+        bridge = MqttBridge(mqtt, cfg.name, cfg.event_log, scorer=node.scorer)
+        node.taps.append(bridge.tap)
+        bridge.start()
+    try:
+        return node.run(stop, None if on_ready is None else ready, wait_for_subscriber_s)
+    finally:
+        if bridge is not None:
+            bridge.close()

@@ -13,13 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 import zmq
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from rich.console import Console
 
-from edge.overlay import heatmap_overlay, write_rgb
+from edge.overlay import annotated_overlay, write_rgb
 
 from . import protocol as P
 from .stats import stage_latencies
@@ -108,33 +107,59 @@ class JsonlSink:
         self.file.close()
 
 
-def overlay(image: np.ndarray, amap: np.ndarray, regions: Sequence[P.Region], alpha: float = 0.5) -> np.ndarray:
-    """RGB picture: the anomaly map (edge.overlay's JET heat map) blended on the frame, regions boxed in white."""
-    out = np.ascontiguousarray(heatmap_overlay(image, amap, alpha=alpha))
-    for r in regions:
-        x, y, w, h = r.bbox
-        cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), (255, 255, 255), 1)
-    return out
+def overlay(msg: P.Message, alpha: float = 0.5, vrange: tuple[float, float] | None = None) -> np.ndarray:
+    """RGB picture of an anomaly result: the map on the frame (one colour scale for every frame, so a good
+    frame stays blue), regions boxed in white, and the verdict, score, threshold and colour scale below."""
+    h = msg.header
+    return annotated_overlay(msg.arrays.get("image"), P.anomaly_map(msg), h.score, h.threshold,
+                             [r.bbox for r in h.regions], vrange, alpha)
 
 
 class OverlaySink:
-    """Writes DIR/<source>_<seq>.png for every anomalous result that carries its frame."""
+    """Writes DIR/<source>_<seq>.png for every anomalous result (`mode` 'events') or every result ('all')
+    that carries its frame."""
 
-    def __init__(self, directory: str | Path, alpha: float = 0.5):
+    def __init__(self, directory: str | Path, alpha: float = 0.5, mode: str = "events",
+                 vrange: tuple[float, float] | None = None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.alpha = alpha
+        self.alpha, self.mode, self.vrange = alpha, mode, vrange
         self.written = 0
+        self._log = ThrottledLog(log)
 
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         h = msg.header
-        if h.kind == "anomaly" and h.label == "anomalous" and "image" in msg.arrays:
-            picture = overlay(msg.arrays["image"], P.anomaly_map(msg), h.regions, self.alpha)
-            write_rgb(self.dir / f"{h.source}_{h.seq:06d}.png", picture)
+        if h.kind == "anomaly" and "image" in msg.arrays and (self.mode == "all" or h.label == "anomalous"):
+            try:
+                write_rgb(self.dir / f"{h.source}_{h.seq:06d}.png", overlay(msg, self.alpha, self.vrange))
+            except OSError as e:  # a full disk costs overlays, not the line
+                self._log.warning(f"overlay of {h.source}#{h.seq} not written: {e}")
+                return
             self.written += 1
 
     def close(self) -> None:
         pass
+
+
+class ScoresSink:
+    """Appends one JSON object per scored frame: source, seq, score, threshold, label, regions (count),
+    t_capture, end_to_end_ms. The distribution of a line's scores on normal production is what a
+    threshold is calibrated on (`ssdnet calibrate`)."""
+
+    def __init__(self, path: str | Path, append: bool = False):
+        self.file = open(path, "a" if append else "w", encoding="utf-8")
+
+    def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
+        h = msg.header
+        if h.kind == "anomaly":
+            record = {"source": h.source, "seq": h.seq, "score": round(h.score, 5), "threshold": h.threshold,
+                      "label": h.label, "regions": len(h.regions), "t_capture": h.t_capture,
+                      "end_to_end_ms": round(stage_latencies(h, delivered)["end_to_end"], 1)}
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class MetricsSink:
@@ -202,11 +227,14 @@ class ConsoleSink:
         elif h.kind == "eos":
             self.console.print(f"{clock} [bold]end of stream[/] {h.source} after {h.frames} frames {h.counters}")
         elif h.kind == "heartbeat" and h.role == "source":
-            stalled = h.state != "ended" and h.last_frame_age is not None and h.last_frame_age > self.stall_s
-            if self._camera.get(h.source) != (h.state, stalled):
-                self._camera[h.source] = (h.state, stalled)
+            # "paced": a camera with flow: credit waiting for the node (busy scoring), not a stalled one
+            state = "streaming" if h.state == "paced" else h.state
+            stalled = h.state not in ("ended", "paced") and h.last_frame_age is not None \
+                and h.last_frame_age > self.stall_s
+            if self._camera.get(h.source) != (state, stalled):
+                self._camera[h.source] = (state, stalled)
                 note = f"[yellow]stalled[/], no frame for {h.last_frame_age:.1f} s" if stalled else ""
-                self.console.print(f"{clock} camera {h.source}: {h.state} {note}")
+                self.console.print(f"{clock} camera {h.source}: {state} {note}")
 
     def close(self) -> None:
         pass

@@ -24,17 +24,17 @@ from edge.config import MIN_SIDE
 from edge.synthetic import sample
 
 from . import protocol as P
-from .config import FolderSourceConfig, SecurityConfig, SourceConfig, SyntheticSourceConfig, VideoSourceConfig
-from .security import secure_stage
-from .transport import (
-    StopFlag,
-    ThrottledLog,
-    bind,
-    drain_subscriptions,
-    make_socket,
-    wait_for_peer,
-    wait_for_subscriber,
+from .config import (
+    FolderSourceConfig,
+    SecurityConfig,
+    SourceConfig,
+    SyntheticSourceConfig,
+    VideoSourceConfig,
+    is_video_file,
 )
+from .flow import CREDIT_COUNTER, CreditGate
+from .security import secure_stage
+from .transport import StopFlag, ThrottledLog, bind, make_socket, wait_for_peer, wait_for_subscriber
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -42,6 +42,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 class SourceError(RuntimeError):
     """The source cannot be opened or was lost; the camera stage reconnects."""
+
+
+class SourceFatal(SourceError):
+    """The source can never work as configured (a missing or undecodable video file): no retries."""
 
 
 @dataclass
@@ -77,8 +81,25 @@ class VideoReader:
 
     def __init__(self, cfg: VideoSourceConfig):
         self.cfg = cfg
-        self.is_file = isinstance(cfg.uri, str) and Path(cfg.uri).is_file()
+        self.is_file = is_video_file(cfg.uri)
         self.cap: cv2.VideoCapture | None = None
+
+    def check(self) -> None:
+        """Fail at start-up, with the reason, on a video file that is missing or that OpenCV cannot decode
+        (a live camera that is not there yet is retried instead)."""
+        if not self.is_file:
+            return
+        path = Path(self.cfg.uri)
+        if not path.is_file():
+            raise SourceFatal(f"video file {str(path)!r} does not exist (uri is relative to {Path.cwd()}; for a "
+                              "camera give a device index, /dev/videoN, an rtsp:// URL or a GStreamer pipeline)")
+        self.open()
+        try:
+            ok, _ = self.cap.read()
+        finally:
+            self.close()
+        if not ok:
+            raise SourceFatal(f"video file {str(path)!r} has no frame OpenCV can decode")
 
     def open(self) -> None:
         api = self._APIS[self.cfg.api]
@@ -87,6 +108,9 @@ class VideoReader:
         cap = cv2.VideoCapture(self.cfg.uri, api)
         if not cap.isOpened():
             cap.release()
+            if self.is_file:
+                raise SourceFatal(f"cannot read video file {self.cfg.uri!r}: OpenCV cannot open it (not a video, "
+                                  "or a codec this OpenCV build lacks)")
             raise SourceError(f"cannot open {self.cfg.uri!r}")
         if not self.is_file:
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # live: the newest frame, not a backlog
@@ -117,10 +141,16 @@ class FolderReader:
         self.files: list[Path] = []
         self.index = 0
 
+    def check(self) -> None:
+        self.open()
+
     def open(self) -> None:
-        self.files = sorted(p for p in self.cfg.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            self.files = sorted(p for p in self.cfg.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        except OSError as e:
+            raise SourceFatal(f"cannot list {self.cfg.path}: {e}") from None
         if not self.files:
-            raise SourceError(f"no images in {self.cfg.path}")
+            raise SourceFatal(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.cfg.path}")
 
     def read(self) -> Capture | None:
         while True:
@@ -188,9 +218,19 @@ class Camera:
         self._queue: queue.Queue[Capture | _End] = queue.Queue(maxsize=2)
         self._halt = threading.Event()
         self._small_log = ThrottledLog(log)
+        self.gate = CreditGate(cfg.name) if cfg.credit_flow else None  # flow: credit (pipeline/flow.py)
+        self.failure: str | None = None
+
+    def check(self) -> None:
+        """Raise SourceFatal, saying why, for a source that can never work (e.g. a missing video file)."""
+        if (check := getattr(self.reader, "check", None)) is not None:
+            check()
 
     def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> dict[str, int]:
-        """Stream until the source ends, `cfg.frames` were sent or `stop` is set; returns the counters."""
+        """Stream until the source ends, `cfg.frames` were sent or `stop` is set; returns the counters.
+        Raises SourceFatal before binding for a source that cannot work, and after the end of stream
+        for one that failed for good mid-stream."""
+        self.check()
         push = self.cfg.pattern == "push"
         sock = make_socket(self.ctx, zmq.PUSH if push else zmq.XPUB, sndhwm=self.cfg.sndhwm)
         try:
@@ -211,6 +251,8 @@ class Camera:
         finally:
             self._halt.set()
             sock.close()
+        if self.failure is not None:
+            raise SourceFatal(self.failure)
         return dict(self.counters)
 
     def _publish_loop(self, sock: zmq.Socket, stop: StopFlag, push: bool) -> None:
@@ -221,8 +263,10 @@ class Camera:
             if stop.is_set() and give_up is None:
                 self._halt.set()
                 give_up = time.monotonic() + 2.0
+            if not push:
+                self._upstream(sock)
             try:
-                item = self._queue.get(timeout=0.1)
+                item = self._queue.get(timeout=0.01 if self.gate is not None else 0.1)
             except queue.Empty:
                 stuck = give_up is not None and time.monotonic() > give_up
                 item = _End("stopped; the reader is stuck") if stuck else None
@@ -232,8 +276,6 @@ class Camera:
             if time.monotonic() >= next_beat or isinstance(item, _End):
                 next_beat = time.monotonic() + self.cfg.heartbeat_s
                 self._send(sock, self._heartbeat(seq - 1), zmq.NOBLOCK)
-                if not push:
-                    drain_subscriptions(sock)
             if isinstance(item, _End):
                 log.info("%s: end of stream after %d frames (%s)", self.cfg.name, seq, item.reason)
                 eos = P.EosHeader(kind="eos", source=self.cfg.name, seq=seq - 1, t_capture=time.time(), frames=seq,
@@ -241,6 +283,13 @@ class Camera:
                 sock.setsockopt(zmq.SNDTIMEO, 1000)  # a PUSH socket may need a moment of room for the end
                 self._send(sock, P.Message(eos), 0)
                 return
+
+    def _upstream(self, sock: zmq.Socket) -> None:
+        """Take in what the XPUB socket got from nodes: (un)subscriptions are dropped, grants go to the gate."""
+        while sock.poll(0, zmq.POLLIN):
+            blob = sock.recv()
+            if self.gate is not None:
+                self.gate.on_upstream(blob)
 
     def _send(self, sock: zmq.Socket, msg: P.Message, flags: int) -> None:
         try:
@@ -263,20 +312,29 @@ class Camera:
     def _heartbeat(self, seq: int) -> P.Message:
         now = time.time()
         age = None if self.last_capture is None else max(0.0, now - self.last_capture)
+        counters = dict(self.counters)
+        if self.gate is not None:  # tells the node this camera waits for credit, and how much it has
+            counters[CREDIT_COUNTER] = self.gate.upto
+            counters["credit_wait_ms"] = int(self.gate.waited_s * 1000)
         return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=seq, t_capture=now,
                                            role="source", state=self.state, last_frame_age=age,
-                                           counters=dict(self.counters)))
+                                           counters=counters))
 
     def _read_loop(self) -> None:
         """Reader thread: open/reconnect with backoff, pace, hand captures to the publisher."""
-        cfg, opened, failures, n = self.cfg, False, 0, 0
+        cfg, opened, failures, n, read = self.cfg, False, 0, 0, 0  # n: frames sent (credit counts them); read
         period = 1.0 / cfg.fps if cfg.fps else 0.0
         next_tick = time.monotonic()
         reason = "stopped"
         while not self._halt.is_set():
-            if cfg.frames is not None and n >= cfg.frames:
+            if cfg.frames is not None and read >= cfg.frames:
                 reason = f"{cfg.frames} frames"
                 break
+            if self.gate is not None and self.gate.upto < n:  # backpressure: wait for the node's credit
+                self.state = "paced"  # heartbeats say so: not a stalled camera
+                if not self.gate.wait(n, self._halt):
+                    break
+                self.state = "streaming" if opened else self.state
             if period:
                 self._halt.wait(max(0.0, next_tick - time.monotonic()))
                 next_tick = max(next_tick, time.monotonic()) + period  # late frames do not catch up in a burst
@@ -285,6 +343,10 @@ class Camera:
                     self.reader.open()
                     opened, self.state = True, "streaming"
                 cap = self.reader.read()
+            except SourceFatal as e:
+                log.error("%s: %s", cfg.name, e)
+                reason, self.failure = f"failed: {e}", str(e)
+                break
             except SourceError as e:
                 self.reader.close()
                 opened, failures = False, failures + 1
@@ -303,12 +365,12 @@ class Camera:
             failures = 0
             if min(cap.image.shape[:2]) < MIN_SIDE:  # the node could not score it: say so here, once a second
                 self.counters["too_small"] += 1
-                n += 1  # it was read: `frames` counts what the source gave
+                read += 1  # `frames` counts what the source gave
                 self._small_log.warning(f"{cfg.name}: skipped a {cap.image.shape[1]}x{cap.image.shape[0]} frame: "
                                       f"below the minimum of {MIN_SIDE}x{MIN_SIDE} px (set `resize`, or a larger ROI)")
                 continue
             if self._put(cap):
-                n += 1
+                n, read = n + 1, read + 1
         self.reader.close()
         self.state = "ended"
         self._put(_End(reason), force=True)

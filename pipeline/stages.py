@@ -18,6 +18,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0
+# errors whose message is the whole story (a scorer backend that cannot load, a missing video file, a bad config)
+USER_ERRORS = ("BackendUnavailable", "SourceFatal", "ConfigError", "VGGWeightsError", "FileNotFoundError")
 JOIN_TIMEOUT_S = 5.0
 
 
@@ -32,7 +34,10 @@ def run_stage(name: str, target: Callable[..., Any], args: tuple, kwargs: dict, 
     try:
         result = target(*args, on_ready=lambda endpoint: reports.put(("ready", name, endpoint)), **kwargs)
     except Exception as e:
-        logging.getLogger(__name__).exception("%s failed", name)
+        if type(e).__name__ in USER_ERRORS:  # says what to fix: no traceback
+            logging.getLogger(__name__).error("%s failed: %s: %s", name, type(e).__name__, e)
+        else:
+            logging.getLogger(__name__).exception("%s failed", name)
         reports.put(("failed", name, f"{type(e).__name__}: {e}"))
         sys.exit(1)
     reports.put(("done", name, result))

@@ -54,9 +54,10 @@ class StreamStats:
     """Collects anomaly results, events and ends of stream as they arrive; `summary()` reports them.
 
     For the stream AUROC, up to `pixels_per_frame` pixels per frame (sampled uniformly) of every
-    result that carries a ground-truth mask are pooled. Memory is bounded however long the run:
-    latencies keep a uniform sample of `max_latencies` per stage, ground-truth frames one of
-    `max_frames` frames (the exact statistics while runs are shorter).
+    result that carries a ground-truth mask are pooled; the same over each camera's first and last
+    half of frames shows whether the cameras got better as they streamed (memory, calibration).
+    Memory is bounded however long the run: latencies keep a uniform sample of `max_latencies` per
+    stage, ground-truth frames one of `max_frames` frames (the exact statistics while runs are shorter).
     """
 
     def __init__(self, pixels_per_frame: int = 65536, max_frames: int = 512, max_latencies: int = 100_000,
@@ -66,10 +67,12 @@ class StreamStats:
         self.latency: dict[str, Reservoir] = {stage: Reservoir(max_latencies, self.rng) for stage in STAGES}
         self.frames: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
-        self.sent: dict[str, int] = {}
+        self.sent: dict[str, int] = {}  # frames each camera sent, from its end of stream
+        self.sent_so_far: dict[str, int] = {}  # the same from its latest heartbeat (a run stopped before the end)
         self.first_capture: float | None = None
         self.last_delivered: float | None = None
-        self._truth_frames = Reservoir(max_frames, self.rng)  # (pixel scores, pixel truth, image score, defective)
+        # (pixel scores, pixel truth, image score, defective, camera, position in the camera's stream)
+        self._truth_frames = Reservoir(max_frames, self.rng)
 
     def add(self, msg: P.Message, delivered: float) -> None:
         h = msg.header
@@ -77,8 +80,11 @@ class StreamStats:
             self.events[h.source] += 1
         elif h.kind == "eos":
             self.sent[h.source] = h.frames
+        elif h.kind == "heartbeat" and h.role == "source" and isinstance(h.counters.get("sent"), int):
+            self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), h.counters["sent"])
         elif h.kind == "anomaly":
             self.frames[h.source] += 1
+            self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), h.seq + 1)  # frames 0..seq were sent
             for stage, ms in stage_latencies(h, delivered).items():
                 self.latency[stage].add(ms)
             capture = h.stamps.get("capture", h.t_capture)
@@ -89,28 +95,41 @@ class StreamStats:
                 if scores.size > self.pixels_per_frame:
                     keep = self.rng.choice(scores.size, self.pixels_per_frame, replace=False)
                     scores, truth = scores[keep], truth[keep]
-                self._truth_frames.add((scores, truth, h.score, bool(msg.arrays["mask"].any())))
+                self._truth_frames.add((scores, truth, h.score, bool(msg.arrays["mask"].any()), h.source,
+                                        self.frames[h.source] - 1))
 
-    def stream_metrics(self) -> dict | None:
-        """Over all frames with ground truth: pixel AUROC/AUPRC of the pooled pixels, and the image AUROC
-        of the image scores against "the mask is not empty" (None where a class is missing)."""
-        if not self._truth_frames:
-            return None
-        pixel_scores, pixel_truth, image_scores, defective = zip(*self._truth_frames, strict=True)
+    @staticmethod
+    def _accuracy(frames: list[tuple]) -> dict:
+        """Pixel AUROC/AUPRC of the pooled pixels and image AUROC of the image scores against "the mask is
+        not empty" (None where a class is missing)."""
+        pixel_scores, pixel_truth, image_scores, defective, *_ = zip(*frames, strict=True)
         scores, truth = np.concatenate(pixel_scores), np.concatenate(pixel_truth)
         image_scores, defective = np.array(image_scores), np.array(defective)
         pixels_both, images_both = 0 < truth.sum() < truth.size, 0 < defective.sum() < defective.size
         return {"pixel_auroc": round(float(roc_auc_score(truth, scores)), 4) if pixels_both else None,
                 "pixel_auprc": round(float(average_precision_score(truth, scores)), 4) if pixels_both else None,
                 "image_auroc": round(float(roc_auc_score(defective, image_scores)), 4) if images_both else None,
-                "frames": self._truth_frames.seen, "frames_sampled": len(self._truth_frames),
-                "defective_frames": int(defective.sum())}
+                "frames": len(frames), "defective_frames": int(defective.sum())}
+
+    def stream_metrics(self) -> dict | None:
+        """Accuracy over all frames with ground truth, and over each camera's first and last half of them."""
+        if not self._truth_frames:
+            return None
+        frames = list(self._truth_frames)
+        out = {**self._accuracy(frames), "frames": self._truth_frames.seen, "frames_sampled": len(frames)}
+        half = {src: n / 2 for src, n in self.frames.items()}
+        first = [f for f in frames if f[5] < half[f[4]]]
+        last = [f for f in frames if f[5] >= half[f[4]]]
+        if first and last:
+            out["first_half"], out["last_half"] = self._accuracy(first), self._accuracy(last)
+        return out
 
     def summary(self, node: dict | None = None) -> dict:
         """The run's summary; `node` is the node's final counter snapshot when available."""
         frames = sum(self.frames.values())
         span = (self.last_delivered - self.first_capture) if frames else 0.0
-        sent = sum(self.sent.values()) if self.sent else None
+        sent_by = {**self.sent_so_far, **self.sent}
+        sent = sum(sent_by.values()) if sent_by else None
         out: dict = {
             "frames": frames,
             "sent": sent,
@@ -118,8 +137,8 @@ class StreamStats:
             "dropped": max(0, sent - frames) if sent is not None else None,
             "events": sum(self.events.values()),
             "latency_ms": {stage: percentiles(v) for stage, v in self.latency.items()},
-            "sources": {s: {"frames": self.frames[s], "events": self.events[s], "sent": self.sent.get(s)}
-                        for s in sorted(set(self.frames) | set(self.sent))},
+            "sources": {s: {"frames": self.frames[s], "events": self.events[s], "sent": sent_by.get(s)}
+                        for s in sorted(set(self.frames) | set(sent_by))},
         }
         if node is not None:
             out["drops"] = {name: sum(c[name] for c in node["sources"].values()) for name in DROP_COUNTERS}

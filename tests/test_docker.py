@@ -52,7 +52,7 @@ def test_dockerfile_copies_existing_paths_and_runs_a_real_command(name):
 def test_compose_services_commands_configs_and_health_checks(tmp_path):
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"keys", "line", "subscriber"} <= set(services)
+    assert {"keys", "camera-cam0", "node", "sinks"} <= set(services)  # one container per stage of one line config
     for name, svc in services.items():
         assert (DOCKER / svc["build"]["context"]).resolve() == ROOT
         for dockerfile in re.findall(r"docker/Dockerfile\.\w+", svc["build"]["dockerfile"]):
@@ -75,6 +75,11 @@ def test_compose_services_commands_configs_and_health_checks(tmp_path):
         data["security"][key] = str(tmp_path / key)
     cfg = parse_config(LineConfig, data, "docker/line.yaml")
     assert cfg.security is not None and cfg.node.event_log is not None
+    stages = {svc["command"][svc["command"].index("--stage") + 1] for svc in services.values()
+              if "--stage" in svc.get("command", [])}
+    assert stages == {"node", "sinks", *(f"camera:{s.name}" for s in cfg.sources)}
+    assert all(s.address and s.address.startswith(f"tcp://camera-{s.name}:") for s in cfg.sources)
+    assert cfg.node.address == "tcp://node:5600" and cfg.sinks.view.token_env == "SSDNET_VIEW_TOKEN"
     assert cfg.node.ssdnet.score.backend == "tensorrt"  # the images ship TensorRT: chosen explicitly, not by `auto`
     init = (DOCKER / "init-keys.sh").read_text()
     for line in init.splitlines():

@@ -129,7 +129,9 @@ def test_score_writes_maps_overlays_and_json_lines(dataset, tmp_path):
     assert len(lines) == 2 and all(np.isfinite(x["score"]) for x in lines)
     amap = np.load(tmp_path / "000_map.npy")
     assert amap.shape == (64, 64) and amap.dtype == np.float32
-    assert cv2.imread(str(tmp_path / "000_overlay.png")).shape == (64, 64, 3)
+    overlay = cv2.imread(str(tmp_path / "000_overlay.png"))  # the frame, then the verdict, score and colour scale
+    assert overlay.shape[0] > 64 and overlay.shape[1] >= 64 and overlay.shape[2] == 3
+    assert all(x["label"] in ("normal", "anomalous") and x["threshold"] == 3.0 for x in lines)
 
 
 @pytest.mark.slow

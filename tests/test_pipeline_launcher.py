@@ -48,6 +48,8 @@ def test_run_line_end_to_end(tmp_path):
     for stage in ("fit", "score", "end_to_end", "transport", "queue"):
         assert set(summary["latency_ms"][stage]) == {"p50", "p95", "p99"}
     assert 0.5 < summary["stream"]["pixel_auroc"] <= 1 and summary["stream"]["frames"] == 16
+    halves = summary["stream"]["first_half"], summary["stream"]["last_half"]  # each camera's first and last frames
+    assert sum(h["frames"] for h in halves) == 16 and all(0 <= h["pixel_auroc"] <= 1 for h in halves)
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert len(events) == summary["events"] > 0
     assert all({"source", "seq", "score", "regions", "t_capture"} <= set(e) for e in events)
@@ -71,11 +73,12 @@ def test_run_line_stops_on_ctrl_c(tmp_path):
 
 @pytest.mark.slow
 def test_run_line_timeout(tmp_path):
-    """An endless line stops at the timeout with a summary; 10 s leaves the spawned node (which loads torch) time to
+    """An endless line stops at the timeout with a summary; 20 s leaves the spawned node (which loads torch) time to
     start and score on a loaded 2-core machine."""
-    summary = run_line(line_config(frames=None, overlays=False), tmp_path, timeout_s=10.0,
+    summary = run_line(line_config(frames=None, overlays=False), tmp_path, timeout_s=20.0,
                        detector_factory=FastDetector)
-    assert summary["timed_out"] and summary["frames"] > 0 and summary["sent"] is None
+    assert summary["timed_out"] and summary["frames"] > 0
+    assert summary["sent"] >= summary["frames"]  # from the cameras' heartbeats and the results: no end of stream came
     assert not mp.active_children()
 
 

@@ -33,6 +33,7 @@ class Detection:
     diverged: bool = False
     calibrated: float = 0.0
     calibrating: bool = False
+    calibration: tuple[float, float] = (0.0, 1.0)
 
 
 class FastDetector:
@@ -100,7 +101,7 @@ def results(msgs, source="cam0"):
 
 @contextmanager
 def line(tmp_path, transport="tcp", cameras=(("cam0", 64),), frames=20, fps=200.0, factory=FastDetector, gate=None,
-         inputs=(), pattern="pub", nodes=1, threshold=3.0, **node_kw):
+         inputs=(), pattern="pub", nodes=1, threshold=3.0, flow="auto", **node_kw):
     """Cameras and node(s) in threads; stops them and checks they exit promptly."""
     ctx, stop, threads = zmq.Context(), threading.Event(), []
 
@@ -117,7 +118,8 @@ def line(tmp_path, transport="tcp", cameras=(("cam0", 64),), frames=20, fps=200.
         for name, size in cameras:
             cfg = SyntheticSourceConfig(kind="synthetic", name=name, size=size, frames=frames, fps=fps,
                                         textures=("grass",),
-                                        bind=endpoint(tmp_path, transport, name), heartbeat_s=0.05, pattern=pattern)
+                                        bind=endpoint(tmp_path, transport, name), heartbeat_s=0.05, pattern=pattern,
+                                        flow=flow)
             cam = Camera(cfg, GatedReader(cfg, gate) if gate else None, ctx)
             cams.append(cam)
             cam_endpoints.append(start(cam.run))

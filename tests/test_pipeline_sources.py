@@ -12,21 +12,26 @@ import zmq
 
 from pipeline import protocol as P
 from pipeline.config import FolderSourceConfig, SyntheticSourceConfig, VideoSourceConfig
+from pipeline.flow import encode_grant
 from pipeline.sources import Camera, Capture, SourceError
 from pipeline.transport import make_socket
 from test_pipeline_node import wait_until
 
 
 class Receiver:
-    """A SUB (or, for push cameras, PULL) socket connected to a camera."""
+    """An XSUB (or, for push cameras, PULL) socket connected to a camera; it grants a camera with flow: credit
+    (folders, video files) all the credit it wants, as a node with room would."""
 
-    def __init__(self, ctx, endpoint, push=False):
-        self.sock = make_socket(ctx, zmq.PULL if push else zmq.SUB)
+    def __init__(self, ctx, endpoint, push=False, source=None):
+        self.sock = make_socket(ctx, zmq.PULL if push else zmq.XSUB)
         self.sock.connect(endpoint)
+        self.grant = None if push or source is None else encode_grant(source, 10**6, "test")
         if not push:
-            self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+            self.sock.send(b"\x01")
 
     def recv(self, timeout_ms):
+        if self.grant is not None:
+            self.sock.send(self.grant)
         return P.decode(self.sock.recv_multipart(copy=False)) if self.sock.poll(timeout_ms) else None
 
 
@@ -39,7 +44,7 @@ def camera(cfg, reader=None):
     thread.start()
     try:
         wait_until(lambda: bool(ready), timeout=5)
-        yield Receiver(ctx, ready[0], cfg.pattern == "push"), cam, stop
+        yield Receiver(ctx, ready[0], cfg.pattern == "push", cfg.name), cam, stop
     finally:
         stop.set()
         thread.join(timeout=5)

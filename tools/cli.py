@@ -12,10 +12,12 @@ from edge.config import ConfigError
 COMMANDS = (
     "tools.eval.evaluate",  # ssdnet eval
     "tools.score_images",   # ssdnet score
+    "tools.calibrate",      # ssdnet calibrate
     "tools.bench",          # ssdnet bench
     "export.cli",           # ssdnet export, ssdnet backends, ssdnet bench-scorer
     "pipeline.launcher",    # ssdnet run
     "pipeline.subscribe",   # ssdnet subscribe
+    "pipeline.view",        # ssdnet view
     "tools.soak",           # ssdnet soak
     "pipeline.keys",        # ssdnet keys
 )

@@ -1,47 +1,138 @@
-"""`ssdnet score IMAGE...`: per image, a cold SSDnet fit, then the anomaly map (.npy), a heat-map
-overlay (.png) and one JSON line with the score, in the output folder."""
+"""`ssdnet score IMAGE... [--fast] [--threads N]`: per image, the anomaly map (.npy), an overlay (.png: the map on
+the image on one colour scale for every image, regions, the verdict, the score against the threshold and the colour
+scale) and one JSON line with the score and the verdict, in the output folder.
+
+The default config fits SSDnet's U-Net on every image (a cold fit of `fit.steps` steps, minutes per image on a busy
+CPU; the bar shows the steps). `--fast` (configs/self-similarity.yaml) fits nothing: the image score comes from the
+self-similarity map either way, and the dev set's accuracy is the same (docs/results.md), in seconds. An image that
+cannot be read or scored is reported and skipped; the exit code is 1 when any was.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from edge.config import load_config
+from edge.config import SSDNetConfig, load_config
 from edge.detector import Detector
-from edge.overlay import heatmap_overlay, read_rgb, write_rgb
+from edge.overlay import annotated_overlay, read_rgb, write_rgb
+from pipeline.config import NodeConfig
+from pipeline.regions import find_regions
+
+DEFAULT_THRESHOLD = NodeConfig.model_fields["threshold"].default
+FAST = {"score": {"pixel_weight": 0.0, "perceptual_weight": 0.0}}  # configs/self-similarity.yaml
+
+
+def ssdnet_config(config: str | None, fast: bool, steps: int | None = None) -> SSDNetConfig:
+    """The SSDnet config of `--config FILE`, `--fast` (nothing fitted) and `--steps`."""
+    if config and fast:
+        raise SystemExit("ssdnet: --fast and --config exclude each other (--fast is configs/self-similarity.yaml)")
+    cfg = load_config(config) if config else SSDNetConfig()
+    if fast:
+        cfg = SSDNetConfig.model_validate({**cfg.model_dump(), "score": {**cfg.score.model_dump(), **FAST["score"]}})
+    if steps is not None:
+        cfg = cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"steps": steps})})
+    return cfg
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def fit_progress(det: Detector, desc: str) -> tqdm | None:
+    """Show the fit's steps inside an image (a cold fit of the default config takes minutes on a CPU)."""
+    if not det.cfg.score.uses_unet:
+        return None
+    bar = tqdm(total=det.cfg.fit.steps, desc=desc, unit="step", leave=False)
+    fit = det.fitter.fit
+
+    def step(done: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    def with_progress(image, steps=None, init_state=None, progress=None):
+        bar.reset(total=steps if steps is not None else det.cfg.fit.steps)
+        return fit(image, steps, init_state, progress=step)
+
+    det.fitter.fit = with_progress  # this instance only: the Detector's policy stays its own
+    return bar
+
+
+def fast_hint(cfg: SSDNetConfig, config: str | None, fast: bool) -> None:
+    if cfg.score.uses_unet and not fast and not torch.cuda.is_available():
+        print(f"ssdnet: the {'config' if config else 'default config'} fits SSDnet's U-Net on every image "
+              f"({cfg.fit.steps} steps: minutes per image on a CPU). The image score comes from the self-similarity "
+              "map either way and the dev set's accuracy is the same without the fit: --fast scores in seconds "
+              "(configs/self-similarity.yaml).", file=sys.stderr)
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    if args.steps is not None:
-        cfg = cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"steps": args.steps})})
+    set_threads(args.threads)
+    cfg = ssdnet_config(args.config, args.fast, args.steps)
+    fast_hint(cfg, args.config, args.fast)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     det = Detector(cfg)
-    scores_path = out / "scores.jsonl"
+    steps_bar = fit_progress(det, "cold fit")
+    scores_path, failed, done = out / "scores.jsonl", [], 0
+    paths = [Path(p) for p in args.images]
     with scores_path.open("a") as log:
-        for path in tqdm([Path(p) for p in args.images], desc="ssdnet score", unit="img"):
-            image = read_rgb(path)
-            det.reset()
-            d = det.process(image)
-            np.save(out / f"{path.stem}_map.npy", d.anomaly_map)
-            write_rgb(out / f"{path.stem}_overlay.png", heatmap_overlay(image, d.anomaly_map))
-            line = {"image": str(path), "score": round(d.score, 4), "fit_steps": d.fit_steps,
+        for path in tqdm(paths, desc="ssdnet score", unit="img"):
+            try:
+                image = read_rgb(path)
+                det.reset()
+                d = det.process(image)
+                amap = d.calibrated_map()  # each image alone: judged against the calibration prior
+                regions = find_regions(amap, args.region_threshold, 16, min_peak=args.threshold)
+                label = "anomalous" if d.calibrated > args.threshold else "normal"
+                np.save(out / f"{path.stem}_map.npy", amap)
+                write_rgb(out / f"{path.stem}_overlay.png",
+                          annotated_overlay(image, amap, d.calibrated, args.threshold, [r.bbox for r in regions]))
+            except Exception as e:  # one bad file costs that file, never the batch
+                failed.append(str(path))
+                tqdm.write(f"ssdnet score: {path}: {type(e).__name__}: {e}", file=sys.stderr)
+                continue
+            line = {"image": str(path), "score": round(d.calibrated, 4), "raw_score": round(d.score, 4),
+                    "threshold": args.threshold, "label": label,
+                    "regions": [list(r.bbox) for r in regions], "fit_steps": d.fit_steps,
                     "fit_ms": round(d.fit_ms, 1), "score_ms": round(d.score_ms, 1),
                     "map": str(out / f"{path.stem}_map.npy"), "overlay": str(out / f"{path.stem}_overlay.png")}
             log.write(json.dumps(line) + "\n")
+            log.flush()
             tqdm.write(json.dumps(line))
-    print(f"wrote maps, overlays and {scores_path}")
+            done += 1
+    if steps_bar is not None:
+        steps_bar.close()
+    print(f"scored {done} of {len(paths)} image(s); wrote maps, overlays and {scores_path}")
+    if failed:
+        print(f"ssdnet score: {len(failed)} image(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
+    p.add_argument("--fast", action="store_true", help="nothing fitted (configs/self-similarity.yaml): the same "
+                                                       "image score and dev-set accuracy, seconds instead of minutes")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores; never more than are free)")
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser("score", help="anomaly maps and overlays for image files", description=__doc__)
+    p = sub.add_parser("score", help="anomaly maps, overlays and scores for image files", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--out", default="ssdnet-out", help="output folder (default: ssdnet-out)")
-    p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
+    add_common(p)
     p.add_argument("--steps", type=int, help="override fit.steps")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"image-score threshold of the verdict (default {DEFAULT_THRESHOLD}, node.threshold's; "
+                        "`ssdnet calibrate` suggests one for your images)")
+    p.add_argument("--region-threshold", type=float, default=NodeConfig.model_fields["region_threshold"].default,
+                   help="regions: the map above this many of its own std (node.region_threshold)")
     p.set_defaults(func=_cmd)

@@ -1,0 +1,180 @@
+"""Credit-based flow control: a recorded source sends a frame only when the node is ready for it.
+
+A live camera cannot wait: the node keeps its newest frame (`node.queue_depth: 1`) and older ones are
+counted as `conflated`. A recorded source (an image folder, a video file, the demo's synthetic
+textures) must have every frame scored and *can* wait, so it gets backpressure instead of a queue
+that grows without bound: a camera with `flow: credit` reads (and stamps `t_capture` on) its next
+frame only once a node has granted it credit for it. What `summary.json` calls latency is then what
+an operator would measure: from the moment the frame was taken to its result, not time spent
+waiting in a queue the camera filled faster than the node could score.
+
+Protocol (pub/sub only; a PUSH camera has no way back):
+- The node reads cameras with an XSUB socket, which can also send upstream: a grant is one message
+  part, CREDIT_PREFIX followed by a msgpack map {"source": S, "upto": N, "node": NODE}: source S may
+  send frames up to sequence number N. Grants are absolute, so a lost or repeated grant is harmless,
+  and a camera that hears several nodes follows the most generous (the fastest node).
+- A flow-controlled camera reports its current `credit_upto` in its heartbeat counters (-1 before
+  any grant); that is how the node knows it waits for credit, and how a lost grant is noticed and
+  sent again.
+- The node hands out credit to the waiting sources in turn, keeping at most `budget`
+  (`node.queue_depth`) frames outstanding (granted and not yet scored) across them. With the
+  default 1 a camera takes its next frame the moment the node is ready for it: no frame waits
+  behind another, at the cost of the node idling while that frame is read and sent (milliseconds,
+  against seconds of scoring on a CPU); a larger budget keeps frames waiting to fill that gap. A
+  source that stops heartbeating (dead camera) stops holding budget after `stale_s`; frames a
+  camera sent that never arrived (its heartbeat's seq is past the last frame the node received,
+  nothing pending) count as done.
+- While it waits for credit a camera's heartbeats say `paced` (the console and the live page do not
+  call it stalled).
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import msgpack
+
+from .protocol import SOURCE_PATTERN
+
+CREDIT_PREFIX = b"\x02ssdnet-credit"  # upstream parts starting with 0x00/0x01 are (un)subscriptions
+CREDIT_COUNTER = "credit_upto"  # heartbeat counter of a flow-controlled camera
+MAX_GRANT_BYTES = 512
+_SOURCE = re.compile(SOURCE_PATTERN)
+
+
+def encode_grant(source: str, upto: int, node: str) -> bytes:
+    return CREDIT_PREFIX + msgpack.packb({"source": source, "upto": int(upto), "node": node}, use_bin_type=True)
+
+
+def decode_grant(blob: bytes) -> tuple[str, int] | None:
+    """(source, upto) of a grant; None for anything else (subscriptions, garbage)."""
+    if not blob.startswith(CREDIT_PREFIX) or len(blob) > MAX_GRANT_BYTES:
+        return None
+    try:
+        obj = msgpack.unpackb(blob[len(CREDIT_PREFIX):], raw=False, strict_map_key=True)
+    except Exception:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    source, upto = obj.get("source"), obj.get("upto")
+    if not isinstance(source, str) or not _SOURCE.match(source):
+        return None
+    if type(upto) is not int or not -1 <= upto < 2**63:
+        return None
+    return source, upto
+
+
+class CreditGate:
+    """Camera side: the highest frame number this camera may send, raised by the nodes' grants."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.upto = -1
+        self.waited_s = 0.0  # total time the reader waited for credit
+        self._cond = threading.Condition()
+
+    def on_upstream(self, blob: bytes) -> bool:
+        """Take in one upstream message; True if it was a grant for this camera."""
+        grant = decode_grant(blob)
+        if grant is None or grant[0] != self.source:
+            return False
+        with self._cond:
+            if grant[1] > self.upto:
+                self.upto = grant[1]
+                self._cond.notify_all()
+        return True
+
+    def wait(self, seq: int, halt: threading.Event) -> bool:
+        """Block until frame `seq` may be sent (True) or `halt` is set (False)."""
+        t0 = time.monotonic()
+        with self._cond:
+            while seq > self.upto:
+                if halt.is_set():
+                    return False
+                self._cond.wait(0.05)
+        self.waited_s += time.monotonic() - t0
+        return True
+
+
+@dataclass
+class _Source:
+    done: int = -1  # last frame number the node finished (scored, rejected or failed) or knows lost
+    received: int = -1  # highest frame number received
+    upto: int = -1  # highest frame number granted
+    seen: float = 0.0  # monotonic time of its last heartbeat
+    granted_at: float = 0.0
+    turn: int = 0  # number of the grant that last served it: the longest-waiting source goes first
+
+
+class Credits:
+    """Node side: which flow-controlled source may send its next frame. Thread-safe: the receiver
+    thread reports heartbeats and frames and sends `outgoing()`, the worker reports frames done."""
+
+    def __init__(self, node: str, budget: int = 1, stale_s: float = 15.0, resend_s: float = 1.0):
+        self.node, self.budget, self.stale_s, self.resend_s = node, max(1, budget), stale_s, resend_s
+        self._lock = threading.Lock()
+        self._sources: dict[str, _Source] = {}  # the flow-controlled sources
+        self._out: list[bytes] = []
+        self.grants = 0
+
+    def heartbeat(self, source: str, seq: int, counters: dict[str, int]) -> None:
+        """A camera heartbeat: `seq` is its last frame sent, `counters[CREDIT_COUNTER]` its credit (if it waits)."""
+        credit = counters.get(CREDIT_COUNTER)
+        if credit is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            st = self._sources.get(source)
+            if st is None:  # a new camera, or this node restarted: continue from what the camera says
+                st = self._sources[source] = _Source(done=seq, received=seq, upto=max(credit, seq))
+            st.seen = now
+            if seq > st.received and st.done >= st.received:  # frames sent that will never arrive
+                st.received = st.done = seq
+            if credit < st.upto and now - st.granted_at > self.resend_s:  # a grant got lost: send it again
+                self._send(source, st, now)
+            elif credit > st.upto:  # credit from an earlier node or another node
+                st.upto = credit
+            self._grant(now)
+
+    def received(self, source: str, seq: int) -> None:
+        with self._lock:
+            if (st := self._sources.get(source)) is not None:
+                st.received = max(st.received, seq)
+
+    def done(self, source: str, seq: int) -> None:
+        """The worker is done with frame `seq` of `source` (scored, rejected or failed)."""
+        with self._lock:
+            if (st := self._sources.get(source)) is not None:
+                st.done = max(st.done, seq)
+                self._grant(time.monotonic())
+
+    def ended(self, source: str) -> None:
+        with self._lock:
+            self._sources.pop(source, None)
+            self._grant(time.monotonic())
+
+    def outgoing(self) -> list[bytes]:
+        with self._lock:
+            out, self._out = self._out, []
+            return out
+
+    def _send(self, source: str, st: _Source, now: float) -> None:
+        self._out.append(encode_grant(source, st.upto, self.node))
+        st.granted_at = now
+        self.grants += 1
+
+    def _grant(self, now: float) -> None:
+        live = {s: st for s, st in self._sources.items() if now - st.seen <= self.stale_s}
+        outstanding = sum(max(0, st.upto - st.done) for st in live.values())
+        while outstanding < self.budget:
+            waiting = [(st.turn, s) for s, st in live.items() if st.upto <= st.done]
+            if not waiting:
+                return
+            source = min(waiting)[1]  # in turn: the source served longest ago
+            st = live[source]
+            st.upto = st.done + 1
+            self._send(source, st, now)
+            st.turn = self.grants
+            outstanding += 1

@@ -1,0 +1,379 @@
+"""MQTT bridge: a line's events and health on a plant's MQTT broker (paho-mqtt 2.x), none lost.
+
+It runs in the node's process (`sinks.mqtt` in the line config; `run_node(..., mqtt=...)`), so its
+last will is the node's: when the node dies, the broker tells everyone. Topics (`docs/mqtt.md`),
+with BASE = `<prefix>/<line>` (default `ssdnet/<node name>`):
+
+    BASE/status                 retained, QoS 1   {"state": "online"|"offline", "reason", "node", "t", ...}
+                                                  the last will sets "offline" when the connection drops
+    BASE/node                   retained, QoS 1   the node's heartbeat: state (idle|busy), counters, t
+    BASE/camera/<name>/status   retained, QoS 1   a camera's heartbeat: state, last_frame_age, counters, t
+    BASE/camera/<name>/event    QoS `qos` (1)     one anomaly event: source, seq, log_seq, score, threshold,
+                                                  regions, t_capture, stamps, model_version, node, line
+    BASE/camera/<name>/score    QoS 0             every scored frame (only with `scores: true`)
+
+Events come from the node's durable event log, not from the live stream: the bridge follows the
+log by `log_seq` per source, like the replay collector, keeps at most `max_inflight` events sent
+and not yet acknowledged by the broker (PUBACK), and moves its cursor only over acknowledged ones.
+While the broker is away nothing more is sent (paho re-sends the unacknowledged ones after it
+reconnects) and the rest waits in the log, so a broker outage loses nothing: at least once, in log
+order per camera, a repeat recognisable by its `log_seq`. The acknowledged cursor is kept in
+`<event_log>.mqtt-<client id>.json`, so a restarted node resumes where the broker stopped
+acknowledging. Without an event log (a node without `node.event_log`) events are held in memory,
+at most 10000, oldest dropped first (counted and logged).
+
+Connection trouble never reaches the node's scoring: a refused login (bad credentials, not
+authorised), an unreachable broker, a TLS failure or a broker that accepts the connection and
+never answers (`connect_timeout_s`) is logged once per state change with what to check, counted,
+and retried with doubling delays up to `reconnect_max_s`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import ssl
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from . import protocol as P
+from .eventlog import EventLog
+from .sink_config import MqttConfig
+
+log = logging.getLogger(__name__)
+MAX_HELD_LIVE = 10_000
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def topic_layout(cfg: MqttConfig, node: str) -> dict[str, str]:
+    """The topics of a line, `{camera}` standing for a camera's name."""
+    base = f"{cfg.prefix}/{cfg.line or node}"
+    return {"status": f"{base}/status", "node": f"{base}/node", "camera_status": f"{base}/camera/{{camera}}/status",
+            "event": f"{base}/camera/{{camera}}/event", "score": f"{base}/camera/{{camera}}/score"}
+
+
+class MqttBridge:
+    """Publishes what the node's publisher thread taps (`tap`) and what its event log holds."""
+
+    def __init__(self, cfg: MqttConfig, node: str, event_log: str | Path | None, scorer: dict | None = None):
+        self.cfg, self.node = cfg, node
+        self.line = cfg.line or node
+        self.topics = topic_layout(cfg, node)
+        self.client_id = cfg.client_id or f"ssdnet-{self.line}-{node}"
+        self.event_log = Path(event_log) if event_log is not None else None
+        self.cursor_path = (self.event_log.with_name(f"{self.event_log.name}.mqtt-{_SAFE.sub('_', self.client_id)}"
+                                                     ".json") if self.event_log is not None else None)
+        self.scorer = scorer
+        self.stats = {"connects": 0, "refused": 0, "unreachable": 0, "timeouts": 0, "published": 0, "acked": 0,
+                      "dropped": 0}
+        self.acked: dict[str, int] = {}  # source -> highest log_seq the broker acknowledged (all before it too)
+        self.sent: dict[str, int] = {}  # source -> highest log_seq handed to paho
+        # only the bridge's thread touches these three: paho calls on_publish holding its own lock, so the
+        # acknowledgements are handed over through `_acks` instead of a lock shared with publish()
+        self._pending: dict[str, deque[tuple[int, int]]] = {}  # source -> (log_seq, mid) sent, not yet acked
+        self._acked_mids: set[int] = set()
+        self._mids: dict[int, str] = {}
+        self._acks: deque[int] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._connected = threading.Event()
+        self._attempt_started: float | None = None
+        self._problem: str | None = None  # the connection problem last logged (logged again only when it changes)
+        self._health: dict[str, P.Message] = {}  # latest heartbeat per node/camera, published every health_s
+        self._health_dirty: set[str] = set()
+        self._live: deque[P.EventHeader] = deque(maxlen=MAX_HELD_LIVE)  # events without an event log
+        self._scores: deque[P.AnomalyHeader] = deque(maxlen=256)
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+        self.client = self._make_client()
+
+    # ------------------------------------------------------------ client
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.cfg
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
+                             protocol=mqtt.MQTTv311)
+        client.will_set(self.topics["status"], self._status("offline", "connection lost: the node died or its "
+                                                                       "network went away"), qos=1, retain=True)
+        if cfg.username is not None:
+            password = cfg.password if cfg.password_env is None else os.environ.get(cfg.password_env)
+            if cfg.password_env is not None and password is None:
+                log.error("mqtt: environment variable %s (sinks.mqtt.password_env) is not set; connecting without a "
+                          "password", cfg.password_env)
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls is not None:
+            client.tls_set(ca_certs=str(cfg.tls.ca_certs) if cfg.tls.ca_certs else None,
+                           certfile=str(cfg.tls.certfile) if cfg.tls.certfile else None,
+                           keyfile=str(cfg.tls.keyfile) if cfg.tls.keyfile else None,
+                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            client.tls_insecure_set(cfg.tls.insecure)
+        client.reconnect_delay_set(1, max(1, int(cfg.reconnect_max_s)))
+        client.connect_timeout = cfg.connect_timeout_s
+        client.max_inflight_messages_set(cfg.max_inflight)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _status(self, state: str, reason: str) -> str:
+        return json.dumps({"state": state, "reason": reason, "node": self.node, "line": self.line, "t": time.time(),
+                           "scorer": self.scorer})
+
+    def _report(self, problem: str | None, level: int = logging.ERROR) -> None:
+        if problem != self._problem:
+            self._problem = problem
+            if problem is not None:
+                log.log(level, "mqtt: %s", problem)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        where = f"{self.cfg.host}:{self.cfg.broker_port}"
+        if reason_code.is_failure:
+            self.stats["refused"] += 1
+            hint = (" (check sinks.mqtt.username / password / password_env and the broker's ACL)"
+                    if reason_code.value in (4, 5, 134, 135) else "")
+            self._report(f"broker {where} refused the connection: {reason_code}{hint}; retrying")
+            return
+        self.stats["connects"] += 1
+        self._attempt_started = None
+        self._report(None)
+        log.info("mqtt: connected to %s as %s; events on %s", where, self.client_id, self.topics["event"])
+        client.publish(self.topics["status"], self._status("online", "connected"), qos=1, retain=True)
+        with self._lock:
+            self._health_dirty |= set(self._health)
+        self._connected.set()
+        self._wake.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self.stats["unreachable"] += 1
+        self._report(f"cannot reach broker {self.cfg.host}:{self.cfg.broker_port} (refused, no route or TLS "
+                     "failure); retrying")
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if self._closing.is_set():
+            return
+        if was:
+            self._report(f"lost the broker {self.cfg.host}:{self.cfg.broker_port} ({reason_code}); reconnecting, "
+                         "events wait in the event log", logging.WARNING)
+        elif not reason_code.is_failure:
+            return
+        self._attempt_started = time.monotonic()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._acks.append(mid)  # taken in by the bridge's thread (`_drain_acks`)
+        self._wake.set()
+
+    def _drain_acks(self) -> None:
+        while self._acks:
+            mid = self._acks.popleft()
+            source = self._mids.pop(mid, None)
+            if source is None:  # a status or health message
+                continue
+            self.stats["acked"] += 1
+            self._acked_mids.add(mid)
+            pending = self._pending[source]
+            while pending and pending[0][1] in self._acked_mids:
+                n, done = pending.popleft()
+                self._acked_mids.discard(done)
+                with self._lock:
+                    self.acked[source] = n
+
+    # ------------------------------------------------------------ the node's side
+
+    def tap(self, msg: P.Message) -> None:
+        """Called by the node's publisher thread for every message it sends; never blocks."""
+        h = msg.header
+        if h.kind == "heartbeat":
+            key = "node" if h.role == "node" else h.source
+            with self._lock:
+                previous = self._health.get(key)
+                self._health[key] = msg
+                if previous is None or previous.header.state != h.state:
+                    self._health_dirty.add(key)
+                    self._wake.set()
+        elif h.kind == "event":
+            if self.event_log is None:
+                if len(self._live) == self._live.maxlen:
+                    self.stats["dropped"] += 1
+                self._live.append(h)
+            self._wake.set()
+        elif h.kind == "anomaly" and self.cfg.scores:
+            self._scores.append(h)
+            self._wake.set()
+
+    def start(self) -> MqttBridge:
+        self._load_cursors()
+        self._attempt_started = time.monotonic()
+        self.client.connect_async(self.cfg.host, self.cfg.broker_port, keepalive=self.cfg.keepalive_s)
+        self.client.loop_start()
+        self._thread.start()
+        log.info("mqtt: bridge to %s:%d (%s), topics under %s/", self.cfg.host, self.cfg.broker_port,
+                 "TLS" if self.cfg.tls else "plain", self.topics["status"].rsplit("/", 1)[0])
+        return self
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Publish 'offline (stopped)' if connected, wait briefly for outstanding acknowledgements, disconnect."""
+        deadline = time.monotonic() + timeout_s
+        while self._connected.is_set() and self._unacked() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._closing.set()
+        self._wake.set()
+        self._thread.join(timeout=2)
+        if self._connected.is_set():
+            info = self.client.publish(self.topics["status"], self._status("offline", "stopped"), qos=1, retain=True)
+            try:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._save_cursors()
+
+    def _unacked(self) -> int:
+        return sum(len(p) for p in list(self._pending.values()))
+
+    # ------------------------------------------------------------ cursors
+
+    def _load_cursors(self) -> None:
+        if self.cursor_path is None:
+            return
+        try:
+            saved = json.loads(self.cursor_path.read_text())["acked"]
+            self.acked = {str(k): int(v) for k, v in saved.items()}
+            log.info("mqtt: resuming after %s", self.acked)
+            return
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warning("mqtt: ignored the unreadable cursor file %s (%s)", self.cursor_path, e)
+        if not self.cfg.from_start and self.event_log is not None and self.event_log.is_file():
+            db = EventLog(self.event_log, readonly=True)
+            try:
+                self.acked = db.read_heads()  # only events logged from now on
+            finally:
+                db.close()
+
+    def _save_cursors(self) -> None:
+        if self.cursor_path is None:
+            return
+        with self._lock:
+            data = json.dumps({"acked": self.acked, "client_id": self.client_id, "t": time.time()})
+        try:
+            tmp = self.cursor_path.with_suffix(".tmp")
+            tmp.write_text(data)
+            os.replace(tmp, self.cursor_path)
+        except OSError as e:
+            log.warning("mqtt: could not save the cursor %s: %s", self.cursor_path, e)
+
+    # ------------------------------------------------------------ the bridge's thread
+
+    def _run(self) -> None:
+        db: EventLog | None = None
+        last_health, last_save, saved = 0.0, 0.0, dict(self.acked)
+        try:
+            while not self._closing.is_set():
+                self._wake.wait(0.2)
+                self._wake.clear()
+                now = time.monotonic()
+                self._drain_acks()
+                self._check_attempt(now)
+                if not self._connected.is_set():
+                    continue
+                if db is None and self.event_log is not None and self.event_log.is_file():
+                    db = EventLog(self.event_log, readonly=True)
+                if now - last_health >= self.cfg.health_s:
+                    last_health = now
+                    with self._lock:
+                        self._health_dirty |= set(self._health)
+                self._publish_health()
+                self._publish_scores()
+                if db is not None:
+                    self._publish_logged(db)
+                else:
+                    self._publish_live()
+                if now - last_save >= 1.0 and self.acked != saved:
+                    self._save_cursors()
+                    last_save, saved = now, dict(self.acked)
+        except Exception:
+            log.exception("mqtt: the bridge thread failed; events stay in the event log")
+        finally:
+            if db is not None:
+                db.close()
+
+    def _check_attempt(self, now: float) -> None:
+        started = self._attempt_started
+        if started is not None and not self._connected.is_set() and now - started > self.cfg.connect_timeout_s:
+            self.stats["timeouts"] += 1
+            self._attempt_started = now
+            self._report(f"no answer from broker {self.cfg.host}:{self.cfg.broker_port} within "
+                         f"{self.cfg.connect_timeout_s:.0f} s (not an MQTT broker, TLS expected on that port, or "
+                         "overloaded); still trying")
+
+    def _room(self) -> int:
+        return self.cfg.max_inflight - self._unacked()
+
+    def _send_event(self, source: str, n: int | None, header: P.EventHeader) -> bool:
+        record = {**P.event_record(header), "log_seq": n, "node": self.node, "line": self.line}
+        info = self.client.publish(self.topics["event"].format(camera=source), json.dumps(record), qos=self.cfg.qos)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            log.warning("mqtt: publish of %s#%s failed: %s", source, n, mqtt.error_string(info.rc))
+            return False
+        self.stats["published"] += 1
+        if n is not None:
+            self._mids[info.mid] = source
+            self._pending.setdefault(source, deque()).append((n, info.mid))
+            self.sent[source] = n
+        return True
+
+    def _publish_logged(self, db: EventLog) -> None:
+        for source, head in db.read_heads().items():
+            start = max(self.sent.get(source, 0), self.acked.get(source, 0))
+            if head <= start:
+                continue
+            room = self._room()
+            if room <= 0:
+                return
+            rows = db.after(source, start, min(room, 1000))
+            if rows and rows[0][0] > start + 1:
+                log.warning("mqtt: %s: events %d..%d were pruned from the event log before the broker got them",
+                            source, start + 1, rows[0][0] - 1)
+            for n, blob in rows:
+                try:
+                    header = P.decode_header(blob)
+                except P.ProtocolError as e:
+                    log.warning("mqtt: skipped an unreadable logged event %s#%d: %s", source, n, e)
+                    continue
+                if not self._send_event(source, n, header):
+                    return
+
+    def _publish_live(self) -> None:
+        while self._live and self._connected.is_set():
+            header = self._live.popleft()
+            self._send_event(header.source, None, header)
+
+    def _publish_health(self) -> None:
+        with self._lock:
+            due = [(key, self._health[key]) for key in self._health_dirty if key in self._health]
+            self._health_dirty.clear()
+        for key, msg in due:
+            h = msg.header
+            body = {"state": h.state, "last_frame_age": h.last_frame_age, "counters": dict(h.counters),
+                    "t": h.t_capture, "source": h.source}
+            topic = self.topics["node"] if key == "node" else self.topics["camera_status"].format(camera=key)
+            self.client.publish(topic, json.dumps(body), qos=1, retain=True)
+
+    def _publish_scores(self) -> None:
+        while self._scores:
+            h = self._scores.popleft()
+            body = {"seq": h.seq, "score": h.score, "threshold": h.threshold, "label": h.label,
+                    "t_capture": h.t_capture, "regions": len(h.regions)}
+            self.client.publish(self.topics["score"].format(camera=h.source), json.dumps(body), qos=0)

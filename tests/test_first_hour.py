@@ -1,0 +1,168 @@
+"""What a new user meets first: `ssdnet score` and `ssdnet calibrate` on a few files, readable overlays and regions,
+clear errors for a missing or unreadable video, and a summary without None after Ctrl-C."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.overlay import annotated_overlay, scale_range
+from edge.synthetic import sample
+from pipeline.config import VideoSourceConfig
+from pipeline.launcher import print_summary, run_line
+from pipeline.regions import find_regions
+from pipeline.sources import Camera, SourceFatal
+from pipeline.stages import LineError
+from test_pipeline_launcher import line_config
+from test_pipeline_node import FastDetector
+from tools.calibrate import suggest
+from tools.cli import main
+
+
+def border_map(h=240, w=320, seed=0) -> np.ndarray:
+    """A good frame's self-similarity map: noise around 0.3, rising toward the right border (as measured)."""
+    rng = np.random.default_rng(seed)
+    amap = 0.3 + 0.01 * rng.standard_normal((h, w))
+    amap[:, -12:] += np.linspace(0, 0.08, 12)
+    return amap.astype(np.float32)
+
+
+def test_a_good_frame_gets_no_boxes_glued_to_its_borders_and_a_defect_gets_one():
+    amap = border_map()
+    loose = find_regions(amap, 3.0, 16)
+    assert loose and any(r.bbox[0] + r.bbox[2] == 320 for r in loose)  # the bug: the border rise comes out as boxes
+    assert find_regions(amap, 3.0, 16, min_peak=0.73) == ()
+    amap[100:130, 150:180] = 0.9
+    (region,) = find_regions(amap, 3.0, 16, min_peak=0.73)
+    assert region.bbox == (150, 100, 30, 30) and region.peak == pytest.approx(0.9)
+
+
+def test_overlays_share_one_colour_scale_so_a_good_frame_stays_blue():
+    image = np.full((64, 64, 3), 128, np.uint8)
+    good = annotated_overlay(None, np.full((64, 64), 0.35, np.float32), 0.4, 0.73)
+    bad_map = np.full((64, 64), 0.35, np.float32)
+    bad_map[20:40, 20:40] = 1.2
+    bad = annotated_overlay(image, bad_map, 1.1, 0.73, [(20, 20, 20, 20)])
+    assert good.shape == (64 + 44, 220, 3)  # the frame, then verdict, score and colour scale below it
+    assert good[:64, :64, 2].mean() > 100 and good[:64, :64, 0].mean() < 10  # all blue
+    red, blue = bad[30, 30].astype(int), bad[5, 5].astype(int)
+    assert red[0] - red[2] > 50 and blue[2] - blue[0] > 50  # the defect red, the rest blue
+    assert tuple(bad[20, 25]) == tuple(bad[39, 25]) == (255, 255, 255)  # its box
+    assert scale_range(0.73) == (0.365, 1.095) and scale_range(0.73, (0, 2)) == (0, 2)
+    assert not np.array_equal(good[64:, :30], bad[64:, :30])  # OK vs ANOMALY badge
+
+
+def test_a_missing_or_unreadable_video_fails_at_once_with_the_reason(tmp_path):
+    missing = VideoSourceConfig(kind="video", name="cam0", uri=str(tmp_path / "clip.mp4"))
+    with pytest.raises(SourceFatal, match="does not exist"):
+        Camera(missing).run(stop=None)
+    (tmp_path / "junk.mp4").write_bytes(b"\x00" * 4096)
+    with pytest.raises(SourceFatal, match="junk.mp4"):
+        Camera(missing.model_copy(update={"uri": str(tmp_path / "junk.mp4")})).run(stop=None)
+    cfg = line_config().model_copy(update={"sources": (missing,)})
+    with pytest.raises(LineError, match="cam0 failed to start: SourceFatal: video file .* does not exist"):
+        run_line(cfg, tmp_path / "out", detector_factory=FastDetector)
+
+
+def test_the_summary_after_ctrl_c_reads_without_none(capsys):
+    summary = {"frames": 0, "sent": None, "dropped": None, "fps": None, "events": 0, "wall_s": 3.2,
+               "latency_ms": {"end_to_end": None}}
+    print_summary(summary)
+    out = capsys.readouterr().out
+    assert "None" not in out and "0 (no camera reported)" in out and "fewer than two results" in out
+
+
+def test_suggested_threshold_is_a_high_quantile_of_normal_scores():
+    scores = np.linspace(0.5, 0.7, 201)
+    assert suggest(scores, 0.99, 0.0) == pytest.approx(0.698)
+    assert suggest(scores, 0.99, 0.05) == pytest.approx(0.698 * 1.05)
+
+
+def _frames(folder, n, size=64, defect=0.0, seed=0):
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    images = [sample("grass", size, rng, defect)[0] for _ in range(n)]
+    for i, image in enumerate(images):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), image[:, :, ::-1])
+    return images
+
+
+@pytest.mark.slow
+def test_score_keeps_going_past_an_unreadable_file_and_calibrate_reads_a_folder_and_a_video(tmp_path, capsys):
+    images = _frames(tmp_path / "frames", 14)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    files = [str(tmp_path / "frames" / "000.png"), str(tmp_path / "broken.png"), str(tmp_path / "frames" / "001.png")]
+    assert main(["score", *files, "--fast", "--threads", "1", "--out", str(tmp_path / "scored")]) == 1
+    lines = [json.loads(x) for x in (tmp_path / "scored" / "scores.jsonl").read_text().splitlines()]
+    assert [x["image"] for x in lines] == [files[0], files[2]] and all(x["label"] for x in lines)
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "1 image(s) failed" in err
+
+    assert main(["calibrate", str(tmp_path / "frames"), "--fast", "--threads", "1", "--out",
+                 str(tmp_path / "cal")]) == 0
+    out = capsys.readouterr().out
+    cal = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    # the first calibration.min_frames (10) set the camera's normal; the other 4 are judged against it
+    assert cal["frames"] == 4 and f"threshold: {cal['suggested_threshold']:.3f}" in out
+    assert cal["suggested_threshold"] >= cal["scores"]["max"]
+
+    video = tmp_path / "line.avi"  # a 20-frame MJPG video, as a camera recording would be
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for i in range(20):
+        writer.write(images[i % 5][:, :, ::-1])
+    writer.release()
+    assert main(["calibrate", str(video), "--fast", "--threads", "1", "--frames", "13"]) == 0
+    assert "3 normal frames of" in capsys.readouterr().out
+    assert main(["calibrate", str(tmp_path / "nope.mp4"), "--fast"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_tensorrt_snippet_of_docs_export_md_is_a_valid_line_config():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from edge.config import SSDNetConfig
+    from pipeline.config import LineConfig
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
+    snippet = yaml.safe_load(re.search(r"```yaml\n(node:\n.*?)```", text, re.S).group(1))
+    line = LineConfig.model_validate({"sources": [{"kind": "synthetic", "name": "a"}], **snippet})
+    assert line.node.ssdnet.score.backend == "auto" and line.node.ssdnet.score.engine_precision == "fp16"
+    assert SSDNetConfig.model_validate(snippet["node"]["ssdnet"]).score.allow_cpu_fallback is False
+
+
+@pytest.mark.slow
+def test_a_scorer_backend_that_cannot_load_is_refused_at_start_up(tmp_path):
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
+        pytest.skip("TensorRT and a GPU are here: the backend loads")
+    cfg = line_config(frames=2)
+    node = cfg.node.model_copy(update={"ssdnet": cfg.node.ssdnet.model_copy(update={
+        "score": cfg.node.ssdnet.score.model_copy(update={"backend": "tensorrt"})})})
+    with pytest.raises(LineError, match="node failed to start: BackendUnavailable: .*(TensorRT|CUDA)"):
+        run_line(cfg.model_copy(update={"node": node}), tmp_path)
+
+
+def test_the_readme_camera_example_is_a_valid_line_config(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline.config import LineConfig
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Your camera.*?```yaml\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "frames").mkdir()
+    cfg = LineConfig.model_validate(yaml.safe_load(block))
+    flows = {s.name: s.credit_flow for s in cfg.sources}
+    assert flows == {"press3": False, "usb0": False, "clip": True, "shelf": True}
+    assert cfg.sinks.scores and not cfg.node.ssdnet.score.uses_unet

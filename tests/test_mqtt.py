@@ -1,0 +1,196 @@
+"""The MQTT bridge (pipeline/mqtt_sink.py) against a real broker (Debian's mosquitto, started here on 127.0.0.1):
+events arrive, a broker restarted mid-stream loses none, the last will fires when the node is killed,
+and a broker that refuses the login or never answers gives clear errors while the node keeps scoring."""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import socket
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from pipeline.config import LineConfig
+from pipeline.eventlog import EventLog
+from pipeline.mqtt_sink import MqttBridge, topic_layout
+from pipeline.node import run_node
+from pipeline.sink_config import MqttConfig
+from services import Mosquitto, free_port
+from test_pipeline_node import FastDetector, collect, line, subscriber, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+class Listener:
+    """A test subscriber with a persistent session (QoS 1 messages queued for it while it is away)."""
+
+    def __init__(self, port: int, topic: str = "ssdnet/#", client_id: str = "test-listener"):
+        self.messages: list[tuple[str, dict, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 1)
+        self.client.connect_async("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, json.loads(msg.payload), msg.retain))
+
+    def on(self, suffix: str) -> list[dict]:
+        with self.lock:
+            return [body for topic, body, _ in self.messages if topic.endswith(suffix)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_topic_layout_and_config_errors():
+    t = topic_layout(MqttConfig(host="b", line="press-3"), "node")
+    assert t["event"].format(camera="cam0") == "ssdnet/press-3/camera/cam0/event"
+    assert t["status"] == "ssdnet/press-3/status" and t["node"] == "ssdnet/press-3/node"
+    with pytest.raises(ValueError, match="topic levels"):
+        MqttConfig(host="b", line="a/+")
+    with pytest.raises(ValueError, match="username"):
+        MqttConfig(host="b", password="x")
+    assert MqttConfig(host="b", tls={}).broker_port == 8883 and MqttConfig(host="b").broker_port == 1883
+
+
+def test_events_arrive_and_a_broker_restart_mid_stream_loses_none(tmp_path):
+    broker = Mosquitto(tmp_path)
+    listener = Listener(broker.port)
+    db = tmp_path / "events.db"
+    cfg = MqttConfig(host="127.0.0.1", port=broker.port, line="l1", from_start=True, keepalive_s=5, health_s=0.5,
+                     max_inflight=4)
+    bridge = None
+    try:
+        wait_until(lambda: listener.client.is_connected())
+        with line(tmp_path, cameras=(("cam0", 64), ("cam1", 64)), frames=40, fps=200, flow="credit", threshold=2.5,
+                  factory=lambda s: FastDetector(delay=0.04), event_log=db) as ln:
+            bridge = MqttBridge(cfg, ln.node.cfg.name, db).start()
+            ln.node.taps.append(bridge.tap)
+            sub = subscriber(ln, (b"eos/",))
+            wait_until(lambda: len(listener.on("/event")) >= 4, timeout=30)
+            broker.restart(down_s=1.5)  # mid-stream: the node keeps scoring, events wait in the log
+            collect(sub, ("cam0", "cam1"), timeout=60)
+            sub.close()
+        heads = EventLog(db, readonly=True).read_heads()
+        assert sum(heads.values()) >= 10
+        for cam, head in heads.items():
+            wait_until(lambda cam=cam, head=head: {e["log_seq"] for e in listener.on(f"/{cam}/event")}
+                       >= set(range(1, head + 1)), timeout=30)
+            got = [e for e in listener.on(f"/camera/{cam}/event")]
+            assert {e["log_seq"] for e in got} == set(range(1, head + 1)), f"{cam}: events missing on the broker"
+            assert all(e["source"] == cam and e["line"] == "l1" and e["score"] > e["threshold"] for e in got)
+        status = listener.on("ssdnet/l1/status")
+        assert status[-1]["state"] == "online"
+        wait_until(lambda: any("camera" not in t and t.endswith("/node") for t, _, _ in listener.messages))
+        assert any(t.endswith("/camera/cam0/status") for t, _, _ in listener.messages)
+        assert bridge.stats["connects"] >= 2 and bridge.acked == heads
+    finally:
+        if bridge is not None:
+            bridge.close()
+        listener.close()
+        broker.stop()
+    assert json.loads(next(tmp_path.glob("events.db.mqtt-*.json")).read_text())["acked"] == heads
+
+
+def _node_with_bridge(cfg_dict: dict, port: int, db: str, stop) -> None:
+    from pipeline.config import NodeConfig
+
+    node_cfg = NodeConfig(name="n1", event_log=db, heartbeat_s=0.2)
+    run_node(node_cfg, [], stop, detector_factory=FastDetector, mqtt=MqttConfig(**cfg_dict, port=port))
+
+
+def test_last_will_fires_when_the_node_is_killed(tmp_path):
+    broker = Mosquitto(tmp_path)
+    listener = Listener(broker.port, client_id="will-listener")
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    proc = ctx.Process(target=_node_with_bridge, args=({"host": "127.0.0.1", "line": "l2", "keepalive_s": 5},
+                                                       broker.port, str(tmp_path / "e.db"), stop), daemon=True)
+    try:
+        proc.start()
+        wait_until(lambda: any(s["state"] == "online" for s in listener.on("ssdnet/l2/status")), timeout=60)
+        wait_until(lambda: listener.on("ssdnet/l2/node"), timeout=10)  # the node's heartbeat, retained
+        proc.kill()  # no goodbye: only the broker can tell
+        wait_until(lambda: listener.on("ssdnet/l2/status")[-1]["state"] == "offline", timeout=20)
+        assert "connection lost" in listener.on("ssdnet/l2/status")[-1]["reason"]
+        late = Listener(broker.port, "ssdnet/l2/status", client_id="late-listener")  # retained: newcomers see it
+        wait_until(lambda: late.on("status"), timeout=10)
+        assert late.on("status")[-1]["state"] == "offline" and late.messages[-1][2]
+        late.close()
+    finally:
+        proc.kill()
+        proc.join(5)
+        listener.close()
+        broker.stop()
+
+
+def _silent_server() -> tuple[socket.socket, int, list]:
+    """Accepts TCP connections and never says a word (a broker that never answers)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    conns: list = []
+
+    def accept():
+        while True:
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv, srv.getsockname()[1], conns
+
+
+def test_refused_credentials_and_a_silent_broker_give_clear_errors_and_the_node_keeps_scoring(tmp_path, caplog):
+    broker = Mosquitto(tmp_path, users={"line": "right-password"})
+    silent, silent_port, conns = _silent_server()
+    db = tmp_path / "events.db"
+    refused = MqttBridge(MqttConfig(host="127.0.0.1", port=broker.port, username="line", password="wrong",
+                                    client_id="refused"), "node0", db)
+    mute = MqttBridge(MqttConfig(host="127.0.0.1", port=silent_port, connect_timeout_s=1, keepalive_s=5,
+                                 client_id="mute"), "node0", db)
+    unreachable = MqttBridge(MqttConfig(host="127.0.0.1", port=free_port(), client_id="unreachable"), "node0", db)
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipeline.mqtt_sink"):
+            for bridge in (refused, mute, unreachable):
+                bridge.start()
+            with line(tmp_path, frames=30, fps=200, flow="credit", threshold=2.5, event_log=db) as ln:
+                for bridge in (refused, mute, unreachable):
+                    ln.node.taps.append(bridge.tap)
+                sub = subscriber(ln, (b"anomaly/", b"eos/"))
+                msgs = collect(sub, timeout=30)
+                sub.close()
+                assert ln.node.counters.source("cam0")["scored"] == 30
+                assert sum(m.kind == "anomaly" for m in msgs) == 30
+                logged = EventLog(db, readonly=True).read_heads().get("cam0", 0)
+                assert logged == ln.node.counters.source("cam0")["events"] > 0  # nothing lost from the log
+            wait_until(lambda: mute.stats["timeouts"] > 0 and refused.stats["refused"] > 0
+                       and unreachable.stats["unreachable"] > 0, timeout=20)
+        text = caplog.text
+        assert "refused the connection" in text and "username / password" in text
+        assert f"no answer from broker 127.0.0.1:{silent_port} within 1 s" in text
+        assert "cannot reach broker" in text
+        assert refused.acked == {} and not refused._connected.is_set()
+    finally:
+        for bridge in (refused, mute, unreachable):
+            bridge.close(timeout_s=0.2)
+        silent.close()
+        for c in conns:
+            c.close()
+        broker.stop()
+
+
+def test_line_config_takes_an_mqtt_section():
+    cfg = LineConfig.model_validate({"sources": [{"kind": "synthetic", "name": "a"}],
+                                     "sinks": {"mqtt": {"host": "broker.plant", "username": "line3",
+                                                        "password_env": "MQTT_PASSWORD", "tls": {"ca_certs": None}}}})
+    assert cfg.sinks.mqtt.broker_port == 8883 and cfg.sinks.mqtt.qos == 1

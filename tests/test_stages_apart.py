@@ -1,0 +1,79 @@
+"""Stages on their own machines: every stage of one line config started as its own process (`ssdnet run CONFIG
+--stage camera:NAME|node|sinks`), talking over tcp; every event gets through to the sinks."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.eventlog import EventLog
+from pipeline.launcher import peer_endpoint
+from services import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_peer_endpoint_reads_a_wildcard_bind_as_this_machine():
+    assert peer_endpoint("tcp://0.0.0.0:5555", None) == "tcp://127.0.0.1:5555"
+    assert peer_endpoint("tcp://0.0.0.0:5555", "tcp://cam0.plant:5555") == "tcp://cam0.plant:5555"
+    assert peer_endpoint("ipc:///run/cam0", None) == "ipc:///run/cam0"
+
+
+def test_a_stage_without_a_fixed_port_is_refused(tmp_path, capsys):
+    from tools.cli import main
+
+    cfg = tmp_path / "line.yaml"
+    cfg.write_text(yaml.safe_dump({"sources": [{"name": "cam0", "kind": "synthetic"}]}))
+    assert main(["run", str(cfg), "--out", str(tmp_path), "--stage", "camera:cam0"]) == 1
+    assert "fixed port" in capsys.readouterr().err
+    assert main(["run", str(cfg), "--out", str(tmp_path), "--stage", "camera:nope"]) == 1
+    assert "no source named 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_each_stage_in_its_own_process_over_tcp_gets_every_event_through(tmp_path):
+    ports = [free_port() for _ in range(4)]
+    cam = {"kind": "synthetic", "size": 64, "frames": 6, "fps": 20, "flow": "credit"}
+    line = {
+        "sources": [{**cam, "name": "cam0", "bind": f"tcp://127.0.0.1:{ports[0]}", "textures": ["grass"]},
+                    {**cam, "name": "cam1", "bind": f"tcp://127.0.0.1:{ports[1]}", "textures": ["brick"], "seed": 1}],
+        "node": {"bind": f"tcp://127.0.0.1:{ports[2]}", "replay_bind": f"tcp://127.0.0.1:{ports[3]}",
+                 "threshold": 0.0, "threads": 1, "ssdnet": {"score": {"pixel_weight": 0.0, "perceptual_weight": 0.0}}},
+        "sinks": {"overlays": "off", "scores": True},
+    }
+    cfg = tmp_path / "line.yaml"
+    cfg.write_text(yaml.safe_dump(line))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def stage(name: str, out: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{name.replace(':', '-')}.log", "w")
+        return subprocess.Popen([sys.executable, "-m", "tools.cli", "run", str(cfg), "--out", str(tmp_path / out),
+                                 "--stage", name], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    procs = {name: stage(name, out) for name, out in (("node", "node"), ("sinks", "sinks"), ("camera:cam0", "c0"),
+                                                       ("camera:cam1", "c1"))}
+    try:
+        assert procs["sinks"].wait(timeout=240) == 0, (tmp_path / "sinks.log").read_text()[-3000:]
+        for name in ("camera:cam0", "camera:cam1"):
+            assert procs[name].wait(timeout=30) == 0, (tmp_path / f"{name.replace(':', '-')}.log").read_text()[-2000:]
+        procs["node"].send_signal(signal.SIGTERM)  # a node serves until it is told to stop
+        assert procs["node"].wait(timeout=30) == 0, (tmp_path / "node.log").read_text()[-2000:]
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+    heads = EventLog(tmp_path / "node" / "node-events.db", readonly=True).read_heads()
+    assert heads == {"cam0": 6, "cam1": 6}  # threshold 0: every frame an event
+    events = [json.loads(x) for x in (tmp_path / "sinks" / "events.jsonl").read_text().splitlines()]
+    expected = [(c, n) for c in ("cam0", "cam1") for n in range(1, 7)]
+    assert sorted((e["source"], e["log_seq"]) for e in events) == expected
+    summary = json.loads((tmp_path / "sinks" / "summary.json").read_text())
+    assert summary["events"] == 12 and summary["sent"] == 12 and not summary["interrupted"]
+    assert len((tmp_path / "sinks" / "scores.jsonl").read_text().splitlines()) == summary["frames"] > 0

@@ -1,0 +1,154 @@
+"""`ssdnet calibrate FOLDER|VIDEO [--line CONFIG]`: the `node.threshold` a line should use, from normal production.
+
+Scores every frame of a folder of images or a video file of *normal* production (no defects) the
+way the node does (one detector, the frames in order: a cold fit on the first, then warm fits, the
+camera's memory and its score calibration), prints the distribution of the calibrated scores (robust
+std above the camera's own normal, what `node.threshold` compares with) once the first
+`calibration.min_frames` are past, and suggests `node.threshold`: the `--quantile` (default 0.99)
+of them raised by `--margin` (default 5 %), so about 1 % of normal frames or fewer would raise an
+event. Use the line's own config (`--line`: its `node.ssdnet` section)
+so the scores are the ones the node will compute; `--fast` (nothing fitted) gives the same image
+scores as the default config (the score comes from the self-similarity map) in a fraction of the
+time. `--out DIR` writes every frame's score to DIR/scores.jsonl (and with `--overlays` its
+overlay). More frames give a steadier threshold: below 50 the suggestion is about the highest
+score seen.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from edge.detector import Detector
+from edge.overlay import annotated_overlay, write_rgb
+from pipeline.config import FolderSourceConfig, VideoSourceConfig, load_line_config
+from pipeline.regions import find_regions
+from pipeline.sources import SourceError, make_reader
+
+from .score_images import DEFAULT_THRESHOLD, add_common, fast_hint, fit_progress, set_threads, ssdnet_config
+
+
+def suggest(scores: np.ndarray, quantile: float = 0.99, margin: float = 0.05) -> float:
+    """The threshold for scores of normal frames: their `quantile`, raised by `margin` (a fraction of it)."""
+    return float(np.quantile(scores, quantile) * (1 + margin))
+
+
+def _reader(path: str, resize: tuple[int, int] | None):
+    p = Path(path)
+    if p.is_dir():
+        cfg = FolderSourceConfig(kind="folder", name="calibrate", path=p, resize=resize)
+    else:
+        cfg = VideoSourceConfig(kind="video", name="calibrate", uri=path, resize=resize)
+    reader = make_reader(cfg)
+    reader.check()
+    return reader
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    threshold, vrange = DEFAULT_THRESHOLD, None
+    if args.line:
+        if args.config or args.fast:
+            raise SystemExit("ssdnet calibrate: --line takes the line's node.ssdnet; drop --config/--fast")
+        line = load_line_config(args.line)
+        cfg, threshold, vrange = line.node.ssdnet, line.node.threshold, line.sinks.overlay_range
+    else:
+        cfg = ssdnet_config(args.config, args.fast)
+    try:
+        reader = _reader(args.source, tuple(args.resize) if args.resize else None)
+        reader.open()
+    except SourceError as e:
+        print(f"ssdnet calibrate: {e}", file=sys.stderr)
+        return 2
+    fast_hint(cfg, args.config or args.line, args.fast)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    det = Detector(cfg)
+    steps_bar = fit_progress(det, "first frame: cold fit")
+    scores: list[float] = []
+    seen = -1
+    log = (out / "scores.jsonl").open("w") if out is not None else None
+    bar = tqdm(total=args.frames, desc="ssdnet calibrate", unit="frame")
+    try:
+        while args.frames is None or seen + 1 < args.frames:
+            try:
+                cap = reader.read()
+            except SourceError as e:
+                tqdm.write(f"ssdnet calibrate: {e}; stopping here", file=sys.stderr)
+                break
+            if cap is None:
+                break
+            d = det.process(cap.image)
+            seq = seen = seen + 1
+            if not d.calibrating:  # the first frames set the camera's normal: not judged against it
+                scores.append(float(d.calibrated))
+            bar.update(1)
+            bar.set_postfix(score=f"{d.calibrated:.2f}")
+            if log is not None:
+                log.write(json.dumps({"seq": seq, "score": round(float(d.calibrated), 5),
+                                      "raw_score": round(float(d.score), 5), "calibrating": d.calibrating}) + "\n")
+            if out is not None and args.overlays:
+                amap = d.calibrated_map()
+                regions = find_regions(amap, 3.0, 16, min_peak=threshold)
+                write_rgb(out / f"{seq:06d}_overlay.png", annotated_overlay(
+                    cap.image, amap, d.calibrated, threshold, [r.bbox for r in regions], vrange))
+    finally:
+        bar.close()
+        if steps_bar is not None:
+            steps_bar.close()
+        reader.close()
+        if log is not None:
+            log.close()
+    if not scores:
+        print(f"ssdnet calibrate: {seen + 1} frame(s) read from {args.source}: too few to judge against the camera's "
+              f"own normal (its first {cfg.calibration.min_frames} set it)", file=sys.stderr)
+        return 2
+    s = np.array(scores)
+    value = suggest(s, args.quantile, args.margin)
+    q = np.quantile(s, (0.5, 0.9, 0.95, 0.99))
+    print(f"{len(s)} normal frames of {args.source} (after the first {cfg.calibration.min_frames}), calibrated "
+          f"score min {s.min():.3f}  median {q[0]:.3f}  p90 {q[1]:.3f}  "
+          f"p95 {q[2]:.3f}  p99 {q[3]:.3f}  max {s.max():.3f}")
+    print(f"the current threshold {threshold:.3f} would flag {np.mean(s > threshold):.1%} of these frames")
+    print(f"suggested node.threshold: {value:.3f}  (the {args.quantile:g} quantile + {args.margin:.0%}; flags "
+          f"{np.mean(s > value):.1%} of these frames)")
+    if len(s) < 50:
+        print("few frames: the suggestion is about the highest score seen; score more normal production "
+              "(--frames, a longer video) for a steadier threshold")
+    print(f"\nin the line config:\n  node:\n    threshold: {value:.3f}")
+    if out is not None:
+        (out / "calibration.json").write_text(json.dumps({
+            "source": args.source, "frames": len(s), "suggested_threshold": round(value, 5),
+            "quantile": args.quantile, "margin": args.margin,
+            "scores": {"min": float(s.min()), "p50": float(q[0]), "p90": float(q[1]), "p95": float(q[2]),
+                       "p99": float(q[3]), "max": float(s.max())}}, indent=2) + "\n")
+    return 0
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("calibrate", help="suggest node.threshold from a folder or video of normal production",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="folder of images or a video file of normal (defect-free) production")
+    p.add_argument("--line", help="the line config whose node.ssdnet scores the frames (recommended)")
+    add_common(p)
+    p.add_argument("--frames", type=int, help="score at most this many frames")
+    p.add_argument("--resize", type=int, nargs=2, metavar=("W", "H"), help="resize frames as the camera does")
+    p.add_argument("--quantile", type=_fraction, default=0.99, help="quantile of the normal scores (default 0.99)")
+    p.add_argument("--margin", type=float, default=0.05, help="raise the quantile by this fraction (default 0.05)")
+    p.add_argument("--out", help="write DIR/scores.jsonl (every frame) and DIR/calibration.json")
+    p.add_argument("--overlays", action="store_true", help="with --out: every frame's overlay too")
+    p.set_defaults(func=_cmd)
+
+
