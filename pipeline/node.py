@@ -13,6 +13,11 @@ Three threads, each owning its socket:
 Malformed messages, frames below `min_side` or above `max_side`, and detector failures are counted
 and logged (throttled); they never stop the node.
 
+What a camera connection may send, and how much work a frame may cost, is `pipeline.admission`: the
+receiver opens one socket per camera connection, binds camera names to connections, validates every
+header value and refuses the rest with a reason, counted as `rejected_<reason>` in the node's
+heartbeats and final counters (docs/protocol.md).
+
 Sharing cameras between nodes:
 - pub/sub (default): cameras bind XPUB and every node that connects gets every frame (redundancy,
   or nodes with different settings).
@@ -35,7 +40,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import cv2
 import numpy as np
+import psutil
 import torch
 import zmq
 
@@ -46,14 +53,26 @@ from edge.scorers import choose_backend, ensure_available
 from edge.vgg import build_vgg
 
 from . import protocol as P
+from .admission import REASONS, Admission, Peer, Rejected, Ticket, WorkBudget
 from .config import NodeConfig
 from .eventlog import EventLog, serve_replay
 from .regions import find_regions
-from .security import secure_stage
-from .transport import StopFlag, ThrottledLog, bind, connect, drain_subscriptions, make_socket, wait_for_subscriber
+from .security import CLIENT_REFUSALS, SERVER_REFUSALS, secure_stage
+from .transport import (
+    StopFlag,
+    ThrottledLog,
+    bind,
+    connect,
+    drain_subscriptions,
+    make_socket,
+    security_of,
+    wait_for_subscriber,
+)
 
 log = logging.getLogger(__name__)
 INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
+RECV_BATCH = 16  # messages taken from one camera connection before the next gets its turn
+REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
 
 
 @runtime_checkable
@@ -113,16 +132,23 @@ class SSDNetDetectors:
         return SSDNetDetector(self.cfg, vgg=self.vgg)
 
 
+def _nbytes(msg: P.Message) -> int:
+    return sum(a.nbytes for a in msg.arrays.values())
+
+
 class PendingFrames:
     """Frames waiting to be scored: at most `depth` per source, the oldest dropped when a newer one
     comes (depth 1: only the newest frame is ever scored). Sources are served in turn; a source's
-    end of stream is handed out once it has no waiting frame, i.e. after its last result."""
+    end of stream is handed out once it has no waiting frame, i.e. after its last result. The bytes
+    waiting are counted per source (`bytes`, `total_bytes`) for the node's memory budget."""
 
     def __init__(self, depth: int = 1) -> None:
         self.depth = depth
         self._cond = threading.Condition()
         self._frames: OrderedDict[str, deque[P.Message]] = OrderedDict()
         self._ends: OrderedDict[str, P.Message] = OrderedDict()
+        self.bytes: dict[str, int] = {}
+        self.total_bytes = 0
 
     def put(self, msg: P.Message) -> bool:
         """Add a frame; True if that pushed out an older waiting frame of its source."""
@@ -130,10 +156,28 @@ class PendingFrames:
             waiting = self._frames.setdefault(msg.source, deque())
             dropped = len(waiting) >= self.depth
             if dropped:
-                waiting.popleft()
+                self._account(msg.source, -_nbytes(waiting.popleft()))
             waiting.append(msg)
+            self._account(msg.source, _nbytes(msg))
             self._cond.notify()
             return dropped
+
+    def _account(self, source: str, n: int) -> None:
+        self.bytes[source] = self.bytes.get(source, 0) + n
+        if not self.bytes[source]:
+            del self.bytes[source]
+        self.total_bytes += n
+
+    def evict_backlog(self) -> str | None:
+        """Drop the oldest waiting frame of the source with the most waiting bytes among those with more
+        than one frame waiting (a source's newest frame always stays); its name, or None if there is none."""
+        with self._cond:
+            backlog = [s for s, q in self._frames.items() if len(q) > 1]
+            if not backlog:
+                return None
+            source = max(backlog, key=self.bytes.__getitem__)
+            self._account(source, -_nbytes(self._frames[source].popleft()))
+            return source
 
     def end(self, msg: P.Message) -> None:
         with self._cond:
@@ -150,25 +194,43 @@ class PendingFrames:
                 return None
             source, waiting = next(iter(self._frames.items()))
             msg = waiting.popleft()
+            self._account(source, -_nbytes(msg))
             if waiting:
                 self._frames.move_to_end(source)
             else:
                 del self._frames[source]
             return msg
 
+    def waiting(self) -> dict[str, int]:
+        """Frames waiting per source."""
+        with self._cond:
+            return {s: len(q) for s, q in self._frames.items()}
+
     def _ready_end(self) -> str | None:
         return next((s for s in self._ends if s not in self._frames), None)
 
 
-class Counters:
-    """Per-source frame counters plus the count of malformed messages, safe across threads."""
+def downscale(msg: P.Message, size: tuple[int, int]) -> P.Message:
+    """A frame message resized to `size` (width, height): image INTER_AREA, mask nearest; descriptors follow."""
+    arrays = {"image": cv2.resize(msg.arrays["image"], size, interpolation=cv2.INTER_AREA)}
+    if "mask" in msg.arrays:
+        arrays["mask"] = cv2.resize(msg.arrays["mask"], size, interpolation=cv2.INTER_NEAREST)
+    payloads = tuple(P.describe(p.name, arrays[p.name], p.encoding) for p in msg.header.payloads)
+    return P.Message(msg.header.model_copy(update={"payloads": payloads}), arrays)
 
-    NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events", "budget_unmet", "diverged")
+
+class Counters:
+    """Per-source frame counters, the count of malformed messages, and node-wide counts of refused
+    messages by reason (`rejected`, keys from admission.REASONS), safe across threads."""
+
+    NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events", "budget_unmet", "diverged",
+             "downscaled")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sources: dict[str, dict[str, int]] = {}
         self.bad_messages = 0
+        self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
 
     def add(self, source: str | None, name: str, n: int = 1) -> None:
         with self._lock:
@@ -177,6 +239,15 @@ class Counters:
             else:
                 self._sources.setdefault(source, dict.fromkeys(self.NAMES, 0))[name] += n
 
+    def reject(self, reason: str, source: str | None = None) -> int:
+        """Count a refused message by reason (and as `rejected` of `source`, a camera it is charged to);
+        returns the count of that reason so far."""
+        with self._lock:
+            self.rejected[reason] += 1
+            if source is not None:
+                self._sources.setdefault(source, dict.fromkeys(self.NAMES, 0))["rejected"] += 1
+            return self.rejected[reason]
+
     def source(self, source: str) -> dict[str, int]:
         with self._lock:
             return dict(self._sources.get(source, dict.fromkeys(self.NAMES, 0)))
@@ -184,18 +255,25 @@ class Counters:
     def totals(self) -> dict[str, int]:
         with self._lock:
             totals = {name: sum(c[name] for c in self._sources.values()) for name in self.NAMES}
-            return {**totals, "bad_messages": self.bad_messages}
+            rejected = {f"rejected_{r}": n for r, n in self.rejected.items()}
+            return {**totals, "bad_messages": self.bad_messages, **rejected}
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {"sources": {s: dict(c) for s, c in self._sources.items()}, "bad_messages": self.bad_messages}
+            return {"sources": {s: dict(c) for s, c in self._sources.items()}, "bad_messages": self.bad_messages,
+                    "rejected": dict(self.rejected)}
 
 
 class EdgeNode:
-    """Reads frames from `inputs` (plus `cfg.connect`) and publishes results on `cfg.bind`."""
+    """Reads frames from `inputs` (plus `cfg.connect`) and publishes results on `cfg.bind`.
+
+    `input_names[i]` (a name or a list of names) are the cameras input i speaks for; without
+    `input_names`, each input speaks for the first camera name it sends. `cfg.connect` endpoints speak
+    for `cfg.connect_cameras` (or, with `cfg.dynamic_cameras`, new names). pipeline.admission."""
 
     def __init__(self, cfg: NodeConfig, inputs: Sequence[str] = (), detector_factory: DetectorFactory | None = None,
-                 ctx: zmq.Context | None = None, server_keys: Mapping[str, bytes] | None = None):
+                 ctx: zmq.Context | None = None, server_keys: Mapping[str, bytes] | None = None,
+                 input_names: Sequence[str | Sequence[str]] | None = None):
         self.cfg = cfg
         self.inputs = (*inputs, *cfg.connect)
         if detector_factory is None:
@@ -207,17 +285,54 @@ class EdgeNode:
         self.ctx = ctx or zmq.Context.instance()
         self.counters = Counters()
         self.pending = PendingFrames(cfg.queue_depth)
-        self.outbox: queue.Queue[P.Message] = queue.Queue()
+        self.outbox: queue.Queue[P.Message | tuple[P.Message, int]] = queue.Queue()
         self.detectors: dict[str, tuple[tuple[int, ...], Detector]] = {}
-        self._last_seq: dict[str, int] = {}
         self._last_received: float | None = None
         self._busy = False
         self._log = ThrottledLog(log)
+        self._reject_logs = {reason: ThrottledLog(log) for reason in REASONS}
         self.server_keys = dict(server_keys or {})  # camera endpoint -> its CURVE public key (security on)
+        self.peers = self._peers(inputs, input_names)
+        self.admission = Admission.from_config(cfg, self.peers)
+        self.budget = WorkBudget(cfg.memory_budget_mb)
+        if self.budget.pixels_for(len(self.admission.declared), 0) < cfg.min_side ** 2:
+            log.warning("%s: node.memory_budget_mb %s cannot hold the models of its %d configured cameras and one "
+                        "frame's scoring: frames will be refused (memory_budget)", cfg.name, cfg.memory_budget_mb,
+                        len(self.admission.declared))
+        self._rebuilt: dict[str, float] = {}  # camera -> when its model was last (re)built
+        self._ps = psutil.Process()
+        self.start_rss = self._ps.memory_info().rss
         self.event_log: EventLog | None = None
         self.event_log_failures = 0
         self.replay_endpoint: str | None = None
+        self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
+        self._start_events = 0
         self._scored_since_checkpoint: dict[str, int] = {}
+
+    def _peers(self, inputs: Sequence[str], input_names: Sequence[str | Sequence[str]] | None) -> list[Peer]:
+        """One Peer per distinct input endpoint, with the camera names it may speak for."""
+        if input_names is not None and len(input_names) != len(inputs):
+            raise ValueError(f"{len(input_names)} input_names for {len(inputs)} inputs")
+        peers: dict[str, Peer] = {}
+        for i, endpoint in enumerate(inputs):
+            secured = endpoint in self.server_keys
+            if input_names is None:
+                peers.setdefault(endpoint, Peer(endpoint, learn_one=True, secured=secured))
+                continue
+            names = input_names[i]
+            names = frozenset([names] if isinstance(names, str) else names)
+            old = peers.get(endpoint)
+            peers[endpoint] = Peer(endpoint, names | (old.names if old else frozenset()), secured=secured)
+        for endpoint in self.cfg.connect:
+            listed = frozenset(self.cfg.connect_cameras.get(endpoint, ()))
+            old = peers.get(endpoint)
+            if old is not None:
+                old.names |= listed
+                old.dynamic |= self.cfg.dynamic_cameras and not listed
+                continue
+            peers[endpoint] = Peer(endpoint, listed, dynamic=self.cfg.dynamic_cameras and not listed,
+                                   secured=endpoint in self.server_keys)
+        return list(peers.values())
 
     def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None,
             wait_for_subscriber_s: float = 0.0) -> dict:
@@ -235,6 +350,7 @@ class EdgeNode:
                 raise
             log.info("%s: event log %s (%d events), replay on %s", self.cfg.name, self.cfg.event_log,
                      self.event_log.total, self.replay_endpoint)
+            self._start_events = self.event_log.total
             threads.append(threading.Thread(target=serve_replay, args=(rep, self.event_log.path, self._halt),
                                             name="replay", daemon=True))
             threads[-1].start()  # answers already while the node waits for its first subscriber
@@ -252,14 +368,16 @@ class EdgeNode:
             on_ready(endpoint)
         if wait_for_subscriber_s:
             wait_for_subscriber(out, wait_for_subscriber_s, stop)
-        inp = make_socket(self.ctx, zmq.SUB if self.cfg.input == "sub" else zmq.PULL, rcvhwm=self.cfg.rcvhwm)
-        for endpoint in self.inputs:
-            connect(inp, endpoint, self.server_keys.get(endpoint))
-        if self.cfg.input == "sub":
-            for topic in INPUT_TOPICS:
-                inp.setsockopt(zmq.SUBSCRIBE, topic)
+        inputs = []  # one socket per camera connection: the socket a message came on names its sender
+        for peer in self.peers:
+            inp = make_socket(self.ctx, zmq.SUB if self.cfg.input == "sub" else zmq.PULL, rcvhwm=self.cfg.rcvhwm)
+            connect(inp, peer.endpoint, self.server_keys.get(peer.endpoint))
+            if self.cfg.input == "sub":
+                for topic in INPUT_TOPICS:
+                    inp.setsockopt(zmq.SUBSCRIBE, topic)
+            inputs.append((inp, peer))
         halt = self._halt
-        threads += [threading.Thread(target=self._receive, args=(inp, halt), name="receive", daemon=True),
+        threads += [threading.Thread(target=self._receive, args=(inputs, halt), name="receive", daemon=True),
                    threading.Thread(target=self._publish, args=(out, halt), name="publish", daemon=True)]
         for t in threads:
             if not t.is_alive():
@@ -273,7 +391,7 @@ class EdgeNode:
                     self._process(msg)
         finally:
             self._shutdown(threads)
-        return {**self.counters.snapshot(), "scorer": self.scorer}
+        return self.report()
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         """Stop the node's threads (they close their sockets) and close the event log."""
@@ -285,58 +403,127 @@ class EdgeNode:
 
     # ------------------------------------------------------------ receiver thread
 
-    def _receive(self, sock: zmq.Socket, halt: threading.Event) -> None:
+    def _receive(self, inputs: list[tuple[zmq.Socket, Peer]], halt: threading.Event) -> None:
+        poller, peers = zmq.Poller(), {}
+        for sock, peer in inputs:
+            poller.register(sock, zmq.POLLIN)
+            peers[sock] = peer
         try:
             while not halt.is_set():
-                if not sock.poll(100):
-                    continue
-                while not halt.is_set():
-                    try:
-                        parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._on_input(parts)
+                ready = [sock for sock, _ in poller.poll(100)]
+                while ready and not halt.is_set():  # in turns of RECV_BATCH: a flooding peer cannot starve the others
+                    for sock in list(ready):
+                        for _ in range(RECV_BATCH):
+                            try:
+                                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                            except zmq.Again:
+                                ready.remove(sock)
+                                break
+                            self._on_input(parts, peers[sock])
         finally:
-            sock.close()
+            for sock in peers:
+                sock.close()
 
-    def _on_input(self, parts: list[zmq.Frame]) -> None:
+    def _on_input(self, parts: list[zmq.Frame], peer: Peer) -> None:
         now = time.time()
+        ticket: list[Ticket] = []
         try:
-            msg = P.decode(parts, max_side=self.cfg.max_side)
+            msg = P.decode(parts, max_side=self.cfg.max_side,
+                           admit=lambda h: ticket.append(self.admission.check(peer, h)))
         except P.ProtocolError as e:
             self.counters.add(None, "bad_messages")
-            self._log.warning(f"dropped a malformed message: {e}")
+            self._refuse(e.reason, f"dropped a malformed message from {peer}: {e}")
             return
+        except Rejected as e:
+            if e.reason == "unexpected_kind":
+                self.counters.add(None, "bad_messages")
+            self._refuse(e.reason, str(e), e.camera)
+            return
+        lost = self.admission.commit(ticket[0])
         h, source = msg.header, msg.source
         received = h.model_copy(update={"stamps": {**h.stamps, "received": now}})
         if h.kind == "frame":
             self._last_received = now
             self.counters.add(source, "received")
-            last = self._last_seq.get(source)
-            if last is not None and h.seq > last + 1:
-                self.counters.add(source, "lost", h.seq - last - 1)
-            self._last_seq[source] = h.seq
-            if self.pending.put(P.Message(received, msg.arrays)):
+            if lost:
+                self.counters.add(source, "lost", lost)
+            msg = P.Message(received, msg.arrays)
+            height, width = msg.arrays["image"].shape[:2]
+            if height * width > self.cfg.max_frame_pixels:  # oversize: downscale (reject refused it in admission)
+                scale = math.sqrt(self.cfg.max_frame_pixels / (height * width))
+                size = max(self.cfg.min_side, int(width * scale)), max(self.cfg.min_side, int(height * scale))
+                msg = downscale(msg, size)
+                self.counters.add(source, "downscaled")
+                self._reject_logs["oversize"].warning(
+                    f"{source}: {width}x{height} frames are over node.max_frame_pixels {self.cfg.max_frame_pixels}: "
+                    f"scored and published at {size[0]}x{size[1]} (node.oversize: downscale; raise "
+                    "node.max_frame_pixels to score them at full size)")
+            if self.pending.put(msg):
                 self.counters.add(source, "conflated")
+            self._fit_queue_budget()
         elif h.kind == "heartbeat":
             self.outbox.put(P.Message(received))
-        elif h.kind == "eos":
-            self._last_seq.pop(source, None)
+        else:  # eos
             self.pending.end(P.Message(received))
-        else:
-            self.counters.add(None, "bad_messages")
-            self._log.warning(f"dropped an unexpected {h.kind} message from {source} on the camera socket")
+
+    def _refuse(self, reason: str, message: str, camera: str | None = None) -> None:
+        n = self.counters.reject(reason, camera)
+        self._reject_logs[reason].warning(f"refused ({reason}, {n} so far): {message}")
+
+    def _models(self, source: str | None = None) -> int:
+        """Models the memory budget holds: every configured camera's (reserved, built or not), every other
+        camera's that is built, and `source`'s."""
+        return len(self.admission.declared | set(self.detectors) | ({source} if source else set()))
+
+    def _fit_queue_budget(self) -> None:
+        """Waiting frames over the memory budget (next to the models, `_models`) push out the oldest frame of
+        the camera with the most bytes waiting (never a camera's newest: max_frame_pixels bounds those)."""
+        room = self.budget.queue_room(self._models())
+        while self.pending.total_bytes > room and (source := self.pending.evict_backlog()) is not None:
+            self._refuse("memory_budget", f"{source}: {self.pending.total_bytes / 2**20:.1f} MB of frames waiting, "
+                         "over node.memory_budget_mb: dropped its oldest waiting frame", source)
 
     # ------------------------------------------------------------ worker
 
     def _detector(self, source: str, shape: tuple[int, ...]) -> Detector:
         entry = self.detectors.get(source)
         if entry is None or entry[0] != shape:
+            now = time.monotonic()
             if entry is not None:
+                if now - self._rebuilt.get(source, -math.inf) < self.cfg.min_model_rebuild_s:
+                    raise Rejected("shape_change", f"{source}: a {shape[1]}x{shape[0]} frame, its model is for "
+                                   f"{entry[0][1]}x{entry[0][0]} and was built less than node.min_model_rebuild_s "
+                                   f"({self.cfg.min_model_rebuild_s:g} s) ago", source)
                 log.info("%s: frame size changed %s -> %s, starting a new model", source, entry[0], shape)
             entry = self.detectors[source] = (shape, self.factory(source))
+            self._rebuilt[source] = now
             self._load_checkpoint(source, entry[1])
         return entry[1]
+
+    def _fit_work_budget(self, msg: P.Message) -> P.Message:
+        """The frame as the detector gets it: as is, or downscaled to the pixels the memory budget leaves for
+        its scoring next to the camera models and the waiting frames (node.oversize: downscale; a camera's
+        model size is kept while it fits), else Rejected(memory_budget)."""
+        source, image = msg.source, msg.arrays["image"]
+        height, width = image.shape[:2]
+        entry = self.detectors.get(source)
+        models = self._models(source)
+        limit = self.budget.pixels_for(models, self.pending.total_bytes)
+        if height * width <= limit:
+            return msg
+        why = (f"the {int(limit)} pixels node.memory_budget_mb ({self.cfg.memory_budget_mb:g}) leaves next to "
+               f"{models} model(s) and {self.pending.total_bytes / 2**20:.0f} MB of waiting frames")
+        if self.cfg.oversize == "reject" or limit < self.cfg.min_side ** 2:
+            raise Rejected("memory_budget", f"{source}: a {width}x{height} frame is over {why}", source)
+        if entry is not None and entry[0][0] * entry[0][1] <= limit and entry[0][0] < height:
+            size = entry[0][1], entry[0][0]  # the size its model was built for
+        else:
+            scale = math.sqrt(limit / (height * width))
+            size = max(self.cfg.min_side, int(width * scale)), max(self.cfg.min_side, int(height * scale))
+        self.counters.add(source, "downscaled")
+        self._reject_logs["memory_budget"].warning(f"{source}: scoring a {width}x{height} frame downscaled to "
+                                                   f"{size[0]}x{size[1]}: over {why}")
+        return downscale(msg, size)
 
     def _checkpoint_path(self, source: str) -> Path | None:
         return self.cfg.checkpoint_dir / f"{source}.pt" if self.cfg.checkpoint_dir is not None else None
@@ -367,11 +554,15 @@ class EdgeNode:
     def _process(self, msg: P.Message) -> None:
         h, source, image = msg.header, msg.source, msg.arrays["image"]
         if min(image.shape[:2]) < self.cfg.min_side:
-            self.counters.add(source, "rejected")
-            self._log.warning(f"{source}#{h.seq}: rejected a {image.shape[1]}x{image.shape[0]} "
-                              f"frame (min_side {self.cfg.min_side})")
+            self._refuse("too_small", f"{source}#{h.seq}: rejected a {image.shape[1]}x{image.shape[0]} frame "
+                         f"(min_side {self.cfg.min_side})", source)
             return
-        detector = self._detector(source, image.shape)
+        try:
+            msg = self._fit_work_budget(msg)
+            detector = self._detector(source, msg.arrays["image"].shape)
+        except Rejected as e:
+            self._refuse(e.reason, f"{source}#{h.seq}: {e}", source)
+            return
         self._busy = True
         try:
             result, event = self._score(msg, detector)
@@ -386,8 +577,8 @@ class EdgeNode:
         self.counters.add(source, "scored")
         self._save_checkpoint(source, detector, int(result.header.model_version))
         if event is not None:
-            self._log_event(event)  # committed before it is published: a subscriber can always get it back
-            self.outbox.put(event)
+            logged = self._log_event(event)  # committed before it is published: a subscriber can always get it back
+            self.outbox.put(event if logged is None else (event, logged))
             self.counters.add(source, "events")
 
     def _score(self, msg: P.Message, detector: Detector) -> tuple[P.Message, P.Message | None]:
@@ -424,15 +615,18 @@ class EdgeNode:
                                  **scored)
         return P.Message(result, arrays), P.Message(P.EventHeader(kind="event", **scored)) if anomalous else None
 
-    def _log_event(self, event: P.Message) -> None:
+    def _log_event(self, event: P.Message) -> int | None:
+        """Commit an event to the log; the log's total after it, None if there is no log or it failed."""
         if self.event_log is None:
-            return
+            return None
         try:
             self.event_log.append(event.header)
+            return self.event_log.total
         except Exception as e:  # a full disk must not stop scoring; the event still goes out live
             self.event_log_failures += 1
             self._log.warning(f"{event.source}#{event.header.seq}: could not "
                               f"write the event log: {type(e).__name__}: {e}")
+            return None
 
     def _end(self, msg: P.Message) -> None:
         """Forward a source's end of stream, after its last result, with its final node counters; free its model."""
@@ -447,9 +641,14 @@ class EdgeNode:
         try:
             while not (halt.is_set() and self.outbox.empty()):
                 try:
-                    self._send(sock, self.outbox.get(timeout=0.1))
+                    item = self.outbox.get(timeout=0.1)
                 except queue.Empty:
-                    pass
+                    item = None
+                if isinstance(item, tuple):  # a logged event: announced in heartbeats only once it went out
+                    self._send(sock, item[0])
+                    self._announced_events = item[1]
+                elif item is not None:
+                    self._send(sock, item)
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.cfg.heartbeat_s
                     self._send(sock, self._heartbeat())
@@ -476,8 +675,37 @@ class EdgeNode:
     def _node_counters(self) -> dict[str, int]:
         counters = self.counters.totals()
         if self.event_log is not None:  # a subscriber whose cursors add up to less missed events
-            counters.update(logged_events=self.event_log.total, event_log_failed=self.event_log_failures)
+            # events logged *and published*: a heartbeat never announces an event before its live copy
+            announced = self._announced_events if self._announced_events is not None else self._start_events
+            counters.update(logged_events=announced, event_log_failed=self.event_log_failures)
+        counters.update({f"refused_{reason}": n for reason, n in self.refusals().items()})
+        counters.update(self.state())
         return counters
+
+    def refusals(self) -> dict[str, int]:
+        """Refused connections of this node's secured sockets by reason (pipeline.security), zeros without CURVE."""
+        security = security_of(self.ctx)
+        return security.refusals() if security is not None else dict.fromkeys(REFUSALS, 0)
+
+    def state(self) -> dict[str, int]:
+        """What the node holds now: cameras, models, waiting frames, memory (MB: estimate above start, RSS)."""
+        queued = self.pending.total_bytes
+        return {"cameras": len(self.admission.cameras), "dynamic_cameras": self.admission.dynamic_count,
+                "models": len(self.detectors), "queued_frames": sum(self.pending.waiting().values()),
+                "queued_mb": round(queued / 2**20),
+                "memory_estimate_mb": round(self.budget.estimate(len(self.detectors), queued) / 2**20),
+                "rss_mb": round(self._ps.memory_info().rss / 2**20)}
+
+    def report(self) -> dict:
+        """The final counters (`Counters.snapshot`), the scorer, refused connections, each camera's state."""
+        waiting = self.pending.waiting()
+        cameras = self.admission.report()
+        for name, entry in cameras.items():
+            model = self.detectors.get(name)
+            entry.update(model_frame=None if model is None else list(model[0]), queued_frames=waiting.get(name, 0),
+                         queued_bytes=self.pending.bytes.get(name, 0))
+        return {**self.counters.snapshot(), "scorer": self.scorer, "refused_connections": self.refusals(),
+                "cameras": cameras, "node": self.state()}
 
 
 def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: Callable[[str], None] | None = None,
@@ -494,7 +722,8 @@ def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: C
         server_keys = {ep: sec.server_key(name) for ep, name in zip(inputs, input_names, strict=False)}
         if cfg.connect:
             server_keys.update(dict.fromkeys(cfg.connect, sec.server_key(security.connect_key)))
-    node = EdgeNode(cfg, inputs, detector_factory, ctx, server_keys=server_keys)
+    node = EdgeNode(cfg, inputs, detector_factory, ctx, server_keys=server_keys,
+                    input_names=list(input_names) if input_names else None)
 
     def ready(endpoint: str) -> None:
         on_ready(endpoint if node.replay_endpoint is None else (endpoint, node.replay_endpoint))
