@@ -32,6 +32,7 @@ from .transport import (
     bind,
     drain_subscriptions,
     make_socket,
+    security_of,
     wait_for_peer,
     wait_for_subscriber,
 )
@@ -263,9 +264,11 @@ class Camera:
     def _heartbeat(self, seq: int) -> P.Message:
         now = time.time()
         age = None if self.last_capture is None else max(0.0, now - self.last_capture)
+        counters = dict(self.counters)
+        if (security := security_of(self.ctx)) is not None:  # refused connections on its CURVE socket, by reason
+            counters.update({f"refused_{r}": n for r, n in security.refusals().items() if n})
         return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=seq, t_capture=now,
-                                           role="source", state=self.state, last_frame_age=age,
-                                           counters=dict(self.counters)))
+                                           role="source", state=self.state, last_frame_age=age, counters=counters))
 
     def _read_loop(self) -> None:
         """Reader thread: open/reconnect with backoff, pace, hand captures to the publisher."""
