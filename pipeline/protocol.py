@@ -1,4 +1,5 @@
 """Wire schema of the streaming pipeline, version 1: ZeroMQ multipart messages, never pickle.
+The third-party reference, with limits, node-side checks, replay and examples: docs/protocol.md.
 
 Every message is
 
