@@ -43,8 +43,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from . import protocol as P
 
@@ -281,7 +281,8 @@ class WorkBudget:
         return math.inf if self.budget is None else self.budget - models * self.model - self.fixed
 
     def pixels_for(self, models: int, queued_bytes: int) -> float:
-        """The most pixels one frame's scoring may have with `models` models and the waiting frames (inf without a budget)."""
+        """The most pixels one frame's scoring may have next to `models` models and the waiting frames (inf without
+        a budget)."""
         if self.budget is None:
             return math.inf
         return max(0.0, (self.budget - models * self.model - queued_bytes - self.fixed) / self.per_pixel)

@@ -21,7 +21,8 @@ from ZeroMQ's socket monitor events on each secured socket (`HandshakeMonitor`):
 - server side (a bound socket): `plaintext` (a client without CURVE: ZMTP mechanism mismatch),
   `wrong_server_key` (a CURVE client that encrypted for another server key: the HELLO does not
   open), `unknown_key` (a valid client key not in the allow-list: ZAP answered 400),
-  `protocol_error` (any other failed handshake);
+  `protocol_error` (any other failed handshake, among them a client that hung up mid-handshake:
+  libzmq then reports no detail, and a plaintext client racing the server's greeting is one);
 - client side (a connecting socket): `handshake_failed` (the server is not the one whose key we
   pinned, or speaks no CURVE), `refused_by_peer` (the server's allow-list does not hold our key).
 The node adds them to its heartbeat counters as `refused_<reason>`.
@@ -177,7 +178,7 @@ class HandshakeMonitor:
             self.counts[reason] += 1
             n = self.counts[reason]
         detail = {"plaintext": "a client without CURVE", "wrong_server_key": "a client using another server key",
-                  "unknown_key": "a client key not in the allow-list", "protocol_error": f"protocol error {value:#x}",
+                  "unknown_key": "a client key not in the allow-list", "protocol_error": f"handshake failed ({value:#x}), or the client hung up during it",
                   "handshake_failed": "the server's key is not the pinned one, or it speaks no CURVE",
                   "refused_by_peer": "our key is not in the server's allow-list"}[reason]
         if reason != "unknown_key":  # the ZAP handler logs those itself, with the client's key
