@@ -127,7 +127,8 @@ class CountingAuthenticator(ThreadAuthenticator):
 
 SERVER_REFUSALS = ("plaintext", "wrong_server_key", "unknown_key", "protocol_error")
 CLIENT_REFUSALS = ("handshake_failed", "refused_by_peer")
-_MONITORED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+_MONITORED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+              | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
 
 def refusal_reason(event: int, value: int, server: bool) -> str | None:
@@ -178,7 +179,8 @@ class HandshakeMonitor:
             self.counts[reason] += 1
             n = self.counts[reason]
         detail = {"plaintext": "a client without CURVE", "wrong_server_key": "a client using another server key",
-                  "unknown_key": "a client key not in the allow-list", "protocol_error": f"handshake failed ({value:#x}), or the client hung up during it",
+                  "unknown_key": "a client key not in the allow-list",
+                  "protocol_error": f"handshake failed ({value:#x}), or the client hung up during it",
                   "handshake_failed": "the server's key is not the pinned one, or it speaks no CURVE",
                   "refused_by_peer": "our key is not in the server's allow-list"}[reason]
         if reason != "unknown_key":  # the ZAP handler logs those itself, with the client's key

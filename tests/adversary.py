@@ -133,6 +133,19 @@ def scored(msgs, source: str = "cam0") -> list[int]:
     return [m.header.seq for m in msgs if m.kind == "anomaly" and m.source == source]
 
 
+def streamed(ln, msgs, frames: int, source: str = "cam0") -> None:
+    """`source` streamed to its end through the node: its own end of stream (all `frames` sent), its last
+    frame scored, every frame the node received scored, and every frame accounted for (a frame the
+    camera's socket dropped under load shows as `lost`), none refused."""
+    seqs = scored(msgs, source)
+    ends = [m for m in msgs if m.kind == "eos" and m.source == source]
+    c = ln.node.counters.source(source)
+    assert len(ends) == 1 and ends[0].header.frames == frames, [m.header for m in ends]
+    assert seqs and seqs[-1] == frames - 1 and seqs == sorted(set(seqs))
+    assert c["scored"] == c["received"] == len(seqs) and c["received"] + c["lost"] == frames, c
+    assert c["rejected"] == c["failed"] == c["conflated"] == 0, c
+
+
 def node_beat(sub: Subscriber, timeout: float = 5.0) -> dict[str, int]:
     """The counters of the next node heartbeat."""
     deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import zmq
 
 from pipeline.admission import REASONS
 from pipeline.config import (
@@ -59,7 +60,8 @@ def test_doc_examples_talk_to_a_real_node(tmp_path):
     camera_bind = f"tcp://127.0.0.1:{_free_port()}"
     cfg = NodeConfig(connect=(camera_bind,), connect_cameras={camera_bind: ("cam7",)}, threshold=4.0,
                      queue_depth=64, heartbeat_s=0.1, event_log=tmp_path / "events.db")
-    node = EdgeNode(cfg, (), FastDetector)
+    ctx = zmq.Context()
+    node = EdgeNode(cfg, (), FastDetector, ctx)
     stop, ready = threading.Event(), []
     t = threading.Thread(target=node.run, args=(stop, ready.append, 20.0), daemon=True)
     t.start()
@@ -96,6 +98,7 @@ def test_doc_examples_talk_to_a_real_node(tmp_path):
                 p.kill()
         stop.set()
         t.join(5)
+        ctx.destroy(linger=0)
 
 
 def _section(title: str) -> str:

@@ -166,17 +166,18 @@ def test_refused_connections_are_counted_by_reason_in_heartbeats_and_prometheus(
                                curve_serverkey=node_key)  # a valid key the allow-list does not hold
             socks += _attempts(ctxs["attack"], endpoint, 2, curve_publickey=intruder[0], curve_secretkey=intruder[1],
                                curve_serverkey=subscriber_pub)  # talking to the node with another server's key
-            wait_until(lambda: node.refusals()["plaintext"] + node.refusals()["protocol_error"] >= plain and all(
-                node.refusals()[r] >= 2 for r in ("unknown_key", "wrong_server_key")))
+
+            def counted(c: dict[str, int]) -> bool:  # every attempt refused and counted under its reason
+                return (c["refused_plaintext"] >= 1 and c["refused_plaintext"] + c["refused_protocol_error"] >= plain
+                        and c["refused_unknown_key"] >= 2 and c["refused_wrong_server_key"] >= 2)
+
+            wait_until(lambda: counted({f"refused_{r}": n for r, n in node.refusals().items()}))
             deadline = time.monotonic() + 5  # the next heartbeats (those queued may predate the refusals)
-            while (counters := node_beat(sub))["refused_plaintext"] + counters["refused_protocol_error"] < plain:
+            while not counted(counters := node_beat(sub)):
                 assert time.monotonic() < deadline
             metrics.handle(P.Message(P.HeartbeatHeader(kind="heartbeat", source="node", seq=-1, t_capture=time.time(),
                                                        role="node", state="idle", counters=counters)), time.time())
-        assert counters["refused_plaintext"] >= 1
-        assert counters["refused_plaintext"] + counters["refused_protocol_error"] >= plain
         for reason in ("plaintext", "unknown_key", "wrong_server_key"):
-            assert counters[f"refused_{reason}"] >= 1
             assert any(f"({reason}" in r.message or (reason == "unknown_key" and "not in" in r.message)
                        for r in caplog.records), reason
         assert len(counters) <= 64  # the wire's limit on a heartbeat's counters
@@ -189,7 +190,7 @@ def test_refused_connections_are_counted_by_reason_in_heartbeats_and_prometheus(
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics", timeout=5).read().decode()
         assert 'ssdnet_stage_count{counter="refused_plaintext",role="node",source="node"}' in text
         report = node.report()
-        assert report["refused_connections"]["plaintext"] >= 3 and report["cameras"]["cam0"]["secured"]
+        assert report["refused_connections"]["plaintext"] >= 1 and report["cameras"]["cam0"]["secured"]
     finally:
         stop.set()
         for t in threads:
@@ -235,6 +236,7 @@ def test_summary_json_counts_refusals_and_rejections(keys, tmp_path):
     try:
         summary = run_line(cfg, tmp_path, detector_factory=FastDetector)
     finally:
+        secure(zmq.Context.instance(), None)  # the collector secured this process's shared context
         stop.set()
         t.join(5)
         ctx.destroy(linger=0)
