@@ -311,3 +311,32 @@ def test_node_counters_name_every_reason_and_fit_a_heartbeat(tmp_path):
     assert {"refused_plaintext", "refused_wrong_server_key", "refused_unknown_key", "cameras", "queued_frames",
             "rss_mb", "memory_estimate_mb"} <= set(counters)
     assert counters["cameras"] == 1 and counters["received"] == 10
+
+
+@pytest.mark.parametrize("node, fragment", [
+    ({"connect_cameras": {"tcp://127.0.0.1:5555": ["cam7"]}}, "which node.connect does not"),
+    ({"connect": ["tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556"],
+      "connect_cameras": {"tcp://127.0.0.1:5555": ["cam7"], "tcp://127.0.0.1:5556": ["cam7"]}},
+     "more than one endpoint"),
+    ({"connect": ["tcp://127.0.0.1:5555"], "connect_cameras": {"tcp://127.0.0.1:5555": ["a"]}}, "also sources"),
+    ({"connect": ["tcp://127.0.0.1:5555"], "connect_cameras": {"tcp://127.0.0.1:5555": ["node"]}}, "node's own name"),
+    ({"max_frame_pixels": 100}, "max_frame_pixels"),
+    ({"oversize": "crop"}, "oversize"),
+])
+def test_camera_bindings_in_the_config_are_validated(node, fragment):
+    from edge.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=fragment):
+        parse_config(LineConfig, {"sources": [{"kind": "synthetic", "name": "a"}], "node": node}, "line.yaml")
+
+
+def test_a_connect_endpoint_without_camera_names_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING, logger="pipeline.config"):
+        LineConfig.model_validate({"sources": [{"kind": "synthetic", "name": "a"}],
+                                   "node": {"connect": ["tcp://127.0.0.1:5555"]}})
+    assert any("refuses every frame from there" in r.message for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipeline.config"):
+        LineConfig.model_validate({"sources": [{"kind": "synthetic", "name": "a"}],
+                                   "node": {"connect": ["tcp://127.0.0.1:5555"], "dynamic_cameras": True}})
+    assert not caplog.records
