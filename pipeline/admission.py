@@ -26,9 +26,10 @@ Header values (after the decoder's schema checks, before any payload is decoded)
   `seq_resyncs`, nothing counted lost);
 - a heartbeat from a camera says role `source` (`forged_role`); an end of stream says
   frames == seq + 1 and seq is not behind the last frame seen (`eos_inconsistent`);
-- a frame of more than `node.max_frame_pixels` pixels is rejected here with `oversize: reject`
-  (`oversize`), before its payload is decoded; with `oversize: downscale` the receiver resizes it
-  to that many pixels before it is queued, and it is scored and published at that size (`downscaled`).
+- a frame of more than `node.max_frame_pixels` pixels (default: `ssdnet.max_pixels`) is rejected
+  here with `oversize: reject` (`oversize`), before its payload is decoded; with `oversize:
+  downscale` the worker scores it downscaled to that many pixels and scales the map back to the
+  frame's size (`downscaled`), so the result has the frame's size.
 
 Work and memory (`WorkBudget`): the node estimates its memory above what it used at start as the
 frames waiting in its queues (exact bytes) + one model per camera + the scoring of one frame
@@ -59,7 +60,7 @@ REASONS = P.DECODE_REASONS + ADMISSION_REASONS  # every `rejected_<reason>` coun
 # docs/protocol.md "Bounded work"): each further camera's detector after two frames +38.6 MB RSS; the peak
 # above the process's memory of a cold + 2 warm frames 339 MB at 256x256, 975 MB at 512x512, 3.3 GB at 1024x1024.
 MODEL_MB = 40.0  # one camera's detector (U-Net, optimiser state, scheduler) beyond the shared VGG19
-WORK_BYTES_PER_PIXEL = 4000.0  # peak memory of fitting and scoring one frame, per frame pixel (conservative)
+WORK_BYTES_PER_PIXEL = 3500.0  # peak memory of fitting and scoring one frame, per scored pixel (conservative)
 WORK_FIXED_MB = 64.0  # and a fixed part
 
 
@@ -147,7 +148,7 @@ class Admission:
     @classmethod
     def from_config(cls, cfg, peers: Iterable[Peer]) -> Admission:
         return cls(cfg.name, list(peers), cfg.max_dynamic_cameras, cfg.max_clock_skew_s, cfg.max_seq_step,
-                   cfg.max_frame_rate, cfg.max_frame_pixels if cfg.oversize == "reject" else None)
+                   cfg.max_frame_rate, cfg.frame_pixels if cfg.oversize == "reject" else None)
 
     # ---------------------------------------------------------------- identity
 
@@ -215,7 +216,8 @@ class Admission:
         pixels = image.shape[0] * image.shape[1]
         if self.max_frame_pixels is not None and pixels > self.max_frame_pixels:
             raise Rejected("oversize", f"frame/{name}#{header.seq}: {image.shape[1]}x{image.shape[0]} = {pixels} "
-                           f"pixels > node.max_frame_pixels {self.max_frame_pixels} (node.oversize: reject)", name)
+                           f"pixels > {self.max_frame_pixels} (node.max_frame_pixels, else ssdnet.max_pixels; "
+                           "node.oversize: reject)", name)
         return self._sequence(camera, header.seq)
 
     def _tokens(self, camera: Camera, now: float) -> float:

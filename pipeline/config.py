@@ -141,16 +141,16 @@ class NodeConfig(StrictModel):
                                   "endpoints without a connect_cameras entry (first sender binds the name)")
     max_dynamic_cameras: int = Field(16, ge=0, le=10_000, description="with dynamic_cameras: at most this many such "
                                      "names for the node's lifetime; further names are refused (camera_limit)")
-    max_frame_pixels: int = Field(512 * 512, ge=16 * 16, le=MAX_SIDE * MAX_SIDE, description="larger frames are "
-                                  "downscaled (aspect kept) or rejected, see `oversize`. 512x512 = "
-                                  "score.knn_max_pixels / score.knn_upscale^2, the largest frame the default scorer "
-                                  "takes at full resolution; such a frame costs ~4x the demo's 256x256 (~1 GB, "
-                                  "seconds on a CPU): raise it on a GPU")
+    max_frame_pixels: int | None = Field(None, ge=16 * 16, le=MAX_SIDE * MAX_SIDE, description="frames with more "
+                                         "pixels are scored downscaled (aspect kept; the map is scaled back to the "
+                                         "frame's size) or rejected, see `oversize`; None = ssdnet.max_pixels "
+                                         "(2^20: a frame at it costs ~16x a 256x256 one, ~3.3 GB on a CPU)")
     oversize: Literal["downscale", "reject"] = Field("downscale", description="a frame over max_frame_pixels: scored "
-                                                     "and published downscaled (counted `downscaled`), or rejected "
-                                                     "before decoding (`rejected_oversize`); also how a frame over "
-                                                     "the memory budget is treated")
-    memory_budget_mb: float | None = Field(4096, gt=0, description="node-wide estimate of memory for waiting frames, "
+                                                     "downscaled and published at its own size (counted "
+                                                     "`downscaled`), or rejected before decoding "
+                                                     "(`rejected_oversize`); also how a frame over the memory budget "
+                                                     "is treated")
+    memory_budget_mb: float | None = Field(6144, gt=0, description="node-wide estimate of memory for waiting frames, "
                                            "camera models and one frame's scoring (above the node's memory at "
                                            "start); frames over it are downscaled or rejected, new cameras refused; "
                                            "None = no budget")
@@ -214,9 +214,14 @@ class NodeConfig(StrictModel):
             raise ValueError(f"connect_cameras binds {dupes} to more than one endpoint (a name has one sender)")
         if self.name in names:
             raise ValueError(f"connect_cameras lists the node's own name {self.name!r}")
-        if self.max_frame_pixels < self.min_side * self.min_side:
+        if self.max_frame_pixels is not None and self.max_frame_pixels < self.min_side * self.min_side:
             raise ValueError(f"max_frame_pixels {self.max_frame_pixels} is below min_side^2 ({self.min_side ** 2})")
         return self
+
+    @property
+    def frame_pixels(self) -> int:
+        """The most pixels a frame is scored at: max_frame_pixels, or the detector's own ssdnet.max_pixels."""
+        return self.max_frame_pixels if self.max_frame_pixels is not None else self.ssdnet.max_pixels
 
 
 class SecurityConfig(StrictModel):

@@ -49,6 +49,7 @@ import zmq
 from edge.config import SSDNetConfig
 from edge.detector import Detector as SSDNetDetector
 from edge.device import resolve_device
+from edge.frames import to_frame_size
 from edge.scorers import choose_backend, ensure_available
 from edge.vgg import build_vgg
 
@@ -208,15 +209,6 @@ class PendingFrames:
 
     def _ready_end(self) -> str | None:
         return next((s for s in self._ends if s not in self._frames), None)
-
-
-def downscale(msg: P.Message, size: tuple[int, int]) -> P.Message:
-    """A frame message resized to `size` (width, height): image INTER_AREA, mask nearest; descriptors follow."""
-    arrays = {"image": cv2.resize(msg.arrays["image"], size, interpolation=cv2.INTER_AREA)}
-    if "mask" in msg.arrays:
-        arrays["mask"] = cv2.resize(msg.arrays["mask"], size, interpolation=cv2.INTER_NEAREST)
-    payloads = tuple(P.describe(p.name, arrays[p.name], p.encoding) for p in msg.header.payloads)
-    return P.Message(msg.header.model_copy(update={"payloads": payloads}), arrays)
 
 
 class Counters:
@@ -448,16 +440,6 @@ class EdgeNode:
             if lost:
                 self.counters.add(source, "lost", lost)
             msg = P.Message(received, msg.arrays)
-            height, width = msg.arrays["image"].shape[:2]
-            if height * width > self.cfg.max_frame_pixels:  # oversize: downscale (reject refused it in admission)
-                scale = math.sqrt(self.cfg.max_frame_pixels / (height * width))
-                size = max(self.cfg.min_side, int(width * scale)), max(self.cfg.min_side, int(height * scale))
-                msg = downscale(msg, size)
-                self.counters.add(source, "downscaled")
-                self._reject_logs["oversize"].warning(
-                    f"{source}: {width}x{height} frames are over node.max_frame_pixels {self.cfg.max_frame_pixels}: "
-                    f"scored and published at {size[0]}x{size[1]} (node.oversize: downscale; raise "
-                    "node.max_frame_pixels to score them at full size)")
             if self.pending.put(msg):
                 self.counters.add(source, "conflated")
             self._fit_queue_budget()
@@ -477,7 +459,7 @@ class EdgeNode:
 
     def _fit_queue_budget(self) -> None:
         """Waiting frames over the memory budget (next to the models, `_models`) push out the oldest frame of
-        the camera with the most bytes waiting (never a camera's newest: max_frame_pixels bounds those)."""
+        the camera with the most bytes waiting (never a camera's newest: node.max_side bounds those)."""
         room = self.budget.queue_room(self._models())
         while self.pending.total_bytes > room and (source := self.pending.evict_backlog()) is not None:
             self._refuse("memory_budget", f"{source}: {self.pending.total_bytes / 2**20:.1f} MB of frames waiting, "
@@ -500,30 +482,37 @@ class EdgeNode:
             self._load_checkpoint(source, entry[1])
         return entry[1]
 
-    def _fit_work_budget(self, msg: P.Message) -> P.Message:
-        """The frame as the detector gets it: as is, or downscaled to the pixels the memory budget leaves for
-        its scoring next to the camera models and the waiting frames (node.oversize: downscale; a camera's
-        model size is kept while it fits), else Rejected(memory_budget)."""
+    def _work_image(self, msg: P.Message) -> np.ndarray:
+        """The frame as the detector gets it: as is, or downscaled (aspect kept) to node.max_frame_pixels (default
+        ssdnet.max_pixels) and to the pixels the memory budget leaves for its scoring next to the camera models
+        and the waiting frames (a camera's model size is kept while it fits). Rejected with `oversize: reject`
+        (admission refused frames over max_frame_pixels already) or when not even min_side^2 pixels fit."""
         source, image = msg.source, msg.arrays["image"]
         height, width = image.shape[:2]
         entry = self.detectors.get(source)
         models = self._models(source)
-        limit = self.budget.pixels_for(models, self.pending.total_bytes)
+        room = self.budget.pixels_for(models, self.pending.total_bytes)
+        limit = min(self.cfg.frame_pixels, room)
         if height * width <= limit:
-            return msg
-        why = (f"the {int(limit)} pixels node.memory_budget_mb ({self.cfg.memory_budget_mb:g}) leaves next to "
-               f"{models} model(s) and {self.pending.total_bytes / 2**20:.0f} MB of waiting frames")
+            return image
+        if limit == self.cfg.frame_pixels:
+            why, reason = f"node.max_frame_pixels {limit} (default: ssdnet.max_pixels)", "oversize"
+        else:
+            why, reason = (f"the {int(limit)} pixels node.memory_budget_mb ({self.cfg.memory_budget_mb:g}) leaves "
+                           f"next to {models} model(s) and {self.pending.total_bytes / 2**20:.0f} MB of waiting "
+                           "frames", "memory_budget")
         if self.cfg.oversize == "reject" or limit < self.cfg.min_side ** 2:
-            raise Rejected("memory_budget", f"{source}: a {width}x{height} frame is over {why}", source)
-        if entry is not None and entry[0][0] * entry[0][1] <= limit and entry[0][0] < height:
+            raise Rejected(reason, f"{source}: a {width}x{height} frame is over {why}", source)
+        if entry is not None and entry[0][0] * entry[0][1] <= limit and entry[0][0] < height \
+                and abs(entry[0][1] / entry[0][0] - width / height) < 0.02 * width / height:
             size = entry[0][1], entry[0][0]  # the size its model was built for
         else:
             scale = math.sqrt(limit / (height * width))
             size = max(self.cfg.min_side, int(width * scale)), max(self.cfg.min_side, int(height * scale))
         self.counters.add(source, "downscaled")
-        self._reject_logs["memory_budget"].warning(f"{source}: scoring a {width}x{height} frame downscaled to "
-                                                   f"{size[0]}x{size[1]}: over {why}")
-        return downscale(msg, size)
+        self._reject_logs[reason].warning(f"{source}: scored a {width}x{height} frame downscaled to {size[0]}x"
+                                          f"{size[1]} ({why}; node.oversize: downscale), its map scaled back")
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     def _checkpoint_path(self, source: str) -> Path | None:
         return self.cfg.checkpoint_dir / f"{source}.pt" if self.cfg.checkpoint_dir is not None else None
@@ -558,14 +547,14 @@ class EdgeNode:
                          f"(min_side {self.cfg.min_side})", source)
             return
         try:
-            msg = self._fit_work_budget(msg)
-            detector = self._detector(source, msg.arrays["image"].shape)
+            work = self._work_image(msg)
+            detector = self._detector(source, work.shape)
         except Rejected as e:
             self._refuse(e.reason, f"{source}#{h.seq}: {e}", source)
             return
         self._busy = True
         try:
-            result, event = self._score(msg, detector)
+            result, event = self._score(msg, detector, work)
         except Exception as e:  # a bad frame or a detector failure costs that frame, never the node
             self.counters.add(source, "failed")
             self._log.warning(f"{source}#{h.seq}: detector failed: {type(e).__name__}: {e}")
@@ -581,11 +570,14 @@ class EdgeNode:
             self.outbox.put(event if logged is None else (event, logged))
             self.counters.add(source, "events")
 
-    def _score(self, msg: P.Message, detector: Detector) -> tuple[P.Message, P.Message | None]:
-        """Run the detector on a frame; its anomaly result and, if anomalous, its event."""
+    def _score(self, msg: P.Message, detector: Detector,
+               work: np.ndarray | None = None) -> tuple[P.Message, P.Message | None]:
+        """Run the detector on a frame (on `work`, its downscaled copy, if given; the map is scaled back to the
+        frame's size); its anomaly result and, if anomalous, its event."""
         h, image = msg.header, msg.arrays["image"]
+        work = image if work is None else work
         t0 = time.time()
-        d = detector.process(image)
+        d = detector.process(work)
         done = time.time()
         if not d.budget_met:
             self.counters.add(h.source, "budget_unmet")
@@ -593,6 +585,8 @@ class EdgeNode:
             self.counters.add(h.source, "diverged")
             self._log.warning(f"{h.source}#{h.seq}: the fit diverged; restored the last good weights")
         amap, raw, score = np.asarray(d.anomaly_map, dtype=np.float32), float(d.score), float(d.calibrated)
+        if work is not image and amap.shape == work.shape[:2]:
+            amap = to_frame_size(amap, *image.shape[:2])
         if amap.shape != image.shape[:2] or not math.isfinite(raw + score) or not np.isfinite(amap).all():
             raise ValueError(f"detector returned a {amap.shape} map with non-finite values or score {raw} "
                              f"(calibrated {score})")

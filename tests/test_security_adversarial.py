@@ -179,8 +179,8 @@ def test_thousands_of_camera_names_are_refused_and_the_node_does_not_grow(tmp_pa
 
 
 def test_oversize_frames_are_downscaled_or_rejected_and_never_stall_the_others(tmp_path):
-    """A 3000x3000 frame over max_frame_pixels is scored and published downscaled, or rejected before
-    decoding; either way cam0's results keep their pace."""
+    """A 3000x3000 frame over max_frame_pixels is scored downscaled (its result at the frame's size), or
+    rejected before decoding; either way cam0's results keep their pace."""
     delay = 0.02  # per 64x64 frame; the fake detector's cost grows with the pixels (median, std)
     big = np.random.default_rng(0).integers(0, 255, (3000, 3000, 3), dtype=np.uint8)
     for policy in ("downscale", "reject"):
@@ -211,7 +211,7 @@ def test_oversize_frames_are_downscaled_or_rejected_and_never_stall_the_others(t
                 wait_until(lambda: ln.node.counters.source("big")["downscaled"] == 1)
                 assert ln.node.detectors["big"][0][:2] == (128, 128)
                 shapes = [(m.arrays["map"].shape, m.arrays["image"].shape) for m in big_results]
-                assert shapes == [((128, 128), (128, 128, 3))]
+                assert shapes == [((3000, 3000), (3000, 3000, 3))]  # published at the frame's own size
             else:
                 wait_until(lambda: ln.node.counters.rejected["oversize"] == 1)
                 assert not big_results and "big" not in ln.node.detectors
