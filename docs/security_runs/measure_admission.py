@@ -1,12 +1,12 @@
 """Measurements behind docs/protocol.md section 5 (issue 15), with the real SSDnet detector on the CPU:
 
     python docs/security_runs/measure_admission.py names      # thousands of invented camera names
-    python docs/security_runs/measure_admission.py oversize   # one 3000x3000 frame among a camera's frames
+    python docs/security_runs/measure_admission.py oversize [MAX_FRAME_PIXELS]   # one 3000x3000 frame
 
 `names`: a node with one real camera (128x128) and one hostile node.connect peer that sends 5000
 frames under 5000 invented names, once with dynamic cameras off (all refused) and once on (limit
 16); the process's RSS before and after, the cameras bound and the refusals counted.
-`oversize`: a real camera (128x128, 2 fps) and, mid-stream, one 3000x3000 frame from a declared
+`oversize`: a real camera (128x128, 0.5 fps, 40 frames) and, mid-stream, one 3000x3000 frame from a declared
 peer; each camera frame's time waiting in the node (`queue`: received -> fit start) before and after,
 the big frame's fit + score time at the size it was scored, and the process's peak RSS.
 Prints one JSON object; the numbers in docs/protocol.md came from runs on the 2-core development VM.
@@ -114,7 +114,7 @@ def names() -> dict:
     return out
 
 
-def oversize() -> dict:
+def oversize(max_frame_pixels: int | None = None) -> dict:
     big = np.random.default_rng(1).integers(0, 255, (3000, 3000, 3), dtype=np.uint8)
 
     def body(node, peer, sub):
@@ -122,7 +122,7 @@ def oversize() -> dict:
         peak.start()
 
         def attack(got):
-            if not sent and sum(m.kind == "anomaly" for m in got) == 4:
+            if not sent and sum(m.kind == "anomaly" for m in got) == 2:  # after the cold frame and a warm one
                 peer.send_multipart(_frame("big", 0, big))
                 sent.append(time.time())
 
@@ -140,9 +140,10 @@ def oversize() -> dict:
                 "big_fit_plus_score_ms": round(bigs[0].header.fit_ms + bigs[0].header.score_ms) if bigs else None,
                 "peak_rss_mb": round(peak.peak / 2**20), "downscaled": node.counters.source("big")["downscaled"]}
 
-    return _line({"queue_depth": 1}, 14, 0.5, ["big"], body)
+    return _line({"queue_depth": 1, "max_frame_pixels": max_frame_pixels}, 40, 0.5, ["big"], body)
 
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "names"
-    print(json.dumps({"names": names, "oversize": oversize}[what](), indent=1))
+    args = [int(a) for a in sys.argv[2:]]  # oversize: node.max_frame_pixels (default: ssdnet.max_pixels)
+    print(json.dumps({"names": names, "oversize": oversize}[what](*args), indent=1))
