@@ -59,7 +59,7 @@ REASONS = P.DECODE_REASONS + ADMISSION_REASONS  # every `rejected_<reason>` coun
 # Memory estimates of the default SSDnet config on a CPU, measured with the real detector (torch 2.13, 1 thread;
 # docs/protocol.md "Bounded work"): each further camera's detector after two frames +38.6 MB RSS; the peak
 # above the process's memory of a cold + 2 warm frames 339 MB at 256x256, 975 MB at 512x512, 3.3 GB at 1024x1024.
-MODEL_MB = 40.0  # one camera's detector (U-Net, optimiser state, scheduler) beyond the shared VGG19
+MODEL_MB = 40.0  # one camera's detector (U-Net, optimiser state, scheduler) beyond the shared VGG19 and its memory bank
 WORK_BYTES_PER_PIXEL = 3500.0  # peak memory of fitting and scoring one frame, per scored pixel (conservative)
 WORK_FIXED_MB = 64.0  # and a fixed part
 

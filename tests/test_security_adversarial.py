@@ -204,8 +204,9 @@ def test_oversize_frames_are_downscaled_or_rejected_and_never_stall_the_others(t
             streamed(ln, got, 40)
             e2e = [m.header.stamps["published"] - m.header.stamps["received"] for m in got
                    if m.kind == "anomaly" and m.source == "cam0"]
-            # at most one 128x128 frame's work in the way, not 3000x3000's
-            assert max(e2e) < 1.0, f"cam0 waited {max(e2e):.2f} s in the node"
+            # one 128x128 frame's scoring in the way (and the full-size result's regions and encoding), not a
+            # 3000x3000 scoring; generous for a loaded CI machine: the work shape below is the exact check
+            assert max(e2e) < 3.0, f"cam0 waited {max(e2e):.2f} s in the node"
             big_results = [m for m in got if m.kind == "anomaly" and m.source == "big"]
             if policy == "downscale":
                 wait_until(lambda: ln.node.counters.source("big")["downscaled"] == 1)
@@ -226,8 +227,8 @@ def test_memory_budget_bounds_waiting_frames_and_refuses_models_that_do_not_fit(
     # 8 MB: the configured cam0's model is reserved, so a dynamic camera "flood" (1024x1024 frames, 3 MB
     # each, sent faster than they are scored) gets no model and its backlog is trimmed to its newest
     # frame, while cam0 (64x64 frames, 0.4 MB of work) keeps being scored, whoever came first
-    with node_line(tmp_path, frames=20, fps=40, dynamic_cameras=True, memory_budget_mb=8,
-                   max_frame_pixels=1024 * 1024, factory=lambda s: FastDetector(delay=0.05)) as ln:
+    with node_line(tmp_path, frames=20, fps=40, dynamic_cameras=True, memory_budget_mb=8, max_frame_pixels=1024 * 1024,
+                   ssdnet={"memory": {"size_mb": 0}}, factory=lambda s: FastDetector(delay=0.05)) as ln:
         for seq in range(12):
             ln.intruders[0].send(frame_parts("flood", seq=seq, size=(1024, 1024)))
         msgs = until_eos(ln.sub)
