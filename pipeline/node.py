@@ -498,7 +498,8 @@ class EdgeNode:
         if height * width <= limit:
             return image
         if limit == self.cfg.frame_pixels:
-            why, reason = f"node.max_frame_pixels {limit} (default: ssdnet.max_pixels)", "oversize"
+            knob = "node.max_frame_pixels" if self.cfg.max_frame_pixels is not None else "ssdnet.max_pixels"
+            why, reason = f"{knob} {limit}", "oversize"
         else:
             why, reason = (f"the {int(limit)} pixels node.memory_budget_mb ({self.cfg.memory_budget_mb:g}) leaves "
                            f"next to {models} model(s) and {self.pending.total_bytes / 2**20:.0f} MB of waiting "
