@@ -153,6 +153,37 @@ class NodeConfig(StrictModel):
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     min_side: int = Field(32, ge=1, le=MAX_SIDE, description="smaller frames are rejected")
     max_side: int = Field(4096, ge=16, le=MAX_SIDE, description="larger frames are rejected before decoding")
+    # ---- who may send what, and how much work it may cause (pipeline/admission.py, docs/protocol.md)
+    connect_cameras: dict[Endpoint, tuple[Annotated[str, Field(pattern=SOURCE_PATTERN)], ...]] = Field(
+        {}, description="camera names each node.connect endpoint may send (its frames, heartbeats and end of "
+        "stream); an endpoint listed here speaks for these names only, a name is bound to one endpoint")
+    dynamic_cameras: bool = Field(False, description="accept camera names that no config lists, from node.connect "
+                                  "endpoints without a connect_cameras entry (first sender binds the name)")
+    max_dynamic_cameras: int = Field(16, ge=0, le=10_000, description="with dynamic_cameras: at most this many such "
+                                     "names for the node's lifetime; further names are refused (camera_limit)")
+    max_frame_pixels: int | None = Field(None, ge=16 * 16, le=MAX_SIDE * MAX_SIDE, description="frames with more "
+                                         "pixels are scored downscaled (aspect kept; the map is scaled back to the "
+                                         "frame's size) or rejected, see `oversize`; None = ssdnet.max_pixels "
+                                         "(2^20: a frame at it costs ~16x a 256x256 one, ~3.3 GB on a CPU)")
+    oversize: Literal["downscale", "reject"] = Field("downscale", description="a frame over max_frame_pixels: scored "
+                                                     "downscaled and published at its own size (counted "
+                                                     "`downscaled`), or rejected before decoding "
+                                                     "(`rejected_oversize`); also how a frame over the memory budget "
+                                                     "is treated")
+    memory_budget_mb: float | None = Field(6144, gt=0, description="node-wide estimate of memory for waiting frames, "
+                                           "camera models and one frame's scoring (above the node's memory at "
+                                           "start); frames over it are downscaled or rejected, new cameras refused; "
+                                           "None = no budget")
+    max_clock_skew_s: float = Field(300.0, gt=0, description="t_capture (and stamps) of a camera's message must lie "
+                                    "within this many seconds of the node's clock")
+    max_seq_step: int = Field(10_000, ge=1, description="sequence numbers skipped at once (counted lost) at most, "
+                              "refilled at max_frame_rate per second; a bigger jump is rejected (seq_jump) and the "
+                              "camera resynchronised after 3 consecutive frames without counting it lost")
+    max_frame_rate: float = Field(1000.0, gt=0, le=1e6, description="frames per second a camera can plausibly lose: "
+                                  "`lost` grows at most this fast (plus max_seq_step)")
+    min_model_rebuild_s: float = Field(10.0, ge=0, description="a camera whose frame size changes gets a new model "
+                                       "(a cold fit) at most this often; other sizes in between are rejected "
+                                       "(shape_change)")
     threads: int | None = Field(None, ge=1, le=256, description="torch threads of the node process; None = all "
                                 "cores. Never more than the cores free for it: oversubscribed threads spin and slow "
                                 "fitting 10-60x")
@@ -196,6 +227,24 @@ class NodeConfig(StrictModel):
         ssdnet["fit"] = fit
         data["ssdnet"] = ssdnet
         return data
+
+    @model_validator(mode="after")
+    def _cameras(self) -> NodeConfig:
+        if stray := sorted(set(self.connect_cameras) - set(self.connect)):
+            raise ValueError(f"connect_cameras lists {stray}, which node.connect does not")
+        names = [n for names in self.connect_cameras.values() for n in names]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"connect_cameras binds {dupes} to more than one endpoint (a name has one sender)")
+        if self.name in names:
+            raise ValueError(f"connect_cameras lists the node's own name {self.name!r}")
+        if self.max_frame_pixels is not None and self.max_frame_pixels < self.min_side * self.min_side:
+            raise ValueError(f"max_frame_pixels {self.max_frame_pixels} is below min_side^2 ({self.min_side ** 2})")
+        return self
+
+    @property
+    def frame_pixels(self) -> int:
+        """The most pixels a frame is scored at: max_frame_pixels, or the detector's own ssdnet.max_pixels."""
+        return self.max_frame_pixels if self.max_frame_pixels is not None else self.ssdnet.max_pixels
 
 
 class SecurityConfig(StrictModel):
@@ -291,6 +340,14 @@ class LineConfig(StrictModel):
                                  "allow_insecure_network: true")
             log.warning("INSECURE: %s reachable from the network without encryption or authentication "
                         "(allow_insecure_network: true)", ", ".join(exposed))
+        connected = {n: e for e, names in self.node.connect_cameras.items() for n in names}
+        if clash := sorted(set(connected) & set(names)):
+            raise ValueError(f"node.connect_cameras names {clash} are also sources of this config (a name has one "
+                             "sender)")
+        if self.node.connect and not self.node.dynamic_cameras and (
+                silent := [e for e in self.node.connect if e not in self.node.connect_cameras]):
+            log.warning("node.connect %s: no camera names listed in node.connect_cameras and node.dynamic_cameras is "
+                        "false, so the node refuses every frame from there (unknown_camera)", ", ".join(silent))
         if self.security is not None and self.node.connect and self.security.connect_key is None:
             raise ValueError("with security, node.connect endpoints need "
                              "security.connect_key (the key name of those cameras)")

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import msgpack
 import zmq
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import protocol as P
 from .transport import ThrottledLog, connect, make_socket
@@ -134,22 +134,26 @@ class EventsRequest(_Req):
     limit: int = Field(MAX_REPLY_EVENTS, ge=1, le=MAX_REPLY_EVENTS)
 
 
-_REQUEST = TypeAdapter(HeadsRequest | EventsRequest)
+_REQUESTS: dict[str, type[_Req]] = {"heads": HeadsRequest, "events": EventsRequest}
 
 
 def parse_request(blob: bytes) -> HeadsRequest | EventsRequest:
+    """The validated request; ValueError with one line naming the field and the rule it breaks."""
     if len(blob) > MAX_REQUEST_BYTES:
         raise ValueError(f"request of {len(blob)} bytes exceeds {MAX_REQUEST_BYTES}")
     try:
         obj = msgpack.unpackb(blob, raw=False, strict_map_key=True)
     except Exception as e:
         raise ValueError(f"request is not valid msgpack ({type(e).__name__})") from None
-    if not isinstance(obj, dict) or obj.get("op") not in ("heads", "events"):
-        raise ValueError("request must be a map with op 'heads' or 'events'")
+    if not isinstance(obj, dict) or obj.get("op") not in _REQUESTS:
+        got = f"op {obj.get('op')!r:.40}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise ValueError(f"request must be a map with op 'heads' or 'events', got {got}")
     try:
-        return _REQUEST.validate_python(obj)
+        return _REQUESTS[obj["op"]].model_validate(obj)  # the model of its op: errors name that op's fields
     except ValidationError as e:
-        raise ValueError(f"bad {obj['op']} request: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+        fields = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {err['msg']}"
+                           for err in e.errors()[:3])
+        raise ValueError(f"bad {obj['op']} request: {fields}") from None
 
 
 def answer(db: EventLog, blob: bytes) -> dict[str, Any]:
@@ -264,6 +268,12 @@ class CatchUp:
     Feed it every received message (`on_message`); it returns the events to hand on, as
     (log_seq, EventHeader). `cursors` (source -> last handed-on log_seq) start from `resume`, else
     from the node's heads at start (only new events), or from 0 with `from_start`.
+
+    What counts as missed (`recovered`, and the "recovered N missed event(s)" warning): the node logs an
+    event before it publishes it, so a fetch often returns events whose live copies are still on their
+    way. Those are handed on early, not counted: on a live event only the fetched events *before* it
+    were missed; on a node heartbeat only as many as its `logged_events` (which counts published events
+    only) exceeds the cursors; on an explicit `sync()` (start, end of a run) every fetched event.
     """
 
     def __init__(self, client: ReplayClient, resume: dict[str, int] | None = None, from_start: bool = False):
@@ -272,7 +282,6 @@ class CatchUp:
         self.recovered = 0  # events that were fetched after a detected gap
         self.errors = 0
         self._log = ThrottledLog(log)
-        self._known_total: int | None = None
         self._started = from_start or bool(resume)
 
     def _start(self) -> None:
@@ -285,35 +294,45 @@ class CatchUp:
         try:
             self._start()
             if msg is not None and msg.kind == "event":
-                return self._fetch(msg.source, live=True)
+                return self._fetch(msg.source, live=msg.header)
             if msg is not None and msg.kind == "heartbeat" and msg.header.role == "node":
                 total = msg.header.counters.get("logged_events")
                 if total is not None and total > sum(self.cursors.values()):
-                    return self.sync()
+                    return self.sync(announced=total)
         except ReplayError as e:
             self.errors += 1
             self._log.warning(f"event catch-up failed, will retry on the next event or heartbeat: {e}")
         return []
 
-    def sync(self) -> list[tuple[int, P.EventHeader]]:
-        """Fetch every source that is behind the node's heads."""
+    def sync(self, announced: int | None = None) -> list[tuple[int, P.EventHeader]]:
+        """Fetch every source that is behind the node's heads. With `announced` (a heartbeat's
+        `logged_events`), at most `announced - sum(cursors)` of them count as missed."""
         self._start()
+        missing = None if announced is None else max(0, announced - sum(self.cursors.values()))
         out = []
         for source, head in self.client.heads().items():
             if head > self.cursors.get(source, 0):
-                out += self._fetch(source, live=False)
+                got = self._fetch(source, budget=missing)
+                if missing is not None:
+                    missing = max(0, missing - len(got))
+                out += got
         return out
 
-    def _fetch(self, source: str, live: bool) -> list[tuple[int, P.EventHeader]]:
+    def _fetch(self, source: str, live: P.EventHeader | None = None,
+               budget: int | None = None) -> list[tuple[int, P.EventHeader]]:
         cursor = self.cursors.get(source, 0)
         got = self.client.events(source, cursor)
-        if got:
-            missed = len(got) - (1 if live else 0)
-            if missed > 0:
-                self.recovered += missed
-                log.warning("%s: recovered %d missed event(s) (log_seq %d..%d) from the node's event log",
-                            source, missed, cursor + 1, got[-1][0] - (1 if live else 0))
-            self.cursors[source] = got[-1][0]
+        if not got:
+            return got
+        if live is not None:  # the events logged before the live one were missed; those after it are early
+            missed = next((i for i, (_, h) in enumerate(got) if h.seq == live.seq and h.t_capture == live.t_capture), 0)
+        else:
+            missed = len(got) if budget is None else min(budget, len(got))
+        if missed > 0:
+            self.recovered += missed
+            log.warning("%s: recovered %d missed event(s) (log_seq %d..%d) from the node's event log",
+                        source, missed, cursor + 1, got[missed - 1][0])
+        self.cursors[source] = got[-1][0]
         return got
 
     def close(self) -> None:

@@ -13,6 +13,11 @@ Three threads, each owning its socket:
 Malformed messages, frames below `min_side` or above `max_side`, and detector failures are counted
 and logged (throttled); they never stop the node.
 
+What a camera connection may send, and how much work a frame may cost, is `pipeline.admission`: the
+receiver opens one socket per camera connection, binds camera names to connections, validates every
+header value and refuses the rest with a reason, counted as `rejected_<reason>` in the node's
+heartbeats and final counters (docs/protocol.md).
+
 Sharing cameras between nodes:
 - pub/sub (default): cameras bind XPUB and every node that connects gets every frame (redundancy,
   or nodes with different settings).
@@ -35,26 +40,42 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import cv2
 import numpy as np
+import psutil
 import torch
 import zmq
 
 from edge.config import SSDNetConfig
 from edge.detector import Detector as SSDNetDetector
 from edge.device import resolve_device
+from edge.frames import to_frame_size
 from edge.scorers import choose_backend, ensure_available
 from edge.vgg import build_vgg
 
+from . import admission
 from . import protocol as P
+from .admission import REASONS, Admission, Peer, Rejected, Ticket, WorkBudget
 from .config import NodeConfig
 from .eventlog import EventLog, serve_replay
 from .flow import Credits
 from .regions import find_regions
-from .security import secure_stage
-from .transport import StopFlag, ThrottledLog, bind, connect, drain_subscriptions, make_socket, wait_for_subscriber
+from .security import CLIENT_REFUSALS, SERVER_REFUSALS, secure_stage
+from .transport import (
+    StopFlag,
+    ThrottledLog,
+    bind,
+    connect,
+    drain_subscriptions,
+    make_socket,
+    security_of,
+    wait_for_subscriber,
+)
 
 log = logging.getLogger(__name__)
 INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
+RECV_BATCH = 16  # messages taken from one camera connection before the next gets its turn
+REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
 
 
 @runtime_checkable
@@ -116,16 +137,23 @@ class SSDNetDetectors:
         return SSDNetDetector(self.cfg, vgg=self.vgg)
 
 
+def _nbytes(msg: P.Message) -> int:
+    return sum(a.nbytes for a in msg.arrays.values())
+
+
 class PendingFrames:
     """Frames waiting to be scored: at most `depth` per source, the oldest dropped when a newer one
     comes (depth 1: only the newest frame is ever scored). Sources are served in turn; a source's
-    end of stream is handed out once it has no waiting frame, i.e. after its last result."""
+    end of stream is handed out once it has no waiting frame, i.e. after its last result. The bytes
+    waiting are counted per source (`bytes`, `total_bytes`) for the node's memory budget."""
 
     def __init__(self, depth: int = 1) -> None:
         self.depth = depth
         self._cond = threading.Condition()
         self._frames: OrderedDict[str, deque[P.Message]] = OrderedDict()
         self._ends: OrderedDict[str, P.Message] = OrderedDict()
+        self.bytes: dict[str, int] = {}
+        self.total_bytes = 0
 
     def put(self, msg: P.Message) -> bool:
         """Add a frame; True if that pushed out an older waiting frame of its source."""
@@ -133,10 +161,28 @@ class PendingFrames:
             waiting = self._frames.setdefault(msg.source, deque())
             dropped = len(waiting) >= self.depth
             if dropped:
-                waiting.popleft()
+                self._account(msg.source, -_nbytes(waiting.popleft()))
             waiting.append(msg)
+            self._account(msg.source, _nbytes(msg))
             self._cond.notify()
             return dropped
+
+    def _account(self, source: str, n: int) -> None:
+        self.bytes[source] = self.bytes.get(source, 0) + n
+        if not self.bytes[source]:
+            del self.bytes[source]
+        self.total_bytes += n
+
+    def evict_backlog(self) -> str | None:
+        """Drop the oldest waiting frame of the source with the most waiting bytes among those with more
+        than one frame waiting (a source's newest frame always stays); its name, or None if there is none."""
+        with self._cond:
+            backlog = [s for s, q in self._frames.items() if len(q) > 1]
+            if not backlog:
+                return None
+            source = max(backlog, key=self.bytes.__getitem__)
+            self._account(source, -_nbytes(self._frames[source].popleft()))
+            return source
 
     def end(self, msg: P.Message) -> None:
         with self._cond:
@@ -153,25 +199,34 @@ class PendingFrames:
                 return None
             source, waiting = next(iter(self._frames.items()))
             msg = waiting.popleft()
+            self._account(source, -_nbytes(msg))
             if waiting:
                 self._frames.move_to_end(source)
             else:
                 del self._frames[source]
             return msg
 
+    def waiting(self) -> dict[str, int]:
+        """Frames waiting per source."""
+        with self._cond:
+            return {s: len(q) for s, q in self._frames.items()}
+
     def _ready_end(self) -> str | None:
         return next((s for s in self._ends if s not in self._frames), None)
 
 
 class Counters:
-    """Per-source frame counters plus the count of malformed messages, safe across threads."""
+    """Per-source frame counters, the count of malformed messages, and node-wide counts of refused
+    messages by reason (`rejected`, keys from admission.REASONS), safe across threads."""
 
-    NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events", "budget_unmet", "diverged")
+    NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events", "budget_unmet", "diverged",
+             "downscaled")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sources: dict[str, dict[str, int]] = {}
         self.bad_messages = 0
+        self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
 
     def add(self, source: str | None, name: str, n: int = 1) -> None:
         with self._lock:
@@ -180,6 +235,15 @@ class Counters:
             else:
                 self._sources.setdefault(source, dict.fromkeys(self.NAMES, 0))[name] += n
 
+    def reject(self, reason: str, source: str | None = None) -> int:
+        """Count a refused message by reason (and as `rejected` of `source`, a camera it is charged to);
+        returns the count of that reason so far."""
+        with self._lock:
+            self.rejected[reason] += 1
+            if source is not None:
+                self._sources.setdefault(source, dict.fromkeys(self.NAMES, 0))["rejected"] += 1
+            return self.rejected[reason]
+
     def source(self, source: str) -> dict[str, int]:
         with self._lock:
             return dict(self._sources.get(source, dict.fromkeys(self.NAMES, 0)))
@@ -187,18 +251,25 @@ class Counters:
     def totals(self) -> dict[str, int]:
         with self._lock:
             totals = {name: sum(c[name] for c in self._sources.values()) for name in self.NAMES}
-            return {**totals, "bad_messages": self.bad_messages}
+            rejected = {f"rejected_{r}": n for r, n in self.rejected.items()}
+            return {**totals, "bad_messages": self.bad_messages, **rejected}
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {"sources": {s: dict(c) for s, c in self._sources.items()}, "bad_messages": self.bad_messages}
+            return {"sources": {s: dict(c) for s, c in self._sources.items()}, "bad_messages": self.bad_messages,
+                    "rejected": dict(self.rejected)}
 
 
 class EdgeNode:
-    """Reads frames from `inputs` (plus `cfg.connect`) and publishes results on `cfg.bind`."""
+    """Reads frames from `inputs` (plus `cfg.connect`) and publishes results on `cfg.bind`.
+
+    `input_names[i]` (a name or a list of names) are the cameras input i speaks for; without
+    `input_names`, each input speaks for the first camera name it sends. `cfg.connect` endpoints speak
+    for `cfg.connect_cameras` (or, with `cfg.dynamic_cameras`, new names). pipeline.admission."""
 
     def __init__(self, cfg: NodeConfig, inputs: Sequence[str] = (), detector_factory: DetectorFactory | None = None,
-                 ctx: zmq.Context | None = None, server_keys: Mapping[str, bytes] | None = None):
+                 ctx: zmq.Context | None = None, server_keys: Mapping[str, bytes] | None = None,
+                 input_names: Sequence[str | Sequence[str]] | None = None):
         self.cfg = cfg
         self.inputs = (*inputs, *cfg.connect)
         if detector_factory is None:
@@ -211,18 +282,56 @@ class EdgeNode:
         self.counters = Counters()
         self.pending = PendingFrames(cfg.queue_depth)
         self.credits = Credits(cfg.name, budget=cfg.queue_depth)  # cameras with flow: credit (pipeline/flow.py)
-        self.outbox: queue.Queue[P.Message] = queue.Queue()
+        self.outbox: queue.Queue[P.Message | tuple[P.Message, int]] = queue.Queue()
         self.detectors: dict[str, tuple[tuple[int, ...], Detector]] = {}
-        self._last_seq: dict[str, int] = {}
         self._last_received: float | None = None
         self._busy = False
         self._log = ThrottledLog(log)
+        self._reject_logs = {reason: ThrottledLog(log) for reason in REASONS}
         self.server_keys = dict(server_keys or {})  # camera endpoint -> its CURVE public key (security on)
+        self.peers = self._peers(inputs, input_names)
+        self.admission = Admission.from_config(cfg, self.peers)
+        # a camera's model: the detector (admission.MODEL_MB) and its memory bank of normal appearance
+        self.budget = WorkBudget(cfg.memory_budget_mb, admission.MODEL_MB + cfg.ssdnet.memory.size_mb)
+        if self.budget.pixels_for(len(self.admission.declared), 0) < cfg.min_side ** 2:
+            log.warning("%s: node.memory_budget_mb %s cannot hold the models of its %d configured cameras and one "
+                        "frame's scoring: frames will be refused (memory_budget)", cfg.name, cfg.memory_budget_mb,
+                        len(self.admission.declared))
+        self._rebuilt: dict[str, float] = {}  # camera -> when its model was last (re)built
+        self._ps = psutil.Process()
+        self.start_rss = self._ps.memory_info().rss
         self.event_log: EventLog | None = None
         self.event_log_failures = 0
         self.replay_endpoint: str | None = None
+        self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
+        self._start_events = 0
         self._scored_since_checkpoint: dict[str, int] = {}
         self.taps: list[Callable[[P.Message], None]] = []  # see every published message (the MQTT bridge); non-blocking
+
+    def _peers(self, inputs: Sequence[str], input_names: Sequence[str | Sequence[str]] | None) -> list[Peer]:
+        """One Peer per distinct input endpoint, with the camera names it may speak for."""
+        if input_names is not None and len(input_names) != len(inputs):
+            raise ValueError(f"{len(input_names)} input_names for {len(inputs)} inputs")
+        peers: dict[str, Peer] = {}
+        for i, endpoint in enumerate(inputs):
+            secured = endpoint in self.server_keys
+            if input_names is None:
+                peers.setdefault(endpoint, Peer(endpoint, learn_one=True, secured=secured))
+                continue
+            names = input_names[i]
+            names = frozenset([names] if isinstance(names, str) else names)
+            old = peers.get(endpoint)
+            peers[endpoint] = Peer(endpoint, names | (old.names if old else frozenset()), secured=secured)
+        for endpoint in self.cfg.connect:
+            listed = frozenset(self.cfg.connect_cameras.get(endpoint, ()))
+            old = peers.get(endpoint)
+            if old is not None:
+                old.names |= listed
+                old.dynamic |= self.cfg.dynamic_cameras and not listed
+                continue
+            peers[endpoint] = Peer(endpoint, listed, dynamic=self.cfg.dynamic_cameras and not listed,
+                                   secured=endpoint in self.server_keys)
+        return list(peers.values())
 
     def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None,
             wait_for_subscriber_s: float = 0.0) -> dict:
@@ -240,6 +349,7 @@ class EdgeNode:
                 raise
             log.info("%s: event log %s (%d events), replay on %s", self.cfg.name, self.cfg.event_log,
                      self.event_log.total, self.replay_endpoint)
+            self._start_events = self.event_log.total
             threads.append(threading.Thread(target=serve_replay, args=(rep, self.event_log.path, self._halt),
                                             name="replay", daemon=True))
             threads[-1].start()  # answers already while the node waits for its first subscriber
@@ -257,15 +367,17 @@ class EdgeNode:
             on_ready(endpoint)
         if wait_for_subscriber_s:
             wait_for_subscriber(out, wait_for_subscriber_s, stop)
-        # XSUB rather than SUB: it also carries credit grants upstream to the cameras (pipeline/flow.py)
-        inp = make_socket(self.ctx, zmq.XSUB if self.cfg.input == "sub" else zmq.PULL, rcvhwm=self.cfg.rcvhwm)
-        for endpoint in self.inputs:
-            connect(inp, endpoint, self.server_keys.get(endpoint))
-        if self.cfg.input == "sub":
-            for topic in INPUT_TOPICS:
-                inp.send(b"\x01" + topic)
+        inputs = []  # one socket per camera connection: the socket a message came on names its sender
+        for peer in self.peers:
+            # XSUB rather than SUB: it also carries credit grants upstream to the camera (pipeline/flow.py)
+            inp = make_socket(self.ctx, zmq.XSUB if self.cfg.input == "sub" else zmq.PULL, rcvhwm=self.cfg.rcvhwm)
+            connect(inp, peer.endpoint, self.server_keys.get(peer.endpoint))
+            if self.cfg.input == "sub":
+                for topic in INPUT_TOPICS:
+                    inp.send(b"\x01" + topic)
+            inputs.append((inp, peer))
         halt = self._halt
-        threads += [threading.Thread(target=self._receive, args=(inp, halt), name="receive", daemon=True),
+        threads += [threading.Thread(target=self._receive, args=(inputs, halt), name="receive", daemon=True),
                    threading.Thread(target=self._publish, args=(out, halt), name="publish", daemon=True)]
         for t in threads:
             if not t.is_alive():
@@ -280,7 +392,7 @@ class EdgeNode:
                     self.credits.done(msg.source, msg.header.seq)
         finally:
             self._shutdown(threads)
-        return {**self.counters.snapshot(), "scorer": self.scorer}
+        return self.report()
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
         """Stop the node's threads (they close their sockets) and close the event log."""
@@ -292,68 +404,136 @@ class EdgeNode:
 
     # ------------------------------------------------------------ receiver thread
 
-    def _receive(self, sock: zmq.Socket, halt: threading.Event) -> None:
-        upstream = sock.type == zmq.XSUB
+    def _receive(self, inputs: list[tuple[zmq.Socket, Peer]], halt: threading.Event) -> None:
+        poller, peers = zmq.Poller(), {}
+        for sock, peer in inputs:
+            poller.register(sock, zmq.POLLIN)
+            peers[sock] = peer
+        upstream = [sock for sock in peers if sock.type == zmq.XSUB]
         try:
             while not halt.is_set():
                 for grant in self.credits.outgoing() if upstream else ():
-                    try:
-                        sock.send(grant, zmq.NOBLOCK)
-                    except zmq.Again:
-                        pass  # grants are absolute: the next one (or the camera's heartbeat) makes up for it
-                if not sock.poll(10 if upstream else 100):
-                    continue
-                while not halt.is_set():
-                    try:
-                        parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._on_input(parts)
+                    for sock in upstream:  # a grant names its camera; the others ignore it
+                        try:
+                            sock.send(grant, zmq.NOBLOCK)
+                        except zmq.Again:
+                            pass  # grants are absolute: the next one (or the camera's heartbeat) makes up for it
+                ready = [sock for sock, _ in poller.poll(10 if upstream else 100)]
+                while ready and not halt.is_set():  # in turns of RECV_BATCH: a flooding peer cannot starve the others
+                    for sock in list(ready):
+                        for _ in range(RECV_BATCH):
+                            try:
+                                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                            except zmq.Again:
+                                ready.remove(sock)
+                                break
+                            self._on_input(parts, peers[sock])
         finally:
-            sock.close()
+            for sock in peers:
+                sock.close()
 
-    def _on_input(self, parts: list[zmq.Frame]) -> None:
+    def _on_input(self, parts: list[zmq.Frame], peer: Peer) -> None:
         now = time.time()
+        ticket: list[Ticket] = []
         try:
-            msg = P.decode(parts, max_side=self.cfg.max_side)
+            msg = P.decode(parts, max_side=self.cfg.max_side,
+                           admit=lambda h: ticket.append(self.admission.check(peer, h)))
         except P.ProtocolError as e:
             self.counters.add(None, "bad_messages")
-            self._log.warning(f"dropped a malformed message: {e}")
+            self._refuse(e.reason, f"dropped a malformed message from {peer}: {e}")
             return
+        except Rejected as e:
+            if e.reason == "unexpected_kind":
+                self.counters.add(None, "bad_messages")
+            self._refuse(e.reason, str(e), e.camera)
+            return
+        lost = self.admission.commit(ticket[0])
         h, source = msg.header, msg.source
         received = h.model_copy(update={"stamps": {**h.stamps, "received": now}})
         if h.kind == "frame":
             self._last_received = now
             self.counters.add(source, "received")
-            last = self._last_seq.get(source)
-            if last is not None and h.seq > last + 1:
-                self.counters.add(source, "lost", h.seq - last - 1)
-            self._last_seq[source] = h.seq
+            if lost:
+                self.counters.add(source, "lost", lost)
             self.credits.received(source, h.seq)
-            if self.pending.put(P.Message(received, msg.arrays)):
+            msg = P.Message(received, msg.arrays)
+            if self.pending.put(msg):
                 self.counters.add(source, "conflated")
+            self._fit_queue_budget()
         elif h.kind == "heartbeat":
             if h.role == "source":
                 self.credits.heartbeat(source, h.seq, h.counters)
             self.outbox.put(P.Message(received))
-        elif h.kind == "eos":
+        else:  # eos
             self.credits.ended(source)
-            self._last_seq.pop(source, None)
             self.pending.end(P.Message(received))
-        else:
-            self.counters.add(None, "bad_messages")
-            self._log.warning(f"dropped an unexpected {h.kind} message from {source} on the camera socket")
+
+    def _refuse(self, reason: str, message: str, camera: str | None = None) -> None:
+        n = self.counters.reject(reason, camera)
+        self._reject_logs[reason].warning(f"refused ({reason}, {n} so far): {message}")
+
+    def _models(self, source: str | None = None) -> int:
+        """Models the memory budget holds: every configured camera's (reserved, built or not), every other
+        camera's that is built, and `source`'s."""
+        return len(self.admission.declared | set(self.detectors) | ({source} if source else set()))
+
+    def _fit_queue_budget(self) -> None:
+        """Waiting frames over the memory budget (next to the models, `_models`) push out the oldest frame of
+        the camera with the most bytes waiting (never a camera's newest: node.max_side bounds those)."""
+        room = self.budget.queue_room(self._models())
+        while self.pending.total_bytes > room and (source := self.pending.evict_backlog()) is not None:
+            self._refuse("memory_budget", f"{source}: {self.pending.total_bytes / 2**20:.1f} MB of frames waiting, "
+                         "over node.memory_budget_mb: dropped its oldest waiting frame", source)
 
     # ------------------------------------------------------------ worker
 
     def _detector(self, source: str, shape: tuple[int, ...]) -> Detector:
         entry = self.detectors.get(source)
         if entry is None or entry[0] != shape:
+            now = time.monotonic()
             if entry is not None:
+                if now - self._rebuilt.get(source, -math.inf) < self.cfg.min_model_rebuild_s:
+                    raise Rejected("shape_change", f"{source}: a {shape[1]}x{shape[0]} frame, its model is for "
+                                   f"{entry[0][1]}x{entry[0][0]} and was built less than node.min_model_rebuild_s "
+                                   f"({self.cfg.min_model_rebuild_s:g} s) ago", source)
                 log.info("%s: frame size changed %s -> %s, starting a new model", source, entry[0], shape)
             entry = self.detectors[source] = (shape, self.factory(source))
+            self._rebuilt[source] = now
             self._load_checkpoint(source, entry[1])
         return entry[1]
+
+    def _work_image(self, msg: P.Message) -> np.ndarray:
+        """The frame as the detector gets it: as is, or downscaled (aspect kept) to node.max_frame_pixels (default
+        ssdnet.max_pixels) and to the pixels the memory budget leaves for its scoring next to the camera models
+        and the waiting frames (a camera's model size is kept while it fits). Rejected with `oversize: reject`
+        (admission refused frames over max_frame_pixels already) or when not even min_side^2 pixels fit."""
+        source, image = msg.source, msg.arrays["image"]
+        height, width = image.shape[:2]
+        entry = self.detectors.get(source)
+        models = self._models(source)
+        room = self.budget.pixels_for(models, self.pending.total_bytes)
+        limit = min(self.cfg.frame_pixels, room)
+        if height * width <= limit:
+            return image
+        if limit == self.cfg.frame_pixels:
+            knob = "node.max_frame_pixels" if self.cfg.max_frame_pixels is not None else "ssdnet.max_pixels"
+            why, reason = f"{knob} {limit}", "oversize"
+        else:
+            why, reason = (f"the {int(limit)} pixels node.memory_budget_mb ({self.cfg.memory_budget_mb:g}) leaves "
+                           f"next to {models} model(s) and {self.pending.total_bytes / 2**20:.0f} MB of waiting "
+                           "frames", "memory_budget")
+        if self.cfg.oversize == "reject" or limit < self.cfg.min_side ** 2:
+            raise Rejected(reason, f"{source}: a {width}x{height} frame is over {why}", source)
+        if entry is not None and entry[0][0] * entry[0][1] <= limit and entry[0][0] < height \
+                and abs(entry[0][1] / entry[0][0] - width / height) < 0.02 * width / height:
+            size = entry[0][1], entry[0][0]  # the size its model was built for
+        else:
+            scale = math.sqrt(limit / (height * width))
+            size = max(self.cfg.min_side, int(width * scale)), max(self.cfg.min_side, int(height * scale))
+        self.counters.add(source, "downscaled")
+        self._reject_logs[reason].warning(f"{source}: scored a {width}x{height} frame downscaled to {size[0]}x"
+                                          f"{size[1]} ({why}; node.oversize: downscale), its map scaled back")
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     def _checkpoint_path(self, source: str) -> Path | None:
         return self.cfg.checkpoint_dir / f"{source}.pt" if self.cfg.checkpoint_dir is not None else None
@@ -384,14 +564,18 @@ class EdgeNode:
     def _process(self, msg: P.Message) -> None:
         h, source, image = msg.header, msg.source, msg.arrays["image"]
         if min(image.shape[:2]) < self.cfg.min_side:
-            self.counters.add(source, "rejected")
-            self._log.warning(f"{source}#{h.seq}: rejected a {image.shape[1]}x{image.shape[0]} "
-                              f"frame (min_side {self.cfg.min_side})")
+            self._refuse("too_small", f"{source}#{h.seq}: rejected a {image.shape[1]}x{image.shape[0]} frame "
+                         f"(min_side {self.cfg.min_side})", source)
             return
-        detector = self._detector(source, image.shape)
+        try:
+            work = self._work_image(msg)
+            detector = self._detector(source, work.shape)
+        except Rejected as e:
+            self._refuse(e.reason, f"{source}#{h.seq}: {e}", source)
+            return
         self._busy = True
         try:
-            result, event = self._score(msg, detector)
+            result, event = self._score(msg, detector, work)
         except Exception as e:  # a bad frame or a detector failure costs that frame, never the node
             self.counters.add(source, "failed")
             self._log.warning(f"{source}#{h.seq}: detector failed: {type(e).__name__}: {e}")
@@ -403,15 +587,18 @@ class EdgeNode:
         self.counters.add(source, "scored")
         self._save_checkpoint(source, detector, int(result.header.model_version))
         if event is not None:
-            self._log_event(event)  # committed before it is published: a subscriber can always get it back
-            self.outbox.put(event)
+            logged = self._log_event(event)  # committed before it is published: a subscriber can always get it back
+            self.outbox.put(event if logged is None else (event, logged))
             self.counters.add(source, "events")
 
-    def _score(self, msg: P.Message, detector: Detector) -> tuple[P.Message, P.Message | None]:
-        """Run the detector on a frame; its anomaly result and, if anomalous, its event."""
+    def _score(self, msg: P.Message, detector: Detector,
+               work: np.ndarray | None = None) -> tuple[P.Message, P.Message | None]:
+        """Run the detector on a frame (on `work`, its downscaled copy, if given; the map is scaled back to the
+        frame's size); its anomaly result and, if anomalous, its event."""
         h, image = msg.header, msg.arrays["image"]
+        work = image if work is None else work
         t0 = time.time()
-        d = detector.process(image)
+        d = detector.process(work)
         done = time.time()
         if not d.budget_met:
             self.counters.add(h.source, "budget_unmet")
@@ -420,6 +607,8 @@ class EdgeNode:
             self._log.warning(f"{h.source}#{h.seq}: the fit diverged; restored the last good weights")
         amap, raw, score = np.asarray(d.anomaly_map, dtype=np.float32), float(d.score), float(d.calibrated)
         median, scale = (float(v) for v in d.calibration)
+        if work is not image and amap.shape == work.shape[:2]:
+            amap = to_frame_size(amap, *image.shape[:2])
         if amap.shape != image.shape[:2] or not math.isfinite(raw + score + median + scale) or not scale > 0 \
                 or not np.isfinite(amap).all():
             raise ValueError(f"detector returned a {amap.shape} map with non-finite values or score {raw} "
@@ -444,15 +633,18 @@ class EdgeNode:
                                  **scored)
         return P.Message(result, arrays), P.Message(P.EventHeader(kind="event", **scored)) if anomalous else None
 
-    def _log_event(self, event: P.Message) -> None:
+    def _log_event(self, event: P.Message) -> int | None:
+        """Commit an event to the log; the log's total after it, None if there is no log or it failed."""
         if self.event_log is None:
-            return
+            return None
         try:
             self.event_log.append(event.header)
+            return self.event_log.total
         except Exception as e:  # a full disk must not stop scoring; the event still goes out live
             self.event_log_failures += 1
             self._log.warning(f"{event.source}#{event.header.seq}: could not "
                               f"write the event log: {type(e).__name__}: {e}")
+            return None
 
     def _end(self, msg: P.Message) -> None:
         """Forward a source's end of stream, after its last result, with its final node counters; free its model."""
@@ -467,9 +659,14 @@ class EdgeNode:
         try:
             while not (halt.is_set() and self.outbox.empty()):
                 try:
-                    self._send(sock, self.outbox.get(timeout=0.1))
+                    item = self.outbox.get(timeout=0.1)
                 except queue.Empty:
-                    pass
+                    item = None
+                if isinstance(item, tuple):  # a logged event: announced in heartbeats only once it went out
+                    self._send(sock, item[0])
+                    self._announced_events = item[1]
+                elif item is not None:
+                    self._send(sock, item)
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.cfg.heartbeat_s
                     self._send(sock, self._heartbeat())
@@ -498,8 +695,37 @@ class EdgeNode:
     def _node_counters(self) -> dict[str, int]:
         counters = self.counters.totals()
         if self.event_log is not None:  # a subscriber whose cursors add up to less missed events
-            counters.update(logged_events=self.event_log.total, event_log_failed=self.event_log_failures)
+            # events logged *and published*: a heartbeat never announces an event before its live copy
+            announced = self._announced_events if self._announced_events is not None else self._start_events
+            counters.update(logged_events=announced, event_log_failed=self.event_log_failures)
+        counters.update({f"refused_{reason}": n for reason, n in self.refusals().items()})
+        counters.update(self.state())
         return counters
+
+    def refusals(self) -> dict[str, int]:
+        """Refused connections of this node's secured sockets by reason (pipeline.security), zeros without CURVE."""
+        security = security_of(self.ctx)
+        return security.refusals() if security is not None else dict.fromkeys(REFUSALS, 0)
+
+    def state(self) -> dict[str, int]:
+        """What the node holds now: cameras, models, waiting frames, memory (MB: estimate above start, RSS)."""
+        queued = self.pending.total_bytes
+        return {"cameras": len(self.admission.cameras), "dynamic_cameras": self.admission.dynamic_count,
+                "models": len(self.detectors), "queued_frames": sum(self.pending.waiting().values()),
+                "queued_mb": round(queued / 2**20),
+                "memory_estimate_mb": round(self.budget.estimate(len(self.detectors), queued) / 2**20),
+                "rss_mb": round(self._ps.memory_info().rss / 2**20)}
+
+    def report(self) -> dict:
+        """The final counters (`Counters.snapshot`), the scorer, refused connections, each camera's state."""
+        waiting = self.pending.waiting()
+        cameras = self.admission.report()
+        for name, entry in cameras.items():
+            model = self.detectors.get(name)
+            entry.update(model_frame=None if model is None else list(model[0]), queued_frames=waiting.get(name, 0),
+                         queued_bytes=self.pending.bytes.get(name, 0))
+        return {**self.counters.snapshot(), "scorer": self.scorer, "refused_connections": self.refusals(),
+                "cameras": cameras, "node": self.state()}
 
 
 def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: Callable[[str], None] | None = None,
@@ -517,7 +743,8 @@ def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: C
         server_keys = {ep: sec.server_key(name) for ep, name in zip(inputs, input_names, strict=False)}
         if cfg.connect:
             server_keys.update(dict.fromkeys(cfg.connect, sec.server_key(security.connect_key)))
-    node = EdgeNode(cfg, inputs, detector_factory, ctx, server_keys=server_keys)
+    node = EdgeNode(cfg, inputs, detector_factory, ctx, server_keys=server_keys,
+                    input_names=list(input_names) if input_names else None)
 
     def ready(endpoint: str) -> None:
         on_ready(endpoint if node.replay_endpoint is None else (endpoint, node.replay_endpoint))

@@ -1,4 +1,5 @@
 """Wire schema of the streaming pipeline, version 1: ZeroMQ multipart messages, never pickle.
+The third-party reference, with limits, node-side checks, replay and examples: docs/protocol.md.
 
 Every message is
 
@@ -46,6 +47,7 @@ else; receivers log it, count it and keep running.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -64,6 +66,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_PARTS = 2 + 3
 MAX_PAYLOAD_BYTES = MAX_SIDE * MAX_SIDE * 3
 MAX_REGIONS = 256
+MAX_COMPRESSION = 2048  # decoded bytes per file byte of a jpeg/png payload at most (PNG's deflate tops out near 1030)
 JPEG_QUALITY = 90
 
 Stamp = Literal["capture", "received", "fitted", "scored", "published"]
@@ -72,7 +75,20 @@ Part = bytes | memoryview | zmq.Frame | np.ndarray
 
 
 class ProtocolError(ValueError):
-    """A message that does not follow the wire schema; the text says what is wrong."""
+    """A message that does not follow the wire schema; the text says what is wrong, `reason` names the
+    rule it broke, one of DECODE_REASONS (the node counts them as `rejected_<reason>`)."""
+
+    def __init__(self, message: str, reason: str = "malformed"):
+        super().__init__(message)
+        self.reason = reason
+
+
+# why a message was refused by the decoder: not a message at all (parts, size, msgpack, not a map),
+# another schema version, a required header field missing, a field of the wrong type or out of range,
+# a topic that is not "<kind>/<source>" of its header, payload bytes that do not match their
+# descriptor (lying shapes, sizes, encodings), a payload side over the receiver's limit
+DECODE_REASONS = ("malformed", "bad_version", "missing_field", "bad_field", "topic_mismatch", "bad_payload",
+                  "too_large")
 
 
 class _Wire(BaseModel):
@@ -325,27 +341,33 @@ def _encoded_size(encoding: str, buf: memoryview) -> tuple[int, int] | None:
 
 def _decode_payload(desc: Payload, part: Part, max_side: int) -> np.ndarray:
     if max(desc.shape[:2]) > max_side:
-        raise ProtocolError(f"{desc.name} of {desc.shape[0]}x{desc.shape[1]} exceeds the {max_side} px limit")
+        raise ProtocolError(f"{desc.name} of {desc.shape[0]}x{desc.shape[1]} exceeds the {max_side} px limit",
+                            "too_large")
     buf = _buffer(part)
     if desc.encoding == "raw":
         if len(buf) != desc.nbytes:
-            raise ProtocolError(f"{desc.name} payload has {len(buf)} bytes, shape "
-                                f"{desc.shape} {desc.dtype} needs {desc.nbytes}")
+            raise ProtocolError(f"{desc.name} payload has {len(buf)} bytes, shape {desc.shape} {desc.dtype} needs "
+                                f"{desc.nbytes}", "bad_payload")
         array = np.frombuffer(buf, dtype=desc.dtype).reshape(desc.shape)
         if array.dtype == np.float16 and not np.isfinite(array).all():
-            raise ProtocolError(f"{desc.name} contains NaN or infinite values")
+            raise ProtocolError(f"{desc.name} contains NaN or infinite values", "bad_payload")
         return array
     if len(buf) > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(f"{desc.name} {desc.encoding} payload of {len(buf)} bytes is too large")
+        raise ProtocolError(f"{desc.name} {desc.encoding} payload of {len(buf)} bytes is too large", "too_large")
     if _encoded_size(desc.encoding, buf) != desc.shape[:2]:
-        raise ProtocolError(f"{desc.name} is not a {desc.encoding} file of size {desc.shape[0]}x{desc.shape[1]}")
+        raise ProtocolError(f"{desc.name} is not a {desc.encoding} file of size {desc.shape[0]}x{desc.shape[1]}",
+                            "bad_payload")
+    if desc.nbytes > MAX_COMPRESSION * len(buf) + 4096:  # a small file declaring a big frame: truncated or a bomb
+        raise ProtocolError(f"{desc.name} {desc.encoding} file of {len(buf)} bytes cannot hold {desc.shape[0]}x"
+                            f"{desc.shape[1]} pixels (over {MAX_COMPRESSION}:1)", "bad_payload")
     try:
         array = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         array = None
     if array is None or array.shape != desc.shape or array.dtype != np.uint8:
         got = "nothing" if array is None else f"{array.dtype} {array.shape}"
-        raise ProtocolError(f"{desc.name} {desc.encoding} payload decodes to {got}, expected uint8 {desc.shape}")
+        raise ProtocolError(f"{desc.name} {desc.encoding} payload decodes to {got}, expected uint8 {desc.shape}",
+                            "bad_payload")
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB) if array.ndim == 3 else array
 
 
@@ -361,24 +383,33 @@ def decode_header(part: Part) -> Header:
     if not isinstance(obj, dict):
         raise ProtocolError(f"header must be a map, got {type(obj).__name__}")
     if type(obj.get("v")) is not int or obj["v"] != SCHEMA_VERSION:
-        raise ProtocolError(f"unsupported schema version {obj.get('v')!r:.20} (this build speaks {SCHEMA_VERSION})")
+        raise ProtocolError(f"unsupported schema version {obj.get('v')!r:.20} (this build speaks {SCHEMA_VERSION})",
+                            "missing_field" if "v" not in obj else "bad_version")
     if obj.get("kind") not in KINDS:
-        raise ProtocolError(f"unknown kind {obj.get('kind')!r:.40}; expected one of {KINDS}")
+        raise ProtocolError(f"unknown kind {obj.get('kind')!r:.40}; expected one of {KINDS}",
+                            "missing_field" if "kind" not in obj else "bad_field")
     try:
         return _HEADER.validate_python(obj)
     except ValidationError as e:
-        raise ProtocolError(f"bad {obj['kind']} header: {_one_line(e)}") from None
+        missing = any(err["type"] == "missing" or "missing payload" in err["msg"] for err in e.errors())
+        reason = "missing_field" if missing else "bad_field"
+        raise ProtocolError(f"bad {obj['kind']} header: {_one_line(e)}", reason) from None
 
 
-def decode(parts: list[Part], max_side: int = MAX_SIDE) -> Message:
-    """Validate and decode one multipart message; raw payloads are zero-copy views of the received parts."""
+def decode(parts: list[Part], max_side: int = MAX_SIDE, admit: Callable[[Header], Any] | None = None) -> Message:
+    """Validate and decode one multipart message; raw payloads are zero-copy views of the received parts.
+    `admit`, when given, sees the validated header before any payload is decoded and may raise to refuse
+    the message there (the node's identity, header and size checks: pipeline.admission)."""
     if not 2 <= len(parts) <= MAX_PARTS:
         raise ProtocolError(f"expected 2 to {MAX_PARTS} parts, got {len(parts)}")
     header = decode_header(parts[1])
     topic = bytes(_buffer(parts[0])[:200])
     if topic != header.topic:
-        raise ProtocolError(f"topic {topic!r:.80} does not match header {header.topic!r}")
+        raise ProtocolError(f"topic {topic!r:.80} does not match header {header.topic!r}", "topic_mismatch")
     if len(parts) != 2 + len(header.payloads):
-        raise ProtocolError(f"header announces {len(header.payloads)} payload(s), message has {len(parts) - 2}")
+        raise ProtocolError(f"header announces {len(header.payloads)} payload(s), message has {len(parts) - 2}",
+                            "bad_payload")
+    if admit is not None:
+        admit(header)
     arrays = {p.name: _decode_payload(p, part, max_side) for p, part in zip(header.payloads, parts[2:], strict=True)}
     return Message(header, arrays)

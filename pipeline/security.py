@@ -15,17 +15,31 @@ Key files are ZeroMQ certificates as `zmq.auth.create_certificates` writes them 
 Only `tcp://` endpoints are secured; `ipc://` stays on the machine and is protected by file
 permissions. `transport.bind`/`transport.connect` apply the policy registered for a socket's
 context with `transport.secure(ctx, Security(...))`, so every stage gets it without knowing.
+
+Every refused connection is logged (throttled) with its reason and counted (`Security.refusals()`),
+from ZeroMQ's socket monitor events on each secured socket (`HandshakeMonitor`):
+- server side (a bound socket): `plaintext` (a client without CURVE: ZMTP mechanism mismatch),
+  `wrong_server_key` (a CURVE client that encrypted for another server key: the HELLO does not
+  open), `unknown_key` (a valid client key not in the allow-list: ZAP answered 400),
+  `protocol_error` (any other failed handshake, among them a client that hung up mid-handshake:
+  libzmq then reports no detail, and a plaintext client racing the server's greeting is one);
+- client side (a connecting socket): `handshake_failed` (the server is not the one whose key we
+  pinned, or speaks no CURVE), `refused_by_peer` (the server's allow-list does not hold our key).
+The node adds them to its heartbeat counters as `refused_<reason>`.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import parse_monitor_message
 
 from .transport import ThrottledLog, secure
 
@@ -111,6 +125,100 @@ class CountingAuthenticator(ThreadAuthenticator):
         return allowed, reason
 
 
+SERVER_REFUSALS = ("plaintext", "wrong_server_key", "unknown_key", "protocol_error")
+CLIENT_REFUSALS = ("handshake_failed", "refused_by_peer")
+_MONITORED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+              | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
+def refusal_reason(event: int, value: int, server: bool) -> str | None:
+    """The reason a socket monitor event stands for (None: not a refusal)."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return "unknown_key" if server else "refused_by_peer"
+    if event not in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+        return None
+    if not server:
+        return "handshake_failed"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "plaintext"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+        return "wrong_server_key"
+    return "protocol_error"
+
+
+class HandshakeMonitor:
+    """One thread reading the ZeroMQ monitor sockets of a process's secured sockets: counts and logs
+    (throttled) every failed handshake by reason. A monitored socket's monitor ends when it closes."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(SERVER_REFUSALS + CLIENT_REFUSALS, 0)
+        self._new: queue.Queue[tuple[zmq.Socket, bool, str]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self._logs = {reason: ThrottledLog(log, 1.0) for reason in self.counts}
+        self._thread: threading.Thread | None = None
+        self._watched: weakref.WeakSet[zmq.Socket] = weakref.WeakSet()
+
+    def watch(self, sock: zmq.Socket, server: bool) -> None:
+        """Monitor `sock`'s handshakes (call from the thread that owns `sock`, before bind/connect); a
+        socket is watched once however often it binds or connects."""
+        with self._lock:
+            if sock in self._watched:
+                return
+            self._watched.add(sock)
+        what = f"a {zmq.SocketType(sock.type).name} {'server' if server else 'client'} socket"
+        mon = sock.get_monitor_socket(_MONITORED)  # an inproc PAIR, handed to the monitor thread
+        self._new.put((mon, server, what))
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="handshake-monitor", daemon=True)
+                self._thread.start()
+
+    def _count(self, reason: str, what: str, value: int, endpoint: str) -> None:
+        with self._lock:
+            self.counts[reason] += 1
+            n = self.counts[reason]
+        detail = {"plaintext": "a client without CURVE", "wrong_server_key": "a client using another server key",
+                  "unknown_key": "a client key not in the allow-list",
+                  "protocol_error": f"handshake failed ({value:#x}), or the client hung up during it",
+                  "handshake_failed": "the server's key is not the pinned one, or it speaks no CURVE",
+                  "refused_by_peer": "our key is not in the server's allow-list"}[reason]
+        if reason != "unknown_key":  # the ZAP handler logs those itself, with the client's key
+            self._logs[reason].warning(f"refused a connection on {what} {endpoint} ({reason}: {detail}; {n} so far)")
+
+    def _run(self) -> None:
+        poller, socks = zmq.Poller(), {}
+        try:
+            while not self._halt.is_set():
+                while True:
+                    try:
+                        mon, server, what = self._new.get_nowait()
+                    except queue.Empty:
+                        break
+                    socks[mon] = (server, what)
+                    poller.register(mon, zmq.POLLIN)
+                for mon in dict(poller.poll(100)):
+                    msg = parse_monitor_message(mon.recv_multipart())
+                    server, what = socks[mon]
+                    if msg["event"] == zmq.EVENT_MONITOR_STOPPED:
+                        poller.unregister(mon)
+                        del socks[mon]
+                        mon.close(0)
+                    elif (reason := refusal_reason(msg["event"], msg["value"], server)) is not None:
+                        endpoint = msg["endpoint"].decode(errors="replace") if msg["endpoint"] else ""
+                        self._count(reason, what, msg["value"], endpoint)
+        except zmq.ZMQError:  # the context was terminated under us: nothing left to watch
+            pass
+        finally:
+            for mon in socks:
+                mon.close(0)
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+
 class Security:
     """One stage's CURVE identity, the allow-list its servers admit, and where servers' public keys live."""
 
@@ -123,6 +231,7 @@ class Security:
         self.reload_s = reload_s
         self._auth: dict[int, CountingAuthenticator] = {}
         self._lock = threading.Lock()
+        self.monitor = HandshakeMonitor()
 
     @classmethod
     def from_config(cls, cfg, name: str) -> Security:
@@ -138,6 +247,11 @@ class Security:
     def refused(self) -> int:
         return sum(a.refused for a in self._auth.values())
 
+    def refusals(self) -> dict[str, int]:
+        """Failed handshakes of this stage's secured sockets so far, by reason (module docstring)."""
+        with self.monitor._lock:
+            return dict(self.monitor.counts)
+
     def serve(self, sock: zmq.Socket) -> None:
         """Make `sock` a CURVE server admitting only allow-listed clients (before bind)."""
         if self.authorized_dir is None:
@@ -146,12 +260,14 @@ class Security:
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
+        self.monitor.watch(sock, server=True)
 
     def client(self, sock: zmq.Socket, server_key: bytes) -> None:
         """Make `sock` a CURVE client of the server with public key `server_key` (before connect)."""
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_serverkey = server_key
+        self.monitor.watch(sock, server=False)
 
     def _authenticator(self, ctx: zmq.Context) -> CountingAuthenticator:
         with self._lock:
@@ -167,6 +283,7 @@ class Security:
             for auth in self._auth.values():
                 auth.stop()
             self._auth.clear()
+        self.monitor.stop()
 
 
 def make_keypair(directory: str | Path, name: str, force: bool = False) -> tuple[Path, Path]:

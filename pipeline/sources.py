@@ -34,7 +34,7 @@ from .config import (
 )
 from .flow import CREDIT_COUNTER, CreditGate
 from .security import secure_stage
-from .transport import StopFlag, ThrottledLog, bind, make_socket, wait_for_peer, wait_for_subscriber
+from .transport import StopFlag, ThrottledLog, bind, make_socket, security_of, wait_for_peer, wait_for_subscriber
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -316,9 +316,10 @@ class Camera:
         if self.gate is not None:  # tells the node this camera waits for credit, and how much it has
             counters[CREDIT_COUNTER] = self.gate.upto
             counters["credit_wait_ms"] = int(self.gate.waited_s * 1000)
+        if (security := security_of(self.ctx)) is not None:  # refused connections on its CURVE socket, by reason
+            counters.update({f"refused_{r}": n for r, n in security.refusals().items() if n})
         return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=seq, t_capture=now,
-                                           role="source", state=self.state, last_frame_age=age,
-                                           counters=counters))
+                                           role="source", state=self.state, last_frame_age=age, counters=counters))
 
     def _read_loop(self) -> None:
         """Reader thread: open/reconnect with backoff, pace, hand captures to the publisher."""

@@ -144,6 +144,10 @@ class StreamStats:
             out["drops"] = {name: sum(c[name] for c in node["sources"].values()) for name in DROP_COUNTERS}
             out["drops"]["bad_messages"] = node["bad_messages"]
             out["scorer"] = node["scorer"]  # the node's scorer backend, provider and why (null: a custom detector)
+            # refused messages by reason, refused connections by reason, each camera's state (pipeline.admission)
+            for key in ("rejected", "refused_connections", "cameras"):
+                if key in node:
+                    out[key] = node[key]
         if (stream := self.stream_metrics()) is not None:
             out["stream"] = stream
         return out

@@ -4,22 +4,43 @@ With `--replay ENDPOINT` (the node's `node.replay_bind`, served when `node.event
 event is lost: live events only trigger a fetch of "events of S after my last log_seq" from the
 node's event log, so a jump (events dropped while this subscriber was slow, disconnected or down)
 is noticed and filled in order; with `--jsonl`, a restarted subscriber resumes after the highest
-`log_seq` in the file. With security on at the node, pass this subscriber's key (`--key
+`log_seq` in the file; a node that is not up yet is waited for (retried with backoff, up to
+`--timeout`). With security on at the node, pass this subscriber's key (`--key
 NAME.key_secret`, its public half in the node's allow-list) and the node's public key
 (`--server-key NODE.key`).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 import zmq
 
 from . import protocol as P
-from .eventlog import CatchUp, ReplayClient
+from .eventlog import CatchUp, ReplayClient, ReplayError
 from .security import Security, load_public
 from .sinks import ConsoleSink, JsonlSink, Sink, Subscriber, deliver
 from .transport import secure
+
+log = logging.getLogger(__name__)
+
+
+def _first_sync(catch: CatchUp, endpoint: str, deadline: float, backoff_s: float = 0.5, max_backoff_s: float = 10.0):
+    """`catch.sync()`, waiting for a node that is not up yet: retried with exponential backoff until it
+    answers or `deadline` (monotonic) passes (then [] and catch-up starts with the first live message)."""
+    delay = backoff_s
+    while True:
+        try:
+            return catch.sync()
+        except ReplayError as e:
+            wait = min(delay, deadline - time.monotonic())
+            if wait <= 0:
+                log.warning("replay endpoint %s: %s; giving up the first catch-up", endpoint, e)
+                return []
+            log.warning("replay endpoint %s not answering yet (%s); retrying in %.1f s", endpoint, e, wait)
+            time.sleep(wait)
+            delay = min(delay * 2, max_backoff_s)
 
 
 def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None = None, timeout_s: float | None = None,
@@ -43,7 +64,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     events = 0
     try:
         if catch is not None:  # what was missed while down, before the live stream
-            for n, header in catch.sync():
+            for n, header in _first_sync(catch, replay, deadline):
                 deliver(sinks, P.Message(header), time.time(), n)
                 events += 1
         while (count is None or events < count) and time.monotonic() < deadline:

@@ -139,9 +139,10 @@ def test_too_many_live_streams_are_refused_and_a_closed_one_frees_its_place():
 
 
 def _text(driver, css: str) -> list[str]:
-    from selenium.webdriver.common.by import By
-
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
+    """The rendered text of every element matching `css`, read in one script (the page re-renders live: element
+    handles found one call earlier can be stale by the next)."""
+    return driver.execute_script("return [...document.querySelectorAll(arguments[0])].map(e => e.innerText.trim())",
+                                 css)
 
 
 def _overlay_loaded(driver, camera: str) -> bool:
@@ -260,7 +261,8 @@ def test_ssdnet_view_follows_a_running_node(tmp_path):
             return json.loads(get(urls[0] + "api/state")[1])
 
         wait_until(lambda: state()["cameras"].get("cam0", {}).get("camera", {}).get("state") == "ended", timeout=20)
-        node_events = ln.node.counters.source("cam0")["events"]  # the last may still be on its way to the page
+        wait_until(lambda: ln.node.counters.source("cam0")["scored"] == 10, timeout=20)  # its last frame is scored
+        node_events = ln.node.counters.source("cam0")["events"]  # and the last event may still be on its way
         wait_until(lambda: state()["cameras"]["cam0"]["counters"]["events"] == node_events, timeout=10)
         cam = state()["cameras"]["cam0"]
         assert state()["line"] == "far" and cam["counters"]["events"] == ln.node.counters.source("cam0")["events"]

@@ -1,0 +1,290 @@
+"""What the node accepts on its camera input: who may speak for a camera, which header values are
+plausible, and how much work and memory one frame and one camera may cost. docs/protocol.md has the
+rules as a third party sees them; this module enforces them.
+
+Identity. The node opens one input socket per camera connection (a source's `bind`, each
+`node.connect` endpoint), so it knows which connection every message came on. With CURVE, that
+connection is authenticated by the server key the node pinned for it (`<source name>.key`, or
+`security.connect_key` for `node.connect`), so the peer is whoever holds that key. A connection
+(`Peer`) may speak for:
+- a source of the line config: that source's name only;
+- a `node.connect` endpoint: the names `node.connect_cameras` lists for it; with none listed, no name
+  at all unless `node.dynamic_cameras`, and then names that are not bound elsewhere, the first
+  sender binding a name, at most `node.max_dynamic_cameras` of them for the node's lifetime;
+- an input handed to `EdgeNode` without names (the Python API): the first name it sends, only that.
+A frame, heartbeat or end of stream under a name bound to another connection is rejected
+(`spoofed_name`), an unlisted name is refused (`unknown_camera`, `camera_limit`).
+
+Header values (after the decoder's schema checks, before any payload is decoded):
+- `t_capture` and every stamp within `node.max_clock_skew_s` of the node's clock (`clock_skew`);
+  a frame must carry `stamps.capture` (`missing_field`) and a `seq` >= 0 (`seq_range`);
+- a frame's `seq` is the next one, or skips at most what a token bucket allows (`max_seq_step`,
+  refilled at `max_frame_rate` per second): the skipped frames are counted `lost`, so `lost` grows at
+  most max_seq_step + max_frame_rate x seconds, whatever a sender writes. A bigger jump, or a step
+  back that is not a restart (seq <= RESTART_WINDOW), is rejected (`seq_jump`, `seq_backwards`);
+  3 frames in a row that continue the new numbering resynchronise the camera (counted
+  `seq_resyncs`, nothing counted lost);
+- a heartbeat from a camera says role `source` (`forged_role`); an end of stream says
+  frames == seq + 1 and seq is not behind the last frame seen (`eos_inconsistent`);
+- a frame of more than `node.max_frame_pixels` pixels (default: `ssdnet.max_pixels`) is rejected
+  here with `oversize: reject` (`oversize`), before its payload is decoded; with `oversize:
+  downscale` the worker scores it downscaled to that many pixels and scales the map back to the
+  frame's size (`downscaled`), so the result has the frame's size.
+
+Work and memory (`WorkBudget`): the node estimates its memory above what it used at start as the
+frames waiting in its queues (exact bytes) + one model per camera + the scoring of one frame
+(per-pixel estimate). `node.memory_budget_mb` bounds that sum: waiting frames over it (next to a
+model for every known camera) push out the oldest waiting frame of the camera with the most waiting
+bytes (a camera's newest frame always stays), a frame whose scoring would not fit is downscaled to
+fit or, with `oversize: reject` or no room even for node.min_side^2 pixels (a new camera's model that
+does not fit), rejected (`memory_budget`).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from . import protocol as P
+
+RESTART_WINDOW = 1000  # a step back to seq <= this is a camera that restarted, not a lie
+RESYNC_FRAMES = 3  # consecutive frames continuing an implausible numbering that resynchronise a camera
+ADMISSION_REASONS = ("unexpected_kind", "unknown_camera", "camera_limit", "spoofed_name", "forged_role", "seq_range",
+                     "seq_jump", "seq_backwards", "clock_skew", "eos_inconsistent", "oversize", "too_small",
+                     "memory_budget", "shape_change")
+REASONS = P.DECODE_REASONS + ADMISSION_REASONS  # every `rejected_<reason>` counter of the node
+
+# Memory estimates of the default SSDnet config on a CPU, measured with the real detector (torch 2.13, 1 thread;
+# docs/protocol.md "Bounded work"): each further camera's detector after two frames +38.6 MB RSS; the peak
+# above the process's memory of a cold + 2 warm frames 339 MB at 256x256, 975 MB at 512x512, 3.3 GB at 1024x1024.
+MODEL_MB = 40.0  # one camera's detector (U-Net, optimiser state, scheduler) beyond the shared VGG19 and its memory bank
+WORK_BYTES_PER_PIXEL = 3500.0  # peak memory of fitting and scoring one frame, per scored pixel (conservative)
+WORK_FIXED_MB = 64.0  # and a fixed part
+
+
+class Rejected(Exception):
+    """A message the node refuses: `reason` (one of REASONS), a readable line, and the camera it is
+    charged to (None when the sender may not speak for the name it used)."""
+
+    def __init__(self, reason: str, message: str, camera: str | None = None):
+        super().__init__(message)
+        self.reason, self.camera = reason, camera
+
+
+@dataclass(eq=False)
+class Peer:
+    """One camera connection of the node: the endpoint it connected to and what it may speak for."""
+
+    endpoint: str
+    names: frozenset[str] = frozenset()  # bound to this peer from the start
+    learn_one: bool = False  # may bind the first name it sends, and only that one
+    dynamic: bool = False  # may bind new names (node.dynamic_cameras), up to the node-wide limit
+    secured: bool = False  # CURVE: the connection is authenticated by a pinned server key
+    learned: str | None = None
+
+    def __str__(self) -> str:
+        return self.endpoint + (" (CURVE)" if self.secured else "")
+
+
+@dataclass(eq=False)
+class Camera:
+    """Admission state of one camera name (bounded: a few numbers per camera)."""
+
+    name: str
+    peer: Peer
+    dynamic: bool = False
+    last_seq: int | None = None
+    tokens: float = 0.0
+    refilled: float = 0.0
+    resync: tuple[int, int] | None = None  # (last seq of a run of implausible frames, its length)
+    seq_restarts: int = 0
+    seq_resyncs: int = 0
+
+    def report(self) -> dict:
+        return {"peer": self.peer.endpoint, "secured": self.peer.secured, "dynamic": self.dynamic,
+                "last_seq": self.last_seq, "seq_restarts": self.seq_restarts, "seq_resyncs": self.seq_resyncs}
+
+
+@dataclass
+class Ticket:
+    """An admitted message; `Admission.commit` applies its sequence bookkeeping once its payloads decoded."""
+
+    camera: Camera
+    kind: str
+    seq: int
+    lost: int = 0
+    tokens: float = 0.0
+    restart: bool = False
+    resync: bool = False
+    now: float = 0.0
+
+
+@dataclass
+class Admission:
+    """Identity and header checks of the node's receiver thread (the only thread that calls `check`
+    and `commit`; `report` may be called from any thread)."""
+
+    node_name: str
+    peers: list[Peer]
+    max_dynamic_cameras: int = 16
+    max_clock_skew_s: float = 300.0
+    max_seq_step: int = 10_000
+    max_frame_rate: float = 1000.0
+    max_frame_pixels: int | None = None  # reject frames over it here (oversize: reject); None = the worker decides
+    clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    cameras: dict[str, Camera] = field(default_factory=dict)
+    dynamic_count: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        for peer in self.peers:
+            for name in peer.names:
+                self.cameras[name] = Camera(name, peer, tokens=self.max_seq_step)
+        self.declared = frozenset(self.cameras)  # named by the config: their models are reserved in the budget
+
+    @classmethod
+    def from_config(cls, cfg, peers: Iterable[Peer]) -> Admission:
+        return cls(cfg.name, list(peers), cfg.max_dynamic_cameras, cfg.max_clock_skew_s, cfg.max_seq_step,
+                   cfg.max_frame_rate, cfg.frame_pixels if cfg.oversize == "reject" else None)
+
+    # ---------------------------------------------------------------- identity
+
+    def _identify(self, peer: Peer, header: P.Header) -> Camera:
+        name = header.source
+        camera = self.cameras.get(name)
+        if camera is not None:
+            if camera.peer is not peer:
+                raise Rejected("spoofed_name", f"{header.kind}/{name} from {peer}: {name} is bound to {camera.peer}")
+            return camera
+        if name == self.node_name:
+            raise Rejected("spoofed_name", f"{header.kind}/{name} from {peer}: {name} is the node's own name")
+        if peer.learn_one and peer.learned is None:
+            peer.learned = name
+            return self._bind(Camera(name, peer, tokens=self.max_seq_step))
+        if peer.dynamic:
+            if self.dynamic_count >= self.max_dynamic_cameras:
+                raise Rejected("camera_limit", f"{header.kind}/{name} from {peer}: {self.dynamic_count} dynamic "
+                               f"cameras already (node.max_dynamic_cameras {self.max_dynamic_cameras})")
+            self.dynamic_count += 1
+            return self._bind(Camera(name, peer, dynamic=True, tokens=self.max_seq_step))
+        hint = ("it speaks for " + ", ".join(sorted(peer.names or {peer.learned or ""})) if peer.names or peer.learned
+                else "list its cameras in node.connect_cameras or set node.dynamic_cameras: true")
+        raise Rejected("unknown_camera", f"{header.kind}/{name} from {peer}: not a camera of this connection ({hint})")
+
+    def _bind(self, camera: Camera) -> Camera:
+        with self._lock:
+            self.cameras[camera.name] = camera
+        return camera
+
+    # ---------------------------------------------------------------- header values
+
+    def check(self, peer: Peer, header: P.Header) -> Ticket:
+        """The ticket of an admissible message from `peer`; raises Rejected otherwise. Binds a name
+        the peer may take (learn_one, dynamic); changes no sequence state (that is `commit`)."""
+        if header.kind not in ("frame", "heartbeat", "eos"):
+            raise Rejected("unexpected_kind", f"{header.kind}/{header.source} from {peer}: a camera sends frame, "
+                           "heartbeat and eos messages only")
+        camera = self._identify(peer, header)
+        name, now = camera.name, self.clock()
+        times = {"t_capture": header.t_capture, **{f"stamps.{k}": v for k, v in header.stamps.items()}}
+        for what, t in times.items():
+            if abs(t - now) > self.max_clock_skew_s:
+                raise Rejected("clock_skew", f"{header.kind}/{name}#{header.seq}: {what} {t:.6g} is {t - now:+.0f} s "
+                               f"from the node's clock (node.max_clock_skew_s {self.max_clock_skew_s:g})", name)
+        if header.kind == "heartbeat":
+            if header.role != "source":
+                raise Rejected("forged_role", f"heartbeat/{name} from {peer}: role {header.role!r}, a camera's is "
+                               "'source'", name)
+            return Ticket(camera, "heartbeat", header.seq)
+        if header.kind == "eos":
+            last = camera.last_seq
+            if header.frames != header.seq + 1 or (last is not None and header.seq < last):
+                raise Rejected("eos_inconsistent", f"eos/{name}: frames {header.frames}, seq {header.seq} (last frame "
+                               f"seen {last}); a camera's end of stream has frames == seq + 1 >= last seq + 1", name)
+            if last is not None and header.seq - last - 1 > self._tokens(camera, self.monotonic()):
+                raise Rejected("eos_inconsistent", f"eos/{name}: seq {header.seq} is implausibly far past the last "
+                               f"frame seen ({last})", name)
+            return Ticket(camera, "eos", header.seq)
+        if "capture" not in header.stamps:
+            raise Rejected("missing_field", f"frame/{name}#{header.seq}: no stamps.capture", name)
+        if header.seq < 0:
+            raise Rejected("seq_range", f"frame/{name}: seq {header.seq} < 0", name)
+        image = next(p for p in header.payloads if p.name == "image")
+        pixels = image.shape[0] * image.shape[1]
+        if self.max_frame_pixels is not None and pixels > self.max_frame_pixels:
+            raise Rejected("oversize", f"frame/{name}#{header.seq}: {image.shape[1]}x{image.shape[0]} = {pixels} "
+                           f"pixels > {self.max_frame_pixels} (node.max_frame_pixels, else ssdnet.max_pixels; "
+                           "node.oversize: reject)", name)
+        return self._sequence(camera, header.seq)
+
+    def _tokens(self, camera: Camera, now: float) -> float:
+        return min(self.max_seq_step, camera.tokens + (now - camera.refilled) * self.max_frame_rate)
+
+    def _sequence(self, camera: Camera, seq: int) -> Ticket:
+        now, last = self.monotonic(), camera.last_seq
+        ticket = Ticket(camera, "frame", seq, now=now)
+        if last is None or seq == last + 1:
+            ticket.tokens = self._tokens(camera, now)
+            return ticket
+        if seq > last + 1 and seq - last - 1 <= (tokens := self._tokens(camera, now)):
+            ticket.lost, ticket.tokens = seq - last - 1, tokens - (seq - last - 1)
+            return ticket
+        if seq <= last and seq <= RESTART_WINDOW:
+            ticket.restart, ticket.tokens = True, self._tokens(camera, now)
+            return ticket
+        run = camera.resync[1] + 1 if camera.resync is not None and seq == camera.resync[0] + 1 else 1
+        if run >= RESYNC_FRAMES:
+            ticket.resync, ticket.tokens = True, self._tokens(camera, now)
+            return ticket
+        camera.resync = (seq, run)
+        reason = "seq_jump" if seq > last else "seq_backwards"
+        raise Rejected(reason, f"frame/{camera.name}: seq {seq} after {last} is not plausible (node.max_seq_step "
+                       f"{self.max_seq_step}, max_frame_rate {self.max_frame_rate:g}/s); {run} of {RESYNC_FRAMES} "
+                       "frames continuing it resynchronise the camera", camera.name)
+
+    def commit(self, ticket: Ticket) -> int:
+        """Apply an admitted message's sequence bookkeeping; returns the frames it reveals as lost."""
+        camera = ticket.camera
+        if ticket.kind == "eos":
+            camera.last_seq, camera.resync = None, None
+        elif ticket.kind == "frame":
+            camera.last_seq, camera.tokens, camera.refilled, camera.resync = ticket.seq, ticket.tokens, ticket.now, None
+            camera.seq_restarts += ticket.restart
+            camera.seq_resyncs += ticket.resync
+        return ticket.lost
+
+    def report(self) -> dict[str, dict]:
+        with self._lock:
+            cameras = list(self.cameras.values())
+        return {c.name: c.report() for c in cameras}
+
+
+class WorkBudget:
+    """The node's memory above its start: waiting frames + camera models + one frame's scoring, against
+    `budget_mb` (None: no budget). Estimates for the default SSDnet config (module constants)."""
+
+    def __init__(self, budget_mb: float | None, model_mb: float | None = None, bytes_per_pixel: float | None = None,
+                 fixed_mb: float | None = None):
+        self.budget = None if budget_mb is None else budget_mb * 2**20
+        self.model = (MODEL_MB if model_mb is None else model_mb) * 2**20
+        self.per_pixel = WORK_BYTES_PER_PIXEL if bytes_per_pixel is None else bytes_per_pixel
+        self.fixed = (WORK_FIXED_MB if fixed_mb is None else fixed_mb) * 2**20
+
+    def estimate(self, models: int, queued_bytes: int, pixels: int = 0) -> float:
+        """Estimated bytes above the node's start for `models` models, the waiting frames and scoring `pixels`."""
+        return models * self.model + queued_bytes + (self.fixed + pixels * self.per_pixel if pixels else 0.0)
+
+    def queue_room(self, models: int) -> float:
+        """Bytes of waiting frames the budget leaves room for next to `models` models and one frame's scoring
+        at the smallest size (inf without a budget)."""
+        return math.inf if self.budget is None else self.budget - models * self.model - self.fixed
+
+    def pixels_for(self, models: int, queued_bytes: int) -> float:
+        """The most pixels one frame's scoring may have next to `models` models and the waiting frames (inf without
+        a budget)."""
+        if self.budget is None:
+            return math.inf
+        return max(0.0, (self.budget - models * self.model - queued_bytes - self.fixed) / self.per_pixel)
