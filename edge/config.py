@@ -194,9 +194,14 @@ class MemoryConfig(StrictModel):
                             "sparse memory makes all of a stochastic texture look far from normal: docs/ablations.md)")
     admit_z: float = Field(3.0, description="a frame adds to the memory only if its calibrated score is below this "
                            "(judged once the camera is calibrated)")
-    admit_cell_ratio: float = Field(1.5, gt=0.0, description="and only its cells whose memory distance is at most this "
-                                    "many times the camera's typical one (normal cells: 99 % below 1.56x on real-dev, "
-                                    "defect cells mostly above: docs/ablations.md)")
+    admit_cell_ratio: float = Field(1.25, gt=0.0, description="and only its cells whose memory distance is at most "
+                                    "this many times the camera's typical one (normal cells: 90 % below 1.23x on "
+                                    "real-dev; crack, blowhole, fray cells: 90 % above 1.3x; docs/ablations.md)")
+    novel_ratio: float = Field(1.5, gt=0.0, description="a cell beyond this many times the typical memory distance "
+                               "is novel")
+    admit_max_novel: float = Field(0.1, ge=0.0, le=1.0, description="a frame above the camera's median score with "
+                                   "more novel cells than this fraction adds nothing (a large defect is novel as a "
+                                   "whole, if not cell by cell)")
     admit_cell_mad: float = Field(3.0, gt=0.0, description="before the camera has a typical memory distance: only "
                                   "cells whose self-similarity is below the frame's median + this many (1.4826 x) "
                                   "MADs")

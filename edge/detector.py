@@ -119,8 +119,12 @@ class Detector:
 
     def _remember(self, x: torch.Tensor, height: int, width: int, calibrated: float, calibrating: bool) -> int:
         """Add the last scored frame's normal cells to the memory if the frame itself looks normal (judged once
-        the camera is calibrated). A cell is normal when its memory distance is within `admit_cell_ratio` of the
-        camera's typical one (before there is one: when its self-similarity is not an outlier of the frame)."""
+        the camera is calibrated): its calibrated score is below `admit_z`, and, if it is above the camera's
+        median, it has no large novel region (`admit_max_novel`: a big defect is novel as a whole; a camera
+        whose normal appearance drifts still learns it from the half of its frames below the median, once
+        the calibration has followed). A cell is normal when its memory distance is within
+        `admit_cell_ratio` of the camera's typical one (before there is one: when its self-similarity is not
+        an outlier of the frame)."""
         if self.memory is None or self.backend.features is None:
             return 0
         if not calibrating and not calibrated < self.cfg.memory.admit_z:
@@ -129,9 +133,12 @@ class Detector:
         cell = x.shape[-1] // feats.shape[-1]
         valid = torch.zeros_like(own, dtype=torch.bool)
         valid[: -(-height // cell), : -(-width // cell)] = True  # not the padding
-        typical = self.memory.typical[1]
+        typical, mcfg = self.memory.typical[1], self.cfg.memory
         if typical > 0:
-            normal = dist <= self.cfg.memory.admit_cell_ratio * typical
+            novel = (dist[valid] > mcfg.novel_ratio * typical).float().mean()
+            if calibrated > 0 and novel > mcfg.admit_max_novel:
+                return 0  # a large novel region in a frame above the camera's median: a big defect
+            normal = dist <= mcfg.admit_cell_ratio * typical
         else:
             v = own[valid]
             med = v.median()
