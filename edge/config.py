@@ -97,11 +97,14 @@ class ScoreConfig(StrictModel):
     masks: int = Field(4, ge=0, le=16, description="complementary block-mask passes per scale (0 = clean input only)")
     clean_view: bool = Field(False, description="also score the clean input, restored in one pass per scale")
     mask_block: int = Field(8, ge=1, le=128, description="side of a scoring mask block, pixels")
-    pixel_weight: float = Field(0.1, ge=0.0, description="weight of the normalised multi-scale L2 map of the U-Net's "
-                                                         "reconstruction; with perceptual_weight 0 too, nothing is "
-                                                         "fitted (docs/ablations.md section 5: on the dev set 0.1 "
-                                                         "costs 0.002-0.003 AUROC against 0, 0.25 costs 0.009)")
-    perceptual_weight: float = Field(0.1, ge=0.0, description="weight of the normalised multi-scale "
+    pixel_weight: float = Field(0.0, ge=0.0, description="weight of the normalised multi-scale L2 map of the U-Net's "
+                                                         "reconstruction; 0 with perceptual_weight 0: nothing is "
+                                                         "fitted. Off by default: streamed, at 0.1 (the previous "
+                                                         "default) the fitted maps cost 0.001-0.005 pixel AUROC on "
+                                                         "both dev sets, with or without warm-up, at 5x the time "
+                                                         "per frame (docs/ablations.md section 6; "
+                                                         "configs/ssdnet-fit.yaml turns them on)")
+    perceptual_weight: float = Field(0.0, ge=0.0, description="weight of the normalised multi-scale "
                                                               "VGG map of the U-Net's reconstruction")
     knn_weight: float = Field(1.0, ge=0.0, description="weight of the normalised VGG self-similarity map (edge.knn)")
     knn_k: int = Field(5, ge=1, le=64, description="self-similarity: nearest other locations averaged")

@@ -20,6 +20,7 @@ map calls normal (below the frame's median + `memory.admit_cell_mad` MADs), so d
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from .memory import FeatureMemory
 from .schedule import StepScheduler
 from .scorers import build_scorer
 from .vgg import VGG19Features, build_vgg
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Detector:
         self.total_steps = 0
         self.diverged = False
         self.diverged_fits = 0
+        self.nonfinite_maps = 0  # scoring passes whose map had inf/NaN (model restarted)
         warm = cfg.fit.warm_steps  # the one scheduler of this source, configured once from the fit config
         self.scheduler = StepScheduler(frame_budget_ms=cfg.fit.frame_budget_ms, fit_budget_ms=cfg.fit.budget_ms,
                                        min_steps=min(1, warm), max_steps=warm)
@@ -115,7 +119,18 @@ class Detector:
     def score(self, x: torch.Tensor, height: int, width: int) -> tuple[np.ndarray, float]:
         """Anomaly map (cropped to height x width) and image score for a padded image tensor."""
         amap, score = self.backend.score(x)
-        return amap[0, 0, :height, :width].float().cpu().numpy(), float(score[0])
+        amap, score = amap[0, 0, :height, :width].float(), score[0].float()
+        if not (torch.isfinite(amap).all() and torch.isfinite(score)):
+            # the weights produce inf/NaN even in fp32: report the frame as its worst finite value (never
+            # silently normal) and start this source's model over with a cold fit on the next frame
+            self.nonfinite_maps += 1
+            self.model_version = 0
+            log.warning("non-finite anomaly map (%d so far): scored as its worst finite value; the model "
+                        "restarts with a cold fit", self.nonfinite_maps)
+            finite = amap[torch.isfinite(amap)]
+            top = float(finite.max()) if finite.numel() else 0.0
+            amap, score = torch.nan_to_num(amap, nan=top, posinf=top, neginf=top), torch.tensor(top)
+        return amap.cpu().numpy(), float(score)
 
     def _remember(self, x: torch.Tensor, height: int, width: int, calibrated: float, calibrating: bool) -> int:
         """Add the last scored frame's normal cells to the memory if the frame itself looks normal (judged once

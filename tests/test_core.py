@@ -17,8 +17,9 @@ from edge.scoring import AnomalyScorer, mask_groups
 from edge.unet import UNet
 from edge.vgg import VGG19Features, VGGWeightsError, default_weights_path
 
-TINY = {"model": {"base_channels": 8}, "fit": {"steps": 3, "warm_steps": 2, "scales": [2, 4]},
-        "loss": {"vgg_layers": ["relu1_2"]}, "score": {"masks": 4, "mask_block": 8}}
+TINY = {"model": {"base_channels": 8}, "fit": {"steps": 3, "warm_steps": 2, "scales": [2, 4]},  # the fit path
+        "loss": {"vgg_layers": ["relu1_2"]},
+        "score": {"masks": 4, "mask_block": 8, "pixel_weight": 0.1, "perceptual_weight": 0.1}}
 
 
 def tiny_config(**over) -> SSDNetConfig:
@@ -200,3 +201,41 @@ def test_a_diverged_fit_restores_the_last_good_weights(textures):
     det.fitter.fit = fit
     after = det.process(textures["brick"][:64, :64])
     assert not after.diverged and np.isfinite(after.anomaly_map).all()
+
+
+def test_an_overflow_of_the_reduced_precision_is_scored_again_in_fp32(textures, monkeypatch):
+    """fp16 (the CUDA form of the scorer's autocast) overflows where a fitted U-Net's output grows large;
+    forced here on the CPU by running the autocast in fp16 and scaling the U-Net's head up."""
+    import edge.scorers.torch_scorer as torch_scorer
+
+    monkeypatch.setattr(torch_scorer, "autocast", lambda device, on: torch.autocast(device.type, torch.float16, on))
+    det = Detector(tiny_config(score={"amp": True}), "cpu")
+    image = textures["brick"][:64, :64]
+    det.process(image)
+    head = [p for p in det.fitter.model.parameters() if p.ndim == 4][-1]
+    with torch.no_grad():
+        head.add_(1e4)  # the map's squared errors and features now exceed fp16's 65504
+    x = image_to_tensor(image, det.device, det.fitter.multiple)
+    amap, score = det.score(x, 64, 64)
+    assert det.backend.fp32_reruns == 1 and det.backend.info()["fp32_reruns"] == 1
+    assert np.isfinite(amap).all() and np.isfinite(score) and det.nonfinite_maps == 0
+
+
+def test_a_non_finite_map_is_reported_as_its_worst_value_and_the_model_restarts(textures):
+    det = Detector(tiny_config(), "cpu")
+    det.process(textures["brick"][:64, :64])
+    score = det.backend.score
+
+    def nan_corner(x):
+        amap, s = score(x)
+        amap = amap.clone()
+        amap[..., :8, :8] = float("nan")
+        return amap, s
+
+    det.backend.score = nan_corner
+    d = det.process(textures["brick"][:64, :64])
+    assert np.isfinite(d.anomaly_map).all() and d.anomaly_map[:8, :8].min() == d.anomaly_map.max()
+    assert det.nonfinite_maps == 1 and d.fit_steps == det.cfg.fit.steps  # a cold fit, from the start
+    det.backend.score = score
+    after = det.process(textures["brick"][:64, :64])
+    assert np.isfinite(after.anomaly_map).all() and after.fit_steps == det.cfg.fit.warm_steps

@@ -146,3 +146,56 @@ def test_eval_jobs_split_categories_over_processes_with_the_same_result(dataset)
     for cat in ("gravel", "brick"):
         assert two["categories"][cat]["pixel_auroc"] == pytest.approx(one["categories"][cat]["pixel_auroc"], abs=0.03)
     assert set(two["beats_baseline"]) == {"local_stats"} and "mean" in two["baselines"]["local_stats"]
+
+
+WARM_YAML = """
+score: {pixel_weight: 0, perceptual_weight: 0}
+memory: {min_frames: 4}
+calibration: {min_frames: 4}
+"""
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    """A brick camera whose defect is a large uniform patch (similar to itself, so a single image misses it),
+    and 8 unlabelled normal frames of it in `stream/brick/`."""
+    root = tmp_path_factory.mktemp("warm")
+    rng = np.random.default_rng(0)
+    folders = {k: root / "data" / "brick" / p for k, p in
+               (("good", "test/good"), ("bad", "test/patch"), ("gt", "ground_truth/patch"))}
+    for d in (*folders.values(), root / "stream" / "brick"):
+        d.mkdir(parents=True)
+    for i in range(8):
+        cv2.imwrite(str(root / "stream" / "brick" / f"{i:03d}.png"), texture("brick", 96, rng)[:, :, ::-1])
+    for i in range(3):
+        cv2.imwrite(str(folders["good"] / f"{i:03d}.png"), texture("brick", 96, rng)[:, :, ::-1])
+        image, mask = texture("brick", 96, rng).copy(), np.zeros((96, 96), bool)
+        y, x = rng.integers(10, 40, 2)
+        mask[y:y + 44, x:x + 44] = True
+        image[mask] = int(image.mean())
+        cv2.imwrite(str(folders["bad"] / f"{i:03d}.png"), image[:, :, ::-1])
+        cv2.imwrite(str(folders["gt"] / f"{i:03d}_mask.png"), mask.astype(np.uint8) * 255)
+    (root / "warm.yaml").write_text(WARM_YAML)
+    return root
+
+
+@pytest.mark.slow
+def test_warmup_frames_raise_the_accuracy_of_a_stream(warm, tmp_path):
+    common = [str(warm / "data"), "--mode", "stream", "--config", str(warm / "warm.yaml"), "--baselines", "none"]
+    cold, warmed, few = tmp_path / "cold.json", tmp_path / "warm.json", tmp_path / "few.json"
+    assert main(["eval", *common, "--json", str(cold)]) == 0
+    assert main(["eval", *common, "--json", str(warmed), "--warmup", str(warm / "stream")]) == 0
+    assert main(["eval", *common, "--json", str(few), "--warmup", str(warm / "stream"), "--warmup-frames", "3"]) == 0
+    cold, warmed, few = (json.loads(p.read_text()) for p in (cold, warmed, few))
+    assert (cold["warmup_frames"], warmed["warmup_frames"], few["warmup_frames"]) == (0, 8, 3)
+    assert warmed["categories"]["brick"]["warmup_frames"] == 8
+    assert warmed["warmup_dir"] == str(warm / "stream") and cold["warmup_dir"] is None
+    assert warmed["mean"]["pixel_auroc"] > cold["mean"]["pixel_auroc"] + 0.1, (warmed["mean"], cold["mean"])
+
+
+def test_warmup_needs_stream_mode_and_an_existing_folder(warm, tmp_path, capsys):
+    common = [str(warm / "data"), "--config", str(warm / "warm.yaml"), "--baselines", "none"]
+    assert main(["eval", *common, "--mode", "cold", "--warmup", str(warm / "stream")]) == 2
+    assert "--mode stream" in capsys.readouterr().err
+    assert main(["eval", *common, "--mode", "stream", "--warmup", str(tmp_path / "none")]) == 2
+    assert "none" in capsys.readouterr().err

@@ -45,8 +45,9 @@ FP16_ATOL = 0.05
 def tiny_cfg(**score) -> SSDNetConfig:
     return SSDNetConfig(model=ModelConfig(base_channels=8), loss=LossConfig(perceptual_weight=0.0),
                         fit=FitConfig(steps=2, warm_steps=1, amp=False),
-                        score=ScoreConfig(**{"perceptual_weight": 0.0, "knn_weight": 0.0, "image_score": "map",
-                                             "map_units": "std", "amp": False, **score}), device="cpu")
+                        score=ScoreConfig(**{"pixel_weight": 0.1, "perceptual_weight": 0.0, "knn_weight": 0.0,
+                                             "image_score": "map", "map_units": "std", "amp": False, **score}),
+                        device="cpu")
 
 
 def make_scorer(cfg: SSDNetConfig, seed: int = 0) -> AnomalyScorer:

@@ -45,8 +45,8 @@ needs_trt = pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason="needs TensorR
 
 def tiny_scorer(masks: int = 2) -> AnomalyScorer:
     torch.manual_seed(0)
-    cfg = ScoreConfig(masks=masks, smooth_sigma=1.0, perceptual_weight=0.0, knn_weight=0.0, image_score="map",
-                      map_units="std")
+    cfg = ScoreConfig(masks=masks, smooth_sigma=1.0, pixel_weight=0.1, perceptual_weight=0.0, knn_weight=0.0,
+                      image_score="map", map_units="std")
     unet = UNet(4).eval()
     with torch.no_grad():
         unet.head.weight.normal_(0, 0.05)
@@ -295,7 +295,8 @@ def test_gate_refuses_and_evicts_an_engine_that_fails(tmp_path):
 @pytest.mark.parametrize("strategy", ["refit", "inputs"])
 def test_tensorrt_fp16_engine_refits_and_matches_torch(tmp_path, strategy):
     cfg = SSDNetConfig(model=ModelConfig(base_channels=8), fit=FitConfig(amp=False),
-                       score=ScoreConfig(perceptual_weight=0.0, knn_weight=0.0, image_score="map", map_units="std"))
+                       score=ScoreConfig(pixel_weight=0.1, perceptual_weight=0.0, knn_weight=0.0, image_score="map",
+                                         map_units="std"))
     torch.manual_seed(0)
     sc = AnomalyScorer(UNet(8).eval(), cfg.score, cfg.fit.scales).eval().cuda()
     trt_scorer = TensorRTScorer(copy.deepcopy(sc), precision="fp16", strategy=strategy, cache=tmp_path)

@@ -92,7 +92,7 @@ def test_image_score_from_the_self_similarity_map_needs_that_map():
         ScoreConfig(knn_weight=0.0)
     with pytest.raises(ValidationError, match="map_units: std"):  # the map's units are the kNN's too
         ScoreConfig(knn_weight=0.0, image_score="map")
-    assert ScoreConfig(knn_weight=0.0, image_score="map", map_units="std").image_score == "map"
+    assert ScoreConfig(knn_weight=0.0, pixel_weight=0.1, image_score="map", map_units="std").image_score == "map"
     with pytest.raises(ValidationError, match="every map weight is 0"):
         ScoreConfig(knn_weight=0.0, pixel_weight=0.0, perceptual_weight=0.0, image_score="map", map_units="std")
 

@@ -19,7 +19,8 @@ FRAMES = 4
 
 
 def ssdnet(**score) -> SSDNetConfig:
-    return SSDNetConfig.model_validate({"fit": {"steps": 2, "warm_steps": 1}, "score": score, "device": "cpu"})
+    return SSDNetConfig.model_validate({"fit": {"steps": 2, "warm_steps": 1},
+                                         "score": {"pixel_weight": 0.1, **score}, "device": "cpu"})
 
 
 def run_line(tmp_path, cfg: SSDNetConfig):

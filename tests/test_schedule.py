@@ -138,7 +138,7 @@ def test_detector_uses_the_scheduler(textures):
     """The Detector's one scheduler is configured from fit.frame_budget_ms: an impossible frame budget gives
     1 warm step and budget_met False; without a budget every warm frame gets fit.warm_steps."""
     base = {"fit": {"steps": 2, "warm_steps": 3, "scales": [1, 2]}, "model": {"base_channels": 4},
-            "loss": {"perceptual_weight": 0.0}, "score": {"masks": 0}, "device": "cpu"}
+            "loss": {"perceptual_weight": 0.0}, "score": {"masks": 0, "pixel_weight": 0.1}, "device": "cpu"}
     img = textures["brick"][:64, :64]
     budgeted = SSDNetConfig.model_validate({**base, "fit": {**base["fit"], "frame_budget_ms": 1e-3}})
     d = Detector(budgeted)

@@ -2,10 +2,10 @@
 the image on one colour scale for every image, regions, the verdict, the score against the threshold and the colour
 scale) and one JSON line with the score and the verdict, in the output folder.
 
-The default config fits SSDnet's U-Net on every image (a cold fit of `fit.steps` steps, minutes per image on a busy
-CPU; the bar shows the steps). `--fast` (configs/self-similarity.yaml) fits nothing: the image score comes from the
-self-similarity map either way, and the dev set's accuracy is the same (docs/results.md), in seconds. An image that
-cannot be read or scored is reported and skipped; the exit code is 1 when any was.
+The default config fits nothing (docs/ablations.md section 6); `--config configs/ssdnet-fit.yaml` fits SSDnet's
+U-Net on every image (a cold fit of `fit.steps` steps, minutes per image on a busy CPU; the bar shows the steps).
+`--fast` (configs/self-similarity.yaml, the same as the default now) is kept for existing command lines. An image
+that cannot be read or scored is reported and skipped; the exit code is 1 when any was.
 """
 from __future__ import annotations
 
@@ -118,8 +118,8 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
-    p.add_argument("--fast", action="store_true", help="nothing fitted (configs/self-similarity.yaml): the same "
-                                                       "image score and dev-set accuracy, seconds instead of minutes")
+    p.add_argument("--fast", action="store_true", help="nothing fitted (configs/self-similarity.yaml; the "
+                                                       "default fits nothing too since docs/ablations.md section 6)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores; never more than are free)")
 
 

@@ -154,8 +154,8 @@ def build_scorer(cfg: SSDNetConfig, state: Mapping[str, torch.Tensor] | None = N
 
 PROBE_CONFIG = SSDNetConfig(
     model=ModelConfig(base_channels=4), fit=FitConfig(scales=(1, 2)),
-    score=ScoreConfig(masks=2, smooth_sigma=1.0, perceptual_weight=0.0, knn_weight=0.0, image_score="map",
-                      map_units="std", backend="torch"))
+    score=ScoreConfig(masks=2, smooth_sigma=1.0, pixel_weight=0.1, perceptual_weight=0.0, knn_weight=0.0,
+                      image_score="map", map_units="std", backend="torch"))
 
 
 def _tiny_scorer() -> AnomalyScorer:

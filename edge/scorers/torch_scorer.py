@@ -23,6 +23,7 @@ class TorchScorer(Scorer):
                  compile: bool = False):
         self.module = module
         self.bf16 = bf16
+        self.fp32_reruns = 0  # frames scored again in fp32 because the reduced precision gave inf/NaN
         if channels_last is not None:
             module.unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self._fn = torch.compile(module) if compile else module
@@ -41,14 +42,20 @@ class TorchScorer(Scorer):
             self.module.unet.load_state_dict(state)
 
     def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx = torch.no_grad() if self.compiled else torch.inference_mode()
-        with ctx:
-            with autocast(x.device, self.bf16):  # bf16 on the CPU, fp16 on CUDA
-                amap, score, *memory = self._fn(x, *self.memory_inputs(x.device))
+        amap, score, memory = self._run(x, self.bf16)
+        if self.bf16 and not (torch.isfinite(amap).all() and torch.isfinite(score).all()):
+            self.fp32_reruns += 1  # fp16's range overflowed (CUDA: a fitted U-Net, after hundreds of frames)
+            amap, score, memory = self._run(x, False)
         self.features, self.memory_maps = (memory[0].float(), memory[1].float()) if memory else (None, None)
         return amap.float(), score.float()
 
+    def _run(self, x: torch.Tensor, reduced: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        with torch.no_grad() if self.compiled else torch.inference_mode():
+            with autocast(x.device, reduced):  # bf16 on the CPU, fp16 on CUDA
+                amap, score, *memory = self._fn(x, *self.memory_inputs(x.device))
+        return amap, score, memory
+
     def info(self) -> dict:
         first_conv = self.module.unet.enc[0][0].weight
-        return {"backend": self.name, "bf16": self.bf16, "compile": self.compiled,
+        return {"backend": self.name, "bf16": self.bf16, "compile": self.compiled, "fp32_reruns": self.fp32_reruns,
                 "channels_last": first_conv.is_contiguous(memory_format=torch.channels_last)}

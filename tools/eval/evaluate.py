@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from edge.config import SSDNetConfig, load_config
+from edge.config import ConfigError, SSDNetConfig, load_config
 from edge.detector import Detector
 from edge.overlay import read_rgb
 
@@ -230,6 +230,8 @@ def _cmd(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"device": args.device})
     cats = [c for c in args.categories.split(",") if c] if args.categories else None
     baselines = tuple(b for b in args.baselines.split(",") if b) if args.baselines != "none" else ()
+    if args.warmup and args.mode != "stream":
+        raise ConfigError("--warmup streams frames before a camera's test images: it needs --mode stream")
     try:
         result = evaluate(Path(args.dataset), cfg, cats, args.mode, baselines, args.input_noise, args.dead_pixels,
                           args.limit, args.jobs, Path(args.warmup) if args.warmup else None, args.warmup_frames)
