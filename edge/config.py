@@ -101,7 +101,7 @@ class ScoreConfig(StrictModel):
                                                          "reconstruction; 0 with perceptual_weight 0: nothing is "
                                                          "fitted. Off by default: streamed, at 0.1 (the previous "
                                                          "default) the fitted maps cost 0.001-0.005 pixel AUROC on "
-                                                         "both dev sets, with or without warm-up, at 5x the time "
+                                                         "both dev sets, with or without warm-up, at 3-5x the time "
                                                          "per frame (docs/ablations.md section 6; "
                                                          "configs/ssdnet-fit.yaml turns them on)")
     perceptual_weight: float = Field(0.0, ge=0.0, description="weight of the normalised multi-scale "
