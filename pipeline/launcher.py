@@ -33,7 +33,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -168,14 +168,16 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
 
     started, interrupted, timed_out = time.time(), False, False
     bar = _progress(progress)
+    ctrl_c, restore = _ctrl_c_flag()
     try:
         for src in sources:
             line.start(src.name, run_camera, src, line.stop, security=cfg.security)
-        cameras = line.await_ready(names)
+        cameras = line.await_ready(names, cancel=ctrl_c)
         line.start(cfg.node.name, run_node, node_cfg, cameras, line.stop, detector_factory=detector_factory,
                    wait_for_subscriber_s=READY_TIMEOUT_S, security=cfg.security, input_names=names,
                    mqtt=cfg.sinks.mqtt)
-        node_endpoint, replay = line.await_ready([cfg.node.name])[0]  # (results, replay): node_cfg has an event log
+        # (results, replay): node_cfg has an event log
+        node_endpoint, replay = line.await_ready([cfg.node.name], cancel=ctrl_c)[0]
         server_key = None
         if cfg.security is not None:
             server_key = secure_stage(cfg.security, cfg.security.client_name).server_key(cfg.node.name)
@@ -185,6 +187,8 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
         with bar:
             task = bar.add_task("frames", total=expected, info="")
             while pending:
+                if ctrl_c.is_set():  # the KeyboardInterrupt itself may have been swallowed (raised in a __del__)
+                    raise KeyboardInterrupt
                 if timeout_s is not None and time.time() - started > timeout_s:
                     timed_out = True
                     log.warning("timeout after %.0f s; still running: %s", timeout_s, sorted(pending))
@@ -208,6 +212,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
         interrupted = True
         log.warning("interrupted; stopping the line")
     finally:
+        restore()
         if collector is not None:
             collector.close()
         line.shutdown()
@@ -240,6 +245,21 @@ def _fixed(what: str, endpoint: str) -> str:
         raise LineError(f"{what} binds {endpoint} (any free port): give it a fixed port "
                         "(e.g. tcp://0.0.0.0:5555) to run it as a stage of its own")
     return endpoint
+
+
+def _ctrl_c_flag() -> tuple[threading.Event, Callable[[], None]]:
+    """A flag that Ctrl-C sets as well as raising KeyboardInterrupt (which Python drops when it lands in a
+    finaliser), and the function that puts the previous handler back. Off the main thread: a flag nobody sets."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return flag, lambda: None
+
+    def handler(signum, frame):  # noqa: ARG001
+        flag.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    return flag, lambda: signal.signal(signal.SIGINT, previous)
 
 
 def _stop_on_signals() -> threading.Event:

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import queue
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -76,9 +77,12 @@ class Stages:
         """Stages that exited with an error."""
         return [name for name, p in self.procs.items() if p.exitcode not in (None, 0)]
 
-    def await_ready(self, names: list[str]) -> list[str]:
+    def await_ready(self, names: list[str], cancel: threading.Event | None = None) -> list[str]:
+        """The stages' endpoints once all are ready; KeyboardInterrupt when `cancel` is set meanwhile."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not all(n in self.endpoints for n in names):
+            if cancel is not None and cancel.is_set():
+                raise KeyboardInterrupt
             self.poll(timeout=0.1)
             if failed := [n for n in names if n in self.failures or n in self.dead()]:
                 raise LineError("; ".join(f"{n} failed to start: {self.failures.get(n, 'exited')}" for n in failed))
