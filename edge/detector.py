@@ -6,13 +6,13 @@ plans: `fit.warm_steps`, or fewer so that the fit fits `fit.budget_ms` and the w
 `fit.frame_budget_ms` (at least 1 step; a budget that cannot be met is counted and logged). With
 `fit.score_before_warm_fit` a frame is scored with the weights fitted on earlier frames, before the
 warm fit on it, so the net has never seen the frame it judges. When no scored map uses the U-Net
-(`score.pixel_weight` and `score.perceptual_weight` 0, as in configs/self-similarity.yaml) nothing is
-fitted: the frame is only scored.
+(`score.pixel_weight` and `score.perceptual_weight` 0: the default; configs/ssdnet-fit.yaml turns
+them on) nothing is fitted: the frame is only scored.
 
 Each source also has a memory of its normal appearance (edge.memory; `memory.size_mb`) that the
-scorer searches, and a calibration of its image scores (edge.calibration): a scored frame whose
-calibrated score is below `memory.admit_z` gives the memory up to `memory.per_frame` of the cells its
-map calls normal (below the frame's median + `memory.admit_cell_mad` MADs), so defects stay out.
+scorer searches, and a calibration of its image scores (edge.calibration): a scored frame that looks
+normal gives the memory up to `memory.per_frame` of its normal cells (`Detector._remember`), so
+defects stay out.
 `reset()` forgets weights, memory and calibration; `state_dict()` holds all three (a checkpoint).
 
 `Detector` is what the edge node's detector contract (`pipeline.node.Detector`) describes:
@@ -110,7 +110,8 @@ class Detector:
             if self.memory is not None and state["memory"] is not None:
                 self.memory.load_state_dict(state["memory"])
         self._push_weights()
-        self.model_version = max(self.model_version, int(state.get("model_version", 1)) if full else 1, 1)
+        version = int(state.get("model_version", 1)) if full else 1
+        self.model_version = max(self.model_version, version, 1)
 
     @property
     def device(self) -> torch.device:

@@ -17,7 +17,7 @@ from pipeline.node import EdgeNode
 from pipeline.sinks import Subscriber
 from pipeline.sources import Camera
 from pipeline.transport import make_socket, wait_for_subscriber
-from test_pipeline_node import FastDetector, wait_until
+from test_pipeline_node import FastDetector, collect, wait_until
 
 
 class Intruder:
@@ -114,19 +114,8 @@ def node_line(tmp_path, cameras=(("cam0", 64),), frames: int = 30, fps: float = 
 
 
 def until_eos(sub: Subscriber, sources=("cam0",), timeout: float = 20.0, during=None) -> list[P.Message]:
-    """Messages until every source's end of stream came; `during()` is called between receives."""
-    got, pending = [], set(sources)
-    deadline = time.monotonic() + timeout
-    while pending:
-        assert time.monotonic() < deadline, f"no end of stream from {pending}"
-        if during is not None:
-            during()
-        msg = sub.recv(20)
-        if msg is not None:
-            got.append(msg)
-            if msg.kind == "eos":
-                pending.discard(msg.source)
-    return got
+    """Messages until every source's end of stream (test_pipeline_node.collect, with a longer default timeout)."""
+    return collect(sub, sources, timeout, during)
 
 
 def scored(msgs, source: str = "cam0") -> list[int]:

@@ -81,13 +81,15 @@ def endpoint(tmp_path, transport: str, name: str) -> str:
     return "tcp://127.0.0.1:*" if transport == "tcp" else f"ipc://{tmp_path}/{name}.sock"
 
 
-def collect(sub: Subscriber, sources=("cam0",), timeout: float = 10.0) -> list[P.Message]:
-    """Messages until the end of stream of every source has come."""
+def collect(sub: Subscriber, sources=("cam0",), timeout: float = 10.0, during=None) -> list[P.Message]:
+    """Messages until the end of stream of every source has come (calling `during()` between receives)."""
     got, pending = [], set(sources)
     deadline = time.monotonic() + timeout
     while pending:
         assert time.monotonic() < deadline, f"no end of stream from {pending}"
-        msg = sub.recv(50)
+        if during is not None:
+            during()
+        msg = sub.recv(20)
         if msg is not None:
             got.append(msg)
             if msg.kind == "eos":

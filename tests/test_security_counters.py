@@ -30,17 +30,22 @@ from test_pipeline_node import FastDetector, wait_until
 pytestmark = pytest.mark.security
 
 
+def _grass_camera(ctx: zmq.Context, stop: threading.Event, threads: list, **source) -> list:
+    """Start a synthetic grass camera `cam0` (48 px) on a thread added to `threads`; its endpoints once ready."""
+    cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, textures=("grass",), **source), ctx=ctx)
+    ready: list = []
+    threads.append(threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True))
+    threads[-1].start()
+    wait_until(lambda: ready)
+    return ready
+
+
 def test_collector_sees_no_false_gap_when_heartbeats_race_events(tmp_path, caplog):
     """Every frame is an event and the node heartbeats every 5 ms: a heartbeat whose `logged_events`
     counts an event not yet published, or a fetch that returns events still on their way, used to be
     reported as "recovered N missed event(s)" in a run that lost nothing."""
-    ctx, stop = zmq.Context(), threading.Event()
-    cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, frames=150, fps=300,
-                                       textures=("grass",)), ctx=ctx)
-    ready: list = []
-    threads = [threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True)]
-    threads[0].start()
-    wait_until(lambda: ready)
+    ctx, stop, threads = zmq.Context(), threading.Event(), []
+    ready = _grass_camera(ctx, stop, threads, frames=150, fps=300)
     node = EdgeNode(NodeConfig(threshold=-1.0, heartbeat_s=0.005, queue_depth=256, event_log=tmp_path / "ev.db"),
                     ready, FastDetector, ctx)
     node_ready: list = []
@@ -137,12 +142,7 @@ def test_refused_connections_are_counted_by_reason_in_heartbeats_and_prometheus(
     stop, threads, socks = threading.Event(), [], []
     metrics = MetricsSink(port=0)
     try:
-        cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, fps=50, frames=10_000,
-                                           textures=("grass",), heartbeat_s=0.05), ctx=ctxs["cam0"])
-        ready: list = []
-        threads.append(threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True))
-        threads[-1].start()
-        wait_until(lambda: ready)
+        ready = _grass_camera(ctxs["cam0"], stop, threads, fps=50, frames=10_000, heartbeat_s=0.05)
         node = EdgeNode(NodeConfig(threshold=3.0, heartbeat_s=0.05), ready, FastDetector, ctxs["node"],
                         server_keys={ready[0]: secs["node"].server_key("cam0")}, input_names=["cam0"])
         node_ready: list = []
@@ -263,14 +263,11 @@ def test_subscribe_waits_and_retries_for_a_node_that_is_not_up_yet(tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="pipeline.subscribe"):
         c = threading.Thread(target=client)
         c.start()
-        time.sleep(3.0)  # the subscriber has been waiting (one 2 s request timed out, retried)
+        # the subscriber has been waiting: one 2 s request timed out and it retries
+        wait_until(lambda: any("retrying in" in r.message for r in caplog.records), timeout=30)
         assert c.is_alive()
-        cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, fps=50, frames=200,
-                                           textures=("grass",)), ctx=ctx)
-        ready: list = []
-        threads = [threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True)]
-        threads[0].start()
-        wait_until(lambda: ready)
+        threads: list = []
+        ready = _grass_camera(ctx, stop, threads, fps=50, frames=200)
         node = EdgeNode(cfg, ready, lambda s: FastDetector(), ctx)
         threads.append(threading.Thread(target=node.run, args=(stop,), daemon=True))
         threads[1].start()

@@ -220,7 +220,7 @@ def live_view_screenshot(tmp_path, png, real: bool = False, frames: int = 4) -> 
         assert done, "the line did not end"
         wait_until(lambda: all(_overlay_loaded(driver, n) == str(frames - 1) for n in names), timeout=30)
         driver.set_window_size(1280, 1000)
-        time.sleep(0.5)
+        wait_until(lambda: driver.execute_script("return window.outerWidth") == 1280, timeout=10)
         driver.save_screenshot(str(png))
         return done
     finally:
