@@ -95,6 +95,8 @@ class Detection(Protocol):
     budget_met: bool  # False: the fit could not meet its time budget (counted as budget_unmet)
     diverged: bool  # the fit went non-finite and the last good weights were restored (counted, logged)
 
+    def calibrated_map(self) -> np.ndarray: ...  # the map in the calibrated score's units
+
 
 @runtime_checkable
 class Detector(Protocol):
@@ -605,15 +607,15 @@ class EdgeNode:
         if d.diverged:
             self.counters.add(h.source, "diverged")
             self._log.warning(f"{h.source}#{h.seq}: the fit diverged; restored the last good weights")
-        amap, raw, score = np.asarray(d.anomaly_map, dtype=np.float32), float(d.score), float(d.calibrated)
+        raw, score = float(d.score), float(d.calibrated)
         median, scale = (float(v) for v in d.calibration)
+        if not math.isfinite(raw + score + median + scale) or not scale > 0:
+            raise ValueError(f"detector returned score {raw} (calibrated {score}, against {median} / {scale})")
+        amap = d.calibrated_map()  # in the calibrated score's units
         if work is not image and amap.shape == work.shape[:2]:
             amap = to_frame_size(amap, *image.shape[:2])
-        if amap.shape != image.shape[:2] or not math.isfinite(raw + score + median + scale) or not scale > 0 \
-                or not np.isfinite(amap).all():
-            raise ValueError(f"detector returned a {amap.shape} map with non-finite values or score {raw} "
-                             f"(calibrated {score}, against {median} / {scale})")
-        amap = (amap - np.float32(median)) / np.float32(scale)  # in the calibrated score's units
+        if amap.shape != image.shape[:2] or not np.isfinite(amap).all():
+            raise ValueError(f"detector returned a {amap.shape} map with non-finite values")
         anomalous = score > self.cfg.threshold
         stamps = {**h.stamps, "fitted": min(t0 + d.fit_ms / 1000, done), "scored": done}
         scored = dict(source=h.source, seq=h.seq, t_capture=h.t_capture, stamps=stamps, score=score, raw_score=raw,

@@ -35,6 +35,10 @@ class Detection:
     calibrating: bool = False
     calibration: tuple[float, float] = (0.0, 1.0)
 
+    def calibrated_map(self) -> np.ndarray:
+        median, scale = self.calibration
+        return ((self.anomaly_map - median) / scale).astype(np.float32)
+
 
 class FastDetector:
     """Map: |grey - median| in units of the grey std; score: its maximum. Fulfils the node's detector contract."""
