@@ -74,6 +74,9 @@ class FitConfig(StrictModel):
     patch_fraction: float = Field(0.25, gt=0.0, le=1.0, description="fraction of each scale's "
                                                                     "patches in one step (at least 1)")
     lr: float = Field(2e-3, gt=0.0, le=1.0)
+    grad_clip: float | None = Field(1.0, gt=0.0, description="the gradient's norm is clipped to this before each "
+                                    "step; None = no clipping. Without it the fit blows up past ~100 steps (a warm "
+                                    "stream passes that after ~15 frames): docs/ablations.md section 6")
     score_before_warm_fit: bool = Field(True, description="stream: score a frame with the "
                                                           "previous weights, then fit on it")
     max_fit_z: float = Field(3.0, description="stream: a frame whose calibrated score (edge.calibration) is above "

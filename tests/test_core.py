@@ -131,6 +131,16 @@ def test_fit_lowers_loss_and_is_reproducible(textures, amp):
         assert torch.allclose(v, b.state_dict()[k]), k
 
 
+def test_the_gradient_is_clipped_before_each_step(textures):
+    """`fit.grad_clip` bounds the gradient's norm (unclipped, a fit past ~100 steps blew up: docs/ablations.md)."""
+    def last_grad_norm(clip: float | None) -> float:
+        f = Fitter(tiny_config(fit={"grad_clip": clip}), "cpu")
+        f.fit(textures["brick"], steps=2)  # the last step's gradients stay on the parameters
+        return float(torch.nn.utils.get_total_norm([p.grad for p in f.model.parameters() if p.grad is not None]))
+
+    assert last_grad_norm(None) > 1e-3 >= last_grad_norm(1e-3) * (1 - 1e-4)
+
+
 def test_warm_start(textures):
     cfg = tiny_config()
     f = Fitter(cfg, "cpu")
