@@ -196,6 +196,11 @@ class MemoryConfig(StrictModel):
     max_cells: int = Field(4096, ge=64, le=65536, description="grid cells per frame at most")
     k: int = Field(3, ge=1, le=32, description="nearest bank rows averaged")
     per_frame: int = Field(128, ge=1, le=65536, description="cells of an admitted frame written to the bank")
+    candidates: int = Field(256, ge=1, le=65536, description="of an admitted frame's normal cells, this many "
+                            "drawn at random are the candidates, and the `per_frame` of them farthest from the bank "
+                            "and from each other go in (a streaming coreset: the bank covers the camera's variety, "
+                            "not only its commonest look); <= per_frame: a random subset; more candidates cover "
+                            "better and let more of a rare defect's rim in (docs/ablations.md section 12)")
     min_frames: int = Field(16, ge=1, description="the memory is used once this many frames have added to it (a "
                             "sparse memory makes all of a stochastic texture look far from normal: docs/ablations.md)")
     admit_z: float = Field(3.0, description="a frame adds to the memory only if its calibrated score is below this "

@@ -160,7 +160,7 @@ class Detector:
             med = v.median()
             normal = own <= med + self.cfg.memory.admit_cell_mad * MAD_TO_STD * (v - med).abs().median()
         self.memory.observe_levels(float(own[valid].mean()), float(dist[valid].mean()))  # before its cells go in
-        return self.memory.add(feats, valid & normal)
+        return self.memory.add(feats, valid & normal, dist)
 
     def fit(self, x: torch.Tensor) -> FitStats:
         """Cold fit on a source's first frame, else a warm fit of the steps the scheduler plans (no

@@ -16,8 +16,9 @@ admitted frames before their cells were added): the blended map keeps the self-s
 so the image score, and its calibration, do not jump when the memory becomes ready.
 
 `FeatureMemory` owns the bank: a ring of `capacity` rows (fp16, `size_mb` per camera), filled by
-`add` with a random subset of the cells a frame's map calls normal, and only from frames whose
-calibrated score is normal (edge.detector decides): a defect does not become "normal".
+`add` with a subset of the cells a frame's map calls normal (of a random draw of candidates, the
+farthest from the bank and from each other: a streaming coreset, as PatchCore subsamples its bank
+once), and only from frames whose calibrated score is normal (edge.detector decides): a defect does not become "normal".
 """
 from __future__ import annotations
 
@@ -76,6 +77,19 @@ def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor
     return d.reshape(n, 1, gh, gw)
 
 
+def farthest_points(rows: torch.Tensor, n: int, start: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of `n` of the (R, C) `rows`, picked one by one, each the row farthest from those picked before
+    and, with `start` (R,), from the bank (its distance to it): greedy k-centre, a coreset that covers the rows."""
+    gap = start.float().clone() if start is not None else torch.full_like(rows[:, 0], float("inf"))
+    picked = []
+    for _ in range(n):
+        j = gap.argmax()
+        picked.append(j)
+        gap = torch.minimum(gap, (rows - rows[j]).norm(dim=1))
+        gap[j] = -1.0  # never twice
+    return torch.stack(picked)
+
+
 def capacity(cfg: MemoryConfig, dim: int) -> int:
     """Bank rows that fit `cfg.size_mb`."""
     return int(cfg.size_mb * 2**20 // (dim * BYTES_PER_VALUE))
@@ -129,15 +143,22 @@ class FeatureMemory:
         rows = self.count if self.count >= self.cfg.k else 0
         return torch.tensor([float(rows), self.scale if self.ready else 0.0], device=self.bank.device)
 
-    def add(self, feats: torch.Tensor, normal: torch.Tensor) -> int:
-        """Write up to `cfg.per_frame` random cells of (1, C, gh, gw) `feats` where `normal` (gh, gw)
-        is True; returns how many were written (the oldest rows are overwritten once full)."""
+    def add(self, feats: torch.Tensor, normal: torch.Tensor, distance: torch.Tensor | None = None) -> int:
+        """Write up to `cfg.per_frame` cells of (1, C, gh, gw) `feats` where `normal` (gh, gw) is True: of
+        `cfg.candidates` of them drawn at random, those farthest from the bank (`distance`, (gh, gw): each
+        cell's memory distance) and from each other. Returns how many were written (the oldest rows are
+        overwritten once full)."""
         rows = feats[0].permute(1, 2, 0).reshape(-1, self.dim)
         idx = torch.nonzero(normal.reshape(-1).to(rows.device))[:, 0]
         if idx.numel() == 0 or len(self.bank) == 0:
             return 0
-        pick = idx[torch.randperm(idx.numel(), generator=self.generator, device=idx.device)[: self.cfg.per_frame]]
-        pick = pick[: len(self.bank)]
+        n = min(self.cfg.per_frame, idx.numel(), len(self.bank))
+        draw = torch.randperm(idx.numel(), generator=self.generator, device=idx.device)
+        idx = idx[draw[: max(n, self.cfg.candidates)]]
+        pick = idx[:n]
+        if idx.numel() > n:
+            start = distance.reshape(-1)[idx] if distance is not None and self.count >= self.cfg.k else None
+            pick = idx[farthest_points(rows[idx].float(), n, start)]
         slots = (self.next + torch.arange(pick.numel(), device=self.bank.device)) % len(self.bank)
         self.bank[slots] = rows[pick].to(self.bank.dtype)
         self.next = int((self.next + pick.numel()) % len(self.bank))

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from edge.calibration import ScoreCalibrator
 from edge.config import CalibrationConfig, MemoryConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
-from edge.memory import FeatureMemory, feature_dim, memory_distance
+from edge.memory import FeatureMemory, farthest_points, feature_dim, memory_distance
 from edge.scorers import build_scorer
 from edge.synthetic import texture
 
@@ -63,6 +63,33 @@ def test_the_memory_stays_within_its_bound_over_a_long_stream():
     newest = feats[0].permute(1, 2, 0).reshape(-1, feature_dim(cfg))
     last = memory.bank[(memory.next - 1) % len(memory.bank)].float()
     assert torch.isclose(newest, last, atol=1e-2).all(dim=1).any()  # the ring holds the newest rows
+
+
+def test_the_farthest_selection_keeps_a_frame_s_rare_appearance_that_random_cells_miss():
+    """A frame of 63 cells of one look and 1 of another, 8 cells kept: picked as the farthest of all 64
+    candidates they cover both looks (every cell of the frame has a kept row nearby); 8 random cells
+    (candidates = per_frame) keep the rare one 1 time in 8."""
+    cfg = MemoryConfig(size_mb=0.05, per_frame=8, k=1)
+    dim = feature_dim(cfg)
+    g = torch.Generator().manual_seed(0)
+    common, rare = torch.randn(dim, generator=g), torch.randn(dim, generator=g)
+    cells = torch.stack([common] * 63 + [rare]) + 0.01 * torch.randn(64, dim, generator=g)
+    feats = cells.T.reshape(1, dim, 8, 8)
+    worst = {}
+    for candidates in (64, 8):
+        memory = FeatureMemory(cfg.model_copy(update={"candidates": candidates}), seed=3)
+        assert memory.add(feats, torch.ones(8, 8, dtype=torch.bool)) == 8
+        worst[candidates] = float(memory_distance(feats, memory.bank.float(), torch.tensor([8.0]), 1).max())
+    assert worst[64] < 0.5 < worst[8]  # the two looks are ~sqrt(2 dim) apart
+
+
+def test_farthest_points_start_from_the_bank_and_never_repeat():
+    rows = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [5.1, 0.0], [0.0, 9.0]])
+    # the bank already holds the rows near the origin: the first pick is the farthest from it, then the
+    # farthest from the bank and from that pick
+    picked = farthest_points(rows, 3, start=torch.tensor([0.0, 0.1, 5.0, 5.1, 9.0]))
+    assert picked.tolist()[:2] == [4, 3] and picked[2] in (0, 1, 2)
+    assert len(set(farthest_points(rows, 5).tolist())) == 5
 
 
 def test_memory_distance_is_the_mean_distance_to_the_k_nearest_valid_rows():

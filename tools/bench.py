@@ -244,24 +244,31 @@ def bench_frame(cfg, size: int, frames: int) -> dict:
 
 
 def bench_memory(cfg, size: int, frames: int, sizes_mb=MEMORY_SIZES_MB) -> dict:
-    """Per size: bank rows and MB, one memory search (a frame's cells against the whole bank) and a
-    warm frame of this config with that memory size."""
+    """Per size: bank rows and MB, one memory search (a frame's cells against the whole bank), one write of
+    a frame's cells into the full bank (with the cell selection, `memory.select`) and a warm frame of this
+    config with that memory size."""
     images = _frames(size, max(frames, 2) + 1, seed=4)
     rows = {}
     dets = {mb: Detector(_config_with(cfg, {"memory": {"size_mb": float(mb)}})) for mb in sizes_mb}
     frame = _warm_frame_ms({str(mb): d for mb, d in dets.items()}, images)
     for mb, det in dets.items():
-        row = {"mb": mb, **frame[str(mb)], "rows": 0, "search_ms": 0.0}
+        row = {"mb": mb, **frame[str(mb)], "rows": 0, "search_ms": 0.0, "add_ms": 0.0}
         if det.memory is not None:
             mcfg = det.memory.cfg
             feats = torch.randn(1, feature_dim(mcfg), *grid_shape(size, size, mcfg))
-            bank, count = FeatureMemory(mcfg).bank, torch.tensor([1e9])
-            ts = []
+            memory = FeatureMemory(mcfg)
+            memory.count = len(memory.bank)  # full: a search over every row, a write that overwrites
+            count, everywhere = torch.tensor([1e9]), torch.ones(feats.shape[-2:], dtype=torch.bool)
+            ts, adds = [], []
             for _ in range(5):
                 t0 = time.perf_counter()
-                memory_distance(feats, bank, count, mcfg.k)
-                ts.append((time.perf_counter() - t0) * 1000)
-            row.update(rows=len(bank), bytes=det.memory.nbytes, search_ms=round(statistics.median(ts), 1))
+                dist = memory_distance(feats, memory.bank, count, mcfg.k)
+                t1 = time.perf_counter()
+                memory.add(feats, everywhere, dist[0, 0])
+                ts.append((t1 - t0) * 1000)
+                adds.append((time.perf_counter() - t1) * 1000)
+            row.update(rows=len(memory.bank), bytes=det.memory.nbytes, search_ms=round(statistics.median(ts), 1),
+                       add_ms=round(statistics.median(adds), 1))
         rows[str(mb)] = row
     return rows
 
@@ -558,8 +565,8 @@ def render(result: dict) -> None:
                       + (f"; previous = this config with {fr['previous_default']}" if name != "config" else ""))
     for mb, v in result.get("memory_sizes", {}).items():
         t.add_row("memory", f"{mb} MB per camera" + (" (off)" if not float(mb) else ""), f"{v['frame_ms']:.0f} ms",
-                  "", f"{v['rows']} rows; search {v['search_ms']:.1f} ms; score {v['score_ms']:.0f} ms, "
-                      f"fit {v['fit_ms']:.0f} ms per warm frame")
+                  "", f"{v['rows']} rows; search {v['search_ms']:.1f} ms, write {v['add_ms']:.1f} ms; "
+                      f"score {v['score_ms']:.0f} ms, fit {v['fit_ms']:.0f} ms per warm frame")
     if p := result.get("pipeline"):
         t.add_row("pipeline", "line fps, steady", f"{p['fps']:.3g}", f"{p['ratio']:.2f}x node",
                   "target >= 0.9x; after the cold first frame")
