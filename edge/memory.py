@@ -18,7 +18,8 @@ so the image score, and its calibration, do not jump when the memory becomes rea
 `FeatureMemory` owns the bank: a ring of `capacity` rows (fp16, `size_mb` per camera), filled by
 `add` with a subset of the cells a frame's map calls normal (of a random draw of candidates, the
 farthest from the bank and from each other: a streaming coreset, as PatchCore subsamples its bank
-once), and only from frames whose calibrated score is normal (edge.detector decides): a defect does not become "normal".
+once), and only from frames whose calibrated score is normal (edge.detector decides): a defect does
+not become "normal".
 """
 from __future__ import annotations
 

@@ -245,7 +245,7 @@ def bench_frame(cfg, size: int, frames: int) -> dict:
 
 def bench_memory(cfg, size: int, frames: int, sizes_mb=MEMORY_SIZES_MB) -> dict:
     """Per size: bank rows and MB, one memory search (a frame's cells against the whole bank), one write of
-    a frame's cells into the full bank (with the cell selection, `memory.select`) and a warm frame of this
+    a frame's cells into the full bank (with the cell selection of `memory.candidates`) and a warm frame of this
     config with that memory size."""
     images = _frames(size, max(frames, 2) + 1, seed=4)
     rows = {}
