@@ -1,0 +1,48 @@
+"""What the cross-frame scripts share: the neighbourhood mask, k-nearest distances, the map at image size and
+the per-category metrics (pixel AUROC / AUPRC, image AUROC on the top 0.1 %, pixel AUROC per defect type)."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from edge.filters import gaussian_blur, gaussian_kernel
+
+K4 = gaussian_kernel(4.0)
+
+
+def near_mask(gh, gw, r=8):
+    ys = torch.arange(gh); xs = torch.arange(gw)
+    by = (ys[:, None] - ys[None]).abs() <= r; bx = (xs[:, None] - xs[None]).abs() <= r
+    return (by[:, None, :, None] & bx[None, :, None, :]).reshape(gh * gw, gh * gw)
+
+
+def topk_dist(q, ref, k, mask=None):
+    cl = 2 * q @ ref.T - (ref * ref).sum(1)[None]
+    if mask is not None:
+        cl.masked_fill_(mask, float('-inf'))
+    t = cl.topk(min(k, ref.shape[0]), dim=1).values
+    return ((q * q).sum(1)[:, None] - t).clamp_min(0).sqrt()
+
+
+def upmap(d, grid, padded, size):
+    """gh x gw cell distances of a frame padded to `padded` -> the smoothed map, cropped to the frame's `size`."""
+    m = torch.as_tensor(np.asarray(d, np.float32)).reshape(1, 1, *grid)
+    m = gaussian_blur(F.interpolate(m, size=tuple(padded), mode='bilinear', align_corners=False), K4)[0, 0]
+    return m[:size[0], :size[1]].numpy()
+
+
+def report(name, maps, R, cats):
+    """Print the mean over categories of one variant's maps ({key: map}), with per type and per category."""
+    res, types = {}, {}
+    for c, ks in cats.items():
+        mm = np.concatenate([maps[k].ravel() for k in ks]); t = np.concatenate([R[k]['mask'].ravel() > 0 for k in ks])
+        sc = [float(np.sort(maps[k].ravel())[-max(1, int(0.001 * maps[k].size)):].mean()) for k in ks]
+        res[c] = (roc_auc_score(t, mm), average_precision_score(t, mm), roc_auc_score([R[k]['label'] for k in ks], sc))
+        for ty in {R[k]['type'] for k in ks} - {'good'}:
+            kk = [k for k in ks if R[k]['type'] in (ty, 'good')]
+            mm = np.concatenate([maps[k].ravel() for k in kk]); t = np.concatenate([R[k]['mask'].ravel() > 0 for k in kk])
+            types.setdefault(ty, []).append(roc_auc_score(t, mm))
+    m = np.mean(list(res.values()), 0)
+    print(f"{name} AUROC {m[0]:.3f} AUPRC {m[1]:.3f} img {m[2]:.3f} | "
+          + ' '.join(f"{t[:6]}:{np.mean(v):.3f}" for t, v in sorted(types.items()))
+          + ' | ' + ' '.join(f"{c[:5]}:{r[0]:.2f}" for c, r in res.items()), flush=True)
