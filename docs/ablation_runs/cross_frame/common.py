@@ -1,11 +1,10 @@
-"""What the cross-frame scripts share: the neighbourhood mask, k-nearest distances, the map at image size and
+"""What the cross-frame scripts (and line_stats/variants.py) share: the neighbourhood mask, k-nearest distances, the map at image size and
 the per-category metrics (pixel AUROC / AUPRC, image AUROC on the top 0.1 %, pixel AUROC per defect type)."""
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import average_precision_score, roc_auc_score
-
 from edge.filters import gaussian_blur, gaussian_kernel
+from tools.eval.metrics import image_auroc, pixel_auprc, pixel_auroc
 
 K4 = gaussian_kernel(4.0)
 
@@ -32,17 +31,18 @@ def upmap(d, grid, padded, size):
 
 
 def report(name, maps, R, cats):
-    """Print the mean over categories of one variant's maps ({key: map}), with per type and per category."""
+    """Print the mean over categories of one variant's maps ({key: map}) as `ssdnet eval` pools them (pixel
+    AUROC / AUPRC per category, image AUROC on the top 0.1 %), with pixel AUROC per defect type and category."""
     res, types = {}, {}
     for c, ks in cats.items():
-        mm = np.concatenate([maps[k].ravel() for k in ks]); t = np.concatenate([R[k]['mask'].ravel() > 0 for k in ks])
         sc = [float(np.sort(maps[k].ravel())[-max(1, int(0.001 * maps[k].size)):].mean()) for k in ks]
-        res[c] = (roc_auc_score(t, mm), average_precision_score(t, mm), roc_auc_score([R[k]['label'] for k in ks], sc))
+        masks = [R[k]['mask'] for k in ks]
+        res[c] = (pixel_auroc([maps[k] for k in ks], masks), pixel_auprc([maps[k] for k in ks], masks),
+                  image_auroc(sc, [R[k]['label'] for k in ks]))
         for ty in {R[k]['type'] for k in ks} - {'good'}:
             kk = [k for k in ks if R[k]['type'] in (ty, 'good')]
-            mm = np.concatenate([maps[k].ravel() for k in kk]); t = np.concatenate([R[k]['mask'].ravel() > 0 for k in kk])
-            types.setdefault(ty, []).append(roc_auc_score(t, mm))
+            types.setdefault(ty, []).append(pixel_auroc([maps[k] for k in kk], [R[k]['mask'] for k in kk]))
     m = np.mean(list(res.values()), 0)
     print(f"{name} AUROC {m[0]:.3f} AUPRC {m[1]:.3f} img {m[2]:.3f} | "
-          + ' '.join(f"{t[:6]}:{np.mean(v):.3f}" for t, v in sorted(types.items()))
+          + ' '.join(f"{t}:{np.mean(v):.3f}" for t, v in sorted(types.items()))
           + ' | ' + ' '.join(f"{c[:5]}:{r[0]:.2f}" for c, r in res.items()), flush=True)

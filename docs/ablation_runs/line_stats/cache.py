@@ -8,7 +8,7 @@ from edge.config import SSDNetConfig
 from edge.vgg import build_vgg
 from edge.knn import grid_features
 from edge.fitter import image_to_tensor
-from tools.eval.dataset import load_category, list_categories
+from tools.eval.dataset import load_category
 torch.set_num_threads(1)
 cfg = SSDNetConfig(); sc = cfg.score
 vgg = build_vgg(cfg).eval()

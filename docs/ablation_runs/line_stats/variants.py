@@ -2,9 +2,10 @@
 eigenvalues, structure-tensor orientation, 8 oriented line filters) appended to the default's features.
 Usage (repository root): python docs/ablation_runs/line_stats/variants.py a.pkl,b.pkl none:0 lines:0.3 ...
 (EXTRA:WEIGHT; `none:0` reproduces the default's streamed textures-dev numbers). Output: variants.log."""
-import sys, pickle, numpy as np, torch, torch.nn.functional as F
-sys.path.insert(0, '.')
-from sklearn.metrics import roc_auc_score, average_precision_score
+import sys, pickle, torch, torch.nn.functional as F
+from pathlib import Path
+sys.path[:0] = ['.', str(Path(__file__).parents[1] / 'cross_frame')]
+from common import report
 from edge.filters import gaussian_blur, gaussian_kernel
 from edge.knn import knn_distance
 from edge.local_stats import stats_features, _z
@@ -79,22 +80,10 @@ def amap(e, extra, w):
     return m[:H, :W].numpy()
 
 def evaluate(extra, w):
-    maps = {k: amap(e, extra, w) for k, e in R.items()}
-    cats, types = {}, {}
+    cats = {}
     for k, e in R.items():
         cats.setdefault(e['cat'], []).append(k)
-    res = {}
-    for c, ks in cats.items():
-        mm = np.concatenate([maps[k].ravel() for k in ks]); t = np.concatenate([R[k]['mask'].ravel() > 0 for k in ks])
-        sc = [float(np.sort(maps[k].ravel())[-max(1, int(0.001 * maps[k].size)):].mean()) for k in ks]
-        res[c] = (roc_auc_score(t, mm), average_precision_score(t, mm), roc_auc_score([R[k]['label'] for k in ks], sc))
-        for ty in {R[k]['type'] for k in ks} - {'good'}:
-            kk = [k for k in ks if R[k]['type'] in (ty, 'good')]
-            mm = np.concatenate([maps[k].ravel() for k in kk]); t = np.concatenate([R[k]['mask'].ravel() > 0 for k in kk])
-            types.setdefault(ty, []).append(roc_auc_score(t, mm))
-    m = np.mean(list(res.values()), 0)
-    print(f"{extra:8s} w{w:<4} AUROC {m[0]:.3f} AUPRC {m[1]:.3f} img {m[2]:.3f} | " + ' '.join(f"{t}:{np.mean(v):.3f}" for t, v in sorted(types.items()))
-          + ' | ' + ' '.join(f"{c[:5]}:{r[0]:.2f}" for c, r in res.items()), flush=True)
+    report(f"{extra:8s} w{w:<4}", {k: amap(e, extra, w) for k, e in R.items()}, R, cats)
 
 for spec in sys.argv[2:]:
     extra, w = spec.split(':')
