@@ -185,7 +185,9 @@ class MemoryConfig(StrictModel):
     """Per-camera memory of normal appearance (edge.memory): features of earlier frames' normal cells."""
 
     size_mb: float = Field(16.0, ge=0.0, le=4096.0, description="bank size per camera, MB (fp16 rows); 0 = no "
-                           "memory. Part of the self-similarity term: off with score.knn_weight 0 too")
+                           "memory. Part of the self-similarity term: off with score.knn_weight 0 too. The rows "
+                           "waiting out `delay_frames` are held beside it (at most delay_frames x per_frame rows: "
+                           "3 MB at the defaults)")
     weight: float = Field(3.0, ge=0.0, description="feature-distance map = (self-similarity + weight * memory "
                           "distance) / (1 + weight), once the memory is ready (docs/ablations.md section 6)")
     layers: tuple[str, ...] = Field(("relu3_1", "relu4_1"), description="VGG19 layers of the memory features "
@@ -201,6 +203,9 @@ class MemoryConfig(StrictModel):
                             "and from each other go in (a streaming coreset: the bank covers the camera's variety, "
                             "not only its commonest look); <= per_frame: a random subset; more candidates cover "
                             "better and let more of a rare defect's rim in (docs/ablations.md section 12)")
+    delay_frames: int = Field(16, ge=0, le=10_000, description="once the memory is ready, a frame's cells are "
+                              "searched only after this many more frames have added to it: a run of alike defective "
+                              "frames up to this long cannot vouch for itself (docs/ablations.md section 14)")
     min_frames: int = Field(16, ge=1, description="the memory is used once this many frames have added to it (a "
                             "sparse memory makes all of a stochastic texture look far from normal: docs/ablations.md)")
     admit_z: float = Field(3.0, description="a frame adds to the memory only if its calibrated score is below this "

@@ -54,7 +54,7 @@ class Detection:
     calibrating: bool = True  # too few frames yet: `calibrated` leans on the config's prior
     calibration: tuple[float, float] = (0.0, 1.0)  # (median, scale) it was judged against: calibrated = (score - m) / s
     memory_rows: int = 0  # rows in the source's memory after this frame
-    memory_added: int = 0  # of them written from this frame
+    memory_added: int = 0  # cells this frame gave the memory (searched `memory.delay_frames` frames later)
 
     def calibrated_map(self) -> np.ndarray:
         """The map in the calibrated score's units: robust std above this source's normal image score."""

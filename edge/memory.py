@@ -19,7 +19,9 @@ so the image score, and its calibration, do not jump when the memory becomes rea
 `add` with a subset of the cells a frame's map calls normal (of a random draw of candidates, the
 farthest from the bank and from each other: a streaming coreset, as PatchCore subsamples its bank
 once), and only from frames whose calibrated score is normal (edge.detector decides): a defect does
-not become "normal".
+not become "normal". Once the memory is ready, a frame's rows wait in a queue until `delay_frames` more
+frames have added theirs, so a run of alike frames (a defect that scores like a normal frame, repeated)
+cannot vouch for itself.
 """
 from __future__ import annotations
 
@@ -91,6 +93,12 @@ def farthest_points(rows: torch.Tensor, n: int, start: torch.Tensor | None = Non
     return torch.stack(picked)
 
 
+def footprint_mb(cfg: MemoryConfig) -> float:
+    """A camera's memory at most, MB: the bank (`size_mb`) and the rows waiting out `delay_frames`."""
+    queue = cfg.delay_frames * cfg.per_frame * feature_dim(cfg) * BYTES_PER_VALUE if cfg.size_mb > 0 else 0
+    return cfg.size_mb + queue / 2**20
+
+
 def capacity(cfg: MemoryConfig, dim: int) -> int:
     """Bank rows that fit `cfg.size_mb`."""
     return int(cfg.size_mb * 2**20 // (dim * BYTES_PER_VALUE))
@@ -110,6 +118,7 @@ class FeatureMemory:
     def reset(self) -> None:
         """Forget everything (a camera's model reset)."""
         self.count, self.next, self.frames = 0, 0, 0
+        self.pending: deque[torch.Tensor] = deque()  # picked rows of the last `delay_frames` admitted frames
         self.levels: deque[tuple[float, float]] = deque(maxlen=LEVELS_KEPT)
         self.generator.manual_seed(self.seed)
 
@@ -136,7 +145,8 @@ class FeatureMemory:
 
     @property
     def nbytes(self) -> int:
-        return self.bank.numel() * self.bank.element_size()
+        """The bank's bytes (`size_mb`) and the queue's (at most `delay_frames` x `per_frame` rows)."""
+        return sum(t.numel() * t.element_size() for t in (self.bank, *self.pending))
 
     def state_tensor(self) -> torch.Tensor:
         """What the scorer graph takes: (2,) float32 [valid rows (0 while fewer than k), scale (0 while not ready:
@@ -147,8 +157,9 @@ class FeatureMemory:
     def add(self, feats: torch.Tensor, normal: torch.Tensor, distance: torch.Tensor | None = None) -> int:
         """Write up to `cfg.per_frame` cells of (1, C, gh, gw) `feats` where `normal` (gh, gw) is True: of
         `cfg.candidates` of them drawn at random, those farthest from the bank (`distance`, (gh, gw): each
-        cell's memory distance) and from each other. Returns how many were written (the oldest rows are
-        overwritten once full)."""
+        cell's memory distance) and from each other. Once the memory is ready they wait until `cfg.delay_frames`
+        more frames have been added before they go into the bank (no frame is compared with them until then;
+        before, they go in at once: the camera first needs a memory). Returns how many were picked."""
         rows = feats[0].permute(1, 2, 0).reshape(-1, self.dim)
         idx = torch.nonzero(normal.reshape(-1).to(rows.device))[:, 0]
         if idx.numel() == 0 or len(self.bank) == 0:
@@ -160,19 +171,25 @@ class FeatureMemory:
         if idx.numel() > n:
             start = distance.reshape(-1)[idx] if distance is not None and self.count >= self.cfg.k else None
             pick = idx[farthest_points(rows[idx].float(), n, start)]
-        slots = (self.next + torch.arange(pick.numel(), device=self.bank.device)) % len(self.bank)
-        self.bank[slots] = rows[pick].to(self.bank.dtype)
-        self.next = int((self.next + pick.numel()) % len(self.bank))
-        self.count = min(len(self.bank), self.count + pick.numel())
-        self.frames += 1
+        self.pending.append(rows[pick].to(self.bank.dtype))
+        while len(self.pending) > (self.cfg.delay_frames if self.ready else 0):
+            self._write(self.pending.popleft())
         return int(pick.numel())
 
+    def _write(self, rows: torch.Tensor) -> None:
+        """Write one frame's rows into the ring (the oldest rows are overwritten once full)."""
+        slots = (self.next + torch.arange(len(rows), device=self.bank.device)) % len(self.bank)
+        self.bank[slots] = rows
+        self.next = int((self.next + len(rows)) % len(self.bank))
+        self.count = min(len(self.bank), self.count + len(rows))
+        self.frames += 1
+
     def state_dict(self) -> dict:
-        """The filled rows, oldest first, and the sampling state."""
+        """The filled rows, oldest first, the rows still waiting, and the sampling state."""
         rows = torch.cat([self.bank[self.next:], self.bank[: self.next]]) if self.count == len(self.bank) \
             else self.bank[: self.count]
         return {"bank": rows.clone(), "frames": self.frames, "levels": [list(v) for v in self.levels],
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(), "pending": [r.clone() for r in self.pending]}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a saved memory; a bank of another width is refused, a longer one keeps its newest rows."""
@@ -187,3 +204,4 @@ class FeatureMemory:
         self.frames = int(state["frames"])
         self.levels.extend((float(a), float(b)) for a, b in state["levels"])
         self.generator.set_state(state["generator"])
+        self.pending.extend(r.to(self.bank) for r in state.get("pending", []))

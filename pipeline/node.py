@@ -50,6 +50,7 @@ from edge.config import SSDNetConfig
 from edge.detector import Detector as SSDNetDetector
 from edge.device import resolve_device
 from edge.frames import to_frame_size
+from edge.memory import footprint_mb
 from edge.scorers import choose_backend, ensure_available
 from edge.vgg import build_vgg
 
@@ -293,8 +294,8 @@ class EdgeNode:
         self.server_keys = dict(server_keys or {})  # camera endpoint -> its CURVE public key (security on)
         self.peers = self._peers(inputs, input_names)
         self.admission = Admission.from_config(cfg, self.peers)
-        # a camera's model: the detector (admission.MODEL_MB) and its memory bank of normal appearance
-        self.budget = WorkBudget(cfg.memory_budget_mb, admission.MODEL_MB + cfg.ssdnet.memory.size_mb)
+        # a camera's model: the detector (admission.MODEL_MB) and its memory of normal appearance
+        self.budget = WorkBudget(cfg.memory_budget_mb, admission.MODEL_MB + footprint_mb(cfg.ssdnet.memory))
         if self.budget.pixels_for(len(self.admission.declared), 0) < cfg.min_side ** 2:
             log.warning("%s: node.memory_budget_mb %s cannot hold the models of its %d configured cameras and one "
                         "frame's scoring: frames will be refused (memory_budget)", cfg.name, cfg.memory_budget_mb,

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from edge.calibration import ScoreCalibrator
 from edge.config import CalibrationConfig, MemoryConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
-from edge.memory import FeatureMemory, farthest_points, feature_dim, memory_distance
+from edge.memory import FeatureMemory, farthest_points, feature_dim, footprint_mb, memory_distance
 from edge.scorers import build_scorer
 from edge.synthetic import texture
 
@@ -63,6 +63,32 @@ def test_the_memory_stays_within_its_bound_over_a_long_stream():
     newest = feats[0].permute(1, 2, 0).reshape(-1, feature_dim(cfg))
     last = memory.bank[(memory.next - 1) % len(memory.bank)].float()
     assert torch.isclose(newest, last, atol=1e-2).all(dim=1).any()  # the ring holds the newest rows
+
+
+def test_once_ready_a_frame_s_cells_wait_delay_frames_before_any_frame_is_compared_with_them():
+    """With `delay_frames` 3 a run of up to 3 alike frames cannot vouch for each other once the camera has a
+    memory (before, rows go in at once); the waiting rows travel with a checkpoint."""
+    cfg = MemoryConfig(size_mb=0.05, per_frame=4, candidates=4, delay_frames=3, min_frames=2, k=1)
+    memory, g = FeatureMemory(cfg, seed=1), torch.Generator().manual_seed(0)
+    frames = [torch.randn(1, feature_dim(cfg), 4, 4, generator=g) for _ in range(8)]
+    every = torch.ones(4, 4, dtype=torch.bool)
+    for feats in frames[:2]:  # not ready yet: straight in
+        assert memory.add(feats, every) == 4
+    memory.observe_levels(1.0, 1.0)
+    assert memory.ready and memory.count == 8
+    for i, feats in enumerate(frames[2:6]):
+        assert memory.add(feats, every) == 4
+        assert memory.count == (12 if i == 3 else 8) and memory.frames == (3 if i == 3 else 2)
+    third = frames[2][0].permute(1, 2, 0).reshape(-1, feature_dim(cfg))
+    assert (torch.cdist(memory.bank[8:12].float(), third).min(1).values < 1e-2).all()  # the oldest waiting frame's
+    restarted = FeatureMemory(cfg, seed=1)
+    restarted.load_state_dict(memory.state_dict())
+    for feats in frames[6:]:
+        for m in (memory, restarted):
+            m.add(feats, every)
+    assert restarted.count == memory.count == 20 and torch.equal(restarted.bank, memory.bank)
+    queue = cfg.delay_frames * cfg.per_frame * feature_dim(cfg) * 2
+    assert len(memory.pending) == 3 and memory.nbytes == memory.bank.numel() * 2 + queue <= footprint_mb(cfg) * 2**20
 
 
 def test_the_farthest_selection_keeps_a_frame_s_rare_appearance_that_random_cells_miss():
