@@ -193,9 +193,10 @@ class FeatureMemory:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a saved memory; a bank of another width is refused, a longer one keeps its newest rows."""
-        bank = state["bank"]
-        if bank.ndim != 2 or bank.shape[1] != self.dim:
-            raise ValueError(f"a memory of {tuple(bank.shape)} does not fit features of width {self.dim}")
+        bank, pending = state["bank"], state.get("pending", [])  # checkpoints before the delay have no queue
+        for rows in (bank, *pending):
+            if rows.ndim != 2 or rows.shape[1] != self.dim:
+                raise ValueError(f"a memory of {tuple(rows.shape)} does not fit features of width {self.dim}")
         self.reset()
         keep = bank[len(bank) - min(len(bank), len(self.bank)):]
         self.bank[: len(keep)] = keep.to(self.bank)
@@ -204,4 +205,4 @@ class FeatureMemory:
         self.frames = int(state["frames"])
         self.levels.extend((float(a), float(b)) for a, b in state["levels"])
         self.generator.set_state(state["generator"])
-        self.pending.extend(r.to(self.bank) for r in state.get("pending", []))
+        self.pending.extend(r.to(self.bank) for r in pending)

@@ -88,6 +88,10 @@ def test_once_ready_a_frame_s_cells_wait_delay_frames_before_any_frame_is_compar
             m.add(feats, every)
     assert restarted.count == memory.count == 20 and torch.equal(restarted.bank, memory.bank)
     queue = cfg.delay_frames * cfg.per_frame * feature_dim(cfg) * 2
+    forged = memory.state_dict()
+    forged["pending"] = [torch.zeros(4, 5, dtype=torch.float16)]
+    with pytest.raises(ValueError, match="width"):  # a queue of another width is refused like a bank
+        FeatureMemory(cfg).load_state_dict(forged)
     assert len(memory.pending) == 3 and memory.nbytes == memory.bank.numel() * 2 + queue <= footprint_mb(cfg) * 2**20
 
 
