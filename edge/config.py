@@ -197,6 +197,11 @@ class MemoryConfig(StrictModel):
     cell: int = Field(8, ge=4, le=64, description="grid cell side, pixels (coarser for big frames)")
     max_cells: int = Field(4096, ge=64, le=65536, description="grid cells per frame at most")
     k: int = Field(3, ge=1, le=32, description="nearest bank rows averaged")
+    spacing_weight: float = Field(1.0, ge=0.0, le=2.0, description="the map's memory distance less this many "
+                                  "times how much wider than typical the bank's spacing is at the k nearest rows (a "
+                                  "row's spacing: its memory distance when it went in): where the camera's normal "
+                                  "look is rare the bank is sparse, and a normal cell far from it. 0 = off "
+                                  "(docs/ablations.md section 15)")
     per_frame: int = Field(128, ge=1, le=65536, description="cells of an admitted frame written to the bank")
     candidates: int = Field(256, ge=1, le=65536, description="of an admitted frame's normal cells, this many "
                             "drawn at random are the candidates, and the `per_frame` of them farthest from the bank "

@@ -7,7 +7,8 @@ default: deeper than the self-similarity's, so a location is described with tens
 context), each averaged over a 3x3 neighbourhood (PatchCore-style), pooled onto a grid of cells of
 at least `cell` px (coarser for big frames), L2-normalised per layer. `memory_distance` is the mean
 Euclidean distance of each cell to its k nearest valid bank rows; it runs inside the scorer graph
-(edge.scoring), so it exports with it (the bank and its state, [valid rows, scale], are graph inputs).
+(edge.scoring), so it exports with it (the bank, its state [valid rows, scale, typical spacing] and its
+rows' spacing are graph inputs).
 
 The memory distance and the frame's own self-similarity are distances in different feature spaces;
 the scorer blends them as (S + weight * scale * M) / (1 + weight), where `scale` is this camera's
@@ -37,6 +38,7 @@ from .knn import cell_size
 from .vgg import layer_channels
 
 BYTES_PER_VALUE = 2  # the bank is stored in fp16
+SPACING_BYTES = 4  # and each row's spacing in fp32
 LEVELS_KEPT = 100  # admitted frames whose (self-similarity, memory distance) means set the blend's scale
 
 
@@ -65,9 +67,11 @@ def memory_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cfg: M
     return torch.cat(out, dim=1) / math.sqrt(len(out))
 
 
-def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor, k: int) -> torch.Tensor:
-    """(N, C, gh, gw) features, (M, C) bank of which the first `count` rows are valid -> (N, 1, gh, gw)
-    mean Euclidean distance to the k nearest valid rows (fp32; infinite while count < k)."""
+def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor, k: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, gh, gw) features, (M, C) bank of which the first `count` rows are valid -> (N, 1, gh, gw) mean
+    Euclidean distance to the k nearest valid rows (fp32; infinite while count < k) and (N, k, gh, gw) their
+    indices in the bank."""
     n, c, gh, gw = (int(v) for v in feats.shape)
     q = feats.float().permute(0, 2, 3, 1).reshape(n * gh * gw, c)
     b = bank.float()
@@ -75,9 +79,9 @@ def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor
     with torch.autocast(feats.device.type, enabled=False):
         bb = (b * b).sum(1).masked_fill(invalid, float("inf"))  # (M,)
         closeness = torch.addmm(-bb[None, :], q, b.t(), alpha=2)  # 2 q.b - |b|^2: the nearest maximise it
-        top = closeness.topk(k, dim=1).values
+        top, idx = closeness.topk(k, dim=1)
         d = ((q * q).sum(1, keepdim=True) - top).clamp_min(0).sqrt().mean(1)
-    return d.reshape(n, 1, gh, gw)
+    return d.reshape(n, 1, gh, gw), idx.reshape(n, gh, gw, k).permute(0, 3, 1, 2)
 
 
 def farthest_points(rows: torch.Tensor, n: int, start: torch.Tensor | None = None) -> torch.Tensor:
@@ -95,13 +99,14 @@ def farthest_points(rows: torch.Tensor, n: int, start: torch.Tensor | None = Non
 
 def footprint_mb(cfg: MemoryConfig) -> float:
     """A camera's memory at most, MB: the bank (`size_mb`) and the rows waiting out `delay_frames`."""
-    queue = cfg.delay_frames * cfg.per_frame * feature_dim(cfg) * BYTES_PER_VALUE if cfg.size_mb > 0 else 0
+    row = feature_dim(cfg) * BYTES_PER_VALUE + SPACING_BYTES
+    queue = cfg.delay_frames * cfg.per_frame * row if cfg.size_mb > 0 else 0
     return cfg.size_mb + queue / 2**20
 
 
 def capacity(cfg: MemoryConfig, dim: int) -> int:
-    """Bank rows that fit `cfg.size_mb`."""
-    return int(cfg.size_mb * 2**20 // (dim * BYTES_PER_VALUE))
+    """Bank rows (and their spacing) that fit `cfg.size_mb`."""
+    return int(cfg.size_mb * 2**20 // (dim * BYTES_PER_VALUE + SPACING_BYTES))
 
 
 class FeatureMemory:
@@ -111,6 +116,7 @@ class FeatureMemory:
         self.cfg, self.dim = cfg, feature_dim(cfg)
         dim = self.dim
         self.bank = torch.zeros(capacity(cfg, dim), dim, dtype=torch.float16, device=device)
+        self.spacing = torch.zeros(len(self.bank), dtype=torch.float32, device=device)  # each row's, at its write
         self.generator = torch.Generator(device=self.bank.device)
         self.seed = seed
         self.reset()
@@ -118,7 +124,8 @@ class FeatureMemory:
     def reset(self) -> None:
         """Forget everything (a camera's model reset)."""
         self.count, self.next, self.frames = 0, 0, 0
-        self.pending: deque[torch.Tensor] = deque()  # picked rows of the last `delay_frames` admitted frames
+        self.pending: deque[tuple[torch.Tensor, torch.Tensor]] = deque()  # (rows, spacing) of the last
+        # `delay_frames` admitted frames
         self.levels: deque[tuple[float, float]] = deque(maxlen=LEVELS_KEPT)
         self.generator.manual_seed(self.seed)
 
@@ -145,21 +152,30 @@ class FeatureMemory:
 
     @property
     def nbytes(self) -> int:
-        """The bank's bytes (`size_mb`) and the queue's (at most `delay_frames` x `per_frame` rows)."""
-        return sum(t.numel() * t.element_size() for t in (self.bank, *self.pending))
+        """The bank's bytes with its spacing (`size_mb`) and the queue's (at most `delay_frames` x `per_frame` rows)."""
+        tensors = (self.bank, self.spacing, *(t for rows in self.pending for t in rows))
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
+    def typical_spacing(self) -> float:
+        """The median spacing of the bank's rows (0 while empty)."""
+        return float(self.spacing[: self.count].median()) if self.count else 0.0
 
     def state_tensor(self) -> torch.Tensor:
-        """What the scorer graph takes: (2,) float32 [valid rows (0 while fewer than k), scale (0 while not ready:
-        the memory stays out of the map)]."""
+        """What the scorer graph takes besides the bank and its spacing: (3,) float32 [valid rows (0 while fewer
+        than k), scale (0 while not ready: the memory stays out of the map), typical spacing]."""
         rows = self.count if self.count >= self.cfg.k else 0
-        return torch.tensor([float(rows), self.scale if self.ready else 0.0], device=self.bank.device)
+        return torch.tensor([float(rows), self.scale if self.ready else 0.0, self.typical_spacing],
+                            device=self.bank.device)
 
     def add(self, feats: torch.Tensor, normal: torch.Tensor, distance: torch.Tensor | None = None) -> int:
         """Write up to `cfg.per_frame` cells of (1, C, gh, gw) `feats` where `normal` (gh, gw) is True: of
         `cfg.candidates` of them drawn at random, those farthest from the bank (`distance`, (gh, gw): each
         cell's memory distance) and from each other. Once the memory is ready they wait until `cfg.delay_frames`
         more frames have been added before they go into the bank (no frame is compared with them until then;
-        before, they go in at once: the camera first needs a memory). Returns how many were picked."""
+        before, they go in at once: the camera first needs a memory). A row's spacing is its cell's `distance`
+        (the bank's density where it goes in); while the bank has fewer than k rows, its distance to the k
+        nearest of the rows picked with it. Returns how many were picked."""
         rows = feats[0].permute(1, 2, 0).reshape(-1, self.dim)
         idx = torch.nonzero(normal.reshape(-1).to(rows.device))[:, 0]
         if idx.numel() == 0 or len(self.bank) == 0:
@@ -171,38 +187,59 @@ class FeatureMemory:
         if idx.numel() > n:
             start = distance.reshape(-1)[idx] if distance is not None and self.count >= self.cfg.k else None
             pick = idx[farthest_points(rows[idx].float(), n, start)]
-        self.pending.append(rows[pick].to(self.bank.dtype))
+        picked = rows[pick].float()
+        if distance is not None and self.count >= self.cfg.k:
+            spacing = distance.reshape(-1)[pick].float()
+        else:
+            own = torch.cdist(picked, picked).fill_diagonal_(float("inf"))
+            k = min(self.cfg.k, len(picked) - 1)
+            spacing = own.topk(k, largest=False).values.mean(1) if k else torch.zeros(len(picked))
+        self.pending.append((picked.to(self.bank.dtype), spacing.to(self.spacing)))
         while len(self.pending) > (self.cfg.delay_frames if self.ready else 0):
-            self._write(self.pending.popleft())
+            self._write(*self.pending.popleft())
         return int(pick.numel())
 
-    def _write(self, rows: torch.Tensor) -> None:
-        """Write one frame's rows into the ring (the oldest rows are overwritten once full)."""
+    def _write(self, rows: torch.Tensor, spacing: torch.Tensor) -> None:
+        """Write one frame's rows and their spacing into the ring (the oldest rows are overwritten once full)."""
         slots = (self.next + torch.arange(len(rows), device=self.bank.device)) % len(self.bank)
         self.bank[slots] = rows
+        self.spacing[slots] = spacing
         self.next = int((self.next + len(rows)) % len(self.bank))
         self.count = min(len(self.bank), self.count + len(rows))
         self.frames += 1
 
     def state_dict(self) -> dict:
-        """The filled rows, oldest first, the rows still waiting, and the sampling state."""
-        rows = torch.cat([self.bank[self.next:], self.bank[: self.next]]) if self.count == len(self.bank) \
-            else self.bank[: self.count]
-        return {"bank": rows.clone(), "frames": self.frames, "levels": [list(v) for v in self.levels],
-                "generator": self.generator.get_state(), "pending": [r.clone() for r in self.pending]}
+        """The filled rows and their spacing, oldest first, the rows still waiting, and the sampling state."""
+        def oldest_first(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t[self.next:], t[: self.next]]) if self.count == len(self.bank) else t[: self.count]
+        return {"bank": oldest_first(self.bank).clone(), "spacing": oldest_first(self.spacing).clone(),
+                "frames": self.frames, "levels": [list(v) for v in self.levels],
+                "generator": self.generator.get_state(), "pending": [r.clone() for r, _ in self.pending],
+                "pending_spacing": [s.clone() for _, s in self.pending]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a saved memory; a bank of another width is refused, a longer one keeps its newest rows."""
-        bank, pending = state["bank"], state.get("pending", [])  # checkpoints before the delay have no queue
+        """Restore a saved memory; a bank of another width is refused, a longer one keeps its newest rows.
+        Checkpoints from before the delay have no queue; from before the spacing, rows without one count as
+        typically spaced (the camera's typical memory distance) until they are overwritten."""
+        bank, pending = state["bank"], state.get("pending", [])
         for rows in (bank, *pending):
             if rows.ndim != 2 or rows.shape[1] != self.dim:
                 raise ValueError(f"a memory of {tuple(rows.shape)} does not fit features of width {self.dim}")
+        levels = [(float(a), float(b)) for a, b in state["levels"]]
+        typical = float(np.median([m for _, m in levels])) if levels else 0.0
+        spacing = state.get("spacing", torch.full((len(bank),), typical))
+        pending_spacing = state.get("pending_spacing", [torch.full((len(r),), typical) for r in pending])
+        if spacing.shape != (len(bank),) or len(pending_spacing) != len(pending) or any(
+                s.shape != (len(r),) for r, s in zip(pending, pending_spacing, strict=True)):
+            raise ValueError("a memory's spacing does not match its rows")
         self.reset()
-        keep = bank[len(bank) - min(len(bank), len(self.bank)):]
-        self.bank[: len(keep)] = keep.to(self.bank)
-        self.count = len(keep)
-        self.next = len(keep) % len(self.bank) if len(self.bank) else 0
+        n = min(len(bank), len(self.bank))
+        self.bank[:n] = bank[len(bank) - n:].to(self.bank)
+        self.spacing[:n] = spacing[len(bank) - n:].to(self.spacing)
+        self.count = n
+        self.next = n % len(self.bank) if len(self.bank) else 0
         self.frames = int(state["frames"])
-        self.levels.extend((float(a), float(b)) for a, b in state["levels"])
+        self.levels.extend(levels)
         self.generator.set_state(state["generator"])
-        self.pending.extend(r.to(self.bank) for r in pending)
+        self.pending.extend((r.to(self.bank), s.to(self.spacing))
+                            for r, s in zip(pending, pending_spacing, strict=True))

@@ -52,12 +52,12 @@ def mask_groups(h: int, w: int, block: int, groups: int) -> torch.Tensor:
 class AnomalyScorer(nn.Module):
     """(N, 3, H, W) image in [0, 1], H and W multiples of max(scales) * 8 -> (map (N, 1, H, W), score (N,)).
 
-    With `memory` (a MemoryConfig) the camera's memory takes part: forward(x, bank, state) also gets
-    the bank (M, C) and its state (2,) [valid rows, scale] (edge.memory; scale 0: the memory is left
-    out) and returns, third and fourth, the frame's memory features (N, C, gh, gw), for the detector
-    to add to the bank, and maps (N, 2, gh, gw): the self-similarity and the memory distance (0 while
-    the bank has fewer than k rows) on the memory's grid, from which the detector keeps the scale and
-    picks the cells it adds."""
+    With `memory` (a MemoryConfig) the camera's memory takes part: forward(x, bank, state, spacing) also
+    gets the bank (M, C), its state (3,) [valid rows, scale, typical spacing] (edge.memory; scale 0: the
+    memory is left out) and its rows' spacing (M,), and returns, third and fourth, the frame's memory
+    features (N, C, gh, gw), for the detector to add to the bank, and maps (N, 2, gh, gw): the
+    self-similarity and the memory distance (0 while the bank has fewer than k rows) on the memory's
+    grid, from which the detector keeps the scale and picks the cells it adds."""
 
     def __init__(self, unet: UNet, cfg: ScoreConfig, scales: tuple[int, ...], vgg: VGG19Features | None = None,
                  memory: MemoryConfig | None = None):
@@ -157,17 +157,23 @@ class AnomalyScorer(nn.Module):
         d = knn_distance(g, cfg.knn_k, cfg.knn_radius)
         return self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
 
-    def memory_map(self, x: torch.Tensor, acts: dict[str, torch.Tensor], bank: torch.Tensor, rows: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def memory_map(self, x: torch.Tensor, acts: dict[str, torch.Tensor], bank: torch.Tensor, state: torch.Tensor,
+                   spacing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Smoothed distance of every location to the camera's memory (edge.memory; 0 while the bank has
-        fewer than k valid rows), the same on the memory's grid, unsmoothed, and the frame's memory features."""
+        fewer than k valid rows), less `spacing_weight` x how much wider than the bank's typical spacing
+        (`state[2]`) it is at the nearest rows; the plain distance on the memory's grid, unsmoothed; and the
+        frame's memory features."""
         size = (int(x.shape[-2]), int(x.shape[-1]))
         feats = memory_features(acts, size, self.memory)
-        d = memory_distance(feats, bank, rows, self.memory.k)
+        rows = state[0]
+        d, nearest = memory_distance(feats, bank, rows, self.memory.k)
         d = torch.where(rows.reshape(()) > 0, d, torch.zeros_like(d))  # an empty bank's inf stays out
-        return self._smooth(F.interpolate(d, size=size, mode="bilinear", align_corners=False)), d, feats
+        wider = spacing.float()[nearest].mean(1, keepdim=True) - state[2]
+        m = d - self.memory.spacing_weight * torch.where(rows.reshape(()) > 0, wider, torch.zeros_like(wider))
+        return self._smooth(F.interpolate(m, size=size, mode="bilinear", align_corners=False)), d, feats
 
-    def forward(self, x: torch.Tensor, bank: torch.Tensor | None = None, state: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, bank: torch.Tensor | None = None, state: torch.Tensor | None = None,
+                spacing: torch.Tensor | None = None):
         cfg = self.cfg
         amap = torch.zeros_like(x[:, :1])
         knn_own_input = cfg.knn_weight > 0 and self.knn_upscale(int(x.shape[-2]), int(x.shape[-1])) == 1
@@ -183,9 +189,9 @@ class AnomalyScorer(nn.Module):
         knn = self.knn_map(x, feats) if cfg.knn_weight > 0 else None
         extra = ()
         if self.memory is not None:
-            if bank is None or state is None:
-                raise ValueError("a scorer with a memory needs its bank and state")
-            mem, grid, mem_feats = self.memory_map(x, acts, bank, state[0])
+            if bank is None or state is None or spacing is None:
+                raise ValueError("a scorer with a memory needs its bank, state and spacing")
+            mem, grid, mem_feats = self.memory_map(x, acts, bank, state, spacing)
             cell = int(x.shape[-2]) // int(grid.shape[-2])
             extra = (mem_feats, torch.cat([F.avg_pool2d(knn, cell, cell, ceil_mode=True), grid], dim=1))
             w = self.memory.weight * (state[1] > 0).float()

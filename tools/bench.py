@@ -262,7 +262,7 @@ def bench_memory(cfg, size: int, frames: int, sizes_mb=MEMORY_SIZES_MB) -> dict:
             ts, adds = [], []
             for _ in range(5):
                 t0 = time.perf_counter()
-                dist = memory_distance(feats, memory.bank, count, mcfg.k)
+                dist, _ = memory_distance(feats, memory.bank, count, mcfg.k)
                 t1 = time.perf_counter()
                 memory.add(feats, everywhere, dist[0, 0])
                 ts.append((t1 - t0) * 1000)

@@ -66,12 +66,12 @@ class Scorer(ABC):
         self.memory = memory
 
     def memory_inputs(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(bank, state) for the graph, or () when the scorer has no memory (an empty one until handed one)."""
+        """(bank, state, spacing) for the graph, or () when the scorer has no memory (an empty one until handed one)."""
         if self.module.memory is None:
             return ()
         if self.memory is None:
             self.memory = FeatureMemory(self.module.memory, device)
-        return self.memory.bank.to(device), self.memory.state_tensor().to(device)
+        return self.memory.bank.to(device), self.memory.state_tensor().to(device), self.memory.spacing.to(device)
 
     def memory_outputs(self, n: int, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Buffers for an exported graph's memory outputs: features (n, C, gh, gw) and maps (n, 2, gh, gw), fp32."""

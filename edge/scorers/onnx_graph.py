@@ -39,7 +39,8 @@ DEFAULT_OPSET = 17
 DYNAMO_OPSET = 18  # the dynamo exporter's minimum (docs/export.md)
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("anomaly_map", "score")
-MEMORY_INPUTS = ("memory", "memory_state")  # with a memory: the bank (M, C) fp16, [valid rows, scale] (2,)
+MEMORY_INPUTS = ("memory", "memory_state", "memory_spacing")  # with a memory: the bank (M, C) fp16,
+# [valid rows, scale, typical spacing] (3,), each row's spacing (M,)
 MEMORY_OUTPUTS = ("memory_features", "memory_maps")  # with a memory: (N, C, gh, gw), (N, 2, gh, gw) on its grid
 WEIGHT_PREFIX = "unet."
 EXPORTERS = ("torchscript", "dynamo")
@@ -240,8 +241,8 @@ def export_scorer(
     inputs: tuple[torch.Tensor, ...] = (torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)),)
     memory_shape = None
     if scorer.memory is not None:  # the bank and its state are inputs: the graph never holds a camera's memory
-        bank = FeatureMemory(scorer.memory).bank
-        inputs += (bank, torch.tensor([float(len(bank)), 1.0]))
+        memory = FeatureMemory(scorer.memory)
+        inputs += (memory.bank, torch.tensor([float(len(memory.bank)), 1.0, 0.0]), memory.spacing)
         memory_shape = (feature_dim(scorer.memory), *grid_shape(height, width, scorer.memory))
     with torch.no_grad():
         export = _export_torchscript if exporter == "torchscript" else _export_dynamo
