@@ -187,11 +187,11 @@ class FeatureMemory:
         if idx.numel() > n:
             start = distance.reshape(-1)[idx] if distance is not None and self.count >= self.cfg.k else None
             pick = idx[farthest_points(rows[idx].float(), n, start)]
-        picked = rows[pick].float()
+        picked = rows[pick]
         if distance is not None and self.count >= self.cfg.k:
-            spacing = distance.reshape(-1)[pick].float()
+            spacing = distance.reshape(-1)[pick]
         else:
-            own = torch.cdist(picked, picked).fill_diagonal_(float("inf"))
+            own = torch.cdist(picked.float(), picked.float()).fill_diagonal_(float("inf"))
             k = min(self.cfg.k, len(picked) - 1)
             spacing = own.topk(k, largest=False).values.mean(1) if k else torch.zeros(len(picked))
         self.pending.append((picked.to(self.bank.dtype), spacing.to(self.spacing)))
@@ -225,21 +225,21 @@ class FeatureMemory:
         for rows in (bank, *pending):
             if rows.ndim != 2 or rows.shape[1] != self.dim:
                 raise ValueError(f"a memory of {tuple(rows.shape)} does not fit features of width {self.dim}")
-        levels = [(float(a), float(b)) for a, b in state["levels"]]
-        typical = float(np.median([m for _, m in levels])) if levels else 0.0
-        spacing = state.get("spacing", torch.full((len(bank),), typical))
-        pending_spacing = state.get("pending_spacing", [torch.full((len(r),), typical) for r in pending])
+        missing = torch.tensor(math.nan)  # no spacing saved: filled in with the typical distance below
+        spacing = state.get("spacing", missing.expand(len(bank)))
+        pending_spacing = state.get("pending_spacing", [missing.expand(len(r)) for r in pending])
         if spacing.shape != (len(bank),) or len(pending_spacing) != len(pending) or any(
                 s.shape != (len(r),) for r, s in zip(pending, pending_spacing, strict=True)):
             raise ValueError("a memory's spacing does not match its rows")
         self.reset()
+        self.levels.extend((float(a), float(b)) for a, b in state["levels"])
+        typical = self.typical[1]
         n = min(len(bank), len(self.bank))
         self.bank[:n] = bank[len(bank) - n:].to(self.bank)
-        self.spacing[:n] = spacing[len(bank) - n:].to(self.spacing)
+        self.spacing[:n] = spacing[len(bank) - n:].to(self.spacing).nan_to_num(typical)
         self.count = n
         self.next = n % len(self.bank) if len(self.bank) else 0
         self.frames = int(state["frames"])
-        self.levels.extend(levels)
         self.generator.set_state(state["generator"])
-        self.pending.extend((r.to(self.bank), s.to(self.spacing))
+        self.pending.extend((r.to(self.bank), s.to(self.spacing).nan_to_num(typical))
                             for r, s in zip(pending, pending_spacing, strict=True))

@@ -8,13 +8,13 @@ import numpy as np, torch, torch.nn.functional as F, cv2
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT.parent / 'shared' / 'datasets'
 sys.path.insert(0, str(ROOT))
-from sklearn.metrics import roc_auc_score, average_precision_score
 from edge.vgg import VGG19Features
 from edge.fitter import image_to_tensor
 from edge.filters import gaussian_blur, gaussian_kernel
 from edge.config import MemoryConfig
 from edge.memory import memory_features
 from tools.eval.dataset import load_category, list_categories
+from tools.eval.metrics import image_auroc, pixel_auprc, pixel_auroc
 torch.set_num_threads(2)
 vgg = VGG19Features(None, ("relu3_1", "relu4_1")).eval()
 cfg = MemoryConfig()
@@ -70,8 +70,9 @@ def evaluate(mapfn, label=''):
     for c, ks in cats.items():
         maps = [mapfn(k) for k in ks]
         sc = [float(np.sort(m.ravel())[-max(1, int(0.001 * m.size)):].mean()) for m in maps]
-        mm = np.concatenate([x.ravel() for x in maps]); t = np.concatenate([R[k]['mask'].ravel() for k in ks])
-        res[c] = dict(pixel_auroc=roc_auc_score(t, mm), pixel_auprc=average_precision_score(t, mm), image_auroc=roc_auc_score([R[k]['label'] for k in ks], sc))
+        masks = [R[k]['mask'] for k in ks]
+        res[c] = dict(pixel_auroc=pixel_auroc(maps, masks), pixel_auprc=pixel_auprc(maps, masks),
+                      image_auroc=image_auroc(sc, [R[k]['label'] for k in ks]))
     mean = {m: np.mean([r[m] for r in res.values()]) for m in ('pixel_auroc', 'pixel_auprc', 'image_auroc')}
     print(f"{label:44s} AUROC {mean['pixel_auroc']:.3f} AUPRC {mean['pixel_auprc']:.3f} img {mean['image_auroc']:.3f} | " +
           ' '.join(f"{c[4:]}:{r['pixel_auroc']:.2f}/{r['pixel_auprc']:.2f}/{r['image_auroc']:.2f}" for c, r in res.items()), flush=True)
