@@ -189,7 +189,14 @@ class MemoryConfig(StrictModel):
                            "waiting out `delay_frames` are held beside it (at most delay_frames x per_frame rows: "
                            "3 MB at the defaults)")
     weight: float = Field(3.0, ge=0.0, description="feature-distance map = (self-similarity + weight * memory "
-                          "distance) / (1 + weight), once the memory is ready (docs/ablations.md section 6)")
+                          "distance) / (1 + weight), once the memory is ready, the memory distance put into the "
+                          "self-similarity's units as `scale_by` says (docs/ablations.md sections 7, 16)")
+    scale_by: Literal["spread", "level"] = Field("spread", description="'spread': the memory distance times the "
+                                                 "camera's typical within-frame std of the self-similarity over its "
+                                                 "own, moved to the self-similarity's typical level (each map counts "
+                                                 "in units of its normal variation: a memory distance that varies "
+                                                 "much on a camera's normal frames counts for less); 'level': times "
+                                                 "their typical means' ratio (before docs/ablations.md section 16)")
     layers: tuple[str, ...] = Field(("relu3_1", "relu4_1"), description="VGG19 layers of the memory features "
                                     "(the frame at its own scale)")
     _layers = field_validator("layers")(_known_layers)

@@ -159,7 +159,9 @@ class Detector:
             v = own[valid]
             med = v.median()
             normal = own <= med + self.cfg.memory.admit_cell_mad * MAD_TO_STD * (v - med).abs().median()
-        self.memory.observe_levels(float(own[valid].mean()), float(dist[valid].mean()))  # before its cells go in
+        own_v, dist_v = own[valid].float(), dist[valid].float()
+        self.memory.observe_levels((float(own_v.mean()), float(own_v.std())),  # before its cells go in
+                                   (float(dist_v.mean()), float(dist_v.std())))
         return self.memory.add(feats, valid & normal, dist)
 
     def fit(self, x: torch.Tensor) -> FitStats:

@@ -7,14 +7,19 @@ default: deeper than the self-similarity's, so a location is described with tens
 context), each averaged over a 3x3 neighbourhood (PatchCore-style), pooled onto a grid of cells of
 at least `cell` px (coarser for big frames), L2-normalised per layer. `memory_distance` is the mean
 Euclidean distance of each cell to its k nearest valid bank rows; it runs inside the scorer graph
-(edge.scoring), so it exports with it (the bank, its state [valid rows, scale, typical spacing] and its
+(edge.scoring), so it exports with it (the bank, its state [valid rows, scale, typical spacing, offset] and its
 rows' spacing are graph inputs).
 
 The memory distance and the frame's own self-similarity are distances in different feature spaces;
-the scorer blends them as (S + weight * scale * M) / (1 + weight), where `scale` is this camera's
-typical S over its typical M (running medians of the per-frame means the scorer reports, taken on
-admitted frames before their cells were added): the blended map keeps the self-similarity's units,
-so the image score, and its calibration, do not jump when the memory becomes ready.
+the scorer blends them as (S + weight * (scale * M + offset)) / (1 + weight), where `scale` is this
+camera's typical spread of S over its typical spread of M (within-frame standard deviations; `scale_by`
+'level': of their means, as before section 16) and `offset`
+moves M's typical level onto S's (running medians of what the scorer reports on admitted frames, before
+their cells were added). So `weight` counts each map in units of its own normal variation: where the
+memory distance of a camera's normal frames varies much (a stochastic texture that the bank covers
+sparsely) it counts for less (docs/ablations.md section 16); and the blended map keeps the
+self-similarity's level, so the image score, and its calibration, do not jump when the memory becomes
+ready.
 
 `FeatureMemory` owns the bank: a ring of `capacity` rows (fp16, `size_mb` per camera), filled by
 `add` with a subset of the cells a frame's map calls normal (of a random draw of candidates, the
@@ -39,7 +44,7 @@ from .vgg import layer_channels
 
 BYTES_PER_VALUE = 2  # the bank is stored in fp16
 SPACING_BYTES = 4  # and each row's spacing in fp32
-LEVELS_KEPT = 100  # admitted frames whose (self-similarity, memory distance) means set the blend's scale
+LEVELS_KEPT = 100  # admitted frames whose (self-similarity, memory distance) means and spreads set the blend
 
 
 def feature_dim(cfg: MemoryConfig) -> int:
@@ -126,7 +131,7 @@ class FeatureMemory:
         self.count, self.next, self.frames = 0, 0, 0
         self.pending: deque[tuple[torch.Tensor, torch.Tensor]] = deque()  # (rows, spacing) of the last
         # `delay_frames` admitted frames
-        self.levels: deque[tuple[float, float]] = deque(maxlen=LEVELS_KEPT)
+        self.levels: deque[tuple[float, float, float, float]] = deque(maxlen=LEVELS_KEPT)  # (S, M) means, stds
         self.generator.manual_seed(self.seed)
 
     @property
@@ -134,21 +139,35 @@ class FeatureMemory:
         """Enough frames in the bank for its distances to mean something (then the scorer uses it)."""
         return self.frames >= self.cfg.min_frames and self.count >= self.cfg.k and bool(self.levels)
 
+    def _medians(self, columns: slice) -> tuple[float, ...]:
+        """Medians of the finite values of some of the levels' columns (0 without any)."""
+        cols = np.array(self.levels, dtype=np.float64).reshape(-1, 4)[:, columns].T
+        return tuple(float(np.median(c[np.isfinite(c)])) if np.isfinite(c).any() else 0.0 for c in cols)
+
     @property
     def typical(self) -> tuple[float, float]:
         """This camera's typical (self-similarity, memory distance): medians over its recent normal frames' means."""
-        return tuple(float(np.median(v)) for v in zip(*self.levels, strict=True)) if self.levels else (0.0, 0.0)
+        return self._medians(slice(0, 2))
 
     @property
     def scale(self) -> float:
-        """Typical self-similarity over typical memory distance: the blend's factor on the memory distance."""
-        s, m = self.typical
+        """The blend's factor on the memory distance: the self-similarity's typical spread (`scale_by` 'spread') or
+        level ('level') over the memory distance's."""
+        s, m = self._medians(slice(2, 4) if self.cfg.scale_by == "spread" else slice(0, 2))
         return s / m if m > 0 else 0.0
 
-    def observe_levels(self, self_similarity: float, memory: float) -> None:
-        """A normal frame's mean self-similarity and mean memory distance (scored before its cells went in)."""
-        if self.count >= self.cfg.k and math.isfinite(self_similarity + memory) and memory > 0:
-            self.levels.append((self_similarity, memory))
+    @property
+    def offset(self) -> float:
+        """What moves the scaled memory distance's typical level onto the self-similarity's (0 with `scale_by`
+        'level')."""
+        s, m = self.typical
+        return s - self.scale * m
+
+    def observe_levels(self, self_similarity: tuple[float, float], memory: tuple[float, float]) -> None:
+        """A normal frame's (mean, std) self-similarity and memory distance (scored before its cells went in)."""
+        values = (*self_similarity, *memory)
+        if self.count >= self.cfg.k and all(math.isfinite(v) for v in values) and memory[0] > 0:
+            self.levels.append((self_similarity[0], memory[0], self_similarity[1], memory[1]))
 
     @property
     def nbytes(self) -> int:
@@ -162,10 +181,10 @@ class FeatureMemory:
         return float(self.spacing[: self.count].median()) if self.count else 0.0
 
     def state_tensor(self) -> torch.Tensor:
-        """What the scorer graph takes besides the bank and its spacing: (3,) float32 [valid rows (0 while fewer
-        than k), scale (0 while not ready: the memory stays out of the map), typical spacing]."""
+        """What the scorer graph takes besides the bank and its spacing: (4,) float32 [valid rows (0 while fewer
+        than k), scale (0 while not ready: the memory stays out of the map), typical spacing, offset]."""
         rows = self.count if self.count >= self.cfg.k else 0
-        return torch.tensor([float(rows), self.scale if self.ready else 0.0, self.typical_spacing],
+        return torch.tensor([float(rows), self.scale if self.ready else 0.0, self.typical_spacing, self.offset],
                             device=self.bank.device)
 
     def add(self, feats: torch.Tensor, normal: torch.Tensor, distance: torch.Tensor | None = None) -> int:
@@ -220,7 +239,8 @@ class FeatureMemory:
     def load_state_dict(self, state: dict) -> None:
         """Restore a saved memory; a bank of another width is refused, a longer one keeps its newest rows.
         Checkpoints from before the delay have no queue; from before the spacing, rows without one count as
-        typically spaced (the camera's typical memory distance) until they are overwritten."""
+        typically spaced (the camera's typical memory distance) until they are overwritten; from before the
+        spreads, the memory stays out of the map until the camera's next admitted frame gives it one."""
         bank, pending = state["bank"], state.get("pending", [])
         for rows in (bank, *pending):
             if rows.ndim != 2 or rows.shape[1] != self.dim:
@@ -231,8 +251,10 @@ class FeatureMemory:
         if spacing.shape != (len(bank),) or len(pending_spacing) != len(pending) or any(
                 s.shape != (len(r),) for r, s in zip(pending, pending_spacing, strict=True)):
             raise ValueError("a memory's spacing does not match its rows")
+        if any(len(v) not in (2, 4) for v in state["levels"]):
+            raise ValueError("a memory's levels are (means) or (means, spreads) of S and M")
         self.reset()
-        self.levels.extend((float(a), float(b)) for a, b in state["levels"])
+        self.levels.extend((*map(float, v), *[math.nan] * (4 - len(v))) for v in state["levels"])
         typical = self.typical[1]
         n = min(len(bank), len(self.bank))
         self.bank[:n] = bank[len(bank) - n:].to(self.bank)

@@ -53,7 +53,7 @@ class AnomalyScorer(nn.Module):
     """(N, 3, H, W) image in [0, 1], H and W multiples of max(scales) * 8 -> (map (N, 1, H, W), score (N,)).
 
     With `memory` (a MemoryConfig) the camera's memory takes part: forward(x, bank, state, spacing) also
-    gets the bank (M, C), its state (3,) [valid rows, scale, typical spacing] (edge.memory; scale 0: the
+    gets the bank (M, C), its state (4,) [valid rows, scale, typical spacing, offset] (edge.memory; scale 0: the
     memory is left out) and its rows' spacing (M,), and returns, third and fourth, the frame's memory
     features (N, C, gh, gw), for the detector to add to the bank, and maps (N, 2, gh, gw): the
     self-similarity and the memory distance (0 while the bank has fewer than k rows) on the memory's
@@ -196,7 +196,7 @@ class AnomalyScorer(nn.Module):
             extra = (mem_feats, torch.cat([F.avg_pool2d(knn, cell, cell, ceil_mode=True), grid], dim=1))
             w = self.memory.weight * (state[1] > 0).float()
             # the feature-distance map: own frame and the camera's memory, in the self-similarity's units
-            knn = (knn + w * state[1] * mem) / (1 + w)
+            knn = (knn + w * (state[1] * mem + state[3])) / (1 + w)
         if knn is not None:
             amap = amap + cfg.knn_weight * self._normalise(knn)
             if cfg.map_units == "knn":  # the same map, rescaled per frame into the kNN distance's units
