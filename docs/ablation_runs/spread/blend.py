@@ -55,3 +55,17 @@ for w in (1, 2, 3, 6):
     run(f"mean ratio, weight {w}", lambda c, r: f32(r["S"]) + w * full[c][0][0] / full[c][1][0] * f32(r["M"]))
     run(f"spread ratio (maps), weight {w}", lambda c, r: f32(r["S"]) + w * full[c][0][1] / full[c][1][1] * f32(r["M"]))
     run(f"spread ratio (grid), weight {w}", lambda c, r: f32(r["S"]) + w * grid[c][1] / grid[c][3] * f32(r["M"]))
+
+
+def spread_parts(c: str, r: dict) -> tuple[np.ndarray, np.ndarray, float]:
+    """S, M in S's units by the spread ratio on the grid with the offset to S's level, S's typical level."""
+    g = grid[c]
+    scale = g[1] / g[3]
+    return f32(r["S"]), scale * f32(r["M"]) + g[0] - scale * g[2], g[0]
+
+
+for lam in (0.5, 1, 2):  # not kept: the frame's mean memory map above its typical level lifts every pixel
+    run(f"spread w3 + frame term {lam}", lambda c, r: (lambda S, M, mu: S + 3 * M + lam * 3 * (M.mean() - mu))(
+        *spread_parts(c, r)))
+run("spread w3, M clipped below", lambda c, r: (lambda S, M, mu: S + 3 * np.maximum(M, mu))(*spread_parts(c, r)))
+run("spread w3, S clipped below", lambda c, r: (lambda S, M, mu: np.maximum(S, mu) + 3 * M)(*spread_parts(c, r)))
