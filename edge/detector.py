@@ -149,17 +149,16 @@ class Detector:
         cell = x.shape[-1] // feats.shape[-1]
         valid = torch.zeros_like(own, dtype=torch.bool)
         valid[: -(-height // cell), : -(-width // cell)] = True  # not the padding
+        own_v, dist_v = own[valid].float(), dist[valid].float()
         typical, mcfg = self.memory.typical[1], self.cfg.memory
         if typical > 0:
-            novel = (dist[valid] > mcfg.novel_ratio * typical).float().mean()
+            novel = (dist_v > mcfg.novel_ratio * typical).float().mean()
             if calibrated > 0 and novel > mcfg.admit_max_novel:
                 return 0  # a large novel region in a frame above the camera's median: a big defect
             normal = dist <= mcfg.admit_cell_ratio * typical
         else:
-            v = own[valid]
-            med = v.median()
-            normal = own <= med + self.cfg.memory.admit_cell_mad * MAD_TO_STD * (v - med).abs().median()
-        own_v, dist_v = own[valid].float(), dist[valid].float()
+            med = own_v.median()
+            normal = own <= med + mcfg.admit_cell_mad * MAD_TO_STD * (own_v - med).abs().median()
         self.memory.observe_levels((float(own_v.mean()), float(own_v.std())),  # before its cells go in
                                    (float(dist_v.mean()), float(dist_v.std())))
         return self.memory.add(feats, valid & normal, dist)

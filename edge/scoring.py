@@ -165,11 +165,11 @@ class AnomalyScorer(nn.Module):
         frame's memory features."""
         size = (int(x.shape[-2]), int(x.shape[-1]))
         feats = memory_features(acts, size, self.memory)
-        rows = state[0]
-        d, nearest = memory_distance(feats, bank, rows, self.memory.k)
-        d = torch.where(rows.reshape(()) > 0, d, torch.zeros_like(d))  # an empty bank's inf stays out
+        d, nearest = memory_distance(feats, bank, state[0], self.memory.k)
         wider = spacing.float()[nearest].mean(1, keepdim=True) - state[2]
-        m = d - self.memory.spacing_weight * torch.where(rows.reshape(()) > 0, wider, torch.zeros_like(wider))
+        filled = state[0].reshape(()) > 0
+        d = torch.where(filled, d, torch.zeros_like(d))  # an empty bank's inf stays out
+        m = torch.where(filled, d - self.memory.spacing_weight * wider, torch.zeros_like(d))
         return self._smooth(F.interpolate(m, size=size, mode="bilinear", align_corners=False)), d, feats
 
     def forward(self, x: torch.Tensor, bank: torch.Tensor | None = None, state: torch.Tensor | None = None,
