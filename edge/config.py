@@ -188,15 +188,18 @@ class MemoryConfig(StrictModel):
                            "memory. Part of the self-similarity term: off with score.knn_weight 0 too. The rows "
                            "waiting out `delay_frames` are held beside it (at most delay_frames x per_frame rows: "
                            "3 MB at the defaults)")
-    weight: float = Field(3.0, ge=0.0, description="feature-distance map = (self-similarity + weight * memory "
-                          "distance) / (1 + weight), once the memory is ready, the memory distance put into the "
-                          "self-similarity's units as `scale_by` says (docs/ablations.md sections 7, 16)")
-    scale_by: Literal["spread", "level"] = Field("spread", description="'spread': the memory distance times the "
-                                                 "camera's typical within-frame std of the self-similarity over its "
-                                                 "own, moved to the self-similarity's typical level (each map counts "
-                                                 "in units of its normal variation: a memory distance that varies "
-                                                 "much on a camera's normal frames counts for less); 'level': times "
-                                                 "their typical means' ratio (before docs/ablations.md section 16)")
+    weight: float = Field(3.0, ge=0.0, description="once the memory is ready, the feature-distance map is a x "
+                          "self-similarity + b x memory distance + c with b / a = weight x the scale `scale_by` "
+                          "says, at the self-similarity's typical level (docs/ablations.md sections 7, 16, 17)")
+    scale_by: Literal["variance", "spread", "level"] = Field("variance", description="'variance': the scale is the "
+                                                             "camera's typical within-frame variance of the self-"
+                                                             "similarity over the memory distance's (inverse-variance "
+                                                             "weights: a memory distance that varies much on a "
+                                                             "camera's normal frames counts for less), and the map "
+                                                             "keeps the self-similarity's typical spread; 'spread': "
+                                                             "the ratio of their stds, a = 1 / (1 + weight) (before "
+                                                             "docs/ablations.md section 17); 'level': of their means "
+                                                             "(before section 16)")
     layers: tuple[str, ...] = Field(("relu3_1", "relu4_1"), description="VGG19 layers of the memory features "
                                     "(the frame at its own scale)")
     _layers = field_validator("layers")(_known_layers)

@@ -7,19 +7,18 @@ default: deeper than the self-similarity's, so a location is described with tens
 context), each averaged over a 3x3 neighbourhood (PatchCore-style), pooled onto a grid of cells of
 at least `cell` px (coarser for big frames), L2-normalised per layer. `memory_distance` is the mean
 Euclidean distance of each cell to its k nearest valid bank rows; it runs inside the scorer graph
-(edge.scoring), so it exports with it (the bank, its state [valid rows, scale, typical spacing, offset] and its
-rows' spacing are graph inputs).
+(edge.scoring), so it exports with it (the bank, its state [valid rows, typical spacing, the blend's a, b, c]
+and its rows' spacing are graph inputs).
 
-The memory distance and the frame's own self-similarity are distances in different feature spaces;
-the scorer blends them as (S + weight * (scale * M + offset)) / (1 + weight), where `scale` is this
-camera's typical spread of S over its typical spread of M (within-frame standard deviations; `scale_by`
-'level': of their means, as before section 16) and `offset`
-moves M's typical level onto S's (running medians of what the scorer reports on admitted frames, before
-their cells were added). So `weight` counts each map in units of its own normal variation: where the
-memory distance of a camera's normal frames varies much (a stochastic texture that the bank covers
-sparsely) it counts for less (docs/ablations.md section 16); and the blended map keeps the
-self-similarity's level, so the image score, and its calibration, do not jump when the memory becomes
-ready.
+The memory distance M and the frame's own self-similarity S are distances in different feature
+spaces; the scorer blends them as a * S + b * M + c (`FeatureMemory.blend`), from running medians of
+what the scorer reports on this camera's admitted frames (before their cells went in): M counts
+`weight` x (typical within-frame variance of S / that of M) as much as S (inverse-variance weights;
+`scale_by` 'spread': the stds' ratio, as before docs/ablations.md section 17; 'level': the means',
+before section 16), and the blended map keeps S's typical level and spread. So where the memory
+distance of a camera's normal frames varies much (a stochastic texture that the bank covers sparsely)
+it counts for less, where it is tighter than S (a tile line) for more (sections 16, 17); and the image
+score, and its calibration, do not jump when the memory becomes ready.
 
 `FeatureMemory` owns the bank: a ring of `capacity` rows (fp16, `size_mb` per camera), filled by
 `add` with a subset of the cells a frame's map calls normal (of a random draw of candidates, the
@@ -151,17 +150,26 @@ class FeatureMemory:
 
     @property
     def scale(self) -> float:
-        """The blend's factor on the memory distance: the self-similarity's typical spread (`scale_by` 'spread') or
-        level ('level') over the memory distance's."""
-        s, m = self._medians(slice(2, 4) if self.cfg.scale_by == "spread" else slice(0, 2))
-        return s / m if m > 0 else 0.0
+        """What puts the memory distance into the self-similarity's units: the ratio of their typical spreads,
+        squared (`scale_by` 'variance'), as it is ('spread'), or of their typical levels ('level')."""
+        s, m = self._medians(slice(0, 2) if self.cfg.scale_by == "level" else slice(2, 4))
+        if m <= 0:
+            return 0.0
+        return (s / m) ** 2 if self.cfg.scale_by == "variance" else s / m
 
     @property
-    def offset(self) -> float:
-        """What moves the scaled memory distance's typical level onto the self-similarity's (0 with `scale_by`
-        'level')."""
-        s, m = self.typical
-        return s - self.scale * m
+    def blend(self) -> tuple[float, float, float]:
+        """(a, b, c) of the feature-distance map a x S + b x M + c: (1, 0, 0), the self-similarity alone, until
+        the memory is ready and has a scale. Then M counts `weight` x `scale` times as much as S, and the map keeps
+        S's typical level; with 'variance' also its typical spread (the two taken as independent), otherwise
+        it is (S + weight x scale x M) / (1 + weight) plus what moves M's typical level onto S's."""
+        scale = self.scale if self.ready else 0.0
+        if scale <= 0:
+            return 1.0, 0.0, 0.0
+        w, (s, m) = self.cfg.weight, self.typical
+        a = 1 / math.sqrt(1 + w * w * scale) if self.cfg.scale_by == "variance" else 1 / (1 + w)
+        b = a * w * scale
+        return a, b, s - a * s - b * m
 
     def observe_levels(self, self_similarity: tuple[float, float], memory: tuple[float, float]) -> None:
         """A normal frame's (mean, std) self-similarity and memory distance (scored before its cells went in)."""
@@ -181,11 +189,10 @@ class FeatureMemory:
         return float(self.spacing[: self.count].median()) if self.count else 0.0
 
     def state_tensor(self) -> torch.Tensor:
-        """What the scorer graph takes besides the bank and its spacing: (4,) float32 [valid rows (0 while fewer
-        than k), scale (0 while not ready: the memory stays out of the map), typical spacing, offset]."""
+        """What the scorer graph takes besides the bank and its spacing: (5,) float32 [valid rows (0 while fewer
+        than k), typical spacing, and the blend's a, b, c (`blend`: 1, 0, 0 keeps the memory out of the map)]."""
         rows = self.count if self.count >= self.cfg.k else 0
-        return torch.tensor([float(rows), self.scale if self.ready else 0.0, self.typical_spacing, self.offset],
-                            device=self.bank.device)
+        return torch.tensor([float(rows), self.typical_spacing, *self.blend], device=self.bank.device)
 
     def add(self, feats: torch.Tensor, normal: torch.Tensor, distance: torch.Tensor | None = None) -> int:
         """Write up to `cfg.per_frame` cells of (1, C, gh, gw) `feats` where `normal` (gh, gw) is True: of

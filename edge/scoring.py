@@ -53,11 +53,12 @@ class AnomalyScorer(nn.Module):
     """(N, 3, H, W) image in [0, 1], H and W multiples of max(scales) * 8 -> (map (N, 1, H, W), score (N,)).
 
     With `memory` (a MemoryConfig) the camera's memory takes part: forward(x, bank, state, spacing) also
-    gets the bank (M, C), its state (4,) [valid rows, scale, typical spacing, offset] (edge.memory; scale 0: the
-    memory is left out) and its rows' spacing (M,), and returns, third and fourth, the frame's memory
-    features (N, C, gh, gw), for the detector to add to the bank, and maps (N, 2, gh, gw): the
-    self-similarity and the memory distance (0 while the bank has fewer than k rows) on the memory's
-    grid, from which the detector keeps the scale and picks the cells it adds."""
+    gets the bank (M, C), its state (5,) [valid rows, typical spacing, a, b, c] (edge.memory: the
+    feature-distance map is a x self-similarity + b x memory distance + c; 1, 0, 0 leaves the memory
+    out) and its rows' spacing (M,), and returns, third and fourth, the frame's memory features
+    (N, C, gh, gw), for the detector to add to the bank, and maps (N, 2, gh, gw): the self-similarity
+    and the memory distance (0 while the bank has fewer than k rows) on the memory's grid, from which the
+    detector keeps the blend's statistics and picks the cells it adds."""
 
     def __init__(self, unet: UNet, cfg: ScoreConfig, scales: tuple[int, ...], vgg: VGG19Features | None = None,
                  memory: MemoryConfig | None = None):
@@ -161,12 +162,12 @@ class AnomalyScorer(nn.Module):
                    spacing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Smoothed distance of every location to the camera's memory (edge.memory; 0 while the bank has
         fewer than k valid rows), less `spacing_weight` x how much wider than the bank's typical spacing
-        (`state[2]`) it is at the nearest rows; the plain distance on the memory's grid, unsmoothed; and the
+        (`state[1]`) it is at the nearest rows; the plain distance on the memory's grid, unsmoothed; and the
         frame's memory features."""
         size = (int(x.shape[-2]), int(x.shape[-1]))
         feats = memory_features(acts, size, self.memory)
         d, nearest = memory_distance(feats, bank, state[0], self.memory.k)
-        wider = spacing.float()[nearest].mean(1, keepdim=True) - state[2]
+        wider = spacing.float()[nearest].mean(1, keepdim=True) - state[1]
         filled = state[0].reshape(()) > 0
         d = torch.where(filled, d, torch.zeros_like(d))  # an empty bank's inf stays out
         m = torch.where(filled, d - self.memory.spacing_weight * wider, torch.zeros_like(d))
@@ -194,9 +195,8 @@ class AnomalyScorer(nn.Module):
             mem, grid, mem_feats = self.memory_map(x, acts, bank, state, spacing)
             cell = int(x.shape[-2]) // int(grid.shape[-2])
             extra = (mem_feats, torch.cat([F.avg_pool2d(knn, cell, cell, ceil_mode=True), grid], dim=1))
-            w = self.memory.weight * (state[1] > 0).float()
             # the feature-distance map: own frame and the camera's memory, in the self-similarity's units
-            knn = (knn + w * (state[1] * mem + state[3])) / (1 + w)
+            knn = state[2] * knn + state[3] * mem + state[4]
         if knn is not None:
             amap = amap + cfg.knn_weight * self._normalise(knn)
             if cfg.map_units == "knn":  # the same map, rescaled per frame into the kNN distance's units

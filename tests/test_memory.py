@@ -3,6 +3,7 @@ its own reference)."""
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ def test_a_large_uniform_patch_the_frame_itself_misses_is_found_with_normal_fram
     for remembered in (first, *(with_memory.process(bad) for _ in range(2))):
         # found, and it stays found: none of its cells become "normal" (the calibration, not the memory, takes
         # the repeated frame's score in, so its calibrated score falls with each repetition)
-        assert roc_auc_score(mask.ravel(), remembered.anomaly_map.ravel()) > 0.9 and remembered.memory_added == 0
+        assert roc_auc_score(mask.ravel(), remembered.anomaly_map.ravel()) > 0.85 and remembered.memory_added == 0
 
 
 def test_the_memory_stays_within_its_bound_over_a_long_stream():
@@ -147,48 +148,51 @@ def test_a_row_s_spacing_is_the_bank_s_distance_where_it_went_in_and_old_checkpo
     distance = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     memory.add(second, every, distance)
     assert sorted(memory.spacing[4:8].tolist()) == [1.0, 2.0, 3.0, 4.0]
-    assert memory.typical_spacing == float(memory.spacing[:8].median()) and memory.state_tensor()[2] > 0
+    assert memory.typical_spacing == float(memory.spacing[:8].median()) and memory.state_tensor()[1] > 0
     old = memory.state_dict()
     del old["spacing"], old["pending_spacing"]
     old["levels"] = [[0.5, 0.7], [0.5, 0.9], [0.5, 0.8]]
     restarted = FeatureMemory(cfg)
     restarted.load_state_dict(old)  # a checkpoint from before the spacing: every row typically spaced
     assert restarted.count == 8 and torch.allclose(restarted.spacing[:8], torch.full((8,), 0.8))
-    assert restarted.ready and restarted.state_tensor()[1] == 0  # no spreads saved: the memory waits for one
+    assert restarted.ready and restarted.state_tensor()[2:].tolist() == [1, 0, 0]  # no spreads saved: S alone
     restarted.observe_levels((0.5, 0.1), (0.8, 0.2))
-    assert restarted.state_tensor()[1] == 0.5
+    assert restarted.scale == 0.5**2 and restarted.state_tensor()[3] > 0  # (S std / M std) squared
     old["levels"] = [[0.5, 0.7, 0.1]]
     with pytest.raises(ValueError, match="levels"):
         FeatureMemory(cfg).load_state_dict(old)
 
 
-def test_the_memory_enters_the_map_in_units_of_its_spread_at_the_self_similarity_s_level():
-    """scale = the camera's typical spread of S over that of M, offset = S's typical level - scale x M's: the
-    feature-distance map is (S + weight x (scale x M + offset)) / (1 + weight)."""
+def test_the_memory_enters_the_map_with_inverse_variance_weights_at_the_self_similarity_s_level_and_spread():
+    """The feature-distance map is a x S + b x M + c: M counts weight x (typical variance of S / of M) as much as
+    S, and the map keeps S's typical level and spread; `scale_by` 'spread' (the stds' ratio) and 'level' (the
+    means') give (S + weight x scale x M) / (1 + weight) at S's level, as before."""
     cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]}, "score": {"amp": False},
                                       "memory": {"size_mb": 0.5, "min_frames": 1, "k": 1}})
     memory = FeatureMemory(cfg.memory)
     memory.add(torch.randn(1, feature_dim(cfg.memory), 2, 2), torch.ones(2, 2, dtype=torch.bool))
     for s_std, m_std in ((0.1, 0.05), (0.12, 0.04), (0.1, 0.02)):  # median spreads 0.1 and 0.04
         memory.observe_levels((0.5, s_std), (0.3, m_std))
-    scale, offset = float(memory.state_tensor()[1]), float(memory.state_tensor()[3])
-    assert scale == pytest.approx(2.5) and offset == pytest.approx(0.5 - 2.5 * 0.3)
-    assert 0.5 == pytest.approx(scale * memory.typical[1] + offset)  # M's typical level lands on S's
-    by_level = FeatureMemory(cfg.memory.model_copy(update={"scale_by": "level"}))
-    by_level.load_state_dict(memory.state_dict())
-    assert by_level.scale == pytest.approx(0.5 / 0.3) and by_level.offset == pytest.approx(0.0, abs=1e-9)
+    w = cfg.memory.weight
+    a, b, c = memory.state_tensor()[2:].double().tolist()
+    assert memory.scale == pytest.approx(2.5**2) and b / a == pytest.approx(w * 2.5**2)
+    assert a * 0.5 + b * 0.3 + c == pytest.approx(0.5)  # M's typical level lands on S's: the map keeps S's
+    assert math.hypot(a * 0.1, b * 0.04) == pytest.approx(0.1)  # and its typical spread
+    for scale_by, scale in (("spread", 2.5), ("level", 0.5 / 0.3)):
+        other = FeatureMemory(cfg.memory.model_copy(update={"scale_by": scale_by}))
+        other.load_state_dict(memory.state_dict())
+        assert other.scale == pytest.approx(scale)
+        assert other.blend == pytest.approx((1 / (1 + w), w * scale / (1 + w), w * (0.5 - scale * 0.3) / (1 + w)))
     scorer = build_scorer(cfg, backend="torch", device="cpu").module
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 64, 64, generator=g)
     bank = torch.randn(200, feature_dim(cfg.memory), generator=g).half()
     spacing = torch.rand(200, generator=g)
-    def amap(scale: float, offset: float) -> torch.Tensor:
-        return scorer(x, bank, torch.tensor([120.0, scale, 0.4, offset]), spacing)[0]
+    def amap(a: float, b: float, c: float) -> torch.Tensor:
+        return scorer(x, bank, torch.tensor([120.0, 0.4, a, b, c]), spacing)[0]
     acts = scorer.vgg(x, scorer.memory.layers)
-    m = scorer.memory_map(x, acts, bank, torch.tensor([120.0, 1.0, 0.4, 0.0]), spacing)[0]
-    w = cfg.memory.weight / (1 + cfg.memory.weight)
-    assert torch.allclose(amap(2.0, 0.1) - amap(1.0, 0.1), w * m, atol=1e-4)
-    assert torch.allclose(amap(1.0, 0.3) - amap(1.0, 0.1), torch.full_like(m, w * 0.2), atol=1e-4)
+    m = scorer.memory_map(x, acts, bank, torch.tensor([120.0, 0.4, 1.0, 0.0, 0.0]), spacing)[0]
+    assert torch.allclose(amap(0.5, 2.0, 0.1), 0.5 * amap(1.0, 0.0, 0.0) + 2.0 * m + 0.1, atol=1e-4)
 
 
 def test_the_memory_map_discounts_the_distance_where_the_bank_is_sparser_than_typical():
@@ -202,14 +206,14 @@ def test_the_memory_map_discounts_the_distance_where_the_bank_is_sparser_than_ty
     acts = scorer.vgg(x, scorer.memory.layers)
     bank = torch.randn(200, feature_dim(cfg.memory), generator=g).half()
     spacing = torch.rand(200, generator=g)
-    state = torch.tensor([120.0, 1.0, 0.4, 0.0])
+    state = torch.tensor([120.0, 0.4, 1.0, 0.0, 0.0])
     m, d, feats = scorer.memory_map(x, acts, bank, state, spacing)
     _, nearest = memory_distance(feats, bank, state[0], cfg.memory.k)
     want = d - 0.5 * (spacing[nearest].mean(1, keepdim=True) - 0.4)
     want = scorer._smooth(torch.nn.functional.interpolate(want, size=(64, 64), mode="bilinear", align_corners=False))
     assert torch.allclose(m, want, atol=1e-5) and not torch.allclose(m, scorer._smooth(
         torch.nn.functional.interpolate(d, size=(64, 64), mode="bilinear", align_corners=False)), atol=1e-3)
-    empty, _, _ = scorer.memory_map(x, acts, bank, torch.tensor([0.0, 0.0, 0.4, 0.0]), spacing)
+    empty, _, _ = scorer.memory_map(x, acts, bank, torch.tensor([0.0, 0.4, 1.0, 0.0, 0.0]), spacing)
     assert torch.equal(empty, torch.zeros_like(empty))
 
 
@@ -268,6 +272,6 @@ def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch():
         for a, b in zip(*outs, strict=True):
             assert torch.allclose(a, b, atol=2e-3, rtol=1e-3)
         memory.add(torch.randn(1, feature_dim(cfg.memory), 8, 8, generator=g), torch.ones(8, 8, dtype=torch.bool))
-        memory.observe_levels((0.4, 0.05), (0.3, 0.1))  # scale 0.5, offset 0.25
+        memory.observe_levels((0.4, 0.05), (0.3, 0.1))  # a blend with an offset: c != 0
         assert step == 1 or memory.ready  # the second round scores with the memory in the map
     assert ort_s.info()["backend"] == "onnxruntime"

@@ -1,6 +1,6 @@
 """Demo-like synthetic cameras (brick, grass, gravel with `configs/demo.yaml`'s seeds), N frames each with a defect
 at probability P, through the default detector with the memory at SIZE_MB (0 = off) and `memory.scale_by` SCALE_BY
-(default spread; `level` is the product before docs/ablations.md section 16): pixel AUROC / AUPRC (image AUROC of
+(default variance; `spread` is the product before docs/ablations.md section 17, `level` before section 16): pixel AUROC / AUPRC (image AUROC of
 the raw image score) over each camera's first 16 frames (before its memory is ready) and the rest, the same frames either way, per
 camera and pooled as the demo's summary pools them. Run from the repository root:
 
@@ -20,7 +20,7 @@ from tools.eval.metrics import image_auroc, pixel_auprc, pixel_auroc  # noqa: E4
 
 torch.set_num_threads(1)
 size_mb, p, n = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-scale_by = sys.argv[4] if len(sys.argv) > 4 else "spread"
+scale_by = sys.argv[4] if len(sys.argv) > 4 else "variance"
 det = Detector(SSDNetConfig.model_validate({"memory": {"size_mb": size_mb, "scale_by": scale_by}}))
 out = {}
 for seed, texture in enumerate(["brick", "grass", "gravel"], 1):
