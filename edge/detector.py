@@ -13,7 +13,9 @@ Each source also has a memory of its normal appearance (edge.memory; `memory.siz
 scorer searches, and a calibration of its image scores (edge.calibration): a scored frame that looks
 normal gives the memory up to `memory.per_frame` of its normal cells (`Detector._remember`), so
 defects stay out.
-`reset()` forgets weights, memory and calibration; `state_dict()` holds all three (a checkpoint).
+Its normal frames also teach it how its maps run near the frame's border (edge.border): from its
+`border.min_frames`-th normal frame on, the map (and an image score taken from it) is corrected for that.
+`reset()` forgets weights, memory, calibration and border profile; `state_dict()` holds them (a checkpoint).
 
 `Detector` is what the edge node's detector contract (`pipeline.node.Detector`) describes:
 `process(image) -> Detection`, `reset()`, `state_dict()`, `restore(state)`.
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .border import BorderProfile
 from .calibration import MAD_TO_STD, ScoreCalibrator
 from .config import SSDNetConfig
 from .fitter import FitStats, Fitter, image_to_tensor
@@ -62,6 +65,12 @@ class Detection:
         return ((self.anomaly_map - median) / scale).astype(np.float32)
 
 
+def top_mean(amap: np.ndarray, quantile: float) -> float:
+    """The scorer's image score rule (edge.scoring): the mean of the map's top (1 - quantile)."""
+    k = max(1, round((1 - quantile) * amap.size))
+    return float(np.partition(amap.ravel(), amap.size - k)[-k:].mean())
+
+
 class Detector:
     """Fits and scores the frames of one source."""
 
@@ -84,11 +93,14 @@ class Detector:
         if self.memory is not None:
             self.backend.use_memory(self.memory)
         self.calibrator = ScoreCalibrator(cfg.calibration)
+        self.border = BorderProfile(cfg.border) if cfg.border.enabled else None
 
     def reset(self) -> None:
-        """Forget the source: weights (the next frame gets a cold fit), memory and calibration."""
+        """Forget the source: weights (the next frame gets a cold fit), memory, calibration and border profile."""
         self.model_version = 0
         self.calibrator.reset()
+        if self.border is not None:
+            self.border.reset()
         if self.memory is not None:
             self.memory.reset()
 
@@ -97,7 +109,8 @@ class Detector:
         return {"weights": self.fitter.state_dict(), "optimizer": self.fitter.optimizer.state_dict(),
                 "generator": self.fitter.generator.get_state(),
                 "memory": self.memory.state_dict() if self.memory is not None else None,
-                "calibration": self.calibrator.state_dict(), "model_version": self.model_version}
+                "calibration": self.calibrator.state_dict(), "model_version": self.model_version,
+                "border": self.border.state_dict() if self.border is not None else None}
 
     def restore(self, state: dict) -> None:
         """Continue from a `state_dict()` (or from U-Net weights alone): the next frame gets a warm start."""
@@ -109,6 +122,8 @@ class Detector:
             self.calibrator.load_state_dict(state["calibration"])
             if self.memory is not None and state["memory"] is not None:
                 self.memory.load_state_dict(state["memory"])
+            if self.border is not None and state.get("border") is not None:  # older checkpoints have none
+                self.border.load_state_dict(state["border"])
         self._push_weights()
         version = int(state.get("model_version", 1)) if full else 1
         self.model_version = max(self.model_version, version, 1)
@@ -210,7 +225,14 @@ class Detector:
         before = self.cfg.fit.score_before_warm_fit and not first
         stats = None if before else self.fit(x)
         t0 = time.perf_counter()
+        nonfinite = self.nonfinite_maps
         amap, score = self.score(x, h, w)
+        own_map = amap  # before the border correction: what the border profile learns from
+        border = self.border if self.nonfinite_maps == nonfinite else None  # a non-finite map stays as reported
+        if border is not None and border.ready:
+            amap = border.apply(amap)
+            if self.cfg.score.score_is_map_top:
+                score = top_mean(amap, self.cfg.score.image_score_quantile)
         score_ms = (time.perf_counter() - t0) * 1000
         calibrating, calibration = self.calibrator.calibrating, self.calibrator.stats()
         calibrated = (score - calibration[0]) / calibration[1]
@@ -220,6 +242,8 @@ class Detector:
         if stats is None:
             stats = FitStats(0, 0.0, float("nan")) if suspect else self.fit(x)
         self.calibrator.observe(score)
+        if border is not None and not suspect:
+            border.observe(own_map)
         added = self._remember(x, h, w, calibrated, calibrating)
         total_ms = (time.perf_counter() - start) * 1000
         self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)

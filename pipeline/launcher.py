@@ -363,6 +363,11 @@ def print_summary(summary: dict) -> None:
             if (s := stream.get(part)) is not None:  # does a camera get better as it streams (memory, calibration)?
                 rows.append((f"  over each camera's {name} half", f"{s['pixel_auroc']} / {s['pixel_auprc']}, image "
                                                                   f"AUROC {s['image_auroc']} ({s['frames']} frames)"))
+        for camera, c in stream.get("cameras", {}).items():
+            halves = [c.get(part) for part in ("first_half", "last_half")]
+            if all(halves):
+                rows.append((f"  {camera}: first half -> last half", " -> ".join(
+                    f"{h['pixel_auroc']} / {h['pixel_auprc']}" for h in halves)))
     for stage, p in summary["latency_ms"].items():
         if p is not None:
             rows.append((f"latency {stage} p50/p95/p99", f"{p['p50']:.1f} / {p['p95']:.1f} / {p['p99']:.1f} ms"))

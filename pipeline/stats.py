@@ -55,7 +55,8 @@ class StreamStats:
 
     For the stream AUROC, up to `pixels_per_frame` pixels per frame (sampled uniformly) of every
     result that carries a ground-truth mask are pooled; the same over each camera's first and last
-    half of frames shows whether the cameras got better as they streamed (memory, calibration).
+    half of frames shows whether the cameras got better as they streamed (memory, calibration), pooled
+    over the cameras and per camera.
     Memory is bounded however long the run: latencies keep a uniform sample of `max_latencies` per
     stage, ground-truth frames one of `max_frames` frames (the exact statistics while runs are shorter).
     """
@@ -111,17 +112,25 @@ class StreamStats:
                 "image_auroc": round(float(roc_auc_score(defective, image_scores)), 4) if images_both else None,
                 "frames": len(frames), "defective_frames": int(defective.sum())}
 
-    def stream_metrics(self) -> dict | None:
-        """Accuracy over all frames with ground truth, and over each camera's first and last half of them."""
-        if not self._truth_frames:
-            return None
-        frames = list(self._truth_frames)
-        out = {**self._accuracy(frames), "frames": self._truth_frames.seen, "frames_sampled": len(frames)}
+    def _with_halves(self, frames: list[tuple]) -> dict:
+        """Accuracy over `frames`, and over those in each camera's first and in its last half."""
+        out = self._accuracy(frames)
         half = {src: n / 2 for src, n in self.frames.items()}
         first = [f for f in frames if f[5] < half[f[4]]]
         last = [f for f in frames if f[5] >= half[f[4]]]
         if first and last:
             out["first_half"], out["last_half"] = self._accuracy(first), self._accuracy(last)
+        return out
+
+    def stream_metrics(self) -> dict | None:
+        """Accuracy over all frames with ground truth and over each camera's first and last half of them, pooled
+        (the cameras' maps in their calibrated units) and per camera (`cameras`)."""
+        if not self._truth_frames:
+            return None
+        frames = list(self._truth_frames)
+        out = {**self._with_halves(frames), "frames": self._truth_frames.seen, "frames_sampled": len(frames)}
+        out["cameras"] = {src: self._with_halves([f for f in frames if f[4] == src])
+                          for src in sorted({f[4] for f in frames})}
         return out
 
     def summary(self, node: dict | None = None) -> dict:

@@ -246,6 +246,42 @@ def test_the_calibrated_score_flags_a_jump_not_a_slow_drift():
     assert cal.calibrate(0.8 + 0.1) > 3.0  # a jump of ten noise widths is flagged
 
 
+def _burst_then(cal: ScoreCalibrator, rng: np.random.Generator) -> ScoreCalibrator:
+    """60 normal frames (0.5 +- 0.01), then 100 in which 40 % are defects scoring 0.6-0.9."""
+    for _ in range(60):
+        cal.observe(0.5 + rng.normal(0, 0.01))
+    for _ in range(100):
+        cal.observe(rng.uniform(0.6, 0.9) if rng.random() < 0.4 else 0.5 + rng.normal(0, 0.01))
+    return cal
+
+
+def test_a_burst_of_defects_does_not_widen_the_camera_s_normal():
+    held, counted = (_burst_then(ScoreCalibrator(CalibrationConfig(hold_out_z=z)), np.random.default_rng(0))
+                     for z in (3.0, None))
+    assert held.stats()[1] < 0.012 < counted.stats()[1]  # the normal frames' spread is 0.01
+    assert held.calibrate(0.54) > 3.0 > counted.calibrate(0.54)  # four noise widths: still an alarm after the burst
+    assert held.calibrate(0.52) < 3.0
+    restored = ScoreCalibrator(held.cfg)
+    restored.load_state_dict(held.state_dict())
+    assert restored.stats() == held.stats() and list(restored.held) == list(held.held) and restored.held
+
+
+def test_a_lasting_shift_becomes_the_camera_s_normal_as_fast_as_without_the_hold_out():
+    flagged = {}
+    for z in (3.0, None):
+        cal, rng = ScoreCalibrator(CalibrationConfig(hold_out_z=z)), np.random.default_rng(0)
+        for _ in range(100):
+            cal.observe(0.5 + rng.normal(0, 0.01))
+        flags = []
+        for _ in range(300):  # a new product: the normal score moves from 0.5 to 0.7 and stays
+            raw = 0.7 + rng.normal(0, 0.01)
+            flags.append(cal.calibrate(raw) > 3.0)
+            cal.observe(raw)
+        assert not any(flags[150:])  # the calibration has followed
+        flagged[z] = sum(flags)
+    assert flagged[3.0] <= flagged[None] + 5
+
+
 def test_the_first_frames_are_calibrating_against_the_prior():
     cfg = CalibrationConfig(min_frames=5, prior_median=0.6, prior_scale=0.05)
     cal = ScoreCalibrator(cfg)

@@ -50,6 +50,9 @@ def test_run_line_end_to_end(tmp_path):
     assert 0.5 < summary["stream"]["pixel_auroc"] <= 1 and summary["stream"]["frames"] == 16
     halves = summary["stream"]["first_half"], summary["stream"]["last_half"]  # each camera's first and last frames
     assert sum(h["frames"] for h in halves) == 16 and all(0 <= h["pixel_auroc"] <= 1 for h in halves)
+    cameras = summary["stream"]["cameras"]  # the same per camera: its own 8 frames, 4 in each half
+    assert set(cameras) == {"cam0", "cam1"} and all(c["frames"] == 8 for c in cameras.values())
+    assert all(c[h]["frames"] == 4 for c in cameras.values() for h in ("first_half", "last_half"))
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert len(events) == summary["events"] > 0
     assert all({"source", "seq", "score", "regions", "t_capture"} <= set(e) for e in events)

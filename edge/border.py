@@ -1,0 +1,99 @@
+"""A camera's typical anomaly map near the frame's border, learned from its normal frames, and the map put
+on its interior's footing.
+
+Maps run hot near a frame's border: VGG19's receptive fields and the self-similarity's neighbourhoods
+reach past it (the map's 99th percentile within 1 px of the border is 1.1-1.2x the interior's on
+real-dev's normal tiles, 1.3-1.6x on the demo's textures, falling off over ~16 px; docs/ablations.md
+section 19), so a normal frame's image score often lies on its border and a small defect's frame ranks
+below normal ones. The camera keeps, for its last `window` normal frames, the map's median and 99th
+percentile in bands of distance to the nearest border (BANDS); once it has `min_frames` of them (16 by
+default, as many as the memory needs before it is searched, so that the map changes once, not twice), it
+maps each band linearly onto the interior's, median onto median and 99th percentile onto 99th percentile,
+with each band's typical values (their medians over the frames). Label-free and per camera; a defect on
+the border still stands out against what is normal there.
+"""
+from __future__ import annotations
+
+from collections import deque
+from functools import lru_cache
+
+import numpy as np
+
+from .config import BorderConfig
+
+BANDS = (0, 1, 2, 4, 8, 12, 16, 24)  # px from the border where each band starts; the last band is the interior
+MIN_INTERIOR = 0.25  # the interior's share of a frame below which it is no reference (frames under ~100 px a side)
+
+
+@lru_cache(maxsize=16)
+def band_index(height: int, width: int) -> np.ndarray:
+    """Each pixel's band: how far it lies from the frame's nearest border, in BANDS."""
+    y, x = np.arange(height)[:, None], np.arange(width)[None, :]
+    distance = np.minimum(np.minimum(y, height - 1 - y), np.minimum(x, width - 1 - x))
+    return (np.searchsorted(BANDS, distance, side="right") - 1).astype(np.intp)
+
+
+def band_stats(amap: np.ndarray) -> np.ndarray:
+    """(len(BANDS), 2): the map's median and 99th percentile in each band (NaN where a band is empty, all NaN
+    where the interior is under MIN_INTERIOR of the frame: then nothing is corrected)."""
+    index = band_index(*amap.shape)
+    out = np.full((len(BANDS), 2), np.nan)
+    if (index == len(BANDS) - 1).mean() < MIN_INTERIOR:
+        return out
+    for b in range(len(BANDS)):
+        values = amap[index == b]
+        if values.size:
+            out[b] = np.percentile(values, (50, 99))
+    return out
+
+
+class BorderProfile:
+    """One camera's border bands: `observe` a normal frame's map, `apply` the correction to any map."""
+
+    def __init__(self, cfg: BorderConfig):
+        self.cfg = cfg
+        self.frames: deque[np.ndarray] = deque(maxlen=cfg.window)
+
+    def reset(self) -> None:
+        self.frames.clear()
+
+    @property
+    def ready(self) -> bool:
+        return len(self.frames) >= self.cfg.min_frames
+
+    def observe(self, amap: np.ndarray) -> None:
+        """Take a normal frame's (uncorrected) map."""
+        stats = band_stats(amap)
+        if np.isfinite(stats[-1]).all():  # a frame with an interior
+            self.frames.append(stats)
+
+    def gains(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per band (gain, offset) that put it on the interior's footing: value -> gain x value + offset
+        (1, 0 until `min_frames` normal frames)."""
+        gain, offset = np.ones(len(BANDS)), np.zeros(len(BANDS))
+        if not self.ready:
+            return gain, offset
+        stack = np.stack(self.frames)
+        seen = np.isfinite(stack).any(axis=0)  # a band no frame had stays NaN, and then unchanged
+        typical = np.full(stack.shape[1:], np.nan)
+        typical[seen] = np.nanmedian(stack[:, seen], axis=0)
+        median, top = typical[:, 0], typical[:, 1]
+        spread = top - median
+        ok = np.isfinite(spread) & (spread > 1e-6) & (spread[-1] > 1e-6)
+        gain[ok] = spread[-1] / spread[ok]
+        offset[ok] = median[-1] - gain[ok] * median[ok]
+        return gain, offset
+
+    def apply(self, amap: np.ndarray) -> np.ndarray:
+        """The map with each band on the interior's footing (unchanged until `min_frames` normal frames)."""
+        if not self.ready:
+            return amap
+        gain, offset = self.gains()
+        index = band_index(*amap.shape)
+        return (gain[index] * amap + offset[index]).astype(amap.dtype)
+
+    def state_dict(self) -> dict:
+        return {"frames": [f.tolist() for f in self.frames]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.frames = deque((np.asarray(f, dtype=np.float64) for f in state["frames"]), maxlen=self.cfg.window)

@@ -1,0 +1,69 @@
+"""The border profile (edge.border): a camera's maps run hot near the frame's border; its normal frames teach
+it by how much, and the correction puts the border on the interior's footing without hiding a border defect."""
+import numpy as np
+import pytest
+
+from edge.border import BANDS, BorderProfile, band_index, band_stats
+from edge.config import BorderConfig, SSDNetConfig
+from edge.detector import Detector, top_mean
+from edge.synthetic import sample
+
+
+def hot_border_map(rng: np.random.Generator, h: int = 96, w: int = 128) -> np.ndarray:
+    """Noise around 1.0 whose level and spread grow towards the border (within 16 px), as padding makes them."""
+    near = np.clip(1 - band_index(h, w).astype(float) / 6, 0, 1)  # 1 on the border, 0 from band 6 (16 px) in
+    return (1.0 + 0.3 * near + (0.1 + 0.2 * near) * rng.standard_normal((h, w))).astype(np.float32)
+
+
+def test_band_index_counts_pixels_from_the_nearest_border():
+    index = band_index(60, 80)
+    assert index[0, 30] == index[59, 30] == index[20, 0] == index[20, 79] == 0  # on each border
+    assert index[1, 30] == 1 and index[3, 30] == 2 and index[20, 30] == 6  # 20 px in: band 16-24
+    assert index[30, 40] == len(BANDS) - 1  # 29 px from every border: the interior
+    assert np.isnan(band_stats(np.zeros((30, 30), np.float32))).all()  # no pixel 24 px from every border
+    assert np.isnan(band_stats(np.zeros((90, 90), np.float32))).all()  # an interior of 18 %: no reference
+    small = np.random.default_rng(0).random((90, 90)).astype(np.float32)
+    profile = BorderProfile(BorderConfig(min_frames=1))
+    profile.observe(small)
+    assert not profile.ready and np.array_equal(profile.apply(small), small)  # nothing learnt, nothing corrected
+
+
+def test_normal_frames_put_the_border_on_the_interior_s_footing_and_a_border_defect_still_stands_out():
+    rng = np.random.default_rng(0)
+    profile = BorderProfile(BorderConfig(min_frames=5))
+    first = hot_border_map(rng)
+    assert profile.apply(first) is first  # not ready: unchanged
+    for _ in range(5):
+        profile.observe(hot_border_map(rng))
+    assert profile.ready
+    normal = hot_border_map(rng)
+    before, after = band_stats(normal), band_stats(profile.apply(normal))
+    assert before[0, 1] > before[-1, 1] + 0.5  # the border's 99th percentile, well above the interior's
+    assert after[:, 1] == pytest.approx(after[-1, 1], abs=0.08)  # now every band's is the interior's
+    assert after[:, 0] == pytest.approx(after[-1, 0], abs=0.05)
+    assert np.argmax(normal) in np.flatnonzero(band_index(*normal.shape) < 4)  # the raw maximum lies on the border
+    defect = normal.copy()
+    defect[40:46, :4] += 1.0  # a defect on the left border: above what is normal there
+    corrected = profile.apply(defect)
+    assert corrected[40:46, :4].mean() > np.percentile(profile.apply(normal), 99.9)
+    restored = BorderProfile(profile.cfg)
+    restored.load_state_dict(profile.state_dict())
+    assert np.array_equal(restored.apply(normal), profile.apply(normal))
+
+
+def test_the_detector_learns_the_border_from_normal_frames_and_scores_the_corrected_map():
+    cfg = SSDNetConfig.model_validate({"border": {"min_frames": 3}, "memory": {"size_mb": 0}})
+    det = Detector(cfg)
+    rng = np.random.default_rng(3)
+    frames = [sample("grass", 128, rng, 0.0)[0] for _ in range(4)]
+    for frame in frames[:3]:
+        det.process(frame)
+    assert det.border.ready  # three normal frames (calibrating ones count)
+    d = det.process(frames[3])
+    assert d.score == pytest.approx(top_mean(d.anomaly_map, cfg.score.image_score_quantile), rel=1e-5)
+    off = Detector(SSDNetConfig.model_validate({"border": {"enabled": False}, "memory": {"size_mb": 0}}))
+    raw = [off.process(frame) for frame in frames[:4]][-1]
+    assert not np.allclose(raw.anomaly_map, d.anomaly_map)  # the same frame, the border corrected
+    assert band_stats(d.anomaly_map)[0, 1] < band_stats(raw.anomaly_map)[0, 1]
+    det.reset()
+    assert not det.border.frames
