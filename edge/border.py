@@ -64,7 +64,7 @@ class BorderProfile:
     def observe(self, amap: np.ndarray) -> None:
         """Take a normal frame's (uncorrected) map."""
         stats = band_stats(amap)
-        if np.isfinite(stats[-1]).all():  # a frame with an interior
+        if np.isfinite(stats).all():  # a frame with an interior has every band
             self.frames.append(stats)
 
     def gains(self) -> tuple[np.ndarray, np.ndarray]:
@@ -73,13 +73,9 @@ class BorderProfile:
         gain, offset = np.ones(len(BANDS)), np.zeros(len(BANDS))
         if not self.ready:
             return gain, offset
-        stack = np.stack(self.frames)
-        seen = np.isfinite(stack).any(axis=0)  # a band no frame had stays NaN, and then unchanged
-        typical = np.full(stack.shape[1:], np.nan)
-        typical[seen] = np.nanmedian(stack[:, seen], axis=0)
-        median, top = typical[:, 0], typical[:, 1]
+        median, top = np.median(np.stack(self.frames), axis=0).T  # kept frames have every band (`observe`)
         spread = top - median
-        ok = np.isfinite(spread) & (spread > 1e-6) & (spread[-1] > 1e-6)
+        ok = (spread > 1e-6) & (spread[-1] > 1e-6)
         gain[ok] = spread[-1] / spread[ok]
         offset[ok] = median[-1] - gain[ok] * median[ok]
         return gain, offset

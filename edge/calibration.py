@@ -74,6 +74,6 @@ class ScoreCalibrator:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict()` (a checkpoint from before the hold-out has only "scores")."""
-        self.scores = deque((float(s) for s in state["scores"]), maxlen=self.cfg.window)
-        self.held = deque((float(s) for s in state.get("held", ())), maxlen=self.cfg.window)
-        self.recent = deque((bool(h) for h in state.get("recent", ())), maxlen=max(1, self.cfg.window // 4))
+        self.scores = deque((float(s) for s in state["scores"]), maxlen=self.scores.maxlen)
+        self.held = deque((float(s) for s in state.get("held", ())), maxlen=self.held.maxlen)
+        self.recent = deque((bool(h) for h in state.get("recent", ())), maxlen=self.recent.maxlen)
