@@ -128,8 +128,13 @@ class ScoreConfig(StrictModel):
     knn_stats_sigma: float = Field(4.0, gt=0.0, le=64.0, description="self-similarity: Gaussian window "
                                                                      "of the local statistics, pixels")
     vgg_layers: tuple[str, ...] = Field(("relu1_2", "relu2_2", "relu3_1"),
-                                        description="VGG19 layers of the perceptual and self-similarity maps")
+                                        description="VGG19 layers of the self-similarity map (and of the "
+                                                    "perceptual map while `perceptual_layers` is null)")
+    perceptual_layers: tuple[str, ...] | None = Field(
+        None, description="VGG19 layers of the perceptual map (the reconstruction's against the input's); "
+                          "null: `vgg_layers` (docs/ablations.md section 20)")
     _layers = field_validator("vgg_layers")(_known_layers)
+    _perceptual_layers = field_validator("perceptual_layers")(lambda v: v if v is None else _known_layers(v))
     normalise: Literal["std", "mean", "none"] = Field("std",
                                                       description="per-image normalisation of "
                                                                   "each map before weighting")
@@ -186,6 +191,17 @@ class ScoreConfig(StrictModel):
         """The perceptual or the self-similarity map needs the VGG19 trunk."""
         return self.perceptual_weight > 0 or self.knn_weight > 0
 
+    @property
+    def perceptual_vgg_layers(self) -> tuple[str, ...]:
+        """The perceptual map's VGG19 layers: `perceptual_layers`, or `vgg_layers` while it is null."""
+        return self.perceptual_layers or self.vgg_layers
+
+    @property
+    def scored_layers(self) -> tuple[str, ...]:
+        """The VGG19 layers the weighted maps need: the self-similarity's and the perceptual map's."""
+        return tuple(dict.fromkeys((self.vgg_layers if self.knn_weight > 0 else ())
+                                   + (self.perceptual_vgg_layers if self.perceptual_weight > 0 else ())))
+
 
 class MemoryConfig(StrictModel):
     """Per-camera memory of normal appearance (edge.memory): features of earlier frames' normal cells."""
@@ -206,6 +222,11 @@ class MemoryConfig(StrictModel):
                                                              "the ratio of their stds, a = 1 / (1 + weight) (before "
                                                              "docs/ablations.md section 17); 'level': of their means "
                                                              "(before section 16)")
+    own_floor: float | None = Field(0.5, gt=0.0, le=1.0, description="the feature-distance map is at least the "
+                                    "self-similarity's typical level + this x (self-similarity - that level): the memory "
+                                    "may clear at most the rest of what the frame alone calls anomalous, so a defect "
+                                    "that reached the memory (defects in the stream) is still flagged by the frame's "
+                                    "own verdict; null = the blend alone (before docs/ablations.md section 20)")
     layers: tuple[str, ...] = Field(("relu3_1", "relu4_1"), description="VGG19 layers of the memory features "
                                     "(the frame at its own scale)")
     _layers = field_validator("layers")(_known_layers)

@@ -11,14 +11,16 @@ Euclidean distance of each cell to its k nearest valid bank rows; it runs inside
 and its rows' spacing are graph inputs).
 
 The memory distance M and the frame's own self-similarity S are distances in different feature
-spaces; the scorer blends them as a * S + b * M + c (`FeatureMemory.blend`), from running medians of
+spaces; the scorer blends them as max(a * S + b * M + c, p * S + q) (`FeatureMemory.blend`, `.floor`), from running medians of
 what the scorer reports on this camera's admitted frames (before their cells went in): M counts
 `weight` x (typical within-frame variance of S / that of M) as much as S (inverse-variance weights;
 `scale_by` 'spread': the stds' ratio, as before docs/ablations.md section 17; 'level': the means',
 before section 16), and the blended map keeps S's typical level and spread. So where the memory
 distance of a camera's normal frames varies much (a stochastic texture that the bank covers sparsely)
 it counts for less, where it is tighter than S (a tile line) for more (sections 16, 17); and the image
-score, and its calibration, do not jump when the memory becomes ready.
+score, and its calibration, do not jump when the memory becomes ready. The floor (`own_floor`) keeps part
+of the frame's own verdict: where S stands far above its typical level, the memory can lower the map by at
+most (1 - own_floor) of that excess, so a defect that has reached the bank is still flagged (section 20).
 
 `FeatureMemory` owns the bank: a ring of `capacity` rows (fp16, `size_mb` per camera), filled by
 `add` with a subset of the cells a frame's map calls normal (of a random draw of candidates, the
@@ -171,6 +173,15 @@ class FeatureMemory:
         b = a * w * scale
         return a, b, s - a * s - b * m
 
+    @property
+    def floor(self) -> tuple[float, float]:
+        """(p, q) of the floor p x S + q under the blended map (`own_floor`: S's typical level + own_floor x S's
+        excess over it); (0, -inf), no floor, while the memory stays out of the map or `own_floor` is null."""
+        f = self.cfg.own_floor
+        if f is None or self.blend[1] == 0:
+            return 0.0, -math.inf
+        return f, (1 - f) * self.typical[0]
+
     def observe_levels(self, self_similarity: tuple[float, float], memory: tuple[float, float]) -> None:
         """A normal frame's (mean, std) self-similarity and memory distance (scored before its cells went in)."""
         values = (*self_similarity, *memory)
@@ -189,10 +200,11 @@ class FeatureMemory:
         return float(self.spacing[: self.count].median()) if self.count else 0.0
 
     def state_tensor(self) -> torch.Tensor:
-        """What the scorer graph takes besides the bank and its spacing: (5,) float32 [valid rows (0 while fewer
-        than k), typical spacing, and the blend's a, b, c (`blend`: 1, 0, 0 keeps the memory out of the map)]."""
+        """What the scorer graph takes besides the bank and its spacing: (7,) float32 [valid rows (0 while fewer
+        than k), typical spacing, the blend's a, b, c (`blend`: 1, 0, 0 keeps the memory out of the map) and the
+        floor's p, q (`floor`: 0, -inf is none)]."""
         rows = self.count if self.count >= self.cfg.k else 0
-        return torch.tensor([float(rows), self.typical_spacing, *self.blend], device=self.bank.device)
+        return torch.tensor([float(rows), self.typical_spacing, *self.blend, *self.floor], device=self.bank.device)
 
     def add(self, feats: torch.Tensor, normal: torch.Tensor, distance: torch.Tensor | None = None) -> int:
         """Write up to `cfg.per_frame` cells of (1, C, gh, gw) `feats` where `normal` (gh, gw) is True: of

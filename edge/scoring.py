@@ -53,9 +53,9 @@ class AnomalyScorer(nn.Module):
     """(N, 3, H, W) image in [0, 1], H and W multiples of max(scales) * 8 -> (map (N, 1, H, W), score (N,)).
 
     With `memory` (a MemoryConfig) the camera's memory takes part: forward(x, bank, state, spacing) also
-    gets the bank (M, C), its state (5,) [valid rows, typical spacing, a, b, c] (edge.memory: the
-    feature-distance map is a x self-similarity + b x memory distance + c; 1, 0, 0 leaves the memory
-    out) and its rows' spacing (M,), and returns, third and fourth, the frame's memory features
+    gets the bank (M, C), its state (7,) [valid rows, typical spacing, a, b, c, p, q] (edge.memory: the
+    feature-distance map is max(a x self-similarity + b x memory distance + c, p x self-similarity + q);
+    1, 0, 0, 0, -inf leaves the memory out) and its rows' spacing (M,), and returns, third and fourth, the frame's memory features
     (N, C, gh, gw), for the detector to add to the bank, and maps (N, 2, gh, gw): the self-similarity
     and the memory distance (0 while the bank has fewer than k rows) on the memory's grid, from which the
     detector keeps the blend's statistics and picks the cells it adds."""
@@ -72,10 +72,13 @@ class AnomalyScorer(nn.Module):
         k = gaussian_kernel(cfg.smooth_sigma) if cfg.smooth_sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", k, persistent=False)
 
-    def _features(self, x: torch.Tensor, acts: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """VGG19 features of `score.vgg_layers` (a trunk shared with the fitter may compute more)."""
-        acts = self.vgg(x, self.cfg.vgg_layers) if acts is None else acts
-        return {name: acts[name] for name in self.cfg.vgg_layers}
+    def _features(self, x: torch.Tensor, acts: dict[str, torch.Tensor] | None = None,
+                  layers: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """VGG19 features of `layers` (default `score.vgg_layers`: the self-similarity's) from `acts` if given (a
+        trunk shared with the fitter and the memory may compute more), else computed."""
+        layers = layers or self.cfg.vgg_layers
+        acts = self.vgg(x, layers) if acts is None else acts
+        return {name: acts[name] for name in layers}
 
     def views(self) -> tuple[int, ...]:
         """Mask-group counts of the reconstructions scored: M (masked passes) and/or 0 (clean input)."""
@@ -111,13 +114,12 @@ class AnomalyScorer(nn.Module):
             m = m / (m.mean(dim=(2, 3), keepdim=True) + 1e-8) - 1
         return m.abs() if self.cfg.two_sided else m
 
-    def raw_maps(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None
+    def raw_maps(self, x: torch.Tensor, acts: dict[str, torch.Tensor] | None = None
                  ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Per view: smoothed multi-scale L2 map and perceptual map (None when its weight is 0),
-        unnormalised. `feats`: the input's VGG19 features, if already computed."""
-        perceptual = self.cfg.perceptual_weight > 0
-        if perceptual and feats is None:
-            feats = self._features(x)
+        """Per view: smoothed multi-scale L2 map and perceptual map (None when its weight is 0; on
+        `score.perceptual_vgg_layers`), unnormalised. `acts`: the input's VGG19 activations, if already computed."""
+        perceptual, layers = self.cfg.perceptual_weight > 0, self.cfg.perceptual_vgg_layers
+        feats = self._features(x, acts, layers) if perceptual else None
         out = []
         for masks in self.views():
             l2 = torch.zeros_like(x[:, :1])
@@ -126,7 +128,7 @@ class AnomalyScorer(nn.Module):
                 rec = self.reconstruct(x, s, masks).float()
                 l2 = l2 + ((x - rec) ** 2).sum(1, keepdim=True) / len(self.scales)
                 if perceptual:
-                    for name, f_rec in self._features(rec).items():
+                    for name, f_rec in self._features(rec, None, layers).items():
                         d = 1 - cosine_similarity(f_rec, feats[name]).unsqueeze(1)
                         d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
                         perc = perc + d / (len(feats) * len(self.scales))
@@ -179,15 +181,14 @@ class AnomalyScorer(nn.Module):
         amap = torch.zeros_like(x[:, :1])
         knn_own_input = cfg.knn_weight > 0 and self.knn_upscale(int(x.shape[-2]), int(x.shape[-1])) == 1
         need_acts = cfg.perceptual_weight > 0 or knn_own_input or self.memory is not None
-        layers = self.cfg.vgg_layers + (self.memory.layers if self.memory is not None else ())
+        layers = cfg.scored_layers + (self.memory.layers if self.memory is not None else ())
         acts = self.vgg(x, tuple(dict.fromkeys(layers))) if need_acts else None
-        feats = self._features(x, acts) if cfg.perceptual_weight > 0 or knn_own_input else None
-        views = self.raw_maps(x, feats) if cfg.uses_unet else []
+        views = self.raw_maps(x, acts) if cfg.uses_unet else []
         for l2, perc in views:
             amap = amap + cfg.pixel_weight * self._normalise(l2) / len(views)
             if perc is not None:
                 amap = amap + cfg.perceptual_weight * self._normalise(perc) / len(views)
-        knn = self.knn_map(x, feats) if cfg.knn_weight > 0 else None
+        knn = self.knn_map(x, self._features(x, acts) if knn_own_input else None) if cfg.knn_weight > 0 else None
         extra = ()
         if self.memory is not None:
             if bank is None or state is None or spacing is None:
@@ -195,8 +196,9 @@ class AnomalyScorer(nn.Module):
             mem, grid, mem_feats = self.memory_map(x, acts, bank, state, spacing)
             cell = int(x.shape[-2]) // int(grid.shape[-2])
             extra = (mem_feats, torch.cat([F.avg_pool2d(knn, cell, cell, ceil_mode=True), grid], dim=1))
-            # the feature-distance map: own frame and the camera's memory, in the self-similarity's units
-            knn = state[2] * knn + state[3] * mem + state[4]
+            # the feature-distance map: own frame and the camera's memory, in the self-similarity's units, no lower
+            # than the floor that keeps part of the frame's own verdict
+            knn = torch.maximum(state[2] * knn + state[3] * mem + state[4], state[5] * knn + state[6])
         if knn is not None:
             amap = amap + cfg.knn_weight * self._normalise(knn)
             if cfg.map_units == "knn":  # the same map, rescaled per frame into the kNN distance's units

@@ -152,7 +152,7 @@ def build_vgg(cfg: SSDNetConfig, *, loss: bool = True, score: bool = True) -> VG
     """The VGG19 trunk with the layers the config's perceptual loss (`loss`) and scored maps and memory
     (`score`) need, one trunk for all; None when none uses it."""
     layers = (cfg.loss.vgg_layers if loss and cfg.loss.perceptual_weight > 0 else ()) + (
-        cfg.score.vgg_layers if score and cfg.score.uses_vgg else ()) + (
+        cfg.score.scored_layers if score else ()) + (
         cfg.memory.layers if score and cfg.uses_memory else ())
     return VGG19Features(cfg.vgg_weights, tuple(dict.fromkeys(layers))) if layers else None
 

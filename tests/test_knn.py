@@ -110,6 +110,29 @@ def test_scorer_and_fitter_use_their_own_layers_of_a_shared_vgg_trunk():
     assert shared.loss == pytest.approx(own.loss, rel=1e-6)  # the loss reads relu1_2 only
 
 
+def test_the_perceptual_map_compares_its_own_layers_and_follows_the_self_similarity_s_until_set():
+    x = torch.rand(1, 3, 64, 64)
+    base = {"knn_weight": 0.0, "pixel_weight": 0.0, "perceptual_weight": 1.0, "map_units": "std",
+            "image_score": "map", "smooth_sigma": 0.0, "vgg_layers": ["relu1_2"]}
+    maps = {}
+    for name, extra in (("own", {"perceptual_layers": ["relu3_1", "relu4_1"]}), ("followed", {}),
+                        ("deep_knn", {"vgg_layers": ["relu3_1", "relu4_1"]})):
+        cfg = SSDNetConfig.model_validate({"model": {"base_channels": 4}, "fit": {"scales": [2]},
+                                           "memory": {"size_mb": 0}, "score": {**base, **extra}})
+        det = Detector(cfg, "cpu")
+        seen = []
+        det.scorer._features = lambda *a, f=det.scorer._features, **k: seen.append(set(f(*a, **k))) or f(*a, **k)
+        with torch.inference_mode():
+            (_, perc), = det.scorer.raw_maps(x)
+        maps[name] = perc
+        assert {frozenset(s) for s in seen} == {frozenset(cfg.score.perceptual_vgg_layers)}
+        assert set(cfg.score.perceptual_vgg_layers) <= set(det.scorer.vgg(x))  # the trunk reaches them
+    assert torch.equal(maps["own"], maps["deep_knn"])  # the same layers compared, whichever field names them
+    assert not torch.allclose(maps["own"], maps["followed"])  # and other layers give another map
+    with pytest.raises(ValidationError, match="unknown VGG19 layer"):
+        ScoreConfig(perceptual_layers=("relu9_9",))
+
+
 def test_enlarged_self_similarity_input_finds_a_defect_and_is_bounded_for_big_frames():
     rng = np.random.default_rng(3)
     image, mask = draw_defect(texture("brick", 128, rng), rng, "hole")

@@ -15,7 +15,7 @@ from edge.config import CalibrationConfig, MemoryConfig, SSDNetConfig, parse_con
 from edge.detector import Detector
 from edge.memory import FeatureMemory, farthest_points, feature_dim, footprint_mb, memory_distance
 from edge.scorers import build_scorer
-from edge.synthetic import texture
+from edge.synthetic import draw_defect, texture
 
 FIT_FREE = {"score": {"pixel_weight": 0, "perceptual_weight": 0}, "memory": {"min_frames": 4},
             "calibration": {"min_frames": 4}}
@@ -155,7 +155,7 @@ def test_a_row_s_spacing_is_the_bank_s_distance_where_it_went_in_and_old_checkpo
     restarted = FeatureMemory(cfg)
     restarted.load_state_dict(old)  # a checkpoint from before the spacing: every row typically spaced
     assert restarted.count == 8 and torch.allclose(restarted.spacing[:8], torch.full((8,), 0.8))
-    assert restarted.ready and restarted.state_tensor()[2:].tolist() == [1, 0, 0]  # no spreads saved: S alone
+    assert restarted.ready and restarted.state_tensor()[2:].tolist() == [1, 0, 0, 0, -math.inf]  # no spreads saved: S alone
     restarted.observe_levels((0.5, 0.1), (0.8, 0.2))
     assert restarted.scale == 0.5**2 and restarted.state_tensor()[3] > 0  # (S std / M std) squared
     old["levels"] = [[0.5, 0.7, 0.1]]
@@ -174,7 +174,7 @@ def test_the_memory_enters_the_map_with_inverse_variance_weights_at_the_self_sim
     for s_std, m_std in ((0.1, 0.05), (0.12, 0.04), (0.1, 0.02)):  # median spreads 0.1 and 0.04
         memory.observe_levels((0.5, s_std), (0.3, m_std))
     w = cfg.memory.weight
-    a, b, c = memory.state_tensor()[2:].double().tolist()
+    a, b, c = memory.state_tensor()[2:5].double().tolist()
     assert memory.scale == pytest.approx(2.5**2) and b / a == pytest.approx(w * 2.5**2)
     assert a * 0.5 + b * 0.3 + c == pytest.approx(0.5)  # M's typical level lands on S's: the map keeps S's
     assert math.hypot(a * 0.1, b * 0.04) == pytest.approx(0.1)  # and its typical spread
@@ -189,10 +189,56 @@ def test_the_memory_enters_the_map_with_inverse_variance_weights_at_the_self_sim
     bank = torch.randn(200, feature_dim(cfg.memory), generator=g).half()
     spacing = torch.rand(200, generator=g)
     def amap(a: float, b: float, c: float) -> torch.Tensor:
-        return scorer(x, bank, torch.tensor([120.0, 0.4, a, b, c]), spacing)[0]
+        return scorer(x, bank, torch.tensor([120.0, 0.4, a, b, c, 0.0, -math.inf]), spacing)[0]
     acts = scorer.vgg(x, scorer.memory.layers)
     m = scorer.memory_map(x, acts, bank, torch.tensor([120.0, 0.4, 1.0, 0.0, 0.0]), spacing)[0]
     assert torch.allclose(amap(0.5, 2.0, 0.1), 0.5 * amap(1.0, 0.0, 0.0) + 2.0 * m + 0.1, atol=1e-4)
+
+
+def test_a_defect_that_reached_the_memory_is_still_flagged_by_the_frame_s_own_verdict():
+    """Defects in the stream: a scratched frame let whole into the memory (every admission rule opened) makes its
+    own scratch look normal to the memory; the floor (`own_floor`) keeps half of the frame's own verdict."""
+    rng = np.random.default_rng(0)
+    normal = [texture("brick", 128, rng) for _ in range(6)]
+    bad, mask = draw_defect(texture("brick", 128, rng), rng, "scratch")
+    admit_all = {"min_frames": 4, "delay_frames": 0, "admit_z": 1e9, "admit_cell_ratio": 1e9, "admit_max_novel": 1.0,
+                 "per_frame": 4096, "candidates": 4096}
+    auroc = {}
+    for floor in (None, 0.5):
+        det = _detector(memory={**admit_all, "own_floor": floor})
+        for frame in normal:
+            det.process(frame)
+        first = det.process(bad)
+        assert first.memory_added > 0 and det.memory.floor[0] == (floor or 0.0)
+        auroc[floor] = [roc_auc_score(mask.ravel(), d.anomaly_map.ravel()) for d in (first, det.process(bad))]
+    assert min(auroc[None][0], auroc[0.5][0]) > 0.97  # found while the memory does not hold it
+    assert auroc[None][1] < 0.8 < 0.97 < auroc[0.5][1]  # once it does: lost without the floor, kept with it
+
+
+def test_the_floor_keeps_the_map_above_a_share_of_the_self_similarity_s_excess():
+    """The feature-distance map is max(a S + b M + c, p S + q), p = own_floor and q = (1 - p) x S's typical level
+    once the memory is in the map; no floor (0, -inf) before, or with own_floor null."""
+    cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]}, "score": {"amp": False},
+                                      "memory": {"size_mb": 0.5, "min_frames": 1, "k": 1}})
+    memory = FeatureMemory(cfg.memory)
+    assert memory.floor == (0.0, -math.inf)  # the memory is not in the map yet
+    memory.add(torch.randn(1, feature_dim(cfg.memory), 2, 2), torch.ones(2, 2, dtype=torch.bool))
+    memory.observe_levels((0.5, 0.1), (0.3, 0.04))
+    assert memory.floor == pytest.approx((0.5, 0.25))
+    assert FeatureMemory(cfg.memory.model_copy(update={"own_floor": None})).floor == (0.0, -math.inf)
+    scorer = build_scorer(cfg, backend="torch", device="cpu").module
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 64, 64, generator=g)
+    bank = torch.randn(200, feature_dim(cfg.memory), generator=g).half()
+    spacing = torch.rand(200, generator=g)
+    def amap(*blend: float) -> torch.Tensor:
+        return scorer(x, bank, torch.tensor([120.0, 0.4, *blend]), spacing)[0]
+    s, m = amap(1.0, 0.0, 0.0, 0.0, -math.inf), amap(0.0, 1.0, 0.0, 0.0, -math.inf)
+    c = float(0.7 * s.mean() - 2.0 * m.mean())  # the blend at S's level, as `blend` puts it
+    q = float(0.5 * s.mean())
+    blended, floored = amap(0.3, 2.0, c, 0.0, -math.inf), amap(0.3, 2.0, c, 0.5, q)
+    assert torch.allclose(floored, torch.maximum(blended, 0.5 * s + q), atol=1e-4)
+    assert (floored > blended + 1e-3).any() and (floored == blended).any()  # it binds somewhere, not everywhere
 
 
 def test_the_memory_map_discounts_the_distance_where_the_bank_is_sparser_than_typical():

@@ -131,7 +131,7 @@ def build_scorer(cfg: SSDNetConfig, state: Mapping[str, torch.Tensor] | None = N
     - `unet`: score with this U-Net (the Fitter's: the torch backend then shares it and needs no
       weight push); default a new one, initialised from `cfg.fit.seed` as the Fitter's is.
     - `vgg`: a VGG19 trunk to share (the Detector's, also used by the loss); default one with the
-      layers `score.vgg_layers`, when a scored map needs it.
+      layers the scored maps and the memory need (`score.scored_layers`, `memory.layers`).
     - `device`: default `cfg.device` resolved; `backend`: overrides `cfg.score.backend`.
     The AnomalyScorer module is the returned scorer's `.module`.
     """

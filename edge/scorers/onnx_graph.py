@@ -40,7 +40,7 @@ DYNAMO_OPSET = 18  # the dynamo exporter's minimum (docs/export.md)
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("anomaly_map", "score")
 MEMORY_INPUTS = ("memory", "memory_state", "memory_spacing")  # with a memory: the bank (M, C) fp16,
-# [valid rows, typical spacing, blend a, b, c] (5,), each row's spacing (M,)
+# [valid rows, typical spacing, blend a, b, c, floor p, q] (7,), each row's spacing (M,)
 MEMORY_OUTPUTS = ("memory_features", "memory_maps")  # with a memory: (N, C, gh, gw), (N, 2, gh, gw) on its grid
 WEIGHT_PREFIX = "unet."
 EXPORTERS = ("torchscript", "dynamo")
@@ -242,7 +242,7 @@ def export_scorer(
     memory_shape = None
     if scorer.memory is not None:  # the bank and its state are inputs: the graph never holds a camera's memory
         memory = FeatureMemory(scorer.memory)
-        inputs += (memory.bank, torch.tensor([float(len(memory.bank)), 0.0, 0.5, 0.5, 0.0]), memory.spacing)
+        inputs += (memory.bank, torch.tensor([float(len(memory.bank)), 0.0, 0.5, 0.5, 0.0, 0.5, 0.0]), memory.spacing)
         memory_shape = (feature_dim(scorer.memory), *grid_shape(height, width, scorer.memory))
     with torch.no_grad():
         export = _export_torchscript if exporter == "torchscript" else _export_dynamo
