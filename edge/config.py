@@ -223,10 +223,10 @@ class MemoryConfig(StrictModel):
                                                              "docs/ablations.md section 17); 'level': of their means "
                                                              "(before section 16)")
     own_floor: float | None = Field(0.5, gt=0.0, le=1.0, description="the feature-distance map is at least the "
-                                    "self-similarity's typical level + this x (self-similarity - that level): the memory "
-                                    "may clear at most the rest of what the frame alone calls anomalous, so a defect "
-                                    "that reached the memory (defects in the stream) is still flagged by the frame's "
-                                    "own verdict; null = the blend alone (before docs/ablations.md section 20)")
+                                    "self-similarity's typical level + this x (self-similarity - that level): the "
+                                    "memory may clear at most the rest of what the frame alone calls anomalous, so a "
+                                    "defect that reached the memory (defects in the stream) is still flagged by the "
+                                    "frame's own verdict; null = the blend alone (before docs/ablations.md section 20)")
     layers: tuple[str, ...] = Field(("relu3_1", "relu4_1"), description="VGG19 layers of the memory features "
                                     "(the frame at its own scale)")
     _layers = field_validator("layers")(_known_layers)

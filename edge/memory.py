@@ -7,11 +7,12 @@ default: deeper than the self-similarity's, so a location is described with tens
 context), each averaged over a 3x3 neighbourhood (PatchCore-style), pooled onto a grid of cells of
 at least `cell` px (coarser for big frames), L2-normalised per layer. `memory_distance` is the mean
 Euclidean distance of each cell to its k nearest valid bank rows; it runs inside the scorer graph
-(edge.scoring), so it exports with it (the bank, its state [valid rows, typical spacing, the blend's a, b, c]
-and its rows' spacing are graph inputs).
+(edge.scoring), so it exports with it (the bank, its state [valid rows, typical spacing, the blend's a, b, c,
+the floor's p, q] and its rows' spacing are graph inputs).
 
 The memory distance M and the frame's own self-similarity S are distances in different feature
-spaces; the scorer blends them as max(a * S + b * M + c, p * S + q) (`FeatureMemory.blend`, `.floor`), from running medians of
+spaces; the scorer blends them as max(a * S + b * M + c, p * S + q) (`FeatureMemory.blend`, `.floor`),
+from running medians of
 what the scorer reports on this camera's admitted frames (before their cells went in): M counts
 `weight` x (typical within-frame variance of S / that of M) as much as S (inverse-variance weights;
 `scale_by` 'spread': the stds' ratio, as before docs/ablations.md section 17; 'level': the means',

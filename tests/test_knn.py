@@ -120,8 +120,13 @@ def test_the_perceptual_map_compares_its_own_layers_and_follows_the_self_similar
         cfg = SSDNetConfig.model_validate({"model": {"base_channels": 4}, "fit": {"scales": [2]},
                                            "memory": {"size_mb": 0}, "score": {**base, **extra}})
         det = Detector(cfg, "cpu")
-        seen = []
-        det.scorer._features = lambda *a, f=det.scorer._features, **k: seen.append(set(f(*a, **k))) or f(*a, **k)
+        seen, features = [], det.scorer._features
+
+        def spy(*args, features=features, seen=seen, **kwargs):
+            out = features(*args, **kwargs)
+            seen.append(set(out))
+            return out
+        det.scorer._features = spy
         with torch.inference_mode():
             (_, perc), = det.scorer.raw_maps(x)
         maps[name] = perc

@@ -155,7 +155,8 @@ def test_a_row_s_spacing_is_the_bank_s_distance_where_it_went_in_and_old_checkpo
     restarted = FeatureMemory(cfg)
     restarted.load_state_dict(old)  # a checkpoint from before the spacing: every row typically spaced
     assert restarted.count == 8 and torch.allclose(restarted.spacing[:8], torch.full((8,), 0.8))
-    assert restarted.ready and restarted.state_tensor()[2:].tolist() == [1, 0, 0, 0, -math.inf]  # no spreads saved: S alone
+    # no spreads saved: S alone, no floor
+    assert restarted.ready and restarted.state_tensor()[2:].tolist() == [1, 0, 0, 0, -math.inf]
     restarted.observe_levels((0.5, 0.1), (0.8, 0.2))
     assert restarted.scale == 0.5**2 and restarted.state_tensor()[3] > 0  # (S std / M std) squared
     old["levels"] = [[0.5, 0.7, 0.1]]
