@@ -12,9 +12,8 @@ the floor's p, q] and its rows' spacing are graph inputs).
 
 The memory distance M and the frame's own self-similarity S are distances in different feature
 spaces; the scorer blends them as max(a * S + b * M + c, p * S + q) (`FeatureMemory.blend`, `.floor`),
-from running medians of
-what the scorer reports on this camera's admitted frames (before their cells went in): M counts
-`weight` x (typical within-frame variance of S / that of M) as much as S (inverse-variance weights;
+from running medians of what the scorer reports on this camera's admitted frames (before their cells
+went in): M counts `weight` x (typical within-frame variance of S / that of M) as much as S (inverse-variance weights;
 `scale_by` 'spread': the stds' ratio, as before docs/ablations.md section 17; 'level': the means',
 before section 16), and the blended map keeps S's typical level and spread. So where the memory
 distance of a camera's normal frames varies much (a stochastic texture that the bank covers sparsely)

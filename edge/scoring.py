@@ -56,10 +56,9 @@ class AnomalyScorer(nn.Module):
     gets the bank (M, C), its state (7,) [valid rows, typical spacing, a, b, c, p, q] (edge.memory: the
     feature-distance map is max(a x self-similarity + b x memory distance + c, p x self-similarity + q);
     1, 0, 0, 0, -inf leaves the memory out) and its rows' spacing (M,), and returns, third and fourth, the
-    frame's memory features
-    (N, C, gh, gw), for the detector to add to the bank, and maps (N, 2, gh, gw): the self-similarity
-    and the memory distance (0 while the bank has fewer than k rows) on the memory's grid, from which the
-    detector keeps the blend's statistics and picks the cells it adds."""
+    frame's memory features (N, C, gh, gw), for the detector to add to the bank, and maps (N, 2, gh, gw):
+    the self-similarity and the memory distance (0 while the bank has fewer than k rows) on the memory's
+    grid, from which the detector keeps the blend's statistics and picks the cells it adds."""
 
     def __init__(self, unet: UNet, cfg: ScoreConfig, scales: tuple[int, ...], vgg: VGG19Features | None = None,
                  memory: MemoryConfig | None = None):
