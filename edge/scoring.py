@@ -18,7 +18,8 @@ then weighted and summed (reconstruction maps averaged over views); with `map_un
 is rescaled per frame into the self-similarity map's raw units, so maps of different frames
 compare. Image score = mean of the top (1 - q) fraction of the raw self-similarity
 map (`image_score: knn`, VGG feature distance: standardising each frame's map by itself removes
-what tells frames apart) or of the anomaly map (`image_score: map`).
+what tells frames apart; with a memory, its blend with the memory distance, without the floor:
+docs/ablations.md section 21) or of the anomaly map (`image_score: map`).
 """
 from __future__ import annotations
 
@@ -55,10 +56,11 @@ class AnomalyScorer(nn.Module):
     With `memory` (a MemoryConfig) the camera's memory takes part: forward(x, bank, state, spacing) also
     gets the bank (M, C), its state (7,) [valid rows, typical spacing, a, b, c, p, q] (edge.memory: the
     feature-distance map is max(a x self-similarity + b x memory distance + c, p x self-similarity + q);
-    1, 0, 0, 0, -inf leaves the memory out) and its rows' spacing (M,), and returns, third and fourth, the
-    frame's memory features (N, C, gh, gw), for the detector to add to the bank, and maps (N, 2, gh, gw):
-    the self-similarity and the memory distance (0 while the bank has fewer than k rows) on the memory's
-    grid, from which the detector keeps the blend's statistics and picks the cells it adds."""
+    1, 0, 0, 0, -inf leaves the memory out) and its rows' spacing (M,), and returns, third to fifth, the
+    frame's memory features (N, C, gh, gw), for the detector to add to the bank, maps (N, 2, gh, gw): the
+    self-similarity and the memory distance (0 while the bank has fewer than k rows) on the memory's grid,
+    from which the detector keeps the blend's statistics and picks the cells it adds, and the map the image
+    score reads (N, 1, H, W): the blend a x S + b x M + c without the floor."""
 
     def __init__(self, unet: UNet, cfg: ScoreConfig, scales: tuple[int, ...], vgg: VGG19Features | None = None,
                  memory: MemoryConfig | None = None):
@@ -195,15 +197,17 @@ class AnomalyScorer(nn.Module):
                 raise ValueError("a scorer with a memory needs its bank, state and spacing")
             mem, grid, mem_feats = self.memory_map(x, acts, bank, state, spacing)
             cell = int(x.shape[-2]) // int(grid.shape[-2])
-            extra = (mem_feats, torch.cat([F.avg_pool2d(knn, cell, cell, ceil_mode=True), grid], dim=1))
             # the feature-distance map: own frame and the camera's memory, in the self-similarity's units, no lower
-            # than the floor that keeps part of the frame's own verdict
-            knn = torch.maximum(state[2] * knn + state[3] * mem + state[4], state[5] * knn + state[6])
+            # than the floor that keeps part of the frame's own verdict; the image score reads the blend alone
+            blend = state[2] * knn + state[3] * mem + state[4]
+            extra = (mem_feats, torch.cat([F.avg_pool2d(knn, cell, cell, ceil_mode=True), grid], dim=1), blend)
+            knn = torch.maximum(blend, state[5] * knn + state[6])
+        score_map = extra[2] if extra else knn
         if knn is not None:
             amap = amap + cfg.knn_weight * self._normalise(knn)
             if cfg.map_units == "knn":  # the same map, rescaled per frame into the kNN distance's units
                 amap = knn.mean(dim=(2, 3), keepdim=True) + knn.std(dim=(2, 3), keepdim=True) * amap / cfg.knn_weight
         pixels = int(amap.shape[-2]) * int(amap.shape[-1])  # python ints, also under the ONNX tracer
         k = max(1, int(round((1 - cfg.image_score_quantile) * pixels)))
-        score = (knn if cfg.image_score == "knn" else amap).flatten(1).topk(k, dim=1).values.mean(1)
+        score = (score_map if cfg.image_score == "knn" else amap).flatten(1).topk(k, dim=1).values.mean(1)
         return (amap, score, *extra)

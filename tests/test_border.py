@@ -1,5 +1,7 @@
 """The border profile (edge.border): a camera's maps run hot near the frame's border; its normal frames teach
 it by how much, and the correction puts the border on the interior's footing without hiding a border defect."""
+import copy
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,21 @@ def test_the_detector_learns_the_border_from_normal_frames_and_scores_the_correc
     assert band_stats(d.anomaly_map)[0, 1] < band_stats(raw.anomaly_map)[0, 1]
     det.reset()
     assert not det.border.frames
+
+
+def test_with_a_memory_the_score_reads_the_corrected_blend_and_not_the_floor():
+    """The image score is the top of the border-corrected blend of S and M (the scorer's `score_map`); the floor
+    under the reported map stays out of it (docs/ablations.md section 21)."""
+    cfg = SSDNetConfig.model_validate({"border": {"min_frames": 3}, "memory": {
+        "min_frames": 2, "delay_frames": 0, "own_floor": 1.0, "admit_z": 1e9, "admit_cell_ratio": 1e9}})
+    det = Detector(cfg)
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        det.process(sample("grass", 128, rng, 0.0)[0])
+    assert det.border.ready and det.memory.floor[0] == 1.0
+    profile = copy.deepcopy(det.border)  # the correction this frame gets (it learns from the frame afterwards)
+    d = det.process(sample("grass", 128, rng, 0.0)[0])
+    blend = profile.apply(det.backend.score_map[0, 0].numpy())
+    assert (d.anomaly_map >= blend - 1e-5).all() and (d.anomaly_map > blend + 1e-3).any()  # the floor binds
+    assert d.score == pytest.approx(top_mean(blend, cfg.score.image_score_quantile), rel=1e-5)
+    assert d.score < top_mean(d.anomaly_map, cfg.score.image_score_quantile)

@@ -240,6 +240,13 @@ def test_the_floor_keeps_the_map_above_a_share_of_the_self_similarity_s_excess()
     blended, floored = amap(0.3, 2.0, c, 0.0, -math.inf), amap(0.3, 2.0, c, 0.5, q)
     assert torch.allclose(floored, torch.maximum(blended, 0.5 * s + q), atol=1e-4)
     assert (floored > blended + 1e-3).any() and (floored == blended).any()  # it binds somewhere, not everywhere
+    # the image score reads the blend, not the floor (docs/ablations.md section 21; here a floor above the blend
+    # everywhere), and the scorer returns that map fifth
+    high = float(blended.max())
+    floored, score, _, _, score_map = scorer(x, bank, torch.tensor([120.0, 0.4, 0.3, 2.0, c, 0.5, high]), spacing)
+    top = round(0.001 * x.shape[-2] * x.shape[-1])
+    assert torch.allclose(score_map, blended, atol=1e-4) and (floored > blended).all()
+    assert score.item() == pytest.approx(blended.flatten().topk(top).values.mean().item(), abs=1e-4)
 
 
 def test_the_memory_map_discounts_the_distance_where_the_bank_is_sparser_than_typical():
@@ -351,7 +358,7 @@ def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 64, 64, generator=g)
     for step in range(2):
-        outs = [(*s.score(x), s.features, s.memory_maps) for s in (torch_s, ort_s)]
+        outs = [(*s.score(x), s.features, s.memory_maps, s.score_map) for s in (torch_s, ort_s)]
         for a, b in zip(*outs, strict=True):
             assert torch.allclose(a, b, atol=2e-3, rtol=1e-3)
         memory.add(torch.randn(1, feature_dim(cfg.memory), 8, 8, generator=g), torch.ones(8, 8, dtype=torch.bool))

@@ -10,7 +10,8 @@ Every backend has the same interface:
 With a memory in the config (edge.memory), the camera's FeatureMemory is handed over once
 (`scorer.use_memory(memory)`); every `score` reads its bank and state as graph inputs and leaves
 the frame's memory features and maps (self-similarity and memory distance on the memory's grid) in
-`scorer.features` and `scorer.memory_maps`, for the detector.
+`scorer.features` and `scorer.memory_maps`, and the map its image score reads (the blend without the
+floor, edge.scoring) in `scorer.score_map`, for the detector.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class Scorer(ABC):
     memory: FeatureMemory | None = None  # the camera's memory, read at every score
     features: torch.Tensor | None = None  # the last scored frame's memory features (None without a memory)
     memory_maps: torch.Tensor | None = None  # and its self-similarity and memory distance on that grid (N, 2, gh, gw)
+    score_map: torch.Tensor | None = None  # and the map its image score reads (N, 1, H, W)
 
     def use_memory(self, memory: FeatureMemory) -> None:
         """Score against this memory from now on (a reference: later additions are seen)."""
@@ -73,11 +75,16 @@ class Scorer(ABC):
             self.memory = FeatureMemory(self.module.memory, device)
         return self.memory.bank.to(device), self.memory.state_tensor().to(device), self.memory.spacing.to(device)
 
-    def memory_outputs(self, n: int, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Buffers for an exported graph's memory outputs: features (n, C, gh, gw) and maps (n, 2, gh, gw), fp32."""
+    def memory_outputs(self, n: int, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Buffers for an exported graph's memory outputs, fp32: features (n, C, gh, gw), maps (n, 2, gh, gw) and
+        the score's map (n, 1, h, w)."""
         cfg, grid = self.module.memory, grid_shape(h, w, self.module.memory)
-        return (torch.empty((n, feature_dim(cfg), *grid), dtype=torch.float32, device=device),
-                torch.empty((n, 2, *grid), dtype=torch.float32, device=device))
+        return tuple(torch.empty(shape, dtype=torch.float32, device=device)
+                     for shape in ((n, feature_dim(cfg), *grid), (n, 2, *grid), (n, 1, h, w)))
+
+    def keep_memory_outputs(self, outs: tuple[torch.Tensor, ...]) -> None:
+        """Hold a scoring pass's memory outputs for the detector (none: the scorer has no memory)."""
+        self.features, self.memory_maps, self.score_map = (t.float() for t in outs) if outs else (None, None, None)
 
     @abstractmethod
     def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -41,7 +41,8 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("anomaly_map", "score")
 MEMORY_INPUTS = ("memory", "memory_state", "memory_spacing")  # with a memory: the bank (M, C) fp16,
 # [valid rows, typical spacing, blend a, b, c, floor p, q] (7,), each row's spacing (M,)
-MEMORY_OUTPUTS = ("memory_features", "memory_maps")  # with a memory: (N, C, gh, gw), (N, 2, gh, gw) on its grid
+MEMORY_OUTPUTS = ("memory_features", "memory_maps", "score_map")  # with a memory: (N, C, gh, gw), (N, 2, gh, gw)
+# on its grid, and the map the image score reads (N, 1, H, W)
 WEIGHT_PREFIX = "unet."
 EXPORTERS = ("torchscript", "dynamo")
 
@@ -104,7 +105,8 @@ def _static_output_shapes(model: onnx.ModelProto, height: int, width: int,
         elif out.name == OUTPUT_NAMES[1]:
             want = ["batch"]
         elif out.name in MEMORY_OUTPUTS and memory_shape is not None:
-            want = ["batch", *memory_shape] if out.name == MEMORY_OUTPUTS[0] else ["batch", 2, *memory_shape[1:]]
+            want = {MEMORY_OUTPUTS[0]: ["batch", *memory_shape], MEMORY_OUTPUTS[1]: ["batch", 2, *memory_shape[1:]],
+                    MEMORY_OUTPUTS[2]: ["batch", 1, height, width]}[out.name]
         else:
             continue
         del dims[:]

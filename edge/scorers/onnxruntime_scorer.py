@@ -222,7 +222,7 @@ class OnnxRuntimeScorer(Scorer):
         g.session.run_with_iobinding(b)
         if dev.type == "cuda":
             b.synchronize_outputs()
-        self.features, self.memory_maps = outs if outs else (None, None)
+        self.keep_memory_outputs(outs)
         return amap, score
 
     def info(self) -> dict:

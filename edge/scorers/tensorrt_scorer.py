@@ -194,7 +194,7 @@ class TensorRTScorer(Scorer):
         if not ctx.execute_async_v3(stream.cuda_stream):
             raise BackendError("TensorRT execution failed")
         e["_alive"] = (xin, memory)
-        self.features, self.memory_maps = outs if outs else (None, None)
+        self.keep_memory_outputs(outs)
         return amap, score
 
     def _gate(self, e: dict, x: torch.Tensor, amap: torch.Tensor, score: torch.Tensor) -> None:

@@ -46,7 +46,7 @@ class TorchScorer(Scorer):
         if self.bf16 and not (torch.isfinite(amap).all() and torch.isfinite(score).all()):
             self.fp32_reruns += 1  # fp16's range overflowed (CUDA: a fitted U-Net, after hundreds of frames)
             amap, score, memory = self._run(x, False)
-        self.features, self.memory_maps = (memory[0].float(), memory[1].float()) if memory else (None, None)
+        self.keep_memory_outputs(tuple(memory))
         return amap.float(), score.float()
 
     def _run(self, x: torch.Tensor, reduced: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
