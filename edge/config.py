@@ -209,10 +209,14 @@ class MemoryConfig(StrictModel):
     size_mb: float = Field(16.0, ge=0.0, le=4096.0, description="bank size per camera, MB (fp16 rows); 0 = no "
                            "memory. Part of the self-similarity term: off with score.knn_weight 0 too. The rows "
                            "waiting out `delay_frames` are held beside it (at most delay_frames x per_frame rows: "
-                           "3 MB at the defaults)")
+                           "5 MB at the defaults)")
     weight: float = Field(3.0, ge=0.0, description="once the memory is ready, the feature-distance map is a x "
                           "self-similarity + b x memory distance + c with b / a = weight x the scale `scale_by` "
                           "says, at the self-similarity's typical level (docs/ablations.md sections 7, 16, 17)")
+    weight_by_fill: bool = Field(True, description="the weight grows with the bank's fill, rows / capacity, "
+                                 "until the bank is full (~51 frames at the defaults): a sparse bank, of a camera's "
+                                 "first frames, counts for less (docs/ablations.md section 21); false: the full "
+                                 "weight from the memory's first use")
     scale_by: Literal["variance", "spread", "level"] = Field("variance", description="'variance': the scale is the "
                                                              "camera's typical within-frame variance of the self-"
                                                              "similarity over the memory distance's (inverse-variance "
@@ -227,8 +231,10 @@ class MemoryConfig(StrictModel):
                                     "memory may clear at most the rest of what the frame alone calls anomalous, so a "
                                     "defect that reached the memory (defects in the stream) is still flagged by the "
                                     "frame's own verdict; null = the blend alone (before docs/ablations.md section 20)")
-    layers: tuple[str, ...] = Field(("relu3_1", "relu4_1"), description="VGG19 layers of the memory features "
-                                    "(the frame at its own scale)")
+    layers: tuple[str, ...] = Field(("relu3_1", "relu4_1", "relu5_1"), description="VGG19 layers of the memory "
+                                    "features (the frame at its own scale; a layer coarser than the cells is "
+                                    "interpolated onto them). relu5_1's context finds large defects: "
+                                    "[relu3_1, relu4_1] before docs/ablations.md section 21")
     _layers = field_validator("layers")(_known_layers)
     aggregate: int = Field(3, ge=1, le=7, description="each layer averaged over this many locations square first")
     cell: int = Field(8, ge=4, le=64, description="grid cell side, pixels (coarser for big frames)")

@@ -2,10 +2,11 @@
 earlier frames, and each location's distance to its nearest entries (zero-shot: only what the camera
 has streamed, no labels, no training set).
 
-Features (`memory_features`): VGG19 layers of the frame at its own scale (relu3_1 + relu4_1 by
-default: deeper than the self-similarity's, so a location is described with tens of pixels of
-context), each averaged over a 3x3 neighbourhood (PatchCore-style), pooled onto a grid of cells of
-at least `cell` px (coarser for big frames), L2-normalised per layer. `memory_distance` is the mean
+Features (`memory_features`): VGG19 layers of the frame at its own scale (relu3_1 + relu4_1 + relu5_1
+by default: deeper than the self-similarity's, so a location is described with tens to a hundred pixels
+of context, which large defects need: docs/ablations.md section 21), each averaged over a 3x3
+neighbourhood (PatchCore-style), pooled onto a grid of cells of at least `cell` px (coarser for big
+frames; relu5_1's 16 px interpolated onto 8 px cells), L2-normalised per layer. `memory_distance` is the mean
 Euclidean distance of each cell to its k nearest valid bank rows; it runs inside the scorer graph
 (edge.scoring), so it exports with it (the bank, its state [valid rows, typical spacing, the blend's a, b, c,
 the floor's p, q] and its rows' spacing are graph inputs).
@@ -60,8 +61,10 @@ def grid_shape(height: int, width: int, cfg: MemoryConfig) -> tuple[int, int]:
 
 
 def memory_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cfg: MemoryConfig) -> torch.Tensor:
-    """(N, C, gh, gw) fp32: each of `cfg.layers` 3x3-averaged, pooled onto cells, L2-normalised."""
+    """(N, C, gh, gw) fp32: each of `cfg.layers` 3x3-averaged, pooled onto cells (a layer coarser than the cells,
+    relu5_1's 16 px under 8 px cells, is interpolated onto them), L2-normalised."""
     cell = cell_size(size[0], size[1], cfg.cell, cfg.max_cells)
+    grid = grid_shape(size[0], size[1], cfg)
     out = []
     for name in cfg.layers:
         a = acts[name]
@@ -69,6 +72,8 @@ def memory_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cfg: M
             a = F.avg_pool2d(a, cfg.aggregate, 1, cfg.aggregate // 2, count_include_pad=False)
         k = max(1, cell // max(1, size[0] // int(a.shape[-2])))
         a = F.avg_pool2d(a, k, k, ceil_mode=True) if k > 1 else a
+        if tuple(int(v) for v in a.shape[-2:]) != grid:
+            a = F.interpolate(a.float(), size=grid, mode="bilinear", align_corners=False)
         out.append(F.normalize(a.float(), dim=1))
     return torch.cat(out, dim=1) / math.sqrt(len(out))
 
@@ -164,11 +169,13 @@ class FeatureMemory:
         """(a, b, c) of the feature-distance map a x S + b x M + c: (1, 0, 0), the self-similarity alone, until
         the memory is ready and has a scale. Then M counts `weight` x `scale` times as much as S, and the map keeps
         S's typical level; with 'variance' also its typical spread (the two taken as independent), otherwise
-        it is (S + weight x scale x M) / (1 + weight) plus what moves M's typical level onto S's."""
+        it is (S + weight x scale x M) / (1 + weight) plus what moves M's typical level onto S's. With
+        `weight_by_fill` the weight grows with the bank's fill (rows / capacity) until it is full."""
         scale = self.scale if self.ready else 0.0
         if scale <= 0:
             return 1.0, 0.0, 0.0
-        w, (s, m) = self.cfg.weight, self.typical
+        fill = min(1.0, self.count / len(self.bank)) if self.cfg.weight_by_fill else 1.0
+        w, (s, m) = self.cfg.weight * fill, self.typical
         a = 1 / math.sqrt(1 + w * w * scale) if self.cfg.scale_by == "variance" else 1 / (1 + w)
         b = a * w * scale
         return a, b, s - a * s - b * m

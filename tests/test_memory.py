@@ -40,10 +40,13 @@ def stream():
 def test_a_large_uniform_patch_the_frame_itself_misses_is_found_with_normal_frames_in_memory(stream):
     normal, bad, mask = stream
     own = _detector(memory={"size_mb": 0})
-    with_memory = _detector()
+    with_memory = _detector(memory={"min_frames": 4, "size_mb": 1.25})  # a bank the first 4 frames fill: full weight
+    added = []
     for frame in normal:
         own.process(frame)
-        assert with_memory.process(frame).memory_added > 0
+        added.append(with_memory.process(frame).memory_added)
+    # most normal frames go in (one whose score stands 3 above the camera's first few may wait: calibrating on 4)
+    assert sum(n > 0 for n in added) >= 6 and with_memory.memory.ready
     alone = own.process(bad)
     assert roc_auc_score(mask.ravel(), alone.anomaly_map.ravel()) < 0.5  # similar to itself: looks normal
     first = with_memory.process(bad)
@@ -57,7 +60,8 @@ def test_a_large_uniform_patch_the_frame_itself_misses_is_found_with_normal_fram
 def test_the_memory_stays_within_its_bound_over_a_long_stream():
     cfg = MemoryConfig(size_mb=0.05, per_frame=50)
     memory = FeatureMemory(cfg, seed=1)
-    assert memory.nbytes <= cfg.size_mb * 2**20 and len(memory.bank) == int(cfg.size_mb * 2**20 // (768 * 2 + 4))
+    row_bytes = feature_dim(cfg) * 2 + 4  # fp16 features and an fp32 spacing
+    assert memory.nbytes <= cfg.size_mb * 2**20 and len(memory.bank) == int(cfg.size_mb * 2**20 // row_bytes)
     g = torch.Generator().manual_seed(0)
     for _ in range(200):
         feats = torch.randn(1, feature_dim(cfg), 8, 8, generator=g)
@@ -108,7 +112,8 @@ def test_the_farthest_selection_keeps_a_frame_s_rare_appearance_that_random_cell
     dim = feature_dim(cfg)
     g = torch.Generator().manual_seed(0)
     common, rare = torch.randn(dim, generator=g), torch.randn(dim, generator=g)
-    cells = torch.stack([common] * 63 + [rare]) + 0.01 * torch.randn(64, dim, generator=g)
+    noise = 0.1 / math.sqrt(dim) * torch.randn(64, dim, generator=g)  # norm ~0.1, whatever the width
+    cells = torch.stack([common] * 63 + [rare]) + noise
     feats = cells.T.reshape(1, dim, 8, 8)
     worst = {}
     for candidates in (64, 8):
@@ -169,7 +174,7 @@ def test_the_memory_enters_the_map_with_inverse_variance_weights_at_the_self_sim
     S, and the map keeps S's typical level and spread; `scale_by` 'spread' (the stds' ratio) and 'level' (the
     means') give (S + weight x scale x M) / (1 + weight) at S's level, as before."""
     cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]}, "score": {"amp": False},
-                                      "memory": {"size_mb": 0.5, "min_frames": 1, "k": 1}})
+                                      "memory": {"size_mb": 0.5, "min_frames": 1, "k": 1, "weight_by_fill": False}})
     memory = FeatureMemory(cfg.memory)
     memory.add(torch.randn(1, feature_dim(cfg.memory), 2, 2), torch.ones(2, 2, dtype=torch.bool))
     for s_std, m_std in ((0.1, 0.05), (0.12, 0.04), (0.1, 0.02)):  # median spreads 0.1 and 0.04
@@ -203,7 +208,7 @@ def test_a_defect_that_reached_the_memory_is_still_flagged_by_the_frame_s_own_ve
     normal = [texture("brick", 128, rng) for _ in range(6)]
     bad, mask = draw_defect(texture("brick", 128, rng), rng, "scratch")
     admit_all = {"min_frames": 4, "delay_frames": 0, "admit_z": 1e9, "admit_cell_ratio": 1e9, "admit_max_novel": 1.0,
-                 "per_frame": 4096, "candidates": 4096}
+                 "per_frame": 4096, "candidates": 4096, "size_mb": 3.5}  # a bank the 6 frames fill: full weight
     auroc = {}
     for floor in (None, 0.5):
         det = _detector(memory={**admit_all, "own_floor": floor})
@@ -214,6 +219,24 @@ def test_a_defect_that_reached_the_memory_is_still_flagged_by_the_frame_s_own_ve
         auroc[floor] = [roc_auc_score(mask.ravel(), d.anomaly_map.ravel()) for d in (first, det.process(bad))]
     assert min(auroc[None][0], auroc[0.5][0]) > 0.97  # found while the memory does not hold it
     assert auroc[None][1] < 0.8 < 0.97 < auroc[0.5][1]  # once it does: lost without the floor, kept with it
+
+
+def test_a_sparse_bank_counts_for_less_until_it_is_full():
+    """`weight_by_fill`: the memory's weight is `weight` x rows / capacity until the bank is full, then `weight`."""
+    cfg = MemoryConfig(size_mb=0.05, min_frames=1, k=1, per_frame=8, candidates=8)
+    full, flat = FeatureMemory(cfg), FeatureMemory(cfg.model_copy(update={"weight_by_fill": False}))
+    g = torch.Generator().manual_seed(0)
+    ratios = []
+    while full.count < len(full.bank) or len(ratios) < 8:
+        feats = torch.randn(1, feature_dim(cfg), 4, 4, generator=g)
+        for memory in (full, flat):
+            memory.add(feats, torch.ones(4, 4, dtype=torch.bool))
+            memory.observe_levels((0.5, 0.1), (0.3, 0.04))
+        (a, b, _), (a0, b0, _) = full.blend, flat.blend
+        fill = min(1.0, full.count / len(full.bank))
+        assert b / a == pytest.approx(fill * b0 / a0)  # the weight in proportion to the fill
+        ratios.append(b / a)
+    assert ratios[0] < ratios[-1] == pytest.approx(flat.blend[1] / flat.blend[0])  # full: the configured weight
 
 
 def test_the_floor_keeps_the_map_above_a_share_of_the_self_similarity_s_excess():
@@ -345,12 +368,14 @@ def test_the_first_frames_are_calibrating_against_the_prior():
     assert not cal.calibrating and cal.calibrate(0.3) < 0.5
 
 
-def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch():
+@pytest.mark.parametrize("layers", [None, ["relu4_1", "relu5_1"]])  # relu5_1: coarser than the cells
+def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers):
     """ONNX Runtime gets the bank, its state and spacing as graph inputs, never a copy in the graph: same map, score,
     memory features and maps as the torch scorer, before and after the memory changes."""
+    memory = {"size_mb": 0.5, "min_frames": 1, "spacing_weight": 0.5, **({"layers": layers} if layers else {})}
     cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]},
                                       "score": {"pixel_weight": 0.5, "perceptual_weight": 0.5, "amp": False},
-                                      "memory": {"size_mb": 0.5, "min_frames": 1, "spacing_weight": 0.5}})
+                                      "memory": memory})
     torch_s, ort_s = (build_scorer(cfg, backend=b, device="cpu") for b in ("torch", "onnxruntime"))
     memory = FeatureMemory(cfg.memory)
     for s in (torch_s, ort_s):
