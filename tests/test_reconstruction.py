@@ -32,7 +32,12 @@ def test_the_fitted_unet_localises_a_hole_the_untrained_net_misses():
 def test_a_defective_frame_in_a_calibrated_stream_gets_no_warm_fit_and_no_memory_rows():
     cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 8}, "fit": {"steps": 5, "warm_steps": 2},
                                       "score": {"pixel_weight": 0.1, "perceptual_weight": 0.1},
-                                      "memory": {"min_frames": 4}, "calibration": {"min_frames": 4}})
+                                      # the policy under test, not the features: on 96 px frames relu5_1 sees
+                                      # the whole frame, and while calibrating on 4 frames a normal frame's
+                                      # score can pass 3 with it (docs/ablations.md section 21)
+                                      "memory": {"min_frames": 4, "layers": ["relu3_1", "relu4_1"],
+                                                 "weight_by_fill": False},
+                                      "calibration": {"min_frames": 4}})
     det = Detector(cfg, "cpu")
     rng = np.random.default_rng(0)
     normal = [det.process(texture("brick", 96, rng)) for _ in range(8)]
