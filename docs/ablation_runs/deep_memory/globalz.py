@@ -1,8 +1,10 @@
-"""Offline: a 'distance from the frame's median look' map of local gradient statistics, alone and added to the
-streamed default map (section 20's pickles, pre-floor amap)."""
+"""Section 21, offline: a 'distance from the frame's median look' map of local gradient statistics, alone and added
+to the streamed default map. Usage: python docs/ablation_runs/deep_memory/globalz.py real_a.pkl real_b.pkl, the
+pickles of `docs/ablation_runs/memory/dump_maps.py` (section 20's run: its maps before the floor; globalz.log)."""
 import pickle, numpy as np, cv2
 from sklearn.metrics import roc_auc_score
-r = {**pickle.load(open('/work/evals11/real_a.pkl', 'rb')), **pickle.load(open('/work/evals11/real_b.pkl', 'rb'))}
+import sys
+r = {k: v for f in sys.argv[1:] for k, v in pickle.load(open(f, 'rb')).items()}
 def stats(path, sigma=4.0):
     g = cv2.imread(path, 0).astype(np.float32) / 255
     b = lambda a: cv2.GaussianBlur(a, (0, 0), sigma)

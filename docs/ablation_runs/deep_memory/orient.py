@@ -1,7 +1,8 @@
-"""Offline probe: memory features (relu3_1+relu4_1, agg 3, 8 px cells) against a bank of the 200 warm-up frames,
-with and without local gradient-energy statistics (absolute, z-scored by the bank)."""
+"""Section 21, offline: caches real-dev's and its 200 warm-up frames' memory features (relu3_1 + relu4_1, agg 3,
+8 px cells) and local gradient-energy statistics for `orient_eval.py`. Usage from the repository root:
+python docs/ablation_runs/deep_memory/orient.py CACHE.pkl (then orient_eval.py CACHE.pkl)."""
 import sys, numpy as np, torch, torch.nn.functional as F, cv2, pickle
-sys.path.insert(0, '/work/main')
+sys.path.insert(0, '.')
 from pathlib import Path
 from sklearn.metrics import roc_auc_score
 from edge.config import MemoryConfig
@@ -10,9 +11,9 @@ from edge.memory import memory_features
 from edge.fitter import image_to_tensor
 from edge.filters import gaussian_blur, gaussian_kernel
 torch.set_num_threads(2)
-cfg = MemoryConfig()
+cfg = MemoryConfig(layers=['relu3_1', 'relu4_1'])  # the memory's layers before section 21
 vgg = VGG19Features(layers=tuple(cfg.layers)).eval()
-root = Path('/work/shared/datasets/real-dev'); warm = Path('/work/shared/datasets/real-stream-dev')
+root = Path('../shared/datasets/real-dev'); warm = Path('../shared/datasets/real-stream-dev')
 def grads(x, cell, sigma):
     g = x.mean(1, keepdim=True)
     k = gaussian_kernel(sigma)
@@ -43,4 +44,4 @@ for c in sorted(d.name for d in root.iterdir() if d.is_dir()):
             f, s, hw, cell = feats(p)
             rows.append((f, s, hw, cell, sub.name != 'good', m))
     T[c] = rows
-pickle.dump((W, T), open('/work/evals12/feats.pkl', 'wb'))
+pickle.dump((W, T), open(sys.argv[1], 'wb'))

@@ -1,6 +1,9 @@
+"""Section 21, offline: the memory distance (a random bank of 20k warm-up cells, 3-NN) with the gradient statistics
+of `orient.py`'s cache appended at weight w. Usage: python docs/ablation_runs/deep_memory/orient_eval.py CACHE.pkl
+(output: orient_eval.log)."""
 import sys, pickle, numpy as np, torch, torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
-W, T = pickle.load(open('/work/evals12/feats.pkl', 'rb'))
+W, T = pickle.load(open(sys.argv[1], 'rb'))
 rng = np.random.default_rng(0)
 allS = torch.cat([s.flatten(1).T for f, s, *_ in W]); mu, sd = allS.mean(0), allS.std(0)
 def rows(f, s, chans, w):
