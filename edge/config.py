@@ -217,6 +217,11 @@ class MemoryConfig(StrictModel):
                                  "until the bank is full (~51 frames at the defaults): a sparse bank, of a camera's "
                                  "first frames, counts for less (docs/ablations.md section 21); false: the full "
                                  "weight from the memory's first use")
+    fill_power: float = Field(1.5, gt=0.0, le=8.0, description="with `weight_by_fill` the weight is weight x "
+                              "fill ** fill_power: a half-full bank counts 0.35 of it at 1.5, so a camera whose "
+                              "first frames are defective is misled less (real-dev without warm-up, against the "
+                              "memory off: -0.007 at 1, -0.004 at 1.5, -0.002 at 2; the demo's last half: 0.993, "
+                              "0.981, 0.969; docs/ablations.md section 22)")
     scale_by: Literal["variance", "spread", "level"] = Field("variance", description="'variance': the scale is the "
                                                              "camera's typical within-frame variance of the self-"
                                                              "similarity over the memory distance's (inverse-variance "

@@ -170,11 +170,11 @@ class FeatureMemory:
         the memory is ready and has a scale. Then M counts `weight` x `scale` times as much as S, and the map keeps
         S's typical level; with 'variance' also its typical spread (the two taken as independent), otherwise
         it is (S + weight x scale x M) / (1 + weight) plus what moves M's typical level onto S's. With
-        `weight_by_fill` the weight grows with the bank's fill (rows / capacity) until it is full."""
+        `weight_by_fill` the weight grows with the bank's fill (rows / capacity) ** `fill_power` until it is full."""
         scale = self.scale if self.ready else 0.0
         if scale <= 0:
             return 1.0, 0.0, 0.0
-        fill = min(1.0, self.count / len(self.bank)) if self.cfg.weight_by_fill else 1.0
+        fill = min(1.0, self.count / len(self.bank)) ** self.cfg.fill_power if self.cfg.weight_by_fill else 1.0
         w, (s, m) = self.cfg.weight * fill, self.typical
         a = 1 / math.sqrt(1 + w * w * scale) if self.cfg.scale_by == "variance" else 1 / (1 + w)
         b = a * w * scale

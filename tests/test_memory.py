@@ -221,9 +221,11 @@ def test_a_defect_that_reached_the_memory_is_still_flagged_by_the_frame_s_own_ve
     assert auroc[None][1] < 0.8 < 0.97 < auroc[0.5][1]  # once it does: lost without the floor, kept with it
 
 
-def test_a_sparse_bank_counts_for_less_until_it_is_full():
-    """`weight_by_fill`: the memory's weight is `weight` x rows / capacity until the bank is full, then `weight`."""
-    cfg = MemoryConfig(size_mb=0.05, min_frames=1, k=1, per_frame=8, candidates=8)
+@pytest.mark.parametrize("power", [1.0, 1.5])
+def test_a_sparse_bank_counts_for_less_until_it_is_full(power):
+    """`weight_by_fill`: the memory's weight is `weight` x (rows / capacity) ** `fill_power` until the bank is full,
+    then `weight`."""
+    cfg = MemoryConfig(size_mb=0.05, min_frames=1, k=1, per_frame=8, candidates=8, fill_power=power)
     full, flat = FeatureMemory(cfg), FeatureMemory(cfg.model_copy(update={"weight_by_fill": False}))
     g = torch.Generator().manual_seed(0)
     ratios = []
@@ -234,7 +236,7 @@ def test_a_sparse_bank_counts_for_less_until_it_is_full():
             memory.observe_levels((0.5, 0.1), (0.3, 0.04))
         (a, b, _), (a0, b0, _) = full.blend, flat.blend
         fill = min(1.0, full.count / len(full.bank))
-        assert b / a == pytest.approx(fill * b0 / a0)  # the weight in proportion to the fill
+        assert b / a == pytest.approx(fill ** power * b0 / a0)  # the weight grows with the fill
         ratios.append(b / a)
     assert ratios[0] < ratios[-1] == pytest.approx(flat.blend[1] / flat.blend[0])  # full: the configured weight
 
