@@ -1,16 +1,18 @@
 """Stream real-dev categories as `ssdnet eval --mode stream --warmup DIR --warmup-frames N` does (default config) and
-pickle, per test image, what an image score could read: the self-similarity S and the memory map M (smoothed, full
-size), the memory grid (S pooled, plain memory distance), the border-corrected blend the score reads now, the
-anomaly map, the score, the memory state before the frame, the camera's typical levels, label, mask.
-Usage (repository root): python docs/ablation_runs/image_score/dump.py DATASET OUT.pkl CAT1,CAT2 [WARMUP_DIR [N]]
-The warmed state is cached next to OUT.pkl, one per warm-up folder (warm-<folder>-<N>.pt)."""
-import pickle
+save (maps_io.py: no pickle), per test image, what an image score could read: the self-similarity S and the memory
+map M (smoothed, full size), the memory grid (S pooled, plain memory distance), the border-corrected blend the score
+reads now, the anomaly map, the score, the memory state before the frame, the camera's typical levels, label, mask.
+Usage (repository root): python docs/ablation_runs/image_score/dump.py DATASET OUT.pt CAT1,CAT2 [WARMUP_DIR [N]]
+The warmed state is cached next to OUT.pt, one per warm-up folder (warm-<folder>-<N>.pt)."""
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, '.')
+sys.path.insert(0, str(Path(__file__).parent))
+import maps_io  # noqa: E402
+
 from edge.config import SSDNetConfig  # noqa: E402
 from edge.detector import Detector  # noqa: E402
 from edge.scoring import AnomalyScorer  # noqa: E402
@@ -46,7 +48,7 @@ for c in cats:
         paths = warmup_paths(warm, c, frames)
         cache = Path(out).parent / f'warm-{paths[0].parent.name}-{len(paths)}.pt'  # one per warm-up folder
         if cache.exists():
-            st = torch.load(cache, weights_only=False)
+            st = torch.load(cache, weights_only=True)
         else:
             st = warm_up(det, paths, lambda: None)
             torch.save(st, cache)
@@ -71,5 +73,4 @@ for c in cats:
                          calibrated=d.calibrated, state=state, levels=levels, added=d.memory_added, size=(h, w)))
         print(c, len(rows), s.defect_type, f'score {d.score:.4f}', f'added {d.memory_added}', flush=True)
     res[c] = rows
-with open(out, 'wb') as f:
-    pickle.dump(res, f)
+maps_io.save(res, out)

@@ -1,12 +1,12 @@
 """Offline: the memory distance per layer group (relu3_1 | relu4_1 + relu5_1) against the bank real-dev's 200
 warm-up frames leave in the streamed default (dump.py's cached state), blended with the frame's own
-self-similarity S (dump.py's w200 pickles) as the product blends: a S + b M with b / a = weight x the typical
+self-similarity S (dump.py's w200 files) as the product blends: a S + b M with b / a = weight x the typical
 within-frame variance ratio of S and M (here: medians over the category's test frames), floor 0.5.
 Pixel AUROC / AUPRC and image AUROC (top 0.1 %) per category; no border correction, and the bank stays as the
-warm-up left it. Usage (repository root): python docs/ablation_runs/image_score/groups.py WARM.pt A.pkl B.pkl
+warm-up left it. Usage (repository root): python docs/ablation_runs/image_score/groups.py WARM.pt A.pt B.pt
 (output: groups.log)"""
-import pickle
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,6 +15,9 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 sys.path.insert(0, '.')
+sys.path.insert(0, str(Path(__file__).parent))
+import maps_io  # noqa: E402
+
 from edge.config import MemoryConfig  # noqa: E402
 from edge.fitter import image_to_tensor  # noqa: E402
 from edge.memory import memory_features  # noqa: E402
@@ -24,10 +27,8 @@ torch.set_num_threads(2)
 LAYERS = ('relu3_1', 'relu4_1', 'relu5_1')
 cfg = MemoryConfig()
 vgg = VGG19Features(layers=LAYERS).eval()
-bank = torch.load(sys.argv[1], weights_only=False)['memory']['bank'].float()
-data = {}
-for p in sys.argv[2:]:
-    data.update(pickle.load(open(p, 'rb')))
+bank = torch.load(sys.argv[1], weights_only=True)['memory']['bank'].float()
+data = maps_io.load(sys.argv[2:])
 SLICES = {'all': slice(0, 1280), 'r3': slice(0, 256), 'r45': slice(256, 1280), 'r4': slice(256, 768),
           'r5': slice(768, 1280)}
 

@@ -3,10 +3,9 @@ re-scoring, streamed: only the past). Each frame's global descriptor is the mean
 (edge.memory.memory_features, default layers) over its cells; a test frame's score (dump.py) less the median
 score of its k nearest warm-up frames (history.py's scores, frames scored with the memory), against the
 camera-wide median (the shipped calibration: a shift, which changes no AUROC). Usage (repository root):
-python docs/ablation_runs/image_score/neighbours.py WARMUP_DIR HISTORY.json A.pkl [B.pkl ...]
+python docs/ablation_runs/image_score/neighbours.py WARMUP_DIR HISTORY.json A.pt [B.pt ...]
 (output: neighbours.log)"""
 import json
-import pickle
 import sys
 from pathlib import Path
 
@@ -15,6 +14,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, '.')
+sys.path.insert(0, str(Path(__file__).parent))
+import maps_io  # noqa: E402
+
 from edge.config import MemoryConfig  # noqa: E402
 from edge.fitter import image_to_tensor  # noqa: E402
 from edge.memory import memory_features  # noqa: E402
@@ -41,9 +43,7 @@ paths = sorted(p for p in Path(sys.argv[1]).iterdir() if p.suffix == '.png')[:le
 keep = [i for i, h in enumerate(history) if h['memory']]
 H = np.stack([descriptor(paths[i]) for i in keep])
 hs = np.array([history[i]['score'] for i in keep])
-data = {}
-for p in sys.argv[3:]:
-    data.update(pickle.load(open(p, 'rb')))
+data = maps_io.load(sys.argv[3:])
 print(f'{len(keep)} warm-up frames')
 print('score'.ljust(24), ' '.join(c.replace('mtd_', '')[:8].rjust(8) for c in data), '    mean')
 rows = {c: [(r['label'], r['score'], descriptor(r['path'])) for r in rs] for c, rs in data.items()}

@@ -1,20 +1,21 @@
-"""Section 22, offline: image scores read from the maps dump.py pickled (real-dev after 200 warm-up frames, default
+"""Section 22, offline: image scores read from the maps dump.py saved (real-dev after 200 warm-up frames, default
 config): per-category image AUROC of the score as shipped (mean of the top 0.1 % of the border-corrected blend) and of
 other readouts of the same maps: other quantiles and their averages, a border margin left out, a fixed pixel count,
 the memory distance or the self-similarity alone, and robust z-scores against the camera's own warm-up frames
 (history.py's JSON) combined. Usage (repository root):
-python docs/ablation_runs/image_score/probe.py HISTORY.json A.pkl [B.pkl ...]   (output: probe.log)"""
+python docs/ablation_runs/image_score/probe.py HISTORY.json A.pt [B.pt ...]   (output: probe.log)"""
 import json
-import pickle
 import sys
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+sys.path.insert(0, str(Path(__file__).parent))
+import maps_io  # noqa: E402
+
 history = [h for h in json.load(open(sys.argv[1])) if h['memory']]  # warm-up frames scored with the memory
-data = {}
-for p in sys.argv[2:]:
-    data.update(pickle.load(open(p, 'rb')))
+data = maps_io.load(sys.argv[2:])
 
 
 def top(m, q):
