@@ -209,14 +209,17 @@ class MemoryConfig(StrictModel):
     size_mb: float = Field(16.0, ge=0.0, le=4096.0, description="bank size per camera, MB (fp16 rows); 0 = no "
                            "memory. Part of the self-similarity term: off with score.knn_weight 0 too. The rows "
                            "waiting out `delay_frames` are held beside it (at most delay_frames x per_frame rows: "
-                           "5 MB at the defaults)")
+                           "1.3 MB at the defaults)")
     weight: float = Field(3.0, ge=0.0, description="once the memory is ready, the feature-distance map is a x "
                           "self-similarity + b x memory distance + c with b / a = weight x the scale `scale_by` "
                           "says, at the self-similarity's typical level (docs/ablations.md sections 7, 16, 17)")
-    weight_by_fill: bool = Field(True, description="the weight grows with the bank's fill, rows / capacity, "
-                                 "until the bank is full (~51 frames at the defaults): a sparse bank, of a camera's "
-                                 "first frames, counts for less (docs/ablations.md section 21); false: the full "
-                                 "weight from the memory's first use")
+    weight_by_fill: bool = Field(True, description="the weight grows with the bank's fill, rows / the rows of "
+                                 "`fill_frames` frames (or the bank's capacity, if smaller), until it is full: a "
+                                 "sparse bank, of a camera's first frames, counts for less (docs/ablations.md section "
+                                 "21); false: the full weight from the memory's first use")
+    fill_frames: int = Field(50, ge=1, le=100_000, description="with `weight_by_fill` the memory has its full weight "
+                             "once it holds `fill_frames` x `per_frame` rows (a 16 MB bank of unprojected rows held "
+                             "~51 frames, which set the weight's growth until docs/ablations.md section 23)")
     fill_power: float = Field(1.5, gt=0.0, le=8.0, description="with `weight_by_fill` the weight is weight x "
                               "fill ** fill_power: a half-full bank counts 0.35 of it at 1.5, so a camera whose "
                               "first frames are defective is misled less (real-dev without warm-up, against the "
@@ -241,6 +244,11 @@ class MemoryConfig(StrictModel):
                                     "interpolated onto them). relu5_1's context finds large defects: "
                                     "[relu3_1, relu4_1] before docs/ablations.md section 21")
     _layers = field_validator("layers")(_known_layers)
+    dims: int | None = Field(320, ge=8, le=4096, description="a bank row is the layers' features (1280 values at "
+                             "the default layers) times a fixed, seeded random Gaussian matrix down to this many "
+                             "values: distances are kept to a few % (Johnson-Lindenstrauss), so the same MB and the "
+                             "same search time hold 4x the rows, ~200 frames instead of ~51 at 16 MB "
+                             "(docs/ablations.md section 23); null = the features as they are")
     aggregate: int = Field(3, ge=1, le=7, description="each layer averaged over this many locations square first")
     cell: int = Field(8, ge=4, le=64, description="grid cell side, pixels (coarser for big frames)")
     max_cells: int = Field(4096, ge=64, le=65536, description="grid cells per frame at most")

@@ -113,17 +113,23 @@ class Detector:
                 "border": self.border.state_dict() if self.border is not None else None}
 
     def restore(self, state: dict) -> None:
-        """Continue from a `state_dict()` (or from U-Net weights alone): the next frame gets a warm start."""
+        """Continue from a `state_dict()` (or from U-Net weights alone): the next frame gets a warm start. A state
+        that does not fit this config (another model size, a memory of another width) raises, and the source starts
+        afresh (`reset`), not half restored."""
         full = "weights" in state
-        self.fitter.load_state_dict(state["weights"] if full else state)
-        if full:
-            self.fitter.optimizer.load_state_dict(state["optimizer"])
-            self.fitter.generator.set_state(state["generator"])
-            self.calibrator.load_state_dict(state["calibration"])
-            if self.memory is not None and state["memory"] is not None:
-                self.memory.load_state_dict(state["memory"])
-            if self.border is not None and state.get("border") is not None:  # older checkpoints have none
-                self.border.load_state_dict(state["border"])
+        try:
+            self.fitter.load_state_dict(state["weights"] if full else state)
+            if full:
+                self.fitter.optimizer.load_state_dict(state["optimizer"])
+                self.fitter.generator.set_state(state["generator"])
+                self.calibrator.load_state_dict(state["calibration"])
+                if self.memory is not None and state["memory"] is not None:
+                    self.memory.load_state_dict(state["memory"])
+                if self.border is not None and state.get("border") is not None:  # older checkpoints have none
+                    self.border.load_state_dict(state["border"])
+        except Exception:
+            self.reset()
+            raise
         self._push_weights()
         version = int(state.get("model_version", 1)) if full else 1
         self.model_version = max(self.model_version, version, 1)

@@ -6,7 +6,9 @@ Features (`memory_features`): VGG19 layers of the frame at its own scale (relu3_
 by default: deeper than the self-similarity's, so a location is described with tens to a hundred pixels
 of context, which large defects need: docs/ablations.md section 21), each averaged over a 3x3
 neighbourhood (PatchCore-style), pooled onto a grid of cells of at least `cell` px (coarser for big
-frames; relu5_1's 16 px interpolated onto 8 px cells), L2-normalised per layer. `memory_distance` is the mean
+frames; relu5_1's 16 px interpolated onto 8 px cells), L2-normalised per layer, and projected to `dims` values
+by a fixed random matrix (distances kept to a few %, 4x the rows in the same MB and search time: section 23).
+`memory_distance` is the mean
 Euclidean distance of each cell to its k nearest valid bank rows; it runs inside the scorer graph
 (edge.scoring), so it exports with it (the bank, its state [valid rows, typical spacing, the blend's a, b, c,
 the floor's p, q] and its rows' spacing are graph inputs).
@@ -33,6 +35,7 @@ cannot vouch for itself.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 
@@ -50,8 +53,16 @@ LEVELS_KEPT = 100  # admitted frames whose (self-similarity, memory distance) me
 
 
 def feature_dim(cfg: MemoryConfig) -> int:
-    """Width of a memory row: the channels of `cfg.layers`."""
-    return sum(layer_channels(name) for name in cfg.layers)
+    """Width of a memory row: `cfg.dims`, or the channels of `cfg.layers` without a projection."""
+    return cfg.dims or sum(layer_channels(name) for name in cfg.layers)
+
+
+@functools.lru_cache(maxsize=8)
+def projection(channels: int, dims: int, device: str = "cpu") -> torch.Tensor:
+    """(channels, dims) fp32: a fixed Gaussian random projection (seed 0, the same for every camera, run and
+    backend), scaled by 1 / sqrt(dims) so that lengths and distances are kept in expectation."""
+    m = np.random.default_rng(0).standard_normal((channels, dims)) / math.sqrt(dims)
+    return torch.from_numpy(m.astype(np.float32)).to(device)
 
 
 def grid_shape(height: int, width: int, cfg: MemoryConfig) -> tuple[int, int]:
@@ -75,7 +86,11 @@ def memory_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cfg: M
         if tuple(int(v) for v in a.shape[-2:]) != grid:
             a = F.interpolate(a.float(), size=grid, mode="bilinear", align_corners=False)
         out.append(F.normalize(a.float(), dim=1))
-    return torch.cat(out, dim=1) / math.sqrt(len(out))
+    feats = torch.cat(out, dim=1) / math.sqrt(len(out))
+    if cfg.dims is None:
+        return feats
+    p = projection(int(feats.shape[1]), cfg.dims, str(feats.device))
+    return torch.einsum("nchw,cd->ndhw", feats, p)
 
 
 def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor, k: int
@@ -170,11 +185,13 @@ class FeatureMemory:
         the memory is ready and has a scale. Then M counts `weight` x `scale` times as much as S, and the map keeps
         S's typical level; with 'variance' also its typical spread (the two taken as independent), otherwise
         it is (S + weight x scale x M) / (1 + weight) plus what moves M's typical level onto S's. With
-        `weight_by_fill` the weight grows with the bank's fill (rows / capacity) ** `fill_power` until it is full."""
+        `weight_by_fill` the weight grows with the bank's fill, (rows / those of `fill_frames` frames, or the
+        capacity if smaller) ** `fill_power`, up to 1."""
         scale = self.scale if self.ready else 0.0
         if scale <= 0:
             return 1.0, 0.0, 0.0
-        fill = min(1.0, self.count / len(self.bank)) ** self.cfg.fill_power if self.cfg.weight_by_fill else 1.0
+        full = min(len(self.bank), self.cfg.fill_frames * self.cfg.per_frame)
+        fill = min(1.0, self.count / full) ** self.cfg.fill_power if self.cfg.weight_by_fill else 1.0
         w, (s, m) = self.cfg.weight * fill, self.typical
         a = 1 / math.sqrt(1 + w * w * scale) if self.cfg.scale_by == "variance" else 1 / (1 + w)
         b = a * w * scale

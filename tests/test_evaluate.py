@@ -150,7 +150,7 @@ def test_eval_jobs_split_categories_over_processes_with_the_same_result(dataset)
 
 WARM_YAML = """
 score: {pixel_weight: 0, perceptual_weight: 0}
-memory: {min_frames: 4, size_mb: 2.5}  # a bank the 8 warm-up frames fill (144 cells each): the memory's full weight
+memory: {min_frames: 4, fill_frames: 8}  # the 8 warm-up frames (128 of 144 cells each) give the memory its full weight
 calibration: {min_frames: 4}
 """
 

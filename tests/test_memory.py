@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from edge.calibration import ScoreCalibrator
 from edge.config import CalibrationConfig, MemoryConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
-from edge.memory import FeatureMemory, farthest_points, feature_dim, footprint_mb, memory_distance
+from edge.memory import FeatureMemory, farthest_points, feature_dim, footprint_mb, memory_distance, memory_features
 from edge.scorers import build_scorer
 from edge.synthetic import draw_defect, texture
 
@@ -40,7 +40,7 @@ def stream():
 def test_a_large_uniform_patch_the_frame_itself_misses_is_found_with_normal_frames_in_memory(stream):
     normal, bad, mask = stream
     own = _detector(memory={"size_mb": 0})
-    with_memory = _detector(memory={"min_frames": 4, "size_mb": 1.25})  # a bank the first 4 frames fill: full weight
+    with_memory = _detector(memory={"min_frames": 4, "fill_frames": 4})  # full weight once 4 frames are in
     added = []
     for frame in normal:
         own.process(frame)
@@ -54,7 +54,7 @@ def test_a_large_uniform_patch_the_frame_itself_misses_is_found_with_normal_fram
     for remembered in (first, *(with_memory.process(bad) for _ in range(2))):
         # found, and it stays found: none of its cells become "normal" (the calibration, not the memory, takes
         # the repeated frame's score in, so its calibrated score falls with each repetition)
-        assert roc_auc_score(mask.ravel(), remembered.anomaly_map.ravel()) > 0.85 and remembered.memory_added == 0
+        assert roc_auc_score(mask.ravel(), remembered.anomaly_map.ravel()) > 0.8 and remembered.memory_added == 0
 
 
 def test_the_memory_stays_within_its_bound_over_a_long_stream():
@@ -208,7 +208,7 @@ def test_a_defect_that_reached_the_memory_is_still_flagged_by_the_frame_s_own_ve
     normal = [texture("brick", 128, rng) for _ in range(6)]
     bad, mask = draw_defect(texture("brick", 128, rng), rng, "scratch")
     admit_all = {"min_frames": 4, "delay_frames": 0, "admit_z": 1e9, "admit_cell_ratio": 1e9, "admit_max_novel": 1.0,
-                 "per_frame": 4096, "candidates": 4096, "size_mb": 3.5}  # a bank the 6 frames fill: full weight
+                 "per_frame": 4096, "candidates": 4096, "size_mb": 0.9}  # a bank the 6 frames fill: full weight
     auroc = {}
     for floor in (None, 0.5):
         det = _detector(memory={**admit_all, "own_floor": floor})
@@ -221,24 +221,39 @@ def test_a_defect_that_reached_the_memory_is_still_flagged_by_the_frame_s_own_ve
     assert auroc[None][1] < 0.8 < 0.97 < auroc[0.5][1]  # once it does: lost without the floor, kept with it
 
 
-@pytest.mark.parametrize("power", [1.0, 1.5])
-def test_a_sparse_bank_counts_for_less_until_it_is_full(power):
-    """`weight_by_fill`: the memory's weight is `weight` x (rows / capacity) ** `fill_power` until the bank is full,
-    then `weight`."""
-    cfg = MemoryConfig(size_mb=0.05, min_frames=1, k=1, per_frame=8, candidates=8, fill_power=power)
+@pytest.mark.parametrize("power,fill_frames", [(1.0, 50), (1.5, 50), (1.5, 4)])
+def test_a_sparse_bank_counts_for_less_until_it_is_full(power, fill_frames):
+    """`weight_by_fill`: the memory's weight is `weight` x fill ** `fill_power`, fill = rows / the rows of
+    `fill_frames` frames or the capacity, the smaller (here 32 and 81 rows), then `weight`."""
+    cfg = MemoryConfig(size_mb=0.05, min_frames=1, k=1, per_frame=8, candidates=8, fill_power=power,
+                       fill_frames=fill_frames)
     full, flat = FeatureMemory(cfg), FeatureMemory(cfg.model_copy(update={"weight_by_fill": False}))
     g = torch.Generator().manual_seed(0)
-    ratios = []
-    while full.count < len(full.bank) or len(ratios) < 8:
+    ratios, rows = [], min(len(full.bank), fill_frames * cfg.per_frame)
+    while full.count < rows or len(ratios) < 8:
         feats = torch.randn(1, feature_dim(cfg), 4, 4, generator=g)
         for memory in (full, flat):
             memory.add(feats, torch.ones(4, 4, dtype=torch.bool))
             memory.observe_levels((0.5, 0.1), (0.3, 0.04))
         (a, b, _), (a0, b0, _) = full.blend, flat.blend
-        fill = min(1.0, full.count / len(full.bank))
-        assert b / a == pytest.approx(fill ** power * b0 / a0)  # the weight grows with the fill
+        assert b / a == pytest.approx(min(1.0, full.count / rows) ** power * b0 / a0)  # the weight grows with the fill
         ratios.append(b / a)
     assert ratios[0] < ratios[-1] == pytest.approx(flat.blend[1] / flat.blend[0])  # full: the configured weight
+
+
+def test_the_projection_keeps_distances_and_fits_more_rows_in_the_same_megabytes():
+    """`dims`: rows are the layers' features times a fixed random matrix; pairwise distances of unit features move
+    by a few % at most, the same projection comes back every time, and 16 MB hold 4x the rows of 1280-wide ones."""
+    plain, projected = MemoryConfig(dims=None), MemoryConfig()
+    assert feature_dim(plain) == 1280 and feature_dim(projected) == 320
+    assert len(FeatureMemory(projected).bank) > 3.9 * len(FeatureMemory(plain).bank)
+    g = torch.Generator().manual_seed(0)
+    acts = {name: torch.randn(1, c, 8, 8, generator=g) for name, c in (("relu3_1", 256), ("relu4_1", 512))}
+    acts["relu5_1"] = torch.randn(1, 512, 4, 4, generator=g)
+    full, small = (memory_features(acts, (64, 64), c)[0].flatten(1).T for c in (plain, projected))
+    assert small.shape == (64, 320) and torch.equal(small, memory_features(acts, (64, 64), projected)[0].flatten(1).T)
+    ratio = torch.pdist(small) / torch.pdist(full)
+    assert 0.85 < float(ratio.min()) and float(ratio.max()) < 1.15 and abs(float(ratio.mean()) - 1) < 0.03
 
 
 def test_the_floor_keeps_the_map_above_a_share_of_the_self_similarity_s_excess():
@@ -311,6 +326,11 @@ def test_a_checkpoint_holds_weights_memory_and_calibration(stream):
     assert a.calibrated == pytest.approx(b.calibrated) and np.allclose(a.anomaly_map, b.anomaly_map)
     det.reset()  # and a reset forgets all of it
     assert det.memory.count == 0 and det.calibrator.calibrating and det.model_version == 0
+    buf.seek(0)
+    wider = _detector(memory={"min_frames": 4, "dims": None})  # a checkpoint of another memory width is refused whole
+    with pytest.raises(ValueError, match="does not fit features of width 1280"):
+        wider.restore(torch.load(buf, weights_only=True))
+    assert wider.memory.count == 0 and wider.calibrator.calibrating and wider.model_version == 0
 
 
 def test_the_calibrated_score_flags_a_jump_not_a_slow_drift():
