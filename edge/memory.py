@@ -8,10 +8,9 @@ of context, which large defects need: docs/ablations.md section 21), each averag
 neighbourhood (PatchCore-style), pooled onto a grid of cells of at least `cell` px (coarser for big
 frames; relu5_1's 16 px interpolated onto 8 px cells), L2-normalised per layer, and projected to `dims` values
 by a fixed random matrix (distances kept to a few %, 4x the rows in the same MB and search time: section 23).
-`memory_distance` is the mean
-Euclidean distance of each cell to its k nearest valid bank rows; it runs inside the scorer graph
-(edge.scoring), so it exports with it (the bank, its state [valid rows, typical spacing, the blend's a, b, c,
-the floor's p, q] and its rows' spacing are graph inputs).
+`memory_distance` is the mean Euclidean distance of each cell to its k nearest valid bank rows; it runs inside the
+scorer graph (edge.scoring), so it exports with it (the bank, its state [valid rows, typical spacing, the blend's a,
+b, c, the floor's p, q] and its rows' spacing are graph inputs; the projection is a constant of the graph).
 
 The memory distance M and the frame's own self-similarity S are distances in different feature
 spaces; the scorer blends them as max(a * S + b * M + c, p * S + q) (`FeatureMemory.blend`, `.floor`),
