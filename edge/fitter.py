@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .config import SSDNetConfig
 from .corrupt import corrupt
-from .device import autocast, autocast_dtype, memory_format, resolve_device
+from .device import autocast, autocast_dtype, memory_format, native_mixed_precision, resolve_device
 from .patches import pad_multiple, pad_to_multiple, to_patches
 from .unet import UNet
 from .vgg import VGG19Features, build_vgg, cosine_similarity
@@ -51,7 +51,7 @@ class Fitter:
     def __init__(self, cfg: SSDNetConfig, device: str | torch.device | None = None, vgg: VGG19Features | None = None):
         self.cfg = cfg
         self.device = torch.device(device) if device is not None else resolve_device(cfg.device)
-        self.amp = cfg.fit.amp
+        self.amp = cfg.fit.amp and native_mixed_precision(self.device.type)
         self.fmt = memory_format(self.device, self.amp, cfg.fit.channels_last)
         self.multiple = pad_multiple(cfg.fit.scales)
         self.vgg = None

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edge.device import synchronize
+from edge.device import native_mixed_precision, synchronize
 from edge.patches import pad_multiple, pad_to_multiple
 from edge.scorers import CPU_PROVIDER, BackendUnavailable, OnnxRuntimeScorer, TensorRTScorer, TorchScorer, build_scorer
 from edge.scorers.onnxruntime_scorer import ort
@@ -178,6 +178,7 @@ def run_bench(cfg, height: int, width: int, repeat: int = 5, *, compile: bool = 
                    "perceptual_weight": cfg.score.perceptual_weight, "amp": cfg.fit.amp},
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "onnxruntime": ort_version,
+                    "native_bf16": native_mixed_precision(x.device.type),
                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         "rows": out_rows,
     }
@@ -205,9 +206,10 @@ def render(result: dict) -> None:
         console = Console(width=170)
     console.print(t)
     m = result["machine"]
+    bf16 = "" if m.get("native_bf16", True) else " No native bf16 here: the bf16 rows run in fp32."
     console.print(f"torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, "
-                    f"GPU: {m['gpu'] or 'none'}. x eager > 1 is faster than torch eager; Δ against the baseline's map "
-                    f"(in units of the baseline map's std).")
+                    f"GPU: {m['gpu'] or 'none'}.{bf16} x eager > 1 is faster than torch eager; Δ against the "
+                    f"baseline's map (in units of the baseline map's std).")
 
 
 def write_json(result: dict, path: str | Path) -> None:

@@ -118,7 +118,7 @@ def test_mask_groups_cover_every_pixel_once():
 
 
 @pytest.mark.parametrize("amp", [False, True])
-def test_fit_lowers_loss_and_is_reproducible(textures, amp):
+def test_fit_lowers_loss_and_is_reproducible(textures, amp, native_bf16):
     cfg = tiny_config(fit={"amp": amp, "steps": 12, "lr": 3e-3})
     image = textures["brick"]
     first = Fitter(cfg, "cpu").fit(image, steps=1)

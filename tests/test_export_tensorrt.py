@@ -164,7 +164,7 @@ def test_onnxruntime_scorer_refuses_missing_gpu_provider_unless_allowed():
     assert s.info()["providers"] == [CPU_PROVIDER]
 
 
-def test_make_scorer_follows_the_config():
+def test_make_scorer_follows_the_config(native_bf16):
     sc = tiny_scorer()
     assert make_scorer(SSDNetConfig(), sc, "cpu").name == "torch"
     fp32 = make_scorer(SSDNetConfig(score=ScoreConfig(amp=False)), sc, "cpu")
@@ -179,7 +179,7 @@ def test_make_scorer_follows_the_config():
     assert ort_scorer.name == "onnxruntime"
 
 
-def test_auto_picks_tensorrt_then_ort_gpu_then_the_fastest_cpu_scorer(monkeypatch):
+def test_auto_picks_tensorrt_then_ort_gpu_then_the_fastest_cpu_scorer(monkeypatch, native_bf16):
     """`score.backend: auto`: TensorRT with a CUDA device, else ONNX Runtime's CUDA provider when it loads, else
     torch (bf16 on the CPU: the fastest measured here). Availability is faked; the decision is what is tested."""
     auto = ScoreConfig()

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from edge.detector import Detector
-from edge.device import memory_format
+from edge.device import autocast, memory_format
 from edge.fitter import Fitter
+from edge.scorers.factory import choose_backend
 from edge.unet import Up2x
 from edge.vgg import VGG19Features, cosine_similarity
 from test_core import tiny_config
@@ -72,7 +73,7 @@ def test_vgg_reflection_padding_stays_bf16_under_autocast():
     torch.testing.assert_close(got.float(), ref, rtol=0.05, atol=0.05 * float(ref.abs().max()))
 
 
-def test_mixed_precision_fit_matches_fp32_and_leaves_the_shared_vgg_alone(textures):
+def test_mixed_precision_fit_matches_fp32_and_leaves_the_shared_vgg_alone(textures, native_bf16):
     """One step's loss in bf16 + channels_last is the fp32 NCHW loss; the scorer's VGG stays fp32."""
     losses = {}
     for amp, channels_last in ((False, False), (True, None)):
@@ -82,6 +83,17 @@ def test_mixed_precision_fit_matches_fp32_and_leaves_the_shared_vgg_alone(textur
         assert det.scorer.vgg.convs[0].weight.dtype == torch.float32
         assert det.fitter.vgg.convs[0].weight.dtype == (torch.bfloat16 if amp else torch.float32)
     assert np.isfinite(losses[True]) and losses[True] == pytest.approx(losses[False], rel=0.03)
+
+
+def test_mixed_precision_is_fp32_where_the_cpu_only_emulates_bf16(textures, emulated_bf16):
+    """`fit.amp` and `score.amp` ask for bf16, but a CPU without native bf16 (AVX2) would run it ~6x slower than
+    fp32: the fitter, its VGG copy and the scorer stay fp32 there, and `auto` says why."""
+    det = Detector(tiny_config(fit={"amp": True}, score={"amp": True}), "cpu")
+    assert not det.fitter.amp and det.fitter.vgg.convs[0].weight.dtype == torch.float32
+    assert det.backend.info()["bf16"] is False and "no native bf16" in choose_backend(det.cfg.score, "cpu").reason
+    with autocast(torch.device("cpu"), True):
+        assert (torch.rand(2, 2) @ torch.rand(2, 2)).dtype == torch.float32
+    assert np.isfinite(det.process(textures["brick"][:64, :64]).score)
 
 
 def test_memory_format_policy(textures):

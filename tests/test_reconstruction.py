@@ -18,15 +18,19 @@ RECON_ONLY = {"knn_weight": 0, "pixel_weight": 1, "perceptual_weight": 1, "map_u
 def test_the_fitted_unet_localises_a_hole_the_untrained_net_misses():
     rng = np.random.default_rng(5)
     image, mask = draw_defect(texture("grass", 128, rng), rng, "hole")
-    cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 16}, "fit": {"steps": 60}, "score": RECON_ONLY})
+    # fp32 (`fit.amp` off), the same arithmetic on every CPU: a bf16 fit localises better (below), but on a CPU
+    # without native bf16 the node fits in fp32 too (edge.device.native_mixed_precision)
+    cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 16}, "fit": {"steps": 60, "amp": False},
+                                      "score": RECON_ONLY})
     det = Detector(cfg, "cpu")
     x = image_to_tensor(image, det.device, det.fitter.multiple)
     untrained, _ = det.score(x, *image.shape[:2])
     fitted = det.process(image)  # the first frame: a cold fit of `fit.steps`, then scoring
     assert fitted.fit_steps == 60
     before, after = (roc_auc_score(mask.ravel(), m.ravel()) for m in (untrained, fitted.anomaly_map))
-    # measured: 0.644 untrained, 0.931 after 60 steps (docs/ablations.md, "A test that the fit localises")
-    assert before < 0.75 < 0.85 < after, (before, after)
+    # measured: 0.644 untrained; after 60 steps 0.741 in fp32, in bf16 0.851 (emulated, AVX2) and 0.931 (AVX512-BF16)
+    # (docs/ablations.md, "A test that the fit localises", and section 24)
+    assert before < 0.7 < after, (before, after)
 
 
 def test_a_defective_frame_in_a_calibrated_stream_gets_no_warm_fit_and_no_memory_rows():

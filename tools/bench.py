@@ -53,7 +53,7 @@ from rich.table import Table
 from edge.border import band_stats
 from edge.config import SSDNetConfig, load_config, parse_config
 from edge.detector import Detector
-from edge.device import resolve_device, synchronize
+from edge.device import native_mixed_precision, resolve_device, synchronize
 from edge.fitter import Fitter, image_to_tensor
 from edge.memory import FeatureMemory, feature_dim, grid_shape, memory_distance
 from edge.patches import pad_multiple, pad_to_multiple
@@ -476,6 +476,7 @@ def run(cfg, *, size: int = 256, batch: int = 1, steps: int = 6, backends: set[s
                                "score_masks": cfg.score.masks, "perceptual_weight": cfg.loss.perceptual_weight},
                     "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                                 "torch_threads": torch.get_num_threads(), "device": str(device),
+                                "native_bf16": native_mixed_precision(device.type),
                                 "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
                     "errors": {}}
 
@@ -532,7 +533,8 @@ def _fmt(v, unit: str = "") -> str:
 def render(result: dict) -> None:
     c = result["config"]
     t = Table(title=f"ssdnet bench: {c['size']}x{c['size']}, batch {c['batch']}, base_channels {c['base_channels']}, "
-                    f"scales {c['scales']}, {c['threads']} torch thread(s), {result['machine']['device']}")
+                    f"scales {c['scales']}, {c['threads']} torch thread(s), {result['machine']['device']}"
+                    + ("" if result["machine"].get("native_bf16", True) else " without native bf16: amp runs fp32"))
     for col, just in (("section", "left"), ("what", "left"), ("value", "right"), ("vs", "right"), ("note", "left")):
         t.add_column(col, justify=just)
     fit = result.get("fit_step", {})

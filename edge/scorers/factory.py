@@ -29,7 +29,7 @@ import torch
 from onnx import TensorProto, helper
 
 from ..config import FitConfig, ModelConfig, ScoreConfig, SSDNetConfig
-from ..device import resolve_device
+from ..device import native_mixed_precision, resolve_device
 from ..scoring import AnomalyScorer
 from ..unet import UNet
 from ..vgg import VGG19Features, build_vgg
@@ -90,8 +90,12 @@ def choose_backend(score: ScoreConfig, device: torch.device | str) -> BackendCho
     if name != "auto":
         raise ValueError(f"unknown scorer backend {name!r}; choose from {('auto', *BACKENDS)}")
     if dev.type != "cuda":
+        if not score.amp:
+            return BackendChoice("torch", dev.type, "auto: no CUDA device; torch (score.amp off)")
+        if not native_mixed_precision(dev.type):
+            return BackendChoice("torch", dev.type, "auto: no CUDA device; torch, in fp32: this CPU has no native bf16")
         return BackendChoice("torch", dev.type, "auto: no CUDA device; torch bf16 is the fastest CPU scorer measured "
-                             "(docs/export.md)" if score.amp else "auto: no CUDA device; torch (score.amp off)")
+                             "(docs/export.md)")
     if importlib.util.find_spec("tensorrt") is not None:
         return BackendChoice("tensorrt", "cuda", "auto: TensorRT and a CUDA GPU")
     if _ort_gpu_provider_loads():

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..device import autocast
+from ..device import autocast, native_mixed_precision
 from .base import Scorer, unet_state
 
 
@@ -57,5 +57,6 @@ class TorchScorer(Scorer):
 
     def info(self) -> dict:
         first_conv = self.module.unet.enc[0][0].weight
-        return {"backend": self.name, "bf16": self.bf16, "compile": self.compiled, "fp32_reruns": self.fp32_reruns,
+        bf16 = self.bf16 and native_mixed_precision(first_conv.device.type)  # emulated bf16 is skipped
+        return {"backend": self.name, "bf16": bf16, "compile": self.compiled, "fp32_reruns": self.fp32_reruns,
                 "channels_last": first_conv.is_contiguous(memory_format=torch.channels_last)}
