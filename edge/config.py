@@ -213,13 +213,14 @@ class MemoryConfig(StrictModel):
     weight: float = Field(3.0, ge=0.0, description="once the memory is ready, the feature-distance map is a x "
                           "self-similarity + b x memory distance + c with b / a = weight x the scale `scale_by` "
                           "says, at the self-similarity's typical level (docs/ablations.md sections 7, 16, 17)")
-    weight_by_fill: bool = Field(True, description="the weight grows with the bank's fill, rows / the rows of "
-                                 "`fill_frames` frames (or the bank's capacity, if smaller), until it is full: a "
+    weight_by_fill: bool = Field(True, description="the weight grows with the bank's fill, its frames / "
+                                 "`fill_frames` (or its rows / its capacity, if larger), until it is full: a "
                                  "sparse bank, of a camera's first frames, counts for less (docs/ablations.md section "
                                  "21); false: the full weight from the memory's first use")
     fill_frames: int = Field(50, ge=1, le=100_000, description="with `weight_by_fill` the memory has its full weight "
-                             "once it holds `fill_frames` x `per_frame` rows (a 16 MB bank of unprojected rows held "
-                             "~51 frames, which set the weight's growth until docs/ablations.md section 23)")
+                             "once `fill_frames` frames have added to it (a 16 MB bank of unprojected rows held ~51 "
+                             "frames, which set the weight's growth until docs/ablations.md section 23; until section "
+                             "24 it counted rows, `fill_frames` x `per_frame`)")
     fill_power: float = Field(1.5, gt=0.0, le=8.0, description="with `weight_by_fill` the weight is weight x "
                               "fill ** fill_power: a half-full bank counts 0.35 of it at 1.5, so a camera whose "
                               "first frames are defective is misled less (real-dev without warm-up, against the "
@@ -244,7 +245,7 @@ class MemoryConfig(StrictModel):
                                     "interpolated onto them). relu5_1's context finds large defects: "
                                     "[relu3_1, relu4_1] before docs/ablations.md section 21")
     _layers = field_validator("layers")(_known_layers)
-    dims: int | None = Field(320, ge=8, le=4096, description="a bank row is the layers' features (1280 values at "
+    dims: int | None = Field(160, ge=8, le=4096, description="a bank row is the layers' features (1280 values at "
                              "the default layers) times a fixed, seeded random Gaussian matrix down to this many "
                              "values: distances are kept to a few % (Johnson-Lindenstrauss), so the same MB and the "
                              "same search time hold 4x the rows, ~200 frames instead of ~51 at 16 MB "
@@ -258,8 +259,12 @@ class MemoryConfig(StrictModel):
                                   "row's spacing: its memory distance when it went in): where the camera's normal "
                                   "look is rare the bank is sparse, and a normal cell far from it. 0 = off "
                                   "(docs/ablations.md section 15)")
-    per_frame: int = Field(128, ge=1, le=65536, description="cells of an admitted frame written to the bank")
-    candidates: int = Field(256, ge=1, le=65536, description="of an admitted frame's normal cells, this many "
+    per_frame: int = Field(256, ge=1, le=65536, description="cells of an admitted frame written to the bank")
+    per_frame_share: float = Field(0.5, gt=0.0, le=1.0, description="and at most this share of the frame's cells "
+                                   "(rounded up): on a small frame `per_frame` would be all its cells, and a bank of "
+                                   "every cell, rare ones too, misses a large uniform patch (docs/ablations.md section "
+                                   "24); 1 = `per_frame` alone")
+    candidates: int = Field(512, ge=1, le=65536, description="of an admitted frame's normal cells, this many "
                             "drawn at random are the candidates, and the `per_frame` of them farthest from the bank "
                             "and from each other go in (a streaming coreset: the bank covers the camera's variety, "
                             "not only its commonest look); <= per_frame: a random subset; more candidates cover "

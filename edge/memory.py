@@ -184,13 +184,13 @@ class FeatureMemory:
         the memory is ready and has a scale. Then M counts `weight` x `scale` times as much as S, and the map keeps
         S's typical level; with 'variance' also its typical spread (the two taken as independent), otherwise
         it is (S + weight x scale x M) / (1 + weight) plus what moves M's typical level onto S's. With
-        `weight_by_fill` the weight grows with the bank's fill, (rows / those of `fill_frames` frames, or the
-        capacity if smaller) ** `fill_power`, up to 1."""
+        `weight_by_fill` the weight grows with the bank's fill, (its frames / `fill_frames`, or its rows / its
+        capacity if larger) ** `fill_power`, up to 1."""
         scale = self.scale if self.ready else 0.0
         if scale <= 0:
             return 1.0, 0.0, 0.0
-        full = min(len(self.bank), self.cfg.fill_frames * self.cfg.per_frame)
-        fill = min(1.0, self.count / full) ** self.cfg.fill_power if self.cfg.weight_by_fill else 1.0
+        fill = min(1.0, max(self.frames / self.cfg.fill_frames, self.count / len(self.bank)))
+        fill = fill ** self.cfg.fill_power if self.cfg.weight_by_fill else 1.0
         w, (s, m) = self.cfg.weight * fill, self.typical
         a = 1 / math.sqrt(1 + w * w * scale) if self.cfg.scale_by == "variance" else 1 / (1 + w)
         b = a * w * scale
@@ -230,18 +230,19 @@ class FeatureMemory:
         return torch.tensor([float(rows), self.typical_spacing, *self.blend, *self.floor], device=self.bank.device)
 
     def add(self, feats: torch.Tensor, normal: torch.Tensor, distance: torch.Tensor | None = None) -> int:
-        """Write up to `cfg.per_frame` cells of (1, C, gh, gw) `feats` where `normal` (gh, gw) is True: of
-        `cfg.candidates` of them drawn at random, those farthest from the bank (`distance`, (gh, gw): each
-        cell's memory distance) and from each other. Once the memory is ready they wait until `cfg.delay_frames`
-        more frames have been added before they go into the bank (no frame is compared with them until then;
-        before, they go in at once: the camera first needs a memory). A row's spacing is its cell's `distance`
-        (the bank's density where it goes in); while the bank has fewer than k rows, its distance to the k
+        """Write up to `cfg.per_frame` cells (and `cfg.per_frame_share` of all) of (1, C, gh, gw) `feats` where
+        `normal` (gh, gw) is True: of `cfg.candidates` of them drawn at random, those farthest from the bank
+        (`distance`, (gh, gw): each cell's memory distance) and from each other. Once the memory is ready they wait
+        until `cfg.delay_frames` more frames have been added before they go into the bank (no frame is compared with
+        them until then; before, they go in at once: the camera first needs a memory). A row's spacing is its cell's
+        `distance` (the bank's density where it goes in); while the bank has fewer than k rows, its distance to the k
         nearest of the rows picked with it. Returns how many were picked."""
         rows = feats[0].permute(1, 2, 0).reshape(-1, self.dim)
         idx = torch.nonzero(normal.reshape(-1).to(rows.device))[:, 0]
         if idx.numel() == 0 or len(self.bank) == 0:
             return 0
-        n = min(self.cfg.per_frame, idx.numel(), len(self.bank))
+        share = math.ceil(self.cfg.per_frame_share * normal.numel())
+        n = min(self.cfg.per_frame, share, idx.numel(), len(self.bank))
         draw = torch.randperm(idx.numel(), generator=self.generator, device=idx.device)
         idx = idx[draw[: max(n, self.cfg.candidates)]]
         pick = idx[:n]
