@@ -81,7 +81,8 @@ class FitConfig(StrictModel):
                                                           "previous weights, then fit on it")
     max_fit_z: float = Field(3.0, description="stream: a frame whose calibrated score (edge.calibration) is above "
                              "this gets no warm fit, so a defect is not learnt (with score_before_warm_fit)")
-    amp: bool = Field(True, description="bf16 autocast + channels_last on CPU, fp16 + loss scaling on CUDA")
+    amp: bool = Field(True, description="bf16 autocast + channels_last on CPU, fp16 + loss scaling on CUDA; fp32 on a "
+                      "CPU without native bf16 (docs/performance.md)")
     channels_last: bool | None = Field(None, description="channels_last layout of the fit; None: always on the CPU "
                                        "(oneDNN: fp32 steps 1.2x faster too, docs/performance.md), with amp on CUDA")
     seed: int = 0
@@ -157,7 +158,7 @@ class ScoreConfig(StrictModel):
                             "else ONNX Runtime on a GPU provider that loads, else the fastest CPU scorer measured "
                             "(torch, bf16 with amp)")
     amp: bool = Field(True, description="torch backend: score under bf16 autocast "
-                                        "on CPU, fp16 on CUDA (docs/performance.md)")
+                                        "on CPU (fp32 without native bf16), fp16 on CUDA (docs/performance.md)")
     allow_cpu_fallback: bool = Field(False, description="onnxruntime: run on the CPU when the asked-for "
                                                         "GPU provider does not load, instead of failing")
     engine_precision: Literal["fp16", "fp32"] = Field("fp16",
