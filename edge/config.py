@@ -249,8 +249,8 @@ class MemoryConfig(StrictModel):
     dims: int | None = Field(160, ge=8, le=4096, description="a bank row is the layers' features (1280 values at "
                              "the default layers) times a fixed, seeded random Gaussian matrix down to this many "
                              "values: distances are kept to a few % (Johnson-Lindenstrauss), so the same MB and the "
-                             "same search time hold 4x the rows, ~200 frames instead of ~51 at 16 MB "
-                             "(docs/ablations.md section 23); null = the features as they are")
+                             "same multiply-adds of a search hold 8x the rows at 160: ~200 frames of 256 cells at 16 "
+                             "MB (docs/ablations.md sections 23, 24; 320 before); null = the features as they are")
     aggregate: int = Field(3, ge=1, le=7, description="each layer averaged over this many locations square first")
     cell: int = Field(8, ge=4, le=64, description="grid cell side, pixels (coarser for big frames)")
     max_cells: int = Field(4096, ge=64, le=65536, description="grid cells per frame at most")
@@ -260,7 +260,8 @@ class MemoryConfig(StrictModel):
                                   "row's spacing: its memory distance when it went in): where the camera's normal "
                                   "look is rare the bank is sparse, and a normal cell far from it. 0 = off "
                                   "(docs/ablations.md section 15)")
-    per_frame: int = Field(256, ge=1, le=65536, description="cells of an admitted frame written to the bank")
+    per_frame: int = Field(256, ge=1, le=65536, description="cells of an admitted frame written to the bank (128 "
+                           "before docs/ablations.md section 24)")
     per_frame_share: float = Field(0.5, gt=0.0, le=1.0, description="and at most this share of the frame's cells "
                                    "(rounded up): on a small frame `per_frame` would be all its cells, and a bank of "
                                    "every cell, rare ones too, misses a large uniform patch (docs/ablations.md section "

@@ -28,7 +28,7 @@ def autocast_dtype(device: torch.device) -> torch.dtype:
 def native_mixed_precision(device_type: str) -> bool:
     """Whether the device runs its mixed-precision dtype natively: always on CUDA; on the CPU only where oneDNN has
     bf16 kernels (AVX-512 or AMX on x86, BF16 on Arm). Elsewhere bf16 is emulated and a frame costs ~6x fp32's
-    (2.6 vs 15.7 s on an AVX2 CPU, docs/performance.md), so mixed precision is skipped there, with one warning."""
+    (17.4 vs 2.94 s on an AVX2 CPU, docs/performance.md), so mixed precision is skipped there, with one warning."""
     if device_type != "cpu":
         return True
     native = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
