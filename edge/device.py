@@ -24,18 +24,22 @@ def autocast_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
-@functools.lru_cache(maxsize=4)
-def native_mixed_precision(device_type: str) -> bool:
-    """Whether the device runs its mixed-precision dtype natively: always on CUDA; on the CPU only where oneDNN has
-    bf16 kernels (AVX-512 or AMX on x86, BF16 on Arm). Elsewhere bf16 is emulated and a frame costs ~6x fp32's
-    (17.4 vs 2.94 s on an AVX2 CPU, docs/performance.md), so mixed precision is skipped there, with one warning."""
-    if device_type != "cpu":
-        return True
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX-512 or AMX on x86, BF16 on Arm); asked once, and warned once
+    where it has not."""
     native = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     if not native:
         log.warning("this CPU has no native bf16 (torch capability %s): mixed precision (fit.amp, score.amp) runs in "
                     "fp32 instead, ~6x faster than emulated bf16", torch.backends.cpu.get_cpu_capability())
     return native
+
+
+def native_mixed_precision(device_type: str) -> bool:
+    """Whether the device runs its mixed-precision dtype natively: always on CUDA, on the CPU where
+    `cpu_has_native_bf16`. Elsewhere bf16 is emulated and a frame costs ~6x fp32's (17.4 vs 2.94 s on an AVX2 CPU,
+    docs/performance.md), so mixed precision is skipped there."""
+    return device_type != "cpu" or cpu_has_native_bf16()
 
 
 def autocast(device: torch.device, enabled: bool):

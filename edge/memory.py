@@ -7,7 +7,8 @@ by default: deeper than the self-similarity's, so a location is described with t
 of context, which large defects need: docs/ablations.md section 21), each averaged over a 3x3
 neighbourhood (PatchCore-style), pooled onto a grid of cells of at least `cell` px (coarser for big
 frames; relu5_1's 16 px interpolated onto 8 px cells), L2-normalised per layer, and projected to `dims` values
-by a fixed random matrix (distances kept to a few %, 4x the rows in the same MB and search time: section 23).
+by a fixed random matrix (distances kept to a few %; at 160 values 8x the rows of 1280 in the same MB: sections 23,
+24).
 `memory_distance` is the mean Euclidean distance of each cell to its k nearest valid bank rows; it runs inside the
 scorer graph (edge.scoring), so it exports with it (the bank, its state [valid rows, typical spacing, the blend's a,
 b, c, the floor's p, q] and its rows' spacing are graph inputs; the projection is a constant of the graph).

@@ -6,9 +6,6 @@ import pytest
 import torch
 
 import edge.device
-import edge.fitter
-import edge.scorers.factory
-import edge.scorers.torch_scorer
 from edge.synthetic import TEXTURES, texture
 
 torch.set_num_threads(2)
@@ -21,18 +18,13 @@ def textures() -> dict[str, np.ndarray]:
     return {name: texture(name, 128, rng) for name in TEXTURES}
 
 
-def _native(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
-    for module in (edge.device, edge.fitter, edge.scorers.factory, edge.scorers.torch_scorer):
-        monkeypatch.setattr(module, "native_mixed_precision", lambda device_type: device_type != "cpu" or native)
-
-
 @pytest.fixture
 def native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     """Mixed precision as on a CPU with native bf16, whatever this one has (emulated bf16 is slow, not wrong)."""
-    _native(monkeypatch, True)
+    monkeypatch.setattr(edge.device, "cpu_has_native_bf16", lambda: True)
 
 
 @pytest.fixture
 def emulated_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     """A CPU without native bf16, whatever this one has."""
-    _native(monkeypatch, False)
+    monkeypatch.setattr(edge.device, "cpu_has_native_bf16", lambda: False)
