@@ -236,11 +236,12 @@ class MemoryConfig(StrictModel):
                                                              "the ratio of their stds, a = 1 / (1 + weight) (before "
                                                              "docs/ablations.md section 17); 'level': of their means "
                                                              "(before section 16)")
-    own_floor: float | None = Field(0.5, gt=0.0, le=1.0, description="the feature-distance map is at least the "
+    own_floor: float | None = Field(0.75, gt=0.0, le=1.0, description="the feature-distance map is at least the "
                                     "self-similarity's typical level + this x (self-similarity - that level): the "
                                     "memory may clear at most the rest of what the frame alone calls anomalous, so a "
                                     "defect that reached the memory (defects in the stream) is still flagged by the "
-                                    "frame's own verdict; null = the blend alone (before docs/ablations.md section 20)")
+                                    "frame's own verdict (0.5 before docs/ablations.md section 25); null = the blend "
+                                    "alone (before section 20)")
     layers: tuple[str, ...] = Field(("relu3_1", "relu4_1", "relu5_1"), description="VGG19 layers of the memory "
                                     "features (the frame at its own scale; a layer coarser than the cells is "
                                     "interpolated onto them). relu5_1's context finds large defects: "

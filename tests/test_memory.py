@@ -203,22 +203,23 @@ def test_the_memory_enters_the_map_with_inverse_variance_weights_at_the_self_sim
 
 def test_a_defect_that_reached_the_memory_is_still_flagged_by_the_frame_s_own_verdict():
     """Defects in the stream: a scratched frame let whole into the memory (every admission rule opened) makes its
-    own scratch look normal to the memory; the floor (`own_floor`) keeps half of the frame's own verdict."""
+    own scratch look normal to the memory; the floor (`own_floor`, at its default) keeps the frame's own verdict."""
     rng = np.random.default_rng(0)
     normal = [texture("brick", 128, rng) for _ in range(6)]
     bad, mask = draw_defect(texture("brick", 128, rng), rng, "scratch")
     admit_all = {"min_frames": 4, "delay_frames": 0, "admit_z": 1e9, "admit_cell_ratio": 1e9, "admit_max_novel": 1.0,
                  "per_frame": 4096, "per_frame_share": 1.0, "candidates": 4096, "fill_frames": 6}  # full weight
     auroc = {}
-    for floor in (None, 0.5):
+    default = MemoryConfig().own_floor
+    for floor in (None, default):
         det = _detector(memory={**admit_all, "own_floor": floor})
         for frame in normal:
             det.process(frame)
         first = det.process(bad)
         assert first.memory_added > 0 and det.memory.floor[0] == (floor or 0.0)
         auroc[floor] = [roc_auc_score(mask.ravel(), d.anomaly_map.ravel()) for d in (first, det.process(bad))]
-    assert min(auroc[None][0], auroc[0.5][0]) > 0.97  # found while the memory does not hold it
-    assert auroc[None][1] < 0.8 < 0.97 < auroc[0.5][1]  # once it does: lost without the floor, kept with it
+    assert min(auroc[None][0], auroc[default][0]) > 0.97  # found while the memory does not hold it
+    assert auroc[None][1] < 0.8 < 0.97 < auroc[default][1]  # once it does: lost without the floor, kept with it
 
 
 @pytest.mark.parametrize("power,fill_frames,cells", [(1.0, 50, 16), (1.5, 50, 16), (1.5, 4, 16), (1.5, 4, 3)])
@@ -278,7 +279,8 @@ def test_the_floor_keeps_the_map_above_a_share_of_the_self_similarity_s_excess()
     assert memory.floor == (0.0, -math.inf)  # the memory is not in the map yet
     memory.add(torch.randn(1, feature_dim(cfg.memory), 2, 2), torch.ones(2, 2, dtype=torch.bool))
     memory.observe_levels((0.5, 0.1), (0.3, 0.04))
-    assert memory.floor == pytest.approx((0.5, 0.25))
+    f = cfg.memory.own_floor
+    assert memory.floor == pytest.approx((f, (1 - f) * 0.5))
     assert FeatureMemory(cfg.memory.model_copy(update={"own_floor": None})).floor == (0.0, -math.inf)
     scorer = build_scorer(cfg, backend="torch", device="cpu").module
     g = torch.Generator().manual_seed(0)
