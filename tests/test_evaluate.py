@@ -150,7 +150,7 @@ def test_eval_jobs_split_categories_over_processes_with_the_same_result(dataset)
 
 WARM_YAML = """
 score: {pixel_weight: 0, perceptual_weight: 0}
-memory: {min_frames: 4, fill_frames: 8}  # the 8 warm-up frames (128 of 144 cells each) give the memory its full weight
+memory: {min_frames: 4, fill_frames: 4}  # the memory has its full weight from its first use (128 of 144 cells a frame)
 calibration: {min_frames: 4}
 """
 
