@@ -114,6 +114,12 @@ class ScoreConfig(StrictModel):
     knn_k: int = Field(5, ge=1, le=64, description="self-similarity: nearest other locations averaged")
     knn_radius: int = Field(8, ge=0, le=32, description="self-similarity: own neighbourhood excluded, in grid cells "
                                                         "(8 = 32 px at 4 px cells; docs/ablations.md section 5)")
+    knn_spacing_weight: float = Field(0.75, ge=0.0, le=2.0, description="self-similarity: the map shows a cell's "
+                                      "distance less this many times how much wider than the frame's mean its "
+                                      "nearest cells' spacing is (a look of the texture that is rare but alike where "
+                                      "it occurs is not singled out; with a memory the image score reads the plain "
+                                      "distance and the term fades as the memory takes over). 0 = off "
+                                      "(docs/ablations.md section 28)")
     knn_max_cells: int = Field(4096, ge=64, le=65536, description="self-similarity: grid cells at most (4 px "
                                                                   "cells, coarser for big frames); memory ~ cells^2")
     knn_upscale: int = Field(2, ge=1, le=4, description="self-similarity: the input is enlarged this many "

@@ -39,6 +39,14 @@ def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
     """(N, C, gh, gw) features -> (N, 1, gh, gw): mean Euclidean distance of each location to its k
     nearest locations more than `radius` cells away (Chebyshev) in the same image. On a grid too small
     to leave k candidates outside that radius, the radius shrinks."""
+    return knn_distance_and_spacing(feats, k, radius)[:, :1]
+
+
+def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
+    """(N, 2, gh, gw): `knn_distance`, and how much wider than the frame's mean the spacing of those k
+    nearest locations is (the mean of their own distances, less its mean over the frame). A look of the
+    texture that is rare but alike where it occurs has far neighbours that are far from theirs too; a
+    defect's nearest locations are the common texture, near theirs (the idea of the local outlier factor)."""
     n, c, gh, gw = (int(v) for v in feats.shape)  # python ints, also under the ONNX tracer
     if gh * gw - 1 < k:
         raise ValueError(f"a {gh}x{gw} feature grid is too small for k={k} neighbours")
@@ -59,5 +67,7 @@ def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
     with torch.autocast(feats.device.type, enabled=False):
         sq = (q * q).sum(1)  # (n, cells)
         closeness = torch.baddbmm(-sq[:, None, :], q.transpose(1, 2), q, alpha=2).masked_fill_(near, float("-inf"))
-        top = closeness.topk(k, dim=2).values
-        return (sq[:, :, None] - top).clamp_min(0).sqrt().mean(2).reshape(n, 1, gh, gw)
+        top, nearest = closeness.topk(k, dim=2)
+        d = (sq[:, :, None] - top).clamp_min(0).sqrt().mean(2)
+        spacing = torch.gather(d, 1, nearest.reshape(n, -1)).reshape(n, -1, k).mean(2)
+        return torch.stack([d, spacing - spacing.mean(1, keepdim=True)], 1).reshape(n, 2, gh, gw)

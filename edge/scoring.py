@@ -12,14 +12,15 @@ VGG19 features of the reconstruction and the input, upsampled to the image. Each
 scales. With `knn_weight > 0` a third map, not from the reconstruction, is added: the VGG19
 self-similarity of the input (edge.knn; on the dev set it carries the accuracy, see
 docs/ablations.md sections 3 and 5), computed on the input enlarged `knn_upscale` times, with local
-intensity statistics (edge.local_stats) appended to the VGG19 features. Every map is
-Gaussian-smoothed and normalised by its own image statistics (each image is its own reference),
-then weighted and summed (reconstruction maps averaged over views); with `map_units: knn` the sum
-is rescaled per frame into the self-similarity map's raw units, so maps of different frames
-compare. Image score = mean of the top (1 - q) fraction of the raw self-similarity
-map (`image_score: knn`, VGG feature distance: standardising each frame's map by itself removes
-what tells frames apart; with a memory, its blend with the memory distance, without the floor:
-docs/ablations.md section 21) or of the anomaly map (`image_score: map`).
+intensity statistics (edge.local_stats) appended to the VGG19 features; the map shows it less
+`knn_spacing_weight` x how much wider than the frame's mean its nearest cells' spacing is (section
+28). Every map is Gaussian-smoothed and normalised by its own image statistics (each image is its own
+reference), then weighted and summed (reconstruction maps averaged over views); with `map_units: knn`
+the sum is rescaled per frame into the self-similarity map's raw units, so maps of different frames
+compare. Image score = mean of the top (1 - q) fraction of the raw self-similarity map (`image_score:
+knn`, VGG feature distance: standardising each frame's map by itself removes what tells frames apart;
+with a memory, its blend with the memory distance, without the floor (section 21) and without the
+spacing term (section 28)) or of the anomaly map (`image_score: map`).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from torch import nn
 from .config import MemoryConfig, ScoreConfig
 from .corrupt import _block_size
 from .filters import gaussian_blur, gaussian_kernel
-from .knn import cell_size, grid_features, knn_distance
+from .knn import cell_size, grid_features, knn_distance_and_spacing
 from .local_stats import stats_features
 from .memory import memory_distance, memory_features
 from .patches import from_patches, to_patches
@@ -146,8 +147,9 @@ class AnomalyScorer(nn.Module):
         return f
 
     def knn_map(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Smoothed VGG19 self-similarity map of the input (edge.knn), unnormalised. `feats`: the
-        input's VGG19 features if already computed (unused when the input is enlarged first)."""
+        """Smoothed VGG19 self-similarity map of the input (edge.knn), unnormalised, and how much wider than
+        the frame's mean its nearest cells' spacing is: (N, 2, H, W). `feats`: the input's VGG19 features if
+        already computed (unused when the input is enlarged first)."""
         cfg, (h, w) = self.cfg, (int(x.shape[-2]), int(x.shape[-1]))
         f = self.knn_upscale(h, w)
         if f > 1:
@@ -159,7 +161,7 @@ class AnomalyScorer(nn.Module):
         g = grid_features(feats, (h * f, w * f), cell)
         if cfg.knn_stats_weight > 0:
             g = torch.cat([g.float(), cfg.knn_stats_weight * stats_features(x, cell // f, cfg.knn_stats_sigma)], dim=1)
-        d = knn_distance(g, cfg.knn_k, cfg.knn_radius)
+        d = knn_distance_and_spacing(g, cfg.knn_k, cfg.knn_radius)
         return self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
 
     def memory_map(self, x: torch.Tensor, acts: dict[str, torch.Tensor], bank: torch.Tensor, state: torch.Tensor,
@@ -198,10 +200,16 @@ class AnomalyScorer(nn.Module):
             mem, grid, mem_feats = self.memory_map(x, acts, bank, state, spacing)
             cell = int(x.shape[-2]) // int(grid.shape[-2])
             # the feature-distance map: own frame and the camera's memory, in the self-similarity's units, no lower
-            # than the floor that keeps part of the frame's own verdict; the image score reads the blend alone
-            blend = state[2] * knn + state[3] * mem + state[4]
-            extra = (mem_feats, torch.cat([F.avg_pool2d(knn, cell, cell, ceil_mode=True), grid], dim=1), blend)
-            knn = torch.maximum(blend, state[5] * knn + state[6])
+            # than the floor that keeps part of the frame's own verdict. The memory and the image score read the
+            # blend of the plain distance; the map shows the frame's own less its spacing term, which fades as the
+            # memory takes over (times a^2, the frame's own share of the blend: 1 while the memory stays out)
+            plain, wider = knn[:, :1], knn[:, 1:]
+            blend = state[2] * plain + state[3] * mem + state[4]
+            extra = (mem_feats, torch.cat([F.avg_pool2d(plain, cell, cell, ceil_mode=True), grid], dim=1), blend)
+            own = plain - cfg.knn_spacing_weight * state[2] * state[2] * wider
+            knn = torch.maximum(state[2] * own + state[3] * mem + state[4], state[5] * own + state[6])
+        elif knn is not None:
+            knn = knn[:, :1] - cfg.knn_spacing_weight * knn[:, 1:]
         score_map = extra[2] if extra else knn
         if knn is not None:
             amap = amap + cfg.knn_weight * self._normalise(knn)

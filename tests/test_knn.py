@@ -1,4 +1,6 @@
 """VGG-feature self-similarity (edge.knn): the map the scorer adds with score.knn_weight."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from edge.config import ScoreConfig, SSDNetConfig
 from edge.detector import Detector
 from edge.fitter import Fitter
-from edge.knn import cell_size, grid_features, knn_distance
+from edge.knn import cell_size, grid_features, knn_distance, knn_distance_and_spacing
 from edge.scoring import AnomalyScorer
 from edge.synthetic import draw_defect, texture
 from edge.unet import UNet
@@ -73,7 +75,8 @@ def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
     clean = texture("brick", 128, rng)
     image, mask = draw_defect(clean, rng, "hole")
     cfg = ScoreConfig(pixel_weight=0.0, perceptual_weight=0.0, knn_weight=1.0, vgg_layers=("relu2_2", "relu3_1"),
-                      knn_upscale=1, knn_stats_weight=0.0, knn_radius=4)  # the baseline's map: the input as it is
+                      knn_upscale=1, knn_stats_weight=0.0, knn_radius=4,
+                      knn_spacing_weight=0.0)  # the baseline's map: the input as it is
     scorer = AnomalyScorer(UNet(4).eval(), cfg, (2,), VGG19Features(layers=cfg.vgg_layers)).eval()
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
@@ -166,5 +169,49 @@ def test_distances_are_euclidean_for_features_of_any_norm():
     ys, xs = torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij")
     near = (((ys.flatten()[:, None] - ys.flatten()[None]).abs() <= 1)
             & ((xs.flatten()[:, None] - xs.flatten()[None]).abs() <= 1))
-    expect = full.masked_fill(near, float("inf")).topk(3, dim=1, largest=False).values.mean(1).reshape(7, 7)
-    assert torch.allclose(d, expect, atol=1e-4)
+    top = full.masked_fill(near, float("inf")).topk(3, dim=1, largest=False)
+    expect = top.values.mean(1)
+    assert torch.allclose(d, expect.reshape(7, 7), atol=1e-4)
+    # the second channel: the mean distance of the k nearest cells themselves, less its mean over the frame
+    both = knn_distance_and_spacing(f, k=3, radius=1)[0]
+    assert torch.equal(both[0], d)
+    spacing = expect[top.indices].mean(1)
+    assert torch.allclose(both[1], (spacing - spacing.mean()).reshape(7, 7), atol=1e-4)
+
+
+def test_spacing_puts_a_subtle_defect_above_a_rare_look_the_texture_repeats():
+    """A look the texture shows in two far places has neighbours as far from theirs as it is from them;
+    a subtle defect's nearest cells are the common texture, near each other."""
+    f = periodic_features(16, 16, period=2)
+    torch.manual_seed(4)
+    f[0, :, 2, 2] = f[0, :, 13, 13] = F.normalize(torch.randn(f.shape[1]), dim=0)  # the same rare look, twice
+    f[0, :, 8, 2] = F.normalize(f[0, :, 8, 8] + 0.5 * F.normalize(torch.randn(f.shape[1]), dim=0), dim=0)
+    d, wider = knn_distance_and_spacing(f, k=3, radius=2)[0]
+    assert d[2, 2] > d[8, 2]  # the plain distance puts the rare normal look above the defect
+    shown = d - 0.75 * wider
+    assert shown[2, 2] < shown[8, 2] and shown[8, 2] == shown.max()  # less the spacing term, the defect is first
+    assert abs(float(shown.mean() - d.mean())) < 1e-6  # and the frame keeps its mean level
+
+
+def test_the_map_shows_the_spacing_term_and_the_image_score_reads_the_plain_distance_with_a_memory():
+    rng = np.random.default_rng(5)
+    image, _ = draw_defect(texture("gravel", 96, rng), rng, "scratch")
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    cfg = SSDNetConfig.model_validate({"model": {"base_channels": 4}, "fit": {"scales": [2]}})
+    det = Detector(cfg, "cpu")
+    bank, spacing = det.memory.bank, det.memory.spacing
+    scorer = det.scorer
+    with torch.inference_mode():
+        both = scorer.knn_map(x)
+        plain, wider = both[:, :1], both[:, 1:]
+        for a in (1.0, 0.5):  # the memory out of the map (1, 0, 0), then in it with a = 0.5
+            state = torch.tensor([0.0 if a == 1 else 8.0, 0.1, a, 1 - a, 0.0, 0.0, -math.inf])
+            amap, score, _, _, score_map = scorer(x, bank, state, spacing)
+            torch.testing.assert_close(score_map, a * plain + (1 - a) * scorer.memory_map(x, scorer.vgg(
+                x, tuple(dict.fromkeys(cfg.score.scored_layers + cfg.memory.layers))), bank, state, spacing)[0])
+            own = plain - cfg.score.knn_spacing_weight * a * a * wider
+            mem = (score_map - a * plain) / (1 - a) if a < 1 else torch.zeros_like(plain)
+            shown = a * own + (1 - a) * mem
+            # the map (in knn units) ranks the pixels as the blend of the spaced own map does
+            assert np.corrcoef(amap.flatten().numpy(), shown.flatten().numpy())[0, 1] > 0.999
+        assert not torch.allclose(amap, score_map)

@@ -38,8 +38,9 @@ def test_knn_units_are_the_same_map_per_frame_but_keep_frames_comparable():
     knn_only = AnomalyScorer(UNet(4).eval(), ScoreConfig(knn_upscale=1, pixel_weight=0.0, perceptual_weight=0.0,
                                                          vgg_layers=("relu2_2", "relu3_1")), (2,), vgg).eval()
     x = torch.from_numpy(frames()[1]).permute(2, 0, 1)[None].float() / 255
-    with torch.inference_mode():  # self-similarity only: the map is the raw self-similarity map itself
-        assert torch.allclose(knn_only(x)[0], knn_only.knn_map(x), atol=1e-4)
+    with torch.inference_mode():  # self-similarity only: the map is the raw self-similarity map, less its spacing
+        d = knn_only.knn_map(x)
+        assert torch.allclose(knn_only(x)[0], d[:, :1] - knn_only.cfg.knn_spacing_weight * d[:, 1:], atol=1e-4)
 
 
 def test_regions_and_overlays_do_not_depend_on_the_maps_units():

@@ -173,7 +173,9 @@ def test_the_memory_enters_the_map_with_inverse_variance_weights_at_the_self_sim
     """The feature-distance map is a x S + b x M + c: M counts weight x (typical variance of S / of M) as much as
     S, and the map keeps S's typical level and spread; `scale_by` 'spread' (the stds' ratio) and 'level' (the
     means') give (S + weight x scale x M) / (1 + weight) at S's level, as before."""
-    cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]}, "score": {"amp": False},
+    # the self-similarity's spacing term off, so S is the same map at every a (it is tested in tests/test_knn.py)
+    cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]},
+                                      "score": {"amp": False, "knn_spacing_weight": 0.0},
                                       "memory": {"size_mb": 0.5, "min_frames": 1, "k": 1, "weight_by_fill": False}})
     memory = FeatureMemory(cfg.memory)
     memory.add(torch.randn(1, feature_dim(cfg.memory), 2, 2), torch.ones(2, 2, dtype=torch.bool))
@@ -273,7 +275,10 @@ def test_the_projection_keeps_distances_and_fits_more_rows_in_the_same_megabytes
 def test_the_floor_keeps_the_map_above_a_share_of_the_self_similarity_s_excess():
     """The feature-distance map is max(a S + b M + c, p S + q), p = own_floor and q = (1 - p) x S's typical level
     once the memory is in the map; no floor (0, -inf) before, or with own_floor null."""
-    cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]}, "score": {"amp": False},
+    # the self-similarity's spacing term off: S is then the same map in the blend, the floor and the image score
+    # (the term is tested in tests/test_knn.py)
+    cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]},
+                                      "score": {"amp": False, "knn_spacing_weight": 0.0},
                                       "memory": {"size_mb": 0.5, "min_frames": 1, "k": 1}})
     memory = FeatureMemory(cfg.memory)
     assert memory.floor == (0.0, -math.inf)  # the memory is not in the map yet
