@@ -199,19 +199,17 @@ def test_the_map_shows_the_spacing_term_and_the_image_score_reads_the_plain_dist
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     cfg = SSDNetConfig.model_validate({"model": {"base_channels": 4}, "fit": {"scales": [2]}})
     det = Detector(cfg, "cpu")
-    bank, spacing = det.memory.bank, det.memory.spacing
-    scorer = det.scorer
+    bank, spacing, scorer = det.memory.bank, det.memory.spacing, det.scorer
     with torch.inference_mode():
         both = scorer.knn_map(x)
         plain, wider = both[:, :1], both[:, 1:]
+        acts = scorer.vgg(x, cfg.memory.layers)
         for a in (1.0, 0.5):  # the memory out of the map (1, 0, 0), then in it with a = 0.5
             state = torch.tensor([0.0 if a == 1 else 8.0, 0.1, a, 1 - a, 0.0, 0.0, -math.inf])
             amap, score, _, _, score_map = scorer(x, bank, state, spacing)
-            torch.testing.assert_close(score_map, a * plain + (1 - a) * scorer.memory_map(x, scorer.vgg(
-                x, tuple(dict.fromkeys(cfg.score.scored_layers + cfg.memory.layers))), bank, state, spacing)[0])
-            own = plain - cfg.score.knn_spacing_weight * a * a * wider
-            mem = (score_map - a * plain) / (1 - a) if a < 1 else torch.zeros_like(plain)
-            shown = a * own + (1 - a) * mem
+            mem = scorer.memory_map(x, acts, bank, state, spacing)[0]
+            torch.testing.assert_close(score_map, a * plain + (1 - a) * mem)
+            shown = a * (plain - cfg.score.knn_spacing_weight * a * a * wider) + (1 - a) * mem
             # the map (in knn units) ranks the pixels as the blend of the spaced own map does
             assert np.corrcoef(amap.flatten().numpy(), shown.flatten().numpy())[0, 1] > 0.999
         assert not torch.allclose(amap, score_map)
