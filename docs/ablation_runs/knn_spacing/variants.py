@@ -1,11 +1,11 @@
 """Self-similarity variants on line_stats/cache.py's grid features (textures-dev): a cell's kNN distance less
 A x the mean kNN distance of its own k nearest cells ('sub'; centred on its frame mean, 'subc', or median, 'subm':
-`score.knn_spacing_weight` is 'subc'), divided by it ('div'),
+`score.knn_spacing_weight` is 'subc'), A x the smallest of them, centred ('minc', section 29), divided by it ('div'),
 or coarser local statistics (sigma 12) appended at weight W ('stats12').
 Usage (repository root): python docs/ablation_runs/line_stats/cache.py ../shared/datasets/textures-dev tex.pkl
 bark,brick,... (all 14; on a CPU without native bf16 drop its autocast, or it takes an hour), then
 python docs/ablation_runs/knn_spacing/variants.py tex.pkl none:0 sub:0.5 sub:1 div:1 sub:0.75 stats12:0.1 stats12:0.2
-subc:0.75 subm:0.75
+subc:0.75 subm:0.75 minc:0.6 minc:0.75 minc:0.9; real-dev the same way (its five mtd_* categories, real.pkl)
 (`none:0` reproduces the streamed default, 0.841 / 0.368 (0.730)). Output: variants.log."""
 import sys, pickle, torch, torch.nn.functional as F
 from pathlib import Path
@@ -39,6 +39,9 @@ def amap(e, kind, a):
     elif kind in ('subc', 'subm'):
         s = d[idx].mean(1)
         d = d - a * (s - (s.mean() if kind == 'subc' else s.median()))
+    elif kind == 'minc':
+        s = d[idx].min(1).values
+        d = d - a * (s - s.mean())
     elif kind == 'div':
         d = d / d[idx].mean(1).clamp_min(1e-6)
     gh, gw = f.shape[1:]
