@@ -228,11 +228,11 @@ class MemoryConfig(StrictModel):
                              "once `fill_frames` frames have added to it (a 16 MB bank of unprojected rows held ~51 "
                              "frames, which set the weight's growth until docs/ablations.md section 23; until section "
                              "24 it counted rows, `fill_frames` x `per_frame`)")
-    fill_power: float = Field(2.0, gt=0.0, le=8.0, description="with `weight_by_fill` the weight is weight x "
-                              "fill ** fill_power: a half-full bank counts a quarter of it at 2, so a camera whose "
+    fill_power: float = Field(2.5, gt=0.0, le=8.0, description="with `weight_by_fill` the weight is weight x "
+                              "fill ** fill_power: a half-full bank counts 0.18 of it at 2.5, so a camera whose "
                               "first frames are defective is misled less (real-dev without warm-up, against the "
-                              "memory off: -0.006 at 1.5, -0.003 at 2; 1.5 before docs/ablations.md section 27; "
-                              "sections 22, 27)")
+                              "memory off, with section 28's spacing term: -0.007 at 2, -0.003 at 2.5; 1.5 before "
+                              "docs/ablations.md section 27, 2 before section 29; sections 22, 27, 29)")
     scale_by: Literal["variance", "spread", "level"] = Field("variance", description="'variance': the scale is the "
                                                              "camera's typical within-frame variance of the self-"
                                                              "similarity over the memory distance's (inverse-variance "
