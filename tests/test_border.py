@@ -75,7 +75,8 @@ def test_with_a_memory_the_score_reads_the_corrected_blend_and_not_the_floor():
     """The image score is the top of the border-corrected blend of S and M (the scorer's `score_map`); the floor
     under the reported map stays out of it (docs/ablations.md section 21)."""
     cfg = SSDNetConfig.model_validate({"border": {"min_frames": 3}, "memory": {
-        "min_frames": 2, "delay_frames": 0, "own_floor": 1.0, "admit_z": 1e9, "admit_cell_ratio": 1e9},
+        "min_frames": 2, "delay_frames": 0, "own_floor": 1.0, "admit_z": 1e9, "admit_cell_ratio": 1e9,
+        "weight_by_fill": False},  # the full weight at once: at 4-5 of 50 frames the ramp leaves M under 0.5 % of it
         "score": {"knn_spacing_weight": 0.0}})  # the map's S is then the blend's (section 28's term is tested apart)
     det = Detector(cfg)
     rng = np.random.default_rng(4)
