@@ -41,16 +41,17 @@ x = torch.rand(1, 3, 256, 256)
 bank = torch.randn_like(det.memory.bank.float()).half()
 state = torch.tensor([float(len(bank)), 0.1, 0.5, 0.5, 0.0, 0.75, 0.1])
 maps = {c: torch.rand(1, c, 64, 64) for c in (1, 2)}
+PASS = "the scorer's whole pass (default, memory filled)"
 with torch.inference_mode():
     m = median_ms({
         "kNN search, before": lambda: before["knn_distance"](f, 5, 8),
         "kNN search + spacing, now": lambda: knn_distance_and_spacing(f, 5, 8),
         "upsample + smooth, 1 channel": lambda: scorer._smooth(F.interpolate(maps[1], size=(256, 256), mode="bilinear")),
         "upsample + smooth, 2 channels": lambda: scorer._smooth(F.interpolate(maps[2], size=(256, 256), mode="bilinear")),
-        "the scorer's whole pass (default, memory filled)": lambda: scorer(x, bank, state, det.memory.spacing),
+        PASS: lambda: scorer(x, bank, state, det.memory.spacing),
     })
 for k, v in m.items():
     print(f"{k:50s} {v:8.1f} ms")
 added = m["kNN search + spacing, now"] - m["kNN search, before"] + m["upsample + smooth, 2 channels"] - \
     m["upsample + smooth, 1 channel"]
-print(f"added by the spacing term: {added:.1f} ms, {added / m['the scorer' + chr(39) + 's whole pass (default, memory filled)']:.4f}x of the scorer's pass")
+print(f"added by the spacing term: {added:.1f} ms, {added / m[PASS]:.4f}x of the scorer's pass")
