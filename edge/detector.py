@@ -154,13 +154,15 @@ class Detector:
             amap, score = torch.nan_to_num(amap, nan=top, posinf=top, neginf=top), torch.tensor(top)
         return amap.cpu().numpy(), float(score)
 
-    def _score_map(self, amap: np.ndarray, height: int, width: int, border: BorderProfile) -> np.ndarray:
-        """The border-corrected map the image score reads: the scorer's own (with a memory: the blend, without
-        the floor) when it has one and `image_score` is 'knn', else the corrected anomaly map `amap`."""
-        own = self.backend.score_map
-        if own is None or self.cfg.score.image_score != "knn":
-            return amap
-        return border.apply(own[0, 0, :height, :width].cpu().numpy())
+    def _score_map(self, amap: np.ndarray, height: int, width: int, border: BorderProfile) -> np.ndarray | None:
+        """The border-corrected map the image score reads: with `image_score` 'knn' the scorer's own when it has
+        one (with a memory: the blend, without the floor), else the corrected anomaly map `amap` when the score
+        is its top; None when the detector does not see that map (the self-similarity beside reconstruction
+        maps, without a memory)."""
+        own, cfg = self.backend.score_map, self.cfg.score
+        if cfg.image_score == "knn" and own is not None:
+            return border.apply(own[0, 0, :height, :width].cpu().numpy())
+        return amap if cfg.score_is_map_top else None
 
     def _remember(self, x: torch.Tensor, height: int, width: int, calibrated: float, calibrating: bool) -> int:
         """Add the last scored frame's normal cells to the memory if the frame itself looks normal (judged once
@@ -245,8 +247,9 @@ class Detector:
         border = self.border if self.nonfinite_maps == nonfinite else None  # a non-finite map stays as reported
         if border is not None and border.ready:
             amap = border.apply(amap)
-            if self.cfg.score.score_is_map_top:
-                score = top_mean(self._score_map(amap, h, w, border), self.cfg.score.image_score_quantile)
+            score_map = self._score_map(amap, h, w, border)
+            if score_map is not None:
+                score = top_mean(score_map, self.cfg.score.image_score_quantile)
         score_ms = (time.perf_counter() - t0) * 1000
         calibrating, calibration = self.calibrator.calibrating, self.calibrator.stats()
         calibrated = (score - calibration[0]) / calibration[1]

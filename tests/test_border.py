@@ -71,13 +71,18 @@ def test_the_detector_learns_the_border_from_normal_frames_and_scores_the_correc
     assert not det.border.frames
 
 
-def test_with_a_memory_the_score_reads_the_corrected_blend_and_not_the_floor():
+@pytest.mark.parametrize("fitted", [False, True], ids=["self-similarity", "beside-reconstruction-maps"])
+def test_with_a_memory_the_score_reads_the_corrected_blend_and_not_the_floor(fitted: bool):
     """The image score is the top of the border-corrected blend of S and M (the scorer's `score_map`); the floor
-    under the reported map stays out of it (docs/ablations.md section 21)."""
+    under the reported map stays out of it (docs/ablations.md section 21). So it is with the fitted reconstruction
+    maps weighted into the map, too (section 30: their image score went uncorrected)."""
+    recon = {"pixel_weight": 0.1, "perceptual_weight": 0.1} if fitted else {}
     cfg = SSDNetConfig.model_validate({"border": {"min_frames": 3}, "memory": {
         "min_frames": 2, "delay_frames": 0, "own_floor": 1.0, "admit_z": 1e9, "admit_cell_ratio": 1e9,
         "weight_by_fill": False},  # the full weight at once: at 4-5 of 50 frames the ramp leaves M under 0.5 % of it
-        "score": {"knn_spacing_weight": 0.0}})  # the map's S is then the blend's (section 28's term is tested apart)
+        "score": {"knn_spacing_weight": 0.0, **recon},  # the map's S is then the blend's (section 28's term apart)
+        "fit": {"steps": 2}})
+    assert cfg.score.uses_unet == fitted
     det = Detector(cfg)
     rng = np.random.default_rng(4)
     for _ in range(4):
@@ -86,6 +91,7 @@ def test_with_a_memory_the_score_reads_the_corrected_blend_and_not_the_floor():
     profile = copy.deepcopy(det.border)  # the correction this frame gets (it learns from the frame afterwards)
     d = det.process(sample("grass", 128, rng, 0.0)[0])
     blend = profile.apply(det.backend.score_map[0, 0].numpy())
-    assert (d.anomaly_map >= blend - 1e-5).all() and (d.anomaly_map > blend + 1e-3).any()  # the floor binds
+    if not fitted:  # the reconstruction maps move the reported map off the blend's units
+        assert (d.anomaly_map >= blend - 1e-5).all() and (d.anomaly_map > blend + 1e-3).any()  # the floor binds
     assert d.score == pytest.approx(top_mean(blend, cfg.score.image_score_quantile), rel=1e-5)
     assert d.score < top_mean(d.anomaly_map, cfg.score.image_score_quantile)
