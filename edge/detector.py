@@ -140,7 +140,7 @@ class Detector:
 
     def score(self, x: torch.Tensor, height: int, width: int) -> tuple[np.ndarray, float]:
         """Anomaly map (cropped to height x width) and image score for a padded image tensor."""
-        amap, score = self.backend.score(x)
+        amap, score = self.backend.score(x, (height, width))
         amap, score = amap[0, 0, :height, :width].float(), score[0].float()
         if not (torch.isfinite(amap).all() and torch.isfinite(score)):
             # the weights produce inf/NaN even in fp32: report the frame as its worst finite value (never

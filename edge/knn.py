@@ -42,15 +42,19 @@ def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
     return knn_distance_and_spacing(feats, k, radius)[:, :1]
 
 
-def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
+def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
+                             frame: tuple[int, int] | None = None) -> torch.Tensor:
     """(N, 2, gh, gw): `knn_distance`, and how much wider than the frame's mean the spacing of those k
     nearest locations is (the mean of their own distances, less its mean over the frame). A look of the
     texture that is rare but alike where it occurs has far neighbours that are far from theirs too; a
-    defect's nearest locations are the common texture, near theirs (the idea of the local outlier factor)."""
+    defect's nearest locations are the common texture, near theirs (the idea of the local outlier factor).
+    `frame`: the grid's first rows x columns that hold the frame; the rest (the reflect padding, a mirror of
+    the frame's last rows and columns, where a defect would find itself) is never a neighbour."""
     n, c, gh, gw = (int(v) for v in feats.shape)  # python ints, also under the ONNX tracer
-    if gh * gw - 1 < k:
-        raise ValueError(f"a {gh}x{gw} feature grid is too small for k={k} neighbours")
-    while radius > 0 and gh * gw - min(2 * radius + 1, gh) * min(2 * radius + 1, gw) < k:
+    fh, fw = frame or (gh, gw)
+    if fh * fw - 1 < k:
+        raise ValueError(f"a {fh}x{fw} feature grid is too small for k={k} neighbours")
+    while radius > 0 and fh * fw - min(2 * radius + 1, fh) * min(2 * radius + 1, fw) < k:
         radius -= 1
     # the neighbourhood mask is the Kronecker product of two band matrices (rows, columns); their
     # coordinates come from the input, so an ONNX export computes the cells x cells mask at run time
@@ -59,7 +63,10 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int) -> torch.
     xs = torch.ones_like(feats[0, 0, 0, :]).cumsum(0)
     band_y = (ys[:, None] - ys[None]).abs() <= radius
     band_x = (xs[:, None] - xs[None]).abs() <= radius
-    near = (band_y[:, None, :, None] & band_x[None, :, None, :]).reshape(gh * gw, gh * gw)
+    near = band_y[:, None, :, None] & band_x[None, :, None, :]
+    if (fh, fw) != (gh, gw):
+        near = near | ((ys > fh)[:, None] | (xs > fw)[None])[None, None]  # (the padding's cells as neighbours)
+    near = near.reshape(gh * gw, gh * gw)
     q = feats.float().reshape(n, c, gh * gw)
     # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: per row, the nearest b maximise 2 a.b - |b|^2, so pick on
     # that and take the distances of the k picked only (fewer passes over the cells x cells matrix).

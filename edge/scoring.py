@@ -11,7 +11,8 @@ Maps, per view: L2 = squared error summed over channels; perceptual = 1 - cosine
 VGG19 features of the reconstruction and the input, upsampled to the image. Each is averaged over
 scales. With `knn_weight > 0` a third map, not from the reconstruction, is added: the VGG19
 self-similarity of the input (edge.knn; on the dev set it carries the accuracy, see
-docs/ablations.md sections 3 and 5), computed on the input enlarged `knn_upscale` times, with local
+docs/ablations.md sections 3 and 5; the frame's cells its only neighbours, never the padding: section 30),
+computed on the input enlarged `knn_upscale` times, with local
 intensity statistics (edge.local_stats) appended to the VGG19 features; the map shows it less
 `knn_spacing_weight` x how much wider than the frame's mean its nearest cells' spacing is (section
 28). Every map is Gaussian-smoothed and normalised by its own image statistics (each image is its own
@@ -53,6 +54,7 @@ def mask_groups(h: int, w: int, block: int, groups: int) -> torch.Tensor:
 
 class AnomalyScorer(nn.Module):
     """(N, 3, H, W) image in [0, 1], H and W multiples of max(scales) * 8 -> (map (N, 1, H, W), score (N,)).
+    `forward(..., frame=(h, w))`: the frame is the input's top-left h x w, the rest its padding (default: none).
 
     With `memory` (a MemoryConfig) the camera's memory takes part: forward(x, bank, state, spacing) also
     gets the bank (M, C), its state (7,) [valid rows, typical spacing, a, b, c, p, q] (edge.memory: the
@@ -146,10 +148,12 @@ class AnomalyScorer(nn.Module):
             f -= 1
         return f
 
-    def knn_map(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def knn_map(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None,
+                frame: tuple[int, int] | None = None) -> torch.Tensor:
         """Smoothed VGG19 self-similarity map of the input (edge.knn), unnormalised, and how much wider than
         the frame's mean its nearest cells' spacing is: (N, 2, H, W). `feats`: the input's VGG19 features if
-        already computed (unused when the input is enlarged first)."""
+        already computed (unused when the input is enlarged first); `frame`: the frame's height and width
+        in the padded input (its cells alone are neighbours)."""
         cfg, (h, w) = self.cfg, (int(x.shape[-2]), int(x.shape[-1]))
         f = self.knn_upscale(h, w)
         if f > 1:
@@ -161,7 +165,8 @@ class AnomalyScorer(nn.Module):
         g = grid_features(feats, (h * f, w * f), cell)
         if cfg.knn_stats_weight > 0:
             g = torch.cat([g.float(), cfg.knn_stats_weight * stats_features(x, cell // f, cfg.knn_stats_sigma)], dim=1)
-        d = knn_distance_and_spacing(g, cfg.knn_k, cfg.knn_radius)
+        cells = None if frame is None else (-(-frame[0] * f // cell), -(-frame[1] * f // cell))
+        d = knn_distance_and_spacing(g, cfg.knn_k, cfg.knn_radius, cells)
         return self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
 
     def memory_map(self, x: torch.Tensor, acts: dict[str, torch.Tensor], bank: torch.Tensor, state: torch.Tensor,
@@ -180,7 +185,7 @@ class AnomalyScorer(nn.Module):
         return self._smooth(F.interpolate(m, size=size, mode="bilinear", align_corners=False)), d, feats
 
     def forward(self, x: torch.Tensor, bank: torch.Tensor | None = None, state: torch.Tensor | None = None,
-                spacing: torch.Tensor | None = None):
+                spacing: torch.Tensor | None = None, frame: tuple[int, int] | None = None):
         cfg = self.cfg
         amap = torch.zeros_like(x[:, :1])
         knn_own_input = cfg.knn_weight > 0 and self.knn_upscale(int(x.shape[-2]), int(x.shape[-1])) == 1
@@ -192,7 +197,7 @@ class AnomalyScorer(nn.Module):
             amap = amap + cfg.pixel_weight * self._normalise(l2) / len(views)
             if perc is not None:
                 amap = amap + cfg.perceptual_weight * self._normalise(perc) / len(views)
-        knn = self.knn_map(x, self._features(x, acts) if knn_own_input else None) if cfg.knn_weight > 0 else None
+        knn = self.knn_map(x, self._features(x, acts) if knn_own_input else None, frame) if cfg.knn_weight > 0 else None
         extra = ()
         if self.memory is not None:
             if bank is None or state is None or spacing is None:

@@ -86,7 +86,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         try:
             exported = export_scorer(scorer, h, w, opset=opset, fp16=args.fp16,
-                                     weights_as_inputs=args.weights_as_inputs, exporter=args.exporter)
+                                     weights_as_inputs=args.weights_as_inputs, exporter=args.exporter,
+                                     frame=(args.height, args.width))
         except ExportError as e:
             print(f"ssdnet export: error: {e}", file=sys.stderr)
             return 2
@@ -110,7 +111,7 @@ def _export_tensorrt(args, cfg, scorer, h: int, w: int, out: Path) -> int:
     img = texture("brick", max(h, w), np.random.default_rng(0))[:h, :w]
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div(255).cuda()
     try:
-        trt_scorer.score(x)  # builds (or loads) the engine and runs the parity gate
+        trt_scorer.score(x, (args.height, args.width))  # builds (or loads) the engine and runs the parity gate
     except BackendError as e:
         print(f"ssdnet export: error: {e}", file=sys.stderr)
         return 2

@@ -236,8 +236,8 @@ def test_a_non_finite_map_is_reported_as_its_worst_value_and_the_model_restarts(
     det.process(textures["brick"][:64, :64])
     score = det.backend.score
 
-    def nan_corner(x):
-        amap, s = score(x)
+    def nan_corner(x, frame=None):
+        amap, s = score(x, frame)
         amap = amap.clone()
         amap[..., :8, :8] = float("nan")
         return amap, s

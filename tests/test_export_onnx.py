@@ -116,7 +116,7 @@ def test_sidecar_contents(exported, tmp_path):
     assert {w["torch"]: w["onnx"] for w in side["weights"]} == exported.weight_names
     assert all(w["kind"] == "initializer" and w["dtype"] == "float32" for w in side["weights"])
     assert side["model_hash"] == exported.model_hash()
-    assert side["config"]["scales"] == [2, 4, 8]
+    assert side["config"]["scales"] == [2, 4, 8] and side["config"]["frame"] is None  # the whole input
     onnx.checker.check_model(str(onnx_path))
 
 
@@ -153,10 +153,10 @@ def test_weights_are_bound_not_copied_into_the_export(scorer):
     ort_scorer = OnnxRuntimeScorer(copy.deepcopy(scorer), strategy="inputs")
     x = image(1)
     m0, _ = ort_scorer.score(x)
-    graph = ort_scorer._graphs[(H, W)]
+    graph = ort_scorer._graphs[(H, W, None)]
     ort_scorer.update_weights(perturbed(scorer.unet.state_dict(), seed=7, scale=0.1))
     m1, _ = ort_scorer.score(x)
-    assert ort_scorer._graphs[(H, W)] is graph and graph.exported is not None
+    assert ort_scorer._graphs[(H, W, None)] is graph and graph.exported is not None
     assert float((m1 - m0).abs().max()) > 1e-3
 
 
@@ -260,9 +260,11 @@ def test_dynamo_exporter_keeps_names_and_parity(scorer):
     (dict(masks=0, perceptual_weight=0.5, vgg_layers=("relu1_2",)), True),  # perceptual + self-similarity maps
     (dict(pixel_weight=0.0, perceptual_weight=0.0), False),  # self-similarity only (the fast preset)
 ])
-def test_scorer_with_vgg_maps_exports(score, per_frame):
+@pytest.mark.parametrize("frame", [None, (50, 60)], ids=["whole", "padded"])
+def test_scorer_with_vgg_maps_exports(score, per_frame, frame):
     """VGG19 maps (VGG19 frozen in the graph) match torch in ONNX Runtime; only U-Net weights are
-    per-frame inputs, and with no U-Net map there are none."""
+    per-frame inputs, and with no U-Net map there are none. A frame padded to the input's size is a constant of
+    its graph, as the input's size is (the padding is no neighbour of the self-similarity, edge.knn)."""
     cfg = ScoreConfig(amp=False, **score)
     try:
         vgg = VGG19Features(None, cfg.vgg_layers)
@@ -275,10 +277,14 @@ def test_scorer_with_vgg_maps_exports(score, per_frame):
     ort_scorer = OnnxRuntimeScorer(copy.deepcopy(sc), strategy="inputs")
     x = image(1)[..., :64, :64]
     with torch.inference_mode():
-        rm, rs = sc(x)
-    om, os_ = ort_scorer.score(x)
+        rm, rs = sc(x, frame=frame)
+        whole, _ = sc(x)
+    om, os_ = ort_scorer.score(x, frame)
     assert float((om - rm).abs().max()) < FP32_ATOL and abs(float(os_[0] - rs[0])) < FP32_ATOL
-    names = ort_scorer._graphs[(64, 64)].exported.weight_names
+    assert (frame is None) == bool(torch.equal(rm, whole))  # the padding's cells left out change the map
+    exported = ort_scorer._graphs[(64, 64, frame)].exported
+    assert exported.config["frame"] == frame
+    names = exported.weight_names
     assert bool(names) == per_frame and all(n.split(".")[0] in ("enc", "dec", "up", "head") for n in names)
 
 
@@ -290,6 +296,7 @@ def test_cli_export_writes_onnx_and_sidecar(tmp_path):
                  str(out)]) == 0
     side = json.loads((out / "scorer.json").read_text())
     assert side["height"] == 64 and side["width"] == 64 and side["camera"] == [60, 64]
+    assert side["config"]["frame"] == [60, 64]  # the camera's frame inside the padded input: a constant of the graph
     assert side["config"]["base_channels"] == 4
     onnx.checker.check_model(str(out / "scorer.onnx"))
 

@@ -275,7 +275,7 @@ def test_gate_refuses_and_evicts_an_engine_that_fails(tmp_path):
     key = "k" * 32
     gate.cache.store(key, b"plan", {})
     entry = {"key": key, "gated": False}
-    gate._engines = {(16, 16): entry}
+    gate._engines = {(16, 16, None): entry}
     x = torch.rand(1, 3, 16, 16)
     with torch.inference_mode():
         good_map, good_score = sc(x)

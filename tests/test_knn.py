@@ -51,6 +51,23 @@ def test_small_grids_shrink_the_radius_and_tiny_ones_are_an_error():
         knn_distance(periodic_features(2, 2, period=1), k=5, radius=0)
 
 
+def test_the_padding_is_never_a_neighbour():
+    """A reflect-padded frame mirrors its last rows and columns: a defect near the bottom-right border finds its own
+    mirror image there unless the padding's cells are kept out (`frame`: the frame's cells)."""
+    f = periodic_features(12, 12, period=3)
+    f[0, :, 7, 7] = F.normalize(torch.randn(f.shape[1]), dim=0)  # a unique look 2 cells from a 9x9 frame's border
+    f = torch.cat([f[..., :9, :9], f[..., 5:8, :9].flip(2)], 2)  # reflect-pad rows 9-11 (row 9 mirrors row 7)
+    f = torch.cat([f, f[..., 5:8].flip(3)], 3)  # and columns 9-11
+    assert torch.equal(f[0, :, 9, 9], f[0, :, 7, 7])  # its mirror, 2 cells away: outside a radius of 1
+    mirrored = knn_distance_and_spacing(f, k=1, radius=1)[0, 0]
+    framed = knn_distance_and_spacing(f, k=1, radius=1, frame=(9, 9))[0, 0]
+    assert mirrored[7, 7] < 1e-3 < framed[7, 7]  # kept out, the defect stands out again
+    assert framed[:9, :9].argmax() == 7 * 9 + 7  # the highest of the frame's cells
+    assert torch.allclose(knn_distance_and_spacing(f, 1, 1, frame=(12, 12)), knn_distance_and_spacing(f, 1, 1))
+    with pytest.raises(ValueError, match="too small"):
+        knn_distance_and_spacing(f, k=5, radius=0, frame=(2, 2))
+
+
 def test_cell_size_bounds_the_number_of_cells():
     assert cell_size(256, 256, 4, 4096) == 4
     cell = cell_size(1088, 1920, 4, 4096)

@@ -4,7 +4,8 @@ Every backend has the same interface:
 
     scorer = build_scorer(cfg)                          # edge.scorers.factory
     scorer.update_weights(fitter.model.state_dict())    # after every fit; no re-export, no rebuild
-    amap, score = scorer.score(x)                       # x (N, 3, H, W) float32 in [0, 1]
+    amap, score = scorer.score(x, (h, w))               # x (N, 3, H, W) float32 in [0, 1], the frame
+                                                        # h x w of it (the rest: padding; default: all)
                                                         # -> (N, 1, H, W) float32 tensor, (N,) tensor
 
 With a memory in the config (edge.memory), the camera's FeatureMemory is handed over once
@@ -21,6 +22,16 @@ from collections.abc import Mapping
 import torch
 
 from ..memory import FeatureMemory, feature_dim, grid_shape
+
+
+def padded_frame(h: int, w: int, frame: tuple[int, int] | None) -> tuple[int, int] | None:
+    """`frame`, checked to lie inside an h x w input; None when it is all of it (one graph serves both)."""
+    if frame is None or tuple(frame) == (h, w):
+        return None
+    fh, fw = (int(v) for v in frame)
+    if not (0 < fh <= h and 0 < fw <= w):
+        raise ValueError(f"a {fh}x{fw} frame does not fit its {h}x{w} padded input")
+    return fh, fw
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -91,11 +102,12 @@ class Scorer(ABC):
         """New U-Net weights (UNet.state_dict() keys, with or without a ``unet.`` prefix)."""
 
     @abstractmethod
-    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 3, H, W) float32 in [0, 1] -> (anomaly map (N, 1, H, W) float32, score (N,) float32)."""
+    def score(self, x: torch.Tensor, frame: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, H, W) float32 in [0, 1] whose top-left `frame` (height, width) is the frame and the rest its
+        padding (None: all of it) -> (anomaly map (N, 1, H, W) float32, score (N,) float32)."""
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.score(x)
+    def __call__(self, x: torch.Tensor, frame: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.score(x, frame)
 
     def info(self) -> dict:
         return {"backend": self.name}

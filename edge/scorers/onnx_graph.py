@@ -34,6 +34,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from ..memory import FeatureMemory, feature_dim, grid_shape
+from .base import padded_frame
 
 DEFAULT_OPSET = 17
 DYNAMO_OPSET = 18  # the dynamo exporter's minimum (docs/export.md)
@@ -215,8 +216,10 @@ def export_scorer(
     weights_as_inputs: bool = False,
     exporter: str = "torchscript",
     state_dict: Mapping[str, torch.Tensor] | None = None,
+    frame: tuple[int, int] | None = None,
 ) -> ExportedScorer:
-    """Export an AnomalyScorer for images of `height` x `width` (multiples of max(scales) * 8).
+    """Export an AnomalyScorer for images of `height` x `width` (multiples of max(scales) * 8) that hold a
+    frame of `frame` (height, width; default: all of it) and its padding, both constants of the graph.
 
     `state_dict` (UNet keys) gives the weights written into the graph; default: the scorer's own.
     The scorer itself is not modified: a CPU copy is traced.
@@ -227,7 +230,11 @@ def export_scorer(
     if height % multiple or width % multiple:
         raise ValueError(f"height and width must be multiples of {multiple} "
                          f"for scales {scorer.scales}, got {height}x{width}")
+    frame = padded_frame(height, width, frame)
     module = copy.deepcopy(scorer).cpu().float().eval()
+    if frame is not None:  # bound on the copy: the tracer sees the graph inputs alone
+        forward = module.forward
+        module.forward = lambda x, bank=None, state=None, spacing=None: forward(x, bank, state, spacing, frame=frame)
     module.unet.to(memory_format=torch.contiguous_format)
     real = {k: v.detach().float().cpu().contiguous() for k, v in (state_dict or scorer.unet.state_dict()).items()}
     real = {k.removeprefix(WEIGHT_PREFIX): v for k, v in real.items()}
@@ -263,7 +270,7 @@ def export_scorer(
     except onnx.checker.ValidationError as e:
         raise ExportError(f"exported scorer fails onnx.checker: {e}") from None
     opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
-    cfg = {"scales": list(scorer.scales), "score": scorer.cfg.model_dump(mode="json"),
+    cfg = {"scales": list(scorer.scales), "score": scorer.cfg.model_dump(mode="json"), "frame": frame,
            "base_channels": int(params["enc.0.0.weight"].shape[0])}
     return ExportedScorer(model, height, width, opset_used, exporter, "fp16" if fp16 else "fp32",
                           weights_as_inputs, mapping, shapes, cfg)

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .base import CPU_PROVIDER, GPU_PROVIDERS, BackendUnavailable, ProviderFallbackError, Scorer, detached
+from .base import CPU_PROVIDER, GPU_PROVIDERS, BackendUnavailable, ProviderFallbackError, Scorer, detached, padded_frame
 from .onnx_graph import (
     DEFAULT_OPSET,
     DYNAMO_OPSET,
@@ -121,7 +121,7 @@ class OnnxRuntimeScorer(Scorer):
         self.threads = threads if threads is not None else torch.get_num_threads()
         self.exporter = exporter
         self.opset = opset
-        self._graphs: dict[tuple[int, int], _OrtGraph] = {}
+        self._graphs: dict[tuple[int, int, tuple[int, int] | None], _OrtGraph] = {}
         self._state: dict[str, torch.Tensor] | None = None
         self._version = 0
         self.last_export_s = 0.0
@@ -149,22 +149,22 @@ class OnnxRuntimeScorer(Scorer):
         check_providers(providers, sess.get_providers(), self.allow_cpu_fallback)
         return sess
 
-    def _graph(self, h: int, w: int) -> _OrtGraph:
-        g = self._graphs.get((h, w))
+    def _graph(self, h: int, w: int, frame: tuple[int, int] | None) -> _OrtGraph:
+        g = self._graphs.get((h, w, frame))
         if g is not None:
             return g
         strategy = self.strategy
         t0 = time.perf_counter()
         opset = self.opset or (DEFAULT_OPSET if self.exporter == "torchscript" else DYNAMO_OPSET)
         exported = export_scorer(self.module, h, w, weights_as_inputs=strategy == "inputs", exporter=self.exporter,
-                                 opset=opset, state_dict=self._state)
+                                 opset=opset, state_dict=self._state, frame=frame)
         self.last_export_s = time.perf_counter() - t0
         sess = self._new_session(exported.to_bytes(), self.providers)
         g = _OrtGraph(exported, sess, sess.get_providers(), strategy)
         if self._state is None:
             self._state = detached(self.module.unet.state_dict())
         g.version = self._version if strategy == "reload" else -1
-        self._graphs[(h, w)] = g
+        self._graphs[(h, w, frame)] = g
         return g
 
     @property
@@ -197,9 +197,9 @@ class OnnxRuntimeScorer(Scorer):
                 g.binding.bind_input(name, dev.type, dev.index or 0, _ORT_ELEM[dtype], list(t.shape), t.data_ptr())
         g.version = self._version
 
-    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def score(self, x: torch.Tensor, frame: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, h, w = x.shape
-        g = self._graph(h, w)
+        g = self._graph(h, w, padded_frame(h, w, frame))
         self._refresh(g)
         dev = self._io_device
         xin = x.detach().to(device=dev, dtype=torch.float32).contiguous()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .base import BackendError, BackendUnavailable, ParityError, Scorer, detached
+from .base import BackendError, BackendUnavailable, ParityError, Scorer, detached, padded_frame
 from .engine_cache import EngineCache, engine_cache_key
 from .onnx_graph import MEMORY_INPUTS, MEMORY_OUTPUTS, OUTPUT_NAMES, export_scorer, weights_for_graph
 from .parity import DEFAULT_TOLERANCE, ParityReport, ParityTolerance, parity_check
@@ -97,7 +97,7 @@ class TensorRTScorer(Scorer):
         self.cache = cache if isinstance(cache, EngineCache) else EngineCache(cache)
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
-        self._engines: dict[tuple[int, int], dict] = {}
+        self._engines: dict[tuple[int, int, tuple[int, int] | None], dict] = {}
         self._state: dict[str, torch.Tensor] | None = None
         self._version = 0
         self.parity: ParityReport | None = None
@@ -115,13 +115,14 @@ class TensorRTScorer(Scorer):
             self._state = detached(self.module.unet.state_dict())
         return self._state
 
-    def _entry(self, h: int, w: int) -> dict:
-        e = self._engines.get((h, w))
+    def _entry(self, h: int, w: int, frame: tuple[int, int] | None) -> dict:
+        e = self._engines.get((h, w, frame))
         if e is not None:
             return e
         trt = self.trt
         exported = export_scorer(self.module, h, w, fp16=self.precision == "fp16",
-                                 weights_as_inputs=self.strategy == "inputs", state_dict=self._current_state())
+                                 weights_as_inputs=self.strategy == "inputs", state_dict=self._current_state(),
+                                 frame=frame)
         gpu = torch.cuda.get_device_name(self.device)
         key = engine_cache_key(exported.model_hash(), (self.max_batch, 3, h, w), self.precision, trt.__version__, gpu,
                                self.strategy)
@@ -147,7 +148,7 @@ class TensorRTScorer(Scorer):
             if missing:
                 self.cache.evict(key)
                 raise BackendError(f"engine weights not refittable by name: {sorted(missing)[:5]}")
-        self._engines[(h, w)] = e
+        self._engines[(h, w, frame)] = e
         return e
 
     def _refresh(self, e: dict) -> None:
@@ -197,11 +198,12 @@ class TensorRTScorer(Scorer):
         self.keep_memory_outputs(outs)
         return amap, score
 
-    def _gate(self, e: dict, x: torch.Tensor, amap: torch.Tensor, score: torch.Tensor) -> None:
+    def _gate(self, e: dict, x: torch.Tensor, amap: torch.Tensor, score: torch.Tensor,
+              frame: tuple[int, int] | None = None) -> None:
         ref_module = copy.deepcopy(self.module).to(self.device).float()
         ref_module.unet.load_state_dict(self._current_state())
         with torch.inference_mode():
-            rm, rs, *_ = ref_module(x.to(self.device, torch.float32), *self.memory_inputs(self.device))
+            rm, rs, *_ = ref_module(x.to(self.device, torch.float32), *self.memory_inputs(self.device), frame=frame)
         rep = parity_check(rm.cpu().numpy(), rs.cpu().numpy(), amap.cpu().numpy(), score.cpu().numpy(), self.tolerance)
         self.parity = rep
         if not rep.ok:
@@ -213,14 +215,16 @@ class TensorRTScorer(Scorer):
                  e["key"], rep.map_max_abs, rep.score_abs)
         e["gated"] = True
 
-    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def score(self, x: torch.Tensor, frame: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[0] > self.max_batch:
             raise ValueError(f"batch {x.shape[0]} > the engine's max batch {self.max_batch}")
-        e = self._entry(x.shape[-2], x.shape[-1])
+        h, w = x.shape[-2:]
+        frame = padded_frame(h, w, frame)
+        e = self._entry(h, w, frame)
         self._refresh(e)
         amap, score = self._run(e, x)
         if not e["gated"]:
-            self._gate(e, x, amap, score)
+            self._gate(e, x, amap, score, frame)
         return amap, score
 
     def info(self) -> dict:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 
 from ..device import autocast, native_mixed_precision
-from .base import Scorer, unet_state
+from .base import Scorer, padded_frame, unet_state
 
 
 class TorchScorer(Scorer):
@@ -41,18 +41,20 @@ class TorchScorer(Scorer):
         with torch.no_grad():
             self.module.unet.load_state_dict(state)
 
-    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        amap, score, memory = self._run(x, self.bf16)
+    def score(self, x: torch.Tensor, frame: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        frame = padded_frame(int(x.shape[-2]), int(x.shape[-1]), frame)
+        amap, score, memory = self._run(x, self.bf16, frame)
         if self.bf16 and not (torch.isfinite(amap).all() and torch.isfinite(score).all()):
             self.fp32_reruns += 1  # fp16's range overflowed (CUDA: a fitted U-Net, after hundreds of frames)
-            amap, score, memory = self._run(x, False)
+            amap, score, memory = self._run(x, False, frame)
         self.keep_memory_outputs(tuple(memory))
         return amap.float(), score.float()
 
-    def _run(self, x: torch.Tensor, reduced: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def _run(self, x: torch.Tensor, reduced: bool, frame: tuple[int, int] | None
+             ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         with torch.no_grad() if self.compiled else torch.inference_mode():
             with autocast(x.device, reduced):  # bf16 on the CPU, fp16 on CUDA
-                amap, score, *memory = self._fn(x, *self.memory_inputs(x.device))
+                amap, score, *memory = self._fn(x, *self.memory_inputs(x.device), frame=frame)
         return amap, score, memory
 
     def info(self) -> dict:
