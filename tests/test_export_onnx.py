@@ -284,6 +284,8 @@ def test_scorer_with_vgg_maps_exports(score, per_frame, frame):
     assert (frame is None) == bool(torch.equal(rm, whole))  # the padding's cells left out change the map
     exported = ort_scorer._graphs[(64, 64, frame)].exported
     assert exported.config["frame"] == frame
+    with pytest.raises(ValueError, match="does not fit"):
+        ort_scorer.score(x, (65, 60))  # a frame larger than its padded input
     names = exported.weight_names
     assert bool(names) == per_frame and all(n.split(".")[0] in ("enc", "dec", "up", "head") for n in names)
 

@@ -23,16 +23,6 @@ import torch
 
 from ..memory import FeatureMemory, feature_dim, grid_shape
 
-
-def padded_frame(h: int, w: int, frame: tuple[int, int] | None) -> tuple[int, int] | None:
-    """`frame`, checked to lie inside an h x w input; None when it is all of it (one graph serves both)."""
-    if frame is None or tuple(frame) == (h, w):
-        return None
-    fh, fw = (int(v) for v in frame)
-    if not (0 < fh <= h and 0 < fw <= w):
-        raise ValueError(f"a {fh}x{fw} frame does not fit its {h}x{w} padded input")
-    return fh, fw
-
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 CPU_PROVIDER = "CPUExecutionProvider"
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -52,6 +42,16 @@ class ProviderFallbackError(BackendError):
 
 class ParityError(BackendError):
     """An engine's output differs from the FP32 PyTorch scorer by more than the tolerance."""
+
+
+def padded_frame(h: int, w: int, frame: tuple[int, int] | None) -> tuple[int, int] | None:
+    """`frame`, checked to lie inside an h x w input; None when it is all of it (one graph serves both)."""
+    if frame is None or tuple(frame) == (h, w):
+        return None
+    fh, fw = (int(v) for v in frame)
+    if not (0 < fh <= h and 0 < fw <= w):
+        raise ValueError(f"a {fh}x{fw} frame does not fit its {h}x{w} padded input")
+    return fh, fw
 
 
 def unet_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
