@@ -6,8 +6,9 @@ mtd_blowhole,mtd_break,mtd_crack,mtd_fray,mtd_uneven (on a CPU without native bf
 python docs/ablation_runs/padding/pad_ref.py real.pkl (output: pad_ref.log)."""
 import sys, pickle, torch, torch.nn.functional as F
 sys.path[:0] = ['.', 'docs/ablation_runs/cross_frame']
-from common import near_mask, report
+from common import report
 from edge.filters import gaussian_blur, gaussian_kernel
+from edge.knn import knn_distance_and_spacing
 from edge.local_stats import stats_features
 torch.set_num_threads(1)
 R = pickle.load(open(sys.argv[1], 'rb'))
@@ -15,30 +16,20 @@ K4 = gaussian_kernel(4.0)
 
 
 def amap(e, exclude_pad, spacing=0.75, k=5, r=8, valid_mean=None):
+    """The map with the product's self-similarity (edge.knn, `frame` keeps the padding out); its spacing term comes
+    centred on all cells, and re-centred on the frame's cells for `valid_mean`."""
     valid_mean = exclude_pad if valid_mean is None else valid_mean
     x = e['x'][None].float()
     f = torch.cat([e['g'].float(), 0.2 * stats_features(x, 4, 4.0)[0]], 0)
-    c, gh, gw = f.shape
+    gh, gw = f.shape[1:]
     h, w = e['x'].shape[-2:]
     H, W = e['size']
-    cell = h // gh
-    q = f.reshape(c, -1).T.float()
-    sq = (q * q).sum(1)
-    block = near_mask(gh, gw, r)
-    valid = torch.zeros(gh, gw, dtype=torch.bool)
-    valid[: -(-H // cell), : -(-W // cell)] = True
-    if exclude_pad:
-        block = block | ~valid.reshape(1, -1)
-    cl = (2 * q @ q.T - sq[None]).masked_fill_(block, float('-inf'))
-    t, idx = cl.topk(k, dim=1)
-    d = (sq[:, None] - t).clamp_min(0).sqrt().mean(1)
-    s = d[idx].mean(1)
+    cells = (-(-H // (h // gh)), -(-W // (w // gw)))
+    d, wider = knn_distance_and_spacing(f[None], k, r, cells if exclude_pad else None)[0]
     if valid_mean:
-        vs = s.reshape(gh, gw)[: -(-H // cell), : -(-W // cell)]
-        d = d - spacing * (s - vs.mean())
-    else:
-        d = d - spacing * (s - s.mean())
-    m = gaussian_blur(F.interpolate(d.reshape(1, 1, gh, gw), size=(h, w), mode='bilinear', align_corners=False), K4)
+        wider = wider - wider[: cells[0], : cells[1]].mean()
+    m = gaussian_blur(F.interpolate((d - spacing * wider)[None, None], size=(h, w), mode='bilinear',
+                                    align_corners=False), K4)
     return m[0, 0, :H, :W].numpy()
 
 
