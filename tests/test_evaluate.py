@@ -10,7 +10,9 @@ import pytest
 from edge.config import load_config
 from edge.synthetic import draw_defect, texture
 from tools.cli import main
-from tools.eval.evaluate import evaluate
+from tools.eval.dataset import Sample
+from tools.eval.evaluate import by_defect_type, evaluate
+from tools.eval.metrics import pixel_auroc
 
 TINY_YAML = """
 model: {base_channels: 8}
@@ -89,6 +91,32 @@ def test_eval_finds_a_strong_defect_and_nothing_in_noise(known, tmp_path):
         base = result["baselines"][name]["categories"]
         assert base["strong"]["pixel_auroc"] > 0.9
         assert abs(base["noise"]["pixel_auroc"] - 0.5) < 0.1, name
+    by_type = result["mean_by_defect_type"]  # one type per category here: the category's numbers
+    assert set(by_type) == {"square", "invisible"} and set(strong["defect_types"]) == {"square"}
+    assert by_type["square"]["pixel_auroc"] == pytest.approx(strong["pixel_auroc"])
+    assert by_type["invisible"]["pixel_auroc"] == pytest.approx(noise["pixel_auroc"])
+
+
+def test_each_defect_type_is_scored_with_the_good_images_alone():
+    """A category whose `found` defects the maps mark exactly and whose `missed` ones they mark inverted: the pooled
+    category lies between, each type gets its own numbers."""
+    rng = np.random.default_rng(0)
+    samples, maps, scores = [], [], []
+    for i, kind in enumerate(["good", "good", "found", "found", "missed", "missed"]):
+        mask = np.zeros((16, 16), bool)
+        if kind != "good":
+            y, x = rng.integers(0, 12, 2)
+            mask[y:y + 4, x:x + 4] = True
+        noise = 0.1 * rng.random((16, 16))
+        maps.append(noise + (mask if kind != "missed" else ~mask))
+        scores.append({"good": 0.1, "found": 0.9, "missed": 0.0}[kind] + i / 100)
+        samples.append(Sample(None, "cat", kind, np.zeros((16, 16, 3), np.uint8), mask, int(kind != "good")))
+    out = by_defect_type(maps, samples, scores)
+    assert set(out) == {"found", "missed"}
+    assert out["found"]["pixel_auroc"] == 1.0 and out["found"]["pixel_auprc"] == 1.0
+    assert out["found"]["image_auroc"] == 1.0 and out["missed"]["image_auroc"] == 0.0
+    assert out["missed"]["pixel_auroc"] < 0.3
+    assert out["missed"]["pixel_auroc"] < pixel_auroc(maps, [s.mask for s in samples]) < out["found"]["pixel_auroc"]
 
 
 @pytest.mark.parametrize("mode", ["cold", "warm", "stream"])

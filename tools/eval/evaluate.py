@@ -41,7 +41,7 @@ from edge.overlay import read_rgb
 
 from .baselines import BASELINES
 from .dataset import GOOD, IMAGE_SUFFIXES, DatasetError, Sample, list_categories, load_category
-from .metrics import summarize
+from .metrics import image_auroc, pixel_auprc, pixel_auroc, summarize
 
 METRICS = ("pixel_auroc", "pixel_auprc", "aupro", "pixel_f1_max", "image_auroc", "seconds_per_image")
 HEADERS = dict(zip(METRICS, ("pixel AUROC", "pixel AUPRC", "AUPRO@30%", "pixel F1max", "image AUROC", "s/image"),
@@ -66,6 +66,17 @@ def _metrics(maps, samples: list[Sample], scores, seconds: float) -> dict[str, f
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.nanmean([r[k] for r in rows])) for k in METRICS}
+
+
+def by_defect_type(maps, samples: list[Sample], scores) -> dict[str, dict[str, float]]:
+    """Pixel AUROC / AUPRC and image AUROC of each defect type: its images pooled with the category's good ones."""
+    out = {}
+    for kind in sorted({s.defect_type for s in samples} - {GOOD}):
+        idx = [i for i, s in enumerate(samples) if s.defect_type in (kind, GOOD)]
+        m, g = [maps[i] for i in idx], [samples[i].mask for i in idx]
+        out[kind] = {"pixel_auroc": pixel_auroc(m, g), "pixel_auprc": pixel_auprc(m, g),
+                     "image_auroc": image_auroc([scores[i] for i in idx], [samples[i].label for i in idx])}
+    return out
 
 
 def warmup_paths(folder: Path, category: str, limit: int | None) -> list[Path]:
@@ -174,7 +185,8 @@ def _evaluate_part(root: Path, cfg: SSDNetConfig, mode: str, baselines: tuple[st
             rng = np.random.default_rng([cfg.fit.seed, zlib.crc32(cat.encode())])  # same corruption however split
             images = [corrupt_input(s.image, noise_sigma, dead_fraction, rng) for s in samples]
             maps, scores, secs = run_ssdnet(det, samples, images, mode, bar.update, warmed.get(key))
-            result["categories"][cat] = {**_metrics(maps, samples, scores, secs), "warmup_frames": len(key)}
+            result["categories"][cat] = {**_metrics(maps, samples, scores, secs), "warmup_frames": len(key),
+                                         "defect_types": by_defect_type(maps, samples, scores)}
             result["images"] += [{"path": str(s.path), "label": s.label, "score": round(sc, 4)}
                                  for s, sc in zip(samples, scores, strict=True)]
             for b in baselines:
@@ -186,8 +198,15 @@ def _evaluate_part(root: Path, cfg: SSDNetConfig, mode: str, baselines: tuple[st
 
 
 def summarise(result: dict) -> dict:
-    """Add the means over categories and how many categories SSDnet wins against each baseline."""
+    """Add the means over categories (overall and per defect type) and how many categories SSDnet wins against
+    each baseline."""
     result["mean"] = _mean(list(result["categories"].values()))
+    kinds: dict[str, list[dict[str, float]]] = {}
+    for cat in result["categories"].values():
+        for kind, m in cat["defect_types"].items():
+            kinds.setdefault(kind, []).append(m)
+    result["mean_by_defect_type"] = {k: {n: float(np.nanmean([r[n] for r in rows])) for n in rows[0]}
+                                     for k, rows in sorted(kinds.items())}
     result["beats_baseline"] = {}
     for b, base in result["baselines"].items():
         rows = base["categories"]
@@ -216,6 +235,11 @@ def print_table(result: dict, console: Console | None = None) -> None:
         row(cat, m, [result["baselines"][b]["categories"][cat] for b in baselines])
     row("mean", result["mean"], [result["baselines"][b]["mean"] for b in baselines], style="bold")
     console.print(table)
+    if result["mean_by_defect_type"]:
+        console.print("SSDnet by defect type (its images with the category's good ones; mean over the categories "
+                      "that have it), pixel AUROC / AUPRC (image AUROC): " + ", ".join(
+                          f"{k} {m['pixel_auroc']:.3f} / {m['pixel_auprc']:.3f} ({m['image_auroc']:.3f})"
+                          for k, m in result["mean_by_defect_type"].items()))
     for b in baselines:
         console.print(f"SSDnet pixel AUROC above {b} on "
                       f"{result['beats_baseline'][b]}/{len(result['categories'])} categories")

@@ -1,0 +1,68 @@
+"""The self-similarity's features, varied where they are made (docs/ablations.md section 31): the input's enlargement,
+how a cell pools each VGG19 layer (avg, max, avg+std), the local statistics' window. Each spec F:POOL:SIGMA:W is
+enlargement F, pooling POOL, statistics window SIGMA px, spacing term W; `2:avg:4:0.75` is the default, fp32.
+Usage (repository root): python docs/ablation_runs/ss_features/features.py ../shared/datasets/textures-dev
+2:avg:4:0.75 2:max:4:0.75 2:avg+std:4:0.75 2:avg:2:0.75 3:avg:4:0.75 (output: features.log)."""
+import sys, math, torch, torch.nn.functional as F
+sys.path[:0] = ['.', 'docs/ablation_runs/cross_frame']
+from pathlib import Path
+from common import report
+from edge.config import SSDNetConfig
+from edge.vgg import build_vgg
+from edge.filters import gaussian_blur, gaussian_kernel
+from edge.knn import knn_distance_and_spacing
+from edge.local_stats import stats_features
+from edge.fitter import image_to_tensor
+from tools.eval.dataset import load_category
+torch.set_num_threads(2)
+cfg = SSDNetConfig(); vgg = build_vgg(cfg).eval()
+K4 = gaussian_kernel(4.0)
+root = Path(sys.argv[1]); specs = sys.argv[2:]
+LAYERS = ('relu1_2', 'relu2_2', 'relu3_1')
+
+
+def grid(acts, size, cell, pool):
+    feats = []
+    for a in acts.values():
+        k = cell // (size[0] // a.shape[-2])
+        a = a.float()
+        parts = []
+        for p in pool.split('+'):
+            if p == 'avg':
+                parts.append(F.avg_pool2d(a, k, k, ceil_mode=True))
+            elif p == 'max':
+                parts.append(F.max_pool2d(a, k, k, ceil_mode=True))
+            elif p == 'std':
+                m = F.avg_pool2d(a, k, k, ceil_mode=True)
+                parts.append((F.avg_pool2d(a * a, k, k, ceil_mode=True) - m * m).clamp_min(0).sqrt())
+        for q in parts:
+            feats.append(F.normalize(q, dim=1))
+    return torch.cat(feats, 1) / math.sqrt(len(feats))
+
+
+R, maps = {}, {s: {} for s in specs}
+cats = {}
+for c in sorted(p.name for p in root.iterdir() if p.is_dir()):
+    for s in load_category(root, c):
+        x = image_to_tensor(s.image, torch.device('cpu'), 64)
+        h, w = x.shape[-2:]
+        key = str(s.path)
+        R[key] = dict(mask=s.mask, label=s.label, cat=c, type=s.defect_type, size=s.image.shape[:2])
+        cats.setdefault(c, []).append(key)
+        acts = {}
+        for spec in specs:
+            f, pool, sig, sw = spec.split(':'); f = int(f); sig = float(sig); sw = float(sw)
+            if f not in acts:
+                with torch.inference_mode():
+                    acts[f] = vgg(F.interpolate(x, scale_factor=f, mode='bilinear', align_corners=False), LAYERS)
+            with torch.inference_mode():
+                g = grid(acts[f], (f * h, f * w), 4 * f, pool)
+                g = torch.cat([g, 0.2 * stats_features(x, 4, sig)], 1)
+                d = knn_distance_and_spacing(g, 5, 8)[0]
+                d = d[:1] - sw * d[1:]
+                m = F.interpolate(d[None], size=(h, w), mode='bilinear', align_corners=False)
+                H, W = R[key]['size']
+                maps[spec][key] = gaussian_blur(m, K4)[0, 0, :H, :W].numpy()
+    print(c, flush=True)
+for spec in specs:
+    report(f"{spec:22s}", maps[spec], R, cats)
