@@ -41,7 +41,7 @@ from edge.overlay import read_rgb
 
 from .baselines import BASELINES
 from .dataset import GOOD, IMAGE_SUFFIXES, DatasetError, Sample, list_categories, load_category
-from .metrics import image_auroc, pixel_auprc, pixel_auroc, summarize
+from .metrics import summarize
 
 METRICS = ("pixel_auroc", "pixel_auprc", "aupro", "pixel_f1_max", "image_auroc", "seconds_per_image")
 HEADERS = dict(zip(METRICS, ("pixel AUROC", "pixel AUPRC", "AUPRO@30%", "pixel F1max", "image AUROC", "s/image"),
@@ -69,13 +69,12 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def by_defect_type(maps, samples: list[Sample], scores) -> dict[str, dict[str, float]]:
-    """Pixel AUROC / AUPRC and image AUROC of each defect type: its images pooled with the category's good ones."""
+    """The metrics of each defect type: its images pooled with the category's good ones."""
     out = {}
     for kind in sorted({s.defect_type for s in samples} - {GOOD}):
         idx = [i for i, s in enumerate(samples) if s.defect_type in (kind, GOOD)]
-        m, g = [maps[i] for i in idx], [samples[i].mask for i in idx]
-        out[kind] = {"pixel_auroc": pixel_auroc(m, g), "pixel_auprc": pixel_auprc(m, g),
-                     "image_auroc": image_auroc([scores[i] for i in idx], [samples[i].label for i in idx])}
+        out[kind] = summarize([maps[i] for i in idx], [samples[i].mask for i in idx], [scores[i] for i in idx],
+                              [samples[i].label for i in idx])
     return out
 
 
