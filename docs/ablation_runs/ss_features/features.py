@@ -2,8 +2,8 @@
 how a cell pools each VGG19 layer (avg, max, avg+std), the local statistics' window. Each spec F:POOL:SIGMA:W is
 enlargement F, pooling POOL, statistics window SIGMA px, spacing term W; `2:avg:4:0.75` is the default, fp32.
 Usage (repository root): python docs/ablation_runs/ss_features/features.py ../shared/datasets/textures-dev
-2:avg:4:0.75 2:max:4:0.75 2:avg+std:4:0.75 2:avg:2:0.75 3:avg:4:0.75 (output: features.log)."""
-import sys, math, torch, torch.nn.functional as F
+2:avg:4:0.75 2:max:4:0.75 2:avg+std:4:0.75 2:avg:2:0.75 3:avg:4:0.75 (output: features.log; the maps go to features_maps.pkl for per_image.py)."""
+import sys, math, pickle, torch, torch.nn.functional as F
 sys.path[:0] = ['.', 'docs/ablation_runs/cross_frame']
 from pathlib import Path
 from common import report
@@ -64,5 +64,6 @@ for c in sorted(p.name for p in root.iterdir() if p.is_dir()):
                 H, W = R[key]['size']
                 maps[spec][key] = gaussian_blur(m, K4)[0, 0, :H, :W].numpy()
     print(c, flush=True)
+pickle.dump((R, cats, maps), open('features_maps.pkl', 'wb'))
 for spec in specs:
     report(f"{spec:22s}", maps[spec], R, cats)
