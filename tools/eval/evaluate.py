@@ -64,8 +64,8 @@ def _metrics(maps, samples: list[Sample], scores, seconds: float) -> dict[str, f
     return out
 
 
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.nanmean([r[k] for r in rows])) for k in METRICS}
+def _mean(rows: list[dict[str, float]], keys=METRICS) -> dict[str, float]:
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
 
 
 def by_defect_type(maps, samples: list[Sample], scores) -> dict[str, dict[str, float]]:
@@ -204,8 +204,7 @@ def summarise(result: dict) -> dict:
     for cat in result["categories"].values():
         for kind, m in cat["defect_types"].items():
             kinds.setdefault(kind, []).append(m)
-    result["mean_by_defect_type"] = {k: {n: float(np.nanmean([r[n] for r in rows])) for n in rows[0]}
-                                     for k, rows in sorted(kinds.items())}
+    result["mean_by_defect_type"] = {k: _mean(rows, rows[0]) for k, rows in sorted(kinds.items())}
     result["beats_baseline"] = {}
     for b, base in result["baselines"].items():
         rows = base["categories"]
