@@ -1,19 +1,45 @@
 """Frame by frame: each defective frame's own pixel AUROC (its pixels only), the mean per defect type, for one spec of
 features.py's maps: is it the map's units between frames that lose, or the ranking inside a frame (section 31)?
+Given the dataset's manifest.json, also per defect type and contrast stratum (the defect's mean change in grey levels),
+and pooled as `ssdnet eval` pools (each category's good frames with its defects of > 30 or <= 30 grey levels, the mean
+over categories): which defects make textures-dev's gap (section 32).
 Usage (repository root, after features.py): python docs/ablation_runs/ss_features/per_image.py features_maps.pkl
-2:avg:4:0.75 (output: per_image.log)."""
+2:avg:4:0.75 [../shared/datasets/textures-dev/manifest.json] (output: per_image.log, per_stratum.log)."""
+import json
 import pickle
 import sys
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from tools.eval.metrics import pixel_auprc, pixel_auroc
+
 R, cats, maps = pickle.load(open(sys.argv[1], 'rb'))
 M = maps[sys.argv[2]]
-per = {}
+strata = {}
+if len(sys.argv) > 3:
+    manifest = json.load(open(sys.argv[3]))
+    strata = {im['image']: im['contrast_stratum'] for c in manifest['categories'].values() for im in c['images']
+              if 'contrast_stratum' in im}
+per, by_stratum, stratum_of = {}, {}, {}
 for k, e in R.items():
     if e['label']:
-        per.setdefault(e['type'], []).append(roc_auc_score(e['mask'].ravel() > 0, M[k].ravel()))
+        auroc = roc_auc_score(e['mask'].ravel() > 0, M[k].ravel())
+        per.setdefault(e['type'], []).append(auroc)
+        stratum = next((s for path, s in strata.items() if k.endswith('/' + path)), None)
+        if stratum:
+            stratum_of[k] = stratum
+            by_stratum.setdefault((e['type'], stratum), []).append(auroc)
+            by_stratum.setdefault(('all', stratum), []).append(auroc)
 for t, v in sorted(per.items()):
     print(f"{t:16s} {np.mean(v):.3f} over {len(v)} frames")
 print(f"{'all':16s} {np.mean(sum(per.values(), [])):.3f}")
+for (t, s), v in sorted(by_stratum.items()):
+    print(f"{t:16s} {s:11s} {np.mean(v):.3f} over {len(v)} frames")
+for name, faint in (('> 30', False), ('<= 30', True)) if stratum_of else ():
+    rows = []
+    for ks in cats.values():
+        kk = [k for k in ks if not R[k]['label'] or k in stratum_of and (stratum_of[k] != 'high(>30)') == faint]
+        maps_, masks = [M[k] for k in kk], [R[k]['mask'] for k in kk]
+        rows.append((pixel_auroc(maps_, masks), pixel_auprc(maps_, masks)))
+    print(f"pooled, defects changed by {name} grey levels: AUROC / AUPRC {np.mean(rows, 0).round(3)} over {len(rows)} categories")
