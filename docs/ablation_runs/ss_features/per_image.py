@@ -4,7 +4,8 @@ Given the dataset's manifest.json, also per defect type and contrast stratum (th
 and pooled as `ssdnet eval` pools (each category's good frames with its defects of > 30 or <= 30 grey levels, the mean
 over categories): which defects make textures-dev's gap (section 32).
 Usage (repository root, after features.py): python docs/ablation_runs/ss_features/per_image.py features_maps.pkl
-2:avg:4:0.75 [../shared/datasets/textures-dev/manifest.json] (output: per_image.log, per_stratum.log)."""
+2:avg:4:0.75 [../shared/datasets/textures-dev/manifest.json] (output: per_image.log; the lines the manifest adds:
+per_stratum.log)."""
 import json
 import pickle
 import sys
@@ -42,4 +43,6 @@ for name, faint in (('> 30', False), ('<= 30', True)) if stratum_of else ():
         kk = [k for k in ks if not R[k]['label'] or k in stratum_of and (stratum_of[k] != 'high(>30)') == faint]
         maps_, masks = [M[k] for k in kk], [R[k]['mask'] for k in kk]
         rows.append((pixel_auroc(maps_, masks), pixel_auprc(maps_, masks)))
-    print(f"pooled, defects changed by {name} grey levels: AUROC / AUPRC {np.mean(rows, 0).round(3)} over {len(rows)} categories")
+    auroc, auprc = np.mean(rows, 0)
+    print(f"pooled, defects changed by {name} grey levels: AUROC / AUPRC {auroc:.3f} / {auprc:.3f} over {len(rows)}"
+          " categories")

@@ -57,7 +57,8 @@ for k in scratches:
     per.setdefault(('default', s), []).append(roc_auc_score(mask, M[k].ravel()))
     for norm in ('none', 'orient', 'local'):
         for length in (4, 8, 16):
-            per.setdefault((f'ridge {norm} L{length}', s), []).append(roc_auc_score(mask, ridge(k, length, norm).ravel()))
+            auroc = roc_auc_score(mask, ridge(k, length, norm).ravel())
+            per.setdefault((f'ridge {norm} L{length}', s), []).append(auroc)
 for name in dict.fromkeys(n for n, _ in per):
     print(f"{name:18s} scratch frames' own pixel AUROC:",
           ' '.join(f"{s} {np.mean(per[(name, s)]):.3f} ({len(per[(name, s)])})" for s in ('high(>30)', 'mid(10-30)')))

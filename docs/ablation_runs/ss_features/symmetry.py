@@ -7,17 +7,23 @@ Variants: `id` (the default), `flip` (the frame, its left-right, up-down and bot
 Usage (repository root): python docs/ablation_runs/ss_features/symmetry.py ../shared/datasets/textures-dev id flip d8
 (output: symmetry.log; `d8` stopped after 6 categories, the other 8 run with `id flip` on a folder of links to them;
 the maps go to symmetry_maps.pkl)."""
-import sys, pickle, torch, torch.nn.functional as F
+import pickle
+import sys
 from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
 sys.path[:0] = [str(Path(__file__).parents[3]), str(Path(__file__).parents[1] / 'cross_frame')]
-from common import report
-from edge.config import SSDNetConfig
-from edge.vgg import build_vgg
-from edge.filters import gaussian_blur, gaussian_kernel
-from edge.knn import grid_features
-from edge.local_stats import stats_features
-from edge.fitter import image_to_tensor
-from tools.eval.dataset import load_category
+from common import report  # noqa: E402
+from edge.config import SSDNetConfig  # noqa: E402
+from edge.filters import gaussian_blur, gaussian_kernel  # noqa: E402
+from edge.fitter import image_to_tensor  # noqa: E402
+from edge.knn import grid_features  # noqa: E402
+from edge.local_stats import stats_features  # noqa: E402
+from edge.vgg import build_vgg  # noqa: E402
+from tools.eval.dataset import load_category  # noqa: E402
+
 torch.set_num_threads(2)
 vgg = build_vgg(SSDNetConfig()).eval()
 K4 = gaussian_kernel(4.0)
@@ -34,7 +40,8 @@ TRANSFORMS = {
     'id': [lambda t: t],
     'flip': [lambda t, d=d: flip(t, d) for d in ((), (-1,), (-2,), (-2, -1))],
 }
-TRANSFORMS['d8'] = TRANSFORMS['flip'] + [lambda t, d=d: flip(t.transpose(-2, -1), d) for d in ((), (-1,), (-2,), (-2, -1))]
+TRANSFORMS['d8'] = TRANSFORMS['flip'] + [lambda t, d=d: flip(t.transpose(-2, -1), d)
+                                         for d in ((), (-1,), (-2,), (-2, -1))]
 
 
 def cells(x):
@@ -69,7 +76,7 @@ def symmetric_map(cps, shape):
     return (d - W_SPACING * (spacing - spacing.mean())).reshape(1, 1, *shape)
 
 
-root = Path(sys.argv[1]); variants = sys.argv[2:]
+root, variants = Path(sys.argv[1]), sys.argv[2:]
 R, cats, maps = {}, {}, {v: {} for v in variants}
 for c in sorted(p.name for p in root.iterdir() if p.is_dir()):
     for s in load_category(root, c):
