@@ -1,5 +1,9 @@
 """What the cross-frame scripts (and line_stats/variants.py) share: the neighbourhood mask, k-nearest distances, the map at image size and
-the per-category metrics (pixel AUROC / AUPRC, image AUROC on the top 0.1 %, pixel AUROC per defect type)."""
+the per-category metrics (pixel AUROC / AUPRC, image AUROC on the top 0.1 %, pixel AUROC per defect type), and each
+defect's contrast stratum from a dataset's manifest."""
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -46,3 +50,12 @@ def report(name, maps, R, cats):
     print(f"{name} AUROC {m[0]:.3f} AUPRC {m[1]:.3f} img {m[2]:.3f} | "
           + ' '.join(f"{t}:{np.mean(v):.3f}" for t, v in sorted(types.items()))
           + ' | ' + ' '.join(f"{c[:5]}:{r[0]:.2f}" for c, r in res.items()), flush=True)
+
+
+def contrast_strata(manifest: str | Path, keys) -> dict[str, str]:
+    """{key: contrast stratum} for the frame paths `keys` whose image the dataset's manifest.json gives one (its
+    defects'; matched on <category>/test/<type>/<file>)."""
+    m = json.load(open(manifest))
+    strata = {im['image']: im['contrast_stratum'] for c in m['categories'].values() for im in c['images']
+              if 'contrast_stratum' in im}
+    return {k: strata[rel] for k in keys if (rel := '/'.join(Path(k).parts[-4:])) in strata}

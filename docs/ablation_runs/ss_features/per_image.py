@@ -6,32 +6,29 @@ over categories): which defects make textures-dev's gap (section 32).
 Usage (repository root, after features.py): python docs/ablation_runs/ss_features/per_image.py features_maps.pkl
 2:avg:4:0.75 [../shared/datasets/textures-dev/manifest.json] (output: per_image.log; the lines the manifest adds:
 per_stratum.log)."""
-import json
 import pickle
 import sys
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from tools.eval.metrics import pixel_auprc, pixel_auroc
 
+sys.path.insert(0, str(Path(__file__).parents[1] / 'cross_frame'))
+from common import contrast_strata  # noqa: E402
+
 R, cats, maps = pickle.load(open(sys.argv[1], 'rb'))
 M = maps[sys.argv[2]]
-strata = {}
-if len(sys.argv) > 3:
-    manifest = json.load(open(sys.argv[3]))
-    strata = {im['image']: im['contrast_stratum'] for c in manifest['categories'].values() for im in c['images']
-              if 'contrast_stratum' in im}
-per, by_stratum, stratum_of = {}, {}, {}
+stratum_of = contrast_strata(sys.argv[3], R) if len(sys.argv) > 3 else {}
+per, by_stratum = {}, {}
 for k, e in R.items():
     if e['label']:
         auroc = roc_auc_score(e['mask'].ravel() > 0, M[k].ravel())
         per.setdefault(e['type'], []).append(auroc)
-        stratum = next((s for path, s in strata.items() if k.endswith('/' + path)), None)
-        if stratum:
-            stratum_of[k] = stratum
-            by_stratum.setdefault((e['type'], stratum), []).append(auroc)
-            by_stratum.setdefault(('all', stratum), []).append(auroc)
+        if k in stratum_of:
+            by_stratum.setdefault((e['type'], stratum_of[k]), []).append(auroc)
+            by_stratum.setdefault(('all', stratum_of[k]), []).append(auroc)
 for t, v in sorted(per.items()):
     print(f"{t:16s} {np.mean(v):.3f} over {len(v)} frames")
 print(f"{'all':16s} {np.mean(sum(per.values(), [])):.3f}")

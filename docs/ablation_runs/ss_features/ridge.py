@@ -6,9 +6,9 @@ AUROC by contrast stratum, against the default's map; then the default's map plu
 frame, in the default map's median per-frame spread; or only its part above t), pooled as `ssdnet eval` pools.
 Usage (repository root, after features.py): python docs/ablation_runs/ss_features/ridge.py features_maps.pkl
 ../shared/datasets/textures-dev (output: ridge.log)."""
-import json
 import pickle
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).parents[1] / 'cross_frame'))
-from common import report  # noqa: E402
+from common import contrast_strata, report  # noqa: E402
 
 R, cats, maps = pickle.load(open(sys.argv[1], 'rb'))
 M = maps['2:avg:4:0.75']
@@ -35,6 +35,7 @@ def kernel(sigma_across: float, sigma_along: float, theta: float) -> np.ndarray:
     return k / np.abs(k).sum()
 
 
+@lru_cache(maxsize=None)  # the per-frame and the pooled part ask for the same maps
 def ridge(path: str, length: float, norm: str) -> np.ndarray:
     gray = cv2.imread(path, 0).astype(np.float32)
     rs = np.stack([cv2.filter2D(gray, cv2.CV_32F, kernel(1.0, length, t)) for t in ANGLES])
@@ -46,13 +47,11 @@ def ridge(path: str, length: float, norm: str) -> np.ndarray:
     return cv2.GaussianBlur(r, (0, 0), 2)
 
 
-manifest = json.load(open(root / 'manifest.json'))
-stratum = {im['image']: im['contrast_stratum'] for c in manifest['categories'].values() for im in c['images']
-           if 'contrast_stratum' in im}
+stratum = contrast_strata(root / 'manifest.json', R)
 scratches = [k for k, e in R.items() if e['type'] == 'scratch']
 per = {}
 for k in scratches:
-    s = next(v for p, v in stratum.items() if k.endswith('/' + p))
+    s = stratum[k]
     mask = R[k]['mask'].ravel() > 0
     per.setdefault(('default', s), []).append(roc_auc_score(mask, M[k].ravel()))
     for norm in ('none', 'orient', 'local'):
