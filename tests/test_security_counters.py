@@ -221,15 +221,20 @@ def test_summary_json_counts_refusals_and_rejections(keys, tmp_path):
         "node": {"threshold": 3.0, "queue_depth": 64, "bind": f"tcp://127.0.0.1:{port}", "heartbeat_s": 0.1},
         "sinks": {"overlays": False},
         "security": {"keys_dir": str(keys), "authorized_dir": str(allowed)}})
-    stop, ctx = threading.Event(), zmq.Context()
+    stop = threading.Event()
+    # a plaintext client at the wire: ZMTP 3.0's greeting with the NULL mechanism, then silence until we hang up.
+    # (A pyzmq NULL socket hangs up by itself on the mismatch, and when it does so before the node reads its
+    # greeting, the node can only count a protocol_error.)
+    greeting = b"\xff" + bytes(8) + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\0") + bytes(32)
 
     def knock():
         while not stop.wait(0.2):
-            s = ctx.socket(zmq.SUB)
-            s.setsockopt(zmq.LINGER, 0)
-            s.connect(f"tcp://127.0.0.1:{port}")
-            time.sleep(0.1)
-            s.close()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(greeting)
+                    time.sleep(0.3)
+            except OSError:  # the node is not bound yet, or has hung up on us
+                pass
 
     t = threading.Thread(target=knock, daemon=True)
     t.start()
@@ -239,7 +244,6 @@ def test_summary_json_counts_refusals_and_rejections(keys, tmp_path):
         secure(zmq.Context.instance(), None)  # the collector secured this process's shared context
         stop.set()
         t.join(5)
-        ctx.destroy(linger=0)
     assert summary["frames"] == summary["sent"] == 60
     assert summary["refused_connections"]["plaintext"] > 0
     assert set(summary["rejected"]) >= {"spoofed_name", "unknown_camera", "clock_skew", "seq_jump", "bad_payload"}
