@@ -1,0 +1,71 @@
+"""How far the self-similarity's features go on textures-dev given a reference that leaks the answer
+(docs/ablations.md section 33): each frame's cells are searched, instead of or beside the frame's own, in the cells of
+its category's good frames (the other good frames for a good one). Those are crops of the same source picture and
+overlap the tested frame: a better reference than a line ever has, so a bound on the features, not a method.
+Features: the default's (VGG19 relu1_2 + relu2_2 + relu3_1 of the 2x frame on 4 px cells, local statistics at 0.2),
+k 5; the frame's own search excludes its 8-cell neighbourhood. `rescaled`: the reference distances times the
+frame-alone map's median over their own (section 13's units).
+Usage (repository root): python docs/ablation_runs/ss_features/reference_bound.py CACHE.pkl [manifest.json]
+(CACHE: docs/ablation_runs/line_stats/cache.py of all 14 categories; output: reference_bound.log)."""
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path[:0] = [str(Path(__file__).parents[3]), str(Path(__file__).parents[1] / 'cross_frame')]
+from common import contrast_strata, near_mask, report, topk_dist, upmap  # noqa: E402
+from edge.local_stats import stats_features  # noqa: E402
+from tools.eval.metrics import pixel_auroc  # noqa: E402
+
+torch.set_num_threads(2)
+R = pickle.load(open(sys.argv[1], 'rb'))
+cats: dict[str, list[str]] = {}
+for k, e in R.items():
+    cats.setdefault(e['cat'], []).append(k)
+
+
+def cells(e) -> torch.Tensor:
+    g = torch.cat([e['g'].float()[None], 0.2 * stats_features(e['x'][None].float(), 4, 4.0)], 1)
+    return g[0].reshape(g.shape[1], -1).T.contiguous()
+
+
+maps = {v: {} for v in ('frame', 'reference', 'either', 'reference, rescaled', 'either, rescaled')}
+for c, ks in cats.items():
+    F_ = {k: cells(R[k]) for k in ks}
+    grid = tuple(R[ks[0]]['g'].shape[-2:])
+    own_mask = near_mask(*grid)
+    for k in ks:
+        padded, size = tuple(4 * s for s in grid), R[k]['size']  # 4 input px per cell
+        own = topk_dist(F_[k], F_[k], 5, own_mask).mean(1)
+        ref_cells = torch.cat([F_[j] for j in ks if R[j]['type'] == 'good' and j != k])
+        ref = topk_dist(F_[k], ref_cells, 5).mean(1)
+        ref_r = ref * own.median() / ref.median()  # section 13: the frame keeps its own map's level
+        for v, d in (('frame', own), ('reference', ref), ('either', torch.minimum(own, ref)),
+                     ('reference, rescaled', ref_r), ('either, rescaled', torch.minimum(own, ref_r))):
+            maps[v][k] = upmap(d, grid, padded, size)
+    print(c, flush=True)
+for v, m in maps.items():
+    report(v, m, R, cats)
+if len(sys.argv) > 2:
+    stratum_of = contrast_strata(sys.argv[2], R)
+    for v, m in maps.items():
+        for name, faint in (('> 30', False), ('<= 30', True)):
+            rows = [pixel_auroc([m[k] for k in kk], [R[k]['mask'] for k in kk]) for ks in cats.values()
+                    if (kk := [k for k in ks if not R[k]['label']
+                               or k in stratum_of and (stratum_of[k] != 'high(>30)') == faint])]
+            print(f"{v}: defects changed by {name} grey levels, pooled AUROC {np.mean(rows):.3f}", flush=True)
+    # How much of each frame its reference holds: the share of its pixels that lie in one of the other good crops.
+    manifest = json.load(open(sys.argv[2]))
+    shares = []
+    for cat in manifest['categories'].values():
+        goods = [im for im in cat['images'] if im['defect_type'] == 'good']
+        for im in cat['images']:
+            (y, x), held = im['crop_yx'], np.zeros((256, 256), bool)
+            for gy, gx in (g['crop_yx'] for g in goods if g is not im):
+                held[max(gy - y, 0):max(gy - y + 256, 0), max(gx - x, 0):max(gx - x + 256, 0)] = True
+            shares.append(held.mean())
+    print(f"share of a frame's pixels in its reference: mean {np.mean(shares):.2f}, median {np.median(shares):.2f}, "
+          f"min {np.min(shares):.2f}, max {np.max(shares):.2f}")
