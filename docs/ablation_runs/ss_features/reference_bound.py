@@ -2,11 +2,12 @@
 (docs/ablations.md section 33): each frame's cells are searched, instead of or beside the frame's own, in the cells of
 its category's good frames (the other good frames for a good one). Those are crops of the same source picture and
 overlap the tested frame: a better reference than a line ever has, so a bound on the features, not a method.
-Features: the default's (VGG19 relu1_2 + relu2_2 + relu3_1 of the 2x frame on 4 px cells, local statistics at 0.2),
+Features: the default's (VGG19 relu1_2 + relu2_2 + relu3_1 of the 2x frame on 4 px cells, local statistics at W),
 k 5; the frame's own search excludes its 8-cell neighbourhood. `rescaled`: the reference distances times the
 frame-alone map's median over their own (section 13's units).
-Usage (repository root): python docs/ablation_runs/ss_features/reference_bound.py CACHE.pkl [manifest.json]
-(CACHE: docs/ablation_runs/line_stats/cache.py of all 14 categories; output: reference_bound.log)."""
+Usage (repository root): python docs/ablation_runs/ss_features/reference_bound.py CACHE.pkl [manifest.json [W]]
+(CACHE: docs/ablation_runs/line_stats/cache.py of all 14 categories; W: the local statistics' weight, 0.2 as the
+default's; output: reference_bound.log, and reference_bound_w.log for W 0.5 and 1)."""
 import json
 import pickle
 import sys
@@ -21,6 +22,7 @@ from edge.local_stats import stats_features  # noqa: E402
 from tools.eval.metrics import pixel_auroc  # noqa: E402
 
 torch.set_num_threads(2)
+W = float(sys.argv[3]) if len(sys.argv) > 3 else 0.2
 R = pickle.load(open(sys.argv[1], 'rb'))
 cats: dict[str, list[str]] = {}
 for k, e in R.items():
@@ -28,7 +30,7 @@ for k, e in R.items():
 
 
 def cells(e) -> torch.Tensor:
-    g = torch.cat([e['g'].float()[None], 0.2 * stats_features(e['x'][None].float(), 4, 4.0)], 1)
+    g = torch.cat([e['g'].float()[None], W * stats_features(e['x'][None].float(), 4, 4.0)], 1)
     return g[0].reshape(g.shape[1], -1).T.contiguous()
 
 
