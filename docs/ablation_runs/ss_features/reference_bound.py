@@ -4,10 +4,13 @@ its category's good frames (the other good frames for a good one). Those are cro
 overlap the tested frame: a better reference than a line ever has, so a bound on the features, not a method.
 Features: the default's (VGG19 relu1_2 + relu2_2 + relu3_1 of the 2x frame on 4 px cells, local statistics at W),
 k 5; the frame's own search excludes its 8-cell neighbourhood. `rescaled`: the reference distances times the
-frame-alone map's median over their own (section 13's units).
+frame-alone map's median over their own (section 13's units); `spacing`: less section 28's 0.75 x the neighbours' own
+frame-alone distances, centred (the default's term; a reference cell's is its distance within its own crop).
+`earlier frames`: what a stream holds, the frame's cells and those of every frame before it in stream order (on
+textures-dev these overlap it too).
 Usage (repository root): python docs/ablation_runs/ss_features/reference_bound.py CACHE.pkl [manifest.json [W]]
 (CACHE: docs/ablation_runs/line_stats/cache.py of all 14 categories; W: the local statistics' weight, 0.2 as the
-default's; output: reference_bound.log, and reference_bound_w.log for W 0.5 and 1)."""
+default's; output: reference_bound.log, and reference_bound_w.log for W 0.5, 1 and 2)."""
 import json
 import pickle
 import sys
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path[:0] = [str(Path(__file__).parents[3]), str(Path(__file__).parents[1] / 'cross_frame')]
-from common import contrast_strata, near_mask, report, topk_dist, upmap  # noqa: E402
+from common import contrast_strata, near_mask, report, upmap  # noqa: E402
 from edge.local_stats import stats_features  # noqa: E402
 from tools.eval.metrics import pixel_auroc  # noqa: E402
 
@@ -34,20 +37,49 @@ def cells(e) -> torch.Tensor:
     return g[0].reshape(g.shape[1], -1).T.contiguous()
 
 
-maps = {v: {} for v in ('frame', 'reference', 'either', 'reference, rescaled', 'either, rescaled')}
+def nearest(q: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of q: the mean distance to its 5 nearest rows of ref, and which rows those are."""
+    closeness = 2 * q @ ref.T - (ref * ref).sum(1)[None]
+    if mask is not None:
+        closeness.masked_fill_(mask, float('-inf'))
+    top, idx = closeness.topk(5, dim=1)
+    return ((q * q).sum(1)[:, None] - top).clamp_min(0).sqrt().mean(1), idx
+
+
+def spaced(d: torch.Tensor, neighbours_own: torch.Tensor) -> torch.Tensor:
+    """Section 28's term: less 0.75 x the neighbours' own distances in their frames, centred on the frame's mean."""
+    spacing = neighbours_own.mean(1)
+    return d - 0.75 * (spacing - spacing.mean())
+
+
+def history(F_: dict, own: dict, earlier: list[str], k: str, grid: tuple[int, int]) -> torch.Tensor:
+    """Section 13's history as a stream has it: the frame's own cells (outside its neighbourhood) and every earlier
+    frame's, defective ones included; rescaled to the frame-alone map's median, less the spacing term."""
+    d = own[k][0]
+    if not earlier:
+        return spaced(d, d[own[k][1]])
+    mask = torch.cat([near_mask(*grid), torch.zeros(len(d), len(d) * len(earlier), dtype=torch.bool)], 1)
+    h, idx = nearest(F_[k], torch.cat([F_[k]] + [F_[j] for j in earlier]), mask)
+    return spaced(h * d.median() / h.median(), torch.cat([d] + [own[j][0] for j in earlier])[idx])
+
+
+maps: dict[str, dict] = {}
 for c, ks in cats.items():
     F_ = {k: cells(R[k]) for k in ks}
     grid = tuple(R[ks[0]]['g'].shape[-2:])
-    own_mask = near_mask(*grid)
-    for k in ks:
+    own = {k: nearest(F_[k], F_[k], near_mask(*grid)) for k in ks}
+    for i, k in enumerate(ks):
         padded, size = tuple(4 * s for s in grid), R[k]['size']  # 4 input px per cell
-        own = topk_dist(F_[k], F_[k], 5, own_mask).mean(1)
-        ref_cells = torch.cat([F_[j] for j in ks if R[j]['type'] == 'good' and j != k])
-        ref = topk_dist(F_[k], ref_cells, 5).mean(1)
-        ref_r = ref * own.median() / ref.median()  # section 13: the frame keeps its own map's level
-        for v, d in (('frame', own), ('reference', ref), ('either', torch.minimum(own, ref)),
-                     ('reference, rescaled', ref_r), ('either, rescaled', torch.minimum(own, ref_r))):
-            maps[v][k] = upmap(d, grid, padded, size)
+        goods = [j for j in ks if R[j]['type'] == 'good' and j != k]
+        (d, i_own), (ref, i_ref) = own[k], nearest(F_[k], torch.cat([F_[j] for j in goods]))
+        ref_own = torch.cat([own[j][0] for j in goods])
+        ref_r = ref * d.median() / ref.median()  # section 13: the frame keeps its own map's level
+        for v, m in (('frame', d), ('frame, spacing', spaced(d, d[i_own])), ('reference', ref),
+                     ('either', torch.minimum(d, ref)), ('reference, rescaled', ref_r),
+                     ('either, rescaled', torch.minimum(d, ref_r)),
+                     ('reference, rescaled, spacing', spaced(ref_r, ref_own[i_ref])),
+                     ('earlier frames, rescaled, spacing', history(F_, own, ks[:i], k, grid))):
+            maps.setdefault(v, {})[k] = upmap(m, grid, padded, size)
     print(c, flush=True)
 for v, m in maps.items():
     report(v, m, R, cats)
