@@ -8,9 +8,10 @@ frame-alone map's median over their own (section 13's units); `spacing`: less se
 frame-alone distances, centred (the default's term; a reference cell's is its distance within its own crop).
 `earlier frames`: what a stream holds, the frame's cells and those of every frame before it in stream order (on
 textures-dev these overlap it too).
-Usage (repository root): python docs/ablation_runs/ss_features/reference_bound.py CACHE.pkl [manifest.json [W]]
+Usage (repository root): python docs/ablation_runs/ss_features/reference_bound.py CACHE.pkl [manifest.json|- [W]]
 (CACHE: docs/ablation_runs/line_stats/cache.py of all 14 categories; W: the local statistics' weight, 0.2 as the
-default's; output: reference_bound.log, and reference_bound_w.log for W 0.5, 1 and 2)."""
+default's; output: reference_bound.log, and reference_bound_w.log for W 0.5, 1 and 2; on a real-dev cache, with `-`
+for the manifest: reference_bound_real.log, where `the good crops` are the category's other good frames)."""
 import json
 import pickle
 import sys
@@ -32,9 +33,15 @@ for k, e in R.items():
     cats.setdefault(e['cat'], []).append(k)
 
 
+def grid_of(e) -> tuple[int, int]:
+    """The frame's cells (4 px each), rows x columns; the cached grid also covers the padding to 64 px."""
+    return -(-e['size'][0] // 4), -(-e['size'][1] // 4)
+
+
 def cells(e) -> torch.Tensor:
     g = torch.cat([e['g'].float()[None], W * stats_features(e['x'][None].float(), 4, 4.0)], 1)
-    return g[0].reshape(g.shape[1], -1).T.contiguous()
+    fh, fw = grid_of(e)
+    return g[0, :, :fh, :fw].reshape(g.shape[1], -1).T.contiguous()
 
 
 def nearest(q: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,13 +59,14 @@ def spaced(d: torch.Tensor, neighbours_own: torch.Tensor) -> torch.Tensor:
     return d - 0.75 * (spacing - spacing.mean())
 
 
-def history(F_: dict, own: dict, earlier: list[str], k: str, grid: tuple[int, int]) -> torch.Tensor:
+def history(F_: dict, own: dict, earlier: list[str], k: str) -> torch.Tensor:
     """Section 13's history as a stream has it: the frame's own cells (outside its neighbourhood) and every earlier
     frame's, defective ones included; rescaled to the frame-alone map's median, less the spacing term."""
     d = own[k][0]
     if not earlier:
         return spaced(d, d[own[k][1]])
-    mask = torch.cat([near_mask(*grid), torch.zeros(len(d), len(d) * len(earlier), dtype=torch.bool)], 1)
+    n_earlier = sum(len(F_[j]) for j in earlier)
+    mask = torch.cat([near_mask(*grid_of(R[k])), torch.zeros(len(d), n_earlier, dtype=torch.bool)], 1)
     h, idx = nearest(F_[k], torch.cat([F_[k]] + [F_[j] for j in earlier]), mask)
     return spaced(h * d.median() / h.median(), torch.cat([d] + [own[j][0] for j in earlier])[idx])
 
@@ -66,10 +74,10 @@ def history(F_: dict, own: dict, earlier: list[str], k: str, grid: tuple[int, in
 maps: dict[str, dict] = {}
 for c, ks in cats.items():
     F_ = {k: cells(R[k]) for k in ks}
-    grid = tuple(R[ks[0]]['g'].shape[-2:])
-    own = {k: nearest(F_[k], F_[k], near_mask(*grid)) for k in ks}
+    own = {k: nearest(F_[k], F_[k], near_mask(*grid_of(R[k]))) for k in ks}
     for i, k in enumerate(ks):
-        padded, size = tuple(4 * s for s in grid), R[k]['size']  # 4 input px per cell
+        grid, size = grid_of(R[k]), R[k]['size']
+        padded = tuple(4 * s for s in grid)
         goods = [j for j in ks if R[j]['type'] == 'good' and j != k]
         (d, i_own), (ref, i_ref) = own[k], nearest(F_[k], torch.cat([F_[j] for j in goods]))
         ref_own = torch.cat([own[j][0] for j in goods])
@@ -78,12 +86,12 @@ for c, ks in cats.items():
                      ('either', torch.minimum(d, ref)), ('reference, rescaled', ref_r),
                      ('either, rescaled', torch.minimum(d, ref_r)),
                      ('reference, rescaled, spacing', spaced(ref_r, ref_own[i_ref])),
-                     ('earlier frames, rescaled, spacing', history(F_, own, ks[:i], k, grid))):
+                     ('earlier frames, rescaled, spacing', history(F_, own, ks[:i], k))):
             maps.setdefault(v, {})[k] = upmap(m, grid, padded, size)
     print(c, flush=True)
 for v, m in maps.items():
     report(v, m, R, cats)
-if len(sys.argv) > 2:
+if len(sys.argv) > 2 and sys.argv[2] != '-':
     stratum_of = contrast_strata(sys.argv[2], R)
     for v, m in maps.items():
         for name, faint in (('> 30', False), ('<= 30', True)):
