@@ -1,6 +1,7 @@
 """Cache the self-similarity's VGG grid features (default config) of a dataset's categories.
-Usage (repository root): python docs/ablation_runs/line_stats/cache.py ../shared/datasets/textures-dev OUT.pkl CAT1,CAT2,...
-(docs/ablations.md section 12 ran two halves of the 14 categories side by side, a.pkl and b.pkl)."""
+Usage (repository root): python docs/ablation_runs/line_stats/cache.py ../shared/datasets/textures-dev OUT.pkl CAT1,CAT2,... [fp32]
+(docs/ablations.md section 12 ran two halves of the 14 categories side by side, a.pkl and b.pkl, under bf16 autocast;
+section 33 all 14, and real-dev's 5, in fp32)."""
 import sys, pickle, torch, torch.nn.functional as F
 sys.path.insert(0, '.')
 from pathlib import Path
@@ -18,7 +19,7 @@ for c in cats:
     for s in load_category(root, c):
         x = image_to_tensor(s.image, torch.device('cpu'), 64)
         h, w = x.shape[-2:]
-        with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
+        with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=sys.argv[4:] != ['fp32']):
             a = vgg(F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False), tuple(sc.vgg_layers))
         g = grid_features({k: a[k] for k in sc.vgg_layers}, (2 * h, 2 * w), 8)
         out[str(s.path)] = dict(g=g[0].half(), x=x[0].half(), mask=s.mask, label=s.label, cat=c, type=s.defect_type,

@@ -9,7 +9,7 @@ frame-alone distances, centred (the default's term; a reference cell's is its di
 `earlier frames`: what a stream holds, the frame's cells and those of every frame before it in stream order (on
 textures-dev these overlap it too).
 Usage (repository root): python docs/ablation_runs/ss_features/reference_bound.py CACHE.pkl [manifest.json|- [W]]
-(CACHE: docs/ablation_runs/line_stats/cache.py of all 14 categories; W: the local statistics' weight, 0.2 as the
+(CACHE: docs/ablation_runs/line_stats/cache.py of all 14 categories, fp32; W: the local statistics' weight, 0.2 as the
 default's; output: reference_bound.log, and reference_bound_w.log for W 0.5, 1 and 2; on a real-dev cache, with `-`
 for the manifest: reference_bound_real.log, where `the good crops` are the category's other good frames)."""
 import json
@@ -99,15 +99,16 @@ if len(sys.argv) > 2 and sys.argv[2] != '-':
                     if (kk := [k for k in ks if not R[k]['label']
                                or k in stratum_of and (stratum_of[k] != 'high(>30)') == faint])]
             print(f"{v}: defects changed by {name} grey levels, pooled AUROC {np.mean(rows):.3f}", flush=True)
-    # How much of each frame its reference holds: the share of its pixels that lie in one of the other good crops.
-    manifest = json.load(open(sys.argv[2]))
+    # How much of each frame its reference holds: the share of its pixels that lie in one of the other good crops
+    # (textures-dev's crops are 256 x 256, the set's README).
+    manifest, CROP = json.load(open(sys.argv[2])), 256
     shares = []
     for cat in manifest['categories'].values():
         goods = [im for im in cat['images'] if im['defect_type'] == 'good']
         for im in cat['images']:
-            (y, x), held = im['crop_yx'], np.zeros((256, 256), bool)
+            (y, x), held = im['crop_yx'], np.zeros((CROP, CROP), bool)
             for gy, gx in (g['crop_yx'] for g in goods if g is not im):
-                held[max(gy - y, 0):max(gy - y + 256, 0), max(gx - x, 0):max(gx - x + 256, 0)] = True
+                held[max(gy - y, 0):max(gy - y + CROP, 0), max(gx - x, 0):max(gx - x + CROP, 0)] = True
             shares.append(held.mean())
     print(f"share of a frame's pixels in its reference: mean {np.mean(shares):.2f}, median {np.median(shares):.2f}, "
           f"min {np.min(shares):.2f}, max {np.max(shares):.2f}")
