@@ -1,6 +1,6 @@
 """What the cross-frame scripts (and line_stats/variants.py) share: the neighbourhood mask, k-nearest distances, the map at image size and
 the per-category metrics (pixel AUROC / AUPRC, image AUROC on the top 0.1 %, pixel AUROC per defect type), and each
-defect's contrast stratum from a dataset's manifest."""
+defect's contrast stratum from a dataset's manifest with the frames pooled by it."""
 import json
 from pathlib import Path
 
@@ -19,12 +19,18 @@ def near_mask(gh, gw, r=8):
     return (by[:, None, :, None] & bx[None, :, None, :]).reshape(gh * gw, gh * gw)
 
 
-def topk_dist(q, ref, k, mask=None):
+def topk_nearest(q, ref, k, mask=None):
+    """Each row of q: the distances to its k nearest rows of ref (nearest first, rows where `mask` is set left out),
+    and which rows those are."""
     cl = 2 * q @ ref.T - (ref * ref).sum(1)[None]
     if mask is not None:
         cl.masked_fill_(mask, float('-inf'))
-    t = cl.topk(min(k, ref.shape[0]), dim=1).values
-    return ((q * q).sum(1)[:, None] - t).clamp_min(0).sqrt()
+    t, idx = cl.topk(min(k, ref.shape[0]), dim=1)
+    return ((q * q).sum(1)[:, None] - t).clamp_min(0).sqrt(), idx
+
+
+def topk_dist(q, ref, k, mask=None):
+    return topk_nearest(q, ref, k, mask)[0]
 
 
 def upmap(d, grid, padded, size):
@@ -59,3 +65,11 @@ def contrast_strata(manifest: str | Path, keys) -> dict[str, str]:
     strata = {im['image']: im['contrast_stratum'] for c in m['categories'].values() for im in c['images']
               if 'contrast_stratum' in im}
     return {k: strata[rel] for k in keys if (rel := '/'.join(Path(k).parts[-4:])) in strata}
+
+
+def by_contrast(R, cats, stratum_of):
+    """(name, [per category: its good frames' keys and those of its defects in the group]) for the defects that change
+    the frame by more than 30 grey levels and for those of 30 or fewer, as `ssdnet eval` pools a category."""
+    for name, faint in (('> 30', False), ('<= 30', True)):
+        yield name, [[k for k in ks if not R[k]['label'] or k in stratum_of and (stratum_of[k] != 'high(>30)') == faint]
+                     for ks in cats.values()]

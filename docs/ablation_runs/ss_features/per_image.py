@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from tools.eval.metrics import pixel_auprc, pixel_auroc
 
 sys.path.insert(0, str(Path(__file__).parents[1] / 'cross_frame'))
-from common import contrast_strata  # noqa: E402
+from common import by_contrast, contrast_strata  # noqa: E402
 
 R, cats, maps = pickle.load(open(sys.argv[1], 'rb'))
 M = maps[sys.argv[2]]
@@ -34,12 +34,9 @@ for t, v in sorted(per.items()):
 print(f"{'all':16s} {np.mean(sum(per.values(), [])):.3f}")
 for (t, s), v in sorted(by_stratum.items()):
     print(f"{t:16s} {s:11s} {np.mean(v):.3f} over {len(v)} frames")
-for name, faint in (('> 30', False), ('<= 30', True)) if stratum_of else ():
-    rows = []
-    for ks in cats.values():
-        kk = [k for k in ks if not R[k]['label'] or k in stratum_of and (stratum_of[k] != 'high(>30)') == faint]
-        maps_, masks = [M[k] for k in kk], [R[k]['mask'] for k in kk]
-        rows.append((pixel_auroc(maps_, masks), pixel_auprc(maps_, masks)))
+for name, groups in by_contrast(R, cats, stratum_of) if stratum_of else ():
+    rows = [(pixel_auroc([M[k] for k in kk], [R[k]['mask'] for k in kk]),
+             pixel_auprc([M[k] for k in kk], [R[k]['mask'] for k in kk])) for kk in groups]
     auroc, auprc = np.mean(rows, 0)
     print(f"pooled, defects changed by {name} grey levels: AUROC / AUPRC {auroc:.3f} / {auprc:.3f} over {len(rows)}"
           " categories")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path[:0] = [str(Path(__file__).parents[3]), str(Path(__file__).parents[1] / 'cross_frame')]
-from common import contrast_strata, near_mask, report, upmap  # noqa: E402
+from common import by_contrast, contrast_strata, near_mask, report, topk_nearest, upmap  # noqa: E402
 from edge.local_stats import stats_features  # noqa: E402
 from tools.eval.metrics import pixel_auroc  # noqa: E402
 
@@ -46,11 +46,8 @@ def cells(e) -> torch.Tensor:
 
 def nearest(q: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row of q: the mean distance to its 5 nearest rows of ref, and which rows those are."""
-    closeness = 2 * q @ ref.T - (ref * ref).sum(1)[None]
-    if mask is not None:
-        closeness.masked_fill_(mask, float('-inf'))
-    top, idx = closeness.topk(5, dim=1)
-    return ((q * q).sum(1)[:, None] - top).clamp_min(0).sqrt().mean(1), idx
+    d, idx = topk_nearest(q, ref, 5, mask)
+    return d.mean(1), idx
 
 
 def spaced(d: torch.Tensor, neighbours_own: torch.Tensor) -> torch.Tensor:
@@ -94,10 +91,8 @@ for v, m in maps.items():
 if len(sys.argv) > 2 and sys.argv[2] != '-':
     stratum_of = contrast_strata(sys.argv[2], R)
     for v, m in maps.items():
-        for name, faint in (('> 30', False), ('<= 30', True)):
-            rows = [pixel_auroc([m[k] for k in kk], [R[k]['mask'] for k in kk]) for ks in cats.values()
-                    if (kk := [k for k in ks if not R[k]['label']
-                               or k in stratum_of and (stratum_of[k] != 'high(>30)') == faint])]
+        for name, groups in by_contrast(R, cats, stratum_of):
+            rows = [pixel_auroc([m[k] for k in kk], [R[k]['mask'] for k in kk]) for kk in groups]
             print(f"{v}: defects changed by {name} grey levels, pooled AUROC {np.mean(rows):.3f}", flush=True)
     # How much of each frame its reference holds: the share of its pixels that lie in one of the other good crops
     # (textures-dev's crops are 256 x 256, the set's README).
