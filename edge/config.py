@@ -296,6 +296,14 @@ class MemoryConfig(StrictModel):
     admit_cell_mad: float = Field(3.0, gt=0.0, description="before the camera has a typical memory distance: only "
                                   "cells whose self-similarity is below the frame's median + this many (1.4826 x) "
                                   "MADs")
+    history_frames: int = Field(0, ge=0, le=64, description="the self-similarity also searches the fine cells "
+                                "of the camera's last this many frames (a ring beside the bank; every scored frame "
+                                "gives `history_cells`), and the map is the larger of the frame-alone and the "
+                                "with-history verdicts: a defect seen before keeps its own (docs/ablations.md section "
+                                "34: textures-dev 0.853 -> 0.871, real-dev within 0.003; 1.43x a frame's time; "
+                                "configs/ssdnet-history.yaml); 0 = off")
+    history_cells: int = Field(1024, ge=16, le=16384, description="cells of each frame in the history, drawn at "
+                               "random (fp16 rows of the self-similarity's features: 0.9 MB per frame at 1024)")
 
 
 class CalibrationConfig(StrictModel):

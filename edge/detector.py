@@ -12,7 +12,8 @@ them on) nothing is fitted: the frame is only scored.
 Each source also has a memory of its normal appearance (edge.memory; `memory.size_mb`) that the
 scorer searches, and a calibration of its image scores (edge.calibration): a scored frame that looks
 normal gives the memory up to `memory.per_frame` of its normal cells (`Detector._remember`), so
-defects stay out.
+defects stay out; every scored frame gives its history (`memory.history_frames`) some of its fine cells, whose
+search can only raise the map (edge.scoring), so a defect there cannot vouch for itself.
 Its normal frames also teach it how its maps run near the frame's border (edge.border): from its
 `border.min_frames`-th normal frame on, the map (and an image score taken from it) is corrected for that.
 `reset()` forgets weights, memory, calibration and border profile; `state_dict()` holds them (a checkpoint).
@@ -89,7 +90,8 @@ class Detector:
         warm = cfg.fit.warm_steps  # the one scheduler of this source, configured once from the fit config
         self.scheduler = StepScheduler(frame_budget_ms=cfg.fit.frame_budget_ms, fit_budget_ms=cfg.fit.budget_ms,
                                        min_steps=min(1, warm), max_steps=warm)
-        self.memory = FeatureMemory(cfg.memory, self.fitter.device, cfg.fit.seed) if cfg.uses_memory else None
+        self.memory = FeatureMemory(cfg.memory, self.fitter.device, cfg.fit.seed,
+                                    history_dim=self.scorer.knn_dim) if cfg.uses_memory else None
         if self.memory is not None:
             self.backend.use_memory(self.memory)
         self.calibrator = ScoreCalibrator(cfg.calibration)
@@ -194,6 +196,17 @@ class Detector:
                                    (float(dist_v.mean()), float(dist_v.std())))
         return self.memory.add(feats, valid & normal, dist)
 
+    def _keep_history(self, x: torch.Tensor, height: int, width: int) -> None:
+        """Give the memory's history `history_cells` of the last scored frame's self-similarity cells (not the
+        padding's), whatever the frame's score."""
+        cells = self.backend.knn_cells
+        if self.memory is None or cells is None:
+            return
+        cell = x.shape[-2] // cells.shape[-2]
+        valid = torch.zeros(cells.shape[-2:], dtype=torch.bool)
+        valid[: -(-height // cell), : -(-width // cell)] = True
+        self.memory.add_history(cells[:1, :-1], cells[0, -1], valid)
+
     def fit(self, x: torch.Tensor) -> FitStats:
         """Cold fit on a source's first frame, else a warm fit of the steps the scheduler plans (no
         step at all when no scored map uses the U-Net)."""
@@ -262,6 +275,8 @@ class Detector:
         if border is not None and not suspect:
             border.observe(own_map)
         added = self._remember(x, h, w, calibrated, calibrating)
+        if self.nonfinite_maps == nonfinite:
+            self._keep_history(x, h, w)
         total_ms = (time.perf_counter() - start) * 1000
         self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)
         met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met

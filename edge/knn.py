@@ -43,13 +43,19 @@ def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
 
 
 def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
-                             frame: tuple[int, int] | None = None) -> torch.Tensor:
+                             frame: tuple[int, int] | None = None,
+                             history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """(N, 2, gh, gw): `knn_distance`, and how much wider than the frame's mean the spacing of those k
     nearest locations is (the mean of their own distances, less its mean over the frame). A look of the
     texture that is rare but alike where it occurs has far neighbours that are far from theirs too; a
     defect's nearest locations are the common texture, near theirs (the idea of the local outlier factor).
     `frame`: the grid's first rows x columns that hold the frame; the rest (the reflect padding, a mirror of
-    the frame's last rows and columns, where a defect would find itself) is never a neighbour."""
+    the frame's last rows and columns, where a defect would find itself) is never a neighbour.
+
+    `history` (rows (R, C), their own distances in their frames (R,), valid rows ()): the camera's earlier
+    cells (edge.memory's history). Then (N, 4, gh, gw): also the same two of the k nearest among the frame's
+    candidates and the history's rows together, the distance rescaled to the frame-alone distance's mean over
+    the frame (more candidates are nearer; the frame keeps its level, only the ranking inside it changes)."""
     n, c, gh, gw = (int(v) for v in feats.shape)  # python ints, also under the ONNX tracer
     fh, fw = frame or (gh, gw)
     if fh * fw - 1 < k:
@@ -76,5 +82,27 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
         closeness = torch.baddbmm(-sq[:, None, :], q.transpose(1, 2), q, alpha=2).masked_fill_(near, float("-inf"))
         top, nearest = closeness.topk(k, dim=2)
         d = (sq[:, :, None] - top).clamp_min(0).sqrt().mean(2)
-        spacing = torch.gather(d, 1, nearest.reshape(n, -1)).reshape(n, -1, k).mean(2)
-        return torch.stack([d, spacing - spacing.mean(1, keepdim=True)], 1).reshape(n, 2, gh, gw)
+        out = [d, _wider(d, nearest, k)]
+        if history is not None:
+            rows, rows_own, count = history
+            b = rows.float()
+            invalid = torch.ones_like(b[:, 0]).cumsum(0) > count.float().reshape(())  # rows past the fill count
+            bb = (b * b).sum(1).masked_fill(invalid, float("inf"))
+            top_h, nearest_h = (torch.matmul(q.transpose(1, 2), b.t()) * 2 - bb).topk(min(k, int(b.shape[0])), dim=2)
+            # the k nearest of both: the frame's (indices < cells) and the history's (cells + row)
+            top_both, pick = torch.cat([top, top_h], 2).topk(k, dim=2)
+            index = torch.gather(torch.cat([nearest, nearest_h + gh * gw], 2), 2, pick)
+            dh = (sq[:, :, None] - top_both).clamp_min(0).sqrt().mean(2)
+            inside = ((ys <= fh)[:, None] & (xs <= fw)[None]).reshape(1, -1).float()  # the frame's cells
+            level = (d * inside).sum(1, keepdim=True) / (dh * inside).sum(1, keepdim=True).clamp_min(1e-12)
+            own = torch.cat([d, rows_own.float()[None].expand(n, -1)], 1)
+            out += [dh * level, _wider(own, index, k)]
+        return torch.stack(out, 1).reshape(n, len(out), gh, gw)
+
+
+def _wider(own: torch.Tensor, nearest: torch.Tensor, k: int) -> torch.Tensor:
+    """(n, cells): the mean own distance of each cell's k nearest (`nearest` (n, cells, k) indices into `own`
+    (n, candidates)), less its mean over the cells."""
+    n = int(nearest.shape[0])
+    spacing = torch.gather(own, 1, nearest.reshape(n, -1)).reshape(n, -1, k).mean(2)
+    return spacing - spacing.mean(1, keepdim=True)

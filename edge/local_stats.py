@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from .filters import gaussian_blur, gaussian_kernel
 
+STATS_CHANNELS = 5  # intensity mean and std, three colour offsets
+
 
 def local_moments(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """(N, 3, H, W) image -> (N, 5, H, W) fp32: local mean and std of the intensity (channel mean),

@@ -32,6 +32,13 @@ once), and only from frames whose calibrated score is normal (edge.detector deci
 not become "normal". Once the memory is ready, a frame's rows wait in a queue until `delay_frames` more
 frames have added theirs, so a run of alike frames (a defect that scores like a normal frame, repeated)
 cannot vouch for itself.
+
+With `history_frames` the memory also keeps a ring of the camera's last frames' fine cells (`add_history`:
+`history_cells` random cells of each scored frame, the self-similarity's features and each cell's own distance in
+its frame), which the frame's self-similarity searches beside its own cells (edge.knn). The map is the larger of
+the frame-alone and the with-history verdicts (edge.scoring): a clean earlier frame shows where a faint defect
+differs from the texture, and a defect seen before, which the history would call normal, keeps its own verdict
+(docs/ablations.md section 34).
 """
 from __future__ import annotations
 
@@ -123,11 +130,18 @@ def farthest_points(rows: torch.Tensor, n: int, start: torch.Tensor | None = Non
     return torch.stack(picked)
 
 
-def footprint_mb(cfg: MemoryConfig) -> float:
-    """A camera's memory at most, MB: the bank (`size_mb`) and the rows waiting out `delay_frames`."""
+def footprint_mb(cfg: MemoryConfig, history_dim: int = 0) -> float:
+    """A camera's memory at most, MB: the bank (`size_mb`), the rows waiting out `delay_frames` and the history
+    (rows of `history_dim` values)."""
     row = feature_dim(cfg) * BYTES_PER_VALUE + SPACING_BYTES
     queue = cfg.delay_frames * cfg.per_frame * row if cfg.size_mb > 0 else 0
-    return cfg.size_mb + queue / 2**20
+    history = history_rows(cfg, history_dim) * (history_dim * BYTES_PER_VALUE + SPACING_BYTES)
+    return cfg.size_mb + (queue + history) / 2**20
+
+
+def history_rows(cfg: MemoryConfig, history_dim: int) -> int:
+    """Rows of the history ring: `history_frames` x `history_cells` (none without a width or a bank)."""
+    return cfg.history_frames * cfg.history_cells if history_dim and cfg.size_mb > 0 else 0
 
 
 def capacity(cfg: MemoryConfig, dim: int) -> int:
@@ -138,18 +152,24 @@ def capacity(cfg: MemoryConfig, dim: int) -> int:
 class FeatureMemory:
     """The bank of one camera: `capacity` rows of `dim` fp16 features, written as a ring."""
 
-    def __init__(self, cfg: MemoryConfig, device: torch.device | str = "cpu", seed: int = 0):
+    def __init__(self, cfg: MemoryConfig, device: torch.device | str = "cpu", seed: int = 0, history_dim: int = 0):
         self.cfg, self.dim = cfg, feature_dim(cfg)
         dim = self.dim
         self.bank = torch.zeros(capacity(cfg, dim), dim, dtype=torch.float16, device=device)
         self.spacing = torch.zeros(len(self.bank), dtype=torch.float32, device=device)  # each row's, at its write
+        rows = history_rows(cfg, history_dim)  # the history: earlier frames' self-similarity cells
+        self.history = torch.zeros(rows, history_dim, dtype=torch.float16, device=device)
+        self.history_own = torch.zeros(rows, dtype=torch.float32, device=device)  # each cell's distance in its frame
         self.generator = torch.Generator(device=self.bank.device)
+        self.history_generator = torch.Generator(device=self.bank.device)
         self.seed = seed
         self.reset()
 
     def reset(self) -> None:
         """Forget everything (a camera's model reset)."""
         self.count, self.next, self.frames = 0, 0, 0
+        self.history_count, self.history_next = 0, 0
+        self.history_generator.manual_seed(self.seed + 1)
         self.pending: deque[tuple[torch.Tensor, torch.Tensor]] = deque()  # (rows, spacing) of the last
         # `delay_frames` admitted frames
         self.levels: deque[tuple[float, float, float, float]] = deque(maxlen=LEVELS_KEPT)  # (S, M) means, stds
@@ -215,7 +235,7 @@ class FeatureMemory:
     @property
     def nbytes(self) -> int:
         """The bank's bytes with its spacing (`size_mb`) and the queue's (at most `delay_frames` x `per_frame` rows)."""
-        tensors = (self.bank, self.spacing, *(t for rows in self.pending for t in rows))
+        tensors = (self.bank, self.spacing, self.history, self.history_own, *(t for rows in self.pending for t in rows))
         return sum(t.numel() * t.element_size() for t in tensors)
 
     @property
@@ -224,11 +244,28 @@ class FeatureMemory:
         return float(self.spacing[: self.count].median()) if self.count else 0.0
 
     def state_tensor(self) -> torch.Tensor:
-        """What the scorer graph takes besides the bank and its spacing: (7,) float32 [valid rows (0 while fewer
-        than k), typical spacing, the blend's a, b, c (`blend`: 1, 0, 0 keeps the memory out of the map) and the
-        floor's p, q (`floor`: 0, -inf is none)]."""
+        """What the scorer graph takes besides the bank and its spacing: (8,) float32 [valid rows (0 while fewer
+        than k), typical spacing, the blend's a, b, c (`blend`: 1, 0, 0 keeps the memory out of the map), the
+        floor's p, q (`floor`: 0, -inf is none) and the history's valid rows]."""
         rows = self.count if self.count >= self.cfg.k else 0
-        return torch.tensor([float(rows), self.typical_spacing, *self.blend, *self.floor], device=self.bank.device)
+        return torch.tensor([float(rows), self.typical_spacing, *self.blend, *self.floor, float(self.history_count)],
+                            device=self.bank.device)
+
+    def add_history(self, cells: torch.Tensor, own: torch.Tensor, valid: torch.Tensor) -> int:
+        """Write `history_cells` of (1, D, gh, gw) `cells` where `valid` (gh, gw) is True (the frame, not its
+        padding), drawn at random, with their own distances in the frame `own` (gh, gw), into the history ring
+        (the oldest frame's are overwritten once it is full). Returns how many."""
+        if len(self.history) == 0:
+            return 0
+        idx = torch.nonzero(valid.reshape(-1).to(self.history.device))[:, 0]
+        draw = torch.randperm(idx.numel(), generator=self.history_generator, device=idx.device)
+        idx = idx[draw[: self.cfg.history_cells]]
+        slots = (self.history_next + torch.arange(idx.numel(), device=idx.device)) % len(self.history)
+        self.history[slots] = cells[0].reshape(int(cells.shape[1]), -1).t()[idx].to(self.history.dtype)
+        self.history_own[slots] = own.reshape(-1)[idx].to(self.history_own)
+        self.history_next = int((self.history_next + idx.numel()) % len(self.history))
+        self.history_count = min(len(self.history), self.history_count + int(idx.numel()))
+        return int(idx.numel())
 
     def add(self, feats: torch.Tensor, normal: torch.Tensor, distance: torch.Tensor | None = None) -> int:
         """Write up to `cfg.per_frame` cells (and `cfg.per_frame_share` of all) of (1, C, gh, gw) `feats` where
@@ -278,13 +315,17 @@ class FeatureMemory:
         return {"bank": oldest_first(self.bank).clone(), "spacing": oldest_first(self.spacing).clone(),
                 "frames": self.frames, "levels": [list(v) for v in self.levels],
                 "generator": self.generator.get_state(), "pending": [r.clone() for r, _ in self.pending],
-                "pending_spacing": [s.clone() for _, s in self.pending]}
+                "pending_spacing": [s.clone() for _, s in self.pending],
+                "history": self.history[: self.history_count].clone(),
+                "history_own": self.history_own[: self.history_count].clone(),
+                "history_next": self.history_next, "history_generator": self.history_generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a saved memory; a bank of another width is refused, a longer one keeps its newest rows.
         Checkpoints from before the delay have no queue; from before the spacing, rows without one count as
         typically spaced (the camera's typical memory distance) until they are overwritten; from before the
-        spreads, the memory stays out of the map until the camera's next admitted frame gives it one."""
+        spreads, the memory stays out of the map until the camera's next admitted frame gives it one; from before
+        the history, or with one of another shape, the history starts empty (it refills in `history_frames` frames)."""
         bank, pending = state["bank"], state.get("pending", [])
         for rows in (bank, *pending):
             if rows.ndim != 2 or rows.shape[1] != self.dim:
@@ -309,3 +350,10 @@ class FeatureMemory:
         self.generator.set_state(state["generator"])
         self.pending.extend((r.to(self.bank), s.to(self.spacing).nan_to_num(typical))
                             for r, s in zip(pending, pending_spacing, strict=True))
+        history = state.get("history")
+        if history is not None and len(history) and len(history) <= len(self.history) and (
+                history.shape[1:] == self.history.shape[1:] and state["history_own"].shape == (len(history),)):
+            self.history[: len(history)] = history.to(self.history)
+            self.history_own[: len(history)] = state["history_own"].to(self.history_own)
+            self.history_count, self.history_next = len(history), int(state["history_next"]) % len(self.history)
+            self.history_generator.set_state(state["history_generator"])

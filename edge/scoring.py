@@ -35,11 +35,11 @@ from .config import MemoryConfig, ScoreConfig
 from .corrupt import _block_size
 from .filters import gaussian_blur, gaussian_kernel
 from .knn import cell_size, grid_features, knn_distance_and_spacing
-from .local_stats import stats_features
+from .local_stats import STATS_CHANNELS, stats_features
 from .memory import memory_distance, memory_features
 from .patches import from_patches, to_patches
 from .unet import UNet
-from .vgg import VGG19Features, cosine_similarity
+from .vgg import VGG19Features, cosine_similarity, layer_channels, layer_stride
 
 
 def mask_groups(h: int, w: int, block: int, groups: int) -> torch.Tensor:
@@ -50,6 +50,11 @@ def mask_groups(h: int, w: int, block: int, groups: int) -> torch.Tensor:
     j = torch.arange(w // b).view(1, -1) % r
     gid = ((i * r + j) % groups).repeat_interleave(b, 0).repeat_interleave(b, 1)
     return torch.stack([gid == g for g in range(groups)]).unsqueeze(1)
+
+
+def knn_dim(cfg: ScoreConfig) -> int:
+    """Width D of a self-similarity cell (a history row): the VGG19 layers' channels and the local statistics."""
+    return sum(layer_channels(name) for name in cfg.vgg_layers) + (STATS_CHANNELS if cfg.knn_stats_weight > 0 else 0)
 
 
 class AnomalyScorer(nn.Module):
@@ -63,7 +68,11 @@ class AnomalyScorer(nn.Module):
     frame's memory features (N, C, gh, gw), for the detector to add to the bank, maps (N, 2, gh, gw): the
     self-similarity and the memory distance (0 while the bank has fewer than k rows) on the memory's grid,
     from which the detector keeps the blend's statistics and picks the cells it adds, and the map the image
-    score reads (N, 1, H, W): the blend a x S + b x M + c without the floor."""
+    score reads (N, 1, H, W): the blend a x S + b x M + c without the floor. With the memory's history
+    (`memory.history_frames`) forward(..., history, history_own) also gets the camera's earlier cells (R, D) and
+    their own distances (R,) (the state's 8th value: the valid rows) and returns, sixth, the frame's self-similarity
+    cells and their own distances (N, D + 1, kh, kw) for the detector to add to it; S and the map's own term are
+    then the larger of the frame-alone and the with-history search's (edge.knn; docs/ablations.md section 34)."""
 
     def __init__(self, unet: UNet, cfg: ScoreConfig, scales: tuple[int, ...], vgg: VGG19Features | None = None,
                  memory: MemoryConfig | None = None):
@@ -73,6 +82,7 @@ class AnomalyScorer(nn.Module):
         if memory is not None and cfg.knn_weight <= 0:
             raise ValueError("the memory is part of the self-similarity term: it needs score.knn_weight > 0")
         self.unet, self.cfg, self.scales, self.memory = unet, cfg, tuple(scales), memory
+        self.history = memory is not None and memory.history_frames > 0 and memory.size_mb > 0
         self.vgg = vgg if cfg.uses_vgg else None
         k = gaussian_kernel(cfg.smooth_sigma) if cfg.smooth_sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", k, persistent=False)
@@ -148,26 +158,44 @@ class AnomalyScorer(nn.Module):
             f -= 1
         return f
 
-    def knn_map(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None,
-                frame: tuple[int, int] | None = None) -> torch.Tensor:
-        """Smoothed VGG19 self-similarity map of the input (edge.knn), unnormalised, and how much wider than
-        the frame's mean its nearest cells' spacing is: (N, 2, H, W). `feats`: the input's VGG19 features if
-        already computed (unused when the input is enlarged first); `frame`: the frame's height and width
-        in the padded input (its cells alone are neighbours)."""
-        cfg, (h, w) = self.cfg, (int(x.shape[-2]), int(x.shape[-1]))
+    def knn_cell(self, h: int, w: int) -> tuple[int, int]:
+        """The self-similarity of an h x w input: its enlargement and its cells' side on the enlarged input."""
         f = self.knn_upscale(h, w)
+        stride = max(layer_stride(name) for name in self.cfg.vgg_layers)
+        return f, cell_size(h * f, w * f, max(4 * f, stride), self.cfg.knn_max_cells)
+
+    @property
+    def knn_dim(self) -> int:
+        return knn_dim(self.cfg)
+
+    def knn_cells_shape(self, h: int, w: int) -> tuple[int, int, int]:
+        """(D + 1, kh, kw): the self-similarity's cells of an h x w input with their own distances."""
+        f, cell = self.knn_cell(h, w)
+        return self.knn_dim + 1, -(-h * f // cell), -(-w * f // cell)
+
+    def knn_map(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None,
+                frame: tuple[int, int] | None = None,
+                history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Smoothed VGG19 self-similarity map of the input (edge.knn), unnormalised, and how much wider than
+        the frame's mean its nearest cells' spacing is: (N, 2, H, W), with `history` (rows, their own distances,
+        valid rows) also the same two of the search with it (N, 4, H, W); and the cells with their own distances
+        (N, D + 1, kh, kw). `feats`: the input's VGG19 features if already computed (unused when the input is
+        enlarged first); `frame`: the frame's height and width in the padded input (its cells alone are
+        neighbours)."""
+        cfg, (h, w) = self.cfg, (int(x.shape[-2]), int(x.shape[-1]))
+        f, cell = self.knn_cell(h, w)
         if f > 1:
             feats = self._features(F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False))
         elif feats is None:
             feats = self._features(x)
-        stride = max(h * f // int(a.shape[-2]) for a in feats.values())
-        cell = cell_size(h * f, w * f, max(4 * f, stride), cfg.knn_max_cells)
         g = grid_features(feats, (h * f, w * f), cell)
         if cfg.knn_stats_weight > 0:
             g = torch.cat([g.float(), cfg.knn_stats_weight * stats_features(x, cell // f, cfg.knn_stats_sigma)], dim=1)
         cells = None if frame is None else (-(-frame[0] * f // cell), -(-frame[1] * f // cell))
-        d = knn_distance_and_spacing(g, cfg.knn_k, cfg.knn_radius, cells)
-        return self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
+        d = knn_distance_and_spacing(g, cfg.knn_k, cfg.knn_radius, cells, history)
+        smoothed = self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
+        return smoothed, torch.cat([g.float(), d[:, :1]], dim=1)
 
     def memory_map(self, x: torch.Tensor, acts: dict[str, torch.Tensor], bank: torch.Tensor, state: torch.Tensor,
                    spacing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -185,7 +213,8 @@ class AnomalyScorer(nn.Module):
         return self._smooth(F.interpolate(m, size=size, mode="bilinear", align_corners=False)), d, feats
 
     def forward(self, x: torch.Tensor, bank: torch.Tensor | None = None, state: torch.Tensor | None = None,
-                spacing: torch.Tensor | None = None, frame: tuple[int, int] | None = None):
+                spacing: torch.Tensor | None = None, history: torch.Tensor | None = None,
+                history_own: torch.Tensor | None = None, frame: tuple[int, int] | None = None):
         cfg = self.cfg
         amap = torch.zeros_like(x[:, :1])
         knn_own_input = cfg.knn_weight > 0 and self.knn_upscale(int(x.shape[-2]), int(x.shape[-1])) == 1
@@ -197,7 +226,11 @@ class AnomalyScorer(nn.Module):
             amap = amap + cfg.pixel_weight * self._normalise(l2) / len(views)
             if perc is not None:
                 amap = amap + cfg.perceptual_weight * self._normalise(perc) / len(views)
-        knn = self.knn_map(x, self._features(x, acts) if knn_own_input else None, frame) if cfg.knn_weight > 0 else None
+        if self.history and (history is None or history_own is None or state is None):
+            raise ValueError("a scorer with a history needs its rows, their own distances and the memory's state")
+        earlier = (history, history_own, state[7]) if self.history else None
+        knn, knn_cells = self.knn_map(x, self._features(x, acts) if knn_own_input else None, frame, earlier
+                                      ) if cfg.knn_weight > 0 else (None, None)
         extra = ()
         if self.memory is not None:
             if bank is None or state is None or spacing is None:
@@ -208,13 +241,18 @@ class AnomalyScorer(nn.Module):
             # than the floor that keeps part of the frame's own verdict. The memory and the image score read the
             # blend of the plain distance; the map shows the frame's own less its spacing term, which fades as the
             # memory takes over (times a^2, the frame's own share of the blend: 1 while the memory stays out)
-            plain, wider = knn[:, :1], knn[:, 1:]
+            # with the history, the larger of the frame-alone and the with-history verdicts: the history can raise
+            # a cell its earlier frames tell from the texture, never clear a defect it has seen before
+            fade = cfg.knn_spacing_weight * state[2] * state[2]
+            plain, own = knn[:, :1], knn[:, :1] - fade * knn[:, 1:2]
+            if self.history:
+                plain, own = torch.maximum(plain, knn[:, 2:3]), torch.maximum(own, knn[:, 2:3] - fade * knn[:, 3:4])
             blend = state[2] * plain + state[3] * mem + state[4]
             extra = (mem_feats, torch.cat([F.avg_pool2d(plain, cell, cell, ceil_mode=True), grid], dim=1), blend)
-            own = plain - cfg.knn_spacing_weight * state[2] * state[2] * wider
+            extra += (knn_cells,) if self.history else ()
             knn = torch.maximum(state[2] * own + state[3] * mem + state[4], state[5] * own + state[6])
         elif knn is not None:
-            knn = knn[:, :1] - cfg.knn_spacing_weight * knn[:, 1:]
+            knn = knn[:, :1] - cfg.knn_spacing_weight * knn[:, 1:2]
         score_map = extra[2] if extra else knn
         if knn is not None:
             amap = amap + cfg.knn_weight * self._normalise(knn)

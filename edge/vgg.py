@@ -148,6 +148,11 @@ def layer_channels(name: str) -> int:
     return _BLOCKS[block - 1][conv]
 
 
+def layer_stride(name: str) -> int:
+    """Pixels of the input per location of a VGG19 layer ("relu3_1" -> 4)."""
+    return 2 ** (int(name.removeprefix("relu").split("_")[0]) - 1)
+
+
 def build_vgg(cfg: SSDNetConfig, *, loss: bool = True, score: bool = True) -> VGG19Features | None:
     """The VGG19 trunk with the layers the config's perceptual loss (`loss`) and scored maps and memory
     (`score`) need, one trunk for all; None when none uses it."""

@@ -52,6 +52,7 @@ from edge.device import resolve_device
 from edge.frames import to_frame_size
 from edge.memory import footprint_mb
 from edge.scorers import choose_backend, ensure_available
+from edge.scoring import knn_dim
 from edge.vgg import build_vgg
 
 from . import admission
@@ -295,7 +296,8 @@ class EdgeNode:
         self.peers = self._peers(inputs, input_names)
         self.admission = Admission.from_config(cfg, self.peers)
         # a camera's model: the detector (admission.MODEL_MB) and its memory of normal appearance
-        self.budget = WorkBudget(cfg.memory_budget_mb, admission.MODEL_MB + footprint_mb(cfg.ssdnet.memory))
+        camera_mb = admission.MODEL_MB + footprint_mb(cfg.ssdnet.memory, knn_dim(cfg.ssdnet.score))
+        self.budget = WorkBudget(cfg.memory_budget_mb, camera_mb)
         if self.budget.pixels_for(len(self.admission.declared), 0) < cfg.min_side ** 2:
             log.warning("%s: node.memory_budget_mb %s cannot hold the models of its %d configured cameras and one "
                         "frame's scoring: frames will be refused (memory_budget)", cfg.name, cfg.memory_budget_mb,

@@ -218,7 +218,7 @@ def test_the_map_shows_the_spacing_term_and_the_image_score_reads_the_plain_dist
     det = Detector(cfg, "cpu")
     bank, spacing, scorer = det.memory.bank, det.memory.spacing, det.scorer
     with torch.inference_mode():
-        both = scorer.knn_map(x)
+        both = scorer.knn_map(x)[0]
         plain, wider = both[:, :1], both[:, 1:]
         acts = scorer.vgg(x, cfg.memory.layers)
         for a in (1.0, 0.5):  # the memory out of the map (1, 0, 0), then in it with a = 0.5
@@ -230,3 +230,23 @@ def test_the_map_shows_the_spacing_term_and_the_image_score_reads_the_plain_dist
             # the map (in knn units) ranks the pixels as the blend of the spaced own map does
             assert np.corrcoef(amap.flatten().numpy(), shown.flatten().numpy())[0, 1] > 0.999
         assert not torch.allclose(amap, score_map)
+
+
+def test_the_history_search_keeps_the_frame_s_level_and_without_rows_is_the_frame_alone():
+    """The camera's earlier cells as more candidates (edge.memory's history): an empty history changes nothing, and
+    a filled one changes the ranking inside the frame, not its level (rescaled to the frame-alone mean)."""
+    torch.manual_seed(0)
+    f = F.normalize(torch.randn(1, 16, 8, 8), dim=1)
+    rows = F.normalize(torch.randn(32, 16), dim=1)
+    own = torch.rand(32)
+    empty = knn_distance_and_spacing(f, 3, 1, history=(rows, own, torch.tensor(0.0)))[0]
+    assert empty.shape == (4, 8, 8) and torch.allclose(empty[2:], empty[:2])
+    rows[:4] = f[0, :, 2, 2] + 0.01 * torch.randn(4, 16)  # four earlier cells like one of the frame's
+    full = knn_distance_and_spacing(f, 3, 1, history=(rows, own, torch.tensor(32.0)))[0]
+    assert torch.allclose(full[:2], empty[:2])  # the frame-alone verdict is unchanged
+    assert full[2].mean() == pytest.approx(float(full[0].mean()), rel=1e-5)  # its level kept
+    assert not torch.allclose(full[2], full[0])
+    # the cell with close earlier twins ranks lowest in its frame, which it did not alone
+    assert full[2].argmin() == 2 * 8 + 2 != full[0].argmin()
+    half = knn_distance_and_spacing(f, 3, 1, history=(rows, own, torch.tensor(4.0)))[0]  # only the valid rows
+    assert half[2].argmin() == 2 * 8 + 2

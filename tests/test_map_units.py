@@ -39,7 +39,7 @@ def test_knn_units_are_the_same_map_per_frame_but_keep_frames_comparable():
                                                          vgg_layers=("relu2_2", "relu3_1")), (2,), vgg).eval()
     x = torch.from_numpy(frames()[1]).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():  # self-similarity only: the map is the raw self-similarity map, less its spacing
-        d = knn_only.knn_map(x)
+        d = knn_only.knn_map(x)[0]
         assert torch.allclose(knn_only(x)[0], d[:, :1] - knn_only.cfg.knn_spacing_weight * d[:, 1:], atol=1e-4)
 
 

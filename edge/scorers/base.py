@@ -12,7 +12,8 @@ With a memory in the config (edge.memory), the camera's FeatureMemory is handed 
 (`scorer.use_memory(memory)`); every `score` reads its bank and state as graph inputs and leaves
 the frame's memory features and maps (self-similarity and memory distance on the memory's grid) in
 `scorer.features` and `scorer.memory_maps`, and the map its image score reads (the blend without the
-floor, edge.scoring) in `scorer.score_map`, for the detector.
+floor, edge.scoring) in `scorer.score_map`, for the detector; with the memory's history also its history
+and leaves the frame's self-similarity cells in `scorer.knn_cells`.
 """
 from __future__ import annotations
 
@@ -73,29 +74,36 @@ class Scorer(ABC):
     features: torch.Tensor | None = None  # the last scored frame's memory features (None without a memory)
     memory_maps: torch.Tensor | None = None  # and its self-similarity and memory distance on that grid (N, 2, gh, gw)
     score_map: torch.Tensor | None = None  # and the map its image score reads (N, 1, H, W)
+    knn_cells: torch.Tensor | None = None  # and, with a history, its self-similarity cells (N, D + 1, kh, kw)
 
     def use_memory(self, memory: FeatureMemory) -> None:
         """Score against this memory from now on (a reference: later additions are seen)."""
         self.memory = memory
 
     def memory_inputs(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(bank, state, spacing) for the graph, or () when the scorer has no memory (an empty one until handed one)."""
+        """(bank, state, spacing[, history, its own distances]) for the graph, or () when the scorer has no memory
+        (an empty one until handed one)."""
         if self.module.memory is None:
             return ()
         if self.memory is None:
-            self.memory = FeatureMemory(self.module.memory, device)
-        return self.memory.bank.to(device), self.memory.state_tensor().to(device), self.memory.spacing.to(device)
+            self.memory = FeatureMemory(self.module.memory, device, history_dim=self.module.knn_dim)
+        m = self.memory
+        history = (m.history.to(device), m.history_own.to(device)) if self.module.history else ()
+        return m.bank.to(device), m.state_tensor().to(device), m.spacing.to(device), *history
 
     def memory_outputs(self, n: int, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """Buffers for an exported graph's memory outputs, fp32: features (n, C, gh, gw), maps (n, 2, gh, gw) and
-        the score's map (n, 1, h, w)."""
+        """Buffers for an exported graph's memory outputs, fp32: features (n, C, gh, gw), maps (n, 2, gh, gw),
+        the score's map (n, 1, h, w) and, with a history, the self-similarity's cells (n, D + 1, kh, kw)."""
         cfg, grid = self.module.memory, grid_shape(h, w, self.module.memory)
+        cells = ((n, *self.module.knn_cells_shape(h, w)),) if self.module.history else ()
         return tuple(torch.empty(shape, dtype=torch.float32, device=device)
-                     for shape in ((n, feature_dim(cfg), *grid), (n, 2, *grid), (n, 1, h, w)))
+                     for shape in ((n, feature_dim(cfg), *grid), (n, 2, *grid), (n, 1, h, w), *cells))
 
     def keep_memory_outputs(self, outs: tuple[torch.Tensor, ...]) -> None:
         """Hold a scoring pass's memory outputs for the detector (none: the scorer has no memory)."""
-        self.features, self.memory_maps, self.score_map = (t.float() for t in outs) if outs else (None, None, None)
+        outs = tuple(t.float() for t in outs)
+        self.features, self.memory_maps, self.score_map = outs[:3] if outs else (None, None, None)
+        self.knn_cells = outs[3] if len(outs) > 3 else None
 
     @abstractmethod
     def update_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:

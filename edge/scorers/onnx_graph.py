@@ -44,6 +44,9 @@ MEMORY_INPUTS = ("memory", "memory_state", "memory_spacing")  # with a memory: t
 # [valid rows, typical spacing, blend a, b, c, floor p, q] (7,), each row's spacing (M,)
 MEMORY_OUTPUTS = ("memory_features", "memory_maps", "score_map")  # with a memory: (N, C, gh, gw), (N, 2, gh, gw)
 # on its grid, and the map the image score reads (N, 1, H, W)
+HISTORY_INPUTS = ("history", "history_own")  # with the memory's history: its rows (R, D) fp16 and their own
+# distances (R,); the state's 8th value is its valid rows
+HISTORY_OUTPUTS = ("knn_cells",)  # and the frame's self-similarity cells with their own distances (N, D + 1, kh, kw)
 WEIGHT_PREFIX = "unet."
 EXPORTERS = ("torchscript", "dynamo")
 
@@ -96,8 +99,15 @@ def map_weight_names(model: onnx.ModelProto, fingerprints: Mapping[str, bytes]) 
     return mapping
 
 
+def memory_io(history: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The graph's memory inputs and outputs, with or without the history's."""
+    return (MEMORY_INPUTS + HISTORY_INPUTS, MEMORY_OUTPUTS + HISTORY_OUTPUTS) if history else (MEMORY_INPUTS,
+                                                                                              MEMORY_OUTPUTS)
+
+
 def _static_output_shapes(model: onnx.ModelProto, height: int, width: int,
-                          memory_shape: tuple[int, int, int] | None) -> None:
+                          memory_shape: tuple[int, int, int] | None,
+                          cells_shape: tuple[int, int, int] | None = None) -> None:
     """The TorchScript exporter leaves H and W of the map symbolic; they are static here."""
     for out in model.graph.output:
         dims = out.type.tensor_type.shape.dim
@@ -108,6 +118,8 @@ def _static_output_shapes(model: onnx.ModelProto, height: int, width: int,
         elif out.name in MEMORY_OUTPUTS and memory_shape is not None:
             want = {MEMORY_OUTPUTS[0]: ["batch", *memory_shape], MEMORY_OUTPUTS[1]: ["batch", 2, *memory_shape[1:]],
                     MEMORY_OUTPUTS[2]: ["batch", 1, height, width]}[out.name]
+        elif out.name in HISTORY_OUTPUTS and cells_shape is not None:
+            want = ["batch", *cells_shape]
         else:
             continue
         del dims[:]
@@ -170,14 +182,14 @@ class ExportedScorer:
         return self.model.SerializeToString()
 
 
-def _io_names(memory: bool) -> tuple[list[str], list[str]]:
-    return ([INPUT_NAME, *MEMORY_INPUTS] if memory else [INPUT_NAME],
-            [*OUTPUT_NAMES, *MEMORY_OUTPUTS] if memory else list(OUTPUT_NAMES))
+def _io_names(memory: bool, history: bool) -> tuple[list[str], list[str]]:
+    ins, outs = memory_io(history) if memory else ((), ())
+    return [INPUT_NAME, *ins], [*OUTPUT_NAMES, *outs]
 
 
 def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], opset: int) -> onnx.ModelProto:
     buf = io.BytesIO()
-    in_names, out_names = _io_names(len(inputs) > 1)
+    in_names, out_names = _io_names(len(inputs) > 1, len(inputs) > 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about constant sizes: H and W are static by design
         torch.onnx.export(
@@ -196,7 +208,7 @@ def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], op
         raise ExportError("exporter 'dynamo' needs the onnxscript package (pip install onnxscript); "
                           "the default exporter 'torchscript' does not") from None
     batch = torch.export.Dim("batch", min=1, max=1024)
-    in_names, out_names = _io_names(len(inputs) > 1)
+    in_names, out_names = _io_names(len(inputs) > 1, len(inputs) > 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -234,7 +246,8 @@ def export_scorer(
     module = copy.deepcopy(scorer).cpu().float().eval()
     if frame is not None:  # bound on the copy: the tracer sees the graph inputs alone
         forward = module.forward
-        module.forward = lambda x, bank=None, state=None, spacing=None: forward(x, bank, state, spacing, frame=frame)
+        module.forward = lambda x, bank=None, state=None, spacing=None, history=None, history_own=None: forward(
+            x, bank, state, spacing, history, history_own, frame=frame)
     module.unet.to(memory_format=torch.contiguous_format)
     real = {k: v.detach().float().cpu().contiguous() for k, v in (state_dict or scorer.unet.state_dict()).items()}
     real = {k.removeprefix(WEIGHT_PREFIX): v for k, v in real.items()}
@@ -248,11 +261,14 @@ def export_scorer(
     # a scorer without U-Net maps (score.pixel_weight = perceptual_weight = 0) has no per-frame weights
     fingerprints = _unique_fill(params) if scorer.cfg.uses_unet else {}
     inputs: tuple[torch.Tensor, ...] = (torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)),)
-    memory_shape = None
+    memory_shape = cells_shape = None
     if scorer.memory is not None:  # the bank and its state are inputs: the graph never holds a camera's memory
-        memory = FeatureMemory(scorer.memory)
-        inputs += (memory.bank, torch.tensor([float(len(memory.bank)), 0.0, 0.5, 0.5, 0.0, 0.5, 0.0]), memory.spacing)
+        memory = FeatureMemory(scorer.memory, history_dim=scorer.knn_dim)
+        state = [float(len(memory.bank)), 0.0, 0.5, 0.5, 0.0, 0.5, 0.0, float(len(memory.history))]
+        inputs += (memory.bank, torch.tensor(state), memory.spacing)
+        inputs += (memory.history, memory.history_own) if scorer.history else ()
         memory_shape = (feature_dim(scorer.memory), *grid_shape(height, width, scorer.memory))
+        cells_shape = scorer.knn_cells_shape(height, width) if scorer.history else None
     with torch.no_grad():
         export = _export_torchscript if exporter == "torchscript" else _export_dynamo
         model = export(module, inputs, opset)
@@ -262,7 +278,7 @@ def export_scorer(
     for torch_name, onnx_name in mapping.items():
         by_name[onnx_name].CopyFrom(numpy_helper.from_array(real[torch_name].numpy().astype(wdtype), onnx_name))
     shapes = {onnx_name: list(by_name[onnx_name].dims) for onnx_name in mapping.values()}
-    _static_output_shapes(model, height, width, memory_shape)
+    _static_output_shapes(model, height, width, memory_shape, cells_shape)
     if weights_as_inputs:
         _initializers_to_inputs(model, set(mapping.values()))
     try:

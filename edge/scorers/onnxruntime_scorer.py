@@ -26,11 +26,10 @@ from .onnx_graph import (
     DEFAULT_OPSET,
     DYNAMO_OPSET,
     INPUT_NAME,
-    MEMORY_INPUTS,
-    MEMORY_OUTPUTS,
     OUTPUT_NAMES,
     ExportedScorer,
     export_scorer,
+    memory_io,
     weights_for_graph,
     write_initializers,
 )
@@ -213,9 +212,10 @@ class OnnxRuntimeScorer(Scorer):
         memory = self.memory_inputs(dev)
         outs = self.memory_outputs(n, h, w, dev) if memory else ()
         if memory:  # the camera's bank and state in, the frame's memory features and maps out
-            for name, t in zip(MEMORY_INPUTS, memory, strict=True):
+            names_in, names_out = memory_io(self.module.history)
+            for name, t in zip(names_in, memory, strict=True):
                 b.bind_input(name, dev.type, idx, _ORT_ELEM[t.dtype], list(t.shape), t.data_ptr())
-            for name, t in zip(MEMORY_OUTPUTS, outs, strict=True):
+            for name, t in zip(names_out, outs, strict=True):
                 b.bind_output(name, dev.type, idx, np.float32, list(t.shape), t.data_ptr())
         if dev.type == "cuda":
             b.synchronize_inputs()

@@ -19,7 +19,7 @@ import torch
 
 from .base import BackendError, BackendUnavailable, ParityError, Scorer, detached, padded_frame
 from .engine_cache import EngineCache, engine_cache_key
-from .onnx_graph import MEMORY_INPUTS, MEMORY_OUTPUTS, OUTPUT_NAMES, export_scorer, weights_for_graph
+from .onnx_graph import OUTPUT_NAMES, export_scorer, memory_io, weights_for_graph
 from .parity import DEFAULT_TOLERANCE, ParityReport, ParityTolerance, parity_check
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class TensorRTScorer(Scorer):
         memory = tuple(t.contiguous() for t in self.memory_inputs(self.device))
         outs = self.memory_outputs(n, h, w, self.device) if memory else ()
         if memory:  # the camera's bank and state in, the frame's memory features and maps out
-            for name, t in zip((*MEMORY_INPUTS, *MEMORY_OUTPUTS), (*memory, *outs), strict=True):
+            for name, t in zip(sum(memory_io(self.module.history), ()), (*memory, *outs), strict=True):
                 ctx.set_tensor_address(name, t.data_ptr())
         stream = torch.cuda.current_stream(self.device)
         if not ctx.execute_async_v3(stream.cuda_stream):
