@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path[:0] = [str(Path(__file__).parents[3]), str(Path(__file__).parents[1] / 'cross_frame')]
-from common import by_contrast, contrast_strata, near_mask, report, topk_nearest, upmap  # noqa: E402
-from edge.local_stats import stats_features  # noqa: E402
+sys.path[:0] = [str(Path(__file__).parents[3]), str(Path(__file__).parents[1] / 'cross_frame'), str(Path(__file__).parent)]
+from common import by_contrast, contrast_strata, near_mask, report, upmap  # noqa: E402
+from reference import grid_of, nearest, spaced  # noqa: E402
+from reference import cells as cells_at  # noqa: E402
 from tools.eval.metrics import pixel_auroc  # noqa: E402
 
 torch.set_num_threads(2)
@@ -33,27 +34,8 @@ for k, e in R.items():
     cats.setdefault(e['cat'], []).append(k)
 
 
-def grid_of(e) -> tuple[int, int]:
-    """The frame's cells (4 px each), rows x columns; the cached grid also covers the padding to 64 px."""
-    return -(-e['size'][0] // 4), -(-e['size'][1] // 4)
-
-
 def cells(e) -> torch.Tensor:
-    g = torch.cat([e['g'].float()[None], W * stats_features(e['x'][None].float(), 4, 4.0)], 1)
-    fh, fw = grid_of(e)
-    return g[0, :, :fh, :fw].reshape(g.shape[1], -1).T.contiguous()
-
-
-def nearest(q: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row of q: the mean distance to its 5 nearest rows of ref, and which rows those are."""
-    d, idx = topk_nearest(q, ref, 5, mask)
-    return d.mean(1), idx
-
-
-def spaced(d: torch.Tensor, neighbours_own: torch.Tensor) -> torch.Tensor:
-    """Section 28's term: less 0.75 x the neighbours' own distances in their frames, centred on the frame's mean."""
-    spacing = neighbours_own.mean(1)
-    return d - 0.75 * (spacing - spacing.mean())
+    return cells_at(e, W)
 
 
 def history(F_: dict, own: dict, earlier: list[str], k: str) -> torch.Tensor:
