@@ -25,9 +25,9 @@ def _detector(**extra) -> Detector:
     return Detector(parse_config(SSDNetConfig, {**FIT_FREE, **extra}), "cpu")
 
 
-@pytest.fixture(scope="module")
-def stream():
-    """Eight normal brick frames, and one with a large uniform patch (a quarter of the frame) drawn in."""
+def uniform_patch_stream() -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Eight normal brick frames, and one with a large uniform patch (a quarter of the frame) drawn in, and its mask
+    (also docs/ablation_runs/history/large_patch.py's)."""
     rng = np.random.default_rng(0)
     normal = [texture("brick", 128, rng) for _ in range(8)]
     bad = texture("brick", 128, rng)
@@ -35,6 +35,11 @@ def stream():
     mask[28:100, 28:100] = True
     bad[mask] = int(bad.mean())
     return normal, bad, mask
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return uniform_patch_stream()
 
 
 def test_a_large_uniform_patch_the_frame_itself_misses_is_found_with_normal_frames_in_memory(stream):
