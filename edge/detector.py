@@ -72,6 +72,15 @@ def top_mean(amap: np.ndarray, quantile: float) -> float:
     return float(np.partition(amap.ravel(), amap.size - k)[-k:].mean())
 
 
+def frame_cells(grid: torch.Tensor, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(gh, gw) bool, on `grid`'s device: the cells of a (gh, gw) grid over the padded input `x` that hold the
+    height x width frame, not its padding."""
+    cell = x.shape[-1] // grid.shape[-1]
+    valid = torch.zeros_like(grid, dtype=torch.bool)
+    valid[: -(-height // cell), : -(-width // cell)] = True
+    return valid
+
+
 class Detector:
     """Fits and scores the frames of one source."""
 
@@ -179,9 +188,7 @@ class Detector:
         if not calibrating and not calibrated < self.cfg.memory.admit_z:
             return 0
         feats, (own, dist) = self.backend.features[:1], self.backend.memory_maps[0]
-        cell = x.shape[-1] // feats.shape[-1]
-        valid = torch.zeros_like(own, dtype=torch.bool)
-        valid[: -(-height // cell), : -(-width // cell)] = True  # not the padding
+        valid = frame_cells(own, x, height, width)
         own_v, dist_v = own[valid].float(), dist[valid].float()
         typical, mcfg = self.memory.typical[1], self.cfg.memory
         if typical > 0:
@@ -202,10 +209,7 @@ class Detector:
         cells = self.backend.knn_cells
         if self.memory is None or cells is None:
             return
-        cell = x.shape[-2] // cells.shape[-2]
-        valid = torch.zeros(cells.shape[-2:], dtype=torch.bool)
-        valid[: -(-height // cell), : -(-width // cell)] = True
-        self.memory.add_history(cells[:1, :-1], cells[0, -1], valid)
+        self.memory.add_history(cells[:1, :-1], cells[0, -1], frame_cells(cells[0, -1], x, height, width))
 
     def fit(self, x: torch.Tensor) -> FitStats:
         """Cold fit on a source's first frame, else a warm fit of the steps the scheduler plans (no

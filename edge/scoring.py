@@ -36,7 +36,7 @@ from .corrupt import _block_size
 from .filters import gaussian_blur, gaussian_kernel
 from .knn import cell_size, grid_features, knn_distance_and_spacing
 from .local_stats import STATS_CHANNELS, stats_features
-from .memory import memory_distance, memory_features
+from .memory import history_rows, memory_distance, memory_features
 from .patches import from_patches, to_patches
 from .unet import UNet
 from .vgg import VGG19Features, cosine_similarity, layer_channels, layer_stride
@@ -82,7 +82,7 @@ class AnomalyScorer(nn.Module):
         if memory is not None and cfg.knn_weight <= 0:
             raise ValueError("the memory is part of the self-similarity term: it needs score.knn_weight > 0")
         self.unet, self.cfg, self.scales, self.memory = unet, cfg, tuple(scales), memory
-        self.history = memory is not None and memory.history_frames > 0 and memory.size_mb > 0
+        self.history = memory is not None and history_rows(memory, knn_dim(cfg)) > 0
         self.vgg = vgg if cfg.uses_vgg else None
         k = gaussian_kernel(cfg.smooth_sigma) if cfg.smooth_sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", k, persistent=False)
@@ -176,13 +176,13 @@ class AnomalyScorer(nn.Module):
     def knn_map(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None,
                 frame: tuple[int, int] | None = None,
                 history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Smoothed VGG19 self-similarity map of the input (edge.knn), unnormalised, and how much wider than
         the frame's mean its nearest cells' spacing is: (N, 2, H, W), with `history` (rows, their own distances,
         valid rows) also the same two of the search with it (N, 4, H, W); and the cells with their own distances
-        (N, D + 1, kh, kw). `feats`: the input's VGG19 features if already computed (unused when the input is
-        enlarged first); `frame`: the frame's height and width in the padded input (its cells alone are
-        neighbours)."""
+        (N, D + 1, kh, kw; None without `history`). `feats`: the input's VGG19 features if already computed
+        (unused when the input is enlarged first); `frame`: the frame's height and width in the padded input (its
+        cells alone are neighbours)."""
         cfg, (h, w) = self.cfg, (int(x.shape[-2]), int(x.shape[-1]))
         f, cell = self.knn_cell(h, w)
         if f > 1:
@@ -195,7 +195,7 @@ class AnomalyScorer(nn.Module):
         cells = None if frame is None else (-(-frame[0] * f // cell), -(-frame[1] * f // cell))
         d = knn_distance_and_spacing(g, cfg.knn_k, cfg.knn_radius, cells, history)
         smoothed = self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
-        return smoothed, torch.cat([g.float(), d[:, :1]], dim=1)
+        return smoothed, torch.cat([g.float(), d[:, :1]], dim=1) if history is not None else None
 
     def memory_map(self, x: torch.Tensor, acts: dict[str, torch.Tensor], bank: torch.Tensor, state: torch.Tensor,
                    spacing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

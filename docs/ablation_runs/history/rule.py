@@ -20,7 +20,7 @@ import pickle
 import torch
 
 sys.path[:0] = [str(Path(__file__).parents[1] / 'ss_features')]
-from reference import cells, grid_of, nearest, spaced  # noqa: E402
+from reference import cells, earlier_search, grid_of, nearest, spaced  # noqa: E402
 from common import near_mask, report, upmap  # noqa: E402
 
 torch.set_num_threads(1)
@@ -50,16 +50,7 @@ def outside(j: str, k: str) -> torch.Tensor:
 
 
 def searched(F_, own, k, earlier, keep=None):
-    """The frame's cells searched in its own and the earlier frames' rows (those `keep` marks), rescaled, spaced."""
-    d = own[k][0]
-    ref = torch.cat([F_[k]] + [F_[j] for j in earlier])
-    ref_own = torch.cat([d] + [own[j][0] for j in earlier])
-    mask = torch.cat([near_mask(*grid_of(R[k])), torch.zeros(len(d), len(ref) - len(d), dtype=torch.bool)], 1)
-    if keep is not None:
-        keep = torch.cat([torch.ones(len(d), dtype=torch.bool), keep])
-        ref, ref_own, mask = ref[keep], ref_own[keep], mask[:, keep]
-    h, idx = nearest(F_[k], ref, mask)
-    return spaced(h * d.median() / h.median(), ref_own[idx])
+    return earlier_search(F_, own, k, earlier, grid_of(R[k]), keep)
 
 
 maps: dict[str, dict] = {}

@@ -22,7 +22,7 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).parents[3]), str(Path(__file__).parents[1] / 'cross_frame'), str(Path(__file__).parent)]
 from common import by_contrast, contrast_strata, near_mask, report, upmap  # noqa: E402
-from reference import grid_of, nearest, spaced  # noqa: E402
+from reference import earlier_search, grid_of, nearest, spaced  # noqa: E402
 from reference import cells as cells_at  # noqa: E402
 from tools.eval.metrics import pixel_auroc  # noqa: E402
 
@@ -39,15 +39,10 @@ def cells(e) -> torch.Tensor:
 
 
 def history(F_: dict, own: dict, earlier: list[str], k: str) -> torch.Tensor:
-    """Section 13's history as a stream has it: the frame's own cells (outside its neighbourhood) and every earlier
-    frame's, defective ones included; rescaled to the frame-alone map's median, less the spacing term."""
+    """The frame's search of its own and the earlier frames' cells (reference.earlier_search; the frame alone, spaced,
+    for a stream's first frame)."""
     d = own[k][0]
-    if not earlier:
-        return spaced(d, d[own[k][1]])
-    n_earlier = sum(len(F_[j]) for j in earlier)
-    mask = torch.cat([near_mask(*grid_of(R[k])), torch.zeros(len(d), n_earlier, dtype=torch.bool)], 1)
-    h, idx = nearest(F_[k], torch.cat([F_[k]] + [F_[j] for j in earlier]), mask)
-    return spaced(h * d.median() / h.median(), torch.cat([d] + [own[j][0] for j in earlier])[idx])
+    return earlier_search(F_, own, k, earlier, grid_of(R[k])) if earlier else spaced(d, d[own[k][1]])
 
 
 maps: dict[str, dict] = {}
