@@ -298,10 +298,13 @@ class MemoryConfig(StrictModel):
                                   "MADs")
     history_frames: int = Field(0, ge=0, le=64, description="the self-similarity also searches the fine cells "
                                 "of the camera's last this many frames (a ring beside the bank; every scored frame "
-                                "gives `history_cells`), and the map is the larger of the frame-alone and the "
-                                "with-history verdicts: a defect seen before keeps its own (docs/ablations.md section "
-                                "34: textures-dev 0.853 -> 0.871, real-dev within 0.003; 1.43x a frame's time; "
+                                "gives `history_cells`), and the map takes the with-history verdict only where it "
+                                "stands above the frame-alone one: a defect seen before keeps its own "
+                                "(docs/ablations.md sections 34, 35; 1.43x a frame's time; "
                                 "configs/ssdnet-history.yaml); 0 = off")
+    history_margin: float = Field(0.25, ge=0.0, description="the with-history verdict counts where it stands more "
+                                  "than this many std of the frame-alone map above it (the history's noise on normal "
+                                  "cells stays out; docs/ablations.md section 35)")
     history_cells: int = Field(1024, ge=16, le=16384, description="cells of each frame in the history, drawn at "
                                "random (fp16 rows of the self-similarity's features: 0.9 MB per frame at 1024)")
 

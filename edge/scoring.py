@@ -71,8 +71,9 @@ class AnomalyScorer(nn.Module):
     score reads (N, 1, H, W): the blend a x S + b x M + c without the floor. With the memory's history
     (`memory.history_frames`) forward(..., history, history_own) also gets the camera's earlier cells (R, D) and
     their own distances (R,) (the state's 8th value: the valid rows) and returns, sixth, the frame's self-similarity
-    cells and their own distances (N, D + 1, kh, kw) for the detector to add to it; S and the map's own term are
-    then the larger of the frame-alone and the with-history search's (edge.knn; docs/ablations.md section 34)."""
+    cells and their own distances (N, D + 1, kh, kw) for the detector to add to it; S and the map's own term each
+    take the with-history search's value where it exceeds the frame-alone one by more than `memory.history_margin`
+    std of the latter, else keep the frame-alone one (edge.knn; docs/ablations.md sections 34, 35)."""
 
     def __init__(self, unet: UNet, cfg: ScoreConfig, scales: tuple[int, ...], vgg: VGG19Features | None = None,
                  memory: MemoryConfig | None = None):
@@ -197,6 +198,12 @@ class AnomalyScorer(nn.Module):
         smoothed = self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
         return smoothed, torch.cat([g.float(), d[:, :1]], dim=1) if history is not None else None
 
+    def _raise(self, alone: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
+        """The with-history map where it stands more than `memory.history_margin` std of the frame-alone map above
+        it, else the frame-alone map."""
+        margin = self.memory.history_margin * alone.std(dim=(2, 3), keepdim=True)
+        return torch.where(later > alone + margin, later, alone)
+
     def memory_map(self, x: torch.Tensor, acts: dict[str, torch.Tensor], bank: torch.Tensor, state: torch.Tensor,
                    spacing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Smoothed distance of every location to the camera's memory (edge.memory; 0 while the bank has
@@ -241,12 +248,13 @@ class AnomalyScorer(nn.Module):
             # than the floor that keeps part of the frame's own verdict. The memory and the image score read the
             # blend of the plain distance; the map shows the frame's own less its spacing term, which fades as the
             # memory takes over (times a^2, the frame's own share of the blend: 1 while the memory stays out)
-            # with the history, the larger of the frame-alone and the with-history verdicts: the history can raise
-            # a cell its earlier frames tell from the texture, never clear a defect it has seen before
+            # with the history, each takes the with-history verdict where it exceeds the frame-alone one by more than
+            # `history_margin` std: the history can raise a cell its earlier frames tell from the texture, never clear
+            # a defect it has seen before, and its noise on normal cells stays out (margin 0: the larger of the two)
             fade = cfg.knn_spacing_weight * state[2] * state[2]
             plain, own = knn[:, :1], knn[:, :1] - fade * knn[:, 1:2]
             if self.history:
-                plain, own = torch.maximum(plain, knn[:, 2:3]), torch.maximum(own, knn[:, 2:3] - fade * knn[:, 3:4])
+                plain, own = self._raise(plain, knn[:, 2:3]), self._raise(own, knn[:, 2:3] - fade * knn[:, 3:4])
             blend = state[2] * plain + state[3] * mem + state[4]
             extra = (mem_feats, torch.cat([F.avg_pool2d(plain, cell, cell, ceil_mode=True), grid], dim=1), blend)
             extra += (knn_cells,) if self.history else ()

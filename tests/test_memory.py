@@ -460,7 +460,7 @@ def _scratched_streams(size: int = 96) -> list[tuple[list[np.ndarray], np.ndarra
 def test_the_history_raises_defects_the_frame_alone_ranks_low():
     """The camera's earlier frames, searched beside the frame's own cells (memory.history_frames), show where a
     thin scratch differs from the texture: the stream whose scratch the frame alone ranks lowest gains most (0.88 ->
-    0.92 pixel AUROC when written), and none loses (docs/ablations.md section 34)."""
+    0.92 pixel AUROC when written), and none loses (docs/ablations.md sections 34, 35)."""
     aurocs = {}
     for frames in (0, 4):
         for i, (normal, bad, mask) in enumerate(_scratched_streams()):
@@ -474,26 +474,31 @@ def test_the_history_raises_defects_the_frame_alone_ranks_low():
     assert all(aurocs[4, i] > aurocs[0, i] - 0.01 for i in range(3)), aurocs
 
 
-def test_a_defect_the_history_holds_keeps_its_own_verdict():
-    """The map is the larger of the frame-alone and the with-history verdicts: a history full of the same defect
-    (a run of alike defects) can raise the map, never lower it."""
+@pytest.mark.parametrize("margin", [0.0, MemoryConfig().history_margin])
+def test_a_defect_the_history_holds_keeps_its_own_verdict(margin):
+    """The map takes the with-history verdict only where it stands above the frame-alone one (by `history_margin`
+    std of it): a history full of the same defect (a run of alike defects) can raise the map, never lower it, and
+    with a margin no verdict passes the map is the frame-alone one."""
     rng = np.random.default_rng(1)
     bad = texture("gravel", 96, rng)
     mask = np.zeros((96, 96), bool)
     mask[36:60, 30:54] = True
     bad[mask] = 255  # a plain defect the frame alone finds
-    cfg = parse_config(SSDNetConfig, {**FIT_FREE, "memory": {"history_frames": 2, "history_cells": 1024}})
-    scorer = build_scorer(cfg, backend="torch", device="cpu")
-    memory = FeatureMemory(cfg.memory, history_dim=scorer.module.knn_dim)
-    scorer.use_memory(memory)
+    scorers = [build_scorer(parse_config(SSDNetConfig, {**FIT_FREE, "memory": {
+        "history_frames": 2, "history_cells": 1024, "history_margin": m}}), backend="torch", device="cpu")
+        for m in (margin, 1e6)]
+    memory = FeatureMemory(scorers[0].module.memory, history_dim=scorers[0].module.knn_dim)
+    for scorer in scorers:
+        scorer.use_memory(memory)
     x = torch.from_numpy(bad).permute(2, 0, 1)[None].float() / 255
-    alone = scorer.score(x)[0]
-    cells = scorer.knn_cells
+    alone = scorers[0].score(x)[0]
+    cells = scorers[0].knn_cells
     memory.add_history(cells[:1, :-1], cells[0, -1], torch.ones(cells.shape[-2:], dtype=torch.bool))
-    with_itself = scorer.score(x)[0]  # every cell of the defect has its exact twin in the history
+    with_itself, past_any = (scorer.score(x)[0] for scorer in scorers)  # the defect's exact twins in the history
     assert memory.history_count == cells.shape[-2] * cells.shape[-1]
     assert (with_itself >= alone - 1e-4).all() and not torch.allclose(with_itself, alone)
     assert roc_auc_score(mask.ravel(), with_itself[0, 0].numpy().ravel()) > 0.95
+    assert torch.allclose(past_any, alone, atol=1e-6)
 
 
 def test_the_history_is_a_bounded_ring_that_a_checkpoint_keeps():

@@ -1,15 +1,19 @@
 """Rules that keep a defect seen again from vouching for itself when a frame's self-similarity also searches the
-camera's earlier frames (docs/ablations.md section 34), offline on a cache of the default's features.
+camera's earlier frames (docs/ablations.md sections 34, 35), offline on a cache of the default's features.
 Each frame's cells are searched in its own cells (outside its 8-cell neighbourhood) and every cell of the frames
 before it in stream order (defects included), rescaled to the frame-alone map's median, less section 28's spacing
 term (section 33's `earlier frames, rescaled, spacing`). Then:
 - `gated z3`: earlier cells that stand more than 3 robust std above their own frame's median are left out;
 - `max(frame, earlier)`: the larger of the frame-alone and the with-history verdicts (a history can raise a cell,
   never clear it); `mean(...)`: their mean; `max z`: the larger of the two in robust std of their frame;
+- with MARGINS=m1,m2 (none unless set): `max(frame, earlier > m)` takes the with-history verdict only where it
+  stands more than m robust std (of the frame-alone map) above the frame-alone one, `frame + (earlier - m)+` adds
+  only what stands above that margin;
 - with a textures-dev manifest, `no overlap`: the earlier frames' cells that overlap the tested crop in the source
   picture are left out (textures-dev's crops of a category overlap; this removes the leak section 33 measured).
-Usage (repository root): [GATED=0] python docs/ablation_runs/history/rule.py CACHE.pkl W [manifest.json]
-(CACHE from docs/ablation_runs/line_stats/cache.py ... fp32; GATED=0 skips the gated search; logs: rule_*.log)."""
+Usage (repository root): [GATED=0] [MARGINS=0.5,1] python docs/ablation_runs/history/rule.py CACHE.pkl W [manifest.json]
+(CACHE from docs/ablation_runs/line_stats/cache.py ... fp32; GATED=0 skips the gated search; logs: rule_*.log,
+section 35's rule_*_margins.log with GATED=0 MARGINS=0.5,1,2)."""
 import json
 import os
 import sys
@@ -26,6 +30,7 @@ from common import near_mask, report, upmap  # noqa: E402
 torch.set_num_threads(1)
 W = float(sys.argv[2])
 GATED = os.environ.get('GATED', '1') == '1'
+MARGINS = [float(m) for m in os.environ.get('MARGINS', '').split(',') if m]
 R = pickle.load(open(sys.argv[1], 'rb'))
 cats: dict[str, list[str]] = {}
 for k, e in R.items():
@@ -36,9 +41,20 @@ if len(sys.argv) > 3:
         crop.update({im['image']: im['crop_yx'] for im in cat['images']})
 
 
+def spread(m: torch.Tensor) -> torch.Tensor:
+    return (m - m.median()).abs().median() * 1.4826
+
+
 def z(m: torch.Tensor) -> torch.Tensor:
-    med = m.median()
-    return (m - med) / ((m - med).abs().median() * 1.4826)
+    return (m - m.median()) / spread(m)
+
+
+def margins(v: dict, fs: torch.Tensor, hist: torch.Tensor, tag: str = '') -> None:
+    """The with-history verdict only where it stands more than m robust std above the frame-alone one."""
+    for m in MARGINS:
+        cut = fs + m * spread(fs)
+        v[f'max(frame, earlier{tag} > {m:g})'] = torch.where(hist > cut, hist, fs)
+        v[f'frame + (earlier{tag} - {m:g})+'] = fs + (hist - cut).clamp(min=0)
 
 
 def outside(j: str, k: str) -> torch.Tensor:
@@ -69,6 +85,7 @@ for c, ks in cats.items():
             v['earlier, gated z3'] = gated
         v['max(frame, earlier)'] = torch.maximum(fs[k], hist)
         v['mean(frame, earlier)'] = 0.5 * (fs[k] + hist)
+        margins(v, fs[k], hist)
         if GATED:
             v['max(frame, earlier gated)'] = torch.maximum(fs[k], gated)
         if crop:
@@ -79,6 +96,7 @@ for c, ks in cats.items():
             v['earlier, no overlap'] = apart
             v['max(frame, earlier no overlap)'] = torch.maximum(fs[k], apart)
             v['mean(frame, earlier no overlap)'] = 0.5 * (fs[k] + apart)
+            margins(v, fs[k], apart, ' no overlap')
         v['max z'] = torch.maximum(z(fs[k]), z(hist)) if earlier else z(fs[k])
         for name, m in v.items():
             maps.setdefault(name, {})[k] = upmap(m, grid, tuple(4 * s for s in grid), R[k]['size'])
