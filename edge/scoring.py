@@ -200,7 +200,8 @@ class AnomalyScorer(nn.Module):
 
     def _raise(self, alone: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
         """The with-history map where it stands more than `memory.history_margin` std of the frame-alone map above
-        it, else the frame-alone map."""
+        it, else the frame-alone map (the std over the whole input, its padding included: one reduction that every
+        backend exports; a robust median is not an ONNX op)."""
         margin = self.memory.history_margin * alone.std(dim=(2, 3), keepdim=True)
         return torch.where(later > alone + margin, later, alone)
 

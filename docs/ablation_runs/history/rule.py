@@ -50,7 +50,8 @@ def z(m: torch.Tensor) -> torch.Tensor:
 
 
 def margins(v: dict, fs: torch.Tensor, hist: torch.Tensor, tag: str = '') -> None:
-    """The with-history verdict only where it stands more than m robust std above the frame-alone one."""
+    """At each margin m (robust std of the frame-alone map): the with-history verdict only where it stands more than m
+    above the frame-alone one, and the frame-alone one plus what stands above that."""
     for m in MARGINS:
         cut = fs + m * spread(fs)
         v[f'max(frame, earlier{tag} > {m:g})'] = torch.where(hist > cut, hist, fs)
