@@ -35,10 +35,10 @@ cannot vouch for itself.
 
 With `history_frames` the memory also keeps a ring of the camera's last frames' fine cells (`add_history`:
 `history_cells` random cells of each scored frame, the self-similarity's features and each cell's own distance in
-its frame), which the frame's self-similarity searches beside its own cells (edge.knn). The map is the larger of
-the frame-alone and the with-history verdicts (edge.scoring): a clean earlier frame shows where a faint defect
-differs from the texture, and a defect seen before, which the history would call normal, keeps its own verdict
-(docs/ablations.md section 34).
+its frame), which the frame's self-similarity searches beside its own cells (edge.knn). The map takes the
+with-history verdict only where it exceeds the frame-alone one by `history_margin` (edge.scoring): a clean earlier
+frame shows where a faint defect differs from the texture, and a defect seen before, which the history would call
+normal, keeps its own verdict (docs/ablations.md sections 34, 35).
 """
 from __future__ import annotations
 
