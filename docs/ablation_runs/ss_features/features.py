@@ -1,6 +1,7 @@
 """The self-similarity's features, varied where they are made (docs/ablations.md section 31): the input's enlargement,
 how a cell pools each VGG19 layer (avg, max, avg+std), the local statistics' window. Each spec F:POOL:SIGMA:W is
-enlargement F, pooling POOL, statistics window SIGMA px, spacing term W; `2:avg:4:0.75` is the default, fp32.
+enlargement F, pooling POOL, statistics window SIGMA px (`4+12`: the statistics of both windows,
+each at the default's weight; section 36), spacing term W; `2:avg:4:0.75` is the default, fp32.
 Usage (repository root): python docs/ablation_runs/ss_features/features.py ../shared/datasets/textures-dev
 2:avg:4:0.75 2:max:4:0.75 2:avg+std:4:0.75 2:avg:2:0.75 3:avg:4:0.75 (output: features.log; the maps go to features_maps.pkl for per_image.py)."""
 import sys, math, pickle, torch, torch.nn.functional as F
@@ -51,13 +52,13 @@ for c in sorted(p.name for p in root.iterdir() if p.is_dir()):
         cats.setdefault(c, []).append(key)
         acts = {}
         for spec in specs:
-            f, pool, sig, sw = spec.split(':'); f = int(f); sig = float(sig); sw = float(sw)
+            f, pool, sig, sw = spec.split(':'); f = int(f); sw = float(sw)
             if f not in acts:
                 with torch.inference_mode():
                     acts[f] = vgg(F.interpolate(x, scale_factor=f, mode='bilinear', align_corners=False), LAYERS)
             with torch.inference_mode():
                 g = grid(acts[f], (f * h, f * w), 4 * f, pool)
-                g = torch.cat([g, 0.2 * stats_features(x, 4, sig)], 1)
+                g = torch.cat([g] + [0.2 * stats_features(x, 4, float(s)) for s in sig.split('+')], 1)
                 d = knn_distance_and_spacing(g, 5, 8)[0]
                 d = d[:1] - sw * d[1:]
                 m = F.interpolate(d[None], size=(h, w), mode='bilinear', align_corners=False)
