@@ -1,16 +1,17 @@
 """textures-dev cut into smaller frames whose places in the source picture do not overlap (docs/ablations.md
 section 36): a stream in which a camera's earlier frames never show the tested frame's own pixels.
 
-textures-dev's 12 crops of a category are 256 px windows of one 512 px picture and overlap (its README), so a history
-of earlier frames holds part of the tested frame, defect-free. Here each frame becomes one SIZE px window of itself:
-a defective frame's window holds as much of its defect as a window can (at least half of the mask, else the frame is
-left out), a good frame's window is any place; in `no_overlap` no two windows of a category share a pixel of the
-source picture, in `overlap` the same frames keep the window that holds the most of their defect (a good frame: its
-centre), wherever the others lie. Both folders stream in textures-dev's order, so the two differ only in the overlap.
+textures-dev's 12 crops of a category are 256 px windows of one 512 px picture and overlap (its README), so a
+history of earlier frames holds part of the tested frame, defect-free. Here each frame becomes one SIZE px window of
+itself: a defective frame's window holds as much of its defect as a window can (at least half of the mask, else the
+frame is left out), a good frame's window is any free place (tried in a seeded random order); in `no_overlap` no two
+windows of a category share a pixel of the source picture, in `overlap` the same frames keep the window that holds
+the most of their defect (a good frame: its centre), wherever the others lie. Both folders stream in textures-dev's
+order, so the two differ only in the overlap.
 
 Usage (repository root): python docs/ablation_runs/history/tiles.py ../shared/datasets/textures-dev OUT [SIZE]
 then `ssdnet eval OUT/no_overlap --mode stream --jobs 2 --baselines none [--config ...]`, and the same for
-OUT/overlap. Prints, per category, how many frames of each type each folder keeps.
+OUT/overlap. Prints, per category, how many frames of each type are kept (the same in both folders).
 """
 import json
 import sys
@@ -21,6 +22,7 @@ import numpy as np
 
 SRC, OUT = Path(sys.argv[1]), Path(sys.argv[2])
 SIZE = int(sys.argv[3]) if len(sys.argv) > 3 else 128
+FRAME = json.loads((SRC / 'manifest.json').read_text())['image_size']  # textures-dev's frames: [256, 256]
 STEP = 4  # window offsets inside a frame are tried on this grid
 
 
@@ -31,9 +33,8 @@ def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 def windows(mask: np.ndarray | None) -> list[tuple[int, int, int]]:
     """Offsets (y, x) of every SIZE px window in a frame, with the mask pixels each holds, most first."""
-    h, w = mask.shape if mask is not None else (256, 256)
-    if mask is None:
-        mask = np.zeros((h, w), bool)
+    mask = np.zeros(FRAME, bool) if mask is None else mask
+    h, w = mask.shape
     integral = cv2.integral(mask.astype(np.uint8))
     out = []
     for y in range(0, h - SIZE + 1, STEP):
@@ -68,7 +69,7 @@ def place(entries: list[dict], rng: np.random.Generator) -> dict[str, dict[str, 
             if not any(overlaps((cy + y, cx + x), t) for t in taken):
                 taken.append((cy + y, cx + x))
                 kept['no_overlap'][e['image']] = (y, x)
-                best = options[0][1:] if mask is not None else ((256 - SIZE) // 2,) * 2
+                best = options[0][1:] if mask is not None else tuple((n - SIZE) // 2 for n in FRAME)
                 kept['overlap'][e['image']] = best
                 break
     return kept

@@ -3,7 +3,8 @@ how a cell pools each VGG19 layer (avg, max, avg+std), the local statistics' win
 enlargement F, pooling POOL, statistics window SIGMA px (`4+12`: the statistics of both windows,
 each at the default's weight; section 36), spacing term W; `2:avg:4:0.75` is the default, fp32.
 Usage (repository root): python docs/ablation_runs/ss_features/features.py ../shared/datasets/textures-dev
-2:avg:4:0.75 2:max:4:0.75 2:avg+std:4:0.75 2:avg:2:0.75 3:avg:4:0.75 (output: features.log; the maps go to features_maps.pkl for per_image.py)."""
+2:avg:4:0.75 2:max:4:0.75 2:avg+std:4:0.75 2:avg:2:0.75 3:avg:4:0.75 (output: features.log; the maps go to features_maps.pkl for per_image.py);
+section 36: ... 2:avg:4+8:0.75 2:avg:4+16:0.75 2:avg:12:0.75 (features_sigma.log)."""
 import sys, math, pickle, torch, torch.nn.functional as F
 sys.path[:0] = ['.', 'docs/ablation_runs/cross_frame']
 from pathlib import Path
