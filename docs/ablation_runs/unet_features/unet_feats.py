@@ -6,13 +6,18 @@ frame, the local statistics at 0.2) at weight W; k 5, radius 8 cells, spacing te
 encoder); `stream:W` as a camera fits in the node with `configs/ssdnet-fit.yaml`: a cold fit (`fit.steps`) on its
 first frame, then `fit.warm_steps` steps on each frame from the previous weights, each fit before its frame's
 features.
-Usage (repository root): python docs/ablation_runs/unet_features/unet_feats.py DATASET SPEC... (the fit in bf16
-where the CPU has it natively, as the product's; the rest fp32)."""
+With WARMUP=DIR WARMUP_FRAMES=N, a `stream` camera first fits on DIR's first N images in sorted order (the cold fit
+on the first, warm steps on the rest), as `ssdnet eval --warmup` streams them (real-stream-dev has no per-category
+folders).
+Usage (repository root): [WARMUP=DIR WARMUP_FRAMES=N] python docs/ablation_runs/unet_features/unet_feats.py DATASET
+SPEC... (the fit in bf16 where the CPU has it natively, as the product's; the rest fp32)."""
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
+import cv2
 import torch
 import torch.nn.functional as F
 
@@ -59,9 +64,22 @@ def encoder(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 R, maps, cats = {}, {s: {} for s in specs}, {}
-camera = fitter.state_dict()  # the streamed camera's weights
+warmup = sorted(Path(os.environ['WARMUP']).glob('*.png'))[:int(os.environ['WARMUP_FRAMES'])] if 'WARMUP' in os.environ \
+    else []
+
+
+def warmed() -> dict[str, torch.Tensor]:
+    """A camera's weights after its warm-up frames (the untrained net's without any)."""
+    fitter.reset()
+    for i, path in enumerate(warmup):
+        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        fitter.fit(image_to_tensor(image, torch.device('cpu'), 64), cfg.fit.warm_steps if i else cfg.fit.steps)
+    return fitter.state_dict()
+
+
 for c in sorted(p.name for p in root.iterdir() if p.is_dir()):
     t0 = time.perf_counter()
+    camera = warmed() if any(spec.startswith('stream') for spec in specs) else None  # the streamed camera's weights
     for s in load_category(root, c):
         x = image_to_tensor(s.image, torch.device('cpu'), 64)
         h, w = x.shape[-2:]
@@ -79,7 +97,7 @@ for c in sorted(p.name for p in root.iterdir() if p.is_dir()):
                 fit, weight = spec.split(':')[0], float(spec.split(':')[1])
                 if fit not in fitted:
                     if fit == 'stream':
-                        first = key == cats[c][0]
+                        first = key == cats[c][0] and not warmup
                         if first:
                             fitter.reset()
                         else:
