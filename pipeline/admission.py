@@ -24,7 +24,9 @@ Header values (after the decoder's schema checks, before any payload is decoded)
   back that is not a restart (seq <= RESTART_WINDOW), is rejected (`seq_jump`, `seq_backwards`);
   3 frames in a row that continue the new numbering resynchronise the camera (counted
   `seq_resyncs`, nothing counted lost);
-- a heartbeat from a camera says role `source` (`forged_role`); an end of stream says
+- a heartbeat from a camera says role `source` (`forged_role`), and a camera's heartbeats keep within
+  HEARTBEAT_RATE a second in bursts of HEARTBEAT_BURST (`heartbeat_rate`: the node forwards them to every
+  subscriber); an end of stream says
   frames == seq + 1 and seq is not behind the last frame seen (`eos_inconsistent`);
 - a frame of more than `node.max_frame_pixels` pixels (default: `ssdnet.max_pixels`) is rejected
   here with `oversize: reject` (`oversize`), before its payload is decoded; with `oversize:
@@ -51,9 +53,11 @@ from . import protocol as P
 
 RESTART_WINDOW = 1000  # a step back to seq <= this is a camera that restarted, not a lie
 RESYNC_FRAMES = 3  # consecutive frames continuing an implausible numbering that resynchronise a camera
+HEARTBEAT_RATE = 50.0  # a camera's heartbeats (forwarded to every subscriber) per second at most, on average,
+HEARTBEAT_BURST = 50  # in bursts of at most this many (a token bucket)
 ADMISSION_REASONS = ("unexpected_kind", "unknown_camera", "camera_limit", "spoofed_name", "forged_role", "seq_range",
                      "seq_jump", "seq_backwards", "clock_skew", "eos_inconsistent", "oversize", "too_small",
-                     "memory_budget", "shape_change")
+                     "memory_budget", "shape_change", "heartbeat_rate")
 REASONS = P.DECODE_REASONS + ADMISSION_REASONS  # every `rejected_<reason>` counter of the node
 
 # Memory estimates of the default SSDnet config on a CPU, measured with the real detector (torch 2.13, 1 thread;
@@ -101,6 +105,8 @@ class Camera:
     resync: tuple[int, int] | None = None  # (last seq of a run of implausible frames, its length)
     seq_restarts: int = 0
     seq_resyncs: int = 0
+    beat_tokens: float = HEARTBEAT_BURST  # heartbeats it may send now
+    beat_refilled: float = 0.0
 
     def report(self) -> dict:
         return {"peer": self.peer.endpoint, "secured": self.peer.secured, "dynamic": self.dynamic,
@@ -198,7 +204,12 @@ class Admission:
             if header.role != "source":
                 raise Rejected("forged_role", f"heartbeat/{name} from {peer}: role {header.role!r}, a camera's is "
                                "'source'", name)
-            return Ticket(camera, "heartbeat", header.seq)
+            now = self.monotonic()
+            tokens = min(HEARTBEAT_BURST, camera.beat_tokens + (now - camera.beat_refilled) * HEARTBEAT_RATE)
+            if tokens < 1:
+                raise Rejected("heartbeat_rate", f"heartbeat/{name}: over {HEARTBEAT_RATE:g} a second (bursts of "
+                               f"{HEARTBEAT_BURST})", name)
+            return Ticket(camera, "heartbeat", header.seq, tokens=tokens - 1, now=now)
         if header.kind == "eos":
             last = camera.last_seq
             if header.frames != header.seq + 1 or (last is not None and header.seq < last):
@@ -248,7 +259,9 @@ class Admission:
     def commit(self, ticket: Ticket) -> int:
         """Apply an admitted message's sequence bookkeeping; returns the frames it reveals as lost."""
         camera = ticket.camera
-        if ticket.kind == "eos":
+        if ticket.kind == "heartbeat":
+            camera.beat_tokens, camera.beat_refilled = ticket.tokens, ticket.now
+        elif ticket.kind == "eos":
             camera.last_seq, camera.resync = None, None
         elif ticket.kind == "frame":
             camera.last_seq, camera.tokens, camera.refilled, camera.resync = ticket.seq, ticket.tokens, ticket.now, None

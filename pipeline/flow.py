@@ -15,15 +15,21 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   and a camera that hears several nodes follows the most generous (the fastest node).
 - A flow-controlled camera reports its current `credit_upto` in its heartbeat counters (-1 before
   any grant); that is how the node knows it waits for credit, and how a lost grant is noticed and
-  sent again.
+  sent again. The claim is the camera's word, not the node's: a claim above what this node granted
+  (credit from an earlier node or another node, or a lie) is counted (`Credits.inflated_claims`) and
+  never taken as this node's grant, so it cannot hold this node's budget. A new camera, or every
+  camera after this node restarts, starts with nothing outstanding and waits for its turn; frames it
+  sends on credit it already holds are scored all the same.
 - The node hands out credit to the waiting sources in turn, keeping at most `budget`
   (`node.queue_depth`) frames outstanding (granted and not yet scored) across them. With the
   default 1 a camera takes its next frame the moment the node is ready for it: no frame waits
   behind another, at the cost of the node idling while that frame is read and sent (milliseconds,
   against seconds of scoring on a CPU); a larger budget keeps frames waiting to fill that gap. A
-  source that stops heartbeating (dead camera) stops holding budget after `stale_s`; frames a
-  camera sent that never arrived (its heartbeat's seq is past the last frame the node received,
-  nothing pending) count as done.
+  source that stops heartbeating (dead camera) stops holding budget after `stale_s`, and so does a
+  grant no frame came for in `stale_s` (a camera that heartbeats but does not send: counted as
+  `Credits.expired_grants`; the camera gets no new grant until a frame of it arrives, only the lost
+  one sent again); frames a camera sent that never arrived (its heartbeat's seq is past the last
+  frame the node received, nothing pending) count as done.
 - While it waits for credit a camera's heartbeats say `paced` (the console and the live page do not
   call it stalled).
 """
@@ -104,20 +110,27 @@ class _Source:
     received: int = -1  # highest frame number received
     upto: int = -1  # highest frame number granted
     seen: float = 0.0  # monotonic time of its last heartbeat
-    granted_at: float = 0.0
+    granted_at: float = 0.0  # monotonic time a grant was last sent (a new one or one sent again)
+    used: float = 0.0  # monotonic time of its last new grant or of a frame that raised `received`
+    expired: bool = False  # its grant went unused for `stale_s`: it holds no budget until a frame comes
     turn: int = 0  # number of the grant that last served it: the longest-waiting source goes first
 
 
 class Credits:
     """Node side: which flow-controlled source may send its next frame. Thread-safe: the receiver
-    thread reports heartbeats and frames and sends `outgoing()`, the worker reports frames done."""
+    thread reports heartbeats and frames and sends `outgoing()`, the worker reports frames done.
+
+    Counters: `grants` (grant messages sent, new and again), `inflated_claims` (heartbeats claiming
+    more credit than this node granted), `expired_grants` (grants no frame came for in `stale_s`)."""
 
     def __init__(self, node: str, budget: int = 1, stale_s: float = 15.0, resend_s: float = 1.0):
         self.node, self.budget, self.stale_s, self.resend_s = node, max(1, budget), stale_s, resend_s
         self._lock = threading.Lock()
         self._sources: dict[str, _Source] = {}  # the flow-controlled sources
-        self._out: list[bytes] = []
+        self._out: list[tuple[str, bytes]] = []
         self.grants = 0
+        self.inflated_claims = 0
+        self.expired_grants = 0
 
     def heartbeat(self, source: str, seq: int, counters: dict[str, int]) -> None:
         """A camera heartbeat: `seq` is its last frame sent, `counters[CREDIT_COUNTER]` its credit (if it waits)."""
@@ -127,21 +140,21 @@ class Credits:
         now = time.monotonic()
         with self._lock:
             st = self._sources.get(source)
-            if st is None:  # a new camera, or this node restarted: continue from what the camera says
-                st = self._sources[source] = _Source(done=seq, received=seq, upto=max(credit, seq))
+            if st is None:  # a new camera, or this node restarted: nothing outstanding, it waits for its turn
+                st = self._sources[source] = _Source(done=seq, received=seq, upto=seq)
             st.seen = now
             if seq > st.received and st.done >= st.received:  # frames sent that will never arrive
                 st.received = st.done = seq
             if credit < st.upto and now - st.granted_at > self.resend_s:  # a grant got lost: send it again
                 self._send(source, st, now)
-            elif credit > st.upto:  # credit from an earlier node or another node
-                st.upto = credit
+            elif credit > st.upto:  # credit from an earlier or another node, or a lie: not this node's grant
+                self.inflated_claims += 1
             self._grant(now)
 
     def received(self, source: str, seq: int) -> None:
         with self._lock:
-            if (st := self._sources.get(source)) is not None:
-                st.received = max(st.received, seq)
+            if (st := self._sources.get(source)) is not None and seq > st.received:
+                st.received, st.used = seq, time.monotonic()
 
     def done(self, source: str, seq: int) -> None:
         """The worker is done with frame `seq` of `source` (scored, rejected or failed)."""
@@ -155,26 +168,34 @@ class Credits:
             self._sources.pop(source, None)
             self._grant(time.monotonic())
 
-    def outgoing(self) -> list[bytes]:
+    def outgoing(self) -> list[tuple[str, bytes]]:
+        """The grants to send, each with the camera it names (sent on that camera's connection only)."""
         with self._lock:
             out, self._out = self._out, []
             return out
 
     def _send(self, source: str, st: _Source, now: float) -> None:
-        self._out.append(encode_grant(source, st.upto, self.node))
+        self._out.append((source, encode_grant(source, st.upto, self.node)))
         st.granted_at = now
         self.grants += 1
 
+    def _outstanding(self, st: _Source, now: float) -> int:
+        """Frames granted to `st` and not yet done; a grant no frame came for in `stale_s` counts no more."""
+        if st.received < st.upto and now - st.used > self.stale_s and not st.expired:
+            st.expired = True
+            self.expired_grants += 1
+        return max(0, (min(st.upto, st.received) if st.expired else st.upto) - st.done)
+
     def _grant(self, now: float) -> None:
         live = {s: st for s, st in self._sources.items() if now - st.seen <= self.stale_s}
-        outstanding = sum(max(0, st.upto - st.done) for st in live.values())
+        outstanding = sum(self._outstanding(st, now) for st in live.values())
         while outstanding < self.budget:
             waiting = [(st.turn, s) for s, st in live.items() if st.upto <= st.done]
             if not waiting:
                 return
             source = min(waiting)[1]  # in turn: the source served longest ago
             st = live[source]
-            st.upto = st.done + 1
+            st.upto, st.used, st.expired = st.done + 1, now, False
             self._send(source, st, now)
             st.turn = self.grants
             outstanding += 1

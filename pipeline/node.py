@@ -417,8 +417,11 @@ class EdgeNode:
         upstream = [sock for sock in peers if sock.type == zmq.XSUB]
         try:
             while not halt.is_set():
-                for grant in self.credits.outgoing() if upstream else ():
-                    for sock in upstream:  # a grant names its camera; the others ignore it
+                for source, grant in self.credits.outgoing() if upstream else ():
+                    camera = self.admission.cameras.get(source)
+                    for sock in upstream:  # on its camera's connection only: the others never learn its name
+                        if camera is None or peers[sock] is not camera.peer:
+                            continue
                         try:
                             sock.send(grant, zmq.NOBLOCK)
                         except zmq.Again:
@@ -507,11 +510,12 @@ class EdgeNode:
             self._load_checkpoint(source, entry[1])
         return entry[1]
 
-    def _work_image(self, msg: P.Message) -> np.ndarray:
+    def _work_image(self, msg: P.Message) -> tuple[np.ndarray, tuple[str, str] | None]:
         """The frame as the detector gets it: as is, or downscaled (aspect kept) to node.max_frame_pixels (default
         ssdnet.max_pixels) and to the pixels the memory budget leaves for its scoring next to the camera models
-        and the waiting frames (a camera's model size is kept while it fits). Rejected with `oversize: reject`
-        (admission refused frames over max_frame_pixels already) or when not even min_side^2 pixels fit."""
+        and the waiting frames (a camera's model size is kept while it fits); with the reason and the line to log
+        when downscaled. Rejected with `oversize: reject` (admission refused frames over max_frame_pixels already)
+        or when the downscaled frame's short side would be under min_side."""
         source, image = msg.source, msg.arrays["image"]
         height, width = image.shape[:2]
         entry = self.detectors.get(source)
@@ -519,7 +523,7 @@ class EdgeNode:
         room = self.budget.pixels_for(models, self.pending.total_bytes)
         limit = min(self.cfg.frame_pixels, room)
         if height * width <= limit:
-            return image
+            return image, None
         if limit == self.cfg.frame_pixels:
             knob = "node.max_frame_pixels" if self.cfg.max_frame_pixels is not None else "ssdnet.max_pixels"
             why, reason = f"{knob} {limit}", "oversize"
@@ -527,18 +531,18 @@ class EdgeNode:
             why, reason = (f"the {int(limit)} pixels node.memory_budget_mb ({self.cfg.memory_budget_mb:g}) leaves "
                            f"next to {models} model(s) and {self.pending.total_bytes / 2**20:.0f} MB of waiting "
                            "frames", "memory_budget")
-        if self.cfg.oversize == "reject" or limit < self.cfg.min_side ** 2:
-            raise Rejected(reason, f"{source}: a {width}x{height} frame is over {why}", source)
+        scale = math.sqrt(limit / (height * width))
+        if self.cfg.oversize == "reject" or min(height, width) * scale < self.cfg.min_side:
+            narrow = "" if self.cfg.oversize == "reject" else f" (downscaled, its short side under {self.cfg.min_side})"
+            raise Rejected(reason, f"{source}: a {width}x{height} frame is over {why}{narrow}", source)
         if entry is not None and entry[0][0] * entry[0][1] <= limit and entry[0][0] < height \
                 and abs(entry[0][1] / entry[0][0] - width / height) < 0.02 * width / height:
             size = entry[0][1], entry[0][0]  # the size its model was built for
         else:
-            scale = math.sqrt(limit / (height * width))
-            size = max(self.cfg.min_side, int(width * scale)), max(self.cfg.min_side, int(height * scale))
-        self.counters.add(source, "downscaled")
-        self._reject_logs[reason].warning(f"{source}: scored a {width}x{height} frame downscaled to {size[0]}x"
-                                          f"{size[1]} ({why}; node.oversize: downscale), its map scaled back")
-        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            size = int(width * scale), int(height * scale)
+        note = f"{source}: scored a {width}x{height} frame downscaled to {size[0]}x{size[1]} ({why}; " \
+               "node.oversize: downscale), its map scaled back"
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA), (reason, note)
 
     def _checkpoint_path(self, source: str) -> Path | None:
         return self.cfg.checkpoint_dir / f"{source}.pt" if self.cfg.checkpoint_dir is not None else None
@@ -573,11 +577,14 @@ class EdgeNode:
                          f"(min_side {self.cfg.min_side})", source)
             return
         try:
-            work = self._work_image(msg)
+            work, downscaled = self._work_image(msg)
             detector = self._detector(source, work.shape)
         except Rejected as e:
             self._refuse(e.reason, f"{source}#{h.seq}: {e}", source)
             return
+        if downscaled is not None:  # counted once it is scored, not also when its model refuses it
+            self.counters.add(source, "downscaled")
+            self._reject_logs[downscaled[0]].warning(downscaled[1])
         self._busy = True
         try:
             result, event = self._score(msg, detector, work)
@@ -652,10 +659,18 @@ class EdgeNode:
             return None
 
     def _end(self, msg: P.Message) -> None:
-        """Forward a source's end of stream, after its last result, with its final node counters; free its model."""
+        """Forward a source's end of stream, after its last result, with its final node counters; free its model.
+        The camera's own counters keep the room the node's leave (P.MAX_COUNTERS in all): what a camera sent within
+        the protocol's limit, the node forwards within it."""
         h = msg.header
         self.detectors.pop(h.source, None)
-        self.outbox.put(P.Message(h.model_copy(update={"counters": {**h.counters, **self.counters.source(h.source)}})))
+        ours = self.counters.source(h.source)
+        theirs, room = [name for name in h.counters if name not in ours], P.MAX_COUNTERS - len(ours)
+        if len(theirs) > room:
+            self._log.warning(f"{h.source}: its end of stream forwarded without {len(theirs) - room} of its "
+                              f"{len(h.counters)} counters (room for the node's {len(ours)})")
+        kept = {name: h.counters[name] for name in theirs[:room]}
+        self.outbox.put(P.Message(h.model_copy(update={"counters": {**kept, **ours}})))
 
     # ------------------------------------------------------------ publisher thread
 
@@ -704,6 +719,8 @@ class EdgeNode:
             announced = self._announced_events if self._announced_events is not None else self._start_events
             counters.update(logged_events=announced, event_log_failed=self.event_log_failures)
         counters.update({f"refused_{reason}": n for reason, n in self.refusals().items()})
+        counters.update(credit_inflated_claims=self.credits.inflated_claims,
+                        credit_expired_grants=self.credits.expired_grants)
         counters.update(self.state())
         return counters
 

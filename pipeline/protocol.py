@@ -68,6 +68,7 @@ MAX_PAYLOAD_BYTES = MAX_SIDE * MAX_SIDE * 3
 MAX_REGIONS = 256
 MAX_COMPRESSION = 2048  # decoded bytes per file byte of a jpeg/png payload at most (PNG's deflate tops out near 1030)
 JPEG_QUALITY = 90
+MAX_JPEG_SCANS = 64  # a progressive jpeg's scans at most: each rescans the whole frame (a camera's have ~10)
 
 Stamp = Literal["capture", "received", "fitted", "scored", "published"]
 Encoding = Literal["raw", "jpeg", "png"]
@@ -196,7 +197,8 @@ class EventHeader(_Scored):
     kind: Literal["event"]
 
 
-Counters = Annotated[dict[Annotated[str, Field(max_length=64)], int], Field(max_length=64)]
+MAX_COUNTERS = 64  # entries of a heartbeat's or an end of stream's `counters`
+Counters = Annotated[dict[Annotated[str, Field(max_length=64)], int], Field(max_length=MAX_COUNTERS)]
 
 
 class HeartbeatHeader(_Header):
@@ -360,6 +362,9 @@ def _decode_payload(desc: Payload, part: Part, max_side: int) -> np.ndarray:
     if desc.nbytes > MAX_COMPRESSION * len(buf) + 4096:  # a small file declaring a big frame: truncated or a bomb
         raise ProtocolError(f"{desc.name} {desc.encoding} file of {len(buf)} bytes cannot hold {desc.shape[0]}x"
                             f"{desc.shape[1]} pixels (over {MAX_COMPRESSION}:1)", "bad_payload")
+    if desc.encoding == "jpeg" and (scans := bytes(buf).count(b"\xff\xda")) > MAX_JPEG_SCANS:  # SOS markers
+        raise ProtocolError(f"{desc.name} jpeg file has {scans} scans, over {MAX_JPEG_SCANS} (each one decodes the "
+                            "whole frame again)", "bad_payload")
     try:
         array = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:

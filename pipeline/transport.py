@@ -89,9 +89,12 @@ def wait_for_peer(push: zmq.Socket, timeout_s: float, stop: StopFlag) -> bool:
     return False
 
 
-def drain_subscriptions(xpub: zmq.Socket) -> None:
-    """Discard queued (un)subscription notices of an XPUB socket."""
-    while xpub.poll(0, zmq.POLLIN):
+def drain_subscriptions(xpub: zmq.Socket, most: int = 1000) -> None:
+    """Discard up to `most` queued (un)subscription notices of an XPUB socket: a peer that churns its
+    subscriptions cannot hold the caller here (what it queues meanwhile is bounded by the socket's RCVHWM)."""
+    for _ in range(most):
+        if not xpub.poll(0, zmq.POLLIN):
+            return
         xpub.recv()
 
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import threading
+import types
 
 import pytest
 
+from pipeline import flow
 from pipeline.config import FolderSourceConfig, SyntheticSourceConfig, VideoSourceConfig
 from pipeline.flow import CREDIT_COUNTER, CreditGate, Credits, decode_grant, encode_grant
 from pipeline.stats import stage_latencies
@@ -12,7 +14,7 @@ from test_pipeline_node import FastDetector, collect, line, results, subscriber
 
 
 def grants(credits: Credits) -> list[tuple[str, int]]:
-    return [decode_grant(b) for b in credits.outgoing()]
+    return [decode_grant(b) for _, b in credits.outgoing()]
 
 
 def test_grants_round_trip_and_garbage_is_ignored():
@@ -49,6 +51,59 @@ def test_credits_in_turn_within_budget_resent_when_lost_and_freed_by_dead_camera
     c.ended("a")
     assert ("b", 1) in grants(c)
 
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """pipeline.flow's monotonic clock, moved by hand: `clock.t += 5`."""
+    fake = types.SimpleNamespace(t=1000.0)
+    fake.monotonic = lambda: fake.t
+    monkeypatch.setattr(flow, "time", fake)
+    return fake
+
+
+def test_an_inflated_credit_claim_is_counted_and_does_not_starve_other_cameras(clock):
+    c = Credits("node", budget=2, stale_s=5.0, resend_s=0.0)
+    c.heartbeat("liar", -1, {CREDIT_COUNTER: 10**12})  # claims credit this node never granted, sends nothing
+    assert c.inflated_claims == 1
+    c.heartbeat("good", -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [("liar", 0), ("good", 0)]  # the liar waits for its turn like any new camera
+    for seq in range(10):
+        c.received("good", seq)
+        c.done("good", seq)
+        c.heartbeat("liar", -1, {CREDIT_COUNTER: 10**12})
+        assert grants(c) == [("good", seq + 1)]
+    assert c.inflated_claims == 11
+
+
+def test_a_grant_no_frame_comes_for_stops_holding_the_budget_after_stale_s(clock):
+    c = Credits("node", budget=1, stale_s=5.0, resend_s=1.0)
+    c.heartbeat("idle", -1, {CREDIT_COUNTER: -1})
+    c.heartbeat("good", -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [("idle", 0)]
+    clock.t += 4.0
+    c.heartbeat("idle", -1, {CREDIT_COUNTER: 0})  # holds its grant, sends nothing
+    c.heartbeat("good", -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [] and c.expired_grants == 0
+    clock.t += 2.0
+    c.heartbeat("idle", -1, {CREDIT_COUNTER: 0})
+    assert grants(c) == [("good", 0)] and c.expired_grants == 1
+    for seq in range(3):  # the idle camera gets nothing more while it sends nothing, even claiming a lost grant
+        clock.t += 2.0
+        c.heartbeat("idle", -1, {CREDIT_COUNTER: -1 if seq == 1 else 0})
+        c.heartbeat("good", seq, {CREDIT_COUNTER: seq})
+        c.received("good", seq)
+        c.done("good", seq)
+        assert [g for g in grants(c) if g != ("idle", 0)] == [("good", seq + 1)]
+    assert c.expired_grants == 1  # counted once per grant
+    c.received("idle", 0)  # it sends its frame at last: it holds the budget again until that frame is done
+    c.done("good", 3)
+    assert grants(c) == []
+    c.done("idle", 0)
+    assert grants(c) == [("idle", 1)]  # back in turn: it has waited longest
+    c.received("idle", 1)
+    c.done("idle", 1)
+    assert grants(c) == [("good", 4)]
 
 def test_source_flow_defaults():
     assert FolderSourceConfig(kind="folder", name="f", path=".").credit_flow

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import protocol as P
-from pipeline.transport import MAX_MESSAGE_PART_BYTES, make_socket
+from pipeline.transport import MAX_MESSAGE_PART_BYTES, drain_subscriptions, make_socket
 
 
 def frame_msg(h=48, w=64, encoding="raw", mask=True, seq=0) -> P.Message:
@@ -120,6 +120,28 @@ def test_event_record_is_json_ready():
                            "stamps", "model_version"}
 
 
+def test_draining_subscriptions_stops_after_its_share():
+    """A subscriber churning its subscriptions cannot hold the node's publisher in the drain (the audit's stall)."""
+    ctx = zmq.Context.instance()
+    xpub, sub = make_socket(ctx, zmq.XPUB), make_socket(ctx, zmq.SUB)
+    try:
+        port = xpub.bind_to_random_port("tcp://127.0.0.1")
+        sub.connect(f"tcp://127.0.0.1:{port}")
+        for i in range(300):
+            sub.subscribe(f"t{i}")
+        deadline = time.monotonic() + 10
+        while xpub.poll(0, zmq.POLLIN) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # all 300 notices arrive
+        drain_subscriptions(xpub, most=100)
+        assert xpub.poll(0, zmq.POLLIN)  # 200 left for the next turn
+        drain_subscriptions(xpub)
+        assert not xpub.poll(0, zmq.POLLIN)
+    finally:
+        xpub.close(0)
+        sub.close(0)
+
+
 def test_sockets_limit_inbound_message_size():
     ctx = zmq.Context()
     sock = make_socket(ctx, zmq.SUB)
@@ -135,6 +157,24 @@ def _png(image: np.ndarray) -> bytes:
 GOOD = wire(frame_msg())
 GOOD_PNG = wire(frame_msg(encoding="png"))
 ANOMALY, _ = anomaly_msg()
+GOOD_JPEG = wire(frame_msg(encoding="jpeg", mask=False))
+
+
+def _many_scans(jpeg: bytes, copies: int) -> bytes:
+    """The file with its last scan repeated: libjpeg still decodes it, decoding the frame once more per scan."""
+    last, end = jpeg.rfind(b"\xff\xda"), jpeg.rfind(b"\xff\xd9")
+    return jpeg[:last] + jpeg[last:end] * copies + jpeg[end:]
+
+
+def test_a_jpeg_of_many_scans_is_refused_before_decoding():
+    progressive = cv2.imencode(".jpg", frame_msg().arrays["image"][..., ::-1], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1]
+    parts = [*GOOD_JPEG[:2], progressive.tobytes()]
+    assert P.decode(parts).arrays["image"].shape == (48, 64, 3)  # a camera's progressive jpeg: ~10 scans
+    bomb = _many_scans(parts[2], P.MAX_JPEG_SCANS)
+    assert cv2.imdecode(np.frombuffer(bomb, np.uint8), cv2.IMREAD_UNCHANGED).shape == (48, 64, 3)
+    with pytest.raises(P.ProtocolError, match="scans") as e:
+        P.decode([*parts[:2], bomb])
+    assert e.value.reason == "bad_payload"
 NAN_MAP = wire(ANOMALY)[:2] + [np.full((48, 64), np.nan, np.float16).tobytes()]
 
 REJECTS = {

@@ -13,7 +13,9 @@ import pytest
 import zmq
 
 from adversary import control_parts, frame_parts, header, node_beat, node_line, scored, streamed, until_eos
-from pipeline.admission import RESYNC_FRAMES
+from pipeline import protocol as P
+from pipeline.admission import HEARTBEAT_BURST, HEARTBEAT_RATE, RESYNC_FRAMES
+from pipeline.flow import CREDIT_COUNTER, decode_grant
 from pipeline.transport import make_socket
 from test_pipeline_node import FastDetector, wait_until
 
@@ -158,6 +160,21 @@ def test_missing_fields_are_rejected_as_missing(tmp_path):
         assert ln.node.counters.source("intruder")["scored"] == 0
 
 
+def test_a_camera_flooding_heartbeats_is_not_forwarded_beyond_its_rate(tmp_path):
+    flood = 2000
+    with node_line(tmp_path, frames=30, fps=40, connect_cameras={0: ["intruder"]}) as ln:
+        start = time.monotonic()
+        for _ in range(flood):
+            ln.intruders[0].send(control_parts("heartbeat", "intruder", role="source", state="streaming"))
+        msgs = until_eos(ln.sub)
+        elapsed = time.monotonic() - start
+        streamed(ln, msgs, 30)
+        allowed = HEARTBEAT_BURST + HEARTBEAT_RATE * elapsed  # what the bucket lets through in that time
+        forwarded = sum(m.kind == "heartbeat" and m.source == "intruder" for m in msgs)
+        assert 1 <= forwarded <= allowed < flood / 2, (forwarded, elapsed)
+        assert ln.node.counters.rejected["heartbeat_rate"] >= flood - allowed  # the rest refused and counted
+
+
 def test_thousands_of_camera_names_are_refused_and_the_node_does_not_grow(tmp_path):
     names = 5000
     with node_line(tmp_path, frames=60, fps=30, dynamic_cameras=True, max_dynamic_cameras=4) as ln:
@@ -218,6 +235,24 @@ def test_oversize_frames_are_downscaled_or_rejected_and_never_stall_the_others(t
                 assert not big_results and "big" not in ln.node.detectors
 
 
+def test_a_downscaled_frame_stays_within_max_frame_pixels_and_is_counted_once(tmp_path):
+    """A 4096x32 frame cannot be brought under max_frame_pixels with its short side at min_side: refused, not
+    scored at several times the limit; a downscaled frame its model then refuses (another shape, too soon) is
+    counted as refused only."""
+    rng = np.random.default_rng(0)
+    narrow, square, wide = (rng.integers(0, 255, shape, dtype=np.uint8) for shape in
+                            ((32, 4096, 3), (1024, 1024, 3), (512, 1024, 3)))
+    with node_line(tmp_path, frames=10, fps=20, connect_cameras={0: ["big"]}, max_frame_pixels=128 * 128,
+                   oversize="downscale") as ln:
+        for seq, image in enumerate((narrow, square, wide)):
+            ln.intruders[0].send(frame_parts("big", seq=seq, image=image))
+        until_eos(ln.sub)
+        wait_until(lambda: ln.node.counters.rejected["shape_change"] == 1)
+        c = ln.node.counters
+        assert c.rejected["oversize"] == 1 and c.source("big")["scored"] == c.source("big")["downscaled"] == 1
+        assert ln.node.detectors["big"][0][:2] == (128, 128)
+
+
 def test_memory_budget_bounds_waiting_frames_and_refuses_models_that_do_not_fit(tmp_path, monkeypatch):
     from pipeline import admission
 
@@ -264,3 +299,33 @@ def test_a_flood_of_connections_does_not_stop_scoring(tmp_path):
         for s in flood:
             s.close(0)
         ctx.destroy(linger=0)
+
+
+def test_an_end_of_stream_with_the_most_counters_a_camera_may_send_is_forwarded_within_the_limit(tmp_path):
+    with node_line(tmp_path, frames=20, fps=40, connect_cameras={0: ["intruder"]}) as ln:
+        bad = ln.intruders[0]
+        bad.send(frame_parts("intruder", seq=0))
+        wait_until(lambda: ln.node.counters.source("intruder")["scored"] == 1)
+        theirs = {f"c{i}": i for i in range(P.MAX_COUNTERS)}  # the protocol's limit, no room left for the node's
+        bad.send(control_parts("eos", "intruder", seq=0, frames=1, counters=theirs))
+        msgs = until_eos(ln.sub, sources=("cam0", "intruder"))  # decoded by the subscriber: within the limit
+        eos = next(m for m in msgs if m.kind == "eos" and m.source == "intruder").header.counters
+        assert len(eos) == P.MAX_COUNTERS and eos["scored"] == 1  # the node's counters kept, the camera's trimmed
+        assert sum(name in eos for name in theirs) == P.MAX_COUNTERS - len(ln.node.counters.NAMES)
+
+
+def test_credit_grants_go_to_their_camera_connection_only(tmp_path):
+    """A grant names its camera and its progress: another camera connection must never hear it."""
+    with node_line(tmp_path, frames=20, fps=40, intruders=2, connect_cameras={0: ["a"], 1: ["b"]}) as ln:
+        for peer, name in zip(ln.intruders, ("a", "b"), strict=True):
+            peer.send(control_parts("heartbeat", name, seq=-1, role="source", state="waiting",
+                                    counters={CREDIT_COUNTER: -1}))  # a credit camera waiting for its first frame
+        heard: dict[str, set] = {"a": set(), "b": set()}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(heard.values()):
+            for peer, name in zip(ln.intruders, ("a", "b"), strict=True):
+                while peer.sock.poll(10):
+                    if (grant := decode_grant(peer.sock.recv())) is not None:
+                        heard[name].add(grant[0])
+        until_eos(ln.sub)
+        assert heard == {"a": {"a"}, "b": {"b"}}
