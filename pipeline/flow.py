@@ -28,8 +28,9 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   source that stops heartbeating (dead camera) stops holding budget after `stale_s`, and so does a
   grant no frame came for in `stale_s` (a camera that heartbeats but does not send: counted as
   `Credits.expired_grants`; the camera gets no new grant until a frame of it arrives, only the lost
-  one sent again); frames a camera sent that never arrived (its heartbeat's seq is past the last
-  frame the node received, nothing pending) count as done.
+  one sent again; each further unused grant in a row, across its ends of stream, holds the budget
+  half as long, down to `resend_s`); frames a camera sent that never arrived (its heartbeat's seq is
+  past the last frame the node received, nothing pending) count as done.
 - While it waits for credit a camera's heartbeats say `paced` (the console and the live page do not
   call it stalled).
 """
@@ -127,6 +128,7 @@ class Credits:
         self.node, self.budget, self.stale_s, self.resend_s = node, max(1, budget), stale_s, resend_s
         self._lock = threading.Lock()
         self._sources: dict[str, _Source] = {}  # the flow-controlled sources
+        self._strikes: dict[str, int] = {}  # grants in a row a source left unused (kept when it ends its stream)
         self._out: list[tuple[str, bytes]] = []
         self.grants = 0
         self.inflated_claims = 0
@@ -155,6 +157,7 @@ class Credits:
         with self._lock:
             if (st := self._sources.get(source)) is not None and seq > st.received:
                 st.received, st.used = seq, time.monotonic()
+                self._strikes.pop(source, None)
 
     def done(self, source: str, seq: int) -> None:
         """The worker is done with frame `seq` of `source` (scored, rejected or failed)."""
@@ -179,16 +182,19 @@ class Credits:
         st.granted_at = now
         self.grants += 1
 
-    def _outstanding(self, st: _Source, now: float) -> int:
-        """Frames granted to `st` and not yet done; a grant no frame came for in `stale_s` counts no more."""
-        if st.received < st.upto and now - st.used > self.stale_s and not st.expired:
+    def _outstanding(self, source: str, st: _Source, now: float) -> int:
+        """Frames granted to `st` and not yet done; a grant no frame came for in `stale_s` counts no more, and
+        after each such grant in a row (an end of stream does not clear them) half as long, down to `resend_s`."""
+        patience = max(self.resend_s, self.stale_s / 2 ** self._strikes.get(source, 0))
+        if st.received < st.upto and now - st.used > patience and not st.expired:
             st.expired = True
             self.expired_grants += 1
+            self._strikes[source] = self._strikes.get(source, 0) + 1
         return max(0, (min(st.upto, st.received) if st.expired else st.upto) - st.done)
 
     def _grant(self, now: float) -> None:
         live = {s: st for s, st in self._sources.items() if now - st.seen <= self.stale_s}
-        outstanding = sum(self._outstanding(st, now) for st in live.values())
+        outstanding = sum(self._outstanding(s, st, now) for s, st in live.items())
         while outstanding < self.budget:
             waiting = [(st.turn, s) for s, st in live.items() if st.upto <= st.done]
             if not waiting:

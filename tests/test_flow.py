@@ -135,3 +135,27 @@ def test_a_slow_node_paces_a_credit_camera_every_frame_scored_no_queue(tmp_path,
             queue = sorted(stage_latencies(m.header, 0)["queue"] for m in msgs if m.kind == "anomaly")
             assert queue[len(queue) // 2] < 2.5 * delay * 1e3  # waits at most for the other camera's frame
         sub.close()
+
+
+def test_a_camera_that_leaves_its_grants_unused_holds_the_budget_shorter_each_time_even_across_restarts(clock):
+    c = Credits("node", budget=1, stale_s=8.0, resend_s=1.0)
+    held = []
+    for _ in range(5):  # asks for credit, never sends, ends its stream and asks again
+        c.heartbeat("idle", -1, {CREDIT_COUNTER: -1})
+        assert grants(c) == [("idle", 0)]
+        start, expired = clock.t, c.expired_grants
+        while c.expired_grants == expired:
+            clock.t += 0.5
+            c.heartbeat("idle", -1, {CREDIT_COUNTER: 0})
+        held.append(clock.t - start)
+        c.ended("idle")
+    assert held == [8.5, 4.5, 2.5, 1.5, 1.5]
+    c.heartbeat("idle", -1, {CREDIT_COUNTER: -1})
+    c.received("idle", 0)  # a frame at last: its patience is whole again
+    c.done("idle", 0)
+    assert grants(c) == [("idle", 0), ("idle", 1)]
+    start = clock.t
+    while c.expired_grants == 5:
+        clock.t += 0.5
+        c.heartbeat("idle", 0, {CREDIT_COUNTER: 1})
+    assert clock.t - start == 8.5
