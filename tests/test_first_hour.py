@@ -3,6 +3,7 @@ clear errors for a missing or unreadable video, and a summary without None after
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -166,3 +167,36 @@ def test_the_readme_camera_example_is_a_valid_line_config(tmp_path, monkeypatch)
     flows = {s.name: s.credit_flow for s in cfg.sources}
     assert flows == {"press3": False, "usb0": False, "clip": True, "shelf": True}
     assert cfg.sinks.scores and not cfg.node.ssdnet.score.uses_unet
+
+
+def test_images_of_one_name_in_several_folders_get_their_own_outputs(tmp_path):
+    for seed, folder in enumerate(("good", "hole")):
+        _frames(tmp_path / folder, 1, defect=float(seed), seed=seed)
+    files = [str(tmp_path / "good" / "000.png"), str(tmp_path / "hole" / "000.png"), str(tmp_path / "good" / "000.png")]
+    assert main(["score", *files, "--threads", "1", "--out", str(tmp_path / "out")]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "out" / "scores.jsonl").read_text().splitlines()]
+    assert [Path(x["map"]).name for x in lines] == ["good_000_map.npy", "hole_000_map.npy", "good_000_2_map.npy"]
+    assert all(Path(x["overlay"]).is_file() and np.load(x["map"]).shape == (64, 64) for x in lines)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["score", "x.png", "--threads", "0"], "--threads: must be at least 1"),
+    (["eval", "ds", "--limit", "-1"], "--limit: must be at least 1"),
+    (["eval", "ds", "--warmup-frames", "-1"], "--warmup-frames: must be at least 0"),
+    (["soak", "line.yaml", "--minutes", "nan"], "--minutes: must be at least 0.1"),
+    (["bench", "--frames", "two"], "--frames: not an integer"),
+])
+def test_a_count_out_of_range_is_one_usage_line(argv, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_an_error_deep_in_a_command_is_one_line_and_v_shows_the_traceback(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    argv = ["export", "--height", "64", "--width", "64", "--out", str(tmp_path / "afile" / "sub")]  # under a file
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ssdnet export: error: ") and "-v shows where" in err[0]
+    with pytest.raises(OSError):
+        main(["-v", *argv])

@@ -68,6 +68,8 @@ from pipeline.sources import SyntheticReader
 from pipeline.stats import percentiles
 from pipeline.transport import bind, make_socket
 
+from .args import at_least
+
 TRANSPORT_SHAPE = (1080, 1920, 3)
 SCORER_ROW_KEYS = ("backend", "variant", "ok", "error", "score_ms", "update_score_ms", "setup_s")
 # export.bench variants that the node runs by default (ONNX Runtime: new weights bound, never a new session)
@@ -639,13 +641,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
     p.add_argument("--size", type=int, help="frame side for fit, scorer, pipeline and FLOPs (default 256; --quick 64)")
     p.add_argument("--batch", type=int, default=1, help="images per fit step (default 1)")
-    p.add_argument("--steps", type=int, help="timed fit steps per variant (default 6; --quick 2)")
-    p.add_argument("--frames", type=int, help="frames through the line and the node alone (default 6; --quick 3)")
-    p.add_argument("--transport-frames", type=int, help="1080p frames per transport round, 15 "
+    p.add_argument("--steps", type=at_least(1), help="timed fit steps per variant (default 6; --quick 2)")
+    p.add_argument("--frames", type=at_least(1), help="frames through the line and the node alone (default 6; "
+                                                      "--quick 3)")
+    p.add_argument("--transport-frames", type=at_least(1), help="1080p frames per transport round, 15 "
                                                         "rounds each (default 60; --quick 8)")
     p.add_argument("--backends", help="comma-separated scorer backends "
                                       "(torch,onnxruntime,tensorrt; default all available)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads here and in the node (default 1)")
+    p.add_argument("--threads", type=at_least(1), default=1, help="torch threads here and in the node (default 1)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
     p.add_argument("--compile", action="store_true", help="add torch.compile fit-step variants "
                                                           "(compiling takes minutes on a CPU)")

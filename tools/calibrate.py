@@ -29,6 +29,7 @@ from pipeline.config import FolderSourceConfig, VideoSourceConfig, load_line_con
 from pipeline.regions import find_regions
 from pipeline.sources import SourceError, make_reader
 
+from .args import at_least
 from .score_images import DEFAULT_THRESHOLD, add_common, fast_hint, fit_progress, set_threads, ssdnet_config
 
 
@@ -143,7 +144,7 @@ def add_parser(sub) -> None:
     p.add_argument("source", help="folder of images or a video file of normal (defect-free) production")
     p.add_argument("--line", help="the line config whose node.ssdnet scores the frames (recommended)")
     add_common(p)
-    p.add_argument("--frames", type=int, help="score at most this many frames")
+    p.add_argument("--frames", type=at_least(1), help="score at most this many frames")
     p.add_argument("--resize", type=int, nargs=2, metavar=("W", "H"), help="resize frames as the camera does")
     p.add_argument("--quantile", type=_fraction, default=0.99, help="quantile of the normal scores (default 0.99)")
     p.add_argument("--margin", type=float, default=0.05, help="raise the quantile by this fraction (default 0.05)")

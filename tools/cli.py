@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+import zmq
+
 from edge.config import ConfigError
 
 COMMANDS = (
@@ -49,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ssdnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (ValueError, OSError, RuntimeError, zmq.ZMQError) as e:  # bad input met on the way: one line, not a trace
+        if args.verbose:
+            raise
+        text = " ".join(str(e).split())
+        print(f"ssdnet {args.command}: error: {type(e).__name__}: {text[:500]} (-v shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`ssdnet score IMAGE... [--fast] [--threads N]`: per image, the anomaly map (.npy), an overlay (.png: the map on
 the image on one colour scale for every image, regions, the verdict, the score against the threshold and the colour
-scale) and one JSON line with the score and the verdict, in the output folder.
+scale) and one JSON line with the score and the verdict (appended to OUT/scores.jsonl), in the output folder, named
+after the image (with its folders where two images share a name: good_000, hole_000).
 
 The default config fits nothing (docs/ablations.md section 6); `--config configs/ssdnet-fit.yaml` fits SSDnet's
 U-Net on every image (a cold fit of `fit.steps` steps, minutes per image on a busy CPU; the bar shows the steps).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from edge.detector import Detector
 from edge.overlay import annotated_overlay, read_rgb, write_rgb
 from pipeline.config import NodeConfig
 from pipeline.regions import find_regions
+
+from .args import at_least
 
 DEFAULT_THRESHOLD = NodeConfig.model_fields["threshold"].default
 FAST = {"score": {"pixel_weight": 0.0, "perceptual_weight": 0.0}}  # configs/self-similarity.yaml
@@ -41,8 +45,9 @@ def ssdnet_config(config: str | None, fast: bool, steps: int | None = None) -> S
 
 
 def set_threads(threads: int | None) -> None:
+    """torch's threads: `threads`, at most the machine's cores (more only contend: 999 cost 8x a frame)."""
     if threads is not None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(min(threads, os.cpu_count() or 1))
 
 
 def fit_progress(det: Detector, desc: str) -> tqdm | None:
@@ -72,6 +77,24 @@ def fast_hint(cfg: SSDNetConfig, config: str | None, fast: bool) -> None:
               "(configs/self-similarity.yaml).", file=sys.stderr)
 
 
+def output_names(paths: list[Path]) -> list[str]:
+    """A unique output name per image: its stem, with as many of its folders as tell it from the other images of
+    that stem (MVTec folders name a 000.png in every defect folder: good_000, hole_000); an image given twice: _2."""
+    parts = [p.resolve().with_suffix("").parts for p in paths]
+    names = []
+    for mine in parts:
+        others = {q for q in parts if q[-1] == mine[-1] and q != mine}
+        k = 1
+        while k < len(mine) and any(q[-k:] == mine[-k:] for q in others):
+            k += 1
+        names.append("_".join(mine[-k:]))
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        names[i] = name if seen[name] == 1 else f"{name}_{seen[name]}"
+    return names
+
+
 def _cmd(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     cfg = ssdnet_config(args.config, args.fast, args.steps)
@@ -83,7 +106,7 @@ def _cmd(args: argparse.Namespace) -> int:
     scores_path, failed, done = out / "scores.jsonl", [], 0
     paths = [Path(p) for p in args.images]
     with scores_path.open("a") as log:
-        for path in tqdm(paths, desc="ssdnet score", unit="img"):
+        for path, name in zip(tqdm(paths, desc="ssdnet score", unit="img"), output_names(paths), strict=True):
             try:
                 image = read_rgb(path)
                 det.reset()
@@ -91,8 +114,8 @@ def _cmd(args: argparse.Namespace) -> int:
                 amap = d.calibrated_map()  # each image alone: judged against the calibration prior
                 regions = find_regions(amap, args.region_threshold, 16, min_peak=args.threshold)
                 label = "anomalous" if d.calibrated > args.threshold else "normal"
-                np.save(out / f"{path.stem}_map.npy", amap)
-                write_rgb(out / f"{path.stem}_overlay.png",
+                np.save(out / f"{name}_map.npy", amap)
+                write_rgb(out / f"{name}_overlay.png",
                           annotated_overlay(image, amap, d.calibrated, args.threshold, [r.bbox for r in regions]))
             except Exception as e:  # one bad file costs that file, never the batch
                 failed.append(str(path))
@@ -102,7 +125,7 @@ def _cmd(args: argparse.Namespace) -> int:
                     "threshold": args.threshold, "label": label,
                     "regions": [list(r.bbox) for r in regions], "fit_steps": d.fit_steps,
                     "fit_ms": round(d.fit_ms, 1), "score_ms": round(d.score_ms, 1),
-                    "map": str(out / f"{path.stem}_map.npy"), "overlay": str(out / f"{path.stem}_overlay.png")}
+                    "map": str(out / f"{name}_map.npy"), "overlay": str(out / f"{name}_overlay.png")}
             log.write(json.dumps(line) + "\n")
             log.flush()
             tqdm.write(json.dumps(line))
@@ -120,16 +143,17 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
     p.add_argument("--fast", action="store_true", help="nothing fitted (configs/self-similarity.yaml; the "
                                                        "default fits nothing too since docs/ablations.md section 6)")
-    p.add_argument("--threads", type=int, help="torch threads (default: all cores; never more than are free)")
+    p.add_argument("--threads", type=at_least(1), help="torch threads (default: all cores; never more than it has)")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("score", help="anomaly maps, overlays and scores for image files", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
-    p.add_argument("--out", default="ssdnet-out", help="output folder (default: ssdnet-out)")
+    p.add_argument("--out", default="ssdnet-out",
+                   help="output folder (default: ssdnet-out; scores.jsonl there is appended to)")
     add_common(p)
-    p.add_argument("--steps", type=int, help="override fit.steps")
+    p.add_argument("--steps", type=at_least(0), help="override fit.steps")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"image-score threshold of the verdict (default {DEFAULT_THRESHOLD}, node.threshold's; "
                         "`ssdnet calibrate` suggests one for your images)")

@@ -24,6 +24,8 @@ import psutil
 from pipeline.config import load_line_config
 from pipeline.launcher import LineError, print_summary, run_line
 
+from .args import at_least
+
 UNLIMITED_FRAMES = 10**9
 
 
@@ -52,6 +54,10 @@ def growth(series: list[tuple[float, float]]) -> dict[str, float]:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.warmup_minutes >= args.minutes:
+        print(f"ssdnet soak: error: --warmup-minutes {args.warmup_minutes:g} leaves nothing of --minutes "
+              f"{args.minutes:g} to judge", file=sys.stderr)
+        return 2
     cfg = load_line_config(args.config)
     samples: dict[str, list[tuple[float, float]]] = {}
     stop = threading.Event()
@@ -84,10 +90,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("soak", help="run a line for a bounded time and check memory stays flat",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="line config (YAML)")
-    p.add_argument("--minutes", type=float, default=10.0, help="how long to run (default 10)")
+    p.add_argument("--minutes", type=at_least(0.1, float), default=10.0, help="how long to run (default 10)")
     p.add_argument("--out", default="runs/soak", help="output folder (default runs/soak)")
     p.add_argument("--sample-s", type=float, default=5.0, help="seconds between memory samples")
-    p.add_argument("--warmup-minutes", type=float, default=2.0, help="not judged: cold fits, loading, queues filling")
+    p.add_argument("--warmup-minutes", type=at_least(0, float), default=2.0,
+                   help="not judged: cold fits, loading, queues filling")
     p.add_argument("--max-growth", type=float, default=0.1, help="fail when a stage's RSS grows "
                                                                  "by more than this fraction")
     p.set_defaults(func=_cmd)

@@ -39,6 +39,7 @@ from edge.config import ConfigError, SSDNetConfig, load_config
 from edge.detector import Detector
 from edge.overlay import read_rgb
 
+from ..args import at_least
 from .baselines import BASELINES
 from .dataset import GOOD, IMAGE_SUFFIXES, DatasetError, Sample, list_categories, load_category
 from .metrics import summarize
@@ -275,17 +276,17 @@ def add_parser(sub) -> None:
     p.add_argument("--json", help="write the results here")
     p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
     p.add_argument("--mode", choices=("cold", "warm", "stream"), default="cold")
-    p.add_argument("--steps", type=int, help="override fit.steps")
+    p.add_argument("--steps", type=at_least(0), help="override fit.steps")
     p.add_argument("--warm-steps", type=int, help="override fit.warm_steps")
     p.add_argument("--baselines", default=",".join(BASELINES), help="comma-separated, or 'none'")
     p.add_argument("--input-noise", type=float, default=0.0, help="add Gaussian noise (sigma, grey levels)")
     p.add_argument("--dead-pixels", type=float, default=0.0, help="set this fraction of pixels to black")
-    p.add_argument("--limit", type=int, help="at most this many images per category (quick looks)")
+    p.add_argument("--limit", type=at_least(1), help="at most this many images per category (quick looks)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--warmup", metavar="DIR",
                    help="stream mode: unlabelled frames streamed before each category's test images "
                         "(DIR/<category>/ if it exists, else DIR's images, sorted)")
-    p.add_argument("--warmup-frames", type=int, metavar="N", help="at most N warm-up frames (default: all)")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--warmup-frames", type=at_least(0), metavar="N", help="at most N warm-up frames (default: all)")
+    p.add_argument("--jobs", type=at_least(1), default=1,
                    help="worker processes, categories split among them (CPU: one per core is fastest)")
     p.set_defaults(func=_cmd)
