@@ -428,7 +428,12 @@ def _main(args: argparse.Namespace) -> int:
     finally:
         for view in views:
             view.close()
-    return 130 if summary["interrupted"] else 0
+    if summary["interrupted"]:
+        return 130
+    if not summary["frames"]:  # a line that scored nothing did not do its job, whatever the warnings said
+        print("ssdnet run: error: no frame was scored (the warnings above say why)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

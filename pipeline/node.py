@@ -659,7 +659,8 @@ class EdgeNode:
             return None
 
     def _end(self, msg: P.Message) -> None:
-        """Forward a source's end of stream, after its last result, with its final node counters; free its model.
+        """Forward a source's end of stream, after its last result, with its final node counters, and a node
+        heartbeat; free its model.
         The camera's own counters keep the room the node's leave (P.MAX_COUNTERS in all): what a camera sent within
         the protocol's limit, the node forwards within it."""
         h = msg.header
@@ -671,6 +672,7 @@ class EdgeNode:
                               f"{len(h.counters)} counters (room for the node's {len(ours)})")
         kept = {name: h.counters[name] for name in theirs[:room]}
         self.outbox.put(P.Message(h.model_copy(update={"counters": {**kept, **ours}})))
+        self.outbox.put(self._heartbeat())  # the node's counters with that camera's last frame (a line may end here)
 
     # ------------------------------------------------------------ publisher thread
 
@@ -691,6 +693,7 @@ class EdgeNode:
                     next_beat = time.monotonic() + self.cfg.heartbeat_s
                     self._send(sock, self._heartbeat())
                     drain_subscriptions(sock)
+            self._send(sock, self._heartbeat())  # the final counters and state: a view must not keep the last busy one
         finally:
             sock.close()
 

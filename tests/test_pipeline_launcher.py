@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import zmq
@@ -245,3 +246,12 @@ def test_stream_stats_stay_bounded_on_a_long_run():
     assert stream["frames"] == 400 and stream["frames_sampled"] == 20 and 0 < stream["defective_frames"] < 20
     assert stream["pixel_auroc"] == 1.0  # the map is high exactly under the masks of the sampled frames
     assert stats.summary()["frames"] == 400 and stats.summary()["latency_ms"]["fit"]["p50"] == 40.0
+
+
+def test_a_line_that_scores_no_frame_exits_with_an_error(tmp_path, capsys):
+    (tmp_path / "frames").mkdir()
+    cv2.imwrite(str(tmp_path / "frames" / "tiny.png"), np.zeros((8, 8, 3), np.uint8))  # under the 32 px minimum
+    path = tmp_path / "line.yaml"
+    path.write_text(f"sources:\n  - {{name: shelf, kind: folder, path: {tmp_path / 'frames'}}}\n")
+    assert cli_main(["run", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert "no frame was scored" in capsys.readouterr().err

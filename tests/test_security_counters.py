@@ -341,3 +341,10 @@ def test_a_connect_endpoint_without_camera_names_is_warned_about(caplog):
         LineConfig.model_validate({"sources": [{"kind": "synthetic", "name": "a"}],
                                    "node": {"connect": ["tcp://127.0.0.1:5555"], "dynamic_cameras": True}})
     assert not caplog.records
+
+
+def test_a_node_heartbeat_follows_each_end_of_stream_with_that_cameras_last_frame(tmp_path):
+    with node_line(tmp_path, frames=12, fps=40, heartbeat_s=60.0) as ln:  # no periodic beat after the first
+        until_eos(ln.sub)
+        beat = node_beat(ln.sub)
+        assert beat["scored"] == ln.node.counters.source("cam0")["scored"] > 0
