@@ -132,7 +132,7 @@ def _cmd(args: argparse.Namespace) -> int:
             done += 1
     if steps_bar is not None:
         steps_bar.close()
-    print(f"scored {done} of {len(paths)} image(s); wrote maps, overlays and {scores_path}")
+    print(f"scored {done} of {len(paths)} image(s)" + (f"; wrote maps, overlays and {scores_path}" if done else ""))
     if failed:
         print(f"ssdnet score: {len(failed)} image(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1

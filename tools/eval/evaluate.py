@@ -218,7 +218,7 @@ def print_table(result: dict, console: Console | None = None) -> None:
     console = console or Console()
     if not console.is_terminal:  # a log file or a pipe: do not squeeze the table into 80 columns
         console.width = max(console.width, 150)
-    table = Table(title=f"SSDnet ({result['mode']} fit) on {result['dataset']}")
+    table = Table(title=f"SSDnet, {result['mode']} mode, on {result['dataset']}")
     table.add_column("category")
     for k in METRICS:
         table.add_column(HEADERS[k], justify="right")
