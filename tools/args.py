@@ -16,5 +16,4 @@ def at_least(low: float, kind: type = int) -> Callable[[str], float]:
         if not value >= low:  # also refuses nan
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
         return value
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse

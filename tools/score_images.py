@@ -45,7 +45,7 @@ def ssdnet_config(config: str | None, fast: bool, steps: int | None = None) -> S
 
 
 def set_threads(threads: int | None) -> None:
-    """torch's threads: `threads`, at most the machine's cores (more only contend: 999 cost 8x a frame)."""
+    """torch's threads: `threads`, at most the machine's cores (more only contend: 999 cost ~10x a frame)."""
     if threads is not None:
         torch.set_num_threads(min(threads, os.cpu_count() or 1))
 
@@ -81,9 +81,12 @@ def output_names(paths: list[Path]) -> list[str]:
     """A unique output name per image: its stem, with as many of its folders as tell it from the other images of
     that stem (MVTec folders name a 000.png in every defect folder: good_000, hole_000); an image given twice: _2."""
     parts = [p.resolve().with_suffix("").parts for p in paths]
+    by_stem: dict[str, set[tuple[str, ...]]] = {}
+    for q in parts:
+        by_stem.setdefault(q[-1], set()).add(q)
     names = []
     for mine in parts:
-        others = {q for q in parts if q[-1] == mine[-1] and q != mine}
+        others = by_stem[mine[-1]] - {mine}
         k = 1
         while k < len(mine) and any(q[-k:] == mine[-k:] for q in others):
             k += 1
