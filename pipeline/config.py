@@ -85,7 +85,7 @@ class SyntheticSourceConfig(_Source):
 
     kind: Literal["synthetic"]
     textures: tuple[str, ...] = ("brick", "grass", "gravel")
-    size: Side = 256
+    size: int = Field(256, ge=16, le=MAX_SIDE)
     defect_prob: float = Field(0.5, ge=0, le=1)
     seed: int = 0
 
