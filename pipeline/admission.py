@@ -68,6 +68,11 @@ WORK_BYTES_PER_PIXEL = 3500.0  # peak memory of fitting and scoring one frame, p
 WORK_FIXED_MB = 64.0  # and a fixed part
 
 
+def refill(tokens: float, since: float, now: float, rate: float, capacity: float) -> float:
+    """A token bucket's tokens at `now`: `tokens` at `since`, refilled at `rate` a second, at most `capacity`."""
+    return min(capacity, tokens + (now - since) * rate)
+
+
 class Rejected(Exception):
     """A message the node refuses: `reason` (one of REASONS), a readable line, and the camera it is
     charged to (None when the sender may not speak for the name it used)."""
@@ -205,7 +210,7 @@ class Admission:
                 raise Rejected("forged_role", f"heartbeat/{name} from {peer}: role {header.role!r}, a camera's is "
                                "'source'", name)
             now = self.monotonic()
-            tokens = min(HEARTBEAT_BURST, camera.beat_tokens + (now - camera.beat_refilled) * HEARTBEAT_RATE)
+            tokens = refill(camera.beat_tokens, camera.beat_refilled, now, HEARTBEAT_RATE, HEARTBEAT_BURST)
             if tokens < 1:
                 raise Rejected("heartbeat_rate", f"heartbeat/{name}: over {HEARTBEAT_RATE:g} a second (bursts of "
                                f"{HEARTBEAT_BURST})", name)
@@ -232,7 +237,7 @@ class Admission:
         return self._sequence(camera, header.seq)
 
     def _tokens(self, camera: Camera, now: float) -> float:
-        return min(self.max_seq_step, camera.tokens + (now - camera.refilled) * self.max_frame_rate)
+        return refill(camera.tokens, camera.refilled, now, self.max_frame_rate, self.max_seq_step)
 
     def _sequence(self, camera: Camera, seq: int) -> Ticket:
         now, last = self.monotonic(), camera.last_seq

@@ -113,7 +113,7 @@ class _Source:
     seen: float = 0.0  # monotonic time of its last heartbeat
     granted_at: float = 0.0  # monotonic time a grant was last sent (a new one or one sent again)
     used: float = 0.0  # monotonic time of its last new grant or of a frame that raised `received`
-    expired: bool = False  # its grant went unused for `stale_s`: it holds no budget until a frame comes
+    expired: bool = False  # its grant went unused too long (`_outstanding`): no budget held until a frame comes
     turn: int = 0  # number of the grant that last served it: the longest-waiting source goes first
 
 
