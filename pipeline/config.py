@@ -181,9 +181,10 @@ class NodeConfig(StrictModel):
                               "camera resynchronised after 3 consecutive frames without counting it lost")
     max_frame_rate: float = Field(1000.0, gt=0, le=1e6, description="frames per second a camera can plausibly lose: "
                                   "`lost` grows at most this fast (plus max_seq_step)")
-    min_model_rebuild_s: float = Field(10.0, ge=0, description="a camera whose frame size changes gets a new model "
-                                       "(a cold fit) at most this often; other sizes in between are rejected "
-                                       "(shape_change)")
+    min_model_rebuild_s: float = Field(10.0, ge=0, description="a camera keeps its model whatever its frame size; "
+                                       "on an exported scorer (onnxruntime, tensorrt: a graph per size, the last 4 "
+                                       "kept) a size new to its graphs is taken at most this often, other new sizes "
+                                       "in between are rejected (shape_change)")
     threads: int | None = Field(None, ge=1, le=256, description="torch threads of the node process; None = all "
                                 "cores. Never more than the cores free for it: oversubscribed threads spin and slow "
                                 "fitting 10-60x")

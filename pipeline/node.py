@@ -52,6 +52,7 @@ from edge.device import resolve_device
 from edge.frames import to_frame_size
 from edge.memory import footprint_mb
 from edge.scorers import choose_backend, ensure_available
+from edge.scorers.base import GraphCache
 from edge.scoring import knn_dim
 from edge.vgg import build_vgg
 
@@ -287,7 +288,10 @@ class EdgeNode:
         self.pending = PendingFrames(cfg.queue_depth)
         self.credits = Credits(cfg.name, budget=cfg.queue_depth)  # cameras with flow: credit (pipeline/flow.py)
         self.outbox: queue.Queue[P.Message | tuple[P.Message, int]] = queue.Queue()
-        self.detectors: dict[str, tuple[tuple[int, ...], Detector]] = {}
+        self.detectors: dict[str, Detector] = {}  # camera -> its model, one for every frame size
+        self.frame_sizes: dict[str, GraphCache] = {}  # camera -> its last frame sizes, the most recent last
+        # an exported scorer builds a graph per frame size (edge.scorers.base.GraphCache); torch's needs none
+        self._graph_per_size = self.scorer is not None and self.scorer.get("backend") in ("onnxruntime", "tensorrt")
         self._last_received: float | None = None
         self._busy = False
         self._log = ThrottledLog(log)
@@ -302,7 +306,7 @@ class EdgeNode:
             log.warning("%s: node.memory_budget_mb %s cannot hold the models of its %d configured cameras and one "
                         "frame's scoring: frames will be refused (memory_budget)", cfg.name, cfg.memory_budget_mb,
                         len(self.admission.declared))
-        self._rebuilt: dict[str, float] = {}  # camera -> when its model was last (re)built
+        self._new_size_at: dict[str, float] = {}  # camera -> when it last brought a frame size new to its scorer
         self._ps = psutil.Process()
         self.start_rss = self._ps.memory_info().rss
         self.event_log: EventLog | None = None
@@ -496,29 +500,43 @@ class EdgeNode:
     # ------------------------------------------------------------ worker
 
     def _detector(self, source: str, shape: tuple[int, ...]) -> Detector:
-        entry = self.detectors.get(source)
-        if entry is None or entry[0] != shape:
+        """The camera's one model, whatever its frame size: a detector scores any size. An exported scorer builds a
+        graph per input size and holds the last MAX_GRAPHS; a size it holds none for is taken at most every
+        node.min_model_rebuild_s, other new sizes in between are refused (shape_change)."""
+        size = tuple(shape[:2])
+        detector, sizes = self.detectors.get(source), self.frame_sizes.get(source)
+        if detector is None or sizes is None:
+            detector = self.detectors[source] = self.factory(source)
+            sizes = self.frame_sizes[source] = GraphCache()
+            self._load_checkpoint(source, detector)
+        if size not in sizes:
             now = time.monotonic()
-            if entry is not None:
-                if now - self._rebuilt.get(source, -math.inf) < self.cfg.min_model_rebuild_s:
-                    raise Rejected("shape_change", f"{source}: a {shape[1]}x{shape[0]} frame, its model is for "
-                                   f"{entry[0][1]}x{entry[0][0]} and was built less than node.min_model_rebuild_s "
-                                   f"({self.cfg.min_model_rebuild_s:g} s) ago", source)
-                log.info("%s: frame size changed %s -> %s, starting a new model", source, entry[0], shape)
-            entry = self.detectors[source] = (shape, self.factory(source))
-            self._rebuilt[source] = now
-            self._load_checkpoint(source, entry[1])
-        return entry[1]
+            if sizes and self._graph_per_size:
+                if now - self._new_size_at.get(source, -math.inf) < self.cfg.min_model_rebuild_s:
+                    last = next(reversed(sizes))
+                    raise Rejected("shape_change", f"{source}: a {size[1]}x{size[0]} frame, its scorer holds graphs "
+                                   f"for {len(sizes)} other size(s) and built the last ({last[1]}x{last[0]}) less "
+                                   f"than node.min_model_rebuild_s ({self.cfg.min_model_rebuild_s:g} s) ago", source)
+                log.info("%s: frame size %dx%d, a new scorer graph (the model is kept)", source, size[1], size[0])
+            self._new_size_at[source] = now
+        sizes[size] = True  # the most recent size
+        return detector
+
+    def _drop(self, source: str) -> None:
+        """Free a camera's model (its next frame starts a new one)."""
+        self.detectors.pop(source, None)
+        self.frame_sizes.pop(source, None)
 
     def _work_image(self, msg: P.Message) -> tuple[np.ndarray, tuple[str, str] | None]:
         """The frame as the detector gets it: as is, or downscaled (aspect kept) to node.max_frame_pixels (default
         ssdnet.max_pixels) and to the pixels the memory budget leaves for its scoring next to the camera models
-        and the waiting frames (a camera's model size is kept while it fits); with the reason and the line to log
-        when downscaled. Rejected with `oversize: reject` (admission refused frames over max_frame_pixels already)
-        or when the downscaled frame's short side would be under min_side."""
+        and the waiting frames (at the camera's last size when that fits and keeps the aspect); with the reason and
+        the line to log when downscaled. Rejected with `oversize: reject` (admission refused frames over
+        max_frame_pixels already) or when the downscaled frame's short side would be under min_side."""
         source, image = msg.source, msg.arrays["image"]
         height, width = image.shape[:2]
-        entry = self.detectors.get(source)
+        sizes = self.frame_sizes.get(source)
+        last = next(reversed(sizes)) if sizes else None
         models = self._models(source)
         room = self.budget.pixels_for(models, self.pending.total_bytes)
         limit = min(self.cfg.frame_pixels, room)
@@ -535,9 +553,9 @@ class EdgeNode:
         if self.cfg.oversize == "reject" or min(height, width) * scale < self.cfg.min_side:
             narrow = "" if self.cfg.oversize == "reject" else f" (downscaled, its short side under {self.cfg.min_side})"
             raise Rejected(reason, f"{source}: a {width}x{height} frame is over {why}{narrow}", source)
-        if entry is not None and entry[0][0] * entry[0][1] <= limit and entry[0][0] < height \
-                and abs(entry[0][1] / entry[0][0] - width / height) < 0.02 * width / height:
-            size = entry[0][1], entry[0][0]  # the size its model was built for
+        if last is not None and last[0] * last[1] <= limit and last[0] < height \
+                and abs(last[1] / last[0] - width / height) < 0.02 * width / height:
+            size = last[1], last[0]  # the size it was last scored at (no new scorer graph)
         else:
             size = int(width * scale), int(height * scale)
         note = f"{source}: scored a {width}x{height} frame downscaled to {size[0]}x{size[1]} ({why}; " \
@@ -591,7 +609,7 @@ class EdgeNode:
         except Exception as e:  # a bad frame or a detector failure costs that frame, never the node
             self.counters.add(source, "failed")
             self._log.warning(f"{source}#{h.seq}: detector failed: {type(e).__name__}: {e}")
-            self.detectors.pop(source, None)
+            self._drop(source)
             return
         finally:
             self._busy = False
@@ -664,7 +682,7 @@ class EdgeNode:
         The camera's own counters keep the room the node's leave (P.MAX_COUNTERS in all): what a camera sent within
         the protocol's limit, the node forwards within it."""
         h = msg.header
-        self.detectors.pop(h.source, None)
+        self._drop(h.source)
         ours = self.counters.source(h.source)
         theirs, room = [name for name in h.counters if name not in ours], P.MAX_COUNTERS - len(ours)
         if len(theirs) > room:
@@ -746,8 +764,8 @@ class EdgeNode:
         waiting = self.pending.waiting()
         cameras = self.admission.report()
         for name, entry in cameras.items():
-            model = self.detectors.get(name)
-            entry.update(model_frame=None if model is None else list(model[0]), queued_frames=waiting.get(name, 0),
+            sizes = self.frame_sizes.get(name)
+            entry.update(model_frame=[*next(reversed(sizes)), 3] if sizes else None, queued_frames=waiting.get(name, 0),
                          queued_bytes=self.pending.bytes.get(name, 0))
         return {**self.counters.snapshot(), "scorer": self.scorer, "refused_connections": self.refusals(),
                 "cameras": cameras, "node": self.state()}

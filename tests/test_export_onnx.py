@@ -20,6 +20,7 @@ import edge.scoring
 from edge.config import FitConfig, LossConfig, ModelConfig, ScoreConfig, SSDNetConfig
 from edge.detector import Detector
 from edge.scorers import OnnxRuntimeScorer, TorchScorer
+from edge.scorers.base import MAX_GRAPHS
 from edge.scorers.onnx_graph import (
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -175,6 +176,23 @@ def test_parity_after_real_fit_steps():
         assert a.model_version == b.model_version
         assert np.abs(a.anomaly_map - b.anomaly_map).max() < FP32_ATOL
         assert abs(a.score - b.score) < FP32_ATOL
+
+
+def test_one_model_scores_every_frame_size_with_at_most_max_graphs_sessions():
+    """A camera whose frame size changes keeps its model on ONNX Runtime: one session per size, the last
+    MAX_GRAPHS kept (a size that comes back after eviction gets a new one), and every map matches torch's."""
+    import cv2
+
+    sizes = [(64, 64), (48, 80), (72, 56), (40, 64), (56, 40), (64, 64)]  # 5 sizes, then the first again
+    frames = [cv2.resize(texture("grass", 96, np.random.default_rng(i)), (w, h)) for i, (h, w) in enumerate(sizes)]
+    torch_det, ort_det = Detector(tiny_cfg(), "cpu"), Detector(tiny_cfg(backend="onnxruntime"), "cpu")
+    for i, frame in enumerate(frames):
+        a, b = torch_det.process(frame), ort_det.process(frame)
+        assert b.model_version == i + 1 and b.anomaly_map.shape == frame.shape[:2]
+        assert np.abs(a.anomaly_map - b.anomaly_map).max() < FP32_ATOL and abs(a.score - b.score) < FP32_ATOL
+    backend = ort_det.backend
+    assert len(backend._graphs) == MAX_GRAPHS and backend.sessions_created == 6
+    assert [key[2] or key[:2] for key in backend._graphs] == [(72, 56), (40, 64), (56, 40), (64, 64)]  # (h, w, frame)
 
 
 def test_detector_restore_pushes_weights():

@@ -33,6 +33,7 @@ from edge.scorers import (
     parity_check,
     select_providers,
 )
+from edge.scorers.base import GraphCache
 from edge.scorers.onnx_graph import export_scorer
 from edge.scoring import AnomalyScorer
 from edge.unet import UNet
@@ -275,7 +276,7 @@ def test_gate_refuses_and_evicts_an_engine_that_fails(tmp_path):
     key = "k" * 32
     gate.cache.store(key, b"plan", {})
     entry = {"key": key, "gated": False}
-    gate._engines = {(16, 16, None): entry}
+    gate._engines = GraphCache({(16, 16, None): entry})
     x = torch.rand(1, 3, 16, 16)
     with torch.inference_mode():
         good_map, good_score = sc(x)
@@ -284,7 +285,7 @@ def test_gate_refuses_and_evicts_an_engine_that_fails(tmp_path):
     entry["gated"] = False
     with pytest.raises(ParityError, match="refused"):
         gate._gate(entry, x, good_map + 1.0, good_score)
-    assert gate.cache.load(key) is None and gate._engines == {}
+    assert gate.cache.load(key) is None and not gate._engines
 
 
 # ----------------------------------------------------------------------- TensorRT on a real GPU

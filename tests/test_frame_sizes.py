@@ -111,3 +111,28 @@ def test_score_and_eval_take_odd_non_square_frames(tmp_path):
     assert main(["score", *map(str, images), "--config", str(cfg), "--out", str(tmp_path / "scored")]) == 0
     lines = (tmp_path / "scored" / "scores.jsonl").read_text().splitlines()
     assert len(lines) == 3 and all(np.isfinite(json.loads(line)["score"]) for line in lines)
+
+
+def test_a_camera_whose_frame_size_changes_keeps_its_model_in_the_node(tmp_path):
+    """A camera sending frames of four sizes (as a folder of crops does) is scored on every frame by one model:
+    its version counts on, its memory keeps what earlier sizes gave it, and each map has its frame's size."""
+    from adversary import control_parts, frame_parts, node_line, until_eos, wait_until
+
+    sizes = [(64, 64), (48, 80), (72, 56), (64, 64), (33, 47), (80, 48)]
+    ssdnet = {"model": {"base_channels": 8}, "fit": {"steps": 1, "warm_steps": 1}, "score": {"backend": "torch"},
+              "memory": {"delay_frames": 0}}
+    with node_line(tmp_path, frames=3, fps=20, connect_cameras={0: ["crops"]}, factory=None, ssdnet=ssdnet,
+                   threshold=0.0) as ln:
+        rows = []  # the camera's memory after each frame
+        for seq, (h, w) in enumerate(sizes):
+            ln.intruders[0].send(frame_parts("crops", seq=seq, image=_frame(h, w, seq)))
+            wait_until(lambda n=seq + 1: ln.node.counters.source("crops")["scored"] == n, timeout=60)
+            rows.append(ln.node.detectors["crops"].memory.count)
+        ln.intruders[0].send(control_parts("eos", "crops", seq=len(sizes) - 1, frames=len(sizes)))
+        msgs = until_eos(ln.sub, ("cam0", "crops"), timeout=60)
+        node = ln.node
+        crops = [m for m in msgs if m.kind == "anomaly" and m.source == "crops"]
+        assert [m.arrays["map"].shape for m in crops] == sizes
+        assert [m.header.model_version for m in crops] == list(range(1, len(sizes) + 1))  # never a new model
+        assert node.counters.rejected["shape_change"] == 0 and node.counters.source("crops")["rejected"] == 0
+        assert rows == sorted(rows) and rows[-1] > rows[0] > 0  # nothing forgotten when the size changed

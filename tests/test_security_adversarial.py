@@ -227,7 +227,7 @@ def test_oversize_frames_are_downscaled_or_rejected_and_never_stall_the_others(t
             big_results = [m for m in got if m.kind == "anomaly" and m.source == "big"]
             if policy == "downscale":
                 wait_until(lambda: ln.node.counters.source("big")["downscaled"] == 1)
-                assert ln.node.detectors["big"][0][:2] == (128, 128)
+                assert list(ln.node.frame_sizes["big"]) == [(128, 128)]
                 shapes = [(m.arrays["map"].shape, m.arrays["image"].shape) for m in big_results]
                 assert shapes == [((3000, 3000), (3000, 3000, 3))]  # published at the frame's own size
             else:
@@ -235,22 +235,31 @@ def test_oversize_frames_are_downscaled_or_rejected_and_never_stall_the_others(t
                 assert not big_results and "big" not in ln.node.detectors
 
 
-def test_a_downscaled_frame_stays_within_max_frame_pixels_and_is_counted_once(tmp_path):
+@pytest.mark.parametrize("graph_per_size", [False, True])
+def test_a_downscaled_frame_stays_within_max_frame_pixels_and_is_counted_once(tmp_path, graph_per_size):
     """A 4096x32 frame cannot be brought under max_frame_pixels with its short side at min_side: refused, not
-    scored at several times the limit; a downscaled frame its model then refuses (another shape, too soon) is
-    counted as refused only."""
+    scored at several times the limit. A frame of another aspect is scored by the same model at its own size; on a
+    scorer that builds a graph per size (onnxruntime, tensorrt) a new size that soon is refused, and counted as
+    refused only, not also as downscaled."""
     rng = np.random.default_rng(0)
     narrow, square, wide = (rng.integers(0, 255, shape, dtype=np.uint8) for shape in
                             ((32, 4096, 3), (1024, 1024, 3), (512, 1024, 3)))
     with node_line(tmp_path, frames=10, fps=20, connect_cameras={0: ["big"]}, max_frame_pixels=128 * 128,
                    oversize="downscale") as ln:
+        ln.node._graph_per_size = graph_per_size  # what the node sets from an exported scorer (FastDetector has none)
         for seq, image in enumerate((narrow, square, wide)):
             ln.intruders[0].send(frame_parts("big", seq=seq, image=image))
         until_eos(ln.sub)
-        wait_until(lambda: ln.node.counters.rejected["shape_change"] == 1)
         c = ln.node.counters
-        assert c.rejected["oversize"] == 1 and c.source("big")["scored"] == c.source("big")["downscaled"] == 1
-        assert ln.node.detectors["big"][0][:2] == (128, 128)
+        if graph_per_size:
+            wait_until(lambda: ln.node.counters.rejected["shape_change"] == 1)
+            assert c.source("big")["scored"] == c.source("big")["downscaled"] == 1
+            assert list(ln.node.frame_sizes["big"]) == [(128, 128)]
+        else:
+            wait_until(lambda: ln.node.counters.source("big")["scored"] == 2)
+            assert c.source("big")["downscaled"] == 2 and c.rejected["shape_change"] == 0
+            assert list(ln.node.frame_sizes["big"]) == [(128, 128), (90, 181)]  # one model, its last sizes
+        assert c.rejected["oversize"] == 1
 
 
 def test_memory_budget_bounds_waiting_frames_and_refuses_models_that_do_not_fit(tmp_path, monkeypatch):

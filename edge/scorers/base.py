@@ -18,7 +18,8 @@ and leaves the frame's self-similarity cells in `scorer.knn_cells`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
 
 import torch
 
@@ -27,6 +28,7 @@ from ..memory import FeatureMemory, feature_dim, grid_shape
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 CPU_PROVIDER = "CPUExecutionProvider"
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+MAX_GRAPHS = 4  # input sizes an exported backend holds a graph (session, engine) for at once
 
 
 class BackendError(RuntimeError):
@@ -53,6 +55,24 @@ def padded_frame(h: int, w: int, frame: tuple[int, int] | None) -> tuple[int, in
     if not (0 < fh <= h and 0 < fw <= w):
         raise ValueError(f"a {fh}x{fw} frame does not fit its {h}x{w} padded input")
     return fh, fw
+
+
+class GraphCache(OrderedDict):
+    """An exported backend's graphs by input size, at most MAX_GRAPHS: a camera whose frame size changes keeps its
+    model, and the graph of the size it used least recently is let go (built again if that size comes back)."""
+
+    def get(self, key: Hashable, default=None):
+        """The graph for `key` (a use: it becomes the most recent), or `default`."""
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def __setitem__(self, key: Hashable, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > MAX_GRAPHS:
+            self.popitem(last=False)
 
 
 def unet_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

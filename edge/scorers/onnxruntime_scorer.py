@@ -1,6 +1,7 @@
 """The ``onnxruntime`` backend: the scorer graph (edge.scorers.onnx_graph) on ONNX Runtime.
 
-One session per input size (static H, W; dynamic batch), built on the first frame of that size.
+One session per input size (static H, W; dynamic batch), built on the first frame of that size; the last
+MAX_GRAPHS sizes' sessions are kept (edge.scorers.base.GraphCache).
 New weights per frame never build a new session by default:
 
 - ``inputs`` (the default, ``auto``, on every provider): the U-Net weights are graph inputs, bound
@@ -21,7 +22,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .base import CPU_PROVIDER, GPU_PROVIDERS, BackendUnavailable, ProviderFallbackError, Scorer, detached, padded_frame
+from .base import (
+    CPU_PROVIDER,
+    GPU_PROVIDERS,
+    BackendUnavailable,
+    GraphCache,
+    ProviderFallbackError,
+    Scorer,
+    detached,
+    padded_frame,
+)
 from .onnx_graph import (
     DEFAULT_OPSET,
     DYNAMO_OPSET,
@@ -120,7 +130,7 @@ class OnnxRuntimeScorer(Scorer):
         self.threads = threads if threads is not None else torch.get_num_threads()
         self.exporter = exporter
         self.opset = opset
-        self._graphs: dict[tuple[int, int, tuple[int, int] | None], _OrtGraph] = {}
+        self._graphs = GraphCache()  # (h, w, frame) -> _OrtGraph
         self._state: dict[str, torch.Tensor] | None = None
         self._version = 0
         self.last_export_s = 0.0

@@ -1,7 +1,8 @@
 """The ``tensorrt`` backend: a native engine per input size, new weights every frame without a rebuild.
 
 The engine (FP16 U-Net by default, or FP32) is built once per (graph, shape, precision, TensorRT
-version, GPU) and cached on disk (edge.scorers.engine_cache); new weights go in with
+version, GPU) and cached on disk (edge.scorers.engine_cache), the last MAX_GRAPHS sizes' engines in memory
+(edge.scorers.base.GraphCache); new weights go in with
 ``trt.Refitter`` (``refit``, the default), or as engine inputs (``inputs``). A new or cached engine
 must pass a parity gate against the FP32 PyTorch map on its first frame (edge.scorers.parity) or it
 is refused (ParityError) and deleted from the cache.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .base import BackendError, BackendUnavailable, ParityError, Scorer, detached, padded_frame
+from .base import BackendError, BackendUnavailable, GraphCache, ParityError, Scorer, detached, padded_frame
 from .engine_cache import EngineCache, engine_cache_key
 from .onnx_graph import OUTPUT_NAMES, export_scorer, memory_io, weights_for_graph
 from .parity import DEFAULT_TOLERANCE, ParityReport, ParityTolerance, parity_check
@@ -97,7 +98,7 @@ class TensorRTScorer(Scorer):
         self.cache = cache if isinstance(cache, EngineCache) else EngineCache(cache)
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
-        self._engines: dict[tuple[int, int, tuple[int, int] | None], dict] = {}
+        self._engines = GraphCache()  # (h, w, frame) -> engine entry
         self._state: dict[str, torch.Tensor] | None = None
         self._version = 0
         self.parity: ParityReport | None = None
@@ -208,7 +209,8 @@ class TensorRTScorer(Scorer):
         self.parity = rep
         if not rep.ok:
             self.cache.evict(e["key"])
-            self._engines = {k: v for k, v in self._engines.items() if v is not e}
+            for k in [k for k, v in self._engines.items() if v is e]:
+                del self._engines[k]
             raise ParityError(f"TensorRT {self.precision} engine refused: "
                               f"{rep.reason} (tolerance {asdict(self.tolerance)})")
         log.info("TensorRT engine %s passed the parity gate: max |map diff| %.4f, |score diff| %.4f",
