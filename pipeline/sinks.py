@@ -211,7 +211,7 @@ class ConsoleSink:
     """Prints events, ends of stream, and cameras' state changes and stalls (from their heartbeats), live (rich)."""
 
     def __init__(self, console=None, stall_s: float = 5.0):
-        self.console = console or Console()
+        self.console = console or Console(soft_wrap=True)  # one line per message, also when piped
         self.stall_s = stall_s
         self._camera: dict[str, tuple[str, bool]] = {}
 

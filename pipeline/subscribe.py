@@ -46,7 +46,9 @@ def _first_sync(catch: CatchUp, endpoint: str, deadline: float, backoff_s: float
 def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None = None, timeout_s: float | None = None,
               stall_s: float = 5.0, replay: str | None = None, from_start: bool = False, key: str | None = None,
               server_key: str | None = None, ctx: zmq.Context | None = None) -> int:
-    """Print events until `count` events, `timeout_s` seconds, or Ctrl-C; returns the number of events."""
+    """Print events until `count` events, `timeout_s` seconds, or Ctrl-C; returns the number of events. A timeout
+    without a single message heard (a node heartbeats every node.heartbeat_s) is a RuntimeError: a wrong or dead
+    endpoint is said so, not taken for a quiet line."""
     ctx = ctx or zmq.Context.instance()
     server = None
     if key is not None:
@@ -60,8 +62,10 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     if replay:
         resume = JsonlSink.cursors(jsonl) if jsonl else None
         catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=resume, from_start=from_start)
-    deadline = time.monotonic() + timeout_s if timeout_s else float("inf")
-    events = 0
+    start = time.monotonic()
+    deadline = start + timeout_s if timeout_s else float("inf")
+    events = heard = 0
+    hinted = False
     try:
         if catch is not None:  # what was missed while down, before the live stream
             for n, header in _first_sync(catch, replay, deadline):
@@ -69,6 +73,11 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
                 events += 1
         while (count is None or events < count) and time.monotonic() < deadline:
             msg = sub.recv(100)
+            heard += msg is not None
+            if not (heard or hinted) and time.monotonic() - start > stall_s:
+                hinted = True
+                log.warning("nothing heard from %s for %g s: is the node up, and is this its node.bind endpoint?",
+                            ", ".join(endpoints), stall_s)
             if catch is not None:
                 for n, header in catch.on_message(msg):
                     deliver(sinks, P.Message(header), time.time(), n)
@@ -84,6 +93,9 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
             catch.close()
         for sink in sinks:
             sink.close()
+    if not heard and time.monotonic() >= deadline:
+        raise RuntimeError(f"heard nothing from {', '.join(endpoints)} in {timeout_s:g} s: is the node up, and is "
+                           "this its node.bind endpoint?")
     return events
 
 

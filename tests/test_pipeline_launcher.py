@@ -19,7 +19,7 @@ from edge.config import ConfigError, parse_config
 from pipeline import protocol as P
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import _ctrl_c_flag, run_line
-from pipeline.sinks import JsonlSink, MetricsSink, OverlaySink
+from pipeline.sinks import ConsoleSink, JsonlSink, MetricsSink, OverlaySink
 from pipeline.stats import StreamStats
 from pipeline.subscribe import subscribe
 from pipeline.transport import make_socket, wait_for_subscriber
@@ -255,3 +255,28 @@ def test_a_line_that_scores_no_frame_exits_with_an_error(tmp_path, capsys):
     path.write_text(f"sources:\n  - {{name: shelf, kind: folder, path: {tmp_path / 'frames'}}}\n")
     assert cli_main(["run", str(path), "--out", str(tmp_path / "out")]) == 1
     assert "no frame was scored" in capsys.readouterr().err
+
+
+def test_the_console_prints_an_event_on_one_line_when_piped(capsys):
+    """Piped (no terminal: 80 columns), an event with regions is still one line, for grep and log shippers."""
+    regions = tuple(P.Region(bbox=(1000 + i, 2000, 300, 400), area=5000, peak=9.5) for i in range(4))
+    msg = P.Message(P.EventHeader(v=1, kind="event", source="camera-with-a-long-name", seq=123456, t_capture=1.0,
+                                  score=8.0, threshold=3.0, model_version=1, regions=regions))
+    ConsoleSink().handle(msg, 2.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and len(lines[0]) > 80 and "ANOMALY" in lines[0] and lines[0].endswith("after capture")
+
+
+def test_subscribe_to_an_endpoint_that_says_nothing_is_an_error(capsys, caplog):
+    ctx = zmq.Context()
+    pub = make_socket(ctx, zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")  # bound, silent: a wrong port or a node that is down
+    try:
+        with pytest.raises(RuntimeError, match="heard nothing from"):
+            subscribe([f"tcp://127.0.0.1:{port}"], timeout_s=0.5, stall_s=0.2, ctx=ctx)
+        assert "nothing heard from" in caplog.text  # said while waiting, too
+        assert cli_main(["subscribe", f"tcp://127.0.0.1:{port}", "--timeout", "0.5"]) == 1
+    finally:
+        pub.close(0)
+        ctx.term()
+    assert "heard nothing from" in capsys.readouterr().err
