@@ -121,6 +121,15 @@ class Collector:
             self.collect(msg, time.time())
         return msg
 
+    def final_heartbeat(self, wait_s: float = 1.0) -> None:
+        """After the last end of stream: take in the node heartbeat the node sends right after it (or wait `wait_s`),
+        so that the sinks, the live page among them, end on the node's final counters, not those of a frame before."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            msg = self.step(100)
+            if msg is not None and msg.kind == "heartbeat" and msg.header.role == "node":
+                return
+
     def close(self) -> None:
         if self.catch is not None:
             try:  # events whose live copy was dropped after the last one seen
@@ -208,6 +217,8 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                 elif msg.kind == "heartbeat" and msg.header.role == "node":
                     dropped = sum(msg.header.counters.get(k, 0) for k in ("conflated", "lost", "rejected", "failed"))
                 bar.update(task, completed=sum(stats.frames.values()), info=_info(stats, time.time(), dropped))
+            if not timed_out:
+                collector.final_heartbeat()
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted; stopping the line")
@@ -331,6 +342,8 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
                 if msg is not None and msg.kind == "eos":
                     pending.discard(msg.source)
                 bar.update(task, completed=sum(stats.frames.values()), info=_info(stats, time.time(), 0))
+            if not pending:
+                collector.final_heartbeat()
     finally:
         collector.close()
         for sink in sinks:

@@ -219,6 +219,8 @@ def live_view_screenshot(tmp_path, png, real: bool = False, frames: int = 4) -> 
         runner.join(timeout=600 if real else 120)
         assert done, "the line did not end"
         wait_until(lambda: all(_overlay_loaded(driver, n) == str(frames - 1) for n in names), timeout=30)
+        node = driver.find_element("id", "node").text  # the node's heartbeat after the last end of stream
+        assert f"scored {frames * len(names)} " in node and "busy" not in node, node
         driver.set_window_size(1280, 1000)
         wait_until(lambda: driver.execute_script("return window.outerWidth") == 1280, timeout=10)
         driver.save_screenshot(str(png))
