@@ -29,6 +29,7 @@ Sharing cameras between nodes:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -448,7 +449,7 @@ class EdgeNode:
         now = time.time()
         ticket: list[Ticket] = []
         try:
-            msg = P.decode(parts, max_side=self.cfg.max_side,
+            msg = P.decode(parts, max_side=self.cfg.max_side, defer=True,
                            admit=lambda h: ticket.append(self.admission.check(peer, h)))
         except P.ProtocolError as e:
             self.counters.add(None, "bad_messages")
@@ -468,7 +469,7 @@ class EdgeNode:
             if lost:
                 self.counters.add(source, "lost", lost)
             self.credits.received(source, h.seq)
-            msg = P.Message(received, msg.arrays)
+            msg = dataclasses.replace(msg, header=received)
             if self.pending.put(msg):
                 self.counters.add(source, "conflated")
             self._fit_queue_budget()
@@ -589,7 +590,14 @@ class EdgeNode:
             self._log.warning(f"{source}: could not write checkpoint {path}: {e}")
 
     def _process(self, msg: P.Message) -> None:
-        h, source, image = msg.header, msg.source, msg.arrays["image"]
+        h, source = msg.header, msg.source
+        try:  # decoded at its camera's turn (its cost is that camera's), never for a frame conflated while waiting
+            msg = P.decode_files(msg)
+        except P.ProtocolError as e:
+            self.counters.add(None, "bad_messages")
+            self._refuse(e.reason, f"{source}#{h.seq}: {e}", source)
+            return
+        image = msg.arrays["image"]
         if min(image.shape[:2]) < self.cfg.min_side:
             self._refuse("too_small", f"{source}#{h.seq}: rejected a {image.shape[1]}x{image.shape[0]} frame "
                          f"(min_side {self.cfg.min_side})", source)

@@ -225,6 +225,7 @@ class Message:
 
     header: Header
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    encoded: frozenset[str] = frozenset()  # payloads still as their png/jpeg file's bytes (`decode(defer=True)`)
 
     @property
     def kind(self) -> str:
@@ -341,7 +342,9 @@ def _encoded_size(encoding: str, buf: memoryview) -> tuple[int, int] | None:
     return None
 
 
-def _decode_payload(desc: Payload, part: Part, max_side: int) -> np.ndarray:
+def _check_payload(desc: Payload, part: Part, max_side: int) -> np.ndarray:
+    """A payload after every check that decodes nothing: a raw one as its array (a zero-copy view), a png/jpeg one
+    as its file's bytes (1-D uint8, for `_decode_file`)."""
     if max(desc.shape[:2]) > max_side:
         raise ProtocolError(f"{desc.name} of {desc.shape[0]}x{desc.shape[1]} exceeds the {max_side} px limit",
                             "too_large")
@@ -365,8 +368,13 @@ def _decode_payload(desc: Payload, part: Part, max_side: int) -> np.ndarray:
     if desc.encoding == "jpeg" and (scans := bytes(buf).count(b"\xff\xda")) > MAX_JPEG_SCANS:  # SOS markers
         raise ProtocolError(f"{desc.name} jpeg file has {scans} scans, over {MAX_JPEG_SCANS} (each one decodes the "
                             "whole frame again)", "bad_payload")
+    return np.frombuffer(buf, dtype=np.uint8)
+
+
+def _decode_file(desc: Payload, data: np.ndarray) -> np.ndarray:
+    """A checked png/jpeg payload's bytes (`_check_payload`) decoded to its descriptor's array."""
     try:
-        array = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error:
         array = None
     if array is None or array.shape != desc.shape or array.dtype != np.uint8:
@@ -401,10 +409,13 @@ def decode_header(part: Part) -> Header:
         raise ProtocolError(f"bad {obj['kind']} header: {_one_line(e)}", reason) from None
 
 
-def decode(parts: list[Part], max_side: int = MAX_SIDE, admit: Callable[[Header], Any] | None = None) -> Message:
+def decode(parts: list[Part], max_side: int = MAX_SIDE, admit: Callable[[Header], Any] | None = None,
+           defer: bool = False) -> Message:
     """Validate and decode one multipart message; raw payloads are zero-copy views of the received parts.
     `admit`, when given, sees the validated header before any payload is decoded and may raise to refuse
-    the message there (the node's identity, header and size checks: pipeline.admission)."""
+    the message there (the node's identity, header and size checks: pipeline.admission). With `defer`, png/jpeg
+    payloads are checked but not decoded (`Message.encoded`; `decode_files` decodes them): the node decodes a
+    frame when it scores it, so a frame a newer one replaces while waiting is never decoded."""
     if not 2 <= len(parts) <= MAX_PARTS:
         raise ProtocolError(f"expected 2 to {MAX_PARTS} parts, got {len(parts)}")
     header = decode_header(parts[1])
@@ -416,5 +427,14 @@ def decode(parts: list[Part], max_side: int = MAX_SIDE, admit: Callable[[Header]
                             "bad_payload")
     if admit is not None:
         admit(header)
-    arrays = {p.name: _decode_payload(p, part, max_side) for p, part in zip(header.payloads, parts[2:], strict=True)}
-    return Message(header, arrays)
+    arrays = {p.name: _check_payload(p, part, max_side) for p, part in zip(header.payloads, parts[2:], strict=True)}
+    msg = Message(header, arrays, frozenset(p.name for p in header.payloads if p.encoding != "raw"))
+    return msg if defer else decode_files(msg)
+
+
+def decode_files(msg: Message) -> Message:
+    """`msg` with its png/jpeg payloads decoded (ProtocolError `bad_payload` for one that does not decode)."""
+    if not msg.encoded:
+        return msg
+    files = {p.name: _decode_file(p, msg.arrays[p.name]) for p in msg.header.payloads if p.name in msg.encoded}
+    return Message(msg.header, {**msg.arrays, **files})

@@ -175,6 +175,22 @@ def test_a_jpeg_of_many_scans_is_refused_before_decoding():
     with pytest.raises(P.ProtocolError, match="scans") as e:
         P.decode([*parts[:2], bomb])
     assert e.value.reason == "bad_payload"
+
+
+def test_a_deferred_file_is_checked_on_arrival_and_decoded_alike_later():
+    msg = P.decode(GOOD_JPEG, defer=True)
+    assert msg.encoded == {"image"} and msg.arrays["image"].ndim == 1  # the file's bytes, checked, not decoded
+    np.testing.assert_array_equal(P.decode_files(msg).arrays["image"], P.decode(GOOD_JPEG).arrays["image"])
+    with pytest.raises(P.ProtocolError, match="scans"):  # every check that decodes nothing comes first
+        P.decode([*GOOD_JPEG[:2], _many_scans(bytes(GOOD_JPEG[2]), P.MAX_JPEG_SCANS + 1)], defer=True)
+    jpeg = bytes(GOOD_JPEG[2])
+    dht = jpeg.index(b"\xff\xc4")
+    broken = P.decode([*GOOD_JPEG[:2], jpeg[:dht + 4] + b"\x7f" + jpeg[dht + 5:]], defer=True)
+    with pytest.raises(P.ProtocolError, match="decodes to nothing") as e:
+        P.decode_files(broken)
+    assert e.value.reason == "bad_payload" and P.decode_files(P.decode(GOOD, defer=True)).encoded == frozenset()
+
+
 NAN_MAP = wire(ANOMALY)[:2] + [np.full((48, 64), np.nan, np.float16).tobytes()]
 
 REJECTS = {

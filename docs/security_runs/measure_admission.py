@@ -2,6 +2,7 @@
 
     python docs/security_runs/measure_admission.py names      # thousands of invented camera names
     python docs/security_runs/measure_admission.py oversize [MAX_FRAME_PIXELS]   # one 3000x3000 frame
+    python docs/security_runs/measure_admission.py jpegs [SIDE]     # a steady stream of costly jpegs
 
 `names`: a node with one real camera (128x128) and one hostile node.connect peer that sends 5000
 frames under 5000 invented names, once with dynamic cameras off (all refused) and once on (limit
@@ -9,6 +10,11 @@ frames under 5000 invented names, once with dynamic cameras off (all refused) an
 `oversize`: a real camera (128x128, 0.5 fps, 40 frames) and, mid-stream, one 3000x3000 frame from a declared
 peer; each camera frame's time waiting in the node (`queue`: received -> fit start) before and after,
 the big frame's fit + score time at the size it was scored, and the process's peak RSS.
+`jpegs`: the real camera (128x128, 1 fps, 20 frames) and a declared peer sending 4 progressive SIDE x SIDE jpegs
+a second (default 4096; scored downscaled to 128x128, node.max_frame_pixels, so that decoding is what they cost),
+each with its last scan repeated to 64 scans (the most a jpeg may have), for 20 s; when cam0's end of stream came,
+cam0's frames scored and waiting times, the peer's frames received, conflated and scored, and the seconds spent in
+jpeg decoding (cv2.imdecode, timed).
 Prints one JSON object; the numbers in docs/protocol.md came from runs on the 2-core development VM.
 """
 from __future__ import annotations
@@ -18,6 +24,7 @@ import sys
 import threading
 import time
 
+import cv2
 import msgpack
 import numpy as np
 import psutil
@@ -31,11 +38,12 @@ from pipeline.sources import Camera
 from pipeline.transport import make_socket, wait_for_subscriber
 
 
-def _frame(name: str, seq: int, image: np.ndarray) -> list[bytes]:
+def _frame(name: str, seq: int, image: np.ndarray, jpeg: bytes | None = None) -> list[bytes]:
     t = time.time()
     header = {"v": 1, "kind": "frame", "source": name, "seq": seq, "t_capture": t, "stamps": {"capture": t},
-              "payloads": [{"name": "image", "shape": list(image.shape), "dtype": "uint8", "encoding": "raw"}]}
-    return [f"frame/{name}".encode(), msgpack.packb(header), image.tobytes()]
+              "payloads": [{"name": "image", "shape": list(image.shape), "dtype": "uint8",
+                            "encoding": "raw" if jpeg is None else "jpeg"}]}
+    return [f"frame/{name}".encode(), msgpack.packb(header), image.tobytes() if jpeg is None else jpeg]
 
 
 class Peak(threading.Thread):
@@ -143,7 +151,52 @@ def oversize(max_frame_pixels: int | None = None) -> dict:
     return _line({"queue_depth": 1, "max_frame_pixels": max_frame_pixels}, 40, 0.5, ["big"], body)
 
 
+def jpegs(side: int = 4096) -> dict:
+    from edge.synthetic import texture
+    from pipeline import protocol
+
+    image = cv2.resize(texture("grass", 512, np.random.default_rng(0)), (side, side), interpolation=cv2.INTER_CUBIC)
+    jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    last, end = jpeg.rfind(b"\xff\xda"), jpeg.rfind(b"\xff\xd9")
+    jpeg = jpeg[:last] + jpeg[last:end] * (protocol.MAX_JPEG_SCANS - jpeg.count(b"\xff\xda") + 1) + jpeg[end:]
+    decoding = []
+    imdecode = cv2.imdecode
+
+    def timed(*args):
+        t0 = time.perf_counter()
+        out = imdecode(*args)
+        decoding.append(time.perf_counter() - t0)
+        return out
+
+    protocol.cv2.imdecode = timed
+
+    def body(node, peer, sub):
+        halt = threading.Event()
+
+        def flood():  # for as long as cam0 streams (20 s)
+            for seq in range(80):
+                if halt.wait(0.25):
+                    return
+                peer.send_multipart(_frame("heavy", seq, image, jpeg))
+
+        start = time.monotonic()
+        threading.Thread(target=flood, daemon=True).start()
+        got = _until_eos(sub, 1800)
+        ended = time.monotonic() - start
+        halt.set()
+        cam = [m.header for m in got if m.kind == "anomaly" and m.source == "cam0"]
+        wait = sorted(round((h.stamps["fitted"] - h.fit_ms / 1e3 - h.stamps["received"]) * 1e3) for h in cam)
+        heavy = node.counters.source("heavy")
+        return {"jpeg_kb": len(jpeg) // 1024, "scans": jpeg.count(b"\xff\xda"), "cam0_eos_after_s": round(ended, 1),
+                "cam0_scored": len(cam),
+                "cam0_queue_ms_p50_max": [wait[len(wait) // 2], wait[-1]] if wait else None,
+                "heavy": {k: heavy[k] for k in ("received", "conflated", "scored", "rejected")},
+                "jpegs_decoded": len(decoding), "decode_s": round(sum(decoding), 1)}
+
+    return _line({"queue_depth": 1, "max_frame_pixels": 128 * 128}, 20, 1.0, ["heavy"], body)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "names"
-    args = [int(a) for a in sys.argv[2:]]  # oversize: node.max_frame_pixels (default: ssdnet.max_pixels)
-    print(json.dumps({"names": names, "oversize": oversize}[what](*args), indent=1))
+    args = [int(a) for a in sys.argv[2:]]  # oversize: node.max_frame_pixels (default: ssdnet.max_pixels); jpegs: side
+    print(json.dumps({"names": names, "oversize": oversize, "jpegs": jpegs}[what](*args), indent=1))
