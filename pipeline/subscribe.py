@@ -47,7 +47,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
               stall_s: float = 5.0, replay: str | None = None, from_start: bool = False, key: str | None = None,
               server_key: str | None = None, ctx: zmq.Context | None = None) -> int:
     """Print events until `count` events, `timeout_s` seconds, or Ctrl-C; returns the number of events. A timeout
-    without a single message heard (a node heartbeats every node.heartbeat_s) is a RuntimeError: a wrong or dead
+    without a single message or event (a node heartbeats every node.heartbeat_s) is a RuntimeError: a wrong or dead
     endpoint is said so, not taken for a quiet line."""
     ctx = ctx or zmq.Context.instance()
     server = None
@@ -93,7 +93,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
             catch.close()
         for sink in sinks:
             sink.close()
-    if not heard and time.monotonic() >= deadline:
+    if not (heard or events) and time.monotonic() >= deadline:
         raise RuntimeError(f"heard nothing from {', '.join(endpoints)} in {timeout_s:g} s: is the node up, and is "
                            "this its node.bind endpoint?")
     return events
