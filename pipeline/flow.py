@@ -26,11 +26,12 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   behind another, at the cost of the node idling while that frame is read and sent (milliseconds,
   against seconds of scoring on a CPU); a larger budget keeps frames waiting to fill that gap. A
   source that stops heartbeating (dead camera) stops holding budget after `stale_s`, and so does a
-  grant no frame came for in `stale_s` (a camera that heartbeats but does not send: counted as
-  `Credits.expired_grants`; the camera gets no new grant until a frame of it arrives, only the lost
-  one sent again; each further unused grant in a row, across its ends of stream, holds the budget
-  half as long, down to `resend_s`); frames a camera sent that never arrived (its heartbeat's seq is
-  past the last frame the node received, nothing pending) count as done.
+  grant no frame came for in `stale_s`, or, once the camera has sent on this node's grants, in
+  PATIENCE x its typical wait for a frame (at least 2 x `resend_s`): a camera that heartbeats but does
+  not send, counted as `Credits.expired_grants`. That camera gets no new grant until a frame of it
+  arrives, only the lost one sent again, and each further unused grant in a row, across its ends of
+  stream, holds the budget half as long, down to `resend_s`. Frames a camera sent that never arrived
+  (its heartbeat's seq is past the last frame the node received, nothing pending) count as done.
 - While it waits for credit a camera's heartbeats say `paced` (the console and the live page do not
   call it stalled).
 """
@@ -48,6 +49,7 @@ from .protocol import SOURCE_PATTERN
 CREDIT_PREFIX = b"\x02ssdnet-credit"  # upstream parts starting with 0x00/0x01 are (un)subscriptions
 CREDIT_COUNTER = "credit_upto"  # heartbeat counter of a flow-controlled camera
 MAX_GRANT_BYTES = 512
+PATIENCE = 4.0  # a grant unused for this many times the camera's typical wait for a frame stops holding the budget
 _SOURCE = re.compile(SOURCE_PATTERN)
 
 
@@ -115,6 +117,7 @@ class _Source:
     used: float = 0.0  # monotonic time of its last new grant or of a frame that raised `received`
     expired: bool = False  # its grant went unused too long (`_outstanding`): no budget held until a frame comes
     turn: int = 0  # number of the grant that last served it: the longest-waiting source goes first
+    typical: float | None = None  # its typical wait from a grant (or its previous frame) to a frame, s (a running mean)
 
 
 class Credits:
@@ -156,7 +159,11 @@ class Credits:
     def received(self, source: str, seq: int) -> None:
         with self._lock:
             if (st := self._sources.get(source)) is not None and seq > st.received:
-                st.received, st.used = seq, time.monotonic()
+                now = time.monotonic()
+                if st.used and seq <= st.upto:  # a frame on this node's grant: how long the camera took
+                    wait = now - st.used
+                    st.typical = wait if st.typical is None else 0.75 * st.typical + 0.25 * wait
+                st.received, st.used = seq, now
                 self._strikes.pop(source, None)
 
     def done(self, source: str, seq: int) -> None:
@@ -183,9 +190,14 @@ class Credits:
         self.grants += 1
 
     def _outstanding(self, source: str, st: _Source, now: float) -> int:
-        """Frames granted to `st` and not yet done; a grant no frame came for in `stale_s` counts no more, and
-        after each such grant in a row (an end of stream does not clear them) half as long, down to `resend_s`."""
-        patience = max(self.resend_s, self.stale_s / 2 ** self._strikes.get(source, 0))
+        """Frames granted to `st` and not yet done; a grant no frame came for in `stale_s` counts no more, nor
+        after PATIENCE x the camera's typical wait for a frame (at least 2 x `resend_s`) once it has sent on this
+        node's grants, and after each such grant in a row (an end of stream does not clear them) half as long,
+        down to `resend_s`."""
+        patience = self.stale_s
+        if st.typical is not None:
+            patience = min(patience, max(2 * self.resend_s, PATIENCE * st.typical))
+        patience = max(self.resend_s, patience / 2 ** self._strikes.get(source, 0))
         if st.received < st.upto and now - st.used > patience and not st.expired:
             st.expired = True
             self.expired_grants += 1

@@ -151,7 +151,8 @@ def test_a_camera_that_leaves_its_grants_unused_holds_the_budget_shorter_each_ti
         c.ended("idle")
     assert held == [8.5, 4.5, 2.5, 1.5, 1.5]
     c.heartbeat("idle", -1, {CREDIT_COUNTER: -1})
-    c.received("idle", 0)  # a frame at last: its patience is whole again
+    clock.t += 3.0
+    c.received("idle", 0)  # a frame at last, 3 s after its grant: its patience is whole again (4 x 3 s > stale_s)
     c.done("idle", 0)
     assert grants(c) == [("idle", 0), ("idle", 1)]
     start = clock.t
@@ -159,3 +160,24 @@ def test_a_camera_that_leaves_its_grants_unused_holds_the_budget_shorter_each_ti
         clock.t += 0.5
         c.heartbeat("idle", 0, {CREDIT_COUNTER: 1})
     assert clock.t - start == 8.5
+
+
+def test_a_camera_that_sent_promptly_holds_an_unused_grant_for_a_few_of_its_waits_not_stale_s(clock):
+    """Patience follows the camera's own pace: PATIENCE x its typical wait for a frame (at least 2 x resend_s), so
+    a camera that sent every frame within 0.1 s of its grant and then holds one holds the budget 2 s, not 15 s; a
+    camera that takes 3 s per frame keeps 12 s."""
+    for wait, held in ((0.1, 2.5), (3.0, 12.5)):
+        c = Credits("node", budget=1, stale_s=15.0, resend_s=1.0)
+        c.heartbeat("cam", -1, {CREDIT_COUNTER: -1})
+        for seq in range(10):
+            assert grants(c) == [("cam", seq)]
+            clock.t += wait
+            c.heartbeat("cam", seq - 1, {CREDIT_COUNTER: seq})  # alive, holding its grant
+            c.received("cam", seq)
+            c.done("cam", seq)
+        assert grants(c) == [("cam", 10)] and c.expired_grants == 0
+        start = clock.t
+        while c.expired_grants == 0:  # frame 10 never comes
+            clock.t += 0.5
+            c.heartbeat("cam", 9, {CREDIT_COUNTER: 10})
+        assert clock.t - start == pytest.approx(held)
