@@ -217,7 +217,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                 elif msg.kind == "heartbeat" and msg.header.role == "node":
                     dropped = sum(msg.header.counters.get(k, 0) for k in ("conflated", "lost", "rejected", "failed"))
                 bar.update(task, completed=sum(stats.frames.values()), info=_info(stats, time.time(), dropped))
-            if not timed_out:
+            if not pending:
                 collector.final_heartbeat()
     except KeyboardInterrupt:
         interrupted = True

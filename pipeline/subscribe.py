@@ -24,6 +24,7 @@ from .sinks import ConsoleSink, JsonlSink, Sink, Subscriber, deliver
 from .transport import secure
 
 log = logging.getLogger(__name__)
+UNHEARD = "is the node up, and is this its node.bind endpoint?"  # the hint when nothing comes
 
 
 def _first_sync(catch: CatchUp, endpoint: str, deadline: float, backoff_s: float = 0.5, max_backoff_s: float = 10.0):
@@ -76,8 +77,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
             heard += msg is not None
             if not (heard or hinted) and time.monotonic() - start > stall_s:
                 hinted = True
-                log.warning("nothing heard from %s for %g s: is the node up, and is this its node.bind endpoint?",
-                            ", ".join(endpoints), stall_s)
+                log.warning("nothing heard from %s for %g s: %s", ", ".join(endpoints), stall_s, UNHEARD)
             if catch is not None:
                 for n, header in catch.on_message(msg):
                     deliver(sinks, P.Message(header), time.time(), n)
@@ -94,8 +94,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
         for sink in sinks:
             sink.close()
     if not (heard or events) and time.monotonic() >= deadline:
-        raise RuntimeError(f"heard nothing from {', '.join(endpoints)} in {timeout_s:g} s: is the node up, and is "
-                           "this its node.bind endpoint?")
+        raise RuntimeError(f"heard nothing from {', '.join(endpoints)} in {timeout_s:g} s: {UNHEARD}")
     return events
 
 

@@ -51,13 +51,14 @@ def header(kind: str = "frame", source: str = "intruder", seq: int = 0, t: float
 
 
 def frame_parts(source: str = "intruder", seq: int = 0, size: tuple[int, int] = (64, 64), t: float | None = None,
-                image: np.ndarray | None = None, **fields) -> list[bytes]:
-    """Topic, header and raw RGB payload of a frame message, built by hand."""
-    if image is None:
+                image: np.ndarray | None = None, jpeg: bytes | None = None, **fields) -> list[bytes]:
+    """Topic, header and payload of a frame message, built by hand: raw RGB, or `jpeg`, a file of `size`."""
+    if image is None and jpeg is None:
         image = np.random.default_rng(abs(seq) % 2**32).integers(0, 255, (*size, 3), dtype=np.uint8)
-    h = header("frame", source, seq, t, payloads=[{"name": "image", "shape": list(image.shape), "dtype": "uint8",
-                                                   "encoding": "raw"}], **fields)
-    return [f"frame/{source}".encode(), msgpack.packb(h), image.tobytes()]
+    shape = [*size, 3] if jpeg is not None else list(image.shape)
+    h = header("frame", source, seq, t, payloads=[{"name": "image", "shape": shape, "dtype": "uint8",
+                                                   "encoding": "raw" if jpeg is None else "jpeg"}], **fields)
+    return [f"frame/{source}".encode(), msgpack.packb(h), image.tobytes() if jpeg is None else jpeg]
 
 
 def control_parts(kind: str, source: str, seq: int = 0, **fields) -> list[bytes]:

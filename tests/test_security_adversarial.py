@@ -340,12 +340,6 @@ def test_credit_grants_go_to_their_camera_connection_only(tmp_path):
         assert heard == {"a": {"a"}, "b": {"b"}}
 
 
-def _jpeg_frame(source: str, seq: int, jpeg: bytes, size: tuple[int, int]) -> list[bytes]:
-    h = header("frame", source, seq, payloads=[{"name": "image", "shape": [*size, 3], "dtype": "uint8",
-                                                "encoding": "jpeg"}])
-    return [f"frame/{source}".encode(), msgpack.packb(h), jpeg]
-
-
 def test_a_jpeg_is_decoded_at_its_cameras_turn_never_when_a_newer_frame_replaced_it(tmp_path, monkeypatch):
     """A camera sending jpegs faster than they are scored: only the frames the node scores are decoded (on a line
     where one camera's costly files decoded on arrival took the node's input from the others); a file whose header
@@ -360,15 +354,15 @@ def test_a_jpeg_is_decoded_at_its_cameras_turn_never_when_a_newer_frame_replaced
     with node_line(tmp_path, frames=10, fps=20, connect_cameras={0: ["burst"]}, queue_depth=1,
                    factory=lambda s: FastDetector(delay=0.1)) as ln:
         for seq in range(40):
-            ln.intruders[0].send(_jpeg_frame("burst", seq, jpeg, (256, 256)))
+            ln.intruders[0].send(frame_parts("burst", seq=seq, size=(256, 256), jpeg=jpeg))
         wait_until(lambda: ln.node.counters.source("burst")["received"] == 40)
         wait_until(lambda: sum(ln.node.counters.source("burst")[k] for k in ("scored", "conflated")) == 40)
         burst = ln.node.counters.source("burst")
         assert burst["conflated"] >= 20
         wait_until(lambda: len(decoded) == ln.node.counters.source("burst")["scored"])
-        ln.intruders[0].send(_jpeg_frame("burst", 40, broken, (256, 256)))
+        ln.intruders[0].send(frame_parts("burst", seq=40, size=(256, 256), jpeg=broken))
         wait_until(lambda: ln.node.counters.rejected["bad_payload"] == 1)
-        ln.intruders[0].send(_jpeg_frame("burst", 41, jpeg, (256, 256)))
+        ln.intruders[0].send(frame_parts("burst", seq=41, size=(256, 256), jpeg=jpeg))
         wait_until(lambda: ln.node.counters.source("burst")["scored"] == burst["scored"] + 1)
         until_eos(ln.sub)
         assert ln.node.counters.bad_messages == 1
