@@ -166,7 +166,9 @@ def test_a_camera_flooding_heartbeats_is_not_forwarded_beyond_its_rate(tmp_path)
         start = time.monotonic()
         for _ in range(flood):
             ln.intruders[0].send(control_parts("heartbeat", "intruder", role="source", state="streaming"))
+        ln.intruders[0].send([b"heartbeat/intruder", b"\xc1"])  # malformed: once it is refused, the flood is read
         msgs = until_eos(ln.sub)
+        wait_until(lambda: ln.node.counters.rejected["malformed"] == 1)
         elapsed = time.monotonic() - start
         streamed(ln, msgs, 30)
         allowed = HEARTBEAT_BURST + HEARTBEAT_RATE * elapsed  # what the bucket lets through in that time
