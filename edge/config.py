@@ -112,19 +112,24 @@ class ScoreConfig(StrictModel):
                                                               "VGG map of the U-Net's reconstruction")
     knn_weight: float = Field(1.0, ge=0.0, description="weight of the normalised VGG self-similarity map (edge.knn)")
     knn_k: int = Field(5, ge=1, le=64, description="self-similarity: nearest other locations averaged")
-    knn_radius: int = Field(8, ge=0, le=32, description="self-similarity: own neighbourhood excluded, in grid cells "
-                                                        "(8 = 32 px at 4 px cells; docs/ablations.md section 5)")
+    knn_radius: int = Field(4, ge=0, le=32, description="self-similarity: own neighbourhood excluded, in grid cells "
+                                                        "(4 = 32 px at 8 px cells; docs/ablations.md sections 5, 38)")
     knn_spacing_weight: float = Field(0.75, ge=0.0, le=2.0, description="self-similarity: the map shows a cell's "
                                       "distance less this many times how much wider than the frame's mean its "
                                       "nearest cells' spacing is (a look of the texture that is rare but alike where "
                                       "it occurs is not singled out; with a memory the image score reads the plain "
                                       "distance and the term fades as the memory takes over). 0 = off "
                                       "(docs/ablations.md section 28)")
-    knn_max_cells: int = Field(4096, ge=64, le=65536, description="self-similarity: grid cells at most (4 px "
-                                                                  "cells, coarser for big frames); memory ~ cells^2")
-    knn_upscale: int = Field(2, ge=1, le=4, description="self-similarity: the input is enlarged this many "
+    knn_cell: int = Field(8, ge=2, le=64, description="self-similarity: side of a grid cell, input pixels (a power "
+                                                      "of two; at least the VGG19 layers' stride; larger for big "
+                                                      "frames, knn_max_cells; docs/ablations.md section 38)")
+    knn_max_cells: int = Field(4096, ge=64, le=65536, description="self-similarity: grid cells at most "
+                                                                  "(`knn_cell` doubles for big frames); memory ~ "
+                                                                  "cells^2")
+    knn_upscale: int = Field(1, ge=1, le=4, description="self-similarity: the input is enlarged this many "
                                                         "times before its VGG19 features (finer features "
-                                                        "relative to the texture; cells stay 4 input px)")
+                                                        "relative to the texture; cells stay `knn_cell` input "
+                                                        "px; 2 before docs/ablations.md section 38)")
     knn_max_pixels: int = Field(1 << 20, ge=1 << 12, description="self-similarity: the enlarged input has at "
                                                                  "most this many pixels (the factor drops, down "
                                                                  "to 1, for big frames); VGG19 memory ~ pixels")
@@ -141,6 +146,14 @@ class ScoreConfig(StrictModel):
         None, description="VGG19 layers of the perceptual map (the reconstruction's against the input's); "
                           "null: `vgg_layers` (docs/ablations.md section 20)")
     _layers = field_validator("vgg_layers")(_known_layers)
+
+    @field_validator("knn_cell")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"knn_cell must be a power of two (it doubles for big frames), got {v}")
+        return v
+
     _perceptual_layers = field_validator("perceptual_layers")(lambda v: v if v is None else _known_layers(v))
     normalise: Literal["std", "mean", "none"] = Field("std",
                                                       description="per-image normalisation of "

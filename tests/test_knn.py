@@ -92,7 +92,7 @@ def test_scorer_self_similarity_map_finds_a_defect_and_matches_the_baseline():
     clean = texture("brick", 128, rng)
     image, mask = draw_defect(clean, rng, "hole")
     cfg = ScoreConfig(pixel_weight=0.0, perceptual_weight=0.0, knn_weight=1.0, vgg_layers=("relu2_2", "relu3_1"),
-                      knn_upscale=1, knn_stats_weight=0.0, knn_radius=4,
+                      knn_upscale=1, knn_cell=4, knn_stats_weight=0.0, knn_radius=4,
                       knn_spacing_weight=0.0)  # the baseline's map: the input as it is
     scorer = AnomalyScorer(UNet(4).eval(), cfg, (2,), VGG19Features(layers=cfg.vgg_layers)).eval()
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
@@ -250,3 +250,14 @@ def test_the_history_search_keeps_the_frame_s_level_and_without_rows_is_the_fram
     assert full[2].argmin() == 2 * 8 + 2 != full[0].argmin()
     half = knn_distance_and_spacing(f, 3, 1, history=(rows, own, torch.tensor(4.0)))[0]  # only the valid rows
     assert half[2].argmin() == 2 * 8 + 2
+
+
+def test_the_self_similarity_cell_is_knn_cell_input_pixels_and_a_power_of_two():
+    vgg = VGG19Features(layers=ScoreConfig().vgg_layers)
+    default = AnomalyScorer(UNet(4), ScoreConfig(), (2,), vgg)
+    assert default.knn_cell(256, 256) == (1, 8) and default.knn_cells_shape(256, 256)[1:] == (32, 32)
+    fine = AnomalyScorer(UNet(4), ScoreConfig(knn_upscale=2, knn_cell=4), (2,), vgg)
+    assert fine.knn_cell(256, 256) == (2, 8) and fine.knn_cells_shape(256, 256)[1:] == (64, 64)  # 4 input px
+    assert default.knn_cell(2048, 2048)[1] == 32  # doubled until the grid has at most knn_max_cells
+    with pytest.raises(ValueError, match="power of two"):
+        ScoreConfig(knn_cell=6)

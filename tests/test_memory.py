@@ -19,6 +19,10 @@ from edge.synthetic import draw_defect, texture
 
 FIT_FREE = {"score": {"pixel_weight": 0, "perceptual_weight": 0}, "memory": {"min_frames": 4},
             "calibration": {"min_frames": 4}}
+# the frame's own self-similarity at section 37's finer scale (the input enlarged 2x, 4 px cells): the tests that
+# need the frame alone to miss a large patch, rank a thin scratch low, or find one at once (docs/ablations.md
+# section 38: the default's 8 px cells find part of the patch and less of a scratch)
+FINE = {"score": {**FIT_FREE["score"], "knn_upscale": 2, "knn_cell": 4, "knn_radius": 8}}
 
 
 def _detector(**extra) -> Detector:
@@ -44,8 +48,8 @@ def stream():
 
 def test_a_large_uniform_patch_the_frame_itself_misses_is_found_with_normal_frames_in_memory(stream):
     normal, bad, mask = stream
-    own = _detector(memory={"size_mb": 0})
-    with_memory = _detector(memory={"min_frames": 4, "fill_frames": 4})  # full weight once 4 frames are in
+    own = _detector(**FINE, memory={"size_mb": 0})
+    with_memory = _detector(**FINE, memory={"min_frames": 4, "fill_frames": 4})  # full weight once 4 frames are in
     added = []
     for frame in normal:
         own.process(frame)
@@ -219,7 +223,7 @@ def test_a_defect_that_reached_the_memory_is_still_flagged_by_the_frame_s_own_ve
     auroc = {}
     default = MemoryConfig().own_floor
     for floor in (None, default):
-        det = _detector(memory={**admit_all, "own_floor": floor})
+        det = _detector(**FINE, memory={**admit_all, "own_floor": floor})
         for frame in normal:
             det.process(frame)
         first = det.process(bad)
@@ -464,7 +468,7 @@ def test_the_history_raises_defects_the_frame_alone_ranks_low():
     aurocs = {}
     for frames in (0, 4):
         for i, (normal, bad, mask) in enumerate(_scratched_streams()):
-            det = _detector(memory={"min_frames": 4, "history_frames": frames, "history_cells": 256})
+            det = _detector(**FINE, memory={"min_frames": 4, "history_frames": frames, "history_cells": 256})
             for frame in normal:
                 det.process(frame)
             assert det.memory.history_count == min(frames, len(normal)) * 256

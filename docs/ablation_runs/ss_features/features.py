@@ -1,13 +1,13 @@
 """The self-similarity's features, varied where they are made (docs/ablations.md section 31): the input's enlargement,
-how a cell pools each VGG19 layer (avg, max, avg+std), the local statistics' window. Each spec F:POOL:SIGMA:W[:CELL]
+how a cell pools each VGG19 layer (avg, max, avg+std), the local statistics' window. Each spec F:POOL:SIGMA:W[:CELL[:NEAR]]
 is enlargement F, pooling POOL, statistics window SIGMA px (`4+12`: the statistics of both windows, each at the
-default's weight; section 36), spacing term W, cells of CELL input px (4; the excluded neighbourhood stays 32 px;
-section 36's 2); `2:avg:4:0.75` is the default, fp32.
+default's weight; section 36), spacing term W, cells of CELL input px (4; section 36's 2, section 38's 8 and 16), the
+excluded neighbourhood NEAR px each way (32); `2:avg:4:0.75` is section 37's default, fp32.
 Usage (repository root): python docs/ablation_runs/ss_features/features.py ../shared/datasets/textures-dev
-2:avg:4:0.75 2:max:4:0.75 2:avg+std:4:0.75 2:avg:2:0.75 3:avg:4:0.75 (output: features.log; the maps go to features_maps.pkl for per_image.py);
+2:avg:4:0.75 2:max:4:0.75 2:avg+std:4:0.75 2:avg:2:0.75 3:avg:4:0.75 (output: features.log; the maps go to $MAPS, features_maps.pkl by default, for per_image.py);
 section 36: ... 2:avg:4+8:0.75 2:avg:4+16:0.75 2:avg:12:0.75 (features_sigma.log); on four categories (a folder of
 links to bark, grass, gravel, rough_canvas): ... 2:avg:4:0.75 2:avg:4:0.75:2 (features_cell2.log)."""
-import sys, math, pickle, torch, torch.nn.functional as F
+import os, sys, math, pickle, torch, torch.nn.functional as F
 sys.path[:0] = ['.', 'docs/ablation_runs/cross_frame']
 from pathlib import Path
 from common import report
@@ -55,19 +55,21 @@ for c in sorted(p.name for p in root.iterdir() if p.is_dir()):
         cats.setdefault(c, []).append(key)
         acts = {}
         for spec in specs:
-            f, pool, sig, sw, *cell = spec.split(':'); f = int(f); sw = float(sw); cell = int(cell[0]) if cell else 4
+            f, pool, sig, sw, *rest = spec.split(':'); f = int(f); sw = float(sw)
+            cell = int(rest[0]) if rest else 4
+            near = int(rest[1]) if len(rest) > 1 else 32
             if f not in acts:
                 with torch.inference_mode():
                     acts[f] = vgg(F.interpolate(x, scale_factor=f, mode='bilinear', align_corners=False), LAYERS)
             with torch.inference_mode():
                 g = grid(acts[f], (f * h, f * w), cell * f, pool)
                 g = torch.cat([g] + [0.2 * stats_features(x, cell, float(s)) for s in sig.split('+')], 1)
-                d = knn_distance_and_spacing(g, 5, 32 // cell)[0]
+                d = knn_distance_and_spacing(g, 5, near // cell)[0]
                 d = d[:1] - sw * d[1:]
                 m = F.interpolate(d[None], size=(h, w), mode='bilinear', align_corners=False)
                 H, W = R[key]['size']
                 maps[spec][key] = gaussian_blur(m, K4)[0, 0, :H, :W].numpy()
     print(c, flush=True)
-pickle.dump((R, cats, maps), open('features_maps.pkl', 'wb'))
+pickle.dump((R, cats, maps), open(os.environ.get('MAPS', 'features_maps.pkl'), 'wb'))
 for spec in specs:
     report(f"{spec:22s}", maps[spec], R, cats)
