@@ -165,7 +165,7 @@ def test_a_camera_that_leaves_its_grants_unused_holds_the_budget_shorter_each_ti
 def test_a_camera_that_sent_promptly_holds_an_unused_grant_for_a_few_of_its_waits_not_stale_s(clock):
     """Patience follows the camera's own pace: PATIENCE x its typical wait for a frame (at least 2 x resend_s), so
     a camera that sent every frame within 0.1 s of its grant and then holds one holds the budget 2 s, not 15 s; a
-    camera that takes 3 s per frame keeps 12 s."""
+    camera that takes 3 s per frame keeps 12 s (each seen at the next 0.5 s tick)."""
     for wait, held in ((0.1, 2.5), (3.0, 12.5)):
         c = Credits("node", budget=1, stale_s=15.0, resend_s=1.0)
         c.heartbeat("cam", -1, {CREDIT_COUNTER: -1})

@@ -209,9 +209,11 @@ def bench_fit(cfg, size: int, batch: int, steps: int, *, compile: bool, device: 
 
 # ------------------------------------------------------------------ frame and memory
 
-# the default before issue 13: the fitted reconstruction maps on, no memory, the self-similarity enlarged 2x
-PREVIOUS_DEFAULT = {"memory": {"size_mb": 0}, "score": {"pixel_weight": 0.1, "perceptual_weight": 0.1, "knn_upscale": 2,
-                                                     "knn_cell": 4, "knn_radius": 8},
+# the self-similarity's scale before docs/ablations.md section 38: the input enlarged 2x, 4 px cells, 32 px excluded
+SECTION37_SCALE = {"knn_upscale": 2, "knn_cell": 4, "knn_radius": 8}
+# the default before issue 13: the fitted reconstruction maps on, no memory, the self-similarity at SECTION37_SCALE
+PREVIOUS_DEFAULT = {"memory": {"size_mb": 0},
+                    "score": {"pixel_weight": 0.1, "perceptual_weight": 0.1, **SECTION37_SCALE},
                     "border": {"enabled": False}, "calibration": {"hold_out_z": None}}
 MEMORY_SIZES_MB = (0, 4, 16, 64)
 

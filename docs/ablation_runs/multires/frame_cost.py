@@ -7,11 +7,11 @@ import torch
 
 from edge.config import SSDNetConfig
 from edge.detector import Detector
-from tools.bench import PREVIOUS_DEFAULT, _config_with, _frames, _warm_frame_ms
+from tools.bench import PREVIOUS_DEFAULT, SECTION37_SCALE, _config_with, _frames, _warm_frame_ms
 
 torch.set_num_threads(1)
 cfg = SSDNetConfig()
-section37 = {"score": {"knn_upscale": 2, "knn_cell": 4, "knn_radius": 8}}
-variants = {"default (section 38)": Detector(cfg), "section 37's default": Detector(_config_with(cfg, section37)),
+variants = {"default (section 38)": Detector(cfg),
+            "section 37's default": Detector(_config_with(cfg, {"score": SECTION37_SCALE})),
             "previous default": Detector(_config_with(cfg, PREVIOUS_DEFAULT))}
 print(json.dumps(_warm_frame_ms(variants, _frames(256, 7, seed=3)), indent=1))
