@@ -27,8 +27,10 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   against seconds of scoring on a CPU); a larger budget keeps frames waiting to fill that gap. A
   source that stops heartbeating (dead camera) stops holding budget after `stale_s`, and so does a
   grant no frame came for in `stale_s`, or, once the camera has sent on this node's grants, in
-  PATIENCE x its typical wait for a frame (at least 2 x `resend_s`): a camera that heartbeats but does
-  not send, counted as `Credits.expired_grants`. That camera gets no new grant until a frame of it
+  PATIENCE x its typical wait for a frame (at least 2 x `resend_s`; a camera that has not sent yet is
+  given the slowest camera's typical wait, so a new camera that never sends holds the budget no longer
+  than a slow real one would): a camera that heartbeats but does not send, counted as
+  `Credits.expired_grants`. That camera gets no new grant until a frame of it
   arrives, only the lost one sent again, and each further unused grant in a row, across its ends of
   stream, holds the budget half as long, down to `resend_s`. Frames a camera sent that never arrived
   (its heartbeat's seq is past the last frame the node received, nothing pending) count as done.
@@ -192,11 +194,13 @@ class Credits:
     def _outstanding(self, source: str, st: _Source, now: float) -> int:
         """Frames granted to `st` and not yet done; a grant no frame came for in `stale_s` counts no more, nor
         after PATIENCE x the camera's typical wait for a frame (at least 2 x `resend_s`) once it has sent on this
-        node's grants, and after each such grant in a row (an end of stream does not clear them) half as long,
-        down to `resend_s`."""
-        patience = self.stale_s
-        if st.typical is not None:
-            patience = min(patience, max(2 * self.resend_s, PATIENCE * st.typical))
+        node's grants (before: the slowest such camera's typical wait), and after each such grant in a row (an end
+        of stream does not clear them) half as long, down to `resend_s`."""
+        patience, typical = self.stale_s, st.typical
+        if typical is None:  # never sent on this node's grants: the pace of the slowest camera that has
+            typical = max((o.typical for o in self._sources.values() if o.typical is not None), default=None)
+        if typical is not None:
+            patience = min(patience, max(2 * self.resend_s, PATIENCE * typical))
         patience = max(self.resend_s, patience / 2 ** self._strikes.get(source, 0))
         if st.received < st.upto and now - st.used > patience and not st.expired:
             st.expired = True

@@ -181,3 +181,26 @@ def test_a_camera_that_sent_promptly_holds_an_unused_grant_for_a_few_of_its_wait
             clock.t += 0.5
             c.heartbeat("cam", 9, {CREDIT_COUNTER: 10})
         assert clock.t - start == pytest.approx(held)
+
+
+def test_a_new_camera_that_never_sends_holds_the_budget_for_the_slowest_camera_s_pace_not_stale_s(clock):
+    """A camera that has not sent on this node's grants has no pace of its own: it gets the slowest camera's
+    typical wait (PATIENCE x 0.5 s = 2 s here, seen at the next 0.5 s tick), so a peer that announces a camera and
+    never sends holds the other cameras up for 2.5 s, not for stale_s (15 s)."""
+    c = Credits("node", budget=1, stale_s=15.0, resend_s=0.5)
+    c.heartbeat("good", -1, {CREDIT_COUNTER: -1})
+    for seq in range(5):  # a camera that sends 0.5 s after each grant
+        assert grants(c) == [("good", seq)]
+        clock.t += 0.5
+        c.received("good", seq)
+        if seq == 4:
+            c.heartbeat("ghost", -1, {CREDIT_COUNTER: -1})  # new, waits for its turn
+        c.done("good", seq)
+    assert grants(c) == [("ghost", 0)]
+    start = clock.t
+    while c.expired_grants == 0:  # the ghost never sends
+        clock.t += 0.5
+        c.heartbeat("ghost", -1, {CREDIT_COUNTER: 0})
+        c.heartbeat("good", 4, {CREDIT_COUNTER: 4})
+    assert clock.t - start == pytest.approx(2.5)
+    assert grants(c) == [("good", 5)]
