@@ -34,12 +34,14 @@ Header values (after the decoder's schema checks, before any payload is decoded)
   frame's size (`downscaled`), so the result has the frame's size.
 
 Work and memory (`WorkBudget`): the node estimates its memory above what it used at start as the
-frames waiting in its queues (exact bytes) + one model per camera + the scoring of one frame
-(per-pixel estimate). `node.memory_budget_mb` bounds that sum: waiting frames over it (next to a
-model for every known camera) push out the oldest waiting frame of the camera with the most waiting
-bytes (a camera's newest frame always stays), a frame whose scoring would not fit is downscaled to
-fit or, with `oversize: reject` or no room even for node.min_side^2 pixels (a new camera's model that
-does not fit), rejected (`memory_budget`).
+frames waiting in its queues (exact bytes) + one model per camera + the graphs an exported scorer
+holds (onnxruntime, tensorrt: one per frame size a camera holds, at most MAX_GRAPHS; a fixed part and
+a per-pixel part each; none on the torch scorer) + the scoring of one frame (per-pixel estimate).
+`node.memory_budget_mb` bounds that sum: waiting frames over it (next to a model for every known camera
+and the graphs held) push out the oldest waiting frame of the camera with the most waiting bytes (a
+camera's newest frame always stays), a frame whose scoring would not fit (with, at a size its camera's
+exported scorer holds no graph for, that graph) is downscaled to fit or, with `oversize: reject` or no
+room even for node.min_side^2 pixels (a new camera's model that does not fit), rejected (`memory_budget`).
 """
 from __future__ import annotations
 
@@ -66,6 +68,14 @@ REASONS = P.DECODE_REASONS + ADMISSION_REASONS  # every `rejected_<reason>` coun
 MODEL_MB = 40.0  # one camera's detector (U-Net, optimiser state, scheduler) beyond the shared VGG19 and its memory bank
 WORK_BYTES_PER_PIXEL = 3500.0  # peak memory of fitting and scoring one frame, per scored pixel (conservative)
 WORK_FIXED_MB = 64.0  # and a fixed part
+# One exported scorer graph held (an ONNX Runtime session on the CPU, 1 intra-op thread, onnxruntime 1.32): the RSS it
+# adds once it has scored two frames (the exported model, the session, its arena and planned activation block), with
+# the default SSDnet config, the most of several runs of `python docs/security_runs/measure_graphs.py`
+# (docs/security_runs/measure_graphs.log): 450 MB at 128x128, 924 MB at 256x256, 1083 MB at 200x300 (padded to
+# 256x320), 2694 MB at 512x512, 1856 MB at 640x640, 4185 MB at 1024x1024 (not linear: the arena grows in steps).
+# The line over every size measured, at least 7% over each (2.3x at 1024x1024):
+GRAPH_FIXED_MB = 704.0  # a graph's fixed part
+GRAPH_BYTES_PER_PIXEL = 8704.0  # and its part per frame pixel (8.5 KiB)
 
 
 def refill(tokens: float, since: float, now: float, rate: float, capacity: float) -> float:
@@ -281,8 +291,9 @@ class Admission:
 
 
 class WorkBudget:
-    """The node's memory above its start: waiting frames + camera models + one frame's scoring, against
-    `budget_mb` (None: no budget). Estimates for the default SSDnet config (module constants)."""
+    """The node's memory above its start: waiting frames + camera models + the exported scorer graphs held + one
+    frame's scoring, against `budget_mb` (None: no budget). Estimates for the default SSDnet config (module
+    constants). `graphs` is the bytes of the graphs held (`graph_bytes`; 0 on the torch scorer, which builds none)."""
 
     def __init__(self, budget_mb: float | None, model_mb: float | None = None, bytes_per_pixel: float | None = None,
                  fixed_mb: float | None = None):
@@ -290,19 +301,28 @@ class WorkBudget:
         self.model = (MODEL_MB if model_mb is None else model_mb) * 2**20
         self.per_pixel = WORK_BYTES_PER_PIXEL if bytes_per_pixel is None else bytes_per_pixel
         self.fixed = (WORK_FIXED_MB if fixed_mb is None else fixed_mb) * 2**20
+        self.graph_fixed, self.graph_per_pixel = GRAPH_FIXED_MB * 2**20, GRAPH_BYTES_PER_PIXEL
 
-    def estimate(self, models: int, queued_bytes: int, pixels: int = 0) -> float:
-        """Estimated bytes above the node's start for `models` models, the waiting frames and scoring `pixels`."""
-        return models * self.model + queued_bytes + (self.fixed + pixels * self.per_pixel if pixels else 0.0)
+    def graph_bytes(self, sizes: Iterable[tuple[int, int]]) -> float:
+        """Estimated bytes of exported scorer graphs held for these input sizes (height, width), one graph each."""
+        return sum(self.graph_fixed + h * w * self.graph_per_pixel for h, w in sizes)
 
-    def queue_room(self, models: int) -> float:
-        """Bytes of waiting frames the budget leaves room for next to `models` models and one frame's scoring
-        at the smallest size (inf without a budget)."""
-        return math.inf if self.budget is None else self.budget - models * self.model - self.fixed
+    def estimate(self, models: int, queued_bytes: int, pixels: int = 0, graphs: float = 0.0) -> float:
+        """Estimated bytes above the node's start for `models` models, the waiting frames, the graphs held and
+        scoring `pixels`."""
+        return models * self.model + queued_bytes + graphs + (self.fixed + pixels * self.per_pixel if pixels else 0.0)
 
-    def pixels_for(self, models: int, queued_bytes: int) -> float:
-        """The most pixels one frame's scoring may have next to `models` models and the waiting frames (inf without
-        a budget)."""
+    def queue_room(self, models: int, graphs: float = 0.0) -> float:
+        """Bytes of waiting frames the budget leaves room for next to `models` models, the graphs held and one
+        frame's scoring at the smallest size (inf without a budget)."""
+        return math.inf if self.budget is None else self.budget - models * self.model - graphs - self.fixed
+
+    def pixels_for(self, models: int, queued_bytes: int, graphs: float = 0.0, new_graph: bool = False) -> float:
+        """The most pixels one frame's scoring may have next to `models` models, the waiting frames and the graphs
+        held; with `new_graph`, the frame's size also needs a graph of its own (inf without a budget)."""
         if self.budget is None:
             return math.inf
-        return max(0.0, (self.budget - models * self.model - queued_bytes - self.fixed) / self.per_pixel)
+        room = self.budget - models * self.model - queued_bytes - graphs - self.fixed
+        if new_graph:
+            return max(0.0, (room - self.graph_fixed) / (self.per_pixel + self.graph_per_pixel))
+        return max(0.0, room / self.per_pixel)

@@ -303,7 +303,7 @@ class EdgeNode:
         # a camera's model: the detector (admission.MODEL_MB) and its memory of normal appearance
         camera_mb = admission.MODEL_MB + footprint_mb(cfg.ssdnet.memory, knn_dim(cfg.ssdnet.score))
         self.budget = WorkBudget(cfg.memory_budget_mb, camera_mb)
-        if self.budget.pixels_for(len(self.admission.declared), 0) < cfg.min_side ** 2:
+        if self.budget.pixels_for(len(self.admission.declared), 0, new_graph=self._graph_per_size) < cfg.min_side ** 2:
             log.warning("%s: node.memory_budget_mb %s cannot hold the models of its %d configured cameras and one "
                         "frame's scoring: frames will be refused (memory_budget)", cfg.name, cfg.memory_budget_mb,
                         len(self.admission.declared))
@@ -490,10 +490,19 @@ class EdgeNode:
         camera's that is built, and `source`'s."""
         return len(self.admission.declared | set(self.detectors) | ({source} if source else set()))
 
+    def _graphs(self) -> float:
+        """Estimated bytes of the graphs the cameras' exported scorers hold, one per frame size a camera holds
+        (`frame_sizes`, at most MAX_GRAPHS each); 0 on the torch scorer, which builds none."""
+        if not self._graph_per_size:
+            return 0.0
+        held = tuple(self.frame_sizes.values())  # snapshots: the worker thread adds and drops sizes meanwhile
+        return self.budget.graph_bytes(size for sizes in held for size in tuple(sizes))
+
     def _fit_queue_budget(self) -> None:
-        """Waiting frames over the memory budget (next to the models, `_models`) push out the oldest frame of
-        the camera with the most bytes waiting (never a camera's newest: node.max_side bounds those)."""
-        room = self.budget.queue_room(self._models())
+        """Waiting frames over the memory budget (next to the models, `_models`, and the scorer graphs held) push
+        out the oldest frame of the camera with the most bytes waiting (never a camera's newest: node.max_side bounds
+        those)."""
+        room = self.budget.queue_room(self._models(), self._graphs())
         while self.pending.total_bytes > room and (source := self.pending.evict_backlog()) is not None:
             self._refuse("memory_budget", f"{source}: {self.pending.total_bytes / 2**20:.1f} MB of frames waiting, "
                          "over node.memory_budget_mb: dropped its oldest waiting frame", source)
@@ -530,31 +539,34 @@ class EdgeNode:
 
     def _work_image(self, msg: P.Message) -> tuple[np.ndarray, tuple[str, str] | None]:
         """The frame as the detector gets it: as is, or downscaled (aspect kept) to node.max_frame_pixels (default
-        ssdnet.max_pixels) and to the pixels the memory budget leaves for its scoring next to the camera models
-        and the waiting frames (at the camera's last size when that fits and keeps the aspect); with the reason and
-        the line to log when downscaled. Rejected with `oversize: reject` (admission refused frames over
+        ssdnet.max_pixels) and to the pixels the memory budget leaves for its scoring next to the camera models,
+        the scorer graphs held and the waiting frames, a size the camera's exported scorer holds no graph for
+        also paying for its graph (at the camera's last size when that fits and keeps the aspect); with the reason
+        and the line to log when downscaled. Rejected with `oversize: reject` (admission refused frames over
         max_frame_pixels already) or when the downscaled frame's short side would be under min_side."""
         source, image = msg.source, msg.arrays["image"]
         height, width = image.shape[:2]
         sizes = self.frame_sizes.get(source)
         last = next(reversed(sizes)) if sizes else None
-        models = self._models(source)
-        room = self.budget.pixels_for(models, self.pending.total_bytes)
-        limit = min(self.cfg.frame_pixels, room)
-        if height * width <= limit:
+        models, queued, graphs = self._models(source), self.pending.total_bytes, self._graphs()
+        # the most pixels at a size whose graph the camera holds, and at another (an exported scorer builds its graph)
+        held = min(self.cfg.frame_pixels, self.budget.pixels_for(models, queued, graphs))
+        limit = min(self.cfg.frame_pixels, self.budget.pixels_for(models, queued, graphs,
+                                                                  new_graph=self._graph_per_size))
+        if height * width <= (held if sizes and (height, width) in sizes else limit):
             return image, None
         if limit == self.cfg.frame_pixels:
             knob = "node.max_frame_pixels" if self.cfg.max_frame_pixels is not None else "ssdnet.max_pixels"
             why, reason = f"{knob} {limit}", "oversize"
         else:
             why, reason = (f"the {int(limit)} pixels node.memory_budget_mb ({self.cfg.memory_budget_mb:g}) leaves "
-                           f"next to {models} model(s) and {self.pending.total_bytes / 2**20:.0f} MB of waiting "
-                           "frames", "memory_budget")
+                           f"next to {models} model(s), {graphs / 2**20:.0f} MB of scorer graphs and "
+                           f"{queued / 2**20:.0f} MB of waiting frames", "memory_budget")
         scale = math.sqrt(limit / (height * width))
         if self.cfg.oversize == "reject" or min(height, width) * scale < self.cfg.min_side:
             narrow = "" if self.cfg.oversize == "reject" else f" (downscaled, its short side under {self.cfg.min_side})"
             raise Rejected(reason, f"{source}: a {width}x{height} frame is over {why}{narrow}", source)
-        if last is not None and last[0] * last[1] <= limit and last[0] < height \
+        if last is not None and last[0] * last[1] <= held and last[0] < height \
                 and abs(last[1] / last[0] - width / height) < 0.02 * width / height:
             size = last[1], last[0]  # the size it was last scored at (no new scorer graph)
         else:
@@ -764,7 +776,8 @@ class EdgeNode:
         return {"cameras": len(self.admission.cameras), "dynamic_cameras": self.admission.dynamic_count,
                 "models": len(self.detectors), "queued_frames": sum(self.pending.waiting().values()),
                 "queued_mb": round(queued / 2**20),
-                "memory_estimate_mb": round(self.budget.estimate(len(self.detectors), queued) / 2**20),
+                "memory_estimate_mb": round(self.budget.estimate(len(self.detectors), queued,
+                                                                 graphs=self._graphs()) / 2**20),
                 "rss_mb": round(self._ps.memory_info().rss / 2**20)}
 
     def report(self) -> dict:
