@@ -309,6 +309,11 @@ class MemoryConfig(StrictModel):
     admit_cell_mad: float = Field(3.0, gt=0.0, description="before the camera has a typical memory distance: only "
                                   "cells whose self-similarity is below the frame's median + this many (1.4826 x) "
                                   "MADs")
+    admit_own_mad: float | None = Field(2.0, gt=0.0, description="once the camera has a typical memory distance, "
+                                        "also only cells whose self-similarity is below the frame's median + this "
+                                        "many (1.4826 x) MADs: a thin defect the memory's cells do not see (a crack) "
+                                        "is still an outlier of the frame's own map (docs/ablations.md section 39); "
+                                        "null = the distance rule alone (before section 39)")
     history_frames: int = Field(0, ge=0, le=64, description="the self-similarity also searches the fine cells "
                                 "of the camera's last this many frames (a ring beside the bank; every scored frame "
                                 "gives `history_cells`), and the map takes the with-history verdict only where it "

@@ -81,6 +81,13 @@ def frame_cells(grid: torch.Tensor, x: torch.Tensor, height: int, width: int) ->
     return valid
 
 
+def not_outlying(own: torch.Tensor, own_frame: torch.Tensor, mads: float) -> torch.Tensor:
+    """(gh, gw) bool: the cells of the self-similarity grid `own` at most `mads` robust stds (1.4826 MAD) above the
+    median of `own_frame` (its values on the frame's cells)."""
+    med = own_frame.median()
+    return own <= med + mads * MAD_TO_STD * (own_frame - med).abs().median()
+
+
 class Detector:
     """Fits and scores the frames of one source."""
 
@@ -181,8 +188,9 @@ class Detector:
         median, it has no large novel region (`admit_max_novel`: a big defect is novel as a whole; a camera
         whose normal appearance drifts still learns it from the half of its frames below the median, once
         the calibration has followed). A cell is normal when its memory distance is within
-        `admit_cell_ratio` of the camera's typical one (before there is one: when its self-similarity is not
-        an outlier of the frame)."""
+        `admit_cell_ratio` of the camera's typical one and its self-similarity is not an outlier of the frame
+        (`admit_own_mad`: a crack too thin for the memory's cells; before the camera has a typical distance: the
+        latter alone, at `admit_cell_mad`)."""
         if self.memory is None or self.backend.features is None:
             return 0
         if not calibrating and not calibrated < self.cfg.memory.admit_z:
@@ -196,9 +204,10 @@ class Detector:
             if calibrated > 0 and novel > mcfg.admit_max_novel:
                 return 0  # a large novel region in a frame above the camera's median: a big defect
             normal = dist <= mcfg.admit_cell_ratio * typical
+            if mcfg.admit_own_mad is not None:
+                normal &= not_outlying(own, own_v, mcfg.admit_own_mad)
         else:
-            med = own_v.median()
-            normal = own <= med + mcfg.admit_cell_mad * MAD_TO_STD * (own_v - med).abs().median()
+            normal = not_outlying(own, own_v, mcfg.admit_cell_mad)
         self.memory.observe_levels((float(own_v.mean()), float(own_v.std())),  # before its cells go in
                                    (float(dist_v.mean()), float(dist_v.std())))
         return self.memory.add(feats, valid & normal, dist)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -528,3 +529,23 @@ def test_the_history_is_a_bounded_ring_that_a_checkpoint_keeps():
     assert other.history_count == 0
     memory.reset()
     assert memory.history_count == 0 and memory.state_tensor()[7] == 0
+
+
+def test_a_thin_defect_the_memory_s_cells_call_normal_is_kept_out_by_the_frame_s_own_outlier_rule():
+    """A scratch is thin for the memory's 8 px cells (within `admit_cell_ratio` of the typical distance, as a real
+    crack is: docs/ablations.md section 39) but an outlier of the frame's own self-similarity: with `admit_own_mad`
+    (the default) its cells stay out of the bank, and the frame's other cells still go in. The distance rule is
+    opened here (every cell within its ratio), so without the new rule every cell would go in."""
+    rng = np.random.default_rng(1)
+    normal = [texture("brick", 128, rng) for _ in range(5)]
+    bad, mask = draw_defect(texture("brick", 128, rng), rng, "scratch")
+    cells = torch.from_numpy(mask.reshape(16, 8, 16, 8).any((1, 3)))  # the memory's 8 px cells the scratch touches
+    det = _detector(memory={"min_frames": 4, "admit_z": 1e9, "admit_cell_ratio": 1e9, "admit_max_novel": 1.0})
+    assert det.cfg.memory.admit_own_mad == 2.0
+    for frame in normal:
+        det.process(frame)
+    assert det.memory.typical[1] > 0  # the cell rule of a camera with a typical distance decides
+    with mock.patch.object(det.memory, "add", wraps=det.memory.add) as add:
+        det.process(bad)
+    admitted = add.call_args.args[1]
+    assert float(admitted[cells].float().mean()) < 0.5 < 0.9 < float(admitted[~cells].float().mean())
