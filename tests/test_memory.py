@@ -220,6 +220,7 @@ def test_a_defect_that_reached_the_memory_is_still_flagged_by_the_frame_s_own_ve
     normal = [texture("brick", 128, rng) for _ in range(6)]
     bad, mask = draw_defect(texture("brick", 128, rng), rng, "scratch")
     admit_all = {"min_frames": 4, "delay_frames": 0, "admit_z": 1e9, "admit_cell_ratio": 1e9, "admit_max_novel": 1.0,
+                 "admit_own_mad": None,
                  "per_frame": 4096, "per_frame_share": 1.0, "candidates": 4096, "fill_frames": 6}  # full weight
     auroc = {}
     default = MemoryConfig().own_floor
