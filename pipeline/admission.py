@@ -68,14 +68,15 @@ REASONS = P.DECODE_REASONS + ADMISSION_REASONS  # every `rejected_<reason>` coun
 MODEL_MB = 40.0  # one camera's detector (U-Net, optimiser state, scheduler) beyond the shared VGG19 and its memory bank
 WORK_BYTES_PER_PIXEL = 3500.0  # peak memory of fitting and scoring one frame, per scored pixel (conservative)
 WORK_FIXED_MB = 64.0  # and a fixed part
-# One exported scorer graph held (an ONNX Runtime session on the CPU, 1 intra-op thread, onnxruntime 1.32): the RSS it
-# adds once it has scored two frames (the exported model, the session, its arena and planned activation block), with
-# the default SSDnet config, the most of several runs of `python docs/security_runs/measure_graphs.py`
-# (docs/security_runs/measure_graphs.log): 450 MB at 128x128, 924 MB at 256x256, 1083 MB at 200x300 (padded to
-# 256x320), 2694 MB at 512x512, 1856 MB at 640x640, 4185 MB at 1024x1024 (not linear: the arena grows in steps).
-# The line over every size measured, at least 7% over each (2.3x at 1024x1024):
-GRAPH_FIXED_MB = 704.0  # a graph's fixed part
-GRAPH_BYTES_PER_PIXEL = 8704.0  # and its part per frame pixel (8.5 KiB)
+# One exported scorer graph held (an ONNX Runtime session on the CPU, 1 intra-op thread, onnxruntime 1.32, the scorer's
+# session options: CPU arena on, memory pattern off): the RSS it adds once it has scored two frames (the exported
+# model, the session and its arena), with the default SSDnet config, the most of three runs of
+# `python docs/security_runs/measure_graphs.py` (docs/security_runs/measure_graphs.log): 355 MB at 128x128, 633 MB at
+# 256x256, 729 MB at 200x300 (padded to 256x320), 1496 MB at 512x512, 1136 MB at 640x640, 2303 MB at 1024x1024 (not
+# linear: the arena grows in steps; with the memory pattern on 450, 924, 1083, 2694, 1856, 4185 MB).
+# The line over every size measured, at least 7% over each (2.0x at 1024x1024):
+GRAPH_FIXED_MB = 576.0  # a graph's fixed part
+GRAPH_BYTES_PER_PIXEL = 4096.0  # and its part per frame pixel (4 KiB)
 
 
 def refill(tokens: float, since: float, now: float, rate: float, capacity: float) -> float:

@@ -148,6 +148,9 @@ class OnnxRuntimeScorer(Scorer):
         so.graph_optimization_level = rt.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = self.threads
         so.log_severity_level = 3
+        # no memory pattern (the CPU arena kept): 19-45% less RSS held per session, latency x0.96-1.01
+        # (python docs/security_runs/measure_graphs.py options)
+        so.enable_mem_pattern = False
         return so
 
     def _new_session(self, model_bytes: bytes, providers: list[str]):
