@@ -47,14 +47,14 @@ def _frame(name: str, seq: int, image: np.ndarray, jpeg: bytes | None = None) ->
 
 
 class Peak(threading.Thread):
-    """Samples this process's RSS every 50 ms."""
+    """Samples this process's RSS every `interval` s (also docs/security_runs/measure_graphs.py's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = 0.05) -> None:
         super().__init__(daemon=True)
-        self.proc, self.peak, self.halt = psutil.Process(), 0, threading.Event()
+        self.proc, self.peak, self.halt, self.interval = psutil.Process(), 0, threading.Event(), interval
 
     def run(self) -> None:
-        while not self.halt.wait(0.05):
+        while not self.halt.wait(self.interval):
             self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
