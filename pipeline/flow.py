@@ -191,14 +191,13 @@ class Credits:
         st.granted_at = now
         self.grants += 1
 
-    def _outstanding(self, source: str, st: _Source, now: float) -> int:
+    def _outstanding(self, source: str, st: _Source, now: float, slowest: float | None) -> int:
         """Frames granted to `st` and not yet done; a grant no frame came for in `stale_s` counts no more, nor
         after PATIENCE x the camera's typical wait for a frame (at least 2 x `resend_s`) once it has sent on this
-        node's grants (before: the slowest such camera's typical wait), and after each such grant in a row (an end
-        of stream does not clear them) half as long, down to `resend_s`."""
-        patience, typical = self.stale_s, st.typical
-        if typical is None:  # never sent on this node's grants: the pace of the slowest camera that has
-            typical = max((o.typical for o in self._sources.values() if o.typical is not None), default=None)
+        node's grants (before: `slowest`, the slowest such camera's typical wait), and after each such grant in a row
+        (an end of stream does not clear them) half as long, down to `resend_s`."""
+        patience = self.stale_s
+        typical = st.typical if st.typical is not None else slowest
         if typical is not None:
             patience = min(patience, max(2 * self.resend_s, PATIENCE * typical))
         patience = max(self.resend_s, patience / 2 ** self._strikes.get(source, 0))
@@ -210,7 +209,8 @@ class Credits:
 
     def _grant(self, now: float) -> None:
         live = {s: st for s, st in self._sources.items() if now - st.seen <= self.stale_s}
-        outstanding = sum(self._outstanding(s, st, now) for s, st in live.items())
+        slowest = max((st.typical for st in self._sources.values() if st.typical is not None), default=None)
+        outstanding = sum(self._outstanding(s, st, now, slowest) for s, st in live.items())
         while outstanding < self.budget:
             waiting = [(st.turn, s) for s, st in live.items() if st.upto <= st.done]
             if not waiting:
