@@ -480,9 +480,10 @@ class ViewSink:
 
 
 def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line", timeout_s: float | None = None,
-           key: str | None = None, server_key: str | None = None, on_url: Callable[[str], None] | None = None) -> None:
+           key: str | None = None, server_key: str | None = None, on_url: Callable[[str], None] | None = None,
+           stop: threading.Event | None = None) -> None:
     """Serve the live page from a running node (its results endpoint, and its replay endpoint for the events)
-    until Ctrl-C or `timeout_s`."""
+    until Ctrl-C, `timeout_s` or `stop` is set (an embedding program's own shutdown)."""
     import zmq
 
     from .eventlog import CatchUp, ReplayClient
@@ -500,7 +501,7 @@ def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line
     catch = CatchUp(ReplayClient(replay, ctx, server_key=server), from_start=True) if replay else None
     deadline = time.monotonic() + timeout_s if timeout_s else float("inf")
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
             msg = sub.recv(100)
             if catch is not None:
                 for n, header in catch.on_message(msg):

@@ -252,10 +252,11 @@ def test_ssdnet_view_follows_a_running_node(tmp_path):
     from test_pipeline_node import line
 
     urls: list[str] = []
+    stop = threading.Event()  # the test ends the view; timeout_s only bounds a hung run
     with line(tmp_path, frames=10, fps=50, flow="credit", attach_image="always", threshold=2.5,
               event_log=tmp_path / "e.db") as ln:
         t = threading.Thread(target=follow, args=(ln.endpoint, ln.node.replay_endpoint, ViewConfig(port=0), "far"),
-                             kwargs={"timeout_s": 15, "on_url": urls.append}, daemon=True)
+                             kwargs={"timeout_s": 120, "on_url": urls.append, "stop": stop}, daemon=True)
         t.start()
         wait_until(lambda: urls, timeout=10)
 
@@ -270,4 +271,6 @@ def test_ssdnet_view_follows_a_running_node(tmp_path):
         assert state()["line"] == "far" and cam["counters"]["events"] == ln.node.counters.source("cam0")["events"]
         assert sorted(e["log_seq"] for e in cam["events"]) == list(range(1, cam["counters"]["events"] + 1))
         assert get(urls[0] + "api/frame/cam0")[0] == 200
+    stop.set()
     t.join(timeout=20)
+    assert not t.is_alive()
