@@ -500,8 +500,9 @@ def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line
     sub = Subscriber(endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server)
     catch = CatchUp(ReplayClient(replay, ctx, server_key=server), from_start=True) if replay else None
     deadline = time.monotonic() + timeout_s if timeout_s else float("inf")
+    stop = stop or threading.Event()
     try:
-        while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+        while time.monotonic() < deadline and not stop.is_set():
             msg = sub.recv(100)
             if catch is not None:
                 for n, header in catch.on_message(msg):

@@ -195,9 +195,10 @@ def options(args: list[str]) -> dict:
     return {"memory": memory, "latency": latency}
 
 
-def _print(key: str, runs: list[dict]) -> None:
-    """One JSON object, a line per run."""
-    print(f'{{"{key}": [\n' + ",\n".join(json.dumps(r) for r in runs) + "\n]}")
+def _print(**lists: list[dict]) -> None:
+    """One JSON object of the named lists, a line per run."""
+    print("{" + ",\n".join(f'"{key}": [\n' + ",\n".join(json.dumps(r) for r in runs) + "\n]"
+                           for key, runs in lists.items()) + "}")
 
 
 if __name__ == "__main__":
@@ -205,16 +206,13 @@ if __name__ == "__main__":
     if args[:1] == ["one"]:
         print(json.dumps(one(args[1])))
     elif args[:1] == ["held"]:
-        _print("held", held(args[1:] or list(HELD)))
+        _print(held=held(args[1:] or list(HELD)))
     elif args[:1] == ["variant"]:
         print(json.dumps(variant_memory(args[1], args[2])))
     elif args[:1] == ["latency"]:
         print(json.dumps(variant_latency(args[1], args[2].split(","), int(args[3]))))
     elif args[:1] == ["options"]:
         result = options(args[1:])
-        print('{"session_options_memory": [\n' + ",\n".join(json.dumps(r) for r in result["memory"]) + "\n],")
-        print(' "session_options_latency": [\n' + ",\n".join(json.dumps(r) for r in result["latency"]) + "\n]}")
+        _print(session_options_memory=result["memory"], session_options_latency=result["latency"])
     else:
-        runs = [json.loads(subprocess.run([sys.executable, __file__, "one", size], check=True, capture_output=True,
-                                          text=True).stdout.splitlines()[-1]) for size in args or SIZES]
-        _print("fresh_process_per_size", runs)
+        _print(fresh_process_per_size=[_last_json(["one", size]) for size in args or SIZES])
