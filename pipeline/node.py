@@ -634,12 +634,12 @@ class EdgeNode:
         finally:
             self._busy = False
         self.outbox.put(result)
-        self.counters.add(source, "scored")
         self._save_checkpoint(source, detector, int(result.header.model_version))
         if event is not None:
             logged = self._log_event(event)  # committed before it is published: a subscriber can always get it back
             self.outbox.put(event if logged is None else (event, logged))
             self.counters.add(source, "events")
+        self.counters.add(source, "scored")  # last: a frame counted as scored has its event counted too
 
     def _score(self, msg: P.Message, detector: Detector,
                work: np.ndarray | None = None) -> tuple[P.Message, P.Message | None]:

@@ -200,6 +200,23 @@ def test_diverging_fit_is_counted_restored_and_never_published_as_an_event(tmp_p
         sub.close()
 
 
+def test_a_frame_counted_as_scored_has_its_event_counted(tmp_path, monkeypatch):
+    """A slow event log (a busy disk) must not let `scored` run ahead of `events`: readers of the counters take
+    "scored == N" as "the N-th frame is done"."""
+    append = EventLog.append
+
+    def slow_append(self, header):
+        time.sleep(0.3)
+        return append(self, header)
+
+    monkeypatch.setattr(EventLog, "append", slow_append)
+    with line(tmp_path, frames=3, fps=100, flow="credit", threshold=-1.0, event_log=tmp_path / "ev.db") as ln:
+        for n in (1, 2, 3):
+            wait_until(lambda n=n: ln.node.counters.source("cam0")["scored"] >= n, timeout=20)
+            c = ln.node.counters.source("cam0")
+            assert c["events"] >= c["scored"] >= n  # every frame is an event at threshold -1
+
+
 class StallingReader:
     """Unplugged twice, then 3 frames, then stalls (no frame, no error) until released, then 3 more frames."""
 
