@@ -425,7 +425,7 @@ def test_the_first_frames_are_calibrating_against_the_prior():
 def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers, history):
     """ONNX Runtime gets the bank, its state and spacing (and the history) as graph inputs, never a copy in the graph:
     same map, score, memory features and maps (and self-similarity cells) as the torch scorer, before and after the
-    memory changes."""
+    memory changes; eager torch searches the filled rows alone, the graph the bank's whole allocation."""
     memory = {"size_mb": 0.5, "min_frames": 1, "spacing_weight": 0.5, "history_frames": history, "history_cells": 32,
               **({"layers": layers} if layers else {})}
     cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]},
@@ -442,6 +442,8 @@ def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers
         for a, b in zip(*outs, strict=True):
             assert torch.allclose(a, b, atol=2e-3, rtol=1e-3)
         assert (torch_s.knn_cells is None) == (ort_s.knn_cells is None) == (history == 0)
+        searched = [len(s.memory_inputs(x.device)[0]) for s in (torch_s, ort_s)]
+        assert searched == [max(memory.count, cfg.memory.k), len(memory.bank)] and searched[0] < searched[1]
         if history:
             assert torch.allclose(torch_s.knn_cells, ort_s.knn_cells, atol=2e-3, rtol=1e-3)
             cells = torch_s.knn_cells

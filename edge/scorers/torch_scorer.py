@@ -18,6 +18,7 @@ class TorchScorer(Scorer):
     """The AnomalyScorer module, eager (optionally bf16 autocast, channels_last, torch.compile)."""
 
     name = "torch"
+    filled_rows_only = True  # a young camera's frame searches its few rows, not the bank's whole allocation
 
     def __init__(self, module: torch.nn.Module, *, bf16: bool = False, channels_last: bool | None = None,
                  compile: bool = False):
