@@ -11,6 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+import edge.memory
 from edge.calibration import ScoreCalibrator
 from edge.config import CalibrationConfig, MemoryConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
@@ -142,7 +143,9 @@ def test_farthest_points_start_from_the_bank_and_never_repeat():
     assert len(set(farthest_points(rows, 5).tolist())) == 5
 
 
-def test_memory_distance_is_the_mean_distance_to_the_k_nearest_valid_rows():
+@pytest.mark.parametrize("search_rows", [4096, 7, 2])  # the bank in one piece; in pieces; pieces shorter than k
+def test_memory_distance_is_the_mean_distance_to_the_k_nearest_valid_rows(search_rows, monkeypatch):
+    monkeypatch.setattr(edge.memory, "SEARCH_ROWS", search_rows)
     g = torch.Generator().manual_seed(0)
     bank, q = torch.randn(50, 6, generator=g), torch.randn(1, 6, 3, 4, generator=g)
     d, nearest = memory_distance(q, bank, torch.tensor([30.0]), 3)
@@ -422,10 +425,12 @@ def test_the_first_frames_are_calibrating_against_the_prior():
 
 
 @pytest.mark.parametrize("layers, history", [(None, 0), (["relu4_1", "relu5_1"], 0), (None, 2)])  # relu5_1: coarser
-def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers, history):
+def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers, history, monkeypatch):
     """ONNX Runtime gets the bank, its state and spacing (and the history) as graph inputs, never a copy in the graph:
     same map, score, memory features and maps (and self-similarity cells) as the torch scorer, before and after the
-    memory changes; eager torch searches the filled rows alone, the graph the bank's whole allocation."""
+    memory changes; eager torch searches the filled rows alone, the graph the bank's whole allocation (both in pieces
+    of SEARCH_ROWS rows)."""
+    monkeypatch.setattr(edge.memory, "SEARCH_ROWS", 512)
     memory = {"size_mb": 0.5, "min_frames": 1, "spacing_weight": 0.5, "history_frames": history, "history_cells": 32,
               **({"layers": layers} if layers else {})}
     cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]},
