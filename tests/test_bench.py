@@ -41,6 +41,7 @@ def test_bench_quick_json(tmp_path):
     frame = r["frame"]  # this config's warm frame beside the previous default's, measured in the same run
     assert frame["config"]["frame_ms"] > 0 and frame["previous default"]["frame_ms"] > 0 and frame["ratio"] > 0
     sizes = r["memory_sizes"]  # the memory table: rows and search time grow with the size; 0 MB is off
+    assert frame["config"]["bank_rows"] == sizes["16"]["rows"] and frame["previous default"]["bank_rows"] == 0  # full
     assert sizes["0"]["rows"] == 0 and 0 < sizes["4"]["rows"] < sizes["16"]["rows"] < sizes["64"]["rows"]
     assert sizes["64"]["bytes"] <= 64 * 2**20 and sizes["64"]["search_ms"] > 0 and sizes["64"]["add_ms"] > 0
     assert r["peak_rss_mb"] > 0

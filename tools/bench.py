@@ -263,6 +263,8 @@ def bench_frame(cfg, size: int, frames: int) -> dict:
     images = _frames(size, max(frames, 2) + 1, seed=3)
     variants = {"config": Detector(cfg), "previous default": Detector(_config_with(cfg, PREVIOUS_DEFAULT))}
     out = _warm_frame_ms(variants, images)
+    for name, det in variants.items():
+        out[name]["bank_rows"] = det.memory.count if det.memory is not None else 0
     out["ratio"] = round(out["config"]["frame_ms"] / out["previous default"]["frame_ms"], 3)
     out["previous_default"] = PREVIOUS_DEFAULT
     return out
@@ -588,7 +590,8 @@ def render(result: dict) -> None:
             v = fr[name]
             t.add_row("frame", f"warm frame, {name}", f"{v['frame_ms']:.0f} ms",
                       f"{fr['ratio']:.2f}x previous" if name == "config" else "",
-                      f"fit {v['fit_ms']:.0f} ms, score {v['score_ms']:.0f} ms (medians, interleaved; memory bank full)"
+                      f"fit {v['fit_ms']:.0f} ms, score {v['score_ms']:.0f} ms (medians, interleaved; "
+                      + (f"memory bank full, {v['bank_rows']} rows)" if v.get("bank_rows") else "no memory)")
                       + (f"; previous = this config with {fr['previous_default']}" if name != "config" else ""))
     for mb, v in result.get("memory_sizes", {}).items():
         t.add_row("memory", f"{mb} MB per camera" + (" (off)" if not float(mb) else ""), f"{v['frame_ms']:.0f} ms",
