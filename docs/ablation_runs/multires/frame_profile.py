@@ -1,6 +1,9 @@
-"""Where a warm 256 px frame's time goes at the default, one thread (docs/performance.md): 30 synthetic frames fill the
-camera's memory, 6 are timed, 2 more run under torch.profiler (its self time per op and input shape; the profiler adds
-~25 %). Usage (repository root): python docs/ablation_runs/multires/frame_profile.py (output: frame_profile.log)."""
+"""Where a warm 256 px frame's time goes at the default, one thread (docs/performance.md): the camera's memory bank is
+filled (tools.bench.fill_bank: a camera's steady state; before 2026-12-03 the bank held 4096 rows here, but every
+frame searched its whole allocation), 30 synthetic frames go through, 6 are timed, 2 more run under torch.profiler
+(its self time per op and input shape; the profiler adds ~25 %). Usage (repository root): python
+docs/ablation_runs/multires/frame_profile.py (output: frame_profile.log; on a CPU without native bf16:
+frame_profile_avx2.log)."""
 import time
 
 import torch
@@ -8,10 +11,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from edge.config import SSDNetConfig
 from edge.detector import Detector
-from tools.bench import _frames
+from tools.bench import _frames, fill_bank
 
 torch.set_num_threads(1)
 det = Detector(SSDNetConfig())
+fill_bank(det)
 frames = _frames(256, 38, seed=3)
 for f in frames[:30]:
     det.process(f)
