@@ -57,8 +57,8 @@ from .vgg import layer_channels
 BYTES_PER_VALUE = 2  # the bank is stored in fp16
 SPACING_BYTES = 4  # and each row's spacing in fp32
 LEVELS_KEPT = 100  # admitted frames whose (self-similarity, memory distance) means and spreads set the blend
-SEARCH_ROWS = 4096  # bank rows searched at once: a frame's products with them stay in cache (0.6x the whole bank's
-# time on a CPU, docs/performance.md); each piece's k nearest are then merged
+SEARCH_ROWS = 4096  # bank rows searched at once: a frame's product with them is 16 MB, not the whole bank's 212 MB
+# (0.6x the time on a CPU, docs/performance.md); each piece's k nearest are then merged
 
 
 def feature_dim(cfg: MemoryConfig) -> int:
