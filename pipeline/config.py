@@ -47,6 +47,13 @@ Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
 FrameSize = tuple[Side, Side]  # (width, height); the scorer takes no side below MIN_SIDE
 
 
+def _max_subscriptions() -> Any:
+    """The field bounding what subscribers of an XPUB socket make ZeroMQ hold (pipeline.transport.Publisher)."""
+    return Field(1000, ge=1, le=1_000_000, description="distinct topics subscribers may subscribe to since the socket "
+                 "was bound; one more drops them all (they reconnect and subscribe again) and counts "
+                 "`subscription_resets`: ZeroMQ holds ~50 bytes of memory per byte of topic")
+
+
 class _Source(StrictModel):
     name: str = Field(pattern=SOURCE_PATTERN, description="source id, used in topics")
     fps: float | None = Field(None, gt=0, le=1000, description="pace frames to this rate; "
@@ -58,6 +65,7 @@ class _Source(StrictModel):
                                                                "push: frames are shared out among nodes")
     encoding: Encoding = Field("raw", description="frame encoding on the wire")
     sndhwm: int = Field(8, ge=1, le=100_000, description="frames queued per consumer before dropping")
+    max_subscriptions: int = _max_subscriptions()
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     wait_for_consumer_s: float = Field(30.0, ge=0, description="wait this long for a consumer before streaming")
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay; doubles per failure")
@@ -150,6 +158,7 @@ class NodeConfig(StrictModel):
     rcvhwm: int = Field(4, ge=1, le=10_000, description="messages queued in the camera socket (its "
                                                         "receiver thread drains it continuously)")
     sndhwm: int = Field(64, ge=1, le=100_000, description="messages queued per subscriber before dropping for it")
+    max_subscriptions: int = _max_subscriptions()
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     min_side: int = Field(32, ge=1, le=MAX_SIDE, description="smaller frames are rejected")
     max_side: int = Field(4096, ge=16, le=MAX_SIDE, description="larger frames are rejected before decoding")

@@ -47,10 +47,11 @@ from dataclasses import dataclass
 import msgpack
 
 from .protocol import SOURCE_PATTERN
+from .transport import MAX_UPSTREAM_BYTES
 
 CREDIT_PREFIX = b"\x02ssdnet-credit"  # upstream parts starting with 0x00/0x01 are (un)subscriptions
 CREDIT_COUNTER = "credit_upto"  # heartbeat counter of a flow-controlled camera
-MAX_GRANT_BYTES = 512
+MAX_GRANT_BYTES = MAX_UPSTREAM_BYTES  # what the XPUB socket lets through
 PATIENCE = 4.0  # a grant unused for this many times the camera's typical wait for a frame stops holding the budget
 _SOURCE = re.compile(SOURCE_PATTERN)
 

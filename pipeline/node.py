@@ -65,16 +65,7 @@ from .eventlog import EventLog, serve_replay
 from .flow import Credits
 from .regions import find_regions
 from .security import CLIENT_REFUSALS, SERVER_REFUSALS, secure_stage
-from .transport import (
-    StopFlag,
-    ThrottledLog,
-    bind,
-    connect,
-    drain_subscriptions,
-    make_socket,
-    security_of,
-    wait_for_subscriber,
-)
+from .transport import Publisher, StopFlag, ThrottledLog, bind, connect, make_socket, security_of
 
 log = logging.getLogger(__name__)
 INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
@@ -313,6 +304,7 @@ class EdgeNode:
         self.event_log: EventLog | None = None
         self.event_log_failures = 0
         self.replay_endpoint: str | None = None
+        self.publisher: Publisher | None = None  # the result socket, once bound
         self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
         self._start_events = 0
         self._scored_since_checkpoint: dict[str, int] = {}
@@ -363,20 +355,20 @@ class EdgeNode:
             threads.append(threading.Thread(target=serve_replay, args=(rep, self.event_log.path, self._halt),
                                             name="replay", daemon=True))
             threads[-1].start()  # answers already while the node waits for its first subscriber
-        out = make_socket(self.ctx, zmq.XPUB, sndhwm=self.cfg.sndhwm)
         try:
-            endpoint = bind(out, self.cfg.bind)
+            out = self.publisher = Publisher(self.ctx, self.cfg.bind, sndhwm=self.cfg.sndhwm,
+                                             max_topics=self.cfg.max_subscriptions, name=self.cfg.name)
         except zmq.ZMQError:
-            out.close()
             self._shutdown(threads)
             raise
+        endpoint = out.endpoint
         scorer = (f"{self.scorer['backend']} on {self.scorer['provider']} ({self.scorer['reason']})" if self.scorer
                   else "the caller's detector")
         log.info("%s: publishing on %s; scorer: %s", self.cfg.name, endpoint, scorer)
         if on_ready is not None:
             on_ready(endpoint)
         if wait_for_subscriber_s:
-            wait_for_subscriber(out, wait_for_subscriber_s, stop)
+            out.wait_for_subscriber(wait_for_subscriber_s, stop)
         inputs = []  # one socket per camera connection: the socket a message came on names its sender
         for peer in self.peers:
             # XSUB rather than SUB: it also carries credit grants upstream to the camera (pipeline/flow.py)
@@ -714,7 +706,7 @@ class EdgeNode:
 
     # ------------------------------------------------------------ publisher thread
 
-    def _publish(self, sock: zmq.Socket, halt: threading.Event) -> None:
+    def _publish(self, out: Publisher, halt: threading.Event) -> None:
         next_beat = time.monotonic()
         try:
             while not (halt.is_set() and self.outbox.empty()):
@@ -723,17 +715,19 @@ class EdgeNode:
                 except queue.Empty:
                     item = None
                 if isinstance(item, tuple):  # a logged event: announced in heartbeats only once it went out
-                    self._send(sock, item[0])
+                    self._send(out.sock, item[0])
                     self._announced_events = item[1]
                 elif item is not None:
-                    self._send(sock, item)
+                    self._send(out.sock, item)
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.cfg.heartbeat_s
-                    self._send(sock, self._heartbeat())
-                    drain_subscriptions(sock)
-            self._send(sock, self._heartbeat())  # the final counters and state: a view must not keep the last busy one
+                    self._send(out.sock, self._heartbeat())
+                # each send lets ZeroMQ file what subscribers sent meanwhile: count it as often; a subscriber
+                # sends nothing else, so what is not a subscription is dropped
+                out.upstream()
+            self._send(out.sock, self._heartbeat())  # the final counters and state: a view must not keep a busy one
         finally:
-            sock.close()
+            out.close()
 
     def _send(self, sock: zmq.Socket, msg: P.Message) -> None:
         h = msg.header
@@ -761,7 +755,8 @@ class EdgeNode:
             counters.update(logged_events=announced, event_log_failed=self.event_log_failures)
         counters.update({f"refused_{reason}": n for reason, n in self.refusals().items()})
         counters.update(credit_inflated_claims=self.credits.inflated_claims,
-                        credit_expired_grants=self.credits.expired_grants)
+                        credit_expired_grants=self.credits.expired_grants,
+                        subscription_resets=self.publisher.resets if self.publisher is not None else 0)
         counters.update(self.state())
         return counters
 

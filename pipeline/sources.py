@@ -34,7 +34,7 @@ from .config import (
 )
 from .flow import CREDIT_COUNTER, CreditGate
 from .security import secure_stage
-from .transport import StopFlag, ThrottledLog, bind, make_socket, security_of, wait_for_peer, wait_for_subscriber
+from .transport import Publisher, StopFlag, ThrottledLog, bind, make_socket, security_of, wait_for_peer
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -231,31 +231,43 @@ class Camera:
         Raises SourceFatal before binding for a source that cannot work, and after the end of stream
         for one that failed for good mid-stream."""
         self.check()
-        push = self.cfg.pattern == "push"
-        sock = make_socket(self.ctx, zmq.PUSH if push else zmq.XPUB, sndhwm=self.cfg.sndhwm)
+        if self.cfg.pattern == "push":
+            out: Publisher | zmq.Socket = make_socket(self.ctx, zmq.PUSH, sndhwm=self.cfg.sndhwm)
+            try:
+                endpoint = bind(out, self.cfg.bind)
+            except zmq.ZMQError:
+                out.close()
+                raise
+        else:
+            out = Publisher(self.ctx, self.cfg.bind, sndhwm=self.cfg.sndhwm,
+                            max_topics=self.cfg.max_subscriptions, name=self.cfg.name)
+            endpoint = out.endpoint
         try:
-            endpoint = bind(sock, self.cfg.bind)
             log.info("%s: publishing on %s", self.cfg.name, endpoint)
             if on_ready is not None:
                 on_ready(endpoint)
             self.state = "waiting"
-            wait = wait_for_peer if push else wait_for_subscriber
-            if not wait(sock, self.cfg.wait_for_consumer_s, stop):
+            if isinstance(out, Publisher):
+                ready = out.wait_for_subscriber(self.cfg.wait_for_consumer_s, stop)
+            else:
+                ready = wait_for_peer(out, self.cfg.wait_for_consumer_s, stop)
+            if not ready:
                 log.warning("%s: no consumer after %.0f s, streaming anyway", self.cfg.name,
                             self.cfg.wait_for_consumer_s)
             reader = threading.Thread(target=self._read_loop, name=f"read-{self.cfg.name}", daemon=True)
             reader.start()
-            self._publish_loop(sock, stop, push)
+            self._publish_loop(out, stop)
             self._halt.set()
             reader.join(timeout=1.0)  # a reader stuck in a driver call is a daemon thread: left behind
         finally:
             self._halt.set()
-            sock.close()
+            out.close()
         if self.failure is not None:
             raise SourceFatal(self.failure)
         return dict(self.counters)
 
-    def _publish_loop(self, sock: zmq.Socket, stop: StopFlag, push: bool) -> None:
+    def _publish_loop(self, out: Publisher | zmq.Socket, stop: StopFlag) -> None:
+        push = not isinstance(out, Publisher)
         seq = 0
         next_beat = time.monotonic()
         give_up = None  # after a stop, when to end without waiting any longer for a stuck reader
@@ -263,8 +275,12 @@ class Camera:
             if stop.is_set() and give_up is None:
                 self._halt.set()
                 give_up = time.monotonic() + 2.0
-            if not push:
-                self._upstream(sock)
+            if isinstance(out, Publisher):  # what nodes sent: subscriptions are counted, grants go to the gate
+                for blob in out.upstream():
+                    if self.gate is not None:
+                        self.gate.on_upstream(blob)
+                self.counters["subscription_resets"] = out.resets
+            sock = out.sock if isinstance(out, Publisher) else out  # a Publisher's socket is new after a reset
             try:
                 item = self._queue.get(timeout=0.01 if self.gate is not None else 0.1)
             except queue.Empty:
@@ -283,13 +299,6 @@ class Camera:
                 sock.setsockopt(zmq.SNDTIMEO, 1000)  # a PUSH socket may need a moment of room for the end
                 self._send(sock, P.Message(eos), 0)
                 return
-
-    def _upstream(self, sock: zmq.Socket) -> None:
-        """Take in what the XPUB socket got from nodes: (un)subscriptions are dropped, grants go to the gate."""
-        while sock.poll(0, zmq.POLLIN):
-            blob = sock.recv()
-            if self.gate is not None:
-                self.gate.on_upstream(blob)
 
     def _send(self, sock: zmq.Socket, msg: P.Message, flags: int) -> None:
         try:

@@ -1,4 +1,5 @@
-"""ZeroMQ plumbing shared by the stages: socket limits, binding, readiness waits, rate-limited logging.
+"""ZeroMQ plumbing shared by the stages: socket limits, binding, a publisher with bounded subscriptions,
+readiness waits, rate-limited logging.
 
 Convention: producers bind (cameras their frame socket, the node its result socket), consumers
 connect, so any number of consumers can come and go without the producer knowing them.
@@ -15,7 +16,10 @@ import zmq
 
 from .protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES
 
+log = logging.getLogger(__name__)
+
 LINGER_MS = 500  # close() waits at most this long for queued messages: shutdown never hangs
+MAX_UPSTREAM_BYTES = 512  # what a subscriber may send an XPUB: a (un)subscription or a credit grant (pipeline/flow.py)
 MAX_MESSAGE_PART_BYTES = MAX_PAYLOAD_BYTES + MAX_HEADER_BYTES  # zmq.MAXMSGSIZE applies per part
 ENDPOINT_PATTERN = re.compile(r"^(tcp://\S+:(\*|\d{1,5})|ipc://\S+)$")
 
@@ -71,15 +75,6 @@ def connect(sock: zmq.Socket, endpoint: str, server_key: bytes | None = None) ->
     sock.connect(endpoint)
 
 
-def wait_for_subscriber(xpub: zmq.Socket, timeout_s: float, stop: StopFlag) -> bool:
-    """Block until an XPUB socket has seen a subscription (True), the timeout passes or stop is set."""
-    deadline = time.monotonic() + timeout_s
-    while not stop.is_set() and time.monotonic() < deadline:
-        if xpub.poll(100, zmq.POLLIN) and xpub.recv()[:1] == b"\x01":
-            return True
-    return False
-
-
 def wait_for_peer(push: zmq.Socket, timeout_s: float, stop: StopFlag) -> bool:
     """Block until a PUSH socket has a connected peer with room (True), the timeout passes or stop is set."""
     deadline = time.monotonic() + timeout_s
@@ -89,13 +84,84 @@ def wait_for_peer(push: zmq.Socket, timeout_s: float, stop: StopFlag) -> bool:
     return False
 
 
-def drain_subscriptions(xpub: zmq.Socket, most: int = 1000) -> None:
-    """Discard up to `most` queued (un)subscription notices of an XPUB socket: a peer that churns its
-    subscriptions cannot hold the caller here (what it queues meanwhile is bounded by the socket's RCVHWM)."""
-    for _ in range(most):
-        if not xpub.poll(0, zmq.POLLIN):
-            return
-        xpub.recv()
+class Publisher:
+    """A bound XPUB socket whose subscribers cannot make ZeroMQ hold unbounded memory.
+
+    ZeroMQ files every distinct subscription topic in a trie before the application sees it (~50 bytes of memory per
+    byte of topic, measured), so one peer could subscribe to millions of topics. Here an upstream message is at most
+    MAX_UPSTREAM_BYTES (ZeroMQ drops a connection that sends a longer one), ZeroMQ takes in two at a time per
+    connection (RCVHWM 2: as fast as `upstream` reads them, not as fast as a peer sends), and once subscribers have
+    made more than `max_topics` distinct topics since the socket was bound, it is closed and bound again at the same
+    endpoint: every subscriber is dropped, its SUB socket reconnects and subscribes again by itself (~0.2 s), the trie
+    starts empty and `resets` counts it. Unsubscriptions are not counted down: ZeroMQ reports one even for a topic
+    that another connection still holds, so a peer could otherwise hide its subscriptions."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, *, sndhwm: int, max_topics: int, name: str):
+        self.ctx, self.sndhwm, self.max_topics, self.name = ctx, sndhwm, max_topics, name
+        self.topics: set[bytes] = set()  # distinct topics subscribed since the socket was bound
+        self.resets = 0
+        self._log = ThrottledLog(log, 5.0)
+        self.sock = self._open(endpoint)
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)  # a `tcp://host:*` keeps its port on a reset
+
+    def _open(self, endpoint: str) -> zmq.Socket:
+        # with RCVHWM 1000, a flood of 1 M topics held 2.2 GB despite the resets (ZeroMQ files them inside any call);
+        # with 1, no CURVE handshake completes
+        sock = make_socket(self.ctx, zmq.XPUB, sndhwm=self.sndhwm, rcvhwm=2)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_UPSTREAM_BYTES)
+        try:
+            bind(sock, endpoint)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
+        return sock
+
+    def upstream(self, most: int = 1000) -> list[bytes]:
+        """Take in up to `most` queued upstream messages: subscriptions are counted (and may reset the socket),
+        unsubscriptions dropped; returns the others (credit grants, or garbage for the caller to refuse)."""
+        others = []
+        for _ in range(most):
+            if not self.sock.poll(0, zmq.POLLIN):
+                break
+            blob = self.sock.recv()
+            if blob[:1] == b"\x01":
+                self.topics.add(blob[1:])
+                if len(self.topics) > self.max_topics:
+                    self.reset()
+                    break
+            elif blob[:1] != b"\x00":
+                others.append(blob)
+        return others
+
+    def wait_for_subscriber(self, timeout_s: float, stop: StopFlag) -> bool:
+        """Block until the socket has seen a subscription (True), the timeout passes or stop is set; other upstream
+        messages meanwhile are dropped."""
+        deadline = time.monotonic() + timeout_s
+        while not stop.is_set() and time.monotonic() < deadline:
+            if self.sock.poll(100, zmq.POLLIN):
+                self.upstream()
+                if self.topics:
+                    return True
+        return False
+
+    def reset(self) -> None:
+        """Drop every subscriber and bind a fresh socket at the same endpoint (retried while the port is released)."""
+        self._log.warning(f"{self.name}: subscribers made over {self.max_topics} distinct topics; dropping them "
+                          f"all (they reconnect; {self.resets + 1} times so far)")
+        self.sock.close(linger=0)
+        self.topics.clear()
+        self.resets += 1
+        for attempt in range(100):
+            try:
+                self.sock = self._open(self.endpoint)
+                return
+            except zmq.ZMQError:
+                if attempt == 99:
+                    raise
+                time.sleep(0.05)
+
+    def close(self, linger: int | None = None) -> None:
+        self.sock.close(linger)
 
 
 class ThrottledLog:

@@ -13,10 +13,10 @@ import zmq
 
 from pipeline import protocol as P
 from pipeline.config import NodeConfig, SyntheticSourceConfig
-from pipeline.node import EdgeNode
+from pipeline.node import INPUT_TOPICS, EdgeNode
 from pipeline.sinks import Subscriber
 from pipeline.sources import Camera
-from pipeline.transport import make_socket, wait_for_subscriber
+from pipeline.transport import Publisher
 from test_pipeline_node import FastDetector, collect, wait_until
 
 
@@ -24,18 +24,22 @@ class Intruder:
     """An XPUB socket the node connects to (as it would to a camera), sending whatever it is told."""
 
     def __init__(self, ctx: zmq.Context):
-        self.sock = make_socket(ctx, zmq.XPUB, sndhwm=100_000)
-        self.sock.bind("tcp://127.0.0.1:*")
-        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.pub = Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=100_000, max_topics=1000, name="intruder")
+        self.sock, self.endpoint = self.pub.sock, self.pub.endpoint
 
     def wait_for_node(self, timeout: float = 10.0) -> None:
-        assert wait_for_subscriber(self.sock, timeout, threading.Event()), "the node never connected"
+        """Until the node has subscribed to every topic it reads (ZeroMQ drops what nobody subscribed to yet)."""
+        deadline = time.monotonic() + timeout
+        while not set(INPUT_TOPICS) <= self.pub.topics:
+            assert time.monotonic() < deadline, "the node never subscribed"
+            self.pub.upstream()
+            time.sleep(0.005)
 
     def send(self, parts) -> None:
         self.sock.send_multipart([bytes(p) if not isinstance(p, bytes) else p for p in parts])
 
     def close(self) -> None:
-        self.sock.close(0)
+        self.pub.close(0)
 
 
 def header(kind: str = "frame", source: str = "intruder", seq: int = 0, t: float | None = None, **fields) -> dict:

@@ -288,16 +288,15 @@ def test_oversized_message_is_cut_off_by_maxmsgsize_and_the_node_keeps_serving(t
     real limit (201 MB) is lowered to 1 MiB here so the test sends 2 MiB instead of 200+ MB."""
     monkeypatch.setattr(transport, "MAX_MESSAGE_PART_BYTES", 1 << 20)
     ctx = zmq.Context()
-    attacker = ctx.socket(zmq.XPUB)
-    attacker.bind("tcp://127.0.0.1:*")
+    attacker = transport.Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=1000, max_topics=1000, name="attacker")
     stop_attack = threading.Event()
     sent = [0]
 
     def attack():
-        transport.wait_for_subscriber(attacker, 10, stop_attack)
+        attacker.wait_for_subscriber(10, stop_attack)
         while not stop_attack.wait(0.02):
             try:
-                attacker.send_multipart([b"frame/x", b"\x00" * (2 << 20)], zmq.NOBLOCK)
+                attacker.sock.send_multipart([b"frame/x", b"\x00" * (2 << 20)], zmq.NOBLOCK)
                 sent[0] += 1
             except zmq.Again:
                 pass
@@ -306,7 +305,7 @@ def test_oversized_message_is_cut_off_by_maxmsgsize_and_the_node_keeps_serving(t
     t.start()
     try:
         with line(tmp_path, frames=30, fps=100, queue_depth=64,
-                  inputs=[attacker.getsockopt_string(zmq.LAST_ENDPOINT)]) as ln:
+                  inputs=[attacker.endpoint]) as ln:
             sub = Subscriber(ln.endpoints, (b"anomaly/", b"eos/"), ctx=ln.ctx)
             assert len(results(collect(sub))) == 30
             assert sent[0] >= 1

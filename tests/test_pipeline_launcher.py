@@ -22,7 +22,7 @@ from pipeline.launcher import _ctrl_c_flag, run_line
 from pipeline.sinks import ConsoleSink, JsonlSink, MetricsSink, OverlaySink
 from pipeline.stats import StreamStats
 from pipeline.subscribe import subscribe
-from pipeline.transport import make_socket, wait_for_subscriber
+from pipeline.transport import Publisher, make_socket
 from test_pipeline_node import FastDetector  # picklable stand-in for the SSDnet detector
 from tools.cli import main as cli_main
 
@@ -206,21 +206,20 @@ def test_metrics_sink_serves_prometheus_text():
 
 def test_subscribe_prints_events(capsys):
     ctx = zmq.Context()
-    pub = make_socket(ctx, zmq.XPUB)
-    endpoint = pub.bind_to_random_port("tcp://127.0.0.1")
+    pub = Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=1000, max_topics=1000, name="test")
     stop = threading.Event()
 
     def publish():
-        wait_for_subscriber(pub, 5, stop)
+        pub.wait_for_subscriber(5, stop)
         seq = 0
         while not stop.wait(0.01):
-            P.send(pub, event(seq))
+            P.send(pub.sock, event(seq))
             seq += 1
 
     t = threading.Thread(target=publish)
     t.start()
     try:
-        assert subscribe([f"tcp://127.0.0.1:{endpoint}"], count=3, timeout_s=10) == 3
+        assert subscribe([pub.endpoint], count=3, timeout_s=10) == 3
     finally:
         stop.set()
         t.join()

@@ -18,7 +18,7 @@ from pipeline.config import NodeConfig, SyntheticSourceConfig
 from pipeline.node import EdgeNode, PendingFrames
 from pipeline.sinks import Subscriber
 from pipeline.sources import Camera, SyntheticReader
-from pipeline.transport import make_socket, wait_for_subscriber
+from pipeline.transport import Publisher
 
 
 @dataclass
@@ -249,15 +249,14 @@ def storm_messages() -> list[list[bytes]]:
 
 def test_malformed_message_storm_while_frames_are_served(tmp_path):
     ctx = zmq.Context()
-    attacker = make_socket(ctx, zmq.XPUB)
-    attacker.bind("tcp://127.0.0.1:*")
+    attacker = Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=1000, max_topics=1000, name="attacker")
     bad = storm_messages()
     sent = [0]
 
     def storm(stop):
-        wait_for_subscriber(attacker, 10, stop)
+        attacker.wait_for_subscriber(10, stop)
         while not stop.is_set():
-            attacker.send_multipart(bad[sent[0] % len(bad)])
+            attacker.sock.send_multipart(bad[sent[0] % len(bad)])
             sent[0] += 1
             if sent[0] % 50 == 0:
                 time.sleep(0.001)
@@ -267,7 +266,7 @@ def test_malformed_message_storm_while_frames_are_served(tmp_path):
     storming.start()
     try:
         with line(tmp_path, frames=30, fps=100, queue_depth=64,
-                  inputs=[attacker.getsockopt_string(zmq.LAST_ENDPOINT)]) as ln:
+                  inputs=[attacker.endpoint]) as ln:
             sub = subscriber(ln, (b"anomaly/", b"eos/"))
             assert len(results(collect(sub))) == 30
             wait_until(lambda: ln.node.counters.bad_messages > 100)

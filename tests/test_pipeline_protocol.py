@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import protocol as P
-from pipeline.transport import MAX_MESSAGE_PART_BYTES, drain_subscriptions, make_socket
+from pipeline.transport import MAX_MESSAGE_PART_BYTES, Publisher, make_socket
+from test_pipeline_node import wait_until
 
 
 def frame_msg(h=48, w=64, encoding="raw", mask=True, seq=0) -> P.Message:
@@ -123,23 +124,62 @@ def test_event_record_is_json_ready():
 def test_draining_subscriptions_stops_after_its_share():
     """A subscriber churning its subscriptions cannot hold the node's publisher in the drain (the audit's stall)."""
     ctx = zmq.Context.instance()
-    xpub, sub = make_socket(ctx, zmq.XPUB), make_socket(ctx, zmq.SUB)
+    xpub = Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=1000, max_topics=1000, name="test")
+    sub = make_socket(ctx, zmq.SUB)
     try:
-        port = xpub.bind_to_random_port("tcp://127.0.0.1")
-        sub.connect(f"tcp://127.0.0.1:{port}")
+        sub.connect(xpub.endpoint)
         for i in range(300):
             sub.subscribe(f"t{i}")
         deadline = time.monotonic() + 10
-        while xpub.poll(0, zmq.POLLIN) == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.3)  # all 300 notices arrive
-        drain_subscriptions(xpub, most=100)
-        assert xpub.poll(0, zmq.POLLIN)  # 200 left for the next turn
-        drain_subscriptions(xpub)
-        assert not xpub.poll(0, zmq.POLLIN)
+        while len(xpub.topics) < 300:  # each turn takes its share at most (ZeroMQ hands them over one at a time)
+            assert time.monotonic() < deadline, f"only {len(xpub.topics)} of 300 subscriptions came"
+            before = len(xpub.topics)
+            xpub.upstream(most=5)  # unbounded, a turn here takes up to ~30
+            assert len(xpub.topics) - before <= 5
+            time.sleep(0.001)
+        assert xpub.resets == 0
     finally:
         xpub.close(0)
         sub.close(0)
+
+
+def test_a_subscription_flood_resets_the_publisher_and_honest_subscribers_come_back():
+    """Past `max_topics` distinct topics the XPUB socket is bound afresh: the trie ZeroMQ keeps them in stays bounded,
+    and a SUB socket reconnects and subscribes again by itself."""
+    ctx = zmq.Context()
+    pub = Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=64, max_topics=50, name="test")
+    honest, flood = make_socket(ctx, zmq.SUB), make_socket(ctx, zmq.XSUB, sndhwm=0)
+    try:
+        assert pub.sock.getsockopt(zmq.RCVHWM) == 2 and pub.sock.getsockopt(zmq.MAXMSGSIZE) == 512
+        honest.connect(pub.endpoint)
+        honest.subscribe(b"event/")
+        wait_until(lambda: pub.upstream() is not None and b"event/" in pub.topics)
+        flood.connect(pub.endpoint)
+        flood.send(b"\x01" + b"x" * 600)  # longer than an upstream message may be: ZeroMQ drops the connection
+        for i in range(300):
+            flood.send(b"\x01anomaly/cam%05d" % i)
+        seen, deadline = 0, time.monotonic() + 10
+        while pub.resets == 0:
+            assert time.monotonic() < deadline, f"no reset after {len(pub.topics)} topics"
+            pub.upstream()
+            seen = max(seen, len(pub.topics))
+            assert seen <= 50 and all(len(t) < 512 for t in pub.topics)
+            flood.poll(0)  # the flooding socket reconnects and sends its subscriptions again, as a SUB would
+            time.sleep(0.005)
+        # the honest subscriber is back: it subscribed again on the new socket and gets what is published
+        got = None
+        deadline = time.monotonic() + 10
+        while got is None:
+            assert time.monotonic() < deadline, "the honest subscriber did not come back"
+            pub.upstream()
+            pub.sock.send(b"event/cam0 after the reset")
+            got = honest.recv() if honest.poll(50) else None
+        assert got == b"event/cam0 after the reset" and pub.resets >= 1
+    finally:
+        for s in (honest, flood):
+            s.close(0)
+        pub.close(0)
+        ctx.term()
 
 
 def test_sockets_limit_inbound_message_size():

@@ -5,6 +5,8 @@ import logging
 import os
 import threading
 import time
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 import zmq
@@ -51,31 +53,49 @@ def _received(sub: Subscriber, timeout: float) -> bool:
     return False
 
 
-def test_curve_line_admits_allow_listed_clients_and_counts_refusals(keys, tmp_path, caplog):
-    keys, allowed = keys
+@contextmanager
+def curve_line(keys, allowed, **node_kw):
+    """cam0 -> node over CURVE (stages `cam0` and `node`), with contexts keyed as `subscriber` and `intruder`
+    (each with its own keys) and `plain` (no CURVE) for the test's subscribers; yields them, the node and its
+    endpoints. Subscribers added to `subs` are closed at the end."""
     ctxs = {name: zmq.Context() for name in ("cam0", "node", "subscriber", "intruder", "plain")}
-    secs = {name: Security(keys / f"{name}.key_secret", allowed, keys, reload_s=0.05) for name in ("cam0", "node",
-                                                                                                   "subscriber",
-                                                                                                   "intruder")}
+    secs = {name: Security(keys / f"{name}.key_secret", allowed, keys, reload_s=0.05)
+            for name in ("cam0", "node", "subscriber", "intruder")}
     for name, sec in secs.items():
         secure(ctxs[name], sec)
     stop, threads, subs = threading.Event(), [], []
     try:
         cam_cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, fps=50, frames=10_000,
-                                        textures=("grass",),
-                                        heartbeat_s=0.05, wait_for_consumer_s=5)
+                                        textures=("grass",), heartbeat_s=0.05, wait_for_consumer_s=5)
         ready: list[str] = []
         threads.append(threading.Thread(target=Camera(cam_cfg, ctx=ctxs["cam0"]).run, args=(stop, ready.append),
                                         daemon=True))
         threads[-1].start()
         wait_until(lambda: ready)
-        node = EdgeNode(NodeConfig(threshold=3.0, heartbeat_s=0.05), ready, FastDetector, ctxs["node"],
+        node = EdgeNode(NodeConfig(threshold=3.0, heartbeat_s=0.05, **node_kw), ready, FastDetector, ctxs["node"],
                         server_keys={ready[0]: secs["cam0"].server_key("cam0")})
         node_ready: list[str] = []
         threads.append(threading.Thread(target=node.run, args=(stop, node_ready.append), daemon=True))
         threads[-1].start()
         wait_until(lambda: node_ready)
-        node_key = secs["subscriber"].server_key("node")
+        yield SimpleNamespace(node=node, endpoints=node_ready, ctxs=ctxs, secs=secs, subs=subs,
+                              node_key=secs["subscriber"].server_key("node"))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        for sub in subs:
+            sub.close()
+        for sec in secs.values():
+            sec.close()
+        for ctx in ctxs.values():
+            ctx.destroy(linger=0)
+
+
+def test_curve_line_admits_allow_listed_clients_and_counts_refusals(keys, tmp_path, caplog):
+    keys, allowed = keys
+    with curve_line(keys, allowed) as ln:
+        ctxs, secs, subs, node_ready, node_key = ln.ctxs, ln.secs, ln.subs, ln.endpoints, ln.node_key
         with caplog.at_level(logging.WARNING, logger="pipeline.security"):
             good = Subscriber(node_ready, (b"anomaly/",), ctx=ctxs["subscriber"], server_key=node_key)
             bad = Subscriber(node_ready, (b"anomaly/",), ctx=ctxs["intruder"], server_key=node_key)
@@ -91,16 +111,6 @@ def test_curve_line_admits_allow_listed_clients_and_counts_refusals(keys, tmp_pa
         late = Subscriber(node_ready, (b"anomaly/",), ctx=ctxs["intruder"], server_key=node_key)
         subs.append(late)
         assert _received(late, 10)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(5)
-        for s in subs:
-            s.close()
-        for sec in secs.values():
-            sec.close()
-        for ctx in ctxs.values():
-            ctx.destroy(linger=0)
 
 
 def test_non_loopback_bind_needs_keys_or_an_explicit_opt_in(tmp_path, caplog):
@@ -131,3 +141,20 @@ def test_security_section_from_yaml(keys, tmp_path):
                    f"[{{kind: synthetic, name: cam0}}]\n")
     with pytest.raises(ConfigError, match="keys_dir"):
         load_line_config(cfg)
+
+
+def test_a_reset_result_socket_is_still_a_curve_server(keys, tmp_path):
+    """After a subscription flood drops every subscriber, the result socket is bound again as the same CURVE
+    server: an allow-listed subscriber is back, a plaintext one still gets nothing."""
+    keys, allowed = keys
+    with curve_line(keys, allowed, max_subscriptions=5) as ln:
+        good = Subscriber(ln.endpoints, (b"anomaly/",), ctx=ln.ctxs["subscriber"], server_key=ln.node_key)
+        flood = Subscriber(ln.endpoints, [b"anomaly/x%d" % i for i in range(50)], ctx=ln.ctxs["subscriber"],
+                           server_key=ln.node_key)  # a key holder
+        plain = Subscriber(ln.endpoints, (b"anomaly/",), ctx=ln.ctxs["plain"])
+        ln.subs += [good, flood, plain]
+        wait_until(lambda: ln.node.publisher.resets >= 1)
+        after, deadline = time.time(), time.monotonic() + 10
+        while (m := good.recv(50)) is None or m.header.stamps["published"] <= after:  # published after the reset
+            assert time.monotonic() < deadline, "the allow-listed subscriber did not come back"
+        assert not _received(plain, 1.0) and ln.node.publisher.sock.curve_server

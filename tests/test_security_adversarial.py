@@ -3,6 +3,7 @@ to their end, and the node's counters must name the reason. Real sockets, thread
 detector; the hostile peer is a node.connect endpoint (as a second camera would be)."""
 from __future__ import annotations
 
+import threading
 import time
 
 import cv2
@@ -15,7 +16,10 @@ import zmq
 from adversary import control_parts, frame_parts, header, node_beat, node_line, scored, streamed, until_eos
 from pipeline import protocol as P
 from pipeline.admission import HEARTBEAT_BURST, HEARTBEAT_RATE, RESYNC_FRAMES
+from pipeline.config import SyntheticSourceConfig
 from pipeline.flow import CREDIT_COUNTER, decode_grant
+from pipeline.sinks import Subscriber
+from pipeline.sources import Camera
 from pipeline.transport import make_socket
 from test_pipeline_node import FastDetector, wait_until
 
@@ -310,6 +314,49 @@ def test_a_flood_of_connections_does_not_stop_scoring(tmp_path):
         for s in flood:
             s.close(0)
         ctx.destroy(linger=0)
+
+
+def test_a_subscription_flood_resets_the_result_socket_and_the_honest_subscriber_keeps_its_stream(tmp_path):
+    """Distinct topics past node.max_subscriptions drop every subscriber (ZeroMQ would hold them all); the
+    line's own subscriber reconnects and gets the rest of the stream, and the reset is counted."""
+    with node_line(tmp_path, frames=60, fps=20, max_subscriptions=20) as ln:
+        flood = make_socket(ln.ctx, zmq.XSUB, sndhwm=0)
+        try:
+            flood.connect(ln.endpoint)
+            for i in range(200):
+                flood.send(b"\x01anomaly/cam%05d" % i)
+            wait_until(lambda: ln.node.publisher.resets >= 1)
+            msgs = until_eos(ln.sub)
+        finally:
+            flood.close(0)
+        beats = [m.header.counters for m in msgs if m.kind == "heartbeat" and m.source == ln.node.cfg.name]
+        assert beats and beats[-1]["subscription_resets"] >= 1
+        after = [seq for seq in scored(msgs) if seq > 0]
+        assert after and max(after) == 59  # scored after the reset, to the camera's last frame
+
+
+def test_a_subscription_flood_resets_a_cameras_socket_and_the_node_keeps_reading(tmp_path):
+    cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, frames=40, fps=20, textures=("grass",),
+                                       heartbeat_s=0.05, max_subscriptions=5))
+    ctx, stop, ready = zmq.Context(), threading.Event(), []
+    runner = threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True)
+    runner.start()
+    wait_until(lambda: ready)
+    node, flood = Subscriber(ready[0], (b"frame/", b"eos/"), ctx=ctx), make_socket(ctx, zmq.XSUB, sndhwm=0)
+    try:
+        flood.connect(ready[0])
+        for i in range(20):
+            flood.send(b"\x01frame/cam%05d" % i)
+        msgs = until_eos(node)
+    finally:
+        stop.set()
+        runner.join(5)
+        node.close()
+        flood.close(0)
+        ctx.term()
+    eos = msgs[-1].header
+    assert eos.counters["subscription_resets"] >= 1 and eos.frames == 40
+    assert [m.header.seq for m in msgs if m.kind == "frame"][-1] == 39  # frames came after the reset, to the last
 
 
 def test_an_end_of_stream_with_the_most_counters_a_camera_may_send_is_forwarded_within_the_limit(tmp_path):

@@ -35,7 +35,7 @@ from pipeline.config import NodeConfig, SyntheticSourceConfig
 from pipeline.node import EdgeNode, SSDNetDetectors
 from pipeline.sinks import Subscriber
 from pipeline.sources import Camera
-from pipeline.transport import make_socket, wait_for_subscriber
+from pipeline.transport import Publisher
 
 
 def _frame(name: str, seq: int, image: np.ndarray, jpeg: bytes | None = None) -> list[bytes]:
@@ -60,9 +60,8 @@ class Peak(threading.Thread):
 
 def _line(node_kw: dict, frames: int, fps: float, peer_names: list[str] | None, body) -> dict:
     ctx, stop = zmq.Context(), threading.Event()
-    peer = make_socket(ctx, zmq.XPUB, sndhwm=100_000)
-    peer.bind("tcp://127.0.0.1:*")
-    peer_ep = peer.getsockopt_string(zmq.LAST_ENDPOINT)
+    out = Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=100_000, max_topics=1000, name="peer")
+    peer, peer_ep = out.sock, out.endpoint
     cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=128, frames=frames, fps=fps,
                                        textures=("grass",)), ctx=ctx)
     ready: list = []
@@ -80,7 +79,7 @@ def _line(node_kw: dict, frames: int, fps: float, peer_names: list[str] | None, 
     while not node_ready:
         time.sleep(0.01)
     sub = Subscriber(node_ready[0], (b"anomaly/", b"eos/"), ctx=ctx)
-    wait_for_subscriber(peer, 30, stop)
+    out.wait_for_subscriber(30, stop)
     try:
         return body(node, peer, sub)
     finally:
