@@ -145,19 +145,20 @@ class Publisher:
         return False
 
     def reset(self) -> None:
-        """Drop every subscriber and bind a fresh socket at the same endpoint (retried while the port is released)."""
+        """Drop every subscriber and bind a fresh socket at the same endpoint, retried until it binds (the port is
+        released a moment after the close; should another process take it, the error is logged every 5 s)."""
         self._log.warning(f"{self.name}: subscribers made over {self.max_topics} distinct topics; dropping them "
                           f"all (they reconnect; {self.resets + 1} times so far)")
         self.sock.close(linger=0)
         self.topics.clear()
         self.resets += 1
-        for attempt in range(100):
+        failed = ThrottledLog(log, 5.0)
+        while True:
             try:
                 self.sock = self._open(self.endpoint)
                 return
-            except zmq.ZMQError:
-                if attempt == 99:
-                    raise
+            except zmq.ZMQError as e:
+                failed.warning(f"{self.name}: cannot bind {self.endpoint} again ({e}); retrying")
                 time.sleep(0.05)
 
     def close(self, linger: int | None = None) -> None:

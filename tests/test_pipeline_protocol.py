@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import protocol as P
+from pipeline import transport
 from pipeline.transport import MAX_MESSAGE_PART_BYTES, Publisher, make_socket
 from test_pipeline_node import wait_until
 
@@ -178,6 +179,30 @@ def test_a_subscription_flood_resets_the_publisher_and_honest_subscribers_come_b
     finally:
         for s in (honest, flood):
             s.close(0)
+        pub.close(0)
+        ctx.term()
+
+
+def test_a_reset_binds_again_once_the_port_is_free(monkeypatch):
+    """A reset retries its bind for as long as the endpoint is taken (here 200 times, without the waits)."""
+    ctx = zmq.Context()
+    pub = Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=64, max_topics=1, name="test")
+    opened, failures = Publisher._open, [200]
+
+    def busy_at_first(self, endpoint):
+        if failures[0]:
+            failures[0] -= 1
+            raise zmq.ZMQError(zmq.EADDRINUSE)
+        return opened(self, endpoint)
+
+    monkeypatch.setattr(Publisher, "_open", busy_at_first)
+    monkeypatch.setattr(transport.time, "sleep", lambda s: None)
+    try:
+        endpoint = pub.endpoint
+        pub.reset()
+        assert failures == [0] and pub.resets == 1 and pub.endpoint == endpoint
+        assert pub.sock.getsockopt_string(zmq.LAST_ENDPOINT) == endpoint and not pub.sock.closed
+    finally:
         pub.close(0)
         ctx.term()
 
