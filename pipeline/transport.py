@@ -134,13 +134,16 @@ class Publisher:
         return others
 
     def wait_for_subscriber(self, timeout_s: float, stop: StopFlag) -> bool:
-        """Block until the socket has seen a subscription (True), the timeout passes or stop is set; other upstream
+        """Block until the socket has seen a subscription and the rest of that burst (nothing more for 20 ms: ZeroMQ
+        hands a subscriber's topics over two at a time), True; or the timeout passes or stop is set. Other upstream
         messages meanwhile are dropped."""
         deadline = time.monotonic() + timeout_s
         while not stop.is_set() and time.monotonic() < deadline:
             if self.sock.poll(100, zmq.POLLIN):
                 self.upstream()
                 if self.topics:
+                    while self.sock.poll(20, zmq.POLLIN):
+                        self.upstream()
                     return True
         return False
 
