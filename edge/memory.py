@@ -106,24 +106,42 @@ def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C, gh, gw) features, (M, C) bank of which the first `count` rows are valid -> (N, 1, gh, gw) mean
     Euclidean distance to the k nearest valid rows (fp32; infinite while count < k) and (N, k, gh, gw) their
-    indices in the bank. The bank is searched `SEARCH_ROWS` rows at a time."""
+    indices in the bank.
+
+    The bank is searched in `search_pieces(M)` pieces of equal rows (the last may be shorter), at most `SEARCH_ROWS`
+    each. In an exported graph the count of pieces is the traced bank's, and their rows follow the bank it is given
+    (a dynamic bank axis: `search_rows` says which banks it takes)."""
     n, c, gh, gw = (int(v) for v in feats.shape)
     q = feats.float().permute(0, 2, 3, 1).reshape(n * gh * gw, c)
     b = bank.float()
     invalid = torch.ones_like(b[:, 0]).cumsum(0) > count.float().reshape(())  # rows past the fill count
+    pieces = search_pieces(int(b.shape[0]))
+    rows = -(-b.shape[0] // pieces)  # traced from the bank's shape: follows a dynamic bank axis
     with torch.autocast(feats.device.type, enabled=False):
         bb = (b * b).sum(1).masked_fill(invalid, float("inf"))  # (M,)
         tops, idxs = [], []
-        for i in range(0, int(b.shape[0]), SEARCH_ROWS):  # 2 q.b - |b|^2 per piece: the nearest maximise it
-            piece = b[i:i + SEARCH_ROWS]
-            closeness = torch.addmm(-bb[None, i:i + SEARCH_ROWS], q, piece.t(), alpha=2)
-            top, idx = closeness.topk(min(k, int(piece.shape[0])), dim=1)
+        for i in range(pieces):  # 2 q.b - |b|^2 per piece: the nearest maximise it
+            piece = slice(i * rows, (i + 1) * rows)
+            closeness = torch.addmm(-bb[None, piece], q, b[piece].t(), alpha=2)
+            top, idx = closeness.topk(min(k, int(closeness.shape[1])), dim=1)
             tops.append(top)
-            idxs.append(idx + i)
+            idxs.append(idx + i * rows)
         top, pick = torch.cat(tops, 1).topk(k, dim=1)
         idx = torch.cat(idxs, 1).gather(1, pick)
         d = ((q * q).sum(1, keepdim=True) - top).clamp_min(0).sqrt().mean(1)
     return d.reshape(n, 1, gh, gw), idx.reshape(n, gh, gw, k).permute(0, 3, 1, 2)
+
+
+def search_pieces(rows: int) -> int:
+    """How many pieces `memory_distance` searches a bank of `rows` rows in."""
+    return max(1, -(-rows // SEARCH_ROWS))
+
+
+def search_rows(capacity: int, count: int, k: int) -> int:
+    """The bank rows to search for a camera's `count` filled ones in an exported graph traced at its `capacity`:
+    all of them, or (a young camera) the fewest that cover them and give each of the graph's pieces k rows."""
+    pieces = search_pieces(capacity)
+    return min(capacity, pieces * max(k, -(-count // pieces)))
 
 
 def farthest_points(rows: torch.Tensor, n: int, start: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,6 +9,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 import edge.memory
@@ -428,8 +429,8 @@ def test_the_first_frames_are_calibrating_against_the_prior():
 def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers, history, monkeypatch):
     """ONNX Runtime gets the bank, its state and spacing (and the history) as graph inputs, never a copy in the graph:
     same map, score, memory features and maps (and self-similarity cells) as the torch scorer, before and after the
-    memory changes; eager torch searches the filled rows alone, the graph the bank's whole allocation (both in pieces
-    of SEARCH_ROWS rows)."""
+    memory changes and with the bank full; both search the filled rows alone (the graph's bank axis is dynamic, its
+    count of pieces the traced allocation's), in pieces of at most SEARCH_ROWS rows."""
     monkeypatch.setattr(edge.memory, "SEARCH_ROWS", 512)
     memory = {"size_mb": 0.5, "min_frames": 1, "spacing_weight": 0.5, "history_frames": history, "history_cells": 32,
               **({"layers": layers} if layers else {})}
@@ -442,13 +443,21 @@ def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers
         s.use_memory(memory)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 64, 64, generator=g)
-    for step in range(2):
+    for step in range(3):
+        if step == 2:  # a full bank: every row searched, the graph's last piece shorter than the others
+            memory.bank.copy_(F.normalize(torch.randn(memory.bank.shape, generator=g), dim=1).half())
+            memory.count = len(memory.bank)
         outs = [(*s.score(x), s.features, s.memory_maps, s.score_map) for s in (torch_s, ort_s)]
         for a, b in zip(*outs, strict=True):
             assert torch.allclose(a, b, atol=2e-3, rtol=1e-3)
         assert (torch_s.knn_cells is None) == (ort_s.knn_cells is None) == (history == 0)
         searched = [len(s.memory_inputs(x.device)[0]) for s in (torch_s, ort_s)]
-        assert searched == [max(memory.count, cfg.memory.k), len(memory.bank)] and searched[0] < searched[1]
+        pieces = edge.memory.search_pieces(len(memory.bank))
+        assert pieces == 4 and len(memory.bank) % pieces  # the bank's pieces: three equal, a shorter last one
+        assert searched[0] == searched[1] >= max(memory.count, pieces * cfg.memory.k)  # k rows in every piece
+        if step < 2:  # a young bank: its filled rows rounded up to whole pieces, not the allocation
+            assert searched[0] % pieces == 0 and searched[0] - pieces < max(memory.count, pieces * cfg.memory.k)
+        assert (searched[0] == len(memory.bank)) == (step == 2)
         if history:
             assert torch.allclose(torch_s.knn_cells, ort_s.knn_cells, atol=2e-3, rtol=1e-3)
             cells = torch_s.knn_cells
@@ -456,7 +465,7 @@ def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers
                                torch.ones(cells.shape[-2:], dtype=torch.bool))
         memory.add(torch.randn(1, feature_dim(cfg.memory), 8, 8, generator=g), torch.ones(8, 8, dtype=torch.bool))
         memory.observe_levels((0.4, 0.05), (0.3, 0.1))  # a blend with an offset: c != 0
-        assert step == 1 or memory.ready  # the second round scores with the memory in the map
+        assert step == 0 or memory.ready  # later rounds score with the memory in the map
     assert ort_s.info()["backend"] == "onnxruntime"
 
 

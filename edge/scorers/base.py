@@ -23,7 +23,7 @@ from collections.abc import Hashable, Mapping
 
 import torch
 
-from ..memory import FeatureMemory, feature_dim, grid_shape
+from ..memory import FeatureMemory, feature_dim, grid_shape, search_rows
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -95,8 +95,8 @@ class Scorer(ABC):
     memory_maps: torch.Tensor | None = None  # and its self-similarity and memory distance on that grid (N, 2, gh, gw)
     score_map: torch.Tensor | None = None  # and the map its image score reads (N, 1, H, W)
     knn_cells: torch.Tensor | None = None  # and, with a history, its self-similarity cells (N, D + 1, kh, kw)
-    filled_rows_only = False  # search the bank's filled rows alone (eager); an exported graph takes its whole
-    # allocation (static shapes), the rows past the fill count masked out
+    filled_rows_only = False  # search the bank's filled rows alone (eager, or a graph with a dynamic bank axis);
+    # else the bank's whole allocation (static shapes), the rows past the fill count masked out
 
     def use_memory(self, memory: FeatureMemory) -> None:
         """Score against this memory from now on (a reference: later additions are seen)."""
@@ -111,7 +111,7 @@ class Scorer(ABC):
             self.memory = FeatureMemory(self.module.memory, device, history_dim=self.module.knn_dim)
         m = self.memory
         history = (m.history.to(device), m.history_own.to(device)) if self.module.history else ()
-        rows = max(m.count, self.module.memory.k) if self.filled_rows_only else len(m.bank)  # k: the search's top-k
+        rows = search_rows(len(m.bank), m.count, self.module.memory.k) if self.filled_rows_only else len(m.bank)
         return m.bank[:rows].to(device), m.state_tensor().to(device), m.spacing[:rows].to(device), *history
 
     def memory_outputs(self, n: int, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:

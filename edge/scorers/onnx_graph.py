@@ -187,21 +187,26 @@ def _io_names(memory: bool, history: bool) -> tuple[list[str], list[str]]:
     return [INPUT_NAME, *ins], [*OUTPUT_NAMES, *outs]
 
 
-def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], opset: int) -> onnx.ModelProto:
+def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], opset: int,
+                        dynamic_bank: bool) -> onnx.ModelProto:
     buf = io.BytesIO()
     in_names, out_names = _io_names(len(inputs) > 1, len(inputs) > 4)
+    bank_axes = {name: {0: "bank_rows"} for name in (MEMORY_INPUTS[0], MEMORY_INPUTS[2])} if dynamic_bank else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about constant sizes: H and W are static by design
         torch.onnx.export(
             module, inputs, buf, dynamo=False, opset_version=opset,
             input_names=in_names, output_names=out_names,
-            dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in out_names}},
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in out_names}, **bank_axes},
             do_constant_folding=True,
         )
     return onnx.load_from_string(buf.getvalue())
 
 
-def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], opset: int) -> onnx.ModelProto:
+def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], opset: int,
+                   dynamic_bank: bool) -> onnx.ModelProto:
+    if dynamic_bank:
+        raise ExportError("a dynamic bank axis needs the 'torchscript' exporter")
     try:
         import onnxscript  # noqa: F401  - optional: only the dynamo exporter needs it, and it is no dependency
     except ImportError:
@@ -229,9 +234,13 @@ def export_scorer(
     exporter: str = "torchscript",
     state_dict: Mapping[str, torch.Tensor] | None = None,
     frame: tuple[int, int] | None = None,
+    dynamic_bank: bool = False,
 ) -> ExportedScorer:
     """Export an AnomalyScorer for images of `height` x `width` (multiples of max(scales) * 8) that hold a
     frame of `frame` (height, width; default: all of it) and its padding, both constants of the graph.
+
+    With a memory, the graph takes the camera's bank as an input: its whole allocation, or with `dynamic_bank`
+    (the TorchScript exporter only) any `edge.memory.search_rows` of it, so a young camera searches its few rows.
 
     `state_dict` (UNet keys) gives the weights written into the graph; default: the scorer's own.
     The scorer itself is not modified: a CPU copy is traced.
@@ -271,7 +280,7 @@ def export_scorer(
         cells_shape = scorer.knn_cells_shape(height, width) if scorer.history else None
     with torch.no_grad():
         export = _export_torchscript if exporter == "torchscript" else _export_dynamo
-        model = export(module, inputs, opset)
+        model = export(module, inputs, opset, dynamic_bank and scorer.memory is not None)
     mapping = map_weight_names(model, fingerprints)
     wdtype = np.float16 if fp16 else np.float32
     by_name = {i.name: i for i in model.graph.initializer}

@@ -129,6 +129,7 @@ class OnnxRuntimeScorer(Scorer):
         self.strategy_choice = strategy
         self.threads = threads if threads is not None else torch.get_num_threads()
         self.exporter = exporter
+        self.filled_rows_only = exporter == "torchscript"  # a dynamic bank axis (edge.scorers.onnx_graph)
         self.opset = opset
         self._graphs = GraphCache()  # (h, w, frame) -> _OrtGraph
         self._state: dict[str, torch.Tensor] | None = None
@@ -169,7 +170,8 @@ class OnnxRuntimeScorer(Scorer):
         t0 = time.perf_counter()
         opset = self.opset or (DEFAULT_OPSET if self.exporter == "torchscript" else DYNAMO_OPSET)
         exported = export_scorer(self.module, h, w, weights_as_inputs=strategy == "inputs", exporter=self.exporter,
-                                 opset=opset, state_dict=self._state, frame=frame)
+                                 opset=opset, state_dict=self._state, frame=frame,
+                                 dynamic_bank=self.filled_rows_only)
         self.last_export_s = time.perf_counter() - t0
         sess = self._new_session(exported.to_bytes(), self.providers)
         g = _OrtGraph(exported, sess, sess.get_providers(), strategy)
