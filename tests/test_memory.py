@@ -9,7 +9,6 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 import edge.memory
@@ -19,6 +18,7 @@ from edge.detector import Detector
 from edge.memory import FeatureMemory, farthest_points, feature_dim, footprint_mb, memory_distance, memory_features
 from edge.scorers import build_scorer
 from edge.synthetic import draw_defect, texture
+from tools.bench import fill_bank
 
 FIT_FREE = {"score": {"pixel_weight": 0, "perceptual_weight": 0}, "memory": {"min_frames": 4},
             "calibration": {"min_frames": 4}}
@@ -445,8 +445,7 @@ def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers
     x = torch.rand(1, 3, 64, 64, generator=g)
     for step in range(3):
         if step == 2:  # a full bank: every row searched, the graph's last piece shorter than the others
-            memory.bank.copy_(F.normalize(torch.randn(memory.bank.shape, generator=g), dim=1).half())
-            memory.count = len(memory.bank)
+            fill_bank(memory)
         outs = [(*s.score(x), s.features, s.memory_maps, s.score_map) for s in (torch_s, ort_s)]
         for a, b in zip(*outs, strict=True):
             assert torch.allclose(a, b, atol=2e-3, rtol=1e-3)

@@ -225,14 +225,13 @@ def _config_with(cfg, overrides: dict):
     return parse_config(SSDNetConfig, data)
 
 
-def fill_bank(det: Detector, seed: int = 0) -> None:
-    """Fill a detector's memory bank with random unit rows: a camera past its first few hundred frames, whose
-    search covers every row (the torch scorer searches the filled rows alone)."""
-    if det.memory is not None:
-        m = det.memory
-        rows = torch.randn(m.bank.shape, generator=torch.Generator().manual_seed(seed))
-        m.bank.copy_(torch.nn.functional.normalize(rows, dim=1).to(m.bank))
-        m.count = len(m.bank)
+def fill_bank(memory: FeatureMemory | None, seed: int = 0) -> None:
+    """Fill a memory bank (a detector's `memory`; None: no memory, nothing to fill) with random unit rows: a camera
+    past its first few hundred frames, whose search covers every row (the scorers search the filled rows alone)."""
+    if memory is not None:
+        rows = torch.randn(memory.bank.shape, generator=torch.Generator().manual_seed(seed))
+        memory.bank.copy_(torch.nn.functional.normalize(rows, dim=1).to(memory.bank))
+        memory.count = len(memory.bank)
 
 
 def _warm_frame_ms(variants: dict[str, Detector], images: list[np.ndarray], full_bank: bool = True
@@ -244,7 +243,7 @@ def _warm_frame_ms(variants: dict[str, Detector], images: list[np.ndarray], full
     times: dict[str, dict[str, list[float]]] = {n: {"frame": [], "fit": [], "score": []} for n in variants}
     for det in variants.values():
         if full_bank:
-            fill_bank(det)
+            fill_bank(det.memory)
         d = det.process(images[0])
         if det.border is not None:
             det.border.frames.extend([band_stats(d.anomaly_map)] * det.border.cfg.min_frames)

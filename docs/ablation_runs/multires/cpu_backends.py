@@ -19,7 +19,7 @@ for backend in ("torch", "onnxruntime"):
     for bank in ("young", "full bank"):
         det = Detector(SSDNetConfig.model_validate({"score": {"backend": backend}}))
         if bank == "full bank":
-            fill_bank(det)
+            fill_bank(det.memory)
         t0 = time.perf_counter()
         det.process(frames[0])
         setup[f"{backend}, {bank}"] = round(time.perf_counter() - t0, 2)

@@ -12,7 +12,7 @@ from tools.bench import _frames, _warm_frame_ms, fill_bank
 torch.set_num_threads(1)
 variants = {name: Detector(SSDNetConfig()) for name in ("young, whole allocation", "young, filled rows", "full bank")}
 variants["young, whole allocation"].backend.filled_rows_only = False
-fill_bank(variants["full bank"])
+fill_bank(variants["full bank"].memory)
 out = _warm_frame_ms(variants, _frames(256, 9, seed=3), full_bank=False)
 for name, det in variants.items():
     out[name]["bank_rows"], out[name]["bank_capacity"] = det.memory.count, len(det.memory.bank)

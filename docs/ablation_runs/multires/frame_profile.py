@@ -15,7 +15,7 @@ from tools.bench import _frames, fill_bank
 
 torch.set_num_threads(1)
 det = Detector(SSDNetConfig())
-fill_bank(det)
+fill_bank(det.memory)
 frames = _frames(256, 38, seed=3)
 for f in frames[:30]:
     det.process(f)

@@ -16,7 +16,7 @@ names = ("torch, young", "onnxruntime, young, whole allocation", "onnxruntime, y
          "onnxruntime, full bank")
 variants = {name: Detector(ort if name.startswith("onnx") else SSDNetConfig()) for name in names}
 variants["onnxruntime, young, whole allocation"].backend.filled_rows_only = False
-fill_bank(variants["onnxruntime, full bank"])
+fill_bank(variants["onnxruntime, full bank"].memory)
 out = _warm_frame_ms(variants, _frames(256, 9, seed=3), full_bank=False)
 for name, det in variants.items():
     out[name]["bank_rows"], out[name]["bank_capacity"] = det.memory.count, len(det.memory.bank)

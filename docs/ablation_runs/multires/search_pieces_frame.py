@@ -27,5 +27,5 @@ def searching(det: Detector, rows: int) -> Detector:
 variants = {"whole bank at once": searching(Detector(SSDNetConfig()), 10**9),
             f"{edge.memory.SEARCH_ROWS}-row pieces": searching(Detector(SSDNetConfig()), edge.memory.SEARCH_ROWS)}
 for det in variants.values():
-    fill_bank(det)
+    fill_bank(det.memory)
 print(json.dumps(_warm_frame_ms(variants, _frames(256, 9, seed=3), full_bank=False), indent=1))
