@@ -56,7 +56,7 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
     cells (edge.memory's history). Then (N, 4, gh, gw): also the same two of the k nearest among the frame's
     candidates and the history's rows together, the distance rescaled to the frame-alone distance's mean over
     the frame (more candidates are nearer; the frame keeps its level, only the ranking inside it changes)."""
-    n, c, gh, gw = (int(v) for v in feats.shape)  # python ints, also under the ONNX tracer
+    gh, gw = (int(v) for v in feats.shape[-2:])  # python ints under the ONNX tracer; the batch stays symbolic
     fh, fw = frame or (gh, gw)
     if fh * fw - 1 < k:
         raise ValueError(f"a {fh}x{fw} feature grid is too small for k={k} neighbours")
@@ -73,7 +73,7 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
     if (fh, fw) != (gh, gw):
         near = near | ((ys > fh)[:, None] | (xs > fw)[None])[None, None]  # (the padding's cells as neighbours)
     near = near.reshape(gh * gw, gh * gw)
-    q = feats.float().reshape(n, c, gh * gw)
+    q = feats.float().flatten(2)  # (n, c, cells)
     # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: per row, the nearest b maximise 2 a.b - |b|^2, so pick on
     # that and take the distances of the k picked only (fewer passes over the cells x cells matrix).
     # In fp32 even under autocast: near-duplicates differ in the 3rd decimal, where bf16 rounds.
@@ -95,14 +95,13 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
             dh = (sq[:, :, None] - top_both).clamp_min(0).sqrt().mean(2)
             inside = ((ys <= fh)[:, None] & (xs <= fw)[None]).reshape(1, -1).float()  # the frame's cells
             level = (d * inside).sum(1, keepdim=True) / (dh * inside).sum(1, keepdim=True).clamp_min(1e-12)
-            own = torch.cat([d, rows_own.float()[None].expand(n, -1)], 1)
+            own = torch.cat([d, rows_own.float()[None].expand(d.shape[0], -1)], 1)
             out += [dh * level, _wider(own, index, k)]
-        return torch.stack(out, 1).reshape(n, len(out), gh, gw)
+        return torch.stack(out, 1).unflatten(2, (gh, gw))
 
 
 def _wider(own: torch.Tensor, nearest: torch.Tensor, k: int) -> torch.Tensor:
     """(n, cells): the mean own distance of each cell's k nearest (`nearest` (n, cells, k) indices into `own`
     (n, candidates)), less its mean over the cells."""
-    n = int(nearest.shape[0])
-    spacing = torch.gather(own, 1, nearest.reshape(n, -1)).reshape(n, -1, k).mean(2)
+    spacing = torch.gather(own, 1, nearest.flatten(1)).unflatten(1, (-1, k)).mean(2)
     return spacing - spacing.mean(1, keepdim=True)

@@ -111,8 +111,8 @@ def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor
     The bank is searched in `search_pieces(M)` pieces of equal rows (the last may be shorter), at most `SEARCH_ROWS`
     each. In an exported graph the count of pieces is the traced bank's, and their rows follow the bank it is given
     (a dynamic bank axis: `search_rows` says which banks it takes)."""
-    n, c, gh, gw = (int(v) for v in feats.shape)
-    q = feats.float().permute(0, 2, 3, 1).reshape(n * gh * gw, c)
+    c, gh, gw = (int(v) for v in feats.shape[1:])  # the batch stays symbolic in an exported graph
+    q = feats.float().permute(0, 2, 3, 1).reshape(-1, c)
     b = bank.float()
     invalid = torch.ones_like(b[:, 0]).cumsum(0) > count.float().reshape(())  # rows past the fill count
     pieces = search_pieces(int(b.shape[0]))
@@ -129,7 +129,7 @@ def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor
         top, pick = torch.cat(tops, 1).topk(k, dim=1)
         idx = torch.cat(idxs, 1).gather(1, pick)
         d = ((q * q).sum(1, keepdim=True) - top).clamp_min(0).sqrt().mean(1)
-    return d.reshape(n, 1, gh, gw), idx.reshape(n, gh, gw, k).permute(0, 3, 1, 2)
+    return d.reshape(-1, 1, gh, gw), idx.reshape(-1, gh, gw, k).permute(0, 3, 1, 2)
 
 
 def search_pieces(rows: int) -> int:

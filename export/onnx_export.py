@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from edge.scorers.onnx_graph import INPUT_NAME, ExportedScorer
+from edge.scorers.onnx_graph import ExportedScorer
 
 SIDECAR_VERSION = 1
 
@@ -30,6 +30,7 @@ def sidecar(exported: ExportedScorer) -> dict:
     """What a consumer of DIR/scorer.onnx needs to know, as JSON."""
     g = exported.model.graph
     inits = {i.name for i in g.initializer}
+    weights = set(exported.weight_names.values())
     return {
         "sidecar_version": SIDECAR_VERSION,
         "format": "onnx",
@@ -42,7 +43,7 @@ def sidecar(exported: ExportedScorer) -> dict:
         "width": exported.width,
         "dynamic_batch": True,
         "inputs": [{"name": i.name, "shape": _shape_of(i), "dtype": _dtype_name(i.type.tensor_type.elem_type)}
-                   for i in g.input if i.name == INPUT_NAME],
+                   for i in g.input if i.name not in weights],  # the image, and the camera's memory where it has one
         "outputs": [{"name": o.name, "shape": _shape_of(o), "dtype": _dtype_name(o.type.tensor_type.elem_type)}
                     for o in g.output],
         "weights_as_inputs": exported.weights_as_inputs,

@@ -23,6 +23,7 @@ from edge.scorers import OnnxRuntimeScorer, TorchScorer
 from edge.scorers.base import MAX_GRAPHS
 from edge.scorers.onnx_graph import (
     INPUT_NAME,
+    MEMORY_INPUTS,
     OUTPUT_NAMES,
     ExportError,
     export_scorer,
@@ -325,7 +326,10 @@ def test_cli_export_writes_onnx_and_sidecar(tmp_path):
     assert side["height"] == 64 and side["width"] == 64 and side["camera"] == [60, 64]
     assert side["config"]["frame"] == [60, 64]  # the camera's frame inside the padded input: a constant of the graph
     assert side["config"]["base_channels"] == 4
-    onnx.checker.check_model(str(out / "scorer.onnx"))
+    model = onnx.load(str(out / "scorer.onnx"))
+    onnx.checker.check_model(model)
+    # every input a consumer must feed is in the sidecar: the image and the camera's memory (the default has one)
+    assert [i["name"] for i in side["inputs"]] == [i.name for i in model.graph.input] == [INPUT_NAME, *MEMORY_INPUTS]
 
 
 def test_cli_export_tensorrt_one_outcome_per_environment(tmp_path, capsys):

@@ -2,6 +2,8 @@
 its own reference)."""
 from __future__ import annotations
 
+import copy
+import importlib.util
 import io
 import math
 from unittest import mock
@@ -16,7 +18,7 @@ from edge.calibration import ScoreCalibrator
 from edge.config import CalibrationConfig, MemoryConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
 from edge.memory import FeatureMemory, farthest_points, feature_dim, footprint_mb, memory_distance, memory_features
-from edge.scorers import build_scorer
+from edge.scorers import OnnxRuntimeScorer, build_scorer
 from edge.synthetic import draw_defect, texture
 from tools.bench import fill_bank
 
@@ -466,6 +468,40 @@ def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers
         memory.observe_levels((0.4, 0.05), (0.3, 0.1))  # a blend with an offset: c != 0
         assert step == 0 or memory.ready  # later rounds score with the memory in the map
     assert ort_s.info()["backend"] == "onnxruntime"
+
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=pytest.mark.skipif(
+    importlib.util.find_spec("onnxscript") is None, reason="the dynamo exporter needs onnxscript, not installed"))])
+def test_the_exported_default_scorer_takes_a_batch(exporter):
+    """The default scorer's graph (self-similarity with the history, memory full) keeps the batch axis its sidecar
+    calls dynamic (`ssdnet export`, a TensorRT profile's `--max-batch`): two frames scored together give each frame's
+    map and score alone, on torch and on ONNX Runtime, with either exporter (the dynamo one needs onnxscript, a test
+    dependency)."""
+    cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "score": {"amp": False},
+                                      "memory": {"size_mb": 0.5, "min_frames": 1, "history_frames": 2,
+                                                 "history_cells": 32}})
+    torch_s = build_scorer(cfg, backend="torch", device="cpu")
+    ort_s = OnnxRuntimeScorer(copy.deepcopy(torch_s.module), exporter=exporter)
+    memory = FeatureMemory(cfg.memory, history_dim=torch_s.module.knn_dim)
+    g = torch.Generator().manual_seed(1)
+    memory.add(torch.randn(1, feature_dim(cfg.memory), 8, 8, generator=g), torch.ones(8, 8, dtype=torch.bool))
+    fill_bank(memory)
+    memory.observe_levels((0.4, 0.05), (0.3, 0.1))
+    memory.add_history(torch.randn(1, torch_s.module.knn_dim, 16, 16, generator=g), torch.rand(16, 16, generator=g),
+                       torch.ones(16, 16, dtype=torch.bool))
+    assert memory.ready and memory.blend[1] > 0 and memory.history_count == 32  # the memory and history in the map
+    for s in (torch_s, ort_s):
+        s.use_memory(memory)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(np.stack([texture(t, 128, rng) for t in ("brick", "gravel")])).permute(0, 3, 1, 2) / 255.0
+    alone = [torch_s.score(x[i:i + 1]) for i in range(2)]
+    for s in (torch_s, ort_s):
+        amap, score = s.score(x)
+        assert amap.shape == (2, 1, 128, 128) and score.shape == (2,)
+        for i, (m, v) in enumerate(alone):
+            assert torch.allclose(amap[i:i + 1], m, atol=2e-3, rtol=1e-3) and abs(float(score[i] - v[0])) < 2e-3
+    assert not torch.allclose(alone[0][0], alone[1][0], atol=0.1)  # two frames, two maps: the rows are not one
 
 
 def _scratched_streams(size: int = 96) -> list[tuple[list[np.ndarray], np.ndarray, np.ndarray]]:

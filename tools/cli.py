@@ -24,6 +24,8 @@ COMMANDS = (
     "pipeline.keys",        # ssdnet keys
 )
 
+QUIET_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx._internal.exporter._registration")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssdnet", description="Zero-shot anomaly maps from single "
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:  # `ssdnet export --exporter dynamo`: a line per merged constant, a missing torchvision
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except (ConfigError, VGGWeightsError, FileNotFoundError) as e:
