@@ -1,6 +1,8 @@
 """Heat-map overlays of anomaly maps, for people who want to look rather than read."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -30,10 +32,13 @@ def write_rgb(path, image: np.ndarray) -> None:
 
 
 def read_rgb(path) -> np.ndarray:
-    """Read an image file as uint8 HxWx3 RGB; raises FileNotFoundError when it cannot be read."""
+    """Read an image file as uint8 HxWx3 RGB; FileNotFoundError when there is no such file, ValueError when
+    OpenCV cannot decode it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise FileNotFoundError(f"cannot read image {path}")
+        raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
     return image[:, :, ::-1].copy()
 
 

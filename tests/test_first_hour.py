@@ -94,12 +94,14 @@ def _frames(folder, n, size=64, defect=0.0, seed=0):
 def test_score_keeps_going_past_an_unreadable_file_and_calibrate_reads_a_folder_and_a_video(tmp_path, capsys):
     images = _frames(tmp_path / "frames", 14)
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    files = [str(tmp_path / "frames" / "000.png"), str(tmp_path / "broken.png"), str(tmp_path / "frames" / "001.png")]
+    files = [str(tmp_path / "frames" / "000.png"), str(tmp_path / "broken.png"), str(tmp_path / "missing.png"),
+             str(tmp_path / "frames" / "001.png")]
     assert main(["score", *files, "--fast", "--threads", "1", "--out", str(tmp_path / "scored")]) == 1
     lines = [json.loads(x) for x in (tmp_path / "scored" / "scores.jsonl").read_text().splitlines()]
-    assert [x["image"] for x in lines] == [files[0], files[2]] and all(x["label"] for x in lines)
+    assert [x["image"] for x in lines] == [files[0], files[3]] and all(x["label"] for x in lines)
     err = capsys.readouterr().err
-    assert "broken.png" in err and "1 image(s) failed" in err
+    assert "2 image(s) failed" in err  # each says what is wrong with it: not an image, or not there
+    assert f"{files[1]}: ValueError: cannot decode" in err and f"{files[2]}: FileNotFoundError: no such" in err
 
     assert main(["calibrate", str(tmp_path / "frames"), "--fast", "--threads", "1", "--out",
                  str(tmp_path / "cal")]) == 0
