@@ -9,6 +9,11 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,9 +22,11 @@ import pytest
 import torch
 
 import edge.scoring
-from edge.config import FitConfig, LossConfig, ModelConfig, ScoreConfig, SSDNetConfig
+from edge.config import FitConfig, LossConfig, ModelConfig, ScoreConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
-from edge.scorers import OnnxRuntimeScorer, TorchScorer
+from edge.fitter import image_to_tensor
+from edge.memory import FeatureMemory
+from edge.scorers import OnnxRuntimeScorer, TorchScorer, build_scorer
 from edge.scorers.base import MAX_GRAPHS
 from edge.scorers.onnx_graph import (
     INPUT_NAME,
@@ -40,6 +47,7 @@ from export.onnx_export import save, sidecar
 from tools.cli import main
 
 H = W = 64
+EXPORT_DOC = Path(__file__).resolve().parents[1] / "docs" / "export.md"
 FP32_ATOL = 1e-3
 FP16_ATOL = 0.05
 
@@ -331,6 +339,32 @@ def test_cli_export_writes_onnx_and_sidecar(tmp_path):
     # every input a consumer must feed is in the sidecar: the image and the camera's memory (the default has one)
     assert [i["name"] for i in side["inputs"]] == [i.name for i in model.graph.input] == [INPUT_NAME, *MEMORY_INPUTS]
 
+
+
+def test_the_docs_standalone_example_scores_an_exported_file_as_the_torch_scorer_does(tmp_path):
+    """docs/export.md's example (numpy and onnxruntime only, a clean interpreter) scores a frame with the files
+    `ssdnet export` wrote, the camera memory fed empty: the torch scorer's map and raw score with an empty memory."""
+    block = re.search(r"```python\n(# example: standalone\n.*?)```", EXPORT_DOC.read_text(), re.S).group(1)
+    assert set(re.findall(r"^(?:import|from) (\w+)", block, re.M)) == {"json", "os", "numpy", "onnxruntime"}
+    settings = {"model": {"base_channels": 4}, "fit": {"scales": [1, 2]}}
+    (tmp_path / "cfg.yaml").write_text(json.dumps({"ssdnet": settings}))  # YAML reads JSON
+    assert main(["export", "--height", "60", "--width", "64", "--config", str(tmp_path / "cfg.yaml"), "--out",
+                 str(tmp_path / "out")]) == 0
+    frame = texture("brick", 64, np.random.default_rng(3))[:60]
+    np.save(tmp_path / "frame.npy", frame)
+    (tmp_path / "example.py").write_text(block)
+    run = subprocess.run([sys.executable, "-I", str(tmp_path / "example.py")], capture_output=True, text=True,
+                         env={**os.environ, "SCORER_DIR": str(tmp_path / "out"), "FRAME": str(tmp_path / "frame.npy"),
+                              "MAP": str(tmp_path / "map.npy")}, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+    amap, raw = np.load(tmp_path / "map.npy"), json.loads(run.stdout)["score"]
+
+    cfg = parse_config(SSDNetConfig, settings)
+    scorer = build_scorer(cfg, device="cpu", backend="torch")
+    scorer.use_memory(FeatureMemory(cfg.memory, history_dim=scorer.module.knn_dim))
+    want_map, want_score = scorer.score(image_to_tensor(frame, torch.device("cpu"), 16), (60, 64))
+    assert amap.shape == (60, 64) and np.abs(amap - want_map[0, 0, :60].numpy()).max() < FP32_ATOL
+    assert abs(raw - float(want_score[0])) < FP32_ATOL and np.ptp(amap) > 10 * FP32_ATOL  # a map, not a constant
 
 def test_cli_export_tensorrt_one_outcome_per_environment(tmp_path, capsys):
     """With TensorRT and a CUDA GPU the engine is built and written; without either, a message that
