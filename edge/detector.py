@@ -99,7 +99,6 @@ class Detector:
         self.backend = build_scorer(cfg, unet=self.fitter.model, vgg=vgg, device=self.fitter.device)
         self.scorer = self.backend.module  # the AnomalyScorer
         self.model_version = 0
-        self.total_steps = 0
         self.diverged = False
         self.diverged_fits = 0
         self.nonfinite_maps = 0  # scoring passes whose map had inf/NaN (model restarted)
@@ -245,7 +244,6 @@ class Detector:
         self.scheduler.observe_fit(stats.steps, stats.seconds * 1000)
         self._push_weights()
         self.model_version += 1
-        self.total_steps += stats.steps
         return stats
 
     def _push_weights(self) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.overlay import standardised
-
 from .protocol import Region
 
 
@@ -20,7 +18,7 @@ def find_regions(amap: np.ndarray, threshold: float, min_area: int = 1, max_regi
     right border of non-square frames) came out as boxes glued to the left and right edges. The node
     passes its image threshold as `min_peak` (the map is in the image score's units): a region is
     shown only where the map itself reaches an anomalous level, so a good frame has no boxes."""
-    binary = (standardised(amap) > threshold).astype(np.uint8)
+    binary = ((amap - amap.mean()) > threshold * (amap.std() + 1e-8)).astype(np.uint8)  # in the map's own stds
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     regions = []

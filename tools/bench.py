@@ -542,14 +542,6 @@ def run(cfg, *, size: int = 256, batch: int = 1, steps: int = 6, backends: set[s
     return result
 
 
-def _fmt(v, unit: str = "") -> str:
-    if isinstance(v, str):
-        return v
-    if v is None:
-        return "-"
-    return f"{v:.3g}{unit}" if isinstance(v, float) and abs(v) < 100 else f"{v:,.0f}{unit}"
-
-
 def render(result: dict) -> None:
     c = result["config"]
     t = Table(title=f"ssdnet bench: {c['size']}x{c['size']}, batch {c['batch']}, base_channels {c['base_channels']}, "
