@@ -15,6 +15,7 @@ from rich.table import Table
 
 from edge.config import ScoreConfig, load_config
 from edge.device import resolve_device
+from edge.frames import working_size
 from edge.patches import pad_multiple
 from edge.scorers import BackendError, BackendUnavailable, TensorRTScorer, build_scorer, choose_backend, probe_backends
 from edge.scorers.onnx_graph import DEFAULT_OPSET, DYNAMO_OPSET, ExportError, export_scorer
@@ -31,7 +32,9 @@ def add_parser(sub) -> None:
                        description="Export the SSDnet scorer (image -> anomaly map, score) for one camera size. "
                                    "Writes DIR/scorer.onnx (and DIR/scorer.engine for tensorrt) plus DIR/scorer.json.")
     p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx")
-    p.add_argument("--height", type=int, required=True, help="camera frame height (padded up to the scorer's multiple)")
+    p.add_argument("--height", type=int, required=True,
+                   help="camera frame height (scaled down above ssdnet.max_pixels as the node does, then padded up "
+                        "to the scorer's multiple)")
     p.add_argument("--width", type=int, required=True, help="camera frame width (padded likewise)")
     p.add_argument("--fp16", action="store_true", help="run the U-Net in fp16 inside the graph (I/O and map stay fp32)")
     p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
@@ -76,10 +79,14 @@ def run_export(args: argparse.Namespace) -> int:
     if args.height < 8 or args.width < 8:
         print("ssdnet export: error: --height and --width must be at least 8", file=sys.stderr)
         return 2
+    frame = working_size(args.height, args.width, cfg.max_pixels)  # as the Detector scales a large frame down
+    if frame != (args.height, args.width):
+        print(f"frames of {args.height}x{args.width} are scored at {frame[0]}x{frame[1]} "
+              f"(ssdnet.max_pixels {cfg.max_pixels})")
     m = pad_multiple(cfg.fit.scales)
-    h, w = -(-args.height // m) * m, -(-args.width // m) * m
-    if (h, w) != (args.height, args.width):
-        print(f"frames of {args.height}x{args.width} are padded to {h}x{w} (multiples of {m}); exporting for {h}x{w}")
+    h, w = -(-frame[0] // m) * m, -(-frame[1] // m) * m
+    if (h, w) != frame:
+        print(f"frames of {frame[0]}x{frame[1]} are padded to {h}x{w} (multiples of {m}); exporting for {h}x{w}")
     scorer = _scorer(cfg, args.state)
     out = Path(args.out)
     opset = args.opset or (DEFAULT_OPSET if args.exporter == "torchscript" else DYNAMO_OPSET)
@@ -87,7 +94,7 @@ def run_export(args: argparse.Namespace) -> int:
         try:
             exported = export_scorer(scorer, h, w, opset=opset, fp16=args.fp16,
                                      weights_as_inputs=args.weights_as_inputs, exporter=args.exporter,
-                                     frame=(args.height, args.width))
+                                     frame=frame)
         except ExportError as e:
             print(f"ssdnet export: error: {e}", file=sys.stderr)
             return 2
@@ -96,10 +103,10 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB, opset {exported.opset}, "
               f"{len(exported.weight_names)} U-Net weights) and {json_path}")
         return 0
-    return _export_tensorrt(args, cfg, scorer, h, w, out)
+    return _export_tensorrt(args, scorer, h, w, frame, out)
 
 
-def _export_tensorrt(args, cfg, scorer, h: int, w: int, out: Path) -> int:
+def _export_tensorrt(args, scorer, h: int, w: int, frame: tuple[int, int], out: Path) -> int:
     try:
         trt_scorer = TensorRTScorer(scorer, precision="fp16" if args.fp16 else "fp32", max_batch=args.max_batch)
     except BackendUnavailable as e:  # no TensorRT, or no CUDA GPU: its own exit code, scripts tell it apart
@@ -111,7 +118,7 @@ def _export_tensorrt(args, cfg, scorer, h: int, w: int, out: Path) -> int:
     img = texture("brick", max(h, w), np.random.default_rng(0))[:h, :w]
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div(255).cuda()
     try:
-        trt_scorer.score(x, (args.height, args.width))  # builds (or loads) the engine and runs the parity gate
+        trt_scorer.score(x, frame)  # builds (or loads) the engine and runs the parity gate
     except BackendError as e:
         print(f"ssdnet export: error: {e}", file=sys.stderr)
         return 2

@@ -341,6 +341,23 @@ def test_cli_export_writes_onnx_and_sidecar(tmp_path):
 
 
 
+
+def test_cli_export_scales_a_large_camera_down_as_the_detector_does(tmp_path):
+    """Above ssdnet.max_pixels a frame is scored scaled down (edge.frames.working_size): the export is for that size
+    and frame, the graph the Detector's exported scorer builds for this camera (so a pre-warmed engine is the one
+    used), not one for pixels it never scores."""
+    settings = {"model": {"base_channels": 4}, "fit": {"scales": [1, 2]}, "max_pixels": 4096,
+                "score": {"backend": "onnxruntime"}}
+    (tmp_path / "cfg.yaml").write_text(json.dumps({"ssdnet": settings}))
+    assert main(["export", "--height", "100", "--width", "80", "--config", str(tmp_path / "cfg.yaml"), "--out",
+                 str(tmp_path / "out")]) == 0
+    side = json.loads((tmp_path / "out" / "scorer.json").read_text())
+    det = Detector(parse_config(SSDNetConfig, settings), "cpu")
+    det.process(texture("brick", 100, np.random.default_rng(0))[:, :80])
+    (key,) = det.backend._graphs  # (input height, width, the frame inside it)
+    assert side["camera"] == [100, 80] and (side["height"], side["width"], tuple(side["config"]["frame"])) == key
+    assert key[2][0] * key[2][1] <= 4096 < 100 * 80
+
 def test_the_docs_standalone_example_scores_an_exported_file_as_the_torch_scorer_does(tmp_path):
     """docs/export.md's example (numpy and onnxruntime only, a clean interpreter) scores a frame with the files
     `ssdnet export` wrote, the camera memory fed empty: the torch scorer's map and raw score with an empty memory."""
