@@ -44,6 +44,7 @@ from edge.unet import UNet
 from edge.vgg import VGG19Features, VGGWeightsError
 from export.cli import EXIT_UNAVAILABLE
 from export.onnx_export import save, sidecar
+from test_protocol_doc import examples
 from tools.cli import main
 
 H = W = 64
@@ -340,8 +341,6 @@ def test_cli_export_writes_onnx_and_sidecar(tmp_path):
     assert [i["name"] for i in side["inputs"]] == [i.name for i in model.graph.input] == [INPUT_NAME, *MEMORY_INPUTS]
 
 
-
-
 def test_cli_export_scales_a_large_camera_down_as_the_detector_does(tmp_path):
     """Above ssdnet.max_pixels a frame is scored scaled down (edge.frames.working_size): the export is for that size
     and frame, the graph the Detector's exported scorer builds for this camera (so a pre-warmed engine is the one
@@ -358,10 +357,11 @@ def test_cli_export_scales_a_large_camera_down_as_the_detector_does(tmp_path):
     assert side["camera"] == [100, 80] and (side["height"], side["width"], tuple(side["config"]["frame"])) == key
     assert key[2][0] * key[2][1] <= 4096 < 100 * 80
 
+
 def test_the_docs_standalone_example_scores_an_exported_file_as_the_torch_scorer_does(tmp_path):
     """docs/export.md's example (numpy and onnxruntime only, a clean interpreter) scores a frame with the files
     `ssdnet export` wrote, the camera memory fed empty: the torch scorer's map and raw score with an empty memory."""
-    block = re.search(r"```python\n(# example: standalone\n.*?)```", EXPORT_DOC.read_text(), re.S).group(1)
+    block = examples(EXPORT_DOC)["standalone"]
     assert set(re.findall(r"^(?:import|from) (\w+)", block, re.M)) == {"json", "os", "numpy", "onnxruntime"}
     settings = {"model": {"base_channels": 4}, "fit": {"scales": [1, 2]}}
     (tmp_path / "cfg.yaml").write_text(json.dumps({"ssdnet": settings}))  # YAML reads JSON
@@ -382,6 +382,7 @@ def test_the_docs_standalone_example_scores_an_exported_file_as_the_torch_scorer
     want_map, want_score = scorer.score(image_to_tensor(frame, torch.device("cpu"), 16), (60, 64))
     assert amap.shape == (60, 64) and np.abs(amap - want_map[0, 0, :60].numpy()).max() < FP32_ATOL
     assert abs(raw - float(want_score[0])) < FP32_ATOL and np.ptp(amap) > 10 * FP32_ATOL  # a map, not a constant
+
 
 def test_cli_export_tensorrt_one_outcome_per_environment(tmp_path, capsys):
     """With TensorRT and a CUDA GPU the engine is built and written; without either, a message that

@@ -470,7 +470,6 @@ def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers
     assert ort_s.info()["backend"] == "onnxruntime"
 
 
-
 @pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=pytest.mark.skipif(
     importlib.util.find_spec("onnxscript") is None, reason="the dynamo exporter needs onnxscript, not installed"))])
 def test_the_exported_default_scorer_takes_a_batch(exporter):

@@ -32,9 +32,9 @@ from test_pipeline_node import FastDetector, wait_until
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
 
-def examples() -> dict[str, str]:
+def examples(doc: Path = DOC) -> dict[str, str]:
     """The doc's ```python blocks whose first line is `# example: NAME`."""
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
     return {m.group(1): block for block in blocks if (m := re.match(r"# example: (\w+)\n", block))}
 
 
