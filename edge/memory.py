@@ -102,20 +102,20 @@ def memory_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cfg: M
     return torch.einsum("nchw,cd->ndhw", feats, p)
 
 
-def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor, k: int
+def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor, k: int, pieces: int | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C, gh, gw) features, (M, C) bank of which the first `count` rows are valid -> (N, 1, gh, gw) mean
     Euclidean distance to the k nearest valid rows (fp32; infinite while count < k) and (N, k, gh, gw) their
     indices in the bank.
 
-    The bank is searched in `search_pieces(M)` pieces of equal rows (the last may be shorter), at most `SEARCH_ROWS`
-    each. In an exported graph the count of pieces is the traced bank's, and their rows follow the bank it is given
-    (a dynamic bank axis: `search_rows` says which banks it takes)."""
+    The bank is searched in `pieces` pieces of equal rows (the last may be shorter); default `search_pieces(M)`, at
+    most `SEARCH_ROWS` rows each. An exported graph's count is its allocation's, a constant, and the rows of its
+    pieces follow the bank it is given (a dynamic bank axis: `search_rows` says which banks it takes)."""
     c, gh, gw = (int(v) for v in feats.shape[1:])  # the batch stays symbolic in an exported graph
     q = feats.float().permute(0, 2, 3, 1).reshape(-1, c)
     b = bank.float()
     invalid = torch.ones_like(b[:, 0]).cumsum(0) > count.float().reshape(())  # rows past the fill count
-    pieces = search_pieces(int(b.shape[0]))
+    pieces = pieces or search_pieces(int(b.shape[0]))
     rows = -(-b.shape[0] // pieces)  # traced from the bank's shape: follows a dynamic bank axis
     with torch.autocast(feats.device.type, enabled=False):
         bb = (b * b).sum(1).masked_fill(invalid, float("inf"))  # (M,)
@@ -123,7 +123,7 @@ def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor
         for i in range(pieces):  # 2 q.b - |b|^2 per piece: the nearest maximise it
             piece = slice(i * rows, (i + 1) * rows)
             closeness = torch.addmm(-bb[None, piece], q, b[piece].t(), alpha=2)
-            top, idx = closeness.topk(min(k, int(closeness.shape[1])), dim=1)
+            top, idx = closeness.topk(min(k, closeness.shape[1]), dim=1)
             tops.append(top)
             idxs.append(idx + i * rows)
         top, pick = torch.cat(tops, 1).topk(k, dim=1)

@@ -84,6 +84,7 @@ class AnomalyScorer(nn.Module):
             raise ValueError("the memory is part of the self-similarity term: it needs score.knn_weight > 0")
         self.unet, self.cfg, self.scales, self.memory = unet, cfg, tuple(scales), memory
         self.history = memory is not None and history_rows(memory, knn_dim(cfg)) > 0
+        self.search_pieces: int | None = None  # the bank's search in this many pieces; None: as its rows give
         self.vgg = vgg if cfg.uses_vgg else None
         k = gaussian_kernel(cfg.smooth_sigma) if cfg.smooth_sigma > 0 else torch.ones(1)
         self.register_buffer("kernel", k, persistent=False)
@@ -213,7 +214,7 @@ class AnomalyScorer(nn.Module):
         frame's memory features."""
         size = (int(x.shape[-2]), int(x.shape[-1]))
         feats = memory_features(acts, size, self.memory)
-        d, nearest = memory_distance(feats, bank, state[0], self.memory.k)
+        d, nearest = memory_distance(feats, bank, state[0], self.memory.k, self.search_pieces)
         wider = spacing.float()[nearest].mean(1, keepdim=True) - state[1]
         filled = state[0].reshape(()) > 0
         d = torch.where(filled, d, torch.zeros_like(d))  # an empty bank's inf stays out

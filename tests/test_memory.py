@@ -427,19 +427,23 @@ def test_the_first_frames_are_calibrating_against_the_prior():
     assert not cal.calibrating and cal.calibrate(0.3) < 0.5
 
 
-@pytest.mark.parametrize("layers, history", [(None, 0), (["relu4_1", "relu5_1"], 0), (None, 2)])  # relu5_1: coarser
-def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers, history, monkeypatch):
+@pytest.mark.parametrize("layers, history, exporter", [
+    (None, 0, "torchscript"), (["relu4_1", "relu5_1"], 0, "torchscript"), (None, 2, "torchscript"),  # relu5_1: coarser
+    pytest.param(None, 2, "dynamo", marks=pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None,
+                                                             reason="the dynamo exporter needs onnxscript"))])
+def test_the_exported_scorer_takes_the_memory_as_inputs_and_matches_torch(layers, history, exporter, monkeypatch):
     """ONNX Runtime gets the bank, its state and spacing (and the history) as graph inputs, never a copy in the graph:
     same map, score, memory features and maps (and self-similarity cells) as the torch scorer, before and after the
     memory changes and with the bank full; both search the filled rows alone (the graph's bank axis is dynamic, its
-    count of pieces the traced allocation's), in pieces of at most SEARCH_ROWS rows."""
+    count of pieces the allocation's, with either exporter), in pieces of at most SEARCH_ROWS rows."""
     monkeypatch.setattr(edge.memory, "SEARCH_ROWS", 512)
     memory = {"size_mb": 0.5, "min_frames": 1, "spacing_weight": 0.5, "history_frames": history, "history_cells": 32,
               **({"layers": layers} if layers else {})}
     cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 4}, "fit": {"scales": [2]},
                                       "score": {"pixel_weight": 0.5, "perceptual_weight": 0.5, "amp": False},
                                       "memory": memory})
-    torch_s, ort_s = (build_scorer(cfg, backend=b, device="cpu") for b in ("torch", "onnxruntime"))
+    torch_s = build_scorer(cfg, backend="torch", device="cpu")
+    ort_s = OnnxRuntimeScorer(copy.deepcopy(torch_s.module), exporter=exporter)
     memory = FeatureMemory(cfg.memory, history_dim=torch_s.module.knn_dim)
     for s in (torch_s, ort_s):
         s.use_memory(memory)

@@ -33,7 +33,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from ..memory import FeatureMemory, feature_dim, grid_shape
+from ..memory import FeatureMemory, feature_dim, grid_shape, search_pieces
 from .base import padded_frame
 
 DEFAULT_OPSET = 17
@@ -205,20 +205,20 @@ def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...
 
 def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], opset: int,
                    dynamic_bank: bool) -> onnx.ModelProto:
-    if dynamic_bank:
-        raise ExportError("a dynamic bank axis needs the 'torchscript' exporter")
     try:
         import onnxscript  # noqa: F401  - optional: only the dynamo exporter needs it, and it is no dependency
     except ImportError:
         raise ExportError("exporter 'dynamo' needs the onnxscript package (pip install onnxscript); "
                           "the default exporter 'torchscript' does not") from None
-    batch = torch.export.Dim("batch", min=1, max=1024)
+    shapes: list[dict | None] = [{0: torch.export.Dim("batch", min=1, max=1024)}, *([None] * (len(inputs) - 1))]
+    if dynamic_bank:  # the bank and its spacing: inputs 1 and 3
+        shapes[1] = shapes[3] = {0: torch.export.Dim("bank_rows", min=2, max=int(inputs[1].shape[0]))}
     in_names, out_names = _io_names(len(inputs) > 1, len(inputs) > 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module, inputs, dynamo=True, opset_version=opset, verbose=False, input_names=in_names,
-            output_names=out_names, dynamic_shapes=({0: batch}, *([None] * (len(inputs) - 1))),
+            output_names=out_names, dynamic_shapes=tuple(shapes),
         )
     return program.model_proto
 
@@ -240,7 +240,7 @@ def export_scorer(
     frame of `frame` (height, width; default: all of it) and its padding, both constants of the graph.
 
     With a memory, the graph takes the camera's bank as an input: its whole allocation, or with `dynamic_bank`
-    (the TorchScript exporter only) any `edge.memory.search_rows` of it, so a young camera searches its few rows.
+    any `edge.memory.search_rows` of it, so a young camera searches its few rows.
 
     `state_dict` (UNet keys) gives the weights written into the graph; default: the scorer's own.
     The scorer itself is not modified: a CPU copy is traced.
@@ -273,6 +273,7 @@ def export_scorer(
     memory_shape = cells_shape = None
     if scorer.memory is not None:  # the bank and its state are inputs: the graph never holds a camera's memory
         memory = FeatureMemory(scorer.memory, history_dim=scorer.knn_dim)
+        module.search_pieces = search_pieces(len(memory.bank))  # a constant: the rows follow a dynamic bank axis
         state = [float(len(memory.bank)), 0.0, 0.5, 0.5, 0.0, 0.5, 0.0, float(len(memory.history))]
         inputs += (memory.bank, torch.tensor(state), memory.spacing)
         inputs += (memory.history, memory.history_own) if scorer.history else ()

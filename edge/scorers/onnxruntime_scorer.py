@@ -104,6 +104,7 @@ class OnnxRuntimeScorer(Scorer):
     """The exported scorer on ONNX Runtime; one graph per input size, built on first use."""
 
     name = "onnxruntime"
+    filled_rows_only = True  # its graphs have a dynamic bank axis (edge.scorers.onnx_graph), whichever the exporter
     STRATEGIES = ("auto", "inputs", "reload")
 
     def __init__(self, module: torch.nn.Module, *, device: torch.device | str = "cpu",
@@ -129,7 +130,6 @@ class OnnxRuntimeScorer(Scorer):
         self.strategy_choice = strategy
         self.threads = threads if threads is not None else torch.get_num_threads()
         self.exporter = exporter
-        self.filled_rows_only = exporter == "torchscript"  # a dynamic bank axis (edge.scorers.onnx_graph)
         self.opset = opset
         self._graphs = GraphCache()  # (h, w, frame) -> _OrtGraph
         self._state: dict[str, torch.Tensor] | None = None
@@ -171,7 +171,7 @@ class OnnxRuntimeScorer(Scorer):
         opset = self.opset or (DEFAULT_OPSET if self.exporter == "torchscript" else DYNAMO_OPSET)
         exported = export_scorer(self.module, h, w, weights_as_inputs=strategy == "inputs", exporter=self.exporter,
                                  opset=opset, state_dict=self._state, frame=frame,
-                                 dynamic_bank=self.filled_rows_only)
+                                 dynamic_bank=True)
         self.last_export_s = time.perf_counter() - t0
         sess = self._new_session(exported.to_bytes(), self.providers)
         g = _OrtGraph(exported, sess, sess.get_providers(), strategy)
