@@ -247,6 +247,27 @@ def test_stream_stats_stay_bounded_on_a_long_run():
     assert stats.summary()["frames"] == 400 and stats.summary()["latency_ms"]["fit"]["p50"] == 40.0
 
 
+def test_the_stream_accuracy_pools_a_bounded_sample_of_pixels_close_to_all_of_them():
+    """A run stopped after hours must write its summary in seconds: past `max_pixels` each accuracy pools a uniform
+    sample of its frames' pixels, whose AUROC and AUPRC are near those of all of them, the same at every call."""
+    rng = np.random.default_rng(0)
+    exact, sampled = StreamStats(), StreamStats(max_pixels=25_000)
+    for seq in range(40):
+        msg = anomaly(seq)
+        mask = np.zeros((32, 32), np.uint8)
+        mask[rng.integers(0, 24):, rng.integers(0, 24):][:8, :8] = 1
+        msg.arrays["map"] = (rng.normal(size=(32, 32)) + 1.5 * mask).astype(np.float16)  # noisy: AUROC well below 1
+        msg.arrays["mask"] = mask
+        for stats in (exact, sampled):
+            stats.add(msg, delivered=2.0)
+    full, part = exact.summary()["stream"], sampled.summary()["stream"]
+    assert full["pixels"] == 40 * 32 * 32 and 24_900 <= part["pixels"] <= 25_000
+    assert part["first_half"]["pixels"] == full["first_half"]["pixels"] == 20 * 32 * 32  # under the cap: every pixel
+    assert 0.8 < full["pixel_auroc"] < 0.95 and abs(part["pixel_auroc"] - full["pixel_auroc"]) < 0.03
+    assert abs(part["pixel_auprc"] - full["pixel_auprc"]) < 0.05
+    assert sampled.summary()["stream"] == part  # the same sample at every call
+
+
 def test_a_line_that_scores_no_frame_exits_with_an_error(tmp_path, capsys):
     (tmp_path / "frames").mkdir()
     cv2.imwrite(str(tmp_path / "frames" / "tiny.png"), np.zeros((8, 8, 3), np.uint8))  # under the 32 px minimum
