@@ -285,6 +285,8 @@ class SinksConfig(StrictModel):
     overlays: Literal["off", "events", "all"] = Field(
         "events", description="heat-map overlay PNGs in OUT/overlays/: of every event (needs node.attach_image "
         "'anomalous' or 'always'), of every frame ('all', needs 'always'), or none; true = events, false = off")
+    overlays_max_mb: float | None = Field(1024, gt=0, description="OUT/overlays/ holds at most this many MB of PNGs: "
+                                          "the oldest go first (an earlier run's too); None = no bound")
     overlay_alpha: float = Field(0.5, ge=0, le=1)
     overlay_range: tuple[float, float] | None = Field(
         None, description="anomaly-map values the overlays' colour scale spans, the same for every frame; None = "

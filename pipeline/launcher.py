@@ -61,7 +61,7 @@ def _sinks(cfg: LineConfig, out: Path, resume: bool = False) -> list[Sink]:
         sinks.append(ScoresSink(out / "scores.jsonl", append=resume))
     if cfg.sinks.overlays != "off":
         sinks.append(OverlaySink(out / "overlays", cfg.sinks.overlay_alpha, cfg.sinks.overlays,
-                                 cfg.sinks.overlay_range))
+                                 cfg.sinks.overlay_range, cfg.sinks.overlays_max_mb))
     if cfg.sinks.console:
         sinks.append(ConsoleSink())
     if cfg.sinks.prometheus is not None:

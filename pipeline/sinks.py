@@ -117,25 +117,44 @@ def overlay(msg: P.Message, alpha: float = 0.5, vrange: tuple[float, float] | No
 
 class OverlaySink:
     """Writes DIR/<source>_<seq>.png for every anomalous result (`mode` 'events') or every result ('all')
-    that carries its frame."""
+    that carries its frame. DIR holds at most `max_mb` of PNGs (None: no bound): past it the oldest go, those of
+    an earlier run in DIR too, so a line that runs for months never fills the disk its event log needs."""
 
     def __init__(self, directory: str | Path, alpha: float = 0.5, mode: str = "events",
-                 vrange: tuple[float, float] | None = None):
+                 vrange: tuple[float, float] | None = None, max_mb: float | None = None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.alpha, self.mode, self.vrange = alpha, mode, vrange
-        self.written = 0
+        self.max_bytes = None if max_mb is None else int(max_mb * 2**20)
+        self.written = self.deleted = 0
+        self._files = {p: p.stat().st_size for p in sorted(self.dir.glob("*.png"), key=lambda p: p.stat().st_mtime)}
+        self._bytes = sum(self._files.values())  # of the PNGs in DIR, oldest first
         self._log = ThrottledLog(log)
 
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         h = msg.header
         if h.kind == "anomaly" and "image" in msg.arrays and (self.mode == "all" or h.label == "anomalous"):
+            path = self.dir / f"{h.source}_{h.seq:06d}.png"
             try:
-                write_rgb(self.dir / f"{h.source}_{h.seq:06d}.png", overlay(msg, self.alpha, self.vrange))
+                write_rgb(path, overlay(msg, self.alpha, self.vrange))
+                size = path.stat().st_size
             except OSError as e:  # a full disk costs overlays, not the line
                 self._log.warning(f"overlay of {h.source}#{h.seq} not written: {e}")
                 return
             self.written += 1
+            self._bytes += size - self._files.pop(path, 0)  # a path written again is the newest
+            self._files[path] = size
+            self._trim()
+
+    def _trim(self) -> None:
+        while self.max_bytes is not None and self._bytes > self.max_bytes and len(self._files) > 1:
+            oldest = next(iter(self._files))
+            self._bytes -= self._files.pop(oldest)
+            oldest.unlink(missing_ok=True)
+            self.deleted += 1
+            if self.deleted == 1:
+                log.info("%s holds %.0f MB of overlays (sinks.overlays_max_mb): the oldest are deleted from now on",
+                         self.dir, self.max_bytes / 2**20)
 
     def close(self) -> None:
         pass

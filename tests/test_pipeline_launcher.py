@@ -186,6 +186,27 @@ def test_jsonl_and_overlay_sinks(tmp_path):
     assert [p.name for p in (tmp_path / "overlays").iterdir()] == ["cam0_000000.png"]
 
 
+def test_overlays_stay_within_their_disk_budget_oldest_first(tmp_path):
+    """A line that runs for months must not fill the disk with overlays: past `max_mb` the oldest PNGs go, an
+    earlier run's first; one written again counts once, as the newest; without a budget none goes."""
+    probe = OverlaySink(tmp_path / "probe")
+    probe.handle(anomaly(0), 2.0)
+    size = (tmp_path / "probe" / "cam0_000000.png").stat().st_size
+    folder = tmp_path / "overlays"
+    folder.mkdir()
+    (folder / "earlier_000000.png").write_bytes(b"x" * size)  # a previous run's
+    sink = OverlaySink(folder, max_mb=(3.5 * size) / 2**20)
+    for seq in (0, 1, 2, 1, 3, 4):
+        sink.handle(anomaly(seq), 2.0)
+    kept = sorted(p.name for p in folder.iterdir())
+    assert kept == ["cam0_000001.png", "cam0_000003.png", "cam0_000004.png"]  # 1 was written again after 2
+    assert sink.written == 6 and sink.deleted == 3 and sum(p.stat().st_size for p in folder.iterdir()) <= 3.5 * size
+    unbounded = OverlaySink(folder)
+    for seq in range(5, 9):
+        unbounded.handle(anomaly(seq), 2.0)
+    assert len(list(folder.iterdir())) == 7 and unbounded.deleted == 0
+
+
 def test_metrics_sink_serves_prometheus_text():
     sink = MetricsSink(port=0)
     try:
