@@ -108,14 +108,15 @@ class StreamStats:
         share, rng = min(1.0, self.max_pixels / sum(f[0].size for f in frames)), np.random.default_rng(self.seed)
         picks = [slice(None) if share == 1 else rng.choice(f[0].size, int(share * f[0].size), replace=False)
                  for f in frames]
-        return (np.concatenate([f[0][pick] for f, pick in zip(frames, picks, strict=True)]),
-                np.concatenate([f[1][pick] for f, pick in zip(frames, picks, strict=True)]))
+        scores, truth = zip(*((f[0][pick], f[1][pick]) for f, pick in zip(frames, picks, strict=True)), strict=True)
+        return np.concatenate(scores), np.concatenate(truth)
 
     def _accuracy(self, frames: list[tuple]) -> dict:
         """Pixel AUROC/AUPRC of the pooled pixels and image AUROC of the image scores against "the mask is
         not empty" (None where a class is missing)."""
         scores, truth = self._pooled(frames)
-        image_scores, defective = (np.array(v) for v in list(zip(*frames, strict=True))[2:4])
+        _, _, image_scores, defective, *_ = zip(*frames, strict=True)
+        image_scores, defective = np.array(image_scores), np.array(defective)
         pixels_both, images_both = 0 < truth.sum() < truth.size, 0 < defective.sum() < defective.size
         return {"pixel_auroc": round(float(roc_auc_score(truth, scores)), 4) if pixels_both else None,
                 "pixel_auprc": round(float(average_precision_score(truth, scores)), 4) if pixels_both else None,
