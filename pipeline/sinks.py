@@ -153,8 +153,8 @@ class OverlaySink:
             oldest.unlink(missing_ok=True)
             self.deleted += 1
             if self.deleted == 1:
-                log.info("%s holds %.0f MB of overlays (sinks.overlays_max_mb): the oldest are deleted from now on",
-                         self.dir, self.max_bytes / 2**20)
+                log.info("%s holds %g MB of overlays (sinks.overlays_max_mb): the oldest are deleted from now on",
+                         self.dir, round(self.max_bytes / 2**20, 3))
 
     def close(self) -> None:
         pass
