@@ -42,6 +42,7 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("anomaly_map", "score")
 MEMORY_INPUTS = ("memory", "memory_state", "memory_spacing")  # with a memory: the bank (M, C) fp16,
 # [valid rows, typical spacing, blend a, b, c, floor p, q] (7,), each row's spacing (M,)
+BANK_INPUTS = (MEMORY_INPUTS[0], MEMORY_INPUTS[2])  # their rows are the `bank_rows` axis of a dynamic bank
 MEMORY_OUTPUTS = ("memory_features", "memory_maps", "score_map")  # with a memory: (N, C, gh, gw), (N, 2, gh, gw)
 # on its grid, and the map the image score reads (N, 1, H, W)
 HISTORY_INPUTS = ("history", "history_own")  # with the memory's history: its rows (R, D) fp16 and their own
@@ -191,7 +192,7 @@ def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...
                         dynamic_bank: bool) -> onnx.ModelProto:
     buf = io.BytesIO()
     in_names, out_names = _io_names(len(inputs) > 1, len(inputs) > 4)
-    bank_axes = {name: {0: "bank_rows"} for name in (MEMORY_INPUTS[0], MEMORY_INPUTS[2])} if dynamic_bank else {}
+    bank_axes = {name: {0: "bank_rows"} for name in BANK_INPUTS} if dynamic_bank else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about constant sizes: H and W are static by design
         torch.onnx.export(
@@ -210,10 +211,12 @@ def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], op
     except ImportError:
         raise ExportError("exporter 'dynamo' needs the onnxscript package (pip install onnxscript); "
                           "the default exporter 'torchscript' does not") from None
-    shapes: list[dict | None] = [{0: torch.export.Dim("batch", min=1, max=1024)}, *([None] * (len(inputs) - 1))]
-    if dynamic_bank:  # the bank and its spacing: inputs 1 and 3
-        shapes[1] = shapes[3] = {0: torch.export.Dim("bank_rows", min=2, max=int(inputs[1].shape[0]))}
     in_names, out_names = _io_names(len(inputs) > 1, len(inputs) > 4)
+    shapes: list[dict | None] = [{0: torch.export.Dim("batch", min=1, max=1024)}, *([None] * (len(inputs) - 1))]
+    if dynamic_bank:
+        rows = {0: torch.export.Dim("bank_rows", min=2, max=int(inputs[in_names.index(BANK_INPUTS[0])].shape[0]))}
+        for name in BANK_INPUTS:
+            shapes[in_names.index(name)] = rows
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
