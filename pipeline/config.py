@@ -293,6 +293,9 @@ class SinksConfig(StrictModel):
                           "0.5x to 1.5x node.threshold (the map is in the image score's units)")
     scores: bool = Field(False, description="OUT/scores.jsonl: one line per scored frame (source, seq, score, "
                                             "threshold, label, latency): the distribution to calibrate a threshold")
+    jsonl_max_mb: float | None = Field(256, gt=0, description="OUT/events.jsonl and OUT/scores.jsonl each turn over "
+                                       "past this many MB (to .1, .2, ...; jsonl_backups kept); None = no bound")
+    jsonl_backups: int = Field(3, ge=1, le=1000, description="turned-over JSONL files kept per file (the oldest go)")
     view: ViewConfig | None = Field(None, description="serve the live web page (pipeline/view.py); `ssdnet run "
                                                       "--view` turns it on with the defaults")
     mqtt: MqttConfig | None = Field(None, description="publish events and health to an MQTT broker "

@@ -56,9 +56,10 @@ _WILDCARD = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|::):")
 
 
 def _sinks(cfg: LineConfig, out: Path, resume: bool = False) -> list[Sink]:
-    sinks: list[Sink] = [JsonlSink(out / "events.jsonl", append=resume)]
+    turn = {"max_mb": cfg.sinks.jsonl_max_mb, "backups": cfg.sinks.jsonl_backups}
+    sinks: list[Sink] = [JsonlSink(out / "events.jsonl", append=resume, **turn)]
     if cfg.sinks.scores:
-        sinks.append(ScoresSink(out / "scores.jsonl", append=resume))
+        sinks.append(ScoresSink(out / "scores.jsonl", append=resume, **turn))
     if cfg.sinks.overlays != "off":
         sinks.append(OverlaySink(out / "overlays", cfg.sinks.overlay_alpha, cfg.sinks.overlays,
                                  cfg.sinks.overlay_range, cfg.sinks.overlays_max_mb))

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Protocol
 
@@ -70,27 +71,64 @@ def deliver(sinks: Sequence[Sink], msg: P.Message, delivered: float, log_seq: in
         sink.handle(msg, delivered, log_seq)
 
 
+class JsonLines:
+    """Appends one JSON object a line to PATH, flushed each time. Past `max_mb`, PATH becomes PATH.1 (PATH.1 becomes
+    PATH.2, ...; `backups` are kept, the oldest dropped) and a new PATH begins: logging's RotatingFileHandler does the
+    turning, as logrotate names the files. `max_mb` None: one file without a bound. `append` False starts afresh: PATH
+    and its backups are emptied, so no earlier run's lines are read as this one's."""
+
+    def __init__(self, path: str | Path, append: bool = True, max_mb: float | None = None, backups: int = 3):
+        if backups < 1:
+            raise ValueError(f"backups must be >= 1, got {backups}")
+        self.path = Path(path)
+        if not append:
+            for old in self.files(self.path):
+                old.unlink()
+        max_bytes = 0 if max_mb is None else max(1, int(max_mb * 2**20))
+        self._file = _RaisingRotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self._file.setFormatter(logging.Formatter("%(message)s"))
+
+    @staticmethod
+    def files(path: str | Path) -> list[Path]:
+        """PATH and its backups PATH.1, PATH.2, ... that exist, newest first."""
+        path = Path(path)
+        backups = [p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()]
+        return [p for p in [path] if p.exists()] + sorted(backups, key=lambda p: int(p.suffix[1:]))
+
+    def write(self, record: dict) -> None:
+        self._file.emit(logging.makeLogRecord({"msg": json.dumps(record)}))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _RaisingRotatingFileHandler(RotatingFileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        raise  # called inside emit's `except`: a failed write (a full disk) reaches the sink's caller, not stderr
+
+
 class JsonlSink:
     """Appends one JSON object per event (source, seq, score, threshold, regions, t_capture, stamps, model_version,
-    and `log_seq`, the node's per-source event-log number, when the event came through `eventlog.CatchUp`)."""
+    and `log_seq`, the node's per-source event-log number, when the event came through `eventlog.CatchUp`) to PATH,
+    turned over past `max_mb` (`JsonLines`)."""
 
-    def __init__(self, path: str | Path, append: bool = True):
-        self.file = open(path, "a" if append else "w", encoding="utf-8")
+    def __init__(self, path: str | Path, append: bool = True, max_mb: float | None = None, backups: int = 3):
+        self.lines = JsonLines(path, append, max_mb, backups)
 
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         if msg.kind == "event":
             record = P.event_record(msg.header)
             if log_seq is not None:
                 record["log_seq"] = log_seq
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
+            self.lines.write(record)
 
     @staticmethod
     def cursors(path: str | Path) -> dict[str, int]:
-        """Highest `log_seq` per source in an existing JSONL file: where a restarted subscriber resumes."""
+        """Highest `log_seq` per source in an existing JSONL file and its backups: where a restarted subscriber
+        resumes."""
         out: dict[str, int] = {}
-        try:
-            with open(path, encoding="utf-8") as f:
+        for file in JsonLines.files(path):
+            with open(file, encoding="utf-8") as f:
                 for line in f:
                     try:
                         rec = json.loads(line)
@@ -99,12 +137,10 @@ class JsonlSink:
                         continue  # a torn last line or an event without log_seq
                     if isinstance(source, str) and type(n) is int:
                         out[source] = max(out.get(source, 0), n)
-        except FileNotFoundError:
-            pass
         return out
 
     def close(self) -> None:
-        self.file.close()
+        self.lines.close()
 
 
 def overlay(msg: P.Message, alpha: float = 0.5, vrange: tuple[float, float] | None = None) -> np.ndarray:
@@ -162,23 +198,21 @@ class OverlaySink:
 
 class ScoresSink:
     """Appends one JSON object per scored frame: source, seq, score, threshold, label, regions (count),
-    t_capture, end_to_end_ms. The distribution of a line's scores on normal production is what a
-    threshold is calibrated on (`ssdnet calibrate`)."""
+    t_capture, end_to_end_ms, turned over past `max_mb` (`JsonLines`). The distribution of a line's scores on
+    normal production is what a threshold is calibrated on (`ssdnet calibrate`)."""
 
-    def __init__(self, path: str | Path, append: bool = False):
-        self.file = open(path, "a" if append else "w", encoding="utf-8")
+    def __init__(self, path: str | Path, append: bool = False, max_mb: float | None = None, backups: int = 3):
+        self.lines = JsonLines(path, append, max_mb, backups)
 
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         h = msg.header
         if h.kind == "anomaly":
-            record = {"source": h.source, "seq": h.seq, "score": round(h.score, 5), "threshold": h.threshold,
-                      "label": h.label, "regions": len(h.regions), "t_capture": h.t_capture,
-                      "end_to_end_ms": round(stage_latencies(h, delivered)["end_to_end"], 1)}
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
+            self.lines.write({"source": h.source, "seq": h.seq, "score": round(h.score, 5), "threshold": h.threshold,
+                              "label": h.label, "regions": len(h.regions), "t_capture": h.t_capture,
+                              "end_to_end_ms": round(stage_latencies(h, delivered)["end_to_end"], 1)})
 
     def close(self) -> None:
-        self.file.close()
+        self.lines.close()
 
 
 class MetricsSink:

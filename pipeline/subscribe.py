@@ -46,10 +46,11 @@ def _first_sync(catch: CatchUp, endpoint: str, deadline: float, backoff_s: float
 
 def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None = None, timeout_s: float | None = None,
               stall_s: float = 5.0, replay: str | None = None, from_start: bool = False, key: str | None = None,
-              server_key: str | None = None, ctx: zmq.Context | None = None) -> int:
+              server_key: str | None = None, ctx: zmq.Context | None = None, jsonl_max_mb: float | None = 256,
+              jsonl_backups: int = 3) -> int:
     """Print events until `count` events, `timeout_s` seconds, or Ctrl-C; returns the number of events. A timeout
     without a single message or event (a node heartbeats every node.heartbeat_s) is a RuntimeError: a wrong or dead
-    endpoint is said so, not taken for a quiet line."""
+    endpoint is said so, not taken for a quiet line. `jsonl` turns over past `jsonl_max_mb` (`sinks.JsonLines`)."""
     ctx = ctx or zmq.Context.instance()
     server = None
     if key is not None:
@@ -57,7 +58,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
         server = load_public(server_key) if server_key else None
     sinks: list[Sink] = [ConsoleSink(stall_s=stall_s)]
     if jsonl:
-        sinks.append(JsonlSink(jsonl))
+        sinks.append(JsonlSink(jsonl, max_mb=jsonl_max_mb, backups=jsonl_backups))
     sub = Subscriber(endpoints, (b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server)
     catch = None
     if replay:
@@ -101,7 +102,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
 def _main(args: argparse.Namespace) -> int:
     try:
         subscribe(args.endpoints, args.jsonl, args.count, args.timeout, args.stall, args.replay, args.from_start,
-                  args.key, args.server_key)
+                  args.key, args.server_key, jsonl_max_mb=args.jsonl_max_mb or None, jsonl_backups=args.jsonl_backups)
     except KeyboardInterrupt:
         pass
     return 0
@@ -112,6 +113,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("endpoints", nargs="+", metavar="ENDPOINT", help="node endpoint(s), e.g. tcp://127.0.0.1:5600")
     p.add_argument("--jsonl", help="also append events to this JSONL file")
+    p.add_argument("--jsonl-max-mb", type=float, default=256, help="--jsonl turns over past this many MB, to FILE.1, "
+                                                                   "FILE.2, ... (default 256; 0 = no bound)")
+    p.add_argument("--jsonl-backups", type=int, default=3, help="turned-over --jsonl files kept (default 3)")
     p.add_argument("--count", type=int, help="exit after this many events")
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
     p.add_argument("--stall", type=float, default=5.0, help="report a stage whose last frame "

@@ -17,7 +17,7 @@ from pipeline import transport
 from pipeline.config import NodeConfig, SyntheticSourceConfig
 from pipeline.eventlog import CatchUp, EventLog, ReplayClient, answer, serve_replay
 from pipeline.node import EdgeNode
-from pipeline.sinks import Subscriber
+from pipeline.sinks import JsonLines, Subscriber
 from pipeline.sources import Camera, Capture, SourceError
 from pipeline.subscribe import subscribe
 from test_pipeline_node import FastDetector, collect, line, results, wait_until
@@ -30,21 +30,27 @@ def _jsonl(path):
     return [json.loads(s) for s in path.read_text().splitlines()]
 
 
-def test_subscriber_killed_and_restarted_catches_up_on_every_event(tmp_path):
+@pytest.mark.parametrize("max_mb", [None, 1 / 1024], ids=["one_file", "turned_over"])
+def test_subscriber_killed_and_restarted_catches_up_on_every_event(tmp_path, max_mb):
+    """With a tiny `jsonl_max_mb` the file turns over every few events: the restart resumes from the kept files."""
     db, out = tmp_path / "events.db", tmp_path / "events.jsonl"
+    turn = {"jsonl_max_mb": max_mb, "jsonl_backups": 1000}
     with line(tmp_path, frames=60, fps=100, queue_depth=64, event_log=db) as ln:
         replay = ln.node.replay_endpoint
         assert replay is not None
         first = subscribe(ln.endpoints, jsonl=str(out), count=3, timeout_s=10, replay=replay, from_start=True,
-                          ctx=ln.ctx)
+                          ctx=ln.ctx, **turn)
         assert first >= 3  # ... and then it is "killed" while the stream goes on
         wait_until(lambda: ln.node.counters.source("cam0")["scored"] == 60)  # the node never waited for it
         total = ln.node.counters.source("cam0")["events"]
         assert total > first
-        # restarted: resumes after the highest log_seq in its JSONL file, gets exactly the missed events
-        second = subscribe(ln.endpoints, jsonl=str(out), count=total - first, timeout_s=10, replay=replay, ctx=ln.ctx)
+        # restarted: resumes after the highest log_seq in its JSONL file(s), gets exactly the missed events
+        second = subscribe(ln.endpoints, jsonl=str(out), count=total - first, timeout_s=10, replay=replay, ctx=ln.ctx,
+                           **turn)
         assert second == total - first
-    records = _jsonl(out)
+    files = JsonLines.files(out)
+    assert len(files) == 1 if max_mb is None else len(files) > total / 4
+    records = [r for f in reversed(files) for r in _jsonl(f)]
     assert [r["log_seq"] for r in records] == list(range(1, total + 1))  # in order, no gap, no duplicate
     assert [r["seq"] for r in records] == sorted(r["seq"] for r in records)
     log = EventLog(db, readonly=True)

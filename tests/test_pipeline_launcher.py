@@ -19,7 +19,7 @@ from edge.config import ConfigError, parse_config
 from pipeline import protocol as P
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import _ctrl_c_flag, run_line
-from pipeline.sinks import ConsoleSink, JsonlSink, MetricsSink, OverlaySink
+from pipeline.sinks import ConsoleSink, JsonLines, JsonlSink, MetricsSink, OverlaySink, ScoresSink
 from pipeline.stats import StreamStats
 from pipeline.subscribe import subscribe
 from pipeline.transport import Publisher, make_socket
@@ -171,8 +171,8 @@ def anomaly(seq=0, label="anomalous") -> P.Message:
     return P.Message(header, {"map": q, "image": image})
 
 
-def event(seq=0) -> P.Message:
-    return P.Message(P.EventHeader(v=1, kind="event", source="cam0", seq=seq, t_capture=1.0, score=8.0, threshold=3.0,
+def event(seq=0, source="cam0") -> P.Message:
+    return P.Message(P.EventHeader(v=1, kind="event", source=source, seq=seq, t_capture=1.0, score=8.0, threshold=3.0,
                                    model_version=1))
 
 
@@ -205,6 +205,33 @@ def test_overlays_stay_within_their_disk_budget_oldest_first(tmp_path):
     for seq in range(5, 9):
         unbounded.handle(anomaly(seq), 2.0)
     assert len(list(folder.iterdir())) == 7 and unbounded.deleted == 0
+
+
+def test_jsonl_files_turn_over_past_their_budget_and_a_restart_resumes_from_every_kept_file(tmp_path):
+    """A line that runs for months must not fill the disk with events.jsonl / scores.jsonl: past `max_mb` the file
+    becomes FILE.1 (FILE.1 FILE.2, ...), `backups` are kept; the resume cursors read them all (a camera whose last
+    event is in a backup resumes after it, not from its first event); a fresh start empties them."""
+    path = tmp_path / "events.jsonl"
+    line = len(json.dumps({**P.event_record(event(0).header), "log_seq": 1})) + 1
+    sink = JsonlSink(path, max_mb=2.5 * line / 2**20, backups=2)
+    for n in range(1, 11):
+        sink.handle(event(n, "cam1" if n == 7 else "cam0"), 2.0, log_seq=n)  # cam1's one event, a while ago
+    sink.close()
+    files = JsonLines.files(path)
+    assert [f.name for f in files] == ["events.jsonl", "events.jsonl.1", "events.jsonl.2"]
+    assert all(f.stat().st_size <= 2.5 * line for f in files)
+    kept = [json.loads(x)["log_seq"] for f in reversed(files) for x in f.read_text().splitlines()]
+    assert kept == list(range(kept[0], 11)) and len(kept) >= 5  # the newest, in order; the oldest went
+    assert JsonlSink.cursors(path) == {"cam0": 10, "cam1": 7}  # cam1's record is in a backup
+    scores = ScoresSink(tmp_path / "scores.jsonl", max_mb=2.5 * line / 2**20, backups=1)
+    for seq in range(10):
+        scores.handle(anomaly(seq), 2.0)
+    scores.close()
+    assert len(JsonLines.files(tmp_path / "scores.jsonl")) == 2
+    JsonlSink(path, append=False).close()  # not resuming: this run's file alone
+    assert JsonLines.files(path) == [path] and path.read_text() == "" and JsonlSink.cursors(path) == {}
+    with pytest.raises(ValueError, match="backups"):
+        JsonLines(path, max_mb=1, backups=0)
 
 
 def test_metrics_sink_serves_prometheus_text():
