@@ -6,6 +6,7 @@ with frames it may have missed.
 """
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import time
@@ -92,7 +93,7 @@ class JsonLines:
     def files(path: str | Path) -> list[Path]:
         """PATH and its backups PATH.1, PATH.2, ... that exist, newest first."""
         path = Path(path)
-        backups = [p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()]
+        backups = [p for p in path.parent.glob(glob.escape(path.name) + ".*") if p.suffix[1:].isdigit()]
         return [p for p in [path] if p.exists()] + sorted(backups, key=lambda p: int(p.suffix[1:]))
 
     def write(self, record: dict) -> None:
