@@ -97,6 +97,7 @@ class Collector:
     def __init__(self, endpoint: str, replay: str | None, sinks: Sequence[Sink], stats: StreamStats,
                  server_key: bytes | None = None, resume: dict[str, int] | None = None, from_start: bool = False):
         self.sinks, self.stats = list(sinks), stats
+        self.sink_failures = 0  # messages a sink failed on (logged; the others still got them)
         self.catch = None
         if replay is not None:  # live events only say "fetch now"
             self.catch = CatchUp(ReplayClient(replay, server_key=server_key), resume=resume, from_start=from_start)
@@ -104,7 +105,7 @@ class Collector:
 
     def collect(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         self.stats.add(msg, delivered)
-        deliver(self.sinks, msg, delivered, log_seq)
+        self.sink_failures += deliver(self.sinks, msg, delivered, log_seq)
 
     def sync(self) -> None:
         """Fetch the events the node logged that this collector has not had (at the start, at the end)."""
@@ -234,7 +235,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     summary = stats.summary(line.results.get(cfg.node.name))
     summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted, timed_out=timed_out)
     if collector is not None:
-        summary["bad_messages_at_collector"] = collector.sub.bad_messages
+        summary.update(bad_messages_at_collector=collector.sub.bad_messages, sink_failures=collector.sink_failures)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -350,7 +351,8 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
         for sink in sinks:
             sink.close()
     summary = stats.summary()
-    summary.update(wall_s=round(time.time() - started, 3), interrupted=bool(pending), timed_out=False)
+    summary.update(wall_s=round(time.time() - started, 3), interrupted=bool(pending), timed_out=False,
+                   sink_failures=collector.sink_failures)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -66,10 +66,23 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def deliver(sinks: Sequence[Sink], msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
-    """Hand one message to every sink (the launcher's collector and `ssdnet subscribe` alike)."""
+_FAILURE_LOGS: dict[str, ThrottledLog] = {}
+
+
+def deliver(sinks: Sequence[Sink], msg: P.Message, delivered: float, log_seq: int | None = None) -> int:
+    """Hand one message to every sink (the launcher's collector and `ssdnet subscribe` alike); returns how many
+    failed. A sink that raises (a full disk, a bug) is logged, at most once a second per kind of sink, and the
+    others still get the message: one broken output does not stop the line (events stay in the node's event log)."""
+    failed = 0
     for sink in sinks:
-        sink.handle(msg, delivered, log_seq)
+        try:
+            sink.handle(msg, delivered, log_seq)
+        except Exception as e:  # noqa: BLE001 - any sink's failure: counted and logged, never the line's end
+            failed += 1
+            name = type(sink).__name__
+            _FAILURE_LOGS.setdefault(name, ThrottledLog(log)).warning(
+                f"{name} failed on {msg.kind} {msg.source}#{msg.header.seq}: {type(e).__name__}: {e}")
+    return failed
 
 
 class JsonLines:

@@ -45,7 +45,7 @@ def test_run_line_end_to_end(tmp_path):
     assert (summary["frames"], summary["sent"], summary["dropped"]) == (16, 16, 0)
     assert summary["drops"] == {"conflated": 0, "lost": 0, "rejected": 0, "failed": 0, "bad_messages": 0}
     assert summary["scorer"] is None  # a custom detector: no scorer backend of the node's own
-    assert summary["fps"] > 0 and not summary["interrupted"]
+    assert summary["fps"] > 0 and not summary["interrupted"] and summary["sink_failures"] == 0
     for stage in ("fit", "score", "end_to_end", "transport", "queue"):
         assert set(summary["latency_ms"][stage]) == {"p50", "p95", "p99"}
     assert 0.5 < summary["stream"]["pixel_auroc"] <= 1 and summary["stream"]["frames"] == 16
@@ -59,6 +59,22 @@ def test_run_line_end_to_end(tmp_path):
     assert all({"source", "seq", "score", "regions", "t_capture"} <= set(e) for e in events)
     assert len(list((tmp_path / "overlays").glob("cam*_*.png"))) == summary["events"]
     assert not mp.active_children()
+
+
+def test_a_failing_sink_is_counted_and_the_line_goes_on(tmp_path, monkeypatch, caplog):
+    """A full disk under events.jsonl must not end the line: the other sinks still get every event, the run
+    completes, and summary.json says how many messages a sink failed on."""
+    def full_disk(self, msg, delivered, log_seq=None):
+        if msg.kind == "event":
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(JsonlSink, "handle", full_disk)
+    summary = run_line(line_config(), tmp_path, detector_factory=FastDetector)
+    assert summary["frames"] == 16 and not summary["interrupted"] and summary["events"] > 0
+    assert summary["sink_failures"] == summary["events"]  # every event, once each
+    assert len(list((tmp_path / "overlays").glob("cam*_*.png"))) == summary["events"]  # the next sink got them
+    assert "JsonlSink failed on event cam" in caplog.text and "No space left on device" in caplog.text
+    assert (tmp_path / "events.jsonl").read_text() == ""
 
 
 @pytest.mark.slow
