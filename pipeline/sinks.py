@@ -92,8 +92,8 @@ class JsonLines:
     and its backups are emptied, so no earlier run's lines are read as this one's."""
 
     def __init__(self, path: str | Path, append: bool = True, max_mb: float | None = None, backups: int = 3):
-        if backups < 1:
-            raise ValueError(f"backups must be >= 1, got {backups}")
+        if backups < 1 or (max_mb is not None and max_mb <= 0):
+            raise ValueError(f"a JSONL file needs max_mb > 0 (None: no bound) and backups >= 1: {max_mb}, {backups}")
         self.path = Path(path)
         if not append:
             for old in self.files(self.path):

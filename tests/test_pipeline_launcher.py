@@ -246,8 +246,9 @@ def test_jsonl_files_turn_over_past_their_budget_and_a_restart_resumes_from_ever
     assert len(JsonLines.files(tmp_path / "scores.jsonl")) == 2
     JsonlSink(path, append=False).close()  # not resuming: this run's file alone
     assert JsonLines.files(path) == [path] and path.read_text() == "" and JsonlSink.cursors(path) == {}
-    with pytest.raises(ValueError, match="backups"):
-        JsonLines(path, max_mb=1, backups=0)
+    for bad in ({"max_mb": 1, "backups": 0}, {"max_mb": -1}):
+        with pytest.raises(ValueError, match="max_mb > 0"):
+            JsonLines(path, **bad)
 
 
 def test_metrics_sink_serves_prometheus_text():
