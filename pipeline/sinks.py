@@ -211,9 +211,9 @@ class OverlaySink:
 
 
 class ScoresSink:
-    """Appends one JSON object per scored frame: source, seq, score, threshold, label, regions (count),
+    """Appends one JSON object per scored frame: source, seq, score, threshold, label, calibrating, regions (count),
     t_capture, end_to_end_ms, turned over past `max_mb` (`JsonLines`). The distribution of a line's scores on
-    normal production is what a threshold is calibrated on (`ssdnet calibrate`)."""
+    normal production is what a threshold is calibrated on (`ssdnet calibrate OUT/scores.jsonl`)."""
 
     def __init__(self, path: str | Path, append: bool = False, max_mb: float | None = None, backups: int = 3):
         self.lines = JsonLines(path, append, max_mb, backups)
@@ -222,7 +222,8 @@ class ScoresSink:
         h = msg.header
         if h.kind == "anomaly":
             self.lines.write({"source": h.source, "seq": h.seq, "score": round(h.score, 5), "threshold": h.threshold,
-                              "label": h.label, "regions": len(h.regions), "t_capture": h.t_capture,
+                              "label": h.label, "calibrating": h.calibrating, "regions": len(h.regions),
+                              "t_capture": h.t_capture,
                               "end_to_end_ms": round(stage_latencies(h, delivered)["end_to_end"], 1)})
 
     def close(self) -> None:

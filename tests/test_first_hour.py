@@ -11,12 +11,14 @@ import pytest
 
 from edge.overlay import annotated_overlay, scale_range
 from edge.synthetic import sample
+from pipeline import protocol as P
 from pipeline.config import VideoSourceConfig
 from pipeline.launcher import print_summary, run_line
 from pipeline.regions import find_regions
+from pipeline.sinks import JsonLines, ScoresSink
 from pipeline.sources import Camera, SourceFatal
 from pipeline.stages import LineError
-from test_pipeline_launcher import line_config
+from test_pipeline_launcher import anomaly, line_config
 from test_pipeline_node import FastDetector
 from tools.calibrate import suggest
 from tools.cli import main
@@ -120,6 +122,34 @@ def test_score_keeps_going_past_an_unreadable_file_and_calibrate_reads_a_folder_
     assert "3 normal frames of" in capsys.readouterr().out
     assert main(["calibrate", str(tmp_path / "nope.mp4"), "--fast"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_calibrate_reads_a_lines_scores_jsonl_across_its_turned_over_files(tmp_path, capsys):
+    """`ssdnet calibrate OUT/scores.jsonl`: the node's calibrated scores as logged, nothing scored again; a camera's
+    first (`calibrating`) frames are left out; every kept file is read; each camera's quantiles are reported."""
+    path, expected = tmp_path / "scores.jsonl", []
+    sink = ScoresSink(path, max_mb=4096 / 2**20, backups=100)  # ~4 KB a file: several files
+    for seq in range(60):
+        for cam, base in (("cam0", 0.0), ("cam1", 1.0)):
+            calibrating = seq < 10
+            score = 50.0 if calibrating else base + (seq % 10) / 10  # a prior's wild score must not count
+            header = anomaly(seq).header.model_copy(update={"source": cam, "score": score, "calibrating": calibrating})
+            sink.handle(P.Message(header), 2.0)
+            expected += [] if calibrating else [score]
+    sink.close()
+    assert len(JsonLines.files(path)) > 2
+    assert main(["calibrate", str(path), "--out", str(tmp_path / "cal")]) == 0
+    out = capsys.readouterr().out
+    cal = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert cal["frames"] == 100 and cal["suggested_threshold"] == pytest.approx(suggest(np.array(expected)), abs=1e-4)
+    assert {name: c["frames"] for name, c in cal["cameras"].items()} == {"cam0": 50, "cam1": 50}
+    assert cal["cameras"]["cam1"]["max"] == pytest.approx(1.9) and "2 camera(s)" in out
+    assert main(["calibrate", str(path), "--fast"]) == 2
+    assert "drop --fast" in capsys.readouterr().err
+    single = tmp_path / "single.jsonl"  # `ssdnet score`'s records: single images, no camera normal
+    single.write_text(json.dumps({"image": "a.png", "score": 4.0}) + "\n")
+    assert main(["calibrate", str(single)]) == 2
+    assert "no calibrated frame scores" in capsys.readouterr().err
 
 
 def test_the_tensorrt_snippet_of_docs_export_md_is_a_valid_line_config():

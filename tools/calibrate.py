@@ -12,6 +12,11 @@ scores as the default config (the score comes from the self-similarity map) in a
 time. `--out DIR` writes every frame's score to DIR/scores.jsonl (and with `--overlays` its
 overlay). More frames give a steadier threshold: below 50 the suggestion is about the highest
 score seen.
+
+`ssdnet calibrate OUT/scores.jsonl` reads a running line's scores instead (`sinks.scores: true`; its turned-over
+files too): nothing is scored again, the node's calibrated scores are taken as they are (a camera's first frames,
+marked `calibrating`, left out), with the same suggestion over every camera and each camera's own quantiles. The
+line should have run on normal production: a defect rate above 1 - `--quantile` raises the suggestion.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from edge.detector import Detector
 from edge.overlay import annotated_overlay, write_rgb
 from pipeline.config import FolderSourceConfig, VideoSourceConfig, load_line_config
 from pipeline.regions import find_regions
+from pipeline.sinks import JsonLines
 from pipeline.sources import SourceError, make_reader
 
 from .args import at_least
@@ -50,6 +56,8 @@ def _reader(path: str, resize: tuple[int, int] | None):
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.source.endswith(".jsonl"):
+        return _from_scores(args)
     set_threads(args.threads)
     threshold, vrange = DEFAULT_THRESHOLD, None
     if args.line:
@@ -109,25 +117,81 @@ def _cmd(args: argparse.Namespace) -> int:
         print(f"ssdnet calibrate: {seen + 1} frame(s) read from {args.source}: too few to judge against the camera's "
               f"own normal (its first {cfg.calibration.min_frames} set it)", file=sys.stderr)
         return 2
-    s = np.array(scores)
+    _report(np.array(scores), f"{args.source} (after the first {cfg.calibration.min_frames})", threshold, args, out)
+    return 0
+
+
+def _report(s: np.ndarray, what: str, threshold: float, args: argparse.Namespace, out: Path | None,
+            cameras: dict[str, np.ndarray] | None = None) -> None:
+    """Print the distribution of normal frames' calibrated scores `s` and the suggested threshold; with `out`,
+    write it to OUT/calibration.json. `cameras`: the same per camera (a line's scores.jsonl)."""
     value = suggest(s, args.quantile, args.margin)
     q = np.quantile(s, (0.5, 0.9, 0.95, 0.99))
-    print(f"{len(s)} normal frames of {args.source} (after the first {cfg.calibration.min_frames}), calibrated "
+    print(f"{len(s)} normal frames of {what}, calibrated "
           f"score min {s.min():.3f}  median {q[0]:.3f}  p90 {q[1]:.3f}  "
           f"p95 {q[2]:.3f}  p99 {q[3]:.3f}  max {s.max():.3f}")
+    for name, c in (cameras or {}).items():
+        print(f"  {name}: {len(c)} frames, median {np.median(c):.3f}  p99 {np.quantile(c, 0.99):.3f}  max "
+              f"{c.max():.3f}; {np.mean(c > threshold):.1%} above the current threshold")
     print(f"the current threshold {threshold:.3f} would flag {np.mean(s > threshold):.1%} of these frames")
     print(f"suggested node.threshold: {value:.3f}  (the {args.quantile:g} quantile + {args.margin:.0%}; flags "
           f"{np.mean(s > value):.1%} of these frames)")
     if len(s) < 50:
         print("few frames: the suggestion is about the highest score seen; score more normal production "
-              "(--frames, a longer video) for a steadier threshold")
+              "for a steadier threshold")
     print(f"\nin the line config:\n  node:\n    threshold: {value:.3f}")
     if out is not None:
-        (out / "calibration.json").write_text(json.dumps({
-            "source": args.source, "frames": len(s), "suggested_threshold": round(value, 5),
-            "quantile": args.quantile, "margin": args.margin,
-            "scores": {"min": float(s.min()), "p50": float(q[0]), "p90": float(q[1]), "p95": float(q[2]),
-                       "p99": float(q[3]), "max": float(s.max())}}, indent=2) + "\n")
+        summary = {"source": args.source, "frames": len(s), "suggested_threshold": round(value, 5),
+                   "quantile": args.quantile, "margin": args.margin, "scores": _quantiles(s)}
+        if cameras:
+            summary["cameras"] = {name: {"frames": len(c), **_quantiles(c)} for name, c in cameras.items()}
+        (out / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _quantiles(s: np.ndarray) -> dict[str, float]:
+    q = np.quantile(s, (0.5, 0.9, 0.95, 0.99))
+    return {"min": float(s.min()), "p50": float(q[0]), "p90": float(q[1]), "p95": float(q[2]), "p99": float(q[3]),
+            "max": float(s.max())}
+
+
+def _from_scores(args: argparse.Namespace) -> int:
+    """`ssdnet calibrate OUT/scores.jsonl`: the suggestion from a line's logged scores, nothing scored again."""
+    given = [flag for flag, on in (("--line", args.line), ("--config", args.config), ("--fast", args.fast),
+                                   ("--frames", args.frames), ("--resize", args.resize),
+                                   ("--overlays", args.overlays)) if on]
+    if given:
+        print(f"ssdnet calibrate: {args.source} holds the node's scores already: drop {', '.join(given)}",
+              file=sys.stderr)
+        return 2
+    cameras: dict[str, list[float]] = {}
+    threshold, skipped = DEFAULT_THRESHOLD, 0
+    files = JsonLines.files(args.source)
+    if not files:
+        print(f"ssdnet calibrate: {args.source} does not exist", file=sys.stderr)
+        return 2
+    for file in reversed(files):  # oldest first: the last record's threshold is the line's current one
+        for line in file.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+                score = float(rec["score"])
+            except (ValueError, KeyError, TypeError):
+                skipped += 1  # a torn last line, or not a score record
+                continue
+            if rec.get("calibrating") is True or "image" in rec or not np.isfinite(score):
+                continue  # a camera's first frames, or `ssdnet score`'s single images: no camera normal
+            cameras.setdefault(str(rec.get("source", "-")), []).append(score)
+            threshold = float(rec.get("threshold", threshold))
+    if not cameras:
+        print(f"ssdnet calibrate: no calibrated frame scores in {', '.join(map(str, files))} "
+              f"({skipped} unreadable line(s)); a line writes them with sinks.scores: true", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    per_camera = {name: np.array(c) for name, c in sorted(cameras.items())}
+    names = f"{len(files)} file(s) of {args.source}" if len(files) > 1 else args.source
+    _report(np.concatenate(list(per_camera.values())), f"{names}, {len(per_camera)} camera(s)", threshold, args, out,
+            per_camera)
     return 0
 
 
@@ -139,9 +203,11 @@ def _fraction(text: str) -> float:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("calibrate", help="suggest node.threshold from a folder or video of normal production",
+    p = sub.add_parser("calibrate", help="suggest node.threshold from a folder or video of normal production, "
+                                         "or a line's scores",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", help="folder of images or a video file of normal (defect-free) production")
+    p.add_argument("source", help="folder of images or a video file of normal (defect-free) production, or a "
+                                  "line's OUT/scores.jsonl (sinks.scores: true)")
     p.add_argument("--line", help="the line config whose node.ssdnet scores the frames (recommended)")
     add_common(p)
     p.add_argument("--frames", type=at_least(1), help="score at most this many frames")
