@@ -147,7 +147,7 @@ def test_calibrate_reads_a_lines_scores_jsonl_across_its_turned_over_files(tmp_p
     assert main(["calibrate", str(path), "--fast"]) == 2
     assert "drop --fast" in capsys.readouterr().err
     single = tmp_path / "single.jsonl"  # `ssdnet score`'s records: single images, no camera normal
-    single.write_text(json.dumps({"image": "a.png", "score": 4.0}) + "\n")
+    single.write_text(json.dumps({"image": "a.png", "score": 4.0}) + '\n[1, 2]\n{"score": 1, "threshold": "x"}\n')
     assert main(["calibrate", str(single)]) == 2
     assert "no calibrated frame scores" in capsys.readouterr().err
 
