@@ -117,17 +117,18 @@ def _cmd(args: argparse.Namespace) -> int:
         print(f"ssdnet calibrate: {seen + 1} frame(s) read from {args.source}: too few to judge against the camera's "
               f"own normal (its first {cfg.calibration.min_frames} set it)", file=sys.stderr)
         return 2
-    _report(np.array(scores), f"{args.source} (after the first {cfg.calibration.min_frames})", threshold, args, out)
+    _report(np.array(scores), f"{len(scores)} normal frames of {args.source} (after the first "
+            f"{cfg.calibration.min_frames})", threshold, args, out)
     return 0
 
 
 def _report(s: np.ndarray, what: str, threshold: float, args: argparse.Namespace, out: Path | None,
             cameras: dict[str, np.ndarray] | None = None) -> None:
-    """Print the distribution of normal frames' calibrated scores `s` and the suggested threshold; with `out`,
-    write it to OUT/calibration.json. `cameras`: the same per camera (a line's scores.jsonl)."""
+    """Print the distribution of normal frames' calibrated scores `s` (`what` they are) and the suggested threshold;
+    with `out`, write it to OUT/calibration.json. `cameras`: the same per camera (a line's scores.jsonl)."""
     value = suggest(s, args.quantile, args.margin)
     q = np.quantile(s, (0.5, 0.9, 0.95, 0.99))
-    print(f"{len(s)} normal frames of {what}, calibrated "
+    print(f"{what}, calibrated "
           f"score min {s.min():.3f}  median {q[0]:.3f}  p90 {q[1]:.3f}  "
           f"p95 {q[2]:.3f}  p99 {q[3]:.3f}  max {s.max():.3f}")
     for name, c in (cameras or {}).items():
@@ -136,6 +137,9 @@ def _report(s: np.ndarray, what: str, threshold: float, args: argparse.Namespace
     print(f"the current threshold {threshold:.3f} would flag {np.mean(s > threshold):.1%} of these frames")
     print(f"suggested node.threshold: {value:.3f}  (the {args.quantile:g} quantile + {args.margin:.0%}; flags "
           f"{np.mean(s > value):.1%} of these frames)")
+    if np.mean(s > threshold) > 1 - args.quantile:
+        print(f"note: {np.mean(s > threshold):.1%} of these frames are above the current threshold: if they are "
+              "defects, not normal production, the suggestion is too high; calibrate on defect-free production")
     if len(s) < 50:
         print("few frames: the suggestion is about the highest score seen; score more normal production "
               "for a steadier threshold")
@@ -191,8 +195,8 @@ def _from_scores(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     per_camera = {name: np.array(c) for name, c in sorted(cameras.items())}
     names = f"{len(files)} file(s) of {args.source}" if len(files) > 1 else args.source
-    _report(np.concatenate(list(per_camera.values())), f"{names}, {len(per_camera)} camera(s)", threshold, args, out,
-            per_camera)
+    scores = np.concatenate(list(per_camera.values()))
+    _report(scores, f"{len(scores)} frames of {names}, {len(per_camera)} camera(s)", threshold, args, out, per_camera)
     return 0
 
 
