@@ -126,11 +126,9 @@ def _report(s: np.ndarray, what: str, threshold: float, args: argparse.Namespace
             cameras: dict[str, np.ndarray] | None = None) -> None:
     """Print the distribution of normal frames' calibrated scores `s` (`what` they are) and the suggested threshold;
     with `out`, write it to OUT/calibration.json. `cameras`: the same per camera (a line's scores.jsonl)."""
-    value = suggest(s, args.quantile, args.margin)
-    q = np.quantile(s, (0.5, 0.9, 0.95, 0.99))
-    print(f"{what}, calibrated "
-          f"score min {s.min():.3f}  median {q[0]:.3f}  p90 {q[1]:.3f}  "
-          f"p95 {q[2]:.3f}  p99 {q[3]:.3f}  max {s.max():.3f}")
+    value, q = suggest(s, args.quantile, args.margin), _quantiles(s)
+    print(f"{what}, calibrated score min {q['min']:.3f}  median {q['p50']:.3f}  p90 {q['p90']:.3f}  "
+          f"p95 {q['p95']:.3f}  p99 {q['p99']:.3f}  max {q['max']:.3f}")
     for name, c in (cameras or {}).items():
         print(f"  {name}: {len(c)} frames, median {np.median(c):.3f}  p99 {np.quantile(c, 0.99):.3f}  max "
               f"{c.max():.3f}; {np.mean(c > threshold):.1%} above the current threshold")
@@ -146,7 +144,7 @@ def _report(s: np.ndarray, what: str, threshold: float, args: argparse.Namespace
     print(f"\nin the line config:\n  node:\n    threshold: {value:.3f}")
     if out is not None:
         summary = {"source": args.source, "frames": len(s), "suggested_threshold": round(value, 5),
-                   "quantile": args.quantile, "margin": args.margin, "scores": _quantiles(s)}
+                   "quantile": args.quantile, "margin": args.margin, "scores": q}
         if cameras:
             summary["cameras"] = {name: {"frames": len(c), **_quantiles(c)} for name, c in cameras.items()}
         (out / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
