@@ -82,6 +82,7 @@ def deliver(sinks: Sequence[Sink], msg: P.Message, delivered: float, log_seq: in
             name = type(sink).__name__
             _FAILURE_LOGS.setdefault(name, ThrottledLog(log)).warning(
                 f"{name} failed on {msg.kind} {msg.source}#{msg.header.seq}: {type(e).__name__}: {e}")
+            log.debug("%s's failure", name, exc_info=True)  # where, with -v
     return failed
 
 
