@@ -10,7 +10,7 @@ import glob
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Protocol
@@ -110,6 +110,19 @@ class JsonLines:
         backups = [p for p in path.parent.glob(glob.escape(path.name) + ".*") if p.suffix[1:].isdigit()]
         return [p for p in [path] if p.exists()] + sorted(backups, key=lambda p: int(p.suffix[1:]))
 
+    @staticmethod
+    def records(path: str | Path) -> Iterator[dict]:
+        """Every JSON object in PATH and its backups, oldest first; a torn line (a crash mid-write) is skipped."""
+        for file in reversed(JsonLines.files(path)):
+            with open(file, encoding="utf-8") as lines:  # line by line: a file may hold hundreds of MB
+                for line in lines:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(rec, dict):
+                        yield rec
+
     def write(self, record: dict) -> None:
         self._file.emit(logging.makeLogRecord({"msg": json.dumps(record)}))
 
@@ -142,16 +155,10 @@ class JsonlSink:
         """Highest `log_seq` per source in an existing JSONL file and its backups: where a restarted subscriber
         resumes."""
         out: dict[str, int] = {}
-        for file in JsonLines.files(path):
-            with open(file, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                        source, n = rec["source"], rec["log_seq"]
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a torn last line or an event without log_seq
-                    if isinstance(source, str) and type(n) is int:
-                        out[source] = max(out.get(source, 0), n)
+        for rec in JsonLines.records(path):
+            source, n = rec.get("source"), rec.get("log_seq")  # an event without log_seq: None
+            if isinstance(source, str) and type(n) is int:
+                out[source] = max(out.get(source, 0), n)
         return out
 
     def close(self) -> None:
@@ -178,7 +185,8 @@ class OverlaySink:
         self.alpha, self.mode, self.vrange = alpha, mode, vrange
         self.max_bytes = None if max_mb is None else int(max_mb * 2**20)
         self.written = self.deleted = 0
-        self._files = {p: p.stat().st_size for p in sorted(self.dir.glob("*.png"), key=lambda p: p.stat().st_mtime)}
+        stats = {p: p.stat() for p in self.dir.glob("*.png")}
+        self._files = {p: st.st_size for p, st in sorted(stats.items(), key=lambda item: item[1].st_mtime)}
         self._bytes = sum(self._files.values())  # of the PNGs in DIR, oldest first
         self._log = ThrottledLog(log)
 

@@ -171,22 +171,19 @@ def _from_scores(args: argparse.Namespace) -> int:
     if not files:
         print(f"ssdnet calibrate: {args.source} does not exist", file=sys.stderr)
         return 2
-    for file in reversed(files):  # oldest first: the last record's threshold is the line's current one
-        with open(file, encoding="utf-8") as lines:  # line by line: a file may hold 256 MB
-            for line in lines:
-                try:
-                    rec = json.loads(line)
-                    score, current = float(rec["score"]), float(rec.get("threshold", threshold))
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    skipped += 1  # a torn last line, or not a score record
-                    continue
-                if rec.get("calibrating") is True or "image" in rec or not np.isfinite(score):
-                    continue  # a camera's first frames, or `ssdnet score`'s single images: no camera normal
-                cameras.setdefault(str(rec.get("source", "-")), []).append(score)
-                threshold = current
+    for rec in JsonLines.records(args.source):  # oldest first: the last record's threshold is the line's current one
+        try:
+            score, current = float(rec["score"]), float(rec.get("threshold", threshold))
+        except (ValueError, KeyError, TypeError):
+            skipped += 1  # not a score record
+            continue
+        if rec.get("calibrating") is True or "image" in rec or not np.isfinite(score):
+            continue  # a camera's first frames, or `ssdnet score`'s single images: no camera normal
+        cameras.setdefault(str(rec.get("source", "-")), []).append(score)
+        threshold = current
     if not cameras:
         print(f"ssdnet calibrate: no calibrated frame scores in {', '.join(map(str, files))} "
-              f"({skipped} unreadable line(s)); a line writes them with sinks.scores: true", file=sys.stderr)
+              f"({skipped} record(s) without a score); a line writes them with sinks.scores: true", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else None
     if out is not None:
