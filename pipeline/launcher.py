@@ -55,11 +55,11 @@ log = logging.getLogger(__name__)
 _WILDCARD = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|::):")
 
 
-def _sinks(cfg: LineConfig, out: Path, resume: bool = False) -> list[Sink]:
+def _sinks(cfg: LineConfig, out: Path, resume: dict[str, int] | None = None) -> list[Sink]:
     turn = {"max_mb": cfg.sinks.jsonl_max_mb, "backups": cfg.sinks.jsonl_backups}
-    sinks: list[Sink] = [JsonlSink(out / "events.jsonl", append=resume, **turn)]
+    sinks: list[Sink] = [JsonlSink(out / "events.jsonl", append=bool(resume), resume=resume, **turn)]
     if cfg.sinks.scores:
-        sinks.append(ScoresSink(out / "scores.jsonl", append=resume, **turn))
+        sinks.append(ScoresSink(out / "scores.jsonl", append=bool(resume), **turn))
     if cfg.sinks.overlays != "off":
         sinks.append(OverlaySink(out / "overlays", cfg.sinks.overlay_alpha, cfg.sinks.overlays,
                                  cfg.sinks.overlay_range, cfg.sinks.overlays_max_mb))
@@ -326,7 +326,7 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
     endpoint = peer_endpoint(_fixed("node.bind", node.bind), node.address)
     replay = peer_endpoint(_fixed("node.replay_bind", node.replay_bind), node.replay_address)
     resume = JsonlSink.cursors(out / "events.jsonl")
-    stats, sinks = StreamStats(cfg.sinks.auroc_pixels_per_frame), _sinks(cfg, out, resume=bool(resume))
+    stats, sinks = StreamStats(cfg.sinks.auroc_pixels_per_frame), _sinks(cfg, out, resume=resume)
     server_key = None
     if cfg.security is not None:
         server_key = secure_stage(cfg.security, cfg.security.client_name).server_key(node.name)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Protocol
@@ -90,9 +91,11 @@ class JsonLines:
     """Appends one JSON object a line to PATH, flushed each time. Past `max_mb`, PATH becomes PATH.1 (PATH.1 becomes
     PATH.2, ...; `backups` are kept, the oldest dropped) and a new PATH begins: logging's RotatingFileHandler does the
     turning, as logrotate names the files. `max_mb` None: one file without a bound. `append` False starts afresh: PATH
-    and its backups are emptied, so no earlier run's lines are read as this one's."""
+    and its backups are emptied, so no earlier run's lines are read as this one's. `on_turn` is called just before
+    each turn (the oldest backup may go with it)."""
 
-    def __init__(self, path: str | Path, append: bool = True, max_mb: float | None = None, backups: int = 3):
+    def __init__(self, path: str | Path, append: bool = True, max_mb: float | None = None, backups: int = 3,
+                 on_turn: Callable[[], None] | None = None):
         if backups < 1 or (max_mb is not None and max_mb <= 0):
             raise ValueError(f"a JSONL file needs max_mb > 0 (None: no bound) and backups >= 1: {max_mb}, {backups}")
         self.path = Path(path)
@@ -102,6 +105,7 @@ class JsonLines:
         max_bytes = 0 if max_mb is None else max(1, int(max_mb * 2**20))
         self._file = _RaisingRotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self._file.setFormatter(logging.Formatter("%(message)s"))
+        self._file.on_turn = on_turn
 
     @staticmethod
     def files(path: str | Path) -> list[Path]:
@@ -131,6 +135,13 @@ class JsonLines:
 
 
 class _RaisingRotatingFileHandler(RotatingFileHandler):
+    on_turn: Callable[[], None] | None = None
+
+    def doRollover(self) -> None:
+        if self.on_turn is not None:
+            self.on_turn()
+        super().doRollover()
+
     def handleError(self, record: logging.LogRecord) -> None:
         raise  # called inside emit's `except`: a failed write (a full disk) reaches the sink's caller, not stderr
 
@@ -138,10 +149,17 @@ class _RaisingRotatingFileHandler(RotatingFileHandler):
 class JsonlSink:
     """Appends one JSON object per event (source, seq, score, threshold, regions, t_capture, stamps, model_version,
     and `log_seq`, the node's per-source event-log number, when the event came through `eventlog.CatchUp`) to PATH,
-    turned over past `max_mb` (`JsonLines`)."""
+    turned over past `max_mb` (`JsonLines`). Before each turn the highest `log_seq` per source written so far goes to
+    PATH.cursors, so a camera whose every record is turned out of the kept files still resumes where it was.
+    `resume`: `cursors(PATH)` when the caller has read them already (read again here when None and appending)."""
 
-    def __init__(self, path: str | Path, append: bool = True, max_mb: float | None = None, backups: int = 3):
-        self.lines = JsonLines(path, append, max_mb, backups)
+    def __init__(self, path: str | Path, append: bool = True, max_mb: float | None = None, backups: int = 3,
+                 resume: dict[str, int] | None = None):
+        self.sidecar = self.cursors_file(path)
+        if not append:
+            self.sidecar.unlink(missing_ok=True)
+        self.written = dict(resume if resume is not None else self.cursors(path) if append else {})
+        self.lines = JsonLines(path, append, max_mb, backups, on_turn=self._save_cursors)
 
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         if msg.kind == "event":
@@ -149,12 +167,30 @@ class JsonlSink:
             if log_seq is not None:
                 record["log_seq"] = log_seq
             self.lines.write(record)
+            if log_seq is not None:  # only once written: a failed write is fetched again after a restart
+                self.written[msg.source] = max(self.written.get(msg.source, 0), log_seq)
+
+    def _save_cursors(self) -> None:
+        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        tmp.write_text(json.dumps(self.written), encoding="utf-8")
+        os.replace(tmp, self.sidecar)  # whole or not at all
+
+    @staticmethod
+    def cursors_file(path: str | Path) -> Path:
+        return Path(f"{path}.cursors")
 
     @staticmethod
     def cursors(path: str | Path) -> dict[str, int]:
-        """Highest `log_seq` per source in an existing JSONL file and its backups: where a restarted subscriber
-        resumes."""
-        out: dict[str, int] = {}
+        """Highest `log_seq` per source in PATH.cursors, an existing JSONL file and its backups: where a restarted
+        subscriber resumes."""
+        sidecar, saved = JsonlSink.cursors_file(path), {}
+        if sidecar.exists():
+            try:
+                saved = json.loads(sidecar.read_text(encoding="utf-8"))
+            except ValueError:  # not written by this sink: its cameras' events come again, none is lost
+                log.warning("%s is not a JSON object of cursors; ignored", sidecar)
+        saved = saved if isinstance(saved, dict) else {}
+        out = {source: n for source, n in saved.items() if isinstance(source, str) and type(n) is int}
         for rec in JsonLines.records(path):
             source, n = rec.get("source"), rec.get("log_seq")  # an event without log_seq: None
             if isinstance(source, str) and type(n) is int:

@@ -57,12 +57,13 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
         secure(ctx, Security(key))
         server = load_public(server_key) if server_key else None
     sinks: list[Sink] = [ConsoleSink(stall_s=stall_s)]
-    if jsonl:
-        sinks.append(JsonlSink(jsonl, max_mb=jsonl_max_mb, backups=jsonl_backups))
+    jsonl_sink = JsonlSink(jsonl, max_mb=jsonl_max_mb, backups=jsonl_backups) if jsonl else None
+    if jsonl_sink is not None:
+        sinks.append(jsonl_sink)
     sub = Subscriber(endpoints, (b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server)
     catch = None
     if replay:
-        resume = JsonlSink.cursors(jsonl) if jsonl else None
+        resume = dict(jsonl_sink.written) if jsonl_sink is not None else None
         catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=resume, from_start=from_start)
     start = time.monotonic()
     deadline = start + timeout_s if timeout_s else float("inf")

@@ -226,7 +226,8 @@ def test_overlays_stay_within_their_disk_budget_oldest_first(tmp_path):
 def test_jsonl_files_turn_over_past_their_budget_and_a_restart_resumes_from_every_kept_file(tmp_path):
     """A line that runs for months must not fill the disk with events.jsonl / scores.jsonl: past `max_mb` the file
     becomes FILE.1 (FILE.1 FILE.2, ...), `backups` are kept; the resume cursors read them all (a camera whose last
-    event is in a backup resumes after it, not from its first event); a fresh start empties them."""
+    event is in a backup resumes after it, not from its first event; one whose every record was turned out, too); a
+    fresh start empties them."""
     path = tmp_path / "events.jsonl"
     line = len(json.dumps({**P.event_record(event(0).header), "log_seq": 1})) + 1
     sink = JsonlSink(path, max_mb=2.5 * line / 2**20, backups=2)
@@ -239,6 +240,13 @@ def test_jsonl_files_turn_over_past_their_budget_and_a_restart_resumes_from_ever
     kept = [json.loads(x)["log_seq"] for f in reversed(files) for x in f.read_text().splitlines()]
     assert kept == list(range(kept[0], 11)) and len(kept) >= 5  # the newest, in order; the oldest went
     assert JsonlSink.cursors(path) == {"cam0": 10, "cam1": 7}  # cam1's record is in a backup
+    for start in (11, 16):  # cam0 floods on, in this sink and in a restarted one: cam1's record is turned out
+        sink = JsonlSink(path, max_mb=2.5 * line / 2**20, backups=2)
+        for n in range(start, start + 5):
+            sink.handle(event(n, "cam0"), 2.0, log_seq=n)
+        sink.close()
+    assert all(json.loads(x)["source"] == "cam0" for f in JsonLines.files(path) for x in f.read_text().splitlines())
+    assert JsonlSink.cursors(path) == {"cam0": 20, "cam1": 7}  # kept in events.jsonl.cursors
     scores = ScoresSink(tmp_path / "scores.jsonl", max_mb=2.5 * line / 2**20, backups=1)
     for seq in range(10):
         scores.handle(anomaly(seq), 2.0)
@@ -246,6 +254,9 @@ def test_jsonl_files_turn_over_past_their_budget_and_a_restart_resumes_from_ever
     assert len(JsonLines.files(tmp_path / "scores.jsonl")) == 2
     JsonlSink(path, append=False).close()  # not resuming: this run's file alone
     assert JsonLines.files(path) == [path] and path.read_text() == "" and JsonlSink.cursors(path) == {}
+    assert not JsonlSink.cursors_file(path).exists()
+    JsonlSink.cursors_file(path).write_text("{torn")  # not a sink's: ignored, the log's events come again
+    assert JsonlSink.cursors(path) == {}
     for bad in ({"max_mb": 1, "backups": 0}, {"max_mb": -1}):
         with pytest.raises(ValueError, match="max_mb > 0"):
             JsonLines(path, **bad)
