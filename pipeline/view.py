@@ -36,6 +36,7 @@ import re
 import secrets
 import select
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -436,6 +437,14 @@ class ViewServer(ThreadingHTTPServer):
         self.port = self.server_address[1]
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="view",
                                         daemon=True)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that failed outside its handler (a client resetting its connection mid-request): counted and
+        logged once in a while, not a traceback on stderr for each."""
+        e = sys.exc_info()[1]
+        self.bad_requests += 1
+        self.throttled.warning(f"view: request from {client_address[0]} failed: {type(e).__name__}: {e}")
+        log.debug("view: the request's failure", exc_info=True)
 
     @property
     def url(self) -> str:

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import threading
 import time
 import urllib.error
@@ -95,6 +96,17 @@ def test_garbage_requests_methods_and_hosts_cost_only_themselves(view):
     assert get(view.url, {"Host": "evil.example:80"})[0] == 403  # DNS rebinding onto the loopback page
     feed(view, "cam0", 0, True, log_seq=1)
     assert get(view.url + "api/state")[0] == 200 and view.server.refused >= 4
+
+
+def test_a_client_resetting_mid_request_is_counted_not_a_traceback_on_stderr(view, capfd):
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", view.server.port), timeout=10)
+        s.sendall(b"GET / HT")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends a reset
+        s.close()
+    wait_until(lambda: view.server.bad_requests == 3)
+    assert "Traceback" not in capfd.readouterr().err
+    assert get(view.url + "api/state")[0] == 200
 
 
 def test_a_page_on_the_network_needs_its_token_then_a_cookie():
