@@ -2,7 +2,7 @@
 
 Three threads, each owning its socket:
 - the receiver drains the camera socket (SUB or PULL, small RCVHWM) as fast as frames come and keeps
-  only the newest `queue_depth` frames per source (`PendingFrames`; the default 1 means the newest
+  only the newest `queue_depth` frames per source (`pipeline.pending`; the default 1 means the newest
   frame only); an older waiting frame pushed out is counted as `conflated`, gaps in a source's
   sequence numbers as `lost` (dropped before reaching the node);
 - the worker (the thread calling `run`) takes frames source by source, calls the detector, and
@@ -36,7 +36,6 @@ import os
 import queue
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -61,8 +60,10 @@ from . import admission
 from . import protocol as P
 from .admission import REASONS, Admission, Peer, Rejected, Ticket, WorkBudget
 from .config import NodeConfig
+from .counters import Counters
 from .eventlog import EventLog, serve_replay
 from .flow import Credits
+from .pending import PendingFrames
 from .regions import find_regions
 from .security import CLIENT_REFUSALS, SERVER_REFUSALS, secure_stage
 from .transport import Publisher, StopFlag, ThrottledLog, bind, connect, make_socket, security_of
@@ -132,129 +133,6 @@ class SSDNetDetectors:
 
     def __call__(self, source: str) -> Detector:
         return SSDNetDetector(self.cfg, vgg=self.vgg)
-
-
-def _nbytes(msg: P.Message) -> int:
-    return sum(a.nbytes for a in msg.arrays.values())
-
-
-class PendingFrames:
-    """Frames waiting to be scored: at most `depth` per source, the oldest dropped when a newer one
-    comes (depth 1: only the newest frame is ever scored). Sources are served in turn; a source's
-    end of stream is handed out once it has no waiting frame, i.e. after its last result. The bytes
-    waiting are counted per source (`bytes`, `total_bytes`) for the node's memory budget."""
-
-    def __init__(self, depth: int = 1) -> None:
-        self.depth = depth
-        self._cond = threading.Condition()
-        self._frames: OrderedDict[str, deque[P.Message]] = OrderedDict()
-        self._ends: OrderedDict[str, P.Message] = OrderedDict()
-        self.bytes: dict[str, int] = {}
-        self.total_bytes = 0
-
-    def put(self, msg: P.Message) -> bool:
-        """Add a frame; True if that pushed out an older waiting frame of its source."""
-        with self._cond:
-            waiting = self._frames.setdefault(msg.source, deque())
-            dropped = len(waiting) >= self.depth
-            if dropped:
-                self._account(msg.source, -_nbytes(waiting.popleft()))
-            waiting.append(msg)
-            self._account(msg.source, _nbytes(msg))
-            self._cond.notify()
-            return dropped
-
-    def _account(self, source: str, n: int) -> None:
-        self.bytes[source] = self.bytes.get(source, 0) + n
-        if not self.bytes[source]:
-            del self.bytes[source]
-        self.total_bytes += n
-
-    def evict_backlog(self) -> str | None:
-        """Drop the oldest waiting frame of the source with the most waiting bytes among those with more
-        than one frame waiting (a source's newest frame always stays); its name, or None if there is none."""
-        with self._cond:
-            backlog = [s for s, q in self._frames.items() if len(q) > 1]
-            if not backlog:
-                return None
-            source = max(backlog, key=self.bytes.__getitem__)
-            self._account(source, -_nbytes(self._frames[source].popleft()))
-            return source
-
-    def end(self, msg: P.Message) -> None:
-        with self._cond:
-            self._ends[msg.source] = msg
-            self._cond.notify()
-
-    def take(self, timeout: float) -> P.Message | None:
-        """The next end of stream or frame, or None after `timeout` seconds."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._frames or self._ready_end() is not None, timeout)
-            if (source := self._ready_end()) is not None:
-                return self._ends.pop(source)
-            if not self._frames:
-                return None
-            source, waiting = next(iter(self._frames.items()))
-            msg = waiting.popleft()
-            self._account(source, -_nbytes(msg))
-            if waiting:
-                self._frames.move_to_end(source)
-            else:
-                del self._frames[source]
-            return msg
-
-    def waiting(self) -> dict[str, int]:
-        """Frames waiting per source."""
-        with self._cond:
-            return {s: len(q) for s, q in self._frames.items()}
-
-    def _ready_end(self) -> str | None:
-        return next((s for s in self._ends if s not in self._frames), None)
-
-
-class Counters:
-    """Per-source frame counters, the count of malformed messages, and node-wide counts of refused
-    messages by reason (`rejected`, keys from admission.REASONS), safe across threads."""
-
-    NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events", "budget_unmet", "diverged",
-             "downscaled")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sources: dict[str, dict[str, int]] = {}
-        self.bad_messages = 0
-        self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
-
-    def add(self, source: str | None, name: str, n: int = 1) -> None:
-        with self._lock:
-            if source is None:
-                self.bad_messages += n
-            else:
-                self._sources.setdefault(source, dict.fromkeys(self.NAMES, 0))[name] += n
-
-    def reject(self, reason: str, source: str | None = None) -> int:
-        """Count a refused message by reason (and as `rejected` of `source`, a camera it is charged to);
-        returns the count of that reason so far."""
-        with self._lock:
-            self.rejected[reason] += 1
-            if source is not None:
-                self._sources.setdefault(source, dict.fromkeys(self.NAMES, 0))["rejected"] += 1
-            return self.rejected[reason]
-
-    def source(self, source: str) -> dict[str, int]:
-        with self._lock:
-            return dict(self._sources.get(source, dict.fromkeys(self.NAMES, 0)))
-
-    def totals(self) -> dict[str, int]:
-        with self._lock:
-            totals = {name: sum(c[name] for c in self._sources.values()) for name in self.NAMES}
-            rejected = {f"rejected_{r}": n for r, n in self.rejected.items()}
-            return {**totals, "bad_messages": self.bad_messages, **rejected}
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {"sources": {s: dict(c) for s, c in self._sources.items()}, "bad_messages": self.bad_messages,
-                    "rejected": dict(self.rejected)}
 
 
 class EdgeNode:

@@ -15,7 +15,8 @@ import zmq
 
 from pipeline import protocol as P
 from pipeline.config import NodeConfig, SyntheticSourceConfig
-from pipeline.node import EdgeNode, PendingFrames
+from pipeline.node import EdgeNode
+from pipeline.pending import PendingFrames
 from pipeline.sinks import Subscriber
 from pipeline.sources import Camera, SyntheticReader
 from pipeline.transport import Publisher

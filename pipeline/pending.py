@@ -1,0 +1,85 @@
+"""The node's frames waiting to be scored: at most `queue_depth` per camera, the newest kept, cameras served in turn."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+
+from . import protocol as P
+
+
+def _nbytes(msg: P.Message) -> int:
+    return sum(a.nbytes for a in msg.arrays.values())
+
+
+class PendingFrames:
+    """Frames waiting to be scored: at most `depth` per source, the oldest dropped when a newer one
+    comes (depth 1: only the newest frame is ever scored). Sources are served in turn; a source's
+    end of stream is handed out once it has no waiting frame, i.e. after its last result. The bytes
+    waiting are counted per source (`bytes`, `total_bytes`) for the node's memory budget."""
+
+    def __init__(self, depth: int = 1) -> None:
+        self.depth = depth
+        self._cond = threading.Condition()
+        self._frames: OrderedDict[str, deque[P.Message]] = OrderedDict()
+        self._ends: OrderedDict[str, P.Message] = OrderedDict()
+        self.bytes: dict[str, int] = {}
+        self.total_bytes = 0
+
+    def put(self, msg: P.Message) -> bool:
+        """Add a frame; True if that pushed out an older waiting frame of its source."""
+        with self._cond:
+            waiting = self._frames.setdefault(msg.source, deque())
+            dropped = len(waiting) >= self.depth
+            if dropped:
+                self._account(msg.source, -_nbytes(waiting.popleft()))
+            waiting.append(msg)
+            self._account(msg.source, _nbytes(msg))
+            self._cond.notify()
+            return dropped
+
+    def _account(self, source: str, n: int) -> None:
+        self.bytes[source] = self.bytes.get(source, 0) + n
+        if not self.bytes[source]:
+            del self.bytes[source]
+        self.total_bytes += n
+
+    def evict_backlog(self) -> str | None:
+        """Drop the oldest waiting frame of the source with the most waiting bytes among those with more
+        than one frame waiting (a source's newest frame always stays); its name, or None if there is none."""
+        with self._cond:
+            backlog = [s for s, q in self._frames.items() if len(q) > 1]
+            if not backlog:
+                return None
+            source = max(backlog, key=self.bytes.__getitem__)
+            self._account(source, -_nbytes(self._frames[source].popleft()))
+            return source
+
+    def end(self, msg: P.Message) -> None:
+        with self._cond:
+            self._ends[msg.source] = msg
+            self._cond.notify()
+
+    def take(self, timeout: float) -> P.Message | None:
+        """The next end of stream or frame, or None after `timeout` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._frames or self._ready_end() is not None, timeout)
+            if (source := self._ready_end()) is not None:
+                return self._ends.pop(source)
+            if not self._frames:
+                return None
+            source, waiting = next(iter(self._frames.items()))
+            msg = waiting.popleft()
+            self._account(source, -_nbytes(msg))
+            if waiting:
+                self._frames.move_to_end(source)
+            else:
+                del self._frames[source]
+            return msg
+
+    def waiting(self) -> dict[str, int]:
+        """Frames waiting per source."""
+        with self._cond:
+            return {s: len(q) for s, q in self._frames.items()}
+
+    def _ready_end(self) -> str | None:
+        return next((s for s in self._ends if s not in self._frames), None)
