@@ -11,6 +11,10 @@ import torch.nn.functional as F
 from .filters import gaussian_blur, gaussian_kernel
 
 STATS_CHANNELS = 5  # intensity mean and std, three colour offsets
+# A statistic that varies across the frame by less than half an 8-bit grey level is rounding and codec noise, not
+# texture: z-scored by its own spread it would be amplified without bound (a grey product seen by a colour camera:
+# a video codec's faint colour ghost of an earlier frame's defect, 0.005 levels of spread, scored as a defect).
+SPREAD_FLOOR = 0.5 / 255
 
 
 def local_moments(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -26,13 +30,15 @@ def local_moments(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _z(x: torch.Tensor, robust: bool = False) -> torch.Tensor:
-    """Per image and channel: (x - mean) / std, or (x - median) / (1.4826 MAD) when `robust`."""
+    """Per image and channel: (x - mean) / std, or (x - median) / (1.4826 MAD) when `robust`; a spread below
+    SPREAD_FLOOR counts as SPREAD_FLOOR."""
     if robust:
         flat = x.flatten(2)
-        med = flat.median(dim=2).values[..., None, None]
-        scale = 1.4826 * (flat - med.flatten(2)).abs().median(dim=2).values[..., None, None]
-        return (x - med) / (scale + 1e-6)
-    return (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + 1e-6)
+        center = flat.median(dim=2).values[..., None, None]
+        scale = 1.4826 * (flat - center.flatten(2)).abs().median(dim=2).values[..., None, None]
+    else:
+        center, scale = x.mean(dim=(2, 3), keepdim=True), x.std(dim=(2, 3), keepdim=True)
+    return (x - center) / (scale + 1e-6).clamp_min(SPREAD_FLOOR)
 
 
 def stats_features(x: torch.Tensor, cell: int, sigma: float) -> torch.Tensor:
