@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from .filters import gaussian_blur, gaussian_kernel
 
 STATS_CHANNELS = 5  # intensity mean and std, three colour offsets
-# A statistic that varies across the frame by less than half an 8-bit grey level is rounding and codec noise, not
+# A statistic that varies across the frame by less than one 8-bit grey level is rounding and codec noise, not
 # texture: z-scored by its own spread it would be amplified without bound (a grey product seen by a colour camera:
 # a video codec's faint colour ghost of an earlier frame's defect, 0.005 levels of spread, scored as a defect).
-SPREAD_FLOOR = 0.5 / 255
+# docs/ablations.md section 44.
+SPREAD_FLOOR = 1 / 255
 
 
 def local_moments(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -36,7 +36,7 @@ def test_a_soft_shift_of_brightness_or_colour_stands_out(colour):
 
 def test_a_colour_shift_below_a_grey_level_is_noise_not_a_stain():
     """A grey product seen by a colour camera: the colour offsets hardly vary, so z-scored by their own spread a
-    codec's or sensor's sub-level colour ghost would be a defect. Below half a grey level the spread is floored."""
+    codec's or sensor's sub-level colour ghost would be a defect. Below one grey level the spread is floored."""
     x, disc = stained(colour=True, shift=1 / 255)
     m = local_stats_map(x)[0, 0].numpy()
     assert m[60, 30] < 5 * np.median(m[~disc])  # was 3000x (0.1 of colour: 45x)
