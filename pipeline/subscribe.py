@@ -63,7 +63,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     sub = Subscriber(endpoints, (b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server)
     catch = None
     if replay:
-        resume = dict(jsonl_sink.written) if jsonl_sink is not None else None
+        resume = jsonl_sink.written if jsonl_sink is not None else None
         catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=resume, from_start=from_start)
     start = time.monotonic()
     deadline = start + timeout_s if timeout_s else float("inf")
