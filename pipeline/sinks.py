@@ -158,7 +158,9 @@ class JsonlSink:
         self.sidecar = self.cursors_file(path)
         if not append:
             self.sidecar.unlink(missing_ok=True)
-        self.written = dict(resume if resume is not None else self.cursors(path) if append else {})
+        if resume is None:
+            resume = self.cursors(path) if append else {}
+        self.written = dict(resume)
         self.lines = JsonLines(path, append, max_mb, backups, on_turn=self._save_cursors)
 
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:

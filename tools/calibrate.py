@@ -127,11 +127,13 @@ def _report(s: np.ndarray, what: str, threshold: float, args: argparse.Namespace
     """Print the distribution of normal frames' calibrated scores `s` (`what` they are) and the suggested threshold;
     with `out`, write it to OUT/calibration.json. `cameras`: the same per camera (a line's scores.jsonl)."""
     value, q = suggest(s, args.quantile, args.margin), _quantiles(s)
+    per_camera = {name: {"frames": len(c), **_quantiles(c)} for name, c in (cameras or {}).items()}
     print(f"{what}, calibrated score min {q['min']:.3f}  median {q['p50']:.3f}  p90 {q['p90']:.3f}  "
           f"p95 {q['p95']:.3f}  p99 {q['p99']:.3f}  max {q['max']:.3f}")
     for name, c in (cameras or {}).items():
-        print(f"  {name}: {len(c)} frames, median {np.median(c):.3f}  p99 {np.quantile(c, 0.99):.3f}  max "
-              f"{c.max():.3f}; {np.mean(c > threshold):.1%} above the current threshold")
+        cq = per_camera[name]
+        print(f"  {name}: {len(c)} frames, median {cq['p50']:.3f}  p99 {cq['p99']:.3f}  max {cq['max']:.3f}; "
+              f"{np.mean(c > threshold):.1%} above the current threshold")
     print(f"the current threshold {threshold:.3f} would flag {np.mean(s > threshold):.1%} of these frames")
     print(f"suggested node.threshold: {value:.3f}  (the {args.quantile:g} quantile + {args.margin:.0%}; flags "
           f"{np.mean(s > value):.1%} of these frames)")
@@ -145,8 +147,8 @@ def _report(s: np.ndarray, what: str, threshold: float, args: argparse.Namespace
     if out is not None:
         summary = {"source": args.source, "frames": len(s), "suggested_threshold": round(value, 5),
                    "quantile": args.quantile, "margin": args.margin, "scores": q}
-        if cameras:
-            summary["cameras"] = {name: {"frames": len(c), **_quantiles(c)} for name, c in cameras.items()}
+        if per_camera:
+            summary["cameras"] = per_camera
         (out / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
