@@ -1,5 +1,6 @@
-"""The frames a detector takes: any size from MIN_SIDE per side up; larger than `max_pixels` is
-scaled down (area interpolation, aspect kept) before fitting and scoring, and the map scaled back up."""
+"""The frames a detector takes: 8-bit, any size from MIN_SIDE per side up; larger than `max_pixels` is
+scaled down (area interpolation, aspect kept) before fitting and scoring, and the map scaled back up.
+A machine-vision camera's 16-bit frames come to 8 bits through `to_uint8` first."""
 from __future__ import annotations
 
 import math
@@ -26,6 +27,29 @@ def check_frame(image: np.ndarray) -> np.ndarray:
     if min(h, w) < MIN_SIDE:
         raise FrameError(f"a {w}x{h} frame is below the minimum of {MIN_SIDE}x{MIN_SIDE} px")
     return image
+
+
+DEPTHS = (8, 10, 12, 14, 16)  # the bits a 16-bit frame's values may fill: Mono8 to Mono16, stored LSB-aligned
+
+
+def bit_depth(image: np.ndarray) -> int:
+    """How many bits a frame's values fill: 8 for uint8; for uint16 the smallest of `DEPTHS` that holds its
+    largest value (a Mono12 camera's frame is 12, not 16: read as 16 bits it would be 1/16 as bright)."""
+    if image.dtype == np.uint8:
+        return 8
+    top = int(image.max(initial=0))
+    return next((bits for bits in DEPTHS if top < 1 << bits), 16)
+
+
+def to_uint8(image: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """A uint8 or uint16 frame as uint8: its `bits`-bit range (default `bit_depth(image)`) onto 0-255, rounded;
+    values above the range saturate. Any other dtype: FrameError."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype != np.uint16:
+        raise FrameError(f"expected an 8- or 16-bit image, got {image.dtype} (convert it to 8 or 16 bits)")
+    bits = bit_depth(image) if bits is None else bits
+    return cv2.convertScaleAbs(image, alpha=255 / ((1 << bits) - 1))
 
 
 def working_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:

@@ -1,27 +1,8 @@
 """Heat-map overlays of anomaly maps, for people who want to look rather than read."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
-
-
-def write_rgb(path, image: np.ndarray) -> None:
-    """Write an RGB uint8 image (PNG/JPEG by suffix); raises OSError when OpenCV cannot."""
-    if not cv2.imwrite(str(path), np.ascontiguousarray(image[:, :, ::-1])):
-        raise OSError(f"could not write image {path}")
-
-
-def read_rgb(path) -> np.ndarray:
-    """Read an image file as uint8 HxWx3 RGB; FileNotFoundError when there is no such file, ValueError when
-    OpenCV cannot decode it."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no such image file: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
-    return image[:, :, ::-1].copy()
 
 
 def scale_range(threshold: float, vrange: tuple[float, float] | None = None) -> tuple[float, float]:

@@ -124,6 +124,10 @@ class FolderSourceConfig(_Source):
     masks: DirectoryPath | None = Field(None, description="mask folder; an image without a mask file is all normal")
     mask_suffix: str = "_mask"
     resize: FrameSize | None = Field(None, description="(width, height) to resize frames (and masks) to")
+    bit_depth: Literal[8, 10, 12, 14, 16] | None = Field(
+        None, description="16-bit images (a Mono10-16 camera's): the bits their values fill, scaled onto 8 bits; "
+                          "null: the most any image so far fills (10, 12, 14 or 16), so a Mono12 frame is not "
+                          "read 16x too dark")
     loop: bool = False
 
 

@@ -21,7 +21,8 @@ import zmq
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from rich.console import Console
 
-from edge.overlay import annotated_overlay, write_rgb
+from edge.images import write_rgb
+from edge.overlay import annotated_overlay
 
 from . import protocol as P
 from .stats import stage_latencies

@@ -21,6 +21,8 @@ import numpy as np
 import zmq
 
 from edge.config import MIN_SIDE
+from edge.frames import bit_depth, to_uint8
+from edge.images import IMAGE_SUFFIXES, image_files, read_image
 from edge.synthetic import sample
 
 from . import protocol as P
@@ -37,7 +39,6 @@ from .security import secure_stage
 from .transport import Publisher, StopFlag, ThrottledLog, bind, make_socket, security_of, wait_for_peer
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 class SourceError(RuntimeError):
@@ -140,13 +141,14 @@ class FolderReader:
         self.cfg = cfg
         self.files: list[Path] = []
         self.index = 0
+        self.bits = 8  # the bits the folder's 16-bit images fill, the largest so far (edge.frames.bit_depth)
 
     def check(self) -> None:
         self.open()
 
     def open(self) -> None:
         try:
-            self.files = sorted(p for p in self.cfg.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.files = image_files(self.cfg.path)
         except OSError as e:
             raise SourceFatal(f"cannot list {self.cfg.path}: {e}") from None
         if not self.files:
@@ -160,10 +162,18 @@ class FolderReader:
                 self.index = 0
             path = self.files[self.index]
             self.index += 1
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is not None:
-                return Capture(_rgb(bgr, self.cfg.resize), self._mask(path, bgr.shape[:2]), time.time())
-            log.warning("skipping unreadable image %s", path)
+            try:
+                raw = read_image(path)
+            except (OSError, ValueError) as e:
+                log.warning("skipping unreadable image: %s", e)
+                continue
+            if (bits := bit_depth(raw)) > self.bits:  # the most a frame has filled: one scale for the stream
+                self.bits = bits
+                if self.cfg.bit_depth is None:
+                    log.info("%s: 16-bit images, read as %d-bit values (%s; `bit_depth` pins it)", self.cfg.name,
+                             bits, path.name)
+            bgr = to_uint8(raw, self.cfg.bit_depth or self.bits)
+            return Capture(_rgb(bgr, self.cfg.resize), self._mask(path, bgr.shape[:2]), time.time())
 
     def _mask(self, image_path: Path, shape: tuple[int, int]) -> np.ndarray | None:
         if self.cfg.masks is None:

@@ -264,3 +264,29 @@ def test_an_error_deep_in_a_command_is_one_line_and_v_shows_the_traceback(tmp_pa
     assert len(err) == 1 and err[0].startswith("ssdnet export: error: ") and "-v shows where" in err[0]
     with pytest.raises(OSError):
         main(["-v", *argv])
+
+
+def test_a_mono12_cameras_16_bit_files_score_as_their_8_bit_frames(tmp_path, capsys):
+    """Machine-vision cameras save Mono12 frames as 16-bit PNG/TIFF holding 0-4095. `ssdnet score` and `ssdnet
+    eval` read such a file at the bits it fills: the same frame saved at 8 bits, at 12 bits (with the sensor's
+    finer levels) and at full 16 bits gets the same image score and map, not a 16x too dark frame's. `ssdnet score
+    FOLDER` scores the folder's images; a folder without any is reported."""
+    rng = np.random.default_rng(3)
+    image, _ = sample("gravel", 96, rng)
+    grey = image.mean(axis=2)
+    files = {"8bit": grey.round().astype(np.uint8),
+             "12bit": (grey * 16 + rng.integers(0, 16, grey.shape)).astype(np.uint16),
+             "16bit": (grey * 257).round().astype(np.uint16)}
+    (tmp_path / "frames").mkdir(), (tmp_path / "empty").mkdir()
+    for name, frame in files.items():
+        cv2.imwrite(str(tmp_path / "frames" / f"{name}.png"), frame)
+    assert main(["score", str(tmp_path / "frames"), str(tmp_path / "empty"), "--fast", "--threads", "1", "--out",
+                 str(tmp_path / "scored")]) == 1
+    assert f"{tmp_path / 'empty'}: no images (.png," in capsys.readouterr().err
+    scores = {Path(x["image"]).stem: x["score"]
+              for x in map(json.loads, (tmp_path / "scored" / "scores.jsonl").read_text().splitlines())}
+    assert list(scores) == ["12bit", "16bit", "8bit"]  # the folder's files in name order
+    maps = {n: np.load(tmp_path / "scored" / f"{n}_map.npy") for n in files}
+    for name in ("12bit", "16bit"):
+        assert scores[name] == pytest.approx(scores["8bit"], rel=0.05), scores
+        assert np.corrcoef(maps[name].ravel(), maps["8bit"].ravel())[0, 1] > 0.98

@@ -1,6 +1,7 @@
 """Camera stages over real sockets: folder, video file, reconnect with backoff, heartbeats, pacing, PUSH."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 import zmq
 
+from edge.images import read_rgb
 from pipeline import protocol as P
 from pipeline.config import FolderSourceConfig, SyntheticSourceConfig, VideoSourceConfig
 from pipeline.flow import encode_grant
-from pipeline.sources import Camera, Capture, SourceError
+from pipeline.sources import Camera, Capture, SourceError, make_reader
 from pipeline.transport import make_socket
 from test_pipeline_node import wait_until
 
@@ -205,3 +207,34 @@ def test_frames_below_the_minimum_are_refused_at_the_source_with_a_clear_error(c
 def test_a_resize_below_the_minimum_is_a_config_error(tmp_path):
     with pytest.raises(ValueError, match="greater than or equal to 32"):
         FolderSourceConfig(kind="folder", name="cam0", path=tmp_path, resize=(16, 64))
+
+
+def test_a_folder_of_a_mono12_cameras_16_bit_files_is_read_at_the_bits_they_fill(tmp_path, caplog):
+    """A Mono12 camera stores 0-4095 in 16-bit files: read as 16 bits it would be 1/16 as bright (16 grey levels).
+    The folder's scale is the most any image so far fills, so a dark frame after a bright one keeps it;
+    `bit_depth` pins it; a file of another depth is skipped with the reason."""
+    bright = np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) % 4096
+    dark = bright // 8  # max 511: alone it would be read as 10-bit values, 4x as bright
+    for name, image in (("000", bright), ("001", dark)):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), image)
+    cv2.imwrite(str(tmp_path / "002.tif"), np.ones((64, 80), np.float32))
+    cv2.imwrite(str(tmp_path / "003.png"), dark)
+    as_8bit = [np.rint(image / 4095 * 255).astype(np.uint8) for image in (bright, dark, dark)]
+
+    caplog.set_level(logging.INFO, "pipeline.sources")
+    reader = make_reader(FolderSourceConfig(kind="folder", name="mono12", path=tmp_path))
+    reader.open()
+    got = [reader.read().image for _ in range(3)]
+    assert reader.read() is None
+    for image, want in zip(got, as_8bit, strict=True):
+        assert image.dtype == np.uint8 and image.shape == (64, 80, 3)
+        assert np.abs(image[:, :, 0].astype(int) - want).max() <= 1 and (image == image[:, :, :1]).all()
+    assert "skipping unreadable image: cannot decode" in caplog.text and "002.tif" in caplog.text
+    assert "mono12: 16-bit images, read as 12-bit values (000.png" in caplog.text
+    cv2.imwrite(str(tmp_path / "float.hdr"), np.ones((64, 80, 3), np.float32))  # decodes, but to float32
+    with pytest.raises(ValueError, match="float.hdr is a float32 image: convert it to 8 or 16 bits"):
+        read_rgb(tmp_path / "float.hdr")
+
+    pinned = make_reader(FolderSourceConfig(kind="folder", name="mono12", path=tmp_path, bit_depth=16))
+    pinned.open()
+    assert pinned.read().image.max() == 16  # 4095 / 257, rounded: what 16 bits make of a Mono12 frame

@@ -29,7 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.detector import Detector
-from edge.overlay import annotated_overlay, write_rgb
+from edge.images import write_rgb
+from edge.overlay import annotated_overlay
 from pipeline.config import FolderSourceConfig, VideoSourceConfig, load_line_config
 from pipeline.regions import find_regions
 from pipeline.sinks import JsonLines

@@ -1,12 +1,14 @@
-"""`ssdnet score IMAGE... [--fast] [--threads N]`: per image, the anomaly map (.npy), an overlay (.png: the map on
-the image on one colour scale for every image, regions, the verdict, the score against the threshold and the colour
-scale) and one JSON line with the score and the verdict (appended to OUT/scores.jsonl), in the output folder, named
-after the image (with its folders where two images share a name: good_000, hole_000).
+"""`ssdnet score IMAGE|FOLDER... [--fast] [--threads N]`: per image (a folder stands for its image files in name
+order), the anomaly map (.npy), an overlay (.png: the map on the image on one colour scale for every image, regions,
+the verdict, the score against the threshold and the colour scale) and one JSON line with the score and the verdict
+(appended to OUT/scores.jsonl), in the output folder, named after the image (with its folders where two images share
+a name: good_000, hole_000).
 
 The default config fits nothing (docs/ablations.md section 6); `--config configs/ssdnet-fit.yaml` fits SSDnet's
 U-Net on every image (a cold fit of `fit.steps` steps, minutes per image on a busy CPU; the bar shows the steps).
 `--fast` (configs/self-similarity.yaml, the same as the default now) is kept for existing command lines. An image
-that cannot be read or scored is reported and skipped; the exit code is 1 when any was.
+that cannot be read or scored, or a folder without images, is reported and skipped; the exit code is 1 when any
+was. A 16-bit file (a Mono10 to Mono16 camera's) is read at the bits its values fill (`edge.frames.bit_depth`).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from tqdm import tqdm
 
 from edge.config import SSDNetConfig, load_config
 from edge.detector import Detector
-from edge.overlay import annotated_overlay, read_rgb, write_rgb
+from edge.images import IMAGE_SUFFIXES, image_files, read_rgb, write_rgb
+from edge.overlay import annotated_overlay
 from pipeline.config import NodeConfig
 from pipeline.regions import find_regions
 
@@ -107,7 +110,13 @@ def _cmd(args: argparse.Namespace) -> int:
     det = Detector(cfg)
     steps_bar = fit_progress(det, "cold fit")
     scores_path, failed, done = out / "scores.jsonl", [], 0
-    paths = [Path(p) for p in args.images]
+    paths = []
+    for arg in map(Path, args.images):
+        files = image_files(arg) if arg.is_dir() else [arg]
+        if not files:
+            failed.append(str(arg))
+            print(f"ssdnet score: {arg}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder", file=sys.stderr)
+        paths += files
     with scores_path.open("a") as log:
         for path, name in zip(tqdm(paths, desc="ssdnet score", unit="img"), output_names(paths), strict=True):
             try:
@@ -152,7 +161,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("score", help="anomaly maps, overlays and scores for image files", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, TIFF, 8 or 16 bits) or folders of them")
     p.add_argument("--out", default="ssdnet-out",
                    help="output folder (default: ssdnet-out; scores.jsonl there is appended to)")
     add_common(p)

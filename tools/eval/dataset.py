@@ -11,8 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.images import image_files, read_rgb
+
 GOOD = "good"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 class DatasetError(ValueError):
@@ -41,10 +42,10 @@ def list_categories(root: str | Path) -> list[str]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grayscale files come back as 3 equal channels
-    if image is None:
-        raise DatasetError(f"cannot read image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        return read_rgb(path)  # grey files come back as 3 equal channels, 16-bit ones at the bits they fill
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read image: {e}") from None
 
 
 def _read_mask(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarray:
@@ -68,7 +69,7 @@ def load_category(root: str | Path, category: str) -> list[Sample]:
         raise DatasetError(f"category {category!r} has no test folder: {test}")
     samples = []
     for type_dir in sorted(p for p in test.iterdir() if p.is_dir()):
-        for path in sorted(p for p in type_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        for path in image_files(type_dir):
             image = _read_image(path)
             if type_dir.name == GOOD:
                 mask = np.zeros(image.shape[:2], dtype=bool)

@@ -37,11 +37,11 @@ from tqdm import tqdm
 
 from edge.config import ConfigError, SSDNetConfig, load_config
 from edge.detector import Detector
-from edge.overlay import read_rgb
+from edge.images import IMAGE_SUFFIXES, image_files, read_rgb
 
 from ..args import at_least
 from .baselines import BASELINES
-from .dataset import GOOD, IMAGE_SUFFIXES, DatasetError, Sample, list_categories, load_category
+from .dataset import GOOD, DatasetError, Sample, list_categories, load_category
 from .metrics import summarize
 
 METRICS = ("pixel_auroc", "pixel_auprc", "aupro", "pixel_f1_max", "image_auroc", "seconds_per_image")
@@ -84,7 +84,7 @@ def warmup_paths(folder: Path, category: str, limit: int | None) -> list[Path]:
     source = folder / category if (folder / category).is_dir() else folder
     if not source.is_dir():
         raise DatasetError(f"warm-up folder not found: {source}")
-    paths = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = image_files(source)
     if not paths:
         raise DatasetError(f"no warm-up images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
     return paths[:limit]

@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, '.')
 from edge.config import SSDNetConfig  # noqa: E402
 from edge.detector import Detector  # noqa: E402
-from edge.overlay import read_rgb  # noqa: E402
+from edge.images import read_rgb  # noqa: E402
 from tools.eval.evaluate import warmup_paths  # noqa: E402
 
 torch.set_num_threads(1)

@@ -20,7 +20,7 @@ import maps_io  # noqa: E402
 from edge.config import MemoryConfig  # noqa: E402
 from edge.fitter import image_to_tensor  # noqa: E402
 from edge.memory import memory_features  # noqa: E402
-from edge.overlay import read_rgb  # noqa: E402
+from edge.images import read_rgb  # noqa: E402
 from edge.vgg import VGG19Features  # noqa: E402
 
 torch.set_num_threads(1)

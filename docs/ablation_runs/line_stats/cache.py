@@ -13,7 +13,7 @@ from edge.fitter import image_to_tensor
 import numpy as np
 from tools.eval.dataset import Sample, load_category
 from tools.eval.evaluate import warmup_paths
-from edge.overlay import read_rgb
+from edge.images import read_rgb
 torch.set_num_threads(1)
 cfg = SSDNetConfig(); sc = cfg.score
 vgg = build_vgg(cfg).eval()

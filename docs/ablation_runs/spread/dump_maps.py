@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 from edge.config import SSDNetConfig  # noqa: E402
 from edge.detector import Detector  # noqa: E402
-from edge.overlay import read_rgb  # noqa: E402
+from edge.images import read_rgb  # noqa: E402
 from edge.scoring import AnomalyScorer  # noqa: E402
 from edge.synthetic import sample  # noqa: E402
 from tools.eval.dataset import list_categories, load_category  # noqa: E402

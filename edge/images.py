@@ -1,0 +1,43 @@
+"""Image files: listed in name order, read at their own depth (a machine-vision camera's 16-bit files at the bits
+their values fill, `edge.frames.to_uint8`) and written."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .frames import to_uint8
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def image_files(folder) -> list[Path]:
+    """A folder's image files (`IMAGE_SUFFIXES`, any case) in name order; OSError when it cannot be listed."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_image(path) -> np.ndarray:
+    """An image file as OpenCV decodes it, at its own depth: HxWx3 BGR, uint8 or uint16 (grey files as three
+    equal channels); FileNotFoundError when there is no such file, ValueError when OpenCV cannot decode it or
+    it is neither 8- nor 16-bit."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if image is None:
+        raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path} is a {image.dtype} image: convert it to 8 or 16 bits")
+    return image
+
+
+def read_rgb(path, bits: int | None = None) -> np.ndarray:
+    """Read an image file as uint8 HxWx3 RGB (`read_image`'s errors); a 16-bit file's `bits`-bit range onto
+    0-255, by default the bits its values fill (`edge.frames.to_uint8`)."""
+    return to_uint8(read_image(path), bits)[:, :, ::-1].copy()
+
+
+def write_rgb(path, image: np.ndarray) -> None:
+    """Write an RGB uint8 image (PNG/JPEG by suffix); raises OSError when OpenCV cannot."""
+    if not cv2.imwrite(str(path), np.ascontiguousarray(image[:, :, ::-1])):
+        raise OSError(f"could not write image {path}")
