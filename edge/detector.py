@@ -88,6 +88,15 @@ def not_outlying(own: torch.Tensor, own_frame: torch.Tensor, mads: float) -> tor
     return own <= med + mads * MAD_TO_STD * (own_frame - med).abs().median()
 
 
+def robust_std(values: torch.Tensor, clip: float = 3.0) -> float:
+    """The std of a frame's cell values with those beyond `clip` robust stds (1.4826 MAD) of their median clipped to
+    that bound: the texture's spread, which a few extreme cells (a fixture's bolts in view, a defect) barely move
+    and the plain std follows (docs/ablations.md section 46)."""
+    median = values.median()
+    bound = clip * MAD_TO_STD * (values - median).abs().median()
+    return float(values.clamp(median - bound, median + bound).std())
+
+
 class Detector:
     """Fits and scores the frames of one source."""
 
@@ -207,8 +216,8 @@ class Detector:
                 normal &= not_outlying(own, own_v, mcfg.admit_own_mad)
         else:
             normal = not_outlying(own, own_v, mcfg.admit_cell_mad)
-        self.memory.observe_levels((float(own_v.mean()), float(own_v.std())),  # before its cells go in
-                                   (float(dist_v.mean()), float(dist_v.std())))
+        self.memory.observe_levels((float(own_v.mean()), robust_std(own_v)),  # before its cells go in
+                                   (float(dist_v.mean()), robust_std(dist_v)))
         return self.memory.add(feats, valid & normal, dist)
 
     def _keep_history(self, x: torch.Tensor, height: int, width: int) -> None:

@@ -45,6 +45,10 @@ def _endpoint(v: str) -> str:
 Endpoint = Annotated[str, AfterValidator(_endpoint)]
 Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
 FrameSize = tuple[Side, Side]  # (width, height); the scorer takes no side below MIN_SIDE
+Offset = Annotated[int, Field(ge=0, le=MAX_SIDE)]
+Crop = tuple[Offset, Offset, Side, Side]  # (x, y, width, height) of a region of interest, pixels of the frame
+CROP_HELP = ("(x, y, width, height): the region of interest, in the frame's pixels, cut out before `resize` (a "
+             "fixture, a rail or the belt beside the product stays out of the map and the camera's memory)")
 
 
 def _max_subscriptions() -> Any:
@@ -112,6 +116,7 @@ class VideoSourceConfig(_Source):
     uri: int | str = Field(description="0, 'clip.mp4', 'rtsp://cam/stream', 'v4l2src ! videoconvert ! appsink'")
     api: Literal["any", "ffmpeg", "gstreamer", "v4l2"] = Field(
         "any", description="OpenCV backend; any picks GStreamer for strings with '!'")
+    crop: Crop | None = Field(None, description=CROP_HELP)
     resize: FrameSize | None = Field(None, description="(width, height) to resize frames to")
     loop: bool = Field(False, description="restart a video file at its end")
 
@@ -123,6 +128,7 @@ class FolderSourceConfig(_Source):
     path: DirectoryPath
     masks: DirectoryPath | None = Field(None, description="mask folder; an image without a mask file is all normal")
     mask_suffix: str = "_mask"
+    crop: Crop | None = Field(None, description=CROP_HELP + "; masks alike")
     resize: FrameSize | None = Field(None, description="(width, height) to resize frames (and masks) to")
     bit_depth: Literal[8, 10, 12, 14, 16] | None = Field(
         None, description="16-bit images (a Mono10-16 camera's): the bits their values fill, scaled onto 8 bits; "

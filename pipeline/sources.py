@@ -67,12 +67,36 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
-def _rgb(bgr: np.ndarray, resize: tuple[int, int] | None) -> np.ndarray:
-    if bgr.ndim == 2:
-        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-    if resize is not None:
-        bgr = cv2.resize(bgr, resize, interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+class Shaper:
+    """A video or folder source's `crop` (the region of interest) then `resize`, for its frames and their masks."""
+
+    def __init__(self, cfg: VideoSourceConfig | FolderSourceConfig):
+        self.cfg = cfg
+        self._log = ThrottledLog(log, 10.0)
+
+    def frame(self, bgr: np.ndarray) -> np.ndarray:
+        """A decoded BGR (or grey) uint8 frame as the RGB frame the node gets."""
+        bgr = self._crop(cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR) if bgr.ndim == 2 else bgr)
+        if bgr.size == 0:  # the crop misses the frame: an empty frame, which the camera skips as too small
+            return np.zeros((0, 0, 3), np.uint8)
+        if self.cfg.resize is not None:
+            bgr = cv2.resize(bgr, self.cfg.resize, interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def mask(self, mask: np.ndarray) -> np.ndarray:
+        mask = self._crop(mask, warn=False)  # its frame said it
+        if self.cfg.resize is None or mask.size == 0:
+            return mask
+        return cv2.resize(mask, self.cfg.resize, interpolation=cv2.INTER_NEAREST)
+
+    def _crop(self, image: np.ndarray, warn: bool = True) -> np.ndarray:
+        if self.cfg.crop is None:
+            return image
+        x, y, w, h = self.cfg.crop
+        if warn and (x + w > image.shape[1] or y + h > image.shape[0]):  # the part inside the frame is used, and said
+            self._log.warning(f"{self.cfg.name}: crop {list(self.cfg.crop)} (x, y, width, height) reaches past a "
+                              f"{image.shape[1]}x{image.shape[0]} frame: only the part inside it is scored")
+        return image[y:y + h, x:x + w]
 
 
 class VideoReader:
@@ -84,6 +108,7 @@ class VideoReader:
         self.cfg = cfg
         self.is_file = is_video_file(cfg.uri)
         self.cap: cv2.VideoCapture | None = None
+        self.shape = Shaper(cfg)
 
     def check(self) -> None:
         """Fail at start-up, with the reason, on a video file that is missing or that OpenCV cannot decode
@@ -126,7 +151,7 @@ class VideoReader:
             if self.is_file:
                 return None
             raise SourceError(f"lost {self.cfg.uri!r}: grab failed")
-        return Capture(_rgb(bgr, self.cfg.resize), None, time.time())
+        return Capture(self.shape.frame(bgr), None, time.time())
 
     def close(self) -> None:
         if self.cap is not None:
@@ -142,6 +167,7 @@ class FolderReader:
         self.files: list[Path] = []
         self.index = 0
         self.bits = 8  # the bits the folder's 16-bit images fill, the largest so far (edge.frames.bit_depth)
+        self.shape = Shaper(cfg)
 
     def check(self) -> None:
         self.open()
@@ -173,7 +199,7 @@ class FolderReader:
                     log.info("%s: 16-bit images, read as %d-bit values (%s; `bit_depth` pins it)", self.cfg.name,
                              bits, path.name)
             bgr = to_uint8(raw, self.cfg.bit_depth or self.bits)
-            return Capture(_rgb(bgr, self.cfg.resize), self._mask(path, bgr.shape[:2]), time.time())
+            return Capture(self.shape.frame(bgr), self._mask(path, bgr.shape[:2]), time.time())
 
     def _mask(self, image_path: Path, shape: tuple[int, int]) -> np.ndarray | None:
         if self.cfg.masks is None:
@@ -181,9 +207,7 @@ class FolderReader:
         path = self.cfg.masks / f"{image_path.stem}{self.cfg.mask_suffix}.png"
         mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
         mask = np.zeros(shape, np.uint8) if mask is None else (mask > 0).astype(np.uint8)
-        if self.cfg.resize is not None:
-            mask = cv2.resize(mask, self.cfg.resize, interpolation=cv2.INTER_NEAREST)
-        return mask
+        return self.shape.mask(mask)
 
     def close(self) -> None:
         pass
@@ -386,8 +410,8 @@ class Camera:
             if min(cap.image.shape[:2]) < MIN_SIDE:  # the node could not score it: say so here, once a second
                 self.counters["too_small"] += 1
                 read += 1  # `frames` counts what the source gave
-                self._small_log.warning(f"{cfg.name}: skipped a {cap.image.shape[1]}x{cap.image.shape[0]} frame: "
-                                      f"below the minimum of {MIN_SIDE}x{MIN_SIDE} px (set `resize`, or a larger ROI)")
+                self._small_log.warning(f"{cfg.name}: skipped a {cap.image.shape[1]}x{cap.image.shape[0]} frame: below "
+                                        f"the minimum of {MIN_SIDE}x{MIN_SIDE} px (set `resize`, or a larger `crop`)")
                 continue
             if self._put(cap):
                 n, read = n + 1, read + 1

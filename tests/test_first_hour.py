@@ -229,7 +229,7 @@ def test_the_readme_camera_example_is_a_valid_line_config(tmp_path, monkeypatch)
     (tmp_path / "frames").mkdir()
     cfg = LineConfig.model_validate(yaml.safe_load(block))
     flows = {s.name: s.credit_flow for s in cfg.sources}
-    assert flows == {"press3": False, "usb0": False, "clip": True, "shelf": True}
+    assert flows == {"press3": False, "web2": False, "usb0": False, "clip": True, "shelf": True}
     assert cfg.sinks.scores and not cfg.node.ssdnet.score.uses_unet
 
 

@@ -197,10 +197,10 @@ class SizesReader(FlakyReader):
 
 
 def test_frames_below_the_minimum_are_refused_at_the_source_with_a_clear_error(caplog):
-    with camera(synthetic(), SizesReader([(31, 64), (64, 64), (16, 16), (33, 40)])) as (sub, cam, _):
+    with camera(synthetic(), SizesReader([(31, 64), (64, 64), (16, 16), (0, 0), (33, 40)])) as (sub, cam, _):
         msgs = drain(sub)
     assert [m.arrays["image"].shape[:2] for m in frames_of(msgs)] == [(64, 64), (33, 40)]
-    assert msgs[-1].header.counters["too_small"] == 2
+    assert msgs[-1].header.counters["too_small"] == 3  # (0, 0): a frame a `crop` misses
     assert "below the minimum of 32x32 px" in caplog.text
 
 
@@ -238,3 +238,44 @@ def test_a_folder_of_a_mono12_cameras_16_bit_files_is_read_at_the_bits_they_fill
     pinned = make_reader(FolderSourceConfig(kind="folder", name="mono12", path=tmp_path, bit_depth=16))
     pinned.open()
     assert pinned.read().image.max() == 16  # 4095 / 257, rounded: what 16 bits make of a Mono12 frame
+
+
+def test_a_crop_keeps_a_fixture_beside_the_product_out_of_the_frames_and_masks(tmp_path, caplog):
+    """`crop: [x, y, width, height]` cuts the region of interest out of every frame (and mask) before `resize`; a
+    frame it reaches past gives the part inside it and a warning that says so; video frames alike."""
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    frame = np.zeros((100, 160, 3), np.uint8)
+    frame[:, :40] = 200  # the fixture
+    frame[10:90, 40:] = np.arange(120, dtype=np.uint8)[None, :, None]  # the product
+    mask = np.zeros((100, 160), np.uint8)
+    mask[50:60, 100:110] = 255
+    cv2.imwrite(str(tmp_path / "images" / "000.png"), frame[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "images" / "001.png"), frame[:64, :96, ::-1])  # a smaller frame
+    cv2.imwrite(str(tmp_path / "masks" / "000_mask.png"), mask)
+    cfg = FolderSourceConfig(kind="folder", name="line", path=tmp_path / "images", masks=tmp_path / "masks",
+                             crop=(40, 10, 120, 80))
+    reader = make_reader(cfg)
+    reader.open()
+    cap = reader.read()
+    assert cap.image.shape == (80, 120, 3) and (cap.image[0, :, 0] == np.arange(120)).all()
+    assert cap.mask.shape == (80, 120) and cap.mask.sum() == 100 and cap.mask[40:50, 60:70].all()
+    assert "crop" not in caplog.text
+    assert reader.read().image.shape == (54, 56, 3)  # 001 is 96x64: the crop's part inside it
+    assert "line: crop [40, 10, 120, 80] (x, y, width, height) reaches past a 96x64 frame" in caplog.text
+
+    resized = make_reader(cfg.model_copy(update={"resize": (60, 40)}))
+    resized.open()
+    cap = resized.read()
+    assert cap.image.shape == (40, 60, 3) and cap.mask.shape == (40, 60) and cap.mask.sum() == 25
+    missed = make_reader(cfg.model_copy(update={"crop": (100, 70, 40, 40), "resize": (60, 40)}))
+    missed.open()  # 001 (96x64) has nothing inside this crop: an empty frame, which the camera skips as too small
+    assert missed.read().image.shape == (40, 60, 3) and missed.read().image.size == 0
+
+    clip = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 100))
+    writer.write(frame[:, :, ::-1])
+    writer.release()
+    video = make_reader(VideoSourceConfig(kind="video", name="line", uri=clip, crop=(40, 10, 120, 80)))
+    video.open()
+    image = video.read().image
+    assert image.shape == (80, 120, 3) and np.abs(image[:, :8].astype(int) - 200).min() > 100  # no fixture left
