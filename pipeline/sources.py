@@ -108,7 +108,7 @@ class VideoReader:
         self.cfg = cfg
         self.is_file = is_video_file(cfg.uri)
         self.cap: cv2.VideoCapture | None = None
-        self.shape = Shaper(cfg)
+        self.shaper = Shaper(cfg)
 
     def check(self) -> None:
         """Fail at start-up, with the reason, on a video file that is missing or that OpenCV cannot decode
@@ -151,7 +151,7 @@ class VideoReader:
             if self.is_file:
                 return None
             raise SourceError(f"lost {self.cfg.uri!r}: grab failed")
-        return Capture(self.shape.frame(bgr), None, time.time())
+        return Capture(self.shaper.frame(bgr), None, time.time())
 
     def close(self) -> None:
         if self.cap is not None:
@@ -167,7 +167,7 @@ class FolderReader:
         self.files: list[Path] = []
         self.index = 0
         self.bits = 8  # the bits the folder's 16-bit images fill, the largest so far (edge.frames.bit_depth)
-        self.shape = Shaper(cfg)
+        self.shaper = Shaper(cfg)
 
     def check(self) -> None:
         self.open()
@@ -199,7 +199,7 @@ class FolderReader:
                     log.info("%s: 16-bit images, read as %d-bit values (%s; `bit_depth` pins it)", self.cfg.name,
                              bits, path.name)
             bgr = to_uint8(raw, self.cfg.bit_depth or self.bits)
-            return Capture(self.shape.frame(bgr), self._mask(path, bgr.shape[:2]), time.time())
+            return Capture(self.shaper.frame(bgr), self._mask(path, bgr.shape[:2]), time.time())
 
     def _mask(self, image_path: Path, shape: tuple[int, int]) -> np.ndarray | None:
         if self.cfg.masks is None:
@@ -207,7 +207,7 @@ class FolderReader:
         path = self.cfg.masks / f"{image_path.stem}{self.cfg.mask_suffix}.png"
         mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
         mask = np.zeros(shape, np.uint8) if mask is None else (mask > 0).astype(np.uint8)
-        return self.shape.mask(mask)
+        return self.shaper.mask(mask)
 
     def close(self) -> None:
         pass
