@@ -22,7 +22,7 @@ from pipeline.sources import Camera, SourceFatal
 from pipeline.stages import LineError
 from test_pipeline_launcher import anomaly, line_config
 from test_pipeline_node import FastDetector
-from tools.calibrate import suggest
+from tools.calibrate import _reader, suggest
 from tools.cli import main
 
 
@@ -154,6 +154,15 @@ def test_score_keeps_going_past_an_unreadable_file_and_calibrate_reads_a_folder_
     assert "3 normal frames of" in capsys.readouterr().out
     assert main(["calibrate", str(tmp_path / "nope.mp4"), "--fast"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+    # frames cut as the camera's `crop` cuts them (the threshold must be learnt on what the node will score)
+    for source, resize, shape in ((tmp_path / "frames", None, (40, 48, 3)), (video, (32, 32), (32, 32, 3))):
+        reader = _reader(str(source), resize, (8, 4, 48, 40))
+        reader.open()
+        assert reader.read().image.shape == shape
+    assert main(["calibrate", str(tmp_path / "frames"), "--fast", "--threads", "1", "--crop", "8", "4", "48", "40",
+                 "--frames", "12"]) == 0
+    assert "2 normal frames of" in capsys.readouterr().out
 
 
 def test_calibrate_reads_a_lines_scores_jsonl_across_its_turned_over_files(tmp_path, capsys):

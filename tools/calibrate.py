@@ -45,12 +45,12 @@ def suggest(scores: np.ndarray, quantile: float = 0.99, margin: float = 0.05) ->
     return float(np.quantile(scores, quantile) * (1 + margin))
 
 
-def _reader(path: str, resize: tuple[int, int] | None):
+def _reader(path: str, resize: tuple[int, int] | None, crop: tuple[int, int, int, int] | None = None):
     p = Path(path)
     if p.is_dir():
-        cfg = FolderSourceConfig(kind="folder", name="calibrate", path=p, resize=resize)
+        cfg = FolderSourceConfig(kind="folder", name="calibrate", path=p, crop=crop, resize=resize)
     else:
-        cfg = VideoSourceConfig(kind="video", name="calibrate", uri=path, resize=resize)
+        cfg = VideoSourceConfig(kind="video", name="calibrate", uri=path, crop=crop, resize=resize)
     reader = make_reader(cfg)
     reader.check()
     return reader
@@ -69,7 +69,8 @@ def _cmd(args: argparse.Namespace) -> int:
     else:
         cfg = ssdnet_config(args.config, args.fast)
     try:
-        reader = _reader(args.source, tuple(args.resize) if args.resize else None)
+        reader = _reader(args.source, tuple(args.resize) if args.resize else None,
+                         tuple(args.crop) if args.crop else None)
         reader.open()
     except SourceError as e:
         print(f"ssdnet calibrate: {e}", file=sys.stderr)
@@ -162,7 +163,7 @@ def _quantiles(s: np.ndarray) -> dict[str, float]:
 def _from_scores(args: argparse.Namespace) -> int:
     """`ssdnet calibrate OUT/scores.jsonl`: the suggestion from a line's logged scores, nothing scored again."""
     given = [flag for flag, on in (("--line", args.line), ("--config", args.config), ("--fast", args.fast),
-                                   ("--frames", args.frames), ("--resize", args.resize),
+                                   ("--frames", args.frames), ("--resize", args.resize), ("--crop", args.crop),
                                    ("--overlays", args.overlays)) if on]
     if given:
         print(f"ssdnet calibrate: {args.source} holds the node's scores already: drop {', '.join(given)}",
@@ -214,6 +215,8 @@ def add_parser(sub) -> None:
     p.add_argument("--line", help="the line config whose node.ssdnet scores the frames (recommended)")
     add_common(p)
     p.add_argument("--frames", type=at_least(1), help="score at most this many frames")
+    p.add_argument("--crop", type=int, nargs=4, metavar=("X", "Y", "W", "H"),
+                   help="cut the region of interest out of the frames as the camera's `crop` does (before --resize)")
     p.add_argument("--resize", type=int, nargs=2, metavar=("W", "H"), help="resize frames as the camera does")
     p.add_argument("--quantile", type=_fraction, default=0.99, help="quantile of the normal scores (default 0.99)")
     p.add_argument("--margin", type=float, default=0.05, help="raise the quantile by this fraction (default 0.05)")
