@@ -38,7 +38,7 @@ def bit_depth(image: np.ndarray) -> int:
     if image.dtype == np.uint8:
         return 8
     top = int(image.max(initial=0))
-    return next((bits for bits in DEPTHS if top < 1 << bits), 16)
+    return next(bits for bits in DEPTHS if top < 1 << bits)  # a uint16 value always fits 16
 
 
 def to_uint8(image: np.ndarray, bits: int | None = None) -> np.ndarray:

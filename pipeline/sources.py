@@ -193,11 +193,10 @@ class FolderReader:
             except (OSError, ValueError) as e:
                 log.warning("skipping unreadable image: %s", e)
                 continue
-            if (bits := bit_depth(raw)) > self.bits:  # the most a frame has filled: one scale for the stream
-                self.bits = bits
-                if self.cfg.bit_depth is None:
-                    log.info("%s: 16-bit images, read as %d-bit values (%s; `bit_depth` pins it)", self.cfg.name,
-                             bits, path.name)
+            if self.cfg.bit_depth is None and (bits := bit_depth(raw)) > self.bits:  # one scale for the stream:
+                self.bits = bits  # the most a frame has filled
+                log.info("%s: 16-bit images, read as %d-bit values (%s; `bit_depth` pins it)", self.cfg.name, bits,
+                         path.name)
             bgr = to_uint8(raw, self.cfg.bit_depth or self.bits)
             return Capture(self.shaper.frame(bgr), self._mask(path, bgr.shape[:2]), time.time())
 
