@@ -10,9 +10,11 @@ every camera: "this many robust standard deviations above the camera's normal".
 
 A frame calibrated at `hold_out_z` or more is held out of the statistics: a burst of defects (a bad
 batch) would otherwise widen the camera's normal and mute the alarms after it (the MAD breaks down
-once a third of the window is defective). Held-out scores join the statistics once they are more
-than half of the last `window // 4` frames: then the camera's normal itself has moved (a new
-product, new lighting), and the calibration follows it as fast as it would without the hold-out.
+once a third of the window is defective); so is a frame as far below it. When more than half of the
+last `window // 4` frames are held out on one side, the normal itself has moved (a product
+changeover, new lighting): the statistics start afresh, and the detector with them
+(docs/ablations.md section 47). A window mixing two products kept the old median for half of it
+(after a move down, blind to every defect) and a spread two levels wide (after a move up).
 """
 from __future__ import annotations
 
@@ -28,13 +30,12 @@ MAD_TO_STD = 1.4826
 class ScoreCalibrator:
     def __init__(self, cfg: CalibrationConfig):
         self.cfg = cfg
-        self.scores: deque[float] = deque(maxlen=cfg.window)
-        self.held: deque[float] = deque(maxlen=cfg.window)  # scores held out as far above normal
-        self.recent: deque[bool] = deque(maxlen=max(1, cfg.window // 4))  # was each recent frame held out?
+        self.scores: deque[float] = deque(maxlen=cfg.window)  # those of its frames within hold_out_z of its normal
+        # each recent frame's side: +1 held out above the normal, -1 as far below it, 0 neither
+        self.recent: deque[int] = deque(maxlen=max(1, cfg.window // 4))
 
     def reset(self) -> None:
         self.scores.clear()
-        self.held.clear()
         self.recent.clear()
 
     @property
@@ -59,21 +60,26 @@ class ScoreCalibrator:
         med, scale = self.stats()
         return (raw - med) / scale
 
-    def observe(self, raw: float) -> None:
-        """Add a frame's raw score (held out while calibrated at `hold_out_z` or more, once calibrated)."""
+    def observe(self, raw: float) -> bool:
+        """Add a frame's raw score (held out while calibrated `hold_out_z` or more from the normal, either way, once
+        calibrated). True when the camera's normal has moved with it (most recent frames were held out on one
+        side): the statistics have started afresh."""
         z = self.cfg.hold_out_z
-        held = z is not None and not self.calibrating and self.calibrate(raw) >= z
-        self.recent.append(held)
-        (self.held if held else self.scores).append(float(raw))
-        if 2 * sum(self.recent) > self.recent.maxlen:  # most recent frames are far above: the normal has moved
-            self.scores.extend(self.held)
-            self.held.clear()
+        c = self.calibrate(raw) if z is not None and not self.calibrating else 0.0
+        side = 0 if z is None else 1 if c >= z else -1 if c <= -z else 0
+        self.recent.append(side)
+        if side == 0:
+            self.scores.append(float(raw))
+        elif 2 * self.recent.count(side) > self.recent.maxlen:
+            self.reset()
+            return True
+        return False
 
     def state_dict(self) -> dict:
-        return {"scores": list(self.scores), "held": list(self.held), "recent": list(self.recent)}
+        return {"scores": list(self.scores), "recent": list(self.recent)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a `state_dict()` (a checkpoint from before the hold-out has only "scores")."""
+        """Restore a `state_dict()` (a checkpoint from before the hold-out has only "scores"; one from before
+        section 47 marked held-out frames True, as +1 does)."""
         self.scores = deque((float(s) for s in state["scores"]), maxlen=self.scores.maxlen)
-        self.held = deque((float(s) for s in state.get("held", ())), maxlen=self.held.maxlen)
-        self.recent = deque((bool(h) for h in state.get("recent", ())), maxlen=self.recent.maxlen)
+        self.recent = deque((int(s) for s in state.get("recent", ())), maxlen=self.recent.maxlen)

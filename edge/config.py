@@ -336,10 +336,12 @@ class CalibrationConfig(StrictModel):
     prior_scale: float = Field(0.06, gt=0.0, description="its spread (robust std) while calibrating")
     min_scale_fraction: float = Field(0.02, ge=0.0, description="the robust std is at least this fraction of "
                                       "the median (near-constant scores do not turn noise into alarms)")
-    hold_out_z: float | None = Field(3.0, gt=0.0, description="a frame calibrated at this or more is held out of "
-                                     "the camera's statistics, so a burst of defects does not widen its normal, "
-                                     "until such frames are most of the last window // 4 (the normal has moved); "
-                                     "null: every frame counts (before docs/ablations.md section 18)")
+    hold_out_z: float | None = Field(3.0, gt=0.0, description="a frame calibrated this far or more from the "
+                                     "camera's normal, either way, is held out of its statistics, so a burst of "
+                                     "defects does not widen its normal; once the frames held out on one side are "
+                                     "most of the last window // 4, the normal has moved (a product changeover) and "
+                                     "the camera starts afresh (docs/ablations.md section 47); null: every frame "
+                                     "counts and the camera never starts afresh (before section 18)")
 
 
 MIN_SIDE = 32  # the smallest frame side the scorer takes (the 8x8 grid's patches are then 8 px)

@@ -17,6 +17,7 @@ search can only raise the map (edge.scoring), so a defect there cannot vouch for
 Its normal frames also teach it how its maps run near the frame's border (edge.border): from its
 `border.min_frames`-th normal frame on, the map (and an image score taken from it) is corrected for that.
 `reset()` forgets weights, memory, calibration and border profile; `state_dict()` holds them (a checkpoint).
+A source whose normal moves (a product changeover: edge.calibration) is reset by the frame that shows it.
 
 `Detector` is what the edge node's detector contract (`pipeline.node.Detector`) describes:
 `process(image) -> Detection`, `reset()`, `state_dict()`, `restore(state)`.
@@ -59,6 +60,7 @@ class Detection:
     calibration: tuple[float, float] = (0.0, 1.0)  # (median, scale) it was judged against: calibrated = (score - m) / s
     memory_rows: int = 0  # rows in the source's memory after this frame
     memory_added: int = 0  # cells this frame gave the memory (searched `memory.delay_frames` frames later)
+    normal_moved: bool = False  # most recent frames lie far from the source's normal: it has started afresh
 
     def calibrated_map(self) -> np.ndarray:
         """The map in the calibrated score's units: robust std above this source's normal image score."""
@@ -291,16 +293,18 @@ class Detector:
         suspect = not calibrating and calibrated >= self.cfg.fit.max_fit_z
         if stats is None:
             stats = FitStats(0, 0.0, float("nan")) if suspect else self.fit(x)
-        self.calibrator.observe(score)
+        moved = self.calibrator.observe(score)
         if border is not None and not suspect:
             border.observe(own_map)
         added = self._remember(x, h, w, calibrated, calibrating)
         if self.nonfinite_maps == nonfinite:
             self._keep_history(x, h, w)
+        if moved:  # a product changeover, new lighting: start afresh, as a new camera would (its memory, border
+            self.reset()  # profile and weights learnt the old normal: docs/ablations.md section 47)
         total_ms = (time.perf_counter() - start) * 1000
         self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)
         met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met
         amap = to_frame_size(amap, frame_h, frame_w)
         return Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met,
                          self.diverged, calibrated, calibrating, calibration,
-                         self.memory.count if self.memory else 0, added)
+                         self.memory.count if self.memory else 0, added, normal_moved=moved)

@@ -90,6 +90,7 @@ class Detection(Protocol):
     model_version: int  # advances with every fit; checkpoints are written every `checkpoint_every` versions
     budget_met: bool  # False: the fit could not meet its time budget (counted as budget_unmet)
     diverged: bool  # the fit went non-finite and the last good weights were restored (counted, logged)
+    normal_moved: bool  # the source's normal moved with this frame (a new product): it has started afresh (counted)
 
     def calibrated_map(self) -> np.ndarray: ...  # the map in the calibrated score's units
 
@@ -525,6 +526,10 @@ class EdgeNode:
         if d.diverged:
             self.counters.add(h.source, "diverged")
             self._log.warning(f"{h.source}#{h.seq}: the fit diverged; restored the last good weights")
+        if d.normal_moved:
+            self.counters.add(h.source, "normal_moved")
+            self._log.warning(f"{h.source}#{h.seq}: most of its recent frames lie far from its normal: a new "
+                              "product or new lighting, taken as its normal from now on (its model starts afresh)")
         raw, score = float(d.score), float(d.calibrated)
         median, scale = (float(v) for v in d.calibration)
         if not math.isfinite(raw + score + median + scale) or not scale > 0:

@@ -164,6 +164,8 @@ class StreamStats:
         if node is not None:
             out["drops"] = {name: sum(c[name] for c in node["sources"].values()) for name in DROP_COUNTERS}
             out["drops"]["bad_messages"] = node["bad_messages"]
+            for source, counts in node["sources"].items():  # product changeovers the camera's model started afresh on
+                out["sources"].setdefault(source, {})["normal_moved"] = counts["normal_moved"]
             out["scorer"] = node["scorer"]  # the node's scorer backend, provider and why (null: a custom detector)
             # refused messages by reason, refused connections by reason, each camera's state (pipeline.admission)
             for key in ("rejected", "refused_connections", "cameras"):

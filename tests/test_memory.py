@@ -399,7 +399,8 @@ def test_a_burst_of_defects_does_not_widen_the_camera_s_normal():
     assert held.calibrate(0.52) < 3.0
     restored = ScoreCalibrator(held.cfg)
     restored.load_state_dict(held.state_dict())
-    assert restored.stats() == held.stats() and list(restored.held) == list(held.held) and restored.held
+    assert restored.stats() == held.stats() and list(restored.recent) == list(held.recent)
+    assert 1 in restored.recent  # the burst's defects, held out
 
 
 def test_a_lasting_shift_becomes_the_camera_s_normal_as_fast_as_without_the_hold_out():
@@ -416,6 +417,32 @@ def test_a_lasting_shift_becomes_the_camera_s_normal_as_fast_as_without_the_hold
         assert not any(flags[150:])  # the calibration has followed
         flagged[z] = sum(flags)
     assert flagged[3.0] <= flagged[None] + 5
+
+
+@pytest.mark.parametrize("new_level", [0.3, 0.7])
+def test_after_a_changeover_either_way_the_calibration_is_the_new_product_s(new_level):
+    """A camera at 0.5 +- 0.01 for 150 frames, then a product at `new_level` +- 0.01 with a defect (+0.06, six noise
+    widths) every fifth frame: the move is seen within window // 8 + 1 frames and the statistics start afresh, so
+    once they are calibrated again the new product's normal frames are not flagged and its defects are; a window
+    that mixed the two levels kept the old median for half of it (a move down: blind to every defect) or spread
+    two levels wide (up)."""
+    cal, rng = ScoreCalibrator(CalibrationConfig()), np.random.default_rng(0)
+    for _ in range(150):
+        cal.observe(0.5 + rng.normal(0, 0.01))
+    moved, flags = [], []
+    for t in range(120):
+        defect = t % 5 == 4
+        raw = new_level + rng.normal(0, 0.01) + (0.06 if defect else 0.0)
+        flags.append((defect, cal.calibrate(raw) > 3.0))
+        if cal.observe(raw):
+            moved.append(t)
+    after = flags[cal.cfg.window // 8 + cal.cfg.min_frames + 2:]
+    assert sum(f for d, f in after if d) >= 0.9 * sum(d for d, _ in after)  # the defects are flagged
+    assert sum(f for d, f in after if not d) <= 2  # the normal frames are not
+    assert len(moved) == 1 and moved[0] <= cal.cfg.window // 8 + 1
+    restored = ScoreCalibrator(cal.cfg)
+    restored.load_state_dict(cal.state_dict())
+    assert restored.stats() == cal.stats() and list(restored.recent) == list(cal.recent)
 
 
 def test_the_first_frames_are_calibrating_against_the_prior():
@@ -626,3 +653,29 @@ def test_a_fixture_in_view_does_not_set_how_much_the_memory_counts():
     scale = {name: det.memory.scale for name, det in dets.items()}
     assert scale["with the rail"] < 3 * scale["product"], scale  # 11x as stds, 2.2x clipped (1.1x as MADs)
     assert max(scores["with the rail"][16:]) < 3.0, scores  # node.threshold's default: no false event
+
+
+def test_a_product_changeover_starts_the_camera_afresh():
+    """Brick for 30 frames, then gravel, which scores far above brick's normal (docs/ablations.md section 47 at
+    128 px): the move is seen within window // 8 + 1 frames, and the frame that shows it resets the camera, so the
+    gravel frames after it are judged exactly as a camera that never saw brick judges them."""
+    rng = np.random.default_rng(0)
+    brick, gravel = texture("brick", 160, np.random.default_rng(1)), texture("gravel", 160, np.random.default_rng(1))
+
+    def crop(src):
+        y, x = rng.integers(0, 32, 2)
+        return src[y:y + 128, x:x + 128].copy()
+
+    det = Detector(SSDNetConfig(), "cpu")
+    for _ in range(30):
+        det.process(crop(brick))
+    assert det.memory.ready and not det.calibrator.calibrating
+    for _ in range(det.cfg.calibration.window // 8 + 1):
+        d = det.process(crop(gravel))
+        if d.normal_moved:
+            break
+    assert d.normal_moved and det.memory.count == 0 and det.calibrator.calibrating
+    after = [crop(gravel) for _ in range(20)]
+    new = Detector(SSDNetConfig(), "cpu")
+    assert [det.process(f).calibrated for f in after] == pytest.approx([new.process(f).calibrated for f in after],
+                                                                      abs=1e-4)

@@ -1,6 +1,7 @@
 """The edge node over real sockets (camera and node in threads, a fast fake detector)."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from contextlib import contextmanager
@@ -14,7 +15,8 @@ import torch
 import zmq
 
 from pipeline import protocol as P
-from pipeline.config import NodeConfig, SyntheticSourceConfig
+from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig
+from pipeline.launcher import run_line
 from pipeline.node import EdgeNode
 from pipeline.pending import PendingFrames
 from pipeline.sinks import Subscriber
@@ -32,6 +34,7 @@ class Detection:
     model_version: int = 1
     budget_met: bool = True
     diverged: bool = False
+    normal_moved: bool = False
     calibrated: float = 0.0
     calibrating: bool = False
     calibration: tuple[float, float] = (0.0, 1.0)
@@ -325,6 +328,35 @@ def test_bad_frames_and_detector_failures_are_counted_not_fatal(tmp_path):
         eos = {m.source: m.header for m in msgs if m.kind == "eos"}
         assert eos["cam1"].counters["too_small"] == 10 and c1["scored"] == 0 and "cam1" not in detectors
         sub.close()
+
+
+class MovingDetector(FastDetector):
+    """A FastDetector whose source's normal moves (a product changeover) with its 4th frame."""
+
+    def process(self, image):
+        d = super().process(image)
+        d.normal_moved = self.calls == 4
+        return d
+
+
+def test_a_camera_whose_normal_moves_is_counted_and_logged(tmp_path, caplog):
+    with line(tmp_path, frames=8, fps=100, queue_depth=64, factory=MovingDetector) as ln:
+        sub = subscriber(ln, (b"anomaly/", b"eos/"))
+        msgs = collect(sub)
+        eos = next(m.header for m in msgs if m.kind == "eos")
+        assert eos.counters["normal_moved"] == 1 and eos.counters["scored"] == 8
+        assert ln.node.counters.source("cam0")["normal_moved"] == 1
+        assert sum("taken as its normal from now on" in r.getMessage() for r in caplog.records) == 1
+        sub.close()
+
+
+def test_the_run_s_summary_says_how_often_each_camera_s_normal_moved(tmp_path):
+    cam = {"kind": "synthetic", "size": 48, "fps": 50, "frames": 6, "textures": ["grass"]}
+    cfg = LineConfig.model_validate({"sources": [{**cam, "name": "cam0"}, {**cam, "name": "cam1"}],
+                                     "node": {"queue_depth": 64}, "sinks": {"overlays": False}})
+    summary = run_line(cfg, tmp_path, detector_factory=MovingDetector)
+    assert {s: v["normal_moved"] for s, v in summary["sources"].items()} == {"cam0": 1, "cam1": 1}
+    assert json.loads((tmp_path / "summary.json").read_text())["sources"]["cam0"]["normal_moved"] == 1
 
 
 def test_two_nodes_share_a_push_camera(tmp_path):
