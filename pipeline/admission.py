@@ -24,6 +24,8 @@ Header values (after the decoder's schema checks, before any payload is decoded)
   back that is not a restart (seq <= RESTART_WINDOW), is rejected (`seq_jump`, `seq_backwards`);
   3 frames in a row that continue the new numbering resynchronise the camera (counted
   `seq_resyncs`, nothing counted lost);
+- a frame naming a product beyond the camera's first `node.max_products` is refused (`product_limit`):
+  each product the camera names may get a model and a checkpoint file;
 - a heartbeat from a camera says role `source` (`forged_role`), and a camera's heartbeats keep within
   HEARTBEAT_RATE a second in bursts of HEARTBEAT_BURST (`heartbeat_rate`: the node forwards them to every
   subscriber); an end of stream says
@@ -59,7 +61,7 @@ HEARTBEAT_RATE = 50.0  # a camera's heartbeats (forwarded to every subscriber) p
 HEARTBEAT_BURST = 50  # in bursts of at most this many (a token bucket)
 ADMISSION_REASONS = ("unexpected_kind", "unknown_camera", "camera_limit", "spoofed_name", "forged_role", "seq_range",
                      "seq_jump", "seq_backwards", "clock_skew", "eos_inconsistent", "oversize", "too_small",
-                     "memory_budget", "shape_change", "heartbeat_rate")
+                     "memory_budget", "shape_change", "heartbeat_rate", "product_limit")
 REASONS = P.DECODE_REASONS + ADMISSION_REASONS  # every `rejected_<reason>` counter of the node
 
 # Memory estimates of the default SSDnet config on a CPU, measured with the real detector (torch 2.13, 1 thread;
@@ -110,7 +112,7 @@ class Peer:
 
 @dataclass(eq=False)
 class Camera:
-    """Admission state of one camera name (bounded: a few numbers per camera)."""
+    """Admission state of one camera name (bounded: a few numbers and at most max_products names per camera)."""
 
     name: str
     peer: Peer
@@ -123,6 +125,7 @@ class Camera:
     seq_resyncs: int = 0
     beat_tokens: float = HEARTBEAT_BURST  # heartbeats it may send now
     beat_refilled: float = 0.0
+    products: set[str] = field(default_factory=set)  # the products it has named
 
     def report(self) -> dict:
         return {"peer": self.peer.endpoint, "secured": self.peer.secured, "dynamic": self.dynamic,
@@ -141,6 +144,7 @@ class Ticket:
     restart: bool = False
     resync: bool = False
     now: float = 0.0
+    product: str | None = None
 
 
 @dataclass
@@ -155,6 +159,7 @@ class Admission:
     max_seq_step: int = 10_000
     max_frame_rate: float = 1000.0
     max_frame_pixels: int | None = None  # reject frames over it here (oversize: reject); None = the worker decides
+    max_products: int = 64  # products a camera may name
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
     cameras: dict[str, Camera] = field(default_factory=dict)
@@ -170,7 +175,7 @@ class Admission:
     @classmethod
     def from_config(cls, cfg, peers: Iterable[Peer]) -> Admission:
         return cls(cfg.name, list(peers), cfg.max_dynamic_cameras, cfg.max_clock_skew_s, cfg.max_seq_step,
-                   cfg.max_frame_rate, cfg.frame_pixels if cfg.oversize == "reject" else None)
+                   cfg.max_frame_rate, cfg.frame_pixels if cfg.oversize == "reject" else None, cfg.max_products)
 
     # ---------------------------------------------------------------- identity
 
@@ -245,7 +250,13 @@ class Admission:
             raise Rejected("oversize", f"frame/{name}#{header.seq}: {image.shape[1]}x{image.shape[0]} = {pixels} "
                            f"pixels > {self.max_frame_pixels} (node.max_frame_pixels, else ssdnet.max_pixels; "
                            "node.oversize: reject)", name)
-        return self._sequence(camera, header.seq)
+        product = header.product
+        if product is not None and product not in camera.products and len(camera.products) >= self.max_products:
+            raise Rejected("product_limit", f"frame/{name}#{header.seq}: product {product!r} after "
+                           f"{len(camera.products)} others (node.max_products {self.max_products})", name)
+        ticket = self._sequence(camera, header.seq)
+        ticket.product = product
+        return ticket
 
     def _tokens(self, camera: Camera, now: float) -> float:
         return refill(camera.tokens, camera.refilled, now, self.max_frame_rate, self.max_seq_step)
@@ -283,6 +294,8 @@ class Admission:
             camera.last_seq, camera.tokens, camera.refilled, camera.resync = ticket.seq, ticket.tokens, ticket.now, None
             camera.seq_restarts += ticket.restart
             camera.seq_resyncs += ticket.resync
+            if ticket.product is not None:
+                camera.products.add(ticket.product)
         return ticket.lost
 
     def report(self) -> dict[str, dict]:

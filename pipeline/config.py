@@ -83,6 +83,12 @@ class _Source(StrictModel):
         "synthetic ones")
     address: Endpoint | None = Field(None, description="endpoint the node connects to when the camera runs as its "
                                      "own stage on another host (`ssdnet run --stage camera:NAME`); None = bind")
+    product: str | None = Field(None, pattern=SOURCE_PATTERN, description="the product under the camera, sent with "
+                                "every frame: when it changes, the camera's model starts afresh at once or, with "
+                                "node.checkpoint_dir, resumes the model it had for that product")
+    product_file: Path | None = Field(None, description="a text file holding the product's name, read again when it "
+                                      "changes (a line's controller writes it at a changeover); overrides `product` "
+                                      "while it holds a valid name")
 
     @property
     def credit_flow(self) -> bool:
@@ -200,6 +206,9 @@ class NodeConfig(StrictModel):
                               "camera resynchronised after 3 consecutive frames without counting it lost")
     max_frame_rate: float = Field(1000.0, gt=0, le=1e6, description="frames per second a camera can plausibly lose: "
                                   "`lost` grows at most this fast (plus max_seq_step)")
+    max_products: int = Field(64, ge=1, le=10_000, description="products (the frame header's `product`) a camera "
+                              "may name; a frame naming another is refused (product_limit). Each has a model to "
+                              "resume and, with checkpoint_dir, a checkpoint file")
     min_model_rebuild_s: float = Field(10.0, ge=0, description="a camera keeps its model whatever its frame size; "
                                        "on an exported scorer (onnxruntime, tensorrt: a graph per size, the last 4 "
                                        "kept) a size new to its graphs is taken at most this often, other new sizes "
@@ -209,7 +218,9 @@ class NodeConfig(StrictModel):
                                 "fitting 10-60x")
     ssdnet: SSDNetConfig = SSDNetConfig()
     checkpoint_dir: Path | None = Field(None, description="save each source's weights here every checkpoint_every "
-                                        "frames; a restarted node resumes from them (warm) instead of a cold fit")
+                                        "frames (<source>.pt; <source>@<product>.pt per product its frames name) "
+                                        "and at a product changeover; a restarted node, and a camera back on a "
+                                        "product, resume from them (warm) instead of a cold fit")
     checkpoint_every: int = Field(50, ge=1, le=1_000_000, description="frames between checkpoints of a source")
     event_log: Path | None = Field(None, description="SQLite file (WAL) every event is committed to before it is "
                                    "published, numbered per source (log_seq); None = no durable log and no replay "

@@ -160,6 +160,7 @@ class EdgeNode:
         self.credits = Credits(cfg.name, budget=cfg.queue_depth)  # cameras with flow: credit (pipeline/flow.py)
         self.outbox: queue.Queue[P.Message | tuple[P.Message, int]] = queue.Queue()
         self.detectors: dict[str, Detector] = {}  # camera -> its model, one for every frame size
+        self.products: dict[str, str | None] = {}  # camera -> the product its model is for (frame header `product`)
         self.frame_sizes: dict[str, GraphCache] = {}  # camera -> its last frame sizes, the most recent last
         # an exported scorer builds a graph per frame size (edge.scorers.base.GraphCache); torch's needs none
         self._graph_per_size = self.scorer is not None and self.scorer.get("backend") in ("onnxruntime", "tensorrt")
@@ -447,10 +448,15 @@ class EdgeNode:
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA), (reason, note)
 
     def _checkpoint_path(self, source: str) -> Path | None:
-        return self.cfg.checkpoint_dir / f"{source}.pt" if self.cfg.checkpoint_dir is not None else None
+        """The checkpoint of the source's model for its current product: <source>.pt, <source>@<product>.pt."""
+        if self.cfg.checkpoint_dir is None:
+            return None
+        product = self.products.get(source)
+        return self.cfg.checkpoint_dir / (f"{source}.pt" if product is None else f"{source}@{product}.pt")
 
     def _load_checkpoint(self, source: str, detector: Detector) -> None:
-        """A restarted node resumes a source from its last saved weights (a warm start, not a cold fit)."""
+        """A restarted node, or a camera back on a product, resumes from the last saved weights (a warm start, not a
+        cold fit)."""
         path = self._checkpoint_path(source)
         if path is None or not path.is_file():
             return
@@ -460,9 +466,10 @@ class EdgeNode:
         except Exception as e:  # a stale or corrupt checkpoint (other model size): start from scratch
             self._log.warning(f"{source}: ignored checkpoint {path}: {type(e).__name__}: {e}")
 
-    def _save_checkpoint(self, source: str, detector: Detector, version: int) -> None:
+    def _save_checkpoint(self, source: str, detector: Detector, version: int | None = None) -> None:
+        """Save the source's model every checkpoint_every versions (always without a `version`)."""
         path = self._checkpoint_path(source)
-        if path is None or version % self.cfg.checkpoint_every:
+        if path is None or (version is not None and version % self.cfg.checkpoint_every):
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -471,6 +478,22 @@ class EdgeNode:
             os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint
         except OSError as e:
             self._log.warning(f"{source}: could not write checkpoint {path}: {e}")
+
+    def _changeover(self, msg: P.Message) -> None:
+        """A frame naming another product than its camera's model is for: the model is saved (with
+        node.checkpoint_dir) and freed; the frame's product's model resumes from its checkpoint or starts afresh."""
+        source, product = msg.source, msg.header.product
+        old = self.products.get(source)
+        changed = source in self.detectors and product != old
+        if changed:
+            self._save_checkpoint(source, self.detectors[source])  # the old product's
+            self._drop(source)
+            self.counters.add(source, "product_changes")
+        self.products[source] = product
+        if changed:
+            path = self._checkpoint_path(source)
+            log.info("%s#%d: product %s -> %s: its model %s", source, msg.header.seq, old, product,
+                     f"resumes from {path}" if path is not None and path.is_file() else "starts afresh")
 
     def _process(self, msg: P.Message) -> None:
         h, source = msg.header, msg.source
@@ -485,6 +508,7 @@ class EdgeNode:
             self._refuse("too_small", f"{source}#{h.seq}: rejected a {image.shape[1]}x{image.shape[0]} frame "
                          f"(min_side {self.cfg.min_side})", source)
             return
+        self._changeover(msg)
         try:
             work, downscaled = self._work_image(msg)
             detector = self._detector(source, work.shape)
@@ -543,6 +567,7 @@ class EdgeNode:
         stamps = {**h.stamps, "fitted": min(t0 + d.fit_ms / 1000, done), "scored": done}
         scored = dict(source=h.source, seq=h.seq, t_capture=h.t_capture, stamps=stamps, score=score, raw_score=raw,
                       calibrating=bool(d.calibrating), threshold=self.cfg.threshold, model_version=int(d.model_version),
+                      product=h.product,
                       regions=find_regions(amap, self.cfg.region_threshold, self.cfg.min_region_area,
                                            self.cfg.max_regions, min_peak=self.cfg.threshold))
         q, map_desc = P.quantize_map(amap, self.cfg.map_encoding)

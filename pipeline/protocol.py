@@ -16,6 +16,10 @@ Header fields of every kind:
     stamps     map    Unix time per stage, keys from STAMPS: capture (camera), received (node socket),
                       fitted (fit start + fit_ms), scored (detector returned), published (node send)
     payloads   list   descriptors {name, shape, dtype, encoding, scale, offset}, one per payload part
+    product    str    frame, anomaly, event only; optional: the product under the camera, 1-64 of
+                      [A-Za-z0-9_.:-] (a recipe, a part number). The node keeps a model per camera and
+                      product: a new value is a changeover (the camera's model for it resumes or starts);
+                      None (absent): the camera does not say, its normal's moves are found from its scores
 
 Payloads (name: shape, dtype, encodings); 1 <= H, W <= MAX_SIDE:
     image  (H, W, 3) uint8 RGB                                     raw | jpeg | png
@@ -170,9 +174,13 @@ class _Header(_Wire):
         return f"{self.kind}/{self.source}".encode()  # type: ignore[attr-defined]
 
 
+Product = Annotated[str, Field(pattern=SOURCE_PATTERN)]
+
+
 class FrameHeader(_Header):
     payload_rules = (("image",), ("mask",))
     kind: Literal["frame"]
+    product: Product | None = None  # the product under the camera, if it says (a changeover when it changes)
 
 
 class _Scored(_Header):
@@ -182,6 +190,7 @@ class _Scored(_Header):
     threshold: float
     regions: tuple[Region, ...] = Field((), max_length=MAX_REGIONS)
     model_version: int = Field(ge=0)
+    product: Product | None = None  # the frame's product, as its camera said
 
 
 class AnomalyHeader(_Scored):
@@ -263,7 +272,8 @@ def anomaly_map(msg: Message) -> np.ndarray:
 
 
 def event_record(header: EventHeader) -> dict[str, Any]:
-    """The JSON-able dict of an event: source, seq, score, threshold, regions, t_capture, stamps, model_version."""
+    """The JSON-able dict of an event: source, seq, score, threshold, regions, t_capture, stamps, model_version,
+    product."""
     return header.model_dump(mode="json", exclude={"v", "kind", "payloads"})
 
 

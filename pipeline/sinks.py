@@ -260,7 +260,7 @@ class OverlaySink:
 
 class ScoresSink:
     """Appends one JSON object per scored frame: source, seq, score, threshold, label, calibrating, regions (count),
-    t_capture, end_to_end_ms, turned over past `max_mb` (`JsonLines`). The distribution of a line's scores on
+    t_capture, end_to_end_ms, product, turned over past `max_mb` (`JsonLines`). The distribution of a line's scores on
     normal production is what a threshold is calibrated on (`ssdnet calibrate OUT/scores.jsonl`)."""
 
     def __init__(self, path: str | Path, append: bool = False, max_mb: float | None = None, backups: int = 3):
@@ -272,7 +272,8 @@ class ScoresSink:
             self.lines.write({"source": h.source, "seq": h.seq, "score": round(h.score, 5), "threshold": h.threshold,
                               "label": h.label, "calibrating": h.calibrating, "regions": len(h.regions),
                               "t_capture": h.t_capture,
-                              "end_to_end_ms": round(stage_latencies(h, delivered)["end_to_end"], 1)})
+                              "end_to_end_ms": round(stage_latencies(h, delivered)["end_to_end"], 1),
+                              "product": h.product})
 
     def close(self) -> None:
         self.lines.close()
@@ -337,7 +338,8 @@ class ConsoleSink:
         if h.kind == "event":
             latency = (delivered - h.stamps.get("capture", h.t_capture)) * 1e3
             boxes = ", ".join(f"{r.bbox}" for r in h.regions[:3]) + (" ..." if len(h.regions) > 3 else "")
-            self.console.print(f"{clock} [bold red]ANOMALY[/] {h.source} #{h.seq} "
+            product = f" ({h.product})" if h.product is not None else ""
+            self.console.print(f"{clock} [bold red]ANOMALY[/] {h.source}{product} #{h.seq} "
                                f"score {h.score:.2f} > {h.threshold:.2f}  "
                                f"{len(h.regions)} region(s) {boxes}  [dim]{latency:.0f} ms after capture[/]")
         elif h.kind == "eos":

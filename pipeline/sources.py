@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class Capture:
     image: np.ndarray  # uint8 HxWx3 RGB
     mask: np.ndarray | None  # uint8 HxW, nonzero = defective, when the source knows ground truth
     t_capture: float
+    product: str | None = None  # the product under the camera when it was captured (Camera sets it)
 
 
 @dataclass
@@ -234,6 +236,38 @@ class SyntheticReader:
         pass
 
 
+class ProductName:
+    """The product under a camera: `product`, or the name a line's controller writes into `product_file`, read
+    again whenever the file changes (its inode, time or size); a file that is missing, unreadable or holds no valid
+    name keeps the last name, with a warning once per change."""
+
+    def __init__(self, cfg: SourceConfig):
+        self.path, self.name = cfg.product_file, cfg.product
+        self.seen: tuple[int, int, int] | str | None = None  # the file's identity when last read, or its error
+
+    def __call__(self) -> str | None:
+        if self.path is None:
+            return self.name
+        try:
+            stat = self.path.stat()
+            seen: tuple[int, int, int] | str = stat.st_ino, stat.st_mtime_ns, stat.st_size
+            if seen != self.seen:
+                text = self.path.read_text(errors="replace").strip()
+        except OSError as e:
+            seen, text = str(e.strerror or e), None
+        if seen == self.seen:
+            return self.name
+        self.seen = seen
+        if text is None:
+            log.warning("product_file %s: %s; the product stays %r", self.path, seen, self.name)
+        elif re.fullmatch(P.SOURCE_PATTERN, text):
+            self.name = text
+        else:
+            log.warning("product_file %s holds %r, not a product name (1-64 of [A-Za-z0-9_.:-]); the product "
+                        "stays %r", self.path, text[:80], self.name)
+        return self.name
+
+
 def make_reader(cfg: SourceConfig) -> Reader:
     return {"synthetic": SyntheticReader, "video": VideoReader, "folder": FolderReader}[cfg.kind](cfg)
 
@@ -253,6 +287,7 @@ class Camera:
         self._small_log = ThrottledLog(log)
         self.gate = CreditGate(cfg.name) if cfg.credit_flow else None  # flow: credit (pipeline/flow.py)
         self.failure: str | None = None
+        self.product = ProductName(cfg)
 
     def check(self) -> None:
         """Raise SourceFatal, saying why, for a source that can never work (e.g. a missing video file)."""
@@ -348,7 +383,7 @@ class Camera:
             payloads.append(P.describe("mask", cap.mask))
             arrays["mask"] = cap.mask
         header = P.FrameHeader(kind="frame", source=self.cfg.name, seq=seq, t_capture=cap.t_capture,
-                               stamps={"capture": cap.t_capture}, payloads=tuple(payloads))
+                               stamps={"capture": cap.t_capture}, payloads=tuple(payloads), product=cap.product)
         return P.Message(header, arrays)
 
     def _heartbeat(self, seq: int) -> P.Message:
@@ -412,6 +447,7 @@ class Camera:
                 self._small_log.warning(f"{cfg.name}: skipped a {cap.image.shape[1]}x{cap.image.shape[0]} frame: below "
                                         f"the minimum of {MIN_SIDE}x{MIN_SIDE} px (set `resize`, or a larger `crop`)")
                 continue
+            cap.product = self.product()
             if self._put(cap):
                 n, read = n + 1, read + 1
         self.reader.close()

@@ -9,6 +9,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from . import protocol as P
 
 STAGES = ("transport", "queue", "fit", "score", "publish", "end_to_end")
+CHANGEOVER_COUNTERS = ("normal_moved", "product_changes")
 DROP_COUNTERS = ("conflated", "lost", "rejected", "failed")
 
 
@@ -164,8 +165,8 @@ class StreamStats:
         if node is not None:
             out["drops"] = {name: sum(c[name] for c in node["sources"].values()) for name in DROP_COUNTERS}
             out["drops"]["bad_messages"] = node["bad_messages"]
-            for source, counts in node["sources"].items():  # product changeovers the camera's model started afresh on
-                out["sources"].setdefault(source, {})["normal_moved"] = counts["normal_moved"]
+            for source, counts in node["sources"].items():  # product changeovers: found from its scores, announced
+                out["sources"].setdefault(source, {}).update({k: counts[k] for k in CHANGEOVER_COUNTERS})
             out["scorer"] = node["scorer"]  # the node's scorer backend, provider and why (null: a custom detector)
             # refused messages by reason, refused connections by reason, each camera's state (pipeline.admission)
             for key in ("rejected", "refused_connections", "cameras"):

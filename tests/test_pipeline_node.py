@@ -355,7 +355,8 @@ def test_the_run_s_summary_says_how_often_each_camera_s_normal_moved(tmp_path):
     cfg = LineConfig.model_validate({"sources": [{**cam, "name": "cam0"}, {**cam, "name": "cam1"}],
                                      "node": {"queue_depth": 64}, "sinks": {"overlays": False}})
     summary = run_line(cfg, tmp_path, detector_factory=MovingDetector)
-    assert {s: v["normal_moved"] for s, v in summary["sources"].items()} == {"cam0": 1, "cam1": 1}
+    assert {s: (v["normal_moved"], v["product_changes"]) for s, v in summary["sources"].items()} == {"cam0": (1, 0),
+                                                                                                   "cam1": (1, 0)}
     assert json.loads((tmp_path / "summary.json").read_text())["sources"]["cam0"]["normal_moved"] == 1
 
 

@@ -120,7 +120,7 @@ def test_control_messages_roundtrip(pair, msg):
 def test_event_record_is_json_ready():
     record = P.event_record(control_msgs()[0].header)
     assert set(record) == {"source", "seq", "score", "raw_score", "calibrating", "threshold", "regions", "t_capture",
-                           "stamps", "model_version"}
+                           "stamps", "model_version", "product"}
 
 
 def test_draining_subscriptions_stops_after_its_share():

@@ -75,7 +75,8 @@ def test_doc_examples_talk_to_a_real_node(tmp_path):
         out = {name: p.communicate(timeout=60)[0] for name, p in zip(("subscriber", "camera"), procs, strict=True)}
         assert [p.returncode for p in procs] == [0, 0], out
         assert "cam7: sent 12 frames" in out["camera"]
-        anomalies = re.findall(r"anomaly cam7 #(\d+) (\w+) score ([\d.]+) map \((\d+), (\d+)\)", out["subscriber"])
+        anomalies = re.findall(r"anomaly cam7 \(tile-7\) #(\d+) (\w+) score ([\d.]+) map \((\d+), (\d+)\)",
+                               out["subscriber"])  # the product the camera named, echoed
         assert [int(a[0]) for a in anomalies] == list(range(12)), out["subscriber"]
         assert all(a[3:] == ("96", "128") for a in anomalies)
         events = re.findall(r"event cam7 #(\d+)", out["subscriber"])

@@ -1,0 +1,74 @@
+"""A line that changes products and says so (the frame header's `product`): the node keeps a model per camera and
+product, through node.checkpoint_dir; a camera names its product from its config or a file its controller writes."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from adversary import frame_parts, node_line, until_eos
+from pipeline import protocol as P
+from pipeline.config import SyntheticSourceConfig
+from pipeline.sources import Camera, Capture, ProductName
+from test_pipeline_node import wait_until
+
+
+def results(msgs, source: str) -> list[tuple[str | None, int]]:
+    return [(m.header.product, m.header.model_version) for m in msgs if m.kind == "anomaly" and m.source == source]
+
+
+@pytest.mark.parametrize("checkpoints", [True, False])
+def test_a_changeover_resumes_the_products_model_or_starts_afresh(tmp_path, checkpoints):
+    ckpt = {"checkpoint_dir": tmp_path / "ckpt"} if checkpoints else {}
+    with node_line(tmp_path, frames=5, connect_cameras={0: ["line"]}, max_products=2, **ckpt) as ln:
+        products = ["gravel"] * 3 + ["brick"] * 2 + ["gravel"] * 2 + [None] + ["grass", "bad/name"]
+        for seq, product in enumerate(products):
+            ln.intruders[0].send(frame_parts("line", seq=seq, product=product))
+        wait_until(lambda: ln.node.counters.source("line")["received"] == 8
+                   and ln.node.counters.rejected["product_limit"] == 1 and ln.node.counters.bad_messages == 1)
+        msgs = until_eos(ln.sub)  # cam0's end: the node has scored what it received before
+        wait_until(lambda: ln.node.counters.source("line")["scored"] == 8)
+        got = results(msgs, "line")
+        # the model version is the fake detector's frame count: a resumed model goes on counting
+        resumed = [4, 5] if checkpoints else [1, 2]
+        assert got == [("gravel", 1), ("gravel", 2), ("gravel", 3), ("brick", 1), ("brick", 2),
+                       *(("gravel", v) for v in resumed), (None, 1)]
+        c = ln.node.counters.source("line")
+        assert c["product_changes"] == 3 and c["rejected"] == 1  # grass: a third product over max_products 2
+    if checkpoints:
+        assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["line@brick.pt", "line@gravel.pt"]
+
+
+def test_a_product_name_is_checked_like_a_camera_name():
+    image = np.zeros((32, 32, 3), np.uint8)
+    header = dict(kind="frame", source="cam0", seq=0, t_capture=1.0, payloads=(P.describe("image", image),))
+    assert P.FrameHeader(**header, product="tile-7:A").product == "tile-7:A"
+    for bad in ("", "a b", "x" * 65, "../etc"):
+        with pytest.raises(ValueError):
+            P.FrameHeader(**header, product=bad)
+
+
+def test_a_product_file_is_read_again_when_the_controller_rewrites_it(tmp_path, caplog):
+    path = tmp_path / "product"
+    cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", product="tile", product_file=path)
+    name = ProductName(cfg)
+    assert name() == "tile"  # no file yet: the configured product, with a warning
+    assert "the product stays 'tile'" in caplog.text
+    for product in ("brick", "grass"):  # the same size: told apart by the file, not its length
+        tmp = tmp_path / "product.tmp"
+        tmp.write_text(product + "\n")
+        os.replace(tmp, path)
+        assert name() == product
+    path.write_text("not a/name")
+    assert name() == "grass" and "not a product name" in caplog.text
+    path.write_text("gravel")
+    assert name() == "gravel"
+
+
+def test_a_cameras_frames_carry_its_product():
+    cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, product="tile-7")
+    camera = Camera(cfg)
+    cap = Capture(np.zeros((32, 32, 3), np.uint8), None, 1.0, camera.product())
+    assert camera._frame(0, cap).header.product == "tile-7"
+    assert Camera(SyntheticSourceConfig(kind="synthetic", name="cam1")).product() is None
