@@ -72,6 +72,9 @@ log = logging.getLogger(__name__)
 INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
 RECV_BATCH = 16  # messages taken from one camera connection before the next gets its turn
 REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
+# frames a model must have scored since it was saved or loaded to be saved at a changeover: a controller that flips
+# products every frame writes no checkpoint per frame (its models lose what the last few frames taught them)
+CHANGEOVER_SAVE_FRAMES = 5
 
 
 @runtime_checkable
@@ -187,7 +190,7 @@ class EdgeNode:
         self.publisher: Publisher | None = None  # the result socket, once bound
         self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
         self._start_events = 0
-        self._scored_since_checkpoint: dict[str, int] = {}
+        self._scored_since_checkpoint: dict[str, int] = {}  # camera -> frames its model scored since saved or loaded
         self.taps: list[Callable[[P.Message], None]] = []  # see every published message (the MQTT bridge); non-blocking
 
     def _peers(self, inputs: Sequence[str], input_names: Sequence[str | Sequence[str]] | None) -> list[Peer]:
@@ -408,6 +411,7 @@ class EdgeNode:
         """Free a camera's model (its next frame starts a new one)."""
         self.detectors.pop(source, None)
         self.frame_sizes.pop(source, None)
+        self._scored_since_checkpoint.pop(source, None)
 
     def _work_image(self, msg: P.Message) -> tuple[np.ndarray, tuple[str, str] | None]:
         """The frame as the detector gets it: as is, or downscaled (aspect kept) to node.max_frame_pixels (default
@@ -462,6 +466,7 @@ class EdgeNode:
             return
         try:
             detector.restore(torch.load(path, map_location="cpu", weights_only=True))
+            self._scored_since_checkpoint[source] = 0
             log.info("%s: resumed from checkpoint %s", source, path)
         except Exception as e:  # a stale or corrupt checkpoint (other model size): start from scratch
             self._log.warning(f"{source}: ignored checkpoint {path}: {type(e).__name__}: {e}")
@@ -476,17 +481,20 @@ class EdgeNode:
             tmp = path.with_suffix(".tmp")
             torch.save(detector.state_dict(), tmp)
             os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint
+            self._scored_since_checkpoint[source] = 0
         except OSError as e:
             self._log.warning(f"{source}: could not write checkpoint {path}: {e}")
 
     def _changeover(self, msg: P.Message) -> None:
         """A frame naming another product than its camera's model is for: the model is saved (with
-        node.checkpoint_dir) and freed; the frame's product's model resumes from its checkpoint or starts afresh."""
+        node.checkpoint_dir, once it scored CHANGEOVER_SAVE_FRAMES since it was saved or loaded) and freed; the frame's
+        product's model resumes from its checkpoint or starts afresh."""
         source, product = msg.source, msg.header.product
         old = self.products.get(source)
         changed = source in self.detectors and product != old
         if changed:
-            self._save_checkpoint(source, self.detectors[source])  # the old product's
+            if self._scored_since_checkpoint.get(source, 0) >= CHANGEOVER_SAVE_FRAMES:
+                self._save_checkpoint(source, self.detectors[source])  # the old product's
             self._drop(source)
             self.counters.add(source, "product_changes")
         self.products[source] = product
@@ -529,6 +537,7 @@ class EdgeNode:
         finally:
             self._busy = False
         self.outbox.put(result)
+        self._scored_since_checkpoint[source] = self._scored_since_checkpoint.get(source, 0) + 1
         self._save_checkpoint(source, detector, int(result.header.model_version))
         if event is not None:
             logged = self._log_event(event)  # committed before it is published: a subscriber can always get it back
