@@ -159,7 +159,8 @@ class LiveState:
         lo, hi = scale_range(h.threshold, self.cfg.overlay_range)
         cam.result = {"seq": h.seq, "score": h.score, "threshold": h.threshold, "label": h.label,
                       "regions": [list(r.bbox) for r in h.regions], "t_capture": h.t_capture, "delivered": delivered,
-                      "model_version": h.model_version, "has_image": "image" in msg.arrays, "scale": [lo, hi]}
+                      "model_version": h.model_version, "product": h.product, "has_image": "image" in msg.arrays,
+                      "scale": [lo, hi]}
         image = np.array(msg.arrays["image"]) if "image" in msg.arrays else None
         cam.picture = (image, P.anomaly_map(msg).copy(), tuple(r.bbox for r in h.regions))
         cam.frame_version += 1

@@ -36,8 +36,9 @@ def view():
     sink.close()
 
 
-def feed(sink: ViewSink, source: str, seq: int, anomalous: bool, log_seq: int | None = None) -> None:
-    res, event = result(source, seq, anomalous)
+def feed(sink: ViewSink, source: str, seq: int, anomalous: bool, log_seq: int | None = None,
+         product: str | None = None) -> None:
+    res, event = result(source, seq, anomalous, product=product)
     sink.handle(res, time.time())
     if event is not None:
         sink.handle(event, time.time(), log_seq)
@@ -175,11 +176,12 @@ def test_the_page_in_chromium_overlay_event_and_reconnect(view, tmp_path):
         wait_until(lambda: _overlay_loaded(driver, "cam0") == "0", timeout=20)  # a camera's overlay appears
         assert _text(driver, "section[data-camera='cam0'] .verdict") == ["OK"]
         assert _text(driver, "section[data-camera='cam0'] ul.events li") == []
-        feed(view, "cam0", 1, True, log_seq=1)  # a defective frame: its event appears
+        feed(view, "cam0", 1, True, log_seq=1, product="tile-7")  # a defective frame: its event appears
         wait_until(lambda: len(_text(driver, "section[data-camera='cam0'] ul.events li")) == 1, timeout=20)
-        assert "#1" in _text(driver, "section[data-camera='cam0'] ul.events li")[0]
+        assert "#1 (tile-7)" in _text(driver, "section[data-camera='cam0'] ul.events li")[0]  # with its product
         wait_until(lambda: _overlay_loaded(driver, "cam0") == "1", timeout=20)
         assert _text(driver, "section[data-camera='cam0'] .verdict") == ["ANOMALY"]
+        assert any("product tile-7" in t for t in _text(driver, "section[data-camera='cam0'] span.small"))
         driver.save_screenshot(str(tmp_path / "live-view-1.png"))
 
         view.state.drop_clients()  # the stream breaks; the browser reconnects by itself ...

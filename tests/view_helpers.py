@@ -17,7 +17,7 @@ CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-qu
 
 
 def result(source: str, seq: int, anomalous: bool, size: int = 96, threshold: float = 0.73,
-           rng: np.random.Generator | None = None) -> tuple[P.Message, P.Message | None]:
+           rng: np.random.Generator | None = None, product: str | None = None) -> tuple[P.Message, P.Message | None]:
     """An anomaly result (with its frame) and, when anomalous, its event: a texture with a drawn defect."""
     rng = rng or np.random.default_rng(seq)
     image, mask = sample("grass", size, rng, 1.0 if anomalous else 0.0)
@@ -36,7 +36,7 @@ def result(source: str, seq: int, anomalous: bool, size: int = 96, threshold: fl
               "published": now - 0.01}
     q, desc = P.quantize_map(amap, "float16")
     fields = dict(source=source, seq=seq, t_capture=now - 0.3, stamps=stamps, score=score, threshold=threshold,
-                  regions=regions, model_version=seq + 1)
+                  regions=regions, model_version=seq + 1, product=product)
     res = P.Message(P.AnomalyHeader(kind="anomaly", payloads=(desc, P.describe("image", image)),
                                     label="anomalous" if anomalous else "normal", fit_steps=3, fit_ms=150.0,
                                     score_ms=80.0, **fields), {"map": q, "image": image})

@@ -56,7 +56,8 @@ function eventItem(ev) {
   const regions = (ev.regions || []).slice(0, 3).map((r) => `[${r.bbox.join(",")}]`).join(" ");
   const more = (ev.regions || []).length > 3 ? " ..." : "";
   return el("li", { "data-log-seq": ev.log_seq ?? "", "data-seq": ev.seq },
-    `${clock(ev.t_capture)} #${ev.seq} `, el("span", { class: "score" }, `score ${fmt(ev.score)}`),
+    `${clock(ev.t_capture)} #${ev.seq} ${ev.product ? `(${ev.product}) ` : ""}`,
+    el("span", { class: "score" }, `score ${fmt(ev.score)}`),
     ` ${(ev.regions || []).length} region(s) ${regions}${more}`);
 }
 
@@ -92,7 +93,8 @@ function renderCamera(cam) {
   const verdict = r ? el("div", {},
     el("span", { class: "verdict " + r.label }, r.label === "anomalous" ? "ANOMALY" : "OK"),
     ` #${r.seq}  score ${fmt(r.score)} ${r.label === "anomalous" ? ">" : "<="} threshold ${fmt(r.threshold)}`,
-    el("span", { class: "small" }, `  ${r.regions.length} region(s), model v${r.model_version}`))
+    el("span", { class: "small" }, `  ${r.regions.length} region(s), model v${r.model_version}` +
+      (r.product ? `, product ${r.product}` : "")))
     : el("div", { class: "small" }, "no result yet");
   const lat = el("table", { class: "latency" },
     el("tr", {}, ...STAGES.map((s) => el("th", {}, s.replaceAll("_", " ")))),
