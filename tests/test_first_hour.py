@@ -167,14 +167,17 @@ def test_score_keeps_going_past_an_unreadable_file_and_calibrate_reads_a_folder_
 
 def test_calibrate_reads_a_lines_scores_jsonl_across_its_turned_over_files(tmp_path, capsys):
     """`ssdnet calibrate OUT/scores.jsonl`: the node's calibrated scores as logged, nothing scored again; a camera's
-    first (`calibrating`) frames are left out; every kept file is read; each camera's quantiles are reported."""
+    first (`calibrating`) frames are left out; every kept file is read; each camera's quantiles are reported, and
+    each product's apart when its frames name one."""
     path, expected = tmp_path / "scores.jsonl", []
     sink = ScoresSink(path, max_mb=4096 / 2**20, backups=100)  # ~4 KB a file: several files
     for seq in range(60):
         for cam, base in (("cam0", 0.0), ("cam1", 1.0)):
             calibrating = seq < 10
             score = 50.0 if calibrating else base + (seq % 10) / 10  # a prior's wild score must not count
-            header = anomaly(seq).header.model_copy(update={"source": cam, "score": score, "calibrating": calibrating})
+            product = "brick" if cam == "cam1" and seq >= 30 else None  # cam1 changes over to brick at frame 30
+            header = anomaly(seq).header.model_copy(update={"source": cam, "score": score, "calibrating": calibrating,
+                                                            "product": product})
             sink.handle(P.Message(header), 2.0)
             expected += [] if calibrating else [score]
     sink.close()
@@ -183,8 +186,8 @@ def test_calibrate_reads_a_lines_scores_jsonl_across_its_turned_over_files(tmp_p
     out = capsys.readouterr().out
     cal = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     assert cal["frames"] == 100 and cal["suggested_threshold"] == pytest.approx(suggest(np.array(expected)), abs=1e-4)
-    assert {name: c["frames"] for name, c in cal["cameras"].items()} == {"cam0": 50, "cam1": 50}
-    assert cal["cameras"]["cam1"]["max"] == pytest.approx(1.9) and "2 camera(s)" in out
+    assert {name: c["frames"] for name, c in cal["cameras"].items()} == {"cam0": 50, "cam1": 20, "cam1@brick": 30}
+    assert cal["cameras"]["cam1@brick"]["max"] == pytest.approx(1.9) and "2 camera(s) (3 with their products)" in out
     assert main(["calibrate", str(path), "--fast"]) == 2
     assert "drop --fast" in capsys.readouterr().err
     single = tmp_path / "single.jsonl"  # `ssdnet score`'s records: single images, no camera normal

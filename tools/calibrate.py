@@ -127,7 +127,8 @@ def _cmd(args: argparse.Namespace) -> int:
 def _report(s: np.ndarray, what: str, threshold: float, args: argparse.Namespace, out: Path | None,
             cameras: dict[str, np.ndarray] | None = None) -> None:
     """Print the distribution of normal frames' calibrated scores `s` (`what` they are) and the suggested threshold;
-    with `out`, write it to OUT/calibration.json. `cameras`: the same per camera (a line's scores.jsonl)."""
+    with `out`, write it to OUT/calibration.json. `cameras`: the same per camera, or camera@product (a line's
+    scores.jsonl)."""
     value, q = suggest(s, args.quantile, args.margin), _quantiles(s)
     per_camera = {name: {"frames": len(c), **_quantiles(c)} for name, c in (cameras or {}).items()}
     print(f"{what}, calibrated score min {q['min']:.3f}  median {q['p50']:.3f}  p90 {q['p90']:.3f}  "
@@ -183,7 +184,9 @@ def _from_scores(args: argparse.Namespace) -> int:
             continue
         if rec.get("calibrating") is True or "image" in rec or not np.isfinite(score):
             continue  # a camera's first frames, or `ssdnet score`'s single images: no camera normal
-        cameras.setdefault(str(rec.get("source", "-")), []).append(score)
+        product = rec.get("product")  # a camera's products apart: <camera>@<product>, as its checkpoints are named
+        name = str(rec.get("source", "-")) + (f"@{product}" if product is not None else "")
+        cameras.setdefault(name, []).append(score)
         threshold = current
     if not cameras:
         print(f"ssdnet calibrate: no calibrated frame scores in {', '.join(map(str, files))} "
@@ -195,7 +198,10 @@ def _from_scores(args: argparse.Namespace) -> int:
     per_camera = {name: np.array(c) for name, c in sorted(cameras.items())}
     names = f"{len(files)} file(s) of {args.source}" if len(files) > 1 else args.source
     scores = np.concatenate(list(per_camera.values()))
-    _report(scores, f"{len(scores)} frames of {names}, {len(per_camera)} camera(s)", threshold, args, out, per_camera)
+    sources = {name.split("@")[0] for name in per_camera}
+    groups = f" ({len(per_camera)} with their products)" if len(per_camera) > len(sources) else ""
+    _report(scores, f"{len(scores)} frames of {names}, {len(sources)} camera(s){groups}", threshold, args, out,
+            per_camera)
     return 0
 
 
