@@ -218,8 +218,9 @@ class NodeConfig(StrictModel):
                                 "fitting 10-60x")
     ssdnet: SSDNetConfig = SSDNetConfig()
     checkpoint_dir: Path | None = Field(None, description="save each source's weights here every checkpoint_every "
-                                        "frames (<source>.pt; <source>@<product>.pt per product its frames name) "
-                                        "and at a product changeover; a restarted node, and a camera back on a "
+                                        "frames (<source>.pt; <source>@<product>.pt per product its frames name), "
+                                        "and at a product changeover, the camera's end of stream and the node's "
+                                        "stop; a restarted node, and a camera back on a "
                                         "product, resume from them (warm) instead of a cold fit")
     checkpoint_every: int = Field(50, ge=1, le=1_000_000, description="frames between checkpoints of a source")
     event_log: Path | None = Field(None, description="SQLite file (WAL) every event is committed to before it is "

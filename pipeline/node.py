@@ -72,9 +72,10 @@ log = logging.getLogger(__name__)
 INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
 RECV_BATCH = 16  # messages taken from one camera connection before the next gets its turn
 REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
-# frames a model must have scored since it was saved or loaded to be saved at a changeover: a controller that flips
-# products every frame writes no checkpoint per frame (its models lose what the last few frames taught them)
-CHANGEOVER_SAVE_FRAMES = 5
+# frames a model must have scored since it was saved or loaded to be saved at a changeover, its camera's end of stream
+# or the node's stop: a peer that flips products or ends its stream every frame causes no checkpoint write per frame
+# (its models lose what the last few frames taught them)
+SAVE_AFTER_FRAMES = 5
 
 
 @runtime_checkable
@@ -276,6 +277,8 @@ class EdgeNode:
                     self._process(msg)
                     self.credits.done(msg.source, msg.header.seq)
         finally:
+            for source in list(self.detectors):
+                self._keep(source)
             self._shutdown(threads)
         return self.report()
 
@@ -485,16 +488,22 @@ class EdgeNode:
         except OSError as e:
             self._log.warning(f"{source}: could not write checkpoint {path}: {e}")
 
+    def _keep(self, source: str) -> None:
+        """Save the camera's model (with node.checkpoint_dir) once it scored SAVE_AFTER_FRAMES frames since it was
+        saved or loaded: at a changeover, its end of stream and the node's stop, so a restarted node, or the camera
+        back on a product, resumes it as it was."""
+        if source in self.detectors and self._scored_since_checkpoint.get(source, 0) >= SAVE_AFTER_FRAMES:
+            self._save_checkpoint(source, self.detectors[source])
+
     def _changeover(self, msg: P.Message) -> None:
         """A frame naming another product than its camera's model is for: the model is saved (with
-        node.checkpoint_dir, once it scored CHANGEOVER_SAVE_FRAMES since it was saved or loaded) and freed; the frame's
-        product's model resumes from its checkpoint or starts afresh."""
+        node.checkpoint_dir, `_keep`) and freed; the frame's product's model resumes from its checkpoint or starts
+        afresh."""
         source, product = msg.source, msg.header.product
         old = self.products.get(source)
         changed = source in self.detectors and product != old
         if changed:
-            if self._scored_since_checkpoint.get(source, 0) >= CHANGEOVER_SAVE_FRAMES:
-                self._save_checkpoint(source, self.detectors[source])  # the old product's
+            self._keep(source)  # the old product's
             self._drop(source)
             self.counters.add(source, "product_changes")
         self.products[source] = product
@@ -611,6 +620,7 @@ class EdgeNode:
         The camera's own counters keep the room the node's leave (P.MAX_COUNTERS in all): what a camera sent within
         the protocol's limit, the node forwards within it."""
         h = msg.header
+        self._keep(h.source)
         self._drop(h.source)
         ours = self.counters.source(h.source)
         theirs, room = [name for name in h.counters if name not in ours], P.MAX_COUNTERS - len(ours)

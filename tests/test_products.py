@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from adversary import frame_parts, node_line, until_eos
 from pipeline import protocol as P
@@ -22,7 +23,7 @@ def results(msgs, source: str) -> list[tuple[str | None, int]]:
 def test_a_changeover_resumes_the_products_model_or_starts_afresh(tmp_path, checkpoints):
     ckpt = {"checkpoint_dir": tmp_path / "ckpt"} if checkpoints else {}
     with node_line(tmp_path, frames=5, connect_cameras={0: ["line"]}, max_products=2, **ckpt) as ln:
-        # brick's 2 frames are too few to be saved at a changeover (node.CHANGEOVER_SAVE_FRAMES): no flip-flop writes
+        # brick's 2 frames are too few to be saved at a changeover (node.SAVE_AFTER_FRAMES): no flip-flop writes
         products = ["gravel"] * 5 + ["brick"] * 2 + ["gravel"] * 2 + ["brick"] + [None] + ["grass", "bad/name"]
         for seq, product in enumerate(products):
             ln.intruders[0].send(frame_parts("line", seq=seq, product=product))
@@ -37,8 +38,21 @@ def test_a_changeover_resumes_the_products_model_or_starts_afresh(tmp_path, chec
                        *(("gravel", v) for v in resumed), ("brick", 1), (None, 1)]
         c = ln.node.counters.source("line")
         assert c["product_changes"] == 4 and c["rejected"] == 1  # grass: a third product over max_products 2
-    if checkpoints:
-        assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["line@gravel.pt"]
+    if checkpoints:  # cam0: its 5 frames, saved at its end of stream; the unnamed product's 1 frame: too few
+        assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["cam0.pt", "line@gravel.pt"]
+
+
+def test_the_node_saves_each_model_at_a_cameras_end_and_at_its_stop(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    with node_line(tmp_path, frames=7, connect_cameras={0: ["line"]}, checkpoint_dir=ckpt, checkpoint_every=50) as ln:
+        for seq in range(6):
+            ln.intruders[0].send(frame_parts("line", seq=seq, product="tile"))
+        until_eos(ln.sub)
+        wait_until(lambda: ln.node.counters.source("line")["scored"] == 6)
+        assert (ckpt / "cam0.pt").is_file() and not (ckpt / "line@tile.pt").exists()  # cam0 ended, line streams on
+    # the node stopped: line's model saved as it was (6 frames), not only at checkpoint_every
+    assert int(torch.load(ckpt / "line@tile.pt", weights_only=True)["calls"][0]) == 6
+    assert int(torch.load(ckpt / "cam0.pt", weights_only=True)["calls"][0]) == 7
 
 
 def test_a_product_name_is_checked_like_a_camera_name():
