@@ -454,17 +454,16 @@ class EdgeNode:
                "node.oversize: downscale), its map scaled back"
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA), (reason, note)
 
-    def _checkpoint_path(self, source: str) -> Path | None:
-        """The checkpoint of the source's model for its current product: <source>.pt, <source>@<product>.pt."""
+    def _checkpoint_path(self, source: str, product: str | None) -> Path | None:
+        """The checkpoint of the source's model for `product`: <source>.pt, <source>@<product>.pt."""
         if self.cfg.checkpoint_dir is None:
             return None
-        product = self.products.get(source)
         return self.cfg.checkpoint_dir / (f"{source}.pt" if product is None else f"{source}@{product}.pt")
 
     def _load_checkpoint(self, source: str, detector: Detector) -> None:
         """A restarted node, or a camera back on a product, resumes from the last saved weights (a warm start, not a
         cold fit)."""
-        path = self._checkpoint_path(source)
+        path = self._checkpoint_path(source, self.products.get(source))
         if path is None or not path.is_file():
             return
         try:
@@ -476,7 +475,7 @@ class EdgeNode:
 
     def _save_checkpoint(self, source: str, detector: Detector, version: int | None = None) -> None:
         """Save the source's model every checkpoint_every versions (always without a `version`)."""
-        path = self._checkpoint_path(source)
+        path = self._checkpoint_path(source, self.products.get(source))
         if path is None or (version is not None and version % self.cfg.checkpoint_every):
             return
         try:
@@ -501,16 +500,15 @@ class EdgeNode:
         afresh."""
         source, product = msg.source, msg.header.product
         old = self.products.get(source)
-        changed = source in self.detectors and product != old
-        if changed:
+        if source in self.detectors and product != old:
             self._keep(source)  # the old product's
             self._drop(source)
             self.counters.add(source, "product_changes")
-        self.products[source] = product
-        if changed:
-            path = self._checkpoint_path(source)
+            path = self._checkpoint_path(source, product)
             log.info("%s#%d: product %s -> %s: its model %s", source, msg.header.seq, old, product,
-                     f"resumes from {path}" if path is not None and path.is_file() else "starts afresh")
+                     f"resumes from {path}" if path is not None and path.is_file() else "starts afresh" if path
+                     else "starts afresh (set node.checkpoint_dir to keep each product's model for its next run)")
+        self.products[source] = product
 
     def _process(self, msg: P.Message) -> None:
         h, source = msg.header, msg.source

@@ -248,13 +248,15 @@ class ProductName:
     def __call__(self) -> str | None:
         if self.path is None:
             return self.name
+        text = None
         try:
             stat = self.path.stat()
             seen: tuple[int, int, int] | str = stat.st_ino, stat.st_mtime_ns, stat.st_size
             if seen != self.seen:
-                text = self.path.read_text(errors="replace").strip()
+                with self.path.open(errors="replace") as f:
+                    text = f.read(256).strip()  # a name is 64 characters at most
         except OSError as e:
-            seen, text = str(e.strerror or e), None
+            seen = str(e.strerror or e)
         if seen == self.seen:
             return self.name
         self.seen = seen

@@ -2,6 +2,7 @@
 product, through node.checkpoint_dir; a camera names its product from its config or a file its controller writes."""
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -20,7 +21,8 @@ def results(msgs, source: str) -> list[tuple[str | None, int]]:
 
 
 @pytest.mark.parametrize("checkpoints", [True, False])
-def test_a_changeover_resumes_the_products_model_or_starts_afresh(tmp_path, checkpoints):
+def test_a_changeover_resumes_the_products_model_or_starts_afresh(tmp_path, checkpoints, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.node")
     ckpt = {"checkpoint_dir": tmp_path / "ckpt"} if checkpoints else {}
     with node_line(tmp_path, frames=5, connect_cameras={0: ["line"]}, max_products=2, **ckpt) as ln:
         # brick's 2 frames are too few to be saved at a changeover (node.SAVE_AFTER_FRAMES): no flip-flop writes
@@ -38,6 +40,8 @@ def test_a_changeover_resumes_the_products_model_or_starts_afresh(tmp_path, chec
                        *(("gravel", v) for v in resumed), ("brick", 1), (None, 1)]
         c = ln.node.counters.source("line")
         assert c["product_changes"] == 4 and c["rejected"] == 1  # grass: a third product over max_products 2
+    changeovers = [r.getMessage() for r in caplog.records if "product gravel -> brick" in r.getMessage()]
+    assert len(changeovers) == 2 and ("set node.checkpoint_dir" in changeovers[0]) != checkpoints, changeovers
     if checkpoints:  # cam0: its 5 frames, saved at its end of stream; the unnamed product's 1 frame: too few
         assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["cam0.pt", "line@gravel.pt"]
 
