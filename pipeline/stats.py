@@ -72,6 +72,7 @@ class StreamStats:
         self.latency: dict[str, Reservoir] = {stage: Reservoir(max_latencies, self.rng) for stage in STAGES}
         self.frames: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
+        self.products: dict[str, dict[str, Counter[str]]] = {}  # camera -> product -> frames and events (`product`)
         self.sent: dict[str, int] = {}  # frames each camera sent, from its end of stream
         self.sent_so_far: dict[str, int] = {}  # the same from its latest heartbeat (a run stopped before the end)
         self.first_capture: float | None = None
@@ -81,6 +82,9 @@ class StreamStats:
 
     def add(self, msg: P.Message, delivered: float) -> None:
         h = msg.header
+        if h.kind in ("anomaly", "event") and h.product is not None:
+            counts = self.products.setdefault(h.source, {}).setdefault(h.product, Counter({"frames": 0, "events": 0}))
+            counts["frames" if h.kind == "anomaly" else "events"] += 1
         if h.kind == "event":
             self.events[h.source] += 1
         elif h.kind == "eos":
@@ -162,6 +166,8 @@ class StreamStats:
             "sources": {s: {"frames": self.frames[s], "events": self.events[s], "sent": sent_by.get(s)}
                         for s in sorted(set(self.frames) | set(sent_by))},
         }
+        for source, products in self.products.items():  # per product its frames name: frames scored, events
+            out["sources"].setdefault(source, {})["products"] = {name: dict(c) for name, c in sorted(products.items())}
         if node is not None:
             out["drops"] = {name: sum(c[name] for c in node["sources"].values()) for name in DROP_COUNTERS}
             out["drops"]["bad_messages"] = node["bad_messages"]

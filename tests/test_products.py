@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import numpy as np
 import pytest
@@ -13,10 +14,12 @@ from adversary import frame_parts, node_line, until_eos
 from pipeline import protocol as P
 from pipeline.config import SyntheticSourceConfig
 from pipeline.sources import Camera, Capture, ProductName
+from pipeline.stats import StreamStats
 from test_pipeline_node import wait_until
+from view_helpers import result
 
 
-def results(msgs, source: str) -> list[tuple[str | None, int]]:
+def scored(msgs, source: str) -> list[tuple[str | None, int]]:
     return [(m.header.product, m.header.model_version) for m in msgs if m.kind == "anomaly" and m.source == source]
 
 
@@ -33,7 +36,7 @@ def test_a_changeover_resumes_the_products_model_or_starts_afresh(tmp_path, chec
                    and ln.node.counters.rejected["product_limit"] == 1 and ln.node.counters.bad_messages == 1)
         msgs = until_eos(ln.sub)  # cam0's end: the node has scored what it received before
         wait_until(lambda: ln.node.counters.source("line")["scored"] == 11)
-        got = results(msgs, "line")
+        got = scored(msgs, "line")
         # the model version is the fake detector's frame count: a resumed model goes on counting
         resumed = [6, 7] if checkpoints else [1, 2]
         assert got == [*(("gravel", v) for v in range(1, 6)), ("brick", 1), ("brick", 2),
@@ -91,3 +94,15 @@ def test_a_cameras_frames_carry_its_product():
     cap = Capture(np.zeros((32, 32, 3), np.uint8), None, 1.0, camera.product())
     assert camera._frame(0, cap).header.product == "tile-7"
     assert Camera(SyntheticSourceConfig(kind="synthetic", name="cam1")).product() is None
+
+
+def test_the_summary_counts_each_products_frames_and_events():
+    stats = StreamStats()
+    for seq, product in enumerate(["gravel", "gravel", "brick", "brick", "brick"]):
+        for msg in result("cam0", seq, anomalous=seq in (1, 3), product=product):
+            if msg is not None:
+                stats.add(msg, time.time())
+    stats.add(result("cam1", 0, anomalous=True)[0], time.time())  # a camera that names no product
+    sources = stats.summary()["sources"]
+    assert sources["cam0"]["products"] == {"brick": {"frames": 3, "events": 1}, "gravel": {"frames": 2, "events": 1}}
+    assert sources["cam0"]["frames"] == 5 and "products" not in sources["cam1"]
