@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from adversary import frame_parts, node_line, until_eos
 from pipeline import protocol as P
-from pipeline.config import SyntheticSourceConfig
+from pipeline.config import LineConfig, SyntheticSourceConfig
 from pipeline.sources import Camera, Capture, ProductName
 from pipeline.stats import StreamStats
 from test_pipeline_node import wait_until
@@ -106,3 +109,10 @@ def test_the_summary_counts_each_products_frames_and_events():
     sources = stats.summary()["sources"]
     assert sources["cam0"]["products"] == {"brick": {"frames": 3, "events": 1}, "gravel": {"frames": 2, "events": 1}}
     assert sources["cam0"]["frames"] == 5 and "products" not in sources["cam1"]
+
+
+def test_the_readme_changeover_example_is_a_valid_line_config():
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"\*\*Product changeovers\.\*\*.*?```yaml\n(.*?)```", text, re.S).group(1)
+    cfg = LineConfig.model_validate(yaml.safe_load(block))
+    assert cfg.sources[0].product_file == Path("/run/line/product") and cfg.node.checkpoint_dir is not None
