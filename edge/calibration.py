@@ -64,9 +64,10 @@ class ScoreCalibrator:
         """Add a frame's raw score (held out while calibrated `hold_out_z` or more from the normal, either way, once
         calibrated). True when the camera's normal has moved with it (most recent frames were held out on one
         side): the statistics have started afresh."""
-        z = self.cfg.hold_out_z
-        c = self.calibrate(raw) if z is not None and not self.calibrating else 0.0
-        side = 0 if z is None else 1 if c >= z else -1 if c <= -z else 0
+        z, side = self.cfg.hold_out_z, 0
+        if z is not None and not self.calibrating:
+            c = self.calibrate(raw)
+            side = 1 if c >= z else -1 if c <= -z else 0
         self.recent.append(side)
         if side == 0:
             self.scores.append(float(raw))

@@ -505,9 +505,11 @@ class EdgeNode:
             self._drop(source)
             self.counters.add(source, "product_changes")
             path = self._checkpoint_path(source, product)
-            log.info("%s#%d: product %s -> %s: its model %s", source, msg.header.seq, old, product,
-                     f"resumes from {path}" if path is not None and path.is_file() else "starts afresh" if path
-                     else "starts afresh (set node.checkpoint_dir to keep each product's model for its next run)")
+            if path is None:
+                how = "starts afresh (set node.checkpoint_dir to keep each product's model for its next run)"
+            else:
+                how = f"resumes from {path}" if path.is_file() else "starts afresh"
+            log.info("%s#%d: product %s -> %s: its model %s", source, msg.header.seq, old, product, how)
         self.products[source] = product
 
     def _process(self, msg: P.Message) -> None:
