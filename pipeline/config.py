@@ -84,8 +84,9 @@ class _Source(StrictModel):
     address: Endpoint | None = Field(None, description="endpoint the node connects to when the camera runs as its "
                                      "own stage on another host (`ssdnet run --stage camera:NAME`); None = bind")
     product: str | None = Field(None, pattern=SOURCE_PATTERN, description="the product under the camera, sent with "
-                                "every frame: when it changes, the camera's model starts afresh at once or, with "
-                                "node.checkpoint_dir, resumes the model it had for that product")
+                                "every frame: when it changes, the camera's model is saved and the model it had "
+                                "for the new product resumes (from node.checkpoint_dir, else from a temporary "
+                                "folder of the run), or starts afresh the first time")
     product_file: Path | None = Field(None, description="a text file holding the product's name, read again when it "
                                       "changes (a line's controller writes it at a changeover); overrides `product` "
                                       "while it holds a valid name")
@@ -208,7 +209,7 @@ class NodeConfig(StrictModel):
                                   "`lost` grows at most this fast (plus max_seq_step)")
     max_products: int = Field(64, ge=1, le=10_000, description="products (the frame header's `product`) a camera "
                               "may name; a frame naming another is refused (product_limit). Each has a model to "
-                              "resume and, with checkpoint_dir, a checkpoint file")
+                              "resume: a checkpoint file in checkpoint_dir, or in a temporary folder of the run")
     min_model_rebuild_s: float = Field(10.0, ge=0, description="a camera keeps its model whatever its frame size; "
                                        "on an exported scorer (onnxruntime, tensorrt: a graph per size, the last 4 "
                                        "kept) a size new to its graphs is taken at most this often, other new sizes "
@@ -221,7 +222,9 @@ class NodeConfig(StrictModel):
                                         "frames (<source>.pt; <source>@<product>.pt per product its frames name), "
                                         "and at a product changeover, the camera's end of stream and the node's "
                                         "stop; a restarted node, and a camera back on a "
-                                        "product, resume from them (warm) instead of a cold fit")
+                                        "product, resume from them (warm) instead of a cold fit. None: a "
+                                        "changeover and an end of stream save to a temporary folder deleted at the "
+                                        "node's stop (resumed within the run only)")
     checkpoint_every: int = Field(50, ge=1, le=1_000_000, description="frames between checkpoints of a source")
     event_log: Path | None = Field(None, description="SQLite file (WAL) every event is committed to before it is "
                                    "published, numbered per source (log_seq); None = no durable log and no replay "

@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -192,6 +193,7 @@ class EdgeNode:
         self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
         self._start_events = 0
         self._scored_since_checkpoint: dict[str, int] = {}  # camera -> frames its model scored since saved or loaded
+        self._scratch: tempfile.TemporaryDirectory | None = None  # models kept for this run without checkpoint_dir
         self.taps: list[Callable[[P.Message], None]] = []  # see every published message (the MQTT bridge); non-blocking
 
     def _peers(self, inputs: Sequence[str], input_names: Sequence[str | Sequence[str]] | None) -> list[Peer]:
@@ -278,7 +280,9 @@ class EdgeNode:
                     self.credits.done(msg.source, msg.header.seq)
         finally:
             for source in list(self.detectors):
-                self._keep(source)
+                self._keep(source, scratch=False)
+            if self._scratch is not None:
+                self._scratch.cleanup()
             self._shutdown(threads)
         return self.report()
 
@@ -454,16 +458,22 @@ class EdgeNode:
                "node.oversize: downscale), its map scaled back"
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA), (reason, note)
 
-    def _checkpoint_path(self, source: str, product: str | None) -> Path | None:
-        """The checkpoint of the source's model for `product`: <source>.pt, <source>@<product>.pt."""
-        if self.cfg.checkpoint_dir is None:
+    def _checkpoint_path(self, source: str, product: str | None, scratch: bool = False) -> Path | None:
+        """The checkpoint of the source's model for `product`: <source>.pt, <source>@<product>.pt in
+        node.checkpoint_dir; without it and with `scratch`, in the node's scratch folder (a temporary folder of this
+        run, made by the first model kept there: a camera back on a product, or back after its end of stream,
+        resumes its model within the run)."""
+        folder = self.cfg.checkpoint_dir
+        if folder is None and scratch:
+            folder = None if self._scratch is None else Path(self._scratch.name)
+        if folder is None:
             return None
-        return self.cfg.checkpoint_dir / (f"{source}.pt" if product is None else f"{source}@{product}.pt")
+        return folder / (f"{source}.pt" if product is None else f"{source}@{product}.pt")
 
     def _load_checkpoint(self, source: str, detector: Detector) -> None:
-        """A restarted node, or a camera back on a product, resumes from the last saved weights (a warm start, not a
-        cold fit)."""
-        path = self._checkpoint_path(source, self.products.get(source))
+        """A restarted node (with node.checkpoint_dir), or a camera back on a product or after its end of stream,
+        resumes from the last saved weights (a warm start, not a cold fit)."""
+        path = self._checkpoint_path(source, self.products.get(source), scratch=True)
         if path is None or not path.is_file():
             return
         try:
@@ -473,9 +483,13 @@ class EdgeNode:
         except Exception as e:  # a stale or corrupt checkpoint (other model size): start from scratch
             self._log.warning(f"{source}: ignored checkpoint {path}: {type(e).__name__}: {e}")
 
-    def _save_checkpoint(self, source: str, detector: Detector, version: int | None = None) -> None:
-        """Save the source's model every checkpoint_every versions (always without a `version`)."""
-        path = self._checkpoint_path(source, self.products.get(source))
+    def _save_checkpoint(self, source: str, detector: Detector, version: int | None = None,
+                         scratch: bool = False) -> None:
+        """Save the source's model every checkpoint_every versions (always without a `version`); with `scratch`,
+        without node.checkpoint_dir, to the node's scratch folder."""
+        if scratch and self.cfg.checkpoint_dir is None and self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="ssdnet-models-", ignore_cleanup_errors=True)
+        path = self._checkpoint_path(source, self.products.get(source), scratch)
         if path is None or (version is not None and version % self.cfg.checkpoint_every):
             return
         try:
@@ -487,28 +501,28 @@ class EdgeNode:
         except OSError as e:
             self._log.warning(f"{source}: could not write checkpoint {path}: {e}")
 
-    def _keep(self, source: str) -> None:
-        """Save the camera's model (with node.checkpoint_dir) once it scored SAVE_AFTER_FRAMES frames since it was
-        saved or loaded: at a changeover, its end of stream and the node's stop, so a restarted node, or the camera
-        back on a product, resumes it as it was."""
+    def _keep(self, source: str, scratch: bool = True) -> None:
+        """Save the camera's model once it scored SAVE_AFTER_FRAMES frames since it was saved or loaded: at a
+        changeover and its end of stream (to node.checkpoint_dir, else to the node's scratch folder), and at the
+        node's stop (`scratch` False: to node.checkpoint_dir only), so the camera back on a product, or a restarted
+        node, resumes it as it was."""
         if source in self.detectors and self._scored_since_checkpoint.get(source, 0) >= SAVE_AFTER_FRAMES:
-            self._save_checkpoint(source, self.detectors[source])
+            self._save_checkpoint(source, self.detectors[source], scratch=scratch)
 
     def _changeover(self, msg: P.Message) -> None:
-        """A frame naming another product than its camera's model is for: the model is saved (with
-        node.checkpoint_dir, `_keep`) and freed; the frame's product's model resumes from its checkpoint or starts
-        afresh."""
+        """A frame naming another product than its camera's model is for: the model is saved (`_keep`) and freed;
+        the frame's product's model resumes from its checkpoint (node.checkpoint_dir, or the scratch folder within
+        the run) or starts afresh."""
         source, product = msg.source, msg.header.product
         old = self.products.get(source)
         if source in self.detectors and product != old:
             self._keep(source)  # the old product's
             self._drop(source)
             self.counters.add(source, "product_changes")
-            path = self._checkpoint_path(source, product)
-            if path is None:
-                how = "starts afresh (set node.checkpoint_dir to keep each product's model for its next run)"
-            else:
-                how = f"resumes from {path}" if path.is_file() else "starts afresh"
+            path = self._checkpoint_path(source, product, scratch=True)
+            how = f"resumes from {path}" if path is not None and path.is_file() else "starts afresh"
+            if self.cfg.checkpoint_dir is None:
+                how += " (node.checkpoint_dir unset: each product's model is kept for this run only)"
             log.info("%s#%d: product %s -> %s: its model %s", source, msg.header.seq, old, product, how)
         self.products[source] = product
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from adversary import frame_parts, node_line, until_eos
+from adversary import control_parts, frame_parts, node_line, until_eos
 from pipeline import protocol as P
 from pipeline.config import LineConfig, SyntheticSourceConfig
 from pipeline.sources import Camera, Capture, ProductName
@@ -27,7 +27,7 @@ def scored(msgs, source: str) -> list[tuple[str | None, int]]:
 
 
 @pytest.mark.parametrize("checkpoints", [True, False])
-def test_a_changeover_resumes_the_products_model_or_starts_afresh(tmp_path, checkpoints, caplog):
+def test_a_changeover_resumes_the_products_model(tmp_path, checkpoints, caplog):
     caplog.set_level(logging.INFO, logger="pipeline.node")
     ckpt = {"checkpoint_dir": tmp_path / "ckpt"} if checkpoints else {}
     with node_line(tmp_path, frames=5, connect_cameras={0: ["line"]}, max_products=2, **ckpt) as ln:
@@ -40,16 +40,21 @@ def test_a_changeover_resumes_the_products_model_or_starts_afresh(tmp_path, chec
         msgs = until_eos(ln.sub)  # cam0's end: the node has scored what it received before
         wait_until(lambda: ln.node.counters.source("line")["scored"] == 11)
         got = scored(msgs, "line")
-        # the model version is the fake detector's frame count: a resumed model goes on counting
-        resumed = [6, 7] if checkpoints else [1, 2]
+        # the model version is the fake detector's frame count: a resumed model goes on counting, with or without
+        # checkpoint_dir (then from the node's scratch folder)
         assert got == [*(("gravel", v) for v in range(1, 6)), ("brick", 1), ("brick", 2),
-                       *(("gravel", v) for v in resumed), ("brick", 1), (None, 1)]
+                       ("gravel", 6), ("gravel", 7), ("brick", 1), (None, 1)]
         c = ln.node.counters.source("line")
         assert c["product_changes"] == 4 and c["rejected"] == 1  # grass: a third product over max_products 2
-    changeovers = [r.getMessage() for r in caplog.records if "product gravel -> brick" in r.getMessage()]
-    assert len(changeovers) == 2 and ("set node.checkpoint_dir" in changeovers[0]) != checkpoints, changeovers
+    lines = [r.getMessage() for r in caplog.records if "product" in r.getMessage() and "->" in r.getMessage()]
+    back = next(line for line in lines if "product brick -> gravel" in line)
+    folder = Path(re.search(r"resumes from (\S+)line@gravel\.pt", back).group(1))
+    assert all(("node.checkpoint_dir unset" in line) != checkpoints for line in lines), lines
     if checkpoints:  # cam0: its 5 frames, saved at its end of stream; the unnamed product's 1 frame: too few
-        assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["cam0.pt", "line@gravel.pt"]
+        assert folder == tmp_path / "ckpt"
+        assert sorted(p.name for p in folder.iterdir()) == ["cam0.pt", "line@gravel.pt"]
+    else:  # the scratch folder lived as long as the node
+        assert folder.name.startswith("ssdnet-models-") and not folder.exists()
 
 
 def test_the_node_saves_each_model_at_a_cameras_end_and_at_its_stop(tmp_path):
@@ -63,6 +68,21 @@ def test_the_node_saves_each_model_at_a_cameras_end_and_at_its_stop(tmp_path):
     # the node stopped: line's model saved as it was (6 frames), not only at checkpoint_every
     assert int(torch.load(ckpt / "line@tile.pt", weights_only=True)["calls"][0]) == 6
     assert int(torch.load(ckpt / "cam0.pt", weights_only=True)["calls"][0]) == 7
+
+
+def test_without_checkpoint_dir_a_camera_back_after_its_end_resumes_within_the_run(tmp_path):
+    with node_line(tmp_path, frames=5, connect_cameras={0: ["line"]}) as ln:
+        for seq in range(6):
+            ln.intruders[0].send(frame_parts("line", seq=seq))
+        ln.intruders[0].send(control_parts("eos", "line", seq=5, frames=6))
+        until_eos(ln.sub, ("cam0", "line"))
+        for seq in range(6, 8):  # the same camera streams again
+            ln.intruders[0].send(frame_parts("line", seq=seq))
+        wait_until(lambda: ln.node.counters.source("line")["scored"] == 8)
+        assert ln.node.detectors["line"].calls == 8  # its 6 frames before its end of stream, then 2
+        folder = ln.node._checkpoint_path("line", None, scratch=True).parent
+        assert sorted(p.name for p in folder.iterdir()) == ["cam0.pt", "line.pt"]
+    assert not folder.exists()  # the node's stop deleted it
 
 
 def test_a_product_name_is_checked_like_a_camera_name():

@@ -5,9 +5,10 @@ flagged, normal frames flagged, image AUROC of the calibrated score; the node's 
 
     python docs/ablation_runs/changeover/alternating.py VARIANT FIRST SECOND [OUT.json]   # ~2.5 min on 2 CPU cores
 
-VARIANT: `announced` (frames name their product; node.checkpoint_dir keeps each product's model), `afresh` (frames
-name their product, no checkpoint_dir: a changeover starts the camera afresh) or `unannounced` (no product: the
-camera finds the changeover from its scores, section 47).
+VARIANT: `announced` (frames name their product; node.checkpoint_dir keeps each product's model), `scratch` (the
+same without checkpoint_dir: the node keeps them in a temporary folder of its run, section 50), `afresh` (frames name
+their product, the node saves no model: a changeover starts the camera afresh, as the node without checkpoint_dir
+did before section 50) or `unannounced` (no product: the camera finds the changeover from its scores, section 47).
 """
 from __future__ import annotations
 
@@ -45,12 +46,14 @@ def frames(first: str, second: str):
 
 
 def main(variant: str, first: str, second: str, out: str | None) -> None:
-    if variant not in ("announced", "afresh", "unannounced"):
+    if variant not in ("announced", "scratch", "afresh", "unannounced"):
         raise SystemExit(f"unknown variant {variant!r}")
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as ckpt:
         cfg = NodeConfig(checkpoint_dir=Path(ckpt) if variant == "announced" else None)
         node = EdgeNode(cfg)
+        if variant == "afresh":
+            node._keep = lambda source, scratch=True: None  # no model saved, none to resume
         scores, labels, t0 = [], [], time.monotonic()
         for seq, (product, frame, defective) in enumerate(frames(first, second)):
             header = P.FrameHeader(kind="frame", source="line", seq=seq, t_capture=time.time(),
