@@ -306,6 +306,13 @@ class MemoryConfig(StrictModel):
     admit_max_novel: float = Field(0.1, ge=0.0, le=1.0, description="a frame above the camera's median score with "
                                    "more novel cells than this fraction adds nothing (a large defect is novel as a "
                                    "whole, if not cell by cell)")
+    move_novel: float | None = Field(0.8, gt=0.0, le=1.0, description="a frame with this share of its cells or "
+                                     "more novel shows another surface than the camera's; `move_frames` such "
+                                     "frames in a row: its normal has moved (a product changeover nobody "
+                                     "announced) and the camera starts afresh, as the calibration's rule does "
+                                     "later (docs/ablations.md section 51); null: the calibration's rule alone")
+    move_frames: int = Field(5, ge=1, le=10_000, description="frames in a row beyond `move_novel` that move the "
+                             "camera's normal")
     admit_cell_mad: float = Field(3.0, gt=0.0, description="before the camera has a typical memory distance: only "
                                   "cells whose self-similarity is below the frame's median + this many (1.4826 x) "
                                   "MADs")

@@ -122,10 +122,12 @@ class Detector:
             self.backend.use_memory(self.memory)
         self.calibrator = ScoreCalibrator(cfg.calibration)
         self.border = BorderProfile(cfg.border) if cfg.border.enabled else None
+        self.novel_run = 0  # frames in a row with `memory.move_novel` of their cells or more novel
 
     def reset(self) -> None:
         """Forget the source: weights (the next frame gets a cold fit), memory, calibration and border profile."""
         self.model_version = 0
+        self.novel_run = 0
         self.calibrator.reset()
         if self.border is not None:
             self.border.reset()
@@ -192,7 +194,26 @@ class Detector:
             return border.apply(own[0, 0, :height, :width].cpu().numpy())
         return amap if cfg.score_is_map_top else None
 
-    def _remember(self, x: torch.Tensor, height: int, width: int, calibrated: float, calibrating: bool) -> int:
+    def _novel_share(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor | None:
+        """The share of the last scored frame's cells beyond `novel_ratio` x the camera's typical memory distance,
+        a float32 scalar (None before the memory has a typical distance)."""
+        if self.memory is None or self.backend.features is None or self.memory.typical[1] <= 0:
+            return None
+        own, dist = self.backend.memory_maps[0]
+        dist = dist[frame_cells(own, x, height, width)].float()
+        return (dist > self.cfg.memory.novel_ratio * self.memory.typical[1]).float().mean()
+
+    def _surface_moved(self, novel: torch.Tensor | None) -> bool:
+        """Whether `memory.move_frames` frames in a row, this one last, were `memory.move_novel` or more novel
+        against a ready memory: the camera sees another surface (a product changeover), which the calibration's
+        rule sees ~25 frames later."""
+        share = self.cfg.memory.move_novel
+        counts = share is not None and novel is not None and bool(novel >= share) and self.memory.ready
+        self.novel_run = self.novel_run + 1 if counts else 0
+        return self.novel_run >= self.cfg.memory.move_frames
+
+    def _remember(self, x: torch.Tensor, height: int, width: int, calibrated: float, calibrating: bool,
+                  novel: torch.Tensor | None) -> int:
         """Add the last scored frame's normal cells to the memory if the frame itself looks normal (judged once
         the camera is calibrated): its calibrated score is below `admit_z`, and, if it is above the camera's
         median, it has no large novel region (`admit_max_novel`: a big defect is novel as a whole; a camera
@@ -200,7 +221,7 @@ class Detector:
         the calibration has followed). A cell is normal when its memory distance is within
         `admit_cell_ratio` of the camera's typical one and its self-similarity is not an outlier of the frame
         (`admit_own_mad`: a crack too thin for the memory's cells; before the camera has a typical distance: the
-        latter alone, at `admit_cell_mad`)."""
+        latter alone, at `admit_cell_mad`). `novel`: the frame's `_novel_share`."""
         if self.memory is None or self.backend.features is None:
             return 0
         if not calibrating and not calibrated < self.cfg.memory.admit_z:
@@ -209,8 +230,7 @@ class Detector:
         valid = frame_cells(own, x, height, width)
         own_v, dist_v = own[valid].float(), dist[valid].float()
         typical, mcfg = self.memory.typical[1], self.cfg.memory
-        if typical > 0:
-            novel = (dist_v > mcfg.novel_ratio * typical).float().mean()
+        if novel is not None:
             if calibrated > 0 and novel > mcfg.admit_max_novel:
                 return 0  # a large novel region in a frame above the camera's median: a big defect
             normal = dist <= mcfg.admit_cell_ratio * typical
@@ -293,14 +313,16 @@ class Detector:
         suspect = not calibrating and calibrated >= self.cfg.fit.max_fit_z
         if stats is None:
             stats = FitStats(0, 0.0, float("nan")) if suspect else self.fit(x)
+        novel = self._novel_share(x, h, w)
         moved = self.calibrator.observe(score)
+        moved = self._surface_moved(novel) or moved
         if border is not None and not suspect:
             border.observe(own_map)
-        added = self._remember(x, h, w, calibrated, calibrating)
+        added = self._remember(x, h, w, calibrated, calibrating, novel)
         if self.nonfinite_maps == nonfinite:
             self._keep_history(x, h, w)
         if moved:  # a product changeover, new lighting: start afresh, as a new camera would (its memory, border
-            self.reset()  # profile and weights learnt the old normal: docs/ablations.md section 47)
+            self.reset()  # profile and weights learnt the old normal: docs/ablations.md sections 47, 51)
         total_ms = (time.perf_counter() - start) * 1000
         self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)
         met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met

@@ -584,8 +584,9 @@ class EdgeNode:
             self._log.warning(f"{h.source}#{h.seq}: the fit diverged; restored the last good weights")
         if d.normal_moved:
             self.counters.add(h.source, "normal_moved")
-            self._log.warning(f"{h.source}#{h.seq}: most of its recent frames lie far from its normal: a new "
-                              "product or new lighting, taken as its normal from now on (its model starts afresh)")
+            self._log.warning(f"{h.source}#{h.seq}: its recent frames lie far from its normal (a surface its memory "
+                              "has not seen, or most of their scores): a new product or new lighting, taken as its "
+                              "normal from now on (its model starts afresh)")
         raw, score = float(d.score), float(d.calibrated)
         median, scale = (float(v) for v in d.calibration)
         if not math.isfinite(raw + score + median + scale) or not scale > 0:

@@ -655,10 +655,13 @@ def test_a_fixture_in_view_does_not_set_how_much_the_memory_counts():
     assert max(scores["with the rail"][16:]) < 3.0, scores  # node.threshold's default: no false event
 
 
-def test_a_product_changeover_starts_the_camera_afresh():
-    """Brick for 30 frames, then gravel, which scores far above brick's normal (docs/ablations.md section 47 at
-    128 px): the move is seen within window // 8 + 1 frames, and the frame that shows it resets the camera, so the
-    gravel frames after it are judged exactly as a camera that never saw brick judges them."""
+@pytest.mark.parametrize("move_novel", [0.8, None])
+def test_a_product_changeover_starts_the_camera_afresh(move_novel):
+    """Brick for 30 frames, then gravel, which scores far above brick's normal (docs/ablations.md sections 47 and 51
+    at 128 px): every gravel cell is novel to brick's memory, so the `memory.move_frames`-th gravel frame shows the
+    move (without `memory.move_novel`, the calibration's rule sees it within window // 8 + 1 frames, and later), and
+    that frame resets the camera, so the gravel frames after it are judged exactly as a camera that never saw brick
+    judges them."""
     rng = np.random.default_rng(0)
     brick, gravel = texture("brick", 160, np.random.default_rng(1)), texture("gravel", 160, np.random.default_rng(1))
 
@@ -666,16 +669,41 @@ def test_a_product_changeover_starts_the_camera_afresh():
         y, x = rng.integers(0, 32, 2)
         return src[y:y + 128, x:x + 128].copy()
 
-    det = Detector(SSDNetConfig(), "cpu")
+    cfg = parse_config(SSDNetConfig, {"memory": {"move_novel": move_novel}})
+    det = Detector(cfg, "cpu")
     for _ in range(30):
         det.process(crop(brick))
     assert det.memory.ready and not det.calibrator.calibrating
-    for _ in range(det.cfg.calibration.window // 8 + 1):
-        d = det.process(crop(gravel))
-        if d.normal_moved:
+    seen = 0  # gravel frames until the move
+    for _ in range(cfg.calibration.window // 8 + 1):
+        seen += 1
+        if (d := det.process(crop(gravel))).normal_moved:
             break
     assert d.normal_moved and det.memory.count == 0 and det.calibrator.calibrating
+    assert seen == cfg.memory.move_frames if move_novel else seen > cfg.memory.move_frames
     after = [crop(gravel) for _ in range(20)]
-    new = Detector(SSDNetConfig(), "cpu")
+    new = Detector(cfg, "cpu")
     assert [det.process(f).calibrated for f in after] == pytest.approx([new.process(f).calibrated for f in after],
                                                                       abs=1e-4)
+
+
+def test_a_burst_of_defects_is_no_changeover():
+    """Ten frames in a row with a drawn defect each (a bad batch) leave the camera's normal where it was: a defect
+    covers a part of the frame, a changeover all of it (section 51), so none of them counts towards a move."""
+    rng = np.random.default_rng(0)
+    brick = texture("brick", 160, np.random.default_rng(1))
+
+    def crop():
+        y, x = rng.integers(0, 32, 2)
+        return brick[y:y + 128, x:x + 128].copy()
+
+    det = Detector(SSDNetConfig(), "cpu")
+    for _ in range(30):
+        det.process(crop())
+    assert det.memory.ready
+    flagged = 0
+    for _ in range(10):
+        d = det.process(draw_defect(crop(), rng)[0])
+        assert not d.normal_moved and det.novel_run == 0
+        flagged += d.calibrated > 3.0
+    assert flagged >= 7 and det.memory.count > 0
