@@ -17,7 +17,8 @@ search can only raise the map (edge.scoring), so a defect there cannot vouch for
 Its normal frames also teach it how its maps run near the frame's border (edge.border): from its
 `border.min_frames`-th normal frame on, the map (and an image score taken from it) is corrected for that.
 `reset()` forgets weights, memory, calibration and border profile; `state_dict()` holds them (a checkpoint).
-A source whose normal moves (a product changeover: edge.calibration) is reset by the frame that shows it.
+A source whose normal moves (a product changeover: 5 frames in a row mostly novel to its memory, or most recent
+scores far from its normal, edge.calibration) is reset by the frame that shows it.
 
 `Detector` is what the edge node's detector contract (`pipeline.node.Detector`) describes:
 `process(image) -> Detection`, `reset()`, `state_dict()`, `restore(state)`.
@@ -60,7 +61,7 @@ class Detection:
     calibration: tuple[float, float] = (0.0, 1.0)  # (median, scale) it was judged against: calibrated = (score - m) / s
     memory_rows: int = 0  # rows in the source's memory after this frame
     memory_added: int = 0  # cells this frame gave the memory (searched `memory.delay_frames` frames later)
-    normal_moved: bool = False  # most recent frames lie far from the source's normal: it has started afresh
+    normal_moved: bool = False  # its recent frames lie far from the source's normal: it has started afresh
 
     def calibrated_map(self) -> np.ndarray:
         """The map in the calibrated score's units: robust std above this source's normal image score."""

@@ -464,8 +464,8 @@ class EdgeNode:
         run, made by the first model kept there: a camera back on a product, or back after its end of stream,
         resumes its model within the run)."""
         folder = self.cfg.checkpoint_dir
-        if folder is None and scratch:
-            folder = None if self._scratch is None else Path(self._scratch.name)
+        if folder is None and scratch and self._scratch is not None:
+            folder = Path(self._scratch.name)
         if folder is None:
             return None
         return folder / (f"{source}.pt" if product is None else f"{source}@{product}.pt")
