@@ -313,6 +313,14 @@ class MemoryConfig(StrictModel):
                                      "later (docs/ablations.md section 51); null: the calibration's rule alone")
     move_frames: int = Field(5, ge=1, le=10_000, description="frames in a row beyond `move_novel` that move the "
                              "camera's normal")
+    recall_surfaces: int = Field(2, ge=0, le=16, description="a camera whose normal moved keeps this many of the "
+                                 "surfaces it knew (weights, memory, calibration: ~8-25 MB each, in memory, for the "
+                                 "run): a frame `move_novel` novel to its memory and at most `recall_novel` "
+                                 "novel to one of theirs resumes that one at once, a product back after another "
+                                 "(docs/ablations.md section 52); 0: a moved camera forgets them")
+    recall_novel: float = Field(0.4, ge=0.0, le=1.0, description="a frame shows a kept surface when at most this "
+                                "share of its cells are novel to that surface's memory (section 52: a product's "
+                                "frames 0.03-0.17 against their own, another product's 1.0)")
     admit_cell_mad: float = Field(3.0, gt=0.0, description="before the camera has a typical memory distance: only "
                                   "cells whose self-similarity is below the frame's median + this many (1.4826 x) "
                                   "MADs")

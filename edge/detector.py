@@ -18,17 +18,21 @@ Its normal frames also teach it how its maps run near the frame's border (edge.b
 `border.min_frames`-th normal frame on, the map (and an image score taken from it) is corrected for that.
 `reset()` forgets weights, memory, calibration and border profile; `state_dict()` holds them (a checkpoint).
 A source whose normal moves (a product changeover: 5 frames in a row mostly novel to its memory, or most recent
-scores far from its normal, edge.calibration) is reset by the frame that shows it.
+scores far from its normal, edge.calibration) is reset by the frame that shows it, and keeps what it knew of the
+surface it left (`memory.recall_surfaces`, for the run): a frame novel to its memory and not to a kept surface's
+(`memory.recall_novel`) resumes that surface at once (a product back after another), and is judged as its frame.
 
 `Detector` is what the edge node's detector contract (`pipeline.node.Detector`) describes:
 `process(image) -> Detection`, `reset()`, `state_dict()`, `restore(state)`.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -38,7 +42,7 @@ from .calibration import MAD_TO_STD, ScoreCalibrator
 from .config import SSDNetConfig
 from .fitter import FitStats, Fitter, image_to_tensor
 from .frames import check_frame, to_frame_size, to_working_size
-from .memory import FeatureMemory
+from .memory import FeatureMemory, memory_distance
 from .schedule import StepScheduler
 from .scorers import build_scorer
 from .vgg import VGG19Features, build_vgg
@@ -62,11 +66,20 @@ class Detection:
     memory_rows: int = 0  # rows in the source's memory after this frame
     memory_added: int = 0  # cells this frame gave the memory (searched `memory.delay_frames` frames later)
     normal_moved: bool = False  # its recent frames lie far from the source's normal: it has started afresh
+    normal_recalled: bool = False  # its frame showed a surface the source knew before its normal moved: that resumed
 
     def calibrated_map(self) -> np.ndarray:
         """The map in the calibrated score's units: robust std above this source's normal image score."""
         median, scale = self.calibration
         return ((self.anomaly_map - median) / scale).astype(np.float32)
+
+
+@dataclass
+class Surface:
+    """A surface a camera knew before its normal moved: its `Detector.state_dict()` and its memory's typical
+    distance."""
+    state: dict
+    typical: float
 
 
 def top_mean(amap: np.ndarray, quantile: float) -> float:
@@ -124,9 +137,16 @@ class Detector:
         self.calibrator = ScoreCalibrator(cfg.calibration)
         self.border = BorderProfile(cfg.border) if cfg.border.enabled else None
         self.novel_run = 0  # frames in a row with `memory.move_novel` of their cells or more novel
+        self.shelf: deque[Surface] = deque(maxlen=cfg.memory.recall_surfaces)  # surfaces it knew, newest last
 
     def reset(self) -> None:
-        """Forget the source: weights (the next frame gets a cold fit), memory, calibration and border profile."""
+        """Forget the source: weights (the next frame gets a cold fit), memory, calibration, border profile and the
+        surfaces it knew."""
+        self.shelf.clear()
+        self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        """Forget the source's weights, memory, calibration and border profile (not the surfaces it knew)."""
         self.model_version = 0
         self.novel_run = 0
         self.calibrator.reset()
@@ -213,6 +233,38 @@ class Detector:
         self.novel_run = self.novel_run + 1 if counts else 0
         return self.novel_run >= self.cfg.memory.move_frames
 
+    def _shelve(self) -> None:
+        """Keep the camera's surface for `_recall`, if its memory is ready (a half-learnt one would admit little)."""
+        if self.shelf.maxlen and self.memory is not None and self.memory.ready:
+            self.shelf.append(Surface(copy.deepcopy(self.state_dict()), self.memory.typical[1]))
+
+    def _recall(self, x: torch.Tensor, height: int, width: int, novel: torch.Tensor | None) -> bool:
+        """Whether the last scored frame, one the camera's memory cannot vouch for (`move_novel` novel to it, or
+        not ready yet: the camera has just moved), shows a surface the camera knew (at most `recall_novel` of its
+        cells novel to that surface's memory). Then the camera resumes the surface that finds the fewest novel
+        cells and keeps its own in its place (if ready)."""
+        mcfg = self.cfg.memory
+        novel_now = novel is not None and mcfg.move_novel is not None and bool(novel >= mcfg.move_novel)
+        if not self.shelf or self.backend.features is None or (self.memory.ready and not novel_now):
+            return False
+        # every other cell of every other row: a quarter of the search, and the shares still 1/256 apart at 256 px
+        feats = self.backend.features[:1, :, ::2, ::2]
+        valid = frame_cells(self.backend.memory_maps[0, 0], x, height, width)[::2, ::2]
+        shares = []
+        for surface in self.shelf:
+            bank = surface.state["memory"]["bank"].to(self.device)
+            dist, _ = memory_distance(feats, bank, torch.tensor(len(bank)), mcfg.k)
+            shares.append(float((dist[0, 0][valid] > mcfg.novel_ratio * surface.typical).float().mean()))
+        best = int(np.argmin(shares))
+        if shares[best] > mcfg.recall_novel:
+            return False
+        surface = self.shelf[best]
+        del self.shelf[best]
+        self._shelve()
+        self.restore(surface.state)
+        self.novel_run = 0
+        return True
+
     def _remember(self, x: torch.Tensor, height: int, width: int, calibrated: float, calibrating: bool,
                   novel: torch.Tensor | None) -> int:
         """Add the last scored frame's normal cells to the memory if the frame itself looks normal (judged once
@@ -283,10 +335,11 @@ class Detector:
         if self.backend.name != "torch":
             self.backend.update_weights(self.fitter.model.state_dict())
 
-    def process(self, image: np.ndarray) -> Detection:
+    def process(self, image: np.ndarray, recall: bool = True) -> Detection:
         """Fit on and score one uint8 HxWx3 RGB frame of any size from MIN_SIDE up (edge.frames: FrameError
         below, scaled down above `max_pixels`); `fit.budget_ms` bounds the warm fit, `fit.frame_budget_ms`
-        the whole call (both through the scheduler, which only ever shortens the warm fit)."""
+        the whole call (both through the scheduler, which only ever shortens the warm fit). A frame that shows a
+        surface the camera knew (`_recall`) is processed once more, as that surface's (`recall` False)."""
         start = time.perf_counter()
         image = check_frame(image)
         frame_h, frame_w = image.shape[:2]
@@ -312,9 +365,11 @@ class Detector:
         # a frame far above the camera's normal teaches nothing (no warm fit, no memory), so neither does its
         # defect; while calibrating the prior is too rough a guess to hold learning back on
         suspect = not calibrating and calibrated >= self.cfg.fit.max_fit_z
+        novel = self._novel_share(x, h, w)
+        if recall and self._recall(x, h, w, novel):  # judged against the surface it shows, not the one it left
+            return replace(self.process(image, recall=False), normal_recalled=True)
         if stats is None:
             stats = FitStats(0, 0.0, float("nan")) if suspect else self.fit(x)
-        novel = self._novel_share(x, h, w)
         moved = self.calibrator.observe(score)
         moved = self._surface_moved(novel) or moved
         if border is not None and not suspect:
@@ -323,7 +378,8 @@ class Detector:
         if self.nonfinite_maps == nonfinite:
             self._keep_history(x, h, w)
         if moved:  # a product changeover, new lighting: start afresh, as a new camera would (its memory, border
-            self.reset()  # profile and weights learnt the old normal: docs/ablations.md sections 47, 51)
+            self._shelve()  # profile and weights learnt the old normal: docs/ablations.md sections 47, 51), keeping
+            self._start_afresh()  # what it knew of the surface it left (section 52)
         total_ms = (time.perf_counter() - start) * 1000
         self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)
         met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met

@@ -96,6 +96,7 @@ class Detection(Protocol):
     budget_met: bool  # False: the fit could not meet its time budget (counted as budget_unmet)
     diverged: bool  # the fit went non-finite and the last good weights were restored (counted, logged)
     normal_moved: bool  # the source's normal moved with this frame (a new product): it has started afresh (counted)
+    normal_recalled: bool  # the frame showed a surface the source knew before its normal moved: that resumed (counted)
 
     def calibrated_map(self) -> np.ndarray: ...  # the map in the calibrated score's units
 
@@ -176,8 +177,10 @@ class EdgeNode:
         self.server_keys = dict(server_keys or {})  # camera endpoint -> its CURVE public key (security on)
         self.peers = self._peers(inputs, input_names)
         self.admission = Admission.from_config(cfg, self.peers)
-        # a camera's model: the detector (admission.MODEL_MB) and its memory of normal appearance
-        camera_mb = admission.MODEL_MB + footprint_mb(cfg.ssdnet.memory, knn_dim(cfg.ssdnet.score))
+        # a camera's model: the detector (admission.MODEL_MB) and its memory of normal appearance, once more for each
+        # surface it may keep after its normal moved (`memory.recall_surfaces`, with a memory: weights and memory)
+        kept = cfg.ssdnet.memory.recall_surfaces if cfg.ssdnet.uses_memory else 0
+        camera_mb = (1 + kept) * (admission.MODEL_MB + footprint_mb(cfg.ssdnet.memory, knn_dim(cfg.ssdnet.score)))
         self.budget = WorkBudget(cfg.memory_budget_mb, camera_mb)
         if self.budget.pixels_for(len(self.admission.declared), 0, new_graph=self._graph_per_size) < cfg.min_side ** 2:
             log.warning("%s: node.memory_budget_mb %s cannot hold the models of its %d configured cameras and one "
@@ -587,6 +590,10 @@ class EdgeNode:
             self._log.warning(f"{h.source}#{h.seq}: its recent frames lie far from its normal (a surface its memory "
                               "has not seen, or most of their scores): a new product or new lighting, taken as its "
                               "normal from now on (its model starts afresh)")
+        if d.normal_recalled:
+            self.counters.add(h.source, "normal_recalled")
+            log.info("%s#%d: its frame shows a surface it knew before its normal moved (a product back): that "
+                     "surface's model resumes", h.source, h.seq)
         raw, score = float(d.score), float(d.calibrated)
         median, scale = (float(v) for v in d.calibration)
         if not math.isfinite(raw + score + median + scale) or not scale > 0:

@@ -9,7 +9,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from . import protocol as P
 
 STAGES = ("transport", "queue", "fit", "score", "publish", "end_to_end")
-CHANGEOVER_COUNTERS = ("normal_moved", "product_changes")
+CHANGEOVER_COUNTERS = ("normal_moved", "normal_recalled", "product_changes")
 DROP_COUNTERS = ("conflated", "lost", "rejected", "failed")
 
 

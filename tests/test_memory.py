@@ -655,6 +655,23 @@ def test_a_fixture_in_view_does_not_set_how_much_the_memory_counts():
     assert max(scores["with the rail"][16:]) < 3.0, scores  # node.threshold's default: no false event
 
 
+def cropper(rng: np.random.Generator):
+    """A camera's frames of a 160 px texture: crop(texture) -> a random 128 px crop of it, drawn with `rng`."""
+    def crop(src: np.ndarray) -> np.ndarray:
+        y, x = rng.integers(0, 32, 2)
+        return src[y:y + 128, x:x + 128].copy()
+    return crop
+
+
+def on_brick(cfg: SSDNetConfig, crop, brick: np.ndarray) -> Detector:
+    """A camera after 30 frames of brick: its memory ready, its calibration done."""
+    det = Detector(cfg, "cpu")
+    for _ in range(30):
+        det.process(crop(brick))
+    assert det.memory.ready and not det.calibrator.calibrating
+    return det
+
+
 @pytest.mark.parametrize("move_novel", [0.8, None])
 def test_a_product_changeover_starts_the_camera_afresh(move_novel):
     """Brick for 30 frames, then gravel, which scores far above brick's normal (docs/ablations.md sections 47 and 51
@@ -664,16 +681,10 @@ def test_a_product_changeover_starts_the_camera_afresh(move_novel):
     judges them."""
     rng = np.random.default_rng(0)
     brick, gravel = texture("brick", 160, np.random.default_rng(1)), texture("gravel", 160, np.random.default_rng(1))
-
-    def crop(src):
-        y, x = rng.integers(0, 32, 2)
-        return src[y:y + 128, x:x + 128].copy()
+    crop = cropper(rng)
 
     cfg = parse_config(SSDNetConfig, {"memory": {"move_novel": move_novel}})
-    det = Detector(cfg, "cpu")
-    for _ in range(30):
-        det.process(crop(brick))
-    assert det.memory.ready and not det.calibrator.calibrating
+    det = on_brick(cfg, crop, brick)
     seen = 0  # gravel frames until the move
     for _ in range(cfg.calibration.window // 8 + 1):
         seen += 1
@@ -692,18 +703,56 @@ def test_a_burst_of_defects_is_no_changeover():
     covers a part of the frame, a changeover all of it (section 51), so none of them counts towards a move."""
     rng = np.random.default_rng(0)
     brick = texture("brick", 160, np.random.default_rng(1))
+    crop = cropper(rng)
 
-    def crop():
-        y, x = rng.integers(0, 32, 2)
-        return brick[y:y + 128, x:x + 128].copy()
-
-    det = Detector(SSDNetConfig(), "cpu")
-    for _ in range(30):
-        det.process(crop())
-    assert det.memory.ready
+    det = on_brick(SSDNetConfig(), crop, brick)
     flagged = 0
     for _ in range(10):
-        d = det.process(draw_defect(crop(), rng)[0])
+        d = det.process(draw_defect(crop(brick), rng)[0])
         assert not d.normal_moved and det.novel_run == 0
         flagged += d.calibrated > 3.0
     assert flagged >= 7 and det.memory.count > 0
+
+
+@pytest.mark.parametrize("surfaces", [2, 0])
+def test_a_product_back_after_another_resumes_what_the_camera_knew_of_it(surfaces):
+    """Brick, then gravel (the camera moves at its 5th frame), then brick again (section 52): the first brick frame
+    is novel to gravel's memory and not to brick's kept surface, so brick resumes with that frame, judged
+    against brick's memory and calibration, and gravel is kept in its place; then gravel is recalled just the same.
+    Without kept surfaces (`recall_surfaces` 0) the brick frame is judged against gravel's memory, novel to it."""
+    rng = np.random.default_rng(0)
+    brick, gravel = texture("brick", 160, np.random.default_rng(1)), texture("gravel", 160, np.random.default_rng(1))
+    crop = cropper(rng)
+
+    det = on_brick(parse_config(SSDNetConfig, {"memory": {"recall_surfaces": surfaces}}), crop, brick)
+    moved = [det.process(crop(gravel)).normal_moved for _ in range(30)]
+    assert moved.index(True) == 4 and det.memory.ready and len(det.shelf) == min(surfaces, 1)
+    d = det.process(crop(brick))
+    assert d.normal_recalled == bool(surfaces) and not d.normal_moved
+    if not surfaces:
+        assert det.novel_run == 1  # judged against gravel's memory, to which it is novel
+        return
+    assert not d.calibrating and d.calibrated < 3.0 and det.memory.ready and len(det.shelf) == 1
+    later = [det.process(crop(brick)) for _ in range(4)] + [det.process(draw_defect(crop(brick), rng)[0])]
+    assert not any(d.normal_recalled or d.normal_moved for d in later)
+    assert max(d.calibrated for d in later[:4]) < 3.0 < later[4].calibrated
+    d = det.process(crop(gravel))
+    assert d.normal_recalled and not d.calibrating and d.calibrated < 3.0 and len(det.shelf) == 1
+    det.reset()
+    assert not det.shelf
+
+
+def test_a_camera_moved_by_a_passing_cover_takes_its_surface_back():
+    """Something covers the view for 8 frames (a hand at the lens): the camera moves at its 5th frame; the first
+    brick frame after it, to which the new memory cannot vouch yet, shows brick's kept surface, which resumes
+    (section 52), and the cover's half-learnt state is not kept."""
+    rng = np.random.default_rng(0)
+    brick = texture("brick", 160, np.random.default_rng(1))
+    crop = cropper(rng)
+
+    det = on_brick(SSDNetConfig(), crop, brick)
+    hand = np.clip(rng.normal((200, 150, 130), 6, (8, 128, 128, 3)), 0, 255).astype(np.uint8)
+    assert [det.process(f).normal_moved for f in hand] == [False] * 4 + [True] + [False] * 3
+    assert not det.memory.ready
+    d = det.process(crop(brick))
+    assert d.normal_recalled and not d.calibrating and d.calibrated < 3.0 and det.memory.ready and not det.shelf

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ class Detection:
     budget_met: bool = True
     diverged: bool = False
     normal_moved: bool = False
+    normal_recalled: bool = False
     calibrated: float = 0.0
     calibrating: bool = False
     calibration: tuple[float, float] = (0.0, 1.0)
@@ -331,22 +333,26 @@ def test_bad_frames_and_detector_failures_are_counted_not_fatal(tmp_path):
 
 
 class MovingDetector(FastDetector):
-    """A FastDetector whose source's normal moves (a product changeover) with its 4th frame."""
+    """A FastDetector whose source's normal moves (a product changeover) with its 4th frame, and whose 7th frame
+    shows the surface it knew before (the product back)."""
 
     def process(self, image):
         d = super().process(image)
-        d.normal_moved = self.calls == 4
+        d.normal_moved, d.normal_recalled = self.calls == 4, self.calls == 7
         return d
 
 
 def test_a_camera_whose_normal_moves_is_counted_and_logged(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     with line(tmp_path, frames=8, fps=100, queue_depth=64, factory=MovingDetector) as ln:
         sub = subscriber(ln, (b"anomaly/", b"eos/"))
         msgs = collect(sub)
         eos = next(m.header for m in msgs if m.kind == "eos")
         assert eos.counters["normal_moved"] == 1 and eos.counters["scored"] == 8
+        assert eos.counters["normal_recalled"] == 1
         assert ln.node.counters.source("cam0")["normal_moved"] == 1
         assert sum("taken as its normal from now on" in r.getMessage() for r in caplog.records) == 1
+        assert sum("that surface's model resumes" in r.getMessage() for r in caplog.records) == 1
         sub.close()
 
 
@@ -355,8 +361,8 @@ def test_the_run_s_summary_says_how_often_each_camera_s_normal_moved(tmp_path):
     cfg = LineConfig.model_validate({"sources": [{**cam, "name": "cam0"}, {**cam, "name": "cam1"}],
                                      "node": {"queue_depth": 64}, "sinks": {"overlays": False}})
     summary = run_line(cfg, tmp_path, detector_factory=MovingDetector)
-    assert {s: (v["normal_moved"], v["product_changes"]) for s, v in summary["sources"].items()} == {"cam0": (1, 0),
-                                                                                                   "cam1": (1, 0)}
+    assert {s: (v["normal_moved"], v["normal_recalled"], v["product_changes"])
+            for s, v in summary["sources"].items()} == {"cam0": (1, 0, 0), "cam1": (1, 0, 0)}
     assert json.loads((tmp_path / "summary.json").read_text())["sources"]["cam0"]["normal_moved"] == 1
 
 

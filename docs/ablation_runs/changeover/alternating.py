@@ -1,7 +1,8 @@
 """A line that alternates two products on one camera, through the node's own worker (`EdgeNode._process`: the
 default SSDnet detector, node.threshold 3.0, a checkpoint folder): 40 normal frames of FIRST, then 60 of SECOND, 60
 of FIRST and 60 of SECOND, with a drawn defect in every third frame after the first 40. Per segment: defects
-flagged, normal frames flagged, image AUROC of the calibrated score; the node's product_changes and normal_moved.
+flagged, normal frames flagged, image AUROC of the calibrated score; the node's product_changes, normal_moved and
+normal_recalled.
 
     python docs/ablation_runs/changeover/alternating.py VARIANT FIRST SECOND [OUT.json]   # ~2.5 min on 2 CPU cores
 
@@ -78,6 +79,7 @@ def main(variant: str, first: str, second: str, out: str | None) -> None:
     cells = "; ".join(f"{s['defects_flagged']}/{s['defects']}, {s['normal_flagged']}/{s['normal']}, "
                       f"{s['image_auroc']:.3f}" for s in segments)
     print(f"| {first} <-> {second} | {variant} | {counters['product_changes']} | {counters['normal_moved']} | "
+          f"{counters['normal_recalled']} | "
           f"{cells} | {time.monotonic() - t0:.0f} s |")
     if out:
         with open(out, "w") as f:

@@ -2,9 +2,10 @@
 changeover (edge.detector's move rules, docs/ablations.md sections 47 and 51)? 40 frames of TEXTURE (256 px crops,
 default config), then FRAMES frames with a flat skin-coloured patch, shaded left to right, over the top COVER share
 of the frame, then 20 frames of TEXTURE again. Prints, per (cover, frames): the frame at which the camera's normal
-moved (none: -), the covered frames' largest novel share, and how many of the 20 frames after were flagged (> 3.0).
+moved (none: -), the covered frames' largest novel share, how many of the 20 frames after were flagged (> 3.0), and
+the one of them that took the camera's kept surface back (section 52; none: -).
 
-    python docs/ablation_runs/changeover/occlusion.py [TEXTURE]   # ~4 min on 2 CPU cores
+    python docs/ablation_runs/changeover/occlusion.py [TEXTURE]   # ~6 min on 2 CPU cores
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ def covered(frame: np.ndarray, share: float) -> np.ndarray:
     return out
 
 
-def run(src: np.ndarray, share: float, frames: int) -> tuple[str, float, int]:
-    """(moved at, largest novel share while covered, frames flagged of the 20 after) of one camera."""
+def run(src: np.ndarray, share: float, frames: int) -> tuple[str, float, int, str]:
+    """(moved at, largest novel share while covered, frames flagged of the 20 after, the one that recalled) of one
+    camera."""
     rng, det = np.random.default_rng(0), Detector(SSDNetConfig(), "cpu")
     shares, judge = [], det._surface_moved
     det._surface_moved = lambda novel: shares.append(0.0 if novel is None else float(novel)) or judge(novel)
@@ -42,17 +44,18 @@ def run(src: np.ndarray, share: float, frames: int) -> tuple[str, float, int]:
     for t in range(frames):
         if det.process(covered(crop(), share)).normal_moved:
             moved = str(t + 1)
-    return moved, max(shares[start:]), sum(det.process(crop()).calibrated > 3.0 for _ in range(20))
+    after = [det.process(crop()) for _ in range(20)]
+    recalled = next((str(t + 1) for t, d in enumerate(after) if d.normal_recalled), "-")
+    return moved, max(shares[start:]), sum(d.calibrated > 3.0 for d in after), recalled
 
 
 def main(name: str) -> None:
     torch.set_num_threads(1)
     src = texture(name, 320, np.random.default_rng(1))
-    print(f"| {name}: cover, frames | moved at | largest novel share | after: flagged of 20 |")
-    for share in (0.5, 0.9):
-        for frames in (4, 8):
-            moved, novel, flagged = run(src, share, frames)
-            print(f"| {share:.0%}, {frames} | {moved} | {novel:.2f} | {flagged} |", flush=True)
+    print(f"| {name}: cover, frames | moved at | largest novel share | after: flagged of 20 | after: recalled at |")
+    for share, frames in ((0.5, 4), (0.5, 8), (0.9, 4), (0.9, 8), (0.9, 24)):
+        moved, novel, flagged, recalled = run(src, share, frames)
+        print(f"| {share:.0%}, {frames} | {moved} | {novel:.2f} | {flagged} | {recalled} |", flush=True)
 
 
 if __name__ == "__main__":
