@@ -311,8 +311,9 @@ class MemoryConfig(StrictModel):
                                      "frames in a row: its normal has moved (a product changeover nobody "
                                      "announced) and the camera starts afresh, as the calibration's rule does "
                                      "later (docs/ablations.md section 51); null: the calibration's rule alone")
-    move_frames: int = Field(5, ge=1, le=10_000, description="frames in a row beyond `move_novel` that move the "
-                             "camera's normal")
+    move_frames: int = Field(2, ge=1, le=10_000, description="frames in a row beyond `move_novel` that move the "
+                             "camera's normal (section 53: 2 halves the false events before a move against 5; 1 "
+                             "also moves on a single odd frame and a 0.4x lighting step)")
     recall_surfaces: int = Field(2, ge=0, le=16, description="a camera whose normal moved keeps this many of the "
                                  "surfaces it knew (weights, memory, calibration: ~8-25 MB each, in memory, for the "
                                  "run): a frame `move_novel` novel to its memory and at most `recall_novel` "

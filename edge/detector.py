@@ -17,7 +17,7 @@ search can only raise the map (edge.scoring), so a defect there cannot vouch for
 Its normal frames also teach it how its maps run near the frame's border (edge.border): from its
 `border.min_frames`-th normal frame on, the map (and an image score taken from it) is corrected for that.
 `reset()` forgets weights, memory, calibration and border profile; `state_dict()` holds them (a checkpoint).
-A source whose normal moves (a product changeover: 5 frames in a row mostly novel to its memory, or most recent
+A source whose normal moves (a product changeover: 2 frames in a row mostly novel to its memory, or most recent
 scores far from its normal, edge.calibration) is reset by the frame that shows it, and keeps what it knew of the
 surface it left (`memory.recall_surfaces`, for the run): a frame novel to its memory and not to a kept surface's
 (`memory.recall_novel`) resumes that surface at once (a product back after another), and is judged as its frame.

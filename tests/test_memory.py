@@ -716,8 +716,8 @@ def test_a_burst_of_defects_is_no_changeover():
 
 @pytest.mark.parametrize("surfaces", [2, 0])
 def test_a_product_back_after_another_resumes_what_the_camera_knew_of_it(surfaces):
-    """Brick, then gravel (the camera moves at its 5th frame), then brick again (section 52): the first brick frame
-    is novel to gravel's memory and not to brick's kept surface, so brick resumes with that frame, judged
+    """Brick, then gravel (the camera moves at its `move_frames`-th frame), then brick again (section 52): the first
+    brick frame is novel to gravel's memory and not to brick's kept surface, so brick resumes with that frame, judged
     against brick's memory and calibration, and gravel is kept in its place; then gravel is recalled just the same.
     Without kept surfaces (`recall_surfaces` 0) the brick frame is judged against gravel's memory, novel to it."""
     rng = np.random.default_rng(0)
@@ -726,7 +726,8 @@ def test_a_product_back_after_another_resumes_what_the_camera_knew_of_it(surface
 
     det = on_brick(parse_config(SSDNetConfig, {"memory": {"recall_surfaces": surfaces}}), crop, brick)
     moved = [det.process(crop(gravel)).normal_moved for _ in range(30)]
-    assert moved.index(True) == 4 and det.memory.ready and len(det.shelf) == min(surfaces, 1)
+    assert moved.index(True) == det.cfg.memory.move_frames - 1
+    assert det.memory.ready and len(det.shelf) == min(surfaces, 1)
     d = det.process(crop(brick))
     assert d.normal_recalled == bool(surfaces) and not d.normal_moved
     if not surfaces:
@@ -743,7 +744,7 @@ def test_a_product_back_after_another_resumes_what_the_camera_knew_of_it(surface
 
 
 def test_a_camera_moved_by_a_passing_cover_takes_its_surface_back():
-    """Something covers the view for 8 frames (a hand at the lens): the camera moves at its 5th frame; the first
+    """Something covers the view for 8 frames (a hand at the lens): the camera moves at its `move_frames`-th; the first
     brick frame after it, to which the new memory cannot vouch yet, shows brick's kept surface, which resumes
     (section 52), and the cover's half-learnt state is not kept."""
     rng = np.random.default_rng(0)
@@ -752,7 +753,8 @@ def test_a_camera_moved_by_a_passing_cover_takes_its_surface_back():
 
     det = on_brick(SSDNetConfig(), crop, brick)
     hand = np.clip(rng.normal((200, 150, 130), 6, (8, 128, 128, 3)), 0, 255).astype(np.uint8)
-    assert [det.process(f).normal_moved for f in hand] == [False] * 4 + [True] + [False] * 3
+    n = det.cfg.memory.move_frames
+    assert [det.process(f).normal_moved for f in hand] == [False] * (n - 1) + [True] + [False] * (8 - n)
     assert not det.memory.ready
     d = det.process(crop(brick))
     assert d.normal_recalled and not d.calibrating and d.calibrated < 3.0 and det.memory.ready and not det.shelf
