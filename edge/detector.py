@@ -335,7 +335,7 @@ class Detector:
         if self.backend.name != "torch":
             self.backend.update_weights(self.fitter.model.state_dict())
 
-    def process(self, image: np.ndarray, recall: bool = True) -> Detection:
+    def process(self, image: np.ndarray, *, recall: bool = True) -> Detection:
         """Fit on and score one uint8 HxWx3 RGB frame of any size from MIN_SIDE up (edge.frames: FrameError
         below, scaled down above `max_pixels`); `fit.budget_ms` bounds the warm fit, `fit.frame_budget_ms`
         the whole call (both through the scheduler, which only ever shortens the warm fit). A frame that shows a

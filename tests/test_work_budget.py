@@ -7,6 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.config import SSDNetConfig
+from edge.memory import footprint_mb
+from edge.scoring import knn_dim
 from pipeline import admission
 from pipeline import protocol as P
 from pipeline.admission import Rejected, WorkBudget
@@ -99,3 +102,14 @@ def test_the_graphs_held_leave_less_room_for_waiting_frames(graph_per_size):
     n._fit_queue_budget()
     assert n.pending.waiting()["cam1"] == (1 if graph_per_size else 3)
     assert n.counters.rejected["memory_budget"] == (2 if graph_per_size else 0)
+
+
+@pytest.mark.parametrize("kept", [2, 0])
+def test_a_camera_s_model_counts_the_surfaces_it_may_keep(kept):
+    """A camera whose normal moved keeps up to `memory.recall_surfaces` states (weights and memory) beside its own
+    (edge.detector, section 52): the estimate counts each as one more model; without a memory none is kept."""
+    cfg = {"memory": {"recall_surfaces": kept}}
+    own = footprint_mb(SSDNetConfig().memory, knn_dim(SSDNetConfig().score)) * MB  # MODEL_MB is 0 here
+    assert EdgeNode(NodeConfig(ssdnet=cfg), (), FastDetector).budget.model == pytest.approx((1 + kept) * own)
+    off = {"memory": {"recall_surfaces": kept, "size_mb": 0}}
+    assert EdgeNode(NodeConfig(ssdnet=off), (), FastDetector).budget.model == 0
