@@ -97,6 +97,12 @@ def frame_cells(grid: torch.Tensor, x: torch.Tensor, height: int, width: int) ->
     return valid
 
 
+def novel_share(dist: torch.Tensor, typical: float, ratio: float) -> torch.Tensor:
+    """The share of a frame's cells (their memory distances `dist`) beyond `ratio` x a memory's typical distance: its
+    novel cells (a float32 scalar)."""
+    return (dist.float() > ratio * typical).float().mean()
+
+
 def not_outlying(own: torch.Tensor, own_frame: torch.Tensor, mads: float) -> torch.Tensor:
     """(gh, gw) bool: the cells of the self-similarity grid `own` at most `mads` robust stds (1.4826 MAD) above the
     median of `own_frame` (its values on the frame's cells)."""
@@ -221,8 +227,8 @@ class Detector:
         if self.memory is None or self.backend.features is None or self.memory.typical[1] <= 0:
             return None
         own, dist = self.backend.memory_maps[0]
-        dist = dist[frame_cells(own, x, height, width)].float()
-        return (dist > self.cfg.memory.novel_ratio * self.memory.typical[1]).float().mean()
+        cells = dist[frame_cells(own, x, height, width)]
+        return novel_share(cells, self.memory.typical[1], self.cfg.memory.novel_ratio)
 
     def _surface_moved(self, novel: torch.Tensor | None) -> bool:
         """Whether `memory.move_frames` frames in a row, this one last, were `memory.move_novel` or more novel
@@ -252,9 +258,9 @@ class Detector:
         valid = frame_cells(self.backend.memory_maps[0, 0], x, height, width)[::2, ::2]
         shares = []
         for surface in self.shelf:
-            bank = surface.state["memory"]["bank"].to(self.device)
+            bank = surface.state["memory"]["bank"]  # on the memory's device: a copy of its own state
             dist, _ = memory_distance(feats, bank, torch.tensor(len(bank)), mcfg.k)
-            shares.append(float((dist[0, 0][valid] > mcfg.novel_ratio * surface.typical).float().mean()))
+            shares.append(float(novel_share(dist[0, 0][valid], surface.typical, mcfg.novel_ratio)))
         best = int(np.argmin(shares))
         if shares[best] > mcfg.recall_novel:
             return False
