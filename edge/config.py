@@ -315,10 +315,11 @@ class MemoryConfig(StrictModel):
                              "camera's normal (section 53: 2 halves the false events before a move against 5; 1 "
                              "also moves on a single odd frame and a 0.4x lighting step)")
     recall_surfaces: int = Field(2, ge=0, le=16, description="a camera whose normal moved keeps this many of the "
-                                 "surfaces it knew (weights, memory, calibration: ~8-25 MB each, in memory, for the "
-                                 "run): a frame `move_novel` novel to its memory and at most `recall_novel` "
-                                 "novel to one of theirs resumes that one at once, a product back after another "
-                                 "(docs/ablations.md section 52); 0: a moved camera forgets them")
+                                 "surfaces it knew (weights, memory, calibration: ~8-25 MB each, in memory and in its "
+                                 "checkpoint: docs/ablations.md section 55): a frame `move_novel` novel to its "
+                                 "memory and at most `recall_novel` novel to one of theirs resumes that one at once, "
+                                 "a product back after another (docs/ablations.md section 52); 0: a moved camera "
+                                 "forgets them")
     recall_novel: float = Field(0.4, ge=0.0, le=1.0, description="a frame shows a kept surface when at most this "
                                 "share of its cells are novel to that surface's memory (section 52: a product's "
                                 "frames 0.03-0.17 against their own, another product's 1.0)")

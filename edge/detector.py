@@ -19,8 +19,9 @@ Its normal frames also teach it how its maps run near the frame's border (edge.b
 `reset()` forgets weights, memory, calibration and border profile; `state_dict()` holds them (a checkpoint).
 A source whose normal moves (a product changeover: 2 frames in a row mostly novel to its memory, or most recent
 scores far from its normal, edge.calibration) is reset by the frame that shows it, and keeps what it knew of the
-surface it left (`memory.recall_surfaces`, for the run): a frame novel to its memory and not to a kept surface's
-(`memory.recall_novel`) resumes that surface at once (a product back after another), and is judged as its frame.
+surface it left (`memory.recall_surfaces`; in its `state_dict()` too, so a checkpoint keeps them): a frame novel
+to its memory and not to a kept surface's (`memory.recall_novel`) resumes that surface at once (a product back after
+another), and is judged as its frame.
 
 `Detector` is what the edge node's detector contract (`pipeline.node.Detector`) describes:
 `process(image) -> Detection`, `reset()`, `state_dict()`, `restore(state)`.
@@ -76,7 +77,7 @@ class Detection:
 
 @dataclass
 class Surface:
-    """A surface a camera knew before its normal moved: its `Detector.state_dict()` and its memory's typical
+    """A surface a camera knew before its normal moved: its `Detector.surface_state()` and its memory's typical
     distance."""
     state: dict
     typical: float
@@ -162,7 +163,12 @@ class Detector:
             self.memory.reset()
 
     def state_dict(self) -> dict:
-        """Everything the source has learned: weights, optimizer, memory, calibration (a checkpoint)."""
+        """Everything the source has learned (a checkpoint): of the surface it shows (`surface_state`), and the
+        surfaces it keeps (`shelf`: each one's state and its memory's typical distance)."""
+        return {**self.surface_state(), "shelf": [{"state": s.state, "typical": s.typical} for s in self.shelf]}
+
+    def surface_state(self) -> dict:
+        """What the source has learned of the surface it shows: weights, optimizer, memory, calibration, border."""
         return {"weights": self.fitter.state_dict(), "optimizer": self.fitter.optimizer.state_dict(),
                 "generator": self.fitter.generator.get_state(),
                 "memory": self.memory.state_dict() if self.memory is not None else None,
@@ -170,11 +176,14 @@ class Detector:
                 "border": self.border.state_dict() if self.border is not None else None}
 
     def restore(self, state: dict) -> None:
-        """Continue from a `state_dict()` (or from U-Net weights alone): the next frame gets a warm start. A state
-        that does not fit this config (another model size, a memory of another width) raises, and the source starts
-        afresh (`reset`), not half restored."""
+        """Continue from a `state_dict()` (or a `surface_state()`, or U-Net weights alone): the next frame gets a
+        warm start; the kept surfaces are the state's if it has them (a checkpoint from before them keeps none). A
+        state that does not fit this config (another model size, a memory of another width) raises, and the source
+        starts afresh (`reset`), not half restored."""
         full = "weights" in state
         try:
+            if full and "shelf" in state:
+                self._restore_shelf(state["shelf"])
             self.fitter.load_state_dict(state["weights"] if full else state)
             if full:
                 self.fitter.optimizer.load_state_dict(state["optimizer"])
@@ -190,6 +199,18 @@ class Detector:
         self._push_weights()
         version = int(state.get("model_version", 1)) if full else 1
         self.model_version = max(self.model_version, version, 1)
+
+    def _restore_shelf(self, kept: list[dict]) -> None:
+        """The kept surfaces of a checkpoint, their banks on the memory's device (the last `recall_surfaces`)."""
+        keep = self.shelf.maxlen or 0
+        shelf = [Surface(s["state"], float(s["typical"])) for s in kept[max(0, len(kept) - keep):]] if keep else []
+        for surface in shelf:
+            memory = surface.state.get("memory")
+            if self.memory is None or memory is None or memory["bank"].shape[-1] != self.memory.dim:
+                raise ValueError("a kept surface's memory does not fit this config")
+            memory["bank"] = memory["bank"].to(self.memory.bank.device)
+        self.shelf.clear()
+        self.shelf.extend(shelf)
 
     @property
     def device(self) -> torch.device:
@@ -242,7 +263,7 @@ class Detector:
     def _shelve(self) -> None:
         """Keep the camera's surface for `_recall`, if its memory is ready (a half-learnt one would admit little)."""
         if self.shelf.maxlen and self.memory is not None and self.memory.ready:
-            self.shelf.append(Surface(copy.deepcopy(self.state_dict()), self.memory.typical[1]))
+            self.shelf.append(Surface(copy.deepcopy(self.surface_state()), self.memory.typical[1]))
 
     def _recall(self, x: torch.Tensor, height: int, width: int, novel: torch.Tensor | None) -> bool:
         """Whether the last scored frame, one the camera's memory cannot vouch for (`move_novel` novel to it, or

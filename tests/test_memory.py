@@ -743,6 +743,40 @@ def test_a_product_back_after_another_resumes_what_the_camera_knew_of_it(surface
     assert not det.shelf
 
 
+@pytest.mark.parametrize("saved_with_them", [True, False])
+def test_a_checkpoint_keeps_the_surfaces_a_camera_moved_away_from(saved_with_them):
+    """A camera's checkpoint (what a node with `node.checkpoint_dir` resumes a restarted camera from) holds the
+    surfaces it kept, so brick back after gravel and a restart is recognised from its first frame, calibrated, as
+    without the restart; a checkpoint from before kept surfaces (no `shelf`) resumes gravel alone, and the brick frame
+    is judged against gravel's memory, novel to it."""
+    rng = np.random.default_rng(0)
+    brick, gravel = texture("brick", 160, np.random.default_rng(1)), texture("gravel", 160, np.random.default_rng(1))
+    crop = cropper(rng)
+    det = on_brick(SSDNetConfig(), crop, brick)
+    for _ in range(det.cfg.memory.move_frames + 20):
+        det.process(crop(gravel))
+    assert len(det.shelf) == 1 and det.memory.ready
+    saved = io.BytesIO()
+    torch.save(det.state_dict(), saved)
+    saved.seek(0)
+    state = torch.load(saved, map_location="cpu", weights_only=True)  # as the node loads a checkpoint
+    if not saved_with_them:
+        del state["shelf"]
+    restarted = Detector(SSDNetConfig(), "cpu")
+    restarted.restore(state)
+    assert len(restarted.shelf) == int(saved_with_them)
+    d = restarted.process(crop(brick))
+    assert d.normal_recalled == saved_with_them and not d.normal_moved
+    if saved_with_them:
+        assert not d.calibrating and d.calibrated < 3.0 and len(restarted.shelf) == 1  # gravel kept in its place
+    else:
+        assert restarted.novel_run == 1
+    other = Detector(parse_config(SSDNetConfig, {"memory": {"dims": 64}}), "cpu")  # a kept bank of another width
+    with pytest.raises(ValueError, match="kept surface"):
+        other.restore({**other.state_dict(), "shelf": det.state_dict()["shelf"]})
+    assert not other.shelf
+
+
 def test_a_camera_moved_by_a_passing_cover_takes_its_surface_back():
     """Something covers the view for 8 frames (a hand at the lens): the camera moves at its `move_frames`-th; the first
     brick frame after it, to which the new memory cannot vouch yet, shows brick's kept surface, which resumes
