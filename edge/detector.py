@@ -203,12 +203,13 @@ class Detector:
     def _restore_shelf(self, kept: list[dict]) -> None:
         """The kept surfaces of a checkpoint, their banks on the memory's device (the last `recall_surfaces`)."""
         keep = self.shelf.maxlen or 0
-        shelf = [Surface(s["state"], float(s["typical"])) for s in kept[max(0, len(kept) - keep):]] if keep else []
-        for surface in shelf:
-            memory = surface.state.get("memory")
+        shelf = []
+        for s in kept[max(0, len(kept) - keep):] if keep else []:
+            memory = s["state"].get("memory")
             if self.memory is None or memory is None or memory["bank"].shape[-1] != self.memory.dim:
                 raise ValueError("a kept surface's memory does not fit this config")
-            memory["bank"] = memory["bank"].to(self.memory.bank.device)
+            memory = {**memory, "bank": memory["bank"].to(self.memory.bank.device)}  # the state given stays as it is
+            shelf.append(Surface({**s["state"], "memory": memory}, float(s["typical"])))
         self.shelf.clear()
         self.shelf.extend(shelf)
 
