@@ -202,9 +202,8 @@ class Detector:
 
     def _restore_shelf(self, kept: list[dict]) -> None:
         """The kept surfaces of a checkpoint, their banks on the memory's device (the last `recall_surfaces`)."""
-        keep = self.shelf.maxlen or 0
         shelf = []
-        for s in kept[max(0, len(kept) - keep):] if keep else []:
+        for s in kept[max(0, len(kept) - self.shelf.maxlen):]:
             memory = s["state"].get("memory")
             if self.memory is None or memory is None or memory["bank"].shape[-1] != self.memory.dim:
                 raise ValueError("a kept surface's memory does not fit this config")
