@@ -21,6 +21,8 @@ from skimage import data
 from edge.synthetic import draw_defect
 
 GOOD, DEFECTIVE, STREAM = 10, 12, 300
+MARGIN = 16  # px cut from each side of a jittered view: where a shift and a turn of up to 4 degrees bring in what the
+# product image lacks (its mirror image, whose seams a camera over a belt never shows); 0: section 54's frames
 
 
 def nut() -> tuple[np.ndarray, np.ndarray]:
@@ -64,14 +66,15 @@ OBJECTS = {  # name: (the product, its mask), the largest turn in degrees
 def jitter(image: np.ndarray, mask: np.ndarray, turn: float, rng: np.random.Generator
            ) -> tuple[np.ndarray, np.ndarray]:
     """The product as the camera sees it this time: shifted, turned by up to `turn` degrees, lit and noisy (the mask
-    moved with it)."""
+    moved with it), `MARGIN` px from each side cut away."""
     h, w = image.shape
     m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-turn, turn), 1.0)
     m[:, 2] += rng.uniform(-6, 6, 2)
     seen = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     moved = cv2.warpAffine(mask.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
     seen = seen.astype(np.float32) * rng.uniform(0.95, 1.05) + rng.normal(0, 2, seen.shape)
-    return np.clip(seen, 0, 255).astype(np.uint8), moved
+    inner = slice(MARGIN, h - MARGIN), slice(MARGIN, w - MARGIN)
+    return np.clip(seen, 0, 255).astype(np.uint8)[inner], moved[inner]
 
 
 def defective(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
