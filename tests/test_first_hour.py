@@ -163,6 +163,12 @@ def test_score_keeps_going_past_an_unreadable_file_and_calibrate_reads_a_folder_
     assert main(["calibrate", str(tmp_path / "frames"), "--fast", "--threads", "1", "--crop", "8", "4", "48", "40",
                  "--frames", "12"]) == 0
     assert "2 normal frames of" in capsys.readouterr().out
+    # --skip: a camera's first frames, which it learns on, are scored but not judged
+    assert main(["calibrate", str(tmp_path / "frames"), "--fast", "--threads", "1", "--skip", "11"]) == 0
+    out = capsys.readouterr().out
+    assert "3 normal frames of" in out and "(after the first 11)" in out
+    assert main(["calibrate", str(tmp_path / "frames"), "--fast", "--threads", "1", "--skip", "14"]) == 2
+    assert "--skip 14" in capsys.readouterr().err
 
 
 def test_calibrate_reads_a_lines_scores_jsonl_across_its_turned_over_files(tmp_path, capsys):
@@ -188,6 +194,13 @@ def test_calibrate_reads_a_lines_scores_jsonl_across_its_turned_over_files(tmp_p
     assert cal["frames"] == 100 and cal["suggested_threshold"] == pytest.approx(suggest(np.array(expected)), abs=1e-4)
     assert {name: c["frames"] for name, c in cal["cameras"].items()} == {"cam0": 50, "cam1": 20, "cam1@brick": 30}
     assert cal["cameras"]["cam1@brick"]["max"] == pytest.approx(1.9) and "2 camera(s) (3 with their products)" in out
+    # --skip N: each camera's and product's first N frames left out (calibrating or not; a changeover is learnt
+    # afresh), as for a folder
+    assert main(["calibrate", str(path), "--skip", "15", "--out", str(tmp_path / "skip")]) == 0
+    cal = json.loads((tmp_path / "skip" / "calibration.json").read_text())
+    assert {name: c["frames"] for name, c in cal["cameras"].items()} == {"cam0": 45, "cam1": 15, "cam1@brick": 15}
+    assert main(["calibrate", str(path), "--skip", "60"]) == 2
+    assert "100 left out by --skip 60" in capsys.readouterr().err
     assert main(["calibrate", str(path), "--fast"]) == 2
     assert "drop --fast" in capsys.readouterr().err
     single = tmp_path / "single.jsonl"  # `ssdnet score`'s records: single images, no camera normal

@@ -11,11 +11,13 @@ so the scores are the ones the node will compute; `--fast` (nothing fitted) give
 scores as the default config (the score comes from the self-similarity map) in a fraction of the
 time. `--out DIR` writes every frame's score to DIR/scores.jsonl (and with `--overlays` its
 overlay). More frames give a steadier threshold: below 50 the suggestion is about the highest
-score seen.
+score seen. `--skip N` leaves a camera's first N frames out of the suggestion (scored, not judged): the frames it
+learns its product on, which on an object line raise events for its first ~100 (docs/ablations.md section 56).
 
 `ssdnet calibrate OUT/scores.jsonl` reads a running line's scores instead (`sinks.scores: true`; its turned-over
 files too): nothing is scored again, the node's calibrated scores are taken as they are (a camera's first frames,
-marked `calibrating`, left out), with the same suggestion over every camera and each camera's own quantiles. The
+marked `calibrating`, and with `--skip N` each camera's (and product's) first N, left out), with the same suggestion
+over every camera and each camera's own quantiles. The
 line should have run on normal production: a defect rate above 1 - `--quantile` raises the suggestion.
 """
 from __future__ import annotations
@@ -96,7 +98,7 @@ def _cmd(args: argparse.Namespace) -> int:
                 break
             d = det.process(cap.image)
             seq = seen = seen + 1
-            if not d.calibrating:  # the first frames set the camera's normal: not judged against it
+            if not d.calibrating and seq >= args.skip:  # the first frames set the camera's normal: not judged
                 scores.append(float(d.calibrated))
             bar.update(1)
             bar.set_postfix(score=f"{d.calibrated:.2f}")
@@ -115,12 +117,13 @@ def _cmd(args: argparse.Namespace) -> int:
         reader.close()
         if log is not None:
             log.close()
+    first = max(cfg.calibration.min_frames, args.skip)
     if not scores:
         print(f"ssdnet calibrate: {seen + 1} frame(s) read from {args.source}: too few to judge against the camera's "
-              f"own normal (its first {cfg.calibration.min_frames} set it)", file=sys.stderr)
+              f"own normal (its first {cfg.calibration.min_frames} set it; --skip {args.skip})", file=sys.stderr)
         return 2
-    _report(np.array(scores), f"{len(scores)} normal frames of {args.source} (after the first "
-            f"{cfg.calibration.min_frames})", threshold, args, out)
+    _report(np.array(scores), f"{len(scores)} normal frames of {args.source} (after the first {first})", threshold,
+            args, out)
     return 0
 
 
@@ -171,7 +174,8 @@ def _from_scores(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     cameras: dict[str, list[float]] = {}
-    threshold, skipped = DEFAULT_THRESHOLD, 0
+    seen: dict[str, int] = {}  # each camera's (and product's) frames so far, for --skip
+    threshold, skipped, held = DEFAULT_THRESHOLD, 0, 0
     files = JsonLines.files(args.source)
     if not files:
         print(f"ssdnet calibrate: {args.source} does not exist", file=sys.stderr)
@@ -182,15 +186,22 @@ def _from_scores(args: argparse.Namespace) -> int:
         except (ValueError, KeyError, TypeError):
             skipped += 1  # not a score record
             continue
-        if rec.get("calibrating") is True or "image" in rec or not np.isfinite(score):
-            continue  # a camera's first frames, or `ssdnet score`'s single images: no camera normal
+        if "image" in rec or not np.isfinite(score):
+            continue  # `ssdnet score`'s single images: no camera normal
         product = rec.get("product")  # a camera's products apart: <camera>@<product>, as its checkpoints are named
         name = str(rec.get("source", "-")) + (f"@{product}" if product is not None else "")
-        cameras.setdefault(name, []).append(score)
+        seen[name] = seen.get(name, 0) + 1
+        if rec.get("calibrating") is True:
+            continue  # a camera's first frames: they set its normal
         threshold = current
+        if seen[name] <= args.skip:
+            held += 1
+            continue
+        cameras.setdefault(name, []).append(score)
     if not cameras:
         print(f"ssdnet calibrate: no calibrated frame scores in {', '.join(map(str, files))} "
-              f"({skipped} record(s) without a score); a line writes them with sinks.scores: true", file=sys.stderr)
+              f"({skipped} record(s) without a score, {held} left out by --skip {args.skip}); a line writes them "
+              "with sinks.scores: true", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else None
     if out is not None:
@@ -221,6 +232,9 @@ def add_parser(sub) -> None:
     p.add_argument("--line", help="the line config whose node.ssdnet scores the frames (recommended)")
     add_common(p)
     p.add_argument("--frames", type=at_least(1), help="score at most this many frames")
+    p.add_argument("--skip", type=at_least(0), default=0,
+                   help="leave each camera's first N frames out of the suggestion (scored, not judged): the frames "
+                        "it learns on; an object line's first ~100 raise events (docs/ablations.md section 56)")
     p.add_argument("--crop", type=int, nargs=4, metavar=("X", "Y", "W", "H"),
                    help="cut the region of interest out of the frames as the camera's `crop` does (before --resize)")
     p.add_argument("--resize", type=int, nargs=2, metavar=("W", "H"), help="resize frames as the camera does")
