@@ -1,7 +1,8 @@
 """An object line, which the dev sets lack: four object categories in MVTec-AD layout, each a product seen again and
-again with a small jitter (a shift of up to 6 px, a turn of up to 4 degrees, brightness 0.95-1.05, sensor noise),
-10 good and 12 defective test frames (edge.synthetic's scratch, stain and hole, drawn on the object only) and a
-folder of 300 normal frames per category (warm-up, and the false-event probe `false_events.py`).
+again with a small jitter (a shift of up to 6 px, a turn of up to 4 degrees, brightness 0.95-1.05, sensor noise;
+`MARGIN` px cut from each side of the view), 10 good and 12 defective test frames (edge.synthetic's scratch, stain
+and hole, drawn on the object only) and a folder of 300 normal frames per category (warm-up, and the false-event
+probe `false_events.py`).
 
     python docs/ablation_runs/objects/make_objects.py OUT   # OUT/objects (the test set), OUT/objects-stream
 
@@ -22,7 +23,8 @@ from edge.synthetic import draw_defect
 
 GOOD, DEFECTIVE, STREAM = 10, 12, 300
 MARGIN = 16  # px cut from each side of a jittered view: where a shift and a turn of up to 4 degrees bring in what the
-# product image lacks (its mirror image, whose seams a camera over a belt never shows); 0: section 54's frames
+# product image lacks (its mirror image, whose seams a camera over a belt never shows; nut_turned's any turn brings in
+# only the plain belt's); 0: section 54's frames (docs/ablations.md section 56)
 
 
 def nut() -> tuple[np.ndarray, np.ndarray]:
