@@ -1,10 +1,11 @@
 """An object line, which the dev sets lack: four object categories in MVTec-AD layout, each a product seen again and
 again with a small jitter (a shift of up to 6 px, a turn of up to 4 degrees, brightness 0.95-1.05, sensor noise;
-`MARGIN` px cut from each side of the view), 10 good and 12 defective test frames (edge.synthetic's scratch, stain
-and hole, drawn on the object only) and a folder of 300 normal frames per category (warm-up, and the false-event
-probe `false_events.py`).
+`MARGIN` px cut from each side of the view), 10 good and 12 defective test frames by default (edge.synthetic's
+scratch, stain and hole, drawn on the object only) and a folder of 300 normal frames per category (warm-up, and the
+false-event probe `false_events.py`).
 
     python docs/ablation_runs/objects/make_objects.py OUT   # OUT/objects (the test set), OUT/objects-stream
+    python docs/ablation_runs/objects/make_objects.py OUT 20 60 0   # GOOD DEFECTIVE STREAM frames: as MVTec's sizes
 
 Objects: `nut` (a hex nut rendered on a dark belt, its face gravel's grain, as MVTec's metal_nut without the turns),
 `nut_turned` (the same nut at any turn, as MVTec's metal_nut), `cup` (scikit-image's coffee photo), `coins`
@@ -21,7 +22,6 @@ from skimage import data
 
 from edge.synthetic import draw_defect
 
-GOOD, DEFECTIVE, STREAM = 10, 12, 300
 MARGIN = 16  # px cut from each side of a jittered view: where a shift and a turn of up to 4 degrees bring in what the
 # product image lacks (its mirror image, whose seams a camera over a belt never shows; nut_turned's any turn brings in
 # only the plain belt's); 0: section 54's frames (docs/ablations.md section 56)
@@ -90,17 +90,17 @@ def defective(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> 
     raise RuntimeError("no defect fits on the object")
 
 
-def main(out: Path) -> None:
+def main(out: Path, n_good: int = 10, n_defective: int = 12, n_stream: int = 300) -> None:
     for name, (make, turn) in OBJECTS.items():
         rng = np.random.default_rng(len(name))  # each category's own frames, whatever the others
         product, body = make()
         test = out / "objects" / name
-        for i in range(GOOD):
+        for i in range(n_good):
             seen, _ = jitter(product, body, turn, rng)
             path = test / "test" / "good" / f"{i:03d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(path), seen)
-        for i in range(DEFECTIVE):
+        for i in range(n_defective):
             seen, moved = jitter(product, body, turn, rng)
             image, where = defective(seen, moved, rng)
             path = test / "test" / "drawn" / f"{i:03d}.png"
@@ -111,10 +111,10 @@ def main(out: Path) -> None:
             cv2.imwrite(str(gt), where.astype(np.uint8) * 255)
         stream = out / "objects-stream" / name
         stream.mkdir(parents=True, exist_ok=True)
-        for i in range(STREAM):
+        for i in range(n_stream):
             cv2.imwrite(str(stream / f"{i:04d}.png"), jitter(product, body, turn, rng)[0])
         print(name, product.shape)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *map(int, sys.argv[2:5]))
