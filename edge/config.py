@@ -359,6 +359,13 @@ class CalibrationConfig(StrictModel):
                                      "most of the last window // 4, the normal has moved (a product changeover) and "
                                      "the camera starts afresh (docs/ablations.md section 47); null: every frame "
                                      "counts and the camera never starts afresh (before section 18)")
+    memory_share: float | None = Field(0.5, gt=0.0, le=1.0, description="the statistics read the scores seen "
+                                       "while the camera's memory counted at least this share of its weight in the "
+                                       "score now (and the last `memory_scores`): its entry and its growing weight "
+                                       "move the score (docs/ablations.md section 59); null: every score counts "
+                                       "(before section 59)")
+    memory_scores: int = Field(32, ge=1, description="with `memory_share`, the statistics read at least this many "
+                               "of the latest scores (a median and MAD of fewer are noisy)")
 
 
 MIN_SIDE = 32  # the smallest frame side the scorer takes (the 8x8 grid's patches are then 8 px)

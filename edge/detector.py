@@ -387,7 +387,8 @@ class Detector:
             if score_map is not None:
                 score = top_mean(score_map, self.cfg.score.image_score_quantile)
         score_ms = (time.perf_counter() - t0) * 1000
-        calibrating, calibration = self.calibrator.calibrating, self.calibrator.stats()
+        weight = self.memory.blend[1] if self.memory is not None else 0.0  # the memory's weight in this score
+        calibrating, calibration = self.calibrator.calibrating, self.calibrator.stats(weight)
         calibrated = (score - calibration[0]) / calibration[1]
         # a frame far above the camera's normal teaches nothing (no warm fit, no memory), so neither does its
         # defect; while calibrating the prior is too rough a guess to hold learning back on
@@ -397,7 +398,7 @@ class Detector:
             return replace(self.process(image, recall=False), normal_recalled=True)
         if stats is None:
             stats = FitStats(0, 0.0, float("nan")) if suspect else self.fit(x)
-        moved = self.calibrator.observe(score)
+        moved = self.calibrator.observe(score, weight)
         moved = self._surface_moved(novel) or moved
         if border is not None and not suspect:
             border.observe(own_map)

@@ -44,6 +44,29 @@ def test_a_good_frame_gets_no_boxes_glued_to_its_borders_and_a_defect_gets_one()
     assert region.bbox == (150, 100, 30, 30) and region.peak == pytest.approx(0.9)
 
 
+def test_an_event_says_where_even_when_its_map_stays_under_the_threshold():
+    # the score reads the feature distance before the map's spacing term, so a frame can be an event whose map
+    # peaks under the threshold (the demo's grass #31: score 5.9, map 2.4): it had no box
+    amap = border_map()
+    amap[100:130, 150:180], amap[20:26, 40:46] = 0.65, 0.6
+    assert find_regions(amap, 3.0, 16, min_peak=0.73) == ()
+    (region,) = find_regions(amap, 3.0, 16, min_peak=0.73, event=True)  # the highest-peaked component
+    assert region.bbox == (150, 100, 30, 30) and region.peak == pytest.approx(0.65)
+    amap[20:26, 40:46] = 0.9  # a component that reaches the threshold: only it, as for any frame
+    assert [r.bbox for r in find_regions(amap, 3.0, 16, min_peak=0.73, event=True)] == [(40, 20, 6, 6)]
+    assert find_regions(amap, 3.0, 16, max_regions=0, min_peak=0.95, event=True) == ()
+
+
+def test_a_defect_over_much_of_the_frame_is_outlined_where_the_map_passes_the_threshold():
+    # real-dev's frays after 200 warm-up frames: maps peaking at 6.3-6.9 with not one pixel 3 std above their mean
+    amap = border_map()
+    amap[:, :150] = 0.9  # nearly half the frame
+    assert not ((amap - amap.mean()) > 3.0 * amap.std()).any()
+    (region,) = find_regions(amap, 3.0, 16, min_peak=0.73)
+    assert region.bbox == (0, 0, 150, 240) and region.peak == pytest.approx(0.9)
+    assert find_regions(amap, 3.0, 16) == ()  # without the threshold: the frame's own spread alone
+
+
 def test_overlays_share_one_colour_scale_so_a_good_frame_stays_blue():
     image = np.full((64, 64, 3), 128, np.uint8)
     good = annotated_overlay(None, np.full((64, 64), 0.35, np.float32), 0.4, 0.73)

@@ -445,6 +445,35 @@ def test_after_a_changeover_either_way_the_calibration_is_the_new_product_s(new_
     assert restored.stats() == cal.stats() and list(restored.recent) == list(cal.recent)
 
 
+@pytest.mark.parametrize("share", [0.5, None])
+def test_once_the_memory_counts_the_calibration_reads_the_scores_made_with_it(share):
+    """real-dev's 50 warm-up frames, drawn: 16 scored by the frame alone (0.77 +- 0.06), then the memory enters the
+    score, its weight growing with its fill (the blend's b (frames / 50) ** 2.5), and the normal score falls to 0.60
+    +- 0.02; then defects at 0.70 (five noise widths). Calibrated from every score, the frame-alone ones keep the
+    median and the spread up and the defects pass threshold 3 only rarely; from those made while the memory counted
+    at least half as much as now, each one does, and no normal frame."""
+    cal, rng = ScoreCalibrator(CalibrationConfig(memory_share=share)), np.random.default_rng(0)
+    for _ in range(16):
+        cal.observe(0.77 + rng.normal(0, 0.06), 0.0)
+    for frames in range(17, 51):
+        cal.observe(0.6 + rng.normal(0, 0.02), (frames / 50) ** 2.5)
+    normal = [cal.calibrate(0.6 + rng.normal(0, 0.02), 1.0) for _ in range(20)]
+    defects = [cal.calibrate(0.70 + rng.normal(0, 0.01), 1.0) for _ in range(20)]
+    if share is None:
+        assert sum(d > 3.0 for d in defects) <= 2
+        return
+    assert all(d > 3.0 for d in defects) and not any(n > 3.0 for n in normal)
+    assert cal.stats(0.0) != cal.stats(1.0)  # a camera without its memory in the score reads every score
+    restored = ScoreCalibrator(cal.cfg)
+    restored.load_state_dict(cal.state_dict())
+    assert restored.stats(1.0) == cal.stats(1.0)
+    old = ScoreCalibrator(cal.cfg)  # a checkpoint from before the weights: its scores count as weight 0's, so once
+    old.load_state_dict({"scores": list(cal.scores), "recent": list(cal.recent)})  # the memory counts, the last 32
+    last = ScoreCalibrator(CalibrationConfig(memory_share=None))
+    last.load_state_dict({"scores": list(cal.scores)[-cal.cfg.memory_scores:]})
+    assert old.stats(0.0) == cal.stats(0.0) and old.stats(1.0) == last.stats() != old.stats(0.0)
+
+
 def test_the_first_frames_are_calibrating_against_the_prior():
     cfg = CalibrationConfig(min_frames=5, prior_median=0.6, prior_scale=0.05)
     cal = ScoreCalibrator(cfg)

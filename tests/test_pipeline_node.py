@@ -360,6 +360,27 @@ def test_a_camera_whose_normal_moves_is_counted_and_logged(tmp_path, caplog):
         sub.close()
 
 
+class UnderMapDetector(FastDetector):
+    """Every frame an event (calibrated score 5) whose map peaks at 2, under the threshold, in one 8 px square."""
+
+    def process(self, image):
+        d = super().process(image)
+        d.anomaly_map = np.zeros(image.shape[:2], np.float32)
+        d.anomaly_map[16:24, 32:40], d.calibrated = 2.0, 5.0
+        return d
+
+
+def test_every_event_carries_a_region_even_when_its_map_stays_under_the_threshold(tmp_path):
+    with line(tmp_path, frames=4, fps=100, queue_depth=64, factory=UnderMapDetector) as ln:
+        sub = subscriber(ln, (b"event/", b"eos/"))
+        events = [m.header for m in collect(sub) if m.kind == "event"]
+        assert len(events) == 4
+        for e in events:
+            (region,) = e.regions
+            assert region.bbox == (32, 16, 8, 8) and region.peak == pytest.approx(2.0)
+        sub.close()
+
+
 def test_the_run_s_summary_says_how_often_each_camera_s_normal_moved(tmp_path):
     cam = {"kind": "synthetic", "size": 48, "fps": 50, "frames": 6, "textures": ["grass"]}
     cfg = LineConfig.model_validate({"sources": [{**cam, "name": "cam0"}, {**cam, "name": "cam1"}],
