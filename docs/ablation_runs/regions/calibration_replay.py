@@ -37,7 +37,7 @@ def replay(result: dict, cfg: CalibrationConfig) -> tuple[np.ndarray, np.ndarray
 
 def replay_normal(result: dict, cfg: CalibrationConfig) -> np.ndarray:
     cal, calibrated = ScoreCalibrator(cfg), []
-    for raw, weight in zip(result["raw"], result["weights"]):
+    for raw, weight in zip(result["raw"], result["weights"], strict=True):
         calibrated.append(cal.calibrate(raw, weight))
         cal.observe(raw, weight)
     return np.array(calibrated)
@@ -45,6 +45,9 @@ def replay_normal(result: dict, cfg: CalibrationConfig) -> np.ndarray:
 
 result = json.load(open(sys.argv[1]))
 normal = "raw" in result
+if "weights" not in result and not all(len(f) > 6 for f in result.get("frames", [[]])):
+    sys.exit(f"{sys.argv[1]} was recorded without the memory's weight in each score: record it again (section 59's "
+             "real_w50_sec58.json, normal_cup_sec58.json and every *_sec59.json have it)")
 recorded = np.array(result["calibrated"] if normal else [f[2] for f in result["frames"]])
 for override in [None, *sys.argv[2:]]:
     recorded_with = json.loads(result.get("config", "{}")).get("calibration", {})

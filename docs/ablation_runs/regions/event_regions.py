@@ -58,7 +58,7 @@ def hits(boxes, mask: np.ndarray) -> bool:
 root = Path(sys.argv[1])
 warmup, n = (Path(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else (None, 0)
 det = Detector(SSDNetConfig.model_validate(json.loads(os.environ.get("CONFIG", "{}"))))
-rows, frames, warmed = [], [], {}  # frames: every test frame's category, label, calibrated score, raw score and calibration
+rows, frames, warmed = [], [], {}
 for category in list_categories(root):
     det.reset()
     warmed[category] = []
@@ -83,7 +83,8 @@ for category in list_categories(root):
 events = len(rows)
 empty = [r for r in rows if not r["regions_before"]]
 defective = [r for r in rows if r["defective"]]
-print(json.dumps(dict(dataset=str(root), warmup_frames=n, config=os.environ.get("CONFIG", "{}"), events=events, defective_events=len(defective),
+print(json.dumps(dict(dataset=str(root), warmup_frames=n, config=os.environ.get("CONFIG", "{}"),
+                      events=events, defective_events=len(defective),
                       events_without_region_before=len(empty),
                       events_without_region_after=sum(not r["regions_after"] for r in rows),
                       of_those_defective=sum(r["defective"] for r in empty),

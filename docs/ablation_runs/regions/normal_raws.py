@@ -35,4 +35,5 @@ for i, image in enumerate(frames):
     calibrated.append(round(d.calibrated, 3))
     if d.normal_moved:
         moved.append(i)
-print(json.dumps({"source": source, "config": os.environ.get("CONFIG", "{}"), "raw": raw, "calibrated": calibrated, "weights": weights, "moved_at": moved}))
+print(json.dumps({"source": source, "config": os.environ.get("CONFIG", "{}"), "raw": raw, "calibrated": calibrated,
+                  "weights": weights, "moved_at": moved}))
