@@ -9,8 +9,8 @@ docs/ablation_runs/regions/calibration_replay.py).
     [CONFIG='{"calibration": {...}}'] python docs/ablation_runs/regions/event_regions.py DATASET [WARMUP_DIR N]
     # ~1-3 min per set at N 0-50, ~10 at 200
 
-`before` is the node's rule before section 58 (`head_regions`, kept here to compare): the components 3 of the map's
-own std above its mean whose peak passes the threshold.
+`before` is the node's rule before section 58 (`head_regions`): the components 3 of the map's own std above its mean
+whose peak passes the threshold.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import os
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge.config import SSDNetConfig
@@ -33,17 +32,10 @@ THRESHOLD, REGION_THRESHOLD, MIN_AREA, MAX_REGIONS = 3.0, 3.0, 16, 32
 
 
 def head_regions(amap: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """The boxes of `find_regions(amap, 3.0, 16, 32, min_peak=3.0)` before section 58."""
-    binary = ((amap - amap.mean()) > REGION_THRESHOLD * (amap.std() + 1e-8)).astype(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    boxes = []
-    for i in 1 + np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable"):
-        x, y, w, h, area = (int(v) for v in stats[i])
-        if area < MIN_AREA or len(boxes) >= MAX_REGIONS:
-            break
-        if amap[y : y + h, x : x + w][labels[y : y + h, x : x + w] == i].max() > THRESHOLD:
-            boxes.append((x, y, w, h))
-    return boxes
+    """The boxes of `find_regions(amap, 3.0, 16, 32, min_peak=3.0)` before section 58: the components 3 of the map's
+    own std above its mean (without `min_peak` the outline is that alone), those whose peak passes the threshold."""
+    every = find_regions(amap, REGION_THRESHOLD, MIN_AREA, max_regions=amap.size)
+    return [r.bbox for r in every if r.peak > THRESHOLD][:MAX_REGIONS]
 
 
 def memory_weight(det: Detector) -> float:
