@@ -349,8 +349,12 @@ class CalibrationConfig(StrictModel):
 
     window: int = Field(200, ge=2, le=100_000, description="recent raw scores kept per camera")
     min_frames: int = Field(10, ge=1, description="frames before the camera's own statistics replace the prior")
-    prior_median: float = Field(0.6, description="raw score a camera is assumed to have while calibrating")
-    prior_scale: float = Field(0.06, gt=0.0, description="its spread (robust std) while calibrating")
+    prior_median: float = Field(0.7, description="raw score a camera is assumed to have while calibrating (and "
+                                "`ssdnet score`'s single images): the median of normal frames' scores, each of 24 "
+                                "cameras counted alike (0.6 before docs/ablations.md section 60)")
+    prior_scale: float = Field(0.1, gt=0.0, description="its spread (robust std) while calibrating: how far a "
+                               "camera's normal scores lie from that median, its own level unknown (0.06 before "
+                               "section 60: 115 of 200 normal magnetic-tile frames scored alone were events)")
     min_scale_fraction: float = Field(0.02, ge=0.0, description="the robust std is at least this fraction of "
                                       "the median (near-constant scores do not turn noise into alarms)")
     hold_out_z: float | None = Field(3.0, gt=0.0, description="a frame calibrated this far or more from the "

@@ -55,13 +55,13 @@ for override in [None, *sys.argv[2:]]:
     if normal:
         calibrated = replay_normal(result, cfg)
         if override is None and not result["moved_at"]:
-            assert np.allclose(calibrated, recorded, atol=2e-3), "the replay does not reproduce the recorded scores"
+            assert np.allclose(calibrated, recorded, rtol=1e-3, atol=2e-3), "the replay does not reproduce the recorded scores"
         print(f"{override or 'as recorded':>40}: " + "  ".join(
             f"> {t}: {(calibrated > t).sum()} ({(calibrated[100:] > t).sum()} from frame 100)" for t in THRESHOLDS))
         continue
     labels, calibrated = replay(result, cfg)
     if override is None:
-        assert np.allclose(calibrated, recorded, atol=2e-3), "the replay does not reproduce the recorded scores"
+        assert np.allclose(calibrated, recorded, rtol=1e-3, atol=2e-3), "the replay does not reproduce the recorded scores"
     good, bad = calibrated[labels == 0], calibrated[labels == 1]
     print(f"{override or 'as recorded':>40}: " + "  ".join(
         f"> {t}: {(bad > t).sum()}/{bad.size} defective, {(good > t).sum()}/{good.size} good" for t in THRESHOLDS))
