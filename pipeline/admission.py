@@ -12,6 +12,8 @@ connection is authenticated by the server key the node pinned for it (`<source n
   at all unless `node.dynamic_cameras`, and then names that are not bound elsewhere, the first
   sender binding a name, at most `node.max_dynamic_cameras` of them for the node's lifetime;
 - an input handed to `EdgeNode` without names (the Python API): the first name it sends, only that.
+A name is bound by the first message under it that passes every check, its payloads decoded (`commit`): a message
+refused for any reason binds nothing and is charged to no camera of that name.
 A frame, heartbeat or end of stream under a name bound to another connection is rejected
 (`spoofed_name`), an unlisted name is refused (`unknown_camera`, `camera_limit`).
 
@@ -30,6 +32,7 @@ Header values (after the decoder's schema checks, before any payload is decoded)
   HEARTBEAT_RATE a second in bursts of HEARTBEAT_BURST (`heartbeat_rate`: the node forwards them to every
   subscriber); an end of stream says
   frames == seq + 1 and seq is not behind the last frame seen (`eos_inconsistent`);
+- a frame whose short side is under `node.min_side` is rejected (`too_small`);
 - a frame of more than `node.max_frame_pixels` pixels (default: `ssdnet.max_pixels`) is rejected
   here with `oversize: reject` (`oversize`), before its payload is decoded; with `oversize:
   downscale` the worker scores it downscaled to that many pixels and scales the map back to the
@@ -143,6 +146,7 @@ class Ticket:
     tokens: float = 0.0
     restart: bool = False
     resync: bool = False
+    new: bool = False  # the message's name is not bound yet: `commit` binds it
     now: float = 0.0
     product: str | None = None
 
@@ -160,6 +164,7 @@ class Admission:
     max_frame_rate: float = 1000.0
     max_frame_pixels: int | None = None  # reject frames over it here (oversize: reject); None = the worker decides
     max_products: int = 64  # products a camera may name
+    min_side: int = 1  # frames with a shorter side are rejected (too_small)
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
     cameras: dict[str, Camera] = field(default_factory=dict)
@@ -175,11 +180,13 @@ class Admission:
     @classmethod
     def from_config(cls, cfg, peers: Iterable[Peer]) -> Admission:
         return cls(cfg.name, list(peers), cfg.max_dynamic_cameras, cfg.max_clock_skew_s, cfg.max_seq_step,
-                   cfg.max_frame_rate, cfg.frame_pixels if cfg.oversize == "reject" else None, cfg.max_products)
+                   cfg.max_frame_rate, cfg.frame_pixels if cfg.oversize == "reject" else None, cfg.max_products,
+                   cfg.min_side)
 
     # ---------------------------------------------------------------- identity
 
     def _identify(self, peer: Peer, header: P.Header) -> Camera:
+        """The camera `header` speaks for: bound to `peer`, or a new one `peer` may bind (not bound yet)."""
         name = header.source
         camera = self.cameras.get(name)
         if camera is not None:
@@ -189,71 +196,81 @@ class Admission:
         if name == self.node_name:
             raise Rejected("spoofed_name", f"{header.kind}/{name} from {peer}: {name} is the node's own name")
         if peer.learn_one and peer.learned is None:
-            peer.learned = name
-            return self._bind(Camera(name, peer, tokens=self.max_seq_step))
+            return Camera(name, peer, tokens=self.max_seq_step)
         if peer.dynamic:
             if self.dynamic_count >= self.max_dynamic_cameras:
                 raise Rejected("camera_limit", f"{header.kind}/{name} from {peer}: {self.dynamic_count} dynamic "
                                f"cameras already (node.max_dynamic_cameras {self.max_dynamic_cameras})")
-            self.dynamic_count += 1
-            return self._bind(Camera(name, peer, dynamic=True, tokens=self.max_seq_step))
+            return Camera(name, peer, dynamic=True, tokens=self.max_seq_step)
         hint = ("it speaks for " + ", ".join(sorted(peer.names or {peer.learned or ""})) if peer.names or peer.learned
                 else "list its cameras in node.connect_cameras or set node.dynamic_cameras: true")
         raise Rejected("unknown_camera", f"{header.kind}/{name} from {peer}: not a camera of this connection ({hint})")
 
-    def _bind(self, camera: Camera) -> Camera:
+    def _bind(self, camera: Camera) -> None:
+        camera.peer.learned = camera.name if camera.peer.learn_one else camera.peer.learned
+        self.dynamic_count += camera.dynamic
         with self._lock:
             self.cameras[camera.name] = camera
-        return camera
 
     # ---------------------------------------------------------------- header values
 
     def check(self, peer: Peer, header: P.Header) -> Ticket:
-        """The ticket of an admissible message from `peer`; raises Rejected otherwise. Binds a name
-        the peer may take (learn_one, dynamic); changes no sequence state (that is `commit`)."""
+        """The ticket of an admissible message from `peer`; raises Rejected otherwise (a frame's refusal charged to
+        its camera when the name is bound to `peer`). Changes no state: `commit` binds a new name and keeps the
+        sequence."""
         if header.kind not in ("frame", "heartbeat", "eos"):
             raise Rejected("unexpected_kind", f"{header.kind}/{header.source} from {peer}: a camera sends frame, "
                            "heartbeat and eos messages only")
         camera = self._identify(peer, header)
+        new = self.cameras.get(camera.name) is not camera
+        ticket = self._admit(camera, peer, header, camera.name if header.kind == "frame" and not new else None)
+        ticket.new = new
+        return ticket
+
+    def _admit(self, camera: Camera, peer: Peer, header: P.Header, charge: str | None) -> Ticket:
+        """`check`'s header values, each refusal charged to `charge`."""
         name, now = camera.name, self.clock()
         times = {"t_capture": header.t_capture, **{f"stamps.{k}": v for k, v in header.stamps.items()}}
         for what, t in times.items():
             if abs(t - now) > self.max_clock_skew_s:
                 raise Rejected("clock_skew", f"{header.kind}/{name}#{header.seq}: {what} {t:.6g} is {t - now:+.0f} s "
-                               f"from the node's clock (node.max_clock_skew_s {self.max_clock_skew_s:g})", name)
+                               f"from the node's clock (node.max_clock_skew_s {self.max_clock_skew_s:g})", charge)
         if header.kind == "heartbeat":
             if header.role != "source":
                 raise Rejected("forged_role", f"heartbeat/{name} from {peer}: role {header.role!r}, a camera's is "
-                               "'source'", name)
+                               "'source'", charge)
             now = self.monotonic()
             tokens = refill(camera.beat_tokens, camera.beat_refilled, now, HEARTBEAT_RATE, HEARTBEAT_BURST)
             if tokens < 1:
                 raise Rejected("heartbeat_rate", f"heartbeat/{name}: over {HEARTBEAT_RATE:g} a second (bursts of "
-                               f"{HEARTBEAT_BURST})", name)
+                               f"{HEARTBEAT_BURST})", charge)
             return Ticket(camera, "heartbeat", header.seq, tokens=tokens - 1, now=now)
         if header.kind == "eos":
             last = camera.last_seq
             if header.frames != header.seq + 1 or (last is not None and header.seq < last):
                 raise Rejected("eos_inconsistent", f"eos/{name}: frames {header.frames}, seq {header.seq} (last frame "
-                               f"seen {last}); a camera's end of stream has frames == seq + 1 >= last seq + 1", name)
+                               f"seen {last}); a camera's end of stream has frames == seq + 1 >= last seq + 1", charge)
             if last is not None and header.seq - last - 1 > self._tokens(camera, self.monotonic()):
                 raise Rejected("eos_inconsistent", f"eos/{name}: seq {header.seq} is implausibly far past the last "
-                               f"frame seen ({last})", name)
+                               f"frame seen ({last})", charge)
             return Ticket(camera, "eos", header.seq)
         if "capture" not in header.stamps:
-            raise Rejected("missing_field", f"frame/{name}#{header.seq}: no stamps.capture", name)
+            raise Rejected("missing_field", f"frame/{name}#{header.seq}: no stamps.capture", charge)
         if header.seq < 0:
-            raise Rejected("seq_range", f"frame/{name}: seq {header.seq} < 0", name)
+            raise Rejected("seq_range", f"frame/{name}: seq {header.seq} < 0", charge)
         image = next(p for p in header.payloads if p.name == "image")
+        if min(image.shape[:2]) < self.min_side:
+            raise Rejected("too_small", f"frame/{name}#{header.seq}: {image.shape[1]}x{image.shape[0]}, a side under "
+                           f"node.min_side ({self.min_side})", charge)
         pixels = image.shape[0] * image.shape[1]
         if self.max_frame_pixels is not None and pixels > self.max_frame_pixels:
             raise Rejected("oversize", f"frame/{name}#{header.seq}: {image.shape[1]}x{image.shape[0]} = {pixels} "
                            f"pixels > {self.max_frame_pixels} (node.max_frame_pixels, else ssdnet.max_pixels; "
-                           "node.oversize: reject)", name)
+                           "node.oversize: reject)", charge)
         product = header.product
         if product is not None and product not in camera.products and len(camera.products) >= self.max_products:
             raise Rejected("product_limit", f"frame/{name}#{header.seq}: product {product!r} after "
-                           f"{len(camera.products)} others (node.max_products {self.max_products})", name)
+                           f"{len(camera.products)} others (node.max_products {self.max_products})", charge)
         ticket = self._sequence(camera, header.seq)
         ticket.product = product
         return ticket
@@ -284,8 +301,11 @@ class Admission:
                        "frames continuing it resynchronise the camera", camera.name)
 
     def commit(self, ticket: Ticket) -> int:
-        """Apply an admitted message's sequence bookkeeping; returns the frames it reveals as lost."""
+        """Apply an admitted message (its payloads decoded): bind its camera's name if new, keep its sequence;
+        returns the frames it reveals as lost."""
         camera = ticket.camera
+        if ticket.new:
+            self._bind(camera)
         if ticket.kind == "heartbeat":
             camera.beat_tokens, camera.beat_refilled = ticket.tokens, ticket.now
         elif ticket.kind == "eos":

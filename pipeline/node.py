@@ -72,6 +72,10 @@ from .transport import Publisher, StopFlag, ThrottledLog, bind, connect, make_so
 log = logging.getLogger(__name__)
 INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
 RECV_BATCH = 16  # messages taken from one camera connection before the next gets its turn
+# a camera connection silent this long is connected afresh: ZeroMQ gives an endpoint up for good after a handshake
+# with something that is not a camera there (a protocol error: another program held the port a moment), and a camera
+# waits for its subscriber before it sends anything
+SILENT_RECONNECT_S = 10.0
 REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
 # frames a model must have scored since it was saved or loaded to be saved at a changeover, its camera's end of stream
 # or the node's stop: a peer that flips products or ends its stream every frame causes no checkpoint write per frame
@@ -174,6 +178,8 @@ class EdgeNode:
         self._busy = False
         self._log = ThrottledLog(log)
         self._reject_logs = {reason: ThrottledLog(log) for reason in REASONS}
+        self._ended: dict[str, dict[str, int]] = {}  # each camera's counters at its last end of stream
+        self.input_reconnects = 0  # silent camera connections connected afresh (SILENT_RECONNECT_S)
         self.server_keys = dict(server_keys or {})  # camera endpoint -> its CURVE public key (security on)
         self.peers = self._peers(inputs, input_names)
         self.admission = Admission.from_config(cfg, self.peers)
@@ -279,7 +285,9 @@ class EdgeNode:
                 if msg is not None and msg.kind == "eos":
                     self._end(msg)
                 elif msg is not None:
+                    began = time.monotonic()
                     self._process(msg)
+                    self.pending.served(msg.source, time.monotonic() - began)
                     self.credits.done(msg.source, msg.header.seq)
         finally:
             for source in list(self.detectors):
@@ -305,8 +313,13 @@ class EdgeNode:
             poller.register(sock, zmq.POLLIN)
             peers[sock] = peer
         upstream = [sock for sock in peers if sock.type == zmq.XSUB]
+        heard = dict.fromkeys(peers, time.monotonic())  # when each connection last gave a message
         try:
             while not halt.is_set():
+                now = time.monotonic()
+                for sock in [s for s, t in heard.items() if now - t > SILENT_RECONNECT_S]:
+                    self._reconnect(sock, peers[sock])
+                    heard[sock] = now
                 for source, grant in self.credits.outgoing() if upstream else ():
                     camera = self.admission.cameras.get(source)
                     for sock in upstream:  # on its camera's connection only: the others never learn its name
@@ -325,10 +338,21 @@ class EdgeNode:
                             except zmq.Again:
                                 ready.remove(sock)
                                 break
+                            heard[sock] = time.monotonic()
                             self._on_input(parts, peers[sock])
         finally:
             for sock in peers:
                 sock.close()
+
+    def _reconnect(self, sock: zmq.Socket, peer: Peer) -> None:
+        """Connect a silent camera connection afresh (its subscriptions and keys stay with the socket)."""
+        try:
+            sock.disconnect(peer.endpoint)
+        except zmq.ZMQError:
+            pass  # ZeroMQ had dropped the endpoint already
+        sock.connect(peer.endpoint)
+        self.input_reconnects += 1
+        log.debug("%s: silent for %g s, connected afresh", peer, SILENT_RECONNECT_S)
 
     def _on_input(self, parts: list[zmq.Frame], peer: Peer) -> None:
         now = time.time()
@@ -427,7 +451,8 @@ class EdgeNode:
         """The frame as the detector gets it: as is, or downscaled (aspect kept) to node.max_frame_pixels (default
         ssdnet.max_pixels) and to the pixels the memory budget leaves for its scoring next to the camera models,
         the scorer graphs held and the waiting frames, a size the camera's exported scorer holds no graph for
-        also paying for its graph (at the camera's last size when that fits and keeps the aspect); with the reason
+        also paying for its graph (there: at the camera's last size when that fits and keeps the aspect; the torch
+        scorer builds no graph, so a frame is scored at the most pixels left); with the reason
         and the line to log when downscaled. Rejected with `oversize: reject` (admission refused frames over
         max_frame_pixels already) or when the downscaled frame's short side would be under min_side."""
         source, image = msg.source, msg.arrays["image"]
@@ -452,9 +477,9 @@ class EdgeNode:
         if self.cfg.oversize == "reject" or min(height, width) * scale < self.cfg.min_side:
             narrow = "" if self.cfg.oversize == "reject" else f" (downscaled, its short side under {self.cfg.min_side})"
             raise Rejected(reason, f"{source}: a {width}x{height} frame is over {why}{narrow}", source)
-        if last is not None and last[0] * last[1] <= held and last[0] < height \
+        if self._graph_per_size and last is not None and last[0] * last[1] <= held and last[0] < height \
                 and abs(last[1] / last[0] - width / height) < 0.02 * width / height:
-            size = last[1], last[0]  # the size it was last scored at (no new scorer graph)
+            size = last[1], last[0]  # the size its exported scorer holds a graph for (no new one to build)
         else:
             size = int(width * scale), int(height * scale)
         note = f"{source}: scored a {width}x{height} frame downscaled to {size[0]}x{size[1]} ({why}; " \
@@ -536,11 +561,6 @@ class EdgeNode:
         except P.ProtocolError as e:
             self.counters.add(None, "bad_messages")
             self._refuse(e.reason, f"{source}#{h.seq}: {e}", source)
-            return
-        image = msg.arrays["image"]
-        if min(image.shape[:2]) < self.cfg.min_side:
-            self._refuse("too_small", f"{source}#{h.seq}: rejected a {image.shape[1]}x{image.shape[0]} frame "
-                         f"(min_side {self.cfg.min_side})", source)
             return
         self._changeover(msg)
         try:
@@ -637,14 +657,16 @@ class EdgeNode:
             return None
 
     def _end(self, msg: P.Message) -> None:
-        """Forward a source's end of stream, after its last result, with its final node counters, and a node
-        heartbeat; free its model.
+        """Forward a source's end of stream, after its last result, with the node's counters of the stream it ends
+        (since its previous end of stream), and a node heartbeat; free its model.
         The camera's own counters keep the room the node's leave (P.MAX_COUNTERS in all): what a camera sent within
         the protocol's limit, the node forwards within it."""
         h = msg.header
         self._keep(h.source)
         self._drop(h.source)
-        ours = self.counters.source(h.source)
+        total = self.counters.source(h.source)
+        before = self._ended.get(h.source, {})
+        ours, self._ended[h.source] = {name: n - before.get(name, 0) for name, n in total.items()}, total
         theirs, room = [name for name in h.counters if name not in ours], P.MAX_COUNTERS - len(ours)
         if len(theirs) > room:
             self._log.warning(f"{h.source}: its end of stream forwarded without {len(theirs) - room} of its "
@@ -720,9 +742,9 @@ class EdgeNode:
         return {"cameras": len(self.admission.cameras), "dynamic_cameras": self.admission.dynamic_count,
                 "models": len(self.detectors), "queued_frames": sum(self.pending.waiting().values()),
                 "queued_mb": round(queued / 2**20),
-                "memory_estimate_mb": round(self.budget.estimate(len(self.detectors), queued,
+                "memory_estimate_mb": round(self.budget.estimate(self._models(), queued,
                                                                  graphs=self._graphs()) / 2**20),
-                "rss_mb": round(self._ps.memory_info().rss / 2**20)}
+                "rss_mb": round(self._ps.memory_info().rss / 2**20), "input_reconnects": self.input_reconnects}
 
     def report(self) -> dict:
         """The final counters (`Counters.snapshot`), the scorer, refused connections, each camera's state."""

@@ -1,4 +1,5 @@
-"""The node's frames waiting to be scored: at most `queue_depth` per camera, the newest kept, cameras served in turn."""
+"""The node's frames waiting to be scored: at most `queue_depth` per camera, the newest kept, cameras served in equal
+shares of the node's time."""
 from __future__ import annotations
 
 import threading
@@ -13,9 +14,12 @@ def _nbytes(msg: P.Message) -> int:
 
 class PendingFrames:
     """Frames waiting to be scored: at most `depth` per source, the oldest dropped when a newer one
-    comes (depth 1: only the newest frame is ever scored). Sources are served in turn; a source's
-    end of stream is handed out once it has no waiting frame, i.e. after its last result. The bytes
-    waiting are counted per source (`bytes`, `total_bytes`) for the node's memory budget."""
+    comes (depth 1: only the newest frame is ever scored). Of the sources with a frame waiting, the one that has
+    used the least of the node's time (`served`) goes next, in turn when they tie: each gets an equal share of the
+    time, so a camera of large frames takes no more of it than one of small frames (a source that waited starts
+    level with the others, nothing banked while idle). A source's end of stream is handed out once it has no
+    waiting frame, i.e. after its last result. The bytes waiting are counted per source (`bytes`, `total_bytes`)
+    for the node's memory budget."""
 
     def __init__(self, depth: int = 1) -> None:
         self.depth = depth
@@ -24,10 +28,14 @@ class PendingFrames:
         self._ends: OrderedDict[str, P.Message] = OrderedDict()
         self.bytes: dict[str, int] = {}
         self.total_bytes = 0
+        self._used: dict[str, float] = {}  # seconds of the node's time each source has used (as `served` says)
+        self._level = 0.0  # the time used by the source taken last when it was taken: where a returning source starts
 
     def put(self, msg: P.Message) -> bool:
         """Add a frame; True if that pushed out an older waiting frame of its source."""
         with self._cond:
+            if msg.source not in self._frames:  # no time banked while it had nothing waiting
+                self._used[msg.source] = max(self._used.get(msg.source, 0.0), self._level)
             waiting = self._frames.setdefault(msg.source, deque())
             dropped = len(waiting) >= self.depth
             if dropped:
@@ -64,10 +72,13 @@ class PendingFrames:
         with self._cond:
             self._cond.wait_for(lambda: self._frames or self._ready_end() is not None, timeout)
             if (source := self._ready_end()) is not None:
+                self._used.pop(source, None)
                 return self._ends.pop(source)
             if not self._frames:
                 return None
-            source, waiting = next(iter(self._frames.items()))
+            source = min(self._frames, key=lambda s: self._used.get(s, 0.0))  # the first of equals: in turn
+            self._level = self._used.get(source, 0.0)
+            waiting = self._frames[source]
             msg = waiting.popleft()
             self._account(source, -_nbytes(msg))
             if waiting:
@@ -75,6 +86,11 @@ class PendingFrames:
             else:
                 del self._frames[source]
             return msg
+
+    def served(self, source: str, seconds: float) -> None:
+        """Count `seconds` of the node's time spent on a frame of `source`."""
+        with self._cond:
+            self._used[source] = self._used.get(source, 0.0) + seconds
 
     def waiting(self) -> dict[str, int]:
         """Frames waiting per source."""

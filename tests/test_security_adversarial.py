@@ -14,13 +14,15 @@ import pytest
 import zmq
 
 from adversary import control_parts, frame_parts, header, node_beat, node_line, scored, streamed, until_eos
+from pipeline import node as node_module
 from pipeline import protocol as P
 from pipeline.admission import HEARTBEAT_BURST, HEARTBEAT_RATE, RESYNC_FRAMES
-from pipeline.config import SyntheticSourceConfig
+from pipeline.config import NodeConfig, SyntheticSourceConfig
 from pipeline.flow import CREDIT_COUNTER, decode_grant
+from pipeline.node import INPUT_TOPICS, EdgeNode
 from pipeline.sinks import Subscriber
 from pipeline.sources import Camera
-from pipeline.transport import make_socket
+from pipeline.transport import Publisher, make_socket
 from test_pipeline_node import FastDetector, wait_until
 
 pytestmark = pytest.mark.security
@@ -37,6 +39,66 @@ def test_forged_end_of_stream_from_another_peer_does_not_end_the_camera(tmp_path
         assert len(eos) == 1 and eos[0].header.counters["scored"] == ln.node.counters.source("cam0")["scored"]
         wait_until(lambda: ln.node.counters.rejected["spoofed_name"] == 3)
         assert ln.node.counters.source("cam0")["rejected"] == 0  # not charged to the camera it impersonated
+
+
+def test_an_end_of_stream_carries_the_counters_of_the_stream_it_ends(tmp_path):
+    """A camera that streams again (a restart: seq from 0) gets, with its second end of stream, the second stream's
+    counters, not those since the node started."""
+    with node_line(tmp_path, frames=10, fps=40, connect_cameras={0: ["line2"]}) as ln:
+        cam = ln.intruders[0]
+        msgs = []
+        for frames, scored_by_then in ((3, 3), (2, 5)):
+            for seq in range(frames):
+                cam.send(frame_parts("line2", seq=seq))
+            wait_until(lambda n=scored_by_then: ln.node.counters.source("line2")["scored"] == n)
+            cam.send(control_parts("eos", "line2", seq=frames - 1, frames=frames))
+            msgs += until_eos(ln.sub, ("line2",))
+        ends = [m.header for m in msgs if m.kind == "eos" and m.source == "line2"]
+        assert [(e.frames, e.counters["received"], e.counters["scored"]) for e in ends] == [(3, 3, 3), (2, 2, 2)]
+        assert ln.node.counters.source("line2")["scored"] == 5
+
+
+def test_a_camera_port_another_program_held_a_moment_is_connected_afresh(monkeypatch):
+    """Something that is not a camera (here a ROUTER) answers on a camera's port when the node connects: ZeroMQ's
+    handshake fails with a protocol error and it never connects there again. The node connects a connection silent
+    for SILENT_RECONNECT_S afresh, so the real camera, started there after, gets its subscriptions and is scored."""
+    monkeypatch.setattr(node_module, "SILENT_RECONNECT_S", 0.5)
+    ctx = zmq.Context()
+    squatter = ctx.socket(zmq.ROUTER)
+    port = squatter.bind_to_random_port("tcp://127.0.0.1")
+    endpoint = f"tcp://127.0.0.1:{port}"
+    node = EdgeNode(NodeConfig(connect=(endpoint,), connect_cameras={endpoint: ("line2",)}, heartbeat_s=0.05), (),
+                    FastDetector, ctx)
+    stop, ready, camera = threading.Event(), [], None
+    thread = threading.Thread(target=node.run, args=(stop, ready.append), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: ready)
+        sub = Subscriber(ready[0], (b"anomaly/",), ctx=ctx)
+        time.sleep(1.0)  # the node connected to the squatter: the handshake failed
+        squatter.close(0)
+        deadline = time.monotonic() + 5
+        while camera is None:  # the port is free once ZeroMQ's I/O thread has closed the listener
+            try:
+                camera = Publisher(ctx, endpoint, sndhwm=1000, max_topics=1000, name="line2")
+            except zmq.ZMQError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+        def subscribed():
+            camera.upstream()
+            return set(INPUT_TOPICS) <= camera.topics
+        wait_until(subscribed)
+        camera.sock.send_multipart(frame_parts("line2", seq=0))
+        assert sub.recv(5000).source == "line2"
+        assert node.input_reconnects >= 1
+        sub.close()
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        if camera is not None:
+            camera.close(0)
+        ctx.destroy(linger=0)
 
 
 def test_frames_and_heartbeats_under_another_name_are_rejected(tmp_path):
@@ -64,12 +126,19 @@ def test_names_a_connection_may_not_use_are_refused_unless_dynamic_and_then_up_t
         wait_until(lambda: ln.node.counters.rejected["unknown_camera"] == 1)
         assert "stranger" not in ln.node.admission.cameras
     with node_line(tmp_path, frames=20, fps=40, dynamic_cameras=True, max_dynamic_cameras=2) as ln:
+        refused = {"clock_skew": [frame_parts(f"skew{i}", t=0.0) for i in range(5)],  # refused under new names
+                   "too_small": [frame_parts(f"tiny{i}", size=(8, 64)) for i in range(5)],  # take no place: they
+                   "bad_payload": [frame_parts(f"short{i}")[:2] + [b"\x00" * 10] for i in range(5)]}  # bind nothing
+        for parts in (p for sent in refused.values() for p in sent):
+            ln.intruders[0].send(parts)
         for name in ("dyn0", "dyn1", "dyn2", "cam0"):
             ln.intruders[0].send(frame_parts(name))
         msgs = until_eos(ln.sub)
         wait_until(lambda: ln.node.counters.source("dyn1")["scored"] == 1)
         streamed(ln, msgs, 20)
-        assert ln.node.counters.rejected["camera_limit"] == 1 and ln.node.counters.rejected["spoofed_name"] == 1
+        r = ln.node.counters.rejected
+        assert r["camera_limit"] == 1 and r["spoofed_name"] == 1
+        assert {reason: r[reason] for reason in refused} == {reason: 5 for reason in refused}
         assert set(ln.node.admission.cameras) == {"cam0", "dyn0", "dyn1"}
 
 
@@ -132,7 +201,8 @@ def test_out_of_range_sequence_numbers_and_timestamps_are_rejected_and_lost_stay
         wait_until(lambda: ln.node.counters.source("liar")["scored"] == 2)
         r, liar = ln.node.counters.rejected, ln.node.counters.source("liar")
         assert (r["seq_jump"], r["seq_range"], r["seq_backwards"], r["clock_skew"]) == (2, 1, 1, 7)
-        assert liar["lost"] == 49 and liar["received"] == 2 and liar["rejected"] == 11
+        # its `rejected` counts its refused frames: the heartbeat's clock_skew counts under the reason only
+        assert liar["lost"] == 49 and liar["received"] == 2 and liar["rejected"] == 10
         # a camera that really restarted its numbering elsewhere is resynchronised, with nothing counted lost
         for i in range(RESYNC_FRAMES):
             bad.send(frame_parts("liar", seq=900_000 + i))
@@ -266,6 +336,23 @@ def test_a_downscaled_frame_stays_within_max_frame_pixels_and_is_counted_once(tm
             assert c.source("big")["downscaled"] == 2 and c.rejected["shape_change"] == 0
             assert list(ln.node.frame_sizes["big"]) == [(128, 128), (90, 181)]  # one model, its last sizes
         assert c.rejected["oversize"] == 1
+
+
+@pytest.mark.parametrize("graph_per_size", [False, True])
+def test_a_larger_frame_is_scored_at_the_most_pixels_left_or_at_a_size_the_scorer_holds(tmp_path, graph_per_size):
+    """A 1024x1024 frame after 64x64 ones, 128x128 pixels allowed: the torch scorer builds no graph per size, so it
+    scores the frame at 128x128 (it was scored at the last size, 64x64); an exported scorer at the 64x64 it holds a
+    graph for (no graph to build)."""
+    rng = np.random.default_rng(0)
+    small, large = (rng.integers(0, 255, (side, side, 3), dtype=np.uint8) for side in (64, 1024))
+    with node_line(tmp_path, frames=10, fps=20, connect_cameras={0: ["big"]}, max_frame_pixels=128 * 128,
+                   oversize="downscale") as ln:
+        ln.node._graph_per_size = graph_per_size
+        for seq, image in enumerate((small, large)):
+            ln.intruders[0].send(frame_parts("big", seq=seq, image=image))
+        until_eos(ln.sub)
+        wait_until(lambda: ln.node.counters.source("big")["scored"] == 2)
+        assert list(ln.node.frame_sizes["big"]) == ([(64, 64)] if graph_per_size else [(64, 64), (128, 128)])
 
 
 def test_memory_budget_bounds_waiting_frames_and_refuses_models_that_do_not_fit(tmp_path, monkeypatch):

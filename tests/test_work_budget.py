@@ -113,3 +113,13 @@ def test_a_camera_s_model_counts_the_surfaces_it_may_keep(kept):
     assert EdgeNode(NodeConfig(ssdnet=cfg), (), FastDetector).budget.model == pytest.approx((1 + kept) * own)
     off = {"memory": {"recall_surfaces": kept, "size_mb": 0}}
     assert EdgeNode(NodeConfig(ssdnet=off), (), FastDetector).budget.model == 0
+
+
+def test_the_estimate_counts_the_models_reserved_for_the_configured_cameras(monkeypatch):
+    """The heartbeat's estimate is the one the budget enforces: every configured camera's model, built or not."""
+    monkeypatch.setattr(admission, "MODEL_MB", 10.0)
+    n = EdgeNode(NodeConfig(queue_depth=8, ssdnet={"memory": {"size_mb": 0}}),
+                 ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2"), FastDetector, input_names=("cam0", "cam1"))
+    assert n.state()["memory_estimate_mb"] == 20 and not n.detectors
+    n._detector("cam0", (64, 64, 3))
+    assert n.state()["memory_estimate_mb"] == 20
