@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edge.config import ScoreConfig, load_config
+from edge.config import MIN_SIDE, ScoreConfig, load_config
 from edge.device import resolve_device
 from edge.frames import working_size
 from edge.patches import pad_multiple
@@ -76,8 +76,9 @@ def _scorer(cfg, state_path: str | None):
 
 def run_export(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    if args.height < 8 or args.width < 8:
-        print("ssdnet export: error: --height and --width must be at least 8", file=sys.stderr)
+    if args.height < MIN_SIDE or args.width < MIN_SIDE:
+        print(f"ssdnet export: error: --height and --width must be at least {MIN_SIDE}: the node and `ssdnet score` "
+              f"refuse frames under {MIN_SIDE}x{MIN_SIDE} px", file=sys.stderr)
         return 2
     frame = working_size(args.height, args.width, cfg.max_pixels)  # as the Detector scales a large frame down
     if frame != (args.height, args.width):
@@ -100,8 +101,11 @@ def run_export(args: argparse.Namespace) -> int:
             return 2
         onnx_path, json_path = save(exported, out)
         amend_sidecar(json_path, {"camera": [args.height, args.width]})
-        print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB, opset {exported.opset}, "
-              f"{len(exported.weight_names)} U-Net weights) and {json_path}")
+        weights = (f"{len(exported.weight_names)} U-Net weights" if cfg.score.uses_unet else
+                   "no U-Net weights: score.pixel_weight and perceptual_weight are 0, the default, so nothing is "
+                   "fitted")
+        print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB, opset {exported.opset}, {weights}) "
+              f"and {json_path}")
         return 0
     return _export_tensorrt(args, scorer, h, w, frame, out)
 

@@ -44,6 +44,7 @@ from . import protocol as P
 from .config import LineConfig, load_line_config
 from .eventlog import CatchUp, ReplayClient
 from .node import DetectorFactory, run_node
+from .out_folder import claimed, set_aside
 from .security import secure_stage
 from .sink_config import ViewConfig
 from .sinks import ConsoleSink, JsonlSink, MetricsSink, OverlaySink, ScoresSink, Sink, Subscriber, deliver
@@ -164,6 +165,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    set_aside(out)  # a fresh event log and files, the last run's results in OUT/previous/
     timeout_s = timeout_s or cfg.timeout_s
     sources = [s.model_copy(update={"frames": frames or s.frames or cfg.frames}) for s in cfg.sources]
     names = [s.name for s in sources]
@@ -420,30 +422,36 @@ def _main(args: argparse.Namespace) -> int:
     if args.view:
         cfg = with_view(cfg)
     views: list = []
+    roles = () if args.stage.startswith("camera:") else ("node",) if args.stage == "node" else \
+        ("sinks",) if args.stage == "sinks" else ("node", "sinks")  # what the stage writes in OUT
     try:
-        if args.stage.startswith("camera:"):
-            counters = run_camera_stage(cfg, args.stage.split(":", 1)[1], args.frames, args.timeout)
-            print(f"camera {args.stage.split(':', 1)[1]}: {counters}")
-            return 0
-        if args.stage == "node":
-            result = run_node_stage(cfg, args.out, args.timeout)
-            print(f"node stopped: {json.dumps({k: v for k, v in result.items() if k != 'sources'})}")
-            return 0
-        if args.stage == "sinks":
-            summary = run_sinks_stage(cfg, args.out, args.timeout, progress=True)
-        else:
-            summary = run_line(cfg, args.out, frames=args.frames, timeout_s=args.timeout, progress=True,
-                               views=views)
-        print_summary(summary)
-        print(f"wrote {Path(args.out) / 'summary.json'} and {Path(args.out) / 'events.jsonl'}")
-        if views and args.view and not summary["interrupted"]:
-            _linger(views[0].url)
+        with claimed(args.out, roles):
+            return _run(args, cfg, views)
     except LineError as e:
         print(f"ssdnet run: error: {e}", file=sys.stderr)
         return 1
     finally:
         for view in views:
             view.close()
+
+
+def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
+    if args.stage.startswith("camera:"):
+        counters = run_camera_stage(cfg, args.stage.split(":", 1)[1], args.frames, args.timeout)
+        print(f"camera {args.stage.split(':', 1)[1]}: {counters}")
+        return 0
+    if args.stage == "node":
+        result = run_node_stage(cfg, args.out, args.timeout)
+        print(f"node stopped: {json.dumps({k: v for k, v in result.items() if k != 'sources'})}")
+        return 0
+    if args.stage == "sinks":
+        summary = run_sinks_stage(cfg, args.out, args.timeout, progress=True)
+    else:
+        summary = run_line(cfg, args.out, frames=args.frames, timeout_s=args.timeout, progress=True, views=views)
+    print_summary(summary)
+    print(f"wrote {Path(args.out) / 'summary.json'} and {Path(args.out) / 'events.jsonl'}")
+    if views and args.view and not summary["interrupted"]:
+        _linger(views[0].url)
     if summary["interrupted"]:
         return 130
     if not summary["frames"]:  # a line that scored nothing did not do its job, whatever the warnings said

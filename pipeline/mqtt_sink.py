@@ -84,7 +84,7 @@ class MqttBridge:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._connected = threading.Event()
-        self._attempt_started: float | None = None
+        self._attempt_started: float | None = None  # when the socket to the broker opened, until it answers
         self._problem: str | None = None  # the connection problem last logged (logged again only when it changes)
         self._health: dict[str, P.Message] = {}  # latest heartbeat per node/camera, published every health_s
         self._health_dirty: set[str] = set()
@@ -119,6 +119,7 @@ class MqttBridge:
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
+        client.on_socket_open = self._on_socket_open
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
@@ -133,8 +134,13 @@ class MqttBridge:
             if problem is not None:
                 log.log(level, "mqtt: %s", problem)
 
+    def _on_socket_open(self, client, userdata, sock) -> None:
+        """The connection (TCP, and TLS where configured) is up: the broker has `connect_timeout_s` to answer."""
+        self._attempt_started = time.monotonic()
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         where = f"{self.cfg.host}:{self.cfg.broker_port}"
+        self._attempt_started = None  # it answered
         if reason_code.is_failure:
             self.stats["refused"] += 1
             hint = (" (check sinks.mqtt.username / password / password_env and the broker's ACL)"
@@ -142,7 +148,6 @@ class MqttBridge:
             self._report(f"broker {where} refused the connection: {reason_code}{hint}; retrying")
             return
         self.stats["connects"] += 1
-        self._attempt_started = None
         self._report(None)
         log.info("mqtt: connected to %s as %s; events on %s", where, self.client_id, self.topics["event"])
         client.publish(self.topics["status"], self._status("online", "connected"), qos=1, retain=True)
@@ -152,6 +157,7 @@ class MqttBridge:
         self._wake.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
+        self._attempt_started = None  # never connected: nothing to wait an answer for
         self.stats["unreachable"] += 1
         self._report(f"cannot reach broker {self.cfg.host}:{self.cfg.broker_port} (refused, no route or TLS "
                      "failure); retrying")
@@ -164,9 +170,6 @@ class MqttBridge:
         if was:
             self._report(f"lost the broker {self.cfg.host}:{self.cfg.broker_port} ({reason_code}); reconnecting, "
                          "events wait in the event log", logging.WARNING)
-        elif not reason_code.is_failure:
-            return
-        self._attempt_started = time.monotonic()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._acks.append(mid)  # taken in by the bridge's thread (`_drain_acks`)
@@ -212,7 +215,6 @@ class MqttBridge:
 
     def start(self) -> MqttBridge:
         self._load_cursors()
-        self._attempt_started = time.monotonic()
         self.client.connect_async(self.cfg.host, self.cfg.broker_port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
         self._thread.start()
@@ -315,7 +317,7 @@ class MqttBridge:
             self.stats["timeouts"] += 1
             self._attempt_started = now
             self._report(f"no answer from broker {self.cfg.host}:{self.cfg.broker_port} within "
-                         f"{self.cfg.connect_timeout_s:.0f} s (not an MQTT broker, TLS expected on that port, or "
+                         f"{self.cfg.connect_timeout_s:g} s (not an MQTT broker, TLS expected on that port, or "
                          "overloaded); still trying")
 
     def _room(self) -> int:

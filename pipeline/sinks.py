@@ -339,8 +339,9 @@ class ConsoleSink:
             latency = (delivered - h.stamps.get("capture", h.t_capture)) * 1e3
             boxes = ", ".join(f"{r.bbox}" for r in h.regions[:3]) + (" ..." if len(h.regions) > 3 else "")
             product = f" ({h.product})" if h.product is not None else ""
+            prior = " (calibrating: against the prior)" if h.calibrating else ""  # the camera's first frames
             self.console.print(f"{clock} [bold red]ANOMALY[/] {h.source}{product} #{h.seq} "
-                               f"score {h.score:.2f} > {h.threshold:.2f}  "
+                               f"score {h.score:.2f} > {h.threshold:.2f}{prior}  "
                                f"{len(h.regions)} region(s) {boxes}  [dim]{latency:.0f} ms after capture[/]")
         elif h.kind == "eos":
             self.console.print(f"{clock} [bold]end of stream[/] {h.source} after {h.frames} frames {h.counters}")

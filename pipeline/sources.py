@@ -29,6 +29,7 @@ from edge.synthetic import sample
 from . import protocol as P
 from .config import (
     FolderSourceConfig,
+    NodeConfig,
     SecurityConfig,
     SourceConfig,
     SyntheticSourceConfig,
@@ -38,6 +39,8 @@ from .config import (
 from .flow import CREDIT_COUNTER, CreditGate
 from .security import secure_stage
 from .transport import Publisher, StopFlag, ThrottledLog, bind, make_socket, security_of, wait_for_peer
+
+SEND_MAX_SIDE = NodeConfig.model_fields["max_side"].default  # a longer side is refused by a node at its default
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,8 @@ class Reader(Protocol):
 
 
 class Shaper:
-    """A video or folder source's `crop` (the region of interest) then `resize`, for its frames and their masks."""
+    """A video or folder source's `crop` (the region of interest) then `resize`, for its frames and their masks; a
+    frame still over `SEND_MAX_SIDE` on a side is scaled down to it (aspect kept), which the node would refuse."""
 
     def __init__(self, cfg: VideoSourceConfig | FolderSourceConfig):
         self.cfg = cfg
@@ -81,15 +85,29 @@ class Shaper:
         bgr = self._crop(cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR) if bgr.ndim == 2 else bgr)
         if bgr.size == 0:  # the crop misses the frame: an empty frame, which the camera skips as too small
             return np.zeros((0, 0, 3), np.uint8)
-        if self.cfg.resize is not None:
-            bgr = cv2.resize(bgr, self.cfg.resize, interpolation=cv2.INTER_AREA)
+        size = self._size(bgr.shape[1], bgr.shape[0])
+        if size is not None:
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def mask(self, mask: np.ndarray) -> np.ndarray:
         mask = self._crop(mask, warn=False)  # its frame said it
-        if self.cfg.resize is None or mask.size == 0:
-            return mask
-        return cv2.resize(mask, self.cfg.resize, interpolation=cv2.INTER_NEAREST)
+        size = self._size(mask.shape[1], mask.shape[0], warn=False) if mask.size else None
+        return mask if size is None else cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+
+    def _size(self, width: int, height: int, warn: bool = True) -> tuple[int, int] | None:
+        """The (width, height) a width x height frame is resized to: `resize`, or within SEND_MAX_SIDE; None: as
+        it is."""
+        width, height = self.cfg.resize or (width, height)
+        scale = SEND_MAX_SIDE / max(width, height)
+        if scale < 1:
+            fitted = max(1, round(width * scale)), max(1, round(height * scale))
+            if warn:
+                self._log.warning(f"{self.cfg.name}: a {width}x{height} frame is over {SEND_MAX_SIDE} px a side (the "
+                                  f"node's node.max_side refuses it): sent at {fitted[0]}x{fitted[1]}; set `resize` "
+                                  "to choose the size")
+            return fitted
+        return (width, height) if self.cfg.resize is not None else None
 
     def _crop(self, image: np.ndarray, warn: bool = True) -> np.ndarray:
         if self.cfg.crop is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Sequence
 
 import zmq
 
@@ -21,10 +22,41 @@ from . import protocol as P
 from .eventlog import CatchUp, ReplayClient, ReplayError
 from .security import Security, load_public
 from .sinks import ConsoleSink, JsonlSink, Sink, Subscriber, deliver
-from .transport import secure
+from .transport import ENDPOINT_PATTERN, secure
 
 log = logging.getLogger(__name__)
 UNHEARD = "is the node up, and is this its node.bind endpoint?"  # the hint when nothing comes
+
+
+def endpoint_arg(text: str) -> str:
+    """An ENDPOINT argument (`ssdnet subscribe`, `ssdnet view`): a ZeroMQ endpoint, or an error that says what to
+    write instead (`tcp://` added to a bare host:port)."""
+    if ENDPOINT_PATTERN.match(text):
+        return text
+    if "://" not in text and ENDPOINT_PATTERN.match(f"tcp://{text}"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ZeroMQ endpoint (did you mean tcp://{text}?)")
+    raise argparse.ArgumentTypeError(f"{text!r} is not a ZeroMQ endpoint like tcp://127.0.0.1:5600 or "
+                                     "ipc:///tmp/node")
+
+
+class Unheard:
+    """Tells a wrong or dead endpoint from a quiet line: `saw` warns once when nothing came from `endpoints` in
+    `after_s` seconds, `error` is the failure to raise when nothing came before a timeout."""
+
+    def __init__(self, endpoints: Sequence[str], after_s: float = 5.0):
+        self.endpoints, self.after_s = ", ".join(endpoints), after_s
+        self.start = time.monotonic()
+        self.heard = self._hinted = False
+
+    def saw(self, msg: P.Message | None) -> None:
+        """Note one receive (None: nothing came)."""
+        self.heard = self.heard or msg is not None
+        if not (self.heard or self._hinted) and time.monotonic() - self.start > self.after_s:
+            self._hinted = True
+            log.warning("nothing heard from %s for %g s: %s", self.endpoints, self.after_s, UNHEARD)
+
+    def error(self, timeout_s: float) -> RuntimeError:
+        return RuntimeError(f"heard nothing from {self.endpoints} in {timeout_s:g} s: {UNHEARD}")
 
 
 def _first_sync(catch: CatchUp, endpoint: str, deadline: float, backoff_s: float = 0.5, max_backoff_s: float = 10.0):
@@ -65,10 +97,9 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     if replay:
         resume = jsonl_sink.written if jsonl_sink is not None else None
         catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=resume, from_start=from_start)
-    start = time.monotonic()
-    deadline = start + timeout_s if timeout_s else float("inf")
-    events = heard = 0
-    hinted = False
+    unheard = Unheard(endpoints, stall_s)
+    deadline = unheard.start + timeout_s if timeout_s else float("inf")
+    events = 0
     try:
         if catch is not None:  # what was missed while down, before the live stream
             for n, header in _first_sync(catch, replay, deadline):
@@ -76,10 +107,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
                 events += 1
         while (count is None or events < count) and time.monotonic() < deadline:
             msg = sub.recv(100)
-            heard += msg is not None
-            if not (heard or hinted) and time.monotonic() - start > stall_s:
-                hinted = True
-                log.warning("nothing heard from %s for %g s: %s", ", ".join(endpoints), stall_s, UNHEARD)
+            unheard.saw(msg)
             if catch is not None:
                 for n, header in catch.on_message(msg):
                     deliver(sinks, P.Message(header), time.time(), n)
@@ -95,8 +123,8 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
             catch.close()
         for sink in sinks:
             sink.close()
-    if not (heard or events) and time.monotonic() >= deadline:
-        raise RuntimeError(f"heard nothing from {', '.join(endpoints)} in {timeout_s:g} s: {UNHEARD}")
+    if not (unheard.heard or events) and time.monotonic() >= deadline:
+        raise unheard.error(timeout_s)
     return events
 
 
@@ -112,7 +140,8 @@ def _main(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("subscribe", help="print a node's anomaly events live", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("endpoints", nargs="+", metavar="ENDPOINT", help="node endpoint(s), e.g. tcp://127.0.0.1:5600")
+    p.add_argument("endpoints", nargs="+", type=endpoint_arg, metavar="ENDPOINT",
+                   help="node endpoint(s), e.g. tcp://127.0.0.1:5600")
     p.add_argument("--jsonl", help="also append events to this JSONL file")
     p.add_argument("--jsonl-max-mb", type=float, default=256, help="--jsonl turns over past this many MB, to FILE.1, "
                                                                    "FILE.2, ... (default 256; 0 = no bound)")
@@ -121,7 +150,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, help="exit after this many seconds")
     p.add_argument("--stall", type=float, default=5.0, help="report a stage whose last frame "
                                                             "is older than this, seconds")
-    p.add_argument("--replay", metavar="ENDPOINT", help="the node's replay endpoint: fetch missed events, none is lost")
+    p.add_argument("--replay", type=endpoint_arg, metavar="ENDPOINT",
+                   help="the node's replay endpoint: fetch missed events, none is lost")
     p.add_argument("--from-start", action="store_true", help="with --replay and no resumable "
                                                              "--jsonl: every logged event first")
     p.add_argument("--key", metavar="FILE", help="this subscriber's NAME.key_secret "

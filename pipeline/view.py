@@ -26,6 +26,7 @@ that request only and is counted.
 """
 from __future__ import annotations
 
+import errno
 import hmac
 import importlib.resources
 import ipaddress
@@ -434,7 +435,16 @@ class ViewServer(ThreadingHTTPServer):
         self.closing = threading.Event()
         self.throttled = ThrottledLog(log, 5.0)
         self.bad_requests = self.refused = 0
-        super().__init__((cfg.host, cfg.port), _Handler)
+        try:
+            super().__init__((cfg.host, cfg.port), _Handler)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                hint = ("is another `ssdnet run --view` or `ssdnet view` up? Choose another port with sinks.view.port "
+                        "(ssdnet run) or --port (ssdnet view); 0 = any free port")
+            else:
+                hint = "check sinks.view.host (ssdnet run) or --host (ssdnet view)"
+            where = f"{cfg.host}:{cfg.port}"
+            raise OSError(e.errno, f"the live view cannot listen on {where} ({e.strerror}): {hint}") from e
         self.port = self.server_address[1]
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="view",
                                         daemon=True)
@@ -491,14 +501,16 @@ class ViewSink:
 
 def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line", timeout_s: float | None = None,
            key: str | None = None, server_key: str | None = None, on_url: Callable[[str], None] | None = None,
-           stop: threading.Event | None = None) -> None:
+           stop: threading.Event | None = None, unheard_s: float = 5.0) -> None:
     """Serve the live page from a running node (its results endpoint, and its replay endpoint for the events)
-    until Ctrl-C, `timeout_s` or `stop` is set (an embedding program's own shutdown)."""
+    until Ctrl-C, `timeout_s` or `stop` is set (an embedding program's own shutdown). Nothing heard from the node
+    is a warning after `unheard_s` and a RuntimeError at `timeout_s`, as with `ssdnet subscribe`."""
     import zmq
 
     from .eventlog import CatchUp, ReplayClient
     from .security import Security, load_public
     from .sinks import Subscriber
+    from .subscribe import Unheard
     from .transport import secure
 
     ctx = zmq.Context.instance()
@@ -509,11 +521,13 @@ def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line
     sink = ViewSink(cfg, line, announce=on_url)
     sub = Subscriber(endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server)
     catch = CatchUp(ReplayClient(replay, ctx, server_key=server), from_start=True) if replay else None
-    deadline = time.monotonic() + timeout_s if timeout_s else float("inf")
+    unheard = Unheard([endpoint], unheard_s)
+    deadline = unheard.start + timeout_s if timeout_s else float("inf")
     stop = stop or threading.Event()
     try:
         while time.monotonic() < deadline and not stop.is_set():
             msg = sub.recv(100)
+            unheard.saw(msg)
             if catch is not None:
                 for n, header in catch.on_message(msg):
                     sink.handle(P.Message(header), time.time(), n)
@@ -524,6 +538,8 @@ def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line
         if catch is not None:
             catch.close()
         sink.close()
+    if not unheard.heard and time.monotonic() >= deadline:
+        raise unheard.error(timeout_s)
 
 
 def _main(args) -> int:
@@ -539,10 +555,14 @@ def _main(args) -> int:
 def add_parser(sub) -> None:
     import argparse
 
+    from .subscribe import endpoint_arg
+
     p = sub.add_parser("view", help="serve the live web page of a running node", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("endpoint", help="the node's results endpoint (node.bind / node.address), e.g. tcp://node:5600")
-    p.add_argument("--replay", metavar="ENDPOINT", help="the node's replay endpoint: events from its log, none missed")
+    p.add_argument("endpoint", type=endpoint_arg,
+                   help="the node's results endpoint (node.bind / node.address), e.g. tcp://node:5600")
+    p.add_argument("--replay", type=endpoint_arg, metavar="ENDPOINT",
+                   help="the node's replay endpoint: events from its log, none missed")
     p.add_argument("--host", default="127.0.0.1", help="address the page listens on (default 127.0.0.1; anything "
                                                        "else needs a token, made and printed if not given)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")

@@ -133,9 +133,13 @@ def test_the_summary_after_ctrl_c_reads_without_none(capsys):
 
 
 def test_suggested_threshold_is_a_high_quantile_of_normal_scores():
-    scores = np.linspace(0.5, 0.7, 201)
-    assert suggest(scores, 0.99, 0.0) == pytest.approx(0.698)
-    assert suggest(scores, 0.99, 0.05) == pytest.approx(0.698 * 1.05)
+    scores = np.linspace(-3.0, 5.0, 201)  # calibrated: robust std above the camera's normal
+    assert suggest(scores, 0.99, 0.0) == pytest.approx(4.92)
+    assert suggest(scores, 0.99, 0.05) == pytest.approx(4.92 * 1.05)
+    # a few frames, or negative ones, read the tail low: never below normal noise's quantile (2 frames gave 0.22, and
+    # -0.318 from two below the camera's normal, which flagged half of them)
+    assert suggest(np.array([-0.8, 0.2]), 0.99, 0.0) == pytest.approx(2.326, abs=1e-3)
+    assert suggest(np.array([-0.5, -0.3]), 0.99, 0.05) == pytest.approx(2.326 * 1.05, abs=1e-3)
 
 
 def _frames(folder, n, size=64, defect=0.0, seed=0):

@@ -19,7 +19,9 @@ from edge.config import ConfigError, parse_config
 from pipeline import protocol as P
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import _ctrl_c_flag, run_line
+from pipeline.out_folder import claimed
 from pipeline.sinks import ConsoleSink, JsonLines, JsonlSink, MetricsSink, OverlaySink, ScoresSink
+from pipeline.stages import LineError
 from pipeline.stats import StreamStats
 from pipeline.subscribe import subscribe
 from pipeline.transport import Publisher, make_socket
@@ -59,6 +61,36 @@ def test_run_line_end_to_end(tmp_path):
     assert all({"source", "seq", "score", "regions", "t_capture"} <= set(e) for e in events)
     assert len(list((tmp_path / "overlays").glob("cam*_*.png"))) == summary["events"]
     assert not mp.active_children()
+
+
+def test_a_line_run_again_in_its_folder_starts_afresh_and_keeps_the_last_run_apart(tmp_path):
+    """Run twice into one folder: the second run's event log and events.jsonl start at log_seq 1 and agree; the first
+    run's results are in OUT/previous/, whole."""
+    first = run_line(line_config(), tmp_path, detector_factory=FastDetector)
+    logged = (tmp_path / "events.jsonl").read_text()
+    second = run_line(line_config(), tmp_path, detector_factory=FastDetector)
+    assert first["events"] == second["events"] > 0
+    assert (tmp_path / "previous" / "events.jsonl").read_text() == logged
+    assert {p.name for p in (tmp_path / "previous").iterdir()} >= {"events.jsonl", "summary.json", "node-events.db"}
+    seqs = {}
+    for line in (tmp_path / "events.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        seqs.setdefault(event["source"], []).append(event["log_seq"])
+    assert all(s == list(range(1, len(s) + 1)) for s in seqs.values())  # a fresh log: each camera's from 1
+
+
+def test_two_runs_cannot_write_one_folder_at_once(tmp_path, capsys):
+    config = tmp_path / "line.yaml"
+    config.write_text("sources:\n  - {name: cam0, kind: synthetic, size: 64, frames: 2}\n")
+    with claimed(tmp_path / "out", ("node", "sinks")):  # a line running there
+        assert cli_main(["run", str(config), "--out", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err
+        assert "is being written by another ssdnet run (its node, pid" in err and "give another --out" in err
+        with pytest.raises(LineError, match="its sinks"):  # the collector's files too
+            with claimed(tmp_path / "out", ("sinks",)):
+                pass
+    with claimed(tmp_path / "out", ("node", "sinks")):  # free once that run has ended
+        pass
 
 
 def test_a_failing_sink_is_counted_and_the_line_goes_on(tmp_path, monkeypatch, caplog):
@@ -361,6 +393,9 @@ def test_the_console_prints_an_event_on_one_line_when_piped(capsys):
     ConsoleSink().handle(msg, 2.0)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and len(lines[0]) > 80 and "ANOMALY" in lines[0] and lines[0].endswith("after capture")
+    assert "calibrating" not in lines[0]
+    ConsoleSink().handle(P.Message(msg.header.model_copy(update={"calibrating": True})), 2.0)  # a camera's first
+    assert "score 8.00 > 3.00 (calibrating: against the prior)" in capsys.readouterr().out  # frames say so
 
 
 def test_subscribe_to_an_endpoint_that_says_nothing_is_an_error(capsys, caplog):

@@ -86,6 +86,24 @@ def test_folder_source_with_masks_and_resize(tmp_path):
     assert frames[2].arrays["image"][0, 0].tolist() == [120, 120, 120]
 
 
+def test_a_frame_over_the_nodes_side_limit_is_sent_scaled_down_with_its_mask(tmp_path, caplog):
+    """A 5000x3000 photo in a folder: the node refuses a side over its node.max_side (4096) before decoding, so the
+    camera sends it at 4096x2458, its mask alike, and says so."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    cv2.imwrite(str(images / "000.png"), np.full((3000, 5000, 3), 90, np.uint8))
+    mask = np.zeros((3000, 5000), np.uint8)
+    mask[1000:2000, 1000:3000] = 255
+    cv2.imwrite(str(masks / "000_mask.png"), mask)
+    cfg = FolderSourceConfig(kind="folder", name="big", path=images, masks=masks, fps=100)
+    with caplog.at_level(logging.WARNING), camera(cfg) as (sub, cam, _):
+        msgs = drain(sub)
+    (frame,) = frames_of(msgs)
+    assert frame.arrays["image"].shape == (2458, 4096, 3) and frame.arrays["mask"].shape == (2458, 4096)
+    assert abs(frame.arrays["mask"].mean() - (mask > 0).mean()) < 0.01  # the same share of the frame
+    assert "a 5000x3000 frame is over 4096 px a side" in caplog.text and "sent at 4096x2458" in caplog.text
+
+
 def test_video_file_source_ends_the_stream(tmp_path):
     path = str(tmp_path / "clip.avi")
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))

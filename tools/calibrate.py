@@ -5,12 +5,12 @@ way the node does (one detector, the frames in order: a cold fit on the first, t
 camera's memory and its score calibration), prints the distribution of the calibrated scores (robust
 std above the camera's own normal, what `node.threshold` compares with) once the first
 `calibration.min_frames` are past, and suggests `node.threshold`: the `--quantile` (default 0.99)
-of them raised by `--margin` (default 5 %), so about 1 % of normal frames or fewer would raise an
-event. Use the line's own config (`--line`: its `node.ssdnet` section)
-so the scores are the ones the node will compute; `--fast` (nothing fitted) gives the same image
-scores as the default config (the score comes from the self-similarity map) in a fraction of the
-time. `--out DIR` writes every frame's score to DIR/scores.jsonl (and with `--overlays` its
-overlay). More frames give a steadier threshold: below 50 the suggestion is about the highest
+of them (at least 2.33, the 0.99 quantile of normal noise in those units: a few frames read a high quantile low)
+raised by `--margin` (default 5 %), so about 1 % of normal frames or fewer would raise an event. Use the
+line's own config (`--line`: its `node.ssdnet` section) so the scores are the ones the node will compute;
+`--fast` (nothing fitted) gives the same image scores as the default config (the score comes from the
+self-similarity map) in a fraction of the time. `--out DIR` writes every frame's score to DIR/scores.jsonl (and
+with `--overlays` its overlay). More frames give a steadier threshold: below 50 the suggestion is about the highest
 score seen. `--skip N` leaves a camera's first N frames out of the suggestion (scored, not judged): the frames it
 learns its product on, which on an object line raise events for its first ~100 (docs/ablations.md section 56).
 
@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 from tqdm import tqdm
@@ -42,9 +43,16 @@ from .args import at_least
 from .score_images import DEFAULT_THRESHOLD, add_common, fast_hint, fit_progress, set_threads, ssdnet_config
 
 
+def noise_quantile(quantile: float) -> float:
+    """The `quantile` of normal noise in calibrated units (robust std above the camera's normal): 2.33 at 0.99."""
+    return NormalDist().inv_cdf(quantile)
+
+
 def suggest(scores: np.ndarray, quantile: float = 0.99, margin: float = 0.05) -> float:
-    """The threshold for scores of normal frames: their `quantile`, raised by `margin` (a fraction of it)."""
-    return float(np.quantile(scores, quantile) * (1 + margin))
+    """The threshold for calibrated scores of normal frames: their `quantile`, at least that of normal noise in these
+    units (a few frames read a high quantile low: 2 frames suggested 0.22), raised by `margin` (a fraction of it)."""
+    value = max(float(np.quantile(scores, quantile)), noise_quantile(quantile))
+    return value + margin * abs(value)
 
 
 def _reader(path: str, resize: tuple[int, int] | None, crop: tuple[int, int, int, int] | None = None):
@@ -146,6 +154,10 @@ def _report(s: np.ndarray, what: str, threshold: float, args: argparse.Namespace
     if np.mean(s > threshold) > 1 - args.quantile:
         print(f"note: {np.mean(s > threshold):.1%} of these frames are above the current threshold: if they are "
               "defects, not normal production, the suggestion is too high; calibrate on defect-free production")
+    if np.quantile(s, args.quantile) < noise_quantile(args.quantile):
+        print(f"the {args.quantile:g} quantile of these frames ({np.quantile(s, args.quantile):.3f}) is below that of "
+              f"normal noise in these units ({noise_quantile(args.quantile):.3f}), which the suggestion starts from "
+              f"instead: {len(s)} frame(s) are too few to see the tail")
     if len(s) < 50:
         print("few frames: the suggestion is about the highest score seen; score more normal production "
               "for a steadier threshold")

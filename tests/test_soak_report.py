@@ -1,0 +1,95 @@
+"""`ssdnet soak`'s report: the verdict agrees with the printed growth, and each process is named by its stage."""
+from __future__ import annotations
+
+import json
+
+from pipeline.config import LineConfig
+from tools.soak import (
+    COLLECTOR,
+    MIN_JUDGED_MINUTES,
+    after_warmup,
+    growth,
+    judge,
+    memory_line,
+    process_label,
+    stage_labels,
+    verdict_line,
+)
+
+SPAWN = ["/usr/bin/python3", "-c", "from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5)",
+         "--multiprocessing-fork"]
+
+
+def _cfg(node: str = "node") -> LineConfig:
+    return LineConfig(sources=({"name": "cam0", "kind": "synthetic"}, {"name": "press3", "kind": "synthetic"}),
+                      node={"name": node})
+
+
+def _series(minutes: float, start_mb: float, end_mb: float, every_s: float = 5.0) -> list[tuple[float, float, float]]:
+    n = int(minutes * 60 / every_s) + 1
+    return [(i * every_s, start_mb + (end_mb - start_mb) * i / (n - 1), 0.5 * i * every_s) for i in range(n)]
+
+
+def test_processes_are_labelled_by_stage_not_by_interpreter():
+    labels = stage_labels(_cfg())
+    assert labels == {"cam0": "camera:cam0", "press3": "camera:press3", "node": "node"}
+    assert stage_labels(_cfg("edge1"))["edge1"] == "node:edge1"
+    assert process_label(100, 100, None, ["python3", "-m", "tools.cli"], labels) == COLLECTOR == "sinks"
+    assert process_label(101, 100, "cam0", SPAWN, labels) == "camera:cam0"
+    assert process_label(102, 100, "press3", SPAWN, labels) == "camera:press3"
+    assert process_label(103, 100, "node", SPAWN, labels) == "node"
+    tracker = ["python3", "-c", "from multiprocessing.resource_tracker import main;main(5)"]
+    assert process_label(104, 100, None, tracker, labels) == "helper:resource_tracker"
+    assert process_label(105, 100, None, ["/usr/bin/python3", "x.py"], labels) == "other:python3[105]"
+
+
+def test_a_one_minute_soak_is_too_short_to_judge_not_flat():
+    # the reported case: node 558.1 -> 569.0 MB in under a minute after the warm-up, +2%, extrapolated +976 MB/h
+    memory = {COLLECTOR: growth(_series(0.8, 350, 360)), "node": growth(_series(0.8, 558.1, 569.0)),
+              "camera:cam0": growth(_series(0.8, 102, 102))}
+    assert memory["node"]["mb_per_hour"] > 500 and memory["node"]["growth_fraction"] < 0.1
+    j = judge(memory, max_growth=0.1)
+    assert j["verdict"] == "too_short" and j["failed"] == [] and j["min_judged_minutes"] == MIN_JUDGED_MINUTES
+    assert memory["node"]["verdict"] == "too_short" and not memory["node"]["judged"]
+    assert memory[COLLECTOR]["verdict"] == "not_judged"
+    line = verdict_line(j, 0.1, 0.2)
+    assert "flat" not in line and "too short to judge" in line and f"at least {MIN_JUDGED_MINUTES:g}" in line
+    row = memory_line("node", memory["node"], 29915)
+    assert row.startswith("node [29915]") and "MB/h" not in row and "too short" in row
+
+
+def test_a_long_enough_soak_is_flat_only_when_nothing_grew_and_prints_its_rate():
+    memory = {"node": growth(_series(8, 500, 510)), "camera:cam0": growth(_series(8, 100, 100.5))}
+    j = judge(memory, max_growth=0.1)
+    assert j["verdict"] == "flat" and memory["node"]["judged"] and j["judged_minutes"] >= MIN_JUDGED_MINUTES
+    assert verdict_line(j, 0.1, 2).startswith("flat: no stage grew by more than 10%")
+    assert "+75.0 MB/h" in memory_line("node", memory["node"], 1) and "flat" in memory_line("node", memory["node"], 1)
+
+
+def test_growth_past_the_limit_fails_however_short_and_the_collector_is_never_judged():
+    memory = {COLLECTOR: growth(_series(0.8, 300, 400)), "node": growth(_series(0.8, 500, 600)),
+              "camera:cam0": growth(_series(0.8, 100, 100))}
+    j = judge(memory, max_growth=0.1)
+    assert j["verdict"] == "grew" and j["failed"] == ["node"]
+    assert verdict_line(j, 0.1, 0.2).startswith("FAILED")
+
+
+def test_no_samples_after_the_warm_up_is_not_flat():
+    assert judge({}, max_growth=0.1)["verdict"] == "too_short"
+    assert judge({COLLECTOR: growth(_series(8, 300, 300))}, max_growth=0.1)["verdict"] == "too_short"
+
+
+def test_growth_reports_the_window_and_cpu_and_still_takes_pairs():
+    m = growth(_series(2, 100, 100))
+    assert m["minutes"] == 2.0 and m["cpu_cores"] == 0.5
+    assert "cpu_cores" not in growth([(t, 100.0) for t in range(10)])
+
+
+def test_after_warmup_reads_only_frames_captured_after_it(tmp_path):
+    rows = [{"t_capture": 1000.0 + i, "end_to_end_ms": 5000.0 if i < 3 else 150.0} for i in range(13)]
+    (tmp_path / "scores.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    steady = after_warmup(tmp_path / "scores.jsonl", since=1003.0)
+    assert steady["frames"] == 10 and steady["end_to_end_ms"]["p50"] == 150.0
+    assert steady["fps"] == round(10 / (9 + 0.15), 3)
+    assert after_warmup(tmp_path / "scores.jsonl", since=2000.0) is None
+    assert after_warmup(tmp_path / "missing.jsonl", since=0.0) is None

@@ -1,0 +1,102 @@
+"""What a new user reads when a command is misused or its environment is not ready: a busy view port names itself
+and the setting that moves it, `ssdnet view` says when nothing comes, an endpoint without `tcp://` is corrected, a
+refused MQTT connection is not diagnosed as a silent broker, `ssdnet keys` refuses names the config would,
+`ssdnet export` refuses frames the node would and says why it wrote no U-Net weights."""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import socket
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from edge.config import MIN_SIDE
+from export import cli as export_cli
+from pipeline import keys, subscribe, view
+from pipeline.mqtt_sink import MqttBridge
+from pipeline.sink_config import MqttConfig, ViewConfig
+from services import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse(module: ModuleType, argv: list[str]) -> argparse.Namespace:
+    """`ssdnet ARGV` with only `module`'s subcommand (the others' imports play no part)."""
+    parser = argparse.ArgumentParser(prog="ssdnet")
+    module.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_a_busy_view_port_names_the_address_and_the_setting_that_moves_it():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=rf"127\.0\.0\.1:{port} .*sinks\.view\.port .*--port"):
+            view.ViewSink(ViewConfig(port=port))
+
+
+def test_view_warns_then_fails_when_nothing_comes_like_subscribe(caplog):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError, match="heard nothing from"):
+        view.follow(endpoint, None, ViewConfig(port=0), timeout_s=0.8, unheard_s=0.2)
+    assert f"nothing heard from {endpoint} for 0.2 s: {subscribe.UNHEARD}" in caplog.text
+
+
+@pytest.mark.parametrize(("module", "argv"), [(subscribe, ["subscribe"]), (view, ["view"]),
+                                              (subscribe, ["subscribe", "tcp://127.0.0.1:5601", "--replay"])])
+def test_an_endpoint_without_tcp_is_corrected(module, argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse(module, [*argv, "127.0.0.1:5600"])
+    assert exit_.value.code == 2
+    assert "not a ZeroMQ endpoint (did you mean tcp://127.0.0.1:5600?)" in capsys.readouterr().err
+    assert parse(module, [*argv, "tcp://127.0.0.1:5600"]).command == argv[0]
+
+
+def test_a_refused_mqtt_connection_is_not_called_a_silent_broker(caplog):
+    bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=free_port(), connect_timeout_s=0.3, reconnect_max_s=1,
+                                   client_id="nobody-home"), "node0", None)
+    with caplog.at_level(logging.INFO, logger="pipeline.mqtt_sink"):
+        bridge.start()
+        try:
+            time.sleep(1.5)  # several connection timeouts long
+        finally:
+            bridge.close(timeout_s=0.2)
+    assert bridge.stats["unreachable"] > 0 and bridge.stats["timeouts"] == 0
+    assert "cannot reach broker" in caplog.text and "no answer from broker" not in caplog.text
+
+
+def test_mqtt_doc_lists_the_paced_camera_state():
+    assert '"paced"' in (ROOT / "pipeline" / "sources.py").read_text()  # what a credit-paced camera heartbeats
+    doc = (ROOT / "docs" / "mqtt.md").read_text()
+    states = re.search(r'camera heartbeat: \{"state": ([^"]*),', doc.replace("\n", " ").replace("│", " "))
+    assert states is not None and "paced" in re.split(r"[\s|]+", states.group(1))
+    assert "paced: a camera with flow: credit" in doc
+
+
+def test_keys_refuses_a_name_the_line_config_would(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse(keys, ["keys", str(tmp_path), "--name", "bad name"])
+    assert exit_.value.code == 2
+    assert "'bad name' is not a stage name" in capsys.readouterr().err
+    args = parse(keys, ["keys", str(tmp_path), "--name", "cam-0.left"])
+    assert args.func(args) == 0 and (tmp_path / "cam-0.left.key").is_file()
+
+
+def test_export_refuses_frames_below_the_node_minimum(tmp_path, capsys):
+    args = parse(export_cli, ["export", "--height", str(MIN_SIDE - 1), "--width", "64", "--out", str(tmp_path)])
+    assert args.func(args) == 2
+    assert f"must be at least {MIN_SIDE}" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_export_says_why_it_wrote_no_unet_weights(tmp_path, capsys):
+    args = parse(export_cli, ["export", "--height", str(MIN_SIDE), "--width", str(MIN_SIDE), "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "no U-Net weights: score.pixel_weight and perceptual_weight are 0" in out and "0 U-Net" not in out
