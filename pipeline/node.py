@@ -72,10 +72,13 @@ from .transport import Publisher, StopFlag, ThrottledLog, bind, connect, make_so
 log = logging.getLogger(__name__)
 INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
 RECV_BATCH = 16  # messages taken from one camera connection before the next gets its turn
-# a camera connection silent this long is connected afresh: ZeroMQ gives an endpoint up for good after a handshake
+# A camera connection silent this long is connected afresh: ZeroMQ gives an endpoint up for good after a handshake
 # with something that is not a camera there (a protocol error: another program held the port a moment), and a camera
-# waits for its subscriber before it sends anything
+# waits for its subscriber before it sends anything. One that has given no message since it was connected: nothing
+# flows to lose. One that has: longer than any camera's heartbeat period (`heartbeat_s` <= 60), so a quiet camera's
+# working connection is never broken.
 SILENT_RECONNECT_S = 10.0
+QUIET_RECONNECT_S = 61.0
 REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
 # frames a model must have scored since it was saved or loaded to be saved at a changeover, its camera's end of stream
 # or the node's stop: a peer that flips products or ends its stream every frame causes no checkpoint write per frame
@@ -313,13 +316,16 @@ class EdgeNode:
             poller.register(sock, zmq.POLLIN)
             peers[sock] = peer
         upstream = [sock for sock in peers if sock.type == zmq.XSUB]
-        heard = dict.fromkeys(peers, time.monotonic())  # when each connection last gave a message
+        heard = dict.fromkeys(peers, time.monotonic())  # when each connection last gave a message, or was connected
+        spoke: set[zmq.Socket] = set()  # the connections that have given a message since they were connected
         try:
             while not halt.is_set():
                 now = time.monotonic()
-                for sock in [s for s, t in heard.items() if now - t > SILENT_RECONNECT_S]:
-                    self._reconnect(sock, peers[sock])
-                    heard[sock] = now
+                for sock, t in heard.items():
+                    if now - t > (QUIET_RECONNECT_S if sock in spoke else SILENT_RECONNECT_S):
+                        self._reconnect(sock, peers[sock])
+                        heard[sock] = now
+                        spoke.discard(sock)
                 for source, grant in self.credits.outgoing() if upstream else ():
                     camera = self.admission.cameras.get(source)
                     for sock in upstream:  # on its camera's connection only: the others never learn its name
@@ -339,6 +345,7 @@ class EdgeNode:
                                 ready.remove(sock)
                                 break
                             heard[sock] = time.monotonic()
+                            spoke.add(sock)
                             self._on_input(parts, peers[sock])
         finally:
             for sock in peers:
@@ -352,7 +359,7 @@ class EdgeNode:
             pass  # ZeroMQ had dropped the endpoint already
         sock.connect(peer.endpoint)
         self.input_reconnects += 1
-        log.debug("%s: silent for %g s, connected afresh", peer, SILENT_RECONNECT_S)
+        log.debug("%s: silent, connected afresh", peer)
 
     def _on_input(self, parts: list[zmq.Frame], peer: Peer) -> None:
         now = time.time()

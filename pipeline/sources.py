@@ -137,8 +137,9 @@ class VideoReader:
             return
         path = Path(self.cfg.uri)
         if not path.is_file():
-            raise SourceFatal(f"video file {str(path)!r} does not exist (uri is relative to {Path.cwd()}; for a "
-                              "camera give a device index, /dev/videoN, an rtsp:// URL or a GStreamer pipeline)")
+            where = "" if path.is_absolute() else f"uri is relative to {Path.cwd()}; "
+            raise SourceFatal(f"video file {str(path)!r} does not exist ({where}for a camera give a device index, "
+                              "/dev/videoN, an rtsp:// URL or a GStreamer pipeline)")
         self.open()
         try:
             ok, _ = self.cap.read()

@@ -114,8 +114,11 @@ def test_a_grey_product_filmed_to_a_video_file_raises_events_where_its_frames_do
 
 def test_a_missing_or_unreadable_video_fails_at_once_with_the_reason(tmp_path):
     missing = VideoSourceConfig(kind="video", name="cam0", uri=str(tmp_path / "clip.mp4"))
-    with pytest.raises(SourceFatal, match="does not exist"):
+    with pytest.raises(SourceFatal, match="does not exist") as absolute:
         Camera(missing).run(stop=None)
+    assert "relative to" not in str(absolute.value)  # an absolute path is not relative to anything
+    with pytest.raises(SourceFatal, match=r"does not exist \(uri is relative to "):
+        Camera(missing.model_copy(update={"uri": "recordings/monday.mp4"})).run(stop=None)
     (tmp_path / "junk.mp4").write_bytes(b"\x00" * 4096)
     with pytest.raises(SourceFatal, match="junk.mp4"):
         Camera(missing.model_copy(update={"uri": str(tmp_path / "junk.mp4")})).run(stop=None)
