@@ -23,7 +23,8 @@ Header values (after the decoder's schema checks, before any payload is decoded)
 - a frame's `seq` is the next one, or skips at most what a token bucket allows (`max_seq_step`,
   refilled at `max_frame_rate` per second): the skipped frames are counted `lost`, so `lost` grows at
   most max_seq_step + max_frame_rate x seconds, whatever a sender writes. A bigger jump, or a step
-  back that is not a restart (seq <= RESTART_WINDOW), is rejected (`seq_jump`, `seq_backwards`);
+  back that is not a restart (seq <= RESTART_WINDOW, captured after the last frame: an old frame sent again is
+  no restart), is rejected (`seq_jump`, `seq_backwards`);
   3 frames in a row that continue the new numbering resynchronise the camera (counted
   `seq_resyncs`, nothing counted lost);
 - a frame naming a product beyond the camera's first `node.max_products` is refused (`product_limit`):
@@ -121,6 +122,7 @@ class Camera:
     peer: Peer
     dynamic: bool = False
     last_seq: int | None = None
+    last_capture: float = -math.inf  # its last frame's t_capture
     tokens: float = 0.0
     refilled: float = 0.0
     resync: tuple[int, int] | None = None  # (last seq of a run of implausible frames, its length)
@@ -147,6 +149,7 @@ class Ticket:
     restart: bool = False
     resync: bool = False
     new: bool = False  # the message's name is not bound yet: `commit` binds it
+    captured: float = 0.0  # a frame's t_capture
     now: float = 0.0
     product: str | None = None
 
@@ -271,23 +274,23 @@ class Admission:
         if product is not None and product not in camera.products and len(camera.products) >= self.max_products:
             raise Rejected("product_limit", f"frame/{name}#{header.seq}: product {product!r} after "
                            f"{len(camera.products)} others (node.max_products {self.max_products})", charge)
-        ticket = self._sequence(camera, header.seq)
+        ticket = self._sequence(camera, header.seq, header.t_capture)
         ticket.product = product
         return ticket
 
     def _tokens(self, camera: Camera, now: float) -> float:
         return refill(camera.tokens, camera.refilled, now, self.max_frame_rate, self.max_seq_step)
 
-    def _sequence(self, camera: Camera, seq: int) -> Ticket:
+    def _sequence(self, camera: Camera, seq: int, captured: float) -> Ticket:
         now, last = self.monotonic(), camera.last_seq
-        ticket = Ticket(camera, "frame", seq, now=now)
+        ticket = Ticket(camera, "frame", seq, now=now, captured=captured)
         if last is None or seq == last + 1:
             ticket.tokens = self._tokens(camera, now)
             return ticket
         if seq > last + 1 and seq - last - 1 <= (tokens := self._tokens(camera, now)):
             ticket.lost, ticket.tokens = seq - last - 1, tokens - (seq - last - 1)
             return ticket
-        if seq <= last and seq <= RESTART_WINDOW:
+        if seq <= last and seq <= RESTART_WINDOW and captured > camera.last_capture:
             ticket.restart, ticket.tokens = True, self._tokens(camera, now)
             return ticket
         run = camera.resync[1] + 1 if camera.resync is not None and seq == camera.resync[0] + 1 else 1
@@ -312,6 +315,7 @@ class Admission:
             camera.last_seq, camera.resync = None, None
         elif ticket.kind == "frame":
             camera.last_seq, camera.tokens, camera.refilled, camera.resync = ticket.seq, ticket.tokens, ticket.now, None
+            camera.last_capture = ticket.captured
             camera.seq_restarts += ticket.restart
             camera.seq_resyncs += ticket.resync
             if ticket.product is not None:

@@ -535,6 +535,23 @@ class EdgeNode:
             self._scored_since_checkpoint[source] = 0
         except OSError as e:
             self._log.warning(f"{source}: could not write checkpoint {path}: {e}")
+            return
+        if self.cfg.checkpoint_dir is None:
+            self._bound_scratch(path)
+
+    def _bound_scratch(self, kept: Path) -> None:
+        """Hold the scratch folder's checkpoints to node.scratch_checkpoint_mb: the least recently saved go first
+        (never `kept`, the one just saved)."""
+        files = sorted(kept.parent.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for old in (p for p in files if p != kept):
+            if total <= self.cfg.scratch_checkpoint_mb * 2**20:
+                break
+            total -= old.stat().st_size
+            old.unlink(missing_ok=True)
+            self._log.warning(f"scratch checkpoints over node.scratch_checkpoint_mb "
+                              f"({self.cfg.scratch_checkpoint_mb:g}): dropped {old.name} (that camera and product "
+                              "start afresh when back)")
 
     def _keep(self, source: str, scratch: bool = True) -> None:
         """Save the camera's model once it scored SAVE_AFTER_FRAMES frames since it was saved or loaded: at a

@@ -85,6 +85,36 @@ def test_without_checkpoint_dir_a_camera_back_after_its_end_resumes_within_the_r
     assert not folder.exists()  # the node's stop deleted it
 
 
+def test_without_checkpoint_dir_the_scratch_checkpoints_stay_within_their_bound(tmp_path, caplog):
+    """A camera naming product after product (a peer may name 64) fills the temporary folder a checkpoint each: held
+    to node.scratch_checkpoint_mb, the least recently saved go first, the one just saved never."""
+    size = len(_checkpoint_bytes())
+    with node_line(tmp_path, frames=5, connect_cameras={0: ["line"]}, scratch_checkpoint_mb=3.5 * size / 2**20) as ln:
+        until_eos(ln.sub)  # cam0's checkpoint first: the oldest
+        seq = 0
+        for product in ("a", "b", "c", "d", "e"):
+            for _ in range(6):  # enough frames to be saved at the changeover
+                ln.intruders[0].send(frame_parts("line", seq=seq, product=product))
+                seq += 1
+            wait_until(lambda n=seq: ln.node.counters.source("line")["scored"] == n)
+        ln.intruders[0].send(frame_parts("line", seq=seq, product="a"))  # back: "e" saved, "a" long dropped
+        wait_until(lambda: ln.node.counters.source("line")["scored"] == seq + 1)
+        folder = ln.node._checkpoint_path("line", None, scratch=True).parent
+        kept = sorted(p.name for p in folder.glob("line@*.pt"))
+        assert kept == ["line@c.pt", "line@d.pt", "line@e.pt"]
+        assert sorted(p.name for p in folder.iterdir()) == kept and "over node.scratch_checkpoint_mb" in caplog.text
+
+
+def _checkpoint_bytes() -> bytes:
+    """What the tests' fast detector's checkpoint weighs on disk."""
+    import io
+
+    from test_pipeline_node import FastDetector
+    buf = io.BytesIO()
+    torch.save(FastDetector().state_dict(), buf)
+    return buf.getvalue()
+
+
 def test_a_product_name_is_checked_like_a_camera_name():
     image = np.zeros((32, 32, 3), np.uint8)
     header = dict(kind="frame", source="cam0", seq=0, t_capture=1.0, payloads=(P.describe("image", image),))
