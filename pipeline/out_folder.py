@@ -52,10 +52,11 @@ def set_aside(out: Path) -> Path | None:
     if not found:
         return None
     previous = out / PREVIOUS
+    older = previous.exists()
     shutil.rmtree(previous, ignore_errors=True)
     previous.mkdir()
     for path in found:
         path.rename(previous / path.name)
-    log.warning("%s held the results of an earlier run: moved to %s (the run before that one's are gone)", out,
-                previous)
+    log.warning("%s held the results of an earlier run: moved to %s%s", out, previous,
+                " (the run before it, which was there, is removed)" if older else "")
     return previous
