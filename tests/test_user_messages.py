@@ -8,7 +8,6 @@ import argparse
 import logging
 import re
 import socket
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -20,6 +19,7 @@ from pipeline import keys, subscribe, view
 from pipeline.mqtt_sink import MqttBridge
 from pipeline.sink_config import MqttConfig, ViewConfig
 from services import free_port
+from test_pipeline_node import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,8 @@ def test_a_refused_mqtt_connection_is_not_called_a_silent_broker(caplog):
     with caplog.at_level(logging.INFO, logger="pipeline.mqtt_sink"):
         bridge.start()
         try:
-            time.sleep(1.5)  # several connection timeouts long
+            # refused twice: the client's reconnect delay (at least 1 s) is several connection timeouts long
+            wait_until(lambda: bridge.stats["unreachable"] >= 2)
         finally:
             bridge.close(timeout_s=0.2)
     assert bridge.stats["unreachable"] > 0 and bridge.stats["timeouts"] == 0
