@@ -40,6 +40,7 @@ import psutil
 
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import LineError, print_summary, run_line
+from pipeline.sinks import JsonLines
 
 from .args import at_least
 
@@ -169,14 +170,12 @@ def memory_line(name: str, m: dict, pid: int | None) -> str:
 
 
 def after_warmup(scores: Path, since: float) -> dict | None:
-    """Scored frames captured from wall time `since` on (OUT/scores.jsonl): how many, their fps (captured to
-    delivered, as summary.json's) and end-to-end latency percentiles (ms); None without such frames."""
-    if not scores.is_file():
-        return None
+    """Scored frames captured from wall time `since` on (OUT/scores.jsonl and its turned-over files): how many,
+    their fps (captured to delivered, as summary.json's) and end-to-end latency percentiles (ms); None without
+    such frames."""
     rows = []
-    for line in scores.read_text().splitlines():
+    for r in JsonLines.records(scores):  # its turned-over files too, line by line
         try:
-            r = json.loads(line)
             rows.append((float(r["t_capture"]), float(r["end_to_end_ms"])))
         except (ValueError, KeyError, TypeError):
             continue
