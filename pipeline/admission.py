@@ -23,10 +23,11 @@ Header values (after the decoder's schema checks, before any payload is decoded)
 - a frame's `seq` is the next one, or skips at most what a token bucket allows (`max_seq_step`,
   refilled at `max_frame_rate` per second): the skipped frames are counted `lost`, so `lost` grows at
   most max_seq_step + max_frame_rate x seconds, whatever a sender writes. A bigger jump, or a step
-  back that is not a restart (seq <= RESTART_WINDOW, captured after the last frame: an old frame sent again is
-  no restart), is rejected (`seq_jump`, `seq_backwards`);
+  back that is not a restart (seq <= RESTART_WINDOW), is rejected (`seq_jump`, `seq_backwards`);
   3 frames in a row that continue the new numbering resynchronise the camera (counted
-  `seq_resyncs`, nothing counted lost);
+  `seq_resyncs`, nothing counted lost); a frame off the numbering captured no later than the camera's last
+  frame is an old frame sent again: rejected, and neither a restart nor part of a resync (a camera whose clock
+  stepped back at a restart is refused until its clock passes its last frame's);
 - a frame naming a product beyond the camera's first `node.max_products` is refused (`product_limit`):
   each product the camera names may get a model and a checkpoint file;
 - a heartbeat from a camera says role `source` (`forged_role`), and a camera's heartbeats keep within
@@ -290,7 +291,13 @@ class Admission:
         if seq > last + 1 and seq - last - 1 <= (tokens := self._tokens(camera, now)):
             ticket.lost, ticket.tokens = seq - last - 1, tokens - (seq - last - 1)
             return ticket
-        if seq <= last and seq <= RESTART_WINDOW and captured > camera.last_capture:
+        reason = "seq_jump" if seq > last else "seq_backwards"
+        if captured <= camera.last_capture:  # an old frame sent again: never a restart, nor part of a resync
+            camera.resync = None
+            raise Rejected(reason, f"frame/{camera.name}: seq {seq} after {last}, captured "
+                           f"{camera.last_capture - captured:.3f} s before the camera's last frame: an old frame sent "
+                           "again (or a camera clock that stepped back) is not scored", camera.name)
+        if seq <= last and seq <= RESTART_WINDOW:
             ticket.restart, ticket.tokens = True, self._tokens(camera, now)
             return ticket
         run = camera.resync[1] + 1 if camera.resync is not None and seq == camera.resync[0] + 1 else 1
@@ -298,7 +305,6 @@ class Admission:
             ticket.resync, ticket.tokens = True, self._tokens(camera, now)
             return ticket
         camera.resync = (seq, run)
-        reason = "seq_jump" if seq > last else "seq_backwards"
         raise Rejected(reason, f"frame/{camera.name}: seq {seq} after {last} is not plausible (node.max_seq_step "
                        f"{self.max_seq_step}, max_frame_rate {self.max_frame_rate:g}/s); {run} of {RESYNC_FRAMES} "
                        "frames continuing it resynchronise the camera", camera.name)

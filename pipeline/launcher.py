@@ -234,6 +234,9 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
         for sink in sinks:
             if views is None or not _is_view(sink):
                 sink.close()
+    for name in names:
+        if isinstance(counters := line.results.get(name), dict):
+            stats.camera_stopped(name, counters)
     summary = stats.summary(line.results.get(cfg.node.name))
     summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted, timed_out=timed_out)
     if collector is not None:

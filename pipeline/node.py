@@ -665,6 +665,9 @@ class EdgeNode:
         result = P.AnomalyHeader(kind="anomaly", payloads=tuple(payloads), label="anomalous" if anomalous else "normal",
                                  fit_steps=int(d.fit_steps), fit_ms=float(d.fit_ms), score_ms=float(d.score_ms),
                                  **scored)
+        log.debug("%s#%d: %s, score %.2f (raw %.3f%s), %dx%d px, fit %d steps %.0f ms, scored in %.0f ms, %d regions",
+                  h.source, h.seq, result.label, score, raw, ", calibrating" if d.calibrating else "", work.shape[1],
+                  work.shape[0], d.fit_steps, d.fit_ms, d.score_ms, len(scored["regions"]))
         return P.Message(result, arrays), P.Message(P.EventHeader(kind="event", **scored)) if anomalous else None
 
     def _log_event(self, event: P.Message) -> int | None:

@@ -377,6 +377,8 @@ class Camera:
                 item = _End("stopped; the reader is stuck") if stuck else None
             if isinstance(item, Capture):
                 self._send(sock, self._frame(seq, item), zmq.NOBLOCK if push else 0)
+                log.debug("%s#%d: %dx%d px sent (%d sent, %d dropped)", self.cfg.name, seq, item.image.shape[1],
+                          item.image.shape[0], self.counters["sent"], self.counters["send_dropped"])
                 self.last_capture, seq = item.t_capture, seq + 1
             if time.monotonic() >= next_beat or isinstance(item, _End):
                 next_beat = time.monotonic() + self.cfg.heartbeat_s

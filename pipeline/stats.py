@@ -150,6 +150,11 @@ class StreamStats:
                           for src in cameras}
         return out
 
+    def camera_stopped(self, source: str, counters: dict[str, int]) -> None:
+        """A camera's own counters, from its stage, when the line stopped it before its end of stream came through
+        (Ctrl-C, the timeout): what it sent, not its last heartbeat's count."""
+        self.sent.setdefault(source, counters["sent"] + counters["send_dropped"])
+
     def summary(self, node: dict | None = None) -> dict:
         """The run's summary; `node` is the node's final counter snapshot when available."""
         frames = sum(self.frames.values())

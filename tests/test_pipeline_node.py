@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -189,6 +190,18 @@ def test_line_end_to_end_with_two_subscribers(tmp_path, transport):
             assert any(m.kind == "heartbeat" and m.header.role == "source" for m in msgs)
             sub.close()
         assert ln.node.counters.source("cam0")["scored"] == 20
+
+
+def test_verbose_logs_say_what_became_of_each_frame(tmp_path, caplog):
+    """`ssdnet -v`: a DEBUG line per frame a camera sent and per frame the node scored (its verdict, score, cost)."""
+    caplog.set_level(logging.DEBUG, logger="pipeline")
+    with line(tmp_path, frames=3, queue_depth=8) as ln:
+        collect(subscriber(ln, (b"eos/",)))
+    for seq in range(3):
+        assert f"cam0#{seq}: 64x64 px sent ({seq + 1} sent, 0 dropped)" in caplog.text
+    scored = re.findall(r"cam0#(\d): (?:normal|anomalous), score [\d.]+ \(raw [\d.]+.*\), 64x64 px, fit 1 steps",
+                        caplog.text)
+    assert sorted(int(seq) for seq in scored) == [0, 1, 2]
 
 
 def test_latest_frame_semantics_drop_stale_frames(tmp_path):
