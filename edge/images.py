@@ -17,18 +17,35 @@ def image_files(folder) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+JPEG_END_SEARCH = 1024  # bytes at a JPEG file's end that must hold its end-of-image marker (a trailer may follow)
+
+
 def read_image(path) -> np.ndarray:
     """An image file as OpenCV decodes it, at its own depth: HxWx3 BGR, uint8 or uint16 (grey files as three
-    equal channels); FileNotFoundError when there is no such file, ValueError when OpenCV cannot decode it or
-    it is neither 8- nor 16-bit."""
-    if not Path(path).is_file():
+    equal channels); FileNotFoundError when there is no such file, ValueError when OpenCV cannot decode it, it
+    is neither 8- nor 16-bit, or it is a JPEG cut short (OpenCV would fill its missing rows with grey)."""
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
+    if _cut_short_jpeg(path):
+        raise ValueError(f"{path} is a JPEG without its end-of-image marker: cut short, or still being written")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if image is None:
-        raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
+    if image is None:  # a float TIFF is only read as it is: say what it holds
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None or image.dtype in (np.uint8, np.uint16):
+            raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
     if image.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{path} is a {image.dtype} image: convert it to 8 or 16 bits")
     return image
+
+
+def _cut_short_jpeg(path: Path) -> bool:
+    """A file that starts as a JPEG (FF D8) and has no end-of-image marker (FF D9) near its end."""
+    with path.open("rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return False
+        f.seek(max(2, path.stat().st_size - JPEG_END_SEARCH))
+        return b"\xff\xd9" not in f.read()
 
 
 def read_rgb(path, bits: int | None = None) -> np.ndarray:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edge.args import at_least
 from edge.config import MIN_SIDE, ScoreConfig, load_config
 from edge.device import resolve_device
 from edge.frames import working_size
@@ -46,7 +47,7 @@ def add_parser(sub) -> None:
                                                                     "instead of initializers")
     p.add_argument("--state", help="torch state dict (.pt) of the U-Net to write "
                                    "into the graph (default: the config's seed init)")
-    p.add_argument("--max-batch", type=int, default=1, help="tensorrt: largest batch of the engine's profile")
+    p.add_argument("--max-batch", type=at_least(1), default=1, help="tensorrt: largest batch of the engine's profile")
     p.set_defaults(func=run_export)
 
     b = sub.add_parser("backends", help="report which scorer backends and providers work on this machine",
@@ -57,9 +58,9 @@ def add_parser(sub) -> None:
 
     c = sub.add_parser("bench-scorer", help="per-frame scorer latency of every available backend",
                        description="Times score and weight-update+score per backend against torch eager, in one run.")
-    c.add_argument("--height", type=int, default=256)
-    c.add_argument("--width", type=int, default=256)
-    c.add_argument("--repeat", type=int, default=5)
+    c.add_argument("--height", type=at_least(MIN_SIDE), default=256)
+    c.add_argument("--width", type=at_least(MIN_SIDE), default=256)
+    c.add_argument("--repeat", type=at_least(1), default=5)
     c.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
     c.add_argument("--compile", action="store_true", help="add a torch.compile row (compiling takes about a minute)")
     c.add_argument("--backend", action="append", choices=("torch", "onnxruntime", "tensorrt"),

@@ -13,17 +13,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, DirectoryPath, Field, field_validator, model_validator
 
-from edge.config import MIN_SIDE, SSDNetConfig, StrictModel, load_yaml, parse_config
+from edge.config import MIN_SIDE, SSDNetConfig, load_yaml, parse_config
 from edge.synthetic import TEXTURES
 
 from .protocol import MAX_REGIONS, MAX_SIDE, SOURCE_PATTERN, Encoding
-from .sink_config import MqttConfig, ViewConfig
+from .sink_config import FiniteModel, MqttConfig, ViewConfig
 from .transport import ENDPOINT_PATTERN
 
 LOCAL = "tcp://127.0.0.1:*"
 MOVED_TO_FIT = ("budget_ms", "frame_budget_ms")  # node keys that moved to node.ssdnet.fit
 log = logging.getLogger(__name__)
 _LOOPBACK = re.compile(r"^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1):")
+_ANY_HOST = ("*", "0.0.0.0", "[::]")  # a tcp bind on every address of the machine
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -39,7 +40,22 @@ def is_video_file(uri: int | str) -> bool:
 def _endpoint(v: str) -> str:
     if not ENDPOINT_PATTERN.match(v):
         raise ValueError(f"{v!r} is not a ZeroMQ endpoint like tcp://127.0.0.1:5555, tcp://127.0.0.1:* or ipc:///tmp/cam0")
+    port = v.rsplit(":", 1)[1]
+    if v.startswith("tcp://") and port != "*" and not 1 <= int(port) <= 65535:
+        raise ValueError(f"{v!r}: port {port} is out of range: use 1-65535, or * for any free port")
     return v
+
+
+def _collide(a: str, b: str) -> bool:
+    """Whether endpoints `a` and `b` cannot both be bound on one machine: one ipc path, or one fixed tcp port on
+    one address (or on every address and a loopback one)."""
+    if a.startswith("ipc://") or b.startswith("ipc://"):
+        return a == b != "ipc://*"
+    (host_a, port_a), (host_b, port_b) = (e[len("tcp://"):].rsplit(":", 1) for e in (a, b))
+    if port_a != port_b or port_a == "*":
+        return False
+    here = all(host in _ANY_HOST or is_loopback(e) for host, e in ((host_a, a), (host_b, b)))
+    return host_a == host_b or (here and (host_a in _ANY_HOST or host_b in _ANY_HOST))
 
 
 Endpoint = Annotated[str, AfterValidator(_endpoint)]
@@ -58,7 +74,7 @@ def _max_subscriptions() -> Any:
                  "`subscription_resets`: ZeroMQ holds ~50 bytes of memory per byte of topic")
 
 
-class _Source(StrictModel):
+class _Source(FiniteModel):
     name: str = Field(pattern=SOURCE_PATTERN, description="source id, used in topics")
     fps: float | None = Field(None, gt=0, le=1000, description="pace frames to this rate; "
                                                                "None = as fast as the source delivers")
@@ -147,7 +163,7 @@ class FolderSourceConfig(_Source):
 SourceConfig = Annotated[SyntheticSourceConfig | VideoSourceConfig | FolderSourceConfig, Field(discriminator="kind")]
 
 
-class NodeConfig(StrictModel):
+class NodeConfig(FiniteModel):
     """The edge node: one SSDnet detector per source, results and events on one PUB endpoint."""
 
     name: str = Field("node", pattern=SOURCE_PATTERN, description="node id, used in its heartbeat topic")
@@ -286,7 +302,7 @@ class NodeConfig(StrictModel):
         return self.max_frame_pixels if self.max_frame_pixels is not None else self.ssdnet.max_pixels
 
 
-class SecurityConfig(StrictModel):
+class SecurityConfig(FiniteModel):
     """CURVE encryption + ZAP allow-list on every tcp socket (pipeline/security.py). Key files come from
     `ssdnet keys DIR --name NAME`: each stage uses DIR/<its name>.key_secret (cameras and the node by their
     names, subscribers by `client_name`) and finds the servers it connects to as <public_keys_dir>/<name>.key."""
@@ -303,12 +319,12 @@ class SecurityConfig(StrictModel):
     reload_s: float = Field(5.0, gt=0, le=3600, description="check the allow-list for changes at most this often")
 
 
-class PrometheusConfig(StrictModel):
+class PrometheusConfig(FiniteModel):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535, description="0 = any free port")
 
 
-class SinksConfig(StrictModel):
+class SinksConfig(FiniteModel):
     """What the launcher's collector does with the node's output (besides summary.json)."""
 
     overlays: Literal["off", "events", "all"] = Field(
@@ -340,7 +356,7 @@ class SinksConfig(StrictModel):
         return {True: "events", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
-class LineConfig(StrictModel):
+class LineConfig(FiniteModel):
     sources: tuple[SourceConfig, ...]
     node: NodeConfig = NodeConfig()
     sinks: SinksConfig = SinksConfig()
@@ -384,6 +400,13 @@ class LineConfig(StrictModel):
                                  "allow_insecure_network: true")
             log.warning("INSECURE: %s reachable from the network without encryption or authentication "
                         "(allow_insecure_network: true)", ", ".join(exposed))
+        # what binds on the node's machine: the node, and the sources without an `address` (another host's)
+        local = [(f"sources[{s.name}].bind", s.bind) for s in self.sources if s.address is None]
+        local += [("node.bind", self.node.bind), ("node.replay_bind", self.node.replay_bind)]
+        if clashes := [f"{ka} ({a}) and {kb} ({b})" for i, (ka, a) in enumerate(local) for kb, b in local[i + 1:]
+                       if _collide(a, b)]:
+            raise ValueError(f"{'; '.join(clashes)} would bind the same port (or ipc path): give each its own, or "
+                             "`*` for any free port")
         connected = {n: e for e, names in self.node.connect_cameras.items() for n in names}
         if clash := sorted(set(connected) & set(names)):
             raise ValueError(f"node.connect_cameras names {clash} are also sources of this config (a name has one "

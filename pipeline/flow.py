@@ -19,7 +19,11 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   (credit from an earlier node or another node, or a lie) is counted (`Credits.inflated_claims`) and
   never taken as this node's grant, so it cannot hold this node's budget. A new camera, or every
   camera after this node restarts, starts with nothing outstanding and waits for its turn; frames it
-  sends on credit it already holds are scored all the same.
+  sends on credit it already holds are scored all the same. A camera restarted without an end of
+  stream (a crash) is a new camera too, not one whose grant got lost: its heartbeat's seq (its last
+  frame sent) is below the last frame the node received from it, which a running camera's never is
+  (its heartbeats follow its frames on one connection). Its predecessor's grant is not sent again,
+  and the predecessor's frames the node finishes afterwards are not taken as its own.
 - The node hands out credit to the waiting sources in turn, keeping at most `budget`
   (`node.queue_depth`) frames outstanding (granted and not yet scored) across them. With the
   default 1 a camera takes its next frame the moment the node is ready for it: no frame waits
@@ -148,8 +152,8 @@ class Credits:
         now = time.monotonic()
         with self._lock:
             st = self._sources.get(source)
-            if st is None:  # a new camera, or this node restarted: nothing outstanding, it waits for its turn
-                st = self._sources[source] = _Source(done=seq, received=seq, upto=seq)
+            if st is None or seq < st.received:  # new, restarted (its numbering went back) or this node restarted:
+                st = self._sources[source] = _Source(done=seq, received=seq, upto=seq)  # nothing outstanding
             st.seen = now
             if seq > st.received and st.done >= st.received:  # frames sent that will never arrive
                 st.received = st.done = seq
@@ -170,9 +174,10 @@ class Credits:
                 self._strikes.pop(source, None)
 
     def done(self, source: str, seq: int) -> None:
-        """The worker is done with frame `seq` of `source` (scored, rejected or failed)."""
+        """The worker is done with frame `seq` of `source` (scored, rejected or failed); a frame past what this node
+        received and granted of it is a restarted camera's predecessor's, and changes nothing."""
         with self._lock:
-            if (st := self._sources.get(source)) is not None:
+            if (st := self._sources.get(source)) is not None and seq <= max(st.received, st.upto):
                 st.done = max(st.done, seq)
                 self._grant(time.monotonic())
 

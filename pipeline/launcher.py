@@ -40,6 +40,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edge.args import above, at_least
+
 from . import protocol as P
 from .config import LineConfig, load_line_config
 from .eventlog import CatchUp, ReplayClient
@@ -57,10 +59,12 @@ _WILDCARD = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|::):")
 
 
 def _sinks(cfg: LineConfig, out: Path, resume: dict[str, int] | None = None) -> list[Sink]:
-    turn = {"max_mb": cfg.sinks.jsonl_max_mb, "backups": cfg.sinks.jsonl_backups}
-    sinks: list[Sink] = [JsonlSink(out / "events.jsonl", append=bool(resume), resume=resume, **turn)]
+    """The collector's sinks; with `resume` (the sinks stage: its cursors, none before a first event) appending to
+    the files there, else (a whole line, its last results set aside) writing them afresh."""
+    turn, append = {"max_mb": cfg.sinks.jsonl_max_mb, "backups": cfg.sinks.jsonl_backups}, resume is not None
+    sinks: list[Sink] = [JsonlSink(out / "events.jsonl", append=append, resume=resume, **turn)]
     if cfg.sinks.scores:
-        sinks.append(ScoresSink(out / "scores.jsonl", append=bool(resume), **turn))
+        sinks.append(ScoresSink(out / "scores.jsonl", append=append, **turn))
     if cfg.sinks.overlays != "off":
         sinks.append(OverlaySink(out / "overlays", cfg.sinks.overlay_alpha, cfg.sinks.overlays,
                                  cfg.sinks.overlay_range, cfg.sinks.overlays_max_mb))
@@ -179,7 +183,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     if node_cfg.event_log is None:
         node_cfg = node_cfg.model_copy(update={"event_log": out / "node-events.db"})
 
-    started, interrupted, timed_out = time.time(), False, False
+    started, interrupted, timed_out, failure = time.time(), False, False, None
     bar = _progress(progress)
     ctrl_c, restore = _ctrl_c_flag()
     try:
@@ -226,6 +230,9 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted; stopping the line")
+    except LineError as e:  # a stage died: what the line did until then is still summed up
+        failure = str(e)
+        raise
     finally:
         restore()
         if collector is not None:
@@ -234,14 +241,21 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
         for sink in sinks:
             if views is None or not _is_view(sink):
                 sink.close()
-    for name in names:
+        if collector is not None or failure is None:
+            summary = _summary(line, stats, names, cfg.node.name, collector)
+            summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted, timed_out=timed_out,
+                           failed=failure)
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _summary(line: Stages, stats: StreamStats, cameras: list[str], node: str, collector: Collector | None) -> dict:
+    for name in cameras:  # stopped before its end of stream came through (Ctrl-C, the timeout): the camera's count
         if isinstance(counters := line.results.get(name), dict):
             stats.camera_stopped(name, counters)
-    summary = stats.summary(line.results.get(cfg.node.name))
-    summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted, timed_out=timed_out)
+    summary = stats.summary(line.results.get(node))
     if collector is not None:
         summary.update(bad_messages_at_collector=collector.sub.bad_messages, sink_failures=collector.sink_failures)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -266,8 +280,9 @@ def _fixed(what: str, endpoint: str) -> str:
 
 
 def _ctrl_c_flag() -> tuple[threading.Event, Callable[[], None]]:
-    """A flag that Ctrl-C sets as well as raising KeyboardInterrupt (which Python drops when it lands in a
-    finaliser), and the function that puts the previous handler back. Off the main thread: a flag nobody sets."""
+    """A flag that Ctrl-C or SIGTERM (`docker stop`, `systemctl stop`, `timeout`) sets as well as raising
+    KeyboardInterrupt (which Python drops when it lands in a finaliser), and the function that puts the previous
+    handlers back. Off the main thread: a flag nobody sets."""
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         return flag, lambda: None
@@ -276,8 +291,8 @@ def _ctrl_c_flag() -> tuple[threading.Event, Callable[[], None]]:
         flag.set()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, handler)
-    return flag, lambda: signal.signal(signal.SIGINT, previous)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return flag, lambda: [signal.signal(sig, h) for sig, h in previous.items()]
 
 
 def _stop_on_signals() -> threading.Event:
@@ -357,7 +372,9 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
             sink.close()
     summary = stats.summary()
     summary.update(wall_s=round(time.time() - started, 3), interrupted=bool(pending), timed_out=False,
-                   sink_failures=collector.sink_failures)
+                   sink_failures=collector.sink_failures, resumed=bool(resume))
+    if resume:  # frames and failures are this run's, `sent` the cameras' whole streams: no drop count from them
+        summary["dropped"] = None
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -395,13 +412,6 @@ def print_summary(summary: dict) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _stage(text: str) -> str:
@@ -469,8 +479,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="line config (YAML), e.g. configs/demo.yaml")
     p.add_argument("--out", required=True, type=Path, help="output folder: summary.json, events.jsonl, overlays/")
-    p.add_argument("--frames", type=_positive, help="frames per camera (overrides the config)")
-    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--frames", type=at_least(1), help="frames per camera (overrides the config)")
+    p.add_argument("--timeout", type=above(0), help="stop after this many seconds")
     p.add_argument("--view", action="store_true", help="serve the live page (sinks.view; 127.0.0.1:8765 unless "
                                                        "configured) and keep it up after the line ends, until Ctrl-C")
     p.add_argument("--stage", type=_stage, default="all", metavar="STAGE",

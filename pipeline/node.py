@@ -37,6 +37,7 @@ import queue
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -79,11 +80,17 @@ RECV_BATCH = 16  # messages taken from one camera connection before the next get
 # working connection is never broken.
 SILENT_RECONNECT_S = 10.0
 QUIET_RECONNECT_S = 61.0
+# a camera that spoke and then sends nothing this long, and 3x its longest gap so far (its heartbeats stopped too), is
+# logged as silent
+SILENT_WARN_S = 10.0
 REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
 # frames a model must have scored since it was saved or loaded to be saved at a changeover, its camera's end of stream
 # or the node's stop: a peer that flips products or ends its stream every frame causes no checkpoint write per frame
 # (its models lose what the last few frames taught them)
 SAVE_AFTER_FRAMES = 5
+BLANK_SPAN = 2  # a frame whose values (every 8th pixel) span no more grey levels than this is blank: counted, said
+UNLOGGED_MAX = 10_000  # events kept while the event log cannot be written (a full disk), to write later
+UNLOGGED_RETRY_S = 1.0  # how often those are tried again while no new event comes
 
 
 @runtime_checkable
@@ -181,8 +188,10 @@ class EdgeNode:
         self._busy = False
         self._log = ThrottledLog(log)
         self._reject_logs = {reason: ThrottledLog(log) for reason in REASONS}
+        self._blank_log = ThrottledLog(log)
         self._ended: dict[str, dict[str, int]] = {}  # each camera's counters at its last end of stream
         self.input_reconnects = 0  # silent camera connections connected afresh (SILENT_RECONNECT_S)
+        self.silent_inputs = 0  # camera connections that spoke and have been silent for SILENT_WARN_S now
         self.server_keys = dict(server_keys or {})  # camera endpoint -> its CURVE public key (security on)
         self.peers = self._peers(inputs, input_names)
         self.admission = Admission.from_config(cfg, self.peers)
@@ -200,6 +209,9 @@ class EdgeNode:
         self.start_rss = self._ps.memory_info().rss
         self.event_log: EventLog | None = None
         self.event_log_failures = 0
+        self._unlogged: deque[P.Message] = deque()  # events published live whose log append failed: retried
+        self._unlogged_lost = 0  # events beyond UNLOGGED_MAX while the log could not be written
+        self._retry_at = 0.0  # monotonic time of the next retry of the unlogged events
         self.replay_endpoint: str | None = None
         self.publisher: Publisher | None = None  # the result socket, once bound
         self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
@@ -285,6 +297,8 @@ class EdgeNode:
         try:
             while not stop.is_set():
                 msg = self.pending.take(timeout=0.1)
+                if self._unlogged and time.monotonic() >= self._retry_at:
+                    self._log_unlogged()
                 if msg is not None and msg.kind == "eos":
                     self._end(msg)
                 elif msg is not None:
@@ -293,6 +307,11 @@ class EdgeNode:
                     self.pending.served(msg.source, time.monotonic() - began)
                     self.credits.done(msg.source, msg.header.seq)
         finally:
+            if self._unlogged:  # a last try; what is left went out live only, and is said
+                self._log_unlogged()
+                if self._unlogged:
+                    log.error("%s: %d event(s) went out live but could not be written to the event log %s",
+                              self.cfg.name, len(self._unlogged), self.cfg.event_log)
             for source in list(self.detectors):
                 self._keep(source, scratch=False)
             if self._scratch is not None:
@@ -318,10 +337,18 @@ class EdgeNode:
         upstream = [sock for sock in peers if sock.type == zmq.XSUB]
         heard = dict.fromkeys(peers, time.monotonic())  # when each connection last gave a message, or was connected
         spoke: set[zmq.Socket] = set()  # the connections that have given a message since they were connected
+        silent: set[zmq.Socket] = set()  # connections that spoke, then went silent (`_silent_after`): said once
+        cadence: dict[zmq.Socket, float] = {}  # the longest gap between two messages on each connection so far
         try:
             while not halt.is_set():
                 now = time.monotonic()
                 for sock, t in heard.items():
+                    if sock in spoke and sock not in silent and now - t > max(SILENT_WARN_S, 3 * cadence.get(sock, 0)):
+                        silent.add(sock)
+                        log.warning("%s: nothing from this camera for %.0f s, neither frame nor heartbeat: stopped, "
+                                    "hung or cut off (connected afresh after %.0f s of silence)", peers[sock],
+                                    now - t, QUIET_RECONNECT_S)
+                    self.silent_inputs = len(silent)
                     if now - t > (QUIET_RECONNECT_S if sock in spoke else SILENT_RECONNECT_S):
                         self._reconnect(sock, peers[sock])
                         heard[sock] = now
@@ -344,6 +371,12 @@ class EdgeNode:
                             except zmq.Again:
                                 ready.remove(sock)
                                 break
+                            gap = time.monotonic() - heard[sock]
+                            if sock in silent:
+                                silent.discard(sock)
+                                log.warning("%s: heard again after %.0f s of silence", peers[sock], gap)
+                            elif sock in spoke:  # a camera's own heartbeat period, learnt
+                                cadence[sock] = max(cadence.get(sock, 0.0), gap)
                             heard[sock] = time.monotonic()
                             spoke.add(sock)
                             self._on_input(parts, peers[sock])
@@ -377,6 +410,9 @@ class EdgeNode:
             self._refuse(e.reason, str(e), e.camera)
             return
         lost = self.admission.commit(ticket[0])
+        if ticket[0].restart or ticket[0].resync:
+            log.info("%s: its numbering %s at frame %d (a camera restarted)", peer,
+                     "started again" if ticket[0].restart else "resynchronised", ticket[0].seq)
         h, source = msg.header, msg.source
         received = h.model_copy(update={"stamps": {**h.stamps, "received": now}})
         if h.kind == "frame":
@@ -596,6 +632,10 @@ class EdgeNode:
         if downscaled is not None:  # counted once it is scored, not also when its model refuses it
             self.counters.add(source, "downscaled")
             self._reject_logs[downscaled[0]].warning(downscaled[1])
+        if (span := int(np.ptp(work[::8, ::8], axis=(0, 1)).max())) <= BLANK_SPAN:  # scored all the same
+            self.counters.add(source, "blank")
+            self._blank_log.warning(f"{source}#{h.seq}: a blank frame (its values span {span} grey "
+                                               "levels): a lens cap, the light off or a dead sensor?")
         self._busy = True
         try:
             result, event = self._score(msg, detector, work)
@@ -671,17 +711,46 @@ class EdgeNode:
         return P.Message(result, arrays), P.Message(P.EventHeader(kind="event", **scored)) if anomalous else None
 
     def _log_event(self, event: P.Message) -> int | None:
-        """Commit an event to the log; the log's total after it, None if there is no log or it failed."""
+        """Commit an event to the log; the log's total after it, None if there is no log or it failed. A full disk
+        must not stop scoring: the event goes out live and is kept to be logged later (`_log_unlogged`), after
+        those that failed before it, so a subscriber that reads the log still gets it once it is written."""
         if self.event_log is None:
             return None
-        try:
-            self.event_log.append(event.header)
-            return self.event_log.total
-        except Exception as e:  # a full disk must not stop scoring; the event still goes out live
-            self.event_log_failures += 1
-            self._log.warning(f"{event.source}#{event.header.seq}: could not "
-                              f"write the event log: {type(e).__name__}: {e}")
-            return None
+        if self._unlogged:
+            self._log_unlogged()
+        if not self._unlogged:
+            try:
+                self.event_log.append(event.header)
+                return self.event_log.total
+            except Exception as e:
+                self._log_failed(event, e)
+        if len(self._unlogged) >= UNLOGGED_MAX:
+            self._unlogged.popleft()
+            self._unlogged_lost += 1
+        self._unlogged.append(event)
+        return None
+
+    def _log_unlogged(self) -> None:
+        """Write the events the log refused before, oldest first; each announced (heartbeat `logged_events`) once
+        written. Stops at the first failure and tries again UNLOGGED_RETRY_S later."""
+        while self._unlogged:
+            event = self._unlogged[0]
+            try:
+                self.event_log.append(event.header)
+            except Exception as e:
+                self._log_failed(event, e)
+                self._retry_at = time.monotonic() + UNLOGGED_RETRY_S
+                return
+            self._unlogged.popleft()
+            self.outbox.put((None, self.event_log.total))  # its live copy went out when it was scored
+        self._log.warning(f"the event log is written again: every event kept meanwhile is in it "
+                          f"({self._unlogged_lost} lost beyond the {UNLOGGED_MAX} kept)" if self._unlogged_lost
+                          else "the event log is written again: every event kept meanwhile is in it")
+
+    def _log_failed(self, event: P.Message, e: Exception) -> None:
+        self.event_log_failures += 1
+        self._log.warning(f"{event.source}#{event.header.seq}: could not write the event log: "
+                          f"{type(e).__name__}: {e} ({len(self._unlogged) + 1} event(s) kept to write later)")
 
     def _end(self, msg: P.Message) -> None:
         """Forward a source's end of stream, after its last result, with the node's counters of the stream it ends
@@ -713,7 +782,8 @@ class EdgeNode:
                 except queue.Empty:
                     item = None
                 if isinstance(item, tuple):  # a logged event: announced in heartbeats only once it went out
-                    self._send(out.sock, item[0])
+                    if item[0] is not None:  # None: an event logged late, its live copy long gone out
+                        self._send(out.sock, item[0])
                     self._announced_events = item[1]
                 elif item is not None:
                     self._send(out.sock, item)
@@ -750,7 +820,8 @@ class EdgeNode:
         if self.event_log is not None:  # a subscriber whose cursors add up to less missed events
             # events logged *and published*: a heartbeat never announces an event before its live copy
             announced = self._announced_events if self._announced_events is not None else self._start_events
-            counters.update(logged_events=announced, event_log_failed=self.event_log_failures)
+            counters.update(logged_events=announced, event_log_failed=self.event_log_failures,
+                            event_log_pending=len(self._unlogged), event_log_lost=self._unlogged_lost)
         counters.update({f"refused_{reason}": n for reason, n in self.refusals().items()})
         counters.update(credit_inflated_claims=self.credits.inflated_claims,
                         credit_expired_grants=self.credits.expired_grants,
@@ -771,7 +842,8 @@ class EdgeNode:
                 "queued_mb": round(queued / 2**20),
                 "memory_estimate_mb": round(self.budget.estimate(self._models(), queued,
                                                                  graphs=self._graphs()) / 2**20),
-                "rss_mb": round(self._ps.memory_info().rss / 2**20), "input_reconnects": self.input_reconnects}
+                "rss_mb": round(self._ps.memory_info().rss / 2**20), "input_reconnects": self.input_reconnects,
+                "silent_inputs": self.silent_inputs}
 
     def report(self) -> dict:
         """The final counters (`Counters.snapshot`), the scorer, refused connections, each camera's state."""

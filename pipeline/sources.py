@@ -136,6 +136,9 @@ class VideoReader:
         if not self.is_file:
             return
         path = Path(self.cfg.uri)
+        if path.is_dir():
+            raise SourceFatal(f"{str(path)!r} is a folder, not a video file: for a folder of images write "
+                              f"`kind: folder` and `path: {self.cfg.uri}`")
         if not path.is_file():
             where = "" if path.is_absolute() else f"uri is relative to {Path.cwd()}; "
             raise SourceFatal(f"video file {str(path)!r} does not exist ({where}for a camera give a device index, "
@@ -340,7 +343,7 @@ class Camera:
                 ready = out.wait_for_subscriber(self.cfg.wait_for_consumer_s, stop)
             else:
                 ready = wait_for_peer(out, self.cfg.wait_for_consumer_s, stop)
-            if not ready:
+            if not ready and not stop.is_set():  # timed out, not cut short by the line stopping
                 log.warning("%s: no consumer after %.0f s, streaming anyway", self.cfg.name,
                             self.cfg.wait_for_consumer_s)
             reader = threading.Thread(target=self._read_loop, name=f"read-{self.cfg.name}", daemon=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import queue
 import signal
 import sys
@@ -19,29 +20,57 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0
-# errors whose message is the whole story (a scorer backend that cannot load, a missing video file, a bad config)
-USER_ERRORS = ("BackendUnavailable", "SourceFatal", "ConfigError", "VGGWeightsError", "FileNotFoundError")
+# errors whose message is the whole story (a scorer backend that cannot load, a missing video file, a bad config,
+# a port in use)
+USER_ERRORS = ("BackendUnavailable", "SourceFatal", "ConfigError", "VGGWeightsError", "FileNotFoundError", "BindError")
 JOIN_TIMEOUT_S = 5.0
+PARENT_CHECK_S = 0.5  # how often a stage checks that its launcher still runs
 
 
 class LineError(RuntimeError):
     """A stage failed to start or died."""
 
 
-def run_stage(name: str, target: Callable[..., Any], args: tuple, kwargs: dict, reports: Any, level: int) -> None:
-    """Body of a stage process: run `target`, reporting its endpoint and its result (or failure)."""
+def run_stage(name: str, target: Callable[..., Any], args: tuple, kwargs: dict, reports: Any, level: int,
+              stop: Any) -> None:
+    """Body of a stage process: run `target`, reporting its endpoint and its result (or failure); `stop` (the line's
+    event, which `target` watches) is set should the launcher die without setting it (SIGKILL, the OOM killer)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the launcher stops stages itself
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+    threading.Thread(target=_stop_with_parent, args=(name, stop), name="parent-watch", daemon=True).start()
     try:
         result = target(*args, on_ready=lambda endpoint: reports.put(("ready", name, endpoint)), **kwargs)
     except Exception as e:
+        what = f"{type(e).__name__}: {e}"
+        if (endpoint := getattr(e, "endpoint", None)) is not None:  # a BindError: name the key that set it
+            what = f"{bind_key(name, args[0] if args else None, endpoint)}: {e}"
         if type(e).__name__ in USER_ERRORS:  # says what to fix: no traceback
-            logging.getLogger(__name__).error("%s failed: %s: %s", name, type(e).__name__, e)
+            logging.getLogger(__name__).error("%s failed: %s", name, what)
         else:
             logging.getLogger(__name__).exception("%s failed", name)
-        reports.put(("failed", name, f"{type(e).__name__}: {e}"))
+        reports.put(("failed", name, what))
         sys.exit(1)
     reports.put(("done", name, result))
+
+
+def _stop_with_parent(name: str, stop: Any) -> None:
+    """Set `stop` once this process's parent, the launcher, is gone: a stage never outlives its line (it would hold
+    its ports and the event log)."""
+    parent = os.getppid()
+    while not stop.is_set():  # never stop.wait(): a process that exits waiting on the event hangs its set() for good
+        time.sleep(PARENT_CHECK_S)
+        if os.getppid() != parent:
+            log.error("%s: the ssdnet run that started it is gone; stopping", name)
+            stop.set()
+
+
+def bind_key(stage: str, cfg: Any, endpoint: str) -> str:
+    """The config key that set `endpoint` of a stage whose config is `cfg` (a source's or the node's):
+    `sources[cam0].bind`, `node.bind`, `node.replay_bind`; the stage's name when none did."""
+    field = next((f for f in ("bind", "replay_bind") if getattr(cfg, f, None) == endpoint), None)
+    if field is None:
+        return stage
+    return f"node.{field}" if type(cfg).__name__ == "NodeConfig" else f"sources[{stage}].{field}"
 
 
 class Stages:
@@ -58,8 +87,8 @@ class Stages:
 
     def start(self, name: str, target: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         level = logging.getLogger().getEffectiveLevel()
-        proc = self.ctx.Process(target=run_stage, args=(name, target, args, kwargs, self.reports, level), name=name,
-                                daemon=True)
+        proc = self.ctx.Process(target=run_stage, args=(name, target, args, kwargs, self.reports, level, self.stop),
+                                name=name, daemon=True)
         proc.start()
         self.procs[name] = proc
 

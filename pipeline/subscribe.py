@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import zmq
 
+from edge.args import above, at_least
+
 from . import protocol as P
 from .eventlog import CatchUp, ReplayClient, ReplayError
 from .security import Security, load_public
@@ -143,12 +145,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("endpoints", nargs="+", type=endpoint_arg, metavar="ENDPOINT",
                    help="node endpoint(s), e.g. tcp://127.0.0.1:5600")
     p.add_argument("--jsonl", help="also append events to this JSONL file")
-    p.add_argument("--jsonl-max-mb", type=float, default=256, help="--jsonl turns over past this many MB, to FILE.1, "
-                                                                   "FILE.2, ... (default 256; 0 = no bound)")
-    p.add_argument("--jsonl-backups", type=int, default=3, help="turned-over --jsonl files kept (default 3)")
-    p.add_argument("--count", type=int, help="exit after this many events")
-    p.add_argument("--timeout", type=float, help="exit after this many seconds")
-    p.add_argument("--stall", type=float, default=5.0, help="report a stage whose last frame "
+    p.add_argument("--jsonl-max-mb", type=at_least(0, float), default=256,
+                   help="--jsonl turns over past this many MB, to FILE.1, FILE.2, ... (default 256; 0 = no bound)")
+    p.add_argument("--jsonl-backups", type=at_least(0), default=3, help="turned-over --jsonl files kept (default 3)")
+    p.add_argument("--count", type=at_least(1), help="exit after this many events")
+    p.add_argument("--timeout", type=above(0), help="exit after this many seconds")
+    p.add_argument("--stall", type=above(0), default=5.0, help="report a stage whose last frame "
                                                             "is older than this, seconds")
     p.add_argument("--replay", type=endpoint_arg, metavar="ENDPOINT",
                    help="the node's replay endpoint: fetch missed events, none is lost")

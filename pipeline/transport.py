@@ -6,6 +6,7 @@ connect, so any number of consumers can come and go without the producer knowing
 """
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import time
@@ -22,6 +23,11 @@ LINGER_MS = 500  # close() waits at most this long for queued messages: shutdown
 MAX_UPSTREAM_BYTES = 512  # what a subscriber may send an XPUB: a (un)subscription or a credit grant (pipeline/flow.py)
 MAX_MESSAGE_PART_BYTES = MAX_PAYLOAD_BYTES + MAX_HEADER_BYTES  # zmq.MAXMSGSIZE applies per part
 ENDPOINT_PATTERN = re.compile(r"^(tcp://\S+:(\*|\d{1,5})|ipc://\S+)$")
+_BIND_HINTS = {  # what to do about a bind the machine refuses
+    errno.EADDRINUSE: "is already in use: choose another port, or `*` for any free port, or stop the other program",
+    errno.EADDRNOTAVAIL: "is not an address of this machine: bind one of its addresses, or 0.0.0.0 for all",
+    errno.EACCES: "is not open to this user: choose a port above 1023, or check the ipc folder's permissions",
+}
 
 
 class StopFlag(Protocol):
@@ -56,12 +62,26 @@ def security_of(ctx: zmq.Context) -> Any:
     return _SECURITY.get(ctx)
 
 
+class BindError(zmq.ZMQError):
+    """A bind the machine refused (the port is taken, ...); the message says what to do. `endpoint` lets the
+    caller name the config key that set it (pipeline.stages.run_stage)."""
+
+    def __init__(self, endpoint: str, err: zmq.ZMQError):
+        hint = _BIND_HINTS.get(err.errno, f"cannot be bound ({err.strerror}): check it")
+        super().__init__(err.errno, f"{endpoint} {hint}")
+        self.endpoint = endpoint
+
+
 def bind(sock: zmq.Socket, endpoint: str) -> str:
-    """Bind and return the actual endpoint (a `tcp://host:*` wildcard gets a free port). With a
-    security policy on the socket's context, a tcp socket becomes a CURVE server first."""
+    """Bind and return the actual endpoint (a `tcp://host:*` wildcard gets a free port); BindError when the
+    machine refuses it. With a security policy on the socket's context, a tcp socket becomes a CURVE server
+    first."""
     if (security := _SECURITY.get(sock.context)) is not None and endpoint.startswith("tcp://"):
         security.serve(sock)
-    sock.bind(endpoint)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        raise BindError(endpoint, e) from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 

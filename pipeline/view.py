@@ -51,6 +51,7 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 import numpy as np
 
+from edge.args import above, between
 from edge.overlay import annotated_overlay, scale_range
 
 from . import protocol as P
@@ -565,10 +566,10 @@ def add_parser(sub) -> None:
                    help="the node's replay endpoint: events from its log, none missed")
     p.add_argument("--host", default="127.0.0.1", help="address the page listens on (default 127.0.0.1; anything "
                                                        "else needs a token, made and printed if not given)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    p.add_argument("--port", type=between(0, 65535, int), default=8765, help="port (default 8765; 0 = any free port)")
     p.add_argument("--token", help="the token a browser presents once as ?token=...")
     p.add_argument("--line", default="line", help="name shown on the page")
-    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--timeout", type=above(0), help="stop after this many seconds")
     p.add_argument("--key", metavar="FILE", help="this client's NAME.key_secret (CURVE, when the node has security on)")
     p.add_argument("--server-key", metavar="FILE", help="the node's public NODE.key (with --key)")
     p.set_defaults(func=_main)

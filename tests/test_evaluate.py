@@ -145,6 +145,36 @@ def test_eval_robustness_options_change_the_inputs(dataset, tmp_path):
     assert np.isfinite(result["mean"]["pixel_auroc"])
 
 
+def strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_eval_limit_sees_both_labels_and_undefined_metrics_are_said_and_null(dataset, tmp_path, capsys):
+    """`--limit 2` took the first two images in name order (two good ones: every metric NaN, a mean over nothing, and
+    bare NaN in the JSON file). It takes them in turn from each defect type; what stays undefined is said and
+    written as null."""
+    args = ["eval", str(dataset), "--categories", "brick", "--config", str(dataset / "tiny.yaml"), "--baselines",
+            "none", "--mode", "stream"]
+    assert main([*args, "--limit", "2", "--json", str(tmp_path / "two.json")]) == 0
+    two = strict_json((tmp_path / "two.json").read_text())
+    assert sorted(i["label"] for i in two["images"]) == [0, 1] and two["mean"]["pixel_auroc"] > 0
+    capsys.readouterr()
+    assert main([*args, "--limit", "1", "--json", str(tmp_path / "one.json")]) == 0  # one good image: nothing defined
+    one = strict_json((tmp_path / "one.json").read_text())
+    assert one["categories"]["brick"]["pixel_auroc"] is None and one["mean"]["image_auroc"] is None
+    assert "brick: pixel_auroc, pixel_auprc" in capsys.readouterr().out
+
+
+def test_eval_refuses_a_json_path_it_cannot_write_before_it_evaluates(dataset, tmp_path, capsys):
+    (tmp_path / "a_folder").mkdir()
+    assert main(["eval", str(dataset), "--categories", "brick", "--baselines", "none", "--json",
+                 str(tmp_path / "a_folder")]) != 0
+    captured = capsys.readouterr()
+    assert "a_folder" in captured.err and "mean" not in captured.out  # no evaluation thrown away
+
+
 def test_eval_reports_a_missing_dataset_clearly(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nope")]) == 2
     assert "not found" in capsys.readouterr().err

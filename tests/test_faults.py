@@ -3,7 +3,9 @@ oversized messages. Real sockets, fast fake detectors (never the SSDnet fit)."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import sqlite3
 import threading
 import time
 
@@ -249,6 +251,68 @@ def test_a_frame_counted_as_scored_has_its_event_counted(tmp_path, monkeypatch):
             wait_until(lambda n=n: ln.node.counters.source("cam0")["scored"] >= n, timeout=20)
             c = ln.node.counters.source("cam0")
             assert c["events"] >= c["scored"] >= n  # every frame is an event at threshold -1
+
+
+def test_events_the_log_could_not_write_are_written_once_it_can_and_reach_a_log_reader(tmp_path, monkeypatch):
+    """A full disk under the event log: every event still goes out live, and a subscriber that reads the log (the
+    sinks, `ssdnet subscribe --replay`, the MQTT bridge) took none of them (36 published, 18 in events.jsonl). The
+    node keeps them and writes them once the disk has room, in order; the reader then gets each once."""
+    append, full = EventLog.append, threading.Event()
+
+    def append_unless_full(self, header):
+        if full.is_set():
+            raise sqlite3.OperationalError("database or disk is full")
+        return append(self, header)
+
+    monkeypatch.setattr(EventLog, "append", append_unless_full)
+    full.set()
+    db, out = tmp_path / "events.db", tmp_path / "events.jsonl"
+    with line(tmp_path, frames=12, fps=100, flow="credit", threshold=-1.0, event_log=db) as ln:
+        wait_until(lambda: ln.node.counters.source("cam0")["scored"] == 12, timeout=30)
+        assert ln.node._node_counters()["event_log_pending"] == 12 and EventLog(db, readonly=True).total == 0
+        full.clear()  # room again: written at the next retry
+        got = subscribe(ln.endpoints, jsonl=str(out), count=12, timeout_s=10, replay=ln.node.replay_endpoint,
+                        from_start=True, ctx=ln.ctx)
+        counters = ln.node._node_counters()
+    assert got == 12 and counters["event_log_pending"] == 0 and counters["event_log_failed"] >= 12
+    records = _jsonl(out)
+    assert [r["log_seq"] for r in records] == list(range(1, 13)) and [r["seq"] for r in records] == list(range(12))
+
+
+def test_a_camera_gone_silent_is_logged_and_counted_until_it_speaks_again(tmp_path, monkeypatch, caplog):
+    """A camera that dies or hangs sends no heartbeat either: nothing said so (its own heartbeats' frame age is what a
+    stall reads). The node logs its connection silent past SILENT_WARN_S (and 3x its longest gap), counts it in
+    `silent_inputs`, and logs it back; a restarted camera's numbering is logged too."""
+    import pipeline.node as node_module
+    from adversary import control_parts, frame_parts, node_line
+    monkeypatch.setattr(node_module, "SILENT_WARN_S", 0.5)
+    caplog.set_level(logging.INFO, "pipeline.node")
+    with node_line(tmp_path, frames=200, fps=20, connect_cameras={0: ["line2"]}) as ln:
+        cam, t0 = ln.intruders[0], time.time()
+        for seq in range(3):
+            cam.send(frame_parts("line2", seq=seq, t=t0 + seq * 0.01))
+        wait_until(lambda: ln.node.counters.source("line2")["scored"] == 3)
+        assert ln.node.silent_inputs == 0  # then it hangs
+        wait_until(lambda: ln.node.silent_inputs == 1)
+        assert "nothing from this camera for" in caplog.text and "neither frame nor heartbeat" in caplog.text
+        cam.send(control_parts("heartbeat", "line2", seq=2, role="source", state="streaming", counters={}))
+        cam.send(frame_parts("line2", seq=0, t=time.time()))  # it restarted
+        wait_until(lambda: ln.node.silent_inputs == 0 and ln.node.counters.source("line2")["scored"] == 4)
+    assert "heard again after" in caplog.text and "its numbering started again at frame 0" in caplog.text
+
+
+def test_a_blank_frame_is_counted_and_said(tmp_path, caplog):
+    """A lens cap, the light off or a dead sensor: a constant frame scored "normal" and nobody heard of it."""
+    from adversary import frame_parts, node_line
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), np.full((64, 64, 3), (200, 10, 10), np.uint8)]
+    with node_line(tmp_path, frames=5, fps=20, connect_cameras={0: ["line2"]}) as ln:
+        for seq, image in enumerate(frames):
+            ln.intruders[0].send(frame_parts("line2", seq=seq, image=image))
+        wait_until(lambda: ln.node.counters.source("line2")["scored"] == 2)
+        assert ln.node.counters.source("line2")["blank"] == 1
+    assert "line2#1: a blank frame (its values span 0 grey levels)" in caplog.text
 
 
 class StallingReader:

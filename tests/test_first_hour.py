@@ -322,6 +322,16 @@ def test_images_of_one_name_in_several_folders_get_their_own_outputs(tmp_path):
     (["eval", "ds", "--warmup-frames", "-1"], "--warmup-frames: must be at least 0"),
     (["soak", "line.yaml", "--minutes", "nan"], "--minutes: must be at least 0.1"),
     (["bench", "--frames", "two"], "--frames: not an integer"),
+    (["score", "x.png", "--threshold", "nan"], "--threshold: must be a finite number"),  # every image "normal"
+    (["calibrate", "x", "--margin", "-3"], "--margin: must be at least 0"),
+    (["calibrate", "x", "--quantile", "1"], "--quantile: must be in (0, 1)"),  # failed after every frame was scored
+    (["run", "line.yaml", "--out", "o", "--timeout", "0"], "--timeout: must be above 0"),  # ran without a bound
+    (["eval", "ds", "--dead-pixels", "2"], "--dead-pixels: must be from 0 to 1"),
+    (["eval", "ds", "--warm-steps", "-5"], "--warm-steps: must be at least 0"),
+    (["view", "tcp://127.0.0.1:1", "--port", "70000"], "--port: must be from 0 to 65535"),
+    (["bench-scorer", "--repeat", "0"], "--repeat: must be at least 1"),
+    (["bench-scorer", "--height", "-5"], "--height: must be at least 32"),
+    (["subscribe", "tcp://127.0.0.1:1", "--timeout", "-1"], "--timeout: must be above 0"),
 ])
 def test_a_count_out_of_range_is_one_usage_line(argv, says, capsys):
     with pytest.raises(SystemExit) as e:

@@ -7,6 +7,8 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -14,20 +16,21 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 import pytest
 import zmq
 
 from edge.config import ConfigError, parse_config
 from pipeline import protocol as P
 from pipeline.config import LineConfig, load_line_config
-from pipeline.launcher import _ctrl_c_flag, run_line
+from pipeline.launcher import _ctrl_c_flag, _sinks, run_line
 from pipeline.out_folder import claimed
 from pipeline.sinks import ConsoleSink, JsonLines, JsonlSink, MetricsSink, OverlaySink, ScoresSink
 from pipeline.stages import LineError
 from pipeline.stats import StreamStats
 from pipeline.subscribe import subscribe
 from pipeline.transport import Publisher, make_socket
-from test_pipeline_node import FastDetector  # picklable stand-in for the SSDnet detector
+from test_pipeline_node import FastDetector, wait_until  # a picklable stand-in for the SSDnet detector
 from tools.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +84,20 @@ def test_a_line_run_again_in_its_folder_starts_afresh_and_keeps_the_last_run_apa
     assert all(s == list(range(1, len(s) + 1)) for s in seqs.values())  # a fresh log: each camera's from 1
 
 
+def test_a_sinks_stage_restarted_before_any_event_keeps_the_scores_it_wrote(tmp_path):
+    """`--stage sinks` resumes from its files' cursors; before a first event there are none, and its scores.jsonl
+    (27 lines in an audit) was written afresh on a restart. A whole line (no cursors) starts its files afresh."""
+    cfg = line_config(scores=True, overlays=False, console=False)
+    lines = "".join(json.dumps({"source": "cam0", "seq": i}) + "\n" for i in range(3))
+    (tmp_path / "scores.jsonl").write_text(lines)
+    for sink in _sinks(cfg, tmp_path, resume={}):  # a sinks stage that has seen no event yet
+        sink.close()
+    assert (tmp_path / "scores.jsonl").read_text() == lines
+    for sink in _sinks(cfg, tmp_path):
+        sink.close()
+    assert (tmp_path / "scores.jsonl").read_text() == ""
+
+
 def test_two_runs_cannot_write_one_folder_at_once(tmp_path, capsys):
     config = tmp_path / "line.yaml"
     config.write_text("sources:\n  - {name: cam0, kind: synthetic, size: 64, frames: 2}\n")
@@ -112,8 +129,11 @@ def test_a_failing_sink_is_counted_and_the_line_goes_on(tmp_path, monkeypatch, c
 
 
 @pytest.mark.slow
-def test_run_line_stops_on_ctrl_c(tmp_path):
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_run_line_stops_on_ctrl_c(tmp_path, sig):
+    """Ctrl-C, or SIGTERM as `docker stop`, `systemctl stop` and `timeout` send it (it once killed the launcher
+    alone: the camera and node processes ran on, holding their ports, and no summary was written)."""
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), sig))
     timer.start()
     t0 = time.monotonic()
     try:
@@ -123,6 +143,49 @@ def test_run_line_stops_on_ctrl_c(tmp_path):
     assert summary["interrupted"] and time.monotonic() - t0 < 15
     assert not mp.active_children()
     assert json.loads((tmp_path / "summary.json").read_text())["interrupted"]
+
+
+@pytest.mark.slow
+def test_a_line_whose_launcher_is_killed_stops_its_stages(tmp_path):
+    """SIGKILL (the OOM killer) leaves no launcher to stop the stages: each sees its parent gone and stops, instead of
+    scoring on under PID 1 holding its ports and the event log."""
+    script = ("import sys; sys.path[:0] = ['tests', '.']\n"
+              "from test_pipeline_launcher import FastDetector, line_config\n"
+              "from pipeline.launcher import run_line\n"
+              f"run_line(line_config(frames=None, overlays=False, scores=True), {str(tmp_path)!r}, "
+              "detector_factory=FastDetector)\n")
+    launcher, stages = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT), []
+    try:
+        wait_until(lambda: (tmp_path / "scores.jsonl").exists() and (tmp_path / "scores.jsonl").stat().st_size > 0,
+                   timeout=60)
+        stages = psutil.Process(launcher.pid).children()
+        assert len(stages) >= 3  # two cameras and the node (and multiprocessing's resource tracker)
+        launcher.kill()
+        launcher.wait(5)
+        _, alive = psutil.wait_procs(stages, timeout=15)
+        assert not alive, [p.cmdline()[-1] for p in alive]
+    finally:
+        for p in [*stages, *psutil.Process().children(recursive=True)]:  # a failed run leaves none behind either
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+class DyingDetector(FastDetector):
+    """A node that dies on its 4th frame (a driver's segfault, the OOM killer)."""
+
+    def process(self, image):
+        if self.calls == 3:
+            os._exit(9)
+        return super().process(image)
+
+
+def test_a_line_whose_node_died_still_writes_what_it_saw(tmp_path):
+    with pytest.raises(LineError, match="node died"):
+        run_line(line_config(frames=None, overlays=False), tmp_path, detector_factory=DyingDetector)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["failed"].startswith("node died") and summary["frames"] >= 3 and not mp.active_children()
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped interrupt, on purpose

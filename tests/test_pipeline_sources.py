@@ -247,7 +247,7 @@ def test_a_folder_of_a_mono12_cameras_16_bit_files_is_read_at_the_bits_they_fill
     for image, want in zip(got, as_8bit, strict=True):
         assert image.dtype == np.uint8 and image.shape == (64, 80, 3)
         assert np.abs(image[:, :, 0].astype(int) - want).max() <= 1 and (image == image[:, :, :1]).all()
-    assert "skipping unreadable image: cannot decode" in caplog.text and "002.tif" in caplog.text
+    assert "skipping unreadable image: " in caplog.text and "002.tif is a float32 image" in caplog.text
     assert "mono12: 16-bit images, read as 12-bit values (000.png" in caplog.text
     cv2.imwrite(str(tmp_path / "float.hdr"), np.ones((64, 80, 3), np.float32))  # decodes, but to float32
     with pytest.raises(ValueError, match="float.hdr is a float32 image: convert it to 8 or 16 bits"):
@@ -256,6 +256,24 @@ def test_a_folder_of_a_mono12_cameras_16_bit_files_is_read_at_the_bits_they_fill
     pinned = make_reader(FolderSourceConfig(kind="folder", name="mono12", path=tmp_path, bit_depth=16))
     pinned.open()
     assert pinned.read().image.max() == 16  # 4095 / 257, rounded: what 16 bits make of a Mono12 frame
+
+
+def test_a_jpeg_cut_short_is_refused_not_scored_with_grey_rows(tmp_path, caplog):
+    """OpenCV decodes a JPEG cut short (a file still being written) and fills its missing rows with grey: it was
+    scored as a frame. It is refused, a folder camera skips it naming the file; a whole JPEG with a trailer after its
+    end-of-image marker (some cameras write one) still reads."""
+    image = (np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8)
+    data = cv2.imencode(".jpg", image)[1].tobytes()
+    (tmp_path / "000.jpg").write_bytes(data[: len(data) * 2 // 3])
+    (tmp_path / "001.jpg").write_bytes(data + b"camera trailer")
+    assert cv2.imread(str(tmp_path / "000.jpg")) is not None  # what OpenCV alone makes of it
+    with pytest.raises(ValueError, match="000.jpg is a JPEG without its end-of-image marker: cut short"):
+        read_rgb(tmp_path / "000.jpg")
+    assert read_rgb(tmp_path / "001.jpg").shape == (128, 128, 3)
+    reader = make_reader(FolderSourceConfig(kind="folder", name="jpegs", path=tmp_path))
+    reader.open()
+    assert reader.read().image.shape == (128, 128, 3) and reader.read() is None
+    assert "skipping unreadable image: " in caplog.text and "000.jpg is a JPEG without" in caplog.text
 
 
 def test_a_crop_keeps_a_fixture_beside_the_product_out_of_the_frames_and_masks(tmp_path, caplog):

@@ -50,6 +50,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edge.args import at_least
 from edge.border import band_stats
 from edge.config import SSDNetConfig, load_config, parse_config
 from edge.detector import Detector
@@ -67,8 +68,6 @@ from pipeline.launcher import run_line
 from pipeline.sources import SyntheticReader
 from pipeline.stats import percentiles
 from pipeline.transport import bind, make_socket
-
-from .args import at_least
 
 TRANSPORT_SHAPE = (1080, 1920, 3)
 SCORER_ROW_KEYS = ("backend", "variant", "ok", "error", "score_ms", "update_score_ms", "setup_s")
@@ -658,7 +657,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transport-frames", type=at_least(1), help="1080p frames per transport round, 15 "
                                                         "rounds each (default 60; --quick 8)")
     p.add_argument("--backends", help="comma-separated scorer backends "
-                                      "(torch,onnxruntime,tensorrt; default all available)")
+                                      "(torch,onnxruntime,tensorrt; default all available, "
+                                      "with --quick torch only)")
     p.add_argument("--threads", type=at_least(1), default=1, help="torch threads here and in the node (default 1)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
     p.add_argument("--compile", action="store_true", help="add torch.compile fit-step variants "

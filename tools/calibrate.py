@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from statistics import NormalDist
@@ -31,7 +32,10 @@ from statistics import NormalDist
 import numpy as np
 from tqdm import tqdm
 
+from edge.args import at_least
+from edge.config import MIN_SIDE, parse_config
 from edge.detector import Detector
+from edge.frames import FrameError
 from edge.images import write_rgb
 from edge.overlay import annotated_overlay
 from pipeline.config import FolderSourceConfig, VideoSourceConfig, load_line_config
@@ -39,7 +43,6 @@ from pipeline.regions import find_regions
 from pipeline.sinks import JsonLines
 from pipeline.sources import SourceError, make_reader
 
-from .args import at_least
 from .score_images import DEFAULT_THRESHOLD, add_common, fast_hint, fit_progress, set_threads, ssdnet_config
 
 
@@ -56,18 +59,18 @@ def suggest(scores: np.ndarray, quantile: float = 0.99, margin: float = 0.05) ->
 
 
 def _reader(path: str, resize: tuple[int, int] | None, crop: tuple[int, int, int, int] | None = None):
-    p = Path(path)
+    p, given = Path(path), {"name": "calibrate", "crop": crop, "resize": resize}
     if p.is_dir():
-        cfg = FolderSourceConfig(kind="folder", name="calibrate", path=p, crop=crop, resize=resize)
+        cfg = parse_config(FolderSourceConfig, {"kind": "folder", "path": p, **given}, "--crop / --resize")
     else:
-        cfg = VideoSourceConfig(kind="video", name="calibrate", uri=path, crop=crop, resize=resize)
+        cfg = parse_config(VideoSourceConfig, {"kind": "video", "uri": path, **given}, "--crop / --resize")
     reader = make_reader(cfg)
     reader.check()
     return reader
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    if args.source.endswith(".jsonl"):
+    if SCORES_FILE.search(args.source):
         return _from_scores(args)
     set_threads(args.threads)
     threshold, vrange = DEFAULT_THRESHOLD, None
@@ -92,7 +95,7 @@ def _cmd(args: argparse.Namespace) -> int:
     det = Detector(cfg)
     steps_bar = fit_progress(det, "first frame: cold fit")
     scores: list[float] = []
-    seen = -1
+    seen, read = -1, 0
     log = (out / "scores.jsonl").open("w") if out is not None else None
     bar = tqdm(total=args.frames, desc="ssdnet calibrate", unit="frame")
     try:
@@ -104,7 +107,13 @@ def _cmd(args: argparse.Namespace) -> int:
                 break
             if cap is None:
                 break
-            d = det.process(cap.image)
+            read += 1
+            try:
+                d = det.process(cap.image)
+            except FrameError as e:  # as a folder camera does: that frame, not the calibration
+                tqdm.write(f"ssdnet calibrate: frame {read}: {e}; skipped (set --resize, or a crop that lies "
+                           "within the frames)", file=sys.stderr)
+                continue
             seq = seen = seen + 1
             if not d.calibrating and seq >= args.skip:  # the first frames set the camera's normal: not judged
                 scores.append(float(d.calibrated))
@@ -187,33 +196,39 @@ def _from_scores(args: argparse.Namespace) -> int:
         return 2
     cameras: dict[str, list[float]] = {}
     seen: dict[str, int] = {}  # each camera's (and product's) frames so far, for --skip
-    threshold, skipped, held = DEFAULT_THRESHOLD, 0, 0
+    threshold, skipped, held, single = DEFAULT_THRESHOLD, 0, 0, 0
     files = JsonLines.files(args.source)
     if not files:
         print(f"ssdnet calibrate: {args.source} does not exist", file=sys.stderr)
         return 2
-    for rec in JsonLines.records(args.source):  # oldest first: the last record's threshold is the line's current one
-        try:
-            score, current = float(rec["score"]), float(rec.get("threshold", threshold))
-        except (ValueError, KeyError, TypeError):
-            skipped += 1  # not a score record
-            continue
-        if "image" in rec or not np.isfinite(score):
-            continue  # `ssdnet score`'s single images: no camera normal
-        product = rec.get("product")  # a camera's products apart: <camera>@<product>, as its checkpoints are named
-        name = str(rec.get("source", "-")) + (f"@{product}" if product is not None else "")
-        seen[name] = seen.get(name, 0) + 1
-        if rec.get("calibrating") is True:
-            continue  # a camera's first frames: they set its normal
-        threshold = current
-        if seen[name] <= args.skip:
-            held += 1
-            continue
-        cameras.setdefault(name, []).append(score)
+    try:
+        for rec in JsonLines.records(args.source):  # oldest first: the last record's threshold is the line's current
+            try:
+                score, current = float(rec["score"]), float(rec.get("threshold", threshold))
+            except (ValueError, KeyError, TypeError):
+                skipped += 1  # not a score record
+                continue
+            if "image" in rec or not np.isfinite(score):
+                single += "image" in rec
+                continue  # `ssdnet score`'s single images: no camera normal
+            product = rec.get("product")  # a camera's products apart: <camera>@<product>, as its checkpoints are named
+            name = str(rec.get("source", "-")) + (f"@{product}" if product is not None else "")
+            seen[name] = seen.get(name, 0) + 1
+            if rec.get("calibrating") is True:
+                continue  # a camera's first frames: they set its normal
+            threshold = current
+            if seen[name] <= args.skip:
+                held += 1
+                continue
+            cameras.setdefault(name, []).append(score)
+    except UnicodeDecodeError:
+        print(f"ssdnet calibrate: {args.source} is not a JSON-lines file of scores (not text)", file=sys.stderr)
+        return 2
     if not cameras:
         print(f"ssdnet calibrate: no calibrated frame scores in {', '.join(map(str, files))} "
-              f"({skipped} record(s) without a score, {held} left out by --skip {args.skip}); a line writes them "
-              "with sinks.scores: true", file=sys.stderr)
+              f"({skipped} record(s) without a score, {held} left out by --skip {args.skip}"
+              + (f", {single} of single images scored by `ssdnet score`, which have no camera normal: give their "
+                 "folder instead" if single else "") + "); a line writes them with sinks.scores: true", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else None
     if out is not None:
@@ -228,10 +243,13 @@ def _from_scores(args: argparse.Namespace) -> int:
     return 0
 
 
+SCORES_FILE = re.compile(r"\.jsonl(\.\d+)?$")  # a line's scores.jsonl, or one of its turned-over files
+
+
 def _fraction(text: str) -> float:
     value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    if not 0 < value < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
     return value
 
 
@@ -247,11 +265,13 @@ def add_parser(sub) -> None:
     p.add_argument("--skip", type=at_least(0), default=0,
                    help="leave each camera's first N frames out of the suggestion (scored, not judged): the frames "
                         "it learns on; an object line's first ~100 raise events (docs/ablations.md section 56)")
-    p.add_argument("--crop", type=int, nargs=4, metavar=("X", "Y", "W", "H"),
+    p.add_argument("--crop", type=at_least(0), nargs=4, metavar=("X", "Y", "W", "H"),
                    help="cut the region of interest out of the frames as the camera's `crop` does (before --resize)")
-    p.add_argument("--resize", type=int, nargs=2, metavar=("W", "H"), help="resize frames as the camera does")
+    p.add_argument("--resize", type=at_least(MIN_SIDE), nargs=2, metavar=("W", "H"),
+                   help="resize frames as the camera does")
     p.add_argument("--quantile", type=_fraction, default=0.99, help="quantile of the normal scores (default 0.99)")
-    p.add_argument("--margin", type=float, default=0.05, help="raise the quantile by this fraction (default 0.05)")
+    p.add_argument("--margin", type=at_least(0, float), default=0.05,
+                   help="raise the quantile by this fraction (default 0.05)")
     p.add_argument("--out", help="write DIR/scores.jsonl (every frame) and DIR/calibration.json")
     p.add_argument("--overlays", action="store_true", help="with --out: every frame's overlay too")
     p.set_defaults(func=_cmd)

@@ -38,11 +38,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from edge.args import at_least
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import LineError, print_summary, run_line
 from pipeline.sinks import JsonLines
-
-from .args import at_least
 
 UNLIMITED_FRAMES = 10**9
 MIN_JUDGED_MINUTES = 5.0  # the shortest window after the warm-up whose growth gives a verdict and a MB/hour rate

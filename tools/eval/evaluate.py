@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
+import math
 import os
 import time
 import zlib
@@ -35,11 +37,11 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from edge.args import at_least, between
 from edge.config import ConfigError, SSDNetConfig, load_config
 from edge.detector import Detector
 from edge.images import IMAGE_SUFFIXES, image_files, read_rgb
 
-from ..args import at_least
 from .baselines import BASELINES
 from .dataset import GOOD, DatasetError, Sample, list_categories, load_category
 from .metrics import summarize
@@ -66,7 +68,39 @@ def _metrics(maps, samples: list[Sample], scores, seconds: float) -> dict[str, f
 
 
 def _mean(rows: list[dict[str, float]], keys=METRICS) -> dict[str, float]:
-    return {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+    """The mean of each metric over the rows that define it (NaN where none does; `undefined` names them)."""
+    defined = {k: [r[k] for r in rows if math.isfinite(r[k])] for k in keys}
+    return {k: float(np.mean(v)) if v else math.nan for k, v in defined.items()}
+
+
+def _sampled(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """At most `limit` samples, taken in turn from each defect type (good among them), in their stream order: a quick
+    look sees both labels (the first `limit` in name order were often all good, every metric undefined)."""
+    if limit is None:
+        return samples
+    by_type: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_type.setdefault(s.defect_type, []).append(s)
+    turns = [s for group in itertools.zip_longest(*by_type.values()) for s in group if s is not None]
+    kept = {id(s) for s in turns[:limit]}
+    return [s for s in samples if id(s) in kept]
+
+
+def undefined(result: dict) -> dict[str, list[str]]:
+    """Per category the metrics it could not define (no defect pixels, no good image): left out of the means."""
+    return {cat: [k for k in METRICS if not math.isfinite(m[k])] for cat, m in result["categories"].items()
+            if any(not math.isfinite(m[k]) for k in METRICS)}
+
+
+def json_safe(value):
+    """`value` with NaN (an undefined metric) as None: the JSON file stays JSON (NaN is not, for strict parsers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def by_defect_type(maps, samples: list[Sample], scores) -> dict[str, dict[str, float]]:
@@ -165,7 +199,7 @@ def _evaluate_part(root: Path, cfg: SSDNetConfig, mode: str, baselines: tuple[st
                    dead_fraction: float, limit: int | None, warmup: Path | None, warmup_frames: int | None,
                    categories: list[str], position: int = 0) -> dict:
     """Per-category metrics of `categories`, with a progress bar (`position`: its line, one per worker)."""
-    data = {c: load_category(root, c)[:limit] for c in categories}
+    data = {c: _sampled(load_category(root, c), limit) for c in categories}
     warm = {c: warmup_paths(warmup, c, warmup_frames) if warmup is not None else [] for c in categories}
     det = Detector(cfg)
     total = sum(len(v) for v in data.values()) + sum(len(p) for p in {tuple(p) for p in warm.values()})
@@ -239,9 +273,22 @@ def print_table(result: dict, console: Console | None = None) -> None:
                       "that have it), pixel AUROC / AUPRC (image AUROC): " + ", ".join(
                           f"{k} {m['pixel_auroc']:.3f} / {m['pixel_auprc']:.3f} ({m['image_auroc']:.3f})"
                           for k, m in result["mean_by_defect_type"].items()))
+    for cat, names in undefined(result).items():
+        console.print(f"[yellow]{cat}: {', '.join(names)} undefined (no defect pixels or no good image among its "
+                      "images): left out of the mean[/yellow]")
     for b in baselines:
         console.print(f"SSDnet pixel AUROC above {b} on "
                       f"{result['beats_baseline'][b]}/{len(result['categories'])} categories")
+
+
+def writable(path: Path) -> None:
+    """Raise OSError now if `path` cannot be written (its folder made if missing), leaving no empty file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
+    with path.open("a"):
+        pass
+    if not existed:
+        path.unlink()
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -255,6 +302,8 @@ def _cmd(args: argparse.Namespace) -> int:
     baselines = tuple(b for b in args.baselines.split(",") if b) if args.baselines != "none" else ()
     if args.warmup and args.mode != "stream":
         raise ConfigError("--warmup streams frames before a camera's test images: it needs --mode stream")
+    if args.json:  # a folder or a read-only place fails now, not after the evaluation
+        writable(Path(args.json))
     try:
         result = evaluate(Path(args.dataset), cfg, cats, args.mode, baselines, args.input_noise, args.dead_pixels,
                           args.limit, args.jobs, Path(args.warmup) if args.warmup else None, args.warmup_frames)
@@ -262,8 +311,7 @@ def _cmd(args: argparse.Namespace) -> int:
         raise FileNotFoundError(str(e)) from None
     print_table(result)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
         print(f"wrote {args.json}")
     return 0
 
@@ -277,10 +325,11 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
     p.add_argument("--mode", choices=("cold", "warm", "stream"), default="cold")
     p.add_argument("--steps", type=at_least(0), help="override fit.steps")
-    p.add_argument("--warm-steps", type=int, help="override fit.warm_steps")
+    p.add_argument("--warm-steps", type=at_least(0), help="override fit.warm_steps")
     p.add_argument("--baselines", default=",".join(BASELINES), help="comma-separated, or 'none'")
-    p.add_argument("--input-noise", type=float, default=0.0, help="add Gaussian noise (sigma, grey levels)")
-    p.add_argument("--dead-pixels", type=float, default=0.0, help="set this fraction of pixels to black")
+    p.add_argument("--input-noise", type=at_least(0, float), default=0.0,
+                   help="add Gaussian noise (sigma, grey levels)")
+    p.add_argument("--dead-pixels", type=between(0, 1), default=0.0, help="set this fraction of pixels to black")
     p.add_argument("--limit", type=at_least(1), help="at most this many images per category (quick looks)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--warmup", metavar="DIR",

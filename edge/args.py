@@ -1,0 +1,38 @@
+"""Argument types of the `ssdnet` commands' numeric flags: a count, a duration or a threshold out of range (or not a
+finite number) is one argparse error line at the start, not a traceback, a silently changed measurement or a line
+that never stops later."""
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def _ranged(kind: type, ok: Callable[[float], bool], says: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"must be {says}, got {text}")
+        return value
+    return parse
+
+
+def at_least(low: float, kind: type = int) -> Callable[[str], float]:
+    """An argparse `type`: `kind(text)`, refused below `low` (and nan, inf)."""
+    return _ranged(kind, lambda v: v >= low, f"at least {low}")
+
+
+def above(low: float, kind: type = float) -> Callable[[str], float]:
+    """An argparse `type`: `kind(text)`, refused at or below `low` (and nan, inf)."""
+    return _ranged(kind, lambda v: v > low, f"above {low}")
+
+
+def between(low: float, high: float, kind: type = float) -> Callable[[str], float]:
+    """An argparse `type`: `kind(text)` from `low` to `high`, both included."""
+    return _ranged(kind, lambda v: low <= v <= high, f"from {low} to {high}")
+
+
+finite = _ranged(float, lambda v: True, "a finite number")

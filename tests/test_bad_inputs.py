@@ -1,0 +1,87 @@
+"""What a batch command does with an input it cannot use: says which, and goes on with the others (found by feeding
+`ssdnet score`, `calibrate` and `eval` a zoo of odd files)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.synthetic import draw_defect, texture
+from tools.cli import main
+
+
+def _write(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image[:, :, ::-1])
+    return path
+
+
+def test_score_goes_on_past_a_symlink_loop_and_every_anomalous_image_says_where(tmp_path, capsys):
+    """A symlink loop among the images stopped the whole batch (`Path.resolve` raised before any image was scored);
+    an image judged anomalous came without a region (the node's events always have one)."""
+    rng = np.random.default_rng(0)
+    hole = _write(tmp_path / "hole.png", draw_defect(texture("grass", 96, rng), rng, "hole")[0])
+    (tmp_path / "loop_a.png").symlink_to(tmp_path / "loop_b.png")
+    (tmp_path / "loop_b.png").symlink_to(tmp_path / "loop_a.png")
+    argv = ["score", str(tmp_path / "loop_a.png"), str(hole), "--fast", "--threads", "1", "--out", str(tmp_path / "o"),
+            "--threshold", "-5"]  # every image anomalous
+    assert main(argv) == 1
+    lines = [json.loads(x) for x in (tmp_path / "o" / "scores.jsonl").read_text().splitlines()]
+    assert [x["image"] for x in lines] == [str(hole)] and lines[0]["label"] == "anomalous" and lines[0]["regions"]
+    assert "loop_a.png" in capsys.readouterr().err
+
+
+def test_small_images_scored_alone_are_said_to_run_hot(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    small = _write(tmp_path / "small.png", texture("gravel", 40, rng))
+    large = _write(tmp_path / "large.png", texture("gravel", 96, rng))
+    assert main(["score", str(large), "--fast", "--threads", "1", "--out", str(tmp_path / "o1")]) == 0
+    assert "under 64 px a side" not in capsys.readouterr().err
+    assert main(["score", str(small), "--fast", "--threads", "1", "--out", str(tmp_path / "o2")]) == 0
+    assert "1 image(s) under 64 px a side: judged alone, small frames score above the prior" in capsys.readouterr().err
+
+
+def test_calibrate_skips_a_frame_below_the_minimum_and_eval_names_one(tmp_path, capsys):
+    """A 20x20 file in a folder stopped `ssdnet calibrate` (and `ssdnet eval`) with "a 20x20 frame is below the
+    minimum", naming no file; a folder camera skips it with a warning, and so does calibrate now."""
+    rng = np.random.default_rng(2)
+    for i in range(12):
+        _write(tmp_path / "frames" / f"{i:03d}.png", texture("brick", 64, rng))
+    _write(tmp_path / "frames" / "005a.png", texture("brick", 20, rng))
+    assert main(["calibrate", str(tmp_path / "frames"), "--fast", "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "frame 7: a 20x20 frame is below the minimum of 32x32 px; skipped" in captured.err
+    assert "2 normal frames of" in captured.out  # 12 frames scored: the first 10 set the camera's normal
+
+    good = tmp_path / "ds" / "brick" / "test" / "good"
+    _write(good / "000.png", texture("brick", 64, rng))
+    _write(good / "001.png", texture("brick", 20, rng))
+    assert main(["eval", str(tmp_path / "ds"), "--baselines", "none"]) == 2
+    assert "001.png is 20x20 px: below the scorer's minimum of 32x32" in capsys.readouterr().err
+
+
+def test_calibrate_on_scores_it_cannot_use_says_what_they_are(tmp_path, capsys):
+    """A turned-over scores file was opened as a video; `ssdnet score`'s records were "without a score"; random
+    bytes gave a UnicodeDecodeError."""
+    line = tmp_path / "scores.jsonl.1"  # a line's turned-over scores
+    line.write_text("".join(json.dumps({"source": "cam0", "seq": i, "score": 0.1 * i, "calibrating": False}) + "\n"
+                            for i in range(20)))
+    assert main(["calibrate", str(line)]) == 0
+    assert "suggested node.threshold" in capsys.readouterr().out
+    single = tmp_path / "single.jsonl"
+    single.write_text(json.dumps({"image": "a.png", "score": 1.0}) + "\n")
+    assert main(["calibrate", str(single)]) == 2
+    assert "1 of single images scored by `ssdnet score`" in capsys.readouterr().err
+    binary = tmp_path / "bin.jsonl"
+    binary.write_bytes(bytes(range(128, 256)) * 8)
+    assert main(["calibrate", str(binary)]) == 2
+    assert "is not a JSON-lines file of scores (not text)" in capsys.readouterr().err
+
+
+def test_a_folder_given_as_a_video_says_to_use_a_folder_camera(tmp_path, capsys):
+    config = tmp_path / "line.yaml"
+    config.write_text(f"sources:\n  - {{name: cam, kind: video, uri: {tmp_path}}}\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 1
+    assert "is a folder, not a video file: for a folder of images write `kind: folder`" in capsys.readouterr().err

@@ -1,0 +1,133 @@
+"""What a line config refuses when loaded (ports out of range, two binds on one port, NaN and infinity), and how a
+stage says that its port is taken: one line naming the config key, no traceback."""
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+import yaml
+import zmq
+
+from edge.config import ConfigError, parse_config
+from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig
+from pipeline.sources import Camera, run_camera
+from pipeline.stages import bind_key, run_stage
+from pipeline.transport import BindError, bind
+from tools.cli import main as cli_main
+
+
+def line(*sources: dict, **rest) -> dict:
+    return {"sources": [{"kind": "synthetic", "frames": 1, **s} for s in sources], **rest}
+
+
+def refusal(data: dict) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse_config(LineConfig, data, "line.yaml")
+    return str(e.value)
+
+
+@pytest.fixture
+def held() -> Iterator[str]:
+    """A tcp endpoint another socket holds (bound on a free port)."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    sock.bind("tcp://127.0.0.1:*")
+    yield sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    sock.close(linger=0)
+    ctx.term()
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0"])
+def test_a_tcp_port_outside_1_to_65535_is_refused_naming_the_key(port):
+    """ZeroMQ bound port 99999 as 99999 - 65536 = 34463, silently."""
+    text = refusal(line({"name": "a", "bind": f"tcp://127.0.0.1:{port}"}))
+    assert "sources.0.synthetic.bind" in text and f"port {port} is out of range: use 1-65535, or *" in text
+    assert "node.bind" in refusal(line({"name": "a"}, node={"bind": f"tcp://127.0.0.1:{port}"}))
+    parse_config(LineConfig, line({"name": "a", "bind": "tcp://127.0.0.1:65535"}, node={"bind": "tcp://127.0.0.1:1"}))
+
+
+def test_two_binds_on_one_port_of_this_machine_are_refused_naming_both():
+    text = refusal(line({"name": "a", "bind": "tcp://127.0.0.1:47124"}, {"name": "b", "bind": "tcp://127.0.0.1:47124"}))
+    assert "sources[a].bind (tcp://127.0.0.1:47124) and sources[b].bind (tcp://127.0.0.1:47124)" in text
+    assert "give each its own, or `*` for any free port" in text
+    text = refusal(line({"name": "a", "bind": "tcp://0.0.0.0:5555"}, node={"bind": "tcp://127.0.0.1:5555"},
+                        allow_insecure_network=True))
+    assert "sources[a].bind (tcp://0.0.0.0:5555) and node.bind (tcp://127.0.0.1:5555)" in text
+    assert "node.bind" in refusal(line({"name": "a"}, node={"bind": "ipc:///tmp/n", "replay_bind": "ipc:///tmp/n"}))
+    for fine in (line({"name": "a"}, {"name": "b"}),  # any free port, each
+                 line({"name": "a", "bind": "tcp://127.0.0.1:5555"}, {"name": "b", "bind": "tcp://127.0.0.2:5555"}),
+                 # cameras on hosts of their own (`ssdnet run --stage camera:NAME`) may share a port number
+                 line({"name": "a", "bind": "tcp://0.0.0.0:5555", "address": "tcp://cam-a:5555"},
+                      {"name": "b", "bind": "tcp://0.0.0.0:5555", "address": "tcp://cam-b:5555"},
+                      allow_insecure_network=True)):
+        parse_config(LineConfig, fine)
+
+
+@pytest.mark.parametrize(("where", "key"), [
+    ({"node": {"threshold": float("nan")}}, "node.threshold"),
+    ({"node": {"threshold": float("-inf")}}, "node.threshold"),
+    ({"node": {"region_threshold": float("inf")}}, "node.region_threshold"),
+    ({"node": {"memory_budget_mb": float("inf")}}, "node.memory_budget_mb"),
+    ({"sinks": {"overlay_range": [0.0, float("inf")]}}, "sinks.overlay_range.1"),
+    ({"sinks": {"view": {"overlay_range": [float("nan"), 1.0]}}}, "sinks.view.overlay_range.0"),
+    ({"timeout_s": float("inf")}, "timeout_s"),
+])
+def test_nan_and_infinity_are_refused_when_the_config_loads(where, key):
+    """`threshold: .nan` loaded, then every frame failed in the node."""
+    assert f"{key}: Input should be a finite number" in refusal(line({"name": "a"}, **where))
+
+
+def test_binding_a_port_in_use_says_what_to_do(held):
+    sock = zmq.Context.instance().socket(zmq.PULL)
+    try:
+        with pytest.raises(BindError, match="already in use: choose another port, or `\\*` for any free port, or "
+                                            "stop the other program") as e:
+            bind(sock, held)
+    finally:
+        sock.close(linger=0)
+    assert isinstance(e.value, zmq.ZMQError) and e.value.endpoint == held  # callers that close on ZMQError still do
+
+
+def test_a_camera_stage_whose_port_is_taken_fails_in_one_line_naming_the_key(held, caplog):
+    cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", bind=held)
+    reports: queue.Queue = queue.Queue()
+    previous, stop = signal.getsignal(signal.SIGINT), threading.Event()  # run_stage ignores Ctrl-C, as a stage does
+    try:
+        with pytest.raises(SystemExit):
+            run_stage("cam0", run_camera, (cfg, stop), {}, reports, logging.INFO, stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        stop.set()  # ends run_stage's watch on its parent
+    assert reports.get_nowait() == ("failed", "cam0", f"sources[cam0].bind: {held} is already in use: choose "
+                                    "another port, or `*` for any free port, or stop the other program")
+    assert not any(r.exc_info for r in caplog.records)  # no traceback
+
+
+def test_the_key_of_a_nodes_endpoint_is_named():
+    cfg = NodeConfig(bind="tcp://127.0.0.1:5600", replay_bind="tcp://127.0.0.1:5601")
+    assert bind_key("node", cfg, "tcp://127.0.0.1:5600") == "node.bind"
+    assert bind_key("node", cfg, "tcp://127.0.0.1:5601") == "node.replay_bind"
+
+
+def test_ssdnet_run_with_a_camera_port_taken_prints_no_traceback(held, tmp_path, capfd):
+    config = tmp_path / "line.yaml"
+    config.write_text(yaml.safe_dump(line({"name": "cam0", "bind": held})))
+    assert cli_main(["run", str(config), "--out", str(tmp_path / "out")]) == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and f"sources[cam0].bind: {held} is already in use" in err
+
+
+def test_no_consumer_is_reported_only_when_the_wait_timed_out(caplog):
+    """The line stopping cut the wait short: that was logged as 'no consumer after 30 s'."""
+    stop = threading.Event()
+    stop.set()
+    cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, frames=1, wait_for_consumer_s=30.0)
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources"):
+        Camera(cfg, ctx=zmq.Context.instance()).run(stop)
+        assert "no consumer after" not in caplog.text
+        Camera(cfg.model_copy(update={"wait_for_consumer_s": 0.0}), ctx=zmq.Context.instance()).run(threading.Event())
+    assert "cam0: no consumer after 0 s, streaming anyway" in caplog.text
