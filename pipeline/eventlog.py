@@ -27,6 +27,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS events (
     header  BLOB    NOT NULL,
     PRIMARY KEY (source, log_seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -67,6 +69,7 @@ class EventLog:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (secrets.token_hex(8),))
         self.max_events = max_events
         self._appended = 0
         self.heads: dict[str, int] = {}
@@ -74,9 +77,17 @@ class EventLog:
             self.heads = dict(self.db.execute("SELECT source, MAX(log_seq) FROM events GROUP BY source").fetchall())
         self.total = sum(self.heads.values())  # sum of the per-source heads: one more per logged event
 
-    def _has_table(self) -> bool:
-        query = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'"
-        return self.db.execute(query).fetchone() is not None
+    def _has_table(self, name: str = "events") -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
+        return self.db.execute(query, (name,)).fetchone() is not None
+
+    @property
+    def log_id(self) -> str:
+        """This log's identity, made with it: a node restarted on a new log (another folder, a lost volume) numbers
+        its events from 1 again, and a subscriber that sees another id knows its cursors are not this log's."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone() if self._has_table("meta") \
+            else None
+        return row[0] if row else ""
 
     def append(self, header: P.EventHeader) -> int:
         """Commit `header` under the next log_seq of its source and return that number."""
@@ -163,10 +174,10 @@ def answer(db: EventLog, blob: bytes) -> dict[str, Any]:
     except ValueError as e:
         return {"ok": False, "error": str(e)}
     if isinstance(req, HeadsRequest):
-        return {"ok": True, "heads": db.read_heads()}
+        return {"ok": True, "heads": db.read_heads(), "log": db.log_id}
     rows = db.after(req.source, req.after, req.limit + 1)
     return {"ok": True, "events": [{"log_seq": n, "event": blob} for n, blob in rows[: req.limit]],
-            "more": len(rows) > req.limit}
+            "more": len(rows) > req.limit, "log": db.log_id}
 
 
 def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event) -> None:
@@ -210,6 +221,7 @@ class ReplayClient:
         self.endpoint, self.ctx = endpoint, ctx or zmq.Context.instance()
         self.timeout_ms, self.server_key = timeout_ms, server_key
         self.sock: zmq.Socket | None = None
+        self.log_id: str | None = None  # the `log` of the last reply: which event log answered
 
     def _socket(self) -> zmq.Socket:
         if self.sock is None:
@@ -231,6 +243,7 @@ class ReplayClient:
             raise ReplayError(f"malformed reply ({type(e).__name__})") from None
         if not isinstance(reply, dict) or reply.get("ok") is not True:
             raise ReplayError(f"replay error: {reply.get('error') if isinstance(reply, dict) else reply!r:.80}")
+        self.log_id = str(reply.get("log", ""))
         return reply
 
     def heads(self) -> dict[str, int]:
@@ -283,12 +296,24 @@ class CatchUp:
         self.errors = 0
         self._log = ThrottledLog(log)
         self._started = from_start or bool(resume)
+        self._log_id: str | None = None
 
     def _start(self) -> None:
         if not self._started:
             for source, head in self.client.heads().items():
                 self.cursors.setdefault(source, head)
             self._started = True
+
+    def _new_log(self) -> bool:
+        """True once, when the node answers from another event log than before (restarted on a new one): its
+        numbering starts again at 1, so every cursor is dropped and each camera's events are read from the start."""
+        if not self._log_id or not self.client.log_id or self.client.log_id == self._log_id:  # "": a node before ids
+            self._log_id = self.client.log_id
+            return False
+        log.warning("the node's event log is a new one (numbered from 1 again): reading every camera's events from "
+                    "its start")
+        self._log_id, self.cursors = self.client.log_id, {}
+        return True
 
     def on_message(self, msg: P.Message | None) -> list[tuple[int, P.EventHeader]]:
         try:
@@ -308,9 +333,12 @@ class CatchUp:
         """Fetch every source that is behind the node's heads. With `announced` (a heartbeat's
         `logged_events`), at most `announced - sum(cursors)` of them count as missed."""
         self._start()
+        heads = self.client.heads()
+        if self._new_log():
+            announced = None  # all of the new log's events are new to this subscriber
         missing = None if announced is None else max(0, announced - sum(self.cursors.values()))
         out = []
-        for source, head in self.client.heads().items():
+        for source, head in heads.items():
             if head > self.cursors.get(source, 0):
                 got = self._fetch(source, budget=missing)
                 if missing is not None:
@@ -322,6 +350,8 @@ class CatchUp:
                budget: int | None = None) -> list[tuple[int, P.EventHeader]]:
         cursor = self.cursors.get(source, 0)
         got = self.client.events(source, cursor)
+        if self._new_log():
+            return self.sync()
         if not got:
             return got
         if live is not None:  # the events logged before the live one were missed; those after it are early

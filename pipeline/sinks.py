@@ -6,11 +6,13 @@ with frames it may have missed.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -93,7 +95,8 @@ class JsonLines:
     PATH.2, ...; `backups` are kept, the oldest dropped) and a new PATH begins: logging's RotatingFileHandler does the
     turning, as logrotate names the files. `max_mb` None: one file without a bound. `append` False starts afresh: PATH
     and its backups are emptied, so no earlier run's lines are read as this one's. `on_turn` is called just before
-    each turn (the oldest backup may go with it)."""
+    each turn (the oldest backup may go with it). A line is in PATH whole or not at all: a failed write is cut off
+    (and raised), a line torn by a crash is cut off when PATH is opened again."""
 
     def __init__(self, path: str | Path, append: bool = True, max_mb: float | None = None, backups: int = 3,
                  on_turn: Callable[[], None] | None = None):
@@ -103,6 +106,8 @@ class JsonLines:
         if not append:
             for old in self.files(self.path):
                 old.unlink()
+        elif self.path.exists():
+            _cut_torn_line(self.path)
         max_bytes = 0 if max_mb is None else max(1, int(max_mb * 2**20))
         self._file = _RaisingRotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self._file.setFormatter(logging.Formatter("%(message)s"))
@@ -135,6 +140,23 @@ class JsonLines:
         self._file.close()
 
 
+def _cut_torn_line(path: Path, chunk: int = 1 << 16) -> None:
+    """Cut a last line without its newline (a crash mid-write) off PATH: the next line would be glued to it and
+    unreadable too. Its record was never counted as written, so a restart fetches its event again."""
+    with open(path, "rb+") as f:
+        end = pos = f.seek(0, os.SEEK_END)
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            newline = f.read(pos - start).rfind(b"\n")
+            if newline >= 0:
+                pos = start + newline + 1
+                break
+            pos = start
+        if pos < end:
+            f.truncate(pos)
+
+
 class _RaisingRotatingFileHandler(RotatingFileHandler):
     on_turn: Callable[[], None] | None = None
 
@@ -143,8 +165,28 @@ class _RaisingRotatingFileHandler(RotatingFileHandler):
             self.on_turn()
         super().doRollover()
 
-    def handleError(self, record: logging.LogRecord) -> None:
-        raise  # called inside emit's `except`: a failed write (a full disk) reaches the sink's caller, not stderr
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one line; a failed write (a full disk) is cut off and raised to the sink's caller, not printed."""
+        if self.shouldRollover(record):
+            self.doRollover()
+        if self.stream is None:  # closed by a failed write
+            self.stream = self._open()
+        start = self.stream.tell()
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            self.stream.flush()
+        except OSError:
+            self._cut(start)
+            raise
+
+    def _cut(self, start: int) -> None:
+        """Close the file and cut it back to `start`, where the failed line began. Part of the line may be on disk,
+        and the stream still buffers the rest: flushed with a later line, it would write the line twice once the
+        caller retries it."""
+        stream, self.stream = self.stream, None
+        with contextlib.suppress(OSError):
+            stream.close()  # closed even when its flush fails: the buffer goes with it
+        os.truncate(self.baseFilename, start)
 
 
 class JsonlSink:
@@ -152,26 +194,54 @@ class JsonlSink:
     and `log_seq`, the node's per-source event-log number, when the event came through `eventlog.CatchUp`) to PATH,
     turned over past `max_mb` (`JsonLines`). Before each turn the highest `log_seq` per source written so far goes to
     PATH.cursors, so a camera whose every record is turned out of the kept files still resumes where it was.
-    `resume`: `cursors(PATH)` when the caller has read them already (read again here when None and appending)."""
+    `resume`: `cursors(PATH)` when the caller has read them already (read again here when None and appending).
+
+    No record is written after one that failed (a full disk): it is kept and tried again, oldest first, with every
+    later message and at `close`. So each camera's records in PATH are an unbroken run of the events handed over, and
+    the highest `log_seq`, where a restart resumes, is never past an event not written. At most `max_pending` records
+    are kept: past that, a camera's further events stay in the node's event log until the sinks restart."""
 
     def __init__(self, path: str | Path, append: bool = True, max_mb: float | None = None, backups: int = 3,
-                 resume: dict[str, int] | None = None):
+                 resume: dict[str, int] | None = None, max_pending: int = 10_000):
         self.sidecar = self.cursors_file(path)
         if not append:
             self.sidecar.unlink(missing_ok=True)
         if resume is None:
             resume = self.cursors(path) if append else {}
         self.written = dict(resume)
+        self.max_pending = max_pending
+        self.pending: deque[tuple[str, int | None, dict]] = deque()  # (source, log_seq, record) not written yet
+        self.held: dict[str, int] = {}  # source -> the first of its events left to the node's log (pending was full)
         self.lines = JsonLines(path, append, max_mb, backups, on_turn=self._save_cursors)
 
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
+        with contextlib.suppress(OSError):  # the kept records first, with any message: the disk may have room again
+            self._flush()
         if msg.kind == "event":
-            record = P.event_record(msg.header)
-            if log_seq is not None:
-                record["log_seq"] = log_seq
+            self._keep(msg, log_seq)
+            self._flush()  # an OSError: this event is not written yet (kept); the caller counts it
+
+    def _keep(self, msg: P.Message, log_seq: int | None) -> None:
+        """Queue the event's record behind those not written yet; RuntimeError if too many wait."""
+        if msg.source in self.held or len(self.pending) >= self.max_pending:
+            if log_seq is None:
+                raise RuntimeError(f"not kept: {self.max_pending} earlier records wait for {self.lines.path}")
+            first = self.held.setdefault(msg.source, log_seq)  # its later events would leave a hole before them
+            raise RuntimeError(f"more than {self.max_pending} writes to {self.lines.path} failed: {msg.source}'s "
+                               f"events from log_seq {first} on stay in the node's event log until the sinks restart")
+        record = P.event_record(msg.header)
+        if log_seq is not None:
+            record["log_seq"] = log_seq
+        self.pending.append((msg.source, log_seq, record))
+
+    def _flush(self) -> None:
+        """Write the kept records, oldest first; the first that fails stays first and its OSError is raised."""
+        while self.pending:
+            source, log_seq, record = self.pending[0]
             self.lines.write(record)
-            if log_seq is not None:  # only once written: a failed write is fetched again after a restart
-                self.written[msg.source] = max(self.written.get(msg.source, 0), log_seq)
+            self.pending.popleft()
+            if log_seq is not None:  # only once written: PATH and the cursors never pass an unwritten event
+                self.written[source] = max(self.written.get(source, 0), log_seq)
 
     def _save_cursors(self) -> None:
         tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
@@ -201,6 +271,11 @@ class JsonlSink:
         return out
 
     def close(self) -> None:
+        try:
+            self._flush()
+        except OSError as e:  # not raised: the line's other sinks still close
+            log.warning("%d event(s) not written to %s (%s): those with a log_seq are fetched again when the sinks "
+                        "restart", len(self.pending), self.lines.path, e)
         self.lines.close()
 
 

@@ -120,6 +120,50 @@ def test_live_subscriber_detects_a_gap_and_fetches_the_missing_events(tmp_path):
         ctx.term()
 
 
+def test_a_subscriber_reads_a_new_event_log_from_its_start(tmp_path):
+    """A node restarted on a new event log (another folder, a lost volume) numbers from 1 again: a running
+    subscriber's cursors (10 here) skipped the new log's first events without a word (15 of 50 in an audit)."""
+    def header(seq):
+        return P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=9.0, threshold=3.0,
+                             model_version=1)
+
+    ctx, servers = zmq.Context(), []
+
+    def serve(db):
+        rep = transport.make_socket(ctx, zmq.ROUTER)
+        endpoint = transport.bind(rep, "tcp://127.0.0.1:*")
+        halt = threading.Event()
+        t = threading.Thread(target=serve_replay, args=(rep, db, halt), daemon=True)
+        t.start()
+        servers.append((halt, t))
+        return endpoint
+
+    old, new = EventLog(tmp_path / "old.db"), EventLog(tmp_path / "new.db")
+    for seq in range(10):
+        old.append(header(seq))
+    for seq in range(100, 104):
+        new.append(header(seq))
+    assert old.log_id and new.log_id and old.log_id != new.log_id
+    try:
+        client = ReplayClient(serve(tmp_path / "old.db"), ctx)
+        catch = CatchUp(client, from_start=True)
+        assert [n for n, _ in catch.sync()] == list(range(1, 11))
+        client.endpoint = serve(tmp_path / "new.db")  # the node comes back on the new log
+        client.close()
+        got = catch.on_message(P.Message(header(104)))  # its 5th event, live
+        new.append(header(104))
+        got += catch.on_message(P.Message(header(104)))
+        assert [(n, h.seq) for n, h in got] == [(1, 100), (2, 101), (3, 102), (4, 103), (5, 104)]
+        catch.close()
+    finally:
+        for halt, t in servers:
+            halt.set()
+            t.join()
+        old.close()
+        new.close()
+        ctx.term()
+
+
 @pytest.mark.parametrize("blob", [
     b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"op": "events", "source": "../x", "after": 0}),
     msgpack.packb({"op": "events", "source": "cam0", "after": -1}), msgpack.packb({"op": "drop table"}),

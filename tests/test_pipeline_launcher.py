@@ -164,8 +164,11 @@ def test_a_line_whose_launcher_is_killed_stops_its_stages(tmp_path):
         launcher.wait(5)
         _, alive = psutil.wait_procs(stages, timeout=15)
         assert not alive, [p.cmdline()[-1] for p in alive]
-    finally:
-        for p in [*stages, *psutil.Process().children(recursive=True)]:  # a failed run leaves none behind either
+    finally:  # a failed run leaves none behind either (and pytest's own children, its resource tracker, alone)
+        if launcher.poll() is None:
+            stages = psutil.Process(launcher.pid).children()
+            launcher.kill()
+        for p in stages:
             try:
                 p.kill()
             except psutil.NoSuchProcess:

@@ -11,7 +11,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.config import MIN_SIDE
 from edge.images import image_files, read_rgb
 
 GOOD = "good"
@@ -44,13 +43,9 @@ def list_categories(root: str | Path) -> list[str]:
 
 def _read_image(path: Path) -> np.ndarray:
     try:
-        image = read_rgb(path)  # grey files come back as 3 equal channels, 16-bit ones at the bits they fill
+        return read_rgb(path)  # grey files come back as 3 equal channels, 16-bit ones at the bits they fill
     except (OSError, ValueError) as e:
         raise DatasetError(f"cannot read image: {e}") from None
-    if min(image.shape[:2]) < MIN_SIDE:  # said now, naming it, not by the detector in the middle of the run
-        raise DatasetError(f"{path} is {image.shape[1]}x{image.shape[0]} px: below the scorer's minimum of "
-                           f"{MIN_SIDE}x{MIN_SIDE}")
-    return image
 
 
 def _read_mask(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarray:
