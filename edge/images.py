@@ -17,9 +17,6 @@ def image_files(folder) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-JPEG_END_SEARCH = 1024  # bytes at a JPEG file's end that must hold its end-of-image marker (a trailer may follow)
-
-
 def read_image(path) -> np.ndarray:
     """An image file as OpenCV decodes it, at its own depth: HxWx3 BGR, uint8 or uint16 (grey files as three
     equal channels); FileNotFoundError when there is no such file, ValueError when OpenCV cannot decode it, it
@@ -40,12 +37,19 @@ def read_image(path) -> np.ndarray:
 
 
 def _cut_short_jpeg(path: Path) -> bool:
-    """A file that starts as a JPEG (FF D8) and has no end-of-image marker (FF D9) near its end."""
-    with path.open("rb") as f:
-        if f.read(2) != b"\xff\xd8":
-            return False
-        f.seek(max(2, path.stat().st_size - JPEG_END_SEARCH))
-        return b"\xff\xd9" not in f.read()
+    """A JPEG (FF D8) without an end-of-image marker (FF D9) after its first scan: the segments before the scan are
+    stepped over by their lengths (an EXIF thumbnail in one has markers of its own); bytes after the marker (a
+    camera's trailer, a motion photo's video) do not matter. A layout it does not know is left to OpenCV."""
+    data = path.read_bytes()
+    if data[:2] != b"\xff\xd8":
+        return False
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xDA:  # start of scan: the coded image follows, with no FF D9 inside it
+            return data.find(b"\xff\xd9", pos) < 0
+        pos += 1 if marker == 0xFF else 2 + int.from_bytes(data[pos + 2:pos + 4], "big")  # fill byte, or a segment
+    return pos + 4 > len(data)  # cut short before its first scan
 
 
 def read_rgb(path, bits: int | None = None) -> np.ndarray:

@@ -27,7 +27,8 @@ Header values (after the decoder's schema checks, before any payload is decoded)
   3 frames in a row that continue the new numbering resynchronise the camera (counted
   `seq_resyncs`, nothing counted lost); a frame off the numbering captured no later than the camera's last
   frame is an old frame sent again: rejected, and neither a restart nor part of a resync (a camera whose clock
-  stepped back at a restart is refused until its clock passes its last frame's);
+  stepped back at a restart is refused until its clock passes its last frame's, or until its first heartbeat,
+  whose seq, its last frame sent, is behind the last frame seen: a restarted camera, whose next frame is its first);
 - a frame naming a product beyond the camera's first `node.max_products` is refused (`product_limit`):
   each product the camera names may get a model and a checkpoint file;
 - a heartbeat from a camera says role `source` (`forged_role`), and a camera's heartbeats keep within
@@ -317,6 +318,9 @@ class Admission:
             self._bind(camera)
         if ticket.kind == "heartbeat":
             camera.beat_tokens, camera.beat_refilled = ticket.tokens, ticket.now
+            if camera.last_seq is not None and ticket.seq < camera.last_seq:  # its last frame sent is behind the last
+                camera.last_seq, camera.resync = None, None  # one seen: a camera restarted (a crash, no end of stream)
+                camera.seq_restarts += 1  # whatever its clock says: its next frame is its first
         elif ticket.kind == "eos":
             camera.last_seq, camera.resync = None, None
         elif ticket.kind == "frame":

@@ -69,9 +69,10 @@ class EventLog:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (secrets.token_hex(8),))
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (str(secrets.randbits(52) | 1),))
         self.max_events = max_events
         self._appended = 0
+        self._log_id = 0
         self.heads: dict[str, int] = {}
         if self._has_table():
             self.heads = dict(self.db.execute("SELECT source, MAX(log_seq) FROM events GROUP BY source").fetchall())
@@ -82,12 +83,14 @@ class EventLog:
         return self.db.execute(query, (name,)).fetchone() is not None
 
     @property
-    def log_id(self) -> str:
+    def log_id(self) -> int:
         """This log's identity, made with it: a node restarted on a new log (another folder, a lost volume) numbers
-        its events from 1 again, and a subscriber that sees another id knows its cursors are not this log's."""
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone() if self._has_table("meta") \
-            else None
-        return row[0] if row else ""
+        its events from 1 again, and a subscriber that sees another id knows its cursors are not this log's. A random
+        52-bit number (a JSON-safe integer, so node heartbeats carry it as `event_log_id`); 0 for a log made before."""
+        if not self._log_id and self._has_table("meta"):  # a reader may open the log before its writer made it
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
+            self._log_id = int(row[0]) if row else 0
+        return self._log_id
 
     def append(self, header: P.EventHeader) -> int:
         """Commit `header` under the next log_seq of its source and return that number."""
@@ -99,7 +102,10 @@ class EventLog:
         self.total += 1
         self._appended += 1
         if self.max_events is not None and self._appended % 256 == 0:
-            self.prune()
+            try:  # the event is committed: a failed prune (a full disk) must not make the caller log it again
+                self.prune()
+            except sqlite3.Error as e:
+                log.warning("could not prune the event log %s: %s", self.path, e)
         return n
 
     def prune(self) -> int:
@@ -221,7 +227,7 @@ class ReplayClient:
         self.endpoint, self.ctx = endpoint, ctx or zmq.Context.instance()
         self.timeout_ms, self.server_key = timeout_ms, server_key
         self.sock: zmq.Socket | None = None
-        self.log_id: str | None = None  # the `log` of the last reply: which event log answered
+        self.log_id = 0  # the `log` of the last reply: which event log answered (0: a node before log ids)
 
     def _socket(self) -> zmq.Socket:
         if self.sock is None:
@@ -243,7 +249,7 @@ class ReplayClient:
             raise ReplayError(f"malformed reply ({type(e).__name__})") from None
         if not isinstance(reply, dict) or reply.get("ok") is not True:
             raise ReplayError(f"replay error: {reply.get('error') if isinstance(reply, dict) else reply!r:.80}")
-        self.log_id = str(reply.get("log", ""))
+        self.log_id = reply["log"] if type(reply.get("log")) is int else 0
         return reply
 
     def heads(self) -> dict[str, int]:
@@ -296,23 +302,25 @@ class CatchUp:
         self.errors = 0
         self._log = ThrottledLog(log)
         self._started = from_start or bool(resume)
-        self._log_id: str | None = None
+        self._log_id = 0  # the event log the cursors count in, once known
 
     def _start(self) -> None:
         if not self._started:
             for source, head in self.client.heads().items():
                 self.cursors.setdefault(source, head)
-            self._started = True
+            self._log_id, self._started = self.client.log_id, True
 
-    def _new_log(self) -> bool:
+    def _new_log(self, log_id: int | None = None) -> bool:
         """True once, when the node answers from another event log than before (restarted on a new one): its
-        numbering starts again at 1, so every cursor is dropped and each camera's events are read from the start."""
-        if not self._log_id or not self.client.log_id or self.client.log_id == self._log_id:  # "": a node before ids
-            self._log_id = self.client.log_id
+        numbering starts again at 1, so every cursor is dropped and each camera's events are read from the start.
+        `log_id`: a node heartbeat's `event_log_id`, else the last reply's."""
+        log_id = self.client.log_id if log_id is None else log_id
+        if not self._log_id or not log_id or log_id == self._log_id:  # 0: not known yet, or a node before log ids
+            self._log_id = self._log_id or log_id
             return False
         log.warning("the node's event log is a new one (numbered from 1 again): reading every camera's events from "
                     "its start")
-        self._log_id, self.cursors = self.client.log_id, {}
+        self._log_id, self.cursors = log_id, {}
         return True
 
     def on_message(self, msg: P.Message | None) -> list[tuple[int, P.EventHeader]]:
@@ -321,6 +329,8 @@ class CatchUp:
             if msg is not None and msg.kind == "event":
                 return self._fetch(msg.source, live=msg.header)
             if msg is not None and msg.kind == "heartbeat" and msg.header.role == "node":
+                if self._new_log(msg.header.counters.get("event_log_id", 0)):
+                    return self.sync()
                 total = msg.header.counters.get("logged_events")
                 if total is not None and total > sum(self.cursors.values()):
                     return self.sync(announced=total)

@@ -230,8 +230,8 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted; stopping the line")
-    except LineError as e:  # a stage died: what the line did until then is still summed up
-        failure = str(e)
+    except Exception as e:  # a stage died, a sink failed: what the line did until then is still summed up
+        failure = str(e) if isinstance(e, LineError) else f"{type(e).__name__}: {e}"
         raise
     finally:
         restore()

@@ -68,6 +68,7 @@ from .flow import Credits
 from .pending import PendingFrames
 from .regions import find_regions
 from .security import CLIENT_REFUSALS, SERVER_REFUSALS, secure_stage
+from .silence import Silences
 from .transport import Publisher, StopFlag, ThrottledLog, bind, connect, make_socket, security_of
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,6 @@ RECV_BATCH = 16  # messages taken from one camera connection before the next get
 # working connection is never broken.
 SILENT_RECONNECT_S = 10.0
 QUIET_RECONNECT_S = 61.0
-# a camera that spoke and then sends nothing this long, and 3x its longest gap so far (its heartbeats stopped too), is
-# logged as silent
-SILENT_WARN_S = 10.0
 REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
 # frames a model must have scored since it was saved or loaded to be saved at a changeover, its camera's end of stream
 # or the node's stop: a peer that flips products or ends its stream every frame causes no checkpoint write per frame
@@ -191,7 +189,7 @@ class EdgeNode:
         self._blank_log = ThrottledLog(log)
         self._ended: dict[str, dict[str, int]] = {}  # each camera's counters at its last end of stream
         self.input_reconnects = 0  # silent camera connections connected afresh (SILENT_RECONNECT_S)
-        self.silent_inputs = 0  # camera connections that spoke and have been silent for SILENT_WARN_S now
+        self.silent_inputs = 0  # camera connections that spoke and are silent now (pipeline/silence.py)
         self.server_keys = dict(server_keys or {})  # camera endpoint -> its CURVE public key (security on)
         self.peers = self._peers(inputs, input_names)
         self.admission = Admission.from_config(cfg, self.peers)
@@ -216,6 +214,7 @@ class EdgeNode:
         self.publisher: Publisher | None = None  # the result socket, once bound
         self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
         self._start_events = 0
+        self._event_log_id = 0  # the event log's identity (heartbeat `event_log_id`)
         self._scored_since_checkpoint: dict[str, int] = {}  # camera -> frames its model scored since saved or loaded
         self._scratch: tempfile.TemporaryDirectory | None = None  # models kept for this run without checkpoint_dir
         self.taps: list[Callable[[P.Message], None]] = []  # see every published message (the MQTT bridge); non-blocking
@@ -262,6 +261,7 @@ class EdgeNode:
             log.info("%s: event log %s (%d events), replay on %s", self.cfg.name, self.cfg.event_log,
                      self.event_log.total, self.replay_endpoint)
             self._start_events = self.event_log.total
+            self._event_log_id = self.event_log.log_id  # read here: the log's connection is this thread's
             threads.append(threading.Thread(target=serve_replay, args=(rep, self.event_log.path, self._halt),
                                             name="replay", daemon=True))
             threads[-1].start()  # answers already while the node waits for its first subscriber
@@ -337,18 +337,12 @@ class EdgeNode:
         upstream = [sock for sock in peers if sock.type == zmq.XSUB]
         heard = dict.fromkeys(peers, time.monotonic())  # when each connection last gave a message, or was connected
         spoke: set[zmq.Socket] = set()  # the connections that have given a message since they were connected
-        silent: set[zmq.Socket] = set()  # connections that spoke, then went silent (`_silent_after`): said once
-        cadence: dict[zmq.Socket, float] = {}  # the longest gap between two messages on each connection so far
+        silences = Silences(peers, QUIET_RECONNECT_S / 3)
         try:
             while not halt.is_set():
                 now = time.monotonic()
+                self.silent_inputs = silences.check(now)
                 for sock, t in heard.items():
-                    if sock in spoke and sock not in silent and now - t > max(SILENT_WARN_S, 3 * cadence.get(sock, 0)):
-                        silent.add(sock)
-                        log.warning("%s: nothing from this camera for %.0f s, neither frame nor heartbeat: stopped, "
-                                    "hung or cut off (connected afresh after %.0f s of silence)", peers[sock],
-                                    now - t, QUIET_RECONNECT_S)
-                    self.silent_inputs = len(silent)
                     if now - t > (QUIET_RECONNECT_S if sock in spoke else SILENT_RECONNECT_S):
                         self._reconnect(sock, peers[sock])
                         heard[sock] = now
@@ -371,15 +365,9 @@ class EdgeNode:
                             except zmq.Again:
                                 ready.remove(sock)
                                 break
-                            gap = time.monotonic() - heard[sock]
-                            if sock in silent:
-                                silent.discard(sock)
-                                log.warning("%s: heard again after %.0f s of silence", peers[sock], gap)
-                            elif sock in spoke:  # a camera's own heartbeat period, learnt
-                                cadence[sock] = max(cadence.get(sock, 0.0), gap)
                             heard[sock] = time.monotonic()
                             spoke.add(sock)
-                            self._on_input(parts, peers[sock])
+                            silences.heard(sock, self._on_input(parts, peers[sock]))
         finally:
             for sock in peers:
                 sock.close()
@@ -394,7 +382,8 @@ class EdgeNode:
         self.input_reconnects += 1
         log.debug("%s: silent, connected afresh", peer)
 
-    def _on_input(self, parts: list[zmq.Frame], peer: Peer) -> None:
+    def _on_input(self, parts: list[zmq.Frame], peer: Peer) -> str | None:
+        """Admit one message from a camera connection and queue it; its kind, None if refused."""
         now = time.time()
         ticket: list[Ticket] = []
         try:
@@ -403,12 +392,12 @@ class EdgeNode:
         except P.ProtocolError as e:
             self.counters.add(None, "bad_messages")
             self._refuse(e.reason, f"dropped a malformed message from {peer}: {e}")
-            return
+            return None
         except Rejected as e:
             if e.reason == "unexpected_kind":
                 self.counters.add(None, "bad_messages")
             self._refuse(e.reason, str(e), e.camera)
-            return
+            return None
         lost = self.admission.commit(ticket[0])
         if ticket[0].restart or ticket[0].resync:
             log.info("%s: its numbering %s at frame %d (a camera restarted)", peer,
@@ -432,6 +421,7 @@ class EdgeNode:
         else:  # eos
             self.credits.ended(source)
             self.pending.end(P.Message(received))
+        return h.kind
 
     def _refuse(self, reason: str, message: str, camera: str | None = None) -> None:
         n = self.counters.reject(reason, camera)
@@ -634,8 +624,8 @@ class EdgeNode:
             self._reject_logs[downscaled[0]].warning(downscaled[1])
         if (span := int(np.ptp(work[::8, ::8], axis=(0, 1)).max())) <= BLANK_SPAN:  # scored all the same
             self.counters.add(source, "blank")
-            self._blank_log.warning(f"{source}#{h.seq}: a blank frame (its values span {span} grey "
-                                               "levels): a lens cap, the light off or a dead sensor?")
+            self._blank_log.warning(f"{source}#{h.seq}: a blank frame (its values span {span} grey levels): a lens "
+                                    "cap, the light off or a dead sensor?")
         self._busy = True
         try:
             result, event = self._score(msg, detector, work)
@@ -723,7 +713,7 @@ class EdgeNode:
                 self.event_log.append(event.header)
                 return self.event_log.total
             except Exception as e:
-                self._log_failed(event, e)
+                self._log_failed(event, e, kept=1)
         if len(self._unlogged) >= UNLOGGED_MAX:
             self._unlogged.popleft()
             self._unlogged_lost += 1
@@ -738,19 +728,20 @@ class EdgeNode:
             try:
                 self.event_log.append(event.header)
             except Exception as e:
-                self._log_failed(event, e)
+                self._log_failed(event, e, kept=0)
                 self._retry_at = time.monotonic() + UNLOGGED_RETRY_S
                 return
             self._unlogged.popleft()
             self.outbox.put((None, self.event_log.total))  # its live copy went out when it was scored
-        self._log.warning(f"the event log is written again: every event kept meanwhile is in it "
-                          f"({self._unlogged_lost} lost beyond the {UNLOGGED_MAX} kept)" if self._unlogged_lost
-                          else "the event log is written again: every event kept meanwhile is in it")
+        lost = (f" ({self._unlogged_lost} beyond the {UNLOGGED_MAX} kept, since the node started, are not)"
+                if self._unlogged_lost else "")
+        log.warning("the event log is written again: the events kept meanwhile are in it%s", lost)  # not throttled
 
-    def _log_failed(self, event: P.Message, e: Exception) -> None:
+    def _log_failed(self, event: P.Message, e: Exception, kept: int) -> None:
+        """Count and say a failed log write; `kept`: events it adds to those kept to write later."""
         self.event_log_failures += 1
         self._log.warning(f"{event.source}#{event.header.seq}: could not write the event log: "
-                          f"{type(e).__name__}: {e} ({len(self._unlogged) + 1} event(s) kept to write later)")
+                          f"{type(e).__name__}: {e} ({len(self._unlogged) + kept} event(s) kept to write later)")
 
     def _end(self, msg: P.Message) -> None:
         """Forward a source's end of stream, after its last result, with the node's counters of the stream it ends
@@ -820,7 +811,8 @@ class EdgeNode:
         if self.event_log is not None:  # a subscriber whose cursors add up to less missed events
             # events logged *and published*: a heartbeat never announces an event before its live copy
             announced = self._announced_events if self._announced_events is not None else self._start_events
-            counters.update(logged_events=announced, event_log_failed=self.event_log_failures,
+            counters.update(logged_events=announced, event_log_id=self._event_log_id,
+                            event_log_failed=self.event_log_failures,
                             event_log_pending=len(self._unlogged), event_log_lost=self._unlogged_lost)
         counters.update({f"refused_{reason}": n for reason, n in self.refusals().items()})
         counters.update(credit_inflated_claims=self.credits.inflated_claims,

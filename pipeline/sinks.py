@@ -70,6 +70,7 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+RETRY_S = 1.0  # how often a JSONL sink tries a failed write again
 _FAILURE_LOGS: dict[str, ThrottledLog] = {}
 
 
@@ -196,10 +197,11 @@ class JsonlSink:
     PATH.cursors, so a camera whose every record is turned out of the kept files still resumes where it was.
     `resume`: `cursors(PATH)` when the caller has read them already (read again here when None and appending).
 
-    No record is written after one that failed (a full disk): it is kept and tried again, oldest first, with every
-    later message and at `close`. So each camera's records in PATH are an unbroken run of the events handed over, and
-    the highest `log_seq`, where a restart resumes, is never past an event not written. At most `max_pending` records
-    are kept: past that, a camera's further events stay in the node's event log until the sinks restart."""
+    No record is written after one that failed (a full disk): it is kept and tried again, oldest first, with a
+    later message at most once every RETRY_S, and at `close`. So each camera's records in PATH are an unbroken run
+    of the events handed over, and the highest `log_seq`, where a restart resumes, is never past an event not
+    written. At most `max_pending` records are kept: past that, a camera's further events stay in the node's event
+    log until the sinks restart."""
 
     def __init__(self, path: str | Path, append: bool = True, max_mb: float | None = None, backups: int = 3,
                  resume: dict[str, int] | None = None, max_pending: int = 10_000):
@@ -212,14 +214,17 @@ class JsonlSink:
         self.max_pending = max_pending
         self.pending: deque[tuple[str, int | None, dict]] = deque()  # (source, log_seq, record) not written yet
         self.held: dict[str, int] = {}  # source -> the first of its events left to the node's log (pending was full)
+        self._retry_at = 0.0  # monotonic time before which a failed write is not tried again
         self.lines = JsonLines(path, append, max_mb, backups, on_turn=self._save_cursors)
 
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
-        with contextlib.suppress(OSError):  # the kept records first, with any message: the disk may have room again
-            self._flush()
+        if self.pending and time.monotonic() >= self._retry_at:  # the kept records first: the disk may have room
+            with contextlib.suppress(OSError):
+                self._flush()
         if msg.kind == "event":
             self._keep(msg, log_seq)
-            self._flush()  # an OSError: this event is not written yet (kept); the caller counts it
+            if time.monotonic() >= self._retry_at:
+                self._flush()  # an OSError: this event is not written yet (kept); the caller counts it
 
     def _keep(self, msg: P.Message, log_seq: int | None) -> None:
         """Queue the event's record behind those not written yet; RuntimeError if too many wait."""
@@ -238,7 +243,11 @@ class JsonlSink:
         """Write the kept records, oldest first; the first that fails stays first and its OSError is raised."""
         while self.pending:
             source, log_seq, record = self.pending[0]
-            self.lines.write(record)
+            try:
+                self.lines.write(record)
+            except OSError:
+                self._retry_at = time.monotonic() + RETRY_S
+                raise
             self.pending.popleft()
             if log_seq is not None:  # only once written: PATH and the cursors never pass an unwritten event
                 self.written[source] = max(self.written.get(source, 0), log_seq)

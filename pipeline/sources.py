@@ -379,9 +379,10 @@ class Camera:
                 stuck = give_up is not None and time.monotonic() > give_up
                 item = _End("stopped; the reader is stuck") if stuck else None
             if isinstance(item, Capture):
-                self._send(sock, self._frame(seq, item), zmq.NOBLOCK if push else 0)
-                log.debug("%s#%d: %dx%d px sent (%d sent, %d dropped)", self.cfg.name, seq, item.image.shape[1],
-                          item.image.shape[0], self.counters["sent"], self.counters["send_dropped"])
+                sent = self._send(sock, self._frame(seq, item), zmq.NOBLOCK if push else 0)
+                log.debug("%s#%d: %dx%d px %s (%d sent, %d dropped)", self.cfg.name, seq, item.image.shape[1],
+                          item.image.shape[0], "sent" if sent else "dropped", self.counters["sent"],
+                          self.counters["send_dropped"])
                 self.last_capture, seq = item.t_capture, seq + 1
             if time.monotonic() >= next_beat or isinstance(item, _End):
                 next_beat = time.monotonic() + self.cfg.heartbeat_s
@@ -394,13 +395,15 @@ class Camera:
                 self._send(sock, P.Message(eos), 0)
                 return
 
-    def _send(self, sock: zmq.Socket, msg: P.Message, flags: int) -> None:
+    def _send(self, sock: zmq.Socket, msg: P.Message, flags: int) -> bool:
+        """Send `msg`; False when ZeroMQ had no room for it (counted `send_dropped` for a frame)."""
         try:
             P.send(sock, msg, flags)
-            if msg.kind == "frame":
-                self.counters["sent"] += 1
         except zmq.Again:
             self.counters["send_dropped"] += msg.kind == "frame"
+            return False
+        self.counters["sent"] += msg.kind == "frame"
+        return True
 
     def _frame(self, seq: int, cap: Capture) -> P.Message:
         payloads = [P.describe("image", cap.image, self.cfg.encoding)]

@@ -36,6 +36,7 @@ def run_stage(name: str, target: Callable[..., Any], args: tuple, kwargs: dict, 
     """Body of a stage process: run `target`, reporting its endpoint and its result (or failure); `stop` (the line's
     event, which `target` watches) is set should the launcher die without setting it (SIGKILL, the OOM killer)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the launcher stops stages itself
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # so does `systemctl stop`: a stop, not a kill
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
     threading.Thread(target=_stop_with_parent, args=(name, stop), name="parent-watch", daemon=True).start()
     try:
@@ -127,7 +128,7 @@ class Stages:
             proc.join(timeout=max(0.0, deadline - time.monotonic()))
             self.poll()
             if proc.is_alive():
-                log.warning("%s did not stop in time, terminating it", name)
-                proc.terminate()
+                log.warning("%s did not stop in time, killing it", name)
+                proc.kill()  # SIGTERM only asks a stage to stop
                 proc.join(timeout=1.0)
         self.poll()

@@ -150,10 +150,17 @@ def test_a_subscriber_reads_a_new_event_log_from_its_start(tmp_path):
         assert [n for n, _ in catch.sync()] == list(range(1, 11))
         client.endpoint = serve(tmp_path / "new.db")  # the node comes back on the new log
         client.close()
-        got = catch.on_message(P.Message(header(104)))  # its 5th event, live
+        beat = P.HeartbeatHeader(kind="heartbeat", source="node", seq=-1, t_capture=1.0, role="node", state="idle",
+                                 counters={"logged_events": 4, "event_log_id": new.log_id})
+        got = catch.on_message(P.Message(beat))  # a quiet line: its heartbeat names the new log
         new.append(header(104))
-        got += catch.on_message(P.Message(header(104)))
+        got += catch.on_message(P.Message(header(104)))  # its 5th event, live
         assert [(n, h.seq) for n, h in got] == [(1, 100), (2, 101), (3, 102), (4, 103), (5, 104)]
+        catch.close()
+        client = ReplayClient(client.endpoint, ctx)  # a subscriber that learns the new log from a reply
+        catch = CatchUp(client, resume={"cam0": 10})
+        catch.on_message(P.Message(header(200)))  # (the old log's cursors; the first reply names the log)
+        assert catch.cursors == {"cam0": 10}  # it cannot tell: it never saw the old log's id
         catch.close()
     finally:
         for halt, t in servers:
@@ -313,7 +320,9 @@ def test_events_the_log_could_not_write_are_written_once_it_can_and_reach_a_log_
     db, out = tmp_path / "events.db", tmp_path / "events.jsonl"
     with line(tmp_path, frames=12, fps=100, flow="credit", threshold=-1.0, event_log=db) as ln:
         wait_until(lambda: ln.node.counters.source("cam0")["scored"] == 12, timeout=30)
-        assert ln.node._node_counters()["event_log_pending"] == 12 and EventLog(db, readonly=True).total == 0
+        reader = EventLog(db, readonly=True)
+        assert ln.node._node_counters()["event_log_pending"] == 12 and reader.total == 0
+        reader.close()
         full.clear()  # room again: written at the next retry
         got = subscribe(ln.endpoints, jsonl=str(out), count=12, timeout_s=10, replay=ln.node.replay_endpoint,
                         from_start=True, ctx=ln.ctx)
@@ -327,16 +336,15 @@ def test_a_camera_gone_silent_is_logged_and_counted_until_it_speaks_again(tmp_pa
     """A camera that dies or hangs sends no heartbeat either: nothing said so (its own heartbeats' frame age is what a
     stall reads). The node logs its connection silent past SILENT_WARN_S (and 3x its longest gap), counts it in
     `silent_inputs`, and logs it back; a restarted camera's numbering is logged too."""
-    import pipeline.node as node_module
+    import pipeline.silence
     from adversary import control_parts, frame_parts, node_line
-    monkeypatch.setattr(node_module, "SILENT_WARN_S", 0.5)
+    monkeypatch.setattr(pipeline.silence, "SILENT_WARN_S", 0.5)
     caplog.set_level(logging.INFO, "pipeline.node")
     with node_line(tmp_path, frames=200, fps=20, connect_cameras={0: ["line2"]}) as ln:
         cam, t0 = ln.intruders[0], time.time()
         for seq in range(3):
             cam.send(frame_parts("line2", seq=seq, t=t0 + seq * 0.01))
-        wait_until(lambda: ln.node.counters.source("line2")["scored"] == 3)
-        assert ln.node.silent_inputs == 0  # then it hangs
+        wait_until(lambda: ln.node.counters.source("line2")["scored"] == 3)  # then it hangs
         wait_until(lambda: ln.node.silent_inputs == 1)
         assert "nothing from this camera for" in caplog.text and "neither frame nor heartbeat" in caplog.text
         cam.send(control_parts("heartbeat", "line2", seq=2, role="source", state="streaming", counters={}))
@@ -482,3 +490,18 @@ def test_soak_growth_report_separates_flat_from_leaking():
     leak = growth([(t * 90.0, 100.0 + t) for t in range(40)])  # +1 MB per 90 s
     assert abs(flat["growth_fraction"]) < 0.02 and flat["samples"] == 40
     assert leak["growth_fraction"] > 0.2 and 35 < leak["mb_per_hour"] < 45
+
+
+def test_silence_learns_a_camera_s_heartbeat_period_and_an_ended_stream_is_not_silence(caplog):
+    """A camera that ended its stream was reported dead 10 s later; one whose heartbeat period is 25 s (no frames
+    flowing) was reported silent at every period."""
+    from pipeline.silence import Silences
+
+    s = Silences({"a": "cam-a", "b": "cam-b"}, max_cadence_s=20.0)
+    s.heard("a", "frame", now=0.0)
+    s.heard("a", "eos", now=1.0)  # a ended
+    s.heard("b", "heartbeat", now=0.0)
+    assert s.check(now=12.0) == 1 and "cam-b: nothing from this camera for 12 s" in caplog.text  # b: silent
+    s.heard("b", "heartbeat", now=25.0)  # it was its period: heard again, learnt (at most 20 s)
+    assert s.check(now=49.0) == 0 and s.check(now=84.0) == 0  # 3 x 20 s: its next beat at 50 is not late
+    assert s.check(now=86.0) == 1 and "cam-a" not in caplog.text

@@ -265,10 +265,13 @@ def test_a_jpeg_cut_short_is_refused_not_scored_with_grey_rows(tmp_path, caplog)
     image = (np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8)
     data = cv2.imencode(".jpg", image)[1].tobytes()
     (tmp_path / "000.jpg").write_bytes(data[: len(data) * 2 // 3])
-    (tmp_path / "001.jpg").write_bytes(data + b"camera trailer")
+    (tmp_path / "001.jpg").write_bytes(data + bytes(range(256)) * 64)  # a 16 KB trailer (a motion photo's video)
     assert cv2.imread(str(tmp_path / "000.jpg")) is not None  # what OpenCV alone makes of it
-    with pytest.raises(ValueError, match="000.jpg is a JPEG without its end-of-image marker: cut short"):
-        read_rgb(tmp_path / "000.jpg")
+    for cut in (len(data) * 2 // 3, 300, 10):  # in its image data, in its headers
+        (tmp_path / "000.jpg").write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="000.jpg is a JPEG without its end-of-image marker: cut short"):
+            read_rgb(tmp_path / "000.jpg")
+    (tmp_path / "000.jpg").write_bytes(data[: len(data) * 2 // 3])
     assert read_rgb(tmp_path / "001.jpg").shape == (128, 128, 3)
     reader = make_reader(FolderSourceConfig(kind="folder", name="jpegs", path=tmp_path))
     reader.open()

@@ -248,6 +248,14 @@ def test_an_old_frame_sent_again_is_no_restart_and_is_not_scored_twice(tmp_path)
         assert ln.node.counters.rejected["seq_backwards"] == 4 and ln.node.counters.source("line2")["scored"] == 31
         assert ln.node.admission.cameras["line2"].seq_resyncs == 0
         assert ln.node.admission.cameras["line2"].seq_restarts == 1
+        # it crashes and restarts with its clock behind its last frame's: refused, until its first heartbeat
+        behind = time.time() - 5
+        cam.send(frame_parts("line2", seq=0, t=behind))
+        wait_until(lambda: ln.node.counters.rejected["seq_backwards"] == 5)
+        cam.send(control_parts("heartbeat", "line2", seq=-1, role="source", state="streaming", counters={}))
+        cam.send(frame_parts("line2", seq=0, t=behind + 0.01))
+        wait_until(lambda: ln.node.counters.source("line2")["scored"] == 32)
+        assert ln.node.admission.cameras["line2"].seq_restarts == 2
         until_eos(ln.sub)
 
 

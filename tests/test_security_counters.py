@@ -87,6 +87,8 @@ def test_a_lost_event_is_still_recovered_and_counted(tmp_path):
         log.append(header(seq))
 
     class Direct:  # a replay client answering from the log in-process
+        log_id = 0  # which log answered: not known (as from a node before log ids)
+
         def request(self, req):
             reply = answer(log, msgpack.packb(req))
             assert reply["ok"], reply

@@ -86,6 +86,11 @@ class ShortDisk(io.FileIO):
         return n
 
 
+@pytest.fixture(autouse=True)
+def retry_at_once(monkeypatch):
+    monkeypatch.setattr(sinks, "RETRY_S", 0.0)  # each message tries the kept records (a second apart in a line)
+
+
 @pytest.fixture
 def full_disk(monkeypatch) -> type[FullDisk]:
     opener = sinks._RaisingRotatingFileHandler._open
@@ -197,3 +202,21 @@ def test_a_line_torn_by_a_crash_is_cut_off_so_the_next_is_readable(tmp_path):
         sink.handle(P.Message(header("camA", n)), time.time(), n)
     sink.close()
     assert log_seqs(out) == {"camA": [1, 2, 3, 4]}
+
+
+def test_a_full_disk_is_tried_again_at_most_once_every_retry_s(tmp_path, replay, full_disk, monkeypatch):
+    """Each message tried the kept records: at a frame rate, a reopen, write and truncate of the file each time."""
+    monkeypatch.setattr(sinks, "RETRY_S", 3600.0)
+    out = tmp_path / "events.jsonl"
+    sink, catch = JsonlSink(out, append=False), CatchUp(ReplayClient(*replay), from_start=True)
+    (n1, h1), (n2, h2) = catch.sync()[:2]
+    full_disk.full = True
+    assert deliver([sink], P.Message(h1), time.time(), n1) == 1  # tried, failed
+    full_disk.full = False  # room again, but within the retry delay
+    assert deliver([sink], P.Message(h2), time.time(), n2) == 0 and len(sink.pending) == 2  # kept, not tried
+    assert log_seqs(out) == {}
+    sink._retry_at = 0.0  # the delay has passed
+    assert deliver([sink], HEARTBEAT, time.time()) == 0 and not sink.pending
+    assert log_seqs(out) == {"camA": [1, 2]}
+    sink.close()
+    catch.close()

@@ -136,8 +136,9 @@ def _cmd(args: argparse.Namespace) -> int:
             log.close()
     first = max(cfg.calibration.min_frames, args.skip)
     if not scores:
-        print(f"ssdnet calibrate: {seen + 1} frame(s) read from {args.source}: too few to judge against the camera's "
-              f"own normal (its first {cfg.calibration.min_frames} set it; --skip {args.skip})", file=sys.stderr)
+        print(f"ssdnet calibrate: {seen + 1} frame(s) scored of {read} read from {args.source}: too few to judge "
+              f"against the camera's own normal (its first {cfg.calibration.min_frames} set it; --skip {args.skip})",
+              file=sys.stderr)
         return 2
     _report(np.array(scores), f"{len(scores)} normal frames of {args.source} (after the first {first})", threshold,
             args, out)
