@@ -24,11 +24,13 @@ def read_image(path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
-    if _cut_short_jpeg(path):
+    data = path.read_bytes()  # read once: checked, then decoded (as cv2.imread would, EXIF orientation included)
+    if _cut_short_jpeg(data):
         raise ValueError(f"{path} is a JPEG without its end-of-image marker: cut short, or still being written")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    buffer = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data else None
     if image is None:  # a float TIFF is only read as it is: say what it holds
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if data else None
         if image is None or image.dtype in (np.uint8, np.uint16):
             raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
     if image.dtype not in (np.uint8, np.uint16):
@@ -36,11 +38,10 @@ def read_image(path) -> np.ndarray:
     return image
 
 
-def _cut_short_jpeg(path: Path) -> bool:
+def _cut_short_jpeg(data: bytes) -> bool:
     """A JPEG (FF D8) without an end-of-image marker (FF D9) after its first scan: the segments before the scan are
     stepped over by their lengths (an EXIF thumbnail in one has markers of its own); bytes after the marker (a
     camera's trailer, a motion photo's video) do not matter. A layout it does not know is left to OpenCV."""
-    data = path.read_bytes()
     if data[:2] != b"\xff\xd8":
         return False
     pos = 2

@@ -88,8 +88,8 @@ def _sampled(samples: list[Sample], limit: int | None) -> list[Sample]:
 
 def undefined(result: dict) -> dict[str, list[str]]:
     """Per category the metrics it could not define (no defect pixels, no good image): left out of the means."""
-    return {cat: [k for k in METRICS if not math.isfinite(m[k])] for cat, m in result["categories"].items()
-            if any(not math.isfinite(m[k]) for k in METRICS)}
+    return {cat: names for cat, m in result["categories"].items()
+            if (names := [k for k in METRICS if not math.isfinite(m[k])])}
 
 
 def json_safe(value):
