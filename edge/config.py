@@ -17,9 +17,10 @@ VGG_LAYERS = (
 
 
 class StrictModel(BaseModel):
-    """A config section: unknown keys are errors, values are frozen (every config of the project)."""
+    """A config section: unknown keys are errors, numbers are finite (NaN and infinity are refused where read; None
+    says "no bound" where a key has none), values are frozen (every config of the project)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(StrictModel):

@@ -216,6 +216,11 @@ class Detector:
     def device(self) -> torch.device:
         return self.fitter.device
 
+    @property
+    def kept_surfaces(self) -> int:
+        """Surfaces it keeps beside the one it shows (`shelf`), each a state of its own: weights and a memory."""
+        return len(self.shelf)
+
     def score(self, x: torch.Tensor, height: int, width: int) -> tuple[np.ndarray, float]:
         """Anomaly map (cropped to height x width) and image score for a padded image tensor."""
         amap, score = self.backend.score(x, (height, width))

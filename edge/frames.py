@@ -53,12 +53,18 @@ def to_uint8(image: np.ndarray, bits: int | None = None) -> np.ndarray:
 
 
 def working_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
-    """(h, w) the frame is fitted and scored at: as is, or scaled down to at most `max_pixels`
-    (never below MIN_SIDE on a side)."""
+    """(h, w) the frame is fitted and scored at: as is, or scaled down to at most `max_pixels`, aspect kept and
+    never below MIN_SIDE on a side. A frame too long and thin for both (a line-scan strip over `max_pixels` /
+    MIN_SIDE px long): FrameError."""
     if height * width <= max_pixels:
         return height, width
     f = math.sqrt(max_pixels / (height * width))
-    return max(MIN_SIDE, int(height * f)), max(MIN_SIDE, int(width * f))
+    h, w = max(MIN_SIDE, int(height * f)), max(MIN_SIDE, int(width * f))
+    if h * w > max_pixels:
+        raise FrameError(f"a {width}x{height} frame cannot be scaled down to max_pixels ({max_pixels}) with its "
+                         f"aspect kept and each side at least {MIN_SIDE} px: cut it into shorter tiles (a source's "
+                         "`crop`), or raise max_pixels")
+    return h, w
 
 
 def to_working_size(image: np.ndarray, max_pixels: int) -> np.ndarray:

@@ -2,12 +2,16 @@
 their values fill, `edge.frames.to_uint8`) and written."""
 from __future__ import annotations
 
+import functools
+import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .frames import to_uint8
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -35,7 +39,19 @@ def read_image(path) -> np.ndarray:
             raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
     if image.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{path} is a {image.dtype} image: convert it to 8 or 16 bits")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        try:
+            _say_pages(str(path.resolve()), path.stat().st_mtime_ns)
+        except OSError:  # replaced or removed since it was read: the image read stands
+            pass
     return image
+
+
+@functools.lru_cache(maxsize=256)  # once per file and version, not at every pass of a looping folder camera
+def _say_pages(path: str, mtime_ns: int) -> None:  # noqa: ARG001 (the version is part of the cache key)
+    """Warn that a multi-page TIFF (a camera's burst, an image stack) is read as its first page only."""
+    if (pages := cv2.imcount(path)) > 1:
+        log.warning("%s holds %d pages: only the first is read (save each image as a file of its own)", path, pages)
 
 
 def _cut_short_jpeg(data: bytes) -> bool:

@@ -16,7 +16,7 @@ from rich.table import Table
 from edge.args import at_least
 from edge.config import MIN_SIDE, ScoreConfig, load_config
 from edge.device import resolve_device
-from edge.frames import working_size
+from edge.frames import FrameError, working_size
 from edge.patches import pad_multiple
 from edge.scorers import BackendError, BackendUnavailable, TensorRTScorer, build_scorer, choose_backend, probe_backends
 from edge.scorers.onnx_graph import DEFAULT_OPSET, DYNAMO_OPSET, ExportError, export_scorer
@@ -81,7 +81,11 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"ssdnet export: error: --height and --width must be at least {MIN_SIDE}: the node and `ssdnet score` "
               f"refuse frames under {MIN_SIDE}x{MIN_SIDE} px", file=sys.stderr)
         return 2
-    frame = working_size(args.height, args.width, cfg.max_pixels)  # as the Detector scales a large frame down
+    try:
+        frame = working_size(args.height, args.width, cfg.max_pixels)  # as the Detector scales a large frame down
+    except FrameError as e:
+        print(f"ssdnet export: error: {e}", file=sys.stderr)
+        return 2
     if frame != (args.height, args.width):
         print(f"frames of {args.height}x{args.width} are scored at {frame[0]}x{frame[1]} "
               f"(ssdnet.max_pixels {cfg.max_pixels})")

@@ -42,7 +42,8 @@ Header values (after the decoder's schema checks, before any payload is decoded)
   frame's size (`downscaled`), so the result has the frame's size.
 
 Work and memory (`WorkBudget`): the node estimates its memory above what it used at start as the
-frames waiting in its queues (exact bytes) + one model per camera + the graphs an exported scorer
+frames waiting in its queues (exact bytes) + one model per camera, once more for each surface it keeps
+(`memory.recall_surfaces`, once kept) + the graphs an exported scorer
 holds (onnxruntime, tensorrt: one per frame size a camera holds, at most MAX_GRAPHS; a fixed part and
 a per-pixel part each; none on the torch scorer) + the scoring of one frame (per-pixel estimate).
 `node.memory_budget_mb` bounds that sum: waiting frames over it (next to a model for every known camera
@@ -341,7 +342,8 @@ class Admission:
 class WorkBudget:
     """The node's memory above its start: waiting frames + camera models + the exported scorer graphs held + one
     frame's scoring, against `budget_mb` (None: no budget). Estimates for the default SSDnet config (module
-    constants). `graphs` is the bytes of the graphs held (`graph_bytes`; 0 on the torch scorer, which builds none)."""
+    constants). `models` counts states of `model_mb` each: a camera's model, and each surface it keeps (its weights
+    and memory again). `graphs` is the bytes of the graphs held (`graph_bytes`; 0 on the torch scorer)."""
 
     def __init__(self, budget_mb: float | None, model_mb: float | None = None, bytes_per_pixel: float | None = None,
                  fixed_mb: float | None = None):
@@ -353,12 +355,21 @@ class WorkBudget:
 
     def graph_bytes(self, sizes: Iterable[tuple[int, int]]) -> float:
         """Estimated bytes of exported scorer graphs held for these input sizes (height, width), one graph each."""
-        return sum(self.graph_fixed + h * w * self.graph_per_pixel for h, w in sizes)
+        return sum(self._graph(h * w) for h, w in sizes)
+
+    def _graph(self, pixels: int) -> float:
+        return self.graph_fixed + pixels * self.graph_per_pixel
 
     def estimate(self, models: int, queued_bytes: int, pixels: int = 0, graphs: float = 0.0) -> float:
         """Estimated bytes above the node's start for `models` models, the waiting frames, the graphs held and
         scoring `pixels`."""
         return models * self.model + queued_bytes + graphs + (self.fixed + pixels * self.per_pixel if pixels else 0.0)
+
+    def needed_mb(self, models: int, queued_bytes: int, pixels: int, graphs: float = 0.0,
+                  new_graph: bool = False) -> float:
+        """The budget (MB) that scoring `pixels` needs next to `models` models, the waiting frames and the graphs
+        held, with `new_graph` a graph of its own too: where `pixels_for` reaches `pixels`."""
+        return self.estimate(models, queued_bytes, pixels, graphs + (self._graph(pixels) if new_graph else 0.0)) / 2**20
 
     def queue_room(self, models: int, graphs: float = 0.0) -> float:
         """Bytes of waiting frames the budget leaves room for next to `models` models, the graphs held and one

@@ -13,11 +13,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, DirectoryPath, Field, field_validator, model_validator
 
-from edge.config import MIN_SIDE, SSDNetConfig, load_yaml, parse_config
+from edge.config import MIN_SIDE, SSDNetConfig, StrictModel, load_yaml, parse_config
 from edge.synthetic import TEXTURES
 
 from .protocol import MAX_REGIONS, MAX_SIDE, SOURCE_PATTERN, Encoding
-from .sink_config import FiniteModel, MqttConfig, ViewConfig
+from .sink_config import MqttConfig, ViewConfig
 from .transport import ENDPOINT_PATTERN
 
 LOCAL = "tcp://127.0.0.1:*"
@@ -74,7 +74,7 @@ def _max_subscriptions() -> Any:
                  "`subscription_resets`: ZeroMQ holds ~50 bytes of memory per byte of topic")
 
 
-class _Source(FiniteModel):
+class _Source(StrictModel):
     name: str = Field(pattern=SOURCE_PATTERN, description="source id, used in topics")
     fps: float | None = Field(None, gt=0, le=1000, description="pace frames to this rate; "
                                                                "None = as fast as the source delivers")
@@ -163,7 +163,7 @@ class FolderSourceConfig(_Source):
 SourceConfig = Annotated[SyntheticSourceConfig | VideoSourceConfig | FolderSourceConfig, Field(discriminator="kind")]
 
 
-class NodeConfig(FiniteModel):
+class NodeConfig(StrictModel):
     """The edge node: one SSDnet detector per source, results and events on one PUB endpoint."""
 
     name: str = Field("node", pattern=SOURCE_PATTERN, description="node id, used in its heartbeat topic")
@@ -302,7 +302,7 @@ class NodeConfig(FiniteModel):
         return self.max_frame_pixels if self.max_frame_pixels is not None else self.ssdnet.max_pixels
 
 
-class SecurityConfig(FiniteModel):
+class SecurityConfig(StrictModel):
     """CURVE encryption + ZAP allow-list on every tcp socket (pipeline/security.py). Key files come from
     `ssdnet keys DIR --name NAME`: each stage uses DIR/<its name>.key_secret (cameras and the node by their
     names, subscribers by `client_name`) and finds the servers it connects to as <public_keys_dir>/<name>.key."""
@@ -319,12 +319,12 @@ class SecurityConfig(FiniteModel):
     reload_s: float = Field(5.0, gt=0, le=3600, description="check the allow-list for changes at most this often")
 
 
-class PrometheusConfig(FiniteModel):
+class PrometheusConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535, description="0 = any free port")
 
 
-class SinksConfig(FiniteModel):
+class SinksConfig(StrictModel):
     """What the launcher's collector does with the node's output (besides summary.json)."""
 
     overlays: Literal["off", "events", "all"] = Field(
@@ -356,7 +356,7 @@ class SinksConfig(FiniteModel):
         return {True: "events", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
-class LineConfig(FiniteModel):
+class LineConfig(StrictModel):
     sources: tuple[SourceConfig, ...]
     node: NodeConfig = NodeConfig()
     sinks: SinksConfig = SinksConfig()

@@ -286,7 +286,9 @@ class CatchUp:
 
     Feed it every received message (`on_message`); it returns the events to hand on, as
     (log_seq, EventHeader). `cursors` (source -> last handed-on log_seq) start from `resume`, else
-    from the node's heads at start (only new events), or from 0 with `from_start`.
+    from the node's heads at start (only new events), or from 0 with `from_start`. `log_id`: the event
+    log `resume` counts in (a restarted subscriber's saved one; 0: not known): a node on another log
+    has every camera's events read from its start.
 
     What counts as missed (`recovered`, and the "recovered N missed event(s)" warning): the node logs an
     event before it publishes it, so a fetch often returns events whose live copies are still on their
@@ -295,14 +297,21 @@ class CatchUp:
     only) exceeds the cursors; on an explicit `sync()` (start, end of a run) every fetched event.
     """
 
-    def __init__(self, client: ReplayClient, resume: dict[str, int] | None = None, from_start: bool = False):
+    def __init__(self, client: ReplayClient, resume: dict[str, int] | None = None, from_start: bool = False,
+                 log_id: int = 0):
         self.client = client
         self.cursors: dict[str, int] = dict(resume or {})
         self.recovered = 0  # events that were fetched after a detected gap
         self.errors = 0
         self._log = ThrottledLog(log)
         self._started = from_start or bool(resume)
-        self._log_id = 0  # the event log the cursors count in, once known
+        self._log_id = log_id  # the event log the cursors count in, once known
+
+    @property
+    def log_id(self) -> int:
+        """The event log the cursors, and the `log_seq` handed on, count in (0: not known yet, or a node before log
+        ids)."""
+        return self._log_id
 
     def _start(self) -> None:
         if not self._started:
@@ -318,8 +327,8 @@ class CatchUp:
         if not self._log_id or not log_id or log_id == self._log_id:  # 0: not known yet, or a node before log ids
             self._log_id = self._log_id or log_id
             return False
-        log.warning("the node's event log is a new one (numbered from 1 again): reading every camera's events from "
-                    "its start")
+        log.warning("the node's event log is a new one (log %d, the cursors' %d; numbered from 1 again): reading "
+                    "every camera's events from its start", log_id, self._log_id)
         self._log_id, self.cursors = log_id, {}
         return True
 

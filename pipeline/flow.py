@@ -24,8 +24,11 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   frame sent) is below the last frame the node received from it, which a running camera's never is
   (its heartbeats follow its frames on one connection). Its predecessor's grant is not sent again,
   and the predecessor's frames the node finishes afterwards are not taken as its own.
-- The node hands out credit to the waiting sources in turn, keeping at most `budget`
-  (`node.queue_depth`) frames outstanding (granted and not yet scored) across them. With the
+- The node hands out credit to the waiting sources by the node time each has used (`done`'s seconds), the least
+  first (in turn when they tie), keeping at most `budget` (`node.queue_depth`) frames outstanding (granted and not
+  yet scored) across them: a camera of large frames gets no more of the node's time than one of small frames, as
+  the node's queue does for live cameras. A new camera, one back after `stale_s` without heartbeats and one whose
+  grant expired (below) start level with the source granted last, nothing banked while they did not ask. With the
   default 1 a camera takes its next frame the moment the node is ready for it: no frame waits
   behind another, at the cost of the node idling while that frame is read and sent (milliseconds,
   against seconds of scoring on a CPU); a larger budget keeps frames waiting to fill that gap. A
@@ -123,7 +126,8 @@ class _Source:
     granted_at: float = 0.0  # monotonic time a grant was last sent (a new one or one sent again)
     used: float = 0.0  # monotonic time of its last new grant or of a frame that raised `received`
     expired: bool = False  # its grant went unused too long (`_outstanding`): no budget held until a frame comes
-    turn: int = 0  # number of the grant that last served it: the longest-waiting source goes first
+    turn: int = 0  # number of the grant that last served it: of sources with equal node time, the longest-waiting first
+    node_s: float = 0.0  # seconds of the node's time spent on its frames, from where it started (`Credits._level`)
     typical: float | None = None  # its typical wait from a grant (or its previous frame) to a frame, s (a running mean)
 
 
@@ -140,6 +144,7 @@ class Credits:
         self._sources: dict[str, _Source] = {}  # the flow-controlled sources
         self._strikes: dict[str, int] = {}  # grants in a row a source left unused (kept when it ends its stream)
         self._out: list[tuple[str, bytes]] = []
+        self._level = 0.0  # the node time of the source granted last when granted: where a new or returning one starts
         self.grants = 0
         self.inflated_claims = 0
         self.expired_grants = 0
@@ -153,7 +158,10 @@ class Credits:
         with self._lock:
             st = self._sources.get(source)
             if st is None or seq < st.received:  # new, restarted (its numbering went back) or this node restarted:
-                st = self._sources[source] = _Source(done=seq, received=seq, upto=seq)  # nothing outstanding
+                st = _Source(done=seq, received=seq, upto=seq, node_s=self._level)  # nothing outstanding, level
+                self._sources[source] = st
+            elif now - st.seen > self.stale_s:  # back after a silence: no node time banked while away
+                st.node_s = max(st.node_s, self._level)
             st.seen = now
             if seq > st.received and st.done >= st.received:  # frames sent that will never arrive
                 st.received = st.done = seq
@@ -170,15 +178,19 @@ class Credits:
                 if st.used and seq <= st.upto:  # a frame on this node's grant: how long the camera took
                     wait = now - st.used
                     st.typical = wait if st.typical is None else 0.75 * st.typical + 0.25 * wait
+                if st.expired:  # back after leaving its grant unused: no node time banked meanwhile
+                    st.node_s = max(st.node_s, self._level)
                 st.received, st.used = seq, now
                 self._strikes.pop(source, None)
 
-    def done(self, source: str, seq: int) -> None:
-        """The worker is done with frame `seq` of `source` (scored, rejected or failed); a frame past what this node
-        received and granted of it is a restarted camera's predecessor's, and changes nothing."""
+    def done(self, source: str, seq: int, seconds: float = 0.0) -> None:
+        """The worker is done with frame `seq` of `source` (scored, rejected or failed) after `seconds` of the node's
+        time; a frame past what this node received and granted of it is a restarted camera's predecessor's, and
+        changes nothing."""
         with self._lock:
             if (st := self._sources.get(source)) is not None and seq <= max(st.received, st.upto):
                 st.done = max(st.done, seq)
+                st.node_s += seconds
                 self._grant(time.monotonic())
 
     def ended(self, source: str) -> None:
@@ -218,11 +230,12 @@ class Credits:
         slowest = max((st.typical for st in self._sources.values() if st.typical is not None), default=None)
         outstanding = sum(self._outstanding(s, st, now, slowest) for s, st in live.items())
         while outstanding < self.budget:
-            waiting = [(st.turn, s) for s, st in live.items() if st.upto <= st.done]
+            waiting = [(st.node_s, st.turn, s) for s, st in live.items() if st.upto <= st.done]
             if not waiting:
                 return
-            source = min(waiting)[1]  # in turn: the source served longest ago
+            source = min(waiting)[2]  # the least node time used; in turn when equal: the source served longest ago
             st = live[source]
+            self._level = st.node_s
             st.upto, st.used, st.expired = st.done + 1, now, False
             self._send(source, st, now)
             st.turn = self.grants

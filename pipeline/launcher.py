@@ -14,7 +14,8 @@ One stage per process, on its own machine, from the same config (`--stage`):
                   bridge (`sinks.mqtt`)
     sinks         the collector: events from the node's log (none lost; a fresh OUT starts from the
                   first logged event, a reused one after its events.jsonl), scores, overlays, the
-                  live page, summary.json; ends when every source's end of stream came through
+                  live page, summary.json; ends when every source's end of stream came through, or
+                  the node says each camera has ended (ends that went out before it started)
 A stage runs until it ends (cameras, sinks), `--timeout`, Ctrl-C or SIGTERM.
 
 Start-up needs no sleeps: each camera waits for a subscriber before streaming, and the node
@@ -49,13 +50,14 @@ from .node import DetectorFactory, run_node
 from .out_folder import claimed, set_aside
 from .security import secure_stage
 from .sink_config import ViewConfig
-from .sinks import ConsoleSink, JsonlSink, MetricsSink, OverlaySink, ScoresSink, Sink, Subscriber, deliver
+from .sinks import ConsoleSink, Cursors, JsonlSink, MetricsSink, OverlaySink, ScoresSink, Sink, Subscriber, deliver
 from .sources import run_camera
 from .stages import READY_TIMEOUT_S, LineError, Stages
-from .stats import StreamStats
+from .stats import DROP_COUNTERS, StreamStats
 
 log = logging.getLogger(__name__)
 _WILDCARD = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|::):")
+ENDED_WAIT_S = 10.0  # a sinks stage stops once the node has said for this long that each of its cameras has ended
 
 
 def _sinks(cfg: LineConfig, out: Path, resume: dict[str, int] | None = None) -> list[Sink]:
@@ -100,30 +102,37 @@ class Collector:
     (`eventlog.CatchUp`: in order, none lost), each handed to the statistics and to every sink."""
 
     def __init__(self, endpoint: str, replay: str | None, sinks: Sequence[Sink], stats: StreamStats,
-                 server_key: bytes | None = None, resume: dict[str, int] | None = None, from_start: bool = False):
+                 server_key: bytes | None = None, resume: Cursors | None = None, from_start: bool = False):
         self.sinks, self.stats = list(sinks), stats
         self.sink_failures = 0  # messages a sink failed on (logged; the others still got them)
         self.catch = None
         if replay is not None:  # live events only say "fetch now"
-            self.catch = CatchUp(ReplayClient(replay, server_key=server_key), resume=resume, from_start=from_start)
+            self.catch = CatchUp(ReplayClient(replay, server_key=server_key), resume=resume, from_start=from_start,
+                                 log_id=resume.log_id if resume is not None else 0)
         self.sub = Subscriber(endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), server_key=server_key)
 
     def collect(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         self.stats.add(msg, delivered)
         self.sink_failures += deliver(self.sinks, msg, delivered, log_seq)
 
+    def _logged(self, events: list[tuple[int, P.EventHeader]]) -> None:
+        """Hand on events from the node's log; the JSONL sinks record which log their `log_seq` count in."""
+        for sink in self.sinks:
+            if isinstance(sink, JsonlSink):
+                sink.log_id = self.catch.log_id
+        for n, header in events:
+            self.collect(P.Message(header), time.time(), n)
+
     def sync(self) -> None:
         """Fetch the events the node logged that this collector has not had (at the start, at the end)."""
         if self.catch is not None:
-            for n, header in self.catch.sync():
-                self.collect(P.Message(header), time.time(), n)
+            self._logged(self.catch.sync())
 
     def step(self, timeout_ms: int = 100) -> P.Message | None:
         """Take in the next message (or none within `timeout_ms`); returns it."""
         msg = self.sub.recv(timeout_ms)
         if self.catch is not None:
-            for n, header in self.catch.on_message(msg):
-                self.collect(P.Message(header), time.time(), n)
+            self._logged(self.catch.on_message(msg))
         if msg is not None and (msg.kind != "event" or self.catch is None):
             self.collect(msg, time.time())
         return msg
@@ -254,6 +263,10 @@ def _summary(line: Stages, stats: StreamStats, cameras: list[str], node: str, co
         if isinstance(counters := line.results.get(name), dict):
             stats.camera_stopped(name, counters)
     summary = stats.summary(line.results.get(node))
+    for name in cameras:  # a camera never heard from (a dead RTSP source) is named too, with why its stage ended
+        entry = summary["sources"].setdefault(name, {"frames": 0, "events": 0, "sent": None})
+        if name in line.failures:
+            entry["failure"] = line.failures[name]
     if collector is not None:
         summary.update(bad_messages_at_collector=collector.sub.bad_messages, sink_failures=collector.sink_failures)
     return summary
@@ -306,11 +319,19 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _timer(stop: threading.Event, timeout_s: float | None) -> None:
+def _timer(stop: threading.Event, timeout_s: float | None) -> threading.Event:
+    """Set `stop` after `timeout_s` (None or 0: never); returns a flag set only if the timeout did it."""
+    fired = threading.Event()
+
+    def fire() -> None:
+        fired.set()
+        stop.set()
+
     if timeout_s:
-        t = threading.Timer(timeout_s, stop.set)
+        t = threading.Timer(timeout_s, fire)
         t.daemon = True
         t.start()
+    return fired
 
 
 def run_camera_stage(cfg: LineConfig, name: str, frames: int | None = None, timeout_s: float | None = None) -> dict:
@@ -351,28 +372,50 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
     if cfg.security is not None:
         server_key = secure_stage(cfg.security, cfg.security.client_name).server_key(node.name)
     stop = _stop_on_signals()
-    _timer(stop, timeout_s or cfg.timeout_s)
+    timed_out = _timer(stop, timeout_s or cfg.timeout_s)
     collector = Collector(endpoint, replay, sinks, stats, server_key, resume=resume or None, from_start=not resume)
-    pending, started = {s.name for s in cfg.sources}, time.time()
+    pending, started, before_start = {s.name for s in cfg.sources}, time.time(), []
     log.info("sinks: following %s (events from %s); waiting for the end of stream of %s", endpoint, replay,
              sorted(pending))
     try:
         with _progress(progress) as bar:
             task = bar.add_task("frames", total=None, info="")
+            ended_since = None  # since when the node says each of its cameras has ended, none streaming since
             while pending and not stop.is_set():
                 msg = collector.step(100)
                 if msg is not None and msg.kind == "eos":
                     pending.discard(msg.source)
+                elif msg is not None and msg.kind == "heartbeat" and msg.header.role == "node":  # the node's socket
+                    ended = msg.header.counters.get("cameras_ended", 0)
+                    if not (ended >= len(cfg.sources) and ended == msg.header.counters.get("cameras")):
+                        ended_since = None
+                    elif ended_since is None:
+                        ended_since = time.monotonic()
+                elif msg is not None and msg.kind in ("anomaly", "heartbeat") and getattr(msg.header, "state", "") \
+                        != "ended":
+                    ended_since = None  # a camera streams (again)
+                if ended_since is not None and time.monotonic() - ended_since >= ENDED_WAIT_S:
+                    before_start.extend(sorted(pending))
+                    log.info("sinks: the node says each of its cameras has ended and none has streamed for %.0f s; "
+                             "the end of stream of %s came before this stage subscribed: taking the rest of its event "
+                             "log and stopping", ENDED_WAIT_S, ", ".join(before_start))
+                    pending.clear()  # `collector.close` syncs the event log (a node not answering: a warning)
                 bar.update(task, completed=sum(stats.frames.values()), info=_info(stats, time.time(), 0))
             if not pending:
                 collector.final_heartbeat()
+            else:
+                log.warning("sinks: %s after %.0f s; no end of stream from %s", "timeout" if timed_out.is_set()
+                            else "stopped", time.time() - started, ", ".join(sorted(pending)))
     finally:
         collector.close()
         for sink in sinks:
             sink.close()
     summary = stats.summary()
-    summary.update(wall_s=round(time.time() - started, 3), interrupted=bool(pending), timed_out=False,
-                   sink_failures=collector.sink_failures, resumed=bool(resume))
+    for name in pending:  # a camera never heard from is named too
+        summary["sources"].setdefault(name, {"frames": 0, "events": 0, "sent": None})
+    summary.update(wall_s=round(time.time() - started, 3), interrupted=bool(pending) and not timed_out.is_set(),
+                   timed_out=bool(pending) and timed_out.is_set(),
+                   sink_failures=collector.sink_failures, resumed=bool(resume), ended_before_start=before_start)
     if resume:  # frames and failures are this run's, `sent` the cameras' whole streams: no drop count from them
         summary["dropped"] = None
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -390,8 +433,11 @@ def print_summary(summary: dict) -> None:
     scored = f"{summary['frames']} of {sent} sent" if sent is not None else f"{summary['frames']} (no camera reported)"
     fps = f"{summary['fps']}" if summary["fps"] is not None else "- (fewer than two results)"
     dropped = "-" if summary["dropped"] is None else summary["dropped"]
-    rows = [("frames scored", scored), ("dropped", f"{dropped}{detail}"), ("fps", fps),
-            ("events", f"{summary['events']}"), ("wall time", f"{summary['wall_s']:.1f} s")]
+    rows = [("frames scored", scored), ("dropped", f"{dropped}{detail}"), *_camera_rows(summary.get("sources", {})),
+            ("fps", fps), ("events", f"{summary['events']}"), ("wall time", f"{summary['wall_s']:.1f} s")]
+    if unheard := summary.get("unheard"):
+        rows.insert(2, ("sent unheard", f"{unheard} (no node subscribed: ZeroMQ dropped them; a node that saw the gap "
+                                        "counts them lost too)"))
     if scorer := summary.get("scorer"):
         rows.append(("scorer backend", f"{scorer['backend']} on {scorer['provider']} ({scorer['reason']})"))
     if stream := summary.get("stream"):
@@ -403,7 +449,7 @@ def print_summary(summary: dict) -> None:
                                                                   f"AUROC {s['image_auroc']} ({s['frames']} frames)"))
         for camera, c in stream.get("cameras", {}).items():
             halves = [c.get(part) for part in ("first_half", "last_half")]
-            if all(halves):
+            if all(h is not None and h["pixel_auroc"] is not None for h in halves):  # a half without a defect: none
                 rows.append((f"  {camera}: first half -> last half", " -> ".join(
                     f"{h['pixel_auroc']} / {h['pixel_auprc']}" for h in halves)))
     for stage, p in summary["latency_ms"].items():
@@ -412,6 +458,22 @@ def print_summary(summary: dict) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+def _camera_rows(sources: dict[str, dict]) -> list[tuple[str, str]]:
+    """With two cameras or more, or one whose stage failed, a row each: frames scored of sent, events, its drops by
+    cause, frames sent unheard and scored downscaled."""
+    if len(sources) < 2 and not any("failure" in c for c in sources.values()):
+        return []
+    rows = []
+    for camera, c in sorted(sources.items()):
+        causes = {k: c.get(k) for k in (*DROP_COUNTERS, "unaccounted", "unheard", "downscaled")}
+        detail = ", ".join(f"{k} {n}" for k, n in causes.items() if n)
+        sent = "?" if c.get("sent") is None else c["sent"]
+        failure = f"; stage failed: {c['failure']}" if "failure" in c else ""
+        rows.append((f"  {camera}", f"{c.get('frames', 0)} of {sent} scored, {c.get('events', 0)} events"
+                                    + (f" ({detail})" if detail else "") + failure))
+    return rows
 
 
 def _stage(text: str) -> str:
@@ -467,7 +529,8 @@ def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
         _linger(views[0].url)
     if summary["interrupted"]:
         return 130
-    if not summary["frames"]:  # a line that scored nothing did not do its job, whatever the warnings said
+    if not summary["frames"] and not summary.get("ended_before_start"):  # a line that scored nothing did not do its
+        # job, whatever the warnings said (a sinks stage started after the ends of stream took only the event log)
         print("ssdnet run: error: no frame was scored (the warnings above say why)", file=sys.stderr)
         return 1
     return 0

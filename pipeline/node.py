@@ -37,7 +37,7 @@ import queue
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -51,7 +51,7 @@ import zmq
 from edge.config import SSDNetConfig
 from edge.detector import Detector as SSDNetDetector
 from edge.device import resolve_device
-from edge.frames import to_frame_size
+from edge.frames import FrameError, to_frame_size
 from edge.memory import footprint_mb
 from edge.scorers import choose_backend, ensure_available
 from edge.scorers.base import GraphCache
@@ -116,7 +116,8 @@ class Detection(Protocol):
 @runtime_checkable
 class Detector(Protocol):
     """The detector contract: everything the node asks of a source's detector (edge.detector.Detector
-    is one; tests use fakes)."""
+    is one; tests use fakes). One may also have `kept_surfaces`, the states it keeps beside its own (the
+    memory budget counts each as one more model)."""
 
     def process(self, image: np.ndarray) -> Detection:
         """Fit on and score one uint8 HxWx3 RGB frame (time budgets come from the detector's own config)."""
@@ -188,20 +189,23 @@ class EdgeNode:
         self._reject_logs = {reason: ThrottledLog(log) for reason in REASONS}
         self._blank_log = ThrottledLog(log)
         self._ended: dict[str, dict[str, int]] = {}  # each camera's counters at its last end of stream
+        self._streams_ended: set[str] = set()  # cameras whose end of stream went out, none of their messages since
         self.input_reconnects = 0  # silent camera connections connected afresh (SILENT_RECONNECT_S)
         self.silent_inputs = 0  # camera connections that spoke and are silent now (pipeline/silence.py)
         self.server_keys = dict(server_keys or {})  # camera endpoint -> its CURVE public key (security on)
         self.peers = self._peers(inputs, input_names)
         self.admission = Admission.from_config(cfg, self.peers)
-        # a camera's model: the detector (admission.MODEL_MB) and its memory of normal appearance, once more for each
-        # surface it may keep after its normal moved (`memory.recall_surfaces`, with a memory: weights and memory)
-        kept = cfg.ssdnet.memory.recall_surfaces if cfg.ssdnet.uses_memory else 0
-        camera_mb = (1 + kept) * (admission.MODEL_MB + footprint_mb(cfg.ssdnet.memory, knn_dim(cfg.ssdnet.score)))
-        self.budget = WorkBudget(cfg.memory_budget_mb, camera_mb)
-        if self.budget.pixels_for(len(self.admission.declared), 0, new_graph=self._graph_per_size) < cfg.min_side ** 2:
+        # a camera's model: the detector (admission.MODEL_MB) and its memory of normal appearance; once more for each
+        # surface it keeps after its normal moved (`memory.recall_surfaces`), once it keeps one (`_models`)
+        model_mb = admission.MODEL_MB + footprint_mb(cfg.ssdnet.memory, knn_dim(cfg.ssdnet.score))
+        self.budget = WorkBudget(cfg.memory_budget_mb, model_mb)
+        configured = len(self.admission.declared)
+        if self.budget.pixels_for(configured, 0, new_graph=self._graph_per_size) < cfg.min_side ** 2:
+            need = self.budget.needed_mb(configured, 0, cfg.min_side ** 2, new_graph=self._graph_per_size)
             log.warning("%s: node.memory_budget_mb %s cannot hold the models of its %d configured cameras and one "
-                        "frame's scoring: frames will be refused (memory_budget)", cfg.name, cfg.memory_budget_mb,
-                        len(self.admission.declared))
+                        "frame's scoring: frames will be refused (memory_budget); they need at least %.0f MB",
+                        cfg.name, cfg.memory_budget_mb, configured, need)
+        self._downscaled_by: dict[str, Counter[str]] = defaultdict(Counter)  # camera -> frames downscaled by reason
         self._new_size_at: dict[str, float] = {}  # camera -> when it last brought a frame size new to its scorer
         self._ps = psutil.Process()
         self.start_rss = self._ps.memory_info().rss
@@ -304,8 +308,9 @@ class EdgeNode:
                 elif msg is not None:
                     began = time.monotonic()
                     self._process(msg)
-                    self.pending.served(msg.source, time.monotonic() - began)
-                    self.credits.done(msg.source, msg.header.seq)
+                    spent = time.monotonic() - began
+                    self.pending.served(msg.source, spent)
+                    self.credits.done(msg.source, msg.header.seq, spent)
         finally:
             if self._unlogged:  # a last try; what is left went out live only, and is said
                 self._log_unlogged()
@@ -429,8 +434,11 @@ class EdgeNode:
 
     def _models(self, source: str | None = None) -> int:
         """Models the memory budget holds: every configured camera's (reserved, built or not), every other
-        camera's that is built, and `source`'s."""
-        return len(self.admission.declared | set(self.detectors) | ({source} if source else set()))
+        camera's that is built, and `source`'s; and one more for each surface a built model keeps (its
+        `kept_surfaces`, a state as large as its own: a detector without it keeps none)."""
+        built = tuple(self.detectors.items())  # a snapshot: the worker thread adds and drops models meanwhile
+        kept = sum(getattr(detector, "kept_surfaces", 0) for _, detector in built)
+        return len(self.admission.declared | {name for name, _ in built} | ({source} if source else set())) + kept
 
     def _graphs(self) -> float:
         """Estimated bytes of the graphs the cameras' exported scorers hold, one per frame size a camera holds
@@ -497,15 +505,19 @@ class EdgeNode:
         held = min(self.cfg.frame_pixels, self.budget.pixels_for(models, queued, graphs))
         limit = min(self.cfg.frame_pixels, self.budget.pixels_for(models, queued, graphs,
                                                                   new_graph=self._graph_per_size))
-        if height * width <= (held if sizes and (height, width) in sizes else limit):
+        new_size = not sizes or (height, width) not in sizes
+        if height * width <= (limit if new_size else held):
             return image, None
         if limit == self.cfg.frame_pixels:
             knob = "node.max_frame_pixels" if self.cfg.max_frame_pixels is not None else "ssdnet.max_pixels"
             why, reason = f"{knob} {limit}", "oversize"
         else:
+            pixels = min(height * width, self.cfg.frame_pixels)
+            need = self.budget.needed_mb(models, queued, pixels, graphs, self._graph_per_size and new_size)
             why, reason = (f"the {int(limit)} pixels node.memory_budget_mb ({self.cfg.memory_budget_mb:g}) leaves "
                            f"next to {models} model(s), {graphs / 2**20:.0f} MB of scorer graphs and "
-                           f"{queued / 2**20:.0f} MB of waiting frames", "memory_budget")
+                           f"{queued / 2**20:.0f} MB of waiting frames; {pixels} pixels need {need:.0f} MB",
+                           "memory_budget")
         scale = math.sqrt(limit / (height * width))
         if self.cfg.oversize == "reject" or min(height, width) * scale < self.cfg.min_side:
             narrow = "" if self.cfg.oversize == "reject" else f" (downscaled, its short side under {self.cfg.min_side})"
@@ -621,6 +633,7 @@ class EdgeNode:
             return
         if downscaled is not None:  # counted once it is scored, not also when its model refuses it
             self.counters.add(source, "downscaled")
+            self._downscaled_by[source][downscaled[0]] += 1
             self._reject_logs[downscaled[0]].warning(downscaled[1])
         if (span := int(np.ptp(work[::8, ::8], axis=(0, 1)).max())) <= BLANK_SPAN:  # scored all the same
             self.counters.add(source, "blank")
@@ -629,6 +642,10 @@ class EdgeNode:
         self._busy = True
         try:
             result, event = self._score(msg, detector, work)
+        except FrameError as e:  # a frame the detector cannot take: that frame, not the camera's model
+            self.counters.add(source, "failed")
+            self._log.warning(f"{source}#{h.seq}: frame refused by the detector: {e}")
+            return
         except Exception as e:  # a bad frame or a detector failure costs that frame, never the node
             self.counters.add(source, "failed")
             self._log.warning(f"{source}#{h.seq}: detector failed: {type(e).__name__}: {e}")
@@ -798,6 +815,10 @@ class EdgeNode:
             self._log.warning(f"could not send a {h.kind} message of {h.source}: {e}")
         for tap in self.taps:
             tap(msg)
+        if h.kind == "eos":  # after the camera's last result and event: a late subscriber may end on the count
+            self._streams_ended.add(h.source)
+        elif h.kind in ("anomaly", "event") or (h.kind == "heartbeat" and h.role == "source" and h.state != "ended"):
+            self._streams_ended.discard(h.source)  # streaming again (a camera restarted after its end of stream)
 
     def _heartbeat(self) -> P.Message:
         now = time.time()
@@ -818,7 +839,7 @@ class EdgeNode:
         counters.update(credit_inflated_claims=self.credits.inflated_claims,
                         credit_expired_grants=self.credits.expired_grants,
                         subscription_resets=self.publisher.resets if self.publisher is not None else 0)
-        counters.update(self.state())
+        counters.update(self.state(), cameras_ended=len(self._streams_ended))
         return counters
 
     def refusals(self) -> dict[str, int]:
@@ -844,7 +865,8 @@ class EdgeNode:
         for name, entry in cameras.items():
             sizes = self.frame_sizes.get(name)
             entry.update(model_frame=[*next(reversed(sizes)), 3] if sizes else None, queued_frames=waiting.get(name, 0),
-                         queued_bytes=self.pending.bytes.get(name, 0))
+                         queued_bytes=self.pending.bytes.get(name, 0),
+                         downscaled_by=dict(self._downscaled_by.get(name, {})))  # frames scored downscaled by reason
         return {**self.counters.snapshot(), "scorer": self.scorer, "refused_connections": self.refusals(),
                 "cameras": cameras, "node": self.state()}
 

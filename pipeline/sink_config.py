@@ -11,19 +11,12 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge.config import StrictModel
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _TOPIC_LEVEL = re.compile(r"^[^/#+\x00]{1,64}$")
-
-
-class FiniteModel(StrictModel):
-    """A config section whose numbers are finite: NaN and infinity are refused where read (None says "no
-    bound" where a key has none)."""
-
-    model_config = ConfigDict(allow_inf_nan=False)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -35,7 +28,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-class ViewConfig(FiniteModel):
+class ViewConfig(StrictModel):
     """The live page (`pipeline/view.py`): per camera the latest frame with its anomaly overlay, the score
     against the threshold, a score history, the latest events, per-stage latency and the counters."""
 
@@ -80,7 +73,7 @@ class ViewConfig(FiniteModel):
         return value
 
 
-class MqttTlsConfig(FiniteModel):
+class MqttTlsConfig(StrictModel):
     ca_certs: Path | None = Field(None, description="CA bundle that signed the broker's certificate; None = the "
                                   "system's trust store")
     certfile: Path | None = Field(None, description="client certificate (brokers that authenticate clients by TLS)")
@@ -88,7 +81,7 @@ class MqttTlsConfig(FiniteModel):
     insecure: bool = Field(False, description="skip the broker hostname check (testing only)")
 
 
-class MqttConfig(FiniteModel):
+class MqttConfig(StrictModel):
     """The MQTT bridge (`pipeline/mqtt_sink.py`): events (from the durable event log, QoS 1), node and camera
     health (retained) to a plant's broker. Topic layout: `docs/mqtt.md`."""
 

@@ -13,7 +13,8 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import chain
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Protocol
@@ -190,12 +191,33 @@ class _RaisingRotatingFileHandler(RotatingFileHandler):
         os.truncate(self.baseFilename, start)
 
 
+class Cursors(dict[str, int]):
+    """The highest `log_seq` written per source, and `log_id`, the node's event log they count in (0: not known,
+    as from a file written before log ids)."""
+
+    def __init__(self, seqs: Mapping[str, int] | None = None, log_id: int = 0):
+        super().__init__(seqs or {})
+        self.log_id = log_id
+
+    def copy(self) -> Cursors:
+        return Cursors(self, self.log_id)
+
+    def take(self, source: str, log_seq: int, log_id: int = 0) -> None:
+        """Count one written event in. One of another event log than the cursors' (both known) starts them afresh:
+        that log numbers from 1 again. One of no known log counts in the cursors' log."""
+        if log_id and self.log_id and log_id != self.log_id:
+            self.clear()
+        self.log_id = log_id or self.log_id
+        self[source] = max(self.get(source, 0), log_seq)
+
+
 class JsonlSink:
     """Appends one JSON object per event (source, seq, score, threshold, regions, t_capture, stamps, model_version,
-    and `log_seq`, the node's per-source event-log number, when the event came through `eventlog.CatchUp`) to PATH,
-    turned over past `max_mb` (`JsonLines`). Before each turn the highest `log_seq` per source written so far goes to
-    PATH.cursors, so a camera whose every record is turned out of the kept files still resumes where it was.
-    `resume`: `cursors(PATH)` when the caller has read them already (read again here when None and appending).
+    and `log_seq`, the node's per-source event-log number, when the event came through `eventlog.CatchUp`, with
+    `log_id`, the log it counts in, when the caller set `log_id`) to PATH, turned over past `max_mb` (`JsonLines`).
+    Before each turn the highest `log_seq` per source written so far and their log go to PATH.cursors, so a camera
+    whose every record is turned out of the kept files still resumes where it was. `resume`: `cursors(PATH)` when the
+    caller has read them already (read again here when None and appending).
 
     No record is written after one that failed (a full disk): it is kept and tried again, oldest first, with a
     later message at most once every RETRY_S, and at `close`. So each camera's records in PATH are an unbroken run
@@ -209,8 +231,9 @@ class JsonlSink:
         if not append:
             self.sidecar.unlink(missing_ok=True)
         if resume is None:
-            resume = self.cursors(path) if append else {}
-        self.written = dict(resume)
+            resume = self.cursors(path) if append else Cursors()
+        self.written = resume.copy() if isinstance(resume, Cursors) else Cursors(resume)
+        self.log_id = 0  # the event log of the `log_seq` handed in (the caller's to set, e.g. `launcher.Collector`)
         self.max_pending = max_pending
         self.pending: deque[tuple[str, int | None, dict]] = deque()  # (source, log_seq, record) not written yet
         self.held: dict[str, int] = {}  # source -> the first of its events left to the node's log (pending was full)
@@ -237,6 +260,8 @@ class JsonlSink:
         record = P.event_record(msg.header)
         if log_seq is not None:
             record["log_seq"] = log_seq
+            if self.log_id:
+                record["log_id"] = self.log_id
         self.pending.append((msg.source, log_seq, record))
 
     def _flush(self) -> None:
@@ -250,11 +275,11 @@ class JsonlSink:
                 raise
             self.pending.popleft()
             if log_seq is not None:  # only once written: PATH and the cursors never pass an unwritten event
-                self.written[source] = max(self.written.get(source, 0), log_seq)
+                self.written.take(source, log_seq, record.get("log_id", 0))
 
     def _save_cursors(self) -> None:
         tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
-        tmp.write_text(json.dumps(self.written), encoding="utf-8")
+        tmp.write_text(json.dumps({"log_id": self.written.log_id, "cursors": self.written}), encoding="utf-8")
         os.replace(tmp, self.sidecar)  # whole or not at all
 
     @staticmethod
@@ -262,22 +287,40 @@ class JsonlSink:
         return Path(f"{path}.cursors")
 
     @staticmethod
-    def cursors(path: str | Path) -> dict[str, int]:
-        """Highest `log_seq` per source in PATH.cursors, an existing JSONL file and its backups: where a restarted
+    def cursors(path: str | Path) -> Cursors:
+        """Highest `log_seq` per source, and their event log, in PATH.cursors (those at the last turn: the records
+        still in the backups are in them) and then in PATH's backups and PATH, oldest first: where a restarted
         subscriber resumes."""
-        sidecar, saved = JsonlSink.cursors_file(path), {}
+        out = Cursors()
+        for source, n, log_id in chain(JsonlSink._saved(JsonlSink.cursors_file(path)), JsonlSink._logged(path)):
+            out.take(source, n, log_id)
+        return out
+
+    @staticmethod
+    def _logged(path: str | Path) -> Iterator[tuple[str, int, int]]:
+        """(source, log_seq, log_id) of the records that have a `log_seq` (log_id 0: none recorded), oldest first."""
+        for rec in JsonLines.records(path):
+            source, n, log_id = rec.get("source"), rec.get("log_seq"), rec.get("log_id")
+            if isinstance(source, str) and type(n) is int:
+                yield source, n, log_id if type(log_id) is int else 0
+
+    @staticmethod
+    def _saved(sidecar: Path) -> Iterator[tuple[str, int, int]]:
+        """(source, log_seq, log_id) of PATH.cursors: {"log_id": N, "cursors": {source: log_seq}}, or, written before
+        log ids, {source: log_seq} (log_id 0)."""
+        saved = {}
         if sidecar.exists():
             try:
                 saved = json.loads(sidecar.read_text(encoding="utf-8"))
             except ValueError:  # not written by this sink: its cameras' events come again, none is lost
                 log.warning("%s is not a JSON object of cursors; ignored", sidecar)
         saved = saved if isinstance(saved, dict) else {}
-        out = {source: n for source, n in saved.items() if isinstance(source, str) and type(n) is int}
-        for rec in JsonLines.records(path):
-            source, n = rec.get("source"), rec.get("log_seq")  # an event without log_seq: None
+        log_id = 0
+        if isinstance(saved.get("cursors"), dict):
+            log_id, saved = saved.get("log_id"), saved["cursors"]
+        for source, n in saved.items():
             if isinstance(source, str) and type(n) is int:
-                out[source] = max(out.get(source, 0), n)
-        return out
+                yield source, n, log_id if type(log_id) is int else 0
 
     def close(self) -> None:
         try:

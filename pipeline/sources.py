@@ -304,7 +304,10 @@ class Camera:
         self.reader = reader if reader is not None else make_reader(cfg)
         self.ctx = ctx or zmq.Context.instance()
         self.state = "starting"
-        self.counters = {"sent": 0, "send_dropped": 0, "reconnects": 0, "too_small": 0}
+        # `unheard`: of the frames `sent`, those no node had subscribed to (ZeroMQ dropped them)
+        self.counters = {"sent": 0, "send_dropped": 0, "unheard": 0, "reconnects": 0, "too_small": 0}
+        self.heard = True  # whether the last frame had a node subscribed to it
+        self._unheard_log, self._heard_log = ThrottledLog(log, 5.0), ThrottledLog(log, 5.0)
         self.last_capture: float | None = None
         self._queue: queue.Queue[Capture | _End] = queue.Queue(maxsize=2)
         self._halt = threading.Event()
@@ -379,7 +382,8 @@ class Camera:
                 stuck = give_up is not None and time.monotonic() > give_up
                 item = _End("stopped; the reader is stuck") if stuck else None
             if isinstance(item, Capture):
-                sent = self._send(sock, self._frame(seq, item), zmq.NOBLOCK if push else 0)
+                frame = self._frame(seq, item)
+                sent = self._send(sock, frame, zmq.NOBLOCK if push else 0, self._hears(out, frame.header.topic))
                 log.debug("%s#%d: %dx%d px %s (%d sent, %d dropped)", self.cfg.name, seq, item.image.shape[1],
                           item.image.shape[0], "sent" if sent else "dropped", self.counters["sent"],
                           self.counters["send_dropped"])
@@ -395,15 +399,31 @@ class Camera:
                 self._send(sock, P.Message(eos), 0)
                 return
 
-    def _send(self, sock: zmq.Socket, msg: P.Message, flags: int) -> bool:
-        """Send `msg`; False when ZeroMQ had no room for it (counted `send_dropped` for a frame)."""
+    def _send(self, sock: zmq.Socket, msg: P.Message, flags: int, heard: bool = True) -> bool:
+        """Send `msg`; False when ZeroMQ had no room for it (counted `send_dropped` for a frame). A frame sent that
+        no node `heard` is counted `unheard` as well as `sent`."""
         try:
             P.send(sock, msg, flags)
         except zmq.Again:
             self.counters["send_dropped"] += msg.kind == "frame"
             return False
         self.counters["sent"] += msg.kind == "frame"
+        self.counters["unheard"] += msg.kind == "frame" and not heard
         return True
+
+    def _hears(self, out: Publisher | zmq.Socket, topic: bytes) -> bool:
+        """Whether a node subscribed to `topic` now (a PUSH socket: yes, what it cannot deliver is `send_dropped`);
+        says so when that changes (throttled)."""
+        heard = out.hears(topic) if isinstance(out, Publisher) else True
+        if heard != self.heard:
+            if heard:
+                self._heard_log.info(f"{self.cfg.name}: a node subscribed: frames reach it again "
+                                     f"({self.counters['unheard']} unheard so far)")
+            else:
+                self._unheard_log.warning(f"{self.cfg.name}: no node connected: frames are lost until one connects "
+                                          "(counted `unheard`)")
+        self.heard = heard
+        return heard
 
     def _frame(self, seq: int, cap: Capture) -> P.Message:
         payloads = [P.describe("image", cap.image, self.cfg.encoding)]

@@ -11,6 +11,7 @@ from . import protocol as P
 STAGES = ("transport", "queue", "fit", "score", "publish", "end_to_end")
 CHANGEOVER_COUNTERS = ("normal_moved", "normal_recalled", "product_changes")
 DROP_COUNTERS = ("conflated", "lost", "rejected", "failed")
+SOURCE_COUNTERS = (*DROP_COUNTERS, "downscaled", *CHANGEOVER_COUNTERS)  # the node's, in the summary per camera
 
 
 def stage_latencies(h: P.AnomalyHeader, delivered: float) -> dict[str, float]:
@@ -75,6 +76,7 @@ class StreamStats:
         self.products: dict[str, dict[str, Counter[str]]] = {}  # camera -> product -> frames and events (`product`)
         self.sent: dict[str, int] = {}  # frames each camera sent, from its end of stream
         self.sent_so_far: dict[str, int] = {}  # the same from its latest heartbeat (a run stopped before the end)
+        self.unheard: Counter[str] = Counter()  # frames each camera sent while no node subscribed (its `unheard`)
         self.first_capture: float | None = None
         self.last_delivered: float | None = None
         # (pixel scores, pixel truth, image score, defective, camera, position in the camera's stream)
@@ -89,8 +91,10 @@ class StreamStats:
             self.events[h.source] += 1
         elif h.kind == "eos":
             self.sent[h.source] = h.frames
+            self._unheard(h.source, h.counters)
         elif h.kind == "heartbeat" and h.role == "source" and isinstance(h.counters.get("sent"), int):
             self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), h.counters["sent"])
+            self._unheard(h.source, h.counters)
         elif h.kind == "anomaly":
             self.frames[h.source] += 1
             self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), h.seq + 1)  # frames 0..seq were sent
@@ -151,9 +155,15 @@ class StreamStats:
         return out
 
     def camera_stopped(self, source: str, counters: dict[str, int]) -> None:
-        """A camera's own counters, from its stage, when the line stopped it before its end of stream came through
-        (Ctrl-C, the timeout): what it sent, not its last heartbeat's count."""
+        """A camera's own counters, from its stage: its `unheard` frames and, when the line stopped it before its end
+        of stream came through (Ctrl-C, the timeout), what it sent, not its last heartbeat's count."""
         self.sent.setdefault(source, counters["sent"] + counters["send_dropped"])
+        self._unheard(source, counters)
+
+    def _unheard(self, source: str, counters: dict[str, int]) -> None:
+        """A camera's `unheard` count, the highest it reported (older cameras report none)."""
+        if isinstance(n := counters.get("unheard"), int) and n > self.unheard[source]:
+            self.unheard[source] = n
 
     def summary(self, node: dict | None = None) -> dict:
         """The run's summary; `node` is the node's final counter snapshot when available."""
@@ -173,11 +183,20 @@ class StreamStats:
         }
         for source, products in self.products.items():  # per product its frames name: frames scored, events
             out["sources"].setdefault(source, {})["products"] = {name: dict(c) for name, c in sorted(products.items())}
+        if self.unheard:  # sent while no subscriber held the camera's topic: the camera's count, there once any
+            out["unheard"] = sum(self.unheard.values())
+            for source, n in self.unheard.items():
+                out["sources"].setdefault(source, {})["unheard"] = n
         if node is not None:
             out["drops"] = {name: sum(c[name] for c in node["sources"].values()) for name in DROP_COUNTERS}
             out["drops"]["bad_messages"] = node["bad_messages"]
-            for source, counts in node["sources"].items():  # product changeovers: found from its scores, announced
-                out["sources"].setdefault(source, {}).update({k: counts[k] for k in CHANGEOVER_COUNTERS})
+            for source, counts in node["sources"].items():  # drops by cause, frames scored downscaled, changeovers
+                entry = out["sources"].setdefault(source, {})
+                entry.update({k: counts[k] for k in SOURCE_COUNTERS})
+                if entry.get("sent") is not None:  # in flight when the line stopped, or results lost on the way
+                    causes = sum(counts[k] for k in DROP_COUNTERS)
+                    entry["unaccounted"] = max(0, entry["sent"] - self.frames[source] - causes)
+            out["drops"]["unaccounted"] = sum(e.get("unaccounted", 0) for e in out["sources"].values())
             out["scorer"] = node["scorer"]  # the node's scorer backend, provider and why (null: a custom detector)
             # refused messages by reason, refused connections by reason, each camera's state (pipeline.admission)
             for key in ("rejected", "refused_connections", "cameras"):

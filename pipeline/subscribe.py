@@ -98,22 +98,28 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     catch = None
     if replay:
         resume = jsonl_sink.written if jsonl_sink is not None else None
-        catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=resume, from_start=from_start)
+        catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=resume, from_start=from_start,
+                        log_id=resume.log_id if resume is not None else 0)
     unheard = Unheard(endpoints, stall_s)
     deadline = unheard.start + timeout_s if timeout_s else float("inf")
+
+    def logged(events: list[tuple[int, P.EventHeader]]) -> int:
+        """Hand on events from the node's log (the JSONL file records which log they count in); how many."""
+        if jsonl_sink is not None:
+            jsonl_sink.log_id = catch.log_id
+        for n, header in events:
+            deliver(sinks, P.Message(header), time.time(), n)
+        return len(events)
+
     events = 0
     try:
         if catch is not None:  # what was missed while down, before the live stream
-            for n, header in _first_sync(catch, replay, deadline):
-                deliver(sinks, P.Message(header), time.time(), n)
-                events += 1
+            events += logged(_first_sync(catch, replay, deadline))
         while (count is None or events < count) and time.monotonic() < deadline:
             msg = sub.recv(100)
             unheard.saw(msg)
             if catch is not None:
-                for n, header in catch.on_message(msg):
-                    deliver(sinks, P.Message(header), time.time(), n)
-                    events += 1
+                events += logged(catch.on_message(msg))
                 if msg is not None and msg.kind != "event":
                     deliver(sinks, msg, time.time())
             elif msg is not None:

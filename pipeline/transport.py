@@ -114,11 +114,18 @@ class Publisher:
     made more than `max_topics` distinct topics since the socket was bound, it is closed and bound again at the same
     endpoint: every subscriber is dropped, its SUB socket reconnects and subscribes again by itself (~0.2 s), the trie
     starts empty and `resets` counts it. Unsubscriptions are not counted down: ZeroMQ reports one even for a topic
-    that another connection still holds, so a peer could otherwise hide its subscriptions."""
+    that another connection still holds, so a peer could otherwise hide its subscriptions.
+
+    `held` is what subscribers hold now, for `hears`: ZeroMQ reports a topic's first subscription and its last
+    unsubscription (a subscriber that disconnects unsubscribes all of its topics), duplicates of neither. (A socket
+    monitor would count connections, not subscriptions, and would replace the one that counts refused CURVE
+    handshakes: a socket has one monitor.) A peer that unsubscribes from a topic it never held makes it look gone
+    until another subscribes to it afresh: it misleads `hears`, never what is sent."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, *, sndhwm: int, max_topics: int, name: str):
         self.ctx, self.sndhwm, self.max_topics, self.name = ctx, sndhwm, max_topics, name
         self.topics: set[bytes] = set()  # distinct topics subscribed since the socket was bound
+        self.held: set[bytes] = set()  # topics some subscriber holds now
         self.resets = 0
         self._log = ThrottledLog(log, 5.0)
         self.sock = self._open(endpoint)
@@ -138,7 +145,8 @@ class Publisher:
 
     def upstream(self, most: int = 1000) -> list[bytes]:
         """Take in up to `most` queued upstream messages: subscriptions are counted (and may reset the socket),
-        unsubscriptions dropped; returns the others (credit grants, or garbage for the caller to refuse)."""
+        both they and unsubscriptions update `held`; returns the others (credit grants, or garbage for the caller to
+        refuse)."""
         others = []
         for _ in range(most):
             if not self.sock.poll(0, zmq.POLLIN):
@@ -146,12 +154,20 @@ class Publisher:
             blob = self.sock.recv()
             if blob[:1] == b"\x01":
                 self.topics.add(blob[1:])
+                self.held.add(blob[1:])
                 if len(self.topics) > self.max_topics:
                     self.reset()
                     break
-            elif blob[:1] != b"\x00":
+            elif blob[:1] == b"\x00":
+                self.held.discard(blob[1:])
+            else:
                 others.append(blob)
         return others
+
+    def hears(self, topic: bytes) -> bool:
+        """Whether a subscriber holds a prefix of `topic` (as of the last `upstream`): else ZeroMQ drops a message
+        on it. Its prefixes are looked up, not the topics held: as quick with a thousand held as with three."""
+        return any(topic[:n] in self.held for n in range(len(topic) + 1))
 
     def wait_for_subscriber(self, timeout_s: float, stop: StopFlag) -> bool:
         """Block until the socket has seen a subscription and the rest of that burst (nothing more for 20 ms: ZeroMQ
@@ -174,6 +190,7 @@ class Publisher:
                           f"all (they reconnect; {self.resets + 1} times so far)")
         self.sock.close(linger=0)
         self.topics.clear()
+        self.held.clear()
         self.resets += 1
         failed = ThrottledLog(log, 5.0)
         while True:
@@ -189,7 +206,7 @@ class Publisher:
 
 
 class ThrottledLog:
-    """Logs a recurring warning at most once per `interval_s`, saying how many were suppressed."""
+    """Logs a recurring message at most once per `interval_s`, saying how many were suppressed."""
 
     def __init__(self, logger: logging.Logger, interval_s: float = 1.0):
         self.logger, self.interval_s = logger, interval_s
@@ -197,10 +214,16 @@ class ThrottledLog:
         self._suppressed = 0
 
     def warning(self, msg: str) -> None:
+        self._log(logging.WARNING, msg)
+
+    def info(self, msg: str) -> None:
+        self._log(logging.INFO, msg)
+
+    def _log(self, level: int, msg: str) -> None:
         now = time.monotonic()
         if now - self._last < self.interval_s:
             self._suppressed += 1
             return
         more = f" ({self._suppressed} similar suppressed)" if self._suppressed else ""
-        self.logger.warning("%s%s", msg, more)
+        self.logger.log(level, "%s%s", msg, more)
         self._last, self._suppressed = now, 0

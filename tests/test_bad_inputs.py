@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.images import read_rgb
 from edge.synthetic import draw_defect, texture
 from tools.cli import main
 
@@ -85,3 +86,17 @@ def test_a_folder_given_as_a_video_says_to_use_a_folder_camera(tmp_path, capsys)
     config.write_text(f"sources:\n  - {{name: cam, kind: video, uri: {tmp_path}}}\n")
     assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 1
     assert "is a folder, not a video file: for a folder of images write `kind: folder`" in capsys.readouterr().err
+
+
+def test_a_multi_page_tiff_says_only_its_first_page_is_read(tmp_path, caplog):
+    """A camera's burst saved as one TIFF was scored as its first frame, the others silently left out."""
+    pages = [texture("brick", 64, np.random.default_rng(i)) for i in range(3)]
+    assert cv2.imwritemulti(str(tmp_path / "burst.tif"), [p[:, :, ::-1] for p in pages])
+    assert cv2.imwrite(str(tmp_path / "one.tif"), pages[0][:, :, ::-1])
+    with caplog.at_level("WARNING", logger="edge.images"):
+        first = read_rgb(tmp_path / "burst.tif")
+        read_rgb(tmp_path / "burst.tif")  # read again (a looping folder camera): said once
+        read_rgb(tmp_path / "one.tif")
+    assert np.array_equal(first, pages[0])
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "burst.tif holds 3 pages: only the first is read" in said[0]

@@ -57,6 +57,7 @@ def test_subscriber_killed_and_restarted_catches_up_on_every_event(tmp_path, max
     assert [r["seq"] for r in records] == sorted(r["seq"] for r in records)
     log = EventLog(db, readonly=True)
     assert log.heads == {"cam0": total}  # the node's log holds the same numbering
+    assert {r["log_id"] for r in records} == {log.log_id}  # and says which log: a restart checks it against the node's
     log.close()
 
 

@@ -105,6 +105,78 @@ def test_a_grant_no_frame_comes_for_stops_holding_the_budget_after_stale_s(clock
     c.done("idle", 1)
     assert grants(c) == [("good", 4)]
 
+
+def stream(c: Credits, cost: dict[str, float], n: int, clock: types.SimpleNamespace | None = None) -> list[str]:
+    """Budget 1: `n` grants, each camera sending its frame at once and the node spending `cost[camera]` s on it
+    (with `clock`: 0.5 s per frame, the camera granted heartbeating); the cameras granted, in order."""
+    order = []
+    for _ in range(n):
+        (source, seq), = grants(c)
+        order.append(source)
+        if clock is not None:
+            clock.t += 0.5
+            c.heartbeat(source, seq - 1, {CREDIT_COUNTER: seq})
+        c.received(source, seq)
+        c.done(source, seq, cost[source])
+    return order
+
+
+def fair(order: list[str], cost: dict[str, float]) -> bool:
+    """At every point of `order` the cameras have used the same node time, give or take the largest frame's."""
+    used = dict.fromkeys(cost, 0.0)
+    for cam in order:
+        used[cam] += cost[cam]
+        if max(used.values()) - min(used.values()) > max(cost.values()):
+            return False
+    return True
+
+
+def test_credit_goes_to_the_camera_that_used_the_least_node_time_so_large_frames_take_no_more_of_it(clock):
+    """The audit's two folder cameras: a 448 px frame costs 0.26 s, a 96 px one 0.022 s. Granted in turn they were
+    scored 1:1 and the large one took 92 % of the node; by node time each takes half, ~12 small frames per large."""
+    cost = {"big": 0.26, "small": 0.022}
+    c = Credits("node", budget=1)
+    for cam in cost:
+        c.heartbeat(cam, -1, {CREDIT_COUNTER: -1})
+    order = stream(c, cost, 130)
+    assert order.count("small") >= 10 * order.count("big") and fair(order, cost)
+
+
+def test_a_camera_that_joins_late_starts_level_and_gets_its_share_not_a_burst(clock):
+    cost = {"big": 0.5, "small": 0.125}
+    c = Credits("node", budget=1)
+    for cam in cost:
+        c.heartbeat(cam, -1, {CREDIT_COUNTER: -1})
+    stream(c, cost, 40)  # 5 s of node time used before the third camera comes
+    c.heartbeat("late", -1, {CREDIT_COUNTER: -1})
+    cost["late"] = 0.125
+    order = stream(c, cost, 36)
+    assert order.count("big") == 4 and fair(order, cost)  # a third of the node each, 4 small frames per big one
+
+
+def test_a_camera_back_after_an_unused_grant_or_a_silence_banks_no_node_time(clock):
+    cost = {"a": 0.25, "b": 0.125}
+    c = Credits("node", budget=1, stale_s=5.0, resend_s=1.0)
+    c.heartbeat("a", -1, {CREDIT_COUNTER: -1})
+    c.heartbeat("b", -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [("a", 0)]
+    while c.expired_grants == 0:  # a holds its grant and sends nothing
+        clock.t += 0.5
+        c.heartbeat("a", -1, {CREDIT_COUNTER: 0})
+        c.heartbeat("b", -1, {CREDIT_COUNTER: -1})
+    assert stream(c, {"b": 0.125}, 20) == ["b"] * 20
+    c.received("a", 0)  # its frame at last, 2.5 s of b's node time on
+    c.done("a", 0, cost["a"])
+    order = stream(c, cost, 12)
+    assert fair(order, cost)
+    first = stream(c, {"a": 4.0, "b": 0.125}, 4)  # a's next frame is large: b may use 4 s more
+    assert first.count("a") == 1
+    assert stream(c, {"b": 0.125}, 60, clock=clock) == ["b"] * 60  # a falls silent past stale_s meanwhile
+    last = order.count("a") + first.count("a")
+    c.heartbeat("a", last, {CREDIT_COUNTER: last})  # back, with 3.5 s of b's time it did not ask for
+    assert fair(stream(c, cost, 12), cost)
+
+
 def test_source_flow_defaults():
     assert FolderSourceConfig(kind="folder", name="f", path=".").credit_flow
     assert VideoSourceConfig(kind="video", name="v", uri="clip.mp4").credit_flow

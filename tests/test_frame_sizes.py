@@ -70,6 +70,25 @@ def test_a_4k_frame_is_scored_at_the_working_size(detectors):
     assert h * w <= det.cfg.max_pixels and abs(w / h - 3840 / 2160) < 0.01
 
 
+@pytest.mark.parametrize(("h", "w"), [(32, 32768), (40, 30000), (2160, 3840), (5000, 33), (33, 1 << 20)])
+def test_the_working_size_keeps_within_max_pixels_or_says_why(h, w):
+    """A 100000x32 strip was scored at 55901x32: 1.7x max_pixels (a 10^6 px strip would be 17x)."""
+    max_pixels = 1 << 20
+    try:
+        sh, sw = working_size(h, w, max_pixels)
+    except FrameError as e:
+        assert f"a {w}x{h} frame cannot be scaled down to max_pixels" in str(e)
+        assert h * w > max_pixels and min(h, w) * max(h, w) * (MIN_SIDE / min(h, w)) ** 2 > max_pixels
+        return
+    assert sh * sw <= max_pixels and min(sh, sw) >= MIN_SIDE
+    assert abs(sw / sh - w / h) < 0.02 * w / h
+
+
+def test_a_strip_too_long_to_scale_is_a_clear_error(detectors):
+    with pytest.raises(FrameError, match="cut it into shorter tiles"):
+        detectors["self-similarity"].process(np.zeros((32, 40000), np.uint8))
+
+
 @pytest.mark.parametrize("shape", [(MIN_SIDE - 1, 100), (100, 8), (0, 0)])
 def test_too_small_a_frame_is_a_clear_error(detectors, shape):
     with pytest.raises(FrameError, match="below the minimum of 32x32"):
@@ -136,3 +155,31 @@ def test_a_camera_whose_frame_size_changes_keeps_its_model_in_the_node(tmp_path)
         assert [m.header.model_version for m in crops] == list(range(1, len(sizes) + 1))  # never a new model
         assert node.counters.rejected["shape_change"] == 0 and node.counters.source("crops")["rejected"] == 0
         assert rows == sorted(rows) and rows[-1] > rows[0] > 0  # nothing forgotten when the size changed
+
+
+def test_a_frame_the_detector_refuses_costs_the_node_that_frame_not_the_camera_s_model():
+    """With node.max_frame_pixels above ssdnet.max_pixels a too-thin strip reaches the detector: its FrameError made
+    the node drop the camera's model, as for a detector that broke."""
+    from pipeline import protocol as P
+    from pipeline.config import NodeConfig
+    from pipeline.node import EdgeNode
+    from test_pipeline_node import FastDetector
+
+    class Refusing(FastDetector):
+        def process(self, image):
+            if image.shape[1] > 16 * image.shape[0]:
+                raise FrameError("a strip")
+            return super().process(image)
+
+    def frame(seq: int, h: int, w: int) -> P.Message:
+        image = np.zeros((h, w, 3), np.uint8)
+        return P.Message(P.FrameHeader(kind="frame", source="cam0", seq=seq, t_capture=1.0, stamps={"capture": 1.0},
+                                       payloads=(P.describe("image", image),)), {"image": image})
+
+    node = EdgeNode(NodeConfig(), (), Refusing)
+    node._process(frame(0, 64, 64))
+    model = node.detectors["cam0"]
+    node._process(frame(1, 32, 1024))
+    node._process(frame(2, 64, 64))
+    assert node.detectors["cam0"] is model and model.calls == 2
+    assert (node.counters.source("cam0")["failed"], node.counters.source("cam0")["scored"]) == (1, 2)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 import zmq
 
-from edge.config import ConfigError, parse_config
+from edge.config import ConfigError, load_config, parse_config
 from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig
 from pipeline.sources import Camera, run_camera
 from pipeline.stages import bind_key, run_stage
@@ -75,10 +75,23 @@ def test_two_binds_on_one_port_of_this_machine_are_refused_naming_both():
     ({"sinks": {"overlay_range": [0.0, float("inf")]}}, "sinks.overlay_range.1"),
     ({"sinks": {"view": {"overlay_range": [float("nan"), 1.0]}}}, "sinks.view.overlay_range.0"),
     ({"timeout_s": float("inf")}, "timeout_s"),
+    ({"node": {"ssdnet": {"score": {"smooth_sigma": float("nan")}}}}, "node.ssdnet.score.smooth_sigma"),
+    ({"node": {"ssdnet": {"memory": {"weight": float("inf")}}}}, "node.ssdnet.memory.weight"),
+    ({"node": {"ssdnet": {"fit": {"budget_ms": float("inf")}}}}, "node.ssdnet.fit.budget_ms"),
 ])
 def test_nan_and_infinity_are_refused_when_the_config_loads(where, key):
     """`threshold: .nan` loaded, then every frame failed in the node."""
     assert f"{key}: Input should be a finite number" in refusal(line({"name": "a"}, **where))
+
+
+def test_an_ssdnet_config_file_refuses_nan_too(tmp_path):
+    """`ssdnet score/eval --config F` read `smooth_sigma: .nan` and gave NaN maps; `budget_ms: .inf` meant no budget."""
+    path = tmp_path / "ssdnet.yaml"
+    path.write_text("score:\n  smooth_sigma: .nan\nfit:\n  budget_ms: .inf\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "score.smooth_sigma: Input should be a finite number" in str(e.value)
+    assert "fit.budget_ms: Input should be a finite number" in str(e.value)
 
 
 def test_binding_a_port_in_use_says_what_to_do(held):

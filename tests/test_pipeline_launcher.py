@@ -50,7 +50,8 @@ def test_run_line_end_to_end(tmp_path):
     summary = run_line(line_config(prometheus={"port": 0}), tmp_path, detector_factory=FastDetector)
     assert summary == json.loads((tmp_path / "summary.json").read_text())
     assert (summary["frames"], summary["sent"], summary["dropped"]) == (16, 16, 0)
-    assert summary["drops"] == {"conflated": 0, "lost": 0, "rejected": 0, "failed": 0, "bad_messages": 0}
+    assert summary["drops"] == {"conflated": 0, "lost": 0, "rejected": 0, "failed": 0, "bad_messages": 0,
+                                  "unaccounted": 0}
     assert summary["scorer"] is None  # a custom detector: no scorer backend of the node's own
     assert summary["fps"] > 0 and not summary["interrupted"] and summary["sink_failures"] == 0
     for stage in ("fit", "score", "end_to_end", "transport", "queue"):

@@ -4,10 +4,13 @@ waiting frames, and the pixels left for a frame's scoring, whose size may need a
 constants; the node without sockets and the tests' fast fake detector."""
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
 
 from edge.config import SSDNetConfig
+from edge.detector import Detector as SSDNetDetector
 from edge.memory import footprint_mb
 from edge.scoring import knn_dim
 from pipeline import admission
@@ -104,15 +107,62 @@ def test_the_graphs_held_leave_less_room_for_waiting_frames(graph_per_size):
     assert n.counters.rejected["memory_budget"] == (2 if graph_per_size else 0)
 
 
-@pytest.mark.parametrize("kept", [2, 0])
-def test_a_camera_s_model_counts_the_surfaces_it_may_keep(kept):
+class KeepingDetector(FastDetector):
+    """The fast fake detector, keeping `kept_surfaces` surfaces as edge.detector.Detector reports them."""
+
+    kept_surfaces = 0
+
+
+def test_a_camera_s_kept_surfaces_count_once_kept():
     """A camera whose normal moved keeps up to `memory.recall_surfaces` states (weights and memory) beside its own
-    (edge.detector, section 52): the estimate counts each as one more model; without a memory none is kept."""
-    cfg = {"memory": {"recall_surfaces": kept}}
-    own = footprint_mb(SSDNetConfig().memory, knn_dim(SSDNetConfig().score)) * MB  # MODEL_MB is 0 here
-    assert EdgeNode(NodeConfig(ssdnet=cfg), (), FastDetector).budget.model == pytest.approx((1 + kept) * own)
-    off = {"memory": {"recall_surfaces": kept, "size_mb": 0}}
-    assert EdgeNode(NodeConfig(ssdnet=off), (), FastDetector).budget.model == 0
+    (edge.detector, section 52): each counts as one more model once kept, none is reserved before."""
+    own = footprint_mb(SSDNetConfig().memory, knn_dim(SSDNetConfig().score))  # MODEL_MB is 0 here
+    n = EdgeNode(NodeConfig(queue_depth=8), ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2"), KeepingDetector,
+                 input_names=("cam0", "cam1"))
+    assert n.budget.model == pytest.approx(own * MB)
+    assert n.state()["memory_estimate_mb"] == round(2 * own)  # the configured cameras' models, no kept surface
+    n._detector("cam0", (64, 64, 3)).kept_surfaces = 2
+    assert n.state()["memory_estimate_mb"] == round(4 * own)
+    n._drop("cam0")  # its kept surfaces go with its model; its model stays reserved
+    assert n.state()["memory_estimate_mb"] == round(2 * own)
+
+
+def test_the_ssdnet_detector_reports_the_surfaces_it_keeps():
+    detector = object.__new__(SSDNetDetector)  # its shelf alone: no model built
+    detector.shelf = deque([None, None], maxlen=2)
+    assert detector.kept_surfaces == 2
+
+
+@pytest.mark.parametrize("new_graph", [True, False])
+def test_needed_mb_is_the_budget_where_a_frame_s_pixels_fit(new_graph):
+    budget = WorkBudget(100, model_mb=10, bytes_per_pixel=100, fixed_mb=2)
+    graphs = budget.graph_bytes([(128, 128)])
+    need = budget.needed_mb(3, 4 * MB, 256 * 256, graphs, new_graph)
+    assert need == pytest.approx(3 * 10 + 4 + graph_mb(128, 128) + 2 + 6.25 + (graph_mb(256, 256) if new_graph else 0))
+    fitting = WorkBudget(need, model_mb=10, bytes_per_pixel=100, fixed_mb=2)
+    assert fitting.pixels_for(3, 4 * MB, graphs, new_graph) == pytest.approx(256 * 256)
+
+
+def test_the_start_up_warning_says_what_the_configured_cameras_need(monkeypatch, caplog):
+    monkeypatch.setattr(admission, "MODEL_MB", 10.0)
+    inputs = [f"tcp://127.0.0.1:{port}" for port in range(1, 7)]
+    EdgeNode(NodeConfig(memory_budget_mb=50, ssdnet={"memory": {"size_mb": 0}}), inputs, FastDetector,
+             input_names=[f"cam{i}" for i in range(6)])
+    need = 6 * 10 + 32 * 32 * 100 / MB  # 6 models and the scoring of node.min_side^2 pixels
+    assert f"6 configured cameras and one frame's scoring: frames will be refused (memory_budget); they need at " \
+           f"least {need:.0f} MB" in caplog.text
+
+
+def test_a_frame_downscaled_by_the_budget_says_what_it_needs_and_the_report_counts_it_per_reason():
+    n = EdgeNode(NodeConfig(memory_budget_mb=4, ssdnet={"memory": {"size_mb": 0}}), ("tcp://127.0.0.1:1",),
+                 FastDetector, input_names=("cam0",))
+    work, (reason, note) = n._work_image(frame(256, 256))
+    assert reason == "memory_budget" and work.shape[0] * work.shape[1] * 100 <= 4 * MB
+    assert note.endswith(f"65536 pixels need {65536 * 100 / MB:.0f} MB; node.oversize: downscale), its map scaled back")
+    n._process(frame(256, 256))
+    report = n.report()
+    assert report["sources"]["cam0"]["downscaled"] == 1
+    assert report["cameras"]["cam0"]["downscaled_by"] == {"memory_budget": 1}
 
 
 def test_the_estimate_counts_the_models_reserved_for_the_configured_cameras(monkeypatch):

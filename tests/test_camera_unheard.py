@@ -1,0 +1,144 @@
+"""A camera's frames published while no node subscribed: counted `unheard`, said in its log, shown in the summary."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import zmq
+
+from pipeline import protocol as P
+from pipeline.config import SyntheticSourceConfig
+from pipeline.sources import Camera, Capture
+from pipeline.stats import SOURCE_COUNTERS, StreamStats
+from pipeline.transport import Publisher, make_socket
+from test_pipeline_node import wait_until
+
+
+class GatedReader:
+    """Gives one frame per `let(n)` token; ends the stream once `done` is set and no token is left."""
+
+    def __init__(self):
+        self.tokens, self.done = threading.Semaphore(0), threading.Event()
+
+    def let(self, n: int = 1) -> None:
+        self.tokens.release(n)
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Capture | None:
+        while not self.tokens.acquire(timeout=0.02):
+            if self.done.is_set():
+                return None
+        return Capture(np.zeros((32, 32, 3), np.uint8), None, time.time())
+
+    def close(self) -> None:
+        pass
+
+
+def subscriber(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    sock = make_socket(ctx, zmq.SUB)
+    sock.connect(endpoint)
+    sock.subscribe(b"")
+    return sock
+
+
+def next_of(sock: zmq.Socket, kind: str, timeout: float = 5.0) -> P.Message:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < deadline, f"no {kind}"
+        if sock.poll(50) and (m := P.decode(sock.recv_multipart())).kind == kind:
+            return m
+
+
+def sent_after(cam: Camera, reader: GatedReader, n: int = 1) -> None:
+    """Let `n` more frames through and wait until the camera has sent them."""
+    target = cam.counters["sent"] + n
+    reader.let(n)
+    wait_until(lambda: cam.counters["sent"] == target, timeout=5)
+
+
+def test_frames_without_a_subscriber_are_unheard_until_one_connects_and_again_once_it_leaves(caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.sources")
+    ctx, stop, ready, reader = zmq.Context(), threading.Event(), [], GatedReader()
+    cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, heartbeat_s=0.05,
+                                       wait_for_consumer_s=0), reader, ctx)
+    thread = threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: bool(ready), timeout=5)
+        sent_after(cam, reader, 3)  # nobody listens: ZeroMQ drops them
+        assert cam.counters["unheard"] == 3
+        assert "cam0: no node connected: frames are lost until one connects" in caplog.text
+
+        sub = subscriber(ctx, ready[0])
+        next_of(sub, "heartbeat")  # subscribed: the camera takes it in before its next frame
+        sent_after(cam, reader, 2)
+        assert [next_of(sub, "frame").header.seq for _ in range(2)] == [3, 4]
+        assert cam.counters["unheard"] == 3 and next_of(sub, "heartbeat").header.counters["unheard"] == 3
+        assert "cam0: a node subscribed: frames reach it again (3 unheard so far)" in caplog.text
+
+        sub.close(linger=0)  # the node goes away: ZeroMQ tells the camera a moment later
+        deadline = time.monotonic() + 5
+        while cam.counters["unheard"] == 3:
+            assert time.monotonic() < deadline, "frames still counted heard after the subscriber left"
+            sent_after(cam, reader)
+        unheard = cam.counters["unheard"]
+        sent_after(cam, reader, 2)
+        assert cam.counters["unheard"] == unheard + 2  # every frame after it left
+
+        sub = subscriber(ctx, ready[0])
+        next_of(sub, "heartbeat")
+        reader.done.set()
+        eos = next_of(sub, "eos")
+        assert eos.header.counters["unheard"] == unheard + 2 and eos.header.counters["sent"] == eos.header.frames
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        ctx.destroy(linger=0)
+    assert not thread.is_alive()
+
+
+def test_a_subscriber_leaving_while_another_stays_leaves_frames_heard():
+    ctx = zmq.Context()
+    pub = Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=8, max_topics=10, name="cam0")
+    try:
+        a, b = subscriber(ctx, pub.endpoint), make_socket(ctx, zmq.SUB)
+        b.connect(pub.endpoint)
+        b.subscribe(b"frame/")
+        wait_until(lambda: pub.upstream() == [] and pub.held == {b"", b"frame/"}, timeout=5)
+        assert pub.hears(b"frame/cam0") and pub.hears(b"heartbeat/cam0")
+        b.close(linger=0)
+        wait_until(lambda: pub.upstream() == [] and pub.held == {b""}, timeout=5)
+        assert pub.hears(b"frame/cam0")  # `a` still takes every topic
+        a.close(linger=0)
+        wait_until(lambda: pub.upstream() == [] and not pub.held, timeout=5)
+        assert not pub.hears(b"frame/cam0")
+    finally:
+        pub.close(0)
+        ctx.destroy(linger=0)
+
+
+def eos(source: str, frames: int, **counters: int) -> P.Message:
+    return P.Message(P.EosHeader(kind="eos", source=source, seq=frames - 1, t_capture=time.time(), frames=frames,
+                                 counters=counters))
+
+
+def test_the_summary_shows_the_frames_each_camera_sent_unheard():
+    node = {"sources": {"cam0": {**dict.fromkeys(SOURCE_COUNTERS, 0), "lost": 6}}, "bad_messages": 0, "scorer": None}
+    quiet = StreamStats()
+    quiet.add(eos("cam0", 4, sent=4, unheard=0), time.time())
+    assert "unheard" not in quiet.summary(node) and "drops" not in quiet.summary()  # keys as before
+
+    stats = StreamStats()
+    stats.add(eos("cam0", 10, sent=10, unheard=6), time.time())
+    stats.camera_stopped("cam1", {"sent": 5, "send_dropped": 0, "unheard": 2})  # its end of stream never came
+    summary = stats.summary(node)
+    assert summary["unheard"] == 8 and "unheard" not in summary["drops"]  # a camera's view, not one more cause:
+    assert summary["drops"]["lost"] == 6  # the node counts the same frames as a gap once frames reach it again
+    assert summary["sources"]["cam0"]["unheard"] == 6 and summary["sources"]["cam1"]["unheard"] == 2
+    assert summary["dropped"] == 15  # all of them sent, none scored
+    assert summary["sources"]["cam0"]["unaccounted"] == 4  # 10 sent, 6 lost
+    assert stats.summary()["unheard"] == 8  # the sinks stage: no node counters, the cameras' still

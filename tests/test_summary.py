@@ -1,0 +1,62 @@
+"""The run summary says where each camera's frames went (a multi-camera audit found drops summed over cameras only)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from pipeline import protocol as P
+from pipeline.launcher import print_summary
+from pipeline.stats import SOURCE_COUNTERS, StreamStats
+
+
+def eos(source: str, frames: int) -> P.Message:
+    return P.Message(P.EosHeader(kind="eos", source=source, seq=frames - 1, t_capture=time.time(), frames=frames))
+
+
+def result(source: str, seq: int) -> P.Message:
+    amap, desc = P.quantize_map(np.zeros((8, 8), np.float32), "float16")
+    return P.Message(P.AnomalyHeader(kind="anomaly", source=source, seq=seq, t_capture=time.time(), score=0.5,
+                                     threshold=3.0, label="normal", model_version=1, fit_steps=0, fit_ms=0.0,
+                                     score_ms=1.0, payloads=(desc,)), {"map": amap})
+
+
+def node_report(**per_camera: dict[str, int]) -> dict:
+    return {"sources": {cam: {**dict.fromkeys(SOURCE_COUNTERS, 0), **c} for cam, c in per_camera.items()},
+            "bad_messages": 0, "scorer": None}
+
+
+def test_each_camera_has_its_drops_by_cause_and_the_rest_is_unaccounted(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rows unwrapped
+    stats = StreamStats()
+    for seq in range(10):
+        stats.add(result("fast", seq), time.time())
+    for seq in range(3):
+        stats.add(result("slow", seq), time.time())
+    stats.add(eos("fast", 20), time.time())
+    stats.add(eos("slow", 3), time.time())
+    summary = stats.summary(node_report(fast={"conflated": 9, "downscaled": 4}, slow={}))
+    assert (summary["dropped"], summary["drops"]["conflated"]) == (10, 9)
+    assert summary["drops"]["unaccounted"] == 1  # the frame in flight when the line stopped: no cause counted it
+    fast, slow = summary["sources"]["fast"], summary["sources"]["slow"]
+    assert (fast["frames"], fast["sent"], fast["conflated"], fast["downscaled"]) == (10, 20, 9, 4)
+    assert (slow["frames"], slow["sent"], slow["conflated"], slow["downscaled"]) == (3, 3, 0, 0)
+
+    print_summary({**summary, "wall_s": 1.0})
+    out = capsys.readouterr().out
+    assert "10 of 20 scored, 0 events (conflated 9, unaccounted 1, downscaled 4)" in out
+    assert "3 of 3 scored, 0 events" in out
+
+
+def test_the_table_names_a_failed_camera_and_leaves_out_halves_without_a_defect(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    summary = StreamStats().summary()
+    summary["sources"] = {"cam0": {"frames": 5, "sent": 5, "events": 1},
+                          "rtsp": {"frames": 0, "sent": None, "events": 0, "failure": "cannot open rtsp://x"}}
+    half = {"pixel_auroc": None, "pixel_auprc": None, "image_auroc": None, "frames": 2}
+    summary["stream"] = {"pixel_auroc": 0.9, "pixel_auprc": 0.5, "frames": 5,
+                         "cameras": {"cam0": {"first_half": half, "last_half": {**half, "pixel_auroc": 0.9}}}}
+    print_summary({**summary, "wall_s": 1.0})
+    out = capsys.readouterr().out
+    assert "0 of ? scored, 0 events; stage failed: cannot open rtsp://x" in out
+    assert "None" not in out  # a camera's half without a defect has no AUROC: no "None / None" row
