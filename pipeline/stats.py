@@ -77,6 +77,8 @@ class StreamStats:
         self.sent: dict[str, int] = {}  # frames each camera sent, from its end of stream
         self.sent_so_far: dict[str, int] = {}  # the same from its latest heartbeat (a run stopped before the end)
         self.unheard: Counter[str] = Counter()  # frames each camera sent while no node subscribed (its `unheard`)
+        self._unheard_run: Counter[str] = Counter()  # the count of its present run, and of its runs before a restart
+        self._unheard_before: Counter[str] = Counter()
         self.first_capture: float | None = None
         self.last_delivered: float | None = None
         # (pixel scores, pixel truth, image score, defective, camera, position in the camera's stream)
@@ -161,9 +163,15 @@ class StreamStats:
         self._unheard(source, counters)
 
     def _unheard(self, source: str, counters: dict[str, int]) -> None:
-        """A camera's `unheard` count, the highest it reported (older cameras report none)."""
-        if isinstance(n := counters.get("unheard"), int) and n > self.unheard[source]:
-            self.unheard[source] = n
+        """A camera's `unheard` count (older cameras report none): its latest, over the counts of the runs before a
+        restart (a count that went down: the camera's process started afresh)."""
+        if not isinstance(n := counters.get("unheard"), int):
+            return
+        if n < self._unheard_run[source]:
+            self._unheard_before[source] += self._unheard_run[source]
+        self._unheard_run[source] = n
+        if total := self._unheard_before[source] + n:  # a camera that counted none is left out
+            self.unheard[source] = total
 
     def summary(self, node: dict | None = None) -> dict:
         """The run's summary; `node` is the node's final counter snapshot when available."""

@@ -142,3 +142,15 @@ def test_the_summary_shows_the_frames_each_camera_sent_unheard():
     assert summary["dropped"] == 15  # all of them sent, none scored
     assert summary["sources"]["cam0"]["unaccounted"] == 4  # 10 sent, 6 lost
     assert stats.summary()["unheard"] == 8  # the sinks stage: no node counters, the cameras' still
+
+
+def test_a_restarted_camera_s_unheard_frames_add_up_over_its_runs():
+    def beat(unheard: int) -> P.Message:
+        return P.Message(P.HeartbeatHeader(kind="heartbeat", source="cam0", seq=0, t_capture=time.time(),
+                                           role="source", state="streaming", counters={"sent": 9, "unheard": unheard}))
+
+    stats = StreamStats()
+    for n in (2, 5, 1, 3):  # the camera restarted after its run's 5 (its counters start at 0 again)
+        stats.add(beat(n), time.time())
+    stats.add(eos("cam0", 10, sent=10, unheard=4), time.time())
+    assert stats.summary()["sources"]["cam0"]["unheard"] == 9  # 5 + 4: was the largest, 5
