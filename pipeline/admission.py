@@ -95,11 +95,13 @@ def refill(tokens: float, since: float, now: float, rate: float, capacity: float
 
 class Rejected(Exception):
     """A message the node refuses: `reason` (one of REASONS), a readable line, and the camera it is
-    charged to (None when the sender may not speak for the name it used)."""
+    charged to (None when the sender may not speak for the name it used). `ticket`: a camera's frame refused for
+    what it holds, not where it stands in the numbering: committed all the same, so the next frame does not count
+    it `lost` too."""
 
-    def __init__(self, reason: str, message: str, camera: str | None = None):
+    def __init__(self, reason: str, message: str, camera: str | None = None, ticket: Ticket | None = None):
         super().__init__(message)
-        self.reason, self.camera = reason, camera
+        self.reason, self.camera, self.ticket = reason, camera, ticket
 
 
 @dataclass(eq=False)
@@ -264,20 +266,21 @@ class Admission:
             raise Rejected("missing_field", f"frame/{name}#{header.seq}: no stamps.capture", charge)
         if header.seq < 0:
             raise Rejected("seq_range", f"frame/{name}: seq {header.seq} < 0", charge)
+        ticket = self._sequence(camera, header.seq, header.t_capture)
+        held = ticket if charge is not None else None  # a bound camera's frame: its place is kept (`Rejected`)
         image = next(p for p in header.payloads if p.name == "image")
         if min(image.shape[:2]) < self.min_side:
             raise Rejected("too_small", f"frame/{name}#{header.seq}: {image.shape[1]}x{image.shape[0]}, a side under "
-                           f"node.min_side ({self.min_side})", charge)
+                           f"node.min_side ({self.min_side})", charge, held)
         pixels = image.shape[0] * image.shape[1]
         if self.max_frame_pixels is not None and pixels > self.max_frame_pixels:
             raise Rejected("oversize", f"frame/{name}#{header.seq}: {image.shape[1]}x{image.shape[0]} = {pixels} "
                            f"pixels > {self.max_frame_pixels} (node.max_frame_pixels, else ssdnet.max_pixels; "
-                           "node.oversize: reject)", charge)
+                           "node.oversize: reject)", charge, held)
         product = header.product
         if product is not None and product not in camera.products and len(camera.products) >= self.max_products:
             raise Rejected("product_limit", f"frame/{name}#{header.seq}: product {product!r} after "
-                           f"{len(camera.products)} others (node.max_products {self.max_products})", charge)
-        ticket = self._sequence(camera, header.seq, header.t_capture)
+                           f"{len(camera.products)} others (node.max_products {self.max_products})", charge, held)
         ticket.product = product
         return ticket
 

@@ -367,15 +367,10 @@ class LineConfig(StrictModel):
     allow_insecure_network: bool = Field(False, description="allow binding non-loopback "
                                                             "addresses without security (warns)")
 
-    @field_validator("sources")
-    @classmethod
-    def _some(cls, v: tuple) -> tuple:
-        if not v:
-            raise ValueError("at least one source is needed")
-        return v
-
     @model_validator(mode="after")
     def _check(self) -> LineConfig:
+        if not self.sources and not self.node.connect:
+            raise ValueError("at least one source is needed (or cameras of your own under node.connect)")
         names = [s.name for s in self.sources]
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"source names must be unique, repeated: {dupes}")

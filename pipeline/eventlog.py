@@ -332,6 +332,17 @@ class CatchUp:
         self._log_id, self.cursors = log_id, {}
         return True
 
+    def _rewound(self, heads: dict[str, int]) -> bool:
+        """Whether a camera's head is behind its cursor: the log went back (a backup restored in place keeps its
+        id) and numbers new events from there, past events this subscriber had. Its events are read again from the
+        start: those handed on before come again (the same seq and t_capture), none is skipped."""
+        behind = {source: head for source, head in heads.items() if head < self.cursors.get(source, 0)}
+        for source, head in behind.items():
+            log.warning("%s: the node's event log went back (head %d, %d handed on; restored from a backup?): "
+                        "reading its events again from the start", source, head, self.cursors[source])
+            self.cursors[source] = 0
+        return bool(behind)
+
     def on_message(self, msg: P.Message | None) -> list[tuple[int, P.EventHeader]]:
         try:
             self._start()
@@ -353,7 +364,7 @@ class CatchUp:
         `logged_events`), at most `announced - sum(cursors)` of them count as missed."""
         self._start()
         heads = self.client.heads()
-        if self._new_log():
+        if self._new_log() or self._rewound(heads):
             announced = None  # all of the new log's events are new to this subscriber
         missing = None if announced is None else max(0, announced - sum(self.cursors.values()))
         out = []
@@ -371,6 +382,8 @@ class CatchUp:
         got = self.client.events(source, cursor)
         if self._new_log():
             return self.sync()
+        if not got and live is not None and self._rewound(self.client.heads()):  # its live event is logged, not after
+            return self._fetch(source, live)  # the cursor: the log went back
         if not got:
             return got
         if live is not None:  # the events logged before the live one were missed; those after it are early

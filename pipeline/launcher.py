@@ -176,6 +176,9 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     detector, e.g. in tests. With `views` (a list), the live page (`sinks.view`) is appended to it as soon
     as it serves and left up for the caller to close; else it closes with the line. Returns the summary.
     """
+    if not cfg.sources:
+        raise LineError("the config has no camera of its own (its node reads node.connect): run its node with "
+                        "`--stage node` and its sinks with `--stage sinks`")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_aside(out)  # a fresh event log and files, the last run's results in OUT/previous/
@@ -374,20 +377,21 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
     stop = _stop_on_signals()
     timed_out = _timer(stop, timeout_s or cfg.timeout_s)
     collector = Collector(endpoint, replay, sinks, stats, server_key, resume=resume or None, from_start=not resume)
-    pending, started, before_start = {s.name for s in cfg.sources}, time.time(), []
-    log.info("sinks: following %s (events from %s); waiting for the end of stream of %s", endpoint, replay,
-             sorted(pending))
+    named = [s.name for s in cfg.sources] + [n for names in cfg.node.connect_cameras.values() for n in names]
+    pending, started, before_start, forever = set(named), time.time(), [], not named
+    log.info("sinks: following %s (events from %s); %s", endpoint, replay, "until stopped (no camera named)"
+             if forever else f"waiting for the end of stream of {', '.join(sorted(pending))}")
     try:
         with _progress(progress) as bar:
             task = bar.add_task("frames", total=None, info="")
             ended_since = None  # since when the node says each of its cameras has ended, none streaming since
-            while pending and not stop.is_set():
+            while (pending or forever) and not stop.is_set():
                 msg = collector.step(100)
                 if msg is not None and msg.kind == "eos":
                     pending.discard(msg.source)
                 elif msg is not None and msg.kind == "heartbeat" and msg.header.role == "node":  # the node's socket
                     ended = msg.header.counters.get("cameras_ended", 0)
-                    if not (ended >= len(cfg.sources) and ended == msg.header.counters.get("cameras")):
+                    if forever or not (ended >= len(named) and ended == msg.header.counters.get("cameras")):
                         ended_since = None
                     elif ended_since is None:
                         ended_since = time.monotonic()

@@ -397,11 +397,15 @@ class EdgeNode:
         except P.ProtocolError as e:
             self.counters.add(None, "bad_messages")
             self._refuse(e.reason, f"dropped a malformed message from {peer}: {e}")
+            if ticket and ticket[0].kind == "frame" and not ticket[0].new:  # a camera's frame with a bad payload
+                self._keep_place(ticket[0])
             return None
         except Rejected as e:
             if e.reason == "unexpected_kind":
                 self.counters.add(None, "bad_messages")
             self._refuse(e.reason, str(e), e.camera)
+            if e.ticket is not None:
+                self._keep_place(e.ticket)
             return None
         lost = self.admission.commit(ticket[0])
         if ticket[0].restart or ticket[0].resync:
@@ -427,6 +431,12 @@ class EdgeNode:
             self.credits.ended(source)
             self.pending.end(P.Message(received))
         return h.kind
+
+    def _keep_place(self, ticket: Ticket) -> None:
+        """A camera's refused frame keeps its place in the numbering: counted once (refused), not `lost` again when
+        the next frame comes; the frames before it that never came are `lost`."""
+        if lost := self.admission.commit(ticket):
+            self.counters.add(ticket.camera.name, "lost", lost)
 
     def _refuse(self, reason: str, message: str, camera: str | None = None) -> None:
         n = self.counters.reject(reason, camera)

@@ -121,6 +121,36 @@ def test_live_subscriber_detects_a_gap_and_fetches_the_missing_events(tmp_path):
         ctx.term()
 
 
+def test_a_subscriber_reads_again_a_log_restored_from_a_backup_in_place():
+    """A backup restored in place keeps the log's id and numbers new events from its older head: a subscriber whose
+    cursor was past it skipped them without a word (12 in an integrator's audit)."""
+    class Log:  # the replay client of one node's log (ReplayClient's calls)
+        log_id = 7
+
+        def __init__(self, seqs):
+            self.seqs = list(seqs)
+
+        def heads(self):
+            return {"cam0": len(self.seqs)}
+
+        def events(self, source, after):
+            return [(n, P.EventHeader(kind="event", source=source, seq=seq, t_capture=1.0, score=9.0, threshold=3.0,
+                                      model_version=1)) for n, seq in enumerate(self.seqs, 1) if n > after]
+
+        def close(self):
+            pass
+
+    node_log = Log(range(8))
+    catch = CatchUp(node_log, from_start=True)
+    assert [n for n, _ in catch.sync()] == [1, 2, 3, 4, 5, 6, 7, 8]
+    node_log.seqs = [0, 1, 2, 100]  # restored from a backup of 3 events, then event seq 100 logged as log_seq 4
+    live = node_log.events("cam0", 3)[0][1]
+    got = catch.on_message(P.Message(live))
+    assert [(n, h.seq) for n, h in got] == [(1, 0), (2, 1), (3, 2), (4, 100)]  # before: [] (cursor 8, head 4)
+    node_log.seqs.append(101)
+    assert [(n, h.seq) for n, h in catch.sync()] == [(5, 101)]
+
+
 def test_a_subscriber_reads_a_new_event_log_from_its_start(tmp_path):
     """A node restarted on a new event log (another folder, a lost volume) numbers from 1 again: a running
     subscriber's cursors (10 here) skipped the new log's first events without a word (15 of 50 in an audit)."""
@@ -160,8 +190,9 @@ def test_a_subscriber_reads_a_new_event_log_from_its_start(tmp_path):
         catch.close()
         client = ReplayClient(client.endpoint, ctx)  # a subscriber that learns the new log from a reply
         catch = CatchUp(client, resume={"cam0": 10})
-        catch.on_message(P.Message(header(200)))  # (the old log's cursors; the first reply names the log)
-        assert catch.cursors == {"cam0": 10}  # it cannot tell: it never saw the old log's id
+        got = catch.on_message(P.Message(header(200)))  # (the old log's cursors; the first reply names the log)
+        # it never saw the old log's id, but the log's head (5) is behind its cursor (10): it reads it again
+        assert [n for n, _ in got] == [1, 2, 3, 4, 5] and catch.cursors == {"cam0": 5}
         catch.close()
     finally:
         for halt, t in servers:

@@ -144,3 +144,15 @@ def test_no_consumer_is_reported_only_when_the_wait_timed_out(caplog):
         assert "no consumer after" not in caplog.text
         Camera(cfg.model_copy(update={"wait_for_consumer_s": 0.0}), ctx=zmq.Context.instance()).run(threading.Event())
     assert "cam0: no consumer after 0 s, streaming anyway" in caplog.text
+
+
+def test_a_line_of_third_party_cameras_only_loads_for_its_node_stage(tmp_path):
+    """`sources: []` was refused, so a node for cameras of one's own needed a dummy source (which then never ended)."""
+    assert "at least one source is needed (or cameras of your own under node.connect)" in refusal(line())
+    cfg = parse_config(LineConfig, line(node={"connect": ["tcp://127.0.0.1:5599"],
+                                              "connect_cameras": {"tcp://127.0.0.1:5599": ["press7"]}}))
+    assert cfg.sources == () and cfg.node.connect == ("tcp://127.0.0.1:5599",)
+    from pipeline.launcher import run_line
+    from pipeline.stages import LineError
+    with pytest.raises(LineError, match="run its node with `--stage node`"):
+        run_line(cfg, tmp_path)

@@ -14,7 +14,7 @@ import msgpack
 import pytest
 import zmq
 
-from adversary import node_beat, node_line, until_eos
+from adversary import frame_parts, node_beat, node_line, until_eos
 from pipeline import protocol as P
 from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig
 from pipeline.eventlog import CatchUp, EventLog, ReplayClient, answer
@@ -351,3 +351,21 @@ def test_a_node_heartbeat_follows_each_end_of_stream_with_that_cameras_last_fram
         until_eos(ln.sub)
         beat = node_beat(ln.sub)
         assert beat["scored"] == ln.node.counters.source("cam0")["scored"] > 0
+
+
+def test_a_camera_s_refused_frame_is_counted_once_not_also_lost():
+    """A frame refused for what it holds (too small, too large, a bad payload) was counted refused, then `lost` again
+    by the next frame's sequence gap: drops by cause added up to more than the frames dropped."""
+    node = EdgeNode(NodeConfig(min_side=32, max_frame_pixels=128 * 128, oversize="reject"), ["tcp://127.0.0.1:1"],
+                    FastDetector, input_names=["cam0"])
+    peer = node.peers[0]
+    short = frame_parts("cam0", seq=3)
+    short[2] = short[2][:100]  # a payload cut short: bad_payload
+    for parts in (frame_parts("cam0", seq=0), frame_parts("cam0", seq=1, size=(8, 64)),
+                  frame_parts("cam0", seq=2, size=(256, 256)), short, frame_parts("cam0", seq=4),
+                  frame_parts("cam0", seq=7)):  # 5 and 6 never came
+        node._on_input([zmq.Frame(p) for p in parts], peer)
+    counts = node.counters.source("cam0")
+    assert (counts["received"], counts["rejected"], counts["lost"]) == (3, 2, 2)
+    assert node.counters.rejected["too_small"] == node.counters.rejected["oversize"] == 1
+    assert node.counters.bad_messages == 1

@@ -211,3 +211,13 @@ def test_a_sinks_stage_that_times_out_says_so_and_names_the_cameras_it_never_hea
     assert {name: summary["sources"][name]["sent"] for name in ("cam0", "cam1")} == {"cam0": None, "cam1": None}
     assert any("timeout after" in r.getMessage() and "no end of stream from cam0, cam1" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_sinks_stage_of_a_node_for_cameras_of_one_s_own_waits_for_them(tmp_path):
+    """`sources: []` (the node reads `node.connect`): it waited for no camera's end of stream and stopped at once."""
+    cfg = line_config(tmp_path / "node-events.db")
+    node = cfg.node.model_copy(update={"connect": ("tcp://127.0.0.1:5599",),
+                                       "connect_cameras": {"tcp://127.0.0.1:5599": ("press7",)}})
+    cfg = cfg.model_copy(update={"sources": (), "node": node})
+    summary = run_sinks_stage(cfg, tmp_path / "out", timeout_s=0.5)
+    assert summary["timed_out"] and summary["sources"]["press7"]["sent"] is None
