@@ -265,11 +265,9 @@ def _summary(line: Stages, stats: StreamStats, cameras: list[str], node: str, co
     for name in cameras:  # stopped before its end of stream came through (Ctrl-C, the timeout): the camera's count
         if isinstance(counters := line.results.get(name), dict):
             stats.camera_stopped(name, counters)
-    summary = stats.summary(line.results.get(node))
-    for name in cameras:  # a camera never heard from (a dead RTSP source) is named too, with why its stage ended
-        entry = summary["sources"].setdefault(name, {"frames": 0, "events": 0, "sent": None})
-        if name in line.failures:
-            entry["failure"] = line.failures[name]
+    summary = stats.summary(line.results.get(node), cameras)
+    for name in set(cameras) & set(line.failures):  # a camera never heard from (a dead RTSP source): why
+        summary["sources"][name]["failure"] = line.failures[name]
     if collector is not None:
         summary.update(bad_messages_at_collector=collector.sub.bad_messages, sink_failures=collector.sink_failures)
     return summary
@@ -395,8 +393,8 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
                         ended_since = None
                     elif ended_since is None:
                         ended_since = time.monotonic()
-                elif msg is not None and msg.kind in ("anomaly", "heartbeat") and getattr(msg.header, "state", "") \
-                        != "ended":
+                elif msg is not None and (msg.kind == "anomaly" or
+                                          msg.kind == "heartbeat" and msg.header.state != "ended"):
                     ended_since = None  # a camera streams (again)
                 if ended_since is not None and time.monotonic() - ended_since >= ENDED_WAIT_S:
                     before_start.extend(sorted(pending))
@@ -414,9 +412,7 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
         collector.close()
         for sink in sinks:
             sink.close()
-    summary = stats.summary()
-    for name in pending:  # a camera never heard from is named too
-        summary["sources"].setdefault(name, {"frames": 0, "events": 0, "sent": None})
+    summary = stats.summary(cameras=named)
     summary.update(wall_s=round(time.time() - started, 3), interrupted=bool(pending) and not timed_out.is_set(),
                    timed_out=bool(pending) and timed_out.is_set(),
                    sink_failures=collector.sink_failures, resumed=bool(resume), ended_before_start=before_start)

@@ -652,14 +652,11 @@ class EdgeNode:
         self._busy = True
         try:
             result, event = self._score(msg, detector, work)
-        except FrameError as e:  # a frame the detector cannot take: that frame, not the camera's model
-            self.counters.add(source, "failed")
-            self._log.warning(f"{source}#{h.seq}: frame refused by the detector: {e}")
-            return
         except Exception as e:  # a bad frame or a detector failure costs that frame, never the node
             self.counters.add(source, "failed")
             self._log.warning(f"{source}#{h.seq}: detector failed: {type(e).__name__}: {e}")
-            self._drop(source)
+            if not isinstance(e, FrameError):  # a frame it cannot take leaves the camera's model as it is
+                self._drop(source)
             return
         finally:
             self._busy = False

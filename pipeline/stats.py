@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -76,8 +77,9 @@ class StreamStats:
         self.products: dict[str, dict[str, Counter[str]]] = {}  # camera -> product -> frames and events (`product`)
         self.sent: dict[str, int] = {}  # frames each camera sent, from its end of stream
         self.sent_so_far: dict[str, int] = {}  # the same from its latest heartbeat (a run stopped before the end)
-        self.unheard: Counter[str] = Counter()  # frames each camera sent while no node subscribed (its `unheard`)
-        self._unheard_run: Counter[str] = Counter()  # the count of its present run, and of its runs before a restart
+        # frames each camera sent while no node subscribed (its `unheard`): the count of its present run, and of its
+        # runs before a restart
+        self._unheard_run: Counter[str] = Counter()
         self._unheard_before: Counter[str] = Counter()
         self.first_capture: float | None = None
         self.last_delivered: float | None = None
@@ -170,11 +172,10 @@ class StreamStats:
         if n < self._unheard_run[source]:
             self._unheard_before[source] += self._unheard_run[source]
         self._unheard_run[source] = n
-        if total := self._unheard_before[source] + n:  # a camera that counted none is left out
-            self.unheard[source] = total
 
-    def summary(self, node: dict | None = None) -> dict:
-        """The run's summary; `node` is the node's final counter snapshot when available."""
+    def summary(self, node: dict | None = None, cameras: Iterable[str] = ()) -> dict:
+        """The run's summary; `node` is the node's final counter snapshot when available; `cameras`, the configured
+        ones, each listed in `sources` (one never heard from with `sent` null)."""
         frames = sum(self.frames.values())
         span = (self.last_delivered - self.first_capture) if frames else 0.0
         sent_by = {**self.sent_so_far, **self.sent}
@@ -191,9 +192,12 @@ class StreamStats:
         }
         for source, products in self.products.items():  # per product its frames name: frames scored, events
             out["sources"].setdefault(source, {})["products"] = {name: dict(c) for name, c in sorted(products.items())}
-        if self.unheard:  # sent while no subscriber held the camera's topic: the camera's count, there once any
-            out["unheard"] = sum(self.unheard.values())
-            for source, n in self.unheard.items():
+        for name in cameras:
+            out["sources"].setdefault(name, {"frames": 0, "events": 0, "sent": None})
+        unheard = {s: n for s in self._unheard_run if (n := self._unheard_before[s] + self._unheard_run[s])}
+        if unheard:  # sent while no subscriber held the camera's topic: the camera's count, there once any
+            out["unheard"] = sum(unheard.values())
+            for source, n in unheard.items():
                 out["sources"].setdefault(source, {})["unheard"] = n
         if node is not None:
             out["drops"] = {name: sum(c[name] for c in node["sources"].values()) for name in DROP_COUNTERS}
