@@ -195,6 +195,10 @@ class MqttBridge:
     def tap(self, msg: P.Message) -> None:
         """Called by the node's publisher thread for every message it sends; never blocks."""
         h = msg.header
+        if h.kind == "eos":  # a camera's status ends with its stream, whether or not a last heartbeat said so
+            msg = P.Message(P.HeartbeatHeader(kind="heartbeat", role="source", state="ended", source=h.source,
+                                              seq=h.seq, t_capture=h.t_capture, counters=h.counters))
+            h = msg.header
         if h.kind == "heartbeat":
             key = "node" if h.role == "node" else h.source
             with self._lock:

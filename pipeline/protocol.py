@@ -405,9 +405,11 @@ def decode_header(part: Part) -> Header:
         raise ProtocolError(f"header is not valid msgpack ({type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"header must be a map, got {type(obj).__name__}")
-    if type(obj.get("v")) is not int or obj["v"] != SCHEMA_VERSION:
-        raise ProtocolError(f"unsupported schema version {obj.get('v')!r:.20} (this build speaks {SCHEMA_VERSION})",
-                            "missing_field" if "v" not in obj else "bad_version")
+    if "v" not in obj:
+        raise ProtocolError(f"header has no schema version 'v' (this build speaks {SCHEMA_VERSION})", "missing_field")
+    if type(obj["v"]) is not int or obj["v"] != SCHEMA_VERSION:
+        raise ProtocolError(f"unsupported schema version {obj['v']!r:.20} (this build speaks {SCHEMA_VERSION})",
+                            "bad_version")
     if obj.get("kind") not in KINDS:
         raise ProtocolError(f"unknown kind {obj.get('kind')!r:.40}; expected one of {KINDS}",
                             "missing_field" if "kind" not in obj else "bad_field")

@@ -90,7 +90,9 @@ def test_events_arrive_and_a_broker_restart_mid_stream_loses_none(tmp_path):
         status = listener.on("ssdnet/l1/status")
         assert status[-1]["state"] == "online"
         wait_until(lambda: any("camera" not in t and t.endswith("/node") for t, _, _ in listener.messages))
-        assert any(t.endswith("/camera/cam0/status") for t, _, _ in listener.messages)
+        for cam in ("cam0", "cam1"):  # a camera's end of stream ends its status, its last heartbeat or not
+            wait_until(lambda cam=cam: listener.on(f"/camera/{cam}/status")[-1:]
+                       and listener.on(f"/camera/{cam}/status")[-1]["state"] == "ended")
         assert bridge.stats["connects"] >= 2 and bridge.acked == heads
     finally:
         if bridge is not None:
@@ -194,3 +196,26 @@ def test_line_config_takes_an_mqtt_section():
                                      "sinks": {"mqtt": {"host": "broker.plant", "username": "line3",
                                                         "password_env": "MQTT_PASSWORD", "tls": {"ca_certs": None}}}})
     assert cfg.sinks.mqtt.broker_port == 8883 and cfg.sinks.mqtt.qos == 1
+
+
+def test_a_camera_that_ends_without_a_last_heartbeat_is_ended_on_the_broker(tmp_path):
+    """A third-party camera need not heartbeat (docs/protocol.md): its end of stream ends its retained status."""
+    from pipeline import protocol as P
+
+    broker = Mosquitto(tmp_path)
+    listener = Listener(broker.port)
+    bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=broker.port, line="l1", health_s=0.2), "node0",
+                        tmp_path / "events.db").start()
+    try:
+        wait_until(lambda: listener.client.is_connected() and bridge._connected.is_set())
+        bridge.tap(P.Message(P.HeartbeatHeader(kind="heartbeat", role="source", state="streaming", source="cam7",
+                                               seq=4, t_capture=1.0, counters={"sent": 5})))
+        wait_until(lambda: [s["state"] for s in listener.on("/camera/cam7/status")] == ["streaming"])
+        bridge.tap(P.Message(P.EosHeader(kind="eos", source="cam7", seq=9, t_capture=2.0, frames=10,
+                                         counters={"sent": 10})))
+        wait_until(lambda: listener.on("/camera/cam7/status")[-1:] == [
+            {"state": "ended", "last_frame_age": None, "counters": {"sent": 10}, "t": 2.0, "source": "cam7"}])
+    finally:
+        bridge.close(timeout_s=0.2)
+        listener.close()
+        broker.stop()

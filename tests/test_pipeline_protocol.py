@@ -286,6 +286,8 @@ REJECTS = {
     "header too large": ([GOOD[0], b"\x00" * (P.MAX_HEADER_BYTES + 1), *GOOD[2:]], "exceeds"),
     "wrong version": (with_header(GOOD, v=2), "version"),
     "version as bool": (with_header(GOOD, v=True), "version"),
+    "no version": ([GOOD[0], msgpack.packb({k: v for k, v in msgpack.unpackb(GOOD[1]).items() if k != "v"}),
+                    *GOOD[2:]], "no schema version 'v'"),
     "unknown kind": (with_header(GOOD, kind="pickle"), "kind"),
     "extra field": (with_header(GOOD, extra=1), "extra"),
     "bad source id": (with_header(GOOD, source="../etc"), "source"),
