@@ -31,6 +31,8 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +45,8 @@ from .transport import ThrottledLog, connect, make_socket
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 4096
+UNLOGGED_MAX = 10_000  # events kept while the event log cannot be written (a full disk), to write later
+UNLOGGED_RETRY_S = 1.0  # how often those are tried again
 MAX_REPLY_EVENTS = 1000
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -131,6 +135,61 @@ class EventLog:
 
     def close(self) -> None:
         self.db.close()
+
+
+class EventWriter:
+    """The node's events into its log, a full disk or not. A failed append must not stop scoring: the event goes out
+    live and is kept (at most UNLOGGED_MAX, the oldest given up beyond) to be written later, after those kept before
+    it, so a subscriber that reads the log still gets it once it is written. `announce(total)` is called with the
+    log's total for each kept event once written (its live copy went out when it was scored)."""
+
+    def __init__(self, db: EventLog, announce: Callable[[int], None]):
+        self.db, self.announce = db, announce
+        self.failures = 0  # appends that failed (heartbeat `event_log_failed`)
+        self.kept: deque[P.Message] = deque()  # events to write later (`event_log_pending`)
+        self.lost = 0  # events given up beyond UNLOGGED_MAX (`event_log_lost`)
+        self._retry_at = 0.0  # monotonic time of the next try of the kept events
+        self._log = ThrottledLog(log)
+
+    def write(self, event: P.Message) -> int | None:
+        """Commit an event; the log's total after it, or None when it was kept to write later."""
+        self.retry()
+        if not self.kept:
+            try:
+                self.db.append(event.header)
+                return self.db.total
+            except Exception as e:
+                self._failed(event, e, kept=1)
+                self._retry_at = time.monotonic() + UNLOGGED_RETRY_S
+        if len(self.kept) >= UNLOGGED_MAX:
+            self.kept.popleft()
+            self.lost += 1
+        self.kept.append(event)
+        return None
+
+    def retry(self, now: bool = False) -> None:
+        """Write the kept events, oldest first, if UNLOGGED_RETRY_S passed since the last failure (or `now`); stops
+        at the first failure."""
+        if not self.kept or (not now and time.monotonic() < self._retry_at):
+            return
+        while self.kept:
+            event = self.kept[0]
+            try:
+                self.db.append(event.header)
+            except Exception as e:
+                self._failed(event, e, kept=0)
+                self._retry_at = time.monotonic() + UNLOGGED_RETRY_S
+                return
+            self.kept.popleft()
+            self.announce(self.db.total)
+        lost = f" ({self.lost} beyond the {UNLOGGED_MAX} kept, since the node started, are not)" if self.lost else ""
+        log.warning("the event log is written again: the events kept meanwhile are in it%s", lost)  # not throttled
+
+    def _failed(self, event: P.Message, e: Exception, kept: int) -> None:
+        """Count and say a failed write; `kept`: events it adds to those kept to write later."""
+        self.failures += 1
+        self._log.warning(f"{event.source}#{event.header.seq}: could not write the event log: "
+                          f"{type(e).__name__}: {e} ({len(self.kept) + kept} event(s) kept to write later)")
 
 
 # ---------------------------------------------------------------- replay protocol

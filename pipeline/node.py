@@ -32,14 +32,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import queue
-import tempfile
 import threading
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import cv2
@@ -61,9 +58,10 @@ from edge.vgg import build_vgg
 from . import admission
 from . import protocol as P
 from .admission import REASONS, Admission, Peer, Rejected, Ticket, WorkBudget
+from .checkpoints import Checkpoints
 from .config import NodeConfig
 from .counters import Counters
-from .eventlog import EventLog, serve_replay
+from .eventlog import EventLog, EventWriter, serve_replay
 from .flow import Credits
 from .pending import PendingFrames
 from .regions import find_regions
@@ -82,13 +80,7 @@ RECV_BATCH = 16  # messages taken from one camera connection before the next get
 SILENT_RECONNECT_S = 10.0
 QUIET_RECONNECT_S = 61.0
 REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
-# frames a model must have scored since it was saved or loaded to be saved at a changeover, its camera's end of stream
-# or the node's stop: a peer that flips products or ends its stream every frame causes no checkpoint write per frame
-# (its models lose what the last few frames taught them)
-SAVE_AFTER_FRAMES = 5
 BLANK_SPAN = 2  # a frame whose values (every 8th pixel) span no more grey levels than this is blank: counted, said
-UNLOGGED_MAX = 10_000  # events kept while the event log cannot be written (a full disk), to write later
-UNLOGGED_RETRY_S = 1.0  # how often those are tried again while no new event comes
 
 
 @runtime_checkable
@@ -210,17 +202,13 @@ class EdgeNode:
         self._ps = psutil.Process()
         self.start_rss = self._ps.memory_info().rss
         self.event_log: EventLog | None = None
-        self.event_log_failures = 0
-        self._unlogged: deque[P.Message] = deque()  # events published live whose log append failed: retried
-        self._unlogged_lost = 0  # events beyond UNLOGGED_MAX while the log could not be written
-        self._retry_at = 0.0  # monotonic time of the next retry of the unlogged events
+        self.events: EventWriter | None = None  # the events into the log, kept while it cannot be written
         self.replay_endpoint: str | None = None
         self.publisher: Publisher | None = None  # the result socket, once bound
         self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
         self._start_events = 0
         self._event_log_id = 0  # the event log's identity (heartbeat `event_log_id`)
-        self._scored_since_checkpoint: dict[str, int] = {}  # camera -> frames its model scored since saved or loaded
-        self._scratch: tempfile.TemporaryDirectory | None = None  # models kept for this run without checkpoint_dir
+        self.checkpoints = Checkpoints(cfg.checkpoint_dir, cfg.checkpoint_every, cfg.scratch_checkpoint_mb)
         self.taps: list[Callable[[P.Message], None]] = []  # see every published message (the MQTT bridge); non-blocking
 
     def _peers(self, inputs: Sequence[str], input_names: Sequence[str | Sequence[str]] | None) -> list[Peer]:
@@ -255,6 +243,7 @@ class EdgeNode:
         self._halt, threads = threading.Event(), []
         if self.cfg.event_log is not None:  # committed by the worker (this thread), read by the replay thread
             self.event_log = EventLog(self.cfg.event_log, self.cfg.event_log_max_events)
+            self.events = EventWriter(self.event_log, lambda total: self.outbox.put((None, total)))
             rep = make_socket(self.ctx, zmq.ROUTER, sndhwm=100)
             rep.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
             try:
@@ -301,8 +290,8 @@ class EdgeNode:
         try:
             while not stop.is_set():
                 msg = self.pending.take(timeout=0.1)
-                if self._unlogged and time.monotonic() >= self._retry_at:
-                    self._log_unlogged()
+                if self.events is not None:
+                    self.events.retry()
                 if msg is not None and msg.kind == "eos":
                     self._end(msg)
                 elif msg is not None:
@@ -312,15 +301,14 @@ class EdgeNode:
                     self.pending.served(msg.source, spent)
                     self.credits.done(msg.source, msg.header.seq, spent)
         finally:
-            if self._unlogged:  # a last try; what is left went out live only, and is said
-                self._log_unlogged()
-                if self._unlogged:
+            if self.events is not None and self.events.kept:  # a last try; what is left went out live only, and is said
+                self.events.retry(now=True)
+                if self.events.kept:
                     log.error("%s: %d event(s) went out live but could not be written to the event log %s",
-                              self.cfg.name, len(self._unlogged), self.cfg.event_log)
+                              self.cfg.name, len(self.events.kept), self.cfg.event_log)
             for source in list(self.detectors):
                 self._keep(source, scratch=False)
-            if self._scratch is not None:
-                self._scratch.cleanup()
+            self.checkpoints.close()
             self._shutdown(threads)
         return self.report()
 
@@ -478,7 +466,7 @@ class EdgeNode:
         if detector is None or sizes is None:
             detector = self.detectors[source] = self.factory(source)
             sizes = self.frame_sizes[source] = GraphCache()
-            self._load_checkpoint(source, detector)
+            self.checkpoints.load(source, self.products.get(source), detector)
         if size not in sizes:
             now = time.monotonic()
             if sizes and self._graph_per_size:
@@ -496,7 +484,7 @@ class EdgeNode:
         """Free a camera's model (its next frame starts a new one)."""
         self.detectors.pop(source, None)
         self.frame_sizes.pop(source, None)
-        self._scored_since_checkpoint.pop(source, None)
+        self.checkpoints.forget(source)
 
     def _work_image(self, msg: P.Message) -> tuple[np.ndarray, tuple[str, str] | None]:
         """The frame as the detector gets it: as is, or downscaled (aspect kept) to node.max_frame_pixels (default
@@ -541,73 +529,10 @@ class EdgeNode:
                "node.oversize: downscale), its map scaled back"
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA), (reason, note)
 
-    def _checkpoint_path(self, source: str, product: str | None, scratch: bool = False) -> Path | None:
-        """The checkpoint of the source's model for `product`: <source>.pt, <source>@<product>.pt in
-        node.checkpoint_dir; without it and with `scratch`, in the node's scratch folder (a temporary folder of this
-        run, made by the first model kept there: a camera back on a product, or back after its end of stream,
-        resumes its model within the run)."""
-        folder = self.cfg.checkpoint_dir
-        if folder is None and scratch and self._scratch is not None:
-            folder = Path(self._scratch.name)
-        if folder is None:
-            return None
-        return folder / (f"{source}.pt" if product is None else f"{source}@{product}.pt")
-
-    def _load_checkpoint(self, source: str, detector: Detector) -> None:
-        """A restarted node (with node.checkpoint_dir), or a camera back on a product or after its end of stream,
-        resumes from the last saved weights (a warm start, not a cold fit)."""
-        path = self._checkpoint_path(source, self.products.get(source), scratch=True)
-        if path is None or not path.is_file():
-            return
-        try:
-            detector.restore(torch.load(path, map_location="cpu", weights_only=True))
-            self._scored_since_checkpoint[source] = 0
-            log.info("%s: resumed from checkpoint %s", source, path)
-        except Exception as e:  # a stale or corrupt checkpoint (other model size): start from scratch
-            self._log.warning(f"{source}: ignored checkpoint {path}: {type(e).__name__}: {e}")
-
-    def _save_checkpoint(self, source: str, detector: Detector, version: int | None = None,
-                         scratch: bool = False) -> None:
-        """Save the source's model every checkpoint_every versions (always without a `version`); with `scratch`,
-        without node.checkpoint_dir, to the node's scratch folder."""
-        if scratch and self.cfg.checkpoint_dir is None and self._scratch is None:
-            self._scratch = tempfile.TemporaryDirectory(prefix="ssdnet-models-", ignore_cleanup_errors=True)
-        path = self._checkpoint_path(source, self.products.get(source), scratch)
-        if path is None or (version is not None and version % self.cfg.checkpoint_every):
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save(detector.state_dict(), tmp)
-            os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint
-            self._scored_since_checkpoint[source] = 0
-        except OSError as e:
-            self._log.warning(f"{source}: could not write checkpoint {path}: {e}")
-            return
-        if self.cfg.checkpoint_dir is None:
-            self._bound_scratch(path)
-
-    def _bound_scratch(self, kept: Path) -> None:
-        """Hold the scratch folder's checkpoints to node.scratch_checkpoint_mb: the least recently saved go first
-        (never `kept`, the one just saved)."""
-        files = sorted(kept.parent.glob("*.pt"), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
-        for old in (p for p in files if p != kept):
-            if total <= self.cfg.scratch_checkpoint_mb * 2**20:
-                break
-            total -= old.stat().st_size
-            old.unlink(missing_ok=True)
-            self._log.warning(f"scratch checkpoints over node.scratch_checkpoint_mb "
-                              f"({self.cfg.scratch_checkpoint_mb:g}): dropped {old.name} (that camera and product "
-                              "start afresh when back)")
-
     def _keep(self, source: str, scratch: bool = True) -> None:
-        """Save the camera's model once it scored SAVE_AFTER_FRAMES frames since it was saved or loaded: at a
-        changeover and its end of stream (to node.checkpoint_dir, else to the node's scratch folder), and at the
-        node's stop (`scratch` False: to node.checkpoint_dir only), so the camera back on a product, or a restarted
-        node, resumes it as it was."""
-        if source in self.detectors and self._scored_since_checkpoint.get(source, 0) >= SAVE_AFTER_FRAMES:
-            self._save_checkpoint(source, self.detectors[source], scratch=scratch)
+        """Save the camera's model for its product if it learnt enough since saved (pipeline.checkpoints.keep)."""
+        if (detector := self.detectors.get(source)) is not None:
+            self.checkpoints.keep(source, self.products.get(source), detector, scratch)
 
     def _changeover(self, msg: P.Message) -> None:
         """A frame naming another product than its camera's model is for: the model is saved (`_keep`) and freed;
@@ -619,7 +544,7 @@ class EdgeNode:
             self._keep(source)  # the old product's
             self._drop(source)
             self.counters.add(source, "product_changes")
-            path = self._checkpoint_path(source, product, scratch=True)
+            path = self.checkpoints.path(source, product, scratch=True)
             how = f"resumes from {path}" if path is not None and path.is_file() else "starts afresh"
             if self.cfg.checkpoint_dir is None:
                 how += " (node.checkpoint_dir unset: each product's model is kept for this run only)"
@@ -661,10 +586,9 @@ class EdgeNode:
         finally:
             self._busy = False
         self.outbox.put(result)
-        self._scored_since_checkpoint[source] = self._scored_since_checkpoint.get(source, 0) + 1
-        self._save_checkpoint(source, detector, int(result.header.model_version))
+        self.checkpoints.scored_one(source, self.products.get(source), detector, int(result.header.model_version))
         if event is not None:
-            logged = self._log_event(event)  # committed before it is published: a subscriber can always get it back
+            logged = None if self.events is None else self.events.write(event)  # committed before it is published
             self.outbox.put(event if logged is None else (event, logged))
             self.counters.add(source, "events")
         self.counters.add(source, "scored")  # last: a frame counted as scored has its event counted too
@@ -723,49 +647,6 @@ class EdgeNode:
                   h.source, h.seq, result.label, score, raw, ", calibrating" if d.calibrating else "", work.shape[1],
                   work.shape[0], d.fit_steps, d.fit_ms, d.score_ms, len(scored["regions"]))
         return P.Message(result, arrays), P.Message(P.EventHeader(kind="event", **scored)) if anomalous else None
-
-    def _log_event(self, event: P.Message) -> int | None:
-        """Commit an event to the log; the log's total after it, None if there is no log or it failed. A full disk
-        must not stop scoring: the event goes out live and is kept to be logged later (`_log_unlogged`), after
-        those that failed before it, so a subscriber that reads the log still gets it once it is written."""
-        if self.event_log is None:
-            return None
-        if self._unlogged:
-            self._log_unlogged()
-        if not self._unlogged:
-            try:
-                self.event_log.append(event.header)
-                return self.event_log.total
-            except Exception as e:
-                self._log_failed(event, e, kept=1)
-        if len(self._unlogged) >= UNLOGGED_MAX:
-            self._unlogged.popleft()
-            self._unlogged_lost += 1
-        self._unlogged.append(event)
-        return None
-
-    def _log_unlogged(self) -> None:
-        """Write the events the log refused before, oldest first; each announced (heartbeat `logged_events`) once
-        written. Stops at the first failure and tries again UNLOGGED_RETRY_S later."""
-        while self._unlogged:
-            event = self._unlogged[0]
-            try:
-                self.event_log.append(event.header)
-            except Exception as e:
-                self._log_failed(event, e, kept=0)
-                self._retry_at = time.monotonic() + UNLOGGED_RETRY_S
-                return
-            self._unlogged.popleft()
-            self.outbox.put((None, self.event_log.total))  # its live copy went out when it was scored
-        lost = (f" ({self._unlogged_lost} beyond the {UNLOGGED_MAX} kept, since the node started, are not)"
-                if self._unlogged_lost else "")
-        log.warning("the event log is written again: the events kept meanwhile are in it%s", lost)  # not throttled
-
-    def _log_failed(self, event: P.Message, e: Exception, kept: int) -> None:
-        """Count and say a failed log write; `kept`: events it adds to those kept to write later."""
-        self.event_log_failures += 1
-        self._log.warning(f"{event.source}#{event.header.seq}: could not write the event log: "
-                          f"{type(e).__name__}: {e} ({len(self._unlogged) + kept} event(s) kept to write later)")
 
     def _end(self, msg: P.Message) -> None:
         """Forward a source's end of stream, after its last result, with the node's counters of the stream it ends
@@ -836,12 +717,12 @@ class EdgeNode:
 
     def _node_counters(self) -> dict[str, int]:
         counters = self.counters.totals()
-        if self.event_log is not None:  # a subscriber whose cursors add up to less missed events
+        if self.events is not None:  # a subscriber whose cursors add up to less missed events
             # events logged *and published*: a heartbeat never announces an event before its live copy
             announced = self._announced_events if self._announced_events is not None else self._start_events
             counters.update(logged_events=announced, event_log_id=self._event_log_id,
-                            event_log_failed=self.event_log_failures,
-                            event_log_pending=len(self._unlogged), event_log_lost=self._unlogged_lost)
+                            event_log_failed=self.events.failures, event_log_pending=len(self.events.kept),
+                            event_log_lost=self.events.lost)
         counters.update({f"refused_{reason}": n for reason, n in self.refusals().items()})
         counters.update(credit_inflated_claims=self.credits.inflated_claims,
                         credit_expired_grants=self.credits.expired_grants,

@@ -359,7 +359,8 @@ def test_events_the_log_could_not_write_are_written_once_it_can_and_reach_a_log_
         got = subscribe(ln.endpoints, jsonl=str(out), count=12, timeout_s=10, replay=ln.node.replay_endpoint,
                         from_start=True, ctx=ln.ctx)
         counters = ln.node._node_counters()
-    assert got == 12 and counters["event_log_pending"] == 0 and counters["event_log_failed"] >= 12
+    # a full disk is tried again every second, not at every event
+    assert got == 12 and counters["event_log_pending"] == 0 and counters["event_log_failed"] >= 1
     records = _jsonl(out)
     assert [r["log_seq"] for r in records] == list(range(1, 13)) and [r["seq"] for r in records] == list(range(12))
 
@@ -508,7 +509,7 @@ def test_a_restarted_node_resumes_each_source_from_its_checkpoint(tmp_path):
     det = first._detector("cam0", image.shape)
     for _ in range(5):
         d = det.process(image)
-        first._save_checkpoint("cam0", det, d.model_version)
+        first.checkpoints.scored_one("cam0", None, det, d.model_version)
     assert (tmp_path / "ckpt" / "cam0.pt").is_file()
     restarted = EdgeNode(cfg, (), FastDetector)._detector("cam0", image.shape)
     assert restarted.calls == 4  # the last multiple of checkpoint_every, not a fresh model

@@ -31,7 +31,7 @@ def test_a_changeover_resumes_the_products_model(tmp_path, checkpoints, caplog):
     caplog.set_level(logging.INFO, logger="pipeline.node")
     ckpt = {"checkpoint_dir": tmp_path / "ckpt"} if checkpoints else {}
     with node_line(tmp_path, frames=5, connect_cameras={0: ["line"]}, max_products=2, **ckpt) as ln:
-        # brick's 2 frames are too few to be saved at a changeover (node.SAVE_AFTER_FRAMES): no flip-flop writes
+        # brick's 2 frames are too few to be saved at a changeover (checkpoints.SAVE_AFTER_FRAMES): no flip-flop writes
         products = ["gravel"] * 5 + ["brick"] * 2 + ["gravel"] * 2 + ["brick"] + [None] + ["grass", "bad/name"]
         for seq, product in enumerate(products):
             ln.intruders[0].send(frame_parts("line", seq=seq, product=product))
@@ -80,7 +80,7 @@ def test_without_checkpoint_dir_a_camera_back_after_its_end_resumes_within_the_r
             ln.intruders[0].send(frame_parts("line", seq=seq))
         wait_until(lambda: ln.node.counters.source("line")["scored"] == 8)
         assert ln.node.detectors["line"].calls == 8  # its 6 frames before its end of stream, then 2
-        folder = ln.node._checkpoint_path("line", None, scratch=True).parent
+        folder = ln.node.checkpoints.path("line", None, scratch=True).parent
         assert sorted(p.name for p in folder.iterdir()) == ["cam0.pt", "line.pt"]
     assert not folder.exists()  # the node's stop deleted it
 
@@ -99,7 +99,7 @@ def test_without_checkpoint_dir_the_scratch_checkpoints_stay_within_their_bound(
             wait_until(lambda n=seq: ln.node.counters.source("line")["scored"] == n)
         ln.intruders[0].send(frame_parts("line", seq=seq, product="a"))  # back: "e" saved, "a" long dropped
         wait_until(lambda: ln.node.counters.source("line")["scored"] == seq + 1)
-        folder = ln.node._checkpoint_path("line", None, scratch=True).parent
+        folder = ln.node.checkpoints.path("line", None, scratch=True).parent
         kept = sorted(p.name for p in folder.glob("line@*.pt"))
         assert kept == ["line@c.pt", "line@d.pt", "line@e.pt"]
         assert sorted(p.name for p in folder.iterdir()) == kept and "over node.scratch_checkpoint_mb" in caplog.text

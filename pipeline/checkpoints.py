@@ -1,0 +1,118 @@
+"""A camera's model on disk: where the node saves it, when, and how a camera resumes from it.
+
+With `node.checkpoint_dir` a camera's model is `<camera>.pt` there (`<camera>@<product>.pt` for a product its frames
+name), saved atomically every `checkpoint_every` model versions and kept (`keep`) at a changeover, its end of stream
+and the node's stop: a restarted node resumes each camera from it (a warm start). Without it, a model kept at a
+changeover or an end of stream goes to a scratch folder of the run (deleted at the node's stop, held to
+`node.scratch_checkpoint_mb`): a camera back on a product, or back after its end of stream, resumes it within the run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from pipeline.transport import ThrottledLog
+
+log = logging.getLogger(__name__)
+
+# frames a model must have scored since it was saved or loaded to be saved at a changeover, its camera's end of stream
+# or the node's stop: a peer that flips products or ends its stream every frame causes no checkpoint write per frame
+# (its models lose what the last few frames taught them)
+SAVE_AFTER_FRAMES = 5
+
+
+class Saveable(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+
+class Checkpoints:
+    """The node's checkpoints: `folder` (node.checkpoint_dir, or None), a save every `every` model versions, the
+    scratch folder held to `scratch_mb`."""
+
+    def __init__(self, folder: Path | None, every: int, scratch_mb: float):
+        self.folder, self.every, self.scratch_mb = folder, every, scratch_mb
+        self.scored: dict[str, int] = {}  # camera -> frames its model scored since saved or loaded
+        self._scratch: tempfile.TemporaryDirectory | None = None  # models kept for this run without a folder
+        self._log = ThrottledLog(log)
+
+    def path(self, source: str, product: str | None, scratch: bool = False) -> Path | None:
+        """Where the camera's model for `product` is saved: in `folder`; without it and with `scratch`, in the
+        scratch folder once a model was kept there; else None."""
+        folder = self.folder
+        if folder is None and scratch and self._scratch is not None:
+            folder = Path(self._scratch.name)
+        if folder is None:
+            return None
+        return folder / (f"{source}.pt" if product is None else f"{source}@{product}.pt")
+
+    def load(self, source: str, product: str | None, model: Saveable) -> None:
+        """Resume a new model from the camera's last saved weights for `product`, if there are any."""
+        path = self.path(source, product, scratch=True)
+        if path is None or not path.is_file():
+            return
+        try:
+            model.restore(torch.load(path, map_location="cpu", weights_only=True))
+            self.scored[source] = 0
+            log.info("%s: resumed from checkpoint %s", source, path)
+        except Exception as e:  # a stale or corrupt checkpoint (other model size): start from scratch
+            self._log.warning(f"{source}: ignored checkpoint {path}: {type(e).__name__}: {e}")
+
+    def scored_one(self, source: str, product: str | None, model: Saveable, version: int) -> None:
+        """The camera's model scored a frame and is now at `version`: saved when that is a multiple of `every`."""
+        self.scored[source] = self.scored.get(source, 0) + 1
+        if version % self.every == 0:
+            self.save(source, product, model)
+
+    def keep(self, source: str, product: str | None, model: Saveable, scratch: bool = True) -> None:
+        """Save the camera's model once it scored SAVE_AFTER_FRAMES frames since it was saved or loaded: at a
+        changeover and its end of stream (to `folder`, else to the scratch folder), and at the node's stop (`scratch`
+        False: to `folder` only), so the camera back on a product, or a restarted node, resumes it as it was."""
+        if self.scored.get(source, 0) >= SAVE_AFTER_FRAMES:
+            self.save(source, product, model, scratch)
+
+    def save(self, source: str, product: str | None, model: Saveable, scratch: bool = False) -> None:
+        """Write the model's weights now (atomically: a crash mid-write leaves the previous checkpoint)."""
+        if scratch and self.folder is None and self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="ssdnet-models-", ignore_cleanup_errors=True)
+        path = self.path(source, product, scratch)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(model.state_dict(), tmp)
+            os.replace(tmp, path)
+            self.scored[source] = 0
+        except OSError as e:
+            self._log.warning(f"{source}: could not write checkpoint {path}: {e}")
+            return
+        if self.folder is None:
+            self._bound_scratch(path)
+
+    def forget(self, source: str) -> None:
+        """The camera's model was freed: its next one counts its frames afresh."""
+        self.scored.pop(source, None)
+
+    def close(self) -> None:
+        """Delete the scratch folder (the node stops)."""
+        if self._scratch is not None:
+            self._scratch.cleanup()
+
+    def _bound_scratch(self, kept: Path) -> None:
+        """Hold the scratch folder's checkpoints to `scratch_mb`: the least recently saved go first (never `kept`,
+        the one just saved)."""
+        files = sorted(kept.parent.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for old in (p for p in files if p != kept):
+            if total <= self.scratch_mb * 2**20:
+                break
+            total -= old.stat().st_size
+            old.unlink(missing_ok=True)
+            self._log.warning(f"scratch checkpoints over node.scratch_checkpoint_mb ({self.scratch_mb:g}): dropped "
+                              f"{old.name} (that camera and product start afresh when back)")
