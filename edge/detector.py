@@ -45,7 +45,7 @@ from .fitter import FitStats, Fitter, image_to_tensor
 from .frames import check_frame, to_frame_size, to_working_size
 from .memory import FeatureMemory, memory_distance
 from .schedule import StepScheduler
-from .scorers import build_scorer
+from .scorers import BackendError, build_scorer, make_scorer
 from .vgg import VGG19Features, build_vgg
 
 log = logging.getLogger(__name__)
@@ -222,8 +222,19 @@ class Detector:
         return len(self.shelf)
 
     def score(self, x: torch.Tensor, height: int, width: int) -> tuple[np.ndarray, float]:
-        """Anomaly map (cropped to height x width) and image score for a padded image tensor."""
-        amap, score = self.backend.score(x, (height, width))
+        """Anomaly map (cropped to height x width) and image score for a padded image tensor. An exported scorer
+        that fails (its engine does not build, or fails its parity gate) is replaced by the torch scorer of the
+        same model, for good: each frame after scores, none rebuilds it."""
+        try:
+            amap, score = self.backend.score(x, (height, width))
+        except BackendError as e:
+            if self.backend.name == "torch":
+                raise
+            log.error("the %s scorer failed (%s): this camera scores with torch from now on", self.backend.name, e)
+            self.backend = make_scorer(self.cfg, self.scorer, self.device, backend="torch")
+            if self.memory is not None:
+                self.backend.use_memory(self.memory)
+            amap, score = self.backend.score(x, (height, width))
         amap, score = amap[0, 0, :height, :width].float(), score[0].float()
         if not (torch.isfinite(amap).all() and torch.isfinite(score)):
             # the weights produce inf/NaN even in fp32: report the frame as its worst finite value (never

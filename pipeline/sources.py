@@ -132,7 +132,13 @@ class VideoReader:
 
     def check(self) -> None:
         """Fail at start-up, with the reason, on a video file that is missing or that OpenCV cannot decode
-        (a live camera that is not there yet is retried instead)."""
+        (a live camera that is not there yet is retried instead), and on a backend this OpenCV lacks."""
+        if self.api != cv2.CAP_ANY and not cv2.videoio_registry.hasBackend(self.api):
+            name = cv2.videoio_registry.getBackendName(self.api)
+            raise SourceFatal(f"this OpenCV ({cv2.__version__}, {cv2.__file__}) is built without {name}, which "
+                              f"{self.cfg.name}'s uri needs (a pipeline with '!' or api: {self.cfg.api}): PyPI's "
+                              "opencv-python wheels have no GStreamer; use the system's OpenCV (on a Jetson, "
+                              "JetPack's; docker/Dockerfile.jetson) or another `api`")
         if not self.is_file:
             return
         path = Path(self.cfg.uri)
@@ -151,11 +157,16 @@ class VideoReader:
         if not ok:
             raise SourceFatal(f"video file {str(path)!r} has no frame OpenCV can decode")
 
-    def open(self) -> None:
+    @property
+    def api(self) -> int:
+        """The OpenCV backend to open the uri with: the configured one, GStreamer for a pipeline ('!')."""
         api = self._APIS[self.cfg.api]
         if api == cv2.CAP_ANY and isinstance(self.cfg.uri, str) and "!" in self.cfg.uri:
             api = cv2.CAP_GSTREAMER
-        cap = cv2.VideoCapture(self.cfg.uri, api)
+        return api
+
+    def open(self) -> None:
+        cap = cv2.VideoCapture(self.cfg.uri, self.api)
         if not cap.isOpened():
             cap.release()
             if self.is_file:

@@ -81,6 +81,10 @@ def test_compose_services_commands_configs_and_health_checks(tmp_path):
     assert all(s.address and s.address.startswith(f"tcp://camera-{s.name}:") for s in cfg.sources)
     assert cfg.node.address == "tcp://node:5600" and cfg.sinks.view.token_env == "SSDNET_VIEW_TOKEN"
     assert cfg.node.ssdnet.score.backend == "tensorrt"  # the images ship TensorRT: chosen explicitly, not by `auto`
+    node = services["node"]  # its TensorRT engines on a volume: a recreated container builds none again
+    mounts = {v.split(":")[1] for v in node["volumes"]}
+    assert any(node["environment"]["SSDNET_ENGINE_CACHE"].startswith(m + "/") for m in mounts)
+    assert node["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     init = (DOCKER / "init-keys.sh").read_text()
     for line in init.splitlines():
         if line.strip().startswith("[ -f") and "ssdnet" in line:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import logging
 import os
 import re
 import subprocess
@@ -26,7 +27,7 @@ from edge.config import FitConfig, LossConfig, ModelConfig, ScoreConfig, SSDNetC
 from edge.detector import Detector
 from edge.fitter import image_to_tensor
 from edge.memory import FeatureMemory
-from edge.scorers import OnnxRuntimeScorer, TorchScorer, build_scorer
+from edge.scorers import OnnxRuntimeScorer, ParityError, TorchScorer, build_scorer
 from edge.scorers.base import MAX_GRAPHS
 from edge.scorers.onnx_graph import (
     INPUT_NAME,
@@ -210,6 +211,28 @@ def test_one_model_scores_every_frame_size_with_at_most_max_graphs_sessions():
     backend = ort_det.backend
     assert len(backend._graphs) == MAX_GRAPHS and backend.sessions_created == 6
     assert [key[2] or key[:2] for key in backend._graphs] == [(72, 56), (40, 64), (56, 40), (64, 64)]  # (h, w, frame)
+
+
+def test_a_failing_exported_scorer_gives_way_to_torch_for_good(monkeypatch, caplog):
+    """An engine that does not build or fails its parity gate (TensorRT on a device; faked here on ONNX Runtime)
+    costs the camera no frame: its model scores with torch from then on, as a torch detector does."""
+    import cv2
+
+    frames = [cv2.resize(texture("grass", 96, np.random.default_rng(i)), (64, 64)) for i in range(3)]
+    torch_det, det = Detector(tiny_cfg(), "cpu"), Detector(tiny_cfg(backend="onnxruntime"), "cpu")
+    tries = []
+
+    def fails(self, x, frame=None):
+        tries.append(1)
+        raise ParityError("engine refused: map differs")
+
+    monkeypatch.setattr(OnnxRuntimeScorer, "score", fails)
+    with caplog.at_level(logging.ERROR, logger="edge.detector"):
+        for frame in frames:
+            a, b = torch_det.process(frame), det.process(frame)
+            assert np.abs(a.anomaly_map - b.anomaly_map).max() < FP32_ATOL and abs(a.score - b.score) < FP32_ATOL
+    assert det.backend.name == "torch" and len(tries) == 1
+    assert "the onnxruntime scorer failed (engine refused: map differs): this camera scores with torch" in caplog.text
 
 
 def test_detector_restore_pushes_weights():

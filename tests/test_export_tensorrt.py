@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import sys
+import types
 
 import numpy as np
 import onnx
@@ -29,6 +31,7 @@ from edge.scorers import (
     check_providers,
     choose_backend,
     engine_cache_key,
+    ensure_available,
     make_scorer,
     parity_check,
     select_providers,
@@ -188,8 +191,16 @@ def test_auto_picks_tensorrt_then_ort_gpu_then_the_fastest_cpu_scorer(monkeypatc
     cpu = choose_backend(auto, "cpu")
     assert (cpu.backend, cpu.provider) == ("torch", "cpu") and "fastest CPU scorer" in cpu.reason
     monkeypatch.setattr(factory.importlib.util, "find_spec", lambda name: object() if name == "tensorrt" else None)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
     assert choose_backend(auto, torch.device("cuda")).backend == "tensorrt"
     assert choose_backend(auto, "cpu").backend == "torch"  # TensorRT only for a scorer on a CUDA device
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))  # JetPack 6.0's
+    monkeypatch.setattr(factory, "_ort_gpu_provider_loads", lambda: False)
+    old = choose_backend(auto, torch.device("cuda"))
+    assert (old.backend, old.reason) == ("torch", "auto: TensorRT 8.6.1 is too old, no ONNX Runtime GPU provider; "
+                                                  "torch on CUDA")
+    with pytest.raises(BackendUnavailable, match="needs TensorRT 10 or later"):
+        ensure_available(choose_backend(ScoreConfig(backend="tensorrt"), torch.device("cuda")))
     monkeypatch.setattr(factory.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(factory, "_ort_gpu_provider_loads", lambda: True)
     ort_gpu = choose_backend(auto, torch.device("cuda"))
@@ -266,8 +277,10 @@ def test_parity_tolerance_is_configurable():
     assert parity_check(ref_map, ref_score, ref_map + 0.5, ref_score, loose).ok
 
 
-def test_gate_refuses_and_evicts_an_engine_that_fails(tmp_path):
-    """The gate's bookkeeping, without TensorRT: a failing engine is dropped and deleted from the cache."""
+def test_gate_refuses_and_evicts_an_engine_that_fails(tmp_path, monkeypatch):
+    """The gate's bookkeeping, without TensorRT: a failing engine is dropped and deleted from the cache, and
+    remembered, so no other camera's scorer builds it again in this process (minutes on a Jetson)."""
+    monkeypatch.setattr(TensorRTScorer, "failed", {})
     sc = tiny_scorer()
     gate = TensorRTScorer.__new__(TensorRTScorer)  # no TensorRT here: set up only what _gate uses
     gate.module, gate.device, gate.tolerance, gate.precision = sc, torch.device("cpu"), ParityTolerance(), "fp16"
@@ -286,6 +299,7 @@ def test_gate_refuses_and_evicts_an_engine_that_fails(tmp_path):
     with pytest.raises(ParityError, match="refused"):
         gate._gate(entry, x, good_map + 1.0, good_score)
     assert gate.cache.load(key) is None and not gate._engines
+    assert TensorRTScorer.failed[key].startswith("parity: ")
 
 
 # ----------------------------------------------------------------------- TensorRT on a real GPU

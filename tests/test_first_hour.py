@@ -127,6 +127,15 @@ def test_a_missing_or_unreadable_video_fails_at_once_with_the_reason(tmp_path):
         run_line(cfg, tmp_path / "out", detector_factory=FastDetector)
 
 
+@pytest.mark.skipif(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER), reason="this OpenCV has GStreamer")
+def test_a_gstreamer_pipeline_on_an_opencv_without_gstreamer_fails_at_once_saying_so():
+    """configs/jetson.yaml's CSI camera through PyPI's OpenCV wheel (no GStreamer): not reconnecting for ever."""
+    csi = VideoSourceConfig(kind="video", name="cam0", uri="nvarguscamerasrc sensor-id=0 ! videoconvert ! appsink")
+    for cfg in (csi, csi.model_copy(update={"api": "gstreamer"})):
+        with pytest.raises(SourceFatal, match="built without GSTREAMER, which cam0's uri needs"):
+            Camera(cfg).run(stop=None)
+
+
 def test_the_summary_after_ctrl_c_reads_without_none(capsys):
     summary = {"frames": 0, "sent": None, "dropped": None, "fps": None, "events": 0, "wall_s": 3.2,
                "latency_ms": {"end_to_end": None}}

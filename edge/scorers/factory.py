@@ -35,7 +35,7 @@ from ..unet import UNet
 from ..vgg import VGG19Features, build_vgg
 from .base import BACKENDS, CPU_PROVIDER, GPU_PROVIDERS, BackendError, BackendUnavailable, Scorer, unet_state
 from .onnxruntime_scorer import OnnxRuntimeScorer, check_providers, ort
-from .tensorrt_scorer import TensorRTScorer, require_tensorrt
+from .tensorrt_scorer import TensorRTScorer, require_tensorrt, tensorrt
 from .torch_scorer import TorchScorer
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,16 @@ def choose_backend(score: ScoreConfig, device: torch.device | str) -> BackendCho
             return BackendChoice("torch", dev.type, "auto: no CUDA device; torch, in fp32: this CPU has no native bf16")
         return BackendChoice("torch", dev.type, "auto: no CUDA device; torch bf16 is the fastest CPU scorer measured "
                              "(docs/export.md)")
+    no_trt = "no TensorRT"
     if importlib.util.find_spec("tensorrt") is not None:
-        return BackendChoice("tensorrt", "cuda", "auto: TensorRT and a CUDA GPU")
+        try:
+            tensorrt()
+            return BackendChoice("tensorrt", "cuda", "auto: TensorRT and a CUDA GPU")
+        except BackendUnavailable as e:  # one too old (JetPack 6.0's 8.6): the next backend
+            no_trt = str(e).split(":")[0]
     if _ort_gpu_provider_loads():
-        return BackendChoice("onnxruntime", ORT_GPU_PROVIDER, "auto: no TensorRT; ONNX Runtime's CUDA provider loads")
-    return BackendChoice("torch", "cuda", "auto: no TensorRT, no ONNX Runtime GPU provider; torch on CUDA")
+        return BackendChoice("onnxruntime", ORT_GPU_PROVIDER, f"auto: {no_trt}; ONNX Runtime's CUDA provider loads")
+    return BackendChoice("torch", "cuda", f"auto: {no_trt}, no ONNX Runtime GPU provider; torch on CUDA")
 
 
 def ensure_available(choice: BackendChoice) -> None:

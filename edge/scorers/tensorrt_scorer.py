@@ -5,7 +5,8 @@ version, GPU) and cached on disk (edge.scorers.engine_cache), the last MAX_GRAPH
 (edge.scorers.base.GraphCache); new weights go in with
 ``trt.Refitter`` (``refit``, the default), or as engine inputs (``inputs``). A new or cached engine
 must pass a parity gate against the FP32 PyTorch map on its first frame (edge.scorers.parity) or it
-is refused (ParityError) and deleted from the cache.
+is refused (ParityError), deleted from the cache and not built again in the process (`failed`; the Detector
+scores with torch instead).
 """
 from __future__ import annotations
 
@@ -20,20 +21,26 @@ import torch
 
 from .base import BackendError, BackendUnavailable, GraphCache, ParityError, Scorer, detached, padded_frame
 from .engine_cache import EngineCache, engine_cache_key
-from .onnx_graph import OUTPUT_NAMES, export_scorer, memory_io, weights_for_graph
+from .onnx_graph import OUTPUT_NAMES, ExportedScorer, export_scorer, memory_io, weights_for_graph
 from .parity import DEFAULT_TOLERANCE, ParityReport, ParityTolerance, parity_check
 
 log = logging.getLogger(__name__)
 NOT_INSTALLED = "TensorRT is not installed (pip install 'ssdnet-edge[tensorrt]'; on Jetson use JetPack's)"
 NO_GPU = "the tensorrt backend needs a CUDA GPU visible to torch (no CUDA GPU here)"
+MIN_MAJOR = 10  # strongly typed networks, the refitter's device weights, execute_async_v3 (JetPack 6.0 ships 8.6)
 
 
 def tensorrt():
-    """The tensorrt module. Imported on first use: it exists only on GPU machines (an optional extra)."""
+    """The tensorrt module (MIN_MAJOR or later). Imported on first use: it exists only on GPU machines (an optional
+    extra)."""
     try:
         import tensorrt as trt
     except ImportError:
         raise BackendUnavailable(NOT_INSTALLED) from None
+    version = str(getattr(trt, "__version__", "0"))
+    if int(version.split(".")[0] or 0) < MIN_MAJOR:
+        raise BackendUnavailable(f"TensorRT {version} is too old: the tensorrt backend needs TensorRT {MIN_MAJOR} or "
+                                 "later (on a Jetson, JetPack 6.1+); choose score.backend onnxruntime or torch")
     return trt
 
 
@@ -46,8 +53,9 @@ def require_tensorrt():
 
 
 def build_engine(onnx_bytes: bytes, input_shape: Sequence[int], *, max_batch: int = 1,
-                 workspace_mib: int = 2048) -> bytes:
-    """Build a refittable, strongly typed engine; precision comes from the graph (fp16 U-Net or fp32).
+                 workspace_mib: int = 2048, refit: bool = True) -> bytes:
+    """Build a strongly typed engine, refittable with `refit` (a graph with weights to refit: else every weight
+    would be refittable, and none folded); precision comes from the graph (fp16 U-Net or fp32).
 
     Strong typing is the only mode of TensorRT 11 and opt-in from 10.x: the FP16 ONNX export casts
     the U-Net to fp16 and keeps the map arithmetic in fp32, so no precision flags are needed.
@@ -55,17 +63,15 @@ def build_engine(onnx_bytes: bytes, input_shape: Sequence[int], *, max_batch: in
     trt = tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BackendError(f"TensorRT could not parse the scorer graph:\n{errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    config.set_flag(trt.BuilderFlag.REFIT)
+    if refit:
+        config.set_flag(trt.BuilderFlag.REFIT)
     _, c, h, w = input_shape
     profile = builder.create_optimization_profile()
     profile.set_shape("image", (1, c, h, w), (1, c, h, w), (max(1, max_batch), c, h, w))
@@ -81,6 +87,7 @@ class TensorRTScorer(Scorer):
 
     name = "tensorrt"
     STRATEGIES = ("refit", "inputs")
+    failed: dict[str, str] = {}  # engine key -> why it failed to build or its parity gate, in this process
 
     def __init__(self, module: torch.nn.Module, *, device: torch.device | str = "cuda", precision: str = "fp16",
                  strategy: str = "refit", cache: EngineCache | str | Path | None = None, max_batch: int = 1,
@@ -127,11 +134,18 @@ class TensorRTScorer(Scorer):
         gpu = torch.cuda.get_device_name(self.device)
         key = engine_cache_key(exported.model_hash(), (self.max_batch, 3, h, w), self.precision, trt.__version__, gpu,
                                self.strategy)
+        if key in self.failed:  # another camera's scorer tried it: not minutes of building again
+            raise BackendError(f"TensorRT engine {key} failed before in this process: {self.failed[key]}")
         plan = self.cache.load(key)
         fresh = plan is None
         if fresh:
             t0 = time.perf_counter()
-            plan = build_engine(exported.to_bytes(), (1, 3, h, w), max_batch=self.max_batch)
+            try:
+                plan = build_engine(exported.to_bytes(), (1, 3, h, w), max_batch=self.max_batch,
+                                    refit=self._refits(exported))
+            except BackendError as e:
+                self.failed[key] = str(e)
+                raise
             log.info("built TensorRT engine %s in %.1f s", key, time.perf_counter() - t0)
             self.cache.store(key, plan, {"model_hash": exported.model_hash(), "shape": [self.max_batch, 3, h, w],
                                          "precision": self.precision, "tensorrt": trt.__version__, "gpu": gpu,
@@ -141,7 +155,7 @@ class TensorRTScorer(Scorer):
             self.cache.evict(key)
             raise BackendError(f"cached TensorRT engine {key} could not be deserialized; evicted, rebuild on next use")
         e = {"key": key, "exported": exported, "engine": engine, "context": engine.create_execution_context(),
-             "refitter": trt.Refitter(engine, self.logger) if self.strategy == "refit" else None,
+             "refitter": trt.Refitter(engine, self.logger) if self._refits(exported) else None,
              "version": -1, "weights": {}, "gated": False}
         if e["refitter"] is not None:
             refittable = set(e["refitter"].get_all_weights())
@@ -152,8 +166,12 @@ class TensorRTScorer(Scorer):
         self._engines[(h, w, frame)] = e
         return e
 
+    def _refits(self, exported: ExportedScorer) -> bool:
+        """Whether the graph's engine takes new weights by refit: the `refit` strategy, and weights to take."""
+        return self.strategy == "refit" and bool(exported.weight_names)
+
     def _refresh(self, e: dict) -> None:
-        if e["version"] == self._version:
+        if e["version"] == self._version or not e["exported"].weight_names:  # nothing fitted in the graph
             return
         trt = self.trt
         dt = trt.DataType.HALF if self._wdtype == torch.float16 else trt.DataType.FLOAT
@@ -165,11 +183,7 @@ class TensorRTScorer(Scorer):
             for name, t in weights.items():
                 if not r.set_named_weights(name, trt.Weights(dt, t.data_ptr(), t.numel()), trt.TensorLocation.DEVICE):
                     raise BackendError(f"TensorRT refused new weights for {name}")
-            if hasattr(r, "refit_cuda_engine_async"):  # TensorRT >= 10
-                ok = r.refit_cuda_engine_async(stream.cuda_stream)
-            else:
-                ok = r.refit_cuda_engine()
-            if not ok:
+            if not r.refit_cuda_engine_async(stream.cuda_stream):
                 raise BackendError(f"TensorRT refit failed (missing weights: {r.get_missing_weights()})")
         else:
             for name, t in weights.items():
@@ -209,6 +223,7 @@ class TensorRTScorer(Scorer):
         self.parity = rep
         if not rep.ok:
             self.cache.evict(e["key"])
+            self.failed[e["key"]] = f"parity: {rep.reason}"
             for k in [k for k, v in self._engines.items() if v is e]:
                 del self._engines[k]
             raise ParityError(f"TensorRT {self.precision} engine refused: "
