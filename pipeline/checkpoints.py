@@ -1,7 +1,8 @@
 """A camera's model on disk: where the node saves it, when, and how a camera resumes from it.
 
 With `node.checkpoint_dir` a camera's model is `<camera>.pt` there (`<camera>@<product>.pt` for a product its frames
-name), saved atomically every `checkpoint_every` model versions and kept (`keep`) at a changeover, its end of stream
+name), saved atomically every `checkpoint_every` model versions (at most once per `checkpoint_interval_s`: a
+checkpoint is ~8-25 MB, and flash wears) and kept (`keep`) at a changeover, its end of stream
 and the node's stop: a restarted node resumes each camera from it (a warm start). Without it, a model kept at a
 changeover or an end of stream goes to a scratch folder of the run (deleted at the node's stop, held to
 `node.scratch_checkpoint_mb`): a camera back on a product, or back after its end of stream, resumes it within the run.
@@ -9,8 +10,10 @@ changeover or an end of stream goes to a scratch folder of the run (deleted at t
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,12 +35,13 @@ class Saveable(Protocol):
 
 
 class Checkpoints:
-    """The node's checkpoints: `folder` (node.checkpoint_dir, or None), a save every `every` model versions, the
-    scratch folder held to `scratch_mb`."""
+    """The node's checkpoints: `folder` (node.checkpoint_dir, or None), a save every `every` model versions and at
+    most every `interval_s` seconds, the scratch folder held to `scratch_mb`."""
 
-    def __init__(self, folder: Path | None, every: int, scratch_mb: float):
-        self.folder, self.every, self.scratch_mb = folder, every, scratch_mb
+    def __init__(self, folder: Path | None, every: int, scratch_mb: float, interval_s: float = 0.0):
+        self.folder, self.every, self.scratch_mb, self.interval_s = folder, every, scratch_mb, interval_s
         self.scored: dict[str, int] = {}  # camera -> frames its model scored since saved or loaded
+        self._saved_at: dict[str, float] = {}  # camera -> monotonic time of its last save
         self._scratch: tempfile.TemporaryDirectory | None = None  # models kept for this run without a folder
         self._log = ThrottledLog(log)
 
@@ -64,9 +68,10 @@ class Checkpoints:
             self._log.warning(f"{source}: ignored checkpoint {path}: {type(e).__name__}: {e}")
 
     def scored_one(self, source: str, product: str | None, model: Saveable, version: int) -> None:
-        """The camera's model scored a frame and is now at `version`: saved when that is a multiple of `every`."""
+        """The camera's model scored a frame and is now at `version`: saved when that is a multiple of `every` and
+        `interval_s` passed since its last save."""
         self.scored[source] = self.scored.get(source, 0) + 1
-        if version % self.every == 0:
+        if version % self.every == 0 and time.monotonic() - self._saved_at.get(source, -math.inf) >= self.interval_s:
             self.save(source, product, model)
 
     def keep(self, source: str, product: str | None, model: Saveable, scratch: bool = True) -> None:
@@ -89,6 +94,7 @@ class Checkpoints:
             torch.save(model.state_dict(), tmp)
             os.replace(tmp, path)
             self.scored[source] = 0
+            self._saved_at[source] = time.monotonic()
         except OSError as e:
             self._log.warning(f"{source}: could not write checkpoint {path}: {e}")
             return

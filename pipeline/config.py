@@ -242,6 +242,9 @@ class NodeConfig(StrictModel):
                                         "changeover and an end of stream save to a temporary folder deleted at the "
                                         "node's stop (resumed within the run only)")
     checkpoint_every: int = Field(50, ge=1, le=1_000_000, description="frames between checkpoints of a source")
+    checkpoint_interval_s: float = Field(300.0, ge=0, le=86_400, description="at least this many seconds between a "
+                                         "source's periodic checkpoints (one is ~8-25 MB: every 50 frames at 10 fps "
+                                         "would write ~19 GB an hour per camera to the device's flash)")
     scratch_checkpoint_mb: float = Field(2048.0, gt=0, description="without checkpoint_dir: the temporary folder's "
                                          "checkpoints at most this many MB (~8-25 MB each, one per camera and "
                                          "product); past it the least recently saved go, and their camera's product "

@@ -57,6 +57,7 @@ from .stats import DROP_COUNTERS, StreamStats
 
 log = logging.getLogger(__name__)
 _WILDCARD = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|::):")
+NODE_STOP_S = 30.0  # the node's time to stop (save each camera's model to node.checkpoint_dir, close its event log)
 ENDED_WAIT_S = 10.0  # a sinks stage stops once the node has said for this long that each of its cameras has ended
 
 
@@ -249,7 +250,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
         restore()
         if collector is not None:
             collector.close()
-        line.shutdown()
+        line.shutdown(grace={cfg.node.name: NODE_STOP_S})
         for sink in sinks:
             if views is None or not _is_view(sink):
                 sink.close()

@@ -17,10 +17,10 @@ log by `log_seq` per source, like the replay collector, keeps at most `max_infli
 and not yet acknowledged by the broker (PUBACK), and moves its cursor only over acknowledged ones.
 While the broker is away nothing more is sent (paho re-sends the unacknowledged ones after it
 reconnects) and the rest waits in the log, so a broker outage loses nothing: at least once, in log
-order per camera, a repeat recognisable by its `log_seq`. The acknowledged cursor is kept in
-`<event_log>.mqtt-<client id>.json`, so a restarted node resumes where the broker stopped
-acknowledging. Without an event log (a node without `node.event_log`) events are held in memory,
-at most 10000, oldest dropped first (counted and logged).
+order per camera, a repeat recognisable by its (`log_id`, `log_seq`). The acknowledged cursor is kept in
+`<event_log>.mqtt-<client id>.json` with the log's id, so a restarted node resumes where the broker stopped
+acknowledging, and a log made anew is sent from its first event. Without an event log (a node without
+`node.event_log`) events are held in memory, at most 10000, oldest dropped first (counted and logged).
 
 Connection trouble never reaches the node's scoring: a refused login (bad credentials, not
 authorised), an unreachable broker, a TLS failure or a broker that accepts the connection and
@@ -73,6 +73,7 @@ class MqttBridge:
         self.stats = {"connects": 0, "refused": 0, "unreachable": 0, "timeouts": 0, "published": 0, "acked": 0,
                       "dropped": 0}
         self.acked: dict[str, int] = {}  # source -> highest log_seq the broker acknowledged (all before it too)
+        self.log_id = 0  # the event log those numbers count in (EventLog.log_id; 0: not known yet)
         self.sent: dict[str, int] = {}  # source -> highest log_seq handed to paho
         # only the bridge's thread touches these three: paho calls on_publish holding its own lock, so the
         # acknowledgements are handed over through `_acks` instead of a lock shared with publish()
@@ -253,8 +254,9 @@ class MqttBridge:
         if self.cursor_path is None:
             return
         try:
-            saved = json.loads(self.cursor_path.read_text())["acked"]
-            self.acked = {str(k): int(v) for k, v in saved.items()}
+            saved = json.loads(self.cursor_path.read_text())
+            self.acked = {str(k): int(v) for k, v in saved["acked"].items()}
+            self.log_id = int(saved.get("log_id", 0))
             log.info("mqtt: resuming after %s", self.acked)
             return
         except FileNotFoundError:
@@ -272,7 +274,8 @@ class MqttBridge:
         if self.cursor_path is None:
             return
         with self._lock:
-            data = json.dumps({"acked": self.acked, "client_id": self.client_id, "t": time.time()})
+            data = json.dumps({"acked": self.acked, "log_id": self.log_id, "client_id": self.client_id,
+                               "t": time.time()})
         try:
             tmp = self.cursor_path.with_suffix(".tmp")
             tmp.write_text(data)
@@ -296,6 +299,7 @@ class MqttBridge:
                     continue
                 if db is None and self.event_log is not None and self.event_log.is_file():
                     db = EventLog(self.event_log, readonly=True)
+                    self._follow(db.log_id)
                 if now - last_health >= self.cfg.health_s:
                     last_health = now
                     with self._lock:
@@ -315,6 +319,17 @@ class MqttBridge:
             if db is not None:
                 db.close()
 
+    def _follow(self, log_id: int) -> None:
+        """The event log the bridge reads is `log_id`: one made anew since the cursor was saved (its file deleted or
+        lost, a new volume) numbers its events from 1 again, so all of them are new to the broker."""
+        if self.log_id and log_id and log_id != self.log_id:
+            log.warning("mqtt: the event log %s is a new one (log id %d, the cursor's %d): its events are sent from "
+                        "its first", self.event_log, log_id, self.log_id)
+            with self._lock:
+                self.acked = {}
+            self.sent = {}
+        self.log_id = log_id or self.log_id
+
     def _check_attempt(self, now: float) -> None:
         started = self._attempt_started
         if started is not None and not self._connected.is_set() and now - started > self.cfg.connect_timeout_s:
@@ -328,7 +343,8 @@ class MqttBridge:
         return self.cfg.max_inflight - self._unacked()
 
     def _send_event(self, source: str, n: int | None, header: P.EventHeader) -> bool:
-        record = {**P.event_record(header), "log_seq": n, "node": self.node, "line": self.line}
+        record = {**P.event_record(header), "log_seq": n, "log_id": self.log_id if n is not None else None,
+                  "node": self.node, "line": self.line}
         info = self.client.publish(self.topics["event"].format(camera=source), json.dumps(record), qos=self.cfg.qos)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
             log.warning("mqtt: publish of %s#%s failed: %s", source, n, mqtt.error_string(info.rc))

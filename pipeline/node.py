@@ -208,7 +208,8 @@ class EdgeNode:
         self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
         self._start_events = 0
         self._event_log_id = 0  # the event log's identity (heartbeat `event_log_id`)
-        self.checkpoints = Checkpoints(cfg.checkpoint_dir, cfg.checkpoint_every, cfg.scratch_checkpoint_mb)
+        self.checkpoints = Checkpoints(cfg.checkpoint_dir, cfg.checkpoint_every, cfg.scratch_checkpoint_mb,
+                                       cfg.checkpoint_interval_s)
         self.taps: list[Callable[[P.Message], None]] = []  # see every published message (the MQTT bridge); non-blocking
 
     def _peers(self, inputs: Sequence[str], input_names: Sequence[str | Sequence[str]] | None) -> list[Peer]:

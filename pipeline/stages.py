@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ READY_TIMEOUT_S = 60.0
 # errors whose message is the whole story (a scorer backend that cannot load, a missing video file, a bad config,
 # a port in use)
 USER_ERRORS = ("BackendUnavailable", "SourceFatal", "ConfigError", "VGGWeightsError", "FileNotFoundError", "BindError")
-JOIN_TIMEOUT_S = 5.0
+JOIN_TIMEOUT_S = 5.0  # how long a stopped stage may take to end before it is killed (`Stages.shutdown`'s default)
 PARENT_CHECK_S = 0.5  # how often a stage checks that its launcher still runs
 
 
@@ -121,10 +121,13 @@ class Stages:
                                 f"{[n for n in names if n not in self.endpoints]}")
         return [self.endpoints[n] for n in names]
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace: Mapping[str, float] | None = None) -> None:
+        """Stop every stage; one that has not ended JOIN_TIMEOUT_S later (its `grace` in seconds, if given) is
+        killed."""
         self.stop.set()
-        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        start = time.monotonic()
         for name, proc in self.procs.items():
+            deadline = start + (grace or {}).get(name, JOIN_TIMEOUT_S)
             proc.join(timeout=max(0.0, deadline - time.monotonic()))
             self.poll()
             if proc.is_alive():

@@ -503,7 +503,7 @@ def test_oversized_message_is_cut_off_by_maxmsgsize_and_the_node_keeps_serving(t
 
 @pytest.mark.faults
 def test_a_restarted_node_resumes_each_source_from_its_checkpoint(tmp_path):
-    cfg = NodeConfig(threshold=3.0, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=2)
+    cfg = NodeConfig(threshold=3.0, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=2, checkpoint_interval_s=0)
     image = np.full((32, 32, 3), 90, np.uint8)
     first = EdgeNode(cfg, (), FastDetector)
     det = first._detector("cam0", image.shape)
@@ -515,6 +515,13 @@ def test_a_restarted_node_resumes_each_source_from_its_checkpoint(tmp_path):
     assert restarted.calls == 4  # the last multiple of checkpoint_every, not a fresh model
     (tmp_path / "ckpt" / "cam1.pt").write_bytes(b"not a checkpoint")
     assert EdgeNode(cfg, (), FastDetector)._detector("cam1", image.shape).calls == 0  # ignored, logged
+    # at most one periodic checkpoint per checkpoint_interval_s (flash wear): the first, at version 2, only
+    spaced = cfg.model_copy(update={"checkpoint_dir": tmp_path / "spaced", "checkpoint_interval_s": 300.0})
+    node = EdgeNode(spaced, (), FastDetector)
+    det = node._detector("cam0", image.shape)
+    for _ in range(5):
+        node.checkpoints.scored_one("cam0", None, det, det.process(image).model_version)
+    assert EdgeNode(spaced, (), FastDetector)._detector("cam0", image.shape).calls == 2
 
 
 @pytest.mark.faults

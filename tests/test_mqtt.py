@@ -32,6 +32,8 @@ class Listener:
         self.lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 1)
         self.client.connect_async("127.0.0.1", port, keepalive=10)
@@ -207,7 +209,7 @@ def test_a_camera_that_ends_without_a_last_heartbeat_is_ended_on_the_broker(tmp_
     bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=broker.port, line="l1", health_s=0.2), "node0",
                         tmp_path / "events.db").start()
     try:
-        wait_until(lambda: listener.client.is_connected() and bridge._connected.is_set())
+        wait_until(lambda: listener.subscribed.is_set() and bridge._connected.is_set())
         bridge.tap(P.Message(P.HeartbeatHeader(kind="heartbeat", role="source", state="streaming", source="cam7",
                                                seq=4, t_capture=1.0, counters={"sent": 5})))
         wait_until(lambda: [s["state"] for s in listener.on("/camera/cam7/status")] == ["streaming"])
@@ -218,4 +220,44 @@ def test_a_camera_that_ends_without_a_last_heartbeat_is_ended_on_the_broker(tmp_
     finally:
         bridge.close(timeout_s=0.2)
         listener.close()
+        broker.stop()
+
+
+def test_an_event_log_made_anew_is_sent_from_its_first_event(tmp_path):
+    """Events carry the log they count in (`log_id`); a log file deleted and made anew at the same path numbers from 1
+    again: a bridge whose cursor acknowledged 3 events of the old log sends the new log's 2, not none."""
+    from pipeline import protocol as P
+
+    def logged(n: int) -> int:
+        db = EventLog(tmp_path / "events.db")
+        for seq in range(n):
+            db.append(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=5.0, threshold=3.0,
+                                    model_version=1))
+        log_id = db.log_id
+        db.close()
+        return log_id
+
+    def bridged(count: int) -> list[dict]:
+        listener = Listener(broker.port, client_id=f"listener-{count}")
+        assert listener.subscribed.wait(10)  # before the bridge sends: a listener not yet subscribed gets nothing
+        bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=broker.port, line="l1", from_start=True), "node0",
+                            tmp_path / "events.db").start()
+        try:
+            wait_until(lambda: len(listener.on("/camera/cam0/event")) >= count and bridge.acked == {"cam0": count})
+            return listener.on("/camera/cam0/event")
+        finally:
+            bridge.close(timeout_s=1)
+            listener.close()
+
+    broker = Mosquitto(tmp_path)
+    try:
+        old = logged(3)
+        assert [(e["log_id"], e["log_seq"]) for e in bridged(3)] == [(old, 1), (old, 2), (old, 3)]
+        for path in tmp_path.glob("events.db*"):
+            if not path.name.endswith(".json"):  # the cursor file stays
+                path.unlink()
+        new = logged(2)
+        assert new != old
+        assert [(e["log_id"], e["log_seq"]) for e in bridged(2)] == [(new, 1), (new, 2)]
+    finally:
         broker.stop()

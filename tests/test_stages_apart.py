@@ -77,3 +77,30 @@ def test_each_stage_in_its_own_process_over_tcp_gets_every_event_through(tmp_pat
     summary = json.loads((tmp_path / "sinks" / "summary.json").read_text())
     assert summary["events"] == 12 and summary["sent"] == 12 and not summary["interrupted"]
     assert len((tmp_path / "sinks" / "scores.jsonl").read_text().splitlines()) == summary["frames"] > 0
+
+
+def _slow_to_stop(stop, on_ready) -> str:
+    """A stage that takes 3 s to end once stopped (a node saving its cameras' models)."""
+    import time
+
+    on_ready("inproc://slow")
+    while not stop.is_set():
+        time.sleep(0.05)
+    time.sleep(3.0)
+    return "ended"
+
+
+def test_a_stage_given_more_time_to_stop_ends_by_itself_the_others_are_killed(monkeypatch):
+    """`ssdnet run`'s Ctrl-C gives the node NODE_STOP_S (its checkpoints, its event log), the rest JOIN_TIMEOUT_S."""
+    from pipeline import stages
+    from pipeline.launcher import NODE_STOP_S
+
+    assert NODE_STOP_S > 3.0  # the slow stage's 3 s
+    monkeypatch.setattr(stages, "JOIN_TIMEOUT_S", 1.0)  # the camera's default
+    line = stages.Stages()
+    for name in ("camera", "node"):  # the camera's deadline comes first
+        line.start(name, _slow_to_stop, line.stop)
+    line.await_ready(["camera", "node"])
+    line.shutdown(grace={"node": NODE_STOP_S})
+    assert line.procs["node"].exitcode == 0 and line.results["node"] == "ended"
+    assert line.procs["camera"].exitcode not in (0, None)  # killed
