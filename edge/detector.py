@@ -68,6 +68,7 @@ class Detection:
     memory_added: int = 0  # cells this frame gave the memory (searched `memory.delay_frames` frames later)
     normal_moved: bool = False  # its recent frames lie far from the source's normal: it has started afresh
     normal_recalled: bool = False  # its frame showed a surface the source knew before its normal moved: that resumed
+    scorer_fallback: bool = False  # its exported scorer failed on this frame: the torch scorer took over, for good
 
     def calibrated_map(self) -> np.ndarray:
         """The map in the calibrated score's units: robust std above this source's normal image score."""
@@ -134,6 +135,7 @@ class Detector:
         self.diverged = False
         self.diverged_fits = 0
         self.nonfinite_maps = 0  # scoring passes whose map had inf/NaN (model restarted)
+        self._fell_back = False  # the exported scorer gave way to torch since the last Detection said so
         warm = cfg.fit.warm_steps  # the one scheduler of this source, configured once from the fit config
         self.scheduler = StepScheduler(frame_budget_ms=cfg.fit.frame_budget_ms, fit_budget_ms=cfg.fit.budget_ms,
                                        min_steps=min(1, warm), max_steps=warm)
@@ -231,7 +233,7 @@ class Detector:
             if self.backend.name == "torch":
                 raise
             log.error("the %s scorer failed (%s): this camera scores with torch from now on", self.backend.name, e)
-            self.backend = make_scorer(self.cfg, self.scorer, self.device, backend="torch")
+            self.backend, self._fell_back = make_scorer(self.cfg, self.scorer, self.device, backend="torch"), True
             if self.memory is not None:
                 self.backend.use_memory(self.memory)
             amap, score = self.backend.score(x, (height, width))
@@ -428,6 +430,9 @@ class Detector:
         self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)
         met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met
         amap = to_frame_size(amap, frame_h, frame_w)
-        return Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met,
+        detection = Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met,
                          self.diverged, calibrated, calibrating, calibration,
-                         self.memory.count if self.memory else 0, added, normal_moved=moved)
+                         self.memory.count if self.memory else 0, added, normal_moved=moved,
+                         scorer_fallback=self._fell_back)
+        self._fell_back = False
+        return detection

@@ -11,7 +11,7 @@ class Counters:
     messages by reason (`rejected`, keys from admission.REASONS), safe across threads."""
 
     NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events", "budget_unmet", "diverged",
-             "downscaled", "normal_moved", "normal_recalled", "product_changes", "blank")
+             "downscaled", "normal_moved", "normal_recalled", "product_changes", "blank", "scorer_fallbacks")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

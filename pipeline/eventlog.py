@@ -49,6 +49,7 @@ UNLOGGED_MAX = 10_000  # events kept while the event log cannot be written (a fu
 UNLOGGED_RETRY_S = 1.0  # how often those are tried again
 MAX_REPLY_EVENTS = 1000
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     source  TEXT    NOT NULL,
     log_seq INTEGER NOT NULL,
@@ -56,8 +57,7 @@ CREATE TABLE IF NOT EXISTS events (
     header  BLOB    NOT NULL,
     PRIMARY KEY (source, log_seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+"""  # meta first: a log with events and no meta table is one from before logs had an id (`EventLog.legacy`)
 
 
 class EventLog:
@@ -95,6 +95,11 @@ class EventLog:
             row = self.db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
             self._log_id = int(row[0]) if row else 0
         return self._log_id
+
+    @property
+    def legacy(self) -> bool:
+        """A log made before logs had an id (events and no `meta` table): its `log_id` is 0 for good."""
+        return self._has_table() and not self._has_table("meta")
 
     def append(self, header: P.EventHeader) -> int:
         """Commit `header` under the next log_seq of its source and return that number."""

@@ -287,6 +287,7 @@ class MqttBridge:
 
     def _run(self) -> None:
         db: EventLog | None = None
+        followed = False  # the log's id read (`_follow`): before, none of its events is sent
         last_health, last_save, saved = 0.0, 0.0, dict(self.acked)
         try:
             while not self._closing.is_set():
@@ -299,14 +300,15 @@ class MqttBridge:
                     continue
                 if db is None and self.event_log is not None and self.event_log.is_file():
                     db = EventLog(self.event_log, readonly=True)
-                    self._follow(db.log_id)
+                if db is not None and not followed:
+                    followed = self._follow(db)
                 if now - last_health >= self.cfg.health_s:
                     last_health = now
                     with self._lock:
                         self._health_dirty |= set(self._health)
                 self._publish_health()
                 self._publish_scores()
-                if db is not None:
+                if db is not None and followed:
                     self._publish_logged(db)
                 else:
                     self._publish_live()
@@ -319,9 +321,13 @@ class MqttBridge:
             if db is not None:
                 db.close()
 
-    def _follow(self, log_id: int) -> None:
-        """The event log the bridge reads is `log_id`: one made anew since the cursor was saved (its file deleted or
-        lost, a new volume) numbers its events from 1 again, so all of them are new to the broker."""
+    def _follow(self, db: EventLog) -> bool:
+        """Take the log's id, once its writer has made it (False until then: a log opened between its file's making
+        and its id's writing would be taken for the cursor's). A log made anew since the cursor was saved (its file
+        deleted or lost, a new volume) numbers its events from 1 again, so all of them are new to the broker."""
+        log_id = db.log_id
+        if not log_id and not db.legacy:
+            return False
         if self.log_id and log_id and log_id != self.log_id:
             log.warning("mqtt: the event log %s is a new one (log id %d, the cursor's %d): its events are sent from "
                         "its first", self.event_log, log_id, self.log_id)
@@ -329,6 +335,7 @@ class MqttBridge:
                 self.acked = {}
             self.sent = {}
         self.log_id = log_id or self.log_id
+        return True
 
     def _check_attempt(self, now: float) -> None:
         started = self._attempt_started

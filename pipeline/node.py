@@ -96,11 +96,12 @@ class Detection(Protocol):
     fit_steps: int
     fit_ms: float
     score_ms: float
-    model_version: int  # advances with every fit; checkpoints are written every `checkpoint_every` versions
+    model_version: int  # advances with every fit; checkpointed every `checkpoint_every` (at most every N s)
     budget_met: bool  # False: the fit could not meet its time budget (counted as budget_unmet)
     diverged: bool  # the fit went non-finite and the last good weights were restored (counted, logged)
     normal_moved: bool  # the source's normal moved with this frame (a new product): it has started afresh (counted)
     normal_recalled: bool  # the frame showed a surface the source knew before its normal moved: that resumed (counted)
+    scorer_fallback: bool  # the camera's exported scorer failed on this frame: torch scores it from now on (counted)
 
     def calibrated_map(self) -> np.ndarray: ...  # the map in the calibrated score's units
 
@@ -613,6 +614,10 @@ class EdgeNode:
             self._log.warning(f"{h.source}#{h.seq}: its recent frames lie far from its normal (a surface its memory "
                               "has not seen, or most of their scores): a new product or new lighting, taken as its "
                               "normal from now on (its model starts afresh)")
+        if d.scorer_fallback:
+            self.counters.add(h.source, "scorer_fallbacks")
+            log.warning("%s#%d: its exported scorer failed (the error above): this camera scores with torch from now "
+                        "on", h.source, h.seq)  # once per camera: not throttled
         if d.normal_recalled:
             self.counters.add(h.source, "normal_recalled")
             log.info("%s#%d: its frame shows a surface it knew before its normal moved (a product back): that "

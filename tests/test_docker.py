@@ -17,6 +17,7 @@ import yaml
 from edge.config import parse_config
 from edge.scorers import BackendUnavailable
 from pipeline.config import LineConfig, load_line_config
+from pipeline.launcher import NODE_STOP_S
 from pipeline.node import EdgeNode
 from tools.cli import build_parser
 
@@ -85,6 +86,7 @@ def test_compose_services_commands_configs_and_health_checks(tmp_path):
     mounts = {v.split(":")[1] for v in node["volumes"]}
     assert any(node["environment"]["SSDNET_ENGINE_CACHE"].startswith(m + "/") for m in mounts)
     assert node["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert int(node["stop_grace_period"].rstrip("s")) > NODE_STOP_S  # docker stop waits for the node's stop
     init = (DOCKER / "init-keys.sh").read_text()
     for line in init.splitlines():
         if line.strip().startswith("[ -f") and "ssdnet" in line:

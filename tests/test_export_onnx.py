@@ -227,11 +227,13 @@ def test_a_failing_exported_scorer_gives_way_to_torch_for_good(monkeypatch, capl
         raise ParityError("engine refused: map differs")
 
     monkeypatch.setattr(OnnxRuntimeScorer, "score", fails)
+    said = []  # the frame the fallback happened on says so (the node counts it: `scorer_fallbacks`)
     with caplog.at_level(logging.ERROR, logger="edge.detector"):
         for frame in frames:
             a, b = torch_det.process(frame), det.process(frame)
             assert np.abs(a.anomaly_map - b.anomaly_map).max() < FP32_ATOL and abs(a.score - b.score) < FP32_ATOL
-    assert det.backend.name == "torch" and len(tries) == 1
+            said.append(b.scorer_fallback)
+    assert det.backend.name == "torch" and len(tries) == 1 and said == [True, False, False]
     assert "the onnxruntime scorer failed (engine refused: map differs): this camera scores with torch" in caplog.text
 
 

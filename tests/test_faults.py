@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import zmq
 
+from pipeline import eventlog, transport
 from pipeline import protocol as P
-from pipeline import transport
 from pipeline.config import NodeConfig, SyntheticSourceConfig
-from pipeline.eventlog import CatchUp, EventLog, ReplayClient, answer, serve_replay
+from pipeline.eventlog import CatchUp, EventLog, EventWriter, ReplayClient, answer, serve_replay
 from pipeline.node import EdgeNode
 from pipeline.sinks import JsonLines, Subscriber
 from pipeline.sources import Camera, Capture, SourceError
@@ -317,6 +317,39 @@ def test_diverging_fit_is_counted_restored_and_never_published_as_an_event(tmp_p
         events = [m for m in msgs if m.kind == "event"]
         assert ln.node.event_log.heads.get("cam0", 0) == c["events"] == len(events)
         sub.close()
+
+
+def test_a_full_disk_is_tried_again_once_a_second_not_at_every_event(monkeypatch):
+    """EventWriter on a log that cannot be written: the events are kept in order, one failed write per second (not
+    one per event), and written, each announced, once the disk has room."""
+    clock = [100.0]
+    monkeypatch.setattr(eventlog, "time", type("Clock", (), {"monotonic": staticmethod(lambda: clock[0])}))
+
+    class Disk:  # an EventLog's append and total, on a disk that is full until told
+        full, total, written = True, 0, []
+
+        def append(self, header):
+            if self.full:
+                raise sqlite3.OperationalError("database or disk is full")
+            self.written.append(header.seq)
+            self.total += 1
+
+    def event(seq):
+        return P.Message(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=5.0, threshold=3.0,
+                                       model_version=1))
+
+    disk, announced = Disk(), []
+    writer = EventWriter(disk, announced.append)
+    assert [writer.write(event(seq)) for seq in range(5)] == [None] * 5
+    assert writer.failures == 1 and len(writer.kept) == 5  # the first write failed; the 4 after it were only kept
+    clock[0] += 1.0
+    writer.retry()  # due: tried again, still full
+    assert writer.failures == 2 and len(writer.kept) == 5
+    disk.full = False
+    assert writer.write(event(5)) is None and disk.written == []  # not due yet: kept behind the others, in order
+    clock[0] += 1.0
+    assert writer.write(event(6)) == 7  # due: the kept ones first, then this one
+    assert disk.written == list(range(7)) and announced == [1, 2, 3, 4, 5, 6] and not writer.kept
 
 
 def test_a_frame_counted_as_scored_has_its_event_counted(tmp_path, monkeypatch):

@@ -206,13 +206,13 @@ def test_a_camera_that_ends_without_a_last_heartbeat_is_ended_on_the_broker(tmp_
 
     broker = Mosquitto(tmp_path)
     listener = Listener(broker.port)
-    bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=broker.port, line="l1", health_s=0.2), "node0",
+    bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=broker.port, line="l1", health_s=60), "node0",
                         tmp_path / "events.db").start()
     try:
         wait_until(lambda: listener.subscribed.is_set() and bridge._connected.is_set())
         bridge.tap(P.Message(P.HeartbeatHeader(kind="heartbeat", role="source", state="streaming", source="cam7",
                                                seq=4, t_capture=1.0, counters={"sent": 5})))
-        wait_until(lambda: [s["state"] for s in listener.on("/camera/cam7/status")] == ["streaming"])
+        wait_until(lambda: [s["state"] for s in listener.on("/camera/cam7/status")][-1:] == ["streaming"])
         bridge.tap(P.Message(P.EosHeader(kind="eos", source="cam7", seq=9, t_capture=2.0, frames=10,
                                          counters={"sent": 10})))
         wait_until(lambda: listener.on("/camera/cam7/status")[-1:] == [
@@ -260,4 +260,34 @@ def test_an_event_log_made_anew_is_sent_from_its_first_event(tmp_path):
         assert new != old
         assert [(e["log_id"], e["log_seq"]) for e in bridged(2)] == [(new, 1), (new, 2)]
     finally:
+        broker.stop()
+
+
+def test_a_bridge_that_opens_the_log_before_its_id_is_written_waits_for_it(tmp_path):
+    """The bridge starts before the node's log is made: opened between the file's making and its id's writing, the
+    log must not be taken for the cursor's own (2 new events were skipped, then tagged with the old log's id)."""
+    import sqlite3
+
+    from pipeline import protocol as P
+
+    broker = Mosquitto(tmp_path)
+    listener = Listener(broker.port)
+    db = tmp_path / "events.db"
+    (tmp_path / "events.db.mqtt-ssdnet-l1-node0.json").write_text(json.dumps({"acked": {"cam0": 3}, "log_id": 12345}))
+    sqlite3.connect(db).close()  # the writer has made the file, not yet its tables and id (EventLog.__init__)
+    assert listener.subscribed.wait(10)
+    bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=broker.port, line="l1"), "node0", db).start()
+    try:
+        wait_until(lambda: bridge._connected.is_set())
+        writer = EventLog(db)
+        for seq in range(2):
+            writer.append(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=5.0, threshold=3.0,
+                                        model_version=1))
+        wait_until(lambda: bridge.acked == {"cam0": 2})
+        assert [(e["log_id"], e["log_seq"]) for e in listener.on("/camera/cam0/event")] == [(writer.log_id, 1),
+                                                                                           (writer.log_id, 2)]
+        writer.close()
+    finally:
+        bridge.close(timeout_s=0.5)
+        listener.close()
         broker.stop()

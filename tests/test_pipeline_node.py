@@ -38,6 +38,7 @@ class Detection:
     diverged: bool = False
     normal_moved: bool = False
     normal_recalled: bool = False
+    scorer_fallback: bool = False
     calibrated: float = 0.0
     calibrating: bool = False
     calibration: tuple[float, float] = (0.0, 1.0)
@@ -352,11 +353,11 @@ def test_bad_frames_and_detector_failures_are_counted_not_fatal(tmp_path):
 
 class MovingDetector(FastDetector):
     """A FastDetector whose source's normal moves (a product changeover) with its 4th frame, and whose 7th frame
-    shows the surface it knew before (the product back)."""
+    shows the surface it knew before (the product back), and whose exported scorer gives way to torch on its 5th."""
 
     def process(self, image):
         d = super().process(image)
-        d.normal_moved, d.normal_recalled = self.calls == 4, self.calls == 7
+        d.normal_moved, d.normal_recalled, d.scorer_fallback = self.calls == 4, self.calls == 7, self.calls == 5
         return d
 
 
@@ -367,8 +368,9 @@ def test_a_camera_whose_normal_moves_is_counted_and_logged(tmp_path, caplog):
         msgs = collect(sub)
         eos = next(m.header for m in msgs if m.kind == "eos")
         assert eos.counters["normal_moved"] == 1 and eos.counters["scored"] == 8
-        assert eos.counters["normal_recalled"] == 1
+        assert eos.counters["normal_recalled"] == 1 and eos.counters["scorer_fallbacks"] == 1
         assert ln.node.counters.source("cam0")["normal_moved"] == 1
+        assert sum("scores with torch from now on" in r.getMessage() for r in caplog.records) == 1
         assert sum("taken as its normal from now on" in r.getMessage() for r in caplog.records) == 1
         assert sum("that surface's model resumes" in r.getMessage() for r in caplog.records) == 1
         sub.close()

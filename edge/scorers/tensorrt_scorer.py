@@ -143,8 +143,8 @@ class TensorRTScorer(Scorer):
             try:
                 plan = build_engine(exported.to_bytes(), (1, 3, h, w), max_batch=self.max_batch,
                                     refit=self._refits(exported))
-            except BackendError as e:
-                self.failed[key] = str(e)
+            except BackendError as err:
+                self.failed[key] = str(err)
                 raise
             log.info("built TensorRT engine %s in %.1f s", key, time.perf_counter() - t0)
             self.cache.store(key, plan, {"model_hash": exported.model_hash(), "shape": [self.max_batch, 3, h, w],
@@ -153,7 +153,10 @@ class TensorRTScorer(Scorer):
         engine = self.runtime.deserialize_cuda_engine(plan)
         if engine is None:
             self.cache.evict(key)
-            raise BackendError(f"cached TensorRT engine {key} could not be deserialized; evicted, rebuild on next use")
+            if fresh:  # a cached one may be stale: the next use builds it anew
+                self.failed[key] = "the engine just built could not be deserialized"
+            raise BackendError(f"TensorRT engine {key} could not be deserialized; evicted"
+                               f"{'' if fresh else ', rebuilt on next use'}")
         e = {"key": key, "exported": exported, "engine": engine, "context": engine.create_execution_context(),
              "refitter": trt.Refitter(engine, self.logger) if self._refits(exported) else None,
              "version": -1, "weights": {}, "gated": False}
@@ -162,7 +165,8 @@ class TensorRTScorer(Scorer):
             missing = set(exported.weight_names.values()) - refittable
             if missing:
                 self.cache.evict(key)
-                raise BackendError(f"engine weights not refittable by name: {sorted(missing)[:5]}")
+                self.failed[key] = f"engine weights not refittable by name: {sorted(missing)[:5]}"
+                raise BackendError(self.failed[key])
         self._engines[(h, w, frame)] = e
         return e
 
