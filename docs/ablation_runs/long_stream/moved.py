@@ -2,7 +2,7 @@
 camera's normal moved or was recalled: the memory's rows, the calibration's (median, scale), the raw score, the recall
 of the last 25 defective frames at calibrated 3 and the median calibrated score of the last 200 normal ones.
 
-    python docs/ablation_runs/long_stream/moved.py TEXTURE N SEED [DEFECT_PROB]
+    python docs/ablation_runs/long_stream/moved.py TEXTURE N SEED [DEFECT_PROB [CONFIG]]
 """
 import json
 import sys
@@ -10,14 +10,14 @@ import sys
 import numpy as np
 import torch
 
-from edge.config import SSDNetConfig
+from edge.config import SSDNetConfig, load_config
 from edge.detector import Detector
 from edge.synthetic import sample
 
 name, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 prob = float(sys.argv[4]) if len(sys.argv) > 4 else 0.1
 torch.set_num_threads(1)
-det = Detector(SSDNetConfig(), "cpu")
+det = Detector(load_config(sys.argv[5]) if len(sys.argv) > 5 else SSDNetConfig(), "cpu")
 rng = np.random.default_rng(seed)
 bad_cal, cals = [], []
 for i in range(n):
