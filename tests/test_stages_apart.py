@@ -79,28 +79,41 @@ def test_each_stage_in_its_own_process_over_tcp_gets_every_event_through(tmp_pat
     assert len((tmp_path / "sinks" / "scores.jsonl").read_text().splitlines()) == summary["frames"] > 0
 
 
-def _slow_to_stop(stop, on_ready) -> str:
-    """A stage that takes 3 s to end once stopped (a node saving its cameras' models)."""
+def _slow_to_stop(stop, on_ready, done: str) -> str:
+    """A stage that, once stopped, ends only when the file `done` exists (a node still saving its cameras' models)."""
     import time
+    from pathlib import Path
 
     on_ready("inproc://slow")
     while not stop.is_set():
         time.sleep(0.05)
-    time.sleep(3.0)
+    deadline = time.monotonic() + 60
+    while not Path(done).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     return "ended"
 
 
-def test_a_stage_given_more_time_to_stop_ends_by_itself_the_others_are_killed(monkeypatch):
-    """`ssdnet run`'s Ctrl-C gives the node NODE_STOP_S (its checkpoints, its event log), the rest JOIN_TIMEOUT_S."""
+def test_a_stage_given_more_time_to_stop_ends_by_itself_the_others_are_killed(monkeypatch, tmp_path):
+    """`ssdnet run`'s Ctrl-C gives the node NODE_STOP_S (its checkpoints, its event log), the rest JOIN_TIMEOUT_S: the
+    camera, still busy past its time, is killed; the node, done once the camera is gone, ends by itself."""
+    import threading
+
     from pipeline import stages
     from pipeline.launcher import NODE_STOP_S
+    from test_pipeline_node import wait_until
 
-    assert NODE_STOP_S > 3.0  # the slow stage's 3 s
     monkeypatch.setattr(stages, "JOIN_TIMEOUT_S", 1.0)  # the camera's default
     line = stages.Stages()
-    for name in ("camera", "node"):  # the camera's deadline comes first
-        line.start(name, _slow_to_stop, line.stop)
+    never, node_done = tmp_path / "never", tmp_path / "node-done"
+    line.start("camera", _slow_to_stop, line.stop, done=str(never))  # its deadline comes first
+    line.start("node", _slow_to_stop, line.stop, done=str(node_done))
     line.await_ready(["camera", "node"])
+
+    def finish_node() -> None:  # the node's stop ends only after the camera's deadline has passed
+        wait_until(lambda: line.procs["camera"].exitcode is not None, timeout=NODE_STOP_S)
+        node_done.touch()
+
+    threading.Thread(target=finish_node, daemon=True).start()
     line.shutdown(grace={"node": NODE_STOP_S})
     assert line.procs["node"].exitcode == 0 and line.results["node"] == "ended"
     assert line.procs["camera"].exitcode not in (0, None)  # killed
