@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -345,14 +345,34 @@ class ReplayClient:
             self.sock = None
 
 
+class Cursors(dict[str, int]):
+    """The highest `log_seq` written per source, and `log_id`, the node's event log they count in (0: not known,
+    as from a file written before log ids)."""
+
+    def __init__(self, seqs: Mapping[str, int] | None = None, log_id: int = 0):
+        super().__init__(seqs or {})
+        self.log_id = log_id
+
+    def copy(self) -> Cursors:
+        return Cursors(self, self.log_id)
+
+    def take(self, source: str, log_seq: int, log_id: int = 0) -> None:
+        """Count one written event in. One of another event log than the cursors' (both known) starts them afresh:
+        that log numbers from 1 again. One of no known log counts in the cursors' log."""
+        if log_id and self.log_id and log_id != self.log_id:
+            self.clear()
+        self.log_id = log_id or self.log_id
+        self[source] = max(self.get(source, 0), log_seq)
+
+
 class CatchUp:
     """Subscriber-side exactly-once, in-order events from one node, gaps filled from its replay endpoint.
 
     Feed it every received message (`on_message`); it returns the events to hand on, as
     (log_seq, EventHeader). `cursors` (source -> last handed-on log_seq) start from `resume`, else
-    from the node's heads at start (only new events), or from 0 with `from_start`. `log_id`: the event
-    log `resume` counts in (a restarted subscriber's saved one; 0: not known): a node on another log
-    has every camera's events read from its start.
+    from the node's heads at start (only new events), or from 0 with `from_start`. A `resume` that is
+    `Cursors` also says the event log it counts in (a restarted subscriber's saved one): a node on another
+    log has every camera's events read from its start.
 
     What counts as missed (`recovered`, and the "recovered N missed event(s)" warning): the node logs an
     event before it publishes it, so a fetch often returns events whose live copies are still on their
@@ -361,15 +381,15 @@ class CatchUp:
     only) exceeds the cursors; on an explicit `sync()` (start, end of a run) every fetched event.
     """
 
-    def __init__(self, client: ReplayClient, resume: dict[str, int] | None = None, from_start: bool = False,
-                 log_id: int = 0):
+    def __init__(self, client: ReplayClient, resume: Mapping[str, int] | None = None, from_start: bool = False):
         self.client = client
         self.cursors: dict[str, int] = dict(resume or {})
         self.recovered = 0  # events that were fetched after a detected gap
         self.errors = 0
         self._log = ThrottledLog(log)
         self._started = from_start or bool(resume)
-        self._log_id = log_id  # the event log the cursors count in, once known
+        # the event log the cursors count in, once known
+        self._log_id = resume.log_id if isinstance(resume, Cursors) else 0
 
     @property
     def log_id(self) -> int:

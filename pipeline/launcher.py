@@ -45,12 +45,12 @@ from edge.args import above, at_least
 
 from . import protocol as P
 from .config import LineConfig, load_line_config
-from .eventlog import CatchUp, ReplayClient
+from .eventlog import CatchUp, Cursors, ReplayClient
 from .node import DetectorFactory, run_node
 from .out_folder import claimed, set_aside
 from .security import secure_stage
 from .sink_config import ViewConfig
-from .sinks import ConsoleSink, Cursors, JsonlSink, MetricsSink, OverlaySink, ScoresSink, Sink, Subscriber, deliver
+from .sinks import ConsoleSink, JsonlSink, MetricsSink, OverlaySink, ScoresSink, Sink, Subscriber, deliver
 from .sources import run_camera
 from .stages import READY_TIMEOUT_S, LineError, Stages
 from .stats import DROP_COUNTERS, StreamStats
@@ -108,8 +108,7 @@ class Collector:
         self.sink_failures = 0  # messages a sink failed on (logged; the others still got them)
         self.catch = None
         if replay is not None:  # live events only say "fetch now"
-            self.catch = CatchUp(ReplayClient(replay, server_key=server_key), resume=resume, from_start=from_start,
-                                 log_id=resume.log_id if resume is not None else 0)
+            self.catch = CatchUp(ReplayClient(replay, server_key=server_key), resume=resume, from_start=from_start)
         self.sub = Subscriber(endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), server_key=server_key)
 
     def collect(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:

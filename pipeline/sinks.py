@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -28,6 +28,7 @@ from edge.images import write_rgb
 from edge.overlay import annotated_overlay
 
 from . import protocol as P
+from .eventlog import Cursors
 from .stats import stage_latencies
 from .transport import ThrottledLog, connect, make_socket
 
@@ -189,26 +190,6 @@ class _RaisingRotatingFileHandler(RotatingFileHandler):
         with contextlib.suppress(OSError):
             stream.close()  # closed even when its flush fails: the buffer goes with it
         os.truncate(self.baseFilename, start)
-
-
-class Cursors(dict[str, int]):
-    """The highest `log_seq` written per source, and `log_id`, the node's event log they count in (0: not known,
-    as from a file written before log ids)."""
-
-    def __init__(self, seqs: Mapping[str, int] | None = None, log_id: int = 0):
-        super().__init__(seqs or {})
-        self.log_id = log_id
-
-    def copy(self) -> Cursors:
-        return Cursors(self, self.log_id)
-
-    def take(self, source: str, log_seq: int, log_id: int = 0) -> None:
-        """Count one written event in. One of another event log than the cursors' (both known) starts them afresh:
-        that log numbers from 1 again. One of no known log counts in the cursors' log."""
-        if log_id and self.log_id and log_id != self.log_id:
-            self.clear()
-        self.log_id = log_id or self.log_id
-        self[source] = max(self.get(source, 0), log_seq)
 
 
 class JsonlSink:

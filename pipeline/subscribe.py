@@ -98,8 +98,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     catch = None
     if replay:
         resume = jsonl_sink.written if jsonl_sink is not None else None
-        catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=resume, from_start=from_start,
-                        log_id=resume.log_id if resume is not None else 0)
+        catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=resume, from_start=from_start)
     unheard = Unheard(endpoints, stall_s)
     deadline = unheard.start + timeout_s if timeout_s else float("inf")
 
