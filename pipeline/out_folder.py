@@ -4,7 +4,8 @@ Two runs writing one folder at once would interleave their results and clash in 
 node's events failed to log there), so each stage holds a lock on OUT for what it writes: the node (`node`: its event
 log), the collector (`sinks`: events.jsonl, scores.jsonl, overlays, summary.json), a whole line both. A whole line's
 run starts its event log and its files afresh, so their numbering agrees; the results of the run before it are moved
-to OUT/previous/ (one run back), never deleted unasked.
+to OUT/previous/, the one before that to OUT/previous-2/, and so on: the last `KEEP_RUNS` runs are kept, an older one
+is removed (and logged).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .stages import LineError
 log = logging.getLogger(__name__)
 RESULTS = ("events.jsonl", "scores.jsonl", "summary.json", "overlays", "node-events.db")  # and their backups
 PREVIOUS = "previous"
+KEEP_RUNS = 5  # earlier runs kept: previous/, previous-2/ ... previous-5/ (each run's files are capped)
 
 
 @contextmanager
@@ -45,18 +47,22 @@ def claimed(out: Path, roles: tuple[str, ...]) -> Iterator[None]:
         yield
 
 
-def set_aside(out: Path) -> Path | None:
-    """Move the results of a run before into OUT/previous/ (replacing the one there); returns it, or None when OUT
-    held none."""
+def set_aside(out: Path, keep: int = KEEP_RUNS) -> Path | None:
+    """Move the results of a run before into OUT/previous/, those there one run further back (previous-2/, ...; the
+    one `keep` runs back is removed); returns OUT/previous/, or None when OUT held no results."""
     found = [Path(p) for name in RESULTS for p in glob.glob(glob.escape(str(out / name)) + "*")]
     if not found:
         return None
-    previous = out / PREVIOUS
-    older = previous.exists()
-    shutil.rmtree(previous, ignore_errors=True)
+    back = [out / PREVIOUS, *(out / f"{PREVIOUS}-{n}" for n in range(2, keep + 1))]
+    if back[-1].exists():
+        shutil.rmtree(back[-1], ignore_errors=True)
+        log.warning("%s: removed %s, the oldest of the %d earlier runs kept", out, back[-1], keep)
+    for n in range(len(back) - 1, 0, -1):  # previous-4/ -> previous-5/, ..., previous/ -> previous-2/
+        if back[n - 1].exists():
+            back[n - 1].rename(back[n])
+    previous = back[0]
     previous.mkdir()
     for path in found:
         path.rename(previous / path.name)
-    log.warning("%s held the results of an earlier run: moved to %s%s", out, previous,
-                " (the run before it, which was there, is removed)" if older else "")
+    log.warning("%s held the results of an earlier run: moved to %s", out, previous)
     return previous

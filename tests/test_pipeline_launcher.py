@@ -24,7 +24,7 @@ from edge.config import ConfigError, parse_config
 from pipeline import protocol as P
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import _ctrl_c_flag, _sinks, run_line
-from pipeline.out_folder import claimed
+from pipeline.out_folder import KEEP_RUNS, claimed, set_aside
 from pipeline.sinks import ConsoleSink, JsonLines, JsonlSink, MetricsSink, OverlaySink, ScoresSink
 from pipeline.stages import LineError
 from pipeline.stats import StreamStats
@@ -83,6 +83,24 @@ def test_a_line_run_again_in_its_folder_starts_afresh_and_keeps_the_last_run_apa
         event = json.loads(line)
         seqs.setdefault(event["source"], []).append(event["log_seq"])
     assert all(s == list(range(1, len(s) + 1)) for s in seqs.values())  # a fresh log: each camera's from 1
+
+
+def test_a_folder_keeps_its_last_runs_each_one_further_back_and_removes_only_the_oldest(tmp_path):
+    """A line restarted into one folder kept one run back and removed the one before it, event log and all (a soak's
+    third restart lost its first run's events); now the last KEEP_RUNS runs are kept."""
+    for run in range(KEEP_RUNS + 2):
+        (tmp_path / "events.jsonl").write_text(f"run {run}\n")
+        (tmp_path / "node-events.db").write_text(f"log {run}\n")
+        assert set_aside(tmp_path) == tmp_path / "previous"
+        assert not (tmp_path / "events.jsonl").exists()
+    newest = KEEP_RUNS + 1
+    kept = ["previous", *(f"previous-{n}" for n in range(2, KEEP_RUNS + 1))]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+    for back, name in enumerate(kept):
+        assert (tmp_path / name / "events.jsonl").read_text() == f"run {newest - back}\n"
+        assert (tmp_path / name / "node-events.db").read_text() == f"log {newest - back}\n"
+    assert set_aside(tmp_path) is None  # nothing to set aside: nothing moves
+    assert (tmp_path / "previous" / "events.jsonl").read_text() == f"run {newest}\n"
 
 
 def test_a_sinks_stage_restarted_before_any_event_keeps_the_scores_it_wrote(tmp_path):
