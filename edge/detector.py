@@ -314,7 +314,7 @@ class Detector:
                   novel: torch.Tensor | None) -> int:
         """Add the last scored frame's normal cells to the memory if the frame itself looks normal (judged once
         the camera is calibrated): its calibrated score is below `admit_z`, and, if it is above the camera's
-        median, it has no large novel region (`admit_max_novel`: a big defect is novel as a whole; a camera
+        median, it has no large novel region (`FeatureMemory.novel_bound`: a big defect is novel as a whole; a camera
         whose normal appearance drifts still learns it from the half of its frames below the median, once
         the calibration has followed). A cell is normal when its memory distance is within
         `admit_cell_ratio` of the camera's typical one and its self-similarity is not an outlier of the frame
@@ -329,7 +329,9 @@ class Detector:
         own_v, dist_v = own[valid].float(), dist[valid].float()
         typical, mcfg = self.memory.typical[1], self.cfg.memory
         if novel is not None:
-            if calibrated > 0 and novel > mcfg.admit_max_novel:
+            bound = self.memory.novel_bound
+            self.memory.observe_novel(float(novel))
+            if calibrated > 0 and novel > bound:
                 return 0  # a large novel region in a frame above the camera's median: a big defect
             normal = dist <= mcfg.admit_cell_ratio * typical
             if mcfg.admit_own_mad is not None:

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .calibration import MAD_TO_STD
 from .config import MemoryConfig
 from .knn import cell_size
 from .vgg import layer_channels
@@ -200,6 +201,7 @@ class FeatureMemory:
         self.pending: deque[tuple[torch.Tensor, torch.Tensor]] = deque()  # (rows, spacing) of the last
         # `delay_frames` admitted frames
         self.levels: deque[tuple[float, float, float, float]] = deque(maxlen=LEVELS_KEPT)  # (S, M) means, stds
+        self.shares: deque[float] = deque(maxlen=LEVELS_KEPT)  # novel shares of the frames its score let through
         self.generator.manual_seed(self.seed)
 
     @property
@@ -258,6 +260,24 @@ class FeatureMemory:
         values = (*self_similarity, *memory)
         if self.count >= self.cfg.k and all(math.isfinite(v) for v in values) and memory[0] > 0:
             self.levels.append((self_similarity[0], memory[0], self_similarity[1], memory[1]))
+
+    @property
+    def novel_bound(self) -> float:
+        """The novel share above which a frame's cells stay out of the bank: `admit_max_novel`, or (`admit_novel_mads`)
+        that many robust stds above the median share of the camera's recent normal frames (`observe_novel`) if
+        higher. A stochastic texture whose normal frames are often that novel keeps learning them, instead of losing
+        the looks it refuses (docs/ablations.md section 63)."""
+        bound, mads = self.cfg.admit_max_novel, self.cfg.admit_novel_mads
+        if mads is None or not self.shares:
+            return bound
+        s = np.fromiter(self.shares, dtype=np.float64)
+        med = float(np.median(s))
+        return max(bound, med + mads * MAD_TO_STD * float(np.median(np.abs(s - med))))
+
+    def observe_novel(self, share: float) -> None:
+        """The novel share of a frame the camera's score calls normal (admitted or not)."""
+        if math.isfinite(share):
+            self.shares.append(share)
 
     @property
     def nbytes(self) -> int:
@@ -340,7 +360,7 @@ class FeatureMemory:
         def oldest_first(t: torch.Tensor) -> torch.Tensor:
             return torch.cat([t[self.next:], t[: self.next]]) if self.count == len(self.bank) else t[: self.count]
         return {"bank": oldest_first(self.bank).clone(), "spacing": oldest_first(self.spacing).clone(),
-                "frames": self.frames, "levels": [list(v) for v in self.levels],
+                "frames": self.frames, "levels": [list(v) for v in self.levels], "shares": list(self.shares),
                 "generator": self.generator.get_state(), "pending": [r.clone() for r, _ in self.pending],
                 "pending_spacing": [s.clone() for _, s in self.pending],
                 "history": self.history[: self.history_count].clone(),
@@ -352,7 +372,8 @@ class FeatureMemory:
         Checkpoints from before the delay have no queue; from before the spacing, rows without one count as
         typically spaced (the camera's typical memory distance) until they are overwritten; from before the
         spreads, the memory stays out of the map until the camera's next admitted frame gives it one; from before
-        the history, or with one of another shape, the history starts empty (it refills in `history_frames` frames)."""
+        the novel shares, the frame rule's bound starts at `admit_max_novel`; from before the history, or with one of
+        another shape, the history starts empty (it refills in `history_frames` frames)."""
         bank, pending = state["bank"], state.get("pending", [])
         for rows in (bank, *pending):
             if rows.ndim != 2 or rows.shape[1] != self.dim:
@@ -367,6 +388,7 @@ class FeatureMemory:
             raise ValueError("a memory's levels are (means) or (means, spreads) of S and M")
         self.reset()
         self.levels.extend((*map(float, v), *[math.nan] * (4 - len(v))) for v in state["levels"])
+        self.shares.extend(float(v) for v in state.get("shares", ()))
         typical = self.typical[1]
         n = min(len(bank), len(self.bank))
         self.bank[:n] = bank[len(bank) - n:].to(self.bank)

@@ -821,3 +821,29 @@ def test_a_camera_moved_by_a_passing_cover_takes_its_surface_back():
     assert not det.memory.ready
     d = det.process(crop(brick))
     assert d.normal_recalled and not d.calibrating and d.calibrated < 3.0 and det.memory.ready and not det.shelf
+
+
+@pytest.mark.parametrize("mads", [None, 3.0])
+def test_a_texture_whose_normal_frames_are_often_novel_keeps_learning_them_and_a_tile_line_keeps_a_defect_out(mads):
+    """A frame above the camera's median with more novel cells than `admit_max_novel` adds nothing (a large defect),
+    unless the camera's own normal frames are often that novel (a stochastic texture the bank covers unevenly):
+    refusing those lost the looks they show, and their frames grew more novel still (docs/ablations.md section 63)."""
+    rng = np.random.default_rng(0)
+    cfg = MemoryConfig(admit_novel_mads=mads)
+    grass, tiles = FeatureMemory(cfg), FeatureMemory(cfg)
+    assert grass.novel_bound == cfg.admit_max_novel  # no frames yet
+    for _ in range(150):
+        grass.observe_novel(float(rng.uniform(0.05, 0.3)))
+        tiles.observe_novel(float(rng.uniform(0.0, 0.03)))
+    assert tiles.novel_bound == cfg.admit_max_novel < 0.2  # a large defect's frame on a tile line: refused
+    assert (grass.novel_bound > 0.3) == (mads is not None)  # a grass frame as novel as its normal frames: learnt
+    assert len(grass.shares) == 100  # the last 100 frames'
+    restarted = FeatureMemory(cfg)
+    restarted.load_state_dict(grass.state_dict())
+    assert restarted.novel_bound == grass.novel_bound
+    restarted.reset()
+    assert restarted.novel_bound == cfg.admit_max_novel
+    det = _detector(memory={"min_frames": 4, "admit_novel_mads": mads})  # a detector gives it its normal frames
+    for frame in [texture("grass", 96, rng) for _ in range(8)]:
+        det.process(frame)
+    assert 0 < len(det.memory.shares) <= 8 and all(0.0 <= s <= 1.0 for s in det.memory.shares)
