@@ -308,10 +308,10 @@ class MemoryConfig(StrictModel):
                                    "more novel cells than this fraction adds nothing (a large defect is novel as a "
                                    "whole, if not cell by cell)")
     admit_novel_mads: float | None = Field(3.0, gt=0.0, description="or more novel than this many robust stds "
-                                           "above the median share of the camera's last 100 frames below `admit_z`, "
-                                           "if higher: a stochastic texture whose normal frames are often that "
-                                           "novel keeps learning them (docs/ablations.md section 63); null: "
-                                           "`admit_max_novel` alone")
+                                           "above the median share of the camera's last 100 frames the rule let "
+                                           "through (once 20 are in), if higher: a stochastic texture whose normal "
+                                           "frames are often that novel keeps learning them (docs/ablations.md "
+                                           "section 63); null: `admit_max_novel` alone")
     move_novel: float | None = Field(0.8, gt=0.0, le=1.0, description="a frame with this share of its cells or "
                                      "more novel shows another surface than the camera's; `move_frames` such "
                                      "frames in a row: its normal has moved (a product changeover nobody "

@@ -329,10 +329,9 @@ class Detector:
         own_v, dist_v = own[valid].float(), dist[valid].float()
         typical, mcfg = self.memory.typical[1], self.cfg.memory
         if novel is not None:
-            bound = self.memory.novel_bound
-            self.memory.observe_novel(float(novel))
-            if calibrated > 0 and novel > bound:
+            if calibrated > 0 and novel > self.memory.novel_bound:
                 return 0  # a large novel region in a frame above the camera's median: a big defect
+            self.memory.observe_novel(float(novel))
             normal = dist <= mcfg.admit_cell_ratio * typical
             if mcfg.admit_own_mad is not None:
                 normal &= not_outlying(own, own_v, mcfg.admit_own_mad)

@@ -58,6 +58,8 @@ from .vgg import layer_channels
 BYTES_PER_VALUE = 2  # the bank is stored in fp16
 SPACING_BYTES = 4  # and each row's spacing in fp32
 LEVELS_KEPT = 100  # admitted frames whose (self-similarity, memory distance) means and spreads set the blend
+# (and whose novel shares set the frame rule's bound)
+MIN_SHARES = 20  # novel shares before they set the bound
 SEARCH_ROWS = 4096  # bank rows searched at once: a frame's product with them is 16 MB, not the whole bank's 212 MB
 # (0.6x the time on a CPU, docs/performance.md); each piece's k nearest are then merged
 
@@ -201,7 +203,7 @@ class FeatureMemory:
         self.pending: deque[tuple[torch.Tensor, torch.Tensor]] = deque()  # (rows, spacing) of the last
         # `delay_frames` admitted frames
         self.levels: deque[tuple[float, float, float, float]] = deque(maxlen=LEVELS_KEPT)  # (S, M) means, stds
-        self.shares: deque[float] = deque(maxlen=LEVELS_KEPT)  # novel shares of the frames its score let through
+        self.shares: deque[float] = deque(maxlen=LEVELS_KEPT)  # novel shares of the frames the frame rule let through
         self.generator.manual_seed(self.seed)
 
     @property
@@ -263,19 +265,20 @@ class FeatureMemory:
 
     @property
     def novel_bound(self) -> float:
-        """The novel share above which a frame's cells stay out of the bank: `admit_max_novel`, or (`admit_novel_mads`)
-        that many robust stds above the median share of the camera's recent normal frames (`observe_novel`) if
-        higher. A stochastic texture whose normal frames are often that novel keeps learning them, instead of losing
-        the looks it refuses (docs/ablations.md section 63)."""
+        """The novel share above which a frame above the camera's median adds nothing to the bank: `admit_max_novel`,
+        or (`admit_novel_mads`, once `MIN_SHARES` are in) that many robust stds above the median share of the
+        camera's recent frames that this rule let through (`observe_novel`) if higher. A stochastic texture whose
+        normal frames are often that novel keeps learning them, instead of losing the looks it refuses; the frames
+        it refuses do not move it, so a run of large defects cannot let itself in (docs/ablations.md section 63)."""
         bound, mads = self.cfg.admit_max_novel, self.cfg.admit_novel_mads
-        if mads is None or not self.shares:
+        if mads is None or len(self.shares) < MIN_SHARES:
             return bound
         s = np.fromiter(self.shares, dtype=np.float64)
         med = float(np.median(s))
         return max(bound, med + mads * MAD_TO_STD * float(np.median(np.abs(s - med))))
 
     def observe_novel(self, share: float) -> None:
-        """The novel share of a frame the camera's score calls normal (admitted or not)."""
+        """The novel share of a frame the rule let through (the camera's score calls it normal)."""
         if math.isfinite(share):
             self.shares.append(share)
 
@@ -388,7 +391,7 @@ class FeatureMemory:
             raise ValueError("a memory's levels are (means) or (means, spreads) of S and M")
         self.reset()
         self.levels.extend((*map(float, v), *[math.nan] * (4 - len(v))) for v in state["levels"])
-        self.shares.extend(float(v) for v in state.get("shares", ()))
+        self.shares.extend(float(v) for v in state.get("shares", ()) if math.isfinite(v))
         typical = self.typical[1]
         n = min(len(bank), len(self.bank))
         self.bank[:n] = bank[len(bank) - n:].to(self.bank)

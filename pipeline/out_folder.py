@@ -48,21 +48,35 @@ def claimed(out: Path, roles: tuple[str, ...]) -> Iterator[None]:
 
 
 def set_aside(out: Path, keep: int = KEEP_RUNS) -> Path | None:
-    """Move the results of a run before into OUT/previous/, those there one run further back (previous-2/, ...; the
-    one `keep` runs back is removed); returns OUT/previous/, or None when OUT held no results."""
+    """Move the results of a run before into OUT/previous/, those there one run further back (previous-2/, ...) up to
+    the first free place; with all `keep` places taken the oldest is removed first (LineError if it cannot be, before
+    anything moves). Returns OUT/previous/, or None when OUT held no results."""
     found = [Path(p) for name in RESULTS for p in glob.glob(glob.escape(str(out / name)) + "*")]
     if not found:
         return None
     back = [out / PREVIOUS, *(out / f"{PREVIOUS}-{n}" for n in range(2, keep + 1))]
-    if back[-1].exists():
-        shutil.rmtree(back[-1], ignore_errors=True)
-        log.warning("%s: removed %s, the oldest of the %d earlier runs kept", out, back[-1], keep)
-    for n in range(len(back) - 1, 0, -1):  # previous-4/ -> previous-5/, ..., previous/ -> previous-2/
-        if back[n - 1].exists():
-            back[n - 1].rename(back[n])
+    free = next((n for n, path in enumerate(back) if not path.exists() and not path.is_symlink()), None)
+    if free is None:
+        free = len(back) - 1
+        _remove(back[free])
+        log.warning("%s: removed %s, the oldest of the %d earlier runs kept", out, back[free], keep)
+    for n in range(free, 0, -1):  # previous-2/ -> previous-3/, previous/ -> previous-2/ (up to the free place)
+        back[n - 1].rename(back[n])
     previous = back[0]
     previous.mkdir()
     for path in found:
         path.rename(previous / path.name)
     log.warning("%s held the results of an earlier run: moved to %s", out, previous)
     return previous
+
+
+def _remove(path: Path) -> None:
+    """Remove an earlier run's folder (or whatever stands in its place); LineError if it cannot be."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError as e:
+        raise LineError(f"cannot remove {path} (the oldest earlier run kept) to make room for the last one: {e}; "
+                        "remove it, or give another --out") from None

@@ -6,6 +6,7 @@ import logging
 import multiprocessing as mp
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -101,6 +103,24 @@ def test_a_folder_keeps_its_last_runs_each_one_further_back_and_removes_only_the
         assert (tmp_path / name / "node-events.db").read_text() == f"log {newest - back}\n"
     assert set_aside(tmp_path) is None  # nothing to set aside: nothing moves
     assert (tmp_path / "previous" / "events.jsonl").read_text() == f"run {newest}\n"
+    shutil.rmtree(tmp_path / "previous-3")  # a gap (a folder removed by hand): runs shift into it, none is lost
+    (tmp_path / "events.jsonl").write_text("run gap\n")
+    set_aside(tmp_path)
+    assert [(tmp_path / n / "events.jsonl").read_text() for n in kept] == [
+        "run gap\n", *(f"run {newest - back}\n" for back in (0, 1, 3, 4))]
+
+
+def test_a_folder_whose_oldest_run_cannot_be_removed_says_so_before_anything_moves(tmp_path):
+    for n in range(2, KEEP_RUNS + 1):
+        (tmp_path / f"previous-{n}").mkdir()
+    (tmp_path / "previous").mkdir()
+    (tmp_path / f"previous-{KEEP_RUNS}" / "events.jsonl").write_text("oldest\n")
+    (tmp_path / "events.jsonl").write_text("last\n")
+    with mock.patch("shutil.rmtree", side_effect=PermissionError("Permission denied")):
+        with pytest.raises(LineError, match=f"cannot remove .*previous-{KEEP_RUNS}.*give another --out"):
+            set_aside(tmp_path)
+    assert (tmp_path / "events.jsonl").read_text() == "last\n"  # nothing moved
+    assert (tmp_path / f"previous-{KEEP_RUNS}" / "events.jsonl").read_text() == "oldest\n"
 
 
 def test_a_sinks_stage_restarted_before_any_event_keeps_the_scores_it_wrote(tmp_path):
