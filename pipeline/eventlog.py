@@ -356,12 +356,18 @@ class Cursors(dict[str, int]):
     def copy(self) -> Cursors:
         return Cursors(self, self.log_id)
 
-    def take(self, source: str, log_seq: int, log_id: int = 0) -> None:
-        """Count one written event in. One of another event log than the cursors' (both known) starts them afresh:
-        that log numbers from 1 again. One of no known log counts in the cursors' log."""
-        if log_id and self.log_id and log_id != self.log_id:
+    def follow(self, log_id: int) -> bool:
+        """Count in the event log `log_id` from now on (0: the cursors' own). Another log than the cursors' (both
+        known) starts them afresh, True: that log numbers from 1 again."""
+        afresh = bool(log_id and self.log_id and log_id != self.log_id)
+        if afresh:
             self.clear()
         self.log_id = log_id or self.log_id
+        return afresh
+
+    def take(self, source: str, log_seq: int, log_id: int = 0) -> None:
+        """Count one written event of the event log `log_id` in (`follow`)."""
+        self.follow(log_id)
         self[source] = max(self.get(source, 0), log_seq)
 
 

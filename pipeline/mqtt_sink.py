@@ -43,7 +43,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from . import protocol as P
-from .eventlog import EventLog
+from .eventlog import Cursors, EventLog
 from .sink_config import MqttConfig
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,8 @@ class MqttBridge:
         self.scorer = scorer
         self.stats = {"connects": 0, "refused": 0, "unreachable": 0, "timeouts": 0, "published": 0, "acked": 0,
                       "dropped": 0}
-        self.acked: dict[str, int] = {}  # source -> highest log_seq the broker acknowledged (all before it too)
-        self.log_id = 0  # the event log those numbers count in (EventLog.log_id; 0: not known yet)
+        # source -> highest log_seq the broker acknowledged (all before it too), and the event log they count in
+        self.acked = Cursors()
         self.sent: dict[str, int] = {}  # source -> highest log_seq handed to paho
         # only the bridge's thread touches these three: paho calls on_publish holding its own lock, so the
         # acknowledgements are handed over through `_acks` instead of a lock shared with publish()
@@ -255,8 +255,7 @@ class MqttBridge:
             return
         try:
             saved = json.loads(self.cursor_path.read_text())
-            self.acked = {str(k): int(v) for k, v in saved["acked"].items()}
-            self.log_id = int(saved.get("log_id", 0))
+            self.acked = Cursors({str(k): int(v) for k, v in saved["acked"].items()}, int(saved.get("log_id", 0)))
             log.info("mqtt: resuming after %s", self.acked)
             return
         except FileNotFoundError:
@@ -266,7 +265,7 @@ class MqttBridge:
         if not self.cfg.from_start and self.event_log is not None and self.event_log.is_file():
             db = EventLog(self.event_log, readonly=True)
             try:
-                self.acked = db.read_heads()  # only events logged from now on
+                self.acked = Cursors(db.read_heads())  # only events logged from now on
             finally:
                 db.close()
 
@@ -274,7 +273,7 @@ class MqttBridge:
         if self.cursor_path is None:
             return
         with self._lock:
-            data = json.dumps({"acked": self.acked, "log_id": self.log_id, "client_id": self.client_id,
+            data = json.dumps({"acked": self.acked, "log_id": self.acked.log_id, "client_id": self.client_id,
                                "t": time.time()})
         try:
             tmp = self.cursor_path.with_suffix(".tmp")
@@ -328,13 +327,12 @@ class MqttBridge:
         log_id = db.log_id
         if not log_id and not db.legacy:
             return False
-        if self.log_id and log_id and log_id != self.log_id:
+        with self._lock:
+            old, afresh = self.acked.log_id, self.acked.follow(log_id)
+        if afresh:
             log.warning("mqtt: the event log %s is a new one (log id %d, the cursor's %d): its events are sent from "
-                        "its first", self.event_log, log_id, self.log_id)
-            with self._lock:
-                self.acked = {}
+                        "its first", self.event_log, log_id, old)
             self.sent = {}
-        self.log_id = log_id or self.log_id
         return True
 
     def _check_attempt(self, now: float) -> None:
@@ -350,7 +348,7 @@ class MqttBridge:
         return self.cfg.max_inflight - self._unacked()
 
     def _send_event(self, source: str, n: int | None, header: P.EventHeader) -> bool:
-        record = {**P.event_record(header), "log_seq": n, "log_id": self.log_id if n is not None else None,
+        record = {**P.event_record(header), "log_seq": n, "log_id": self.acked.log_id if n is not None else None,
                   "node": self.node, "line": self.line}
         info = self.client.publish(self.topics["event"].format(camera=source), json.dumps(record), qos=self.cfg.qos)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
