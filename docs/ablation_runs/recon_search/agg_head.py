@@ -84,7 +84,7 @@ def stack(image):
     x = tensor(fitter, image)
     h, w = image.shape[:2]
     t0 = time.time()
-    s_raw = knn_map(scorer, x)
+    s_raw = knn_map(scorer, x, h, w)
     t1 = time.time()
     l2, perc = recon_maps(scorer, x)
     t2 = time.time()

@@ -65,9 +65,11 @@ def recon_maps(scorer, x):
 
 
 @torch.no_grad()
-def knn_map(scorer, x):
+def knn_map(scorer, x, h, w):
+    """The default's own-frame self-similarity map S of the frame's h x w: its distance less the spacing term."""
     with autocast(x.device, scorer.cfg.amp):
-        return scorer.knn_map(x).float()
+        knn = scorer.knn_map(x, frame=(h, w))[0].float()
+    return knn[:, :1] - scorer.cfg.knn_spacing_weight * knn[:, 1:2]
 
 
 def norm(scorer, m, h, w):
