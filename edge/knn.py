@@ -44,11 +44,15 @@ def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
 
 def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
                              frame: tuple[int, int] | None = None,
-                             history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                             history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                             far_share: float = 0.0, far_weight: float = 0.0) -> torch.Tensor:
     """(N, 2, gh, gw): `knn_distance`, and how much wider than the frame's mean the spacing of those k
     nearest locations is (the mean of their own distances, less its mean over the frame). A look of the
     texture that is rare but alike where it occurs has far neighbours that are far from theirs too; a
     defect's nearest locations are the common texture, near theirs (the idea of the local outlier factor).
+    With `far_weight`, the distance gains that many times how much farther than a typical cell's its nearest
+    cells up to `far_share` of the frame's cells lie: a long defect's cells find k of each other along it, outside
+    the radius, but not that many (docs/ablations.md section 65).
     `frame`: the grid's first rows x columns that hold the frame; the rest (the reflect padding, a mirror of
     the frame's last rows and columns, where a defect would find itself) is never a neighbour.
 
@@ -62,6 +66,8 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
         raise ValueError(f"a {fh}x{fw} feature grid is too small for k={k} neighbours")
     while radius > 0 and fh * fw - min(2 * radius + 1, fh) * min(2 * radius + 1, fw) < k:
         radius -= 1
+    far_k = round(far_share * fh * fw) if far_weight > 0 else 0
+    far_k = min(far_k, fh * fw - min(2 * radius + 1, fh) * min(2 * radius + 1, fw))  # candidates outside the radius
     # the neighbourhood mask is the Kronecker product of two band matrices (rows, columns); their
     # coordinates come from the input, so an ONNX export computes the cells x cells mask at run time
     # instead of storing it as a constant (16 MB at 4096 cells)
@@ -80,8 +86,14 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
     with torch.autocast(feats.device.type, enabled=False):
         sq = (q * q).sum(1)  # (n, cells)
         closeness = torch.baddbmm(-sq[:, None, :], q.transpose(1, 2), q, alpha=2).masked_fill_(near, float("-inf"))
-        top, nearest = closeness.topk(k, dim=2)
-        d = (sq[:, :, None] - top).clamp_min(0).sqrt().mean(2)
+        top, nearest = closeness.topk(max(k, far_k), dim=2)
+        dists = (sq[:, :, None] - top).clamp_min(0).sqrt()
+        top, nearest = top[..., :k], nearest[..., :k]
+        d = dists[..., :k].mean(2)
+        if far_k > k:
+            inside = ((ys <= fh)[:, None] & (xs <= fw)[None]).reshape(1, -1).float()  # the frame's cells
+            gap = dists.mean(2) - d
+            d = d + far_weight * (gap - (gap * inside).sum(1, keepdim=True) / inside.sum()).clamp_min(0)
         out = [d, _wider(d, nearest, k)]
         if history is not None:
             rows, rows_own, count = history

@@ -15,7 +15,9 @@ docs/ablations.md sections 3 and 5; the frame's cells its only neighbours, never
 computed on the input enlarged `knn_upscale` times, with local
 intensity statistics (edge.local_stats) appended to the VGG19 features; the map shows it less
 `knn_spacing_weight` x how much wider than the frame's mean its nearest cells' spacing is (section
-28). Every map is Gaussian-smoothed and normalised by its own image statistics (each image is its own
+28); `knn_far_weight` (off by default) adds to the distance how much farther than a typical cell's its nearest
+cells up to `knn_far_share` of the frame's lie (a long defect finds itself along its length: section 65).
+Every map is Gaussian-smoothed and normalised by its own image statistics (each image is its own
 reference), then weighted and summed (reconstruction maps averaged over views); with `map_units: knn`
 the sum is rescaled per frame into the self-similarity map's raw units, so maps of different frames
 compare. Image score = mean of the top (1 - q) fraction of the raw self-similarity map (`image_score:
@@ -195,7 +197,8 @@ class AnomalyScorer(nn.Module):
         if cfg.knn_stats_weight > 0:
             g = torch.cat([g.float(), cfg.knn_stats_weight * stats_features(x, cell // f, cfg.knn_stats_sigma)], dim=1)
         cells = None if frame is None else (-(-frame[0] * f // cell), -(-frame[1] * f // cell))
-        d = knn_distance_and_spacing(g, cfg.knn_k, cfg.knn_radius, cells, history)
+        d = knn_distance_and_spacing(g, cfg.knn_k, cfg.knn_radius, cells, history, cfg.knn_far_share,
+                                      cfg.knn_far_weight)
         smoothed = self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
         return smoothed, torch.cat([g.float(), d[:, :1]], dim=1) if history is not None else None
 

@@ -319,6 +319,7 @@ def test_dynamo_exporter_keeps_names_and_parity(scorer):
 @pytest.mark.parametrize("score, per_frame", [
     (dict(masks=0, perceptual_weight=0.5, vgg_layers=("relu1_2",)), True),  # perceptual + self-similarity maps
     (dict(pixel_weight=0.0, perceptual_weight=0.0), False),  # self-similarity only (the fast preset)
+    (dict(pixel_weight=0.0, perceptual_weight=0.0, knn_far_weight=1.0, knn_far_share=0.2), False),  # long defects
 ])
 @pytest.mark.parametrize("frame", [None, (50, 60)], ids=["whole", "padded"])
 def test_scorer_with_vgg_maps_exports(score, per_frame, frame):

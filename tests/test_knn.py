@@ -210,6 +210,28 @@ def test_spacing_puts_a_subtle_defect_above_a_rare_look_the_texture_repeats():
     assert abs(float(shown.mean() - d.mean())) < 1e-6  # and the frame keeps its mean level
 
 
+def test_a_long_defect_that_finds_itself_along_its_length_stands_out_with_the_far_term():
+    """A straight line of alike cells longer than the excluded radius: each of its cells has k look-alikes on the
+    line, so the plain distance misses it; its cells have far fewer look-alikes than `far_share` of the frame's."""
+    torch.manual_seed(6)
+    f = F.normalize(periodic_features(24, 24, period=2) + 0.05 * torch.randn(1, 8, 24, 24), dim=1)  # a noisy texture
+    line = F.normalize(f[0, :, 12, 0] + 0.8 * F.normalize(torch.randn(f.shape[1]), dim=0), dim=0)
+    f[0, :, 12, 2:22] = line[:, None] + 0.01 * torch.randn(f.shape[1], 20)  # 20 cells, radius 2: >= 12 on-line twins
+    on = torch.zeros(24, 24, dtype=torch.bool)
+    on[12, 2:22] = True
+
+    def auroc(d: torch.Tensor) -> float:
+        return roc_auc_score(on.flatten().numpy(), d.flatten().numpy())
+
+    plain = knn_distance_and_spacing(f, k=5, radius=2)[0, 0]
+    far = knn_distance_and_spacing(f, k=5, radius=2, far_share=0.06, far_weight=1.0)[0, 0]  # 35 look-alikes
+    assert auroc(plain) < 0.6 < 0.99 < auroc(far)
+    # where a cell has that many look-alikes (the texture's), the term adds next to nothing
+    added = far - plain
+    assert added[~on].max() < 0.1 * added[on].min() and added.min() >= 0
+    assert torch.equal(knn_distance_and_spacing(f, k=5, radius=2, far_share=0.06)[0, 0], plain)  # weight 0: off
+
+
 def test_the_map_shows_the_spacing_term_and_the_image_score_reads_the_plain_distance_with_a_memory():
     rng = np.random.default_rng(5)
     image, _ = draw_defect(texture("gravel", 96, rng), rng, "scratch")
