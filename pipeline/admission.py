@@ -240,9 +240,10 @@ class Admission:
         name, now = camera.name, self.clock()
         times = {"t_capture": header.t_capture, **{f"stamps.{k}": v for k, v in header.stamps.items()}}
         for what, t in times.items():
-            if abs(t - now) > self.max_clock_skew_s:
+            if abs(t - now) > self.max_clock_skew_s:  # a bound camera's frame keeps its place (`_place`), not its time
                 raise Rejected("clock_skew", f"{header.kind}/{name}#{header.seq}: {what} {t:.6g} is {t - now:+.0f} s "
-                               f"from the node's clock (node.max_clock_skew_s {self.max_clock_skew_s:g})", charge)
+                               f"from the node's clock (node.max_clock_skew_s {self.max_clock_skew_s:g})", charge,
+                               self._place(camera, header, charge, camera.last_capture))
         if header.kind == "heartbeat":
             if header.role != "source":
                 raise Rejected("forged_role", f"heartbeat/{name} from {peer}: role {header.role!r}, a camera's is "
@@ -263,7 +264,8 @@ class Admission:
                                f"frame seen ({last})", charge)
             return Ticket(camera, "eos", header.seq)
         if "capture" not in header.stamps:
-            raise Rejected("missing_field", f"frame/{name}#{header.seq}: no stamps.capture", charge)
+            raise Rejected("missing_field", f"frame/{name}#{header.seq}: no stamps.capture", charge,
+                           self._place(camera, header, charge, header.t_capture))
         if header.seq < 0:
             raise Rejected("seq_range", f"frame/{name}: seq {header.seq} < 0", charge)
         ticket = self._sequence(camera, header.seq, header.t_capture)
@@ -287,7 +289,16 @@ class Admission:
     def _tokens(self, camera: Camera, now: float) -> float:
         return refill(camera.tokens, camera.refilled, now, self.max_frame_rate, self.max_seq_step)
 
-    def _sequence(self, camera: Camera, seq: int, captured: float) -> Ticket:
+    def _place(self, camera: Camera, header: P.Header, charge: str | None, captured: float) -> Ticket | None:
+        """The ticket that keeps the place of a bound camera's frame refused before its number was checked, when that
+        number is next or a plausible gap (`_in_order`); None otherwise (not a frame, not bound, any other number)."""
+        if charge is None or header.kind != "frame" or header.seq < 0:
+            return None
+        return self._in_order(camera, header.seq, captured)
+
+    def _in_order(self, camera: Camera, seq: int, captured: float) -> Ticket | None:
+        """The ticket of a frame numbered next, or past a gap its camera could plausibly have lost (counted `lost`);
+        None for any other number. Changes no state."""
         now, last = self.monotonic(), camera.last_seq
         ticket = Ticket(camera, "frame", seq, now=now, captured=captured)
         if last is None or seq == last + 1:
@@ -296,6 +307,13 @@ class Admission:
         if seq > last + 1 and seq - last - 1 <= (tokens := self._tokens(camera, now)):
             ticket.lost, ticket.tokens = seq - last - 1, tokens - (seq - last - 1)
             return ticket
+        return None
+
+    def _sequence(self, camera: Camera, seq: int, captured: float) -> Ticket:
+        if (ticket := self._in_order(camera, seq, captured)) is not None:
+            return ticket
+        now, last = self.monotonic(), camera.last_seq
+        ticket = Ticket(camera, "frame", seq, now=now, captured=captured)
         reason = "seq_jump" if seq > last else "seq_backwards"
         if captured <= camera.last_capture:  # an old frame sent again: never a restart, nor part of a resync
             camera.resync = None

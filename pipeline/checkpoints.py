@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
+from edge.config import ConfigError
 from pipeline.transport import ThrottledLog
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,17 @@ log = logging.getLogger(__name__)
 # or the node's stop: a peer that flips products or ends its stream every frame causes no checkpoint write per frame
 # (its models lose what the last few frames taught them)
 SAVE_AFTER_FRAMES = 5
+
+
+def _check_writable(folder: Path) -> None:
+    """Create `folder` if need be and write a file there: a node.checkpoint_dir it cannot use fails its start (a
+    ConfigError naming it), not every save."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"node.checkpoint_dir {folder}: cannot create it or write there: {e}") from None
 
 
 class Saveable(Protocol):
@@ -39,6 +51,8 @@ class Checkpoints:
     most every `interval_s` seconds, the scratch folder held to `scratch_mb`."""
 
     def __init__(self, folder: Path | None, every: int, scratch_mb: float, interval_s: float = 0.0):
+        if folder is not None:
+            _check_writable(folder)
         self.folder, self.every, self.scratch_mb, self.interval_s = folder, every, scratch_mb, interval_s
         self.scored: dict[str, int] = {}  # camera -> frames its model scored since saved or loaded
         self._saved_at: dict[str, float] = {}  # camera -> monotonic time of its last save

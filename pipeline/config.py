@@ -58,6 +58,12 @@ def _collide(a: str, b: str) -> bool:
     return host_a == host_b or (here and (host_a in _ANY_HOST or host_b in _ANY_HOST))
 
 
+def _ordered(low_key: str, low: float | None, high_key: str, high: float | None, strict: bool = False) -> None:
+    """Refuse a lower bound above its upper bound (at it too, `strict`), naming both keys; None is no bound."""
+    if low is not None and high is not None and (low >= high if strict else low > high):
+        raise ValueError(f"{low_key} ({low:g}) must be {'below' if strict else 'at most'} {high_key} ({high:g})")
+
+
 Endpoint = Annotated[str, AfterValidator(_endpoint)]
 Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
 FrameSize = tuple[Side, Side]  # (width, height); the scorer takes no side below MIN_SIDE
@@ -106,6 +112,11 @@ class _Source(StrictModel):
     product_file: Path | None = Field(None, description="a text file holding the product's name, read again when it "
                                       "changes (a line's controller writes it at a changeover); overrides `product` "
                                       "while it holds a valid name")
+
+    @model_validator(mode="after")
+    def _backoff(self) -> _Source:
+        _ordered("backoff_initial_s", self.backoff_initial_s, "backoff_max_s", self.backoff_max_s)
+        return self
 
     @property
     def credit_flow(self) -> bool:
@@ -295,8 +306,8 @@ class NodeConfig(StrictModel):
             raise ValueError(f"connect_cameras binds {dupes} to more than one endpoint (a name has one sender)")
         if self.name in names:
             raise ValueError(f"connect_cameras lists the node's own name {self.name!r}")
-        if self.max_frame_pixels is not None and self.max_frame_pixels < self.min_side * self.min_side:
-            raise ValueError(f"max_frame_pixels {self.max_frame_pixels} is below min_side^2 ({self.min_side ** 2})")
+        _ordered("min_side", self.min_side, "max_side", self.max_side)  # else every frame is refused
+        _ordered("min_side^2", self.min_side ** 2, "max_frame_pixels", self.max_frame_pixels)
         return self
 
     @property
@@ -357,6 +368,14 @@ class SinksConfig(StrictModel):
     @classmethod
     def _overlays_bool(cls, v: Any) -> Any:
         return {True: "events", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SinksConfig:
+        for key, vrange in (("overlay_range", self.overlay_range),
+                            ("view.overlay_range", self.view.overlay_range if self.view else None)):
+            if vrange is not None:
+                _ordered(f"{key}[0]", vrange[0], f"{key}[1]", vrange[1], strict=True)
+        return self
 
 
 class LineConfig(StrictModel):

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 from .admission import REASONS
+
+ARRIVAL = ("received", "conflated", "lost")  # counted as a camera's frames arrive, before they wait to be scored
 
 
 class Counters:
@@ -18,6 +21,8 @@ class Counters:
         self._sources: dict[str, dict[str, int]] = {}
         self.bad_messages = 0
         self.rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self._marks: dict[str, deque[dict[str, int]]] = {}  # per source, ARRIVAL counts as each end of stream came
+        self._ended: dict[str, dict[str, int]] = {}  # per source, its counters at its last end of stream
 
     def add(self, source: str | None, name: str, n: int = 1) -> None:
         with self._lock:
@@ -38,6 +43,26 @@ class Counters:
     def source(self, source: str) -> dict[str, int]:
         with self._lock:
             return dict(self._sources.get(source, dict.fromkeys(self.NAMES, 0)))
+
+    def end_stream(self, source: str) -> None:
+        """Mark an end of stream of `source` as it arrives: the ARRIVAL counts so far are its stream's."""
+        with self._lock:
+            counts = self._sources.get(source, dict.fromkeys(self.NAMES, 0))
+            self._marks.setdefault(source, deque()).append({name: counts[name] for name in ARRIVAL})
+
+    def stream(self, source: str) -> dict[str, int]:
+        """The counters of the stream that `source`'s oldest marked end of stream ends (since the one before), taken
+        once its frames were scored: ARRIVAL counts as it arrived (the next stream's frames that came meanwhile are
+        the next stream's), the others now."""
+        with self._lock:
+            total = dict(self._sources.get(source, dict.fromkeys(self.NAMES, 0)))
+            if marks := self._marks.get(source):
+                total.update(marks.popleft())
+                if not marks:
+                    del self._marks[source]
+            before = self._ended.get(source, {})
+            self._ended[source] = total
+            return {name: n - before.get(name, 0) for name, n in total.items()}
 
     def totals(self) -> dict[str, int]:
         with self._lock:

@@ -181,7 +181,6 @@ class EdgeNode:
         self._log = ThrottledLog(log)
         self._reject_logs = {reason: ThrottledLog(log) for reason in REASONS}
         self._blank_log = ThrottledLog(log)
-        self._ended: dict[str, dict[str, int]] = {}  # each camera's counters at its last end of stream
         self._streams_ended: set[str] = set()  # cameras whose end of stream went out, none of their messages since
         self.input_reconnects = 0  # silent camera connections connected afresh (SILENT_RECONNECT_S)
         self.silent_inputs = 0  # camera connections that spoke and are silent now (pipeline/silence.py)
@@ -419,6 +418,7 @@ class EdgeNode:
             self.outbox.put(P.Message(received))
         else:  # eos
             self.credits.ended(source)
+            self.counters.end_stream(source)  # before the worker can take it
             self.pending.end(P.Message(received))
         return h.kind
 
@@ -662,9 +662,7 @@ class EdgeNode:
         h = msg.header
         self._keep(h.source)
         self._drop(h.source)
-        total = self.counters.source(h.source)
-        before = self._ended.get(h.source, {})
-        ours, self._ended[h.source] = {name: n - before.get(name, 0) for name, n in total.items()}, total
+        ours = self.counters.stream(h.source)
         theirs, room = [name for name in h.counters if name not in ours], P.MAX_COUNTERS - len(ours)
         if len(theirs) > room:
             self._log.warning(f"{h.source}: its end of stream forwarded without {len(theirs) - room} of its "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
+from dataclasses import dataclass
 
 from . import protocol as P
 
@@ -12,20 +13,29 @@ def _nbytes(msg: P.Message) -> int:
     return sum(a.nbytes for a in msg.arrays.values())
 
 
+@dataclass
+class _End:
+    """An end of stream waiting, and how many of its source's waiting frames came before it."""
+
+    msg: P.Message
+    before: int
+
+
 class PendingFrames:
     """Frames waiting to be scored: at most `depth` per source, the oldest dropped when a newer one
     comes (depth 1: only the newest frame is ever scored). Of the sources with a frame waiting, the one that has
     used the least of the node's time (`served`) goes next, in turn when they tie: each gets an equal share of the
     time, so a camera of large frames takes no more of it than one of small frames (a source that waited starts
-    level with the others, nothing banked while idle). A source's end of stream is handed out once it has no
-    waiting frame, i.e. after its last result. The bytes waiting are counted per source (`bytes`, `total_bytes`)
-    for the node's memory budget."""
+    level with the others, nothing banked while idle). A source's ends of stream are handed out in the order they
+    came, each once the frames that came before it have been taken (or pushed out), before any frame that came after
+    it: a camera that streams on at once does not hold its end back. The bytes waiting are counted per source
+    (`bytes`, `total_bytes`) for the node's memory budget."""
 
     def __init__(self, depth: int = 1) -> None:
         self.depth = depth
         self._cond = threading.Condition()
         self._frames: OrderedDict[str, deque[P.Message]] = OrderedDict()
-        self._ends: OrderedDict[str, P.Message] = OrderedDict()
+        self._ends: OrderedDict[str, deque[_End]] = OrderedDict()  # per source, in the order they came
         self.bytes: dict[str, int] = {}
         self.total_bytes = 0
         self._used: dict[str, float] = {}  # seconds of the node's time each source has used (as `served` says)
@@ -39,11 +49,19 @@ class PendingFrames:
             waiting = self._frames.setdefault(msg.source, deque())
             dropped = len(waiting) >= self.depth
             if dropped:
-                self._account(msg.source, -_nbytes(waiting.popleft()))
+                self._pop(msg.source)
             waiting.append(msg)
             self._account(msg.source, _nbytes(msg))
             self._cond.notify()
             return dropped
+
+    def _pop(self, source: str) -> P.Message:
+        """Take out the oldest waiting frame of `source`: one frame fewer before each of its ends of stream."""
+        msg = self._frames[source].popleft()
+        self._account(source, -_nbytes(msg))
+        for end in self._ends.get(source, ()):
+            end.before = max(0, end.before - 1)
+        return msg
 
     def _account(self, source: str, n: int) -> None:
         self.bytes[source] = self.bytes.get(source, 0) + n
@@ -59,12 +77,13 @@ class PendingFrames:
             if not backlog:
                 return None
             source = max(backlog, key=self.bytes.__getitem__)
-            self._account(source, -_nbytes(self._frames[source].popleft()))
+            self._pop(source)
             return source
 
     def end(self, msg: P.Message) -> None:
+        """Add an end of stream: handed out after the frames of its source waiting now, before those that come later."""
         with self._cond:
-            self._ends[msg.source] = msg
+            self._ends.setdefault(msg.source, deque()).append(_End(msg, len(self._frames.get(msg.source, ()))))
             self._cond.notify()
 
     def take(self, timeout: float) -> P.Message | None:
@@ -72,15 +91,19 @@ class PendingFrames:
         with self._cond:
             self._cond.wait_for(lambda: self._frames or self._ready_end() is not None, timeout)
             if (source := self._ready_end()) is not None:
-                self._used.pop(source, None)
-                return self._ends.pop(source)
+                ends = self._ends[source]
+                end = ends.popleft()
+                if not ends:
+                    del self._ends[source]
+                if source not in self._frames:
+                    self._used.pop(source, None)
+                return end.msg
             if not self._frames:
                 return None
             source = min(self._frames, key=lambda s: self._used.get(s, 0.0))  # the first of equals: in turn
             self._level = self._used.get(source, 0.0)
+            msg = self._pop(source)
             waiting = self._frames[source]
-            msg = waiting.popleft()
-            self._account(source, -_nbytes(msg))
             if waiting:
                 self._frames.move_to_end(source)
             else:
@@ -98,4 +121,5 @@ class PendingFrames:
             return {s: len(q) for s, q in self._frames.items()}
 
     def _ready_end(self) -> str | None:
-        return next((s for s in self._ends if s not in self._frames), None)
+        """A source whose oldest end of stream has no waiting frame before it."""
+        return next((s for s, ends in self._ends.items() if not ends[0].before), None)

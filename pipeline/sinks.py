@@ -389,7 +389,10 @@ class ScoresSink:
 
 class MetricsSink:
     """Prometheus text endpoint (http://HOST:PORT/metrics): per-stage latency, fps, results, events,
-    and the counters (frames sent, dropped, rejected, ...) and last-frame ages that heartbeats report."""
+    and the counters (frames sent, dropped, rejected, ...) and last-frame ages that heartbeats report.
+    A stage's heartbeats get series for their first P.MAX_COUNTERS counter names (as many as one heartbeat carries);
+    further names, and negative values (not a count), are not exported but counted (`ssdnet_metrics_dropped_counters`,
+    by reason)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9108):
         self.registry = r = CollectorRegistry()
@@ -403,10 +406,16 @@ class MetricsSink:
                          ["role", "source"], registry=r)
         self.counters = Gauge("ssdnet_stage_count", "counters reported by heartbeats", ["role", "source", "counter"],
                               registry=r)
+        self.dropped = Counter("ssdnet_metrics_dropped_counters", "heartbeat counters not exported: a name over "
+                               "the limit of its (role, source), or a negative value", ["reason"], registry=r)
+        for reason in ("name_limit", "negative"):
+            self.dropped.labels(reason)
         self.server, self._thread = start_http_server(port, host, registry=r)
         self.port = self.server.server_port
         self._last: dict[str, float] = {}
         self._fps: dict[str, float] = {}
+        self._names: dict[tuple[str, str], set[str]] = {}  # (role, source) -> the counter names it has series for
+        self._warned: set[tuple[str, str]] = set()  # (role, source) told to be over the limit of names
 
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         h = msg.header
@@ -424,8 +433,25 @@ class MetricsSink:
         elif h.kind == "heartbeat":
             if h.last_frame_age is not None:
                 self.age.labels(h.role, h.source).set(h.last_frame_age)
-            for name, value in h.counters.items():
-                self.counters.labels(h.role, h.source, name).set(value)
+            self._export(h.role, h.source, h.counters)
+
+    def _export(self, role: str, source: str, counters: dict[str, int]) -> None:
+        """Set the series of a heartbeat's counters (the decoder admits ints only: no NaN or infinity)."""
+        names = self._names.setdefault((role, source), set())
+        for name, value in counters.items():
+            if value < 0:
+                self.dropped.labels("negative").inc()
+                continue
+            if name not in names:
+                if len(names) >= P.MAX_COUNTERS:
+                    self.dropped.labels("name_limit").inc()
+                    if (role, source) not in self._warned:
+                        self._warned.add((role, source))
+                        log.warning("metrics: %s %s has sent over %d counter names; %r and further new ones are not "
+                                    "exported (ssdnet_metrics_dropped_counters)", role, source, P.MAX_COUNTERS, name)
+                    continue
+                names.add(name)
+            self.counters.labels(role, source, name).set(value)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -14,9 +15,11 @@ import zmq
 
 from edge.config import ConfigError, load_config, parse_config
 from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig
+from pipeline.node import EdgeNode
 from pipeline.sources import Camera, run_camera
 from pipeline.stages import bind_key, run_stage
 from pipeline.transport import BindError, bind
+from test_pipeline_node import FastDetector
 from tools.cli import main as cli_main
 
 
@@ -82,6 +85,34 @@ def test_two_binds_on_one_port_of_this_machine_are_refused_naming_both():
 def test_nan_and_infinity_are_refused_when_the_config_loads(where, key):
     """`threshold: .nan` loaded, then every frame failed in the node."""
     assert f"{key}: Input should be a finite number" in refusal(line({"name": "a"}, **where))
+
+
+@pytest.mark.parametrize(("where", "says"), [
+    ({"node": {"min_side": 32, "max_side": 16}}, "node: Value error, min_side (32) must be at most max_side (16)"),
+    ({"node": {"min_side": 64, "max_frame_pixels": 1000}},
+     "node: Value error, min_side^2 (4096) must be at most max_frame_pixels (1000)"),
+    ({"sources": [{"kind": "synthetic", "name": "a", "backoff_initial_s": 20}]},
+     "sources.0.synthetic: Value error, backoff_initial_s (20) must be at most backoff_max_s (10)"),
+    ({"sinks": {"overlay_range": [2.0, 1.0]}},
+     "sinks: Value error, overlay_range[0] (2) must be below overlay_range[1] (1)"),
+    ({"sinks": {"view": {"overlay_range": [1.0, 1.0]}}},
+     "sinks: Value error, view.overlay_range[0] (1) must be below view.overlay_range[1] (1)"),
+])
+def test_a_lower_bound_above_its_upper_bound_is_refused_naming_both_keys(where, says):
+    """`max_side: 16` under the default `min_side: 32` started, and then refused every frame."""
+    assert says in refusal({**line({"name": "a"}), **where})
+    parse_config(LineConfig, line({"name": "a"}, node={"min_side": 16, "max_side": 16}))  # equal bounds are fine
+
+
+def test_a_checkpoint_dir_the_node_cannot_write_fails_its_start_naming_it(tmp_path):
+    """`checkpoint_dir: /proc/nope` started, and logged a failed save at every changeover and end of stream."""
+    blocked = tmp_path / "a-file" / "ckpt"
+    blocked.parent.write_text("")
+    with pytest.raises(ConfigError, match=re.escape(f"node.checkpoint_dir {blocked}: cannot create it or write there")):
+        EdgeNode(NodeConfig(checkpoint_dir=blocked), [], FastDetector, zmq.Context.instance())
+    fresh = tmp_path / "new" / "ckpt"
+    EdgeNode(NodeConfig(checkpoint_dir=fresh), [], FastDetector, zmq.Context.instance())
+    assert fresh.is_dir() and not any(fresh.iterdir())  # created, and its write test cleaned up
 
 
 def test_an_ssdnet_config_file_refuses_nan_too(tmp_path):

@@ -18,6 +18,7 @@ import zmq
 
 from pipeline import protocol as P
 from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig
+from pipeline.counters import Counters
 from pipeline.launcher import run_line
 from pipeline.node import EdgeNode
 from pipeline.pending import PendingFrames
@@ -429,8 +430,8 @@ def _frame(source, seq):
                                    payloads=(P.describe("image", image),)), {"image": image})
 
 
-def _eos(source):
-    return P.Message(P.EosHeader(v=1, kind="eos", source=source, seq=0, t_capture=1.0, frames=1))
+def _eos(source, seq=0):
+    return P.Message(P.EosHeader(v=1, kind="eos", source=source, seq=seq, t_capture=1.0, frames=seq + 1))
 
 
 def test_pending_frames_keep_newest_serve_sources_in_turn_and_end_after_last_frame():
@@ -440,6 +441,53 @@ def test_pending_frames_keep_newest_serve_sources_in_turn_and_end_after_last_fra
     pending.end(_eos("a"))
     order = [(m.kind, m.source, m.header.seq) for m in iter(lambda: pending.take(0.01), None)]
     assert order == [("frame", "a", 1), ("frame", "b", 0), ("frame", "a", 2), ("eos", "a", 0)]
+
+
+def test_every_end_of_stream_comes_once_in_order_and_frames_after_it_do_not_hold_it_back():
+    """A live camera ends a stream and at once streams again, faster than the node scores: each end of stream comes
+    out once, in the order they came, right after the frames before it (or their newest, depth 1), ahead of the next
+    stream's frames."""
+    pending = PendingFrames(depth=1)
+    pending.put(_frame("a", 29))
+    pending.end(_eos("a", 29))
+    for seq in range(3):  # the next stream: its first frame pushes out the last one before the end of stream
+        pending.put(_frame("a", seq))
+    pending.end(_eos("a", 2))
+    pending.put(_frame("a", 0))  # a third stream, numbered from 0 again
+    pending.put(_frame("b", 7))
+    order = [(m.kind, m.source, m.header.seq) for m in iter(lambda: pending.take(0.01), None)]
+    assert order == [("eos", "a", 29), ("eos", "a", 2), ("frame", "a", 0), ("frame", "b", 7)]
+
+    pending = PendingFrames(depth=2)
+    pending.put(_frame("a", 0))
+    pending.end(_eos("a", 0))
+    pending.put(_frame("a", 0))
+    got, seq = [], 0
+    while len(got) < 4:  # a new frame as each is scored: the end of stream comes after the one frame before it
+        got.append(pending.take(0.01))
+        if got[-1].kind == "frame":
+            seq += 1
+            pending.put(_frame("a", seq))
+    assert [(m.kind, m.header.seq) for m in got] == [("frame", 0), ("eos", 0), ("frame", 0), ("frame", 1)]
+
+
+def test_an_end_of_stream_counts_the_frames_that_came_before_it_not_those_of_the_next_stream():
+    """Frames of the next stream that arrive while the end of stream waits for its last frame to be scored are
+    counted in the next stream's end, not in this one's."""
+    counters = Counters()
+    for _ in range(3):
+        counters.add("a", "received")
+    counters.end_stream("a")
+    counters.add("a", "received")  # the next stream's first frame, before the last one is scored
+    counters.add("a", "lost", 2)
+    for _ in range(3):
+        counters.add("a", "scored")
+    first = counters.stream("a")
+    assert (first["received"], first["lost"], first["scored"]) == (3, 0, 3)
+    counters.add("a", "scored")
+    counters.end_stream("a")
+    second = counters.stream("a")
+    assert (second["received"], second["lost"], second["scored"]) == (1, 2, 1)
 
 
 def test_cameras_get_equal_shares_of_the_nodes_time_whatever_their_frame_size():

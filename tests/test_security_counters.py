@@ -346,6 +346,21 @@ def test_a_connect_endpoint_without_camera_names_is_warned_about(caplog):
     assert not caplog.records
 
 
+def test_a_frame_refused_for_its_clock_or_a_missing_stamp_keeps_its_place():
+    """Clock skew and a missing stamps.capture were refused before the frame's number was looked at: 4 frames sent,
+    `rejected` and `lost` both counted the refused ones (drops added up to 5). Its skewed time is not kept either: the
+    camera's next frames, in order, are scored."""
+    node = EdgeNode(NodeConfig(), ["tcp://127.0.0.1:1"], FastDetector, input_names=["cam0"])
+    now = time.time()
+    for parts in (frame_parts("cam0", seq=0), frame_parts("cam0", seq=1, t=now + 400, stamps={"capture": now + 400}),
+                  frame_parts("cam0", seq=2, stamps={}), frame_parts("cam0", seq=3), frame_parts("cam0", seq=5)):
+        node._on_input([zmq.Frame(p) for p in parts], node.peers[0])
+    counts = node.counters.source("cam0")
+    assert (counts["received"], counts["rejected"], counts["lost"]) == (3, 2, 1)  # 4 never came
+    assert node.counters.rejected["clock_skew"] == node.counters.rejected["missing_field"] == 1
+    assert node.admission.cameras["cam0"].last_capture < now + 60
+
+
 def test_a_node_heartbeat_follows_each_end_of_stream_with_that_cameras_last_frame(tmp_path):
     with node_line(tmp_path, frames=12, fps=40, heartbeat_s=60.0) as ln:  # no periodic beat after the first
         until_eos(ln.sub)
