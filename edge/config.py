@@ -456,10 +456,13 @@ def parse_config(cls: type[BaseModel], data: dict, source: str = "<dict>"):
 
 
 def load_config(path: str | Path | None) -> SSDNetConfig:
-    """Read an SSDnet config from YAML (None gives the defaults)."""
+    """Read an SSDnet config from YAML (None gives the defaults): the file itself, its `ssdnet:` section, or a line
+    config's (`ssdnet run`'s: `sources` and `node`) `node.ssdnet`."""
     if path is None:
         return SSDNetConfig()
     data = load_yaml(path)
+    if "sources" in data and isinstance(data.get("node"), dict):
+        return parse_config(SSDNetConfig, data["node"].get("ssdnet") or {}, f"{path} (node.ssdnet)")
     return parse_config(SSDNetConfig, data.get("ssdnet", data), str(path))
 
 

@@ -24,7 +24,8 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   frame sent) is below the last frame the node received from it, which a running camera's never is
   (its heartbeats follow its frames on one connection). Its predecessor's grant is not sent again,
   and the predecessor's frames the node finishes afterwards are not taken as its own.
-- The node hands out credit to the waiting sources by the node time each has used (`done`'s seconds), the least
+- The node hands out credit to the waiting sources by the node time each has used (`done`'s seconds, and the time
+  from its grant to its frame beyond HOLD_ALLOWANCE_S: a camera that sits on its grant holds the node), the least
   first (in turn when they tie), keeping at most `budget` (`node.queue_depth`) frames outstanding (granted and not
   yet scored) across them: a camera of large frames gets no more of the node's time than one of small frames, as
   the node's queue does for live cameras. A new camera, one back after `stale_s` without heartbeats and one whose
@@ -58,6 +59,7 @@ from .transport import MAX_UPSTREAM_BYTES
 
 CREDIT_PREFIX = b"\x02ssdnet-credit"  # upstream parts starting with 0x00/0x01 are (un)subscriptions
 CREDIT_COUNTER = "credit_upto"  # heartbeat counter of a flow-controlled camera
+HOLD_ALLOWANCE_S = 0.5  # a camera's wait from its grant to its frame beyond this is charged as the node's time
 MAX_GRANT_BYTES = MAX_UPSTREAM_BYTES  # what the XPUB socket lets through
 PATIENCE = 4.0  # a grant unused for this many times the camera's typical wait for a frame stops holding the budget
 _SOURCE = re.compile(SOURCE_PATTERN)
@@ -178,6 +180,8 @@ class Credits:
                 if st.used and seq <= st.upto:  # a frame on this node's grant: how long the camera took
                     wait = now - st.used
                     st.typical = wait if st.typical is None else 0.75 * st.typical + 0.25 * wait
+                    if not st.expired:  # it held the budget meanwhile: beyond a read and a send, the node's time
+                        st.node_s += max(0.0, wait - HOLD_ALLOWANCE_S)
                 if st.expired:  # back after leaving its grant unused: no node time banked meanwhile
                     st.node_s = max(st.node_s, self._level)
                 st.received, st.used = seq, now

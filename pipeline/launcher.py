@@ -426,7 +426,9 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
 
 
 def print_summary(summary: dict) -> None:
-    table = Table(title="ssdnet run", show_header=False)
+    ended = " (interrupted: partial)" if summary.get("interrupted") else \
+        " (timed out)" if summary.get("timed_out") else ""
+    table = Table(title=f"ssdnet run{ended}", show_header=False)
     drops = summary.get("drops")
     detail = f" ({', '.join(f'{k} {v}' for k, v in drops.items())})" if drops else ""
     sent = summary["sent"]

@@ -244,6 +244,27 @@ class MqttBridge:
         self.client.disconnect()
         self.client.loop_stop()
         self._save_cursors()
+        self._report_unacknowledged()
+
+    def _report_unacknowledged(self) -> None:
+        """At the end: how many of the log's events the broker never acknowledged (`stats["unacknowledged"]`, and a
+        warning saying where they wait): a run ending while the broker was away must not look delivered."""
+        if self.event_log is None or not self.event_log.is_file():
+            return
+        db = EventLog(self.event_log, readonly=True)
+        try:
+            heads, log_id = db.read_heads(), db.log_id
+        finally:
+            db.close()
+        with self._lock:
+            acked = {} if log_id and self.acked.log_id and log_id != self.acked.log_id else dict(self.acked)
+        waiting = sum(max(0, head - acked.get(source, 0)) for source, head in heads.items())
+        self.stats["unacknowledged"] = waiting
+        if waiting:
+            log.warning("mqtt: %d event(s) in %s were not acknowledged by the broker %s:%d; they wait there and go "
+                        "out when a node runs again on that event log with client id %s (`ssdnet run` into a used "
+                        "--out sets its log aside: give `node.event_log` a path of its own; docs/mqtt.md)", waiting,
+                        self.event_log, self.cfg.host, self.cfg.broker_port, self.client_id)
 
     def _unacked(self) -> int:
         return sum(len(p) for p in list(self._pending.values()))

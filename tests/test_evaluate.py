@@ -259,3 +259,14 @@ def test_warmup_needs_stream_mode_and_an_existing_folder(warm, tmp_path, capsys)
     assert "--mode stream" in capsys.readouterr().err
     assert main(["eval", *common, "--mode", "stream", "--warmup", str(tmp_path / "none")]) == 2
     assert "none" in capsys.readouterr().err
+
+
+def test_eval_threads_sets_torch_threads_in_the_process_that_scores(dataset, tmp_path, monkeypatch):
+    """`--threads 1` (a busy machine: oversubscribed threads cost 10x and more) reaches torch before scoring."""
+    import torch
+
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n))
+    assert main(["eval", str(dataset), "--categories", "brick", "--config", str(dataset / "tiny.yaml"), "--baselines",
+                 "none", "--limit", "2", "--threads", "1", "--json", str(tmp_path / "t.json")]) == 0
+    assert seen == [1]

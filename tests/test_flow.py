@@ -142,6 +142,27 @@ def test_credit_goes_to_the_camera_that_used_the_least_node_time_so_large_frames
     assert order.count("small") >= 10 * order.count("big") and fair(order, cost)
 
 
+def test_a_camera_that_holds_its_grants_is_charged_the_time_it_holds_them_and_starves_no_one(clock):
+    """An audit's slow credit camera waited 10 s after each grant before sending a 32 px frame: charged only the
+    scoring time, it had the least node time and took every other grant, and an honest camera got 1 frame in 60 s.
+    The time it holds the budget is the node's time too."""
+    c = Credits("node", budget=1)
+    for cam in ("honest", "slow"):
+        c.heartbeat(cam, -1, {CREDIT_COUNTER: -1})
+    start, frames, last = clock.t, {"honest": 0, "slow": 0}, {"honest": -1, "slow": -1}
+    while clock.t - start < 60:
+        (source, seq), = grants(c)
+        clock.t += 10.0 if source == "slow" else 0.001  # the slow camera sits on its grant; the honest one sends
+        c.received(source, seq)
+        clock.t += 0.1  # scoring either frame
+        c.done(source, seq, 0.1)
+        frames[source], last[source] = frames[source] + 1, seq
+        for cam, sent in last.items():  # both heartbeat: alive
+            c.heartbeat(cam, sent, {CREDIT_COUNTER: sent})
+    # each has used about half the node: ~4 slow frames of 10 s held, ~200 honest ones of 0.1 s (before: 6 and 6)
+    assert frames["slow"] <= 4 and frames["honest"] >= 200
+
+
 def test_a_camera_that_joins_late_starts_level_and_gets_its_share_not_a_burst(clock):
     cost = {"big": 0.5, "small": 0.125}
     c = Credits("node", budget=1)

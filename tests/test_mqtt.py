@@ -263,6 +263,25 @@ def test_an_event_log_made_anew_is_sent_from_its_first_event(tmp_path):
         broker.stop()
 
 
+def test_a_bridge_that_ends_while_the_broker_is_away_says_how_many_events_wait(tmp_path, caplog):
+    """A run that ends with the broker unreachable must not look delivered: the bridge counts and names the events
+    its log holds that the broker never acknowledged."""
+    from pipeline import protocol as P
+
+    db = EventLog(tmp_path / "events.db")
+    for source, n in (("cam0", 3), ("cam1", 2)):
+        for seq in range(n):
+            db.append(P.EventHeader(kind="event", source=source, seq=seq, t_capture=1.0, score=5.0, threshold=3.0,
+                                    model_version=1))
+    db.close()
+    bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=free_port(), from_start=True, client_id="away"), "node0",
+                        tmp_path / "events.db").start()
+    with caplog.at_level(logging.WARNING, logger="pipeline.mqtt_sink"):
+        bridge.close(timeout_s=0.2)
+    assert bridge.stats["unacknowledged"] == 5
+    assert "5 event(s) in" in caplog.text and "not acknowledged" in caplog.text
+
+
 def test_a_bridge_that_opens_the_log_before_its_id_is_written_waits_for_it(tmp_path):
     """The bridge starts before the node's log is made: opened between the file's making and its id's writing, the
     log must not be taken for the cursor's own (2 new events were skipped, then tagged with the old log's id)."""

@@ -60,3 +60,13 @@ def test_the_table_names_a_failed_camera_and_leaves_out_halves_without_a_defect(
     out = capsys.readouterr().out
     assert "0 of ? scored, 0 events; stage failed: cannot open rtsp://x" in out
     assert "None" not in out  # a camera's half without a defect has no AUROC: no "None / None" row
+
+
+def test_the_table_says_when_the_run_was_cut_short(capsys, monkeypatch):
+    """An interrupted or timed-out run's table says so in its title: its counts are partial, not lost data."""
+    monkeypatch.setenv("COLUMNS", "200")
+    summary = {**StreamStats().summary(), "wall_s": 1.0}
+    for flags, title in (({}, "ssdnet run"), ({"interrupted": True}, "ssdnet run (interrupted: partial)"),
+                         ({"timed_out": True}, "ssdnet run (timed out)")):
+        print_summary({**summary, "interrupted": False, "timed_out": False, **flags})
+        assert capsys.readouterr().out.split("\n")[0].strip() == title

@@ -101,3 +101,29 @@ def test_export_says_why_it_wrote_no_unet_weights(tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "no U-Net weights: score.pixel_weight and perceptual_weight are 0" in out and "0 U-Net" not in out
+
+
+def test_ctrl_c_while_the_commands_load_ends_like_one_later(monkeypatch, capsys):
+    """Ctrl-C in a command's first seconds (its imports: torch) ends it with 130 and one line, no traceback."""
+    import tools.cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tools.cli, "build_parser", interrupted)
+    assert tools.cli.main(["score", "x.png"]) == 130
+    assert capsys.readouterr().err == "ssdnet: interrupted\n"
+
+
+def test_a_line_config_given_where_an_ssdnet_config_goes_is_read_for_its_node_ssdnet(tmp_path):
+    """`ssdnet score --config configs/demo.yaml` (a line config) scores with the line's node.ssdnet, not an error
+    listing the line's own keys as unknown; a mistake inside it names where it is."""
+    from edge.config import ConfigError, load_config
+
+    line = tmp_path / "line.yaml"
+    line.write_text("sources:\n  - name: cam0\n    synthetic: {}\nnode:\n  ssdnet:\n    score: {knn_k: 7}\n")
+    assert load_config(line).score.knn_k == 7
+    line.write_text("sources: []\nnode:\n  ssdnet:\n    score: {knn_kk: 7}\n")
+    with pytest.raises(ConfigError, match=r"(?s)line.yaml \(node.ssdnet\).*knn_kk"):
+        load_config(line)
+    assert load_config("configs/demo.yaml") == load_config(None)  # the demo line's node.ssdnet: the defaults

@@ -648,7 +648,8 @@ def _main(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="fit step, scorer, pipeline, transport and memory benchmark in one run",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
+    p.add_argument("--config", help="SSDnet YAML config, or a line config (its node.ssdnet); default: built-in "
+                                    "defaults")
     p.add_argument("--size", type=int, help="frame side for fit, scorer, pipeline and FLOPs (default 256; --quick 64)")
     p.add_argument("--batch", type=int, default=1, help="images per fit step (default 1)")
     p.add_argument("--steps", type=at_least(1), help="timed fit steps per variant (default 6; --quick 2)")

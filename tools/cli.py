@@ -38,10 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # imported after the parser (which imports every command): the stage processes of `ssdnet run`
-    # re-import this module as their __main__'s and must not load torch, which edge.vgg does
-    from edge.vgg import VGGWeightsError
+    try:  # the commands' imports take seconds (torch): a Ctrl-C meanwhile ends the command as one later would
+        args = build_parser().parse_args(argv)
+        # imported after the parser (which imports every command): the stage processes of `ssdnet run`
+        # re-import this module as their __main__'s and must not load torch, which edge.vgg does
+        from edge.vgg import VGGWeightsError
+    except KeyboardInterrupt:
+        print("ssdnet: interrupted", file=sys.stderr)
+        return 130
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -159,7 +159,8 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
+    p.add_argument("--config", help="SSDnet YAML config, or a line config (its node.ssdnet); default: built-in "
+                                    "defaults")
     p.add_argument("--fast", action="store_true", help="nothing fitted (configs/self-similarity.yaml; the "
                                                        "default fits nothing too since docs/ablations.md section 6)")
     p.add_argument("--threads", type=at_least(1), help="torch threads (default: all cores; never more than it has)")

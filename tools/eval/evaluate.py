@@ -164,9 +164,10 @@ def run_ssdnet(det: Detector, samples: list[Sample], images: list[np.ndarray], m
 def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None, mode: str = "cold",
              baselines: tuple[str, ...] = tuple(BASELINES), noise_sigma: float = 0.0, dead_fraction: float = 0.0,
              limit: int | None = None, jobs: int = 1, warmup: Path | None = None,
-             warmup_frames: int | None = None) -> dict:
+             warmup_frames: int | None = None, threads: int | None = None) -> dict:
     """Per-category and mean metrics for SSDnet and each baseline. `jobs` > 1 splits the categories
-    over that many worker processes (torch threads shared out among them); the result is the same.
+    over that many worker processes (torch threads shared out among them, or `threads` each); the result is the
+    same.
     `warmup` (stream mode): a folder of unlabelled frames streamed first (`warmup_frames` at most)."""
     categories = categories or list_categories(root)
     unknown = [b for b in baselines if b not in BASELINES]
@@ -178,9 +179,12 @@ def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None,
         warmup_paths(warmup, c, warmup_frames)  # a missing or empty folder fails here, before any work
     args = (root, cfg, mode, baselines, noise_sigma, dead_fraction, limit, warmup, warmup_frames)
     jobs = max(1, min(jobs, len(categories)))
+    cores = os.cpu_count() or 1
     if jobs == 1:
+        if threads is not None:
+            torch.set_num_threads(min(threads, cores))
         return summarise(_evaluate_part(*args, categories))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = min(threads, cores) if threads is not None else max(1, cores // jobs)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
                              initargs=(threads,)) as pool:
         calls = [(*args, categories[i::jobs], i) for i in range(jobs)]
@@ -309,7 +313,8 @@ def _cmd(args: argparse.Namespace) -> int:
         writable(Path(args.json))
     try:
         result = evaluate(Path(args.dataset), cfg, cats, args.mode, baselines, args.input_noise, args.dead_pixels,
-                          args.limit, args.jobs, Path(args.warmup) if args.warmup else None, args.warmup_frames)
+                          args.limit, args.jobs, Path(args.warmup) if args.warmup else None, args.warmup_frames,
+                          args.threads)
     except DatasetError as e:
         raise FileNotFoundError(str(e)) from None
     print_table(result)
@@ -325,8 +330,11 @@ def add_parser(sub) -> None:
     p.add_argument("dataset", help="folder with <category>/test/<type>/*.png and <category>/ground_truth/")
     p.add_argument("--categories", help="comma-separated subset (default: all)")
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
-    p.add_argument("--mode", choices=("cold", "warm", "stream"), default="cold")
+    p.add_argument("--config", help="SSDnet YAML config, or a line config (its node.ssdnet); default: built-in "
+                                    "defaults")
+    p.add_argument("--mode", choices=("cold", "warm", "stream"), default="cold",
+                   help="cold: each image alone (default); warm: each from the last's weights; stream: each "
+                        "category's images through one camera's Detector as the node runs them (memory, calibration)")
     p.add_argument("--steps", type=at_least(0), help="override fit.steps")
     p.add_argument("--warm-steps", type=at_least(0), help="override fit.warm_steps")
     p.add_argument("--baselines", default=",".join(BASELINES), help="comma-separated, or 'none'")
@@ -341,4 +349,6 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup-frames", type=at_least(0), metavar="N", help="at most N warm-up frames (default: all)")
     p.add_argument("--jobs", type=at_least(1), default=1,
                    help="worker processes, categories split among them (CPU: one per core is fastest)")
+    p.add_argument("--threads", type=at_least(1), help="torch threads per process (default: the cores shared out "
+                                                       "among the jobs; on a busy machine 1 can be 10x faster)")
     p.set_defaults(func=_cmd)
