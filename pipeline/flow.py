@@ -202,6 +202,12 @@ class Credits:
             self._sources.pop(source, None)
             self._grant(time.monotonic())
 
+    def awaited(self) -> set[str]:
+        """The sources with a grant out whose frame has not arrived (not expired): the node's next frame of theirs is
+        on its way."""
+        with self._lock:
+            return {s for s, st in self._sources.items() if st.received < st.upto and not st.expired}
+
     def outgoing(self) -> list[tuple[str, bytes]]:
         """The grants to send, each with the camera it names (sent on that camera's connection only)."""
         with self._lock:

@@ -168,8 +168,8 @@ class EdgeNode:
             self.factory, self.scorer = detector_factory, None  # a detector of the caller's: its scoring is its own
         self.ctx = ctx or zmq.Context.instance()
         self.counters = Counters()
-        self.pending = PendingFrames(cfg.queue_depth)
         self.credits = Credits(cfg.name, budget=cfg.queue_depth)  # cameras with flow: credit (pipeline/flow.py)
+        self.pending = PendingFrames(cfg.queue_depth, awaited=self.credits.awaited)
         self.outbox: queue.Queue[P.Message | tuple[P.Message, int]] = queue.Queue()
         self.detectors: dict[str, Detector] = {}  # camera -> its model, one for every frame size
         self.products: dict[str, str | None] = {}  # camera -> the product its model is for (frame header `product`)

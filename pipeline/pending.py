@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import protocol as P
+
+AWAIT_S = 0.05  # how long the worker waits for a frame on its way from a source whose turn it is (`awaited`)
 
 
 def _nbytes(msg: P.Message) -> int:
@@ -29,10 +32,15 @@ class PendingFrames:
     level with the others, nothing banked while idle). A source's ends of stream are handed out in the order they
     came, each once the frames that came before it have been taken (or pushed out), before any frame that came after
     it: a camera that streams on at once does not hold its end back. The bytes waiting are counted per source
-    (`bytes`, `total_bytes`) for the node's memory budget."""
+    (`bytes`, `total_bytes`) for the node's memory budget.
 
-    def __init__(self, depth: int = 1) -> None:
-        self.depth = depth
+    `awaited` names the sources whose next frame is on its way (a credit camera granted its next frame the moment its
+    last was done has nothing waiting when the next is picked): when one of them has used less of the node's time than
+    the source that would go next, the worker waits up to AWAIT_S for its frame, so that a live camera of large frames
+    does not take every other turn from it."""
+
+    def __init__(self, depth: int = 1, awaited: Callable[[], set[str]] | None = None) -> None:
+        self.depth, self.awaited = depth, awaited
         self._cond = threading.Condition()
         self._frames: OrderedDict[str, deque[P.Message]] = OrderedDict()
         self._ends: OrderedDict[str, deque[_End]] = OrderedDict()  # per source, in the order they came
@@ -100,7 +108,11 @@ class PendingFrames:
                 return end.msg
             if not self._frames:
                 return None
-            source = min(self._frames, key=lambda s: self._used.get(s, 0.0))  # the first of equals: in turn
+            source = self._next()
+            if self.awaited is not None and (due := {s for s in self.awaited() - self._frames.keys()
+                                                     if self._used.get(s, self._level) < self._used.get(source, 0.0)}):
+                self._cond.wait_for(lambda: any(s in self._frames for s in due), AWAIT_S)
+                source = self._next()  # (frames only came meanwhile: the worker alone takes them)
             self._level = self._used.get(source, 0.0)
             msg = self._pop(source)
             waiting = self._frames[source]
@@ -109,6 +121,10 @@ class PendingFrames:
             else:
                 del self._frames[source]
             return msg
+
+    def _next(self) -> str:
+        """The waiting source that has used the least of the node's time; the first of equals (in turn)."""
+        return min(self._frames, key=lambda s: self._used.get(s, 0.0))
 
     def served(self, source: str, seconds: float) -> None:
         """Count `seconds` of the node's time spent on a frame of `source`."""

@@ -490,6 +490,40 @@ def test_an_end_of_stream_counts_the_frames_that_came_before_it_not_those_of_the
     assert (second["received"], second["lost"], second["scored"]) == (1, 2, 1)
 
 
+def test_a_credit_camera_whose_frame_is_on_its_way_is_waited_for_not_passed_by_a_live_one():
+    """An outside client's audit: a credit camera is granted its next frame when its last is done, so it has nothing
+    waiting when the worker picks the next frame; a live camera of large frames always has one, took every other
+    turn and ~95 % of the node. Waiting briefly for a frame on its way that is due gives each half."""
+    import threading
+
+    def credit_share(awaited: bool) -> float:
+        on_way: set[str] = set()
+        pending = PendingFrames(depth=1, awaited=(lambda: set(on_way)) if awaited else None)
+        cost, seq = {"live": 10.0, "credit": 1.0}, {"live": 0, "credit": 0}
+        used = dict.fromkeys(cost, 0.0)
+        for name in cost:
+            pending.put(_frame(name, 0))
+
+        def arrive(n: int) -> None:
+            pending.put(_frame("credit", n))
+            on_way.discard("credit")
+
+        for _ in range(60):
+            msg = pending.take(1.0)
+            used[msg.source] += cost[msg.source]
+            pending.served(msg.source, cost[msg.source])
+            seq[msg.source] += 1
+            if msg.source == "live":
+                pending.put(_frame("live", seq["live"]))  # a live camera's next frame is always there
+            else:  # granted now, read and sent: it arrives a few ms later
+                on_way.add("credit")
+                threading.Timer(0.005, arrive, (seq["credit"],)).start()
+        return used["credit"] / sum(used.values())
+
+    assert credit_share(awaited=False) < 0.15  # one frame each in turn: 1 s against 10 s
+    assert 0.4 < credit_share(awaited=True) < 0.6
+
+
 def test_cameras_get_equal_shares_of_the_nodes_time_whatever_their_frame_size():
     """A camera whose frames cost 10x (large frames, or a peer flooding them) and one of small frames, each with a
     frame always waiting: served in turn, the large one took 10/11 of the node's time and the small one lost most
