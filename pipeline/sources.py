@@ -113,7 +113,10 @@ class Shaper:
         if self.cfg.crop is None:
             return image
         x, y, w, h = self.cfg.crop
-        if warn and (x + w > image.shape[1] or y + h > image.shape[0]):  # the part inside the frame is used, and said
+        if warn and (x >= image.shape[1] or y >= image.shape[0]):  # nothing of the frame inside it
+            self._log.warning(f"{self.cfg.name}: crop {list(self.cfg.crop)} (x, y, width, height) lies outside a "
+                              f"{image.shape[1]}x{image.shape[0]} frame: nothing of it can be scored")
+        elif warn and (x + w > image.shape[1] or y + h > image.shape[0]):  # the part inside is used, and said
             self._log.warning(f"{self.cfg.name}: crop {list(self.cfg.crop)} (x, y, width, height) reaches past a "
                               f"{image.shape[1]}x{image.shape[0]} frame: only the part inside it is scored")
         return image[y:y + h, x:x + w]

@@ -154,6 +154,23 @@ def test_suggested_threshold_is_a_high_quantile_of_normal_scores():
     assert suggest(np.array([-0.5, -0.3]), 0.99, 0.05) == pytest.approx(2.326 * 1.05, abs=1e-3)
 
 
+def test_calibrate_says_one_thing_about_few_frames(capsys):
+    """19 frames below normal noise's tail: the suggestion is that floor, and the report said so, then on the next line
+    that it was "about the highest score seen" (an audit). The floor's line alone; a few frames above it, the other."""
+    import argparse
+
+    from tools.calibrate import _report
+
+    args = argparse.Namespace(quantile=0.99, margin=0.05, source="x")
+    _report(np.linspace(-1.0, 0.97, 19), "19 frames", 3.0, args, None)
+    out = capsys.readouterr().out
+    assert "which the suggestion starts from" in out
+    assert "highest score seen" not in out
+    _report(np.linspace(-1.0, 4.0, 19), "19 frames", 3.0, args, None)
+    out = capsys.readouterr().out
+    assert "highest score seen" in out and "starts from" not in out
+
+
 def _frames(folder, n, size=64, defect=0.0, seed=0):
     folder.mkdir()
     rng = np.random.default_rng(seed)

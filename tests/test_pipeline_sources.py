@@ -309,6 +309,11 @@ def test_a_crop_keeps_a_fixture_beside_the_product_out_of_the_frames_and_masks(t
     missed = make_reader(cfg.model_copy(update={"crop": (100, 70, 40, 40), "resize": (60, 40)}))
     missed.open()  # 001 (96x64) has nothing inside this crop: an empty frame, which the camera skips as too small
     assert missed.read().image.shape == (40, 60, 3) and missed.read().image.size == 0
+    outside = make_reader(cfg.model_copy(update={"crop": (200, 0, 40, 40)}))
+    outside.open()  # a crop wholly off the frame is said to be so, not "only the part inside it is scored"
+    assert outside.read().image.size == 0
+    assert "crop [200, 0, 40, 40] (x, y, width, height) lies outside a 160x100 frame: nothing of it" in caplog.text
+    assert "crop [200, 0, 40, 40] (x, y, width, height) reaches past" not in caplog.text
 
     clip = str(tmp_path / "clip.avi")
     writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 100))

@@ -164,11 +164,12 @@ def _report(s: np.ndarray, what: str, threshold: float, args: argparse.Namespace
     if np.mean(s > threshold) > 1 - args.quantile:
         print(f"note: {np.mean(s > threshold):.1%} of these frames are above the current threshold: if they are "
               "defects, not normal production, the suggestion is too high; calibrate on defect-free production")
-    if np.quantile(s, args.quantile) < noise_quantile(args.quantile):
+    floored = np.quantile(s, args.quantile) < noise_quantile(args.quantile)
+    if floored:
         print(f"the {args.quantile:g} quantile of these frames ({np.quantile(s, args.quantile):.3f}) is below that of "
               f"normal noise in these units ({noise_quantile(args.quantile):.3f}), which the suggestion starts from "
               f"instead: {len(s)} frame(s) are too few to see the tail")
-    if len(s) < 50:
+    elif len(s) < 50:
         print("few frames: the suggestion is about the highest score seen; score more normal production "
               "for a steadier threshold")
     print(f"\nin the line config:\n  node:\n    threshold: {value:.3f}")
