@@ -117,7 +117,8 @@ class ScoreConfig(StrictModel):
                                                         "(4 = 32 px at 8 px cells; docs/ablations.md sections 5, 38)")
     knn_far_share: float = Field(0.03, ge=0.0, le=0.5, description="self-similarity: a long defect (a scratch "
                                  "longer than the excluded neighbourhood) finds itself along its length, but not in "
-                                 "this share of the frame's cells (with `knn_far_weight`)")
+                                 "this share of the frame's cells (with `knn_far_weight`; no effect where that share "
+                                 "is at most knn_k cells: under ~180 cells at 0.03, ~110 px frames at 8 px cells)")
     knn_far_weight: float = Field(0.0, ge=0.0, le=4.0, description="self-similarity: the distance gains this many "
                                   "times how much farther than a typical cell's a cell's nearest cells up to "
                                   "`knn_far_share` of the frame's lie. 0 = off (the default): 1 finds 96 px scratches "
@@ -461,8 +462,10 @@ def load_config(path: str | Path | None) -> SSDNetConfig:
     if path is None:
         return SSDNetConfig()
     data = load_yaml(path)
-    if "sources" in data and isinstance(data.get("node"), dict):
-        return parse_config(SSDNetConfig, data["node"].get("ssdnet") or {}, f"{path} (node.ssdnet)")
+    if "sources" in data:  # a line config: its node's SSDnet config (the defaults without one)
+        node = data.get("node") or {}
+        return parse_config(SSDNetConfig, (node.get("ssdnet") if isinstance(node, dict) else None) or {},
+                            f"{path} (node.ssdnet)")
     return parse_config(SSDNetConfig, data.get("ssdnet", data), str(path))
 
 

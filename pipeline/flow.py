@@ -181,7 +181,8 @@ class Credits:
                     wait = now - st.used
                     st.typical = wait if st.typical is None else 0.75 * st.typical + 0.25 * wait
                     if not st.expired:  # it held the budget meanwhile: beyond a read and a send, the node's time
-                        st.node_s += max(0.0, wait - HOLD_ALLOWANCE_S)
+                        # (from the grant's last sending: a grant the node lost and sent again is not the camera's)
+                        st.node_s += max(0.0, now - max(st.used, st.granted_at) - HOLD_ALLOWANCE_S)
                 if st.expired:  # back after leaving its grant unused: no node time banked meanwhile
                     st.node_s = max(st.node_s, self._level)
                 st.received, st.used = seq, now
@@ -202,11 +203,13 @@ class Credits:
             self._sources.pop(source, None)
             self._grant(time.monotonic())
 
-    def awaited(self) -> set[str]:
-        """The sources with a grant out whose frame has not arrived (not expired): the node's next frame of theirs is
-        on its way."""
+    def awaited(self, age: float) -> set[str]:
+        """The sources granted a frame in the last `age` seconds that has not arrived: it is on its way (a camera
+        granted longer ago is gone, or slow, and not waited for)."""
+        now = time.monotonic()
         with self._lock:
-            return {s for s, st in self._sources.items() if st.received < st.upto and not st.expired}
+            return {s for s, st in self._sources.items()
+                    if st.received < st.upto and not st.expired and now - st.granted_at <= age}
 
     def outgoing(self) -> list[tuple[str, bytes]]:
         """The grants to send, each with the camera it names (sent on that camera's connection only)."""

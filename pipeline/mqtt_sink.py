@@ -71,7 +71,7 @@ class MqttBridge:
                                                      ".json") if self.event_log is not None else None)
         self.scorer = scorer
         self.stats = {"connects": 0, "refused": 0, "unreachable": 0, "timeouts": 0, "published": 0, "acked": 0,
-                      "dropped": 0}
+                      "dropped": 0, "unacknowledged": 0}  # (the last: counted when the bridge closes)
         # source -> highest log_seq the broker acknowledged (all before it too), and the event log they count in
         self.acked = Cursors()
         self.sent: dict[str, int] = {}  # source -> highest log_seq handed to paho
@@ -228,7 +228,10 @@ class MqttBridge:
         return self
 
     def close(self, timeout_s: float = 2.0) -> None:
-        """Publish 'offline (stopped)' if connected, wait briefly for outstanding acknowledgements, disconnect."""
+        """Publish 'offline (stopped)' if connected, wait briefly for outstanding acknowledgements, disconnect, say
+        what the broker never acknowledged. Once: a second call does nothing."""
+        if self._closing.is_set():
+            return
         deadline = time.monotonic() + timeout_s
         while self._connected.is_set() and self._unacked() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -243,13 +246,22 @@ class MqttBridge:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+        self._drain_acks()  # those that came after the bridge's thread stopped
         self._save_cursors()
         self._report_unacknowledged()
 
     def _report_unacknowledged(self) -> None:
-        """At the end: how many of the log's events the broker never acknowledged (`stats["unacknowledged"]`, and a
-        warning saying where they wait): a run ending while the broker was away must not look delivered."""
-        if self.event_log is None or not self.event_log.is_file():
+        """At the end: how many events the broker never acknowledged (`stats["unacknowledged"]`, and a warning saying
+        where they wait, or that they are lost without an event log): a run ending while the broker was away must not
+        look delivered."""
+        if self.event_log is None:
+            held = len(self._live) + self._unacked()
+            self.stats["unacknowledged"] = held
+            if held:
+                log.warning("mqtt: %d event(s) were not acknowledged by the broker %s:%d and are lost: without "
+                            "`node.event_log` they were held in memory only", held, self.cfg.host, self.cfg.broker_port)
+            return
+        if not self.event_log.is_file():
             return
         db = EventLog(self.event_log, readonly=True)
         try:

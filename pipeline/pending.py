@@ -34,12 +34,13 @@ class PendingFrames:
     it: a camera that streams on at once does not hold its end back. The bytes waiting are counted per source
     (`bytes`, `total_bytes`) for the node's memory budget.
 
-    `awaited` names the sources whose next frame is on its way (a credit camera granted its next frame the moment its
-    last was done has nothing waiting when the next is picked): when one of them has used less of the node's time than
-    the source that would go next, the worker waits up to AWAIT_S for its frame, so that a live camera of large frames
-    does not take every other turn from it."""
+    `awaited(age)` names the sources whose next frame is on its way, asked for in the last `age` seconds (a credit
+    camera granted its next frame the moment its last was done has nothing waiting when the next is picked): when one
+    of them has used less of the node's time than the source that would go next, the worker waits up to AWAIT_S for
+    its frame, once per pick, so that a live camera of large frames does not take every other turn from it; a camera
+    that does not send within AWAIT_S of its grant (gone, or slow) is not waited for again until its next grant."""
 
-    def __init__(self, depth: int = 1, awaited: Callable[[], set[str]] | None = None) -> None:
+    def __init__(self, depth: int = 1, awaited: Callable[[float], set[str]] | None = None) -> None:
         self.depth, self.awaited = depth, awaited
         self._cond = threading.Condition()
         self._frames: OrderedDict[str, deque[P.Message]] = OrderedDict()
@@ -98,21 +99,21 @@ class PendingFrames:
         """The next end of stream or frame, or None after `timeout` seconds."""
         with self._cond:
             self._cond.wait_for(lambda: self._frames or self._ready_end() is not None, timeout)
-            if (source := self._ready_end()) is not None:
-                ends = self._ends[source]
-                end = ends.popleft()
-                if not ends:
-                    del self._ends[source]
-                if source not in self._frames:
-                    self._used.pop(source, None)
-                return end.msg
-            if not self._frames:
-                return None
-            source = self._next()
-            if self.awaited is not None and (due := {s for s in self.awaited() - self._frames.keys()
-                                                     if self._used.get(s, self._level) < self._used.get(source, 0.0)}):
-                self._cond.wait_for(lambda: any(s in self._frames for s in due), AWAIT_S)
-                source = self._next()  # (frames only came meanwhile: the worker alone takes them)
+            waited = False
+            while True:
+                if (source := self._ready_end()) is not None:  # (also one that came while waiting below)
+                    return self._take_end(source)
+                if not self._frames:
+                    return None
+                source = self._next()
+                due = set() if waited or self.awaited is None else {
+                    s for s in self.awaited(AWAIT_S) - self._frames.keys()
+                    if self._used.get(s, self._level) < self._used.get(source, 0.0)}
+                if not due:
+                    break
+                self._cond.wait_for(lambda due=due: any(s in self._frames for s in due)
+                                    or self._ready_end() is not None, AWAIT_S)
+                waited = True
             self._level = self._used.get(source, 0.0)
             msg = self._pop(source)
             waiting = self._frames[source]
@@ -121,6 +122,15 @@ class PendingFrames:
             else:
                 del self._frames[source]
             return msg
+
+    def _take_end(self, source: str) -> P.Message:
+        ends = self._ends[source]
+        end = ends.popleft()
+        if not ends:
+            del self._ends[source]
+        if source not in self._frames:
+            self._used.pop(source, None)
+        return end.msg
 
     def _next(self) -> str:
         """The waiting source that has used the least of the node's time; the first of equals (in turn)."""

@@ -391,8 +391,8 @@ class MetricsSink:
     """Prometheus text endpoint (http://HOST:PORT/metrics): per-stage latency, fps, results, events,
     and the counters (frames sent, dropped, rejected, ...) and last-frame ages that heartbeats report.
     A stage's heartbeats get series for their first P.MAX_COUNTERS counter names (as many as one heartbeat carries);
-    further names, and negative values (not a count), are not exported but counted (`ssdnet_metrics_dropped_counters`,
-    by reason)."""
+    further names, and negative values (not a count), are not exported but counted
+    (`ssdnet_metrics_dropped_counters_total`, by reason)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9108):
         self.registry = r = CollectorRegistry()
@@ -448,7 +448,8 @@ class MetricsSink:
                     if (role, source) not in self._warned:
                         self._warned.add((role, source))
                         log.warning("metrics: %s %s has sent over %d counter names; %r and further new ones are not "
-                                    "exported (ssdnet_metrics_dropped_counters)", role, source, P.MAX_COUNTERS, name)
+                                    "exported (ssdnet_metrics_dropped_counters_total)", role, source, P.MAX_COUNTERS,
+                                    name)
                     continue
                 names.add(name)
             self.counters.labels(role, source, name).set(value)

@@ -163,6 +163,21 @@ def test_a_camera_that_holds_its_grants_is_charged_the_time_it_holds_them_and_st
     assert frames["slow"] <= 4 and frames["honest"] >= 200
 
 
+def test_only_a_grant_sent_moments_ago_is_awaited(clock):
+    """The node waits briefly for a credit frame on its way (pipeline/pending.py); a camera killed with a grant out,
+    or one that sits on its grants, was waited for before every live frame, for good."""
+    c = Credits("node", budget=1)
+    c.heartbeat("cred", -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [("cred", 0)] and c.awaited(0.05) == {"cred"}
+    clock.t += 0.2
+    assert c.awaited(0.05) == set()
+    c.received("cred", 0)
+    c.done("cred", 0, 0.1)  # the next grant goes out: awaited again, until its frame comes
+    assert grants(c) == [("cred", 1)] and c.awaited(0.05) == {"cred"}
+    c.received("cred", 1)
+    assert c.awaited(0.05) == set()
+
+
 def test_a_camera_that_joins_late_starts_level_and_gets_its_share_not_a_burst(clock):
     cost = {"big": 0.5, "small": 0.125}
     c = Credits("node", budget=1)

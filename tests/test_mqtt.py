@@ -280,6 +280,18 @@ def test_a_bridge_that_ends_while_the_broker_is_away_says_how_many_events_wait(t
         bridge.close(timeout_s=0.2)
     assert bridge.stats["unacknowledged"] == 5
     assert "5 event(s) in" in caplog.text and "not acknowledged" in caplog.text
+    caplog.clear()
+    bridge.close(timeout_s=0.2)  # a second close says nothing again
+    assert "not acknowledged" not in caplog.text
+    # without an event log the events were held in memory: said to be lost, not waiting
+    memory = MqttBridge(MqttConfig(host="127.0.0.1", port=free_port(), client_id="away2"), "node0", None).start()
+    for seq in range(3):
+        memory.tap(P.Message(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=5.0,
+                                           threshold=3.0, model_version=1)))
+    with caplog.at_level(logging.WARNING, logger="pipeline.mqtt_sink"):
+        memory.close(timeout_s=0.2)
+    assert memory.stats["unacknowledged"] == 3 and "3 event(s) were not acknowledged" in caplog.text
+    assert "are lost" in caplog.text
 
 
 def test_a_bridge_that_opens_the_log_before_its_id_is_written_waits_for_it(tmp_path):

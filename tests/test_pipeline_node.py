@@ -490,21 +490,29 @@ def test_an_end_of_stream_counts_the_frames_that_came_before_it_not_those_of_the
     assert (second["received"], second["lost"], second["scored"]) == (1, 2, 1)
 
 
-def test_a_credit_camera_whose_frame_is_on_its_way_is_waited_for_not_passed_by_a_live_one():
+def test_a_credit_camera_whose_frame_is_on_its_way_is_waited_for_not_passed_by_a_live_one(monkeypatch):
     """An outside client's audit: a credit camera is granted its next frame when its last is done, so it has nothing
     waiting when the worker picks the next frame; a live camera of large frames always has one, took every other
     turn and ~95 % of the node. Waiting briefly for a frame on its way that is due gives each half."""
-    import threading
+    from pipeline import pending as pending_module
+
+    monkeypatch.setattr(pending_module, "AWAIT_S", 5.0)  # the frame comes when asked for: no race with a busy machine
 
     def credit_share(awaited: bool) -> float:
-        on_way: set[str] = set()
-        pending = PendingFrames(depth=1, awaited=(lambda: set(on_way)) if awaited else None)
+        on_way, asked = set(), threading.Event()
+
+        def ask(age: float) -> set[str]:
+            asked.set()
+            return set(on_way)
+
+        pending = PendingFrames(depth=1, awaited=ask if awaited else None)
         cost, seq = {"live": 10.0, "credit": 1.0}, {"live": 0, "credit": 0}
         used = dict.fromkeys(cost, 0.0)
         for name in cost:
             pending.put(_frame(name, 0))
 
-        def arrive(n: int) -> None:
+        def arrive(n: int) -> None:  # read and sent: it arrives once the node looks for it, or after 5 ms
+            asked.wait(5.0 if awaited else 0.005)
             pending.put(_frame("credit", n))
             on_way.discard("credit")
 
@@ -515,13 +523,32 @@ def test_a_credit_camera_whose_frame_is_on_its_way_is_waited_for_not_passed_by_a
             seq[msg.source] += 1
             if msg.source == "live":
                 pending.put(_frame("live", seq["live"]))  # a live camera's next frame is always there
-            else:  # granted now, read and sent: it arrives a few ms later
+            else:  # granted now
                 on_way.add("credit")
-                threading.Timer(0.005, arrive, (seq["credit"],)).start()
+                asked.clear()
+                threading.Thread(target=arrive, args=(seq["credit"],)).start()
         return used["credit"] / sum(used.values())
 
     assert credit_share(awaited=False) < 0.15  # one frame each in turn: 1 s against 10 s
     assert 0.4 < credit_share(awaited=True) < 0.6
+
+
+def test_the_wait_for_a_credit_frame_lets_an_end_of_stream_that_comes_meanwhile_go_first():
+    """An end of stream that comes while the worker waits for a credit camera's frame goes out before any frame
+    that came after it (the review of the wait: a new stream's first frame went out before it)."""
+    pending = PendingFrames(depth=1, awaited=lambda age: {"cred"})
+    pending.put(_frame("live", 0))
+    pending.served("live", 5.0)  # the credit camera is due: it has used less
+    pending.put(_frame("live", 1))
+
+    def camera_m():  # ends its stream and starts the next at once, while the worker waits
+        time.sleep(0.05)
+        pending.end(_eos("m", 9))
+        pending.put(_frame("m", 0))
+
+    threading.Thread(target=camera_m).start()
+    first = pending.take(1.0)
+    assert (first.kind, first.source) == ("eos", "m")
 
 
 def test_cameras_get_equal_shares_of_the_nodes_time_whatever_their_frame_size():

@@ -127,3 +127,5 @@ def test_a_line_config_given_where_an_ssdnet_config_goes_is_read_for_its_node_ss
     with pytest.raises(ConfigError, match=r"(?s)line.yaml \(node.ssdnet\).*knn_kk"):
         load_config(line)
     assert load_config("configs/demo.yaml") == load_config(None)  # the demo line's node.ssdnet: the defaults
+    line.write_text("sources: []\n")  # a line config without a node section: the defaults, not "sources: extra"
+    assert load_config(line) == load_config(None)
