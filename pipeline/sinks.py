@@ -29,6 +29,7 @@ from edge.overlay import annotated_overlay
 
 from . import protocol as P
 from .eventlog import Cursors
+from .flow import CREDIT_COUNTER
 from .stats import stage_latencies
 from .transport import ThrottledLog, connect, make_socket
 
@@ -391,7 +392,8 @@ class MetricsSink:
     """Prometheus text endpoint (http://HOST:PORT/metrics): per-stage latency, fps, results, events,
     and the counters (frames sent, dropped, rejected, ...) and last-frame ages that heartbeats report.
     A stage's heartbeats get series for their first P.MAX_COUNTERS counter names (as many as one heartbeat carries);
-    further names, and negative values (not a count), are not exported but counted
+    further names, and negative values (not a count; but `credit_upto` -1, a credit camera not yet granted), are not
+    exported but counted
     (`ssdnet_metrics_dropped_counters_total`, by reason)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9108):
@@ -439,7 +441,7 @@ class MetricsSink:
         """Set the series of a heartbeat's counters (the decoder admits ints only: no NaN or infinity)."""
         names = self._names.setdefault((role, source), set())
         for name, value in counters.items():
-            if value < 0:
+            if value < 0 and not (name == CREDIT_COUNTER and value == -1):  # (-1: a credit camera not yet granted)
                 self.dropped.labels("negative").inc()
                 continue
             if name not in names:

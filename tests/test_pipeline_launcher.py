@@ -429,21 +429,23 @@ def test_metrics_sink_bounds_the_counter_names_of_a_source_and_skips_negative_va
     rest, and a negative value, are counted as dropped, and logged once."""
     sink = MetricsSink(port=0)
 
-    def beat(counters):
-        sink.handle(P.Message(P.HeartbeatHeader(v=1, kind="heartbeat", source="cam9", seq=0, t_capture=1.0,
+    def beat(counters, source="cam9"):
+        sink.handle(P.Message(P.HeartbeatHeader(v=1, kind="heartbeat", source=source, seq=0, t_capture=1.0,
                                                 role="source", state="streaming", counters=counters)), 1.0)
 
     try:
         with caplog.at_level(logging.WARNING, logger="pipeline.sinks"):
             for i in range(3):
                 beat({f"c{i}_{j}": 1 for j in range(P.MAX_COUNTERS)})
-            beat({"c0_0": 5, "credit_upto": -1})
+            beat({"c0_0": 5, "c0_1": -5})
+            beat({"credit_upto": -1}, "cred")  # -1: a credit camera not yet granted, exported as before
         text = urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/metrics", timeout=5).read().decode()
     finally:
         sink.close()
     series = [line for line in text.splitlines() if line.startswith("ssdnet_stage_count{")]
-    assert len(series) == P.MAX_COUNTERS
+    assert len(series) == P.MAX_COUNTERS + 1
     assert 'ssdnet_stage_count{counter="c0_0",role="source",source="cam9"} 5.0' in series
+    assert 'ssdnet_stage_count{counter="credit_upto",role="source",source="cred"} -1.0' in series
     assert 'ssdnet_metrics_dropped_counters_total{reason="name_limit"} 256.0' in text
     assert 'ssdnet_metrics_dropped_counters_total{reason="negative"} 1.0' in text
     assert len([r for r in caplog.records if "counter names" in r.getMessage()]) == 1
