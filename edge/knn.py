@@ -64,10 +64,13 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
     fh, fw = frame or (gh, gw)
     if fh * fw - 1 < k:
         raise ValueError(f"a {fh}x{fw} feature grid is too small for k={k} neighbours")
-    while radius > 0 and fh * fw - min(2 * radius + 1, fh) * min(2 * radius + 1, fw) < k:
+
+    def outside(r: int) -> int:  # a cell's fewest candidates outside a radius of r cells
+        return fh * fw - min(2 * r + 1, fh) * min(2 * r + 1, fw)
+
+    while radius > 0 and outside(radius) < k:
         radius -= 1
-    far_k = round(far_share * fh * fw) if far_weight > 0 else 0
-    far_k = min(far_k, fh * fw - min(2 * radius + 1, fh) * min(2 * radius + 1, fw))  # candidates outside the radius
+    far_k = min(round(far_share * fh * fw), outside(radius)) if far_weight > 0 else 0
     # the neighbourhood mask is the Kronecker product of two band matrices (rows, columns); their
     # coordinates come from the input, so an ONNX export computes the cells x cells mask at run time
     # instead of storing it as a constant (16 MB at 4096 cells)
@@ -79,6 +82,7 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
     if (fh, fw) != (gh, gw):
         near = near | ((ys > fh)[:, None] | (xs > fw)[None])[None, None]  # (the padding's cells as neighbours)
     near = near.reshape(gh * gw, gh * gw)
+    inside = ((ys <= fh)[:, None] & (xs <= fw)[None]).reshape(1, -1).float()  # the frame's cells
     q = feats.float().flatten(2)  # (n, c, cells)
     # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: per row, the nearest b maximise 2 a.b - |b|^2, so pick on
     # that and take the distances of the k picked only (fewer passes over the cells x cells matrix).
@@ -91,7 +95,6 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
         top, nearest = top[..., :k], nearest[..., :k]
         d = dists[..., :k].mean(2)
         if far_k > k:
-            inside = ((ys <= fh)[:, None] & (xs <= fw)[None]).reshape(1, -1).float()  # the frame's cells
             gap = dists.mean(2) - d
             d = d + far_weight * (gap - (gap * inside).sum(1, keepdim=True) / inside.sum()).clamp_min(0)
         out = [d, _wider(d, nearest, k)]
@@ -105,7 +108,6 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
             top_both, pick = torch.cat([top, top_h], 2).topk(k, dim=2)
             index = torch.gather(torch.cat([nearest, nearest_h + gh * gw], 2), 2, pick)
             dh = (sq[:, :, None] - top_both).clamp_min(0).sqrt().mean(2)
-            inside = ((ys <= fh)[:, None] & (xs <= fw)[None]).reshape(1, -1).float()  # the frame's cells
             level = (d * inside).sum(1, keepdim=True) / (dh * inside).sum(1, keepdim=True).clamp_min(1e-12)
             own = torch.cat([d, rows_own.float()[None].expand(d.shape[0], -1)], 1)
             out += [dh * level, _wider(own, index, k)]

@@ -269,7 +269,8 @@ class MqttBridge:
         finally:
             db.close()
         with self._lock:
-            acked = {} if log_id and self.acked.log_id and log_id != self.acked.log_id else dict(self.acked)
+            acked = self.acked.copy()
+        acked.follow(log_id)  # a log made anew since: none of its events was acknowledged
         waiting = sum(max(0, head - acked.get(source, 0)) for source, head in heads.items())
         self.stats["unacknowledged"] = waiting
         if waiting:

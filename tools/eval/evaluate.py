@@ -42,6 +42,7 @@ from edge.config import MIN_SIDE, ConfigError, SSDNetConfig, load_config
 from edge.detector import Detector
 from edge.images import IMAGE_SUFFIXES, image_files, read_rgb
 
+from ..score_images import set_threads
 from .baselines import BASELINES
 from .dataset import GOOD, DatasetError, Sample, list_categories, load_category
 from .metrics import summarize
@@ -181,8 +182,7 @@ def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None,
     jobs = max(1, min(jobs, len(categories)))
     cores = os.cpu_count() or 1
     if jobs == 1:
-        if threads is not None:
-            torch.set_num_threads(min(threads, cores))
+        set_threads(threads)
         return summarise(_evaluate_part(*args, categories))
     threads = min(threads, cores) if threads is not None else max(1, cores // jobs)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
