@@ -198,12 +198,14 @@ class VideoReader:
 
 
 class FolderReader:
-    """The images of a folder in name order, with masks from `masks/<stem><mask_suffix>.png`."""
+    """The images of a folder in name order, with masks from `masks/<stem><mask_suffix>.png`; a file it cannot read
+    is skipped with a warning and counted in `unreadable` (at each pass of a looping folder)."""
 
     def __init__(self, cfg: FolderSourceConfig):
         self.cfg = cfg
         self.files: list[Path] = []
         self.index = 0
+        self.unreadable = 0
         self.bits = 8  # the bits the folder's 16-bit images fill, the largest so far (edge.frames.bit_depth)
         self.shaper = Shaper(cfg)
 
@@ -229,6 +231,7 @@ class FolderReader:
             try:
                 raw = read_image(path)
             except (OSError, ValueError) as e:
+                self.unreadable += 1
                 log.warning("skipping unreadable image: %s", e)
                 continue
             if self.cfg.bit_depth is None and (bits := bit_depth(raw)) > self.bits:  # one scale for the stream:
@@ -318,8 +321,10 @@ class Camera:
         self.reader = reader if reader is not None else make_reader(cfg)
         self.ctx = ctx or zmq.Context.instance()
         self.state = "starting"
-        # `unheard`: of the frames `sent`, those no node had subscribed to (ZeroMQ dropped them)
-        self.counters = {"sent": 0, "send_dropped": 0, "unheard": 0, "reconnects": 0, "too_small": 0}
+        # `unheard`: of the frames `sent`, those no node had subscribed to (ZeroMQ dropped them); `unreadable`: files
+        # a folder camera skipped
+        self.counters = {"sent": 0, "send_dropped": 0, "unheard": 0, "reconnects": 0, "too_small": 0,
+                         "unreadable": 0}
         self.heard = True  # whether the last frame had a node subscribed to it
         self._unheard_log, self._heard_log = ThrottledLog(log, 5.0), ThrottledLog(log, 5.0)
         self.last_capture: float | None = None
@@ -484,6 +489,7 @@ class Camera:
                     self.reader.open()
                     opened, self.state = True, "streaming"
                 cap = self.reader.read()
+                self.counters["unreadable"] = getattr(self.reader, "unreadable", 0)  # a folder's skipped files
             except SourceFatal as e:
                 log.error("%s: %s", cfg.name, e)
                 reason, self.failure = f"failed: {e}", str(e)

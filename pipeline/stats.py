@@ -13,6 +13,9 @@ STAGES = ("transport", "queue", "fit", "score", "publish", "end_to_end")
 CHANGEOVER_COUNTERS = ("normal_moved", "normal_recalled", "product_changes")
 DROP_COUNTERS = ("conflated", "lost", "rejected", "failed")
 SOURCE_COUNTERS = (*DROP_COUNTERS, "downscaled", *CHANGEOVER_COUNTERS)  # the node's, in the summary per camera
+# the cameras' own, in the summary (summed and per camera) once one counted any: frames sent while no node subscribed
+# (ZeroMQ dropped them), files a folder camera skipped as unreadable (never sent)
+CAMERA_COUNTERS = ("unheard", "unreadable")
 
 
 def stage_latencies(h: P.AnomalyHeader, delivered: float) -> dict[str, float]:
@@ -77,10 +80,9 @@ class StreamStats:
         self.products: dict[str, dict[str, Counter[str]]] = {}  # camera -> product -> frames and events (`product`)
         self.sent: dict[str, int] = {}  # frames each camera sent, from its end of stream
         self.sent_so_far: dict[str, int] = {}  # the same from its latest heartbeat (a run stopped before the end)
-        # frames each camera sent while no node subscribed (its `unheard`): the count of its present run, and of its
-        # runs before a restart
-        self._unheard_run: Counter[str] = Counter()
-        self._unheard_before: Counter[str] = Counter()
+        # each camera's CAMERA_COUNTERS: the count of its present run, and of its runs before a restart
+        self._camera_run: dict[str, Counter[str]] = {name: Counter() for name in CAMERA_COUNTERS}
+        self._camera_before: dict[str, Counter[str]] = {name: Counter() for name in CAMERA_COUNTERS}
         self.first_capture: float | None = None
         self.last_delivered: float | None = None
         # (pixel scores, pixel truth, image score, defective, camera, position in the camera's stream)
@@ -95,10 +97,10 @@ class StreamStats:
             self.events[h.source] += 1
         elif h.kind == "eos":
             self.sent[h.source] = h.frames
-            self._unheard(h.source, h.counters)
+            self._camera_counts(h.source, h.counters)
         elif h.kind == "heartbeat" and h.role == "source" and isinstance(h.counters.get("sent"), int):
             self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), h.counters["sent"])
-            self._unheard(h.source, h.counters)
+            self._camera_counts(h.source, h.counters)
         elif h.kind == "anomaly":
             self.frames[h.source] += 1
             self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), h.seq + 1)  # frames 0..seq were sent
@@ -159,19 +161,21 @@ class StreamStats:
         return out
 
     def camera_stopped(self, source: str, counters: dict[str, int]) -> None:
-        """A camera's own counters, from its stage: its `unheard` frames and, when the line stopped it before its end
+        """A camera's own counters, from its stage: its CAMERA_COUNTERS and, when the line stopped it before its end
         of stream came through (Ctrl-C, the timeout), what it sent, not its last heartbeat's count."""
         self.sent.setdefault(source, counters["sent"] + counters["send_dropped"])
-        self._unheard(source, counters)
+        self._camera_counts(source, counters)
 
-    def _unheard(self, source: str, counters: dict[str, int]) -> None:
-        """A camera's `unheard` count (older cameras report none): its latest, over the counts of the runs before a
-        restart (a count that went down: the camera's process started afresh)."""
-        if not isinstance(n := counters.get("unheard"), int):
-            return
-        if n < self._unheard_run[source]:
-            self._unheard_before[source] += self._unheard_run[source]
-        self._unheard_run[source] = n
+    def _camera_counts(self, source: str, counters: dict[str, int]) -> None:
+        """A camera's CAMERA_COUNTERS (older cameras report some or none): each its latest, over the counts of the
+        runs before a restart (a count that went down: the camera's process started afresh)."""
+        for name in CAMERA_COUNTERS:
+            if not isinstance(n := counters.get(name), int):
+                continue
+            run = self._camera_run[name]
+            if n < run[source]:
+                self._camera_before[name][source] += run[source]
+            run[source] = n
 
     def summary(self, node: dict | None = None, cameras: Iterable[str] = ()) -> dict:
         """The run's summary; `node` is the node's final counter snapshot when available; `cameras`, the configured
@@ -194,11 +198,12 @@ class StreamStats:
             out["sources"].setdefault(source, {})["products"] = {name: dict(c) for name, c in sorted(products.items())}
         for name in cameras:
             out["sources"].setdefault(name, {"frames": 0, "events": 0, "sent": None})
-        unheard = {s: n for s in self._unheard_run if (n := self._unheard_before[s] + self._unheard_run[s])}
-        if unheard:  # sent while no subscriber held the camera's topic: the camera's count, there once any
-            out["unheard"] = sum(unheard.values())
-            for source, n in unheard.items():
-                out["sources"].setdefault(source, {})["unheard"] = n
+        for name in CAMERA_COUNTERS:  # the cameras' counts, there once any
+            run, before = self._camera_run[name], self._camera_before[name]
+            if counts := {s: n for s in run if (n := before[s] + run[s])}:
+                out[name] = sum(counts.values())
+                for source, n in counts.items():
+                    out["sources"].setdefault(source, {})[name] = n
         if node is not None:
             out["drops"] = {name: sum(c[name] for c in node["sources"].values()) for name in DROP_COUNTERS}
             out["drops"]["bad_messages"] = node["bad_messages"]

@@ -86,6 +86,20 @@ def test_folder_source_with_masks_and_resize(tmp_path):
     assert frames[2].arrays["image"][0, 0].tolist() == [120, 120, 120]
 
 
+def test_a_folder_camera_counts_the_files_it_skips_as_unreadable(tmp_path, caplog):
+    """A text file named .png, a PNG cut short: skipped with a warning, and counted (`unreadable`) in the camera's
+    heartbeats and end of stream, so the run's summary can say frames were missed."""
+    png = cv2.imencode(".png", np.full((40, 50, 3), 90, np.uint8))[1].tobytes()
+    for name, data in (("000.png", png), ("001.png", b"not an image"), ("002.png", png[:60]), ("003.png", png)):
+        (tmp_path / name).write_bytes(data)
+    cfg = FolderSourceConfig(kind="folder", name="shelf", path=tmp_path, heartbeat_s=0.05)
+    with camera(cfg) as (sub, cam, _):
+        msgs = drain(sub)
+    assert len(frames_of(msgs)) == msgs[-1].header.frames == 2
+    assert msgs[-1].header.counters["unreadable"] == 2 and cam.counters["unreadable"] == 2
+    assert "skipping unreadable image: cannot decode " in caplog.text and "001.png" in caplog.text
+
+
 def test_a_frame_over_the_nodes_side_limit_is_sent_scaled_down_with_its_mask(tmp_path, caplog):
     """A 5000x3000 photo in a folder: the node refuses a side over its node.max_side (4096) before decoding, so the
     camera sends it at 4096x2458, its mask alike, and says so."""

@@ -1,13 +1,19 @@
 """The run summary says where each camera's frames went (a multi-camera audit found drops summed over cameras only)."""
 from __future__ import annotations
 
+import json
 import time
 
+import cv2
 import numpy as np
 
+from edge.config import parse_config
 from pipeline import protocol as P
-from pipeline.launcher import print_summary
+from pipeline.config import LineConfig
+from pipeline.launcher import print_summary, run_line
 from pipeline.stats import SOURCE_COUNTERS, StreamStats
+from test_pipeline_launcher import line_config
+from test_pipeline_node import FastDetector
 
 
 def eos(source: str, frames: int) -> P.Message:
@@ -70,3 +76,39 @@ def test_the_table_says_when_the_run_was_cut_short(capsys, monkeypatch):
                          ({"timed_out": True}, "ssdnet run (timed out)")):
         print_summary({**summary, "interrupted": False, "timed_out": False, **flags})
         assert capsys.readouterr().out.split("\n")[0].strip() == title
+
+
+def test_files_a_folder_camera_skipped_as_unreadable_are_in_the_summary_and_the_table(tmp_path, capsys, monkeypatch):
+    """"40 of 40 sent" looked complete while a folder camera had skipped a file it could not read: the run's
+    summary.json and table say how many, in all and per camera."""
+    monkeypatch.setenv("COLUMNS", "200")
+    for name in ("good", "bad"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / name / f"{i:03d}.png"), np.full((40, 50, 3), 40 * i, np.uint8))
+    (tmp_path / "bad" / "001b.png").write_text("a text file named .png")
+    cfg = parse_config(LineConfig, {**line_config().model_dump(mode="json", exclude={"sources"}), "sources": [
+        {"kind": "folder", "name": name, "path": str(tmp_path / name)} for name in ("good", "bad")]})
+    summary = run_line(cfg, tmp_path / "out", detector_factory=FastDetector)
+    assert summary == json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["frames"], summary["sent"], summary["dropped"]) == (6, 6, 0)
+    assert summary["unreadable"] == 1 and summary["sources"]["bad"]["unreadable"] == 1
+    assert "unreadable" not in summary["sources"]["good"]
+
+    print_summary(summary)
+    out = capsys.readouterr().out
+    assert "6 of 6 sent; 1 unreadable file skipped (the log names each)" in out
+    assert "3 of 3 scored, 0 events (unreadable 1)" in out
+
+
+def test_no_unreadable_key_or_words_while_no_file_was_skipped(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    stats = StreamStats()
+    for seq in range(2):
+        stats.add(result("cam0", seq), time.time())
+    stats.add(P.Message(P.EosHeader(kind="eos", source="cam0", seq=1, t_capture=time.time(), frames=2,
+                                    counters={"sent": 2, "unreadable": 0})), time.time())
+    summary = stats.summary()
+    assert "unreadable" not in summary and "unreadable" not in summary["sources"]["cam0"]  # keys as before
+    print_summary({**summary, "wall_s": 1.0})
+    assert "unreadable" not in capsys.readouterr().out
