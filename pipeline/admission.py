@@ -34,7 +34,9 @@ Header values (after the decoder's schema checks, before any payload is decoded)
 - a heartbeat from a camera says role `source` (`forged_role`), and a camera's heartbeats keep within
   HEARTBEAT_RATE a second in bursts of HEARTBEAT_BURST (`heartbeat_rate`: the node forwards them to every
   subscriber); an end of stream says
-  frames == seq + 1 and seq is not behind the last frame seen (`eos_inconsistent`);
+  frames == seq + 1 and seq is not behind the last frame seen (`eos_inconsistent`), and ends a stream: one after the
+  camera's last end of stream with no frame since, nor a heartbeat saying it streams again, is refused
+  (`eos_repeated`: each one would be queued and published to every subscriber);
 - a frame whose short side is under `node.min_side` is rejected (`too_small`);
 - a frame of more than `node.max_frame_pixels` pixels (default: `ssdnet.max_pixels`) is rejected
   here with `oversize: reject` (`oversize`), before its payload is decoded; with `oversize:
@@ -68,7 +70,7 @@ HEARTBEAT_RATE = 50.0  # a camera's heartbeats (forwarded to every subscriber) p
 HEARTBEAT_BURST = 50  # in bursts of at most this many (a token bucket)
 ADMISSION_REASONS = ("unexpected_kind", "unknown_camera", "camera_limit", "spoofed_name", "forged_role", "seq_range",
                      "seq_jump", "seq_backwards", "clock_skew", "eos_inconsistent", "oversize", "too_small",
-                     "memory_budget", "shape_change", "heartbeat_rate", "product_limit")
+                     "memory_budget", "shape_change", "heartbeat_rate", "product_limit", "eos_repeated")
 REASONS = P.DECODE_REASONS + ADMISSION_REASONS  # every `rejected_<reason>` counter of the node
 
 # Memory estimates of the default SSDnet config on a CPU, measured with the real detector (torch 2.13, 1 thread;
@@ -136,6 +138,7 @@ class Camera:
     beat_tokens: float = HEARTBEAT_BURST  # heartbeats it may send now
     beat_refilled: float = 0.0
     products: set[str] = field(default_factory=set)  # the products it has named
+    ended: bool = False  # its last end of stream came after its last frame and streaming heartbeat (`eos_repeated`)
 
     def report(self) -> dict:
         return {"peer": self.peer.endpoint, "secured": self.peer.secured, "dynamic": self.dynamic,
@@ -157,6 +160,7 @@ class Ticket:
     captured: float = 0.0  # a frame's t_capture
     now: float = 0.0
     product: str | None = None
+    streaming: bool = False  # a heartbeat whose state is not `ended`: the camera streams (again)
 
 
 @dataclass
@@ -253,8 +257,12 @@ class Admission:
             if tokens < 1:
                 raise Rejected("heartbeat_rate", f"heartbeat/{name}: over {HEARTBEAT_RATE:g} a second (bursts of "
                                f"{HEARTBEAT_BURST})", charge)
-            return Ticket(camera, "heartbeat", header.seq, tokens=tokens - 1, now=now)
+            return Ticket(camera, "heartbeat", header.seq, tokens=tokens - 1, now=now,
+                          streaming=header.state != "ended")
         if header.kind == "eos":
+            if camera.ended:
+                raise Rejected("eos_repeated", f"eos/{name}: its stream ended already, with no frame (nor a heartbeat "
+                               "saying it streams again) since", charge)
             last = camera.last_seq
             if header.frames != header.seq + 1 or (last is not None and header.seq < last):
                 raise Rejected("eos_inconsistent", f"eos/{name}: frames {header.frames}, seq {header.seq} (last frame "
@@ -340,12 +348,14 @@ class Admission:
             self._bind(camera)
         if ticket.kind == "heartbeat":
             camera.beat_tokens, camera.beat_refilled = ticket.tokens, ticket.now
+            camera.ended &= not ticket.streaming
             if camera.last_seq is not None and ticket.seq < camera.last_seq:  # its last frame sent is behind the last
                 camera.last_seq, camera.resync = None, None  # one seen: a camera restarted (a crash, no end of stream)
                 camera.seq_restarts += 1  # whatever its clock says: its next frame is its first
         elif ticket.kind == "eos":
-            camera.last_seq, camera.resync = None, None
+            camera.last_seq, camera.resync, camera.ended = None, None, True
         elif ticket.kind == "frame":
+            camera.ended = False
             camera.last_seq, camera.tokens, camera.refilled, camera.resync = ticket.seq, ticket.tokens, ticket.now, None
             camera.last_capture = ticket.captured
             camera.seq_restarts += ticket.restart

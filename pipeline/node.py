@@ -396,6 +396,10 @@ class EdgeNode:
             if e.ticket is not None:
                 self._keep_place(e.ticket)
             return None
+        if msg.kind == "eos" and not self.pending.room_for_end(msg.source):  # ends faster than the node takes them
+            self._refuse("eos_repeated", f"eos/{msg.source}: {self.cfg.queue_depth + 1} of its ends of stream wait "
+                         "to go out already")
+            return None
         lost = self.admission.commit(ticket[0])
         if ticket[0].restart or ticket[0].resync:
             log.info("%s: its numbering %s at frame %d (a camera restarted)", peer,

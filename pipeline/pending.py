@@ -95,6 +95,13 @@ class PendingFrames:
             self._ends.setdefault(msg.source, deque()).append(_End(msg, len(self._frames.get(msg.source, ()))))
             self._cond.notify()
 
+    def room_for_end(self, source: str) -> bool:
+        """Whether another end of stream of `source` may wait: `depth` + 1 at most do (one per stream whose frames
+        wait, each has one at least, and one whose frames are done); a camera that ends streams faster has the rest
+        refused, not queued without bound."""
+        with self._cond:
+            return len(self._ends.get(source, ())) <= self.depth
+
     def take(self, timeout: float) -> P.Message | None:
         """The next end of stream or frame, or None after `timeout` seconds."""
         with self._cond:

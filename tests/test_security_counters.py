@@ -14,7 +14,7 @@ import msgpack
 import pytest
 import zmq
 
-from adversary import frame_parts, node_beat, node_line, until_eos
+from adversary import control_parts, frame_parts, node_beat, node_line, until_eos
 from pipeline import protocol as P
 from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig
 from pipeline.eventlog import CatchUp, EventLog, ReplayClient, answer
@@ -384,3 +384,28 @@ def test_a_camera_s_refused_frame_is_counted_once_not_also_lost():
     assert (counts["received"], counts["rejected"], counts["lost"]) == (3, 2, 2)
     assert node.counters.rejected["too_small"] == node.counters.rejected["oversize"] == 1
     assert node.counters.bad_messages == 1
+
+
+def test_a_camera_ends_a_stream_once_its_repeated_ends_are_refused_not_queued():
+    """An outside client's audit: a camera could send end of stream after end of stream, each queued and published to
+    every subscriber. One end per stream now (a frame, or a heartbeat saying it streams again, starts the next), and
+    at most queue_depth + 1 of a camera's ends wait to go out; a stream ended and the next begun at once still get
+    both ends, in order."""
+    node = EdgeNode(NodeConfig(), ["tcp://127.0.0.1:1"], FastDetector, input_names=["cam0"])
+
+    def send(*messages):
+        for parts in messages:
+            node._on_input([zmq.Frame(p) for p in parts], node.peers[0])
+
+    def eos(seq):
+        return control_parts("eos", "cam0", seq=seq, frames=seq + 1)
+
+    send(frame_parts("cam0", seq=0), eos(0), *[eos(0) for _ in range(100)])
+    assert node.counters.rejected["eos_repeated"] == 100 and node.pending.room_for_end("cam0")
+    send(control_parts("heartbeat", "cam0", seq=0, state="ended"), eos(0))  # a heartbeat of the ended stream
+    assert node.counters.rejected["eos_repeated"] == 101
+    send(control_parts("heartbeat", "cam0", seq=-1, state="waiting"), eos(-1))  # back, and ends with no frame
+    send(frame_parts("cam0", seq=0), eos(0))  # a third stream: queue_depth + 1 ends wait already
+    assert node.counters.rejected["eos_repeated"] == 102
+    order = [(m.kind, m.header.seq) for m in iter(lambda: node.pending.take(0.01), None)]
+    assert order == [("eos", 0), ("eos", -1), ("frame", 0)]
