@@ -19,7 +19,8 @@ A frame, heartbeat or end of stream under a name bound to another connection is 
 
 Header values (after the decoder's schema checks, before any payload is decoded):
 - `t_capture` and every stamp within `node.max_clock_skew_s` of the node's clock (`clock_skew`);
-  a frame must carry `stamps.capture` (`missing_field`) and a `seq` >= 0 (`seq_range`);
+  a frame must carry `stamps.capture` (`missing_field`) and a `seq` >= 0 (`seq_range`; a camera's frame numbered
+  below 0, refused for that or its clock, takes a place of the next frame's gap: counted once, not `lost` too);
 - a frame's `seq` is the next one, or skips at most what a token bucket allows (`max_seq_step`,
   refilled at `max_frame_rate` per second): the skipped frames are counted `lost`, so `lost` grows at
   most max_seq_step + max_frame_rate x seconds, whatever a sender writes. A bigger jump, or a step
@@ -139,6 +140,7 @@ class Camera:
     beat_refilled: float = 0.0
     products: set[str] = field(default_factory=set)  # the products it has named
     ended: bool = False  # its last end of stream came after its last frame and streaming heartbeat (`eos_repeated`)
+    unplaced: int = 0  # its frames numbered below 0 refused since its last frame: each fills a place of the next gap
 
     def report(self) -> dict:
         return {"peer": self.peer.endpoint, "secured": self.peer.secured, "dynamic": self.dynamic,
@@ -275,7 +277,8 @@ class Admission:
             raise Rejected("missing_field", f"frame/{name}#{header.seq}: no stamps.capture", charge,
                            self._place(camera, header, charge, header.t_capture))
         if header.seq < 0:
-            raise Rejected("seq_range", f"frame/{name}: seq {header.seq} < 0", charge)
+            raise Rejected("seq_range", f"frame/{name}: seq {header.seq} < 0", charge,
+                           self._place(camera, header, charge, header.t_capture))
         ticket = self._sequence(camera, header.seq, header.t_capture)
         held = ticket if charge is not None else None  # a bound camera's frame: its place is kept (`Rejected`)
         image = next(p for p in header.payloads if p.name == "image")
@@ -299,21 +302,24 @@ class Admission:
 
     def _place(self, camera: Camera, header: P.Header, charge: str | None, captured: float) -> Ticket | None:
         """The ticket that keeps the place of a bound camera's frame refused before its number was checked, when that
-        number is next or a plausible gap (`_in_order`); None otherwise (not a frame, not bound, any other number)."""
-        if charge is None or header.kind != "frame" or header.seq < 0:
+        number is next or a plausible gap (`_in_order`), or below 0: no number, it takes a place of the next frame's
+        gap (`Camera.unplaced`); None otherwise (not a frame, not bound, any other number)."""
+        if charge is None or header.kind != "frame":
             return None
+        if header.seq < 0:
+            return Ticket(camera, "frame", header.seq)
         return self._in_order(camera, header.seq, captured)
 
     def _in_order(self, camera: Camera, seq: int, captured: float) -> Ticket | None:
-        """The ticket of a frame numbered next, or past a gap its camera could plausibly have lost (counted `lost`);
-        None for any other number. Changes no state."""
+        """The ticket of a frame numbered next, or past a gap its camera could plausibly have lost (counted `lost`,
+        less the places its refused frames numbered below 0 took); None for any other number. Changes no state."""
         now, last = self.monotonic(), camera.last_seq
         ticket = Ticket(camera, "frame", seq, now=now, captured=captured)
         if last is None or seq == last + 1:
             ticket.tokens = self._tokens(camera, now)
             return ticket
         if seq > last + 1 and seq - last - 1 <= (tokens := self._tokens(camera, now)):
-            ticket.lost, ticket.tokens = seq - last - 1, tokens - (seq - last - 1)
+            ticket.lost, ticket.tokens = max(0, seq - last - 1 - camera.unplaced), tokens - (seq - last - 1)
             return ticket
         return None
 
@@ -354,8 +360,10 @@ class Admission:
                 camera.seq_restarts += 1  # whatever its clock says: its next frame is its first
         elif ticket.kind == "eos":
             camera.last_seq, camera.resync, camera.ended = None, None, True
+        elif ticket.kind == "frame" and ticket.seq < 0:  # refused, numbered below 0: a place of the next gap
+            camera.ended, camera.unplaced = False, camera.unplaced + 1
         elif ticket.kind == "frame":
-            camera.ended = False
+            camera.ended, camera.unplaced = False, 0
             camera.last_seq, camera.tokens, camera.refilled, camera.resync = ticket.seq, ticket.tokens, ticket.now, None
             camera.last_capture = ticket.captured
             camera.seq_restarts += ticket.restart

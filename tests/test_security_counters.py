@@ -409,3 +409,19 @@ def test_a_camera_ends_a_stream_once_its_repeated_ends_are_refused_not_queued():
     assert node.counters.rejected["eos_repeated"] == 102
     order = [(m.kind, m.header.seq) for m in iter(lambda: node.pending.take(0.01), None)]
     assert order == [("eos", 0), ("eos", -1), ("frame", 0)]
+
+
+def test_a_frame_numbered_below_zero_is_counted_once_not_also_lost():
+    """A frame with seq < 0 was refused (`seq_range`) with no place kept, so the next frame's gap counted it `lost`
+    too. It takes a place of the next gap now, as a frame refused for its clock keeps its own: each refused frame
+    is counted once, and a gap beyond the places they took is still `lost`."""
+    node = EdgeNode(NodeConfig(), ["tcp://127.0.0.1:1"], FastDetector, input_names=["cam0"])
+    skewed = time.time() + 400
+    for parts in (frame_parts("cam0", seq=0), frame_parts("cam0", seq=-1), frame_parts("cam0", seq=2),
+                  frame_parts("cam0", seq=-1, t=skewed, stamps={"capture": skewed}), frame_parts("cam0", seq=-1),
+                  frame_parts("cam0", seq=5), frame_parts("cam0", seq=-1), frame_parts("cam0", seq=6),
+                  frame_parts("cam0", seq=9)):  # 7 and 8 never came
+        node._on_input([zmq.Frame(p) for p in parts], node.peers[0])
+    counts = node.counters.source("cam0")
+    assert (counts["received"], counts["rejected"], counts["lost"]) == (5, 4, 2)
+    assert (node.counters.rejected["seq_range"], node.counters.rejected["clock_skew"]) == (3, 1)
