@@ -24,24 +24,23 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   frame sent) is below the last frame the node received from it, which a running camera's never is
   (its heartbeats follow its frames on one connection). Its predecessor's grant is not sent again,
   and the predecessor's frames the node finishes afterwards are not taken as its own.
-- The node hands out credit to the waiting sources by the node time each has used (`done`'s seconds, and the time
-  from its grant to its frame beyond HOLD_ALLOWANCE_S: a camera that sits on its grant holds the node), the least
-  first (in turn when they tie), keeping at most `budget` (`node.queue_depth`) frames outstanding (granted and not
-  yet scored) across them: a camera of large frames gets no more of the node's time than one of small frames, as
-  the node's queue does for live cameras. A new camera, one back after `stale_s` without heartbeats and one whose
-  grant expired (below) start level with the source granted last, nothing banked while they did not ask. With the
-  default 1 a camera takes its next frame the moment the node is ready for it: no frame waits
-  behind another, at the cost of the node idling while that frame is read and sent (milliseconds,
-  against seconds of scoring on a CPU); a larger budget keeps frames waiting to fill that gap. A
-  source that stops heartbeating (dead camera) stops holding budget after `stale_s`, and so does a
-  grant no frame came for in `stale_s`, or, once the camera has sent on this node's grants, in
-  PATIENCE x its typical wait for a frame (at least 2 x `resend_s`; a camera that has not sent yet is
-  given the slowest camera's typical wait, so a new camera that never sends holds the budget no longer
-  than a slow real one would): a camera that heartbeats but does not send, counted as
-  `Credits.expired_grants`. That camera gets no new grant until a frame of it
-  arrives, only the lost one sent again, and each further unused grant in a row, across its ends of
-  stream, holds the budget half as long, down to `resend_s`. Frames a camera sent that never arrived
-  (its heartbeat's seq is past the last frame the node received, nothing pending) count as done.
+- The node hands out credit to the waiting sources by the node time each has used (`done`'s seconds, and the time from
+  its grant to its frame beyond HOLD_ALLOWANCE_S, up to the grant's expiry, below: a camera that sits on its grant
+  holds the node), the least first (in turn when they tie), keeping at most `budget` (`node.queue_depth`) frames
+  outstanding (granted and not yet scored) across them: a camera of large frames gets no more of the node's time than
+  one of small frames, as the node's queue does for live cameras. A new camera, one back after `stale_s` without
+  heartbeats and one whose grant expired (below) start level with the source granted last, nothing banked while they
+  did not ask. With the default 1 a camera takes its next frame the moment the node is ready for it: no frame waits
+  behind another, at the cost of the node idling while that frame is read and sent (milliseconds, against seconds of
+  scoring on a CPU); a larger budget keeps frames waiting to fill that gap. A source that stops heartbeating (dead
+  camera) stops holding budget after `stale_s`, and so does a grant no frame came for in `stale_s`, or, once the
+  camera has sent on this node's grants, in PATIENCE x its typical wait for a frame (at least 2 x `resend_s`; a camera
+  that has not sent yet is given the slowest camera's typical wait, so a new camera that never sends holds the budget
+  no longer than a slow real one would): a camera that heartbeats but does not send, counted as
+  `Credits.expired_grants`. That camera gets no new grant until a frame of it arrives, only the lost one sent again,
+  and each further unused grant in a row, across its ends of stream, holds the budget half as long, down to
+  `resend_s`. Frames a camera sent that never arrived (its heartbeat's seq is past the last frame the node received,
+  nothing pending) count as done.
 - While it waits for credit a camera's heartbeats say `paced` (the console and the live page do not
   call it stalled).
 """
@@ -59,7 +58,7 @@ from .transport import MAX_UPSTREAM_BYTES
 
 CREDIT_PREFIX = b"\x02ssdnet-credit"  # upstream parts starting with 0x00/0x01 are (un)subscriptions
 CREDIT_COUNTER = "credit_upto"  # heartbeat counter of a flow-controlled camera
-HOLD_ALLOWANCE_S = 0.5  # a camera's wait from its grant to its frame beyond this is charged as the node's time
+HOLD_ALLOWANCE_S = 0.5  # a camera's wait from its grant to its frame beyond this (to the grant's expiry): node time
 MAX_GRANT_BYTES = MAX_UPSTREAM_BYTES  # what the XPUB socket lets through
 PATIENCE = 4.0  # a grant unused for this many times the camera's typical wait for a frame stops holding the budget
 _SOURCE = re.compile(SOURCE_PATTERN)
@@ -174,15 +173,22 @@ class Credits:
             self._grant(now)
 
     def received(self, source: str, seq: int) -> None:
+        """Frame `seq` of `source` arrived. On this node's grant, the time the camera sat on it beyond HOLD_ALLOWANCE_S
+        is charged as node time it used, from the grant's last sending up to the grant's expiry (`_patience`): that is
+        the time it held the budget by the node's rules. Past the expiry the grant holds nothing; the node only has not
+        looked yet (it does at a heartbeat, a frame done, an end of stream), and that is not the camera's time (before,
+        a grant that expired unnoticed, no heartbeat in between, was charged its whole wait; a grant sent again after
+        its expiry is charged nothing). A grant the node saw expire is charged nothing: its camera starts level."""
         with self._lock:
             if (st := self._sources.get(source)) is not None and seq > st.received:
                 now = time.monotonic()
                 if st.used and seq <= st.upto:  # a frame on this node's grant: how long the camera took
                     wait = now - st.used
+                    until = min(now, st.used + self._patience(source, st, self._slowest()))
                     st.typical = wait if st.typical is None else 0.75 * st.typical + 0.25 * wait
                     if not st.expired:  # it held the budget meanwhile: beyond a read and a send, the node's time
                         # (from the grant's last sending: a grant the node lost and sent again is not the camera's)
-                        st.node_s += max(0.0, now - max(st.used, st.granted_at) - HOLD_ALLOWANCE_S)
+                        st.node_s += max(0.0, until - max(st.used, st.granted_at) - HOLD_ALLOWANCE_S)
                 if st.expired:  # back after leaving its grant unused: no node time banked meanwhile
                     st.node_s = max(st.node_s, self._level)
                 st.received, st.used = seq, now
@@ -222,17 +228,24 @@ class Credits:
         st.granted_at = now
         self.grants += 1
 
-    def _outstanding(self, source: str, st: _Source, now: float, slowest: float | None) -> int:
-        """Frames granted to `st` and not yet done; a grant no frame came for in `stale_s` counts no more, nor
-        after PATIENCE x the camera's typical wait for a frame (at least 2 x `resend_s`) once it has sent on this
-        node's grants (before: `slowest`, the slowest such camera's typical wait), and after each such grant in a row
-        (an end of stream does not clear them) half as long, down to `resend_s`."""
+    def _patience(self, source: str, st: _Source, slowest: float | None) -> float:
+        """How long a grant of `st` no frame comes for holds the budget: `stale_s`, or PATIENCE x the camera's typical
+        wait for a frame (at least 2 x `resend_s`) once it has sent on this node's grants (before: `slowest`, the
+        slowest such camera's typical wait), and after each such grant in a row (an end of stream does not clear
+        them) half as long, down to `resend_s`."""
         patience = self.stale_s
         typical = st.typical if st.typical is not None else slowest
         if typical is not None:
             patience = min(patience, max(2 * self.resend_s, PATIENCE * typical))
-        patience = max(self.resend_s, patience / 2 ** self._strikes.get(source, 0))
-        if st.received < st.upto and now - st.used > patience and not st.expired:
+        return max(self.resend_s, patience / 2 ** self._strikes.get(source, 0))
+
+    def _slowest(self) -> float | None:
+        """The slowest typical wait for a frame of the sources that have sent on this node's grants."""
+        return max((st.typical for st in self._sources.values() if st.typical is not None), default=None)
+
+    def _outstanding(self, source: str, st: _Source, now: float, slowest: float | None) -> int:
+        """Frames granted to `st` and not yet done; a grant no frame came for in its `_patience` counts no more."""
+        if st.received < st.upto and now - st.used > self._patience(source, st, slowest) and not st.expired:
             st.expired = True
             self.expired_grants += 1
             self._strikes[source] = self._strikes.get(source, 0) + 1
@@ -240,7 +253,7 @@ class Credits:
 
     def _grant(self, now: float) -> None:
         live = {s: st for s, st in self._sources.items() if now - st.seen <= self.stale_s}
-        slowest = max((st.typical for st in self._sources.values() if st.typical is not None), default=None)
+        slowest = self._slowest()
         outstanding = sum(self._outstanding(s, st, now, slowest) for s, st in live.items())
         while outstanding < self.budget:
             waiting = [(st.node_s, st.turn, s) for s, st in live.items() if st.upto <= st.done]

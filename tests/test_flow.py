@@ -245,6 +245,26 @@ def test_a_slow_node_paces_a_credit_camera_every_frame_scored_no_queue(tmp_path,
         sub.close()
 
 
+def test_a_grant_that_expired_unnoticed_is_not_charged_its_whole_wait(clock):
+    """A grant expires after its patience (stale_s here), but the node only sees that when it next looks (a heartbeat,
+    a frame done): a camera heartbeating rarely (heartbeat_s up to 60 s) whose frame came 20 s after its grant, with
+    no look in between, was charged 19.5 s of node time, and the other camera took 157 turns before its next. Past
+    its expiry a grant holds nothing: it is charged the 14.5 s up to it."""
+    cost = {"a": 0.125, "b": 0.125}
+    c = Credits("node", budget=1, stale_s=15.0, resend_s=1.0)
+    for cam in cost:
+        c.heartbeat(cam, -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [("a", 0)]
+    clock.t += 10.0  # both heartbeat before the grant's expiry (15 s), then not again
+    c.heartbeat("a", -1, {CREDIT_COUNTER: 0})
+    c.heartbeat("b", -1, {CREDIT_COUNTER: -1})
+    clock.t += 10.0
+    c.received("a", 0)  # 20 s after its grant
+    c.done("a", 0, cost["a"])
+    held = 15.0 - flow.HOLD_ALLOWANCE_S
+    assert stream(c, cost, 200).index("a") == (held + cost["a"]) / cost["b"]  # b's turns until it has used as much
+
+
 def test_a_camera_that_leaves_its_grants_unused_holds_the_budget_shorter_each_time_even_across_restarts(clock):
     c = Credits("node", budget=1, stale_s=8.0, resend_s=1.0)
     held = []
