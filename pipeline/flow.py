@@ -25,14 +25,16 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   (its heartbeats follow its frames on one connection). Its predecessor's grant is not sent again,
   and the predecessor's frames the node finishes afterwards are not taken as its own.
 - The node hands out credit to the waiting sources by the node time each has used (`done`'s seconds, and the time from
-  its grant to its frame beyond HOLD_ALLOWANCE_S, up to the grant's expiry, below: a camera that sits on its grant
-  holds the node), the least first (in turn when they tie), keeping at most `budget` (`node.queue_depth`) frames
-  outstanding (granted and not yet scored) across them: a camera of large frames gets no more of the node's time than
-  one of small frames, as the node's queue does for live cameras. A new camera, one back after `stale_s` without
-  heartbeats and one whose grant expired (below) start level with the source granted last, nothing banked while they
-  did not ask. With the default 1 a camera takes its next frame the moment the node is ready for it: no frame waits
-  behind another, at the cost of the node idling while that frame is read and sent (milliseconds, against seconds of
-  scoring on a CPU); a larger budget keeps frames waiting to fill that gap. A source that stops heartbeating (dead
+  its grant to its frame beyond HOLD_ALLOWANCE_S, up to the grant's expiry, below, whether its frame came before the
+  expiry or after it: a camera that sits on its grant holds the node), the least first (in turn when they tie),
+  keeping at most `budget` (`node.queue_depth`) frames outstanding (granted and not yet scored) across them: a camera
+  of large frames gets no more of the node's time than one of small frames, as the node's queue does for live cameras.
+  A new camera, one back after `stale_s` without heartbeats and one whose grant expired (below) start level with the
+  source granted last, nothing banked while they did not ask (the hold of the grant that expired is charged first: it
+  still counts unless the others have used as much since). With the default 1 a camera takes its next frame the
+  moment the node is ready for it: no frame waits behind another, at the cost of the node idling while that frame is
+  read and sent (milliseconds, against seconds of scoring on a CPU); a larger budget keeps frames waiting to fill that
+  gap. A source that stops heartbeating (dead
   camera) stops holding budget after `stale_s`, and so does a grant no frame came for in `stale_s`, or, once the
   camera has sent on this node's grants, in PATIENCE x its typical wait for a frame (at least 2 x `resend_s`; a camera
   that has not sent yet is given the slowest camera's typical wait, so a new camera that never sends holds the budget
@@ -161,7 +163,8 @@ class Credits:
             if st is None or seq < st.received:  # new, restarted (its numbering went back) or this node restarted:
                 st = _Source(done=seq, received=seq, upto=seq, node_s=self._level)  # nothing outstanding, level
                 self._sources[source] = st
-            elif now - st.seen > self.stale_s:  # back after a silence: no node time banked while away
+            elif now - st.seen > self.stale_s:  # back after a silence: a grant it held is charged first, then it
+                self._expire(source, st, now, self._slowest())  # starts level: no node time banked while away
                 st.node_s = max(st.node_s, self._level)
             st.seen = now
             if seq > st.received and st.done >= st.received:  # frames sent that will never arrive
@@ -173,22 +176,19 @@ class Credits:
             self._grant(now)
 
     def received(self, source: str, seq: int) -> None:
-        """Frame `seq` of `source` arrived. On this node's grant, the time the camera sat on it beyond HOLD_ALLOWANCE_S
-        is charged as node time it used, from the grant's last sending up to the grant's expiry (`_patience`): that is
-        the time it held the budget by the node's rules. Past the expiry the grant holds nothing; the node only has not
-        looked yet (it does at a heartbeat, a frame done, an end of stream), and that is not the camera's time (before,
-        a grant that expired unnoticed, no heartbeat in between, was charged its whole wait; a grant sent again after
-        its expiry is charged nothing). A grant the node saw expire is charged nothing: its camera starts level."""
+        """Frame `seq` of `source` arrived. On this node's grant, the time the camera sat on it is charged
+        (`_charge_hold`) up to now, or up to the grant's expiry (`_patience`) if it expired unnoticed: past the expiry
+        the grant holds nothing; the node only has not looked yet (it does at a heartbeat, a frame done, an end of
+        stream), and that is not the camera's time. A grant the node saw expire was charged then: its camera starts
+        level, or where that charge left it if the others have not used as much since."""
         with self._lock:
             if (st := self._sources.get(source)) is not None and seq > st.received:
                 now = time.monotonic()
                 if st.used and seq <= st.upto:  # a frame on this node's grant: how long the camera took
+                    if not st.expired:
+                        self._charge_hold(st, min(now, st.used + self._patience(source, st, self._slowest())))
                     wait = now - st.used
-                    until = min(now, st.used + self._patience(source, st, self._slowest()))
                     st.typical = wait if st.typical is None else 0.75 * st.typical + 0.25 * wait
-                    if not st.expired:  # it held the budget meanwhile: beyond a read and a send, the node's time
-                        # (from the grant's last sending: a grant the node lost and sent again is not the camera's)
-                        st.node_s += max(0.0, until - max(st.used, st.granted_at) - HOLD_ALLOWANCE_S)
                 if st.expired:  # back after leaving its grant unused: no node time banked meanwhile
                     st.node_s = max(st.node_s, self._level)
                 st.received, st.used = seq, now
@@ -228,6 +228,13 @@ class Credits:
         st.granted_at = now
         self.grants += 1
 
+    @staticmethod
+    def _charge_hold(st: _Source, until: float) -> None:
+        """The time `st` sat on its grant up to `until`, beyond HOLD_ALLOWANCE_S (a read and a send), is node time it
+        used: it held the budget meanwhile. From the grant's last sending: a grant the node lost and sent again is not
+        the camera's time (so one sent again after its expiry is charged nothing)."""
+        st.node_s += max(0.0, until - max(st.used, st.granted_at) - HOLD_ALLOWANCE_S)
+
     def _patience(self, source: str, st: _Source, slowest: float | None) -> float:
         """How long a grant of `st` no frame comes for holds the budget: `stale_s`, or PATIENCE x the camera's typical
         wait for a frame (at least 2 x `resend_s`) once it has sent on this node's grants (before: `slowest`, the
@@ -243,18 +250,23 @@ class Credits:
         """The slowest typical wait for a frame of the sources that have sent on this node's grants."""
         return max((st.typical for st in self._sources.values() if st.typical is not None), default=None)
 
-    def _outstanding(self, source: str, st: _Source, now: float, slowest: float | None) -> int:
-        """Frames granted to `st` and not yet done; a grant no frame came for in its `_patience` counts no more."""
-        if st.received < st.upto and now - st.used > self._patience(source, st, slowest) and not st.expired:
+    def _expire(self, source: str, st: _Source, now: float, slowest: float | None) -> None:
+        """A grant no frame came for in its `_patience` stops holding the budget, its hold up to then charged
+        (`_charge_hold`) as if its frame had come just before: sending just after the expiry gains nothing."""
+        patience = self._patience(source, st, slowest)
+        if st.received < st.upto and now - st.used > patience and not st.expired:
             st.expired = True
+            self._charge_hold(st, st.used + patience)
             self.expired_grants += 1
             self._strikes[source] = self._strikes.get(source, 0) + 1
-        return max(0, (min(st.upto, st.received) if st.expired else st.upto) - st.done)
 
     def _grant(self, now: float) -> None:
         live = {s: st for s, st in self._sources.items() if now - st.seen <= self.stale_s}
         slowest = self._slowest()
-        outstanding = sum(self._outstanding(s, st, now, slowest) for s, st in live.items())
+        outstanding = 0  # frames granted and not yet done
+        for s, st in live.items():
+            self._expire(s, st, now, slowest)
+            outstanding += max(0, (min(st.upto, st.received) if st.expired else st.upto) - st.done)
         while outstanding < self.budget:
             waiting = [(st.node_s, st.turn, s) for s, st in live.items() if st.upto <= st.done]
             if not waiting:

@@ -97,7 +97,7 @@ def test_a_grant_no_frame_comes_for_stops_holding_the_budget_after_stale_s(clock
         assert [g for g in grants(c) if g != ("idle", 0)] == [("good", seq + 1)]
     assert c.expired_grants == 1  # counted once per grant
     c.received("idle", 0)  # it sends its frame at last: it holds the budget again until that frame is done
-    c.done("good", 3)
+    c.done("good", 3, 5.0 - flow.HOLD_ALLOWANCE_S)  # as much node time as idle was charged for holding its grant
     assert grants(c) == []
     c.done("idle", 0)
     assert grants(c) == [("idle", 1)]  # back in turn: it has waited longest
@@ -200,8 +200,8 @@ def test_a_camera_back_after_an_unused_grant_or_a_silence_banks_no_node_time(clo
         clock.t += 0.5
         c.heartbeat("a", -1, {CREDIT_COUNTER: 0})
         c.heartbeat("b", -1, {CREDIT_COUNTER: -1})
-    assert stream(c, {"b": 0.125}, 20) == ["b"] * 20
-    c.received("a", 0)  # its frame at last, 2.5 s of b's node time on
+    assert stream(c, {"b": 0.125}, 60) == ["b"] * 60
+    c.received("a", 0)  # its frame at last, 7.5 s of b's node time on: more than a's hold (4.5 s), charged
     c.done("a", 0, cost["a"])
     order = stream(c, cost, 12)
     assert fair(order, cost)
@@ -211,6 +211,28 @@ def test_a_camera_back_after_an_unused_grant_or_a_silence_banks_no_node_time(clo
     last = order.count("a") + first.count("a")
     c.heartbeat("a", last, {CREDIT_COUNTER: last})  # back, with 3.5 s of b's time it did not ask for
     assert fair(stream(c, cost, 12), cost)
+
+
+def test_a_camera_back_after_a_silence_with_a_grant_out_is_not_charged_its_hold_again(clock):
+    """A camera that falls silent holding a grant is charged that grant's hold when the node sees it expire, on its
+    return at the latest; charged after it was set level, it would owe its hold again after the others had the
+    node to themselves (25 s of b's node time here)."""
+    cost = {"a": 0.25, "b": 0.125}
+    c = Credits("node", budget=1, stale_s=5.0, resend_s=1.0)
+    c.heartbeat("a", -1, {CREDIT_COUNTER: -1})
+    c.heartbeat("b", -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [("a", 0)]
+    while not grants(c):  # a falls silent holding its grant: b gets the budget after stale_s
+        clock.t += 0.5
+        c.heartbeat("b", -1, {CREDIT_COUNTER: -1})
+    assert c.expired_grants == 0  # a's grant expired unseen: a was no longer live
+    c.received("b", 0)
+    c.done("b", 0, cost["b"])
+    assert stream(c, {"b": 0.125}, 200, clock=clock) == ["b"] * 200
+    c.heartbeat("a", -1, {CREDIT_COUNTER: 0})  # back, and sends
+    c.received("a", 0)
+    c.done("a", 0, cost["a"])
+    assert c.expired_grants == 1 and fair(stream(c, cost, 12), cost)
 
 
 def test_source_flow_defaults():
@@ -332,3 +354,40 @@ def test_a_new_camera_that_never_sends_holds_the_budget_for_the_slowest_camera_s
         c.heartbeat("good", 4, {CREDIT_COUNTER: 4})
     assert clock.t - start == pytest.approx(2.5)
     assert grants(c) == [("good", 5)]
+
+
+def honest_frames_beside_a_sitter(clock: types.SimpleNamespace, late: bool, seconds: float = 120.0) -> int:
+    """Frames an honest camera (sends at once, 0.1 s to score) gets in `seconds` beside a camera that sits on each grant
+    (both heartbeating every 0.5 s while it does) and sends its frame just after the node saw the grant expire (`late`)
+    or 14 s after the grant, just before its expiry (patience: stale_s, 15 s, once it has sent a few)."""
+    c = Credits("node", budget=1, stale_s=15.0, resend_s=1.0)
+    for cam in ("honest", "sitter"):
+        c.heartbeat(cam, -1, {CREDIT_COUNTER: -1})
+    held: dict[str, tuple[int, float, int]] = {}  # camera: (frame granted, when, expired grants then)
+    sent, frames, start = {"honest": -1, "sitter": -1}, 0, clock.t
+    while clock.t - start < seconds:
+        held.update((cam, (seq, clock.t, c.expired_grants)) for cam, seq in grants(c))
+        ready = [cam for cam, (_, at, expired) in held.items()
+                 if cam == "honest" or (c.expired_grants > expired if late else clock.t - at >= 14.0)]
+        if not ready:  # the sitter holds the budget: time passes, both heartbeat
+            clock.t += 0.5
+            for cam, last in sent.items():
+                c.heartbeat(cam, last, {CREDIT_COUNTER: held[cam][0] if cam in held else last})
+            continue
+        seq = held.pop(cam := ready[0])[0]
+        c.received(cam, seq)
+        clock.t += 0.1
+        c.done(cam, seq, 0.1)
+        sent[cam] = seq
+        frames += cam == "honest"
+    return frames
+
+
+def test_a_camera_that_sends_just_after_its_grant_expired_is_charged_its_hold_and_starves_no_one(clock):
+    """A grant the node saw expire was charged nothing and its camera came back level: a camera that sat on every
+    grant up to its expiry (15 s) and sent just after took every other turn, 9 honest frames in 120 s, where one
+    sending just before the expiry, charged its hold, left the honest camera half the node (~600). The hold up to
+    the expiry is node time it used either way."""
+    early = honest_frames_beside_a_sitter(clock, late=False)
+    late = honest_frames_beside_a_sitter(clock, late=True)
+    assert early >= 500 and late >= 0.85 * early, (early, late)
