@@ -42,6 +42,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edge.args import above, at_least
+from edge.config import MIN_SIDE
 
 from . import protocol as P
 from .config import LineConfig, load_line_config
@@ -433,8 +434,10 @@ def print_summary(summary: dict) -> None:
     detail = f" ({', '.join(f'{k} {v}' for k, v in drops.items())})" if drops else ""
     sent = summary["sent"]
     scored = f"{summary['frames']} of {sent} sent" if sent is not None else f"{summary['frames']} (no camera reported)"
-    if unreadable := summary.get("unreadable"):  # never sent: "of N sent" alone would look complete
-        scored += f"; {unreadable} unreadable file{'s' * (unreadable > 1)} skipped (the log names each)"
+    for key, noun, why in (("unreadable", "unreadable file", "the log names each"),
+                           ("too_small", "too-small frame", f"below {MIN_SIDE}x{MIN_SIDE} px")):
+        if n := summary.get(key):  # never sent: "of N sent" alone would look complete
+            scored += f"; {n} {noun}{'s' * (n > 1)} skipped ({why})"
     fps = f"{summary['fps']}" if summary["fps"] is not None else "- (fewer than two results)"
     dropped = "-" if summary["dropped"] is None else summary["dropped"]
     rows = [("frames scored", scored), ("dropped", f"{dropped}{detail}"), *_camera_rows(summary.get("sources", {})),
@@ -466,12 +469,13 @@ def print_summary(summary: dict) -> None:
 
 def _camera_rows(sources: dict[str, dict]) -> list[tuple[str, str]]:
     """With two cameras or more, or one whose stage failed, a row each: frames scored of sent, events, its drops by
-    cause, frames sent unheard and scored downscaled, files skipped unreadable."""
+    cause, frames sent unheard and scored downscaled, files skipped unreadable and frames skipped too small."""
     if len(sources) < 2 and not any("failure" in c for c in sources.values()):
         return []
     rows = []
     for camera, c in sorted(sources.items()):
-        causes = {k: c.get(k) for k in (*DROP_COUNTERS, "unaccounted", "unheard", "downscaled", "unreadable")}
+        causes = {k: c.get(k)
+                  for k in (*DROP_COUNTERS, "unaccounted", "unheard", "downscaled", "unreadable", "too_small")}
         detail = ", ".join(f"{k} {n}" for k, n in causes.items() if n)
         sent = "?" if c.get("sent") is None else c["sent"]
         failure = f"; stage failed: {c['failure']}" if "failure" in c else ""

@@ -14,8 +14,9 @@ CHANGEOVER_COUNTERS = ("normal_moved", "normal_recalled", "product_changes")
 DROP_COUNTERS = ("conflated", "lost", "rejected", "failed")
 SOURCE_COUNTERS = (*DROP_COUNTERS, "downscaled", *CHANGEOVER_COUNTERS)  # the node's, in the summary per camera
 # the cameras' own, in the summary (summed and per camera) once one counted any: frames sent while no node subscribed
-# (ZeroMQ dropped them), files a folder camera skipped as unreadable (never sent)
-CAMERA_COUNTERS = ("unheard", "unreadable")
+# (ZeroMQ dropped them), files a folder camera skipped as unreadable and frames skipped as below the minimum size
+# (never sent)
+CAMERA_COUNTERS = ("unheard", "unreadable", "too_small")
 
 
 def stage_latencies(h: P.AnomalyHeader, delivered: float) -> dict[str, float]:

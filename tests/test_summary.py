@@ -101,14 +101,39 @@ def test_files_a_folder_camera_skipped_as_unreadable_are_in_the_summary_and_the_
     assert "3 of 3 scored, 0 events (unreadable 1)" in out
 
 
-def test_no_unreadable_key_or_words_while_no_file_was_skipped(capsys, monkeypatch):
+def test_frames_a_camera_skipped_as_too_small_are_in_the_summary_and_the_table(tmp_path, capsys, monkeypatch):
+    """A camera skips a frame below the minimum size (its `too_small`, never sent): "3 of 3 sent" looked complete
+    while the folder held 4 images; the run's summary.json and table say how many, in all and per camera."""
+    monkeypatch.setenv("COLUMNS", "200")
+    for name in ("good", "small"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / name / f"{i:03d}.png"), np.full((40, 50, 3), 40 * i, np.uint8))
+    cv2.imwrite(str(tmp_path / "small" / "001b.png"), np.zeros((20, 50, 3), np.uint8))  # below 32 px a side
+    cfg = parse_config(LineConfig, {**line_config().model_dump(mode="json", exclude={"sources"}), "sources": [
+        {"kind": "folder", "name": name, "path": str(tmp_path / name)} for name in ("good", "small")]})
+    summary = run_line(cfg, tmp_path / "out", detector_factory=FastDetector)
+    assert summary == json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["frames"], summary["sent"], summary["dropped"]) == (6, 6, 0)
+    assert summary["too_small"] == 1 and summary["sources"]["small"]["too_small"] == 1
+    assert "too_small" not in summary["sources"]["good"]
+
+    print_summary(summary)
+    out = capsys.readouterr().out
+    assert "6 of 6 sent; 1 too-small frame skipped (below 32x32 px)" in out
+    assert "3 of 3 scored, 0 events (too_small 1)" in out
+
+
+def test_no_unreadable_or_too_small_key_or_words_while_nothing_was_skipped(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     stats = StreamStats()
     for seq in range(2):
         stats.add(result("cam0", seq), time.time())
     stats.add(P.Message(P.EosHeader(kind="eos", source="cam0", seq=1, t_capture=time.time(), frames=2,
-                                    counters={"sent": 2, "unreadable": 0})), time.time())
+                                    counters={"sent": 2, "unreadable": 0, "too_small": 0})), time.time())
     summary = stats.summary()
-    assert "unreadable" not in summary and "unreadable" not in summary["sources"]["cam0"]  # keys as before
+    for key in ("unreadable", "too_small"):
+        assert key not in summary and key not in summary["sources"]["cam0"]  # keys as before
     print_summary({**summary, "wall_s": 1.0})
-    assert "unreadable" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "unreadable" not in out and "too" not in out
