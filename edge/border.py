@@ -10,7 +10,9 @@ percentile in bands of distance to the nearest border (BANDS); once it has `min_
 default, as many as the memory needs before it is searched, so that the map changes once, not twice), it
 maps each band linearly onto the interior's, median onto median and 99th percentile onto 99th percentile,
 with each band's typical values (their medians over the frames). Label-free and per camera; a defect on
-the border still stands out against what is normal there.
+the border still stands out against what is normal there. Until then the image score reads the map from SCORE_INSET px
+inside the border (`scored`): on the uncorrected border the score was the border's heat, whose swings set the
+camera's first normal (section 66: two of a brick camera's first 16 normal frames were events at 3).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from .config import BorderConfig
 
 BANDS = (0, 1, 2, 4, 8, 12, 16, 24)  # px from the border where each band starts; the last band is the interior
 MIN_INTERIOR = 0.25  # the interior's share of a frame below which it is no reference (frames under ~100 px a side)
+SCORE_INSET = 8  # px from the border the image score leaves out until the profile is ready (docs/ablations.md s. 66)
 
 
 @lru_cache(maxsize=16)
@@ -87,6 +90,15 @@ class BorderProfile:
         gain, offset = self.gains()
         index = band_index(*amap.shape)
         return (gain[index] * amap + offset[index]).astype(amap.dtype)
+
+    def scored(self, amap: np.ndarray) -> np.ndarray:
+        """The values of a map the image score reads: all of them once the profile is ready; before, those at least
+        SCORE_INSET px inside the border (its uncorrected heat would be the score and its swings the camera's
+        normal), or all of them where those would be under MIN_INTERIOR of the frame."""
+        if self.ready:
+            return amap
+        inside = band_index(*amap.shape) >= BANDS.index(SCORE_INSET)
+        return amap[inside] if inside.mean() >= MIN_INTERIOR else amap
 
     def state_dict(self) -> dict:
         return {"frames": [f.tolist() for f in self.frames]}

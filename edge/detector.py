@@ -400,11 +400,11 @@ class Detector:
         amap, score = self.score(x, h, w)
         own_map = amap  # before the border correction: what the border profile learns from
         border = self.border if self.nonfinite_maps == nonfinite else None  # a non-finite map stays as reported
-        if border is not None and border.ready:
+        if border is not None:
             amap = border.apply(amap)
             score_map = self._score_map(amap, h, w, border)
             if score_map is not None:
-                score = top_mean(score_map, self.cfg.score.image_score_quantile)
+                score = top_mean(border.scored(score_map), self.cfg.score.image_score_quantile)
         score_ms = (time.perf_counter() - t0) * 1000
         weight = self.memory.blend[1] if self.memory is not None else 0.0  # the memory's weight in this score
         calibrating, calibration = self.calibrator.calibrating, self.calibrator.stats(weight)
