@@ -26,7 +26,8 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   and the predecessor's frames the node finishes afterwards are not taken as its own.
 - The node hands out credit to the waiting sources by the node time each has used (`done`'s seconds, and the time from
   its grant to its frame beyond HOLD_ALLOWANCE_S, up to the grant's expiry, below, whether its frame came before the
-  expiry or after it: a camera that sits on its grant holds the node), the least first (in turn when they tie),
+  expiry or after it: a camera that sits on its grant holds the node; from the grant's sending again if the camera
+  said it lacked it, 2 x `resend_s` after the first at the latest), the least first (in turn when they tie),
   keeping at most `budget` (`node.queue_depth`) frames outstanding (granted and not yet scored) across them: a camera
   of large frames gets no more of the node's time than one of small frames, as the node's queue does for live cameras.
   A new camera, one back after `stale_s` without heartbeats and one whose grant expired (below) start level with the
@@ -228,12 +229,16 @@ class Credits:
         st.granted_at = now
         self.grants += 1
 
-    @staticmethod
-    def _charge_hold(st: _Source, until: float) -> None:
+    def _charge_hold(self, st: _Source, until: float) -> None:
         """The time `st` sat on its grant up to `until`, beyond HOLD_ALLOWANCE_S (a read and a send), is node time it
-        used: it held the budget meanwhile. From the grant's last sending: a grant the node lost and sent again is not
-        the camera's time (so one sent again after its expiry is charged nothing)."""
-        st.node_s += max(0.0, until - max(st.used, st.granted_at) - HOLD_ALLOWANCE_S)
+        used: it held the budget meanwhile. From the grant's last sending (a grant lost on its way is not the camera's
+        time), but from no later than 2 x `resend_s` after its first: a camera that lacks its grant says so in its
+        next heartbeats, and the grant goes again at the first one past `resend_s`, within `resend_s` + `heartbeat_s`
+        (1 s each by default). Whether it lacks it is the camera's word: one that says so of every grant, the grant
+        sent again once a `resend_s` and the clock restarted each time, was charged at most that much of each hold;
+        now it gains at most 2 x `resend_s` a grant (a camera whose heartbeats are further apart, or were lost too,
+        may be charged for the rest of its wait)."""
+        st.node_s += max(0.0, until - min(max(st.used, st.granted_at), st.used + 2 * self.resend_s) - HOLD_ALLOWANCE_S)
 
     def _patience(self, source: str, st: _Source, slowest: float | None) -> float:
         """How long a grant of `st` no frame comes for holds the budget: `stale_s`, or PATIENCE x the camera's typical

@@ -356,23 +356,27 @@ def test_a_new_camera_that_never_sends_holds_the_budget_for_the_slowest_camera_s
     assert grants(c) == [("good", 5)]
 
 
-def honest_frames_beside_a_sitter(clock: types.SimpleNamespace, late: bool, seconds: float = 120.0) -> int:
+def honest_frames_beside_a_sitter(clock: types.SimpleNamespace, late: bool, seconds: float = 120.0,
+                                  lacks: bool = False) -> int:
     """Frames an honest camera (sends at once, 0.1 s to score) gets in `seconds` beside a camera that sits on each grant
-    (both heartbeating every 0.5 s while it does) and sends its frame just after the node saw the grant expire (`late`)
-    or 14 s after the grant, just before its expiry (patience: stale_s, 15 s, once it has sent a few)."""
+    (both heartbeating every 0.5 s while it does; with `lacks`, its heartbeats say it lacks the grant, so the node
+    sends it again) and sends its frame just after the node saw the grant expire (`late`) or 14 s after the grant,
+    just before its expiry (patience: stale_s, 15 s, once it has sent a few)."""
     c = Credits("node", budget=1, stale_s=15.0, resend_s=1.0)
     for cam in ("honest", "sitter"):
         c.heartbeat(cam, -1, {CREDIT_COUNTER: -1})
     held: dict[str, tuple[int, float, int]] = {}  # camera: (frame granted, when, expired grants then)
     sent, frames, start = {"honest": -1, "sitter": -1}, 0, clock.t
     while clock.t - start < seconds:
-        held.update((cam, (seq, clock.t, c.expired_grants)) for cam, seq in grants(c))
+        for cam, seq in grants(c):  # a grant sent again is the one held
+            held.setdefault(cam, (seq, clock.t, c.expired_grants))
         ready = [cam for cam, (_, at, expired) in held.items()
                  if cam == "honest" or (c.expired_grants > expired if late else clock.t - at >= 14.0)]
         if not ready:  # the sitter holds the budget: time passes, both heartbeat
             clock.t += 0.5
             for cam, last in sent.items():
-                c.heartbeat(cam, last, {CREDIT_COUNTER: held[cam][0] if cam in held else last})
+                claim = held[cam][0] if cam in held and not (lacks and cam == "sitter") else last
+                c.heartbeat(cam, last, {CREDIT_COUNTER: claim})
             continue
         seq = held.pop(cam := ready[0])[0]
         c.received(cam, seq)
@@ -391,3 +395,29 @@ def test_a_camera_that_sends_just_after_its_grant_expired_is_charged_its_hold_an
     early = honest_frames_beside_a_sitter(clock, late=False)
     late = honest_frames_beside_a_sitter(clock, late=True)
     assert early >= 500 and late >= 0.85 * early, (early, late)
+
+
+def test_a_camera_that_claims_each_grant_lost_is_charged_its_hold_all_the_same(clock):
+    """A grant the camera's heartbeat says it lacks is sent again (once a resend_s), and a hold was charged from the
+    grant's last sending: a camera that sat 14 s on each grant saying it lacked it was charged under 1 s a grant and
+    took every other turn. A lost grant's clock starts at its sending again, but no later than 2 x resend_s after its
+    first sending (an honest camera's heartbeats bring that sending within it): the liar gains 2 s a grant at most."""
+    early = honest_frames_beside_a_sitter(clock, late=False)
+    lying = honest_frames_beside_a_sitter(clock, late=False, lacks=True)
+    assert lying >= 0.85 * early, (early, lying)
+
+
+def test_a_camera_whose_grant_was_lost_is_not_charged_the_time_before_it_was_sent_again(clock):
+    cost = {"a": 0.125, "b": 0.125}
+    c = Credits("node", budget=1, stale_s=15.0, resend_s=1.0)
+    for cam in cost:
+        c.heartbeat(cam, -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [("a", 0)]  # lost on its way
+    for _ in range(2):  # a heartbeats every second, lacking it: sent again at the second heartbeat, 1.9 s on
+        clock.t += 0.95
+        c.heartbeat("a", -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [("a", 0)]
+    clock.t += 0.4  # a's frame comes 0.4 s after the grant reached it: within HOLD_ALLOWANCE_S, nothing charged
+    c.received("a", 0)
+    c.done("a", 0, cost["a"])
+    assert stream(c, cost, 8) == ["b", "a"] * 4
