@@ -43,7 +43,7 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   `Credits.expired_grants`. That camera gets no new grant until a frame of it arrives, only the lost one sent again,
   and each further unused grant in a row, across its ends of stream, holds the budget half as long, down to
   `resend_s`. Frames a camera sent that never arrived (its heartbeat's seq is past the last frame the node received,
-  nothing pending) count as done.
+  nothing pending) count as done, and one whose grant expired then starts level as when its frame comes.
 - While it waits for credit a camera's heartbeats say `paced` (the console and the live page do not
   call it stalled).
 """
@@ -154,7 +154,10 @@ class Credits:
         self.expired_grants = 0
 
     def heartbeat(self, source: str, seq: int, counters: dict[str, int]) -> None:
-        """A camera heartbeat: `seq` is its last frame sent, `counters[CREDIT_COUNTER]` its credit (if it waits)."""
+        """A camera heartbeat: `seq` is its last frame sent, `counters[CREDIT_COUNTER]` its credit (if it waits).
+        A `seq` past the last frame received, nothing pending, says frames were lost: they count as done, and a camera
+        whose grant expired starts level, as in `received` (saying its frame was lost banks none of the node time the
+        others used meanwhile)."""
         credit = counters.get(CREDIT_COUNTER)
         if credit is None:
             return
@@ -169,6 +172,8 @@ class Credits:
                 st.node_s = max(st.node_s, self._level)
             st.seen = now
             if seq > st.received and st.done >= st.received:  # frames sent that will never arrive
+                if st.expired:  # as in `received`: back after leaving its grant unused, no node time banked meanwhile
+                    st.node_s = max(st.node_s, self._level)
                 st.received = st.done = seq
             if credit < st.upto and now - st.granted_at > self.resend_s:  # a grant got lost: send it again
                 self._send(source, st, now)

@@ -421,3 +421,22 @@ def test_a_camera_whose_grant_was_lost_is_not_charged_the_time_before_it_was_sen
     c.received("a", 0)
     c.done("a", 0, cost["a"])
     assert stream(c, cost, 8) == ["b", "a"] * 4
+
+
+def test_a_camera_that_says_the_frame_of_its_expired_grant_was_lost_starts_level_and_gets_no_burst(clock):
+    """A camera back after leaving its grant unused starts level when its frame comes; one that instead said in its
+    heartbeat that the frame was sent and lost (its `seq` past the last frame received) was back in line where it
+    left: here 20 s of the honest camera's node time behind, it took 165 grants in a row."""
+    cost = {"liar": 0.125, "honest": 0.125}
+    c = Credits("node", budget=1, stale_s=5.0, resend_s=1.0)
+    for cam in cost:
+        c.heartbeat(cam, -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [("liar", 0)]
+    while c.expired_grants == 0:  # the liar holds its grant, sends nothing
+        clock.t += 0.5
+        c.heartbeat("liar", -1, {CREDIT_COUNTER: 0})
+        c.heartbeat("honest", -1, {CREDIT_COUNTER: -1})
+    assert stream(c, {"honest": 0.125}, 200) == ["honest"] * 200  # 25 s of node time; the liar's hold was 4.5 s
+    c.heartbeat("liar", 0, {CREDIT_COUNTER: 0})  # "frame 0 was sent": lost, so done
+    order = stream(c, cost, 24)
+    assert order.count("honest") >= 11 and fair(order, cost), order
