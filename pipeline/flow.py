@@ -25,9 +25,10 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   (its heartbeats follow its frames on one connection). Its predecessor's grant is not sent again,
   and the predecessor's frames the node finishes afterwards are not taken as its own.
 - The node hands out credit to the waiting sources by the node time each has used (`done`'s seconds, and the time from
-  its grant to its frame beyond HOLD_ALLOWANCE_S, up to the grant's expiry, below, whether its frame came before the
-  expiry or after it: a camera that sits on its grant holds the node; from the grant's sending again if the camera
-  said it lacked it, 2 x `resend_s` after the first at the latest), the least first (in turn when they tie),
+  its grant to its frame (or to the heartbeat saying it was lost) beyond HOLD_ALLOWANCE_S, up to the grant's expiry,
+  below, whether its frame came before the expiry or after it: a camera that sits on its grant holds the node; from
+  the grant's sending again if the camera said it lacked it, 2 x `resend_s` after the first at the latest), the least
+  first (in turn when they tie),
   keeping at most `budget` (`node.queue_depth`) frames outstanding (granted and not yet scored) across them: a camera
   of large frames gets no more of the node's time than one of small frames, as the node's queue does for live cameras.
   A new camera, one back after `stale_s` without heartbeats and one whose grant expired (below) start level with the
@@ -43,7 +44,8 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   `Credits.expired_grants`. That camera gets no new grant until a frame of it arrives, only the lost one sent again,
   and each further unused grant in a row, across its ends of stream, holds the budget half as long, down to
   `resend_s`. Frames a camera sent that never arrived (its heartbeat's seq is past the last frame the node received,
-  nothing pending) count as done, and one whose grant expired then starts level as when its frame comes.
+  nothing pending) count as done, and their grant is settled as when a frame comes (its hold charged, or the camera
+  of an expired grant set level).
 - While it waits for credit a camera's heartbeats say `paced` (the console and the live page do not
   call it stalled).
 """
@@ -155,9 +157,9 @@ class Credits:
 
     def heartbeat(self, source: str, seq: int, counters: dict[str, int]) -> None:
         """A camera heartbeat: `seq` is its last frame sent, `counters[CREDIT_COUNTER]` its credit (if it waits).
-        A `seq` past the last frame received, nothing pending, says frames were lost: they count as done, and a camera
-        whose grant expired starts level, as in `received` (saying its frame was lost banks none of the node time the
-        others used meanwhile)."""
+        A `seq` past the last frame received, nothing pending, says frames were lost: they count as done, and the grant
+        they were sent on is settled as on a frame's arrival (`_back`): saying its frame was lost spares a camera
+        neither its hold nor the level."""
         credit = counters.get(CREDIT_COUNTER)
         if credit is None:
             return
@@ -172,8 +174,7 @@ class Credits:
                 st.node_s = max(st.node_s, self._level)
             st.seen = now
             if seq > st.received and st.done >= st.received:  # frames sent that will never arrive
-                if st.expired:  # as in `received`: back after leaving its grant unused, no node time banked meanwhile
-                    st.node_s = max(st.node_s, self._level)
+                self._back(source, st, now)
                 st.received = st.done = seq
             if credit < st.upto and now - st.granted_at > self.resend_s:  # a grant got lost: send it again
                 self._send(source, st, now)
@@ -182,21 +183,14 @@ class Credits:
             self._grant(now)
 
     def received(self, source: str, seq: int) -> None:
-        """Frame `seq` of `source` arrived. On this node's grant, the time the camera sat on it is charged
-        (`_charge_hold`) up to now, or up to the grant's expiry (`_patience`) if it expired unnoticed: past the expiry
-        the grant holds nothing; the node only has not looked yet (it does at a heartbeat, a frame done, an end of
-        stream), and that is not the camera's time. A grant the node saw expire was charged then: its camera starts
-        level, or where that charge left it if the others have not used as much since."""
+        """Frame `seq` of `source` arrived: its grant is settled (`_back`)."""
         with self._lock:
             if (st := self._sources.get(source)) is not None and seq > st.received:
                 now = time.monotonic()
+                self._back(source, st, now)
                 if st.used and seq <= st.upto:  # a frame on this node's grant: how long the camera took
-                    if not st.expired:
-                        self._charge_hold(st, min(now, st.used + self._patience(source, st, self._slowest())))
                     wait = now - st.used
                     st.typical = wait if st.typical is None else 0.75 * st.typical + 0.25 * wait
-                if st.expired:  # back after leaving its grant unused: no node time banked meanwhile
-                    st.node_s = max(st.node_s, self._level)
                 st.received, st.used = seq, now
                 self._strikes.pop(source, None)
 
@@ -233,6 +227,18 @@ class Credits:
         self._out.append((source, encode_grant(source, st.upto, self.node)))
         st.granted_at = now
         self.grants += 1
+
+    def _back(self, source: str, st: _Source, now: float) -> None:
+        """A frame of `st` came at `now`, or its camera said it was lost (the node waited for it until then). With this
+        node's grant out, the time the camera sat on it is charged (`_charge_hold`) up to now, or up to the grant's
+        expiry (`_patience`) if it expired unnoticed: past the expiry the grant holds nothing; the node only has not
+        looked yet (it does at a heartbeat, a frame done, an end of stream), and that is not the camera's time. A grant
+        the node saw expire was charged then: its camera starts level, or where that charge left it if the others have
+        not used as much since."""
+        if st.expired:
+            st.node_s = max(st.node_s, self._level)
+        elif st.used and st.received < st.upto:
+            self._charge_hold(st, min(now, st.used + self._patience(source, st, self._slowest())))
 
     def _charge_hold(self, st: _Source, until: float) -> None:
         """The time `st` sat on its grant up to `until`, beyond HOLD_ALLOWANCE_S (a read and a send), is node time it
