@@ -91,14 +91,17 @@ class BorderProfile:
         index = band_index(*amap.shape)
         return (gain[index] * amap + offset[index]).astype(amap.dtype)
 
+    def inset(self, height: int, width: int) -> int:
+        """Px from the border the image score leaves out of a height x width map: SCORE_INSET until the profile is
+        ready (its uncorrected heat would be the score and its swings the camera's normal), 0 once it is, or where
+        the rest would be under MIN_INTERIOR of the frame."""
+        inside = max(0, height - 2 * SCORE_INSET) * max(0, width - 2 * SCORE_INSET)
+        return 0 if self.ready or inside < MIN_INTERIOR * height * width else SCORE_INSET
+
     def scored(self, amap: np.ndarray) -> np.ndarray:
-        """The values of a map the image score reads: all of them once the profile is ready; before, those at least
-        SCORE_INSET px inside the border (its uncorrected heat would be the score and its swings the camera's
-        normal), or all of them where those would be under MIN_INTERIOR of the frame."""
-        if self.ready:
-            return amap
-        inside = band_index(*amap.shape) >= BANDS.index(SCORE_INSET)
-        return amap[inside] if inside.mean() >= MIN_INTERIOR else amap
+        """The part of a map the image score reads (`inset`)."""
+        k = self.inset(*amap.shape)
+        return amap[k : amap.shape[0] - k, k : amap.shape[1] - k]
 
     def state_dict(self) -> dict:
         return {"frames": [f.tolist() for f in self.frames]}

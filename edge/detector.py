@@ -69,6 +69,7 @@ class Detection:
     normal_moved: bool = False  # its recent frames lie far from the source's normal: it has started afresh
     normal_recalled: bool = False  # its frame showed a surface the source knew before its normal moved: that resumed
     scorer_fallback: bool = False  # its exported scorer failed on this frame: the torch scorer took over, for good
+    score_inset: int = 0  # px from the map's border the image score left out (edge.border: the profile not ready)
 
     def calibrated_map(self) -> np.ndarray:
         """The map in the calibrated score's units: robust std above this source's normal image score."""
@@ -400,11 +401,13 @@ class Detector:
         amap, score = self.score(x, h, w)
         own_map = amap  # before the border correction: what the border profile learns from
         border = self.border if self.nonfinite_maps == nonfinite else None  # a non-finite map stays as reported
+        inset = 0
         if border is not None:
             amap = border.apply(amap)
             score_map = self._score_map(amap, h, w, border)
             if score_map is not None:
                 score = top_mean(border.scored(score_map), self.cfg.score.image_score_quantile)
+                inset = border.inset(h, w)
         score_ms = (time.perf_counter() - t0) * 1000
         weight = self.memory.blend[1] if self.memory is not None else 0.0  # the memory's weight in this score
         calibrating, calibration = self.calibrator.calibrating, self.calibrator.stats(weight)
@@ -434,6 +437,6 @@ class Detector:
         detection = Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met,
                          self.diverged, calibrated, calibrating, calibration,
                          self.memory.count if self.memory else 0, added, normal_moved=moved,
-                         scorer_fallback=self._fell_back)
+                         scorer_fallback=self._fell_back, score_inset=round(inset * frame_h / h))
         self._fell_back = False
         return detection

@@ -641,7 +641,8 @@ class EdgeNode:
                       calibrating=bool(d.calibrating), threshold=self.cfg.threshold, model_version=int(d.model_version),
                       product=h.product,
                       regions=find_regions(amap, self.cfg.region_threshold, self.cfg.min_region_area,
-                                           self.cfg.max_regions, min_peak=self.cfg.threshold, event=anomalous))
+                                           self.cfg.max_regions, min_peak=self.cfg.threshold, event=anomalous,
+                                           inset=round(d.score_inset * amap.shape[0] / d.anomaly_map.shape[0])))
         q, map_desc = P.quantize_map(amap, self.cfg.map_encoding)
         payloads, arrays = [map_desc], {"map": q}
         if self.cfg.attach_image == "always" or (anomalous and self.cfg.attach_image == "anomalous"):

@@ -8,7 +8,7 @@ from .protocol import Region
 
 
 def find_regions(amap: np.ndarray, threshold: float, min_area: int = 1, max_regions: int = 32,
-                 min_peak: float | None = None, event: bool = False) -> tuple[Region, ...]:
+                 min_peak: float | None = None, event: bool = False, inset: int = 0) -> tuple[Region, ...]:
     """The `max_regions` largest 8-connected components, with at least `min_area` pixels, where the map
     lies more than `threshold` of its own standard deviations above its mean (whatever the map's
     units) or, with `min_peak`, above `min_peak`; with `min_peak`, those whose peak exceeds it.
@@ -23,17 +23,23 @@ def find_regions(amap: np.ndarray, threshold: float, min_area: int = 1, max_regi
     `event`: the frame is anomalous, so it says where even when no component reaches `min_peak`: then
     its one component with the highest peak. The image score reads the feature distance before the
     map's spacing term (docs/ablations.md sections 21, 28), whose top can pass the threshold where
-    the map's does not (section 58)."""
+    the map's does not (section 58).
+
+    `inset`: components that lie wholly within this many px of the map's border are left out: the image score did
+    not read there (a camera's first frames, before its border profile is ready: edge.border, section 66)."""
     binary = (amap - amap.mean()) > threshold * (amap.std() + 1e-8)  # in the map's own stds
     if min_peak is not None:  # and where the map reaches the anomalous level: a defect over much of the frame
         binary |= amap > min_peak  # raises the map's mean and std with it (a fray: no pixel 3 std above its mean)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
+    inside = set(np.unique(labels[inset : amap.shape[0] - inset, inset : amap.shape[1] - inset]).tolist())
     regions, strongest = [], None  # strongest: the highest-peaked component, for an event with no region
     for i in 1 + np.argsort(-areas, kind="stable"):
         x, y, w, h, area = (int(v) for v in stats[i])
         if area < min_area or len(regions) >= max_regions:
             break
+        if i not in inside:
+            continue
         window = amap[y : y + h, x : x + w]
         region = Region(bbox=(x, y, w, h), area=area, peak=float(window[labels[y : y + h, x : x + w] == i].max()))
         if min_peak is None or region.peak > min_peak:

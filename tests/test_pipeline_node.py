@@ -22,6 +22,7 @@ from pipeline.counters import Counters
 from pipeline.launcher import run_line
 from pipeline.node import EdgeNode
 from pipeline.pending import PendingFrames
+from pipeline.regions import find_regions
 from pipeline.sinks import Subscriber
 from pipeline.sources import Camera, SyntheticReader
 from pipeline.transport import Publisher
@@ -43,6 +44,7 @@ class Detection:
     calibrated: float = 0.0
     calibrating: bool = False
     calibration: tuple[float, float] = (0.0, 1.0)
+    score_inset: int = 0
 
     def calibrated_map(self) -> np.ndarray:
         median, scale = self.calibration
@@ -396,6 +398,27 @@ def test_every_event_carries_a_region_even_when_its_map_stays_under_the_threshol
             (region,) = e.regions
             assert region.bbox == (32, 16, 8, 8) and region.peak == pytest.approx(2.0)
         sub.close()
+
+
+class HotBorderDetector(FastDetector):
+    """A camera's first frame, its map hot on the border (before its border profile is ready) and its defect inside,
+    the image score read from 8 px in (edge.border)."""
+
+    def process(self, image: np.ndarray) -> Detection:
+        d = super().process(image)
+        d.anomaly_map = np.zeros(image.shape[:2], np.float32)
+        d.anomaly_map[:4, :12], d.anomaly_map[16:24, 32:40], d.calibrated, d.score_inset = 6.0, 4.0, 5.0, 8
+        return d
+
+
+def test_an_event_is_boxed_where_its_score_read_not_on_the_border_it_left_out(tmp_path):
+    with line(tmp_path, frames=2, fps=100, queue_depth=64, factory=HotBorderDetector) as ln:
+        sub = subscriber(ln, (b"event/", b"eos/"))
+        events = [m.header for m in collect(sub) if m.kind == "event"]
+        assert len(events) == 2 and all(e.regions[0].bbox == (32, 16, 8, 8) and len(e.regions) == 1 for e in events)
+        sub.close()
+    amap = HotBorderDetector().process(np.zeros((64, 64, 3), np.uint8)).anomaly_map
+    assert {r.bbox for r in find_regions(amap, 3.0, min_peak=3.0, event=True)} == {(0, 0, 12, 4), (32, 16, 8, 8)}
 
 
 def test_the_run_s_summary_says_how_often_each_camera_s_normal_moved(tmp_path):

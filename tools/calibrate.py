@@ -124,7 +124,8 @@ def _cmd(args: argparse.Namespace) -> int:
                                       "raw_score": round(float(d.score), 5), "calibrating": d.calibrating}) + "\n")
             if out is not None and args.overlays:
                 amap = d.calibrated_map()
-                regions = find_regions(amap, 3.0, 16, min_peak=threshold, event=d.calibrated > threshold)
+                regions = find_regions(amap, 3.0, 16, min_peak=threshold, event=d.calibrated > threshold,
+                                       inset=d.score_inset)
                 write_rgb(out / f"{seq:06d}_overlay.png", annotated_overlay(
                     cap.image, amap, d.calibrated, threshold, [r.bbox for r in regions], vrange))
     finally:

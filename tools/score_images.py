@@ -126,7 +126,7 @@ def _cmd(args: argparse.Namespace) -> int:
                 amap = d.calibrated_map()  # each image alone: judged against the calibration prior
                 label = "anomalous" if d.calibrated > args.threshold else "normal"
                 regions = find_regions(amap, args.region_threshold, 16, min_peak=args.threshold,
-                                       event=label == "anomalous")  # every anomalous verdict says where
+                                       event=label == "anomalous", inset=d.score_inset)  # every verdict says where
                 np.save(out / f"{name}_map.npy", amap)
                 write_rgb(out / f"{name}_overlay.png",
                           annotated_overlay(image, amap, d.calibrated, args.threshold, [r.bbox for r in regions]))
