@@ -36,12 +36,19 @@ def band_index(height: int, width: int) -> np.ndarray:
     return (np.searchsorted(BANDS, distance, side="right") - 1).astype(np.intp)
 
 
+def has_interior(height: int, width: int) -> bool:
+    """Whether a height x width frame's interior (BANDS[-1] px from every border) is MIN_INTERIOR of it at least: a
+    reference a profile can be learnt against (frames from ~96 px a side)."""
+    inner = max(0, height - 2 * BANDS[-1]) * max(0, width - 2 * BANDS[-1])
+    return inner >= MIN_INTERIOR * height * width
+
+
 def band_stats(amap: np.ndarray) -> np.ndarray:
     """(len(BANDS), 2): the map's median and 99th percentile in each band (NaN where a band is empty, all NaN
-    where the interior is under MIN_INTERIOR of the frame: then nothing is corrected)."""
+    where the frame has no interior, `has_interior`: then nothing is corrected)."""
     index = band_index(*amap.shape)
     out = np.full((len(BANDS), 2), np.nan)
-    if (index == len(BANDS) - 1).mean() < MIN_INTERIOR:
+    if not has_interior(*amap.shape):
         return out
     for b in range(len(BANDS)):
         values = amap[index == b]
@@ -93,10 +100,9 @@ class BorderProfile:
 
     def inset(self, height: int, width: int) -> int:
         """Px from the border the image score leaves out of a height x width map: SCORE_INSET until the profile is
-        ready (its uncorrected heat would be the score and its swings the camera's normal), 0 once it is, or where
-        the rest would be under MIN_INTERIOR of the frame."""
-        inside = max(0, height - 2 * SCORE_INSET) * max(0, width - 2 * SCORE_INSET)
-        return 0 if self.ready or inside < MIN_INTERIOR * height * width else SCORE_INSET
+        ready (its uncorrected heat would be the score and its swings the camera's normal); 0 once it is, and on a
+        frame too small to ever have one (`has_interior`), which is scored whole, as before section 66."""
+        return 0 if self.ready or not has_interior(height, width) else SCORE_INSET
 
     def scored(self, amap: np.ndarray) -> np.ndarray:
         """The part of a map the image score reads (`inset`)."""

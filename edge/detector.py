@@ -388,9 +388,9 @@ class Detector:
         the whole call (both through the scheduler, which only ever shortens the warm fit). A frame that shows a
         surface the camera knew (`_recall`) is processed once more, as that surface's (`recall` False)."""
         start = time.perf_counter()
-        image = check_frame(image)
-        frame_h, frame_w = image.shape[:2]
-        image = to_working_size(image, self.cfg.max_pixels)
+        frame = check_frame(image)
+        frame_h, frame_w = frame.shape[:2]
+        image = to_working_size(frame, self.cfg.max_pixels)
         h, w = image.shape[:2]
         x = image_to_tensor(image, self.device, self.fitter.multiple)
         first = self.model_version == 0
@@ -417,7 +417,7 @@ class Detector:
         suspect = not calibrating and calibrated >= self.cfg.fit.max_fit_z
         novel = self._novel_share(x, h, w)
         if recall and self._recall(x, h, w, novel):  # judged against the surface it shows, not the one it left
-            return replace(self.process(image, recall=False), normal_recalled=True)
+            return replace(self.process(frame, recall=False), normal_recalled=True)
         if stats is None:
             stats = FitStats(0, 0.0, float("nan")) if suspect else self.fit(x)
         moved = self.calibrator.observe(score, weight)

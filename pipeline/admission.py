@@ -36,7 +36,8 @@ Header values (after the decoder's schema checks, before any payload is decoded)
   HEARTBEAT_RATE a second in bursts of HEARTBEAT_BURST (`heartbeat_rate`: the node forwards them to every
   subscriber); an end of stream says
   frames == seq + 1 and seq is not behind the last frame seen (`eos_inconsistent`), and ends a stream: one after the
-  camera's last end of stream with no frame since, nor a heartbeat saying it streams again, is refused
+  camera's last end of stream with no frame since, nor a heartbeat saying it streams again or numbered otherwise (a
+  camera started again), is refused
   (`eos_repeated`: each one would be queued and published to every subscriber);
 - a frame whose short side is under `node.min_side` is rejected (`too_small`);
 - a frame of more than `node.max_frame_pixels` pixels (default: `ssdnet.max_pixels`) is rejected
@@ -140,6 +141,7 @@ class Camera:
     beat_refilled: float = 0.0
     products: set[str] = field(default_factory=set)  # the products it has named
     ended: bool = False  # its last end of stream came after its last frame and streaming heartbeat (`eos_repeated`)
+    ended_seq: int = -1  # that end's seq: a heartbeat with another comes from a camera started again
     unplaced: int = 0  # its frames numbered below 0 refused since its last frame: each fills a place of the next gap
 
     def report(self) -> dict:
@@ -354,12 +356,12 @@ class Admission:
             self._bind(camera)
         if ticket.kind == "heartbeat":
             camera.beat_tokens, camera.beat_refilled = ticket.tokens, ticket.now
-            camera.ended &= not ticket.streaming
+            camera.ended &= not ticket.streaming and ticket.seq == camera.ended_seq
             if camera.last_seq is not None and ticket.seq < camera.last_seq:  # its last frame sent is behind the last
                 camera.last_seq, camera.resync = None, None  # one seen: a camera restarted (a crash, no end of stream)
                 camera.seq_restarts += 1  # whatever its clock says: its next frame is its first
         elif ticket.kind == "eos":
-            camera.last_seq, camera.resync, camera.ended = None, None, True
+            camera.last_seq, camera.resync, camera.ended, camera.ended_seq = None, None, True, ticket.seq
         elif ticket.kind == "frame" and ticket.seq < 0:  # refused, numbered below 0: a place of the next gap
             camera.ended, camera.unplaced = False, camera.unplaced + 1
         elif ticket.kind == "frame":

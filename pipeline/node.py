@@ -63,7 +63,7 @@ from .config import NodeConfig
 from .counters import Counters
 from .eventlog import EventLog, EventWriter, serve_replay
 from .flow import Credits
-from .pending import PendingFrames
+from .pending import ENDS_WAITING, PendingFrames
 from .regions import find_regions
 from .security import CLIENT_REFUSALS, SERVER_REFUSALS, secure_stage
 from .silence import Silences
@@ -397,8 +397,8 @@ class EdgeNode:
                 self._keep_place(e.ticket)
             return None
         if msg.kind == "eos" and not self.pending.room_for_end(msg.source):  # ends faster than the node takes them
-            self._refuse("eos_repeated", f"eos/{msg.source}: {self.cfg.queue_depth + 1} of its ends of stream wait "
-                         "to go out already")
+            self._refuse("eos_repeated", f"eos/{msg.source}: {ENDS_WAITING} of its ends of stream wait to go out "
+                         "already")
             return None
         lost = self.admission.commit(ticket[0])
         if ticket[0].restart or ticket[0].resync:

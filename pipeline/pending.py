@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from . import protocol as P
 
 AWAIT_S = 0.05  # how long the worker waits for a frame on its way from a source whose turn it is (`awaited`)
+ENDS_WAITING = 8  # a camera's ends of stream that may wait to go out
 
 
 def _nbytes(msg: P.Message) -> int:
@@ -96,11 +97,11 @@ class PendingFrames:
             self._cond.notify()
 
     def room_for_end(self, source: str) -> bool:
-        """Whether another end of stream of `source` may wait: `depth` + 1 at most do (one per stream whose frames
-        wait, each has one at least, and one whose frames are done); a camera that ends streams faster has the rest
-        refused, not queued without bound."""
+        """Whether another end of stream of `source` may wait: ENDS_WAITING at most do (a camera's short streams while
+        the worker is busy, in a cold fit say); one that ends streams faster has the rest refused, not queued without
+        bound."""
         with self._cond:
-            return len(self._ends.get(source, ())) <= self.depth
+            return len(self._ends.get(source, ())) < ENDS_WAITING
 
     def take(self, timeout: float) -> P.Message | None:
         """The next end of stream or frame, or None after `timeout` seconds."""

@@ -26,24 +26,24 @@ def find_regions(amap: np.ndarray, threshold: float, min_area: int = 1, max_regi
     the map's does not (section 58).
 
     `inset`: components that lie wholly within this many px of the map's border are left out: the image score did
-    not read there (a camera's first frames, before its border profile is ready: edge.border, section 66)."""
+    not read there (a camera's first frames, before its border profile is ready: edge.border, section 66); an event
+    whose components all lie there gets the highest-peaked of them."""
     binary = (amap - amap.mean()) > threshold * (amap.std() + 1e-8)  # in the map's own stds
     if min_peak is not None:  # and where the map reaches the anomalous level: a defect over much of the frame
         binary |= amap > min_peak  # raises the map's mean and std with it (a fray: no pixel 3 std above its mean)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     inside = set(np.unique(labels[inset : amap.shape[0] - inset, inset : amap.shape[1] - inset]).tolist())
-    regions, strongest = [], None  # strongest: the highest-peaked component, for an event with no region
+    # strongest: the highest-peaked component, for an event with no region (one inside the inset if any is)
+    regions, strongest = [], None
     for i in 1 + np.argsort(-areas, kind="stable"):
         x, y, w, h, area = (int(v) for v in stats[i])
         if area < min_area or len(regions) >= max_regions:
             break
-        if i not in inside:
-            continue
         window = amap[y : y + h, x : x + w]
         region = Region(bbox=(x, y, w, h), area=area, peak=float(window[labels[y : y + h, x : x + w] == i].max()))
-        if min_peak is None or region.peak > min_peak:
+        if i in inside and (min_peak is None or region.peak > min_peak):
             regions.append(region)
-        elif strongest is None or region.peak > strongest.peak:
-            strongest = region
-    return tuple(regions) if regions or not event or strongest is None else (strongest,)
+        elif strongest is None or (i in inside, region.peak) > (strongest[0], strongest[1].peak):
+            strongest = (i in inside, region)
+    return tuple(regions) if regions or not event or strongest is None else (strongest[1],)

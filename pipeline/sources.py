@@ -221,6 +221,7 @@ class FolderReader:
             raise SourceFatal(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.cfg.path}")
 
     def read(self) -> Capture | None:
+        skipped = 0  # in a row: a looping folder none of whose files can be read fails, not spins
         while True:
             if self.index >= len(self.files):
                 if not self.cfg.loop:
@@ -233,6 +234,8 @@ class FolderReader:
             except (OSError, ValueError) as e:
                 self.unreadable += 1
                 log.warning("skipping unreadable image: %s", e)
+                if (skipped := skipped + 1) >= len(self.files) and self.cfg.loop:
+                    raise SourceFatal(f"none of the {len(self.files)} images in {self.cfg.path} can be read") from None
                 continue
             if self.cfg.bit_depth is None and (bits := bit_depth(raw)) > self.bits:  # one scale for the stream:
                 self.bits = bits  # the most a frame has filled

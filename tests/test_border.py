@@ -105,8 +105,9 @@ def test_until_the_profile_is_ready_the_image_score_reads_the_map_from_8_px_insi
     inside = amap[SCORE_INSET:-SCORE_INSET, SCORE_INSET:-SCORE_INSET]
     assert np.array_equal(profile.scored(amap), inside) and profile.inset(*amap.shape) == SCORE_INSET
     assert top_mean(profile.scored(amap), 0.999) < top_mean(amap, 0.999) - 0.3  # the hot border is left out
-    small = hot_border_map(rng, 30, 30)  # 8 px in leaves 14 x 14 px, under MIN_INTERIOR of the frame: all of it
-    assert profile.scored(small).shape == small.shape and profile.inset(30, 30) == 0
+    small = hot_border_map(rng, 64, 64)  # too small to ever have a profile (no interior 24 px in): scored whole
+    assert profile.scored(small).shape == small.shape and profile.inset(64, 64) == profile.inset(64, 1000) == 0
+    assert profile.inset(96, 96) == SCORE_INSET
     for _ in range(2):
         profile.observe(hot_border_map(rng))
     assert profile.ready and profile.scored(amap).shape == amap.shape  # corrected, the border counts again

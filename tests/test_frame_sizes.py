@@ -183,3 +183,13 @@ def test_a_frame_the_detector_refuses_costs_the_node_that_frame_not_the_camera_s
     node._process(frame(2, 64, 64))
     assert node.detectors["cam0"] is model and model.calls == 2
     assert (node.counters.source("cam0")["failed"], node.counters.source("cam0")["scored"]) == (1, 2)
+
+
+def test_a_frame_recalled_as_a_surface_the_camera_knew_keeps_its_size_when_scaled_down():
+    """A frame over `max_pixels` that shows a surface the camera knew is processed again as that surface's: it was
+    passed on at its working size, so its map came back at that size, not the frame's (the node refused the map)."""
+    det = Detector(parse_config(SSDNetConfig, {"max_pixels": 96 * 72, "memory": {"size_mb": 0}}))
+    det._recall = lambda *args: True  # the frame shows a kept surface
+    frame = texture("gravel", 192, np.random.default_rng(0))[:144]
+    d = det.process(frame)
+    assert d.normal_recalled and d.anomaly_map.shape == frame.shape[:2]

@@ -315,6 +315,7 @@ def test_a_bridge_that_opens_the_log_before_its_id_is_written_waits_for_it(tmp_p
             writer.append(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=5.0, threshold=3.0,
                                         model_version=1))
         wait_until(lambda: bridge.acked == {"cam0": 2})
+        wait_until(lambda: len(listener.on("/camera/cam0/event")) >= 2)  # the broker acks before it delivers
         assert [(e["log_id"], e["log_seq"]) for e in listener.on("/camera/cam0/event")] == [(writer.log_id, 1),
                                                                                            (writer.log_id, 2)]
         writer.close()

@@ -419,6 +419,9 @@ def test_an_event_is_boxed_where_its_score_read_not_on_the_border_it_left_out(tm
         sub.close()
     amap = HotBorderDetector().process(np.zeros((64, 64, 3), np.uint8)).anomaly_map
     assert {r.bbox for r in find_regions(amap, 3.0, min_peak=3.0, event=True)} == {(0, 0, 12, 4), (32, 16, 8, 8)}
+    amap[16:24, 32:40] = 0.0  # only the border is hot: an event still says where
+    assert [r.bbox for r in find_regions(amap, 3.0, min_peak=3.0, event=True, inset=8)] == [(0, 0, 12, 4)]
+    assert find_regions(amap, 3.0, min_peak=3.0, inset=8) == ()
 
 
 def test_the_run_s_summary_says_how_often_each_camera_s_normal_moved(tmp_path):
@@ -559,13 +562,20 @@ def test_a_credit_camera_whose_frame_is_on_its_way_is_waited_for_not_passed_by_a
 def test_the_wait_for_a_credit_frame_lets_an_end_of_stream_that_comes_meanwhile_go_first():
     """An end of stream that comes while the worker waits for a credit camera's frame goes out before any frame
     that came after it (the review of the wait: a new stream's first frame went out before it)."""
-    pending = PendingFrames(depth=1, awaited=lambda age: {"cred"})
+    waiting = threading.Event()  # the worker asked which credit frames are on their way: it is about to wait
+
+    def awaited(age: float) -> set[str]:
+        waiting.set()
+        return {"cred"}
+
+    pending = PendingFrames(depth=1, awaited=awaited)
     pending.put(_frame("live", 0))
     pending.served("live", 5.0)  # the credit camera is due: it has used less
     pending.put(_frame("live", 1))
 
-    def camera_m():  # ends its stream and starts the next at once, while the worker waits
-        time.sleep(0.05)
+    def camera_m():  # ends its stream and starts the next at once, while the worker waits (AWAIT_S, 50 ms)
+        waiting.wait(5)
+        time.sleep(0.005)
         pending.end(_eos("m", 9))
         pending.put(_frame("m", 0))
 

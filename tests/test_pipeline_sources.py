@@ -15,7 +15,7 @@ from edge.images import read_rgb
 from pipeline import protocol as P
 from pipeline.config import FolderSourceConfig, SyntheticSourceConfig, VideoSourceConfig
 from pipeline.flow import encode_grant
-from pipeline.sources import Camera, Capture, SourceError, make_reader
+from pipeline.sources import Camera, Capture, FolderReader, SourceError, SourceFatal, make_reader
 from pipeline.transport import make_socket
 from test_pipeline_node import wait_until
 
@@ -337,3 +337,13 @@ def test_a_crop_keeps_a_fixture_beside_the_product_out_of_the_frames_and_masks(t
     video.open()
     image = video.read().image
     assert image.shape == (80, 120, 3) and np.abs(image[:, :8].astype(int) - 200).min() > 100  # no fixture left
+
+
+def test_a_looping_folder_none_of_whose_files_can_be_read_fails_not_spins(tmp_path):
+    for name in ("000.png", "001.png"):
+        (tmp_path / name).write_bytes(b"not an image")
+    reader = FolderReader(FolderSourceConfig(kind="folder", name="shelf", path=tmp_path, loop=True))
+    reader.open()
+    with pytest.raises(SourceFatal, match="none of the 2 images"):
+        reader.read()
+    assert reader.unreadable == 2

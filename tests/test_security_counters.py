@@ -20,6 +20,7 @@ from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig
 from pipeline.eventlog import CatchUp, EventLog, ReplayClient, answer
 from pipeline.launcher import run_line
 from pipeline.node import EdgeNode
+from pipeline.pending import ENDS_WAITING
 from pipeline.security import Security, make_keypair
 from pipeline.sinks import MetricsSink, Subscriber
 from pipeline.sources import Camera
@@ -389,8 +390,9 @@ def test_a_camera_s_refused_frame_is_counted_once_not_also_lost():
 def test_a_camera_ends_a_stream_once_its_repeated_ends_are_refused_not_queued():
     """An outside client's audit: a camera could send end of stream after end of stream, each queued and published to
     every subscriber. One end per stream now (a frame, or a heartbeat saying it streams again, starts the next), and
-    at most queue_depth + 1 of a camera's ends wait to go out; a stream ended and the next begun at once still get
-    both ends, in order."""
+    at most ENDS_WAITING of a camera's ends wait to go out; a stream ended and the next begun at once still get
+    both ends, in order, and so does a camera started again whose first heartbeat already says `ended` (an empty
+    folder)."""
     node = EdgeNode(NodeConfig(), ["tcp://127.0.0.1:1"], FastDetector, input_names=["cam0"])
 
     def send(*messages):
@@ -405,10 +407,16 @@ def test_a_camera_ends_a_stream_once_its_repeated_ends_are_refused_not_queued():
     send(control_parts("heartbeat", "cam0", seq=0, state="ended"), eos(0))  # a heartbeat of the ended stream
     assert node.counters.rejected["eos_repeated"] == 101
     send(control_parts("heartbeat", "cam0", seq=-1, state="waiting"), eos(-1))  # back, and ends with no frame
-    send(frame_parts("cam0", seq=0), eos(0))  # a third stream: queue_depth + 1 ends wait already
+    send(control_parts("heartbeat", "cam0", seq=-1, state="ended"), eos(-1))  # the same heartbeat and end: refused
     assert node.counters.rejected["eos_repeated"] == 102
+    send(frame_parts("cam0", seq=0), eos(0), control_parts("heartbeat", "cam0", seq=-1, state="ended"), eos(-1))
+    assert node.counters.rejected["eos_repeated"] == 102  # started again: its first heartbeat said `ended` already
+    for _ in range(ENDS_WAITING - 4):  # more short streams while the worker is busy
+        send(frame_parts("cam0", seq=0), eos(0))
+    send(frame_parts("cam0", seq=0), eos(0))  # ENDS_WAITING ends wait already
+    assert node.counters.rejected["eos_repeated"] == 103
     order = [(m.kind, m.header.seq) for m in iter(lambda: node.pending.take(0.01), None)]
-    assert order == [("eos", 0), ("eos", -1), ("frame", 0)]
+    assert order[:3] == [("eos", 0), ("eos", -1), ("eos", 0)] and order.count(("eos", 0)) == ENDS_WAITING - 2
 
 
 def test_a_frame_numbered_below_zero_is_counted_once_not_also_lost():
