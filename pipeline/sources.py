@@ -38,7 +38,7 @@ from .config import (
 )
 from .flow import CREDIT_COUNTER, CreditGate
 from .security import secure_stage
-from .transport import Publisher, StopFlag, ThrottledLog, bind, make_socket, security_of, wait_for_peer
+from .transport import LINGER_MS, Publisher, StopFlag, ThrottledLog, bind, make_socket, security_of, wait_for_peer
 
 SEND_MAX_SIDE = NodeConfig.model_fields["max_side"].default  # a longer side is refused by a node at its default
 
@@ -541,7 +541,18 @@ class Camera:
 def run_camera(cfg: SourceConfig, stop: StopFlag, on_ready: Callable[[str], None] | None = None,
                security: SecurityConfig | None = None) -> dict[str, int]:
     """Process entry point of a camera stage; with `security` its tcp socket is a CURVE server (key
-    `<camera name>.key_secret`)."""
-    if security is not None:
-        secure_stage(security, cfg.name)
-    return Camera(cfg).run(stop, on_ready)
+    `<camera name>.key_secret`).
+
+    Its frames go out zero-copy: ZeroMQ's I/O thread reads them from the camera's own arrays, kept alive by pyzmq
+    only until the interpreter exits (pyzmq's atexit drops them) while the socket lingers on. So the stage's context
+    is terminated before it returns: its last frames go out, or are dropped after the linger, while their memory is
+    still theirs (a process exiting right after its end of stream sent freed, zeroed memory as its last frame)."""
+    ctx, sec = zmq.Context(), None
+    try:
+        if security is not None:
+            sec = secure_stage(security, cfg.name, ctx)
+        return Camera(cfg, ctx=ctx).run(stop, on_ready)
+    finally:
+        if sec is not None:
+            sec.close()  # its ZAP handler's and handshake monitors' sockets, which the context would wait for
+        ctx.destroy(linger=LINGER_MS)  # Camera.run closed its socket: at most its linger
