@@ -33,7 +33,9 @@ def find_regions(amap: np.ndarray, threshold: float, min_area: int = 1, max_regi
         binary |= amap > min_peak  # raises the map's mean and std with it (a fray: no pixel 3 std above its mean)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
-    inside = set(np.unique(labels[inset : amap.shape[0] - inset, inset : amap.shape[1] - inset]).tolist())
+    # the components reaching past the inset (all of them without one: no pass over the labels per frame)
+    inside = range(n) if not inset else set(np.unique(labels[inset : amap.shape[0] - inset,
+                                                                inset : amap.shape[1] - inset]).tolist())
     # strongest: the highest-peaked component, for an event with no region (one inside the inset if any is)
     regions, strongest = [], None
     for i in 1 + np.argsort(-areas, kind="stable"):

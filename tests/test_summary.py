@@ -6,6 +6,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 
 from edge.config import parse_config
 from pipeline import protocol as P
@@ -78,50 +79,33 @@ def test_the_table_says_when_the_run_was_cut_short(capsys, monkeypatch):
         assert capsys.readouterr().out.split("\n")[0].strip() == title
 
 
-def test_files_a_folder_camera_skipped_as_unreadable_are_in_the_summary_and_the_table(tmp_path, capsys, monkeypatch):
-    """"40 of 40 sent" looked complete while a folder camera had skipped a file it could not read: the run's
-    summary.json and table say how many, in all and per camera."""
+@pytest.mark.parametrize("key, extra, words", [
+    ("unreadable", lambda path: path.write_text("a text file named .png"),
+     "1 unreadable file skipped (the log names each)"),
+    ("too_small", lambda path: cv2.imwrite(str(path), np.zeros((20, 50, 3), np.uint8)),  # below 32 px a side
+     "1 too-small frame skipped (below 32x32 px)")])
+def test_what_a_camera_skipped_is_in_the_summary_and_the_table(tmp_path, capsys, monkeypatch, key, extra, words):
+    """"6 of 6 sent" looked complete while a folder camera had skipped a file it could not read (`unreadable`) or a
+    frame below the minimum size (`too_small`), never sent: the run's summary.json and table say how many, in all
+    and per camera."""
     monkeypatch.setenv("COLUMNS", "200")
     for name in ("good", "bad"):
         (tmp_path / name).mkdir()
         for i in range(3):
             cv2.imwrite(str(tmp_path / name / f"{i:03d}.png"), np.full((40, 50, 3), 40 * i, np.uint8))
-    (tmp_path / "bad" / "001b.png").write_text("a text file named .png")
+    extra(tmp_path / "bad" / "001b.png")
     cfg = parse_config(LineConfig, {**line_config().model_dump(mode="json", exclude={"sources"}), "sources": [
         {"kind": "folder", "name": name, "path": str(tmp_path / name)} for name in ("good", "bad")]})
     summary = run_line(cfg, tmp_path / "out", detector_factory=FastDetector)
     assert summary == json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["frames"], summary["sent"], summary["dropped"]) == (6, 6, 0)
-    assert summary["unreadable"] == 1 and summary["sources"]["bad"]["unreadable"] == 1
-    assert "unreadable" not in summary["sources"]["good"]
+    assert summary[key] == 1 and summary["sources"]["bad"][key] == 1
+    assert key not in summary["sources"]["good"]
 
     print_summary(summary)
     out = capsys.readouterr().out
-    assert "6 of 6 sent; 1 unreadable file skipped (the log names each)" in out
-    assert "3 of 3 scored, 0 events (unreadable 1)" in out
-
-
-def test_frames_a_camera_skipped_as_too_small_are_in_the_summary_and_the_table(tmp_path, capsys, monkeypatch):
-    """A camera skips a frame below the minimum size (its `too_small`, never sent): "3 of 3 sent" looked complete
-    while the folder held 4 images; the run's summary.json and table say how many, in all and per camera."""
-    monkeypatch.setenv("COLUMNS", "200")
-    for name in ("good", "small"):
-        (tmp_path / name).mkdir()
-        for i in range(3):
-            cv2.imwrite(str(tmp_path / name / f"{i:03d}.png"), np.full((40, 50, 3), 40 * i, np.uint8))
-    cv2.imwrite(str(tmp_path / "small" / "001b.png"), np.zeros((20, 50, 3), np.uint8))  # below 32 px a side
-    cfg = parse_config(LineConfig, {**line_config().model_dump(mode="json", exclude={"sources"}), "sources": [
-        {"kind": "folder", "name": name, "path": str(tmp_path / name)} for name in ("good", "small")]})
-    summary = run_line(cfg, tmp_path / "out", detector_factory=FastDetector)
-    assert summary == json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert (summary["frames"], summary["sent"], summary["dropped"]) == (6, 6, 0)
-    assert summary["too_small"] == 1 and summary["sources"]["small"]["too_small"] == 1
-    assert "too_small" not in summary["sources"]["good"]
-
-    print_summary(summary)
-    out = capsys.readouterr().out
-    assert "6 of 6 sent; 1 too-small frame skipped (below 32x32 px)" in out
-    assert "3 of 3 scored, 0 events (too_small 1)" in out
+    assert f"6 of 6 sent; {words}" in out
+    assert f"3 of 3 scored, 0 events ({key} 1)" in out
 
 
 def test_no_unreadable_or_too_small_key_or_words_while_nothing_was_skipped(capsys, monkeypatch):
