@@ -67,7 +67,7 @@ from .pending import ENDS_WAITING, PendingFrames
 from .regions import find_regions
 from .security import CLIENT_REFUSALS, SERVER_REFUSALS, secure_stage
 from .silence import Silences
-from .transport import Publisher, StopFlag, ThrottledLog, bind, connect, make_socket, security_of
+from .transport import LINGER_MS, Publisher, StopFlag, ThrottledLog, bind, connect, make_socket, security_of
 
 log = logging.getLogger(__name__)
 INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
@@ -774,30 +774,35 @@ def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: C
     """Process entry point of the node stage. With `security` (a SecurityConfig), its tcp sockets use CURVE
     as `cfg.name` and it connects to input i as a client of the camera named `input_names[i]`. `on_ready`
     gets the result endpoint, or (result endpoint, replay endpoint) when the node keeps an event log. With
-    `mqtt` (an MqttConfig) the MQTT bridge runs in this process, so its last will is the node's."""
+    `mqtt` (an MqttConfig) the MQTT bridge runs in this process, so its last will is the node's.
+
+    Its results go out zero-copy, so the stage terminates its own context before it returns, as a camera does
+    (pipeline.sources.run_camera): its last results go out, or are dropped after the linger, while their arrays live."""
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    ctx, server_keys = zmq.Context.instance(), {}
-    if security is not None:
-        sec = secure_stage(security, cfg.name, ctx)
-        server_keys = {ep: sec.server_key(name) for ep, name in zip(inputs, input_names, strict=False)}
-        if cfg.connect:
-            server_keys.update(dict.fromkeys(cfg.connect, sec.server_key(security.connect_key)))
-    node = EdgeNode(cfg, inputs, detector_factory, ctx, server_keys=server_keys,
-                    input_names=list(input_names) if input_names else None)
-
-    def ready(endpoint: str) -> None:
-        on_ready(endpoint if node.replay_endpoint is None else (endpoint, node.replay_endpoint))
-
-    bridge = None
-    if mqtt is not None:
-        from .mqtt_sink import MqttBridge  # paho only where a bridge runs
-
-        bridge = MqttBridge(mqtt, cfg.name, cfg.event_log, scorer=node.scorer)
-        node.taps.append(bridge.tap)
-        bridge.start()
+    ctx, server_keys, sec, bridge = zmq.Context(), {}, None, None
     try:
+        if security is not None:
+            sec = secure_stage(security, cfg.name, ctx)
+            server_keys = {ep: sec.server_key(name) for ep, name in zip(inputs, input_names, strict=False)}
+            if cfg.connect:
+                server_keys.update(dict.fromkeys(cfg.connect, sec.server_key(security.connect_key)))
+        node = EdgeNode(cfg, inputs, detector_factory, ctx, server_keys=server_keys,
+                        input_names=list(input_names) if input_names else None)
+
+        def ready(endpoint: str) -> None:
+            on_ready(endpoint if node.replay_endpoint is None else (endpoint, node.replay_endpoint))
+
+        if mqtt is not None:
+            from .mqtt_sink import MqttBridge  # paho only where a bridge runs
+
+            bridge = MqttBridge(mqtt, cfg.name, cfg.event_log, scorer=node.scorer)
+            node.taps.append(bridge.tap)
+            bridge.start()
         return node.run(stop, None if on_ready is None else ready, wait_for_subscriber_s)
     finally:
         if bridge is not None:
             bridge.close()
+        if sec is not None:
+            sec.close()  # its ZAP handler's and handshake monitors' sockets, which the context would wait for
+        ctx.destroy(linger=LINGER_MS)  # the node's threads closed their sockets: at most their linger

@@ -23,6 +23,7 @@ from .stages import LineError
 log = logging.getLogger(__name__)
 RESULTS = ("events.jsonl", "scores.jsonl", "summary.json", "overlays", "node-events.db")  # and their backups
 PREVIOUS = "previous"
+PARTIAL = ".previous-partial"  # an earlier run's results while they move (`set_aside`)
 KEEP_RUNS = 5  # earlier runs kept: previous/, previous-2/ ... previous-5/ (each run's files are capped)
 
 
@@ -50,9 +51,14 @@ def claimed(out: Path, roles: tuple[str, ...]) -> Iterator[None]:
 def set_aside(out: Path, keep: int = KEEP_RUNS) -> Path | None:
     """Move the results of a run before into OUT/previous/, those there one run further back (previous-2/, ...) up to
     the first free place; with all `keep` places taken the oldest is removed first (LineError if it cannot be, before
-    anything moves). Returns OUT/previous/, or None when OUT held no results."""
+    anything moves). Returns OUT/previous/, or None when OUT held no results.
+
+    The results gather in OUT/.previous-partial/ first and it becomes previous/ in one rename, so a run cut short while
+    moving them (a crash, a kill) leaves them there, and the next run finishes the move: a run's results are never split
+    between two folders (each rename is atomic; a shift cut short leaves a free place the next one fills)."""
+    partial = out / PARTIAL
     found = [Path(p) for name in RESULTS for p in glob.glob(glob.escape(str(out / name)) + "*")]
-    if not found:
+    if not found and not partial.is_dir():
         return None
     back = [out / PREVIOUS, *(out / f"{PREVIOUS}-{n}" for n in range(2, keep + 1))]
     free = next((n for n, path in enumerate(back) if not path.exists() and not path.is_symlink()), None)
@@ -60,14 +66,14 @@ def set_aside(out: Path, keep: int = KEEP_RUNS) -> Path | None:
         free = len(back) - 1
         _remove(back[free])
         log.warning("%s: removed %s, the oldest of the %d earlier runs kept", out, back[free], keep)
+    partial.mkdir(exist_ok=True)
+    for path in found:
+        path.rename(partial / path.name)
     for n in range(free, 0, -1):  # previous-2/ -> previous-3/, previous/ -> previous-2/ (up to the free place)
         back[n - 1].rename(back[n])
-    previous = back[0]
-    previous.mkdir()
-    for path in found:
-        path.rename(previous / path.name)
-    log.warning("%s held the results of an earlier run: moved to %s", out, previous)
-    return previous
+    partial.rename(back[0])
+    log.warning("%s held the results of an earlier run: moved to %s", out, back[0])
+    return back[0]
 
 
 def _remove(path: Path) -> None:

@@ -110,6 +110,31 @@ def test_a_folder_keeps_its_last_runs_each_one_further_back_and_removes_only_the
         "run gap\n", *(f"run {newest - back}\n" for back in (0, 1, 3, 4))]
 
 
+def test_a_run_cut_short_while_setting_the_last_one_aside_does_not_split_it(tmp_path):
+    """A crash between two of set_aside's moves left part of a run in previous/ and part in OUT; the next run moved
+    the rest to a previous/ of its own, the first part to previous-2/: one run's events and event log apart."""
+    (tmp_path / "previous").mkdir()
+    (tmp_path / "previous" / "events.jsonl").write_text("run 0\n")
+    for name in ("events.jsonl", "scores.jsonl", "summary.json", "node-events.db"):
+        (tmp_path / name).write_text(f"run 1 {name}\n")
+    rename, moved = Path.rename, []
+
+    def crash_after_two(self, target):
+        if len(moved) == 2:
+            raise KeyboardInterrupt  # the run is killed mid-move
+        moved.append(self)
+        return rename(self, target)
+
+    with mock.patch.object(Path, "rename", crash_after_two), pytest.raises(KeyboardInterrupt):
+        set_aside(tmp_path)
+    assert set_aside(tmp_path) == tmp_path / "previous"
+    assert sorted(p.name for p in (tmp_path / "previous").iterdir()) == [
+        "events.jsonl", "node-events.db", "scores.jsonl", "summary.json"]
+    assert all(p.read_text() == f"run 1 {p.name}\n" for p in (tmp_path / "previous").iterdir())
+    assert sorted(p.name for p in (tmp_path / "previous-2").iterdir()) == ["events.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["previous", "previous-2"]
+
+
 def test_a_folder_whose_oldest_run_cannot_be_removed_says_so_before_anything_moves(tmp_path):
     for n in range(2, KEEP_RUNS + 1):
         (tmp_path / f"previous-{n}").mkdir()
