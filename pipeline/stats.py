@@ -81,6 +81,10 @@ class StreamStats:
         self.products: dict[str, dict[str, Counter[str]]] = {}  # camera -> product -> frames and events (`product`)
         self.sent: dict[str, int] = {}  # frames each camera sent, from its end of stream
         self.sent_so_far: dict[str, int] = {}  # the same from its latest heartbeat (a run stopped before the end)
+        # its present run's `sent` counter and frames, and the frames of its runs before a restart (`_camera_sent`)
+        self._sent_count: Counter[str] = Counter()
+        self._sent_run: Counter[str] = Counter()
+        self._sent_before: Counter[str] = Counter()
         # each camera's CAMERA_COUNTERS: the count of its present run, and of its runs before a restart
         self._camera_run: dict[str, Counter[str]] = {name: Counter() for name in CAMERA_COUNTERS}
         self._camera_before: dict[str, Counter[str]] = {name: Counter() for name in CAMERA_COUNTERS}
@@ -97,14 +101,16 @@ class StreamStats:
         if h.kind == "event":
             self.events[h.source] += 1
         elif h.kind == "eos":
-            self.sent[h.source] = h.frames
+            self.sent[h.source] = self._camera_sent(h.source, h.counters.get("sent"), h.frames)
             self._camera_counts(h.source, h.counters)
         elif h.kind == "heartbeat" and h.role == "source" and isinstance(h.counters.get("sent"), int):
-            self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), h.counters["sent"])
+            sent = self._camera_sent(h.source, h.counters["sent"], h.counters["sent"])
+            self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), sent)
             self._camera_counts(h.source, h.counters)
         elif h.kind == "anomaly":
             self.frames[h.source] += 1
-            self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), h.seq + 1)  # frames 0..seq were sent
+            sent = self._camera_sent(h.source, None, h.seq + 1)  # frames 0..seq of its present run were sent
+            self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), sent)
             for stage, ms in stage_latencies(h, delivered).items():
                 self.latency[stage].add(ms)
             capture = h.stamps.get("capture", h.t_capture)
@@ -166,6 +172,19 @@ class StreamStats:
         of stream came through (Ctrl-C, the timeout), what it sent, not its last heartbeat's count."""
         self.sent.setdefault(source, counters["sent"] + counters["send_dropped"])
         self._camera_counts(source, counters)
+
+    def _camera_sent(self, source: str, count: object, frames: int) -> int:
+        """Frames a camera sent over all its runs, given its present run's `sent` counter (`count`, None where it
+        reports none) and its frames so far: a counter that went down is a camera whose process started afresh (a
+        crash, a restart), and the frames of its runs before count too (not only the last run's)."""
+        if isinstance(count, int):
+            if count < self._sent_count[source]:
+                self._sent_before[source] += self._sent_run[source]
+                self._sent_run[source] = 0
+                self.sent.pop(source, None)  # the end of stream of a run before it
+            self._sent_count[source] = count
+        self._sent_run[source] = max(self._sent_run[source], frames)
+        return self._sent_before[source] + self._sent_run[source]
 
     def _camera_counts(self, source: str, counters: dict[str, int]) -> None:
         """A camera's CAMERA_COUNTERS (older cameras report some or none): each its latest, over the counts of the

@@ -154,3 +154,19 @@ def test_a_restarted_camera_s_unheard_frames_add_up_over_its_runs():
         stats.add(beat(n), time.time())
     stats.add(eos("cam0", 10, sent=10, unheard=4), time.time())
     assert stats.summary()["sources"]["cam0"]["unheard"] == 9  # 5 + 4: was the largest, 5
+
+
+def test_a_restarted_camera_s_frames_sent_add_up_over_its_runs():
+    """A camera killed after 3 frames and started again (no end of stream between): its 3 frames and its second
+    run's 20 are what it sent, not the last run's 20 alone ("23 of 20 sent", found in an audit)."""
+    def beat(sent: int) -> P.Message:
+        return P.Message(P.HeartbeatHeader(kind="heartbeat", source="cam0", seq=0, t_capture=time.time(),
+                                           role="source", state="streaming", counters={"sent": sent}))
+
+    stats = StreamStats()
+    for n in (1, 3, 0, 8):  # the camera's counter starts at 0 again: its process started afresh
+        stats.add(beat(n), time.time())
+    assert stats.summary()["sources"]["cam0"]["sent"] == 11  # stopped here: 3 + 8 so far
+    stats.add(eos("cam0", 20, sent=20), time.time())
+    summary = stats.summary()
+    assert summary["sent"] == 23 and summary["sources"]["cam0"]["sent"] == 23
