@@ -399,3 +399,19 @@ def test_a_mono12_cameras_16_bit_files_score_as_their_8_bit_frames(tmp_path, cap
     for name in ("12bit", "16bit"):
         assert scores[name] == pytest.approx(scores["8bit"], rel=0.05), scores
         assert np.corrcoef(maps[name].ravel(), maps["8bit"].ravel())[0, 1] > 0.98
+
+
+def test_score_with_a_line_config_judges_by_its_node_threshold(tmp_path):
+    """`ssdnet score --config line.yaml` took the line's node.ssdnet but judged at 3.0 whatever its node.threshold
+    (found in an audit: an image the line would pass called anomalous); --threshold still wins."""
+    _frames(tmp_path / "hole", 1, defect=1.0, seed=1)
+    line = tmp_path / "line.yaml"
+    line.write_text(f"sources: [{{name: cam, kind: folder, path: {tmp_path / 'hole'}}}]\n"
+                    "node: {threshold: 1000.0, region_threshold: 2.5}\n")
+    image = str(tmp_path / "hole" / "000.png")
+    for extra, threshold in (([], 1000.0), (["--threshold", "4"], 4.0)):
+        out = tmp_path / f"out{threshold:g}"
+        assert main(["score", image, "--config", str(line), *extra, "--threads", "1", "--out", str(out)]) == 0
+        record = json.loads((out / "scores.jsonl").read_text())
+        assert record["threshold"] == threshold
+    assert json.loads((tmp_path / "out1000" / "scores.jsonl").read_text())["label"] == "normal"

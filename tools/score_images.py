@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from edge.args import at_least, finite
-from edge.config import SSDNetConfig, load_config
+from edge.config import SSDNetConfig, load_config, load_yaml, parse_config
 from edge.detector import Detector
 from edge.images import IMAGE_SUFFIXES, image_files, read_rgb, write_rgb
 from edge.overlay import annotated_overlay
@@ -45,6 +45,14 @@ def ssdnet_config(config: str | None, fast: bool, steps: int | None = None) -> S
     if steps is not None:
         cfg = cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"steps": steps})})
     return cfg
+
+
+def line_node(config: str | None) -> NodeConfig:
+    """The node section of a line config given as `--config` (whose threshold and region threshold then judge the
+    images, as its node judges its frames); the defaults for an SSDnet config or none."""
+    data = load_yaml(config) if config else {}
+    node = data.get("node") if "sources" in data else None
+    return parse_config(NodeConfig, node if isinstance(node, dict) else {}, f"{config} (node)")
 
 
 def set_threads(threads: int | None) -> None:
@@ -105,6 +113,9 @@ def _cmd(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     cfg = ssdnet_config(args.config, args.fast, args.steps)
     fast_hint(cfg, args.config, args.fast)
+    node = line_node(args.config)
+    args.threshold = node.threshold if args.threshold is None else args.threshold
+    args.region_threshold = node.region_threshold if args.region_threshold is None else args.region_threshold
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     det = Detector(cfg)
@@ -174,9 +185,10 @@ def add_parser(sub) -> None:
                    help="output folder (default: ssdnet-out; scores.jsonl there is appended to)")
     add_common(p)
     p.add_argument("--steps", type=at_least(0), help="override fit.steps")
-    p.add_argument("--threshold", type=finite, default=DEFAULT_THRESHOLD,
-                   help=f"image-score threshold of the verdict (default {DEFAULT_THRESHOLD}, node.threshold's; "
-                        "`ssdnet calibrate` suggests one for your images)")
-    p.add_argument("--region-threshold", type=finite, default=NodeConfig.model_fields["region_threshold"].default,
-                   help="regions: the map above this many of its own std (node.region_threshold)")
+    p.add_argument("--threshold", type=finite,
+                   help="image-score threshold of the verdict (default: a line --config's node.threshold, else "
+                        f"{DEFAULT_THRESHOLD}; `ssdnet calibrate` suggests one for your images)")
+    p.add_argument("--region-threshold", type=finite,
+                   help="regions: the map above this many of its own std (default: node.region_threshold, a line "
+                        "--config's or 3.0)")
     p.set_defaults(func=_cmd)
