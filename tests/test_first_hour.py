@@ -415,3 +415,14 @@ def test_score_with_a_line_config_judges_by_its_node_threshold(tmp_path):
         record = json.loads((out / "scores.jsonl").read_text())
         assert record["threshold"] == threshold
     assert json.loads((tmp_path / "out1000" / "scores.jsonl").read_text())["label"] == "normal"
+
+
+def test_calibrate_with_a_line_config_says_what_its_node_threshold_would_flag(tmp_path, capsys):
+    """`ssdnet calibrate FOLDER --config line.yaml` (a line config, as its help allows) compared with 3.0, not the
+    line's node.threshold, as `--line` does."""
+    _frames(tmp_path / "frames", 12)
+    line = tmp_path / "line.yaml"
+    line.write_text(f"sources: [{{name: cam, kind: folder, path: {tmp_path / 'frames'}}}]\n"
+                    "node: {threshold: 1000.0}\n")
+    assert main(["calibrate", str(tmp_path / "frames"), "--config", str(line), "--threads", "1"]) == 0
+    assert "the current threshold 1000.000 would flag 0.0%" in capsys.readouterr().out

@@ -43,7 +43,7 @@ from pipeline.regions import find_regions
 from pipeline.sinks import JsonLines
 from pipeline.sources import SourceError, make_reader
 
-from .score_images import DEFAULT_THRESHOLD, add_common, fast_hint, fit_progress, set_threads, ssdnet_config
+from .score_images import DEFAULT_THRESHOLD, add_common, fast_hint, fit_progress, line_node, set_threads, ssdnet_config
 
 
 def noise_quantile(quantile: float) -> float:
@@ -80,7 +80,7 @@ def _cmd(args: argparse.Namespace) -> int:
         line = load_line_config(args.line)
         cfg, threshold, vrange = line.node.ssdnet, line.node.threshold, line.sinks.overlay_range
     else:
-        cfg = ssdnet_config(args.config, args.fast)
+        cfg, threshold = ssdnet_config(args.config, args.fast), line_node(args.config).threshold
     try:
         reader = _reader(args.source, tuple(args.resize) if args.resize else None,
                          tuple(args.crop) if args.crop else None)
