@@ -428,10 +428,15 @@ class ConfigError(ValueError):
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per error, naming its key; a path that is not there also says which and where it was looked for."""
     lines = [f"invalid config {source}:"]
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {where}: {e['msg']}")
+        msg = e["msg"]
+        if e["type"] in ("path_not_directory", "path_not_file"):
+            path = Path(str(e["input"]))
+            msg += f": '{path}'" + ("" if path.is_absolute() else f" (relative to {Path.cwd()})")
+        lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 
 

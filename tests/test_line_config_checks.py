@@ -187,3 +187,13 @@ def test_a_line_of_third_party_cameras_only_loads_for_its_node_stage(tmp_path):
     from pipeline.stages import LineError
     with pytest.raises(LineError, match="run its node with `--stage node`"):
         run_line(cfg, tmp_path)
+
+
+def test_a_folder_that_is_not_there_is_named_with_where_it_was_looked_for(tmp_path, monkeypatch):
+    """It said only "Path does not point to a directory" (found in an audit), where a missing video file says which
+    and relative to what."""
+    monkeypatch.chdir(tmp_path)
+    says = refusal({"sources": [{"name": "shelf", "kind": "folder", "path": "frames/"}]})
+    assert f"sources.0.folder.path: Path does not point to a directory: 'frames' (relative to {tmp_path})" in says
+    absolute = refusal({"sources": [{"name": "shelf", "kind": "folder", "path": str(tmp_path / "x")}]})
+    assert f"'{tmp_path / 'x'}'" in absolute and "relative to" not in absolute
