@@ -197,3 +197,15 @@ def test_a_folder_that_is_not_there_is_named_with_where_it_was_looked_for(tmp_pa
     assert f"sources.0.folder.path: Path does not point to a directory: 'frames' (relative to {tmp_path})" in says
     absolute = refusal({"sources": [{"name": "shelf", "kind": "folder", "path": str(tmp_path / "x")}]})
     assert f"'{tmp_path / 'x'}'" in absolute and "relative to" not in absolute
+
+
+@pytest.mark.parametrize("where, value, says", [
+    ("node", {"ssdnet": "configs/ssdnet-fit.yaml"},
+     "node.ssdnet: a section of its own keys ({} for the defaults), not 'configs/ssdnet-fit.yaml': a file is not "
+     "read here, write its keys under this one"),
+    ("sinks", {"view": True}, "sinks.view: a section of its own keys ({} for the defaults), not True"),
+])
+def test_a_value_where_a_section_goes_says_what_to_write(where, value, says):
+    """It said "Input should be a valid dictionary or instance of SSDNetConfig" (found in an audit: `ssdnet:
+    configs/ssdnet-fit.yaml`, `view: true`), naming a class the docs never name."""
+    assert says in refusal(line({"name": "cam"}, **{where: value}))
