@@ -400,10 +400,14 @@ class EdgeNode:
             self._refuse("eos_repeated", f"eos/{msg.source}: {ENDS_WAITING} of its ends of stream wait to go out "
                          "already")
             return None
+        restarts = ticket[0].camera.seq_restarts
         lost = self.admission.commit(ticket[0])
         if ticket[0].restart or ticket[0].resync:
             log.info("%s: its numbering %s at frame %d (a camera restarted)", peer,
                      "started again" if ticket[0].restart else "resynchronised", ticket[0].seq)
+        elif ticket[0].camera.seq_restarts > restarts:  # a heartbeat behind its last frame, before any new frame
+            log.info("%s: its heartbeat is behind its last frame seen: a camera restarted (no end of stream: a "
+                     "crash or a kill)", peer)
         h, source = msg.header, msg.source
         received = h.model_copy(update={"stamps": {**h.stamps, "received": now}})
         if h.kind == "frame":

@@ -578,3 +578,20 @@ def test_silence_learns_a_camera_s_heartbeat_period_and_an_ended_stream_is_not_s
     s.heard("b", "heartbeat", now=25.0)  # it was its period: heard again, learnt (at most 20 s)
     assert s.check(now=49.0) == 0 and s.check(now=84.0) == 0  # 3 x 20 s: its next beat at 50 is not late
     assert s.check(now=86.0) == 1 and "cam-a" not in caplog.text
+
+
+def test_a_camera_restarted_after_a_kill_is_logged_when_its_heartbeat_says_so(tmp_path, caplog):
+    """A camera stage killed and started again heartbeats before it streams: its heartbeat restarted its numbering
+    silently (found in an audit: the node's log said nothing of the restart), and its frame 0 then came as a first."""
+    from adversary import control_parts, frame_parts, node_line
+    caplog.set_level(logging.INFO, "pipeline.node")
+    with node_line(tmp_path, frames=200, fps=20, connect_cameras={0: ["line2"]}) as ln:
+        cam, t0 = ln.intruders[0], time.time()
+        for seq in range(3):
+            cam.send(frame_parts("line2", seq=seq, t=t0 + seq * 0.01))
+        wait_until(lambda: ln.node.counters.source("line2")["scored"] == 3)
+        cam.send(control_parts("heartbeat", "line2", seq=-1, role="source", state="waiting", counters={}))
+        cam.send(frame_parts("line2", seq=0, t=time.time()))
+        wait_until(lambda: ln.node.counters.source("line2")["scored"] == 4)
+        assert ln.node.admission.cameras["line2"].seq_restarts == 1
+    assert "its heartbeat is behind its last frame seen: a camera restarted" in caplog.text
