@@ -365,6 +365,17 @@ def test_a_count_out_of_range_is_one_usage_line(argv, says, capsys):
     assert e.value.code == 2 and says in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["score", "x.png"], ["calibrate", "frames"]])
+def test_an_out_that_is_a_file_is_said_so(tmp_path, capsys, monkeypatch, command):
+    """`--out` naming a file said "FileExistsError: [Errno 17] File exists" (found in an audit)."""
+    monkeypatch.chdir(tmp_path)
+    _frames(tmp_path / "frames", 1)
+    (tmp_path / "afile").write_text("")
+    assert main([*command, "--out", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"ssdnet {command[0]}: error: {tmp_path / 'afile'} is a file, where a folder goes")
+
+
 def test_an_error_deep_in_a_command_is_one_line_and_v_shows_the_traceback(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     argv = ["export", "--height", "64", "--width", "64", "--out", str(tmp_path / "afile" / "sub")]  # under a file

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 import zmq
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ssdnet {args.command}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError, zmq.ZMQError) as e:  # bad input met on the way: one line, not a trace
+        if isinstance(e, FileExistsError) and e.filename is not None and os.path.isfile(e.filename):  # `--out FILE`
+            print(f"ssdnet {args.command}: error: {e.filename} is a file, where a folder goes", file=sys.stderr)
+            return 2
         if args.verbose:
             raise
         text = " ".join(str(e).split())
