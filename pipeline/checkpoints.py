@@ -125,14 +125,27 @@ class Checkpoints:
             self._scratch.cleanup()
 
     def _bound_scratch(self, kept: Path) -> None:
-        """Hold the scratch folder's checkpoints to `scratch_mb`: the least recently saved go first (never `kept`,
-        the one just saved)."""
+        """Hold the scratch folder's checkpoints to `scratch_mb`: of the camera holding the most bytes there, the least
+        recently saved go first (never `kept`, the one just saved), so a camera naming product after product drops its
+        own models, not another camera's."""
         files = sorted(kept.parent.glob("*.pt"), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
-        for old in (p for p in files if p != kept):
-            if total <= self.scratch_mb * 2**20:
-                break
-            total -= old.stat().st_size
+        sizes = {p: p.stat().st_size for p in files}
+        held: dict[str, int] = {}  # camera -> bytes of its checkpoints there
+        for p, size in sizes.items():
+            held[_camera(p)] = held.get(_camera(p), 0) + size
+        total = sum(sizes.values())
+        droppable = [p for p in files if p != kept]
+        while droppable and total > self.scratch_mb * 2**20:
+            camera = max(dict.fromkeys(_camera(p) for p in droppable), key=held.__getitem__)
+            old = next(p for p in droppable if _camera(p) == camera)
+            droppable.remove(old)
+            total -= sizes[old]
+            held[camera] -= sizes[old]
             old.unlink(missing_ok=True)
             self._log.warning(f"scratch checkpoints over node.scratch_checkpoint_mb ({self.scratch_mb:g}): dropped "
                               f"{old.name} (that camera and product start afresh when back)")
+
+
+def _camera(path: Path) -> str:
+    """The camera a checkpoint file is of (`<camera>.pt`, `<camera>@<product>.pt`)."""
+    return path.stem.split("@", 1)[0]

@@ -258,8 +258,9 @@ class NodeConfig(StrictModel):
                                          "would write ~19 GB an hour per camera to the device's flash)")
     scratch_checkpoint_mb: float = Field(2048.0, gt=0, description="without checkpoint_dir: the temporary folder's "
                                          "checkpoints at most this many MB (~8-25 MB each, one per camera and "
-                                         "product); past it the least recently saved go, and their camera's product "
-                                         "starts afresh when back (64 products x 16 dynamic cameras held ~10 GB)")
+                                         "product); past it the least recently saved of the camera holding the most "
+                                         "there go, and their camera's product starts afresh when back (64 products "
+                                         "x 16 dynamic cameras held ~10 GB)")
     event_log: Path | None = Field(None, description="SQLite file (WAL) every event is committed to before it is "
                                    "published, numbered per source (log_seq); None = no durable log and no replay "
                                    "endpoint. `ssdnet run` uses OUT/node-events.db when unset")
