@@ -89,6 +89,10 @@ class MqttBridge:
         self._problem: str | None = None  # the connection problem last logged (logged again only when it changes)
         self._health: dict[str, P.Message] = {}  # latest heartbeat per node/camera, published every health_s
         self._health_dirty: set[str] = set()
+        # health messages sent, not yet acknowledged: mid -> its node/camera key. A key waits for its ack before it is
+        # published again (its latest state then), so a camera flipping its state 50 times a second (each a retained
+        # QoS 1 message) against a stalled broker queues one message, not one per flip in paho's memory
+        self._health_mids: dict[int, str] = {}
         self._live: deque[P.EventHeader] = deque(maxlen=MAX_HELD_LIVE)  # events without an event log
         self._scores: deque[P.AnomalyHeader] = deque(maxlen=256)
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
@@ -154,6 +158,7 @@ class MqttBridge:
         client.publish(self.topics["status"], self._status("online", "connected"), qos=1, retain=True)
         with self._lock:
             self._health_dirty |= set(self._health)
+            self._health_mids.clear()  # those of a lost connection may never be acknowledged
         self._connected.set()
         self._wake.set()
 
@@ -179,6 +184,9 @@ class MqttBridge:
     def _drain_acks(self) -> None:
         while self._acks:
             mid = self._acks.popleft()
+            with self._lock:
+                if self._health_mids.pop(mid, None) is not None:
+                    continue
             source = self._mids.pop(mid, None)
             if source is None:  # a status or health message
                 continue
@@ -423,14 +431,17 @@ class MqttBridge:
 
     def _publish_health(self) -> None:
         with self._lock:
-            due = [(key, self._health[key]) for key in self._health_dirty if key in self._health]
-            self._health_dirty.clear()
+            waiting = set(self._health_mids.values())  # their last message not acknowledged yet: stay dirty
+            due = [(key, self._health[key]) for key in self._health_dirty - waiting if key in self._health]
+            self._health_dirty &= waiting
         for key, msg in due:
             h = msg.header
             body = {"state": h.state, "last_frame_age": h.last_frame_age, "counters": dict(h.counters),
                     "t": h.t_capture, "source": h.source}
             topic = self.topics["node"] if key == "node" else self.topics["camera_status"].format(camera=key)
-            self.client.publish(topic, json.dumps(body), qos=1, retain=True)
+            info = self.client.publish(topic, json.dumps(body), qos=1, retain=True)
+            with self._lock:
+                self._health_mids[info.mid] = key
 
     def _publish_scores(self) -> None:
         while self._scores:
