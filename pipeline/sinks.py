@@ -23,6 +23,7 @@ import numpy as np
 import zmq
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from rich.console import Console
+from rich.markup import escape
 
 from edge.images import write_rgb
 from edge.overlay import annotated_overlay
@@ -461,6 +462,13 @@ class MetricsSink:
         self.server.server_close()
 
 
+def _shown(text: str) -> str:
+    """A camera's own words (its heartbeat's `state`, its counters' names) as plain text for the console: control
+    characters written as escapes (`\\x1b`), so a camera cannot reset or retitle the operator's terminal, and rich
+    markup escaped, so `[/]` neither fails the line nor `[link=...]` makes it a link."""
+    return escape(text if text.isprintable() else repr(text)[1:-1])
+
+
 class ConsoleSink:
     """Prints events, ends of stream, and cameras' state changes and stalls (from their heartbeats), live (rich)."""
 
@@ -481,7 +489,8 @@ class ConsoleSink:
                                f"score {h.score:.2f} > {h.threshold:.2f}{prior}  "
                                f"{len(h.regions)} region(s) {boxes}  [dim]{latency:.0f} ms after capture[/]")
         elif h.kind == "eos":
-            self.console.print(f"{clock} [bold]end of stream[/] {h.source} after {h.frames} frames {h.counters}")
+            self.console.print(f"{clock} [bold]end of stream[/] {h.source} after {h.frames} frames "
+                               f"{_shown(str(h.counters))}")
         elif h.kind == "heartbeat" and h.role == "source":
             # "paced": a camera with flow: credit waiting for the node (busy scoring), not a stalled one
             state = "streaming" if h.state == "paced" else h.state
@@ -490,7 +499,7 @@ class ConsoleSink:
             if self._camera.get(h.source) != (state, stalled):
                 self._camera[h.source] = (state, stalled)
                 note = f"[yellow]stalled[/], no frame for {h.last_frame_age:.1f} s" if stalled else ""
-                self.console.print(f"{clock} camera {h.source}: {state} {note}")
+                self.console.print(f"{clock} camera {h.source}: {_shown(state)} {note}")
 
     def close(self) -> None:
         pass

@@ -562,6 +562,24 @@ def test_the_console_prints_an_event_on_one_line_when_piped(capsys):
     assert "score 8.00 > 3.00 (calibrating: against the prior)" in capsys.readouterr().out  # frames say so
 
 
+def test_the_console_prints_a_cameras_own_words_as_plain_text(capsys):
+    """A camera's heartbeat `state` (any 32 characters) and its end of stream's counter names reach the operator's
+    console as text: no terminal control character (ESC c resets the terminal), no rich markup (`[/]` failed the line,
+    `[blink]` styled it); before, both went through."""
+    from rich.console import Console
+
+    sink = ConsoleSink(Console(soft_wrap=True, force_terminal=True))
+    for state in ("\x1bc\x1b]0;owned\x07", "[/]", "[blink]x[/blink]"):
+        sink.handle(P.Message(P.HeartbeatHeader(kind="heartbeat", role="source", state=state, source="cam9", seq=1,
+                                                t_capture=1.0)), 2.0)
+    sink.handle(P.Message(P.EosHeader(kind="eos", source="cam9", seq=1, t_capture=1.0, frames=2,
+                                      counters={"[/]\x1bc": 1})), 2.0)
+    out = capsys.readouterr().out
+    assert "\x1bc" not in out and "\x07" not in out and "\x1b[5m" not in out  # no reset, bell or blink
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out)  # rich's own styles (its highlighter's) taken out
+    assert "\\x1bc\\x1b]0;owned\\x07" in text and "[/]" in text and "[blink]x[/blink]" in text
+
+
 def test_subscribe_to_an_endpoint_that_says_nothing_is_an_error(capsys, caplog):
     ctx = zmq.Context()
     pub = make_socket(ctx, zmq.PUB)
