@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from pipeline.admission import REASONS
+from pipeline.admission import REASONS, Camera, Peer
 from pipeline.config import (
     FolderSourceConfig,
     LineConfig,
@@ -121,3 +121,18 @@ def test_counter_table_names_every_reason():
     counters = _section("## 7. Counters")
     missing = [r for r in REASONS + SERVER_REFUSALS + CLIENT_REFUSALS if f"`{r}`" not in counters]
     assert not missing, f"docs/protocol.md section 7 lacks {missing}"
+
+
+def test_summary_camera_keys_are_documented():
+    """Each key of summary.json's `cameras.<name>` (the node's report) is named in section 7 and pipeline/README.md."""
+    ctx = zmq.Context()
+    try:
+        node = EdgeNode(NodeConfig(), (), FastDetector, ctx)
+        node.admission._bind(Camera("cam7", Peer("tcp://127.0.0.1:1")))
+        keys = node.report()["cameras"]["cam7"]
+    finally:
+        ctx.destroy(linger=0)
+    readme = (DOC.parents[1] / "pipeline" / "README.md").read_text()
+    for name, text in (("docs/protocol.md section 7", _section("## 7. Counters")), ("pipeline/README.md", readme)):
+        missing = [k for k in keys if f"`{k}`" not in text]
+        assert not missing, f"{name} lacks summary.json cameras keys {missing}"
