@@ -463,10 +463,24 @@ class MetricsSink:
 
 
 def _shown(text: str) -> str:
-    """A camera's own words (its heartbeat's `state`, its counters' names) as plain text for the console: control
+    """A camera's own words (its heartbeat's `state`) as plain text for the console: control
     characters written as escapes (`\\x1b`), so a camera cannot reset or retitle the operator's terminal, and rich
     markup escaped, so `[/]` neither fails the line nor `[link=...]` makes it a link."""
     return escape(text if text.isprintable() else repr(text)[1:-1])
+
+
+EOS_NOTED = ("send_dropped", "unheard", "unreadable", "too_small", "reconnects", "conflated", "lost", "rejected",
+             "failed", "downscaled")  # an end of stream's counters the console names when not 0
+
+
+def end_of_stream(h: P.EosHeader) -> str:
+    """A camera's end of stream in words: frames sent, scored and events (the node's counters, when it forwarded it),
+    then each EOS_NOTED counter that is not 0 (names of its own a camera puts in its counters are not shown)."""
+    c = h.counters
+    parts = [f"{h.frames} frames sent", *([f"{c['scored']} scored"] if "scored" in c else []),
+             *([f"{c['events']} event(s)"] if "events" in c else []),
+             *(f"{c[name]} {name.replace('_', ' ')}" for name in EOS_NOTED if c.get(name))]
+    return f"{h.source}: [bold]end of stream[/], " + ", ".join(parts)
 
 
 class ConsoleSink:
@@ -489,8 +503,7 @@ class ConsoleSink:
                                f"score {h.score:.2f} > {h.threshold:.2f}{prior}  "
                                f"{len(h.regions)} region(s) {boxes}  [dim]{latency:.0f} ms after capture[/]")
         elif h.kind == "eos":
-            self.console.print(f"{clock} [bold]end of stream[/] {h.source} after {h.frames} frames "
-                               f"{_shown(str(h.counters))}")
+            self.console.print(f"{clock} {end_of_stream(h)}")
         elif h.kind == "heartbeat" and h.role == "source":
             # "paced": a camera with flow: credit waiting for the node (busy scoring), not a stalled one
             state = "streaming" if h.state == "paced" else h.state

@@ -563,9 +563,9 @@ def test_the_console_prints_an_event_on_one_line_when_piped(capsys):
 
 
 def test_the_console_prints_a_cameras_own_words_as_plain_text(capsys):
-    """A camera's heartbeat `state` (any 32 characters) and its end of stream's counter names reach the operator's
-    console as text: no terminal control character (ESC c resets the terminal), no rich markup (`[/]` failed the line,
-    `[blink]` styled it); before, both went through."""
+    """A camera's heartbeat `state` (any 32 characters) reaches the operator's console as text, and its end of stream's
+    counter names not at all: no terminal control character (ESC c resets the terminal), no rich markup (`[/]` failed
+    the line, `[blink]` styled it); before, both went through."""
     from rich.console import Console
 
     sink = ConsoleSink(Console(soft_wrap=True, force_terminal=True))
@@ -578,6 +578,18 @@ def test_the_console_prints_a_cameras_own_words_as_plain_text(capsys):
     assert "\x1bc" not in out and "\x07" not in out and "\x1b[5m" not in out  # no reset, bell or blink
     text = re.sub(r"\x1b\[[0-9;]*m", "", out)  # rich's own styles (its highlighter's) taken out
     assert "\\x1bc\\x1b]0;owned\\x07" in text and "[/]" in text and "[blink]x[/blink]" in text
+
+
+def test_the_console_says_an_end_of_stream_in_words(capsys):
+    """A forwarded end of stream: frames sent, scored, events and the drops that are not 0, not a raw dict."""
+    counters = {"sent": 32, "send_dropped": 0, "unheard": 0, "received": 32, "conflated": 2, "lost": 0, "scored": 30,
+                "events": 1, "downscaled": 0}
+    ConsoleSink().handle(P.Message(P.EosHeader(v=1, kind="eos", source="brick", seq=31, t_capture=1.0, frames=32,
+                                               counters=counters)), 2.0)
+    line = capsys.readouterr().out.strip()
+    assert line.endswith("brick: end of stream, 32 frames sent, 30 scored, 1 event(s), 2 conflated"), line
+    ConsoleSink().handle(P.Message(P.EosHeader(v=1, kind="eos", source="cam", seq=-1, t_capture=1.0, frames=0)), 2.0)
+    assert capsys.readouterr().out.strip().endswith("cam: end of stream, 0 frames sent")  # a camera's own, as sent
 
 
 def test_subscribe_to_an_endpoint_that_says_nothing_is_an_error(capsys, caplog):
