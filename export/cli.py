@@ -93,10 +93,13 @@ def run_export(args: argparse.Namespace) -> int:
     h, w = -(-frame[0] // m) * m, -(-frame[1] // m) * m
     if (h, w) != frame:
         print(f"frames of {frame[0]}x{frame[1]} are padded to {h}x{w} (multiples of {m}); exporting for {h}x{w}")
+    console = Console(stderr=True)  # progress: each long step says what it does (tens of seconds on a busy machine)
+    console.log("building the scorer")
     scorer = _scorer(cfg, args.state)
     out = Path(args.out)
     opset = args.opset or (DEFAULT_OPSET if args.exporter == "torchscript" else DYNAMO_OPSET)
     if args.format == "onnx":
+        console.log(f"exporting the scorer graph for {h}x{w} ({args.exporter}, opset {opset}) and checking it")
         try:
             exported = export_scorer(scorer, h, w, opset=opset, fp16=args.fp16,
                                      weights_as_inputs=args.weights_as_inputs, exporter=args.exporter,
@@ -104,6 +107,7 @@ def run_export(args: argparse.Namespace) -> int:
         except ExportError as e:
             print(f"ssdnet export: error: {e}", file=sys.stderr)
             return 2
+        console.log(f"writing {out}")
         onnx_path, json_path = save(exported, out)
         amend_sidecar(json_path, {"camera": [args.height, args.width]})
         weights = (f"{len(exported.weight_names)} U-Net weights" if cfg.score.uses_unet else
@@ -112,10 +116,10 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB, opset {exported.opset}, {weights}) "
               f"and {json_path}")
         return 0
-    return _export_tensorrt(args, scorer, h, w, frame, out)
+    return _export_tensorrt(args, scorer, h, w, frame, out, console)
 
 
-def _export_tensorrt(args, scorer, h: int, w: int, frame: tuple[int, int], out: Path) -> int:
+def _export_tensorrt(args, scorer, h: int, w: int, frame: tuple[int, int], out: Path, console: Console) -> int:
     try:
         trt_scorer = TensorRTScorer(scorer, precision="fp16" if args.fp16 else "fp32", max_batch=args.max_batch)
     except BackendUnavailable as e:  # no TensorRT, or no CUDA GPU: its own exit code, scripts tell it apart
@@ -126,12 +130,14 @@ def _export_tensorrt(args, scorer, h: int, w: int, frame: tuple[int, int], out: 
         return 2
     img = texture("brick", max(h, w), np.random.default_rng(0))[:h, :w]
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div(255).cuda()
+    console.log(f"building the TensorRT engine for {h}x{w} (or loading it from its cache) and checking its parity")
     try:
         trt_scorer.score(x, frame)  # builds (or loads) the engine and runs the parity gate
     except BackendError as e:
         print(f"ssdnet export: error: {e}", file=sys.stderr)
         return 2
     entry = next(iter(trt_scorer._engines.values()))
+    console.log(f"writing {out}")
     onnx_path, json_path = save(entry["exported"], out)
     engine_path = out / "scorer.engine"
     shutil.copyfile(trt_scorer.cache.path(entry["key"]), engine_path)

@@ -351,12 +351,15 @@ def test_scorer_with_vgg_maps_exports(score, per_frame, frame):
     assert bool(names) == per_frame and all(n.split(".")[0] in ("enc", "dec", "up", "head") for n in names)
 
 
-def test_cli_export_writes_onnx_and_sidecar(tmp_path):
+def test_cli_export_writes_onnx_and_sidecar(tmp_path, capsys):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("ssdnet:\n  model: {base_channels: 4}\n  fit: {scales: [1, 2]}\n")
     out = tmp_path / "out"
     assert main(["export", "--format", "onnx", "--height", "60", "--width", "64", "--config", str(cfg), "--out",
                  str(out)]) == 0
+    printed = capsys.readouterr()  # progress before each long step on stderr; stdout as before: what it wrote
+    assert "exporting the scorer graph for 64x64" in printed.err and "writing" in printed.err
+    assert printed.out.startswith("frames of 60x64 are padded to 64x64") and "wrote " in printed.out
     side = json.loads((out / "scorer.json").read_text())
     assert side["height"] == 64 and side["width"] == 64 and side["camera"] == [60, 64]
     assert side["config"]["frame"] == [60, 64]  # the camera's frame inside the padded input: a constant of the graph
