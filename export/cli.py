@@ -154,8 +154,8 @@ def run_backends(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
     else:
         t = Table(title="scorer backends on this machine (tiny graph, run for real)")
-        for col in ("backend", "provider", "works", "ms", "detail"):
-            t.add_column(col)
+        for col in ("backend", "provider", "works", "ms", "detail"):  # a narrow terminal wraps, never cuts: a
+            t.add_column(col, overflow="fold")  # word wider than its column folds (the pip install hint)
         for r in results:
             works = "[green]yes[/green]" if r["ok"] else "[red]no[/red]"
             t.add_row(r["backend"], escape(str(r["provider"] or "-")), works,

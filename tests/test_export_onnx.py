@@ -39,6 +39,7 @@ from edge.scorers.onnx_graph import (
     map_weight_names,
     weights_for_graph,
 )
+from edge.scorers.tensorrt_scorer import NOT_INSTALLED
 from edge.scoring import AnomalyScorer
 from edge.synthetic import texture
 from edge.unet import UNet
@@ -368,6 +369,22 @@ def test_cli_export_writes_onnx_and_sidecar(tmp_path, capsys):
     onnx.checker.check_model(model)
     # every input a consumer must feed is in the sidecar: the image and the camera's memory (the default has one)
     assert [i["name"] for i in side["inputs"]] == [i.name for i in model.graph.input] == [INPUT_NAME, *MEMORY_INPUTS]
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_backends_wraps_the_install_hint_on_a_narrow_terminal(monkeypatch, capsys, columns):
+    """`ssdnet backends` on a narrow terminal: each detail whole in its column (wrapped, a long word folded), the
+    TensorRT install hint not cut off."""
+    detail = f"BackendUnavailable: {NOT_INSTALLED}"
+    rows = [{"backend": "onnxruntime", "provider": "CPUExecutionProvider (reload)", "ok": True,
+             "detail": "max |map diff| 1.5e-07", "ms": 88.8},
+            {"backend": "tensorrt", "provider": "fp16", "ok": False, "detail": detail, "ms": None}]
+    monkeypatch.setattr("export.cli.probe_backends", lambda include_compile=False: rows)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["backends"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    cells = "".join(line.split("\u2502")[-2].strip() for line in lines if line.count("\u2502") == 6)  # detail column
+    assert max(map(len, lines)) <= columns and detail.replace(" ", "") in cells.replace(" ", "")
 
 
 def test_cli_export_scales_a_large_camera_down_as_the_detector_does(tmp_path):
