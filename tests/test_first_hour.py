@@ -380,8 +380,9 @@ def test_an_error_deep_in_a_command_is_one_line_and_v_shows_the_traceback(tmp_pa
     (tmp_path / "afile").write_text("")
     argv = ["export", "--height", "64", "--width", "64", "--out", str(tmp_path / "afile" / "sub")]  # under a file
     assert main(argv) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("ssdnet export: error: ") and "-v shows where" in err[0]
+    err = capsys.readouterr().err.strip().splitlines()  # export's progress lines, then the error
+    assert err[-1].startswith("ssdnet export: error: ") and "-v shows where" in err[-1]
+    assert not any("Traceback" in line or line.startswith("ssdnet") for line in err[:-1])
     with pytest.raises(OSError):
         main(["-v", *argv])
 
