@@ -269,19 +269,26 @@ class EdgeNode:
         scorer = (f"{self.scorer['backend']} on {self.scorer['provider']} ({self.scorer['reason']})" if self.scorer
                   else "the caller's detector")
         log.info("%s: publishing on %s; scorer: %s", self.cfg.name, endpoint, scorer)
-        if on_ready is not None:
-            on_ready(endpoint)
-        if wait_for_subscriber_s:
-            out.wait_for_subscriber(wait_for_subscriber_s, stop)
-        inputs = []  # one socket per camera connection: the socket a message came on names its sender
-        for peer in self.peers:
-            # XSUB rather than SUB: it also carries credit grants upstream to the camera (pipeline/flow.py)
-            inp = make_socket(self.ctx, zmq.XSUB if self.cfg.input == "sub" else zmq.PULL, rcvhwm=self.cfg.rcvhwm)
-            connect(inp, peer.endpoint, self.server_keys.get(peer.endpoint))
-            if self.cfg.input == "sub":
-                for topic in INPUT_TOPICS:
-                    inp.send(b"\x01" + topic)
-            inputs.append((inp, peer))
+        inputs: list[tuple[zmq.Socket, Peer]] = []  # one socket per camera connection: the socket names its sender
+        try:  # a failure here (a bad endpoint) stops the replay thread before run_node's context closes its socket
+            if on_ready is not None:
+                on_ready(endpoint)
+            if wait_for_subscriber_s:
+                out.wait_for_subscriber(wait_for_subscriber_s, stop)
+            for peer in self.peers:
+                # XSUB rather than SUB: it also carries credit grants upstream to the camera (pipeline/flow.py)
+                inp = make_socket(self.ctx, zmq.XSUB if self.cfg.input == "sub" else zmq.PULL, rcvhwm=self.cfg.rcvhwm)
+                inputs.append((inp, peer))
+                connect(inp, peer.endpoint, self.server_keys.get(peer.endpoint))
+                if self.cfg.input == "sub":
+                    for topic in INPUT_TOPICS:
+                        inp.send(b"\x01" + topic)
+        except BaseException:
+            for inp, _ in inputs:
+                inp.close()
+            out.close()
+            self._shutdown(threads)
+            raise
         halt = self._halt
         threads += [threading.Thread(target=self._receive, args=(inputs, halt), name="receive", daemon=True),
                    threading.Thread(target=self._publish, args=(out, halt), name="publish", daemon=True)]

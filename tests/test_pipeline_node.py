@@ -450,6 +450,20 @@ def test_node_stops_promptly_mid_stream(tmp_path):
     # the fixture asserts every stage thread exited within 5 s of stop
 
 
+
+def test_a_node_that_cannot_connect_stops_its_replay_thread_before_its_context_closes(tmp_path, monkeypatch):
+    """run_node terminates its own context on the way out: an input it cannot connect to (after the replay thread
+    started) left that thread polling a socket the context then closed ("Socket operation on non-socket")."""
+    from pipeline.node import run_node
+
+    failed = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failed.append(args.exc_value))
+    cfg = NodeConfig(event_log=tmp_path / "events.db", replay_bind="tcp://127.0.0.1:*")
+    with pytest.raises(zmq.ZMQError):
+        run_node(cfg, ["tcp://127.0.0.1"], threading.Event(), detector_factory=FastDetector)  # no port
+    time.sleep(0.3)  # the replay thread polls every 100 ms
+    assert not failed and not [t for t in threading.enumerate() if t.name == "replay"]
+
 def _frame(source, seq):
     image = np.zeros((32, 32, 3), np.uint8)
     return P.Message(P.FrameHeader(v=1, kind="frame", source=source, seq=seq, t_capture=1.0,
