@@ -807,9 +807,8 @@ def run_node(cfg: NodeConfig, inputs: Sequence[str], stop: StopFlag, on_ready: C
         if mqtt is not None:
             from .mqtt_sink import MqttBridge  # paho only where a bridge runs
 
-            bridge = MqttBridge(mqtt, cfg.name, cfg.event_log, scorer=node.scorer)
+            bridge = MqttBridge(mqtt, cfg.name, cfg.event_log, scorer=node.scorer).start()  # closed once started
             node.taps.append(bridge.tap)
-            bridge.start()
         return node.run(stop, None if on_ready is None else ready, wait_for_subscriber_s)
     finally:
         if bridge is not None:

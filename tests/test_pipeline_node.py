@@ -464,6 +464,20 @@ def test_a_node_that_cannot_connect_stops_its_replay_thread_before_its_context_c
     time.sleep(0.3)  # the replay thread polls every 100 ms
     assert not failed and not [t for t in threading.enumerate() if t.name == "replay"]
 
+
+def test_a_bridge_that_fails_to_start_says_why_not_that_its_thread_never_started(tmp_path):
+    """run_node closes its MQTT bridge on the way out: one whose start failed (an event log that is not a database)
+    said "cannot join thread before it is started", not why."""
+    import sqlite3
+
+    from pipeline.node import run_node
+    from pipeline.sink_config import MqttConfig
+
+    (tmp_path / "events.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError):
+        run_node(NodeConfig(event_log=tmp_path / "events.db"), [], threading.Event(), detector_factory=FastDetector,
+                 mqtt=MqttConfig(host="127.0.0.1", port=1))
+
 def _frame(source, seq):
     image = np.zeros((32, 32, 3), np.uint8)
     return P.Message(P.FrameHeader(v=1, kind="frame", source=source, seq=seq, t_capture=1.0,
