@@ -107,7 +107,7 @@ def run_export(args: argparse.Namespace) -> int:
         except ExportError as e:
             print(f"ssdnet export: error: {e}", file=sys.stderr)
             return 2
-        console.log(f"writing {out}")
+        console.log(f"writing {escape(str(out))}")
         onnx_path, json_path = save(exported, out)
         amend_sidecar(json_path, {"camera": [args.height, args.width]})
         weights = (f"{len(exported.weight_names)} U-Net weights" if cfg.score.uses_unet else
@@ -137,7 +137,7 @@ def _export_tensorrt(args, scorer, h: int, w: int, frame: tuple[int, int], out: 
         print(f"ssdnet export: error: {e}", file=sys.stderr)
         return 2
     entry = next(iter(trt_scorer._engines.values()))
-    console.log(f"writing {out}")
+    console.log(f"writing {escape(str(out))}")
     onnx_path, json_path = save(entry["exported"], out)
     engine_path = out / "scorer.engine"
     shutil.copyfile(trt_scorer.cache.path(entry["key"]), engine_path)

@@ -371,6 +371,17 @@ def test_cli_export_writes_onnx_and_sidecar(tmp_path, capsys):
     assert [i["name"] for i in side["inputs"]] == [i.name for i in model.graph.input] == [INPUT_NAME, *MEMORY_INPUTS]
 
 
+
+def test_cli_export_names_an_out_with_brackets_as_it_is(tmp_path, capsys, monkeypatch):
+    """Its progress lines are rich markup: an --out of "[/]" failed the export (MarkupError), "[red]" went missing."""
+    monkeypatch.setenv("COLUMNS", "500")  # the path on one line
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("ssdnet:\n  model: {base_channels: 4}\n  fit: {scales: [1, 2]}\n")
+    out = tmp_path / "[/]" / "[red]x"
+    assert main(["export", "--format", "onnx", "--height", "64", "--width", "64", "--config", str(cfg), "--out",
+                 str(out)]) == 0
+    assert "[red]x" in capsys.readouterr().err and (out / "scorer.onnx").is_file()
+
 @pytest.mark.parametrize("columns", [80, 60])
 def test_backends_wraps_the_install_hint_on_a_narrow_terminal(monkeypatch, capsys, columns):
     """`ssdnet backends` on a narrow terminal: each detail whole in its column (wrapped, a long word folded), the
