@@ -436,8 +436,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         if e["type"] in ("path_not_directory", "path_not_file"):
             path = Path(str(e["input"]))
             msg += f": '{path}'" + ("" if path.is_absolute() else f" (relative to {Path.cwd()})")
-        elif e["type"] == "model_type":  # `view: true`, `ssdnet: configs/ssdnet-fit.yaml`
-            msg = f"a section of its own keys ({{}} for the defaults), not {e['input']!r}"
+        elif e["type"] in ("model_type", "model_attributes_type"):  # `view: true`, `ssdnet: configs/ssdnet-fit.yaml`
+            msg = f"a section of its own keys (a mapping, `key: value` lines), not {e['input']!r}"
             if str(e["input"]).endswith((".yaml", ".yml")):
                 msg += ": a file is not read here, write its keys under this one"
         lines.append(f"  {where}: {msg}")

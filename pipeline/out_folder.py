@@ -55,23 +55,38 @@ def set_aside(out: Path, keep: int = KEEP_RUNS) -> Path | None:
 
     The results gather in OUT/.previous-partial/ first and it becomes previous/ in one rename, so a run cut short while
     moving them (a crash, a kill) leaves them there, and the next run finishes the move: a run's results are never split
-    between two folders (each rename is atomic; a shift cut short leaves a free place the next one fills)."""
+    between two folders (each rename is atomic; a shift cut short leaves a free place the next one fills). Where OUT's
+    results share a name with the partial run's, OUT was written since (a stage run on its own): the partial run is
+    set aside whole first, then OUT's."""
     partial = out / PARTIAL
     found = [Path(p) for name in RESULTS for p in glob.glob(glob.escape(str(out / name)) + "*")]
+    if partial.is_dir() and any((partial / path.name).exists() for path in found):
+        _into_place(out, keep)
     if not found and not partial.is_dir():
         return None
-    back = [out / PREVIOUS, *(out / f"{PREVIOUS}-{n}" for n in range(2, keep + 1))]
-    free = next((n for n, path in enumerate(back) if not path.exists() and not path.is_symlink()), None)
-    if free is None:
-        free = len(back) - 1
-        _remove(back[free])
-        log.warning("%s: removed %s, the oldest of the %d earlier runs kept", out, back[free], keep)
+    _free_place(out, keep)
     partial.mkdir(exist_ok=True)
     for path in found:
         path.rename(partial / path.name)
+    return _into_place(out, keep)
+
+
+def _free_place(out: Path, keep: int) -> list[Path]:
+    """OUT's `keep` places for earlier runs, the first of them free: the oldest run is removed when none is."""
+    back = [out / PREVIOUS, *(out / f"{PREVIOUS}-{n}" for n in range(2, keep + 1))]
+    if all(path.exists() or path.is_symlink() for path in back):
+        _remove(back[-1])
+        log.warning("%s: removed %s, the oldest of the %d earlier runs kept", out, back[-1], keep)
+    return back
+
+
+def _into_place(out: Path, keep: int) -> Path:
+    """OUT/.previous-partial/ becomes OUT/previous/, the runs there each one further back up to the first free place."""
+    back = _free_place(out, keep)
+    free = next(n for n, path in enumerate(back) if not path.exists() and not path.is_symlink())
     for n in range(free, 0, -1):  # previous-2/ -> previous-3/, previous/ -> previous-2/ (up to the free place)
         back[n - 1].rename(back[n])
-    partial.rename(back[0])
+    (out / PARTIAL).rename(back[0])
     log.warning("%s held the results of an earlier run: moved to %s", out, back[0])
     return back[0]
 

@@ -465,7 +465,8 @@ class MetricsSink:
 def _shown(text: str) -> str:
     """A camera's own words (its heartbeat's `state`) as plain text for the console: control
     characters written as escapes (`\\x1b`), so a camera cannot reset or retitle the operator's terminal, and rich
-    markup escaped, so `[/]` neither fails the line nor `[link=...]` makes it a link."""
+    markup escaped, so `[/]` neither fails the line nor `[link=...]` makes it a link (printed with emoji=False, so
+    `:warning:` stays text)."""
     return escape(text if text.isprintable() else repr(text)[1:-1])
 
 
@@ -501,9 +502,10 @@ class ConsoleSink:
             prior = " (calibrating: against the prior)" if h.calibrating else ""  # the camera's first frames
             self.console.print(f"{clock} [bold red]ANOMALY[/] {h.source}{product} #{h.seq} "
                                f"score {h.score:.2f} > {h.threshold:.2f}{prior}  "
-                               f"{len(h.regions)} region(s) {boxes}  [dim]{latency:.0f} ms after capture[/]")
+                               f"{len(h.regions)} region(s) {boxes}  [dim]{latency:.0f} ms after capture[/]",
+                               emoji=False)
         elif h.kind == "eos":
-            self.console.print(f"{clock} {end_of_stream(h)}")
+            self.console.print(f"{clock} {end_of_stream(h)}", emoji=False)
         elif h.kind == "heartbeat" and h.role == "source":
             # "paced": a camera with flow: credit waiting for the node (busy scoring), not a stalled one
             state = "streaming" if h.state == "paced" else h.state
@@ -512,7 +514,7 @@ class ConsoleSink:
             if self._camera.get(h.source) != (state, stalled):
                 self._camera[h.source] = (state, stalled)
                 note = f"[yellow]stalled[/], no frame for {h.last_frame_age:.1f} s" if stalled else ""
-                self.console.print(f"{clock} camera {h.source}: {_shown(state)} {note}")
+                self.console.print(f"{clock} camera {h.source}: {_shown(state)} {note}", emoji=False)
 
     def close(self) -> None:
         pass

@@ -421,12 +421,15 @@ def test_score_with_a_line_config_judges_by_its_node_threshold(tmp_path):
     line.write_text(f"sources: [{{name: cam, kind: folder, path: {tmp_path / 'hole'}}}]\n"
                     "node: {threshold: 1000.0, region_threshold: 2.5}\n")
     image = str(tmp_path / "hole" / "000.png")
-    for extra, threshold in (([], 1000.0), (["--threshold", "4"], 4.0)):
+    for extra, threshold, region_threshold in (([], 1000.0, 2.5), (["--threshold", "4", "--region-threshold", "3"],
+                                                                   4.0, 3.0)):
         out = tmp_path / f"out{threshold:g}"
         assert main(["score", image, "--config", str(line), *extra, "--threads", "1", "--out", str(out)]) == 0
         record = json.loads((out / "scores.jsonl").read_text())
-        assert record["threshold"] == threshold
+        assert (record["threshold"], record["region_threshold"]) == (threshold, region_threshold)
     assert json.loads((tmp_path / "out1000" / "scores.jsonl").read_text())["label"] == "normal"
+    line.write_text(f"sources: [{{name: cam, kind: folder, path: {tmp_path / 'hole'}}}]\nnode: node.yaml\n")
+    assert main(["score", image, "--config", str(line), "--threads", "1", "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_calibrate_with_a_line_config_says_what_its_node_threshold_would_flag(tmp_path, capsys):

@@ -201,11 +201,14 @@ def test_a_folder_that_is_not_there_is_named_with_where_it_was_looked_for(tmp_pa
 
 @pytest.mark.parametrize("where, value, says", [
     ("node", {"ssdnet": "configs/ssdnet-fit.yaml"},
-     "node.ssdnet: a section of its own keys ({} for the defaults), not 'configs/ssdnet-fit.yaml': a file is not "
-     "read here, write its keys under this one"),
-    ("sinks", {"view": True}, "sinks.view: a section of its own keys ({} for the defaults), not True"),
+     "node.ssdnet: a section of its own keys (a mapping, `key: value` lines), not 'configs/ssdnet-fit.yaml': a file "
+     "is not read here, write its keys under this one"),
+    ("sinks", {"view": True}, "sinks.view: a section of its own keys (a mapping, `key: value` lines), not True"),
+    ("security", True, "security: a section of its own keys (a mapping, `key: value` lines), not True"),
+    ("sources", ["cam0"], "sources.0: a section of its own keys (a mapping, `key: value` lines), not 'cam0'"),
 ])
 def test_a_value_where_a_section_goes_says_what_to_write(where, value, says):
     """It said "Input should be a valid dictionary or instance of SSDNetConfig" (found in an audit: `ssdnet:
-    configs/ssdnet-fit.yaml`, `view: true`), naming a class the docs never name."""
+    configs/ssdnet-fit.yaml`, `view: true`), naming a class the docs never name; a camera given as its name alone
+    "a valid dictionary or object to extract fields from"."""
     assert says in refusal(line({"name": "cam"}, **{where: value}))

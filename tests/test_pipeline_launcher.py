@@ -26,7 +26,7 @@ from edge.config import ConfigError, parse_config
 from pipeline import protocol as P
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import _ctrl_c_flag, _sinks, run_line
-from pipeline.out_folder import KEEP_RUNS, claimed, set_aside
+from pipeline.out_folder import KEEP_RUNS, PARTIAL, claimed, set_aside
 from pipeline.sinks import ConsoleSink, JsonLines, JsonlSink, MetricsSink, OverlaySink, ScoresSink
 from pipeline.stages import LineError
 from pipeline.stats import StreamStats
@@ -133,6 +133,21 @@ def test_a_run_cut_short_while_setting_the_last_one_aside_does_not_split_it(tmp_
     assert all(p.read_text() == f"run 1 {p.name}\n" for p in (tmp_path / "previous").iterdir())
     assert sorted(p.name for p in (tmp_path / "previous-2").iterdir()) == ["events.jsonl"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["previous", "previous-2"]
+
+
+def test_a_run_cut_short_while_set_aside_then_a_stage_writing_out_stay_two_runs(tmp_path):
+    """A partial run left by a cut, then a stage of its own (`--stage sinks`, which sets nothing aside) writing OUT:
+    its events.jsonl replaced the partial run's on the next move (a rename over a file); now each is a run of its
+    own."""
+    (tmp_path / PARTIAL).mkdir()
+    (tmp_path / PARTIAL / "events.jsonl").write_text("run 1\n")  # what the cut left
+    (tmp_path / "events.jsonl").write_text("run 2\n")  # the stage's
+    (tmp_path / "summary.json").write_text("{}\n")
+    assert set_aside(tmp_path) == tmp_path / "previous"
+    assert (tmp_path / "previous" / "events.jsonl").read_text() == "run 2\n"
+    assert (tmp_path / "previous" / "summary.json").exists()
+    assert (tmp_path / "previous-2" / "events.jsonl").read_text() == "run 1\n"
+    assert not (tmp_path / PARTIAL).exists()
 
 
 def test_a_folder_whose_oldest_run_cannot_be_removed_says_so_before_anything_moves(tmp_path):
@@ -569,7 +584,7 @@ def test_the_console_prints_a_cameras_own_words_as_plain_text(capsys):
     from rich.console import Console
 
     sink = ConsoleSink(Console(soft_wrap=True, force_terminal=True))
-    for state in ("\x1bc\x1b]0;owned\x07", "[/]", "[blink]x[/blink]"):
+    for state in ("\x1bc\x1b]0;owned\x07", "[/]", "[blink]x[/blink]", ":warning:"):
         sink.handle(P.Message(P.HeartbeatHeader(kind="heartbeat", role="source", state=state, source="cam9", seq=1,
                                                 t_capture=1.0)), 2.0)
     sink.handle(P.Message(P.EosHeader(kind="eos", source="cam9", seq=1, t_capture=1.0, frames=2,
@@ -577,7 +592,7 @@ def test_the_console_prints_a_cameras_own_words_as_plain_text(capsys):
     out = capsys.readouterr().out
     assert "\x1bc" not in out and "\x07" not in out and "\x1b[5m" not in out  # no reset, bell or blink
     text = re.sub(r"\x1b\[[0-9;]*m", "", out)  # rich's own styles (its highlighter's) taken out
-    assert "\\x1bc\\x1b]0;owned\\x07" in text and "[/]" in text and "[blink]x[/blink]" in text
+    assert "\\x1bc\\x1b]0;owned\\x07" in text and "[/]" in text and "[blink]x[/blink]" in text and ":warning:" in text
 
 
 def test_the_console_says_an_end_of_stream_in_words(capsys):

@@ -51,8 +51,8 @@ def line_node(config: str | None) -> NodeConfig:
     """The node section of a line config given as `--config` (whose threshold and region threshold then judge the
     images, as its node judges its frames); the defaults for an SSDnet config or none."""
     data = load_yaml(config) if config else {}
-    node = data.get("node") if "sources" in data else None
-    return parse_config(NodeConfig, node if isinstance(node, dict) else {}, f"{config} (node)")
+    node = data.get("node", {}) if "sources" in data else {}
+    return parse_config(NodeConfig, node, f"{config} (node)")
 
 
 def set_threads(threads: int | None) -> None:
@@ -146,7 +146,7 @@ def _cmd(args: argparse.Namespace) -> int:
                 tqdm.write(f"ssdnet score: {path}: {type(e).__name__}: {e}", file=sys.stderr)
                 continue
             line = {"image": str(path), "score": round(d.calibrated, 4), "raw_score": round(d.score, 4),
-                    "threshold": args.threshold, "label": label,
+                    "threshold": args.threshold, "region_threshold": args.region_threshold, "label": label,
                     "regions": [list(r.bbox) for r in regions], "fit_steps": d.fit_steps,
                     "fit_ms": round(d.fit_ms, 1), "score_ms": round(d.score_ms, 1),
                     "map": str(out / f"{name}_map.npy"), "overlay": str(out / f"{name}_overlay.png")}
