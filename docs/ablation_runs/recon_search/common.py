@@ -1,4 +1,5 @@
-"""Shared helpers of stop_rule.py and agg_head.py (research only, CPU, one thread).
+"""Shared helpers of the probes here (stop_rule.py, agg_head.py, gms_probe.py, stream_trained.py; research only,
+CPU, one thread).
 
 The net, VGG19 trunk and scorer are the shipped ones (edge.fitter.Fitter, edge.scoring.AnomalyScorer,
 defaults = configs/ssdnet-fit.yaml's fit). Maps: S = self-similarity (knn_map), L2 and perceptual from
@@ -76,6 +77,26 @@ def norm(scorer, m, h, w):
     """Smooth, std-normalise over the valid h x w region (as the scorer), crop -> numpy float32."""
     m = scorer._smooth(m)[0, 0, :h, :w]
     return ((m - m.mean()) / (m.std() + 1e-8)).numpy().astype(np.float32)
+
+
+PREWITT = torch.tensor([[1., 0., -1.], [1., 0., -1.], [1., 0., -1.]]) / 3
+
+
+def grad_mag(g):
+    k = torch.stack([PREWITT, PREWITT.t()])[:, None]
+    d = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k)
+    return d.pow(2).sum(1, keepdim=True).sqrt()
+
+
+def msgms(x, rec, levels=4, c=0.0026):
+    gx, gr = x.mean(1, keepdim=True), rec.mean(1, keepdim=True)
+    out = torch.zeros_like(gx)
+    for k in range(levels):
+        a_, b_ = (F.avg_pool2d(gx, 2 ** k), F.avg_pool2d(gr, 2 ** k)) if k else (gx, gr)
+        ma, mb = grad_mag(a_), grad_mag(b_)
+        sim = (2 * ma * mb + c) / (ma ** 2 + mb ** 2 + c)
+        out += F.interpolate(1 - sim, size=gx.shape[-2:], mode="bilinear", align_corners=False) / levels
+    return out
 
 
 def metrics(maps, masks):

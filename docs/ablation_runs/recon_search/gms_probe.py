@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import DATASETS, build, metrics, norm, subset, tensor
+from common import DATASETS, build, metrics, msgms, norm, subset, tensor
 from edge.vgg import cosine_similarity
 
 ap = argparse.ArgumentParser()
@@ -28,26 +28,6 @@ ap.add_argument("--steps", type=int, default=60)
 a = ap.parse_args()
 cfg, fitter, scorer = build()
 root, cats = DATASETS[a.dataset]
-PREWITT = torch.tensor([[1., 0., -1.], [1., 0., -1.], [1., 0., -1.]]) / 3
-
-
-def grad_mag(g):
-    k = torch.stack([PREWITT, PREWITT.t()])[:, None]
-    d = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k)
-    return d.pow(2).sum(1, keepdim=True).sqrt()
-
-
-def msgms(x, rec, levels=4, c=0.0026):
-    gx, gr = x.mean(1, keepdim=True), rec.mean(1, keepdim=True)
-    out = torch.zeros_like(gx)
-    for k in range(levels):
-        a_, b_ = (F.avg_pool2d(gx, 2 ** k), F.avg_pool2d(gr, 2 ** k)) if k else (gx, gr)
-        ma, mb = grad_mag(a_), grad_mag(b_)
-        sim = (2 * ma * mb + c) / (ma ** 2 + mb ** 2 + c)
-        out += F.interpolate(1 - sim, size=gx.shape[-2:], mode="bilinear", align_corners=False) / levels
-    return out
-
-
 def local_var(x, r=4):
     g = x.mean(1, keepdim=True)
     m = F.avg_pool2d(F.pad(g, (r, r, r, r), mode="reflect"), 2 * r + 1, stride=1)
