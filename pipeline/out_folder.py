@@ -72,7 +72,7 @@ def set_aside(out: Path, keep: int = KEEP_RUNS) -> Path | None:
 
 
 def _free_place(out: Path, keep: int) -> list[Path]:
-    """OUT's `keep` places for earlier runs, the first of them free: the oldest run is removed when none is."""
+    """OUT's `keep` places for earlier runs, at least one of them free: the oldest run is removed when none is."""
     back = [out / PREVIOUS, *(out / f"{PREVIOUS}-{n}" for n in range(2, keep + 1))]
     if all(path.exists() or path.is_symlink() for path in back):
         _remove(back[-1])
