@@ -81,13 +81,11 @@ class StreamStats:
         self.products: dict[str, dict[str, Counter[str]]] = {}  # camera -> product -> frames and events (`product`)
         self.sent: dict[str, int] = {}  # frames each camera sent, from its end of stream
         self.sent_so_far: dict[str, int] = {}  # the same from its latest heartbeat (a run stopped before the end)
-        # its present run's `sent` counter and frames, and the frames of its runs before a restart (`_camera_sent`)
+        # each camera's frames sent and CAMERA_COUNTERS: the counts of its present run, and of its runs before a
+        # restart (`_camera_counts`); its present run's `sent` counter as last reported
+        self._camera_run: dict[str, Counter[str]] = {name: Counter() for name in ("sent", *CAMERA_COUNTERS)}
+        self._camera_before: dict[str, Counter[str]] = {name: Counter() for name in ("sent", *CAMERA_COUNTERS)}
         self._sent_count: Counter[str] = Counter()
-        self._sent_run: Counter[str] = Counter()
-        self._sent_before: Counter[str] = Counter()
-        # each camera's CAMERA_COUNTERS: the count of its present run, and of its runs before a restart
-        self._camera_run: dict[str, Counter[str]] = {name: Counter() for name in CAMERA_COUNTERS}
-        self._camera_before: dict[str, Counter[str]] = {name: Counter() for name in CAMERA_COUNTERS}
         self.first_capture: float | None = None
         self.last_delivered: float | None = None
         # (pixel scores, pixel truth, image score, defective, camera, position in the camera's stream)
@@ -101,15 +99,13 @@ class StreamStats:
         if h.kind == "event":
             self.events[h.source] += 1
         elif h.kind == "eos":
-            self.sent[h.source] = self._camera_sent(h.source, h.counters.get("sent"), h.frames)
-            self._camera_counts(h.source, h.counters)
+            self.sent[h.source] = self._camera_counts(h.source, h.counters, h.frames)
         elif h.kind == "heartbeat" and h.role == "source" and isinstance(h.counters.get("sent"), int):
-            sent = self._camera_sent(h.source, h.counters["sent"], h.counters["sent"])
+            sent = self._camera_counts(h.source, h.counters, h.counters["sent"])
             self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), sent)
-            self._camera_counts(h.source, h.counters)
         elif h.kind == "anomaly":
             self.frames[h.source] += 1
-            sent = self._camera_sent(h.source, None, h.seq + 1)  # frames 0..seq of its present run were sent
+            sent = self._camera_counts(h.source, {}, h.seq + 1)  # frames 0..seq of its present run were sent
             self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), sent)
             for stage, ms in stage_latencies(h, delivered).items():
                 self.latency[stage].add(ms)
@@ -170,32 +166,28 @@ class StreamStats:
     def camera_stopped(self, source: str, counters: dict[str, int]) -> None:
         """A camera's own counters, from its stage: its CAMERA_COUNTERS and, when the line stopped it before its end
         of stream came through (Ctrl-C, the timeout), what it sent, not its last heartbeat's count."""
-        self.sent.setdefault(source, counters["sent"] + counters["send_dropped"])
         self._camera_counts(source, counters)
+        self.sent.setdefault(source, counters["sent"] + counters["send_dropped"])
 
-    def _camera_sent(self, source: str, count: object, frames: int) -> int:
-        """Frames a camera sent over all its runs, given its present run's `sent` counter (`count`, None where it
-        reports none) and its frames so far: a counter that went down is a camera whose process started afresh (a
-        crash, a restart), and the frames of its runs before count too (not only the last run's)."""
-        if isinstance(count, int):
-            if count < self._sent_count[source]:
-                self._sent_before[source] += self._sent_run[source]
-                self._sent_run[source] = 0
-                self.sent.pop(source, None)  # the end of stream of a run before it
-            self._sent_count[source] = count
-        self._sent_run[source] = max(self._sent_run[source], frames)
-        return self._sent_before[source] + self._sent_run[source]
-
-    def _camera_counts(self, source: str, counters: dict[str, int]) -> None:
-        """A camera's CAMERA_COUNTERS (older cameras report some or none): each its latest, over the counts of the
-        runs before a restart (a count that went down: the camera's process started afresh)."""
-        for name in CAMERA_COUNTERS:
-            if not isinstance(n := counters.get(name), int):
-                continue
-            run = self._camera_run[name]
-            if n < run[source]:
-                self._camera_before[name][source] += run[source]
-            run[source] = n
+    def _camera_counts(self, source: str, counters: dict[str, int], frames: int = 0) -> int:
+        """Take a camera's own counters (older cameras report some or none) and its present run's frames sent so far;
+        returns its frames sent over all its runs. A counter that went down (its `sent` or one of CAMERA_COUNTERS) is
+        a camera whose process started afresh (a crash, a restart): its runs before count too, not only the last."""
+        run, before = self._camera_run, self._camera_before
+        counts = {name: n for name in CAMERA_COUNTERS if isinstance(n := counters.get(name), int)}
+        sent = counters.get("sent")
+        if (isinstance(sent, int) and sent < self._sent_count[source]) or any(
+                n < run[name][source] for name, n in counts.items()):
+            for name in run:
+                before[name][source] += run[name][source]
+                run[name][source] = 0
+            self.sent.pop(source, None)  # the end of stream of a run before it
+        if isinstance(sent, int):
+            self._sent_count[source] = sent
+        for name, n in counts.items():
+            run[name][source] = n
+        run["sent"][source] = max(run["sent"][source], frames)
+        return before["sent"][source] + run["sent"][source]
 
     def summary(self, node: dict | None = None, cameras: Iterable[str] = ()) -> dict:
         """The run's summary; `node` is the node's final counter snapshot when available; `cameras`, the configured

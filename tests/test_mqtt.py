@@ -237,9 +237,10 @@ def test_a_camera_flipping_its_state_against_a_stalled_broker_queues_one_status_
     listener = Listener(broker.port)
     bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=broker.port, line="l1", health_s=60), "node0",
                         tmp_path / "events.db").start()
-    sent = []
-    publish = bridge.client.publish
+    sent, passes = [], []
+    publish, publish_health = bridge.client.publish, bridge._publish_health
     bridge.client.publish = lambda topic, *a, **k: (sent.append(topic), publish(topic, *a, **k))[1]
+    bridge._publish_health = lambda: (publish_health(), passes.append(1))[0]  # the bridge's passes over its health
 
     def beat(state: str) -> None:
         bridge.tap(P.Message(P.HeartbeatHeader(kind="heartbeat", role="source", state=state, source="cam7", seq=4,
@@ -256,7 +257,8 @@ def test_a_camera_flipping_its_state_against_a_stalled_broker_queues_one_status_
                 beat("waiting" if i % 2 == 0 else "streaming")
                 time.sleep(0.01)
             beat("paced")
-            time.sleep(0.5)
+            after = len(passes)
+            wait_until(lambda: len(passes) >= after + 2)  # a whole pass begun after the last flip: it could have sent
             assert sent.count("ssdnet/l1/camera/cam7/status") <= 1, len(sent)
         finally:
             broker.proc.send_signal(signal.SIGCONT)
