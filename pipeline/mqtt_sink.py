@@ -36,7 +36,7 @@ import re
 import ssl
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -93,6 +93,11 @@ class MqttBridge:
         # published again (its latest state then), so a camera flipping its state 50 times a second (each a retained
         # QoS 1 message) against a stalled broker queues one message, not one per flip in paho's memory
         self._health_mids: dict[int, str] = {}
+        # paho numbers messages 1..65535 round and round without skipping those in flight: a score (QoS 0) given the
+        # mid of an event or a health message still waiting for its ack gets an on_publish of that mid too. Such a
+        # mid's next ack is skipped, so the event counts as acknowledged only once both came (a new connection drops
+        # the scores not yet written, and their acks)
+        self._shared_mids: Counter[int] = Counter()
         self._live: deque[P.EventHeader] = deque(maxlen=MAX_HELD_LIVE)  # events without an event log
         self._scores: deque[P.AnomalyHeader] = deque(maxlen=256)
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
@@ -159,6 +164,7 @@ class MqttBridge:
         with self._lock:
             self._health_dirty |= set(self._health)
             self._health_mids.clear()  # those of a lost connection may never be acknowledged
+            self._shared_mids.clear()
         self._connected.set()
         self._wake.set()
 
@@ -185,6 +191,10 @@ class MqttBridge:
         while self._acks:
             mid = self._acks.popleft()
             with self._lock:
+                if shared := self._shared_mids.pop(mid, 0):  # the score's ack or the message's, whichever came first
+                    if shared > 1:
+                        self._shared_mids[mid] = shared - 1
+                    continue
                 if self._health_mids.pop(mid, None) is not None:
                     continue
             source = self._mids.pop(mid, None)
@@ -440,6 +450,10 @@ class MqttBridge:
                     "t": h.t_capture, "source": h.source}
             topic = self.topics["node"] if key == "node" else self.topics["camera_status"].format(camera=key)
             info = self.client.publish(topic, json.dumps(body), qos=1, retain=True)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # refused: the mid of a message in
+                with self._lock:  # flight (paho), or no room; it stays due
+                    self._health_dirty.add(key)
+                continue
             with self._lock:
                 self._health_mids[info.mid] = key
 
@@ -448,4 +462,7 @@ class MqttBridge:
             h = self._scores.popleft()
             body = {"seq": h.seq, "score": h.score, "threshold": h.threshold, "label": h.label,
                     "t_capture": h.t_capture, "regions": len(h.regions)}
-            self.client.publish(self.topics["score"].format(camera=h.source), json.dumps(body), qos=0)
+            info = self.client.publish(self.topics["score"].format(camera=h.source), json.dumps(body), qos=0)
+            with self._lock:
+                if info.rc == mqtt.MQTT_ERR_SUCCESS and (info.mid in self._mids or info.mid in self._health_mids):
+                    self._shared_mids[info.mid] += 1

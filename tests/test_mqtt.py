@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from pipeline import protocol as P
 from pipeline.config import LineConfig
 from pipeline.eventlog import EventLog
 from pipeline.mqtt_sink import MqttBridge, topic_layout
@@ -203,7 +204,6 @@ def test_line_config_takes_an_mqtt_section():
 
 def test_a_camera_that_ends_without_a_last_heartbeat_is_ended_on_the_broker(tmp_path):
     """A third-party camera need not heartbeat (docs/protocol.md): its end of stream ends its retained status."""
-    from pipeline import protocol as P
 
     broker = Mosquitto(tmp_path)
     listener = Listener(broker.port)
@@ -231,7 +231,6 @@ def test_a_camera_flipping_its_state_against_a_stalled_broker_queues_one_status_
     cameras grew the node's RSS by 1.3 MB/s, measured), and the broker ends on the camera's last state."""
     import signal
 
-    from pipeline import protocol as P
 
     broker = Mosquitto(tmp_path)
     listener = Listener(broker.port)
@@ -272,7 +271,6 @@ def test_a_camera_flipping_its_state_against_a_stalled_broker_queues_one_status_
 def test_an_event_log_made_anew_is_sent_from_its_first_event(tmp_path):
     """Events carry the log they count in (`log_id`); a log file deleted and made anew at the same path numbers from 1
     again: a bridge whose cursor acknowledged 3 events of the old log sends the new log's 2, not none."""
-    from pipeline import protocol as P
 
     def logged(n: int) -> int:
         db = EventLog(tmp_path / "events.db")
@@ -312,7 +310,6 @@ def test_an_event_log_made_anew_is_sent_from_its_first_event(tmp_path):
 def test_a_bridge_that_ends_while_the_broker_is_away_says_how_many_events_wait(tmp_path, caplog):
     """A run that ends with the broker unreachable must not look delivered: the bridge counts and names the events
     its log holds that the broker never acknowledged."""
-    from pipeline import protocol as P
 
     db = EventLog(tmp_path / "events.db")
     for source, n in (("cam0", 3), ("cam1", 2)):
@@ -345,7 +342,6 @@ def test_a_bridge_that_opens_the_log_before_its_id_is_written_waits_for_it(tmp_p
     log must not be taken for the cursor's own (2 new events were skipped, then tagged with the old log's id)."""
     import sqlite3
 
-    from pipeline import protocol as P
 
     broker = Mosquitto(tmp_path)
     listener = Listener(broker.port)
@@ -369,3 +365,62 @@ def test_a_bridge_that_opens_the_log_before_its_id_is_written_waits_for_it(tmp_p
         bridge.close(timeout_s=0.5)
         listener.close()
         broker.stop()
+
+
+class WrappingClient:
+    """paho's side of the bridge, as after 65535 publishes: the next message gets `mid` whatever is in flight
+    (paho numbers them round and round); a QoS 1 message whose mid is still in flight is refused, as paho does."""
+
+    def __init__(self, mid: int):
+        self.mid, self.in_flight, self.sent = mid, set(), []
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        mid, refused = self.mid, qos > 0 and self.mid in self.in_flight
+        self.mid = self.mid % 65535 + 1
+        if qos > 0 and not refused:
+            self.in_flight.add(mid)
+        self.sent.append((topic, qos, mid, refused))
+        return mqtt.MQTTMessageInfo(mid) if not refused else _refused(mid)
+
+    def acknowledge(self, bridge: MqttBridge, mid: int, puback: bool = True) -> None:
+        """paho's on_publish: the broker's PUBACK, or a QoS 0 message written (`puback` False)."""
+        if puback:
+            self.in_flight.discard(mid)
+        bridge._on_publish(self, None, mid, None, None)
+        bridge._drain_acks()
+
+
+def _refused(mid: int) -> mqtt.MQTTMessageInfo:
+    info = mqtt.MQTTMessageInfo(mid)
+    info.rc = mqtt.MQTT_ERR_QUEUE_SIZE
+    return info
+
+
+def _event(seq: int) -> P.EventHeader:
+    return P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=5.0, threshold=3.0, model_version=1)
+
+
+def test_a_score_or_status_given_the_mid_of_an_event_in_flight_does_not_acknowledge_it():
+    """paho does not skip mids in flight: with `scores: true`, 65535 scores after an event that waits for the broker,
+    a score's on_publish carried the event's mid, and the event counted as acknowledged (its cursor moved, so a broker
+    that then lost it never got it again); a status refused for that mid took the event's real ack as its own, and the
+    event waited for ever."""
+    bridge = MqttBridge(MqttConfig(host="127.0.0.1", scores=True), "node", None)
+    bridge.client = paho = WrappingClient(mid=7)
+    assert bridge._send_event("cam0", 1, _event(0))
+    paho.mid = 7  # 65534 publishes later
+    bridge._scores.append(P.AnomalyHeader.model_construct(source="cam0", seq=5, t_capture=1.0, score=1.0, threshold=3.0,
+                                                          label="normal", regions=()))  # what a score message reads
+    bridge._publish_scores()
+    paho.acknowledge(bridge, 7, puback=False)  # the score was written
+    assert bridge.acked.get("cam0") is None and bridge._unacked() == 1
+    paho.mid = 7
+    bridge._health["cam0"] = P.Message(P.HeartbeatHeader(kind="heartbeat", role="source", state="streaming",
+                                                         source="cam0", seq=5, t_capture=1.0))
+    bridge._health_dirty.add("cam0")
+    bridge._publish_health()
+    assert paho.sent[-1][2:] == (7, True) and "cam0" in bridge._health_dirty  # refused: it goes out later
+    paho.acknowledge(bridge, 7)  # the broker's PUBACK of the event
+    assert bridge.acked["cam0"] == 1 and bridge._unacked() == 0
+    bridge._publish_health()
+    assert paho.sent[-1][2:] == (8, False) and bridge._health_mids == {8: "cam0"}
