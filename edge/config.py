@@ -56,6 +56,9 @@ class LossConfig(StrictModel):
     pixel_weight: float = Field(1.0, ge=0.0)
     perceptual_weight: float = Field(0.1, ge=0.0)
     vgg_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_1")
+    hidden_only: bool = Field(False, description="the loss on the hidden (masked) pixels only, each VGG layer's "
+                              "similarity weighted by the hidden share under it; on every pixel, the identity the net "
+                              "starts as is already right on the visible ones (docs/ablations.md sections 6, 69)")
 
     _layers = field_validator("vgg_layers")(_known_layers)
 

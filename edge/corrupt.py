@@ -56,10 +56,12 @@ def shuffle_blocks(x: torch.Tensor, b: int, prob: float, ratio: float,
     return _unblocks(blocks, h, w)
 
 
-def corrupt(x: torch.Tensor, cfg: CorruptionConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Apply shuffling, masking and noise to a batch of clean patches in [0, 1]."""
+def corrupt(x: torch.Tensor, cfg: CorruptionConfig,
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply shuffling, masking and noise to a batch of clean patches in [0, 1]; returns them and the (N, 1, H, W) bool
+    mask of the hidden (masked) pixels (every pixel when nothing is masked)."""
     n, _, h, w = x.shape
-    out = x
+    out, mask = x, torch.ones(n, 1, h, w, dtype=torch.bool, device=x.device)
     if cfg.shuffle_prob > 0 and cfg.shuffle_ratio > 0:
         out = shuffle_blocks(out, cfg.shuffle_block, cfg.shuffle_prob, cfg.shuffle_ratio, generator)
     if cfg.mask_ratio > 0:
@@ -73,4 +75,4 @@ def corrupt(x: torch.Tensor, cfg: CorruptionConfig, generator: torch.Generator |
         out = torch.where(mask, fill, out)
     if cfg.noise_sigma > 0:
         out = out + cfg.noise_sigma * torch.randn(out.shape, generator=generator, device=x.device, dtype=out.dtype)
-    return out
+    return out, mask

@@ -2,7 +2,8 @@
 
 One step: for each grid scale, a random `patch_fraction` of the image's patches is corrupted
 (edge.corrupt) and reconstructed; loss = pixel_weight * L2 + perceptual_weight * mean over VGG19
-layers of (1 - per-location cosine similarity) between reconstruction and clean patch; Adam, with the
+layers of (1 - per-location cosine similarity) between reconstruction and clean patch, over every pixel or, with
+`loss.hidden_only`, the hidden ones; Adam, with the
 gradient's norm clipped to `fit.grad_clip` (unclipped, the fit blew up past ~100 steps).
 Everything happens on the device, with no host round trip inside a step.
 """
@@ -31,6 +32,11 @@ class FitStats:
     steps: int
     seconds: float
     loss: float  # mean loss over the last steps (nan when no step ran)
+
+
+def _weighted_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The mean of `x` weighted by `weight` (its shape): a plain mean where every weight is 1."""
+    return (x * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
 def image_to_tensor(image: np.ndarray, device: torch.device, multiple: int) -> torch.Tensor:
@@ -87,13 +93,16 @@ class Fitter:
     def _loss(self, clean: torch.Tensor) -> torch.Tensor:
         """The loss on one batch of clean patches (call under `autocast`)."""
         cfg = self.cfg
-        out = self.model(corrupt(clean, cfg.corruption, self.generator).contiguous(memory_format=self.fmt))
-        loss = cfg.loss.pixel_weight * F.mse_loss(out.float(), clean)
+        corrupted, hidden = corrupt(clean, cfg.corruption, self.generator)
+        out = self.model(corrupted.contiguous(memory_format=self.fmt))
+        weight = hidden.float() if cfg.loss.hidden_only else torch.ones_like(hidden, dtype=torch.float32)
+        loss = cfg.loss.pixel_weight * _weighted_mean(((out.float() - clean) ** 2).mean(1), weight[:, 0])
         if self.vgg is not None:
             with torch.no_grad():
                 target = self.vgg(clean, cfg.loss.vgg_layers)
             feats = self.vgg(out, cfg.loss.vgg_layers)  # only the loss's layers of a trunk shared with the scorer
-            cos = [cosine_similarity(feats[k], target[k]).mean() for k in cfg.loss.vgg_layers]
+            cos = [_weighted_mean(sim := cosine_similarity(feats[k], target[k]).float(),
+                                  F.adaptive_avg_pool2d(weight, sim.shape[-2:])[:, 0]) for k in cfg.loss.vgg_layers]
             loss = loss + cfg.loss.perceptual_weight * (1 - sum(cos) / len(cos))
         return loss
 

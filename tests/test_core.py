@@ -102,7 +102,27 @@ def test_corruptions():
     assert torch.allclose(blk(s).sort(dim=1).values.sum(-1), blk(x).sort(dim=1).values.sum(-1))  # a permutation
     assert torch.equal(shuffle_blocks(x, 8, prob=0.0, ratio=1.0, generator=g), x)
     cfg = tiny_config().corruption.model_copy(update={"mask_ratio": 0.0, "shuffle_prob": 0.0, "noise_sigma": 0.1})
-    assert abs(float((corrupt(x, cfg, g) - x).std()) - 0.1) < 0.01
+    assert abs(float((corrupt(x, cfg, g)[0] - x).std()) - 0.1) < 0.01
+
+
+def test_the_loss_on_hidden_pixels_only_leaves_the_visible_ones_out():
+    """The untrained net is the identity: its output is the corrupted input, right on every visible pixel. On every
+    pixel its L2 loss is the hidden pixels' error times their share; on the hidden ones only, that error alone."""
+    x = torch.rand(8, 3, 32, 32)
+    no_noise = {"mask_ratio": 0.5, "shuffle_prob": 0.0, "noise_sigma": 0.0}
+    cfg = tiny_config(corruption=no_noise, loss={"perceptual_weight": 0.0})
+    corrupted, hidden = corrupt(x, cfg.corruption, torch.Generator().manual_seed(1))
+    assert torch.equal((corrupted != x).any(1, keepdim=True) & ~hidden, torch.zeros_like(hidden))  # only hidden changed
+    share = float(hidden.float().mean())
+    losses = {}
+    for hidden_only in (False, True):
+        fitter = Fitter(tiny_config(corruption=no_noise, loss={"perceptual_weight": 0.0, "hidden_only": hidden_only}),
+                        "cpu")
+        fitter.generator.manual_seed(1)
+        with torch.no_grad():
+            losses[hidden_only] = float(fitter._loss(x))
+    assert 0.3 < share < 0.7 and losses[True] > 0.01
+    assert losses[False] == pytest.approx(losses[True] * share, rel=1e-3)
 
 
 def test_unet_starts_as_identity_and_keeps_shape():
