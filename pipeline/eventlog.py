@@ -104,7 +104,7 @@ class EventLog:
     def append(self, header: P.EventHeader) -> int:
         """Commit `header` under the next log_seq of its source and return that number."""
         n = self.heads.get(header.source, 0) + 1
-        blob = msgpack.packb(header.model_dump(mode="python"), use_bin_type=True)
+        blob = msgpack.packb(P.wire_fields(header), use_bin_type=True)
         self.db.execute("INSERT INTO events (source, log_seq, t_logged, header) VALUES (?, ?, ?, ?)",
                         (header.source, n, time.time(), blob))
         self.heads[header.source] = n

@@ -650,7 +650,7 @@ class EdgeNode:
         stamps = {**h.stamps, "fitted": min(t0 + d.fit_ms / 1000, done), "scored": done}
         scored = dict(source=h.source, seq=h.seq, t_capture=h.t_capture, stamps=stamps, score=score, raw_score=raw,
                       calibrating=bool(d.calibrating), threshold=self.cfg.threshold, model_version=int(d.model_version),
-                      product=h.product,
+                      product=h.product, run=h.run,
                       regions=find_regions(amap, self.cfg.region_threshold, self.cfg.min_region_area,
                                            self.cfg.max_regions, min_peak=self.cfg.threshold, event=anomalous,
                                            inset=round(d.score_inset * amap.shape[0] / d.anomaly_map.shape[0])))

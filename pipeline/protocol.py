@@ -16,6 +16,10 @@ Header fields of every kind:
     stamps     map    Unix time per stage, keys from STAMPS: capture (camera), received (node socket),
                       fitted (fit start + fit_ms), scored (detector returned), published (node send)
     payloads   list   descriptors {name, shape, dtype, encoding, scale, offset}, one per payload part
+    run        str    optional: the camera process's run id, 1-64 of [A-Za-z0-9_.:-], drawn at its start (a restarted
+                      camera's counters and seq start at 0 again under a new one); the node copies it into what it
+                      publishes for that camera. Absent (None): the camera does not say (older, third-party cameras).
+                      Sent only when set: a receiver from before it refuses the key
     product    str    frame, anomaly, event only; optional: the product under the camera, 1-64 of
                       [A-Za-z0-9_.:-] (a recipe, a part number). The node keeps a model per camera and
                       product: a new value is a changeover (the camera's model for it resumes or starts);
@@ -154,6 +158,7 @@ class _Header(_Wire):
     t_capture: float = Field(ge=0)
     stamps: dict[Stamp, float] = {}
     payloads: tuple[Payload, ...] = Field((), max_length=3)
+    run: Annotated[str, Field(pattern=SOURCE_PATTERN)] | None = None  # the camera process's run id, if it names one
 
     @model_validator(mode="after")
     def _check_payloads(self) -> _Header:
@@ -274,7 +279,7 @@ def anomaly_map(msg: Message) -> np.ndarray:
 def event_record(header: EventHeader) -> dict[str, Any]:
     """The JSON-able dict of an event: source, seq, score, threshold, regions, t_capture, stamps, model_version,
     product."""
-    return header.model_dump(mode="json", exclude={"v", "kind", "payloads"})
+    return header.model_dump(mode="json", exclude={"v", "kind", "payloads", "run"})
 
 
 # ---------------------------------------------------------------- encoding
@@ -294,9 +299,18 @@ def _encode_payload(desc: Payload, array: np.ndarray) -> np.ndarray | bytes:
     return buf.tobytes()
 
 
+def wire_fields(header: Header) -> dict[str, Any]:
+    """The header's fields as sent: every one, defaults included, but `run` only when set (a receiver from before the
+    field refuses the key: a message without a run id is the same on the wire as before it)."""
+    fields = header.model_dump(mode="python")
+    if fields["run"] is None:
+        del fields["run"]
+    return fields
+
+
 def encode(msg: Message) -> list[bytes | np.ndarray]:
     """Multipart frames of `msg`: topic, msgpack header, payloads (numpy buffers, for copy=False sends)."""
-    header = msgpack.packb(msg.header.model_dump(mode="python"), use_bin_type=True)
+    header = msgpack.packb(wire_fields(msg.header), use_bin_type=True)
     if len(header) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {len(header)} bytes exceeds {MAX_HEADER_BYTES}")
     if set(msg.arrays) != {p.name for p in msg.header.payloads}:

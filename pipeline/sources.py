@@ -3,13 +3,16 @@
 A reader thread opens the source, paces it to `fps`, and on loss reconnects with exponential
 backoff; the main thread owns the socket and sends frames, a `heartbeat/<source>` every
 `heartbeat_s` (state, last-frame age, counters: a silent camera keeps heartbeating, so it is told
-apart from a dead link or a blocked node) and finally `eos/<source>`.
+apart from a dead link or a blocked node) and finally `eos/<source>`. Every message names the camera's run
+(`run`, drawn when the camera starts): a restarted camera's counters and frame numbers start at 0 again under a
+new one, so what it sent is counted per run however the node's messages of two runs interleave.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -323,6 +326,7 @@ class Camera:
         self.cfg = cfg
         self.reader = reader if reader is not None else make_reader(cfg)
         self.ctx = ctx or zmq.Context.instance()
+        self.run_id = secrets.token_hex(8)  # this run of the camera, in every message's header (`run`)
         self.state = "starting"
         # `unheard`: of the frames `sent`, those no node had subscribed to (ZeroMQ dropped them); `unreadable`: files
         # a folder camera skipped
@@ -343,8 +347,9 @@ class Camera:
         if (check := getattr(self.reader, "check", None)) is not None:
             check()
 
-    def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> dict[str, int]:
-        """Stream until the source ends, `cfg.frames` were sent or `stop` is set; returns the counters.
+    def run(self, stop: StopFlag, on_ready: Callable[[str], None] | None = None) -> dict[str, int | str]:
+        """Stream until the source ends, `cfg.frames` were sent or `stop` is set; returns the counters and the run id
+        (`run`).
         Raises SourceFatal before binding for a source that cannot work, and after the end of stream
         for one that failed for good mid-stream."""
         self.check()
@@ -381,7 +386,7 @@ class Camera:
             out.close()
         if self.failure is not None:
             raise SourceFatal(self.failure)
-        return dict(self.counters)
+        return {**self.counters, "run": self.run_id}
 
     def _publish_loop(self, out: Publisher | zmq.Socket, stop: StopFlag) -> None:
         push = not isinstance(out, Publisher)
@@ -416,7 +421,7 @@ class Camera:
             if isinstance(item, _End):
                 log.info("%s: end of stream after %d frames (%s)", self.cfg.name, seq, item.reason)
                 eos = P.EosHeader(kind="eos", source=self.cfg.name, seq=seq - 1, t_capture=time.time(), frames=seq,
-                                  counters=self.counters)
+                                  counters=self.counters, run=self.run_id)
                 sock.setsockopt(zmq.SNDTIMEO, 1000)  # a PUSH socket may need a moment of room for the end
                 self._send(sock, P.Message(eos), 0)
                 return
@@ -454,7 +459,8 @@ class Camera:
             payloads.append(P.describe("mask", cap.mask))
             arrays["mask"] = cap.mask
         header = P.FrameHeader(kind="frame", source=self.cfg.name, seq=seq, t_capture=cap.t_capture,
-                               stamps={"capture": cap.t_capture}, payloads=tuple(payloads), product=cap.product)
+                               stamps={"capture": cap.t_capture}, payloads=tuple(payloads), product=cap.product,
+                               run=self.run_id)
         return P.Message(header, arrays)
 
     def _heartbeat(self, seq: int) -> P.Message:
@@ -467,7 +473,8 @@ class Camera:
         if (security := security_of(self.ctx)) is not None:  # refused connections on its CURVE socket, by reason
             counters.update({f"refused_{r}": n for r, n in security.refusals().items() if n})
         return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=seq, t_capture=now,
-                                           role="source", state=self.state, last_frame_age=age, counters=counters))
+                                           role="source", state=self.state, last_frame_age=age, counters=counters,
+                                           run=self.run_id))
 
     def _read_loop(self) -> None:
         """Reader thread: open/reconnect with backoff, pace, hand captures to the publisher."""
@@ -539,9 +546,9 @@ class Camera:
 
 
 def run_camera(cfg: SourceConfig, stop: StopFlag, on_ready: Callable[[str], None] | None = None,
-               security: SecurityConfig | None = None) -> dict[str, int]:
-    """Process entry point of a camera stage; with `security` its tcp socket is a CURVE server (key
-    `<camera name>.key_secret`).
+               security: SecurityConfig | None = None) -> dict[str, int | str]:
+    """Process entry point of a camera stage: returns its counters and run id (`Camera.run`); with `security` its tcp
+    socket is a CURVE server (key `<camera name>.key_secret`).
 
     Its frames go out zero-copy: ZeroMQ's I/O thread reads them from the camera's own arrays, kept alive by pyzmq
     only until the interpreter exits (pyzmq's atexit drops them) while the socket lingers on. So the stage's context

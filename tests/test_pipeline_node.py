@@ -192,6 +192,9 @@ def test_line_end_to_end_with_two_subscribers(tmp_path, transport):
             eos = next(m for m in msgs if m.kind == "eos")
             assert eos.header.frames == 20 and eos.header.counters["scored"] == 20
             assert any(m.kind == "heartbeat" and m.header.role == "source" for m in msgs)
+            # the camera's run id, from its frames, heartbeats and end of stream into what the node publishes of it
+            assert {m.header.run for m in msgs if m.source == "cam0"} == {ln.cameras[0].run_id}
+            assert {m.header.run for m in msgs if m.kind == "heartbeat" and m.header.role == "node"} == {None}
             sub.close()
         assert ln.node.counters.source("cam0")["scored"] == 20
 

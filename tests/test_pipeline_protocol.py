@@ -123,6 +123,21 @@ def test_event_record_is_json_ready():
                            "stamps", "model_version", "product"}
 
 
+def test_a_run_id_is_optional_and_sent_only_when_set():
+    """A camera's run id (`run`) goes through as it was sent; a message without one has no `run` key on the wire, so
+    it is what it was before the field (a receiver from before it refuses the key)."""
+    for msg in control_msgs():
+        assert "run" not in msgpack.unpackb(wire(msg)[1])
+        with_run = P.Message(msg.header.model_copy(update={"run": "3f9c0a1be2d47a55"}))
+        assert msgpack.unpackb(wire(with_run)[1])["run"] == "3f9c0a1be2d47a55"
+        assert P.decode(wire(with_run)).header.run == "3f9c0a1be2d47a55"
+    assert P.decode(with_header(GOOD, run="cam-0.run:7_b")).header.run == "cam-0.run:7_b"  # a third party's own
+    assert "run" not in P.event_record(control_msgs()[0].header.model_copy(update={"run": "a1"}))  # events.jsonl
+    with pytest.raises(P.ProtocolError, match="run: String should match pattern") as e:
+        P.decode(with_header(GOOD, run="r" * 65))
+    assert e.value.reason == "bad_field"  # counted by the node as rejected_bad_field, and in bad_messages
+
+
 def test_draining_subscriptions_stops_after_its_share():
     """A subscriber churning its subscriptions cannot hold the node's publisher in the drain (the audit's stall)."""
     ctx = zmq.Context.instance()
@@ -320,6 +335,11 @@ REJECTS = {
     "uint8 map without scale": (with_header(wire(anomaly_msg("uint8")[0]), payloads=[{"name": "map", "shape": [48, 64],
                                 "dtype": "uint8", "encoding": "raw", "scale": None, "offset": None}]), "scale"),
     "label not allowed": (with_header(wire(ANOMALY), label="weird"), "label"),
+    "run too long": (with_header(GOOD, run="a" * 65), "run"),
+    "empty run": (with_header(GOOD, run=""), "run"),
+    "run with a slash": (with_header(GOOD, run="../run"), "run"),
+    "run as int": (with_header(GOOD, run=7), "run"),
+    "run as bytes": (with_header(GOOD, run=b"\x00" * 8), "run"),
 }
 
 
@@ -357,7 +377,7 @@ msgpack_values = st.recursive(
 header_keys = st.sampled_from(["v", "kind", "source", "seq", "t_capture", "stamps", "payloads", "score", "threshold",
                                "label",
                                "regions", "model_version", "fit_steps", "fit_ms", "score_ms", "role", "state",
-                               "frames", "counters"])
+                               "frames", "counters", "run"])
 
 
 @FUZZ

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from pipeline import protocol as P
 from pipeline.admission import REASONS, Camera, Peer
 from pipeline.config import (
     FolderSourceConfig,
@@ -115,6 +116,15 @@ def test_config_reference_names_every_key(model):
     reference = _section("## 10. Line config reference")
     missing = [name for name in model.model_fields if f"`{name}`" not in reference]
     assert not missing, f"docs/protocol.md section 10 lacks {model.__name__} keys {missing}"
+
+
+def test_header_tables_name_every_field():
+    """Each header field of each kind (pipeline/protocol.py) is named in section 3, `run` included."""
+    headers = _section("## 3. Header fields")
+    fields = {name for model in (P.FrameHeader, P.AnomalyHeader, P.EventHeader, P.HeartbeatHeader, P.EosHeader)
+              for name in model.model_fields}
+    missing = sorted(name for name in fields if f"`{name}`" not in headers)
+    assert "run" in fields and not missing, f"docs/protocol.md section 3 lacks header fields {missing}"
 
 
 def test_counter_table_names_every_reason():

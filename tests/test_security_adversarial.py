@@ -183,7 +183,9 @@ def test_lying_shapes_and_sizes_are_rejected_by_reason(tmp_path):
                             "name": "image", "shape": [4000, 4000, 3], "dtype": "uint8", "encoding": "jpeg"}])), jpeg]],
         "bad_field": [raw((64, 64, 3), 64 * 64 * 3, extra=(small_mask,)),  # mask 32x32 next to a 64x64 image
                       raw((64, 64, 4), 64 * 64 * 4), raw((64, 64, 3), 64 * 64 * 3 * 2, dtype="float16"),
-                      raw((0, 64, 3), 0)],
+                      raw((0, 64, 3), 0),
+                      [b"frame/intruder", msgpack.packb(header("frame", run="r" * 65, payloads=[{  # a run id too long
+                          "name": "image", "shape": [64, 64, 3], "dtype": "uint8"}])), b"\x00" * 64 * 64 * 3]],
         "too_large": [raw((5000, 64, 3), 5000 * 64 * 3)],  # over node.max_side before anything is decoded
         "topic_mismatch": [[b"frame/cam0", *raw((64, 64, 3), 64 * 64 * 3)[1:]]],
     }
