@@ -79,10 +79,15 @@ class StreamStats:
         self.frames: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         self.products: dict[str, dict[str, Counter[str]]] = {}  # camera -> product -> frames and events (`product`)
-        self.sent: dict[str, int] = {}  # frames each camera sent, from its end of stream
-        self.sent_so_far: dict[str, int] = {}  # the same from its latest heartbeat (a run stopped before the end)
-        # each camera's frames sent and CAMERA_COUNTERS: the counts of its present run, and of its runs before a
-        # restart (`_camera_counts`); its present run's `sent` counter as last reported
+        # each camera's frames sent and CAMERA_COUNTERS per run of its process (the run id its messages carry, `run`):
+        # the most each reached in that run, from its ends of stream, heartbeats and results (`_camera`)
+        self._runs: dict[str, dict[str, Counter[str]]] = {}
+        # a camera whose messages carry no run id (an older camera, a third party's), its restarts guessed from its
+        # counters (`_camera_counts`): frames sent from its end of stream, and from its latest heartbeat (a run
+        # stopped before the end); the counts of its present run, and of its runs before a restart; its present
+        # run's `sent` counter as last reported
+        self.sent: dict[str, int] = {}
+        self.sent_so_far: dict[str, int] = {}
         self._camera_run: dict[str, Counter[str]] = {name: Counter() for name in ("sent", *CAMERA_COUNTERS)}
         self._camera_before: dict[str, Counter[str]] = {name: Counter() for name in ("sent", *CAMERA_COUNTERS)}
         self._sent_count: Counter[str] = Counter()
@@ -99,14 +104,12 @@ class StreamStats:
         if h.kind == "event":
             self.events[h.source] += 1
         elif h.kind == "eos":
-            self.sent[h.source] = self._camera_counts(h.source, h.counters, h.frames)
+            self._camera(h.source, h.run, h.counters, h.frames, ended=True)
         elif h.kind == "heartbeat" and h.role == "source" and isinstance(h.counters.get("sent"), int):
-            sent = self._camera_counts(h.source, h.counters, h.counters["sent"])
-            self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), sent)
+            self._camera(h.source, h.run, h.counters, h.counters["sent"])
         elif h.kind == "anomaly":
             self.frames[h.source] += 1
-            sent = self._camera_counts(h.source, {}, h.seq + 1)  # frames 0..seq of its present run were sent
-            self.sent_so_far[h.source] = max(self.sent_so_far.get(h.source, 0), sent)
+            self._camera(h.source, h.run, {}, h.seq + 1)  # frames 0..seq of its run were sent
             for stage, ms in stage_latencies(h, delivered).items():
                 self.latency[stage].add(ms)
             capture = h.stamps.get("capture", h.t_capture)
@@ -163,16 +166,42 @@ class StreamStats:
                           for src in cameras}
         return out
 
-    def camera_stopped(self, source: str, counters: dict[str, int]) -> None:
-        """A camera's own counters, from its stage: its CAMERA_COUNTERS and, when the line stopped it before its end
-        of stream came through (Ctrl-C, the timeout), what it sent, not its last heartbeat's count."""
-        self._camera_counts(source, counters)
-        self.sent.setdefault(source, counters["sent"] + counters["send_dropped"])
+    def camera_stopped(self, source: str, report: dict[str, int | str]) -> None:
+        """A camera's own final report, from its stage (`Camera.run`): its counters and run id (`run`; none from an
+        older camera). Its CAMERA_COUNTERS and, when the line stopped it before its end of stream came through
+        (Ctrl-C, the timeout), what it sent (`sent` and `send_dropped`: its frames numbered, as its end of stream's
+        `frames`), not its last heartbeat's count; for its run only."""
+        counters = {name: n for name, n in report.items() if isinstance(n, int)}
+        frames = counters["sent"] + counters["send_dropped"]
+        if isinstance(run := report.get("run"), str):
+            self._camera(source, run, counters, frames)
+        else:
+            self.sent.setdefault(source, self._camera_counts(source, counters, frames))
+
+    def _camera(self, source: str, run: str | None, counters: dict[str, int], frames: int, ended: bool = False) -> None:
+        """Take a camera's own counters (older cameras report some or none) and the frames its run has sent so far
+        (`ended`: all of them, from its end of stream). A run named by its id keeps the most each count reached in it,
+        whatever the order its messages come in: the node forwards heartbeats at once, results and ends of stream once
+        the frames before them are scored, so an old run's last results and end of stream may come after a new run's
+        first heartbeats."""
+        if run is None:
+            sent = self._camera_counts(source, counters, frames)
+            if ended:
+                self.sent[source] = sent
+            else:
+                self.sent_so_far[source] = max(self.sent_so_far.get(source, 0), sent)
+            return
+        counts = self._runs.setdefault(source, {}).setdefault(run, Counter())
+        for name in CAMERA_COUNTERS:
+            if isinstance(n := counters.get(name), int):
+                counts[name] = max(counts[name], n)
+        counts["sent"] = max(counts["sent"], frames)
 
     def _camera_counts(self, source: str, counters: dict[str, int], frames: int = 0) -> int:
-        """Take a camera's own counters (older cameras report some or none) and its present run's frames sent so far;
+        """`_camera` for a camera that names no run: take its counters and its present run's frames sent so far;
         returns its frames sent over all its runs. A counter that went down (its `sent` or one of CAMERA_COUNTERS) is
-        a camera whose process started afresh (a crash, a restart): its runs before count too, not only the last."""
+        a camera whose process started afresh (a crash, a restart): its runs before count too, not only the last. A
+        guess, wrong where two runs' messages interleave (what run ids settle)."""
         run, before = self._camera_run, self._camera_before
         counts = {name: n for name in CAMERA_COUNTERS if isinstance(n := counters.get(name), int)}
         sent = counters.get("sent")
@@ -194,7 +223,9 @@ class StreamStats:
         ones, each listed in `sources` (one never heard from with `sent` null)."""
         frames = sum(self.frames.values())
         span = (self.last_delivered - self.first_capture) if frames else 0.0
-        sent_by = {**self.sent_so_far, **self.sent}
+        sent_by = {**self.sent_so_far, **self.sent}  # cameras that name no run, then those that do: each run's sum
+        for source, runs in self._runs.items():
+            sent_by[source] = sent_by.get(source, 0) + sum(counts["sent"] for counts in runs.values())
         sent = sum(sent_by.values()) if sent_by else None
         out: dict = {
             "frames": frames,
@@ -212,7 +243,9 @@ class StreamStats:
             out["sources"].setdefault(name, {"frames": 0, "events": 0, "sent": None})
         for name in CAMERA_COUNTERS:  # the cameras' counts, there once any
             run, before = self._camera_run[name], self._camera_before[name]
-            if counts := {s: n for s in run if (n := before[s] + run[s])}:
+            counts = {s: n for s in sorted({*run, *self._runs})
+                      if (n := before[s] + run[s] + sum(c[name] for c in self._runs.get(s, {}).values()))}
+            if counts:
                 out[name] = sum(counts.values())
                 for source, n in counts.items():
                     out["sources"].setdefault(source, {})[name] = n

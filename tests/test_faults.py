@@ -595,3 +595,54 @@ def test_a_camera_restarted_after_a_kill_is_logged_when_its_heartbeat_says_so(tm
         wait_until(lambda: ln.node.counters.source("line2")["scored"] == 4)
         assert ln.node.admission.cameras["line2"].seq_restarts == 1
     assert "its heartbeat is behind its last frame seen: a camera restarted" in caplog.text
+
+
+def test_a_camera_started_again_while_its_frames_wait_in_the_node_has_each_run_counted_once(tmp_path):
+    """A camera that ends its stream and starts again while the node still scores its frames: the node forwards the
+    new run's heartbeats at once, the old run's last results and its end of stream after them. The summary took the
+    old run's end of stream for the new run's and counted that run twice (40 of 30 sent); per run id, once each."""
+    from pipeline.stats import StreamStats
+
+    ctx, endpoint, stop = zmq.Context(), f"ipc://{tmp_path}/cam0.sock", threading.Event()
+
+    def camera(frames: int) -> tuple[Camera, threading.Thread]:
+        cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, frames=frames, textures=("grass",),
+                                    heartbeat_s=0.05, bind=endpoint)
+        cam = Camera(cfg, ctx=ctx)
+        thread = threading.Thread(target=cam.run, args=(stop,), daemon=True)
+        thread.start()
+        return cam, thread
+
+    node = EdgeNode(NodeConfig(threshold=3.0, heartbeat_s=0.05, queue_depth=64), [endpoint],
+                    lambda source: FastDetector(delay=0.1), ctx)
+    ready: list[str] = []
+    node_thread = threading.Thread(target=node.run, args=(stop, ready.append, 10.0), daemon=True)
+    node_thread.start()
+    try:
+        wait_until(lambda: ready)
+        sub = Subscriber(ready[0], (b"anomaly/", b"eos/", b"heartbeat/cam0"), ctx=ctx)
+        first, thread = camera(20)
+        thread.join(10)  # its 20 frames sent and its end of stream: the node scores them for ~2 s
+        assert node.counters.source("cam0")["scored"] < 15, "no backlog: the node scored faster than expected"
+        second, thread = camera(10)
+        msgs, ends = [], 0
+        deadline = time.monotonic() + 20
+        while ends < 2:
+            assert time.monotonic() < deadline, "no second end of stream"
+            if (msg := sub.recv(50)) is not None:
+                msgs.append(msg)
+                ends += msg.kind == "eos"
+        sub.close()
+    finally:
+        stop.set()
+        node_thread.join(10)
+        ctx.destroy(linger=0)
+    first_end = next(i for i, m in enumerate(msgs) if m.kind == "eos")
+    assert msgs[first_end].header.run == first.run_id
+    assert any(m.header.run == second.run_id for m in msgs[:first_end])  # the new run's heartbeats came first
+    stats = StreamStats()
+    for msg in msgs:
+        stats.add(msg, time.time())
+    summary = stats.summary()
+    assert first.counters["sent"] + second.counters["sent"] == summary["sent"] == 30
+    assert summary["frames"] == node.counters.source("cam0")["scored"]

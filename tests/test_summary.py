@@ -17,15 +17,22 @@ from test_pipeline_launcher import line_config
 from test_pipeline_node import FastDetector
 
 
-def eos(source: str, frames: int) -> P.Message:
-    return P.Message(P.EosHeader(kind="eos", source=source, seq=frames - 1, t_capture=time.time(), frames=frames))
+def eos(source: str, frames: int, run: str | None = None, **counters: int) -> P.Message:
+    return P.Message(P.EosHeader(kind="eos", source=source, seq=frames - 1, t_capture=time.time(), frames=frames,
+                                 counters=counters, run=run))
 
 
-def result(source: str, seq: int) -> P.Message:
+def result(source: str, seq: int, run: str | None = None) -> P.Message:
     amap, desc = P.quantize_map(np.zeros((8, 8), np.float32), "float16")
     return P.Message(P.AnomalyHeader(kind="anomaly", source=source, seq=seq, t_capture=time.time(), score=0.5,
                                      threshold=3.0, label="normal", model_version=1, fit_steps=0, fit_ms=0.0,
-                                     score_ms=1.0, payloads=(desc,)), {"map": amap})
+                                     score_ms=1.0, payloads=(desc,), run=run), {"map": amap})
+
+
+def beat(source: str, sent: int, run: str | None = None, **counters: int) -> P.Message:
+    """A camera's heartbeat as the node forwards it: its `sent` counter (and others) and its run id."""
+    return P.Message(P.HeartbeatHeader(kind="heartbeat", source=source, seq=sent - 1, t_capture=time.time(),
+                                       role="source", state="streaming", counters={"sent": sent, **counters}, run=run))
 
 
 def node_report(**per_camera: dict[str, int]) -> dict:
@@ -121,3 +128,60 @@ def test_no_unreadable_or_too_small_key_or_words_while_nothing_was_skipped(capsy
     print_summary({**summary, "wall_s": 1.0})
     out = capsys.readouterr().out
     assert "unreadable" not in out and "too" not in out
+
+
+def test_a_camera_restarted_during_a_backlog_has_each_run_s_frames_counted():
+    """The node forwards a camera's heartbeats at once and its results once scored: a camera killed with frames
+    waiting in the node and started again had its old run's last results counted as the new run's, whose own frames
+    then hid them (a reviewer's repro: `sent` 47 with 50 frames scored). Counted per run id, each run's own."""
+    stats = StreamStats()
+    for msg in [beat("cam0", 20, "a"),  # run a's last heartbeat: 20 sent; it sent 23 before it was killed
+                *(result("cam0", seq, "a") for seq in range(10)),
+                beat("cam0", 0, "b"), beat("cam0", 5, "b"),  # run b's heartbeats, forwarded at once
+                *(result("cam0", seq, "a") for seq in range(10, 23)),  # run a's frames that waited in the node
+                *(result("cam0", seq, "b") for seq in range(27)), eos("cam0", 27, "b", sent=27)]:
+        stats.add(msg, time.time())
+    summary = stats.summary()
+    assert (summary["frames"], summary["sent"], summary["sources"]["cam0"]["sent"]) == (50, 50, 50)
+
+
+def test_an_old_run_s_end_of_stream_after_the_new_run_s_first_heartbeat_counts_that_run_once():
+    """A camera's end of stream waits behind the frames before it while a camera started again heartbeats at once: the
+    old run's end of stream came after the new run's first heartbeat and was counted twice (taken for the new run's,
+    whose counters then went down: a restart more). Each end of stream settles its own run only."""
+    stats = StreamStats()
+    for msg in [beat("cam0", 10, "a", unheard=2), *(result("cam0", seq, "a") for seq in range(5)),
+                beat("cam0", 0, "b", unheard=0),  # started again, run a's last 5 frames still waiting in the node
+                *(result("cam0", seq, "a") for seq in range(5, 10)), eos("cam0", 10, "a", sent=10, unheard=2),
+                beat("cam0", 3, "b", unheard=1), *(result("cam0", seq, "b") for seq in range(3)),
+                eos("cam0", 3, "b", sent=3, unheard=1)]:
+        stats.add(msg, time.time())
+    summary = stats.summary()
+    assert (summary["frames"], summary["sent"], summary["dropped"]) == (13, 13, 0)
+    assert summary["unheard"] == summary["sources"]["cam0"]["unheard"] == 3  # 2 + 1, each run's last
+
+
+def test_a_camera_stopped_before_its_end_of_stream_settles_its_own_run():
+    """The line stopped a camera whose earlier run had ended: its own count (sent, and what its socket dropped) is its
+    run's, next to the earlier run's end of stream (not instead of it)."""
+    stats = StreamStats()
+    for msg in [eos("cam0", 10, "a", sent=10), beat("cam0", 3, "b"), result("cam0", 0, "b")]:
+        stats.add(msg, time.time())
+    stats.camera_stopped("cam0", {"sent": 7, "send_dropped": 1, "unheard": 0, "too_small": 2, "run": "b"})
+    summary = stats.summary()
+    assert summary["sent"] == 18 and summary["too_small"] == 2  # 10 + 8
+
+
+def test_cameras_that_name_no_run_still_have_a_restart_guessed_from_their_counters():
+    """An older camera, or a third party's written from docs/protocol.md, sends no run id: a counter that went down is
+    its restart, as before; next to it a camera that names its runs is counted per run."""
+    stats = StreamStats()
+    for msg in [beat("old", 4), beat("old", 9), beat("old", 0), beat("old", 6), eos("old", 8, sent=8),
+                beat("new", 5, "r1"), beat("new", 2, "r2"), eos("new", 5, "r1", sent=5)]:
+        stats.add(msg, time.time())
+    for msg in [beat("cut", 9), beat("cut", 0), beat("cut", 3)]:  # restarted, then stopped before its end of stream
+        stats.add(msg, time.time())
+    stats.camera_stopped("cut", {"sent": 5, "send_dropped": 0})
+    sources = stats.summary()["sources"]
+    assert (sources["old"]["sent"], sources["new"]["sent"]) == (17, 7)  # 9 + 8; 5 + 2
+    assert sources["cut"]["sent"] == 14  # 9 + its last run's own count (before: that count alone, 5)
