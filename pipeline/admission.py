@@ -30,6 +30,9 @@ Header values (after the decoder's schema checks, before any payload is decoded)
   frame is an old frame sent again: rejected, and neither a restart nor part of a resync (a camera whose clock
   stepped back at a restart is refused until its clock passes its last frame's, or until its first heartbeat,
   whose seq, its last frame sent, is behind the last frame seen: a restarted camera, whose next frame is its first);
+  a camera that names its run (the header's `run`) is judged by it instead: a message of another run than its last is
+  the camera started again (its numbering, clock and end of stream start afresh, whatever they say), and one of the
+  same run never is (a step back is refused, a heartbeat behind changes nothing);
 - a frame naming a product beyond the camera's first `node.max_products` is refused (`product_limit`):
   each product the camera names may get a model and a checkpoint file;
 - a heartbeat from a camera says role `source` (`forged_role`), and a camera's heartbeats keep within
@@ -97,6 +100,12 @@ def refill(tokens: float, since: float, now: float, rate: float, capacity: float
     return min(capacity, tokens + (now - since) * rate)
 
 
+def _new_run(camera: Camera, run: str | None) -> bool:
+    """Whether a message naming `run` comes from a camera started again: it names another run than the camera's last
+    (a camera that names none is judged by its numbering instead)."""
+    return run is not None and run != camera.run
+
+
 class Rejected(Exception):
     """A message the node refuses: `reason` (one of REASONS), a readable line, and the camera it is
     charged to (None when the sender may not speak for the name it used). `ticket`: a camera's frame refused for
@@ -142,6 +151,7 @@ class Camera:
     products: set[str] = field(default_factory=set)  # the products it has named
     ended: bool = False  # its last end of stream came after its last frame and streaming heartbeat (`eos_repeated`)
     ended_seq: int = -1  # that end's seq: a heartbeat with another comes from a camera started again
+    run: str | None = None  # the run id its last admitted message named (a camera started again names another)
     unplaced: int = 0  # its frames numbered below 0 refused since its last frame: each fills a place of the next gap
 
     def report(self) -> dict:
@@ -165,6 +175,8 @@ class Ticket:
     now: float = 0.0
     product: str | None = None
     streaming: bool = False  # a heartbeat whose state is not `ended`: the camera streams (again)
+    run: str | None = None  # the run id the message names
+    new_run: bool = False  # ... another than the camera's last: the camera started again, `commit` starts it afresh
 
 
 @dataclass
@@ -239,8 +251,13 @@ class Admission:
                            "heartbeat and eos messages only")
         camera = self._identify(peer, header)
         new = self.cameras.get(camera.name) is not camera
-        ticket = self._admit(camera, peer, header, camera.name if header.kind == "frame" and not new else None)
-        ticket.new = new
+        try:
+            ticket = self._admit(camera, peer, header, camera.name if header.kind == "frame" and not new else None)
+        except Rejected as e:
+            if e.ticket is not None:  # a frame refused for what it holds keeps its place in its run
+                e.ticket.run, e.ticket.new_run = header.run, _new_run(camera, header.run)
+            raise
+        ticket.new, ticket.run, ticket.new_run = new, header.run, _new_run(camera, header.run)
         return ticket
 
     def _admit(self, camera: Camera, peer: Peer, header: P.Header, charge: str | None) -> Ticket:
@@ -264,10 +281,11 @@ class Admission:
             return Ticket(camera, "heartbeat", header.seq, tokens=tokens - 1, now=now,
                           streaming=header.state != "ended")
         if header.kind == "eos":
-            if camera.ended:
+            fresh = _new_run(camera, header.run)  # a camera started again: its stream, not the last one's
+            if camera.ended and not fresh:
                 raise Rejected("eos_repeated", f"eos/{name}: its stream ended already, with no frame (nor a heartbeat "
                                "saying it streams again) since", charge)
-            last = camera.last_seq
+            last = None if fresh else camera.last_seq
             if header.frames != header.seq + 1 or (last is not None and header.seq < last):
                 raise Rejected("eos_inconsistent", f"eos/{name}: frames {header.frames}, seq {header.seq} (last frame "
                                f"seen {last}); a camera's end of stream has frames == seq + 1 >= last seq + 1", charge)
@@ -281,7 +299,7 @@ class Admission:
         if header.seq < 0:
             raise Rejected("seq_range", f"frame/{name}: seq {header.seq} < 0", charge,
                            self._place(camera, header, charge, header.t_capture))
-        ticket = self._sequence(camera, header.seq, header.t_capture)
+        ticket = self._sequence(camera, header.seq, header.t_capture, header.run)
         held = ticket if charge is not None else None  # a bound camera's frame: its place is kept (`Rejected`)
         image = next(p for p in header.payloads if p.name == "image")
         if min(image.shape[:2]) < self.min_side:
@@ -310,12 +328,13 @@ class Admission:
             return None
         if header.seq < 0:
             return Ticket(camera, "frame", header.seq)
-        return self._in_order(camera, header.seq, captured)
+        return self._in_order(camera, header.seq, captured, _new_run(camera, header.run))
 
-    def _in_order(self, camera: Camera, seq: int, captured: float) -> Ticket | None:
+    def _in_order(self, camera: Camera, seq: int, captured: float, new_run: bool = False) -> Ticket | None:
         """The ticket of a frame numbered next, or past a gap its camera could plausibly have lost (counted `lost`,
-        less the places its refused frames numbered below 0 took); None for any other number. Changes no state."""
-        now, last = self.monotonic(), camera.last_seq
+        less the places its refused frames numbered below 0 took), or the first of a `new_run` (any number); None for
+        any other number. Changes no state."""
+        now, last = self.monotonic(), None if new_run else camera.last_seq
         ticket = Ticket(camera, "frame", seq, now=now, captured=captured)
         if last is None or seq == last + 1:
             ticket.tokens = self._tokens(camera, now)
@@ -325,8 +344,8 @@ class Admission:
             return ticket
         return None
 
-    def _sequence(self, camera: Camera, seq: int, captured: float) -> Ticket:
-        if (ticket := self._in_order(camera, seq, captured)) is not None:
+    def _sequence(self, camera: Camera, seq: int, captured: float, run_id: str | None) -> Ticket:
+        if (ticket := self._in_order(camera, seq, captured, _new_run(camera, run_id))) is not None:
             return ticket
         now, last = self.monotonic(), camera.last_seq
         ticket = Ticket(camera, "frame", seq, now=now, captured=captured)
@@ -336,7 +355,7 @@ class Admission:
             raise Rejected(reason, f"frame/{camera.name}: seq {seq} after {last}, captured "
                            f"{camera.last_capture - captured:.3f} s before the camera's last frame: an old frame sent "
                            "again (or a camera clock that stepped back) is not scored", camera.name)
-        if seq <= last and seq <= RESTART_WINDOW:
+        if seq <= last and seq <= RESTART_WINDOW and run_id is None:  # one naming its run restarts with a new one
             ticket.restart, ticket.tokens = True, self._tokens(camera, now)
             return ticket
         run = camera.resync[1] + 1 if camera.resync is not None and seq == camera.resync[0] + 1 else 1
@@ -354,12 +373,18 @@ class Admission:
         camera = ticket.camera
         if ticket.new:
             self._bind(camera)
+        if ticket.new_run:  # the camera started again: its numbering, clock and stream are the new run's
+            camera.seq_restarts += camera.last_seq is not None  # one that had not ended its stream (a crash, a kill)
+            camera.run, camera.last_seq, camera.resync, camera.last_capture = ticket.run, None, None, -math.inf
+            camera.ended, camera.unplaced = False, 0
         if ticket.kind == "heartbeat":
             camera.beat_tokens, camera.beat_refilled = ticket.tokens, ticket.now
             camera.ended &= not ticket.streaming and ticket.seq == camera.ended_seq
-            if camera.last_seq is not None and ticket.seq < camera.last_seq:  # its last frame sent is behind the last
-                camera.last_seq, camera.resync = None, None  # one seen: a camera restarted (a crash, no end of stream)
-                camera.seq_restarts += 1  # whatever its clock says: its next frame is its first
+            # a camera that names no run: its last frame sent behind the last one seen is a camera restarted (a crash,
+            # no end of stream), whatever its clock says: its next frame is its first
+            if ticket.run is None and camera.last_seq is not None and ticket.seq < camera.last_seq:
+                camera.last_seq, camera.resync = None, None
+                camera.seq_restarts += 1
         elif ticket.kind == "eos":
             camera.last_seq, camera.resync, camera.ended, camera.ended_seq = None, None, True, ticket.seq
         elif ticket.kind == "frame" and ticket.seq < 0:  # refused, numbered below 0: a place of the next gap

@@ -20,10 +20,10 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   never taken as this node's grant, so it cannot hold this node's budget. A new camera, or every
   camera after this node restarts, starts with nothing outstanding and waits for its turn; frames it
   sends on credit it already holds are scored all the same. A camera restarted without an end of
-  stream (a crash) is a new camera too, not one whose grant got lost: its heartbeat's seq (its last
-  frame sent) is below the last frame the node received from it, which a running camera's never is
-  (its heartbeats follow its frames on one connection). Its predecessor's grant is not sent again,
-  and the predecessor's frames the node finishes afterwards are not taken as its own.
+  stream (a crash) is a new camera too, not one whose grant got lost: its heartbeat names another run (`run`), or,
+  from a camera that names none, its seq (its last frame sent) is below the last frame the node received from it,
+  which a running camera's never is (its heartbeats follow its frames on one connection). Its predecessor's grant is
+  not sent again, and the predecessor's frames the node finishes afterwards are not taken as its own.
 - The node hands out credit to the waiting sources by the node time each has used (`done`'s seconds, and the time from
   its grant to its frame (or to the heartbeat saying it was lost) beyond HOLD_ALLOWANCE_S, up to the grant's expiry,
   below, whether its frame came before the expiry or after it: a camera that sits on its grant holds the node; from
@@ -155,8 +155,10 @@ class Credits:
         self.inflated_claims = 0
         self.expired_grants = 0
 
-    def heartbeat(self, source: str, seq: int, counters: dict[str, int]) -> None:
-        """A camera heartbeat: `seq` is its last frame sent, `counters[CREDIT_COUNTER]` its credit (if it waits).
+    def heartbeat(self, source: str, seq: int, counters: dict[str, int], restarted: bool = False) -> None:
+        """A camera heartbeat: `seq` is its last frame sent, `counters[CREDIT_COUNTER]` its credit (if it waits);
+        `restarted`: it names another run than the camera's last (the header's `run`), a camera started again whatever
+        its `seq` says.
         A `seq` past the last frame received, nothing pending, says frames were lost: they count as done, and the grant
         they were sent on is settled as on a frame's arrival (`_back`): saying its frame was lost spares a camera
         neither its hold nor the level."""
@@ -166,8 +168,9 @@ class Credits:
         now = time.monotonic()
         with self._lock:
             st = self._sources.get(source)
-            if st is None or seq < st.received:  # new, restarted (its numbering went back) or this node restarted:
-                st = _Source(done=seq, received=seq, upto=seq, node_s=self._level)  # nothing outstanding, level
+            # new, restarted (a new run, or its numbering went back) or this node restarted: nothing outstanding, level
+            if st is None or restarted or seq < st.received:
+                st = _Source(done=seq, received=seq, upto=seq, node_s=self._level)
                 self._sources[source] = st
             elif now - st.seen > self.stale_s:  # back after a silence: a grant it held is charged first, then it
                 self._expire(source, st, now, self._slowest())  # starts level: no node time banked while away

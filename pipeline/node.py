@@ -412,9 +412,10 @@ class EdgeNode:
         if ticket[0].restart or ticket[0].resync:
             log.info("%s: its numbering %s at frame %d (a camera restarted)", peer,
                      "started again" if ticket[0].restart else "resynchronised", ticket[0].seq)
-        elif ticket[0].camera.seq_restarts > restarts:  # a heartbeat behind its last frame, before any new frame
-            log.info("%s: its heartbeat is behind its last frame seen: a camera restarted (no end of stream: a "
-                     "crash or a kill)", peer)
+        elif ticket[0].camera.seq_restarts > restarts:  # a new run, or a heartbeat behind its last frame
+            why = f"a new run ({msg.header.run})" if ticket[0].new_run else \
+                "its heartbeat is behind its last frame seen"
+            log.info("%s: %s: a camera restarted (no end of stream: a crash or a kill)", peer, why)
         h, source = msg.header, msg.source
         received = h.model_copy(update={"stamps": {**h.stamps, "received": now}})
         if h.kind == "frame":
@@ -429,7 +430,7 @@ class EdgeNode:
             self._fit_queue_budget()
         elif h.kind == "heartbeat":
             if h.role == "source":
-                self.credits.heartbeat(source, h.seq, h.counters)
+                self.credits.heartbeat(source, h.seq, h.counters, restarted=ticket[0].new_run)
             self.outbox.put(P.Message(received))
         else:  # eos
             self.credits.ended(source)

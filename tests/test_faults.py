@@ -646,3 +646,32 @@ def test_a_camera_started_again_while_its_frames_wait_in_the_node_has_each_run_c
     summary = stats.summary()
     assert first.counters["sent"] + second.counters["sent"] == summary["sent"] == 30
     assert summary["frames"] == node.counters.source("cam0")["scored"]
+
+
+def test_a_camera_naming_its_runs_is_restarted_by_a_new_run_and_never_within_one(caplog):
+    """With a run id (`run`) the node judges a camera's restart by it, not from its numbering and clock: a new run's
+    frame is its first whatever its number or clock (one numbering from 5000 with its clock behind was refused as an
+    old frame sent again), a new run's end of stream ends its own stream (one that ended at once after the last run's
+    end was refused as repeated), and a step back within a run is no restart (it was taken for one)."""
+    from adversary import control_parts, frame_parts
+    caplog.set_level(logging.INFO, "pipeline.node")
+    node = EdgeNode(NodeConfig(), ["tcp://127.0.0.1:1"], FastDetector, input_names=["cam0"])
+    camera, t0 = node.admission.cameras["cam0"], time.time()
+
+    def send(*messages):
+        for parts in messages:
+            node._on_input([zmq.Frame(p) for p in parts], node.peers[0])
+
+    send(frame_parts("cam0", seq=5000, t=t0, run="a"), frame_parts("cam0", seq=5001, t=t0 + 0.01, run="a"))
+    send(frame_parts("cam0", seq=0, t=t0 + 0.02, run="a"),  # run a stepping back: refused, not a restart
+         control_parts("heartbeat", "cam0", seq=3, run="a"))  # nor is its heartbeat behind its last frame
+    assert (node.counters.rejected["seq_backwards"], camera.seq_restarts, camera.last_seq) == (1, 0, 5001)
+    send(frame_parts("cam0", seq=5000, t=t0 - 5, run="b"))  # killed and started again, its clock behind
+    assert (camera.seq_restarts, camera.last_seq, node.counters.source("cam0")["received"]) == (1, 5000, 3)
+    assert "a new run (b): a camera restarted" in caplog.text
+    send(control_parts("eos", "cam0", seq=5000, frames=5001, run="b"),
+         control_parts("eos", "cam0", seq=-1, frames=0, run="c"))  # started again, ended at once: an empty stream
+    assert sum(node.counters.rejected.values()) == 1 and node.counters.source("cam0")["lost"] == 0
+    assert camera.seq_restarts == 1  # b had ended its stream: c is no restart of a stream
+    order = [(m.kind, m.header.seq, m.header.run) for m in iter(lambda: node.pending.take(0.01), None)]
+    assert [o for o in order if o[0] == "eos"] == [("eos", 5000, "b"), ("eos", -1, "c")]

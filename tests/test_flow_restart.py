@@ -101,3 +101,18 @@ def test_a_restarted_node_gives_a_running_camera_its_turn(clock):
     clock.t += 1.5
     c.heartbeat("cam", 50, {CREDIT_COUNTER: 50})  # lost: sent again
     assert grants(c) == [("cam", 51)]
+
+
+def test_a_camera_restarted_before_its_granted_frame_came_is_told_by_its_new_run(clock):
+    """Killed before the frame of its grant came: its successor's heartbeat (seq -1) is not behind the last frame the
+    node received (none), so it was taken for the same camera and its predecessor's grant held the budget. Named as a
+    new run (the header's `run`) it is a new camera: level, nothing outstanding."""
+    c = Credits("node", budget=1, stale_s=15.0, resend_s=1.0)
+    c.heartbeat("a", -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [("a", 0)]
+    c.heartbeat("b", -1, {CREDIT_COUNTER: -1})  # waits: a holds the budget with its grant of frame 0
+    assert grants(c) == []
+    clock.t += 0.5
+    c.heartbeat("a", -1, {CREDIT_COUNTER: -1}, restarted=True)  # a started again, long before its grant would expire
+    [(first, upto)] = grants(c)
+    assert first in ("a", "b") and upto == 0 and c.expired_grants == 0
