@@ -17,6 +17,7 @@ SOURCE_COUNTERS = (*DROP_COUNTERS, "downscaled", *CHANGEOVER_COUNTERS)  # the no
 # (ZeroMQ dropped them), files a folder camera skipped as unreadable and frames skipped as below the minimum size
 # (never sent)
 CAMERA_COUNTERS = ("unheard", "unreadable", "too_small")
+MAX_RUNS = 64  # runs of a camera counted apart (its last heard); an older one's counts are kept as they were
 
 
 def stage_latencies(h: P.AnomalyHeader, delivered: float) -> dict[str, float]:
@@ -80,8 +81,10 @@ class StreamStats:
         self.events: Counter[str] = Counter()
         self.products: dict[str, dict[str, Counter[str]]] = {}  # camera -> product -> frames and events (`product`)
         # each camera's frames sent and CAMERA_COUNTERS per run of its process (the run id its messages carry, `run`):
-        # the most each reached in that run, from its ends of stream, heartbeats and results (`_camera`)
+        # the most each reached in that run, from its ends of stream, heartbeats and results (`_camera`), for its
+        # MAX_RUNS last heard runs; the sum of its runs before them
         self._runs: dict[str, dict[str, Counter[str]]] = {}
+        self._runs_before: dict[str, Counter[str]] = {}
         # a camera whose messages carry no run id (an older camera, a third party's), its restarts guessed from its
         # counters (`_camera_counts`): frames sent from its end of stream, and from its latest heartbeat (a run
         # stopped before the end); the counts of its present run, and of its runs before a restart; its present
@@ -191,11 +194,18 @@ class StreamStats:
             else:
                 self.sent_so_far[source] = max(self.sent_so_far.get(source, 0), sent)
             return
-        counts = self._runs.setdefault(source, {}).setdefault(run, Counter())
+        runs = self._runs.setdefault(source, {})
+        counts = runs[run] = runs.pop(run, None) or Counter()  # the last heard last
+        if len(runs) > MAX_RUNS:  # bounded memory: a camera restarted for months, or one naming a new run each time
+            self._runs_before.setdefault(source, Counter()).update(runs.pop(next(iter(runs))))
         for name in CAMERA_COUNTERS:
             if isinstance(n := counters.get(name), int):
                 counts[name] = max(counts[name], n)
         counts["sent"] = max(counts["sent"], frames)
+
+    def _runs_of(self, source: str) -> list[Counter[str]]:
+        """The counts of each run of `source` that named one (of those before its MAX_RUNS last heard, together)."""
+        return [self._runs_before.get(source, Counter()), *self._runs.get(source, {}).values()]
 
     def _camera_counts(self, source: str, counters: dict[str, int], frames: int = 0) -> int:
         """`_camera` for a camera that names no run: take its counters and its present run's frames sent so far;
@@ -224,8 +234,8 @@ class StreamStats:
         frames = sum(self.frames.values())
         span = (self.last_delivered - self.first_capture) if frames else 0.0
         sent_by = {**self.sent_so_far, **self.sent}  # cameras that name no run, then those that do: each run's sum
-        for source, runs in self._runs.items():
-            sent_by[source] = sent_by.get(source, 0) + sum(counts["sent"] for counts in runs.values())
+        for source in self._runs:
+            sent_by[source] = sent_by.get(source, 0) + sum(c["sent"] for c in self._runs_of(source))
         sent = sum(sent_by.values()) if sent_by else None
         out: dict = {
             "frames": frames,
@@ -244,7 +254,7 @@ class StreamStats:
         for name in CAMERA_COUNTERS:  # the cameras' counts, there once any
             run, before = self._camera_run[name], self._camera_before[name]
             counts = {s: n for s in sorted({*run, *self._runs})
-                      if (n := before[s] + run[s] + sum(c[name] for c in self._runs.get(s, {}).values()))}
+                      if (n := before[s] + run[s] + sum(c[name] for c in self._runs_of(s)))}
             if counts:
                 out[name] = sum(counts.values())
                 for source, n in counts.items():

@@ -185,3 +185,17 @@ def test_cameras_that_name_no_run_still_have_a_restart_guessed_from_their_counte
     sources = stats.summary()["sources"]
     assert (sources["old"]["sent"], sources["new"]["sent"]) == (17, 7)  # 9 + 8; 5 + 2
     assert sources["cut"]["sent"] == 14  # 9 + its last run's own count (before: that count alone, 5)
+
+
+def test_a_camera_s_runs_are_counted_in_bounded_memory():
+    """A camera restarted for months, or a peer naming a new run in each heartbeat: its last MAX_RUNS runs are counted
+    apart, the ones before them together, every frame still counted once."""
+    from pipeline.stats import MAX_RUNS
+
+    stats = StreamStats()
+    for i in range(3 * MAX_RUNS):
+        stats.add(beat("cam0", 2, f"r{i}", unheard=1), time.time())
+    stats.add(eos("cam0", 2, f"r{3 * MAX_RUNS - 1}", sent=2, unheard=1), time.time())  # the last run's, as it went
+    summary = stats.summary()
+    assert summary["sent"] == 6 * MAX_RUNS and summary["unheard"] == 3 * MAX_RUNS
+    assert len(stats._runs["cam0"]) == MAX_RUNS
