@@ -7,17 +7,25 @@ publishing it, numbered per source with `log_seq` = 1, 2, 3, ... (the numbering 
 node restarts). A subscriber that missed some asks the node's replay endpoint (`node.replay_bind`,
 a ROUTER socket) for them.
 
+Ends of stream are logged too (the `eos` header each camera's end of stream was forwarded with, its frame count and
+counters), numbered across the node's cameras with `end_seq` = 1, 2, 3, ... (the newest MAX_LOGGED_ENDS kept): a
+subscriber that lost the live one at the node's high-water mark still learns that the camera ended.
+
 Replay protocol (msgpack maps both ways, validated with pydantic, never pickled; a request is at
 most MAX_REQUEST_BYTES):
 
-    {"op": "heads"}                                      -> {"ok": true, "heads": {source: last log_seq}}
+    {"op": "heads"}                                      -> {"ok": true, "heads": {source: last log_seq},
+                                                              "ends": last end_seq}
     {"op": "events", "source": S, "after": N, "limit": L} -> {"ok": true, "events": [{"log_seq": n, "event": {...}}],
+                                                              "more": bool}
+    {"op": "ends", "after": N, "limit": L}                -> {"ok": true, "ends": [{"end_seq": n, "eos": {...}}],
                                                               "more": bool}
     anything else                                         -> {"ok": false, "error": "one line"}
 
 `event` is the event header as on the wire (msgpack of `EventHeader`), so a replayed event
-decodes exactly like a live one. The node's heartbeat counters carry `logged_events` (sum of the
-heads): a subscriber whose own cursors add up to less knows it missed events, even the last ones.
+decodes exactly like a live one; `eos` likewise. The node's heartbeat counters carry `logged_events` (sum of the
+heads): a subscriber whose own cursors add up to less knows it missed events, even the last ones; and `logged_ends`
+(the last end_seq whose live copy went out): one whose end cursor is behind it missed an end of stream.
 
 `CatchUp` is the subscriber side: it treats live events and node heartbeats as notifications,
 fetches "events of S after my cursor" and hands them over in log order, each exactly once, so a
@@ -48,6 +56,8 @@ MAX_REQUEST_BYTES = 4096
 UNLOGGED_MAX = 10_000  # events kept while the event log cannot be written (a full disk), to write later
 UNLOGGED_RETRY_S = 1.0  # how often those are tried again
 MAX_REPLY_EVENTS = 1000
+MAX_REPLY_ENDS = 100  # ends of stream per reply (a header of up to 128 counters each)
+MAX_LOGGED_ENDS = 10_000  # ends of stream the log keeps (the newest; a subscriber needs the ones it missed lately)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -57,7 +67,14 @@ CREATE TABLE IF NOT EXISTS events (
     header  BLOB    NOT NULL,
     PRIMARY KEY (source, log_seq)
 ) WITHOUT ROWID;
-"""  # meta first: a log with events and no meta table is one from before logs had an id (`EventLog.legacy`)
+CREATE TABLE IF NOT EXISTS ends (
+    end_seq  INTEGER PRIMARY KEY,
+    source   TEXT    NOT NULL,
+    t_logged REAL    NOT NULL,
+    header   BLOB    NOT NULL
+);
+"""  # meta first: a log with events and no meta table is one from before logs had an id (`EventLog.legacy`); `ends`
+# is added to a log made before ends of stream were logged when its node opens it
 
 
 class EventLog:
@@ -81,6 +98,7 @@ class EventLog:
         if self._has_table():
             self.heads = dict(self.db.execute("SELECT source, MAX(log_seq) FROM events GROUP BY source").fetchall())
         self.total = sum(self.heads.values())  # sum of the per-source heads: one more per logged event
+        self.ends_head = self.read_ends_head()  # the last end of stream's end_seq (0: none yet)
 
     def _has_table(self, name: str = "events") -> bool:
         query = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
@@ -117,6 +135,33 @@ class EventLog:
                 log.warning("could not prune the event log %s: %s", self.path, e)
         return n
 
+    def append_end(self, header: P.EosHeader) -> int:
+        """Commit an end of stream (the header it is forwarded with) under the next end_seq and return that number;
+        only the newest MAX_LOGGED_ENDS are kept."""
+        n = self.ends_head + 1
+        blob = msgpack.packb(header.model_dump(mode="python"), use_bin_type=True)
+        self.db.execute("INSERT INTO ends (end_seq, source, t_logged, header) VALUES (?, ?, ?, ?)",
+                        (n, header.source, time.time(), blob))
+        self.ends_head = n
+        try:  # committed: a failed prune (a full disk) must not make the caller log it again
+            self.db.execute("DELETE FROM ends WHERE end_seq <= ?", (n - MAX_LOGGED_ENDS,))
+        except sqlite3.Error as e:
+            log.warning("could not prune the ends of stream of the event log %s: %s", self.path, e)
+        return n
+
+    def read_ends_head(self) -> int:
+        """The last end of stream's end_seq; 0 when none is logged (or the log is from before they were)."""
+        if not self._has_table("ends"):
+            return 0
+        return self.db.execute("SELECT MAX(end_seq) FROM ends").fetchone()[0] or 0
+
+    def ends_after(self, after: int, limit: int = MAX_REPLY_ENDS) -> list[tuple[int, bytes]]:
+        """(end_seq, msgpack eos header) of the ends of stream with end_seq > after, oldest first."""
+        if not self._has_table("ends"):
+            return []
+        query = "SELECT end_seq, header FROM ends WHERE end_seq > ? ORDER BY end_seq LIMIT ?"
+        return self.db.execute(query, (after, limit)).fetchall()
+
     def prune(self) -> int:
         """Keep at most `max_events` events per source (the newest); returns how many were deleted."""
         deleted = 0
@@ -143,34 +188,48 @@ class EventLog:
 
 
 class EventWriter:
-    """The node's events into its log, a full disk or not. A failed append must not stop scoring: the event goes out
-    live and is kept (at most UNLOGGED_MAX, the oldest given up beyond) to be written later, after those kept before
-    it, so a subscriber that reads the log still gets it once it is written. `announce(total)` is called with the
-    log's total for each kept event once written (its live copy went out when it was scored)."""
+    """The node's events and ends of stream into its log, a full disk or not. A failed append must not stop scoring:
+    the message goes out live and is kept (at most UNLOGGED_MAX, the oldest given up beyond) to be written later, after
+    those kept before it, so a subscriber that reads the log still gets it once it is written. `announce(kind, n)` is
+    called for each kept message once written (its live copy went out long before), with its kind and `n`: the log's
+    total of events for an event, the end's `end_seq` for an end of stream."""
 
-    def __init__(self, db: EventLog, announce: Callable[[int], None]):
+    def __init__(self, db: EventLog, announce: Callable[[str, int], None]):
         self.db, self.announce = db, announce
         self.failures = 0  # appends that failed (heartbeat `event_log_failed`)
-        self.kept: deque[P.Message] = deque()  # events to write later (`event_log_pending`)
+        self.kept: deque[P.Message] = deque()  # events and ends of stream to write later, in order
+        self.kept_ends = 0  # of them ends of stream (`pending`: the events)
         self.lost = 0  # events given up beyond UNLOGGED_MAX (`event_log_lost`)
         self._retry_at = 0.0  # monotonic time of the next try of the kept events
         self._log = ThrottledLog(log)
 
+    def _append(self, msg: P.Message) -> int:
+        """Commit an event (returns the log's total of events) or an end of stream (its end_seq)."""
+        if msg.kind == "eos":
+            return self.db.append_end(msg.header)
+        self.db.append(msg.header)
+        return self.db.total
+
     def write(self, event: P.Message) -> int | None:
-        """Commit an event; the log's total after it, or None when it was kept to write later."""
+        """Commit an event or an end of stream (`_append`'s number), or None when it was kept to write later."""
         self.retry()
         if not self.kept:
             try:
-                self.db.append(event.header)
-                return self.db.total
+                return self._append(event)
             except Exception as e:
                 self._failed(event, e, kept=1)
                 self._retry_at = time.monotonic() + UNLOGGED_RETRY_S
         if len(self.kept) >= UNLOGGED_MAX:
-            self.kept.popleft()
+            self.kept_ends -= self.kept.popleft().kind == "eos"
             self.lost += 1
         self.kept.append(event)
+        self.kept_ends += event.kind == "eos"
         return None
+
+    @property
+    def pending(self) -> int:
+        """Events kept to write later (heartbeat `event_log_pending`), not counting ends of stream."""
+        return len(self.kept) - self.kept_ends
 
     def retry(self, now: bool = False) -> None:
         """Write the kept events, oldest first, if UNLOGGED_RETRY_S passed since the last failure (or `now`); stops
@@ -180,21 +239,23 @@ class EventWriter:
         while self.kept:
             event = self.kept[0]
             try:
-                self.db.append(event.header)
+                n = self._append(event)
             except Exception as e:
                 self._failed(event, e, kept=0)
                 self._retry_at = time.monotonic() + UNLOGGED_RETRY_S
                 return
             self.kept.popleft()
-            self.announce(self.db.total)
+            self.kept_ends -= event.kind == "eos"
+            self.announce(event.kind, n)
         lost = f" ({self.lost} beyond the {UNLOGGED_MAX} kept, since the node started, are not)" if self.lost else ""
         log.warning("the event log is written again: the events kept meanwhile are in it%s", lost)  # not throttled
 
     def _failed(self, event: P.Message, e: Exception, kept: int) -> None:
         """Count and say a failed write; `kept`: events it adds to those kept to write later."""
         self.failures += 1
-        self._log.warning(f"{event.source}#{event.header.seq}: could not write the event log: "
-                          f"{type(e).__name__}: {e} ({len(self.kept) + kept} event(s) kept to write later)")
+        what = "its end of stream" if event.kind == "eos" else f"#{event.header.seq}"
+        self._log.warning(f"{event.source} {what}: could not write the event log: "
+                          f"{type(e).__name__}: {e} ({len(self.kept) + kept} kept to write later)")
 
 
 # ---------------------------------------------------------------- replay protocol
@@ -215,10 +276,16 @@ class EventsRequest(_Req):
     limit: int = Field(MAX_REPLY_EVENTS, ge=1, le=MAX_REPLY_EVENTS)
 
 
-_REQUESTS: dict[str, type[_Req]] = {"heads": HeadsRequest, "events": EventsRequest}
+class EndsRequest(_Req):
+    op: Literal["ends"]
+    after: int = Field(ge=0, le=2**63 - 1)
+    limit: int = Field(MAX_REPLY_ENDS, ge=1, le=MAX_REPLY_ENDS)
 
 
-def parse_request(blob: bytes) -> HeadsRequest | EventsRequest:
+_REQUESTS: dict[str, type[_Req]] = {"heads": HeadsRequest, "events": EventsRequest, "ends": EndsRequest}
+
+
+def parse_request(blob: bytes) -> HeadsRequest | EventsRequest | EndsRequest:
     """The validated request; ValueError with one line naming the field and the rule it breaks."""
     if len(blob) > MAX_REQUEST_BYTES:
         raise ValueError(f"request of {len(blob)} bytes exceeds {MAX_REQUEST_BYTES}")
@@ -228,7 +295,7 @@ def parse_request(blob: bytes) -> HeadsRequest | EventsRequest:
         raise ValueError(f"request is not valid msgpack ({type(e).__name__})") from None
     if not isinstance(obj, dict) or obj.get("op") not in _REQUESTS:
         got = f"op {obj.get('op')!r:.40}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
-        raise ValueError(f"request must be a map with op 'heads' or 'events', got {got}")
+        raise ValueError(f"request must be a map with op 'heads', 'events' or 'ends', got {got}")
     try:
         return _REQUESTS[obj["op"]].model_validate(obj)  # the model of its op: errors name that op's fields
     except ValidationError as e:
@@ -244,7 +311,11 @@ def answer(db: EventLog, blob: bytes) -> dict[str, Any]:
     except ValueError as e:
         return {"ok": False, "error": str(e)}
     if isinstance(req, HeadsRequest):
-        return {"ok": True, "heads": db.read_heads(), "log": db.log_id}
+        return {"ok": True, "heads": db.read_heads(), "ends": db.read_ends_head(), "log": db.log_id}
+    if isinstance(req, EndsRequest):
+        rows = db.ends_after(req.after, req.limit + 1)
+        return {"ok": True, "ends": [{"end_seq": n, "eos": blob} for n, blob in rows[: req.limit]],
+                "more": len(rows) > req.limit, "log": db.log_id}
     rows = db.after(req.source, req.after, req.limit + 1)
     return {"ok": True, "events": [{"log_seq": n, "event": blob} for n, blob in rows[: req.limit]],
             "more": len(rows) > req.limit, "log": db.log_id}
@@ -292,6 +363,7 @@ class ReplayClient:
         self.timeout_ms, self.server_key = timeout_ms, server_key
         self.sock: zmq.Socket | None = None
         self.log_id = 0  # the `log` of the last reply: which event log answered (0: a node before log ids)
+        self.ends_head: int | None = None  # the last heads reply's `ends` (None: a node that logs no ends of stream)
 
     def _socket(self) -> zmq.Socket:
         if self.sock is None:
@@ -317,17 +389,48 @@ class ReplayClient:
         return reply
 
     def heads(self) -> dict[str, int]:
-        heads = self.request({"op": "heads"}).get("heads")
+        """Each camera's last log_seq; also notes the last end_seq (`ends_head`, None from a node before ends of
+        stream were logged)."""
+        reply = self.request({"op": "heads"})
+        heads, ends = reply.get("heads"), reply.get("ends")
         if not isinstance(heads, dict) or not all(isinstance(k, str) and type(v) is int for k, v in heads.items()):
             raise ReplayError("malformed heads reply")
+        if ends is not None and (type(ends) is not int or ends < 0):
+            raise ReplayError(f"malformed heads reply: ends {ends!r:.40}")
+        self.ends_head = ends
         return heads
+
+    def ends(self, after: int) -> list[tuple[int, P.EosHeader]]:
+        """Every logged end of stream with end_seq > after (several requests if needed), validated, oldest first."""
+        out: list[tuple[int, P.EosHeader]] = []
+        while True:
+            reply = self.request({"op": "ends", "after": after, "limit": MAX_REPLY_ENDS})
+            items = reply.get("ends")
+            if not isinstance(items, list):
+                raise ReplayError("malformed ends reply")
+            if reply.get("more") and not items:  # asking again would get the same answer for ever
+                raise ReplayError("ends reply says more and holds none")
+            for item in items:
+                try:
+                    n, header = item["end_seq"], P.decode_header(item["eos"])
+                except (KeyError, TypeError, P.ProtocolError) as e:
+                    raise ReplayError(f"malformed replayed end of stream: {e}") from None
+                if type(n) is not int or n <= after or header.kind != "eos":
+                    raise ReplayError(f"replayed end of stream out of order or not one: end_seq {n!r:.40}")
+                out.append((n, header))
+                after = n
+            if not reply.get("more"):
+                return out
 
     def events(self, source: str, after: int) -> list[tuple[int, P.EventHeader]]:
         """All events of `source` with log_seq > after (several requests if needed), validated."""
         out: list[tuple[int, P.EventHeader]] = []
         while True:
             reply = self.request({"op": "events", "source": source, "after": after, "limit": MAX_REPLY_EVENTS})
-            for item in reply.get("events") or ():
+            items = reply.get("events") or ()
+            if reply.get("more") and not items:  # asking again would get the same answer for ever
+                raise ReplayError("events reply says more and holds none")
+            for item in items:
                 try:
                     n, header = item["log_seq"], P.decode_header(item["event"])
                 except (KeyError, TypeError, P.ProtocolError) as e:

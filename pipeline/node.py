@@ -170,7 +170,8 @@ class EdgeNode:
         self.counters = Counters()
         self.credits = Credits(cfg.name, budget=cfg.queue_depth)  # cameras with flow: credit (pipeline/flow.py)
         self.pending = PendingFrames(cfg.queue_depth, awaited=self.credits.awaited)
-        self.outbox: queue.Queue[P.Message | tuple[P.Message, int]] = queue.Queue()
+        # a message, or (a logged event or end of stream, or None when logged late; its kind; its number in the log)
+        self.outbox: queue.Queue[P.Message | tuple[P.Message | None, str, int]] = queue.Queue()
         self.detectors: dict[str, Detector] = {}  # camera -> its model, one for every frame size
         self.products: dict[str, str | None] = {}  # camera -> the product its model is for (frame header `product`)
         self.frame_sizes: dict[str, GraphCache] = {}  # camera -> its last frame sizes, the most recent last
@@ -207,6 +208,8 @@ class EdgeNode:
         self.publisher: Publisher | None = None  # the result socket, once bound
         self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
         self._start_events = 0
+        self._announced_ends: int | None = None  # the last logged end of stream sent (heartbeat `logged_ends`)
+        self._start_ends = 0
         self._event_log_id = 0  # the event log's identity (heartbeat `event_log_id`)
         self.checkpoints = Checkpoints(cfg.checkpoint_dir, cfg.checkpoint_every, cfg.scratch_checkpoint_mb,
                                        cfg.checkpoint_interval_s)
@@ -244,7 +247,7 @@ class EdgeNode:
         self._halt, threads = threading.Event(), []
         if self.cfg.event_log is not None:  # committed by the worker (this thread), read by the replay thread
             self.event_log = EventLog(self.cfg.event_log, self.cfg.event_log_max_events)
-            self.events = EventWriter(self.event_log, lambda total: self.outbox.put((None, total)))
+            self.events = EventWriter(self.event_log, lambda kind, n: self.outbox.put((None, kind, n)))
             rep = make_socket(self.ctx, zmq.ROUTER, sndhwm=100)
             rep.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
             try:
@@ -254,7 +257,7 @@ class EdgeNode:
                 raise
             log.info("%s: event log %s (%d events), replay on %s", self.cfg.name, self.cfg.event_log,
                      self.event_log.total, self.replay_endpoint)
-            self._start_events = self.event_log.total
+            self._start_events, self._start_ends = self.event_log.total, self.event_log.ends_head
             self._event_log_id = self.event_log.log_id  # read here: the log's connection is this thread's
             threads.append(threading.Thread(target=serve_replay, args=(rep, self.event_log.path, self._halt),
                                             name="replay", daemon=True))
@@ -312,8 +315,9 @@ class EdgeNode:
             if self.events is not None and self.events.kept:  # a last try; what is left went out live only, and is said
                 self.events.retry(now=True)
                 if self.events.kept:
-                    log.error("%s: %d event(s) went out live but could not be written to the event log %s",
-                              self.cfg.name, len(self.events.kept), self.cfg.event_log)
+                    ends = f" and {self.events.kept_ends} end(s) of stream" if self.events.kept_ends else ""
+                    log.error("%s: %d event(s)%s went out live but could not be written to the event log %s",
+                              self.cfg.name, self.events.pending, ends, self.cfg.event_log)
             for source in list(self.detectors):
                 self._keep(source, scratch=False)
             self.checkpoints.close()
@@ -607,7 +611,7 @@ class EdgeNode:
         self.checkpoints.scored_one(source, self.products.get(source), detector, int(result.header.model_version))
         if event is not None:
             logged = None if self.events is None else self.events.write(event)  # committed before it is published
-            self.outbox.put(event if logged is None else (event, logged))
+            self.outbox.put(event if logged is None else (event, "event", logged))
             self.counters.add(source, "events")
         self.counters.add(source, "scored")  # last: a frame counted as scored has its event counted too
 
@@ -685,8 +689,12 @@ class EdgeNode:
             self._log.warning(f"{h.source}: its end of stream forwarded without {len(theirs) - room} of its "
                               f"{len(h.counters)} counters (room for the node's {len(ours)})")
         kept = {name: h.counters[name] for name in theirs[:room]}
-        self.outbox.put(P.Message(h.model_copy(update={"counters": {**kept, **ours}})))
-        self.outbox.put(self._heartbeat())  # the node's counters with that camera's last frame (a line may end here)
+        end = P.Message(h.model_copy(update={"counters": {**kept, **ours}}))
+        logged = None if self.events is None else self.events.write(end)  # in the log too: a subscriber that loses
+        self.outbox.put(end if logged is None else (end, "eos", logged))  # it live fetches it (eventlog.CatchUp)
+        # the node's counters with that camera's last frame (a line may end here); it goes out after the end of stream,
+        # so it announces it (`logged_ends`): a subscriber that lost it live asks for it at once
+        self.outbox.put(self._heartbeat(logged_ends=logged))
 
     # ------------------------------------------------------------ publisher thread
 
@@ -698,10 +706,14 @@ class EdgeNode:
                     item = self.outbox.get(timeout=0.1)
                 except queue.Empty:
                     item = None
-                if isinstance(item, tuple):  # a logged event: announced in heartbeats only once it went out
-                    if item[0] is not None:  # None: an event logged late, its live copy long gone out
-                        self._send(out.sock, item[0])
-                    self._announced_events = item[1]
+                if isinstance(item, tuple):  # a logged event or end: announced in heartbeats only once it went out
+                    msg, kind, logged = item
+                    if msg is not None:  # None: logged late, its live copy long gone out
+                        self._send(out.sock, msg)
+                    if kind == "eos":
+                        self._announced_ends = logged
+                    else:
+                        self._announced_events = logged
                 elif item is not None:
                     self._send(out.sock, item)
                 if time.monotonic() >= next_beat:
@@ -729,20 +741,23 @@ class EdgeNode:
         elif h.kind in ("anomaly", "event") or (h.kind == "heartbeat" and h.role == "source" and h.state != "ended"):
             self._streams_ended.discard(h.source)  # streaming again (a camera restarted after its end of stream)
 
-    def _heartbeat(self) -> P.Message:
+    def _heartbeat(self, logged_ends: int | None = None) -> P.Message:
+        """The node's heartbeat; `logged_ends`: the last end of stream logged, when it goes out after it."""
         now = time.time()
         age = None if self._last_received is None else max(0.0, now - self._last_received)
         return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=-1, t_capture=now, role="node",
                                            state="busy" if self._busy else "idle", last_frame_age=age,
-                                           counters=self._node_counters()))
+                                           counters=self._node_counters(logged_ends)))
 
-    def _node_counters(self) -> dict[str, int]:
+    def _node_counters(self, logged_ends: int | None = None) -> dict[str, int]:
         counters = self.counters.totals()
         if self.events is not None:  # a subscriber whose cursors add up to less missed events
             # events logged *and published*: a heartbeat never announces an event before its live copy
             announced = self._announced_events if self._announced_events is not None else self._start_events
-            counters.update(logged_events=announced, event_log_id=self._event_log_id,
-                            event_log_failed=self.events.failures, event_log_pending=len(self.events.kept),
+            ends = self._announced_ends if self._announced_ends is not None else self._start_ends
+            ends = max(ends, logged_ends or 0)
+            counters.update(logged_events=announced, logged_ends=ends, event_log_id=self._event_log_id,
+                            event_log_failed=self.events.failures, event_log_pending=self.events.pending,
                             event_log_lost=self.events.lost)
         counters.update({f"refused_{reason}": n for reason, n in self.refusals().items()})
         counters.update(credit_inflated_claims=self.credits.inflated_claims,

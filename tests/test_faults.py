@@ -320,13 +320,13 @@ def test_diverging_fit_is_counted_restored_and_never_published_as_an_event(tmp_p
 
 
 def test_a_full_disk_is_tried_again_once_a_second_not_at_every_event(monkeypatch):
-    """EventWriter on a log that cannot be written: the events are kept in order, one failed write per second (not
-    one per event), and written, each announced, once the disk has room."""
+    """EventWriter on a log that cannot be written: the events (and an end of stream among them) are kept in order, one
+    failed write per second (not one per event), and written, each announced with its kind, once the disk has room."""
     clock = [100.0]
     monkeypatch.setattr(eventlog, "time", type("Clock", (), {"monotonic": staticmethod(lambda: clock[0])}))
 
-    class Disk:  # an EventLog's append and total, on a disk that is full until told
-        full, total, written = True, 0, []
+    class Disk:  # an EventLog's append, append_end and their numbers, on a disk that is full until told
+        full, total, ends_head, written = True, 0, 0, []
 
         def append(self, header):
             if self.full:
@@ -334,22 +334,33 @@ def test_a_full_disk_is_tried_again_once_a_second_not_at_every_event(monkeypatch
             self.written.append(header.seq)
             self.total += 1
 
+        def append_end(self, header):
+            if self.full:
+                raise sqlite3.OperationalError("database or disk is full")
+            self.written.append("end")
+            self.ends_head += 1
+            return self.ends_head
+
     def event(seq):
         return P.Message(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=5.0, threshold=3.0,
                                        model_version=1))
 
     disk, announced = Disk(), []
-    writer = EventWriter(disk, announced.append)
+    writer = EventWriter(disk, lambda kind, n: announced.append((kind, n)))
     assert [writer.write(event(seq)) for seq in range(5)] == [None] * 5
-    assert writer.failures == 1 and len(writer.kept) == 5  # the first write failed; the 4 after it were only kept
+    end = P.Message(P.EosHeader(kind="eos", source="cam0", seq=4, t_capture=1.0, frames=5))
+    assert writer.write(end) is None
+    assert writer.failures == 1 and len(writer.kept) == 6  # the first write failed; the 5 after it were only kept
     clock[0] += 1.0
     writer.retry()  # due: tried again, still full
-    assert writer.failures == 2 and len(writer.kept) == 5
+    assert writer.failures == 2 and len(writer.kept) == 6
     disk.full = False
     assert writer.write(event(5)) is None and disk.written == []  # not due yet: kept behind the others, in order
     clock[0] += 1.0
     assert writer.write(event(6)) == 7  # due: the kept ones first, then this one
-    assert disk.written == list(range(7)) and announced == [1, 2, 3, 4, 5, 6] and not writer.kept
+    assert disk.written == [0, 1, 2, 3, 4, "end", 5, 6] and not writer.kept
+    assert announced == [*(("event", n) for n in range(1, 6)), ("eos", 1), ("event", 6)]
+    assert writer.write(end) == 2  # an end of stream written at once: its end_seq
 
 
 def test_a_frame_counted_as_scored_has_its_event_counted(tmp_path, monkeypatch):

@@ -295,7 +295,10 @@ def test_subscribe_waits_and_retries_for_a_node_that_is_not_up_yet(tmp_path, cap
     ({"op": "events", "source": "../x", "after": 0}, "bad events request: source: String should match pattern"),
     ({"op": "events", "source": "a", "after": 0, "limit": 5000}, "limit: Input should be less than or equal to 1000"),
     ({"op": "heads", "x": 1}, "bad heads request: x: Extra inputs are not permitted"),
-    ({"op": "drop"}, "op 'heads' or 'events', got op 'drop'"),
+    ({"op": "drop"}, "op 'heads', 'events' or 'ends', got op 'drop'"),
+    ({"op": "ends", "after": -1}, "bad ends request: after: Input should be greater than or equal to 0"),
+    ({"op": "ends", "after": 0, "limit": 101}, "bad ends request: limit: Input should be less than or equal to 100"),
+    ({"op": "ends", "after": 0, "source": "cam0"}, "bad ends request: source: Extra inputs are not permitted"),
 ])
 def test_a_bad_replay_request_is_answered_with_the_field_it_got_wrong(tmp_path, request_, fragment):
     log = EventLog(tmp_path / "e.db")
