@@ -58,6 +58,8 @@ UNLOGGED_RETRY_S = 1.0  # how often those are tried again
 MAX_REPLY_EVENTS = 1000
 MAX_REPLY_ENDS = 100  # ends of stream per reply (a header of up to 128 counters each)
 MAX_LOGGED_ENDS = 10_000  # ends of stream the log keeps (the newest; a subscriber needs the ones it missed lately)
+ENDS_SEEN = 4096  # ends of stream a subscriber remembers having handed on (`CatchUp`: each once, live or logged)
+ANCHOR_RETRY_S = 5.0  # a subscriber whose first heads request got no answer asks again at most this often
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -488,12 +490,29 @@ class CatchUp:
     way. Those are handed on early, not counted: on a live event only the fetched events *before* it
     were missed; on a node heartbeat only as many as its `logged_events` (which counts published events
     only) exceeds the cursors; on an explicit `sync()` (start, end of a run) every fetched event.
+
+    Ends of stream come through it too, each once: a live `eos` is handed on at once (with the events, as
+    (None, EosHeader); the caller delivers neither kind itself, `HANDED_ON`), and one lost live is fetched from the
+    node's log when a node heartbeat's `logged_ends` (the last end_seq whose live copy went out) is past `end_cursor`,
+    the last end_seq this subscriber has accounted for. `end_cursor` starts at the node's last end of stream when first
+    heard of (a heads request at the first message from the node, before it is handed on, `_anchor`; should it get no
+    answer, the first heads reply or node heartbeat): the ends of stream from then on, not those of streams that
+    ended before this subscriber came. A node that logs none (before they were logged) answers no `ends` and
+    heartbeats no `logged_ends`: its live ends of stream are handed on as they come, as before.
     """
+
+    HANDED_ON = ("event", "eos")  # the kinds `on_message` hands on itself: the caller delivers the other kinds
 
     def __init__(self, client: ReplayClient, resume: Mapping[str, int] | None = None, from_start: bool = False):
         self.client = client
         self.cursors: dict[str, int] = dict(resume or {})
         self.recovered = 0  # events that were fetched after a detected gap
+        self.recovered_ends = 0  # ends of stream that were lost live and fetched from the log
+        self.end_cursor: int | None = None  # the last end_seq accounted for (None: not known yet, or no ends logged)
+        self._ends_log = 0  # the event log `end_cursor` counts in
+        self._ends_seen: deque[tuple] = deque(maxlen=ENDS_SEEN)  # ends of stream handed on, the latest ENDS_SEEN
+        self._heads_heard = False  # whether a heads reply came (`_anchor`)
+        self._anchor_at = 0.0  # monotonic time from which `_anchor` may ask again
         self.errors = 0
         self._log = ThrottledLog(log)
         self._started = from_start or bool(resume)
@@ -511,6 +530,34 @@ class CatchUp:
             for source, head in self.client.heads().items():
                 self.cursors.setdefault(source, head)
             self._log_id, self._started = self.client.log_id, True
+            self._heard_heads()
+
+    def _heard_heads(self) -> None:
+        """After a heads reply: the first says the node's last end_seq, or that it logs no ends of stream."""
+        self._heads_heard = True
+        self._heard_ends(getattr(self.client, "ends_head", None), self.client.log_id)
+
+    def _heard_ends(self, head: int | None, log_id: int) -> None:
+        """The first time the node says its last end_seq (a heads reply, a node heartbeat): ends of stream from
+        there on are this subscriber's."""
+        if self.end_cursor is None and head is not None:
+            self.end_cursor, self._ends_log = head, log_id
+
+    def _anchor(self) -> None:
+        """At the first message from the node, before it is handed on: the node's last end_seq (a heads request), so
+        that an end of stream lost from then on is fetched. Not later, at the first node heartbeat (it may come
+        after a flood has begun) nor at the first sync (after the ends it should fetch were logged). A request that
+        gets no answer is tried again at a later message, at most every ANCHOR_RETRY_S. (Not started: `_start` asks
+        for the heads at this message anyway.)"""
+        if self._heads_heard or not self._started or time.monotonic() < self._anchor_at:
+            return
+        self._anchor_at = time.monotonic() + ANCHOR_RETRY_S
+        try:
+            self.client.heads()
+            self._heard_heads()
+        except ReplayError as e:
+            self.errors += 1
+            self._log.warning(f"end-of-stream catch-up: the node's replay does not answer yet: {e}")
 
     def _new_log(self, log_id: int | None = None) -> bool:
         """True once, when the node answers from another event log than before (restarted on a new one): its
@@ -536,27 +583,81 @@ class CatchUp:
             self.cursors[source] = 0
         return bool(behind)
 
-    def on_message(self, msg: P.Message | None) -> list[tuple[int, P.EventHeader]]:
+    def on_message(self, msg: P.Message | None) -> list[tuple[int | None, P.EventHeader | P.EosHeader]]:
+        """What to hand on after `msg` (None: nothing came): events as (log_seq, EventHeader), in log order, and ends
+        of stream as (None, EosHeader), each once."""
+        if msg is not None:
+            self._anchor()
+        if msg is not None and msg.kind == "eos":  # a node whose replay does not answer loses none
+            return [(None, msg.header)] if self._fresh(msg.header) else []
+        out: list[tuple[int | None, P.EventHeader | P.EosHeader]] = []
         try:
             self._start()
             if msg is not None and msg.kind == "event":
                 return self._fetch(msg.source, live=msg.header)
             if msg is not None and msg.kind == "heartbeat" and msg.header.role == "node":
                 if self._new_log(msg.header.counters.get("event_log_id", 0)):
-                    return self.sync()
-                total = msg.header.counters.get("logged_events")
-                if total is not None and total > sum(self.cursors.values()):
-                    return self.sync(announced=total)
+                    out = self.sync()
+                else:
+                    total = msg.header.counters.get("logged_events")
+                    if total is not None and total > sum(self.cursors.values()):
+                        out = self.sync(announced=total)
         except ReplayError as e:
             self.errors += 1
             self._log.warning(f"event catch-up failed, will retry on the next event or heartbeat: {e}")
-        return []
+        if msg is not None and msg.kind == "heartbeat" and msg.header.role == "node":
+            try:  # after the events: a camera's end of stream comes after its last event
+                out += self._ends(msg.header.counters)
+            except ReplayError as e:
+                self.errors += 1
+                self._log.warning(f"end-of-stream catch-up failed, will retry on the next heartbeat: {e}")
+        return out
+
+    def _fresh(self, eos: P.EosHeader) -> bool:
+        """Whether this end of stream was not handed on yet (live or from the log); it counts as handed on now."""
+        key = (eos.source, eos.seq, eos.t_capture, eos.frames)
+        if key in self._ends_seen:
+            return False
+        self._ends_seen.append(key)
+        return True
+
+    def _ends(self, counters: Mapping[str, int]) -> list[tuple[None, P.EosHeader]]:
+        """On a node heartbeat: the ends of stream its `logged_ends` announces that this subscriber has not had (lost
+        live at the node's high-water mark), fetched from the log, oldest first."""
+        announced, log_id = counters.get("logged_ends"), counters.get("event_log_id", 0)
+        if announced is None:
+            return []  # a node that logs no ends of stream (before they were logged), or no log
+        if self.end_cursor is None:
+            self._heard_ends(announced, log_id)
+            return []
+        if log_id and self._ends_log and log_id != self._ends_log:  # numbered from 1 again: all after this came
+            self.end_cursor = 0
+        self._ends_log = log_id or self._ends_log
+        if announced < self.end_cursor:  # taken from a heads reply with ends not out yet, or the log went back (a
+            self.end_cursor = announced  # backup restored in place): its ends from there on
+        if announced == self.end_cursor:
+            return []
+        got = self.client.ends(self.end_cursor)
+        if self.client.log_id and self._ends_log and self.client.log_id != self._ends_log:
+            return []  # another log answered than the heartbeat's (a node restarting meanwhile): its next heartbeat
+        out: list[tuple[None, P.EosHeader]] = []
+        for n, eos in got:
+            if n > announced:  # logged, its live copy not out yet: that camera's last results may be on their way
+                break
+            self.end_cursor = n
+            if self._fresh(eos):
+                self.recovered_ends += 1
+                log.warning("%s: recovered its end of stream (%d frames; end_seq %d) from the node's event log: the "
+                            "live one was lost", eos.source, eos.frames, n)
+                out.append((None, eos))
+        return out
 
     def sync(self, announced: int | None = None) -> list[tuple[int, P.EventHeader]]:
         """Fetch every source that is behind the node's heads. With `announced` (a heartbeat's
         `logged_events`), at most `announced - sum(cursors)` of them count as missed."""
         self._start()
         heads = self.client.heads()
+        self._heard_heads()
         if self._new_log() or self._rewound(heads):
             announced = None  # all of the new log's events are new to this subscriber
         missing = None if announced is None else max(0, announced - sum(self.cursors.values()))

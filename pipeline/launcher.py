@@ -101,12 +101,14 @@ def with_view(cfg: LineConfig) -> LineConfig:
 
 class Collector:
     """The subscriber end of a line: live results and heartbeats from the node, events from its event log
-    (`eventlog.CatchUp`: in order, none lost), each handed to the statistics and to every sink."""
+    (`eventlog.CatchUp`: in order, none lost), each handed to the statistics and to every sink. Ends of stream come
+    live, or from the node's log when lost live (`CatchUp` too); `take_ended` says whose came since it was asked."""
 
     def __init__(self, endpoint: str, replay: str | None, sinks: Sequence[Sink], stats: StreamStats,
                  server_key: bytes | None = None, resume: Cursors | None = None, from_start: bool = False):
         self.sinks, self.stats = list(sinks), stats
         self.sink_failures = 0  # messages a sink failed on (logged; the others still got them)
+        self._ended: list[str] = []  # cameras whose end of stream was handed on, since `take_ended`
         self.catch = None
         if replay is not None:  # live events only say "fetch now"
             self.catch = CatchUp(ReplayClient(replay, server_key=server_key), resume=resume, from_start=from_start)
@@ -115,9 +117,17 @@ class Collector:
     def collect(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         self.stats.add(msg, delivered)
         self.sink_failures += deliver(self.sinks, msg, delivered, log_seq)
+        if msg.kind == "eos":
+            self._ended.append(msg.source)
 
-    def _logged(self, events: list[tuple[int, P.EventHeader]]) -> None:
-        """Hand on events from the node's log; the JSONL sinks record which log their `log_seq` count in."""
+    def take_ended(self) -> list[str]:
+        """The cameras whose end of stream was handed on (live, or from the node's log) since the last call."""
+        ended, self._ended = self._ended, []
+        return ended
+
+    def _logged(self, events: list[tuple[int | None, P.EventHeader | P.EosHeader]]) -> None:
+        """Hand on events from the node's log, and ends of stream (`CatchUp`: live or from the log, each once); the
+        JSONL sinks record which log their `log_seq` count in."""
         for sink in self.sinks:
             if isinstance(sink, JsonlSink):
                 sink.log_id = self.catch.log_id
@@ -134,7 +144,7 @@ class Collector:
         msg = self.sub.recv(timeout_ms)
         if self.catch is not None:
             self._logged(self.catch.on_message(msg))
-        if msg is not None and (msg.kind != "event" or self.catch is None):
+        if msg is not None and (self.catch is None or msg.kind not in CatchUp.HANDED_ON):
             self.collect(msg, time.time())
         return msg
 
@@ -224,6 +234,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                     log.warning("timeout after %.0f s; still running: %s", timeout_s, sorted(pending))
                     break
                 msg = collector.step(100)
+                pending.difference_update(collector.take_ended())
                 line.poll()
                 if cfg.node.name in line.dead():
                     exit_code = line.procs[cfg.node.name].exitcode
@@ -233,9 +244,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                     pending.discard(name)
                 if msg is None:
                     continue
-                if msg.kind == "eos":
-                    pending.discard(msg.source)
-                elif msg.kind == "heartbeat" and msg.header.role == "node":
+                if msg.kind == "heartbeat" and msg.header.role == "node":
                     dropped = sum(msg.header.counters.get(k, 0) for k in ("conflated", "lost", "rejected", "failed"))
                 bar.update(task, completed=sum(stats.frames.values()), info=_info(stats, time.time(), dropped))
             if not pending:
@@ -386,9 +395,8 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
             ended_since = None  # since when the node says each of its cameras has ended, none streaming since
             while (pending or forever) and not stop.is_set():
                 msg = collector.step(100)
-                if msg is not None and msg.kind == "eos":
-                    pending.discard(msg.source)
-                elif msg is not None and msg.kind == "heartbeat" and msg.header.role == "node":  # the node's socket
+                pending.difference_update(collector.take_ended())  # live, or from the node's log when lost live
+                if msg is not None and msg.kind == "heartbeat" and msg.header.role == "node":  # the node's socket
                     ended = msg.header.counters.get("cameras_ended", 0)
                     if forever or not (ended >= len(named) and ended == msg.header.counters.get("cameras")):
                         ended_since = None

@@ -102,13 +102,14 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     unheard = Unheard(endpoints, stall_s)
     deadline = unheard.start + timeout_s if timeout_s else float("inf")
 
-    def logged(events: list[tuple[int, P.EventHeader]]) -> int:
-        """Hand on events from the node's log (the JSONL file records which log they count in); how many."""
+    def logged(events: list[tuple[int | None, P.EventHeader | P.EosHeader]]) -> int:
+        """Hand on events from the node's log and ends of stream (the JSONL file records which log the events count
+        in); how many events."""
         if jsonl_sink is not None:
             jsonl_sink.log_id = catch.log_id
         for n, header in events:
             deliver(sinks, P.Message(header), time.time(), n)
-        return len(events)
+        return sum(header.kind == "event" for _, header in events)
 
     events = 0
     try:
@@ -119,7 +120,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
             unheard.saw(msg)
             if catch is not None:
                 events += logged(catch.on_message(msg))
-                if msg is not None and msg.kind != "event":
+                if msg is not None and msg.kind not in CatchUp.HANDED_ON:
                     deliver(sinks, msg, time.time())
             elif msg is not None:
                 deliver(sinks, msg, time.time())

@@ -532,7 +532,7 @@ def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line
             if catch is not None:
                 for n, header in catch.on_message(msg):
                     sink.handle(P.Message(header), time.time(), n)
-            if msg is not None and (msg.kind != "event" or catch is None):
+            if msg is not None and (catch is None or msg.kind not in CatchUp.HANDED_ON):
                 sink.handle(msg, time.time())
     finally:
         sub.close()
