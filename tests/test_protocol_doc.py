@@ -93,6 +93,7 @@ def test_doc_examples_talk_to_a_real_node(tmp_path):
         assert f"heads {{'cam7': {len(events)}}}" in text
         assert re.findall(r"log_seq (\d+): cam7 #(\d+)", text) == [(str(i + 1), s) for i, s in enumerate(events)]
         assert f"{len(events)} events in {-(-len(events) // 2)} pages" in text  # limit 2: paged
+        assert "end_seq 1: cam7 ended after 12 frames, 12 scored" in text  # its end of stream, logged as forwarded
         assert "refused: bad events request: after: Input should be greater than or equal to 0" in text
     finally:
         for p in procs:
