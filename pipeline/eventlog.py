@@ -141,7 +141,7 @@ class EventLog:
         """Commit an end of stream (the header it is forwarded with) under the next end_seq and return that number;
         only the newest MAX_LOGGED_ENDS are kept."""
         n = self.ends_head + 1
-        blob = msgpack.packb(header.model_dump(mode="python"), use_bin_type=True)
+        blob = msgpack.packb(P.wire_fields(header), use_bin_type=True)  # as on the wire
         self.db.execute("INSERT INTO ends (end_seq, source, t_logged, header) VALUES (?, ?, ?, ?)",
                         (n, header.source, time.time(), blob))
         self.ends_head = n
@@ -654,7 +654,9 @@ class CatchUp:
 
     def sync(self, announced: int | None = None) -> list[tuple[int, P.EventHeader]]:
         """Fetch every source that is behind the node's heads. With `announced` (a heartbeat's
-        `logged_events`), at most `announced - sum(cursors)` of them count as missed."""
+        `logged_events`), at most `announced - sum(cursors)` of them count as missed. A request that fails after
+        some sources' events came (their cursors moved past them) returns those, counted and said: the other sources
+        are fetched at the next try; one that fails before any raises ReplayError."""
         self._start()
         heads = self.client.heads()
         self._heard_heads()
@@ -664,7 +666,15 @@ class CatchUp:
         out = []
         for source, head in heads.items():
             if head > self.cursors.get(source, 0):
-                got = self._fetch(source, budget=missing)
+                try:
+                    got = self._fetch(source, budget=missing)
+                except ReplayError as e:
+                    if not out:
+                        raise
+                    self.errors += 1
+                    self._log.warning(f"event catch-up failed after {len(out)} event(s), the others will be fetched "
+                                      f"at the next try: {e}")
+                    break
                 if missing is not None:
                     missing = max(0, missing - len(got))
                 out += got

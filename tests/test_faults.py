@@ -17,7 +17,7 @@ import zmq
 from pipeline import eventlog, transport
 from pipeline import protocol as P
 from pipeline.config import NodeConfig, SyntheticSourceConfig
-from pipeline.eventlog import CatchUp, EventLog, EventWriter, ReplayClient, answer, serve_replay
+from pipeline.eventlog import CatchUp, EventLog, EventWriter, ReplayClient, ReplayError, answer, serve_replay
 from pipeline.node import EdgeNode
 from pipeline.sinks import JsonLines, Subscriber
 from pipeline.sources import Camera, Capture, SourceError
@@ -149,6 +149,35 @@ def test_a_subscriber_reads_again_a_log_restored_from_a_backup_in_place():
     assert [(n, h.seq) for n, h in got] == [(1, 0), (2, 1), (3, 2), (4, 100)]  # before: [] (cursor 8, head 4)
     node_log.seqs.append(101)
     assert [(n, h.seq) for n, h in catch.sync()] == [(5, 101)]
+
+
+def test_a_catch_up_whose_request_fails_midway_hands_on_the_events_it_fetched():
+    """sync() fetches the cameras one after another: a request that failed after the first camera's events came (its
+    cursor moved past them) threw them away with the error, and they were never handed on."""
+    class Log:  # the replay client of one node's log; cam1's requests fail while `down`
+        log_id, down = 7, True
+
+        def heads(self):
+            return {"cam0": 3, "cam1": 2}
+
+        def events(self, source, after):
+            if source == "cam1" and self.down:
+                raise ReplayError("no answer from the node")
+            return [(n, P.EventHeader(kind="event", source=source, seq=n, t_capture=1.0, score=9.0, threshold=3.0,
+                                      model_version=1)) for n in range(after + 1, self.heads()[source] + 1)]
+
+        def close(self):
+            pass
+
+    node_log = Log()
+    catch = CatchUp(node_log, from_start=True)
+    assert [(h.source, n) for n, h in catch.sync()] == [("cam0", 1), ("cam0", 2), ("cam0", 3)]
+    assert catch.errors == 1
+    node_log.down = False
+    assert [(h.source, n) for n, h in catch.sync()] == [("cam1", 1), ("cam1", 2)]
+    node_log.down, catch.cursors["cam1"] = True, 0  # cam1 behind again, cam0 not
+    with pytest.raises(ReplayError):  # nothing came: the caller learns it failed
+        catch.sync()
 
 
 def test_a_subscriber_reads_a_new_event_log_from_its_start(tmp_path):
