@@ -18,11 +18,10 @@ AUROC.
 --loss hidden (section 69) takes the fit's L2 and perceptual loss on the hidden (masked) pixels only, as section 6's
 research switch `fit.loss_region: hidden` did (research.patch): the L2 is the mean over the masked blocks' pixels of
 the channel-mean squared error, each VGG layer's cosine similarity is weighted by the share of masked pixels under
-each feature location (the mask average-pooled to the layer's size). The corruption is edge.corrupt.corrupt's, draw
-for draw from the fitter's generator; only the loss's region changes. --start random (with --loss either) gives the
+each feature location (the mask average-pooled to the layer's size): `loss.hidden_only` (edge.fitter). The corruption
+is the shipped one, draw for draw; only the loss's region changes. --start random (with --loss either) gives the
 net's 1x1 head PyTorch's default random init instead of zeros, so the untrained net is not the identity (section 6's
 "Deep-Image-Prior start", research.patch's `model.identity_start: false`; the input-to-output residual stays).
-edge/ is not changed: the probe replaces the fitter's _loss on its own instance.
 
     python docs/ablation_runs/recon_search/stream_trained.py --bad 4 --steps 2000 --every 250,500,1000,2000
     python docs/ablation_runs/recon_search/stream_trained.py --bad 4 --steps 2000 --every 100,250,500,1000,1500,2000 --loss hidden
@@ -39,7 +38,6 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from common import DATASETS, build, knn_map, metrics, msgms, norm, subset, tensor
-from edge.corrupt import block_mask, shuffle_blocks
 from edge.vgg import cosine_similarity
 
 ap = argparse.ArgumentParser()
@@ -60,49 +58,7 @@ for k, v in json.loads(a.fit).items():
     setattr(cfg.fit, k, v)
 
 
-def corrupt_with_mask(x, cc, generator):
-    """edge.corrupt.corrupt, the same draws in the same order, also returning the hidden (masked) pixels (N,1,H,W)."""
-    n, _, h, w = x.shape
-    out = x
-    mask = torch.ones(n, 1, h, w, dtype=torch.bool, device=x.device)  # no masking: every pixel counts (research.patch)
-    if cc.shuffle_prob > 0 and cc.shuffle_ratio > 0:
-        out = shuffle_blocks(out, cc.shuffle_block, cc.shuffle_prob, cc.shuffle_ratio, generator)
-    if cc.mask_ratio > 0:
-        mask = block_mask(n, h, w, cc.mask_block, cc.mask_ratio, generator, x.device)
-        fill = out.mean(dim=(2, 3), keepdim=True)
-        if cc.fill_shift > 0:
-            fill = fill + cc.fill_shift * (2 * torch.rand(n, 1, 1, 1, generator=generator, device=x.device) - 1)
-        if cc.fill_keep > 0:
-            keep = cc.fill_keep * torch.rand(n, 1, 1, 1, generator=generator, device=x.device)
-            fill = keep * out + (1 - keep) * fill
-        out = torch.where(mask, fill, out)
-    if cc.noise_sigma > 0:
-        out = out + cc.noise_sigma * torch.randn(out.shape, generator=generator, device=x.device, dtype=out.dtype)
-    return out, mask
-
-
-def hidden_loss(clean):
-    """Fitter._loss with L2 and perceptual terms on the hidden pixels only (research.patch's loss_region 'hidden')."""
-    c = fitter.cfg
-    inp, hidden = corrupt_with_mask(clean, c.corruption, fitter.generator)
-    out = fitter.model(inp.contiguous(memory_format=fitter.fmt))
-    wt = hidden.float()
-    loss = c.loss.pixel_weight * (((out.float() - clean) ** 2).mean(1, keepdim=True) * wt).sum() / wt.sum().clamp_min(1.0)
-    if fitter.vgg is not None:
-        with torch.no_grad():
-            target = fitter.vgg(clean, c.loss.vgg_layers)
-        feats = fitter.vgg(out, c.loss.vgg_layers)
-        cos = []
-        for k in c.loss.vgg_layers:
-            sim = cosine_similarity(feats[k], target[k]).float()  # (N, h, w)
-            wk = F.adaptive_avg_pool2d(wt, sim.shape[-2:])[:, 0]
-            cos.append((sim * wk).sum() / wk.sum().clamp_min(1e-6))
-        loss = loss + c.loss.perceptual_weight * (1 - sum(cos) / len(cos))
-    return loss
-
-
-if a.loss == "hidden":
-    fitter._loss = hidden_loss
+fitter.cfg = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"hidden_only": a.loss == "hidden"})})
 if a.seed:  # the net drawn afresh as UNet.__init__ draws it (default inits, the head zeroed), the fit's generator too
     torch.manual_seed(a.seed)
     for mod in fitter.model.modules():
