@@ -44,7 +44,8 @@ class ViewConfig(StrictModel):
                                    "client that has the token")
     history: int = Field(120, ge=2, le=10_000, description="scores kept per camera for the history chart")
     events: int = Field(20, ge=1, le=1000, description="latest events listed per camera")
-    max_clients: int = Field(16, ge=1, le=1000, description="live browser connections at once (more get 503)")
+    max_clients: int = Field(16, ge=1, le=1000, description="live browser connections at once (more get 503); "
+                             "connections of any kind: this + 32")
     overlay_range: tuple[float, float] | None = Field(
         None, description="anomaly-map values spanning the colour scale, the same for every frame; None = from 0.5x "
                           "to 1.5x node.threshold (the map is in the image score's units)")

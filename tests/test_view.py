@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import SSDNetConfig
+from pipeline import view as view_module
 from pipeline.sink_config import ViewConfig
 from pipeline.view import ViewSink
 from test_pipeline_node import wait_until
@@ -108,6 +109,68 @@ def test_a_client_resetting_mid_request_is_counted_not_a_traceback_on_stderr(vie
     wait_until(lambda: view.server.bad_requests == 3)
     assert "Traceback" not in capfd.readouterr().err
     assert get(view.url + "api/state")[0] == 200
+
+
+def _closed(s: socket.socket, timeout: float) -> bool:
+    """The server closed `s` within `timeout` s (end of file or a reset), whatever it is sent meanwhile."""
+    deadline = time.monotonic() + timeout
+    s.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            s.sendall(b"a")  # a slow client trickles its request on
+            if s.recv(1024) == b"":
+                return True
+        except TimeoutError:
+            pass
+        except OSError:
+            return True
+    return False
+
+
+def test_a_client_trickling_its_request_is_dropped_after_the_request_time(monkeypatch):
+    """The 10 s are for the whole request head, not for each read: a client sending a byte every 0.2 s (a slow loris)
+    held a thread for ever, and 6000 of them made the page unreachable and the process spin."""
+    monkeypatch.setattr(view_module, "REQUEST_S", 1.0)
+    sink = ViewSink(ViewConfig(port=0))
+    try:
+        with socket.create_connection(("127.0.0.1", sink.server.port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+            assert _closed(s, timeout=5)
+        assert get(sink.url + "api/state")[0] == 200
+    finally:
+        sink.close()
+
+
+def test_connections_are_bounded_and_a_slow_one_gives_way_to_a_new_one(monkeypatch):
+    """At most view.max_clients + OTHER_CONNECTIONS connections at once (a thread each; before, any number): a new
+    one closes the one waiting longest for its request, or is closed at once when none is waiting."""
+    monkeypatch.setattr(view_module, "OTHER_CONNECTIONS", 2)
+    sink = ViewSink(ViewConfig(port=0, max_clients=1))
+    port = sink.server.port
+    try:
+        held = []
+        for _ in range(3):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            held[-1].sendall(b"GET / HTTP/1.1\r\n")  # never finished
+            wait_until(lambda: sink.server.connections == len(held))
+        assert get(sink.url + "api/state")[0] == 200  # it took the place of the first held one
+        assert _closed(held[0], timeout=3) and not _closed(held[2], timeout=0.5)
+        for s in held:
+            s.close()
+        wait_until(lambda: sink.server.connections == 0)
+    finally:
+        sink.close()
+    monkeypatch.setattr(view_module, "OTHER_CONNECTIONS", 0)
+    sink = ViewSink(ViewConfig(port=0, max_clients=1))
+    try:
+        stream = http.client.HTTPConnection("127.0.0.1", sink.server.port, timeout=10)
+        stream.request("GET", "/api/stream")
+        assert stream.getresponse().readline().startswith(b"retry:")  # a live stream: not waiting for a request
+        with socket.create_connection(("127.0.0.1", sink.server.port), timeout=10) as extra:
+            assert _closed(extra, timeout=3) and sink.server.refused == 1
+        stream.close()
+    finally:
+        sink.close()
 
 
 def test_a_page_on_the_network_needs_its_token_then_a_cookie():
