@@ -11,6 +11,8 @@ import glob
 import json
 import logging
 import os
+import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -18,10 +20,11 @@ from itertools import chain
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
 import zmq
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from rich.console import Console
 from rich.markup import escape
 
@@ -31,6 +34,7 @@ from edge.overlay import annotated_overlay
 from . import protocol as P
 from .eventlog import Cursors
 from .flow import CREDIT_COUNTER
+from .http_bounds import BoundedConnections
 from .stats import stage_latencies
 from .transport import ThrottledLog, connect, make_socket
 
@@ -389,6 +393,32 @@ class ScoresSink:
         self.lines.close()
 
 
+class _MetricsServer(BoundedConnections, WSGIServer):
+    """The metrics endpoint: a thread per connection, bounded (before, prometheus_client's server kept a thread for
+    every connection that sent nothing, for ever)."""
+
+    name = "metrics"
+    max_connections = 16
+    throttled = ThrottledLog(log, 5.0)
+
+
+class _MetricsServer6(_MetricsServer):
+    address_family = socket.AF_INET6
+
+
+class _MetricsHandler(WSGIRequestHandler):
+    timeout = 10  # each read and write: a scraper that stops reading the answer
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()
+        finally:
+            self.server.requested(self.connection)  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("metrics: %s %s", self.address_string(), format % args)
+
+
 class MetricsSink:
     """Prometheus text endpoint (http://HOST:PORT/metrics): per-stage latency, fps, results, events,
     and the counters (frames sent, dropped, rejected, ...) and last-frame ages that heartbeats report.
@@ -413,7 +443,11 @@ class MetricsSink:
                                "the limit of its (role, source), or a negative value", ["reason"], registry=r)
         for reason in ("name_limit", "negative"):
             self.dropped.labels(reason)
-        self.server, self._thread = start_http_server(port, host, registry=r)
+        server = _MetricsServer6 if ":" in host else _MetricsServer
+        self.server = make_server(host, port, make_wsgi_app(r), server, handler_class=_MetricsHandler)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="metrics", daemon=True)
+        self._thread.start()
         self.port = self.server.server_port
         self._last: dict[str, float] = {}
         self._fps: dict[str, float] = {}

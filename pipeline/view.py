@@ -56,6 +56,7 @@ from edge.args import above, between
 from edge.overlay import annotated_overlay, scale_range
 
 from . import protocol as P
+from .http_bounds import BoundedConnections
 from .sink_config import ViewConfig, is_loopback_host
 from .stats import STAGES, stage_latencies
 from .transport import ThrottledLog
@@ -67,8 +68,7 @@ _SOURCE = re.compile(P.SOURCE_PATTERN)
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 KEEPALIVE_S = 10.0
-REQUEST_S = 10.0  # a client has this long to send a whole request (line and headers), not each read of it
-OTHER_CONNECTIONS = 32  # connections at once beyond view.max_clients live streams (`ViewServer.process_request`)
+OTHER_CONNECTIONS = 32  # connections at once beyond view.max_clients live streams (`http_bounds.BoundedConnections`)
 LATENCY_WINDOW = 50
 CLIENT_QUEUE = 256
 
@@ -263,8 +263,8 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
     def handle_one_request(self) -> None:
-        """One request, its line and headers within REQUEST_S (`ViewServer.service_actions`): `timeout` bounds each
-        read alone, so a client sending a byte every few seconds (a slow loris) held its thread for ever."""
+        """One request, its line and headers within http_bounds.REQUEST_S: `timeout` bounds each read alone, so a
+        client sending a byte every few seconds (a slow loris) held its thread for ever."""
         self.server.await_request(self.connection)
         try:
             super().handle_one_request()
@@ -441,10 +441,11 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
 
-class ViewServer(ThreadingHTTPServer):
-    """The page's HTTP server (a thread per request); `url` is where a browser opens it."""
+class ViewServer(BoundedConnections, ThreadingHTTPServer):
+    """The page's HTTP server (a thread per connection, bounded: `BoundedConnections`); `url` is where a browser opens
+    it."""
 
-    daemon_threads = True
+    name = "view"
     request_queue_size = 64
 
     def __init__(self, cfg: ViewConfig, state: LiveState):
@@ -454,9 +455,7 @@ class ViewServer(ThreadingHTTPServer):
         self.closing = threading.Event()
         self.throttled = ThrottledLog(log, 5.0)
         self.bad_requests = self.refused = 0
-        self.connections = 0  # open now, a thread each (`process_request`)
-        self._waiting: dict[socket.socket, float] = {}  # connections whose request is not in yet: their deadline
-        self._connections_lock = threading.Lock()
+        self.max_connections = cfg.max_clients + OTHER_CONNECTIONS
         try:
             super().__init__((cfg.host, cfg.port), _Handler)
         except OSError as e:
@@ -478,72 +477,6 @@ class ViewServer(ThreadingHTTPServer):
         self.bad_requests += 1
         self.throttled.warning(f"view: request from {client_address[0]} failed: {type(e).__name__}: {e}")
         log.debug("view: the request's failure", exc_info=True)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread for the connection, at most `view.max_clients` + OTHER_CONNECTIONS at once (before, every connection
-        had its thread: thousands held open made the page unreachable and the process spin). When they are all open,
-        the one waiting longest for its request (a slow or idle client) is closed for the new one; with none waiting
-        (live streams, requests being answered), the new one is closed at once."""
-        with self._connections_lock:
-            victim = None
-            if self.connections >= self.cfg.max_clients + OTHER_CONNECTIONS:
-                victim = min(self._waiting, key=self._waiting.__getitem__, default=None)
-                if victim is None:
-                    self.refused += 1
-                    self.throttled.warning(f"view: closed a connection from {client_address[0]}: {self.connections} "
-                                           f"open already (view.max_clients {self.cfg.max_clients} + "
-                                           f"{OTHER_CONNECTIONS}), none of them waiting for its request")
-                    self.shutdown_request(request)
-                    return
-                del self._waiting[victim]
-            self.connections += 1
-            self._waiting[request] = time.monotonic() + REQUEST_S
-        if victim is not None:
-            self._close_waiting(victim, f"a new connection came with {self.connections - 1} open")
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._closed(request)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._closed(request)
-
-    def _closed(self, request: Any) -> None:
-        with self._connections_lock:
-            self.connections -= 1
-            self._waiting.pop(request, None)
-
-    def await_request(self, sock: socket.socket) -> None:
-        """`sock`'s next request must be in within REQUEST_S (its first: from its connection)."""
-        with self._connections_lock:
-            self._waiting.setdefault(sock, time.monotonic() + REQUEST_S)
-
-    def requested(self, sock: socket.socket) -> None:
-        with self._connections_lock:
-            self._waiting.pop(sock, None)
-
-    def _close_waiting(self, sock: socket.socket, why: str) -> None:
-        """End a connection still waiting for its request: its handler's read ends, and so does its thread."""
-        self.bad_requests += 1
-        self.throttled.warning(f"view: closed a connection waiting for its request: {why}")
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def service_actions(self) -> None:
-        """Close the connections whose request did not come in within REQUEST_S (called by serve_forever)."""
-        now = time.monotonic()
-        with self._connections_lock:
-            late = [sock for sock, deadline in self._waiting.items() if deadline <= now]
-            for sock in late:
-                del self._waiting[sock]
-        for sock in late:
-            self._close_waiting(sock, f"it took over {REQUEST_S:g} s")
 
     @property
     def url(self) -> str:

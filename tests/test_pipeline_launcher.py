@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import pytest
 import zmq
 
 from edge.config import ConfigError, parse_config
+from pipeline import http_bounds
 from pipeline import protocol as P
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import _ctrl_c_flag, _sinks, run_line
@@ -489,6 +491,26 @@ def test_metrics_sink_bounds_the_counter_names_of_a_source_and_skips_negative_va
     assert 'ssdnet_metrics_dropped_counters_total{reason="name_limit"} 256.0' in text
     assert 'ssdnet_metrics_dropped_counters_total{reason="negative"} 1.0' in text
     assert len([r for r in caplog.records if "counter names" in r.getMessage()]) == 1
+
+
+def test_metrics_endpoint_drops_silent_clients_and_bounds_its_connections(monkeypatch):
+    """Each connection of the metrics endpoint has a thread: a client that sends nothing is closed after REQUEST_S
+    (before: never, prometheus_client's server has no timeout), and past max_connections the one waiting longest
+    for its request gives way to a new one (a scrape still gets through)."""
+    monkeypatch.setattr(http_bounds, "REQUEST_S", 1.0)
+    sink = MetricsSink(port=0)
+    try:
+        silent = [socket.create_connection(("127.0.0.1", sink.port), timeout=10) for _ in range(40)]
+        wait_until(lambda: sink.server.connections <= sink.server.max_connections)  # those closed for others ended
+        url = f"http://127.0.0.1:{sink.port}/metrics"
+        assert b"ssdnet_events" in urllib.request.urlopen(url, timeout=5).read()
+        wait_until(lambda: sink.server.connections == 0, timeout=5)
+        for s in silent:
+            s.settimeout(2)
+            assert s.recv(1024) == b""  # closed by the server
+            s.close()
+    finally:
+        sink.close()
 
 
 def test_subscribe_prints_events(capsys):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import SSDNetConfig
+from pipeline import http_bounds
 from pipeline import view as view_module
 from pipeline.sink_config import ViewConfig
 from pipeline.view import ViewSink
@@ -130,7 +131,7 @@ def _closed(s: socket.socket, timeout: float) -> bool:
 def test_a_client_trickling_its_request_is_dropped_after_the_request_time(monkeypatch):
     """The 10 s are for the whole request head, not for each read: a client sending a byte every 0.2 s (a slow loris)
     held a thread for ever, and 6000 of them made the page unreachable and the process spin."""
-    monkeypatch.setattr(view_module, "REQUEST_S", 1.0)
+    monkeypatch.setattr(http_bounds, "REQUEST_S", 1.0)
     sink = ViewSink(ViewConfig(port=0))
     try:
         with socket.create_connection(("127.0.0.1", sink.server.port), timeout=10) as s:
