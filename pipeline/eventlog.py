@@ -60,6 +60,9 @@ MAX_REPLY_ENDS = 100  # ends of stream per reply (a header of up to 128 counters
 MAX_LOGGED_ENDS = 10_000  # ends of stream the log keeps (the newest; a subscriber needs the ones it missed lately)
 ENDS_SEEN = 4096  # ends of stream a subscriber remembers having handed on (`CatchUp`: each once, live or logged)
 ANCHOR_RETRY_S = 5.0  # a subscriber whose first heads request got no answer asks again at most this often
+# answers waiting to go out per client at most (a REQ asks one at a time): one is up to ~1.2 MB (1000 events of 32
+# regions), and a client that asks without reading kept 100 of them in the node's memory (10 such clients, 1.1 GB)
+REPLY_HWM = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -321,6 +324,14 @@ def answer(db: EventLog, blob: bytes) -> dict[str, Any]:
     rows = db.after(req.source, req.after, req.limit + 1)
     return {"ok": True, "events": [{"log_seq": n, "event": blob} for n, blob in rows[: req.limit]],
             "more": len(rows) > req.limit, "log": db.log_id}
+
+
+def replay_socket(ctx: zmq.Context) -> zmq.Socket:
+    """The node's replay ROUTER socket, before it is bound: requests of at most 64 KiB a part (one over 4096 bytes is
+    answered with an error), at most REPLY_HWM answers waiting per client."""
+    sock = make_socket(ctx, zmq.ROUTER, sndhwm=REPLY_HWM)
+    sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
+    return sock
 
 
 def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event) -> None:

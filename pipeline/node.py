@@ -61,7 +61,7 @@ from .admission import REASONS, Admission, Peer, Rejected, Ticket, WorkBudget
 from .checkpoints import Checkpoints
 from .config import NodeConfig
 from .counters import Counters
-from .eventlog import EventLog, EventWriter, serve_replay
+from .eventlog import EventLog, EventWriter, replay_socket, serve_replay
 from .flow import Credits
 from .pending import ENDS_WAITING, PendingFrames
 from .regions import find_regions
@@ -248,8 +248,7 @@ class EdgeNode:
         if self.cfg.event_log is not None:  # committed by the worker (this thread), read by the replay thread
             self.event_log = EventLog(self.cfg.event_log, self.cfg.event_log_max_events)
             self.events = EventWriter(self.event_log, lambda kind, n: self.outbox.put((None, kind, n)))
-            rep = make_socket(self.ctx, zmq.ROUTER, sndhwm=100)
-            rep.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
+            rep = replay_socket(self.ctx)
             try:
                 self.replay_endpoint = bind(rep, self.cfg.replay_bind)
             except zmq.ZMQError:

@@ -6,6 +6,8 @@ import json
 import logging
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -115,6 +117,53 @@ def test_live_subscriber_detects_a_gap_and_fetches_the_missing_events(tmp_path):
         assert catch.on_message(P.Message(beat)) == []
         catch.close()
     finally:
+        halt.set()
+        t.join()
+        log.close()
+        ctx.term()
+
+
+def test_replay_clients_that_never_read_their_answers_cost_the_node_little(tmp_path):
+    """The replay socket keeps at most REPLY_HWM answers per client (a REQ asks one at a time): before it kept 100,
+    so 10 DEALER clients of one process asking 100 pages of 1000 events each and reading none grew the node 1.1 GB."""
+    psutil = pytest.importorskip("psutil")
+    db = tmp_path / "events.db"
+    log = EventLog(db)
+    regions = tuple(P.Region(bbox=(i, i, 10, 10), area=100, peak=5.0) for i in range(32))
+    log.db.execute("BEGIN")
+    for seq in range(1000):
+        log.append(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=9.0, threshold=3.0,
+                                 regions=regions, model_version=1))
+    log.db.execute("COMMIT")
+    ctx, halt = zmq.Context(), threading.Event()
+    rep = eventlog.replay_socket(ctx)
+    endpoint = transport.bind(rep, "tcp://127.0.0.1:*")
+    t = threading.Thread(target=serve_replay, args=(rep, db, halt), daemon=True)
+    t.start()
+    rss = psutil.Process().memory_info().rss
+    client = subprocess.Popen([sys.executable, "-c", f"""
+import msgpack, sys, time, zmq
+ctx = zmq.Context()
+peers = [ctx.socket(zmq.DEALER) for _ in range(5)]
+for peer in peers:
+    peer.setsockopt(zmq.RCVHWM, 1)
+    peer.setsockopt(zmq.RCVBUF, 4096)
+    peer.connect({endpoint!r})
+for _ in range(40):
+    for peer in peers:
+        peer.send_multipart([b"", msgpack.packb({{"op": "events", "source": "cam0", "after": 0}})])
+print("sent", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE)
+    try:
+        assert client.stdout.readline() == b"sent\n"
+        time.sleep(3)  # the replay thread answers them all meanwhile (~1.2 MB each)
+        grown = (psutil.Process().memory_info().rss - rss) / 2**20
+        assert grown < 60, f"the node grew {grown:.0f} MB"  # 240 MB before
+        assert ReplayClient(endpoint, ctx).heads() == {"cam0": 1000}  # and still answers
+    finally:
+        client.kill()
+        client.wait()
         halt.set()
         t.join()
         log.close()
