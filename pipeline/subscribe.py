@@ -31,9 +31,15 @@ UNHEARD = "is the node up, and is this its node.bind endpoint?"  # the hint when
 
 
 def endpoint_arg(text: str) -> str:
-    """An ENDPOINT argument (`ssdnet subscribe`, `ssdnet view`): a ZeroMQ endpoint, or an error that says what to
-    write instead (`tcp://` added to a bare host:port)."""
+    """An ENDPOINT argument (`ssdnet subscribe`, `ssdnet view`): a ZeroMQ endpoint a client can connect to, or an
+    error that says what to write instead (`tcp://` added to a bare host:port, a port for `*`, a port in 1-65535)."""
     if ENDPOINT_PATTERN.match(text):
+        port = text.rsplit(":", 1)[1] if text.startswith("tcp://") else None
+        if port == "*":
+            raise argparse.ArgumentTypeError(f"{text!r} names no port (`*` is for a node's bind: any free port): give "
+                                             "the port the node bound, as its start-up line prints it")
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise argparse.ArgumentTypeError(f"{text!r}: port {port} is out of range: use 1-65535")
         return text
     if "://" not in text and ENDPOINT_PATTERN.match(f"tcp://{text}"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a ZeroMQ endpoint (did you mean tcp://{text}?)")

@@ -57,6 +57,21 @@ def test_an_endpoint_without_tcp_is_corrected(module, argv, capsys):
     assert parse(module, [*argv, "tcp://127.0.0.1:5600"]).command == argv[0]
 
 
+@pytest.mark.parametrize(("module", "argv"), [(subscribe, ["subscribe"]), (view, ["view"]),
+                                              (subscribe, ["subscribe", "tcp://127.0.0.1:5601", "--replay"]),
+                                              (view, ["view", "tcp://127.0.0.1:5601", "--replay"])])
+@pytest.mark.parametrize(("endpoint", "says"), [("tcp://127.0.0.1:*", "names no port"),
+                                                ("tcp://127.0.0.1:0", "port 0 is out of range"),
+                                                ("tcp://127.0.0.1:99999", "port 99999 is out of range")])
+def test_an_endpoint_a_client_cannot_connect_to_is_refused_saying_why(module, argv, endpoint, says, capsys):
+    """`*` (the node.bind default, any free port) and ports out of 1-65535 are what a node binds or no port at all:
+    before, `*` failed as 'ZMQError: Invalid argument' and port 0 or 99999 waited, then said 'heard nothing'."""
+    with pytest.raises(SystemExit) as exit_:
+        parse(module, [*argv, endpoint])
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
+
+
 def test_a_refused_mqtt_connection_is_not_called_a_silent_broker(caplog):
     bridge = MqttBridge(MqttConfig(host="127.0.0.1", port=free_port(), connect_timeout_s=0.3, reconnect_max_s=1,
                                    client_id="nobody-home"), "node0", None)
