@@ -67,6 +67,19 @@ class Unheard:
         return RuntimeError(f"heard nothing from {self.endpoints} in {timeout_s:g} s: {UNHEARD}")
 
 
+def client_security(ctx: zmq.Context, key: str | None, server_key: str | None) -> bytes | None:
+    """The node's public key for a CURVE client (`--key`, `--server-key`), with `key` made `ctx`'s security; None for
+    a plaintext client. One without the other is a ValueError: before, `--key` alone failed as 'no server public key'
+    and `--server-key` alone was ignored (a plaintext client, which a node with security on refuses unseen)."""
+    if (key is None) != (server_key is None):
+        raise ValueError("--key and --server-key go together: this client's NAME.key_secret and the node's public "
+                         "NODE.key, for a node with security on")
+    if key is None:
+        return None
+    secure(ctx, Security(key))
+    return load_public(server_key)
+
+
 def _first_sync(catch: CatchUp, endpoint: str, deadline: float, backoff_s: float = 0.5, max_backoff_s: float = 10.0):
     """`catch.sync()`, waiting for a node that is not up yet: retried with exponential backoff until it
     answers or `deadline` (monotonic) passes (then [] and catch-up starts with the first live message)."""
@@ -92,10 +105,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     without a single message or event (a node heartbeats every node.heartbeat_s) is a RuntimeError: a wrong or dead
     endpoint is said so, not taken for a quiet line. `jsonl` turns over past `jsonl_max_mb` (`sinks.JsonLines`)."""
     ctx = ctx or zmq.Context.instance()
-    server = None
-    if key is not None:
-        secure(ctx, Security(key))
-        server = load_public(server_key) if server_key else None
+    server = client_security(ctx, key, server_key)
     sinks: list[Sink] = [ConsoleSink(stall_s=stall_s)]
     jsonl_sink = JsonlSink(jsonl, max_mb=jsonl_max_mb, backups=jsonl_backups) if jsonl else None
     if jsonl_sink is not None:

@@ -529,16 +529,11 @@ def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line
     import zmq
 
     from .eventlog import CatchUp, ReplayClient
-    from .security import Security, load_public
     from .sinks import Subscriber
-    from .subscribe import Unheard
-    from .transport import secure
+    from .subscribe import Unheard, client_security
 
     ctx = zmq.Context.instance()
-    server = None
-    if key is not None:
-        secure(ctx, Security(key))
-        server = load_public(server_key) if server_key else None
+    server = client_security(ctx, key, server_key)
     sink = ViewSink(cfg, line, announce=on_url)
     sub = Subscriber(endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server)
     catch = CatchUp(ReplayClient(replay, ctx, server_key=server), from_start=True) if replay else None

@@ -12,11 +12,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import zmq
 
 from edge.config import MIN_SIDE
 from export import cli as export_cli
 from pipeline import keys, subscribe, view
 from pipeline.mqtt_sink import MqttBridge
+from pipeline.security import make_keypair
 from pipeline.sink_config import MqttConfig, ViewConfig
 from services import free_port
 from test_pipeline_node import wait_until
@@ -70,6 +72,21 @@ def test_an_endpoint_a_client_cannot_connect_to_is_refused_saying_why(module, ar
         parse(module, [*argv, endpoint])
     assert exit_.value.code == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", ["key", "server_key"])
+@pytest.mark.parametrize("client", ["subscribe", "view"])
+def test_a_client_key_without_the_node_key_or_the_other_way_round_says_both_are_needed(tmp_path, given, client):
+    """--key alone failed as 'no server public key for tcp://... (security is on)'; --server-key alone was ignored,
+    the client went plaintext and, refused by a node with security on, said 'heard nothing ... is the node up'."""
+    public, secret = make_keypair(tmp_path, "subscriber")
+    files = {"key": str(secret), "server_key": str(public)}
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(ValueError, match="--key and --server-key go together"):
+        if client == "subscribe":
+            subscribe.subscribe([endpoint], timeout_s=0.5, **{given: files[given]}, ctx=zmq.Context())
+        else:
+            view.follow(endpoint, None, ViewConfig(port=0), timeout_s=0.5, **{given: files[given]})
 
 
 def test_a_refused_mqtt_connection_is_not_called_a_silent_broker(caplog):
