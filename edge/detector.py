@@ -42,7 +42,7 @@ from .border import BorderProfile
 from .calibration import MAD_TO_STD, ScoreCalibrator
 from .config import SSDNetConfig
 from .fitter import FitStats, Fitter, image_to_tensor
-from .frames import check_frame, to_frame_size, to_working_size
+from .frames import BLANK_SPAN, check_frame, to_frame_size, to_working_size, value_span
 from .memory import FeatureMemory, memory_distance
 from .schedule import StepScheduler
 from .scorers import BackendError, build_scorer, make_scorer
@@ -386,7 +386,9 @@ class Detector:
         """Fit on and score one uint8 HxWx3 RGB frame of any size from MIN_SIDE up (edge.frames: FrameError
         below, scaled down above `max_pixels`); `fit.budget_ms` bounds the warm fit, `fit.frame_budget_ms`
         the whole call (both through the scheduler, which only ever shortens the warm fit). A frame that shows a
-        surface the camera knew (`_recall`) is processed once more, as that surface's (`recall` False)."""
+        surface the camera knew (`_recall`) is processed once more, as that surface's (`recall` False). A blank frame
+        (a lens cap, the light off: `edge.frames.value_span`) is scored and teaches nothing: no fit, calibration,
+        border profile or memory takes it (a camera that started with the light off took ~0 for its normal)."""
         start = time.perf_counter()
         frame = check_frame(image)
         frame_h, frame_w = frame.shape[:2]
@@ -394,7 +396,8 @@ class Detector:
         h, w = image.shape[:2]
         x = image_to_tensor(image, self.device, self.fitter.multiple)
         first = self.model_version == 0
-        before = self.cfg.fit.score_before_warm_fit and not first
+        blank = value_span(frame) <= BLANK_SPAN
+        before = (self.cfg.fit.score_before_warm_fit or blank) and not first
         stats = None if before else self.fit(x)
         t0 = time.perf_counter()
         nonfinite = self.nonfinite_maps
@@ -414,18 +417,18 @@ class Detector:
         calibrated = (score - calibration[0]) / calibration[1]
         # a frame far above the camera's normal teaches nothing (no warm fit, no memory), so neither does its
         # defect; while calibrating the prior is too rough a guess to hold learning back on
-        suspect = not calibrating and calibrated >= self.cfg.fit.max_fit_z
+        suspect = blank or (not calibrating and calibrated >= self.cfg.fit.max_fit_z)
         novel = self._novel_share(x, h, w)
         if recall and self._recall(x, h, w, novel):  # judged against the surface it shows, not the one it left
             return replace(self.process(frame, recall=False), normal_recalled=True)
         if stats is None:
             stats = FitStats(0, 0.0, float("nan")) if suspect else self.fit(x)
-        moved = self.calibrator.observe(score, weight)
+        moved = not blank and self.calibrator.observe(score, weight)
         moved = self._surface_moved(novel) or moved
         if border is not None and not suspect:
             border.observe(own_map)
-        added = self._remember(x, h, w, calibrated, calibrating, novel)
-        if self.nonfinite_maps == nonfinite:
+        added = 0 if blank else self._remember(x, h, w, calibrated, calibrating, novel)
+        if self.nonfinite_maps == nonfinite and not blank:
             self._keep_history(x, h, w)
         if moved:  # a product changeover, new lighting: start afresh, as a new camera would (its memory, border
             self._shelve()  # profile and weights learnt the old normal: docs/ablations.md sections 47, 51), keeping

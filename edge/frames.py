@@ -29,6 +29,15 @@ def check_frame(image: np.ndarray) -> np.ndarray:
     return image
 
 
+BLANK_SPAN = 2  # a frame whose values (every 8th pixel) span no more grey levels than this is blank
+
+
+def value_span(image: np.ndarray) -> int:
+    """The grey levels a frame's values span (every 8th pixel, the widest channel): a lens cap, the light off or a
+    dead sensor spans BLANK_SPAN or fewer."""
+    return int(np.ptp(image[::8, ::8], axis=(0, 1)).max())
+
+
 DEPTHS = (8, 10, 12, 14, 16)  # the bits a 16-bit frame's values may fill: Mono8 to Mono16, stored LSB-aligned
 
 

@@ -48,7 +48,7 @@ import zmq
 from edge.config import SSDNetConfig
 from edge.detector import Detector as SSDNetDetector
 from edge.device import resolve_device
-from edge.frames import FrameError, to_frame_size
+from edge.frames import BLANK_SPAN, FrameError, to_frame_size, value_span
 from edge.memory import footprint_mb
 from edge.scorers import choose_backend, ensure_available
 from edge.scorers.base import GraphCache
@@ -80,7 +80,6 @@ RECV_BATCH = 16  # messages taken from one camera connection before the next get
 SILENT_RECONNECT_S = 10.0
 QUIET_RECONNECT_S = 61.0
 REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
-BLANK_SPAN = 2  # a frame whose values (every 8th pixel) span no more grey levels than this is blank: counted, said
 
 
 @runtime_checkable
@@ -591,7 +590,7 @@ class EdgeNode:
             self.counters.add(source, "downscaled")
             self._downscaled_by[source][downscaled[0]] += 1
             self._reject_logs[downscaled[0]].warning(downscaled[1])
-        if (span := int(np.ptp(work[::8, ::8], axis=(0, 1)).max())) <= BLANK_SPAN:  # scored all the same
+        if (span := value_span(work)) <= BLANK_SPAN:  # scored all the same (edge.detector: it teaches nothing)
             self.counters.add(source, "blank")
             self._blank_log.warning(f"{source}#{h.seq}: a blank frame (its values span {span} grey levels): a lens "
                                     "cap, the light off or a dead sensor?")

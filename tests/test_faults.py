@@ -522,6 +522,22 @@ def test_a_blank_frame_is_counted_and_said(tmp_path, caplog):
     assert "line2#1: a blank frame (its values span 0 grey levels)" in caplog.text
 
 
+def test_a_camera_that_starts_blank_learns_nothing_from_its_blank_frames():
+    """A line started with the light off: its camera's first 12 frames are blank. Its calibration took their raw
+    scores (~0) as its normal, so every normal frame after them was an event at a calibrated score of ~60000. A blank
+    frame is still scored, but the camera learns nothing from it (calibration, memory, border profile)."""
+    from edge.config import SSDNetConfig
+    from edge.detector import Detector
+    from test_border import brick_crops
+
+    det = Detector(SSDNetConfig(), "cpu")
+    for _ in range(12):
+        assert det.process(np.full((240, 320, 3), 3, np.uint8)).calibrated < 3.0
+    assert len(det.calibrator.scores) == 0 and det.memory.count == 0 and len(det.border.frames) == 0
+    calibrated = [det.process(frame).calibrated for frame in brick_crops(4)]
+    assert max(calibrated) < 3.0, calibrated
+
+
 class StallingReader:
     """Unplugged twice, then 3 frames, then stalls (no frame, no error) until released, then 3 more frames."""
 
