@@ -52,3 +52,15 @@ def test_bench_quick_json(tmp_path):
     # steady is read from every result, not from the events: a run with fewer than two events printed its start-up
     # rate as steady (an audit saw 9.45 = 9.45)
     assert r["pipeline"]["fps"] != r["pipeline"]["fps_with_startup"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--size", "0"], "--size: must be at least 32"),  # 0 was taken as unset: a 64 px run
+    (["--size", "20"], "--size: must be at least 32"),  # 3 sections failed with FrameError after the others ran
+    (["--batch", "0"], "--batch: must be at least 1"),  # the fit step failed: 'need at least one array to stack'
+    (["--backends", "torch,onnxrt"], "--backends: unknown backend 'onnxrt'"),  # ignored: torch alone was measured
+])
+def test_bench_refuses_a_bad_size_batch_or_backend_at_the_start(args, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["bench", "--quick", *args])
+    assert e.value.code == 2 and says in capsys.readouterr().err

@@ -52,7 +52,7 @@ from rich.table import Table
 
 from edge.args import at_least
 from edge.border import band_stats
-from edge.config import SSDNetConfig, load_config, parse_config
+from edge.config import MIN_SIDE, SSDNetConfig, load_config, parse_config
 from edge.detector import Detector
 from edge.device import native_mixed_precision, resolve_device, synchronize
 from edge.fitter import Fitter, image_to_tensor
@@ -631,7 +631,7 @@ def _main(args: argparse.Namespace) -> int:
     size = args.size or (64 if q else 256)
     steps = args.steps or (2 if q else 6)
     frames = args.frames or (3 if q else 6)
-    backends = set(args.backends.split(",")) if args.backends else ({"torch"} if q else None)
+    backends = args.backends or ({"torch"} if q else None)
     if q:
         cfg = _with_fit(cfg, steps=min(cfg.fit.steps, 3), warm_steps=min(cfg.fit.warm_steps, 2))
     console = Console(stderr=True)
@@ -645,19 +645,32 @@ def _main(args: argparse.Namespace) -> int:
     return 0 if not result["errors"] else 1
 
 
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def _backends(text: str) -> set[str]:
+    """An argparse `type`: comma-separated scorer backends, each one of BACKENDS."""
+    names = {n.strip() for n in text.split(",")} - {""}
+    unknown = sorted(names - set(BACKENDS)) if names else [text]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backend {unknown[0]!r}: give some of {', '.join(BACKENDS)}")
+    return names
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="fit step, scorer, pipeline, transport and memory benchmark in one run",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="SSDnet YAML config, or a line config (its node.ssdnet); default: built-in "
                                     "defaults")
-    p.add_argument("--size", type=int, help="frame side for fit, scorer, pipeline and FLOPs (default 256; --quick 64)")
-    p.add_argument("--batch", type=int, default=1, help="images per fit step (default 1)")
+    p.add_argument("--size", type=at_least(MIN_SIDE), help="frame side for fit, scorer, pipeline and FLOPs (default "
+                                                             "256; --quick 64)")
+    p.add_argument("--batch", type=at_least(1), default=1, help="images per fit step (default 1)")
     p.add_argument("--steps", type=at_least(1), help="timed fit steps per variant (default 6; --quick 2)")
     p.add_argument("--frames", type=at_least(1), help="frames through the line and the node alone (default 6; "
                                                       "--quick 3)")
     p.add_argument("--transport-frames", type=at_least(1), help="1080p frames per transport round, 15 "
                                                         "rounds each (default 60; --quick 8)")
-    p.add_argument("--backends", help="comma-separated scorer backends "
+    p.add_argument("--backends", type=_backends, help="comma-separated scorer backends "
                                       "(torch,onnxruntime,tensorrt; default all available, "
                                       "with --quick torch only)")
     p.add_argument("--threads", type=at_least(1), default=1, help="torch threads here and in the node (default 1)")
