@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pipeline.config import LineConfig
 from tools.soak import (
     COLLECTOR,
@@ -93,3 +95,16 @@ def test_after_warmup_reads_only_frames_captured_after_it(tmp_path):
     assert steady["fps"] == round(10 / (9 + 0.15), 3)
     assert after_warmup(tmp_path / "scores.jsonl", since=2000.0) is None
     assert after_warmup(tmp_path / "missing.jsonl", since=0.0) is None
+
+
+def test_a_sampling_period_or_growth_limit_out_of_range_is_refused_at_the_start(capsys):
+    """--sample-s 0 or -1 sampled in a busy loop (a core of the collector's, and a stage seen before multiprocessing
+    named it was reported as `other:python`); a negative --max-growth failed every soak."""
+    from tools.cli import main
+
+    for args, says in ((["--sample-s", "0"], "--sample-s: must be above 0"),
+                       (["--sample-s", "-1"], "--sample-s: must be above 0"),
+                       (["--max-growth", "-0.1"], "--max-growth: must be at least 0")):
+        with pytest.raises(SystemExit) as e:
+            main(["soak", "configs/demo.yaml", "--minutes", "1", "--warmup-minutes", "0.5", *args])
+        assert e.value.code == 2 and says in capsys.readouterr().err

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from edge.args import at_least
+from edge.args import above, at_least
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import LineError, print_summary, run_line
 from pipeline.sinks import JsonLines
@@ -262,9 +262,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=at_least(0.1, float), default=10.0, help="how long to run (default 10; a "
                    f"verdict needs at least {MIN_JUDGED_MINUTES:g} after the warm-up)")
     p.add_argument("--out", default="runs/soak", help="output folder (default runs/soak)")
-    p.add_argument("--sample-s", type=float, default=5.0, help="seconds between memory samples")
+    p.add_argument("--sample-s", type=above(0), default=5.0, help="seconds between memory samples")
     p.add_argument("--warmup-minutes", type=at_least(0, float), default=2.0,
                    help="not judged: cold fits, loading, queues filling")
-    p.add_argument("--max-growth", type=float, default=0.1, help="fail when a stage's RSS grows "
+    p.add_argument("--max-growth", type=at_least(0, float), default=0.1, help="fail when a stage's RSS grows "
                                                                  "by more than this fraction")
     p.set_defaults(func=_cmd)
