@@ -447,12 +447,38 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+class _RepeatedKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping: YAML kept the last and dropped the first
+    without a word (a second `node:` section further down replaced the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict = {}  # key -> the line it was first given on
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be given again, to override
+                continue
+            key, line = self.construct_object(key_node, deep=deep), key_node.start_mark.line + 1
+            try:
+                repeated = key in lines
+            except TypeError:  # an unhashable key: SafeLoader says so below
+                continue
+            if repeated:
+                raise _RepeatedKey(f"the key {key!r} is given twice (lines {lines[key]} and {line}): write it once")
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), _UniqueKeyLoader) or {}
+    except _RepeatedKey as e:
+        raise ConfigError(f"config {path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -14,7 +14,7 @@ import yaml
 import zmq
 
 from edge.config import ConfigError, load_config, parse_config
-from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig
+from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig, load_line_config
 from pipeline.node import EdgeNode
 from pipeline.sources import Camera, run_camera
 from pipeline.stages import bind_key, run_stage
@@ -123,6 +123,23 @@ def test_an_ssdnet_config_file_refuses_nan_too(tmp_path):
         load_config(path)
     assert "score.smooth_sigma: Input should be a finite number" in str(e.value)
     assert "fit.budget_ms: Input should be a finite number" in str(e.value)
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path):
+    """YAML kept the last of two `node:` sections (or keys) and dropped the first without a word: a line whose
+    `node: {checkpoint_dir: ...}` was followed by `node: {threshold: 4}` further down ran without its checkpoints."""
+    path = tmp_path / "line.yaml"
+    path.write_text("sources:\n  - {name: a, kind: synthetic}\nnode:\n  checkpoint_dir: ckpt\n"
+                    "sinks: {scores: true}\nnode: {threshold: 4.0}\n")
+    with pytest.raises(ConfigError) as e:
+        load_line_config(path)
+    assert f"config {path}: the key 'node' is given twice (lines 3 and 6): write it once" in str(e.value)
+    path.write_text("sources:\n  - {name: a, kind: synthetic, fps: 2, fps: 5}\n")
+    with pytest.raises(ConfigError, match=re.escape("the key 'fps' is given twice (lines 2 and 2)")):
+        load_line_config(path)
+    path.write_text("score:\n  knn_weight: 1\n  knn_weight: 0\n")  # an SSDnet config (--config) alike
+    with pytest.raises(ConfigError, match=re.escape("the key 'knn_weight' is given twice (lines 2 and 3)")):
+        load_config(path)
 
 
 def test_binding_a_port_in_use_says_what_to_do(held):
