@@ -227,6 +227,16 @@ def test_score_keeps_going_past_an_unreadable_file_and_calibrate_reads_a_folder_
     assert "--skip 14" in capsys.readouterr().err
 
 
+def test_calibrate_says_how_many_first_frames_it_left_out_when_blank_frames_came_first(tmp_path, capsys):
+    """A recording that starts with the light off: its 3 blank frames teach the camera nothing, so its first 13
+    frames set its normal, not 10; the report said '(after the first 10)' beside 4 frames of 17."""
+    _frames(tmp_path / "frames", 14)
+    for i in range(3):  # '-' comes before the digits: these are read first
+        cv2.imwrite(str(tmp_path / "frames" / f"-{i}.png"), np.zeros((64, 64, 3), np.uint8))
+    assert main(["calibrate", str(tmp_path / "frames"), "--threads", "1"]) == 0
+    assert "4 normal frames of" in (out := capsys.readouterr().out) and "(after the first 13)" in out, out
+
+
 def test_single_images_of_normal_textures_are_not_events_and_holes_can_be(tmp_path):
     """`ssdnet score` judges each image against the calibration's prior alone. scikit-image's grass and gravel score
     0.72-0.81 on their own, as real-dev's normal tiles do (0.79), above the old prior's threshold (0.6 + 3 x 0.06):

@@ -135,12 +135,12 @@ def _cmd(args: argparse.Namespace) -> int:
         reader.close()
         if log is not None:
             log.close()
-    first = max(cfg.calibration.min_frames, args.skip)
     if not scores:
         print(f"ssdnet calibrate: {seen + 1} frame(s) scored of {read} read from {args.source}: too few to judge "
               f"against the camera's own normal (its first {cfg.calibration.min_frames} set it; --skip {args.skip})",
               file=sys.stderr)
         return 2
+    first = seen + 1 - len(scores)  # those that set the camera's normal (a blank frame sets nothing) or --skip left out
     _report(np.array(scores), f"{len(scores)} normal frames of {args.source} (after the first {first})", threshold,
             args, out)
     return 0
