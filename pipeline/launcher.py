@@ -526,14 +526,25 @@ def _main(args: argparse.Namespace) -> int:
             view.close()
 
 
+def _counts(counts: dict, skip: tuple[str, ...] = ()) -> str:
+    """A stage's final counters in words, those not zero: "3 unheard, 1 reconnects"."""
+    return ", ".join(f"{n} {name}" for name, n in counts.items() if name not in skip and isinstance(n, int) and n)
+
+
 def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
     if args.stage.startswith("camera:"):
-        counters = run_camera_stage(cfg, args.stage.split(":", 1)[1], args.frames, args.timeout)
-        print(f"camera {args.stage.split(':', 1)[1]}: {counters}")
+        name = args.stage.split(":", 1)[1]
+        counters = run_camera_stage(cfg, name, args.frames, args.timeout)
+        rest = _counts(counters, skip=("sent",))
+        print(f"camera {name}: {counters['sent']} frames sent" + (f" ({rest})" if rest else "") +
+              (f"; run {counters['run']}" if "run" in counters else ""))
         return 0
     if args.stage == "node":
         result = run_node_stage(cfg, args.out, args.timeout)
-        print(f"node stopped: {json.dumps({k: v for k, v in result.items() if k != 'sources'})}")
+        totals = {k: sum(c.get(k, 0) for c in result["sources"].values()) for k in ("received", "scored", "events")}
+        rest = _counts({k: v for k, v in result.items() if k not in totals})
+        print(f"node stopped: {totals['received']} frames received, {totals['scored']} scored, {totals['events']} "
+              f"event(s) from {len(result['sources'])} camera(s)" + (f" ({rest})" if rest else ""))
         return 0
     if args.stage == "sinks":
         summary = run_sinks_stage(cfg, args.out, args.timeout, progress=True)

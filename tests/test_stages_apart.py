@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,6 +79,11 @@ def test_each_stage_in_its_own_process_over_tcp_gets_every_event_through(tmp_pat
     summary = json.loads((tmp_path / "sinks" / "summary.json").read_text())
     assert summary["events"] == 12 and summary["sent"] == 12 and not summary["interrupted"]
     assert len((tmp_path / "sinks" / "scores.jsonl").read_text().splitlines()) == summary["frames"] > 0
+    # each stage ends on a line in words, not a dict of its counters
+    assert re.search(r"^camera cam0: 6 frames sent(?: \(.*\))?; run [0-9a-f]{16}$", (tmp_path / "camera-cam0.log")
+                     .read_text(), re.M)
+    assert re.search(r"^node stopped: 12 frames received, 12 scored, 12 event\(s\) from 2 camera\(s\)",
+                     (tmp_path / "node.log").read_text(), re.M)
 
 
 def _slow_to_stop(stop, on_ready, done: str) -> str:
