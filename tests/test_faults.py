@@ -24,6 +24,7 @@ from pipeline.node import EdgeNode
 from pipeline.sinks import JsonLines, Subscriber
 from pipeline.sources import Camera, Capture, SourceError
 from pipeline.subscribe import subscribe
+from services import free_port
 from test_pipeline_node import FastDetector, collect, line, results, wait_until
 from tools.soak import growth
 
@@ -708,7 +709,9 @@ def test_a_camera_started_again_while_its_frames_wait_in_the_node_has_each_run_c
     old run's end of stream for the new run's and counted that run twice (40 of 30 sent); per run id, once each."""
     from pipeline.stats import StreamStats
 
-    ctx, endpoint, stop = zmq.Context(), f"ipc://{tmp_path}/cam0.sock", threading.Event()
+    # tcp, not ipc: an ipc socket unlinks its file as it closes, on ZeroMQ's own thread, so a camera bound again at
+    # once on the same path could lose its file to its predecessor's close (the node then never heard it, under load)
+    ctx, endpoint, stop = zmq.Context(), f"tcp://127.0.0.1:{free_port()}", threading.Event()
 
     def camera(frames: int) -> tuple[Camera, threading.Thread]:
         cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, frames=frames, textures=("grass",),
