@@ -397,7 +397,7 @@ class Detector:
         x = image_to_tensor(image, self.device, self.fitter.multiple)
         first = self.model_version == 0
         blank = value_span(frame) <= BLANK_SPAN
-        before = (self.cfg.fit.score_before_warm_fit or blank) and not first
+        before = (self.cfg.fit.score_before_warm_fit and not first) or blank  # a blank first frame: no cold fit either
         stats = None if before else self.fit(x)
         t0 = time.perf_counter()
         nonfinite = self.nonfinite_maps
@@ -419,12 +419,13 @@ class Detector:
         # defect; while calibrating the prior is too rough a guess to hold learning back on
         suspect = blank or (not calibrating and calibrated >= self.cfg.fit.max_fit_z)
         novel = self._novel_share(x, h, w)
-        if recall and self._recall(x, h, w, novel):  # judged against the surface it shows, not the one it left
+        # a frame of a surface the camera knew is judged against it, not the one it left
+        if recall and not blank and self._recall(x, h, w, novel):
             return replace(self.process(frame, recall=False), normal_recalled=True)
         if stats is None:
             stats = FitStats(0, 0.0, float("nan")) if suspect else self.fit(x)
-        moved = not blank and self.calibrator.observe(score, weight)
-        moved = self._surface_moved(novel) or moved
+        # a blank frame moves no camera: a lens cap is no changeover (two of them started a camera afresh)
+        moved = not blank and (self.calibrator.observe(score, weight) | self._surface_moved(novel))
         if border is not None and not suspect:
             border.observe(own_map)
         added = 0 if blank else self._remember(x, h, w, calibrated, calibrating, novel)

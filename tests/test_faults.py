@@ -539,6 +539,26 @@ def test_a_camera_that_starts_blank_learns_nothing_from_its_blank_frames():
     assert max(calibrated) < 3.0, calibrated
 
 
+def test_a_blank_frame_neither_fits_a_net_nor_moves_a_camera():
+    """A reviewer's two holes in the rule above: a blank first frame still got the cold fit of a fitted config, and a
+    lens cap on a running camera (two blank frames, each novel to its memory) was taken for a changeover that started
+    the camera afresh."""
+    from edge.config import SSDNetConfig
+    from edge.detector import Detector
+    from test_border import brick_crops
+
+    fitted = Detector(SSDNetConfig.model_validate({"score": {"pixel_weight": 1.0}, "fit": {"steps": 2}}), "cpu")
+    d = fitted.process(np.full((64, 64, 3), 3, np.uint8))
+    assert d.fit_steps == 0 and fitted.model_version == 0
+    det = Detector(SSDNetConfig(), "cpu")
+    for frame in brick_crops(24):
+        det.process(frame)
+    assert det.memory.count > 0
+    remembered = det.memory.count
+    moved = [det.process(np.full((240, 320, 3), 3, np.uint8)).normal_moved for _ in range(4)]
+    assert not any(moved) and det.memory.count == remembered
+
+
 class StallingReader:
     """Unplugged twice, then 3 frames, then stalls (no frame, no error) until released, then 3 more frames."""
 

@@ -71,7 +71,7 @@ def fit_two_heads(net, x, steps):
         for p in grids:
             k = max(1, math.ceil(cfg.fit.patch_fraction * p.shape[0]))
             clean = p[torch.randperm(p.shape[0], generator=fitter.generator)[:k]]
-            out, logvar = net(corrupt(clean, cfg.corruption, fitter.generator))
+            out, logvar = net(corrupt(clean, cfg.corruption, fitter.generator)[0])
             nll = 0.5 * (((out - clean) ** 2) * torch.exp(-logvar) + logvar).mean()
             loss = loss + cfg.loss.pixel_weight * nll + perceptual(out, clean)
         opt.zero_grad(set_to_none=True)

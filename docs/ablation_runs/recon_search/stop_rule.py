@@ -44,7 +44,7 @@ def masked_step(grids, holds):
             k = max(1, math.ceil(cfg.fit.patch_fraction * p.shape[0]))
             idx = torch.randperm(p.shape[0], generator=fitter.generator)[:k]
             clean, h = p[idx], hp[idx]
-            out = fitter.model(corrupt_fn(clean, cfg.corruption, fitter.generator).contiguous(memory_format=fitter.fmt))
+            out = fitter.model(corrupt_fn(clean, cfg.corruption, fitter.generator)[0].contiguous(memory_format=fitter.fmt))
             out = out.float()
             keep = 1 - h
             l2 = (((out - clean) ** 2) * keep).sum() / (3 * keep.sum()).clamp_min(1)
