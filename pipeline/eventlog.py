@@ -309,14 +309,16 @@ def parse_request(blob: bytes) -> HeadsRequest | EventsRequest | EndsRequest:
         raise ValueError(f"bad {obj['op']} request: {fields}") from None
 
 
-def answer(db: EventLog, blob: bytes) -> dict[str, Any]:
-    """The reply map to one request."""
+def answer(db: EventLog, blob: bytes, published_ends: Callable[[], int] | None = None) -> dict[str, Any]:
+    """The reply map to one request. `published_ends`: the last end_seq whose live copy went out (the node's): heads
+    says no later one, so a subscriber that starts from it fetches an end logged but not out yet if it loses it live."""
     try:
         req = parse_request(blob)
     except ValueError as e:
         return {"ok": False, "error": str(e)}
     if isinstance(req, HeadsRequest):
-        return {"ok": True, "heads": db.read_heads(), "ends": db.read_ends_head(), "log": db.log_id}
+        ends = db.read_ends_head() if published_ends is None else min(db.read_ends_head(), published_ends())
+        return {"ok": True, "heads": db.read_heads(), "ends": ends, "log": db.log_id}
     if isinstance(req, EndsRequest):
         rows = db.ends_after(req.after, req.limit + 1)
         return {"ok": True, "ends": [{"end_seq": n, "eos": blob} for n, blob in rows[: req.limit]],
@@ -334,8 +336,9 @@ def replay_socket(ctx: zmq.Context) -> zmq.Socket:
     return sock
 
 
-def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event) -> None:
-    """Replay thread of the node: answer requests on a ROUTER socket from the log at `path`."""
+def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event,
+                 published_ends: Callable[[], int] | None = None) -> None:
+    """Replay thread of the node: answer requests on a ROUTER socket from the log at `path` (`answer`)."""
     db, bad = None, ThrottledLog(log)
     try:
         while not halt.is_set():
@@ -347,7 +350,7 @@ def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event) -> None:
                 continue
             if db is None:
                 db = EventLog(path, readonly=True)
-            reply = answer(db, parts[-1])
+            reply = answer(db, parts[-1], published_ends)
             if not reply["ok"]:
                 bad.warning(f"bad replay request: {reply['error']}")
             try:

@@ -257,7 +257,8 @@ class EdgeNode:
                      self.event_log.total, self.replay_endpoint)
             self._start_events, self._start_ends = self.event_log.total, self.event_log.ends_head
             self._event_log_id = self.event_log.log_id  # read here: the log's connection is this thread's
-            threads.append(threading.Thread(target=serve_replay, args=(rep, self.event_log.path, self._halt),
+            threads.append(threading.Thread(target=serve_replay, args=(rep, self.event_log.path, self._halt,
+                                                                        self._published_ends),
                                             name="replay", daemon=True))
             threads[-1].start()  # answers already while the node waits for its first subscriber
         try:
@@ -739,6 +740,10 @@ class EdgeNode:
         elif h.kind in ("anomaly", "event") or (h.kind == "heartbeat" and h.role == "source" and h.state != "ended"):
             self._streams_ended.discard(h.source)  # streaming again (a camera restarted after its end of stream)
 
+    def _published_ends(self) -> int:
+        """The last logged end of stream whose live copy went out (read by the replay thread: one int)."""
+        return self._announced_ends if self._announced_ends is not None else self._start_ends
+
     def _heartbeat(self, logged_ends: int | None = None) -> P.Message:
         """The node's heartbeat; `logged_ends`: the last end of stream logged, when it goes out after it."""
         now = time.time()
@@ -752,8 +757,7 @@ class EdgeNode:
         if self.events is not None:  # a subscriber whose cursors add up to less missed events
             # events logged *and published*: a heartbeat never announces an event before its live copy
             announced = self._announced_events if self._announced_events is not None else self._start_events
-            ends = self._announced_ends if self._announced_ends is not None else self._start_ends
-            ends = max(ends, logged_ends or 0)
+            ends = max(self._published_ends(), logged_ends or 0)
             counters.update(logged_events=announced, logged_ends=ends, event_log_id=self._event_log_id,
                             event_log_failed=self.events.failures, event_log_pending=self.events.pending,
                             event_log_lost=self.events.lost)

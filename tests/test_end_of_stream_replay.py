@@ -129,23 +129,24 @@ def beat(**counters) -> P.Message:
                                        state="idle", counters=counters))
 
 
-def ask(db: EventLog, request: dict) -> dict:
-    return msgpack.unpackb(msgpack.packb(answer(db, msgpack.packb(request)), use_bin_type=True), raw=False)
+def ask(db: EventLog, request: dict, published_ends=None) -> dict:
+    reply = answer(db, msgpack.packb(request), published_ends)
+    return msgpack.unpackb(msgpack.packb(reply, use_bin_type=True), raw=False)
 
 
 class Local(ReplayClient):
     """A ReplayClient answered by `eventlog.answer` on a log of this thread, no socket; `old`: as a node from before
     ends of stream were logged answers (no `ends` in its heads, the `ends` op refused). `down`: no answer."""
 
-    def __init__(self, db: EventLog, old: bool = False):
+    def __init__(self, db: EventLog, old: bool = False, published_ends=None):
         super().__init__("tcp://127.0.0.1:1")
-        self.db, self.old, self.down, self.ops = db, old, False, []
+        self.db, self.old, self.down, self.ops, self.published_ends = db, old, False, [], published_ends
 
     def request(self, req: dict) -> dict:
         self.ops.append(req["op"])
         if self.down:
             raise ReplayError("no answer from the node")
-        reply = ask(self.db, req)
+        reply = ask(self.db, req, self.published_ends)
         if self.old:
             reply.pop("ends", None)
             if req["op"] == "ends":
@@ -240,6 +241,23 @@ def test_catch_up_hands_each_end_of_stream_on_once_live_or_from_the_log_once_ann
     assert client.ops.count("ends") == 3 and catch.recovered_ends == 1
     client.down = True  # the replay endpoint does not answer: a live end of stream is handed on all the same
     assert catch.on_message(P.Message(end("cam2", 1))) == [(None, end("cam2", 1))]
+    db.close()
+
+
+def test_a_subscriber_that_starts_while_an_end_is_logged_but_not_out_yet_fetches_it_when_it_is_lost(tmp_path):
+    """The node logs an end of stream before its publisher sends it. A subscriber whose first message came in between
+    took the logged end for one it had no business with (its cursor past it); lost live at the high-water mark, the
+    end was then never fetched. The heads reply says the last end published instead."""
+    db, published = EventLog(tmp_path / "e.db"), [0]
+    lost = end("camA", 11)
+    db.append_end(lost)  # logged, its live copy not out yet
+    catch = CatchUp(Local(db, published_ends=lambda: published[0]), from_start=True)
+    first = P.Message(P.HeartbeatHeader(kind="heartbeat", source="camA", seq=10, t_capture=1.0, role="source",
+                                        state="streaming"))
+    assert catch.on_message(first) == [] and catch.end_cursor == 0
+    published[0] = 1  # sent, and lost at this subscriber's high-water mark
+    assert catch.on_message(beat(logged_ends=1, event_log_id=db.log_id)) == [(None, lost)]
+    assert catch.recovered_ends == 1
     db.close()
 
 
