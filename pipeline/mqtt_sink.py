@@ -36,7 +36,7 @@ import re
 import ssl
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -93,11 +93,6 @@ class MqttBridge:
         # published again (its latest state then), so a camera flipping its state 50 times a second (each a retained
         # QoS 1 message) against a stalled broker queues one message, not one per flip in paho's memory
         self._health_mids: dict[int, str] = {}
-        # paho numbers messages 1..65535 round and round without skipping those in flight: a score (QoS 0) given the
-        # mid of an event or a health message still waiting for its ack gets an on_publish of that mid too. Such a
-        # mid's next ack is skipped, so the event counts as acknowledged only once both came (a new connection drops
-        # the scores not yet written, and their acks)
-        self._shared_mids: Counter[int] = Counter()
         self._live: deque[P.EventHeader] = deque(maxlen=MAX_HELD_LIVE)  # events without an event log
         self._scores: deque[P.AnomalyHeader] = deque(maxlen=256)
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
@@ -164,7 +159,6 @@ class MqttBridge:
         with self._lock:
             self._health_dirty |= set(self._health)
             self._health_mids.clear()  # those of a lost connection may never be acknowledged
-            self._shared_mids.clear()
         self._connected.set()
         self._wake.set()
 
@@ -191,14 +185,10 @@ class MqttBridge:
         while self._acks:
             mid = self._acks.popleft()
             with self._lock:
-                if shared := self._shared_mids.pop(mid, 0):  # the score's ack or the message's, whichever came first
-                    if shared > 1:
-                        self._shared_mids[mid] = shared - 1
-                    continue
                 if self._health_mids.pop(mid, None) is not None:
                     continue
             source = self._mids.pop(mid, None)
-            if source is None:  # a status or health message
+            if source is None:  # a status message, a score, or a message forgotten (`_forget`)
                 continue
             self.stats["acked"] += 1
             self._acked_mids.add(mid)
@@ -463,6 +453,27 @@ class MqttBridge:
             body = {"seq": h.seq, "score": h.score, "threshold": h.threshold, "label": h.label,
                     "t_capture": h.t_capture, "regions": len(h.regions)}
             info = self.client.publish(self.topics["score"].format(camera=h.source), json.dumps(body), qos=0)
-            with self._lock:
-                if info.rc == mqtt.MQTT_ERR_SUCCESS and (info.mid in self._mids or info.mid in self._health_mids):
-                    self._shared_mids[info.mid] += 1
+            self._forget(info.mid)
+
+    def _forget(self, mid: int) -> None:
+        """A mid shared is a mid forgotten. paho numbers messages 1..65535 round and round without skipping those in
+        flight, and a score (QoS 0) gets an on_publish of its mid when it is written: given the mid of an event or a
+        health message still waiting for its PUBACK, that mid's acks can no longer tell whose they are. So the message
+        is forgotten and sent again with a new mid: a health message's key is due again; an event goes again from the
+        event log with every later pending event of its camera (the cursor moves over them in order), at least once as
+        ever. The acks of a forgotten mid are then ignored like any unknown mid's. (Live events, without an event log,
+        are not tracked by mid.)"""
+        with self._lock:
+            key = self._health_mids.pop(mid, None)
+            if key is not None:
+                self._health_dirty.add(key)
+        source = self._mids.get(mid)
+        if source is None:
+            return
+        pending, forgotten = self._pending[source], None
+        while forgotten != mid:  # the later ones first, then the event itself
+            n, forgotten = pending.pop()
+            self._mids.pop(forgotten, None)
+            self._acked_mids.discard(forgotten)
+        self.sent[source] = n - 1
+        log.debug("mqtt: a score took the mid of %s#%d in flight: sending it again from the event log", source, n)

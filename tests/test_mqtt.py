@@ -372,7 +372,7 @@ class WrappingClient:
     (paho numbers them round and round); a QoS 1 message whose mid is still in flight is refused, as paho does."""
 
     def __init__(self, mid: int):
-        self.mid, self.in_flight, self.sent = mid, set(), []
+        self.mid, self.in_flight, self.sent, self.events = mid, set(), [], []
 
     def publish(self, topic, payload, qos=0, retain=False):
         mid, refused = self.mid, qos > 0 and self.mid in self.in_flight
@@ -380,14 +380,17 @@ class WrappingClient:
         if qos > 0 and not refused:
             self.in_flight.add(mid)
         self.sent.append((topic, qos, mid, refused))
+        if topic.endswith("/event"):
+            self.events.append((json.loads(payload)["log_seq"], mid, refused))
         return mqtt.MQTTMessageInfo(mid) if not refused else _refused(mid)
 
-    def acknowledge(self, bridge: MqttBridge, mid: int, puback: bool = True) -> None:
+    def acknowledge(self, bridge: MqttBridge, mid: int, puback: bool = True, drain: bool = True) -> None:
         """paho's on_publish: the broker's PUBACK, or a QoS 0 message written (`puback` False)."""
         if puback:
             self.in_flight.discard(mid)
         bridge._on_publish(self, None, mid, None, None)
-        bridge._drain_acks()
+        if drain:
+            bridge._drain_acks()
 
 
 def _refused(mid: int) -> mqtt.MQTTMessageInfo:
@@ -396,31 +399,91 @@ def _refused(mid: int) -> mqtt.MQTTMessageInfo:
     return info
 
 
-def _event(seq: int) -> P.EventHeader:
-    return P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=5.0, threshold=3.0, model_version=1)
+def _wrapped(tmp_path, events: int, mid: int = 7) -> tuple[MqttBridge, WrappingClient, EventLog]:
+    """A bridge with `scores: true` on an event log of `events` events of cam0, paho's mids at `mid`."""
+    db = EventLog(tmp_path / "events.db")
+    for seq in range(events):
+        db.append(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=5.0, threshold=3.0,
+                                model_version=1))
+    bridge = MqttBridge(MqttConfig(host="127.0.0.1", scores=True), "node", tmp_path / "events.db")
+    bridge.client = WrappingClient(mid)
+    assert bridge._follow(db)
+    return bridge, bridge.client, db
 
 
-def test_a_score_or_status_given_the_mid_of_an_event_in_flight_does_not_acknowledge_it():
-    """paho does not skip mids in flight: with `scores: true`, 65535 scores after an event that waits for the broker,
-    a score's on_publish carried the event's mid, and the event counted as acknowledged (its cursor moved, so a broker
-    that then lost it never got it again); a status refused for that mid took the event's real ack as its own, and the
-    event waited for ever."""
-    bridge = MqttBridge(MqttConfig(host="127.0.0.1", scores=True), "node", None)
-    bridge.client = paho = WrappingClient(mid=7)
-    assert bridge._send_event("cam0", 1, _event(0))
-    paho.mid = 7  # 65534 publishes later
+def _score(bridge: MqttBridge, mid: int) -> None:
+    """A score published as paho's `mid` (65535 publishes after whatever holds it)."""
+    bridge.client.mid = mid
     bridge._scores.append(P.AnomalyHeader.model_construct(source="cam0", seq=5, t_capture=1.0, score=1.0, threshold=3.0,
                                                           label="normal", regions=()))  # what a score message reads
     bridge._publish_scores()
-    paho.acknowledge(bridge, 7, puback=False)  # the score was written
-    assert bridge.acked.get("cam0") is None and bridge._unacked() == 1
-    paho.mid = 7
+
+
+def test_a_score_or_status_given_the_mid_of_an_event_in_flight_does_not_acknowledge_it(tmp_path):
+    """paho does not skip mids in flight: with `scores: true`, 65535 scores after an event that waits for the broker,
+    a score's on_publish carried the event's mid, and the event counted as acknowledged (its cursor moved, so a broker
+    that then lost it never got it again). A mid shared is a mid forgotten: the event and those after it go again from
+    the event log with new mids, and count as acknowledged only by those; a health message likewise goes again."""
+    bridge, paho, db = _wrapped(tmp_path, events=2)
+    bridge._publish_logged(db)
+    assert paho.events == [(1, 7, False), (2, 8, False)]
     bridge._health["cam0"] = P.Message(P.HeartbeatHeader(kind="heartbeat", role="source", state="streaming",
                                                          source="cam0", seq=5, t_capture=1.0))
     bridge._health_dirty.add("cam0")
     bridge._publish_health()
-    assert paho.sent[-1][2:] == (7, True) and "cam0" in bridge._health_dirty  # refused: it goes out later
-    paho.acknowledge(bridge, 7)  # the broker's PUBACK of the event
-    assert bridge.acked["cam0"] == 1 and bridge._unacked() == 0
+    assert bridge._health_mids == {9: "cam0"}
+    _score(bridge, 7)  # the first event's mid: both events are forgotten
+    _score(bridge, 9)  # the health message's: due again
+    assert bridge._unacked() == 0 and bridge.sent["cam0"] == 0
+    assert bridge._health_mids == {} and "cam0" in bridge._health_dirty
+    for mid, puback in ((7, False), (9, False), (7, True), (8, True), (9, True)):  # the scores written, the PUBACKs
+        paho.acknowledge(bridge, mid, puback)
+    assert bridge.acked.get("cam0") is None and bridge.stats["acked"] == 0
+    bridge._publish_logged(db)  # sent again, new mids
+    assert paho.events[2:] == [(1, 10, False), (2, 11, False)] and bridge._unacked() == 2
+    paho.mid = 10
     bridge._publish_health()
-    assert paho.sent[-1][2:] == (8, False) and bridge._health_mids == {8: "cam0"}
+    assert paho.sent[-1][2:] == (10, True) and "cam0" in bridge._health_dirty  # refused for a mid in flight: still due
+    paho.acknowledge(bridge, 11)
+    assert bridge.acked.get("cam0") is None  # the first not yet
+    paho.acknowledge(bridge, 10)
+    assert bridge.acked["cam0"] == 2 and bridge._unacked() == 0
+    paho.mid = 12
+    bridge._publish_health()
+    assert paho.sent[-1][2:] == (12, False) and bridge._health_mids == {12: "cam0"}
+    db.close()
+
+
+def test_an_event_whose_mid_a_score_took_is_not_stuck_when_the_score_is_never_written(tmp_path):
+    """The event's PUBACK came first and the connection dropped before the score was written (its on_publish never
+    comes): skipping that mid's next ack left the event unacknowledged for ever (paho had dropped it as acknowledged,
+    so never sent it again), the camera's cursor stuck and the room for events shrunk. And a score's ack still queued
+    when the bridge reconnected was taken as the event's."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    bridge, paho, db = _wrapped(tmp_path, events=2)
+    bridge._publish_logged(db)
+    _score(bridge, 7)
+    paho.acknowledge(bridge, 7)  # the event's PUBACK; then the connection drops, the score is never written
+    bridge._on_connect(paho, None, None, ReasonCode(PacketTypes.CONNACK, "Success"), None)
+    bridge._publish_logged(db)
+    assert paho.events[2:] == [(1, 9, False), (2, 10, False)]
+    for mid in (8, 9, 10):
+        paho.acknowledge(bridge, mid)
+    assert bridge.acked["cam0"] == 2 and bridge._unacked() == 0 and bridge._room() == bridge.cfg.max_inflight
+    db.close()
+
+    (tmp_path / "queued").mkdir()
+    bridge, paho, db = _wrapped(tmp_path / "queued", events=1)
+    bridge._publish_logged(db)
+    _score(bridge, 7)
+    paho.acknowledge(bridge, 7, puback=False, drain=False)  # the score written, its ack not yet taken in
+    bridge._on_connect(paho, None, None, ReasonCode(PacketTypes.CONNACK, "Success"), None)
+    bridge._drain_acks()
+    assert bridge.acked.get("cam0") is None
+    bridge._publish_logged(db)
+    assert paho.events[1:] == [(1, 9, False)]
+    paho.acknowledge(bridge, 9)
+    assert bridge.acked["cam0"] == 1 and bridge._unacked() == 0
+    db.close()
