@@ -15,7 +15,7 @@ Replay protocol (msgpack maps both ways, validated with pydantic, never pickled;
 most MAX_REQUEST_BYTES):
 
     {"op": "heads"}                                      -> {"ok": true, "heads": {source: last log_seq},
-                                                              "ends": last end_seq}
+                                                              "ends": last end_seq published}
     {"op": "events", "source": S, "after": N, "limit": L} -> {"ok": true, "events": [{"log_seq": n, "event": {...}}],
                                                               "more": bool}
     {"op": "ends", "after": N, "limit": L}                -> {"ok": true, "ends": [{"end_seq": n, "eos": {...}}],
