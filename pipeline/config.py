@@ -93,6 +93,9 @@ class _Source(StrictModel):
     sndhwm: int = Field(8, ge=1, le=100_000, description="frames queued per consumer before dropping")
     max_subscriptions: int = _max_subscriptions()
     heartbeat_s: float = Field(1.0, gt=0, le=60)
+    run_id: bool = Field(True, description="name this run of the camera (`run`, docs/protocol.md section 3) in every "
+                         "message, so a restart is counted right however the node's messages interleave; off for a "
+                         "node or subscribers from before 2026-12-06, which refuse the field (upgrade those first)")
     wait_for_consumer_s: float = Field(30.0, ge=0, description="wait this long for a consumer before streaming")
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay; doubles per failure")
     backoff_max_s: float = Field(10.0, gt=0, le=600)

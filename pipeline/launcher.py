@@ -537,7 +537,7 @@ def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
         counters = run_camera_stage(cfg, name, args.frames, args.timeout)
         rest = _counts(counters, skip=("sent",))
         print(f"camera {name}: {counters['sent']} frames sent" + (f" ({rest})" if rest else "") +
-              (f"; run {counters['run']}" if "run" in counters else ""))
+              (f"; run {counters['run']}" if counters.get("run") else ""))
         return 0
     if args.stage == "node":
         result = run_node_stage(cfg, args.out, args.timeout)

@@ -326,7 +326,7 @@ class Camera:
         self.cfg = cfg
         self.reader = reader if reader is not None else make_reader(cfg)
         self.ctx = ctx or zmq.Context.instance()
-        self.run_id = secrets.token_hex(8)  # this run of the camera, in every message's header (`run`)
+        self.run_id = secrets.token_hex(8) if cfg.run_id else None  # this run of the camera, in every message (`run`)
         self.state = "starting"
         # `unheard`: of the frames `sent`, those no node had subscribed to (ZeroMQ dropped them); `unreadable`: files
         # a folder camera skipped

@@ -347,3 +347,17 @@ def test_a_looping_folder_none_of_whose_files_can_be_read_fails_not_spins(tmp_pa
     with pytest.raises(SourceFatal, match="none of the 2 images"):
         reader.read()
     assert reader.unreadable == 2
+
+
+@pytest.mark.parametrize("run_id", [True, False])
+def test_a_camera_names_its_run_in_every_message_unless_told_not_to(run_id):
+    """`run_id: false` for a line whose node or subscribers are older than the field (they refuse it): its messages
+    are the same on the wire as before it."""
+    cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, frames=2, heartbeat_s=0.05, run_id=run_id)
+    with camera(cfg) as (sub, cam, _):
+        msgs = drain(sub)
+    assert {m.kind for m in msgs} >= {"frame", "eos"}
+    assert {m.header.run for m in msgs} == ({cam.run_id} if run_id else {None})
+    assert (cam.run_id is not None) == run_id
+    if not run_id:
+        assert all("run" not in P.wire_fields(m.header) for m in msgs)
