@@ -1,7 +1,7 @@
 """End-of-line statistics: per-stage latency percentiles, fps, drops and the pooled pixel AUROC."""
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 
 import numpy as np
@@ -18,6 +18,7 @@ SOURCE_COUNTERS = (*DROP_COUNTERS, "downscaled", *CHANGEOVER_COUNTERS)  # the no
 # (never sent)
 CAMERA_COUNTERS = ("unheard", "unreadable", "too_small")
 MAX_RUNS = 64  # runs of a camera counted apart (its last heard); an older one's counts are kept as they were
+MAX_RUNS_GONE = 1024  # of a camera's runs folded into the sum, the ids remembered: a late message of one counts no more
 
 
 def stage_latencies(h: P.AnomalyHeader, delivered: float) -> dict[str, float]:
@@ -85,6 +86,7 @@ class StreamStats:
         # MAX_RUNS last heard runs; the sum of its runs before them
         self._runs: dict[str, dict[str, Counter[str]]] = {}
         self._runs_before: dict[str, Counter[str]] = {}
+        self._runs_gone: dict[str, deque[str]] = {}  # the ids of the runs folded into `_runs_before`, the latest
         # a camera whose messages carry no run id (an older camera, a third party's), its restarts guessed from its
         # counters (`_camera_counts`): frames sent from its end of stream, and from its latest heartbeat (a run
         # stopped before the end); the counts of its present run, and of its runs before a restart; its present
@@ -194,10 +196,14 @@ class StreamStats:
             else:
                 self.sent_so_far[source] = max(self.sent_so_far.get(source, 0), sent)
             return
-        runs = self._runs.setdefault(source, {})
+        runs, gone = self._runs.setdefault(source, {}), self._runs_gone.setdefault(source, deque(maxlen=MAX_RUNS_GONE))
+        if run in gone:  # its counts are in the sum already (a late message would count the run again)
+            return
         counts = runs[run] = runs.pop(run, None) or Counter()  # the last heard last
         if len(runs) > MAX_RUNS:  # bounded memory: a camera restarted for months, or one naming a new run each time
-            self._runs_before.setdefault(source, Counter()).update(runs.pop(next(iter(runs))))
+            oldest = next(iter(runs))
+            self._runs_before.setdefault(source, Counter()).update(runs.pop(oldest))
+            gone.append(oldest)
         for name in CAMERA_COUNTERS:
             if isinstance(n := counters.get(name), int):
                 counts[name] = max(counts[name], n)

@@ -199,3 +199,5 @@ def test_a_camera_s_runs_are_counted_in_bounded_memory():
     summary = stats.summary()
     assert summary["sent"] == 6 * MAX_RUNS and summary["unheard"] == 3 * MAX_RUNS
     assert len(stats._runs["cam0"]) == MAX_RUNS
+    stats.add(eos("cam0", 2, "r0", sent=2, unheard=1), time.time())  # a late message of a run folded in: counted once
+    assert stats.summary()["sent"] == 6 * MAX_RUNS  # (a reviewer: it was counted again, 6 * MAX_RUNS + 2)
