@@ -455,9 +455,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping: YAML kept the last and dropped the first
     without a word (a second `node:` section further down replaced the first)."""
 
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._own_keys: dict[int, list] = {}  # a mapping's own key nodes, before `<<:` merged others' into it
+
+    def flatten_mapping(self, node):
+        """Merges `<<:` keys into `node` in place; its own key nodes are kept for the check (a mapping merged into
+        another is flattened before it is constructed, when an alias reaches it)."""
+        self._own_keys.setdefault(id(node), [k for k, _ in node.value])
+        super().flatten_mapping(node)
+
     def construct_mapping(self, node, deep=False):
         lines: dict = {}  # key -> the line it was first given on
-        for key_node, _ in node.value:
+        for key_node in self._own_keys.get(id(node)) or [k for k, _ in node.value]:
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be given again, to override
                 continue
             key, line = self.construct_object(key_node, deep=deep), key_node.start_mark.line + 1

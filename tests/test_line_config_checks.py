@@ -13,7 +13,7 @@ import pytest
 import yaml
 import zmq
 
-from edge.config import ConfigError, load_config, parse_config
+from edge.config import ConfigError, load_config, load_yaml, parse_config
 from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig, load_line_config
 from pipeline.node import EdgeNode
 from pipeline.sources import Camera, run_camera
@@ -140,6 +140,9 @@ def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path):
     path.write_text("score:\n  knn_weight: 1\n  knn_weight: 0\n")  # an SSDnet config (--config) alike
     with pytest.raises(ConfigError, match=re.escape("the key 'knn_weight' is given twice (lines 2 and 3)")):
         load_config(path)
+    # merged keys may be given again, also in a mapping merged before an alias reaches it (a reviewer: refused)
+    path.write_text("base: &base {x: 1}\nc:\n  <<: &a\n    <<: *base\n    x: 2\nd: *a\n")
+    assert load_yaml(path) == yaml.safe_load(path.read_text()) == {"base": {"x": 1}, "c": {"x": 1}, "d": {"x": 2}}
 
 
 def test_binding_a_port_in_use_says_what_to_do(held):
