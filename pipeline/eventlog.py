@@ -418,41 +418,36 @@ class ReplayClient:
 
     def ends(self, after: int) -> list[tuple[int, P.EosHeader]]:
         """Every logged end of stream with end_seq > after (several requests if needed), validated, oldest first."""
-        out: list[tuple[int, P.EosHeader]] = []
-        while True:
-            reply = self.request({"op": "ends", "after": after, "limit": MAX_REPLY_ENDS})
-            items = reply.get("ends")
-            if not isinstance(items, list):
-                raise ReplayError("malformed ends reply")
-            if reply.get("more") and not items:  # asking again would get the same answer for ever
-                raise ReplayError("ends reply says more and holds none")
-            for item in items:
-                try:
-                    n, header = item["end_seq"], P.decode_header(item["eos"])
-                except (KeyError, TypeError, P.ProtocolError) as e:
-                    raise ReplayError(f"malformed replayed end of stream: {e}") from None
-                if type(n) is not int or n <= after or header.kind != "eos":
-                    raise ReplayError(f"replayed end of stream out of order or not one: end_seq {n!r:.40}")
-                out.append((n, header))
-                after = n
-            if not reply.get("more"):
-                return out
+        return self._paged({"op": "ends", "after": after, "limit": MAX_REPLY_ENDS}, "end_seq", "eos",
+                           "end of stream", lambda h: h.kind == "eos", "not one")
 
     def events(self, source: str, after: int) -> list[tuple[int, P.EventHeader]]:
         """All events of `source` with log_seq > after (several requests if needed), validated."""
-        out: list[tuple[int, P.EventHeader]] = []
+        return self._paged({"op": "events", "source": source, "after": after, "limit": MAX_REPLY_EVENTS}, "log_seq",
+                           "event", "event", lambda h: h.kind == "event" and h.source == source,
+                           f"of another source than {source}")
+
+    def _paged(self, request: dict[str, Any], number: str, payload: str, what: str, fits: Callable[[P.Header], bool],
+               unlike: str) -> list[tuple[int, Any]]:
+        """Every item a paged request (`op` events or ends) answers, asked again past the last while the reply says
+        `more`: each its `number` above the one before and its `payload` a header that `fits`; `what` and `unlike` name
+        an item and a misfit in the ReplayError."""
+        out: list[tuple[int, Any]] = []
+        after, op = request["after"], request["op"]
         while True:
-            reply = self.request({"op": "events", "source": source, "after": after, "limit": MAX_REPLY_EVENTS})
-            items = reply.get("events") or ()
+            reply = self.request({**request, "after": after})
+            items = reply.get(op) or []
+            if not isinstance(items, list):
+                raise ReplayError(f"malformed {op} reply")
             if reply.get("more") and not items:  # asking again would get the same answer for ever
-                raise ReplayError("events reply says more and holds none")
+                raise ReplayError(f"{op} reply says more and holds none")
             for item in items:
                 try:
-                    n, header = item["log_seq"], P.decode_header(item["event"])
+                    n, header = item[number], P.decode_header(item[payload])
                 except (KeyError, TypeError, P.ProtocolError) as e:
-                    raise ReplayError(f"malformed replayed event: {e}") from None
-                if type(n) is not int or n <= after or header.kind != "event" or header.source != source:
-                    raise ReplayError(f"replayed event out of order or of another source: {source}#{n}")
+                    raise ReplayError(f"malformed replayed {what}: {e}") from None
+                if type(n) is not int or n <= after or not fits(header):
+                    raise ReplayError(f"replayed {what} out of order or {unlike}: {number} {n!r:.40}")
                 out.append((n, header))
                 after = n
             if not reply.get("more"):

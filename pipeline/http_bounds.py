@@ -97,3 +97,21 @@ class BoundedConnections(ThreadingMixIn):
                 del self._waiting[sock]
         for sock in late:
             self._close_waiting(sock, f"it took over {REQUEST_S:g} s")
+
+
+class AwaitsRequest:
+    """The handler side of `BoundedConnections` (mixed in before an http.server handler): a connection waits for its
+    request within REQUEST_S, and once its line and headers are in, no longer (a live stream may last)."""
+
+    def handle_one_request(self) -> None:
+        self.server.await_request(self.connection)  # type: ignore[attr-defined]
+        try:
+            super().handle_one_request()  # type: ignore[misc]
+        finally:
+            self.server.requested(self.connection)  # type: ignore[attr-defined]
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()  # type: ignore[misc]
+        finally:
+            self.server.requested(self.connection)  # type: ignore[attr-defined]

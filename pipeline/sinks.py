@@ -34,7 +34,7 @@ from edge.overlay import annotated_overlay
 from . import protocol as P
 from .eventlog import Cursors
 from .flow import CREDIT_COUNTER
-from .http_bounds import BoundedConnections
+from .http_bounds import AwaitsRequest, BoundedConnections
 from .stats import stage_latencies
 from .transport import ThrottledLog, connect, make_socket
 
@@ -406,14 +406,8 @@ class _MetricsServer6(_MetricsServer):
     address_family = socket.AF_INET6
 
 
-class _MetricsHandler(WSGIRequestHandler):
+class _MetricsHandler(AwaitsRequest, WSGIRequestHandler):
     timeout = 10  # each read and write: a scraper that stops reading the answer
-
-    def parse_request(self) -> bool:
-        try:
-            return super().parse_request()
-        finally:
-            self.server.requested(self.connection)  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("metrics: %s %s", self.address_string(), format % args)

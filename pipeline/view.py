@@ -56,7 +56,7 @@ from edge.args import above, between
 from edge.overlay import annotated_overlay, scale_range
 
 from . import protocol as P
-from .http_bounds import BoundedConnections
+from .http_bounds import AwaitsRequest, BoundedConnections
 from .sink_config import ViewConfig, is_loopback_host
 from .stats import STAGES, stage_latencies
 from .transport import ThrottledLog
@@ -252,7 +252,7 @@ def _sse(kind: str, data: dict[str, Any], version: int) -> str:
     return f"id: {version}\nevent: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(AwaitsRequest, BaseHTTPRequestHandler):  # the whole request in REQUEST_S, not each read (a slow loris)
     server: ViewServer
     timeout = 10  # seconds a client may take to send its request: slow or silent clients are dropped
     protocol_version = "HTTP/1.1"
@@ -261,21 +261,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
-
-    def handle_one_request(self) -> None:
-        """One request, its line and headers within http_bounds.REQUEST_S: `timeout` bounds each read alone, so a
-        client sending a byte every few seconds (a slow loris) held its thread for ever."""
-        self.server.await_request(self.connection)
-        try:
-            super().handle_one_request()
-        finally:
-            self.server.requested(self.connection)
-
-    def parse_request(self) -> bool:
-        try:
-            return super().parse_request()
-        finally:
-            self.server.requested(self.connection)  # its headers are in: a live stream may last
 
     def log_error(self, format: str, *args: Any) -> None:
         self.server.bad_requests += 1

@@ -1,5 +1,7 @@
-"""Shared fixtures: small real textures (scikit-image's, via edge.synthetic)."""
+"""Shared fixtures: small real textures (scikit-image's, via edge.synthetic); signal handlers given back to pytest."""
 from __future__ import annotations
+
+import signal
 
 import numpy as np
 import pytest
@@ -28,3 +30,12 @@ def native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
 def emulated_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     """A CPU without native bf16, whatever this one has."""
     monkeypatch.setattr(edge.device, "cpu_has_native_bf16", lambda: False)
+
+
+@pytest.fixture
+def restore_signals():
+    """A sinks stage run in the test's process takes SIGINT and SIGTERM for itself: give them back to pytest."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)

@@ -15,11 +15,10 @@ from pipeline.sources import SyntheticReader
 FRAMES = 3
 
 
-def _camera_with_small_buffers(cfg, stop, reports) -> None:
-    """run_camera (spawned, as `ssdnet run` runs it) whose sockets get small kernel buffers: ZeroMQ holds most of a
-    frame in the camera's own memory until the node reads it, as when the node's I/O thread is starved."""
+def small_send_buffers() -> None:
+    """Every socket this process makes from here on gets a small kernel send buffer: ZeroMQ holds what a slow reader
+    has not taken in the process's own memory (in a spawned stage: its whole life)."""
     import pipeline.transport as T
-    from pipeline.sources import run_camera
 
     make = T.make_socket
 
@@ -29,6 +28,14 @@ def _camera_with_small_buffers(cfg, stop, reports) -> None:
         return sock
 
     T.make_socket = small
+
+
+def _camera_with_small_buffers(cfg, stop, reports) -> None:
+    """run_camera (spawned, as `ssdnet run` runs it) whose sockets get small kernel buffers: ZeroMQ holds most of a
+    frame in the camera's own memory until the node reads it, as when the node's I/O thread is starved."""
+    from pipeline.sources import run_camera
+
+    small_send_buffers()
     reports.put(("done", run_camera(cfg, stop, on_ready=lambda endpoint: reports.put(("ready", endpoint)))))
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import signal
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -28,15 +27,6 @@ from test_pipeline_node import FastDetector, collect, subscriber, wait_until
 from test_pipeline_node import line as node_line
 
 FRAMES = 30
-
-
-@pytest.fixture(autouse=True)
-def signal_handlers():
-    """The sinks stage takes SIGINT and SIGTERM for itself: give them back to pytest."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 def flood_config(tmp_path: Path) -> LineConfig:
@@ -89,8 +79,8 @@ class Stall:
         pass
 
 
-def test_a_sinks_stage_that_stopped_reading_while_the_node_flooded_it_still_gets_every_end_of_stream(tmp_path,
-                                                                                                    monkeypatch):
+def test_a_sinks_stage_that_stopped_reading_while_the_node_flooded_it_still_gets_every_end_of_stream(
+        tmp_path, monkeypatch, restore_signals):
     """The stage stops reading at its first result until the node has forwarded both cameras' ends of stream (its
     own socket keeps one message, `rcvhwm` 1: a slow subscriber): the live ends of stream are lost at the node's
     high-water mark. It still ends on them, with each camera's `sent`, long before the node's `cameras_ended` would

@@ -124,7 +124,7 @@ def test_live_subscriber_detects_a_gap_and_fetches_the_missing_events(tmp_path):
         ctx.term()
 
 
-def test_replay_clients_that_never_read_their_answers_cost_the_node_little(tmp_path):
+def test_replay_clients_that_never_read_their_answers_cost_the_node_little(tmp_path, monkeypatch):
     """The replay socket keeps at most REPLY_HWM answers per client (a REQ asks one at a time): before it kept 100,
     so 10 DEALER clients of one process asking 100 pages of 1000 events each and reading none grew the node 1.1 GB."""
     psutil = pytest.importorskip("psutil")
@@ -136,6 +136,8 @@ def test_replay_clients_that_never_read_their_answers_cost_the_node_little(tmp_p
         log.append(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=9.0, threshold=3.0,
                                  regions=regions, model_version=1))
     log.db.execute("COMMIT")
+    answered = []  # the replay thread's answers (`eventlog.answer` calls)
+    monkeypatch.setattr(eventlog, "answer", lambda *args: answered.append(1) or answer(*args))
     ctx, halt = zmq.Context(), threading.Event()
     rep = eventlog.replay_socket(ctx)
     endpoint = transport.bind(rep, "tcp://127.0.0.1:*")
@@ -143,7 +145,7 @@ def test_replay_clients_that_never_read_their_answers_cost_the_node_little(tmp_p
     t.start()
     rss = psutil.Process().memory_info().rss
     client = subprocess.Popen([sys.executable, "-c", f"""
-import msgpack, sys, time, zmq
+import msgpack, sys, zmq
 ctx = zmq.Context()
 peers = [ctx.socket(zmq.DEALER) for _ in range(5)]
 for peer in peers:
@@ -154,11 +156,11 @@ for _ in range(40):
     for peer in peers:
         peer.send_multipart([b"", msgpack.packb({{"op": "events", "source": "cam0", "after": 0}})])
 print("sent", flush=True)
-time.sleep(60)
-"""], stdout=subprocess.PIPE)
+sys.stdin.read()  # connected, reading nothing, until the test is done
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert client.stdout.readline() == b"sent\n"
-        time.sleep(3)  # the replay thread answers them all meanwhile (~1.2 MB each)
+        wait_until(lambda: len(answered) >= 200, timeout=60)  # the replay thread answered them all (~1.2 MB each)
         grown = (psutil.Process().memory_info().rss - rss) / 2**20
         assert grown < 60, f"the node grew {grown:.0f} MB"  # 240 MB before
         assert ReplayClient(endpoint, ctx).heads() == {"cam0": 1000}  # and still answers

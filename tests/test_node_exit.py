@@ -19,18 +19,11 @@ FRAMES = 4
 def _node_with_small_buffers(connect: str, stop, reports) -> None:
     """run_node (spawned, as `ssdnet run` runs it) whose results socket gets a small kernel buffer: ZeroMQ holds a
     slow subscriber's results in the node's own memory until it reads them."""
-    import pipeline.transport as T
     from pipeline.node import run_node
+    from test_camera_exit import small_send_buffers
     from test_pipeline_node import FastDetector
 
-    make = T.make_socket
-
-    def small(*args, **kwargs):
-        sock = make(*args, **kwargs)
-        sock.setsockopt(zmq.SNDBUF, 4096)
-        return sock
-
-    T.make_socket = small
+    small_send_buffers()
     cfg = NodeConfig(bind="tcp://127.0.0.1:*", connect=(connect,), connect_cameras={connect: ("cam0",)},
                      queue_depth=FRAMES, heartbeat_s=0.2)
     run_node(cfg, [], stop, on_ready=lambda endpoint: reports.put(("ready", endpoint)), detector_factory=FastDetector,

@@ -97,6 +97,7 @@ def test_a_lost_event_is_still_recovered_and_counted(tmp_path):
 
         heads = ReplayClient.heads
         events = ReplayClient.events
+        _paged = ReplayClient._paged
 
         def close(self):
             pass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,13 +29,7 @@ from test_pipeline_node import FastDetector, wait_until
 FRAMES = 6
 
 
-@pytest.fixture(autouse=True)
-def signal_handlers():
-    """The stage takes SIGINT and SIGTERM for itself: give them back to pytest."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+pytestmark = pytest.mark.usefixtures("restore_signals")  # the stage runs in the test's process
 
 
 def line_config(event_log: Path, frames: int = FRAMES) -> LineConfig:

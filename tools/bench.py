@@ -58,7 +58,7 @@ from edge.device import native_mixed_precision, resolve_device, synchronize
 from edge.fitter import Fitter, image_to_tensor
 from edge.memory import FeatureMemory, feature_dim, grid_shape, memory_distance
 from edge.patches import pad_multiple, pad_to_multiple
-from edge.scorers import choose_backend
+from edge.scorers import BACKENDS, choose_backend
 from edge.synthetic import TEXTURES, sample
 from edge.vgg import build_vgg
 from export.bench import run_bench
@@ -644,8 +644,6 @@ def _main(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     return 0 if not result["errors"] else 1
 
-
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def _backends(text: str) -> set[str]:
