@@ -50,6 +50,8 @@ ap.add_argument("--loss", choices=("all", "hidden"), default="all",
                 help="the fit's loss on every pixel (shipped) or on the hidden (masked) pixels only (section 69)")
 ap.add_argument("--start", choices=("identity", "random"), default="identity",
                 help="the net's head zero (shipped: the untrained net is the identity) or randomly initialised")
+ap.add_argument("--lowpass", type=int, default=2,
+                help="the `lo` map: the L2 of the frame and its reconstruction each box-blurred over 2K+1 px (section 70)")
 ap.add_argument("--seed", type=int, default=0,
                 help="other than 0: the net's initial weights and the fit's draws (patches, corruptions) from this seed")
 a = ap.parse_args()
@@ -82,7 +84,7 @@ checkpoints = {0, *map(int, a.every.split(","))}
 
 @torch.no_grad()
 def maps(x):
-    out = {k: torch.zeros_like(x[:, :1]) for k in ("l2", "perc", "deep", "gms")}
+    out = {k: torch.zeros_like(x[:, :1]) for k in ("l2", "perc", "deep", "gms", "lo")}
     feats = scorer.vgg(x, ["relu1_2", "relu2_2", "relu3_1", "relu4_1"])
     n = len(scorer.scales)
     for s in scorer.scales:
@@ -94,6 +96,8 @@ def maps(x):
                 d = 1 - cosine_similarity(rf[name], feats[name]).unsqueeze(1)
                 out[key] += F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False) / (len(layers) * n)
         out["gms"] += msgms(x, rec) / n
+        lo = lambda t: F.avg_pool2d(t, 2 * a.lowpass + 1, stride=1, padding=a.lowpass, count_include_pad=False)  # noqa: E731
+        out["lo"] += ((lo(x) - lo(rec)) ** 2).sum(1, keepdim=True) / n
     return out
 
 
@@ -109,7 +113,7 @@ def evaluate(step, seconds):
         m["l2+perc"] = m["l2"] + m["perc"]
         if len(S) == i:
             S.append(norm(scorer, knn_map(scorer, x, h, w), h, w))
-        m.update({f"S+{w_}*{k}": S[i] + w_ * m[k] for k in ("l2", "perc", "deep", "l2+perc") for w_ in (0.25, 0.5)})
+        m.update({f"S+{w_}*{k}": S[i] + w_ * m[k] for k in ("l2", "perc", "deep", "l2+perc", "lo") for w_ in (0.25, 0.5)})
         m["S"] = S[i]
         for k, v in m.items():
             got.setdefault(k, []).append(v)
