@@ -38,9 +38,10 @@ Header values (after the decoder's schema checks, before any payload is decoded)
 - a heartbeat from a camera says role `source` (`forged_role`), and a camera's heartbeats keep within
   HEARTBEAT_RATE a second in bursts of HEARTBEAT_BURST (`heartbeat_rate`: the node forwards them to every
   subscriber); an end of stream says
-  frames == seq + 1 and seq is not behind the last frame seen (`eos_inconsistent`), and ends a stream: one after the
-  camera's last end of stream with no frame since, nor a heartbeat saying it streams again or numbered otherwise (a
-  camera started again), is refused
+  frames == seq + 1, seq is not behind the last frame seen nor further past where the camera stands (its last frame
+  seen, else its last heartbeat's seq, else -1) than the token bucket allows (`eos_inconsistent`), and ends a
+  stream: one after the camera's last end of stream with no frame since, nor a heartbeat saying it streams again or
+  numbered otherwise (a camera started again), is refused
   (`eos_repeated`: each one would be queued and published to every subscriber);
 - a frame whose short side is under `node.min_side` is rejected (`too_small`);
 - a frame of more than `node.max_frame_pixels` pixels (default: `ssdnet.max_pixels`) is rejected
@@ -151,6 +152,7 @@ class Camera:
     products: set[str] = field(default_factory=set)  # the products it has named
     ended: bool = False  # its last end of stream came after its last frame and streaming heartbeat (`eos_repeated`)
     ended_seq: int = -1  # that end's seq: a heartbeat with another comes from a camera started again
+    said: int | None = None  # the seq (its last frame sent) of its last heartbeat since its last end of stream
     run: str | None = None  # the run id its last admitted message named (a camera started again names another)
     unplaced: int = 0  # its frames numbered below 0 refused since its last frame: each fills a place of the next gap
 
@@ -289,9 +291,10 @@ class Admission:
             if header.frames != header.seq + 1 or (last is not None and header.seq < last):
                 raise Rejected("eos_inconsistent", f"eos/{name}: frames {header.frames}, seq {header.seq} (last frame "
                                f"seen {last}); a camera's end of stream has frames == seq + 1 >= last seq + 1", charge)
-            if last is not None and header.seq - last - 1 > self._tokens(camera, self.monotonic()):
-                raise Rejected("eos_inconsistent", f"eos/{name}: seq {header.seq} is implausibly far past the last "
-                               f"frame seen ({last})", charge)
+            stands, where = self._stands(camera, fresh)
+            if header.seq - stands - 1 > self._tokens(camera, self.monotonic()):
+                raise Rejected("eos_inconsistent", f"eos/{name}: seq {header.seq} is implausibly far past {where} "
+                               f"(node.max_seq_step {self.max_seq_step})", charge)
             return Ticket(camera, "eos", header.seq)
         if "capture" not in header.stamps:
             raise Rejected("missing_field", f"frame/{name}#{header.seq}: no stamps.capture", charge,
@@ -316,6 +319,17 @@ class Admission:
                            f"{len(camera.products)} others (node.max_products {self.max_products})", charge, held)
         ticket.product = product
         return ticket
+
+    @staticmethod
+    def _stands(camera: Camera, fresh: bool) -> tuple[int, str]:
+        """Where a camera stands in its numbering, and in words: its last frame seen, else the last frame sent its
+        heartbeat said (a camera heard after the node started), else -1 (a stream numbered from 0; `fresh`: a camera
+        started again)."""
+        if not fresh and camera.last_seq is not None:
+            return camera.last_seq, f"the last frame seen ({camera.last_seq})"
+        if not fresh and camera.said is not None:
+            return camera.said, f"the last frame its heartbeat said it sent ({camera.said})"
+        return -1, "a stream numbered from 0, no frame of it seen"
 
     def _tokens(self, camera: Camera, now: float) -> float:
         return refill(camera.tokens, camera.refilled, now, self.max_frame_rate, self.max_seq_step)
@@ -376,9 +390,9 @@ class Admission:
         if ticket.new_run:  # the camera started again: its numbering, clock and stream are the new run's
             camera.seq_restarts += camera.last_seq is not None  # one that had not ended its stream (a crash, a kill)
             camera.run, camera.last_seq, camera.resync, camera.last_capture = ticket.run, None, None, -math.inf
-            camera.ended, camera.unplaced = False, 0
+            camera.ended, camera.unplaced, camera.said = False, 0, None
         if ticket.kind == "heartbeat":
-            camera.beat_tokens, camera.beat_refilled = ticket.tokens, ticket.now
+            camera.beat_tokens, camera.beat_refilled, camera.said = ticket.tokens, ticket.now, ticket.seq
             camera.ended &= not ticket.streaming and ticket.seq == camera.ended_seq
             # a camera that names no run: its last frame sent behind the last one seen is a camera restarted (a crash,
             # no end of stream), whatever its clock says: its next frame is its first
@@ -387,6 +401,7 @@ class Admission:
                 camera.seq_restarts += 1
         elif ticket.kind == "eos":
             camera.last_seq, camera.resync, camera.ended, camera.ended_seq = None, None, True, ticket.seq
+            camera.said = None
         elif ticket.kind == "frame" and ticket.seq < 0:  # refused, numbered below 0: a place of the next gap
             camera.ended, camera.unplaced = False, camera.unplaced + 1
         elif ticket.kind == "frame":

@@ -551,3 +551,26 @@ def test_a_jpeg_is_decoded_at_its_cameras_turn_never_when_a_newer_frame_replaced
         wait_until(lambda: ln.node.counters.source("burst")["scored"] == burst["scored"] + 1)
         until_eos(ln.sub)
         assert ln.node.counters.bad_messages == 1
+
+
+def test_an_end_of_stream_claims_no_more_frames_than_its_camera_could_have_sent():
+    """An outside client's audit: a camera's end of stream with no frame seen in its stream was taken with any
+    `frames` (10^18: the summary's `sent` said so). It is judged from where the camera stands: its last frame, else
+    its heartbeat's seq (its last frame sent: a camera the node heard after a restart), else a numbering from 0, a
+    gap within the token bucket (node.max_seq_step)."""
+    node = EdgeNode(NodeConfig(max_seq_step=100), ["tcp://127.0.0.1:1"], FastDetector, input_names=["cam0"])
+
+    def send(*messages):
+        return [node._on_input([zmq.Frame(p) for p in parts], node.peers[0]) for parts in messages]
+
+    def eos(seq, **fields):
+        return control_parts("eos", "cam0", seq=seq, frames=seq + 1, **fields)
+
+    assert send(eos(10**18 - 1), eos(101, run="r1"), eos(2**63 - 2, run="r2")) == [None] * 3
+    assert node.counters.rejected["eos_inconsistent"] == 3
+    assert send(eos(100)) == ["eos"]  # 101 frames, none heard: 100 never came, within the bucket
+    assert send(control_parts("heartbeat", "cam0", seq=5000, state="streaming"), eos(5001)) == ["heartbeat", "eos"]
+    assert send(control_parts("heartbeat", "cam0", seq=-1, state="waiting"), eos(5001)) == ["heartbeat", None]
+    assert node.counters.rejected["eos_inconsistent"] == 4
+    ends = [m.header.frames for m in iter(lambda: node.pending.take(0.01), None) if m.kind == "eos"]
+    assert ends == [101, 5002]
