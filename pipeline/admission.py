@@ -32,7 +32,10 @@ Header values (after the decoder's schema checks, before any payload is decoded)
   whose seq, its last frame sent, is behind the last frame seen: a restarted camera, whose next frame is its first);
   a camera that names its run (the header's `run`) is judged by it instead: a message of another run than its last is
   the camera started again (its numbering, clock and end of stream start afresh, whatever they say), and one of the
-  same run never is (a step back is refused, a heartbeat behind changes nothing);
+  same run never is (a step back is refused, a heartbeat behind changes nothing); a run the camera had before is
+  refused (`run_replayed`), and so is a restart (a new run, a heartbeat behind) past RESTART_BURST at once and
+  RESTART_RATE a second after (`restart_rate`): each takes any numbering and clock, so old frames would be scored
+  again;
 - a frame naming a product beyond the camera's first `node.max_products` is refused (`product_limit`):
   each product the camera names may get a model and a checkpoint file;
 - a heartbeat from a camera says role `source` (`forged_role`), and a camera's heartbeats keep within
@@ -65,6 +68,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -74,9 +78,13 @@ RESTART_WINDOW = 1000  # a step back to seq <= this is a camera that restarted, 
 RESYNC_FRAMES = 3  # consecutive frames continuing an implausible numbering that resynchronise a camera
 HEARTBEAT_RATE = 50.0  # a camera's heartbeats (forwarded to every subscriber) per second at most, on average,
 HEARTBEAT_BURST = 50  # in bursts of at most this many (a token bucket)
+RESTART_RATE = 0.1  # times a camera may start again (a new run, a heartbeat behind its last frame) a second on average,
+RESTART_BURST = 6  # in bursts of at most this many (a token bucket): each restart takes any numbering and clock
+RUNS_REMEMBERED = 16  # a camera's run ids before its present one that are refused (`run_replayed`)
 ADMISSION_REASONS = ("unexpected_kind", "unknown_camera", "camera_limit", "spoofed_name", "forged_role", "seq_range",
                      "seq_jump", "seq_backwards", "clock_skew", "eos_inconsistent", "oversize", "too_small",
-                     "memory_budget", "shape_change", "heartbeat_rate", "product_limit", "eos_repeated")
+                     "memory_budget", "shape_change", "heartbeat_rate", "product_limit", "eos_repeated",
+                     "run_replayed", "restart_rate")
 REASONS = P.DECODE_REASONS + ADMISSION_REASONS  # every `rejected_<reason>` counter of the node
 
 # Memory estimates of the default SSDnet config on a CPU, measured with the real detector (torch 2.13, 1 thread;
@@ -105,6 +113,13 @@ def _new_run(camera: Camera, run: str | None) -> bool:
     """Whether a message naming `run` comes from a camera started again: it names another run than the camera's last
     (a camera that names none is judged by its numbering instead)."""
     return run is not None and run != camera.run
+
+
+def _restarts(camera: Camera, header: P.Header) -> bool:
+    """Whether `header` starts its camera again: a new run, or a heartbeat naming none whose seq (its last frame sent)
+    is behind the last frame seen."""
+    return _new_run(camera, header.run) or (header.kind == "heartbeat" and header.run is None
+                                            and camera.last_seq is not None and header.seq < camera.last_seq)
 
 
 class Rejected(Exception):
@@ -155,6 +170,9 @@ class Camera:
     said: int | None = None  # the seq (its last frame sent) of its last heartbeat since its last end of stream
     run: str | None = None  # the run id its last admitted message named (a camera started again names another)
     unplaced: int = 0  # its frames numbered below 0 refused since its last frame: each fills a place of the next gap
+    runs_before: deque[str] = field(default_factory=lambda: deque(maxlen=RUNS_REMEMBERED))  # refused: `run_replayed`
+    restart_tokens: float = RESTART_BURST  # times it may start again now (`restart_rate`)
+    restart_refilled: float = 0.0
 
     def report(self) -> dict:
         return {"peer": self.peer.endpoint, "secured": self.peer.secured, "dynamic": self.dynamic,
@@ -179,6 +197,7 @@ class Ticket:
     streaming: bool = False  # a heartbeat whose state is not `ended`: the camera streams (again)
     run: str | None = None  # the run id the message names
     new_run: bool = False  # ... another than the camera's last: the camera started again, `commit` starts it afresh
+    restart_tokens: tuple[float, float] | None = None  # it starts its camera again: the restart tokens left, and when
 
 
 @dataclass
@@ -253,14 +272,34 @@ class Admission:
                            "heartbeat and eos messages only")
         camera = self._identify(peer, header)
         new = self.cameras.get(camera.name) is not camera
+        charge = camera.name if header.kind == "frame" and not new else None
+        restart_tokens = self._restart(camera, header, charge) if _restarts(camera, header) else None
         try:
-            ticket = self._admit(camera, peer, header, camera.name if header.kind == "frame" and not new else None)
+            ticket = self._admit(camera, peer, header, charge)
         except Rejected as e:
             if e.ticket is not None:  # a frame refused for what it holds keeps its place in its run
                 e.ticket.run, e.ticket.new_run = header.run, _new_run(camera, header.run)
+                e.ticket.restart_tokens = restart_tokens
             raise
         ticket.new, ticket.run, ticket.new_run = new, header.run, _new_run(camera, header.run)
+        ticket.restart_tokens = restart_tokens
         return ticket
+
+    def _restart(self, camera: Camera, header: P.Header, charge: str | None) -> tuple[float, float]:
+        """The restart tokens `camera` has left, and when, once `header` started it again; Rejected when it names a
+        run the camera had before (`run_replayed`: its messages sent again) or the camera started again too often
+        (`restart_rate`: each restart takes any numbering and clock, so old frames would be scored again)."""
+        what = f"{header.kind}/{camera.name}#{header.seq}"
+        if header.run is not None and header.run in camera.runs_before:
+            raise Rejected("run_replayed", f"{what}: run {header.run}, one the camera had before its present run "
+                           f"{camera.run}: an old run's messages sent again", charge)
+        now = self.monotonic()
+        tokens = refill(camera.restart_tokens, camera.restart_refilled, now, RESTART_RATE, RESTART_BURST)
+        if tokens < 1:
+            how = f"a new run {header.run}" if header.run is not None else "a heartbeat behind its last frame seen"
+            raise Rejected("restart_rate", f"{what}: {how}, the camera started again over {RESTART_RATE * 60:g} "
+                           f"times a minute (bursts of {RESTART_BURST})", charge)
+        return tokens - 1, now
 
     def _admit(self, camera: Camera, peer: Peer, header: P.Header, charge: str | None) -> Ticket:
         """`check`'s header values, each refusal charged to `charge`."""
@@ -387,8 +426,12 @@ class Admission:
         camera = ticket.camera
         if ticket.new:
             self._bind(camera)
+        if ticket.restart_tokens is not None:
+            camera.restart_tokens, camera.restart_refilled = ticket.restart_tokens
         if ticket.new_run:  # the camera started again: its numbering, clock and stream are the new run's
             camera.seq_restarts += camera.last_seq is not None  # one that had not ended its stream (a crash, a kill)
+            if camera.run is not None:
+                camera.runs_before.append(camera.run)
             camera.run, camera.last_seq, camera.resync, camera.last_capture = ticket.run, None, None, -math.inf
             camera.ended, camera.unplaced, camera.said = False, 0, None
         if ticket.kind == "heartbeat":
@@ -396,7 +439,7 @@ class Admission:
             camera.ended &= not ticket.streaming and ticket.seq == camera.ended_seq
             # a camera that names no run: its last frame sent behind the last one seen is a camera restarted (a crash,
             # no end of stream), whatever its clock says: its next frame is its first
-            if ticket.run is None and camera.last_seq is not None and ticket.seq < camera.last_seq:
+            if ticket.restart_tokens is not None and not ticket.new_run:
                 camera.last_seq, camera.resync = None, None
                 camera.seq_restarts += 1
         elif ticket.kind == "eos":

@@ -16,7 +16,7 @@ import zmq
 from adversary import control_parts, frame_parts, header, node_beat, node_line, scored, streamed, until_eos
 from pipeline import node as node_module
 from pipeline import protocol as P
-from pipeline.admission import HEARTBEAT_BURST, HEARTBEAT_RATE, RESYNC_FRAMES
+from pipeline.admission import HEARTBEAT_BURST, HEARTBEAT_RATE, RESTART_BURST, RESYNC_FRAMES
 from pipeline.config import NodeConfig, SyntheticSourceConfig
 from pipeline.flow import CREDIT_COUNTER, decode_grant
 from pipeline.node import INPUT_TOPICS, EdgeNode
@@ -574,3 +574,34 @@ def test_an_end_of_stream_claims_no_more_frames_than_its_camera_could_have_sent(
     assert node.counters.rejected["eos_inconsistent"] == 4
     ends = [m.header.frames for m in iter(lambda: node.pending.take(0.01), None) if m.kind == "eos"]
     assert ends == [101, 5002]
+
+
+def test_old_frames_are_not_scored_again_under_another_run_id():
+    """An outside client's audit: a peer that may speak for a camera (no CURVE) had a run's frames scored again by
+    sending them anew under another run id (a new run starts the camera's numbering and clock afresh), and a camera
+    that names no run by a heartbeat behind its last frame. A run the camera had before is refused (`run_replayed`),
+    and a camera starts again at most RESTART_BURST times at once, then RESTART_RATE a second (`restart_rate`)."""
+    node = EdgeNode(NodeConfig(), ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"], FastDetector,
+                    input_names=["cam0", "old"])
+    t0 = time.time() - 10
+
+    def send(source: str, *messages):
+        peer = node.peers[0 if source == "cam0" else 1]
+        return [node._on_input([zmq.Frame(p) for p in parts], peer) for parts in messages]
+
+    recorded = [frame_parts("cam0", seq=seq, t=t0 + seq, run="a") for seq in range(3)]
+    send("cam0", *recorded)
+    send("cam0", frame_parts("cam0", seq=0, t=t0 + 5, run="b"))  # the camera started again
+    send("cam0", *recorded)  # run a's frames sent again as they were
+    assert node.counters.rejected["run_replayed"] == 3
+    for i in range(RESTART_BURST + 2):  # ... and under run ids of their own
+        send("cam0", *(frame_parts("cam0", seq=seq, t=t0 + seq, run=f"forged{i}") for seq in range(3)))
+    assert node.counters.rejected["restart_rate"] == 3 * 4  # runs a and b took a restart each
+    assert node.counters.source("cam0")["received"] == 3 + 1 + 3 * (RESTART_BURST - 2)
+    # a camera that names no run: a heartbeat behind its last frame starts it again, as often as the rate allows
+    send("old", *(frame_parts("old", seq=seq, t=t0 + seq) for seq in range(3)))
+    for _ in range(RESTART_BURST + 2):
+        send("old", control_parts("heartbeat", "old", seq=-1), *(frame_parts("old", seq=seq, t=t0 + seq)
+                                                                 for seq in range(3)))
+    assert node.counters.rejected["restart_rate"] == 3 * 4 + 2  # the heartbeats; the frames are old ones sent again
+    assert node.admission.cameras["old"].seq_restarts == RESTART_BURST
