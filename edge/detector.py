@@ -46,6 +46,7 @@ from .frames import BLANK_SPAN, check_frame, to_frame_size, to_working_size, val
 from .memory import FeatureMemory, memory_distance
 from .schedule import StepScheduler
 from .scorers import BackendError, build_scorer, make_scorer
+from .scorers.onnx_graph import MEMORY_OUTPUTS, OUTPUT_NAMES
 from .vgg import VGG19Features, build_vgg
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,26 @@ def top_mean(amap: np.ndarray, quantile: float) -> float:
     """The scorer's image score rule (edge.scoring): the mean of the map's top (1 - quantile)."""
     k = max(1, round((1 - quantile) * amap.size))
     return float(np.partition(amap.ravel(), amap.size - k)[-k:].mean())
+
+
+def score_source(cfg: SSDNetConfig) -> str | None:
+    """The scorer output the image score is read from where the border profile takes part (edge.border): the
+    scorer's score map (`image_score` 'knn' with a memory: the blend, without the floor), the anomaly map when the
+    score is its top, or None: the scorer's own score as is (the self-similarity beside reconstruction maps, without
+    a memory)."""
+    if cfg.score.image_score == "knn" and cfg.uses_memory:
+        return MEMORY_OUTPUTS[2]
+    return OUTPUT_NAMES[0] if cfg.score.score_is_map_top else None
+
+
+def first_frame_score(cfg: SSDNetConfig, height: int, width: int) -> dict:
+    """How a camera's first frames (its border profile not ready) have their image score read from the scorer's
+    outputs, for a height x width frame (the working size): the output `map` (None: the scorer's `score` as is),
+    cropped to the frame and `inset` px inside its border, the mean of its top (1 - `quantile`) (`top_mean`).
+    `ssdnet export` writes it into the sidecar, for a program of its own to score as the node does."""
+    source = score_source(cfg) if cfg.border.enabled else None
+    inset = BorderProfile(cfg.border).inset(height, width) if source else 0
+    return {"map": source, "inset": inset, "quantile": cfg.score.image_score_quantile}
 
 
 def frame_cells(grid: torch.Tensor, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -252,14 +273,12 @@ class Detector:
         return amap.cpu().numpy(), float(score)
 
     def _score_map(self, amap: np.ndarray, height: int, width: int, border: BorderProfile) -> np.ndarray | None:
-        """The border-corrected map the image score reads: with `image_score` 'knn' the scorer's own when it has
-        one (with a memory: the blend, without the floor), else the corrected anomaly map `amap` when the score
-        is its top; None when the detector does not see that map (the self-similarity beside reconstruction
-        maps, without a memory)."""
-        own, cfg = self.backend.score_map, self.cfg.score
-        if cfg.image_score == "knn" and own is not None:
-            return border.apply(own[0, 0, :height, :width].cpu().numpy())
-        return amap if cfg.score_is_map_top else None
+        """The border-corrected map the image score reads (`score_source`): the scorer's own score map, or the
+        corrected anomaly map `amap`; None when the score is the scorer's as is."""
+        source = score_source(self.cfg)
+        if source == MEMORY_OUTPUTS[2]:
+            return border.apply(self.backend.score_map[0, 0, :height, :width].cpu().numpy())
+        return amap if source == OUTPUT_NAMES[0] else None
 
     def _novel_share(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor | None:
         """The share of the last scored frame's cells beyond `novel_ratio` x the camera's typical memory distance,

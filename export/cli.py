@@ -15,6 +15,7 @@ from rich.table import Table
 
 from edge.args import at_least
 from edge.config import MIN_SIDE, ScoreConfig, load_config
+from edge.detector import first_frame_score
 from edge.device import resolve_device
 from edge.frames import FrameError, working_size
 from edge.patches import pad_multiple
@@ -93,6 +94,7 @@ def run_export(args: argparse.Namespace) -> int:
     h, w = -(-frame[0] // m) * m, -(-frame[1] // m) * m
     if (h, w) != frame:
         print(f"frames of {frame[0]}x{frame[1]} are padded to {h}x{w} (multiples of {m}); exporting for {h}x{w}")
+    camera = {"camera": [args.height, args.width], "first_frame_score": first_frame_score(cfg, *frame)}
     console = Console(stderr=True)  # progress: each long step says what it does (tens of seconds on a busy machine)
     console.log("building the scorer")
     scorer = _scorer(cfg, args.state)
@@ -109,17 +111,18 @@ def run_export(args: argparse.Namespace) -> int:
             return 2
         console.log(f"writing {escape(str(out))}")
         onnx_path, json_path = save(exported, out)
-        amend_sidecar(json_path, {"camera": [args.height, args.width]})
+        amend_sidecar(json_path, camera)
         weights = (f"{len(exported.weight_names)} U-Net weights" if cfg.score.uses_unet else
                    "no U-Net weights: score.pixel_weight and perceptual_weight are 0, the default, so nothing is "
                    "fitted")
         print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB, opset {exported.opset}, {weights}) "
               f"and {json_path}")
         return 0
-    return _export_tensorrt(args, scorer, h, w, frame, out, console)
+    return _export_tensorrt(args, scorer, h, w, frame, out, console, camera)
 
 
-def _export_tensorrt(args, scorer, h: int, w: int, frame: tuple[int, int], out: Path, console: Console) -> int:
+def _export_tensorrt(args, scorer, h: int, w: int, frame: tuple[int, int], out: Path, console: Console,
+                     camera: dict) -> int:
     try:
         trt_scorer = TensorRTScorer(scorer, precision="fp16" if args.fp16 else "fp32", max_batch=args.max_batch)
     except BackendUnavailable as e:  # no TensorRT, or no CUDA GPU: its own exit code, scripts tell it apart
@@ -142,8 +145,7 @@ def _export_tensorrt(args, scorer, h: int, w: int, frame: tuple[int, int], out: 
     engine_path = out / "scorer.engine"
     shutil.copyfile(trt_scorer.cache.path(entry["key"]), engine_path)
     amend_sidecar(json_path, {"format": "tensorrt", "engine": engine_path.name, "engine_cache_key": entry["key"],
-                               "camera": [args.height, args.width], "max_batch": args.max_batch,
-                               "tensorrt": trt_scorer.info()})
+                               **camera, "max_batch": args.max_batch, "tensorrt": trt_scorer.info()})
     print(f"wrote {engine_path}, {onnx_path} and {json_path}; parity: {trt_scorer.parity}")
     return 0
 

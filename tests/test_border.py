@@ -4,11 +4,15 @@ import copy
 
 import numpy as np
 import pytest
+import torch
 
 from edge.border import BANDS, SCORE_INSET, BorderProfile, band_index, band_stats
 from edge.config import BorderConfig, SSDNetConfig
-from edge.detector import Detector, top_mean
-from edge.synthetic import sample
+from edge.detector import Detector, first_frame_score, top_mean
+from edge.fitter import image_to_tensor
+from edge.memory import FeatureMemory
+from edge.scorers import build_scorer
+from edge.synthetic import sample, texture
 
 
 def hot_border_map(rng: np.random.Generator, h: int = 96, w: int = 128) -> np.ndarray:
@@ -111,6 +115,32 @@ def test_until_the_profile_is_ready_the_image_score_reads_the_map_from_8_px_insi
     for _ in range(2):
         profile.observe(hot_border_map(rng))
     assert profile.ready and profile.scored(amap).shape == amap.shape  # corrected, the border counts again
+
+
+@pytest.mark.parametrize("settings, height, read", [
+    ({}, 120, {"map": "score_map", "inset": SCORE_INSET}),  # the default: the blend, 8 px in
+    ({}, 64, {"map": "score_map", "inset": 0}),  # a frame too small to ever have a profile: whole
+    ({"memory": {"size_mb": 0}}, 120, {"map": "anomaly_map", "inset": SCORE_INSET}),  # the score is the map's top
+    ({"border": {"enabled": False}}, 120, {"map": None, "inset": 0}),  # the scorer's own score, its padding too
+])
+def test_first_frame_score_reads_the_scorer_s_outputs_as_the_detector_does(settings, height, read):
+    """What `ssdnet export` writes into the sidecar for a program of its own (docs/export.md): the scorer's outputs on
+    a frame with an empty memory, read that way, are the image score of a camera's first frame."""
+    cfg = SSDNetConfig.model_validate({"model": {"base_channels": 4}, "fit": {"scales": [1, 2]},
+                                       "score": {"amp": False}, **settings})
+    frame, width = texture("brick", 128, np.random.default_rng(3))[:height], 128
+    assert first_frame_score(cfg, height, width) == {**read, "quantile": cfg.score.image_score_quantile}
+    scorer = build_scorer(cfg, device="cpu", backend="torch")
+    if cfg.uses_memory:
+        scorer.use_memory(FeatureMemory(cfg.memory, history_dim=scorer.module.knn_dim))
+    amap, score = scorer.score(image_to_tensor(frame, torch.device("cpu"), 16), (height, width))
+    if read["map"] is None:
+        want = float(score[0])
+    else:
+        k = read["inset"]
+        out = (scorer.score_map if read["map"] == "score_map" else amap)[0, 0, :height, :width].numpy()
+        want = top_mean(out[k:height - k, k:width - k], cfg.score.image_score_quantile)
+    assert Detector(cfg, "cpu").process(frame).score == pytest.approx(want, rel=1e-5)
 
 
 def brick_crops(count: int, seed: int = 0) -> list[np.ndarray]:

@@ -26,6 +26,7 @@ import edge.scoring
 from edge.config import FitConfig, LossConfig, ModelConfig, ScoreConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
 from edge.fitter import image_to_tensor
+from edge.images import write_rgb
 from edge.memory import FeatureMemory
 from edge.scorers import OnnxRuntimeScorer, ParityError, TorchScorer, build_scorer
 from edge.scorers.base import MAX_GRAPHS
@@ -415,18 +416,26 @@ def test_cli_export_scales_a_large_camera_down_as_the_detector_does(tmp_path):
     assert key[2][0] * key[2][1] <= 4096 < 100 * 80
 
 
-def test_the_docs_standalone_example_scores_an_exported_file_as_the_torch_scorer_does(tmp_path):
+@pytest.mark.parametrize("height, width, inset", [(120, 128, 8), (60, 64, 0)])
+def test_the_docs_standalone_example_scores_an_exported_file_as_ssdnet_score_does(tmp_path, height, width, inset):
     """docs/export.md's example (numpy and onnxruntime only, a clean interpreter) scores a frame with the files
-    `ssdnet export` wrote, the camera memory fed empty: the torch scorer's map and raw score with an empty memory."""
+    `ssdnet export` wrote, the camera memory fed empty: the torch scorer's map with an empty memory, and the raw score
+    `ssdnet score` gives the frame (a camera's first frame), read as the sidecar says: the frame alone, not its
+    padding, and 8 px inside its border where it has an interior (edge.border; a frame under ~96 px a side has none).
+    Before the sidecar said so the example took the graph's own score: 0.766 for `ssdnet score`'s 0.669 at
+    120 x 128."""
     block = examples(EXPORT_DOC)["standalone"]
     assert set(re.findall(r"^(?:import|from) (\w+)", block, re.M)) == {"json", "os", "numpy", "onnxruntime"}
     # the torch twin in fp32, as the ONNX file is (`score.amp` would score in bf16 on a CPU with native bf16)
     settings = {"model": {"base_channels": 4}, "fit": {"scales": [1, 2]}, "score": {"amp": False}}
     (tmp_path / "cfg.yaml").write_text(json.dumps({"ssdnet": settings}))  # YAML reads JSON
-    assert main(["export", "--height", "60", "--width", "64", "--config", str(tmp_path / "cfg.yaml"), "--out",
-                 str(tmp_path / "out")]) == 0
-    frame = texture("brick", 64, np.random.default_rng(3))[:60]
+    assert main(["export", "--height", str(height), "--width", str(width), "--config", str(tmp_path / "cfg.yaml"),
+                 "--out", str(tmp_path / "out")]) == 0
+    side = json.loads((tmp_path / "out" / "scorer.json").read_text())
+    assert side["first_frame_score"] == {"map": "score_map", "inset": inset, "quantile": 0.999}
+    frame = texture("brick", 128, np.random.default_rng(3))[:height, :width]
     np.save(tmp_path / "frame.npy", frame)
+    write_rgb(tmp_path / "frame.png", frame)
     (tmp_path / "example.py").write_text(block)
     run = subprocess.run([sys.executable, "-I", str(tmp_path / "example.py")], capture_output=True, text=True,
                          env={**os.environ, "SCORER_DIR": str(tmp_path / "out"), "FRAME": str(tmp_path / "frame.npy"),
@@ -434,12 +443,15 @@ def test_the_docs_standalone_example_scores_an_exported_file_as_the_torch_scorer
     assert run.returncode == 0, run.stderr
     amap, raw = np.load(tmp_path / "map.npy"), json.loads(run.stdout)["score"]
 
+    assert main(["score", str(tmp_path / "frame.png"), "--config", str(tmp_path / "cfg.yaml"), "--out",
+                 str(tmp_path / "scored")]) == 0
+    want_score = json.loads((tmp_path / "scored" / "scores.jsonl").read_text())["raw_score"]  # 4 decimals
     cfg = parse_config(SSDNetConfig, settings)
     scorer = build_scorer(cfg, device="cpu", backend="torch")
     scorer.use_memory(FeatureMemory(cfg.memory, history_dim=scorer.module.knn_dim))
-    want_map, want_score = scorer.score(image_to_tensor(frame, torch.device("cpu"), 16), (60, 64))
-    assert amap.shape == (60, 64) and np.abs(amap - want_map[0, 0, :60].numpy()).max() < FP32_ATOL
-    assert abs(raw - float(want_score[0])) < FP32_ATOL and np.ptp(amap) > 10 * FP32_ATOL  # a map, not a constant
+    want_map, _ = scorer.score(image_to_tensor(frame, torch.device("cpu"), 16), (height, width))
+    assert amap.shape == (height, width) and np.abs(amap - want_map[0, 0, :height, :width].numpy()).max() < FP32_ATOL
+    assert abs(raw - want_score) < FP32_ATOL and np.ptp(amap) > 10 * FP32_ATOL  # a map, not a constant
 
 
 def test_cli_export_tensorrt_one_outcome_per_environment(tmp_path, capsys):
