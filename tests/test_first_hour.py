@@ -209,7 +209,7 @@ def test_score_keeps_going_past_an_unreadable_file_and_calibrate_reads_a_folder_
     assert main(["calibrate", str(video), "--fast", "--threads", "1", "--frames", "13"]) == 0
     assert "3 normal frames of" in capsys.readouterr().out
     assert main(["calibrate", str(tmp_path / "nope.mp4"), "--fast"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "nope.mp4: no such folder or video file" in capsys.readouterr().err
 
     # frames cut as the camera's `crop` cuts them (the threshold must be learnt on what the node will score)
     for source, resize, shape in ((tmp_path / "frames", None, (40, 48, 3)), (video, (32, 32), (32, 32, 3))):
@@ -451,3 +451,23 @@ def test_calibrate_with_a_line_config_says_what_its_node_threshold_would_flag(tm
                     "node: {threshold: 1000.0}\n")
     assert main(["calibrate", str(tmp_path / "frames"), "--config", str(line), "--threads", "1"]) == 0
     assert "the current threshold 1000.000 would flag 0.0%" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["calibrate", "{tmp}/missing"], "{tmp}/missing: no such folder or video file"),
+    (["calibrate", "{tmp}/missing/"], "{tmp}/missing/: no such folder or video file"),
+    (["calibrate", "{tmp}/scores.jsonl"], "{tmp}/scores.jsonl does not exist"),
+    (["calibrate", "{tmp}/binary.jsonl"], "is not a JSON-lines file of scores"),
+    (["calibrate", "{tmp}/binary.jsonl", "--frames", "3"], "holds the node's scores already: drop --frames"),
+    (["calibrate", "{tmp}", "--line", "{tmp}/line.yaml", "--fast"], "--line takes the line's node.ssdnet"),
+    (["score", "x.png", "--config", "{tmp}/line.yaml", "--fast"], "--fast and --config exclude each other"),
+])
+def test_a_calibrate_or_score_input_error_is_one_error_line_with_the_usage_exit_code(tmp_path, capsys, argv, says):
+    """`ssdnet calibrate MISSING` printed 'ssdnet calibrate: video file ... does not exist' without the "error:"
+    every other command's errors carry, and `--line` with `--fast` (or score's `--config` with `--fast`) exited 1
+    with 'ssdnet: ...': each is now `ssdnet COMMAND: error: ...`, exit 2 (a usage or input error)."""
+    (tmp_path / "binary.jsonl").write_bytes(b"\xff\xfe\x00garbage")
+    (tmp_path / "line.yaml").write_text("sources: []\n")
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ssdnet {argv[0]}: error: ") and says.format(tmp=tmp_path) in err[0]

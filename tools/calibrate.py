@@ -33,15 +33,15 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.args import at_least
-from edge.config import MIN_SIDE, parse_config
+from edge.config import MIN_SIDE, ConfigError, parse_config
 from edge.detector import Detector
 from edge.frames import FrameError
 from edge.images import write_rgb
 from edge.overlay import annotated_overlay
-from pipeline.config import FolderSourceConfig, VideoSourceConfig, load_line_config
+from pipeline.config import FolderSourceConfig, VideoSourceConfig, is_video_file, load_line_config
 from pipeline.regions import find_regions
 from pipeline.sinks import JsonLines
-from pipeline.sources import SourceError, make_reader
+from pipeline.sources import SourceError, SourceFatal, make_reader
 
 from .score_images import DEFAULT_THRESHOLD, add_common, fast_hint, fit_progress, line_node, set_threads, ssdnet_config
 
@@ -58,8 +58,16 @@ def suggest(scores: np.ndarray, quantile: float = 0.99, margin: float = 0.05) ->
     return value + margin * abs(value)
 
 
+def _error(text: str) -> int:
+    """Print `text` as the command's one error line; returns the exit code of an input error."""
+    print(f"ssdnet calibrate: error: {text}", file=sys.stderr)
+    return 2
+
+
 def _reader(path: str, resize: tuple[int, int] | None, crop: tuple[int, int, int, int] | None = None):
     p, given = Path(path), {"name": "calibrate", "crop": crop, "resize": resize}
+    if is_video_file(path) and not p.exists():
+        raise SourceFatal(f"{path}: no such folder or video file")
     if p.is_dir():
         cfg = parse_config(FolderSourceConfig, {"kind": "folder", "path": p, **given}, "--crop / --resize")
     else:
@@ -76,7 +84,7 @@ def _cmd(args: argparse.Namespace) -> int:
     threshold, vrange = DEFAULT_THRESHOLD, None
     if args.line:
         if args.config or args.fast:
-            raise SystemExit("ssdnet calibrate: --line takes the line's node.ssdnet; drop --config/--fast")
+            raise ConfigError("--line takes the line's node.ssdnet; drop --config/--fast")
         line = load_line_config(args.line)
         cfg, threshold, vrange = line.node.ssdnet, line.node.threshold, line.sinks.overlay_range
     else:
@@ -86,8 +94,7 @@ def _cmd(args: argparse.Namespace) -> int:
                          tuple(args.crop) if args.crop else None)
         reader.open()
     except SourceError as e:
-        print(f"ssdnet calibrate: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
     fast_hint(cfg, args.config or args.line, args.fast)
     out = Path(args.out) if args.out else None
     if out is not None:
@@ -136,10 +143,8 @@ def _cmd(args: argparse.Namespace) -> int:
         if log is not None:
             log.close()
     if not scores:
-        print(f"ssdnet calibrate: {seen + 1} frame(s) scored of {read} read from {args.source}: too few to judge "
-              f"against the camera's own normal (its first {cfg.calibration.min_frames} set it; --skip {args.skip})",
-              file=sys.stderr)
-        return 2
+        return _error(f"{seen + 1} frame(s) scored of {read} read from {args.source}: too few to judge against the "
+                      f"camera's own normal (its first {cfg.calibration.min_frames} set it; --skip {args.skip})")
     first = seen + 1 - len(scores)  # those that set the camera's normal (a blank frame sets nothing) or --skip left out
     _report(np.array(scores), f"{len(scores)} normal frames of {args.source} (after the first {first})", threshold,
             args, out)
@@ -194,16 +199,13 @@ def _from_scores(args: argparse.Namespace) -> int:
                                    ("--frames", args.frames), ("--resize", args.resize), ("--crop", args.crop),
                                    ("--overlays", args.overlays)) if on]
     if given:
-        print(f"ssdnet calibrate: {args.source} holds the node's scores already: drop {', '.join(given)}",
-              file=sys.stderr)
-        return 2
+        return _error(f"{args.source} holds the node's scores already: drop {', '.join(given)}")
     cameras: dict[str, list[float]] = {}
     seen: dict[str, int] = {}  # each camera's (and product's) frames so far, for --skip
     threshold, skipped, held, single = DEFAULT_THRESHOLD, 0, 0, 0
     files = JsonLines.files(args.source)
     if not files:
-        print(f"ssdnet calibrate: {args.source} does not exist", file=sys.stderr)
-        return 2
+        return _error(f"{args.source} does not exist")
     try:
         for rec in JsonLines.records(args.source):  # oldest first: the last record's threshold is the line's current
             try:
@@ -225,14 +227,12 @@ def _from_scores(args: argparse.Namespace) -> int:
                 continue
             cameras.setdefault(name, []).append(score)
     except UnicodeDecodeError:
-        print(f"ssdnet calibrate: {args.source} is not a JSON-lines file of scores (not text)", file=sys.stderr)
-        return 2
+        return _error(f"{args.source} is not a JSON-lines file of scores (not text)")
     if not cameras:
-        print(f"ssdnet calibrate: no calibrated frame scores in {', '.join(map(str, files))} "
-              f"({skipped} record(s) without a score, {held} left out by --skip {args.skip}"
-              + (f", {single} of single images scored by `ssdnet score`, which have no camera normal: give their "
-                 "folder instead" if single else "") + "); a line writes them with sinks.scores: true", file=sys.stderr)
-        return 2
+        return _error(f"no calibrated frame scores in {', '.join(map(str, files))} "
+                      f"({skipped} record(s) without a score, {held} left out by --skip {args.skip}"
+                      + (f", {single} of single images scored by `ssdnet score`, which have no camera normal: give "
+                         "their folder instead" if single else "") + "); a line writes them with sinks.scores: true")
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

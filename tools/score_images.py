@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from edge.args import at_least, finite
-from edge.config import SSDNetConfig, load_config, load_yaml, parse_config
+from edge.config import ConfigError, SSDNetConfig, load_config, load_yaml, parse_config
 from edge.detector import Detector
 from edge.images import IMAGE_SUFFIXES, image_files, read_rgb, write_rgb
 from edge.overlay import annotated_overlay
@@ -38,7 +38,7 @@ FAST = {"score": {"pixel_weight": 0.0, "perceptual_weight": 0.0}}  # configs/sel
 def ssdnet_config(config: str | None, fast: bool, steps: int | None = None) -> SSDNetConfig:
     """The SSDnet config of `--config FILE`, `--fast` (nothing fitted) and `--steps`."""
     if config and fast:
-        raise SystemExit("ssdnet: --fast and --config exclude each other (--fast is configs/self-similarity.yaml)")
+        raise ConfigError("--fast and --config exclude each other (--fast is configs/self-similarity.yaml)")
     cfg = load_config(config) if config else SSDNetConfig()
     if fast:
         cfg = SSDNetConfig.model_validate({**cfg.model_dump(), "score": {**cfg.score.model_dump(), **FAST["score"]}})
