@@ -251,7 +251,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                 collector.final_heartbeat()
     except KeyboardInterrupt:
         interrupted = True
-        log.warning("interrupted; stopping the line")
+        log.warning("%s; stopping the line", ctrl_c.signal or "interrupted")
     except Exception as e:  # a stage died, a sink failed: what the line did until then is still summed up
         failure = str(e) if isinstance(e, LineError) else f"{type(e).__name__}: {e}"
         raise
@@ -265,8 +265,8 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                 sink.close()
         if collector is not None or failure is None:
             summary = _summary(line, stats, names, cfg.node.name, collector)
-            summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted, timed_out=timed_out,
-                           failed=failure)
+            summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted,
+                           stopped_by=ctrl_c.signal if interrupted else None, timed_out=timed_out, failed=failure)
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -303,30 +303,39 @@ def _fixed(what: str, endpoint: str) -> str:
     return endpoint
 
 
-def _ctrl_c_flag() -> tuple[threading.Event, Callable[[], None]]:
-    """A flag that Ctrl-C or SIGTERM (`docker stop`, `systemctl stop`, `timeout`) sets as well as raising
-    KeyboardInterrupt (which Python drops when it lands in a finaliser), and the function that puts the previous
-    handlers back. Off the main thread: a flag nobody sets."""
-    flag = threading.Event()
+class Stop(threading.Event):
+    """Set to stop a line or a stage; `signal` names the signal that set it ("SIGINT": Ctrl-C, "SIGTERM": `docker
+    stop`, `systemctl stop`, `kill`), None when none did (a timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal: str | None = None
+
+
+def _on_signals(stop: Stop, interrupt: bool) -> dict[int, object]:
+    """Ctrl-C and SIGTERM set `stop`, and raise KeyboardInterrupt too where `interrupt`; returns their old handlers."""
+    def handler(signum, frame):  # noqa: ARG001
+        stop.signal = signal.Signals(signum).name
+        stop.set()
+        if interrupt:
+            raise KeyboardInterrupt
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _ctrl_c_flag() -> tuple[Stop, Callable[[], None]]:
+    """A flag that Ctrl-C or SIGTERM sets as well as raising KeyboardInterrupt (which Python drops when it lands in a
+    finaliser), and the function that puts the previous handlers back. Off the main thread: a flag nobody sets."""
+    flag = Stop()
     if threading.current_thread() is not threading.main_thread():
         return flag, lambda: None
-
-    def handler(signum, frame):  # noqa: ARG001
-        flag.set()
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = _on_signals(flag, interrupt=True)
     return flag, lambda: [signal.signal(sig, h) for sig, h in previous.items()]
 
 
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum, frame):  # noqa: ARG001
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+def _stop_on_signals() -> Stop:
+    stop = Stop()
+    _on_signals(stop, interrupt=False)
     return stop
 
 
@@ -422,8 +431,9 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
         for sink in sinks:
             sink.close()
     summary = stats.summary(cameras=named)
-    summary.update(wall_s=round(time.time() - started, 3), interrupted=bool(pending) and not timed_out.is_set(),
-                   timed_out=bool(pending) and timed_out.is_set(),
+    interrupted = bool(pending) and not timed_out.is_set()
+    summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted,
+                   stopped_by=stop.signal if interrupted else None, timed_out=bool(pending) and timed_out.is_set(),
                    sink_failures=collector.sink_failures, resumed=bool(resume), ended_before_start=before_start)
     if resume:  # frames and failures are this run's, `sent` the cameras' whole streams: no drop count from them
         summary["dropped"] = None
@@ -435,7 +445,8 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
 
 
 def print_summary(summary: dict) -> None:
-    ended = " (interrupted: partial)" if summary.get("interrupted") else \
+    by = " by SIGTERM" if summary.get("stopped_by") == "SIGTERM" else ""
+    ended = f" (interrupted{by}: partial)" if summary.get("interrupted") else \
         " (timed out)" if summary.get("timed_out") else ""
     table = Table(title=f"ssdnet run{ended}", show_header=False)
     drops = summary.get("drops")
@@ -499,13 +510,15 @@ def _stage(text: str) -> str:
 
 
 def _linger(url: str) -> None:
-    """After a line with the live page ends: keep the page up until Ctrl-C."""
+    """After a line with the live page ends: keep the page up until Ctrl-C or SIGTERM."""
     Console(stderr=True).print(f"the line has ended; the live view stays up at {url} until Ctrl-C")
+    stop, restore = _ctrl_c_flag()
     try:
-        while True:
-            time.sleep(1)
+        stop.wait()
     except KeyboardInterrupt:
         pass
+    finally:
+        restore()
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -555,7 +568,7 @@ def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
     if views and args.view and not summary["interrupted"]:
         _linger(views[0].url)
     if summary["interrupted"]:
-        return 130
+        return 0 if summary["stopped_by"] == "SIGTERM" else 130  # a requested stop, done: a clean exit
     if not summary["frames"] and not summary.get("ended_before_start"):  # a line that scored nothing did not do its
         # job, whatever the warnings said (a sinks stage started after the ends of stream took only the event log)
         print("ssdnet run: error: no frame was scored (the warnings above say why)", file=sys.stderr)

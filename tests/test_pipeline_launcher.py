@@ -1,6 +1,7 @@
 """`ssdnet run` (stages as spawned processes), its config, the sinks and `ssdnet subscribe`."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import multiprocessing as mp
@@ -24,7 +25,7 @@ import pytest
 import zmq
 
 from edge.config import ConfigError, parse_config
-from pipeline import http_bounds
+from pipeline import http_bounds, launcher
 from pipeline import protocol as P
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import _ctrl_c_flag, _sinks, run_line
@@ -224,6 +225,30 @@ def test_run_line_stops_on_ctrl_c(tmp_path, sig):
     assert summary["interrupted"] and time.monotonic() - t0 < 15
     assert not mp.active_children()
     assert json.loads((tmp_path / "summary.json").read_text())["interrupted"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)], ids=["sigterm", "ctrl_c"])
+def test_ssdnet_run_stopped_by_sigterm_flushes_its_results_and_exits_0_ctrl_c_130(tmp_path, monkeypatch, capsys,
+                                                                                  restore_signals, sig, code):
+    """`docker stop` (SIGTERM) exited 130, as Ctrl-C does, so a supervisor took a requested stop for a failure: it is a
+    clean stop now, exit 0 (as the node and camera stages exit), with its scores flushed and summary.json saying
+    `stopped_by`; Ctrl-C stays 130."""
+    monkeypatch.setattr(launcher, "run_line", functools.partial(run_line, detector_factory=FastDetector))
+    config = tmp_path / "line.yaml"
+    config.write_text("sources: [{name: cam0, kind: synthetic, size: 64, fps: 50}]\nsinks: {scores: true}\n")
+    scores = tmp_path / "out" / "scores.jsonl"
+
+    def stop_once_scoring() -> None:
+        wait_until(lambda: scores.exists() and scores.stat().st_size > 0, timeout=60)
+        os.kill(os.getpid(), sig)
+
+    threading.Thread(target=stop_once_scoring, daemon=True).start()
+    assert cli_main(["run", str(config), "--out", str(tmp_path / "out")]) == code
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["interrupted"] and summary["stopped_by"] == sig.name and not mp.active_children()
+    assert len(scores.read_text().splitlines()) == summary["frames"] > 0
+    assert f"interrupted{' by SIGTERM' if sig == signal.SIGTERM else ''}: partial" in capsys.readouterr().out
 
 
 @pytest.mark.slow
