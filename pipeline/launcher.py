@@ -52,7 +52,7 @@ from .out_folder import claimed, set_aside
 from .security import secure_stage
 from .sink_config import ViewConfig
 from .sinks import ConsoleSink, JsonlSink, MetricsSink, OverlaySink, ScoresSink, Sink, Subscriber, deliver
-from .sources import run_camera
+from .sources import expected_frames, run_camera
 from .stages import READY_TIMEOUT_S, LineError, Stages
 from .stats import DROP_COUNTERS, StreamStats
 
@@ -196,7 +196,8 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     timeout_s = timeout_s or cfg.timeout_s
     sources = [s.model_copy(update={"frames": frames or s.frames or cfg.frames}) for s in cfg.sources]
     names = [s.name for s in sources]
-    expected = sum(s.frames for s in sources) if all(s.frames for s in sources) else None
+    counts = [expected_frames(s) for s in sources]
+    expected = None if None in counts else sum(counts)
     line, stats, sinks = Stages(), StreamStats(cfg.sinks.auroc_pixels_per_frame), _sinks(cfg, out)
     pages = [s for s in sinks if _is_view(s)]
     if views is not None:

@@ -73,6 +73,7 @@ class Reader(Protocol):
     def open(self) -> None: ...
     def read(self) -> Capture | None: ...  # None: end of stream
     def close(self) -> None: ...
+    def frame_count(self) -> int | None: ...  # one pass of the source; None: endless or not known
 
 
 class Shaper:
@@ -199,6 +200,17 @@ class VideoReader:
             self.cap.release()
             self.cap = None
 
+    def frame_count(self) -> int | None:
+        """The frames of one pass of a video file, as its container says (None: a live camera, or not said)."""
+        if not self.is_file or not Path(self.cfg.uri).is_file():
+            return None
+        cap = cv2.VideoCapture(self.cfg.uri, self.api)
+        try:
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        finally:
+            cap.release()
+        return count if count > 0 else None
+
 
 class FolderReader:
     """The images of a folder in name order, with masks from `masks/<stem><mask_suffix>.png`; a file it cannot read
@@ -247,6 +259,13 @@ class FolderReader:
             bgr = to_uint8(raw, self.cfg.bit_depth or self.bits)
             return Capture(self.shaper.frame(bgr), self._mask(path, bgr.shape[:2]), time.time())
 
+    def frame_count(self) -> int | None:
+        """The images of one pass of the folder (None: it cannot be listed)."""
+        try:
+            return len(image_files(self.cfg.path))
+        except OSError:
+            return None
+
     def _mask(self, image_path: Path, shape: tuple[int, int]) -> np.ndarray | None:
         if self.cfg.masks is None:
             return None
@@ -269,6 +288,10 @@ class SyntheticReader:
 
     def open(self) -> None:
         pass
+
+    def frame_count(self) -> None:
+        """Endless."""
+        return None
 
     def read(self) -> Capture:
         t_capture = time.time()  # the shutter opens now; drawing the texture is its exposure
@@ -317,6 +340,14 @@ class ProductName:
 
 def make_reader(cfg: SourceConfig) -> Reader:
     return {"synthetic": SyntheticReader, "video": VideoReader, "folder": FolderReader}[cfg.kind](cfg)
+
+
+def expected_frames(cfg: SourceConfig) -> int | None:
+    """The frames `cfg`'s camera will read: its `frames`, at most one pass of a folder or video file that does not
+    loop; None where neither bounds it (a live or synthetic camera without `frames`, a looping file or folder)."""
+    count = None if getattr(cfg, "loop", False) else make_reader(cfg).frame_count()
+    bounds = [n for n in (cfg.frames, count) if n is not None]
+    return min(bounds) if bounds else None
 
 
 class Camera:

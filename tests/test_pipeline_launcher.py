@@ -252,6 +252,28 @@ def test_ssdnet_run_stopped_by_sigterm_flushes_its_results_and_exits_0_ctrl_c_13
 
 
 @pytest.mark.slow
+def test_the_progress_bar_of_a_folder_and_a_synthetic_camera_shows_their_total(tmp_path, monkeypatch):
+    """It showed "N/?" unless every camera had `frames`: a folder's images are known before it streams."""
+    bars, progress_bar = [], launcher._progress
+
+    def kept(progress: bool) -> launcher.Progress:
+        bars.append(progress_bar(progress))
+        return bars[-1]
+
+    monkeypatch.setattr(launcher, "_progress", kept)
+    (tmp_path / "frames").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "frames" / f"{i}.png"), np.random.default_rng(i).integers(0, 255, (48, 48, 3),
+                                                                                             np.uint8))
+    cfg = parse_config(LineConfig, {"sources": [{"name": "shelf", "kind": "folder", "path": tmp_path / "frames"},
+                                                {"name": "cam0", "kind": "synthetic", "size": 64, "frames": 2}],
+                                    "sinks": {"overlays": "off"}})
+    summary = run_line(cfg, tmp_path / "out", detector_factory=FastDetector, progress=True)
+    (task,) = bars[0].tasks
+    assert task.total == 5 and task.completed == summary["frames"] == 5
+
+
+@pytest.mark.slow
 def test_a_line_whose_launcher_is_killed_stops_its_stages(tmp_path):
     """SIGKILL (the OOM killer) leaves no launcher to stop the stages: each sees its parent gone and stops, instead of
     scoring on under PID 1 holding its ports and the event log."""

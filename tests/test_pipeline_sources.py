@@ -15,7 +15,7 @@ from edge.images import read_rgb
 from pipeline import protocol as P
 from pipeline.config import FolderSourceConfig, SyntheticSourceConfig, VideoSourceConfig
 from pipeline.flow import encode_grant
-from pipeline.sources import Camera, Capture, FolderReader, SourceError, SourceFatal, make_reader
+from pipeline.sources import Camera, Capture, FolderReader, SourceError, SourceFatal, expected_frames, make_reader
 from pipeline.transport import make_socket
 from test_pipeline_node import wait_until
 
@@ -361,3 +361,29 @@ def test_a_camera_names_its_run_in_every_message_unless_told_not_to(run_id):
     assert (cam.run_id is not None) == run_id
     if not run_id:
         assert all("run" not in P.wire_fields(m.header) for m in msgs)
+
+
+def test_a_folder_or_video_files_frame_count_is_known_before_it_streams(tmp_path):
+    """The progress bar of `ssdnet run` and `ssdnet calibrate` showed "N/?" for folder and video cameras, whose frame
+    count is knowable: one pass of the folder's images, or of the video's CAP_PROP_FRAME_COUNT, bounded by `frames`;
+    endless (None) for a looping one without `frames`, a live camera or a synthetic one."""
+    (tmp_path / "frames").mkdir()
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / "frames" / f"{i}.png"), np.full((40, 40, 3), i, np.uint8))
+    (tmp_path / "frames" / "notes.txt").write_text("not an image")
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (40, 40))
+    for i in range(7):
+        writer.write(np.full((40, 40, 3), i, np.uint8))
+    writer.release()
+    folder = FolderSourceConfig(kind="folder", name="cam", path=tmp_path / "frames")
+    video = VideoSourceConfig(kind="video", name="cam", uri=str(tmp_path / "clip.avi"))
+    for cfg, count in ((folder, 5), (video, 7)):
+        assert expected_frames(cfg) == count
+        assert expected_frames(cfg.model_copy(update={"frames": 3})) == 3
+        assert expected_frames(cfg.model_copy(update={"frames": 30})) == count
+        assert expected_frames(cfg.model_copy(update={"loop": True})) is None
+        assert expected_frames(cfg.model_copy(update={"loop": True, "frames": 30})) == 30
+    assert expected_frames(video.model_copy(update={"uri": 0})) is None  # a live camera: not opened to ask
+    assert expected_frames(video.model_copy(update={"uri": str(tmp_path / "missing.avi")})) is None
+    assert expected_frames(SyntheticSourceConfig(kind="synthetic", name="cam")) is None
+    assert expected_frames(SyntheticSourceConfig(kind="synthetic", name="cam", frames=4)) == 4

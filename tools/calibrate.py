@@ -41,7 +41,7 @@ from edge.overlay import annotated_overlay
 from pipeline.config import FolderSourceConfig, VideoSourceConfig, is_video_file, load_line_config
 from pipeline.regions import find_regions
 from pipeline.sinks import JsonLines
-from pipeline.sources import SourceError, SourceFatal, make_reader
+from pipeline.sources import SourceError, SourceFatal, expected_frames, make_reader
 
 from .score_images import DEFAULT_THRESHOLD, add_common, fast_hint, fit_progress, line_node, set_threads, ssdnet_config
 
@@ -104,7 +104,8 @@ def _cmd(args: argparse.Namespace) -> int:
     scores: list[float] = []
     seen, read = -1, 0
     log = (out / "scores.jsonl").open("w") if out is not None else None
-    bar = tqdm(total=args.frames, desc="ssdnet calibrate", unit="frame")
+    bar = tqdm(total=expected_frames(reader.cfg.model_copy(update={"frames": args.frames})), desc="ssdnet calibrate",
+               unit="frame")
     try:
         while args.frames is None or seen + 1 < args.frames:
             try:
