@@ -483,14 +483,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder, not a config file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.load(path.read_text(), _UniqueKeyLoader) or {}
+        with path.open(encoding="utf-8") as f:  # read from the file: YAML's errors name it, not "<unicode string>"
+            data = yaml.load(f, _UniqueKeyLoader) or {}
     except _RepeatedKey as e:
         raise ConfigError(f"config {path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not a text file (YAML)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level, got {type(data).__name__}")
     return data

@@ -125,6 +125,21 @@ def test_an_ssdnet_config_file_refuses_nan_too(tmp_path):
     assert "fit.budget_ms: Input should be a finite number" in str(e.value)
 
 
+def test_a_config_that_is_no_yaml_text_or_a_folder_is_refused_naming_the_file_and_the_line(tmp_path, capsys):
+    """A YAML syntax error pointed at '"<unicode string>", line 1' rather than the file; a binary file (an image given
+    as the config) ended in 'UnicodeDecodeError ... (-v shows where)', exit 1; a folder was 'config file not found'."""
+    path = tmp_path / "line.yaml"
+    path.write_text("sources:\n  - {name: a, kind: synthetic}\n node: {}\n")
+    with pytest.raises(ConfigError, match=rf"(?s)config {re.escape(str(path))} is not valid YAML: .*in "
+                                          rf"\"{re.escape(str(path))}\", line 3"):
+        load_yaml(path)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    assert cli_main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"ssdnet run: error: config {path} is not a text file (YAML)\n"
+    with pytest.raises(ConfigError, match=f"config {re.escape(str(tmp_path))} is a folder, not a config file"):
+        load_yaml(tmp_path)
+
+
 def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path):
     """YAML kept the last of two `node:` sections (or keys) and dropped the first without a word: a line whose
     `node: {checkpoint_dir: ...}` was followed by `node: {threshold: 4}` further down ran without its checkpoints."""
