@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from .protocol import SOURCE_PATTERN
@@ -28,7 +29,9 @@ def _main(args: argparse.Namespace) -> int:
     try:
         public, secret = make_keypair(args.dir, args.name, force=args.force)
     except FileExistsError as e:
-        print(f"ssdnet keys: error: {e}")
+        if e.filename is not None:  # DIR is a file: the command line's own message says so
+            raise
+        print(f"ssdnet keys: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {public} (public: copy it to the peers' allow-list "
           f"or public_keys_dir) and {secret} (secret: keep it here)")

@@ -120,6 +120,20 @@ def test_keys_refuses_a_name_the_line_config_would(tmp_path, capsys):
     assert args.func(args) == 0 and (tmp_path / "cam-0.left.key").is_file()
 
 
+def test_keys_says_a_key_that_exists_or_a_dir_that_is_a_file_on_stderr(tmp_path, capsys):
+    """Its error went to stdout (a script reading the key's path from stdout read the error), and a DIR that is a file
+    said "[Errno 17] File exists"."""
+    import tools.cli
+
+    assert tools.cli.main(["keys", str(tmp_path), "--name", "cam0"]) == 0
+    capsys.readouterr()
+    assert tools.cli.main(["keys", str(tmp_path), "--name", "cam0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("ssdnet keys: error: ") and "exists already (use --force to replace)" in err
+    assert tools.cli.main(["keys", str(tmp_path / "cam0.key"), "--name", "cam1"]) == 2
+    assert capsys.readouterr().err == f"ssdnet keys: error: {tmp_path / 'cam0.key'} is a file, where a folder goes\n"
+
+
 def test_export_refuses_frames_below_the_node_minimum(tmp_path, capsys):
     args = parse(export_cli, ["export", "--height", str(MIN_SIDE - 1), "--width", "64", "--out", str(tmp_path)])
     assert args.func(args) == 2
