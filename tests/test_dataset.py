@@ -62,8 +62,10 @@ def test_missing_root(tmp_path):
 
 
 def test_missing_category(root):
-    with pytest.raises(DatasetError, match="category folder not found"):
+    """A mistyped `--categories` name says which categories there are (it named the folder alone)."""
+    with pytest.raises(DatasetError) as e:
         load_category(root, "carpet")
+    assert str(e.value) == f"category folder not found: {root / 'carpet'} (the categories there: felt, tile)"
     with pytest.raises(DatasetError, match="no test folder"):
         load_category(root, "notes")
 

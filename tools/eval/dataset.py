@@ -64,7 +64,8 @@ def load_category(root: str | Path, category: str) -> list[Sample]:
     folder = Path(root) / category
     test = folder / "test"
     if not folder.is_dir():
-        raise DatasetError(f"category folder not found: {folder}")
+        raise DatasetError(f"category folder not found: {folder} (the categories there: "
+                           f"{', '.join(list_categories(root))})")
     if not test.is_dir():
         raise DatasetError(f"category {category!r} has no test folder: {test}")
     samples = []
