@@ -443,6 +443,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             msg = f"a section of its own keys (a mapping, `key: value` lines), not {e['input']!r}"
             if str(e["input"]).endswith((".yaml", ".yml")):
                 msg += ": a file is not read here, write its keys under this one"
+        elif e["type"] in ("tuple_type", "list_type"):  # `sources:` given one camera's mapping, `resize: 640x480`
+            msg = f"a list (`- item` lines, or `[a, b]`), not {e['input']!r:.80}"
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 

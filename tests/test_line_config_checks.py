@@ -241,6 +241,8 @@ def test_a_folder_that_is_not_there_is_named_with_where_it_was_looked_for(tmp_pa
     ("sinks", {"view": True}, "sinks.view: a section of its own keys (a mapping, `key: value` lines), not True"),
     ("security", True, "security: a section of its own keys (a mapping, `key: value` lines), not True"),
     ("sources", ["cam0"], "sources.0: a section of its own keys (a mapping, `key: value` lines), not 'cam0'"),
+    ("sources", {"name": "cam0", "kind": "synthetic"},  # it said "Input should be a valid tuple"
+     "sources: a list (`- item` lines, or `[a, b]`), not {'name': 'cam0', 'kind': 'synthetic'}"),
 ])
 def test_a_value_where_a_section_goes_says_what_to_write(where, value, says):
     """It said "Input should be a valid dictionary or instance of SSDNetConfig" (found in an audit: `ssdnet:
