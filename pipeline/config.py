@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, DirectoryPath, Field, field_validator, model_validator
 
 from edge.config import MIN_SIDE, SSDNetConfig, StrictModel, load_yaml, parse_config
+from edge.images import IMAGE_SUFFIXES
 from edge.synthetic import TEXTURES
 
 from .protocol import MAX_REGIONS, MAX_SIDE, SOURCE_PATTERN, Encoding
@@ -156,6 +157,16 @@ class VideoSourceConfig(_Source):
     crop: Crop | None = Field(None, description=CROP_HELP)
     resize: FrameSize | None = Field(None, description="(width, height) to resize frames to")
     loop: bool = Field(False, description="restart a video file at its end")
+
+    @field_validator("uri")
+    @classmethod
+    def _not_a_still_image(cls, v: int | str) -> int | str:
+        """OpenCV reads one image as a video of one frame: a line that scored it once and ended (an image sequence,
+        `frames/%06d.png`, is a video)."""
+        if is_video_file(v) and "%" not in v and Path(v).suffix.lower() in IMAGE_SUFFIXES:
+            raise ValueError(f"{v!r} is a still image, a video of one frame: for a camera's images use `kind: folder` "
+                             "with `path:` their folder (or an image sequence, `frames/%06d.png`)")
+        return v
 
 
 class FolderSourceConfig(_Source):

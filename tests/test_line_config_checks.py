@@ -249,3 +249,12 @@ def test_a_value_where_a_section_goes_says_what_to_write(where, value, says):
     configs/ssdnet-fit.yaml`, `view: true`), naming a class the docs never name; a camera given as its name alone
     "a valid dictionary or object to extract fields from"."""
     assert says in refusal(line({"name": "cam"}, **{where: value}))
+
+
+def test_a_still_image_given_as_a_video_camera_is_refused_pointing_at_a_folder_camera():
+    """A line engineer's audit: OpenCV reads one PNG as a video of one frame, so the line scored it once and ended."""
+    video = {"kind": "video", "name": "cam", "frames": None}
+    text = refusal({"sources": [{**video, "uri": "shots/part.PNG"}]})
+    assert "sources.0.video.uri" in text and "a still image" in text and "kind: folder" in text
+    for uri in ("shots/%06d.png", "clip.mp4", 0, "rtsp://cam/stream.jpg"):  # an image sequence, a file, a device, a URL
+        parse_config(LineConfig, {"sources": [{**video, "uri": uri}]})
