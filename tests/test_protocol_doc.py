@@ -3,6 +3,7 @@ examples (pyzmq + msgpack + numpy only) are extracted from the document and run,
 processes, against a real node; and its config reference and counter tables name every key."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -26,8 +27,10 @@ from pipeline.config import (
     SyntheticSourceConfig,
     VideoSourceConfig,
 )
+from pipeline.launcher import run_line
 from pipeline.node import EdgeNode
 from pipeline.security import CLIENT_REFUSALS, SERVER_REFUSALS
+from test_pipeline_launcher import line_config
 from test_pipeline_node import FastDetector, wait_until
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
@@ -147,3 +150,24 @@ def test_summary_camera_keys_are_documented():
     for name, text in (("docs/protocol.md section 7", _section("## 7. Counters")), ("pipeline/README.md", readme)):
         missing = [k for k in keys if f"`{k}`" not in text]
         assert not missing, f"{name} lacks summary.json cameras keys {missing}"
+
+
+def _readme_bullet(name: str) -> str:
+    """The README's bullet on what a line of OUT/NAME holds."""
+    readme = (DOC.parents[1] / "README.md").read_text()
+    match = re.search(rf"^- `{re.escape(name)}`: (.*?)(?=^- |^$)", readme, re.M | re.S)
+    assert match, f"README.md has no bullet on {name}'s keys"
+    return match.group(1)
+
+
+def test_readme_names_every_key_of_the_out_folder_s_files(tmp_path):
+    """A reader of OUT/events.jsonl, scores.jsonl and summary.json finds each key the line writes in the README, and
+    scores.jsonl's `regions` is the count the README says (events.jsonl's is the list of regions)."""
+    summary = run_line(line_config(frames=4, scores=True), tmp_path, detector_factory=FastDetector)
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    scores = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert events and scores and summary["events"] == len(events)
+    assert isinstance(events[0]["regions"], list) and isinstance(scores[0]["regions"], int)
+    for name, keys in (("events.jsonl", events[0]), ("scores.jsonl", scores[0]), ("summary.json", summary)):
+        missing = [k for k in keys if f"`{k}`" not in _readme_bullet(name)]
+        assert not missing, f"README.md does not say what {name}'s {missing} are"
