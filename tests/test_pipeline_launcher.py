@@ -265,8 +265,10 @@ def test_the_progress_bar_of_a_folder_and_a_synthetic_camera_shows_their_total(t
     for i in range(3):
         cv2.imwrite(str(tmp_path / "frames" / f"{i}.png"), np.random.default_rng(i).integers(0, 255, (48, 48, 3),
                                                                                              np.uint8))
-    cfg = parse_config(LineConfig, {"sources": [{"name": "shelf", "kind": "folder", "path": tmp_path / "frames"},
-                                                {"name": "cam0", "kind": "synthetic", "size": 64, "frames": 2}],
+    cfg = parse_config(LineConfig, {"sources": [{"name": "shelf", "kind": "folder", "path": tmp_path / "frames",
+                                                 "flow": "credit"},  # every frame scored, however loaded the machine
+                                                {"name": "cam0", "kind": "synthetic", "size": 64, "frames": 2,
+                                                 "flow": "credit"}],
                                     "sinks": {"overlays": "off"}})
     summary = run_line(cfg, tmp_path / "out", detector_factory=FastDetector, progress=True)
     (task,) = bars[0].tasks
