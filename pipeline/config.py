@@ -38,6 +38,11 @@ def is_video_file(uri: int | str) -> bool:
     return isinstance(uri, str) and "://" not in uri and "!" not in uri and not uri.startswith("/dev/")
 
 
+def is_image_sequence(uri: int | str) -> bool:
+    """A `video` source's uri names numbered image files (`frames/%06d.png`, OpenCV's image sequence), not one file."""
+    return is_video_file(uri) and "%" in uri
+
+
 def _endpoint(v: str) -> str:
     if not ENDPOINT_PATTERN.match(v):
         raise ValueError(f"{v!r} is not a ZeroMQ endpoint like tcp://127.0.0.1:5555, tcp://127.0.0.1:* or ipc:///tmp/cam0")
@@ -163,7 +168,7 @@ class VideoSourceConfig(_Source):
     def _not_a_still_image(cls, v: int | str) -> int | str:
         """OpenCV reads one image as a video of one frame: a line that scored it once and ended (an image sequence,
         `frames/%06d.png`, is a video)."""
-        if is_video_file(v) and "%" not in v and Path(v).suffix.lower() in IMAGE_SUFFIXES:
+        if is_video_file(v) and not is_image_sequence(v) and Path(v).suffix.lower() in IMAGE_SUFFIXES:
             raise ValueError(f"{v!r} is a still image, a video of one frame: for a camera's images use `kind: folder` "
                              "with `path:` their folder (or an image sequence, `frames/%06d.png`)")
         return v

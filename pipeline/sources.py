@@ -37,6 +37,7 @@ from .config import (
     SourceConfig,
     SyntheticSourceConfig,
     VideoSourceConfig,
+    is_image_sequence,
     is_video_file,
 )
 from .flow import CREDIT_COUNTER, CreditGate
@@ -149,20 +150,26 @@ class VideoReader:
         if not self.is_file:
             return
         path = Path(self.cfg.uri)
-        if path.is_dir():
+        sequence = is_image_sequence(self.cfg.uri)  # numbered files (`frames/%06d.png`) OpenCV finds: none of that name
+        if not sequence and path.is_dir():
             raise SourceFatal(f"{str(path)!r} is a folder, not a video file: for a folder of images write "
                               f"`kind: folder` and `path: {self.cfg.uri}`")
-        if not path.is_file():
+        if not sequence and not path.is_file():
             where = "" if path.is_absolute() else f"uri is relative to {Path.cwd()}; "
             raise SourceFatal(f"video file {str(path)!r} does not exist ({where}for a camera give a device index, "
                               "/dev/videoN, an rtsp:// URL or a GStreamer pipeline)")
-        self.open()
         try:
+            self.open()
             ok, _ = self.cap.read()
+        except SourceFatal:
+            if not sequence:
+                raise
+            ok = False
         finally:
             self.close()
         if not ok:
-            raise SourceFatal(f"video file {str(path)!r} has no frame OpenCV can decode")
+            what = "image sequence" if sequence else "video file"
+            raise SourceFatal(f"{what} {str(path)!r} has no frame OpenCV can decode")
 
     @property
     def api(self) -> int:

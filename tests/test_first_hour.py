@@ -210,6 +210,9 @@ def test_score_keeps_going_past_an_unreadable_file_and_calibrate_reads_a_folder_
     assert "3 normal frames of" in capsys.readouterr().out
     assert main(["calibrate", str(tmp_path / "nope.mp4"), "--fast"]) == 2
     assert "nope.mp4: no such folder or video file" in capsys.readouterr().err
+    # an image sequence (OpenCV's `%03d.png`), as a video camera takes it: no file of that name, yet frames
+    assert main(["calibrate", str(tmp_path / "frames" / "%03d.png"), "--fast", "--threads", "1", "--frames", "12"]) == 0
+    assert "2 normal frames of" in capsys.readouterr().out
 
     # frames cut as the camera's `crop` cuts them (the threshold must be learnt on what the node will score)
     for source, resize, shape in ((tmp_path / "frames", None, (40, 48, 3)), (video, (32, 32), (32, 32, 3))):
@@ -456,6 +459,9 @@ def test_calibrate_with_a_line_config_says_what_its_node_threshold_would_flag(tm
 @pytest.mark.parametrize(("argv", "says"), [
     (["calibrate", "{tmp}/missing"], "{tmp}/missing: no such folder or video file"),
     (["calibrate", "{tmp}/missing/"], "{tmp}/missing/: no such folder or video file"),
+    # a video camera's uri refuses a still image: it said "invalid config --crop / --resize: uri: ... `kind: folder`"
+    (["calibrate", "{tmp}/part.png"], "{tmp}/part.png is one image: calibrate reads a camera's normal production, "
+                                      "a folder of its images or a video file"),
     (["calibrate", "{tmp}/scores.jsonl"], "{tmp}/scores.jsonl does not exist"),
     (["calibrate", "{tmp}/binary.jsonl"], "is not a JSON-lines file of scores"),
     (["calibrate", "{tmp}/binary.jsonl", "--frames", "3"], "holds the node's scores already: drop --frames"),
@@ -468,6 +474,7 @@ def test_a_calibrate_or_score_input_error_is_one_error_line_with_the_usage_exit_
     with 'ssdnet: ...': each is now `ssdnet COMMAND: error: ...`, exit 2 (a usage or input error)."""
     (tmp_path / "binary.jsonl").write_bytes(b"\xff\xfe\x00garbage")
     (tmp_path / "line.yaml").write_text("sources: []\n")
+    cv2.imwrite(str(tmp_path / "part.png"), np.zeros((64, 64, 3), np.uint8))
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"ssdnet {argv[0]}: error: ") and says.format(tmp=tmp_path) in err[0]

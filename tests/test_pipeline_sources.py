@@ -387,3 +387,18 @@ def test_a_folder_or_video_files_frame_count_is_known_before_it_streams(tmp_path
     assert expected_frames(video.model_copy(update={"uri": str(tmp_path / "missing.avi")})) is None
     assert expected_frames(SyntheticSourceConfig(kind="synthetic", name="cam")) is None
     assert expected_frames(SyntheticSourceConfig(kind="synthetic", name="cam", frames=4)) == 4
+
+
+def test_an_image_sequence_given_as_a_video_camera_streams_its_frames(tmp_path):
+    """The config takes `frames/%06d.png` as a video camera's uri (docs/protocol.md section 10; the refusal of a still
+    image points at it), but the camera's start-up check looked for a file of that very name and refused it: 'video
+    file ... does not exist'."""
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"{i:06d}.png"), np.full((40, 40, 3), 50 * i, np.uint8))
+    reader = make_reader(VideoSourceConfig(kind="video", name="cam", uri=str(tmp_path / "%06d.png")))
+    reader.check()
+    reader.open()
+    assert len(list(iter(reader.read, None))) == 4
+    empty = make_reader(VideoSourceConfig(kind="video", name="cam", uri=str(tmp_path / "none_%03d.png")))
+    with pytest.raises(SourceFatal, match="no frame"):
+        empty.check()

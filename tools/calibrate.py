@@ -36,9 +36,9 @@ from edge.args import at_least
 from edge.config import MIN_SIDE, ConfigError, parse_config
 from edge.detector import Detector
 from edge.frames import FrameError
-from edge.images import write_rgb
+from edge.images import IMAGE_SUFFIXES, write_rgb
 from edge.overlay import annotated_overlay
-from pipeline.config import FolderSourceConfig, VideoSourceConfig, is_video_file, load_line_config
+from pipeline.config import FolderSourceConfig, VideoSourceConfig, is_image_sequence, is_video_file, load_line_config
 from pipeline.regions import find_regions
 from pipeline.sinks import JsonLines
 from pipeline.sources import SourceError, SourceFatal, expected_frames, make_reader
@@ -66,8 +66,11 @@ def _error(text: str) -> int:
 
 def _reader(path: str, resize: tuple[int, int] | None, crop: tuple[int, int, int, int] | None = None):
     p, given = Path(path), {"name": "calibrate", "crop": crop, "resize": resize}
-    if is_video_file(path) and not p.exists():
+    if is_video_file(path) and not is_image_sequence(path) and not p.exists():
         raise SourceFatal(f"{path}: no such folder or video file")
+    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:  # a video camera's uri refuses it too
+        raise SourceFatal(f"{path} is one image: calibrate reads a camera's normal production, a folder of its images "
+                          "or a video file")
     if p.is_dir():
         cfg = parse_config(FolderSourceConfig, {"kind": "folder", "path": p, **given}, "--crop / --resize")
     else:
