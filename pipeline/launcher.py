@@ -432,9 +432,10 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
         for sink in sinks:
             sink.close()
     summary = stats.summary(cameras=named)
-    interrupted = bool(pending) and not timed_out.is_set()
+    stopped = bool(pending) or forever  # before its cameras' ends, or a stage that follows the node until stopped
+    interrupted = stopped and not timed_out.is_set()
     summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted,
-                   stopped_by=stop.signal if interrupted else None, timed_out=bool(pending) and timed_out.is_set(),
+                   stopped_by=stop.signal if interrupted else None, timed_out=stopped and timed_out.is_set(),
                    sink_failures=collector.sink_failures, resumed=bool(resume), ended_before_start=before_start)
     if resume:  # frames and failures are this run's, `sent` the cameras' whole streams: no drop count from them
         summary["dropped"] = None

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,7 @@ from pipeline.sinks import JsonLines, JsonlSink, Subscriber
 from pipeline.sources import run_camera
 from services import free_port
 from test_pipeline_node import FastDetector, wait_until
+from tools.cli import main as cli_main
 
 FRAMES = 6
 
@@ -214,3 +217,20 @@ def test_a_sinks_stage_of_a_node_for_cameras_of_one_s_own_waits_for_them(tmp_pat
     cfg = cfg.model_copy(update={"sources": (), "node": node})
     summary = run_sinks_stage(cfg, tmp_path / "out", timeout_s=0.5)
     assert summary["timed_out"] and summary["sources"]["press7"]["sent"] is None
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)], ids=["sigterm", "ctrl_c"])
+def test_a_sinks_stage_that_follows_any_camera_stopped_by_a_signal_says_which(tmp_path, capsys, restore_signals, sig,
+                                                                              code):
+    """A sinks stage of a node whose cameras are not named (dynamic) runs until stopped: stopped by SIGTERM it wrote
+    `interrupted: false`, `stopped_by: null` and, nothing scored, exited 1 'no frame was scored', where README's
+    Stopping says a SIGTERM is a clean stop (exit 0, `stopped_by`) and Ctrl-C exits 130."""
+    cfg = line_config(tmp_path / "node-events.db")
+    node = cfg.node.model_copy(update={"connect": ("tcp://127.0.0.1:5599",), "dynamic_cameras": True})
+    config = tmp_path / "line.yaml"
+    config.write_text(json.dumps({"sources": [], "node": node.model_dump(mode="json", exclude_defaults=True),
+                                  "sinks": {"overlays": "off", "console": False}}))
+    threading.Timer(1.0, os.kill, (os.getpid(), sig)).start()
+    assert cli_main(["run", str(config), "--stage", "sinks", "--out", str(tmp_path / "out")]) == code
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["interrupted"] and summary["stopped_by"] == sig.name and not summary["timed_out"]
