@@ -35,6 +35,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_released(port: int) -> bool:
+    """Whether a listener on 127.0.0.1:`port` has closed (ZeroMQ closes a socket's listener on its own thread, after
+    `close()` returns): the port binds again, with SO_REUSEADDR as ZeroMQ binds."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def wait_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

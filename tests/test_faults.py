@@ -24,7 +24,7 @@ from pipeline.node import EdgeNode
 from pipeline.sinks import JsonLines, Subscriber
 from pipeline.sources import Camera, Capture, SourceError
 from pipeline.subscribe import subscribe
-from services import free_port
+from services import free_port, port_released
 from test_pipeline_node import FastDetector, collect, line, results, wait_until
 from tools.soak import growth
 
@@ -733,7 +733,8 @@ def test_a_camera_started_again_while_its_frames_wait_in_the_node_has_each_run_c
 
     # tcp, not ipc: an ipc socket unlinks its file as it closes, on ZeroMQ's own thread, so a camera bound again at
     # once on the same path could lose its file to its predecessor's close (the node then never heard it, under load)
-    ctx, endpoint, stop = zmq.Context(), f"tcp://127.0.0.1:{free_port()}", threading.Event()
+    port = free_port()
+    ctx, endpoint, stop = zmq.Context(), f"tcp://127.0.0.1:{port}", threading.Event()
 
     def camera(frames: int) -> tuple[Camera, threading.Thread]:
         cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, frames=frames, textures=("grass",),
@@ -754,6 +755,7 @@ def test_a_camera_started_again_while_its_frames_wait_in_the_node_has_each_run_c
         first, thread = camera(20)
         thread.join(10)  # its 20 frames sent and its end of stream: the node scores them for ~2 s
         assert node.counters.source("cam0")["scored"] < 15, "no backlog: the node scored faster than expected"
+        wait_until(lambda: port_released(port))  # the first camera's listener closes on ZeroMQ's thread, after it ends
         second, thread = camera(10)
         msgs, ends = [], 0
         deadline = time.monotonic() + 20
