@@ -553,11 +553,12 @@ def test_a_jpeg_is_decoded_at_its_cameras_turn_never_when_a_newer_frame_replaced
         assert ln.node.counters.bad_messages == 1
 
 
-def test_an_end_of_stream_claims_no_more_frames_than_its_camera_could_have_sent():
+def test_an_end_of_stream_claims_no_more_frames_than_its_camera_stands_at_plus_the_token_bucket():
     """An outside client's audit: a camera's end of stream with no frame seen in its stream was taken with any
     `frames` (10^18: the summary's `sent` said so). It is judged from where the camera stands: its last frame, else
     its heartbeat's seq (its last frame sent: a camera the node heard after a restart), else a numbering from 0, a
-    gap within the token bucket (node.max_seq_step)."""
+    gap within the token bucket (node.max_seq_step). A camera's first position is not bounded (a heartbeat numbered
+    10^18 - 1 first is taken, the test's 5000 shows it): CURVE is what keeps a peer from forging it."""
     node = EdgeNode(NodeConfig(max_seq_step=100), ["tcp://127.0.0.1:1"], FastDetector, input_names=["cam0"])
 
     def send(*messages):
