@@ -222,6 +222,11 @@ class NodeConfig(StrictModel):
                                                         "receiver thread drains it continuously)")
     sndhwm: int = Field(64, ge=1, le=100_000, description="messages queued per subscriber before dropping for it")
     max_subscriptions: int = _max_subscriptions()
+    max_subscribers: int = Field(16, ge=1, le=10_000, description="connections the result socket holds at once (a "
+                                 "subscriber's, or one in its handshake: at most 5 s), and as many the replay socket; "
+                                 "one more is refused at its handshake, sent nothing, logged and counted "
+                                 "(`refused_subscribers`, `refused_replay_clients`): each subscriber that stops "
+                                 "reading holds up to `sndhwm` results in the node's memory")
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     min_side: int = Field(32, ge=1, le=MAX_SIDE, description="smaller frames are rejected")
     max_side: int = Field(4096, ge=16, le=MAX_SIDE, description="larger frames are rejected before decoding")

@@ -63,6 +63,7 @@ from .config import NodeConfig
 from .counters import Counters
 from .eventlog import EventLog, EventWriter, replay_socket, serve_replay
 from .flow import Credits
+from .gate import PeerLimit, close_gate, open_gate
 from .pending import ENDS_WAITING, PendingFrames
 from .regions import find_regions
 from .security import CLIENT_REFUSALS, SERVER_REFUSALS, secure_stage
@@ -80,6 +81,7 @@ RECV_BATCH = 16  # messages taken from one camera connection before the next get
 SILENT_RECONNECT_S = 10.0
 QUIET_RECONNECT_S = 61.0
 REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
+PEER_REFUSALS = ("subscribers", "replay_clients")  # connections over node.max_subscribers (pipeline.gate)
 
 
 @runtime_checkable
@@ -205,6 +207,9 @@ class EdgeNode:
         self.events: EventWriter | None = None  # the events into the log, kept while it cannot be written
         self.replay_endpoint: str | None = None
         self.publisher: Publisher | None = None  # the result socket, once bound
+        # connections the result and the replay socket hold at once, counted and bounded by the context's ZAP gate
+        self.subscribers = PeerLimit(cfg.max_subscribers, "subscribers", "node.max_subscribers")
+        self.replay_clients = PeerLimit(cfg.max_subscribers, "replay clients", "node.max_subscribers")
         self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
         self._start_events = 0
         self._announced_ends: int | None = None  # the last logged end of stream sent (heartbeat `logged_ends`)
@@ -244,14 +249,17 @@ class EdgeNode:
         """Serve until `stop` is set; returns the final counters. With `wait_for_subscriber_s`, the node
         subscribes to the cameras only once a subscriber is connected (or that time has passed)."""
         self._halt, threads = threading.Event(), []
+        gate = self._gate = open_gate(self.ctx)  # given back by _shutdown
         if self.cfg.event_log is not None:  # committed by the worker (this thread), read by the replay thread
             self.event_log = EventLog(self.cfg.event_log, self.cfg.event_log_max_events)
             self.events = EventWriter(self.event_log, lambda kind, n: self.outbox.put((None, kind, n)))
             rep = replay_socket(self.ctx)
+            gate.watch(rep, server=True, limit=self.replay_clients)
             try:
                 self.replay_endpoint = bind(rep, self.cfg.replay_bind)
             except zmq.ZMQError:
                 rep.close()
+                self._shutdown(threads)
                 raise
             log.info("%s: event log %s (%d events), replay on %s", self.cfg.name, self.cfg.event_log,
                      self.event_log.total, self.replay_endpoint)
@@ -263,7 +271,8 @@ class EdgeNode:
             threads[-1].start()  # answers already while the node waits for its first subscriber
         try:
             out = self.publisher = Publisher(self.ctx, self.cfg.bind, sndhwm=self.cfg.sndhwm,
-                                             max_topics=self.cfg.max_subscriptions, name=self.cfg.name)
+                                             max_topics=self.cfg.max_subscriptions, name=self.cfg.name,
+                                             guard=lambda sock: gate.watch(sock, server=True, limit=self.subscribers))
         except zmq.ZMQError:
             self._shutdown(threads)
             raise
@@ -324,12 +333,13 @@ class EdgeNode:
         return self.report()
 
     def _shutdown(self, threads: list[threading.Thread]) -> None:
-        """Stop the node's threads (they close their sockets) and close the event log."""
+        """Stop the node's threads (they close their sockets), close the event log and give the gate back."""
         self._halt.set()
         for t in threads:
             t.join(timeout=5)
         if self.event_log is not None:
             self.event_log.close()
+        close_gate(self._gate)
 
     # ------------------------------------------------------------ receiver thread
 
@@ -769,9 +779,12 @@ class EdgeNode:
         return counters
 
     def refusals(self) -> dict[str, int]:
-        """Refused connections of this node's secured sockets by reason (pipeline.security), zeros without CURVE."""
+        """Refused connections by reason: of this node's secured sockets (pipeline.security; zeros without CURVE),
+        and those over node.max_subscribers (`subscribers`, `replay_clients`)."""
         security = security_of(self.ctx)
-        return security.refusals() if security is not None else dict.fromkeys(REFUSALS, 0)
+        refused = security.refusals() if security is not None else dict.fromkeys(REFUSALS, 0)
+        peers = (self.subscribers.refused, self.replay_clients.refused)
+        return {**refused, **dict(zip(PEER_REFUSALS, peers, strict=True))}
 
     def state(self) -> dict[str, int]:
         """What the node holds now: cameras, models, waiting frames, memory (MB: estimate above start, RSS)."""
@@ -782,7 +795,7 @@ class EdgeNode:
                 "memory_estimate_mb": round(self.budget.estimate(self._models(), queued,
                                                                  graphs=self._graphs()) / 2**20),
                 "rss_mb": round(self._ps.memory_info().rss / 2**20), "input_reconnects": self.input_reconnects,
-                "silent_inputs": self.silent_inputs}
+                "silent_inputs": self.silent_inputs, "subscribers": self.subscribers.peers}
 
     def report(self) -> dict:
         """The final counters (`Counters.snapshot`), the scorer, refused connections, each camera's state."""

@@ -4,8 +4,8 @@ Key files are ZeroMQ certificates as `zmq.auth.create_certificates` writes them 
 --name NAME`): `NAME.key` (public) and `NAME.key_secret` (public + secret).
 
 - A stage that binds (camera, node results, node replay) is a CURVE server with its own secret
-  key; a ZAP handler (`CountingAuthenticator`, a `zmq.auth.thread.ThreadAuthenticator`) admits a
-  client only if its public key is in the allow-list folder (`*.key` files). Refusals are logged
+  key; its context's ZAP handler (`pipeline.gate`, which also bounds the node's subscribers) admits a
+  client only if its public key is in the allow-list folder (`*.key` files, `AllowList`). Refusals are logged
   (throttled) and counted (`refused`). The folder is re-read when its contents change (checked at
   most every `reload_s` on the next connection attempt): adding or deleting a `.key` file admits
   or refuses *new* connections without a restart; an established CURVE session stays up.
@@ -17,7 +17,7 @@ permissions. `transport.bind`/`transport.connect` apply the policy registered fo
 context with `transport.secure(ctx, Security(...))`, so every stage gets it without knowing.
 
 Every refused connection is logged (throttled) with its reason and counted (`Security.refusals()`),
-from ZeroMQ's socket monitor events on each secured socket (`HandshakeMonitor`):
+from ZeroMQ's socket monitor events on each secured socket (read by the gate):
 - server side (a bound socket): `plaintext` (a client without CURVE: ZMTP mechanism mismatch),
   `wrong_server_key` (a CURVE client that encrypted for another server key: the HELLO does not
   open), `unknown_key` (a valid client key not in the allow-list: ZAP answered 400),
@@ -30,17 +30,14 @@ The node adds them to its heartbeat counters as `refused_<reason>`.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-import weakref
 from pathlib import Path
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import parse_monitor_message
 
+from .gate import CLIENT_REFUSALS, SERVER_REFUSALS, Gate, close_gate, open_gate
 from .transport import ThrottledLog, secure
 
 log = logging.getLogger(__name__)
@@ -79,144 +76,47 @@ def _signature(directory: Path) -> tuple:
         return ()
 
 
-class CountingAuthenticator(ThreadAuthenticator):
-    """ThreadAuthenticator for CURVE with an allow-list folder that counts, logs and reloads."""
+class AllowList:
+    """The client public keys a CURVE server admits: the `*.key` files of a folder, re-read when they change
+    (checked at most every `reload_s`, on the next handshake). Called by the context's gate (pipeline.gate)."""
 
-    def __init__(self, ctx: zmq.Context, authorized_dir: Path, reload_s: float = 5.0):
-        super().__init__(ctx, log=logging.getLogger(__name__ + ".zap"))
-        self.authorized_dir, self.reload_s = Path(authorized_dir), reload_s
+    def __init__(self, directory: Path, reload_s: float = 5.0):
+        self.directory, self.reload_s = Path(directory), reload_s
+        self.keys: set[bytes] = set()  # z85
         self.refused = 0
-        self.admitted = 0
-        self._checked = 0.0
+        self._checked = -float("inf")
         self._sig: tuple = ()
-        self._lock = threading.Lock()
         self._log = ThrottledLog(log, 1.0)
 
-    def start(self) -> None:
-        super().start()
-        self.reload(force=True)
-
-    def reload(self, force: bool = False) -> bool:
-        """Re-read the allow-list if its files changed; True if it did."""
+    def reload(self) -> None:
+        """Re-read the folder if its files changed (at most every `reload_s`)."""
         now = time.monotonic()
-        if not force and now - self._checked < self.reload_s:
-            return False
+        if now - self._checked < self.reload_s:
+            return
         self._checked = now
-        sig = _signature(self.authorized_dir)
-        if not force and sig == self._sig:
-            return False
+        sig = _signature(self.directory)
+        if sig == self._sig and self.keys:
+            return
         self._sig = sig
-        self.configure_curve(domain="*", location=str(self.authorized_dir))
-        log.info("CURVE allow-list %s: %d key(s)", self.authorized_dir, len(self.certs.get("*", {})))
-        return True
+        self.keys = set(zmq.auth.load_certificates(str(self.directory))) if self.directory.is_dir() else set()
+        log.info("CURVE allow-list %s: %d key(s)", self.directory, len(self.keys))
 
-    async def _authenticate_curve(self, domain: str, client_key: bytes) -> tuple[bool, bytes]:  # async in pyzmq >= 25
+    def __call__(self, client_key: bytes) -> bool:
+        """Whether the 32-byte `client_key` is allow-listed; a refusal is logged (throttled) with the key."""
         self.reload()
-        allowed, reason = await super()._authenticate_curve(domain, client_key)
-        with self._lock:
-            if allowed:
-                self.admitted += 1
-            else:
-                self.refused += 1
-        if not allowed:
-            key = zmq.utils.z85.encode(client_key).decode() if len(client_key) == 32 else repr(client_key[:8])
-            self._log.warning(f"refused a connection: client key {key} is not in {self.authorized_dir} "
-                              f"({reason.decode(errors='replace')}; {self.refused} refused so far)")
-        return allowed, reason
+        key = zmq.utils.z85.encode(client_key)
+        if key in self.keys:
+            return True
+        self.refused += 1
+        self._log.warning(f"refused a connection: client key {key.decode()} is not in {self.directory} "
+                          f"({self.refused} refused so far)")
+        return False
 
 
-SERVER_REFUSALS = ("plaintext", "wrong_server_key", "unknown_key", "protocol_error")
-CLIENT_REFUSALS = ("handshake_failed", "refused_by_peer")
-_MONITORED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-              | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-
-
-def refusal_reason(event: int, value: int, server: bool) -> str | None:
-    """The reason a socket monitor event stands for (None: not a refusal)."""
-    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return "unknown_key" if server else "refused_by_peer"
-    if event not in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
-        return None
-    if not server:
-        return "handshake_failed"
-    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-        return "plaintext"
-    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
-        return "wrong_server_key"
-    return "protocol_error"
-
-
-class HandshakeMonitor:
-    """One thread reading the ZeroMQ monitor sockets of a process's secured sockets: counts and logs
-    (throttled) every failed handshake by reason. A monitored socket's monitor ends when it closes."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = dict.fromkeys(SERVER_REFUSALS + CLIENT_REFUSALS, 0)
-        self._new: queue.Queue[tuple[zmq.Socket, bool, str]] = queue.Queue()
-        self._lock = threading.Lock()
-        self._halt = threading.Event()
-        self._logs = {reason: ThrottledLog(log, 1.0) for reason in self.counts}
-        self._thread: threading.Thread | None = None
-        self._watched: weakref.WeakSet[zmq.Socket] = weakref.WeakSet()
-
-    def watch(self, sock: zmq.Socket, server: bool) -> None:
-        """Monitor `sock`'s handshakes (call from the thread that owns `sock`, before bind/connect); a
-        socket is watched once however often it binds or connects."""
-        with self._lock:
-            if sock in self._watched:
-                return
-            self._watched.add(sock)
-        what = f"a {zmq.SocketType(sock.type).name} {'server' if server else 'client'} socket"
-        mon = sock.get_monitor_socket(_MONITORED)  # an inproc PAIR, handed to the monitor thread
-        self._new.put((mon, server, what))
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="handshake-monitor", daemon=True)
-                self._thread.start()
-
-    def _count(self, reason: str, what: str, value: int, endpoint: str) -> None:
-        with self._lock:
-            self.counts[reason] += 1
-            n = self.counts[reason]
-        detail = {"plaintext": "a client without CURVE", "wrong_server_key": "a client using another server key",
-                  "unknown_key": "a client key not in the allow-list",
-                  "protocol_error": f"handshake failed ({value:#x}), or the client hung up during it",
-                  "handshake_failed": "the server's key is not the pinned one, or it speaks no CURVE",
-                  "refused_by_peer": "our key is not in the server's allow-list"}[reason]
-        if reason != "unknown_key":  # the ZAP handler logs those itself, with the client's key
-            self._logs[reason].warning(f"refused a connection on {what} {endpoint} ({reason}: {detail}; {n} so far)")
-
-    def _run(self) -> None:
-        poller, socks = zmq.Poller(), {}
-        try:
-            while not self._halt.is_set():
-                while True:
-                    try:
-                        mon, server, what = self._new.get_nowait()
-                    except queue.Empty:
-                        break
-                    socks[mon] = (server, what)
-                    poller.register(mon, zmq.POLLIN)
-                for mon in dict(poller.poll(100)):
-                    msg = parse_monitor_message(mon.recv_multipart())
-                    server, what = socks[mon]
-                    if msg["event"] == zmq.EVENT_MONITOR_STOPPED:
-                        poller.unregister(mon)
-                        del socks[mon]
-                        mon.close(0)
-                    elif (reason := refusal_reason(msg["event"], msg["value"], server)) is not None:
-                        endpoint = msg["endpoint"].decode(errors="replace") if msg["endpoint"] else ""
-                        self._count(reason, what, msg["value"], endpoint)
-        except zmq.ZMQError:  # the context was terminated under us: nothing left to watch
-            pass
-        finally:
-            for mon in socks:
-                mon.close(0)
-
-    def stop(self) -> None:
-        self._halt.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+_DETAIL = {"plaintext": "a client without CURVE", "wrong_server_key": "a client using another server key",
+           "protocol_error": "handshake failed ({value:#x}), or the client hung up during it",
+           "handshake_failed": "the server's key is not the pinned one, or it speaks no CURVE",
+           "refused_by_peer": "our key is not in the server's allow-list"}
 
 
 class Security:
@@ -229,9 +129,9 @@ class Security:
         self.authorized_dir = Path(authorized_dir) if authorized_dir is not None else None
         self.public_keys_dir = Path(public_keys_dir) if public_keys_dir is not None else self.secret_file.parent
         self.reload_s = reload_s
-        self._auth: dict[int, CountingAuthenticator] = {}
+        self.gates: dict[int, Gate] = {}  # context id -> its gate: ZAP handler (allow-list) and handshake monitor
         self._lock = threading.Lock()
-        self.monitor = HandshakeMonitor()
+        self._logs = {reason: ThrottledLog(log, 1.0) for reason in _DETAIL}
 
     @classmethod
     def from_config(cls, cfg, name: str) -> Security:
@@ -245,45 +145,58 @@ class Security:
 
     @property
     def refused(self) -> int:
-        return sum(a.refused for a in self._auth.values())
+        """Clients refused for a key the allow-list does not hold."""
+        return self.refusals()["unknown_key"]
 
     def refusals(self) -> dict[str, int]:
         """Failed handshakes of this stage's secured sockets so far, by reason (module docstring)."""
-        with self.monitor._lock:
-            return dict(self.monitor.counts)
+        counts = dict.fromkeys(SERVER_REFUSALS + CLIENT_REFUSALS, 0)
+        with self._lock:
+            for gate in self.gates.values():
+                with gate.lock:
+                    for reason, n in gate.counts.items():
+                        counts[reason] += n
+        return counts
 
     def serve(self, sock: zmq.Socket) -> None:
         """Make `sock` a CURVE server admitting only allow-listed clients (before bind)."""
         if self.authorized_dir is None:
             raise KeyFileError("a CURVE server needs an allow-list folder (security.authorized_dir)")
-        self._authenticator(sock.context)
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
-        self.monitor.watch(sock, server=True)
+        self._gate(sock.context).watch(sock, server=True, secured=True)
 
     def client(self, sock: zmq.Socket, server_key: bytes) -> None:
         """Make `sock` a CURVE client of the server with public key `server_key` (before connect)."""
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_serverkey = server_key
-        self.monitor.watch(sock, server=False)
+        self._gate(sock.context).watch(sock, server=False, secured=True)
 
-    def _authenticator(self, ctx: zmq.Context) -> CountingAuthenticator:
+    def _gate(self, ctx: zmq.Context) -> Gate:
         with self._lock:
-            auth = self._auth.get(id(ctx))
-            if auth is None:
-                auth = self._auth[id(ctx)] = CountingAuthenticator(ctx, self.authorized_dir, self.reload_s)
-                auth.start()
-            return auth
+            gate = self.gates.get(id(ctx))
+            if gate is None:
+                gate = self.gates[id(ctx)] = open_gate(ctx)
+                if self.authorized_dir is not None:
+                    gate.allow_list = AllowList(self.authorized_dir, self.reload_s)
+                gate.on_refusal = self._refused
+            return gate
+
+    def _refused(self, reason: str, what: str, value: int, endpoint: str) -> None:
+        """Log a failed handshake (throttled per reason); the allow-list logs its own refusals, with the key."""
+        if reason in self._logs:
+            n = self.refusals()[reason]
+            self._logs[reason].warning(f"refused a connection on {what} {endpoint} ({reason}: "
+                                       f"{_DETAIL[reason].format(value=value)}; {n} so far)")
 
     def close(self) -> None:
-        """Stop the ZAP handlers (before the context is terminated)."""
+        """Give the gates back (after this stage's sockets are closed, before the context is terminated)."""
         with self._lock:
-            for auth in self._auth.values():
-                auth.stop()
-            self._auth.clear()
-        self.monitor.stop()
+            gates, self.gates = list(self.gates.values()), {}
+        for gate in gates:
+            close_gate(gate)
 
 
 def make_keypair(directory: str | Path, name: str, force: bool = False) -> tuple[Path, Path]:

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import zmq
@@ -20,6 +21,9 @@ from .protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES
 log = logging.getLogger(__name__)
 
 LINGER_MS = 500  # close() waits at most this long for queued messages: shutdown never hangs
+# a bound socket closes a connection whose ZMTP handshake (CURVE's too) is not done this long after it was accepted:
+# ZeroMQ's 30 s let idle TCP connections hold a file descriptor each (8000 took 8000)
+HANDSHAKE_MS = 3000
 MAX_UPSTREAM_BYTES = 512  # what a subscriber may send an XPUB: a (un)subscription or a credit grant (pipeline/flow.py)
 MAX_MESSAGE_PART_BYTES = MAX_PAYLOAD_BYTES + MAX_HEADER_BYTES  # zmq.MAXMSGSIZE applies per part
 ENDPOINT_PATTERN = re.compile(r"^(tcp://\S+:(\*|\d{1,5})|ipc://\S+)$")
@@ -73,9 +77,10 @@ class BindError(zmq.ZMQError):
 
 
 def bind(sock: zmq.Socket, endpoint: str) -> str:
-    """Bind and return the actual endpoint (a `tcp://host:*` wildcard gets a free port); BindError when the
-    machine refuses it. With a security policy on the socket's context, a tcp socket becomes a CURVE server
-    first."""
+    """Bind and return the actual endpoint (a `tcp://host:*` wildcard gets a free port), closing connections that
+    do not handshake within HANDSHAKE_MS; BindError when the machine refuses it. With a security policy on the
+    socket's context, a tcp socket becomes a CURVE server first."""
+    sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
     if (security := _SECURITY.get(sock.context)) is not None and endpoint.startswith("tcp://"):
         security.serve(sock)
     try:
@@ -117,13 +122,14 @@ class Publisher:
     that another connection still holds, so a peer could otherwise hide its subscriptions.
 
     `held` is what subscribers hold now, for `hears`: ZeroMQ reports a topic's first subscription and its last
-    unsubscription (a subscriber that disconnects unsubscribes all of its topics), duplicates of neither. (A socket
-    monitor would count connections, not subscriptions, and would replace the one that counts refused CURVE
-    handshakes: a socket has one monitor.) A peer that unsubscribes from a topic it never held makes it look gone
-    until another subscribes to it afresh: it misleads `hears`, never what is sent."""
+    unsubscription (a subscriber that disconnects unsubscribes all of its topics), duplicates of neither. (How many
+    subscribers connect is bounded by `guard`: pipeline.gate.) A peer that unsubscribes from a topic it never held
+    makes it look gone until another subscribes to it afresh: it misleads `hears`, never what is sent."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, *, sndhwm: int, max_topics: int, name: str):
+    def __init__(self, ctx: zmq.Context, endpoint: str, *, sndhwm: int, max_topics: int, name: str,
+                 guard: Callable[[zmq.Socket], None] | None = None):
         self.ctx, self.sndhwm, self.max_topics, self.name = ctx, sndhwm, max_topics, name
+        self.guard = guard  # called with each socket before it is bound (the node's bound on subscribers)
         self.topics: set[bytes] = set()  # distinct topics subscribed since the socket was bound
         self.held: set[bytes] = set()  # topics some subscriber holds now
         self.resets = 0
@@ -137,6 +143,8 @@ class Publisher:
         sock = make_socket(self.ctx, zmq.XPUB, sndhwm=self.sndhwm, rcvhwm=2)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_UPSTREAM_BYTES)
         try:
+            if self.guard is not None:
+                self.guard(sock)
             bind(sock, endpoint)
         except zmq.ZMQError:
             sock.close(linger=0)

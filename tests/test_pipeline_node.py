@@ -259,6 +259,33 @@ def test_slow_and_dead_subscribers_do_not_slow_the_node(tmp_path):
         fast_ctx.term()
 
 
+def test_subscribers_past_max_subscribers_are_refused_and_a_freed_slot_is_used_again(tmp_path):
+    """Each subscriber costs the node up to sndhwm results: past node.max_subscribers a new one is refused at its
+    handshake (ZAP), gets nothing and is counted; those admitted keep receiving; one leaving frees its slot."""
+    with line(tmp_path, frames=100_000, fps=20, max_subscribers=2) as ln:
+        first, second = subscriber(ln, (b"heartbeat/",)), subscriber(ln, (b"heartbeat/",))
+        wait_until(lambda: heard_node(first) and heard_node(second))
+        extra = [subscriber(ln, (b"",)) for _ in range(3)]
+        wait_until(lambda: ln.node.refusals()["subscribers"] >= 3)
+        assert all(s.recv(300) is None for s in extra)  # refused: sent nothing, ever (ZeroMQ does not retry)
+        assert ln.node.subscribers.peers == 2
+
+        def refused_in_beat(sub: Subscriber) -> int | None:
+            msg = sub.recv(100)
+            ours = msg is not None and msg.kind == "heartbeat" and msg.header.role == "node"
+            return msg.header.counters["refused_subscribers"] if ours else None
+
+        wait_until(lambda: (refused_in_beat(first) or 0) >= 3)  # admitted ones keep receiving; counted in beats
+        second.close()
+        wait_until(lambda: ln.node.subscribers.peers == 1)
+        refused = ln.node.refusals()["subscribers"]
+        late = subscriber(ln, (b"heartbeat/",))
+        wait_until(lambda: heard_node(late))  # the freed slot
+        assert ln.node.refusals()["subscribers"] == refused and ln.node.subscribers.peers == 2
+        for s in (first, late, *extra):
+            s.close()
+
+
 def storm_messages() -> list[list[bytes]]:
     rng = np.random.default_rng(0)
     image = np.zeros((64, 64, 3), np.uint8)

@@ -28,7 +28,7 @@ from pipeline.config import (
     VideoSourceConfig,
 )
 from pipeline.launcher import run_line
-from pipeline.node import EdgeNode
+from pipeline.node import PEER_REFUSALS, EdgeNode
 from pipeline.security import CLIENT_REFUSALS, SERVER_REFUSALS
 from test_pipeline_launcher import line_config
 from test_pipeline_node import FastDetector, wait_until
@@ -133,7 +133,7 @@ def test_header_tables_name_every_field():
 
 def test_counter_table_names_every_reason():
     counters = _section("## 7. Counters")
-    missing = [r for r in REASONS + SERVER_REFUSALS + CLIENT_REFUSALS if f"`{r}`" not in counters]
+    missing = [r for r in REASONS + SERVER_REFUSALS + CLIENT_REFUSALS + PEER_REFUSALS if f"`{r}`" not in counters]
     assert not missing, f"docs/protocol.md section 7 lacks {missing}"
 
 

@@ -104,7 +104,7 @@ def test_curve_line_admits_allow_listed_clients_and_counts_refusals(keys, tmp_pa
             assert _received(good, 10)  # camera -> node -> subscriber, all encrypted and admitted
             assert not _received(bad, 1.0) and not _received(plain, 0.2)
             wait_until(lambda: secs["node"].refused >= 1)
-            assert all(a.thread.is_alive() for a in secs["node"]._auth.values())  # the ZAP handler survives refusals
+            assert all(g.thread.is_alive() for g in secs["node"].gates.values())  # the ZAP handler survives refusals
         assert any("refused a connection" in r.message for r in caplog.records)
         # the allow-list is reloaded: admitting the intruder's key needs no restart (new connections)
         (allowed / "intruder.key").write_bytes((keys / "intruder.key").read_bytes())

@@ -1,0 +1,265 @@
+"""The gate of a ZeroMQ context: one thread that is the context's ZAP handler and reads the monitors of its sockets.
+
+libzmq asks the context's ZAP handler (`inproc://zeromq.zap.01`) about every peer that handshakes with a CURVE
+server socket, and, with the NULL mechanism (no security), with a socket that has a ZAP domain; a refusal (status
+400) closes the peer's connection before it gets a pipe, so it is sent nothing and holds nothing. The gate answers:
+- a CURVE client's key must be in the allow-list (`AllowList`, set by `pipeline.security`); refusals are counted
+  as `unknown_key`;
+- on a socket with a `PeerLimit`, a peer is refused (counted, logged) while `most` peers are admitted. libzmq's
+  handshake events name no connection, and some failed handshakes emit none, so a count of handshaked peers kept
+  from them could be driven down by a peer. The gate counts what it can tell exactly instead: the socket's
+  connections older than WINDOW_S (ACCEPTED and DISCONNECTED events name their file descriptor), each of which
+  has passed the gate, since the socket closes one still handshaking after `transport.HANDSHAKE_MS`; plus the
+  peers it admitted within the last WINDOW_S, open or not. That never counts fewer than are admitted and open
+  (one admitted and closed within WINDOW_S counts until then), and never counts a connection that does not
+  handshake. The monitor is drained before each answer, in the same thread, so every connection accepted
+  before the asking one is known.
+The failed handshakes of secured sockets (`watch(..., secured=True)`) are counted by reason for
+`pipeline.security` (`refusal_reason`): a socket has one monitor, so both uses share it.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import count
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from .transport import HANDSHAKE_MS, ThrottledLog
+
+log = logging.getLogger(__name__)
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+WINDOW_S = HANDSHAKE_MS / 1000 + 1.0  # a connection older than this has handshaked (a second for the timer's lag)
+_EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+           | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_MONITOR_STOPPED)
+_ids = count()
+
+
+SERVER_REFUSALS = ("plaintext", "wrong_server_key", "unknown_key", "protocol_error")
+CLIENT_REFUSALS = ("handshake_failed", "refused_by_peer")
+
+
+def refusal_reason(event: int, value: int, server: bool) -> str | None:
+    """The reason a failed handshake's monitor event stands for (None: not a refusal; pipeline.security)."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return "unknown_key" if server else "refused_by_peer"
+    if event not in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+        return None
+    if not server:
+        return "handshake_failed"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "plaintext"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+        return "wrong_server_key"
+    return "protocol_error"
+
+
+class PeerLimit:
+    """At most `most` connections on one bound socket, and on each socket bound again in its place: how many are
+    admitted now (`peers`) and how many were refused (`refused`, over all of them)."""
+
+    def __init__(self, most: int, what: str, key: str):
+        self.most, self.what, self.key = most, what, key  # key: the config key that sets `most`, for the log
+        self.refused = 0
+        self.peers = 0  # admitted and open on the socket watched last, as the gate counts them (module docstring)
+        self._log = ThrottledLog(log, 5.0)
+
+    def refuse(self, endpoint: str) -> None:
+        self.refused += 1
+        self._log.warning(f"refused a connection to {endpoint}: {self.most} {self.what} connected already "
+                          f"({self.key}; {self.refused} refused so far)")
+
+
+@dataclass
+class _Watched:
+    """One monitored socket, as the gate thread keeps it."""
+
+    what: str  # for the log: "a XPUB server socket"
+    domain: bytes  # its ZAP domain (a server's)
+    server: bool
+    secured: bool
+    limit: PeerLimit | None
+    endpoint: str = ""
+    accepted: dict[int, float] = field(default_factory=dict)  # its TCP connections open now: fd -> when accepted
+    admitted: deque[float] = field(default_factory=deque)  # when the gate admitted a peer, within WINDOW_S
+
+    def peers(self, now: float) -> int:
+        """Admitted peers, counted as the module docstring says."""
+        while self.admitted and now - self.admitted[0] > WINDOW_S:
+            self.admitted.popleft()
+        return len(self.admitted) + sum(now - t > WINDOW_S for t in self.accepted.values())
+
+
+class Gate:
+    """The ZAP handler and socket monitor of one context (module docstring); `open_gate` shares one per context."""
+
+    def __init__(self, ctx: zmq.Context):
+        self.ctx = ctx
+        self.allow_list: Callable[[bytes], bool] | None = None  # CURVE: whether a client key is admitted
+        self.counts: dict[str, int] = {}  # failed handshakes of secured sockets by reason
+        self.on_refusal: Callable[[str, str, int, str], None] | None = None  # (reason, what, value, endpoint)
+        self.lock = threading.Lock()
+        self._users = 0
+        self._halt = threading.Event()
+        self._new: queue.Queue[tuple[zmq.Socket, _Watched]] = queue.Queue()
+        self._domains: dict[bytes, tuple[zmq.Socket, _Watched]] = {}
+        self._watched: weakref.WeakKeyDictionary[zmq.Socket, _Watched] = weakref.WeakKeyDictionary()
+        self._zap = ctx.socket(zmq.REP)
+        self._zap.linger = 0
+        self._zap.bind(ZAP_ENDPOINT)
+        self.thread = threading.Thread(target=self._run, name="zap-gate", daemon=True)
+        self.thread.start()
+
+    def watch(self, sock: zmq.Socket, *, server: bool, secured: bool = False, limit: PeerLimit | None = None) -> None:
+        """Monitor `sock` (from its owner's thread, before bind or connect); a server socket gets a ZAP domain of its
+        own, so NULL peers are asked about too. Watched again, a socket keeps its monitor and gains `secured` and
+        `limit`."""
+        with self.lock:
+            watched = self._watched.get(sock)
+            if watched is None:
+                address = f"inproc://gate-monitor-{id(self)}-{next(_ids)}"
+                what = f"a {zmq.SocketType(sock.type).name} {'server' if server else 'client'} socket"
+                watched = self._watched[sock] = _Watched(what, address.encode(), server, secured, limit)
+            else:
+                address = ""
+            watched.secured |= secured
+            watched.limit = limit or watched.limit
+        if not address:
+            return
+        if server:
+            sock.zap_domain = watched.domain  # names the socket in its peers' ZAP requests
+            sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)  # what WINDOW_S relies on
+        sock.monitor(address, _EVENTS)
+        mon = self.ctx.socket(zmq.PAIR)
+        mon.rcvhwm = 0  # libzmq blocks its I/O thread on a full monitor pipe: never full, the gate drains it
+        mon.linger = 0
+        mon.connect(address)
+        self._new.put((mon, watched))
+
+    def _run(self) -> None:
+        poller, monitors = zmq.Poller(), {}
+        poller.register(self._zap, zmq.POLLIN)
+        try:
+            while not self._halt.is_set():
+                self._adopt(poller, monitors)
+                for sock in dict(poller.poll(100)):
+                    if sock is self._zap:
+                        self._answer(self._zap.recv_multipart(), poller, monitors)
+                    elif sock in monitors:
+                        self._drain(sock, monitors[sock], poller, monitors)
+                now = time.monotonic()
+                for watched in monitors.values():
+                    if watched.limit is not None:
+                        watched.limit.peers = watched.peers(now)
+        except zmq.ZMQError:  # the context was terminated under us: nothing left to answer
+            pass
+        finally:
+            self._zap.close(0)
+            for mon in monitors:
+                mon.close(0)
+
+    def _adopt(self, poller: zmq.Poller, monitors: dict[zmq.Socket, _Watched]) -> None:
+        while True:
+            try:
+                mon, watched = self._new.get_nowait()
+            except queue.Empty:
+                return
+            monitors[mon] = watched
+            poller.register(mon, zmq.POLLIN)
+            self._domains[watched.domain] = (mon, watched)
+
+    def _drain(self, mon: zmq.Socket, watched: _Watched, poller: zmq.Poller,
+               monitors: dict[zmq.Socket, _Watched]) -> None:
+        """Take in every event the socket's monitor holds; its end unregisters it."""
+        while True:
+            try:
+                msg = parse_monitor_message(mon.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            event, value = msg["event"], int(msg["value"])
+            if msg["endpoint"]:
+                watched.endpoint = msg["endpoint"].decode(errors="replace")
+            if event == zmq.EVENT_MONITOR_STOPPED:
+                poller.unregister(mon)
+                del monitors[mon]
+                self._domains.pop(watched.domain, None)
+                mon.close(0)
+                return
+            if event == zmq.EVENT_ACCEPTED:
+                watched.accepted[value] = time.monotonic()
+            elif event == zmq.EVENT_DISCONNECTED:
+                watched.accepted.pop(value, None)
+            elif watched.secured and not (watched.server and event == zmq.EVENT_HANDSHAKE_FAILED_AUTH) \
+                    and (reason := refusal_reason(event, value, watched.server)) is not None:
+                self._count(reason, watched, value)  # a server's ZAP refusals are counted where they are made
+
+    def _count(self, reason: str, watched: _Watched, value: int) -> None:
+        with self.lock:
+            self.counts[reason] = self.counts.get(reason, 0) + 1
+        if self.on_refusal is not None:
+            self.on_refusal(reason, watched.what, value, watched.endpoint)
+
+    def _answer(self, request: list[bytes], poller: zmq.Poller, monitors: dict[zmq.Socket, _Watched]) -> None:
+        """Answer one ZAP request: version, request id, domain, address, identity, mechanism, credentials."""
+        if len(request) < 6:
+            self._zap.send_multipart([b"1.0", request[1] if len(request) > 1 else b"", b"500", b"bad request", b"",
+                                      b""])
+            return
+        domain, mechanism, credentials = request[2], request[5], request[6:]
+        self._adopt(poller, monitors)
+        mon, watched = self._domains.get(domain, (None, None))
+        if mon is not None and watched is not None:
+            self._drain(mon, watched, poller, monitors)  # every connection accepted before this one
+        status, reason, user = b"200", b"OK", b""
+        if mechanism == b"CURVE":
+            key = credentials[0] if credentials else b""
+            user = zmq.utils.z85.encode(key) if len(key) == 32 else b""
+            if self.allow_list is None or not user or not self.allow_list(key):
+                status, reason = b"400", b"unknown key"
+                if watched is not None:
+                    self._count("unknown_key", watched, 400)
+        elif mechanism != b"NULL":
+            status, reason = b"400", b"mechanism not allowed"
+        if status == b"200" and watched is not None and watched.limit is not None:
+            now = time.monotonic()
+            if watched.peers(now) >= watched.limit.most:
+                status, reason = b"400", b"too many connections"
+                watched.limit.refuse(watched.endpoint)
+            else:
+                watched.admitted.append(now)
+        self._zap.send_multipart([b"1.0", request[1], status, reason, user, b""])
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.thread.join(timeout=2)
+
+
+_GATES: weakref.WeakKeyDictionary[zmq.Context, Gate] = weakref.WeakKeyDictionary()
+_GATES_LOCK = threading.Lock()
+
+
+def open_gate(ctx: zmq.Context) -> Gate:
+    """The gate of `ctx`, started by the first caller; each caller closes it (`close_gate`) once done, before the
+    context is terminated: the last one stops it."""
+    with _GATES_LOCK:
+        gate = _GATES.get(ctx)
+        if gate is None:
+            gate = _GATES[ctx] = Gate(ctx)
+        gate._users += 1
+        return gate
+
+
+def close_gate(gate: Gate) -> None:
+    with _GATES_LOCK:
+        gate._users -= 1
+        if gate._users > 0:
+            return
+        _GATES.pop(gate.ctx, None)
+    gate.stop()
