@@ -220,6 +220,12 @@ class ScoreConfig(StrictModel):
         return self.pixel_weight > 0 or self.perceptual_weight > 0
 
     @property
+    def frame_input(self) -> bool:
+        """The frame's size inside its padded input may be a tensor (an exported graph's input: one graph for every
+        frame of an input size): everywhere but `knn_far_weight`'s count of the frame's far cells (edge.knn)."""
+        return self.knn_far_weight <= 0
+
+    @property
     def uses_vgg(self) -> bool:
         """The perceptual or the self-similarity map needs the VGG19 trunk."""
         return self.perceptual_weight > 0 or self.knn_weight > 0

@@ -42,8 +42,15 @@ def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
     return knn_distance_and_spacing(feats, k, radius)[:, :1]
 
 
+def _outside(fh, fw, r: torch.Tensor) -> torch.Tensor:
+    """A cell's fewest candidates outside a radius of `r` cells in an fh x fw frame (numbers or 0-d tensors)."""
+    side = 2 * r + 1
+    return fh * fw - (torch.minimum(side, torch.as_tensor(fh, dtype=side.dtype))
+                      * torch.minimum(side, torch.as_tensor(fw, dtype=side.dtype)))
+
+
 def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
-                             frame: tuple[int, int] | None = None,
+                             frame: tuple[int, int] | tuple[torch.Tensor, torch.Tensor] | None = None,
                              history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                              far_share: float = 0.0, far_weight: float = 0.0) -> torch.Tensor:
     """(N, 2, gh, gw): `knn_distance`, and how much wider than the frame's mean the spacing of those k
@@ -54,7 +61,8 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
     cells up to `far_share` of the frame's cells lie: a long defect's cells find k of each other along it, outside
     the radius, but not that many (docs/ablations.md section 65).
     `frame`: the grid's first rows x columns that hold the frame; the rest (the reflect padding, a mirror of
-    the frame's last rows and columns, where a defect would find itself) is never a neighbour.
+    the frame's last rows and columns, where a defect would find itself) is never a neighbour. They may be 0-d
+    tensors (an exported graph's input: one graph serves every frame its grid holds), except with `far_weight`.
 
     `history` (rows (R, C), their own distances in their frames (R,), valid rows ()): the camera's earlier
     cells (edge.memory's history). Then (N, 4, gh, gw): also the same two of the k nearest among the frame's
@@ -62,24 +70,25 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
     the frame (more candidates are nearer; the frame keeps its level, only the ranking inside it changes)."""
     gh, gw = (int(v) for v in feats.shape[-2:])  # python ints under the ONNX tracer; the batch stays symbolic
     fh, fw = frame or (gh, gw)
-    if fh * fw - 1 < k:
+    numbers = not isinstance(fh, torch.Tensor)
+    if numbers and fh * fw - 1 < k:
         raise ValueError(f"a {fh}x{fw} feature grid is too small for k={k} neighbours")
-
-    def outside(r: int) -> int:  # a cell's fewest candidates outside a radius of r cells
-        return fh * fw - min(2 * r + 1, fh) * min(2 * r + 1, fw)
-
-    while radius > 0 and outside(radius) < k:
-        radius -= 1
-    far_k = min(round(far_share * fh * fw), outside(radius)) if far_weight > 0 else 0
+    if not numbers:  # compared with the cells' float coordinates
+        fh, fw = fh.float(), fw.float()
+    # the radius shrinks until each cell keeps k candidates outside it (the fewest fall as the radius grows)
+    radius = (_outside(fh, fw, torch.arange(1, radius + 1, dtype=torch.float32)) >= k).sum()
+    if far_weight > 0 and not numbers:
+        raise ValueError("knn_far_weight counts the frame's cells in Python: it needs the frame's size as numbers")
+    far_k = min(round(far_share * fh * fw), int(_outside(fh, fw, radius))) if far_weight > 0 else 0
     # the neighbourhood mask is the Kronecker product of two band matrices (rows, columns); their
     # coordinates come from the input, so an ONNX export computes the cells x cells mask at run time
     # instead of storing it as a constant (16 MB at 4096 cells)
     ys = torch.ones_like(feats[0, 0, :, 0]).cumsum(0)
     xs = torch.ones_like(feats[0, 0, 0, :]).cumsum(0)
-    band_y = (ys[:, None] - ys[None]).abs() <= radius
-    band_x = (xs[:, None] - xs[None]).abs() <= radius
+    band_y = (ys[:, None] - ys[None]).abs() <= radius.to(ys.dtype)
+    band_x = (xs[:, None] - xs[None]).abs() <= radius.to(xs.dtype)
     near = band_y[:, None, :, None] & band_x[None, :, None, :]
-    if (fh, fw) != (gh, gw):
+    if not numbers or (fh, fw) != (gh, gw):
         near = near | ((ys > fh)[:, None] | (xs > fw)[None])[None, None]  # (the padding's cells as neighbours)
     near = near.reshape(gh * gw, gh * gw)
     inside = ((ys <= fh)[:, None] & (xs <= fw)[None]).reshape(1, -1).float()  # the frame's cells

@@ -61,7 +61,8 @@ def knn_dim(cfg: ScoreConfig) -> int:
 
 class AnomalyScorer(nn.Module):
     """(N, 3, H, W) image in [0, 1], H and W multiples of max(scales) * 8 -> (map (N, 1, H, W), score (N,)).
-    `forward(..., frame=(h, w))`: the frame is the input's top-left h x w, the rest its padding (default: none).
+    `forward(..., frame=(h, w))`: the frame is the input's top-left h x w, the rest its padding (default: none); an
+    int64 tensor (2,) too (`score.frame_input`: an exported graph's input, one graph for every frame of an input size).
 
     With `memory` (a MemoryConfig) the camera's memory takes part: forward(x, bank, state, spacing) also
     gets the bank (M, C), its state (7,) [valid rows, typical spacing, a, b, c, p, q] (edge.memory: the
@@ -178,7 +179,7 @@ class AnomalyScorer(nn.Module):
         return self.knn_dim + 1, -(-h * f // cell), -(-w * f // cell)
 
     def knn_map(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None,
-                frame: tuple[int, int] | None = None,
+                frame: tuple[int, int] | torch.Tensor | None = None,
                 history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Smoothed VGG19 self-similarity map of the input (edge.knn), unnormalised, and how much wider than
@@ -186,7 +187,7 @@ class AnomalyScorer(nn.Module):
         valid rows) also the same two of the search with it (N, 4, H, W); and the cells with their own distances
         (N, D + 1, kh, kw; None without `history`). `feats`: the input's VGG19 features if already computed
         (unused when the input is enlarged first); `frame`: the frame's height and width in the padded input (its
-        cells alone are neighbours)."""
+        cells alone are neighbours), numbers or an int64 tensor (2,) (an exported graph's input)."""
         cfg, (h, w) = self.cfg, (int(x.shape[-2]), int(x.shape[-1]))
         f, cell = self.knn_cell(h, w)
         if f > 1:
@@ -196,7 +197,7 @@ class AnomalyScorer(nn.Module):
         g = grid_features(feats, (h * f, w * f), cell)
         if cfg.knn_stats_weight > 0:
             g = torch.cat([g.float(), cfg.knn_stats_weight * stats_features(x, cell // f, cfg.knn_stats_sigma)], dim=1)
-        cells = None if frame is None else (-(-frame[0] * f // cell), -(-frame[1] * f // cell))
+        cells = None if frame is None else tuple((side * f + cell - 1) // cell for side in frame)  # rounded up
         d = knn_distance_and_spacing(g, cfg.knn_k, cfg.knn_radius, cells, history, cfg.knn_far_share,
                                       cfg.knn_far_weight)
         smoothed = self._smooth(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False))
@@ -226,7 +227,7 @@ class AnomalyScorer(nn.Module):
 
     def forward(self, x: torch.Tensor, bank: torch.Tensor | None = None, state: torch.Tensor | None = None,
                 spacing: torch.Tensor | None = None, history: torch.Tensor | None = None,
-                history_own: torch.Tensor | None = None, frame: tuple[int, int] | None = None):
+                history_own: torch.Tensor | None = None, frame: tuple[int, int] | torch.Tensor | None = None):
         cfg = self.cfg
         amap = torch.zeros_like(x[:, :1])
         knn_own_input = cfg.knn_weight > 0 and self.knn_upscale(int(x.shape[-2]), int(x.shape[-1])) == 1

@@ -55,7 +55,7 @@ Header values (after the decoder's schema checks, before any payload is decoded)
 Work and memory (`WorkBudget`): the node estimates its memory above what it used at start as the
 frames waiting in its queues (exact bytes) + one model per camera, once more for each surface it keeps
 (`memory.recall_surfaces`, once kept) + the graphs an exported scorer
-holds (onnxruntime, tensorrt: one per frame size a camera holds, at most MAX_GRAPHS; a fixed part and
+holds (onnxruntime, tensorrt: one per graph size a camera holds, at most MAX_GRAPHS; a fixed part and
 a per-pixel part each; none on the torch scorer) + the scoring of one frame (per-pixel estimate).
 `node.memory_budget_mb` bounds that sum: waiting frames over it (next to a model for every known camera
 and the graphs held) push out the oldest waiting frame of the camera with the most waiting bytes (a

@@ -262,9 +262,10 @@ class NodeConfig(StrictModel):
                               "may name; a frame naming another is refused (product_limit). Each has a model to "
                               "resume: a checkpoint file in checkpoint_dir, or in a temporary folder of the run")
     min_model_rebuild_s: float = Field(10.0, ge=0, description="a camera keeps its model whatever its frame size; "
-                                       "on an exported scorer (onnxruntime, tensorrt: a graph per size, the last 4 "
-                                       "kept) a size new to its graphs is taken at most this often, other new sizes "
-                                       "in between are rejected (shape_change)")
+                                       "on an exported scorer (onnxruntime: a graph per input size, the frame "
+                                       "padded to multiples of 64; tensorrt: per frame size; the last 4 kept) a size "
+                                       "new to its graphs is taken at most this often, other new sizes in between are "
+                                       "rejected (shape_change)")
     threads: int | None = Field(None, ge=1, le=256, description="torch threads of the node process; None = all "
                                 "cores. Never more than the cores free for it: oversubscribed threads spin and slow "
                                 "fitting 10-60x")

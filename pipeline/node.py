@@ -50,7 +50,7 @@ from edge.detector import Detector as SSDNetDetector
 from edge.device import resolve_device
 from edge.frames import BLANK_SPAN, FrameError, to_frame_size, value_span
 from edge.memory import footprint_mb
-from edge.scorers import choose_backend, ensure_available
+from edge.scorers import choose_backend, ensure_available, graph_size
 from edge.scorers.base import GraphCache
 from edge.scoring import knn_dim
 from edge.vgg import build_vgg
@@ -175,8 +175,9 @@ class EdgeNode:
         self.outbox: queue.Queue[P.Message | tuple[P.Message | None, str, int]] = queue.Queue()
         self.detectors: dict[str, Detector] = {}  # camera -> its model, one for every frame size
         self.products: dict[str, str | None] = {}  # camera -> the product its model is for (frame header `product`)
-        self.frame_sizes: dict[str, GraphCache] = {}  # camera -> its last frame sizes, the most recent last
-        # an exported scorer builds a graph per frame size (edge.scorers.base.GraphCache); torch's needs none
+        # camera -> the sizes of the graphs its scorer holds (`_graph_size`), each with its last frame size, the most
+        # recent last; an exported scorer builds a graph per size (edge.scorers.base.GraphCache), torch's needs none
+        self.frame_sizes: dict[str, GraphCache] = {}
         self._graph_per_size = self.scorer is not None and self.scorer.get("backend") in ("onnxruntime", "tensorrt")
         self._last_received: float | None = None
         self._busy = False
@@ -488,27 +489,35 @@ class EdgeNode:
 
     # ------------------------------------------------------------ worker
 
+    def _graph_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size of the graph the scorer scores a height x width frame with (edge.scorers.graph_size): its padded
+        size on ONNX Runtime, the frame's own elsewhere (and for a detector of the caller's)."""
+        return graph_size(self.scorer["backend"], self.cfg.ssdnet, height, width) if self.scorer else (height, width)
+
     def _detector(self, source: str, shape: tuple[int, ...]) -> Detector:
         """The camera's one model, whatever its frame size: a detector scores any size. An exported scorer builds a
-        graph per input size and holds the last MAX_GRAPHS; a size it holds none for is taken at most every
-        node.min_model_rebuild_s, other new sizes in between are refused (shape_change)."""
+        graph per input size (`_graph_size`) and holds the last MAX_GRAPHS; a size it holds none for is taken at most
+        every node.min_model_rebuild_s, frames of other new sizes in between are refused (shape_change)."""
         size = tuple(shape[:2])
+        graph = self._graph_size(*size)
         detector, sizes = self.detectors.get(source), self.frame_sizes.get(source)
         if detector is None or sizes is None:
             detector = self.detectors[source] = self.factory(source)
             sizes = self.frame_sizes[source] = GraphCache()
             self.checkpoints.load(source, self.products.get(source), detector)
-        if size not in sizes:
+        if graph not in sizes:
             now = time.monotonic()
             if sizes and self._graph_per_size:
                 if now - self._new_size_at.get(source, -math.inf) < self.cfg.min_model_rebuild_s:
                     last = next(reversed(sizes))
-                    raise Rejected("shape_change", f"{source}: a {size[1]}x{size[0]} frame, its scorer holds graphs "
-                                   f"for {len(sizes)} other size(s) and built the last ({last[1]}x{last[0]}) less "
-                                   f"than node.min_model_rebuild_s ({self.cfg.min_model_rebuild_s:g} s) ago", source)
-                log.info("%s: frame size %dx%d, a new scorer graph (the model is kept)", source, size[1], size[0])
+                    raise Rejected("shape_change", f"{source}: a {size[1]}x{size[0]} frame (a {graph[1]}x{graph[0]} "
+                                   f"graph), its scorer holds graphs for {len(sizes)} other size(s) and built the last "
+                                   f"({last[1]}x{last[0]}) less than node.min_model_rebuild_s "
+                                   f"({self.cfg.min_model_rebuild_s:g} s) ago", source)
+                log.info("%s: frame size %dx%d, a new %dx%d scorer graph (the model is kept)", source, size[1], size[0],
+                         graph[1], graph[0])
             self._new_size_at[source] = now
-        sizes[size] = True  # the most recent size
+        sizes[graph] = size  # the most recent graph, and the last frame size it scored
         return detector
 
     def _drop(self, source: str) -> None:
@@ -528,13 +537,13 @@ class EdgeNode:
         source, image = msg.source, msg.arrays["image"]
         height, width = image.shape[:2]
         sizes = self.frame_sizes.get(source)
-        last = next(reversed(sizes)) if sizes else None
+        last = sizes[next(reversed(sizes))] if sizes else None  # the camera's last frame size
         models, queued, graphs = self._models(source), self.pending.total_bytes, self._graphs()
         # the most pixels at a size whose graph the camera holds, and at another (an exported scorer builds its graph)
         held = min(self.cfg.frame_pixels, self.budget.pixels_for(models, queued, graphs))
         limit = min(self.cfg.frame_pixels, self.budget.pixels_for(models, queued, graphs,
                                                                   new_graph=self._graph_per_size))
-        new_size = not sizes or (height, width) not in sizes
+        new_size = not sizes or self._graph_size(height, width) not in sizes
         if height * width <= (limit if new_size else held):
             return image, None
         if limit == self.cfg.frame_pixels:
@@ -802,8 +811,8 @@ class EdgeNode:
         waiting = self.pending.waiting()
         cameras = self.admission.report()
         for name, entry in cameras.items():
-            sizes = self.frame_sizes.get(name)
-            entry.update(model_frame=[*next(reversed(sizes)), 3] if sizes else None, queued_frames=waiting.get(name, 0),
+            last = tuple(self.frame_sizes.get(name, {}).values())[-1:]  # its last frame size
+            entry.update(model_frame=[*last[0], 3] if last else None, queued_frames=waiting.get(name, 0),
                          queued_bytes=self.pending.bytes.get(name, 0),
                          downscaled_by=dict(self._downscaled_by.get(name, {})))  # frames scored downscaled by reason
         return {**self.counters.snapshot(), "scorer": self.scorer, "refused_connections": self.refusals(),

@@ -26,11 +26,13 @@ import edge.scoring
 from edge.config import FitConfig, LossConfig, ModelConfig, ScoreConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
 from edge.fitter import image_to_tensor
+from edge.frames import working_size
 from edge.images import write_rgb
 from edge.memory import FeatureMemory
-from edge.scorers import OnnxRuntimeScorer, ParityError, TorchScorer, build_scorer
+from edge.scorers import OnnxRuntimeScorer, ParityError, TorchScorer, build_scorer, parity_check
 from edge.scorers.base import MAX_GRAPHS
 from edge.scorers.onnx_graph import (
+    FRAME_INPUT,
     INPUT_NAME,
     MEMORY_INPUTS,
     OUTPUT_NAMES,
@@ -167,10 +169,10 @@ def test_weights_are_bound_not_copied_into_the_export(scorer):
     ort_scorer = OnnxRuntimeScorer(copy.deepcopy(scorer), strategy="inputs")
     x = image(1)
     m0, _ = ort_scorer.score(x)
-    graph = ort_scorer._graphs[(H, W, None)]
+    graph = ort_scorer._graphs[(H, W)]
     ort_scorer.update_weights(perturbed(scorer.unet.state_dict(), seed=7, scale=0.1))
     m1, _ = ort_scorer.score(x)
-    assert ort_scorer._graphs[(H, W, None)] is graph and graph.exported is not None
+    assert ort_scorer._graphs[(H, W)] is graph and graph.exported is not None
     assert float((m1 - m0).abs().max()) > 1e-3
 
 
@@ -199,11 +201,12 @@ def test_parity_after_real_fit_steps():
 
 
 def test_one_model_scores_every_frame_size_with_at_most_max_graphs_sessions():
-    """A camera whose frame size changes keeps its model on ONNX Runtime: one session per size, the last
-    MAX_GRAPHS kept (a size that comes back after eviction gets a new one), and every map matches torch's."""
+    """A camera whose frame size changes keeps its model on ONNX Runtime: one session per input size (the frame
+    padded to multiples of 64), the last MAX_GRAPHS kept (a size that comes back after eviction gets a new one), and
+    every map matches torch's."""
     import cv2
 
-    sizes = [(64, 64), (48, 80), (72, 56), (40, 64), (56, 40), (64, 64)]  # 5 sizes, then the first again
+    sizes = [(64, 64), (48, 80), (72, 56), (130, 40), (40, 130), (50, 60)]  # 5 input sizes, then the first again
     frames = [cv2.resize(texture("grass", 96, np.random.default_rng(i)), (w, h)) for i, (h, w) in enumerate(sizes)]
     torch_det, ort_det = Detector(tiny_cfg(), "cpu"), Detector(tiny_cfg(backend="onnxruntime"), "cpu")
     for i, frame in enumerate(frames):
@@ -212,7 +215,42 @@ def test_one_model_scores_every_frame_size_with_at_most_max_graphs_sessions():
         assert np.abs(a.anomaly_map - b.anomaly_map).max() < FP32_ATOL and abs(a.score - b.score) < FP32_ATOL
     backend = ort_det.backend
     assert len(backend._graphs) == MAX_GRAPHS and backend.sessions_created == 6
-    assert [key[2] or key[:2] for key in backend._graphs] == [(72, 56), (40, 64), (56, 40), (64, 64)]  # (h, w, frame)
+    assert list(backend._graphs) == [(128, 64), (192, 64), (64, 192), (64, 64)]
+
+
+def test_one_graph_scores_every_frame_of_its_input_size_at_parity_with_torch():
+    """The frame's size is the ONNX Runtime graph's input (the self-similarity keeps the padding's cells out by it):
+    frames of four sizes that pad to 64x128 share one session, and each one's map, score and memory outputs match
+    the fp32 torch scorer's on that frame, its memory searched too (a graph per frame size before: 4 sessions)."""
+    import cv2
+
+    cfg = parse_config(SSDNetConfig, {"model": {"base_channels": 8}, "fit": {"steps": 1, "warm_steps": 1, "amp": False},
+                                      "score": {"amp": False, "backend": "torch"},
+                                      "memory": {"size_mb": 1, "delay_frames": 0}, "device": "cpu"})
+    det = Detector(cfg, "cpu")
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # rows in the camera's memory
+        det.process(texture("grass", 64, rng))
+    assert det.memory.count > 0
+    ref, ort_scorer = TorchScorer(det.backend.module), OnnxRuntimeScorer(copy.deepcopy(det.backend.module))
+    for s in (ref, ort_scorer):
+        s.use_memory(det.memory)
+    for h, w in [(64, 128), (50, 100), (33, 70), (64, 90)]:
+        x = image_to_tensor(cv2.resize(texture("grass", 128, rng), (w, h)), torch.device("cpu"), 64)
+        assert x.shape[-2:] == (64, 128)
+        (rm, rs), (om, os_) = ref.score(x, (h, w)), ort_scorer.score(x, (h, w))
+        rep = parity_check(rm[..., :h, :w], rs, om[..., :h, :w], os_)
+        assert rep.ok and rep.map_max_abs < FP32_ATOL and rep.score_abs < FP32_ATOL, (h, w, rep)
+        assert float((ort_scorer.score_map - ref.score_map)[..., :h, :w].abs().max()) < FP32_ATOL
+    assert ort_scorer.sessions_created == 1 and list(ort_scorer._graphs) == [(64, 128)]
+    assert FRAME_INPUT in {i.name for i in ort_scorer._graphs[(64, 128)].session.get_inputs()}
+
+
+def test_a_graph_without_the_self_similarity_has_no_frame_input(scorer):
+    """The frame's size is an input only where the graph reads it: not without the self-similarity (the U-Net's maps
+    cover the padded input)."""
+    ex = export_scorer(scorer, H, W, frame_input=True)
+    assert [i.name for i in ex.model.graph.input] == [INPUT_NAME]
 
 
 def test_a_failing_exported_scorer_gives_way_to_torch_for_good(monkeypatch, caplog):
@@ -326,8 +364,8 @@ def test_dynamo_exporter_keeps_names_and_parity(scorer):
 @pytest.mark.parametrize("frame", [None, (50, 60)], ids=["whole", "padded"])
 def test_scorer_with_vgg_maps_exports(score, per_frame, frame):
     """VGG19 maps (VGG19 frozen in the graph) match torch in ONNX Runtime; only U-Net weights are
-    per-frame inputs, and with no U-Net map there are none. A frame padded to the input's size is a constant of
-    its graph, as the input's size is (the padding is no neighbour of the self-similarity, edge.knn)."""
+    per-frame inputs, and with no U-Net map there are none. A frame padded to the input's size is its graph's input
+    (the padding is no neighbour of the self-similarity, edge.knn), with the far cells' term a constant of it."""
     cfg = ScoreConfig(amp=False, **score)
     try:
         vgg = VGG19Features(None, cfg.vgg_layers)
@@ -345,8 +383,12 @@ def test_scorer_with_vgg_maps_exports(score, per_frame, frame):
     om, os_ = ort_scorer.score(x, frame)
     assert float((om - rm).abs().max()) < FP32_ATOL and abs(float(os_[0] - rs[0])) < FP32_ATOL
     assert (frame is None) == bool(torch.equal(rm, whole))  # the padding's cells left out change the map
-    exported = ort_scorer._graphs[(64, 64, frame)].exported
-    assert exported.config["frame"] == frame
+    graph = ort_scorer._graphs[(64, 64) if cfg.frame_input else (64, 64, frame)]
+    exported = graph.exported
+    assert graph.reads_frame == cfg.frame_input and exported.config["frame"] == (None if cfg.frame_input else frame)
+    if not cfg.frame_input:  # the far cells' count is a number: the frame's size a constant
+        with pytest.raises(ValueError, match="frame_input"):
+            export_scorer(sc, 64, 64, frame_input=True)
     with pytest.raises(ValueError, match="does not fit"):
         ort_scorer.score(x, (65, 60))  # a frame larger than its padded input
     names = exported.weight_names
@@ -411,9 +453,10 @@ def test_cli_export_scales_a_large_camera_down_as_the_detector_does(tmp_path):
     side = json.loads((tmp_path / "out" / "scorer.json").read_text())
     det = Detector(parse_config(SSDNetConfig, settings), "cpu")
     det.process(texture("brick", 100, np.random.default_rng(0))[:, :80])
-    (key,) = det.backend._graphs  # (input height, width, the frame inside it)
-    assert side["camera"] == [100, 80] and (side["height"], side["width"], tuple(side["config"]["frame"])) == key
-    assert key[2][0] * key[2][1] <= 4096 < 100 * 80
+    (key,) = det.backend._graphs  # (input height, width); the frame inside it is the graph's input
+    frame = tuple(side["config"]["frame"])
+    assert side["camera"] == [100, 80] and (side["height"], side["width"]) == key
+    assert frame == working_size(100, 80, 4096) and frame[0] * frame[1] <= 4096 < 100 * 80
 
 
 @pytest.mark.parametrize("height, width, inset", [(120, 128, 8), (60, 64, 0)])

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from edge.config import MIN_SIDE, SSDNetConfig, parse_config
 from edge.detector import Detector
 from edge.frames import FrameError, working_size
+from edge.scorers import graph_size
 from edge.synthetic import draw_defect, texture
 from tools.cli import main
 from tools.eval.baselines import BASELINES
@@ -155,6 +156,36 @@ def test_a_camera_whose_frame_size_changes_keeps_its_model_in_the_node(tmp_path)
         assert [m.header.model_version for m in crops] == list(range(1, len(sizes) + 1))  # never a new model
         assert node.counters.rejected["shape_change"] == 0 and node.counters.source("crops")["rejected"] == 0
         assert rows == sorted(rows) and rows[-1] > rows[0] > 0  # nothing forgotten when the size changed
+
+
+def test_on_onnxruntime_frames_of_mixed_sizes_that_pad_to_one_input_size_share_its_graph(tmp_path):
+    """On ONNX Runtime the frame's size is its graph's input: a camera's frames of four sizes that pad to 64x64 are
+    all scored by one graph (a graph per frame size before: the second size was refused as shape_change for
+    node.min_model_rebuild_s); a frame of another input size that soon still is, its graph yet to be built."""
+    from adversary import frame_parts, node_line, wait_until
+
+    sizes = [(64, 64), (50, 60), (33, 47), (60, 40), (100, 64)]  # the last pads to 128x64
+    ssdnet = {"model": {"base_channels": 8}, "fit": {"steps": 1, "warm_steps": 1}, "score": {"backend": "onnxruntime"}}
+    with node_line(tmp_path, frames=3, fps=20, connect_cameras={0: ["crops"]}, factory=None, ssdnet=ssdnet,
+                   threshold=0.0) as ln:
+        node = ln.node
+        for seq, (h, w) in enumerate(sizes):
+            ln.intruders[0].send(frame_parts("crops", seq=seq, image=_frame(h, w, seq)))
+        wait_until(lambda: node.counters.source("crops")["scored"] + node.counters.rejected["shape_change"] == 5,
+                   timeout=60)
+        assert node.counters.source("crops")["scored"] == 4 and node.counters.rejected["shape_change"] == 1
+        assert dict(node.frame_sizes["crops"]) == {(64, 64): (60, 40)}  # its graph, and the last frame it scored
+        assert node.detectors["crops"].backend.sessions_created == 1
+
+
+def test_the_graph_a_frame_is_scored_with():
+    """ONNX Runtime's: the frame padded to multiples of 64 (fit.scales' 8 x 8), unless the far cells' term holds the
+    frame's size as a constant; TensorRT's (the frame's size a constant) and torch's (none): the frame's size."""
+    cfg = SSDNetConfig()
+    assert graph_size("onnxruntime", cfg, 50, 130) == (64, 192) and graph_size("onnxruntime", cfg, 64, 64) == (64, 64)
+    assert graph_size("tensorrt", cfg, 50, 130) == graph_size("torch", cfg, 50, 130) == (50, 130)
+    far = parse_config(SSDNetConfig, {"score": {"knn_far_weight": 1.0}})
+    assert graph_size("onnxruntime", far, 50, 130) == (50, 130)
 
 
 def test_a_frame_the_detector_refuses_costs_the_node_that_frame_not_the_camera_s_model():

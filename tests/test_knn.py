@@ -68,6 +68,18 @@ def test_the_padding_is_never_a_neighbour():
         knn_distance_and_spacing(f, k=5, radius=0, frame=(2, 2))
 
 
+@pytest.mark.parametrize("frame", [(9, 9), (12, 12), (2, 3), (5, 12)])
+def test_the_frame_s_size_as_tensors_gives_what_its_numbers_give(frame):
+    """An exported graph's frame is an input (tensors): the same masks, and the same radius shrunk to what a small
+    frame leaves (radius 4 outside a 2x3 frame's cells: 0). The far cells' count needs numbers."""
+    noise = torch.randn(1, 8, 12, 12, generator=torch.Generator().manual_seed(0))
+    f = periodic_features(12, 12, period=3) + 0.1 * noise
+    as_tensors = tuple(torch.tensor(side) for side in frame)
+    assert torch.equal(knn_distance_and_spacing(f, 5, 4, as_tensors), knn_distance_and_spacing(f, 5, 4, frame))
+    with pytest.raises(ValueError, match="as numbers"):
+        knn_distance_and_spacing(f, 5, 4, as_tensors, far_share=0.1, far_weight=1.0)
+
+
 def test_cell_size_bounds_the_number_of_cells():
     assert cell_size(256, 256, 4, 4096) == 4
     cell = cell_size(1088, 1920, 4, 4096)

@@ -16,7 +16,15 @@ from .base import (
     Scorer,
 )
 from .engine_cache import ENGINE_CACHE_ENV, EngineCache, default_engine_cache, engine_cache_key
-from .factory import BackendChoice, build_scorer, choose_backend, ensure_available, make_scorer, probe_backends
+from .factory import (
+    BackendChoice,
+    build_scorer,
+    choose_backend,
+    ensure_available,
+    graph_size,
+    make_scorer,
+    probe_backends,
+)
 from .onnxruntime_scorer import OnnxRuntimeScorer, check_providers, select_providers
 from .parity import ParityReport, ParityTolerance, parity_check
 from .tensorrt_scorer import TensorRTScorer, build_engine
@@ -26,7 +34,6 @@ __all__ = [
     "BACKENDS", "CPU_PROVIDER", "ENGINE_CACHE_ENV", "GPU_PROVIDERS", "BackendChoice", "BackendError",
     "BackendUnavailable", "EngineCache", "OnnxRuntimeScorer", "ParityError", "ParityReport", "ParityTolerance",
     "ProviderFallbackError", "Scorer", "TensorRTScorer", "TorchScorer", "build_engine", "build_scorer",
-    "check_providers", "choose_backend", "default_engine_cache", "engine_cache_key", "ensure_available", "make_scorer",
-            "parity_check",
-    "probe_backends", "select_providers",
+    "check_providers", "choose_backend", "default_engine_cache", "engine_cache_key", "ensure_available", "graph_size",
+    "make_scorer", "parity_check", "probe_backends", "select_providers",
 ]

@@ -30,6 +30,7 @@ from onnx import TensorProto, helper
 
 from ..config import FitConfig, ModelConfig, ScoreConfig, SSDNetConfig
 from ..device import native_mixed_precision, resolve_device
+from ..patches import pad_multiple
 from ..scoring import AnomalyScorer
 from ..unet import UNet
 from ..vgg import VGG19Features, build_vgg
@@ -106,6 +107,16 @@ def choose_backend(score: ScoreConfig, device: torch.device | str) -> BackendCho
     if _ort_gpu_provider_loads():
         return BackendChoice("onnxruntime", ORT_GPU_PROVIDER, f"auto: {no_trt}; ONNX Runtime's CUDA provider loads")
     return BackendChoice("torch", "cuda", f"auto: {no_trt}, no ONNX Runtime GPU provider; torch on CUDA")
+
+
+def graph_size(backend: str, cfg: SSDNetConfig, height: int, width: int) -> tuple[int, int]:
+    """The size of the graph `backend` scores a height x width frame (the working size) with: ONNX Runtime's take the
+    frame's size as an input (`score.frame_input`), so one serves every frame padded to its size (edge.patches); a
+    TensorRT engine holds it as a constant: one per frame size, returned as is (as for torch, which builds none)."""
+    if backend == "onnxruntime" and cfg.score.frame_input:
+        multiple = pad_multiple(cfg.fit.scales)
+        return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    return height, width
 
 
 def ensure_available(choice: BackendChoice) -> None:

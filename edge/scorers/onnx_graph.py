@@ -3,8 +3,10 @@ and TensorRT backends; `ssdnet export` (export/) writes it to disk with its side
 
 The graph takes the image (N, 3, H, W) float32 in [0, 1] and returns the anomaly map (N, 1, H, W)
 and the image score (N,): patching, masked passes, the U-Net, smoothing, standardisation and the
-top-k score are all inside it. H and W are static (one graph per camera resolution), the batch is
-dynamic.
+top-k score are all inside it. H and W are static (one graph per input size), the batch is
+dynamic. The frame inside the padded input (its height and width) is a constant of the graph, or with
+``frame_input=True`` its input ``frame`` (int64 (2,)): then one graph scores every frame that pads to its size
+(a graph that does not read it, without the self-similarity, has no such input).
 
 The U-Net's weights change every frame, so the export keeps them addressable by name:
 - as initializers whose names are the torch parameter names prefixed by ``unet.`` (what a
@@ -39,6 +41,7 @@ from .base import padded_frame
 DEFAULT_OPSET = 17
 DYNAMO_OPSET = 18  # the dynamo exporter's minimum (docs/export.md)
 INPUT_NAME = "image"
+FRAME_INPUT = "frame"  # with frame_input: the frame's (height, width) in the padded image, int64 (2,)
 OUTPUT_NAMES = ("anomaly_map", "score")
 MEMORY_INPUTS = ("memory", "memory_state", "memory_spacing")  # with a memory: the bank (M, C) fp16,
 # [valid rows, typical spacing, blend a, b, c, floor p, q] (7,), each row's spacing (M,)
@@ -183,15 +186,15 @@ class ExportedScorer:
         return self.model.SerializeToString()
 
 
-def _io_names(memory: bool, history: bool) -> tuple[list[str], list[str]]:
+def _io_names(frame: bool, memory: bool, history: bool) -> tuple[list[str], list[str]]:
     ins, outs = memory_io(history) if memory else ((), ())
-    return [INPUT_NAME, *ins], [*OUTPUT_NAMES, *outs]
+    return [INPUT_NAME, *([FRAME_INPUT] if frame else []), *ins], [*OUTPUT_NAMES, *outs]
 
 
-def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], opset: int,
-                        dynamic_bank: bool) -> onnx.ModelProto:
+def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], names: tuple[list[str], list[str]],
+                        opset: int, dynamic_bank: bool) -> onnx.ModelProto:
     buf = io.BytesIO()
-    in_names, out_names = _io_names(len(inputs) > 1, len(inputs) > 4)
+    in_names, out_names = names
     bank_axes = {name: {0: "bank_rows"} for name in BANK_INPUTS} if dynamic_bank else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about constant sizes: H and W are static by design
@@ -204,14 +207,14 @@ def _export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...
     return onnx.load_from_string(buf.getvalue())
 
 
-def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], opset: int,
-                   dynamic_bank: bool) -> onnx.ModelProto:
+def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], names: tuple[list[str], list[str]],
+                   opset: int, dynamic_bank: bool) -> onnx.ModelProto:
     try:
         import onnxscript  # noqa: F401  - optional: only the dynamo exporter needs it, and it is no dependency
     except ImportError:
         raise ExportError("exporter 'dynamo' needs the onnxscript package (pip install onnxscript); "
                           "the default exporter 'torchscript' does not") from None
-    in_names, out_names = _io_names(len(inputs) > 1, len(inputs) > 4)
+    in_names, out_names = names
     shapes: list[dict | None] = [{0: torch.export.Dim("batch", min=1, max=1024)}, *([None] * (len(inputs) - 1))]
     if dynamic_bank:
         rows = {0: torch.export.Dim("bank_rows", min=2, max=int(inputs[in_names.index(BANK_INPUTS[0])].shape[0]))}
@@ -237,10 +240,13 @@ def export_scorer(
     exporter: str = "torchscript",
     state_dict: Mapping[str, torch.Tensor] | None = None,
     frame: tuple[int, int] | None = None,
+    frame_input: bool = False,
     dynamic_bank: bool = False,
 ) -> ExportedScorer:
     """Export an AnomalyScorer for images of `height` x `width` (multiples of max(scales) * 8) that hold a
-    frame of `frame` (height, width; default: all of it) and its padding, both constants of the graph.
+    frame of `frame` (height, width; default: all of it) and its padding, both constants of the graph; with
+    `frame_input` (where the config allows it: `score.frame_input`) the frame is the graph's input
+    FRAME_INPUT instead.
 
     With a memory, the graph takes the camera's bank as an input: its whole allocation, or with `dynamic_bank`
     any `edge.memory.search_rows` of it, so a young camera searches its few rows.
@@ -254,10 +260,15 @@ def export_scorer(
     if height % multiple or width % multiple:
         raise ValueError(f"height and width must be multiples of {multiple} "
                          f"for scales {scorer.scales}, got {height}x{width}")
+    if frame_input and (frame is not None or not scorer.cfg.frame_input):
+        raise ValueError("frame_input: the frame is an input, not a constant, and the scorer must allow it")
     frame = padded_frame(height, width, frame)
     module = copy.deepcopy(scorer).cpu().float().eval()
-    if frame is not None:  # bound on the copy: the tracer sees the graph inputs alone
-        forward = module.forward
+    forward = module.forward  # the frame bound on the copy: the tracer sees the graph inputs alone
+    if frame_input:
+        module.forward = lambda x, size, bank=None, state=None, spacing=None, history=None, history_own=None: forward(
+            x, bank, state, spacing, history, history_own, frame=size)
+    elif frame is not None:
         module.forward = lambda x, bank=None, state=None, spacing=None, history=None, history_own=None: forward(
             x, bank, state, spacing, history, history_own, frame=frame)
     module.unet.to(memory_format=torch.contiguous_format)
@@ -273,6 +284,7 @@ def export_scorer(
     # a scorer without U-Net maps (score.pixel_weight = perceptual_weight = 0) has no per-frame weights
     fingerprints = _unique_fill(params) if scorer.cfg.uses_unet else {}
     inputs: tuple[torch.Tensor, ...] = (torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)),)
+    inputs += (torch.tensor([height, width]),) if frame_input else ()
     memory_shape = cells_shape = None
     if scorer.memory is not None:  # the bank and its state are inputs: the graph never holds a camera's memory
         memory = FeatureMemory(scorer.memory, history_dim=scorer.knn_dim)
@@ -282,9 +294,10 @@ def export_scorer(
         inputs += (memory.history, memory.history_own) if scorer.history else ()
         memory_shape = (feature_dim(scorer.memory), *grid_shape(height, width, scorer.memory))
         cells_shape = scorer.knn_cells_shape(height, width) if scorer.history else None
+    names = _io_names(frame_input, scorer.memory is not None, scorer.history)
     with torch.no_grad():
         export = _export_torchscript if exporter == "torchscript" else _export_dynamo
-        model = export(module, inputs, opset, dynamic_bank and scorer.memory is not None)
+        model = export(module, inputs, names, opset, dynamic_bank and scorer.memory is not None)
     mapping = map_weight_names(model, fingerprints)
     wdtype = np.float16 if fp16 else np.float32
     by_name = {i.name: i for i in model.graph.initializer}

@@ -1,7 +1,8 @@
 """The ``onnxruntime`` backend: the scorer graph (edge.scorers.onnx_graph) on ONNX Runtime.
 
-One session per input size (static H, W; dynamic batch), built on the first frame of that size; the last
-MAX_GRAPHS sizes' sessions are kept (edge.scorers.base.GraphCache).
+One session per input size (static H, W; dynamic batch), built on the first frame of that size, which scores every
+frame padded to that size (the frame's size is the graph's input `frame`; with `score.knn_far_weight` a constant: a
+session per frame size); the last MAX_GRAPHS sessions are kept (edge.scorers.base.GraphCache).
 New weights per frame never build a new session by default:
 
 - ``inputs`` (the default, ``auto``, on every provider): the U-Net weights are graph inputs, bound
@@ -35,6 +36,7 @@ from .base import (
 from .onnx_graph import (
     DEFAULT_OPSET,
     DYNAMO_OPSET,
+    FRAME_INPUT,
     INPUT_NAME,
     OUTPUT_NAMES,
     ExportedScorer,
@@ -98,10 +100,12 @@ class _OrtGraph:
         self.binding = session.io_binding()
         self.bound_weights: dict[str, torch.Tensor] = {}  # keeps bound buffers alive
         self.version = -1  # weight version in the session (reload) or bound (inputs)
+        self.reads_frame = FRAME_INPUT in {i.name for i in session.get_inputs()}  # the frame's size as an input
 
 
 class OnnxRuntimeScorer(Scorer):
-    """The exported scorer on ONNX Runtime; one graph per input size, built on first use."""
+    """The exported scorer on ONNX Runtime; one graph per input size (or, with `knn_far_weight`, per frame size),
+    built on first use."""
 
     name = "onnxruntime"
     filled_rows_only = True  # its graphs have a dynamic bank axis (edge.scorers.onnx_graph), whichever the exporter
@@ -131,7 +135,7 @@ class OnnxRuntimeScorer(Scorer):
         self.threads = threads if threads is not None else torch.get_num_threads()
         self.exporter = exporter
         self.opset = opset
-        self._graphs = GraphCache()  # (h, w, frame) -> _OrtGraph
+        self._graphs = GraphCache()  # (h, w) or, without a frame input, (h, w, frame) -> _OrtGraph
         self._state: dict[str, torch.Tensor] | None = None
         self._version = 0
         self.last_export_s = 0.0
@@ -163,22 +167,24 @@ class OnnxRuntimeScorer(Scorer):
         return sess
 
     def _graph(self, h: int, w: int, frame: tuple[int, int] | None) -> _OrtGraph:
-        g = self._graphs.get((h, w, frame))
+        frame_input = self.module.cfg.frame_input
+        key = (h, w) if frame_input else (h, w, frame)
+        g = self._graphs.get(key)
         if g is not None:
             return g
         strategy = self.strategy
         t0 = time.perf_counter()
         opset = self.opset or (DEFAULT_OPSET if self.exporter == "torchscript" else DYNAMO_OPSET)
         exported = export_scorer(self.module, h, w, weights_as_inputs=strategy == "inputs", exporter=self.exporter,
-                                 opset=opset, state_dict=self._state, frame=frame,
-                                 dynamic_bank=True)
+                                 opset=opset, state_dict=self._state, frame=None if frame_input else frame,
+                                 frame_input=frame_input, dynamic_bank=True)
         self.last_export_s = time.perf_counter() - t0
         sess = self._new_session(exported.to_bytes(), self.providers)
         g = _OrtGraph(exported, sess, sess.get_providers(), strategy)
         if self._state is None:
             self._state = detached(self.module.unet.state_dict())
         g.version = self._version if strategy == "reload" else -1
-        self._graphs[(h, w, frame)] = g
+        self._graphs[key] = g
         return g
 
     @property
@@ -213,7 +219,8 @@ class OnnxRuntimeScorer(Scorer):
 
     def score(self, x: torch.Tensor, frame: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, h, w = x.shape
-        g = self._graph(h, w, padded_frame(h, w, frame))
+        frame = padded_frame(h, w, frame)
+        g = self._graph(h, w, frame)
         self._refresh(g)
         dev = self._io_device
         xin = x.detach().to(device=dev, dtype=torch.float32).contiguous()
@@ -222,6 +229,9 @@ class OnnxRuntimeScorer(Scorer):
         b = g.binding
         idx = dev.index or 0
         b.bind_input(INPUT_NAME, dev.type, idx, np.float32, list(xin.shape), xin.data_ptr())
+        size = torch.tensor(frame or (h, w), dtype=torch.int64, device=dev)  # alive until the run below
+        if g.reads_frame:
+            b.bind_input(FRAME_INPUT, dev.type, idx, np.int64, [2], size.data_ptr())
         b.bind_output(OUTPUT_NAMES[0], dev.type, idx, np.float32, list(amap.shape), amap.data_ptr())
         b.bind_output(OUTPUT_NAMES[1], dev.type, idx, np.float32, list(score.shape), score.data_ptr())
         memory = self.memory_inputs(dev)
