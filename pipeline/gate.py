@@ -136,6 +136,8 @@ class Gate:
         if server:
             sock.zap_domain = watched.domain  # names the socket in its peers' ZAP requests
             sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)  # what WINDOW_S relies on
+            # without a ZAP handler (the gate stopped) libzmq would admit every CURVE client: refuse them instead
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
         sock.monitor(address, _EVENTS)
         mon = self.ctx.socket(zmq.PAIR)
         mon.rcvhwm = 0  # libzmq blocks its I/O thread on a full monitor pipe: never full, the gate drains it
@@ -148,22 +150,31 @@ class Gate:
         poller.register(self._zap, zmq.POLLIN)
         try:
             while not self._halt.is_set():
-                self._adopt(poller, monitors)
-                for sock in dict(poller.poll(100)):
-                    if sock is self._zap:
-                        self._answer(self._zap.recv_multipart(), poller, monitors)
-                    elif sock in monitors:
-                        self._drain(sock, monitors[sock], poller, monitors)
-                now = time.monotonic()
-                for watched in monitors.values():
-                    if watched.limit is not None:
-                        watched.limit.peers = watched.peers(now)
+                try:
+                    self._turn(poller, monitors)
+                except zmq.ZMQError:
+                    raise
+                except Exception:  # noqa: BLE001 - the thread must live: gone, it would leave the monitors unread
+                    # (libzmq then blocks the context's I/O thread on them) and the context without a ZAP handler
+                    log.exception("ZAP gate: an error, going on")
         except zmq.ZMQError:  # the context was terminated under us: nothing left to answer
             pass
         finally:
             self._zap.close(0)
             for mon in monitors:
                 mon.close(0)
+
+    def _turn(self, poller: zmq.Poller, monitors: dict[zmq.Socket, _Watched]) -> None:
+        self._adopt(poller, monitors)
+        for sock in dict(poller.poll(100)):
+            if sock is self._zap:
+                self._answer(self._zap.recv_multipart(), poller, monitors)
+            elif sock in monitors:
+                self._drain(sock, monitors[sock], poller, monitors)
+        now = time.monotonic()
+        for watched in monitors.values():
+            if watched.limit is not None:
+                watched.limit.peers = watched.peers(now)
 
     def _adopt(self, poller: zmq.Poller, monitors: dict[zmq.Socket, _Watched]) -> None:
         while True:
@@ -212,6 +223,16 @@ class Gate:
             self._zap.send_multipart([b"1.0", request[1] if len(request) > 1 else b"", b"500", b"bad request", b"",
                                       b""])
             return
+        try:
+            status, reason, user = self._decide(request, poller, monitors)
+        except Exception:  # noqa: BLE001 - refused, and the REP socket answers, so the next request can be read
+            log.exception("ZAP gate: refused a handshake on an error")
+            status, reason, user = b"500", b"internal error", b""
+        self._zap.send_multipart([b"1.0", request[1], status, reason, user, b""])
+
+    def _decide(self, request: list[bytes], poller: zmq.Poller,
+                monitors: dict[zmq.Socket, _Watched]) -> tuple[bytes, bytes, bytes]:
+        """(status, reason, user id) for one ZAP request."""
         domain, mechanism, credentials = request[2], request[5], request[6:]
         self._adopt(poller, monitors)
         mon, watched = self._domains.get(domain, (None, None))
@@ -234,7 +255,7 @@ class Gate:
                 watched.limit.refuse(watched.endpoint)
             else:
                 watched.admitted.append(now)
-        self._zap.send_multipart([b"1.0", request[1], status, reason, user, b""])
+        return status, reason, user
 
     def stop(self) -> None:
         self._halt.set()

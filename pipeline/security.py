@@ -87,6 +87,7 @@ class AllowList:
         self._checked = -float("inf")
         self._sig: tuple = ()
         self._log = ThrottledLog(log, 1.0)
+        self._error_log = ThrottledLog(log, 5.0)
 
     def reload(self) -> None:
         """Re-read the folder if its files changed (at most every `reload_s`)."""
@@ -97,8 +98,15 @@ class AllowList:
         sig = _signature(self.directory)
         if sig == self._sig and self.keys:
             return
-        self._sig = sig
-        self.keys = set(zmq.auth.load_certificates(str(self.directory))) if self.directory.is_dir() else set()
+        try:
+            keys = set(zmq.auth.load_certificates(str(self.directory))) if self.directory.is_dir() else set()
+        except Exception as e:  # noqa: BLE001 - a .key file being copied in (empty yet) or holding no key
+            # the list stays what it was (an error here would end the gate's thread: pipeline.gate); read again on
+            # the next handshake after reload_s, the file complete by then
+            self._error_log.error(f"CURVE allow-list {self.directory} not reloaded, still {len(self.keys)} key(s): "
+                                  f"{e}")
+            return
+        self._sig, self.keys = sig, keys
         log.info("CURVE allow-list %s: %d key(s)", self.directory, len(self.keys))
 
     def __call__(self, client_key: bytes) -> bool:

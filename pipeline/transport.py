@@ -227,6 +227,9 @@ class ThrottledLog:
     def info(self, msg: str) -> None:
         self._log(logging.INFO, msg)
 
+    def error(self, msg: str) -> None:
+        self._log(logging.ERROR, msg)
+
     def _log(self, level: int, msg: str) -> None:
         now = time.monotonic()
         if now - self._last < self.interval_s:

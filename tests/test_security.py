@@ -18,7 +18,7 @@ from pipeline.node import EdgeNode
 from pipeline.security import Security, load_public, make_keypair
 from pipeline.sinks import Subscriber
 from pipeline.sources import Camera
-from pipeline.transport import secure
+from pipeline.transport import bind, secure
 from test_pipeline_node import FastDetector, wait_until
 from tools.cli import main
 
@@ -158,3 +158,121 @@ def test_a_reset_result_socket_is_still_a_curve_server(keys, tmp_path):
         while (m := good.recv(50)) is None or m.header.stamps["published"] <= after:  # published after the reset
             assert time.monotonic() < deadline, "the allow-listed subscriber did not come back"
         assert not _received(plain, 1.0) and ln.node.publisher.sock.curve_server
+
+
+def _admitted(keys, name: str, server_key: bytes, endpoint: str, srv: zmq.Socket, timeout: float = 2.0) -> bool:
+    """Whether a CURVE SUB client with the keys of `name` gets what the PUB `srv` sends within `timeout`."""
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    try:
+        sub.curve_publickey, sub.curve_secretkey = zmq.auth.load_certificate(str(keys / f"{name}.key_secret"))
+        sub.curve_serverkey = server_key
+        sub.subscribe(b"")
+        sub.connect(endpoint)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            srv.send(b"x")
+            if sub.poll(50):
+                return True
+        return False
+    finally:
+        sub.close(0)
+        ctx.term()
+
+
+def test_a_half_written_or_foreign_key_file_keeps_the_allow_list_and_its_gate(keys, caplog):
+    """A `.key` file that holds no key yet (an operator copying one in) or never will (a TLS key) is logged and
+    skipped: the allow-list stays what it was, the ZAP handler keeps answering (allow-listed clients in, others out),
+    and the file is read once it is complete."""
+    keys, allowed = keys
+    ctx = zmq.Context()
+    sec = Security(keys / "node.key_secret", allowed, keys, reload_s=0.05)
+    secure(ctx, sec)
+    srv = ctx.socket(zmq.PUB)
+    try:
+        endpoint = bind(srv, "tcp://127.0.0.1:*")
+        assert _admitted(keys, "subscriber", sec.public, endpoint, srv)
+        for content in (b"", b"-----BEGIN PRIVATE KEY-----\n"):
+            (allowed / "late.key").write_bytes(content)
+            time.sleep(0.1)
+            with caplog.at_level(logging.ERROR, logger="pipeline.security"):
+                assert not _admitted(keys, "intruder", sec.public, endpoint, srv, timeout=1.0)
+            assert all(g.thread.is_alive() for g in sec.gates.values())
+            assert _admitted(keys, "subscriber", sec.public, endpoint, srv)
+            assert any("late.key" in r.getMessage() for r in caplog.records)
+        (allowed / "late.key").write_bytes((keys / "intruder.key").read_bytes())
+        assert _admitted(keys, "intruder", sec.public, endpoint, srv, timeout=5.0)
+    finally:
+        srv.close(0)
+        sec.close()
+        ctx.destroy(linger=0)
+
+
+def test_an_error_in_the_gate_refuses_that_handshake_and_the_gate_answers_on():
+    """The gate's thread is the context's ZAP handler: an error deciding one handshake refuses it, and the thread
+    lives on (were it gone, libzmq would freeze the context's I/O thread on the unread monitors, or admit any
+    CURVE client to a socket whose handler is gone)."""
+    from pipeline.gate import close_gate, open_gate
+
+    ctx = zmq.Context()
+    gate = open_gate(ctx)
+    calls = []
+
+    def broken(key: bytes) -> bool:
+        calls.append(key)
+        if len(calls) == 1:
+            raise RuntimeError("broken allow-list")
+        return True
+
+    gate.allow_list = broken
+    srv = ctx.socket(zmq.PUB)
+    try:
+        server_public, server_secret = zmq.curve_keypair()
+        srv.curve_server, srv.curve_secretkey, srv.curve_publickey = True, server_secret, server_public
+        gate.watch(srv, server=True, secured=True)
+        endpoint = bind(srv, "tcp://127.0.0.1:*")
+        client_public, client_secret = zmq.curve_keypair()
+
+        def admitted() -> bool:
+            cctx = zmq.Context()
+            sub = cctx.socket(zmq.SUB)
+            sub.curve_publickey, sub.curve_secretkey, sub.curve_serverkey = client_public, client_secret, server_public
+            sub.subscribe(b"")
+            sub.connect(endpoint)
+            deadline, got = time.monotonic() + 2, False
+            while time.monotonic() < deadline and not got:
+                srv.send(b"x")
+                got = bool(sub.poll(50))
+            sub.close(0)
+            cctx.term()
+            return got
+
+        assert not admitted()  # refused (libzmq's client does not try again after a refusal)
+        assert admitted()
+        assert len(calls) == 2
+        assert gate.thread.is_alive()
+    finally:
+        srv.close(0)
+        close_gate(gate)
+        ctx.destroy(linger=0)
+
+
+def test_a_server_socket_refuses_curve_clients_once_its_gate_is_gone(keys):
+    """libzmq admits every CURVE client to a server socket whose context has no ZAP handler (the 'Stonehouse'
+    default) unless the socket enforces its ZAP domain: the gate makes its sockets enforce it."""
+    from pipeline.gate import close_gate, open_gate
+
+    keys, allowed = keys
+    ctx = zmq.Context()
+    gate = open_gate(ctx)
+    srv = ctx.socket(zmq.PUB)
+    try:
+        server_public, server_secret = zmq.auth.load_certificate(str(keys / "node.key_secret"))
+        srv.curve_server, srv.curve_secretkey, srv.curve_publickey = True, server_secret, server_public
+        gate.watch(srv, server=True, secured=True)
+        assert srv.getsockopt(zmq.ZAP_ENFORCE_DOMAIN) == 1
+    finally:
+        srv.close(0)
+        close_gate(gate)
+        ctx.destroy(linger=0)
+
