@@ -161,6 +161,7 @@ class Gate:
             pass
         finally:
             self._zap.close(0)
+            self._adopt(poller, monitors)  # those watched since the last turn too: the context would wait for them
             for mon in monitors:
                 mon.close(0)
 

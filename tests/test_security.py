@@ -276,3 +276,23 @@ def test_a_server_socket_refuses_curve_clients_once_its_gate_is_gone(keys):
         close_gate(gate)
         ctx.destroy(linger=0)
 
+
+
+def test_a_context_terminates_when_its_gate_stops_right_after_watching_a_socket():
+    """A socket watched less than the gate's poll (100 ms) before the gate stops: its monitor socket is closed too,
+    else zmq.Context.term() waits for it forever."""
+    from pipeline.gate import close_gate, open_gate
+
+    for _ in range(3):
+        ctx = zmq.Context()
+        gate = open_gate(ctx)
+        sock = ctx.socket(zmq.PUB)
+        gate.watch(sock, server=True)
+        sock.close(0)
+        close_gate(gate)
+        term = threading.Thread(target=ctx.term, daemon=True)
+        term.start()
+        term.join(5)
+        if term.is_alive():
+            ctx.destroy(linger=0)
+        assert not term.is_alive()
