@@ -24,7 +24,8 @@ from ZeroMQ's socket monitor events on each secured socket (read by the gate):
   `protocol_error` (any other failed handshake, among them a client that hung up mid-handshake:
   libzmq then reports no detail, and a plaintext client racing the server's greeting is one);
 - client side (a connecting socket): `handshake_failed` (the server is not the one whose key we
-  pinned, or speaks no CURVE), `refused_by_peer` (the server's allow-list does not hold our key).
+  pinned, or speaks no CURVE), `refused_by_peer` (the server's allow-list does not hold our key, or the
+  node holds `node.max_subscribers` peers already; ZeroMQ does not retry either).
 The node adds them to its heartbeat counters as `refused_<reason>`.
 """
 from __future__ import annotations
@@ -124,7 +125,8 @@ class AllowList:
 _DETAIL = {"plaintext": "a client without CURVE", "wrong_server_key": "a client using another server key",
            "protocol_error": "handshake failed ({value:#x}), or the client hung up during it",
            "handshake_failed": "the server's key is not the pinned one, or it speaks no CURVE",
-           "refused_by_peer": "our key is not in the server's allow-list"}
+           "refused_by_peer": "the server refused us: our key is not in its allow-list, or it holds "
+                              "as many peers as it admits (node.max_subscribers); not retried"}
 
 
 class Security:
