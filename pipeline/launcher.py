@@ -51,7 +51,7 @@ from .node import DetectorFactory, run_node
 from .out_folder import claimed, set_aside
 from .security import secure_stage
 from .sink_config import ViewConfig
-from .sinks import ConsoleSink, JsonlSink, MetricsSink, OverlaySink, ScoresSink, Sink, Subscriber, deliver
+from .sinks import REOPEN_S, ConsoleSink, JsonlSink, MetricsSink, OverlaySink, ScoresSink, Sink, Subscriber, deliver
 from .sources import expected_frames, run_camera
 from .stages import READY_TIMEOUT_S, LineError, Stages
 from .stats import DROP_COUNTERS, StreamStats
@@ -112,7 +112,8 @@ class Collector:
         self.catch = None
         if replay is not None:  # live events only say "fetch now"
             self.catch = CatchUp(ReplayClient(replay, server_key=server_key), resume=resume, from_start=from_start)
-        self.sub = Subscriber(endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), server_key=server_key)
+        self.sub = Subscriber(endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), server_key=server_key,
+                              reopen_s=REOPEN_S)
 
     def collect(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         self.stats.add(msg, delivered)

@@ -41,30 +41,63 @@ from .transport import ThrottledLog, connect, make_socket
 log = logging.getLogger(__name__)
 
 
+REOPEN_S = 10.0  # a subscriber of node heartbeats that hears nothing this long connects afresh (`Subscriber`)
+
+
 class Subscriber:
-    """A SUB socket connected to node endpoints; yields decoded messages, counts and logs malformed ones."""
+    """A SUB socket connected to node endpoints; yields decoded messages, counts and logs malformed ones.
+
+    With `reopen_s` (for topics that include the node's heartbeats, sent every `node.heartbeat_s`): when nothing came
+    for `reopen_s` and 3x the longest gap heard between two messages, the socket is closed and connected afresh
+    (`reopens`). A node full of subscribers (`node.max_subscribers`) refuses a new one at its handshake, and ZeroMQ
+    never connects a refused socket again: without this, a line's sinks refused once would hear nothing until
+    restarted. A node that is down costs a new socket each time, nothing else."""
 
     def __init__(self, endpoints: str | Sequence[str], topics: Sequence[bytes] = (b"",), ctx: zmq.Context | None = None,
-                 rcvhwm: int = 10_000, server_key: bytes | None = None):
-        self.sock = make_socket(ctx or zmq.Context.instance(), zmq.SUB, rcvhwm=rcvhwm)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
-            connect(self.sock, endpoint, server_key)  # a CURVE client when security is on for the context
-        for topic in topics:
-            self.sock.setsockopt(zmq.SUBSCRIBE, topic)
+                 rcvhwm: int = 10_000, server_key: bytes | None = None, reopen_s: float | None = None):
+        self._ctx, self._topics, self._rcvhwm, self._server_key = ctx or zmq.Context.instance(), topics, rcvhwm, \
+            server_key
+        self._endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.reopen_s, self.reopens = reopen_s, 0
+        self.sock = self._open()
+        self._opened, self._last, self._gap = time.monotonic(), None, 0.0  # a message's last time; the longest gap
         self.bad_messages = 0
         self._log = ThrottledLog(log)
+
+    def _open(self) -> zmq.Socket:
+        sock = make_socket(self._ctx, zmq.SUB, rcvhwm=self._rcvhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        for endpoint in self._endpoints:
+            connect(sock, endpoint, self._server_key)  # a CURVE client when security is on for the context
+        for topic in self._topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic)
+        return sock
 
     def recv(self, timeout_ms: int = 100) -> P.Message | None:
         """The next valid message, or None if none came within `timeout_ms` (or it was malformed)."""
         if not self.sock.poll(timeout_ms):
+            quiet = time.monotonic() - (self._last or self._opened)
+            if self.reopen_s is not None and quiet > max(self.reopen_s, 3 * self._gap):
+                self._reopen(quiet)
             return None
+        now = time.monotonic()
+        if self._last is not None:
+            self._gap = max(self._gap, min(now - self._last, 60.0))  # a node beats every 60 s at most
+        self._last = now
         try:
             return P.decode(self.sock.recv_multipart(copy=False))
         except P.ProtocolError as e:
             self.bad_messages += 1
             self._log.warning(f"dropped a malformed message: {e}")
             return None
+
+    def _reopen(self, quiet: float) -> None:
+        self.sock.close()
+        self.sock = self._open()
+        self._opened, self._last = time.monotonic(), None
+        self.reopens += 1
+        self._log.warning(f"nothing from {', '.join(self._endpoints)} for {quiet:.0f} s: connecting again (the node "
+                          "down, or full: node.max_subscribers)")
 
     def close(self) -> None:
         self.sock.close()

@@ -23,7 +23,7 @@ from edge.args import above, at_least
 from . import protocol as P
 from .eventlog import CatchUp, ReplayClient, ReplayError
 from .security import Security, load_public
-from .sinks import ConsoleSink, JsonlSink, Sink, Subscriber, deliver
+from .sinks import REOPEN_S, ConsoleSink, JsonlSink, Sink, Subscriber, deliver
 from .transport import ENDPOINT_PATTERN, secure
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     jsonl_sink = JsonlSink(jsonl, max_mb=jsonl_max_mb, backups=jsonl_backups) if jsonl else None
     if jsonl_sink is not None:
         sinks.append(jsonl_sink)
-    sub = Subscriber(endpoints, (b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server)
+    sub = Subscriber(endpoints, (b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server, reopen_s=REOPEN_S)
     catch = None
     if replay:
         resume = jsonl_sink.written if jsonl_sink is not None else None

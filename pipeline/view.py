@@ -514,13 +514,14 @@ def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line
     import zmq
 
     from .eventlog import CatchUp, ReplayClient
-    from .sinks import Subscriber
+    from .sinks import REOPEN_S, Subscriber
     from .subscribe import Unheard, client_security
 
     ctx = zmq.Context.instance()
     server = client_security(ctx, key, server_key)
     sink = ViewSink(cfg, line, announce=on_url)
-    sub = Subscriber(endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server)
+    sub = Subscriber(endpoint, (b"anomaly/", b"event/", b"eos/", b"heartbeat/"), ctx=ctx, server_key=server,
+                     reopen_s=REOPEN_S)
     catch = CatchUp(ReplayClient(replay, ctx, server_key=server), from_start=True) if replay else None
     unheard = Unheard([endpoint], unheard_s)
     deadline = unheard.start + timeout_s if timeout_s else float("inf")

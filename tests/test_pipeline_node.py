@@ -286,6 +286,22 @@ def test_subscribers_past_max_subscribers_are_refused_and_a_freed_slot_is_used_a
             s.close()
 
 
+def test_a_subscriber_refused_by_a_full_node_connects_again_once_it_hears_nothing(tmp_path):
+    """A reviewer's finding: ZeroMQ never connects a socket the node refused (node.max_subscribers) again, so a line's
+    sinks refused once, while others held every slot, heard nothing until restarted. A subscriber of the node's
+    heartbeats that hears nothing for `reopen_s` connects afresh, and gets in once a slot is free."""
+    with line(tmp_path, frames=100_000, fps=20, max_subscribers=1) as ln:
+        holder = subscriber(ln, (b"heartbeat/",))
+        wait_until(lambda: heard_node(holder))
+        late = subscriber(ln, (b"heartbeat/",), reopen_s=0.5)
+        wait_until(lambda: ln.node.refusals()["subscribers"] >= 1)
+        assert not any(heard_node(late) for _ in range(30))  # refused: nothing, however long it waits
+        holder.close()
+        wait_until(lambda: heard_node(late))
+        assert late.reopens >= 1
+        late.close()
+
+
 def storm_messages() -> list[list[bytes]]:
     rng = np.random.default_rng(0)
     image = np.zeros((64, 64, 3), np.uint8)
