@@ -34,9 +34,9 @@ class FitStats:
     loss: float  # mean loss over the last steps (nan when no step ran)
 
 
-def _weighted_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The mean of `x` weighted by `weight` (its shape): a plain mean where every weight is 1."""
-    return (x * weight).sum() / weight.sum().clamp_min(1e-6)
+def _weighted_mean(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """The mean of `x` weighted by `weight` (its shape; None: a plain mean)."""
+    return x.mean() if weight is None else (x * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
 def image_to_tensor(image: np.ndarray, device: torch.device, multiple: int) -> torch.Tensor:
@@ -95,14 +95,16 @@ class Fitter:
         cfg = self.cfg
         corrupted, hidden = corrupt(clean, cfg.corruption, self.generator)
         out = self.model(corrupted.contiguous(memory_format=self.fmt))
-        weight = hidden.float() if cfg.loss.hidden_only else torch.ones_like(hidden, dtype=torch.float32)
-        loss = cfg.loss.pixel_weight * _weighted_mean(((out.float() - clean) ** 2).mean(1), weight[:, 0])
+        weight = hidden.float() if cfg.loss.hidden_only else None  # (N, 1, H, W): the hidden pixels'
+        loss = cfg.loss.pixel_weight * _weighted_mean(((out.float() - clean) ** 2).mean(1),
+                                                      None if weight is None else weight[:, 0])
         if self.vgg is not None:
             with torch.no_grad():
                 target = self.vgg(clean, cfg.loss.vgg_layers)
             feats = self.vgg(out, cfg.loss.vgg_layers)  # only the loss's layers of a trunk shared with the scorer
             cos = [_weighted_mean(sim := cosine_similarity(feats[k], target[k]).float(),
-                                  F.adaptive_avg_pool2d(weight, sim.shape[-2:])[:, 0]) for k in cfg.loss.vgg_layers]
+                                  None if weight is None else F.adaptive_avg_pool2d(weight, sim.shape[-2:])[:, 0])
+                   for k in cfg.loss.vgg_layers]
             loss = loss + cfg.loss.perceptual_weight * (1 - sum(cos) / len(cos))
         return loss
 

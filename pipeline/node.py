@@ -494,6 +494,11 @@ class EdgeNode:
         size on ONNX Runtime, the frame's own elsewhere (and for a detector of the caller's)."""
         return graph_size(self.scorer["backend"], self.cfg.ssdnet, height, width) if self.scorer else (height, width)
 
+    def _last_frame_size(self, source: str) -> tuple[int, int] | None:
+        """The size of the camera's last frame (at the most recent of its graph sizes), None before its first."""
+        sizes = self.frame_sizes.get(source)
+        return sizes[next(reversed(sizes))] if sizes else None
+
     def _detector(self, source: str, shape: tuple[int, ...]) -> Detector:
         """The camera's one model, whatever its frame size: a detector scores any size. An exported scorer builds a
         graph per input size (`_graph_size`) and holds the last MAX_GRAPHS; a size it holds none for is taken at most
@@ -537,7 +542,7 @@ class EdgeNode:
         source, image = msg.source, msg.arrays["image"]
         height, width = image.shape[:2]
         sizes = self.frame_sizes.get(source)
-        last = sizes[next(reversed(sizes))] if sizes else None  # the camera's last frame size
+        last = self._last_frame_size(source)
         models, queued, graphs = self._models(source), self.pending.total_bytes, self._graphs()
         # the most pixels at a size whose graph the camera holds, and at another (an exported scorer builds its graph)
         held = min(self.cfg.frame_pixels, self.budget.pixels_for(models, queued, graphs))
@@ -811,8 +816,8 @@ class EdgeNode:
         waiting = self.pending.waiting()
         cameras = self.admission.report()
         for name, entry in cameras.items():
-            last = tuple(self.frame_sizes.get(name, {}).values())[-1:]  # its last frame size
-            entry.update(model_frame=[*last[0], 3] if last else None, queued_frames=waiting.get(name, 0),
+            last = self._last_frame_size(name)
+            entry.update(model_frame=[*last, 3] if last else None, queued_frames=waiting.get(name, 0),
                          queued_bytes=self.pending.bytes.get(name, 0),
                          downscaled_by=dict(self._downscaled_by.get(name, {})))  # frames scored downscaled by reason
         return {**self.counters.snapshot(), "scorer": self.scorer, "refused_connections": self.refusals(),

@@ -7,8 +7,6 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
@@ -19,12 +17,11 @@ from pipeline import eventlog, launcher
 from pipeline import protocol as P
 from pipeline.config import LineConfig
 from pipeline.eventlog import CatchUp, EventLog, ReplayClient, ReplayError, answer
-from pipeline.node import EdgeNode
 from pipeline.sinks import Subscriber
-from pipeline.sources import run_camera
 from services import free_port
-from test_pipeline_node import FastDetector, collect, subscriber, wait_until
+from test_pipeline_node import collect, subscriber, wait_until
 from test_pipeline_node import line as node_line
+from test_sinks_stage_resume import threaded_line
 
 FRAMES = 30
 
@@ -42,26 +39,6 @@ def flood_config(tmp_path: Path) -> LineConfig:
                  "threshold": 0.0, "heartbeat_s": 0.1, "sndhwm": 1, "event_log": str(tmp_path / "node.db")},
         "sinks": {"overlays": "off", "console": False},
     })
-
-
-@contextmanager
-def line(cfg: LineConfig):
-    """A node and its cameras in threads, serving until the block ends; the node subscribes to its cameras once a
-    subscriber (the sinks stage) has. Yields the node."""
-    stop, names = threading.Event(), [s.name for s in cfg.sources]
-    node = EdgeNode(cfg.node, [s.bind for s in cfg.sources], FastDetector, input_names=names)
-    threads = [threading.Thread(target=node.run, args=(stop, None, 20.0), daemon=True),
-               *(threading.Thread(target=run_camera, args=(s, stop), daemon=True) for s in cfg.sources)]
-    for t in threads:
-        t.start()
-    try:
-        wait_until(lambda: node.replay_endpoint is not None)
-        yield node
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(5)
-        assert not any(t.is_alive() for t in threads)
 
 
 class Stall:
@@ -90,7 +67,7 @@ def test_a_sinks_stage_that_stopped_reading_while_the_node_flooded_it_still_gets
     cfg = flood_config(cfg)
     monkeypatch.setattr(launcher, "Subscriber", functools.partial(Subscriber, rcvhwm=1))
     monkeypatch.setattr(launcher, "ENDED_WAIT_S", 60.0)
-    with line(cfg) as node:
+    with threaded_line(cfg, 20.0) as node:
         stall = Stall(lambda: node._streams_ended >= {"cam0", "cam1"})
         sinks = launcher._sinks
         monkeypatch.setattr(launcher, "_sinks", lambda *a, **k: [*sinks(*a, **k), stall])

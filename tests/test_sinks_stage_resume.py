@@ -54,31 +54,39 @@ def all_ended(probe: Subscriber, cameras: int) -> bool:
 
 
 @contextmanager
-def line(cfg: LineConfig, ended: bool):
-    """A node and its cameras in threads, serving until the block ends. `ended`: entered once the node has forwarded
-    every camera's end of stream, nobody listening; else the node subscribes to its cameras only once a subscriber
-    (the sinks stage) has. Yields the id of the node's event log."""
-    stop, names = threading.Event(), [s.name for s in cfg.sources]
-    node = EdgeNode(cfg.node, [s.bind for s in cfg.sources], FastDetector, input_names=names)
-    threads = [threading.Thread(target=node.run, args=(stop, None, 0.0 if ended else 10.0), daemon=True),
+def threaded_line(cfg: LineConfig, wait_for_subscriber_s: float):
+    """A node and its cameras in threads, serving until the block ends, once the node's event log is made; the node
+    subscribes to its cameras once a subscriber has, or `wait_for_subscriber_s` has passed. Yields the node."""
+    stop = threading.Event()
+    node = EdgeNode(cfg.node, [s.bind for s in cfg.sources], FastDetector, input_names=[s.name for s in cfg.sources])
+    threads = [threading.Thread(target=node.run, args=(stop, None, wait_for_subscriber_s), daemon=True),
                *(threading.Thread(target=run_camera, args=(s, stop), daemon=True) for s in cfg.sources)]
     for t in threads:
         t.start()
     try:
         wait_until(lambda: node.replay_endpoint is not None)  # its event log is made
-        if ended:
-            probe = Subscriber(cfg.node.bind, (f"heartbeat/{cfg.node.name}".encode(),))
-            wait_until(lambda: all_ended(probe, len(names)), timeout=15)
-            probe.close()
-        db = EventLog(cfg.node.event_log, readonly=True)
-        log_id = db.log_id
-        db.close()
-        yield log_id
+        yield node
     finally:
         stop.set()
         for t in threads:
             t.join(5)
         assert not any(t.is_alive() for t in threads)
+
+
+@contextmanager
+def line(cfg: LineConfig, ended: bool):
+    """`threaded_line`: entered once the node has forwarded every camera's end of stream, nobody listening (`ended`);
+    else the node subscribes to its cameras only once a subscriber (the sinks stage) has. Yields the id of the node's
+    event log."""
+    with threaded_line(cfg, 0.0 if ended else 10.0):
+        if ended:
+            probe = Subscriber(cfg.node.bind, (f"heartbeat/{cfg.node.name}".encode(),))
+            wait_until(lambda: all_ended(probe, len(cfg.sources)), timeout=15)
+            probe.close()
+        db = EventLog(cfg.node.event_log, readonly=True)
+        log_id = db.log_id
+        db.close()
+        yield log_id
 
 
 def logged(path: Path) -> list[tuple[str, int, int | None]]:
