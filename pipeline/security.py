@@ -4,8 +4,8 @@ Key files are ZeroMQ certificates as `zmq.auth.create_certificates` writes them 
 --name NAME`): `NAME.key` (public) and `NAME.key_secret` (public + secret).
 
 - A stage that binds (camera, node results, node replay) is a CURVE server with its own secret
-  key; its context's ZAP handler (`pipeline.gate`, which also bounds the node's subscribers) admits a
-  client only if its public key is in the allow-list folder (`*.key` files, `AllowList`). Refusals are logged
+  key; its context's ZAP handler (`pipeline.gate`, which also bounds the node's subscribers and a camera's peers)
+  admits a client only if its public key is in the allow-list folder (`*.key` files, `AllowList`). Refusals are logged
   (throttled) and counted (`refused`). The folder is re-read when its contents change (checked at
   most every `reload_s` on the next connection attempt): adding or deleting a `.key` file admits
   or refuses *new* connections without a restart; an established CURVE session stays up.
@@ -25,7 +25,8 @@ from ZeroMQ's socket monitor events on each secured socket (read by the gate):
   libzmq then reports no detail, and a plaintext client racing the server's greeting is one);
 - client side (a connecting socket): `handshake_failed` (the server is not the one whose key we
   pinned, or speaks no CURVE), `refused_by_peer` (the server's allow-list does not hold our key, or the
-  node holds `node.max_subscribers` peers already; ZeroMQ does not retry either).
+  node holds `node.max_subscribers` peers already, or the camera `sources[].max_peers`; ZeroMQ does not retry
+  either).
 The node adds them to its heartbeat counters as `refused_<reason>`.
 """
 from __future__ import annotations
@@ -126,7 +127,7 @@ _DETAIL = {"plaintext": "a client without CURVE", "wrong_server_key": "a client 
            "protocol_error": "handshake failed ({value:#x}), or the client hung up during it",
            "handshake_failed": "the server's key is not the pinned one, or it speaks no CURVE",
            "refused_by_peer": "the server refused us: our key is not in its allow-list, or it holds "
-                              "as many peers as it admits (node.max_subscribers); not retried"}
+                              "as many peers as it admits (node.max_subscribers, sources[].max_peers); not retried"}
 
 
 class Security:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -41,6 +42,7 @@ from .config import (
     is_video_file,
 )
 from .flow import CREDIT_COUNTER, CreditGate
+from .gate import Gate, PeerLimit, close_gate, open_gate
 from .security import secure_stage
 from .transport import LINGER_MS, Publisher, StopFlag, ThrottledLog, bind, make_socket, security_of, wait_for_peer
 
@@ -367,9 +369,12 @@ class Camera:
         self.run_id = secrets.token_hex(8) if cfg.run_id else None  # this run of the camera, in every message (`run`)
         self.state = "starting"
         # `unheard`: of the frames `sent`, those no node had subscribed to (ZeroMQ dropped them); `unreadable`: files
-        # a folder camera skipped
+        # a folder camera skipped; `refused_peers`: connections refused past `max_peers`
         self.counters = {"sent": 0, "send_dropped": 0, "unheard": 0, "reconnects": 0, "too_small": 0,
-                         "unreadable": 0}
+                         "unreadable": 0, "refused_peers": 0}
+        # connections the frame socket holds at once, counted and bounded by the context's ZAP gate (pipeline.gate):
+        # each holds up to `sndhwm` frames, a PUSH socket deals frames to each, and each may grant credit
+        self.peers = PeerLimit(cfg.max_peers, "peers", f"sources[{cfg.name}].max_peers")
         self.heard = True  # whether the last frame had a node subscribed to it
         self._unheard_log, self._heard_log = ThrottledLog(log, 5.0), ThrottledLog(log, 5.0)
         self.last_capture: float | None = None
@@ -391,17 +396,29 @@ class Camera:
         Raises SourceFatal before binding for a source that cannot work, and after the end of stream
         for one that failed for good mid-stream."""
         self.check()
-        if self.cfg.pattern == "push":
-            out: Publisher | zmq.Socket = make_socket(self.ctx, zmq.PUSH, sndhwm=self.cfg.sndhwm)
-            try:
-                endpoint = bind(out, self.cfg.bind)
-            except zmq.ZMQError:
-                out.close()
-                raise
-        else:
-            out = Publisher(self.ctx, self.cfg.bind, sndhwm=self.cfg.sndhwm,
-                            max_topics=self.cfg.max_subscriptions, name=self.cfg.name)
-            endpoint = out.endpoint
+        gate = open_gate(self.ctx)
+        try:
+            return self._stream(gate, stop, on_ready)
+        finally:
+            close_gate(gate)  # after the socket is closed
+
+    def _bind(self, gate: Gate) -> tuple[Publisher | zmq.Socket, str]:
+        """The frame socket, bound, its peers bounded by `gate`, and its endpoint."""
+        guard = partial(gate.watch, server=True, limit=self.peers)
+        if self.cfg.pattern == "pub":
+            pub = Publisher(self.ctx, self.cfg.bind, sndhwm=self.cfg.sndhwm, max_topics=self.cfg.max_subscriptions,
+                            name=self.cfg.name, guard=guard)
+            return pub, pub.endpoint
+        push = make_socket(self.ctx, zmq.PUSH, sndhwm=self.cfg.sndhwm)
+        try:
+            guard(push)
+            return push, bind(push, self.cfg.bind)
+        except zmq.ZMQError:
+            push.close()
+            raise
+
+    def _stream(self, gate: Gate, stop: StopFlag, on_ready: Callable[[str], None] | None) -> dict[str, int | str]:
+        out, endpoint = self._bind(gate)
         try:
             log.info("%s: publishing on %s", self.cfg.name, endpoint)
             if on_ready is not None:
@@ -435,6 +452,7 @@ class Camera:
             if stop.is_set() and give_up is None:
                 self._halt.set()
                 give_up = time.monotonic() + 2.0
+            self.counters["refused_peers"] = self.peers.refused
             if isinstance(out, Publisher):  # what nodes sent: subscriptions are counted, grants go to the gate
                 for blob in out.upstream():
                     if self.gate is not None:

@@ -16,7 +16,7 @@ SOURCE_COUNTERS = (*DROP_COUNTERS, "downscaled", *CHANGEOVER_COUNTERS)  # the no
 # the cameras' own, in the summary (summed and per camera) once one counted any: frames sent while no node subscribed
 # (ZeroMQ dropped them), files a folder camera skipped as unreadable and frames skipped as below the minimum size
 # (never sent)
-CAMERA_COUNTERS = ("unheard", "unreadable", "too_small")
+CAMERA_COUNTERS = ("unheard", "unreadable", "too_small", "refused_peers")
 MAX_RUNS = 64  # runs of a camera counted apart (its last heard); an older one's counts are kept as they were
 MAX_RUNS_GONE = 1024  # of a camera's runs folded into the sum, the ids remembered: a late message of one counts no more
 

@@ -118,8 +118,9 @@ def results(msgs, source="cam0"):
 
 @contextmanager
 def line(tmp_path, transport="tcp", cameras=(("cam0", 64),), frames=20, fps=200.0, factory=FastDetector, gate=None,
-         inputs=(), pattern="pub", nodes=1, threshold=3.0, flow="auto", **node_kw):
-    """Cameras and node(s) in threads; stops them and checks they exit promptly."""
+         inputs=(), pattern="pub", nodes=1, threshold=3.0, flow="auto", source_kw=None, **node_kw):
+    """Cameras and node(s) in threads (`source_kw`: more keys of every camera's config); stops them and checks they
+    exit promptly."""
     ctx, stop, threads = zmq.Context(), threading.Event(), []
 
     def start(target, *args):
@@ -136,7 +137,7 @@ def line(tmp_path, transport="tcp", cameras=(("cam0", 64),), frames=20, fps=200.
             cfg = SyntheticSourceConfig(kind="synthetic", name=name, size=size, frames=frames, fps=fps,
                                         textures=("grass",),
                                         bind=endpoint(tmp_path, transport, name), heartbeat_s=0.05, pattern=pattern,
-                                        flow=flow)
+                                        flow=flow, **(source_kw or {}))
             cam = Camera(cfg, GatedReader(cfg, gate) if gate else None, ctx)
             cams.append(cam)
             cam_endpoints.append(start(cam.run))
@@ -148,7 +149,8 @@ def line(tmp_path, transport="tcp", cameras=(("cam0", 64),), frames=20, fps=200.
             node = EdgeNode(cfg, [*cam_endpoints, *inputs], factory, ctx)
             node_list.append(node)
             node_endpoints.append(start(node.run, 10.0))
-        yield SimpleNamespace(ctx=ctx, stop=stop, cameras=cams, nodes=node_list, node=node_list[0],
+        yield SimpleNamespace(ctx=ctx, stop=stop, cameras=cams, camera_endpoints=cam_endpoints, nodes=node_list,
+                              node=node_list[0],
                               endpoints=node_endpoints,
                               endpoint=node_endpoints[0])
     finally:
