@@ -16,7 +16,8 @@ One stage per process, on its own machine, from the same config (`--stage`):
                   first logged event, a reused one after its events.jsonl), scores, overlays, the
                   live page, summary.json; ends when every source's end of stream came through, or
                   the node says each camera has ended (ends that went out before it started)
-A stage runs until it ends (cameras, sinks), `--timeout`, Ctrl-C or SIGTERM.
+A stage runs until it ends (cameras, sinks), `--timeout`, Ctrl-C (exit code 130) or SIGTERM (a requested
+stop: exit code 0), as the whole line does.
 
 Start-up needs no sleeps: each camera waits for a subscriber before streaming, and the node
 subscribes to the cameras only once the collector has subscribed to it. The line ends when every
@@ -364,7 +365,8 @@ def run_camera_stage(cfg: LineConfig, name: str, frames: int | None = None, time
     src = src.model_copy(update={"frames": frames or src.frames or cfg.frames})
     stop = _stop_on_signals()
     _timer(stop, timeout_s or cfg.timeout_s)
-    return run_camera(src, stop, on_ready=lambda ep: log.info("camera %s on %s", name, ep), security=cfg.security)
+    counters = run_camera(src, stop, on_ready=lambda ep: log.info("camera %s on %s", name, ep), security=cfg.security)
+    return {**counters, "stopped_by": stop.signal}
 
 
 def run_node_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None,
@@ -378,9 +380,10 @@ def run_node_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None,
     inputs = [peer_endpoint(_fixed(f"camera {s.name}", s.bind), s.address) for s in cfg.sources]
     stop = _stop_on_signals()
     _timer(stop, timeout_s or cfg.timeout_s)
-    return run_node(node_cfg, inputs, stop, on_ready=lambda ep: log.info("node ready: %s", ep),
-                    detector_factory=detector_factory, security=cfg.security,
-                    input_names=[s.name for s in cfg.sources], mqtt=cfg.sinks.mqtt)
+    result = run_node(node_cfg, inputs, stop, on_ready=lambda ep: log.info("node ready: %s", ep),
+                      detector_factory=detector_factory, security=cfg.security,
+                      input_names=[s.name for s in cfg.sources], mqtt=cfg.sinks.mqtt)
+    return {**result, "stopped_by": stop.signal}
 
 
 def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, progress: bool = False) -> dict:
@@ -547,21 +550,32 @@ def _counts(counts: dict, skip: tuple[str, ...] = ()) -> str:
     return ", ".join(f"{n} {name}" for name, n in counts.items() if name not in skip and isinstance(n, int) and n)
 
 
+def _stop_code(stopped_by: str | None) -> int:
+    """A stage's or line's exit code: 130 after Ctrl-C (an interrupted command), else 0 (SIGTERM is a requested stop,
+    done cleanly: what systemd and container supervisors count as one; no signal: it ended or timed out)."""
+    return 130 if stopped_by == "SIGINT" else 0
+
+
+def _stopped_by(stopped_by: str | None) -> str:
+    return f"; stopped by {stopped_by}" if stopped_by else ""
+
+
 def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
     if args.stage.startswith("camera:"):
         name = args.stage.split(":", 1)[1]
         counters = run_camera_stage(cfg, name, args.frames, args.timeout)
         rest = _counts(counters, skip=("sent",))
         print(f"camera {name}: {counters['sent']} frames sent" + (f" ({rest})" if rest else "") +
-              (f"; run {counters['run']}" if counters.get("run") else ""))
-        return 0
+              (f"; run {counters['run']}" if counters.get("run") else "") + _stopped_by(counters["stopped_by"]))
+        return _stop_code(counters["stopped_by"])
     if args.stage == "node":
         result = run_node_stage(cfg, args.out, args.timeout)
         totals = {k: sum(c.get(k, 0) for c in result["sources"].values()) for k in ("received", "scored", "events")}
         rest = _counts({k: v for k, v in result.items() if k not in totals})
         print(f"node stopped: {totals['received']} frames received, {totals['scored']} scored, {totals['events']} "
-              f"event(s) from {len(result['sources'])} camera(s)" + (f" ({rest})" if rest else ""))
-        return 0
+              f"event(s) from {len(result['sources'])} camera(s)" + (f" ({rest})" if rest else "")
+              + _stopped_by(result["stopped_by"]))
+        return _stop_code(result["stopped_by"])
     if args.stage == "sinks":
         summary = run_sinks_stage(cfg, args.out, args.timeout, progress=True)
     else:
@@ -571,7 +585,7 @@ def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
     if views and args.view and not summary["interrupted"]:
         _linger(views[0].url)
     if summary["interrupted"]:
-        return 0 if summary["stopped_by"] == "SIGTERM" else 130  # a requested stop, done: a clean exit
+        return _stop_code(summary["stopped_by"] or "SIGINT")  # stopped by no signal: a KeyboardInterrupt
     if not summary["frames"] and not summary.get("ended_before_start"):  # a line that scored nothing did not do its
         # job, whatever the warnings said (a sinks stage started after the ends of stream took only the event log)
         print("ssdnet run: error: no frame was scored (the warnings above say why)", file=sys.stderr)

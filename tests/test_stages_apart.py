@@ -86,6 +86,35 @@ def test_each_stage_in_its_own_process_over_tcp_gets_every_event_through(tmp_pat
                      (tmp_path / "node.log").read_text(), re.M)
 
 
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)], ids=["sigterm", "ctrl_c"])
+@pytest.mark.parametrize("stage", ["camera:cam0", "node"])
+def test_a_camera_or_node_stage_exits_130_on_ctrl_c_and_0_on_sigterm(tmp_path, monkeypatch, capsys, restore_signals,
+                                                                     stage, sig, code):
+    """A camera or node stage exited 0 on Ctrl-C, where `ssdnet run` and the sinks stage exit 130 (README "Stopping"):
+    every stage exits 130 on Ctrl-C and 0 on SIGTERM (a requested stop), and says which signal stopped it."""
+    import functools
+    import threading
+
+    from pipeline import launcher
+    from test_pipeline_node import FastDetector
+    from tools.cli import main
+
+    monkeypatch.setattr(launcher, "run_node_stage", functools.partial(launcher.run_node_stage,
+                                                                      detector_factory=FastDetector))
+    ports = [free_port() for _ in range(3)]
+    cfg = tmp_path / "line.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "sources": [{"name": "cam0", "kind": "synthetic", "size": 64, "bind": f"tcp://127.0.0.1:{ports[0]}"}],
+        "node": {"bind": f"tcp://127.0.0.1:{ports[1]}", "replay_bind": f"tcp://127.0.0.1:{ports[2]}"}}))
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), sig))  # no peer: the stage waits until stopped
+    timer.start()
+    try:
+        assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--stage", stage]) == code
+    finally:
+        timer.cancel()
+    assert capsys.readouterr().out.rstrip().endswith(f"; stopped by {sig.name}")
+
+
 def _slow_to_stop(stop, on_ready, done: str) -> str:
     """A stage that, once stopped, ends only when the file `done` exists (a node still saving its cameras' models)."""
     import time
