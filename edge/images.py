@@ -23,20 +23,29 @@ def image_files(folder) -> list[Path]:
 
 def read_image(path) -> np.ndarray:
     """An image file as OpenCV decodes it, at its own depth: HxWx3 BGR, uint8 or uint16 (grey files as three
-    equal channels); FileNotFoundError when there is no such file, ValueError when OpenCV cannot decode it, it
-    is neither 8- nor 16-bit, or it is a JPEG cut short (OpenCV would fill its missing rows with grey)."""
+    equal channels); FileNotFoundError when there is no such file, ValueError when OpenCV cannot decode it (or
+    refuses it, as a header claiming over 2^30 pixels), it is empty, neither 8- nor 16-bit, or a JPEG cut short (OpenCV
+    would fill its missing rows with grey)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
     data = path.read_bytes()  # read once: checked, then decoded (as cv2.imread would, EXIF orientation included)
+    if not data:
+        raise ValueError(f"{path} is empty (0 bytes): still being written, or a failed copy")
     if _cut_short_jpeg(data):
         raise ValueError(f"{path} is a JPEG without its end-of-image marker: cut short, or still being written")
     buffer = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data else None
-    if image is None:  # a float TIFF is only read as it is: say what it holds
-        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if data else None
-        if image is None or image.dtype in (np.uint8, np.uint16):
-            raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        if image is None:  # a float TIFF is only read as it is: say what it holds
+            image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+            if image is None or image.dtype in (np.uint8, np.uint16):
+                raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
+    except cv2.error as e:  # a header OpenCV distrusts (more pixels than it reads) is refused by raising, not None
+        why = ("its header gives more pixels than OpenCV reads (2^30): save it smaller"
+               if "CV_IO_MAX_IMAGE_PIXELS" in str(e) else "OpenCV refused it (a damaged file, or a kind it cannot "
+                                                          "read)")
+        raise ValueError(f"cannot decode {path}: {why}") from None
     if image.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{path} is a {image.dtype} image: convert it to 8 or 16 bits")
     if path.suffix.lower() in (".tif", ".tiff"):

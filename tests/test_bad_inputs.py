@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import zlib
 from pathlib import Path
 
 import cv2
@@ -32,6 +34,53 @@ def test_score_goes_on_past_a_symlink_loop_and_every_anomalous_image_says_where(
     lines = [json.loads(x) for x in (tmp_path / "o" / "scores.jsonl").read_text().splitlines()]
     assert [x["image"] for x in lines] == [str(hole)] and lines[0]["label"] == "anomalous" and lines[0]["regions"]
     assert "loop_a.png" in capsys.readouterr().err
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header (IHDR, CRC mended) claims `width`x`height`."""
+    data = bytearray(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+def test_score_says_what_is_wrong_with_each_bad_file_in_words_and_goes_on(tmp_path, capsys):
+    """Each per-file error named a Python exception class (`ValueError: cannot decode ...`, a 100000x100000 header's
+    `error: OpenCV(5.1.0) ... CV_IO_MAX_IMAGE_PIXELS ...`); it says what is wrong with the file and what to do, the
+    other files are scored and the exit code is 1."""
+    rng = np.random.default_rng(3)
+    good = _write(tmp_path / "good.png", texture("grass", 64, rng))
+    _write(tmp_path / "tiny.png", texture("grass", 16, rng))
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_bytes(b"not an image")
+    (tmp_path / "giant.png").write_bytes(_png_claiming(100_000, 100_000))
+    (tmp_path / "o" / "good_map.npy").mkdir(parents=True)  # where its map goes: a folder
+    bad = {"empty.png": "is empty (0 bytes): still being written, or a failed copy",
+           "text.png": "not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)",
+           "giant.png": "its header gives more pixels than OpenCV reads (2^30): save it smaller",
+           "missing.png": "no such image file",
+           "tiny.png": "a 16x16 image is below the minimum of 32x32 px: score a larger crop, or scale it up"}
+    files = [str(tmp_path / name) for name in bad]
+    assert main(["score", str(good), *files, "--fast", "--threads", "1", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    said = [line for line in err.replace("\r", "\n").splitlines() if line.endswith("; skipped")]
+    assert len(said) == len(bad) + 1 and not [line for line in said if re.search(r"[A-Za-z]*(Error|error): ", line)]
+    for name, why in bad.items():
+        assert any(str(tmp_path / name) in line and why in line for line in said), name
+    assert f"{good}: {tmp_path / 'o' / 'good_map.npy'}: is a directory; skipped" in err  # not the image's fault
+    assert "6 image(s) failed" in err
+    good2 = _write(tmp_path / "good2.png", texture("grass", 64, rng))
+    assert main(["score", str(good2), str(tmp_path / "text.png"), "--fast", "--threads", "1", "--out",
+                 str(tmp_path / "o")]) == 1  # the others still scored
+    assert [json.loads(x)["image"] for x in (tmp_path / "o" / "scores.jsonl").read_text().splitlines()] == [str(good2)]
+
+
+def test_a_file_score_cannot_read_or_a_fault_of_its_own_is_said_in_words():
+    from tools.score_images import file_problem
+
+    denied = PermissionError(13, "Permission denied", "/data/a.png")
+    assert file_problem(Path("/data/a.png"), denied) == "/data/a.png: permission denied"
+    assert file_problem(Path("b.png"), RuntimeError("boom")) == "b.png: could not be scored: boom (-v shows where)"
 
 
 def test_small_images_scored_alone_are_said_to_run_hot(tmp_path, capsys):

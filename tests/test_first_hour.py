@@ -191,7 +191,7 @@ def test_score_keeps_going_past_an_unreadable_file_and_calibrate_reads_a_folder_
     assert [x["image"] for x in lines] == [files[0], files[3]] and all(x["label"] for x in lines)
     err = capsys.readouterr().err
     assert "2 image(s) failed" in err  # each says what is wrong with it: not an image, or not there
-    assert f"{files[1]}: ValueError: cannot decode" in err and f"{files[2]}: FileNotFoundError: no such" in err
+    assert f"cannot decode {files[1]}: not an image file" in err and f"no such image file: {files[2]}; skipped" in err
 
     assert main(["calibrate", str(tmp_path / "frames"), "--fast", "--threads", "1", "--out",
                  str(tmp_path / "cal")]) == 0

@@ -7,13 +7,15 @@ a name: good_000, hole_000).
 The default config fits nothing (docs/ablations.md section 6); `--config configs/ssdnet-fit.yaml` fits SSDnet's
 U-Net on every image (a cold fit of `fit.steps` steps, minutes per image on a busy CPU; the bar shows the steps).
 `--fast` (configs/self-similarity.yaml, the same as the default now) is kept for existing command lines. An image
-that cannot be read or scored, or a folder without images, is reported and skipped; the exit code is 1 when any
-was. A 16-bit file (a Mono10 to Mono16 camera's) is read at the bits its values fill (`edge.frames.bit_depth`).
+that cannot be read or scored, or a folder without images, is reported (what is wrong with it and what to do) and
+skipped; the exit code is 1 when any was. A 16-bit file (a Mono10 to Mono16 camera's) is read at the bits its values
+fill (`edge.frames.bit_depth`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -25,11 +27,13 @@ from tqdm import tqdm
 from edge.args import at_least, finite
 from edge.config import ConfigError, SSDNetConfig, load_config, load_yaml, parse_config
 from edge.detector import Detector
+from edge.frames import MIN_SIDE, FrameError
 from edge.images import IMAGE_SUFFIXES, image_files, read_rgb, write_rgb
 from edge.overlay import annotated_overlay
 from pipeline.config import NodeConfig
 from pipeline.regions import find_regions
 
+log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = NodeConfig.model_fields["threshold"].default
 PRIOR_MIN_SIDE = 64  # under this side a frame judged alone scores above the prior (`_cmd`)
 FAST = {"score": {"pixel_weight": 0.0, "perceptual_weight": 0.0}}  # configs/self-similarity.yaml
@@ -109,6 +113,19 @@ def output_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def file_problem(path: Path, e: Exception) -> str:
+    """What is wrong with an image that could not be scored and what to do, in words (no exception class), naming
+    the file; the traceback of a fault of ssdnet's own goes to the debug log (-v)."""
+    if isinstance(e, OSError) and e.strerror:  # the system's words: permission denied, an I/O error, a full disk
+        text = f"{e.filename or path}: {e.strerror.lower()}"
+    elif isinstance(e, (OSError, ValueError)):  # edge.images and edge.frames say what is wrong, most what to do
+        text = str(e)
+    else:
+        log.debug("scoring %s failed", path, exc_info=True)
+        text = f"could not be scored: {e} (-v shows where)"
+    return text if str(path) in text else f"{path}: {text}"
+
+
 def _cmd(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     cfg = ssdnet_config(args.config, args.fast, args.steps)
@@ -132,6 +149,9 @@ def _cmd(args: argparse.Namespace) -> int:
         for path, name in zip(tqdm(paths, desc="ssdnet score", unit="img"), output_names(paths), strict=True):
             try:
                 image = read_rgb(path)
+                if min(image.shape[:2]) < MIN_SIDE:  # said here with what to do: the detector's error says only what
+                    raise FrameError(f"a {image.shape[1]}x{image.shape[0]} image is below the minimum of "
+                                     f"{MIN_SIDE}x{MIN_SIDE} px: score a larger crop, or scale it up")
                 det.reset()
                 d = det.process(image)
                 amap = d.calibrated_map()  # each image alone: judged against the calibration prior
@@ -143,7 +163,7 @@ def _cmd(args: argparse.Namespace) -> int:
                           annotated_overlay(image, amap, d.calibrated, args.threshold, [r.bbox for r in regions]))
             except Exception as e:  # one bad file costs that file, never the batch
                 failed.append(str(path))
-                tqdm.write(f"ssdnet score: {path}: {type(e).__name__}: {e}", file=sys.stderr)
+                tqdm.write(f"ssdnet score: {file_problem(path, e)}; skipped", file=sys.stderr)
                 continue
             line = {"image": str(path), "score": round(d.calibrated, 4), "raw_score": round(d.score, 4),
                     "threshold": args.threshold, "region_threshold": args.region_threshold, "label": label,
