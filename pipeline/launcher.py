@@ -174,10 +174,23 @@ def _progress(progress: bool) -> Progress:
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not progress)
 
 
+SKIPPED = {"unreadable": "unreadable", "too_small": "too small"}  # a camera's files and frames never sent, in words
+
+
 def _info(stats: StreamStats, delivered: float, dropped: int) -> str:
     frames_done = sum(stats.frames.values())
     rate = frames_done / max(1e-9, delivered - (stats.first_capture or delivered))
-    return f"{rate:.2f} fps  {sum(stats.events.values())} events  {dropped} dropped"
+    skipped = "".join(f"  {n} {words}" for name, words in SKIPPED.items()
+                      if (n := sum(stats.camera_counts(name).values())))
+    return f"{rate:.2f} fps  {sum(stats.events.values())} events  {dropped} dropped{skipped}"
+
+
+def _done(stats: StreamStats, totals: dict[str, int | None]) -> int:
+    """The bar's frames done: each camera's frames scored and those it skipped (`SKIPPED`: counted in its expected
+    frames, never sent), at most its total."""
+    skipped = [stats.camera_counts(name) for name in SKIPPED]
+    done = {c: stats.frames[c] + sum(s.get(c, 0) for s in skipped) for c in totals}
+    return sum(n if totals[c] is None else min(n, totals[c]) for c, n in done.items())
 
 
 def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeout_s: float | None = None,
@@ -198,8 +211,8 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     timeout_s = timeout_s or cfg.timeout_s
     sources = [s.model_copy(update={"frames": frames or s.frames or cfg.frames}) for s in cfg.sources]
     names = [s.name for s in sources]
-    counts = [expected_frames(s) for s in sources]
-    expected = None if None in counts else sum(counts)
+    totals = {s.name: expected_frames(s) for s in sources}
+    expected = None if None in totals.values() else sum(totals.values())
     line, stats, sinks = Stages(), StreamStats(cfg.sinks.auroc_pixels_per_frame), _sinks(cfg, out)
     pages = [s for s in sinks if _is_view(s)]
     if views is not None:
@@ -249,7 +262,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                     continue
                 if msg.kind == "heartbeat" and msg.header.role == "node":
                     dropped = sum(msg.header.counters.get(k, 0) for k in ("conflated", "lost", "rejected", "failed"))
-                bar.update(task, completed=sum(stats.frames.values()), info=_info(stats, time.time(), dropped))
+                bar.update(task, completed=_done(stats, totals), info=_info(stats, time.time(), dropped))
             if not pending:
                 collector.final_heartbeat()
     except KeyboardInterrupt:

@@ -257,7 +257,7 @@ class FolderReader:
                 raw = read_image(path)
             except (OSError, ValueError) as e:
                 self.unreadable += 1
-                log.warning("skipping unreadable image: %s", e)
+                log.warning("%s: skipping unreadable image: %s", self.cfg.name, e)
                 if (skipped := skipped + 1) >= len(self.files) and self.cfg.loop:
                     raise SourceFatal(f"none of the {len(self.files)} images in {self.cfg.path} can be read") from None
                 continue

@@ -234,6 +234,12 @@ class StreamStats:
         run["sent"][source] = max(run["sent"][source], frames)
         return before["sent"][source] + run["sent"][source]
 
+    def camera_counts(self, name: str) -> dict[str, int]:
+        """One of CAMERA_COUNTERS per camera, over all its runs, for the cameras that counted any."""
+        run, before = self._camera_run[name], self._camera_before[name]
+        return {s: n for s in sorted({*run, *self._runs})
+                if (n := before[s] + run[s] + sum(c[name] for c in self._runs_of(s)))}
+
     def summary(self, node: dict | None = None, cameras: Iterable[str] = ()) -> dict:
         """The run's summary; `node` is the node's final counter snapshot when available; `cameras`, the configured
         ones, each listed in `sources` (one never heard from with `sent` null)."""
@@ -258,10 +264,7 @@ class StreamStats:
         for name in cameras:
             out["sources"].setdefault(name, {"frames": 0, "events": 0, "sent": None})
         for name in CAMERA_COUNTERS:  # the cameras' counts, there once any
-            run, before = self._camera_run[name], self._camera_before[name]
-            counts = {s: n for s in sorted({*run, *self._runs})
-                      if (n := before[s] + run[s] + sum(c[name] for c in self._runs_of(s)))}
-            if counts:
+            if counts := self.camera_counts(name):
                 out[name] = sum(counts.values())
                 for source, n in counts.items():
                     out["sources"].setdefault(source, {})[name] = n

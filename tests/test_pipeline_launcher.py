@@ -276,6 +276,37 @@ def test_the_progress_bar_of_a_folder_and_a_synthetic_camera_shows_their_total(t
 
 
 @pytest.mark.slow
+def test_the_progress_bar_of_a_folder_with_files_it_skips_reaches_its_total(tmp_path, monkeypatch):
+    """A folder's bar (`expected_frames`: its files) ended short by the files the camera skipped (unreadable, too
+    small: never sent): they advance it now, a camera's count at most its total (`frames` 2 of 4 files, one
+    unreadable), and the bar counts them in words."""
+    bars, progress_bar = [], launcher._progress
+
+    def kept(progress: bool) -> launcher.Progress:
+        bars.append(progress_bar(progress))
+        return bars[-1]
+
+    monkeypatch.setattr(launcher, "_progress", kept)
+    rng = np.random.default_rng(0)
+    for folder, names in (("shelf", ("0.png", "2.png", "3.png")), ("bench", ("1.png", "2.png", "3.png"))):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            cv2.imwrite(str(tmp_path / folder / name), rng.integers(0, 255, (48, 48, 3), np.uint8))
+    (tmp_path / "shelf" / "1.png").write_bytes(b"not an image")
+    cv2.imwrite(str(tmp_path / "shelf" / "4.png"), np.zeros((16, 16, 3), np.uint8))  # below the minimum size
+    (tmp_path / "bench" / "0.png").write_bytes(b"")
+    folder = {"kind": "folder", "flow": "credit"}
+    cfg = parse_config(LineConfig, {"sources": [{**folder, "name": "shelf", "path": tmp_path / "shelf"},
+                                                {**folder, "name": "bench", "path": tmp_path / "bench", "frames": 2}],
+                                    "sinks": {"overlays": "off"}})
+    summary = run_line(cfg, tmp_path / "out", detector_factory=FastDetector, progress=True)
+    assert summary["frames"] == 5 and summary["unreadable"] == 2 and summary["too_small"] == 1
+    (task,) = bars[0].tasks
+    assert task.total == 5 + 2 and task.completed == task.total
+    assert "2 unreadable" in task.fields["info"] and "1 too small" in task.fields["info"]
+
+
+@pytest.mark.slow
 def test_a_line_whose_launcher_is_killed_stops_its_stages(tmp_path):
     """SIGKILL (the OOM killer) leaves no launcher to stop the stages: each sees its parent gone and stops, instead of
     scoring on under PID 1 holding its ports and the event log."""
