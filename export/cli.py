@@ -94,29 +94,34 @@ def run_export(args: argparse.Namespace) -> int:
     h, w = -(-frame[0] // m) * m, -(-frame[1] // m) * m
     if (h, w) != frame:
         print(f"frames of {frame[0]}x{frame[1]} are padded to {h}x{w} (multiples of {m}); exporting for {h}x{w}")
-    camera = {"camera": [args.height, args.width], "first_frame_score": first_frame_score(cfg, *frame)}
+    camera = {"camera": [args.height, args.width], "scored_frame": list(frame),  # the camera's frame as scored
+              "frame_sizes": [list(frame), list(frame)], "first_frame_score": first_frame_score(cfg, *frame)}
     console = Console(stderr=True)  # progress: each long step says what it does (tens of seconds on a busy machine)
     console.log("building the scorer")
     scorer = _scorer(cfg, args.state)
     out = Path(args.out)
     opset = args.opset or (DEFAULT_OPSET if args.exporter == "torchscript" else DYNAMO_OPSET)
     if args.format == "onnx":
+        sizes = cfg.score.frame_input  # the frame's size an input, as the node's onnxruntime graphs take it
         console.log(f"exporting the scorer graph for {h}x{w} ({args.exporter}, opset {opset}) and checking it")
         try:
             exported = export_scorer(scorer, h, w, opset=opset, fp16=args.fp16,
                                      weights_as_inputs=args.weights_as_inputs, exporter=args.exporter,
-                                     frame=frame)
+                                     frame=None if sizes else frame, frame_input=sizes)
         except ExportError as e:
             print(f"ssdnet export: error: {e}", file=sys.stderr)
             return 2
+        if sizes:  # every frame that pads to the input: its size the graph's input `frame` (where it reads it)
+            camera["frame_sizes"] = [[max(MIN_SIDE, h - m + 1), max(MIN_SIDE, w - m + 1)], [h, w]]
         console.log(f"writing {escape(str(out))}")
         onnx_path, json_path = save(exported, out)
         amend_sidecar(json_path, camera)
         weights = (f"{len(exported.weight_names)} U-Net weights" if cfg.score.uses_unet else
                    "no U-Net weights: score.pixel_weight and perceptual_weight are 0, the default, so nothing is "
                    "fitted")
+        (lo_h, lo_w), (hi_h, hi_w) = camera["frame_sizes"]
         print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB, opset {exported.opset}, {weights}) "
-              f"and {json_path}")
+              f"and {json_path}; it scores frames of {lo_h}x{lo_w} to {hi_h}x{hi_w}")
         return 0
     return _export_tensorrt(args, scorer, h, w, frame, out, console, camera)
 

@@ -405,13 +405,15 @@ def test_cli_export_writes_onnx_and_sidecar(tmp_path, capsys):
     assert "exporting the scorer graph for 64x64" in printed.err and "writing" in printed.err
     assert printed.out.startswith("frames of 60x64 are padded to 64x64") and "wrote " in printed.out
     side = json.loads((out / "scorer.json").read_text())
-    assert side["height"] == 64 and side["width"] == 64 and side["camera"] == [60, 64]
-    assert side["config"]["frame"] == [60, 64]  # the camera's frame inside the padded input: a constant of the graph
+    assert side["height"] == 64 and side["width"] == 64 and side["camera"] == side["scored_frame"] == [60, 64]
+    # the frame inside the padded input is the graph's input, as on the node: every frame that pads to 64x64
+    assert side["config"]["frame"] is None and side["frame_sizes"] == [[49, 49], [64, 64]]
     assert side["config"]["base_channels"] == 4
     model = onnx.load(str(out / "scorer.onnx"))
     onnx.checker.check_model(model)
-    # every input a consumer must feed is in the sidecar: the image and the camera's memory (the default has one)
-    assert [i["name"] for i in side["inputs"]] == [i.name for i in model.graph.input] == [INPUT_NAME, *MEMORY_INPUTS]
+    # every input a consumer must feed is in the sidecar: the image, its frame and the camera's memory
+    assert [i["name"] for i in side["inputs"]] == [i.name for i in model.graph.input] == [INPUT_NAME, FRAME_INPUT,
+                                                                                          *MEMORY_INPUTS]
 
 
 
@@ -454,47 +456,63 @@ def test_cli_export_scales_a_large_camera_down_as_the_detector_does(tmp_path):
     det = Detector(parse_config(SSDNetConfig, settings), "cpu")
     det.process(texture("brick", 100, np.random.default_rng(0))[:, :80])
     (key,) = det.backend._graphs  # (input height, width); the frame inside it is the graph's input
-    frame = tuple(side["config"]["frame"])
+    frame = tuple(side["scored_frame"])
     assert side["camera"] == [100, 80] and (side["height"], side["width"]) == key
     assert frame == working_size(100, 80, 4096) and frame[0] * frame[1] <= 4096 < 100 * 80
 
 
-@pytest.mark.parametrize("height, width, inset", [(120, 128, 8), (60, 64, 0)])
-def test_the_docs_standalone_example_scores_an_exported_file_as_ssdnet_score_does(tmp_path, height, width, inset):
+@pytest.mark.parametrize(("height", "width", "other", "inset", "far"),
+                         [(120, 128, (113, 120), 8, 0.0), (60, 64, (50, 56), 0, 0.0), (120, 128, None, 8, 0.5)])
+def test_the_docs_standalone_example_scores_an_exported_file_as_ssdnet_score_does(tmp_path, height, width, other,
+                                                                                   inset, far):
     """docs/export.md's example (numpy and onnxruntime only, a clean interpreter) scores a frame with the files
     `ssdnet export` wrote, the camera memory fed empty: the torch scorer's map with an empty memory, and the raw score
     `ssdnet score` gives the frame (a camera's first frame), read as the sidecar says: the frame alone, not its
     padding, and 8 px inside its border where it has an interior (edge.border; a frame under ~96 px a side has none).
     Before the sidecar said so the example took the graph's own score: 0.766 for `ssdnet score`'s 0.669 at
-    120 x 128."""
+    120 x 128. The file held its camera's frame size as a constant: a 100x110 frame in the 120x128 camera's 128x128
+    input came out 0.19 off torch's map, a 136x128 one failed in np.pad; the frame's size is the graph's input now, as
+    on the node (`other`: another size that pads to the input), and a frame of a size the file cannot score is refused
+    naming the sizes it can. With `score.knn_far_weight` the frame's size stays a constant: that size alone."""
     block = examples(EXPORT_DOC)["standalone"]
     assert set(re.findall(r"^(?:import|from) (\w+)", block, re.M)) == {"json", "os", "numpy", "onnxruntime"}
     # the torch twin in fp32, as the ONNX file is (`score.amp` would score in bf16 on a CPU with native bf16)
-    settings = {"model": {"base_channels": 4}, "fit": {"scales": [1, 2]}, "score": {"amp": False}}
+    settings = {"model": {"base_channels": 4}, "fit": {"scales": [1, 2]},
+                "score": {"amp": False, "knn_far_weight": far}}
     (tmp_path / "cfg.yaml").write_text(json.dumps({"ssdnet": settings}))  # YAML reads JSON
     assert main(["export", "--height", str(height), "--width", str(width), "--config", str(tmp_path / "cfg.yaml"),
                  "--out", str(tmp_path / "out")]) == 0
     side = json.loads((tmp_path / "out" / "scorer.json").read_text())
     assert side["first_frame_score"] == {"map": "score_map", "inset": inset, "quantile": 0.999}
-    frame = texture("brick", 128, np.random.default_rng(3))[:height, :width]
-    np.save(tmp_path / "frame.npy", frame)
-    write_rgb(tmp_path / "frame.png", frame)
     (tmp_path / "example.py").write_text(block)
-    run = subprocess.run([sys.executable, "-I", str(tmp_path / "example.py")], capture_output=True, text=True,
-                         env={**os.environ, "SCORER_DIR": str(tmp_path / "out"), "FRAME": str(tmp_path / "frame.npy"),
-                              "MAP": str(tmp_path / "map.npy")}, cwd=tmp_path, timeout=300)
-    assert run.returncode == 0, run.stderr
-    amap, raw = np.load(tmp_path / "map.npy"), json.loads(run.stdout)["score"]
-
-    assert main(["score", str(tmp_path / "frame.png"), "--config", str(tmp_path / "cfg.yaml"), "--out",
-                 str(tmp_path / "scored")]) == 0
-    want_score = json.loads((tmp_path / "scored" / "scores.jsonl").read_text())["raw_score"]  # 4 decimals
     cfg = parse_config(SSDNetConfig, settings)
     scorer = build_scorer(cfg, device="cpu", backend="torch")
     scorer.use_memory(FeatureMemory(cfg.memory, history_dim=scorer.module.knn_dim))
-    want_map, _ = scorer.score(image_to_tensor(frame, torch.device("cpu"), 16), (height, width))
-    assert amap.shape == (height, width) and np.abs(amap - want_map[0, 0, :height, :width].numpy()).max() < FP32_ATOL
-    assert abs(raw - want_score) < FP32_ATOL and np.ptp(amap) > 10 * FP32_ATOL  # a map, not a constant
+
+    def example(frame: np.ndarray) -> subprocess.CompletedProcess:
+        np.save(tmp_path / "frame.npy", frame)
+        return subprocess.run([sys.executable, "-I", str(tmp_path / "example.py")], capture_output=True, text=True,
+                              env={**os.environ, "SCORER_DIR": str(tmp_path / "out"),
+                                   "FRAME": str(tmp_path / "frame.npy"), "MAP": str(tmp_path / "map.npy")},
+                              cwd=tmp_path, timeout=300)
+
+    for h, w in [(height, width), *([other] if other else [])]:
+        frame = texture("brick", 128, np.random.default_rng(3))[:h, :w]
+        run = example(frame)
+        assert run.returncode == 0, run.stderr
+        amap, raw = np.load(tmp_path / "map.npy"), json.loads(run.stdout)["score"]
+        write_rgb(tmp_path / "frame.png", frame)
+        assert main(["score", str(tmp_path / "frame.png"), "--config", str(tmp_path / "cfg.yaml"), "--out",
+                     str(tmp_path / f"scored{h}")]) == 0
+        want_score = json.loads((tmp_path / f"scored{h}" / "scores.jsonl").read_text())["raw_score"]  # 4 decimals
+        want_map, _ = scorer.score(image_to_tensor(frame, torch.device("cpu"), 16), (h, w))
+        assert amap.shape == (h, w) and np.abs(amap - want_map[0, 0, :h, :w].numpy()).max() < FP32_ATOL, (h, w)
+        assert abs(raw - want_score) < FP32_ATOL and np.ptp(amap) > 10 * FP32_ATOL  # a map, not a constant
+    refused = example(texture("brick", 160, np.random.default_rng(3))[: height + 16, :width])
+    (lo, hi) = side["frame_sizes"]
+    assert refused.returncode != 0 and (f"a {height + 16}x{width} frame: this graph scores frames of "
+                                        f"{lo[0]}x{lo[1]} to {hi[0]}x{hi[1]}; export one for yours") in refused.stderr
+    assert hi == [-(-height // 16) * 16, -(-width // 16) * 16] if other else lo == hi == [height, width]
 
 
 def test_cli_export_tensorrt_one_outcome_per_environment(tmp_path, capsys):
