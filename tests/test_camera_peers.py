@@ -104,3 +104,21 @@ def test_a_freed_peer_slot_is_used_again():
         stop.set()
         thread.join(5)
         ctx.destroy(linger=0)
+
+
+def test_a_node_locked_out_by_peers_that_came_first_gets_in_once_they_leave(tmp_path, monkeypatch):
+    """Peers that take a camera's slots before the node connects lock it out (ZeroMQ does not retry a refused
+    socket); the node connects afresh after hearing nothing (SILENT_RECONNECT_S) and gets the frames once a slot is
+    free."""
+    monkeypatch.setattr("pipeline.node.SILENT_RECONNECT_S", 1.0)
+    gate = threading.Event()
+    with line(tmp_path, frames=10, fps=None, gate=gate, flow="credit", source_kw={"max_peers": 1}) as ln:
+        squatter = hostile(ln.ctx, zmq.SUB, ln.camera_endpoints[0])
+        wait_until(lambda: ln.cameras[0].peers.peers == 1)
+        sub = subscriber(ln)  # the node connects to the camera now, and is refused
+        wait_until(lambda: ln.cameras[0].peers.refused >= 1)
+        squatter.close()
+        wait_until(lambda: ln.node.input_reconnects >= 1 and ln.cameras[0].peers.peers == 1, timeout=15)
+        gate.set()
+        assert len(results(collect(sub, timeout=20))) == 10
+        sub.close()
