@@ -49,7 +49,7 @@ from . import protocol as P
 from .config import LineConfig, load_line_config
 from .eventlog import CatchUp, Cursors, ReplayClient
 from .node import DetectorFactory, run_node
-from .out_folder import claimed, set_aside
+from .out_folder import FolderBusy, claimed, set_aside
 from .security import secure_stage
 from .sink_config import ViewConfig
 from .sinks import REOPEN_S, ConsoleSink, JsonlSink, MetricsSink, OverlaySink, ScoresSink, Sink, Subscriber, deliver
@@ -486,12 +486,10 @@ def print_summary(summary: dict) -> None:
     if scorer := summary.get("scorer"):
         rows.append(("scorer backend", f"{scorer['backend']} on {scorer['provider']} ({scorer['reason']})"))
     if stream := summary.get("stream"):
-        rows.append(("stream pixel AUROC / AUPRC", f"{stream['pixel_auroc']} / {stream['pixel_auprc']} "
-                                                   f"over {stream['frames']} frames"))
+        rows.append(("stream pixel AUROC / AUPRC", _accuracy(stream, image=False)))
         for part, name in (("first_half", "first"), ("last_half", "last")):
             if (s := stream.get(part)) is not None:  # does a camera get better as it streams (memory, calibration)?
-                rows.append((f"  over each camera's {name} half", f"{s['pixel_auroc']} / {s['pixel_auprc']}, image "
-                                                                  f"AUROC {s['image_auroc']} ({s['frames']} frames)"))
+                rows.append((f"  over each camera's {name} half", _accuracy(s)))
         for camera, c in stream.get("cameras", {}).items():
             halves = [c.get(part) for part in ("first_half", "last_half")]
             if all(h is not None and h["pixel_auroc"] is not None for h in halves):  # a half without a defect: none
@@ -503,6 +501,17 @@ def print_summary(summary: dict) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+def _accuracy(s: dict, image: bool = True) -> str:
+    """Pixel AUROC / AUPRC (and image AUROC) over `s`'s frames; a dash where they have no defective (or normal)
+    frame to rank, never None."""
+    if s["pixel_auroc"] is None:
+        return f"- (no defective frame among {s['frames']})"
+    text = f"{s['pixel_auroc']} / {s['pixel_auprc']}"
+    if image:
+        text += f", image AUROC {'-' if s['image_auroc'] is None else s['image_auroc']}"
+    return f"{text} ({s['frames']} frames)" if image else f"{text} over {s['frames']} frames"
 
 
 def _camera_rows(sources: dict[str, dict]) -> list[tuple[str, str]]:
@@ -552,7 +561,7 @@ def _main(args: argparse.Namespace) -> int:
             return _run(args, cfg, views)
     except LineError as e:
         print(f"ssdnet run: error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, FolderBusy) else 1
     finally:
         for view in views:
             view.close()

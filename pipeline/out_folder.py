@@ -21,16 +21,21 @@ from pathlib import Path
 from .stages import LineError
 
 log = logging.getLogger(__name__)
+
 RESULTS = ("events.jsonl", "scores.jsonl", "summary.json", "overlays", "node-events.db")  # and their backups
 PREVIOUS = "previous"
 PARTIAL = ".previous-partial"  # an earlier run's results while they move (`set_aside`)
 KEEP_RUNS = 5  # earlier runs kept: previous/, previous-2/ ... previous-5/ (each run's files are capped)
 
 
+class FolderBusy(LineError):
+    """OUT is held by another run: the user's mistake, refused before anything starts."""
+
+
 @contextmanager
 def claimed(out: Path, roles: tuple[str, ...]) -> Iterator[None]:
     """Hold OUT for `roles` while the block runs (an flock per role, released when the process ends however it
-    ends); LineError when another process holds one."""
+    ends); FolderBusy when another process holds one."""
     out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as held:
         for role in roles:
@@ -39,7 +44,7 @@ def claimed(out: Path, roles: tuple[str, ...]) -> Iterator[None]:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 lock.seek(0)
-                raise LineError(f"{out} is being written by another ssdnet run (its {role}, pid "
+                raise FolderBusy(f"{out} is being written by another ssdnet run (its {role}, pid "
                                 f"{lock.read().strip() or '?'}): wait for it to end, or give another --out") from None
             lock.seek(0)
             lock.truncate()

@@ -42,10 +42,11 @@ def run_stage(name: str, target: Callable[..., Any], args: tuple, kwargs: dict, 
     try:
         result = target(*args, on_ready=lambda endpoint: reports.put(("ready", name, endpoint)), **kwargs)
     except Exception as e:
-        what = f"{type(e).__name__}: {e}"
+        user = type(e).__name__ in USER_ERRORS  # its message says what to fix: no class name, no traceback
+        what = str(e) if user else f"{type(e).__name__}: {e}"
         if (endpoint := getattr(e, "endpoint", None)) is not None:  # a BindError: name the key that set it
             what = f"{bind_key(name, args[0] if args else None, endpoint)}: {e}"
-        if type(e).__name__ in USER_ERRORS:  # says what to fix: no traceback
+        if user:
             logging.getLogger(__name__).error("%s failed: %s", name, what)
         else:
             logging.getLogger(__name__).exception("%s failed", name)

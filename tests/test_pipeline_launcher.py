@@ -184,8 +184,9 @@ def test_two_runs_cannot_write_one_folder_at_once(tmp_path, capsys):
     config = tmp_path / "line.yaml"
     config.write_text("sources:\n  - {name: cam0, kind: synthetic, size: 64, frames: 2}\n")
     with claimed(tmp_path / "out", ("node", "sinks")):  # a line running there
-        assert cli_main(["run", str(config), "--out", str(tmp_path / "out")]) == 1
+        assert cli_main(["run", str(config), "--out", str(tmp_path / "out")]) == 2  # the user's mistake: usage's code
         err = capsys.readouterr().err
+        assert err.startswith("ssdnet run: error: ") and err.count("\n") == 1  # one line, nothing started
         assert "is being written by another ssdnet run (its node, pid" in err and "give another --out" in err
         with pytest.raises(LineError, match="its sinks"):  # the collector's files too
             with claimed(tmp_path / "out", ("sinks",)):

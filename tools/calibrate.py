@@ -102,13 +102,18 @@ def _cmd(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    total, learn = expected_frames(reader.cfg.model_copy(update={"frames": args.frames})), \
+        max(cfg.calibration.min_frames, args.skip)
+    if total is not None and total <= learn:  # said before minutes of scoring, not after
+        reader.close()
+        return _error(f"{total} frame(s) to read from {args.source}: too few to judge against the camera's own normal "
+                      f"(its first {cfg.calibration.min_frames} set it; --skip {args.skip}): give more than {learn}")
     det = Detector(cfg)
     steps_bar = fit_progress(det, "first frame: cold fit")
     scores: list[float] = []
     seen, read = -1, 0
     log = (out / "scores.jsonl").open("w") if out is not None else None
-    bar = tqdm(total=expected_frames(reader.cfg.model_copy(update={"frames": args.frames})), desc="ssdnet calibrate",
-               unit="frame")
+    bar = tqdm(total=total, desc="ssdnet calibrate", unit="frame")
     try:
         while args.frames is None or seen + 1 < args.frames:
             try:
