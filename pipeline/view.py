@@ -53,6 +53,7 @@ import cv2
 import numpy as np
 
 from edge.args import above, between
+from edge.config import ConfigError
 from edge.overlay import annotated_overlay, scale_range
 
 from . import protocol as P
@@ -450,7 +451,7 @@ class ViewServer(BoundedConnections, ThreadingHTTPServer):
             else:
                 hint = "check sinks.view.host (ssdnet run) or --host (ssdnet view)"
             where = f"{cfg.host}:{cfg.port}"
-            raise OSError(e.errno, f"the live view cannot listen on {where} ({e.strerror}): {hint}") from e
+            raise ConfigError(f"the live view cannot listen on {where} ({e.strerror}): {hint}") from e  # exit 2
         self.port = self.server_address[1]
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="view",
                                         daemon=True)

@@ -502,3 +502,21 @@ def test_calibrate_refuses_too_few_frames_before_scoring_any(tmp_path, capsys, m
     assert main(["calibrate", str(tmp_path / "normal"), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ssdnet calibrate: error: ") and "too few" in err[0], err
+
+
+def test_a_live_view_port_in_use_is_one_error_line_before_the_line_starts(tmp_path, capsys):
+    """`ssdnet run --view` with port 8765 taken printed 'ssdnet run: error: OSError: [Errno 98] ... (-v shows where)'
+    and exited 1 (an audit): the port is the config's to change, so it is a config error, exit 2, no class name."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "line.yaml"
+        config.write_text(f"sources:\n  - {{name: cam0, kind: synthetic, size: 64, frames: 2}}\n"
+                          f"sinks:\n  view: {{port: {port}}}\n")
+        assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ssdnet run: error: the live view cannot listen on 127.0.0.1:{port} "), err
+    assert "sinks.view.port" in err[0] and "Error" not in err[0]

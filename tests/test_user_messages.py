@@ -14,7 +14,7 @@ from types import ModuleType
 import pytest
 import zmq
 
-from edge.config import MIN_SIDE
+from edge.config import MIN_SIDE, ConfigError
 from export import cli as export_cli
 from pipeline import keys, subscribe, view
 from pipeline.mqtt_sink import MqttBridge
@@ -38,7 +38,7 @@ def test_a_busy_view_port_names_the_address_and_the_setting_that_moves_it():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(OSError, match=rf"127\.0\.0\.1:{port} .*sinks\.view\.port .*--port"):
+        with pytest.raises(ConfigError, match=rf"127\.0\.0\.1:{port} .*sinks\.view\.port .*--port"):  # exit 2
             view.ViewSink(ViewConfig(port=port))
 
 
