@@ -43,7 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edge.args import above, at_least
-from edge.config import MIN_SIDE
+from edge.config import MIN_SIDE, ConfigError
 
 from . import protocol as P
 from .config import LineConfig, load_line_config
@@ -203,7 +203,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     as it serves and left up for the caller to close; else it closes with the line. Returns the summary.
     """
     if not cfg.sources:
-        raise LineError("the config has no camera of its own (its node reads node.connect): run its node with "
+        raise ConfigError("the config has no camera of its own (its node reads node.connect): run its node with "
                         "`--stage node` and its sinks with `--stage sinks`")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -314,7 +314,7 @@ def peer_endpoint(bind: str, address: str | None) -> str:
 
 def _fixed(what: str, endpoint: str) -> str:
     if endpoint.endswith(":*"):
-        raise LineError(f"{what} binds {endpoint} (any free port): give it a fixed port "
+        raise ConfigError(f"{what} binds {endpoint} (any free port): give it a fixed port "
                         "(e.g. tcp://0.0.0.0:5555) to run it as a stage of its own")
     return endpoint
 
@@ -373,7 +373,7 @@ def _timer(stop: threading.Event, timeout_s: float | None) -> threading.Event:
 def run_camera_stage(cfg: LineConfig, name: str, frames: int | None = None, timeout_s: float | None = None) -> dict:
     src = next((s for s in cfg.sources if s.name == name), None)
     if src is None:
-        raise LineError(f"no source named {name!r} in the config (sources: {[s.name for s in cfg.sources]})")
+        raise ConfigError(f"no source named {name!r} in the config (sources: {[s.name for s in cfg.sources]})")
     _fixed(f"camera {name}", src.bind)
     src = src.model_copy(update={"frames": frames or src.frames or cfg.frames})
     stop = _stop_on_signals()

@@ -518,5 +518,5 @@ def test_a_live_view_port_in_use_is_one_error_line_before_the_line_starts(tmp_pa
                           f"sinks:\n  view: {{port: {port}}}\n")
         assert main(["run", str(config), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"ssdnet run: error: the live view cannot listen on 127.0.0.1:{port} "), err
+    assert len(err) == 1 and err[0].startswith(f"ssdnet run: error: the live view cannot listen on 127.0.0.1:{port} ")
     assert "sinks.view.port" in err[0] and "Error" not in err[0]

@@ -219,8 +219,7 @@ def test_a_line_of_third_party_cameras_only_loads_for_its_node_stage(tmp_path):
                                               "connect_cameras": {"tcp://127.0.0.1:5599": ["press7"]}}))
     assert cfg.sources == () and cfg.node.connect == ("tcp://127.0.0.1:5599",)
     from pipeline.launcher import run_line
-    from pipeline.stages import LineError
-    with pytest.raises(LineError, match="run its node with `--stage node`"):
+    with pytest.raises(ConfigError, match="run its node with `--stage node`"):  # refused, exit 2
         run_line(cfg, tmp_path)
 
 

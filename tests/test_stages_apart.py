@@ -31,10 +31,13 @@ def test_a_stage_without_a_fixed_port_is_refused(tmp_path, capsys):
 
     cfg = tmp_path / "line.yaml"
     cfg.write_text(yaml.safe_dump({"sources": [{"name": "cam0", "kind": "synthetic"}]}))
-    assert main(["run", str(cfg), "--out", str(tmp_path), "--stage", "camera:cam0"]) == 1
+    assert main(["run", str(cfg), "--out", str(tmp_path), "--stage", "camera:cam0"]) == 2  # refused, not failed
     assert "fixed port" in capsys.readouterr().err
-    assert main(["run", str(cfg), "--out", str(tmp_path), "--stage", "camera:nope"]) == 1
+    assert main(["run", str(cfg), "--out", str(tmp_path), "--stage", "camera:nope"]) == 2
     assert "no source named 'nope'" in capsys.readouterr().err
+    cfg.write_text(yaml.safe_dump({"sources": [], "node": {"connect": ["tcp://127.0.0.1:5555"]}}))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    assert "no camera of its own" in capsys.readouterr().err
 
 
 @pytest.mark.slow
