@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from collections.abc import Sequence
 
@@ -47,6 +48,10 @@ def endpoint_arg(text: str) -> str:
                                      "ipc:///tmp/node")
 
 
+class NothingHeard(RuntimeError):
+    """Nothing came from the endpoints before the timeout: a wrong endpoint or a node that is down (said what to do)."""
+
+
 class Unheard:
     """Tells a wrong or dead endpoint from a quiet line: `saw` warns once when nothing came from `endpoints` in
     `after_s` seconds, `error` is the failure to raise when nothing came before a timeout."""
@@ -63,8 +68,8 @@ class Unheard:
             self._hinted = True
             log.warning("nothing heard from %s for %g s: %s", self.endpoints, self.after_s, UNHEARD)
 
-    def error(self, timeout_s: float) -> RuntimeError:
-        return RuntimeError(f"heard nothing from {self.endpoints} in {timeout_s:g} s: {UNHEARD}")
+    def error(self, timeout_s: float) -> NothingHeard:
+        return NothingHeard(f"heard nothing from {self.endpoints} in {timeout_s:g} s: {UNHEARD}")
 
 
 def client_security(ctx: zmq.Context, key: str | None, server_key: str | None) -> bytes | None:
@@ -158,6 +163,9 @@ def _main(args: argparse.Namespace) -> int:
                   args.key, args.server_key, jsonl_max_mb=args.jsonl_max_mb or None, jsonl_backups=args.jsonl_backups)
     except KeyboardInterrupt:
         pass
+    except NothingHeard as e:  # its message says what to check: no exception class, no "-v shows where"
+        print(f"ssdnet subscribe: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -546,12 +546,17 @@ def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line
 
 
 def _main(args) -> int:
+    from .subscribe import NothingHeard
+
     cfg = ViewConfig(host=args.host, port=args.port, token=args.token)
     try:
         follow(args.endpoint, args.replay, cfg, args.line, args.timeout, args.key, args.server_key,
                on_url=lambda url: print(f"live view: {url}", flush=True))
     except KeyboardInterrupt:
         pass
+    except NothingHeard as e:  # its message says what to check: no exception class, no "-v shows where"
+        print(f"ssdnet view: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -718,8 +718,14 @@ def test_subscribe_to_an_endpoint_that_says_nothing_is_an_error(capsys, caplog):
         with pytest.raises(RuntimeError, match="heard nothing from"):
             subscribe([f"tcp://127.0.0.1:{port}"], timeout_s=0.5, stall_s=0.2, ctx=ctx)
         assert "nothing heard from" in caplog.text  # said while waiting, too
+        capsys.readouterr()
         assert cli_main(["subscribe", f"tcp://127.0.0.1:{port}", "--timeout", "0.5"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert cli_main(["view", f"tcp://127.0.0.1:{port}", "--port", "0", "--timeout", "0.5"]) == 1
+        view_err = capsys.readouterr().err.strip().splitlines()
     finally:
         pub.close(0)
         ctx.term()
-    assert "heard nothing from" in capsys.readouterr().err
+    # one line saying what to check, without 'RuntimeError:' and '(-v shows where)' (an audit)
+    assert err[-1].startswith("ssdnet subscribe: error: heard nothing from") and "Error:" not in err[-1], err
+    assert view_err[-1].startswith("ssdnet view: error: heard nothing from") and "Error:" not in view_err[-1], view_err
