@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge.args import at_least
+from edge.border import has_interior
 from edge.config import MIN_SIDE, ScoreConfig, load_config
 from edge.detector import first_frame_score
 from edge.device import resolve_device
@@ -76,6 +77,19 @@ def _scorer(cfg, state_path: str | None):
     return build_scorer(cfg, state, device="cpu", backend="torch").module
 
 
+def _inset_alike(frame: tuple[int, int], lo: list[int], hi: list[int], inset: bool) -> list[list[int]]:
+    """The sizes lo..hi a graph takes, narrowed toward the camera's `frame` where the first-frame score's inset (when
+    there is one) differs from the frame's: 8 px on a frame with an interior, none below (~96 px a side,
+    edge.border.has_interior), so the sidecar's one `first_frame_score` is right for every size it names."""
+    if inset and has_interior(*frame):
+        while not has_interior(*lo):
+            lo = [min(lo[0] + 1, frame[0]), min(lo[1] + 1, frame[1])]
+    elif inset:
+        while has_interior(*hi):
+            hi = [max(hi[0] - 1, frame[0]), max(hi[1] - 1, frame[1])]
+    return [lo, hi]
+
+
 def run_export(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.height < MIN_SIDE or args.width < MIN_SIDE:
@@ -112,7 +126,8 @@ def run_export(args: argparse.Namespace) -> int:
             print(f"ssdnet export: error: {e}", file=sys.stderr)
             return 2
         if sizes:  # every frame that pads to the input: its size the graph's input `frame` (where it reads it)
-            camera["frame_sizes"] = [[max(MIN_SIDE, h - m + 1), max(MIN_SIDE, w - m + 1)], [h, w]]
+            camera["frame_sizes"] = _inset_alike(frame, [max(MIN_SIDE, h - m + 1), max(MIN_SIDE, w - m + 1)], [h, w],
+                                                 camera["first_frame_score"]["map"] is not None)
         console.log(f"writing {escape(str(out))}")
         onnx_path, json_path = save(exported, out)
         amend_sidecar(json_path, camera)
@@ -120,8 +135,10 @@ def run_export(args: argparse.Namespace) -> int:
                    "no U-Net weights: score.pixel_weight and perceptual_weight are 0, the default, so nothing is "
                    "fitted")
         (lo_h, lo_w), (hi_h, hi_w) = camera["frame_sizes"]
+        scaled = (f" ({args.height}x{args.width} frames scaled down to {frame[0]}x{frame[1]} first)"
+                  if frame != (args.height, args.width) else "")
         print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB, opset {exported.opset}, {weights}) "
-              f"and {json_path}; it scores frames of {lo_h}x{lo_w} to {hi_h}x{hi_w}")
+              f"and {json_path}; it scores frames of {lo_h}x{lo_w} to {hi_h}x{hi_w}{scaled}")
         return 0
     return _export_tensorrt(args, scorer, h, w, frame, out, console, camera)
 

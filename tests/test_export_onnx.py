@@ -23,6 +23,7 @@ import pytest
 import torch
 
 import edge.scoring
+from edge.border import has_interior
 from edge.config import FitConfig, LossConfig, ModelConfig, ScoreConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
 from edge.fitter import image_to_tensor
@@ -462,7 +463,8 @@ def test_cli_export_scales_a_large_camera_down_as_the_detector_does(tmp_path):
 
 
 @pytest.mark.parametrize(("height", "width", "other", "inset", "far"),
-                         [(120, 128, (113, 120), 8, 0.0), (60, 64, (50, 56), 0, 0.0), (120, 128, None, 8, 0.5)])
+                         [(120, 128, (113, 120), 8, 0.0), (60, 64, (50, 56), 0, 0.0), (120, 128, None, 8, 0.5),
+                          (90, 90, (95, 95), 0, 0.0), (96, 96, None, 8, 0.0)])
 def test_the_docs_standalone_example_scores_an_exported_file_as_ssdnet_score_does(tmp_path, height, width, other,
                                                                                    inset, far):
     """docs/export.md's example (numpy and onnxruntime only, a clean interpreter) scores a frame with the files
@@ -511,8 +513,13 @@ def test_the_docs_standalone_example_scores_an_exported_file_as_ssdnet_score_doe
     refused = example(texture("brick", 160, np.random.default_rng(3))[: height + 16, :width])
     (lo, hi) = side["frame_sizes"]
     assert refused.returncode != 0 and (f"a {height + 16}x{width} frame: this graph scores frames of "
-                                        f"{lo[0]}x{lo[1]} to {hi[0]}x{hi[1]}; export one for yours") in refused.stderr
-    assert hi == [-(-height // 16) * 16, -(-width // 16) * 16] if other else lo == hi == [height, width]
+                                        f"{lo[0]}x{lo[1]} to {hi[0]}x{hi[1]}") in refused.stderr
+    # every size it names is read with the camera's inset: 90 x 90 has no interior, 96 x 96 has (edge.border); the
+    # 96 x 96 camera's file would take 81 x 81 to 96 x 96 but for that (ssdnet score gave 0.035 more at 90 x 90)
+    assert all(has_interior(*size) == (inset > 0) for size in (lo, hi)), (lo, hi)
+    padded = [-(-height // 16) * 16, -(-width // 16) * 16]
+    assert hi == {(90, 90): [95, 95]}.get((height, width), [height, width] if far else padded)
+    assert (lo == hi) == (far > 0 or (height, width) == (96, 96))
 
 
 def test_cli_export_tensorrt_one_outcome_per_environment(tmp_path, capsys):
