@@ -31,11 +31,10 @@ import argparse
 import json
 import logging
 import re
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -56,6 +55,7 @@ from .sinks import REOPEN_S, ConsoleSink, JsonlSink, MetricsSink, OverlaySink, S
 from .sources import expected_frames, run_camera
 from .stages import READY_TIMEOUT_S, LineError, Stages
 from .stats import DROP_COUNTERS, StreamStats
+from .stopping import ctrl_c_flag, stop_code, stop_on_signals
 
 log = logging.getLogger(__name__)
 _WILDCARD = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|::):")
@@ -224,7 +224,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
 
     started, interrupted, timed_out, failure = time.time(), False, False, None
     bar = _progress(progress)
-    ctrl_c, restore = _ctrl_c_flag()
+    ctrl_c, restore = ctrl_c_flag()
     try:
         for src in sources:
             line.start(src.name, run_camera, src, line.stop, security=cfg.security)
@@ -319,42 +319,6 @@ def _fixed(what: str, endpoint: str) -> str:
     return endpoint
 
 
-class Stop(threading.Event):
-    """Set to stop a line or a stage; `signal` names the signal that set it ("SIGINT": Ctrl-C, "SIGTERM": `docker
-    stop`, `systemctl stop`, `kill`), None when none did (a timeout)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.signal: str | None = None
-
-
-def _on_signals(stop: Stop, interrupt: bool) -> dict[int, object]:
-    """Ctrl-C and SIGTERM set `stop`, and raise KeyboardInterrupt too where `interrupt`; returns their old handlers."""
-    def handler(signum, frame):  # noqa: ARG001
-        stop.signal = signal.Signals(signum).name
-        stop.set()
-        if interrupt:
-            raise KeyboardInterrupt
-
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _ctrl_c_flag() -> tuple[Stop, Callable[[], None]]:
-    """A flag that Ctrl-C or SIGTERM sets as well as raising KeyboardInterrupt (which Python drops when it lands in a
-    finaliser), and the function that puts the previous handlers back. Off the main thread: a flag nobody sets."""
-    flag = Stop()
-    if threading.current_thread() is not threading.main_thread():
-        return flag, lambda: None
-    previous = _on_signals(flag, interrupt=True)
-    return flag, lambda: [signal.signal(sig, h) for sig, h in previous.items()]
-
-
-def _stop_on_signals() -> Stop:
-    stop = Stop()
-    _on_signals(stop, interrupt=False)
-    return stop
-
-
 def _timer(stop: threading.Event, timeout_s: float | None) -> threading.Event:
     """Set `stop` after `timeout_s` (None or 0: never); returns a flag set only if the timeout did it."""
     fired = threading.Event()
@@ -376,7 +340,7 @@ def run_camera_stage(cfg: LineConfig, name: str, frames: int | None = None, time
         raise ConfigError(f"no source named {name!r} in the config (sources: {[s.name for s in cfg.sources]})")
     _fixed(f"camera {name}", src.bind)
     src = src.model_copy(update={"frames": frames or src.frames or cfg.frames})
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     _timer(stop, timeout_s or cfg.timeout_s)
     counters = run_camera(src, stop, on_ready=lambda ep: log.info("camera %s on %s", name, ep), security=cfg.security)
     return {**counters, "stopped_by": stop.signal}
@@ -391,7 +355,7 @@ def run_node_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None,
         node_cfg = node_cfg.model_copy(update={"event_log": out / "node-events.db"})
     _fixed("node.replay_bind", node_cfg.replay_bind)
     inputs = [peer_endpoint(_fixed(f"camera {s.name}", s.bind), s.address) for s in cfg.sources]
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     _timer(stop, timeout_s or cfg.timeout_s)
     result = run_node(node_cfg, inputs, stop, on_ready=lambda ep: log.info("node ready: %s", ep),
                       detector_factory=detector_factory, security=cfg.security,
@@ -409,7 +373,7 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
     server_key = None
     if cfg.security is not None:
         server_key = secure_stage(cfg.security, cfg.security.client_name).server_key(node.name)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     timed_out = _timer(stop, timeout_s or cfg.timeout_s)
     collector = Collector(endpoint, replay, sinks, stats, server_key, resume=resume or None, from_start=not resume)
     named = [s.name for s in cfg.sources] + [n for names in cfg.node.connect_cameras.values() for n in names]
@@ -540,7 +504,7 @@ def _stage(text: str) -> str:
 def _linger(url: str) -> None:
     """After a line with the live page ends: keep the page up until Ctrl-C or SIGTERM."""
     Console(stderr=True).print(f"the line has ended; the live view stays up at {url} until Ctrl-C")
-    stop, restore = _ctrl_c_flag()
+    stop, restore = ctrl_c_flag()
     try:
         stop.wait()
     except KeyboardInterrupt:
@@ -572,12 +536,6 @@ def _counts(counts: dict, skip: tuple[str, ...] = ()) -> str:
     return ", ".join(f"{n} {name}" for name, n in counts.items() if name not in skip and isinstance(n, int) and n)
 
 
-def _stop_code(stopped_by: str | None) -> int:
-    """A stage's or line's exit code: 130 after Ctrl-C (an interrupted command), else 0 (SIGTERM is a requested stop,
-    done cleanly: what systemd and container supervisors count as one; no signal: it ended or timed out)."""
-    return 130 if stopped_by == "SIGINT" else 0
-
-
 def _stopped_by(stopped_by: str | None) -> str:
     return f"; stopped by {stopped_by}" if stopped_by else ""
 
@@ -589,7 +547,7 @@ def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
         rest = _counts(counters, skip=("sent",))
         print(f"camera {name}: {counters['sent']} frames sent" + (f" ({rest})" if rest else "") +
               (f"; run {counters['run']}" if counters.get("run") else "") + _stopped_by(counters["stopped_by"]))
-        return _stop_code(counters["stopped_by"])
+        return stop_code(counters["stopped_by"])
     if args.stage == "node":
         result = run_node_stage(cfg, args.out, args.timeout)
         totals = {k: sum(c.get(k, 0) for c in result["sources"].values()) for k in ("received", "scored", "events")}
@@ -597,7 +555,7 @@ def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
         print(f"node stopped: {totals['received']} frames received, {totals['scored']} scored, {totals['events']} "
               f"event(s) from {len(result['sources'])} camera(s)" + (f" ({rest})" if rest else "")
               + _stopped_by(result["stopped_by"]))
-        return _stop_code(result["stopped_by"])
+        return stop_code(result["stopped_by"])
     if args.stage == "sinks":
         summary = run_sinks_stage(cfg, args.out, args.timeout, progress=True)
     else:
@@ -607,7 +565,7 @@ def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
     if views and args.view and not summary["interrupted"]:
         _linger(views[0].url)
     if summary["interrupted"]:
-        return _stop_code(summary["stopped_by"] or "SIGINT")  # stopped by no signal: a KeyboardInterrupt
+        return stop_code(summary["stopped_by"] or "SIGINT")  # stopped by no signal: a KeyboardInterrupt
     if not summary["frames"] and not summary.get("ended_before_start"):  # a line that scored nothing did not do its
         # job, whatever the warnings said (a sinks stage started after the ends of stream took only the event log)
         print("ssdnet run: error: no frame was scored (the warnings above say why)", file=sys.stderr)

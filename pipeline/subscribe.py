@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -25,6 +26,7 @@ from . import protocol as P
 from .eventlog import CatchUp, ReplayClient, ReplayError
 from .security import Security, load_public
 from .sinks import REOPEN_S, ConsoleSink, JsonlSink, Sink, Subscriber, deliver
+from .stopping import Stop, stop_code, stop_on_signals
 from .transport import ENDPOINT_PATTERN, secure
 
 log = logging.getLogger(__name__)
@@ -85,11 +87,13 @@ def client_security(ctx: zmq.Context, key: str | None, server_key: str | None) -
     return load_public(server_key)
 
 
-def _first_sync(catch: CatchUp, endpoint: str, deadline: float, backoff_s: float = 0.5, max_backoff_s: float = 10.0):
+def _first_sync(catch: CatchUp, endpoint: str, deadline: float, stop: threading.Event, backoff_s: float = 0.5,
+                max_backoff_s: float = 10.0):
     """`catch.sync()`, waiting for a node that is not up yet: retried with exponential backoff until it
-    answers or `deadline` (monotonic) passes (then [] and catch-up starts with the first live message)."""
+    answers, `deadline` (monotonic) passes or `stop` is set (then [] and catch-up starts with the first live
+    message)."""
     delay = backoff_s
-    while True:
+    while not stop.is_set():
         try:
             return catch.sync()
         except ReplayError as e:
@@ -98,17 +102,19 @@ def _first_sync(catch: CatchUp, endpoint: str, deadline: float, backoff_s: float
                 log.warning("replay endpoint %s: %s; giving up the first catch-up", endpoint, e)
                 return []
             log.warning("replay endpoint %s not answering yet (%s); retrying in %.1f s", endpoint, e, wait)
-            time.sleep(wait)
+            stop.wait(wait)
             delay = min(delay * 2, max_backoff_s)
+    return []
 
 
 def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None = None, timeout_s: float | None = None,
               stall_s: float = 5.0, replay: str | None = None, from_start: bool = False, key: str | None = None,
               server_key: str | None = None, ctx: zmq.Context | None = None, jsonl_max_mb: float | None = 256,
-              jsonl_backups: int = 3) -> int:
-    """Print events until `count` events, `timeout_s` seconds, or Ctrl-C; returns the number of events. A timeout
-    without a single message or event (a node heartbeats every node.heartbeat_s) is a RuntimeError: a wrong or dead
-    endpoint is said so, not taken for a quiet line. `jsonl` turns over past `jsonl_max_mb` (`sinks.JsonLines`)."""
+              jsonl_backups: int = 3, stop: threading.Event | None = None) -> int:
+    """Print events until `count` events, `timeout_s` seconds, or `stop` is set (`ssdnet subscribe`: Ctrl-C,
+    SIGTERM); returns the number of events. A timeout without a single message or event (a node heartbeats every
+    node.heartbeat_s) is a RuntimeError: a wrong or dead endpoint is said so, not taken for a quiet line. `jsonl`
+    turns over past `jsonl_max_mb` (`sinks.JsonLines`)."""
     ctx = ctx or zmq.Context.instance()
     server = client_security(ctx, key, server_key)
     sinks: list[Sink] = [ConsoleSink(stall_s=stall_s)]
@@ -122,6 +128,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
         catch = CatchUp(ReplayClient(replay, ctx, server_key=server), resume=resume, from_start=from_start)
     unheard = Unheard(endpoints, stall_s)
     deadline = unheard.start + timeout_s if timeout_s else float("inf")
+    stop = stop or threading.Event()
 
     def logged(events: list[tuple[int | None, P.EventHeader | P.EosHeader]]) -> int:
         """Hand on events from the node's log and ends of stream (the JSONL file records which log the events count
@@ -135,8 +142,8 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     events = 0
     try:
         if catch is not None:  # what was missed while down, before the live stream
-            events += logged(_first_sync(catch, replay, deadline))
-        while (count is None or events < count) and time.monotonic() < deadline:
+            events += logged(_first_sync(catch, replay, deadline, stop))
+        while (count is None or events < count) and time.monotonic() < deadline and not stop.is_set():
             msg = sub.recv(100)
             unheard.saw(msg)
             if catch is not None:
@@ -157,16 +164,24 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     return events
 
 
+def stopped(command: str, stop: Stop) -> int:
+    """The exit code of `ssdnet subscribe` or `ssdnet view` once it ended, as `ssdnet run`'s: 130 after Ctrl-C, 0
+    after SIGTERM (a requested stop), ending or timing out; a stop by a signal is said."""
+    if stop.signal is not None:
+        print(f"ssdnet {command}: stopped by {stop.signal}", file=sys.stderr)
+    return stop_code(stop.signal)
+
+
 def _main(args: argparse.Namespace) -> int:
+    stop = stop_on_signals()  # Ctrl-C and SIGTERM only set it: the JSONL file is closed, no traceback
     try:
         subscribe(args.endpoints, args.jsonl, args.count, args.timeout, args.stall, args.replay, args.from_start,
-                  args.key, args.server_key, jsonl_max_mb=args.jsonl_max_mb or None, jsonl_backups=args.jsonl_backups)
-    except KeyboardInterrupt:
-        pass
+                  args.key, args.server_key, jsonl_max_mb=args.jsonl_max_mb or None, jsonl_backups=args.jsonl_backups,
+                  stop=stop)
     except NothingHeard as e:  # its message says what to check: no exception class, no "-v shows where"
         print(f"ssdnet subscribe: error: {e}", file=sys.stderr)
         return 1
-    return 0
+    return stopped("subscribe", stop)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

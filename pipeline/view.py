@@ -546,18 +546,18 @@ def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line
 
 
 def _main(args) -> int:
-    from .subscribe import NothingHeard
+    from .stopping import stop_on_signals
+    from .subscribe import NothingHeard, stopped
 
+    stop = stop_on_signals()  # Ctrl-C and SIGTERM only set it: no traceback
     cfg = ViewConfig(host=args.host, port=args.port, token=args.token)
     try:
         follow(args.endpoint, args.replay, cfg, args.line, args.timeout, args.key, args.server_key,
-               on_url=lambda url: print(f"live view: {url}", flush=True))
-    except KeyboardInterrupt:
-        pass
+               on_url=lambda url: print(f"live view: {url}", flush=True), stop=stop)
     except NothingHeard as e:  # its message says what to check: no exception class, no "-v shows where"
         print(f"ssdnet view: error: {e}", file=sys.stderr)
         return 1
-    return 0
+    return stopped("view", stop)
 
 
 def add_parser(sub) -> None:

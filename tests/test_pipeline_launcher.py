@@ -28,11 +28,12 @@ from edge.config import ConfigError, parse_config
 from pipeline import http_bounds, launcher
 from pipeline import protocol as P
 from pipeline.config import LineConfig, load_line_config
-from pipeline.launcher import _ctrl_c_flag, _sinks, run_line
+from pipeline.launcher import _sinks, run_line
 from pipeline.out_folder import KEEP_RUNS, PARTIAL, claimed, set_aside
 from pipeline.sinks import ConsoleSink, JsonLines, JsonlSink, MetricsSink, OverlaySink, ScoresSink
 from pipeline.stages import LineError
 from pipeline.stats import StreamStats
+from pipeline.stopping import ctrl_c_flag
 from pipeline.subscribe import subscribe
 from pipeline.transport import Publisher, make_socket
 from test_pipeline_node import FastDetector, wait_until  # a picklable stand-in for the SSDnet detector
@@ -359,7 +360,7 @@ def test_ctrl_c_is_remembered_when_python_drops_its_keyboard_interrupt():
     """A Ctrl-C whose KeyboardInterrupt is raised inside a finaliser is printed and dropped by Python; the line
     once ran on forever that way (CI, a loaded machine). The flag the launcher's loops check still says so."""
     previous = signal.getsignal(signal.SIGINT)
-    flag, restore = _ctrl_c_flag()
+    flag, restore = ctrl_c_flag()
 
     class Finaliser:
         def __del__(self):
@@ -729,3 +730,39 @@ def test_subscribe_to_an_endpoint_that_says_nothing_is_an_error(capsys, caplog):
     # one line saying what to check, without 'RuntimeError:' and '(-v shows where)' (an audit)
     assert err[-1].startswith("ssdnet subscribe: error: heard nothing from") and "Error:" not in err[-1], err
     assert view_err[-1].startswith("ssdnet view: error: heard nothing from") and "Error:" not in view_err[-1], view_err
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)], ids=["sigterm", "ctrl_c"])
+@pytest.mark.parametrize("command", ["subscribe", "view"])
+def test_subscribe_and_view_exit_130_on_ctrl_c_and_0_on_sigterm(capsys, restore_signals, command, sig, code):
+    """`ssdnet subscribe` and `ssdnet view` exited 0 on Ctrl-C and died by SIGTERM (143, their JSONL file unclosed),
+    where `ssdnet run` and its stages exit 130 and 0 (README "Stopping"): they do too, and say which signal stopped
+    them."""
+    ctx = zmq.Context()
+    pub = make_socket(ctx, zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), sig))
+    timer.start()
+    try:
+        assert cli_main([command, f"tcp://127.0.0.1:{port}", *(["--port", "0"] if command == "view" else [])]) == code
+    finally:
+        timer.cancel()
+        pub.close(0)
+        ctx.term()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"ssdnet {command}: stopped by {sig.name}"
+
+
+def test_ctrl_c_on_ssdnet_view_prints_no_traceback():
+    """Ctrl-C (as `timeout -s INT` sends it) ends `ssdnet view` with 130 and no traceback, not even an 'Exception
+    ignored in atexit callback' one: the signal only sets the stop flag, which the command watches."""
+    view = subprocess.Popen([sys.executable, "-m", "tools.cli", "view", "tcp://127.0.0.1:9", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert view.stdout.readline().startswith("live view: ")  # serving: past its imports, in its loop
+        view.send_signal(signal.SIGINT)
+        _, err = view.communicate(timeout=30)
+    finally:
+        view.kill()
+    assert view.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1] == "ssdnet view: stopped by SIGINT", err

@@ -1,0 +1,51 @@
+"""How a line, a stage, `ssdnet subscribe` and `ssdnet view` stop on a signal: Ctrl-C (SIGINT) and SIGTERM (`docker
+stop`, `systemctl stop`, `kill`) set a `Stop`, and the exit code tells them apart (README "Stopping")."""
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+
+
+class Stop(threading.Event):
+    """Set to stop a line or a stage; `signal` names the signal that set it ("SIGINT": Ctrl-C, "SIGTERM": `docker
+    stop`, `systemctl stop`, `kill`), None when none did (a timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal: str | None = None
+
+
+def on_signals(stop: Stop, interrupt: bool) -> dict[int, object]:
+    """Ctrl-C and SIGTERM set `stop`, and raise KeyboardInterrupt too where `interrupt`; returns their old handlers."""
+    def handler(signum, frame):  # noqa: ARG001
+        stop.signal = signal.Signals(signum).name
+        stop.set()
+        if interrupt:
+            raise KeyboardInterrupt
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def ctrl_c_flag() -> tuple[Stop, Callable[[], None]]:
+    """A flag that Ctrl-C or SIGTERM sets as well as raising KeyboardInterrupt (which Python drops when it lands in a
+    finaliser), and the function that puts the previous handlers back. Off the main thread: a flag nobody sets."""
+    flag = Stop()
+    if threading.current_thread() is not threading.main_thread():
+        return flag, lambda: None
+    previous = on_signals(flag, interrupt=True)
+    return flag, lambda: [signal.signal(sig, h) for sig, h in previous.items()]
+
+
+def stop_on_signals() -> Stop:
+    """A flag that Ctrl-C and SIGTERM set, for the rest of the process: no KeyboardInterrupt (and no traceback) ever,
+    even from a signal that comes as the process exits."""
+    stop = Stop()
+    on_signals(stop, interrupt=False)
+    return stop
+
+
+def stop_code(stopped_by: str | None) -> int:
+    """A command's exit code: 130 after Ctrl-C (an interrupted command), else 0 (SIGTERM is a requested stop, done
+    cleanly: what systemd and container supervisors count as one; no signal: it ended or timed out)."""
+    return 130 if stopped_by == "SIGINT" else 0
