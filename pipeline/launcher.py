@@ -174,6 +174,16 @@ def _progress(progress: bool) -> Progress:
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not progress)
 
 
+def counted(n: int, noun: str) -> str:
+    """`n` of `noun`, in the singular for one: "1 event", "3 events"."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _fps(fps: float) -> str:
+    """Frames per second as the bar and the table show them."""
+    return f"{fps:.2f}"
+
+
 SKIPPED = {"unreadable": "unreadable", "too_small": "too small"}  # a camera's files and frames never sent, in words
 
 
@@ -182,7 +192,7 @@ def _info(stats: StreamStats, delivered: float, dropped: int) -> str:
     rate = frames_done / max(1e-9, delivered - (stats.first_capture or delivered))
     skipped = "".join(f"  {n} {words}" for name, words in SKIPPED.items()
                       if (n := sum(stats.camera_counts(name).values())))
-    return f"{rate:.2f} fps  {sum(stats.events.values())} events  {dropped} dropped{skipped}"
+    return f"{_fps(rate)} fps  {counted(sum(stats.events.values()), 'event')}  {dropped} dropped{skipped}"
 
 
 def _done(stats: StreamStats, totals: dict[str, int | None]) -> int:
@@ -439,8 +449,8 @@ def print_summary(summary: dict) -> None:
     for key, noun, why in (("unreadable", "unreadable file", "the log names each"),
                            ("too_small", "too-small frame", f"below {MIN_SIDE}x{MIN_SIDE} px")):
         if n := summary.get(key):  # never sent: "of N sent" alone would look complete
-            scored += f"; {n} {noun}{'s' * (n > 1)} skipped ({why})"
-    fps = f"{summary['fps']}" if summary["fps"] is not None else "- (fewer than two results)"
+            scored += f"; {counted(n, noun)} skipped ({why})"
+    fps = _fps(summary["fps"]) if summary["fps"] is not None else "- (fewer than two results)"
     dropped = "-" if summary["dropped"] is None else summary["dropped"]
     rows = [("frames scored", scored), ("dropped", f"{dropped}{detail}"), *_camera_rows(summary.get("sources", {})),
             ("fps", fps), ("events", f"{summary['events']}"), ("wall time", f"{summary['wall_s']:.1f} s")]
@@ -475,7 +485,8 @@ def _accuracy(s: dict, image: bool = True) -> str:
     text = f"{s['pixel_auroc']} / {s['pixel_auprc']}"
     if image:
         text += f", image AUROC {'-' if s['image_auroc'] is None else s['image_auroc']}"
-    return f"{text} ({s['frames']} frames)" if image else f"{text} over {s['frames']} frames"
+    frames = counted(s["frames"], "frame")
+    return f"{text} ({frames})" if image else f"{text} over {frames}"
 
 
 def _camera_rows(sources: dict[str, dict]) -> list[tuple[str, str]]:
@@ -490,7 +501,7 @@ def _camera_rows(sources: dict[str, dict]) -> list[tuple[str, str]]:
         detail = ", ".join(f"{k} {n}" for k, n in causes.items() if n)
         sent = "?" if c.get("sent") is None else c["sent"]
         failure = f"; stage failed: {c['failure']}" if "failure" in c else ""
-        rows.append((f"  {camera}", f"{c.get('frames', 0)} of {sent} scored, {c.get('events', 0)} events"
+        rows.append((f"  {camera}", f"{c.get('frames', 0)} of {sent} scored, {counted(c.get('events', 0), 'event')}"
                                     + (f" ({detail})" if detail else "") + failure))
     return rows
 
@@ -545,7 +556,7 @@ def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
         name = args.stage.split(":", 1)[1]
         counters = run_camera_stage(cfg, name, args.frames, args.timeout)
         rest = _counts(counters, skip=("sent",))
-        print(f"camera {name}: {counters['sent']} frames sent" + (f" ({rest})" if rest else "") +
+        print(f"camera {name}: {counted(counters['sent'], 'frame')} sent" + (f" ({rest})" if rest else "") +
               (f"; run {counters['run']}" if counters.get("run") else "") + _stopped_by(counters["stopped_by"]))
         return stop_code(counters["stopped_by"])
     if args.stage == "node":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import cv2
@@ -201,3 +202,25 @@ def test_a_camera_s_runs_are_counted_in_bounded_memory():
     assert len(stats._runs["cam0"]) == MAX_RUNS
     stats.add(eos("cam0", 2, "r0", sent=2, unheard=1), time.time())  # a late message of a run folded in: counted once
     assert stats.summary()["sent"] == 6 * MAX_RUNS  # (a reviewer: it was counted again, 6 * MAX_RUNS + 2)
+
+
+def test_the_progress_bar_and_the_table_count_one_in_the_singular_and_show_fps_alike(capsys, monkeypatch):
+    """The bar read "1 events" and the table "1 events", "(1 frames)"; the bar showed fps as 7.57, the table as
+    7.595: one of a thing is in the singular, and both show fps to two decimals."""
+    from pipeline.launcher import _info
+
+    monkeypatch.setenv("COLUMNS", "200")
+    stats, now = StreamStats(), time.time()
+    stats.add(result("cam0", 0), now)
+    stats.first_capture = now - 1 / 7.5678  # the bar's fps: 1 frame over the seconds since its capture
+    stats.add(P.Message(P.EventHeader(kind="event", source="cam0", seq=0, t_capture=now, score=9.0, threshold=3.0,
+                                      model_version=1)), now)
+    assert _info(stats, now, 0) == "7.57 fps  1 event  0 dropped"
+    one = {"pixel_auroc": 0.9, "pixel_auprc": 0.5, "image_auroc": None, "frames": 1}
+    summary = {**stats.summary(), "fps": 7.597, "wall_s": 1.0, "stream": {**one, "first_half": one}}
+    summary["sources"] = {"cam0": {"frames": 1, "sent": 1, "events": 1}, "cam1": {"frames": 0, "sent": 0, "events": 0}}
+    print_summary(summary)
+    out = capsys.readouterr().out
+    assert "1 of 1 scored, 1 event" in out and "0.9 / 0.5, image AUROC - (1 frame)" in out and "over 1 frame" in out
+    assert re.search(r"\bfps\s+\S\s+7\.60\s", out), out
+    assert not re.search(r"\b1 (events|frames)\b", out), out
