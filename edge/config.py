@@ -442,7 +442,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
-        if e["type"] in ("path_not_directory", "path_not_file"):
+        if e["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, " before them
+            msg = str(e["ctx"]["error"])
+        elif e["type"] in ("path_not_directory", "path_not_file"):
             path = Path(str(e["input"]))
             msg += f": '{path}'" + ("" if path.is_absolute() else f" (relative to {Path.cwd()})")
         elif e["type"] in ("model_type", "model_attributes_type"):  # `view: true`, `ssdnet: configs/ssdnet-fit.yaml`

@@ -88,18 +88,19 @@ def test_nan_and_infinity_are_refused_when_the_config_loads(where, key):
 
 
 @pytest.mark.parametrize(("where", "says"), [
-    ({"node": {"min_side": 32, "max_side": 16}}, "node: Value error, min_side (32) must be at most max_side (16)"),
+    ({"node": {"min_side": 32, "max_side": 16}}, "node: min_side (32) must be at most max_side (16)"),
     ({"node": {"min_side": 64, "max_frame_pixels": 1000}},
-     "node: Value error, min_side^2 (4096) must be at most max_frame_pixels (1000)"),
+     "node: min_side^2 (4096) must be at most max_frame_pixels (1000)"),
     ({"sources": [{"kind": "synthetic", "name": "a", "backoff_initial_s": 20}]},
-     "sources.0.synthetic: Value error, backoff_initial_s (20) must be at most backoff_max_s (10)"),
+     "sources.0.synthetic: backoff_initial_s (20) must be at most backoff_max_s (10)"),
     ({"sinks": {"overlay_range": [2.0, 1.0]}},
-     "sinks: Value error, overlay_range[0] (2) must be below overlay_range[1] (1)"),
+     "sinks: overlay_range[0] (2) must be below overlay_range[1] (1)"),
     ({"sinks": {"view": {"overlay_range": [1.0, 1.0]}}},
-     "sinks: Value error, view.overlay_range[0] (1) must be below view.overlay_range[1] (1)"),
+     "sinks: view.overlay_range[0] (1) must be below view.overlay_range[1] (1)"),
 ])
 def test_a_lower_bound_above_its_upper_bound_is_refused_naming_both_keys(where, says):
-    """`max_side: 16` under the default `min_side: 32` started, and then refused every frame."""
+    """`max_side: 16` under the default `min_side: 32` started, and then refused every frame. The refusal is the
+    validator's own words, without pydantic's "Value error, " before them."""
     assert says in refusal({**line({"name": "a"}), **where})
     parse_config(LineConfig, line({"name": "a"}, node={"min_side": 16, "max_side": 16}))  # equal bounds are fine
 
