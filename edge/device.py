@@ -7,15 +7,21 @@ import logging
 
 import torch
 
+from .config import ConfigError
+
 log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else the CPU; an explicit 'cuda' without a GPU is an error."""
+    """'auto' picks CUDA when present, else the CPU; an explicit 'cuda' without a GPU is a ConfigError (a user's
+    mistake: its message says what to set)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available (use device: auto or cpu)")
+        raise ConfigError("device 'cuda' was asked for but this machine has no CUDA GPU (torch sees none; the CPU is "
+                          "its only device): set device to auto (the GPU where there is one, else the CPU) or cpu "
+                          "(node.ssdnet.device in a line config, device in an SSDnet config, --device for ssdnet eval "
+                          "and bench)")
     return torch.device(name)
 
 

@@ -43,6 +43,7 @@ from rich.table import Table
 
 from edge.args import above, at_least
 from edge.config import MIN_SIDE, ConfigError
+from edge.device import resolve_device
 
 from . import protocol as P
 from .config import LineConfig, load_line_config
@@ -215,6 +216,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     if not cfg.sources:
         raise ConfigError("the config has no camera of its own (its node reads node.connect): run its node with "
                         "`--stage node` and its sinks with `--stage sinks`")
+    resolve_device(cfg.node.ssdnet.device)  # a device this machine lacks: a ConfigError before any stage starts
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_aside(out)  # a fresh event log and files, the last run's results in OUT/previous/
@@ -360,6 +362,7 @@ def run_node_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None,
                    detector_factory: DetectorFactory | None = None) -> dict:
     node_cfg = cfg.node
     _fixed("node.bind", node_cfg.bind)
+    resolve_device(node_cfg.ssdnet.device)
     if node_cfg.event_log is None:
         out.mkdir(parents=True, exist_ok=True)
         node_cfg = node_cfg.model_copy(update={"event_log": out / "node-events.db"})

@@ -520,3 +520,25 @@ def test_a_live_view_port_in_use_is_one_error_line_before_the_line_starts(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"ssdnet run: error: the live view cannot listen on 127.0.0.1:{port} ")
     assert "sinks.view.port" in err[0] and "Error" not in err[0]
+
+
+@pytest.mark.parametrize("stage", ["all", "node"])
+def test_a_cuda_device_on_a_machine_without_one_is_one_error_line_before_the_line_starts(tmp_path, capsys,
+                                                                                         monkeypatch, stage):
+    """`device: cuda` without a GPU (configs/jetson.yaml on a laptop) started the cameras, then printed the node's
+    traceback and 'ssdnet run: error: node failed to start: RuntimeError: device 'cuda' ...', exit 1 (an audit): the
+    device is the config's to change, so it is a config error before any stage starts, exit 2, saying what to set."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine, whatever it has
+    from services import free_port
+
+    camera, node, replay = (f"tcp://127.0.0.1:{free_port()}" for _ in range(3))  # a node stage needs fixed ports
+    config = tmp_path / "line.yaml"
+    config.write_text(f"sources:\n  - {{name: cam0, kind: synthetic, size: 64, frames: 2, bind: '{camera}'}}\n"
+                      f"node: {{bind: '{node}', replay_bind: '{replay}', ssdnet: {{device: cuda}}}}\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--stage", stage]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ssdnet run: error: device 'cuda' was asked for but "), err
+    assert "cpu" in err[0] and "node.ssdnet.device" in err[0] and "Error" not in err[0], err
+    assert [p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")] == []  # its locks only
