@@ -100,8 +100,9 @@ class _Source(StrictModel):
     max_subscriptions: int = _max_subscriptions()
     max_peers: int = Field(2, ge=1, le=1000, description="connections the frame socket admits at once: the node, "
                            "and one more for a standby node, or for the node's new connection while its old one "
-                           "has not closed yet; the next is refused at its handshake (pipeline.gate) and counted "
-                           "`refused_peers`: each connection holds up to `sndhwm` frames of the camera's memory")
+                           "has not closed yet (not both at once); set one more than the nodes that read this camera; "
+                           "the next is refused at its handshake (pipeline.gate) and counted `refused_peers`: each "
+                           "connection holds up to `sndhwm` frames of the camera's memory")
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     run_id: bool = Field(True, description="name this run of the camera (`run`, docs/protocol.md section 3) in every "
                          "message, so a restart is counted right however the node's messages interleave; off for a "

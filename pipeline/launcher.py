@@ -460,6 +460,9 @@ def print_summary(summary: dict) -> None:
     if unheard := summary.get("unheard"):
         rows.insert(2, ("sent unheard", f"{unheard} (no node subscribed: ZeroMQ dropped them; a node that saw the gap "
                                         "counts them lost too)"))
+    if refused := summary.get("refused_peers"):  # a security signal: who else tried to take a camera's frames?
+        rows.insert(2, ("camera peers refused", f"{refused} (connections past sources[].max_peers: another node, or "
+                                                "a peer that is not the line's; docs/protocol.md section 6)"))
     if scorer := summary.get("scorer"):
         rows.append(("scorer backend", f"{scorer['backend']} on {scorer['provider']} ({scorer['reason']})"))
     if stream := summary.get("stream"):
@@ -500,7 +503,8 @@ def _camera_rows(sources: dict[str, dict]) -> list[tuple[str, str]]:
     rows = []
     for camera, c in sorted(sources.items()):
         causes = {k: c.get(k)
-                  for k in (*DROP_COUNTERS, "unaccounted", "unheard", "downscaled", "unreadable", "too_small")}
+                  for k in (*DROP_COUNTERS, "unaccounted", "unheard", "downscaled", "unreadable", "too_small",
+                            "refused_peers")}
         detail = ", ".join(f"{k} {n}" for k, n in causes.items() if n)
         sent = "?" if c.get("sent") is None else c["sent"]
         failure = f"; stage failed: {c['failure']}" if "failure" in c else ""

@@ -504,6 +504,27 @@ def test_calibrate_refuses_too_few_frames_before_scoring_any(tmp_path, capsys, m
     assert len(err) == 1 and err[0].startswith("ssdnet calibrate: error: ") and "too few" in err[0], err
 
 
+def test_calibrate_reads_a_short_video_rather_than_trust_its_frame_count(tmp_path, monkeypatch):
+    """A video's frame count is its container's estimate in some formats (the review): a video that says it holds
+    too few frames is read, not refused unread."""
+    import tools.calibrate
+
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
+    for _ in range(8):
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+    writer.release()
+
+    class Reached(Exception):
+        pass
+
+    def scoring(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr(tools.calibrate, "Detector", scoring)
+    with pytest.raises(Reached):
+        main(["calibrate", str(tmp_path / "clip.avi")])
+
+
 def test_a_live_view_port_in_use_is_one_error_line_before_the_line_starts(tmp_path, capsys):
     """`ssdnet run --view` with port 8765 taken printed 'ssdnet run: error: OSError: [Errno 98] ... (-v shows where)'
     and exited 1 (an audit): the port is the config's to change, so it is a config error, exit 2, no class name."""

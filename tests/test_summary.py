@@ -224,3 +224,19 @@ def test_the_progress_bar_and_the_table_count_one_in_the_singular_and_show_fps_a
     assert "1 of 1 scored, 1 event" in out and "0.9 / 0.5, image AUROC - (1 frame)" in out and "over 1 frame" in out
     assert re.search(r"\bfps\s+\S\s+7\.60\s", out), out
     assert not re.search(r"\b1 (events|frames)\b", out), out
+
+
+def test_the_table_says_how_many_peers_the_cameras_refused(capsys, monkeypatch):
+    """Connections refused past a camera's max_peers are a security signal (another node, or a peer that is not the
+    line's): the table says them, in total and per camera, not only summary.json (the review)."""
+    monkeypatch.setenv("COLUMNS", "200")
+    stats = StreamStats()
+    for source in ("a", "b"):
+        stats.add(result(source, 0), time.time())
+        stats.add(eos(source, 1, refused_peers=3 if source == "a" else 0), time.time())
+    summary = stats.summary(node_report(a={}, b={}))
+    assert summary["refused_peers"] == 3
+    print_summary({**summary, "wall_s": 1.0})
+    out = capsys.readouterr().out
+    assert re.search(r"camera peers refused\s*│\s*3 \(connections past sources\[\]\.max_peers", out), out
+    assert "1 of 1 scored, 0 events (refused_peers 3)" in out

@@ -104,7 +104,10 @@ def _cmd(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     total, learn = expected_frames(reader.cfg.model_copy(update={"frames": args.frames})), \
         max(cfg.calibration.min_frames, args.skip)
-    if total is not None and total <= learn:  # said before minutes of scoring, not after
+    # said before minutes of scoring, not after; a video's frame count is its container's word (an estimate in some
+    # formats), so a video is refused early only where --frames bounds it
+    exact = reader.cfg.kind == "folder" or (args.frames is not None and total == args.frames)
+    if total is not None and total <= learn and exact:
         reader.close()
         return _error(f"{total} frame(s) to read from {args.source}: too few to judge against the camera's own normal "
                       f"(its first {cfg.calibration.min_frames} set it; --skip {args.skip}): give more than {learn}")
