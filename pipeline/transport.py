@@ -24,6 +24,16 @@ LINGER_MS = 500  # close() waits at most this long for queued messages: shutdown
 # a bound socket closes a connection whose ZMTP handshake (CURVE's too) is not done this long after it was accepted:
 # ZeroMQ's 30 s let idle TCP connections hold a file descriptor each (8000 took 8000)
 HANDSHAKE_MS = 3000
+# ZMTP heartbeats: libzmq's I/O thread PINGs each peer every HEARTBEAT_IVL_MS and closes a connection that has sent
+# nothing back HEARTBEAT_TIMEOUT_MS after a PING. A peer whose process hung or whose machine lost power (no FIN: TCP
+# keeps a half-open connection for minutes to hours) then frees its slot (pipeline.gate counts the close) in seconds
+# instead. An honest peer answers from its libzmq I/O thread, whatever its Python does (a fit holding the GIL, a
+# reader asleep: tests/test_half_open.py); it stops answering only once it has stopped reading its socket for the
+# whole timeout with its receive queue and TCP buffers full, and is then dropped and reconnected by its library.
+# 5 s: five PINGs unanswered, where an answer takes milliseconds (a node holding the GIL 8 s in a fit kept its camera
+# connection, docs/protocol.md section 6); a vanished peer is gone about 6 s after its last answer.
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 5000
 MAX_UPSTREAM_BYTES = 512  # what a subscriber may send an XPUB: a (un)subscription or a credit grant (pipeline/flow.py)
 MAX_MESSAGE_PART_BYTES = MAX_PAYLOAD_BYTES + MAX_HEADER_BYTES  # zmq.MAXMSGSIZE applies per part
 ENDPOINT_PATTERN = re.compile(r"^(tcp://\S+:(\*|\d{1,5})|ipc://\S+)$")
@@ -76,11 +86,19 @@ class BindError(zmq.ZMQError):
         self.endpoint = endpoint
 
 
+def heartbeat(sock: zmq.Socket) -> None:
+    """Close a connection whose peer stops answering ZMTP PINGs (HEARTBEAT_TIMEOUT_MS), before it connects or binds."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+
+
 def bind(sock: zmq.Socket, endpoint: str) -> str:
     """Bind and return the actual endpoint (a `tcp://host:*` wildcard gets a free port), closing connections that
-    do not handshake within HANDSHAKE_MS; BindError when the machine refuses it. With a security policy on the
-    socket's context, a tcp socket becomes a CURVE server first."""
+    do not handshake within HANDSHAKE_MS and those whose peer stops answering heartbeats (`heartbeat`); BindError
+    when the machine refuses it. With a security policy on the socket's context, a tcp socket becomes a CURVE server
+    first."""
     sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
+    heartbeat(sock)
     if (security := _SECURITY.get(sock.context)) is not None and endpoint.startswith("tcp://"):
         security.serve(sock)
     try:

@@ -1,0 +1,146 @@
+"""A peer that vanished (its process hung, its machine lost power: no FIN, a half-open TCP connection) frees its slot
+within the ZMTP heartbeat timeout (pipeline.transport.heartbeat); an honest peer whose Python is busy keeps it.
+
+A frozen peer is a child process stopped with SIGSTOP: its kernel still ACKs TCP, its ZeroMQ answers nothing."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import psutil
+import zmq
+
+from pipeline.config import NodeConfig
+from pipeline.node import EdgeNode
+from pipeline.transport import HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS
+from test_camera_peers import hostile
+from test_pipeline_node import FastDetector, line, subscriber, wait_until
+
+GONE_S = (HEARTBEAT_IVL_MS + HEARTBEAT_TIMEOUT_MS) / 1000 + 2.0  # the last PING, its timeout, the gate's turn
+HOLD_S = HEARTBEAT_TIMEOUT_MS // 1000 + 2  # longer than the timeout
+PEER = r'''
+import ctypes, sys, zmq
+ctx = zmq.Context()
+socks, monitors = [], []
+for endpoint in sys.argv[2:]:
+    s = ctx.socket(zmq.SUB)
+    s.subscribe(b"")
+    monitors.append(s.get_monitor_socket(zmq.EVENT_DISCONNECTED))
+    s.connect(endpoint)
+    socks.append(s)
+for s in socks:
+    s.recv_multipart()
+print("admitted", flush=True)
+ctypes.PyDLL(None).sleep(int(sys.argv[1]))  # libc's sleep with the GIL held: no Python thread runs
+print("dropped" if any(m.poll(0) for m in monitors) else "kept", flush=True)
+sys.stdin.read()
+'''
+CAMERA = r'''
+import sys, threading
+from pipeline.config import SyntheticSourceConfig
+from pipeline.sources import run_camera
+cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, fps=20, textures=("grass",), heartbeat_s=0.1)
+threading.Thread(target=run_camera, args=(cfg, threading.Event(), lambda e: print(e, flush=True)), daemon=True).start()
+sys.stdin.read()
+'''
+
+
+@contextmanager
+def child(code: str, *args: str):
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def peer(ln, hold_s: int):
+    """A child process with a SUB socket on the camera and one on the node that reads from both, then holds the GIL
+    for `hold_s` and says whether its sockets were dropped meanwhile."""
+    return child(PEER, str(hold_s), ln.camera_endpoints[0], ln.endpoint)
+
+
+def test_a_frozen_subscriber_and_a_frozen_camera_peer_lose_their_slots(tmp_path):
+    """Before the heartbeats both slots stayed taken (measured: over 60 s), and a camera with `max_peers` 2 refused
+    the next peer (a node restarted elsewhere)."""
+    with line(tmp_path, frames=10_000, fps=20.0) as ln, peer(ln, hold_s=3600) as frozen:
+        sub = subscriber(ln)
+        cam, node = ln.cameras[0], ln.node
+        assert frozen.stdout.readline().strip() == "admitted"
+        wait_until(lambda: cam.peers.peers == 2 and node.subscribers.peers == 2)  # the node and the frozen peer
+        frozen.send_signal(signal.SIGSTOP)
+        wait_until(lambda: cam.peers.peers == 1 and node.subscribers.peers == 1, timeout=GONE_S)
+        late = hostile(ln.ctx, zmq.SUB, ln.camera_endpoints[0])
+        assert late.poll(3000)  # admitted in the freed slot
+        assert cam.peers.refused == 0
+        for s in (sub, late):
+            s.close()
+
+
+def test_an_honest_peer_whose_only_reader_holds_the_gil_keeps_its_slots(tmp_path):
+    """libzmq's I/O thread answers the PINGs while the peer's Python is stuck, for longer than the timeout."""
+    with line(tmp_path, frames=10_000, fps=20.0) as ln, peer(ln, hold_s=HOLD_S) as busy:
+        sub = subscriber(ln)
+        cam, node = ln.cameras[0], ln.node
+        assert busy.stdout.readline().strip() == "admitted"
+        wait_until(lambda: cam.peers.peers == 2 and node.subscribers.peers == 2)
+        assert busy.stdout.readline().strip() == "kept"  # its sockets saw no disconnection
+        assert (cam.peers.peers, node.subscribers.peers, cam.peers.refused) == (2, 2, 0)
+        sub.close()
+
+
+class GilFit(FastDetector):
+    """A fit that holds the GIL for longer than the heartbeat timeout on its fifth frame."""
+
+    def process(self, image):
+        if self.calls == 4:
+            ctypes.PyDLL(None).sleep(HOLD_S)
+        return super().process(image)
+
+
+def node_ports(camera_endpoint: str) -> set[int]:
+    """This process's local ports of its TCP connections to the camera: the node's connection."""
+    port = int(camera_endpoint.rsplit(":", 1)[1])
+    return {c.laddr.port for c in psutil.Process().net_connections("tcp")
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED}
+
+
+def test_a_node_busy_in_a_long_fit_keeps_its_camera_connection(tmp_path):
+    with line(tmp_path, frames=10_000, fps=20.0, factory=GilFit) as ln:
+        sub = subscriber(ln)
+        wait_until(lambda: ln.node.counters.source("cam0")["scored"] >= 1)
+        before = node_ports(ln.camera_endpoints[0])
+        wait_until(lambda: ln.node.counters.source("cam0")["scored"] >= 6, timeout=HOLD_S + 5)  # past the fit
+        assert node_ports(ln.camera_endpoints[0]) == before and len(before) == 1
+        assert ln.cameras[0].peers.refused == 0 and ln.node.input_reconnects == 0
+        sub.close()
+
+
+def test_the_node_drops_a_frozen_cameras_connection_and_connects_again():
+    """Before the node's input heartbeats it kept the half-open connection until QUIET_RECONNECT_S (61 s)."""
+    ctx, stop, ready = zmq.Context(), threading.Event(), []
+    with child(CAMERA) as camera:
+        endpoint = camera.stdout.readline().strip()
+        node = EdgeNode(NodeConfig(heartbeat_s=0.5), [endpoint], FastDetector, ctx)
+        thread = threading.Thread(target=node.run, args=(stop, ready.append), daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: node.counters.source("cam0")["scored"] >= 1)
+            before = node_ports(endpoint)
+            camera.send_signal(signal.SIGSTOP)
+            t0 = time.monotonic()
+            wait_until(lambda: node_ports(endpoint) != before, timeout=GONE_S)
+            assert time.monotonic() - t0 > HEARTBEAT_TIMEOUT_MS / 1000 - 1  # dropped by the timeout, no sooner
+            assert node.input_reconnects == 0  # ZeroMQ reconnected it, not the node's silence check
+        finally:
+            stop.set()
+            thread.join(5)
+            ctx.destroy(linger=0)
