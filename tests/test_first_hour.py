@@ -11,6 +11,7 @@ import pytest
 
 from edge.config import SSDNetConfig
 from edge.detector import Detector
+from edge.images import write_rgb
 from edge.overlay import annotated_overlay, scale_range
 from edge.synthetic import draw_defect, sample, texture
 from pipeline import protocol as P
@@ -563,3 +564,18 @@ def test_a_cuda_device_on_a_machine_without_one_is_one_error_line_before_the_lin
     assert len(err) == 1 and err[0].startswith("ssdnet run: error: device 'cuda' was asked for but "), err
     assert "cpu" in err[0] and "node.ssdnet.device" in err[0] and "Error" not in err[0], err
     assert [p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")] == []  # its locks only
+
+
+@pytest.mark.parametrize("argv", [["bench", "--quick", "--device", "cuda"],
+                                  ["eval", "DATA", "--device", "cuda", "--baselines", "none"]], ids=["bench", "eval"])
+def test_eval_and_bench_asked_for_cuda_without_one_say_so_in_one_line(tmp_path, capsys, monkeypatch, argv):
+    """`ssdnet bench --device cuda` without a GPU ran its CPU benchmarks and failed late with exit 1 (the closing
+    review): like `run`, `score` and `eval`, it is one error line, exit 2."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "cat" / "test" / "good").mkdir(parents=True)
+    write_rgb(tmp_path / "cat" / "test" / "good" / "000.png", texture("brick", 64, np.random.default_rng(0)))
+    assert main([str(tmp_path) if a == "DATA" else a for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ssdnet {argv[0]}: error: device 'cuda' was asked for"), err

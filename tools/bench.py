@@ -488,7 +488,7 @@ def run(cfg, *, size: int = 256, batch: int = 1, steps: int = 6, backends: set[s
         sections: tuple[str, ...] = ("fit", "scorer", "frame", "memory", "pipeline", "transport", "flops"),
         say=lambda _m: None) -> dict:
     torch.set_num_threads(threads)
-    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg.device)  # an explicit cuda without a GPU: a ConfigError, not a CPU run that fails late
     result: dict = {"config": {"size": size, "batch": batch, "steps": steps, "threads": threads, "frames": frames,
                                "base_channels": cfg.model.base_channels, "scales": list(cfg.fit.scales),
                                "cold_steps": cfg.fit.steps, "warm_steps": cfg.fit.warm_steps,
