@@ -3,6 +3,7 @@ stop`, `systemctl stop`, `kill`) set a `Stop`, and the exit code tells them apar
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -49,3 +50,11 @@ def stop_code(stopped_by: str | None) -> int:
     """A command's exit code: 130 after Ctrl-C (an interrupted command), else 0 (SIGTERM is a requested stop, done
     cleanly: what systemd and container supervisors count as one; no signal: it ended or timed out)."""
     return 130 if stopped_by == "SIGINT" else 0
+
+
+def stopped(command: str, stop: Stop) -> int:
+    """The exit code of `ssdnet subscribe` or `ssdnet view` once it ended, as `ssdnet run`'s: 130 after Ctrl-C, 0
+    after SIGTERM (a requested stop), ending or timing out; a stop by a signal is said."""
+    if stop.signal is not None:
+        print(f"ssdnet {command}: stopped by {stop.signal}", file=sys.stderr)
+    return stop_code(stop.signal)

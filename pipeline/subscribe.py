@@ -26,7 +26,7 @@ from . import protocol as P
 from .eventlog import CatchUp, ReplayClient, ReplayError
 from .security import Security, load_public
 from .sinks import REOPEN_S, ConsoleSink, JsonlSink, Sink, Subscriber, deliver
-from .stopping import Stop, stop_code, stop_on_signals
+from .stopping import stop_on_signals, stopped
 from .transport import ENDPOINT_PATTERN, secure
 
 log = logging.getLogger(__name__)
@@ -162,14 +162,6 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     if not (unheard.heard or events) and time.monotonic() >= deadline:
         raise unheard.error(timeout_s)
     return events
-
-
-def stopped(command: str, stop: Stop) -> int:
-    """The exit code of `ssdnet subscribe` or `ssdnet view` once it ended, as `ssdnet run`'s: 130 after Ctrl-C, 0
-    after SIGTERM (a requested stop), ending or timing out; a stop by a signal is said."""
-    if stop.signal is not None:
-        print(f"ssdnet {command}: stopped by {stop.signal}", file=sys.stderr)
-    return stop_code(stop.signal)
 
 
 def _main(args: argparse.Namespace) -> int:

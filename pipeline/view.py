@@ -60,6 +60,7 @@ from . import protocol as P
 from .http_bounds import AwaitsRequest, BoundedConnections
 from .sink_config import ViewConfig, is_loopback_host
 from .stats import STAGES, stage_latencies
+from .stopping import stop_on_signals, stopped
 from .transport import ThrottledLog
 
 log = logging.getLogger(__name__)
@@ -546,8 +547,7 @@ def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line
 
 
 def _main(args) -> int:
-    from .stopping import stop_on_signals
-    from .subscribe import NothingHeard, stopped
+    from .subscribe import NothingHeard
 
     stop = stop_on_signals()  # Ctrl-C and SIGTERM only set it: no traceback
     cfg = ViewConfig(host=args.host, port=args.port, token=args.token)

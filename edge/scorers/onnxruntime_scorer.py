@@ -229,8 +229,8 @@ class OnnxRuntimeScorer(Scorer):
         b = g.binding
         idx = dev.index or 0
         b.bind_input(INPUT_NAME, dev.type, idx, np.float32, list(xin.shape), xin.data_ptr())
-        size = torch.tensor(frame or (h, w), dtype=torch.int64, device=dev)  # alive until the run below
         if g.reads_frame:
+            size = torch.tensor(frame or (h, w), dtype=torch.int64, device=dev)  # alive until the run below
             b.bind_input(FRAME_INPUT, dev.type, idx, np.int64, [2], size.data_ptr())
         b.bind_output(OUTPUT_NAMES[0], dev.type, idx, np.float32, list(amap.shape), amap.data_ptr())
         b.bind_output(OUTPUT_NAMES[1], dev.type, idx, np.float32, list(score.shape), score.data_ptr())
