@@ -255,7 +255,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
         with bar:
             task = bar.add_task("frames", total=expected, info="")
             while pending:
-                if ctrl_c.is_set():  # the KeyboardInterrupt itself may have been swallowed (raised in a __del__)
+                if ctrl_c.is_set():  # Ctrl-C, SIGTERM: taken between two messages, none cut in half
                     raise KeyboardInterrupt
                 if timeout_s is not None and time.time() - started > timeout_s:
                     timed_out = True
@@ -525,8 +525,6 @@ def _linger(url: str) -> None:
     stop, restore = ctrl_c_flag()
     try:
         stop.wait()
-    except KeyboardInterrupt:
-        pass
     finally:
         restore()
 

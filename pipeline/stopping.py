@@ -17,24 +17,24 @@ class Stop(threading.Event):
         self.signal: str | None = None
 
 
-def on_signals(stop: Stop, interrupt: bool) -> dict[int, object]:
-    """Ctrl-C and SIGTERM set `stop`, and raise KeyboardInterrupt too where `interrupt`; returns their old handlers."""
+def on_signals(stop: Stop) -> dict[int, object]:
+    """Ctrl-C and SIGTERM set `stop` and raise nothing; returns their old handlers. A KeyboardInterrupt lands between
+    any two statements: it once cut a result between a line's statistics and its sinks (summary.json counted a frame
+    that scores.jsonl lacked), and Python drops one raised in a finaliser."""
     def handler(signum, frame):  # noqa: ARG001
         stop.signal = signal.Signals(signum).name
         stop.set()
-        if interrupt:
-            raise KeyboardInterrupt
 
     return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def ctrl_c_flag() -> tuple[Stop, Callable[[], None]]:
-    """A flag that Ctrl-C or SIGTERM sets as well as raising KeyboardInterrupt (which Python drops when it lands in a
-    finaliser), and the function that puts the previous handlers back. Off the main thread: a flag nobody sets."""
+    """A flag that Ctrl-C or SIGTERM sets (the caller's loops check it), and the function that puts the previous
+    handlers back. Off the main thread: a flag nobody sets."""
     flag = Stop()
     if threading.current_thread() is not threading.main_thread():
         return flag, lambda: None
-    previous = on_signals(flag, interrupt=True)
+    previous = on_signals(flag)
     return flag, lambda: [signal.signal(sig, h) for sig, h in previous.items()]
 
 
@@ -42,7 +42,7 @@ def stop_on_signals() -> Stop:
     """A flag that Ctrl-C and SIGTERM set, for the rest of the process: no KeyboardInterrupt (and no traceback) ever,
     even from a signal that comes as the process exits."""
     stop = Stop()
-    on_signals(stop, interrupt=False)
+    on_signals(stop)
     return stop
 
 

@@ -355,21 +355,15 @@ def test_a_line_whose_node_died_still_writes_what_it_saw(tmp_path):
     assert summary["failed"].startswith("node died") and summary["frames"] >= 1 and not mp.active_children()
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped interrupt, on purpose
-def test_ctrl_c_is_remembered_when_python_drops_its_keyboard_interrupt():
-    """A Ctrl-C whose KeyboardInterrupt is raised inside a finaliser is printed and dropped by Python; the line
-    once ran on forever that way (CI, a loaded machine). The flag the launcher's loops check still says so."""
+def test_ctrl_c_sets_the_flag_the_launchers_loops_check_and_raises_nothing():
+    """Ctrl-C raised KeyboardInterrupt wherever the launcher's main thread was: between the statistics and the sinks it
+    cut a result in two (CI: summary.json counted 2 frames, scores.jsonl held 1), and in a finaliser Python dropped it
+    (the line ran on). It only sets the flag now, which the loops check between messages."""
     previous = signal.getsignal(signal.SIGINT)
     flag, restore = ctrl_c_flag()
-
-    class Finaliser:
-        def __del__(self):
-            signal.raise_signal(signal.SIGINT)  # the handler runs before __del__ returns; its KeyboardInterrupt
-            # ends at "Exception ignored in"
-
     try:
-        Finaliser()  # made and collected at once
-        assert flag.is_set()
+        signal.raise_signal(signal.SIGINT)  # the handler runs before this returns: a KeyboardInterrupt would fail here
+        assert flag.is_set() and flag.signal == "SIGINT"
     finally:
         restore()
     assert signal.getsignal(signal.SIGINT) is previous
