@@ -568,8 +568,9 @@ def _run(args: argparse.Namespace, cfg: LineConfig, views: list) -> int:
         result = run_node_stage(cfg, args.out, args.timeout)
         totals = {k: sum(c.get(k, 0) for c in result["sources"].values()) for k in ("received", "scored", "events")}
         rest = _counts({k: v for k, v in result.items() if k not in totals})
-        print(f"node stopped: {totals['received']} frames received, {totals['scored']} scored, {totals['events']} "
-              f"event(s) from {len(result['sources'])} camera(s)" + (f" ({rest})" if rest else "")
+        print(f"node stopped: {counted(totals['received'], 'frame')} received, {totals['scored']} scored, "
+              f"{counted(totals['events'], 'event')} from {counted(len(result['sources']), 'camera')}"
+              + (f" ({rest})" if rest else "")
               + _stopped_by(result["stopped_by"]))
         return stop_code(result["stopped_by"])
     if args.stage == "sinks":

@@ -138,6 +138,7 @@ class VideoReader:
         self.cfg = cfg
         self.is_file = is_video_file(cfg.uri)
         self.cap: cv2.VideoCapture | None = None
+        self.failed_opens = 0  # in a row
         self.shaper = Shaper(cfg)
 
     def check(self) -> None:
@@ -182,7 +183,16 @@ class VideoReader:
         return api
 
     def open(self) -> None:
-        cap = cv2.VideoCapture(self.cfg.uri, self.api)
+        """Open the uri; after a failed open OpenCV's own warnings are kept down for the retries (a missing USB
+        camera printed its two [ WARN ] lines again at every retry, beside the camera's own retry line)."""
+        level = cv2.utils.logging.getLogLevel()
+        if self.failed_opens:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        try:
+            cap = cv2.VideoCapture(self.cfg.uri, self.api)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+        self.failed_opens = 0 if cap.isOpened() else self.failed_opens + 1
         if not cap.isOpened():
             cap.release()
             if self.is_file:

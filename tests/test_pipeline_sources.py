@@ -133,6 +133,20 @@ def test_video_file_source_ends_the_stream(tmp_path):
     assert frames[0].arrays["image"].shape == (48, 64, 3)
 
 
+def test_a_missing_usb_camera_shows_opencvs_reasons_once_not_at_every_retry(capfd):
+    """OpenCV printed its [ WARN ] lines for a camera index that is not there at each of the camera's retries."""
+    reader = make_reader(VideoSourceConfig(kind="video", name="usb", uri=99))
+    opens = []
+    for _ in range(3):
+        with pytest.raises(SourceError, match="cannot open 99"):
+            reader.open()
+        opens.append(capfd.readouterr().err.count("WARN"))
+    reader.failed_opens = 0  # as after an open that worked: OpenCV's reasons show again
+    with pytest.raises(SourceError):
+        reader.open()
+    assert opens[0] >= 1 and opens[1:] == [0, 0] and capfd.readouterr().err.count("WARN") >= 1
+
+
 class FlakyReader:
     """Fails to open `failures` times, then yields `frames` frames and then hangs (a silent camera) or ends."""
 

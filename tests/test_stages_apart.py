@@ -85,7 +85,7 @@ def test_each_stage_in_its_own_process_over_tcp_gets_every_event_through(tmp_pat
     # each stage ends on a line in words, not a dict of its counters
     assert re.search(r"^camera cam0: 6 frames sent(?: \(.*\))?; run [0-9a-f]{16}$", (tmp_path / "camera-cam0.log")
                      .read_text(), re.M)
-    assert re.search(r"^node stopped: 12 frames received, 12 scored, 12 event\(s\) from 2 camera\(s\)",
+    assert re.search(r"^node stopped: 12 frames received, 12 scored, 12 events from 2 cameras",
                      (tmp_path / "node.log").read_text(), re.M)
 
 
