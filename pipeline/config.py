@@ -361,7 +361,8 @@ class SecurityConfig(StrictModel):
                              description="key name of the launcher's collector / subscribers")
     connect_key: str | None = Field(None, pattern=SOURCE_PATTERN,
                                     description="key name of the cameras listed in node.connect")
-    reload_s: float = Field(5.0, gt=0, le=3600, description="check the allow-list for changes at most this often")
+    reload_s: float = Field(5.0, gt=0, le=3600,
+                            description="check the allow-list for changes at most this often (a key it lacks: at once)")
 
 
 class PrometheusConfig(StrictModel):

@@ -6,9 +6,10 @@ Key files are ZeroMQ certificates as `zmq.auth.create_certificates` writes them 
 - A stage that binds (camera, node results, node replay) is a CURVE server with its own secret
   key; its context's ZAP handler (`pipeline.gate`, which also bounds the node's subscribers and a camera's peers)
   admits a client only if its public key is in the allow-list folder (`*.key` files, `AllowList`). Refusals are logged
-  (throttled) and counted (`refused`). The folder is re-read when its contents change (checked at
-  most every `reload_s` on the next connection attempt): adding or deleting a `.key` file admits
-  or refuses *new* connections without a restart; an established CURVE session stays up.
+  (throttled) and counted (`refused`). The folder is re-read when its contents change: checked on a
+  connection attempt, at most every `reload_s`, and at once for a key the list lacks; so adding a `.key` file admits
+  the key's next connection, deleting one refuses new connections within `reload_s`, without a restart; an
+  established CURVE session stays up.
 - A stage that connects (node -> cameras, subscribers -> node) is a CURVE client with its own
   secret key and the server's public key.
 
@@ -80,7 +81,9 @@ def _signature(directory: Path) -> tuple:
 
 class AllowList:
     """The client public keys a CURVE server admits: the `*.key` files of a folder, re-read when they change
-    (checked at most every `reload_s`, on the next handshake). Called by the context's gate (pipeline.gate)."""
+    (checked on a handshake at most every `reload_s`, and at once for a key the list lacks: a refused client does not
+    retry, so one that came within `reload_s` of a key's copying-in stayed out). Called by the context's gate
+    (pipeline.gate)."""
 
     def __init__(self, directory: Path, reload_s: float = 5.0):
         self.directory, self.reload_s = Path(directory), reload_s
@@ -91,10 +94,10 @@ class AllowList:
         self._log = ThrottledLog(log, 1.0)
         self._error_log = ThrottledLog(log, 5.0)
 
-    def reload(self) -> None:
-        """Re-read the folder if its files changed (at most every `reload_s`)."""
+    def reload(self, force: bool = False) -> None:
+        """Re-read the folder if its files changed (at most every `reload_s`, unless `force`)."""
         now = time.monotonic()
-        if now - self._checked < self.reload_s:
+        if now - self._checked < self.reload_s and not force:
             return
         self._checked = now
         sig = _signature(self.directory)
@@ -115,6 +118,8 @@ class AllowList:
         """Whether the 32-byte `client_key` is allow-listed; a refusal is logged (throttled) with the key."""
         self.reload()
         key = zmq.utils.z85.encode(client_key)
+        if key not in self.keys:
+            self.reload(force=True)  # a folder's stat, and its read only where it changed
         if key in self.keys:
             return True
         self.refused += 1
