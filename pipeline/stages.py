@@ -7,10 +7,12 @@ its result or its failure on a queue. This module imports nothing heavy, so a ca
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import queue
+import select
 import signal
 import sys
 import threading
@@ -36,9 +38,14 @@ def run_stage(name: str, target: Callable[..., Any], args: tuple, kwargs: dict, 
     """Body of a stage process: run `target`, reporting its endpoint and its result (or failure); `stop` (the line's
     event, which `target` watches) is set should the launcher die without setting it (SIGKILL, the OOM killer)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the launcher stops stages itself
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # so does `systemctl stop`: a stop, not a kill
+    # so does `systemctl stop`: a stop, not a kill. The handler runs on the main thread wherever it is, even inside
+    # `stop.is_set()` holding the event's lock, where `stop.set()` hung on that lock for good: it takes no lock,
+    # only writes to a pipe that wakes the parent-watch thread, which sets `stop`
+    asked, ask = os.pipe()
+    os.set_blocking(ask, False)
+    signal.signal(signal.SIGTERM, lambda *_: _write(ask))
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
-    threading.Thread(target=_stop_with_parent, args=(name, stop), name="parent-watch", daemon=True).start()
+    threading.Thread(target=_stop_with_parent, args=(name, stop, asked), name="parent-watch", daemon=True).start()
     try:
         result = target(*args, on_ready=lambda endpoint: reports.put(("ready", name, endpoint)), **kwargs)
     except Exception as e:
@@ -55,13 +62,19 @@ def run_stage(name: str, target: Callable[..., Any], args: tuple, kwargs: dict, 
     reports.put(("done", name, result))
 
 
-def _stop_with_parent(name: str, stop: Any) -> None:
-    """Set `stop` once this process's parent, the launcher, is gone: a stage never outlives its line (it would hold
-    its ports and the event log)."""
+def _write(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):  # a pipe full of earlier SIGTERMs: one is enough
+        os.write(fd, b"\0")
+
+
+def _stop_with_parent(name: str, stop: Any, asked: int) -> None:
+    """Set `stop` once SIGTERM wrote to the pipe `asked` reads, or once this process's parent, the launcher, is gone:
+    a stage never outlives its line (it would hold its ports and the event log)."""
     parent = os.getppid()
     while not stop.is_set():  # never stop.wait(): a process that exits waiting on the event hangs its set() for good
-        time.sleep(PARENT_CHECK_S)
-        if os.getppid() != parent:
+        if select.select([asked], [], [], PARENT_CHECK_S)[0]:
+            stop.set()
+        elif os.getppid() != parent:
             log.error("%s: the ssdnet run that started it is gone; stopping", name)
             stop.set()
 

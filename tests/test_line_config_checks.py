@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import signal
 import threading
 from collections.abc import Iterator
 
@@ -172,15 +171,14 @@ def test_binding_a_port_in_use_says_what_to_do(held):
     assert isinstance(e.value, zmq.ZMQError) and e.value.endpoint == held  # callers that close on ZMQError still do
 
 
-def test_a_camera_stage_whose_port_is_taken_fails_in_one_line_naming_the_key(held, caplog):
+def test_a_camera_stage_whose_port_is_taken_fails_in_one_line_naming_the_key(held, caplog, restore_signals):
     cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", bind=held)
     reports: queue.Queue = queue.Queue()
-    previous, stop = signal.getsignal(signal.SIGINT), threading.Event()  # run_stage ignores Ctrl-C, as a stage does
+    stop = threading.Event()  # run_stage takes Ctrl-C and SIGTERM, as a stage does: restore_signals gives them back
     try:
         with pytest.raises(SystemExit):
             run_stage("cam0", run_camera, (cfg, stop), {}, reports, logging.INFO, stop)
     finally:
-        signal.signal(signal.SIGINT, previous)
         stop.set()  # ends run_stage's watch on its parent
     assert reports.get_nowait() == ("failed", "cam0", f"sources[cam0].bind: {held} is already in use: choose "
                                     "another port, or `*` for any free port, or stop the other program")

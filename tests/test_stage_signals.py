@@ -1,0 +1,40 @@
+"""A stage process (`pipeline.stages.run_stage`) stops on SIGTERM wherever the signal lands in it."""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import time
+
+from pipeline.stages import run_stage
+
+
+def _sigterm_inside_is_set(stop, on_ready) -> bool:
+    """A stage's SIGTERM that lands while its main thread is inside `stop.is_set()` (which its loops call between
+    messages), holding the event's lock; returns whether `stop` was set within 30 s."""
+    on_ready("-")
+    with stop._cond:  # the lock `stop.is_set()` holds
+        signal.raise_signal(signal.SIGTERM)  # the handler runs before this returns
+    deadline = time.monotonic() + 30
+    while not stop.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return stop.is_set()
+
+
+def test_a_stage_stops_on_a_sigterm_that_lands_while_it_checks_its_stop_flag():
+    """`systemctl stop` sends SIGTERM to every process of the line. A stage's handler set the line's event itself,
+    waiting on the lock the interrupted `stop.is_set()` held: the stage hung for good, until the launcher killed it
+    with its results unsent."""
+    ctx = mp.get_context("spawn")
+    stop, reports = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=run_stage, args=("cam0", _sigterm_inside_is_set, (stop,), {}, reports, logging.INFO,
+                                               stop), daemon=True)
+    proc.start()
+    try:
+        assert reports.get(timeout=60) == ("ready", "cam0", "-")
+        assert reports.get(timeout=60) == ("done", "cam0", True)
+        proc.join(30)
+        assert proc.exitcode == 0
+    finally:
+        proc.kill()
+        proc.join(5)
