@@ -284,18 +284,20 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
         failure = str(e) if isinstance(e, LineError) else f"{type(e).__name__}: {e}"
         raise
     finally:
-        restore()
-        if collector is not None:
-            collector.close()
-        line.shutdown(grace={cfg.node.name: NODE_STOP_S})
-        for sink in sinks:
-            if views is None or not _is_view(sink):
-                sink.close()
-        if collector is not None or failure is None:
-            summary = _summary(line, stats, names, cfg.node.name, collector)
-            summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted,
-                           stopped_by=ctrl_c.signal if interrupted else None, timed_out=timed_out, failed=failure)
-            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        try:  # a second Ctrl-C (shutting down takes seconds) only sets the flag again: no sink is left half-closed
+            if collector is not None:
+                collector.close()
+            line.shutdown(grace={cfg.node.name: NODE_STOP_S})
+            for sink in sinks:
+                if views is None or not _is_view(sink):
+                    sink.close()
+            if collector is not None or failure is None:
+                summary = _summary(line, stats, names, cfg.node.name, collector)
+                summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted,
+                               stopped_by=ctrl_c.signal if interrupted else None, timed_out=timed_out, failed=failure)
+                (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        finally:
+            restore()
     return summary
 
 

@@ -230,6 +230,32 @@ def test_run_line_stops_on_ctrl_c(tmp_path, sig):
 
 
 @pytest.mark.slow
+def test_a_second_ctrl_c_while_the_line_shuts_down_still_leaves_its_summary(tmp_path, monkeypatch):
+    """Shutting a line down takes seconds (the node's grace, the sinks' flush), and run_line gave Ctrl-C back to
+    Python's handler first: a second Ctrl-C meanwhile raised KeyboardInterrupt out of the shutdown, with the sinks
+    left unclosed and no summary.json. It only sets the flag again until the summary is written."""
+    shutdown = launcher.Stages.shutdown
+
+    def impatient(self, *args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # the second Ctrl-C, as the stages stop
+        return shutdown(self, *args, **kwargs)
+
+    monkeypatch.setattr(launcher.Stages, "shutdown", impatient)
+    previous, scores = signal.getsignal(signal.SIGINT), tmp_path / "scores.jsonl"
+
+    def ctrl_c_once_scoring() -> None:
+        wait_until(lambda: scores.exists() and scores.stat().st_size > 0, timeout=60)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_scoring, daemon=True).start()
+    summary = run_line(line_config(frames=None, scores=True), tmp_path, detector_factory=FastDetector)
+    assert summary["interrupted"] and summary["stopped_by"] == "SIGINT" and not mp.active_children()
+    assert json.loads((tmp_path / "summary.json").read_text())["frames"] == summary["frames"] > 0
+    assert len(scores.read_text().splitlines()) == summary["frames"]
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)], ids=["sigterm", "ctrl_c"])
 def test_ssdnet_run_stopped_by_sigterm_flushes_its_results_and_exits_0_ctrl_c_130(tmp_path, monkeypatch, capsys,
                                                                                   restore_signals, sig, code):
