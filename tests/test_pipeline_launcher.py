@@ -36,6 +36,7 @@ from pipeline.stats import StreamStats
 from pipeline.stopping import ctrl_c_flag
 from pipeline.subscribe import subscribe
 from pipeline.transport import Publisher, make_socket
+from signal_helpers import signal_once_taken
 from test_pipeline_node import FastDetector, wait_until  # a picklable stand-in for the SSDnet detector
 from tools.cli import main as cli_main
 
@@ -217,14 +218,9 @@ def test_a_failing_sink_is_counted_and_the_line_goes_on(tmp_path, monkeypatch, c
 def test_run_line_stops_on_ctrl_c(tmp_path, sig):
     """Ctrl-C, or SIGTERM as `docker stop`, `systemctl stop` and `timeout` send it (it once killed the launcher
     alone: the camera and node processes ran on, holding their ports, and no summary was written)."""
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), sig))
-    timer.start()
-    t0 = time.monotonic()
-    try:
-        summary = run_line(line_config(frames=None, overlays=False), tmp_path, detector_factory=FastDetector)
-    finally:
-        timer.cancel()
-    assert summary["interrupted"] and time.monotonic() - t0 < 15
+    sent = signal_once_taken(sig)
+    summary = run_line(line_config(frames=None, overlays=False), tmp_path, detector_factory=FastDetector)
+    assert summary["interrupted"] and time.monotonic() - sent[0] < 15
     assert not mp.active_children()
     assert json.loads((tmp_path / "summary.json").read_text())["interrupted"]
 
@@ -761,12 +757,10 @@ def test_subscribe_and_view_exit_130_on_ctrl_c_and_0_on_sigterm(capsys, restore_
     ctx = zmq.Context()
     pub = make_socket(ctx, zmq.PUB)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), sig))
-    timer.start()
+    signal_once_taken(sig)
     try:
         assert cli_main([command, f"tcp://127.0.0.1:{port}", *(["--port", "0"] if command == "view" else [])]) == code
     finally:
-        timer.cancel()
         pub.close(0)
         ctx.term()
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"ssdnet {command}: stopped by {sig.name}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from pipeline.node import EdgeNode
 from pipeline.sinks import JsonLines, JsonlSink, Subscriber
 from pipeline.sources import run_camera
 from services import free_port
+from signal_helpers import signal_once_taken
 from test_pipeline_node import FastDetector, wait_until
 from tools.cli import main as cli_main
 
@@ -238,7 +238,7 @@ def test_a_sinks_stage_that_follows_any_camera_stopped_by_a_signal_says_which(tm
     config = tmp_path / "line.yaml"
     config.write_text(json.dumps({"sources": [], "node": node.model_dump(mode="json", exclude_defaults=True),
                                   "sinks": {"overlays": "off", "console": False}}))
-    threading.Timer(1.0, os.kill, (os.getpid(), sig)).start()
+    signal_once_taken(sig)
     assert cli_main(["run", str(config), "--stage", "sinks", "--out", str(tmp_path / "out")]) == code
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["interrupted"] and summary["stopped_by"] == sig.name and not summary["timed_out"]
