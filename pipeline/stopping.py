@@ -2,6 +2,8 @@
 stop`, `systemctl stop`, `kill`) set a `Stop`, and the exit code tells them apart (README "Stopping")."""
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -17,15 +19,34 @@ class Stop(threading.Event):
         self.signal: str | None = None
 
 
-def on_signals(stop: Stop) -> dict[int, object]:
-    """Ctrl-C and SIGTERM set `stop` and raise nothing; returns their old handlers. A KeyboardInterrupt lands between
-    any two statements: it once cut a result between a line's statistics and its sinks (summary.json counted a frame
-    that scores.jsonl lacked), and Python drops one raised in a finaliser."""
+def on_signals(stop: Stop) -> Callable[[], None]:
+    """Ctrl-C and SIGTERM set `stop` and raise nothing; returns the function that puts their old handlers back. A
+    KeyboardInterrupt lands between any two statements: it once cut a result between a line's statistics and its sinks
+    (summary.json counted a frame that scores.jsonl lacked), and Python drops one raised in a finaliser. The handler
+    runs on the main thread wherever it is, even inside `stop.wait()` holding the event's lock, where `stop.set()`
+    would wait on that lock for ever: it takes no lock, only writes to a pipe whose reader thread sets `stop`."""
+    wake_fd, woken_fd = os.pipe()
+    os.set_blocking(woken_fd, False)
+
     def handler(signum, frame):  # noqa: ARG001
         stop.signal = signal.Signals(signum).name
-        stop.set()
+        with contextlib.suppress(BlockingIOError):  # a pipe full of earlier signals: one is enough
+            os.write(woken_fd, b"\0")
 
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def relay() -> None:
+        while os.read(wake_fd, 1):  # b"": the pipe was closed (`restore`)
+            stop.set()
+        os.close(wake_fd)
+
+    threading.Thread(target=relay, name="signals", daemon=True).start()
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        os.close(woken_fd)
+
+    return restore
 
 
 def ctrl_c_flag() -> tuple[Stop, Callable[[], None]]:
@@ -34,8 +55,7 @@ def ctrl_c_flag() -> tuple[Stop, Callable[[], None]]:
     flag = Stop()
     if threading.current_thread() is not threading.main_thread():
         return flag, lambda: None
-    previous = on_signals(flag)
-    return flag, lambda: [signal.signal(sig, h) for sig, h in previous.items()]
+    return flag, on_signals(flag)
 
 
 def stop_on_signals() -> Stop:

@@ -385,7 +385,7 @@ def test_ctrl_c_sets_the_flag_the_launchers_loops_check_and_raises_nothing():
     flag, restore = ctrl_c_flag()
     try:
         signal.raise_signal(signal.SIGINT)  # the handler runs before this returns: a KeyboardInterrupt would fail here
-        assert flag.is_set() and flag.signal == "SIGINT"
+        assert flag.wait(10) and flag.signal == "SIGINT"
     finally:
         restore()
     assert signal.getsignal(signal.SIGINT) is previous

@@ -1,9 +1,12 @@
-"""A stage process (`pipeline.stages.run_stage`) stops on SIGTERM wherever the signal lands in it."""
+"""A stage process (`pipeline.stages.run_stage`), and a command that stops on signals (`pipeline.stopping`), stop on
+SIGTERM or Ctrl-C wherever the signal lands in them."""
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
 import signal
+import subprocess
+import sys
 import time
 
 from pipeline.stages import run_stage
@@ -38,3 +41,22 @@ def test_a_stage_stops_on_a_sigterm_that_lands_while_it_checks_its_stop_flag():
     finally:
         proc.kill()
         proc.join(5)
+
+
+WAITING = """
+import signal
+from pipeline.stopping import ctrl_c_flag, stop_on_signals
+for make in (stop_on_signals, lambda: ctrl_c_flag()[0]):
+    stop = make()
+    with stop._cond:  # where `stop.wait()` is as the signal lands: `ssdnet run --view` lingering, `ssdnet subscribe`
+        signal.raise_signal(signal.SIGINT)
+    assert stop.wait(20) and stop.signal == "SIGINT"
+print("stopped")
+"""
+
+
+def test_a_command_stops_on_a_ctrl_c_that_lands_while_it_waits_on_its_stop_flag():
+    """`ssdnet subscribe` and the live page left up after `ssdnet run --view` wait on their stop flag; the handler set
+    the flag itself, on the lock the interrupted `wait()` held: the command hung for good."""
+    done = subprocess.run([sys.executable, "-c", WAITING], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "stopped", done.stderr
