@@ -130,6 +130,17 @@ def test_calibrate_on_scores_it_cannot_use_says_what_they_are(tmp_path, capsys):
     assert "is not a JSON-lines file of scores (not text)" in capsys.readouterr().err
 
 
+def test_calibrate_on_a_short_lines_scores_says_they_were_all_calibrating(tmp_path, capsys):
+    """A line of 3 frames a camera (all `calibrating`) was told to turn on sinks.scores, which it had."""
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("".join(json.dumps({"source": cam, "seq": i, "score": 1.0, "threshold": 3.0, "calibrating": True})
+                              + "\n" for cam in ("brick", "grass", "gravel") for i in range(3)))
+    assert main(["calibrate", str(scores)]) == 2
+    err = capsys.readouterr().err
+    assert "9 calibrating (a camera's first frames" in err and "let the line run longer" in err
+    assert "sinks.scores" not in err
+
+
 def test_a_folder_given_as_a_video_says_to_use_a_folder_camera(tmp_path, capsys):
     config = tmp_path / "line.yaml"
     config.write_text(f"sources:\n  - {{name: cam, kind: video, uri: {tmp_path}}}\n")

@@ -214,7 +214,7 @@ def _from_scores(args: argparse.Namespace) -> int:
         return _error(f"{args.source} holds the node's scores already: drop {', '.join(given)}")
     cameras: dict[str, list[float]] = {}
     seen: dict[str, int] = {}  # each camera's (and product's) frames so far, for --skip
-    threshold, skipped, held, single = DEFAULT_THRESHOLD, 0, 0, 0
+    threshold, skipped, held, single, first = DEFAULT_THRESHOLD, 0, 0, 0, 0
     files = JsonLines.files(args.source)
     if not files:
         return _error(f"{args.source} does not exist")
@@ -232,6 +232,7 @@ def _from_scores(args: argparse.Namespace) -> int:
             name = str(rec.get("source", "-")) + (f"@{product}" if product is not None else "")
             seen[name] = seen.get(name, 0) + 1
             if rec.get("calibrating") is True:
+                first += 1
                 continue  # a camera's first frames: they set its normal
             threshold = current
             if seen[name] <= args.skip:
@@ -242,9 +243,12 @@ def _from_scores(args: argparse.Namespace) -> int:
         return _error(f"{args.source} is not a JSON-lines file of scores (not text)")
     if not cameras:
         return _error(f"no calibrated frame scores in {', '.join(map(str, files))} "
-                      f"({skipped} record(s) without a score, {held} left out by --skip {args.skip}"
+                      f"({skipped} record(s) without a score, {first} calibrating (a camera's first frames, which set "
+                      f"its normal), {held} left out by --skip {args.skip}"
                       + (f", {single} of single images scored by `ssdnet score`, which have no camera normal: give "
-                         "their folder instead" if single else "") + "); a line writes them with sinks.scores: true")
+                         "their folder instead" if single else "") + ")"
+                      + ("; let the line run longer: a camera's calibrating frames are not judged" if first else
+                         "; a line writes them with sinks.scores: true"))
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
