@@ -52,7 +52,18 @@ from .node import DetectorFactory, run_node
 from .out_folder import FolderBusy, claimed, set_aside
 from .security import secure_stage
 from .sink_config import ViewConfig
-from .sinks import REOPEN_S, ConsoleSink, JsonlSink, MetricsSink, OverlaySink, ScoresSink, Sink, Subscriber, deliver
+from .sinks import (
+    REOPEN_S,
+    ConsoleSink,
+    JsonlSink,
+    MetricsSink,
+    OverlaySink,
+    ScoresSink,
+    Sink,
+    Subscriber,
+    counted,
+    deliver,
+)
 from .sources import expected_frames, run_camera
 from .stages import READY_TIMEOUT_S, LineError, Stages
 from .stats import DROP_COUNTERS, StreamStats
@@ -173,11 +184,6 @@ class Collector:
 def _progress(progress: bool) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not progress)
-
-
-def counted(n: int, noun: str) -> str:
-    """`n` of `noun`, in the singular for one: "1 event", "3 events"."""
-    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _fps(fps: float) -> str:

@@ -535,12 +535,17 @@ EOS_NOTED = ("send_dropped", "unheard", "unreadable", "too_small", "reconnects",
              "failed", "downscaled")  # an end of stream's counters the console names when not 0
 
 
+def counted(n: int, noun: str) -> str:
+    """`n` of `noun`, in the singular for one: "1 event", "3 events"."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def end_of_stream(h: P.EosHeader) -> str:
     """A camera's end of stream in words: frames sent, scored and events (the node's counters, when it forwarded it),
     then each EOS_NOTED counter that is not 0 (names of its own a camera puts in its counters are not shown)."""
     c = h.counters
     parts = [f"{h.frames} frames sent", *([f"{c['scored']} scored"] if "scored" in c else []),
-             *([f"{c['events']} event(s)"] if "events" in c else []),
+             *([counted(c["events"], "event")] if "events" in c else []),
              *(f"{c[name]} {name.replace('_', ' ')}" for name in EOS_NOTED if c.get(name))]
     return f"{h.source}: [bold]end of stream[/], " + ", ".join(parts)
 
@@ -563,7 +568,7 @@ class ConsoleSink:
             prior = " (calibrating: against the prior)" if h.calibrating else ""  # the camera's first frames
             self.console.print(f"{clock} [bold red]ANOMALY[/] {h.source}{product} #{h.seq} "
                                f"score {h.score:.2f} > {h.threshold:.2f}{prior}  "
-                               f"{len(h.regions)} region(s) {boxes}  [dim]{latency:.0f} ms after capture[/]",
+                               f"{counted(len(h.regions), 'region')} {boxes}  [dim]{latency:.0f} ms after capture[/]",
                                emoji=False)
         elif h.kind == "eos":
             self.console.print(f"{clock} {end_of_stream(h)}", emoji=False)

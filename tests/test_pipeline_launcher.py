@@ -692,6 +692,7 @@ def test_the_console_prints_an_event_on_one_line_when_piped(capsys):
     ConsoleSink().handle(msg, 2.0)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and len(lines[0]) > 80 and "ANOMALY" in lines[0] and lines[0].endswith("after capture")
+    assert "  4 regions (1000, 2000, 300, 400), " in lines[0]  # counted in words, as the table's "1 event"
     assert "calibrating" not in lines[0]
     ConsoleSink().handle(P.Message(msg.header.model_copy(update={"calibrating": True})), 2.0)  # a camera's first
     assert "score 8.00 > 3.00 (calibrating: against the prior)" in capsys.readouterr().out  # frames say so
@@ -722,7 +723,7 @@ def test_the_console_says_an_end_of_stream_in_words(capsys):
     ConsoleSink().handle(P.Message(P.EosHeader(v=1, kind="eos", source="brick", seq=31, t_capture=1.0, frames=32,
                                                counters=counters)), 2.0)
     line = capsys.readouterr().out.strip()
-    assert line.endswith("brick: end of stream, 32 frames sent, 30 scored, 1 event(s), 2 conflated"), line
+    assert line.endswith("brick: end of stream, 32 frames sent, 30 scored, 1 event, 2 conflated"), line
     ConsoleSink().handle(P.Message(P.EosHeader(v=1, kind="eos", source="cam", seq=-1, t_capture=1.0, frames=0)), 2.0)
     assert capsys.readouterr().out.strip().endswith("cam: end of stream, 0 frames sent")  # a camera's own, as sent
 
