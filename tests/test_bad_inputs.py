@@ -68,7 +68,7 @@ def test_score_says_what_is_wrong_with_each_bad_file_in_words_and_goes_on(tmp_pa
     for name, why in bad.items():
         assert any(str(tmp_path / name) in line and why in line for line in said), name
     assert f"{good}: {tmp_path / 'o' / 'good_map.npy'}: is a directory; skipped" in err  # not the image's fault
-    assert "6 image(s) failed" in err
+    assert "6 images failed" in err
     good2 = _write(tmp_path / "good2.png", texture("grass", 64, rng))
     assert main(["score", str(good2), str(tmp_path / "text.png"), "--fast", "--threads", "1", "--out",
                  str(tmp_path / "o")]) == 1  # the others still scored
@@ -90,7 +90,7 @@ def test_small_images_scored_alone_are_said_to_run_hot(tmp_path, capsys):
     assert main(["score", str(large), "--fast", "--threads", "1", "--out", str(tmp_path / "o1")]) == 0
     assert "under 64 px a side" not in capsys.readouterr().err
     assert main(["score", str(small), "--fast", "--threads", "1", "--out", str(tmp_path / "o2")]) == 0
-    assert "1 image(s) under 64 px a side: judged alone, small frames score above the prior" in capsys.readouterr().err
+    assert "1 image under 64 px a side: judged alone, small frames score above the prior" in capsys.readouterr().err
 
 
 def test_calibrate_skips_a_frame_below_the_minimum_and_eval_names_one(tmp_path, capsys):

@@ -202,7 +202,7 @@ def test_score_keeps_going_past_an_unreadable_file_and_calibrate_reads_a_folder_
     lines = [json.loads(x) for x in (tmp_path / "scored" / "scores.jsonl").read_text().splitlines()]
     assert [x["image"] for x in lines] == [files[0], files[3]] and all(x["label"] for x in lines)
     err = capsys.readouterr().err
-    assert "2 image(s) failed" in err  # each says what is wrong with it: not an image, or not there
+    assert "2 images failed" in err  # each says what is wrong with it: not an image, or not there
     assert f"cannot decode {files[1]}: not an image file" in err and f"no such image file: {files[2]}; skipped" in err
 
     assert main(["calibrate", str(tmp_path / "frames"), "--fast", "--threads", "1", "--out",
@@ -292,7 +292,7 @@ def test_calibrate_reads_a_lines_scores_jsonl_across_its_turned_over_files(tmp_p
     cal = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     assert cal["frames"] == 100 and cal["suggested_threshold"] == pytest.approx(suggest(np.array(expected)), abs=1e-4)
     assert {name: c["frames"] for name, c in cal["cameras"].items()} == {"cam0": 50, "cam1": 20, "cam1@brick": 30}
-    assert cal["cameras"]["cam1@brick"]["max"] == pytest.approx(1.9) and "2 camera(s) (3 with their products)" in out
+    assert cal["cameras"]["cam1@brick"]["max"] == pytest.approx(1.9) and "2 cameras (3 with their products)" in out
     # --skip N: each camera's and product's first N frames left out (calibrating or not; a changeover is learnt
     # afresh), as for a folder
     assert main(["calibrate", str(path), "--skip", "15", "--out", str(tmp_path / "skip")]) == 0

@@ -65,6 +65,7 @@ from export.bench import run_bench
 from pipeline import protocol as P
 from pipeline.config import LineConfig
 from pipeline.launcher import run_line
+from pipeline.sinks import counted
 from pipeline.sources import SyntheticReader
 from pipeline.stats import percentiles
 from pipeline.transport import bind, make_socket
@@ -544,7 +545,7 @@ def run(cfg, *, size: int = 256, batch: int = 1, steps: int = 6, backends: set[s
 def render(result: dict) -> None:
     c = result["config"]
     t = Table(title=f"ssdnet bench: {c['size']}x{c['size']}, batch {c['batch']}, base_channels {c['base_channels']}, "
-                    f"scales {c['scales']}, {c['threads']} torch thread(s), {result['machine']['device']}"
+                    f"scales {c['scales']}, {counted(c['threads'], 'torch thread')}, {result['machine']['device']}"
                     + ("" if result["machine"].get("native_bf16", True) else " without native bf16: amp runs fp32"))
     for col, just in (("section", "left"), ("what", "left"), ("value", "right"), ("vs", "right"), ("note", "left")):
         t.add_column(col, justify=just)

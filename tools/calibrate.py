@@ -40,7 +40,7 @@ from edge.images import IMAGE_SUFFIXES, write_rgb
 from edge.overlay import annotated_overlay
 from pipeline.config import FolderSourceConfig, VideoSourceConfig, is_image_sequence, is_video_file, load_line_config
 from pipeline.regions import find_regions
-from pipeline.sinks import JsonLines
+from pipeline.sinks import JsonLines, counted
 from pipeline.sources import SourceError, SourceFatal, expected_frames, make_reader
 
 from .score_images import DEFAULT_THRESHOLD, add_common, fast_hint, fit_progress, line_node, set_threads, ssdnet_config
@@ -109,8 +109,9 @@ def _cmd(args: argparse.Namespace) -> int:
     exact = reader.cfg.kind == "folder" or (args.frames is not None and total == args.frames)
     if total is not None and total <= learn and exact:
         reader.close()
-        return _error(f"{total} frame(s) to read from {args.source}: too few to judge against the camera's own normal "
-                      f"(its first {cfg.calibration.min_frames} set it; --skip {args.skip}): give more than {learn}")
+        return _error(f"{counted(total, 'frame')} to read from {args.source}: too few to judge against the camera's "
+                      f"own normal (its first {cfg.calibration.min_frames} set it; --skip {args.skip}): give more "
+                      f"than {learn}")
     det = Detector(cfg)
     steps_bar = fit_progress(det, "first frame: cold fit")
     scores: list[float] = []
@@ -155,8 +156,9 @@ def _cmd(args: argparse.Namespace) -> int:
         if log is not None:
             log.close()
     if not scores:
-        return _error(f"{seen + 1} frame(s) scored of {read} read from {args.source}: too few to judge against the "
-                      f"camera's own normal (its first {cfg.calibration.min_frames} set it; --skip {args.skip})")
+        return _error(f"{counted(seen + 1, 'frame')} scored of {read} read from {args.source}: too few to judge "
+                      f"against the camera's own normal (its first {cfg.calibration.min_frames} set it; "
+                      f"--skip {args.skip})")
     first = seen + 1 - len(scores)  # those that set the camera's normal (a blank frame sets nothing) or --skip left out
     _report(np.array(scores), f"{len(scores)} normal frames of {args.source} (after the first {first})", threshold,
             args, out)
@@ -186,7 +188,7 @@ def _report(s: np.ndarray, what: str, threshold: float, args: argparse.Namespace
     if floored:
         print(f"the {args.quantile:g} quantile of these frames ({np.quantile(s, args.quantile):.3f}) is below that of "
               f"normal noise in these units ({noise_quantile(args.quantile):.3f}), which the suggestion starts from "
-              f"instead: {len(s)} frame(s) are too few to see the tail")
+              f"instead: too few frames ({len(s)}) to see the tail")
     elif len(s) < 50:
         print("few frames: the suggestion is about the highest score seen; score more normal production "
               "for a steadier threshold")
@@ -243,8 +245,8 @@ def _from_scores(args: argparse.Namespace) -> int:
         return _error(f"{args.source} is not a JSON-lines file of scores (not text)")
     if not cameras:
         return _error(f"no calibrated frame scores in {', '.join(map(str, files))} "
-                      f"({skipped} record(s) without a score, {first} calibrating (a camera's first frames, which set "
-                      f"its normal), {held} left out by --skip {args.skip}"
+                      f"({counted(skipped, 'record')} without a score, {first} calibrating (a camera's first frames, "
+                      f"which set its normal), {held} left out by --skip {args.skip}"
                       + (f", {single} of single images scored by `ssdnet score`, which have no camera normal: give "
                          "their folder instead" if single else "") + ")"
                       + ("; let the line run longer: a camera's calibrating frames are not judged" if first else
@@ -253,11 +255,11 @@ def _from_scores(args: argparse.Namespace) -> int:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     per_camera = {name: np.array(c) for name, c in sorted(cameras.items())}
-    names = f"{len(files)} file(s) of {args.source}" if len(files) > 1 else args.source
+    names = f"{len(files)} files of {args.source}" if len(files) > 1 else args.source
     scores = np.concatenate(list(per_camera.values()))
     sources = {name.split("@")[0] for name in per_camera}
     groups = f" ({len(per_camera)} with their products)" if len(per_camera) > len(sources) else ""
-    _report(scores, f"{len(scores)} frames of {names}, {len(sources)} camera(s){groups}", threshold, args, out,
+    _report(scores, f"{len(scores)} frames of {names}, {counted(len(sources), 'camera')}{groups}", threshold, args, out,
             per_camera)
     return 0
 

@@ -32,6 +32,7 @@ from edge.images import IMAGE_SUFFIXES, image_files, read_rgb, write_rgb
 from edge.overlay import annotated_overlay
 from pipeline.config import NodeConfig
 from pipeline.regions import find_regions
+from pipeline.sinks import counted
 
 log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = NodeConfig.model_fields["threshold"].default
@@ -177,14 +178,15 @@ def _cmd(args: argparse.Namespace) -> int:
             small += min(image.shape[:2]) < PRIOR_MIN_SIDE
     if steps_bar is not None:
         steps_bar.close()
-    print(f"scored {done} of {len(paths)} image(s)" + (f"; wrote maps, overlays and {scores_path}" if done else ""))
+    print(f"scored {done} of {counted(len(paths), 'image')}"
+          + (f"; wrote maps, overlays and {scores_path}" if done else ""))
     if small:
-        print(f"ssdnet score: {small} image(s) under {PRIOR_MIN_SIDE} px a side: judged alone, small frames score "
-              "above the prior (measured on 110-256 px frames; normal 32 px crops are over threshold 3 in 83 % of "
-              "cases, 64 px in 10 %): judge them against normal images of their size (`ssdnet calibrate`)",
+        print(f"ssdnet score: {counted(small, 'image')} under {PRIOR_MIN_SIDE} px a side: judged alone, small frames "
+              "score above the prior (measured on 110-256 px frames; normal 32 px crops are over threshold 3 in 83 % "
+              "of cases, 64 px in 10 %): judge them against normal images of their size (`ssdnet calibrate`)",
               file=sys.stderr)
     if failed:
-        print(f"ssdnet score: {len(failed)} image(s) failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"ssdnet score: {counted(len(failed), 'image')} failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 
