@@ -141,6 +141,26 @@ def test_the_event_log_keeps_ends_of_stream_numbered_across_cameras_and_replays_
     db.close()
 
 
+def test_a_heads_request_seeks_each_cameras_last_event_and_does_not_read_the_whole_log(tmp_path):
+    """`heads` (a replay request anyone admitted may send in a loop; the MQTT bridge's every turn, 5 a second) read
+    every logged event: 181 ms at 1M events of one camera. It now seeks each camera's last key: the SQLite steps it
+    takes do not grow with the log (counted with a progress handler called at every step, not timed)."""
+    def steps(n: int) -> int:
+        db = EventLog(tmp_path / f"{n}.db")
+        db.db.execute("BEGIN")
+        db.db.executemany("INSERT INTO events VALUES (?, ?, 0.0, x'00')",
+                          ((cam, i) for cam in ("cam0", "cam1", "cam2") for i in range(1, n + 1)))
+        db.db.execute("COMMIT")
+        taken = []
+        db.db.set_progress_handler(lambda: taken.append(1), 1)
+        assert ask(db, {"op": "heads"})["heads"] == {"cam0": n, "cam1": n, "cam2": n}
+        db.close()
+        return len(taken)
+
+    small, large = steps(10), steps(10_000)
+    assert large < 2 * small, (small, large)
+
+
 def test_a_log_made_before_ends_were_logged_answers_none_and_takes_them_once_its_node_opens_it(tmp_path):
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
