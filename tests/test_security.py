@@ -180,25 +180,31 @@ def _admitted(keys, name: str, server_key: bytes, endpoint: str, srv: zmq.Socket
         ctx.term()
 
 
+@contextmanager
+def _curve_pub(keys, allowed, reload_s: float):
+    """A CURVE PUB server keyed as `node`, admitting the keys in `allowed`: (its Security, the socket, its endpoint)."""
+    ctx = zmq.Context()
+    sec = Security(keys / "node.key_secret", allowed, keys, reload_s=reload_s)
+    secure(ctx, sec)
+    srv = ctx.socket(zmq.PUB)
+    try:
+        yield sec, srv, bind(srv, "tcp://127.0.0.1:*")
+    finally:
+        srv.close(0)
+        sec.close()
+        ctx.destroy(linger=0)
+
+
 def test_a_key_copied_in_admits_its_next_connection_deleting_one_refuses_after_reload_s(keys):
     """A refused client does not retry: one that connected within `reload_s` of its key's copying-in was judged on the
     old list and stayed out. A key the list lacks has the folder checked at once; a deleted key still waits."""
     keys, allowed = keys
-    ctx = zmq.Context()
-    sec = Security(keys / "node.key_secret", allowed, keys, reload_s=60.0)
-    secure(ctx, sec)
-    srv = ctx.socket(zmq.PUB)
-    try:
-        endpoint = bind(srv, "tcp://127.0.0.1:*")
+    with _curve_pub(keys, allowed, reload_s=60.0) as (sec, srv, endpoint):
         assert _admitted(keys, "subscriber", sec.public, endpoint, srv)  # the folder read: the next check in 60 s
         (allowed / "intruder.key").write_bytes((keys / "intruder.key").read_bytes())
         assert _admitted(keys, "intruder", sec.public, endpoint, srv, timeout=5.0)
         (allowed / "intruder.key").unlink()
         assert _admitted(keys, "intruder", sec.public, endpoint, srv)  # known until the next check, as documented
-    finally:
-        srv.close(0)
-        sec.close()
-        ctx.destroy(linger=0)
 
 
 def test_a_half_written_or_foreign_key_file_keeps_the_allow_list_and_its_gate(keys, caplog):
@@ -206,12 +212,7 @@ def test_a_half_written_or_foreign_key_file_keeps_the_allow_list_and_its_gate(ke
     skipped: the allow-list stays what it was, the ZAP handler keeps answering (allow-listed clients in, others out),
     and the file is read once it is complete."""
     keys, allowed = keys
-    ctx = zmq.Context()
-    sec = Security(keys / "node.key_secret", allowed, keys, reload_s=0.05)
-    secure(ctx, sec)
-    srv = ctx.socket(zmq.PUB)
-    try:
-        endpoint = bind(srv, "tcp://127.0.0.1:*")
+    with _curve_pub(keys, allowed, reload_s=0.05) as (sec, srv, endpoint):
         assert _admitted(keys, "subscriber", sec.public, endpoint, srv)
         for content in (b"", b"-----BEGIN PRIVATE KEY-----\n"):
             (allowed / "late.key").write_bytes(content)
@@ -224,10 +225,6 @@ def test_a_half_written_or_foreign_key_file_keeps_the_allow_list_and_its_gate(ke
         (allowed / "late.key").write_bytes((keys / "intruder.key").read_bytes())
         assert _admitted(keys, "intruder", sec.public, endpoint, srv, timeout=5.0)  # its first handshake: a key the
         # list lacks has the folder read at once (a refused client does not retry)
-    finally:
-        srv.close(0)
-        sec.close()
-        ctx.destroy(linger=0)
 
 
 def test_an_error_in_the_gate_refuses_that_handshake_and_the_gate_answers_on():
