@@ -7,7 +7,6 @@ its result or its failure on a queue. This module imports nothing heavy, so a ca
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -19,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from .stopping import poke
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0
@@ -43,7 +44,7 @@ def run_stage(name: str, target: Callable[..., Any], args: tuple, kwargs: dict, 
     # only writes to a pipe that wakes the parent-watch thread, which sets `stop`
     asked, ask = os.pipe()
     os.set_blocking(ask, False)
-    signal.signal(signal.SIGTERM, lambda *_: _write(ask))
+    signal.signal(signal.SIGTERM, lambda *_: poke(ask))
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
     threading.Thread(target=_stop_with_parent, args=(name, stop, asked), name="parent-watch", daemon=True).start()
     try:
@@ -60,11 +61,6 @@ def run_stage(name: str, target: Callable[..., Any], args: tuple, kwargs: dict, 
         reports.put(("failed", name, what))
         sys.exit(1)
     reports.put(("done", name, result))
-
-
-def _write(fd: int) -> None:
-    with contextlib.suppress(BlockingIOError):  # a pipe full of earlier SIGTERMs: one is enough
-        os.write(fd, b"\0")
 
 
 def _stop_with_parent(name: str, stop: Any, asked: int) -> None:

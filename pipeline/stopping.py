@@ -19,24 +19,30 @@ class Stop(threading.Event):
         self.signal: str | None = None
 
 
+def poke(fd: int) -> None:
+    """Write a byte to the non-blocking pipe `fd`, from a signal handler: no lock taken (a pipe full of earlier
+    signals: one is enough)."""
+    with contextlib.suppress(BlockingIOError):
+        os.write(fd, b"\0")
+
+
 def on_signals(stop: Stop) -> Callable[[], None]:
     """Ctrl-C and SIGTERM set `stop` and raise nothing; returns the function that puts their old handlers back. A
     KeyboardInterrupt lands between any two statements: it once cut a result between a line's statistics and its sinks
     (summary.json counted a frame that scores.jsonl lacked), and Python drops one raised in a finaliser. The handler
     runs on the main thread wherever it is, even inside `stop.wait()` holding the event's lock, where `stop.set()`
     would wait on that lock for ever: it takes no lock, only writes to a pipe whose reader thread sets `stop`."""
-    wake_fd, woken_fd = os.pipe()
-    os.set_blocking(woken_fd, False)
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
 
     def handler(signum, frame):  # noqa: ARG001
         stop.signal = signal.Signals(signum).name
-        with contextlib.suppress(BlockingIOError):  # a pipe full of earlier signals: one is enough
-            os.write(woken_fd, b"\0")
+        poke(write_fd)
 
     def relay() -> None:
-        while os.read(wake_fd, 1):  # b"": the pipe was closed (`restore`)
+        while os.read(read_fd, 1):  # b"": the pipe was closed (`restore`)
             stop.set()
-        os.close(wake_fd)
+        os.close(read_fd)
 
     threading.Thread(target=relay, name="signals", daemon=True).start()
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -44,7 +50,7 @@ def on_signals(stop: Stop) -> Callable[[], None]:
     def restore() -> None:
         for sig, old in previous.items():
             signal.signal(sig, old)
-        os.close(woken_fd)
+        os.close(write_fd)
 
     return restore
 
