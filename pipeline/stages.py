@@ -42,11 +42,11 @@ def run_stage(name: str, target: Callable[..., Any], args: tuple, kwargs: dict, 
     # so does `systemctl stop`: a stop, not a kill. The handler runs on the main thread wherever it is, even inside
     # `stop.is_set()` holding the event's lock, where `stop.set()` hung on that lock for good: it takes no lock,
     # only writes to a pipe that wakes the parent-watch thread, which sets `stop`
-    asked, ask = os.pipe()
-    os.set_blocking(ask, False)
-    signal.signal(signal.SIGTERM, lambda *_: poke(ask))
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.signal(signal.SIGTERM, lambda *_: poke(write_fd))
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
-    threading.Thread(target=_stop_with_parent, args=(name, stop, asked), name="parent-watch", daemon=True).start()
+    threading.Thread(target=_stop_with_parent, args=(name, stop, read_fd), name="parent-watch", daemon=True).start()
     try:
         result = target(*args, on_ready=lambda endpoint: reports.put(("ready", name, endpoint)), **kwargs)
     except Exception as e:
@@ -63,12 +63,12 @@ def run_stage(name: str, target: Callable[..., Any], args: tuple, kwargs: dict, 
     reports.put(("done", name, result))
 
 
-def _stop_with_parent(name: str, stop: Any, asked: int) -> None:
-    """Set `stop` once SIGTERM wrote to the pipe `asked` reads, or once this process's parent, the launcher, is gone:
+def _stop_with_parent(name: str, stop: Any, read_fd: int) -> None:
+    """Set `stop` once SIGTERM wrote to the pipe `read_fd` reads, or once this process's parent, the launcher, is gone:
     a stage never outlives its line (it would hold its ports and the event log)."""
     parent = os.getppid()
     while not stop.is_set():  # never stop.wait(): a process that exits waiting on the event hangs its set() for good
-        if select.select([asked], [], [], PARENT_CHECK_S)[0]:
+        if select.select([read_fd], [], [], PARENT_CHECK_S)[0]:
             stop.set()
         elif os.getppid() != parent:
             log.error("%s: the ssdnet run that started it is gone; stopping", name)

@@ -16,7 +16,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import zmq
 
@@ -164,16 +164,23 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     return events
 
 
-def _main(args: argparse.Namespace) -> int:
-    stop = stop_on_signals()  # Ctrl-C and SIGTERM only set it: the JSONL file is closed, no traceback
+def until_stopped(command: str, follow: Callable[[threading.Event], object]) -> int:
+    """Run `ssdnet subscribe` or `ssdnet view` (`follow`, given the flag Ctrl-C and SIGTERM set: its files closed, no
+    traceback); its exit code: 1 when nothing was heard (the message says what to check: no exception class, no "-v
+    shows where"), else `stopping.stopped`'s."""
+    stop = stop_on_signals()
     try:
-        subscribe(args.endpoints, args.jsonl, args.count, args.timeout, args.stall, args.replay, args.from_start,
-                  args.key, args.server_key, jsonl_max_mb=args.jsonl_max_mb or None, jsonl_backups=args.jsonl_backups,
-                  stop=stop)
-    except NothingHeard as e:  # its message says what to check: no exception class, no "-v shows where"
-        print(f"ssdnet subscribe: error: {e}", file=sys.stderr)
+        follow(stop)
+    except NothingHeard as e:
+        print(f"ssdnet {command}: error: {e}", file=sys.stderr)
         return 1
-    return stopped("subscribe", stop)
+    return stopped(command, stop)
+
+
+def _main(args: argparse.Namespace) -> int:
+    return until_stopped("subscribe", lambda stop: subscribe(
+        args.endpoints, args.jsonl, args.count, args.timeout, args.stall, args.replay, args.from_start, args.key,
+        args.server_key, jsonl_max_mb=args.jsonl_max_mb or None, jsonl_backups=args.jsonl_backups, stop=stop))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

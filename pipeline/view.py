@@ -60,7 +60,6 @@ from . import protocol as P
 from .http_bounds import AwaitsRequest, BoundedConnections
 from .sink_config import ViewConfig, is_loopback_host
 from .stats import STAGES, stage_latencies
-from .stopping import stop_on_signals, stopped
 from .transport import ThrottledLog
 
 log = logging.getLogger(__name__)
@@ -547,17 +546,12 @@ def follow(endpoint: str, replay: str | None, cfg: ViewConfig, line: str = "line
 
 
 def _main(args) -> int:
-    from .subscribe import NothingHeard
+    from .subscribe import until_stopped
 
-    stop = stop_on_signals()  # Ctrl-C and SIGTERM only set it: no traceback
     cfg = ViewConfig(host=args.host, port=args.port, token=args.token)
-    try:
-        follow(args.endpoint, args.replay, cfg, args.line, args.timeout, args.key, args.server_key,
-               on_url=lambda url: print(f"live view: {url}", flush=True), stop=stop)
-    except NothingHeard as e:  # its message says what to check: no exception class, no "-v shows where"
-        print(f"ssdnet view: error: {e}", file=sys.stderr)
-        return 1
-    return stopped("view", stop)
+    return until_stopped("view", lambda stop: follow(
+        args.endpoint, args.replay, cfg, args.line, args.timeout, args.key, args.server_key,
+        on_url=lambda url: print(f"live view: {url}", flush=True), stop=stop))
 
 
 def add_parser(sub) -> None:

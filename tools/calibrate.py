@@ -102,8 +102,8 @@ def _cmd(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    total, learn = expected_frames(reader.cfg.model_copy(update={"frames": args.frames})), \
-        max(cfg.calibration.min_frames, args.skip)
+    total = expected_frames(reader.cfg.model_copy(update={"frames": args.frames}))
+    learn = max(cfg.calibration.min_frames, args.skip)
     # said before minutes of scoring, not after; a video's frame count is its container's word (an estimate in some
     # formats), so a video is refused early only where --frames bounds it
     exact = reader.cfg.kind == "folder" or (args.frames is not None and total == args.frames)
