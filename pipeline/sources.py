@@ -485,7 +485,7 @@ class Camera:
                 next_beat = time.monotonic() + self.cfg.heartbeat_s
                 self._send(sock, self._heartbeat(seq - 1), zmq.NOBLOCK)
             if isinstance(item, _End):
-                log.info("%s: end of stream after %d frames (%s)", self.cfg.name, seq, item.reason)
+                log.info("%s: end of stream (%s); frames sent: %d", self.cfg.name, item.reason, seq)
                 eos = P.EosHeader(kind="eos", source=self.cfg.name, seq=seq - 1, t_capture=time.time(), frames=seq,
                                   counters=self.counters, run=self.run_id)
                 sock.setsockopt(zmq.SNDTIMEO, 1000)  # a PUSH socket may need a moment of room for the end
@@ -550,7 +550,7 @@ class Camera:
         reason = "stopped"
         while not self._halt.is_set():
             if cfg.frames is not None and read >= cfg.frames:
-                reason = f"{cfg.frames} frames"
+                reason = f"`frames: {cfg.frames}` reached"
                 break
             if self.gate is not None and self.gate.upto < n:  # backpressure: wait for the node's credit
                 self.state = "paced"  # heartbeats say so: not a stalled camera

