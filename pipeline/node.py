@@ -68,7 +68,17 @@ from .pending import ENDS_WAITING, PendingFrames
 from .regions import find_regions
 from .security import CLIENT_REFUSALS, SERVER_REFUSALS, secure_stage
 from .silence import Silences
-from .transport import LINGER_MS, Publisher, StopFlag, ThrottledLog, bind, connect, heartbeat, make_socket, security_of
+from .transport import (
+    LINGER_MS,
+    Publisher,
+    StopFlag,
+    ThrottledLog,
+    bind,
+    connect,
+    drop_dead_peers,
+    make_socket,
+    security_of,
+)
 
 log = logging.getLogger(__name__)
 INPUT_TOPICS = (b"frame/", b"heartbeat/", b"eos/")
@@ -291,9 +301,9 @@ class EdgeNode:
                 # XSUB rather than SUB: it also carries credit grants upstream to the camera (pipeline/flow.py)
                 inp = make_socket(self.ctx, zmq.XSUB if self.cfg.input == "sub" else zmq.PULL, rcvhwm=self.cfg.rcvhwm)
                 inputs.append((inp, peer))
-                # a camera that vanished (hung, powered off) is dropped and reconnected by ZeroMQ within seconds,
-                # not at QUIET_RECONNECT_S: its half-open connection would otherwise carry nothing for 61 s
-                heartbeat(inp)
+                # a camera whose machine vanished (powered off, cut off) is dropped and reconnected by ZeroMQ within
+                # seconds, not at QUIET_RECONNECT_S: its half-open connection would otherwise carry nothing for 61 s
+                drop_dead_peers(inp)
                 connect(inp, peer.endpoint, self.server_keys.get(peer.endpoint))
                 if self.cfg.input == "sub":
                     for topic in INPUT_TOPICS:

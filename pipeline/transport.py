@@ -24,16 +24,18 @@ LINGER_MS = 500  # close() waits at most this long for queued messages: shutdown
 # a bound socket closes a connection whose ZMTP handshake (CURVE's too) is not done this long after it was accepted:
 # ZeroMQ's 30 s let idle TCP connections hold a file descriptor each (8000 took 8000)
 HANDSHAKE_MS = 3000
-# ZMTP heartbeats: libzmq's I/O thread PINGs each peer every HEARTBEAT_IVL_MS and closes a connection that has sent
-# nothing back HEARTBEAT_TIMEOUT_MS after a PING. A peer whose process hung or whose machine lost power (no FIN: TCP
-# keeps a half-open connection for minutes to hours) then frees its slot (pipeline.gate counts the close) in seconds
-# instead. An honest peer answers from its libzmq I/O thread, whatever its Python does (a fit holding the GIL, a
-# reader asleep: tests/test_half_open.py); it stops answering only once it has stopped reading its socket for the
-# whole timeout with its receive queue and TCP buffers full, and is then dropped and reconnected by its library.
-# 5 s: five PINGs unanswered, where an answer takes milliseconds (a node holding the GIL 8 s in a fit kept its camera
-# connection, docs/protocol.md section 6); a vanished peer is gone about 6 s after its last answer.
-HEARTBEAT_IVL_MS = 1000
-HEARTBEAT_TIMEOUT_MS = 5000
+# A peer whose machine lost power or its cable (no FIN: TCP keeps a half-open connection for minutes to hours) frees
+# its slot (pipeline.gate counts the close) in seconds: the kernel closes a connection whose data stays unacknowledged,
+# or unsent behind a closed receive window, for TCP_USER_TIMEOUT_MS (ZMQ_TCP_MAXRT is Linux's TCP_USER_TIMEOUT), and
+# an idle one whose keepalive probes go unanswered (the first after KEEPALIVE_IDLE_S, then every KEEPALIVE_INTVL_S,
+# bounded by the same timeout). A peer that stopped reading (a hung process: its kernel still ACKs) is dropped once its
+# buffers are full and its window has stayed shut for the timeout; an idle hung peer keeps its slot (docs/protocol.md
+# section 6). Not ZMTP heartbeats (ZMQ_HEARTBEAT_IVL): with them libzmq 4.3.5 aborts the process when a peer whose
+# input it had stopped (its receive queue full) hangs up before the next PING (libzmq issue 4364;
+# tests/test_peer_floods.py: any admitted subscriber could end the node that way).
+TCP_USER_TIMEOUT_MS = 5000
+KEEPALIVE_IDLE_S = 2
+KEEPALIVE_INTVL_S = 1
 MAX_UPSTREAM_BYTES = 512  # what a subscriber may send an XPUB: a (un)subscription or a credit grant (pipeline/flow.py)
 MAX_MESSAGE_PART_BYTES = MAX_PAYLOAD_BYTES + MAX_HEADER_BYTES  # zmq.MAXMSGSIZE applies per part
 ENDPOINT_PATTERN = re.compile(r"^(tcp://\S+:(\*|\d{1,5})|ipc://\S+)$")
@@ -86,19 +88,21 @@ class BindError(zmq.ZMQError):
         self.endpoint = endpoint
 
 
-def heartbeat(sock: zmq.Socket) -> None:
-    """Close a connection whose peer stops answering ZMTP PINGs (HEARTBEAT_TIMEOUT_MS), before it connects or binds."""
-    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+def drop_dead_peers(sock: zmq.Socket) -> None:
+    """Let the kernel close a connection to a peer that vanished (TCP_USER_TIMEOUT_MS), before it connects or binds."""
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
+    sock.setsockopt(zmq.TCP_MAXRT, TCP_USER_TIMEOUT_MS)
 
 
 def bind(sock: zmq.Socket, endpoint: str) -> str:
     """Bind and return the actual endpoint (a `tcp://host:*` wildcard gets a free port), closing connections that
-    do not handshake within HANDSHAKE_MS and those whose peer stops answering heartbeats (`heartbeat`); BindError
+    do not handshake within HANDSHAKE_MS and those whose peer vanished (`drop_dead_peers`); BindError
     when the machine refuses it. With a security policy on the socket's context, a tcp socket becomes a CURVE server
     first."""
     sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
-    heartbeat(sock)
+    drop_dead_peers(sock)
     if (security := _SECURITY.get(sock.context)) is not None and endpoint.startswith("tcp://"):
         security.serve(sock)
     try:

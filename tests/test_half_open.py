@@ -1,7 +1,9 @@
-"""A peer that vanished (its process hung, its machine lost power: no FIN, a half-open TCP connection) frees its slot
-within the ZMTP heartbeat timeout (pipeline.transport.heartbeat); an honest peer whose Python is busy keeps it.
+"""A peer that stopped reading (its process hung) frees its slot once its window has stayed shut for the TCP user
+timeout (pipeline.transport.drop_dead_peers); an honest peer whose Python is busy keeps it.
 
-A frozen peer is a child process stopped with SIGSTOP: its kernel still ACKs TCP, its ZeroMQ answers nothing."""
+A frozen peer is a child process stopped with SIGSTOP: its kernel still ACKs TCP until its buffers are full, its
+ZeroMQ reads nothing. (A peer whose machine vanished stops ACKing at once and goes within the same timeout; that needs
+a network to cut, which a test here does not have.)"""
 from __future__ import annotations
 
 import ctypes
@@ -10,20 +12,20 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 
 import psutil
 import zmq
 
+import pipeline.node
 from pipeline.config import NodeConfig
 from pipeline.node import EdgeNode
-from pipeline.transport import HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS
+from pipeline.transport import TCP_USER_TIMEOUT_MS
 from test_camera_peers import hostile
 from test_pipeline_node import FastDetector, line, subscriber, wait_until
 
-GONE_S = (HEARTBEAT_IVL_MS + HEARTBEAT_TIMEOUT_MS) / 1000 + 2.0  # the last PING, its timeout, the gate's turn
-HOLD_S = HEARTBEAT_TIMEOUT_MS // 1000 + 2  # longer than the timeout
+GONE_S = TCP_USER_TIMEOUT_MS / 1000 + 20.0  # the frozen peer's buffers fill, its window stays shut, the gate's turn
+HOLD_S = TCP_USER_TIMEOUT_MS // 1000 + 2  # longer than the timeout
 PEER = r'''
 import ctypes, sys, zmq
 ctx = zmq.Context()
@@ -124,8 +126,10 @@ def test_a_node_busy_in_a_long_fit_keeps_its_camera_connection(tmp_path):
         sub.close()
 
 
-def test_the_node_drops_a_frozen_cameras_connection_and_connects_again():
-    """Before the node's input heartbeats it kept the half-open connection until QUIET_RECONNECT_S (61 s)."""
+def test_the_node_takes_a_frozen_cameras_connection_afresh_and_scores_it_once_it_runs_again(monkeypatch):
+    """An idle connection to a hung camera keeps answering TCP (its kernel ACKs), so the node's silence check takes
+    it afresh after QUIET_RECONNECT_S (61 s; 3 s here); the camera, running again, is scored again."""
+    monkeypatch.setattr(pipeline.node, "QUIET_RECONNECT_S", 3.0)
     ctx, stop, ready = zmq.Context(), threading.Event(), []
     with child(CAMERA) as camera:
         endpoint = camera.stdout.readline().strip()
@@ -134,13 +138,13 @@ def test_the_node_drops_a_frozen_cameras_connection_and_connects_again():
         thread.start()
         try:
             wait_until(lambda: node.counters.source("cam0")["scored"] >= 1)
-            before = node_ports(endpoint)
             camera.send_signal(signal.SIGSTOP)
-            t0 = time.monotonic()
-            wait_until(lambda: node_ports(endpoint) != before, timeout=GONE_S)
-            assert time.monotonic() - t0 > HEARTBEAT_TIMEOUT_MS / 1000 - 1  # dropped by the timeout, no sooner
-            assert node.input_reconnects == 0  # ZeroMQ reconnected it, not the node's silence check
+            wait_until(lambda: node.input_reconnects >= 1, timeout=10)
+            scored = node.counters.source("cam0")["scored"]
+            camera.send_signal(signal.SIGCONT)
+            wait_until(lambda: node.counters.source("cam0")["scored"] > scored, timeout=20)
         finally:
+            camera.send_signal(signal.SIGCONT)
             stop.set()
             thread.join(5)
             ctx.destroy(linger=0)
