@@ -298,6 +298,12 @@ class NodeConfig(StrictModel):
                                              description="events kept per source (oldest pruned); None = all")
     replay_bind: Endpoint = Field(LOCAL, description="ROUTER endpoint answering 'events of "
                                                      "source S after log_seq N' (with event_log)")
+    replay_cpu_share: float = Field(0.05, gt=0, le=1, description="share of the replay thread's CPU time each replay "
+                                    "client (connection) may spend, after a burst of 1 s: a request over it is "
+                                    "answered `busy` with the milliseconds to wait (counted `replay_throttled`). A "
+                                    "page of 1000 events costs ~2.2 ms: 0.05 is ~23 pages a second, 5x what "
+                                    "`ssdnet subscribe --replay` reads; one client asking without bound cut the "
+                                    "node's scoring rate to 0.51 (0.96-1.09 with the budget)")
     address: Endpoint | None = Field(None, description="endpoint subscribers connect to when the node runs as its "
                                      "own stage on another host (`ssdnet run --stage`); None = bind")
     replay_address: Endpoint | None = Field(None, description="the same for replay_bind")

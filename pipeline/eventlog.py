@@ -21,6 +21,7 @@ most MAX_REQUEST_BYTES):
     {"op": "ends", "after": N, "limit": L}                -> {"ok": true, "ends": [{"end_seq": n, "eos": {...}}],
                                                               "more": bool}
     anything else                                         -> {"ok": false, "error": "one line"}
+    a client over its share of the replay thread's time   -> {"ok": false, "error": "busy", "retry_ms": M}
 
 `event` is the event header as on the wire (msgpack of `EventHeader`), so a replayed event
 decodes exactly like a live one; `eos` likewise. The node's heartbeat counters carry `logged_events` (sum of the
@@ -35,6 +36,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import sqlite3
 import threading
@@ -63,6 +65,10 @@ ANCHOR_RETRY_S = 5.0  # a subscriber whose first heads request got no answer ask
 # answers waiting to go out per client at most (a REQ asks one at a time): one is up to ~1.2 MB (1000 events of 32
 # regions), and a client that asks without reading kept 100 of them in the node's memory (10 such clients, 1.1 GB)
 REPLY_HWM = 2
+# a replay client's budget (`ReplayBudget`): the replay thread's CPU seconds it may spend at once, earned back at
+# `node.replay_cpu_share` seconds a second; a page of 1000 events costs ~2.2 ms, so a burst is ~450 pages
+REPLAY_BURST_S = 1.0
+RETRY_MS_MAX = 10_000  # a client waits at most this long on one `busy` answer before asking again
 # each source's last log_seq, found by seeking the (source, log_seq) key once per source: `GROUP BY source` read
 # every event (190 ms a request at 1M events, ~3 s at the 16M that 16 cameras may keep), for each replay `heads`
 # request and each turn of the MQTT bridge (5 a second)
@@ -338,6 +344,38 @@ def answer(db: EventLog, blob: bytes, published_ends: Callable[[], int] | None =
             "more": len(rows) > req.limit, "log": db.log_id}
 
 
+class ReplayBudget:
+    """Each replay client's (ROUTER identity's) share of the replay thread's CPU: a token bucket of seconds, full at
+    `burst_s`, refilled at `share` seconds a second. A request is answered while its client's balance is positive and
+    the answer's CPU time is charged after it; one asked below zero gets `busy` with the milliseconds until the balance
+    is positive again (`throttled` counts them). Buckets that refilled are forgotten once over `max_clients`."""
+
+    def __init__(self, share: float, burst_s: float = REPLAY_BURST_S, max_clients: int = 1024):
+        self.share, self.burst_s, self.max_clients = share, burst_s, max_clients
+        self.balance: dict[bytes, tuple[float, float]] = {}  # identity -> (seconds left, monotonic time of that)
+        self.throttled = 0  # `busy` answers (node heartbeat `replay_throttled`)
+
+    def _left(self, client: bytes, now: float) -> float:
+        left, at = self.balance.get(client, (self.burst_s, now))
+        return min(self.burst_s, left + (now - at) * self.share)
+
+    def wait_ms(self, client: bytes) -> int:
+        """0 when `client` may be answered now, else the milliseconds until it may (and one more `throttled`)."""
+        left = self._left(client, time.monotonic())
+        if left > 0:
+            return 0
+        self.throttled += 1
+        return min(RETRY_MS_MAX, math.ceil(-left / self.share * 1000) + 1)
+
+    def charge(self, client: bytes, seconds: float) -> None:
+        """Take `seconds` of the replay thread's CPU from `client`'s balance."""
+        now = time.monotonic()
+        if client not in self.balance and len(self.balance) >= self.max_clients:
+            self.balance = {c: (left, at) for c, (left, at) in self.balance.items()
+                            if self._left(c, now) < self.burst_s}
+        self.balance[client] = (self._left(client, now) - seconds, now)
+
+
 def replay_socket(ctx: zmq.Context) -> zmq.Socket:
     """The node's replay ROUTER socket, before it is bound: requests of at most 64 KiB a part (one over 4096 bytes is
     answered with an error), at most REPLY_HWM answers waiting per client."""
@@ -347,8 +385,9 @@ def replay_socket(ctx: zmq.Context) -> zmq.Socket:
 
 
 def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event,
-                 published_ends: Callable[[], int] | None = None) -> None:
-    """Replay thread of the node: answer requests on a ROUTER socket from the log at `path` (`answer`)."""
+                 published_ends: Callable[[], int] | None = None, budget: ReplayBudget | None = None) -> None:
+    """Replay thread of the node: answer requests on a ROUTER socket from the log at `path` (`answer`), each client
+    within its `budget` (None: no bound)."""
     db, bad = None, ThrottledLog(log)
     try:
         while not halt.is_set():
@@ -360,13 +399,20 @@ def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event,
                 continue
             if db is None:
                 db = EventLog(path, readonly=True)
-            reply = answer(db, parts[-1], published_ends)
-            if not reply["ok"]:
-                bad.warning(f"bad replay request: {reply['error']}")
+            client, t0 = parts[0], time.thread_time()  # the connection, whatever else the request routes
+            wait_ms = 0 if budget is None else budget.wait_ms(client)
+            if wait_ms:  # over its share: a cheap answer, not the log's
+                reply: dict[str, Any] = {"ok": False, "error": "busy", "retry_ms": wait_ms}
+            else:
+                reply = answer(db, parts[-1], published_ends)
+                if not reply["ok"]:
+                    bad.warning(f"bad replay request: {reply['error']}")
             try:
                 sock.send_multipart([*parts[:-1], msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # the client went away
+            if budget is not None:
+                budget.charge(client, time.thread_time() - t0)
     finally:
         if db is not None:
             db.close()
@@ -390,6 +436,7 @@ class ReplayClient:
         self.sock: zmq.Socket | None = None
         self.log_id = 0  # the `log` of the last reply: which event log answered (0: a node before log ids)
         self.ends_head: int | None = None  # the last heads reply's `ends` (None: a node that logs no ends of stream)
+        self.busy = 0  # `busy` answers waited out (requests over this client's share of the node's replay thread)
 
     def _socket(self) -> zmq.Socket:
         if self.sock is None:
@@ -400,15 +447,23 @@ class ReplayClient:
         return self.sock
 
     def request(self, req: dict[str, Any]) -> dict[str, Any]:
-        sock = self._socket()
-        sock.send(msgpack.packb(req, use_bin_type=True))
-        if not sock.poll(self.timeout_ms):
-            self.close()
-            raise ReplayError(f"no answer from {self.endpoint} within {self.timeout_ms} ms")
-        try:
-            reply = msgpack.unpackb(sock.recv(), raw=False, strict_map_key=True)
-        except Exception as e:
-            raise ReplayError(f"malformed reply ({type(e).__name__})") from None
+        """The node's reply to `req`; asked again after the wait a `busy` answer says (the node's budget per client),
+        as often as it says so."""
+        while True:
+            sock = self._socket()
+            sock.send(msgpack.packb(req, use_bin_type=True))
+            if not sock.poll(self.timeout_ms):
+                self.close()
+                raise ReplayError(f"no answer from {self.endpoint} within {self.timeout_ms} ms")
+            try:
+                reply = msgpack.unpackb(sock.recv(), raw=False, strict_map_key=True)
+            except Exception as e:
+                raise ReplayError(f"malformed reply ({type(e).__name__})") from None
+            wait_ms = reply.get("retry_ms") if isinstance(reply, dict) and reply.get("error") == "busy" else None
+            if type(wait_ms) is not int:
+                break
+            self.busy += 1
+            time.sleep(min(max(wait_ms, 1), RETRY_MS_MAX) / 1000)
         if not isinstance(reply, dict) or reply.get("ok") is not True:
             raise ReplayError(f"replay error: {reply.get('error') if isinstance(reply, dict) else reply!r:.80}")
         self.log_id = reply["log"] if type(reply.get("log")) is int else 0

@@ -61,7 +61,7 @@ from .admission import REASONS, Admission, Peer, Rejected, Ticket, WorkBudget
 from .checkpoints import Checkpoints
 from .config import NodeConfig
 from .counters import Counters
-from .eventlog import EventLog, EventWriter, replay_socket, serve_replay
+from .eventlog import EventLog, EventWriter, ReplayBudget, replay_socket, serve_replay
 from .flow import Credits
 from .gate import PeerLimit, close_gate, open_gate
 from .pending import ENDS_WAITING, PendingFrames
@@ -217,6 +217,7 @@ class EdgeNode:
         self.event_log: EventLog | None = None
         self.events: EventWriter | None = None  # the events into the log, kept while it cannot be written
         self.replay_endpoint: str | None = None
+        self.replay_budget = ReplayBudget(cfg.replay_cpu_share)  # each replay client's share of the replay thread
         self.publisher: Publisher | None = None  # the result socket, once bound
         # connections the result and the replay socket hold at once, counted and bounded by the context's ZAP gate
         self.subscribers = PeerLimit(cfg.max_subscribers, "subscribers", "node.max_subscribers")
@@ -277,7 +278,7 @@ class EdgeNode:
             self._start_events, self._start_ends = self.event_log.total, self.event_log.ends_head
             self._event_log_id = self.event_log.log_id  # read here: the log's connection is this thread's
             threads.append(threading.Thread(target=serve_replay, args=(rep, self.event_log.path, self._halt,
-                                                                        self._published_ends),
+                                                                        self._published_ends, self.replay_budget),
                                             name="replay", daemon=True))
             threads[-1].start()  # answers already while the node waits for its first subscriber
         try:
@@ -797,7 +798,7 @@ class EdgeNode:
             ends = max(self._published_ends(), logged_ends or 0)
             counters.update(logged_events=announced, logged_ends=ends, event_log_id=self._event_log_id,
                             event_log_failed=self.events.failures, event_log_pending=self.events.pending,
-                            event_log_lost=self.events.lost)
+                            event_log_lost=self.events.lost, replay_throttled=self.replay_budget.throttled)
         counters.update({f"refused_{reason}": n for reason, n in self.refusals().items()})
         counters.update(credit_inflated_claims=self.credits.inflated_claims,
                         credit_expired_grants=self.credits.expired_grants,

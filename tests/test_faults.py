@@ -173,6 +173,69 @@ sys.stdin.read()  # connected, reading nothing, until the test is done
         ctx.term()
 
 
+def _served_log(db, events: int, budget):
+    """An event log of `events` events of cam0 and its replay thread under `budget`: (ctx, endpoint, stop)."""
+    log = EventLog(db)
+    log.db.execute("BEGIN")
+    for seq in range(events):
+        log.append(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=9.0, threshold=3.0,
+                                 model_version=1))
+    log.db.execute("COMMIT")
+    log.close()
+    ctx, halt = zmq.Context(), threading.Event()
+    rep = eventlog.replay_socket(ctx)
+    endpoint = transport.bind(rep, "tcp://127.0.0.1:*")
+    t = threading.Thread(target=serve_replay, args=(rep, db, halt, None, budget), daemon=True)
+    t.start()
+
+    def stop():
+        halt.set()
+        t.join()
+        ctx.term()
+
+    return ctx, endpoint, stop
+
+
+def test_a_replay_client_asking_without_pause_is_answered_busy_past_its_share(tmp_path):
+    """A client that asks for pages as fast as they come got every one (2.2 ms of the node's replay thread each):
+    one client could take the thread's whole core and cut the node's scoring rate to 0.51 (measure_replay_load.log).
+    Past its burst it is answered `busy` with the time to wait, and the node counts each."""
+    budget = eventlog.ReplayBudget(share=0.01, burst_s=0.005)
+    ctx, endpoint, stop = _served_log(tmp_path / "events.db", 1000, budget)
+    client = ctx.socket(zmq.DEALER)
+    try:
+        client.connect(endpoint)
+        replies = []
+        for _ in range(50):
+            client.send_multipart([b"", msgpack.packb({"op": "events", "source": "cam0", "after": 0})])
+            assert client.poll(5000)
+            replies.append(msgpack.unpackb(client.recv_multipart()[-1]))
+        busy = [r for r in replies if r.get("error") == "busy"]
+        assert replies[0]["ok"] and len(replies[0]["events"]) == 1000
+        assert len(busy) > 40 and all(r["ok"] is False and 0 < r["retry_ms"] <= 10_000 for r in busy)
+        assert budget.throttled == len(busy)
+        assert ReplayClient(endpoint, ctx).heads() == {"cam0": 1000}  # another client has its own share
+    finally:
+        client.close(0)
+        stop()
+
+
+def test_a_catch_up_throttled_by_the_node_waits_and_gets_every_event_once(tmp_path):
+    """ReplayClient (ssdnet subscribe --replay, the sinks stage, the view) waits out each `busy` answer and asks again:
+    a catch-up of many pages over its share still hands on every event once, in order."""
+    budget = eventlog.ReplayBudget(share=0.05, burst_s=0.001)
+    ctx, endpoint, stop = _served_log(tmp_path / "events.db", 20_000, budget)
+    try:
+        client = ReplayClient(endpoint, ctx)
+        got = CatchUp(client, from_start=True).sync()
+        assert [n for n, _ in got] == list(range(1, 20_001))
+        assert [h.seq for _, h in got] == list(range(20_000))
+        assert client.busy > 0 and budget.throttled == client.busy
+        client.close()
+    finally:
+        stop()
+
+
 def test_a_subscriber_reads_again_a_log_restored_from_a_backup_in_place():
     """A backup restored in place keeps the log's id and numbers new events from its older head: a subscriber whose
     cursor was past it skipped them without a word (12 in an integrator's audit)."""
