@@ -159,7 +159,7 @@ def main(seconds: float, events: int, flood: bool) -> None:
             t.join()
             print(f"catch-up of {events} events by ReplayClient: {alone:.1f} s alone, {result[0]:.1f} s with 4 "
                   f"readers hammering ({node.sample()['throttled']} throttled in all)", flush=True)
-            if flood:  # last: libzmq 4.3.5 aborted the node (stream_engine_base.cpp:310) after it, 2 runs of 2
+            if flood:  # last: with ZMTP heartbeats, libzmq 4.3.5 aborted the node after it (tests/test_peer_floods.py)
                 phase("1 sender, reads nothing", 0, 1)
                 phase("no client, after", 0, 0)
         finally:
