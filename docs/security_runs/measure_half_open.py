@@ -1,6 +1,7 @@
 """How long a peer that froze keeps its slot on a camera's frame socket and on the node's result socket.
 
     PYTHONPATH=<checkout> python docs/security_runs/measure_half_open.py [GIVE_UP_S [HOLD_GIL_S [SIZE]]]
+    PYTHONPATH=<checkout> python docs/security_runs/measure_half_open.py GIVE_UP_S 0 SIZE --vanish NETNS HOST_IP DEV
 
 This process runs a camera (synthetic, SIZE x SIZE, 64 by default, 20 fps, `max_peers` 2) and a node (the tests'
 fast detector) of the checkout on PYTHONPATH, in threads. A child process connects a SUB socket to each (the
@@ -12,7 +13,13 @@ default), the bytes the frozen connection held in the kernel's queues (send and 
 and whether a new SUB socket connecting then (a node restarted elsewhere, a new subscriber) was admitted (heard a
 message within 3 s). With HOLD_GIL_S, the child is not frozen but holds the GIL that long in one C call (libc's
 sleep through ctypes.PyDLL) on the only thread that reads: an honest peer whose Python is busy; `gone_after_s` null
-then means it kept both slots."""
+then means it kept both slots.
+
+With --vanish (root; a network namespace NETNS joined to this one by a veth pair whose end here has HOST_IP and whose
+end in NETNS is DEV: `ip netns add ns; ip link add vh0 type veth peer name vp0; ip link set vp0 netns ns; ip addr add
+10.77.0.1/24 dev vh0; ip link set vh0 up; ip netns exec ns ip addr add 10.77.0.2/24 dev vp0; ip netns exec ns ip link
+set vp0 up`), the camera and the node bind HOST_IP, the child runs in NETNS, and instead of freezing it the link is
+cut (`ip link set DEV down` in NETNS): a peer whose machine vanished, neither FIN nor ACK."""
 import json
 import os
 import signal
@@ -67,24 +74,28 @@ def admitted(ctx: zmq.Context, endpoint: str) -> bool:
         s.close()
 
 
-def main(give_up_s: float, hold_gil_s: float, size: int) -> dict:
+def main(give_up_s: float, hold_gil_s: float, size: int, vanish: list[str] | None = None) -> dict:
     ctx, stop, ready = zmq.Context(), threading.Event(), []
+    bind = f"tcp://{vanish[1]}:*" if vanish else "tcp://127.0.0.1:*"
     cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=size, fps=20, textures=("grass",),
-                                       heartbeat_s=0.5, flow="none", max_peers=2), None, ctx)
+                                       heartbeat_s=0.5, flow="none", max_peers=2, bind=bind), None, ctx)
     threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True).start()
     while not ready:
         time.sleep(0.05)
-    node = EdgeNode(NodeConfig(heartbeat_s=0.5), [ready[0]], FastDetector, ctx)
+    node = EdgeNode(NodeConfig(heartbeat_s=0.5, bind=bind), [ready[0]], FastDetector, ctx)
     threading.Thread(target=node.run, args=(stop, ready.append), daemon=True).start()
     while len(ready) < 2 or cam.peers.peers < 1:
         time.sleep(0.05)
     slots = {"camera": (cam.peers, ready[0], 1), "node": (node.subscribers, ready[1], 0)}
-    peer = subprocess.Popen([sys.executable, "-c", PEER, ready[0], ready[1], str(hold_gil_s)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    inside = ["ip", "netns", "exec", vanish[0]] if vanish else []
+    peer = subprocess.Popen([*inside, sys.executable, "-c", PEER, ready[0], ready[1], str(hold_gil_s)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert peer.stdout.readline().strip() == "admitted"
     time.sleep(1.0)  # the gate counts it
     assert cam.peers.peers == 2 and node.subscribers.peers == 1, (cam.peers.peers, node.subscribers.peers)
-    if not hold_gil_s:
+    if vanish:
+        subprocess.run([*inside, "ip", "link", "set", vanish[2], "down"], check=True)
+    elif not hold_gil_s:
         peer.send_signal(signal.SIGSTOP)
     t0, result = time.monotonic(), {}
     gone: dict[str, float | None] = dict.fromkeys(slots)
@@ -106,13 +117,18 @@ def main(give_up_s: float, hold_gil_s: float, size: int) -> dict:
         result["peer_woke"] = peer.stdout.readline().strip() == "awake"
     peer.kill()
     peer.wait()
+    if vanish:
+        subprocess.run([*inside, "ip", "link", "set", vanish[2], "up"], check=True)
     stop.set()
     time.sleep(1.0)
     ctx.destroy(linger=0)
-    return {"give_up_s": give_up_s, "hold_gil_s": hold_gil_s or None, "size": size, **result}
+    return {"give_up_s": give_up_s, "hold_gil_s": hold_gil_s or None, "size": size, "vanished": bool(vanish), **result}
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
+    args, vanish = sys.argv[1:], None
+    if "--vanish" in args:
+        at = args.index("--vanish")
+        args, vanish = args[:at] + args[at + 4:], args[at + 1:at + 4]
     print(json.dumps(main(float(args[0]) if args else 60.0, float(args[1]) if len(args) > 1 else 0.0,
-                          int(args[2]) if len(args) > 2 else 64)))
+                          int(args[2]) if len(args) > 2 else 64, vanish)))
