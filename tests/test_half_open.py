@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -15,11 +16,13 @@ import threading
 from contextlib import contextmanager
 
 import psutil
+import pytest
 import zmq
 
 import pipeline.node
-from pipeline.config import NodeConfig
+from pipeline.config import NodeConfig, SyntheticSourceConfig
 from pipeline.node import EdgeNode
+from pipeline.sources import Camera
 from pipeline.transport import TCP_USER_TIMEOUT_MS
 from test_camera_peers import hostile
 from test_pipeline_node import FastDetector, line, subscriber, wait_until
@@ -71,7 +74,7 @@ def peer(ln, hold_s: int):
 
 
 def test_a_frozen_subscriber_and_a_frozen_camera_peer_lose_their_slots(tmp_path):
-    """Before the heartbeats both slots stayed taken (measured: over 60 s), and a camera with `max_peers` 2 refused
+    """Before any timeout both slots stayed taken (measured: over 60 s), and a camera with `max_peers` 2 refused
     the next peer (a node restarted elsewhere)."""
     with line(tmp_path, frames=10_000, fps=20.0) as ln, peer(ln, hold_s=3600) as frozen:
         sub = subscriber(ln)
@@ -88,7 +91,8 @@ def test_a_frozen_subscriber_and_a_frozen_camera_peer_lose_their_slots(tmp_path)
 
 
 def test_an_honest_peer_whose_only_reader_holds_the_gil_keeps_its_slots(tmp_path):
-    """libzmq's I/O thread answers the PINGs while the peer's Python is stuck, for longer than the timeout."""
+    """libzmq's I/O thread keeps reading into the peer's queue while its Python is stuck, for longer than the
+    timeout: its window never shuts."""
     with line(tmp_path, frames=10_000, fps=20.0) as ln, peer(ln, hold_s=HOLD_S) as busy:
         sub = subscriber(ln)
         cam, node = ln.cameras[0], ln.node
@@ -97,6 +101,61 @@ def test_an_honest_peer_whose_only_reader_holds_the_gil_keeps_its_slots(tmp_path
         assert busy.stdout.readline().strip() == "kept"  # its sockets saw no disconnection
         assert (cam.peers.peers, node.subscribers.peers, cam.peers.refused) == (2, 2, 0)
         sub.close()
+
+
+NETNS, SUBNET = f"ssdnet{os.getpid()}", f"10.{200 + os.getpid() % 50}.{os.getpid() % 250}"  # one per test run
+HOST_IP, PEER_IP = f"{SUBNET}.1", f"{SUBNET}.2"
+
+
+@contextmanager
+def netns():
+    """A network namespace joined to this one by a veth pair (HOST_IP here, PEER_IP there); needs CAP_NET_ADMIN."""
+    host, there = f"vh{os.getpid() % 100000}", f"vp{os.getpid() % 100000}"
+    inside = ["ip", "netns", "exec", NETNS]
+    steps = [["ip", "netns", "add", NETNS], ["ip", "link", "add", host, "type", "veth", "peer", "name", there],
+             ["ip", "link", "set", there, "netns", NETNS], ["ip", "addr", "add", f"{HOST_IP}/24", "dev", host],
+             ["ip", "link", "set", host, "up"], [*inside, "ip", "addr", "add", f"{PEER_IP}/24", "dev", there],
+             [*inside, "ip", "link", "set", there, "up"]]
+    try:
+        for step in steps:
+            if (made := subprocess.run(step, capture_output=True, text=True)).returncode:
+                pytest.skip(f"cannot make a network namespace here ({' '.join(step[:3])}: {made.stderr.strip()}); "
+                            "needs root or CAP_NET_ADMIN")
+        yield there
+    finally:
+        subprocess.run(["ip", "link", "del", host], capture_output=True)
+        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+
+
+def test_a_peer_whose_machine_vanished_loses_its_slots():
+    """The peer's link is cut: no FIN, no ACK. Before any timeout its slots stayed taken for more than 40 s
+    (docs/protocol.md section 6); the kernel's user timeout frees both."""
+    with netns() as there:
+        ctx, stop, ready = zmq.Context(), threading.Event(), []
+        bind = f"tcp://{HOST_IP}:*"
+        cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=64, fps=20, textures=("grass",),
+                                           heartbeat_s=0.5, flow="none", max_peers=2, bind=bind), None, ctx)
+        node = EdgeNode(NodeConfig(heartbeat_s=0.5, bind=bind), [], FastDetector, ctx)
+        threads = [threading.Thread(target=run, args=(stop, ready.append), daemon=True) for run in (cam.run, node.run)]
+        for t in threads:
+            t.start()
+        try:
+            wait_until(lambda: len(ready) == 2)
+            code = PEER.replace("ctypes.PyDLL(None).sleep(int(sys.argv[1]))", "sys.stdin.read()")
+            inside = ["ip", "netns", "exec", NETNS, sys.executable, "-c", code, "0", *ready]
+            with subprocess.Popen(inside, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": os.getcwd()}) as far:
+                assert select.select([far.stdout], [], [], 30)[0], "the peer in the namespace was not admitted in 30 s"
+                assert far.stdout.readline().strip() == "admitted"
+                wait_until(lambda: cam.peers.peers == 1 and node.subscribers.peers == 1)
+                subprocess.run(["ip", "netns", "exec", NETNS, "ip", "link", "set", there, "down"], check=True)
+                wait_until(lambda: cam.peers.peers == 0 and node.subscribers.peers == 0, timeout=GONE_S)
+                far.kill()
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(5)
+            ctx.destroy(linger=0)
 
 
 class GilFit(FastDetector):
