@@ -314,15 +314,16 @@ def parse_request(blob: bytes) -> HeadsRequest | EventsRequest | EndsRequest:
         obj = msgpack.unpackb(blob, raw=False, strict_map_key=True)
     except Exception as e:
         raise ValueError(f"request is not valid msgpack ({type(e).__name__})") from None
-    if not isinstance(obj, dict) or obj.get("op") not in _REQUESTS:
-        got = f"op {obj.get('op')!r:.40}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+    op = obj.get("op") if isinstance(obj, dict) else None
+    if not isinstance(op, str) or op not in _REQUESTS:  # not `in` first: an op of [] or {} is unhashable
+        got = f"op {op!r:.40}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
         raise ValueError(f"request must be a map with op 'heads', 'events' or 'ends', got {got}")
     try:
-        return _REQUESTS[obj["op"]].model_validate(obj)  # the model of its op: errors name that op's fields
+        return _REQUESTS[op].model_validate(obj)  # the model of its op: errors name that op's fields
     except ValidationError as e:
         fields = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {err['msg']}"
                            for err in e.errors()[:3])
-        raise ValueError(f"bad {obj['op']} request: {fields}") from None
+        raise ValueError(f"bad {op} request: {fields}") from None
 
 
 def answer(db: EventLog, blob: bytes, published_ends: Callable[[], int] | None = None) -> dict[str, Any]:

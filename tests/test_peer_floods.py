@@ -11,6 +11,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from pipeline.eventlog import ReplayClient, ReplayError
+from test_pipeline_node import line
+
 ATTACKS = r'''
 import sys, tempfile, time
 from pathlib import Path
@@ -56,3 +61,15 @@ def test_a_peer_that_floods_and_leaves_kills_neither_the_node_nor_the_camera():
     assert proc.returncode == 0, f"exit {proc.returncode}, {alive}: {proc.stderr[-600:]}"
     assert alive == ["alive after subscriptions to the node", "alive after replay requests",
                      "alive after subscriptions to the camera"]
+
+
+def test_a_replay_request_whose_op_is_no_string_is_answered_and_the_replay_thread_lives_on(tmp_path):
+    """`{"op": []}` (8 bytes from any replay client) raised TypeError (an unhashable op looked up in a dict) out of
+    the replay thread, which ended: the node scored on, and no subscriber could catch up again."""
+    with line(tmp_path, frames=5, event_log=tmp_path / "events.db", replay_bind="tcp://127.0.0.1:*") as ln:
+        client = ReplayClient(ln.node.replay_endpoint, ln.ctx)
+        for op in ([], {}):
+            with pytest.raises(ReplayError, match="op 'heads', 'events' or 'ends', got op"):
+                client.request({"op": op})
+        assert isinstance(client.heads(), dict)
+        client.close()
