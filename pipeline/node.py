@@ -319,7 +319,7 @@ class EdgeNode:
         threads += [threading.Thread(target=self._receive, args=(inputs, halt), name="receive", daemon=True),
                    threading.Thread(target=self._publish, args=(out, halt), name="publish", daemon=True)]
         for t in threads:
-            if not t.is_alive():
+            if t.ident is None:  # not the replay thread, started already (and perhaps ended: not started again)
                 t.start()
         try:
             while not stop.is_set():

@@ -508,6 +508,18 @@ def test_a_node_that_cannot_connect_stops_its_replay_thread_before_its_context_c
     assert not failed
 
 
+def test_a_node_whose_replay_thread_ended_while_it_waited_for_a_subscriber_scores_on(tmp_path, monkeypatch):
+    """The node started its threads with `if not t.is_alive(): t.start()`: a replay thread that had ended before the
+    first subscriber came (a replay request of op [] ended it) was started again, RuntimeError, and the node stopped."""
+    import pipeline.node
+
+    monkeypatch.setattr(pipeline.node, "serve_replay", lambda sock, *args: sock.close())
+    with line(tmp_path, frames=None, fps=100, event_log=tmp_path / "events.db", replay_bind="tcp://127.0.0.1:*") as ln:
+        sub = subscriber(ln, (b"anomaly/",))
+        wait_until(lambda: sub.recv(10) is not None)
+        sub.close()
+
+
 def test_a_bridge_that_fails_to_start_says_why_not_that_its_thread_never_started(tmp_path):
     """run_node closes its MQTT bridge on the way out: one whose start failed (an event log that is not a database)
     said "cannot join thread before it is started", not why."""
