@@ -51,7 +51,7 @@ import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import protocol as P
-from .transport import ThrottledLog, connect, make_socket
+from .transport import ThrottledLog, connect, make_socket, took
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 4096
@@ -394,7 +394,8 @@ def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event,
         while not halt.is_set():
             if not sock.poll(100):
                 continue
-            parts = sock.recv_multipart()
+            parts = sock.recv_multipart(copy=False)
+            parts = [*(frame.bytes for frame in parts[:-1]), took(parts[-1])]
             if len(parts) < 3 or parts[-2] != b"":  # [identity, b"", request] from REQ/DEALER
                 bad.warning(f"dropped a malformed replay request of {len(parts)} parts")
                 continue

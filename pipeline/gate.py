@@ -14,13 +14,19 @@ server socket, and, with the NULL mechanism (no security), with a socket that ha
   (one admitted and closed within WINDOW_S counts until then), and never counts a connection that does not
   handshake. The monitor is drained before each answer, in the same thread, so every connection accepted
   before the asking one is known.
+- a connection to a socket with a `PeerLimit` whose peer sent more than `transport.MAX_UNREAD_BYTES` since the
+  socket's owner last took a message from it (`transport.took`; the kernel's count of the bytes it received, TCP_INFO)
+  is shut down (counted with the refusals, logged): libzmq holds the parts of a message until its last one comes,
+  without bound. Checked each turn (at most 100 ms apart); ipc connections are not.
 The failed handshakes of secured sockets (`watch(..., secured=True)`) are counted by reason for
 `pipeline.security` (`refusal_reason`): a socket has one monitor, so both uses share it.
 """
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 import weakref
@@ -32,7 +38,7 @@ from itertools import count
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .transport import HANDSHAKE_MS, ThrottledLog
+from .transport import HANDSHAKE_MS, MAX_UNREAD_BYTES, TAKEN, ThrottledLog
 
 log = logging.getLogger(__name__)
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -40,6 +46,7 @@ WINDOW_S = HANDSHAKE_MS / 1000 + 1.0  # a connection older than this has handsha
 _EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_MONITOR_STOPPED)
 _ids = count()
+_BYTES_RECEIVED = slice(128, 136)  # struct tcp_info's tcpi_bytes_received (Linux 4.1 on), a little-endian u64
 
 
 SERVER_REFUSALS = ("plaintext", "wrong_server_key", "unknown_key", "protocol_error")
@@ -61,6 +68,16 @@ def refusal_reason(event: int, value: int, server: bool) -> str | None:
     return "protocol_error"
 
 
+def _socket_of(fd: int) -> socket.socket:
+    """A socket on a duplicate of `fd` (closing it leaves libzmq's open); OSError when `fd` is no socket."""
+    dup = os.dup(fd)
+    try:
+        return socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        raise
+
+
 class PeerLimit:
     """At most `most` connections on one bound socket, and on each socket bound again in its place: how many are
     admitted now (`peers`) and how many were refused (`refused`, over all of them)."""
@@ -76,6 +93,12 @@ class PeerLimit:
         self._log.warning(f"refused a connection to {endpoint}: {self.most} {self.what} connected already "
                           f"({self.key}; {self.refused} refused so far)")
 
+    def drop(self, endpoint: str, peer: str, unread: int) -> None:
+        self.refused += 1
+        self._log.warning(f"dropped a connection to {endpoint} from {peer}: it sent {unread} bytes that are no "
+                          f"message taken (a message that never ends?), over {MAX_UNREAD_BYTES} ({self.refused} "
+                          f"refused so far)")
+
 
 @dataclass
 class _Watched:
@@ -89,6 +112,9 @@ class _Watched:
     endpoint: str = ""
     accepted: dict[int, float] = field(default_factory=dict)  # its TCP connections open now: fd -> when accepted
     admitted: deque[float] = field(default_factory=deque)  # when the gate admitted a peer, within WINDOW_S
+    # fd -> (the connection's addresses, the kernel's count of bytes received from it when its owner last took a
+    # message from it or 0, TAKEN's count then): `_bound_unread`
+    unread: dict[int, tuple[tuple, int, int]] = field(default_factory=dict)
 
     def peers(self, now: float) -> int:
         """Admitted peers, counted as the module docstring says."""
@@ -176,6 +202,31 @@ class Gate:
         for watched in monitors.values():
             if watched.limit is not None:
                 watched.limit.peers = watched.peers(now)
+                self._bound_unread(watched, watched.limit)
+
+    @staticmethod
+    def _bound_unread(watched: _Watched, limit: PeerLimit) -> None:
+        """Shut down each TCP connection whose peer sent over MAX_UNREAD_BYTES since a message was last taken from
+        it. A connection is told apart from a later one on the same file descriptor by its addresses; one closed
+        meanwhile (its DISCONNECTED event not drained yet) fails the calls and is passed over."""
+        for fd in list(watched.accepted):
+            try:
+                with _socket_of(fd) as conn:
+                    who = (conn.getsockname(), conn.getpeername())
+                    received = int.from_bytes(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+                                              [_BYTES_RECEIVED], "little")
+                    taken = TAKEN.get(fd, 0)
+                    known, since, taken_then = watched.unread.get(fd, ((), 0, taken))
+                    if known != who:  # a new connection: all it sent counts
+                        since, taken_then = 0, taken
+                    if received - since > MAX_UNREAD_BYTES and taken == taken_then:
+                        conn.shutdown(socket.SHUT_RDWR)  # libzmq reads its end and closes it, dropping the parts
+                        limit.drop(watched.endpoint, f"{who[1][0]}:{who[1][1]}", received - since)
+                    if received - since > MAX_UNREAD_BYTES or taken != taken_then:  # counted from here on
+                        since = received
+                    watched.unread[fd] = (who, since, taken)
+            except OSError:  # closed meanwhile, or not TCP (ipc)
+                watched.unread.pop(fd, None)
 
     def _adopt(self, poller: zmq.Poller, monitors: dict[zmq.Socket, _Watched]) -> None:
         while True:
@@ -208,6 +259,8 @@ class Gate:
                 watched.accepted[value] = time.monotonic()
             elif event == zmq.EVENT_DISCONNECTED:
                 watched.accepted.pop(value, None)
+                watched.unread.pop(value, None)
+                TAKEN.pop(value, None)
             elif watched.secured and not (watched.server and event == zmq.EVENT_HANDSHAKE_FAILED_AUTH) \
                     and (reason := refusal_reason(event, value, watched.server)) is not None:
                 self._count(reason, watched, value)  # a server's ZAP refusals are counted where they are made

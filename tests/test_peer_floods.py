@@ -63,6 +63,70 @@ def test_a_peer_that_floods_and_leaves_kills_neither_the_node_nor_the_camera():
                      "alive after subscriptions to the camera"]
 
 
+ENDLESS = r'''
+import socket, sys, tempfile, time
+from pathlib import Path
+import psutil
+sys.path.insert(0, "tests")
+from test_pipeline_node import line, subscriber, wait_until
+
+def endless_message(endpoint, socket_type, part_bytes, total_bytes):
+    """A raw ZMTP 3.0 peer (NULL): one message whose parts all say more follows; the bytes it got to send."""
+    host, port = endpoint[len("tcp://"):].rsplit(":", 1)
+    s = socket.create_connection((host, int(port)))
+    s.sendall(b"\xff" + b"\0" * 8 + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + b"\0" * 32)
+    s.recv(64)
+    ready = b"\x05READY\x0bSocket-Type" + len(socket_type).to_bytes(4, "big") + socket_type
+    s.sendall(b"\x04" + bytes([len(ready)]) + ready)
+    time.sleep(0.2)
+    frame = b"\x03" + part_bytes.to_bytes(8, "big") + b"\x01" * part_bytes  # long frame, more follows
+    chunk, sent = frame * (1_000_000 // len(frame)), 0
+    try:
+        while sent < total_bytes:  # paced: the gate looks every 100 ms at most, it must not be a race
+            s.sendall(chunk)
+            sent += len(chunk)
+            time.sleep(0.02)
+    except OSError:
+        pass
+    s.close()
+    return sent
+
+ps = psutil.Process()
+tmp = Path(tempfile.mkdtemp())
+with line(tmp, frames=100_000, fps=20.0, event_log=tmp / "events.db", replay_bind="tcp://127.0.0.1:*") as ln:
+    sub = subscriber(ln)
+    scored = lambda: ln.node.counters.source("cam0")["scored"]
+    wait_until(lambda: scored() >= 2)
+    for name, endpoint, kind, part, refused in [
+        ("result", ln.endpoint, b"XSUB", 512, lambda: ln.node.subscribers.refused),
+        ("replay", ln.node.replay_endpoint, b"DEALER", 60_000, lambda: ln.node.replay_clients.refused),
+        ("camera", ln.camera_endpoints[0], b"XSUB", 512, lambda: ln.cameras[0].peers.refused),
+    ]:
+        rss = ps.memory_info().rss
+        sent = max(endless_message(endpoint, kind, part, 16 * 2**20) for _ in range(3))
+        before = scored()
+        wait_until(lambda: scored() > before)
+        grown = (ps.memory_info().rss - rss) >> 20
+        print(f"{name}: sent {sent / 2**20:.1f} MiB at most, rss +{grown} MiB, refused {refused()}", flush=True)
+    sub.close()
+'''
+
+
+def test_a_message_whose_parts_never_end_is_cut_off_before_it_fills_the_memory():
+    """libzmq holds a message's parts until its last comes and counts only whole messages against RCVHWM: a peer of
+    any bound socket of the line (the node's result and replay sockets, a camera's frame socket) whose message never
+    ended made the process hold all it sent (1 M parts of 512 B to the result socket: +880 MB). The gate shuts such a
+    connection down once it sent transport.MAX_UNREAD_BYTES that no message taken accounts for, and counts it."""
+    proc = subprocess.run([sys.executable, "-c", ENDLESS], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 0, proc.stderr[-600:]
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    assert [row[0] for row in rows] == ["result:", "replay:", "camera:"], proc.stdout
+    for name, _, sent, *_, refused in rows:
+        assert float(sent) < 16, f"{name} took in all of the 16 MiB sent: {proc.stdout}"
+        assert int(refused) == 3, proc.stdout
+
+
 def test_a_replay_request_whose_op_is_no_string_is_answered_and_the_replay_thread_lives_on(tmp_path):
     """`{"op": []}` (8 bytes from any replay client) raised TypeError (an unhashable op looked up in a dict) out of
     the replay thread, which ended: the node scored on, and no subscriber could catch up again."""
