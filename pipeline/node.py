@@ -214,6 +214,7 @@ class EdgeNode:
         self._new_size_at: dict[str, float] = {}  # camera -> when it last brought a frame size new to its scorer
         self._ps = psutil.Process()
         self.start_rss = self._ps.memory_info().rss
+        self._last_rss_mb = round(self.start_rss / 2**20)  # heartbeat `rss_mb` (`_rss_mb`)
         self.event_log: EventLog | None = None
         self.events: EventWriter | None = None  # the events into the log, kept while it cannot be written
         self.replay_endpoint: str | None = None
@@ -822,8 +823,17 @@ class EdgeNode:
                 "queued_mb": round(queued / 2**20),
                 "memory_estimate_mb": round(self.budget.estimate(self._models(), queued,
                                                                  graphs=self._graphs()) / 2**20),
-                "rss_mb": round(self._ps.memory_info().rss / 2**20), "input_reconnects": self.input_reconnects,
+                "rss_mb": self._rss_mb(), "input_reconnects": self.input_reconnects,
                 "silent_inputs": self.silent_inputs, "subscribers": self.subscribers.peers}
+
+    def _rss_mb(self) -> int:
+        """The process's RSS in MB; the last one read when it cannot be read (/proc is a file to open: a process at its
+        file descriptor limit, say of connections a peer opened, raised OSError out of the publisher thread)."""
+        try:
+            self._last_rss_mb = round(self._ps.memory_info().rss / 2**20)
+        except OSError as e:
+            self._log.warning(f"could not read the node's memory use: {e}")
+        return self._last_rss_mb
 
     def report(self) -> dict:
         """The final counters (`Counters.snapshot`), the scorer, refused connections, each camera's state."""

@@ -520,6 +520,22 @@ def test_a_node_whose_replay_thread_ended_while_it_waited_for_a_subscriber_score
         sub.close()
 
 
+def test_a_node_that_cannot_read_its_memory_use_publishes_on(tmp_path, monkeypatch):
+    """At its file descriptor limit (connections a peer opened and never handshook: ~900 from 6 processes within 4 s,
+    at a soft limit of 1024) the node could not open /proc for its heartbeat's `rss_mb`: OSError ended the publisher
+    thread, which closed the result socket, and the node scored on, publishing nothing."""
+    def emfile():
+        raise OSError(24, "Too many open files")
+
+    with line(tmp_path, frames=None, fps=100) as ln:
+        sub = subscriber(ln, (b"heartbeat/node",))
+        wait_until(lambda: heard_node(sub))
+        monkeypatch.setattr(ln.node._ps, "memory_info", emfile)
+        for _ in range(3):
+            wait_until(lambda: heard_node(sub))
+        sub.close()
+
+
 def test_a_bridge_that_fails_to_start_says_why_not_that_its_thread_never_started(tmp_path):
     """run_node closes its MQTT bridge on the way out: one whose start failed (an event log that is not a database)
     said "cannot join thread before it is started", not why."""
