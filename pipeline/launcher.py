@@ -68,6 +68,7 @@ from .sources import expected_frames, run_camera
 from .stages import READY_TIMEOUT_S, LineError, Stages
 from .stats import DROP_COUNTERS, StreamStats
 from .stopping import ctrl_c_flag, stop_code, stop_on_signals
+from .transport import raise_open_file_limit
 
 log = logging.getLogger(__name__)
 _WILDCARD = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|::):")
@@ -538,6 +539,7 @@ def _linger(url: str) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    raise_open_file_limit()  # for every stage: a peer's connections must not exhaust them
     cfg = load_line_config(args.config)
     if args.view:
         cfg = with_view(cfg)

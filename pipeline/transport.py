@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import re
+import resource
 import time
 import weakref
 from collections.abc import Callable
@@ -100,6 +101,21 @@ def drop_dead_peers(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
     sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
     sock.setsockopt(zmq.TCP_MAXRT, TCP_USER_TIMEOUT_MS)
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard one (the stages it starts inherit it) and return the
+    limit now. Each TCP connection a peer opens holds a descriptor until its handshake is done (at most HANDSHAKE_MS):
+    at systemd's soft limit of 1024, six local processes opening connections brought a node to it within 4 s, where
+    opening any file (the event log, a checkpoint, /proc) fails."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):  # a hard limit the soft one may not take (unlimited on macOS): keep the soft one
+        return soft
+    return hard
 
 
 def bind(sock: zmq.Socket, endpoint: str) -> str:

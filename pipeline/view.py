@@ -420,9 +420,10 @@ class _Handler(AwaitsRequest, BaseHTTPRequestHandler):  # the whole request in R
 
     def _gone(self) -> bool:
         """The browser closed the stream (its socket reads as end of file)."""
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        try:  # poll, not select: select refuses a descriptor past 1023, which a process with many connections has
+            ready = select.poll()
+            ready.register(self.connection, select.POLLIN)
+            return bool(ready.poll(0)) and self.connection.recv(1, socket.MSG_PEEK) == b""
         except OSError:
             return True
 

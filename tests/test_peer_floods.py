@@ -8,6 +8,7 @@ node or the camera. The attacks run in a child process, since the fault is an ab
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 
@@ -137,3 +138,17 @@ def test_a_replay_request_whose_op_is_no_string_is_answered_and_the_replay_threa
                 client.request({"op": op})
         assert isinstance(client.heads(), dict)
         client.close()
+
+
+def test_ssdnet_run_raises_its_open_file_limit_to_the_hard_one():
+    """Each connection a peer opens holds a descriptor until its handshake is done (3 s): at a soft limit of 1024 six
+    local processes brought a node to it within 4 s. `ssdnet run` (and the stages it starts, which inherit it) raises
+    the soft limit to the hard one first."""
+    code = ("import resource; from pipeline.transport import raise_open_file_limit; "
+            "print(raise_open_file_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()},
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    limit, soft, now_hard = map(int, proc.stdout.split())
+    assert (limit, soft, now_hard) == (hard, hard, hard)

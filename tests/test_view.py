@@ -11,6 +11,8 @@ import re
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -352,3 +354,23 @@ def test_ssdnet_view_follows_a_running_node(tmp_path):
     stop.set()
     t.join(timeout=20)
     assert not t.is_alive()
+
+
+def test_a_live_stream_on_a_descriptor_past_1023_still_tells_an_open_browser_from_a_gone_one():
+    """The stream checked its browser with select(), which raises ValueError for a descriptor past 1023 (a process
+    with many connections open; `ssdnet run` raises its open file limit): the stream's thread ended."""
+    code = r'''
+import os, resource, socket
+from pipeline.view import _Handler
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+a, b = socket.socketpair()
+handler = object.__new__(_Handler)
+handler.connection = socket.socket(fileno=os.dup2(a.fileno(), 2000))
+print(handler._gone())
+b.close()
+print(handler._gone())
+'''
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.stdout.split() == ["False", "True"], proc.stderr[-400:]
