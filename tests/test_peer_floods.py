@@ -24,7 +24,9 @@ import zmq
 sys.path.insert(0, "tests")
 from test_pipeline_node import line, subscriber, wait_until
 
-def flood_and_leave(endpoint, kind, parts):
+def flood_and_leave(endpoint, kind, parts, scored):
+    """Flood, leave, and see the node score 30 more frames (1.5 s at 20 fps): past the 1 s heartbeat interval at
+    which the old sockets aborted."""
     ctx = zmq.Context()
     s = ctx.socket(kind)
     s.setsockopt(zmq.SNDHWM, 0)
@@ -34,7 +36,8 @@ def flood_and_leave(endpoint, kind, parts):
     time.sleep(0.3)
     s.close(linger=0)
     ctx.term()
-    time.sleep(2.0)  # past the heartbeat interval: where the old sockets aborted
+    left = scored()
+    wait_until(lambda: scored() >= left + 30)
 
 tmp = Path(tempfile.mkdtemp())
 with line(tmp, frames=100_000, fps=20.0, event_log=tmp / "events.db", replay_bind="tcp://127.0.0.1:*") as ln:
@@ -47,9 +50,7 @@ with line(tmp, frames=100_000, fps=20.0, event_log=tmp / "events.db", replay_bin
         ("subscriptions to the camera", ln.camera_endpoints[0], zmq.XSUB, lambda i: [b"\x01t%07d" % i]),
     ]:
         for _ in range(2):
-            flood_and_leave(endpoint, kind, parts)
-        before = scored()
-        wait_until(lambda: scored() > before)
+            flood_and_leave(endpoint, kind, parts, scored)
         print("alive after", name, flush=True)
     sub.close()
 '''
