@@ -395,7 +395,7 @@ def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event,
             if not sock.poll(100):
                 continue
             parts = sock.recv_multipart(copy=False)
-            parts = [*(frame.bytes for frame in parts[:-1]), took(parts[-1])]
+            parts = [*(frame.bytes for frame in parts[:-1]), took(parts[-1]).bytes]
             if len(parts) < 3 or parts[-2] != b"":  # [identity, b"", request] from REQ/DEALER
                 bad.warning(f"dropped a malformed replay request of {len(parts)} parts")
                 continue

@@ -14,10 +14,11 @@ server socket, and, with the NULL mechanism (no security), with a socket that ha
   (one admitted and closed within WINDOW_S counts until then), and never counts a connection that does not
   handshake. The monitor is drained before each answer, in the same thread, so every connection accepted
   before the asking one is known.
-- a connection to a socket with a `PeerLimit` whose peer sent more than `transport.MAX_UNREAD_BYTES` since the
-  socket's owner last took a message from it (`transport.took`; the kernel's count of the bytes it received, TCP_INFO)
-  is shut down (counted with the refusals, logged): libzmq holds the parts of a message until its last one comes,
-  without bound. Checked each turn (at most 100 ms apart); ipc connections are not.
+- a connection of a socket with an `UnreadLimit` (a `PeerLimit` is one), accepted or connected, whose peer sent more
+  than its `most_unread` bytes since the socket's owner last took a message from it (`transport.took`; the kernel's
+  count of the bytes it received, TCP_INFO) is shut down (counted with the refusals, logged): libzmq holds the parts
+  of a message until its last one comes, without bound. Checked each turn (at most 100 ms apart); ipc connections are
+  not. A connecting socket connects again by itself.
 The failed handshakes of secured sockets (`watch(..., secured=True)`) are counted by reason for
 `pipeline.security` (`refusal_reason`): a socket has one monitor, so both uses share it.
 """
@@ -43,7 +44,7 @@ from .transport import HANDSHAKE_MS, MAX_UNREAD_BYTES, TAKEN, ThrottledLog
 log = logging.getLogger(__name__)
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 WINDOW_S = HANDSHAKE_MS / 1000 + 1.0  # a connection older than this has handshaked (a second for the timer's lag)
-_EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+_EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_MONITOR_STOPPED)
 _ids = count()
 _BYTES_RECEIVED = slice(128, 136)  # struct tcp_info's tcpi_bytes_received (Linux 4.1 on), a little-endian u64
@@ -78,26 +79,38 @@ def _socket_of(fd: int) -> socket.socket:
         raise
 
 
-class PeerLimit:
+class UnreadLimit:
+    """At most `most_unread` bytes from the peer of each connection of the sockets it is given to (`Gate.watch`) since
+    a message was last taken from it; `refused` counts the connections shut down past it, and `on_drop` is told of
+    each (in the gate's thread)."""
+
+    def __init__(self, most_unread: int = MAX_UNREAD_BYTES, on_drop: Callable[[], None] | None = None):
+        self.most_unread, self.on_drop = most_unread, on_drop
+        self.refused = 0
+        self._log = ThrottledLog(log, 5.0)
+
+    def drop(self, endpoint: str, peer: str, unread: int) -> None:
+        self.refused += 1
+        if self.on_drop is not None:
+            self.on_drop()
+        self._log.warning(f"dropped a connection at {endpoint} (peer {peer}): it sent {unread} bytes that are no "
+                          f"message taken (a message that never ends?), over {self.most_unread} ({self.refused} "
+                          "refused so far)")
+
+
+class PeerLimit(UnreadLimit):
     """At most `most` connections on one bound socket, and on each socket bound again in its place: how many are
-    admitted now (`peers`) and how many were refused (`refused`, over all of them)."""
+    admitted now (`peers`) and how many were refused (`refused`, over all of them, with those cut off unread)."""
 
     def __init__(self, most: int, what: str, key: str):
+        super().__init__()
         self.most, self.what, self.key = most, what, key  # key: the config key that sets `most`, for the log
-        self.refused = 0
         self.peers = 0  # admitted and open on the socket watched last, as the gate counts them (module docstring)
-        self._log = ThrottledLog(log, 5.0)
 
     def refuse(self, endpoint: str) -> None:
         self.refused += 1
         self._log.warning(f"refused a connection to {endpoint}: {self.most} {self.what} connected already "
                           f"({self.key}; {self.refused} refused so far)")
-
-    def drop(self, endpoint: str, peer: str, unread: int) -> None:
-        self.refused += 1
-        self._log.warning(f"dropped a connection to {endpoint} from {peer}: it sent {unread} bytes that are no "
-                          f"message taken (a message that never ends?), over {MAX_UNREAD_BYTES} ({self.refused} "
-                          f"refused so far)")
 
 
 @dataclass
@@ -108,9 +121,9 @@ class _Watched:
     domain: bytes  # its ZAP domain (a server's)
     server: bool
     secured: bool
-    limit: PeerLimit | None
+    limit: UnreadLimit | None
     endpoint: str = ""
-    accepted: dict[int, float] = field(default_factory=dict)  # its TCP connections open now: fd -> when accepted
+    conns: dict[int, float] = field(default_factory=dict)  # its connections open now: fd -> when accepted or connected
     admitted: deque[float] = field(default_factory=deque)  # when the gate admitted a peer, within WINDOW_S
     # fd -> (the connection's addresses, the kernel's count of bytes received from it when its owner last took a
     # message from it or 0, TAKEN's count then): `_bound_unread`
@@ -120,7 +133,7 @@ class _Watched:
         """Admitted peers, counted as the module docstring says."""
         while self.admitted and now - self.admitted[0] > WINDOW_S:
             self.admitted.popleft()
-        return len(self.admitted) + sum(now - t > WINDOW_S for t in self.accepted.values())
+        return len(self.admitted) + sum(now - t > WINDOW_S for t in self.conns.values())
 
 
 class Gate:
@@ -143,7 +156,7 @@ class Gate:
         self.thread = threading.Thread(target=self._run, name="zap-gate", daemon=True)
         self.thread.start()
 
-    def watch(self, sock: zmq.Socket, *, server: bool, secured: bool = False, limit: PeerLimit | None = None) -> None:
+    def watch(self, sock: zmq.Socket, *, server: bool, secured: bool = False, limit: UnreadLimit | None = None) -> None:
         """Monitor `sock` (from its owner's thread, before bind or connect); a server socket gets a ZAP domain of its
         own, so NULL peers are asked about too. Watched again, a socket keeps its monitor and gains `secured` and
         `limit`."""
@@ -200,16 +213,18 @@ class Gate:
                 self._drain(sock, monitors[sock], poller, monitors)
         now = time.monotonic()
         for watched in monitors.values():
-            if watched.limit is not None:
+            if isinstance(watched.limit, PeerLimit):
                 watched.limit.peers = watched.peers(now)
+            if watched.limit is not None:
                 self._bound_unread(watched, watched.limit)
 
     @staticmethod
-    def _bound_unread(watched: _Watched, limit: PeerLimit) -> None:
-        """Shut down each TCP connection whose peer sent over MAX_UNREAD_BYTES since a message was last taken from
-        it. A connection is told apart from a later one on the same file descriptor by its addresses; one closed
+    def _bound_unread(watched: _Watched, limit: UnreadLimit) -> None:
+        """Shut down each TCP connection whose peer sent over `limit.most_unread` bytes since a message was last taken
+        from it. A connection is told apart from a later one on the same file descriptor by its addresses; one closed
         meanwhile (its DISCONNECTED event not drained yet) fails the calls and is passed over."""
-        for fd in list(watched.accepted):
+        most = limit.most_unread
+        for fd in list(watched.conns):
             try:
                 with _socket_of(fd) as conn:
                     who = (conn.getsockname(), conn.getpeername())
@@ -219,10 +234,10 @@ class Gate:
                     known, since, taken_then = watched.unread.get(fd, ((), 0, taken))
                     if known != who:  # a new connection: all it sent counts
                         since, taken_then = 0, taken
-                    if received - since > MAX_UNREAD_BYTES and taken == taken_then:
+                    if received - since > most and taken == taken_then:
                         conn.shutdown(socket.SHUT_RDWR)  # libzmq reads its end and closes it, dropping the parts
                         limit.drop(watched.endpoint, f"{who[1][0]}:{who[1][1]}", received - since)
-                    if received - since > MAX_UNREAD_BYTES or taken != taken_then:  # counted from here on
+                    if received - since > most or taken != taken_then:  # counted from here on
                         since = received
                     watched.unread[fd] = (who, since, taken)
             except OSError:  # closed meanwhile, or not TCP (ipc)
@@ -255,10 +270,10 @@ class Gate:
                 self._domains.pop(watched.domain, None)
                 mon.close(0)
                 return
-            if event == zmq.EVENT_ACCEPTED:
-                watched.accepted[value] = time.monotonic()
+            if event in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
+                watched.conns[value] = time.monotonic()
             elif event == zmq.EVENT_DISCONNECTED:
-                watched.accepted.pop(value, None)
+                watched.conns.pop(value, None)
                 watched.unread.pop(value, None)
                 TAKEN.pop(value, None)
             elif watched.secured and not (watched.server and event == zmq.EVENT_HANDSHAKE_FAILED_AUTH) \

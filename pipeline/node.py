@@ -63,13 +63,14 @@ from .config import NodeConfig
 from .counters import Counters
 from .eventlog import EventLog, EventWriter, ReplayBudget, replay_socket, serve_replay
 from .flow import Credits
-from .gate import PeerLimit, close_gate, open_gate
+from .gate import PeerLimit, UnreadLimit, close_gate, open_gate
 from .pending import ENDS_WAITING, PendingFrames
 from .regions import find_regions
 from .security import CLIENT_REFUSALS, SERVER_REFUSALS, secure_stage
 from .silence import Silences
 from .transport import (
     LINGER_MS,
+    MAX_UNREAD_BYTES,
     Publisher,
     StopFlag,
     ThrottledLog,
@@ -78,6 +79,7 @@ from .transport import (
     drop_dead_peers,
     make_socket,
     security_of,
+    took,
 )
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,13 @@ SILENT_RECONNECT_S = 10.0
 QUIET_RECONNECT_S = 61.0
 REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
 PEER_REFUSALS = ("subscribers", "replay_clients")  # connections over node.max_subscribers (pipeline.gate)
+
+
+def input_unread_bytes(max_side: int) -> int:
+    """What a camera connection may send before the node takes a message from it (pipeline.gate): its largest frame
+    must come whole first. An image and a mask hold 4 bytes a pixel raw, a png or jpeg file up to 1.4 times as much
+    (noise at jpeg quality 100): twice that, a header and MAX_UNREAD_BYTES more."""
+    return 8 * max_side ** 2 + P.MAX_HEADER_BYTES + MAX_UNREAD_BYTES
 
 
 @runtime_checkable
@@ -223,6 +232,8 @@ class EdgeNode:
         # connections the result and the replay socket hold at once, counted and bounded by the context's ZAP gate
         self.subscribers = PeerLimit(cfg.max_subscribers, "subscribers", "node.max_subscribers")
         self.replay_clients = PeerLimit(cfg.max_subscribers, "replay clients", "node.max_subscribers")
+        # camera connections, bounded alike against a message that never ends
+        self.inputs_unread = UnreadLimit(input_unread_bytes(cfg.max_side), on_drop=self._endless_input)
         self._announced_events: int | None = None  # logged events whose live copy was sent (heartbeat `logged_events`)
         self._start_events = 0
         self._announced_ends: int | None = None  # the last logged end of stream sent (heartbeat `logged_ends`)
@@ -306,6 +317,7 @@ class EdgeNode:
                 # a camera whose machine vanished (powered off, cut off) is dropped and reconnected by ZeroMQ within
                 # seconds, not at QUIET_RECONNECT_S: its half-open connection would otherwise carry nothing for 61 s
                 drop_dead_peers(inp)
+                gate.watch(inp, server=False, limit=self.inputs_unread)
                 connect(inp, peer.endpoint, self.server_keys.get(peer.endpoint))
                 if self.cfg.input == "sub":
                     for topic in INPUT_TOPICS:
@@ -395,6 +407,7 @@ class EdgeNode:
                             except zmq.Again:
                                 ready.remove(sock)
                                 break
+                            took(parts[-1])
                             heard[sock] = time.monotonic()
                             spoke.add(sock)
                             silences.heard(sock, self._on_input(parts, peers[sock]))
@@ -466,6 +479,12 @@ class EdgeNode:
             self.counters.end_stream(source)  # before the worker can take it
             self.pending.end(P.Message(received))
         return h.kind
+
+    def _endless_input(self) -> None:
+        """A camera connection the gate shut down for a message that never ends: counted as a malformed message (had
+        it ended, its parts would have been over the protocol's)."""
+        self.counters.add(None, "bad_messages")
+        self.counters.reject("malformed")
 
     def _keep_place(self, ticket: Ticket) -> None:
         """A camera's refused frame keeps its place in the numbering: counted once (refused), not `lost` again when

@@ -40,7 +40,8 @@ KEEPALIVE_INTVL_S = 1
 # what a peer may have sent a bound socket of the line (pipeline.gate drops the connection past it) since the socket's
 # owner last took a message from that connection (`took`): libzmq holds a message's parts until its last one comes and
 # counts only whole messages against RCVHWM, so one peer sending parts without end made it hold memory without bound
-# (1 M parts of 512 B to the node's result socket: +880 MB in 1 s; tests/test_peer_floods.py)
+# (1 M parts of 512 B to the node's result socket: +880 MB in 1 s; tests/test_peer_floods.py). The node's camera
+# connections allow a whole frame more (pipeline.node.input_unread_bytes).
 MAX_UNREAD_BYTES = 256 * 1024
 TAKEN: dict[int, int] = {}  # file descriptor of a connection -> messages taken from it (`took`)
 MAX_UPSTREAM_BYTES = 512  # what a subscriber may send an XPUB: a (un)subscription or a credit grant (pipeline/flow.py)
@@ -144,15 +145,15 @@ def connect(sock: zmq.Socket, endpoint: str, server_key: bytes | None = None) ->
     sock.connect(endpoint)
 
 
-def took(frame: zmq.Frame) -> bytes:
-    """A received frame's bytes, noting that a message was taken from its connection (ZMQ_SRCFD): the owner of a
-    socket that pipeline.gate bounds says so of each message, else its peer's bytes count as unread."""
+def took(frame: zmq.Frame) -> zmq.Frame:
+    """A received frame (a part of a message), noting that a message was taken from its connection (ZMQ_SRCFD): the
+    owner of a socket that pipeline.gate bounds says so of each message, else its peer's bytes count as unread."""
     try:
         fd = frame.get(zmq.SRCFD)
     except zmq.ZMQError:  # made by libzmq (an XPUB's unsubscriptions for a peer that left), or from no connection
-        return frame.bytes
+        return frame
     TAKEN[fd] = TAKEN.get(fd, 0) + 1
-    return frame.bytes
+    return frame
 
 
 def wait_for_peer(push: zmq.Socket, timeout_s: float, stop: StopFlag) -> bool:
@@ -214,7 +215,7 @@ class Publisher:
         for _ in range(most):
             if not self.sock.poll(0, zmq.POLLIN):
                 break
-            blob = took(self.sock.recv(copy=False))
+            blob = took(self.sock.recv(copy=False)).bytes
             if blob[:1] == b"\x01":
                 self.topics.add(blob[1:])
                 self.held.add(blob[1:])

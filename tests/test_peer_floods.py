@@ -8,6 +8,7 @@ node or the camera. The attacks run in a child process, since the fault is an ab
 from __future__ import annotations
 
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -65,22 +66,23 @@ def test_a_peer_that_floods_and_leaves_kills_neither_the_node_nor_the_camera():
                      "alive after subscriptions to the camera"]
 
 
-ENDLESS = r'''
-import socket, sys, tempfile, time
+ZMTP = r'''
+import socket, sys, tempfile, threading, time
 from pathlib import Path
 import psutil
 sys.path.insert(0, "tests")
 from test_pipeline_node import line, subscriber, wait_until
 
-def endless_message(endpoint, socket_type, part_bytes, total_bytes):
-    """A raw ZMTP 3.0 peer (NULL): one message whose parts all say more follows; the bytes it got to send."""
-    host, port = endpoint[len("tcp://"):].rsplit(":", 1)
-    s = socket.create_connection((host, int(port)))
+def greet(s, socket_type):
+    """The ZMTP 3.0 handshake (NULL) on a connected TCP socket, either side."""
     s.sendall(b"\xff" + b"\0" * 8 + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + b"\0" * 32)
     s.recv(64)
     ready = b"\x05READY\x0bSocket-Type" + len(socket_type).to_bytes(4, "big") + socket_type
     s.sendall(b"\x04" + bytes([len(ready)]) + ready)
     time.sleep(0.2)
+
+def send_endless(s, part_bytes, total_bytes):
+    """One message whose parts all say more follows; the bytes it got to send before its peer cut it off."""
     frame = b"\x03" + part_bytes.to_bytes(8, "big") + b"\x01" * part_bytes  # long frame, more follows
     chunk, sent = frame * (1_000_000 // len(frame)), 0
     try:
@@ -94,6 +96,16 @@ def endless_message(endpoint, socket_type, part_bytes, total_bytes):
     return sent
 
 ps = psutil.Process()
+'''
+
+ENDLESS = ZMTP + r'''
+def endless_message(endpoint, socket_type, part_bytes, total_bytes):
+    """A raw ZMTP peer that connects and sends one message that never ends."""
+    host, port = endpoint[len("tcp://"):].rsplit(":", 1)
+    s = socket.create_connection((host, int(port)))
+    greet(s, socket_type)
+    return send_endless(s, part_bytes, total_bytes)
+
 tmp = Path(tempfile.mkdtemp())
 with line(tmp, frames=100_000, fps=20.0, event_log=tmp / "events.db", replay_bind="tcp://127.0.0.1:*") as ln:
     sub = subscriber(ln)
@@ -127,6 +139,62 @@ def test_a_message_whose_parts_never_end_is_cut_off_before_it_fills_the_memory()
     for name, _, sent, *_, refused in rows:
         assert float(sent) < 16, f"{name} took in all of the 16 MiB sent: {proc.stdout}"
         assert int(refused) == 3, proc.stdout
+
+
+ENDLESS_CAMERA = ZMTP + r'''
+from pipeline.config import SyntheticSourceConfig
+from pipeline.sources import Camera
+
+listener = socket.create_server(("127.0.0.1", 0))
+port = listener.getsockname()[1]
+sent = []
+
+def fake_camera():
+    """Answers at a camera's endpoint and sends the node one message that never ends."""
+    conn, _ = listener.accept()
+    greet(conn, b"PUB")
+    sent.append(send_endless(conn, 512, 16 * 2**20))
+    listener.close()
+
+tmp = Path(tempfile.mkdtemp())
+with line(tmp, cameras=(("cam0", 256),), frames=100_000, fps=20.0, inputs=[f"tcp://127.0.0.1:{port}"],
+          max_side=256) as ln:
+    sub = subscriber(ln)
+    scored = lambda name: ln.node.counters.source(name)["scored"]
+    wait_until(lambda: scored("cam0") >= 2)
+    rss = ps.memory_info().rss
+    fake = threading.Thread(target=fake_camera)
+    fake.start()
+    fake.join()
+    grown = (ps.memory_info().rss - rss) >> 20
+    cfg = SyntheticSourceConfig(kind="synthetic", name="cam1", size=64, frames=100_000, fps=20.0, textures=("grass",),
+                                bind=f"tcp://127.0.0.1:{port}", heartbeat_s=0.05)
+    camera = threading.Thread(target=Camera(cfg, None, ln.ctx).run, args=(ln.stop,))
+    camera.start()
+    wait_until(lambda: scored("cam1") >= 3)
+    before = scored("cam0")
+    wait_until(lambda: scored("cam0") >= before + 30)  # 1.5 s of 256 px frames: 8 MB, the bound's ten times
+    print(f"sent {sent[0] / 2**20:.1f} MiB, rss +{grown} MiB, malformed {ln.node.counters.rejected['malformed']}, "
+          f"bad {ln.node.counters.bad_messages}, cam1 scored {scored('cam1')}", flush=True)
+    ln.stop.set()
+    camera.join()
+    sub.close()
+'''
+
+
+def test_a_camera_whose_message_never_ends_is_cut_off_and_the_node_connects_again():
+    """The node connects to its cameras, so the gate bounded none of its inputs: whatever answered at a camera's
+    endpoint could send one message whose parts never end and the node held it all (64 MiB of 512 B parts: +117 MiB,
+    256 MiB: +460 MiB), it serves every camera. A camera connection is now shut down once it sent a whole frame more
+    than a message taken accounts for (`input_unread_bytes`), counted as a malformed message; ZeroMQ connects again,
+    and a camera at that endpoint is scored. The honest camera beside it (256 px frames, ten times the bound in 1.5 s)
+    is never cut off: every frame the node takes counts."""
+    proc = subprocess.run([sys.executable, "-c", ENDLESS_CAMERA], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 0, proc.stderr[-600:]
+    sent, malformed, bad = re.search(r"sent ([\d.]+) MiB, .* malformed (\d+), bad (\d+),", proc.stdout).groups()
+    assert float(sent) < 16, f"the node took in all of the 16 MiB sent: {proc.stdout}"
+    assert (malformed, bad) == ("1", "1"), proc.stdout
 
 
 def test_a_replay_request_whose_op_is_no_string_is_answered_and_the_replay_thread_lives_on(tmp_path):
