@@ -18,7 +18,8 @@ server socket, and, with the NULL mechanism (no security), with a socket that ha
   than its `most_unread` bytes since the socket's owner last took a message from it (`transport.took`; the kernel's
   count of the bytes it received, TCP_INFO) is shut down (counted with the refusals, logged): libzmq holds the parts
   of a message until its last one comes, without bound. Checked each turn (at most 100 ms apart); ipc connections are
-  not. A connecting socket connects again by itself.
+  not (a Unix socket counts no bytes received: docs/protocol.md section 6). A connecting socket connects again by
+  itself.
 The failed handshakes of secured sockets (`watch(..., secured=True)`) are counted by reason for
 `pipeline.security` (`refusal_reason`): a socket has one monitor, so both uses share it.
 """
