@@ -9,6 +9,7 @@ changeover or an end of stream goes to a scratch folder of the run (deleted at t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -56,6 +57,7 @@ class Checkpoints:
         self.folder, self.every, self.scratch_mb, self.interval_s = folder, every, scratch_mb, interval_s
         self.scored: dict[str, int] = {}  # camera -> frames its model scored since saved or loaded
         self._saved_at: dict[str, float] = {}  # camera -> monotonic time of its last save
+        self.failures = 0  # saves that failed (a full disk; heartbeat `checkpoint_failed`)
         self._scratch: tempfile.TemporaryDirectory | None = None  # models kept for this run without a folder
         self._log = ThrottledLog(log)
 
@@ -102,14 +104,17 @@ class Checkpoints:
         path = self.path(source, product, scratch)
         if path is None:
             return
+        tmp = path.with_suffix(".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
             torch.save(model.state_dict(), tmp)
             os.replace(tmp, path)
             self.scored[source] = 0
             self._saved_at[source] = time.monotonic()
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # torch.save's zip writer raises RuntimeError on a full disk
+            self.failures += 1
+            with contextlib.suppress(OSError):  # a partial file would hold the disk the event log needs
+                tmp.unlink(missing_ok=True)
             self._log.warning(f"{source}: could not write checkpoint {path}: {e}")
             return
         if self.folder is None:

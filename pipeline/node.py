@@ -665,11 +665,12 @@ class EdgeNode:
         finally:
             self._busy = False
         self.outbox.put(result)
-        self.checkpoints.scored_one(source, self.products.get(source), detector, int(result.header.model_version))
         if event is not None:
             logged = None if self.events is None else self.events.write(event)  # committed before it is published
             self.outbox.put(event if logged is None else (event, "event", logged))
             self.counters.add(source, "events")
+        # after the event: a checkpoint write (~8-25 MB) neither holds it back nor, failing, loses it
+        self.checkpoints.scored_one(source, self.products.get(source), detector, int(result.header.model_version))
         self.counters.add(source, "scored")  # last: a frame counted as scored has its event counted too
 
     def _score(self, msg: P.Message, detector: Detector,
@@ -822,7 +823,8 @@ class EdgeNode:
         counters.update({f"refused_{reason}": n for reason, n in self.refusals().items()})
         counters.update(credit_inflated_claims=self.credits.inflated_claims,
                         credit_expired_grants=self.credits.expired_grants,
-                        subscription_resets=self.publisher.resets if self.publisher is not None else 0)
+                        subscription_resets=self.publisher.resets if self.publisher is not None else 0,
+                        checkpoint_failed=self.checkpoints.failures)
         counters.update(self.state(), cameras_ended=len(self._streams_ended))
         return counters
 

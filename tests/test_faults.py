@@ -10,13 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
 import zmq
 
-from pipeline import eventlog, transport
+from pipeline import checkpoints, eventlog, transport
 from pipeline import protocol as P
 from pipeline.config import NodeConfig, SyntheticSourceConfig
 from pipeline.eventlog import CatchUp, EventLog, EventWriter, ReplayClient, ReplayError, answer, serve_replay
@@ -551,6 +552,25 @@ def test_events_the_log_could_not_write_are_written_once_it_can_and_reach_a_log_
     assert got == 12 and counters["event_log_pending"] == 0 and counters["event_log_failed"] >= 1
     records = _jsonl(out)
     assert [r["log_seq"] for r in records] == list(range(1, 13)) and [r["seq"] for r in records] == list(range(12))
+
+
+def test_a_checkpoint_the_full_disk_cuts_short_costs_no_event_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    """torch.save on a full disk raises RuntimeError (its zip writer), not OSError: it stopped the node (a traceback,
+    `ssdnet run: error: node died`) with that frame's event never logged, and left the partial `.tmp` holding the
+    disk the event log needs. The node now goes on, every event logged, the partial file deleted, counted."""
+    def save_on_full_disk(obj, path):  # as torch.save on a full tmpfs: part of the file written, then RuntimeError
+        Path(path).write_bytes(b"x" * 4096)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(checkpoints.torch, "save", save_on_full_disk)
+    db, ckpt = tmp_path / "events.db", tmp_path / "ckpt"
+    with line(tmp_path, frames=12, fps=100, flow="credit", threshold=-1.0, event_log=db, checkpoint_dir=ckpt,
+              checkpoint_every=1, checkpoint_interval_s=0) as ln:
+        wait_until(lambda: ln.node.counters.source("cam0")["scored"] == 12, timeout=30)
+        assert ln.node._node_counters()["checkpoint_failed"] >= 12 and not list(ckpt.iterdir())
+    reader = EventLog(db, readonly=True)
+    assert reader.total == 12  # every frame is an event at threshold -1
+    reader.close()
 
 
 def test_a_camera_gone_silent_is_logged_and_counted_until_it_speaks_again(tmp_path, monkeypatch, caplog):
