@@ -164,12 +164,13 @@ class JsonLines:
 
     @staticmethod
     def records(path: str | Path) -> Iterator[dict]:
-        """Every JSON object in PATH and its backups, oldest first; a torn line (a crash mid-write) is skipped."""
+        """Every JSON object in PATH and its backups, oldest first; a torn or damaged line (a crash mid-write, bytes
+        that are not UTF-8) is skipped."""
         for file in reversed(JsonLines.files(path)):
-            with open(file, encoding="utf-8") as lines:  # line by line: a file may hold hundreds of MB
+            with open(file, "rb") as lines:  # line by line: a file may hold hundreds of MB
                 for line in lines:
                     try:
-                        rec = json.loads(line)
+                        rec = json.loads(line)  # bytes: not UTF-8 raises UnicodeDecodeError, a ValueError
                     except ValueError:
                         continue
                     if isinstance(rec, dict):

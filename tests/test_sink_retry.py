@@ -204,6 +204,21 @@ def test_a_line_torn_by_a_crash_is_cut_off_so_the_next_is_readable(tmp_path):
     assert log_seqs(out) == {"camA": [1, 2, 3, 4]}
 
 
+def test_a_damaged_line_that_is_not_utf8_is_skipped_and_the_sink_resumes_after_it(tmp_path):
+    """A line of bytes that are not UTF-8 (a damaged sector, a file edited by hand) raised UnicodeDecodeError out of
+    `JsonlSink.cursors`: the sinks stage could not start (a traceback) until the file was mended by hand."""
+    out = tmp_path / "events.jsonl"
+    sink = JsonlSink(out, append=False)
+    sink.handle(P.Message(header("camA", 1)), time.time(), 1)
+    sink.close()
+    with open(out, "ab") as f:
+        f.write(b"\xff\xfe\x00garbage\n")
+    sink = JsonlSink(out, append=True)
+    sink.handle(P.Message(header("camA", 2)), time.time(), 2)
+    sink.close()
+    assert JsonlSink.cursors(out) == {"camA": 2} and [r["log_seq"] for r in JsonLines.records(out)] == [1, 2]
+
+
 def test_a_full_disk_is_tried_again_at_most_once_every_retry_s(tmp_path, replay, full_disk, monkeypatch):
     """Each message tried the kept records: at a frame rate, a reopen, write and truncate of the file each time."""
     monkeypatch.setattr(sinks, "RETRY_S", 3600.0)
