@@ -50,6 +50,8 @@ import msgpack
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge.config import ConfigError
+
 from . import protocol as P
 from .transport import ThrottledLog, connect, make_socket, took
 
@@ -106,20 +108,35 @@ class EventLog:
 
     def __init__(self, path: str | Path, max_events: int | None = None, readonly: bool = False):
         self.path = Path(path)
-        if not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-        if not readonly:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (str(secrets.randbits(52) | 1),))
+        if readonly:
+            self.db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        else:
+            self.db = self._open_for_writing()
         self.max_events = max_events
         self._appended = 0
         self._log_id = 0
         self.heads = self.read_heads()
         self.total = sum(self.heads.values())  # sum of the per-source heads: one more per logged event
         self.ends_head = self.read_ends_head()  # the last end of stream's end_seq (0: none yet)
+
+    def _open_for_writing(self) -> sqlite3.Connection:
+        """The writer's connection; a file that is not an SQLite log, or one it cannot write, is a ConfigError naming
+        it: the node refuses to start rather than lose the events it could not log."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(SCHEMA)
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('log_id', ?)", (str(secrets.randbits(52) | 1),))
+            except sqlite3.Error:
+                db.close()
+                raise
+        except (OSError, sqlite3.Error) as e:
+            raise ConfigError(f"node.event_log {self.path}: cannot use it as the event log ({e}): move it aside or "
+                              "set node.event_log to a file the node can write (a new one starts a new log)") from None
+        return db
 
     def _has_table(self, name: str = "events") -> bool:
         query = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"

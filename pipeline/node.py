@@ -273,9 +273,10 @@ class EdgeNode:
         """Serve until `stop` is set; returns the final counters. With `wait_for_subscriber_s`, the node
         subscribes to the cameras only once a subscriber is connected (or that time has passed)."""
         self._halt, threads = threading.Event(), []
-        gate = self._gate = open_gate(self.ctx)  # given back by _shutdown
-        if self.cfg.event_log is not None:  # committed by the worker (this thread), read by the replay thread
+        if self.cfg.event_log is not None:  # a log it cannot use fails the start before anything is bound
             self.event_log = EventLog(self.cfg.event_log, self.cfg.event_log_max_events)
+        gate = self._gate = open_gate(self.ctx)  # given back by _shutdown
+        if self.event_log is not None:  # committed by the worker (this thread), read by the replay thread
             self.events = EventWriter(self.event_log, lambda kind, n: self.outbox.put((None, kind, n)))
             rep = replay_socket(self.ctx)
             gate.watch(rep, server=True, limit=self.replay_clients)

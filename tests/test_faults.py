@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import zmq
 
+from edge.config import ConfigError
 from pipeline import checkpoints, eventlog, transport
 from pipeline import protocol as P
 from pipeline.config import NodeConfig, SyntheticSourceConfig
@@ -766,6 +767,24 @@ def test_a_restarted_node_resumes_each_source_from_its_checkpoint(tmp_path):
     for _ in range(5):
         node.checkpoints.scored_one("cam0", None, det, det.process(image).model_version)
     assert EdgeNode(spaced, (), FastDetector)._detector("cam0", image.shape).calls == 2
+
+
+@pytest.mark.parametrize("damage", ["not_sqlite", "read_only"])
+def test_an_event_log_the_node_cannot_use_fails_its_start_in_words(tmp_path, damage, monkeypatch):
+    """A node.event_log that is not SQLite (another file at that path) or cannot be written ended the node stage with a
+    traceback (sqlite3.DatabaseError, which `ssdnet run` does not catch): now a ConfigError that names the file and what
+    to do, before the node binds anything."""
+    db = tmp_path / "node-events.db"
+    if damage == "not_sqlite":
+        db.write_text("not an event log, a text file\n" * 10)
+    else:
+        EventLog(db).close()
+        real_connect = sqlite3.connect  # as on a read-only mount (the tests may run as root: chmod binds nobody)
+        monkeypatch.setattr(eventlog.sqlite3, "connect",
+                            lambda path, **kw: real_connect(f"file:{path}?mode=ro", uri=True, **kw))
+    node = EdgeNode(NodeConfig(event_log=db), (), FastDetector)
+    with pytest.raises(ConfigError, match=f"node.event_log {db}: .* move it aside or set node.event_log"):
+        node.run(threading.Event())
 
 
 @pytest.mark.faults
