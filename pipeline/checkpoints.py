@@ -60,6 +60,7 @@ class Checkpoints:
         self.failures = 0  # saves that failed (a full disk; heartbeat `checkpoint_failed`)
         self._scratch: tempfile.TemporaryDirectory | None = None  # models kept for this run without a folder
         self._log = ThrottledLog(log)
+        self._load_logs: dict[str, ThrottledLog] = {}  # camera -> its ignored checkpoints (a peer flipping products)
 
     def path(self, source: str, product: str | None, scratch: bool = False) -> Path | None:
         """Where the camera's model for `product` is saved: in `folder`; without it and with `scratch`, in the
@@ -75,13 +76,19 @@ class Checkpoints:
         """Resume a new model from the camera's last saved weights for `product`, if there are any."""
         path = self.path(source, product, scratch=True)
         if path is None or not path.is_file():
+            if self.folder is not None:
+                log.info("%s: no checkpoint %s: starts afresh", source, path)
             return
         try:
             model.restore(torch.load(path, map_location="cpu", weights_only=True))
             self.scored[source] = 0
             log.info("%s: resumed from checkpoint %s", source, path)
         except Exception as e:  # a stale or corrupt checkpoint (other model size): start from scratch
-            self._log.warning(f"{source}: ignored checkpoint {path}: {type(e).__name__}: {e}")
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]  # torch: a line per tensor
+            why = " ".join(lines[:2]) + (f" (+{len(lines) - 2} more)" if len(lines) > 2 else "")
+            self._load_logs.setdefault(source, ThrottledLog(log)).warning(
+                f"{source}: ignored checkpoint {path} ({type(e).__name__}: {why}): it does not fit this config or is "
+                "damaged; the camera starts afresh and its next save replaces it")
 
     def scored_one(self, source: str, product: str | None, model: Saveable, version: int) -> None:
         """The camera's model scored a frame and is now at `version`: saved when that is a multiple of `every` and

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import zmq
 
-from edge.config import ConfigError
+from edge.config import ConfigError, SSDNetConfig
+from edge.detector import Detector
 from pipeline import checkpoints, eventlog, transport
 from pipeline import protocol as P
+from pipeline.checkpoints import Checkpoints
 from pipeline.config import NodeConfig, SyntheticSourceConfig
 from pipeline.eventlog import CatchUp, EventLog, EventWriter, ReplayClient, ReplayError, answer, serve_replay
 from pipeline.node import EdgeNode
@@ -785,6 +787,25 @@ def test_an_event_log_the_node_cannot_use_fails_its_start_in_words(tmp_path, dam
     node = EdgeNode(NodeConfig(event_log=db), (), FastDetector)
     with pytest.raises(ConfigError, match=f"node.event_log {db}: .* move it aside or set node.event_log"):
         node.run(threading.Event())
+
+
+def test_each_camera_whose_checkpoint_does_not_fit_is_said_in_one_line_to_start_afresh(tmp_path, caplog):
+    """A node restarted with another model size (or on damaged files) ignores every camera's checkpoint. Said through
+    one throttled log, only the first camera's was named (the others started cold without a word), in a warning of
+    ~40 lines of torch's size mismatches; a camera without a checkpoint started cold without a word too."""
+    folder = tmp_path / "ckpt"
+    saved = Checkpoints(folder, every=1, scratch_mb=100)
+    for camera in ("cam0", "cam1"):
+        saved.save(camera, None, Detector(SSDNetConfig(model={"base_channels": 4}), device="cpu"))
+    (folder / "cam2.pt").write_bytes(b"")  # a crash of the machine mid-write, the file not yet on disk
+    restarted = Checkpoints(folder, every=1, scratch_mb=100)
+    with caplog.at_level(logging.INFO, logger="pipeline.checkpoints"):
+        for camera in ("cam0", "cam1", "cam2", "cam3"):  # cam3: none saved
+            restarted.load(camera, None, Detector(SSDNetConfig(model={"base_channels": 8}), device="cpu"))
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.checkpoints"]
+    assert [m.split(":")[0] for m in said] == ["cam0", "cam1", "cam2", "cam3"]
+    assert all("\n" not in m and "starts afresh" in m and str(folder) in m for m in said)
+    assert "size mismatch" in said[0] and "no checkpoint" in said[3]
 
 
 @pytest.mark.faults
