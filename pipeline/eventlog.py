@@ -134,8 +134,10 @@ class EventLog:
                 db.close()
                 raise
         except (OSError, sqlite3.Error) as e:
-            raise ConfigError(f"node.event_log {self.path}: cannot use it as the event log ({e}): move it aside or "
-                              "set node.event_log to a file the node can write (a new one starts a new log)") from None
+            raise ConfigError(f"node.event_log {self.path}: cannot open it to write events ({e}): on a full disk "
+                              "free some space; a file that is not an event log, or one on a read-only disk: move it "
+                              "aside or set node.event_log to a file the node can write (a new one starts a new log)"
+                              ) from None
         return db
 
     def _has_table(self, name: str = "events") -> bool:
