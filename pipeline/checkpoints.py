@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 # or the node's stop: a peer that flips products or ends its stream every frame causes no checkpoint write per frame
 # (its models lose what the last few frames taught them)
 SAVE_AFTER_FRAMES = 5
+SCRATCH_PREFIX = "ssdnet-models-"  # + the node's process id: a scratch folder of a node no longer running is deleted
 
 
 def _check_writable(folder: Path) -> None:
@@ -107,7 +109,9 @@ class Checkpoints:
     def save(self, source: str, product: str | None, model: Saveable, scratch: bool = False) -> None:
         """Write the model's weights now (atomically: a crash mid-write leaves the previous checkpoint)."""
         if scratch and self.folder is None and self._scratch is None:
-            self._scratch = tempfile.TemporaryDirectory(prefix="ssdnet-models-", ignore_cleanup_errors=True)
+            _sweep_scratch()
+            self._scratch = tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-",
+                                                        ignore_cleanup_errors=True)
         path = self.path(source, product, scratch)
         if path is None:
             return
@@ -156,6 +160,26 @@ class Checkpoints:
             old.unlink(missing_ok=True)
             self._log.warning(f"scratch checkpoints over node.scratch_checkpoint_mb ({self.scratch_mb:g}): dropped "
                               f"{old.name} (that camera and product start afresh when back)")
+
+
+def _sweep_scratch() -> None:
+    """Delete the scratch folders of nodes that ended without deleting theirs (SIGKILL, the OOM killer): each holds up
+    to node.scratch_checkpoint_mb, in RAM where the temp folder is a tmpfs. A folder names its node's process id."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("deleted %s, the scratch checkpoints of a node that did not stop (killed?)", folder)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
 
 
 def _camera(path: Path) -> str:

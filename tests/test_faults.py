@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -806,6 +809,33 @@ def test_each_camera_whose_checkpoint_does_not_fit_is_said_in_one_line_to_start_
     assert [m.split(":")[0] for m in said] == ["cam0", "cam1", "cam2", "cam3"]
     assert all("\n" not in m and "starts afresh" in m and str(folder) in m for m in said)
     assert "size mismatch" in said[0] and "no checkpoint" in said[3]
+
+
+def test_the_scratch_models_of_a_node_killed_with_sigkill_are_deleted_by_the_next_one(tmp_path, monkeypatch):
+    """Without node.checkpoint_dir, models kept at a changeover or an end of stream go to a temporary folder (up to
+    node.scratch_checkpoint_mb, 2 GB) that the node deletes when it stops: one killed (SIGKILL, the OOM killer) left
+    it in /tmp for good, in RAM where /tmp is a tmpfs, one more at each such restart."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again, in this process too
+    child = """if True:
+        import os, signal, torch
+        from pipeline.checkpoints import Checkpoints
+        class Model:
+            def state_dict(self): return {"w": torch.zeros(4)}
+        node = Checkpoints(None, every=1, scratch_mb=100)
+        node.save("cam0", "gravel", Model(), scratch=True)
+        os.kill(os.getpid(), signal.SIGKILL)"""
+    killed = subprocess.run([sys.executable, "-c", child], env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.name for p in tmp_path.glob("ssdnet-models-*/*.pt")] == ["cam0@gravel.pt"]
+    live = Checkpoints(None, every=1, scratch_mb=100)
+    live.save("cam1", None, FastDetector(), scratch=True)  # the first save makes its own folder, and sweeps
+    assert [p.name for p in tmp_path.glob("ssdnet-models-*/*.pt")] == ["cam1.pt"]
+    other = Checkpoints(None, every=1, scratch_mb=100)
+    other.save("cam2", None, FastDetector(), scratch=True)
+    assert sorted(p.name for p in tmp_path.glob("ssdnet-models-*/*.pt")) == ["cam1.pt", "cam2.pt"]  # a live one's kept
+    live.close()
+    other.close()
 
 
 @pytest.mark.faults
