@@ -211,7 +211,7 @@ class EventHeader(_Scored):
     kind: Literal["event"]
 
 
-MAX_COUNTERS = 128  # entries of a heartbeat's or an end of stream's `counters` (a node's heartbeat has ~60)
+MAX_COUNTERS = 128  # entries of a heartbeat's or an end of stream's `counters` (a node's heartbeat has 65)
 Counters = Annotated[dict[Annotated[str, Field(max_length=64)], int], Field(max_length=MAX_COUNTERS)]
 
 
