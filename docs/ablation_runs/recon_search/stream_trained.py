@@ -52,6 +52,9 @@ ap.add_argument("--start", choices=("identity", "random"), default="identity",
                 help="the net's head zero (shipped: the untrained net is the identity) or randomly initialised")
 ap.add_argument("--lowpass", type=int, default=2,
                 help="the `lo` map: the L2 of the frame and its reconstruction each box-blurred over 2K+1 px (section 70)")
+ap.add_argument("--aggregate", action="store_true",
+                help="also the deep map aggregated with S other than by a sum (section 73): its part above 1 std, "
+                     "gated by S's sigmoid, the product of the two's positive parts, the larger of the two")
 ap.add_argument("--seed", type=int, default=0,
                 help="other than 0: the net's initial weights and the fit's draws (patches, corruptions) from this seed")
 a = ap.parse_args()
@@ -114,6 +117,13 @@ def evaluate(step, seconds):
         if len(S) == i:
             S.append(norm(scorer, knn_map(scorer, x, h, w), h, w))
         m.update({f"S+{w_}*{k}": S[i] + w_ * m[k] for k in ("l2", "perc", "deep", "l2+perc", "lo") for w_ in (0.25, 0.5)})
+        if a.aggregate:  # section 73: the deep map counted only where it stands out, or where S already suspects
+            r, s_ = m["deep"], S[i]
+            for w_ in (0.5, 1.0):
+                m[f"S+{w_}*relu(deep-1)"] = s_ + w_ * np.maximum(r - 1, 0)
+                m[f"S+{w_}*deep*gate(S)"] = s_ + w_ * r / (1 + np.exp(-2 * (s_ - 1)))
+                m[f"S+{w_}*relu(S)*relu(deep)"] = s_ + w_ * np.maximum(s_, 0) * np.maximum(r, 0)
+            m["max(S,deep)"] = np.maximum(s_, r)
         m["S"] = S[i]
         for k, v in m.items():
             got.setdefault(k, []).append(v)

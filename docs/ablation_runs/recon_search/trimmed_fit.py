@@ -17,6 +17,8 @@ S + w x the map.
 import argparse
 import time
 
+import numpy as np
+
 import edge.fitter as ef
 import torch
 from common import DATASETS, build, knn_map, metrics, norm, recon_maps, subset, tensor
@@ -121,15 +123,18 @@ for cat in cats:
 print(f"\n{a.dataset}: {len(masks)} images, total {time.time() - t_all:.0f}s; pooled pixel AUROC / AUPRC"
       f"\nS alone %.3f / %.3f" % metrics(smaps, masks))
 last = steps[-1]
-print(f"{'variant':15s} {'step 60':>13s} {'step 100':>13s} {f'step {last}':>13s}  best fixed step"
+cols = [st for st in dict.fromkeys((60, 100, last)) if st in steps]
+print(f"{'variant':15s} " + " ".join(f"{f'step {st}':>13s}" for st in cols) + "  best fixed step"
       f"      S+0.25x@60    S+0.5x@60   S+0.25x@best   S+0.5x@best")
 for k in names:
     pooled = {st: metrics(maps[k][st], masks) for st in steps}
     best = max(steps[1:], key=lambda st: pooled[st][0])
     comb = [metrics([sm + wt * rm for sm, rm in zip(smaps, maps[k][st])], masks)
             for st in (60, best) for wt in (0.25, 0.5)]
-    print(f"{k:15s} " + " ".join("%.3f / %.3f" % pooled[st] for st in (60, 100, last))
-          + f"  {best:3d}: %.3f / %.3f" % pooled[best] + "  " + "  ".join("%.3f / %.3f" % c for c in comb))
+    top = [metrics([np.maximum(sm, rm) for sm, rm in zip(smaps, maps[k][st])], masks) for st in (60, best)]
+    print(f"{k:15s} " + " ".join("%.3f / %.3f" % pooled[st] for st in cols)
+          + f"  {best:3d}: %.3f / %.3f" % pooled[best] + "  " + "  ".join("%.3f / %.3f" % c for c in comb)
+          + "  max(S, map)@60, @best: " + "  ".join("%.3f / %.3f" % c for c in top))
 print("pooled AUROC by step: " + " ".join(f"{st}" for st in steps))
 for k in names:
     print(f"{k:15s} " + " ".join(f"{metrics(maps[k][st], masks)[0]:.3f}" for st in steps))
