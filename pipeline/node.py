@@ -96,6 +96,14 @@ REFUSALS = SERVER_REFUSALS + CLIENT_REFUSALS
 PEER_REFUSALS = ("subscribers", "replay_clients")  # connections over node.max_subscribers (pipeline.gate)
 
 
+def _close_input(sock: zmq.Socket) -> None:
+    """Close a camera connection's socket, its gate monitor stopped first: a connecting socket closed while monitored
+    kept the context's ZAP socket from being freed, so no later gate of that context could bind (a node run again in
+    one process: tests/test_sinks_stage_resume.py)."""
+    sock.disable_monitor()
+    sock.close()
+
+
 def input_unread_bytes(max_side: int) -> int:
     """What a camera connection may send before the node takes a message from it (pipeline.gate): its largest frame
     must come whole first. An image and a mask hold 4 bytes a pixel raw, a png or jpeg file up to 1.4 times as much
@@ -325,7 +333,7 @@ class EdgeNode:
                         inp.send(b"\x01" + topic)
         except BaseException:
             for inp, _ in inputs:
-                inp.close()
+                _close_input(inp)
             out.close()
             self._shutdown(threads)
             raise
@@ -414,7 +422,7 @@ class EdgeNode:
                             silences.heard(sock, self._on_input(parts, peers[sock]))
         finally:
             for sock in peers:
-                sock.close()
+                _close_input(sock)
 
     def _reconnect(self, sock: zmq.Socket, peer: Peer) -> None:
         """Connect a silent camera connection afresh (its subscriptions and keys stay with the socket)."""

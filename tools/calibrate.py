@@ -23,6 +23,7 @@ line should have run on normal production: a defect rate above 1 - `--quantile` 
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import re
 import sys
@@ -56,6 +57,16 @@ def suggest(scores: np.ndarray, quantile: float = 0.99, margin: float = 0.05) ->
     units (a few frames read a high quantile low: 2 frames suggested 0.22), raised by `margin` (a fraction of it)."""
     value = max(float(np.quantile(scores, quantile)), noise_quantile(quantile))
     return value + margin * abs(value)
+
+
+def _text(path: Path) -> bool:
+    """Whether a file's first 64 KiB are UTF-8 (a character cut at its end allowed)."""
+    with open(path, "rb") as f:
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(f.read(65536))
+        except UnicodeDecodeError:
+            return False
+    return True
 
 
 def _error(text: str) -> int:
@@ -220,28 +231,27 @@ def _from_scores(args: argparse.Namespace) -> int:
     files = JsonLines.files(args.source)
     if not files:
         return _error(f"{args.source} does not exist")
-    try:
-        for rec in JsonLines.records(args.source):  # oldest first: the last record's threshold is the line's current
-            try:
-                score, current = float(rec["score"]), float(rec.get("threshold", threshold))
-            except (ValueError, KeyError, TypeError):
-                skipped += 1  # not a score record
-                continue
-            if "image" in rec or not np.isfinite(score):
-                single += "image" in rec
-                continue  # `ssdnet score`'s single images: no camera normal
-            product = rec.get("product")  # a camera's products apart: <camera>@<product>, as its checkpoints are named
-            name = str(rec.get("source", "-")) + (f"@{product}" if product is not None else "")
-            seen[name] = seen.get(name, 0) + 1
-            if rec.get("calibrating") is True:
-                first += 1
-                continue  # a camera's first frames: they set its normal
-            threshold = current
-            if seen[name] <= args.skip:
-                held += 1
-                continue
-            cameras.setdefault(name, []).append(score)
-    except UnicodeDecodeError:
+    for rec in JsonLines.records(args.source):  # oldest first: the last record's threshold is the line's current
+        try:
+            score, current = float(rec["score"]), float(rec.get("threshold", threshold))
+        except (ValueError, KeyError, TypeError):
+            skipped += 1  # not a score record
+            continue
+        if "image" in rec or not np.isfinite(score):
+            single += "image" in rec
+            continue  # `ssdnet score`'s single images: no camera normal
+        product = rec.get("product")  # a camera's products apart: <camera>@<product>, as its checkpoints are named
+        name = str(rec.get("source", "-")) + (f"@{product}" if product is not None else "")
+        seen[name] = seen.get(name, 0) + 1
+        if rec.get("calibrating") is True:
+            first += 1
+            continue  # a camera's first frames: they set its normal
+        threshold = current
+        if seen[name] <= args.skip:
+            held += 1
+            continue
+        cameras.setdefault(name, []).append(score)
+    if not (cameras or skipped or first or held or single) and not any(map(_text, files)):
         return _error(f"{args.source} is not a JSON-lines file of scores (not text)")
     if not cameras:
         return _error(f"no calibrated frame scores in {', '.join(map(str, files))} "
