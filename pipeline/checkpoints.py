@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
 import torch
 
 from edge.config import ConfigError
@@ -167,19 +168,9 @@ def _sweep_scratch() -> None:
     to node.scratch_checkpoint_mb, in RAM where the temp folder is a tmpfs. A folder names its node's process id."""
     for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
         pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             log.info("deleted %s, the scratch checkpoints of a node that did not stop (killed?)", folder)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        pass
-    return True
 
 
 def _camera(path: Path) -> str:
