@@ -18,8 +18,9 @@ and not yet acknowledged by the broker (PUBACK), and moves its cursor only over 
 While the broker is away nothing more is sent (paho re-sends the unacknowledged ones after it
 reconnects) and the rest waits in the log, so a broker outage loses nothing: at least once, in log
 order per camera, a repeat recognisable by its (`log_id`, `log_seq`). The acknowledged cursor is kept in
-`<event_log>.mqtt-<client id>.json` with the log's id, so a restarted node resumes where the broker stopped
-acknowledging, and a log made anew is sent from its first event. Without an event log (a node without
+`<event_log>.mqtt-<client id>.json` with the log's id (fsync'd, the one before it kept as `.json.prev` and read when
+the cursor is damaged), so a restarted node resumes where the broker stopped acknowledging, and a log made anew is
+sent from its first event. Without an event log (a node without
 `node.event_log`) events are held in memory, at most 10000, oldest dropped first (counted and logged).
 
 Connection trouble never reaches the node's scoring: a refused login (bad credentials, not
@@ -293,17 +294,21 @@ class MqttBridge:
     # ------------------------------------------------------------ cursors
 
     def _load_cursors(self) -> None:
+        """The saved cursor; when it cannot be read (a damaged file), the one saved before it (`.prev`: events
+        acknowledged between the two go out again, at least once); with neither, only events logged from now on
+        (or the whole log with `from_start`)."""
         if self.cursor_path is None:
             return
-        try:
-            saved = json.loads(self.cursor_path.read_text())
-            self.acked = Cursors({str(k): int(v) for k, v in saved["acked"].items()}, int(saved.get("log_id", 0)))
-            log.info("mqtt: resuming after %s", self.acked)
-            return
-        except FileNotFoundError:
-            pass
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            log.warning("mqtt: ignored the unreadable cursor file %s (%s)", self.cursor_path, e)
+        for path in (self.cursor_path, self._previous_path):
+            try:
+                saved = json.loads(path.read_text())
+                self.acked = Cursors({str(k): int(v) for k, v in saved["acked"].items()}, int(saved.get("log_id", 0)))
+                log.info("mqtt: resuming after %s%s", self.acked, " (the previous cursor)" * (path != self.cursor_path))
+                return
+            except FileNotFoundError:
+                pass
+            except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
+                log.warning("mqtt: ignored the unreadable cursor file %s (%s)", path, e)
         if not self.cfg.from_start and self.event_log is not None and self.event_log.is_file():
             db = EventLog(self.event_log, readonly=True)
             try:
@@ -311,15 +316,24 @@ class MqttBridge:
             finally:
                 db.close()
 
+    @property
+    def _previous_path(self) -> Path:
+        return self.cursor_path.with_name(self.cursor_path.name + ".prev")
+
     def _save_cursors(self) -> None:
         if self.cursor_path is None:
             return
         with self._lock:
             data = json.dumps({"acked": self.acked, "log_id": self.acked.log_id, "client_id": self.client_id,
                                "t": time.time()})
-        try:
+        try:  # durable (fsync'd before it replaces the last), the last kept as `.prev`
             tmp = self.cursor_path.with_suffix(".tmp")
-            tmp.write_text(data)
+            with open(tmp, "w") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if self.cursor_path.exists():
+                os.replace(self.cursor_path, self._previous_path)
             os.replace(tmp, self.cursor_path)
         except OSError as e:
             log.warning("mqtt: could not save the cursor %s: %s", self.cursor_path, e)

@@ -26,8 +26,10 @@ from pipeline import checkpoints, eventlog, transport
 from pipeline import protocol as P
 from pipeline.checkpoints import Checkpoints
 from pipeline.config import NodeConfig, SyntheticSourceConfig
-from pipeline.eventlog import CatchUp, EventLog, EventWriter, ReplayClient, ReplayError, answer, serve_replay
+from pipeline.eventlog import CatchUp, Cursors, EventLog, EventWriter, ReplayClient, ReplayError, answer, serve_replay
+from pipeline.mqtt_sink import MqttBridge
 from pipeline.node import EdgeNode
+from pipeline.sink_config import MqttConfig
 from pipeline.sinks import JsonLines, Subscriber
 from pipeline.sources import Camera, Capture, SourceError
 from pipeline.subscribe import subscribe
@@ -752,6 +754,41 @@ def test_oversized_message_is_cut_off_by_maxmsgsize_and_the_node_keeps_serving(t
 
 
 @pytest.mark.faults
+def test_a_damaged_mqtt_cursor_resumes_from_the_one_saved_before_it_not_from_the_log_s_end(tmp_path, caplog):
+    """The MQTT bridge's cursor (what the broker acknowledged) is saved durably and the one before it kept: a cursor
+    file found damaged (zero bytes, as a power cut can leave one) resumes from the previous cursor, sending again the
+    events acknowledged in between (at least once). Before, it resumed from the log's end: the events logged since
+    the last acknowledgement (here the 5th) never reached the broker. With both damaged it still starts, as before."""
+    db = EventLog(tmp_path / "events.db")
+    for seq in range(5):
+        db.append(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=1.0, score=5.0, threshold=3.0,
+                                model_version=1))
+    log_id = db.log_id
+    db.close()
+
+    def bridge() -> MqttBridge:  # no broker at its port: nothing is acknowledged while it runs
+        return MqttBridge(MqttConfig(host="127.0.0.1", port=free_port(), client_id="c"), "node0",
+                          tmp_path / "events.db").start()
+
+    for acked in (2, 4):  # two runs, each ending with what the broker had acknowledged
+        b = bridge()
+        b.acked = Cursors({"cam0": acked}, log_id)
+        b.close(timeout_s=0.1)
+    cursor = b.cursor_path
+    assert json.loads(cursor.read_text())["acked"] == {"cam0": 4}
+    cursor.write_bytes(b"")
+    with caplog.at_level(logging.INFO, logger="pipeline.mqtt_sink"):
+        b = bridge()
+    assert b.acked == {"cam0": 2} and b.acked.log_id == log_id  # before: {"cam0": 5}, the log's end
+    assert "unreadable cursor file" in caplog.text and "previous cursor" in caplog.text
+    b.close(timeout_s=0.1)
+    for path in tmp_path.glob("events.db.mqtt-c.json*"):
+        path.write_bytes(b"{")
+    b = bridge()
+    assert b.acked == {"cam0": 5}  # neither readable: only events logged from now on, as on a first start
+    b.close(timeout_s=0.1)
+
+
 def test_a_restarted_node_resumes_each_source_from_its_checkpoint(tmp_path):
     cfg = NodeConfig(threshold=3.0, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=2, checkpoint_interval_s=0)
     image = np.full((32, 32, 3), 90, np.uint8)
