@@ -63,6 +63,8 @@ MAX_REPLY_EVENTS = 1000
 MAX_REPLY_ENDS = 100  # ends of stream per reply (a header of up to 128 counters each)
 MAX_LOGGED_ENDS = 10_000  # ends of stream the log keeps (the newest; a subscriber needs the ones it missed lately)
 ENDS_SEEN = 4096  # ends of stream a subscriber remembers having handed on (`CatchUp`: each once, live or logged)
+HANDED_SEEN = 256  # a camera's last events handed on, remembered: the live copies a fetch can precede (the node's
+# send queue holds 64 a subscriber)
 ANCHOR_RETRY_S = 5.0  # a subscriber whose first heads request got no answer asks again at most this often
 # answers waiting to go out per client at most (a REQ asks one at a time): one is up to ~1.2 MB (1000 events of 32
 # regions), and a client that asks without reading kept 100 of them in the node's memory (10 such clients, 1.1 GB)
@@ -368,12 +370,14 @@ class ReplayBudget:
     """Each replay client's (ROUTER identity's) share of the replay thread's CPU: a token bucket of seconds, full at
     `burst_s`, refilled at `share` seconds a second. A request is answered while its client's balance is positive and
     the answer's CPU time is charged after it; one asked below zero gets `busy` with the milliseconds until the balance
-    is positive again (`throttled` counts them). Buckets that refilled are forgotten once over `max_clients`."""
+    is positive again (`throttled` counts them). Buckets that refilled are forgotten once over `max_clients`.
+    `failed` counts the requests the replay thread answered with an error because the log could not be read."""
 
     def __init__(self, share: float, burst_s: float = REPLAY_BURST_S, max_clients: int = 1024):
         self.share, self.burst_s, self.max_clients = share, burst_s, max_clients
         self.balance: dict[bytes, tuple[float, float]] = {}  # identity -> (seconds left, monotonic time of that)
         self.throttled = 0  # `busy` answers (node heartbeat `replay_throttled`)
+        self.failed = 0  # requests the log could not answer: a damaged page, an I/O error (`replay_failed`)
 
     def _left(self, client: bytes, now: float) -> float:
         left, at = self.balance.get(client, (self.burst_s, now))
@@ -418,16 +422,26 @@ def serve_replay(sock: zmq.Socket, path: Path, halt: threading.Event,
             if len(parts) < 3 or parts[-2] != b"":  # [identity, b"", request] from REQ/DEALER
                 bad.warning(f"dropped a malformed replay request of {len(parts)} parts")
                 continue
-            if db is None:
-                db = EventLog(path, readonly=True)
             client, t0 = parts[0], time.thread_time()  # the connection, whatever else the request routes
             wait_ms = 0 if budget is None else budget.wait_ms(client)
             if wait_ms:  # over its share: a cheap answer, not the log's
                 reply: dict[str, Any] = {"ok": False, "error": "busy", "retry_ms": wait_ms}
             else:
-                reply = answer(db, parts[-1], published_ends)
-                if not reply["ok"]:
-                    bad.warning(f"bad replay request: {reply['error']}")
+                try:
+                    if db is None:
+                        db = EventLog(path, readonly=True)
+                    reply = answer(db, parts[-1], published_ends)
+                except sqlite3.Error as e:  # a damaged page, an I/O error: this request fails, not the thread
+                    if db is not None:
+                        db.close()
+                    db = None  # opened afresh for the next request
+                    if budget is not None:
+                        budget.failed += 1
+                    reply = {"ok": False, "error": f"the event log could not be read: {e}"}
+                    bad.error(f"replay: {reply['error']} ({path}); the request is answered with that error")
+                else:
+                    if not reply["ok"]:
+                        bad.warning(f"bad replay request: {reply['error']}")
             try:
                 sock.send_multipart([*parts[:-1], msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK)
             except zmq.ZMQError:
@@ -545,6 +559,11 @@ class ReplayClient:
             self.sock = None
 
 
+def _same(a: P.EventHeader, b: P.EventHeader) -> bool:
+    """Whether two copies of events are one event (a live copy and a logged one)."""
+    return a.seq == b.seq and a.t_capture == b.t_capture
+
+
 class Cursors(dict[str, int]):
     """The highest `log_seq` written per source, and `log_id`, the node's event log they count in (0: not known,
     as from a file written before log ids)."""
@@ -611,6 +630,8 @@ class CatchUp:
         self.errors = 0
         self._log = ThrottledLog(log)
         self._started = from_start or bool(resume)
+        # source -> (seq, t_capture) of its last events handed on: a live copy among them was fetched early
+        self._handed: dict[str, deque[tuple[int, float]]] = {}
         # the event log the cursors count in, once known
         self._log_id = resume.log_id if isinstance(resume, Cursors) else 0
 
@@ -677,6 +698,21 @@ class CatchUp:
                         "reading its events again from the start", source, head, self.cursors[source])
             self.cursors[source] = 0
         return bool(behind)
+
+    def _logged_again(self, source: str, cursor: int, live: P.EventHeader) -> bool:
+        """Whether the live event `live`, handed on by no one, is logged at or before `cursor` (within a page of it):
+        the log went back (a backup restored in place) to where its head is not behind the cursor, and numbers new
+        events where this subscriber had others. That camera's events are read again from the start. (A live event
+        not logged at all waits in the node for a full disk to take it: it is fetched once logged.)"""
+        for n, h in self.client.events(source, max(0, cursor - MAX_REPLY_EVENTS)):
+            if n > cursor:
+                break
+            if _same(h, live):
+                log.warning("%s: the node's event log went back (its event seq %d logged as %d, %d handed on; restored "
+                            "from a backup?): reading its events again from the start", source, live.seq, n, cursor)
+                self.cursors[source] = 0
+                return True
+        return False
 
     def on_message(self, msg: P.Message | None) -> list[tuple[int | None, P.EventHeader | P.EosHeader]]:
         """What to hand on after `msg` (None: nothing came): events as (log_seq, EventHeader), in log order, and ends
@@ -781,12 +817,15 @@ class CatchUp:
         got = self.client.events(source, cursor)
         if self._new_log():
             return self.sync()
-        if not got and live is not None and self._rewound(self.client.heads()):  # its live event is logged, not after
-            return self._fetch(source, live)  # the cursor: the log went back
+        handed = self._handed.setdefault(source, deque(maxlen=HANDED_SEEN))
+        if (live is not None and not any(_same(h, live) for _, h in got) and (live.seq, live.t_capture) not in handed
+                and (self._rewound(self.client.heads()) or self._logged_again(source, cursor, live))):
+            return self._fetch(source, live)  # its live event is logged, not after the cursor: the log went back
         if not got:
             return got
+        handed.extend((h.seq, h.t_capture) for _, h in got)
         if live is not None:  # the events logged before the live one were missed; those after it are early
-            missed = next((i for i, (_, h) in enumerate(got) if h.seq == live.seq and h.t_capture == live.t_capture), 0)
+            missed = next((i for i, (_, h) in enumerate(got) if _same(h, live)), 0)
         else:
             missed = len(got) if budget is None else min(budget, len(got))
         if missed > 0:

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import ssl
 import threading
 import time
@@ -46,6 +47,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from . import protocol as P
 from .eventlog import Cursors, EventLog
 from .sink_config import MqttConfig
+from .transport import ThrottledLog
 
 log = logging.getLogger(__name__)
 MAX_HELD_LIVE = 10_000
@@ -72,9 +74,10 @@ class MqttBridge:
                                                      ".json") if self.event_log is not None else None)
         self.scorer = scorer
         self.stats = {"connects": 0, "refused": 0, "unreachable": 0, "timeouts": 0, "published": 0, "acked": 0,
-                      "dropped": 0, "unacknowledged": 0}  # (the last: counted when the bridge closes)
+                      "dropped": 0, "log_failed": 0, "unacknowledged": 0}  # (the last: counted when it closes)
         # source -> highest log_seq the broker acknowledged (all before it too), and the event log they count in
         self.acked = Cursors()
+        self._unreadable_log = ThrottledLog(log, interval_s=5.0)  # a damaged event log: said every 5 s at most
         self.sent: dict[str, int] = {}  # source -> highest log_seq handed to paho
         # only the bridge's thread touches these three: paho calls on_publish holding its own lock, so the
         # acknowledgements are handed over through `_acks` instead of a lock shared with publish()
@@ -302,7 +305,10 @@ class MqttBridge:
         for path in (self.cursor_path, self._previous_path):
             try:
                 saved = json.loads(path.read_text())
-                self.acked = Cursors({str(k): int(v) for k, v in saved["acked"].items()}, int(saved.get("log_id", 0)))
+                acked, log_id = saved["acked"], saved.get("log_id", 0)
+                if not all(type(v) is int and v >= 0 for v in (*acked.values(), log_id)):  # 1e999, Infinity, -1, "3"
+                    raise ValueError(f"not a count of events: {[*acked.values(), log_id]!r:.80}")
+                self.acked = Cursors({str(k): v for k, v in acked.items()}, log_id)
                 log.info("mqtt: resuming after %s%s", self.acked, " (the previous cursor)" * (path != self.cursor_path))
                 return
             except FileNotFoundError:
@@ -353,20 +359,26 @@ class MqttBridge:
                 self._check_attempt(now)
                 if not self._connected.is_set():
                     continue
-                if db is None and self.event_log is not None and self.event_log.is_file():
-                    db = EventLog(self.event_log, readonly=True)
-                if db is not None and not followed:
-                    followed = self._follow(db)
                 if now - last_health >= self.cfg.health_s:
                     last_health = now
                     with self._lock:
                         self._health_dirty |= set(self._health)
                 self._publish_health()
                 self._publish_scores()
-                if db is not None and followed:
-                    self._publish_logged(db)
-                else:
-                    self._publish_live()
+                try:
+                    if db is None and self.event_log is not None and self.event_log.is_file():
+                        db = EventLog(self.event_log, readonly=True)
+                    if db is not None and not followed:
+                        followed = self._follow(db)
+                    if db is not None and followed:
+                        self._publish_logged(db)
+                    else:
+                        self._publish_live()
+                except sqlite3.Error as e:  # a damaged page, an I/O error: tried again next turn, the log opened afresh
+                    self._unreadable(e)
+                    if db is not None:
+                        db.close()
+                    db = None
                 if now - last_save >= 1.0 and self.acked != saved:
                     self._save_cursors()
                     last_save, saved = now, dict(self.acked)
@@ -425,7 +437,11 @@ class MqttBridge:
             room = self._room()
             if room <= 0:
                 return
-            rows = db.after(source, start, min(room, 1000))
+            try:
+                rows = db.after(source, start, min(room, 1000))
+            except sqlite3.Error as e:  # past a damaged page this camera's events wait; the other cameras' go on
+                self._unreadable(e, source)
+                continue
             if rows and rows[0][0] > start + 1:
                 log.warning("mqtt: %s: events %d..%d were pruned from the event log before the broker got them",
                             source, start + 1, rows[0][0] - 1)
@@ -437,6 +453,12 @@ class MqttBridge:
                     continue
                 if not self._send_event(source, n, header):
                     return
+
+    def _unreadable(self, error: sqlite3.Error, source: str | None = None) -> None:
+        self.stats["log_failed"] += 1
+        whose = f"{source}'s events in " if source else ""
+        self._unreadable_log.error(f"mqtt: could not read {whose}the event log {self.event_log} ({error}); "
+                                   "trying again")
 
     def _publish_live(self) -> None:
         while self._live and self._connected.is_set():

@@ -361,7 +361,9 @@ class EdgeNode:
                 self.events.retry(now=True)
                 if self.events.kept:
                     ends = f" and {self.events.kept_ends} end(s) of stream" if self.events.kept_ends else ""
-                    log.error("%s: %d event(s)%s went out live but could not be written to the event log %s",
+                    log.error("%s: %d event(s)%s went out live but could not be written to the event log %s: the "
+                              "live stream's subscribers had them, those that read the log (a line's sinks and "
+                              "events.jsonl, `ssdnet subscribe --replay`, the MQTT bridge) did not",
                               self.cfg.name, self.events.pending, ends, self.cfg.event_log)
             for source in list(self.detectors):
                 self._keep(source, scratch=False)
@@ -828,7 +830,8 @@ class EdgeNode:
             ends = max(self._published_ends(), logged_ends or 0)
             counters.update(logged_events=announced, logged_ends=ends, event_log_id=self._event_log_id,
                             event_log_failed=self.events.failures, event_log_pending=self.events.pending,
-                            event_log_lost=self.events.lost, replay_throttled=self.replay_budget.throttled)
+                            event_log_lost=self.events.lost, replay_throttled=self.replay_budget.throttled,
+                            replay_failed=self.replay_budget.failed)
         counters.update({f"refused_{reason}": n for reason, n in self.refusals().items()})
         counters.update(credit_inflated_claims=self.credits.inflated_claims,
                         credit_expired_grants=self.credits.expired_grants,

@@ -165,10 +165,13 @@ class JsonLines:
     @staticmethod
     def records(path: str | Path) -> Iterator[dict]:
         """Every JSON object in PATH and its backups, oldest first; a torn or damaged line (a crash mid-write, bytes
-        that are not UTF-8) is skipped."""
+        that are not UTF-8) is skipped, and so is a last line without its newline, JSON or not: it is cut off when
+        PATH is opened again, so it was never counted as written."""
         for file in reversed(JsonLines.files(path)):
             with open(file, "rb") as lines:  # line by line: a file may hold hundreds of MB
                 for line in lines:
+                    if not line.endswith(b"\n"):
+                        continue
                     try:
                         rec = json.loads(line)  # bytes: not UTF-8 raises UnicodeDecodeError, a ValueError
                     except ValueError:

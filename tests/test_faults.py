@@ -245,26 +245,45 @@ def test_a_catch_up_throttled_by_the_node_waits_and_gets_every_event_once(tmp_pa
         stop()
 
 
+class _Log:  # the replay client of one node's log (ReplayClient's calls), its events' seqs given
+    log_id = 7
+
+    def __init__(self, seqs):
+        self.seqs = list(seqs)
+
+    def heads(self):
+        return {"cam0": len(self.seqs)}
+
+    def events(self, source, after):
+        return [(n, P.EventHeader(kind="event", source=source, seq=seq, t_capture=1.0, score=9.0, threshold=3.0,
+                                  model_version=1)) for n, seq in enumerate(self.seqs, 1) if n > after]
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("logged", [[100], [100, 101, 102]], ids=["one", "a_burst"])
+def test_a_log_restored_one_event_behind_a_subscriber_is_read_again(logged):
+    """Restored one event behind the cursor (8 handed on, a backup of 7), the log numbers the next event 8: not
+    after the cursor, and its head not behind it. The live event was skipped without a word, and with a burst logged
+    before it was handed on, the events after it were handed on and it was not (an outside audit)."""
+    node_log = _Log(range(8))
+    catch = CatchUp(node_log, from_start=True)
+    assert [n for n, _ in catch.sync()] == list(range(1, 9))
+    node_log.seqs = [*range(7), *logged]
+    got = catch.on_message(P.Message(node_log.events("cam0", 7)[0][1]))  # the live copy of log_seq 8
+    assert [h.seq for _, h in got] == [*range(7), *logged]  # before: [] / [101, 102]
+    for n in range(9, 8 + len(logged)):  # their live copies, fetched early: not read again
+        assert catch.on_message(P.Message(node_log.events("cam0", n - 1)[0][1])) == []
+    node_log.seqs.append(200)
+    live = node_log.events("cam0", len(node_log.seqs) - 1)[0][1]
+    assert [h.seq for _, h in catch.on_message(P.Message(live))] == [200]
+
+
 def test_a_subscriber_reads_again_a_log_restored_from_a_backup_in_place():
     """A backup restored in place keeps the log's id and numbers new events from its older head: a subscriber whose
     cursor was past it skipped them without a word (12 in an integrator's audit)."""
-    class Log:  # the replay client of one node's log (ReplayClient's calls)
-        log_id = 7
-
-        def __init__(self, seqs):
-            self.seqs = list(seqs)
-
-        def heads(self):
-            return {"cam0": len(self.seqs)}
-
-        def events(self, source, after):
-            return [(n, P.EventHeader(kind="event", source=source, seq=seq, t_capture=1.0, score=9.0, threshold=3.0,
-                                      model_version=1)) for n, seq in enumerate(self.seqs, 1) if n > after]
-
-        def close(self):
-            pass
-
-    node_log = Log(range(8))
+    node_log = _Log(range(8))
     catch = CatchUp(node_log, from_start=True)
     assert [n for n, _ in catch.sync()] == [1, 2, 3, 4, 5, 6, 7, 8]
     node_log.seqs = [0, 1, 2, 100]  # restored from a backup of 3 events, then event seq 100 logged as log_seq 4
@@ -787,6 +806,78 @@ def test_a_damaged_mqtt_cursor_resumes_from_the_one_saved_before_it_not_from_the
     b = bridge()
     assert b.acked == {"cam0": 5}  # neither readable: only events logged from now on, as on a first start
     b.close(timeout_s=0.1)
+
+
+def _damaged_log(path: Path) -> Path:
+    """An event log whose cam0 (3000 events) has a page of its events overwritten (a bad sector), cam1's 5 intact."""
+    db = EventLog(path)
+    for source, events in (("cam0", 3000), ("cam1", 5)):
+        for seq in range(events):
+            db.append(P.EventHeader(kind="event", source=source, seq=seq, t_capture=1.0, score=9.0, threshold=3.0,
+                                    model_version=1))
+    db.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 4096 // 2 * 4096)
+        f.write(b"\xff" * 4096)
+    return path
+
+
+@pytest.mark.faults
+def test_a_damaged_event_log_fails_the_requests_that_read_it_not_the_replay_thread(tmp_path):
+    """One unreadable page (`database disk image is malformed`) ended the node's replay thread: every later request
+    of every client went unanswered, so subscribers that catch up from the log (a line's sinks, `ssdnet subscribe
+    --replay`) handed on no event until the node restarted. Now that request is answered with the error, counted,
+    and the others are served."""
+    budget = eventlog.ReplayBudget(share=1.0)
+    ctx, halt = zmq.Context(), threading.Event()
+    rep = eventlog.replay_socket(ctx)
+    endpoint = transport.bind(rep, "tcp://127.0.0.1:*")
+    t = threading.Thread(target=serve_replay, args=(rep, _damaged_log(tmp_path / "events.db"), halt, None, budget),
+                         daemon=True)
+    t.start()
+    try:
+        client = ReplayClient(endpoint, ctx, timeout_ms=5000)
+        with pytest.raises(ReplayError, match="the event log could not be read: database disk image is malformed"):
+            for after in range(0, 3000, 100):  # cam0's pages, up to the damaged one
+                client.events("cam0", after)
+        assert budget.failed == 1 and t.is_alive()
+        assert client.heads() == {"cam0": 3000, "cam1": 5}  # before: no answer, to any request
+        assert [h.seq for _, h in client.events("cam1", 0)] == list(range(5))
+        client.close()
+    finally:
+        halt.set()
+        t.join()
+        ctx.term()
+
+
+@pytest.mark.faults
+def test_a_damaged_event_log_holds_back_one_camera_s_mqtt_events_not_the_bridge(tmp_path, caplog):
+    """The MQTT bridge's thread ended at the first unreadable page, and no event reached the broker until the node
+    restarted. Now the camera whose events lie past the damage waits (counted, said), the others' go out."""
+    b = MqttBridge(MqttConfig(host="127.0.0.1", port=free_port(), from_start=True, max_inflight=65535), "node0",
+                   _damaged_log(tmp_path / "events.db"))
+    b._thread.start()  # the bridge's loop without its client's connection: paho queues what it is given
+    b._connected.set()
+    try:
+        wait_until(lambda: b.stats["log_failed"] >= 2, timeout=30)  # tried again each turn
+        assert b._thread.is_alive() and b.sent["cam1"] == 5  # cam1's events went out; before: none, thread ended
+        assert 0 < b.sent.get("cam0", 0) < 3000  # cam0's up to the damaged page
+        assert "could not read cam0's events in the event log" in caplog.text
+    finally:
+        b.close(timeout_s=0.1)
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("text", ['{"acked": {"cam0": 1e999}, "log_id": 7}', '{"acked": {"cam0": 4}, "log_id": '
+                                  'Infinity}', '{"acked": {"cam0": -1}, "log_id": 7}', '{"acked": {"cam0": "4"}}'])
+def test_an_mqtt_cursor_that_is_no_count_of_events_is_read_as_damaged(tmp_path, text):
+    """Infinity in a damaged cursor file raised OverflowError out of the bridge's start, so the node did not start."""
+    b = MqttBridge(MqttConfig(host="127.0.0.1", port=free_port(), client_id="c"), "node0", tmp_path / "events.db")
+    b.cursor_path.write_text(text)
+    b._previous_path.write_text('{"acked": {"cam0": 2}, "log_id": 7}')
+    b._load_cursors()
+    assert b.acked == {"cam0": 2} and b.acked.log_id == 7  # the previous cursor
 
 
 def test_a_restarted_node_resumes_each_source_from_its_checkpoint(tmp_path):

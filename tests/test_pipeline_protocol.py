@@ -277,6 +277,32 @@ def test_a_jpeg_of_many_scans_is_refused_before_decoding():
     assert e.value.reason == "bad_payload"
 
 
+def test_a_jpeg_s_header_is_read_in_steps_of_segments_not_of_bytes():
+    """A jpeg's header was read one fill byte (0xFF, any number before a marker) at a time in Python, in the receiver
+    thread every camera shares: a file of 32 MiB of them held it for 8 s, and another camera's frames and end of
+    stream were lost meanwhile (an outside audit). A run of fill bytes is now one step, and a file whose frame header
+    is not within its first MAX_JPEG_SEGMENTS segments is refused."""
+    jpeg = bytes(GOOD_JPEG[2])
+    sof = jpeg.index(b"\xff\xc0")
+    padded = jpeg[:sof] + b"\xff" * 100_000 + jpeg[sof:]  # valid: libjpeg skips fill bytes too
+    assert P.decode([*GOOD_JPEG[:2], padded]).arrays["image"].shape == (48, 64, 3)
+    comments = jpeg[:2] + b"\xff\xfe\x00\x02" * P.MAX_JPEG_SEGMENTS + jpeg[2:]  # empty comment segments
+    assert cv2.imdecode(np.frombuffer(comments, np.uint8), cv2.IMREAD_UNCHANGED).shape == (48, 64, 3)
+    with pytest.raises(P.ProtocolError, match="frame header within its first 1024 segments") as e:
+        P.decode([*GOOD_JPEG[:2], comments])
+    assert e.value.reason == "bad_payload"
+    fill = b"\xff\xd8" + b"\xff" * 2**25
+    desc = P.Payload(name="image", shape=(4096, 4096, 3), dtype="uint8", encoding="jpeg")
+    t0 = time.perf_counter()
+    with pytest.raises(P.ProtocolError, match="not a jpeg file of size 4096x4096"):
+        P._check_payload(desc, fill, 4096)
+    checked = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fill.count(b"\xff\xda")  # one pass over the file's bytes in C: what any check of a payload costs at least
+    one_pass = time.perf_counter() - t0
+    assert checked < 20 * one_pass + 0.05, (checked, one_pass)  # before: 8.1 s, ~300x such a pass
+
+
 def test_a_deferred_file_is_checked_on_arrival_and_decoded_alike_later():
     msg = P.decode(GOOD_JPEG, defer=True)
     assert msg.encoded == {"image"} and msg.arrays["image"].ndim == 1  # the file's bytes, checked, not decoded

@@ -187,14 +187,19 @@ def test_past_max_pending_a_cameras_events_wait_in_the_node_log_for_a_restart(tm
     assert log_seqs(out) == EVERY
 
 
-def test_a_line_torn_by_a_crash_is_cut_off_so_the_next_is_readable(tmp_path):
+@pytest.mark.parametrize("torn", ['{"source": "camA", "se', '{"source": "camA", "seq": 3, "log_seq": 3}'],
+                         ids=["mid_record", "before_its_newline"])
+def test_a_line_torn_by_a_crash_is_cut_off_so_the_next_is_readable(tmp_path, torn):
+    """A last line without its newline is cut off when the file is opened again, so it never counts as written,
+    whole JSON or not (a crash between a record's `}` and its newline: the resume took its log_seq, 3, and the cut
+    then lost that event)."""
     out = tmp_path / "events.jsonl"
     sink = JsonlSink(out, append=False)
     for n in (1, 2):
         sink.handle(P.Message(header("camA", n)), time.time(), n)
     sink.close()
     with open(out, "a") as f:
-        f.write('{"source": "camA", "se')  # camA#3, torn
+        f.write(torn)  # camA#3, torn
     resume = JsonlSink.cursors(out)
     assert resume == {"camA": 2}
     sink = JsonlSink(out, append=True, resume=resume)
