@@ -24,6 +24,7 @@ frame-alone scores of its first 16, and 3 of 59 defective frames passed threshol
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -97,8 +98,12 @@ class ScoreCalibrator:
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict()` (a checkpoint from before the hold-out has only "scores"; one from before
         section 47 marked held-out frames True, as +1 does; one from before section 59 has no weights: its scores
-        count as the memory's weight 0's)."""
-        self.scores = deque((float(s) for s in state["scores"]), maxlen=self.scores.maxlen)
-        self.weights = deque((float(w) for w in state.get("weights", [0.0] * len(self.scores))),
-                             maxlen=self.weights.maxlen)
+        count as the memory's weight 0's). ValueError for a NaN or an infinity in them (a damaged checkpoint: every
+        frame of its camera failed, its calibrated score NaN)."""
+        scores = [float(s) for s in state["scores"]]
+        weights = [float(w) for w in state.get("weights", [0.0] * len(scores))]
+        if not all(map(math.isfinite, scores + weights)):
+            raise ValueError("the calibration's scores hold NaN or infinite values")
+        self.scores = deque(scores, maxlen=self.scores.maxlen)
+        self.weights = deque(weights, maxlen=self.weights.maxlen)
         self.recent = deque((int(s) for s in state.get("recent", ())), maxlen=self.recent.maxlen)

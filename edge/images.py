@@ -26,34 +26,64 @@ def read_image(path) -> np.ndarray:
     equal channels); FileNotFoundError when there is no such file, ValueError when OpenCV cannot decode it (or
     refuses it, as a header claiming over 2^30 pixels), it is empty, neither 8- nor 16-bit, or a JPEG cut short (OpenCV
     would fill its missing rows with grey)."""
+    path, data = _file_bytes(path)  # read once: checked, then decoded (as cv2.imread would, EXIF orientation included)
+    image = _decode(path, data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if image is None:  # a float TIFF is only read as it is: say what it holds
+        image = _decode(path, data, cv2.IMREAD_UNCHANGED)
+        if image is None or image.dtype in (np.uint8, np.uint16):
+            raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path} is a {image.dtype} image: convert it to 8 or 16 bits")
+    if path.suffix.lower() in (".tif", ".tiff") and (name := opencv_name(path.resolve())) is not None:
+        try:
+            _say_pages(name, path.stat().st_mtime_ns)
+        except OSError:  # replaced or removed since it was read: the image read stands
+            pass
+    return image
+
+
+def read_mask(path) -> np.ndarray:
+    """A defect mask file as HxW uint8, 1 where it is nonzero (a defect); `read_image`'s errors."""
+    path, data = _file_bytes(path)
+    mask = _decode(path, data, cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
+    return (mask > 0).astype(np.uint8)
+
+
+def _file_bytes(path) -> tuple[Path, bytes]:
+    """PATH and its bytes, unless there is no such file (FileNotFoundError), it is empty or a JPEG cut short."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
-    data = path.read_bytes()  # read once: checked, then decoded (as cv2.imread would, EXIF orientation included)
+    data = path.read_bytes()
     if not data:
         raise ValueError(f"{path} is empty (0 bytes): still being written, or a failed copy")
     if _cut_short_jpeg(data):
         raise ValueError(f"{path} is a JPEG without its end-of-image marker: cut short, or still being written")
-    buffer = np.frombuffer(data, np.uint8)
+    return path, data
+
+
+def _decode(path: Path, data: bytes, flags: int) -> np.ndarray | None:
+    """A file's bytes decoded by OpenCV (None: it cannot), decoded from memory: OpenCV given a file name that is not
+    UTF-8 (a name from another system's encoding) crashes the process."""
     try:
-        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-        if image is None:  # a float TIFF is only read as it is: say what it holds
-            image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-            if image is None or image.dtype in (np.uint8, np.uint16):
-                raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:  # a header OpenCV distrusts (more pixels than it reads) is refused by raising, not None
         why = ("its header gives more pixels than OpenCV reads (2^30): save it smaller"
                if "CV_IO_MAX_IMAGE_PIXELS" in str(e) else "OpenCV refused it (a damaged file, or a kind it cannot "
                                                           "read)")
         raise ValueError(f"cannot decode {path}: {why}") from None
-    if image.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"{path} is a {image.dtype} image: convert it to 8 or 16 bits")
-    if path.suffix.lower() in (".tif", ".tiff"):
-        try:
-            _say_pages(str(path.resolve()), path.stat().st_mtime_ns)
-        except OSError:  # replaced or removed since it was read: the image read stands
-            pass
-    return image
+
+
+def opencv_name(path) -> str | None:
+    """PATH as a name OpenCV may be given, None when it is not UTF-8 (OpenCV would crash the process)."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return name
 
 
 @functools.lru_cache(maxsize=256)  # once per file and version, not at every pass of a looping folder camera
@@ -85,6 +115,14 @@ def read_rgb(path, bits: int | None = None) -> np.ndarray:
 
 
 def write_rgb(path, image: np.ndarray) -> None:
-    """Write an RGB uint8 image (PNG/JPEG by suffix); raises OSError when OpenCV cannot."""
-    if not cv2.imwrite(str(path), np.ascontiguousarray(image[:, :, ::-1])):
-        raise OSError(f"could not write image {path}")
+    """Write an RGB uint8 image (PNG/JPEG by suffix); OSError when it cannot be. Encoded in memory and written by
+    Python: OpenCV given a file name that is not UTF-8 crashes the process."""
+    path = Path(path)
+    try:
+        ok, data = cv2.imencode(path.suffix, np.ascontiguousarray(image[:, :, ::-1]))
+    except cv2.error:  # a suffix OpenCV does not write
+        ok = False
+    if not ok:
+        raise OSError(f"could not write image {path}: OpenCV cannot encode it as {path.suffix or 'no suffix'}")
+    with open(path, "wb") as f:
+        f.write(data)

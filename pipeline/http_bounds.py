@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 import time
 from socketserver import ThreadingMixIn
@@ -14,6 +15,7 @@ from typing import Any
 
 from .transport import ThrottledLog
 
+log = logging.getLogger(__name__)
 REQUEST_S = 10.0  # a client has this long to send a whole request (line and headers), from its connection or its last
 
 
@@ -28,7 +30,7 @@ class BoundedConnections(ThreadingMixIn):
     max_connections = 32
     name = "http"
     refused = bad_requests = 0
-    throttled = ThrottledLog(logging.getLogger(__name__), 5.0)
+    throttled = ThrottledLog(log, 5.0)
 
     def __init__(self, *args: Any, **kwargs: Any):
         self.connections = 0  # open now, a thread each
@@ -68,6 +70,14 @@ class BoundedConnections(ThreadingMixIn):
         with self._connections_lock:
             self.connections -= 1
             self._waiting.pop(request, None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that failed outside its handler (a client resetting its connection mid-request): counted and
+        logged once in a while, not a traceback on stderr for each."""
+        e = sys.exc_info()[1]
+        self.bad_requests += 1
+        self.throttled.warning(f"{self.name}: request from {client_address[0]} failed: {type(e).__name__}: {e}")
+        log.debug("%s: the request's failure", self.name, exc_info=True)
 
     def await_request(self, sock: socket.socket) -> None:
         """`sock`'s next request must be in within REQUEST_S (its first: from its connection)."""

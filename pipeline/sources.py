@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from stat import S_ISREG
 from typing import Protocol
 
 import cv2
@@ -27,7 +28,7 @@ import zmq
 
 from edge.config import MIN_SIDE
 from edge.frames import bit_depth, to_uint8
-from edge.images import IMAGE_SUFFIXES, image_files, read_image
+from edge.images import IMAGE_SUFFIXES, image_files, opencv_name, read_image, read_mask
 from edge.synthetic import sample
 
 from . import protocol as P
@@ -182,9 +183,17 @@ class VideoReader:
             api = cv2.CAP_GSTREAMER
         return api
 
+    @property
+    def _utf8(self) -> bool:
+        """Whether OpenCV may be given the uri (a file name that is not UTF-8 crashes the process)."""
+        return not isinstance(self.cfg.uri, str) or opencv_name(self.cfg.uri) is not None
+
     def open(self) -> None:
         """Open the uri; after a failed open OpenCV's own warnings are kept down for the retries (a missing USB
         camera printed its two [ WARN ] lines again at every retry, beside the camera's own retry line)."""
+        if not self._utf8:
+            raise SourceFatal(f"{self.cfg.name}'s uri {self.cfg.uri!r} is not UTF-8 (a file name in another system's "
+                              "encoding), which OpenCV cannot take: rename the file")
         level = cv2.utils.logging.getLogLevel()
         if self.failed_opens:
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -221,7 +230,7 @@ class VideoReader:
 
     def frame_count(self) -> int | None:
         """The frames of one pass of a video file, as its container says (None: a live camera, or not said)."""
-        if not self.is_file or not Path(self.cfg.uri).is_file():
+        if not self.is_file or not self._utf8 or not Path(self.cfg.uri).is_file():
             return None
         cap = cv2.VideoCapture(self.cfg.uri, self.api)
         try:
@@ -242,6 +251,7 @@ class FolderReader:
         self.unreadable = 0
         self.bits = 8  # the bits the folder's 16-bit images fill, the largest so far (edge.frames.bit_depth)
         self.shaper = Shaper(cfg)
+        self._unread_mask_log, self._mask_size_log = ThrottledLog(log, 5.0), ThrottledLog(log, 5.0)
 
     def check(self) -> None:
         self.open()
@@ -286,11 +296,22 @@ class FolderReader:
             return None
 
     def _mask(self, image_path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+        """The image's mask (none: a normal image, all zeros); one it cannot read is left out (its frame is sent
+        without one), one of another size than its image is scaled to it, each said."""
         if self.cfg.masks is None:
             return None
         path = self.cfg.masks / f"{image_path.stem}{self.cfg.mask_suffix}.png"
-        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
-        mask = np.zeros(shape, np.uint8) if mask is None else (mask > 0).astype(np.uint8)
+        if not path.is_file():
+            return self.shaper.mask(np.zeros(shape, np.uint8))
+        try:
+            mask = read_mask(path)
+        except (OSError, ValueError) as e:
+            self._unread_mask_log.warning(f"{self.cfg.name}: {image_path.name} is sent without its mask: {e}")
+            return None
+        if mask.shape != shape:
+            self._mask_size_log.warning(f"{self.cfg.name}: mask {path.name} is {mask.shape[1]}x{mask.shape[0]}, its "
+                                        f"image {shape[1]}x{shape[0]}: scaled to the image")
+            mask = cv2.resize(mask, shape[::-1], interpolation=cv2.INTER_NEAREST)
         return self.shaper.mask(mask)
 
     def close(self) -> None:
@@ -337,9 +358,11 @@ class ProductName:
             return self.name
         text = None
         try:
-            stat = self.path.stat()
-            seen: tuple[int, int, int] | str = stat.st_ino, stat.st_mtime_ns, stat.st_size
+            st = self.path.stat()
+            seen: tuple[int, int, int] | str = st.st_ino, st.st_mtime_ns, st.st_size
             if seen != self.seen:
+                if not S_ISREG(st.st_mode):  # a FIFO blocked the camera's reader until something wrote to it
+                    raise OSError("not a regular file")
                 with self.path.open(errors="replace") as f:
                     text = f.read(256).strip()  # a name is 64 characters at most
         except OSError as e:
@@ -582,6 +605,10 @@ class Camera:
                 self.counters["reconnects"] += 1
                 self._halt.wait(delay)
                 continue
+            except Exception as e:  # a fault of the reader's own: the stream ends, said, not a camera hung silently
+                log.exception("%s: the camera's reader failed", cfg.name)
+                reason, self.failure = f"failed: {type(e).__name__}: {e}", f"{type(e).__name__}: {e}"
+                break
             if cap is None:
                 reason = "source ended"
                 break

@@ -38,13 +38,11 @@ import re
 import secrets
 import select
 import socket
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
-from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -308,13 +306,9 @@ class _Handler(AwaitsRequest, BaseHTTPRequestHandler):  # the whole request in R
         if self.server.token is None:
             return True, None
         offered = query.get("token", [None])[0]
-        if offered is None:
-            cookie = SimpleCookie()
-            try:
-                cookie.load(self.headers.get("Cookie") or "")
-            except Exception:  # noqa: BLE001 - a garbled cookie header is no token
-                pass
-            offered = cookie[COOKIE].value if COOKIE in cookie else None
+        if offered is None:  # split, not SimpleCookie: its parser took quadratic time on backslashes (CVE-2024-7592)
+            pairs = (part.strip().partition("=") for part in (self.headers.get("Cookie") or "").split(";"))
+            offered = next((value for key, _, value in pairs if key == COOKIE), None)
         if offered is None or not hmac.compare_digest(offered.encode(), self.server.token.encode()):
             self._refuse(HTTPStatus.UNAUTHORIZED, "token missing or wrong (open the URL with ?token=... once)")
             return False, None
@@ -328,8 +322,8 @@ class _Handler(AwaitsRequest, BaseHTTPRequestHandler):  # the whole request in R
     def do_GET(self) -> None:
         try:
             self._get()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):  # a client that does not read its answers:
+            self.close_connection = True  # closed, not held for the requests it sent ahead (a slot for each)
         except Exception as e:  # noqa: BLE001 - one request's failure never stops the page
             self.server.throttled.warning(f"view: {self.path[:80]!r} failed: {type(e).__name__}: {e}")
             try:
@@ -384,19 +378,16 @@ class _Handler(AwaitsRequest, BaseHTTPRequestHandler):  # the whole request in R
             self._send(HTTPStatus.NOT_FOUND, b"404 not found\n")
 
     def _stream(self) -> None:
+        if self.command == "HEAD":  # the headers alone: no body, and no live view's place taken
+            self._stream_headers()
+            return
         listening = self.server.state.listen()
         if listening is None:
             self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, f"{self.server.cfg.max_clients} live views already open")
             return
         q, first = listening
         try:
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.close_connection = True
+            self._stream_headers()
             self.wfile.write(f"retry: 1000\n{first}".encode())
             self.wfile.flush()
             quiet_since = time.monotonic()
@@ -417,6 +408,15 @@ class _Handler(AwaitsRequest, BaseHTTPRequestHandler):  # the whole request in R
         finally:
             self.server.state.unlisten(q)
 
+
+    def _stream_headers(self) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
 
     def _gone(self) -> bool:
         """The browser closed the stream (its socket reads as end of file)."""
@@ -443,6 +443,8 @@ class ViewServer(BoundedConnections, ThreadingHTTPServer):
         self.throttled = ThrottledLog(log, 5.0)
         self.bad_requests = self.refused = 0
         self.max_connections = cfg.max_clients + OTHER_CONNECTIONS
+        if ":" in cfg.host:  # an IPv6 address (ThreadingHTTPServer's family is IPv4)
+            self.address_family = socket.AF_INET6
         try:
             super().__init__((cfg.host, cfg.port), _Handler)
         except OSError as e:
@@ -456,14 +458,6 @@ class ViewServer(BoundedConnections, ThreadingHTTPServer):
         self.port = self.server_address[1]
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="view",
                                         daemon=True)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A request that failed outside its handler (a client resetting its connection mid-request): counted and
-        logged once in a while, not a traceback on stderr for each."""
-        e = sys.exc_info()[1]
-        self.bad_requests += 1
-        self.throttled.warning(f"view: request from {client_address[0]} failed: {type(e).__name__}: {e}")
-        log.debug("view: the request's failure", exc_info=True)
 
     @property
     def url(self) -> str:

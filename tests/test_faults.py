@@ -18,9 +18,11 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
+import torch
 import zmq
 
-from edge.config import ConfigError, SSDNetConfig
+from edge.calibration import ScoreCalibrator
+from edge.config import CalibrationConfig, ConfigError, SSDNetConfig
 from edge.detector import Detector
 from pipeline import checkpoints, eventlog, transport
 from pipeline import protocol as P
@@ -878,6 +880,33 @@ def test_an_mqtt_cursor_that_is_no_count_of_events_is_read_as_damaged(tmp_path, 
     b._previous_path.write_text('{"acked": {"cam0": 2}, "log_id": 7}')
     b._load_cursors()
     assert b.acked == {"cam0": 2} and b.acked.log_id == 7  # the previous cursor
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_checkpoint_whose_calibration_holds_a_nan_is_ignored_not_scored_with(tmp_path, caplog, bad):
+    """A NaN in a checkpoint's calibration (a damaged file) loaded, and every calibrated score was NaN: each frame of
+    the camera failed and the node loaded the same checkpoint again for the next, so the camera scored nothing, across
+    restarts too (an outside audit). The checkpoint is now ignored as damaged and the camera starts afresh."""
+    cal = ScoreCalibrator(CalibrationConfig())
+    for raw in (0.5, 0.6, 0.7):
+        cal.observe(raw)
+    state = cal.state_dict()
+
+    class Model:  # the calibrator's part of a detector's restore
+        def __init__(self):
+            self.cal = ScoreCalibrator(CalibrationConfig())
+
+        def restore(self, saved):
+            self.cal.load_state_dict(saved["calibration"])
+
+    torch.save({"calibration": {**state, "scores": [*state["scores"], bad]}}, tmp_path / "cam0.pt")
+    model = Model()
+    Checkpoints(tmp_path, every=1, scratch_mb=0).load("cam0", None, model)
+    assert list(model.cal.scores) == [] and "ignored checkpoint" in caplog.text and "NaN or infinite" in caplog.text
+    torch.save({"calibration": state}, tmp_path / "cam0.pt")
+    Checkpoints(tmp_path, every=1, scratch_mb=0).load("cam0", None, model)
+    assert list(model.cal.scores) == [0.5, 0.6, 0.7]
 
 
 def test_a_restarted_node_resumes_each_source_from_its_checkpoint(tmp_path):

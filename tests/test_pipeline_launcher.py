@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -607,6 +608,24 @@ def test_metrics_endpoint_drops_silent_clients_and_bounds_its_connections(monkey
             s.settimeout(2)
             assert s.recv(1024) == b""  # closed by the server
             s.close()
+    finally:
+        sink.close()
+
+
+def test_a_metrics_client_resetting_mid_request_is_counted_not_a_traceback_on_stderr(capfd):
+    """The metrics endpoint printed a 29-line traceback for each client that reset its connection mid-request, as
+    often as any peer liked, and counted none (the view did not: its handler of failures now serves both)."""
+    sink = MetricsSink(port=0)
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", sink.port), timeout=10)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.2)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends a reset
+            s.close()
+        wait_until(lambda: sink.server.bad_requests == 3)
+        assert "Traceback" not in capfd.readouterr().err
+        assert b"ssdnet_events" in urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/metrics", timeout=5).read()
     finally:
         sink.close()
 

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import zlib
 from contextlib import contextmanager
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import zmq
 
-from edge.images import read_rgb
+from edge.images import read_rgb, write_rgb
 from pipeline import protocol as P
 from pipeline.config import FolderSourceConfig, SyntheticSourceConfig, VideoSourceConfig
 from pipeline.flow import encode_grant
@@ -361,6 +364,79 @@ def test_a_looping_folder_none_of_whose_files_can_be_read_fails_not_spins(tmp_pa
     with pytest.raises(SourceFatal, match="none of the 2 images"):
         reader.read()
     assert reader.unreadable == 2
+
+
+def _png_claiming(height: int, width: int) -> bytes:
+    """A small PNG whose header says it is height x width (its CRC mended): OpenCV refuses it by raising."""
+    png = bytearray(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
+    png[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
+    return bytes(png)
+
+
+def test_a_folder_s_odd_names_and_masks_cost_no_frame_and_end_its_stream(tmp_path, caplog):
+    """An outside audit's folder: a file name that is not UTF-8 (OpenCV given it crashed the process: a tif's page
+    count, an overlay written for it), a mask whose header claims 40000x40000 px (OpenCV raised, the reader thread
+    died and the camera hung without an end of stream) and a mask of half its image's size (the frame's header
+    refused it and the camera raised). Each frame is sent, to the end of the stream, each odd mask said."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    frame = np.full((64, 80, 3), 90, np.uint8)
+    for name in (b"000.png", b"001.png", b"002.png", "003_caf\xe9.tif".encode("latin-1")):
+        (images / os.fsdecode(name)).write_bytes(cv2.imencode(Path(os.fsdecode(name)).suffix, frame)[1].tobytes())
+    (masks / "000_mask.png").write_bytes(_png_claiming(40000, 40000))
+    (masks / "001_mask.png").write_bytes(cv2.imencode(".png", np.full((32, 40), 255, np.uint8))[1].tobytes())
+    cfg = FolderSourceConfig(kind="folder", name="shelf", path=images, masks=masks, fps=100)
+    with camera(cfg) as (sub, cam, _):
+        msgs = drain(sub)
+    frames = frames_of(msgs)
+    assert len(frames) == msgs[-1].header.frames == 4 and cam.failure is None
+    assert "mask" not in frames[0].arrays and "more pixels than OpenCV reads" in caplog.text  # sent without it
+    assert frames[1].arrays["mask"].shape == (64, 80) and frames[1].arrays["mask"].all()  # scaled to its image
+    assert "mask 001_mask.png is 40x32, its image 80x64: scaled to the image" in caplog.text
+    assert [int(f.arrays["mask"].sum()) for f in frames[2:]] == [0, 0]  # no mask file: a normal image
+    written = tmp_path / os.fsdecode(b"overlay_\xe9.png")
+    write_rgb(written, read_rgb(images / os.fsdecode("003_caf\xe9.tif".encode("latin-1"))))
+    assert read_rgb(written).shape == (64, 80, 3)
+
+
+def test_a_video_file_named_in_another_encoding_is_refused_in_words(tmp_path):
+    """OpenCV given a file name that is not UTF-8 crashed the process (`ssdnet calibrate`, a video camera)."""
+    path = tmp_path / os.fsdecode(b"line\xe9.mp4")
+    path.write_bytes(b"\x00" * 64)
+    cfg = VideoSourceConfig(kind="video", name="cam0", uri=str(path))
+    assert expected_frames(cfg) is None
+    with pytest.raises(SourceFatal, match="is not UTF-8 .* rename the file"):
+        Camera(cfg).run(stop=None)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # run() raises the failure
+def test_a_reader_that_raises_ends_its_stream_with_the_reason():
+    """A fault of a reader's own (a library's exception, a bug) ended the reader thread, and the camera hung without
+    an end of stream, its heartbeats still saying `streaming`."""
+    class Broken:
+        calls = 0
+
+        def open(self):
+            pass
+
+        def read(self):
+            self.calls += 1
+            if self.calls > 2:
+                raise RuntimeError("a driver fault")
+            return Capture(np.full((48, 48, 3), 90, np.uint8), None, time.time())
+
+        def close(self):
+            pass
+
+        def frame_count(self):
+            return None
+
+    cfg = SyntheticSourceConfig(kind="synthetic", name="cam0", size=48, heartbeat_s=0.05)
+    with camera(cfg, Broken()) as (sub, cam, _):
+        msgs = drain(sub)
+    assert len(frames_of(msgs)) == msgs[-1].header.frames == 2
+    assert cam.failure == "RuntimeError: a driver fault"
 
 
 @pytest.mark.parametrize("run_id", [True, False])

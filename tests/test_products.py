@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -145,6 +146,19 @@ def test_a_product_file_is_read_again_when_the_controller_rewrites_it(tmp_path, 
     assert name() == "grass" and "not a product name" in caplog.text
     path.write_text("gravel")
     assert name() == "gravel"
+
+
+def test_a_product_file_that_is_no_regular_file_keeps_the_product_and_blocks_nothing(tmp_path, caplog):
+    """A FIFO as `product_file` (a controller's pipe): opening it blocked the camera's reader until something wrote
+    to it, its heartbeats still saying `streaming` (an outside audit)."""
+    path = tmp_path / "product"
+    os.mkfifo(path)
+    name = ProductName(SyntheticSourceConfig(kind="synthetic", name="cam0", product="tile", product_file=path))
+    got: list[str | None] = []
+    reader = threading.Thread(target=lambda: got.append(name()), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert got == ["tile"] and "not a regular file; the product stays 'tile'" in caplog.text
 
 
 def test_a_cameras_frames_carry_its_product():

@@ -176,6 +176,67 @@ def test_connections_are_bounded_and_a_slow_one_gives_way_to_a_new_one(monkeypat
         sink.close()
 
 
+def test_a_client_that_sends_requests_ahead_and_reads_no_answer_gives_its_connection_up(monkeypatch):
+    """A client pipelining 3000 requests and reading none held its connection for 10 s an answer (each answer's write
+    timed out, and the next request was already in: never waiting, never closable), so max_clients + 32 of them
+    shut every browser out (an outside audit). Now a write that times out closes its connection."""
+    monkeypatch.setattr(view_module, "OTHER_CONNECTIONS", 0)
+    monkeypatch.setattr(view_module._Handler, "timeout", 1)
+    sink = ViewSink(ViewConfig(port=0, max_clients=1))
+    try:
+        hog = socket.socket()
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", sink.server.port))
+        hog.sendall(b"GET /static/view.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 3000)
+        wait_until(lambda: sink.server.connections == 1)
+        wait_until(lambda: sink.server.connections == 0, timeout=10)  # before: held for 3000 answers' timeouts
+        assert get(sink.url + "healthz")[0] == 200
+        hog.close()
+    finally:
+        sink.close()
+
+
+def test_a_cookie_is_read_in_one_pass_and_head_takes_no_live_stream():
+    """The cookie header went to http.cookies, whose parser takes quadratic time on backslashes on Pythons before
+    3.11.10 / 3.12.6 (CVE-2024-7592: 24,000 of them cost 2.4 s of the view's CPU per request, before the token is
+    checked). HEAD /api/stream sent the stream's body and held a live view's place."""
+    sink = ViewSink(ViewConfig(host="0.0.0.0", port=0, allow=("127.0.0.0/8",)), "l")
+    try:
+        base = f"http://127.0.0.1:{sink.server.port}/"
+        cookie = f"a=1; ssdnet_view={sink.server.token}; b=2"
+        assert get(base + "api/state", {"Cookie": cookie})[0] == 200
+        t0 = time.process_time()
+        assert get(base + "api/state", {"Cookie": 'ssdnet_view="' + "\\" * 60_000 + '"'})[0] == 401
+        assert time.process_time() - t0 < 1.0  # before: tens of seconds of CPU
+        conn = http.client.HTTPConnection("127.0.0.1", sink.server.port, timeout=10)
+        conn.request("HEAD", "/api/stream", headers={"Cookie": cookie})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"" and sink.state.clients == 0
+        conn.close()
+    finally:
+        sink.close()
+
+
+def _binds_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _binds_ipv6_loopback(), reason="this machine cannot bind the IPv6 loopback ::1")
+def test_the_view_listens_on_an_ipv6_address():
+    """`host: "::1"` failed to start ("Address family for hostname not supported"): the server was IPv4 only."""
+    sink = ViewSink(ViewConfig(host="::1", port=0))
+    try:
+        assert sink.url.startswith("http://[::1]:")
+        assert get(sink.url + "healthz")[0] == 200
+    finally:
+        sink.close()
+
+
 def test_a_page_on_the_network_needs_its_token_then_a_cookie():
     sink = ViewSink(ViewConfig(host="0.0.0.0", port=0, allow=("127.0.0.0/8",)), "l")
     try:

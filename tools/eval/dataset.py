@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from edge.images import image_files, read_rgb
+from edge.images import image_files, read_mask, read_rgb
 
 GOOD = "good"
 
@@ -51,9 +50,10 @@ def _read_image(path: Path) -> np.ndarray:
 def _read_mask(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarray:
     if not path.is_file():
         raise DatasetError(f"defect image {image_path} has no mask (expected {path})")
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise DatasetError(f"cannot read mask {path}")
+    try:
+        mask = read_mask(path)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read mask: {e}") from None
     if mask.shape != shape:
         raise DatasetError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}")
     return mask > 0
