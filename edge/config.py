@@ -431,6 +431,16 @@ class SSDNetConfig(StrictModel):
         """The per-camera memory is kept and searched (it belongs to the self-similarity term)."""
         return self.memory.size_mb > 0 and self.score.knn_weight > 0
 
+    @model_validator(mode="after")
+    def _memory_holds_k_rows(self) -> SSDNetConfig:
+        from .memory import capacity, feature_dim  # here: edge.memory imports this module
+
+        m = self.memory
+        if m.size_mb > 0 and (rows := capacity(m, feature_dim(m))) < m.k:
+            raise ValueError(f"memory.size_mb {m.size_mb:g} holds {rows} bank row(s), fewer than memory.k = {m.k} "
+                             "(every frame would fail): give it more, or 0 for no memory")
+        return self
+
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the field and the problem."""

@@ -359,7 +359,7 @@ class Detector:
             normal = not_outlying(own, own_v, mcfg.admit_cell_mad)
         self.memory.observe_levels((float(own_v.mean()), robust_std(own_v)),  # before its cells go in
                                    (float(dist_v.mean()), robust_std(dist_v)))
-        return self.memory.add(feats, valid & normal, dist)
+        return self.memory.add(feats, valid & normal, dist, frame_cells=int(valid.sum()))  # not the padding's
 
     def _keep_history(self, x: torch.Tensor, height: int, width: int) -> None:
         """Give the memory's history `history_cells` of the last scored frame's self-similarity cells (not the

@@ -29,13 +29,14 @@ def check_frame(image: np.ndarray) -> np.ndarray:
     return image
 
 
-BLANK_SPAN = 2  # a frame whose values (every 8th pixel) span no more grey levels than this is blank
+BLANK_SPAN = 2  # a frame whose values (on a sparse grid of its pixels) span no more grey levels than this is blank
 
 
 def value_span(image: np.ndarray) -> int:
-    """The grey levels a frame's values span (every 8th pixel, the widest channel): a lens cap, the light off or a
-    dead sensor spans BLANK_SPAN or fewer."""
-    return int(np.ptp(image[::8, ::8], axis=(0, 1)).max())
+    """The grey levels a frame's values span (every 7th row's every 9th pixel, the widest channel): a lens cap, the
+    light off or a dead sensor spans BLANK_SPAN or fewer. Strides of no common factor with a pattern's usual pitch:
+    every 8th pixel saw one value of a checkerboard or of a plate perforated at an 8 px pitch, a "blank" frame."""
+    return int(np.ptp(image[::7, ::9], axis=(0, 1)).max())
 
 
 DEPTHS = (8, 10, 12, 14, 16)  # the bits a 16-bit frame's values may fill: Mono8 to Mono16, stored LSB-aligned

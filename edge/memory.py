@@ -317,19 +317,20 @@ class FeatureMemory:
         self.history_count = min(len(self.history), self.history_count + int(idx.numel()))
         return int(idx.numel())
 
-    def add(self, feats: torch.Tensor, normal: torch.Tensor, distance: torch.Tensor | None = None) -> int:
-        """Write up to `cfg.per_frame` cells (and `cfg.per_frame_share` of all) of (1, C, gh, gw) `feats` where
-        `normal` (gh, gw) is True: of `cfg.candidates` of them drawn at random, those farthest from the bank
-        (`distance`, (gh, gw): each cell's memory distance) and from each other. Once the memory is ready they wait
-        until `cfg.delay_frames` more frames have been added before they go into the bank (no frame is compared with
-        them until then; before, they go in at once: the camera first needs a memory). A row's spacing is its cell's
-        `distance` (the bank's density where it goes in); while the bank has fewer than k rows, its distance to the k
-        nearest of the rows picked with it. Returns how many were picked."""
+    def add(self, feats: torch.Tensor, normal: torch.Tensor, distance: torch.Tensor | None = None,
+            frame_cells: int | None = None) -> int:
+        """Write up to `cfg.per_frame` cells (and `cfg.per_frame_share` of the frame's `frame_cells`, default the
+        whole grid's) of (1, C, gh, gw) `feats` where `normal` (gh, gw) is True: of `cfg.candidates` of them drawn at
+        random, those farthest from the bank (`distance`, (gh, gw): each cell's memory distance) and from each other.
+        Once the memory is ready they wait until `cfg.delay_frames` more frames have been added before they go into
+        the bank (no frame is compared with them until then; before, they go in at once: the camera first needs a
+        memory). A row's spacing is its cell's `distance` (the bank's density where it goes in); while the bank has
+        fewer than k rows, its distance to the k nearest of the rows picked with it. Returns how many were picked."""
         rows = feats[0].permute(1, 2, 0).reshape(-1, self.dim)
         idx = torch.nonzero(normal.reshape(-1).to(rows.device))[:, 0]
         if idx.numel() == 0 or len(self.bank) == 0:
             return 0
-        share = math.ceil(self.cfg.per_frame_share * normal.numel())
+        share = math.ceil(self.cfg.per_frame_share * (normal.numel() if frame_cells is None else frame_cells))
         n = min(self.cfg.per_frame, share, idx.numel(), len(self.bank))
         draw = torch.randperm(idx.numel(), generator=self.generator, device=idx.device)
         idx = idx[draw[: max(n, self.cfg.candidates)]]

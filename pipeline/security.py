@@ -33,6 +33,7 @@ The node adds them to its heartbeat counters as `refused_<reason>`.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -51,25 +52,39 @@ class KeyFileError(ValueError):
 
 
 def load_public(path: str | Path) -> bytes:
-    """The z85 public key of a `.key` (or `.key_secret`) certificate file."""
-    path = Path(path)
-    if not path.is_file():
-        raise KeyFileError(f"public key file {path} not found (make one with `ssdnet keys DIR --name NAME`)")
-    public, _ = zmq.auth.load_certificate(str(path))
-    if public is None:
-        raise KeyFileError(f"{path} holds no public key")
-    return public
+    """The z85 public key of a `.key` (or `.key_secret`) certificate file; KeyFileError naming the file when it
+    cannot be read or holds no valid key."""
+    return _load(path, "public")[0]
 
 
 def load_secret(path: str | Path) -> tuple[bytes, bytes]:
-    """(public, secret) z85 keys of a `.key_secret` certificate file."""
-    path = Path(path)
-    if not path.is_file():
-        raise KeyFileError(f"secret key file {path} not found (make one with `ssdnet keys DIR --name NAME`)")
-    public, secret = zmq.auth.load_certificate(str(path))
-    if not secret:
+    """(public, secret) z85 keys of a `.key_secret` certificate file (KeyFileError as `load_public`)."""
+    public, secret = _load(path, "secret")
+    if secret is None:
         raise KeyFileError(f"{path} holds no secret key (a .key_secret file is needed)")
     return public, secret
+
+
+def _load(path: str | Path, which: str) -> tuple[bytes, bytes | None]:
+    path = Path(path)
+    if not path.is_file():
+        raise KeyFileError(f"{which} key file {path} not found (make one with `ssdnet keys DIR --name NAME`)")
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as e:  # unreadable, or no public key in it
+        raise KeyFileError(f"cannot read key file {path}: {e}") from None
+    for key in (public, secret):
+        if key is not None and not _is_z85_key(key):  # else a bare "Invalid argument" from ZeroMQ, later
+            raise KeyFileError(f"{path} holds a key that is not 40 characters of z85 (cut short or damaged: make "
+                               "a new pair with `ssdnet keys DIR --name NAME`)")
+    return public, secret
+
+
+def _is_z85_key(key: bytes) -> bool:
+    try:
+        return len(key) == 40 and len(zmq.utils.z85.decode(key)) == 32
+    except (ValueError, KeyError):  # a character outside z85's alphabet
+        return False
 
 
 def _signature(directory: Path) -> tuple:
@@ -88,6 +103,7 @@ class AllowList:
     def __init__(self, directory: Path, reload_s: float = 5.0):
         self.directory, self.reload_s = Path(directory), reload_s
         self.keys: set[bytes] = set()  # z85
+        self._by_file: dict[str, bytes] = {}  # file name -> its key
         self.refused = 0
         self._checked = -float("inf")
         self._sig: tuple = ()
@@ -103,15 +119,16 @@ class AllowList:
         sig = _signature(self.directory)
         if sig == self._sig and self.keys:
             return
-        try:
-            keys = set(zmq.auth.load_certificates(str(self.directory))) if self.directory.is_dir() else set()
-        except Exception as e:  # noqa: BLE001 - a .key file being copied in (empty yet) or holding no key
-            # the list stays what it was (an error here would end the gate's thread: pipeline.gate); read again on
-            # the next handshake after reload_s, the file complete by then
-            self._error_log.error(f"CURVE allow-list {self.directory} not reloaded, still {len(self.keys)} key(s): "
-                                  f"{e}")
-            return
-        self._sig, self.keys = sig, keys
+        by_file: dict[str, bytes] = {}
+        for path in sorted(self.directory.glob("*.key")) if self.directory.is_dir() else ():  # the folder's name is
+            try:  # no pattern (zmq.auth.load_certificates globbed it: `allowed[prod]` read `allowedp`)
+                by_file[path.name] = load_public(path)
+            except KeyFileError as e:  # one being copied in (empty yet), or no key: skipped, the others read
+                kept = self._by_file.get(path.name)  # (before, the whole list stayed as it was: deleted keys too)
+                if kept is not None:
+                    by_file[path.name] = kept
+                self._error_log.error(f"CURVE allow-list: skipped {e}" + (" (its last key kept)" if kept else ""))
+        self._sig, self._by_file, self.keys = sig, by_file, set(by_file.values())
         log.info("CURVE allow-list %s: %d key(s)", self.directory, len(self.keys))
 
     def __call__(self, client_key: bytes) -> bool:
@@ -222,8 +239,12 @@ def make_keypair(directory: str | Path, name: str, force: bool = False) -> tuple
     public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
     if not force and (public.exists() or secret.exists()):
         raise FileExistsError(f"{public} or {secret} exists already (use --force to replace)")
-    public_file, secret_file = zmq.auth.create_certificates(str(directory), name)
-    Path(secret_file).chmod(0o600)
+    umask = os.umask(0o077)  # the secret is never readable by others, not even between its writing and a chmod
+    try:
+        public_file, secret_file = zmq.auth.create_certificates(str(directory), name)
+    finally:
+        os.umask(umask)
+    Path(public_file).chmod(0o644)
     return Path(public_file), Path(secret_file)
 
 

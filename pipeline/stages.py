@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0
 # errors whose message is the whole story (a scorer backend that cannot load, a missing video file, a bad config,
 # a port in use)
-USER_ERRORS = ("BackendUnavailable", "SourceFatal", "ConfigError", "VGGWeightsError", "FileNotFoundError", "BindError")
+USER_ERRORS = ("BackendUnavailable", "SourceFatal", "ConfigError", "VGGWeightsError", "FileNotFoundError", "BindError",
+               "KeyFileError")
 JOIN_TIMEOUT_S = 5.0  # how long a stopped stage may take to end before it is killed (`Stages.shutdown`'s default)
 PARENT_CHECK_S = 0.5  # how often a stage checks that its launcher still runs
 
@@ -100,7 +101,14 @@ class Stages:
         level = logging.getLogger().getEffectiveLevel()
         proc = self.ctx.Process(target=run_stage, args=(name, target, args, kwargs, self.reports, level, self.stop),
                                 name=name, daemon=True)
-        proc.start()
+        # Ctrl-C reaches the whole process group: a stage still starting (importing torch, before run_stage ignores
+        # it) died of it with a traceback, and the line failed instead of stopping. Blocked here, SIGINT stays
+        # blocked in the stage it starts; the launcher gets any that came meanwhile once it is unblocked.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.procs[name] = proc
 
     def poll(self, timeout: float = 0.0) -> None:
@@ -121,9 +129,9 @@ class Stages:
         """The stages' endpoints once all are ready; KeyboardInterrupt when `cancel` is set meanwhile."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not all(n in self.endpoints for n in names):
-            if cancel is not None and cancel.is_set():
-                raise KeyboardInterrupt
             self.poll(timeout=0.1)
+            if cancel is not None and cancel.is_set():  # before a stage's failure: it may have been the Ctrl-C's
+                raise KeyboardInterrupt
             if failed := [n for n in names if n in self.failures or n in self.dead()]:
                 raise LineError("; ".join(f"{n} failed to start: {self.failures.get(n, 'exited')}" for n in failed))
             if time.monotonic() > deadline:

@@ -24,6 +24,7 @@ import zmq
 from edge.calibration import ScoreCalibrator
 from edge.config import CalibrationConfig, ConfigError, SSDNetConfig
 from edge.detector import Detector
+from edge.frames import BLANK_SPAN, value_span
 from pipeline import checkpoints, eventlog, transport
 from pipeline import protocol as P
 from pipeline.checkpoints import Checkpoints
@@ -635,6 +636,17 @@ def test_a_blank_frame_is_counted_and_said(tmp_path, caplog):
         wait_until(lambda: ln.node.counters.source("line2")["scored"] == 2)
         assert ln.node.counters.source("line2")["blank"] == 1
     assert "line2#1: a blank frame (its values span 0 grey levels)" in caplog.text
+
+
+def test_a_fine_periodic_pattern_is_no_blank_frame():
+    """The blank test read every 8th pixel: a checkerboard, or a plate perforated at an 8 px pitch, showed it one value,
+    and such a camera was blank for ever, learning nothing (an outside audit)."""
+    yy, xx = np.indices((96, 96))
+    checker = ((yy + xx) % 2 * 255).astype(np.uint8)
+    plate = np.where((yy % 8 >= 3) & (yy % 8 < 6) & (xx % 8 >= 3) & (xx % 8 < 6), 20, 180).astype(np.uint8)
+    for pattern in (checker, plate):
+        assert value_span(np.repeat(pattern[:, :, None], 3, 2)) > BLANK_SPAN
+    assert value_span(np.full((96, 96, 3), 7, np.uint8)) <= BLANK_SPAN
 
 
 def test_a_camera_that_starts_blank_learns_nothing_from_its_blank_frames():

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 import edge.memory
 from edge.calibration import ScoreCalibrator
-from edge.config import CalibrationConfig, MemoryConfig, SSDNetConfig, parse_config
+from edge.config import CalibrationConfig, ConfigError, MemoryConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
 from edge.fitter import image_to_tensor
 from edge.memory import FeatureMemory, farthest_points, feature_dim, footprint_mb, memory_distance, memory_features
@@ -272,6 +272,22 @@ def test_a_frame_gives_at_most_its_share_of_cells():
     for share, per_frame, written in ((0.5, 16, 8), (0.3, 16, 5), (1.0, 16, 16), (0.5, 6, 6)):
         cfg = MemoryConfig(size_mb=0.05, per_frame=per_frame, per_frame_share=share, candidates=16)
         assert FeatureMemory(cfg).add(feats, every) == written
+
+
+@pytest.mark.parametrize("side", [128, 130, 160])
+def test_a_frame_of_any_size_gives_at_most_its_share_of_its_own_cells(side):
+    """The share was taken of the grid padded to a multiple of 64 px: a 130 px frame (17 x 17 cells) gave 256 of its
+    289 cells, 89 % where `per_frame_share` says 50 % (an outside audit)."""
+    cells = (-(-side // MemoryConfig().cell)) ** 2
+    added = _detector().process(texture("brick", side, np.random.default_rng(0))).memory_added
+    assert 0 < added <= math.ceil(0.5 * cells), (added, cells)
+
+
+def test_a_memory_too_small_for_its_k_rows_is_a_config_error():
+    """A bank of fewer rows than `memory.k` passed validation, and then every frame raised."""
+    with pytest.raises(ConfigError, match=r"memory.size_mb 0.0005 holds 1 bank row\(s\), fewer than memory.k = 3"):
+        parse_config(SSDNetConfig, {"memory": {"size_mb": 0.0005}})
+    assert parse_config(SSDNetConfig, {"memory": {"size_mb": 0}}).uses_memory is False
 
 
 def test_the_projection_keeps_distances_and_fits_more_rows_in_the_same_megabytes():

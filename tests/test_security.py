@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ import zmq.auth
 from edge.config import ConfigError
 from pipeline.config import LineConfig, NodeConfig, SyntheticSourceConfig, load_line_config
 from pipeline.node import EdgeNode
-from pipeline.security import Security, load_public, make_keypair
+from pipeline.security import AllowList, KeyFileError, Security, load_public, load_secret, make_keypair
 from pipeline.sinks import Subscriber
 from pipeline.sources import Camera
 from pipeline.transport import bind, secure
@@ -25,8 +26,18 @@ from tools.cli import main
 pytestmark = pytest.mark.security
 
 
-def test_keys_command_writes_a_curve_keypair(tmp_path, capsys):
+def test_keys_command_writes_a_curve_keypair(tmp_path, capsys, monkeypatch):
+    modes = []  # the secret file's mode as it was written: before, 0644 until a chmod after it
+    create = zmq.auth.create_certificates
+
+    def create_and_look(directory, name):
+        paths = create(directory, name)
+        modes.append(os.stat(paths[1]).st_mode & 0o777)
+        return paths
+
+    monkeypatch.setattr(zmq.auth, "create_certificates", create_and_look)
     assert main(["keys", str(tmp_path / "k"), "--name", "node"]) == 0
+    assert modes == [0o600] and os.stat(tmp_path / "k" / "node.key").st_mode & 0o777 == 0o644
     public, secret = zmq.auth.load_certificate(str(tmp_path / "k" / "node.key_secret"))
     assert len(public) == len(secret) == 40 and load_public(tmp_path / "k" / "node.key") == public
     assert os.stat(tmp_path / "k" / "node.key_secret").st_mode & 0o077 == 0
@@ -143,6 +154,18 @@ def test_security_section_from_yaml(keys, tmp_path):
         load_line_config(cfg)
 
 
+def test_a_stage_whose_secret_key_is_missing_fails_in_one_line(keys, tmp_path, capfd):
+    """The usual slip, a key not copied to the machine: the stage printed a 15-line traceback before the error."""
+    keys, allowed = keys
+    (keys / "cam0.key_secret").unlink()
+    cfg = tmp_path / "line.yaml"
+    cfg.write_text(f"security: {{keys_dir: {keys}, authorized_dir: {allowed}}}\nsinks: {{overlays: 'off'}}\n"
+                   "sources:\n  - {kind: synthetic, name: cam0, size: 48, frames: 2}\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "cam0 failed to start: secret key file" in err
+
+
 def test_a_reset_result_socket_is_still_a_curve_server(keys, tmp_path):
     """After a subscription flood drops every subscriber, the result socket is bound again as the same CURVE
     server: an allow-listed subscriber is back, a plaintext one still gets nothing."""
@@ -209,7 +232,7 @@ def test_a_key_copied_in_admits_its_next_connection_deleting_one_refuses_after_r
 
 def test_a_half_written_or_foreign_key_file_keeps_the_allow_list_and_its_gate(keys, caplog):
     """A `.key` file that holds no key yet (an operator copying one in) or never will (a TLS key) is logged and
-    skipped: the allow-list stays what it was, the ZAP handler keeps answering (allow-listed clients in, others out),
+    skipped: the other files' keys are read, the ZAP handler keeps answering (allow-listed clients in, others out),
     and the file is read once it is complete."""
     keys, allowed = keys
     with _curve_pub(keys, allowed, reload_s=0.05) as (sec, srv, endpoint):
@@ -225,6 +248,53 @@ def test_a_half_written_or_foreign_key_file_keeps_the_allow_list_and_its_gate(ke
         (allowed / "late.key").write_bytes((keys / "intruder.key").read_bytes())
         assert _admitted(keys, "intruder", sec.public, endpoint, srv, timeout=5.0)  # its first handshake: a key the
         # list lacks has the folder read at once (a refused client does not retry)
+
+
+def test_a_foreign_key_file_does_not_keep_a_deleted_key_admitted(keys, caplog):
+    """One `.key` file that held no key (a TLS key beside the others) made the whole folder's reload fail, and the list
+    stayed as it was for as long as the file did: a key deleted to revoke a peer still admitted it, a key copied in
+    was not (an outside audit). Each file is read on its own now."""
+    keys, allowed = keys
+    (allowed / "intruder.key").write_bytes((keys / "intruder.key").read_bytes())
+    allow = AllowList(allowed, reload_s=0.0)
+    assert allow(_raw_key(keys / "intruder.key")) and allow(_raw_key(keys / "node.key"))
+    (allowed / "tls.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+    (allowed / "intruder.key").unlink()
+    (allowed / "cam0.key").write_bytes((keys / "cam0.key").read_bytes())
+    with caplog.at_level(logging.ERROR, logger="pipeline.security"):
+        assert not allow(_raw_key(keys / "intruder.key"))  # before: admitted, the list frozen
+    assert allow(_raw_key(keys / "cam0.key")) and allow(_raw_key(keys / "node.key"))
+    assert "skipped cannot read key file" in caplog.text and "tls.key" in caplog.text
+
+
+def test_an_allow_list_folder_named_like_a_pattern_is_read_as_named(keys, tmp_path):
+    """zmq.auth.load_certificates globbed the folder's path: `allowed[prod]` read the keys of a folder `allowedp`
+    beside it and none of its own (an outside audit)."""
+    keys, _ = keys
+    named, sibling = tmp_path / "allowed[prod]", tmp_path / "allowedp"
+    for folder, key in ((named, "node"), (sibling, "intruder")):
+        folder.mkdir()
+        (folder / f"{key}.key").write_bytes((keys / f"{key}.key").read_bytes())
+    allow = AllowList(named)
+    assert allow(_raw_key(keys / "node.key")) and not allow(_raw_key(keys / "intruder.key"))
+
+
+@pytest.mark.parametrize("damage", ["cut_short", "not_z85", "no_public_key"])
+def test_a_damaged_secret_key_file_is_refused_naming_it(keys, damage):
+    """A secret key cut short (a failed copy) was taken, and ZeroMQ refused it later with a bare "Invalid
+    argument" and a traceback, no file named."""
+    keys, _ = keys
+    path, full = keys / "bad.key_secret", (keys / "cam0.key_secret").read_text()
+    secret = full.split('secret-key = "')[1][:40]
+    path.write_text({"cut_short": full.replace(secret, secret[:11]),
+                     "not_z85": full.replace(secret, "~" * 5 + secret[5:]),  # "~" is outside z85's alphabet
+                     "no_public_key": "\n".join(ln for ln in full.splitlines() if "public-key" not in ln)}[damage])
+    with pytest.raises(KeyFileError, match=re.escape(str(path))):
+        load_secret(path)
+
+
+def _raw_key(path) -> bytes:
+    return zmq.utils.z85.decode(load_public(path))
 
 
 def test_an_error_in_the_gate_refuses_that_handshake_and_the_gate_answers_on():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
 import subprocess
 import sys
 import time
 
-from pipeline.stages import run_stage
+from pipeline.stages import Stages, run_stage
 
 
 def _sigterm_inside_is_set(stop, on_ready) -> bool:
@@ -41,6 +42,26 @@ def test_a_stage_stops_on_a_sigterm_that_lands_while_it_checks_its_stop_flag():
     finally:
         proc.kill()
         proc.join(5)
+
+
+def _ready(stop, on_ready) -> str:
+    on_ready("-")
+    return "done"
+
+
+def test_a_stage_still_starting_outlives_a_ctrl_c():
+    """Ctrl-C reaches every process of the line's group. A stage still starting (importing, before it ignores
+    Ctrl-C) died of it with a traceback, and the line failed instead of stopping (an outside audit)."""
+    stages = Stages()
+    try:
+        stages.start("cam0", _ready, stages.stop)
+        os.kill(stages.procs["cam0"].pid, signal.SIGINT)  # at once: its interpreter is still starting
+        assert stages.await_ready(["cam0"]) == ["-"]
+        stages.procs["cam0"].join(30)
+        stages.poll()
+        assert stages.results == {"cam0": "done"} and stages.procs["cam0"].exitcode == 0
+    finally:
+        stages.shutdown()
 
 
 WAITING = """
