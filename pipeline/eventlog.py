@@ -818,14 +818,15 @@ class CatchUp:
         if self._new_log():
             return self.sync()
         handed = self._handed.setdefault(source, deque(maxlen=HANDED_SEEN))
-        if (live is not None and not any(_same(h, live) for _, h in got) and (live.seq, live.t_capture) not in handed
+        at = None if live is None else next((i for i, (_, h) in enumerate(got) if _same(h, live)), None)
+        if (live is not None and at is None and (live.seq, live.t_capture) not in handed
                 and (self._rewound(self.client.heads()) or self._logged_again(source, cursor, live))):
             return self._fetch(source, live)  # its live event is logged, not after the cursor: the log went back
         if not got:
             return got
         handed.extend((h.seq, h.t_capture) for _, h in got)
         if live is not None:  # the events logged before the live one were missed; those after it are early
-            missed = next((i for i, (_, h) in enumerate(got) if _same(h, live)), 0)
+            missed = at or 0
         else:
             missed = len(got) if budget is None else min(budget, len(got))
         if missed > 0:

@@ -408,7 +408,6 @@ class _Handler(AwaitsRequest, BaseHTTPRequestHandler):  # the whole request in R
         finally:
             self.server.state.unlisten(q)
 
-
     def _stream_headers(self) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
