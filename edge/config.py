@@ -172,7 +172,9 @@ class ScoreConfig(StrictModel):
                                                       description="per-image normalisation of "
                                                                   "each map before weighting")
     two_sided: bool = Field(False, description="score |normalised map|: unusually low errors count as anomalous too")
-    smooth_sigma: float = Field(4.0, ge=0.0, le=64.0, description="Gaussian smoothing of the final map, pixels")
+    smooth_sigma: float = Field(4.0, ge=0.0, le=64.0, description="Gaussian smoothing of the final map, pixels (its "
+                                "radius, 3 sigma, within the smallest frame's padded map: at most 21 at the default "
+                                "fit.scales)")
     map_units: Literal["knn", "std"] = Field("knn", description="units of the anomaly map: 'knn' = the "
                                                                 "self-similarity map's (a VGG feature "
                                                                 "distance: comparable between the frames of "
@@ -425,11 +427,29 @@ class SSDNetConfig(StrictModel):
                             description="frames with more pixels are scaled down (area interpolation, aspect kept) "
                             "before fitting and scoring, and the map is scaled back up; bounds time and memory per "
                             "frame (a 4K frame would otherwise cost ~130x a 256x256 one)")
+    still_change: float | None = Field(0.3, gt=0.0, description="a frame that changed less than this (edge.frames."
+                                       "change: 0.77 or more between two products on the dev sets, 0.05-0.25 for one "
+                                       "filmed again under 1-2 grey levels of sensor noise) from "
+                                       "the last frame its camera learnt from shows the same scene (a stopped line): "
+                                       "it is scored and teaches nothing (docs/ablations.md section 76); null: every "
+                                       "frame teaches")
 
     @property
     def uses_memory(self) -> bool:
         """The per-camera memory is kept and searched (it belongs to the self-similarity term)."""
         return self.memory.size_mb > 0 and self.score.knn_weight > 0
+
+    @model_validator(mode="after")
+    def _smoothing_fits_the_smallest_frame(self) -> SSDNetConfig:
+        from .patches import pad_multiple  # here: it imports torch
+
+        sigma, m = self.score.smooth_sigma, pad_multiple(self.fit.scales)
+        side = -(-MIN_SIDE // m) * m  # a MIN_SIDE frame's padded map
+        if sigma > 0 and max(1, round(3 * sigma)) >= side:
+            raise ValueError(f"score.smooth_sigma {sigma:g} blurs {max(1, round(3 * sigma))} px a side, wider than the "
+                             f"{side} px map of the smallest frame ({MIN_SIDE} px, padded to a multiple of {m} for "
+                             f"fit.scales): at most {(side - 0.5) / 3:.1f} here")
+        return self
 
     @model_validator(mode="after")
     def _memory_holds_k_rows(self) -> SSDNetConfig:

@@ -42,7 +42,7 @@ from .border import BorderProfile
 from .calibration import MAD_TO_STD, ScoreCalibrator
 from .config import SSDNetConfig
 from .fitter import FitStats, Fitter, image_to_tensor
-from .frames import BLANK_SPAN, check_frame, to_frame_size, to_working_size, value_span
+from .frames import BLANK_SPAN, change, check_frame, grey, to_frame_size, to_working_size, value_span
 from .memory import FeatureMemory, memory_distance
 from .schedule import StepScheduler
 from .scorers import BackendError, build_scorer, make_scorer
@@ -71,6 +71,7 @@ class Detection:
     normal_recalled: bool = False  # its frame showed a surface the source knew before its normal moved: that resumed
     scorer_fallback: bool = False  # its exported scorer failed on this frame: the torch scorer took over, for good
     score_inset: int = 0  # px from the map's border the image score left out (edge.border: the profile not ready)
+    still: bool = False  # it showed the scene the source last learnt from (a stopped line): it taught nothing
 
     def calibrated_map(self) -> np.ndarray:
         """The map in the calibrated score's units: robust std above this source's normal image score."""
@@ -169,6 +170,7 @@ class Detector:
         self.border = BorderProfile(cfg.border) if cfg.border.enabled else None
         self.novel_run = 0  # frames in a row with `memory.move_novel` of their cells or more novel
         self.shelf: deque[Surface] = deque(maxlen=cfg.memory.recall_surfaces)  # surfaces it knew, newest last
+        self.reference: np.ndarray | None = None  # the last frame it learnt from (neither still nor suspect), `grey`
 
     def reset(self) -> None:
         """Forget the source: weights (the next frame gets a cold fit), memory, calibration, border profile and the
@@ -180,6 +182,7 @@ class Detector:
         """Forget the source's weights, memory, calibration and border profile (not the surfaces it knew)."""
         self.model_version = 0
         self.novel_run = 0
+        self.reference = None
         self.calibrator.reset()
         if self.border is not None:
             self.border.reset()
@@ -221,6 +224,7 @@ class Detector:
             self.reset()
             raise
         self._push_weights()
+        self.reference = None  # the scene it showed last was another surface's
         version = int(state.get("model_version", 1)) if full else 1
         self.model_version = max(self.model_version, version, 1)
 
@@ -298,10 +302,15 @@ class Detector:
         self.novel_run = self.novel_run + 1 if counts else 0
         return self.novel_run >= self.cfg.memory.move_frames
 
-    def _shelve(self) -> None:
-        """Keep the camera's surface for `_recall`, if its memory is ready (a half-learnt one would admit little)."""
+    def _shelve(self, calibration: dict | None = None) -> None:
+        """Keep the camera's surface for `_recall`, if its memory is ready (a half-learnt one would admit little);
+        with `calibration`, the calibrator's state from before a move emptied it, less its recent sides (they were
+        the frames of the surface that moved it)."""
         if self.shelf.maxlen and self.memory is not None and self.memory.ready:
-            self.shelf.append(Surface(copy.deepcopy(self.surface_state()), self.memory.typical[1]))
+            state = copy.deepcopy(self.surface_state())
+            if calibration is not None:
+                state["calibration"] = {**calibration, "recent": []}
+            self.shelf.append(Surface(state, self.memory.typical[1]))
 
     def _recall(self, x: torch.Tensor, height: int, width: int, novel: torch.Tensor | None) -> bool:
         """Whether the last scored frame, one the camera's memory cannot vouch for (`move_novel` novel to it, or
@@ -407,7 +416,10 @@ class Detector:
         the whole call (both through the scheduler, which only ever shortens the warm fit). A frame that shows a
         surface the camera knew (`_recall`) is processed once more, as that surface's (`recall` False). A blank frame
         (a lens cap, the light off: `edge.frames.value_span`) is scored and teaches nothing: no fit, calibration,
-        border profile or memory takes it (a camera that started with the light off took ~0 for its normal)."""
+        border profile or memory takes it (a camera that started with the light off took ~0 for its normal). Nor does
+        a still frame, one that changed less than `still_change` from the last frame the camera learnt from
+        (`edge.frames.change`): a stopped line shows one product over and over, and learning it as the camera's whole
+        normal raised false events, on the stopped line and after it started again (docs/ablations.md section 76)."""
         start = time.perf_counter()
         frame = check_frame(image)
         frame_h, frame_w = frame.shape[:2]
@@ -416,7 +428,10 @@ class Detector:
         x = image_to_tensor(image, self.device, self.fitter.multiple)
         first = self.model_version == 0
         blank = value_span(frame) <= BLANK_SPAN
-        before = (self.cfg.fit.score_before_warm_fit and not first) or blank  # a blank first frame: no cold fit either
+        view, limit = grey(image), self.cfg.still_change
+        still = limit is not None and not first and self.reference is not None and change(view, self.reference) < limit
+        quiet = blank or still  # it teaches nothing
+        before = (self.cfg.fit.score_before_warm_fit and not first) or quiet  # a blank first frame: no cold fit either
         stats = None if before else self.fit(x)
         t0 = time.perf_counter()
         nonfinite = self.nonfinite_maps
@@ -436,23 +451,26 @@ class Detector:
         calibrated = (score - calibration[0]) / calibration[1]
         # a frame far above the camera's normal teaches nothing (no warm fit, no memory), so neither does its
         # defect; while calibrating the prior is too rough a guess to hold learning back on
-        suspect = blank or (not calibrating and calibrated >= self.cfg.fit.max_fit_z)
+        suspect = quiet or (not calibrating and calibrated >= self.cfg.fit.max_fit_z)
         novel = self._novel_share(x, h, w)
         # a frame of a surface the camera knew is judged against it, not the one it left
-        if recall and not blank and self._recall(x, h, w, novel):
+        if recall and not quiet and self._recall(x, h, w, novel):
             return replace(self.process(frame, recall=False), normal_recalled=True)
         if stats is None:
             stats = FitStats(0, 0.0, float("nan")) if suspect else self.fit(x)
-        # a blank frame moves no camera: a lens cap is no changeover (two of them started a camera afresh)
-        moved = not blank and (self.calibrator.observe(score, weight) | self._surface_moved(novel))
+        # a blank or still frame moves no camera: a lens cap is no changeover (two of them started a camera afresh)
+        kept = self.calibrator.state_dict()  # the calibration of the surface a move leaves (the move empties it)
+        moved = not quiet and (self.calibrator.observe(score, weight) | self._surface_moved(novel))
         if border is not None and not suspect:
             border.observe(own_map)
-        added = 0 if blank else self._remember(x, h, w, calibrated, calibrating, novel)
-        if self.nonfinite_maps == nonfinite and not blank:
+        added = 0 if quiet else self._remember(x, h, w, calibrated, calibrating, novel)
+        if self.nonfinite_maps == nonfinite and not quiet:
             self._keep_history(x, h, w)
+        if not suspect:  # a frame it learnt from: a new product's first frames, far above normal, are not
+            self.reference = view  # (still after them, a stopped line's frames of it would never move the camera)
         if moved:  # a product changeover, new lighting: start afresh, as a new camera would (its memory, border
-            self._shelve()  # profile and weights learnt the old normal: docs/ablations.md sections 47, 51), keeping
-            self._start_afresh()  # what it knew of the surface it left (section 52)
+            self._shelve(kept)  # profile and weights learnt the old normal: docs/ablations.md sections 47,
+            self._start_afresh()  # 51), keeping what it knew of the surface it left (section 52)
         total_ms = (time.perf_counter() - start) * 1000
         self.scheduler.observe_frame(total_ms, stats.seconds * 1000, score_ms, warm=not first)
         met = first or self.scheduler.last_plan is None or self.scheduler.last_plan.met
@@ -460,6 +478,6 @@ class Detector:
         detection = Detection(amap, score, stats.steps, stats.seconds * 1000, score_ms, self.model_version, met,
                          self.diverged, calibrated, calibrating, calibration,
                          self.memory.count if self.memory else 0, added, normal_moved=moved,
-                         scorer_fallback=self._fell_back, score_inset=round(inset * frame_h / h))
+                         scorer_fallback=self._fell_back, score_inset=round(inset * frame_h / h), still=still)
         self._fell_back = False
         return detection

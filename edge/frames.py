@@ -39,6 +39,27 @@ def value_span(image: np.ndarray) -> int:
     return int(np.ptp(image[::7, ::9], axis=(0, 1)).max())
 
 
+STILL_SHIFT = 2  # px: a frame against itself moved this far is the yardstick of a change
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """A uint8 RGB frame in grey (uint8), as `change` compares frames."""
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def change(frame: np.ndarray, reference: np.ndarray) -> float:
+    """How much a frame (`grey`) differs from an earlier one: their mean absolute difference, less its mean (a
+    flicker of the light is no change), over the frame's own against itself moved STILL_SHIFT px. At least 0.77
+    between two products of one size on the dev sets (1.9 typically); 0.05-0.25 for one product filmed again under
+    1-2 grey levels of sensor noise, 0.2-0.4 under 4 (docs/ablations.md section 76); inf for another size."""
+    if frame.shape != reference.shape:
+        return math.inf
+    k, flicker = STILL_SHIFT, cv2.mean(frame)[0] - cv2.mean(reference)[0]
+    differs = cv2.mean(cv2.absdiff(frame, cv2.add(reference, flicker)))[0]
+    yardstick = cv2.mean(cv2.absdiff(frame[k:], frame[:-k]))[0] + cv2.mean(cv2.absdiff(frame[:, k:], frame[:, :-k]))[0]
+    return differs / max(yardstick / 2, 1e-6)
+
+
 DEPTHS = (8, 10, 12, 14, 16)  # the bits a 16-bit frame's values may fill: Mono8 to Mono16, stored LSB-aligned
 
 

@@ -72,7 +72,8 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
     fh, fw = frame or (gh, gw)
     numbers = not isinstance(fh, torch.Tensor)
     if numbers and fh * fw - 1 < k:
-        raise ValueError(f"a {fh}x{fw} feature grid is too small for k={k} neighbours")
+        raise ValueError(f"a {fh}x{fw} feature grid is too small for k={k} neighbours (score.knn_k, and score.knn_cell "
+                         "px a cell: a smaller one, or larger frames)")
     if not numbers:  # compared with the cells' float coordinates
         fh, fw = fh.float(), fw.float()
     # the radius shrinks until each cell keeps k candidates outside it (the fewest fall as the radius grows)

@@ -32,14 +32,16 @@ def _source(name: str) -> np.ndarray:
 def texture(name: str, size: int = 256, rng: np.random.Generator | None = None) -> np.ndarray:
     """A random size x size crop of texture `name` as uint8 HxWx3 RGB (R = G = B).
 
-    Sizes above the 512 px source are reached by mirror-tiling it.
+    The 512 px source is mirror-tiled to 1.5x the size where it is smaller, so crops of any size differ (a source as
+    large as the crop gave one frame over and over: a stopped line, which teaches a camera nothing).
     """
     if size < 16:
         raise ValueError(f"size must be at least 16, got {size}")
     rng = rng if rng is not None else np.random.default_rng()
     src = _source(name)
-    if size > min(src.shape):
-        src = np.pad(src, ((0, size - src.shape[0]), (0, size - src.shape[1])), mode="symmetric")
+    room = size + size // 2
+    if room > min(src.shape):
+        src = np.pad(src, ((0, room - src.shape[0]), (0, room - src.shape[1])), mode="symmetric")
     y = rng.integers(0, src.shape[0] - size + 1)
     x = rng.integers(0, src.shape[1] - size + 1)
     crop = src[y : y + size, x : x + size]

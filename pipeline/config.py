@@ -147,7 +147,7 @@ class SyntheticSourceConfig(_Source):
     textures: tuple[str, ...] = ("brick", "grass", "gravel")
     size: int = Field(256, ge=16, le=MAX_SIDE)
     defect_prob: float = Field(0.5, ge=0, le=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     @field_validator("textures")
     @classmethod
@@ -413,6 +413,12 @@ class SinksConfig(StrictModel):
                             ("view.overlay_range", self.view.overlay_range if self.view else None)):
             if vrange is not None:
                 _ordered(f"{key}[0]", vrange[0], f"{key}[1]", vrange[1], strict=True)
+        view, metrics = self.view, self.prometheus
+        if view and metrics and view.port == metrics.port != 0:
+            hosts = {view.host, metrics.host}
+            if len(hosts) == 1 or hosts & {"0.0.0.0", "::"}:
+                raise ValueError(f"view.port and prometheus.port are both {view.port} on one host: each needs a port "
+                                 "of its own (0 = any free port)")
         return self
 
 

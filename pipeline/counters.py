@@ -14,7 +14,8 @@ class Counters:
     messages by reason (`rejected`, keys from admission.REASONS), safe across threads."""
 
     NAMES = ("received", "conflated", "lost", "rejected", "failed", "scored", "events", "budget_unmet", "diverged",
-             "downscaled", "normal_moved", "normal_recalled", "product_changes", "blank", "scorer_fallbacks")
+             "downscaled", "normal_moved", "normal_recalled", "product_changes", "blank", "still",
+             "scorer_fallbacks")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

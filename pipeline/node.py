@@ -130,6 +130,7 @@ class Detection(Protocol):
     normal_moved: bool  # the source's normal moved with this frame (a new product): it has started afresh (counted)
     normal_recalled: bool  # the frame showed a surface the source knew before its normal moved: that resumed (counted)
     scorer_fallback: bool  # the camera's exported scorer failed on this frame: torch scores it from now on (counted)
+    still: bool  # it showed the scene the source last learnt from (a stopped line): it taught nothing (counted)
 
     def calibrated_map(self) -> np.ndarray: ...  # the map in the calibrated score's units
 
@@ -707,6 +708,8 @@ class EdgeNode:
             self.counters.add(h.source, "scorer_fallbacks")
             log.warning("%s#%d: its exported scorer failed (the error above): this camera scores with torch from now "
                         "on", h.source, h.seq)  # once per camera: not throttled
+        if d.still:  # a stopped line: scored, and it teaches the camera nothing (edge.detector)
+            self.counters.add(h.source, "still")
         if d.normal_recalled:
             self.counters.add(h.source, "normal_recalled")
             log.info("%s#%d: its frame shows a surface it knew before its normal moved (a product back): that "

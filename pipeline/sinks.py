@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from rich.console import Console
 from rich.markup import escape
 
+from edge.config import ConfigError
 from edge.images import write_rgb
 from edge.overlay import annotated_overlay
 
@@ -475,7 +476,11 @@ class MetricsSink:
         for reason in ("name_limit", "negative"):
             self.dropped.labels(reason)
         server = _MetricsServer6 if ":" in host else _MetricsServer
-        self.server = make_server(host, port, make_wsgi_app(r), server, handler_class=_MetricsHandler)
+        try:
+            self.server = make_server(host, port, make_wsgi_app(r), server, handler_class=_MetricsHandler)
+        except OSError as e:  # a host that does not resolve or is not this machine's, a port another program holds
+            raise ConfigError(f"the metrics endpoint cannot listen on {host}:{port} ({e.strerror}): check "
+                              "sinks.prometheus.host and sinks.prometheus.port (0 = any free port)") from e  # exit 2
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="metrics", daemon=True)
         self._thread.start()

@@ -48,6 +48,7 @@ from .security import secure_stage
 from .transport import LINGER_MS, Publisher, StopFlag, ThrottledLog, bind, make_socket, security_of, wait_for_peer
 
 SEND_MAX_SIDE = NodeConfig.model_fields["max_side"].default  # a longer side is refused by a node at its default
+EOS_WAIT_S = 60.0  # a camera that ended before any node subscribed waits this long for one to take its end of stream
 
 log = logging.getLogger(__name__)
 
@@ -511,6 +512,14 @@ class Camera:
                 log.info("%s: end of stream (%s); frames sent: %d", self.cfg.name, item.reason, seq)
                 eos = P.EosHeader(kind="eos", source=self.cfg.name, seq=seq - 1, t_capture=time.time(), frames=seq,
                                   counters=self.counters, run=self.run_id)
+                heard = push or out.hears(eos.topic) or self.counters["unheard"] < seq
+                if not heard and not stop.is_set():
+                    # no node has heard this camera yet (it started streaming before one subscribed): without its
+                    # end of stream, a line waits for it for ever
+                    log.warning("%s: no node has subscribed yet: waiting up to %.0f s for one to take the end of "
+                                "stream", self.cfg.name, EOS_WAIT_S)
+                    out.wait_for_subscriber(EOS_WAIT_S, stop)
+                    sock = out.sock
                 sock.setsockopt(zmq.SNDTIMEO, 1000)  # a PUSH socket may need a moment of room for the end
                 self._send(sock, P.Message(eos), 0)
                 return

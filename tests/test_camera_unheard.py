@@ -101,6 +101,31 @@ def test_frames_without_a_subscriber_are_unheard_until_one_connects_and_again_on
     assert not thread.is_alive()
 
 
+def test_a_camera_that_ends_before_any_node_subscribed_waits_for_one_to_take_its_end_of_stream(caplog):
+    """`wait_for_consumer_s: 0` and a node still starting: the camera sent its frames and its end of stream to nobody
+    and exited, and the line waited for that end of stream for ever (an outside audit). It now waits for a node to
+    subscribe (`EOS_WAIT_S`), so the line hears it end, its frames counted unheard."""
+    caplog.set_level(logging.INFO, logger="pipeline.sources")
+    ctx, stop, ready, reader = zmq.Context(), threading.Event(), [], GatedReader()
+    cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, heartbeat_s=0.05,
+                                       wait_for_consumer_s=0), reader, ctx)
+    thread = threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: bool(ready), timeout=5)
+        sent_after(cam, reader, 2)
+        reader.done.set()
+        wait_until(lambda: "waiting up to 60 s for one to take the end of stream" in caplog.text, timeout=5)
+        eos = next_of(subscriber(ctx, ready[0]), "eos")
+        assert eos.header.frames == 2 and eos.header.counters["unheard"] == 2
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        ctx.destroy(linger=0)
+
+
 def test_a_subscriber_leaving_while_another_stays_leaves_frames_heard():
     ctx = zmq.Context()
     pub = Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=8, max_topics=10, name="cam0")

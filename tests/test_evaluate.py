@@ -259,6 +259,8 @@ def test_warmup_needs_stream_mode_and_an_existing_folder(warm, tmp_path, capsys)
     assert "--mode stream" in capsys.readouterr().err
     assert main(["eval", *common, "--mode", "stream", "--warmup", str(tmp_path / "none")]) == 2
     assert "none" in capsys.readouterr().err
+    assert main(["eval", str(warm / "data"), "--baselines", "vgg_knn,bogus"]) == 2  # refused before it starts
+    assert "--baselines: unknown bogus; choose from" in capsys.readouterr().err
 
 
 def test_eval_threads_sets_torch_threads_in_the_process_that_scores(dataset, tmp_path, monkeypatch):

@@ -96,6 +96,17 @@ def test_too_small_a_frame_is_a_clear_error(detectors, shape):
         detectors["self-similarity"].process(np.zeros((*shape, 3), np.uint8))
 
 
+def test_the_widest_settings_allowed_score_the_smallest_frame_or_name_the_key():
+    """`score.smooth_sigma` at its bound, 21, scores a 32 px frame (its padded map is 64 px); a self-similarity grid too
+    coarse for its k neighbours says which keys set it."""
+    rng = np.random.default_rng(0)
+    frame = texture("gravel", MIN_SIDE, rng)
+    widest = Detector(parse_config(SSDNetConfig, {"score": {"smooth_sigma": 21}}), "cpu")
+    assert np.isfinite(widest.process(frame).score)
+    with pytest.raises(ValueError, match=r"too small for k=5 neighbours \(score.knn_k, and score.knn_cell"):
+        Detector(parse_config(SSDNetConfig, {"score": {"knn_cell": 64}}), "cpu").process(texture("gravel", 64, rng))
+
+
 def test_a_drawn_defect_in_an_odd_frame_is_found(detectors):
     """The size handling keeps the map aligned with the frame: the defect's pixels score high."""
     rng = np.random.default_rng(3)

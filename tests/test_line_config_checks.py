@@ -86,6 +86,18 @@ def test_nan_and_infinity_are_refused_when_the_config_loads(where, key):
     assert f"{key}: Input should be a finite number" in refusal(line({"name": "a"}, **where))
 
 
+@pytest.mark.parametrize(("where", "key"), [
+    ({"node": {"ssdnet": {"score": {"smooth_sigma": 22}}}}, "score.smooth_sigma 22 blurs 66 px"),
+    ({"node": {"ssdnet": {"score": {"smooth_sigma": 11}, "fit": {"scales": [2]}}}}, "a multiple of 16 for fit.scales"),
+    ({"sources": [{"kind": "synthetic", "name": "a", "seed": -1}]}, "sources.0.synthetic.seed"),
+])
+def test_a_value_every_frame_or_the_camera_would_fail_on_is_refused_when_the_config_loads(where, key):
+    """An outside audit: `smooth_sigma: 64` loaded, and every frame under ~192 px then failed in torch's padding
+    (a blur's radius must stay inside the smallest padded map, 64 px at the default scales); `seed: -1` loaded, and the
+    camera failed to start with numpy's error, naming no key."""
+    assert key in refusal({**line({"name": "a"}), **where})
+
+
 @pytest.mark.parametrize(("where", "says"), [
     ({"node": {"min_side": 32, "max_side": 16}}, "node: min_side (32) must be at most max_side (16)"),
     ({"node": {"min_side": 64, "max_frame_pixels": 1000}},

@@ -744,6 +744,24 @@ def test_a_product_changeover_starts_the_camera_afresh(move_novel):
                                                                       abs=1e-4)
 
 
+def test_a_product_back_after_a_move_its_scores_found_resumes_calibrated():
+    """Without `memory.move_novel` the calibration's rule finds the changeover, and emptied the calibration before the
+    camera kept brick's surface: brick back, it resumed calibrating on the prior, and learnt whatever it showed then as
+    normal, defects included (an outside audit). The kept surface now has the calibration it had."""
+    rng = np.random.default_rng(0)
+    brick, gravel = texture("brick", 160, np.random.default_rng(1)), texture("gravel", 160, np.random.default_rng(1))
+    crop = cropper(rng)
+    det = on_brick(parse_config(SSDNetConfig, {"memory": {"move_novel": None}}), crop, brick)
+    scores = list(det.calibrator.scores)
+    for _ in range(det.cfg.calibration.window // 8 + 1):
+        if det.process(crop(gravel)).normal_moved:
+            break
+    assert det.shelf and not det.memory.ready
+    d = det.process(crop(brick))
+    assert d.normal_recalled and not d.calibrating and d.calibrated < 3.0
+    assert list(det.calibrator.scores)[: len(scores)] == scores
+
+
 def test_a_burst_of_defects_is_no_changeover():
     """Ten frames in a row with a drawn defect each (a bad batch) leave the camera's normal where it was: a defect
     covers a part of the frame, a changeover all of it (section 51), so none of them counts towards a move."""

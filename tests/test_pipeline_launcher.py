@@ -565,6 +565,25 @@ def test_metrics_sink_serves_prometheus_text():
     assert float(fps.split()[-1]) == pytest.approx(10.0)
 
 
+def test_a_metrics_endpoint_that_cannot_listen_names_its_keys():
+    """`prometheus: {host: 'no such host'}` ended the run with a bare gaierror, naming no key, and a prometheus port
+    equal to the view's passed validation, the view then blaming another program (an outside audit)."""
+    with pytest.raises(ConfigError, match=r"cannot listen on no such host:0 .*sinks.prometheus.host"):
+        MetricsSink(host="no such host", port=0)
+    held = MetricsSink(port=0)
+    try:
+        with pytest.raises(ConfigError, match="sinks.prometheus.port"):
+            MetricsSink(port=held.port)
+    finally:
+        held.close()
+    line = {"sources": [{"kind": "synthetic", "name": "a"}],
+            "sinks": {"view": {"port": 9200}, "prometheus": {"port": 9200}}}
+    with pytest.raises(ConfigError, match="view.port and prometheus.port are both 9200 on one host"):
+        parse_config(LineConfig, line, "line.yaml")
+    line["sinks"]["prometheus"]["host"] = "127.0.0.2"  # another address of this machine
+    parse_config(LineConfig, line, "line.yaml")
+
+
 def test_metrics_sink_bounds_the_counter_names_of_a_source_and_skips_negative_values(caplog):
     """A peer sending heartbeats with ever new counter names gets series for its first MAX_COUNTERS names only; the
     rest, and a negative value, are counted as dropped, and logged once."""

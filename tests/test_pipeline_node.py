@@ -45,6 +45,7 @@ class Detection:
     calibrating: bool = False
     calibration: tuple[float, float] = (0.0, 1.0)
     score_inset: int = 0
+    still: bool = False
 
     def calibrated_map(self) -> np.ndarray:
         median, scale = self.calibration

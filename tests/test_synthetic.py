@@ -12,6 +12,17 @@ def test_texture_shape_and_dtype(name, size):
     assert image.std() > 5  # a real texture, not a flat pad
 
 
+@pytest.mark.parametrize("size", [512, 600])
+def test_crops_as_large_as_the_source_differ(size):
+    """A 512 px crop of the 512 px source was the whole source every time: a synthetic camera showed one frame over
+    and over, which a camera takes for a stopped line (edge.frames.change) and learns nothing from."""
+    from edge.frames import change, grey
+
+    rng = np.random.default_rng(0)
+    a, b = (grey(synthetic.texture("brick", size, rng)) for _ in range(2))
+    assert change(b, a) > 0.3
+
+
 @pytest.mark.parametrize("name", synthetic.TEXTURES)
 @pytest.mark.parametrize("kind", synthetic.DEFECTS)
 def test_defect_mask_and_untouched_background(name, kind):

@@ -10,8 +10,9 @@ by more than `--max-growth` of its size. The collector is reported but not judge
 grow with the frame count by design.
 
 Only a window of at least MIN_JUDGED_MINUTES (5) after the warm-up gives a verdict on the slope: a shorter
-one is reported as "too short to judge" (exit 0, `verdict` too_short in soak.json), with no MB/hour rate: an
-allocator's step of a few MB in a one-minute window extrapolates to hundreds of MB an hour.
+one where nothing grew by more than `--max-growth` is reported as "too short to judge" (exit 0, `verdict`
+too_short in soak.json), with no MB/hour rate: an allocator's step of a few MB in a one-minute window extrapolates
+to hundreds of MB an hour. Growth beyond `--max-growth` fails however short the window (that much did grow).
 
 What the line's numbers mean here: the table (summary.json) covers the whole run, warm-up included, of a
 line whose cameras never stop. A camera with `flow: none` (synthetic and live ones by default) and no `fps`

@@ -307,6 +307,8 @@ def _cmd(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"device": args.device})
     cats = [c for c in args.categories.split(",") if c] if args.categories else None
     baselines = tuple(b for b in args.baselines.split(",") if b) if args.baselines != "none" else ()
+    if unknown := [b for b in baselines if b not in BASELINES]:
+        raise ConfigError(f"--baselines: unknown {', '.join(unknown)}; choose from {', '.join(BASELINES)}, or none")
     if args.warmup and args.mode != "stream":
         raise ConfigError("--warmup streams frames before a camera's test images: it needs --mode stream")
     if args.json:  # a folder or a read-only place fails now, not after the evaluation
