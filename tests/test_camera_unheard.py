@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import zmq
@@ -60,7 +62,10 @@ def sent_after(cam: Camera, reader: GatedReader, n: int = 1) -> None:
     wait_until(lambda: cam.counters["sent"] == target, timeout=5)
 
 
-def test_frames_without_a_subscriber_are_unheard_until_one_connects_and_again_once_it_leaves(caplog):
+@contextmanager
+def streaming_at_once(caplog) -> Iterator[tuple[Camera, GatedReader, str, zmq.Context, threading.Thread]]:
+    """A camera that streams at once (`wait_for_consumer_s: 0`) the frames its reader lets through: the camera, the
+    reader, its endpoint, its context and its thread; stopped, and its thread ended, after."""
     caplog.set_level(logging.INFO, logger="pipeline.sources")
     ctx, stop, ready, reader = zmq.Context(), threading.Event(), [], GatedReader()
     cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, heartbeat_s=0.05,
@@ -69,11 +74,21 @@ def test_frames_without_a_subscriber_are_unheard_until_one_connects_and_again_on
     thread.start()
     try:
         wait_until(lambda: bool(ready), timeout=5)
+        yield cam, reader, ready[0], ctx, thread
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        ctx.destroy(linger=0)
+    assert not thread.is_alive()
+
+
+def test_frames_without_a_subscriber_are_unheard_until_one_connects_and_again_once_it_leaves(caplog):
+    with streaming_at_once(caplog) as (cam, reader, endpoint, ctx, _):
         sent_after(cam, reader, 3)  # nobody listens: ZeroMQ drops them
         assert cam.counters["unheard"] == 3
         assert "cam0: no node connected: frames are lost until one connects" in caplog.text
 
-        sub = subscriber(ctx, ready[0])
+        sub = subscriber(ctx, endpoint)
         next_of(sub, "heartbeat")  # subscribed: the camera takes it in before its next frame
         sent_after(cam, reader, 2)
         assert [next_of(sub, "frame").header.seq for _ in range(2)] == [3, 4]
@@ -89,41 +104,25 @@ def test_frames_without_a_subscriber_are_unheard_until_one_connects_and_again_on
         sent_after(cam, reader, 2)
         assert cam.counters["unheard"] == unheard + 2  # every frame after it left
 
-        sub = subscriber(ctx, ready[0])
+        sub = subscriber(ctx, endpoint)
         next_of(sub, "heartbeat")
         reader.done.set()
         eos = next_of(sub, "eos")
         assert eos.header.counters["unheard"] == unheard + 2 and eos.header.counters["sent"] == eos.header.frames
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        ctx.destroy(linger=0)
-    assert not thread.is_alive()
 
 
 def test_a_camera_that_ends_before_any_node_subscribed_waits_for_one_to_take_its_end_of_stream(caplog):
     """`wait_for_consumer_s: 0` and a node still starting: the camera sent its frames and its end of stream to nobody
     and exited, and the line waited for that end of stream for ever (an outside audit). It now waits for a node to
     subscribe (`EOS_WAIT_S`), so the line hears it end, its frames counted unheard."""
-    caplog.set_level(logging.INFO, logger="pipeline.sources")
-    ctx, stop, ready, reader = zmq.Context(), threading.Event(), [], GatedReader()
-    cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, heartbeat_s=0.05,
-                                       wait_for_consumer_s=0), reader, ctx)
-    thread = threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: bool(ready), timeout=5)
+    with streaming_at_once(caplog) as (cam, reader, endpoint, ctx, thread):
         sent_after(cam, reader, 2)
         reader.done.set()
         wait_until(lambda: "waiting up to 60 s for one to take the end of stream" in caplog.text, timeout=5)
-        eos = next_of(subscriber(ctx, ready[0]), "eos")
+        eos = next_of(subscriber(ctx, endpoint), "eos")
         assert eos.header.frames == 2 and eos.header.counters["unheard"] == 2
-        thread.join(timeout=5)
+        thread.join(timeout=5)  # its end of stream taken, it ends by itself
         assert not thread.is_alive()
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        ctx.destroy(linger=0)
 
 
 def test_a_subscriber_leaving_while_another_stays_leaves_frames_heard():
