@@ -881,8 +881,8 @@ def test_a_texture_whose_normal_frames_are_often_novel_keeps_learning_them_and_a
     assert restarted.novel_bound == cfg.admit_max_novel
 
     det = _detector(memory={"min_frames": 4, "admit_novel_mads": mads})  # the detector's rule, frame by frame
-    frame = texture("grass", 96, rng)
-    for _ in range(8):
+    for _ in range(8):  # a moving line: each frame another crop (one frame again and again would be still)
+        frame = texture("grass", 96, rng)
         det.process(frame)
     assert det.memory.shares and all(0.0 <= s <= 1.0 for s in det.memory.shares)  # its frames' shares, recorded
     x = image_to_tensor(frame, "cpu", det.fitter.multiple)

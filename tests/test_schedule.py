@@ -139,15 +139,15 @@ def test_detector_uses_the_scheduler(textures):
     1 warm step and budget_met False; without a budget every warm frame gets fit.warm_steps."""
     base = {"fit": {"steps": 2, "warm_steps": 3, "scales": [1, 2]}, "model": {"base_channels": 4},
             "loss": {"perceptual_weight": 0.0}, "score": {"masks": 0, "pixel_weight": 0.1}, "device": "cpu"}
-    img = textures["brick"][:64, :64]
+    img, later = textures["brick"][:64, :64], textures["brick"][64:, 64:]  # a moving line: no frame is still
     budgeted = SSDNetConfig.model_validate({**base, "fit": {**base["fit"], "frame_budget_ms": 1e-3}})
     d = Detector(budgeted)
     assert d.scheduler.frame_budget_ms == 1e-3 and d.scheduler.fit_budget_ms is None
     first = d.process(img)
     assert first.fit_steps == 2 and first.budget_met
-    warm = d.process(img)
+    warm = d.process(later)
     assert warm.fit_steps == 1 and not warm.budget_met and d.scheduler.unmet == 1
     free = Detector(SSDNetConfig.model_validate(base))
     free.process(img)
-    warm = free.process(img)
+    warm = free.process(later)
     assert warm.fit_steps == 3 and warm.budget_met and free.scheduler.unmet == 0
