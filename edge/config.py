@@ -4,6 +4,7 @@ Defaults were chosen by measurement on textures-dev; the evidence is in docs/abl
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -444,11 +445,11 @@ class SSDNetConfig(StrictModel):
         from .patches import pad_multiple  # here: it imports torch
 
         sigma, m = self.score.smooth_sigma, pad_multiple(self.fit.scales)
-        side = -(-MIN_SIDE // m) * m  # a MIN_SIDE frame's padded map
-        if sigma > 0 and max(1, round(3 * sigma)) >= side:
-            raise ValueError(f"score.smooth_sigma {sigma:g} blurs {max(1, round(3 * sigma))} px a side, wider than the "
+        side, radius = -(-MIN_SIDE // m) * m, max(1, round(3 * sigma))  # a MIN_SIDE frame's padded map; the blur's
+        if sigma > 0 and radius >= side:
+            raise ValueError(f"score.smooth_sigma {sigma:g} blurs {radius} px a side, too wide for the "
                              f"{side} px map of the smallest frame ({MIN_SIDE} px, padded to a multiple of {m} for "
-                             f"fit.scales): at most {(side - 0.5) / 3:.1f} here")
+                             f"fit.scales): at most {math.floor((side - 0.5) / 0.3) / 10:g} here")
         return self
 
     @model_validator(mode="after")
