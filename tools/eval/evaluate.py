@@ -171,9 +171,8 @@ def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None,
     same.
     `warmup` (stream mode): a folder of unlabelled frames streamed first (`warmup_frames` at most)."""
     categories = categories or list_categories(root)
-    unknown = [b for b in baselines if b not in BASELINES]
-    if unknown:
-        raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
+    if unknown := [b for b in baselines if b not in BASELINES]:  # refused before any work: `ssdnet eval` exits 2
+        raise ConfigError(f"--baselines: unknown {', '.join(unknown)}; choose from {', '.join(BASELINES)}, or none")
     if warmup is not None and mode != "stream":
         raise ValueError("--warmup streams frames before a camera's test images: it needs --mode stream")
     for c in categories if warmup is not None else ():
@@ -307,8 +306,6 @@ def _cmd(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"device": args.device})
     cats = [c for c in args.categories.split(",") if c] if args.categories else None
     baselines = tuple(b for b in args.baselines.split(",") if b) if args.baselines != "none" else ()
-    if unknown := [b for b in baselines if b not in BASELINES]:
-        raise ConfigError(f"--baselines: unknown {', '.join(unknown)}; choose from {', '.join(BASELINES)}, or none")
     if args.warmup and args.mode != "stream":
         raise ConfigError("--warmup streams frames before a camera's test images: it needs --mode stream")
     if args.json:  # a folder or a read-only place fails now, not after the evaluation
