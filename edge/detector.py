@@ -170,7 +170,8 @@ class Detector:
         self.border = BorderProfile(cfg.border) if cfg.border.enabled else None
         self.novel_run = 0  # frames in a row with `memory.move_novel` of their cells or more novel
         self.shelf: deque[Surface] = deque(maxlen=cfg.memory.recall_surfaces)  # surfaces it knew, newest last
-        self.reference: np.ndarray | None = None  # the last frame it learnt from (neither still nor suspect), `grey`
+        # the last frame it learnt from (neither still nor suspect), `grey`, and its image score
+        self.reference: tuple[np.ndarray, float] | None = None
 
     def reset(self) -> None:
         """Forget the source: weights (the next frame gets a cold fit), memory, calibration, border profile and the
@@ -419,7 +420,10 @@ class Detector:
         border profile or memory takes it (a camera that started with the light off took ~0 for its normal). Nor does
         a still frame, one that changed less than `still_change` from the last frame the camera learnt from
         (`edge.frames.change`): a stopped line shows one product over and over, and learning it as the camera's whole
-        normal raised false events, on the stopped line and after it started again (docs/ablations.md section 76)."""
+        normal raised false events, on the stopped line and after it started again (docs/ablations.md section 76).
+        A still frame is judged by what changed since the line stopped: against the larger of the camera's normal and
+        the score of the frame it learnt from last (a product that scored high then was reported then, once, not on
+        every frame while the line stands: section 77)."""
         start = time.perf_counter()
         frame = check_frame(image)
         frame_h, frame_w = frame.shape[:2]
@@ -429,7 +433,8 @@ class Detector:
         first = self.model_version == 0
         blank = value_span(frame) <= BLANK_SPAN
         view, limit = grey(image), self.cfg.still_change
-        still = limit is not None and not first and self.reference is not None and change(view, self.reference) < limit
+        still = (limit is not None and not first and self.reference is not None
+                 and change(view, self.reference[0]) < limit)
         quiet = blank or still  # it teaches nothing
         before = (self.cfg.fit.score_before_warm_fit and not first) or quiet  # a blank first frame: no cold fit either
         stats = None if before else self.fit(x)
@@ -448,6 +453,8 @@ class Detector:
         score_ms = (time.perf_counter() - t0) * 1000
         weight = self.memory.blend[1] if self.memory is not None else 0.0  # the memory's weight in this score
         calibrating, calibration = self.calibrator.calibrating, self.calibrator.stats(weight)
+        if still:  # judged by what changed since the line stopped: against the stopped product's own score if higher
+            calibration = (max(calibration[0], self.reference[1]), calibration[1])  # (it was reported then, once)
         calibrated = (score - calibration[0]) / calibration[1]
         # a frame far above the camera's normal teaches nothing (no warm fit, no memory), so neither does its
         # defect; while calibrating the prior is too rough a guess to hold learning back on
@@ -467,7 +474,7 @@ class Detector:
         if self.nonfinite_maps == nonfinite and not quiet:
             self._keep_history(x, h, w)
         if not suspect:  # a frame it learnt from: a new product's first frames, far above normal, are not
-            self.reference = view  # (still after them, a stopped line's frames of it would never move the camera)
+            self.reference = view, score  # (still after them, a stopped line's frames of it would never move it)
         if moved:  # a product changeover, new lighting: start afresh, as a new camera would (its memory, border
             self._shelve(kept)  # profile and weights learnt the old normal: docs/ablations.md sections 47,
             self._start_afresh()  # 51), keeping what it knew of the surface it left (section 52)

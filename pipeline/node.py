@@ -446,9 +446,12 @@ class EdgeNode:
                            admit=lambda h: ticket.append(self.admission.check(peer, h)))
         except P.ProtocolError as e:
             self.counters.add(None, "bad_messages")
-            self._refuse(e.reason, f"dropped a malformed message from {peer}: {e}")
-            if ticket and ticket[0].kind == "frame" and not ticket[0].new:  # a camera's frame with a bad payload
-                self._keep_place(ticket[0])
+            # a frame of a camera bound to this connection, its header admitted and its payload bad (too large, lying
+            # sizes): charged to that camera, as a file that fails to decode later is; else to none
+            own = ticket[0] if ticket and ticket[0].kind == "frame" and not ticket[0].new else None
+            self._refuse(e.reason, f"dropped a malformed message from {peer}: {e}", own and own.camera.name)
+            if own is not None:
+                self._keep_place(own)
             return None
         except Rejected as e:
             if e.reason == "unexpected_kind":

@@ -685,6 +685,27 @@ def test_a_blank_frame_neither_fits_a_net_nor_moves_a_camera():
     assert not any(moved) and det.memory.count == remembered
 
 
+def test_the_light_off_for_a_few_frames_costs_a_camera_nothing_it_knew():
+    """An outside audit: three dark frames with sensor noise (5 grey levels: not blank) started a running camera
+    afresh. They do (two frames novel to its memory are a changeover), and the surface it left is kept: the first lit
+    frame resumes it, with its memory and calibration, and is no event."""
+    from edge.config import SSDNetConfig
+    from edge.detector import Detector
+    from test_border import brick_crops
+
+    rng = np.random.default_rng(0)
+    crops = [c[:128, :128] for c in brick_crops(19)]
+    det = Detector(SSDNetConfig(), "cpu")
+    for frame in crops[:18]:  # its memory is in use from the 16th
+        det.process(frame)
+    remembered, scores = det.memory.count, list(det.calibrator.scores)
+    dark = [det.process(rng.integers(0, 6, (128, 128, 3), dtype=np.uint8)) for _ in range(3)]
+    assert any(d.normal_moved for d in dark) and det.kept_surfaces == 1
+    lit = det.process(crops[18])
+    assert lit.normal_recalled and lit.calibrated < 3.0 and det.memory.count >= remembered
+    assert list(det.calibrator.scores)[:len(scores)] == scores
+
+
 class StallingReader:
     """Unplugged twice, then 3 frames, then stalls (no frame, no error) until released, then 3 more frames."""
 

@@ -201,6 +201,22 @@ def test_lying_shapes_and_sizes_are_rejected_by_reason(tmp_path):
         assert ln.node.counters.source("intruder")["scored"] == 0
 
 
+def test_a_bound_cameras_frame_too_large_or_lying_about_its_size_is_charged_to_it(tmp_path):
+    """A frame over node.max_side, or whose payload lies about its size, from a camera bound to its connection is that
+    camera's `rejected` frame (its frames add up: none unaccounted, none lost), not the node's `bad_messages` alone."""
+    with node_line(tmp_path, frames=10, fps=40, connect_cameras={0: ["line2"]}) as ln:
+        cam = ln.intruders[0]
+        cam.send(frame_parts("line2", seq=0))  # binds the name
+        wait_until(lambda: ln.node.counters.source("line2")["scored"] == 1)
+        cam.send(frame_parts("line2", seq=1, size=(5000, 64)))  # over the default max_side, 4096
+        cam.send([*frame_parts("line2", seq=2)[:2], b"\x00" * 100])  # 64x64x3 announced, 100 bytes sent
+        cam.send(frame_parts("line2", seq=3))
+        wait_until(lambda: ln.node.counters.source("line2")["scored"] == 2)
+        r, line2 = ln.node.counters.rejected, ln.node.counters.source("line2")
+        assert (r["too_large"], r["bad_payload"]) == (1, 1)
+        assert (line2["rejected"], line2["lost"], line2["received"]) == (2, 0, 2)
+
+
 def test_out_of_range_sequence_numbers_and_timestamps_are_rejected_and_lost_stays_honest(tmp_path):
     now = time.time()
     with node_line(tmp_path, frames=30, fps=40, connect_cameras={0: ["liar"]}, max_seq_step=100) as ln:

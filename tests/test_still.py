@@ -45,6 +45,18 @@ def test_a_camera_that_starts_on_a_stopped_line_raises_no_false_event():
     assert all(d.fit_steps == 0 and d.memory_added == 0 for d in detections)
 
 
+def test_a_product_that_scored_high_when_the_line_stopped_is_reported_once_not_on_every_still_frame():
+    """An outside audit: a camera that starts on a stopped line whose product scores high against the calibration
+    prior (this 96 px brick crop: z 3.3) judged every still frame against that prior, an event on every frame (z 3.2
+    each). A still frame is judged against the stopped product's own score: the product is reported once."""
+    rng = np.random.default_rng(0)
+    scene = brick_crops(8, seed=0)[5][:96, :96]
+    det = Detector(SSDNetConfig(), "cpu")
+    first, *stopped = [det.process(noisy(scene, 1, rng)) for _ in range(6)]
+    assert first.calibrated >= 3.0 and all(d.still for d in stopped)
+    assert max(abs(d.calibrated) for d in stopped) < 0.5, [round(d.calibrated, 2) for d in stopped]
+
+
 def test_a_defect_on_a_stopped_line_is_still_flagged():
     """Still frames are scored against what the camera learnt while the line moved: a dark spot that appears on the
     stopped product is an event, and the camera does not learn it."""
