@@ -306,7 +306,8 @@ class EdgeNode:
         try:
             out = self.publisher = Publisher(self.ctx, self.cfg.bind, sndhwm=self.cfg.sndhwm,
                                              max_topics=self.cfg.max_subscriptions, name=self.cfg.name,
-                                             guard=lambda sock: gate.watch(sock, server=True, limit=self.subscribers))
+                                             guard=lambda sock: gate.watch(sock, server=True, limit=self.subscribers),
+                                             rebind_s=None)  # its publish thread retries; the node's stop waits 5 s
         except zmq.ZMQError:
             self._shutdown(threads)
             raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import re
 import resource
 import time
@@ -22,6 +23,7 @@ from .protocol import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES
 log = logging.getLogger(__name__)
 
 LINGER_MS = 500  # close() waits at most this long for queued messages: shutdown never hangs
+REBIND_S = 10.0  # how long a Publisher reset retries binding its endpoint again before it gives up
 # a bound socket closes a connection whose ZMTP handshake (CURVE's too) is not done this long after it was accepted:
 # ZeroMQ's 30 s let idle TCP connections hold a file descriptor each (8000 took 8000)
 HANDSHAKE_MS = 3000
@@ -183,8 +185,9 @@ class Publisher:
     makes it look gone until another subscribes to it afresh: it misleads `hears`, never what is sent."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, *, sndhwm: int, max_topics: int, name: str,
-                 guard: Callable[[zmq.Socket], None] | None = None):
+                 guard: Callable[[zmq.Socket], None] | None = None, rebind_s: float | None = REBIND_S):
         self.ctx, self.sndhwm, self.max_topics, self.name = ctx, sndhwm, max_topics, name
+        self.rebind_s = rebind_s  # how long `reset` retries its bind (None: for as long as it takes)
         self.guard = guard  # called with each socket before it is bound (the node's bound on subscribers)
         self.topics: set[bytes] = set()  # distinct topics subscribed since the socket was bound
         self.held: set[bytes] = set()  # topics some subscriber holds now
@@ -248,8 +251,10 @@ class Publisher:
         return False
 
     def reset(self) -> None:
-        """Drop every subscriber and bind a fresh socket at the same endpoint, retried until it binds (the port is
-        released a moment after the close; should another process take it, the error is logged every 5 s)."""
+        """Drop every subscriber and bind a fresh socket at the same endpoint, retried for `rebind_s` (the port is
+        released a moment after the close; the error is logged every 5 s). A port still taken then (by another program,
+        or as the local port of an outgoing connection: a `*` port is one of the ephemeral ones) raises BindError: a
+        camera, whose stream loop this is, fails saying so; it retried for ever before, deaf to its stop."""
         self._log.warning(f"{self.name}: subscribers made over {self.max_topics} distinct topics; dropping them "
                           f"all (they reconnect; {self.resets + 1} times so far)")
         self.sock.close(linger=0)
@@ -257,11 +262,16 @@ class Publisher:
         self.held.clear()
         self.resets += 1
         failed = ThrottledLog(log, 5.0)
+        deadline = math.inf if self.rebind_s is None else time.monotonic() + self.rebind_s
         while True:
             try:
                 self.sock = self._open(self.endpoint)
                 return
             except zmq.ZMQError as e:
+                if time.monotonic() >= deadline:
+                    log.error("%s: gave up binding %s again after a subscription reset (%.0f s)", self.name,
+                              self.endpoint, self.rebind_s)
+                    raise e if isinstance(e, BindError) else BindError(self.endpoint, e) from None
                 failed.warning(f"{self.name}: cannot bind {self.endpoint} again ({e}); retrying")
                 time.sleep(0.05)
 

@@ -242,6 +242,31 @@ def test_a_reset_binds_again_once_the_port_is_free(monkeypatch):
         ctx.term()
 
 
+def test_a_reset_that_cannot_bind_again_gives_up_saying_so(monkeypatch):
+    """A port taken for good after a reset (a CI run: the `*` port became an outgoing connection's local port) kept the
+    camera retrying for ever, deaf to its stop, and later tests of that run found no file descriptor left. It gives up
+    after REBIND_S with the BindError, which fails the camera with its message."""
+    ctx = zmq.Context()
+    pub = Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=64, max_topics=1, name="test")
+
+    def taken(self, endpoint):
+        raise zmq.ZMQError(zmq.EADDRINUSE)
+
+    monkeypatch.setattr(Publisher, "_open", taken)
+    pub.rebind_s = 0.3  # a camera's: REBIND_S
+    failure: list[Exception] = []
+    resetting = threading.Thread(target=lambda: failure.append(pytest.raises(transport.BindError, pub.reset).value),
+                                 daemon=True)
+    try:
+        resetting.start()
+        resetting.join(timeout=10)
+        assert not resetting.is_alive(), "the reset still retries"
+        assert failure and "already in use" in str(failure[0]) and failure[0].endpoint == pub.endpoint
+    finally:
+        pub.close(0)
+        ctx.destroy(linger=0)
+
+
 def test_sockets_limit_inbound_message_size():
     ctx = zmq.Context()
     sock = make_socket(ctx, zmq.SUB)
