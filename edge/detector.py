@@ -421,9 +421,9 @@ class Detector:
         a still frame, one that changed less than `still_change` from the last frame the camera learnt from
         (`edge.frames.change`): a stopped line shows one product over and over, and learning it as the camera's whole
         normal raised false events, on the stopped line and after it started again (docs/ablations.md section 76).
-        A still frame is judged by what changed since the line stopped: against the larger of the camera's normal and
-        the score of the frame it learnt from last (a product that scored high then was reported then, once, not on
-        every frame while the line stands: section 77)."""
+        A still frame of a camera still calibrating (one that started on a stopped line) is judged by what changed
+        since: against the larger of the prior's guess and the score of the frame it learnt from last (a product that
+        scored high against the prior was reported then, once, not on every frame while the line stands: section 77)."""
         start = time.perf_counter()
         frame = check_frame(image)
         frame_h, frame_w = frame.shape[:2]
@@ -453,7 +453,8 @@ class Detector:
         score_ms = (time.perf_counter() - t0) * 1000
         weight = self.memory.blend[1] if self.memory is not None else 0.0  # the memory's weight in this score
         calibrating, calibration = self.calibrator.calibrating, self.calibrator.stats(weight)
-        if still:  # judged by what changed since the line stopped: against the stopped product's own score if higher
+        if still and calibrating:  # a camera that started on a stopped line knows no normal but the prior's guess and
+            # the product it learnt from: judged by what changed since, against that product's score if higher
             calibration = (max(calibration[0], self.reference[1]), calibration[1])  # (it was reported then, once)
         calibrated = (score - calibration[0]) / calibration[1]
         # a frame far above the camera's normal teaches nothing (no warm fit, no memory), so neither does its

@@ -428,7 +428,8 @@ class Camera:
         """Stream until the source ends, `cfg.frames` were sent or `stop` is set; returns the counters and the run id
         (`run`).
         Raises SourceFatal before binding for a source that cannot work, and after the end of stream
-        for one that failed for good mid-stream."""
+        for one that failed for good mid-stream; BindError for an endpoint it cannot bind, or bind again after a
+        subscription reset (`pipeline.transport.Publisher.reset`)."""
         self.check()
         gate = open_gate(self.ctx)
         try:

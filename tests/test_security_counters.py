@@ -387,9 +387,10 @@ def test_a_camera_s_refused_frame_is_counted_once_not_also_lost():
                   frame_parts("cam0", seq=7)):  # 5 and 6 never came
         node._on_input([zmq.Frame(p) for p in parts], peer)
     counts = node.counters.source("cam0")
-    assert (counts["received"], counts["rejected"], counts["lost"]) == (3, 2, 2)
+    # the bad payload is the camera's refused frame too (it counted in bad_messages alone before): 3 refused
+    assert (counts["received"], counts["rejected"], counts["lost"]) == (3, 3, 2)
     assert node.counters.rejected["too_small"] == node.counters.rejected["oversize"] == 1
-    assert node.counters.bad_messages == 1
+    assert node.counters.rejected["bad_payload"] == node.counters.bad_messages == 1
 
 
 def test_a_camera_ends_a_stream_once_its_repeated_ends_are_refused_not_queued():

@@ -57,6 +57,25 @@ def test_a_product_that_scored_high_when_the_line_stopped_is_reported_once_not_o
     assert max(abs(d.calibrated) for d in stopped) < 0.5, [round(d.calibrated, 2) for d in stopped]
 
 
+def test_a_calibrated_camera_judges_a_defect_on_a_stopped_product_against_its_normal():
+    """A review of the rule above, first written for every camera: once calibrated, the product the line stopped on
+    (here z 1.9, a normal frame) raised the bar for a spot that then appeared on it to its own score: the spot scored
+    1.9 against it, 3.6 against the camera's normal. A calibrated camera knows its normal: a still frame is judged
+    by it."""
+    rng = np.random.default_rng(0)
+    crops = [c[:128, :128] for c in brick_crops(24, seed=2)]
+    det = Detector(SSDNetConfig(), "cpu")
+    for c in crops[:14]:
+        det.process(c)
+    product = det.process(crops[17])  # the line stops on this one
+    stopped = [det.process(noisy(crops[17], 1, rng)) for _ in range(2)]
+    spot = noisy(crops[17], 1, rng)
+    spot[57:71, 57:71] = 60
+    flagged = det.process(spot)
+    assert not product.calibrating and 1.0 < product.calibrated < 3.0
+    assert all(d.still for d in stopped) and flagged.still and flagged.calibrated >= 3.0, flagged.calibrated
+
+
 def test_a_defect_on_a_stopped_line_is_still_flagged():
     """Still frames are scored against what the camera learnt while the line moved: a dark spot that appears on the
     stopped product is an event, and the camera does not learn it."""
