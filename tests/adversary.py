@@ -2,9 +2,12 @@
 sockets, the fast fake detector). Not a test module: imported by tests/test_security_*.py."""
 from __future__ import annotations
 
+import random
+import socket
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
 import msgpack
@@ -52,6 +55,26 @@ def header(kind: str = "frame", source: str = "intruder", seq: int = 0, t: float
         out.update(frames=seq + 1, counters={})
     out.update(fields)
     return out
+
+
+def port_below_ephemeral() -> int:
+    """A free tcp port of 127.0.0.1 below the kernel's ephemeral range, for a test that closes a socket and binds its
+    port again (a subscription reset): a `*` port is an ephemeral one, which a socket an earlier test left bound with
+    `*`, or an outgoing connection's local end, can take meanwhile (two CI runs: still taken 10 s on)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 10_000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port below {low}")
 
 
 def frame_parts(source: str = "intruder", seq: int = 0, size: tuple[int, int] = (64, 64), t: float | None = None,

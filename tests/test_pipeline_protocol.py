@@ -12,6 +12,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adversary import port_below_ephemeral
 from pipeline import protocol as P
 from pipeline import transport
 from pipeline.transport import MAX_MESSAGE_PART_BYTES, Publisher, make_socket
@@ -164,7 +165,7 @@ def test_a_subscription_flood_resets_the_publisher_and_honest_subscribers_come_b
     """Past `max_topics` distinct topics the XPUB socket is bound afresh: the trie ZeroMQ keeps them in stays bounded,
     and a SUB socket reconnects and subscribes again by itself."""
     ctx = zmq.Context()
-    pub = Publisher(ctx, "tcp://127.0.0.1:*", sndhwm=64, max_topics=50, name="test")
+    pub = Publisher(ctx, f"tcp://127.0.0.1:{port_below_ephemeral()}", sndhwm=64, max_topics=50, name="test")
     honest, flood = make_socket(ctx, zmq.SUB), make_socket(ctx, zmq.XSUB, sndhwm=0)
     try:
         assert pub.sock.getsockopt(zmq.RCVHWM) == 2 and pub.sock.getsockopt(zmq.MAXMSGSIZE) == 512

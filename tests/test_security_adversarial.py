@@ -13,7 +13,17 @@ import psutil
 import pytest
 import zmq
 
-from adversary import control_parts, frame_parts, header, node_beat, node_line, scored, streamed, until_eos
+from adversary import (
+    control_parts,
+    frame_parts,
+    header,
+    node_beat,
+    node_line,
+    port_below_ephemeral,
+    scored,
+    streamed,
+    until_eos,
+)
 from pipeline import node as node_module
 from pipeline import protocol as P
 from pipeline.admission import HEARTBEAT_BURST, HEARTBEAT_RATE, RESTART_BURST, RESYNC_FRAMES
@@ -486,7 +496,8 @@ def test_a_subscription_flood_resets_the_result_socket_and_the_honest_subscriber
 
 def test_a_subscription_flood_resets_a_cameras_socket_and_the_node_keeps_reading(tmp_path):
     cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, frames=40, fps=20, textures=("grass",),
-                                       heartbeat_s=0.05, max_subscriptions=5))
+                                       heartbeat_s=0.05, max_subscriptions=5,
+                                       bind=f"tcp://127.0.0.1:{port_below_ephemeral()}"))  # bound again on the reset
     ctx, stop, ready = zmq.Context(), threading.Event(), []
     runner = threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True)
     runner.start()
