@@ -495,9 +495,12 @@ def test_a_subscription_flood_resets_the_result_socket_and_the_honest_subscriber
 
 
 def test_a_subscription_flood_resets_a_cameras_socket_and_the_node_keeps_reading(tmp_path):
+    # a context of its own, not the process's shared one (`zmq.Context.instance()`, the camera's default), which
+    # the run's earlier tests load: in three CI runs its socket, closed by the reset, still held the port 10 s on
+    cam_ctx = zmq.Context()
     cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, frames=40, fps=20, textures=("grass",),
                                        heartbeat_s=0.05, max_subscriptions=5,
-                                       bind=f"tcp://127.0.0.1:{port_below_ephemeral()}"))  # bound again on the reset
+                                       bind=f"tcp://127.0.0.1:{port_below_ephemeral()}"), ctx=cam_ctx)
     ctx, stop, ready = zmq.Context(), threading.Event(), []
     runner = threading.Thread(target=cam.run, args=(stop, ready.append), daemon=True)
     runner.start()
@@ -514,6 +517,7 @@ def test_a_subscription_flood_resets_a_cameras_socket_and_the_node_keeps_reading
         node.close()
         flood.close(0)
         ctx.term()
+        cam_ctx.destroy(linger=0)
     eos = msgs[-1].header
     assert eos.counters["subscription_resets"] >= 1 and eos.frames == 40
     assert [m.header.seq for m in msgs if m.kind == "frame"][-1] == 39  # frames came after the reset, to the last
