@@ -57,17 +57,22 @@ class ScoreCalibrator:
         prior_med, prior_scale = self.cfg.prior_median, self.cfg.prior_scale
         if not self.scores:
             return prior_med, prior_scale
-        s = np.fromiter(self.scores, dtype=np.float64)
-        if self.cfg.memory_share is not None and weight > 0:
-            alike = np.fromiter(self.weights, dtype=np.float64) >= self.cfg.memory_share * weight
-            alike[-self.cfg.memory_scores:] = True  # and at least the last memory_scores
-            s = s[alike]
+        s = self.read(weight)
         med = float(np.median(s))
         scale = max(MAD_TO_STD * float(np.median(np.abs(s - med))), self.cfg.min_scale_fraction * abs(med), 1e-6)
         if self.calibrating:  # the prior counts as min_frames observations, the seen frames as themselves
             w = len(s) / self.cfg.min_frames
             med, scale = w * med + (1 - w) * prior_med, w * scale + (1 - w) * prior_scale
         return med, scale
+
+    def read(self, weight: float = 0.0) -> np.ndarray:
+        """The scores the statistics read, the memory's weight in the score now `weight` (`memory_share`)."""
+        s = np.fromiter(self.scores, dtype=np.float64)
+        if self.cfg.memory_share is not None and weight > 0:
+            alike = np.fromiter(self.weights, dtype=np.float64) >= self.cfg.memory_share * weight
+            alike[-self.cfg.memory_scores:] = True  # and at least the last memory_scores
+            s = s[alike]
+        return s
 
     def calibrate(self, raw: float, weight: float = 0.0) -> float:
         """The calibrated score of `raw`, its memory's weight in it `weight`, against the scores seen so far (call

@@ -59,8 +59,9 @@ def header(kind: str = "frame", source: str = "intruder", seq: int = 0, t: float
 
 def port_below_ephemeral() -> int:
     """A free tcp port of 127.0.0.1 below the kernel's ephemeral range, for a test that closes a socket and binds its
-    port again (a subscription reset): a `*` port is an ephemeral one, which a socket an earlier test left bound with
-    `*`, or an outgoing connection's local end, can take meanwhile (two CI runs: still taken 10 s on)."""
+    port again (a subscription reset): no `*` bind or outgoing connection can take it meanwhile. (That was not why a
+    CI run found such a port still taken 10 s on: a port from here was too, until the camera had a context of its
+    own; stop 81's closing note.)"""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):

@@ -33,11 +33,7 @@ class Variant(ScoreCalibrator):
         med, scale = super().stats(weight)
         if self.calibrating or (self.efficiency is None and self.clip is None):
             return med, scale
-        s = np.fromiter(self.scores, dtype=np.float64)
-        if self.cfg.memory_share is not None and weight > 0:
-            alike = np.fromiter(self.weights, dtype=np.float64) >= self.cfg.memory_share * weight
-            alike[-self.cfg.memory_scores:] = True
-            s = s[alike]
+        s = self.read(weight)
         if self.clip is not None:
             m = np.median(s)
             bound = self.clip * MAD_TO_STD * np.median(np.abs(s - m))
