@@ -146,8 +146,7 @@ class Gate:
         self.counts: dict[str, int] = {}  # failed handshakes of secured sockets by reason
         self.on_refusal: Callable[[str, str, int, str], None] | None = None  # (reason, what, value, endpoint)
         self.lock = threading.Lock()
-        self._users = 0
-        self._halt = threading.Event()
+        self._users = 0  # open_gate's callers that have not closed it (under _GATES_LOCK)
         self._new: queue.Queue[tuple[zmq.Socket, _Watched]] = queue.Queue()
         self._domains: dict[bytes, tuple[zmq.Socket, _Watched]] = {}
         self._watched: weakref.WeakKeyDictionary[zmq.Socket, _Watched] = weakref.WeakKeyDictionary()
@@ -189,7 +188,7 @@ class Gate:
         poller, monitors = zmq.Poller(), {}
         poller.register(self._zap, zmq.POLLIN)
         try:
-            while not self._halt.is_set():
+            while not self._done(poller, monitors):
                 try:
                     self._turn(poller, monitors)
                 except zmq.ZMQError:
@@ -200,10 +199,33 @@ class Gate:
         except zmq.ZMQError:  # the context was terminated under us: nothing left to answer
             pass
         finally:
+            with _GATES_LOCK:
+                self._forget()
             self._zap.close(0)
             self._adopt(poller, monitors)  # those watched since the last turn too: the context would wait for them
             for mon in monitors:
                 mon.close(0)
+
+    def _done(self, poller: zmq.Poller, monitors: dict[zmq.Socket, _Watched]) -> bool:
+        """Whether the thread may end: no user holds the gate and every socket it watches is closed (its monitor
+        said so). A monitor's reader closed before its socket makes libzmq 4.3 block, for ever, the thread that
+        emits the socket's next event: the context's I/O thread for a connection's, and with it every socket of the
+        context (a closed listener keeps its port, the ZAP endpoint stays bound). So a socket that outlives the
+        gate's last user keeps the gate reading it, until it is closed or the context is terminated; a user that
+        opens the gate meanwhile gets this one."""
+        if self._users:
+            return False
+        with _GATES_LOCK:
+            self._adopt(poller, monitors)
+            if self._users or monitors:
+                return False
+            self._forget()
+            return True
+
+    def _forget(self) -> None:
+        """No longer the gate `open_gate` gives for its context (under _GATES_LOCK)."""
+        if _GATES.get(self.ctx) is self:
+            del _GATES[self.ctx]
 
     def _turn(self, poller: zmq.Poller, monitors: dict[zmq.Socket, _Watched]) -> None:
         self._adopt(poller, monitors)
@@ -327,18 +349,13 @@ class Gate:
                 watched.admitted.append(now)
         return status, reason, user
 
-    def stop(self) -> None:
-        self._halt.set()
-        self.thread.join(timeout=2)
-
-
 _GATES: weakref.WeakKeyDictionary[zmq.Context, Gate] = weakref.WeakKeyDictionary()
 _GATES_LOCK = threading.Lock()
 
 
 def open_gate(ctx: zmq.Context) -> Gate:
-    """The gate of `ctx`, started by the first caller; each caller closes it (`close_gate`) once done, before the
-    context is terminated: the last one stops it."""
+    """The gate of `ctx`, started by the first caller; each caller closes it (`close_gate`) once done, after closing
+    the sockets it watched and before the context is terminated."""
     with _GATES_LOCK:
         gate = _GATES.get(ctx)
         if gate is None:
@@ -348,9 +365,7 @@ def open_gate(ctx: zmq.Context) -> Gate:
 
 
 def close_gate(gate: Gate) -> None:
+    """Give `gate` back: the last user's close ends its thread within a turn (100 ms) once the sockets it watches
+    are closed (`Gate._done`)."""
     with _GATES_LOCK:
         gate._users -= 1
-        if gate._users > 0:
-            return
-        _GATES.pop(gate.ctx, None)
-    gate.stop()

@@ -4,9 +4,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -385,3 +388,51 @@ def test_a_context_terminates_when_its_gate_stops_right_after_watching_a_socket(
         if term.is_alive():
             ctx.destroy(linger=0)
         assert not term.is_alive()
+
+
+_OUTLIVES_ITS_GATE = """
+import time
+
+import zmq
+from pipeline.gate import close_gate, open_gate
+
+ctx, peer_ctx = zmq.Context(), zmq.Context()
+gate = open_gate(ctx)
+srv = ctx.socket(zmq.PULL)
+gate.watch(srv, server=True)
+port = srv.bind_to_random_port("tcp://127.0.0.1")
+close_gate(gate)  # before the socket is closed: a node whose thread outlived its join, a stage closed out of order
+peer = peer_ctx.socket(zmq.PUSH)
+peer.connect(f"tcp://127.0.0.1:{port}")  # the socket's next event
+peer.send(b"x")
+print("delivered" if srv.poll(5000) and srv.recv() == b"x" else "stalled", flush=True)
+other = ctx.socket(zmq.PUB)
+other_port = other.bind_to_random_port("tcp://127.0.0.1")
+other.close(0)
+again = ctx.socket(zmq.PUB)
+for _ in range(50):  # the port comes free once the context's I/O thread closes the listener
+    try:
+        again.bind(f"tcp://127.0.0.1:{other_port}")
+        print("rebound", flush=True)
+        break
+    except zmq.ZMQError:
+        time.sleep(0.1)
+for sock in (srv, again, peer):
+    sock.close(0)
+peer_ctx.term()
+ctx.term()
+print("terminated", flush=True)
+"""
+
+
+def test_a_socket_that_outlives_its_gate_does_not_stall_its_context():
+    """A watched socket still open when its gate's last user closes the gate: its next event (a peer connecting)
+    must not freeze the context. With the monitor's reader closed, libzmq blocked the context's I/O thread on that
+    event for ever: the socket got nothing, another socket's closed port stayed bound, the context never ended
+    (three CI runs: a camera's reset could not bind its port again). Run in a child process, which a stall hangs."""
+    try:
+        out = subprocess.run([sys.executable, "-c", _OUTLIVES_ITS_GATE], capture_output=True, text=True, timeout=60,
+                             cwd=Path(__file__).resolve().parents[1]).stdout
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+    assert out.split() == ["delivered", "rebound", "terminated"]
