@@ -495,8 +495,9 @@ def test_a_subscription_flood_resets_the_result_socket_and_the_honest_subscriber
 
 
 def test_a_subscription_flood_resets_a_cameras_socket_and_the_node_keeps_reading(tmp_path):
-    # a context of its own, not the process's shared one (`zmq.Context.instance()`, the camera's default), which
-    # the run's earlier tests load: in three CI runs its socket, closed by the reset, still held the port 10 s on
+    # a context of its own, not the process's shared one (`zmq.Context.instance()`, the camera's default): in three
+    # CI runs its socket, closed by the reset, still held the port 10 s on, the shared context's I/O thread blocked
+    # by an earlier test's socket that outlived its gate (fixed in pipeline.gate; docs/protocol.md section 6)
     cam_ctx = zmq.Context()
     cam = Camera(SyntheticSourceConfig(kind="synthetic", name="cam0", size=32, frames=40, fps=20, textures=("grass",),
                                        heartbeat_s=0.05, max_subscriptions=5,
