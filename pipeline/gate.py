@@ -44,6 +44,7 @@ from .transport import HANDSHAKE_MS, MAX_UNREAD_BYTES, TAKEN, ThrottledLog
 
 log = logging.getLogger(__name__)
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+ZAP_FREE_S = 1.0  # how long a new gate waits for the context's last one to free the ZAP endpoint
 WINDOW_S = HANDSHAKE_MS / 1000 + 1.0  # a connection older than this has handshaked (a second for the timer's lag)
 _EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_MONITOR_STOPPED)
@@ -152,9 +153,23 @@ class Gate:
         self._watched: weakref.WeakKeyDictionary[zmq.Socket, _Watched] = weakref.WeakKeyDictionary()
         self._zap = ctx.socket(zmq.REP)
         self._zap.linger = 0
-        self._zap.bind(ZAP_ENDPOINT)
+        self._bind_zap()
         self.thread = threading.Thread(target=self._run, name="zap-gate", daemon=True)
         self.thread.start()
+
+    def _bind_zap(self) -> None:
+        """Bind the ZAP endpoint, waiting up to ZAP_FREE_S for the context's last gate to let go of it: libzmq frees
+        it a moment after its socket is closed, in its reaper thread."""
+        deadline = time.monotonic() + ZAP_FREE_S
+        while True:
+            try:
+                self._zap.bind(ZAP_ENDPOINT)
+                return
+            except zmq.ZMQError as e:
+                if e.errno != zmq.EADDRINUSE or time.monotonic() >= deadline:
+                    self._zap.close(0)
+                    raise
+                time.sleep(0.01)
 
     def watch(self, sock: zmq.Socket, *, server: bool, secured: bool = False, limit: UnreadLimit | None = None) -> None:
         """Monitor `sock` (from its owner's thread, before bind or connect); a server socket gets a ZAP domain of its
@@ -199,9 +214,9 @@ class Gate:
         except zmq.ZMQError:  # the context was terminated under us: nothing left to answer
             pass
         finally:
+            self._zap.close(0)  # first: a gate opened meanwhile waits for the endpoint (`_bind_zap`) under the lock
             with _GATES_LOCK:
                 self._forget()
-            self._zap.close(0)
             self._adopt(poller, monitors)  # those watched since the last turn too: the context would wait for them
             for mon in monitors:
                 mon.close(0)

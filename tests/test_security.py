@@ -436,3 +436,28 @@ def test_a_socket_that_outlives_its_gate_does_not_stall_its_context():
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
     assert out.split() == ["delivered", "rebound", "terminated"]
+
+
+def test_a_gate_opened_right_after_its_context_s_last_one_closed_answers():
+    """A node run again in one process: the context's last gate may still be ending (its thread ends within a turn
+    of its last user's close) when the next is opened; the next is that one or a new one that waited for the ZAP
+    endpoint, and either answers handshakes."""
+    from pipeline.gate import close_gate, open_gate
+
+    ctx = zmq.Context()
+    try:
+        for i in range(30):
+            gate = open_gate(ctx)
+            sock = ctx.socket(zmq.PULL)
+            gate.watch(sock, server=True)
+            port = sock.bind_to_random_port("tcp://127.0.0.1")
+            peer = ctx.socket(zmq.PUSH)
+            peer.connect(f"tcp://127.0.0.1:{port}")
+            peer.send(b"%d" % i)
+            assert sock.poll(5000) and sock.recv() == b"%d" % i  # admitted by the gate's ZAP answer
+            peer.close(0)
+            sock.close(0)
+            close_gate(gate)
+            time.sleep(0.01 * (i % 15))  # across the gate's turn, so some opens find it ended and some ending
+    finally:
+        ctx.destroy(linger=0)
