@@ -69,12 +69,14 @@ class StreamStats:
     Memory is bounded however long the run: latencies keep a uniform sample of `max_latencies` per
     stage, ground-truth frames one of `max_frames` frames (the exact statistics while runs are shorter).
     So is the summary's time: each accuracy pools at most `max_pixels` pixels, a uniform sample of its frames'
-    pixels where they hold more (sklearn's AUROC and AUPRC of 30 M pixels take ~30 s together; of 4 M, ~3 s), and a
-    line of one camera reports its pooled accuracy as that camera's.
+    pixels where they hold more, and a line of one camera reports its pooled accuracy as that camera's. A summary of
+    three cameras makes 12 accuracies: at 4 M pixels each it took 10-17 s (most of a line's wait after a Ctrl-C or a
+    SIGTERM, past `docker stop`'s 10 s), at 1 M 3-4 s, moving them by up to 0.002 AUROC and 0.01 AUPRC
+    (docs/performance.md, "A line's summary").
     """
 
     def __init__(self, pixels_per_frame: int = 65536, max_frames: int = 512, max_latencies: int = 100_000,
-                 seed: int = 0, max_pixels: int = 2**22):
+                 seed: int = 0, max_pixels: int = 2**20):
         self.pixels_per_frame, self.max_pixels, self.seed = pixels_per_frame, max_pixels, seed
         self.rng = np.random.default_rng(seed)
         self.latency: dict[str, Reservoir] = {stage: Reservoir(max_latencies, self.rng) for stage in STAGES}
