@@ -461,3 +461,33 @@ def test_a_gate_opened_right_after_its_context_s_last_one_closed_answers():
             time.sleep(0.01 * (i % 15))  # across the gate's turn, so some opens find it ended and some ending
     finally:
         ctx.destroy(linger=0)
+
+
+def test_the_last_close_of_a_gate_ends_its_thread_and_a_lingering_gate_starts_afresh():
+    """The stages destroy their context right after giving the gate back: its thread must be gone by then (a
+    destroy that closed the gate's sockets under it crashed the process). A gate still reading a socket that
+    outlived its users is handed to the next user without the last one's allow-list or counts, and ends when the
+    context is destroyed."""
+    from pipeline.gate import close_gate, open_gate
+
+    ctx = zmq.Context()
+    gate = open_gate(ctx)
+    sock = ctx.socket(zmq.PULL)
+    gate.watch(sock, server=True)
+    sock.bind("tcp://127.0.0.1:*")
+    sock.close(0)
+    close_gate(gate)
+    assert not gate.thread.is_alive()
+
+    gate = open_gate(ctx)
+    gate.allow_list, gate.counts = (lambda key: True), {"unknown_key": 7}
+    kept = ctx.socket(zmq.PULL)
+    gate.watch(kept, server=True)
+    close_gate(gate)  # `kept` is still open: the gate reads its monitor on
+    again = open_gate(ctx)
+    assert again is gate and again.thread.is_alive()
+    assert again.allow_list is None and again.counts == {}
+    close_gate(again)
+    ctx.destroy(linger=0)
+    gate.thread.join(2)
+    assert not gate.thread.is_alive()
