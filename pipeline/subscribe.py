@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import threading
 import time
@@ -129,39 +130,43 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
     unheard = Unheard(endpoints, stall_s)
     deadline = unheard.start + timeout_s if timeout_s else float("inf")
     stop = stop or threading.Event()
+    total = 0  # events handed on
 
     def logged(events: list[tuple[int | None, P.EventHeader | P.EosHeader]]) -> int:
         """Hand on events from the node's log and ends of stream (the JSONL file records which log the events count
-        in); how many events."""
+        in), no more events than `count` leaves room for; how many events."""
         if jsonl_sink is not None:
             jsonl_sink.log_id = catch.log_id
+        room, handed = (math.inf if count is None else count - total), 0
         for n, header in events:
+            if handed >= room:
+                break
             deliver(sinks, P.Message(header), time.time(), n)
-        return sum(header.kind == "event" for _, header in events)
+            handed += header.kind == "event"
+        return handed
 
-    events = 0
     try:
         if catch is not None:  # what was missed while down, before the live stream
-            events += logged(_first_sync(catch, replay, deadline, stop))
-        while (count is None or events < count) and time.monotonic() < deadline and not stop.is_set():
+            total += logged(_first_sync(catch, replay, deadline, stop))
+        while (count is None or total < count) and time.monotonic() < deadline and not stop.is_set():
             msg = sub.recv(100)
             unheard.saw(msg)
             if catch is not None:
-                events += logged(catch.on_message(msg))
+                total += logged(catch.on_message(msg))
                 if msg is not None and msg.kind not in CatchUp.HANDED_ON:
                     deliver(sinks, msg, time.time())
             elif msg is not None:
                 deliver(sinks, msg, time.time())
-                events += msg.kind == "event"
+                total += msg.kind == "event"
     finally:
         sub.close()
         if catch is not None:
             catch.close()
         for sink in sinks:
             sink.close()
-    if not (unheard.heard or events) and time.monotonic() >= deadline:
+    if not (unheard.heard or total) and time.monotonic() >= deadline:
         raise unheard.error(timeout_s)
-    return events
+    return total
 
 
 def until_stopped(command: str, follow: Callable[[threading.Event], object]) -> int:
@@ -178,6 +183,10 @@ def until_stopped(command: str, follow: Callable[[threading.Event], object]) -> 
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.from_start and not args.replay:
+        print("ssdnet subscribe: error: --from-start reads the node's event log from its start: give the node's "
+              "--replay ENDPOINT", file=sys.stderr)
+        return 2
     return until_stopped("subscribe", lambda stop: subscribe(
         args.endpoints, args.jsonl, args.count, args.timeout, args.stall, args.replay, args.from_start, args.key,
         args.server_key, jsonl_max_mb=args.jsonl_max_mb or None, jsonl_backups=args.jsonl_backups, stop=stop))

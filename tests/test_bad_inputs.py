@@ -130,6 +130,23 @@ def test_calibrate_on_scores_it_cannot_use_says_what_they_are(tmp_path, capsys):
     assert "is not a JSON-lines file of scores (not text)" in capsys.readouterr().err
 
 
+def test_calibrate_refuses_a_lines_events_and_says_which_records_it_left_out(tmp_path, capsys):
+    """A user gave the demo's events.jsonl: only the frames over the threshold, read as every frame's score, made a
+    suggestion of 35.8 that would silence the line; a score file's records without a numeric score went unsaid."""
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps({"source": "cam0", "seq": i, "score": 4.0 + i, "calibrating": False,
+                                          "threshold": 3.0, "regions": [{"bbox": [1, 2, 3, 4]}], "log_seq": i + 1})
+                              + "\n" for i in range(20)))
+    assert main(["calibrate", str(events)]) == 2
+    assert "holds 20 events (a line's events.jsonl?)" in capsys.readouterr().err
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("".join(json.dumps({"source": "cam0", "seq": i, "score": "high" if i == 3 else 0.1 * i,
+                                          "calibrating": False}) + "\n" for i in range(20)))
+    assert main(["calibrate", str(scores)]) == 0
+    out = capsys.readouterr().out
+    assert "1 record of" in out and "without a numeric score, left out" in out and "19 frames of" in out
+
+
 def test_calibrate_on_a_short_lines_scores_says_they_were_all_calibrating(tmp_path, capsys):
     """A line of 3 frames a camera (all `calibrating`) was told to turn on sinks.scores, which it had."""
     scores = tmp_path / "scores.jsonl"
@@ -160,3 +177,16 @@ def test_a_multi_page_tiff_says_only_its_first_page_is_read(tmp_path, caplog):
     assert np.array_equal(first, pages[0])
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and "burst.tif holds 3 pages: only the first is read" in said[0]
+
+
+def test_flags_that_would_do_nothing_are_refused_saying_what_they_need(tmp_path, capsys):
+    """A new user's `--steps` on the default config fitted nothing (`fit_steps: 0`), `--overlays` without `--out`
+    and `--from-start` without `--replay` were accepted and did nothing."""
+    image = tmp_path / "a.png"
+    _write(image, texture("brick", 64, np.random.default_rng(0)))
+    assert main(["score", str(image), "--steps", "2"]) == 2
+    assert "--steps sets the U-Net's fit, which the default config does not use" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path), "--overlays"]) == 2
+    assert "--overlays writes each frame's overlay into --out DIR" in capsys.readouterr().err
+    assert main(["subscribe", "tcp://127.0.0.1:5600", "--from-start"]) == 2
+    assert "--from-start reads the node's event log from its start" in capsys.readouterr().err

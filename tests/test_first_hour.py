@@ -354,7 +354,7 @@ def test_the_readme_camera_example_is_a_valid_line_config(tmp_path, monkeypatch)
     cfg = LineConfig.model_validate(yaml.safe_load(block))
     flows = {s.name: s.credit_flow for s in cfg.sources}
     assert flows == {"press3": False, "web2": False, "usb0": False, "clip": True, "shelf": True}
-    assert cfg.sinks.scores and not cfg.node.ssdnet.score.uses_unet
+    assert cfg.sinks.scores and cfg.sinks.console and not cfg.node.ssdnet.score.uses_unet
 
 
 def test_images_of_one_name_in_several_folders_get_their_own_outputs(tmp_path):

@@ -92,6 +92,8 @@ def _reader(path: str, resize: tuple[int, int] | None, crop: tuple[int, int, int
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.overlays and not args.out:
+        return _error("--overlays writes each frame's overlay into --out DIR: give --out")
     if SCORES_FILE.search(args.source):
         return _from_scores(args)
     set_threads(args.threads)
@@ -227,11 +229,14 @@ def _from_scores(args: argparse.Namespace) -> int:
         return _error(f"{args.source} holds the node's scores already: drop {', '.join(given)}")
     cameras: dict[str, list[float]] = {}
     seen: dict[str, int] = {}  # each camera's (and product's) frames so far, for --skip
-    threshold, skipped, held, single, first = DEFAULT_THRESHOLD, 0, 0, 0, 0
+    threshold, skipped, held, single, first, events = DEFAULT_THRESHOLD, 0, 0, 0, 0, 0
     files = JsonLines.files(args.source)
     if not files:
         return _error(f"{args.source} does not exist")
     for rec in JsonLines.records(args.source):  # oldest first: the last record's threshold is the line's current
+        if "log_seq" in rec or isinstance(rec.get("regions"), list):
+            events += 1  # an event (events.jsonl): a frame over the threshold, not every frame's score
+            continue
         try:
             score, current = float(rec["score"]), float(rec.get("threshold", threshold))
         except (ValueError, KeyError, TypeError):
@@ -251,6 +256,10 @@ def _from_scores(args: argparse.Namespace) -> int:
             held += 1
             continue
         cameras.setdefault(name, []).append(score)
+    if events:
+        return _error(f"{args.source} holds {counted(events, 'event')} (a line's events.jsonl?): only the frames that "
+                      "were over the threshold, so a threshold set from them would silence the line; give the line's "
+                      "OUT/scores.jsonl (sinks.scores: true), every frame's score")
     if not (cameras or skipped or first or held or single) and not any(map(_text, files)):
         return _error(f"{args.source} is not a JSON-lines file of scores (not text)")
     if not cameras:
@@ -269,6 +278,8 @@ def _from_scores(args: argparse.Namespace) -> int:
     scores = np.concatenate(list(per_camera.values()))
     sources = {name.split("@")[0] for name in per_camera}
     groups = f" ({len(per_camera)} with their products)" if len(per_camera) > len(sources) else ""
+    if skipped:
+        print(f"note: {counted(skipped, 'record')} of {names} without a numeric score, left out")
     _report(scores, f"{len(scores)} frames of {names}, {counted(len(sources), 'camera')}{groups}", threshold, args, out,
             per_camera)
     return 0

@@ -48,6 +48,10 @@ def ssdnet_config(config: str | None, fast: bool, steps: int | None = None) -> S
     if fast:
         cfg = SSDNetConfig.model_validate({**cfg.model_dump(), "score": {**cfg.score.model_dump(), **FAST["score"]}})
     if steps is not None:
+        if not cfg.score.uses_unet:  # it would fit nothing, silently
+            raise ConfigError(f"--steps sets the U-Net's fit, which {config or 'the default config'} does not use: "
+                              "its reconstruction maps are off (score.pixel_weight and score.perceptual_weight 0); "
+                              "--config configs/ssdnet-fit.yaml fits and scores them")
         cfg = cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"steps": steps})})
     return cfg
 
