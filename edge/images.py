@@ -45,7 +45,7 @@ def read_image(path) -> np.ndarray:
 def read_mask(path) -> np.ndarray:
     """A defect mask file as HxW uint8, 1 where it is nonzero (a defect); `read_image`'s errors."""
     path, data = _file_bytes(path)
-    mask = _decode(path, data, cv2.IMREAD_GRAYSCALE)
+    mask = _decode(path, data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)  # a 16-bit 0/1 mask shifted down was 0
     if mask is None:
         raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
     return (mask > 0).astype(np.uint8)

@@ -92,3 +92,16 @@ def test_unreadable_image(root):
     (root / "tile" / "test" / "good" / "001.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match="cannot read image"):
         load_category(root, "tile")
+
+
+def test_a_16_bit_mask_marks_its_defect_and_an_empty_mask_is_said(root, caplog):
+    """A 16-bit mask of 0/1 or 0/255 was read shifted down to 8 bits: no defect pixel, the category's pixel metrics
+    undefined or, beside other masks, the defect silently lost."""
+    mask = np.zeros((16, 16), dtype=np.uint16)
+    mask[2:5, 2:5] = 1
+    _write(root / "tile" / "ground_truth" / "crack" / "000_mask.png", mask)
+    _write(root / "tile" / "ground_truth" / "crack" / "001_mask.png", np.zeros((16, 16), dtype=np.uint16))
+    with caplog.at_level("WARNING"):
+        crack0, crack1, _ = load_category(root, "tile")
+    assert crack0.mask.sum() == 9 and crack0.mask[2:5, 2:5].all()
+    assert not crack1.mask.any() and "001_mask.png is empty" in caplog.text

@@ -367,6 +367,20 @@ def test_images_of_one_name_in_several_folders_get_their_own_outputs(tmp_path):
     assert all(Path(x["overlay"]).is_file() and np.load(x["map"]).shape == (64, 64) for x in lines)
 
 
+def test_a_second_run_into_the_same_folder_keeps_the_maps_the_first_one_points_at(tmp_path):
+    """scores.jsonl is appended to: a second run's 000.png overwrote the first run's 000_map.npy, and the first
+    run's line then pointed at another image's map."""
+    for seed, folder in enumerate(("good", "hole")):
+        _frames(tmp_path / folder, 1, defect=float(seed), seed=seed)
+    out = tmp_path / "out"
+    assert main(["score", str(tmp_path / "good" / "000.png"), "--threads", "1", "--out", str(out)]) == 0
+    first = np.load(out / "000_map.npy")
+    assert main(["score", str(tmp_path / "hole" / "000.png"), "--threads", "1", "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
+    assert [Path(x["map"]).name for x in lines] == ["000_map.npy", "000_2_map.npy"]
+    np.testing.assert_array_equal(np.load(lines[0]["map"]), first)
+
+
 @pytest.mark.parametrize("argv, says", [
     (["score", "x.png", "--threads", "0"], "--threads: must be at least 1"),
     (["eval", "ds", "--limit", "-1"], "--limit: must be at least 1"),

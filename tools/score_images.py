@@ -2,7 +2,7 @@
 order), the anomaly map (.npy), an overlay (.png: the map on the image on one colour scale for every image, regions,
 the verdict, the score against the threshold and the colour scale) and one JSON line with the score and the verdict
 (appended to OUT/scores.jsonl), in the output folder, named after the image (with its folders where two images share
-a name: good_000, hole_000).
+a name: good_000, hole_000; _2, _3, ... where an earlier run's map has the name, so no line points at another's).
 
 The default config fits nothing (docs/ablations.md section 6); `--config configs/ssdnet-fit.yaml` fits SSDnet's
 U-Net on every image (a cold fit of `fit.steps` steps, minutes per image on a busy CPU; the bar shows the steps).
@@ -97,9 +97,10 @@ def fast_hint(cfg: SSDNetConfig, config: str | None, fast: bool) -> None:
               "(configs/self-similarity.yaml).", file=sys.stderr)
 
 
-def output_names(paths: list[Path]) -> list[str]:
+def output_names(paths: list[Path], out: Path | None = None) -> list[str]:
     """A unique output name per image: its stem, with as many of its folders as tell it from the other images of
-    that stem (MVTec folders name a 000.png in every defect folder: good_000, hole_000); an image given twice: _2."""
+    that stem (MVTec folders name a 000.png in every defect folder: good_000, hole_000); an image given twice, or
+    whose map an earlier run left in `out` (whose scores.jsonl lines point at it): _2, _3, ..."""
     parts = [Path(os.path.abspath(p)).with_suffix("").parts for p in paths]  # no resolve: a symlink loop fails alone
     by_stem: dict[str, set[tuple[str, ...]]] = {}
     for q in parts:
@@ -111,10 +112,13 @@ def output_names(paths: list[Path]) -> list[str]:
         while k < len(mine) and any(q[-k:] == mine[-k:] for q in others):
             k += 1
         names.append("_".join(mine[-k:]))
-    seen: dict[str, int] = {}
+    used: set[str] = set()
     for i, name in enumerate(names):
-        seen[name] = seen.get(name, 0) + 1
-        names[i] = name if seen[name] == 1 else f"{name}_{seen[name]}"
+        n, names[i] = 1, name
+        while names[i] in used or (out is not None and (out / f"{names[i]}_map.npy").exists()):
+            n += 1
+            names[i] = f"{name}_{n}"
+        used.add(names[i])
     return names
 
 
@@ -151,7 +155,7 @@ def _cmd(args: argparse.Namespace) -> int:
             print(f"ssdnet score: {arg}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder", file=sys.stderr)
         paths += files
     with scores_path.open("a") as log:
-        for path, name in zip(tqdm(paths, desc="ssdnet score", unit="img"), output_names(paths), strict=True):
+        for path, name in zip(tqdm(paths, desc="ssdnet score", unit="img"), output_names(paths, out), strict=True):
             try:
                 image = read_rgb(path)
                 if min(image.shape[:2]) < MIN_SIDE:  # said here with what to do: the detector's error says only what

@@ -5,6 +5,7 @@ at ``<root>/<category>/ground_truth/<defect_type>/<stem>_mask.png``. A ``train/`
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 from edge.images import image_files, read_mask, read_rgb
 
 GOOD = "good"
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -33,7 +35,8 @@ def list_categories(root: str | Path) -> list[str]:
     """Names of the sub-folders of `root` that hold a ``test/`` folder, sorted."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"dataset folder not found: {root}")
+        raise DatasetError(f"{root} is a file, not a dataset folder" if root.exists() else
+                           f"dataset folder not found: {root}")
     categories = sorted(p.name for p in root.iterdir() if (p / "test").is_dir())
     if not categories:
         raise DatasetError(f"no categories under {root}: expected <category>/test/<defect_type>/*.png")
@@ -56,6 +59,8 @@ def _read_mask(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarr
         raise DatasetError(f"cannot read mask: {e}") from None
     if mask.shape != shape:
         raise DatasetError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}")
+    if not mask.any():
+        log.warning("mask %s is empty: its image counts as defective (image AUROC) with no defect pixel", path)
     return mask > 0
 
 
