@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -261,6 +262,16 @@ def test_warmup_needs_stream_mode_and_an_existing_folder(warm, tmp_path, capsys)
     assert "none" in capsys.readouterr().err
     assert main(["eval", str(warm / "data"), "--baselines", "vgg_knn,bogus"]) == 2  # refused before it starts
     assert "--baselines: unknown bogus; choose from" in capsys.readouterr().err
+    for name, data in (("small.png", None), ("junk.png", b"not an image")):  # failed mid-run, exit 1, unnamed
+        frames = tmp_path / name.split(".")[0]
+        frames.mkdir()
+        shutil.copy(warm / "stream" / "brick" / "000.png", frames / "000.png")
+        if data is None:
+            cv2.imwrite(str(frames / name), np.zeros((20, 20, 3), np.uint8))
+        else:
+            (frames / name).write_bytes(data)
+        assert main(["eval", *common, "--mode", "stream", "--warmup", str(frames)]) == 2
+        assert str(frames / name) in capsys.readouterr().err
 
 
 def test_eval_threads_sets_torch_threads_in_the_process_that_scores(dataset, tmp_path, monkeypatch):

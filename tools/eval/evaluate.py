@@ -125,6 +125,15 @@ def warmup_paths(folder: Path, category: str, limit: int | None) -> list[Path]:
     return paths[:limit]
 
 
+def _check_warmup_frame(path: Path) -> None:
+    try:
+        h, w = read_rgb(path).shape[:2]
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read warm-up frame: {e}") from None
+    if min(h, w) < MIN_SIDE:
+        raise DatasetError(f"warm-up frame {path} is {w}x{h} px: below the scorer's minimum of {MIN_SIDE}x{MIN_SIDE}")
+
+
 def warm_up(det: Detector, paths: list[Path], tick: Callable[[], None]) -> dict:
     """Stream `paths` through a reset detector as the node would; its state afterwards (a copy)."""
     det.reset()
@@ -175,8 +184,9 @@ def evaluate(root: Path, cfg: SSDNetConfig, categories: list[str] | None = None,
         raise ConfigError(f"--baselines: unknown {', '.join(unknown)}; choose from {', '.join(BASELINES)}, or none")
     if warmup is not None and mode != "stream":
         raise ValueError("--warmup streams frames before a camera's test images: it needs --mode stream")
-    for c in categories if warmup is not None else ():
-        warmup_paths(warmup, c, warmup_frames)  # a missing or empty folder fails here, before any work
+    frames = {p for c in (categories if warmup is not None else ()) for p in warmup_paths(warmup, c, warmup_frames)}
+    for path in sorted(frames):  # a missing or empty folder, a frame unreadable or too small: said now, naming it
+        _check_warmup_frame(path)
     args = (root, cfg, mode, baselines, noise_sigma, dead_fraction, limit, warmup, warmup_frames)
     jobs = max(1, min(jobs, len(categories)))
     cores = os.cpu_count() or 1
