@@ -114,12 +114,13 @@ class EventLog:
             self.db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
         else:
             self.db = self._open_for_writing()
-        self.max_events = max_events
+        self.max_events = None if readonly else max_events
         self._appended = 0
         self._log_id = 0
         self.heads = self.read_heads()
         self.total = sum(self.heads.values())  # sum of the per-source heads: one more per logged event
         self.ends_head = self.read_ends_head()  # the last end of stream's end_seq (0: none yet)
+        self._prune()  # a node restarted before its 256th event pruned nothing, and its log grew without bound
 
     def _open_for_writing(self) -> sqlite3.Connection:
         """The writer's connection; a file that is not an SQLite log, or one it cannot write, is a ConfigError naming
@@ -170,12 +171,19 @@ class EventLog:
         self.heads[header.source] = n
         self.total += 1
         self._appended += 1
-        if self.max_events is not None and self._appended % 256 == 0:
-            try:  # the event is committed: a failed prune (a full disk) must not make the caller log it again
-                self.prune()
-            except sqlite3.Error as e:
-                log.warning("could not prune the event log %s: %s", self.path, e)
+        if self._appended % 256 == 0:
+            self._prune()
         return n
+
+    def _prune(self) -> None:
+        """`prune`, when the log keeps `max_events`; an error is logged: an event is committed before a prune, and a
+        failed prune (a full disk) must not make the caller log it again."""
+        if self.max_events is None:
+            return
+        try:
+            self.prune()
+        except sqlite3.Error as e:
+            log.warning("could not prune the event log %s: %s", self.path, e)
 
     def append_end(self, header: P.EosHeader) -> int:
         """Commit an end of stream (the header it is forwarded with) under the next end_seq and return that number;
@@ -226,6 +234,7 @@ class EventLog:
         return self.db.execute(query, (source, after, limit)).fetchall()
 
     def close(self) -> None:
+        self._prune()
         self.db.close()
 
 
@@ -622,6 +631,7 @@ class CatchUp:
         self.cursors: dict[str, int] = dict(resume or {})
         self.recovered = 0  # events that were fetched after a detected gap
         self.recovered_ends = 0  # ends of stream that were lost live and fetched from the log
+        self.pruned = 0  # events deleted from the log (node.event_log_max_events) before they could be fetched
         self.end_cursor: int | None = None  # the last end_seq accounted for (None: not known yet, or no ends logged)
         self._ends_log = 0  # the event log `end_cursor` counts in
         self._ends_seen: deque[tuple] = deque(maxlen=ENDS_SEEN)  # ends of stream handed on, the latest ENDS_SEEN
@@ -824,6 +834,11 @@ class CatchUp:
             return self._fetch(source, live)  # its live event is logged, not after the cursor: the log went back
         if not got:
             return got
+        if got[0][0] > cursor + 1:  # its log's oldest events were deleted before this subscriber fetched them
+            self.pruned += got[0][0] - cursor - 1
+            log.warning("%s: %d event(s) (log_seq %d..%d) were pruned from the node's event log before this "
+                        "subscriber fetched them (node.event_log_max_events): lost to it", source,
+                        got[0][0] - cursor - 1, cursor + 1, got[0][0] - 1)
         handed.extend((h.seq, h.t_capture) for _, h in got)
         if live is not None:  # the events logged before the live one were missed; those after it are early
             missed = at or 0
@@ -832,7 +847,7 @@ class CatchUp:
         if missed > 0:
             self.recovered += missed
             log.warning("%s: recovered %d missed event(s) (log_seq %d..%d) from the node's event log",
-                        source, missed, cursor + 1, got[missed - 1][0])
+                        source, missed, got[0][0], got[missed - 1][0])
         self.cursors[source] = got[-1][0]
         return got
 

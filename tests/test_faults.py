@@ -283,6 +283,35 @@ class _Log:  # the replay client of one node's log (ReplayClient's calls), its e
         pass
 
 
+def test_events_pruned_before_a_subscriber_fetched_them_are_said_lost_not_recovered(caplog):
+    """A log that keeps 4 events of 10 (node.event_log_max_events): a subscriber from its start said "recovered 4
+    missed event(s) (log_seq 1..10)" and nothing of the 6 it never got (an operator's audit)."""
+    class Pruned(_Log):
+        def events(self, source, after):
+            return [(n, h) for n, h in super().events(source, after) if n > 6]
+
+    catch = CatchUp(Pruned(range(10)), from_start=True)
+    with caplog.at_level("WARNING"):
+        got = catch.sync()
+    assert [n for n, _ in got] == [7, 8, 9, 10] and catch.pruned == 6
+    assert "6 event(s) (log_seq 1..6) were pruned from the node's event log" in caplog.text
+    assert "recovered 4 missed event(s) (log_seq 7..10)" in caplog.text
+
+
+def test_a_log_keeps_its_most_events_across_restarts_shorter_than_its_pruning_period(tmp_path):
+    """Pruned only every 256 events logged, a log whose node restarted more often never was (a limit of 3 kept 25)."""
+    path = tmp_path / "events.db"
+    for run in range(3):
+        log = EventLog(path, max_events=3)
+        for seq in range(10):
+            log.append(P.EventHeader(kind="event", source="cam0", seq=seq, t_capture=float(run), score=9.0,
+                                     threshold=3.0, model_version=1))
+        log.close()
+    log = EventLog(path, readonly=True)
+    assert log.heads == {"cam0": 30} and [n for n, _ in log.after("cam0", 0)] == [28, 29, 30]
+    log.close()
+
+
 @pytest.mark.parametrize("logged", [[100], [100, 101, 102]], ids=["one", "a_burst"])
 def test_a_log_restored_one_event_behind_a_subscriber_is_read_again(logged):
     """Restored one event behind the cursor (8 handed on, a backup of 7), the log numbers the next event 8: not
