@@ -24,7 +24,8 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   from a camera that names none, its seq (its last frame sent) is below the last frame the node received from it,
   which a running camera's never is (its heartbeats follow its frames on one connection). Its predecessor's grant is
   not sent again, and the predecessor's frames the node finishes afterwards are not taken as its own.
-- The node hands out credit to the waiting sources by the node time each has used (`done`'s seconds, and the time from
+- The node hands out credit to the waiting sources by the node time each has used (`done`'s seconds, none for a
+  camera's first frame, which makes its model, and the time from
   its grant to its frame (or to the heartbeat saying it was lost) beyond HOLD_ALLOWANCE_S, up to the grant's expiry,
   below, whether its frame came before the expiry or after it: a camera that sits on its grant holds the node; from
   the grant's sending again if the camera said it lacked it, 2 x `resend_s` after the first at the latest), the least

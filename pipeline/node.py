@@ -353,9 +353,12 @@ class EdgeNode:
                 if msg is not None and msg.kind == "eos":
                     self._end(msg)
                 elif msg is not None:
-                    began = time.monotonic()
+                    # a camera's model is made (or restored) on its first frame: a one-off second and more, charged
+                    # to its share of the node, held its other frames back while cheaper cameras caught up with it
+                    # (a 64 px credit camera waited 13 s of another's 40 frames)
+                    fresh, began = msg.source not in self.detectors, time.monotonic()
                     self._process(msg)
-                    spent = time.monotonic() - began
+                    spent = 0.0 if fresh else time.monotonic() - began
                     self.pending.served(msg.source, spent)
                     self.credits.done(msg.source, msg.header.seq, spent)
         finally:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import types
 
 import pytest
@@ -265,6 +266,31 @@ def test_a_slow_node_paces_a_credit_camera_every_frame_scored_no_queue(tmp_path,
             queue = sorted(stage_latencies(m.header, 0)["queue"] for m in msgs if m.kind == "anomaly")
             assert queue[len(queue) // 2] < 2.5 * delay * 1e3  # waits at most for the other camera's frame
         sub.close()
+
+
+class SlowFirstFrame(FastDetector):
+    """A camera whose model takes `first_s` to make on its first frame (a new model, a checkpoint restored)."""
+
+    def __init__(self, source: str, first_s: float):
+        super().__init__(source, delay=0.01)
+        self.first_s = first_s
+
+    def process(self, image):
+        if self.calls == 0:
+            time.sleep(self.first_s)
+        return super().process(image)
+
+
+def test_a_camera_s_first_frame_making_its_model_does_not_hold_its_next_frames_back(tmp_path):
+    """Charged to its share of the node, the first frame's second of model making let the cheaper camera take every
+    grant until it had used as much: a 64 px credit camera waited 13 s while the other sent its 40 frames."""
+    with line(tmp_path, cameras=(("cam0", 64), ("cam1", 64)), frames=12, fps=200, flow="credit",
+              factory=lambda s: SlowFirstFrame(s, 1.0 if s == "cam0" else 0.0)) as ln:
+        sub = subscriber(ln, (b"anomaly/", b"eos/"))
+        order = [(m.source, m.header.seq) for m in collect(sub, ("cam0", "cam1"), timeout=30) if m.kind == "anomaly"]
+        sub.close()
+    between = order[order.index(("cam0", 0)) + 1:order.index(("cam0", 1))]
+    assert len(between) <= 2, order  # before: all of cam1's frames after cam0's first
 
 
 def test_a_grant_that_expired_unnoticed_is_not_charged_its_whole_wait(clock):
