@@ -54,7 +54,7 @@ def test_score_says_what_is_wrong_with_each_bad_file_in_words_and_goes_on(tmp_pa
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_bytes(b"not an image")
     (tmp_path / "giant.png").write_bytes(_png_claiming(100_000, 100_000))
-    (tmp_path / "o" / "good_map.npy").mkdir(parents=True)  # where its map goes: a folder
+    (tmp_path / "o" / "good_overlay.png").mkdir(parents=True)  # where its overlay goes: a folder
     bad = {"empty.png": "is empty (0 bytes): still being written, or a failed copy",
            "text.png": "not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)",
            "giant.png": "its header gives more pixels than OpenCV reads (2^30): save it smaller",
@@ -67,7 +67,7 @@ def test_score_says_what_is_wrong_with_each_bad_file_in_words_and_goes_on(tmp_pa
     assert len(said) == len(bad) + 1 and not [line for line in said if re.search(r"[A-Za-z]*(Error|error): ", line)]
     for name, why in bad.items():
         assert any(str(tmp_path / name) in line and why in line for line in said), name
-    assert f"{good}: {tmp_path / 'o' / 'good_map.npy'}: is a directory; skipped" in err  # not the image's fault
+    assert f"{good}: {tmp_path / 'o' / 'good_overlay.png'}: is a directory; skipped" in err  # not the image's fault
     assert "6 images failed" in err
     good2 = _write(tmp_path / "good2.png", texture("grass", 64, rng))
     assert main(["score", str(good2), str(tmp_path / "text.png"), "--fast", "--threads", "1", "--out",
