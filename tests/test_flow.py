@@ -191,6 +191,29 @@ def test_a_camera_that_joins_late_starts_level_and_gets_its_share_not_a_burst(cl
     assert order.count("big") == 4 and fair(order, cost)  # a third of the node each, 4 small frames per big one
 
 
+@pytest.mark.parametrize("how", ["end_of_stream", "new_run"])
+def test_a_camera_that_starts_again_after_each_frame_keeps_the_node_time_it_used(clock, how):
+    """A camera that ended its stream (or restarted its process) after every frame came back level with the camera
+    granted last, itself: its frames cost it nothing and it took every turn, the other camera none."""
+    cost = {"again": 0.25, "steady": 0.25}
+    c = Credits("node", budget=1)
+    for cam in cost:
+        c.heartbeat(cam, -1, {CREDIT_COUNTER: -1})
+    order = []
+    for _ in range(20):
+        (source, seq), = grants(c)
+        order.append(source)
+        c.received(source, seq)
+        c.done(source, seq, cost[source])
+        if source == "again":
+            if how == "end_of_stream":
+                c.ended("again")
+                c.heartbeat("again", -1, {CREDIT_COUNTER: -1})
+            else:
+                c.heartbeat("again", -1, {CREDIT_COUNTER: -1}, restarted=True)
+    assert fair(order, cost), order
+
+
 def test_a_camera_back_after_an_unused_grant_or_a_silence_banks_no_node_time(clock):
     cost = {"a": 0.25, "b": 0.125}
     c = Credits("node", budget=1, stale_s=5.0, resend_s=1.0)
