@@ -17,8 +17,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def image_files(folder) -> list[Path]:
-    """A folder's image files (`IMAGE_SUFFIXES`, any case) in name order; OSError when it cannot be listed."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """A folder's image files (`IMAGE_SUFFIXES`, any case) in name order, hidden ones left out (macOS writes a
+    `._NAME.png` of metadata beside each file it copies to a foreign disk); OSError when it cannot be listed."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
 
 
 def read_image(path) -> np.ndarray:

@@ -105,3 +105,10 @@ def test_a_16_bit_mask_marks_its_defect_and_an_empty_mask_is_said(root, caplog):
         crack0, crack1, _ = load_category(root, "tile")
     assert crack0.mask.sum() == 9 and crack0.mask[2:5, 2:5].all()
     assert not crack1.mask.any() and "001_mask.png is empty" in caplog.text
+
+
+def test_a_hidden_file_beside_the_images_is_left_out(root):
+    """macOS's `._000.png` metadata beside a copied image stopped the whole eval as an unreadable image."""
+    (root / "tile" / "test" / "good" / "._000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert [(s.defect_type, s.path.name) for s in load_category(root, "tile")] == [
+        ("crack", "000.png"), ("crack", "001.png"), ("good", "000.png")]

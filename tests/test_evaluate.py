@@ -283,3 +283,15 @@ def test_eval_threads_sets_torch_threads_in_the_process_that_scores(dataset, tmp
     assert main(["eval", str(dataset), "--categories", "brick", "--config", str(dataset / "tiny.yaml"), "--baselines",
                  "none", "--limit", "2", "--threads", "1", "--json", str(tmp_path / "t.json")]) == 0
     assert seen == [1]
+
+
+def test_a_category_named_twice_is_evaluated_once_and_a_json_folder_is_refused(dataset, tmp_path, capsys):
+    """`--categories brick,brick --jobs 2` evaluated brick twice (8 images in the JSON, not 4); `--json DIR` failed
+    with an IsADirectoryError line and exit 1."""
+    out = tmp_path / "e.json"
+    common = [str(dataset), "--config", str(dataset / "tiny.yaml"), "--baselines", "none", "--threads", "1"]
+    assert main(["eval", *common, "--categories", "brick,brick", "--jobs", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["categories"]) == ["brick"] and len(result["images"]) == 4
+    assert main(["eval", *common, "--categories", "brick", "--json", str(tmp_path)]) == 2
+    assert f"--json {tmp_path} is a folder: give the file to write" in capsys.readouterr().err

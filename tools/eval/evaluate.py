@@ -314,11 +314,14 @@ def _cmd(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"fit": cfg.fit.model_copy(update=overrides)})
     if args.device:
         cfg = cfg.model_copy(update={"device": args.device})
-    cats = [c for c in args.categories.split(",") if c] if args.categories else None
+    cats = list(dict.fromkeys(c for c in args.categories.split(",") if c)) if args.categories else None  # once each
     baselines = tuple(b for b in args.baselines.split(",") if b) if args.baselines != "none" else ()
     if args.warmup and args.mode != "stream":
         raise ConfigError("--warmup streams frames before a camera's test images: it needs --mode stream")
     if args.json:  # a folder or a read-only place fails now, not after the evaluation
+        if Path(args.json).is_dir():
+            raise ConfigError(f"--json {args.json} is a folder: give the file to write, e.g. "
+                              f"{Path(args.json) / 'eval.json'}")
         writable(Path(args.json))
     try:
         result = evaluate(Path(args.dataset), cfg, cats, args.mode, baselines, args.input_noise, args.dead_pixels,
