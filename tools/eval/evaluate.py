@@ -125,13 +125,19 @@ def warmup_paths(folder: Path, category: str, limit: int | None) -> list[Path]:
     return paths[:limit]
 
 
+def _check_side(path: Path, shape: tuple[int, ...], what: str = "") -> None:
+    """A DatasetError naming `path` (`what` it is) when its image is below the scorer's minimum side."""
+    h, w = shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise DatasetError(f"{what}{path} is {w}x{h} px: below the scorer's minimum of {MIN_SIDE}x{MIN_SIDE}")
+
+
 def _check_warmup_frame(path: Path) -> None:
     try:
-        h, w = read_rgb(path).shape[:2]
+        shape = read_rgb(path).shape
     except (OSError, ValueError) as e:
         raise DatasetError(f"cannot read warm-up frame: {e}") from None
-    if min(h, w) < MIN_SIDE:
-        raise DatasetError(f"warm-up frame {path} is {w}x{h} px: below the scorer's minimum of {MIN_SIDE}x{MIN_SIDE}")
+    _check_side(path, shape, "warm-up frame ")
 
 
 def warm_up(det: Detector, paths: list[Path], tick: Callable[[], None]) -> dict:
@@ -214,8 +220,7 @@ def _evaluate_part(root: Path, cfg: SSDNetConfig, mode: str, baselines: tuple[st
     """Per-category metrics of `categories`, with a progress bar (`position`: its line, one per worker)."""
     data = {c: _sampled(load_category(root, c), limit) for c in categories}
     for sample in (x for samples in data.values() for x in samples):  # said now, naming it, not by the detector
-        if min(h := sample.image.shape[0], w := sample.image.shape[1]) < MIN_SIDE:
-            raise DatasetError(f"{sample.path} is {w}x{h} px: below the scorer's minimum of {MIN_SIDE}x{MIN_SIDE}")
+        _check_side(sample.path, sample.image.shape)
     warm = {c: warmup_paths(warmup, c, warmup_frames) if warmup is not None else [] for c in categories}
     det = Detector(cfg)
     total = sum(len(v) for v in data.values()) + sum(len(p) for p in {tuple(p) for p in warm.values()})
