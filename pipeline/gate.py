@@ -29,6 +29,7 @@ import logging
 import os
 import queue
 import socket
+import struct
 import threading
 import time
 import weakref
@@ -50,6 +51,7 @@ _EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | z
            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_MONITOR_STOPPED)
 _ids = count()
 _BYTES_RECEIVED = slice(128, 136)  # struct tcp_info's tcpi_bytes_received (Linux 4.1 on), a little-endian u64
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # struct linger {l_onoff, l_linger}: close() resets the connection
 
 
 SERVER_REFUSALS = ("plaintext", "wrong_server_key", "unknown_key", "protocol_error")
@@ -273,7 +275,12 @@ class Gate:
                     if known != who:  # a new connection: all it sent counts
                         since, taken_then = 0, taken
                     if received - since > most and taken == taken_then:
-                        conn.shutdown(socket.SHUT_RDWR)  # libzmq reads its end and closes it, dropping the parts
+                        # reset, not closed in order: once shut down, the kernel sends no window update, so a peer
+                        # whose window was shut (the socket's buffer full) waited in its send until the orphaned
+                        # connection timed out (tcp_fin_timeout, 60 s). libzmq reads its end, closes it (the reset)
+                        # and drops the parts.
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+                        conn.shutdown(socket.SHUT_RDWR)
                         limit.drop(watched.endpoint, f"{who[1][0]}:{who[1][1]}", received - since)
                     if received - since > most or taken != taken_then:  # counted from here on
                         since = received
@@ -355,7 +362,7 @@ class Gate:
                     self._count("unknown_key", watched, 400)
         elif mechanism != b"NULL":
             status, reason = b"400", b"mechanism not allowed"
-        if status == b"200" and watched is not None and watched.limit is not None:
+        if status == b"200" and watched is not None and isinstance(watched.limit, PeerLimit):
             now = time.monotonic()
             if watched.peers(now) >= watched.limit.most:
                 status, reason = b"400", b"too many connections"

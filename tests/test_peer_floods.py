@@ -10,13 +10,19 @@ from __future__ import annotations
 import os
 import re
 import resource
+import socket
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
+import zmq
 
 from pipeline.eventlog import ReplayClient, ReplayError
-from test_pipeline_node import line
+from pipeline.gate import UnreadLimit, close_gate, open_gate
+from pipeline.transport import MAX_UNREAD_BYTES
+from test_pipeline_node import line, wait_until
 
 ATTACKS = r'''
 import sys, tempfile, time
@@ -66,14 +72,7 @@ def test_a_peer_that_floods_and_leaves_kills_neither_the_node_nor_the_camera():
                      "alive after subscriptions to the camera"]
 
 
-ZMTP = r'''
-import socket, sys, tempfile, threading, time
-from pathlib import Path
-import psutil
-sys.path.insert(0, "tests")
-from test_pipeline_node import line, subscriber, wait_until
-
-def greet(s, socket_type):
+def greet(s: socket.socket, socket_type: bytes) -> None:
     """The ZMTP 3.0 handshake (NULL) on a connected TCP socket, either side."""
     s.sendall(b"\xff" + b"\0" * 8 + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + b"\0" * 32)
     s.recv(64)
@@ -81,7 +80,8 @@ def greet(s, socket_type):
     s.sendall(b"\x04" + bytes([len(ready)]) + ready)
     time.sleep(0.2)
 
-def send_endless(s, part_bytes, total_bytes):
+
+def send_endless(s: socket.socket, part_bytes: int, total_bytes: int) -> int:
     """One message whose parts all say more follows; the bytes it got to send before its peer cut it off."""
     frame = b"\x03" + part_bytes.to_bytes(8, "big") + b"\x01" * part_bytes  # long frame, more follows
     chunk, sent = frame * (1_000_000 // len(frame)), 0
@@ -94,6 +94,15 @@ def send_endless(s, part_bytes, total_bytes):
         pass
     s.close()
     return sent
+
+
+ZMTP = r'''
+import socket, sys, tempfile, threading, time
+from pathlib import Path
+import psutil
+sys.path.insert(0, "tests")
+from test_peer_floods import greet, send_endless
+from test_pipeline_node import line, subscriber, wait_until
 
 ps = psutil.Process()
 '''
@@ -139,6 +148,33 @@ def test_a_message_whose_parts_never_end_is_cut_off_before_it_fills_the_memory()
     for name, _, sent, *_, refused in rows:
         assert float(sent) < 16, f"{name} took in all of the 16 MiB sent: {proc.stdout}"
         assert int(refused) == 3, proc.stdout
+
+
+def test_a_connection_cut_off_is_reset_so_its_peer_learns_at_once():
+    """The gate cut a connection off by shutting it down; the kernel then sends no window update, so a peer whose
+    window had shut (the socket's buffer full, on a loaded machine) waited in its send until the orphaned connection
+    timed out (60 s): the test above ran past its 240 s in CI, and 4 of 15 runs beside two busy processes hung. The
+    connection is now reset: its server end is gone at once, while its peer still holds it open."""
+    ctx = zmq.Context()
+    gate, limit = open_gate(ctx), UnreadLimit()
+    server = ctx.socket(zmq.XPUB)
+    server.linger = 0
+    gate.watch(server, server=True, limit=limit)
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    peer = socket.create_connection(("127.0.0.1", port))
+    try:
+        greet(peer, b"XSUB")
+        part = b"\x03" + (512).to_bytes(8, "big") + b"\x01" * 512
+        peer.sendall(part * (2 * MAX_UNREAD_BYTES // len(part)))  # then silent, and open
+        wait_until(lambda: limit.refused == 1)
+        ends = lambda: [c.status for c in psutil.net_connections("tcp")  # noqa: E731
+                        if c.laddr.port == port and c.raddr and c.raddr.port == peer.getsockname()[1]]
+        wait_until(lambda: not ends(), timeout=3)
+    finally:
+        peer.close()
+        server.close()
+        close_gate(gate)
+        ctx.term()
 
 
 ENDLESS_CAMERA = ZMTP + r'''
