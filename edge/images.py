@@ -25,15 +25,15 @@ def image_files(folder) -> list[Path]:
 
 def read_image(path) -> np.ndarray:
     """An image file as OpenCV decodes it, at its own depth: HxWx3 BGR, uint8 or uint16 (grey files as three
-    equal channels); FileNotFoundError when there is no such file, ValueError when OpenCV cannot decode it (or
-    refuses it, as a header claiming over 2^30 pixels), it is empty, neither 8- nor 16-bit, or a JPEG cut short (OpenCV
-    would fill its missing rows with grey)."""
+    equal channels); FileNotFoundError when there is no such file, ValueError when OpenCV cannot decode it (a damaged
+    image file said apart from one that is none) or refuses it (as a header claiming over 2^30 pixels), it is empty,
+    neither 8- nor 16-bit, or a JPEG cut short (OpenCV would fill its missing rows with grey)."""
     path, data = _file_bytes(path)  # read once: checked, then decoded (as cv2.imread would, EXIF orientation included)
     image = _decode(path, data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if image is None:  # a float TIFF is only read as it is: say what it holds
         image = _decode(path, data, cv2.IMREAD_UNCHANGED)
         if image is None or image.dtype in (np.uint8, np.uint16):
-            raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
+            raise _undecodable(path, data)
     if image.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{path} is a {image.dtype} image: convert it to 8 or 16 bits")
     if path.suffix.lower() in (".tif", ".tiff") and (name := opencv_name(path.resolve())) is not None:
@@ -46,11 +46,16 @@ def read_image(path) -> np.ndarray:
 
 def read_mask(path) -> np.ndarray:
     """A defect mask file as HxW uint8, 1 where it is nonzero (a defect); `read_image`'s errors."""
+    return (read_mask_values(path) > 0).astype(np.uint8)
+
+
+def read_mask_values(path) -> np.ndarray:
+    """A defect mask file's grey values as HxW, at its own depth (uint8 or uint16); `read_image`'s errors."""
     path, data = _file_bytes(path)
     mask = _decode(path, data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)  # a 16-bit 0/1 mask shifted down was 0
     if mask is None:
-        raise ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
-    return (mask > 0).astype(np.uint8)
+        raise _undecodable(path, data)
+    return mask
 
 
 def _file_bytes(path) -> tuple[Path, bytes]:
@@ -76,6 +81,21 @@ def _decode(path: Path, data: bytes, flags: int) -> np.ndarray | None:
                if "CV_IO_MAX_IMAGE_PIXELS" in str(e) else "OpenCV refused it (a damaged file, or a kind it cannot "
                                                           "read)")
         raise ValueError(f"cannot decode {path}: {why}") from None
+
+
+# how the files of the kinds most often met begin (their signatures, as OpenCV's decoders check them)
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"II*\x00": "TIFF",
+               b"MM\x00*": "TIFF"}
+
+
+def _undecodable(path: Path, data: bytes) -> ValueError:
+    """The error for a file OpenCV could not decode: a damaged image where it begins as one kind of image file does
+    (a PNG cut short by a failed copy was called no image file), else not an image file."""
+    kind = next((k for sig, k in _SIGNATURES.items() if data.startswith(sig)), None)
+    if kind is None:
+        return ValueError(f"cannot decode {path}: not an image file OpenCV reads (PNG, JPEG, BMP, TIFF, ...)")
+    return ValueError(f"cannot decode {path}: a damaged {kind} file (cut short or corrupt: still being written, or a "
+                      "failed copy)")
 
 
 def opencv_name(path) -> str | None:

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
-from edge.images import read_rgb
+from edge.images import read_mask, read_rgb
 from edge.synthetic import draw_defect, texture
+from pipeline.sources import SourceFatal
+from tools.calibrate import _reader
 from tools.cli import main
 
 
@@ -190,3 +193,31 @@ def test_flags_that_would_do_nothing_are_refused_saying_what_they_need(tmp_path,
     assert "--overlays writes each frame's overlay into --out DIR" in capsys.readouterr().err
     assert main(["subscribe", "tcp://127.0.0.1:5600", "--from-start"]) == 2
     assert "--from-start reads the node's event log from its start" in capsys.readouterr().err
+
+
+def test_a_cut_short_image_file_is_said_damaged_not_no_image(tmp_path):
+    """The first half of a PNG (a failed copy, a file still being written) was "not an image file OpenCV reads"."""
+    image = texture("grass", 64, np.random.default_rng(0))
+    for suffix, kind in ((".png", "PNG"), (".tif", "TIFF"), (".bmp", "BMP")):
+        data = cv2.imencode(suffix, image)[1].tobytes()
+        (path := tmp_path / f"half{suffix}").write_bytes(data[:len(data) // 2])
+        for read in (read_rgb, read_mask):
+            with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: a damaged {kind} file \(cut short"):
+                read(path)
+    (tmp_path / "text.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="not an image file OpenCV reads"):  # a file that is none is still said so
+        read_rgb(tmp_path / "text.png")
+
+
+def test_calibrate_refuses_a_crop_past_its_frames_before_scoring(tmp_path, capsys):
+    """`--crop` past the frames was cut to the part inside them with a log line amid the progress bar, and the
+    threshold learnt on that region (a crop wholly outside: every frame skipped, then an error)."""
+    frames = tmp_path / "frames"
+    for i in range(3):
+        _write(frames / f"{i:03d}.png", texture("brick", 64, np.random.default_rng(i))[:48])  # 64x48
+    assert main(["calibrate", str(frames), "--fast", "--threads", "1", "--crop", "16", "8", "64", "32"]) == 2
+    assert ("ssdnet calibrate: error: --crop 16 8 64 32 (x, y, width, height) reaches past the first frame of "
+            f"{frames}, 64x48 px; the part inside it: --crop 16 8 48 32") in capsys.readouterr().err
+    with pytest.raises(SourceFatal, match="64x48 px: none of it is inside"):
+        _reader(str(frames), None, (64, 0, 32, 32))
+    assert _reader(str(frames), (32, 32), (0, 0, 64, 48)).read().image.shape == (32, 32, 3)  # the whole frame: taken

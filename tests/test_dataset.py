@@ -112,3 +112,27 @@ def test_a_hidden_file_beside_the_images_is_left_out(root):
     (root / "tile" / "test" / "good" / "._000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     assert [(s.defect_type, s.path.name) for s in load_category(root, "tile")] == [
         ("crack", "000.png"), ("crack", "001.png"), ("good", "000.png")]
+
+
+def test_a_mask_that_is_not_binary_is_said_once_per_category(root, caplog):
+    """A grey (anti-aliased) or 0/128/255 mask was read without a word: every nonzero pixel a defect, its faint edges
+    too. A 0/1 or 0/255 mask is binary: read as before, nothing said."""
+    masks = root / "tile" / "ground_truth" / "crack"
+    grey = np.zeros((16, 16), dtype=np.uint8)
+    grey[4:8, 4:8], grey[3, 4:8], grey[8, 4:8] = 255, 128, 40
+    _write(masks / "000_mask.png", grey)
+    _write(masks / "001_mask.png", grey)
+    with caplog.at_level("WARNING"):
+        crack0, _, _ = load_category(root, "tile")
+    said = [r.getMessage() for r in caplog.records if "not binary" in r.getMessage()]
+    assert said == [f"tile: 2 of 2 masks not binary, the first {masks / '000_mask.png'} with values 0, 40, 128, 255: "
+                    "every nonzero pixel counts as a defect (grey edges and levels included); save masks of 0 and 255 "
+                    "only"]
+    assert crack0.mask.sum() == 24  # as before: nonzero is a defect
+    caplog.clear()
+    _write(masks / "000_mask.png", (grey == 255).astype(np.uint8))  # 0/1
+    _write(masks / "001_mask.png", (grey == 255).astype(np.uint8) * 255)
+    with caplog.at_level("WARNING"):
+        crack0, crack1, _ = load_category(root, "tile")
+    assert "not binary" not in caplog.text
+    assert crack0.mask.sum() == crack1.mask.sum() == 16 and crack0.mask[4:8, 4:8].all()

@@ -88,7 +88,41 @@ def _reader(path: str, resize: tuple[int, int] | None, crop: tuple[int, int, int
         cfg = parse_config(VideoSourceConfig, {"kind": "video", "uri": path, **given}, "--crop / --resize")
     reader = make_reader(cfg)
     reader.check()
+    if crop is not None:
+        _check_crop(cfg, path)
     return reader
+
+
+class _AsDecoded:
+    """A reader's shaper that leaves its frames as decoded: no crop, resize or scaling down."""
+
+    @staticmethod
+    def frame(bgr: np.ndarray) -> np.ndarray:
+        return bgr
+
+
+def _check_crop(cfg: FolderSourceConfig | VideoSourceConfig, path: str) -> None:
+    """SourceFatal when `cfg.crop` reaches past the source's first frame. A camera only warns (it must go on) and
+    scores the part inside; here the threshold would be learnt on another region than the one given, after minutes
+    of scoring: a mistyped crop (another resolution, X Y and W H swapped) is said now instead."""
+    probe = make_reader(cfg.model_copy(update={"crop": None, "resize": None}))
+    probe.shaper = _AsDecoded()
+    try:
+        probe.open()
+        first = probe.read()
+    except SourceError:  # said when the frames are read
+        return
+    finally:
+        probe.close()
+    if first is None:
+        return
+    height, width = first.image.shape[:2]
+    x, y, w, h = cfg.crop
+    if x + w > width or y + h > height:
+        inside = (f"; the part inside it: --crop {x} {y} {min(w, width - x)} {min(h, height - y)}"
+                  if x < width and y < height else ": none of it is inside")
+        raise SourceFatal(f"--crop {x} {y} {w} {h} (x, y, width, height) reaches past the first frame of {path}, "
+                          f"{width}x{height} px{inside}")
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -308,7 +342,8 @@ def add_parser(sub) -> None:
                    help="leave each camera's first N frames out of the suggestion (scored, not judged): the frames "
                         "it learns on; an object line's first ~100 raise events (docs/ablations.md section 56)")
     p.add_argument("--crop", type=at_least(0), nargs=4, metavar=("X", "Y", "W", "H"),
-                   help="cut the region of interest out of the frames as the camera's `crop` does (before --resize)")
+                   help="cut the region of interest out of the frames as the camera's `crop` does (before --resize); "
+                        "it must lie within the frames")
     p.add_argument("--resize", type=at_least(MIN_SIDE), nargs=2, metavar=("W", "H"),
                    help="resize frames as the camera does")
     p.add_argument("--quantile", type=_fraction, default=0.99, help="quantile of the normal scores (default 0.99)")

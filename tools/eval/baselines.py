@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edge.config import SSDNetConfig
+from edge.frames import to_frame_size, to_working_size
 from edge.knn import cell_size, grid_features, knn_distance
 from edge.local_stats import local_stats_map
 from edge.patches import pad_to_multiple
@@ -45,6 +47,7 @@ def local_stats(image: np.ndarray, sigma: float = 4.0) -> np.ndarray:
 
 VGG_KNN_LAYERS = ("relu2_2", "relu3_1")
 KNN_MAX_CELLS = 4096
+MAX_PIXELS = SSDNetConfig.model_fields["max_pixels"].default  # as the detector scales a frame down
 
 
 @lru_cache(maxsize=1)
@@ -54,17 +57,22 @@ def _vgg() -> VGG19Features:
 
 
 @torch.inference_mode()
-def vgg_knn(image: np.ndarray, k: int = 5, radius: int = 4, sigma: float = 4.0) -> np.ndarray:
+def vgg_knn(image: np.ndarray, k: int = 5, radius: int = 4, sigma: float = 4.0,
+            max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """VGG19 self-similarity (edge.knn): each location's mean distance to its k nearest locations of
     the same image outside a (2 * radius + 1)^2 neighbourhood, on a grid of 4 px cells (coarser for
     images of more than 4096 cells), relu2_2 and relu3_1 pooled onto it. Any frame size: the image is
-    padded (reflected) to a multiple of the cell first, so every VGG19 layer's grid divides it."""
+    padded (reflected) to a multiple of the cell first, so every VGG19 layer's grid divides it. An image
+    of more than `max_pixels` is scored scaled down to it and its map scaled back up, as the detector
+    does (`edge.frames.working_size`): VGG19 on a whole 4K frame took 71 s and 8 GB."""
     h, w = _check(image).shape[:2]
-    cell = cell_size(h, w, 4, KNN_MAX_CELLS)
+    image = to_working_size(image, max_pixels)
+    sh, sw = image.shape[:2]
+    cell = cell_size(sh, sw, 4, KNN_MAX_CELLS)
     x = pad_to_multiple(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0, cell)
     score = knn_distance(grid_features(_vgg()(x), tuple(x.shape[-2:]), cell), k, radius)
-    up = F.interpolate(score, scale_factor=cell, mode="bilinear", align_corners=False)[0, 0, :h, :w]
-    return _blur(up.numpy().astype(np.float32), sigma)
+    up = F.interpolate(score, scale_factor=cell, mode="bilinear", align_corners=False)[0, 0, :sh, :sw]
+    return to_frame_size(_blur(up.numpy().astype(np.float32), sigma), h, w)
 
 
 BASELINES: dict[str, Baseline] = {

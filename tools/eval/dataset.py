@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.images import image_files, read_mask, read_rgb
+from edge.images import image_files, read_mask_values, read_rgb
 
 GOOD = "good"
 log = logging.getLogger(__name__)
@@ -50,18 +50,25 @@ def _read_image(path: Path) -> np.ndarray:
         raise DatasetError(f"cannot read image: {e}") from None
 
 
-def _read_mask(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarray:
+def _read_mask(path: Path, shape: tuple[int, int], image_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A defect image's mask: its defect pixels (every nonzero one) and the grey values the file holds."""
     if not path.is_file():
         raise DatasetError(f"defect image {image_path} has no mask (expected {path})")
     try:
-        mask = read_mask(path)
+        mask = read_mask_values(path)
     except (OSError, ValueError) as e:
         raise DatasetError(f"cannot read mask: {e}") from None
     if mask.shape != shape:
         raise DatasetError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}")
     if not mask.any():
         log.warning("mask %s is empty: its image counts as defective (image AUROC) with no defect pixel", path)
-    return mask > 0
+    return mask > 0, np.unique(mask)
+
+
+def _levels(values: np.ndarray) -> str:
+    """A mask's grey values in words: all of a few, else the first and last ones and how many."""
+    shown = map(str, values) if len(values) <= 6 else [*map(str, values[:3]), "...", str(values[-1])]
+    return ", ".join(shown) + (f" ({len(values)} values)" if len(values) > 6 else "")
 
 
 def load_category(root: str | Path, category: str) -> list[Sample]:
@@ -73,7 +80,7 @@ def load_category(root: str | Path, category: str) -> list[Sample]:
                            f"{', '.join(list_categories(root))})")
     if not test.is_dir():
         raise DatasetError(f"category {category!r} has no test folder: {test}")
-    samples = []
+    samples, grey = [], []  # grey: the masks with more than one defect value, and their values
     for type_dir in sorted(p for p in test.iterdir() if p.is_dir()):
         for path in image_files(type_dir):
             image = _read_image(path)
@@ -81,8 +88,14 @@ def load_category(root: str | Path, category: str) -> list[Sample]:
                 mask = np.zeros(image.shape[:2], dtype=bool)
             else:
                 mask_path = folder / "ground_truth" / type_dir.name / f"{path.stem}_mask.png"
-                mask = _read_mask(mask_path, image.shape[:2], path)
+                mask, values = _read_mask(mask_path, image.shape[:2], path)
+                if np.count_nonzero(values) > 1:  # 0/255 and 0/1 are binary; 0/128/255 or a grey edge are not
+                    grey.append((mask_path, values))
             samples.append(Sample(path, category, type_dir.name, image, mask, int(type_dir.name != GOOD)))
     if not samples:
         raise DatasetError(f"category {category!r} has no test images under {test}")
+    if grey:  # once per category, not a line per mask
+        log.warning("%s: %d of %d masks not binary, the first %s with values %s: every nonzero pixel counts as a "
+                    "defect (grey edges and levels included); save masks of 0 and 255 only", category, len(grey),
+                    sum(s.label for s in samples), grey[0][0], _levels(grey[0][1]))
     return samples
