@@ -8,7 +8,8 @@ latency_ms.<stage>.{p50,p95,p99}, and stream pixel AUROC/AUPRC when the cameras 
 truth) and a summary table.
 
 One stage per process, on its own machine, from the same config (`--stage`):
-    camera:NAME   that camera (binds its `bind`; a fixed port, reachable by the node)
+    camera:NAME   that camera (binds its `bind`; a fixed port, reachable by the node); it writes nothing, so it
+                  needs no --out
     node          the node: reads every source at its `address` (default: its bind), publishes on
                   `node.bind`, keeps OUT/node-events.db (or `node.event_log`), and runs the MQTT
                   bridge (`sinks.mqtt`)
@@ -35,6 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -49,7 +51,7 @@ from . import protocol as P
 from .config import LineConfig, load_line_config
 from .eventlog import CatchUp, Cursors, ReplayClient
 from .node import DetectorFactory, run_node
-from .out_folder import FolderBusy, claimed, set_aside
+from .out_folder import FolderBusy, claimed, keep_earlier, set_aside
 from .security import secure_stage
 from .sink_config import ViewConfig
 from .sinks import (
@@ -122,6 +124,7 @@ class Collector:
                  server_key: bytes | None = None, resume: Cursors | None = None, from_start: bool = False):
         self.sinks, self.stats = list(sinks), stats
         self.sink_failures = 0  # messages a sink failed on (logged; the others still got them)
+        self.node_counters: dict[str, int] | None = None  # the node's own, from its last heartbeat taken in
         self._ended: list[str] = []  # cameras whose end of stream was handed on, since `take_ended`
         self.catch = None
         if replay is not None:  # live events only say "fetch now"
@@ -134,6 +137,8 @@ class Collector:
         self.sink_failures += deliver(self.sinks, msg, delivered, log_seq)
         if msg.kind == "eos":
             self._ended.append(msg.source)
+        elif msg.kind == "heartbeat" and msg.header.role == "node":
+            self.node_counters = dict(msg.header.counters)
 
     def take_ended(self) -> list[str]:
         """The cameras whose end of stream was handed on (live, or from the node's log) since the last call."""
@@ -437,11 +442,13 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
     summary = stats.summary(cameras=named)
     stopped = bool(pending) or forever  # before its cameras' ends, or a stage that follows the node until stopped
     interrupted = stopped and not timed_out.is_set()
+    # `frames` are the results this stage received, `events` those it took from the node's log (logged before it
+    # subscribed too), `sent` the cameras' whole runs: no drop count from them; the node's own counts are its own
     summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted,
                    stopped_by=stop.signal if interrupted else None, timed_out=stopped and timed_out.is_set(),
-                   sink_failures=collector.sink_failures, resumed=bool(resume), ended_before_start=before_start)
-    if resume:  # frames and failures are this run's, `sent` the cameras' whole streams: no drop count from them
-        summary["dropped"] = None
+                   sink_failures=collector.sink_failures, resumed=bool(resume), ended_before_start=before_start,
+                   dropped=None, node_counters=collector.node_counters)
+    keep_earlier(out / "summary.json")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -464,8 +471,12 @@ def print_summary(summary: dict) -> None:
             scored += f"; {counted(n, noun)} skipped ({why})"
     fps = _fps(summary["fps"]) if summary["fps"] is not None else "- (fewer than two results)"
     dropped = "-" if summary["dropped"] is None else summary["dropped"]
-    rows = [("frames scored", scored), ("dropped", f"{dropped}{detail}"), *_camera_rows(summary.get("sources", {})),
-            ("fps", fps), ("events", f"{summary['events']}"), ("wall time", f"{summary['wall_s']:.1f} s")]
+    done = "received" if "node_counters" in summary else "scored"  # a sinks stage: the results it received
+    rows = [(f"frames {done}", scored), ("dropped", f"{dropped}{detail}"),
+            *_camera_rows(summary.get("sources", {}), done), ("fps", fps), ("events", f"{summary['events']}"),
+            ("wall time", f"{summary['wall_s']:.1f} s")]
+    if "node_counters" in summary:
+        rows.insert(2, ("the node's counts", _node_counts(summary["node_counters"])))
     if unheard := summary.get("unheard"):
         rows.insert(2, ("sent unheard", f"{unheard} (no node subscribed: ZeroMQ dropped them; a node that saw the gap "
                                         "counts them lost too)"))
@@ -492,6 +503,15 @@ def print_summary(summary: dict) -> None:
     Console().print(table)
 
 
+def _node_counts(counters: dict[str, int] | None) -> str:
+    """A sinks stage's row of the node's own counts, since the node started, as its last heartbeat said them."""
+    if counters is None:
+        return "- (no node heartbeat heard)"
+    dropped = sum(counters.get(k, 0) for k in DROP_COUNTERS)
+    return (f"{counters.get('scored', 0)} scored, {counted(counters.get('events', 0), 'event')}, {dropped} dropped "
+            "since it started (its last heartbeat)")
+
+
 def _accuracy(s: dict, image: bool = True) -> str:
     """Pixel AUROC / AUPRC (and image AUROC) over `s`'s frames; a dash where they have no defective (or normal)
     frame to rank, never None."""
@@ -504,9 +524,10 @@ def _accuracy(s: dict, image: bool = True) -> str:
     return f"{text} ({frames})" if image else f"{text} over {frames}"
 
 
-def _camera_rows(sources: dict[str, dict]) -> list[tuple[str, str]]:
-    """With two cameras or more, or one whose stage failed, a row each: frames scored of sent, events, its drops by
-    cause, frames sent unheard and scored downscaled, files skipped unreadable and frames skipped too small."""
+def _camera_rows(sources: dict[str, dict], done: str = "scored") -> list[tuple[str, str]]:
+    """With two cameras or more, or one whose stage failed, a row each: frames `done` (scored, or a sinks stage's
+    received) of sent, events, its drops by cause, frames sent unheard and scored downscaled, files skipped unreadable
+    and frames skipped too small."""
     if len(sources) < 2 and not any("failure" in c for c in sources.values()):
         return []
     rows = []
@@ -517,7 +538,7 @@ def _camera_rows(sources: dict[str, dict]) -> list[tuple[str, str]]:
         detail = ", ".join(f"{k} {n}" for k, n in causes.items() if n)
         sent = "?" if c.get("sent") is None else c["sent"]
         failure = f"; stage failed: {c['failure']}" if "failure" in c else ""
-        rows.append((f"  {camera}", f"{c.get('frames', 0)} of {sent} scored, {counted(c.get('events', 0), 'event')}"
+        rows.append((f"  {camera}", f"{c.get('frames', 0)} of {sent} {done}, {counted(c.get('events', 0), 'event')}"
                                     + (f" ({detail})" if detail else "") + failure))
     return rows
 
@@ -539,15 +560,20 @@ def _linger(url: str) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    camera = args.stage.startswith("camera:")
+    if args.out is None and not camera:
+        print("ssdnet run: error: the following arguments are required: --out (by every stage but camera:NAME, "
+              "which writes nothing)", file=sys.stderr)
+        return 2
     raise_open_file_limit()  # for every stage: a peer's connections must not exhaust them
     cfg = load_line_config(args.config)
     if args.view:
         cfg = with_view(cfg)
     views: list = []
-    roles = () if args.stage.startswith("camera:") else ("node",) if args.stage == "node" else \
-        ("sinks",) if args.stage == "sinks" else ("node", "sinks")  # what the stage writes in OUT
+    roles = ("node",) if args.stage == "node" else ("sinks",) if args.stage == "sinks" else \
+        ("node", "sinks")  # what the stage writes in OUT
     try:
-        with claimed(args.out, roles):
+        with nullcontext() if camera else claimed(args.out, roles):  # a camera stage writes nothing: no OUT
             return _run(args, cfg, views)
     except LineError as e:
         print(f"ssdnet run: error: {e}", file=sys.stderr)
@@ -605,7 +631,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "YAML config", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="line config (YAML), e.g. configs/demo.yaml")
-    p.add_argument("--out", required=True, type=Path, help="output folder: summary.json, events.jsonl, overlays/")
+    p.add_argument("--out", type=Path, help="output folder: summary.json, events.jsonl, overlays/ (required by every "
+                                            "stage but camera:NAME, which writes nothing)")
     p.add_argument("--frames", type=at_least(1), help="frames per camera (overrides the config)")
     p.add_argument("--timeout", type=above(0), help="stop after this many seconds")
     p.add_argument("--view", action="store_true", help="serve the live page (sinks.view; 127.0.0.1:8765 unless "

@@ -64,7 +64,7 @@ from .counters import Counters
 from .eventlog import EventLog, EventWriter, ReplayBudget, replay_socket, serve_replay
 from .flow import Credits
 from .gate import PeerLimit, UnreadLimit, close_gate, open_gate
-from .pending import ENDS_WAITING, PendingFrames
+from .pending import ENDS_WAITING, PendingFrames, RunEnded
 from .regions import find_regions
 from .security import CLIENT_REFUSALS, SERVER_REFUSALS, secure_stage
 from .silence import Silences
@@ -352,6 +352,8 @@ class EdgeNode:
                     self.events.retry()
                 if msg is not None and msg.kind == "eos":
                     self._end(msg)
+                elif isinstance(msg, RunEnded):
+                    self.counters.stream(msg.source)  # that run's counters: the next stream's start after them
                 elif msg is not None:
                     # a camera's model is made (or restored) on its first frame: a one-off second and more, charged
                     # to its share of the node, held its other frames back while cheaper cameras caught up with it
@@ -478,6 +480,9 @@ class EdgeNode:
                 "its heartbeat is behind its last frame seen"
             log.info("%s: %s: a camera restarted (no end of stream: a crash or a kill)", peer, why)
         h, source = msg.header, msg.source
+        if ticket[0].camera.seq_restarts > restarts and self.pending.room_for_end(source):
+            self.counters.end_stream(source)  # its run before ended unannounced: that run's stream ends here
+            self.pending.end(RunEnded(source))
         received = h.model_copy(update={"stamps": {**h.stamps, "received": now}})
         if h.kind == "frame":
             self._last_received = now

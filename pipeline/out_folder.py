@@ -5,7 +5,8 @@ node's events failed to log there), so each stage holds a lock on OUT for what i
 log), the collector (`sinks`: events.jsonl, scores.jsonl, overlays, summary.json), a whole line both. A whole line's
 run starts its event log and its files afresh, so their numbering agrees; the results of the run before it are moved
 to OUT/previous/, the one before that to OUT/previous-2/, and so on: the last `KEEP_RUNS` runs are kept, an older one
-is removed (and logged).
+is removed (and logged). A sinks stage run on its own appends to its files, and keeps the summaries of its runs before
+as summary.json.1, summary.json.2, ... (`keep_earlier`).
 """
 from __future__ import annotations
 
@@ -74,6 +75,18 @@ def set_aside(out: Path, keep: int = KEEP_RUNS) -> Path | None:
     for path in found:
         path.rename(partial / path.name)
     return _into_place(out, keep)
+
+
+def keep_earlier(path: Path, keep: int = KEEP_RUNS) -> None:
+    """Keep the file `path` of an earlier run as PATH.1 before this run writes its own: PATH.1 becomes PATH.2, and so
+    on, the last `keep` kept (the oldest replaced), as the JSONL files turn over. A sinks stage started again in its
+    OUT appends to its events and scores, and writes a summary of its own run."""
+    if not path.exists():
+        return
+    for n in range(keep - 1, 0, -1):
+        if (older := path.with_name(f"{path.name}.{n}")).exists():
+            older.replace(path.with_name(f"{path.name}.{n + 1}"))
+    path.replace(path.with_name(f"{path.name}.1"))
 
 
 def _free_place(out: Path, keep: int) -> list[Path]:

@@ -17,11 +17,22 @@ def _nbytes(msg: P.Message) -> int:
     return sum(a.nbytes for a in msg.arrays.values())
 
 
+@dataclass(frozen=True)
+class RunEnded:
+    """A camera's run that ended with no end of stream (a crash, a kill), found at its next run's first message:
+    queued as an end of stream is (`PendingFrames.end`), so that the counters of that run's stream close after its
+    frames waiting, and the next end of stream counts its own run only."""
+
+    source: str
+    kind: str = "run_ended"
+
+
 @dataclass
 class _End:
-    """An end of stream waiting, and how many of its source's waiting frames came before it."""
+    """An end of stream (or a run's end found later) waiting, and how many of its source's waiting frames came before
+    it."""
 
-    msg: P.Message
+    msg: P.Message | RunEnded
     before: int
 
 
@@ -90,7 +101,7 @@ class PendingFrames:
             self._pop(source)
             return source
 
-    def end(self, msg: P.Message) -> None:
+    def end(self, msg: P.Message | RunEnded) -> None:
         """Add an end of stream: handed out after the frames of its source waiting now, before those that come later."""
         with self._cond:
             self._ends.setdefault(msg.source, deque()).append(_End(msg, len(self._frames.get(msg.source, ()))))
@@ -103,7 +114,7 @@ class PendingFrames:
         with self._cond:
             return len(self._ends.get(source, ())) < ENDS_WAITING
 
-    def take(self, timeout: float) -> P.Message | None:
+    def take(self, timeout: float) -> P.Message | RunEnded | None:
         """The next end of stream or frame, or None after `timeout` seconds."""
         with self._cond:
             self._cond.wait_for(lambda: self._frames or self._ready_end() is not None, timeout)
@@ -131,7 +142,7 @@ class PendingFrames:
                 del self._frames[source]
             return msg
 
-    def _take_end(self, source: str) -> P.Message:
+    def _take_end(self, source: str) -> P.Message | RunEnded:
         ends = self._ends[source]
         end = ends.popleft()
         if not ends:

@@ -88,15 +88,20 @@ def client_security(ctx: zmq.Context, key: str | None, server_key: str | None) -
     return load_public(server_key)
 
 
-def _first_sync(catch: CatchUp, endpoint: str, deadline: float, stop: threading.Event, backoff_s: float = 0.5,
-                max_backoff_s: float = 10.0):
+def _first_sync(catch: CatchUp, endpoint: str, deadline: float, stop: threading.Event, asked: bool = False,
+                backoff_s: float = 0.5, max_backoff_s: float = 10.0):
     """`catch.sync()`, waiting for a node that is not up yet: retried with exponential backoff until it
     answers, `deadline` (monotonic) passes or `stop` is set (then [] and catch-up starts with the first live
-    message)."""
+    message). `asked` (`--from-start`, no file to resume): the events logged before this subscriber are what it asked
+    for, said at INFO, not "recovered" as missed (a warning)."""
     delay = backoff_s
     while not stop.is_set():
         try:
-            return catch.sync()
+            got = catch.sync(announced=0 if asked else None)  # announced 0: none of them counts as missed
+            if asked:
+                log.info("read %d event(s) from the node's event log, logged before this subscriber started "
+                         "(--from-start)", len(got))
+            return got
         except ReplayError as e:
             wait = min(delay, deadline - time.monotonic())
             if wait <= 0:
@@ -147,7 +152,7 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
 
     try:
         if catch is not None:  # what was missed while down, before the live stream
-            total += logged(_first_sync(catch, replay, deadline, stop))
+            total += logged(_first_sync(catch, replay, deadline, stop, asked=from_start and not resume))
         while (count is None or total < count) and time.monotonic() < deadline and not stop.is_set():
             msg = sub.recv(100)
             unheard.saw(msg)

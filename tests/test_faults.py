@@ -94,6 +94,34 @@ def test_count_bounds_the_events_caught_up_from_the_log_and_the_next_run_resumes
     assert [r["log_seq"] for r in _jsonl(out)] == list(range(1, total + 1))
 
 
+def test_from_start_reads_the_logged_events_at_info_and_a_resumed_run_warns_of_those_it_missed(tmp_path, caplog):
+    """`ssdnet subscribe --replay --from-start` warned "recovered N missed event(s)" of the events it asked for (an
+    outside audit): said at INFO now. A run resumed from its --jsonl still warns of those logged while it was down."""
+    db, out = tmp_path / "events.db", tmp_path / "events.jsonl"
+
+    def said() -> list[tuple[str, str]]:
+        return [(r.levelname, r.message) for r in caplog.records if "event(s)" in r.message]
+
+    with line(tmp_path, frames=20, fps=100, queue_depth=64, event_log=db) as ln:
+        early = Subscriber(ln.endpoints, (b"heartbeat/",), ctx=ln.ctx)  # the node starts once one subscribes
+        wait_until(lambda: ln.node.counters.source("cam0")["scored"] == 20, timeout=30)
+        early.close()
+        total = ln.node.counters.source("cam0")["events"]
+        assert total > 2
+        with caplog.at_level(logging.INFO, logger="pipeline"):
+            subscribe(ln.endpoints, jsonl=str(out), count=2, timeout_s=10, replay=ln.node.replay_endpoint,
+                      from_start=True, ctx=ln.ctx)
+            asked = said()
+            caplog.clear()
+            subscribe(ln.endpoints, jsonl=str(out), count=total - 2, timeout_s=10, replay=ln.node.replay_endpoint,
+                      from_start=True, ctx=ln.ctx)  # resumes after its 2 events: --from-start has no say
+            resumed = said()
+    assert asked == [("INFO", f"read {total} event(s) from the node's event log, logged before this subscriber "
+                              "started (--from-start)")]
+    assert resumed == [("WARNING", f"cam0: recovered {total - 2} missed event(s) (log_seq 3..{total}) from the node's "
+                                   "event log")]
+
+
 @pytest.mark.parametrize("transport_kind", ["tcp", "ipc"])
 def test_subscription_floods_drop_a_subscriber_repeatedly_and_it_still_gets_every_event_once(tmp_path, transport_kind):
     """Each reset of the result socket (node.max_subscriptions) drops the live stream for a moment; the event
@@ -1195,5 +1223,7 @@ def test_a_camera_naming_its_runs_is_restarted_by_a_new_run_and_never_within_one
          control_parts("eos", "cam0", seq=-1, frames=0, run="c"))  # started again, ended at once: an empty stream
     assert sum(node.counters.rejected.values()) == 1 and node.counters.source("cam0")["lost"] == 0
     assert camera.seq_restarts == 1  # b had ended its stream: c is no restart of a stream
-    order = [(m.kind, m.header.seq, m.header.run) for m in iter(lambda: node.pending.take(0.01), None)]
-    assert [o for o in order if o[0] == "eos"] == [("eos", 5000, "b"), ("eos", -1, "c")]
+    order = [(m.kind, m.header.seq, m.header.run) if m.kind != "run_ended" else (m.kind,)
+             for m in iter(lambda: node.pending.take(0.01), None)]
+    assert [o for o in order if o[0] != "frame"] == [("run_ended",), ("eos", 5000, "b"), ("eos", -1, "c")]
+    assert order.index(("run_ended",)) < order.index(("frame", 5000, "b"))  # a's run ends before b's first frame

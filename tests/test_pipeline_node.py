@@ -616,6 +616,23 @@ def test_an_end_of_stream_counts_the_frames_that_came_before_it_not_those_of_the
     assert (second["received"], second["lost"], second["scored"]) == (1, 2, 1)
 
 
+def test_a_camera_restarted_without_its_end_of_stream_has_its_new_run_counted_alone(tmp_path):
+    """A camera killed after 5 frames (no end of stream) and started again, its old frames still waiting to be scored:
+    the new run's end of stream said "3 frames sent, 8 scored" (the node's counters ran from the end before)."""
+    from adversary import control_parts, frame_parts, node_line
+
+    with node_line(tmp_path, frames=1, connect_cameras={0: ["line2"]},
+                   factory=lambda s: FastDetector(delay=0.02)) as ln:  # slow: the first run's frames wait
+        cam, t0 = ln.intruders[0], time.time()
+        for run, frames in (("run1", 5), ("run2", 3)):
+            for seq in range(frames):
+                cam.send(frame_parts("line2", seq=seq, t=t0 + 0.01 * seq, run=run))
+        cam.send(control_parts("eos", "line2", seq=2, t=time.time(), run="run2"))
+        ends = [m for m in collect(ln.sub, ("cam0", "line2")) if m.kind == "eos" and m.source == "line2"]
+        assert ln.node.counters.source("line2")["scored"] == 8
+    assert [(m.header.frames, m.header.counters["received"], m.header.counters["scored"]) for m in ends] == [(3, 3, 3)]
+
+
 def test_a_credit_camera_whose_frame_is_on_its_way_is_waited_for_not_passed_by_a_live_one(monkeypatch):
     """An outside client's audit: a credit camera is granted its next frame when its last is done, so it has nothing
     waiting when the worker picks the next frame; a live camera of large frames always has one, took every other

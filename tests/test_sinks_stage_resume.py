@@ -120,7 +120,7 @@ def test_a_sinks_stage_restarted_against_a_node_on_a_new_event_log_reads_that_lo
     cfg, out = line_config(tmp_path / "old.db"), tmp_path / "sinks"
     with line(cfg, ended=False) as old_log:
         first = run_sinks_stage(cfg, out, timeout_s=10)
-    assert (first["resumed"], first["sent"], first["frames"], first["dropped"]) == (False, 12, 12, 0)
+    assert (first["resumed"], first["sent"], first["frames"], first["dropped"]) == (False, 12, 12, None)
     cfg = line_config(tmp_path / "new.db", frames=4)  # the node back on another log (a lost volume)
     with line(cfg, ended=False) as new_log, caplog.at_level(logging.WARNING, logger="pipeline.eventlog"):
         summary = run_sinks_stage(cfg, out, timeout_s=10)
@@ -135,6 +135,30 @@ def test_a_sinks_stage_restarted_against_a_node_on_a_new_event_log_reads_that_lo
     assert json.loads((out / "summary.json").read_text()) == summary
     assert (summary["resumed"], summary["dropped"], summary["sent"], summary["frames"]) == (True, None, 8, 8)
     assert summary["events"] == 8 and not summary["interrupted"]
+
+
+def test_a_sinks_stage_run_again_keeps_its_earlier_summaries_and_counts_no_drop_it_cannot_see(tmp_path, capsys,
+                                                                                                 monkeypatch):
+    """Started after the node had scored some frames, it counted them dropped (sent less the results it received) and
+    had none of the node's own counts; run again in its folder, it wrote over its summary.json (an outside audit). Its
+    summaries before are kept as summary.json.1, .2, ...; `dropped` is null, and the node's last heartbeat's counts
+    stand beside its own."""
+    monkeypatch.setattr(launcher, "ENDED_WAIT_S", 0.5)
+    monkeypatch.setenv("COLUMNS", "200")  # the table's rows unwrapped
+    cfg, out = line_config(tmp_path / "node.db", frames=50), tmp_path / "sinks"
+    with threaded_line(cfg, 0.0) as node:  # the node scores before the stage subscribes, 0.8 s before the end
+        wait_until(lambda: node.counters.source("cam0")["scored"] >= 10, timeout=20)
+        late = run_sinks_stage(cfg, out, timeout_s=10)
+        runs = [late, run_sinks_stage(cfg, out, timeout_s=10), run_sinks_stage(cfg, out, timeout_s=10)]
+    assert late["frames"] < late["sent"] == late["events"] == 100  # threshold 0: every frame an event
+    assert late["dropped"] is None and (late["node_counters"]["scored"], late["node_counters"]["lost"]) == (100, 0)
+    kept = [json.loads((out / name).read_text()) for name in ("summary.json.2", "summary.json.1", "summary.json")]
+    assert kept == runs and [s["resumed"] for s in runs] == [False, True, True]
+    launcher.print_summary(late)
+    rows = dict(cells[1:3] for line in capsys.readouterr().out.splitlines()
+                if len(cells := [cell.strip() for cell in line.split("│")]) == 4)
+    assert rows["frames received"] == f"{late['frames']} of 100 sent" and rows["dropped"] == "-"
+    assert rows["the node's counts"] == "100 scored, 100 events, 0 dropped since it started (its last heartbeat)"
 
 
 def event(source: str, seq: int) -> P.Message:

@@ -40,6 +40,23 @@ def test_a_stage_without_a_fixed_port_is_refused(tmp_path, capsys):
     assert "no camera of its own" in capsys.readouterr().err
 
 
+def test_a_camera_stage_needs_no_out_folder_the_others_do(tmp_path, capsys, restore_signals):
+    """A camera stage writes nothing, yet `--out` was required of it (and it made that folder, empty). It is not now,
+    and one given is still taken; every other stage still requires it (the usage's exit code, 2)."""
+    from tools.cli import main
+
+    cfg = tmp_path / "line.yaml"
+    cfg.write_text(yaml.safe_dump({"sources": [{"name": "cam0", "kind": "synthetic", "size": 64,
+                                                "bind": f"tcp://127.0.0.1:{free_port()}"}]}))
+    for out in ([], ["--out", str(tmp_path / "cam")]):  # no node: it waits for one until its timeout
+        assert main(["run", str(cfg), "--stage", "camera:cam0", "--timeout", "0.3", *out]) == 0
+        assert re.match(r"camera cam0: \d+ frames? sent", capsys.readouterr().out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["line.yaml"]
+    for stage in ("all", "node", "sinks"):
+        assert main(["run", str(cfg), "--stage", stage]) == 2
+        assert "the following arguments are required: --out" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_each_stage_in_its_own_process_over_tcp_gets_every_event_through(tmp_path):
     ports = [free_port() for _ in range(4)]
