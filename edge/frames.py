@@ -61,15 +61,18 @@ def change(frame: np.ndarray, reference: np.ndarray) -> float:
 
 
 DEPTHS = (8, 10, 12, 14, 16)  # the bits a 16-bit frame's values may fill: Mono8 to Mono16, stored LSB-aligned
+OUTLIERS = 1e-4  # the share of a 16-bit frame's values that may lie above the bits it fills: hot pixels, a glint
 
 
 def bit_depth(image: np.ndarray) -> int:
-    """How many bits a frame's values fill: 8 for uint8; for uint16 the smallest of `DEPTHS` that holds its
-    largest value (a Mono12 camera's frame is 12, not 16: read as 16 bits it would be 1/16 as bright)."""
+    """How many bits a frame's values fill: 8 for uint8; for uint16 the smallest of `DEPTHS` that holds all its
+    values but a share of OUTLIERS (a Mono12 camera's frame is 12, not 16: read as 16 bits it would be 1/16 as
+    bright; one hot pixel at 65535 made it so, and its defect was missed). The outliers saturate at 255."""
     if image.dtype == np.uint8:
         return 8
-    top = int(image.max(initial=0))
-    return next(bits for bits in DEPTHS if top < 1 << bits)  # a uint16 value always fits 16
+    at_least = np.bincount((image >> 8).ravel(), minlength=256)[::-1].cumsum()[::-1]  # [i]: values >= i * 256
+    allowed = int(image.size * OUTLIERS)
+    return next(bits for bits in DEPTHS if bits == 16 or at_least[1 << (bits - 8)] <= allowed)
 
 
 def to_uint8(image: np.ndarray, bits: int | None = None) -> np.ndarray:

@@ -221,3 +221,17 @@ def test_calibrate_refuses_a_crop_past_its_frames_before_scoring(tmp_path, capsy
     with pytest.raises(SourceFatal, match="64x48 px: none of it is inside"):
         _reader(str(frames), None, (64, 0, 32, 32))
     assert _reader(str(frames), (32, 32), (0, 0, 64, 48)).read().image.shape == (32, 32, 3)  # the whole frame: taken
+
+
+def test_score_into_its_input_folder_leaves_its_own_overlays_out(tmp_path, capsys):
+    """`ssdnet score DIR --out DIR` run again scored its own overlays as images (an outside user's: one scored 4.70,
+    anomalous): the overlays it writes in --out are no input, and it says it left them out."""
+    folder = tmp_path / "shots"
+    for i in range(2):
+        _write(folder / f"{i:03d}.png", texture("brick", 64, np.random.default_rng(i)))
+    argv = ["score", str(folder), "--fast", "--threads", "1", "--out", str(folder)]
+    for _ in range(2):
+        assert main(argv) == 0
+    images = [json.loads(x)["image"] for x in (folder / "scores.jsonl").read_text().splitlines()]
+    assert [Path(p).name for p in images] == ["000.png", "001.png"] * 2
+    assert "left out 2 overlays (*_overlay.png) in" in capsys.readouterr().err

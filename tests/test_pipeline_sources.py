@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
+from edge.frames import bit_depth
 from edge.images import read_rgb, write_rgb
 from pipeline import protocol as P
 from pipeline.config import FolderSourceConfig, SyntheticSourceConfig, VideoSourceConfig
@@ -287,6 +288,24 @@ def test_a_folder_of_a_mono12_cameras_16_bit_files_is_read_at_the_bits_they_fill
     pinned = make_reader(FolderSourceConfig(kind="folder", name="mono12", path=tmp_path, bit_depth=16))
     pinned.open()
     assert pinned.read().image.max() == 16  # 4095 / 257, rounded: what 16 bits make of a Mono12 frame
+
+
+def test_a_hot_pixel_does_not_make_a_mono12_frame_read_16x_too_dark(tmp_path):
+    """One pixel at 65535 in a Mono12 camera's file (a hot pixel, a glint) had it read as 16-bit values, 1/16 as
+    bright: `ssdnet score` then called an outside user's defect normal (3.70 -> 0.88). A share of `OUTLIERS` of a
+    frame's values may lie above the bits it fills, and saturate; a frame with more above is read at more bits."""
+    mono12 = np.arange(128 * 160, dtype=np.uint16).reshape(128, 160) % 4096
+    hot = mono12.copy()
+    hot[5, 7] = 65535
+    cv2.imwrite(str(tmp_path / "mono12.png"), mono12)
+    cv2.imwrite(str(tmp_path / "hot.png"), hot)
+    clean, got = read_rgb(tmp_path / "mono12.png"), read_rgb(tmp_path / "hot.png")
+    assert bit_depth(hot) == bit_depth(mono12) == 12
+    assert got[5, 7].tolist() == [255, 255, 255] and (np.delete(got.reshape(-1, 3), 5 * 160 + 7, axis=0)
+                                                      == np.delete(clean.reshape(-1, 3), 5 * 160 + 7, axis=0)).all()
+    glints = mono12.copy()
+    glints[:1, :3] = 65535  # 3 values of 20,480 (1.5e-4): more than outliers
+    assert bit_depth(glints) == 16
 
 
 def test_a_jpeg_cut_short_is_refused_not_scored_with_grey_rows(tmp_path, caplog):

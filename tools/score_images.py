@@ -37,6 +37,7 @@ from pipeline.sinks import counted
 log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = NodeConfig.model_fields["threshold"].default
 PRIOR_MIN_SIDE = 64  # under this side a frame judged alone scores above the prior (`_cmd`)
+OVERLAY_SUFFIX = "_overlay.png"  # what each image's overlay is named after it
 FAST = {"score": {"pixel_weight": 0.0, "perceptual_weight": 0.0}}  # configs/self-similarity.yaml
 
 
@@ -147,13 +148,19 @@ def _cmd(args: argparse.Namespace) -> int:
     det = Detector(cfg)
     steps_bar = fit_progress(det, "cold fit")
     scores_path, failed, done, small = out / "scores.jsonl", [], 0, 0
-    paths = []
+    paths, own = [], 0
     for arg in map(Path, args.images):
         files = image_files(arg) if arg.is_dir() else [arg]
+        if arg.is_dir() and arg.resolve() == out.resolve():  # its overlays, written by a run before: no input
+            kept = [f for f in files if not f.name.endswith(OVERLAY_SUFFIX)]
+            own, files = own + len(files) - len(kept), kept
         if not files:
             failed.append(str(arg))
             print(f"ssdnet score: {arg}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder", file=sys.stderr)
         paths += files
+    if own:
+        print(f"ssdnet score: left out {counted(own, 'overlay')} (*{OVERLAY_SUFFIX}) in {out}, written by an earlier "
+              "run: --out is also an input folder", file=sys.stderr)
     with scores_path.open("a") as log:
         for path, name in zip(tqdm(paths, desc="ssdnet score", unit="img"), output_names(paths, out), strict=True):
             try:
@@ -168,7 +175,7 @@ def _cmd(args: argparse.Namespace) -> int:
                 regions = find_regions(amap, args.region_threshold, 16, min_peak=args.threshold,
                                        event=label == "anomalous", inset=d.score_inset)  # every verdict says where
                 np.save(out / f"{name}_map.npy", amap)
-                write_rgb(out / f"{name}_overlay.png",
+                write_rgb(out / f"{name}{OVERLAY_SUFFIX}",
                           annotated_overlay(image, amap, d.calibrated, args.threshold, [r.bbox for r in regions]))
             except Exception as e:  # one bad file costs that file, never the batch
                 failed.append(str(path))
@@ -178,7 +185,7 @@ def _cmd(args: argparse.Namespace) -> int:
                     "threshold": args.threshold, "region_threshold": args.region_threshold, "label": label,
                     "regions": [list(r.bbox) for r in regions], "fit_steps": d.fit_steps,
                     "fit_ms": round(d.fit_ms, 1), "score_ms": round(d.score_ms, 1),
-                    "map": str(out / f"{name}_map.npy"), "overlay": str(out / f"{name}_overlay.png")}
+                    "map": str(out / f"{name}_map.npy"), "overlay": str(out / f"{name}{OVERLAY_SUFFIX}")}
             log.write(json.dumps(line) + "\n")
             log.flush()
             tqdm.write(json.dumps(line))
