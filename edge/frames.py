@@ -70,9 +70,12 @@ def bit_depth(image: np.ndarray) -> int:
     bright; one hot pixel at 65535 made it so, and its defect was missed). The outliers saturate at 255."""
     if image.dtype == np.uint8:
         return 8
-    at_least = np.bincount((image >> 8).ravel(), minlength=256)[::-1].cumsum()[::-1]  # [i]: values >= i * 256
+    top = int(image.max(initial=0))
+    bits = next(bits for bits in DEPTHS if top < 1 << bits)  # a uint16 value always fits 16
     allowed = int(image.size * OUTLIERS)
-    return next(bits for bits in DEPTHS if bits == 16 or at_least[1 << (bits - 8)] <= allowed)
+    while bits > DEPTHS[0] and np.count_nonzero(image >= 1 << (bits - 2)) <= allowed:  # the rest fit 2 bits fewer
+        bits -= 2
+    return bits
 
 
 def to_uint8(image: np.ndarray, bits: int | None = None) -> np.ndarray:
