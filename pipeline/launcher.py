@@ -218,12 +218,14 @@ def _done(stats: StreamStats, totals: dict[str, int | None]) -> int:
 
 def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeout_s: float | None = None,
              detector_factory: DetectorFactory | None = None, progress: bool = False,
-             views: list | None = None) -> dict:
+             views: list | None = None, planned_stop: bool = False) -> dict:
     """Run the line until every camera has ended; write OUT/events.jsonl, overlays and summary.json.
 
     `frames` overrides every camera's frame limit; `detector_factory` (picklable) replaces the SSDnet
     detector, e.g. in tests. With `views` (a list), the live page (`sinks.view`) is appended to it as soon
-    as it serves and left up for the caller to close; else it closes with the line. Returns the summary.
+    as it serves and left up for the caller to close; else it closes with the line. With `planned_stop`,
+    `timeout_s` is the run's planned length (`ssdnet soak`): reaching it is logged at INFO, not warned of, and
+    the summary says `planned_stop` (true, there only then), not `timed_out`. Returns the summary.
     """
     if not cfg.sources:
         raise ConfigError("the config has no camera of its own (its node reads node.connect): run its node with "
@@ -271,7 +273,10 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                     raise KeyboardInterrupt
                 if timeout_s is not None and time.time() - started > timeout_s:
                     timed_out = True
-                    log.warning("timeout after %.0f s; still running: %s", timeout_s, sorted(pending))
+                    if planned_stop:
+                        log.info("planned stop after %.0f s; stopping the line", timeout_s)
+                    else:
+                        log.warning("timeout after %.0f s; still running: %s", timeout_s, sorted(pending))
                     break
                 msg = collector.step(100)
                 pending.difference_update(collector.take_ended())
@@ -306,7 +311,10 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
             if collector is not None or failure is None:
                 summary = _summary(line, stats, names, cfg.node.name, collector)
                 summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted,
-                               stopped_by=ctrl_c.signal if interrupted else None, timed_out=timed_out, failed=failure)
+                               stopped_by=ctrl_c.signal if interrupted else None,
+                               timed_out=timed_out and not planned_stop, failed=failure)
+                if timed_out and planned_stop:  # there only then: a run's own --timeout is `timed_out`
+                    summary["planned_stop"] = True
                 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         finally:
             restore()
@@ -459,7 +467,7 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
 def print_summary(summary: dict) -> None:
     by = " by SIGTERM" if summary.get("stopped_by") == "SIGTERM" else ""
     ended = f" (interrupted{by}: partial)" if summary.get("interrupted") else \
-        " (timed out)" if summary.get("timed_out") else ""
+        " (timed out)" if summary.get("timed_out") else " (stopped as planned)" if summary.get("planned_stop") else ""
     table = Table(title=f"ssdnet run{ended}", show_header=False)
     drops = summary.get("drops")
     detail = f" ({', '.join(f'{k} {v}' for k, v in drops.items())})" if drops else ""

@@ -23,7 +23,8 @@ from .stages import LineError
 
 log = logging.getLogger(__name__)
 
-RESULTS = ("events.jsonl", "scores.jsonl", "summary.json", "overlays", "node-events.db")  # and their backups
+# and their backups; soak.json: `ssdnet soak`'s verdict on the run, moved with it
+RESULTS = ("events.jsonl", "scores.jsonl", "summary.json", "overlays", "node-events.db", "soak.json")
 PREVIOUS = "previous"
 PARTIAL = ".previous-partial"  # an earlier run's results while they move (`set_aside`)
 KEEP_RUNS = 5  # earlier runs kept: previous/, previous-2/ ... previous-5/ (each run's files are capped)

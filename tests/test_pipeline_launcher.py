@@ -393,14 +393,19 @@ def test_ctrl_c_sets_the_flag_the_launchers_loops_check_and_raises_nothing():
 
 
 @pytest.mark.slow
-def test_run_line_timeout(tmp_path, capfd, caplog):
+@pytest.mark.parametrize("planned", [False, True])
+def test_run_line_timeout(tmp_path, capfd, caplog, planned):
     """An endless line stops at the timeout with a summary; 20 s leaves the spawned node (which loads torch) time to
     start and score on a loaded 2-core machine. No end of stream reaches the sinks: each camera's sent count is the
-    one its stage logs as it stops (once the last heartbeat's or result's, a frame or more short)."""
+    one its stage logs as it stops (once the last heartbeat's or result's, a frame or more short). A planned stop (a
+    soak's --minutes) is no timeout: it was warned of as one and its summary said `timed_out`."""
     caplog.set_level(logging.INFO)  # the stages log at the launcher's level
     summary = run_line(line_config(frames=None, overlays=False), tmp_path, timeout_s=20.0,
-                       detector_factory=FastDetector)
-    assert summary["timed_out"] and summary["frames"] > 0
+                       detector_factory=FastDetector, planned_stop=planned)
+    assert (summary["timed_out"], summary.get("planned_stop", False)) == (not planned, planned)
+    assert summary["frames"] > 0
+    stops = [(r.levelname, r.getMessage().split(" after")[0]) for r in caplog.records if r.name == "pipeline.launcher"]
+    assert (("INFO", "planned stop") if planned else ("WARNING", "timeout")) in stops
     logged = dict(re.findall(r"\[(cam\d)\] .*end of stream \(.*\); frames sent: (\d+)", capfd.readouterr().err))
     assert {s: summary["sources"][s]["sent"] for s in logged} == {s: int(n) for s, n in logged.items()}
     assert set(logged) == {"cam0", "cam1"} and summary["sent"] >= summary["frames"]

@@ -6,6 +6,8 @@ import json
 import pytest
 
 from pipeline.config import LineConfig
+from pipeline.out_folder import set_aside
+from pipeline.stats import StreamStats
 from tools.soak import (
     COLLECTOR,
     MIN_JUDGED_MINUTES,
@@ -54,7 +56,7 @@ def test_a_one_minute_soak_is_too_short_to_judge_not_flat():
     assert j["verdict"] == "too_short" and j["failed"] == [] and j["min_judged_minutes"] == MIN_JUDGED_MINUTES
     assert memory["node"]["verdict"] == "too_short" and not memory["node"]["judged"]
     assert memory[COLLECTOR]["verdict"] == "not_judged"
-    line = verdict_line(j, 0.1, 0.2)
+    line = verdict_line(j, 0.1, 0.2, 1)
     assert "flat" not in line and "too short to judge" in line and f"at least {MIN_JUDGED_MINUTES:g}" in line
     row = memory_line("node", memory["node"], 29915)
     assert row.startswith("node [29915]") and "MB/h" not in row and "too short" in row
@@ -64,7 +66,7 @@ def test_a_long_enough_soak_is_flat_only_when_nothing_grew_and_prints_its_rate()
     memory = {"node": growth(_series(8, 500, 510)), "camera:cam0": growth(_series(8, 100, 100.5))}
     j = judge(memory, max_growth=0.1)
     assert j["verdict"] == "flat" and memory["node"]["judged"] and j["judged_minutes"] >= MIN_JUDGED_MINUTES
-    assert verdict_line(j, 0.1, 2).startswith("flat: no stage grew by more than 10%")
+    assert verdict_line(j, 0.1, 2, 8).startswith("flat: no stage grew by more than 10%")
     assert "+75.0 MB/h" in memory_line("node", memory["node"], 1) and "flat" in memory_line("node", memory["node"], 1)
 
 
@@ -73,7 +75,7 @@ def test_growth_past_the_limit_fails_however_short_and_the_collector_is_never_ju
               "camera:cam0": growth(_series(0.8, 100, 100))}
     j = judge(memory, max_growth=0.1)
     assert j["verdict"] == "grew" and j["failed"] == ["node"]
-    assert verdict_line(j, 0.1, 0.2).startswith("FAILED")
+    assert verdict_line(j, 0.1, 0.2, 1).startswith("FAILED")
 
 
 def test_no_samples_after_the_warm_up_is_not_flat():
@@ -108,3 +110,63 @@ def test_a_sampling_period_or_growth_limit_out_of_range_is_refused_at_the_start(
         with pytest.raises(SystemExit) as e:
             main(["soak", "configs/demo.yaml", "--minutes", "1", "--warmup-minutes", "0.5", *args])
         assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def _line(monkeypatch, **ended) -> dict:
+    """`ssdnet soak`'s line replaced by one that returns at once, ending as `ended` says; returns run_line's kwargs."""
+    called = {}
+
+    def run_line(cfg, out, **kwargs):
+        called.update(kwargs)
+        return {**StreamStats().summary(), "wall_s": 10.0, "interrupted": False, "stopped_by": None,
+                "timed_out": False, "failed": None, **ended}
+
+    monkeypatch.setattr("tools.soak.run_line", run_line)
+    monkeypatch.setenv("COLUMNS", "200")
+    return called
+
+
+def test_a_soak_whose_sources_ran_out_fails_saying_so(tmp_path, monkeypatch, capsys):
+    """A line of a folder camera without `loop` ended after ~10 s of a 6-minute soak: exit 0, "too short to judge
+    ... (--minutes at least 5.6)" though --minutes was 6, and no word of its sources ending."""
+    from tools.cli import main
+
+    _line(monkeypatch)  # neither stopped as planned nor interrupted: every camera's stream ended
+    assert main(["soak", "configs/demo.yaml", "--minutes", "6", "--warmup-minutes", "0.1", "--out",
+                 str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert ("FAILED, the line ended after 10 s of the 360 s asked: its sources ran out (a folder or video source: "
+            "set `loop: true`)") in out and "--minutes at least" not in out
+    report = json.loads((tmp_path / "soak.json").read_text())
+    assert (report["verdict"], report["end"], report["wall_s"]) == ("ended", "sources_ended", 10.0)
+
+
+def test_the_minutes_hint_never_asks_for_what_was_given():
+    j = judge({"node": growth(_series(0.8, 500, 500))}, max_growth=0.1)
+    assert "(--minutes at least 5.6)" in verdict_line(j, 0.1, 0.1, 1)
+    assert "--minutes at least" not in verdict_line(j, 0.1, 0.1, 6)  # given: the line stopped short (Ctrl-C)
+
+
+def test_a_soak_s_planned_end_is_no_timeout_and_its_unaccounted_frames_are_explained(tmp_path, monkeypatch, capsys):
+    """The demo soak's end read as a failure: a timeout warning, a table titled "(timed out)" and an unexplained
+    "unaccounted 1" (a frame on its way at the stop)."""
+    from tools.cli import main
+
+    called = _line(monkeypatch, planned_stop=True, dropped=1, drops={"lost": 0, "unaccounted": 1})
+    assert main(["soak", "configs/demo.yaml", "--minutes", "1", "--warmup-minutes", "0.5", "--out",
+                 str(tmp_path)]) == 0
+    assert called["planned_stop"] and called["timeout_s"] == 60
+    out = capsys.readouterr().out
+    assert out.split("\n")[0].strip() == "ssdnet run (stopped as planned)"
+    assert "1 unaccounted frame: in flight at the planned stop, or lost on the way" in out
+    assert json.loads((tmp_path / "soak.json").read_text())["end"] == "planned"
+
+
+def test_a_soak_s_report_moves_with_its_run(tmp_path):
+    """The same soak run again into one --out moved summary.json, events.jsonl ... to OUT/previous/ but overwrote
+    soak.json: the earlier run's verdict was lost."""
+    for name in ("soak.json", "summary.json", "events.jsonl"):
+        (tmp_path / name).write_text(f"run 1 {name}")
+    assert set_aside(tmp_path) == tmp_path / "previous"
+    assert (tmp_path / "previous" / "soak.json").read_text() == "run 1 soak.json"
+    assert not (tmp_path / "soak.json").exists()

@@ -13,6 +13,11 @@ Only a window of at least MIN_JUDGED_MINUTES (5) after the warm-up gives a verdi
 one where nothing grew by more than `--max-growth` is reported as "too short to judge" (exit 0, `verdict`
 too_short in soak.json), with no MB/hour rate: an allocator's step of a few MB in a one-minute window extrapolates
 to hundreds of MB an hour. Growth beyond `--max-growth` fails however short the window (that much did grow).
+A line that ends before `--minutes` fails (exit 1, `verdict` ended, `end` sources_ended in soak.json): its cameras'
+sources ran out (a folder or video source without `loop: true` ends after one pass) or a camera failed. Its planned
+end (`end` planned) is no timeout: a frame on its way then is counted `unaccounted`, in flight or lost on the way
+(not told apart: the collector stops listening before the node stops). soak.json is moved to OUT/previous/ with the
+rest of its run when the same --out is used again.
 
 What the line's numbers mean here: the table (summary.json) covers the whole run, warm-up included, of a
 line whose cameras never stop. A camera with `flow: none` (synthetic and live ones by default) and no `fps`
@@ -42,7 +47,7 @@ import psutil
 from edge.args import above, at_least
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import LineError, print_summary, run_line
-from pipeline.sinks import JsonLines
+from pipeline.sinks import JsonLines, counted
 
 UNLIMITED_FRAMES = 10**9
 MIN_JUDGED_MINUTES = 5.0  # the shortest window after the warm-up whose growth gives a verdict and a MB/hour rate
@@ -148,14 +153,31 @@ def judge(memory: dict[str, dict], max_growth: float, min_minutes: float = MIN_J
     return {"verdict": verdict, "failed": sorted(failed), "judged_minutes": window, "min_judged_minutes": min_minutes}
 
 
-def verdict_line(j: dict, max_growth: float, warmup_minutes: float) -> str:
+def line_end(summary: dict) -> str:
+    """How the soak's line ended: `planned` (after --minutes), `interrupted` (Ctrl-C, SIGTERM), or `sources_ended`
+    (before --minutes: every camera's stream ended or its stage failed)."""
+    return "planned" if summary.get("planned_stop") else "interrupted" if summary["interrupted"] else "sources_ended"
+
+
+def ended_early(summary: dict, minutes: float) -> str:
+    """Why a line that ended before --minutes (`line_end`: sources_ended) did, in words."""
+    why = "; ".join(f"camera {name} failed: {s['failure']}" for name, s in summary["sources"].items()
+                    if "failure" in s) or "its sources ran out (a folder or video source: set `loop: true`)"
+    return f"the line ended after {summary['wall_s']:.0f} s of the {minutes * 60:.0f} s asked: {why}"
+
+
+def verdict_line(j: dict, max_growth: float, warmup_minutes: float, minutes: float) -> str:
     """The soak's last line, after `wrote .../soak.json: `."""
     if j["verdict"] == "grew":
         return f"FAILED, grew by more than {max_growth:.0%} of their RSS: {j['failed']}"
+    if j["verdict"] == "ended":
+        return f"FAILED, {j['ended']}"
     if j["verdict"] == "too_short":
+        needed = warmup_minutes + j["min_judged_minutes"] + 0.5
+        hint = f" (--minutes at least {needed:g})" if minutes < needed else ""  # else the line stopped short
         return (f"too short to judge: {j['judged_minutes']:.1f} min of samples after the {warmup_minutes:g} min "
-                f"warm-up, a verdict needs at least {j['min_judged_minutes']:g} (--minutes at least "
-                f"{warmup_minutes + j['min_judged_minutes'] + 0.5:g}); none grew by more than {max_growth:.0%}")
+                f"warm-up, a verdict needs at least {j['min_judged_minutes']:g}{hint}; none grew by more than "
+                f"{max_growth:.0%}")
     return (f"flat: no stage grew by more than {max_growth:.0%} of its RSS over {j['judged_minutes']:.1f} min "
             "after the warm-up")
 
@@ -219,7 +241,8 @@ def _cmd(args: argparse.Namespace) -> int:
     started = time.time()
     sampler.start()
     try:
-        summary = run_line(cfg, args.out, frames=UNLIMITED_FRAMES, timeout_s=args.minutes * 60, progress=True)
+        summary = run_line(cfg, args.out, frames=UNLIMITED_FRAMES, timeout_s=args.minutes * 60, progress=True,
+                           planned_stop=True)
     except LineError as e:
         print(f"ssdnet soak: error: {e}", file=sys.stderr)
         return 1
@@ -231,14 +254,22 @@ def _cmd(args: argparse.Namespace) -> int:
     for name, m in memory.items():
         m["pid"] = pids.get(name)
     j = judge(memory, args.max_growth)
+    end = line_end(summary)
+    if end == "sources_ended" and not j["failed"]:  # it did not run its --minutes: a failed soak, whatever the memory
+        j.update(verdict="ended", ended=ended_early(summary, args.minutes))
     steady = after_warmup(Path(args.out, "scores.jsonl"), started + warm)
-    report = {"minutes": args.minutes, "warmup_minutes": args.warmup_minutes, "max_growth": args.max_growth,
+    report = {"minutes": args.minutes, "end": end, "wall_s": summary["wall_s"],
+              "warmup_minutes": args.warmup_minutes, "max_growth": args.max_growth,
               "memory": memory, "failed": j["failed"], "frames": summary["frames"], "dropped": summary["dropped"],
               "drops": summary.get("drops", {}), "verdict": j["verdict"], "judged_minutes": j["judged_minutes"],
               "min_judged_minutes": j["min_judged_minutes"], "after_warmup": steady,
               "summary_covers": "the whole run, warm-up included (summary.json)"}
     Path(args.out, "soak.json").write_text(json.dumps(report, indent=2))
     print_summary(summary)
+    if end == "planned" and (n := summary.get("drops", {}).get("unaccounted")):
+        print(f"{counted(n, 'unaccounted frame')}: in flight at the planned stop, or lost on the way (the collector "
+              "stops listening before the node stops: the two are not told apart); frames in flight do not grow "
+              "with --minutes, a loss would")
     print(f"The table covers the whole {summary['wall_s'] / 60:.1f} min, warm-up included, with every camera "
           "streaming without a frame limit:")
     for line in pacing(cfg):
@@ -252,8 +283,9 @@ def _cmd(args: argparse.Namespace) -> int:
     print(f"memory and CPU after the warm-up (the collector, {COLLECTOR}, is not judged):")
     for name, m in memory.items():
         print(memory_line(name, m, m["pid"]))
-    print(f"wrote {Path(args.out) / 'soak.json'}: " + verdict_line(j, args.max_growth, args.warmup_minutes))
-    return 1 if j["failed"] else 0
+    print(f"wrote {Path(args.out) / 'soak.json'}: "
+          + verdict_line(j, args.max_growth, args.warmup_minutes, args.minutes))
+    return 1 if j["verdict"] in ("grew", "ended") else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
