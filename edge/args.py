@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
+
+from .config import ConfigError
 
 
 def _ranged(kind: type, ok: Callable[[float], bool], says: str) -> Callable[[str], float]:
@@ -36,3 +39,24 @@ def between(low: float, high: float, kind: type = float) -> Callable[[str], floa
 
 
 finite = _ranged(float, lambda v: True, "a finite number")
+
+
+def no_file_above(folder: Path) -> None:
+    """ConfigError where `folder`, or a folder above it, is a file: said before the work that writes into it."""
+    if (file := next((p for p in (folder, *folder.parents) if p.is_file()), None)) is not None:
+        raise ConfigError(f"{file} is a file, where a folder goes")
+
+
+def check_output_file(path: Path, flag: str, example: str) -> None:
+    """Refuse now, not after the work, a place where `flag`'s file cannot be written: a folder (ConfigError, naming
+    `example` in it), a file where a folder goes (ConfigError), a read-only place (OSError). Its folder is made if
+    missing; no empty file is left behind."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder: give the file to write, e.g. {path / example}")
+    no_file_above(path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
+    with path.open("a"):
+        pass
+    if not existed:
+        path.unlink()

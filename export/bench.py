@@ -10,7 +10,6 @@ backends existed). Every timing includes copying the map and score to the host.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import platform
 import statistics
@@ -29,6 +28,7 @@ from edge.device import native_mixed_precision, synchronize
 from edge.patches import pad_multiple, pad_to_multiple
 from edge.scorers import CPU_PROVIDER, BackendUnavailable, OnnxRuntimeScorer, TensorRTScorer, TorchScorer, build_scorer
 from edge.scorers.onnxruntime_scorer import ort
+from edge.scorers.tensorrt_scorer import require_tensorrt
 from edge.synthetic import texture
 
 
@@ -79,10 +79,11 @@ def build_rows(cfg, scorer, *, compile: bool = False, only: set[str] | None = No
     if compile:
         rows.append(Row("torch", f"torch.compile fp32, {layout}",
                         lambda: TorchScorer(copy.deepcopy(scorer), channels_last=fit_layout_cl, compile=True)))
+    missing: dict[str, str] = {}  # backend -> why it cannot run here, as `ssdnet backends` says
     try:
         providers = ort().get_available_providers()
-    except BackendUnavailable:
-        providers = []
+    except BackendUnavailable as e:
+        providers, missing["onnxruntime"] = [], f"{type(e).__name__}: {e}"
     if CPU_PROVIDER in providers:
         for strategy in ("reload", "inputs"):
             rows.append(Row("onnxruntime", f"CPU, weights: {strategy}",
@@ -91,7 +92,11 @@ def build_rows(cfg, scorer, *, compile: bool = False, only: set[str] | None = No
         rows.append(Row("onnxruntime", "CUDA, weights: inputs",
                         lambda: OnnxRuntimeScorer(copy.deepcopy(scorer).cuda(), device="cuda", strategy="inputs"),
                         "cuda"))
-    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
+    try:
+        require_tensorrt()
+    except BackendUnavailable as e:
+        missing["tensorrt"] = f"{type(e).__name__}: {e}"
+    else:
         for precision in ("fp16", "fp32"):
             for strategy in ("refit", "inputs"):
                 rows.append(Row("tensorrt", f"{precision}, weights: {strategy}",
@@ -100,8 +105,9 @@ def build_rows(cfg, scorer, *, compile: bool = False, only: set[str] | None = No
                                 "cuda"))
     if torch.cuda.is_available():
         rows.insert(3, Row("torch", "eager fp32, CUDA", lambda: TorchScorer(copy.deepcopy(scorer).cuda()), "cuda"))
-    if only:
+    if only:  # a backend asked for that cannot run here: a failed row, not none
         rows = [r for r in rows if r.backend in only or r is rows[0]]
+        rows += [Row(b, "-", error=missing[b]) for b in sorted(only & missing.keys())]
     return rows
 
 
@@ -116,6 +122,8 @@ def run_bench(cfg, height: int, width: int, repeat: int = 5, *, compile: bool = 
     base = rows[0]
 
     for row in rows:  # setup: export / build / compile, first call
+        if row.error is not None:  # cannot run here
+            continue
         say(f"setting up {row.backend}: {row.variant}")
         try:
             t0 = time.perf_counter()

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +15,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edge.args import at_least
+from edge.args import at_least, check_output_file, no_file_above
 from edge.border import has_interior
-from edge.config import MIN_SIDE, ScoreConfig, load_config
+from edge.config import MIN_SIDE, ConfigError, ScoreConfig, load_config
 from edge.detector import first_frame_score
 from edge.device import resolve_device
 from edge.frames import FrameError, working_size
 from edge.patches import pad_multiple
 from edge.scorers import BackendError, BackendUnavailable, TensorRTScorer, build_scorer, choose_backend, probe_backends
+from edge.scorers.base import unet_state
 from edge.scorers.onnx_graph import DEFAULT_OPSET, DYNAMO_OPSET, ExportError, export_scorer
 from edge.synthetic import texture
 
@@ -28,6 +31,10 @@ from .bench import render, run_bench, write_json
 from .onnx_export import amend_sidecar, save
 
 EXIT_UNAVAILABLE = 3  # the asked-for backend's runtime (TensorRT, a CUDA GPU) is not on this machine
+TORCHSCRIPT_OPSETS = range(13, 24)  # the scorer's ops (aten::unflatten) need 13; torch 2.13's exporter stops at 23
+# (outside them it fails after dumping its graph to stdout)
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
@@ -73,8 +80,49 @@ def add_parser(sub) -> None:
 
 def _scorer(cfg, state_path: str | None):
     """The AnomalyScorer to export, on the CPU: the config's seed init, or the U-Net weights of `state_path`."""
-    state = torch.load(state_path, map_location="cpu", weights_only=True) if state_path else None
-    return build_scorer(cfg, state, device="cpu", backend="torch").module
+    scorer = build_scorer(cfg, device="cpu", backend="torch").module
+    if state_path:
+        _load_state(scorer.unet, state_path, cfg.model.base_channels)
+    return scorer
+
+
+def _load_state(unet: torch.nn.Module, path: str, base_channels: int) -> None:
+    """Load `--state PATH` into `unet`; ConfigError (one line; torch's whole error at -v) where it holds no weights
+    of this U-Net."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an image, a text file, a file cut short, a pickle with code in it
+        log.debug("torch.load(%r) failed", path, exc_info=True)
+        raise ConfigError(f"--state {path} is not a torch state dict ({type(e).__name__} in torch.load; "
+                          "-v shows it whole)") from None
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"--state {path} holds a {type(state).__name__}, not a state dict of U-Net weights")
+    state, want = unet_state(state), unet.state_dict()
+    bad = sorted(k for k in want.keys() | state.keys()
+                 if getattr(state.get(k), "shape", None) != getattr(want.get(k), "shape", None))
+    if bad:  # torch's own error names every weight, over many lines
+        raise ConfigError(f"--state {path} does not fit this config's U-Net (model.base_channels {base_channels}): "
+                          f"{len(bad)} weights missing, unexpected or of another shape "
+                          f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+    unet.load_state_dict(state)
+
+
+def _refuse_bad_args(args: argparse.Namespace, cfg) -> None:
+    """ConfigError for flags that would do nothing or fail only after the slow work."""
+    unet_flags = [flag for flag, given in (("--fp16", args.fp16 and args.format == "onnx"),
+                                           ("--weights-as-inputs", args.weights_as_inputs), ("--state", args.state))
+                  if given]  # tensorrt --fp16 still keys the engine the node looks up (score.engine_precision fp16)
+    if unet_flags and not cfg.score.uses_unet:  # the graph has no U-Net: they would change nothing, silently
+        raise ConfigError(f"{' and '.join(unet_flags)}: for the U-Net, which {args.config or 'the default config'} "
+                          "does not use: its reconstruction maps are off "
+                          "(score.pixel_weight and score.perceptual_weight 0); --config configs/ssdnet-fit.yaml "
+                          "fits and scores them")
+    if args.exporter == "torchscript" and args.opset is not None and args.opset not in TORCHSCRIPT_OPSETS:
+        raise ConfigError(f"--opset {args.opset}: the torchscript exporter exports the scorer at opsets "
+                          f"{TORCHSCRIPT_OPSETS[0]} to {TORCHSCRIPT_OPSETS[-1]}")
+    no_file_above(Path(args.out))
 
 
 def _inset_alike(frame: tuple[int, int], lo: list[int], hi: list[int], inset: bool) -> list[list[int]]:
@@ -101,6 +149,7 @@ def run_export(args: argparse.Namespace) -> int:
     except FrameError as e:
         print(f"ssdnet export: error: {e}", file=sys.stderr)
         return 2
+    _refuse_bad_args(args, cfg)
     if frame != (args.height, args.width):
         print(f"frames of {args.height}x{args.width} are scored at {frame[0]}x{frame[1]} "
               f"(ssdnet.max_pixels {cfg.max_pixels})")
@@ -192,6 +241,8 @@ def run_backends(args: argparse.Namespace) -> int:
 
 def run_bench_cmd(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    if args.json_out:
+        check_output_file(Path(args.json_out), "--json", "bench.json")
     console = Console(stderr=True)
     result = run_bench(cfg, args.height, args.width, args.repeat, compile=args.compile,
                        only=set(args.backend) if args.backend else None,
@@ -200,4 +251,10 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     if args.json_out:
         write_json(result, args.json_out)
         print(f"wrote {args.json_out}")
+    failed = {r["backend"]: r["error"] for r in result["rows"] if r["backend"] in (args.backend or ()) and not r["ok"]}
+    if failed:
+        print("ssdnet bench-scorer: error: " + "; ".join(f"--backend {b} did not run: {e}" for b, e in failed.items()),
+              file=sys.stderr)
+        unavailable = all(e.startswith(f"{BackendUnavailable.__name__}:") for e in failed.values())
+        return EXIT_UNAVAILABLE if unavailable else 1
     return 0

@@ -43,7 +43,7 @@ from edge.scorers.onnx_graph import (
     map_weight_names,
     weights_for_graph,
 )
-from edge.scorers.tensorrt_scorer import NOT_INSTALLED
+from edge.scorers.tensorrt_scorer import NO_GPU, NOT_INSTALLED
 from edge.scoring import AnomalyScorer
 from edge.synthetic import texture
 from edge.unet import UNet
@@ -540,3 +540,72 @@ def test_cli_export_tensorrt_one_outcome_per_environment(tmp_path, capsys):
         assert rc == 0, err
         side = json.loads((out / "scorer.json").read_text())
         assert side["format"] == "tensorrt" and (out / side["engine"]).stat().st_size > 0
+
+
+UNET_CFG = "ssdnet:\n  model: {base_channels: 4}\n  fit: {scales: [1, 2]}\n  score: {pixel_weight: 0.1}\n"
+
+
+@pytest.mark.parametrize("flag", ["--fp16", "--weights-as-inputs"])
+def test_cli_export_refuses_unet_flags_where_the_config_has_no_unet(tmp_path, capsys, flag):
+    """The default config scores no U-Net map: --fp16 wrote an fp32 graph byte for byte, its sidecar saying fp16, and
+    --weights-as-inputs said true with no weights. Refused as `ssdnet score --steps` is, naming the config that fits."""
+    out = tmp_path / "out"
+    assert main(["export", "--height", "64", "--width", "64", flag, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"ssdnet export: error: {flag}: for the U-Net, which the default config does not use")
+    assert "--config configs/ssdnet-fit.yaml" in err and "\n" not in err and not out.exists()
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    ("--state image.png", "--state image.png is not a torch state dict (UnpicklingError in torch.load; "),
+    ("--state list.pt", "--state list.pt holds a list, not a state dict of U-Net weights"),
+    ("--state other.pt", "--state other.pt does not fit this config's U-Net (model.base_channels 4): 37 weights "),
+    ("--opset 5", "--opset 5: the torchscript exporter exports the scorer at opsets 13 to 23"),
+])
+def test_cli_export_says_a_bad_state_or_opset_in_one_line(tmp_path, capfd, monkeypatch, flags, says):
+    """--state of an image was an UnpicklingError traceback, of a list an AttributeError one, of another model's
+    weights a 500-character RuntimeError line (exit 1); --opset 5 printed the exporter's graph (568 lines) first."""
+    monkeypatch.chdir(tmp_path)
+    Path("cfg.yaml").write_text(UNET_CFG)
+    write_rgb(tmp_path / "image.png", np.zeros((8, 8, 3), np.uint8))
+    torch.save([1, 2], "list.pt")
+    torch.save({"unet.foo": torch.zeros(2)}, "other.pt")
+    argv = ["export", "--height", "64", "--width", "64", "--config", "cfg.yaml", "--out", "out", *flags.split()]
+    assert main(argv) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and err.splitlines()[-1].startswith(f"ssdnet export: error: {says}"), err
+    assert "Traceback" not in err and not Path("out").exists()
+
+
+@pytest.mark.parametrize("command", [["export", "--out", "{file}"], ["export", "--out", "{file}/sub"],
+                                     ["bench-scorer", "--json", "{file}/x.json"], ["bench-scorer", "--json", "{dir}"]])
+def test_cli_export_and_bench_refuse_an_output_path_before_the_work(tmp_path, capsys, monkeypatch, command):
+    """A file where the output folder goes, or a folder for --json, was found after the export or the whole
+    benchmark (bench-scorer: NotADirectoryError / IsADirectoryError, exit 1, no JSON)."""
+    def work(*_a, **_k):
+        raise AssertionError("the work ran first")
+
+    monkeypatch.setattr("export.cli._scorer", work)
+    monkeypatch.setattr("export.cli.run_bench", work)
+    (tmp_path / "afile").write_text("")
+    argv = [a.format(file=tmp_path / "afile", dir=tmp_path) for a in command]
+    assert main([*argv[:1], "--height", "64", "--width", "64", *argv[1:]]) == 2
+    says = (f"--json {tmp_path} is a folder: give the file to write" if "{dir}" in command
+            else f"{tmp_path / 'afile'} is a file, where a folder goes")
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"ssdnet {command[0]}: error: {says}")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
+                    reason="TensorRT runs here")
+def test_bench_scorer_says_an_asked_for_backend_that_cannot_run_failed(tmp_path, capsys):
+    """--backend tensorrt without TensorRT printed the torch baseline alone and exited 0."""
+    (tmp_path / "cfg.yaml").write_text(UNET_CFG)
+    out = tmp_path / "bench.json"
+    rc = main(["bench-scorer", "--height", "32", "--width", "32", "--repeat", "1", "--config",
+               str(tmp_path / "cfg.yaml"), "--backend", "tensorrt", "--json", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    rows = json.loads(out.read_text())["rows"]
+    why = rows[-1]["error"]  # what `ssdnet backends` says
+    assert rc == EXIT_UNAVAILABLE and [(r["backend"], r["ok"]) for r in rows] == [("torch", True), ("tensorrt", False)]
+    assert why in (f"BackendUnavailable: {NOT_INSTALLED}", f"BackendUnavailable: {NO_GPU}")
+    assert err == f"ssdnet bench-scorer: error: --backend tensorrt did not run: {why}"

@@ -415,9 +415,12 @@ def test_an_out_that_is_a_file_is_said_so(tmp_path, capsys, monkeypatch, command
         f"ssdnet {command[0]}: error: {tmp_path / 'afile'} is a file, where a folder goes")
 
 
-def test_an_error_deep_in_a_command_is_one_line_and_v_shows_the_traceback(tmp_path, capsys):
-    (tmp_path / "afile").write_text("")
-    argv = ["export", "--height", "64", "--width", "64", "--out", str(tmp_path / "afile" / "sub")]  # under a file
+def test_an_error_deep_in_a_command_is_one_line_and_v_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    def full_disk(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("export.cli.save", full_disk)  # an --out under a file is refused before the export now
+    argv = ["export", "--height", "64", "--width", "64", "--out", str(tmp_path / "out")]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()  # export's progress lines, then the error
     assert err[-1].startswith("ssdnet export: error: ") and "-v shows where" in err[-1]

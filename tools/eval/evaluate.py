@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from edge.args import at_least, between
+from edge.args import at_least, between, check_output_file
 from edge.config import MIN_SIDE, ConfigError, SSDNetConfig, load_config
 from edge.detector import Detector
 from edge.images import IMAGE_SUFFIXES, image_files, read_rgb
@@ -302,16 +302,6 @@ def print_table(result: dict, console: Console | None = None) -> None:
                       f"{result['beats_baseline'][b]}/{len(result['categories'])} categories")
 
 
-def writable(path: Path) -> None:
-    """Raise OSError now if `path` cannot be written (its folder made if missing), leaving no empty file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    existed = path.exists()
-    with path.open("a"):
-        pass
-    if not existed:
-        path.unlink()
-
-
 def _cmd(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     overrides = {k: v for k, v in (("steps", args.steps), ("warm_steps", args.warm_steps)) if v is not None}
@@ -324,10 +314,7 @@ def _cmd(args: argparse.Namespace) -> int:
     if args.warmup and args.mode != "stream":
         raise ConfigError("--warmup streams frames before a camera's test images: it needs --mode stream")
     if args.json:  # a folder or a read-only place fails now, not after the evaluation
-        if Path(args.json).is_dir():
-            raise ConfigError(f"--json {args.json} is a folder: give the file to write, e.g. "
-                              f"{Path(args.json) / 'eval.json'}")
-        writable(Path(args.json))
+        check_output_file(Path(args.json), "--json", "eval.json")
     try:
         result = evaluate(Path(args.dataset), cfg, cats, args.mode, baselines, args.input_noise, args.dead_pixels,
                           args.limit, args.jobs, Path(args.warmup) if args.warmup else None, args.warmup_frames,
