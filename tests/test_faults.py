@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
@@ -76,16 +77,23 @@ def test_subscriber_killed_and_restarted_catches_up_on_every_event(tmp_path, max
     log.close()
 
 
-def test_count_bounds_the_events_caught_up_from_the_log_and_the_next_run_resumes_after_them(tmp_path):
-    """`ssdnet subscribe --replay --from-start --count 2` on a line whose events are all logged already: 2 events,
-    not the whole catch-up batch (a user's script got 16); the next run gets the rest, none twice."""
-    db, out = tmp_path / "events.db", tmp_path / "events.jsonl"
-    with line(tmp_path, frames=60, fps=100, queue_depth=64, event_log=db) as ln:
+@contextmanager
+def logged_line(tmp_path, frames: int):
+    """A line whose `frames` frames are all scored and their events logged (more than 2): (the line, its events)."""
+    with line(tmp_path, frames=frames, fps=100, queue_depth=64, event_log=tmp_path / "events.db") as ln:
         early = Subscriber(ln.endpoints, (b"heartbeat/",), ctx=ln.ctx)  # the node starts once one subscribes
-        wait_until(lambda: ln.node.counters.source("cam0")["scored"] == 60, timeout=30)
+        wait_until(lambda: ln.node.counters.source("cam0")["scored"] == frames, timeout=30)
         early.close()
         total = ln.node.counters.source("cam0")["events"]
         assert total > 2
+        yield ln, total
+
+
+def test_count_bounds_the_events_caught_up_from_the_log_and_the_next_run_resumes_after_them(tmp_path):
+    """`ssdnet subscribe --replay --from-start --count 2` on a line whose events are all logged already: 2 events,
+    not the whole catch-up batch (a user's script got 16); the next run gets the rest, none twice."""
+    out = tmp_path / "events.jsonl"
+    with logged_line(tmp_path, 60) as (ln, total):
         first = subscribe(ln.endpoints, jsonl=str(out), count=2, timeout_s=10, replay=ln.node.replay_endpoint,
                           from_start=True, ctx=ln.ctx)
         rest = subscribe(ln.endpoints, jsonl=str(out), count=total - 2, timeout_s=10, replay=ln.node.replay_endpoint,
@@ -97,17 +105,12 @@ def test_count_bounds_the_events_caught_up_from_the_log_and_the_next_run_resumes
 def test_from_start_reads_the_logged_events_at_info_and_a_resumed_run_warns_of_those_it_missed(tmp_path, caplog):
     """`ssdnet subscribe --replay --from-start` warned "recovered N missed event(s)" of the events it asked for (an
     outside audit): said at INFO now. A run resumed from its --jsonl still warns of those logged while it was down."""
-    db, out = tmp_path / "events.db", tmp_path / "events.jsonl"
+    out = tmp_path / "events.jsonl"
 
     def said() -> list[tuple[str, str]]:
         return [(r.levelname, r.message) for r in caplog.records if "event(s)" in r.message]
 
-    with line(tmp_path, frames=20, fps=100, queue_depth=64, event_log=db) as ln:
-        early = Subscriber(ln.endpoints, (b"heartbeat/",), ctx=ln.ctx)  # the node starts once one subscribes
-        wait_until(lambda: ln.node.counters.source("cam0")["scored"] == 20, timeout=30)
-        early.close()
-        total = ln.node.counters.source("cam0")["events"]
-        assert total > 2
+    with logged_line(tmp_path, 20) as (ln, total):
         with caplog.at_level(logging.INFO, logger="pipeline"):
             subscribe(ln.endpoints, jsonl=str(out), count=2, timeout_s=10, replay=ln.node.replay_endpoint,
                       from_start=True, ctx=ln.ctx)
