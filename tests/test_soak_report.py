@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
+import time
 
+import psutil
 import pytest
 
 from pipeline.config import LineConfig
-from pipeline.out_folder import set_aside
+from pipeline.out_folder import claimed, set_aside
 from pipeline.stats import StreamStats
+from test_pipeline_node import wait_until
 from tools.soak import (
     COLLECTOR,
     MIN_JUDGED_MINUTES,
@@ -16,6 +22,7 @@ from tools.soak import (
     judge,
     memory_line,
     process_label,
+    sample_processes,
     stage_labels,
     verdict_line,
 )
@@ -170,3 +177,36 @@ def test_a_soak_s_report_moves_with_its_run(tmp_path):
     assert set_aside(tmp_path) == tmp_path / "previous"
     assert (tmp_path / "previous" / "soak.json").read_text() == "run 1 soak.json"
     assert not (tmp_path / "soak.json").exists()
+
+
+def test_a_soak_into_an_out_another_run_holds_is_refused_before_it_starts(tmp_path, monkeypatch, capsys):
+    """`ssdnet run` holds its OUT; `ssdnet soak` did not, so two soaks (or a soak and a run) into one --out
+    interleaved their files."""
+    from tools.cli import main
+
+    called = _line(monkeypatch)
+    with claimed(tmp_path, ("sinks",)):  # another run's collector writes there
+        assert main(["soak", "configs/demo.yaml", "--minutes", "1", "--warmup-minutes", "0.5", "--out",
+                     str(tmp_path)]) == 1
+    assert not called and f"ssdnet soak: error: {tmp_path} is being written by another ssdnet run" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "soak.json").exists()
+
+
+def test_a_stage_that_ended_is_not_sampled_at_0_mb():
+    """A stage process that had exited and was not reaped yet (a camera at the soak's planned stop) was sampled at
+    0 MB: its row said "284.1 -> 0.0 MB (-100.0%)"."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.4)"])
+    stop, samples = threading.Event(), {}
+    sampler = threading.Thread(target=sample_processes, args=(stop, 0.05, samples, {}, {}))
+    sampler.start()
+    try:
+        time.sleep(0.4)
+        wait_until(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE)
+        time.sleep(0.3)  # sampled as a zombie, unreaped
+    finally:
+        stop.set()
+        sampler.join()
+        child.wait()
+    rows = [series for label, series in samples.items() if label.endswith(f"[{child.pid}]")]
+    assert len(rows) == 1 and len(rows[0]) >= 2 and min(rss for _, rss, _ in rows[0]) > 1

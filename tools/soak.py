@@ -47,6 +47,7 @@ import psutil
 from edge.args import above, at_least
 from pipeline.config import LineConfig, load_line_config
 from pipeline.launcher import LineError, print_summary, run_line
+from pipeline.out_folder import claimed
 from pipeline.sinks import JsonLines, counted
 
 UNLIMITED_FRAMES = 10**9
@@ -106,6 +107,8 @@ def sample_processes(stop: threading.Event, every_s: float, samples: dict[str, l
                 if proc.pid not in known:
                     continue
                 with proc.oneshot():
+                    if proc.status() == psutil.STATUS_ZOMBIE:  # ended, not reaped yet: its RSS reads 0
+                        continue
                     rss_mb, cpu = proc.memory_info().rss / 2**20, proc.cpu_times()
                 samples.setdefault(known[proc.pid], []).append((time.monotonic() - t0, rss_mb, cpu.user + cpu.system))
             except psutil.Error:  # a stage that just exited
@@ -241,8 +244,9 @@ def _cmd(args: argparse.Namespace) -> int:
     started = time.time()
     sampler.start()
     try:
-        summary = run_line(cfg, args.out, frames=UNLIMITED_FRAMES, timeout_s=args.minutes * 60, progress=True,
-                           planned_stop=True)
+        with claimed(Path(args.out), ("node", "sinks")):  # as `ssdnet run` holds OUT: two soaks would interleave
+            summary = run_line(cfg, args.out, frames=UNLIMITED_FRAMES, timeout_s=args.minutes * 60, progress=True,
+                               planned_stop=True)
     except LineError as e:
         print(f"ssdnet soak: error: {e}", file=sys.stderr)
         return 1
