@@ -260,9 +260,10 @@ class Gate:
 
     @staticmethod
     def _bound_unread(watched: _Watched, limit: UnreadLimit) -> None:
-        """Shut down each TCP connection whose peer sent over `limit.most_unread` bytes since a message was last taken
-        from it. A connection is told apart from a later one on the same file descriptor by its addresses; one closed
-        meanwhile (its DISCONNECTED event not drained yet) fails the calls and is passed over."""
+        """Reset (SO_LINGER 0, then shutdown) each TCP connection whose peer sent over `limit.most_unread` bytes since
+        a message was last taken from it. A connection is told apart from a later one on the same file descriptor by
+        its addresses; one closed meanwhile (its DISCONNECTED event not drained yet) fails the calls and is passed
+        over."""
         most = limit.most_unread
         for fd in list(watched.conns):
             try:

@@ -235,6 +235,16 @@ def _cmd(args: argparse.Namespace) -> int:
         return 2
     cfg = load_line_config(args.config)
     cfg = cfg.model_copy(update={"sinks": cfg.sinks.model_copy(update={"scores": True})})  # for after_warmup
+    try:
+        with claimed(Path(args.out), ("node", "sinks")):  # as `ssdnet run` holds OUT, to soak.json: two soaks into
+            return _soak(args, cfg)  # one OUT interleaved their files
+    except LineError as e:
+        print(f"ssdnet soak: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _soak(args: argparse.Namespace, cfg: LineConfig) -> int:
+    """Run the line for --minutes while sampling its processes, judge them and write OUT/soak.json; the exit code."""
     labels = stage_labels(cfg)
     samples: dict[str, list[tuple[float, float, float]]] = {}
     pids: dict[str, int] = {}
@@ -244,12 +254,8 @@ def _cmd(args: argparse.Namespace) -> int:
     started = time.time()
     sampler.start()
     try:
-        with claimed(Path(args.out), ("node", "sinks")):  # as `ssdnet run` holds OUT: two soaks would interleave
-            summary = run_line(cfg, args.out, frames=UNLIMITED_FRAMES, timeout_s=args.minutes * 60, progress=True,
-                               planned_stop=True)
-    except LineError as e:
-        print(f"ssdnet soak: error: {e}", file=sys.stderr)
-        return 1
+        summary = run_line(cfg, args.out, frames=UNLIMITED_FRAMES, timeout_s=args.minutes * 60, progress=True,
+                           planned_stop=True)
     finally:
         stop.set()
         sampler.join()
