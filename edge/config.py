@@ -563,6 +563,15 @@ def load_config(path: str | Path | None) -> SSDNetConfig:
     return parse_config(SSDNetConfig, data.get("ssdnet", data), str(path))
 
 
+def refuse_without_unet(what: str, cfg: SSDNetConfig, config: str | None) -> None:
+    """ConfigError where a flag acting on the U-Net (`what` it does, e.g. "--steps sets the U-Net's fit") is given with
+    a config (`config`: its path, None for the default) that scores no reconstruction map: it would change nothing."""
+    if not cfg.score.uses_unet:
+        raise ConfigError(f"{what}, which {config or 'the default config'} does not use: its reconstruction maps are "
+                          "off (score.pixel_weight and score.perceptual_weight 0); --config configs/ssdnet-fit.yaml "
+                          "fits and scores them")
+
+
 def defaults_yaml(model: type[BaseModel] = SSDNetConfig, indent: int = 0) -> str:
     """The defaults of `model` as commented YAML (configs/ssdnet.yaml is this, checked by a test)."""
     lines = []

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from edge.args import at_least, check_output_file, no_file_above
 from edge.border import has_interior
-from edge.config import MIN_SIDE, ConfigError, ScoreConfig, load_config
+from edge.config import MIN_SIDE, ConfigError, ScoreConfig, load_config, refuse_without_unet
 from edge.detector import first_frame_score
 from edge.device import resolve_device
 from edge.frames import FrameError, working_size
@@ -114,11 +114,8 @@ def _refuse_bad_args(args: argparse.Namespace, cfg) -> None:
     unet_flags = [flag for flag, given in (("--fp16", args.fp16 and args.format == "onnx"),
                                            ("--weights-as-inputs", args.weights_as_inputs), ("--state", args.state))
                   if given]  # tensorrt --fp16 still keys the engine the node looks up (score.engine_precision fp16)
-    if unet_flags and not cfg.score.uses_unet:  # the graph has no U-Net: they would change nothing, silently
-        raise ConfigError(f"{' and '.join(unet_flags)}: for the U-Net, which {args.config or 'the default config'} "
-                          "does not use: its reconstruction maps are off "
-                          "(score.pixel_weight and score.perceptual_weight 0); --config configs/ssdnet-fit.yaml "
-                          "fits and scores them")
+    if unet_flags:
+        refuse_without_unet(f"{' and '.join(unet_flags)}: for the U-Net", cfg, args.config)
     if args.exporter == "torchscript" and args.opset is not None and args.opset not in TORCHSCRIPT_OPSETS:
         raise ConfigError(f"--opset {args.opset}: the torchscript exporter exports the scorer at opsets "
                           f"{TORCHSCRIPT_OPSETS[0]} to {TORCHSCRIPT_OPSETS[-1]}")

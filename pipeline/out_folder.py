@@ -17,6 +17,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from .stages import LineError
@@ -82,12 +83,10 @@ def keep_earlier(path: Path, keep: int = KEEP_RUNS) -> None:
     """Keep the file `path` of an earlier run as PATH.1 before this run writes its own: PATH.1 becomes PATH.2, and so
     on, the last `keep` kept (the oldest replaced), as the JSONL files turn over. A sinks stage started again in its
     OUT appends to its events and scores, and writes a summary of its own run."""
-    if not path.exists():
-        return
-    for n in range(keep - 1, 0, -1):
-        if (older := path.with_name(f"{path.name}.{n}")).exists():
-            older.replace(path.with_name(f"{path.name}.{n + 1}"))
-    path.replace(path.with_name(f"{path.name}.1"))
+    if path.exists():
+        turner = RotatingFileHandler(path, backupCount=keep, delay=True)  # opens nothing: only its renames
+        turner.doRollover()
+        turner.close()
 
 
 def _free_place(out: Path, keep: int) -> list[Path]:

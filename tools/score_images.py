@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from edge.args import at_least, finite
-from edge.config import ConfigError, SSDNetConfig, load_config, load_yaml, parse_config
+from edge.config import ConfigError, SSDNetConfig, load_config, load_yaml, parse_config, refuse_without_unet
 from edge.detector import Detector
 from edge.frames import MIN_SIDE, FrameError
 from edge.images import IMAGE_SUFFIXES, image_files, read_rgb, write_rgb
@@ -49,10 +49,7 @@ def ssdnet_config(config: str | None, fast: bool, steps: int | None = None) -> S
     if fast:
         cfg = SSDNetConfig.model_validate({**cfg.model_dump(), "score": {**cfg.score.model_dump(), **FAST["score"]}})
     if steps is not None:
-        if not cfg.score.uses_unet:  # it would fit nothing, silently
-            raise ConfigError(f"--steps sets the U-Net's fit, which {config or 'the default config'} does not use: "
-                              "its reconstruction maps are off (score.pixel_weight and score.perceptual_weight 0); "
-                              "--config configs/ssdnet-fit.yaml fits and scores them")
+        refuse_without_unet("--steps sets the U-Net's fit", cfg, config)
         cfg = cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"steps": steps})})
     return cfg
 
