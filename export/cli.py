@@ -49,11 +49,12 @@ def add_parser(sub) -> None:
     p.add_argument("--fp16", action="store_true", help="run the U-Net in fp16 inside the graph (I/O and map stay fp32)")
     p.add_argument("--config", help="SSDnet YAML config (default: built-in defaults)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 18 for --exporter dynamo)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default 17; 18 for --exporter dynamo; --format onnx)")
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
-                   help="torch exporter (dynamo needs the onnxscript package)")
+                   help="torch exporter (dynamo needs the onnxscript package; --format onnx)")
     p.add_argument("--weights-as-inputs", action="store_true", help="U-Net weights as graph inputs "
-                                                                    "instead of initializers")
+                                                                    "instead of initializers (--format onnx)")
     p.add_argument("--state", help="torch state dict (.pt) of the U-Net to write "
                                    "into the graph (default: the config's seed init)")
     p.add_argument("--max-batch", type=at_least(1), default=1, help="tensorrt: largest batch of the engine's profile")
@@ -116,6 +117,14 @@ def _refuse_bad_args(args: argparse.Namespace, cfg) -> None:
                   if given]  # tensorrt --fp16 still keys the engine the node looks up (score.engine_precision fp16)
     if unet_flags:
         refuse_without_unet(f"{' and '.join(unet_flags)}: for the U-Net", cfg, args.config)
+    onnx_only = [flag for flag, given in (("--weights-as-inputs", args.weights_as_inputs),
+                                          ("--exporter dynamo", args.exporter == "dynamo"),
+                                          (f"--opset {args.opset}", args.opset not in (None, DEFAULT_OPSET)))
+                 if given and args.format == "tensorrt"]
+    if onnx_only:  # the node looks its engine up by a key these would change: a pre-built engine it never uses
+        raise ConfigError(f"{' and '.join(onnx_only)}: for --format onnx; --format tensorrt builds the engine the "
+                          f"node builds and looks up in its cache (weights refitted, the torchscript exporter, opset "
+                          f"{DEFAULT_OPSET})")
     if args.exporter == "torchscript" and args.opset is not None and args.opset not in TORCHSCRIPT_OPSETS:
         raise ConfigError(f"--opset {args.opset}: the torchscript exporter exports the scorer at opsets "
                           f"{TORCHSCRIPT_OPSETS[0]} to {TORCHSCRIPT_OPSETS[-1]}")
@@ -218,9 +227,20 @@ def _export_tensorrt(args, scorer, h: int, w: int, frame: tuple[int, int], out: 
     return 0
 
 
+def _auto_row(results: list[dict], score: ScoreConfig, choice) -> dict | None:
+    """The probe's row of what `score.backend: auto` picks here (TensorRT: its `score.engine_precision`)."""
+    want = score.engine_precision if choice.backend == "tensorrt" else choice.provider
+    return next((r for r in results if r["backend"] == choice.backend and str(r["provider"]).startswith(want)), None)
+
+
 def run_backends(args: argparse.Namespace) -> int:
     results = probe_backends(include_compile=args.compile)
+    score = ScoreConfig()
+    auto = choose_backend(score, resolve_device("auto"))
     if args.json:
+        picked = _auto_row(results, score, auto)
+        for r in results:  # the reason on the row the node's default picks, null on the others
+            r["auto"] = auto.reason if r is picked else None
         print(json.dumps(results, indent=2))
     else:
         t = Table(title="scorer backends on this machine (tiny graph, run for real)")
@@ -231,7 +251,6 @@ def run_backends(args: argparse.Namespace) -> int:
             t.add_row(r["backend"], escape(str(r["provider"] or "-")), works,
                       f"{r['ms']:.1f}" if r["ms"] is not None else "-", escape(r["detail"]))
         Console().print(t)
-        auto = choose_backend(ScoreConfig(), resolve_device("auto"))
         Console().print(f"score.backend: auto picks {auto.backend} on {auto.provider} ({escape(auto.reason)})")
     return 0 if any(r["ok"] for r in results) else 1
 

@@ -26,11 +26,20 @@ import edge.scoring
 from edge.border import has_interior
 from edge.config import FitConfig, LossConfig, ModelConfig, ScoreConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
+from edge.device import resolve_device
 from edge.fitter import image_to_tensor
 from edge.frames import working_size
 from edge.images import write_rgb
 from edge.memory import FeatureMemory
-from edge.scorers import OnnxRuntimeScorer, ParityError, TorchScorer, build_scorer, parity_check
+from edge.scorers import (
+    BackendChoice,
+    OnnxRuntimeScorer,
+    ParityError,
+    TorchScorer,
+    build_scorer,
+    choose_backend,
+    parity_check,
+)
 from edge.scorers.base import MAX_GRAPHS
 from edge.scorers.onnx_graph import (
     FRAME_INPUT,
@@ -444,6 +453,31 @@ def test_backends_wraps_the_install_hint_on_a_narrow_terminal(monkeypatch, capsy
     assert max(map(len, lines)) <= columns and detail.replace(" ", "") in cells.replace(" ", "")
 
 
+@pytest.mark.parametrize(("backend", "provider", "row"), [("torch", "cpu", 0), ("tensorrt", "cuda", 3),
+                                                         ("onnxruntime", "CUDAExecutionProvider", 2)])
+def test_backends_json_names_the_row_auto_picks(monkeypatch, capsys, backend, provider, row):
+    """`ssdnet backends --json` left out what `score.backend: auto` picks (the table's last line): the picked row
+    carries its reason under `auto`, every other row null (TensorRT's by `score.engine_precision`, fp16)."""
+    rows = [{"backend": "torch", "provider": "cpu", "ok": True},
+            {"backend": "onnxruntime", "provider": "CPUExecutionProvider (inputs)", "ok": True},
+            {"backend": "onnxruntime", "provider": "CUDAExecutionProvider (inputs)", "ok": True},
+            {"backend": "tensorrt", "provider": "fp16", "ok": True},
+            {"backend": "tensorrt", "provider": "fp32", "ok": True}]
+    monkeypatch.setattr("export.cli.probe_backends", lambda include_compile=False: copy.deepcopy(rows))
+    monkeypatch.setattr("export.cli.choose_backend", lambda *_a: BackendChoice(backend, provider, "the reason"))
+    assert main(["backends", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [r.pop("auto") for r in got] == ["the reason" if i == row else None for i in range(len(rows))]
+    assert got == rows  # every other key as it was
+
+
+def test_backends_json_auto_is_the_choice_on_this_machine(capsys):
+    assert main(["backends", "--json"]) == 0
+    picked = [r for r in json.loads(capsys.readouterr().out) if r["auto"] is not None]
+    choice = choose_backend(ScoreConfig(), resolve_device("auto"))
+    assert [(r["backend"], r["auto"]) for r in picked] == [(choice.backend, choice.reason)] and picked[0]["ok"]
+
+
 def test_cli_export_scales_a_large_camera_down_as_the_detector_does(tmp_path):
     """Above ssdnet.max_pixels a frame is scored scaled down (edge.frames.working_size): the export is for that size
     and frame, the graph the Detector's exported scorer builds for this camera (so a pre-warmed engine is the one
@@ -554,6 +588,33 @@ def test_cli_export_refuses_unet_flags_where_the_config_has_no_unet(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"ssdnet export: error: {flag}: for the U-Net, which the default config does not use")
     assert "--config configs/ssdnet-fit.yaml" in err and "\n" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("flags", ["--weights-as-inputs", "--exporter dynamo", "--opset 18",
+                                   "--opset 18 --weights-as-inputs"])
+def test_cli_export_tensorrt_refuses_the_onnx_only_flags_before_any_work(tmp_path, capsys, monkeypatch, flags):
+    """--format tensorrt built the engine the node builds whatever these said (weights refitted, torchscript, opset
+    17), and wrote a sidecar as if they had been taken: on a GPU, minutes of building for flags that did nothing."""
+    monkeypatch.chdir(tmp_path)
+    Path("cfg.yaml").write_text(UNET_CFG)
+    class Reached(Exception):
+        pass
+
+    def work(*_a):
+        raise Reached
+
+    monkeypatch.setattr("export.cli._scorer", work)
+    argv = ["export", "--format", "tensorrt", "--height", "64", "--width", "64", "--config", "cfg.yaml",
+            "--out", "out"]
+    with pytest.raises(Reached):  # the defaults, and the default opset said out loud, go on to the work
+        main([*argv, "--opset", "17"])
+    capsys.readouterr()
+    assert main([*argv, *flags.split()]) == 2
+    err = capsys.readouterr().err.strip()
+    named = " and ".join(f for f in ("--weights-as-inputs", "--exporter dynamo", "--opset 18") if f in flags)
+    assert err == (f"ssdnet export: error: {named}: for --format onnx; --format tensorrt builds the engine the node "
+                   "builds and looks up in its cache (weights refitted, the torchscript exporter, opset 17)")
+    assert not Path("out").exists()
 
 
 @pytest.mark.parametrize(("flags", "says"), [
