@@ -248,7 +248,9 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     if node_cfg.event_log is None:
         node_cfg = node_cfg.model_copy(update={"event_log": out / "node-events.db"})
 
-    started, interrupted, timed_out, failure = time.time(), False, False, None
+    # the run's time on the monotonic clock: a system clock stepped by NTP (or a board that boots in 1970, then syncs)
+    # neither ends it at once nor lets it run past its --timeout, and wall_s stays its length
+    started, interrupted, timed_out, failure = time.monotonic(), False, False, None
     bar = _progress(progress)
     ctrl_c, restore = ctrl_c_flag()
     try:
@@ -271,7 +273,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
             while pending:
                 if ctrl_c.is_set():  # Ctrl-C, SIGTERM: taken between two messages, none cut in half
                     raise KeyboardInterrupt
-                if timeout_s is not None and time.time() - started > timeout_s:
+                if timeout_s is not None and time.monotonic() - started > timeout_s:
                     timed_out = True
                     if planned_stop:
                         log.info("planned stop after %.0f s; stopping the line", timeout_s)
@@ -310,7 +312,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                     sink.close()
             if collector is not None or failure is None:
                 summary = _summary(line, stats, names, cfg.node.name, collector)
-                summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted,
+                summary.update(wall_s=round(time.monotonic() - started, 3), interrupted=interrupted,
                                stopped_by=ctrl_c.signal if interrupted else None,
                                timed_out=timed_out and not planned_stop, failed=failure)
                 if timed_out and planned_stop:  # there only then: a run's own --timeout is `timed_out`
@@ -412,7 +414,7 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
     timed_out = _timer(stop, timeout_s or cfg.timeout_s)
     collector = Collector(endpoint, replay, sinks, stats, server_key, resume=resume or None, from_start=not resume)
     named = [s.name for s in cfg.sources] + [n for names in cfg.node.connect_cameras.values() for n in names]
-    pending, started, before_start, forever = set(named), time.time(), [], not named
+    pending, started, before_start, forever = set(named), time.monotonic(), [], not named
     log.info("sinks: following %s (events from %s); %s", endpoint, replay, "until stopped (no camera named)"
              if forever else f"waiting for the end of stream of {', '.join(sorted(pending))}")
     try:
@@ -442,7 +444,7 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
                 collector.final_heartbeat()
             else:
                 log.warning("sinks: %s after %.0f s; no end of stream from %s", "timeout" if timed_out.is_set()
-                            else "stopped", time.time() - started, ", ".join(sorted(pending)))
+                            else "stopped", time.monotonic() - started, ", ".join(sorted(pending)))
     finally:
         collector.close()
         for sink in sinks:
@@ -452,7 +454,7 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
     interrupted = stopped and not timed_out.is_set()
     # `frames` are the results this stage received, `events` those it took from the node's log (logged before it
     # subscribed too), `sent` the cameras' whole runs: no drop count from them; the node's own counts are its own
-    summary.update(wall_s=round(time.time() - started, 3), interrupted=interrupted,
+    summary.update(wall_s=round(time.monotonic() - started, 3), interrupted=interrupted,
                    stopped_by=stop.signal if interrupted else None, timed_out=stopped and timed_out.is_set(),
                    sink_failures=collector.sink_failures, resumed=bool(resume), ended_before_start=before_start,
                    dropped=None, node_counters=collector.node_counters)

@@ -207,7 +207,7 @@ class EdgeNode:
         # recent last; an exported scorer builds a graph per size (edge.scorers.base.GraphCache), torch's needs none
         self.frame_sizes: dict[str, GraphCache] = {}
         self._graph_per_size = self.scorer is not None and self.scorer.get("backend") in ("onnxruntime", "tensorrt")
-        self._last_received: float | None = None
+        self._last_received: float | None = None  # monotonic: a step of the system clock moves no `last_frame_age`
         self._busy = False
         self._log = ThrottledLog(log)
         self._reject_logs = {reason: ThrottledLog(log) for reason in REASONS}
@@ -485,7 +485,7 @@ class EdgeNode:
             self.pending.end(RunEnded(source))
         received = h.model_copy(update={"stamps": {**h.stamps, "received": now}})
         if h.kind == "frame":
-            self._last_received = now
+            self._last_received = time.monotonic()
             self.counters.add(source, "received")
             if lost:
                 self.counters.add(source, "lost", lost)
@@ -832,7 +832,7 @@ class EdgeNode:
     def _heartbeat(self, logged_ends: int | None = None) -> P.Message:
         """The node's heartbeat; `logged_ends`: the last end of stream logged, when it goes out after it."""
         now = time.time()
-        age = None if self._last_received is None else max(0.0, now - self._last_received)
+        age = None if self._last_received is None else max(0.0, time.monotonic() - self._last_received)
         return P.Message(P.HeartbeatHeader(kind="heartbeat", source=self.cfg.name, seq=-1, t_capture=now, role="node",
                                            state="busy" if self._busy else "idle", last_frame_age=age,
                                            counters=self._node_counters(logged_ends)))

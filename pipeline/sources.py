@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from stat import S_ISREG
@@ -67,6 +67,9 @@ class Capture:
     mask: np.ndarray | None  # uint8 HxW, nonzero = defective, when the source knows ground truth
     t_capture: float
     product: str | None = None  # the product under the camera when it was captured (Camera sets it)
+    # when it was read, on the monotonic clock: the heartbeats' `last_frame_age`, which a step of the system clock
+    # (NTP, a board that boots in 1970 then syncs) must not zero for the hour it stepped back, nor make a day old
+    t_read: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -412,6 +415,7 @@ class Camera:
         self.heard = True  # whether the last frame had a node subscribed to it
         self._unheard_log, self._heard_log = ThrottledLog(log, 5.0), ThrottledLog(log, 5.0)
         self.last_capture: float | None = None
+        self.last_read: float | None = None  # the last frame's `Capture.t_read` (monotonic)
         self._queue: queue.Queue[Capture | _End] = queue.Queue(maxsize=2)
         self._halt = threading.Event()
         self._small_log = ThrottledLog(log)
@@ -505,7 +509,7 @@ class Camera:
                 log.debug("%s#%d: %dx%d px %s (%d sent, %d dropped)", self.cfg.name, seq, item.image.shape[1],
                           item.image.shape[0], "sent" if sent else "dropped", self.counters["sent"],
                           self.counters["send_dropped"])
-                self.last_capture, seq = item.t_capture, seq + 1
+                self.last_capture, self.last_read, seq = item.t_capture, item.t_read, seq + 1
             if time.monotonic() >= next_beat or isinstance(item, _End):
                 next_beat = time.monotonic() + self.cfg.heartbeat_s
                 self._send(sock, self._heartbeat(seq - 1), zmq.NOBLOCK)
@@ -564,7 +568,7 @@ class Camera:
 
     def _heartbeat(self, seq: int) -> P.Message:
         now = time.time()
-        age = None if self.last_capture is None else max(0.0, now - self.last_capture)
+        age = None if self.last_read is None else max(0.0, time.monotonic() - self.last_read)
         counters = dict(self.counters)
         if self.gate is not None:  # tells the node this camera waits for credit, and how much it has
             counters[CREDIT_COUNTER] = self.gate.upto

@@ -1,6 +1,7 @@
 """End-of-line statistics: per-stage latency percentiles, fps, drops and the pooled pixel AUROC."""
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
 
@@ -100,6 +101,12 @@ class StreamStats:
         self._sent_count: Counter[str] = Counter()
         self.first_capture: float | None = None
         self.last_delivered: float | None = None
+        # fps's span on the monotonic clock, so that a step of the system clock (NTP; a board that boots in 1970,
+        # then syncs) or a camera's clock off by up to node.max_clock_skew_s moves neither end: from each camera's first
+        # result's delivery less its time since the node received it (never before these stats began) to the last one
+        self._began = time.monotonic()
+        self._first_mono: float | None = None
+        self._last_mono: float | None = None
         # (pixel scores, pixel truth, image score, defective, camera, position in the camera's stream)
         self._truth_frames = Reservoir(max_frames, self.rng)
 
@@ -122,6 +129,10 @@ class StreamStats:
             capture = h.stamps.get("capture", h.t_capture)
             self.first_capture = capture if self.first_capture is None else min(self.first_capture, capture)
             self.last_delivered = delivered if self.last_delivered is None else max(self.last_delivered, delivered)
+            self._last_mono = time.monotonic()
+            if self.frames[h.source] == 1:  # the camera's first: its latency, on the clocks of one moment, dates it
+                began = max(self._began, self._last_mono - max(0.0, delivered - h.stamps.get("received", capture)))
+                self._first_mono = began if self._first_mono is None else min(self._first_mono, began)
             if "mask" in msg.arrays:
                 scores, truth = P.anomaly_map(msg).ravel(), msg.arrays["mask"].ravel() > 0
                 if scores.size > self.pixels_per_frame:
@@ -246,7 +257,7 @@ class StreamStats:
         """The run's summary; `node` is the node's final counter snapshot when available; `cameras`, the configured
         ones, each listed in `sources` (one never heard from with `sent` null)."""
         frames = sum(self.frames.values())
-        span = (self.last_delivered - self.first_capture) if frames else 0.0
+        span = (self._last_mono - self._first_mono) if frames else 0.0
         sent_by = {**self.sent_so_far, **self.sent}  # cameras that name no run, then those that do: each run's sum
         for source in self._runs:
             sent_by[source] = sent_by.get(source, 0) + sum(c["sent"] for c in self._runs_of(source))
