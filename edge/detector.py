@@ -24,7 +24,10 @@ to its memory and not to a kept surface's (`memory.recall_novel`) resumes that s
 another), and is judged as its frame.
 
 `Detector` is what the edge node's detector contract (`pipeline.node.Detector`) describes:
-`process(image) -> Detection`, `reset()`, `state_dict()`, `restore(state)`.
+`process(image) -> Detection`, `reset()`, `state_dict()`, `restore(state)`. Used as a library: one Detector per camera
+and per thread (`process` keeps the scorer's last maps: not thread-safe); frames are uint8 RGB (OpenCV's are BGR:
+`edge.images.read_rgb`, or `frame[..., ::-1]`; 16-bit ones through `edge.frames.to_uint8`); `state_dict()` is a
+snapshot, for `torch.save` and `torch.load(..., weights_only=True)`.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ from .calibration import MAD_TO_STD, ScoreCalibrator
 from .config import SSDNetConfig
 from .fitter import FitStats, Fitter, image_to_tensor
 from .frames import BLANK_SPAN, change, check_frame, grey, to_frame_size, to_working_size, value_span
-from .memory import FeatureMemory, memory_distance
+from .memory import FeatureMemory, check_layers, memory_distance
 from .schedule import StepScheduler
 from .scorers import BackendError, build_scorer, make_scorer
 from .scorers.onnx_graph import MEMORY_OUTPUTS, OUTPUT_NAMES
@@ -196,8 +199,9 @@ class Detector:
         return {**self.surface_state(), "shelf": [{"state": s.state, "typical": s.typical} for s in self.shelf]}
 
     def surface_state(self) -> dict:
-        """What the source has learned of the surface it shows: weights, optimizer, memory, calibration, border."""
-        return {"weights": self.fitter.state_dict(), "optimizer": self.fitter.optimizer.state_dict(),
+        """What the source has learned of the surface it shows: weights, optimizer, memory, calibration, border; copies,
+        which later frames leave as they are (the optimizer's own state_dict holds its live moments)."""
+        return {"weights": self.fitter.state_dict(), "optimizer": copy.deepcopy(self.fitter.optimizer.state_dict()),
                 "generator": self.fitter.generator.get_state(),
                 "memory": self.memory.state_dict() if self.memory is not None else None,
                 "calibration": self.calibrator.state_dict(), "model_version": self.model_version,
@@ -236,6 +240,7 @@ class Detector:
             memory = s["state"].get("memory")
             if self.memory is None or memory is None or memory["bank"].shape[-1] != self.memory.dim:
                 raise ValueError("a kept surface's memory does not fit this config")
+            check_layers(memory, self.cfg.memory)  # recalled later: refused now, not mid-frame
             memory = {**memory, "bank": memory["bank"].to(self.memory.bank.device)}  # the state given stays as it is
             shelf.append(Surface({**s["state"], "memory": memory}, float(s["typical"])))
         self.shelf.clear()

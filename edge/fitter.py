@@ -47,7 +47,8 @@ def image_to_tensor(image: np.ndarray, device: torch.device, multiple: int) -> t
         raise ValueError(f"expected an HxWx3 image, got shape {image.shape}")
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    image = np.require(image, requirements="CW")  # contiguous; a read-only frame copied (torch.from_numpy warns)
+    x = torch.from_numpy(image).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
     return pad_to_multiple(x, multiple)
 
 

@@ -17,8 +17,13 @@ class FrameError(ValueError):
 
 def check_frame(image: np.ndarray) -> np.ndarray:
     """A uint8 HxWx3 RGB frame (HxW gray is expanded), at least MIN_SIDE px on each side."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise FrameError(f"expected a uint8 image, got {getattr(image, 'dtype', type(image).__name__)}")
+    if not isinstance(image, np.ndarray):  # a torch tensor's dtype reads torch.uint8: "expected uint8, got torch.uint8"
+        kind = type(image)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        raise FrameError(f"expected a uint8 image as a numpy array, got a {name}")
+    if image.dtype != np.uint8:
+        hint = " (a 16-bit frame: convert it with edge.frames.to_uint8)" if image.dtype == np.uint16 else ""
+        raise FrameError(f"expected a uint8 image, got {image.dtype}{hint}")
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3:

@@ -38,7 +38,11 @@ def _z(x: torch.Tensor, robust: bool = False) -> torch.Tensor:
         center = flat.median(dim=2).values[..., None, None]
         scale = 1.4826 * (flat - center.flatten(2)).abs().median(dim=2).values[..., None, None]
     else:
-        center, scale = x.mean(dim=(2, 3), keepdim=True), x.std(dim=(2, 3), keepdim=True)
+        center = x.mean(dim=(2, 3), keepdim=True)
+        # one cell per image (a frame the self-similarity then refuses): no spread, not std's "degrees of freedom <= 0"
+        # warning; python ints under the ONNX tracer, as edge.knn's
+        one = int(x.shape[2]) * int(x.shape[3]) < 2
+        scale = torch.zeros_like(center) if one else x.std(dim=(2, 3), keepdim=True)
     return (x - center) / (scale + 1e-6).clamp_min(SPREAD_FLOOR)
 
 

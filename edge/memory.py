@@ -105,6 +105,15 @@ def memory_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cfg: M
     return torch.einsum("nchw,cd->ndhw", feats, p)
 
 
+def check_layers(state: dict, cfg: MemoryConfig) -> None:
+    """ValueError where a memory's state (`FeatureMemory.state_dict`) holds features of other VGG19 layers than
+    `cfg.layers`: rows of the same width, projected from other features, would be searched as if they were not (a
+    state from before the layers were saved is taken)."""
+    layers = state.get("layers")
+    if layers is not None and tuple(layers) != tuple(cfg.layers):
+        raise ValueError(f"a memory of layers {list(layers)} does not fit memory.layers {list(cfg.layers)}")
+
+
 def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor, k: int, pieces: int | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C, gh, gw) features, (M, C) bank of which the first `count` rows are valid -> (N, 1, gh, gw) mean
@@ -369,7 +378,8 @@ class FeatureMemory:
                 "pending_spacing": [s.clone() for _, s in self.pending],
                 "history": self.history[: self.history_count].clone(),
                 "history_own": self.history_own[: self.history_count].clone(),
-                "history_next": self.history_next, "history_generator": self.history_generator.get_state()}
+                "history_next": self.history_next, "history_generator": self.history_generator.get_state(),
+                "layers": list(self.cfg.layers)}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a saved memory; a bank of another width is refused, a longer one keeps its newest rows.
@@ -379,6 +389,7 @@ class FeatureMemory:
         the novel shares, the frame rule's bound starts at `admit_max_novel`; from before the history, or with one of
         another shape, the history starts empty (it refills in `history_frames` frames)."""
         bank, pending = state["bank"], state.get("pending", [])
+        check_layers(state, self.cfg)
         for rows in (bank, *pending):
             if rows.ndim != 2 or rows.shape[1] != self.dim:
                 raise ValueError(f"a memory of {tuple(rows.shape)} does not fit features of width {self.dim}")

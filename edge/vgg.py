@@ -48,6 +48,9 @@ def default_weights_path() -> Path | None:
 
 def _conv_weights(state: dict[str, torch.Tensor]) -> tuple[str, list[tuple[torch.Tensor, torch.Tensor]], tuple | None]:
     """Return (format, [(weight, bias)] of the 3x3 convs in order, optional 1x1 input conv)."""
+    if not isinstance(state, dict):  # a tensor, a list: no AttributeError
+        raise VGGWeightsError(f"not a state dict (a {type(state).__name__})\n{HOW_TO_GET}")
+    state = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}  # its tensors
     if any(k.startswith("features.") for k in state):
         prefix, fmt = "features.", "torchvision"
     elif "0.weight" in state and state["0.weight"].shape == (3, 3, 1, 1):
@@ -59,6 +62,9 @@ def _conv_weights(state: dict[str, torch.Tensor]) -> tuple[str, list[tuple[torch
         m = re.fullmatch(re.escape(prefix) + r"(\d+)\.weight", key)
         if m and state[key].ndim == 4 and state[key].shape[-1] == 3:
             index[int(m.group(1))] = key
+    biases = [index[i][: -len("weight")] + "bias" for i in sorted(index)] + (["0.bias"] if fmt == "adain" else [])
+    if missing := [key for key in biases if key not in state]:
+        raise VGGWeightsError(f"the {fmt} VGG19 checkpoint has no conv bias {missing[0]}\n{HOW_TO_GET}")
     convs = [(state[index[i]], state[index[i][: -len("weight")] + "bias"]) for i in sorted(index)]
     pre = (state["0.weight"], state["0.bias"]) if fmt == "adain" else None
     return fmt, convs, pre
@@ -79,7 +85,10 @@ class VGG19Features(nn.Module):
             raise VGGWeightsError(f"cannot read VGG19 weights {path}: {e}\n{HOW_TO_GET}") from None
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
-        self.format, convs, pre = _conv_weights(state)
+        try:
+            self.format, convs, pre = _conv_weights(state)
+        except VGGWeightsError as e:  # say which file (a default path the user never named)
+            raise VGGWeightsError(f"{path}: {e}") from None
         if len(convs) < 16:
             raise VGGWeightsError(f"{path} holds {len(convs)} 3x3 convs, VGG19 has 16\n{HOW_TO_GET}")
         self.layers = tuple(layers)
@@ -91,6 +100,8 @@ class VGG19Features(nn.Module):
         for (w, b), (c_in, c_out) in zip(convs[:depth], shapes, strict=False):
             if tuple(w.shape) != (c_out, c_in, 3, 3):
                 raise VGGWeightsError(f"{path}: conv weight of shape {tuple(w.shape)}, expected {(c_out, c_in, 3, 3)}")
+            if tuple(b.shape) != (c_out,):
+                raise VGGWeightsError(f"{path}: conv bias of shape {tuple(b.shape)}, expected {(c_out,)}")
             conv = nn.Conv2d(c_in, c_out, 3, padding=1 if self.padding_mode == "zeros" else 0)  # reflect: _pad
             conv.weight.data.copy_(w)
             conv.bias.data.copy_(b)
