@@ -15,7 +15,8 @@ Endpoints (GET only; anything else is 404/405, with a one-line reason):
 `/api/stream` sends `snapshot` (the whole state) first, then `camera` (a camera's new result),
 `event` (an anomaly event, with its event-log number `log_seq` when known) and `node` (node and
 camera heartbeats). A browser that loses the stream reconnects by itself (EventSource) and gets a
-snapshot again, so it catches up with what it missed (the latest `view.events` events per camera).
+snapshot again, so it catches up with what it missed (the latest `view.events` events per camera). The state keeps
+the MAX_CAMERAS cameras heard from most recently (`cameras_forgotten` counts those dropped for them).
 
 Access: bound to 127.0.0.1 unless `view.host` says otherwise. On loopback the Host header must
 name a loopback host (no DNS rebinding from a web page). Anywhere else a token is required: the
@@ -103,13 +104,18 @@ class _Camera:
                 "camera": self.camera}
 
 
+MAX_CAMERAS = 64  # the cameras the page keeps: past it, the one heard from least recently is forgotten (a node
+# restarted with cameras that name themselves anew each run grew it, and every snapshot, ~66 KB a 96 px camera)
+
+
 class LiveState:
     """What the page shows, updated from delivered messages (any thread) and read by the HTTP threads."""
 
     def __init__(self, cfg: ViewConfig, line: str = "line"):
         self.cfg, self.line = cfg, line
         self._lock = threading.Lock()
-        self._cameras: dict[str, _Camera] = {}
+        self._cameras: dict[str, _Camera] = {}  # the camera heard from most recently last
+        self.forgotten = 0  # cameras dropped past MAX_CAMERAS
         self.node: dict[str, Any] = {}
         self.version = 0
         self._clients: set[queue.Queue] = set()
@@ -146,9 +152,14 @@ class LiveState:
                 self._broadcast("camera", cam.as_dict())
 
     def _camera(self, name: str) -> _Camera:
-        if name not in self._cameras:
-            self._cameras[name] = _Camera(name, self.cfg.history, self.cfg.events)
-        return self._cameras[name]
+        cam = self._cameras.pop(name, None)
+        if cam is None:
+            cam = _Camera(name, self.cfg.history, self.cfg.events)
+            if len(self._cameras) >= MAX_CAMERAS:
+                del self._cameras[next(iter(self._cameras))]
+                self.forgotten += 1
+        self._cameras[name] = cam
+        return cam
 
     def _result(self, msg: P.Message, delivered: float) -> None:
         h = msg.header
@@ -177,7 +188,8 @@ class LiveState:
 
     def _snapshot(self) -> dict[str, Any]:
         return {"line": self.line, "version": self.version, "node": self.node, "started": self.started,
-                "cameras": {name: cam.as_dict() for name, cam in sorted(self._cameras.items())}}
+                "cameras": {name: cam.as_dict() for name, cam in sorted(self._cameras.items())},
+                "cameras_forgotten": self.forgotten}
 
     def frame_png(self, name: str) -> bytes | None:
         """The latest overlay of camera `name` as PNG (rendered once per result, on request)."""

@@ -56,6 +56,21 @@ def get(url: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
         return e.code, e.read(), dict(e.headers)
 
 
+def test_the_page_keeps_the_cameras_heard_from_last_and_counts_those_it_forgot(monkeypatch):
+    """Every camera name ever heard stayed in the page's state (its last frame and map each): a view following a node
+    restarted with cameras that name themselves anew each run grew without end, and so did every snapshot."""
+    monkeypatch.setattr(view_module, "MAX_CAMERAS", 4)
+    state = view_module.LiveState(ViewConfig())
+    for i in range(4):
+        state.update(result(f"cam{i}", 0, False, size=32)[0], time.time())
+    state.update(heartbeat("cam0"), time.time())  # heard again: the most recent now
+    for i in range(4, 7):
+        state.update(result(f"cam{i}", 0, False, size=32)[0], time.time())
+    snap = state.snapshot()
+    assert sorted(snap["cameras"]) == ["cam0", "cam4", "cam5", "cam6"] and snap["cameras_forgotten"] == 3
+    assert state.frame_png("cam1") is None and state.frame_png("cam6") is not None
+
+
 def test_endpoints_serve_the_page_its_files_state_and_frames(view):
     feed(view, "cam0", 0, False)
     feed(view, "cam0", 1, True, log_seq=1)
