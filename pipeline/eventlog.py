@@ -853,3 +853,29 @@ class CatchUp:
 
     def close(self) -> None:
         self.client.close()
+
+
+def first_sync(catch: CatchUp, endpoint: str, deadline: float, stop: threading.Event, asked: str | None = None,
+               backoff_s: float = 0.5, max_backoff_s: float = 10.0) -> list[tuple[int, P.EventHeader]]:
+    """A subscriber's first `catch.sync()`, before its live stream, waiting for a node that is not up yet: retried
+    with exponential backoff until it answers, `deadline` (monotonic) passes or `stop` is set (then [] and catch-up
+    starts with the first live message). `asked` (why the subscriber reads the log from its start: `--from-start`, a
+    sinks stage's first start): the events logged before it started are what it asked for, said at INFO, not
+    "recovered" as missed (a warning)."""
+    delay = backoff_s
+    while not stop.is_set():
+        try:
+            got = catch.sync(announced=0 if asked else None)  # announced 0: none of them counts as missed
+            if asked:
+                log.info("read %d event(s) from the node's event log, logged before this subscriber started (%s)",
+                         len(got), asked)
+            return got
+        except ReplayError as e:
+            wait = min(delay, deadline - time.monotonic())
+            if wait <= 0:
+                log.warning("replay endpoint %s: %s; giving up the first catch-up", endpoint, e)
+                return []
+            log.warning("replay endpoint %s not answering yet (%s); retrying in %.1f s", endpoint, e, wait)
+            stop.wait(wait)
+            delay = min(delay * 2, max_backoff_s)
+    return []

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import sys
 import threading
@@ -49,7 +50,7 @@ from edge.device import resolve_device
 
 from . import protocol as P
 from .config import LineConfig, load_line_config
-from .eventlog import CatchUp, Cursors, ReplayClient
+from .eventlog import CatchUp, Cursors, ReplayClient, first_sync
 from .node import DetectorFactory, run_node
 from .out_folder import FolderBusy, claimed, keep_earlier, set_aside
 from .security import secure_stage
@@ -158,6 +159,12 @@ class Collector:
         """Fetch the events the node logged that this collector has not had (at the start, at the end)."""
         if self.catch is not None:
             self._logged(self.catch.sync())
+
+    def first_sync(self, deadline: float, stop: threading.Event, asked: str | None = None) -> None:
+        """Before the live stream: the events the node logged that this collector has not had, waiting for a node that
+        is not up yet (`eventlog.first_sync`; `asked`: it reads the log from its start, and why)."""
+        if self.catch is not None:
+            self._logged(first_sync(self.catch, self.catch.client.endpoint, deadline, stop, asked))
 
     def step(self, timeout_ms: int = 100) -> P.Message | None:
         """Take in the next message (or none within `timeout_ms`); returns it."""
@@ -418,6 +425,10 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
     log.info("sinks: following %s (events from %s); %s", endpoint, replay, "until stopped (no camera named)"
              if forever else f"waiting for the end of stream of {', '.join(sorted(pending))}")
     try:
+        # a first start reads the node's log from its start: those events were asked for, not missed (a warning)
+        limit = timeout_s or cfg.timeout_s
+        collector.first_sync(time.monotonic() + limit if limit else math.inf, stop,
+                             None if resume else "a sinks stage's first start in its folder")
         with _progress(progress) as bar:
             task = bar.add_task("frames", total=None, info="")
             ended_since = None  # since when the node says each of its cameras has ended, none streaming since

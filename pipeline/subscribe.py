@@ -24,7 +24,7 @@ import zmq
 from edge.args import above, at_least
 
 from . import protocol as P
-from .eventlog import CatchUp, ReplayClient, ReplayError
+from .eventlog import CatchUp, ReplayClient, first_sync
 from .security import Security, load_public
 from .sinks import REOPEN_S, ConsoleSink, JsonlSink, Sink, Subscriber, deliver
 from .stopping import stop_on_signals, stopped
@@ -88,31 +88,6 @@ def client_security(ctx: zmq.Context, key: str | None, server_key: str | None) -
     return load_public(server_key)
 
 
-def _first_sync(catch: CatchUp, endpoint: str, deadline: float, stop: threading.Event, asked: bool = False,
-                backoff_s: float = 0.5, max_backoff_s: float = 10.0):
-    """`catch.sync()`, waiting for a node that is not up yet: retried with exponential backoff until it
-    answers, `deadline` (monotonic) passes or `stop` is set (then [] and catch-up starts with the first live
-    message). `asked` (`--from-start`, no file to resume): the events logged before this subscriber are what it asked
-    for, said at INFO, not "recovered" as missed (a warning)."""
-    delay = backoff_s
-    while not stop.is_set():
-        try:
-            got = catch.sync(announced=0 if asked else None)  # announced 0: none of them counts as missed
-            if asked:
-                log.info("read %d event(s) from the node's event log, logged before this subscriber started "
-                         "(--from-start)", len(got))
-            return got
-        except ReplayError as e:
-            wait = min(delay, deadline - time.monotonic())
-            if wait <= 0:
-                log.warning("replay endpoint %s: %s; giving up the first catch-up", endpoint, e)
-                return []
-            log.warning("replay endpoint %s not answering yet (%s); retrying in %.1f s", endpoint, e, wait)
-            stop.wait(wait)
-            delay = min(delay * 2, max_backoff_s)
-    return []
-
-
 def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None = None, timeout_s: float | None = None,
               stall_s: float = 5.0, replay: str | None = None, from_start: bool = False, key: str | None = None,
               server_key: str | None = None, ctx: zmq.Context | None = None, jsonl_max_mb: float | None = 256,
@@ -152,7 +127,8 @@ def subscribe(endpoints: list[str], jsonl: str | None = None, count: int | None 
 
     try:
         if catch is not None:  # what was missed while down, before the live stream
-            total += logged(_first_sync(catch, replay, deadline, stop, asked=from_start and not resume))
+            total += logged(first_sync(catch, replay, deadline, stop, asked="--from-start" if from_start and not resume
+                                             else None))
         while (count is None or total < count) and time.monotonic() < deadline and not stop.is_set():
             msg = sub.recv(100)
             unheard.saw(msg)

@@ -114,6 +114,20 @@ def test_a_sinks_stage_started_after_every_end_of_stream_ends_with_every_event_a
     assert (again["resumed"], again["dropped"], again["events"], again["interrupted"]) == (True, None, 0, False)
 
 
+def test_a_sinks_stage_s_first_start_reads_the_logged_events_at_info_not_as_recovered(tmp_path, caplog, monkeypatch):
+    """A sinks stage's first start in its folder reads the node's event log from its start: those events were asked
+    for, yet the node's first heartbeat counted them missed (`recovered 12 missed event(s)`, a warning, on every
+    start), as `ssdnet subscribe --from-start` did before it said them at INFO."""
+    monkeypatch.setattr(launcher, "ENDED_WAIT_S", 0.5)
+    cfg, out = line_config(tmp_path / "node.db"), tmp_path / "sinks"
+    with line(cfg, ended=True), caplog.at_level(logging.INFO, logger="pipeline"):
+        summary = run_sinks_stage(cfg, out, timeout_s=10)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "event(s)" in r.getMessage()]
+    assert said == [("INFO", f"read {2 * FRAMES} event(s) from the node's event log, logged before this subscriber "
+                             "started (a sinks stage's first start in its folder)")]
+    assert summary["events"] == 2 * FRAMES and len(logged(out / "events.jsonl")) == 2 * FRAMES
+
+
 def test_a_sinks_stage_restarted_against_a_node_on_a_new_event_log_reads_that_log_from_its_start(tmp_path, caplog):
     """Its cursors (6 per camera) counted in the old log: the new log's first 4 events per camera were skipped. Its
     summary.json says it resumed, and has no drop count though it saw both cameras' ends of stream."""
