@@ -207,9 +207,9 @@ def _fps(fps: float) -> str:
 SKIPPED = {"unreadable": "unreadable", "too_small": "too small"}  # a camera's files and frames never sent, in words
 
 
-def _info(stats: StreamStats, delivered: float, dropped: int) -> str:
-    frames_done = sum(stats.frames.values())
-    rate = frames_done / max(1e-9, delivered - (stats.first_capture or delivered))
+def _info(stats: StreamStats, now: float, dropped: int) -> str:
+    """The bar's line; `now` on the monotonic clock (`StreamStats.fps`)."""
+    rate = stats.fps(now) or 0.0
     skipped = "".join(f"  {n} {words}" for name, words in SKIPPED.items()
                       if (n := sum(stats.camera_counts(name).values())))
     return f"{_fps(rate)} fps  {counted(sum(stats.events.values()), 'event')}  {dropped} dropped{skipped}"
@@ -300,7 +300,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
                     continue
                 if msg.kind == "heartbeat" and msg.header.role == "node":
                     dropped = sum(msg.header.counters.get(k, 0) for k in ("conflated", "lost", "rejected", "failed"))
-                bar.update(task, completed=_done(stats, totals), info=_info(stats, time.time(), dropped))
+                bar.update(task, completed=_done(stats, totals), info=_info(stats, time.monotonic(), dropped))
             if not pending:
                 collector.final_heartbeat()
     except KeyboardInterrupt:
@@ -450,7 +450,7 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
                              "the end of stream of %s came before this stage subscribed: taking the rest of its event "
                              "log and stopping", ENDED_WAIT_S, ", ".join(before_start))
                     pending.clear()  # `collector.close` syncs the event log (a node not answering: a warning)
-                bar.update(task, completed=sum(stats.frames.values()), info=_info(stats, time.time(), 0))
+                bar.update(task, completed=sum(stats.frames.values()), info=_info(stats, time.monotonic(), 0))
             if not pending:
                 collector.final_heartbeat()
             else:

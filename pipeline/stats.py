@@ -99,8 +99,6 @@ class StreamStats:
         self._camera_run: dict[str, Counter[str]] = {name: Counter() for name in ("sent", *CAMERA_COUNTERS)}
         self._camera_before: dict[str, Counter[str]] = {name: Counter() for name in ("sent", *CAMERA_COUNTERS)}
         self._sent_count: Counter[str] = Counter()
-        self.first_capture: float | None = None
-        self.last_delivered: float | None = None
         # fps's span on the monotonic clock, so that a step of the system clock (NTP; a board that boots in 1970,
         # then syncs) or a camera's clock off by up to node.max_clock_skew_s moves neither end: from each camera's first
         # result's delivery less its time since the node received it (never before these stats began) to the last one
@@ -126,12 +124,10 @@ class StreamStats:
             self._camera(h.source, h.run, {}, h.seq + 1)  # frames 0..seq of its run were sent
             for stage, ms in stage_latencies(h, delivered).items():
                 self.latency[stage].add(ms)
-            capture = h.stamps.get("capture", h.t_capture)
-            self.first_capture = capture if self.first_capture is None else min(self.first_capture, capture)
-            self.last_delivered = delivered if self.last_delivered is None else max(self.last_delivered, delivered)
             self._last_mono = time.monotonic()
             if self.frames[h.source] == 1:  # the camera's first: its latency, on the clocks of one moment, dates it
-                began = max(self._began, self._last_mono - max(0.0, delivered - h.stamps.get("received", capture)))
+                received = h.stamps.get("received", h.stamps.get("capture", h.t_capture))
+                began = max(self._began, self._last_mono - max(0.0, delivered - received))
                 self._first_mono = began if self._first_mono is None else min(self._first_mono, began)
             if "mask" in msg.arrays:
                 scores, truth = P.anomaly_map(msg).ravel(), msg.arrays["mask"].ravel() > 0
@@ -253,11 +249,18 @@ class StreamStats:
         return {s: n for s in sorted({*run, *self._runs})
                 if (n := before[s] + run[s] + sum(c[name] for c in self._runs_of(s)))}
 
+    def fps(self, now: float | None = None) -> float | None:
+        """Frames scored per second from the first frame's arrival to `now` (monotonic; default: the last result);
+        None before a span."""
+        if self._first_mono is None:
+            return None
+        span = (self._last_mono if now is None else now) - self._first_mono
+        return sum(self.frames.values()) / span if span > 0 else None
+
     def summary(self, node: dict | None = None, cameras: Iterable[str] = ()) -> dict:
         """The run's summary; `node` is the node's final counter snapshot when available; `cameras`, the configured
         ones, each listed in `sources` (one never heard from with `sent` null)."""
         frames = sum(self.frames.values())
-        span = (self._last_mono - self._first_mono) if frames else 0.0
         sent_by = {**self.sent_so_far, **self.sent}  # cameras that name no run, then those that do: each run's sum
         for source in self._runs:
             sent_by[source] = sent_by.get(source, 0) + sum(c["sent"] for c in self._runs_of(source))
@@ -265,7 +268,7 @@ class StreamStats:
         out: dict = {
             "frames": frames,
             "sent": sent,
-            "fps": round(frames / span, 3) if span > 0 else None,
+            "fps": round(fps, 3) if (fps := self.fps()) is not None else None,
             "dropped": max(0, sent - frames) if sent is not None else None,
             "events": sum(self.events.values()),
             "latency_ms": {stage: percentiles(v) for stage, v in self.latency.items()},

@@ -212,10 +212,9 @@ def test_the_progress_bar_and_the_table_count_one_in_the_singular_and_show_fps_a
     monkeypatch.setenv("COLUMNS", "200")
     stats, now = StreamStats(), time.time()
     stats.add(result("cam0", 0), now)
-    stats.first_capture = now - 1 / 7.5678  # the bar's fps: 1 frame over the seconds since its capture
     stats.add(P.Message(P.EventHeader(kind="event", source="cam0", seq=0, t_capture=now, score=9.0, threshold=3.0,
                                       model_version=1)), now)
-    assert _info(stats, now, 0) == "7.57 fps  1 event  0 dropped"
+    assert _info(stats, stats._first_mono + 1 / 7.5678, 0) == "7.57 fps  1 event  0 dropped"  # 1 frame over the span
     one = {"pixel_auroc": 0.9, "pixel_auprc": 0.5, "image_auroc": None, "frames": 1}
     summary = {**stats.summary(), "fps": 7.597, "wall_s": 1.0, "stream": {**one, "first_half": one}}
     summary["sources"] = {"cam0": {"frames": 1, "sent": 1, "events": 1}, "cam1": {"frames": 0, "sent": 0, "events": 0}}
