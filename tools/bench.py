@@ -364,7 +364,7 @@ def bench_pipeline(cfg, size: int, frames: int, threads: int, say=lambda _m: Non
         raise RuntimeError(f"the line scored {summary['frames']} of {frames} "
                            f"frames (timed out: {summary['timed_out']})")
     # steady state: the rate at which results reach the collector after the first (cold) frame's, against
-    # the node alone's warm frames; with start-up: the launcher's fps (first capture -> last delivery,
+    # the node alone's warm frames; with start-up: the launcher's fps (first frame at the node -> last delivery,
     # including the spawned node's first-frame costs) against the node alone's whole run. Every result counts
     # (scores.jsonl), not only the events: a run with fewer than two events read its start-up rate as steady
     delivered = sorted(r["t_capture"] + r["end_to_end_ms"] / 1000 for r in results
@@ -594,7 +594,7 @@ def render(result: dict) -> None:
         t.add_row("pipeline", "node alone fps, steady", f"{p['node_fps']:.3g}", "",
                   f"Detector.process, same {p['frames']} frames, no sockets")
         t.add_row("pipeline", "line fps, with start-up", f"{p['fps_with_startup']:.3g}",
-                  f"{p['ratio_with_startup']:.2f}x node", "first capture -> last delivery, fresh node process")
+                  f"{p['ratio_with_startup']:.2f}x node", "first frame at the node -> last delivery, fresh node")
         for stage, q in p["latency_ms"].items():
             if q:
                 t.add_row("pipeline", f"latency {stage}", f"{q['p50']:.1f} ms", "",
