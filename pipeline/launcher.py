@@ -425,10 +425,9 @@ def run_sinks_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None, 
     log.info("sinks: following %s (events from %s); %s", endpoint, replay, "until stopped (no camera named)"
              if forever else f"waiting for the end of stream of {', '.join(sorted(pending))}")
     try:
-        # a first start reads the node's log from its start: those events were asked for, not missed (a warning)
-        limit = timeout_s or cfg.timeout_s
-        collector.first_sync(time.monotonic() + limit if limit else math.inf, stop,
-                             None if resume else "a sinks stage's first start in its folder")
+        # a first start reads the node's log from its start: those events were asked for, not missed (a warning);
+        # it waits for the node until `stop` (a signal, or the timeout's timer)
+        collector.first_sync(math.inf, stop, None if resume else "a sinks stage's first start in its folder")
         with _progress(progress) as bar:
             task = bar.add_task("frames", total=None, info="")
             ended_since = None  # since when the node says each of its cameras has ended, none streaming since

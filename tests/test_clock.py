@@ -5,10 +5,12 @@ A step is simulated by handing the module under test a `time` whose time() is th
 moves; its monotonic() is the real one, as a step of the system clock leaves it."""
 from __future__ import annotations
 
+import math
 import time
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import zmq
 
 from adversary import frame_parts
@@ -114,36 +116,34 @@ def test_a_silent_camera_s_frame_age_keeps_growing_when_its_clock_steps(monkeypa
     monkeypatch.setattr(sources, "time", clock)
     reader = FlakyReader(frames=1, hang=True)
 
-    def age(sub) -> float:
-        """The frame age of the newest heartbeat the camera sent (those queued before it read first)."""
-        ages, deadline = [], time.monotonic() + 5
-        while True:
-            m = sub.recv(0 if ages else 50)
-            if m is None and ages:
-                return ages[-1]
-            assert time.monotonic() < deadline
-            if m is not None and m.kind == "heartbeat" and m.header.last_frame_age is not None:
-                ages.append(m.header.last_frame_age)
+    def age(sub, after: float = -math.inf) -> float:
+        """The frame age of the first heartbeat the camera stamped after `after` (its stepped clock) that is past 0.3 s
+        (waited for: a camera's heartbeats come every 0.05 s)."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            m = sub.recv(50)
+            if m is not None and m.kind == "heartbeat" and m.header.t_capture > after and \
+                    (m.header.last_frame_age or 0.0) > (0.3 if after == -math.inf else -1.0):
+                return m.header.last_frame_age
+        raise AssertionError("no such heartbeat within 5 s")
 
     with camera(synthetic(), reader) as (sub, cam, stop):
         wait_until(lambda: cam.counters["sent"] == 1, timeout=5)
         clock.step = -HOUR
-        time.sleep(0.5)
-        assert age(sub) >= 0.3  # sent at most a heartbeat (0.05 s) before it was read
+        assert age(sub) > 0.3  # the stepped-back clock's age stayed 0.0: no such heartbeat
         clock.step = DAY
-        time.sleep(0.2)
-        assert age(sub) < 60
+        assert age(sub, after=time.time() + DAY / 2) < 60  # a heartbeat stamped after the step
         reader.release.set()
 
 
 def test_the_node_s_frame_age_keeps_growing_when_its_clock_steps(monkeypatch):
     """The node's heartbeat `last_frame_age` likewise: 0 for an hour after a step back, a day after a step forward."""
-    clock = SteppedClock()
+    mono = [1000.0]
+    clock = SteppedClock(monotonic=lambda: mono[0])
     monkeypatch.setattr(node, "time", clock)
     edge = EdgeNode(NodeConfig(), ["tcp://127.0.0.1:1"], FastDetector, input_names=["cam0"])
     edge._on_input([zmq.Frame(p) for p in frame_parts("cam0", seq=0)], edge.peers[0])
-    clock.step = -HOUR
-    time.sleep(0.3)
-    assert edge._heartbeat().header.last_frame_age >= 0.3
+    clock.step, mono[0] = -HOUR, mono[0] + 0.3  # an hour back on the system clock, 0.3 s on
+    assert edge._heartbeat().header.last_frame_age == pytest.approx(0.3)
     clock.step = DAY
     assert edge._heartbeat().header.last_frame_age < 60

@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 import pytest
@@ -200,10 +199,14 @@ def test_a_stage_that_ended_is_not_sampled_at_0_mb():
     stop, samples = threading.Event(), {}
     sampler = threading.Thread(target=sample_processes, args=(stop, 0.05, samples, {}, {}))
     sampler.start()
+
+    def rounds() -> int:  # the sampler's rounds so far: it samples this process in every one
+        return max((len(v) for k, v in list(samples.items()) if not k.endswith(f"[{child.pid}]")), default=0)
+
     try:
-        time.sleep(0.4)
         wait_until(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE)
-        time.sleep(0.3)  # sampled as a zombie, unreaped
+        n = rounds()
+        wait_until(lambda: rounds() >= n + 3)  # three rounds over it as a zombie, unreaped
     finally:
         stop.set()
         sampler.join()
