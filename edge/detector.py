@@ -46,7 +46,7 @@ from .calibration import MAD_TO_STD, ScoreCalibrator
 from .config import SSDNetConfig
 from .fitter import FitStats, Fitter, image_to_tensor
 from .frames import BLANK_SPAN, change, check_frame, grey, to_frame_size, to_working_size, value_span
-from .memory import FeatureMemory, check_layers, memory_distance
+from .memory import FeatureMemory, check_features, memory_distance
 from .schedule import StepScheduler
 from .scorers import BackendError, build_scorer, make_scorer
 from .scorers.onnx_graph import MEMORY_OUTPUTS, OUTPUT_NAMES
@@ -240,7 +240,7 @@ class Detector:
             memory = s["state"].get("memory")
             if self.memory is None or memory is None or memory["bank"].shape[-1] != self.memory.dim:
                 raise ValueError("a kept surface's memory does not fit this config")
-            check_layers(memory, self.cfg.memory)  # recalled later: refused now, not mid-frame
+            check_features(memory, self.cfg.memory)  # recalled later: refused now, not mid-frame
             memory = {**memory, "bank": memory["bank"].to(self.memory.bank.device)}  # the state given stays as it is
             shelf.append(Surface({**s["state"], "memory": memory}, float(s["typical"])))
         self.shelf.clear()

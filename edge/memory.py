@@ -105,13 +105,22 @@ def memory_features(acts: dict[str, torch.Tensor], size: tuple[int, int], cfg: M
     return torch.einsum("nchw,cd->ndhw", feats, p)
 
 
-def check_layers(state: dict, cfg: MemoryConfig) -> None:
-    """ValueError where a memory's state (`FeatureMemory.state_dict`) holds features of other VGG19 layers than
-    `cfg.layers`: rows of the same width, projected from other features, would be searched as if they were not (a
-    state from before the layers were saved is taken)."""
-    layers = state.get("layers")
-    if layers is not None and tuple(layers) != tuple(cfg.layers):
-        raise ValueError(f"a memory of layers {list(layers)} does not fit memory.layers {list(cfg.layers)}")
+FEATURE_FIELDS = ("layers", "aggregate", "cell", "max_cells")  # how a bank row is made from a frame
+
+
+def _saved(value: object) -> object:
+    """A config value as a state holds it (a tuple as a list)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def check_features(state: dict, cfg: MemoryConfig) -> None:
+    """ValueError where a memory's state (`FeatureMemory.state_dict`) holds rows made otherwise than `cfg` makes
+    them (other VGG19 layers, averaging or cells): rows of the same width would be searched as if they were alike.
+    A field the state lacks (a checkpoint from before it was saved) is taken."""
+    for name in FEATURE_FIELDS:
+        saved, now = state.get(name), _saved(getattr(cfg, name))
+        if saved is not None and _saved(saved) != now:
+            raise ValueError(f"a memory of {name} {saved} does not fit memory.{name} {now}")
 
 
 def memory_distance(feats: torch.Tensor, bank: torch.Tensor, count: torch.Tensor, k: int, pieces: int | None = None
@@ -379,7 +388,7 @@ class FeatureMemory:
                 "history": self.history[: self.history_count].clone(),
                 "history_own": self.history_own[: self.history_count].clone(),
                 "history_next": self.history_next, "history_generator": self.history_generator.get_state(),
-                "layers": list(self.cfg.layers)}
+                **{name: _saved(getattr(self.cfg, name)) for name in FEATURE_FIELDS}}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a saved memory; a bank of another width is refused, a longer one keeps its newest rows.
@@ -389,7 +398,7 @@ class FeatureMemory:
         the novel shares, the frame rule's bound starts at `admit_max_novel`; from before the history, or with one of
         another shape, the history starts empty (it refills in `history_frames` frames)."""
         bank, pending = state["bank"], state.get("pending", [])
-        check_layers(state, self.cfg)
+        check_features(state, self.cfg)
         for rows in (bank, *pending):
             if rows.ndim != 2 or rows.shape[1] != self.dim:
                 raise ValueError(f"a memory of {tuple(rows.shape)} does not fit features of width {self.dim}")

@@ -64,21 +64,25 @@ def test_a_frame_that_is_no_numpy_array_is_refused_naming_its_type(frame, detect
         detector.process(frame.astype(np.uint16) * 257)
 
 
-def test_restore_refuses_a_memory_of_other_layers_of_the_same_width(frame):
-    """A checkpoint whose memory holds features of other VGG19 layers (`memory.layers`), projected to the same
-    width (`memory.dims`), was restored without a word and searched as if its rows were this config's features."""
+@pytest.mark.parametrize("change", [{"layers": ["relu2_2", "relu3_1"]}, {"aggregate": 1}, {"cell": 16},
+                                    {"max_cells": 64}], ids=lambda c: next(iter(c)))
+def test_restore_refuses_a_memory_made_otherwise_at_the_same_width(frame, change):
+    """A checkpoint whose memory rows were made from other VGG19 layers, averaging or cells (`memory.layers`,
+    `aggregate`, `cell`, `max_cells`), at the same width (`memory.dims`), was restored without a word and searched
+    as if its rows were this config's features."""
     det = Detector(SSDNetConfig(still_change=None), "cpu")
     det.process(frame)
     state = det.state_dict()
     assert state["memory"]["bank"].shape[0] > 0
-    other = Detector(SSDNetConfig.model_validate({"still_change": None, "memory": {"layers": ["relu2_2", "relu3_1"]}}),
-                     "cpu")
-    with pytest.raises(ValueError, match="memory.layers"):
+    name = next(iter(change))
+    other = Detector(SSDNetConfig.model_validate({"still_change": None, "memory": change}), "cpu")
+    with pytest.raises(ValueError, match=f"memory.{name}"):
         other.restore(state)
-    with pytest.raises(ValueError, match="memory.layers"):  # a kept surface's, refused with the checkpoint
+    with pytest.raises(ValueError, match=f"memory.{name}"):  # a kept surface's, refused with the checkpoint
         other.restore({**other.state_dict(), "shelf": [{"state": det.surface_state(), "typical": 1.0}]})
-    old = {**state, "memory": {k: v for k, v in state["memory"].items() if k != "layers"}}
-    Detector(SSDNetConfig(still_change=None), "cpu").restore(old)  # a checkpoint from before the layers were saved
+    old = {**state, "memory": {k: v for k, v in state["memory"].items() if k != name}}
+    Detector(SSDNetConfig(still_change=None), "cpu").restore(old)  # a checkpoint from before the field was saved
+    other.restore(other.state_dict())  # its own memory is restored
 
 
 def _torchvision_vgg19(**change) -> dict[str, torch.Tensor]:
