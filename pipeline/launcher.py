@@ -515,6 +515,9 @@ def print_summary(summary: dict) -> None:
             if all(h is not None and h["pixel_auroc"] is not None for h in halves):  # a half without a defect: none
                 rows.append((f"  {camera}: first half -> last half", " -> ".join(
                     f"{h['pixel_auroc']} / {h['pixel_auprc']}" for h in halves)))
+    if ahead := {camera: s for camera, s in summary.get("clock_ahead_s", {}).items() if s >= 0.1}:
+        rows.append(("camera clocks ahead of the node's", ", ".join(f"{c} {s:g} s" for c, s in ahead.items())
+                     + " (taken out of their latencies; sync them: NTP or PTP)"))
     for stage, p in summary["latency_ms"].items():
         if p is not None:
             rows.append((f"latency {stage} p50/p95/p99", f"{p['p50']:.1f} / {p['p95']:.1f} / {p['p99']:.1f} ms"))

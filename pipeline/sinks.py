@@ -36,7 +36,7 @@ from . import protocol as P
 from .eventlog import Cursors
 from .flow import CREDIT_COUNTER
 from .http_bounds import AwaitsRequest, BoundedConnections
-from .stats import stage_latencies
+from .stats import CameraClocks
 from .transport import ThrottledLog, connect, make_socket
 
 log = logging.getLogger(__name__)
@@ -417,6 +417,7 @@ class ScoresSink:
 
     def __init__(self, path: str | Path, append: bool = False, max_mb: float | None = None, backups: int = 3):
         self.lines = JsonLines(path, append, max_mb, backups)
+        self.clocks = CameraClocks()
 
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         h = msg.header
@@ -424,7 +425,7 @@ class ScoresSink:
             self.lines.write({"source": h.source, "seq": h.seq, "score": round(h.score, 5), "threshold": h.threshold,
                               "label": h.label, "calibrating": h.calibrating, "regions": len(h.regions),
                               "t_capture": h.t_capture,
-                              "end_to_end_ms": round(stage_latencies(h, delivered)["end_to_end"], 1),
+                              "end_to_end_ms": round(self.clocks.latencies(h, delivered)["end_to_end"], 1),
                               "product": h.product})
 
     def close(self) -> None:
@@ -464,6 +465,7 @@ class MetricsSink:
         buckets = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)
         self.latency = Histogram("ssdnet_stage_latency_seconds", "latency per pipeline stage", ["stage"],
                                  buckets=buckets, registry=r)
+        self.clocks = CameraClocks()  # a camera's clock ahead of the node's is taken out of its latencies
         self.results = Counter("ssdnet_results", "scored frames", ["source", "label"], registry=r)
         self.events = Counter("ssdnet_events", "anomaly events", ["source"], registry=r)
         self.fps = Gauge("ssdnet_fps", "scored frames per second, smoothed", ["source"], registry=r)
@@ -493,7 +495,7 @@ class MetricsSink:
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         h = msg.header
         if h.kind == "anomaly":
-            for stage, ms in stage_latencies(h, delivered).items():
+            for stage, ms in self.clocks.latencies(h, delivered).items():
                 self.latency.labels(stage).observe(ms / 1e3)
             self.results.labels(h.source, h.label).inc()
             if (last := self._last.get(h.source)) is not None and delivered > last:
@@ -566,12 +568,14 @@ class ConsoleSink:
         self.console = console or Console(soft_wrap=True)  # one line per message, also when piped
         self.stall_s = stall_s
         self._camera: dict[str, tuple[str, bool]] = {}
+        self.clocks = CameraClocks()  # learnt from results and events: a camera's clock ahead is taken out
 
     def handle(self, msg: P.Message, delivered: float, log_seq: int | None = None) -> None:
         h = msg.header
         clock = time.strftime("%H:%M:%S", time.localtime(delivered))
+        ahead = self.clocks.observe(h) if h.kind in ("anomaly", "event") else 0.0
         if h.kind == "event":
-            latency = (delivered - h.stamps.get("capture", h.t_capture)) * 1e3
+            latency = (delivered - h.stamps.get("capture", h.t_capture)) * 1e3 + ahead
             boxes = ", ".join(f"{r.bbox}" for r in h.regions[:3]) + (" ..." if len(h.regions) > 3 else "")
             product = f" ({h.product})" if h.product is not None else ""
             prior = " (calibrating: against the prior)" if h.calibrating else ""  # the camera's first frames

@@ -37,6 +37,38 @@ def stage_latencies(h: P.AnomalyHeader, delivered: float) -> dict[str, float]:
     return out
 
 
+class CameraClocks:
+    """Stage latencies with each camera's clock offset taken out, as far as one-way stamps show it. A camera whose
+    clock runs D seconds ahead of the node's stamps its frames D s late, so its transport (and end to end) read D s
+    short, negative once D passes the real transport. The smallest transport of a camera's last `window` messages
+    that read negative is how far ahead its clock runs at least, and is added back: transport then reads from the
+    camera's fastest frame of the window, a few ms short of the truth where a clock is off. A clock behind the
+    node's looks like a slow link, and is left as it is; one set right is seen `window` messages later."""
+
+    def __init__(self, window: int = 256):
+        self.window = window
+        self._transport: dict[str, deque[float]] = {}
+        self.ahead_s: dict[str, float] = {}  # cameras seen ahead: the most their clock ran ahead of the node's
+
+    def observe(self, h: P.Header) -> float:
+        """Milliseconds the camera's clock runs ahead of the node's, as far as `h` and its window show it."""
+        recent = self._transport.setdefault(h.source, deque(maxlen=self.window))
+        if "received" in h.stamps:
+            recent.append((h.stamps["received"] - h.stamps.get("capture", h.t_capture)) * 1e3)
+        ahead = max(0.0, -min(recent, default=0.0))
+        if ahead > 0:
+            self.ahead_s[h.source] = max(self.ahead_s.get(h.source, 0.0), round(ahead / 1e3, 3))
+        return ahead
+
+    def latencies(self, h: P.AnomalyHeader, delivered: float) -> dict[str, float]:
+        """`stage_latencies` of a result, its camera's clock offset (so far) taken out of transport and end to end."""
+        out, ahead = stage_latencies(h, delivered), self.observe(h)
+        for stage in ("transport", "end_to_end"):
+            if stage in out:
+                out[stage] += ahead
+        return out
+
+
 def percentiles(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
@@ -81,6 +113,7 @@ class StreamStats:
         self.pixels_per_frame, self.max_pixels, self.seed = pixels_per_frame, max_pixels, seed
         self.rng = np.random.default_rng(seed)
         self.latency: dict[str, Reservoir] = {stage: Reservoir(max_latencies, self.rng) for stage in STAGES}
+        self.clocks = CameraClocks()
         self.frames: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         self.products: dict[str, dict[str, Counter[str]]] = {}  # camera -> product -> frames and events (`product`)
@@ -122,7 +155,7 @@ class StreamStats:
         elif h.kind == "anomaly":
             self.frames[h.source] += 1
             self._camera(h.source, h.run, {}, h.seq + 1)  # frames 0..seq of its run were sent
-            for stage, ms in stage_latencies(h, delivered).items():
+            for stage, ms in self.clocks.latencies(h, delivered).items():
                 self.latency[stage].add(ms)
             self._last_mono = time.monotonic()
             if self.frames[h.source] == 1:  # the camera's first: its latency, on the clocks of one moment, dates it
@@ -272,6 +305,7 @@ class StreamStats:
             "dropped": max(0, sent - frames) if sent is not None else None,
             "events": sum(self.events.values()),
             "latency_ms": {stage: percentiles(v) for stage, v in self.latency.items()},
+            "clock_ahead_s": dict(sorted(self.clocks.ahead_s.items())),
             "sources": {s: {"frames": self.frames[s], "events": self.events[s], "sent": sent_by.get(s)}
                         for s in sorted(set(self.frames) | set(sent_by))},
         }

@@ -58,7 +58,7 @@ from edge.overlay import annotated_overlay, scale_range
 from . import protocol as P
 from .http_bounds import AwaitsRequest, BoundedConnections
 from .sink_config import ViewConfig, is_loopback_host
-from .stats import STAGES, stage_latencies
+from .stats import STAGES, CameraClocks
 from .transport import ThrottledLog
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class _Camera:
         self.history: deque[tuple[int, float, bool]] = deque(maxlen=history)
         self.events: deque[dict[str, Any]] = deque(maxlen=events)
         self.latency: deque[dict[str, float]] = deque(maxlen=LATENCY_WINDOW)
+        self.clock = CameraClocks()  # its clock ahead of the node's, taken out of its latencies
         self.scored = self.events_seen = self.skipped = 0
         self.last_seq: int | None = None
         self.camera: dict[str, Any] = {}  # its own heartbeat: state, last frame age, counters
@@ -170,7 +171,7 @@ class LiveState:
         cam.last_seq = h.seq
         cam.scored += 1
         cam.history.append((h.seq, float(h.score), anomalous))
-        cam.latency.append(stage_latencies(h, delivered))
+        cam.latency.append(cam.clock.latencies(h, delivered))
         lo, hi = scale_range(h.threshold, self.cfg.overlay_range)
         cam.result = {"seq": h.seq, "score": h.score, "threshold": h.threshold, "label": h.label,
                       "regions": [list(r.bbox) for r in h.regions], "t_capture": h.t_capture, "delivered": delivered,

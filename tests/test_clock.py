@@ -108,6 +108,25 @@ def test_fps_holds_for_a_camera_whose_clock_is_a_minute_ahead(monkeypatch):
         assert 9 < fed(monkeypatch, frames)["fps"] < 11, off
 
 
+def test_latencies_of_a_camera_whose_clock_is_a_minute_ahead_are_its_link_s_not_its_clock_s(monkeypatch):
+    """Transport and end to end read the camera's clock against the node's: a camera a minute ahead (admitted, within
+    node.max_clock_skew_s) made them -60 s in summary.json, the live view, the metrics and scores.jsonl. Its offset
+    is taken out from its fastest frame (transport 10-19 ms here: ~0-9 ms after), a synced camera's are as they were,
+    and summary.json names the camera and its offset (`clock_ahead_s`)."""
+    t0 = 1.8e9
+    ahead = [(t0 + 0.1 * i + 60.0, t0 + 0.1 * i + 0.01 + 0.001 * i, t0 + 0.1 * i + 0.05 + 0.001 * i) for i in range(10)]
+    summary = fed(monkeypatch, ahead)
+    transport, e2e = summary["latency_ms"]["transport"], summary["latency_ms"]["end_to_end"]
+    assert 0 <= transport["p50"] <= 9.5 and transport["p99"] <= 9.5, transport
+    assert 39.9 <= e2e["p50"] <= 49.5, e2e
+    assert summary["clock_ahead_s"] == {"cam0": pytest.approx(59.99, abs=2e-3)}
+    synced = fed(monkeypatch, [(c - 60.0, r, d) for c, r, d in ahead])
+    assert 10 <= synced["latency_ms"]["transport"]["p50"] <= 19.5 and synced["clock_ahead_s"] == {}
+    clocks = stats.CameraClocks()  # what the view, the metrics, scores.jsonl and the console read: the same
+    latencies = [clocks.latencies(result(i, c, r).header, d) for i, (c, r, d) in enumerate(ahead)]
+    assert all(0 <= x["transport"] < 10 and 39.9 <= x["end_to_end"] < 50 for x in latencies), latencies
+
+
 def test_a_silent_camera_s_frame_age_keeps_growing_when_its_clock_steps(monkeypatch):
     """A camera's heartbeat said `last_frame_age` = now - its last frame's capture on the system clock: stepped back an
     hour it read 0 for the hour (the live page, MQTT, Prometheus and the console's "stalled" blind to a dead camera);
