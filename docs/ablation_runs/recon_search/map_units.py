@@ -14,8 +14,10 @@ import argparse
 import time
 
 import numpy as np
+import torch
 from common import DATASETS, build, metrics, recon_maps, tensor
 
+from edge.unet import UNet
 from tools.eval.dataset import load_category
 
 ap = argparse.ArgumentParser()
@@ -23,7 +25,24 @@ ap.add_argument("dataset", choices=DATASETS)
 ap.add_argument("--cold", type=int, default=60)
 ap.add_argument("--warm", type=int, default=3)
 ap.add_argument("--max-frames", type=int, default=12)
+ap.add_argument("--drop-skips", type=int, default=0, help="the U-Net's top N skips given zeros (section 80)")
 a = ap.parse_args()
+
+
+def forward(self, x):
+    """UNet.forward with its `a.drop_skips` finest skips zeroed: the decoder rebuilds them from coarser features."""
+    skips, h = [], x
+    for i, enc in enumerate(self.enc):
+        h = enc(h if i == 0 else self.pool(h))
+        skips.append(h)
+    for j, (up, dec, skip) in enumerate(zip(self.up, self.dec, reversed(skips[:-1]), strict=True)):
+        keep = j < len(self.up) - a.drop_skips
+        h = dec(torch.cat([up(h), skip if keep else torch.zeros_like(skip)], dim=1))
+    return x + self.head(h)
+
+
+if a.drop_skips:
+    UNet.forward = forward
 cfg, fitter, scorer = build()
 root, cats = DATASETS[a.dataset]
 UNITS = ("frame", "camera", "raw")
