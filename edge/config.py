@@ -5,6 +5,8 @@ Defaults were chosen by measurement on textures-dev; the evidence is in docs/abl
 from __future__ import annotations
 
 import math
+import reprlib
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -151,8 +153,9 @@ class ScoreConfig(StrictModel):
                                                              "statistics (mean, contrast, colour; z-scored "
                                                              "per frame, edge.local_stats) appended to the "
                                                              "VGG19 features (unit norm); 0 = VGG19 only")
-    knn_stats_sigma: float = Field(4.0, gt=0.0, le=64.0, description="self-similarity: Gaussian window "
-                                                                     "of the local statistics, pixels")
+    knn_stats_sigma: float = Field(4.0, gt=0.0, le=64.0, description="self-similarity: Gaussian window of the "
+                                   "local statistics, pixels (its radius, 3 sigma, within the smallest frame's padded "
+                                   "input, as `smooth_sigma`'s: at most 21.1 at the default fit.scales)")
     vgg_layers: tuple[str, ...] = Field(("relu1_2", "relu2_2", "relu3_1"),
                                         description="VGG19 layers of the self-similarity map (and of the "
                                                     "perceptual map while `perceptual_layers` is null)")
@@ -441,15 +444,27 @@ class SSDNetConfig(StrictModel):
         return self.memory.size_mb > 0 and self.score.knn_weight > 0
 
     @model_validator(mode="after")
+    def _something_to_learn(self) -> SSDNetConfig:
+        if self.score.uses_unet and self.loss.pixel_weight <= 0 and self.loss.perceptual_weight <= 0:
+            raise ValueError("loss.pixel_weight and loss.perceptual_weight are both 0 while the reconstruction maps "
+                             "are scored: the loss is 0 whatever the U-Net does, so its fit steps cost time and learn "
+                             "nothing; set either above 0")
+        return self
+
+    @model_validator(mode="after")
     def _smoothing_fits_the_smallest_frame(self) -> SSDNetConfig:
         from .patches import pad_multiple  # here: it imports torch
 
-        sigma, m = self.score.smooth_sigma, pad_multiple(self.fit.scales)
-        side, radius = -(-MIN_SIDE // m) * m, max(1, round(3 * sigma))  # a MIN_SIDE frame's padded map; the blur's
-        if sigma > 0 and radius >= side:
-            raise ValueError(f"score.smooth_sigma {sigma:g} blurs {radius} px a side, too wide for the "
-                             f"{side} px map of the smallest frame ({MIN_SIDE} px, padded to a multiple of {m} for "
-                             f"fit.scales): at most {math.floor((side - 0.5) / 0.3) / 10:g} here")
+        m = pad_multiple(self.fit.scales)
+        side = -(-MIN_SIDE // m) * m  # a MIN_SIDE frame's padded map
+        stats = self.score.knn_stats_weight > 0 and self.score.knn_weight > 0  # the local statistics' window is read
+        for key, sigma in (("smooth_sigma", self.score.smooth_sigma),  # the local statistics blur the padded input:
+                           ("knn_stats_sigma", self.score.knn_stats_sigma if stats else 0.0)):  # the same bound
+            radius = max(1, round(3 * sigma))  # the blur's
+            if sigma > 0 and radius >= side:
+                raise ValueError(f"score.{key} {sigma:g} blurs {radius} px a side, too wide for the "
+                                 f"{side} px map of the smallest frame ({MIN_SIDE} px, padded to a multiple of {m} for "
+                                 f"fit.scales): at most {(math.ceil((side - 0.5) / 0.3) - 1) / 10:g} here")
         return self
 
     @model_validator(mode="after")
@@ -467,6 +482,26 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the field and the problem."""
 
 
+class _Short(reprlib.Repr):
+    """repr of a value a config gave, cut short: a section given a list or a string of megabytes (or a YAML alias
+    bomb, 9^7 items from a 1 kB file) is named in a line, not printed whole. A mapping keeps its keys' order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxdict, self.maxstring, self.maxother = 2, 4, 4, 60, 60
+
+    def repr_dict(self, x: dict, level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}" for k, v in islice(x.items(), self.maxdict)]
+        return "{" + ", ".join(items) + (", ..." if len(x) > self.maxdict else "") + "}"
+
+
+_short = _Short().repr
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line per error, naming its key; a path that is not there also says which and where it was looked for."""
     lines = [f"invalid config {source}:"]
@@ -479,11 +514,11 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             path = Path(str(e["input"]))
             msg += f": '{path}'" + ("" if path.is_absolute() else f" (relative to {Path.cwd()})")
         elif e["type"] in ("model_type", "model_attributes_type"):  # `view: true`, `ssdnet: configs/ssdnet-fit.yaml`
-            msg = f"a section of its own keys (a mapping, `key: value` lines), not {e['input']!r}"
-            if str(e["input"]).endswith((".yaml", ".yml")):
+            msg = f"a section of its own keys (a mapping, `key: value` lines), not {_short(e['input'])}"
+            if isinstance(e["input"], str) and e["input"].endswith((".yaml", ".yml")):
                 msg += ": a file is not read here, write its keys under this one"
         elif e["type"] in ("tuple_type", "list_type"):  # `sources:` given one camera's mapping, `resize: 640x480`
-            msg = f"a list (`- item` lines, or `[a, b]`), not {e['input']!r:.80}"
+            msg = f"a list (`- item` lines, or `[a, b]`), not {_short(e['input'])}"
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 

@@ -42,6 +42,14 @@ def knn_distance(feats: torch.Tensor, k: int, radius: int) -> torch.Tensor:
     return knn_distance_and_spacing(feats, k, radius)[:, :1]
 
 
+def check_grid(fh: int, fw: int, k: int) -> None:
+    """ValueError where a frame of fh x fw cells leaves a cell fewer than k others: its k nearest would be padding or
+    nothing (an exported graph, which takes the frame's size as an input, cannot say so: its scorer asks here)."""
+    if fh * fw - 1 < k:
+        raise ValueError(f"a {fh}x{fw} feature grid is too small for k={k} neighbours (score.knn_k, and score.knn_cell "
+                         "px a cell: a smaller one, or larger frames)")
+
+
 def _outside(fh, fw, r: torch.Tensor) -> torch.Tensor:
     """A cell's fewest candidates outside a radius of `r` cells in an fh x fw frame (numbers or 0-d tensors)."""
     side = 2 * r + 1
@@ -71,9 +79,8 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
     gh, gw = (int(v) for v in feats.shape[-2:])  # python ints under the ONNX tracer; the batch stays symbolic
     fh, fw = frame or (gh, gw)
     numbers = not isinstance(fh, torch.Tensor)
-    if numbers and fh * fw - 1 < k:
-        raise ValueError(f"a {fh}x{fw} feature grid is too small for k={k} neighbours (score.knn_k, and score.knn_cell "
-                         "px a cell: a smaller one, or larger frames)")
+    if numbers:
+        check_grid(fh, fw, k)
     if not numbers:  # compared with the cells' float coordinates
         fh, fw = fh.float(), fw.float()
     # the radius shrinks until each cell keeps k candidates outside it (the fewest fall as the radius grows)

@@ -36,7 +36,7 @@ from torch import nn
 from .config import MemoryConfig, ScoreConfig
 from .corrupt import _block_size
 from .filters import gaussian_blur, gaussian_kernel
-from .knn import cell_size, grid_features, knn_distance_and_spacing
+from .knn import cell_size, check_grid, grid_features, knn_distance_and_spacing
 from .local_stats import STATS_CHANNELS, stats_features
 from .memory import history_rows, memory_distance, memory_features
 from .patches import from_patches, to_patches
@@ -177,6 +177,13 @@ class AnomalyScorer(nn.Module):
         """(D + 1, kh, kw): the self-similarity's cells of an h x w input with their own distances."""
         f, cell = self.knn_cell(h, w)
         return self.knn_dim + 1, -(-h * f // cell), -(-w * f // cell)
+
+    def check_frame(self, h: int, w: int, frame: tuple[int, int]) -> None:
+        """The self-similarity's refusal of a frame too small for `knn_k` (edge.knn.check_grid), for a graph of an
+        h x w input that reads the frame's size as an input and would score it with padding for neighbours."""
+        if self.cfg.knn_weight > 0:
+            f, cell = self.knn_cell(h, w)
+            check_grid(*((side * f + cell - 1) // cell for side in frame), self.cfg.knn_k)
 
     def knn_map(self, x: torch.Tensor, feats: dict[str, torch.Tensor] | None = None,
                 frame: tuple[int, int] | torch.Tensor | None = None,

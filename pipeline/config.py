@@ -22,6 +22,8 @@ from .sink_config import MqttConfig, ViewConfig
 from .transport import ENDPOINT_PATTERN
 
 LOCAL = "tcp://127.0.0.1:*"
+MIN_FPS = 1 / 86_400  # a frame a day: a camera waits 1 / fps between frames, and a wait past ~292 years overflows
+MAX_TIMEOUT_S = 366 * 86_400  # a year: a stage's timer waits this long in one call (same limit)
 MOVED_TO_FIT = ("budget_ms", "frame_budget_ms")  # node keys that moved to node.ssdnet.fit
 log = logging.getLogger(__name__)
 _LOOPBACK = re.compile(r"^tcp://(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1):")
@@ -88,8 +90,8 @@ def _max_subscriptions() -> Any:
 
 class _Source(StrictModel):
     name: str = Field(pattern=SOURCE_PATTERN, description="source id, used in topics")
-    fps: float | None = Field(None, gt=0, le=1000, description="pace frames to this rate; "
-                                                               "None = as fast as the source delivers")
+    fps: float | None = Field(None, gt=0, le=1000, description="pace frames to this rate (at least one frame a "
+                              "day); None = as fast as the source delivers")
     frames: int | None = Field(None, ge=1, description="end the stream after this many "
                                                        "frames; None = when the source ends")
     bind: Endpoint = Field(LOCAL, description="endpoint the camera binds; the node connects to it")
@@ -127,6 +129,16 @@ class _Source(StrictModel):
                                       "changes (a line's controller writes it at a changeover); overrides `product` "
                                       "while it holds a valid name")
 
+    @field_validator("fps")
+    @classmethod
+    def _a_frame_a_day(cls, v: float | None) -> float | None:
+        """`fps: 1e-12` loaded, and the camera's wait for its second frame overflowed in its reader thread (a
+        traceback, and a camera that never sent again)."""
+        if v is not None and v < MIN_FPS:
+            raise ValueError(f"{v:g} is one frame every {1 / v:.3g} s: at least {MIN_FPS:.3g} (a frame a day), "
+                             "at most 1000; null = as fast as the source delivers")
+        return v
+
     @model_validator(mode="after")
     def _backoff(self) -> _Source:
         _ordered("backoff_initial_s", self.backoff_initial_s, "backoff_max_s", self.backoff_max_s)
@@ -145,7 +157,8 @@ class SyntheticSourceConfig(_Source):
 
     kind: Literal["synthetic"]
     textures: tuple[str, ...] = ("brick", "grass", "gravel")
-    size: int = Field(256, ge=16, le=MAX_SIDE)
+    size: int = Field(256, ge=MIN_SIDE, le=MAX_SIDE, description="side of the square frames, pixels (the scorer "
+                      "takes none under 32)")
     defect_prob: float = Field(0.5, ge=0, le=1)
     seed: int = Field(0, ge=0)
 
@@ -345,6 +358,8 @@ class NodeConfig(StrictModel):
             raise ValueError(f"connect_cameras lists the node's own name {self.name!r}")
         _ordered("min_side", self.min_side, "max_side", self.max_side)  # else every frame is refused
         _ordered("min_side^2", self.min_side ** 2, "max_frame_pixels", self.max_frame_pixels)
+        # with min_side under 32 every frame was scaled down below the scorer's smallest frame and failed there
+        _ordered(f"the scorer's smallest frame, {MIN_SIDE}^2", MIN_SIDE ** 2, "max_frame_pixels", self.max_frame_pixels)
         return self
 
     @property
@@ -427,7 +442,8 @@ class LineConfig(StrictModel):
     node: NodeConfig = NodeConfig()
     sinks: SinksConfig = SinksConfig()
     frames: int | None = Field(None, ge=1, description="default frame limit of every source")
-    timeout_s: float | None = Field(None, gt=0, description="stop the run after this long")
+    timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S, description="stop the run after this long (at "
+                                    "most a year); None = when the sources end")
     security: SecurityConfig | None = Field(None, description="CURVE + allow-list on tcp sockets; required to bind a "
                                             "non-loopback address unless allow_insecure_network")
     allow_insecure_network: bool = Field(False, description="allow binding non-loopback "

@@ -49,7 +49,7 @@ from edge.config import MIN_SIDE, ConfigError
 from edge.device import resolve_device
 
 from . import protocol as P
-from .config import LineConfig, load_line_config
+from .config import MAX_TIMEOUT_S, LineConfig, load_line_config
 from .eventlog import CatchUp, Cursors, ReplayClient, first_sync
 from .node import DetectorFactory, run_node
 from .out_folder import FolderBusy, claimed, keep_earlier, set_aside
@@ -657,7 +657,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output folder: summary.json, events.jsonl, overlays/ (required by every "
                                             "stage but camera:NAME, which writes nothing)")
     p.add_argument("--frames", type=at_least(1), help="frames per camera (overrides the config)")
-    p.add_argument("--timeout", type=above(0), help="stop after this many seconds")
+    p.add_argument("--timeout", type=above(0, high=MAX_TIMEOUT_S), help="stop after this many seconds (at most a "
+                                                                       "year)")
     p.add_argument("--view", action="store_true", help="serve the live page (sinks.view; 127.0.0.1:8765 unless "
                                                        "configured) and keep it up after the line ends, until Ctrl-C")
     p.add_argument("--stage", type=_stage, default="all", metavar="STAGE",

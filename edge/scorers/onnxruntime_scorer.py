@@ -220,6 +220,8 @@ class OnnxRuntimeScorer(Scorer):
     def score(self, x: torch.Tensor, frame: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, h, w = x.shape
         frame = padded_frame(h, w, frame)
+        if self.module.cfg.frame_input:  # a graph of the frame's size as an input: too few cells for knn_k are said
+            self.module.check_frame(h, w, frame or (h, w))  # here, as torch does (the graph scored the padding)
         g = self._graph(h, w, frame)
         self._refresh(g)
         dev = self._io_device
