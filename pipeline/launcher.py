@@ -47,6 +47,7 @@ from rich.table import Table
 from edge.args import above, at_least
 from edge.config import MIN_SIDE, ConfigError
 from edge.device import resolve_device
+from edge.images import IMAGE_SUFFIXES, image_files
 
 from . import protocol as P
 from .config import MAX_TIMEOUT_S, LineConfig, load_line_config
@@ -223,6 +224,27 @@ def _done(stats: StreamStats, totals: dict[str, int | None]) -> int:
     return sum(n if totals[c] is None else min(n, totals[c]) for c, n in done.items())
 
 
+def _preflight(cfg: LineConfig, sources: Sequence = (), node: bool = True) -> None:
+    """What the file system shows wrong before any stage starts: a ConfigError naming the key (exit 2), not a stage
+    that fails to start midway (exit 1)."""
+    for s in sources:
+        if s.kind == "folder":
+            try:
+                found = image_files(s.path)
+            except OSError as e:
+                raise ConfigError(f"sources[{s.name}].path {s.path}: cannot list it: {e}") from None
+            if not found:
+                raise ConfigError(f"sources[{s.name}].path {s.path}: no images ({', '.join(IMAGE_SUFFIXES)}) there: "
+                                  "a folder source needs at least one")
+    if node and cfg.node.event_log is not None and cfg.node.event_log.is_dir():
+        raise ConfigError(f"node.event_log {cfg.node.event_log} is a folder: name the SQLite file of the event log "
+                          f"(as {cfg.node.event_log / 'node-events.db'})")
+    if node and cfg.node.checkpoint_dir is not None and cfg.node.checkpoint_dir.exists() \
+            and not cfg.node.checkpoint_dir.is_dir():
+        raise ConfigError(f"node.checkpoint_dir {cfg.node.checkpoint_dir} is a file: name a folder (created if need "
+                          "be)")
+
+
 def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeout_s: float | None = None,
              detector_factory: DetectorFactory | None = None, progress: bool = False,
              views: list | None = None, planned_stop: bool = False) -> dict:
@@ -238,6 +260,7 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
         raise ConfigError("the config has no camera of its own (its node reads node.connect): run its node with "
                         "`--stage node` and its sinks with `--stage sinks`")
     resolve_device(cfg.node.ssdnet.device)  # a device this machine lacks: a ConfigError before any stage starts
+    _preflight(cfg, cfg.sources)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_aside(out)  # a fresh event log and files, the last run's results in OUT/previous/
@@ -382,6 +405,7 @@ def run_camera_stage(cfg: LineConfig, name: str, frames: int | None = None, time
     if src is None:
         raise ConfigError(f"no source named {name!r} in the config (sources: {[s.name for s in cfg.sources]})")
     _fixed(f"camera {name}", src.bind)
+    _preflight(cfg, [src], node=False)
     src = src.model_copy(update={"frames": frames or src.frames or cfg.frames})
     stop = stop_on_signals()
     _timer(stop, timeout_s or cfg.timeout_s)
@@ -394,6 +418,7 @@ def run_node_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None,
     node_cfg = cfg.node
     _fixed("node.bind", node_cfg.bind)
     resolve_device(node_cfg.ssdnet.device)
+    _preflight(cfg)
     if node_cfg.event_log is None:
         out.mkdir(parents=True, exist_ok=True)
         node_cfg = node_cfg.model_copy(update={"event_log": out / "node-events.db"})

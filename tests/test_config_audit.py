@@ -122,3 +122,48 @@ def test_onnxruntime_refuses_a_frame_too_small_for_knn_k_as_torch_does():
         cfg = parse_config(SSDNetConfig, {"score": {"knn_k": 64, "backend": backend}})
         with pytest.raises(ValueError, match="a 8x8 feature grid is too small for k=64 neighbours"):
             Detector(cfg, device="cpu").process(image)
+
+
+def test_a_memory_budget_no_frame_fits_is_refused():
+    """`node.memory_budget_mb: 1e-6` loaded; the node warned at its start and refused every frame (memory_budget):
+    "no frame was scored", exit 1 after the whole run."""
+    text = refusal(LineConfig, line(node={"memory_budget_mb": 1e-6}))
+    assert "node: memory_budget_mb (1e-06) cannot hold one camera's model and the scoring of the smallest frame " \
+           "(32x32), so every frame would be refused: at least" in text
+    parse_config(LineConfig, line(node={"memory_budget_mb": 125}))  # one camera at 32x32 fits: taken
+    parse_config(LineConfig, line(node={"memory_budget_mb": None}))
+
+
+def _run_refused(tmp_path, capsys, data: dict) -> str:
+    """`ssdnet run` of `data`: exit 2 before any stage starts (no OUT/summary.json), and the error it printed."""
+    path = tmp_path / "line.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert cli_main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out" / "summary.json").exists()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_an_event_log_or_checkpoint_dir_of_the_wrong_kind_is_refused_before_the_line_starts(tmp_path, capsys):
+    """`node.event_log` an existing folder, or `node.checkpoint_dir` an existing file: the cameras and the node
+    started, then the node failed to open it ("node failed to start: ...", exit 1)."""
+    folder, file = tmp_path / "events", tmp_path / "models"
+    folder.mkdir()
+    file.write_text("")
+    err = _run_refused(tmp_path, capsys, line(node={"event_log": str(folder)}))
+    assert f"node.event_log {folder} is a folder: name the SQLite file of the event log" in err
+    err = _run_refused(tmp_path, capsys, line(node={"checkpoint_dir": str(file)}))
+    assert f"node.checkpoint_dir {file} is a file: name a folder" in err
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_folder_source_without_images_is_refused_before_the_line_starts(tmp_path, capsys, loop):
+    """A `kind: folder` source on a folder with no image file (looping or not) loaded, and its camera failed to start
+    ("a failed to start: no images ...", exit 1)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    source = {"kind": "folder", "name": "a", "path": str(empty), "loop": loop}
+    err = _run_refused(tmp_path, capsys, {"sources": [source]})
+    assert f"sources[a].path {empty}: no images (.png" in err and "a folder source needs at least one" in err
