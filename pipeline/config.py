@@ -157,8 +157,8 @@ class SyntheticSourceConfig(_Source):
 
     kind: Literal["synthetic"]
     textures: tuple[str, ...] = ("brick", "grass", "gravel")
-    size: int = Field(256, ge=MIN_SIDE, le=MAX_SIDE, description="side of the square frames, pixels (the scorer "
-                      "takes none under 32)")
+    size: int = Field(256, ge=16, le=MAX_SIDE, description="side of the square frames, pixels (under 32 the camera "
+                      "skips each as too small, counted `too_small`: how tests drive that counter)")
     defect_prob: float = Field(0.5, ge=0, le=1)
     seed: int = Field(0, ge=0)
 

@@ -22,13 +22,6 @@ def refusal(cls, data: dict) -> str:
     return str(e.value)
 
 
-def test_a_synthetic_camera_smaller_than_the_smallest_frame_is_refused():
-    """`size: 16` loaded, and the camera skipped every frame as too small: a line that scored nothing."""
-    assert "sources.0.synthetic.size: Input should be greater than or equal to 32" in refusal(
-        LineConfig, line({"size": 16}))
-    parse_config(LineConfig, line({"size": 32}))
-
-
 def test_a_max_frame_pixels_under_the_smallest_frame_is_refused():
     """`max_frame_pixels: 256` with `min_side: 1` loaded, and every frame was downscaled to 16x16 and failed in the
     detector (below the minimum of 32x32 px)."""
