@@ -72,6 +72,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from edge.config import SSDNetConfig
+from edge.memory import footprint_mb
+from edge.scoring import knn_dim
+
 from . import protocol as P
 
 RESTART_WINDOW = 1000  # a step back to seq <= this is a camera that restarted, not a lie
@@ -461,6 +465,11 @@ class Admission:
         with self._lock:
             cameras = list(self.cameras.values())
         return {c.name: c.report() for c in cameras}
+
+
+def model_mb(cfg: SSDNetConfig) -> float:
+    """One camera's model: the detector (MODEL_MB, read at the call) and its memory of normal appearance."""
+    return MODEL_MB + footprint_mb(cfg.memory, knn_dim(cfg.score))
 
 
 class WorkBudget:

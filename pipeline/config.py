@@ -361,12 +361,9 @@ class NodeConfig(StrictModel):
         # with min_side under 32 every frame was scaled down below the scorer's smallest frame and failed there
         _ordered(f"the scorer's smallest frame, {MIN_SIDE}^2", MIN_SIDE ** 2, "max_frame_pixels", self.max_frame_pixels)
         if self.memory_budget_mb is not None:  # 1e-6 loaded, and the node refused every frame (memory_budget)
-            from edge.memory import footprint_mb
-            from edge.scoring import knn_dim
-
             from . import admission
-            model_mb = admission.MODEL_MB + footprint_mb(self.ssdnet.memory, knn_dim(self.ssdnet.score))
-            need = admission.WorkBudget(None, model_mb).needed_mb(1, 0, MIN_SIDE ** 2)
+
+            need = admission.WorkBudget(None, admission.model_mb(self.ssdnet)).needed_mb(1, 0, MIN_SIDE ** 2)
             if self.memory_budget_mb < need:
                 raise ValueError(f"memory_budget_mb ({self.memory_budget_mb:g}) cannot hold one camera's model and the "
                                  f"scoring of the smallest frame ({MIN_SIDE}x{MIN_SIDE}), so every frame would be "

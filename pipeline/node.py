@@ -49,10 +49,8 @@ from edge.config import SSDNetConfig
 from edge.detector import Detector as SSDNetDetector
 from edge.device import resolve_device
 from edge.frames import BLANK_SPAN, FrameError, to_frame_size, value_span
-from edge.memory import footprint_mb
 from edge.scorers import choose_backend, ensure_available, graph_size
 from edge.scorers.base import GraphCache
-from edge.scoring import knn_dim
 from edge.vgg import build_vgg
 
 from . import admission
@@ -220,8 +218,7 @@ class EdgeNode:
         self.admission = Admission.from_config(cfg, self.peers)
         # a camera's model: the detector (admission.MODEL_MB) and its memory of normal appearance; once more for each
         # surface it keeps after its normal moved (`memory.recall_surfaces`), once it keeps one (`_models`)
-        model_mb = admission.MODEL_MB + footprint_mb(cfg.ssdnet.memory, knn_dim(cfg.ssdnet.score))
-        self.budget = WorkBudget(cfg.memory_budget_mb, model_mb)
+        self.budget = WorkBudget(cfg.memory_budget_mb, admission.model_mb(cfg.ssdnet))
         configured = len(self.admission.declared)
         if self.budget.pixels_for(configured, 0, new_graph=self._graph_per_size) < cfg.min_side ** 2:
             need = self.budget.needed_mb(configured, 0, cfg.min_side ** 2, new_graph=self._graph_per_size)
