@@ -68,7 +68,7 @@ from .sinks import (
     counted,
     deliver,
 )
-from .sources import expected_frames, run_camera
+from .sources import crop_outside, expected_frames, run_camera
 from .stages import READY_TIMEOUT_S, LineError, Stages
 from .stats import DROP_COUNTERS, StreamStats
 from .stopping import ctrl_c_flag, stop_code, stop_on_signals
@@ -236,6 +236,10 @@ def _preflight(cfg: LineConfig, sources: Sequence = (), node: bool = True) -> No
             if not found:
                 raise ConfigError(f"sources[{s.name}].path {s.path}: no images ({', '.join(IMAGE_SUFFIXES)}) there: "
                                   "a folder source needs at least one")
+        if s.kind in ("folder", "video") and (size := crop_outside(s)) is not None:
+            raise ConfigError(f"sources[{s.name}].crop {list(s.crop)} (x, y, width, height) lies outside its first "
+                              f"frame, {size[0]}x{size[1]} px: nothing of it could be scored (the crop's x and y are "
+                              "its top-left corner, in the frame's pixels)")
     if node and cfg.node.event_log is not None and cfg.node.event_log.is_dir():
         raise ConfigError(f"node.event_log {cfg.node.event_log} is a folder: name the SQLite file of the event log "
                           f"(as {cfg.node.event_log / 'node-events.db'})")

@@ -134,6 +134,34 @@ class Shaper:
         return image[y:y + h, x:x + w]
 
 
+def crop_outside(cfg: VideoSourceConfig | FolderSourceConfig) -> tuple[int, int] | None:
+    """The (width, height) of a folder's first image or a video file's first frame where the source's `crop` lies
+    wholly outside it (nothing of any frame of that size could be scored); None where it does not, where there is no
+    crop, or where that frame cannot be read here (the camera says why once it runs)."""
+    if cfg.crop is None:
+        return None
+    if isinstance(cfg, FolderSourceConfig):
+        try:
+            files = image_files(cfg.path)
+            shape = read_image(files[0]).shape if files else None
+        except (OSError, ValueError):
+            return None
+    else:
+        reader = VideoReader(cfg)
+        if not reader.is_file or opencv_name(cfg.uri) is None:  # a live camera; a name OpenCV cannot take
+            return None
+        cap = cv2.VideoCapture(cfg.uri, reader.api)
+        try:
+            ok, frame = cap.read()
+        finally:
+            cap.release()
+        shape = frame.shape if ok else None
+    if shape is None:
+        return None
+    x, y = cfg.crop[:2]
+    return (shape[1], shape[0]) if x >= shape[1] or y >= shape[0] else None
+
+
 class VideoReader:
     """cv2.VideoCapture; a failed grab ends a video file (or loops it) and means a lost live camera."""
 

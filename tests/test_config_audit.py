@@ -2,6 +2,7 @@
 (exit 2 at the command line, no traceback), or said as the torch scorer says it."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -9,6 +10,7 @@ import yaml
 from edge.config import ConfigError, SSDNetConfig, load_config, parse_config
 from edge.detector import Detector
 from pipeline.config import LineConfig, load_line_config
+from pipeline.sources import crop_outside
 from tools.cli import main as cli_main
 
 
@@ -160,3 +162,24 @@ def test_a_folder_source_without_images_is_refused_before_the_line_starts(tmp_pa
     source = {"kind": "folder", "name": "a", "path": str(empty), "loop": loop}
     err = _run_refused(tmp_path, capsys, {"sources": [source]})
     assert f"sources[a].path {empty}: no images (.png" in err and "a folder source needs at least one" in err
+
+
+@pytest.mark.parametrize("kind", ["folder", "video"])
+def test_a_crop_outside_the_first_frame_is_refused_before_the_line_starts(tmp_path, capsys, kind):
+    """A `crop` that misses a folder's or a video file's 96x64 frames wholly: every frame was skipped as too small,
+    and the run ended with "no frame was scored" (exit 1) after all of them. A crop that overlaps them is taken."""
+    frame = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    if kind == "folder":
+        (tmp_path / "frames").mkdir()
+        cv2.imwrite(str(tmp_path / "frames" / "000.png"), frame)
+        source = {"kind": "folder", "name": "a", "path": str(tmp_path / "frames")}
+    else:
+        writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+        writer.write(frame)
+        writer.release()
+        source = {"kind": "video", "name": "a", "uri": str(tmp_path / "clip.avi")}
+    for x, y in [(96, 0), (0, 64), (500, 500)]:
+        err = _run_refused(tmp_path, capsys, {"sources": [{**source, "crop": [x, y, 32, 32]}]})
+        assert f"sources[a].crop [{x}, {y}, 32, 32] (x, y, width, height) lies outside its first frame, 96x64 px" in err
+    assert crop_outside(parse_config(LineConfig, {"sources": [{**source, "crop": [64, 32, 64, 64]}]}).sources[0]) \
+        is None  # overlapping: the part inside is scored
