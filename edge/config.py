@@ -19,6 +19,11 @@ VGG_LAYERS = (
 )
 
 
+# A weight is relative to the others: at a million they count for nothing beside it, and far above that (~1e38) an fp32
+# map or loss overflows to inf (each frame then scored as its worst finite value, or every fit diverged).
+MAX_WEIGHT = 1e6
+
+
 class StrictModel(BaseModel):
     """A config section: unknown keys are errors, numbers are finite (NaN and infinity are refused where read; None
     says "no bound" where a key has none), values are frozen (every config of the project)."""
@@ -56,8 +61,8 @@ def _known_layers(v: tuple[str, ...]) -> tuple[str, ...]:
 class LossConfig(StrictModel):
     """loss = pixel_weight * L2 + perceptual_weight * mean(1 - cos(VGG(out), VGG(clean)))."""
 
-    pixel_weight: float = Field(1.0, ge=0.0)
-    perceptual_weight: float = Field(0.1, ge=0.0)
+    pixel_weight: float = Field(1.0, ge=0.0, le=MAX_WEIGHT)
+    perceptual_weight: float = Field(0.1, ge=0.0, le=MAX_WEIGHT)
     vgg_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_1")
     hidden_only: bool = Field(False, description="the loss on the hidden (masked) pixels only, each VGG layer's "
                               "similarity weighted by the hidden share under it; on every pixel, the identity the net "
@@ -108,16 +113,18 @@ class ScoreConfig(StrictModel):
     masks: int = Field(4, ge=0, le=16, description="complementary block-mask passes per scale (0 = clean input only)")
     clean_view: bool = Field(False, description="also score the clean input, restored in one pass per scale")
     mask_block: int = Field(8, ge=1, le=128, description="side of a scoring mask block, pixels")
-    pixel_weight: float = Field(0.0, ge=0.0, description="weight of the normalised multi-scale L2 map of the U-Net's "
-                                                         "reconstruction; 0 with perceptual_weight 0: nothing is "
-                                                         "fitted. Off by default: streamed, at 0.1 (the previous "
-                                                         "default) the fitted maps cost 0.001-0.005 pixel AUROC on "
-                                                         "both dev sets, with or without warm-up, at 3-5x the time "
-                                                         "per frame (docs/ablations.md section 6; "
-                                                         "configs/ssdnet-fit.yaml turns them on)")
-    perceptual_weight: float = Field(0.0, ge=0.0, description="weight of the normalised multi-scale "
-                                                              "VGG map of the U-Net's reconstruction")
-    knn_weight: float = Field(1.0, ge=0.0, description="weight of the normalised VGG self-similarity map (edge.knn)")
+    pixel_weight: float = Field(0.0, ge=0.0, le=MAX_WEIGHT,
+                                description="weight of the normalised multi-scale L2 map of the U-Net's "
+                                            "reconstruction; 0 with perceptual_weight 0: nothing is "
+                                            "fitted. Off by default: streamed, at 0.1 (the previous "
+                                            "default) the fitted maps cost 0.001-0.005 pixel AUROC on "
+                                            "both dev sets, with or without warm-up, at 3-5x the time "
+                                            "per frame (docs/ablations.md section 6; "
+                                            "configs/ssdnet-fit.yaml turns them on)")
+    perceptual_weight: float = Field(0.0, ge=0.0, le=MAX_WEIGHT, description="weight of the normalised "
+                                     "multi-scale VGG map of the U-Net's reconstruction")
+    knn_weight: float = Field(1.0, ge=0.0, le=MAX_WEIGHT,
+                              description="weight of the normalised VGG self-similarity map (edge.knn)")
     knn_k: int = Field(5, ge=1, le=64, description="self-similarity: nearest other locations averaged")
     knn_radius: int = Field(4, ge=0, le=32, description="self-similarity: own neighbourhood excluded, in grid cells "
                                                         "(4 = 32 px at 8 px cells; docs/ablations.md sections 5, 38)")
@@ -149,10 +156,11 @@ class ScoreConfig(StrictModel):
     knn_max_pixels: int = Field(1 << 20, ge=1 << 12, description="self-similarity: the enlarged input has at "
                                                                  "most this many pixels (the factor drops, down "
                                                                  "to 1, for big frames); VGG19 memory ~ pixels")
-    knn_stats_weight: float = Field(0.2, ge=0.0, description="self-similarity: weight of the local intensity "
-                                                             "statistics (mean, contrast, colour; z-scored "
-                                                             "per frame, edge.local_stats) appended to the "
-                                                             "VGG19 features (unit norm); 0 = VGG19 only")
+    knn_stats_weight: float = Field(0.2, ge=0.0, le=MAX_WEIGHT,
+                                    description="self-similarity: weight of the local intensity "
+                                                "statistics (mean, contrast, colour; z-scored "
+                                                "per frame, edge.local_stats) appended to the "
+                                                "VGG19 features (unit norm); 0 = VGG19 only")
     knn_stats_sigma: float = Field(4.0, gt=0.0, le=64.0, description="self-similarity: Gaussian window of the "
                                    "local statistics, pixels (its radius, 3 sigma, within the smallest frame's padded "
                                    "input, as `smooth_sigma`'s: at most 21.1 at the default fit.scales)")
@@ -255,9 +263,11 @@ class MemoryConfig(StrictModel):
                            "memory. Part of the self-similarity term: off with score.knn_weight 0 too. The rows "
                            "waiting out `delay_frames` are held beside it (at most delay_frames x per_frame rows: "
                            "1.3 MB at the defaults)")
-    weight: float = Field(3.0, ge=0.0, description="once the memory is ready, the feature-distance map is a x "
-                          "self-similarity + b x memory distance + c with b / a = weight x the scale `scale_by` "
-                          "says, at the self-similarity's typical level (docs/ablations.md sections 7, 16, 17)")
+    weight: float = Field(3.0, ge=0.0, le=MAX_WEIGHT,
+                          description="once the memory is ready, the feature-distance map is a x "
+                                      "self-similarity + b x memory distance + c with b / a = weight x the "
+                                      "scale `scale_by` says, at the self-similarity's typical level "
+                                      "(docs/ablations.md sections 7, 16, 17)")
     weight_by_fill: bool = Field(True, description="the weight grows with the bank's fill, its frames / "
                                  "`fill_frames` (or its rows / its capacity, if larger), until it is full: a "
                                  "sparse bank, of a camera's first frames, counts for less (docs/ablations.md section "

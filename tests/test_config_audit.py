@@ -183,3 +183,16 @@ def test_a_crop_outside_the_first_frame_is_refused_before_the_line_starts(tmp_pa
         assert f"sources[a].crop [{x}, {y}, 32, 32] (x, y, width, height) lies outside its first frame, 96x64 px" in err
     assert crop_outside(parse_config(LineConfig, {"sources": [{**source, "crop": [64, 32, 64, 64]}]}).sources[0]) \
         is None  # overlapping: the part inside is scored
+
+
+@pytest.mark.parametrize("key", ["score.pixel_weight", "score.perceptual_weight", "score.knn_weight",
+                                 "score.knn_stats_weight", "loss.pixel_weight", "loss.perceptual_weight",
+                                 "memory.weight"])
+def test_a_weight_that_overflows_the_maps_is_refused(key):
+    """`score.knn_weight: 1e300` (or another map's, the loss's, the memory's) loaded; every frame's fp32 map was inf,
+    each scored as its worst finite value and logged `non-finite anomaly map` (the fit's loss: every step diverged).
+    A million, where the other weights already count for nothing, is taken."""
+    section, name = key.split(".")
+    text = refusal(SSDNetConfig, {section: {name: 1e300}})
+    assert f"{key}: Input should be less than or equal to 1000000" in text
+    parse_config(SSDNetConfig, {section: {name: 1e6}})
