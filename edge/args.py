@@ -30,9 +30,8 @@ def at_least(low: float, kind: type = int) -> Callable[[str], float]:
 
 def above(low: float, kind: type = float, high: float | None = None) -> Callable[[str], float]:
     """An argparse `type`: `kind(text)`, refused at or below `low`, above `high` where given (and nan, inf)."""
-    if high is None:
-        return _ranged(kind, lambda v: v > low, f"above {low}")
-    return _ranged(kind, lambda v: low < v <= high, f"above {low} and at most {high:g}")
+    most = "" if high is None else f" and at most {high:g}"
+    return _ranged(kind, lambda v: v > low and (high is None or v <= high), f"above {low}{most}")
 
 
 def between(low: float, high: float, kind: type = float) -> Callable[[str], float]:

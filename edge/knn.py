@@ -81,7 +81,7 @@ def knn_distance_and_spacing(feats: torch.Tensor, k: int, radius: int,
     numbers = not isinstance(fh, torch.Tensor)
     if numbers:
         check_grid(fh, fw, k)
-    if not numbers:  # compared with the cells' float coordinates
+    else:  # compared with the cells' float coordinates
         fh, fw = fh.float(), fw.float()
     # the radius shrinks until each cell keeps k candidates outside it (the fewest fall as the radius grows)
     radius = (_outside(fh, fw, torch.arange(1, radius + 1, dtype=torch.float32)) >= k).sum()

@@ -228,6 +228,7 @@ def _preflight(cfg: LineConfig, sources: Sequence = (), node: bool = True) -> No
     """What the file system shows wrong before any stage starts: a ConfigError naming the key (exit 2), not a stage
     that fails to start midway (exit 1)."""
     for s in sources:
+        found = None
         if s.kind == "folder":
             try:
                 found = image_files(s.path)
@@ -236,7 +237,7 @@ def _preflight(cfg: LineConfig, sources: Sequence = (), node: bool = True) -> No
             if not found:
                 raise ConfigError(f"sources[{s.name}].path {s.path}: no images ({', '.join(IMAGE_SUFFIXES)}) there: "
                                   "a folder source needs at least one")
-        if s.kind in ("folder", "video") and (size := crop_outside(s)) is not None:
+        if s.kind in ("folder", "video") and (size := crop_outside(s, found[0] if found else None)) is not None:
             raise ConfigError(f"sources[{s.name}].crop {list(s.crop)} (x, y, width, height) lies outside its first "
                               f"frame, {size[0]}x{size[1]} px: nothing of it could be scored (the crop's x and y are "
                               "its top-left corner, in the frame's pixels)")

@@ -134,16 +134,17 @@ class Shaper:
         return image[y:y + h, x:x + w]
 
 
-def crop_outside(cfg: VideoSourceConfig | FolderSourceConfig) -> tuple[int, int] | None:
-    """The (width, height) of a folder's first image or a video file's first frame where the source's `crop` lies
-    wholly outside it (nothing of any frame of that size could be scored); None where it does not, where there is no
-    crop, or where that frame cannot be read here (the camera says why once it runs)."""
+def crop_outside(cfg: VideoSourceConfig | FolderSourceConfig, first_image: Path | None = None
+                 ) -> tuple[int, int] | None:
+    """The (width, height) of a folder's first image (`first_image`, from the caller's listing of the folder) or a
+    video file's first frame where the source's `crop` lies wholly outside it (nothing of any frame of that size could
+    be scored); None where it does not, where there is no crop, or where that frame cannot be read here (the camera
+    says why once it runs)."""
     if cfg.crop is None:
         return None
     if isinstance(cfg, FolderSourceConfig):
         try:
-            files = image_files(cfg.path)
-            shape = read_image(files[0]).shape if files else None
+            shape = read_image(first_image).shape if first_image is not None else None
         except (OSError, ValueError):
             return None
     else:

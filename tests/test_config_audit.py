@@ -181,8 +181,9 @@ def test_a_crop_outside_the_first_frame_is_refused_before_the_line_starts(tmp_pa
     for x, y in [(96, 0), (0, 64), (500, 500)]:
         err = _run_refused(tmp_path, capsys, {"sources": [{**source, "crop": [x, y, 32, 32]}]})
         assert f"sources[a].crop [{x}, {y}, 32, 32] (x, y, width, height) lies outside its first frame, 96x64 px" in err
-    assert crop_outside(parse_config(LineConfig, {"sources": [{**source, "crop": [64, 32, 64, 64]}]}).sources[0]) \
-        is None  # overlapping: the part inside is scored
+    overlapping = parse_config(LineConfig, {"sources": [{**source, "crop": [64, 32, 64, 64]}]}).sources[0]
+    first = tmp_path / "frames" / "000.png" if kind == "folder" else None  # (the pre-flight's listing of the folder)
+    assert crop_outside(overlapping, first) is None  # overlapping: the part inside is scored
 
 
 @pytest.mark.parametrize("key", ["score.pixel_weight", "score.perceptual_weight", "score.knn_weight",
