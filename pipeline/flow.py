@@ -44,9 +44,10 @@ Protocol (pub/sub only; a PUSH camera has no way back):
   no longer than a slow real one would): a camera that heartbeats but does not send, counted as
   `Credits.expired_grants`. That camera gets no new grant until a frame of it arrives, only the lost one sent again,
   and each further unused grant in a row, across its ends of stream, holds the budget half as long, down to
-  `resend_s`. Frames a camera sent that never arrived (its heartbeat's seq is past the last frame the node received,
-  nothing pending) count as done, and their grant is settled as when a frame comes (its hold charged, or the camera
-  of an expired grant set level).
+  `resend_s`. A camera's end of stream ends its grants; the frames it sent before it hold the budget until they are
+  done (the receiver hears the end while the worker still scores the last frame). Frames a camera sent that never
+  arrived (its heartbeat's seq is past the last frame the node received, nothing pending) count as done, and their
+  grant is settled as when a frame comes (its hold charged, or the camera of an expired grant set level).
 - While it waits for credit a camera's heartbeats say `paced` (the console and the live page do not
   call it stalled).
 """
@@ -133,6 +134,7 @@ class _Source:
     granted_at: float = 0.0  # monotonic time a grant was last sent (a new one or one sent again)
     used: float = 0.0  # monotonic time of its last new grant or of a frame that raised `received`
     expired: bool = False  # its grant went unused too long (`_outstanding`): no budget held until a frame comes
+    ending: bool = False  # it ended its stream with frames the node has not finished: they hold the budget till done
     turn: int = 0  # number of the grant that last served it: of sources with equal node time, the longest-waiting first
     node_s: float = 0.0  # seconds of the node's time spent on its frames, from where it started (`Credits._level`)
     typical: float | None = None  # its typical wait from a grant (or its previous frame) to a frame, s (a running mean)
@@ -169,8 +171,9 @@ class Credits:
         now = time.monotonic()
         with self._lock:
             st = self._sources.get(source)
-            # new, restarted (a new run, or its numbering went back) or this node restarted: nothing outstanding, level
-            if st is None or restarted or seq < st.received:
+            # new, restarted (a new run, or its numbering went back), back after its end of stream, or this node
+            # restarted: nothing outstanding, level
+            if st is None or restarted or seq < st.received or st.ending:
                 st = _Source(done=seq, received=seq, upto=seq, node_s=self._level)
                 self._sources[source] = st
             elif now - st.seen > self.stale_s:  # back after a silence: a grant it held is charged first, then it
@@ -206,11 +209,20 @@ class Credits:
             if (st := self._sources.get(source)) is not None and seq <= max(st.received, st.upto):
                 st.done = max(st.done, seq)
                 st.node_s += seconds
+                if st.ending and st.done >= st.received:
+                    del self._sources[source]
                 self._grant(time.monotonic())
 
     def ended(self, source: str) -> None:
+        """`source` ended its stream: no more grants. Its frames the node received and has not finished still hold the
+        budget until they are done: the receiver hears an end of stream while the worker still scores the camera's
+        last frame, and freeing its place then granted every other camera at once (the demo's three cameras sent
+        their last frames together, the last of them 2 s after capture)."""
         with self._lock:
-            self._sources.pop(source, None)
+            if (st := self._sources.get(source)) is not None and st.done < st.received:
+                st.ending = True
+            else:
+                self._sources.pop(source, None)
             self._grant(time.monotonic())
 
     def awaited(self, age: float) -> set[str]:
@@ -286,9 +298,9 @@ class Credits:
         outstanding = 0  # frames granted and not yet done
         for s, st in live.items():
             self._expire(s, st, now, slowest)
-            outstanding += max(0, (min(st.upto, st.received) if st.expired else st.upto) - st.done)
+            outstanding += max(0, (min(st.upto, st.received) if st.expired or st.ending else st.upto) - st.done)
         while outstanding < self.budget:
-            waiting = [(st.node_s, st.turn, s) for s, st in live.items() if st.upto <= st.done]
+            waiting = [(st.node_s, st.turn, s) for s, st in live.items() if st.upto <= st.done and not st.ending]
             if not waiting:
                 return
             source = min(waiting)[2]  # the least node time used; in turn when equal: the source served longest ago

@@ -53,6 +53,30 @@ def test_credits_in_turn_within_budget_resent_when_lost_and_freed_by_dead_camera
     assert ("b", 1) in grants(c)
 
 
+def test_a_camera_s_last_frame_holds_the_budget_until_scored_though_its_end_of_stream_came_first():
+    """The receiver hears a camera's end of stream while the worker still scores its last frame: freeing the budget
+    then granted the other cameras at once (the demo's three last frames were sent together, the last scored 2 s
+    after its capture against 0.4 s for the others)."""
+    c = Credits("node", budget=1, stale_s=15.0, resend_s=1.0)
+    for cam in ("a", "b"):
+        c.heartbeat(cam, -1, {CREDIT_COUNTER: -1})
+    assert grants(c) == [("a", 0)]
+    c.received("a", 0)
+    c.ended("a")  # its last frame: still being scored
+    assert grants(c) == []
+    c.done("a", 0)
+    assert grants(c) == [("b", 0)]
+    c.received("b", 0)
+    c.done("b", 0)
+    assert grants(c) == [("b", 1)]  # "a" is gone: no grant for a camera that ended
+    c.heartbeat("a", -1, {CREDIT_COUNTER: -1})  # its next stream (a new run) asks again and waits its turn
+    c.received("b", 1)
+    c.done("b", 1)
+    assert grants(c) == [("a", 0)]
+    c.ended("a")  # it ends before it sends: a grant never used holds nothing
+    assert grants(c) == [("b", 2)]
+
+
 
 @pytest.fixture
 def clock(monkeypatch):
