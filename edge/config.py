@@ -22,6 +22,7 @@ VGG_LAYERS = (
 # A weight is relative to the others: at a million they count for nothing beside it, and far above that (~1e38) an fp32
 # map or loss overflows to inf (each frame then scored as its worst finite value, or every fit diverged).
 MAX_WEIGHT = 1e6
+UNET_STRIDE = 8  # the U-Net's 3 poolings of 2
 
 
 class StrictModel(BaseModel):
@@ -98,6 +99,11 @@ class FitConfig(StrictModel):
     channels_last: bool | None = Field(None, description="channels_last layout of the fit; None: always on the CPU "
                                        "(oneDNN: fp32 steps 1.2x faster too, docs/performance.md), with amp on CUDA")
     seed: int = 0
+
+    @property
+    def pad_multiple(self) -> int:
+        """Image sides are padded to multiples of this, so every grid patch passes through the U-Net whole."""
+        return max(self.scales) * UNET_STRIDE
 
     @field_validator("scales")
     @classmethod
@@ -463,9 +469,7 @@ class SSDNetConfig(StrictModel):
 
     @model_validator(mode="after")
     def _smoothing_fits_the_smallest_frame(self) -> SSDNetConfig:
-        from .patches import pad_multiple  # here: it imports torch
-
-        m = pad_multiple(self.fit.scales)
+        m = self.fit.pad_multiple
         side = -(-MIN_SIDE // m) * m  # a MIN_SIDE frame's padded map
         stats = self.score.knn_stats_weight > 0 and self.score.knn_weight > 0  # the local statistics' window is read
         for key, sigma in (("smooth_sigma", self.score.smooth_sigma),  # the local statistics blur the padded input:
@@ -479,7 +483,7 @@ class SSDNetConfig(StrictModel):
 
     @model_validator(mode="after")
     def _memory_holds_k_rows(self) -> SSDNetConfig:
-        from .memory import capacity, feature_dim  # here: edge.memory imports this module
+        from .sizes import capacity, feature_dim  # here: edge.sizes reads this module's sections
 
         m = self.memory
         if m.size_mb > 0 and (rows := capacity(m, feature_dim(m))) < m.k:
@@ -490,6 +494,11 @@ class SSDNetConfig(StrictModel):
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the field and the problem."""
+
+
+class VGGWeightsError(RuntimeError):
+    """The VGG19 checkpoint is missing or not in a known format (raised by edge.vgg; here, where no torch is loaded,
+    so the command line can catch it without loading torch)."""
 
 
 class _Short(reprlib.Repr):

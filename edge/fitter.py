@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .config import SSDNetConfig
 from .corrupt import corrupt
 from .device import autocast, autocast_dtype, memory_format, native_mixed_precision, resolve_device
-from .patches import pad_multiple, pad_to_multiple, to_patches
+from .patches import pad_to_multiple, to_patches
 from .unet import UNet
 from .vgg import VGG19Features, build_vgg, cosine_similarity
 
@@ -60,7 +60,7 @@ class Fitter:
         self.device = torch.device(device) if device is not None else resolve_device(cfg.device)
         self.amp = cfg.fit.amp and native_mixed_precision(self.device.type)
         self.fmt = memory_format(self.device, self.amp, cfg.fit.channels_last)
-        self.multiple = pad_multiple(cfg.fit.scales)
+        self.multiple = cfg.fit.pad_multiple
         self.vgg = None
         if cfg.loss.perceptual_weight > 0:
             self.vgg = (vgg or build_vgg(cfg, score=False)).to(self.device, memory_format=self.fmt)

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from .filters import gaussian_blur, gaussian_kernel
 
-STATS_CHANNELS = 5  # intensity mean and std, three colour offsets
 # A statistic that varies across the frame by less than one 8-bit grey level is rounding and codec noise, not
 # texture: z-scored by its own spread it would be amplified without bound (a grey product seen by a colour camera:
 # a video codec's faint colour ghost of an earlier frame's defect, 0.005 levels of spread, scored as a defect).

@@ -53,20 +53,13 @@ import torch.nn.functional as F
 from .calibration import MAD_TO_STD
 from .config import MemoryConfig
 from .knn import cell_size
-from .vgg import layer_channels
+from .sizes import capacity, feature_dim, history_rows
 
-BYTES_PER_VALUE = 2  # the bank is stored in fp16
-SPACING_BYTES = 4  # and each row's spacing in fp32
 LEVELS_KEPT = 100  # admitted frames whose (self-similarity, memory distance) means and spreads set the blend
 # (and whose novel shares set the frame rule's bound)
 MIN_SHARES = 20  # novel shares before they set the bound
 SEARCH_ROWS = 4096  # bank rows searched at once: a frame's product with them is 16 MB, not the whole bank's 212 MB
 # (0.6x the time on a CPU, docs/performance.md); each piece's k nearest are then merged
-
-
-def feature_dim(cfg: MemoryConfig) -> int:
-    """Width of a memory row: `cfg.dims`, or the channels of `cfg.layers` without a projection."""
-    return cfg.dims or sum(layer_channels(name) for name in cfg.layers)
 
 
 @functools.lru_cache(maxsize=8)
@@ -176,25 +169,6 @@ def farthest_points(rows: torch.Tensor, n: int, start: torch.Tensor | None = Non
         gap = torch.minimum(gap, (rows - rows[j]).norm(dim=1))
         gap[j] = -1.0  # never twice
     return torch.stack(picked)
-
-
-def footprint_mb(cfg: MemoryConfig, history_dim: int = 0) -> float:
-    """A camera's memory at most, MB: the bank (`size_mb`), the rows waiting out `delay_frames` and the history
-    (rows of `history_dim` values)."""
-    row = feature_dim(cfg) * BYTES_PER_VALUE + SPACING_BYTES
-    queue = cfg.delay_frames * cfg.per_frame * row if cfg.size_mb > 0 else 0
-    history = history_rows(cfg, history_dim) * (history_dim * BYTES_PER_VALUE + SPACING_BYTES)
-    return cfg.size_mb + (queue + history) / 2**20
-
-
-def history_rows(cfg: MemoryConfig, history_dim: int) -> int:
-    """Rows of the history ring: `history_frames` x `history_cells` (none without a width or a bank)."""
-    return cfg.history_frames * cfg.history_cells if history_dim and cfg.size_mb > 0 else 0
-
-
-def capacity(cfg: MemoryConfig, dim: int) -> int:
-    """Bank rows (and their spacing) that fit `cfg.size_mb`."""
-    return int(cfg.size_mb * 2**20 // (dim * BYTES_PER_VALUE + SPACING_BYTES))
 
 
 class FeatureMemory:

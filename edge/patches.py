@@ -4,13 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-UNET_STRIDE = 8  # 3 poolings of 2
-
-
-def pad_multiple(scales: tuple[int, ...]) -> int:
-    """Image sides must be multiples of this so every grid patch passes through the U-Net."""
-    return max(scales) * UNET_STRIDE
-
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Reflect-pad NCHW bottom/right so both sides are multiples of `multiple`."""

@@ -37,11 +37,12 @@ from .config import MemoryConfig, ScoreConfig
 from .corrupt import _block_size
 from .filters import gaussian_blur, gaussian_kernel
 from .knn import cell_size, check_grid, grid_features, knn_distance_and_spacing
-from .local_stats import STATS_CHANNELS, stats_features
-from .memory import history_rows, memory_distance, memory_features
+from .local_stats import stats_features
+from .memory import memory_distance, memory_features
 from .patches import from_patches, to_patches
+from .sizes import history_rows, knn_dim
 from .unet import UNet
-from .vgg import VGG19Features, cosine_similarity, layer_channels, layer_stride
+from .vgg import VGG19Features, cosine_similarity, layer_stride
 
 
 def mask_groups(h: int, w: int, block: int, groups: int) -> torch.Tensor:
@@ -52,11 +53,6 @@ def mask_groups(h: int, w: int, block: int, groups: int) -> torch.Tensor:
     j = torch.arange(w // b).view(1, -1) % r
     gid = ((i * r + j) % groups).repeat_interleave(b, 0).repeat_interleave(b, 1)
     return torch.stack([gid == g for g in range(groups)]).unsqueeze(1)
-
-
-def knn_dim(cfg: ScoreConfig) -> int:
-    """Width D of a self-similarity cell (a history row): the VGG19 layers' channels and the local statistics."""
-    return sum(layer_channels(name) for name in cfg.vgg_layers) + (STATS_CHANNELS if cfg.knn_stats_weight > 0 else 0)
 
 
 class AnomalyScorer(nn.Module):

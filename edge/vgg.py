@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import VGG_LAYERS, SSDNetConfig
+from .config import VGG_LAYERS, SSDNetConfig, VGGWeightsError
+from .sizes import VGG_BLOCKS
 
-# conv layers per VGG19 block; a 2x2 max-pool follows each block
-_BLOCKS = ((3, 64, 64), (64, 128, 128), (128, 256, 256, 256, 256), (256, 512, 512, 512, 512), (512, 512, 512, 512, 512))
 ENV_VAR = "SSDNET_VGG_WEIGHTS"
 HOW_TO_GET = (
     "SSDnet needs pretrained VGG19 weights from a local file (nothing is downloaded at run time). Either\n"
@@ -28,10 +27,6 @@ HOW_TO_GET = (
     f"or point {ENV_VAR} (or the config's vgg_weights) at torchvision's vgg19 checkpoint, e.g.\n"
     "  ~/.cache/torch/hub/checkpoints/vgg19-dcbb9e9d.pth"
 )
-
-
-class VGGWeightsError(RuntimeError):
-    """The VGG19 checkpoint is missing or not in a known format."""
 
 
 def default_weights_path() -> Path | None:
@@ -95,7 +90,7 @@ class VGG19Features(nn.Module):
         depth = max(VGG_LAYERS.index(name) for name in self.layers) + 1
         self.padding_mode = "reflect" if self.format == "adain" else "zeros"
         self.convs = nn.ModuleList()
-        shapes = [(c_in, c_out) for block in _BLOCKS for c_in, c_out in zip(block[:-1], block[1:], strict=True)]
+        shapes = [(c_in, c_out) for block in VGG_BLOCKS for c_in, c_out in zip(block[:-1], block[1:], strict=True)]
         # shapes: all 16 layers; convs: up to the deepest layer asked for
         for (w, b), (c_in, c_out) in zip(convs[:depth], shapes, strict=False):
             if tuple(w.shape) != (c_out, c_in, 3, 3):
@@ -116,7 +111,7 @@ class VGG19Features(nn.Module):
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
         # the conv index after which a 2x2 max-pool follows
         ends, n = set(), 0
-        for block in _BLOCKS:
+        for block in VGG_BLOCKS:
             n += len(block) - 1
             ends.add(n - 1)
         self._pool_after = ends
@@ -151,12 +146,6 @@ class VGG19Features(nn.Module):
             if i in self._pool_after:
                 x = F.max_pool2d(x, 2, ceil_mode=True)
         return out
-
-
-def layer_channels(name: str) -> int:
-    """Channels of a VGG19 layer ("relu3_1" -> 256)."""
-    block, conv = (int(v) for v in name.removeprefix("relu").split("_"))
-    return _BLOCKS[block - 1][conv]
 
 
 def layer_stride(name: str) -> int:

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge.device import native_mixed_precision, synchronize
-from edge.patches import pad_multiple, pad_to_multiple
+from edge.patches import pad_to_multiple
 from edge.scorers import CPU_PROVIDER, BackendUnavailable, OnnxRuntimeScorer, TensorRTScorer, TorchScorer, build_scorer
 from edge.scorers.onnxruntime_scorer import ort
 from edge.scorers.tensorrt_scorer import require_tensorrt
@@ -116,7 +116,7 @@ def run_bench(cfg, height: int, width: int, repeat: int = 5, *, compile: bool = 
     say = progress or (lambda _m: None)
     scorer = build_scorer(cfg, device="cpu", backend="torch").module  # the config's seed init, as in the node
     unet = scorer.unet
-    x = pad_to_multiple(_image(height, width, seed), pad_multiple(cfg.fit.scales))
+    x = pad_to_multiple(_image(height, width, seed), cfg.fit.pad_multiple)
     states = _states(unet, repeat + 1, seed)
     rows = build_rows(cfg, scorer, compile=compile, only=only)
     base = rows[0]

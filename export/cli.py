@@ -21,7 +21,6 @@ from edge.config import MIN_SIDE, ConfigError, ScoreConfig, load_config, refuse_
 from edge.detector import first_frame_score
 from edge.device import resolve_device
 from edge.frames import FrameError, working_size
-from edge.patches import pad_multiple
 from edge.scorers import BackendError, BackendUnavailable, TensorRTScorer, build_scorer, choose_backend, probe_backends
 from edge.scorers.base import unet_state
 from edge.scorers.onnx_graph import DEFAULT_OPSET, DYNAMO_OPSET, ExportError, export_scorer
@@ -159,7 +158,7 @@ def run_export(args: argparse.Namespace) -> int:
     if frame != (args.height, args.width):
         print(f"frames of {args.height}x{args.width} are scored at {frame[0]}x{frame[1]} "
               f"(ssdnet.max_pixels {cfg.max_pixels})")
-    m = pad_multiple(cfg.fit.scales)
+    m = cfg.fit.pad_multiple
     h, w = -(-frame[0] // m) * m, -(-frame[1] // m) * m
     if (h, w) != frame:
         print(f"frames of {frame[0]}x{frame[1]} are padded to {h}x{w} (multiples of {m}); exporting for {h}x{w}")

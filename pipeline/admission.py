@@ -73,8 +73,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from edge.config import SSDNetConfig
-from edge.memory import footprint_mb
-from edge.scoring import knn_dim
+from edge.sizes import footprint_mb, knn_dim
 
 from . import protocol as P
 

@@ -287,7 +287,7 @@ class NodeConfig(StrictModel):
     threads: int | None = Field(None, ge=1, le=256, description="torch threads of the node process; None = all "
                                 "cores. Never more than the cores free for it: oversubscribed threads spin and slow "
                                 "fitting 10-60x")
-    ssdnet: SSDNetConfig = SSDNetConfig()
+    ssdnet: SSDNetConfig = Field(default_factory=SSDNetConfig)  # built with a line (its checks import torch: below)
     checkpoint_dir: Path | None = Field(None, description="save each source's weights here every checkpoint_every "
                                         "frames (<source>.pt; <source>@<product>.pt per product its frames name), "
                                         "and at a product changeover, the camera's end of stream and the node's "
@@ -447,7 +447,9 @@ class SinksConfig(StrictModel):
 
 class LineConfig(StrictModel):
     sources: tuple[SourceConfig, ...]
-    node: NodeConfig = NodeConfig()
+    # built when a line is loaded, not when this module is: the node's and SSDnet's checks import the scorer (torch),
+    # and a camera's process imports this module for its own section only (each camera held torch)
+    node: NodeConfig = Field(default_factory=NodeConfig)
     sinks: SinksConfig = SinksConfig()
     frames: int | None = Field(None, ge=1, description="default frame limit of every source")
     timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S, description="stop the run after this long (at "

@@ -39,6 +39,7 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -46,13 +47,11 @@ from rich.table import Table
 
 from edge.args import above, at_least
 from edge.config import MIN_SIDE, ConfigError
-from edge.device import resolve_device
 from edge.images import IMAGE_SUFFIXES, image_files
 
 from . import protocol as P
 from .config import MAX_TIMEOUT_S, LineConfig, load_line_config
 from .eventlog import CatchUp, Cursors, ReplayClient, first_sync
-from .node import DetectorFactory, run_node
 from .out_folder import FolderBusy, claimed, keep_earlier, set_aside
 from .security import secure_stage
 from .sink_config import ViewConfig
@@ -73,6 +72,9 @@ from .stages import READY_TIMEOUT_S, LineError, Stages
 from .stats import DROP_COUNTERS, StreamStats
 from .stopping import ctrl_c_flag, stop_code, stop_on_signals
 from .transport import raise_open_file_limit
+
+if TYPE_CHECKING:
+    from .node import DetectorFactory
 
 log = logging.getLogger(__name__)
 _WILDCARD = re.compile(r"^tcp://(0\.0\.0\.0|\*|\[::\]|::):")
@@ -264,6 +266,9 @@ def run_line(cfg: LineConfig, out: str | Path, frames: int | None = None, timeou
     if not cfg.sources:
         raise ConfigError("the config has no camera of its own (its node reads node.connect): run its node with "
                         "`--stage node` and its sinks with `--stage sinks`")
+    from edge.device import resolve_device  # here: torch, which a camera's own stage (`--stage camera`) never loads
+
+    from .node import run_node
     resolve_device(cfg.node.ssdnet.device)  # a device this machine lacks: a ConfigError before any stage starts
     _preflight(cfg, cfg.sources)
     out = Path(out)
@@ -420,6 +425,9 @@ def run_camera_stage(cfg: LineConfig, name: str, frames: int | None = None, time
 
 def run_node_stage(cfg: LineConfig, out: Path, timeout_s: float | None = None,
                    detector_factory: DetectorFactory | None = None) -> dict:
+    from edge.device import resolve_device  # here, as in run_line: torch
+
+    from .node import run_node
     node_cfg = cfg.node
     _fixed("node.bind", node_cfg.bind)
     resolve_device(node_cfg.ssdnet.device)

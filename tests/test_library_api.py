@@ -13,8 +13,9 @@ from edge.config import SSDNetConfig
 from edge.detector import Detector
 from edge.fitter import image_to_tensor
 from edge.frames import FrameError
+from edge.sizes import VGG_BLOCKS
 from edge.synthetic import texture
-from edge.vgg import _BLOCKS, VGG19Features, VGGWeightsError
+from edge.vgg import VGG19Features, VGGWeightsError
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_restore_refuses_a_memory_made_otherwise_at_the_same_width(frame, change
 def _torchvision_vgg19(**change) -> dict[str, torch.Tensor]:
     """A state dict with torchvision's vgg19 key names and shapes (zeros), entries replaced or removed (None)."""
     state, i = {}, 0
-    for block in _BLOCKS:
+    for block in VGG_BLOCKS:
         for c_in, c_out in zip(block[:-1], block[1:], strict=False):
             state[f"features.{i}.weight"] = torch.zeros(c_out, c_in, 3, 3)
             state[f"features.{i}.bias"] = torch.zeros(c_out)

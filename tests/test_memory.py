@@ -18,8 +18,9 @@ from edge.calibration import ScoreCalibrator
 from edge.config import CalibrationConfig, ConfigError, MemoryConfig, SSDNetConfig, parse_config
 from edge.detector import Detector
 from edge.fitter import image_to_tensor
-from edge.memory import FeatureMemory, farthest_points, feature_dim, footprint_mb, memory_distance, memory_features
+from edge.memory import FeatureMemory, farthest_points, memory_distance, memory_features
 from edge.scorers import OnnxRuntimeScorer, build_scorer
+from edge.sizes import feature_dim, footprint_mb
 from edge.synthetic import draw_defect, texture
 from tools.bench import fill_bank
 

@@ -153,7 +153,7 @@ def test_ctrl_c_while_the_commands_load_ends_like_one_later(monkeypatch, capsys)
     """Ctrl-C in a command's first seconds (its imports: torch) ends it with 130 and one line, no traceback."""
     import tools.cli
 
-    def interrupted():
+    def interrupted(command=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tools.cli, "build_parser", interrupted)

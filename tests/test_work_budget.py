@@ -11,8 +11,7 @@ import pytest
 
 from edge.config import SSDNetConfig
 from edge.detector import Detector as SSDNetDetector
-from edge.memory import footprint_mb
-from edge.scoring import knn_dim
+from edge.sizes import footprint_mb, knn_dim
 from pipeline import admission
 from pipeline import protocol as P
 from pipeline.admission import Rejected, WorkBudget

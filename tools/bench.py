@@ -56,9 +56,10 @@ from edge.config import MIN_SIDE, SSDNetConfig, load_config, parse_config
 from edge.detector import Detector
 from edge.device import native_mixed_precision, resolve_device, synchronize
 from edge.fitter import Fitter, image_to_tensor
-from edge.memory import FeatureMemory, feature_dim, grid_shape, memory_distance
-from edge.patches import pad_multiple, pad_to_multiple
+from edge.memory import FeatureMemory, grid_shape, memory_distance
+from edge.patches import pad_to_multiple
 from edge.scorers import BACKENDS, choose_backend
+from edge.sizes import feature_dim
 from edge.synthetic import TEXTURES, sample
 from edge.vgg import build_vgg
 from export.bench import run_bench
@@ -183,7 +184,7 @@ def bench_fit(cfg, size: int, batch: int, steps: int, *, compile: bool, device: 
     vgg = build_vgg(cfg)
     imgs = _frames(size, batch, seed=1)
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
-    x = pad_to_multiple(x, pad_multiple(cfg.fit.scales))
+    x = pad_to_multiple(x, cfg.fit.pad_multiple)
     fp32 = _with_fit(cfg, amp=False, channels_last=False)  # fp32 eager: PyTorch's default layout, the baseline
     variants = [("fp32", fp32, False), ("fp32_channels_last", _with_fit(cfg, amp=False, channels_last=True), False),
                 ("amp", _with_fit(cfg, amp=True), False)]

@@ -1,5 +1,5 @@
-"""The `ssdnet` console command. Each subcommand lives in the module named in COMMANDS,
-which exposes `add_parser(subparsers)`; the parser it adds sets `func(args) -> int`."""
+"""The `ssdnet` console command. Each subcommand lives in the module COMMANDS names for it, which exposes
+`add_parser(subparsers)`; the parser it adds sets `func(args) -> int`."""
 from __future__ import annotations
 
 import argparse
@@ -10,40 +10,40 @@ import sys
 
 import zmq
 
-from edge.config import ConfigError
+from edge.config import ConfigError, VGGWeightsError
 
-COMMANDS = (
-    "tools.eval.evaluate",  # ssdnet eval
-    "tools.score_images",   # ssdnet score
-    "tools.calibrate",      # ssdnet calibrate
-    "tools.bench",          # ssdnet bench
-    "export.cli",           # ssdnet export, ssdnet backends, ssdnet bench-scorer
-    "pipeline.launcher",    # ssdnet run
-    "pipeline.subscribe",   # ssdnet subscribe
-    "pipeline.view",        # ssdnet view
-    "tools.soak",           # ssdnet soak
-    "pipeline.keys",        # ssdnet keys
-)
+COMMANDS = {  # subcommand -> the module whose `add_parser(subparsers)` adds it
+    "eval": "tools.eval.evaluate",
+    "score": "tools.score_images",
+    "calibrate": "tools.calibrate",
+    "bench": "tools.bench",
+    "export": "export.cli", "backends": "export.cli", "bench-scorer": "export.cli",
+    "run": "pipeline.launcher",
+    "subscribe": "pipeline.subscribe",
+    "view": "pipeline.view",
+    "soak": "tools.soak",
+    "keys": "pipeline.keys",
+}
 
 QUIET_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx._internal.exporter._registration")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand's parser, or `command`'s alone: only its module is imported (the commands' imports take
+    seconds, and `ssdnet run --stage camera:NAME` loads no torch; every module imported, it loaded `ssdnet eval`'s)."""
     parser = argparse.ArgumentParser(prog="ssdnet", description="Zero-shot anomaly maps from single "
                                                                 "images and live cameras (SSDnet).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
+    for name in [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values()):
         importlib.import_module(name).add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:  # the commands' imports take seconds (torch): a Ctrl-C meanwhile ends the command as one later would
-        args = build_parser().parse_args(argv)
-        # imported after the parser (which imports every command): the stage processes of `ssdnet run`
-        # re-import this module as their __main__'s and must not load torch, which edge.vgg does
-        from edge.vgg import VGGWeightsError
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(next((a for a in argv if not a.startswith("-")), None)).parse_args(argv)
     except KeyboardInterrupt:
         print("ssdnet: interrupted", file=sys.stderr)
         return 130

@@ -9,7 +9,7 @@ from tools.bench import _frames, _with_fit
 from edge.config import SSDNetConfig
 from edge.vgg import build_vgg
 from edge.fitter import Fitter
-from edge.patches import pad_multiple, pad_to_multiple
+from edge.patches import pad_to_multiple
 
 STEPS = 6
 
@@ -27,7 +27,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = SSDNetConfig()
     x = torch.from_numpy(np.stack(_frames(256, 1, seed=1))).permute(0, 3, 1, 2).float() / 255.0
-    x = pad_to_multiple(x, pad_multiple(cfg.fit.scales))
+    x = pad_to_multiple(x, cfg.fit.pad_multiple)
     fp32 = per_op_ms(_with_fit(cfg, amp=False, channels_last=False), x)
     amp = per_op_ms(_with_fit(cfg, amp=True), x)
     print(f"{'op (self time per step)':45s} {'fp32 ms':>8s} {'amp ms':>8s} {'ratio':>7s}")

@@ -23,7 +23,8 @@ from collections.abc import Hashable, Mapping
 
 import torch
 
-from ..memory import FeatureMemory, feature_dim, grid_shape, search_rows
+from ..memory import FeatureMemory, grid_shape, search_rows
+from ..sizes import feature_dim
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 CPU_PROVIDER = "CPUExecutionProvider"

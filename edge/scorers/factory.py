@@ -30,7 +30,6 @@ from onnx import TensorProto, helper
 
 from ..config import FitConfig, ModelConfig, ScoreConfig, SSDNetConfig
 from ..device import native_mixed_precision, resolve_device
-from ..patches import pad_multiple
 from ..scoring import AnomalyScorer
 from ..unet import UNet
 from ..vgg import VGG19Features, build_vgg
@@ -114,7 +113,7 @@ def graph_size(backend: str, cfg: SSDNetConfig, height: int, width: int) -> tupl
     frame's size as an input (`score.frame_input`), so one serves every frame padded to its size (edge.patches); a
     TensorRT engine holds it as a constant: one per frame size, returned as is (as for torch, which builds none)."""
     if backend == "onnxruntime" and cfg.score.frame_input:
-        multiple = pad_multiple(cfg.fit.scales)
+        multiple = cfg.fit.pad_multiple
         return -(-height // multiple) * multiple, -(-width // multiple) * multiple
     return height, width
 

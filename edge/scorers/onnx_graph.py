@@ -35,7 +35,8 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from ..memory import FeatureMemory, feature_dim, grid_shape, search_pieces
+from ..memory import FeatureMemory, grid_shape, search_pieces
+from ..sizes import feature_dim
 from .base import padded_frame
 
 DEFAULT_OPSET = 17

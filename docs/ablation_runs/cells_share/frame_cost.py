@@ -9,7 +9,8 @@ import torch
 
 from edge.config import SSDNetConfig
 from edge.detector import Detector
-from edge.memory import feature_dim, grid_shape
+from edge.memory import grid_shape
+from edge.sizes import feature_dim
 from edge.synthetic import sample
 
 torch.set_num_threads(1)
