@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .sizes import capacity, feature_dim
+
 VGG_LAYERS = (
     "relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3", "relu3_4",
     "relu4_1", "relu4_2", "relu4_3", "relu4_4", "relu5_1", "relu5_2", "relu5_3", "relu5_4",
@@ -483,8 +485,6 @@ class SSDNetConfig(StrictModel):
 
     @model_validator(mode="after")
     def _memory_holds_k_rows(self) -> SSDNetConfig:
-        from .sizes import capacity, feature_dim  # here: edge.sizes reads this module's sections
-
         m = self.memory
         if m.size_mb > 0 and (rows := capacity(m, feature_dim(m))) < m.k:
             raise ValueError(f"memory.size_mb {m.size_mb:g} holds {rows} bank row(s), fewer than memory.k = {m.k} "
