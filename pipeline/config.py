@@ -17,6 +17,7 @@ from edge.config import MIN_SIDE, SSDNetConfig, StrictModel, load_yaml, parse_co
 from edge.images import IMAGE_SUFFIXES
 from edge.synthetic import TEXTURES
 
+from . import admission
 from .protocol import MAX_REGIONS, MAX_SIDE, SOURCE_PATTERN, Encoding
 from .sink_config import MqttConfig, ViewConfig
 from .transport import ENDPOINT_PATTERN
@@ -287,7 +288,7 @@ class NodeConfig(StrictModel):
     threads: int | None = Field(None, ge=1, le=256, description="torch threads of the node process; None = all "
                                 "cores. Never more than the cores free for it: oversubscribed threads spin and slow "
                                 "fitting 10-60x")
-    ssdnet: SSDNetConfig = Field(default_factory=SSDNetConfig)  # built with a line (its checks import torch: below)
+    ssdnet: SSDNetConfig = SSDNetConfig()
     checkpoint_dir: Path | None = Field(None, description="save each source's weights here every checkpoint_every "
                                         "frames (<source>.pt; <source>@<product>.pt per product its frames name), "
                                         "and at a product changeover, the camera's end of stream and the node's "
@@ -361,8 +362,6 @@ class NodeConfig(StrictModel):
         # with min_side under 32 every frame was scaled down below the scorer's smallest frame and failed there
         _ordered(f"the scorer's smallest frame, {MIN_SIDE}^2", MIN_SIDE ** 2, "max_frame_pixels", self.max_frame_pixels)
         if self.memory_budget_mb is not None:  # 1e-6 loaded, and the node refused every frame (memory_budget)
-            from . import admission
-
             need = admission.WorkBudget(None, admission.model_mb(self.ssdnet)).needed_mb(1, 0, MIN_SIDE ** 2)
             if self.memory_budget_mb < need:
                 raise ValueError(f"memory_budget_mb ({self.memory_budget_mb:g}) cannot hold one camera's model and the "
@@ -447,9 +446,7 @@ class SinksConfig(StrictModel):
 
 class LineConfig(StrictModel):
     sources: tuple[SourceConfig, ...]
-    # built when a line is loaded, not when this module is: the node's and SSDnet's checks import the scorer (torch),
-    # and a camera's process imports this module for its own section only (each camera held torch)
-    node: NodeConfig = Field(default_factory=NodeConfig)
+    node: NodeConfig = NodeConfig()
     sinks: SinksConfig = SinksConfig()
     frames: int | None = Field(None, ge=1, description="default frame limit of every source")
     timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S, description="stop the run after this long (at "
